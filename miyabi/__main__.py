@@ -1,0 +1,5 @@
+"""``python -m miyabi``."""
+
+from miyabi.cli import main
+
+main()

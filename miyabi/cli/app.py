@@ -1,0 +1,321 @@
+"""The ``miyabi`` command line. It only wires: it parses options, calls the core, and
+turns a :class:`~miyabi.errors.MiyabiError` into one line on stderr and its exit code."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from miyabi import defaults
+from miyabi.cli import output
+from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, MiyabiError
+
+app = typer.Typer(
+    name="miyabi",
+    help="Run an ensemble of CLI coding agents in tmux, one pane per named agent.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+SocketOpt = Annotated[
+    Optional[str],
+    typer.Option("--socket", "-L", envvar="MIYABI_SOCKET", help="tmux socket name of miyabi's own server [default: the one miyabi last used in this home, else 'miyabi']"),
+]
+HomeOpt = Annotated[
+    Optional[Path],
+    typer.Option("--home", envvar="MIYABI_HOME", help="directory holding queue/, logs/ and run/ [default: current directory]"),
+]
+LayoutOpt = Annotated[
+    Optional[str],
+    typer.Option("--layout", "-f", help="layout file or shipped layout name [default: the one `miyabi up` last used here]"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(fn: F) -> F:
+    """Map miyabi's errors to one stderr line per problem and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MiyabiError as e:
+            for line in e.lines():
+                output.error(line)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            output.error("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except OSError as e:
+            where = f" {e.filename}" if e.filename else ""
+            output.error(f"{e.strerror or e}:{where}")
+            raise typer.Exit(EXIT_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass
+class Target:
+    """Where a command acts: the home, the tmux socket and the session."""
+
+    home: Any
+    socket: str
+    session: str
+    layout_path: Path | None
+
+
+def resolve_target(home: Path | None, socket: str | None, layout: str | None) -> Target:
+    """Home from ``--home``; socket from ``--socket``, else what ``miyabi up`` recorded
+    here, else ``miyabi``; session from ``--layout``, else the recorded one."""
+    from miyabi.home import Home
+    from miyabi.layout import load
+    from miyabi.layout import shipped as shipped_layouts
+
+    h = Home.resolve(home)
+    state = h.load_state()
+    sock = socket or state.get("socket") or defaults.SOCKET
+    if layout is None and isinstance(state.get("session"), str):
+        lp = state.get("layout")
+        return Target(h, sock, state["session"], Path(lp) if isinstance(lp, str) else None)
+    path = shipped_layouts.for_command(layout, h)
+    return Target(h, sock, load(path).session, path)
+
+
+def _tmux(socket: str) -> Any:
+    from miyabi.tmux.runner import Tmux
+
+    return Tmux(socket)
+
+
+@app.command()
+@handles_errors
+def up(
+    layout: Annotated[Optional[str], typer.Argument(help="layout file or shipped layout name [default: ./miyabi.yaml, else 'default']")] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="do not attach; print how to")] = False,
+    socket: SocketOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Build the agents' tmux session from a layout, or bring a running one in line with it."""
+    from miyabi.home import Home
+    from miyabi.layout import load, preflight
+    from miyabi.layout import shipped as shipped_layouts
+    from miyabi.tmux.builder import up as build_up
+
+    h = Home.resolve(home)
+    path = shipped_layouts.for_up(layout)
+    lay = load(path)
+    preflight(lay)
+    sock = socket or h.load_state().get("socket") or defaults.SOCKET
+    tmux = _tmux(sock)
+    report = build_up(lay, tmux, h)
+    h.save_state(layout=str(lay.path), session=lay.session, socket=sock)
+
+    if report.created_session:
+        output.say(f"created session {lay.session!r} on socket {sock!r} with {len(report.created)} agents: {', '.join(report.created)}", "green")
+    else:
+        for name in report.created:
+            output.say(f"created {name} (it had no pane)", "green")
+        for name, how in report.respawned:
+            output.say(f"respawned {name} ({how})", "yellow")
+        if report.running:
+            output.say(f"running, left alone: {', '.join(report.running)}")
+        if not report.created and not report.respawned:
+            output.say(f"session {lay.session!r} already matches {path}; nothing to do")
+    for name, pane in report.extra:
+        output.say(f"note: pane {pane} runs agent {name!r}, which {path} does not name; left running (kill it with `tmux -L {sock} kill-pane -t {pane}`)", "yellow")
+
+    attach_cmd = f"tmux -L {sock} attach -t {lay.session}"
+    if detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        output.say(f"attach with: {attach_cmd}")
+        return
+    _exec_attach(tmux, lay.session, None)
+
+
+@app.command()
+@handles_errors
+def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
+    """End miyabi's session (and its tmux server if nothing else runs on it)."""
+    from miyabi.errors import SessionNotFound
+    from miyabi.tmux.builder import down as build_down
+
+    t = resolve_target(home, socket, layout)
+    tmux = _tmux(t.socket)
+    try:
+        server_gone = build_down(tmux, t.session, t.home)
+    except SessionNotFound:
+        output.say(f"no session {t.session!r} on socket {t.socket!r}; nothing to stop")
+        return
+    tail = " and its tmux server" if server_gone else " (other sessions on the socket left running)"
+    output.say(f"stopped session {t.session!r}{tail}")
+
+
+@app.command()
+@handles_errors
+def attach(
+    agent: Annotated[Optional[str], typer.Argument(help="agent whose pane to select")] = None,
+    socket: SocketOpt = None,
+    home: HomeOpt = None,
+    layout: LayoutOpt = None,
+) -> None:
+    """Attach to miyabi's session, with AGENT's pane selected."""
+    from miyabi.errors import SessionNotFound
+    from miyabi.tmux.panes import session_exists
+
+    t = resolve_target(home, socket, layout)
+    tmux = _tmux(t.socket)
+    tmux.require_version()
+    if not session_exists(tmux, t.session):
+        raise SessionNotFound(t.session, t.socket)
+    if not sys.stdin.isatty():
+        raise MiyabiError(f"attach needs a terminal; from one, run: tmux -L {t.socket} attach -t {t.session}")
+    _exec_attach(tmux, t.session, agent)
+
+
+def _exec_attach(tmux: Any, session: str, agent: str | None) -> None:
+    from miyabi.errors import AgentNotFound
+    from miyabi.tmux.panes import exact, list_panes
+
+    if agent:
+        panes = [p for p in list_panes(tmux, session) if p.agent]
+        pane = next((p for p in panes if p.agent == agent), None)
+        if pane is None:
+            raise AgentNotFound(agent, [p.agent for p in panes])
+        tmux.run_chain([["select-window", "-t", pane.window_id], ["select-pane", "-t", pane.pane_id]])
+    env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+    argv = tmux.argv(["attach-session", "-t", exact(session)])
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, env)
+
+
+@app.command()
+@handles_errors
+def status(
+    json_out: JsonOpt = False,
+    socket: SocketOpt = None,
+    home: HomeOpt = None,
+    layout: LayoutOpt = None,
+) -> None:
+    """One row per agent: pane, pid, alive or dead, uptime, CPU and memory, last output."""
+    from miyabi.errors import LayoutError, SessionNotFound
+    from miyabi.layout import load
+    from miyabi.status import collect
+    from miyabi.tmux.panes import session_exists
+
+    t = resolve_target(home, socket, layout)
+    tmux = _tmux(t.socket)
+    tmux.require_version()
+    if not session_exists(tmux, t.session):
+        raise SessionNotFound(t.session, t.socket)
+    expected: list[str] = []
+    if t.layout_path is not None:
+        try:
+            expected = load(t.layout_path).names
+        except LayoutError:
+            expected = []
+    rows = collect(tmux, t.session, t.home, expected)
+    if json_out:
+        output.emit_json({"session": t.session, "socket": t.socket, "home": str(t.home.root), "agents": [r.to_json() for r in rows]})
+        return
+    table_rows = []
+    for r in rows:
+        state = r.state if r.alive or r.state == "missing" else f"dead ({r.exit})"
+        table_rows.append(
+            [
+                r.name,
+                r.window or "-",
+                r.pane_id or "-",
+                str(r.pid) if r.pid else "-",
+                r.command or "-",
+                state,
+                output.human_seconds(r.uptime),
+                "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",
+                output.human_bytes(r.rss),
+                output.human_seconds(r.last_output),
+            ]
+        )
+    headers = ["agent", "window", "pane", "pid", "command", "state", "uptime", "cpu%", "rss", "last output"]
+    output.table(table_rows, headers, title=f"session {t.session} (socket {t.socket})")
+
+
+@app.command()
+@handles_errors
+def layouts(json_out: JsonOpt = False) -> None:
+    """List the shipped layouts."""
+    from miyabi.errors import LayoutError
+    from miyabi.layout import load
+    from miyabi.layout import shipped as shipped_layouts
+
+    items = []
+    for path in shipped_layouts.shipped():
+        try:
+            lay = load(path)
+            items.append({"name": path.stem, "path": str(path), "session": lay.session, "agents": lay.names,
+                          "profiles": sorted({a.profile.name for a in lay.agents}), "description": lay.description})
+        except LayoutError as e:
+            items.append({"name": path.stem, "path": str(path), "error": e.lines()[0]})
+    if json_out:
+        output.emit_json(items)
+        return
+    rows = [
+        [i["name"], ", ".join(i.get("agents", [])) or "-", ", ".join(i.get("profiles", [])) or "-", i.get("description") or i.get("error", "")]
+        for i in items
+    ]
+    output.table(rows, ["layout", "agents", "profiles", "description"])
+
+
+@app.command()
+@handles_errors
+def profiles(json_out: JsonOpt = False) -> None:
+    """List the built-in profiles (agent CLIs miyabi knows how to drive)."""
+    import dataclasses
+
+    from miyabi.profiles import BUILTIN
+
+    if json_out:
+        output.emit_json([dataclasses.asdict(p) for p in BUILTIN.values()])
+        return
+    rows = [
+        [p.name, p.command or "$SHELL", p.ready_pattern or "-", p.busy_pattern or "-", f"{p.submit_key} +{p.submit_delay:g}s", "yes" if p.bracketed_paste else "no"]
+        for p in BUILTIN.values()
+    ]
+    output.table(rows, ["profile", "command", "ready pattern", "busy pattern", "submit", "paste"])
+
+
+@app.command()
+@handles_errors
+def init(force: Annotated[bool, typer.Option("--force", help="overwrite an existing miyabi.yaml")] = False) -> None:
+    """Write ./miyabi.yaml with one agent per agent CLI found on PATH (workers if none)."""
+    from miyabi.layout import shipped as shipped_layouts
+
+    path = Path.cwd() / defaults.LAYOUT_FILE
+    shipped_layouts.write_init(path, force=force)
+    output.say(f"wrote {path}; start it with `miyabi up`", "green")
+
+
+@app.command()
+def worker(
+    name: Annotated[Optional[str], typer.Option("--name", help="agent name [default: $MIYABI_AGENT, else 'worker']")] = None,
+    think: Annotated[float, typer.Option("--think", min=0, help="seconds of simulated work after each message")] = 0.0,
+    transcript: Annotated[Optional[Path], typer.Option("--transcript", help="JSONL file of received messages [default: $MIYABI_HOME/logs/NAME.transcript.jsonl]")] = None,
+) -> None:
+    """Run the built-in worker agent: acks each message it receives (for tests and demos)."""
+    from miyabi import worker as w
+
+    agent = name or os.environ.get("MIYABI_AGENT") or "worker"
+    raise typer.Exit(w.run(agent, transcript or w.default_transcript(agent), think))
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

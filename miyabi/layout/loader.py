@@ -1,0 +1,579 @@
+"""Load a layout file: read → expand shorthands → fill defaults → validate.
+
+Each stage is a small function that can be tested alone (the pipeline shape follows
+tmuxp's workspace loader). :func:`load` runs them all and returns a frozen
+:class:`~miyabi.layout.model.Layout`, or raises :class:`~miyabi.errors.LayoutError`
+with every problem found, each naming the file, line and key path. :func:`preflight`
+checks what the layout needs of this machine (commands on PATH, directories) before
+anything is created.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from miyabi import defaults
+from miyabi.errors import LayoutError, Problem
+from miyabi.layout.model import Agent, Layout, _frozen_map
+from miyabi.profiles import BUILTIN, OVERRIDABLE, Profile
+
+Key = tuple[str | int, ...]
+
+TOP_KEYS = (
+    "session",
+    "description",
+    "per_window",
+    "pane_size",
+    "profile",
+    "cwd",
+    "env",
+    "profiles",
+    "agents",
+)
+AGENT_KEYS = ("name", "profile", "cwd", "env", "title", *OVERRIDABLE)
+PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SUBMIT_KEY_RE = re.compile(r"^(Enter|Tab|KPEnter|Space|M-Enter|C-M-[a-z]|[CM]-[a-zA-Z])$")
+RESERVED_ENV = ("MIYABI_AGENT", "MIYABI_HOME", "MIYABI_SOCKET")
+
+
+def key_path(key: Key) -> str:
+    """Render a key tuple as a path: ``("agents", 2, "name")`` → ``agents[2].name``."""
+    out = ""
+    for part in key:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass
+class Document:
+    """A layout file as plain data, with the line of every key and item.
+
+    Attributes:
+        path: the file.
+        data: the parsed YAML (dicts, lists, scalars).
+        lines: 1-based line for each key path, as tuples (``("agents", 0, "name")``).
+        problems: defects found so far; stages append to it.
+    """
+
+    path: Path
+    data: Any
+    lines: dict[Key, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def line(self, key: Key) -> int | None:
+        """The line of ``key``, else of its nearest parent that has one."""
+        k = tuple(key)
+        while k:
+            if k in self.lines:
+                return self.lines[k]
+            k = k[:-1]
+        return self.lines.get((), None)
+
+    def problem(self, key: Key, message: str) -> None:
+        """Record a defect at ``key``."""
+        self.problems.append(Problem(self.path, self.line(key), key_path(key), message))
+
+    def fail_if_problems(self) -> None:
+        """Raise LayoutError if any defect was recorded."""
+        if self.problems:
+            raise LayoutError(self.problems)
+
+
+# ---------------------------------------------------------------- stage 1: read
+
+
+def read(path: Path) -> Document:
+    """Parse ``path`` as YAML, remembering the line of each key.
+
+    Raises:
+        LayoutError: the file is missing or unreadable, is not valid YAML, has a
+            duplicate key, or is not a mapping.
+    """
+    path = Path(path)
+    shown = path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LayoutError([Problem(shown, None, "", "no such file; give the path of a layout, or run `miyabi layouts` to list the shipped ones")]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise LayoutError([Problem(shown, None, "", f"cannot read the file: {reason}")]) from None
+    doc = Document(path=shown, data=None)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            doc.data = _construct(loader, node, (), doc)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        what = e.problem or e.context or "invalid YAML"
+        col = f", column {mark.column + 1}" if mark else ""
+        raise LayoutError([Problem(shown, line, "", f"YAML syntax error: {what}{col}; fix the syntax at this line")]) from None
+    except yaml.YAMLError as e:
+        raise LayoutError([Problem(shown, None, "", f"YAML error: {e}")]) from None
+    finally:
+        loader.dispose()
+    if doc.data is None:
+        doc.problem((), "the file is empty; a layout needs at least `agents:` (see `miyabi init` or layouts/default.yaml)")
+    elif not isinstance(doc.data, dict):
+        kind = type(doc.data).__name__
+        doc.problem((), f"a layout must be a mapping with keys such as `session:` and `agents:`, not a {kind}")
+    doc.fail_if_problems()
+    return doc
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, key: Key, doc: Document) -> Any:
+    doc.lines.setdefault(key, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        out: dict[Any, Any] = {}
+        for knode, vnode in node.value:
+            k = loader.construct_object(knode, deep=True)
+            if not isinstance(k, (str, int, float, bool)) or k is None:
+                doc.problems.append(Problem(doc.path, knode.start_mark.line + 1, key_path(key), "keys must be plain words"))
+                continue
+            sub = (*key, str(k))
+            if k in out:
+                doc.problems.append(Problem(doc.path, knode.start_mark.line + 1, key_path(sub), "duplicate key; each key may appear once (YAML keeps only the last, so remove one)"))
+            doc.lines[sub] = knode.start_mark.line + 1
+            out[k] = _construct(loader, vnode, sub, doc)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(loader, item, (*key, i), doc) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+# ---------------------------------------------------------------- stage 2: expand
+
+
+def expand(doc: Document) -> Document:
+    """Expand shorthands in place.
+
+    - an agent given as a bare string is ``{name: <string>}``;
+    - an agent given as ``{kaede: claude}`` (one key that is not a field) is
+      ``{name: kaede, profile: claude}``;
+    - a ``command`` given as a list of words is one command line (quoted with
+      ``shlex.join``), in agents and profiles alike.
+    """
+    data = doc.data
+    agents = data.get("agents")
+    if isinstance(agents, list):
+        for i, item in enumerate(agents):
+            if isinstance(item, str):
+                agents[i] = {"name": item}
+                doc.lines[("agents", i, "name")] = doc.line(("agents", i)) or 0
+            elif isinstance(item, dict) and len(item) == 1:
+                (k, v), = item.items()
+                if k not in AGENT_KEYS and (isinstance(v, str) or v is None):
+                    agents[i] = {"name": str(k), "profile": v} if v else {"name": str(k)}
+                    doc.lines[("agents", i, "name")] = doc.line(("agents", i, str(k))) or 0
+                    doc.lines[("agents", i, "profile")] = doc.line(("agents", i, str(k))) or 0
+            if isinstance(agents[i], dict):
+                _join_command(agents[i], ("agents", i), doc)
+    profiles = data.get("profiles")
+    if isinstance(profiles, dict):
+        for name, spec in profiles.items():
+            if isinstance(spec, dict):
+                _join_command(spec, ("profiles", str(name)), doc)
+    return doc
+
+
+def _join_command(entry: dict[str, Any], key: Key, doc: Document) -> None:
+    cmd = entry.get("command")
+    if isinstance(cmd, list):
+        if cmd and all(isinstance(w, (str, int, float)) for w in cmd):
+            entry["command"] = shlex.join(str(w) for w in cmd)
+        else:
+            doc.problem((*key, "command"), "a command list must hold at least one word, each a string")
+            entry.pop("command")
+
+
+# ---------------------------------------------------------------- stage 3: defaults
+
+
+def fill_defaults(doc: Document) -> Document:
+    """Resolve profiles and give every agent every field.
+
+    Layout ``profiles:`` entries extend a built-in (``extends:``, default: the
+    built-in of the same name). Each agent gets its profile's fields, then its own
+    overrides; ``profile`` defaults to the layout's ``profile:``, else ``worker``;
+    ``env`` merges the layout's ``env:`` under the agent's; ``cwd`` falls back to the
+    layout's ``cwd:``; ``title`` to the name. Unknown names are left for
+    :func:`validate` to report.
+    """
+    data = doc.data
+    data["_profiles"] = _resolve_profiles(doc)
+    default_profile = data.get("profile", defaults.PROFILE)
+    agents = data.get("agents")
+    if not isinstance(agents, list):
+        return doc
+    top_env = data.get("env") if isinstance(data.get("env"), dict) else {}
+    for i, a in enumerate(agents):
+        if not isinstance(a, dict):
+            continue
+        a.setdefault("profile", default_profile)
+        if "cwd" not in a and "cwd" in data:
+            a["cwd"] = data["cwd"]
+            doc.lines[("agents", i, "cwd")] = doc.line(("cwd",)) or 0
+        own_env = a.get("env", {})
+        a["_env"] = {**top_env, **own_env} if isinstance(own_env, dict) else {}
+        if isinstance(a.get("name"), str):
+            a.setdefault("title", a["name"])
+    return doc
+
+
+def _resolve_profiles(doc: Document) -> dict[str, Profile | None]:
+    """Built-in profiles plus the layout's own; None marks one that failed to resolve."""
+    out: dict[str, Profile | None] = dict(BUILTIN)
+    own = doc.data.get("profiles")
+    if own is None:
+        return out
+    if not isinstance(own, dict):
+        doc.problem(("profiles",), "must be a mapping of profile name to its fields")
+        return out
+    for name, spec in own.items():
+        key: Key = ("profiles", str(name))
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            doc.problem(key, f"{name!r} is not a valid profile name; use lowercase letters, digits, '-' and '_'")
+            continue
+        if not isinstance(spec, dict):
+            doc.problem(key, "must be a mapping of profile fields (for example `extends: claude`)")
+            out[name] = None
+            continue
+        _check_keys(doc, key, spec, PROFILE_KEYS)
+        base_name = spec.get("extends", name if name in BUILTIN else "shell")
+        base = BUILTIN.get(base_name) if isinstance(base_name, str) else None
+        if base is None:
+            doc.problem((*key, "extends"), _unknown("profile", base_name, BUILTIN))
+            out[name] = None
+            continue
+        fields = {k: v for k, v in spec.items() if k in OVERRIDABLE or k == "description"}
+        checked = _check_profile_fields(doc, key, fields)
+        out[name] = base.replace(name=name, **checked)
+    return out
+
+
+# ---------------------------------------------------------------- stage 4: validate
+
+
+def validate(doc: Document) -> Layout:
+    """Check every value and build the frozen Layout.
+
+    Raises:
+        LayoutError: with every problem found (unknown or misspelt key, bad or
+            duplicate agent name, unknown profile, empty agent list, bad types,
+            regexes that do not compile, ...).
+    """
+    data = doc.data
+    _check_keys(doc, (), data, TOP_KEYS)
+    session = data.get("session", doc.path.stem if SESSION_RE.match(doc.path.stem) else "miyabi")
+    if not isinstance(session, str) or not SESSION_RE.match(session):
+        doc.problem(("session",), f"{session!r} is not a valid tmux session name; use letters, digits, '-' and '_' (no '.' or ':')")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        doc.problem(("description",), "must be text")
+    per_window = data.get("per_window", defaults.PER_WINDOW)
+    if type(per_window) is not int or not 1 <= per_window <= 64:
+        doc.problem(("per_window",), f"{per_window!r} must be a whole number from 1 to 64")
+    pane_size = data.get("pane_size", [defaults.PANE_WIDTH, defaults.PANE_HEIGHT])
+    if not (
+        isinstance(pane_size, list)
+        and len(pane_size) == 2
+        and all(type(n) is int for n in pane_size)
+        and pane_size[0] >= 20
+        and pane_size[1] >= 5
+    ):
+        doc.problem(("pane_size",), f"{pane_size!r} must be [columns, rows] with at least [20, 5]")
+    profile_default = data.get("profile", defaults.PROFILE)
+    profiles: dict[str, Profile | None] = data["_profiles"]
+    if not isinstance(profile_default, str) or profile_default not in profiles:
+        doc.problem(("profile",), _unknown("profile", profile_default, profiles))
+    if "env" in data and not _check_env(doc, ("env",), data["env"]):
+        data["env"] = {}
+    if "cwd" in data and not isinstance(data["cwd"], str):
+        doc.problem(("cwd",), "must be a directory path")
+
+    agents_raw = data.get("agents")
+    agents: list[Agent] = []
+    if "agents" not in data:
+        doc.problem((), "no `agents:` list; a layout needs at least one agent (for example `agents: [kaede]`)")
+    elif not isinstance(agents_raw, list):
+        doc.problem(("agents",), "must be a list of agents (each a name or a mapping with `name:`)")
+    elif not agents_raw:
+        doc.problem(("agents",), "the agent list is empty; add at least one agent (for example `- name: kaede`)")
+    else:
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(agents_raw):
+            agent = _validate_agent(doc, i, raw, profiles, seen)
+            if agent is not None:
+                agents.append(agent)
+    doc.fail_if_problems()
+    return Layout(
+        path=doc.path.resolve(),
+        session=session,
+        description=description,
+        per_window=per_window,
+        pane_size=(pane_size[0], pane_size[1]),
+        agents=tuple(agents),
+        profiles=_frozen_map({k: v for k, v in profiles.items() if v is not None}),  # type: ignore[dict-item]
+    )
+
+
+def _validate_agent(
+    doc: Document, i: int, raw: Any, profiles: Mapping[str, Profile | None], seen: dict[str, int]
+) -> Agent | None:
+    key: Key = ("agents", i)
+    if not isinstance(raw, dict):
+        doc.problem(key, "each agent must be a name or a mapping with `name:` and `profile:`")
+        return None
+    _check_keys(doc, key, raw, AGENT_KEYS)
+    name = raw.get("name")
+    ok = True
+    if name is None:
+        doc.problem(key, "the agent has no `name:`; give it one such as `kaede`")
+        ok = False
+    elif not isinstance(name, str) or not NAME_RE.match(name):
+        fixed = re.sub(r"[^a-z0-9_-]+", "-", str(name).lower()).strip("-_")[:40]
+        hint = f" (for example {fixed!r})" if fixed and NAME_RE.match(fixed) else ""
+        doc.problem((*key, "name"), f"{name!r} is not a valid agent name; use 1-40 lowercase letters, digits, '-' and '_', starting with a letter or digit{hint}")
+        ok = False
+    elif name in seen:
+        doc.problem((*key, "name"), f"duplicate agent name {name!r} (also agents[{seen[name]}]); agent names must be unique")
+        ok = False
+    else:
+        seen[name] = i
+    pname = raw.get("profile")
+    base = profiles.get(pname) if isinstance(pname, str) else None
+    if base is None:
+        if not (isinstance(pname, str) and pname in profiles):  # None value: reported under profiles:
+            doc.problem((*key, "profile"), _unknown("profile", pname, profiles))
+        return None
+    overrides = _check_profile_fields(doc, key, {k: v for k, v in raw.items() if k in OVERRIDABLE})
+    profile = base.replace(**overrides) if overrides else base
+    command = profile.command if profile.command is not None else (os.environ.get("SHELL") or "/bin/sh")
+    if not command.strip():
+        doc.problem((*key, "command"), "the command is empty; give the program to run")
+        ok = False
+    cwd = raw.get("cwd")
+    cwd_path: Path | None = None
+    if cwd is not None:
+        if not isinstance(cwd, str) or not cwd.strip():
+            doc.problem((*key, "cwd"), "must be a directory path")
+            ok = False
+        else:
+            cwd_path = Path(os.path.expandvars(os.path.expanduser(cwd)))
+            if not cwd_path.is_absolute():
+                cwd_path = (doc.path.resolve().parent / cwd_path)
+    if "env" in raw:
+        ok = _check_env(doc, (*key, "env"), raw["env"]) and ok
+    env = raw.get("_env", {})
+    title = raw.get("title", name)
+    if not isinstance(title, str) or len(title) > 64:
+        doc.problem((*key, "title"), "must be text of at most 64 characters")
+        ok = False
+    if not ok:
+        return None
+    return Agent(
+        name=name,
+        profile=profile,
+        command=command,
+        cwd=cwd_path,
+        env=_frozen_map({str(k): _env_str(v) for k, v in env.items()}),
+        title=title,
+        index=i,
+    )
+
+
+def _check_profile_fields(doc: Document, key: Key, fields: dict[str, Any]) -> dict[str, Any]:
+    """Check profile fields found at ``key``; return the valid ones."""
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        at = (*key, name)
+        if name in ("ready_pattern", "busy_pattern"):
+            if value is None:
+                out[name] = None
+            elif not isinstance(value, str):
+                doc.problem(at, "must be a regular expression (text) or null")
+            else:
+                try:
+                    re.compile(value)
+                    out[name] = value
+                except re.error as e:
+                    doc.problem(at, f"invalid regular expression: {e}; fix or quote it")
+        elif name == "submit_key":
+            if isinstance(value, str) and SUBMIT_KEY_RE.match(value):
+                out[name] = value
+            else:
+                doc.problem(at, f"{value!r} is not a key miyabi can submit with; use a tmux key name such as Enter, C-m, C-j, M-Enter or Tab")
+        elif name == "submit_delay":
+            if type(value) in (int, float) and 0 <= value <= 10:
+                out[name] = float(value)
+            else:
+                doc.problem(at, f"{value!r} must be seconds from 0 to 10 (for example 0.15)")
+        elif name in ("bracketed_paste", "intro"):
+            if isinstance(value, bool):
+                out[name] = value
+            else:
+                doc.problem(at, f"{value!r} must be true or false")
+        elif name == "command":
+            if isinstance(value, str):
+                out[name] = value
+            else:
+                doc.problem(at, "must be a command line (text) or a list of words")
+        elif name == "description":
+            if isinstance(value, str):
+                out[name] = value
+            else:
+                doc.problem(at, "must be text")
+    return out
+
+
+def _check_env(doc: Document, key: Key, env: Any) -> bool:
+    if not isinstance(env, dict):
+        doc.problem(key, "must be a mapping of variable names to values")
+        return False
+    ok = True
+    for k, v in env.items():
+        if not isinstance(k, str) or not ENV_KEY_RE.match(k):
+            doc.problem((*key, str(k)), f"{k!r} is not a valid environment variable name")
+            ok = False
+        elif k in RESERVED_ENV:
+            doc.problem((*key, k), f"{k} is set by miyabi for each agent; remove it from the layout")
+            ok = False
+        elif not isinstance(v, (str, int, float, bool)):
+            doc.problem((*key, k), "must be a single value (text or number)")
+            ok = False
+    return ok
+
+
+def _env_str(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return str(v)
+
+
+def _check_keys(doc: Document, key: Key, data: Mapping[Any, Any], valid: tuple[str, ...]) -> None:
+    for k in data:
+        if isinstance(k, str) and k.startswith("_"):
+            continue
+        if k not in valid:
+            close = difflib.get_close_matches(str(k), valid, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (valid keys: {', '.join(valid)})"
+            doc.problem((*key, str(k)), f"unknown key {k!r}{hint}")
+
+
+def _unknown(what: str, value: Any, known: Mapping[str, Any]) -> str:
+    names = sorted(known)
+    close = difflib.get_close_matches(str(value), names, n=1) if value is not None else []
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {value!r}{hint} (known: {', '.join(names)})"
+
+
+# ---------------------------------------------------------------- whole pipeline
+
+
+def load(path: str | os.PathLike[str]) -> Layout:
+    """Read, expand, fill defaults and validate the layout at ``path``.
+
+    Raises:
+        LayoutError: every problem found, each with file, line and key path.
+    """
+    doc = read(Path(path))
+    doc = expand(doc)
+    doc = fill_defaults(doc)
+    return validate(doc)
+
+
+def agent_path(agent: Agent, base_path: str | None = None) -> str:
+    """The PATH an agent's process will see: its own ``env`` PATH if the layout sets
+    one, else ``base_path`` (default: this process's PATH) with the directory holding
+    the ``miyabi`` command in front, so that agents can run ``miyabi send``."""
+    if "PATH" in agent.env:
+        return agent.env["PATH"]
+    base = base_path if base_path is not None else os.environ.get("PATH", os.defpath)
+    bindir = miyabi_bindir()
+    if bindir and bindir not in base.split(os.pathsep):
+        return bindir + os.pathsep + base
+    return base
+
+
+def miyabi_bindir() -> str | None:
+    """The directory of the running ``miyabi`` console script, if there is one."""
+    import sys
+
+    d = Path(sys.executable).parent
+    return str(d) if (d / "miyabi").exists() else None
+
+
+def program_of(command: str) -> str | None:
+    """The program a command line runs (``FOO=1 env claude -p`` → ``claude``), or None
+    if the line cannot be split into words (unbalanced quotes)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    while words and (ENV_ASSIGN_RE.match(words[0]) or words[0] in ("env", "exec", "command", "nohup")):
+        words = words[1:]
+    return words[0] if words else ""
+
+
+ENV_ASSIGN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def preflight(layout: Layout, base_path: str | None = None) -> None:
+    """Check what the layout needs of this machine, before anything is created.
+
+    Every agent's program must be found on the PATH the agent will see (or be an
+    executable path), and every ``cwd`` must be an existing directory.
+
+    Raises:
+        LayoutError: listing every missing command and directory at once.
+    """
+    doc = read_lines_only(layout.path)
+    for agent in layout.agents:
+        key: Key = ("agents", agent.index)
+        prog = program_of(agent.command)
+        cwd = agent.cwd or Path.cwd()
+        if prog is None:
+            doc.problem((*key, "command"), f"cannot split {agent.command!r} into words (unbalanced quotes?)")
+        elif prog:
+            if "/" in prog:
+                p = Path(os.path.expanduser(prog))
+                p = p if p.is_absolute() else cwd / p
+                found = p.is_file() and os.access(p, os.X_OK)
+            else:
+                found = shutil.which(prog, path=agent_path(agent, base_path)) is not None
+            if not found:
+                doc.problem(
+                    (*key, "command"),
+                    f"agent {agent.name!r}: command {prog!r} not found on PATH; install it, or set `command:` to its full path",
+                )
+        if agent.cwd is not None and not agent.cwd.is_dir():
+            doc.problem((*key, "cwd"), f"agent {agent.name!r}: directory {str(agent.cwd)!r} does not exist; create it or fix `cwd:`")
+    doc.fail_if_problems()
+
+
+def read_lines_only(path: Path) -> Document:
+    """A Document for ``path`` with its key lines, for reporting later problems."""
+    try:
+        return read(path)
+    except LayoutError:
+        return Document(path=path, data={})

@@ -1,0 +1,77 @@
+"""The typed, frozen form of a layout: what the rest of miyabi works with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from miyabi.errors import AgentNotFound
+from miyabi.profiles import Profile
+
+
+def _frozen_map(data: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    return MappingProxyType(dict(data or {}))
+
+
+@dataclass(frozen=True)
+class Agent:
+    """One named agent: a pane running one program.
+
+    Attributes:
+        name: unique name, ``[a-z0-9][a-z0-9_-]*``; also the pane tag ``@miyabi_agent``.
+        profile: the agent's profile with the agent's own overrides applied.
+        command: the shell command line that launches it (never empty).
+        cwd: working directory (absolute), or None for the directory ``miyabi up`` runs in.
+        env: extra environment variables for the agent's process.
+        title: pane title shown in the border.
+        index: position in the layout's ``agents:`` list (0-based).
+    """
+
+    name: str
+    profile: Profile
+    command: str
+    cwd: Path | None = None
+    env: Mapping[str, str] = field(default_factory=_frozen_map)
+    title: str = ""
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A whole ensemble as read from one layout file.
+
+    Attributes:
+        path: the file it was read from (absolute).
+        session: tmux session name.
+        description: free text, shown by ``miyabi layouts``.
+        per_window: agents per window before a new window is opened.
+        pane_size: (columns, rows) each pane gets in a detached session.
+        agents: the agents, in layout order.
+        profiles: every profile the layout can use (built-in and its own), by name.
+    """
+
+    path: Path
+    session: str
+    agents: tuple[Agent, ...]
+    description: str = ""
+    per_window: int = 4
+    pane_size: tuple[int, int] = (100, 30)
+    profiles: Mapping[str, Profile] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def names(self) -> list[str]:
+        """Agent names in layout order."""
+        return [a.name for a in self.agents]
+
+    def agent(self, name: str) -> Agent:
+        """The agent called ``name``.
+
+        Raises:
+            AgentNotFound: no such agent (the message lists the agents and the closest name).
+        """
+        for a in self.agents:
+            if a.name == name:
+                return a
+        raise AgentNotFound(name, self.names)

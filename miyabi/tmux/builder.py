@@ -1,0 +1,333 @@
+"""Build and reconcile miyabi's tmux session from a layout, in one tmux invocation.
+
+:func:`up` creates the session when it is missing, or reconciles a running one:
+agents that run are left alone, a dead agent's pane is respawned in place, a missing
+agent gets a new pane (in a window with room, else a new window), and panes tagged
+with agents the layout no longer has are reported, not killed. Everything one call
+does goes to tmux as a single chained command line.
+
+Measured on tmux 3.3a, and relied on here: in a chained invocation, a command with
+no ``-t`` acts on the pane or window that the previous ``new-session``,
+``new-window`` or ``split-window`` created (not when those ran with ``-d``), and the
+first failing command ends the chain.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from miyabi.errors import SessionConflict, SessionNotFound
+from miyabi.home import Home
+from miyabi.layout.loader import ENV_ASSIGN_RE, agent_path
+from miyabi.layout.model import Agent, Layout
+from miyabi.tmux.panes import HOME_TAG, LAYOUT_TAG, TAG, Pane, exact, list_panes, session_exists, session_option
+from miyabi.tmux.runner import Command, Tmux, escape_format
+
+WINDOW_PREFIX = "agents"
+"""Windows are named ``agents-1``, ``agents-2``, …"""
+
+BORDER_FORMAT = (
+    " #{?pane_active,#[reverse],}#{" + TAG + "}#[default]"
+    " #{?pane_dead,#[fg=red]dead#[default] ,}#{pane_current_command} "
+)
+"""Pane border label: the agent's tag (not the title, which programs can change)."""
+
+_SHELL_WORDS = {"if", "for", "while", "until", "case", "{", "!", "(", "exec", "[[", "function", "select"}
+
+
+@dataclass
+class UpReport:
+    """What :func:`up` did.
+
+    Attributes:
+        session: the session name.
+        created_session: True when the session did not exist before.
+        created: agents that got a new pane.
+        respawned: (agent, how its program had ended) for dead panes respawned.
+        running: agents left alone because they run.
+        extra: (agent, pane id) for tagged panes that the layout does not name.
+        panes: agent → pane id after the call.
+        tmux_invocations: tmux processes started for the build itself.
+    """
+
+    session: str
+    created_session: bool = False
+    created: list[str] = field(default_factory=list)
+    respawned: list[tuple[str, str]] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)
+    extra: list[tuple[str, str]] = field(default_factory=list)
+    panes: dict[str, str] = field(default_factory=dict)
+    tmux_invocations: int = 0
+
+
+def shell_line(command: str) -> str:
+    """The line ``/bin/sh -c`` runs for an agent: ``exec`` in front of a simple command,
+    so that the pane's pid is the agent's own (what status and the watchdog watch);
+    a compound command (``a && b``, pipes, ``if``…) is left as written."""
+    try:
+        lex = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lex.whitespace_split = True
+        words = list(lex)
+    except ValueError:
+        return command
+    if not words or any(w and set(w) <= set("();<>|&") for w in words):
+        return command
+    if words[0] in _SHELL_WORDS or ENV_ASSIGN_RE.match(words[0]):
+        return command
+    return "exec " + command
+
+
+def agent_env(agent: Agent, home: Home, socket: str) -> dict[str, str]:
+    """The environment miyabi adds for an agent's process: the layout's ``env``, PATH
+    with the ``miyabi`` command on it, and ``MIYABI_AGENT``, ``MIYABI_HOME``,
+    ``MIYABI_SOCKET`` so that the agent's own ``miyabi`` commands reach this ensemble."""
+    env = dict(agent.env)
+    env["PATH"] = agent_path(agent)
+    env["MIYABI_AGENT"] = agent.name
+    env["MIYABI_HOME"] = str(home.root)
+    env["MIYABI_SOCKET"] = socket
+    return env
+
+
+def spawn_args(agent: Agent, home: Home, socket: str, cwd: Path) -> list[str]:
+    """Options and command shared by new-session, new-window, split-window and
+    respawn-pane: ``-c DIR -e K=V … /bin/sh -c LINE``."""
+    args = ["-c", escape_format(str(agent.cwd or cwd))]
+    env = agent_env(agent, home, socket)
+    path = env.pop("PATH")
+    for k, v in env.items():
+        args += ["-e", f"{k}={v}"]
+    # tmux 3.3a replaces a PATH given with -e by the client's (measured), so PATH goes
+    # through env(1), which execs the shell, which execs the agent: one pid throughout.
+    return [*args, "env", f"PATH={path}", "/bin/sh", "-c", shell_line(agent.command)]
+
+
+def pane_setup(agent: Agent, home: Home, target: Sequence[str] = ()) -> list[Command]:
+    """Commands that tag a new (or respawned) pane, title it and log its output.
+
+    ``target`` is ``("-t", "%ID")`` for a known pane, or empty for the pane the
+    previous command in the chain created."""
+    t = list(target)
+    log = shlex.quote(str(home.pane_log(agent.name)))
+    return [
+        ["set-option", "-p", *t, TAG, agent.name],
+        ["select-pane", *t, "-T", agent.title],
+        ["pipe-pane", "-o", *t, escape_format(f"exec cat >> {log}")],
+    ]
+
+
+def window_setup(layout: Layout) -> list[Command]:
+    """Window options for the window the previous command created."""
+    return [
+        ["set-option", "-w", "remain-on-exit", "on"],
+        ["set-option", "-w", "allow-rename", "off"],
+        ["set-option", "-w", "automatic-rename", "off"],
+        ["set-option", "-w", "pane-border-status", "top"],
+        ["set-option", "-w", "pane-border-format", BORDER_FORMAT],
+    ]
+
+
+def window_size(layout: Layout) -> tuple[int, int]:
+    """Columns and rows for windows of the session: room for ``per_window`` panes of
+    ``pane_size`` each, tiled as tmux's ``tiled`` layout arranges them (rows first),
+    plus borders and the border status line."""
+    n = max(1, min(layout.per_window, len(layout.agents)))
+    rows = cols = 1
+    while rows * cols < n:  # tmux layout-set.c: layout_set_tiled
+        rows += 1
+        if rows * cols < n:
+            cols += 1
+    w, h = layout.pane_size
+    return cols * w + (cols - 1), rows * (h + 1)
+
+
+def _chunks(agents: Sequence[Agent], size: int) -> list[list[Agent]]:
+    return [list(agents[i : i + size]) for i in range(0, len(agents), size)]
+
+
+def window_target(session: str, window: str) -> str:
+    """A target that names a window of a session exactly (``=s:=agents-1``)."""
+    return f"={session}:={window}"
+
+
+def build_commands(layout: Layout, home: Home, socket: str, cwd: Path) -> list[list[Command]]:
+    """The commands that create the session with every agent, as groups (one per pane,
+    plus a last one) that each start with an explicitly targeted command, so that
+    :meth:`Tmux.run_units` may cut between any two groups."""
+    width, height = window_size(layout)
+    units: list[list[Command]] = []
+    for w, group in enumerate(_chunks(layout.agents, layout.per_window)):
+        name = f"{WINDOW_PREFIX}-{w + 1}"
+        for p, agent in enumerate(group):
+            spawn = spawn_args(agent, home, socket, cwd)
+            if w == 0 and p == 0:
+                unit = [["new-session", "-d", "-s", layout.session, "-x", str(width), "-y", str(height), "-n", name, *spawn]]
+                unit += session_setup(layout, home, width, height)
+                unit += window_setup(layout)
+            elif p == 0:
+                unit = [["new-window", "-t", exact(layout.session), "-n", name, *spawn], *window_setup(layout)]
+            else:
+                unit = [["split-window", "-t", window_target(layout.session, name), *spawn], ["select-layout", "tiled"]]
+            units.append(unit + pane_setup(agent, home))
+    first = window_target(layout.session, f"{WINDOW_PREFIX}-1")
+    units.append([["select-window", "-t", first], ["select-pane", "-t", first + ".{top-left}"]])
+    return units
+
+
+def session_setup(layout: Layout, home: Home, width: int, height: int) -> list[Command]:
+    """Session options: ownership tags, and the size later windows get while detached."""
+    s = ["-t", exact(layout.session)]
+    return [
+        ["set-option", *s, HOME_TAG, str(home.root)],
+        ["set-option", *s, LAYOUT_TAG, str(layout.path)],
+        ["set-option", *s, "default-size", f"{width}x{height}"],
+    ]
+
+
+def check_owner(tmux: Tmux, layout: Layout, home: Home) -> None:
+    """Refuse to touch a session of the same name that miyabi did not build here.
+
+    Raises:
+        SessionConflict: the session has no miyabi tag, or another home's.
+    """
+    owner = session_option(tmux, layout.session, HOME_TAG)
+    if not owner:
+        raise SessionConflict(
+            f"tmux session {layout.session!r} on socket {tmux.socket!r} was not made by miyabi; "
+            "leaving it alone: set another `session:` in the layout or use --socket"
+        )
+    if owner != str(home.root):
+        raise SessionConflict(
+            f"tmux session {layout.session!r} on socket {tmux.socket!r} belongs to the miyabi home {owner}; "
+            f"run miyabi there, or use --home {owner}"
+        )
+
+
+def reconcile_commands(
+    layout: Layout, home: Home, socket: str, cwd: Path, panes: Sequence[Pane], report: UpReport
+) -> list[list[Command]]:
+    """The command groups that bring a running session in line with the layout (fills
+    ``report``); each group starts with an explicitly targeted command."""
+    by_agent: dict[str, Pane] = {}
+    for p in panes:
+        if p.agent and p.agent not in by_agent:
+            by_agent[p.agent] = p
+    wanted = set(layout.names)
+    report.extra = [(p.agent, p.pane_id) for p in panes if p.agent and p.agent not in wanted]
+
+    units: list[list[Command]] = []
+    missing: list[Agent] = []
+    for agent in layout.agents:
+        pane = by_agent.get(agent.name)
+        if pane is None:
+            missing.append(agent)
+        elif pane.dead:
+            report.respawned.append((agent.name, pane.exit_description()))
+            units.append(
+                [["respawn-pane", "-k", "-t", pane.pane_id, *spawn_args(agent, home, socket, cwd)], *pane_setup(agent, home, ("-t", pane.pane_id))]
+            )
+        else:
+            report.running.append(agent.name)
+    if not missing:
+        return units
+
+    # Room left in each window, counting miyabi's panes only; windows in index order.
+    count: dict[str, int] = {}
+    order: dict[str, int] = {}
+    for p in panes:
+        count.setdefault(p.window_id, 0)
+        order[p.window_id] = p.window_index
+        if p.agent:
+            count[p.window_id] += 1
+    windows = sorted(count, key=lambda w: order[w])
+    names = {p.window_name for p in panes}
+    next_n = 1
+    for agent in missing:
+        spawn = spawn_args(agent, home, socket, cwd)
+        room = next((w for w in windows if count[w] < layout.per_window), None)
+        if room is not None:
+            unit = [["split-window", "-t", room, *spawn], ["select-layout", "tiled"]]
+            count[room] += 1
+        else:
+            while f"{WINDOW_PREFIX}-{next_n}" in names:
+                next_n += 1
+            name = f"{WINDOW_PREFIX}-{next_n}"
+            names.add(name)
+            unit = [["new-window", "-t", exact(layout.session), "-n", name, *spawn], *window_setup(layout)]
+            # The new window's id is unknown inside the chain; later agents that fit
+            # in it are split from it by name.
+            wid = window_target(layout.session, name)
+            windows.append(wid)
+            count[wid] = 1
+        units.append(unit + pane_setup(agent, home))
+        report.created.append(agent.name)
+    return units
+
+
+def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None) -> UpReport:
+    """Create or reconcile ``layout``'s session on ``tmux``'s server.
+
+    Args:
+        layout: the ensemble (already preflight-checked).
+        tmux: miyabi's server.
+        home: where logs go; created if missing.
+        cwd: directory for agents without ``cwd`` (default: the current directory).
+
+    Raises:
+        TmuxUnavailable: tmux missing or too old.
+        SessionConflict: a session of that name exists and is not miyabi's here.
+        TmuxError: tmux refused a command.
+    """
+    tmux.require_version()
+    home.ensure()
+    cwd = cwd or Path(os.getcwd())
+    report = UpReport(session=layout.session)
+    before = tmux.invocations
+    if not session_exists(tmux, layout.session):
+        report.created_session = True
+        report.created = list(layout.names)
+        tmux.run_units(build_commands(layout, home, tmux.socket, cwd))
+    else:
+        check_owner(tmux, layout, home)
+        panes = list_panes(tmux, layout.session)
+        units = reconcile_commands(layout, home, tmux.socket, cwd, panes, report)
+        if units:
+            # Put the user's view back where it was: new windows and panes take focus.
+            restore: list[Command] = [["select-pane", "-t", p.pane_id] for p in panes if p.pane_active]
+            restore += [["select-window", "-t", p.window_id] for p in panes if p.window_active][:1]
+            restore.append(["set-option", "-t", exact(layout.session), LAYOUT_TAG, str(layout.path)])
+            tmux.run_units([*units, restore])
+    report.tmux_invocations = tmux.invocations - before
+    report.panes = {p.agent: p.pane_id for p in list_panes(tmux, layout.session) if p.agent}
+    return report
+
+
+def down(tmux: Tmux, session: str, home: Home | None = None) -> bool:
+    """Kill miyabi's session, and the server if no other session is left on it.
+
+    Returns:
+        True when the server was stopped as well.
+
+    Raises:
+        SessionNotFound: no such session (or no server).
+        SessionConflict: the session was not made by miyabi (or by another home).
+    """
+    if not session_exists(tmux, session):
+        raise SessionNotFound(session, tmux.socket)
+    owner = session_option(tmux, session, HOME_TAG)
+    if not owner:
+        raise SessionConflict(f"tmux session {session!r} on socket {tmux.socket!r} was not made by miyabi; leaving it alone")
+    if home is not None and owner != str(home.root):
+        raise SessionConflict(
+            f"tmux session {session!r} on socket {tmux.socket!r} belongs to the miyabi home {owner}; use --home {owner}"
+        )
+    tmux.run("kill-session", "-t", exact(session))
+    if tmux.sessions():
+        return False
+    tmux.run("kill-server", check=False)
+    return True

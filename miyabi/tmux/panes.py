@@ -1,0 +1,154 @@
+"""Reading what runs in miyabi's tmux session: panes, their tags and their state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from miyabi.tmux.runner import Tmux
+
+TAG = "@miyabi_agent"
+"""Pane option naming the agent that runs in a pane; agents are found by it, never by index."""
+
+HOME_TAG = "@miyabi_home"
+"""Session option holding the miyabi home that built the session."""
+
+LAYOUT_TAG = "@miyabi_layout"
+"""Session option holding the layout file the session was built from."""
+
+_SEP = "\x1f"
+_FIELDS = (
+    "pane_id",
+    TAG,
+    "session_name",
+    "window_id",
+    "window_index",
+    "window_name",
+    "pane_index",
+    "pane_pid",
+    "pane_dead",
+    "pane_dead_status",
+    "pane_dead_signal",
+    "pane_dead_time",
+    "pane_current_command",
+    "pane_width",
+    "pane_height",
+    "pane_in_mode",
+    "window_active",
+    "pane_active",
+    "pane_title",  # last: a program may put anything in its title
+)
+FORMAT = _SEP.join("#{" + f + "}" for f in _FIELDS)
+
+
+@dataclass(frozen=True)
+class Pane:
+    """One pane as tmux reports it.
+
+    Attributes:
+        pane_id: tmux's pane id (``%12``), stable for the pane's life.
+        agent: the ``@miyabi_agent`` tag, or "" for a pane miyabi did not make.
+        session: session name.
+        window_id: tmux's window id (``@3``).
+        window_index: the window's index in its session.
+        window_name: the window's name.
+        pane_index: position in its window (changes when panes are added or removed).
+        pid: pid of the pane's program (0 if tmux reports none).
+        dead: True when the program exited and the pane remains (remain-on-exit).
+        dead_status: exit status of a dead pane's program, if it exited normally.
+        dead_signal: signal number that ended it, if a signal did.
+        dead_time: Unix time it died, if tmux recorded one.
+        current_command: name of the pane's foreground program.
+        width, height: size in cells.
+        in_mode: True while the pane is in copy mode or another mode.
+        window_active: True for the session's current window.
+        pane_active: True for its window's active pane.
+        title: the pane title.
+    """
+
+    pane_id: str
+    agent: str
+    session: str
+    window_id: str
+    window_index: int
+    window_name: str
+    pane_index: int
+    pid: int
+    dead: bool
+    dead_status: int | None
+    dead_signal: int | None
+    dead_time: int | None
+    current_command: str
+    width: int
+    height: int
+    in_mode: bool
+    window_active: bool
+    pane_active: bool
+    title: str
+
+    @classmethod
+    def parse(cls, line: str) -> Pane:
+        """Parse one line printed with :data:`FORMAT`."""
+        v = line.split(_SEP, len(_FIELDS) - 1)
+        v += [""] * (len(_FIELDS) - len(v))
+        return cls(
+            pane_id=v[0],
+            agent=v[1],
+            session=v[2],
+            window_id=v[3],
+            window_index=_int(v[4]) or 0,
+            window_name=v[5],
+            pane_index=_int(v[6]) or 0,
+            pid=_int(v[7]) or 0,
+            dead=v[8] == "1",
+            dead_status=_int(v[9]),
+            dead_signal=_int(v[10]),
+            dead_time=_int(v[11]),
+            current_command=v[12],
+            width=_int(v[13]) or 0,
+            height=_int(v[14]) or 0,
+            in_mode=v[15] == "1",
+            window_active=v[16] == "1",
+            pane_active=v[17] == "1",
+            title=v[18],
+        )
+
+    def exit_description(self) -> str:
+        """How a dead pane's program ended, in words (``exit status 1``, ``signal 9``)."""
+        if self.dead_signal is not None:
+            return f"killed by signal {self.dead_signal}"
+        if self.dead_status is not None:
+            return f"exit status {self.dead_status}"
+        return "exited"
+
+
+def _int(s: str) -> int | None:
+    try:
+        return int(s)
+    except ValueError:
+        return None
+
+
+def session_exists(tmux: Tmux, session: str) -> bool:
+    """True when ``session`` exists on the server (exact name match)."""
+    return session in tmux.sessions()
+
+
+def list_panes(tmux: Tmux, session: str) -> list[Pane]:
+    """Every pane of ``session`` (all windows), tagged or not, in window/pane order.
+
+    Raises:
+        TmuxError: the session does not exist or tmux failed.
+    """
+    lines = tmux.run("list-panes", "-s", "-t", exact(session), "-F", FORMAT)
+    return [Pane.parse(line) for line in lines if line]
+
+
+def session_option(tmux: Tmux, session: str, name: str) -> str:
+    """The value of a session user option (``@name``), or "" if unset."""
+    out = tmux.run("show-options", "-qv", "-t", exact(session), name, check=False)
+    return out[0] if out else ""
+
+
+def exact(session: str) -> str:
+    """A target that matches ``session`` by exact name, never by prefix (``=name:``)."""
+    return f"={session}:"

@@ -1,0 +1,316 @@
+"""The built-in worker agent: a small interactive program that behaves like an agent CLI.
+
+It shows a prompt, turns on bracketed paste, and reads one message at a time: typed
+text up to Enter, or a bracketed paste followed by Enter (a paste with newlines in
+it is one message, as in the real agent CLIs). It appends each message to its
+transcript (JSON lines: ``time``, ``agent``, ``text``), answers ``ack <first 60
+characters>``, and with ``--think S`` shows a busy line and no prompt for S seconds
+after each message, as an agent at work does. It exits on EOF (Ctrl-D on an empty
+line) or ``/quit``. It is the reference target for miyabi's delivery and watchdog
+tests, and lets an ensemble run on a machine with no agent CLI installed.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import BinaryIO
+
+from miyabi import defaults
+
+PASTE_START = b"\x1b[200~"
+PASTE_END = b"\x1b[201~"
+BRACKETED_PASTE_ON = "\x1b[?2004h"
+BRACKETED_PASTE_OFF = "\x1b[?2004l"
+PASTE_ECHO_LIMIT = 200
+"""A paste longer than this many characters, or with a newline, is echoed as a summary."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the composer made of some input.
+
+    kind: ``echo`` (text to show), ``erase`` (delete one shown character), ``submit``
+    (a whole message in ``text``), ``interrupt`` (Ctrl-C: the line was discarded),
+    ``eof`` (Ctrl-D on an empty line).
+    """
+
+    kind: str
+    text: str = ""
+
+
+class Composer:
+    """Turns raw terminal input into messages, like an agent CLI's input box.
+
+    Feed it bytes as they arrive; it returns events. Bracketed paste is understood
+    (``ESC[200~`` … ``ESC[201~``): inside it every character, newline and CR
+    included, is text; outside it Enter (CR or LF) submits the line, Backspace
+    deletes, Ctrl-U clears, Ctrl-C discards the line, Ctrl-D on an empty line is
+    EOF, and other escape sequences (arrow keys) are ignored.
+    """
+
+    def __init__(self) -> None:
+        self.buffer: list[str] = []
+        self._pending = b""
+        self._in_paste = False
+        self._paste_raw: list[str] = []
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    @property
+    def text(self) -> str:
+        """What sits in the composer now."""
+        return "".join(self.buffer)
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Consume ``data``; return the events it caused, in order."""
+        events: list[Event] = []
+        buf = self._pending + data
+        self._pending = b""
+        i = 0
+        while i < len(buf):
+            if self._in_paste:
+                end = buf.find(PASTE_END, i)
+                if end < 0:
+                    # Keep a tail that may be the start of the end marker.
+                    keep = _partial_suffix(buf[i:], PASTE_END)
+                    self._paste_text(buf[i : len(buf) - keep], events)
+                    self._pending = buf[len(buf) - keep :]
+                    return events
+                self._paste_text(buf[i:end], events)
+                self._paste_text(b"", events, final=True)
+                self._in_paste = False
+                i = end + len(PASTE_END)
+                continue
+            b = buf[i]
+            if b == 0x1B:
+                seq_len = _escape_length(buf, i)
+                if seq_len == 0:  # incomplete: wait for more
+                    self._pending = buf[i:]
+                    return events
+                if buf[i : i + seq_len] == PASTE_START:
+                    self._in_paste = True
+                    self._paste_raw = []
+                i += seq_len
+                continue
+            i += 1
+            if b in (0x0D, 0x0A):
+                text = self.text
+                self.buffer.clear()
+                events.append(Event("submit", text))
+            elif b in (0x7F, 0x08):
+                if self.buffer:
+                    self.buffer.pop()
+                    events.append(Event("erase"))
+            elif b == 0x15:
+                for _ in self.buffer:
+                    events.append(Event("erase"))
+                self.buffer.clear()
+            elif b == 0x03:
+                self.buffer.clear()
+                events.append(Event("interrupt"))
+            elif b == 0x04:
+                if not self.buffer:
+                    events.append(Event("eof"))
+            elif b == 0x09 or b >= 0x20:
+                ch = self._decoder.decode(bytes([b]))
+                if ch:
+                    self.buffer.append(ch)
+                    events.append(Event("echo", ch))
+        return events
+
+    def _paste_text(self, raw: bytes, events: list[Event], final: bool = False) -> None:
+        text = self._decoder.decode(raw, final=False)
+        if text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+            self.buffer.append(text)
+            self._paste_raw.append(text)
+        if final:
+            pasted = "".join(self._paste_raw)
+            if "\n" in pasted or len(pasted) > PASTE_ECHO_LIMIT:
+                lines = pasted.count("\n") + 1
+                events.append(Event("echo", f"[pasted {lines} lines, {len(pasted)} chars]"))
+            else:
+                events.append(Event("echo", pasted))
+
+
+def _partial_suffix(data: bytes, marker: bytes) -> int:
+    """Length of the longest suffix of ``data`` that is a proper prefix of ``marker``."""
+    for n in range(min(len(marker) - 1, len(data)), 0, -1):
+        if marker.startswith(data[-n:]):
+            return n
+    return 0
+
+
+def _escape_length(buf: bytes, i: int) -> int:
+    """Length of the escape sequence at ``buf[i]``, or 0 if it is not complete yet.
+
+    CSI (``ESC [`` … final byte 0x40–0x7E) and SS3 (``ESC O x``) are recognised;
+    ESC followed by anything else is a lone ESC of length 1."""
+    if i + 1 >= len(buf):
+        return 0
+    nxt = buf[i + 1]
+    if nxt == ord("["):
+        j = i + 2
+        while j < len(buf):
+            if 0x40 <= buf[j] <= 0x7E:
+                return j - i + 1
+            j += 1
+        return 0
+    if nxt == ord("O"):
+        return 3 if i + 2 < len(buf) else 0
+    return 1
+
+
+def ack_line(text: str) -> str:
+    """The worker's answer to ``text``: ``ack`` and its first 60 characters on one line
+    (newlines shown as ``⏎``)."""
+    head = text[: defaults.ACK_CHARS].replace("\n", "⏎").replace("\t", " ")
+    return f"ack {head}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Worker:
+    """The worker's loop, with its input, output and clock injectable for tests.
+
+    Args:
+        name: agent name (for the transcript).
+        transcript: JSONL file to append each message to, or None.
+        think: seconds of simulated work after each message.
+        out: where to write the screen (text).
+        sleep: function that waits (``time.sleep``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        transcript: Path | None,
+        think: float = 0.0,
+        out: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.name = name
+        self.transcript = transcript
+        self.think = think
+        self._out = out or _stdout_write
+        self._sleep = sleep
+        self.composer = Composer()
+        self.received = 0
+
+    def write(self, s: str) -> None:
+        self._out(s)
+
+    def start(self) -> None:
+        """Turn on bracketed paste and show the first prompt."""
+        self.write(BRACKETED_PASTE_ON)
+        self.write(f"miyabi worker {self.name!r} ready; type a message, /quit to leave\r\n")
+        self.prompt()
+
+    def prompt(self) -> None:
+        self.write(defaults.WORKER_PROMPT)
+
+    def handle(self, data: bytes) -> bool:
+        """Process input; return False when the worker should exit."""
+        for ev in self.composer.feed(data):
+            if ev.kind == "echo":
+                self.write(ev.text.replace("\n", "\r\n"))
+            elif ev.kind == "erase":
+                self.write("\b \b")
+            elif ev.kind == "interrupt":
+                self.write("^C\r\n")
+                self.prompt()
+            elif ev.kind == "eof":
+                self.write("\r\n")
+                return False
+            elif ev.kind == "submit":
+                self.write("\r\n")
+                if ev.text.strip() == "/quit":
+                    return False
+                if ev.text.strip():
+                    self.receive(ev.text)
+                self.prompt()
+        return True
+
+    def receive(self, text: str) -> None:
+        """Record ``text``, acknowledge it and simulate the work."""
+        self.received += 1
+        if self.transcript is not None:
+            _append_line(self.transcript, {"time": _now(), "agent": self.name, "text": text})
+        self.write(ack_line(text) + "\r\n")
+        if self.think > 0:
+            started = time.monotonic()
+            self.write(defaults.WORKER_BUSY)
+            self._sleep(self.think)
+            # Erase the busy line, as an agent CLI redraws its status line.
+            self.write(f"\r\x1b[2Kdone in {time.monotonic() - started:.1f}s\r\n")
+
+    def stop(self) -> None:
+        self.write(BRACKETED_PASTE_OFF)
+
+
+def _append_line(path: Path, record: dict[str, object]) -> None:
+    """Append one JSON line with a single write (O_APPEND), mode 0600."""
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def _stdout_write(s: str) -> None:
+    sys.stdout.write(s)
+    sys.stdout.flush()
+
+
+def default_transcript(name: str) -> Path | None:
+    """``$MIYABI_HOME/logs/<name>.transcript.jsonl``, or None outside an ensemble."""
+    home = os.environ.get("MIYABI_HOME")
+    if not home:
+        return None
+    logs = Path(home) / "logs"
+    logs.mkdir(mode=defaults.DIR_MODE, parents=True, exist_ok=True)
+    return logs / f"{name}.transcript.jsonl"
+
+
+def run(name: str, transcript: Path | None, think: float, stdin: BinaryIO | None = None) -> int:
+    """Run the worker on the terminal until EOF or ``/quit``; return the exit code."""
+    import termios
+    import tty
+
+    stream = stdin or sys.stdin.buffer
+    fd = stream.fileno()
+    worker = Worker(name, transcript, think)
+    saved = None
+    if os.isatty(fd):
+        saved = termios.tcgetattr(fd)
+        tty.setraw(fd)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        worker.start()
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            if not worker.handle(data):
+                break
+    finally:
+        worker.stop()
+        if saved is not None:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    return 0

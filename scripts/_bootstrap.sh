@@ -1,0 +1,64 @@
+# Sourced by scripts/miyabi and scripts/test: makes .venv with miyabi installed.
+# Usage: bootstrap EXTRAS   (EXTRAS: "" or "test" or "test,bench")
+# Re-installs when pyproject.toml or the extras change (stamp in .venv/.miyabi-stamp).
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+
+_find_python() {
+  local c v
+  for c in ${MIYABI_PYTHON:-} python3.13 python3.12 python3.11 python3; do
+    command -v "$c" >/dev/null 2>&1 || continue
+    v=$("$c" -c 'import sys; print(int(sys.version_info >= (3, 11)))' 2>/dev/null) || continue
+    [ "$v" = 1 ] && { command -v "$c"; return 0; }
+  done
+  return 1
+}
+
+_apt_install() {
+  # Installs Debian packages when we are root and apt-get exists; else says what to do.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "miyabi: installing $* with apt-get" >&2
+    (apt-get install -y -qq "$@" >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$@" >/dev/null; }) || return 1
+    return 0
+  fi
+  return 1
+}
+
+bootstrap() {
+  local extras="$1" spec stamp py
+  spec="$ROOT"
+  [ -n "$extras" ] && spec="$ROOT[$extras]"
+  stamp="$(cat "$ROOT/pyproject.toml" 2>/dev/null | cksum | cut -d' ' -f1)-$extras"
+  if [ -x "$VENV/bin/python" ] && [ -f "$VENV/.miyabi-stamp" ]; then
+    # An installed superset of the extras is fine.
+    local have; have="$(cat "$VENV/.miyabi-stamp")"
+    case "$have" in
+      "$stamp"|"${stamp%-*}-test,bench") return 0 ;;
+      "${stamp%-*}-test") [ "$extras" = "" ] && return 0 ;;
+    esac
+  fi
+  py="$(_find_python)" || {
+    echo "miyabi: needs Python 3.11 or newer (python3.11+ not found on PATH); install it, or set MIYABI_PYTHON" >&2
+    exit 1
+  }
+  echo "miyabi: setting up $VENV (first run; installs miyabi${extras:+ with $extras extras})..." >&2
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$py" -m venv "$VENV" 2>/dev/null || {
+      rm -rf "$VENV"
+      _apt_install python3-venv && "$py" -m venv "$VENV"
+    } || { echo "miyabi: could not create $VENV; install python3-venv" >&2; exit 1; }
+  fi
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" >&2 || {
+    echo "miyabi: pip could not install miyabi into $VENV (see the messages above)" >&2
+    exit 1
+  }
+  echo "$stamp" > "$VENV/.miyabi-stamp"
+  echo "miyabi: ready" >&2
+}
+
+ensure_tmux() {
+  command -v tmux >/dev/null 2>&1 && return 0
+  _apt_install tmux && command -v tmux >/dev/null 2>&1 && return 0
+  return 1
+}

@@ -1,0 +1,97 @@
+"""Integration fixtures: a real tmux server on a private socket per test (libtmux's
+``server`` fixture), a fresh miyabi home, and the CLI driven through Typer's runner."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from libtmux.server import Server
+from typer.testing import CliRunner, Result
+
+from miyabi.cli import app
+from miyabi.tmux.panes import Pane, list_panes
+from miyabi.tmux.runner import Tmux
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A forgotten --socket must never reach the user's server or miyabi's default one.
+    monkeypatch.setenv("MIYABI_SOCKET", f"miyabi_guard_{uuid.uuid4().hex[:8]}")
+    monkeypatch.delenv("MIYABI_HOME", raising=False)
+    monkeypatch.delenv("MIYABI_AGENT", raising=False)
+    monkeypatch.delenv("TMUX", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def socket(server: Server) -> str:
+    assert server.socket_name and server.socket_name.startswith("libtmux_test")
+    return server.socket_name
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def tmux(socket: str) -> Tmux:
+    return Tmux(socket)
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(socket: str, home: Path) -> Cli:
+    """Run ``miyabi ARGS --socket S --home H`` in-process; returns the click Result."""
+
+    def run(*args: str, with_target: bool = True) -> Result:
+        extra = ["--socket", socket, "--home", str(home)] if with_target else []
+        return CliRunner().invoke(app, [*args, *extra], catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture
+def panes(tmux: Tmux) -> Callable[[str], dict[str, Pane]]:
+    def get(session: str) -> dict[str, Pane]:
+        return {p.agent: p for p in list_panes(tmux, session) if p.agent}
+
+    return get
+
+
+def write_layout(path: Path, session: str, agents: list[tuple[str, str, str | None]], per_window: int = 4) -> Path:
+    """Write a layout of (name, profile, command) agents."""
+    lines = [f"session: {session}", f"per_window: {per_window}", "agents:"]
+    for name, profile, command in agents:
+        lines += [f"  - name: {name}", f"    profile: {profile}"]
+        if command:
+            lines.append(f"    command: {command}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def capture(tmux: Tmux, pane_id: str) -> str:
+    return "\n".join(tmux.run("capture-pane", "-p", "-t", pane_id, check=False))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

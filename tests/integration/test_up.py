@@ -1,0 +1,209 @@
+"""`miyabi up`, `down` and `status` against a real tmux server on a private socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+from pathlib import Path
+
+from libtmux.server import Server
+
+from helpers import wait_for
+from integration.conftest import Cli, capture, environ_of, write_layout
+from miyabi.home import Home
+from miyabi.layout import load
+from miyabi.layout.shipped import layouts_dir
+from miyabi.tmux.builder import up as build_up
+from miyabi.tmux.panes import session_exists
+from miyabi.tmux.runner import Tmux
+
+DEFAULT = str(layouts_dir() / "default.yaml")
+WORKERS = ["kaede", "sakura", "tsubaki", "botan"]
+
+
+def test_up_builds_one_tagged_pane_per_agent(cli: Cli, tmux: Tmux, panes, home: Path, socket: str) -> None:
+    r = cli("up", DEFAULT, "--detach")
+    assert r.exit_code == 0, r.output
+    assert f"attach with: tmux -L {socket} attach -t miyabi" in r.output
+    got = panes("miyabi")
+    assert sorted(got) == sorted(WORKERS)
+    for name, pane in got.items():
+        assert pane.pane_id.startswith("%")
+        start = tmux.run("display-message", "-p", "-t", pane.pane_id, "#{pane_start_command}")[0]
+        assert "miyabi worker" in start
+        opts = tmux.run("show-options", "-w", "-t", pane.pane_id, "remain-on-exit")[0]
+        assert opts.endswith("on")
+        assert pane.title == name
+        # The worker itself runs as the pane's process, with miyabi's environment.
+        wait_for(lambda p=pane: "worker>" in capture(tmux, p.pane_id), what=f"{name}'s prompt")
+        env = environ_of(pane.pid)
+        assert env["MIYABI_AGENT"] == name
+        assert env["MIYABI_SOCKET"] == socket
+        assert env["MIYABI_HOME"] == str(home)
+        # pipe-pane appends the pane's output to logs/<agent>.log
+        log = home / "logs" / f"{name}.log"
+        wait_for(lambda log=log: log.exists() and "worker>" in log.read_text(errors="replace"), what=f"{log}")
+    for d in ("queue", "logs", "run"):
+        assert stat.S_IMODE((home / d).stat().st_mode) == 0o700
+    assert json.loads((home / "run" / "up.json").read_text())["socket"] == socket
+
+
+def test_up_twice_creates_nothing(cli: Cli, panes) -> None:
+    assert cli("up", DEFAULT, "-d").exit_code == 0
+    before = {n: (p.pane_id, p.pid) for n, p in panes("miyabi").items()}
+    r = cli("up", DEFAULT, "-d")
+    assert r.exit_code == 0, r.output
+    assert "nothing to do" in r.output
+    assert {n: (p.pane_id, p.pid) for n, p in panes("miyabi").items()} == before
+
+
+def test_up_recreates_only_the_killed_pane(cli: Cli, tmux: Tmux, panes) -> None:
+    assert cli("up", DEFAULT, "-d").exit_code == 0
+    before = panes("miyabi")
+    tmux.run("kill-pane", "-t", before["tsubaki"].pane_id)
+    r = cli("up", DEFAULT, "-d")
+    assert r.exit_code == 0, r.output
+    assert "created tsubaki" in r.output
+    after = panes("miyabi")
+    assert sorted(after) == sorted(WORKERS)
+    assert after["tsubaki"].pane_id != before["tsubaki"].pane_id
+    for n in ("kaede", "sakura", "botan"):
+        assert (after[n].pane_id, after[n].pid) == (before[n].pane_id, before[n].pid)
+
+
+def test_up_respawns_a_dead_agent_in_its_own_pane(cli: Cli, tmux: Tmux, panes, tmp_path: Path) -> None:
+    lay = write_layout(tmp_path / "l.yaml", "deadone", [("a", "shell", "cat"), ("b", "shell", "cat")])
+    assert cli("up", str(lay), "-d").exit_code == 0
+    a = panes("deadone")["a"]
+    os.kill(a.pid, signal.SIGKILL)
+    wait_for(lambda: panes("deadone")["a"].dead, what="pane a to be dead")
+    r = cli("up", str(lay), "-d")
+    assert "respawned a" in r.output, r.output
+    again = panes("deadone")["a"]
+    assert again.pane_id == a.pane_id and not again.dead and again.pid != a.pid
+
+
+def test_down_leaves_other_sessions_alone(cli: Cli, server: Server, tmux: Tmux) -> None:
+    server.new_session(session_name="mine")
+    assert cli("up", DEFAULT, "-d").exit_code == 0
+    r = cli("down")
+    assert r.exit_code == 0, r.output
+    assert not session_exists(tmux, "miyabi")
+    assert session_exists(tmux, "mine")
+    assert "other sessions on the socket left running" in r.output
+
+
+def test_down_stops_the_server_when_it_is_alone(cli: Cli, tmux: Tmux) -> None:
+    assert cli("up", DEFAULT, "-d").exit_code == 0
+    r = cli("down")
+    assert "and its tmux server" in r.output, r.output
+    assert not tmux.has_server()
+    r = cli("down")
+    assert r.exit_code == 0 and "nothing to stop" in r.output
+
+
+def test_a_session_miyabi_did_not_make_is_left_alone(cli: Cli, server: Server, tmux: Tmux) -> None:
+    server.new_session(session_name="miyabi")
+    r = cli("up", DEFAULT, "-d")
+    assert r.exit_code == 1
+    assert "was not made by miyabi" in r.output
+    assert len(server.sessions[0].panes) == 1  # untouched
+    r = cli("down")
+    assert r.exit_code == 1 and "was not made by miyabi" in r.output
+    assert session_exists(tmux, "miyabi")
+
+
+def test_status_reports_a_killed_agent_as_dead(cli: Cli, panes) -> None:
+    assert cli("up", DEFAULT, "-d").exit_code == 0
+    victim = panes("miyabi")["sakura"]
+    os.kill(victim.pid, signal.SIGKILL)
+
+    def sakura_if_dead() -> dict | None:
+        data = json.loads(cli("status", "--json").output)
+        row = next(a for a in data["agents"] if a["name"] == "sakura")
+        return None if row["alive"] else row
+
+    row = wait_for(sakura_if_dead, what="sakura reported dead")
+    assert row["state"] == "dead" and row["uptime"] is None
+    data = json.loads(cli("status", "--json").output)
+    assert data["session"] == "miyabi"
+    others = [a for a in data["agents"] if a["name"] != "sakura"]
+    assert all(a["alive"] and a["pid"] > 0 and a["rss"] > 0 and a["uptime"] is not None for a in others)
+    assert {a["pane_id"] for a in data["agents"]} == {p.pane_id for p in panes("miyabi").values()}
+
+
+def test_status_shows_missing_agents_and_plain_table(cli: Cli, tmux: Tmux, panes) -> None:
+    assert cli("up", DEFAULT, "-d").exit_code == 0
+    tmux.run("kill-pane", "-t", panes("miyabi")["botan"].pane_id)
+    r = cli("status")
+    assert r.exit_code == 0
+    lines = r.output.splitlines()
+    assert lines[1].split()[:3] == ["agent", "window", "pane"]
+    assert "\x1b[" not in r.output  # plain when piped
+    botan = next(line for line in lines if line.startswith("botan"))
+    assert "missing" in botan
+
+
+def test_commands_that_need_the_server_exit_4(cli: Cli) -> None:
+    for cmd in (["status"], ["attach"]):
+        r = cli(*cmd, "--layout", DEFAULT)
+        assert r.exit_code == 4, r.output
+        assert "run `miyabi up`" in r.output
+
+
+def test_the_worker_acks_a_line_typed_into_it(cli: Cli, tmux: Tmux, panes, home: Path) -> None:
+    assert cli("up", DEFAULT, "-d").exit_code == 0
+    kaede = panes("miyabi")["kaede"]
+    wait_for(lambda: "worker>" in capture(tmux, kaede.pane_id), what="kaede's prompt")
+    tmux.run_chain([["send-keys", "-t", kaede.pane_id, "-l", "hello from the test"], ["send-keys", "-t", kaede.pane_id, "Enter"]])
+    wait_for(lambda: "ack hello from the test" in capture(tmux, kaede.pane_id), what="the ack")
+    transcript = home / "logs" / "kaede.transcript.jsonl"
+    rec = json.loads(wait_for(lambda: transcript.exists() and transcript.read_text(), what="transcript").splitlines()[0])
+    assert rec["text"] == "hello from the test" and rec["agent"] == "kaede"
+
+
+def test_32_agents_in_one_tmux_invocation(tmux: Tmux, tmp_path: Path, panes) -> None:
+    lay = load(write_layout(tmp_path / "big.yaml", "big", [(f"a{i:02d}", "shell", "cat") for i in range(32)], per_window=4))
+    report = build_up(lay, tmux, Home(tmp_path / "h"))
+    # one query for sessions, the chained build (cut under tmux's ~16 KiB command
+    # limit: two invocations for 32 panes), one listing afterwards
+    assert report.tmux_invocations <= 4
+    got = panes("big")
+    assert len(got) == 32 and not any(p.dead for p in got.values())
+    windows = {p.window_id for p in got.values()}
+    assert len(windows) == 8
+    for w in windows:
+        assert sum(1 for p in got.values() if p.window_id == w) == 4
+    for p in got.values():
+        assert p.width >= 80 and p.height >= 20, p
+
+
+def test_up_after_the_layout_grew_fills_windows_then_opens_new_ones(tmux: Tmux, tmp_path: Path, panes) -> None:
+    h = Home(tmp_path / "h")
+    small = load(write_layout(tmp_path / "l.yaml", "grow", [(f"a{i}", "shell", "cat") for i in range(3)], per_window=4))
+    build_up(small, tmux, h)
+    big = load(write_layout(tmp_path / "l.yaml", "grow", [(f"a{i}", "shell", "cat") for i in range(9)], per_window=4))
+    report = build_up(big, tmux, h)
+    assert report.created == [f"a{i}" for i in range(3, 9)]
+    assert report.running == ["a0", "a1", "a2"]
+    got = panes("grow")
+    assert len(got) == 9
+    counts = sorted(sum(1 for p in got.values() if p.window_id == w) for w in {p.window_id for p in got.values()})
+    assert counts == [1, 4, 4]
+
+
+def test_a_layout_with_a_missing_command_creates_nothing(cli: Cli, tmux: Tmux, tmp_path: Path) -> None:
+    lay = write_layout(tmp_path / "l.yaml", "nope", [("a", "shell", "cat"), ("b", "shell", "miyabi-no-such-cmd")])
+    r = cli("up", str(lay), "-d")
+    assert r.exit_code == 3
+    assert "miyabi-no-such-cmd" in r.output and "agents[1].command" in r.output
+    assert not tmux.has_server()
+
+
+def test_16_agents_are_built_by_one_tmux_invocation(tmux: Tmux, tmp_path: Path, panes) -> None:
+    lay = load(write_layout(tmp_path / "l.yaml", "sixteen", [(f"a{i:02d}", "shell", "cat") for i in range(16)]))
+    report = build_up(lay, tmux, Home(tmp_path / "h"))
+    assert report.tmux_invocations == 3  # list-sessions, the one chained build, list-panes
+    assert len(panes("sixteen")) == 16

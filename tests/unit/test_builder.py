@@ -1,0 +1,70 @@
+"""The builder's pure parts: command lines, sizes and the one-invocation chain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES
+from miyabi.home import Home
+from miyabi.layout import load
+from miyabi.layout.model import Layout
+from miyabi.tmux.builder import build_commands, shell_line, window_size
+
+
+@pytest.mark.parametrize(
+    ("cmd", "line"),
+    [
+        ("claude --model sonnet", "exec claude --model sonnet"),
+        ("cat", "exec cat"),
+        ("FOO=1 claude", "FOO=1 claude"),
+        ("a && b", "a && b"),
+        ("a | b", "a | b"),
+        ("if true; then cat; fi", "if true; then cat; fi"),
+        ("echo 'a;b'", "exec echo 'a;b'"),
+    ],
+)
+def test_shell_line(cmd: str, line: str) -> None:
+    assert shell_line(cmd) == line
+
+
+def _layout(tmp_path: Path, n: int, per_window: int) -> Layout:
+    f = tmp_path / "l.yaml"
+    agents = "".join(f"  - {{name: a{i}, profile: shell, command: cat}}\n" for i in range(n))
+    f.write_text(f"session: s\nper_window: {per_window}\nagents:\n{agents}")
+    return load(f)
+
+
+def test_window_size_fits_the_tiled_grid(tmp_path: Path) -> None:
+    # tiled puts 4 panes in 2x2, 3 in 2 rows x 2 columns, 2 in 2 rows x 1 column.
+    assert window_size(_layout(tmp_path, 4, 4)) == (2 * 100 + 1, 2 * 31)
+    assert window_size(_layout(tmp_path, 2, 4)) == (100, 2 * 31)
+    assert window_size(_layout(tmp_path, 16, 16)) == (4 * 100 + 3, 4 * 31)
+
+
+def test_chain_spreads_agents_over_windows(tmp_path: Path) -> None:
+    lay = _layout(tmp_path, 10, 4)
+    units = build_commands(lay, Home(tmp_path), "sock", tmp_path)
+    assert len(units) == 11  # one per pane, and the final selection
+    for u in units:  # every group may start a new tmux invocation: its first command is targeted
+        assert "-t" in u[0] or u[0][0] == "new-session"
+    cmds = [c for u in units for c in u]
+    heads = [c[0] for c in cmds]
+    assert heads.count("new-session") == 1
+    assert heads.count("new-window") == 2  # 4 + 4 + 2
+    assert heads.count("split-window") == 7
+    tags = [c[-1] for c in cmds if c[:2] == ["set-option", "-p"]]
+    assert tags == [f"a{i}" for i in range(10)]
+    # every pane gets remain-on-exit through its window, and its output logged
+    assert sum(1 for c in cmds if c[-2:] == ["remain-on-exit", "on"]) == 3
+    assert sum(1 for c in cmds if c[0] == "pipe-pane") == 10
+
+
+def test_every_pane_runs_with_miyabi_env(tmp_path: Path) -> None:
+    lay = load(FIXTURES / "three_agents.yaml")
+    spawn = build_commands(lay, Home(tmp_path), "sock", tmp_path)[0][0]
+    assert "MIYABI_AGENT=kaede" in spawn and "MIYABI_SOCKET=sock" in spawn
+    assert f"MIYABI_HOME={tmp_path}" in spawn and "TEAM=blue" in spawn
+    assert spawn[-3:] == ["/bin/sh", "-c", "exec miyabi worker"]
+    assert any(w.startswith("PATH=") for w in spawn)

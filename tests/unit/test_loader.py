@@ -1,0 +1,126 @@
+"""The layout loader: one fixture file per defect, each with its expected message."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES
+from miyabi.errors import LayoutError
+from miyabi.layout import load, preflight
+from miyabi.layout.loader import expand, fill_defaults, key_path, program_of, read
+
+BAD = sorted(p for p in FIXTURES.glob("*.yaml") if p.read_text().startswith("# expect:"))
+
+
+def expectation(path: Path) -> tuple[int | None, str]:
+    """The first line ``# expect: LINE: TEXT`` (LINE ``-`` when no line applies)."""
+    m = re.match(r"# expect: (\d+|-): (.*)", path.read_text().splitlines()[0])
+    assert m, f"{path.name} has no '# expect: LINE: TEXT' first line"
+    return (None if m.group(1) == "-" else int(m.group(1))), m.group(2)
+
+
+def test_there_is_a_fixture_per_defect() -> None:
+    assert len(BAD) >= 15
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_invalid_layout_gives_its_message(path: Path) -> None:
+    line, text = expectation(path)
+    with pytest.raises(LayoutError) as info:
+        load(path)
+    problems = info.value.problems
+    rendered = [str(p) for p in problems]
+    assert any(text in r for r in rendered), rendered
+    hit = next(p for p in problems if text in str(p))
+    assert hit.line == line, rendered
+    assert hit.file == path
+    assert info.value.exit_code == 3
+    # Each problem is one line naming the file.
+    for r in rendered:
+        assert "\n" not in r and path.name in r
+
+
+def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
+    f = tmp_path / "many.yaml"
+    f.write_text("sesion: x\nagents:\n  - name: A\n  - name: b\n    profile: nope\n")
+    with pytest.raises(LayoutError) as info:
+        load(f)
+    paths = [p.path for p in info.value.problems]
+    assert paths == ["sesion", "agents[0].name", "agents[1].profile"]
+
+
+def test_shorthands_and_defaults() -> None:
+    lay = load(FIXTURES / "three_agents.yaml")
+    assert lay.session == "trio"
+    assert lay.per_window == 2
+    kaede, sakura, tsubaki = lay.agents
+    assert (kaede.name, kaede.profile.name, kaede.command) == ("kaede", "worker", "miyabi worker")
+    assert (sakura.name, sakura.profile.name) == ("sakura", "shell")
+    assert sakura.command == (os.environ.get("SHELL") or "/bin/sh")
+    assert tsubaki.command == "cat -u"
+    assert dict(tsubaki.env) == {"TEAM": "red", "LEVEL": "3"}
+    assert dict(kaede.env) == {"TEAM": "blue"}
+    assert tsubaki.profile.submit_delay == 0.4
+    assert kaede.title == "kaede"
+    assert [a.index for a in lay.agents] == [0, 1, 2]
+
+
+def test_layout_is_frozen() -> None:
+    lay = load(FIXTURES / "three_agents.yaml")
+    with pytest.raises(AttributeError):
+        lay.session = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        lay.agents[0].env["X"] = "1"  # type: ignore[index]
+
+
+def test_own_profile_extends_a_builtin_and_agents_override_it() -> None:
+    lay = load(FIXTURES / "own_profile.yaml")
+    kaede, sakura = lay.agents
+    assert kaede.profile.name == "slowclaude"
+    assert kaede.profile.submit_delay == 2.0
+    assert kaede.command == "claude --model opus"
+    assert kaede.profile.busy_pattern and "esc to interrupt" in kaede.profile.busy_pattern
+    assert sakura.profile.busy_pattern == "working"
+
+
+def test_pipeline_stages_are_separate(tmp_path: Path) -> None:
+    f = tmp_path / "l.yaml"
+    f.write_text("agents:\n  - kaede\n  - {sakura: shell}\n")
+    doc = read(f)
+    assert doc.data == {"agents": ["kaede", {"sakura": "shell"}]}
+    expand(doc)
+    assert doc.data["agents"] == [{"name": "kaede"}, {"name": "sakura", "profile": "shell"}]
+    fill_defaults(doc)
+    assert doc.data["agents"][0]["profile"] == "worker"
+    assert doc.lines[("agents", 1, "name")] == 3
+
+
+def test_preflight_lists_every_missing_command_and_directory() -> None:
+    lay = load(FIXTURES / "missing_commands.yaml")
+    with pytest.raises(LayoutError) as info:
+        preflight(lay)
+    msgs = info.value.lines()
+    assert len(msgs) == 3, msgs
+    assert "miyabi-no-such-program-1" in msgs[0] and "agents[0].command" in msgs[0]
+    assert "miyabi-no-such-program-2" in msgs[1]
+    assert "/nonexistent/miyabi-dir" in msgs[2] and "agents[3].cwd" in msgs[2]
+
+
+def test_relative_cwd_is_relative_to_the_layout(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    f = tmp_path / "l.yaml"
+    f.write_text("agents:\n  - name: a\n    profile: shell\n    command: cat\n    cwd: work\n")
+    lay = load(f)
+    assert lay.agents[0].cwd == (tmp_path / "work").resolve()
+    preflight(lay)
+
+
+def test_key_path_and_program_of() -> None:
+    assert key_path(("agents", 2, "name")) == "agents[2].name"
+    assert key_path(()) == ""
+    assert program_of("FOO=1 env BAR=2 claude --x") == "claude"
+    assert program_of("'unbalanced") is None
