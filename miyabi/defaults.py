@@ -34,7 +34,7 @@ split-window and ``set -p`` pane options (3.0). Developed and tested on 3.3a."""
 TMUX_TIMEOUT = 30.0
 """Seconds a single tmux invocation may take before miyabi gives up on it."""
 
-TMUX_COMMAND_BYTES = 12_000
+TMUX_COMMAND_BYTES = 15_000
 """Most bytes of arguments miyabi puts in one tmux invocation. tmux refuses a command
 line over about 16 KiB ("command too long", measured on 3.3a: 16,300 bytes passed,
 16,500 failed), so longer chains are cut into several invocations."""

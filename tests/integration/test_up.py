@@ -167,9 +167,9 @@ def test_the_worker_acks_a_line_typed_into_it(cli: Cli, tmux: Tmux, panes, home:
 def test_32_agents_in_one_tmux_invocation(tmux: Tmux, tmp_path: Path, panes) -> None:
     lay = load(write_layout(tmp_path / "big.yaml", "big", [(f"a{i:02d}", "shell", "cat") for i in range(32)], per_window=4))
     report = build_up(lay, tmux, Home(tmp_path / "h"))
-    # one query for sessions, the chained build (cut under tmux's ~16 KiB command
-    # limit: two invocations for 32 panes), one listing afterwards
-    assert report.tmux_invocations <= 4
+    # one query for sessions, then the chained build, cut under tmux's ~16 KiB
+    # command limit into two or three invocations
+    assert 2 <= report.tmux_invocations <= 4
     got = panes("big")
     assert len(got) == 32 and not any(p.dead for p in got.values())
     windows = {p.window_id for p in got.values()}
@@ -205,5 +205,5 @@ def test_a_layout_with_a_missing_command_creates_nothing(cli: Cli, tmux: Tmux, t
 def test_16_agents_are_built_by_one_tmux_invocation(tmux: Tmux, tmp_path: Path, panes) -> None:
     lay = load(write_layout(tmp_path / "l.yaml", "sixteen", [(f"a{i:02d}", "shell", "cat") for i in range(16)]))
     report = build_up(lay, tmux, Home(tmp_path / "h"))
-    assert report.tmux_invocations == 3  # list-sessions, the one chained build, list-panes
+    assert report.tmux_invocations == 2  # list-sessions, then the one chained build
     assert len(panes("sixteen")) == 16
