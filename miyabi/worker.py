@@ -13,6 +13,7 @@ tests, and lets an ensemble run on a machine with no agent CLI installed.
 from __future__ import annotations
 
 import codecs
+import io
 import json
 import os
 import signal
@@ -290,10 +291,14 @@ def run(name: str, transcript: Path | None, think: float, stdin: BinaryIO | None
     import tty
 
     stream = stdin or sys.stdin.buffer
-    fd = stream.fileno()
+    try:
+        fd: int | None = stream.fileno()
+    except (OSError, io.UnsupportedOperation):
+        fd = None  # an in-memory stream (tests)
+    read: Callable[[], bytes] = (lambda: os.read(fd, 65536)) if fd is not None else (lambda: stream.read1(65536))  # type: ignore[attr-defined]
     worker = Worker(name, transcript, think)
     saved = None
-    if os.isatty(fd):
+    if fd is not None and os.isatty(fd):
         saved = termios.tcgetattr(fd)
         tty.setraw(fd)
 
@@ -304,7 +309,7 @@ def run(name: str, transcript: Path | None, think: float, stdin: BinaryIO | None
     try:
         worker.start()
         while True:
-            data = os.read(fd, 65536)
+            data = read()
             if not data:
                 break
             if not worker.handle(data):
@@ -312,5 +317,5 @@ def run(name: str, transcript: Path | None, think: float, stdin: BinaryIO | None
     finally:
         worker.stop()
         if saved is not None:
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)  # type: ignore[arg-type]
     return 0

@@ -49,8 +49,10 @@ bootstrap() {
       _apt_install python3-venv && "$py" -m venv "$VENV"
     } || { echo "miyabi: could not create $VENV; install python3-venv" >&2; exit 1; }
   fi
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" >&2 || {
-    echo "miyabi: pip could not install miyabi into $VENV (see the messages above)" >&2
+  echo "miyabi: installing dependencies with pip (log: $VENV/install.log)..." >&2
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$spec" >"$VENV/install.log" 2>&1 || {
+    grep -v '^WARNING: Location' "$VENV/install.log" | tail -15 >&2
+    echo "miyabi: pip could not install miyabi into $VENV (full log: $VENV/install.log)" >&2
     exit 1
   }
   echo "$stamp" > "$VENV/.miyabi-stamp"
