@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import BinaryIO
@@ -179,7 +179,7 @@ def ack_line(text: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Worker:
@@ -295,7 +295,10 @@ def run(name: str, transcript: Path | None, think: float, stdin: BinaryIO | None
         fd: int | None = stream.fileno()
     except (OSError, io.UnsupportedOperation):
         fd = None  # an in-memory stream (tests)
-    read: Callable[[], bytes] = (lambda: os.read(fd, 65536)) if fd is not None else (lambda: stream.read1(65536))  # type: ignore[attr-defined]
+    if fd is not None:
+        read: Callable[[], bytes] = lambda: os.read(fd, 65536)
+    else:
+        read = lambda: getattr(stream, "read1")(65536)  # noqa: E731
     worker = Worker(name, transcript, think)
     saved = None
     if fd is not None and os.isatty(fd):

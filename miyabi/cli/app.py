@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -27,15 +27,15 @@ app = typer.Typer(
 )
 
 SocketOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--socket", "-L", envvar="MIYABI_SOCKET", help="tmux socket name of miyabi's own server [default: the one miyabi last used in this home, else 'miyabi']"),
 ]
 HomeOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--home", envvar="MIYABI_HOME", help="directory holding queue/, logs/ and run/ [default: current directory]"),
 ]
 LayoutOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--layout", "-f", help="layout file or shipped layout name [default: the one `miyabi up` last used here]"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
@@ -101,7 +101,7 @@ def _tmux(socket: str) -> Any:
 @app.command()
 @handles_errors
 def up(
-    layout: Annotated[Optional[str], typer.Argument(help="layout file or shipped layout name [default: ./miyabi.yaml, else 'default']")] = None,
+    layout: Annotated[str | None, typer.Argument(help="layout file or shipped layout name [default: ./miyabi.yaml, else 'default']")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="do not attach; print how to")] = False,
     socket: SocketOpt = None,
     home: HomeOpt = None,
@@ -163,7 +163,7 @@ def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = Non
 @app.command()
 @handles_errors
 def attach(
-    agent: Annotated[Optional[str], typer.Argument(help="agent whose pane to select")] = None,
+    agent: Annotated[str | None, typer.Argument(help="agent whose pane to select")] = None,
     socket: SocketOpt = None,
     home: HomeOpt = None,
     layout: LayoutOpt = None,
@@ -208,9 +208,10 @@ def status(
 ) -> None:
     """One row per agent: pane, pid, alive or dead, uptime, CPU and memory, last output."""
     from miyabi.errors import LayoutError, SessionNotFound
+    from miyabi.home import Home
     from miyabi.layout import load
     from miyabi.status import collect
-    from miyabi.tmux.panes import session_exists
+    from miyabi.tmux.panes import HOME_TAG, session_exists, session_option
 
     t = resolve_target(home, socket, layout)
     tmux = _tmux(t.socket)
@@ -223,9 +224,11 @@ def status(
             expected = load(t.layout_path).names
         except LayoutError:
             expected = []
-    rows = collect(tmux, t.session, t.home, expected)
+    # The session knows the home that built it; its logs are there.
+    owner = session_option(tmux, t.session, HOME_TAG)
+    rows = collect(tmux, t.session, Home(Path(owner)) if owner else t.home, expected)
     if json_out:
-        output.emit_json({"session": t.session, "socket": t.socket, "home": str(t.home.root), "agents": [r.to_json() for r in rows]})
+        output.emit_json({"session": t.session, "socket": t.socket, "home": owner or str(t.home.root), "agents": [r.to_json() for r in rows]})
         return
     table_rows = []
     for r in rows:
@@ -256,7 +259,7 @@ def layouts(json_out: JsonOpt = False) -> None:
     from miyabi.layout import load
     from miyabi.layout import shipped as shipped_layouts
 
-    items = []
+    items: list[dict[str, Any]] = []
     for path in shipped_layouts.shipped():
         try:
             lay = load(path)
@@ -267,7 +270,7 @@ def layouts(json_out: JsonOpt = False) -> None:
     if json_out:
         output.emit_json(items)
         return
-    rows = [
+    rows: list[list[str]] = [
         [i["name"], ", ".join(i.get("agents", [])) or "-", ", ".join(i.get("profiles", [])) or "-", i.get("description") or i.get("error", "")]
         for i in items
     ]
@@ -305,9 +308,9 @@ def init(force: Annotated[bool, typer.Option("--force", help="overwrite an exist
 
 @app.command()
 def worker(
-    name: Annotated[Optional[str], typer.Option("--name", help="agent name [default: $MIYABI_AGENT, else 'worker']")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="agent name [default: $MIYABI_AGENT, else 'worker']")] = None,
     think: Annotated[float, typer.Option("--think", min=0, help="seconds of simulated work after each message")] = 0.0,
-    transcript: Annotated[Optional[Path], typer.Option("--transcript", help="JSONL file of received messages [default: $MIYABI_HOME/logs/NAME.transcript.jsonl]")] = None,
+    transcript: Annotated[Path | None, typer.Option("--transcript", help="JSONL file of received messages [default: $MIYABI_HOME/logs/NAME.transcript.jsonl]")] = None,
 ) -> None:
     """Run the built-in worker agent: acks each message it receives (for tests and demos)."""
     from miyabi import worker as w

@@ -333,7 +333,7 @@ def validate(doc: Document) -> Layout:
         per_window=per_window,
         pane_size=(pane_size[0], pane_size[1]),
         agents=tuple(agents),
-        profiles=_frozen_map({k: v for k, v in profiles.items() if v is not None}),  # type: ignore[dict-item]
+        profiles=_frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 
 
@@ -392,12 +392,12 @@ def _validate_agent(
     if not ok:
         return None
     return Agent(
-        name=name,
+        name=str(name),
         profile=profile,
         command=command,
         cwd=cwd_path,
         env=_frozen_map({str(k): _env_str(v) for k, v in env.items()}),
-        title=title,
+        title=str(title),
         index=i,
     )
 

@@ -6,12 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypeVar
 
 from miyabi.errors import AgentNotFound
 from miyabi.profiles import Profile
 
+V = TypeVar("V")
 
-def _frozen_map(data: Mapping[str, str] | None = None) -> Mapping[str, str]:
+
+def _frozen_map(data: Mapping[str, V] | None = None) -> Mapping[str, V]:
     return MappingProxyType(dict(data or {}))
 
 

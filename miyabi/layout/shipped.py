@@ -46,7 +46,7 @@ def find(name_or_path: str) -> Path:
     p = Path(os.path.expanduser(name_or_path))
     if p.is_file():
         return p
-    stem = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
+    stem = name_or_path.removesuffix(".yaml")
     if "/" not in name_or_path:
         cand = layouts_dir() / f"{stem}.yaml"
         if cand.is_file():

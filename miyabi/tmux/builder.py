@@ -14,7 +14,6 @@ first failing command ends the chain.
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 from collections.abc import Sequence
@@ -165,6 +164,7 @@ def build_commands(layout: Layout, home: Home, socket: str, cwd: Path) -> list[l
         name = f"{WINDOW_PREFIX}-{w + 1}"
         for p, agent in enumerate(group):
             spawn = spawn_args(agent, home, socket, cwd)
+            unit: list[Command]
             if w == 0 and p == 0:
                 unit = [["new-session", "-d", "-s", layout.session, "-x", str(width), "-y", str(height), "-n", name, *spawn]]
                 unit += session_setup(layout, home, width, height)
@@ -250,6 +250,7 @@ def reconcile_commands(
     for agent in missing:
         spawn = spawn_args(agent, home, socket, cwd)
         room = next((w for w in windows if count[w] < layout.per_window), None)
+        unit: list[Command]
         if room is not None:
             unit = [["split-window", "-t", room, *spawn], ["select-layout", "tiled"]]
             count[room] += 1

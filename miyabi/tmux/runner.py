@@ -136,15 +136,17 @@ class Tmux:
 
     def has_server(self) -> bool:
         """True when a tmux server answers on this socket."""
-        self.invocations += 1
-        proc = subprocess.run(self.argv(["list-sessions", "-F", "#{session_name}"]), capture_output=True, text=True, env=_tmux_env())
-        return proc.returncode == 0
+        return self._list_sessions().returncode == 0
 
     def sessions(self) -> list[str]:
         """Names of the sessions on this server ([] when no server runs)."""
-        self.invocations += 1
-        proc = subprocess.run(self.argv(["list-sessions", "-F", "#{session_name}"]), capture_output=True, text=True, env=_tmux_env())
+        proc = self._list_sessions()
         return proc.stdout.splitlines() if proc.returncode == 0 else []
+
+    def _list_sessions(self) -> subprocess.CompletedProcess[str]:
+        self.invocations += 1
+        argv = self.argv(["list-sessions", "-F", "#{session_name}"])
+        return subprocess.run(argv, check=False, capture_output=True, text=True, env=_tmux_env())
 
     def version(self) -> tuple[int, int]:
         """tmux's version as (major, minor); ``next-3.5`` or ``3.3a`` → (3, 5) / (3, 3).

@@ -8,10 +8,10 @@ import signal
 import stat
 from pathlib import Path
 
-from libtmux.server import Server
-
 from helpers import wait_for
 from integration.conftest import Cli, capture, environ_of, write_layout
+from libtmux.server import Server
+
 from miyabi.home import Home
 from miyabi.layout import load
 from miyabi.layout.shipped import layouts_dir
@@ -207,3 +207,19 @@ def test_16_agents_are_built_by_one_tmux_invocation(tmux: Tmux, tmp_path: Path, 
     report = build_up(lay, tmux, Home(tmp_path / "h"))
     assert report.tmux_invocations == 2  # list-sessions, then the one chained build
     assert len(panes("sixteen")) == 16
+
+
+def test_status_from_another_directory_reads_the_sessions_own_home(cli: Cli, socket: str, home: Path, tmp_path: Path) -> None:
+    assert cli("up", DEFAULT, "-d").exit_code == 0
+    wait_for(lambda: (home / "logs" / "kaede.log").exists() and (home / "logs" / "kaede.log").stat().st_size > 0, what="kaede's log")
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    from typer.testing import CliRunner
+
+    from miyabi.cli import app
+
+    r = CliRunner().invoke(app, ["status", "--json", "--socket", socket, "--home", str(other), "--layout", DEFAULT])
+    data = json.loads(r.output)
+    assert data["home"] == str(home)
+    kaede = next(a for a in data["agents"] if a["name"] == "kaede")
+    assert kaede["last_output"] is not None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES
+
 from miyabi.home import Home
 from miyabi.layout import load
 from miyabi.layout.model import Layout

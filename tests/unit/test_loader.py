@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES
+
 from miyabi.errors import LayoutError
 from miyabi.layout import load, preflight
 from miyabi.layout.loader import expand, fill_defaults, key_path, program_of, read

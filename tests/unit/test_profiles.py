@@ -23,9 +23,9 @@ SCREENS = [
 def test_ready_and_busy_patterns(name: str, idle: str, busy: str) -> None:
     p = BUILTIN[name]
     assert p.ready_pattern and p.busy_pattern
-    assert re.search(p.ready_pattern, idle, re.M), "idle screen should match ready"
-    assert not re.search(p.busy_pattern, idle, re.M), "idle screen must not look busy"
-    assert re.search(p.busy_pattern, busy, re.M), "busy screen should match busy"
+    assert re.search(p.ready_pattern, idle, re.MULTILINE), "idle screen should match ready"
+    assert not re.search(p.busy_pattern, idle, re.MULTILINE), "idle screen must not look busy"
+    assert re.search(p.busy_pattern, busy, re.MULTILINE), "busy screen should match busy"
 
 
 def test_every_builtin_is_complete() -> None:
