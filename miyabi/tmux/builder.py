@@ -120,15 +120,19 @@ def pane_setup(agent: Agent, home: Home, target: Sequence[str] = ()) -> list[Com
     ]
 
 
-def window_setup(layout: Layout) -> list[Command]:
-    """Window options for the window the previous command created."""
-    return [
+def window_setup(version: tuple[int, int] = (3, 3)) -> list[Command]:
+    """Window options for the window the previous command created. On tmux 3.4 and
+    newer, ``allow-set-title off`` also stops programs from retitling their panes."""
+    cmds: list[Command] = [
         ["set-option", "-w", "remain-on-exit", "on"],
         ["set-option", "-w", "allow-rename", "off"],
         ["set-option", "-w", "automatic-rename", "off"],
         ["set-option", "-w", "pane-border-status", "top"],
         ["set-option", "-w", "pane-border-format", BORDER_FORMAT],
     ]
+    if version >= (3, 4):
+        cmds.append(["set-option", "-w", "allow-set-title", "off"])
+    return cmds
 
 
 def window_size(layout: Layout) -> tuple[int, int]:
@@ -154,7 +158,9 @@ def window_target(session: str, window: str) -> str:
     return f"={session}:={window}"
 
 
-def build_commands(layout: Layout, home: Home, socket: str, cwd: Path) -> list[list[Command]]:
+def build_commands(
+    layout: Layout, home: Home, socket: str, cwd: Path, version: tuple[int, int] = (3, 3)
+) -> list[list[Command]]:
     """The commands that create the session with every agent, as groups (one per pane,
     plus a last one) that each start with an explicitly targeted command, so that
     :meth:`Tmux.run_units` may cut between any two groups."""
@@ -168,9 +174,9 @@ def build_commands(layout: Layout, home: Home, socket: str, cwd: Path) -> list[l
             if w == 0 and p == 0:
                 unit = [["new-session", "-d", "-s", layout.session, "-x", str(width), "-y", str(height), "-n", name, *spawn]]
                 unit += session_setup(layout, home, width, height)
-                unit += window_setup(layout)
+                unit += window_setup(version)
             elif p == 0:
-                unit = [["new-window", "-t", exact(layout.session), "-n", name, *spawn], *window_setup(layout)]
+                unit = [["new-window", "-t", exact(layout.session), "-n", name, *spawn], *window_setup(version)]
             else:
                 unit = [["split-window", "-t", window_target(layout.session, name), *spawn], ["select-layout", "tiled"]]
             units.append(unit + pane_setup(agent, home))
@@ -209,7 +215,13 @@ def check_owner(tmux: Tmux, layout: Layout, home: Home) -> None:
 
 
 def reconcile_commands(
-    layout: Layout, home: Home, socket: str, cwd: Path, panes: Sequence[Pane], report: UpReport
+    layout: Layout,
+    home: Home,
+    socket: str,
+    cwd: Path,
+    panes: Sequence[Pane],
+    report: UpReport,
+    version: tuple[int, int] = (3, 3),
 ) -> list[list[Command]]:
     """The command groups that bring a running session in line with the layout (fills
     ``report``); each group starts with an explicitly targeted command."""
@@ -259,7 +271,7 @@ def reconcile_commands(
                 next_n += 1
             name = f"{WINDOW_PREFIX}-{next_n}"
             names.add(name)
-            unit = [["new-window", "-t", exact(layout.session), "-n", name, *spawn], *window_setup(layout)]
+            unit = [["new-window", "-t", exact(layout.session), "-n", name, *spawn], *window_setup(version)]
             # The new window's id is unknown inside the chain; later agents that fit
             # in it are split from it by name.
             wid = window_target(layout.session, name)
@@ -284,7 +296,7 @@ def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None) -> UpRep
         SessionConflict: a session of that name exists and is not miyabi's here.
         TmuxError: tmux refused a command.
     """
-    tmux.require_version()
+    version = tmux.require_version()
     home.ensure()
     cwd = cwd or Path(os.getcwd())
     report = UpReport(session=layout.session)
@@ -292,11 +304,11 @@ def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None) -> UpRep
     if not session_exists(tmux, layout.session):
         report.created_session = True
         report.created = list(layout.names)
-        tmux.run_units(build_commands(layout, home, tmux.socket, cwd))
+        tmux.run_units(build_commands(layout, home, tmux.socket, cwd, version))
     else:
         check_owner(tmux, layout, home)
         panes = list_panes(tmux, layout.session)
-        units = reconcile_commands(layout, home, tmux.socket, cwd, panes, report)
+        units = reconcile_commands(layout, home, tmux.socket, cwd, panes, report, version)
         if units:
             # Put the user's view back where it was: new windows and panes take focus.
             restore: list[Command] = [["select-pane", "-t", p.pane_id] for p in panes if p.pane_active]

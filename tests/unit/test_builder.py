@@ -68,3 +68,11 @@ def test_every_pane_runs_with_miyabi_env(tmp_path: Path) -> None:
     assert f"MIYABI_HOME={tmp_path}" in spawn and "TEAM=blue" in spawn
     assert spawn[-3:] == ["/bin/sh", "-c", "exec miyabi worker"]
     assert any(w.startswith("PATH=") for w in spawn)
+
+
+def test_allow_set_title_only_where_tmux_has_it(tmp_path: Path) -> None:
+    lay = _layout(tmp_path, 2, 4)
+    old = [c for u in build_commands(lay, Home(tmp_path), "s", tmp_path, (3, 3)) for c in u]
+    new = [c for u in build_commands(lay, Home(tmp_path), "s", tmp_path, (3, 4)) for c in u]
+    assert not any("allow-set-title" in c for c in old)
+    assert any(c[-2:] == ["allow-set-title", "off"] for c in new)
