@@ -31,6 +31,8 @@ OVERRIDABLE = (
     "submit_delay",
     "bracketed_paste",
     "intro",
+    "composer_pattern",
+    "ready_settle",
 )
 """Profile fields a layout may set per agent or in a profile of its own."""
 
@@ -52,6 +54,11 @@ class Profile:
             2004), so that multi-line text is pasted with ``paste-buffer -p``.
         intro: True when the agent should get a first message telling it its name,
             its peers and how to use ``miyabi send``.
+        composer_pattern: regex with a group ``text`` matching the line where typed
+            input sits; the bottom-most match tells whether the input box is empty
+            (None: miyabi cannot see the input box).
+        ready_settle: seconds between the two reads that must both show the agent
+            ready before a message is typed (gastown's rule: two reads ~200 ms apart).
         description: one line for ``miyabi profiles``.
     """
 
@@ -63,6 +70,8 @@ class Profile:
     submit_delay: float = defaults.SUBMIT_DELAY
     bracketed_paste: bool = True
     intro: bool = True
+    composer_pattern: str | None = None
+    ready_settle: float = 0.2
     description: str = ""
 
     def replace(self, **changes: object) -> Profile:
@@ -129,6 +138,7 @@ BUILTIN: dict[str, Profile] = {
             submit_delay=0.0,
             bracketed_paste=False,
             intro=False,
+            ready_settle=0.0,
             description="any terminal program; always ready for input",
         ),
         Profile(
@@ -137,6 +147,8 @@ BUILTIN: dict[str, Profile] = {
             ready_pattern=r"^" + re.escape(defaults.WORKER_PROMPT.rstrip()),
             busy_pattern=re.escape("thinking…"),
             submit_delay=defaults.SUBMIT_DELAY,
+            composer_pattern=r"^" + re.escape(defaults.WORKER_PROMPT.rstrip()) + r"(?: (?P<text>.*))?$",
+            intro=False,
             description="miyabi's built-in test agent: acks each message",
         ),
     )

@@ -39,7 +39,9 @@ TOP_KEYS = (
     "env",
     "profiles",
     "agents",
+    "delivery",
 )
+DELIVERY_KEYS = ("max_body",)
 AGENT_KEYS = ("name", "profile", "cwd", "env", "title", *OVERRIDABLE)
 PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
 
@@ -311,6 +313,7 @@ def validate(doc: Document) -> Layout:
     if "cwd" in data and not isinstance(data["cwd"], str):
         doc.problem(("cwd",), "must be a directory path")
 
+    max_body = _validate_delivery(doc, data.get("delivery", {}))
     agents_raw = data.get("agents")
     agents: list[Agent] = []
     if "agents" not in data:
@@ -333,8 +336,24 @@ def validate(doc: Document) -> Layout:
         per_window=per_window,
         pane_size=(pane_size[0], pane_size[1]),
         agents=tuple(agents),
+        max_body=max_body,
         profiles=_frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
+
+
+def _validate_delivery(doc: Document, spec: Any) -> int:
+    """The ``delivery:`` section: ``max_body`` (bytes, default 1 MiB)."""
+    from miyabi.mailbox import MAX_BODY
+
+    if not isinstance(spec, dict):
+        doc.problem(("delivery",), "must be a mapping (for example `delivery: {max_body: 1048576}`)")
+        return MAX_BODY
+    _check_keys(doc, ("delivery",), spec, DELIVERY_KEYS)
+    value = spec.get("max_body", MAX_BODY)
+    if type(value) is not int or not 1 <= value <= 64 * 1024 * 1024:
+        doc.problem(("delivery", "max_body"), f"{value!r} must be a whole number of bytes from 1 to 67108864")
+        return MAX_BODY
+    return value
 
 
 def _validate_agent(
@@ -407,23 +426,27 @@ def _check_profile_fields(doc: Document, key: Key, fields: dict[str, Any]) -> di
     out: dict[str, Any] = {}
     for name, value in fields.items():
         at = (*key, name)
-        if name in ("ready_pattern", "busy_pattern"):
+        if name in ("ready_pattern", "busy_pattern", "composer_pattern"):
             if value is None:
                 out[name] = None
             elif not isinstance(value, str):
                 doc.problem(at, "must be a regular expression (text) or null")
             else:
                 try:
-                    re.compile(value)
-                    out[name] = value
+                    compiled = re.compile(value)
                 except re.error as e:
                     doc.problem(at, f"invalid regular expression: {e}; fix or quote it")
+                    continue
+                if name == "composer_pattern" and "text" not in compiled.groupindex:
+                    doc.problem(at, "needs a named group (?P<text>...) around the typed input")
+                    continue
+                out[name] = value
         elif name == "submit_key":
             if isinstance(value, str) and SUBMIT_KEY_RE.match(value):
                 out[name] = value
             else:
                 doc.problem(at, f"{value!r} is not a key miyabi can submit with; use a tmux key name such as Enter, C-m, C-j, M-Enter or Tab")
-        elif name == "submit_delay":
+        elif name in ("submit_delay", "ready_settle"):
             if type(value) in (int, float) and 0 <= value <= 10:
                 out[name] = float(value)
             else:

@@ -53,6 +53,7 @@ class Layout:
         pane_size: (columns, rows) each pane gets in a detached session.
         agents: the agents, in layout order.
         profiles: every profile the layout can use (built-in and its own), by name.
+        max_body: largest message body accepted, in bytes (``delivery.max_body``).
     """
 
     path: Path
@@ -62,6 +63,7 @@ class Layout:
     per_window: int = 4
     pane_size: tuple[int, int] = (100, 30)
     profiles: Mapping[str, Profile] = field(default_factory=lambda: MappingProxyType({}))
+    max_body: int = 1024 * 1024
 
     @property
     def names(self) -> list[str]:

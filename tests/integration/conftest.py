@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,8 @@ from libtmux.server import Server
 from typer.testing import CliRunner, Result
 
 from miyabi.cli import app
+from miyabi.controller import stop_background
+from miyabi.home import Home
 from miyabi.tmux.panes import Pane, list_panes
 from miyabi.tmux.runner import Tmux
 
@@ -36,10 +38,12 @@ def socket(server: Server) -> str:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A fresh miyabi home; any controller started for it is stopped afterwards."""
     h = tmp_path / "home"
     h.mkdir()
-    return h
+    yield h
+    stop_background(Home(h))
 
 
 @pytest.fixture

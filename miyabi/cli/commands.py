@@ -103,10 +103,12 @@ def _tmux(socket: str) -> Any:
 def up(
     layout: Annotated[str | None, typer.Argument(help="layout file or shipped layout name [default: ./miyabi.yaml, else 'default']")] = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="do not attach; print how to")] = False,
+    controller: Annotated[bool, typer.Option("--controller/--no-controller", help="start the controller that delivers messages")] = True,
     socket: SocketOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Build the agents' tmux session from a layout, or bring a running one in line with it."""
+    """Build the agents' tmux session from a layout (or bring a running one in line
+    with it) and start the controller in the background."""
     from miyabi.home import Home
     from miyabi.layout import load, preflight
     from miyabi.layout import shipped as shipped_layouts
@@ -119,7 +121,7 @@ def up(
     sock = socket or h.load_state().get("socket") or defaults.SOCKET
     tmux = _tmux(sock)
     report = build_up(lay, tmux, h)
-    h.save_state(layout=str(lay.path), session=lay.session, socket=sock)
+    h.save_state(layout=str(lay.path), session=lay.session, socket=sock, agents=lay.names, max_body=lay.max_body)
 
     if report.created_session:
         output.say(f"created session {lay.session!r} on socket {sock!r} with {len(report.created)} agents: {', '.join(report.created)}", "green")
@@ -135,6 +137,12 @@ def up(
     for name, pane in report.extra:
         output.say(f"note: pane {pane} runs agent {name!r}, which {path} does not name; left running (kill it with `tmux -L {sock} kill-pane -t {pane}`)", "yellow")
 
+    if controller:
+        from miyabi.controller import start_background
+
+        pid, started = start_background(h, sock, lay.path)
+        output.say(f"controller {'started' if started else 'running'} (pid {pid}); log: {h.logs / 'controller.log'}")
+
     attach_cmd = f"tmux -L {sock} attach -t {lay.session}"
     if detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
         output.say(f"attach with: {attach_cmd}")
@@ -145,11 +153,17 @@ def up(
 @app.command()
 @handles_errors
 def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
-    """End miyabi's session (and its tmux server if nothing else runs on it)."""
+    """Stop the controller and end miyabi's session (and its tmux server if nothing
+    else runs on it)."""
     from miyabi.errors import SessionNotFound
     from miyabi.tmux.builder import down as build_down
 
+    from miyabi.controller import stop_background
+
     t = resolve_target(home, socket, layout)
+    pid = stop_background(t.home)
+    if pid is not None:
+        output.say(f"stopped the controller (pid {pid})")
     tmux = _tmux(t.socket)
     try:
         server_gone = build_down(tmux, t.session, t.home)
@@ -319,6 +333,136 @@ def worker(
     raise typer.Exit(w.run(agent, transcript or w.default_transcript(agent), think))
 
 
-def main() -> None:
-    """Console entry point."""
-    app()
+
+
+@app.command()
+@handles_errors
+def controller(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
+    """Run the controller in the foreground (for systemd and debugging): it delivers
+    each agent's inbox into its pane. Only one runs per home."""
+    import logging
+
+    from miyabi.controller import Controller
+    from miyabi.layout import load
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    t = resolve_target(home, socket, layout)
+    path = t.layout_path or Path(layout or "")
+    Controller(t.home, t.socket, load(path)).run()
+
+
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def send(ctx: typer.Context) -> None:
+    """Put a message in an agent's inbox: miyabi send AGENT [TEXT | -] [--from NAME]
+    [--priority high] [--ttl S] [--json]. The controller types it into the agent's pane
+    when the agent is ready; it waits in the inbox while the controller is down."""
+    from miyabi.cli.send import main as fast
+
+    raise typer.Exit(fast("send", list(ctx.args)))
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def broadcast(ctx: typer.Context) -> None:
+    """Send a message to every agent but the sender: miyabi broadcast [TEXT | -]
+    [--except NAME ...] [--json]."""
+    from miyabi.cli.send import main as fast
+
+    raise typer.Exit(fast("broadcast", list(ctx.args)))
+
+
+@app.command()
+@handles_errors
+def inbox(
+    agent: Annotated[str, typer.Argument(help="the agent whose inbox to show")],
+    all_: Annotated[bool, typer.Option("--all", help="include delivered and failed messages")] = False,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+    layout: LayoutOpt = None,
+    socket: SocketOpt = None,
+) -> None:
+    """List the messages of AGENT's inbox: pending ones, or all with --all."""
+    from miyabi.cli.send import _known_agents
+    from miyabi.errors import AgentNotFound
+    from miyabi.home import Home
+    from miyabi.mailbox import inbox as inbox_of
+
+    h = Home.resolve(home)
+    agents, _ = _known_agents(h.root, layout)
+    if agent not in agents:
+        raise AgentNotFound(agent, agents)
+    states = ("pending", "delivered", "failed") if all_ else ("pending",)
+    items = []
+    for state, m in inbox_of(h.root, agent).list(states):
+        items.append({
+            "id": m.id, "state": state, "from": m.sender, "to": m.to, "priority": m.priority,
+            "created": m.created, "delivered": m.extra.get("delivered"), "failed": m.extra.get("failed"),
+            "reason": m.extra.get("reason"), "attempts": m.extra.get("attempts", 0), "body": m.body,
+        })
+    if json_out:
+        output.emit_json(items)
+        return
+    rows = []
+    for i in items:
+        when = i["delivered"] or i["failed"] or i["created"]
+        first = i["body"].splitlines()[0] if i["body"] else ""
+        preview = first[:50] + ("…" if len(first) > 50 or "\n" in i["body"] else "")
+        rows.append([i["id"], i["state"], i["from"], when, (i["reason"] or preview)])
+    output.table(rows, ["id", "state", "from", "time", "text / reason"], title=f"inbox of {agent}: {len(items)} message(s)")
+
+
+def _find_message(h: Any, msg_id: str) -> tuple[Any, str, Any]:
+    from miyabi.mailbox import Inbox, MessageError
+
+    found = []
+    if h.queue.is_dir():
+        for d in sorted(h.queue.iterdir()):
+            if d.is_dir():
+                box = Inbox(d)
+                hit = box.find(msg_id)
+                if hit:
+                    found.append((box, *hit))
+    if not found:
+        raise MessageError(f"no message with id {msg_id!r} in {h.queue}; list them with `miyabi inbox AGENT --all`")
+    if len(found) > 1:
+        raise MessageError(f"id {msg_id!r} matches {len(found)} messages; give more of it")
+    return found[0]
+
+
+@app.command()
+@handles_errors
+def retry(msg_id: Annotated[str, typer.Argument(metavar="ID", help="id (or a unique prefix) of a dead letter")], home: HomeOpt = None) -> None:
+    """Put a dead letter back in its inbox, to be delivered again."""
+    from miyabi.home import Home
+    from miyabi.mailbox import MessageError, append_event
+
+    h = Home.resolve(home)
+    box, state, msg = _find_message(h, msg_id)
+    if state != "failed":
+        raise MessageError(f"message {msg.id} is {state}, not a dead letter; only failed messages can be retried")
+    extra = {k: v for k, v in msg.extra.items() if k not in ("failed", "reason", "attempts", "enters")}
+    from dataclasses import replace
+
+    box.move(replace(msg, extra=extra), "failed", "pending")
+    append_event(h.root, "retry", agent=box.agent, id=msg.id)
+    output.say(f"{msg.id} is pending again in {box.agent}'s inbox")
+
+
+@app.command()
+@handles_errors
+def drop(msg_id: Annotated[str, typer.Argument(metavar="ID", help="id (or a unique prefix) of a pending message")], home: HomeOpt = None) -> None:
+    """Discard a pending message."""
+    import os as _os
+
+    from miyabi.home import Home
+    from miyabi.mailbox import MessageError, append_event
+
+    h = Home.resolve(home)
+    box, state, msg = _find_message(h, msg_id)
+    if state != "pending":
+        raise MessageError(f"message {msg.id} is {state}; only pending messages can be dropped")
+    _os.unlink(box.dir("pending") / msg.filename)
+    append_event(h.root, "dropped", agent=box.agent, id=msg.id)
+    output.say(f"dropped {msg.id} from {box.agent}'s inbox")

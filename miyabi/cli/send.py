@@ -1,0 +1,124 @@
+"""``miyabi send`` and ``miyabi broadcast``: the light path.
+
+Agents run ``miyabi send`` many times an hour, so these two commands are parsed with
+argparse and import neither typer, rich nor yaml: the agent names come from
+``run/up.json`` (written by ``miyabi up``), and the layout is read only when that file
+is missing. Sending works with the controller down: the message waits in the inbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, AgentNotFound, MiyabiError
+
+
+def _known_agents(home_root: Path, layout: str | None) -> tuple[list[str], int | None]:
+    """Agent names of the ensemble, and the body limit if the layout sets one."""
+    if layout is None:
+        try:
+            state = json.loads((home_root / "run" / "up.json").read_text(encoding="utf-8"))
+            agents = state.get("agents")
+            if isinstance(agents, list) and agents:
+                return [str(a) for a in agents], state.get("max_body")
+        except (OSError, ValueError):
+            pass
+    from miyabi.home import Home
+    from miyabi.layout import load
+    from miyabi.layout import shipped
+
+    lay = load(shipped.for_command(layout, Home(home_root)))
+    return lay.names, None
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=f"miyabi {prog}", description=(__doc__ or "").splitlines()[0])
+    if prog == "send":
+        ap.add_argument("agent", help="the receiving agent")
+    ap.add_argument("text", nargs="?", help="message text, or - to read it from standard input")
+    ap.add_argument("--from", dest="sender", default=None, help="sender name [default: $MIYABI_AGENT, else human]")
+    ap.add_argument("--priority", choices=("high", "normal"), default="normal")
+    ap.add_argument("--ttl", type=float, default=None, help="seconds the message may wait before it is a dead letter")
+    if prog == "send":
+        ap.add_argument("--reply-to", default=None, help="id of the message this answers")
+        ap.add_argument("--task", default=None, help="id of the task this belongs to")
+    else:
+        ap.add_argument("--except", dest="exclude", nargs="*", default=[], metavar="NAME", help="agents to leave out")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    ap.add_argument("--home", default=None, help="miyabi home [default: $MIYABI_HOME, else the current directory]")
+    ap.add_argument("--socket", "-L", default=None, help="accepted for symmetry; sending needs no tmux")
+    ap.add_argument("--layout", "-f", default=None, help="layout file [default: the one `miyabi up` last used here]")
+    return ap
+
+
+def _body(text: str | None) -> str:
+    from miyabi.mailbox import MessageError, decode_body
+
+    if text is None:
+        raise MessageError("no message text; give TEXT, or - to read it from standard input")
+    if text == "-":
+        return decode_body(sys.stdin.buffer.read())
+    return text
+
+
+def main(prog: str, argv: list[str]) -> int:
+    """Run ``miyabi send`` (``prog == "send"``) or ``broadcast``; return the exit code."""
+    ap = _parser(prog)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:
+        return EXIT_USAGE if e.code else 0
+    try:
+        return _run(prog, args)
+    except MiyabiError as e:
+        for line in e.lines():
+            sys.stderr.write(f"miyabi: {line}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("miyabi: interrupted\n")
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        sys.stderr.write(f"miyabi: {e.strerror or e}: {e.filename or ''}\n")
+        return EXIT_ERROR
+
+
+def _run(prog: str, args: argparse.Namespace) -> int:
+    from miyabi.mailbox import MAX_BODY, MessageError, append_event, inbox, make, sanitize
+
+    raw = args.home if args.home else os.environ.get("MIYABI_HOME") or os.getcwd()
+    home_root = Path(os.path.expanduser(raw)).resolve()
+    agents, max_body = _known_agents(home_root, args.layout)
+    sender = args.sender or os.environ.get("MIYABI_AGENT") or "human"
+    body = _body(args.text)
+    if not sanitize(body).strip():
+        raise MessageError("the message has no text (control characters are removed before delivery)")
+    if prog == "send":
+        if args.agent not in agents:
+            raise AgentNotFound(args.agent, agents)
+        targets = [args.agent]
+    else:
+        for name in args.exclude:
+            if name not in agents:
+                raise AgentNotFound(name, agents)
+        targets = [a for a in agents if a not in args.exclude and a != sender]
+        if not targets:
+            raise MessageError("nobody to send to: every agent is excluded")
+    sent = []
+    for to in targets:
+        msg = make(to, body, sender=sender, priority=args.priority, ttl=args.ttl,
+                   reply_to=getattr(args, "reply_to", None), task=getattr(args, "task", None),
+                   max_body=int(max_body or MAX_BODY))
+        inbox(home_root, to).put(msg)
+        append_event(home_root, "enqueued", agent=to, id=msg.id, **{"from": sender}, bytes=len(body.encode()), priority=msg.priority)
+        sent.append(msg)
+    if args.json:
+        out = [{"id": m.id, "to": m.to, "from": m.sender, "created": m.created, "state": "pending"} for m in sent]
+        sys.stdout.write(json.dumps(out[0] if prog == "send" else out) + "\n")
+    else:
+        for m in sent:
+            sys.stdout.write(f"{m.id}\n" if prog == "send" else f"{m.to} {m.id}\n")
+    return 0

@@ -1,0 +1,317 @@
+"""The controller: the one long-running process that delivers messages.
+
+It holds a lock so that only one controller runs per home, keeps one control-mode
+channel to tmux, finds each agent's pane by its ``@miyabi_agent`` tag, watches the
+inboxes with inotify (the ``watchdog`` library; each deliverer also rescans every
+:data:`POLL` seconds in case an event is missed), and runs one :class:`Deliverer`
+thread per agent. ``miyabi controller`` runs it in the foreground; ``miyabi up``
+starts it in the background (pidfile ``run/controller.pid``, log
+``logs/controller.log``) and ``miyabi down`` stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from miyabi.delivery import Deliverer
+from miyabi.errors import MiyabiError, TmuxError
+from miyabi.home import Home
+from miyabi.layout.model import Agent, Layout
+from miyabi.mailbox import Inbox, append_event, inbox, make
+from miyabi.tmux.control import ControlClient
+from miyabi.tmux.panes import Pane, list_panes, session_exists
+from miyabi.tmux.runner import Tmux
+
+POLL = 0.2
+"""Seconds between rescans of an inbox when no file event arrives (fallback poll)."""
+
+PANE_REFRESH = 0.5
+"""Seconds between refreshes of the agent → pane map."""
+
+RECONNECT_MAX = 2.0
+"""Longest wait, in seconds, between attempts to reopen the control channel."""
+
+PIDFILE = "controller.pid"
+LOCKFILE = "controller.lock"
+
+log = logging.getLogger("miyabi.controller")
+
+
+class ControllerRunning(MiyabiError):
+    """Another controller already runs for this home."""
+
+
+def intro_text(agent: Agent, layout: Layout) -> str:
+    """The first message an agent gets after it starts (profiles with ``intro``)."""
+    peers = [a.name for a in layout.agents if a.name != agent.name]
+    return (
+        f"You are {agent.name}, one of the agents of the miyabi ensemble {layout.session!r}. "
+        f"The other agents are: {', '.join(peers) or 'none'}. "
+        f"To message one, run: miyabi send NAME \"TEXT\" (or pipe text into: miyabi send NAME -). "
+        f"To see messages waiting for you: miyabi inbox {agent.name}. "
+        "Messages from others are typed into this pane when you are idle."
+    )
+
+
+class Controller:
+    """Delivers every agent's inbox into its pane until stopped.
+
+    Args:
+        home: the miyabi home.
+        socket: tmux socket name.
+        layout: the ensemble (agents and their profiles).
+    """
+
+    def __init__(self, home: Home, socket: str, layout: Layout) -> None:
+        self.home = home
+        self.tmux = Tmux(socket)
+        self.layout = layout
+        self.stop = threading.Event()
+        self.chan: ControlClient | None = None
+        self._chan_lock = threading.Lock()
+        self.panes: dict[str, Pane] = {}
+        self.deliverers: dict[str, Deliverer] = {}
+        self._pane_to_agent: dict[str, str] = {}
+        self._intro_file = home.run / "intro.json"
+
+    # -- the tmux channel
+
+    def run_tmux(self, *args: str, check: bool = True) -> list[str]:
+        """Run a tmux command through the control channel, reopening it if needed."""
+        chan = self._channel()
+        return chan.run(*args, check=check)
+
+    def _channel(self) -> ControlClient:
+        with self._chan_lock:
+            if self.chan is not None and self.chan.alive:
+                return self.chan
+            if not session_exists(self.tmux, self.layout.session):
+                raise TmuxError("attach-session", f"session {self.layout.session!r} is not running", socket=self.tmux.socket)
+            self.chan = ControlClient(self.tmux, self.layout.session, on_output=self._on_output).start()
+            log.info("control channel open to session %s on socket %s", self.layout.session, self.tmux.socket)
+            return self.chan
+
+    def _on_output(self, pane_id: str) -> None:
+        name = self._pane_to_agent.get(pane_id)
+        if name and name in self.deliverers:
+            self.deliverers[name].wake.set()
+
+    def refresh_panes(self) -> None:
+        panes = {p.agent: p for p in list_panes(_Chan(self), self.layout.session) if p.agent}
+        self.panes = panes
+        self._pane_to_agent = {p.pane_id: name for name, p in panes.items()}
+        self._send_intros()
+
+    # -- first messages
+
+    def _send_intros(self) -> None:
+        try:
+            sent: dict[str, int] = json.loads(self._intro_file.read_text())
+        except (OSError, ValueError):
+            sent = {}
+        changed = False
+        for agent in self.layout.agents:
+            pane = self.panes.get(agent.name)
+            if not agent.profile.intro or pane is None or pane.dead or sent.get(agent.name) == pane.pid:
+                continue
+            msg = make(agent.name, intro_text(agent, self.layout), sender="miyabi", priority="high")
+            inbox(self.home.root, agent.name).put(msg)
+            append_event(self.home.root, "intro", agent=agent.name, id=msg.id, pid=pane.pid)
+            sent[agent.name] = pane.pid
+            changed = True
+        if changed:
+            tmp = self._intro_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(sent))
+            os.replace(tmp, self._intro_file)
+
+    # -- running
+
+    def run(self) -> None:
+        """Run until :attr:`stop` is set (or SIGTERM/SIGINT in the main thread).
+
+        Raises:
+            ControllerRunning: another controller holds this home's lock.
+        """
+        from filelock import FileLock, Timeout
+
+        self.home.ensure()
+        lock = FileLock(str(self.home.run / LOCKFILE), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            pid = read_pid(self.home)
+            raise ControllerRunning(
+                f"a controller already runs for {self.home.root}" + (f" (pid {pid})" if pid else "") + "; stop it with `miyabi down`, or use it"
+            ) from None
+        try:
+            (self.home.run / PIDFILE).write_text(f"{os.getpid()}\n")
+            self._run_locked()
+        finally:
+            pidfile = self.home.run / PIDFILE
+            if read_pid(self.home) == os.getpid():
+                pidfile.unlink(missing_ok=True)
+            lock.release()
+
+    def _run_locked(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop.set())
+        append_event(self.home.root, "controller-start", pid=os.getpid(), session=self.layout.session)
+        log.info("controller %d started for home %s", os.getpid(), self.home.root)
+        threads: list[threading.Thread] = []
+        for agent in self.layout.agents:
+            box: Inbox = inbox(self.home.root, agent.name)
+            box.ensure()
+            box.cleanup()
+            d = Deliverer(agent, box, _Chan(self), self.home.root, pane=lambda n=agent.name: self.panes.get(n))
+            self.deliverers[agent.name] = d
+        observer = self._watch()
+        backoff = 0.1
+        started = False
+        while not self.stop.is_set():
+            try:
+                self.refresh_panes()
+                backoff = 0.1
+            except TmuxError as e:
+                log.warning("tmux not reachable: %s; retrying in %.1f s", e, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, RECONNECT_MAX)
+                continue
+            if not started:
+                for name, d in self.deliverers.items():
+                    t = threading.Thread(target=d.run, args=(self.stop, POLL), name=f"deliver-{name}", daemon=True)
+                    t.start()
+                    threads.append(t)
+                started = True
+            self.stop.wait(PANE_REFRESH)
+        for d in self.deliverers.values():
+            d.wake.set()
+        for t in threads:
+            t.join(timeout=5)
+        if observer is not None:
+            observer.stop()
+        if self.chan is not None:
+            self.chan.close()
+        append_event(self.home.root, "controller-stop", pid=os.getpid())
+        log.info("controller %d stopped", os.getpid())
+
+    def _watch(self) -> Any:
+        """Wake an agent's deliverer when a file lands in its ``new/`` (inotify)."""
+        try:
+            from watchdog.events import FileSystemEvent, FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:  # pragma: no cover - a declared dependency
+            return None
+        ctl = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                path = Path(str(getattr(event, "dest_path", "") or event.src_path))
+                if path.parent.name == "new":
+                    d = ctl.deliverers.get(path.parent.parent.name)
+                    if d is not None:
+                        d.wake.set()
+
+        observer = Observer()
+        observer.schedule(Handler(), str(self.home.queue), recursive=True)
+        observer.daemon = True
+        observer.start()
+        return observer
+
+
+class _Chan:
+    """The controller's channel as the small interface deliverers and queries use."""
+
+    def __init__(self, ctl: Controller) -> None:
+        self.ctl = ctl
+
+    def run(self, *args: str, check: bool = True) -> list[str]:
+        return self.ctl.run_tmux(*args, check=check)
+
+
+# ------------------------------------------------------------------ process management
+
+
+def read_pid(home: Home) -> int | None:
+    """The pid in ``run/controller.pid``, if the file holds one."""
+    try:
+        return int((home.run / PIDFILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def running_pid(home: Home) -> int | None:
+    """The pid of this home's running controller, or None."""
+    import psutil
+
+    pid = read_pid(home)
+    if pid is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if "controller" in proc.cmdline() and proc.status() != psutil.STATUS_ZOMBIE:
+            return pid
+    except psutil.Error:
+        pass
+    return None
+
+
+def start_background(home: Home, socket: str, layout_path: Path, wait: float = 5.0) -> tuple[int, bool]:
+    """Start a controller in the background unless one runs; return (pid, started).
+
+    Raises:
+        MiyabiError: it did not come up within ``wait`` seconds (see logs/controller.log).
+    """
+    pid = running_pid(home)
+    if pid is not None:
+        return pid, False
+    home.ensure()
+    logf = open(home.logs / "controller.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "miyabi", "controller", "--home", str(home.root), "--socket", socket, "--layout", str(layout_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            start_new_session=True,
+            cwd=str(home.root),
+        )
+    finally:
+        logf.close()
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if read_pid(home) == proc.pid:
+            return proc.pid, True
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    raise MiyabiError(f"the controller did not start (exit {proc.poll()}); see {home.logs / 'controller.log'}")
+
+
+def stop_background(home: Home, wait: float = 5.0) -> int | None:
+    """Stop this home's controller (SIGTERM, then SIGKILL after ``wait`` s); return its pid."""
+    import psutil
+
+    pid = running_pid(home)
+    if pid is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()
+        try:
+            proc.wait(wait)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(wait)
+    except psutil.NoSuchProcess:
+        pass
+    return pid

@@ -1,0 +1,397 @@
+"""Delivery: typing one message at a time into an agent's pane, at least once and
+never twice.
+
+For each agent a :class:`Deliverer` takes the head of its inbox and, when the agent is
+ready by its profile (busy pattern absent and ready pattern shown, on two reads
+``ready_settle`` apart, and its input box empty where miyabi can see it), types it:
+
+1. it records the message in the agent's journal (``run/delivery/<agent>.json``,
+   stage ``typing``, with the size of the pane log) before anything reaches tmux;
+2. leaves copy mode; types the body with control characters stripped (a short single
+   line with ``send-keys -l``, anything else through a tmux buffer pasted with
+   ``paste-buffer -p -r -d``); stage ``typed``;
+3. waits the profile's submit delay, records stage ``entering`` and presses the submit
+   key; then verifies: the agent turned busy or its input box emptied. If the text
+   still sits in the input box it presses the key again, at most three times in all.
+   It never types the text a second time;
+4. moves the file to ``cur/`` with the delivery time and clears the journal.
+
+A controller killed at any instant resumes from the journal: ``typing`` → looks
+whether the text reached the input box (or, where the box cannot be seen, whether the
+pane printed since) and types it only if not; ``typed`` → presses the key;
+``entering`` → verifies (pressing again only if the text still sits there);
+``submitted`` → finishes. A message whose agent restarted mid-delivery is typed again
+in the new process (at-least-once); ids let the receiver discard repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from miyabi.errors import TmuxError
+from miyabi.layout.model import Agent
+from miyabi.mailbox import Inbox, Message, append_event, now_rfc3339, sanitize
+from miyabi.profiles import SCREEN_LINES, Profile
+from miyabi.tmux.panes import Pane
+
+SHORT_TEXT = 2048
+"""Longest single line, in bytes, typed with ``send-keys -l``; longer text is pasted."""
+
+MAX_ENTERS = 3
+"""Most times the submit key is pressed for one message."""
+
+ENTER_RETRY = 0.5
+"""Seconds after a submit key press before pressing it again if the text still sits in
+the input box."""
+
+VERIFY_TIMEOUT = 3.0
+"""Seconds to wait for evidence that a message was submitted."""
+
+MAX_ATTEMPTS = 3
+"""Times a message may be typed (each in a new agent process) before it is a dead letter."""
+
+COMPOSER_LINES = 5
+"""Lines from the bottom of the screen searched for the input box."""
+
+
+class Channel(Protocol):
+    def run(self, *args: str, check: bool = True) -> list[str]: ...
+
+
+@dataclass
+class Marker:
+    """The journal entry of the message being delivered to one agent."""
+
+    id: str
+    name: str
+    stage: str
+    pane: str
+    pid: int
+    log_offset: int
+    attempts: int
+    enters: int = 0
+
+
+# ------------------------------------------------------------------ reading screens
+
+
+def tail(lines: list[str], n: int = SCREEN_LINES) -> list[str]:
+    """The last ``n`` non-blank lines."""
+    return [ln for ln in lines if ln.strip()][-n:]
+
+
+def is_busy(profile: Profile, lines: list[str]) -> bool:
+    return bool(profile.busy_pattern and re.search(profile.busy_pattern, "\n".join(tail(lines)), re.M))
+
+
+def composer_text(profile: Profile, lines: list[str]) -> str | None:
+    """What sits in the agent's input box ("" when empty), or None when the profile
+    has no composer pattern or no input box is on screen."""
+    if not profile.composer_pattern:
+        return None
+    pat = re.compile(profile.composer_pattern)
+    for line in reversed(tail(lines, COMPOSER_LINES)):
+        m = pat.search(line)
+        if m:
+            return (m.group("text") or "").strip()
+    return None
+
+
+def looks_ready(profile: Profile, lines: list[str]) -> bool:
+    """Busy pattern absent, ready pattern shown (if the profile has one), and the
+    input box empty (where it can be seen)."""
+    if is_busy(profile, lines):
+        return False
+    if profile.ready_pattern and not re.search(profile.ready_pattern, "\n".join(tail(lines)), re.M):
+        return False
+    return composer_text(profile, lines) in (None, "")
+
+
+def prepare(body: str) -> str:
+    """The text typed for ``body``: control characters stripped, trailing newlines
+    removed (inside a bracketed paste a final newline would stay as text)."""
+    return sanitize(body).rstrip("\n")
+
+
+# ------------------------------------------------------------------ the deliverer
+
+
+class Deliverer:
+    """Delivers one agent's inbox into its pane.
+
+    Args:
+        agent: the agent (its profile says how to read and type into it).
+        inbox: its inbox.
+        chan: a tmux channel (control client) with ``run(*args)``.
+        home_root: the miyabi home (journal under ``run/delivery``, events, pane log).
+        pane: returns the agent's current pane, or None when it has none.
+        sleep, clock: injectable for tests.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        inbox: Inbox,
+        chan: Channel,
+        home_root: Path,
+        pane: Callable[[], Pane | None],
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.agent = agent
+        self.profile = agent.profile
+        self.inbox = inbox
+        self.chan = chan
+        self.home = home_root
+        self.pane = pane
+        self.sleep = sleep
+        self.clock = clock
+        self.journal = home_root / "run" / "delivery" / f"{agent.name}.json"
+        self.log = home_root / "logs" / f"{agent.name}.log"
+        self.wake = threading.Event()
+
+    # -- journal
+
+    def load_marker(self) -> Marker | None:
+        try:
+            return Marker(**json.loads(self.journal.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError):
+            self.journal.unlink(missing_ok=True)
+            return None
+
+    def save_marker(self, m: Marker) -> None:
+        self.journal.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.journal.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(m)), encoding="utf-8")
+        os.replace(tmp, self.journal)
+
+    def clear_marker(self) -> None:
+        self.journal.unlink(missing_ok=True)
+
+    def event(self, event: str, msg: Message | None = None, **fields: Any) -> None:
+        extra = {"id": msg.id, "from": msg.sender} if msg else {}
+        append_event(self.home, event, agent=self.agent.name, **extra, **fields)
+
+    # -- one step
+
+    def step(self) -> bool:
+        """Deliver (or resume delivering) the head of the inbox if the agent is ready.
+
+        Returns:
+            True when it did something (call again at once), False when there is
+            nothing to do now (wait for a wake-up or a short timeout).
+        """
+        marker = self.load_marker()
+        if marker is not None:
+            self.resume(marker)
+            return True
+        names = self.inbox.pending()
+        if not names:
+            return False
+        msg = self.inbox.read(names[0])
+        if msg is None:
+            return True
+        if msg.expired(self.clock()):
+            self.fail(msg, f"its ttl of {msg.ttl:g} s ran out before {self.agent.name} was ready")
+            return True
+        if not prepare(msg.body).strip():
+            self.fail(msg, "nothing to type: the body is empty once control characters are removed")
+            return True
+        pane = self.pane()
+        if pane is None or pane.dead or not self.ready(pane):
+            return False
+        attempts = int(msg.extra.get("attempts", 0)) + 1
+        if attempts > MAX_ATTEMPTS:
+            self.fail(msg, f"typed {MAX_ATTEMPTS} times, but the agent restarted before each was submitted")
+            return True
+        self.type_message(msg, pane, attempts)
+        return True
+
+    def ready(self, pane: Pane) -> bool:
+        """Ready by the profile on two reads ``ready_settle`` seconds apart."""
+        if not self.profile.ready_pattern and not self.profile.busy_pattern and not self.profile.composer_pattern:
+            return True
+        if not looks_ready(self.profile, self.screen(pane.pane_id)):
+            return False
+        if self.profile.ready_settle > 0:
+            self.sleep(self.profile.ready_settle)
+            return looks_ready(self.profile, self.screen(pane.pane_id))
+        return True
+
+    def screen(self, pane_id: str) -> list[str]:
+        return self.chan.run("capture-pane", "-p", "-t", pane_id)
+
+    def log_size(self) -> int:
+        try:
+            return self.log.stat().st_size
+        except OSError:
+            return 0
+
+    # -- typing
+
+    def type_message(self, msg: Message, pane: Pane, attempts: int) -> None:
+        marker = Marker(msg.id, msg.filename, "typing", pane.pane_id, pane.pid, self.log_size(), attempts)
+        self.save_marker(marker)
+        self.event("typing", msg, pane=pane.pane_id, attempt=attempts)
+        try:
+            in_mode = self.chan.run("display-message", "-p", "-t", pane.pane_id, "#{pane_in_mode}")
+            if in_mode and in_mode[0] == "1":
+                self.chan.run("send-keys", "-X", "-t", pane.pane_id, "cancel", check=False)
+            self.type_text(msg, pane.pane_id)
+        except TmuxError as e:
+            self.event("type-error", msg, error=str(e))
+            self.retry_later(msg, marker)
+            return
+        marker.stage = "typed"
+        self.save_marker(marker)
+        self.submit(msg, marker)
+
+    def type_text(self, msg: Message, pane_id: str) -> None:
+        text = prepare(msg.body)
+        if "\n" not in text and len(text.encode()) <= SHORT_TEXT:
+            self.chan.run("send-keys", "-t", pane_id, "-l", "--", text)
+            return
+        buf = f"miyabi-{msg.id}"
+        self.chan.run("set-buffer", "-b", buf, "--", text)
+        paste = ["paste-buffer", "-d", "-r", "-b", buf, "-t", pane_id]
+        if self.profile.bracketed_paste:
+            paste.insert(1, "-p")
+        self.chan.run(*paste)
+
+    def press_submit(self, marker: Marker) -> None:
+        marker.enters += 1
+        marker.stage = "entering"
+        self.save_marker(marker)
+        self.chan.run("send-keys", "-t", marker.pane, self.profile.submit_key)
+
+    def submit(self, msg: Message, marker: Marker) -> None:
+        if self.profile.submit_delay > 0:
+            self.sleep(self.profile.submit_delay)
+        try:
+            self.press_submit(marker)
+        except TmuxError as e:
+            self.event("type-error", msg, error=str(e))
+            self.retry_later(msg, marker)
+            return
+        self.verify(msg, marker)
+
+    def verify(self, msg: Message, marker: Marker) -> None:
+        """Wait for evidence of submission; press the key again while the text sits in
+        the input box (at most MAX_ENTERS presses in all)."""
+        p = self.profile
+        if not p.busy_pattern and not p.composer_pattern:
+            self.finish(msg, marker, "submitted")
+            return
+        start = last_enter = time.monotonic()
+        while True:
+            pane = self.pane()
+            if pane is None or pane.dead or pane.pane_id != marker.pane or pane.pid != marker.pid:
+                self.event("agent-restarted", msg, stage=marker.stage)
+                self.retry_later(msg, marker)
+                return
+            try:
+                lines = self.screen(marker.pane)
+            except TmuxError as e:
+                self.event("type-error", msg, error=str(e))
+                self.retry_later(msg, marker)
+                return
+            if is_busy(p, lines):
+                self.finish(msg, marker, "agent busy")
+                return
+            box = composer_text(p, lines)
+            if box == "":
+                self.finish(msg, marker, "input box emptied")
+                return
+            now = time.monotonic()
+            if box is None and now - start > ENTER_RETRY:
+                self.finish(msg, marker, "unverified: input box not visible")
+                return
+            if box and now - last_enter >= ENTER_RETRY:
+                if marker.enters >= MAX_ENTERS:
+                    self.fail(msg, f"typed, but still in the input box after {MAX_ENTERS} presses of {p.submit_key}", marker)
+                    return
+                self.event("enter-again", msg, enters=marker.enters + 1)
+                self.press_submit(marker)
+                last_enter = now
+            if now - start > VERIFY_TIMEOUT + ENTER_RETRY * MAX_ENTERS:
+                self.finish(msg, marker, "unverified: no sign of submission")
+                return
+            self.sleep(0.01)
+
+    # -- outcomes
+
+    def finish(self, msg: Message, marker: Marker, evidence: str) -> None:
+        marker.stage = "submitted"
+        self.save_marker(marker)
+        self.inbox.move(msg, "pending", "delivered", delivered=now_rfc3339(), attempts=marker.attempts, enters=marker.enters)
+        self.clear_marker()
+        self.event("delivered", msg, pane=marker.pane, evidence=evidence, enters=marker.enters)
+
+    def fail(self, msg: Message, reason: str, marker: Marker | None = None) -> None:
+        self.inbox.move(msg, "pending", "failed", failed=now_rfc3339(), reason=reason)
+        self.clear_marker()
+        self.event("dead-letter", msg, reason=reason)
+
+    def retry_later(self, msg: Message, marker: Marker) -> None:
+        """The attempt did not reach a live agent: keep the message pending with its
+        attempt count, to be typed again when the agent is ready."""
+        current = self.inbox.read(msg.filename)
+        if current is not None:
+            self.inbox.move(current, "pending", "pending", attempts=marker.attempts)
+        self.clear_marker()
+
+    # -- recovery
+
+    def resume(self, marker: Marker) -> None:
+        """Continue a delivery a previous controller left in the journal."""
+        msg = self.inbox.read(marker.name)
+        if msg is None:  # already moved on
+            self.clear_marker()
+            return
+        self.event("resume", msg, stage=marker.stage)
+        if marker.stage == "submitted":
+            self.finish(msg, marker, "journal")
+            return
+        pane = self.pane()
+        if pane is None or pane.dead or pane.pane_id != marker.pane or pane.pid != marker.pid:
+            self.event("agent-restarted", msg, stage=marker.stage)
+            self.retry_later(msg, marker)
+            return
+        if marker.stage == "typing":
+            box = composer_text(self.profile, self.screen(marker.pane))
+            typed = bool(box) if box is not None else self.log_size() > marker.log_offset
+            if not typed:
+                self.clear_marker()  # never reached the agent: type it anew (same attempt)
+                current = self.inbox.read(marker.name)
+                if current is not None:
+                    self.type_message(current, pane, marker.attempts)
+                return
+            marker.stage = "typed"
+            self.save_marker(marker)
+        if marker.stage == "typed":
+            self.submit(msg, marker)
+        else:  # entering: the key may have been pressed
+            self.verify(msg, marker)
+
+    def run(self, stop: threading.Event, idle: float = 0.2) -> None:
+        """Deliver until ``stop`` is set; between messages wait for a wake-up (a new
+        file, pane output) or at most ``idle`` seconds."""
+        while not stop.is_set():
+            try:
+                busy = self.step()
+            except TmuxError as e:
+                self.event("tmux-error", error=str(e))
+                busy = False
+            if not busy:
+                self.wake.wait(idle)
+                self.wake.clear()
