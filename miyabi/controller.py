@@ -100,7 +100,7 @@ class Controller:
             log.info("control channel open to session %s on socket %s", self.layout.session, self.tmux.socket)
             return self.chan
 
-    def _on_output(self, pane_id: str) -> None:
+    def _on_output(self, pane_id: str, data: str) -> None:
         name = self._pane_to_agent.get(pane_id)
         if name and name in self.deliverers:
             self.deliverers[name].wake.set()

@@ -132,7 +132,7 @@ class Composer:
         text = self._decoder.decode(raw, final=False)
         if text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
-            self.buffer.append(text)
+            self.buffer.extend(text)  # by character, so Backspace removes one
             self._paste_raw.append(text)
         if final:
             pasted = "".join(self._paste_raw)

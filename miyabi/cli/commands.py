@@ -58,8 +58,8 @@ def handles_errors(fn: F) -> F:
             output.error("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except OSError as e:
-            where = f" {e.filename}" if e.filename else ""
-            output.error(f"{e.strerror or e}:{where}")
+            where = f": {e.filename}" if e.filename else ""
+            output.error(f"{e.strerror or e}{where}")
             raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
@@ -143,7 +143,9 @@ def up(
         pid, started = start_background(h, sock, lay.path)
         output.say(f"controller {'started' if started else 'running'} (pid {pid}); log: {h.logs / 'controller.log'}")
 
-    attach_cmd = f"tmux -L {sock} attach -t {lay.session}"
+    import shlex
+
+    attach_cmd = f"tmux -L {shlex.quote(sock)} attach -t {shlex.quote(lay.session)}"
     if detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
         output.say(f"attach with: {attach_cmd}")
         return
@@ -433,7 +435,11 @@ def _find_message(h: Any, msg_id: str) -> tuple[Any, str, Any]:
 
 @app.command()
 @handles_errors
-def retry(msg_id: Annotated[str, typer.Argument(metavar="ID", help="id (or a unique prefix) of a dead letter")], home: HomeOpt = None) -> None:
+def retry(
+    msg_id: Annotated[str, typer.Argument(metavar="ID", help="id (or a unique prefix) of a dead letter")],
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+) -> None:
     """Put a dead letter back in its inbox, to be delivered again."""
     from miyabi.home import Home
     from miyabi.mailbox import MessageError, append_event
@@ -452,7 +458,11 @@ def retry(msg_id: Annotated[str, typer.Argument(metavar="ID", help="id (or a uni
 
 @app.command()
 @handles_errors
-def drop(msg_id: Annotated[str, typer.Argument(metavar="ID", help="id (or a unique prefix) of a pending message")], home: HomeOpt = None) -> None:
+def drop(
+    msg_id: Annotated[str, typer.Argument(metavar="ID", help="id (or a unique prefix) of a pending message")],
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+) -> None:
     """Discard a pending message."""
     import os as _os
 

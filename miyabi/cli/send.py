@@ -82,7 +82,8 @@ def main(prog: str, argv: list[str]) -> int:
         sys.stderr.write("miyabi: interrupted\n")
         return EXIT_INTERRUPTED
     except OSError as e:
-        sys.stderr.write(f"miyabi: {e.strerror or e}: {e.filename or ''}\n")
+        where = f": {e.filename}" if e.filename else ""
+        sys.stderr.write(f"miyabi: {e.strerror or e}{where}\n")
         return EXIT_ERROR
 
 

@@ -72,12 +72,18 @@ class Document:
         data: the parsed YAML (dicts, lists, scalars).
         lines: 1-based line for each key path, as tuples (``("agents", 0, "name")``).
         problems: defects found so far; stages append to it.
+        profiles: every profile by name, once resolved (None: failed to resolve).
+        agent_env: agent index → its environment with the layout's ``env`` merged in.
+        written: agent index → the keys it had in the file, before defaults.
     """
 
     path: Path
     data: Any
     lines: dict[Key, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    profiles: dict[str, Profile | None] = field(default_factory=dict)
+    agent_env: dict[int, dict[str, Any]] = field(default_factory=dict)
+    written: dict[int, set[Any]] = field(default_factory=dict)
 
     def line(self, key: Key) -> int | None:
         """The line of ``key``, else of its nearest parent that has one."""
@@ -131,6 +137,8 @@ def read(path: Path) -> Document:
         raise LayoutError([Problem(shown, line, "", f"YAML syntax error: {what}{col}; fix the syntax at this line")]) from None
     except yaml.YAMLError as e:
         raise LayoutError([Problem(shown, None, "", f"YAML error: {e}")]) from None
+    except RecursionError:
+        raise LayoutError([Problem(shown, None, "", "an alias refers to its own anchor (*x inside &x); remove the loop")]) from None
     finally:
         loader.dispose()
     if doc.data is None:
@@ -184,7 +192,7 @@ def expand(doc: Document) -> Document:
                 doc.lines[("agents", i, "name")] = doc.line(("agents", i)) or 0
             elif isinstance(item, dict) and len(item) == 1:
                 (k, v), = item.items()
-                if k not in AGENT_KEYS and (isinstance(v, str) or v is None):
+                if isinstance(k, str) and k not in AGENT_KEYS and (isinstance(v, str) or v is None):
                     agents[i] = {"name": str(k), "profile": v} if v else {"name": str(k)}
                     doc.lines[("agents", i, "name")] = doc.line(("agents", i, str(k))) or 0
                     doc.lines[("agents", i, "profile")] = doc.line(("agents", i, str(k))) or 0
@@ -222,7 +230,7 @@ def fill_defaults(doc: Document) -> Document:
     :func:`validate` to report.
     """
     data = doc.data
-    data["_profiles"] = _resolve_profiles(doc)
+    doc.profiles = _resolve_profiles(doc)
     default_profile = data.get("profile", defaults.PROFILE)
     agents = data.get("agents")
     if not isinstance(agents, list):
@@ -231,12 +239,13 @@ def fill_defaults(doc: Document) -> Document:
     for i, a in enumerate(agents):
         if not isinstance(a, dict):
             continue
+        doc.written[i] = set(a)
         a.setdefault("profile", default_profile)
         if "cwd" not in a and "cwd" in data:
             a["cwd"] = data["cwd"]
             doc.lines[("agents", i, "cwd")] = doc.line(("cwd",)) or 0
         own_env = a.get("env", {})
-        a["_env"] = {**top_env, **own_env} if isinstance(own_env, dict) else {}
+        doc.agent_env[i] = {**top_env, **own_env} if isinstance(own_env, dict) else {}
         if isinstance(a.get("name"), str):
             a.setdefault("title", a["name"])
     return doc
@@ -305,7 +314,7 @@ def validate(doc: Document) -> Layout:
     ):
         doc.problem(("pane_size",), f"{pane_size!r} must be [columns, rows] with at least [20, 5]")
     profile_default = data.get("profile", defaults.PROFILE)
-    profiles: dict[str, Profile | None] = data["_profiles"]
+    profiles = doc.profiles
     if not isinstance(profile_default, str) or profile_default not in profiles:
         doc.problem(("profile",), _unknown("profile", profile_default, profiles))
     if "env" in data and not _check_env(doc, ("env",), data["env"]):
@@ -361,7 +370,8 @@ def _validate_agent(
 ) -> Agent | None:
     key: Key = ("agents", i)
     if not isinstance(raw, dict):
-        doc.problem(key, "each agent must be a name or a mapping with `name:` and `profile:`")
+        hint = f"; YAML read {raw!r} as a {type(raw).__name__}: quote it to make it a name" if isinstance(raw, (int, float, bool)) else ""
+        doc.problem(key, f"each agent must be a name or a mapping with `name:` and `profile:`{hint}")
         return None
     _check_keys(doc, key, raw, AGENT_KEYS)
     name = raw.get("name")
@@ -369,8 +379,11 @@ def _validate_agent(
     if name is None:
         doc.problem(key, "the agent has no `name:`; give it one such as `kaede`")
         ok = False
-    elif not isinstance(name, str) or not NAME_RE.match(name):
-        fixed = re.sub(r"[^a-z0-9_-]+", "-", str(name).lower()).strip("-_")[:40]
+    elif not isinstance(name, str):
+        doc.problem((*key, "name"), f"YAML read the name as a {type(name).__name__} ({name!r}); names are text: quote it")
+        ok = False
+    elif not NAME_RE.match(name):
+        fixed = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:40]
         hint = f" (for example {fixed!r})" if fixed and NAME_RE.match(fixed) else ""
         doc.problem((*key, "name"), f"{name!r} is not a valid agent name; use 1-40 lowercase letters, digits, '-' and '_', starting with a letter or digit{hint}")
         ok = False
@@ -382,9 +395,12 @@ def _validate_agent(
     pname = raw.get("profile")
     base = profiles.get(pname) if isinstance(pname, str) else None
     if base is None:
-        if not (isinstance(pname, str) and pname in profiles):  # None value: reported under profiles:
+        # A None entry was reported under profiles:, and a bad layout-wide default
+        # under profile:; an unknown profile the agent names is reported here.
+        if "profile" in doc.written.get(i, set()) and not (isinstance(pname, str) and pname in profiles):
             doc.problem((*key, "profile"), _unknown("profile", pname, profiles))
-        return None
+        ok = False
+        base = BUILTIN["shell"]  # keep checking the rest of this agent
     overrides = _check_profile_fields(doc, key, {k: v for k, v in raw.items() if k in OVERRIDABLE})
     profile = base.replace(**overrides) if overrides else base
     command = profile.command if profile.command is not None else (os.environ.get("SHELL") or "/bin/sh")
@@ -403,8 +419,8 @@ def _validate_agent(
                 cwd_path = (doc.path.resolve().parent / cwd_path)
     if "env" in raw:
         ok = _check_env(doc, (*key, "env"), raw["env"]) and ok
-    env = raw.get("_env", {})
-    title = raw.get("title", name)
+    env = doc.agent_env.get(i, {})
+    title = raw.get("title", name if isinstance(name, str) else "")
     if not isinstance(title, str) or len(title) > 64:
         doc.problem((*key, "title"), "must be text of at most 64 characters")
         ok = False
@@ -475,7 +491,10 @@ def _check_env(doc: Document, key: Key, env: Any) -> bool:
         return False
     ok = True
     for k, v in env.items():
-        if not isinstance(k, str) or not ENV_KEY_RE.match(k):
+        if isinstance(k, bool):
+            doc.problem((*key, str(k)), f"YAML read this key as {k}; quote it (for example \"ON\": 1)")
+            ok = False
+        elif not isinstance(k, str) or not ENV_KEY_RE.match(k):
             doc.problem((*key, str(k)), f"{k!r} is not a valid environment variable name")
             ok = False
         elif k in RESERVED_ENV:
@@ -495,8 +514,6 @@ def _env_str(v: Any) -> str:
 
 def _check_keys(doc: Document, key: Key, data: Mapping[Any, Any], valid: tuple[str, ...]) -> None:
     for k in data:
-        if isinstance(k, str) and k.startswith("_"):
-            continue
         if k not in valid:
             close = difflib.get_close_matches(str(k), valid, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else f" (valid keys: {', '.join(valid)})"
@@ -547,15 +564,36 @@ def miyabi_bindir() -> str | None:
 
 
 def program_of(command: str) -> str | None:
-    """The program a command line runs (``FOO=1 env claude -p`` → ``claude``), or None
-    if the line cannot be split into words (unbalanced quotes)."""
+    """The program a command line runs (``FOO=1 env -u X claude -p`` → ``claude``);
+    "" when there is nothing to look up on PATH (a compound command such as
+    ``cd x && aider``, or a shell builtin), None when the line cannot be split into
+    words (unbalanced quotes)."""
     try:
-        words = shlex.split(command)
+        lex = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lex.whitespace_split = True
+        words = list(lex)
     except ValueError:
         return None
-    while words and (ENV_ASSIGN_RE.match(words[0]) or words[0] in ("env", "exec", "command", "nohup")):
+    if "\n" in command.strip() or any(w and set(w) <= set("();<>|&") for w in words):
+        return ""
+    while words and ENV_ASSIGN_RE.match(words[0]):
         words = words[1:]
-    return words[0] if words else ""
+    while words and words[0] in ("env", "exec", "command", "nohup"):
+        wrapper, words = words[0], words[1:]
+        while words and (words[0].startswith("-") or (wrapper == "env" and ENV_ASSIGN_RE.match(words[0]))):
+            opt, words = words[0], words[1:]
+            if wrapper == "env" and opt in ("-u", "-C", "-S", "--unset", "--chdir", "--split-string") and words:
+                words = words[1:]
+    if not words or words[0] in SHELL_BUILTINS:
+        return ""
+    return words[0]
+
+
+SHELL_BUILTINS = frozenset(
+    ". : [ alias bg cd command eval exec exit export false fg getopts hash jobs kill pwd read readonly "
+    "return set shift source test times trap true type ulimit umask unalias unset wait if for while until case {".split()
+)
+"""Words a shell runs itself: nothing to find on PATH."""
 
 
 ENV_ASSIGN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")

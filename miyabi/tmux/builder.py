@@ -74,7 +74,7 @@ def shell_line(command: str) -> str:
         words = list(lex)
     except ValueError:
         return command
-    if not words or any(w and set(w) <= set("();<>|&") for w in words):
+    if "\n" in command or not words or any(w and set(w) <= set("();<>|&") for w in words):
         return command
     if words[0] in _SHELL_WORDS or ENV_ASSIGN_RE.match(words[0]):
         return command
@@ -95,15 +95,15 @@ def agent_env(agent: Agent, home: Home, socket: str) -> dict[str, str]:
 
 def spawn_args(agent: Agent, home: Home, socket: str, cwd: Path) -> list[str]:
     """Options and command shared by new-session, new-window, split-window and
-    respawn-pane: ``-c DIR -e K=V … /bin/sh -c LINE``."""
-    args = ["-c", escape_format(str(agent.cwd or cwd))]
-    env = agent_env(agent, home, socket)
-    path = env.pop("PATH")
-    for k, v in env.items():
-        args += ["-e", f"{k}={v}"]
-    # tmux 3.3a replaces a PATH given with -e by the client's (measured), so PATH goes
-    # through env(1), which execs the shell, which execs the agent: one pid throughout.
-    return [*args, "env", f"PATH={path}", "/bin/sh", "-c", shell_line(agent.command)]
+    respawn-pane: ``-c DIR env K=V … /bin/sh -c LINE``.
+
+    The environment goes through env(1), never tmux's ``-e``: ``new-session -e`` also
+    writes the variables into the session's environment, where every later pane (and
+    any window the user opens) would inherit one agent's values, and tmux 3.3a
+    replaces a PATH given with ``-e`` by the client's (both measured). env(1) execs
+    the shell, which execs the agent: one pid throughout."""
+    env = [f"{k}={v}" for k, v in agent_env(agent, home, socket).items()]
+    return ["-c", escape_format(str(agent.cwd or cwd)), "env", *env, "/bin/sh", "-c", shell_line(agent.command)]
 
 
 def pane_setup(agent: Agent, home: Home, target: Sequence[str] = ()) -> list[Command]:
@@ -115,8 +115,9 @@ def pane_setup(agent: Agent, home: Home, target: Sequence[str] = ()) -> list[Com
     log = shlex.quote(str(home.pane_log(agent.name)))
     return [
         ["set-option", "-p", *t, TAG, agent.name],
-        ["select-pane", *t, "-T", agent.title],
-        ["pipe-pane", "-o", *t, escape_format(f"exec cat >> {log}")],
+        ["select-pane", *t, "-T", escape_format(agent.title)],
+        # Not -o: that toggles, and would close the pipe a respawned pane still has.
+        ["pipe-pane", *t, escape_format(f"exec cat >> {log}")],
     ]
 
 
@@ -248,14 +249,14 @@ def reconcile_commands(
     if not missing:
         return units
 
-    # Room left in each window, counting miyabi's panes only; windows in index order.
+    # Room left in miyabi's windows (those holding a tagged pane; never a window the
+    # user opened), in index order.
     count: dict[str, int] = {}
     order: dict[str, int] = {}
     for p in panes:
-        count.setdefault(p.window_id, 0)
-        order[p.window_id] = p.window_index
         if p.agent:
-            count[p.window_id] += 1
+            count[p.window_id] = count.get(p.window_id, 0) + 1
+            order[p.window_id] = p.window_index
     windows = sorted(count, key=lambda w: order[w])
     names = {p.window_name for p in panes}
     next_n = 1
@@ -277,6 +278,7 @@ def reconcile_commands(
             wid = window_target(layout.session, name)
             windows.append(wid)
             count[wid] = 1
+            order[wid] = 1 << 30
         units.append(unit + pane_setup(agent, home))
         report.created.append(agent.name)
     return units

@@ -56,14 +56,15 @@ class ControlClient:
     Args:
         tmux: the server (its socket and binary).
         session: the session to attach to.
-        on_output: called with the pane id each time that pane prints (from the
-            reader thread; keep it short).
+        on_output: called with the pane id and the printed data (still octal-escaped
+            as tmux sends it) each time a pane prints; runs in the reader thread, so
+            keep it short.
 
     Attributes:
         last_output: pane id → ``time.monotonic()`` of its last ``%output``.
     """
 
-    def __init__(self, tmux: Tmux, session: str, on_output: Callable[[str], None] | None = None) -> None:
+    def __init__(self, tmux: Tmux, session: str, on_output: Callable[[str, str], None] | None = None) -> None:
         self.tmux = tmux
         self.socket = tmux.socket
         self.session = session
@@ -191,7 +192,7 @@ class ControlClient:
                     if len(parts) >= 2:
                         self.last_output[parts[1]] = time.monotonic()
                         if self.on_output is not None:
-                            self.on_output(parts[1])
+                            self.on_output(parts[1], parts[2] if len(parts) > 2 else "")
                 elif line.startswith("%exit"):
                     break
         self._closed.set()

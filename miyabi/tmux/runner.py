@@ -62,6 +62,7 @@ class Tmux:
     """
 
     def __init__(self, socket: str, executable: str | None = None) -> None:
+        check_socket_name(socket)
         self.socket = socket
         exe = executable or shutil.which("tmux")
         if exe is None:
@@ -109,7 +110,7 @@ class Tmux:
         except subprocess.TimeoutExpired:
             raise TmuxError(_describe(commands), f"no answer within {defaults.TMUX_TIMEOUT:.0f} s", socket=self.socket) from None
         if check and proc.returncode != 0:
-            raise TmuxError(_describe(commands, proc.stderr), proc.stderr or proc.stdout, socket=self.socket)
+            raise TmuxError(_describe(commands), proc.stderr or proc.stdout, socket=self.socket)
         return proc.stdout.splitlines()
 
     def run_units(self, units: Sequence[Sequence[Command]], limit: int = defaults.TMUX_COMMAND_BYTES) -> list[str]:
@@ -173,6 +174,20 @@ class Tmux:
         return v
 
 
+def check_socket_name(socket: str) -> None:
+    """Refuse socket names that would reach another server than miyabi's own.
+
+    Raises:
+        TmuxUnavailable: the name is empty, ``default`` (the user's own server), or
+            holds a ``/`` (a path, not a name).
+    """
+    if not socket or socket == "default" or "/" in socket:
+        raise TmuxUnavailable(
+            f"tmux socket name {socket!r} is not allowed: miyabi runs its own server and never the "
+            "user's default one; give a plain name such as `miyabi` with --socket or MIYABI_SOCKET"
+        )
+
+
 def parse_version(text: str) -> tuple[int, int]:
     """Parse ``tmux -V`` output (``tmux 3.3a``, ``tmux next-3.5``, ``tmux master``).
 
@@ -196,8 +211,8 @@ def _tmux_env() -> dict[str, str]:
     return env
 
 
-def _describe(commands: Sequence[Command], stderr: str = "") -> str:
+def _describe(commands: Sequence[Command]) -> str:
     names = [c[0] for c in commands if c]
     if len(names) == 1:
         return names[0]
-    return f"{names[0]} (+{len(names) - 1} chained commands)"
+    return f"chain of {len(names)} commands ({', '.join(dict.fromkeys(names))})"

@@ -223,3 +223,43 @@ def test_status_from_another_directory_reads_the_sessions_own_home(cli: Cli, soc
     assert data["home"] == str(home)
     kaede = next(a for a in data["agents"] if a["name"] == "kaede")
     assert kaede["last_output"] is not None
+
+
+def test_one_agents_env_does_not_leak_into_others_or_the_session(tmux: Tmux, tmp_path: Path, panes) -> None:
+    f = tmp_path / "l.yaml"
+    f.write_text(
+        "session: leak\nagents:\n"
+        "  - {name: a, profile: shell, command: cat, env: {SECRET: only-a}}\n"
+        "  - {name: b, profile: shell, command: cat}\n"
+    )
+    build_up(load(f), tmux, Home(tmp_path / "h"))
+    got = panes("leak")
+    assert environ_of(got["a"].pid)["SECRET"] == "only-a"
+    assert "SECRET" not in environ_of(got["b"].pid)
+    session_env = "\n".join(tmux.run("show-environment", "-t", "=leak:"))
+    assert "SECRET" not in session_env and "MIYABI_AGENT" not in session_env
+
+
+def test_a_respawned_agent_is_still_logged(cli: Cli, tmux: Tmux, panes, home: Path, tmp_path: Path) -> None:
+    f = write_layout(tmp_path / "l.yaml", "relog", [("a", "shell", "cat")])
+    assert cli("up", str(f), "-d", "--no-controller").exit_code == 0
+    os.kill(panes("relog")["a"].pid, signal.SIGKILL)
+    wait_for(lambda: panes("relog")["a"].dead, what="dead")
+    assert cli("up", str(f), "-d", "--no-controller").exit_code == 0
+    pane = panes("relog")["a"]
+    assert tmux.run("display-message", "-p", "-t", pane.pane_id, "#{pane_pipe}") == ["1"]
+    tmux.run("send-keys", "-t", pane.pane_id, "-l", "after-respawn")
+    log = home / "logs" / "a.log"
+    wait_for(lambda: "after-respawn" in log.read_text(errors="replace"), what="output logged after respawn")
+
+
+def test_reconcile_never_puts_agents_in_the_users_own_window(tmux: Tmux, tmp_path: Path, panes) -> None:
+    h = Home(tmp_path / "h")
+    f = write_layout(tmp_path / "l.yaml", "mine", [("a", "shell", "cat")], per_window=4)
+    build_up(load(f), tmux, h)
+    tmux.run("new-window", "-d", "-t", "=mine:", "-n", "users")
+    tmux.run("kill-pane", "-t", panes("mine")["a"].pane_id)  # miyabi's window is gone now
+    build_up(load(write_layout(tmp_path / "l.yaml", "mine", [("a", "shell", "cat"), ("b", "shell", "cat")])), tmux, h)
+    users = tmux.run("list-panes", "-t", "=mine:=users", "-F", "#{@miyabi_agent}")
+    assert users == [""]
+    assert set(panes("mine")) == {"a", "b"}

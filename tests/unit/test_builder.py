@@ -76,3 +76,17 @@ def test_allow_set_title_only_where_tmux_has_it(tmp_path: Path) -> None:
     new = [c for u in build_commands(lay, Home(tmp_path), "s", tmp_path, (3, 4)) for c in u]
     assert not any("allow-set-title" in c for c in old)
     assert any(c[-2:] == ["allow-set-title", "off"] for c in new)
+
+
+def test_multi_line_commands_run_every_line() -> None:
+    assert shell_line("echo one\nsleep 1") == "echo one\nsleep 1"
+
+
+def test_pane_title_is_not_format_expanded(tmp_path: Path) -> None:
+    from miyabi.tmux.builder import pane_setup
+
+    f = tmp_path / "l.yaml"
+    f.write_text("agents:\n  - {name: a, profile: shell, command: cat, title: 'T #S'}\n")
+    cmds = pane_setup(load(f).agents[0], Home(tmp_path))
+    assert ["select-pane", "-T", "T ##S"] in cmds
+    assert not any("-o" in c for c in cmds if c[0] == "pipe-pane")

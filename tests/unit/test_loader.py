@@ -124,3 +124,17 @@ def test_key_path_and_program_of() -> None:
     assert key_path(()) == ""
     assert program_of("FOO=1 env BAR=2 claude --x") == "claude"
     assert program_of("'unbalanced") is None
+
+
+def test_preflight_skips_compound_commands_and_builtins(tmp_path: Path) -> None:
+    f = tmp_path / "l.yaml"
+    f.write_text(
+        "agents:\n"
+        "  - {name: a, profile: shell, command: 'cd /tmp && cat'}\n"
+        "  - {name: b, profile: shell, command: '. /dev/null && cat'}\n"
+        "  - {name: c, profile: shell, command: 'env -u FOO cat'}\n"
+        "  - name: d\n    profile: shell\n    command: |\n      echo one\n      exec cat\n"
+    )
+    preflight(load(f))
+    assert program_of("env -u FOO -i BAR=1 claude") == "claude"
+    assert program_of("cd x && y") == ""

@@ -54,3 +54,9 @@ def test_run_units_packs_groups_under_the_limit(monkeypatch: pytest.MonkeyPatch)
     calls.clear()
     t.run_units([unit] * 10, limit=100_000)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("name", ["default", "", "/tmp/x", "a/b"])
+def test_socket_names_that_reach_other_servers_are_refused(name: str) -> None:
+    with pytest.raises(TmuxUnavailable, match="not allowed"):
+        Tmux(name, executable="/usr/bin/tmux")

@@ -72,3 +72,7 @@ def test_worker_records_acks_and_thinks(tmp_path: Path) -> None:
 def test_ack_line_is_one_line_of_60_chars() -> None:
     assert ack_line("x" * 100) == "ack " + "x" * 60
     assert "\n" not in ack_line("a\nb")
+
+
+def test_backspace_after_a_paste_removes_one_character() -> None:
+    assert submits(b"\x1b[200~hello\x1b[201~\x7f\r") == ["hell"]

@@ -1,0 +1,269 @@
+"""miyabi send → controller → pane, against a real tmux server and real worker and
+`cat` agents. Counts come from what the agents themselves received: the worker's
+transcript, or the file `cat` writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import wait_for
+from integration.conftest import Cli, capture
+from miyabi.cli.send import main as send_main
+from miyabi.controller import read_pid, running_pid
+from miyabi.home import Home
+from miyabi.mailbox import inbox
+
+FAST_WORKER = """
+    submit_delay: 0.03
+    ready_settle: 0.03"""
+
+
+def layout(tmp_path: Path, session: str, agents: str, extra: str = "") -> Path:
+    f = tmp_path / f"{session}.yaml"
+    f.write_text(f"session: {session}\n{extra}agents:\n{agents}")
+    return f
+
+
+def worker(name: str, args: str = "", fast: bool = True, extra: str = "") -> str:
+    cmd = f"\n    command: miyabi worker {args}" if args else ""
+    return f"  - name: {name}\n    profile: worker{cmd}{FAST_WORKER if fast else ''}{extra}\n"
+
+
+def send(home: Path, *args: str) -> str:
+    """Send through the real `miyabi send` code path, in-process; return the id."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = send_main("send", [*args, "--home", str(home)])
+    assert rc == 0, f"miyabi send {args} exited {rc}"
+    return out.getvalue().strip()
+
+
+def transcript(home: Path, agent: str) -> list[str]:
+    f = home / "logs" / f"{agent}.transcript.jsonl"
+    if not f.exists():
+        return []
+    return [json.loads(line)["text"] for line in f.read_text().splitlines()]
+
+
+def state_of(home: Path, agent: str, msg_id: str) -> str | None:
+    hit = inbox(home, agent).find(msg_id)
+    return hit[0] if hit else None
+
+
+def test_a_message_reaches_the_worker_and_shows_delivered(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
+    lay = layout(tmp_path, "one", worker("sakura", fast=False))
+    assert cli("up", str(lay), "-d").exit_code == 0
+    t0 = time.monotonic()
+    mid = send(home, "sakura", "hello")
+    wait_for(lambda: transcript(home, "sakura") == ["hello"], what="hello in the transcript")
+    took = time.monotonic() - t0
+    assert took < 2.0, took
+    wait_for(lambda: state_of(home, "sakura", mid) == "delivered", what="delivered state")
+    r = cli("inbox", "sakura", "--all", "--json")
+    (item,) = json.loads(r.output)
+    assert item["id"] == mid and item["state"] == "delivered" and item["delivered"]
+    assert "ack hello" in capture(tmux, panes("one")["sakura"].pane_id)
+    events = [json.loads(x) for x in (home / "logs" / "events.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events if e.get("id") == mid]
+    assert kinds == ["enqueued", "typing", "delivered"]
+
+
+def test_8_senders_x_200_messages_to_cat_arrive_once_and_in_order(cli: Cli, home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cat.out"
+    agents = f"  - name: sink\n    profile: shell\n    command: sh -c 'stty -echo; exec cat > {out}'\n"
+    assert cli("up", str(layout(tmp_path, "many", agents)), "-d").exit_code == 0
+    script = (
+        "import sys; from miyabi.cli.send import main\n"
+        "s, home = sys.argv[1], sys.argv[2]\n"
+        "for i in range(200):\n"
+        "    assert main('send', ['sink', f'{s}-{i:03d}', '--from', s, '--home', home]) == 0\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, f"s{k}", str(home)], stdout=subprocess.DEVNULL) for k in range(8)]
+    assert all(p.wait(120) == 0 for p in procs)
+
+    def lines() -> list[str]:
+        return out.read_text().splitlines() if out.exists() else []
+
+    wait_for(lambda: len(lines()) >= 1600, timeout=120, what="1600 lines from cat")
+    got = lines()
+    assert len(got) == 1600 and len(set(got)) == 1600, "every message once"
+    for k in range(8):
+        mine = [x for x in got if x.startswith(f"s{k}-")]
+        assert mine == [f"s{k}-{i:03d}" for i in range(200)], f"sender s{k} out of order"
+    assert not inbox(home, "sink").pending()
+
+
+HOSTILE = {
+    "words": "Enter C-c Escape C-d",
+    "etx": "before\x03after",
+    "cr": "one\rtwo",
+    "esc": "\x1b[31mred\x1b[0m plain",
+    "paste-end": "a\x1b[201~b\x1b[200~c",
+    "long-line": "L" * 100_000,
+    "thousand-lines": "\n".join(f"line {i}" for i in range(1000)),
+    "emoji-cjk": "日本語のテキスト 🎉🚀 émoji ✓",
+    "quotes-and-dollars": "it's \"$HOME\" ~ #{pane_id} ; \\ `x`",
+    "leading-dash": "-l --help",
+}
+
+
+def test_hostile_bodies_arrive_as_text_and_act_as_nothing_else(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
+    assert cli("up", str(layout(tmp_path, "hostile", worker("kaede"))), "-d").exit_code == 0
+    for body in HOSTILE.values():
+        send(home, "kaede", body)
+    from miyabi.delivery import prepare
+
+    want = [prepare(b) for b in HOSTILE.values()]
+    wait_for(lambda: len(transcript(home, "kaede")) >= len(want), timeout=60, what="all hostile bodies")
+    assert transcript(home, "kaede") == want
+    assert want[1] == "beforeafter" and want[4] == "a[201~b[200~c"
+    pane = panes("hostile")["kaede"]
+    assert not pane.dead  # C-c / \x03 did not kill it
+
+
+def test_non_utf8_stdin_and_oversized_bodies_are_refused(home: Path, tmp_path: Path) -> None:
+    (home / "run").mkdir()
+    (home / "run" / "up.json").write_text(json.dumps({"agents": ["kaede"], "max_body": 1000}))
+    env = {**os.environ, "MIYABI_HOME": str(home)}
+    cmd = [sys.executable, "-m", "miyabi", "send", "kaede", "-"]
+    r = subprocess.run(cmd, input=b"ok \xff\xfe", capture_output=True, env=env)
+    assert r.returncode == 1 and b"not valid UTF-8" in r.stderr
+    r = subprocess.run(cmd, input=b"x" * 1001, capture_output=True, env=env)
+    assert r.returncode == 1 and b"over the limit of 1,000" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "miyabi", "send", "kaedee", "hi"], capture_output=True, env=env)
+    assert r.returncode == 1 and b"did you mean 'kaede'?" in r.stderr
+    assert not inbox(home, "kaede").pending()
+
+
+def test_a_message_for_a_busy_worker_waits_until_it_is_idle(cli: Cli, home: Path, tmp_path: Path) -> None:
+    assert cli("up", str(layout(tmp_path, "busy", worker("tsubaki", "--think 2"))), "-d").exit_code == 0
+    send(home, "tsubaki", "first")
+    wait_for(lambda: transcript(home, "tsubaki") == ["first"], what="first message")
+    t_first = time.monotonic()
+    second = send(home, "tsubaki", "second")
+    wait_for(lambda: transcript(home, "tsubaki") == ["first", "second"], timeout=10, what="second message")
+    assert time.monotonic() - t_first >= 1.8, "typed into a busy agent"
+    assert state_of(home, "tsubaki", second) == "delivered" or wait_for(lambda: state_of(home, "tsubaki", second) == "delivered")
+
+
+def test_a_pane_in_copy_mode_still_gets_its_message(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
+    assert cli("up", str(layout(tmp_path, "copy", worker("botan"))), "-d").exit_code == 0
+    pane = panes("copy")["botan"]
+    wait_for(lambda: "worker>" in capture(tmux, pane.pane_id), what="prompt")
+    tmux.run("copy-mode", "-t", pane.pane_id)
+    assert panes("copy")["botan"].in_mode
+    send(home, "botan", "through copy mode")
+    wait_for(lambda: transcript(home, "botan") == ["through copy mode"], what="message")
+    assert not panes("copy")["botan"].in_mode
+
+
+def test_a_message_for_a_dead_agent_waits_and_arrives_after_it_is_back(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
+    lay = layout(tmp_path, "dead", worker("ayame"))
+    assert cli("up", str(lay), "-d").exit_code == 0
+    pane = panes("dead")["ayame"]
+    os.kill(pane.pid, signal.SIGKILL)
+    wait_for(lambda: panes("dead")["ayame"].dead, what="dead pane")
+    mid = send(home, "ayame", "after the restart")
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # it must keep waiting while the agent is dead
+        assert state_of(home, "ayame", mid) == "pending"
+        time.sleep(0.1)
+    assert cli("up", str(lay), "-d").exit_code == 0  # respawns it
+    wait_for(lambda: transcript(home, "ayame") == ["after the restart"], what="delivery after respawn")
+
+
+def test_messages_wait_while_the_controller_is_down_high_priority_first(cli: Cli, home: Path, tmp_path: Path) -> None:
+    lay = layout(tmp_path, "order", worker("kaede"))
+    assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
+    send(home, "kaede", "normal-1")
+    send(home, "kaede", "normal-2")
+    send(home, "kaede", "urgent", "--priority", "high")
+    assert len(inbox(home, "kaede").pending()) == 3
+    r = cli("inbox", "kaede")
+    assert r.output.count("pending") == 3
+    assert cli("up", str(lay), "-d").exit_code == 0  # starts the controller
+    wait_for(lambda: len(transcript(home, "kaede")) == 3, what="three messages")
+    assert transcript(home, "kaede") == ["urgent", "normal-1", "normal-2"]
+
+
+def test_only_one_controller_per_home(cli: Cli, home: Path, tmp_path: Path, socket: str) -> None:
+    lay = layout(tmp_path, "single", worker("kaede"))
+    assert cli("up", str(lay), "-d").exit_code == 0
+    pid = running_pid(Home(home))
+    assert pid
+    r = subprocess.run(
+        [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", socket, "--layout", str(lay)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert r.returncode == 1
+    assert f"a controller already runs for {home}" in r.stderr and str(pid) in r.stderr
+    assert read_pid(Home(home)) == pid
+
+
+def test_controller_killed_at_random_moments_loses_and_doubles_nothing(home: Path, tmp_path: Path, socket: str, cli: Cli) -> None:
+    lay = layout(tmp_path, "chaos", worker("kaede"))
+    assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
+    n = 60
+    for i in range(n):
+        send(home, "kaede", f"msg-{i:03d}")
+    argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", socket, "--layout", str(lay)]
+    rng = random.Random(7)
+    kills = 0
+    deadline = time.monotonic() + 120
+    while len(transcript(home, "kaede")) < n and time.monotonic() < deadline:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if kills < 8:
+            time.sleep(rng.uniform(0.6, 1.6))
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        else:
+            wait_for(lambda: len(transcript(home, "kaede")) >= n, timeout=60, what="the rest of the stream")
+            proc.terminate()
+        proc.wait(10)
+    got = transcript(home, "kaede")
+    assert kills == 8
+    assert sorted(got) == [f"msg-{i:03d}" for i in range(n)], "lost or doubled"
+    assert got == sorted(got), "out of order"
+
+
+def test_intro_message_for_profiles_that_ask_for_it(cli: Cli, home: Path, tmp_path: Path) -> None:
+    agents = worker("kaede", extra="\n    intro: true") + worker("sakura")
+    assert cli("up", str(layout(tmp_path, "intro", agents)), "-d").exit_code == 0
+    first = wait_for(lambda: transcript(home, "kaede"), what="intro")[0]
+    assert first.startswith("You are kaede") and "sakura" in first and "miyabi send" in first
+    send(home, "sakura", "ping")
+    wait_for(lambda: transcript(home, "sakura") == ["ping"], what="sakura gets no intro")
+
+
+def test_retry_and_drop(cli: Cli, home: Path, tmp_path: Path) -> None:
+    lay = layout(tmp_path, "rd", worker("kaede"))
+    assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
+    keep = send(home, "kaede", "keep me")
+    gone = send(home, "kaede", "drop me")
+    expired = send(home, "kaede", "too late", "--ttl", "0.2")
+    r = cli("drop", gone[:13])
+    assert r.exit_code == 0 and "dropped" in r.output
+    time.sleep(0.3)  # let the ttl run out before the controller starts (no assert follows)
+    assert cli("up", str(lay), "-d").exit_code == 0
+    wait_for(lambda: state_of(home, "kaede", expired) == "failed", what="expired message to fail")
+    items = {i["id"]: i for i in json.loads(cli("inbox", "kaede", "--all", "--json").output)}
+    assert "ttl" in items[expired]["reason"] and gone not in items
+    wait_for(lambda: transcript(home, "kaede") == ["keep me"], what="keep me")
+    r = cli("retry", keep)
+    assert r.exit_code == 1 and "not a dead letter" in r.output
+    r = cli("retry", expired)
+    assert r.exit_code == 0
+    # pending again, without its ttl reason; it expires again and says so
+    wait_for(lambda: state_of(home, "kaede", expired) == "failed", what="expired again")

@@ -1,0 +1,94 @@
+"""Inboxes as Maildirs, message checks, and what may reach a pane (no tmux needed)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from miyabi.delivery import composer_text, is_busy, looks_ready, prepare
+from miyabi.mailbox import Inbox, MessageError, decode_body, make, sanitize
+from miyabi.profiles import BUILTIN
+from miyabi.tmux.control import quote
+
+
+def test_put_uses_tmp_then_new_with_private_modes(tmp_path: Path) -> None:
+    box = Inbox(tmp_path / "kaede")
+    path = box.put(make("kaede", "hi"))
+    assert path.parent.name == "new"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for d in ("tmp", "new", "cur", "failed"):
+        assert stat.S_IMODE((box.root / d).stat().st_mode) == 0o700
+    assert os.listdir(box.root / "tmp") == []
+
+
+def test_delivery_order_is_high_priority_then_enqueue_order(tmp_path: Path) -> None:
+    box = Inbox(tmp_path / "kaede")
+    ids = [box.put(make("kaede", f"n{i}")).name for i in range(50)]
+    high = box.put(make("kaede", "h", priority="high")).name
+    assert box.pending() == [high, *ids]
+
+
+def test_move_records_fields_and_cleanup_settles_a_half_move(tmp_path: Path) -> None:
+    box = Inbox(tmp_path / "kaede")
+    msg = make("kaede", "x")
+    box.put(msg)
+    box.move(msg, "pending", "delivered", delivered="now")
+    assert box.pending() == []
+    state, got = box.find(msg.id[:12]) or ("", None)
+    assert state == "delivered" and got is not None and got.extra["delivered"] == "now"
+    # a crash between writing cur/ and removing new/ leaves both: cleanup keeps one
+    box.put(msg)
+    assert box.pending()
+    box.cleanup()
+    assert box.pending() == []
+
+
+def test_update_in_place_keeps_the_message(tmp_path: Path) -> None:
+    box = Inbox(tmp_path / "kaede")
+    msg = make("kaede", "x")
+    box.put(msg)
+    box.move(msg, "pending", "pending", attempts=2)
+    (name,) = box.pending()
+    got = box.read(name)
+    assert got is not None and got.extra["attempts"] == 2
+
+
+def test_message_checks() -> None:
+    with pytest.raises(MessageError, match="over the limit of 10"):
+        make("k", "x" * 11, max_body=10)
+    with pytest.raises(MessageError, match="priority"):
+        make("k", "x", priority="urgent")
+    with pytest.raises(MessageError, match="not valid UTF-8"):
+        decode_body(b"\xff")
+    m = make("k", "x", ttl=5)
+    assert not m.expired(0) and m.expired(4e9)
+
+
+def test_sanitize_strips_c0_del_and_esc_but_keeps_newline_and_tab() -> None:
+    assert sanitize("a\x03b\rc\x1b[201~d\x7fe\tf\ng") == "abc[201~de\tf\ng"
+    assert prepare("text\n\n") == "text"
+
+
+def test_quote_for_control_mode() -> None:
+    assert quote('a"b') == '"a\\"b"'
+    assert quote("$HOME") == '"\\$HOME"'
+    assert quote("x\ny\tz\\") == '"x\\ny\\tz\\\\"'
+    assert quote("~ # ;") == '"~ # ;"'
+
+
+def test_screen_reading_for_the_worker() -> None:
+    w = BUILTIN["worker"]
+    idle = ["miyabi worker 'k' ready", "worker> hi", "ack hi", "worker>"]
+    typed = ["worker> hi", "ack hi", "worker> next message"]
+    busy = ["worker> hi", "ack hi", "⠿ thinking… (esc to interrupt)"]
+    assert looks_ready(w, idle) and composer_text(w, idle) == ""
+    assert not looks_ready(w, typed) and composer_text(w, typed) == "next message"
+    assert not looks_ready(w, busy) and is_busy(w, busy)
+
+
+def test_shell_profile_is_always_ready() -> None:
+    s = BUILTIN["shell"]
+    assert looks_ready(s, []) and composer_text(s, ["$ x"]) is None
