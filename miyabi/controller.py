@@ -11,6 +11,7 @@ starts it in the background (pidfile ``run/controller.pid``, log
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -105,6 +106,10 @@ class Controller:
         if name and name in self.deliverers:
             self.deliverers[name].wake.set()
 
+    def panes_get(self, name: str) -> Pane | None:
+        """The agent's pane as last seen (refreshed every PANE_REFRESH seconds)."""
+        return self.panes.get(name)
+
     def refresh_panes(self) -> None:
         panes = {p.agent: p for p in list_panes(_Chan(self), self.layout.session) if p.agent}
         self.panes = panes
@@ -172,7 +177,7 @@ class Controller:
             box: Inbox = inbox(self.home.root, agent.name)
             box.ensure()
             box.cleanup()
-            d = Deliverer(agent, box, _Chan(self), self.home.root, pane=lambda n=agent.name: self.panes.get(n))
+            d = Deliverer(agent, box, _Chan(self), self.home.root, pane=functools.partial(self.panes_get, agent.name))
             self.deliverers[agent.name] = d
         observer = self._watch()
         backoff = 0.1

@@ -34,13 +34,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from miyabi.errors import TmuxError
 from miyabi.layout.model import Agent
 from miyabi.mailbox import Inbox, Message, append_event, now_rfc3339, sanitize
 from miyabi.profiles import SCREEN_LINES, Profile
-from miyabi.tmux.panes import Pane
+from miyabi.tmux.panes import Pane, Runner
 
 SHORT_TEXT = 2048
 """Longest single line, in bytes, typed with ``send-keys -l``; longer text is pasted."""
@@ -62,8 +62,7 @@ COMPOSER_LINES = 5
 """Lines from the bottom of the screen searched for the input box."""
 
 
-class Channel(Protocol):
-    def run(self, *args: str, check: bool = True) -> list[str]: ...
+Channel = Runner
 
 
 @dataclass
@@ -89,7 +88,7 @@ def tail(lines: list[str], n: int = SCREEN_LINES) -> list[str]:
 
 
 def is_busy(profile: Profile, lines: list[str]) -> bool:
-    return bool(profile.busy_pattern and re.search(profile.busy_pattern, "\n".join(tail(lines)), re.M))
+    return bool(profile.busy_pattern and re.search(profile.busy_pattern, "\n".join(tail(lines)), re.MULTILINE))
 
 
 def composer_text(profile: Profile, lines: list[str]) -> str | None:
@@ -110,7 +109,7 @@ def looks_ready(profile: Profile, lines: list[str]) -> bool:
     input box empty (where it can be seen)."""
     if is_busy(profile, lines):
         return False
-    if profile.ready_pattern and not re.search(profile.ready_pattern, "\n".join(tail(lines)), re.M):
+    if profile.ready_pattern and not re.search(profile.ready_pattern, "\n".join(tail(lines)), re.MULTILINE):
         return False
     return composer_text(profile, lines) in (None, "")
 

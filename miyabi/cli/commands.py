@@ -157,10 +157,9 @@ def up(
 def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
     """Stop the controller and end miyabi's session (and its tmux server if nothing
     else runs on it)."""
+    from miyabi.controller import stop_background
     from miyabi.errors import SessionNotFound
     from miyabi.tmux.builder import down as build_down
-
-    from miyabi.controller import stop_background
 
     t = resolve_target(home, socket, layout)
     pid = stop_background(t.home)

@@ -28,8 +28,7 @@ def _known_agents(home_root: Path, layout: str | None) -> tuple[list[str], int |
         except (OSError, ValueError):
             pass
     from miyabi.home import Home
-    from miyabi.layout import load
-    from miyabi.layout import shipped
+    from miyabi.layout import load, shipped
 
     lay = load(shipped.for_command(layout, Home(home_root)))
     return lay.names, None

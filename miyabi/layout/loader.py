@@ -590,8 +590,7 @@ def program_of(command: str) -> str | None:
 
 
 SHELL_BUILTINS = frozenset(
-    ". : [ alias bg cd command eval exec exit export false fg getopts hash jobs kill pwd read readonly "
-    "return set shift source test times trap true type ulimit umask unalias unset wait if for while until case {".split()
+    [".", ":", "[", "alias", "bg", "cd", "command", "eval", "exec", "exit", "export", "false", "fg", "getopts", "hash", "jobs", "kill", "pwd", "read", "readonly", "return", "set", "shift", "source", "test", "times", "trap", "true", "type", "ulimit", "umask", "unalias", "unset", "wait", "if", "for", "while", "until", "case", "{"]
 )
 """Words a shell runs itself: nothing to find on PATH."""
 

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from miyabi.tmux.runner import Tmux
+
+
+class Runner(Protocol):
+    """Anything that runs one tmux command and returns its output lines: a
+    :class:`~miyabi.tmux.runner.Tmux` (a process per command) or a control channel."""
+
+    def run(self, *args: str, check: bool = True) -> list[str]: ...
 
 TAG = "@miyabi_agent"
 """Pane option naming the agent that runs in a pane; agents are found by it, never by index."""
@@ -133,7 +141,7 @@ def session_exists(tmux: Tmux, session: str) -> bool:
     return session in tmux.sessions()
 
 
-def list_panes(tmux: Tmux, session: str) -> list[Pane]:
+def list_panes(tmux: Runner, session: str) -> list[Pane]:
     """Every pane of ``session`` (all windows), tagged or not, in window/pane order.
 
     Raises:
@@ -143,7 +151,7 @@ def list_panes(tmux: Tmux, session: str) -> list[Pane]:
     return [Pane.parse(line) for line in lines if line]
 
 
-def session_option(tmux: Tmux, session: str, name: str) -> str:
+def session_option(tmux: Runner, session: str, name: str) -> str:
     """The value of a session user option (``@name``), or "" if unset."""
     out = tmux.run("show-options", "-qv", "-t", exact(session), name, check=False)
     return out[0] if out else ""

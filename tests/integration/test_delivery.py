@@ -13,10 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from helpers import wait_for
 from integration.conftest import Cli, capture
+
 from miyabi.cli.send import main as send_main
 from miyabi.controller import read_pid, running_pid
 from miyabi.home import Home
