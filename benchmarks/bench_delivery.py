@@ -62,6 +62,7 @@ def pct(xs: list[float], p: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200, help="messages per latency figure")
+    ap.add_argument("--tail", action="store_true", help="also print the slowest latencies")
     args = ap.parse_args()
     miyabi = Path(sys.executable).parent / "miyabi"
     socket = f"bench_d_{uuid.uuid4().hex[:6]}"
@@ -89,6 +90,13 @@ def main() -> None:
             def via_tmux(marker: str) -> None:
                 subprocess.run(["tmux", "-L", socket, "send-keys", "-t", panes["echo"], "-l", marker], check=True)
 
+            # Warm up: the controller has just started (its deliverers begin after the
+            # first pane listing); measure the steady state.
+            for _ in range(5):
+                marker = f"W{uuid.uuid4().hex[:10]}"
+                watch.expect(marker)
+                via_miyabi(marker)
+                watch.wait(marker)
             results = {}
             for label, fn in (("miyabi", via_miyabi), ("floor", via_tmux)):
                 lat = []
@@ -138,6 +146,8 @@ def main() -> None:
         print("\r" + " " * 30 + "\r", end="", file=sys.stderr)
 
     m, f = results["miyabi"], results["floor"]
+    if "--tail" in sys.argv:
+        print("slowest miyabi:", [round(x, 1) for x in sorted(m)[-12:]])
     print(f"bench_delivery: {args.n} messages each, one idle `cat` agent, socket {socket}")
     print(f"  enqueue → text in pane (miyabi)      p50 {pct(m, 50):6.2f} ms   p99 {pct(m, 99):6.2f} ms")
     print(f"  tmux send-keys process (floor)       p50 {pct(f, 50):6.2f} ms   p99 {pct(f, 99):6.2f} ms")
