@@ -28,6 +28,7 @@ from miyabi.errors import MiyabiError, TmuxError
 from miyabi.home import Home
 from miyabi.layout.model import Agent, Layout
 from miyabi.mailbox import Inbox, append_event, inbox, make
+from miyabi.supervise import Supervisor
 from miyabi.tmux.control import ControlClient
 from miyabi.tmux.panes import Pane, list_panes, session_exists
 from miyabi.tmux.runner import Tmux
@@ -83,6 +84,10 @@ class Controller:
         self.deliverers: dict[str, Deliverer] = {}
         self._pane_to_agent: dict[str, str] = {}
         self._intro_file = home.run / "intro.json"
+        cwd = home.load_state().get("cwd")
+        self.cwd = Path(cwd) if isinstance(cwd, str) and Path(cwd).is_dir() else home.root
+        """Directory for agents whose layout entry sets no ``cwd`` (where ``miyabi up`` ran)."""
+        self.supervisor: Supervisor | None = None
 
     # -- the tmux channel
 
@@ -180,6 +185,7 @@ class Controller:
             d = Deliverer(agent, box, _Chan(self), self.home.root, pane=functools.partial(self.panes_get, agent.name))
             self.deliverers[agent.name] = d
         observer = self._watch()
+        self.supervisor = Supervisor(self)
         backoff = 0.1
         started = False
         while not self.stop.is_set():
@@ -196,8 +202,12 @@ class Controller:
                     t = threading.Thread(target=d.run, args=(self.stop, POLL), name=f"deliver-{name}", daemon=True)
                     t.start()
                     threads.append(t)
+                t = threading.Thread(target=self.supervisor.run, args=(self.stop,), name="watchdog", daemon=True)
+                t.start()
+                threads.append(t)
                 started = True
-            self.stop.wait(PANE_REFRESH)
+            self._serve_requests()
+            self.stop.wait(PANE_REFRESH / 5 if self._requests_dir.exists() and any(self._requests_dir.iterdir()) else PANE_REFRESH)
         for d in self.deliverers.values():
             d.wake.set()
         for t in threads:
@@ -208,6 +218,23 @@ class Controller:
             self.chan.close()
         append_event(self.home.root, "controller-stop", pid=os.getpid())
         log.info("controller %d stopped", os.getpid())
+
+    @property
+    def _requests_dir(self) -> Path:
+        return self.home.run / "requests"
+
+    def _serve_requests(self) -> None:
+        """Carry out ``miyabi restart`` requests (files ``run/requests/restart-<agent>``)."""
+        d = self._requests_dir
+        if not d.is_dir() or self.supervisor is None:
+            return
+        for req in sorted(d.iterdir()):
+            if req.name.startswith("restart-") and req.name[8:] in self.supervisor.agents:
+                ok = self.supervisor.clear_and_restart(req.name[8:])
+                done = req.with_name(f"done-{req.name[8:]}")
+                done.write_text("ok\n" if ok else "failed\n")
+            if not req.name.startswith("done-"):
+                req.unlink(missing_ok=True)
 
     def _watch(self) -> Any:
         """Wake an agent's deliverer when a file lands in its ``new/`` (inotify)."""
@@ -282,8 +309,10 @@ def start_background(home: Home, socket: str, layout_path: Path, wait: float = 5
     home.ensure()
     logf = open(home.logs / "controller.log", "ab")  # noqa: SIM115 - handed to the child
     try:
+        env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_AGENT", "TMUX", "TMUX_PANE")}
         proc = subprocess.Popen(
             [sys.executable, "-m", "miyabi", "controller", "--home", str(home.root), "--socket", socket, "--layout", str(layout_path)],
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=logf,
             stderr=logf,

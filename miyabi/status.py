@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import psutil
 
 from miyabi import defaults
 from miyabi.home import Home
+from miyabi.profiles import Profile
 from miyabi.tmux.panes import Pane, list_panes
 
 
@@ -96,6 +97,8 @@ class AgentStatus:
         cpu_percent: CPU use of its process tree, percent of one core.
         rss: resident memory of its process tree, bytes.
         last_output: seconds since the pane last printed (None if it never did).
+        restarts_last_hour: restarts the watchdog made in the last hour.
+        last_reason: why it last died or was restarted, if it was.
     """
 
     name: str
@@ -112,6 +115,8 @@ class AgentStatus:
     cpu_percent: float | None
     rss: int | None
     last_output: float | None
+    restarts_last_hour: int = 0
+    last_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,6 +129,7 @@ def collect(
     expected: Sequence[str] = (),
     clock: Callable[[], float] = time.time,
     interval: float = defaults.STATUS_CPU_SAMPLE,
+    profiles: dict[str, Profile] | None = None,
 ) -> list[AgentStatus]:
     """Status of every agent pane in ``session``, plus a ``missing`` row for each name in
     ``expected`` that has no pane. Rows come in ``expected`` order, then the rest.
@@ -140,13 +146,61 @@ def collect(
             continue
         rows[p.agent] = _row(p, stats.get(p.pid), home, now)
     order = [n for n in expected if n in rows] + [n for n in rows if n not in expected]
-    out = [rows[n] for n in order]
+    watch = _watchdog_state(home)
+    out = []
+    for n in order:
+        row = rows[n]
+        rec = watch.get(n, {})
+        hist = rec.get("history", {})
+        state = _state(row, rec, now, (profiles or {}).get(n), tmux)
+        out.append(replace(row, state=state, restarts_last_hour=sum(1 for t in hist.get("restarts", []) if now - t <= 3600),
+                           last_reason=hist.get("last_reason")))
     for n in expected:
         if n not in rows:
             out.append(
                 AgentStatus(n, "", "", 0, "", False, "missing", None, None, None, None, None, None, _age(home, n, now))
             )
     return out
+
+
+def _watchdog_state(home: Home) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads((home.run / "watchdog.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    agents = data.get("agents", {})
+    return agents if isinstance(agents, dict) else {}
+
+
+STARTING = 2.0
+"""Seconds after start an agent shows as ``starting``."""
+
+
+def _state(row: AgentStatus, rec: dict[str, Any], now: float, profile: Profile | None, tmux: Any) -> str:
+    """``failed``, ``backoff``, ``hung``, ``dead``, ``starting``, ``busy`` or ``ready``."""
+    if rec.get("history", {}).get("failed"):
+        return "failed"
+    if rec.get("restart_at") and float(rec["restart_at"]) > now - 1:
+        return "backoff"
+    if rec.get("hung"):
+        return "hung"
+    if not row.alive:
+        return "dead"
+    if row.uptime is not None and row.uptime < STARTING:
+        return "starting"
+    if profile is None:
+        return "alive"
+    from miyabi.delivery import is_busy, looks_ready
+
+    try:
+        lines = tmux.run("capture-pane", "-p", "-t", row.pane_id)
+    except Exception:  # noqa: BLE001 - a pane gone between the listing and now
+        return "alive"
+    if is_busy(profile, lines):
+        return "busy"
+    return "ready" if looks_ready(profile, lines) else "busy"
 
 
 def _row(p: Pane, st: TreeStats | None, home: Home, now: float) -> AgentStatus:

@@ -298,7 +298,7 @@ def run(name: str, transcript: Path | None, think: float, stdin: BinaryIO | None
     if fd is not None:
         read: Callable[[], bytes] = lambda: os.read(fd, 65536)
     else:
-        read = lambda: stream.read1(65536)
+        read = lambda: stream.read1(65536)  # type: ignore[union-attr]
     worker = Worker(name, transcript, think)
     saved = None
     if fd is not None and os.isatty(fd):

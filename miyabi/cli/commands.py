@@ -121,7 +121,7 @@ def up(
     sock = socket or h.load_state().get("socket") or defaults.SOCKET
     tmux = _tmux(sock)
     report = build_up(lay, tmux, h)
-    h.save_state(layout=str(lay.path), session=lay.session, socket=sock, agents=lay.names, max_body=lay.max_body)
+    h.save_state(layout=str(lay.path), session=lay.session, socket=sock, agents=lay.names, max_body=lay.max_body, cwd=os.getcwd())
 
     if report.created_session:
         output.say(f"created session {lay.session!r} on socket {sock!r} with {len(report.created)} agents: {', '.join(report.created)}", "green")
@@ -234,20 +234,23 @@ def status(
     if not session_exists(tmux, t.session):
         raise SessionNotFound(t.session, t.socket)
     expected: list[str] = []
+    profiles = {}
     if t.layout_path is not None:
         try:
-            expected = load(t.layout_path).names
+            lay = load(t.layout_path)
+            expected = lay.names
+            profiles = {a.name: a.profile for a in lay.agents}
         except LayoutError:
             expected = []
     # The session knows the home that built it; its logs are there.
     owner = session_option(tmux, t.session, HOME_TAG)
-    rows = collect(tmux, t.session, Home(Path(owner)) if owner else t.home, expected)
+    rows = collect(tmux, t.session, Home(Path(owner)) if owner else t.home, expected, profiles=profiles)
     if json_out:
         output.emit_json({"session": t.session, "socket": t.socket, "home": owner or str(t.home.root), "agents": [r.to_json() for r in rows]})
         return
     table_rows = []
     for r in rows:
-        state = r.state if r.alive or r.state == "missing" else f"dead ({r.exit})"
+        state = f"{r.state} ({r.exit})" if r.exit else r.state
         table_rows.append(
             [
                 r.name,
@@ -260,9 +263,11 @@ def status(
                 "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",
                 output.human_bytes(r.rss),
                 output.human_seconds(r.last_output),
+                str(r.restarts_last_hour),
+                (r.last_reason or "-")[:60],
             ]
         )
-    headers = ["agent", "window", "pane", "pid", "command", "state", "uptime", "cpu%", "rss", "last output"]
+    headers = ["agent", "window", "pane", "pid", "command", "state", "uptime", "cpu%", "rss", "last output", "restarts/h", "last reason"]
     output.table(table_rows, headers, title=f"session {t.session} (socket {t.socket})")
 
 
@@ -475,3 +480,44 @@ def drop(
     _os.unlink(box.dir("pending") / msg.filename)
     append_event(h.root, "dropped", agent=box.agent, id=msg.id)
     output.say(f"dropped {msg.id} from {box.agent}'s inbox")
+
+
+@app.command()
+@handles_errors
+def restart(
+    agent: Annotated[str, typer.Argument(help="the agent to restart")],
+    socket: SocketOpt = None,
+    home: HomeOpt = None,
+    layout: LayoutOpt = None,
+) -> None:
+    """Restart AGENT now in its own pane, clearing a tripped crash-loop breaker and its backoff."""
+    import time as _time
+
+    from miyabi.controller import running_pid
+    from miyabi.errors import AgentNotFound
+
+    t = resolve_target(home, socket, layout)
+    from miyabi.layout import load
+
+    lay = load(t.layout_path) if t.layout_path else None
+    names = lay.names if lay else []
+    if agent not in names:
+        raise AgentNotFound(agent, names)
+    if running_pid(t.home) is None:
+        raise MiyabiError(f"no controller runs for {t.home.root}; start it with `miyabi up` (it restarts agents)")
+    req = t.home.run / "requests"
+    req.mkdir(mode=0o700, parents=True, exist_ok=True)
+    done = req / f"done-{agent}"
+    done.unlink(missing_ok=True)
+    (req / f"restart-{agent}").write_text("restart\n")
+    deadline = _time.monotonic() + 10
+    while _time.monotonic() < deadline:
+        if done.exists():
+            ok = done.read_text().strip() == "ok"
+            done.unlink(missing_ok=True)
+            if not ok:
+                raise MiyabiError(f"the controller could not restart {agent}; see {t.home.logs / 'watchdog.log'}")
+            output.say(f"restarted {agent}", "green")
+            return
+        _time.sleep(0.05)
+    raise MiyabiError(f"the controller did not answer within 10 s; see {t.home.logs / 'controller.log'}")

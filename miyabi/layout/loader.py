@@ -25,6 +25,7 @@ import yaml
 from miyabi import defaults
 from miyabi.errors import LayoutError, Problem
 from miyabi.layout.model import Agent, Layout, _frozen_map
+from miyabi.policy import WATCHDOG_KEYS, Policy
 from miyabi.profiles import BUILTIN, OVERRIDABLE, Profile
 
 Key = tuple[str | int, ...]
@@ -40,9 +41,10 @@ TOP_KEYS = (
     "profiles",
     "agents",
     "delivery",
+    "watchdog",
 )
 DELIVERY_KEYS = ("max_body",)
-AGENT_KEYS = ("name", "profile", "cwd", "env", "title", *OVERRIDABLE)
+AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", *OVERRIDABLE)
 PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -84,6 +86,7 @@ class Document:
     profiles: dict[str, Profile | None] = field(default_factory=dict)
     agent_env: dict[int, dict[str, Any]] = field(default_factory=dict)
     written: dict[int, set[Any]] = field(default_factory=dict)
+    watchdog: Policy = field(default_factory=Policy)
 
     def line(self, key: Key) -> int | None:
         """The line of ``key``, else of its nearest parent that has one."""
@@ -323,6 +326,7 @@ def validate(doc: Document) -> Layout:
         doc.problem(("cwd",), "must be a directory path")
 
     max_body = _validate_delivery(doc, data.get("delivery", {}))
+    doc.watchdog = Policy().merged(_validate_watchdog(doc, ("watchdog",), data.get("watchdog", {})))
     agents_raw = data.get("agents")
     agents: list[Agent] = []
     if "agents" not in data:
@@ -363,6 +367,28 @@ def _validate_delivery(doc: Document, spec: Any) -> int:
         doc.problem(("delivery", "max_body"), f"{value!r} must be a whole number of bytes from 1 to 67108864")
         return MAX_BODY
     return value
+
+
+def _validate_watchdog(doc: Document, key: Key, spec: Any) -> dict[str, Any]:
+    """Valid values of a ``watchdog:`` mapping (seconds; ``max_restarts`` a count)."""
+    if not isinstance(spec, dict):
+        doc.problem(key, f"must be a mapping of {', '.join(WATCHDOG_KEYS)}")
+        return {}
+    _check_keys(doc, key, spec, WATCHDOG_KEYS)
+    out: dict[str, Any] = {}
+    for k, v in spec.items():
+        if k not in WATCHDOG_KEYS:
+            continue
+        if k == "max_restarts":
+            if type(v) is int and v >= 0:
+                out[k] = v
+            else:
+                doc.problem((*key, k), f"{v!r} must be a whole number of restarts (0 or more)")
+        elif type(v) in (int, float) and v >= 0:
+            out[k] = float(v)
+        else:
+            doc.problem((*key, k), f"{v!r} must be a number of seconds (0 or more)")
+    return out
 
 
 def _validate_agent(
@@ -424,7 +450,8 @@ def _validate_agent(
     if not isinstance(title, str) or len(title) > 64:
         doc.problem((*key, "title"), "must be text of at most 64 characters")
         ok = False
-    if not ok:
+    policy = doc.watchdog.merged(_validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
+    if not ok or doc.problems:
         return None
     return Agent(
         name=str(name),
@@ -434,6 +461,7 @@ def _validate_agent(
         env=_frozen_map({str(k): _env_str(v) for k, v in env.items()}),
         title=str(title),
         index=i,
+        watchdog=policy,
     )
 
 

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from miyabi.errors import AgentNotFound
+from miyabi.policy import Policy
 from miyabi.profiles import Profile
 
 V = TypeVar("V")
@@ -30,6 +31,7 @@ class Agent:
         env: extra environment variables for the agent's process.
         title: pane title shown in the border.
         index: position in the layout's ``agents:`` list (0-based).
+        watchdog: restart and hang settings (layout ``watchdog:``, then the agent's own).
     """
 
     name: str
@@ -39,6 +41,7 @@ class Agent:
     env: Mapping[str, str] = field(default_factory=_frozen_map)
     title: str = ""
     index: int = 0
+    watchdog: Policy = field(default_factory=Policy)
 
 
 @dataclass(frozen=True)

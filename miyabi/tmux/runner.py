@@ -204,10 +204,13 @@ def parse_version(text: str) -> tuple[int, int]:
 
 def _tmux_env() -> dict[str, str]:
     """Our environment without ``TMUX``, so that a command run from inside the user's
-    own tmux never falls back to the user's server."""
+    own tmux never falls back to the user's server, and without ``MIYABI_AGENT``."""
     env = dict(os.environ)
     env.pop("TMUX", None)
     env.pop("TMUX_PANE", None)
+    # Run from an agent's pane, we must not pass that agent's identity on to the tmux
+    # server: the watchdog ends processes that carry it.
+    env.pop("MIYABI_AGENT", None)
     return env
 
 

@@ -138,3 +138,11 @@ def test_preflight_skips_compound_commands_and_builtins(tmp_path: Path) -> None:
     preflight(load(f))
     assert program_of("env -u FOO -i BAR=1 claude") == "claude"
     assert program_of("cd x && y") == ""
+
+
+def test_watchdog_settings_merge_ensemble_then_agent(tmp_path: Path) -> None:
+    f = tmp_path / "l.yaml"
+    f.write_text("watchdog: {min_uptime: 2, max_restarts: 3}\nagents:\n  - kaede\n  - name: sakura\n    watchdog: {max_restarts: 9, silence_timeout: 30}\n")
+    kaede, sakura = load(f).agents
+    assert (kaede.watchdog.min_uptime, kaede.watchdog.max_restarts, kaede.watchdog.silence_timeout) == (2, 3, 600)
+    assert (sakura.watchdog.min_uptime, sakura.watchdog.max_restarts, sakura.watchdog.silence_timeout) == (2, 9, 30)

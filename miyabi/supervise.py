@@ -1,0 +1,371 @@
+"""The watchdog: recreate crashed agents in their own pane, with backoff.
+
+Deaths are seen from events, not a slow poll: the supervisor holds a pidfd
+(``pidfd_open(2)``, Linux 5.3+) for each agent's process, which becomes readable the
+instant that process exits, though it is not our child. tmux 3.3a's ``pane-died``
+hook is unreliable (../shared/TMUX.md: the child is sometimes not reaped), so it is
+not used; the controller's pane listing every ``PANE_REFRESH`` seconds (``pane_dead``,
+a pane that vanished) is the backstop.
+
+A restart ends everything of the old agent first: its process group, and every
+process that still carries its ``MIYABI_AGENT``/``MIYABI_HOME``/``MIYABI_SOCKET``
+environment (which also finds a child that moved to its own session and ignores
+SIGHUP). Then ``respawn-pane -k`` runs the agent's own command in the same pane,
+which keeps its id, position and tag. Before that, the evidence (how it ended, how
+long it ran, the last 2,000 lines of its pane) goes to ``logs/crashes/``. What to do
+and when is :func:`miyabi.policy.on_death`; restart history is persisted in
+``run/watchdog.json`` so a restarted controller keeps its counters and backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from miyabi.errors import TmuxError
+from miyabi.layout.model import Agent
+from miyabi.mailbox import append_event
+from miyabi.policy import Decision, History, on_death, record_restart
+from miyabi.tmux.builder import pane_setup, spawn_args
+from miyabi.tmux.panes import Pane
+from miyabi.tmux.runner import Command
+
+if TYPE_CHECKING:
+    from miyabi.controller import Controller
+
+SCROLLBACK_LINES = 2000
+"""Lines of the pane saved with a crash."""
+
+KILL_GRACE = 2.0
+"""Seconds a hung agent gets between SIGTERM and SIGKILL."""
+
+STATE_FILE = "watchdog.json"
+
+log = logging.getLogger("miyabi.watchdog")
+
+
+@dataclass
+class Watch:
+    """What the supervisor knows of one agent right now."""
+
+    pid: int = 0
+    started: float = 0.0
+    fd: int | None = None
+    handled_pid: int = 0
+    restart_at: float | None = None
+    pending: Decision | None = None
+    history: History = field(default_factory=History)
+
+
+def _now_tag() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+class Supervisor:
+    """Watches every agent's process and restarts it by its policy.
+
+    Args:
+        ctl: the controller (its tmux channel, panes, layout and home).
+        clock: Unix time (injectable).
+    """
+
+    def __init__(self, ctl: Controller, clock: Any = time.time) -> None:
+        self.ctl = ctl
+        self.clock = clock
+        self.home = ctl.home
+        self.agents: dict[str, Agent] = {a.name: a for a in ctl.layout.agents}
+        self.watches: dict[str, Watch] = {n: Watch() for n in self.agents}
+        self.lock = threading.RLock()
+        self.state_file = self.home.run / STATE_FILE
+        self._load()
+
+    # -- persistence
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return
+        for name, rec in data.get("agents", {}).items():
+            w = self.watches.get(name)
+            if w is None:
+                continue
+            w.history = History(**rec.get("history", {}))
+            w.handled_pid = int(rec.get("handled_pid", 0))
+            if rec.get("restart_at"):
+                w.restart_at = float(rec["restart_at"])
+                w.pending = Decision(**rec["pending"]) if rec.get("pending") else None
+
+    def save(self) -> None:
+        with self.lock:
+            data = {
+                "agents": {
+                    n: {
+                        "history": asdict(w.history),
+                        "handled_pid": w.handled_pid,
+                        "restart_at": w.restart_at,
+                        "pending": asdict(w.pending) if w.pending else None,
+                        "pid": w.pid,
+                    }
+                    for n, w in self.watches.items()
+                }
+            }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.state_file)
+
+    def event(self, kind: str, agent: str, **fields: Any) -> None:
+        append_event(self.home.root, kind, agent=agent, **fields)
+        line = f"{datetime.now(UTC).isoformat(timespec='milliseconds')} {kind} {agent} " + " ".join(
+            f"{k}={v}" for k, v in fields.items()
+        )
+        with open(self.home.logs / "watchdog.log", "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+        log.info("%s %s %s", kind, agent, fields)
+
+    # -- the loop
+
+    def run(self, stop: threading.Event, tick: float = 0.2) -> None:
+        """Watch until ``stop`` is set."""
+        while not stop.is_set():
+            self.sync()
+            fds = {w.fd: n for n, w in self.watches.items() if w.fd is not None}
+            timeout = tick
+            due = [w.restart_at for w in self.watches.values() if w.restart_at is not None]
+            if due:
+                timeout = max(0.0, min(tick, min(due) - self.clock()))
+            try:
+                ready, _, _ = select.select(list(fds), [], [], timeout)
+            except (OSError, ValueError):
+                ready = []
+            for fd in ready:
+                name = fds[fd]
+                self.on_exit(name, self.watches[name].pid, "pidfd")
+            self.run_due()
+        for w in self.watches.values():
+            self._close_fd(w)
+
+    def sync(self) -> None:
+        """Follow the controller's view of the panes: watch new pids, treat dead or
+        vanished panes as deaths (the backstop)."""
+        panes = self.ctl.panes
+        for name, w in self.watches.items():
+            pane = panes.get(name)
+            if pane is None:
+                continue
+            if pane.dead:
+                self.on_exit(name, pane.pid, "pane_dead")
+                continue
+            if pane.pid != w.pid and pane.pid != w.handled_pid:
+                self.track(name, pane.pid)
+
+    def track(self, name: str, pid: int) -> None:
+        """Start watching ``pid`` as agent ``name``'s process."""
+        import psutil
+
+        w = self.watches[name]
+        self._close_fd(w)
+        w.pid = pid
+        try:
+            w.started = psutil.Process(pid).create_time()
+        except psutil.Error:
+            w.started = self.clock()
+        try:
+            w.fd = os.pidfd_open(pid)
+        except OSError:  # already gone, or no pidfd on this kernel: the backstop sees it
+            w.fd = None
+
+    def _close_fd(self, w: Watch) -> None:
+        if w.fd is not None:
+            try:
+                os.close(w.fd)
+            except OSError:
+                pass
+            w.fd = None
+
+    # -- deaths
+
+    def on_exit(self, name: str, pid: int, seen_by: str) -> None:
+        """Agent ``name``'s process ``pid`` ended: save evidence and decide."""
+        with self.lock:
+            w = self.watches[name]
+            if pid == w.handled_pid or w.history.failed:
+                if pid == w.pid:
+                    self._close_fd(w)
+                return
+            w.handled_pid = pid
+            self._close_fd(w)
+            now = self.clock()
+            uptime = max(0.0, now - w.started) if w.started else 0.0
+            pane = self.ctl.panes.get(name)
+            cause = self._cause(pane, pid)
+            evidence = self.save_evidence(name, pane, cause, uptime)
+            decision = on_death(self.agents[name].watchdog, w.history, uptime, now, cause)
+            self.event("agent-died", name, pid=pid, cause=cause, uptime=round(uptime, 3), seen_by=seen_by,
+                       decision=decision.action, delay=decision.delay, evidence=str(evidence) if evidence else None)
+            if decision.action == "fail":
+                w.history = History(w.history.restarts, w.history.backoff, decision.reason, decision.reason)
+                w.restart_at = None
+                w.pending = None
+                self.mark_failed(name, decision.reason)
+                self.event("gave-up", name, reason=decision.reason)
+            else:
+                w.pending = decision
+                w.restart_at = now + decision.delay
+                w.history.last_reason = decision.reason
+            self.save()
+        if decision.action == "restart" and decision.delay == 0:
+            self.run_due()
+
+    def _cause(self, pane: Pane | None, pid: int) -> str:
+        try:
+            out = self.ctl.run_tmux("display-message", "-p", "-t", pane.pane_id, "#{pane_dead_status} #{pane_dead_signal}") if pane else []
+        except TmuxError:
+            out = []
+        status, _, sig = (out[0] if out else " ").partition(" ")
+        if sig.strip():
+            return f"killed by signal {sig.strip()}"
+        if status.strip():
+            return f"exit status {status.strip()}"
+        return "exited"
+
+    def save_evidence(self, name: str, pane: Pane | None, cause: str, uptime: float) -> Path | None:
+        """Write ``logs/crashes/<agent>-<time>.log``: how it ended, how long it ran, and the
+        last lines of its pane."""
+        crashes = self.home.logs / "crashes"
+        crashes.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = crashes / f"{name}-{_now_tag()}.log"
+        lines: list[str] = []
+        if pane is not None:
+            try:
+                lines = self.ctl.run_tmux("capture-pane", "-p", "-J", "-S", f"-{SCROLLBACK_LINES}", "-t", pane.pane_id)
+            except TmuxError:
+                lines = []
+        head = [f"agent: {name}", f"ended: {cause}", f"ran: {uptime:.3f} s", f"pane: {pane.pane_id if pane else '-'}", "", "--- last lines of the pane ---"]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(head + lines[-SCROLLBACK_LINES:]) + "\n")
+        return path
+
+    def mark_failed(self, name: str, reason: str) -> None:
+        pane = self.ctl.panes.get(name)
+        if pane is not None:
+            try:
+                self.ctl.run_tmux("set-option", "-p", "-t", pane.pane_id, "@miyabi_failed", reason)
+            except TmuxError:
+                pass
+
+    # -- restarts
+
+    def run_due(self) -> None:
+        now = self.clock()
+        for name, w in self.watches.items():
+            if w.restart_at is not None and w.restart_at <= now and w.pending is not None:
+                self.restart(name, w.pending, now)
+
+    def restart(self, name: str, decision: Decision, now: float, graceful: bool = False) -> bool:
+        """End what is left of the agent and respawn it in its pane."""
+        with self.lock:
+            w = self.watches[name]
+            pane = self.ctl.panes.get(name)
+            if pane is None:
+                return False
+            agent = self.agents[name]
+            end_agent(agent.name, self.home.root, self.ctl.tmux.socket, w.pid or pane.pid, graceful)
+            cmds: list[Command] = [["respawn-pane", "-k", "-t", pane.pane_id, *spawn_args(agent, self.home, self.ctl.tmux.socket, self.ctl.cwd)]]
+            cmds += pane_setup(agent, self.home, ("-t", pane.pane_id))
+            cmds.append(["set-option", "-p", "-u", "-t", pane.pane_id, "@miyabi_failed"])
+            try:
+                for c in cmds:
+                    self.ctl.run_tmux(*c)
+                new_pid = int(self.ctl.run_tmux("display-message", "-p", "-t", pane.pane_id, "#{pane_pid}")[0])
+            except (TmuxError, ValueError, IndexError) as e:
+                self.event("restart-error", name, error=str(e))
+                w.restart_at = now + 1.0  # try again shortly
+                return False
+            w.history = record_restart(w.history, decision, now)
+            w.restart_at = None
+            w.pending = None
+            self.track(name, new_pid)
+            self.ctl.panes[name] = Pane(**{**asdict(pane), "pid": new_pid, "dead": False})
+            self.save()
+        self.event("restarted", name, pid=new_pid, pane=pane.pane_id, reason=decision.reason)
+        return True
+
+    def clear_and_restart(self, name: str) -> bool:
+        """``miyabi restart``: forget the breaker and backoff, restart now."""
+        with self.lock:
+            w = self.watches[name]
+            w.history = History(restarts=[], backoff=0.0, failed=None, last_reason="restarted by request")
+            w.handled_pid = w.pid
+        return self.restart(name, Decision("restart", 0.0, 0.0, "restarted by `miyabi restart`"), self.clock(), graceful=True)
+
+
+def end_agent(name: str, home_root: Path, socket: str, pid: int, graceful: bool = False) -> list[int]:
+    """Kill everything left of agent ``name``: the process group of ``pid`` and every
+    process whose environment marks it as this agent of this ensemble. With
+    ``graceful``, SIGTERM first and SIGKILL after :data:`KILL_GRACE` seconds.
+
+    Returns:
+        the pids signalled.
+    """
+    marks = (f"MIYABI_AGENT={name}\0".encode(), f"MIYABI_HOME={home_root}\0".encode(), f"MIYABI_SOCKET={socket}\0".encode())
+    victims: set[int] = set()
+    spared = {os.getpid(), os.getppid()}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in spared:
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", "rb") as f:
+                if f.read().startswith(b"tmux"):  # never the server or a client
+                    continue
+        except OSError:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read() + b"\0"
+        except OSError:
+            continue
+        if all(m in env for m in marks):
+            victims.add(int(entry))
+    try:
+        pgid = os.getpgid(pid)
+    except OSError:
+        pgid = pid
+    sigs = (signal.SIGTERM, signal.SIGKILL) if graceful else (signal.SIGKILL,)
+    for i, sig in enumerate(sigs):
+        if i:
+            deadline = time.monotonic() + KILL_GRACE
+            while time.monotonic() < deadline and any(_alive(p) for p in victims):
+                time.sleep(0.05)
+        try:
+            os.killpg(pgid, sig)
+        except OSError:
+            pass
+        for p in victims:
+            try:
+                os.kill(p, sig)
+            except OSError:
+                pass
+    return sorted(victims)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,139 @@
+"""The watchdog against real tmux and real processes: crashes, leftovers, crash loops,
+and a controller killed while agents crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from helpers import wait_for
+from integration.conftest import Cli, pid_alive
+
+FAST = "watchdog: {min_uptime: 0, max_restarts: 1000, restart_window: 60}\n"
+
+
+def layout(tmp_path: Path, session: str, agents: str, extra: str = FAST) -> Path:
+    f = tmp_path / f"{session}.yaml"
+    f.write_text(f"session: {session}\n{extra}agents:\n{agents}")
+    return f
+
+
+def events(home: Path, kind: str, agent: str | None = None) -> list[dict]:
+    f = home / "logs" / "events.jsonl"
+    if not f.exists():
+        return []
+    out = [json.loads(x) for x in f.read_text().splitlines()]
+    return [e for e in out if e["event"] == kind and (agent is None or e.get("agent") == agent)]
+
+
+def test_kill_9_fifty_times_a_new_process_runs_in_the_same_pane_each_time(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
+    assert cli("up", str(layout(tmp_path, "mttr", "  - {name: a, profile: shell, command: cat}\n")), "-d").exit_code == 0
+    first = wait_for(lambda: panes("mttr").get("a"), what="pane")
+    pid = first.pid
+    times = []
+    for i in range(50):
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+
+        def replaced(old: int = pid) -> int | None:
+            p = panes("mttr")["a"]
+            return p.pid if (p.pid != old and not p.dead) else None
+
+        pid = wait_for(replaced, timeout=5, interval=0.005, what=f"replacement #{i + 1}")
+        times.append(time.monotonic() - t0)
+        assert panes("mttr")["a"].pane_id == first.pane_id
+    assert len(events(home, "restarted", "a")) == 50
+    assert max(times) < 2.0, times
+    tags = panes("mttr")
+    assert list(tags) == ["a"]  # still one pane, same tag
+
+
+def test_nothing_of_the_old_agent_survives_a_restart(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
+    script = tmp_path / "stubborn.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        "trap '' HUP\n"
+        "setsid sh -c 'trap \"\" HUP; exec sleep 4242' &\n"
+        "exec sleep 4243\n"
+    )
+    script.chmod(0o755)
+    assert cli("up", str(layout(tmp_path, "stub", f"  - {{name: s, profile: shell, command: {script}}}\n")), "-d").exit_code == 0
+
+    def family() -> list[int]:
+        out = []
+        for e in os.listdir("/proc"):
+            if e.isdigit():
+                try:
+                    if Path(f"/proc/{e}/cmdline").read_bytes().startswith(b"sleep\x00424"):
+                        env = Path(f"/proc/{e}/environ").read_bytes()
+                        if f"MIYABI_HOME={home}\0".encode() in env:
+                            out.append(int(e))
+                except OSError:
+                    pass
+        return out
+
+    old = wait_for(lambda: len(family()) == 2 and family(), what="agent and its setsid child")
+    main = panes("stub")["s"].pid
+    child = next(p for p in old if p != main)
+    assert os.getsid(child) != os.getsid(main)  # really in its own session
+    os.kill(main, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(child), what="the setsid child to be ended")
+    new = wait_for(lambda: len(family()) == 2 and family(), what="the new agent and child")
+    assert not set(new) & set(old)
+    # and through `miyabi restart` (SIGTERM, then SIGKILL for what ignores it)
+    r = cli("restart", "s")
+    assert r.exit_code == 0, r.output
+    wait_for(lambda: not any(pid_alive(p) for p in new), what="the restarted agent's old processes to end")
+
+
+def test_a_crash_loop_backs_off_then_fails_and_stays_failed(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
+    extra = "watchdog: {min_uptime: 5, max_restarts: 3, restart_window: 120}\n"
+    assert cli("up", str(layout(tmp_path, "loop", "  - {name: x, profile: shell, command: sh -c 'exit 3'}\n", extra)), "-d").exit_code == 0
+    wait_for(lambda: events(home, "gave-up", "x"), timeout=30, what="the breaker")
+    died = events(home, "agent-died", "x")
+    assert [e["delay"] for e in died] == [1.0, 2.0, 4.0, 0.0]
+    assert [e["decision"] for e in died] == ["restart"] * 3 + ["fail"]
+    assert died[0]["cause"] == "exit status 3"
+    assert len(events(home, "restarted", "x")) == 3
+    pane = panes("loop")["x"]
+    reason = tmux.run("show-options", "-pqv", "-t", pane.pane_id, "@miyabi_failed")
+    assert reason and "3 restarts within 120 s" in reason[0]
+    data = json.loads(cli("status", "--json").output)
+    row = data["agents"][0]
+    assert row["state"] == "failed" and row["restarts_last_hour"] == 3
+    # watch for a while: no more respawns
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert len(events(home, "restarted", "x")) == 3
+        time.sleep(0.2)
+    assert len(list((home / "logs" / "crashes").glob("x-*.log"))) == 4
+    r = cli("restart", "x")
+    assert r.exit_code == 0, r.output
+    assert len(events(home, "restarted", "x")) == 4
+
+
+def test_counters_survive_a_controller_killed_while_agents_crash(cli: Cli, home: Path, tmp_path: Path, panes, socket: str) -> None:
+    extra = "watchdog: {min_uptime: 0, max_restarts: 1000, restart_window: 600}\n"
+    lay = layout(tmp_path, "survive", "  - {name: a, profile: shell, command: cat}\n  - {name: b, profile: shell, command: cat}\n", extra)
+    assert cli("up", str(lay), "-d").exit_code == 0
+    from miyabi.controller import running_pid
+    from miyabi.home import Home
+
+    for round_ in range(3):
+        for name in ("a", "b"):
+            p = wait_for(lambda n=name: (q := panes("survive")[n]) and not q.dead and q, what="alive")
+            os.kill(p.pid, signal.SIGKILL)
+        wait_for(lambda r=round_: len(events(home, "restarted")) >= 2 * (r + 1), what="restarts")
+        pid = running_pid(Home(home))
+        assert pid
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: running_pid(Home(home)) is None, what="controller dead")
+        assert cli("up", str(lay), "-d").exit_code == 0  # restarts the controller
+    state = json.loads((home / "run" / "watchdog.json").read_text())["agents"]
+    assert len(state["a"]["history"]["restarts"]) == 3 and len(state["b"]["history"]["restarts"]) == 3
+    assert sorted(panes("survive")) == ["a", "b"]  # none lost or doubled
+    data = json.loads(cli("status", "--json").output)
+    assert {r["name"]: r["restarts_last_hour"] for r in data["agents"]} == {"a": 3, "b": 3}
