@@ -34,7 +34,11 @@ from miyabi.tmux.panes import Pane, list_panes, session_exists
 from miyabi.tmux.runner import Tmux
 
 POLL = 0.2
-"""Seconds between rescans of an inbox when no file event arrives (fallback poll)."""
+"""Seconds between rescans of the inboxes in case a file event is missed (fallback
+poll); one thread scans them all and wakes the deliverers with mail waiting."""
+
+IDLE_WAKE = 5.0
+"""Longest a deliverer sleeps without any wake-up."""
 
 PANE_REFRESH = 0.5
 """Seconds between refreshes of the agent → pane map."""
@@ -84,6 +88,7 @@ class Controller:
         self.deliverers: dict[str, Deliverer] = {}
         self._pane_to_agent: dict[str, str] = {}
         self._intro_file = home.run / "intro.json"
+        self._intros: dict[str, int] | None = None
         cwd = home.load_state().get("cwd")
         self.cwd = Path(cwd) if isinstance(cwd, str) and Path(cwd).is_dir() else home.root
         """Directory for agents whose layout entry sets no ``cwd`` (where ``miyabi up`` ran)."""
@@ -124,10 +129,12 @@ class Controller:
     # -- first messages
 
     def _send_intros(self) -> None:
-        try:
-            sent: dict[str, int] = json.loads(self._intro_file.read_text())
-        except (OSError, ValueError):
-            sent = {}
+        if self._intros is None:
+            try:
+                self._intros = {str(k): int(v) for k, v in json.loads(self._intro_file.read_text()).items()}
+            except (OSError, ValueError, AttributeError):
+                self._intros = {}
+        sent = self._intros
         changed = False
         for agent in self.layout.agents:
             pane = self.panes.get(agent.name)
@@ -199,12 +206,14 @@ class Controller:
                 continue
             if not started:
                 for name, d in self.deliverers.items():
-                    t = threading.Thread(target=d.run, args=(self.stop, POLL), name=f"deliver-{name}", daemon=True)
+                    t = threading.Thread(target=d.run, args=(self.stop, IDLE_WAKE), name=f"deliver-{name}", daemon=True)
                     t.start()
                     threads.append(t)
-                t = threading.Thread(target=self.supervisor.run, args=(self.stop,), name="watchdog", daemon=True)
-                t.start()
-                threads.append(t)
+                sup = self.supervisor
+                for target, tname in ((self._rescan, "rescan"), (lambda: sup.run(self.stop, PANE_REFRESH), "watchdog")):
+                    t = threading.Thread(target=target, name=tname, daemon=True)
+                    t.start()
+                    threads.append(t)
                 started = True
             self._serve_requests()
             self.stop.wait(PANE_REFRESH / 5 if self._requests_dir.exists() and any(self._requests_dir.iterdir()) else PANE_REFRESH)
@@ -218,6 +227,22 @@ class Controller:
             self.chan.close()
         append_event(self.home.root, "controller-stop", pid=os.getpid())
         log.info("controller %d stopped", os.getpid())
+
+    def _rescan(self) -> None:
+        """The fallback poll: every POLL seconds, wake each deliverer whose inbox
+        directory changed (a missed inotify event) or that still has mail waiting for
+        its agent to be ready. It only stat()s: opening the directories would itself
+        raise inotify events."""
+        seen: dict[str, int] = {}
+        while not self.stop.wait(POLL):
+            for name, d in self.deliverers.items():
+                try:
+                    mtime = os.stat(d.inbox.dir("pending")).st_mtime_ns
+                except OSError:
+                    continue
+                if d.waiting or seen.get(name) != mtime:
+                    seen[name] = mtime
+                    d.wake.set()
 
     @property
     def _requests_dir(self) -> Path:
@@ -253,8 +278,13 @@ class Controller:
                     if d is not None:
                         d.wake.set()
 
+        from watchdog.events import DirCreatedEvent, FileCreatedEvent, FileMovedEvent
+
         observer = Observer()
-        observer.schedule(Handler(), str(self.home.queue), recursive=True)
+        observer.schedule(
+            Handler(), str(self.home.queue), recursive=True,
+            event_filter=[FileCreatedEvent, FileMovedEvent, DirCreatedEvent],
+        )
         observer.daemon = True
         observer.start()
         return observer

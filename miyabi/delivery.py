@@ -156,13 +156,22 @@ class Deliverer:
         self.journal = home_root / "run" / "delivery" / f"{agent.name}.json"
         self.log = home_root / "logs" / f"{agent.name}.log"
         self.wake = threading.Event()
+        self._has_marker: bool | None = None  # None: not read from disk yet
+        self.waiting = False
+        """True while mail waits for the agent to be ready (the controller's rescan
+        then wakes this deliverer every POLL seconds to look again)."""
 
     # -- journal
 
     def load_marker(self) -> Marker | None:
+        if self._has_marker is False:  # we clear it ourselves; no need to look
+            return None
         try:
-            return Marker(**json.loads(self.journal.read_text(encoding="utf-8")))
+            m = Marker(**json.loads(self.journal.read_text(encoding="utf-8")))
+            self._has_marker = True
+            return m
         except FileNotFoundError:
+            self._has_marker = False
             return None
         except (ValueError, TypeError):
             self.journal.unlink(missing_ok=True)
@@ -173,9 +182,11 @@ class Deliverer:
         tmp = self.journal.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(m)), encoding="utf-8")
         os.replace(tmp, self.journal)
+        self._has_marker = True
 
     def clear_marker(self) -> None:
         self.journal.unlink(missing_ok=True)
+        self._has_marker = False
 
     def event(self, event: str, msg: Message | None = None, **fields: Any) -> None:
         extra = {"id": msg.id, "from": msg.sender} if msg else {}
@@ -195,6 +206,7 @@ class Deliverer:
             self.resume(marker)
             return True
         names = self.inbox.pending()
+        self.waiting = bool(names)
         if not names:
             return False
         msg = self.inbox.read(names[0])
@@ -384,7 +396,7 @@ class Deliverer:
 
     def run(self, stop: threading.Event, idle: float = 0.2) -> None:
         """Deliver until ``stop`` is set; between messages wait for a wake-up (a new
-        file, pane output) or at most ``idle`` seconds."""
+        file, pane output, the controller's rescan) or at most ``idle`` seconds."""
         while not stop.is_set():
             try:
                 busy = self.step()

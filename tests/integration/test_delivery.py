@@ -169,7 +169,9 @@ def test_a_pane_in_copy_mode_still_gets_its_message(cli: Cli, home: Path, tmp_pa
 
 
 def test_a_message_for_a_dead_agent_waits_and_arrives_after_it_is_back(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
-    lay = layout(tmp_path, "dead", worker("ayame"))
+    # max_restarts 0: the watchdog gives up at once, so the agent stays dead until
+    # `miyabi restart` brings it back.
+    lay = layout(tmp_path, "dead", worker("ayame"), extra="watchdog: {max_restarts: 0}\n")
     assert cli("up", str(lay), "-d").exit_code == 0
     pane = panes("dead")["ayame"]
     os.kill(pane.pid, signal.SIGKILL)
@@ -179,8 +181,9 @@ def test_a_message_for_a_dead_agent_waits_and_arrives_after_it_is_back(cli: Cli,
     while time.monotonic() < deadline:  # it must keep waiting while the agent is dead
         assert state_of(home, "ayame", mid) == "pending"
         time.sleep(0.1)
-    assert cli("up", str(lay), "-d").exit_code == 0  # respawns it
-    wait_for(lambda: transcript(home, "ayame") == ["after the restart"], what="delivery after respawn")
+    r = cli("restart", "ayame")
+    assert r.exit_code == 0, r.output
+    wait_for(lambda: transcript(home, "ayame") == ["after the restart"], what="delivery after the restart")
 
 
 def test_messages_wait_while_the_controller_is_down_high_priority_first(cli: Cli, home: Path, tmp_path: Path) -> None:

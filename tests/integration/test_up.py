@@ -60,10 +60,10 @@ def test_up_twice_creates_nothing(cli: Cli, panes) -> None:
 
 
 def test_up_recreates_only_the_killed_pane(cli: Cli, tmux: Tmux, panes) -> None:
-    assert cli("up", DEFAULT, "-d").exit_code == 0
+    assert cli("up", DEFAULT, "-d", "--no-controller").exit_code == 0
     before = panes("miyabi")
     tmux.run("kill-pane", "-t", before["tsubaki"].pane_id)
-    r = cli("up", DEFAULT, "-d")
+    r = cli("up", DEFAULT, "-d", "--no-controller")
     assert r.exit_code == 0, r.output
     assert "created tsubaki" in r.output
     after = panes("miyabi")
@@ -75,11 +75,11 @@ def test_up_recreates_only_the_killed_pane(cli: Cli, tmux: Tmux, panes) -> None:
 
 def test_up_respawns_a_dead_agent_in_its_own_pane(cli: Cli, tmux: Tmux, panes, tmp_path: Path) -> None:
     lay = write_layout(tmp_path / "l.yaml", "deadone", [("a", "shell", "cat"), ("b", "shell", "cat")])
-    assert cli("up", str(lay), "-d").exit_code == 0
+    assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
     a = panes("deadone")["a"]
     os.kill(a.pid, signal.SIGKILL)
     wait_for(lambda: panes("deadone")["a"].dead, what="pane a to be dead")
-    r = cli("up", str(lay), "-d")
+    r = cli("up", str(lay), "-d", "--no-controller")
     assert "respawned a" in r.output, r.output
     again = panes("deadone")["a"]
     assert again.pane_id == a.pane_id and not again.dead and again.pid != a.pid
@@ -116,7 +116,7 @@ def test_a_session_miyabi_did_not_make_is_left_alone(cli: Cli, server: Server, t
 
 
 def test_status_reports_a_killed_agent_as_dead(cli: Cli, panes) -> None:
-    assert cli("up", DEFAULT, "-d").exit_code == 0
+    assert cli("up", DEFAULT, "-d", "--no-controller").exit_code == 0
     victim = panes("miyabi")["sakura"]
     os.kill(victim.pid, signal.SIGKILL)
 
@@ -135,7 +135,7 @@ def test_status_reports_a_killed_agent_as_dead(cli: Cli, panes) -> None:
 
 
 def test_status_shows_missing_agents_and_plain_table(cli: Cli, tmux: Tmux, panes) -> None:
-    assert cli("up", DEFAULT, "-d").exit_code == 0
+    assert cli("up", DEFAULT, "-d", "--no-controller").exit_code == 0
     tmux.run("kill-pane", "-t", panes("miyabi")["botan"].pane_id)
     r = cli("status")
     assert r.exit_code == 0
