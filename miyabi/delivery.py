@@ -228,15 +228,25 @@ class Deliverer:
         self.type_message(msg, pane, attempts)
         return True
 
+    def live(self, pane: Pane) -> tuple[bool, bool]:
+        """(alive, in copy mode) for ``pane`` as tmux sees it now: the controller's
+        pane map can be up to PANE_REFRESH old, and a dead pane's screen still shows
+        an empty prompt. The pane must hold the same process as ``pane.pid``."""
+        out = self.chan.run("display-message", "-p", "-t", pane.pane_id, "#{pane_dead} #{pane_pid} #{pane_in_mode}")
+        dead, pid, mode = (out[0].split() + ["", "", ""])[:3] if out else ("1", "", "")
+        return dead != "1" and pid == str(pane.pid), mode == "1"
+
     def ready(self, pane: Pane) -> bool:
-        """Ready by the profile on two reads ``ready_settle`` seconds apart."""
+        """Alive, and ready by the profile on two reads ``ready_settle`` seconds apart."""
+        if not self.live(pane)[0]:
+            return False
         if not self.profile.ready_pattern and not self.profile.busy_pattern and not self.profile.composer_pattern:
             return True
         if not looks_ready(self.profile, self.screen(pane.pane_id)):
             return False
         if self.profile.ready_settle > 0:
             self.sleep(self.profile.ready_settle)
-            return looks_ready(self.profile, self.screen(pane.pane_id))
+            return looks_ready(self.profile, self.screen(pane.pane_id)) and self.live(pane)[0]
         return True
 
     def screen(self, pane_id: str) -> list[str]:
@@ -255,8 +265,12 @@ class Deliverer:
         self.save_marker(marker)
         self.event("typing", msg, pane=pane.pane_id, attempt=attempts)
         try:
-            in_mode = self.chan.run("display-message", "-p", "-t", pane.pane_id, "#{pane_in_mode}")
-            if in_mode and in_mode[0] == "1":
+            alive, in_mode = self.live(pane)
+            if not alive:
+                self.event("agent-restarted", msg, stage="typing")
+                self.retry_later(msg, marker, typed=False)
+                return
+            if in_mode:
                 self.chan.run("send-keys", "-X", "-t", pane.pane_id, "cancel", check=False)
             self.type_text(msg, pane.pane_id)
         except TmuxError as e:
@@ -306,7 +320,13 @@ class Deliverer:
         start = last_enter = time.monotonic()
         while True:
             pane = self.pane()
-            if pane is None or pane.dead or pane.pane_id != marker.pane or pane.pid != marker.pid:
+            try:
+                alive = pane is not None and pane.pane_id == marker.pane and self.live(
+                    Pane(**{**asdict(pane), "pid": marker.pid})
+                )[0]
+            except TmuxError:
+                alive = False
+            if not alive:
                 self.event("agent-restarted", msg, stage=marker.stage)
                 self.retry_later(msg, marker)
                 return
@@ -353,12 +373,12 @@ class Deliverer:
         self.clear_marker()
         self.event("dead-letter", msg, reason=reason)
 
-    def retry_later(self, msg: Message, marker: Marker) -> None:
-        """The attempt did not reach a live agent: keep the message pending with its
-        attempt count, to be typed again when the agent is ready."""
+    def retry_later(self, msg: Message, marker: Marker, typed: bool = True) -> None:
+        """The attempt did not reach a live agent: keep the message pending, to be typed
+        again when the agent is ready. ``typed``: whether it counts as an attempt."""
         current = self.inbox.read(msg.filename)
         if current is not None:
-            self.inbox.move(current, "pending", "pending", attempts=marker.attempts)
+            self.inbox.move(current, "pending", "pending", attempts=marker.attempts if typed else marker.attempts - 1)
         self.clear_marker()
 
     # -- recovery
@@ -374,7 +394,7 @@ class Deliverer:
             self.finish(msg, marker, "journal")
             return
         pane = self.pane()
-        if pane is None or pane.dead or pane.pane_id != marker.pane or pane.pid != marker.pid:
+        if pane is None or pane.pane_id != marker.pane or not self.live(Pane(**{**asdict(pane), "pid": marker.pid}))[0]:
             self.event("agent-restarted", msg, stage=marker.stage)
             self.retry_later(msg, marker)
             return
