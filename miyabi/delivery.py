@@ -157,6 +157,8 @@ class Deliverer:
         self.log = home_root / "logs" / f"{agent.name}.log"
         self.wake = threading.Event()
         self._has_marker: bool | None = None  # None: not read from disk yet
+        self.last_delivered: float | None = None
+        """time.monotonic() of the last delivery (for the watchdog's silence rule)."""
         self.waiting = False
         """True while mail waits for the agent to be ready (the controller's rescan
         then wakes this deliverer every POLL seconds to look again)."""
@@ -366,6 +368,7 @@ class Deliverer:
         self.save_marker(marker)
         self.inbox.move(msg, "pending", "delivered", delivered=now_rfc3339(), attempts=marker.attempts, enters=marker.enters)
         self.clear_marker()
+        self.last_delivered = time.monotonic()
         self.event("delivered", msg, pane=marker.pane, evidence=evidence, enters=marker.enters)
 
     def fail(self, msg: Message, reason: str, marker: Marker | None = None) -> None:

@@ -14,7 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-WATCHDOG_KEYS = ("silence_timeout", "silence_grace", "min_uptime", "stable_after", "max_restarts", "restart_window")
+WATCHDOG_KEYS = ("silence_timeout", "silence_grace", "min_uptime", "stable_after", "max_restarts", "restart_window", "nudge")
+
+DEFAULT_NUDGE = (
+    "miyabi watchdog: you have printed nothing for a while and do not look ready for input. "
+    "If you are stuck, stop and say what blocks you; if you are working, print a short progress line."
+)
+"""The nudge a hung agent gets through its inbox (layout ``watchdog.nudge``)."""
 """Keys of ``watchdog:`` in a layout, ensemble-wide and per agent."""
 
 
@@ -30,6 +36,7 @@ class Policy:
         max_restarts: restarts allowed within ``restart_window`` before the breaker trips.
         restart_window: the window the breaker counts restarts in.
         backoff_initial, backoff_max: first and largest backoff delay.
+        nudge: the message a hung agent gets before it is restarted.
     """
 
     silence_timeout: float = 600.0
@@ -40,6 +47,7 @@ class Policy:
     restart_window: float = 900.0
     backoff_initial: float = 1.0
     backoff_max: float = 300.0
+    nudge: str = DEFAULT_NUDGE
 
     def merged(self, overrides: dict[str, Any]) -> Policy:
         """A copy with the layout's values for some keys."""
@@ -84,6 +92,49 @@ class Decision:
     delay: float
     backoff: float
     reason: str
+
+
+@dataclass(frozen=True)
+class Silence:
+    """What the watchdog sees of a live agent (times in seconds).
+
+    Attributes:
+        silent_for: since the pane last printed (or the agent started).
+        ready: the agent looks ready for input by its profile (None: the profile
+            has no ready pattern).
+        since_delivery: since the last message was delivered with no output after
+            it, or None when output followed (or nothing was delivered).
+        cpu_busy: its process tree used CPU since the last check.
+        nudged_for: since the nudge, or None when not nudged.
+    """
+
+    silent_for: float
+    ready: bool | None
+    since_delivery: float | None
+    cpu_busy: bool
+    nudged_for: float | None
+
+
+def on_silence(policy: Policy, s: Silence) -> tuple[str, str]:
+    """Decide about a live agent: ``ok``, ``working`` (silent but using CPU),
+    ``nudge`` or ``restart``; with the signal that decided, for the event."""
+    if s.ready:
+        return "ok", "ready: idle at its prompt"
+    if s.ready is None:
+        if s.since_delivery is None or s.since_delivery < policy.silence_timeout:
+            return "ok", "no ready pattern, and no unanswered message"
+        silent = s.since_delivery
+    else:
+        silent = s.silent_for
+    if silent < policy.silence_timeout:
+        return "ok", "printed recently"
+    if s.cpu_busy:
+        return "working", f"silent {silent:.0f} s but using CPU"
+    if s.nudged_for is None:
+        return "nudge", f"silent {silent:.0f} s, not ready, no CPU use"
+    if s.nudged_for >= policy.silence_grace:
+        return "restart", f"silent {silent:.0f} s and {s.nudged_for:.0f} s after the nudge, no CPU use"
+    return "wait", f"nudged {s.nudged_for:.0f} s ago"
 
 
 def on_death(policy: Policy, history: History, uptime: float, now: float, cause: str = "exited") -> Decision:

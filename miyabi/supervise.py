@@ -45,6 +45,12 @@ if TYPE_CHECKING:
 SCROLLBACK_LINES = 2000
 """Lines of the pane saved with a crash."""
 
+HANG_CHECK = 1.0
+"""Seconds between hang checks."""
+
+CPU_BUSY = 0.02
+"""CPU seconds per second of wall time above which a silent agent counts as working."""
+
 KILL_GRACE = 2.0
 """Seconds a hung agent gets between SIGTERM and SIGKILL."""
 
@@ -64,6 +70,11 @@ class Watch:
     restart_at: float | None = None
     pending: Decision | None = None
     history: History = field(default_factory=History)
+    cpu: float = 0.0
+    nudged_at: float | None = None
+    nudge_id: str | None = None
+    hung: bool = False
+    working_logged: bool = False
 
 
 def _now_tag() -> str:
@@ -115,6 +126,7 @@ class Supervisor:
                         "restart_at": w.restart_at,
                         "pending": asdict(w.pending) if w.pending else None,
                         "pid": w.pid,
+                        "hung": w.hung,
                     }
                     for n, w in self.watches.items()
                 }
@@ -136,8 +148,15 @@ class Supervisor:
 
     def run(self, stop: threading.Event, tick: float = 0.2) -> None:
         """Watch until ``stop`` is set."""
+        next_hang_check = 0.0
         while not stop.is_set():
             self.sync()
+            if time.monotonic() >= next_hang_check:
+                next_hang_check = time.monotonic() + HANG_CHECK
+                try:
+                    self.check_hangs()
+                except TmuxError as e:
+                    log.warning("hang check: %s", e)
             fds = {w.fd: n for n, w in self.watches.items() if w.fd is not None}
             timeout = tick
             due = [w.restart_at for w in self.watches.values() if w.restart_at is not None]
@@ -191,6 +210,87 @@ class Supervisor:
             except OSError:
                 pass
             w.fd = None
+
+    # -- hangs
+
+    def check_hangs(self) -> None:
+        """Nudge, then restart, agents that are silent, not ready and not using CPU."""
+        import psutil
+
+        from miyabi.delivery import is_busy, looks_ready
+        from miyabi.policy import Silence, on_silence
+
+        chan = self.ctl.chan
+        mono = time.monotonic()
+        for name, w in self.watches.items():
+            pane = self.ctl.panes.get(name)
+            agent = self.agents[name]
+            if pane is None or pane.dead or w.history.failed or w.restart_at is not None or not w.pid:
+                continue
+            started_mono = mono - max(0.0, self.clock() - w.started)
+            last_out = max(chan.last_output.get(pane.pane_id, 0.0) if chan else 0.0, started_mono)
+            try:
+                proc = psutil.Process(w.pid)
+                cpu = sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
+            except psutil.Error:
+                continue
+            cpu_busy = cpu - w.cpu > CPU_BUSY * HANG_CHECK
+            w.cpu = cpu
+            ready: bool | None = None
+            if agent.profile.ready_pattern:
+                lines = self.ctl.run_tmux("capture-pane", "-p", "-t", pane.pane_id)
+                ready = looks_ready(agent.profile, lines) and not is_busy(agent.profile, lines)
+            d = self.ctl.deliverers.get(name)
+            delivered = d.last_delivered if d else None
+            since_delivery = mono - delivered if delivered is not None and delivered > last_out else None
+            s = Silence(
+                silent_for=mono - last_out,
+                ready=ready,
+                since_delivery=since_delivery,
+                cpu_busy=cpu_busy,
+                nudged_for=(mono - w.nudged_at) if w.nudged_at is not None and last_out <= w.nudged_at else None,
+            )
+            if w.nudged_at is not None and last_out > w.nudged_at:  # it spoke: forgive
+                w.nudged_at, w.hung = None, False
+            action, why = on_silence(agent.watchdog, s)
+            if action == "ok":
+                w.working_logged = False
+                if w.hung:
+                    w.hung = False
+                    self.save()
+            elif action == "working":
+                if not w.working_logged:
+                    self.event("silent-but-working", name, signal="cpu", detail=why)
+                    w.working_logged = True
+            elif action == "nudge":
+                from miyabi.mailbox import inbox, make
+
+                msg = make(name, agent.watchdog.nudge, sender="miyabi-watchdog", priority="high")
+                inbox(self.home.root, name).put(msg)
+                w.nudged_at, w.nudge_id, w.hung = mono, msg.id, True
+                self.event("nudged", name, signal="silence", detail=why, id=msg.id)
+                self.save()
+            elif action == "restart":
+                self._drop_nudge(name, w)
+                cause = "hung"
+                evidence = self.save_evidence(name, pane, cause, self.clock() - w.started)
+                decision = Decision("restart", 0.0, w.history.backoff, f"hung: {why}")
+                self.event("hung-restart", name, signal="silence", detail=why, evidence=str(evidence))
+                w.nudged_at, w.hung = None, False
+                w.handled_pid = w.pid
+                self.restart(name, decision, self.clock(), graceful=True)
+
+    def _drop_nudge(self, name: str, w: Watch) -> None:
+        """A nudge still waiting in the inbox is pointless once the agent restarts."""
+        from miyabi.mailbox import inbox
+
+        if w.nudge_id is None:
+            return
+        box = inbox(self.home.root, name)
+        hit = box.find(w.nudge_id)
+        if hit and hit[0] == "pending":
+            (box.dir("pending") / hit[1].filename).unlink(missing_ok=True)
+        w.nudge_id = None
 
     # -- deaths
 

@@ -384,6 +384,11 @@ def _validate_watchdog(doc: Document, key: Key, spec: Any) -> dict[str, Any]:
                 out[k] = v
             else:
                 doc.problem((*key, k), f"{v!r} must be a whole number of restarts (0 or more)")
+        elif k == "nudge":
+            if isinstance(v, str) and v.strip():
+                out[k] = v
+            else:
+                doc.problem((*key, k), "must be the text of the message a hung agent gets")
         elif type(v) in (int, float) and v >= 0:
             out[k] = float(v)
         else:

@@ -257,7 +257,9 @@ def test_retry_and_drop(cli: Cli, home: Path, tmp_path: Path) -> None:
     expired = send(home, "kaede", "too late", "--ttl", "0.2")
     r = cli("drop", gone[:13])
     assert r.exit_code == 0 and "dropped" in r.output
-    time.sleep(0.3)  # let the ttl run out before the controller starts (no assert follows)
+    from miyabi.mailbox import inbox as inbox_of
+
+    wait_for(lambda: all(m.expired(time.time()) for s_, m in inbox_of(home, "kaede").list() if m.id == expired), what="the ttl to run out")
     assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: state_of(home, "kaede", expired) == "failed", what="expired message to fail")
     items = {i["id"]: i for i in json.loads(cli("inbox", "kaede", "--all", "--json").output)}

@@ -137,3 +137,43 @@ def test_counters_survive_a_controller_killed_while_agents_crash(cli: Cli, home:
     assert sorted(panes("survive")) == ["a", "b"]  # none lost or doubled
     data = json.loads(cli("status", "--json").output)
     assert {r["name"]: r["restarts_last_hour"] for r in data["agents"]} == {"a": 3, "b": 3}
+
+
+def test_a_silent_busy_worker_is_nudged_then_restarted_and_an_idle_one_is_left_alone(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
+    extra = "watchdog: {silence_timeout: 1.5, silence_grace: 1.5, min_uptime: 0, max_restarts: 10, restart_window: 60}\n"
+    agents = (
+        "  - {name: busy, profile: worker, command: miyabi worker --think 60, submit_delay: 0.05, ready_settle: 0.05}\n"
+        "  - {name: idle, profile: worker}\n"
+    )
+    assert cli("up", str(layout(tmp_path, "hang", agents, extra)), "-d").exit_code == 0
+    idle_pid = wait_for(lambda: panes("hang").get("idle"), what="idle pane").pid
+    busy_pid = wait_for(lambda: panes("hang").get("busy"), what="busy pane").pid
+    from integration.test_delivery import send, transcript
+
+    send(home, "busy", "think about it")
+    wait_for(lambda: transcript(home, "busy") == ["think about it"], what="the busy worker got its message")
+    nudged = wait_for(lambda: events(home, "nudged", "busy"), timeout=15, what="a nudge")[0]
+    assert nudged["signal"] == "silence"
+    hung = wait_for(lambda: events(home, "hung-restart", "busy"), timeout=15, what="the restart")[0]
+    assert "after the nudge" in hung["detail"] and Path(hung["evidence"]).exists()
+    wait_for(lambda: panes("hang")["busy"].pid != busy_pid and not panes("hang")["busy"].dead, what="a new busy worker")
+    # the idle worker sat at its prompt through several timeouts: untouched
+    assert panes("hang")["idle"].pid == idle_pid
+    assert not events(home, "nudged", "idle") and not events(home, "hung-restart", "idle")
+    # the nudge never reached the hung agent, nor its replacement
+    assert all("watchdog" not in t for t in transcript(home, "busy"))
+
+
+def test_an_agent_burning_cpu_without_printing_is_working_not_hung(cli: Cli, home: Path, tmp_path: Path) -> None:
+    extra = "watchdog: {silence_timeout: 1, silence_grace: 1}\n"
+    agents = "  - name: burner\n    profile: shell\n    command: sh -c 'read line; while :; do :; done'\n"
+    assert cli("up", str(layout(tmp_path, "burn", agents, extra)), "-d").exit_code == 0
+    from integration.test_delivery import send
+
+    send(home, "burner", "go")  # after a delivered message, silence counts
+    ev = wait_for(lambda: events(home, "silent-but-working", "burner"), timeout=15, what="the CPU signal")[0]
+    assert ev["signal"] == "cpu"
+    deadline = time.monotonic() + 3  # several timeouts more: never nudged, never restarted
+    while time.monotonic() < deadline:
+        assert not events(home, "nudged", "burner") and not events(home, "hung-restart", "burner")
+        time.sleep(0.2)

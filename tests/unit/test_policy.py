@@ -50,3 +50,25 @@ def test_restarts_outside_the_window_do_not_count() -> None:
     h = History(restarts=[0, 1, 2, 3, 4])
     assert on_death(P, h, uptime=0.5, now=1000).action == "restart"
     assert on_death(P, h, uptime=0.5, now=500).action == "fail"
+
+
+def test_silence_escalates_nudge_then_restart() -> None:
+    from miyabi.policy import Silence, on_silence
+
+    p = Policy(silence_timeout=60, silence_grace=30)
+    assert on_silence(p, Silence(100, True, None, False, None))[0] == "ok"  # idle at its prompt
+    assert on_silence(p, Silence(10, False, None, False, None))[0] == "ok"  # printed recently
+    assert on_silence(p, Silence(100, False, None, True, None))[0] == "working"  # burning CPU
+    assert on_silence(p, Silence(100, False, None, False, None))[0] == "nudge"
+    assert on_silence(p, Silence(100, False, None, False, 10))[0] == "wait"
+    action, why = on_silence(p, Silence(130, False, None, False, 30))
+    assert action == "restart" and "after the nudge" in why
+
+
+def test_without_a_ready_pattern_only_an_unanswered_message_counts() -> None:
+    from miyabi.policy import Silence, on_silence
+
+    p = Policy(silence_timeout=60, silence_grace=30)
+    assert on_silence(p, Silence(10_000, None, None, False, None))[0] == "ok"
+    assert on_silence(p, Silence(10_000, None, 20, False, None))[0] == "ok"
+    assert on_silence(p, Silence(10_000, None, 61, False, None))[0] == "nudge"
