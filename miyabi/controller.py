@@ -198,8 +198,11 @@ class Controller:
         while not self.stop.is_set():
             try:
                 self.refresh_panes()
+                self._recreate_missing()
                 backoff = 0.1
             except TmuxError as e:
+                if self._rebuild_if_gone():
+                    continue
                 log.warning("tmux not reachable: %s; retrying in %.1f s", e, backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, RECONNECT_MAX)
@@ -227,6 +230,35 @@ class Controller:
             self.chan.close()
         append_event(self.home.root, "controller-stop", pid=os.getpid())
         log.info("controller %d stopped", os.getpid())
+
+    def _rebuild_if_gone(self) -> bool:
+        """If the session (or the whole tmux server) is gone, build it again from the
+        layout; pending messages are delivered once the agents are up."""
+        from miyabi.tmux.builder import up as build_up
+
+        try:
+            if session_exists(self.tmux, self.layout.session):
+                return False
+            report = build_up(self.layout, self.tmux, self.home, self.cwd)
+        except MiyabiError as e:
+            log.warning("could not rebuild session %s: %s", self.layout.session, e)
+            return False
+        append_event(self.home.root, "session-rebuilt", session=self.layout.session, agents=report.created)
+        log.info("session %s was gone; rebuilt it with %s", self.layout.session, ", ".join(report.created))
+        return True
+
+    def _recreate_missing(self) -> None:
+        """An agent whose pane was closed gets a new one (dead panes are the watchdog's)."""
+        missing = [a.name for a in self.layout.agents if a.name not in self.panes]
+        if not missing:
+            return
+        from miyabi.tmux.builder import up as build_up
+
+        report = build_up(self.layout, self.tmux, self.home, self.cwd, respawn_dead=False)
+        if report.created:
+            append_event(self.home.root, "pane-recreated", agents=report.created)
+            log.info("recreated panes for %s", ", ".join(report.created))
+            self.refresh_panes()
 
     def _rescan(self) -> None:
         """The fallback poll: every POLL seconds, wake each deliverer whose inbox

@@ -223,9 +223,11 @@ def reconcile_commands(
     panes: Sequence[Pane],
     report: UpReport,
     version: tuple[int, int] = (3, 3),
+    respawn_dead: bool = True,
 ) -> list[list[Command]]:
     """The command groups that bring a running session in line with the layout (fills
-    ``report``); each group starts with an explicitly targeted command."""
+    ``report``); each group starts with an explicitly targeted command. With
+    ``respawn_dead`` False, dead panes are left to the watchdog."""
     by_agent: dict[str, Pane] = {}
     for p in panes:
         if p.agent and p.agent not in by_agent:
@@ -239,6 +241,8 @@ def reconcile_commands(
         pane = by_agent.get(agent.name)
         if pane is None:
             missing.append(agent)
+        elif pane.dead and not respawn_dead:
+            report.running.append(agent.name)
         elif pane.dead:
             report.respawned.append((agent.name, pane.exit_description()))
             units.append(
@@ -284,7 +288,7 @@ def reconcile_commands(
     return units
 
 
-def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None) -> UpReport:
+def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None, respawn_dead: bool = True) -> UpReport:
     """Create or reconcile ``layout``'s session on ``tmux``'s server.
 
     Args:
@@ -292,6 +296,8 @@ def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None) -> UpRep
         tmux: miyabi's server.
         home: where logs go; created if missing.
         cwd: directory for agents without ``cwd`` (default: the current directory).
+        respawn_dead: respawn agents whose program died (the controller leaves that
+            to its watchdog, which keeps backoff and the crash-loop breaker).
 
     Raises:
         TmuxUnavailable: tmux missing or too old.
@@ -310,7 +316,7 @@ def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None) -> UpRep
     else:
         check_owner(tmux, layout, home)
         panes = list_panes(tmux, layout.session)
-        units = reconcile_commands(layout, home, tmux.socket, cwd, panes, report, version)
+        units = reconcile_commands(layout, home, tmux.socket, cwd, panes, report, version, respawn_dead)
         if units:
             # Put the user's view back where it was: new windows and panes take focus.
             restore: list[Command] = [["select-pane", "-t", p.pane_id] for p in panes if p.pane_active]

@@ -177,3 +177,19 @@ def test_an_agent_burning_cpu_without_printing_is_working_not_hung(cli: Cli, hom
     while time.monotonic() < deadline:
         assert not events(home, "nudged", "burner") and not events(home, "hung-restart", "burner")
         time.sleep(0.2)
+
+
+def test_a_closed_pane_is_recreated_and_a_dead_server_is_rebuilt_with_pending_messages(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
+    lay = layout(tmp_path, "phoenix", "  - {name: kaede, profile: worker, submit_delay: 0.05, ready_settle: 0.05}\n  - {name: sakura, profile: shell, command: cat}\n")
+    assert cli("up", str(lay), "-d").exit_code == 0
+    old = wait_for(lambda: panes("phoenix").get("sakura"), what="sakura").pane_id
+    tmux.run("kill-pane", "-t", old)
+    wait_for(lambda: (p := panes("phoenix").get("sakura")) and p.pane_id != old, what="sakura's pane recreated")
+    assert events(home, "pane-recreated")
+    from integration.test_delivery import send, transcript
+
+    tmux.run("kill-server")
+    send(home, "kaede", "sent while the server was down")
+    wait_for(lambda: events(home, "session-rebuilt"), timeout=15, what="the session rebuilt")
+    assert sorted(wait_for(lambda: len(panes("phoenix")) == 2 and panes("phoenix"), what="both agents back")) == ["kaede", "sakura"]
+    wait_for(lambda: transcript(home, "kaede") == ["sent while the server was down"], timeout=15, what="the pending message")
