@@ -521,3 +521,38 @@ def restart(
             return
         _time.sleep(0.05)
     raise MiyabiError(f"the controller did not answer within 10 s; see {t.home.logs / 'controller.log'}")
+
+
+service_app = typer.Typer(help="Install or remove a systemd unit that keeps the controller running.", no_args_is_help=True)
+app.add_typer(service_app, name="service")
+UserOpt = Annotated[bool, typer.Option("--user", help="a user unit (~/.config/systemd/user) instead of a system one")]
+
+
+@service_app.command("install")
+@handles_errors
+def service_install(user: UserOpt = False, socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
+    """Write a systemd unit for this home's controller (Restart=always, KillMode=process)."""
+    from miyabi import service
+
+    t = resolve_target(home, socket, layout)
+    if t.layout_path is None:
+        raise MiyabiError("no layout known for this home; run `miyabi up` first or give --layout")
+    path = service.install(t.home.root, t.socket, t.layout_path, t.session, user)
+    ctl = "systemctl --user" if user else "systemctl"
+    output.say(f"wrote {path}", "green")
+    output.say(f"enable it with: {ctl} daemon-reload && {ctl} enable --now {path.name}")
+    if user:
+        output.say("to keep it running after you log out: loginctl enable-linger $USER")
+
+
+@service_app.command("uninstall")
+@handles_errors
+def service_uninstall(user: UserOpt = False, socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
+    """Remove the systemd unit written by `miyabi service install`."""
+    from miyabi import service
+
+    t = resolve_target(home, socket, layout)
+    ctl = "systemctl --user" if user else "systemctl"
+    name = service.unit_name(t.session)
+    path = service.uninstall(t.session, user)
+    output.say(f"removed {path}; stop it first if it runs: {ctl} disable --now {name} && {ctl} daemon-reload")
