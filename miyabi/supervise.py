@@ -49,7 +49,8 @@ HANG_CHECK = 1.0
 """Seconds between hang checks."""
 
 CPU_BUSY = 0.02
-"""CPU seconds per second of wall time above which a silent agent counts as working."""
+"""CPU seconds per second of wall time above which a silent agent counts as working
+(sampled between two hang checks)."""
 
 KILL_GRACE = 2.0
 """Seconds a hung agent gets between SIGTERM and SIGKILL."""
@@ -70,7 +71,7 @@ class Watch:
     restart_at: float | None = None
     pending: Decision | None = None
     history: History = field(default_factory=History)
-    cpu: float = 0.0
+    cpu_base: tuple[float, float] | None = None
     nudged_at: float | None = None
     nudge_id: str | None = None
     hung: bool = False
@@ -229,20 +230,35 @@ class Supervisor:
                 continue
             started_mono = mono - max(0.0, self.clock() - w.started)
             last_out = max(chan.last_output.get(pane.pane_id, 0.0) if chan else 0.0, started_mono)
-            try:
-                proc = psutil.Process(w.pid)
-                cpu = sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
-            except psutil.Error:
+            d = self.ctl.deliverers.get(name)
+            delivered = d.last_delivered if d else None
+            since_delivery = mono - delivered if delivered is not None and delivered > last_out else None
+            # Cheap first: silence comes from %output. Only a silent agent costs a screen
+            # read, and only a silent agent that is not ready a CPU sample.
+            silent = mono - last_out if agent.profile.ready_pattern else since_delivery
+            if silent is None or silent < agent.watchdog.silence_timeout:
+                w.cpu_base = None
+                if w.hung or w.nudged_at is not None:
+                    w.hung, w.nudged_at = False, None
+                    self.save()
                 continue
-            cpu_busy = cpu - w.cpu > CPU_BUSY * HANG_CHECK
-            w.cpu = cpu
             ready: bool | None = None
             if agent.profile.ready_pattern:
                 lines = self.ctl.run_tmux("capture-pane", "-p", "-t", pane.pane_id)
                 ready = looks_ready(agent.profile, lines) and not is_busy(agent.profile, lines)
-            d = self.ctl.deliverers.get(name)
-            delivered = d.last_delivered if d else None
-            since_delivery = mono - delivered if delivered is not None and delivered > last_out else None
+            cpu_busy = False
+            if not ready:
+                try:
+                    proc = psutil.Process(w.pid)
+                    cpu = sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
+                except psutil.Error:
+                    continue
+                if w.cpu_base is None:  # first sample: decide at the next check
+                    w.cpu_base = (cpu, mono)
+                    continue
+                base_cpu, base_t = w.cpu_base
+                cpu_busy = (cpu - base_cpu) / max(mono - base_t, 1e-3) > CPU_BUSY
+                w.cpu_base = (cpu, mono)
             s = Silence(
                 silent_for=mono - last_out,
                 ready=ready,

@@ -32,9 +32,11 @@ WINDOW_PREFIX = "agents"
 
 BORDER_FORMAT = (
     " #{?pane_active,#[reverse],}#{" + TAG + "}#[default]"
-    " #{?pane_dead,#[fg=red]dead#[default] ,}#{pane_current_command} "
+    " #{?pane_dead,#[fg=red]dead#[default] ,}#{pane_current_command}"
+    "#{?#{@miyabi_failed}, #[fg=red]FAILED: #{@miyabi_failed}#[default],} "
 )
-"""Pane border label: the agent's tag (not the title, which programs can change)."""
+"""Pane border label: the agent's tag (not the title, which programs can change), and
+why the watchdog gave up on it, if it did."""
 
 _SHELL_WORDS = {"if", "for", "while", "until", "case", "{", "!", "(", "exec", "[[", "function", "select"}
 

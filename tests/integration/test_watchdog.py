@@ -101,6 +101,8 @@ def test_a_crash_loop_backs_off_then_fails_and_stays_failed(cli: Cli, home: Path
     pane = panes("loop")["x"]
     reason = tmux.run("show-options", "-pqv", "-t", pane.pane_id, "@miyabi_failed")
     assert reason and "3 restarts within 120 s" in reason[0]
+    border = tmux.run("display-message", "-p", "-t", pane.pane_id, "#{T:pane-border-format}")[0]
+    assert "FAILED: exit status 3" in border  # the pane shows why
     data = json.loads(cli("status", "--json").output)
     row = data["agents"][0]
     assert row["state"] == "failed" and row["restarts_last_hour"] == 3
