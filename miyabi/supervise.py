@@ -48,6 +48,10 @@ SCROLLBACK_LINES = 2000
 HANG_CHECK = 1.0
 """Seconds between hang checks."""
 
+ECHO_GRACE = 1.0
+"""Seconds after a delivery during which the pane's output counts as the echo of the
+message itself, not as an answer."""
+
 CPU_BUSY = 0.02
 """CPU seconds per second of wall time above which a silent agent counts as working
 (sampled between two hang checks)."""
@@ -170,6 +174,9 @@ class Supervisor:
             for fd in ready:
                 name = fds[fd]
                 self.on_exit(name, self.watches[name].pid, "pidfd")
+            for name, w in self.watches.items():  # gone before its pidfd could be opened
+                if w.fd is None and w.pid and w.pid != w.handled_pid and not _alive(w.pid):
+                    self.on_exit(name, w.pid, "pid gone")
             self.run_due()
         for w in self.watches.values():
             self._close_fd(w)
@@ -232,7 +239,9 @@ class Supervisor:
             last_out = max(chan.last_output.get(pane.pane_id, 0.0) if chan else 0.0, started_mono)
             d = self.ctl.deliverers.get(name)
             delivered = d.last_delivered if d else None
-            since_delivery = mono - delivered if delivered is not None and delivered > last_out else None
+            # Output within ECHO_GRACE of a delivery is the terminal echoing our own text.
+            answered = delivered is None or last_out > delivered + ECHO_GRACE
+            since_delivery = None if answered or delivered is None else mono - delivered
             # Cheap first: silence comes from %output. Only a silent agent costs a screen
             # read, and only a silent agent that is not ready a CPU sample.
             silent = mono - last_out if agent.profile.ready_pattern else since_delivery
@@ -397,18 +406,24 @@ class Supervisor:
                 return False
             agent = self.agents[name]
             end_agent(agent.name, self.home.root, self.ctl.tmux.socket, w.pid or pane.pid, graceful)
-            cmds: list[Command] = [["respawn-pane", "-k", "-t", pane.pane_id, *spawn_args(agent, self.home, self.ctl.tmux.socket, self.ctl.cwd)]]
-            cmds += pane_setup(agent, self.home, ("-t", pane.pane_id))
-            cmds.append(["set-option", "-p", "-u", "-t", pane.pane_id, "@miyabi_failed"])
+            respawn = ["respawn-pane", "-k", "-t", pane.pane_id, *spawn_args(agent, self.home, self.ctl.tmux.socket, self.ctl.cwd)]
             try:
-                for c in cmds:
-                    self.ctl.run_tmux(*c)
-                new_pid = int(self.ctl.run_tmux("display-message", "-p", "-t", pane.pane_id, "#{pane_pid}")[0])
-            except (TmuxError, ValueError, IndexError) as e:
+                self.ctl.run_tmux(*respawn)
+            except TmuxError as e:
                 self.event("restart-error", name, error=str(e))
                 w.restart_at = now + 1.0  # try again shortly
                 return False
+            # The restart happened: it counts, whatever follows. The tag and the log pipe
+            # survive a respawn; setting them again is best effort (a program that exits
+            # at once leaves a dead pane, where pipe-pane fails).
             w.history = record_restart(w.history, decision, now)
+            setup: list[Command] = [*pane_setup(agent, self.home, ("-t", pane.pane_id)), ["set-option", "-p", "-u", "-t", pane.pane_id, "@miyabi_failed"]]
+            for c in setup:
+                self.ctl.run_tmux(*c, check=False)
+            try:
+                new_pid = int(self.ctl.run_tmux("display-message", "-p", "-t", pane.pane_id, "#{pane_pid}")[0])
+            except (TmuxError, ValueError, IndexError):
+                new_pid = 0
             w.restart_at = None
             w.pending = None
             self.track(name, new_pid)
