@@ -47,6 +47,8 @@ RECONNECT_MAX = 2.0
 """Longest wait, in seconds, between attempts to reopen the control channel."""
 
 PIDFILE = "controller.pid"
+STOPPED = "stopped"
+"""File under ``run/`` that ``miyabi down`` leaves and ``miyabi up`` removes."""
 LOCKFILE = "controller.lock"
 
 log = logging.getLogger("miyabi.controller")
@@ -233,9 +235,13 @@ class Controller:
 
     def _rebuild_if_gone(self) -> bool:
         """If the session (or the whole tmux server) is gone, build it again from the
-        layout; pending messages are delivered once the agents are up."""
+        layout; pending messages are delivered once the agents are up. Not after
+        ``miyabi down`` (``run/stopped``), which a service manager restarting the
+        controller must not undo."""
         from miyabi.tmux.builder import up as build_up
 
+        if (self.home.run / STOPPED).exists():
+            return False
         try:
             if session_exists(self.tmux, self.layout.session):
                 return False
@@ -344,18 +350,19 @@ def read_pid(home: Home) -> int | None:
 
 
 def running_pid(home: Home) -> int | None:
-    """The pid of this home's running controller, or None."""
-    import psutil
+    """The pid of this home's running controller, or None. The lock decides, not the
+    pidfile: a pidfile left by a killed controller may name a reused pid."""
+    from filelock import FileLock, Timeout
 
-    pid = read_pid(home)
-    if pid is None:
+    lockfile = home.run / LOCKFILE
+    if not lockfile.exists():
         return None
+    probe = FileLock(str(lockfile), timeout=0)
     try:
-        proc = psutil.Process(pid)
-        if "controller" in proc.cmdline() and proc.status() != psutil.STATUS_ZOMBIE:
-            return pid
-    except psutil.Error:
-        pass
+        probe.acquire()
+    except Timeout:
+        return read_pid(home)
+    probe.release()
     return None
 
 

@@ -27,6 +27,7 @@ in the new process (at-least-once); ids let the receiver discard repeats.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -38,7 +39,7 @@ from typing import Any
 
 from miyabi.errors import TmuxError
 from miyabi.layout.model import Agent
-from miyabi.mailbox import Inbox, Message, append_event, now_rfc3339, sanitize
+from miyabi.mailbox import CorruptMessage, Inbox, Message, append_event, now_rfc3339, sanitize
 from miyabi.profiles import SCREEN_LINES, Profile
 from miyabi.tmux.panes import Pane, Runner
 
@@ -57,6 +58,8 @@ VERIFY_TIMEOUT = 3.0
 
 MAX_ATTEMPTS = 3
 """Times a message may be typed (each in a new agent process) before it is a dead letter."""
+
+log = logging.getLogger("miyabi.delivery")
 
 COMPOSER_LINES = 5
 """Lines from the bottom of the screen searched for the input box."""
@@ -114,6 +117,18 @@ def looks_ready(profile: Profile, lines: list[str]) -> bool:
     return composer_text(profile, lines) in (None, "")
 
 
+def text_on_screen(text: str, lines: list[str]) -> bool:
+    """Whether the end of ``text`` (up to 30 characters of its last line) shows in the
+    bottom lines of the screen: the evidence that typing reached the pane, for
+    profiles whose input box miyabi cannot see. Wrapped lines are joined too."""
+    last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "")
+    needle = last[-30:]
+    if not needle:
+        return False
+    bottom = tail(lines, COMPOSER_LINES * 2)
+    return needle in "\n".join(bottom) or needle in "".join(bottom)
+
+
 def prepare(body: str) -> str:
     """The text typed for ``body``: control characters stripped, trailing newlines
     removed (inside a bracketed paste a final newline would stay as text)."""
@@ -144,6 +159,7 @@ class Deliverer:
         pane: Callable[[], Pane | None],
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        lock: threading.Lock | None = None,
     ) -> None:
         self.agent = agent
         self.profile = agent.profile
@@ -156,6 +172,9 @@ class Deliverer:
         self.journal = home_root / "run" / "delivery" / f"{agent.name}.json"
         self.log = home_root / "logs" / f"{agent.name}.log"
         self.wake = threading.Event()
+        self.lock = lock or threading.Lock()
+        """Held from the live-pane check through typing and verification; the watchdog
+        takes it before respawning the pane, so no keystroke reaches a new process."""
         self._has_marker: bool | None = None  # None: not read from disk yet
         self.last_delivered: float | None = None
         """time.monotonic() of the last delivery (for the watchdog's silence rule)."""
@@ -205,13 +224,19 @@ class Deliverer:
         """
         marker = self.load_marker()
         if marker is not None:
-            self.resume(marker)
+            with self.lock:
+                self.resume(marker)
             return True
         names = self.inbox.pending()
         self.waiting = bool(names)
         if not names:
             return False
-        msg = self.inbox.read(names[0])
+        try:
+            msg = self.inbox.read(names[0])
+        except CorruptMessage as e:
+            self.inbox.quarantine(names[0], str(e))
+            append_event(self.home, "dead-letter", agent=self.agent.name, file=names[0], reason=str(e))
+            return True
         if msg is None:
             return True
         if msg.expired(self.clock()):
@@ -227,7 +252,8 @@ class Deliverer:
         if attempts > MAX_ATTEMPTS:
             self.fail(msg, f"typed {MAX_ATTEMPTS} times, but the agent restarted before each was submitted")
             return True
-        self.type_message(msg, pane, attempts)
+        with self.lock:
+            self.type_message(msg, pane, attempts)
         return True
 
     def live(self, pane: Pane) -> tuple[bool, bool]:
@@ -268,16 +294,20 @@ class Deliverer:
         self.event("typing", msg, pane=pane.pane_id, attempt=attempts)
         try:
             alive, in_mode = self.live(pane)
-            if not alive:
-                self.event("agent-restarted", msg, stage="typing")
-                self.retry_later(msg, marker, typed=False)
-                return
+        except TmuxError as e:
+            alive, in_mode = False, False
+            self.event("type-error", msg, error=str(e))
+        if not alive:
+            self.retry_later(msg, marker, typed=False)
+            return
+        try:
             if in_mode:
                 self.chan.run("send-keys", "-X", "-t", pane.pane_id, "cancel", check=False)
             self.type_text(msg, pane.pane_id)
         except TmuxError as e:
+            # The text may or may not have reached the pane: keep the journal at
+            # "typing", and let resume() look before anything is typed again.
             self.event("type-error", msg, error=str(e))
-            self.retry_later(msg, marker)
             return
         marker.stage = "typed"
         self.save_marker(marker)
@@ -402,13 +432,13 @@ class Deliverer:
             self.retry_later(msg, marker)
             return
         if marker.stage == "typing":
-            box = composer_text(self.profile, self.screen(marker.pane))
-            typed = bool(box) if box is not None else self.log_size() > marker.log_offset
+            lines = self.screen(marker.pane)
+            box = composer_text(self.profile, lines)
+            typed = bool(box) if box is not None else text_on_screen(prepare(msg.body), lines)
             if not typed:
-                self.clear_marker()  # never reached the agent: type it anew (same attempt)
-                current = self.inbox.read(marker.name)
-                if current is not None:
-                    self.type_message(current, pane, marker.attempts)
+                # It never reached the agent: the next step types it again once the
+                # agent is ready (the same attempt).
+                self.retry_later(msg, marker, typed=False)
                 return
             marker.stage = "typed"
             self.save_marker(marker)
@@ -419,12 +449,18 @@ class Deliverer:
 
     def run(self, stop: threading.Event, idle: float = 0.2) -> None:
         """Deliver until ``stop`` is set; between messages wait for a wake-up (a new
-        file, pane output, the controller's rescan) or at most ``idle`` seconds."""
+        file, pane output, the controller's rescan) or at most ``idle`` seconds. An
+        error never ends the thread: it is logged and the step tried again."""
         while not stop.is_set():
             try:
                 busy = self.step()
             except TmuxError as e:
                 self.event("tmux-error", error=str(e))
+                busy = False
+            except Exception as e:  # noqa: BLE001 - the thread must live on
+                log.exception("deliverer %s", self.agent.name)
+                self.event("deliverer-error", error=f"{type(e).__name__}: {e}")
+                stop.wait(1.0)
                 busy = False
             if not busy:
                 self.wake.wait(idle)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,12 +32,20 @@ MAX_BODY = 1024 * 1024
 
 STATES = ("pending", "delivered", "failed")
 _DIRS = {"pending": "new", "delivered": "cur", "failed": "failed"}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _NAME = re.compile(r"^[hn]-[0-9a-f-]{36}\.json$")
 
 
 class MessageError(MiyabiError):
     """A message cannot be sent or found (bad body, unknown id, ...)."""
+
+
+class CorruptMessage(MessageError):
+    """An inbox file is not a message miyabi can read."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.path = path
+        super().__init__(f"{path} is not a readable message ({why}); move it out of the inbox")
 
 
 def now_rfc3339() -> str:
@@ -58,8 +67,9 @@ def new_id() -> str:
 
 def sanitize(body: str) -> str:
     """The body as it may be typed into a pane: every C0 control character except
-    newline and tab, DEL, and every ESC removed, so that no message can act as
-    keystrokes (``C-c`` as ``\\x03``, a fake end of bracketed paste ``\\x1b[201~``)."""
+    newline and tab, DEL, every ESC and every C1 control (U+0080-U+009F, such as the
+    8-bit CSI U+009B) removed, so that no message can act as keystrokes (``C-c`` as
+    ``\\x03``, a fake end of bracketed paste ``\\x1b[201~``)."""
     return _CONTROL.sub("", body)
 
 
@@ -183,11 +193,13 @@ class Inbox:
         return self._write(msg, "pending")
 
     def _write(self, msg: Message, state: str) -> Path:
+        """Write ``msg`` into ``tmp/`` (fsynced), then rename it into ``state``."""
         data = json.dumps(msg.to_json(), ensure_ascii=False).encode("utf-8")
-        tmp = self.root / "tmp" / f"{msg.filename}.{os.getpid()}"
+        tmp = self.root / "tmp" / f"{msg.filename}.{os.getpid()}.{threading.get_ident()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, data)
+            os.fsync(fd)
         finally:
             os.close(fd)
         dest = self.dir(state) / msg.filename
@@ -203,42 +215,59 @@ class Inbox:
         return sorted(n for n in names if _NAME.match(n))
 
     def read(self, name: str, state: str = "pending") -> Message | None:
-        """The message ``name`` in ``state``, or None if it is not there (any more)."""
+        """The message ``name`` in ``state``, or None if it is not there (any more).
+
+        Raises:
+            CorruptMessage: the file is not a message miyabi can read.
+        """
+        path = self.dir(state) / name
         try:
-            return Message.from_json(json.loads((self.dir(state) / name).read_text(encoding="utf-8")))
+            return Message.from_json(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             return None
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptMessage(path, str(e)) from None
 
     def move(self, msg: Message, src: str, dest: str, **extra: Any) -> Path:
         """Move ``msg`` from state ``src`` to ``dest``, recording ``extra`` fields in it.
 
-        The new copy is written (tmp → rename) before the old one is removed, so a
-        crash in between leaves both, never neither; :meth:`cleanup` settles that.
+        The file is rewritten in place (tmp → rename over it), then renamed into
+        ``dest``: each step is atomic, so at every instant the message is in exactly
+        one state. If the file is gone (dropped meanwhile), nothing is written.
         """
         updated = Message(**{**asdict(msg), "extra": {**msg.extra, **extra}})
-        path = self._write(updated, dest)
+        where = self.dir(src) / msg.filename
+        if not where.exists():
+            return where
+        path = self._write(updated, src)
         if src == dest:  # an update in place
             return path
-        try:
-            os.unlink(self.dir(src) / msg.filename)
-        except FileNotFoundError:
-            pass
-        return path
+        dest_path = self.dir(dest) / msg.filename
+        os.rename(path, dest_path)
+        return dest_path
+
+    def quarantine(self, name: str, reason: str) -> Path:
+        """Move an unreadable file from ``new/`` to ``failed/`` as it is."""
+        dest = self.dir("failed") / name
+        os.rename(self.dir("pending") / name, dest)
+        return dest
 
     def cleanup(self) -> None:
-        """Settle a move interrupted by a crash: a message found both pending and
-        delivered (or failed) is no longer pending. Stale ``tmp/`` files are removed."""
-        new = set(self.pending())
-        for state in ("delivered", "failed"):
+        """Remove stale files from ``tmp/`` (writes that a crash interrupted before their
+        rename; the message they held was never enqueued or was kept in place)."""
+        import time as _time
+
+        try:
+            names = os.listdir(self.root / "tmp")
+        except FileNotFoundError:
+            return
+        for n in names:
+            p = self.root / "tmp" / n
             try:
-                done = set(os.listdir(self.dir(state)))
-            except FileNotFoundError:
-                continue
-            for name in new & done:
-                try:
-                    os.unlink(self.dir("pending") / name)
-                except FileNotFoundError:
-                    pass
+                if _time.time() - p.stat().st_mtime > 3600:
+                    p.unlink()
+            except OSError:
+                pass
 
     def find(self, msg_id: str) -> tuple[str, Message] | None:
         """The state and message with id ``msg_id`` (or an unambiguous prefix of it)."""
@@ -249,7 +278,10 @@ class Inbox:
                 continue
             for n in names:
                 if _NAME.match(n) and n[2:-5].startswith(msg_id):
-                    m = self.read(n, state)
+                    try:
+                        m = self.read(n, state)
+                    except CorruptMessage:
+                        continue
                     if m is not None:
                         return state, m
         return None
@@ -263,7 +295,10 @@ class Inbox:
             except FileNotFoundError:
                 continue
             for n in names:
-                m = self.read(n, state)
+                try:
+                    m = self.read(n, state)
+                except CorruptMessage:
+                    continue
                 if m is not None:
                     out.append((state, m))
         return out

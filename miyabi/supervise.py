@@ -193,6 +193,11 @@ class Supervisor:
                 self.on_exit(name, pane.pid, "pane_dead")
                 continue
             if pane.pid != w.pid and pane.pid != w.handled_pid:
+                if w.restart_at is not None:  # brought back by someone else (`up`, a new pane)
+                    with self.lock:
+                        w.restart_at, w.pending = None, None
+                        self.save()
+                    self.event("restart-dropped", name, reason=f"a new process {pane.pid} runs in {pane.pane_id} already")
                 self.track(name, pane.pid)
 
     def track(self, name: str, pid: int) -> None:
@@ -223,6 +228,10 @@ class Supervisor:
 
     def check_hangs(self) -> None:
         """Nudge, then restart, agents that are silent, not ready and not using CPU."""
+        with self.lock:
+            self._check_hangs()
+
+    def _check_hangs(self) -> None:
         import psutil
 
         from miyabi.delivery import is_busy, looks_ready
@@ -393,19 +402,39 @@ class Supervisor:
 
     def run_due(self) -> None:
         now = self.clock()
+        if any(w.restart_at is not None and w.restart_at <= now for w in self.watches.values()):
+            self.sync()  # a restart may have become stale while we slept: look first
         for name, w in self.watches.items():
             if w.restart_at is not None and w.restart_at <= now and w.pending is not None:
                 self.restart(name, w.pending, now)
 
     def restart(self, name: str, decision: Decision, now: float, graceful: bool = False) -> bool:
-        """End what is left of the agent and respawn it in its pane."""
-        with self.lock:
+        """End what is left of the agent and respawn it in its pane.
+
+        The pane must still exist and hold the process this restart is about (dead
+        for a crash, alive for ``graceful``); if it is gone or runs another process
+        (recreated by the controller meanwhile), the restart is dropped."""
+        d = self.ctl.deliverers.get(name)
+        agent_lock = d.lock if d is not None else threading.Lock()
+        with self.lock, agent_lock:
             w = self.watches[name]
             pane = self.ctl.panes.get(name)
-            if pane is None:
+            state = None
+            if pane is not None:
+                try:
+                    out = self.ctl.run_tmux("display-message", "-p", "-t", pane.pane_id, "#{pane_dead} #{pane_pid}")
+                    state = out[0].split() if out else None
+                except TmuxError:
+                    state = None
+            expected = str(w.pid or (pane.pid if pane else 0))
+            if pane is None or not state or len(state) < 2 or (state[1] != expected and not (state[0] == "1")):
+                self.event("restart-dropped", name, reason="the pane is gone or runs another process")
+                w.restart_at = None
+                w.pending = None
+                self.save()
                 return False
             agent = self.agents[name]
-            end_agent(agent.name, self.home.root, self.ctl.tmux.socket, w.pid or pane.pid, graceful)
+            end_agent(agent.name, self.home.root, self.ctl.tmux.socket, int(state[1]), graceful and state[0] != "1")
             respawn = ["respawn-pane", "-k", "-t", pane.pane_id, *spawn_args(agent, self.home, self.ctl.tmux.socket, self.ctl.cwd)]
             try:
                 self.ctl.run_tmux(*respawn)
@@ -442,8 +471,10 @@ class Supervisor:
 
 
 def end_agent(name: str, home_root: Path, socket: str, pid: int, graceful: bool = False) -> list[int]:
-    """Kill everything left of agent ``name``: the process group of ``pid`` and every
-    process whose environment marks it as this agent of this ensemble. With
+    """Kill everything left of agent ``name``: every process whose environment marks it
+    as this agent of this ensemble, and, when ``pid`` is alive and carries those
+    marks itself, its process group (what dropped the marks with it). A dead ``pid`` is
+    never used as a group id: it may belong to another process by now. With
     ``graceful``, SIGTERM first and SIGKILL after :data:`KILL_GRACE` seconds.
 
     Returns:
@@ -468,20 +499,24 @@ def end_agent(name: str, home_root: Path, socket: str, pid: int, graceful: bool 
             continue
         if all(m in env for m in marks):
             victims.add(int(entry))
-    try:
-        pgid = os.getpgid(pid)
-    except OSError:
-        pgid = pid
+    victims = {p for p in victims if p > 1}
+    pgid: int | None = None
+    if pid > 1 and pid in victims and _alive(pid):
+        try:
+            pgid = os.getpgid(pid) if os.getpgid(pid) == pid else None
+        except OSError:
+            pgid = None
     sigs = (signal.SIGTERM, signal.SIGKILL) if graceful else (signal.SIGKILL,)
     for i, sig in enumerate(sigs):
         if i:
             deadline = time.monotonic() + KILL_GRACE
             while time.monotonic() < deadline and any(_alive(p) for p in victims):
                 time.sleep(0.05)
-        try:
-            os.killpg(pgid, sig)
-        except OSError:
-            pass
+        if pgid is not None:
+            try:
+                os.killpg(pgid, sig)
+            except OSError:
+                pass
         for p in victims:
             try:
                 os.kill(p, sig)

@@ -137,6 +137,7 @@ def up(
     for name, pane in report.extra:
         output.say(f"note: pane {pane} runs agent {name!r}, which {path} does not name; left running (kill it with `tmux -L {sock} kill-pane -t {pane}`)", "yellow")
 
+    (h.run / "stopped").unlink(missing_ok=True)
     if controller:
         from miyabi.controller import start_background
 
@@ -162,6 +163,8 @@ def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = Non
     from miyabi.tmux.builder import down as build_down
 
     t = resolve_target(home, socket, layout)
+    if t.home.run.is_dir():  # a controller restarted by systemd must not rebuild the session
+        (t.home.run / "stopped").write_text("stopped by `miyabi down`; `miyabi up` clears this\n")
     pid = stop_background(t.home)
     if pid is not None:
         output.say(f"stopped the controller (pid {pid})")

@@ -34,8 +34,17 @@ def _known_agents(home_root: Path, layout: str | None) -> tuple[list[str], int |
     return lay.names, None
 
 
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(message)
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=f"miyabi {prog}", description=(__doc__ or "").splitlines()[0])
+    ap = _Parser(prog=f"miyabi {prog}", description=(__doc__ or "").splitlines()[0])
     if prog == "send":
         ap.add_argument("agent", help="the receiving agent")
     ap.add_argument("text", nargs="?", help="message text, or - to read it from standard input")
@@ -61,6 +70,10 @@ def _body(text: str | None) -> str:
         raise MessageError("no message text; give TEXT, or - to read it from standard input")
     if text == "-":
         return decode_body(sys.stdin.buffer.read())
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8 on the command line
+        raise MessageError("TEXT is not valid UTF-8; send text, or pipe the data through base64 into `-`") from None
     return text
 
 
@@ -68,8 +81,11 @@ def main(prog: str, argv: list[str]) -> int:
     """Run ``miyabi send`` (``prog == "send"``) or ``broadcast``; return the exit code."""
     ap = _parser(prog)
     try:
-        args = ap.parse_args(argv)
-    except SystemExit as e:
+        args = ap.parse_intermixed_args(argv)
+    except _UsageError as e:
+        sys.stderr.write(f"miyabi {prog}: {e}; see `miyabi {prog} --help`\n")
+        return EXIT_USAGE
+    except SystemExit as e:  # --help
         return EXIT_USAGE if e.code else 0
     try:
         return _run(prog, args)

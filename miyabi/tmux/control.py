@@ -93,7 +93,11 @@ class ControlClient:
         self._reader = threading.Thread(target=self._read, name="tmux-control", daemon=True)
         self._reader.start()
         # The first answered command proves the client is attached.
-        self.run("display-message", "-p", "ok")
+        try:
+            self.run("display-message", "-p", "ok")
+        except TmuxError:
+            self.close()
+            raise
         return self
 
     @property

@@ -147,7 +147,10 @@ class Tmux:
     def _list_sessions(self) -> subprocess.CompletedProcess[str]:
         self.invocations += 1
         argv = self.argv(["list-sessions", "-F", "#{session_name}"])
-        return subprocess.run(argv, check=False, capture_output=True, text=True, env=_tmux_env())
+        try:
+            return subprocess.run(argv, check=False, capture_output=True, text=True, env=_tmux_env(), timeout=defaults.TMUX_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(argv, 1, "", f"no answer within {defaults.TMUX_TIMEOUT:.0f} s")
 
     def version(self) -> tuple[int, int]:
         """tmux's version as (major, minor); ``next-3.5`` or ``3.3a`` → (3, 5) / (3, 3).

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -195,3 +197,50 @@ def test_a_closed_pane_is_recreated_and_a_dead_server_is_rebuilt_with_pending_me
     wait_for(lambda: events(home, "session-rebuilt"), timeout=15, what="the session rebuilt")
     assert sorted(wait_for(lambda: len(panes("phoenix")) == 2 and panes("phoenix"), what="both agents back")) == ["kaede", "sakura"]
     wait_for(lambda: transcript(home, "kaede") == ["sent while the server was down"], timeout=15, what="the pending message")
+
+
+def test_a_pending_restart_never_kills_a_pane_the_controller_recreated(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
+    extra = "watchdog: {min_uptime: 100, max_restarts: 10, restart_window: 60}\n"  # a quick death waits 1 s
+    agents = "  - {name: a, profile: shell, command: cat}\n  - {name: b, profile: shell, command: cat}\n"  # b keeps the session
+    assert cli("up", str(layout(tmp_path, "nokill", agents, extra)), "-d").exit_code == 0
+    first = wait_for(lambda: panes("nokill").get("a"), what="pane")
+    os.kill(first.pid, signal.SIGKILL)
+    wait_for(lambda: events(home, "agent-died", "a"), what="the death")
+    tmux.run("kill-pane", "-t", first.pane_id)  # while the restart waits out its backoff
+    fresh = wait_for(lambda: (p := panes("nokill").get("a")) and p.pane_id != first.pane_id and not p.dead and p, what="a recreated pane")
+    wait_for(lambda: events(home, "restart-dropped", "a"), timeout=5, what="the stale restart dropped")
+    assert pid_alive(fresh.pid) and panes("nokill")["a"].pid == fresh.pid
+    assert not events(home, "restarted", "a")
+
+
+def test_a_stale_pidfile_does_not_count_as_a_running_controller(home: Path) -> None:
+    from miyabi.controller import running_pid
+    from miyabi.home import Home
+
+    h = Home(home)
+    h.ensure()
+    (h.run / "controller.pid").write_text(f"{os.getpid()}\n")  # a live pid, but no lock held
+    (h.run / "controller.lock").write_text("")
+    assert running_pid(h) is None
+
+
+def test_down_is_not_undone_by_a_controller_that_a_service_manager_restarts(cli: Cli, home: Path, tmp_path: Path, socket: str, tmux) -> None:
+    lay = layout(tmp_path, "stopped", "  - {name: a, profile: shell, command: cat}\n")
+    assert cli("up", str(lay), "-d").exit_code == 0
+    assert cli("down").exit_code == 0
+    argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", socket, "--layout", str(lay)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from miyabi.controller import running_pid
+        from miyabi.home import Home
+
+        wait_for(lambda: running_pid(Home(home)) == proc.pid, what="the controller up")
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:  # it must not rebuild the session
+            assert "stopped" not in tmux.sessions()
+            time.sleep(0.1)
+        assert cli("up", str(lay), "-d").exit_code == 0  # up clears the mark
+        assert "stopped" in tmux.sessions()
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -31,19 +31,41 @@ def test_delivery_order_is_high_priority_then_enqueue_order(tmp_path: Path) -> N
     assert box.pending() == [high, *ids]
 
 
-def test_move_records_fields_and_cleanup_settles_a_half_move(tmp_path: Path) -> None:
+def test_move_leaves_exactly_one_copy_and_records_fields(tmp_path: Path) -> None:
     box = Inbox(tmp_path / "kaede")
     msg = make("kaede", "x")
     box.put(msg)
     box.move(msg, "pending", "delivered", delivered="now")
     assert box.pending() == []
+    assert os.listdir(box.dir("delivered")) == [msg.filename]
+    assert os.listdir(box.root / "tmp") == []
     state, got = box.find(msg.id[:12]) or ("", None)
     assert state == "delivered" and got is not None and got.extra["delivered"] == "now"
-    # a crash between writing cur/ and removing new/ leaves both: cleanup keeps one
+    box.move(got, "delivered", "pending")  # and back (a retry)
+    assert box.pending() == [msg.filename] and os.listdir(box.dir("delivered")) == []
+
+
+def test_an_update_does_not_resurrect_a_dropped_message(tmp_path: Path) -> None:
+    box = Inbox(tmp_path / "kaede")
+    msg = make("kaede", "x")
     box.put(msg)
-    assert box.pending()
-    box.cleanup()
+    os.unlink(box.dir("pending") / msg.filename)  # `miyabi drop`
+    box.move(msg, "pending", "pending", attempts=2)
     assert box.pending() == []
+
+
+def test_a_corrupt_file_is_reported_and_can_be_quarantined(tmp_path: Path) -> None:
+    from miyabi.mailbox import CorruptMessage
+
+    box = Inbox(tmp_path / "kaede")
+    box.ensure()
+    bad = "n-01a20000-0000-7000-8000-000000000000.json"
+    (box.dir("pending") / bad).write_text('{"id": "trunc')
+    with pytest.raises(CorruptMessage, match="not a readable message"):
+        box.read(bad)
+    assert box.list() == []  # listing skips it
+    box.quarantine(bad, "unreadable")
+    assert box.pending() == [] and bad in os.listdir(box.dir("failed"))
 
 
 def test_update_in_place_keeps_the_message(tmp_path: Path) -> None:
@@ -69,6 +91,7 @@ def test_message_checks() -> None:
 
 def test_sanitize_strips_c0_del_and_esc_but_keeps_newline_and_tab() -> None:
     assert sanitize("a\x03b\rc\x1b[201~d\x7fe\tf\ng") == "abc[201~de\tf\ng"
+    assert sanitize("x\u009b31my") == "x31my"  # C1 CSI too
     assert prepare("text\n\n") == "text"
 
 
