@@ -23,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
+from _stats import pct
+
 from miyabi.controller import stop_background
 from miyabi.home import Home
 from miyabi.mailbox import inbox, make
@@ -53,10 +55,6 @@ class Watch:
             if not self.cond.wait_for(lambda: marker in self.seen, timeout):
                 sys.exit(f"bench_delivery: {marker} never showed up")
 
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def main() -> None:

@@ -24,15 +24,13 @@ from pathlib import Path
 
 import psutil
 
+from _stats import pct
+
 from miyabi.controller import running_pid, stop_background
 from miyabi.home import Home
 from miyabi.tmux.control import ControlClient
 from miyabi.tmux.runner import Tmux
 
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def main() -> None:

@@ -98,6 +98,23 @@ def _tmux(socket: str) -> Any:
     return Tmux(socket)
 
 
+def _running(home: Path | None, socket: str | None, layout: str | None) -> tuple[Target, Any]:
+    """The target and its tmux server, whose session must be running.
+
+    Raises:
+        TmuxUnavailable: tmux missing or too old, or the session is not running (exit 4).
+    """
+    from miyabi.errors import SessionNotFound
+    from miyabi.tmux.panes import session_exists
+
+    t = resolve_target(home, socket, layout)
+    tmux = _tmux(t.socket)
+    tmux.require_version()
+    if not session_exists(tmux, t.session):
+        raise SessionNotFound(t.session, t.socket)
+    return t, tmux
+
+
 @app.command()
 @handles_errors
 def up(
@@ -187,14 +204,7 @@ def attach(
     layout: LayoutOpt = None,
 ) -> None:
     """Attach to miyabi's session, with AGENT's pane selected."""
-    from miyabi.errors import SessionNotFound
-    from miyabi.tmux.panes import session_exists
-
-    t = resolve_target(home, socket, layout)
-    tmux = _tmux(t.socket)
-    tmux.require_version()
-    if not session_exists(tmux, t.session):
-        raise SessionNotFound(t.session, t.socket)
+    t, tmux = _running(home, socket, layout)
     if not sys.stdin.isatty():
         raise MiyabiError(f"attach needs a terminal; from one, run: tmux -L {t.socket} attach -t {t.session}")
     _exec_attach(tmux, t.session, agent)
@@ -225,17 +235,13 @@ def status(
     layout: LayoutOpt = None,
 ) -> None:
     """One row per agent: pane, pid, alive or dead, uptime, CPU and memory, last output."""
-    from miyabi.errors import LayoutError, SessionNotFound
+    from miyabi.errors import LayoutError
     from miyabi.home import Home
     from miyabi.layout import load
     from miyabi.status import collect
-    from miyabi.tmux.panes import HOME_TAG, session_exists, session_option
+    from miyabi.tmux.panes import HOME_TAG, session_option
 
-    t = resolve_target(home, socket, layout)
-    tmux = _tmux(t.socket)
-    tmux.require_version()
-    if not session_exists(tmux, t.session):
-        raise SessionNotFound(t.session, t.socket)
+    t, tmux = _running(home, socket, layout)
     expected: list[str] = []
     profiles = {}
     if t.layout_path is not None:
@@ -440,6 +446,22 @@ def _find_message(h: Any, msg_id: str) -> tuple[Any, str, Any]:
     return found[0]
 
 
+def _message_in(home: Path | None, msg_id: str, wanted: str, refusal: str) -> tuple[Any, Any, Any]:
+    """(home, inbox, message) for ``msg_id``, which must be in state ``wanted``.
+
+    Raises:
+        MessageError: no such message, or it is in another state (``refusal`` says why).
+    """
+    from miyabi.home import Home
+    from miyabi.mailbox import MessageError
+
+    h = Home.resolve(home)
+    box, state, msg = _find_message(h, msg_id)
+    if state != wanted:
+        raise MessageError(f"message {msg.id} is {state}; {refusal}")
+    return h, box, msg
+
+
 @app.command()
 @handles_errors
 def retry(
@@ -448,16 +470,12 @@ def retry(
     socket: SocketOpt = None,
 ) -> None:
     """Put a dead letter back in its inbox, to be delivered again."""
-    from miyabi.home import Home
-    from miyabi.mailbox import MessageError, append_event
-
-    h = Home.resolve(home)
-    box, state, msg = _find_message(h, msg_id)
-    if state != "failed":
-        raise MessageError(f"message {msg.id} is {state}, not a dead letter; only failed messages can be retried")
-    extra = {k: v for k, v in msg.extra.items() if k not in ("failed", "reason", "attempts", "enters")}
     from dataclasses import replace
 
+    from miyabi.mailbox import append_event
+
+    h, box, msg = _message_in(home, msg_id, "failed", "it is not a dead letter: only failed messages can be retried")
+    extra = {k: v for k, v in msg.extra.items() if k not in ("failed", "reason", "attempts", "enters")}
     box.move(replace(msg, extra=extra), "failed", "pending")
     append_event(h.root, "retry", agent=box.agent, id=msg.id)
     output.say(f"{msg.id} is pending again in {box.agent}'s inbox")
@@ -471,16 +489,10 @@ def drop(
     socket: SocketOpt = None,
 ) -> None:
     """Discard a pending message."""
-    import os as _os
+    from miyabi.mailbox import append_event
 
-    from miyabi.home import Home
-    from miyabi.mailbox import MessageError, append_event
-
-    h = Home.resolve(home)
-    box, state, msg = _find_message(h, msg_id)
-    if state != "pending":
-        raise MessageError(f"message {msg.id} is {state}; only pending messages can be dropped")
-    _os.unlink(box.dir("pending") / msg.filename)
+    h, box, msg = _message_in(home, msg_id, "pending", "only pending messages can be dropped")
+    (box.dir("pending") / msg.filename).unlink(missing_ok=True)
     append_event(h.root, "dropped", agent=box.agent, id=msg.id)
     output.say(f"dropped {msg.id} from {box.agent}'s inbox")
 
