@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,7 +28,9 @@ from miyabi.delivery import Deliverer
 from miyabi.errors import MiyabiError, TmuxError
 from miyabi.home import Home
 from miyabi.layout.model import Agent, Layout
-from miyabi.mailbox import Inbox, append_event, inbox, make
+from miyabi.mailbox import Inbox, Message, append_event, inbox, make
+from miyabi.scheduler import schedule, task_message
+from miyabi.tasks import Store, Task, TaskError
 from miyabi.supervise import Supervisor
 from miyabi.tmux.control import ControlClient
 from miyabi.tmux.panes import Pane, list_panes, session_exists
@@ -95,6 +98,7 @@ class Controller:
         self.cwd = Path(cwd) if isinstance(cwd, str) and Path(cwd).is_dir() else home.root
         """Directory for agents whose layout entry sets no ``cwd`` (where ``miyabi up`` ran)."""
         self.supervisor: Supervisor | None = None
+        self.store: Store
 
     # -- the tmux channel
 
@@ -191,10 +195,13 @@ class Controller:
             box: Inbox = inbox(self.home.root, agent.name)
             box.ensure()
             box.cleanup()
-            d = Deliverer(agent, box, _Chan(self), self.home.root, pane=functools.partial(self.panes_get, agent.name))
+            d = Deliverer(agent, box, _Chan(self), self.home.root, pane=functools.partial(self.panes_get, agent.name),
+                          on_delivered=self._task_delivered)
             self.deliverers[agent.name] = d
         observer = self._watch()
         self.supervisor = Supervisor(self)
+        self.store = Store.of_home(self.home.root)
+        self._recover_assignments()
         backoff = 0.1
         started = False
         while not self.stop.is_set():
@@ -221,6 +228,7 @@ class Controller:
                     threads.append(t)
                 started = True
             self._serve_requests()
+            self._schedule()
             self.stop.wait(PANE_REFRESH / 5 if self._requests_dir.exists() and any(self._requests_dir.iterdir()) else PANE_REFRESH)
         for d in self.deliverers.values():
             d.wake.set()
@@ -232,6 +240,37 @@ class Controller:
             self.chan.close()
         append_event(self.home.root, "controller-stop", pid=os.getpid())
         log.info("controller %d stopped", os.getpid())
+
+    # -- tasks
+
+    def _schedule(self) -> None:
+        failed = [n for n, w in self.supervisor.watches.items() if w.history.failed] if self.supervisor else []
+        try:
+            schedule(self.store, self.layout.routes, {a.name: a.wip for a in self.layout.agents}, self._send_task, failed)
+        except (TaskError, sqlite3.Error) as e:
+            log.warning("scheduling: %s", e)
+
+    def _send_task(self, task: Task, agent: str) -> None:
+        msg = make(agent, task_message(task), sender="miyabi", task=str(task.id))
+        inbox(self.home.root, agent).put(msg)
+        append_event(self.home.root, "task-assigned", agent=agent, task=task.id, ref=task.ref, id=msg.id)
+
+    def _task_delivered(self, msg: Message) -> None:
+        if msg.task and msg.task.isdigit():
+            try:
+                self.store.set_state(int(msg.task), "in_progress", f"message {msg.id} delivered", expect=("assigned",))
+            except TaskError:
+                pass  # cancelled or finished meanwhile
+
+    def _recover_assignments(self) -> None:
+        """A controller killed between assigning a task and enqueueing its message
+        leaves an assigned task no agent heard of: send it again."""
+        for t in self.store.query(state="assigned"):
+            if t.agent is None:
+                continue
+            known = any(m.task == str(t.id) for _, m in inbox(self.home.root, t.agent).list(("pending", "delivered", "failed")))
+            if not known:
+                self._send_task(t, t.agent)
 
     def _rebuild_if_gone(self) -> bool:
         """If the session (or the whole tmux server) is gone, build it again from the

@@ -160,6 +160,7 @@ class Deliverer:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         lock: threading.Lock | None = None,
+        on_delivered: Callable[[Message], None] | None = None,
     ) -> None:
         self.agent = agent
         self.profile = agent.profile
@@ -172,6 +173,7 @@ class Deliverer:
         self.journal = home_root / "run" / "delivery" / f"{agent.name}.json"
         self.log = home_root / "logs" / f"{agent.name}.log"
         self.wake = threading.Event()
+        self.on_delivered = on_delivered
         self.lock = lock or threading.Lock()
         """Held from the live-pane check through typing and verification; the watchdog
         takes it before respawning the pane, so no keystroke reaches a new process."""
@@ -400,6 +402,8 @@ class Deliverer:
         self.clear_marker()
         self.last_delivered = time.monotonic()
         self.event("delivered", msg, pane=marker.pane, evidence=evidence, enters=marker.enters)
+        if self.on_delivered is not None:
+            self.on_delivered(msg)
 
     def fail(self, msg: Message, reason: str, marker: Marker | None = None) -> None:
         self.inbox.move(msg, "pending", "failed", failed=now_rfc3339(), reason=reason)

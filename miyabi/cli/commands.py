@@ -571,3 +571,126 @@ def service_uninstall(user: UserOpt = False, socket: SocketOpt = None, home: Hom
     name = service.unit_name(t.session)
     path = service.uninstall(t.session, user)
     output.say(f"removed {path}; stop it first if it runs: {ctl} disable --now {name} && {ctl} daemon-reload")
+
+
+task_app = typer.Typer(help="Tasks: add local ones, list them, and report on them (agents run done/fail).", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+TaskId = Annotated[str, typer.Argument(metavar="ID", help="task id (12) or reference (owner/name#3)")]
+
+
+def _store(home: Path | None) -> Any:
+    from miyabi.home import Home
+    from miyabi.tasks import Store
+
+    return Store.of_home(Home.resolve(home).root)
+
+
+def _tell(home: Path | None, task: Any, text: str) -> None:
+    """Tell the task's agent something about it, through its inbox."""
+    from miyabi.home import Home
+    from miyabi.mailbox import inbox as inbox_of
+    from miyabi.mailbox import make
+
+    if task.agent:
+        inbox_of(Home.resolve(home).root, task.agent).put(make(task.agent, text, sender="miyabi", task=str(task.id)))
+
+
+@task_app.command("add")
+@handles_errors
+def task_add(
+    title: Annotated[str, typer.Argument(help="what to do")],
+    body: Annotated[str | None, typer.Option("--body", help="details, or - to read them from standard input")] = None,
+    label: Annotated[list[str], typer.Option("--label", help="a label (repeat for more)")] = [],  # noqa: B006
+    priority: Annotated[str, typer.Option("--priority", help="high, normal or low")] = "normal",
+    depends_on: Annotated[list[int], typer.Option("--depends-on", help="id of a task that must be done first (repeat)")] = [],  # noqa: B006
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+) -> None:
+    """Add a local task; the controller routes it to an agent by the layout's routes."""
+    from miyabi.mailbox import decode_body
+    from miyabi.tasks import TaskError
+
+    text = decode_body(sys.stdin.buffer.read()) if body == "-" else (body or "")
+    store = _store(home)
+    t = store.add(title, text, label, priority, depends_on)
+    cycle = store.cycle_from(t.id)
+    if cycle:
+        raise TaskError(f"task {t.id} would close a dependency cycle: {' → '.join(f'#{i}' for i in cycle)}")
+    if json_out:
+        output.emit_json(t.to_json())
+    else:
+        output.say(f"added task {t.id}: {t.title}")
+
+
+@task_app.command("ls")
+@handles_errors
+def task_ls(
+    state: Annotated[str | None, typer.Option("--state", help="only tasks in this state")] = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="only tasks of this agent")] = None,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+) -> None:
+    """List tasks."""
+    tasks = _store(home).query(state, agent)
+    if json_out:
+        output.emit_json([t.to_json() for t in tasks])
+        return
+    rows = [[str(t.id), t.source, t.ref, t.state, t.agent or "-", t.priority, t.title[:60]] for t in tasks]
+    output.table(rows, ["id", "source", "ref", "state", "agent", "priority", "title"])
+
+
+@task_app.command("show")
+@handles_errors
+def task_show(task_id: TaskId, json_out: JsonOpt = False, home: HomeOpt = None, socket: SocketOpt = None) -> None:
+    """Show a task, its dependencies and its history."""
+    store = _store(home)
+    t = store.get(task_id)
+    data = {**t.to_json(), "depends_on": store.depends_on(t.id), "history": store.history(t.id)}
+    if json_out:
+        output.emit_json(data)
+        return
+    output.say(f"task {t.id} ({t.ref}) [{t.state}] {t.title}")
+    output.say(f"  agent: {t.agent or '-'}  priority: {t.priority}  labels: {', '.join(t.labels) or '-'}  depends on: {', '.join(map(str, data['depends_on'])) or '-'}")
+    if t.body:
+        output.say("  " + t.body.replace("\n", "\n  "))
+    for e in data["history"]:
+        output.say(f"  {e['state']:<11} {e['agent'] or '':<10} {e['reason']}")
+
+
+def _finish(task_id: str, state: str, reason: str, home: Path | None) -> Any:
+    return _store(home).set_state(_store(home).get(task_id).id, state, reason)
+
+
+@task_app.command("done")
+@handles_errors
+def task_done(task_id: TaskId, note: Annotated[str, typer.Option("--note", help="what was done")] = "", home: HomeOpt = None, socket: SocketOpt = None) -> None:
+    """Mark a task done (agents run this from their pane)."""
+    t = _finish(task_id, "done", note or "done", home)
+    output.say(f"task {t.id} done")
+
+
+@task_app.command("fail")
+@handles_errors
+def task_fail(task_id: TaskId, reason: Annotated[str, typer.Option("--reason", help="why it could not be done")], home: HomeOpt = None, socket: SocketOpt = None) -> None:
+    """Mark a task failed, with the reason."""
+    t = _finish(task_id, "failed", reason, home)
+    output.say(f"task {t.id} failed: {reason}")
+
+
+@task_app.command("cancel")
+@handles_errors
+def task_cancel(task_id: TaskId, home: HomeOpt = None, socket: SocketOpt = None) -> None:
+    """Cancel a task; its agent, if it has one, is told."""
+    t = _finish(task_id, "cancelled", "cancelled by `miyabi task cancel`", home)
+    _tell(home, t, f"Task {t.ref} ({t.title}) was cancelled; stop working on it.")
+    output.say(f"task {t.id} cancelled")
+
+
+@task_app.command("retry")
+@handles_errors
+def task_retry(task_id: TaskId, home: HomeOpt = None, socket: SocketOpt = None) -> None:
+    """Put a failed or cancelled task back in the queue."""
+    t = _finish(task_id, "queued", "retried by `miyabi task retry`", home)
+    output.say(f"task {t.id} is queued again")

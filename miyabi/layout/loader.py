@@ -27,6 +27,7 @@ from miyabi.errors import LayoutError, Problem
 from miyabi.layout.model import Agent, Layout, _frozen_map
 from miyabi.policy import WATCHDOG_KEYS, Policy
 from miyabi.profiles import BUILTIN, OVERRIDABLE, Profile
+from miyabi.scheduler import Route
 
 Key = tuple[str | int, ...]
 
@@ -42,9 +43,11 @@ TOP_KEYS = (
     "agents",
     "delivery",
     "watchdog",
+    "routes",
 )
 DELIVERY_KEYS = ("max_body",)
-AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", *OVERRIDABLE)
+AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", *OVERRIDABLE)
+ROUTE_KEYS = ("label", "title", "default", "agent")
 PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -341,6 +344,7 @@ def validate(doc: Document) -> Layout:
             agent = _validate_agent(doc, i, raw, profiles, seen)
             if agent is not None:
                 agents.append(agent)
+    routes = _validate_routes(doc, data.get("routes", []), [a.name for a in agents])
     doc.fail_if_problems()
     return Layout(
         path=doc.path.resolve(),
@@ -350,6 +354,7 @@ def validate(doc: Document) -> Layout:
         pane_size=(pane_size[0], pane_size[1]),
         agents=tuple(agents),
         max_body=max_body,
+        routes=tuple(routes),
         profiles=_frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 
@@ -367,6 +372,42 @@ def _validate_delivery(doc: Document, spec: Any) -> int:
         doc.problem(("delivery", "max_body"), f"{value!r} must be a whole number of bytes from 1 to 67108864")
         return MAX_BODY
     return value
+
+
+def _validate_routes(doc: Document, spec: Any, names: list[str]) -> list[Route]:
+    """``routes:``: a list of ``{label|title|default, agent}``, first match wins."""
+    if not isinstance(spec, list):
+        doc.problem(("routes",), "must be a list such as `- {label: bug, agent: kaede}`")
+        return []
+    out: list[Route] = []
+    for i, r in enumerate(spec):
+        key: Key = ("routes", i)
+        if not isinstance(r, dict):
+            doc.problem(key, "each route must be a mapping such as `{label: bug, agent: kaede}`")
+            continue
+        _check_keys(doc, key, r, ROUTE_KEYS)
+        agent = r.get("agent")
+        if agent not in names:
+            doc.problem((*key, "agent"), _unknown("agent", agent, {n: 1 for n in names}))
+            continue
+        kinds = [k for k in ("label", "title", "default") if k in r]
+        if len(kinds) != 1:
+            doc.problem(key, "give exactly one of label:, title: or default: true")
+            continue
+        if "title" in r:
+            try:
+                re.compile(str(r["title"]))
+            except re.error as e:
+                doc.problem((*key, "title"), f"invalid regular expression: {e}")
+                continue
+            out.append(Route(agent=agent, title=str(r["title"])))
+        elif "label" in r:
+            out.append(Route(agent=agent, label=str(r["label"])))
+        elif r["default"] is True:
+            out.append(Route(agent=agent, default=True))
+        else:
+            doc.problem((*key, "default"), "must be true")
+    return out
 
 
 def _validate_watchdog(doc: Document, key: Key, spec: Any) -> dict[str, Any]:
@@ -456,6 +497,10 @@ def _validate_agent(
         doc.problem((*key, "title"), "must be text of at most 64 characters")
         ok = False
     policy = doc.watchdog.merged(_validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
+    wip = raw.get("wip", 1)
+    if type(wip) is not int or wip < 1:
+        doc.problem((*key, "wip"), f"{wip!r} must be a whole number of tasks, 1 or more")
+        wip = 1
     if not ok or doc.problems:
         return None
     return Agent(
@@ -467,6 +512,7 @@ def _validate_agent(
         title=str(title),
         index=i,
         watchdog=policy,
+        wip=wip,
     )
 
 

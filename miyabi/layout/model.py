@@ -11,6 +11,7 @@ from typing import TypeVar
 from miyabi.errors import AgentNotFound
 from miyabi.policy import Policy
 from miyabi.profiles import Profile
+from miyabi.scheduler import Route
 
 V = TypeVar("V")
 
@@ -32,6 +33,7 @@ class Agent:
         title: pane title shown in the border.
         index: position in the layout's ``agents:`` list (0-based).
         watchdog: restart and hang settings (layout ``watchdog:``, then the agent's own).
+        wip: how many tasks it may have assigned or in progress at once.
     """
 
     name: str
@@ -42,6 +44,7 @@ class Agent:
     title: str = ""
     index: int = 0
     watchdog: Policy = field(default_factory=Policy)
+    wip: int = 1
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Layout:
         agents: the agents, in layout order.
         profiles: every profile the layout can use (built-in and its own), by name.
         max_body: largest message body accepted, in bytes (``delivery.max_body``).
+        routes: task routing rules (``routes:``), first match wins.
     """
 
     path: Path
@@ -67,6 +71,7 @@ class Layout:
     pane_size: tuple[int, int] = (100, 30)
     profiles: Mapping[str, Profile] = field(default_factory=lambda: MappingProxyType({}))
     max_body: int = 1024 * 1024
+    routes: tuple[Route, ...] = ()
 
     @property
     def names(self) -> list[str]:

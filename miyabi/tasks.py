@@ -1,0 +1,297 @@
+"""The task store: SQLite (WAL) at ``state/miyabi.db`` under the miyabi home.
+
+A task comes from a source (``local``, ``github``, ``job``), has a title, body,
+labels and priority, and moves through states: ``queued`` → ``assigned`` →
+``in_progress`` → ``done`` | ``failed`` | ``cancelled``; it waits in ``blocked``
+while a task it depends on is not done (or cancelled). Every change is a row in the
+append-only ``events`` table, with its reason. Several processes (the controller,
+``miyabi task`` run by agents) share the database: WAL lets readers run beside the
+one writer, and each change is one transaction (``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from miyabi.errors import MiyabiError
+
+STATES = ("queued", "blocked", "assigned", "in_progress", "done", "failed", "cancelled")
+OPEN = ("queued", "blocked", "assigned", "in_progress")
+FINISHED = ("done", "failed", "cancelled")
+PRIORITIES = ("high", "normal", "low")
+
+_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "queued": ("blocked", "assigned", "cancelled"),
+    "blocked": ("queued", "cancelled"),
+    "assigned": ("in_progress", "done", "failed", "cancelled", "queued"),
+    "in_progress": ("done", "failed", "cancelled", "queued"),
+    "done": (),
+    "failed": ("queued",),
+    "cancelled": ("queued",),
+}
+"""Allowed state changes (``queued`` from assigned/in_progress: the agent failed;
+from failed/cancelled: ``miyabi task retry``)."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+  id INTEGER PRIMARY KEY,
+  source TEXT NOT NULL,
+  repo TEXT,
+  number INTEGER,
+  url TEXT,
+  title TEXT NOT NULL,
+  body TEXT NOT NULL DEFAULT '',
+  labels TEXT NOT NULL DEFAULT '[]',
+  priority TEXT NOT NULL DEFAULT 'normal',
+  state TEXT NOT NULL DEFAULT 'queued',
+  agent TEXT,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  created REAL NOT NULL,
+  updated REAL NOT NULL,
+  UNIQUE (source, repo, number)
+);
+CREATE TABLE IF NOT EXISTS deps (
+  task INTEGER NOT NULL REFERENCES tasks(id),
+  depends_on INTEGER NOT NULL REFERENCES tasks(id),
+  PRIMARY KEY (task, depends_on)
+);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY,
+  task INTEGER NOT NULL REFERENCES tasks(id),
+  time REAL NOT NULL,
+  state TEXT NOT NULL,
+  agent TEXT,
+  reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
+"""
+
+REF_RE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)#(?P<number>\d+)$")
+
+
+class TaskError(MiyabiError):
+    """A task cannot be found, or the change asked for is not allowed."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task, as stored.
+
+    Attributes:
+        id: its number in the store.
+        source: ``local``, ``github`` or ``job``.
+        repo, number, url: the external reference (``acme/widgets``, 3, its URL).
+        title, body: text (from an issue: untrusted; it reaches agents as message text only).
+        labels: label names.
+        priority: ``high``, ``normal`` or ``low``.
+        state: one of :data:`STATES`.
+        agent: the agent it is assigned to, if any.
+        attempts: how many times it was assigned.
+        created, updated: Unix times.
+    """
+
+    id: int
+    source: str
+    repo: str | None
+    number: int | None
+    url: str | None
+    title: str
+    body: str
+    labels: tuple[str, ...]
+    priority: str
+    state: str
+    agent: str | None
+    attempts: int
+    created: float
+    updated: float
+
+    @property
+    def ref(self) -> str:
+        """``acme/widgets#3`` for an issue, ``#12`` for a local task."""
+        return f"{self.repo}#{self.number}" if self.repo and self.number is not None else f"#{self.id}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "source": self.source, "ref": self.ref, "title": self.title, "state": self.state,
+            "agent": self.agent, "priority": self.priority, "labels": list(self.labels), "url": self.url,
+            "attempts": self.attempts, "created": self.created, "updated": self.updated, "body": self.body,
+        }
+
+    @classmethod
+    def from_row(cls, r: sqlite3.Row) -> Task:
+        return cls(
+            id=r["id"], source=r["source"], repo=r["repo"], number=r["number"], url=r["url"], title=r["title"],
+            body=r["body"], labels=tuple(json.loads(r["labels"])), priority=r["priority"], state=r["state"],
+            agent=r["agent"], attempts=r["attempts"], created=r["created"], updated=r["updated"],
+        )
+
+
+class Store:
+    """The task database of one miyabi home.
+
+    Args:
+        path: the SQLite file (created with its directory, mode 0700).
+        clock: Unix time (injectable).
+    """
+
+    def __init__(self, path: Path, clock: Any = time.time) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = path
+        self.clock = clock
+        self.db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    @classmethod
+    def of_home(cls, home_root: Path) -> Store:
+        """``state/miyabi.db`` under the home."""
+        return cls(home_root / "state" / "miyabi.db")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: one writer at a time)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    # -- reading
+
+    def get(self, ref: str | int) -> Task:
+        """A task by id (``12``, ``#12``) or by reference (``acme/widgets#3``).
+
+        Raises:
+            TaskError: no such task.
+        """
+        text = str(ref).strip()
+        m = REF_RE.match(text)
+        if m:
+            row = self.db.execute("SELECT * FROM tasks WHERE repo=? AND number=?", (m["repo"], int(m["number"]))).fetchone()
+        elif text.lstrip("#").isdigit():
+            row = self.db.execute("SELECT * FROM tasks WHERE id=?", (int(text.lstrip("#")),)).fetchone()
+        else:
+            raise TaskError(f"{text!r} is not a task id (12) or reference (owner/name#3)")
+        if row is None:
+            raise TaskError(f"no task {text}; list them with `miyabi task ls`")
+        return Task.from_row(row)
+
+    def query(self, state: str | None = None, agent: str | None = None) -> list[Task]:
+        """Tasks, oldest first, filtered by state and agent."""
+        q, args = "SELECT * FROM tasks WHERE 1=1", []
+        if state:
+            if state not in STATES:
+                raise TaskError(f"unknown state {state!r}; use one of {', '.join(STATES)}")
+            q += " AND state=?"
+            args.append(state)
+        if agent:
+            q += " AND agent=?"
+            args.append(agent)
+        return [Task.from_row(r) for r in self.db.execute(q + " ORDER BY id", args)]
+
+    def depends_on(self, task_id: int) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT depends_on FROM deps WHERE task=? ORDER BY depends_on", (task_id,))]
+
+    def history(self, task_id: int) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT time, state, agent, reason FROM events WHERE task=? ORDER BY id", (task_id,))
+        return [dict(r) for r in rows]
+
+    # -- writing
+
+    def add(
+        self,
+        title: str,
+        body: str = "",
+        labels: Sequence[str] = (),
+        priority: str = "normal",
+        depends_on: Sequence[int] = (),
+        source: str = "local",
+        repo: str | None = None,
+        number: int | None = None,
+        url: str | None = None,
+    ) -> Task:
+        """Store a new task (``queued``).
+
+        Raises:
+            TaskError: empty title, bad priority, unknown dependency.
+        """
+        if not title.strip():
+            raise TaskError("a task needs a title")
+        if priority not in PRIORITIES:
+            raise TaskError(f"priority {priority!r} is not valid; use high, normal or low")
+        now = self.clock()
+        with self.tx() as db:
+            for dep in depends_on:
+                if db.execute("SELECT 1 FROM tasks WHERE id=?", (dep,)).fetchone() is None:
+                    raise TaskError(f"--depends-on {dep}: no such task")
+            cur = db.execute(
+                "INSERT INTO tasks (source, repo, number, url, title, body, labels, priority, state, created, updated)"
+                " VALUES (?,?,?,?,?,?,?,?, 'queued', ?, ?)",
+                (source, repo, number, url, title, body, json.dumps(list(labels)), priority, now, now),
+            )
+            tid = int(cur.lastrowid or 0)
+            for dep in depends_on:
+                db.execute("INSERT OR IGNORE INTO deps (task, depends_on) VALUES (?,?)", (tid, dep))
+            db.execute("INSERT INTO events (task, time, state, reason) VALUES (?,?,?,?)", (tid, now, "queued", f"added from {source}"))
+        return self.get(tid)
+
+    def set_state(self, task_id: int, state: str, reason: str, agent: str | None = None, expect: Sequence[str] | None = None) -> Task:
+        """Move a task to ``state`` and record why.
+
+        Args:
+            expect: states the task must be in now (default: any state that may move
+                to ``state``); the check and the change are one transaction.
+
+        Raises:
+            TaskError: no such task, or the change is not allowed from its state.
+        """
+        now = self.clock()
+        with self.tx() as db:
+            row = db.execute("SELECT state, agent FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if row is None:
+                raise TaskError(f"no task {task_id}")
+            current = row["state"]
+            allowed = expect if expect is not None else [s for s, to in _TRANSITIONS.items() if state in to]
+            if current not in allowed:
+                raise TaskError(f"task {task_id} is {current}; it cannot become {state}")
+            who = agent if agent is not None else (None if state in ("queued", "blocked") else row["agent"])
+            attempts = ", attempts = attempts + 1" if state == "assigned" else ""
+            db.execute(f"UPDATE tasks SET state=?, agent=?, updated=?{attempts} WHERE id=?", (state, who, now, task_id))
+            db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)", (task_id, now, state, who, reason))
+        return self.get(task_id)
+
+    def cycle_from(self, task_id: int) -> list[int] | None:
+        """A dependency cycle through ``task_id`` (as a path of ids), or None."""
+        path: list[int] = []
+
+        def walk(t: int, seen: set[int]) -> list[int] | None:
+            for dep in self.depends_on(t):
+                if dep == task_id:
+                    return [*path, dep]
+                if dep in seen:
+                    continue
+                seen.add(dep)
+                path.append(dep)
+                found = walk(dep, seen)
+                if found:
+                    return found
+                path.pop()
+            return None
+
+        found = walk(task_id, {task_id})
+        return [task_id, *found] if found else None

@@ -1,0 +1,60 @@
+"""Local tasks routed by the controller to real worker agents."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from helpers import wait_for
+from integration.conftest import Cli
+from integration.test_delivery import transcript
+from miyabi.controller import running_pid
+from miyabi.home import Home
+from miyabi.tasks import Store
+
+LAYOUT = """session: tasks
+agents:
+  - {name: kaede, profile: worker, submit_delay: 0.05, ready_settle: 0.05}
+  - {name: sakura, profile: worker, submit_delay: 0.05, ready_settle: 0.05}
+routes:
+  - {label: bug, agent: kaede}
+  - {title: '(?i)review', agent: sakura}
+  - {default: true, agent: sakura}
+"""
+
+
+def state(home: Path, tid: int) -> str:
+    return Store.of_home(home).get(tid).state
+
+
+def test_tasks_are_routed_held_by_the_wip_limit_and_never_assigned_twice(cli: Cli, home: Path, tmp_path: Path) -> None:
+    lay = tmp_path / "l.yaml"
+    lay.write_text(LAYOUT)
+    assert cli("up", str(lay), "-d").exit_code == 0
+    assert cli("task", "add", "Crash on start", "--label", "bug").exit_code == 0
+    assert cli("task", "add", "Another bug", "--label", "bug").exit_code == 0
+    assert cli("task", "add", "Review the PR").exit_code == 0
+    wait_for(lambda: state(home, 1) == "in_progress" and state(home, 3) == "in_progress", what="tasks 1 and 3 delivered")
+    assert state(home, 2) == "queued"  # kaede's WIP limit is 1
+    assert transcript(home, "kaede")[0].startswith("Task #1: Crash on start")
+    assert transcript(home, "sakura")[0].startswith("Task #3: Review the PR")
+    # a restarted controller assigns nothing twice
+    pid = running_pid(Home(home))
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: running_pid(Home(home)) is None, what="controller gone")
+    assert cli("up", str(lay), "-d").exit_code == 0
+    assert cli("task", "done", "1", "--note", "fixed it").exit_code == 0
+    wait_for(lambda: state(home, 2) == "in_progress", what="task 2 after task 1 is done")
+    assert [t.split(":")[0] for t in transcript(home, "kaede")] == ["Task #1", "Task #2"]
+    assert len(transcript(home, "sakura")) == 1
+    r = cli("task", "cancel", "3")
+    assert r.exit_code == 0
+    wait_for(lambda: len(transcript(home, "sakura")) == 2, what="sakura told about the cancel")
+    assert "was cancelled" in transcript(home, "sakura")[1]
+    data = json.loads(cli("task", "ls", "--json").output)
+    assert [(t["id"], t["state"], t["agent"], t["ref"]) for t in data] == [
+        (1, "done", "kaede", "#1"), (2, "in_progress", "kaede", "#2"), (3, "cancelled", "sakura", "#3")
+    ]

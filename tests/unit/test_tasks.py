@@ -1,0 +1,85 @@
+"""The task store (real SQLite) and the scheduler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from miyabi.scheduler import Route, rank, route, schedule
+from miyabi.tasks import Store, TaskError
+
+ROUTES = [Route("kaede", label="bug"), Route("sakura", title="(?i)review"), Route("sakura", default=True)]
+AGENTS = ["kaede", "sakura", "tsubaki"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "state" / "miyabi.db")
+
+
+def test_states_and_events(store: Store) -> None:
+    t = store.add("fix it", labels=["bug"])
+    assert (t.state, t.ref) == ("queued", f"#{t.id}")
+    store.set_state(t.id, "assigned", "routed", agent="kaede")
+    store.set_state(t.id, "in_progress", "delivered")
+    done = store.set_state(t.id, "done", "agent said so")
+    assert (done.state, done.agent, done.attempts) == ("done", "kaede", 1)
+    assert [e["state"] for e in store.history(t.id)] == ["queued", "assigned", "in_progress", "done"]
+    with pytest.raises(TaskError, match="is done; it cannot become queued"):
+        store.set_state(t.id, "queued", "again")
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_ids_and_refs(store: Store) -> None:
+    t = store.add("from github", source="github", repo="acme/widgets", number=3)
+    assert store.get("acme/widgets#3").id == t.id == store.get(f"#{t.id}").id == store.get(str(t.id)).id
+    assert t.ref == "acme/widgets#3"
+    with pytest.raises(TaskError, match="no task"):
+        store.get("99")
+
+
+def test_routing_first_match_and_agent_label(store: Store) -> None:
+    bug = store.add("crash on start", labels=["bug"])
+    review = store.add("Review the PR")
+    other = store.add("write docs")
+    pinned = store.add("whatever", labels=["bug", "agent:tsubaki"])
+    assert [route(t, ROUTES, AGENTS) for t in (bug, review, other, pinned)] == ["kaede", "sakura", "sakura", "tsubaki"]
+    assert route(other, ROUTES[:2], AGENTS) is None
+
+
+def test_priority_then_age_and_the_wip_limit(store: Store) -> None:
+    low = store.add("a", labels=["priority:low"])
+    normal = store.add("b")
+    high = store.add("c", labels=["priority:high"])
+    assert sorted([low, normal, high], key=rank) == [high, normal, low]
+    sent: list[tuple[int, str]] = []
+    got = schedule(store, [Route("kaede", default=True)], {"kaede": 1}, lambda t, a: sent.append((t.id, a)))
+    assert got == sent == [(high.id, "kaede")]
+    assert schedule(store, [Route("kaede", default=True)], {"kaede": 1}, lambda t, a: None) == []  # WIP 1 reached
+    store.set_state(high.id, "done", "finished")
+    assert schedule(store, [Route("kaede", default=True)], {"kaede": 1}, lambda t, a: None) == [(normal.id, "kaede")]
+
+
+def test_dependencies_hold_a_task_and_a_cycle_is_reported(store: Store) -> None:
+    first = store.add("first")
+    second = store.add("second", depends_on=[first.id])
+    schedule(store, [Route("kaede", default=True)], {"kaede": 5}, lambda t, a: None)
+    assert store.get(second.id).state == "blocked"
+    assert "waits for" in store.history(second.id)[-1]["reason"]
+    store.set_state(first.id, "done", "ok")
+    schedule(store, [Route("kaede", default=True)], {"kaede": 5}, lambda t, a: None)
+    assert store.get(second.id).state == "assigned"
+    a = store.add("a")
+    b = store.add("b", depends_on=[a.id])
+    store.db.execute("INSERT INTO deps (task, depends_on) VALUES (?, ?)", (a.id, b.id))  # a cycle
+    schedule(store, [Route("kaede", default=True)], {"kaede": 5}, lambda t, a_: None)
+    assert store.get(a.id).state == "blocked" and "dependency cycle" in store.history(a.id)[-1]["reason"]
+
+
+def test_tasks_of_a_failed_agent_go_back_to_the_queue(store: Store) -> None:
+    t = store.add("x")
+    schedule(store, [Route("kaede", default=True)], {"kaede": 1, "sakura": 1}, lambda t_, a: None)
+    assert store.get(t.id).agent == "kaede"
+    schedule(store, [Route("kaede", default=True)], {"kaede": 1, "sakura": 1}, lambda t_, a: None, failed_agents=["kaede"])
+    assert store.get(t.id).state == "queued"
