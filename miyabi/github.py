@@ -1,0 +1,192 @@
+"""A small GitHub REST client for the calls miyabi makes, on httpx.
+
+It polls with conditional requests (``If-None-Match`` with the last ``ETag``; a 304
+does not count against the rate limit), follows ``link`` pagination, honours
+``retry-after``, waits for ``x-ratelimit-reset`` when no requests remain, and backs
+off on 5xx; it never spins. The token is sent in the ``Authorization`` header only:
+it is never printed, logged or put in an event, and a 401 is one line naming the
+environment variable it came from. Label changes use add/remove calls, never the
+replace-all ``PUT``. Shapes follow GitHub's REST documentation ("Issues", "Labels",
+"Rate limits").
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from miyabi.errors import MiyabiError
+
+DEFAULT_API = "https://api.github.com"
+MAX_TRIES = 6
+"""Attempts of one request before giving up (rate limits and 5xx)."""
+
+MAX_WAIT = 900.0
+"""Longest single wait, in seconds, for a rate limit to reset."""
+
+_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
+
+
+class GitHubError(MiyabiError):
+    """GitHub refused or failed a request; the message never holds the token."""
+
+
+@dataclass
+class Stats:
+    """What the client did: requests sent, 304 answers, waits."""
+
+    requests: int = 0
+    not_modified: int = 0
+    waited: float = 0.0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+
+class GitHub:
+    """One repository on a GitHub-compatible API.
+
+    Args:
+        repo: ``owner/name``.
+        token: the API token (from ``token_env``), or None for anonymous access.
+        token_env: the environment variable the token came from (named in errors).
+        api_url: the API root (GitHub Enterprise: ``https://HOST/api/v3``).
+        sleep, clock: injectable.
+    """
+
+    def __init__(
+        self,
+        repo: str,
+        token: str | None,
+        token_env: str = "GITHUB_TOKEN",
+        api_url: str = DEFAULT_API,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        timeout: float = 30.0,
+    ) -> None:
+        self.repo = repo
+        self.token_env = token_env
+        self.sleep = sleep
+        self.clock = clock
+        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "miyabi"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout)
+        self.etags: dict[str, tuple[str, Any]] = {}
+        self.stats = Stats()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- the one place requests are made
+
+    def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """Send a request, waiting out rate limits and retrying 5xx with backoff.
+
+        Raises:
+            GitHubError: 401 (naming the token's variable), a network error, or
+                still failing after :data:`MAX_TRIES`.
+        """
+        backoff = 1.0
+        for attempt in range(MAX_TRIES):
+            try:
+                resp = self.http.request(method, url, **kw)
+            except httpx.HTTPError as e:
+                if attempt == MAX_TRIES - 1:
+                    raise GitHubError(f"cannot reach GitHub at {self.http.base_url}: {type(e).__name__}") from None
+                self._wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            self.stats.requests += 1
+            self.stats.statuses[resp.status_code] = self.stats.statuses.get(resp.status_code, 0) + 1
+            if resp.status_code == 401:
+                raise GitHubError(f"GitHub rejected the token in ${self.token_env} (401 Bad credentials); set a valid token in {self.token_env}")
+            wait = self._rate_limit_wait(resp)
+            if wait is not None:
+                self._wait(wait)
+                continue
+            if resp.status_code >= 500:
+                self._wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            return resp
+        raise GitHubError(f"GitHub kept failing {method} {url} ({resp.status_code}) after {MAX_TRIES} tries")
+
+    def _rate_limit_wait(self, resp: httpx.Response) -> float | None:
+        if resp.status_code not in (403, 429):
+            return None
+        after = resp.headers.get("retry-after")
+        if after is not None:
+            try:
+                return max(0.0, float(after))
+            except ValueError:
+                return 60.0
+        if resp.headers.get("x-ratelimit-remaining") == "0":
+            reset = float(resp.headers.get("x-ratelimit-reset", "0") or 0)
+            return min(MAX_WAIT, max(1.0, reset - self.clock() + 1))
+        return None  # a 403 that is not a rate limit: the caller sees it
+
+    def _wait(self, seconds: float) -> None:
+        self.stats.waited += seconds
+        self.sleep(seconds)
+
+    def _check(self, resp: httpx.Response, what: str) -> None:
+        if resp.status_code >= 400:
+            try:
+                msg = resp.json().get("message", "")
+            except ValueError:
+                msg = resp.text[:200]
+            raise GitHubError(f"GitHub refused {what} ({resp.status_code}): {msg}")
+
+    # -- calls
+
+    def issues(self, state: str = "open", labels: str | None = None, since: str | None = None) -> list[dict[str, Any]] | None:
+        """Issues of the repository, all pages, without pull requests; None when
+        nothing changed since the last call with the same query (304)."""
+        params: dict[str, str] = {"state": state, "per_page": "100"}
+        if labels:
+            params["labels"] = labels
+        if since:
+            params["since"] = since
+        key = f"issues?{sorted(params.items())}"
+        headers = {}
+        cached = self.etags.get(key)
+        if cached:
+            headers["If-None-Match"] = cached[0]
+        resp = self.request("GET", f"/repos/{self.repo}/issues", params=params, headers=headers)
+        if resp.status_code == 304:
+            self.stats.not_modified += 1
+            return None
+        self._check(resp, "listing issues")
+        items: list[dict[str, Any]] = list(resp.json())
+        etag = resp.headers.get("etag")
+        nxt = _NEXT.search(resp.headers.get("link", ""))
+        while nxt:
+            page = self.request("GET", nxt.group(1))
+            self._check(page, "listing issues")
+            items += page.json()
+            nxt = _NEXT.search(page.headers.get("link", ""))
+        issues = [i for i in items if "pull_request" not in i]
+        if etag:
+            self.etags[key] = (etag, issues)
+        return issues
+
+    def remove_label(self, number: int, label: str) -> bool:
+        """Remove one label; False when the issue did not have it (404)."""
+        resp = self.request("DELETE", f"/repos/{self.repo}/issues/{number}/labels/{quote(label, safe='')}")
+        if resp.status_code == 404:
+            return False
+        self._check(resp, f"removing label {label!r} from #{number}")
+        return True
+
+    def add_labels(self, number: int, labels: list[str]) -> None:
+        resp = self.request("POST", f"/repos/{self.repo}/issues/{number}/labels", json={"labels": labels})
+        self._check(resp, f"adding labels to #{number}")
+
+    def comment(self, number: int, body: str) -> None:
+        resp = self.request("POST", f"/repos/{self.repo}/issues/{number}/comments", json={"body": body})
+        self._check(resp, f"commenting on #{number}")

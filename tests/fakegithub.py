@@ -1,0 +1,133 @@
+"""A local HTTP server on 127.0.0.1 that speaks the subset of GitHub's REST API miyabi
+uses, with bodies shaped like GitHub's documented examples (issue: number, title,
+body, state, labels [{name}], user {login}, author_association, html_url, and
+pull_request on PRs). Faults can be queued: the next requests get those answers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+
+class FakeGitHub:
+    def __init__(self, repo: str = "acme/widgets") -> None:
+        self.repo = repo
+        self.issues: dict[int, dict[str, Any]] = {}
+        self.comments: dict[int, list[str]] = {}
+        self.faults: deque[tuple[int, dict[str, str]]] = deque()
+        self.requests: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> FakeGitHub:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def add_issue(self, number: int, title: str, labels: list[str], body: str = "", association: str = "MEMBER",
+                  login: str = "alice", pr: bool = False, state: str = "open") -> None:
+        issue = {
+            "number": number, "title": title, "body": body, "state": state,
+            "labels": [{"name": n} for n in labels], "user": {"login": login},
+            "author_association": association, "html_url": f"https://github.example/{self.repo}/issues/{number}",
+            "updated_at": "2026-11-22T00:00:00Z",
+        }
+        if pr:
+            issue["pull_request"] = {"url": "x"}
+        self.issues[number] = issue
+
+    def labels(self, number: int) -> list[str]:
+        return [label["name"] for label in self.issues[number]["labels"]]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+                data = b"" if body is None else json.dumps(body).encode()
+                self.send_response(code)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _fault(self) -> bool:
+                with fake.lock:
+                    fake.requests.append((self.command, self.path))
+                    if not fake.faults:
+                        return False
+                    code, headers = fake.faults.popleft()
+                self._send(code, {"message": "fault"}, headers)
+                return True
+
+            def do_GET(self) -> None:
+                if self._fault():
+                    return
+                u = urlparse(self.path)
+                q = {k: v[0] for k, v in parse_qs(u.query).items()}
+                if u.path != f"/repos/{fake.repo}/issues":
+                    return self._send(404, {"message": "Not Found"})
+                want = [x for x in q.get("labels", "").split(",") if x]
+                state = q.get("state", "open")
+                with fake.lock:
+                    items = [i for n, i in sorted(fake.issues.items())
+                             if (state == "all" or i["state"] == state) and all(w in [lb["name"] for lb in i["labels"]] for w in want)]
+                etag = '"' + hashlib.sha1(json.dumps(items, sort_keys=True).encode()).hexdigest() + '"'
+                page, per = int(q.get("page", "1")), int(q.get("per_page", "30"))
+                if page == 1 and self.headers.get("If-None-Match") == etag:
+                    return self._send(304)
+                chunk = items[(page - 1) * per: page * per]
+                headers = {"ETag": etag}
+                if page * per < len(items):
+                    nq = dict(q, page=str(page + 1))
+                    headers["Link"] = f'<{fake.url}{u.path}?' + "&".join(f"{k}={v}" for k, v in nq.items()) + '>; rel="next"'
+                self._send(200, chunk, headers)
+
+            def do_DELETE(self) -> None:
+                if self._fault():
+                    return
+                parts = urlparse(self.path).path.split("/")  # /repos/o/r/issues/N/labels/NAME
+                n, name = int(parts[5]), unquote(parts[7])
+                with fake.lock:
+                    issue = fake.issues.get(n)
+                    if issue is None or name not in [lb["name"] for lb in issue["labels"]]:
+                        return self._send(404, {"message": "Label does not exist"})
+                    issue["labels"] = [lb for lb in issue["labels"] if lb["name"] != name]
+                    labels = issue["labels"]
+                self._send(200, labels)
+
+            def do_POST(self) -> None:
+                if self._fault():
+                    return
+                parts = urlparse(self.path).path.split("/")
+                n = int(parts[5])
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                with fake.lock:
+                    issue = fake.issues[n]
+                    if parts[6] == "labels":
+                        for name in body["labels"]:
+                            if name not in [lb["name"] for lb in issue["labels"]]:
+                                issue["labels"].append({"name": name})
+                        return self._send(200, issue["labels"])
+                    fake.comments.setdefault(n, []).append(body["body"])
+                self._send(201, {"body": body["body"]})
+
+        return Handler

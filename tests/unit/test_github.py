@@ -1,0 +1,65 @@
+"""The GitHub client against a local server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from fakegithub import FakeGitHub
+from miyabi.github import GitHub, GitHubError
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGitHub]:
+    with FakeGitHub() as f:
+        yield f
+
+
+def client(fake: FakeGitHub, slept: list[float] | None = None) -> GitHub:
+    return GitHub("acme/widgets", "s3cret-token", "MY_TOKEN", api_url=fake.url, sleep=(slept.append if slept is not None else lambda s: None))
+
+
+def test_250_issues_over_three_pages_without_pull_requests_then_304(fake: FakeGitHub) -> None:
+    for n in range(1, 251):
+        fake.add_issue(n, f"issue {n}", ["status:todo"])
+    fake.add_issue(251, "a PR", ["status:todo"], pr=True)
+    fake.add_issue(252, "not todo", ["bug"])
+    gh = client(fake)
+    got = gh.issues(labels="status:todo")
+    assert got is not None and [i["number"] for i in got] == list(range(1, 251))
+    assert gh.stats.requests == 3
+    assert gh.issues(labels="status:todo") is None  # nothing changed: 304
+    assert gh.stats.not_modified == 1 and gh.stats.requests == 4
+
+
+def test_rate_limits_and_server_errors_are_waited_out(fake: FakeGitHub) -> None:
+    fake.add_issue(1, "x", ["status:todo"])
+    slept: list[float] = []
+    gh = client(fake, slept)
+    fake.faults.extend([(403, {"retry-after": "7"}), (500, {}), (503, {})])
+    got = gh.issues(labels="status:todo")
+    assert got is not None and len(got) == 1
+    assert slept == [7.0, 1.0, 2.0]
+    fake.faults.append((403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(gh.clock()) + 30)}))
+    gh.issues(labels="status:todo")
+    assert 29 <= slept[-1] <= 32
+
+
+def test_401_names_the_variable_and_never_the_token(fake: FakeGitHub) -> None:
+    fake.faults.append((401, {}))
+    with pytest.raises(GitHubError) as info:
+        client(fake).issues()
+    assert "$MY_TOKEN" in str(info.value) and "s3cret" not in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_removing_a_label_is_a_claim_only_one_can_win(fake: FakeGitHub) -> None:
+    fake.add_issue(3, "x", ["status:todo"])
+    a, b = client(fake), client(fake)
+    assert a.remove_label(3, "status:todo") is True
+    assert b.remove_label(3, "status:todo") is False
+    a.add_labels(3, ["status:in-progress", "assigned:kaede"])
+    a.comment(3, "assigned to kaede by miyabi")
+    assert fake.labels(3) == ["status:in-progress", "assigned:kaede"]
+    assert fake.comments[3] == ["assigned to kaede by miyabi"]
