@@ -29,7 +29,9 @@ from miyabi.errors import MiyabiError, TmuxError
 from miyabi.home import Home
 from miyabi.layout.model import Agent, Layout
 from miyabi.mailbox import Inbox, Message, append_event, inbox, make
-from miyabi.scheduler import schedule, task_message
+from miyabi.github import GitHub, GitHubError
+from miyabi.intake import Dispatcher, sync
+from miyabi.scheduler import schedule
 from miyabi.tasks import Store, Task, TaskError
 from miyabi.supervise import Supervisor
 from miyabi.tmux.control import ControlClient
@@ -201,7 +203,13 @@ class Controller:
         observer = self._watch()
         self.supervisor = Supervisor(self)
         self.store = Store.of_home(self.home.root)
+        gh = self.layout.github.client(self.home.root) if self.layout.github else None
+        self.dispatch = Dispatcher(self.store, self.home.root, self.layout.github, gh)
         self._recover_assignments()
+        if self.layout.github is not None and gh is not None:
+            t = threading.Thread(target=self._poll_github, args=(gh,), name="github", daemon=True)
+            t.start()
+            threads.append(t)
         backoff = 0.1
         started = False
         while not self.stop.is_set():
@@ -251,9 +259,24 @@ class Controller:
             log.warning("scheduling: %s", e)
 
     def _send_task(self, task: Task, agent: str) -> None:
-        msg = make(agent, task_message(task), sender="miyabi", task=str(task.id))
-        inbox(self.home.root, agent).put(msg)
-        append_event(self.home.root, "task-assigned", agent=agent, task=task.id, ref=task.ref, id=msg.id)
+        self.dispatch(task, agent)
+
+    def _poll_github(self, gh: GitHub) -> None:
+        """Poll the repository every ``poll_interval`` seconds (a 304 costs nothing)."""
+        cfg = self.layout.github
+        assert cfg is not None
+        store = Store.of_home(self.home.root)  # a connection of this thread's own
+        if not os.environ.get(cfg.token_env):
+            log.warning("no token in $%s: polling %s anonymously", cfg.token_env, cfg.repo)
+        while not self.stop.is_set():
+            try:
+                report = sync(store, gh, cfg)
+                if report.added or report.triaged:
+                    append_event(self.home.root, "github-sync", added=report.added, triaged=report.triaged)
+            except (GitHubError, TaskError, sqlite3.Error) as e:
+                log.warning("github: %s", e)
+                append_event(self.home.root, "github-error", error=str(e))
+            self.stop.wait(cfg.poll_interval)
 
     def _task_delivered(self, msg: Message) -> None:
         if msg.task and msg.task.isdigit():

@@ -12,10 +12,13 @@ replace-all ``PUT``. Shapes follow GitHub's REST documentation ("Issues", "Label
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -67,6 +70,7 @@ class GitHub:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         timeout: float = 30.0,
+        etag_file: Path | None = None,
     ) -> None:
         self.repo = repo
         self.token_env = token_env
@@ -76,7 +80,13 @@ class GitHub:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout)
-        self.etags: dict[str, tuple[str, Any]] = {}
+        self.etag_file = etag_file
+        self.etags: dict[str, str] = {}
+        if etag_file is not None:
+            try:
+                self.etags = {str(k): str(v) for k, v in json.loads(etag_file.read_text()).items()}
+            except (OSError, ValueError, AttributeError):
+                self.etags = {}
         self.stats = Stats()
 
     def close(self) -> None:
@@ -156,7 +166,7 @@ class GitHub:
         headers = {}
         cached = self.etags.get(key)
         if cached:
-            headers["If-None-Match"] = cached[0]
+            headers["If-None-Match"] = cached
         resp = self.request("GET", f"/repos/{self.repo}/issues", params=params, headers=headers)
         if resp.status_code == 304:
             self.stats.not_modified += 1
@@ -172,8 +182,17 @@ class GitHub:
             nxt = _NEXT.search(page.headers.get("link", ""))
         issues = [i for i in items if "pull_request" not in i]
         if etag:
-            self.etags[key] = (etag, issues)
+            self.etags[key] = etag
+            self._save_etags()
         return issues
+
+    def _save_etags(self) -> None:
+        if self.etag_file is None:
+            return
+        self.etag_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.etag_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.etags))
+        os.replace(tmp, self.etag_file)
 
     def remove_label(self, number: int, label: str) -> bool:
         """Remove one label; False when the issue did not have it (404)."""

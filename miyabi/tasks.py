@@ -191,6 +191,11 @@ class Store:
             raise TaskError(f"no task {text}; list them with `miyabi task ls`")
         return Task.from_row(row)
 
+    def find(self, repo: str, number: int) -> Task | None:
+        """The task of issue ``repo#number``, if there is one."""
+        row = self.db.execute("SELECT * FROM tasks WHERE repo=? AND number=?", (repo, number)).fetchone()
+        return Task.from_row(row) if row else None
+
     def query(self, state: str | None = None, agent: str | None = None) -> list[Task]:
         """Tasks, oldest first, filtered by state and agent."""
         q, args = "SELECT * FROM tasks WHERE 1=1", []

@@ -694,3 +694,55 @@ def task_retry(task_id: TaskId, home: HomeOpt = None, socket: SocketOpt = None) 
     """Put a failed or cancelled task back in the queue."""
     t = _finish(task_id, "queued", "retried by `miyabi task retry`", home)
     output.say(f"task {t.id} is queued again")
+
+
+github_app = typer.Typer(help="The GitHub source of tasks (the layout's github: section).", no_args_is_help=True)
+app.add_typer(github_app, name="github")
+
+
+@github_app.command("sync")
+@handles_errors
+def github_sync(
+    once: Annotated[bool, typer.Option("--once", help="poll once, assign, print what was done, and exit")] = True,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    layout: LayoutOpt = None,
+) -> None:
+    """Poll the repository once for issues with the todo label, store them as tasks,
+    assign what the routes allow (claiming each issue), and print what was done."""
+    from miyabi.errors import LayoutError
+    from miyabi.intake import Dispatcher, sync
+    from miyabi.layout import load
+    from miyabi.scheduler import schedule
+    from miyabi.tasks import Store
+
+    t = resolve_target(home, socket, layout)
+    lay = load(t.layout_path) if t.layout_path else None
+    if lay is None or lay.github is None:
+        raise LayoutError([]) if lay is None else MiyabiError(f"{lay.path} has no github: section; add `github: {{repo: owner/name}}`")
+    store = Store.of_home(t.home.root)
+    gh = lay.github.client(t.home.root)
+    try:
+        report = sync(store, gh, lay.github)
+        assigned = schedule(store, lay.routes, {a.name: a.wip for a in lay.agents}, Dispatcher(store, t.home.root, lay.github, gh))
+    finally:
+        gh.close()
+    data: dict[str, Any] = {
+        "unchanged": report.unchanged, "added": report.added, "needs_triage": report.triaged,
+        "assigned": [{"task": tid, "ref": store.get(tid).ref, "agent": a, "state": store.get(tid).state} for tid, a in assigned],
+        "requests": gh.stats.requests, "not_modified": gh.stats.not_modified,
+    }
+    if json_out:
+        output.emit_json(data)
+        return
+    if report.unchanged:
+        output.say(f"{lay.github.repo}: no change since the last poll (304)")
+    for ref in report.added:
+        output.say(f"new task from {ref}")
+    for ref in report.triaged:
+        output.say(f"{ref}: author not trusted; labelled status:needs-triage, not routed")
+    for a in data["assigned"]:
+        what = "assigned to " + a["agent"] if a["state"] == "assigned" else a["state"] + " (" + Store.of_home(t.home.root).history(a["task"])[-1]["reason"] + ")"
+        output.say(f"{a['ref']}: {what}")
+    output.say(f"{gh.stats.requests} request(s) to GitHub")

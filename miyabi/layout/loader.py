@@ -25,6 +25,7 @@ import yaml
 from miyabi import defaults
 from miyabi.errors import LayoutError, Problem
 from miyabi.layout.model import Agent, Layout, _frozen_map
+from miyabi.intake import GitHubConfig
 from miyabi.policy import WATCHDOG_KEYS, Policy
 from miyabi.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.scheduler import Route
@@ -44,7 +45,9 @@ TOP_KEYS = (
     "delivery",
     "watchdog",
     "routes",
+    "github",
 )
+GITHUB_KEYS = ("repo", "api_url", "token_env", "todo_label", "poll_interval", "allowed_authors")
 DELIVERY_KEYS = ("max_body",)
 AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", *OVERRIDABLE)
 ROUTE_KEYS = ("label", "title", "default", "agent")
@@ -345,6 +348,7 @@ def validate(doc: Document) -> Layout:
             if agent is not None:
                 agents.append(agent)
     routes = _validate_routes(doc, data.get("routes", []), [a.name for a in agents])
+    github = _validate_github(doc, data["github"]) if "github" in data else None
     doc.fail_if_problems()
     return Layout(
         path=doc.path.resolve(),
@@ -355,6 +359,7 @@ def validate(doc: Document) -> Layout:
         agents=tuple(agents),
         max_body=max_body,
         routes=tuple(routes),
+        github=github,
         profiles=_frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 
@@ -372,6 +377,39 @@ def _validate_delivery(doc: Document, spec: Any) -> int:
         doc.problem(("delivery", "max_body"), f"{value!r} must be a whole number of bytes from 1 to 67108864")
         return MAX_BODY
     return value
+
+
+def _validate_github(doc: Document, spec: Any) -> GitHubConfig | None:
+    """``github:``: ``repo`` (owner/name) and optional settings."""
+    key: Key = ("github",)
+    if not isinstance(spec, dict):
+        doc.problem(key, "must be a mapping with at least `repo: owner/name`")
+        return None
+    _check_keys(doc, key, spec, GITHUB_KEYS)
+    repo = spec.get("repo")
+    if not isinstance(repo, str) or not re.match(r"^[\w.-]+/[\w.-]+$", repo):
+        doc.problem((*key, "repo"), f"{repo!r} must be owner/name (for example acme/widgets)")
+        return None
+    kw: dict[str, Any] = {}
+    for k in ("api_url", "token_env", "todo_label"):
+        if k in spec:
+            if isinstance(spec[k], str) and spec[k].strip():
+                kw[k] = spec[k]
+            else:
+                doc.problem((*key, k), "must be text")
+    if "poll_interval" in spec:
+        v = spec["poll_interval"]
+        if type(v) in (int, float) and v >= 1:
+            kw["poll_interval"] = float(v)
+        else:
+            doc.problem((*key, "poll_interval"), f"{v!r} must be seconds, 1 or more")
+    if "allowed_authors" in spec:
+        v = spec["allowed_authors"]
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            kw["allowed_authors"] = tuple(v)
+        else:
+            doc.problem((*key, "allowed_authors"), "must be a list of GitHub logins")
+    return GitHubConfig(repo=repo, **kw)
 
 
 def _validate_routes(doc: Document, spec: Any, names: list[str]) -> list[Route]:

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from miyabi.errors import AgentNotFound
+from miyabi.intake import GitHubConfig
 from miyabi.policy import Policy
 from miyabi.profiles import Profile
 from miyabi.scheduler import Route
@@ -61,6 +62,7 @@ class Layout:
         profiles: every profile the layout can use (built-in and its own), by name.
         max_body: largest message body accepted, in bytes (``delivery.max_body``).
         routes: task routing rules (``routes:``), first match wins.
+        github: where issues come from (``github:``), if anywhere.
     """
 
     path: Path
@@ -72,6 +74,7 @@ class Layout:
     profiles: Mapping[str, Profile] = field(default_factory=lambda: MappingProxyType({}))
     max_body: int = 1024 * 1024
     routes: tuple[Route, ...] = ()
+    github: GitHubConfig | None = None
 
     @property
     def names(self) -> list[str]:

@@ -1,0 +1,141 @@
+"""GitHub issues in, agents told: intake, claims and dispatch.
+
+:func:`sync` turns open issues that carry the todo label into tasks. Pull requests
+are skipped; issues by authors who are not OWNER, MEMBER or COLLABORATOR (or listed
+in ``allowed_authors``) are not routed and get ``status:needs-triage``. "depends on #N"
+or "blocked by #N" in a body becomes a dependency on the task of issue N, when miyabi
+knows it.
+
+:class:`Dispatcher` tells an agent about a task the scheduler assigned. For an issue
+it first claims it: the claim is the removal of the todo label, which GitHub grants
+to one caller only (a second ``DELETE`` of the label answers 404), so two
+controllers polling one repository never both take an issue; the loser cancels its
+copy of the task. Then it adds ``status:in-progress`` and ``assigned:<agent>``,
+comments once, and sends the agent the task.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from miyabi.github import DEFAULT_API, GitHub, GitHubError
+from miyabi.mailbox import append_event, inbox, make
+from miyabi.scheduler import task_message
+from miyabi.tasks import Store, Task, TaskError
+
+TRUSTED = ("OWNER", "MEMBER", "COLLABORATOR")
+TRIAGE_LABEL = "status:needs-triage"
+DEP_RE = re.compile(r"(?i)\b(?:depends on|blocked by)\s+#(\d+)")
+
+
+@dataclass(frozen=True)
+class GitHubConfig:
+    """The layout's ``github:`` section.
+
+    Attributes:
+        repo: ``owner/name``.
+        api_url: API root (GitHub Enterprise: change it).
+        token_env: environment variable holding the token.
+        todo_label: issues with this label are picked up.
+        poll_interval: seconds between polls.
+        allowed_authors: logins routed even without OWNER/MEMBER/COLLABORATOR.
+    """
+
+    repo: str
+    api_url: str = DEFAULT_API
+    token_env: str = "GITHUB_TOKEN"
+    todo_label: str = "status:todo"
+    poll_interval: float = 60.0
+    allowed_authors: tuple[str, ...] = ()
+
+    def client(self, home_root: Path | None = None) -> GitHub:
+        """A client with the token from ``token_env`` (anonymous if it is unset),
+        keeping its ETags under ``state/`` of the home so that polls by later
+        processes are conditional too."""
+        etags = home_root / "state" / "github-etags.json" if home_root else None
+        return GitHub(self.repo, os.environ.get(self.token_env) or None, self.token_env, self.api_url, etag_file=etags)
+
+
+@dataclass
+class SyncReport:
+    """What one poll did."""
+
+    unchanged: bool = False
+    added: list[str] = field(default_factory=list)
+    triaged: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def sync(store: Store, gh: GitHub, cfg: GitHubConfig) -> SyncReport:
+    """Poll once: store new todo issues as tasks, label untrusted ones for triage.
+
+    Raises:
+        GitHubError: the API failed (after its own retries).
+    """
+    report = SyncReport()
+    issues = gh.issues(labels=cfg.todo_label)
+    if issues is None:
+        report.unchanged = True
+        return report
+    for issue in issues:
+        n = int(issue["number"])
+        ref = f"{cfg.repo}#{n}"
+        labels = [lb["name"] for lb in issue.get("labels", [])]
+        login = (issue.get("user") or {}).get("login", "")
+        if issue.get("author_association") not in TRUSTED and login not in cfg.allowed_authors:
+            if TRIAGE_LABEL not in labels:
+                gh.add_labels(n, [TRIAGE_LABEL])
+                report.triaged.append(ref)
+            continue
+        if store.find(cfg.repo, n) is not None:
+            report.skipped.append(ref)
+            continue
+        deps = [t.id for m in DEP_RE.finditer(issue.get("body") or "") if (t := store.find(cfg.repo, int(m.group(1))))]
+        prio = "high" if "priority:high" in labels else "low" if "priority:low" in labels else "normal"
+        store.add(issue.get("title") or f"issue {n}", issue.get("body") or "", labels, prio, deps,
+                  source="github", repo=cfg.repo, number=n, url=issue.get("html_url"))
+        report.added.append(ref)
+    return report
+
+
+class Dispatcher:
+    """Tells agents about their tasks (claiming issues first).
+
+    Args:
+        store: the task store.
+        home_root: the miyabi home (inboxes, events).
+        cfg, gh: the GitHub settings and client, or None without a ``github:`` section.
+    """
+
+    def __init__(self, store: Store, home_root: Path, cfg: GitHubConfig | None = None, gh: GitHub | None = None) -> None:
+        self.store = store
+        self.home = home_root
+        self.cfg = cfg
+        self.gh = gh
+
+    def __call__(self, task: Task, agent: str) -> None:
+        if task.source == "github":
+            if self.gh is None or self.cfg is None or task.number is None:
+                self.store.set_state(task.id, "queued", "no github: section to claim the issue with", expect=("assigned",))
+                return
+            try:
+                won = self.gh.remove_label(task.number, self.cfg.todo_label)
+                if not won:
+                    self.store.set_state(task.id, "cancelled", f"already claimed elsewhere ({self.cfg.todo_label} was gone)", expect=("assigned",))
+                    append_event(self.home, "claim-lost", task=task.id, ref=task.ref)
+                    return
+                self.gh.add_labels(task.number, ["status:in-progress", f"assigned:{agent}"])
+                self.gh.comment(task.number, f"assigned to {agent} by miyabi")
+            except GitHubError as e:
+                try:
+                    self.store.set_state(task.id, "queued", f"claim failed: {e}", expect=("assigned",))
+                except TaskError:
+                    pass
+                append_event(self.home, "claim-error", task=task.id, ref=task.ref, error=str(e))
+                return
+        msg = make(agent, task_message(task), sender="miyabi", task=str(task.id))
+        inbox(self.home, agent).put(msg)
+        append_event(self.home, "task-assigned", agent=agent, task=task.id, ref=task.ref, id=msg.id)

@@ -1,0 +1,92 @@
+"""GitHub issues to tasks, claims and routing, against a local server on 127.0.0.1
+(no tmux needed: messages wait in the inboxes)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fakegithub import FakeGitHub
+from miyabi.cli import app
+from miyabi.mailbox import inbox
+from miyabi.tasks import Store
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGitHub]:
+    with FakeGitHub() as f:
+        yield f
+
+
+def layout(tmp_path: Path, fake: FakeGitHub, name: str = "l.yaml") -> Path:
+    f = tmp_path / name
+    f.write_text(
+        "session: gh\nagents:\n  - {name: kaede, profile: shell, command: cat}\n  - {name: sakura, profile: shell, command: cat, wip: 5}\n"
+        "routes:\n  - {label: bug, agent: kaede}\n  - {default: true, agent: sakura}\n"
+        f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, allowed_authors: [friend]}}\n"
+    )
+    return f
+
+
+def sync(lay: Path, home: Path) -> dict:
+    r = CliRunner().invoke(app, ["github", "sync", "--once", "--json", "--layout", str(lay), "--home", str(home)])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+def test_issues_become_tasks_are_claimed_and_routed(fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_GH_TOKEN", "t0ken")
+    fake.add_issue(1, "Crash on start", ["status:todo", "bug"], body="it crashes")
+    fake.add_issue(2, "Write docs", ["status:todo"])
+    fake.add_issue(3, "A pull request", ["status:todo"], pr=True)
+    fake.add_issue(4, "From a stranger", ["status:todo"], association="NONE", login="mallory")
+    fake.add_issue(5, "From a friend", ["status:todo"], association="NONE", login="friend")
+    fake.add_issue(6, "After docs", ["status:todo"], body="depends on #2")
+    home = tmp_path / "home"
+    out = sync(layout(tmp_path, fake), home)
+    assert out["added"] == ["acme/widgets#1", "acme/widgets#2", "acme/widgets#5", "acme/widgets#6"]
+    assert out["needs_triage"] == ["acme/widgets#4"]
+    assert {a["ref"]: a["agent"] for a in out["assigned"]} == {"acme/widgets#1": "kaede", "acme/widgets#2": "sakura", "acme/widgets#5": "sakura"}
+    assert fake.labels(1) == ["bug", "status:in-progress", "assigned:kaede"]
+    assert fake.comments[1] == ["assigned to kaede by miyabi"]
+    assert "status:needs-triage" in fake.labels(4) and "status:todo" in fake.labels(4)
+    store = Store.of_home(home)
+    assert store.get("acme/widgets#6").state == "blocked"  # waits for #2
+    msgs = [m for _, m in inbox(home, "kaede").list()]
+    assert msgs[0].body.startswith("Task acme/widgets#1: Crash on start") and msgs[0].task == str(store.get("acme/widgets#1").id)
+    # the claims changed the todo list; the next poll sees the rest (nothing new), and
+    # the one after costs one request answered 304
+    again = sync(layout(tmp_path, fake), home)
+    assert again["added"] == [] and again["assigned"] == []
+    third = sync(layout(tmp_path, fake), home)
+    assert third["unchanged"] and third["requests"] == 1 and third["not_modified"] == 1
+    assert len(fake.comments[1]) == 1
+
+
+def test_two_controllers_polling_one_repository_never_both_claim(fake: FakeGitHub, tmp_path: Path) -> None:
+    for n in range(1, 11):
+        fake.add_issue(n, f"task {n}", ["status:todo"])
+    lay = layout(tmp_path, fake)
+    a, b = tmp_path / "a", tmp_path / "b"
+    out_a = sync(lay, a)
+    out_b = sync(lay, b)
+    won_a = {x["ref"] for x in out_a["assigned"] if x["state"] == "assigned"}
+    won_b = {x["ref"] for x in out_b["assigned"] if x["state"] == "assigned"}
+    assert won_a and not (won_a & won_b)
+    for n in range(1, 11):
+        assert len(fake.comments.get(n, [])) <= 1
+    lost = [x for x in out_b["assigned"] if x["state"] == "cancelled"]
+    assert {x["ref"] for x in lost} <= won_a
+
+
+def test_a_401_is_one_line_naming_the_variable(fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_GH_TOKEN", "very-secret")
+    fake.faults.append((401, {}))
+    r = CliRunner().invoke(app, ["github", "sync", "--once", "--layout", str(layout(tmp_path, fake)), "--home", str(tmp_path / "h")])
+    assert r.exit_code == 1
+    assert "$FAKE_GH_TOKEN" in r.output and "very-secret" not in r.output
+    assert len([line for line in r.output.splitlines() if line]) == 1
