@@ -31,6 +31,7 @@ from miyabi.layout.model import Agent, Layout
 from miyabi.mailbox import Inbox, Message, append_event, inbox, make
 from miyabi.github import GitHub, GitHubError
 from miyabi.intake import Dispatcher, sync
+from miyabi.intake import report as report_to_github
 from miyabi.scheduler import schedule
 from miyabi.tasks import Store, Task, TaskError
 from miyabi.supervise import Supervisor
@@ -273,6 +274,8 @@ class Controller:
                 report = sync(store, gh, cfg)
                 if report.added or report.triaged:
                     append_event(self.home.root, "github-sync", added=report.added, triaged=report.triaged)
+                for line in report_to_github(store, gh, cfg, self.home.root):
+                    log.info("github: %s", line)
             except (GitHubError, TaskError, sqlite3.Error) as e:
                 log.warning("github: %s", e)
                 append_event(self.home.root, "github-error", error=str(e))

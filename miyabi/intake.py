@@ -101,6 +101,37 @@ def sync(store: Store, gh: GitHub, cfg: GitHubConfig) -> SyncReport:
     return report
 
 
+def report(store: Store, gh: GitHub, cfg: GitHubConfig, home_root: Path) -> list[str]:
+    """Tell GitHub what agents reported, and cancel tasks whose issue was closed.
+
+    Returns:
+        one line per thing done.
+    """
+    done: list[str] = []
+    for oid, tid, action, text in store.outbox():
+        t = store.get(tid)
+        if t.number is None:
+            store.outbox_sent(oid)
+            continue
+        gh.remove_label(t.number, "status:in-progress")
+        gh.add_labels(t.number, [f"status:{action}"])
+        gh.comment(t.number, f"{'done' if action == 'done' else 'failed'} ({t.agent or 'miyabi'}): {text}")
+        store.outbox_sent(oid)
+        done.append(f"{t.ref}: labelled status:{action}")
+    closed = gh.issues(state="closed", labels="status:in-progress")
+    for issue in closed or []:
+        c = store.find(cfg.repo, int(issue["number"]))
+        if c is None or c.state not in ("queued", "blocked", "assigned", "in_progress"):
+            continue
+        store.set_state(c.id, "cancelled", "its issue was closed on GitHub")
+        if c.agent:
+            msg = make(c.agent, f"Task {c.ref} ({c.title}) was closed on GitHub; stop working on it.", sender="miyabi", task=str(c.id))
+            inbox(home_root, c.agent).put(msg)
+        append_event(home_root, "task-cancelled", task=c.id, ref=c.ref, reason="issue closed")
+        done.append(f"{c.ref}: closed on GitHub, task cancelled")
+    return done
+
+
 class Dispatcher:
     """Tells agents about their tasks (claiming issues first).
 
@@ -122,13 +153,18 @@ class Dispatcher:
                 self.store.set_state(task.id, "queued", "no github: section to claim the issue with", expect=("assigned",))
                 return
             try:
-                won = self.gh.remove_label(task.number, self.cfg.todo_label)
+                if self.store.was_assigned(task.id):  # ours already: back from a failed agent
+                    self.gh.add_labels(task.number, [f"assigned:{agent}"])
+                    won = True
+                else:
+                    won = self.gh.remove_label(task.number, self.cfg.todo_label)
                 if not won:
                     self.store.set_state(task.id, "cancelled", f"already claimed elsewhere ({self.cfg.todo_label} was gone)", expect=("assigned",))
                     append_event(self.home, "claim-lost", task=task.id, ref=task.ref)
                     return
-                self.gh.add_labels(task.number, ["status:in-progress", f"assigned:{agent}"])
-                self.gh.comment(task.number, f"assigned to {agent} by miyabi")
+                if not self.store.was_assigned(task.id):
+                    self.gh.add_labels(task.number, ["status:in-progress", f"assigned:{agent}"])
+                    self.gh.comment(task.number, f"assigned to {agent} by miyabi")
             except GitHubError as e:
                 try:
                     self.store.set_state(task.id, "queued", f"claim failed: {e}", expect=("assigned",))

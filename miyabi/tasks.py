@@ -72,6 +72,13 @@ CREATE TABLE IF NOT EXISTS events (
   reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
+CREATE TABLE IF NOT EXISTS outbox (
+  id INTEGER PRIMARY KEY,
+  task INTEGER NOT NULL REFERENCES tasks(id),
+  action TEXT NOT NULL,
+  text TEXT NOT NULL DEFAULT '',
+  sent REAL
+);
 """
 
 REF_RE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)#(?P<number>\d+)$")
@@ -278,7 +285,25 @@ class Store:
             attempts = ", attempts = attempts + 1" if state == "assigned" else ""
             db.execute(f"UPDATE tasks SET state=?, agent=?, updated=?{attempts} WHERE id=?", (state, who, now, task_id))
             db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)", (task_id, now, state, who, reason))
+            source = db.execute("SELECT source FROM tasks WHERE id=?", (task_id,)).fetchone()[0]
+            if source == "github" and state in ("done", "failed"):
+                # GitHub is told by the controller (it holds the token), exactly once.
+                db.execute("INSERT INTO outbox (task, action, text) VALUES (?,?,?)", (task_id, state, reason))
         return self.get(task_id)
+
+    def outbox(self) -> list[tuple[int, int, str, str]]:
+        """Unsent notices for GitHub: (outbox id, task id, action, text)."""
+        rows = self.db.execute("SELECT id, task, action, text FROM outbox WHERE sent IS NULL ORDER BY id")
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def outbox_sent(self, outbox_id: int) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE outbox SET sent=? WHERE id=?", (self.clock(), outbox_id))
+
+    def was_assigned(self, task_id: int) -> bool:
+        """True when the task was assigned before (its issue is already claimed)."""
+        rows = self.db.execute("SELECT COUNT(*) FROM events WHERE task=? AND state='assigned'", (task_id,)).fetchone()
+        return int(rows[0]) > 1
 
     def cycle_from(self, task_id: int) -> list[int] | None:
         """A dependency cycle through ``task_id`` (as a path of ids), or None."""

@@ -713,6 +713,7 @@ def github_sync(
     assign what the routes allow (claiming each issue), and print what was done."""
     from miyabi.errors import LayoutError
     from miyabi.intake import Dispatcher, sync
+    from miyabi.intake import report as report_to_github
     from miyabi.layout import load
     from miyabi.scheduler import schedule
     from miyabi.tasks import Store
@@ -726,12 +727,13 @@ def github_sync(
     try:
         report = sync(store, gh, lay.github)
         assigned = schedule(store, lay.routes, {a.name: a.wip for a in lay.agents}, Dispatcher(store, t.home.root, lay.github, gh))
+        reported = report_to_github(store, gh, lay.github, t.home.root)
     finally:
         gh.close()
     data: dict[str, Any] = {
         "unchanged": report.unchanged, "added": report.added, "needs_triage": report.triaged,
         "assigned": [{"task": tid, "ref": store.get(tid).ref, "agent": a, "state": store.get(tid).state} for tid, a in assigned],
-        "requests": gh.stats.requests, "not_modified": gh.stats.not_modified,
+        "reported": reported, "requests": gh.stats.requests, "not_modified": gh.stats.not_modified,
     }
     if json_out:
         output.emit_json(data)
@@ -745,4 +747,6 @@ def github_sync(
     for a in data["assigned"]:
         what = "assigned to " + a["agent"] if a["state"] == "assigned" else a["state"] + " (" + Store.of_home(t.home.root).history(a["task"])[-1]["reason"] + ")"
         output.say(f"{a['ref']}: {what}")
+    for line in reported:
+        output.say(line)
     output.say(f"{gh.stats.requests} request(s) to GitHub")

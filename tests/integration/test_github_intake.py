@@ -63,7 +63,7 @@ def test_issues_become_tasks_are_claimed_and_routed(fake: FakeGitHub, tmp_path: 
     again = sync(layout(tmp_path, fake), home)
     assert again["added"] == [] and again["assigned"] == []
     third = sync(layout(tmp_path, fake), home)
-    assert third["unchanged"] and third["requests"] == 1 and third["not_modified"] == 1
+    assert third["unchanged"] and third["requests"] == third["not_modified"] == 2  # open todo + closed in-progress: both 304
     assert len(fake.comments[1]) == 1
 
 
@@ -90,3 +90,27 @@ def test_a_401_is_one_line_naming_the_variable(fake: FakeGitHub, tmp_path: Path,
     assert r.exit_code == 1
     assert "$FAKE_GH_TOKEN" in r.output and "very-secret" not in r.output
     assert len([line for line in r.output.splitlines() if line]) == 1
+
+
+def test_done_and_fail_move_labels_and_a_closed_issue_cancels_its_task(fake: FakeGitHub, tmp_path: Path) -> None:
+    fake.add_issue(1, "one", ["status:todo"])
+    fake.add_issue(2, "two", ["status:todo"])
+    fake.add_issue(3, "three", ["status:todo"])
+    lay = layout(tmp_path, fake)
+    home = tmp_path / "home"
+    sync(lay, home)  # all three go to sakura (wip 5)
+    store = Store.of_home(home)
+    run = CliRunner().invoke
+    assert run(app, ["task", "done", "acme/widgets#1", "--note", "fixed the thing", "--home", str(home)]).exit_code == 0
+    assert run(app, ["task", "fail", "acme/widgets#2", "--reason", "cannot reproduce", "--home", str(home)]).exit_code == 0
+    fake.issues[3]["state"] = "closed"
+    out = sync(lay, home)
+    assert "acme/widgets#1: labelled status:done" in out["reported"]
+    assert fake.labels(1) == ["assigned:sakura", "status:done"]
+    assert fake.comments[1][-1] == "done (sakura): fixed the thing"
+    assert fake.labels(2) == ["assigned:sakura", "status:failed"] and "cannot reproduce" in fake.comments[2][-1]
+    assert store.get("acme/widgets#3").state == "cancelled"
+    told = [m.body for _, m in inbox(home, "sakura").list()]
+    assert any("was closed on GitHub" in b for b in told)
+    again = sync(lay, home)  # told once only
+    assert again["reported"] == [] and len(fake.comments[1]) == 2
