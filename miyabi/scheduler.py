@@ -60,7 +60,10 @@ def rank(task: Task) -> tuple[int, float, int]:
 
 
 def task_message(task: Task) -> str:
-    """What an agent is told when it gets a task."""
+    """What an agent is told when it gets a task. A job is only named (``/job N``):
+    the worker loads it from the store, so no script travels as typed text."""
+    if task.source == "job":
+        return f"/job {task.id}"
     parts = [f"Task {task.ref}: {task.title}"]
     if task.body.strip():
         parts += ["", task.body.strip()]

@@ -16,6 +16,7 @@ import codecs
 import io
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -200,6 +201,7 @@ class Worker:
         think: float = 0.0,
         out: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        run_job: Callable[[int], str] | None = None,
     ) -> None:
         self.name = name
         self.transcript = transcript
@@ -208,6 +210,7 @@ class Worker:
         self._sleep = sleep
         self.composer = Composer()
         self.received = 0
+        self.run_job = run_job
 
     def write(self, s: str) -> None:
         self._out(s)
@@ -249,6 +252,10 @@ class Worker:
         if self.transcript is not None:
             _append_line(self.transcript, {"time": _now(), "agent": self.name, "text": text})
         self.write(ack_line(text) + "\r\n")
+        m = re.match(r"^/job (\d+)$", text.strip())
+        if m and self.run_job is not None:
+            self.write(defaults.WORKER_BUSY.replace("thinking", "running job") + "\r\n")
+            self.write(self.run_job(int(m.group(1))).replace("\n", "\r\n") + "\r\n")
         if self.think > 0:
             started = time.monotonic()
             self.write(defaults.WORKER_BUSY)
@@ -285,6 +292,28 @@ def default_transcript(name: str) -> Path | None:
     return logs / f"{name}.transcript.jsonl"
 
 
+def _job_runner(agent: str) -> Callable[[int], str] | None:
+    """Runs job tasks assigned to this worker (``/job N``), inside an ensemble only."""
+    home = os.environ.get("MIYABI_HOME")
+    if not home:
+        return None
+
+    def run_job(task_id: int) -> str:
+        from miyabi.jobs import JobError, run_assigned
+        from miyabi.tasks import Store
+
+        store = Store.of_home(Path(home))
+        try:
+            ok, report = run_assigned(store, task_id, agent)
+        except JobError as e:
+            return f"refused: {e}"
+        finally:
+            store.close()
+        return f"job task {task_id} {'passed' if ok else 'failed'}; report: {report}"
+
+    return run_job
+
+
 def run(name: str, transcript: Path | None, think: float, stdin: BinaryIO | None = None) -> int:
     """Run the worker on the terminal until EOF or ``/quit``; return the exit code."""
     import termios
@@ -299,7 +328,7 @@ def run(name: str, transcript: Path | None, think: float, stdin: BinaryIO | None
         read: Callable[[], bytes] = lambda: os.read(fd, 65536)
     else:
         read = lambda: stream.read1(65536)  # type: ignore[union-attr]
-    worker = Worker(name, transcript, think)
+    worker = Worker(name, transcript, think, run_job=_job_runner(name))
     saved = None
     if fd is not None and os.isatty(fd):
         saved = termios.tcgetattr(fd)

@@ -750,3 +750,38 @@ def github_sync(
     for line in reported:
         output.say(line)
     output.say(f"{gh.stats.requests} request(s) to GitHub")
+
+
+job_app = typer.Typer(help="Jobs: machine-readable work that a worker agent runs and reports on.", no_args_is_help=True)
+app.add_typer(job_app, name="job")
+
+
+@job_app.command("submit")
+@handles_errors
+def job_submit(
+    file: Annotated[Path, typer.Argument(metavar="FILE.json", help="the job: id, kind, workdir, script, dod, report_path")],
+    agent: Annotated[str | None, typer.Option("--agent", help="worker agent to run it [default: the layout's first worker]")] = None,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    layout: LayoutOpt = None,
+) -> None:
+    """Store a job as a task for a worker agent; the controller hands it over."""
+    from miyabi.errors import AgentNotFound
+    from miyabi.jobs import submit
+    from miyabi.layout import load
+    from miyabi.tasks import Store
+
+    t = resolve_target(home, socket, layout)
+    lay = load(t.layout_path) if t.layout_path else None
+    workers = [a.name for a in lay.agents if a.profile.name == "worker"] if lay else []
+    name = agent or (workers[0] if workers else None)
+    if name is None:
+        raise MiyabiError("no worker agent in the layout to run jobs; add one (profile: worker) or give --agent")
+    if lay is not None and name not in lay.names:
+        raise AgentNotFound(name, lay.names)
+    tid = submit(Store.of_home(t.home.root), file, name)
+    if json_out:
+        output.emit_json({"task": tid, "agent": name})
+    else:
+        output.say(f"job stored as task {tid} for {name}")

@@ -58,3 +58,39 @@ def test_tasks_are_routed_held_by_the_wip_limit_and_never_assigned_twice(cli: Cl
     assert [(t["id"], t["state"], t["agent"], t["ref"]) for t in data] == [
         (1, "done", "kaede", "#1"), (2, "in_progress", "kaede", "#2"), (3, "cancelled", "sakura", "#3")
     ]
+
+
+def test_jobs_a_passing_and_a_failing_one_with_their_reports(cli: Cli, home: Path, tmp_path: Path) -> None:
+    lay = tmp_path / "l.yaml"
+    lay.write_text(LAYOUT)
+    assert cli("up", str(lay), "-d").exit_code == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"id": "build-1", "kind": "run_shell", "workdir": str(work), "script": ["echo hello > out.txt", "cat out.txt"],
+                                "dod": "exit_code == 0", "report_path": "reports/good.json"}))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"id": "build-2", "kind": "run_shell", "workdir": str(work), "script": ["true", "exit 3", "echo never"],
+                               "dod": "exit_code == 0", "report_path": "reports/bad.json"}))
+    r = cli("job", "submit", str(good), "--json")
+    assert r.exit_code == 0, r.output
+    good_id = json.loads(r.output)["task"]
+    bad_id = json.loads(cli("job", "submit", str(bad), "--json").output)["task"]
+    wait_for(lambda: state(home, good_id) == "done", timeout=20, what="the passing job done")
+    wait_for(lambda: state(home, bad_id) == "failed", timeout=20, what="the failing job failed")
+    g = json.loads((work / "reports" / "good.json").read_text())
+    assert g["passed"] and [c["exit_code"] for c in g["commands"]] == [0, 0] and g["commands"][1]["output"] == "hello\n"
+    b = json.loads((work / "reports" / "bad.json").read_text())
+    assert not b["passed"] and [c["exit_code"] for c in b["commands"]] == [0, 3]  # stopped at the failure
+    assert "exited 3" in Store.of_home(home).history(bad_id)[-1]["reason"]
+    # only what the controller assigned runs: typing "/job N" for a finished job does nothing
+    assert all(t.startswith("/job ") for t in transcript(home, "kaede"))
+
+
+def test_a_bad_job_file_is_one_clear_line(cli: Cli, tmp_path: Path) -> None:
+    lay = tmp_path / "l.yaml"
+    lay.write_text(LAYOUT)
+    f = tmp_path / "j.json"
+    f.write_text(json.dumps({"id": "x", "kind": "run_shell", "workdir": ".", "script": [], "dod": "exit_code == 0", "report_path": "r"}))
+    r = cli("job", "submit", str(f), "--layout", str(lay))
+    assert r.exit_code == 1 and "script must be a non-empty list" in r.output and str(f) in r.output

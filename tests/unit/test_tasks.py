@@ -83,3 +83,28 @@ def test_tasks_of_a_failed_agent_go_back_to_the_queue(store: Store) -> None:
     assert store.get(t.id).agent == "kaede"
     schedule(store, [Route("kaede", default=True)], {"kaede": 1, "sakura": 1}, lambda t_, a: None, failed_agents=["kaede"])
     assert store.get(t.id).state == "queued"
+
+
+def test_a_worker_runs_only_an_open_job_assigned_to_it(store: Store, tmp_path: Path) -> None:
+    import json
+
+    from miyabi.jobs import JobError, run_assigned, submit
+
+    marker = tmp_path / "ran"
+    f = tmp_path / "j.json"
+    f.write_text(json.dumps({"id": "j", "kind": "run_shell", "workdir": str(tmp_path), "script": [f"touch {marker}"],
+                             "dod": "exit_code == 0", "report_path": "r.json"}))
+    tid = submit(store, f, "kaede")
+    plain = store.add("not a job")
+    with pytest.raises(JobError, match="not an open job assigned to sakura"):
+        run_assigned(store, tid, "sakura")  # queued, and someone else's
+    store.set_state(tid, "assigned", "test", agent="kaede")
+    with pytest.raises(JobError):
+        run_assigned(store, tid, "sakura")
+    with pytest.raises(JobError):
+        run_assigned(store, plain.id, "kaede")
+    assert not marker.exists()
+    ok, report = run_assigned(store, tid, "kaede")
+    assert ok and marker.exists() and report == tmp_path / "r.json"
+    with pytest.raises(JobError):  # done now: never twice
+        run_assigned(store, tid, "kaede")
