@@ -94,3 +94,22 @@ def test_a_bad_job_file_is_one_clear_line(cli: Cli, tmp_path: Path) -> None:
     f.write_text(json.dumps({"id": "x", "kind": "run_shell", "workdir": ".", "script": [], "dod": "exit_code == 0", "report_path": "r"}))
     r = cli("job", "submit", str(f), "--layout", str(lay))
     assert r.exit_code == 1 and "script must be a non-empty list" in r.output and str(f) in r.output
+
+
+def test_up_with_a_github_layout_routes_issues_to_agents(cli: Cli, home: Path, tmp_path: Path, monkeypatch) -> None:
+    from fakegithub import FakeGitHub
+
+    with FakeGitHub() as fake:
+        fake.add_issue(7, "Crash when saving", ["status:todo", "bug"], body="stack trace here")
+        fake.add_issue(8, "Review the API", ["status:todo"])
+        lay = tmp_path / "l.yaml"
+        lay.write_text(LAYOUT + f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n")
+        monkeypatch.setenv("FAKE_GH_TOKEN", "t")
+        assert cli("up", str(lay), "-d").exit_code == 0
+        wait_for(lambda: transcript(home, "kaede") and transcript(home, "sakura"), timeout=20, what="both issues delivered")
+        assert transcript(home, "kaede")[0].startswith("Task acme/widgets#7: Crash when saving\n\nstack trace here")
+        assert transcript(home, "sakura")[0].startswith("Task acme/widgets#8: Review the API")
+        assert fake.labels(7) == ["bug", "status:in-progress", "assigned:kaede"]
+        assert cli("task", "done", "acme/widgets#7", "--note", "fixed").exit_code == 0
+        wait_for(lambda: "status:done" in fake.labels(7), timeout=10, what="status:done on the issue")
+        assert fake.comments[7] == ["assigned to kaede by miyabi", "done (kaede): fixed"]
