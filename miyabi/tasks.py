@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -153,6 +154,8 @@ class Store:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
         self.clock = clock
+        self.lock = threading.RLock()
+        """Serialises this connection's use: the controller's threads share it."""
         self.db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -169,14 +172,20 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (``BEGIN IMMEDIATE``: one writer at a time)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        """One write transaction (``BEGIN IMMEDIATE``: one writer at a time, across
+        processes by SQLite's lock and across this process's threads by ours)."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self.lock:
+            return list(self.db.execute(sql, args))
 
     # -- reading
 
@@ -189,19 +198,20 @@ class Store:
         text = str(ref).strip()
         m = REF_RE.match(text)
         if m:
-            row = self.db.execute("SELECT * FROM tasks WHERE repo=? AND number=?", (m["repo"], int(m["number"]))).fetchone()
+            rows = self._rows("SELECT * FROM tasks WHERE repo=? AND number=?", (m["repo"], int(m["number"])))
         elif text.lstrip("#").isdigit():
-            row = self.db.execute("SELECT * FROM tasks WHERE id=?", (int(text.lstrip("#")),)).fetchone()
+            rows = self._rows("SELECT * FROM tasks WHERE id=?", (int(text.lstrip("#")),))
         else:
             raise TaskError(f"{text!r} is not a task id (12) or reference (owner/name#3)")
+        row = rows[0] if rows else None
         if row is None:
             raise TaskError(f"no task {text}; list them with `miyabi task ls`")
         return Task.from_row(row)
 
     def find(self, repo: str, number: int) -> Task | None:
         """The task of issue ``repo#number``, if there is one."""
-        row = self.db.execute("SELECT * FROM tasks WHERE repo=? AND number=?", (repo, number)).fetchone()
-        return Task.from_row(row) if row else None
+        rows = self._rows("SELECT * FROM tasks WHERE repo=? AND number=?", (repo, number))
+        return Task.from_row(rows[0]) if rows else None
 
     def query(self, state: str | None = None, agent: str | None = None) -> list[Task]:
         """Tasks, oldest first, filtered by state and agent."""
@@ -214,14 +224,13 @@ class Store:
         if agent:
             q += " AND agent=?"
             args.append(agent)
-        return [Task.from_row(r) for r in self.db.execute(q + " ORDER BY id", args)]
+        return [Task.from_row(r) for r in self._rows(q + " ORDER BY id", args)]
 
     def depends_on(self, task_id: int) -> list[int]:
-        return [r[0] for r in self.db.execute("SELECT depends_on FROM deps WHERE task=? ORDER BY depends_on", (task_id,))]
+        return [r[0] for r in self._rows("SELECT depends_on FROM deps WHERE task=? ORDER BY depends_on", (task_id,))]
 
     def history(self, task_id: int) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT time, state, agent, reason FROM events WHERE task=? ORDER BY id", (task_id,))
-        return [dict(r) for r in rows]
+        return [dict(r) for r in self._rows("SELECT time, state, agent, reason FROM events WHERE task=? ORDER BY id", (task_id,))]
 
     # -- writing
 
@@ -293,8 +302,7 @@ class Store:
 
     def outbox(self) -> list[tuple[int, int, str, str]]:
         """Unsent notices for GitHub: (outbox id, task id, action, text)."""
-        rows = self.db.execute("SELECT id, task, action, text FROM outbox WHERE sent IS NULL ORDER BY id")
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
+        return [(r[0], r[1], r[2], r[3]) for r in self._rows("SELECT id, task, action, text FROM outbox WHERE sent IS NULL ORDER BY id")]
 
     def outbox_sent(self, outbox_id: int) -> None:
         with self.tx() as db:
@@ -302,8 +310,8 @@ class Store:
 
     def was_assigned(self, task_id: int) -> bool:
         """True when the task was assigned before (its issue is already claimed)."""
-        rows = self.db.execute("SELECT COUNT(*) FROM events WHERE task=? AND state='assigned'", (task_id,)).fetchone()
-        return int(rows[0]) > 1
+        rows = self._rows("SELECT COUNT(*) FROM events WHERE task=? AND state='assigned'", (task_id,))
+        return int(rows[0][0]) > 1
 
     def cycle_from(self, task_id: int) -> list[int] | None:
         """A dependency cycle through ``task_id`` (as a path of ids), or None."""

@@ -108,3 +108,26 @@ def test_a_worker_runs_only_an_open_job_assigned_to_it(store: Store, tmp_path: P
     assert ok and marker.exists() and report == tmp_path / "r.json"
     with pytest.raises(JobError):  # done now: never twice
         run_assigned(store, tid, "kaede")
+
+
+def test_one_store_shared_by_many_threads(store: Store) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            for i in range(25):
+                t = store.add(f"t{k}-{i}")
+                store.set_state(t.id, "assigned", "x", agent="kaede")
+                store.query(state="assigned")
+        except BaseException as e:  # noqa: BLE001 - collected for the assert
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store.query(state="assigned")) == 200
