@@ -102,6 +102,10 @@ class Controller:
         """Directory for agents whose layout entry sets no ``cwd`` (where ``miyabi up`` ran)."""
         self.supervisor: Supervisor | None = None
         self.store: Store
+        if layout.github is not None:
+            from miyabi.tmux.builder import protect_secret
+
+            protect_secret(layout.github.token_env)
 
     # -- the tmux channel
 
@@ -199,7 +203,7 @@ class Controller:
             box.ensure()
             box.cleanup()
             d = Deliverer(agent, box, _Chan(self), self.home.root, pane=functools.partial(self.panes_get, agent.name),
-                          on_delivered=self._task_delivered)
+                          on_delivered=self._task_delivered, on_dead_letter=self._task_dead_letter)
             self.deliverers[agent.name] = d
         observer = self._watch()
         self.supervisor = Supervisor(self)
@@ -255,7 +259,8 @@ class Controller:
     def _schedule(self) -> None:
         failed = [n for n, w in self.supervisor.watches.items() if w.history.failed] if self.supervisor else []
         try:
-            schedule(self.store, self.layout.routes, {a.name: a.wip for a in self.layout.agents}, self._send_task, failed)
+            schedule(self.store, self.layout.routes, {a.name: a.wip for a in self.layout.agents}, self._send_task, failed,
+                     hold=self.dispatch.hold)
         except (TaskError, sqlite3.Error) as e:
             log.warning("scheduling: %s", e)
 
@@ -285,8 +290,16 @@ class Controller:
         if msg.task and msg.task.isdigit():
             try:
                 self.store.set_state(int(msg.task), "in_progress", f"message {msg.id} delivered", expect=("assigned",))
-            except TaskError:
+            except (TaskError, sqlite3.Error):
                 pass  # cancelled or finished meanwhile
+
+    def _task_dead_letter(self, msg: Message, reason: str) -> None:
+        """A task whose message could not be delivered goes back to the queue."""
+        if msg.task and msg.task.isdigit():
+            try:
+                self.store.set_state(int(msg.task), "queued", f"its message was not delivered: {reason}", expect=("assigned",))
+            except (TaskError, sqlite3.Error):
+                pass
 
     def _recover_assignments(self) -> None:
         """A controller killed between assigning a task and enqueueing its message
@@ -294,7 +307,7 @@ class Controller:
         for t in self.store.query(state="assigned"):
             if t.agent is None:
                 continue
-            known = any(m.task == str(t.id) for _, m in inbox(self.home.root, t.agent).list(("pending", "delivered", "failed")))
+            known = any(m.task == str(t.id) for _, m in inbox(self.home.root, t.agent).list(("pending", "delivered")))
             if not known:
                 self._send_task(t, t.agent)
 

@@ -161,6 +161,7 @@ class Deliverer:
         clock: Callable[[], float] = time.time,
         lock: threading.Lock | None = None,
         on_delivered: Callable[[Message], None] | None = None,
+        on_dead_letter: Callable[[Message, str], None] | None = None,
     ) -> None:
         self.agent = agent
         self.profile = agent.profile
@@ -174,6 +175,7 @@ class Deliverer:
         self.log = home_root / "logs" / f"{agent.name}.log"
         self.wake = threading.Event()
         self.on_delivered = on_delivered
+        self.on_dead_letter = on_dead_letter
         self.lock = lock or threading.Lock()
         """Held from the live-pane check through typing and verification; the watchdog
         takes it before respawning the pane, so no keystroke reaches a new process."""
@@ -409,6 +411,8 @@ class Deliverer:
         self.inbox.move(msg, "pending", "failed", failed=now_rfc3339(), reason=reason)
         self.clear_marker()
         self.event("dead-letter", msg, reason=reason)
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(msg, reason)
 
     def retry_later(self, msg: Message, marker: Marker, typed: bool = True) -> None:
         """The attempt did not reach a live agent: keep the message pending, to be typed

@@ -77,6 +77,10 @@ class GitHub:
         self.sleep = sleep
         self.clock = clock
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "miyabi"}
+        token = (token or "").strip() or None
+        if token is not None and (not token.isascii() or not token.isprintable() or " " in token):
+            raise GitHubError(f"the token in ${token_env} has characters a token cannot have; set it again, without quotes or spaces")
+        self.has_token = token is not None
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout)
@@ -114,6 +118,8 @@ class GitHub:
             self.stats.requests += 1
             self.stats.statuses[resp.status_code] = self.stats.statuses.get(resp.status_code, 0) + 1
             if resp.status_code == 401:
+                if not self.has_token:
+                    raise GitHubError(f"GitHub answered 401 and ${self.token_env} is not set; set a token in {self.token_env}")
                 raise GitHubError(f"GitHub rejected the token in ${self.token_env} (401 Bad credentials); set a valid token in {self.token_env}")
             wait = self._rate_limit_wait(resp)
             if wait is not None:
@@ -132,7 +138,7 @@ class GitHub:
         after = resp.headers.get("retry-after")
         if after is not None:
             try:
-                return max(0.0, float(after))
+                return min(MAX_WAIT, max(0.0, float(after)))
             except ValueError:
                 return 60.0
         if resp.headers.get("x-ratelimit-remaining") == "0":
@@ -201,6 +207,19 @@ class GitHub:
             return False
         self._check(resp, f"removing label {label!r} from #{number}")
         return True
+
+    def comments(self, number: int) -> list[str]:
+        """The bodies of an issue's comments, all pages."""
+        resp = self.request("GET", f"/repos/{self.repo}/issues/{number}/comments", params={"per_page": "100"})
+        self._check(resp, f"reading comments of #{number}")
+        bodies = [c.get("body", "") for c in resp.json()]
+        nxt = _NEXT.search(resp.headers.get("link", ""))
+        while nxt:
+            page = self.request("GET", nxt.group(1))
+            self._check(page, f"reading comments of #{number}")
+            bodies += [c.get("body", "") for c in page.json()]
+            nxt = _NEXT.search(page.headers.get("link", ""))
+        return bodies
 
     def add_labels(self, number: int, labels: list[str]) -> None:
         resp = self.request("POST", f"/repos/{self.repo}/issues/{number}/labels", json={"labels": labels})

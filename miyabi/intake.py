@@ -16,8 +16,11 @@ comments once, and sends the agent the task.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,44 +135,79 @@ def report(store: Store, gh: GitHub, cfg: GitHubConfig, home_root: Path) -> list
     return done
 
 
+CLAIM_RETRY = 60.0
+"""Seconds a task whose claim failed (GitHub error) waits before it is tried again."""
+
+
 class Dispatcher:
     """Tells agents about their tasks (claiming issues first).
 
     Args:
         store: the task store.
-        home_root: the miyabi home (inboxes, events).
+        home_root: the miyabi home (inboxes, events); its path also names this
+            controller in claim comments.
         cfg, gh: the GitHub settings and client, or None without a ``github:`` section.
     """
 
-    def __init__(self, store: Store, home_root: Path, cfg: GitHubConfig | None = None, gh: GitHub | None = None) -> None:
+    def __init__(self, store: Store, home_root: Path, cfg: GitHubConfig | None = None, gh: GitHub | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.home = home_root
         self.cfg = cfg
         self.gh = gh
+        self.clock = clock
+        self.ident = hashlib.sha1(str(home_root).encode()).hexdigest()[:10]
+        self.not_before: dict[int, float] = {}
+
+    def hold(self, task: Task) -> bool:
+        """True while a task whose claim failed waits out CLAIM_RETRY."""
+        return self.clock() < self.not_before.get(task.id, 0.0)
+
+    def claim(self, task: Task, agent: str) -> bool:
+        """Take the issue for this controller. The todo label's removal is the claim
+        (GitHub lets one caller remove it). ``claiming`` is recorded before it is
+        sent: if a 404 then follows our own earlier attempt (a crash, or a reply that
+        never came), the comments decide: ours, another miyabi's, or none (ours: a
+        loser never comments).
+
+        Raises:
+            GitHubError: GitHub failed.
+        """
+        assert self.gh is not None and self.cfg is not None and task.number is not None
+        if task.claim == "claimed":
+            return True
+        resumed = task.claim == "claiming"
+        self.store.set_claim(task.id, "claiming")
+        won = self.gh.remove_label(task.number, self.cfg.todo_label)
+        if not won and resumed:
+            comments = [c for c in self.gh.comments(task.number) if "by miyabi" in c]
+            won = not comments or any(f"[{self.ident}]" in c for c in comments)
+        self.store.set_claim(task.id, "claimed" if won else "")
+        return won
 
     def __call__(self, task: Task, agent: str) -> None:
         if task.source == "github":
             if self.gh is None or self.cfg is None or task.number is None:
                 self.store.set_state(task.id, "queued", "no github: section to claim the issue with", expect=("assigned",))
+                self.not_before[task.id] = self.clock() + CLAIM_RETRY
                 return
             try:
-                if self.store.was_assigned(task.id):  # ours already: back from a failed agent
-                    self.gh.add_labels(task.number, [f"assigned:{agent}"])
-                    won = True
-                else:
-                    won = self.gh.remove_label(task.number, self.cfg.todo_label)
-                if not won:
-                    self.store.set_state(task.id, "cancelled", f"already claimed elsewhere ({self.cfg.todo_label} was gone)", expect=("assigned",))
+                first = task.claim != "claimed"
+                if not self.claim(task, agent):
+                    self.store.set_state(task.id, "cancelled", f"claimed elsewhere ({self.cfg.todo_label} was gone)", expect=("assigned",))
                     append_event(self.home, "claim-lost", task=task.id, ref=task.ref)
                     return
-                if not self.store.was_assigned(task.id):
+                if first:
                     self.gh.add_labels(task.number, ["status:in-progress", f"assigned:{agent}"])
-                    self.gh.comment(task.number, f"assigned to {agent} by miyabi")
+                    self.gh.comment(task.number, f"assigned to {agent} by miyabi [{self.ident}]")
+                else:  # ours already: back from a failed agent
+                    self.gh.add_labels(task.number, [f"assigned:{agent}"])
             except GitHubError as e:
                 try:
                     self.store.set_state(task.id, "queued", f"claim failed: {e}", expect=("assigned",))
                 except TaskError:
                     pass
+                self.not_before[task.id] = self.clock() + CLAIM_RETRY
                 append_event(self.home, "claim-error", task=task.id, ref=task.ref, error=str(e))
                 return
         msg = make(agent, task_message(task), sender="miyabi", task=str(task.id))

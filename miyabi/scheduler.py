@@ -83,6 +83,7 @@ def schedule(
     wip: Mapping[str, int],
     send: Callable[[Task, str], None],
     failed_agents: Sequence[str] = (),
+    hold: Callable[[Task], bool] | None = None,
 ) -> list[tuple[int, str]]:
     """One scheduling pass. Returns the (task id, agent) pairs it assigned.
 
@@ -92,6 +93,7 @@ def schedule(
         wip: agent → how many tasks it may have assigned or in progress.
         send: tells an agent about its task (enqueues a message).
         failed_agents: agents the watchdog gave up on: their tasks go back to the queue.
+        hold: tasks for which it returns True wait (a claim that failed waits to retry).
     """
     tasks = [t for t in store.query() if t.state in OPEN]
     by_id = {t.id: t for t in store.query()}
@@ -117,6 +119,8 @@ def schedule(
     for t in sorted((x for x in store.query() if x.state == "queued"), key=rank):
         agent = route(t, routes, list(wip))
         if agent is None or agent in failed_agents or agent not in wip or load[agent] >= wip[agent]:
+            continue
+        if hold is not None and hold(t):
             continue
         t2 = store.set_state(t.id, "assigned", f"routed to {agent}", agent=agent, expect=("queued",))
         send(t2, agent)

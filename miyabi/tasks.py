@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS tasks (
   attempts INTEGER NOT NULL DEFAULT 0,
   created REAL NOT NULL,
   updated REAL NOT NULL,
+  claim TEXT NOT NULL DEFAULT '',
   UNIQUE (source, repo, number)
 );
 CREATE TABLE IF NOT EXISTS deps (
@@ -120,6 +121,7 @@ class Task:
     attempts: int
     created: float
     updated: float
+    claim: str = ""
 
     @property
     def ref(self) -> str:
@@ -139,6 +141,7 @@ class Task:
             id=r["id"], source=r["source"], repo=r["repo"], number=r["number"], url=r["url"], title=r["title"],
             body=r["body"], labels=tuple(json.loads(r["labels"])), priority=r["priority"], state=r["state"],
             agent=r["agent"], attempts=r["attempts"], created=r["created"], updated=r["updated"],
+            claim=r["claim"],
         )
 
 
@@ -300,6 +303,12 @@ class Store:
                 db.execute("INSERT INTO outbox (task, action, text) VALUES (?,?,?)", (task_id, state, reason))
         return self.get(task_id)
 
+    def set_claim(self, task_id: int, claim: str) -> None:
+        """Record the state of an issue's claim: "" (none), ``claiming`` (the
+        todo label's removal was sent), ``claimed`` (it succeeded)."""
+        with self.tx() as db:
+            db.execute("UPDATE tasks SET claim=? WHERE id=?", (claim, task_id))
+
     def outbox(self) -> list[tuple[int, int, str, str]]:
         """Unsent notices for GitHub: (outbox id, task id, action, text)."""
         return [(r[0], r[1], r[2], r[3]) for r in self._rows("SELECT id, task, action, text FROM outbox WHERE sent IS NULL ORDER BY id")]
@@ -307,11 +316,6 @@ class Store:
     def outbox_sent(self, outbox_id: int) -> None:
         with self.tx() as db:
             db.execute("UPDATE outbox SET sent=? WHERE id=?", (self.clock(), outbox_id))
-
-    def was_assigned(self, task_id: int) -> bool:
-        """True when the task was assigned before (its issue is already claimed)."""
-        rows = self._rows("SELECT COUNT(*) FROM events WHERE task=? AND state='assigned'", (task_id,))
-        return int(rows[0][0]) > 1
 
     def cycle_from(self, task_id: int) -> list[int] | None:
         """A dependency cycle through ``task_id`` (as a path of ids), or None."""

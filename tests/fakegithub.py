@@ -20,6 +20,7 @@ class FakeGitHub:
         self.issues: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, list[str]] = {}
         self.faults: deque[tuple[int, dict[str, str]]] = deque()
+        self.delete_faults: deque[tuple[int, dict[str, str]]] = deque()
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -83,6 +84,10 @@ class FakeGitHub:
                     return
                 u = urlparse(self.path)
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
+                if u.path.endswith("/comments"):
+                    n = int(u.path.split("/")[5])
+                    with fake.lock:
+                        return self._send(200, [{"body": b} for b in fake.comments.get(n, [])])
                 if u.path != f"/repos/{fake.repo}/issues":
                     return self._send(404, {"message": "Not Found"})
                 want = [x for x in q.get("labels", "").split(",") if x]
@@ -104,6 +109,10 @@ class FakeGitHub:
             def do_DELETE(self) -> None:
                 if self._fault():
                     return
+                with fake.lock:
+                    fault = fake.delete_faults.popleft() if fake.delete_faults else None
+                if fault is not None:
+                    return self._send(fault[0], {"message": "fault"}, fault[1])
                 parts = urlparse(self.path).path.split("/")  # /repos/o/r/issues/N/labels/NAME
                 n, name = int(parts[5]), unquote(parts[7])
                 with fake.lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ def handles_errors(fn: F) -> F:
         except KeyboardInterrupt:
             output.error("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except sqlite3.Error as e:
+            output.error(f"the task store failed: {e}; try again (another miyabi may hold it)")
+            raise typer.Exit(EXIT_ERROR) from None
         except OSError as e:
             where = f": {e.filename}" if e.filename else ""
             output.error(f"{e.strerror or e}{where}")
@@ -726,7 +730,8 @@ def github_sync(
     gh = lay.github.client(t.home.root)
     try:
         report = sync(store, gh, lay.github)
-        assigned = schedule(store, lay.routes, {a.name: a.wip for a in lay.agents}, Dispatcher(store, t.home.root, lay.github, gh))
+        dispatch = Dispatcher(store, t.home.root, lay.github, gh)
+        assigned = schedule(store, lay.routes, {a.name: a.wip for a in lay.agents}, dispatch, hold=dispatch.hold)
         reported = report_to_github(store, gh, lay.github, t.home.root)
     finally:
         gh.close()

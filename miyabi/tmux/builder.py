@@ -27,6 +27,10 @@ from miyabi.layout.model import Agent, Layout
 from miyabi.tmux.panes import HOME_TAG, LAYOUT_TAG, TAG, Pane, exact, list_panes, session_exists, session_option
 from miyabi.tmux.runner import Command, Tmux, escape_format
 
+SECRET_ENV: list[str] = ["GITHUB_TOKEN", "GH_TOKEN"]
+"""Variables removed from every agent's environment; :func:`up` adds the layout's
+``github.token_env``."""
+
 WINDOW_PREFIX = "agents"
 """Windows are named ``agents-1``, ``agents-2``, …"""
 
@@ -64,6 +68,12 @@ class UpReport:
     extra: list[tuple[str, str]] = field(default_factory=list)
     panes: dict[str, str] = field(default_factory=dict)
     tmux_invocations: int = 0
+
+
+def protect_secret(var: str) -> None:
+    """Keep ``var`` out of every agent's environment from now on."""
+    if var not in SECRET_ENV:
+        SECRET_ENV.append(var)
 
 
 def shell_line(command: str) -> str:
@@ -105,7 +115,9 @@ def spawn_args(agent: Agent, home: Home, socket: str, cwd: Path) -> list[str]:
     replaces a PATH given with ``-e`` by the client's (both measured). env(1) execs
     the shell, which execs the agent: one pid throughout."""
     env = [f"{k}={v}" for k, v in agent_env(agent, home, socket).items()]
-    return ["-c", escape_format(str(agent.cwd or cwd)), "env", *env, "/bin/sh", "-c", shell_line(agent.command)]
+    # Secrets the controller uses never reach an agent (the tmux server inherited them).
+    unset = [w for var in SECRET_ENV for w in ("-u", var)]
+    return ["-c", escape_format(str(agent.cwd or cwd)), "env", *unset, *env, "/bin/sh", "-c", shell_line(agent.command)]
 
 
 def pane_setup(agent: Agent, home: Home, target: Sequence[str] = ()) -> list[Command]:
@@ -308,6 +320,8 @@ def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None, respawn_
     """
     version = tmux.require_version()
     home.ensure()
+    if layout.github is not None:
+        protect_secret(layout.github.token_env)
     cwd = cwd or Path(os.getcwd())
     report = UpReport(session=layout.session)
     before = tmux.invocations

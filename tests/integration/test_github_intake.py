@@ -52,7 +52,7 @@ def test_issues_become_tasks_are_claimed_and_routed(fake: FakeGitHub, tmp_path: 
     assert out["needs_triage"] == ["acme/widgets#4"]
     assert {a["ref"]: a["agent"] for a in out["assigned"]} == {"acme/widgets#1": "kaede", "acme/widgets#2": "sakura", "acme/widgets#5": "sakura"}
     assert fake.labels(1) == ["bug", "status:in-progress", "assigned:kaede"]
-    assert fake.comments[1] == ["assigned to kaede by miyabi"]
+    assert len(fake.comments[1]) == 1 and fake.comments[1][0].startswith("assigned to kaede by miyabi [")
     assert "status:needs-triage" in fake.labels(4) and "status:todo" in fake.labels(4)
     store = Store.of_home(home)
     assert store.get("acme/widgets#6").state == "blocked"  # waits for #2
@@ -114,3 +114,43 @@ def test_done_and_fail_move_labels_and_a_closed_issue_cancels_its_task(fake: Fak
     assert any("was closed on GitHub" in b for b in told)
     again = sync(lay, home)  # told once only
     assert again["reported"] == [] and len(fake.comments[1]) == 2
+
+
+def test_a_failed_claim_is_retried_later_and_never_skipped(fake: FakeGitHub, tmp_path: Path) -> None:
+    fake.add_issue(1, "one", ["status:todo"])
+    lay = layout(tmp_path, fake)
+    home = tmp_path / "home"
+    fake.delete_faults.append((403, {}))  # the claim's DELETE is refused (not a rate limit)
+    out = sync(lay, home)
+    assert out["assigned"][0]["state"] == "queued"  # put back, held for a while
+    store = Store.of_home(home)
+    assert store.get("acme/widgets#1").claim == "claiming"
+    # another controller claims it meanwhile; ours must not then skip the claim
+    other = sync(lay, tmp_path / "other")
+    assert [a["state"] for a in other["assigned"]] == ["assigned"]
+    from miyabi.intake import Dispatcher, GitHubConfig
+
+    cfg = GitHubConfig(repo="acme/widgets", api_url=fake.url, token_env="FAKE_GH_TOKEN")
+    d = Dispatcher(store, home, cfg, cfg.client(home))
+    t = store.set_state(store.get("acme/widgets#1").id, "assigned", "retry", agent="sakura", expect=("queued",))
+    d(t, "sakura")
+    assert store.get("acme/widgets#1").state == "cancelled"  # lost to the other one's comment
+    assert len(fake.comments[1]) == 1
+
+
+def test_a_crash_between_claim_and_message_keeps_the_claim(fake: FakeGitHub, tmp_path: Path) -> None:
+    from miyabi.intake import Dispatcher, GitHubConfig
+
+    fake.add_issue(1, "one", ["status:todo"])
+    home = tmp_path / "home"
+    store = Store.of_home(home)
+    t = store.add("one", source="github", repo="acme/widgets", number=1)
+    store.set_claim(t.id, "claiming")
+    fake.issues[1]["labels"] = []  # our DELETE went through, then the controller died
+    cfg = GitHubConfig(repo="acme/widgets", api_url=fake.url, token_env="FAKE_GH_TOKEN")
+    d = Dispatcher(store, home, cfg, cfg.client(home))
+    t = store.set_state(t.id, "assigned", "routed", agent="kaede")
+    d(t, "kaede")
+    assert store.get(t.id).state == "assigned" and store.get(t.id).claim == "claimed"
+    assert fake.comments[1][0].startswith("assigned to kaede by miyabi [")
+    assert [m.task for _, m in inbox(home, "kaede").list()] == [str(t.id)]

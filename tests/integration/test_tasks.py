@@ -112,4 +112,4 @@ def test_up_with_a_github_layout_routes_issues_to_agents(cli: Cli, home: Path, t
         assert fake.labels(7) == ["bug", "status:in-progress", "assigned:kaede"]
         assert cli("task", "done", "acme/widgets#7", "--note", "fixed").exit_code == 0
         wait_for(lambda: "status:done" in fake.labels(7), timeout=10, what="status:done on the issue")
-        assert fake.comments[7] == ["assigned to kaede by miyabi", "done (kaede): fixed"]
+        assert fake.comments[7][0].startswith("assigned to kaede by miyabi [") and fake.comments[7][1] == "done (kaede): fixed"
