@@ -91,6 +91,7 @@ class GitHub:
                 self.etags = {str(k): str(v) for k, v in json.loads(etag_file.read_text()).items()}
             except (OSError, ValueError, AttributeError):
                 self.etags = {}
+        self._uncommitted: dict[str, str] = {}
         self.stats = Stats()
 
     def close(self) -> None:
@@ -161,36 +162,52 @@ class GitHub:
     # -- calls
 
     def issues(self, state: str = "open", labels: str | None = None, since: str | None = None) -> list[dict[str, Any]] | None:
-        """Issues of the repository, all pages, without pull requests; None when
-        nothing changed since the last call with the same query (304)."""
+        """Issues of the repository, all pages, without pull requests; None when no
+        page changed since the last committed call with the same query.
+
+        Every page of the last result is asked again with its own ``If-None-Match``
+        (a 304 costs no rate limit); only when all answer 304 is the list unchanged,
+        else it is fetched afresh from the first page."""
         params: dict[str, str] = {"state": state, "per_page": "100"}
         if labels:
             params["labels"] = labels
         if since:
             params["since"] = since
         key = f"issues?{sorted(params.items())}"
-        headers = {}
         cached = self.etags.get(key)
         if cached:
-            headers["If-None-Match"] = cached
-        resp = self.request("GET", f"/repos/{self.repo}/issues", params=params, headers=headers)
-        if resp.status_code == 304:
-            self.stats.not_modified += 1
-            return None
-        self._check(resp, "listing issues")
-        items: list[dict[str, Any]] = list(resp.json())
-        etag = resp.headers.get("etag")
-        nxt = _NEXT.search(resp.headers.get("link", ""))
-        while nxt:
-            page = self.request("GET", nxt.group(1))
-            self._check(page, "listing issues")
-            items += page.json()
-            nxt = _NEXT.search(page.headers.get("link", ""))
-        issues = [i for i in items if "pull_request" not in i]
-        if etag:
-            self.etags[key] = etag
-            self._save_etags()
-        return issues
+            pages = json.loads(cached)
+            if all(self._not_modified(url, tag) for url, tag in pages):
+                self.stats.not_modified += 1
+                return None
+        items: list[dict[str, Any]] = []
+        pages = []
+        url: str | None = f"/repos/{self.repo}/issues"
+        first = True
+        while url:
+            resp = self.request("GET", url, params=params if first else None)
+            self._check(resp, "listing issues")
+            items += resp.json()
+            pages.append((str(resp.request.url), resp.headers.get("etag", "")))
+            nxt = _NEXT.search(resp.headers.get("link", ""))
+            url = nxt.group(1) if nxt else None
+            first = False
+        self.etags.pop(key, None)
+        if all(tag for _, tag in pages):
+            self._uncommitted[key] = json.dumps(pages)
+        return [i for i in items if "pull_request" not in i]
+
+    def _not_modified(self, url: str, etag: str) -> bool:
+        resp = self.request("GET", url, headers={"If-None-Match": etag})
+        return resp.status_code == 304
+
+    def commit(self) -> None:
+        """Keep the ETags of the lists fetched since the last commit: call it once
+        their issues were all processed, so that an interrupted sync is not hidden
+        by a later 304."""
+        self.etags.update(self._uncommitted)
+        self._uncommitted.clear()
+        self._save_etags()
 
     def _save_etags(self) -> None:
         if self.etag_file is None:

@@ -101,6 +101,7 @@ def sync(store: Store, gh: GitHub, cfg: GitHubConfig) -> SyncReport:
         store.add(issue.get("title") or f"issue {n}", issue.get("body") or "", labels, prio, deps,
                   source="github", repo=cfg.repo, number=n, url=issue.get("html_url"))
         report.added.append(ref)
+    gh.commit()
     return report
 
 
@@ -132,6 +133,7 @@ def report(store: Store, gh: GitHub, cfg: GitHubConfig, home_root: Path) -> list
             inbox(home_root, c.agent).put(msg)
         append_event(home_root, "task-cancelled", task=c.id, ref=c.ref, reason="issue closed")
         done.append(f"{c.ref}: closed on GitHub, task cancelled")
+    gh.commit()
     return done
 
 

@@ -118,14 +118,16 @@ def run_assigned(store: Store, task_id: int, agent: str) -> tuple[bool, Path]:
     Raises:
         JobError: the task is not an open job of this agent.
     """
-    t = store.get(task_id)
-    if t.source != "job" or t.agent != agent or t.state not in ("assigned", "in_progress"):
-        raise JobError(f"task {task_id} is not an open job assigned to {agent}; nothing was run")
-    job = Job.parse(json.loads(t.body), f"task {task_id}")
+    job = start(store, task_id, agent)
     steps: list[dict[str, Any]] = []
     ok = True
     started = time.time()
     for cmd in job.script:
+        now = store.get(task_id)
+        if now.state != "in_progress" or now.agent != agent:
+            steps.append({"command": cmd, "exit_code": None, "seconds": 0, "output": f"not run: the task became {now.state}"})
+            ok = False
+            break
         t0 = time.time()
         try:
             proc = subprocess.run(cmd, shell=True, cwd=job.workdir, capture_output=True, text=True, timeout=STEP_TIMEOUT)
@@ -145,8 +147,39 @@ def run_assigned(store: Store, task_id: int, agent: str) -> tuple[bool, Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     last = steps[-1]
-    if ok:
-        store.set_state(task_id, "done", f"job {job.id} passed ({job.dod}); report {path}")
-    else:
-        store.set_state(task_id, "failed", f"job {job.id} failed: `{last['command']}` exited {last['exit_code']}; report {path}")
+    try:
+        if ok:
+            store.set_state(task_id, "done", f"job {job.id} passed ({job.dod}); report {path}", expect=("in_progress",))
+        else:
+            store.set_state(task_id, "failed", f"job {job.id} failed: `{last['command']}` exited {last['exit_code']}; report {path}", expect=("in_progress",))
+    except TaskError:
+        pass  # cancelled while it ran: the report says so
     return ok, path
+
+
+def start(store: Store, task_id: int, agent: str) -> Job:
+    """Mark job task ``task_id`` started by ``agent``, in one transaction with the
+    checks: a job of source ``job``, assigned to ``agent``, and not started yet in
+    this assignment (so it never runs twice).
+
+    Raises:
+        JobError: the task is not an open job of this agent, or already started.
+    """
+    with store.tx() as db:
+        row = db.execute("SELECT source, agent, state, body FROM tasks WHERE id=?", (task_id,)).fetchone()
+        if row is None or row["source"] != "job" or row["agent"] != agent or row["state"] not in ("assigned", "in_progress"):
+            raise JobError(f"task {task_id} is not an open job assigned to {agent}; nothing was run")
+        last_assigned = db.execute("SELECT MAX(id) FROM events WHERE task=? AND state='assigned'", (task_id,)).fetchone()[0] or 0
+        started = db.execute(
+            "SELECT 1 FROM events WHERE task=? AND id>? AND reason LIKE 'job started%'", (task_id, last_assigned)
+        ).fetchone()
+        if started:
+            raise JobError(f"job task {task_id} was already started in this assignment; nothing was run")
+        db.execute("UPDATE tasks SET state='in_progress', updated=? WHERE id=?", (store.clock(), task_id))
+        db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)",
+                   (task_id, store.clock(), "in_progress", agent, f"job started by {agent}"))
+        body = row["body"]
+    try:
+        return Job.parse(json.loads(body), f"task {task_id}")
+    except ValueError as e:
+        raise JobError(f"task {task_id}: the stored job is not valid JSON ({e})") from None

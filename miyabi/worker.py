@@ -302,11 +302,16 @@ def _job_runner(agent: str) -> Callable[[int], str] | None:
         from miyabi.jobs import JobError, run_assigned
         from miyabi.tasks import Store
 
-        store = Store.of_home(Path(home))
+        try:
+            store = Store.of_home(Path(home))
+        except Exception as e:  # noqa: BLE001 - the worker must live on
+            return f"cannot open the task store: {e}"
         try:
             ok, report = run_assigned(store, task_id, agent)
         except JobError as e:
             return f"refused: {e}"
+        except Exception as e:  # noqa: BLE001 - the worker must live on
+            return f"job task {task_id} could not run: {type(e).__name__}: {e}"
         finally:
             store.close()
         return f"job task {task_id} {'passed' if ok else 'failed'}; report: {report}"

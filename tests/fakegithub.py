@@ -95,11 +95,12 @@ class FakeGitHub:
                 with fake.lock:
                     items = [i for n, i in sorted(fake.issues.items())
                              if (state == "all" or i["state"] == state) and all(w in [lb["name"] for lb in i["labels"]] for w in want)]
-                etag = '"' + hashlib.sha1(json.dumps(items, sort_keys=True).encode()).hexdigest() + '"'
                 page, per = int(q.get("page", "1")), int(q.get("per_page", "30"))
-                if page == 1 and self.headers.get("If-None-Match") == etag:
-                    return self._send(304)
                 chunk = items[(page - 1) * per: page * per]
+                more = page * per < len(items)
+                etag = '"' + hashlib.sha1(json.dumps([chunk, more], sort_keys=True).encode()).hexdigest() + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    return self._send(304)
                 headers = {"ETag": etag}
                 if page * per < len(items):
                     nq = dict(q, page=str(page + 1))

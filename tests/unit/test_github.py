@@ -29,8 +29,14 @@ def test_250_issues_over_three_pages_without_pull_requests_then_304(fake: FakeGi
     got = gh.issues(labels="status:todo")
     assert got is not None and [i["number"] for i in got] == list(range(1, 251))
     assert gh.stats.requests == 3
-    assert gh.issues(labels="status:todo") is None  # nothing changed: 304
-    assert gh.stats.not_modified == 1 and gh.stats.requests == 4
+    assert gh.issues(labels="status:todo") is not None  # not committed yet: asked afresh
+    gh.commit()
+    before = gh.stats.requests
+    assert gh.issues(labels="status:todo") is None  # every page answered 304
+    assert gh.stats.requests - before == 3 and gh.stats.statuses[304] == 3
+    fake.issues[250]["title"] = "changed on the last page"
+    again = gh.issues(labels="status:todo")
+    assert again is not None and again[-1]["title"] == "changed on the last page"
 
 
 def test_rate_limits_and_server_errors_are_waited_out(fake: FakeGitHub) -> None:
