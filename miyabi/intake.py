@@ -4,7 +4,9 @@
 are skipped; issues by authors who are not OWNER, MEMBER or COLLABORATOR (or listed
 in ``allowed_authors``) are not routed and get ``status:needs-triage``. "depends on #N"
 or "blocked by #N" in a body becomes a dependency on the task of issue N, when miyabi
-knows it.
+knows it (linked after every new issue of the poll is stored, since GitHub lists the
+newest first). An issue labelled todo again after its task failed or was cancelled is
+queued afresh; one closed on GitHub cancels its open task.
 
 :class:`Dispatcher` tells an agent about a task the scheduler assigned. For an issue
 it first claims it: the claim is the removal of the todo label, which GitHub grants
@@ -31,6 +33,8 @@ from miyabi.tasks import Store, Task, TaskError
 
 TRUSTED = ("OWNER", "MEMBER", "COLLABORATOR")
 TRIAGE_LABEL = "status:needs-triage"
+NOTICE_TRIES = 5
+"""Attempts at telling GitHub a task's outcome before giving up (with an event)."""
 DEP_RE = re.compile(r"(?i)\b(?:depends on|blocked by)\s+#(\d+)")
 
 
@@ -83,6 +87,7 @@ def sync(store: Store, gh: GitHub, cfg: GitHubConfig) -> SyncReport:
     if issues is None:
         report.unchanged = True
         return report
+    bodies: dict[int, str] = {}
     for issue in issues:
         n = int(issue["number"])
         ref = f"{cfg.repo}#{n}"
@@ -93,14 +98,28 @@ def sync(store: Store, gh: GitHub, cfg: GitHubConfig) -> SyncReport:
                 gh.add_labels(n, [TRIAGE_LABEL])
                 report.triaged.append(ref)
             continue
-        if store.find(cfg.repo, n) is not None:
-            report.skipped.append(ref)
+        known = store.find(cfg.repo, n)
+        if known is not None:
+            if known.state in ("failed", "cancelled"):  # labelled todo again: a fresh start
+                store.set_state(known.id, "queued", f"{cfg.todo_label} was put back on the issue")
+                store.set_claim(known.id, "")
+                report.added.append(ref)
+            else:
+                report.skipped.append(ref)
             continue
-        deps = [t.id for m in DEP_RE.finditer(issue.get("body") or "") if (t := store.find(cfg.repo, int(m.group(1))))]
         prio = "high" if "priority:high" in labels else "low" if "priority:low" in labels else "normal"
-        store.add(issue.get("title") or f"issue {n}", issue.get("body") or "", labels, prio, deps,
+        store.add(issue.get("title") or f"issue {n}", issue.get("body") or "", labels, prio,
                   source="github", repo=cfg.repo, number=n, url=issue.get("html_url"))
+        bodies[n] = issue.get("body") or ""
         report.added.append(ref)
+    # Dependencies once every new issue is a task: GitHub lists the newest first, and
+    # "depends on #2" may name an issue further down the list.
+    for n, body in bodies.items():
+        task = store.find(cfg.repo, n)
+        for m in DEP_RE.finditer(body):
+            dep = store.find(cfg.repo, int(m.group(1)))
+            if task is not None and dep is not None and dep.id != task.id:
+                store.add_dependency(task.id, dep.id)
     gh.commit()
     return report
 
@@ -117,18 +136,26 @@ def report(store: Store, gh: GitHub, cfg: GitHubConfig, home_root: Path) -> list
         if t.number is None:
             store.outbox_sent(oid)
             continue
-        gh.remove_label(t.number, "status:in-progress")
-        gh.add_labels(t.number, [f"status:{action}"])
-        gh.comment(t.number, f"{'done' if action == 'done' else 'failed'} ({t.agent or 'miyabi'}): {text}")
+        try:
+            gh.remove_label(t.number, "status:in-progress")
+            gh.add_labels(t.number, [f"status:{action}"])
+            gh.comment(t.number, f"{'done' if action == 'done' else 'failed'} ({t.agent or 'miyabi'}): {text}")
+        except GitHubError as e:  # one refused notice never blocks the others
+            tries = store.outbox_tried(oid)
+            append_event(home_root, "github-notice-error", task=tid, ref=t.ref, error=str(e), tries=tries)
+            if tries >= NOTICE_TRIES:
+                store.outbox_sent(oid)
+                done.append(f"{t.ref}: gave up telling GitHub status:{action} after {tries} tries: {e}")
+            continue
         store.outbox_sent(oid)
         done.append(f"{t.ref}: labelled status:{action}")
-    closed = gh.issues(state="closed", labels="status:in-progress")
-    for issue in closed or []:
+    closed = [*(gh.issues(state="closed", labels="status:in-progress") or []), *(gh.issues(state="closed", labels=cfg.todo_label) or [])]
+    for issue in closed:
         c = store.find(cfg.repo, int(issue["number"]))
         if c is None or c.state not in ("queued", "blocked", "assigned", "in_progress"):
             continue
         store.set_state(c.id, "cancelled", "its issue was closed on GitHub")
-        if c.agent:
+        if c.agent and c.state in ("assigned", "in_progress"):
             msg = make(c.agent, f"Task {c.ref} ({c.title}) was closed on GitHub; stop working on it.", sender="miyabi", task=str(c.id))
             inbox(home_root, c.agent).put(msg)
         append_event(home_root, "task-cancelled", task=c.id, ref=c.ref, reason="issue closed")

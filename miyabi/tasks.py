@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS outbox (
   task INTEGER NOT NULL REFERENCES tasks(id),
   action TEXT NOT NULL,
   text TEXT NOT NULL DEFAULT '',
+  tries INTEGER NOT NULL DEFAULT 0,
   sent REAL
 );
 """
@@ -312,6 +313,17 @@ class Store:
     def outbox(self) -> list[tuple[int, int, str, str]]:
         """Unsent notices for GitHub: (outbox id, task id, action, text)."""
         return [(r[0], r[1], r[2], r[3]) for r in self._rows("SELECT id, task, action, text FROM outbox WHERE sent IS NULL ORDER BY id")]
+
+    def outbox_tried(self, outbox_id: int) -> int:
+        """Count a failed attempt at a notice; return the attempts so far."""
+        with self.tx() as db:
+            db.execute("UPDATE outbox SET tries = tries + 1 WHERE id=?", (outbox_id,))
+            return int(db.execute("SELECT tries FROM outbox WHERE id=?", (outbox_id,)).fetchone()[0])
+
+    def add_dependency(self, task_id: int, depends_on: int) -> None:
+        """Hold ``task_id`` until ``depends_on`` is done (or cancelled)."""
+        with self.tx() as db:
+            db.execute("INSERT OR IGNORE INTO deps (task, depends_on) VALUES (?,?)", (task_id, depends_on))
 
     def outbox_sent(self, outbox_id: int) -> None:
         with self.tx() as db:

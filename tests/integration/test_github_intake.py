@@ -63,7 +63,7 @@ def test_issues_become_tasks_are_claimed_and_routed(fake: FakeGitHub, tmp_path: 
     again = sync(layout(tmp_path, fake), home)
     assert again["added"] == [] and again["assigned"] == []
     third = sync(layout(tmp_path, fake), home)
-    assert third["unchanged"] and third["requests"] == third["not_modified"] == 2  # open todo + closed in-progress: both 304
+    assert third["unchanged"] and third["requests"] == third["not_modified"] == 3  # open todo, closed in-progress, closed todo: all 304
     assert len(fake.comments[1]) == 1
 
 
@@ -154,3 +154,41 @@ def test_a_crash_between_claim_and_message_keeps_the_claim(fake: FakeGitHub, tmp
     assert store.get(t.id).state == "assigned" and store.get(t.id).claim == "claimed"
     assert fake.comments[1][0].startswith("assigned to kaede by miyabi [")
     assert [m.task for _, m in inbox(home, "kaede").list()] == [str(t.id)]
+
+
+def test_dependencies_newest_first_closed_while_queued_todo_again_and_a_refused_notice(fake: FakeGitHub, tmp_path: Path) -> None:
+    from miyabi.intake import GitHubConfig, Dispatcher, report, sync as sync_issues
+    from miyabi.scheduler import schedule
+
+    # GitHub lists newest first: #6 ("depends on #2") comes before #2
+    fake.add_issue(6, "after docs", ["status:todo"], body="depends on #2")
+    fake.add_issue(2, "docs", ["status:todo"])
+    fake.add_issue(9, "to be closed", ["status:todo", "agent:nobody"])  # routed to no agent: stays queued
+    fake.issues = dict(sorted(fake.issues.items(), reverse=True))
+    home = tmp_path / "home"
+    store = Store.of_home(home)
+    cfg = GitHubConfig(repo="acme/widgets", api_url=fake.url, token_env="FAKE_GH_TOKEN")
+    gh = cfg.client(home)
+    sync_issues(store, gh, cfg)
+    six, two = store.find("acme/widgets", 6), store.find("acme/widgets", 2)
+    assert six is not None and two is not None and store.depends_on(six.id) == [two.id]
+    # closed while still queued: cancelled, never claimed
+    fake.issues[9]["state"] = "closed"
+    report(store, gh, cfg, home)
+    assert store.get("acme/widgets#9").state == "cancelled"
+    # failed, then labelled todo again: queued afresh, claimable again
+    d = Dispatcher(store, home, cfg, gh)
+    schedule(store, [], {"kaede": 5}, d)  # #2 has no route here; assign by hand
+    t = store.set_state(two.id, "assigned", "test", agent="kaede")
+    d(t, "kaede")
+    assert store.get(two.id).claim == "claimed"
+    store.set_state(two.id, "failed", "could not")
+    fake.delete_faults.extend([(410, {})] * 5)  # the notice keeps being refused...
+    fake.faults.clear()
+    for _ in range(5):
+        lines = report(store, gh, cfg, home)
+    assert any("gave up telling GitHub" in line for line in lines)  # ...and is given up, not blocking
+    fake.issues[2]["labels"].append({"name": "status:todo"})
+    sync_issues(store, gh, cfg)
+    again = store.get(two.id)
+    assert again.state == "queued" and again.claim == ""
