@@ -47,7 +47,9 @@ def main() -> None:
         gh.close()
     print(f"bench_github: {args.issues} open todo issues on a local server")
     print(f"  first sync: {len(report.added)} tasks, {first_requests} requests, {first * 1000:.0f} ms wall")
-    print(f"  10 polls with nothing changed: {gh.stats.not_modified} answered 304, {counted} rate-limit points spent, {polls * 1000:.0f} ms")
+    conditional = gh.stats.statuses.get(304, 0) - before.get(304, 0)
+    print(f"  10 polls with nothing changed: {gh.stats.not_modified} unchanged, {conditional} conditional requests answered 304"
+          f" (one per page), {counted} rate-limit points spent, {polls * 1000:.0f} ms")
 
 
 if __name__ == "__main__":
