@@ -218,6 +218,12 @@ class Controller:
         backoff = 0.1
         started = False
         while not self.stop.is_set():
+            if not (self.home.run / LOCKFILE).exists():
+                # The home was removed under us: nothing here to serve, and rebuilding
+                # the session for it would leave an orphan running forever.
+                log.warning("home %s is gone; stopping", self.home.root)
+                self.stop.set()
+                break
             try:
                 self.refresh_panes()
                 self._recreate_missing()

@@ -244,3 +244,21 @@ def test_down_is_not_undone_by_a_controller_that_a_service_manager_restarts(cli:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_controller_whose_home_was_removed_stops_instead_of_rebuilding(cli: Cli, home: Path, tmp_path: Path, socket: str, tmux) -> None:
+    import shutil
+
+    from miyabi.controller import read_pid
+    from miyabi.home import Home
+
+    lay = layout(tmp_path, "orphan", "  - {name: a, profile: shell, command: cat}\n")
+    assert cli("up", str(lay), "-d").exit_code == 0
+    pid = read_pid(Home(home))
+    assert pid and pid_alive(pid)
+    shutil.rmtree(home / "run")
+    tmux.run("kill-server")
+    from miyabi.supervise import _alive  # a zombie (our own unreaped child) counts as gone
+
+    wait_for(lambda: not _alive(pid), timeout=10, what="the controller to stop")
+    assert "orphan" not in tmux.sessions()
