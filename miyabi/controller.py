@@ -33,7 +33,7 @@ from miyabi.github import GitHub, GitHubError
 from miyabi.intake import Dispatcher, sync
 from miyabi.intake import report as report_to_github
 from miyabi.scheduler import schedule
-from miyabi.tasks import Store, Task, TaskError
+from miyabi.tasks import Store, TaskError
 from miyabi.supervise import Supervisor
 from miyabi.tmux.control import ControlClient
 from miyabi.tmux.panes import Pane, list_panes, session_exists
@@ -265,13 +265,10 @@ class Controller:
     def _schedule(self) -> None:
         failed = [n for n, w in self.supervisor.watches.items() if w.history.failed] if self.supervisor else []
         try:
-            schedule(self.store, self.layout.routes, {a.name: a.wip for a in self.layout.agents}, self._send_task, failed,
+            schedule(self.store, self.layout.routes, {a.name: a.wip for a in self.layout.agents}, self.dispatch, failed,
                      hold=self.dispatch.hold)
         except (TaskError, sqlite3.Error) as e:
             log.warning("scheduling: %s", e)
-
-    def _send_task(self, task: Task, agent: str) -> None:
-        self.dispatch(task, agent)
 
     def _poll_github(self, gh: GitHub) -> None:
         """Poll the repository every ``poll_interval`` seconds (a 304 costs nothing)."""
@@ -315,7 +312,7 @@ class Controller:
                 continue
             known = any(m.task == str(t.id) for _, m in inbox(self.home.root, t.agent).list(("pending", "delivered")))
             if not known:
-                self._send_task(t, t.agent)
+                self.dispatch(t, t.agent)
 
     def _rebuild_if_gone(self) -> bool:
         """If the session (or the whole tmux server) is gone, build it again from the

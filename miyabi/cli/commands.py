@@ -664,7 +664,8 @@ def task_show(task_id: TaskId, json_out: JsonOpt = False, home: HomeOpt = None, 
 
 
 def _finish(task_id: str, state: str, reason: str, home: Path | None) -> Any:
-    return _store(home).set_state(_store(home).get(task_id).id, state, reason)
+    store = _store(home)
+    return store.set_state(store.get(task_id).id, state, reason)
 
 
 @task_app.command("done")
@@ -750,7 +751,7 @@ def github_sync(
     for ref in report.triaged:
         output.say(f"{ref}: author not trusted; labelled status:needs-triage, not routed")
     for a in data["assigned"]:
-        what = "assigned to " + a["agent"] if a["state"] == "assigned" else a["state"] + " (" + Store.of_home(t.home.root).history(a["task"])[-1]["reason"] + ")"
+        what = "assigned to " + a["agent"] if a["state"] == "assigned" else a["state"] + " (" + store.history(a["task"])[-1]["reason"] + ")"
         output.say(f"{a['ref']}: {what}")
     for line in reported:
         output.say(line)

@@ -210,21 +210,22 @@ def session_setup(layout: Layout, home: Home, width: int, height: int) -> list[C
     ]
 
 
-def check_owner(tmux: Tmux, layout: Layout, home: Home) -> None:
-    """Refuse to touch a session of the same name that miyabi did not build here.
+def check_owner(tmux: Tmux, session: str, home: Home | None) -> None:
+    """Refuse to touch a session that miyabi did not build (or built for another
+    home; ``home`` None skips that test).
 
     Raises:
         SessionConflict: the session has no miyabi tag, or another home's.
     """
-    owner = session_option(tmux, layout.session, HOME_TAG)
+    owner = session_option(tmux, session, HOME_TAG)
     if not owner:
         raise SessionConflict(
-            f"tmux session {layout.session!r} on socket {tmux.socket!r} was not made by miyabi; "
+            f"tmux session {session!r} on socket {tmux.socket!r} was not made by miyabi; "
             "leaving it alone: set another `session:` in the layout or use --socket"
         )
-    if owner != str(home.root):
+    if home is not None and owner != str(home.root):
         raise SessionConflict(
-            f"tmux session {layout.session!r} on socket {tmux.socket!r} belongs to the miyabi home {owner}; "
+            f"tmux session {session!r} on socket {tmux.socket!r} belongs to the miyabi home {owner}; "
             f"run miyabi there, or use --home {owner}"
         )
 
@@ -330,7 +331,7 @@ def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None, respawn_
         report.created = list(layout.names)
         tmux.run_units(build_commands(layout, home, tmux.socket, cwd, version))
     else:
-        check_owner(tmux, layout, home)
+        check_owner(tmux, layout.session, home)
         panes = list_panes(tmux, layout.session)
         units = reconcile_commands(layout, home, tmux.socket, cwd, panes, report, version, respawn_dead)
         if units:
@@ -356,13 +357,7 @@ def down(tmux: Tmux, session: str, home: Home | None = None) -> bool:
     """
     if not session_exists(tmux, session):
         raise SessionNotFound(session, tmux.socket)
-    owner = session_option(tmux, session, HOME_TAG)
-    if not owner:
-        raise SessionConflict(f"tmux session {session!r} on socket {tmux.socket!r} was not made by miyabi; leaving it alone")
-    if home is not None and owner != str(home.root):
-        raise SessionConflict(
-            f"tmux session {session!r} on socket {tmux.socket!r} belongs to the miyabi home {owner}; use --home {owner}"
-        )
+    check_owner(tmux, session, home)
     tmux.run("kill-session", "-t", exact(session))
     if tmux.sessions():
         return False
