@@ -18,7 +18,15 @@ from miyabi.home import Home
 from miyabi.tmux.panes import Pane, list_panes
 from miyabi.tmux.runner import Tmux
 
-pytestmark = pytest.mark.integration
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration/ ``integration`` (a ``pytestmark`` in a
+    conftest marks nothing: pytest reads it from test modules only)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(autouse=True)

@@ -215,29 +215,33 @@ def test_only_one_controller_per_home(cli: Cli, home: Path, tmp_path: Path, sock
 
 
 def test_controller_killed_at_random_moments_loses_and_doubles_nothing(home: Path, tmp_path: Path, socket: str, cli: Cli) -> None:
+    """Eight controllers are SIGKILLed mid-stream, each at a random moment after it
+    delivered at least one more message (positions in the stream, not wall-clock
+    times, so a fast machine cannot finish the stream before the kills)."""
     lay = layout(tmp_path, "chaos", worker("kaede"))
     assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
-    n = 60
+    n, kills = 80, 8
     for i in range(n):
         send(home, "kaede", f"msg-{i:03d}")
     argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", socket, "--layout", str(lay)]
     rng = random.Random(7)
-    kills = 0
-    deadline = time.monotonic() + 120
-    while len(transcript(home, "kaede")) < n and time.monotonic() < deadline:
+    marks = sorted(rng.sample(range(1, n - 10), kills))  # kill once the transcript reaches each mark
+    for mark in marks:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if kills < 8:
-            time.sleep(rng.uniform(0.6, 1.6))
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        else:
-            wait_for(lambda: len(transcript(home, "kaede")) >= n, timeout=60, what="the rest of the stream")
-            proc.terminate()
+        wait_for(lambda m=mark: len(transcript(home, "kaede")) >= m, timeout=60, what=f"{mark} messages delivered")
+        time.sleep(rng.uniform(0, 0.15))  # a random moment inside the next delivery
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(transcript(home, "kaede")) >= n, timeout=60, what="the rest of the stream")
+    finally:
+        proc.terminate()
         proc.wait(10)
     got = transcript(home, "kaede")
-    assert kills == 8
     assert sorted(got) == [f"msg-{i:03d}" for i in range(n)], "lost or doubled"
     assert got == sorted(got), "out of order"
+    assert not inbox(home, "kaede").pending()
 
 
 def test_intro_message_for_profiles_that_ask_for_it(cli: Cli, home: Path, tmp_path: Path) -> None:

@@ -189,7 +189,7 @@ def test_a_closed_pane_is_recreated_and_a_dead_server_is_rebuilt_with_pending_me
     old = wait_for(lambda: panes("phoenix").get("sakura"), what="sakura").pane_id
     tmux.run("kill-pane", "-t", old)
     wait_for(lambda: (p := panes("phoenix").get("sakura")) and p.pane_id != old, what="sakura's pane recreated")
-    assert events(home, "pane-recreated")
+    wait_for(lambda: events(home, "pane-recreated"), what="the pane-recreated event")  # logged just after
     from integration.test_delivery import send, transcript
 
     tmux.run("kill-server")

@@ -1,0 +1,39 @@
+"""The ``integration`` marker selects exactly the tests under tests/integration/."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent
+
+
+def _integration_test_count() -> int:
+    n = 0
+    for f in (TESTS / "integration").glob("test_*.py"):
+        tree = ast.parse(f.read_text())
+        n += sum(1 for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"))
+    return n
+
+
+def _selected(marker: str) -> int:
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", str(TESTS), "--collect-only", "-q", "-p", "no:cacheprovider", "-m", marker],
+        capture_output=True, text=True, cwd=TESTS.parent, timeout=120, check=False,
+    )
+    if re.search(r"no tests collected", r.stdout):
+        return 0
+    m = re.search(r"(\d+)(?:/\d+)? tests? collected", r.stdout)
+    assert m, r.stdout[-2000:] + r.stderr[-2000:]
+    return int(m.group(1))
+
+
+def test_the_integration_marker_selects_the_integration_tests_and_only_them() -> None:
+    want = _integration_test_count()
+    assert want > 0
+    assert _selected("integration") == want
+    assert _selected("not integration") > 0
+    assert _selected("integration and not integration") == 0
