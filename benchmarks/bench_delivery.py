@@ -27,7 +27,7 @@ from _stats import pct
 
 from miyabi.controller import stop_background
 from miyabi.home import Home
-from miyabi.mailbox import inbox, make
+from miyabi.messaging.mailbox import inbox, make
 from miyabi.tmux.control import ControlClient
 from miyabi.tmux.runner import Tmux
 

@@ -18,10 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fakegithub import FakeGitHub  # noqa: E402
+from fakegithub import FakeGitHub
 
-from miyabi.intake import GitHubConfig, sync  # noqa: E402
-from miyabi.tasks import Store  # noqa: E402
+from miyabi.config.settings import GitHubSettings
+from miyabi.work.github import client_for
+from miyabi.work.intake import sync
+from miyabi.work.tasks import Store
 
 
 def main() -> None:
@@ -31,9 +33,9 @@ def main() -> None:
     with FakeGitHub() as fake, tempfile.TemporaryDirectory() as tmp:
         for n in range(1, args.issues + 1):
             fake.add_issue(n, f"issue {n}", ["status:todo"], body=f"body of {n}")
-        cfg = GitHubConfig(repo="acme/widgets", api_url=fake.url, token_env="BENCH_NO_TOKEN")
+        cfg = GitHubSettings(repo="acme/widgets", api_url=fake.url, token_env="BENCH_NO_TOKEN")
         store = Store.of_home(Path(tmp))
-        gh = cfg.client(Path(tmp))
+        gh = client_for(cfg, Path(tmp))
         t0 = time.perf_counter()
         report = sync(store, gh, cfg)
         first = time.perf_counter() - t0

@@ -23,14 +23,12 @@ import uuid
 from pathlib import Path
 
 import psutil
-
 from _stats import pct
 
 from miyabi.controller import running_pid, stop_background
 from miyabi.home import Home
 from miyabi.tmux.control import ControlClient
 from miyabi.tmux.runner import Tmux
-
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ def write_files(d: Path) -> tuple[Path, Path]:
 
 def timed(argv: list[str]) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     dt = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"bench_up: {' '.join(argv)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
@@ -49,11 +49,11 @@ def timed(argv: list[str]) -> float:
 
 
 def kill(socket: str) -> None:
-    subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+    subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
 
 
 def count_panes(socket: str) -> int:
-    out = subprocess.run(["tmux", "-L", socket, "list-panes", "-a"], capture_output=True, text=True).stdout
+    out = subprocess.run(["tmux", "-L", socket, "list-panes", "-a"], capture_output=True, text=True, check=False).stdout
     return len(out.splitlines())
 
 
@@ -69,8 +69,8 @@ def main() -> None:
     if not tmuxp:
         sys.exit("bench_up: tmuxp not found; install it: .venv/bin/pip install -e '.[bench]'")
 
+    from miyabi.config import load
     from miyabi.home import Home
-    from miyabi.layout import load
     from miyabi.tmux.builder import up as build_up
     from miyabi.tmux.runner import Tmux
 
@@ -105,7 +105,7 @@ def main() -> None:
         return f"median {statistics.median(xs) * 1000:7.1f} ms   min {min(xs) * 1000:7.1f} ms"
 
     m, t = statistics.median(m_times), statistics.median(t_times)
-    print(f"bench_up: {AGENTS} agents ({PER_WINDOW} per window, `cat`), {args.runs} runs each, tmux {subprocess.run(['tmux', '-V'], capture_output=True, text=True).stdout.strip()}")
+    print(f"bench_up: {AGENTS} agents ({PER_WINDOW} per window, `cat`), {args.runs} runs each, tmux {subprocess.run(['tmux', '-V'], capture_output=True, text=True, check=False).stdout.strip()}")
     print(f"  miyabi up --detach (whole command) {fmt(m_times)}")
     print(f"  tmuxp load -d      (whole command) {fmt(t_times)}")
     print(f"  ratio miyabi/tmuxp (medians)       {m / t:.2f}")

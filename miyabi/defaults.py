@@ -1,9 +1,13 @@
-"""Defaults for every tunable constant, each with its unit.
+"""Defaults for every tunable constant, each with its unit and where its value comes from.
 
-Layout keys override the ones that a layout can set (see README, "Layout reference").
+Layout keys override the ones that a layout can set (see README, "Layout reference");
+the rest are fixed here, in one place, so that a maintainer finds every timing and
+size of miyabi without reading the modules that use them.
 """
 
 from __future__ import annotations
+
+# ---------------------------------------------------------------- ensemble and tmux
 
 SOCKET = "miyabi"
 """tmux socket name (``tmux -L``) when neither ``--socket`` nor ``MIYABI_SOCKET`` is given."""
@@ -20,6 +24,34 @@ PANE_HEIGHT = 30
 PROFILE = "worker"
 """Profile of an agent whose layout entry names none (layout key ``profile``)."""
 
+LAYOUT_FILE = "miyabi.yaml"
+"""Layout file ``miyabi up`` looks for in the current directory before the default layout."""
+
+TMUX_MIN_VERSION = (3, 2)
+"""Oldest tmux miyabi runs on: ``new-session -e`` (3.2), ``-e`` on new-window and
+split-window and ``set -p`` pane options (3.0). Developed and tested on 3.3a."""
+
+TMUX_TIMEOUT = 30.0
+"""Seconds a single tmux process may take before miyabi gives up on it."""
+
+TMUX_COMMAND_BYTES = 15_000
+"""Most bytes of arguments miyabi puts in one tmux invocation. tmux refuses a command
+line over about 16 KiB ("command too long", measured on 3.3a: 16,300 bytes passed,
+16,500 failed), so longer chains are cut into several invocations."""
+
+CONTROL_RESPONSE_TIMEOUT = 10.0
+"""Seconds to wait for tmux to answer one command on the control-mode channel."""
+
+DIR_MODE = 0o700
+"""Mode of every directory miyabi creates under its home (``queue/``, ``logs/``,
+``run/``, ``state/`` and everything below them)."""
+
+FILE_MODE = 0o600
+"""Mode of every file miyabi creates under its home: messages, logs, journals, the
+task database. They hold what agents were told and printed."""
+
+# ---------------------------------------------------------------- profiles and screens
+
 SUBMIT_KEY = "Enter"
 """tmux key name pressed to submit a message typed into an agent."""
 
@@ -27,20 +59,15 @@ SUBMIT_DELAY = 0.15
 """Seconds between typing a message and pressing the submit key. 150 ms clears the
 paste-burst window of Codex CLI (about 120 ms, openai/codex ``paste_burst.rs``)."""
 
-TMUX_MIN_VERSION = (3, 2)
-"""Oldest tmux miyabi runs on: ``new-session -e`` (3.2), ``-e`` on new-window and
-split-window and ``set -p`` pane options (3.0). Developed and tested on 3.3a."""
+READY_SETTLE = 0.2
+"""Seconds between the two screen reads that must both show an agent ready before a
+message is typed (gastown's rule: two reads about 200 ms apart)."""
 
-TMUX_TIMEOUT = 30.0
-"""Seconds a single tmux invocation may take before miyabi gives up on it."""
+SCREEN_LINES = 15
+"""How many non-blank lines from the bottom of a pane the ready and busy patterns see."""
 
-TMUX_COMMAND_BYTES = 15_000
-"""Most bytes of arguments miyabi puts in one tmux invocation. tmux refuses a command
-line over about 16 KiB ("command too long", measured on 3.3a: 16,300 bytes passed,
-16,500 failed), so longer chains are cut into several invocations."""
-
-STATUS_CPU_SAMPLE = 0.2
-"""Seconds over which ``miyabi status`` samples CPU use of each pane's process tree."""
+COMPOSER_LINES = 5
+"""Lines from the bottom of the screen searched for an agent's input box."""
 
 WORKER_PROMPT = "worker> "
 """Prompt the built-in worker agent shows when it is ready for a message."""
@@ -51,8 +78,160 @@ WORKER_BUSY = "⠿ thinking… (esc to interrupt)"
 ACK_CHARS = 60
 """How many characters of a message the worker repeats in its ``ack`` line."""
 
-LAYOUT_FILE = "miyabi.yaml"
-"""Layout file ``miyabi up`` looks for in the current directory before the default layout."""
+# ---------------------------------------------------------------- messages and delivery
 
-DIR_MODE = 0o700
-"""Mode of the directories miyabi creates under its home (``queue/``, ``logs/``, ``run/``)."""
+MAX_BODY = 1024 * 1024
+"""Largest message body accepted, in bytes of UTF-8 (layout key ``delivery.max_body``)."""
+
+SHORT_TEXT = 2048
+"""Longest single line, in bytes, typed with ``send-keys -l``; longer text is pasted."""
+
+MAX_ENTERS = 3
+"""Most times the submit key is pressed for one message."""
+
+ENTER_RETRY = 0.5
+"""Seconds after a submit key press before pressing it again if the text still sits in
+the input box."""
+
+VERIFY_TIMEOUT = 3.0
+"""Seconds to wait for evidence that a message was submitted."""
+
+VERIFY_POLL = 0.01
+"""Seconds between screen reads while verifying a submission."""
+
+DELIVERY_ATTEMPTS = 3
+"""Times a message may be typed (each in a new agent process) before it is a dead letter."""
+
+INBOX_RESCAN = 0.2
+"""Seconds between rescans of the inboxes in case an inotify event is missed (the
+fallback poll; one thread stat()s them all and wakes deliverers with mail waiting)."""
+
+DELIVERER_IDLE = 5.0
+"""Longest a deliverer sleeps without any wake-up, in seconds."""
+
+DELIVERER_ERROR_PAUSE = 1.0
+"""Seconds a deliverer waits after an unexpected error before trying again."""
+
+TMP_MAX_AGE = 3600.0
+"""Seconds after which a leftover file in an inbox's ``tmp/`` (a write a crash
+interrupted before its rename) is removed."""
+
+# ---------------------------------------------------------------- the controller
+
+PANE_REFRESH = 0.5
+"""Seconds between refreshes of the agent → pane map (and scheduling passes)."""
+
+RECONNECT_MAX = 2.0
+"""Longest wait, in seconds, between attempts to reopen the control channel."""
+
+THREAD_JOIN = 5.0
+"""Seconds the stopping controller waits for each of its threads to finish."""
+
+CONTROLLER_START_WAIT = 5.0
+"""Seconds ``miyabi up`` waits for a background controller to take its lock."""
+
+CONTROLLER_STOP_WAIT = 5.0
+"""Seconds ``miyabi down`` waits after SIGTERM before it SIGKILLs the controller."""
+
+REQUEST_WAIT = 10.0
+"""Seconds a command such as ``miyabi restart`` waits for the controller's answer."""
+
+REQUEST_POLL = 0.05
+"""Seconds between looks for the controller's answer to a request."""
+
+# ---------------------------------------------------------------- the watchdog
+
+WATCHDOG_SILENCE_TIMEOUT = 600.0
+"""Seconds an agent may be not ready and silent before it counts as hung and is
+nudged (layout ``watchdog.silence_timeout``)."""
+
+WATCHDOG_SILENCE_GRACE = 120.0
+"""Seconds a nudged agent may stay silent before it is restarted (``silence_grace``)."""
+
+WATCHDOG_MIN_UPTIME = 10.0
+"""An agent that dies after running at least this many seconds is restarted at once;
+sooner, after a backoff (``min_uptime``; supervisord's ``startsecs``)."""
+
+WATCHDOG_STABLE_AFTER = 600.0
+"""Seconds of running that reset the backoff (``stable_after``)."""
+
+WATCHDOG_MAX_RESTARTS = 5
+"""Restarts allowed within ``restart_window`` before the breaker marks the agent failed
+(``max_restarts``; systemd's ``StartLimitBurst``)."""
+
+WATCHDOG_RESTART_WINDOW = 900.0
+"""Seconds over which the breaker counts restarts (``restart_window``)."""
+
+WATCHDOG_BACKOFF_INITIAL = 1.0
+"""First backoff delay after a quick death, in seconds; it doubles each time."""
+
+WATCHDOG_BACKOFF_MAX = 300.0
+"""Largest backoff delay, in seconds."""
+
+HANG_CHECK = 1.0
+"""Seconds between hang checks."""
+
+ECHO_GRACE = 1.0
+"""Seconds after a delivery during which the pane's output counts as the echo of the
+message itself, not as an answer."""
+
+CPU_BUSY = 0.02
+"""CPU seconds per second of wall time above which a silent agent counts as working
+(sampled between two hang checks)."""
+
+KILL_GRACE = 2.0
+"""Seconds an agent gets between SIGTERM and SIGKILL when it is restarted on purpose."""
+
+EXIT_STATUS_WAIT = 1.0
+"""Seconds the watchdog waits for tmux to record how a dead agent ended (its exit
+status or signal), when the process was reaped before miyabi could read it."""
+
+SCROLLBACK_LINES = 2000
+"""Lines of the pane saved with a crash."""
+
+STATUS_CPU_SAMPLE = 0.2
+"""Seconds over which ``miyabi status`` samples CPU use of each pane's process tree."""
+
+STATUS_STARTING = 2.0
+"""Seconds after its start an agent shows as ``starting`` in ``miyabi status``."""
+
+RESTART_HISTORY = 86400.0
+"""Seconds of restart times kept in the watchdog's history."""
+
+# ---------------------------------------------------------------- tasks and GitHub
+
+TASK_WIP = 1
+"""Tasks an agent may have assigned or in progress at once (layout ``agents[].wip``)."""
+
+GITHUB_API = "https://api.github.com"
+"""GitHub's REST API root (layout ``github.api_url``; Enterprise: ``https://HOST/api/v3``)."""
+
+GITHUB_TOKEN_ENV = "GITHUB_TOKEN"
+"""Environment variable the GitHub token is read from (layout ``github.token_env``)."""
+
+GITHUB_TODO_LABEL = "status:todo"
+"""Issues with this label become tasks (layout ``github.todo_label``)."""
+
+GITHUB_POLL_INTERVAL = 60.0
+"""Seconds between polls of the repository (layout ``github.poll_interval``)."""
+
+GITHUB_TIMEOUT = 30.0
+"""Seconds one HTTP request to GitHub may take."""
+
+GITHUB_MAX_TRIES = 6
+"""Attempts of one GitHub request before giving up (rate limits, 5xx, network errors)."""
+
+GITHUB_MAX_WAIT = 900.0
+"""Longest single wait, in seconds, for a GitHub rate limit to reset."""
+
+GITHUB_BACKOFF_MAX = 60.0
+"""Longest backoff, in seconds, between retries of a failing GitHub request."""
+
+NOTICE_TRIES = 5
+"""Attempts at telling GitHub a task's outcome before giving up (with an event)."""
+
+CLAIM_RETRY = 60.0
+"""Seconds a task whose claim failed (a GitHub error) waits before it is tried again."""
+
+JOB_STEP_TIMEOUT = 3600.0
+"""Longest one command of a job may run, in seconds."""

@@ -1,7 +1,7 @@
 """Exceptions raised by miyabi's core.
 
 Every error miyabi raises derives from :class:`MiyabiError` and carries the exit
-code the command line maps it to (see ``defaults`` for the table). ``str(err)`` is
+code the command line maps it to (the table is in README.md, "Commands"). ``str(err)`` is
 the one line a user reads: it names the file, key, agent or tmux command involved
 and says what to do. The pattern (one base class, subclasses that carry their
 context and say it in ``__str__``) follows libtmux's ``exc`` module.
@@ -63,6 +63,13 @@ def display_path(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except (ValueError, OSError):
         return str(path)
+
+
+class UsageError(MiyabiError):
+    """A command was given a value it cannot use (a bad option value, a refused name);
+    exit code 2, as for any other usage error."""
+
+    exit_code = EXIT_USAGE
 
 
 class LayoutError(MiyabiError):

@@ -1,20 +1,20 @@
 """miyabi's home directory: where its state lives.
 
 The home is ``--home``, else ``$MIYABI_HOME``, else the current directory. It holds
-``queue/`` (inboxes), ``logs/`` (pane output, transcripts, events) and ``run/``
-(pidfiles and what ``miyabi up`` last did), each created with mode 0700.
+``queue/`` (inboxes), ``logs/`` (pane output, transcripts, events), ``run/``
+(pidfiles, journals and what ``miyabi up`` last did) and ``state/`` (the task
+database), each created with mode 0700; miyabi's files in them are 0600.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from miyabi import defaults
+from miyabi.files import private_dir, write_atomic
 
 STATE_FILE = "up.json"
 """File under ``run/`` recording the layout, session and socket ``miyabi up`` last used."""
@@ -48,18 +48,20 @@ class Home:
     def run(self) -> Path:
         return self.root / "run"
 
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
     def ensure(self) -> None:
-        """Create ``queue/``, ``logs/`` and ``run/`` with mode 0700 (tightening the mode of
-        ones that exist: they hold messages and agent output).
+        """Create ``queue/``, ``logs/``, ``run/`` and ``state/`` with mode 0700
+        (tightening the mode of ones that exist: they hold messages and agent output).
 
         Raises:
             OSError: a directory cannot be created.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        for d in (self.queue, self.logs, self.run):
-            d.mkdir(mode=defaults.DIR_MODE, exist_ok=True)
-            if d.stat().st_mode & 0o777 != defaults.DIR_MODE:
-                d.chmod(defaults.DIR_MODE)
+        for d in (self.queue, self.logs, self.run, self.state):
+            private_dir(d)
 
     def pane_log(self, agent: str) -> Path:
         """Where the agent's pane output is appended (``logs/<agent>.log``)."""
@@ -71,12 +73,7 @@ class Home:
 
     def save_state(self, **state: Any) -> None:
         """Record what ``miyabi up`` did (layout path, session, socket) atomically."""
-        self.run.mkdir(mode=defaults.DIR_MODE, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.run, prefix=".up.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, self.run / STATE_FILE)
+        write_atomic(self.run / STATE_FILE, json.dumps(state, indent=2) + "\n", fsync=True)
 
     def load_state(self) -> dict[str, Any]:
         """What ``miyabi up`` last recorded here ({} if nothing or unreadable)."""

@@ -22,12 +22,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import BinaryIO
 
 from miyabi import defaults
+from miyabi.files import append_line, private_dir
+from miyabi.times import now_rfc3339
 
 PASTE_START = b"\x1b[200~"
 PASTE_END = b"\x1b[201~"
@@ -179,10 +180,6 @@ def ack_line(text: str) -> str:
     return f"ack {head}"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class Worker:
     """The worker's loop, with its input, output and clock injectable for tests.
 
@@ -250,7 +247,7 @@ class Worker:
         """Record ``text``, acknowledge it and simulate the work."""
         self.received += 1
         if self.transcript is not None:
-            _append_line(self.transcript, {"time": _now(), "agent": self.name, "text": text})
+            append_line(self.transcript, json.dumps({"time": now_rfc3339(), "agent": self.name, "text": text}, ensure_ascii=False))
         self.write(ack_line(text) + "\r\n")
         m = re.match(r"^/job (\d+)$", text.strip())
         if m and self.run_job is not None:
@@ -267,16 +264,6 @@ class Worker:
         self.write(BRACKETED_PASTE_OFF)
 
 
-def _append_line(path: Path, record: dict[str, object]) -> None:
-    """Append one JSON line with a single write (O_APPEND), mode 0600."""
-    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-
-
 def _stdout_write(s: str) -> None:
     sys.stdout.write(s)
     sys.stdout.flush()
@@ -287,9 +274,7 @@ def default_transcript(name: str) -> Path | None:
     home = os.environ.get("MIYABI_HOME")
     if not home:
         return None
-    logs = Path(home) / "logs"
-    logs.mkdir(mode=defaults.DIR_MODE, parents=True, exist_ok=True)
-    return logs / f"{name}.transcript.jsonl"
+    return private_dir(Path(home) / "logs") / f"{name}.transcript.jsonl"
 
 
 def _job_runner(agent: str) -> Callable[[int], str] | None:
@@ -299,8 +284,8 @@ def _job_runner(agent: str) -> Callable[[int], str] | None:
         return None
 
     def run_job(task_id: int) -> str:
-        from miyabi.jobs import JobError, run_assigned
-        from miyabi.tasks import Store
+        from miyabi.work.jobs import JobError, run_assigned
+        from miyabi.work.tasks import Store
 
         try:
             store = Store.of_home(Path(home))

@@ -10,7 +10,7 @@ import json
 import threading
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlparse
 
 
@@ -30,7 +30,7 @@ class FakeGitHub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> FakeGitHub:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

@@ -1,6 +1,6 @@
 """The ``miyabi`` command line. ``send`` and ``broadcast`` take a light path that
 does not import typer (see ``miyabi.cli.send``); everything else goes through the
-Typer app in ``miyabi.cli.commands``."""
+Typer app (``miyabi.cli.root``), whose commands live one module per group."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from typing import Any
 FAST = ("send", "broadcast")
 
 
+def _load_app() -> Any:
+    from miyabi.cli import ensemble, github, messages, service, tasks  # noqa: F401 - they register their commands
+    from miyabi.cli.root import app
+
+    return app
+
+
 def main() -> None:
     """Console entry point."""
     argv = sys.argv[1:]
@@ -17,16 +24,12 @@ def main() -> None:
         from miyabi.cli.send import main as fast
 
         sys.exit(fast(argv[0], argv[1:]))
-    from miyabi.cli.commands import app
-
-    app()
+    _load_app()()
 
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from miyabi.cli.commands import app
-
-        return app
+        return _load_app()
     raise AttributeError(name)
 
 

@@ -58,6 +58,14 @@ def error(line: str) -> None:
         sys.stderr.write(f"miyabi: {line}\n")
 
 
+def warn(line: str) -> None:
+    """Print one warning line on stderr (yellow on a terminal)."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\x1b[33mmiyabi: warning: {line}\x1b[0m\n")
+    else:
+        sys.stderr.write(f"miyabi: warning: {line}\n")
+
+
 def human_seconds(s: float | None) -> str:
     """``75`` → ``1m15s``; None → ``-``."""
     if s is None:

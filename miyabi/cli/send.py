@@ -17,8 +17,12 @@ from pathlib import Path
 from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, AgentNotFound, MiyabiError
 
 
-def _known_agents(home_root: Path, layout: str | None) -> tuple[list[str], int | None]:
-    """Agent names of the ensemble, and the body limit if the layout sets one."""
+def known_agents(home_root: Path, layout: str | None) -> tuple[list[str], int | None]:
+    """Agent names of the ensemble, and the body limit if the layout sets one.
+
+    Raises:
+        LayoutError: ``up.json`` is missing and the layout does not load.
+    """
     if layout is None:
         try:
             state = json.loads((home_root / "run" / "up.json").read_text(encoding="utf-8"))
@@ -27,8 +31,8 @@ def _known_agents(home_root: Path, layout: str | None) -> tuple[list[str], int |
                 return [str(a) for a in agents], state.get("max_body")
         except (OSError, ValueError):
             pass
+    from miyabi.config import load, shipped
     from miyabi.home import Home
-    from miyabi.layout import load, shipped
 
     lay = load(shipped.for_command(layout, Home(home_root)))
     return lay.names, None
@@ -64,7 +68,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
 
 def _body(text: str | None) -> str:
-    from miyabi.mailbox import MessageError, decode_body
+    from miyabi.messaging.mailbox import MessageError, decode_body
 
     if text is None:
         raise MessageError("no message text; give TEXT, or - to read it from standard input")
@@ -103,11 +107,13 @@ def main(prog: str, argv: list[str]) -> int:
 
 
 def _run(prog: str, args: argparse.Namespace) -> int:
-    from miyabi.mailbox import MAX_BODY, MessageError, append_event, inbox, make, sanitize
+    from miyabi.defaults import MAX_BODY
+    from miyabi.events import append_event
+    from miyabi.messaging.mailbox import MessageError, inbox, make, sanitize
 
     raw = args.home if args.home else os.environ.get("MIYABI_HOME") or os.getcwd()
     home_root = Path(os.path.expanduser(raw)).resolve()
-    agents, max_body = _known_agents(home_root, args.layout)
+    agents, max_body = known_agents(home_root, args.layout)
     sender = args.sender or os.environ.get("MIYABI_AGENT") or "human"
     body = _body(args.text)
     if not sanitize(body).strip():

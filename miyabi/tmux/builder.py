@@ -20,11 +20,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from miyabi.errors import SessionConflict, SessionNotFound
+from miyabi.config.model import Agent, Layout
+from miyabi.config.preflight import agent_path, exec_line
+from miyabi.errors import SessionConflict, SessionNotFound, TmuxError
+from miyabi.files import private_file
 from miyabi.home import Home
-from miyabi.layout.loader import ENV_ASSIGN_RE, agent_path
-from miyabi.layout.model import Agent, Layout
-from miyabi.tmux.panes import HOME_TAG, LAYOUT_TAG, TAG, Pane, exact, list_panes, session_exists, session_option
+from miyabi.tmux.driver import PaneDriver
+from miyabi.tmux.panes import (
+    FAILED_TAG,
+    HOME_TAG,
+    LAYOUT_TAG,
+    TAG,
+    Pane,
+    Runner,
+    exact,
+    list_panes,
+    session_exists,
+    session_option,
+)
 from miyabi.tmux.runner import Command, Tmux, escape_format
 
 SECRET_ENV: list[str] = ["GITHUB_TOKEN", "GH_TOKEN"]
@@ -37,12 +50,10 @@ WINDOW_PREFIX = "agents"
 BORDER_FORMAT = (
     " #{?pane_active,#[reverse],}#{" + TAG + "}#[default]"
     " #{?pane_dead,#[fg=red]dead#[default] ,}#{pane_current_command}"
-    "#{?#{@miyabi_failed}, #[fg=red]FAILED: #{@miyabi_failed}#[default],} "
+    "#{?#{" + FAILED_TAG + "}, #[fg=red]FAILED: #{" + FAILED_TAG + "}#[default],} "
 )
 """Pane border label: the agent's tag (not the title, which programs can change), and
 why the watchdog gave up on it, if it did."""
-
-_SHELL_WORDS = {"if", "for", "while", "until", "case", "{", "!", "(", "exec", "[[", "function", "select"}
 
 
 @dataclass
@@ -76,23 +87,6 @@ def protect_secret(var: str) -> None:
         SECRET_ENV.append(var)
 
 
-def shell_line(command: str) -> str:
-    """The line ``/bin/sh -c`` runs for an agent: ``exec`` in front of a simple command,
-    so that the pane's pid is the agent's own (what status and the watchdog watch);
-    a compound command (``a && b``, pipes, ``if``…) is left as written."""
-    try:
-        lex = shlex.shlex(command, posix=True, punctuation_chars=True)
-        lex.whitespace_split = True
-        words = list(lex)
-    except ValueError:
-        return command
-    if "\n" in command or not words or any(w and set(w) <= set("();<>|&") for w in words):
-        return command
-    if words[0] in _SHELL_WORDS or ENV_ASSIGN_RE.match(words[0]):
-        return command
-    return "exec " + command
-
-
 def agent_env(agent: Agent, home: Home, socket: str) -> dict[str, str]:
     """The environment miyabi adds for an agent's process: the layout's ``env``, PATH
     with the ``miyabi`` command on it, and ``MIYABI_AGENT``, ``MIYABI_HOME``,
@@ -117,22 +111,44 @@ def spawn_args(agent: Agent, home: Home, socket: str, cwd: Path) -> list[str]:
     env = [f"{k}={v}" for k, v in agent_env(agent, home, socket).items()]
     # Secrets the controller uses never reach an agent (the tmux server inherited them).
     unset = [w for var in SECRET_ENV for w in ("-u", var)]
-    return ["-c", escape_format(str(agent.cwd or cwd)), "env", *unset, *env, "/bin/sh", "-c", shell_line(agent.command)]
+    return ["-c", escape_format(str(agent.cwd or cwd)), "env", *unset, *env, "/bin/sh", "-c", exec_line(agent.command)]
 
 
 def pane_setup(agent: Agent, home: Home, target: Sequence[str] = ()) -> list[Command]:
     """Commands that tag a new (or respawned) pane, title it and log its output.
 
     ``target`` is ``("-t", "%ID")`` for a known pane, or empty for the pane the
-    previous command in the chain created."""
+    previous command in the chain created. The log is appended by ``cat`` under
+    ``umask 077``, so a new log file is private (0600) like everything in the home."""
     t = list(target)
     log = shlex.quote(str(home.pane_log(agent.name)))
     return [
         ["set-option", "-p", *t, TAG, agent.name],
         ["select-pane", *t, "-T", escape_format(agent.title)],
         # Not -o: that toggles, and would close the pipe a respawned pane still has.
-        ["pipe-pane", *t, escape_format(f"exec cat >> {log}")],
+        ["pipe-pane", *t, escape_format(f"umask 077; exec cat >> {log}")],
     ]
+
+
+def respawn_agent(runner: Runner, agent: Agent, pane_id: str, home: Home, socket: str, cwd: Path) -> int:
+    """Run ``agent``'s own command again in its pane, in place (``respawn-pane -k``: same
+    pane id, position and tag), then set the pane up again and clear a failure mark.
+    The set-up is best effort: a program that exits at once leaves a dead pane, where
+    ``pipe-pane`` fails.
+
+    Returns:
+        the new process's pid (0 when tmux does not tell).
+
+    Raises:
+        TmuxError: the respawn itself failed.
+    """
+    runner.run("respawn-pane", "-k", "-t", pane_id, *spawn_args(agent, home, socket, cwd))
+    for c in [*pane_setup(agent, home, ("-t", pane_id)), ["set-option", "-p", "-u", "-t", pane_id, FAILED_TAG]]:
+        runner.run(*c, check=False)
+    try:
+        return PaneDriver(runner).pane_pid(pane_id)
+    except TmuxError:
+        return 0
 
 
 def window_setup(version: tuple[int, int] = (3, 3)) -> list[Command]:
@@ -321,6 +337,8 @@ def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None, respawn_
     """
     version = tmux.require_version()
     home.ensure()
+    for agent in layout.agents:  # an existing log from an older miyabi may be 0644
+        private_file(home.pane_log(agent.name))
     if layout.github is not None:
         protect_secret(layout.github.token_env)
     cwd = cwd or Path(os.getcwd())

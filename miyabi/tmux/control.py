@@ -19,12 +19,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from miyabi import defaults
 from miyabi.errors import TmuxError
-from miyabi.tmux.panes import exact
-from miyabi.tmux.runner import Tmux, _tmux_env
-
-RESPONSE_TIMEOUT = 10.0
-"""Seconds to wait for tmux to answer one command on the control channel."""
+from miyabi.tmux.panes import exact, session_exists
+from miyabi.tmux.runner import Tmux, tmux_env
 
 
 def quote(word: str) -> str:
@@ -87,7 +85,7 @@ class ControlClient:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env=_tmux_env(),
+            env=tmux_env(),
             bufsize=0,
         )
         self._reader = threading.Thread(target=self._read, name="tmux-control", daemon=True)
@@ -109,7 +107,7 @@ class ControlClient:
 
         Raises:
             TmuxError: tmux answered ``%error`` (when ``check``), or the channel closed,
-                or no answer came within :data:`RESPONSE_TIMEOUT`.
+                or no answer came within ``defaults.CONTROL_RESPONSE_TIMEOUT``.
         """
         line = " ".join(quote(a) for a in args) + "\n"
         pending = _Pending()
@@ -122,8 +120,8 @@ class ControlClient:
             except (BrokenPipeError, OSError):
                 self._waiting.remove(pending)
                 raise TmuxError(args[0], "control channel is closed", socket=self.socket) from None
-        if not pending.done.wait(RESPONSE_TIMEOUT):
-            raise TmuxError(args[0], f"no answer within {RESPONSE_TIMEOUT:.0f} s", socket=self.socket)
+        if not pending.done.wait(defaults.CONTROL_RESPONSE_TIMEOUT):
+            raise TmuxError(args[0], f"no answer within {defaults.CONTROL_RESPONSE_TIMEOUT:.0f} s", socket=self.socket)
         if pending.error and check:
             raise TmuxError(args[0], "\n".join(pending.lines) or "failed", socket=self.socket)
         return pending.lines
@@ -208,3 +206,65 @@ def _same_block(end_line: str, block: list[str]) -> bool:
     b = block[0].split(" ")
     e = end_line.split(" ")
     return len(b) >= 3 and len(e) >= 3 and b[1:3] == e[1:3]
+
+
+class SessionChannel:
+    """The controller's channel to its session: a :class:`ControlClient` that is opened
+    on first use and opened again whenever it closed (the tmux server restarted, the
+    client died). Any :class:`~miyabi.tmux.panes.Runner` user can take it.
+
+    Args:
+        tmux: the server.
+        session: the session to attach to.
+        on_output: called with the pane id each time a pane prints (in the reader
+            thread: keep it short).
+    """
+
+    def __init__(self, tmux: Tmux, session: str, on_output: Callable[[str], None] | None = None) -> None:
+        self.tmux = tmux
+        self.session = session
+        self.on_output = on_output
+        self._client: ControlClient | None = None
+        self._lock = threading.Lock()
+        self._last_output: dict[str, float] = {}
+        self.opened = 0
+        """How many times a client was opened (for the log)."""
+
+    def _output(self, pane_id: str, data: str) -> None:
+        self._last_output[pane_id] = time.monotonic()
+        if self.on_output is not None:
+            self.on_output(pane_id)
+
+    def client(self) -> ControlClient:
+        """The open client, opening one if needed.
+
+        Raises:
+            TmuxError: the session is not running (or tmux refused the client).
+        """
+        with self._lock:
+            if self._client is not None and self._client.alive:
+                return self._client
+            if not session_exists(self.tmux, self.session):
+                raise TmuxError("attach-session", f"session {self.session!r} is not running", socket=self.tmux.socket)
+            self._client = ControlClient(self.tmux, self.session, on_output=self._output).start()
+            self.opened += 1
+            return self._client
+
+    def run(self, *args: str, check: bool = True) -> list[str]:
+        """Run one tmux command through the channel.
+
+        Raises:
+            TmuxError: tmux refused the command, or the session is not running.
+        """
+        return self.client().run(*args, check=check)
+
+    def last_output(self, pane_id: str) -> float:
+        """``time.monotonic()`` of the pane's last ``%output`` (0.0 when none was seen)."""
+        return self._last_output.get(pane_id, 0.0)
+
+    def close(self) -> None:
+        """Detach the client, if one is open."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None

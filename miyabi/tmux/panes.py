@@ -1,8 +1,10 @@
-"""Reading what runs in miyabi's tmux session: panes, their tags and their state."""
+"""Reading what runs in miyabi's tmux session: panes, their tags and their state, and
+the agent → pane map that the controller's threads share."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from miyabi.tmux.runner import Tmux
@@ -14,6 +16,7 @@ class Runner(Protocol):
 
     def run(self, *args: str, check: bool = True) -> list[str]: ...
 
+
 TAG = "@miyabi_agent"
 """Pane option naming the agent that runs in a pane; agents are found by it, never by index."""
 
@@ -22,6 +25,9 @@ HOME_TAG = "@miyabi_home"
 
 LAYOUT_TAG = "@miyabi_layout"
 """Session option holding the layout file the session was built from."""
+
+FAILED_TAG = "@miyabi_failed"
+"""Pane option holding why the watchdog gave up on the agent (shown in the border)."""
 
 _SEP = "\x1f"
 _FIELDS = (
@@ -136,6 +142,60 @@ def _int(s: str) -> int | None:
         return None
 
 
+class PaneMap:
+    """The agents' panes as last listed: agent → :class:`Pane`.
+
+    Refreshed by the controller every ``defaults.PANE_REFRESH`` seconds and read by
+    the deliverers and the watchdog; a respawn done in between is recorded at once
+    (:meth:`respawned`). Safe to share between threads: every change replaces the map.
+
+    Args:
+        runner: how to reach tmux (the control channel).
+        session: the session to list.
+    """
+
+    def __init__(self, runner: Runner, session: str) -> None:
+        self.runner = runner
+        self.session = session
+        self._by_agent: dict[str, Pane] = {}
+        self._by_pane: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self) -> dict[str, Pane]:
+        """List the session's tagged panes again; returns the new map.
+
+        Raises:
+            TmuxError: the session cannot be listed.
+        """
+        panes: dict[str, Pane] = {}
+        for p in list_panes(self.runner, self.session):
+            if p.agent and p.agent not in panes:
+                panes[p.agent] = p
+        with self._lock:
+            self._by_agent = panes
+            self._by_pane = {p.pane_id: name for name, p in panes.items()}
+        return dict(panes)
+
+    def get(self, agent: str) -> Pane | None:
+        """The agent's pane, or None when it has none."""
+        return self._by_agent.get(agent)
+
+    def all(self) -> dict[str, Pane]:
+        """A copy of the whole map."""
+        return dict(self._by_agent)
+
+    def agent_of(self, pane_id: str) -> str | None:
+        """The agent whose pane is ``pane_id``."""
+        return self._by_pane.get(pane_id)
+
+    def respawned(self, agent: str, pid: int) -> None:
+        """Record that ``agent``'s pane now runs a new live process ``pid``."""
+        with self._lock:
+            pane = self._by_agent.get(agent)
+            if pane is not None:
+                self._by_agent = {**self._by_agent, agent: replace(pane, pid=pid, dead=False)}
+
+
 def session_exists(tmux: Tmux, session: str) -> bool:
     """True when ``session`` exists on the server (exact name match)."""
     return session in tmux.sessions()
@@ -160,3 +220,19 @@ def session_option(tmux: Runner, session: str, name: str) -> str:
 def exact(session: str) -> str:
     """A target that matches ``session`` by exact name, never by prefix (``=name:``)."""
     return f"={session}:"
+
+
+def select(tmux: Runner, pane: Pane) -> None:
+    """Make ``pane`` the current pane of its session (its window first)."""
+    tmux.run("select-window", "-t", pane.window_id)
+    tmux.run("select-pane", "-t", pane.pane_id)
+
+
+def attach_command(socket: str, session: str, pane: Pane | None = None) -> str:
+    """The shell command a person runs to attach to ``session`` (with ``pane`` selected)."""
+    import shlex
+
+    cmd = f"tmux -L {shlex.quote(socket)} attach -t {shlex.quote(session)}"
+    if pane is not None:
+        cmd += f" \\; select-window -t {pane.window_id} \\; select-pane -t {pane.pane_id}"
+    return cmd

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 
 from miyabi import defaults
-from miyabi.errors import TmuxError, TmuxUnavailable
+from miyabi.errors import TmuxError, TmuxUnavailable, UsageError
 
 Command = Sequence[str]
 """One tmux command as words, e.g. ``["set-option", "-p", "-t", "%3", "@x", "1"]``."""
@@ -78,6 +78,10 @@ class Tmux:
         """The full command line for ``args`` on this server."""
         return [self.executable, "-L", self.socket, *args]
 
+    def attach_argv(self, session: str) -> list[str]:
+        """The command line that attaches a terminal to ``session`` (exact name)."""
+        return self.argv(["attach-session", "-t", f"={session}:"])
+
     def run(self, *args: str, input: str | None = None, check: bool = True) -> list[str]:
         """Run one tmux command; return its stdout lines.
 
@@ -102,10 +106,11 @@ class Tmux:
             proc = subprocess.run(
                 self.argv(args),
                 input=input,
+                check=False,
                 capture_output=True,
                 text=True,
                 timeout=defaults.TMUX_TIMEOUT,
-                env=_tmux_env(),
+                env=tmux_env(),
             )
         except subprocess.TimeoutExpired:
             raise TmuxError(_describe(commands), f"no answer within {defaults.TMUX_TIMEOUT:.0f} s", socket=self.socket) from None
@@ -148,7 +153,7 @@ class Tmux:
         self.invocations += 1
         argv = self.argv(["list-sessions", "-F", "#{session_name}"])
         try:
-            return subprocess.run(argv, check=False, capture_output=True, text=True, env=_tmux_env(), timeout=defaults.TMUX_TIMEOUT)
+            return subprocess.run(argv, check=False, capture_output=True, text=True, env=tmux_env(), timeout=defaults.TMUX_TIMEOUT)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(argv, 1, "", f"no answer within {defaults.TMUX_TIMEOUT:.0f} s")
 
@@ -158,7 +163,7 @@ class Tmux:
         Raises:
             TmuxUnavailable: the version cannot be read.
         """
-        proc = subprocess.run([self.executable, "-V"], capture_output=True, text=True)
+        proc = subprocess.run([self.executable, "-V"], capture_output=True, text=True, check=False)
         return parse_version(proc.stdout.strip())
 
     def require_version(self, minimum: tuple[int, int] = defaults.TMUX_MIN_VERSION) -> tuple[int, int]:
@@ -181,11 +186,11 @@ def check_socket_name(socket: str) -> None:
     """Refuse socket names that would reach another server than miyabi's own.
 
     Raises:
-        TmuxUnavailable: the name is empty, ``default`` (the user's own server), or
-            holds a ``/`` (a path, not a name).
+        UsageError: the name is empty, ``default`` (the user's own server), or holds
+            a ``/`` (a path, not a name); exit code 2.
     """
     if not socket or socket == "default" or "/" in socket:
-        raise TmuxUnavailable(
+        raise UsageError(
             f"tmux socket name {socket!r} is not allowed: miyabi runs its own server and never the "
             "user's default one; give a plain name such as `miyabi` with --socket or MIYABI_SOCKET"
         )
@@ -205,7 +210,7 @@ def parse_version(text: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2)))
 
 
-def _tmux_env() -> dict[str, str]:
+def tmux_env() -> dict[str, str]:
     """Our environment without ``TMUX``, so that a command run from inside the user's
     own tmux never falls back to the user's server, and without ``MIYABI_AGENT``."""
     env = dict(os.environ)

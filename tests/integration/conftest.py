@@ -19,7 +19,6 @@ from miyabi.tmux.panes import Pane, list_panes
 from miyabi.tmux.runner import Tmux
 
 
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test under tests/integration/ ``integration`` (a ``pytestmark`` in a
     conftest marks nothing: pytest reads it from test modules only)."""

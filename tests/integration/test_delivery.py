@@ -19,7 +19,7 @@ from integration.conftest import Cli, capture
 from miyabi.cli.send import main as send_main
 from miyabi.controller import read_pid, running_pid
 from miyabi.home import Home
-from miyabi.mailbox import inbox
+from miyabi.messaging.mailbox import inbox
 
 FAST_WORKER = """
     submit_delay: 0.03
@@ -122,7 +122,7 @@ def test_hostile_bodies_arrive_as_text_and_act_as_nothing_else(cli: Cli, home: P
     assert cli("up", str(layout(tmp_path, "hostile", worker("kaede"))), "-d").exit_code == 0
     for body in HOSTILE.values():
         send(home, "kaede", body)
-    from miyabi.delivery import prepare
+    from miyabi.messaging.delivery import prepare
 
     want = [prepare(b) for b in HOSTILE.values()]
     wait_for(lambda: len(transcript(home, "kaede")) >= len(want), timeout=60, what="all hostile bodies")
@@ -137,11 +137,11 @@ def test_non_utf8_stdin_and_oversized_bodies_are_refused(home: Path, tmp_path: P
     (home / "run" / "up.json").write_text(json.dumps({"agents": ["kaede"], "max_body": 1000}))
     env = {**os.environ, "MIYABI_HOME": str(home)}
     cmd = [sys.executable, "-m", "miyabi", "send", "kaede", "-"]
-    r = subprocess.run(cmd, input=b"ok \xff\xfe", capture_output=True, env=env)
+    r = subprocess.run(cmd, input=b"ok \xff\xfe", capture_output=True, env=env, check=False)
     assert r.returncode == 1 and b"not valid UTF-8" in r.stderr
-    r = subprocess.run(cmd, input=b"x" * 1001, capture_output=True, env=env)
+    r = subprocess.run(cmd, input=b"x" * 1001, capture_output=True, env=env, check=False)
     assert r.returncode == 1 and b"over the limit of 1,000" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "miyabi", "send", "kaedee", "hi"], capture_output=True, env=env)
+    r = subprocess.run([sys.executable, "-m", "miyabi", "send", "kaedee", "hi"], capture_output=True, env=env, check=False)
     assert r.returncode == 1 and b"did you mean 'kaede'?" in r.stderr
     assert not inbox(home, "kaede").pending()
 
@@ -207,7 +207,7 @@ def test_only_one_controller_per_home(cli: Cli, home: Path, tmp_path: Path, sock
     assert pid
     r = subprocess.run(
         [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", socket, "--layout", str(lay)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True, text=True, timeout=30, check=False,
     )
     assert r.returncode == 1
     assert f"a controller already runs for {home}" in r.stderr and str(pid) in r.stderr
@@ -258,12 +258,13 @@ def test_retry_and_drop(cli: Cli, home: Path, tmp_path: Path) -> None:
     assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
     keep = send(home, "kaede", "keep me")
     gone = send(home, "kaede", "drop me")
-    expired = send(home, "kaede", "too late", "--ttl", "0.2")
-    r = cli("drop", gone[:13])
+    expired = send(home, "kaede", "too late", "--ttl", "2")
+    r = cli("drop", gone)
     assert r.exit_code == 0 and "dropped" in r.output
-    from miyabi.mailbox import inbox as inbox_of
+    from miyabi.messaging.mailbox import inbox as inbox_of
 
-    wait_for(lambda: all(m.expired(time.time()) for s_, m in inbox_of(home, "kaede").list() if m.id == expired), what="the ttl to run out")
+    wait_for(lambda: all(m.expired(time.time()) for s_, m in inbox_of(home, "kaede").list() if m.id == expired),
+             what="the ttl to run out")
     assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: state_of(home, "kaede", expired) == "failed", what="expired message to fail")
     items = {i["id"]: i for i in json.loads(cli("inbox", "kaede", "--all", "--json").output)}
@@ -272,6 +273,7 @@ def test_retry_and_drop(cli: Cli, home: Path, tmp_path: Path) -> None:
     r = cli("retry", keep)
     assert r.exit_code == 1 and "not a dead letter" in r.output
     r = cli("retry", expired)
-    assert r.exit_code == 0
-    # pending again, without its ttl reason; it expires again and says so
-    wait_for(lambda: state_of(home, "kaede", expired) == "failed", what="expired again")
+    assert r.exit_code == 0 and "with a fresh ttl of 2 s" in r.output
+    # its ttl counts again from the retry: delivered this time, not dead again
+    wait_for(lambda: transcript(home, "kaede") == ["keep me", "too late"], what="the retried message delivered")
+    assert state_of(home, "kaede", expired) == "delivered"

@@ -8,12 +8,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakegithub import FakeGitHub
 from typer.testing import CliRunner
 
-from fakegithub import FakeGitHub
 from miyabi.cli import app
-from miyabi.mailbox import inbox
-from miyabi.tasks import Store
+from miyabi.config.settings import GitHubSettings
+from miyabi.messaging.mailbox import inbox
+from miyabi.work.dispatch import Dispatcher
+from miyabi.work.github import client_for
+from miyabi.work.intake import report
+from miyabi.work.intake import sync as sync_issues
+from miyabi.work.scheduler import schedule
+from miyabi.work.tasks import Store
 
 
 @pytest.fixture
@@ -128,10 +134,8 @@ def test_a_failed_claim_is_retried_later_and_never_skipped(fake: FakeGitHub, tmp
     # another controller claims it meanwhile; ours must not then skip the claim
     other = sync(lay, tmp_path / "other")
     assert [a["state"] for a in other["assigned"]] == ["assigned"]
-    from miyabi.intake import Dispatcher, GitHubConfig
-
-    cfg = GitHubConfig(repo="acme/widgets", api_url=fake.url, token_env="FAKE_GH_TOKEN")
-    d = Dispatcher(store, home, cfg, cfg.client(home))
+    cfg = GitHubSettings(repo="acme/widgets", api_url=fake.url, token_env="FAKE_GH_TOKEN")
+    d = Dispatcher(store, home, cfg, client_for(cfg, home))
     t = store.set_state(store.get("acme/widgets#1").id, "assigned", "retry", agent="sakura", expect=("queued",))
     d(t, "sakura")
     assert store.get("acme/widgets#1").state == "cancelled"  # lost to the other one's comment
@@ -139,16 +143,14 @@ def test_a_failed_claim_is_retried_later_and_never_skipped(fake: FakeGitHub, tmp
 
 
 def test_a_crash_between_claim_and_message_keeps_the_claim(fake: FakeGitHub, tmp_path: Path) -> None:
-    from miyabi.intake import Dispatcher, GitHubConfig
-
     fake.add_issue(1, "one", ["status:todo"])
     home = tmp_path / "home"
     store = Store.of_home(home)
     t = store.add("one", source="github", repo="acme/widgets", number=1)
     store.set_claim(t.id, "claiming")
     fake.issues[1]["labels"] = []  # our DELETE went through, then the controller died
-    cfg = GitHubConfig(repo="acme/widgets", api_url=fake.url, token_env="FAKE_GH_TOKEN")
-    d = Dispatcher(store, home, cfg, cfg.client(home))
+    cfg = GitHubSettings(repo="acme/widgets", api_url=fake.url, token_env="FAKE_GH_TOKEN")
+    d = Dispatcher(store, home, cfg, client_for(cfg, home))
     t = store.set_state(t.id, "assigned", "routed", agent="kaede")
     d(t, "kaede")
     assert store.get(t.id).state == "assigned" and store.get(t.id).claim == "claimed"
@@ -157,8 +159,6 @@ def test_a_crash_between_claim_and_message_keeps_the_claim(fake: FakeGitHub, tmp
 
 
 def test_dependencies_newest_first_closed_while_queued_todo_again_and_a_refused_notice(fake: FakeGitHub, tmp_path: Path) -> None:
-    from miyabi.intake import GitHubConfig, Dispatcher, report, sync as sync_issues
-    from miyabi.scheduler import schedule
 
     # GitHub lists newest first: #6 ("depends on #2") comes before #2
     fake.add_issue(6, "after docs", ["status:todo"], body="depends on #2")
@@ -167,8 +167,8 @@ def test_dependencies_newest_first_closed_while_queued_todo_again_and_a_refused_
     fake.issues = dict(sorted(fake.issues.items(), reverse=True))
     home = tmp_path / "home"
     store = Store.of_home(home)
-    cfg = GitHubConfig(repo="acme/widgets", api_url=fake.url, token_env="FAKE_GH_TOKEN")
-    gh = cfg.client(home)
+    cfg = GitHubSettings(repo="acme/widgets", api_url=fake.url, token_env="FAKE_GH_TOKEN")
+    gh = client_for(cfg, home)
     sync_issues(store, gh, cfg)
     six, two = store.find("acme/widgets", 6), store.find("acme/widgets", 2)
     assert six is not None and two is not None and store.depends_on(six.id) == [two.id]

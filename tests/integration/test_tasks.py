@@ -10,9 +10,10 @@ from pathlib import Path
 from helpers import wait_for
 from integration.conftest import Cli
 from integration.test_delivery import transcript
+
 from miyabi.controller import running_pid
 from miyabi.home import Home
-from miyabi.tasks import Store
+from miyabi.work.tasks import Store
 
 LAYOUT = """session: tasks
 agents:

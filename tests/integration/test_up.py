@@ -12,9 +12,9 @@ from helpers import wait_for
 from integration.conftest import Cli, capture, environ_of, write_layout
 from libtmux.server import Server
 
+from miyabi.config import load
+from miyabi.config.shipped import layouts_dir
 from miyabi.home import Home
-from miyabi.layout import load
-from miyabi.layout.shipped import layouts_dir
 from miyabi.tmux.builder import up as build_up
 from miyabi.tmux.panes import session_exists
 from miyabi.tmux.runner import Tmux

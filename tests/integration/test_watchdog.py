@@ -258,7 +258,7 @@ def test_a_controller_whose_home_was_removed_stops_instead_of_rebuilding(cli: Cl
     assert pid and pid_alive(pid)
     shutil.rmtree(home / "run")
     tmux.run("kill-server")
-    from miyabi.supervise import _alive  # a zombie (our own unreaped child) counts as gone
+    from miyabi.supervision.processes import alive as _alive  # a zombie (our own unreaped child) counts as gone
 
     wait_for(lambda: not _alive(pid), timeout=10, what="the controller to stop")
     assert "orphan" not in tmux.sessions()

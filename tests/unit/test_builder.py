@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
+from miyabi.config import load
+from miyabi.config.model import Layout
+from miyabi.config.preflight import exec_line as shell_line
 from miyabi.home import Home
-from miyabi.layout import load
-from miyabi.layout.model import Layout
-from miyabi.tmux.builder import build_commands, shell_line, window_size
+from miyabi.tmux.builder import build_commands, window_size
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,12 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from miyabi.delivery import Deliverer, Marker
+from miyabi.agents.profiles import BUILTIN
+from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
-from miyabi.layout.model import Agent
-from miyabi.mailbox import Inbox, make
-from miyabi.profiles import BUILTIN
+from miyabi.messaging.delivery import Deliverer, Marker, Stage
+from miyabi.messaging.mailbox import Inbox, make
+from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import Pane
 
 PANE = Pane("%1", "a", "s", "@1", 0, "w", 0, 4242, False, None, None, None, "cat", 80, 24, False, True, True, "a")
@@ -49,7 +50,7 @@ class FakeTmux:
 def deliverer(tmp_path: Path, tmux: FakeTmux) -> tuple[Deliverer, Inbox]:
     agent = Agent(name="a", profile=BUILTIN["shell"], command="cat")
     box = Inbox(tmp_path / "queue" / "a")
-    d = Deliverer(agent, box, tmux, tmp_path, pane=lambda: PANE, sleep=lambda s: None)
+    d = Deliverer(agent, box, PaneDriver(tmux), tmp_path, pane=lambda: PANE, sleep=lambda s: None)
     return d, box
 
 
@@ -72,7 +73,7 @@ def test_resume_at_typing_without_the_text_on_screen_types_it_then(tmp_path: Pat
     d, box = deliverer(tmp_path, tmux)
     msg = make("a", "never typed")
     box.put(msg)
-    d.save_marker(Marker(msg.id, msg.filename, "typing", PANE.pane_id, PANE.pid, 0, 1))
+    d.save_marker(Marker(msg.id, msg.filename, Stage.TYPING, PANE.pane_id, PANE.pid, 0, 1))
     d._has_marker = None
     d.step()  # resume: not on screen → not delivered, journal cleared
     assert box.find(msg.id)[0] == "pending" and tmux.enters == 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from fakegithub import FakeGitHub
-from miyabi.github import GitHub, GitHubError
+
+from miyabi.work.github import GitHub, GitHubError
 
 
 @pytest.fixture

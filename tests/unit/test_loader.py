@@ -9,18 +9,29 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
+from miyabi.config import load, preflight
+from miyabi.config.loader import expand, fill_defaults, key_path, read
+from miyabi.config.preflight import program_of
 from miyabi.errors import LayoutError
-from miyabi.layout import load, preflight
-from miyabi.layout.loader import expand, fill_defaults, key_path, program_of, read
 
 BAD = sorted(p for p in FIXTURES.glob("*.yaml") if p.read_text().startswith("# expect:"))
 
 
-def expectation(path: Path) -> tuple[int | None, str]:
-    """The first line ``# expect: LINE: TEXT`` (LINE ``-`` when no line applies)."""
-    m = re.match(r"# expect: (\d+|-): (.*)", path.read_text().splitlines()[0])
-    assert m, f"{path.name} has no '# expect: LINE: TEXT' first line"
-    return (None if m.group(1) == "-" else int(m.group(1))), m.group(2)
+def expectations(path: Path) -> tuple[list[tuple[int | None, str]], bool]:
+    """The leading ``# expect: LINE: TEXT`` lines (LINE ``-`` when no line applies), and
+    whether a ``# exactly`` line says no other problem may be reported."""
+    found: list[tuple[int | None, str]] = []
+    exactly = False
+    for line in path.read_text().splitlines():
+        m = re.match(r"# expect: (\d+|-): (.*)", line)
+        if m:
+            found.append(((None if m.group(1) == "-" else int(m.group(1))), m.group(2)))
+        elif line.strip() == "# exactly":
+            exactly = True
+        else:
+            break
+    assert found, f"{path.name} has no '# expect: LINE: TEXT' first line"
+    return found, exactly
 
 
 def test_there_is_a_fixture_per_defect() -> None:
@@ -29,15 +40,18 @@ def test_there_is_a_fixture_per_defect() -> None:
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
 def test_invalid_layout_gives_its_message(path: Path) -> None:
-    line, text = expectation(path)
+    expected, exactly = expectations(path)
     with pytest.raises(LayoutError) as info:
         load(path)
     problems = info.value.problems
     rendered = [str(p) for p in problems]
-    assert any(text in r for r in rendered), rendered
-    hit = next(p for p in problems if text in str(p))
-    assert hit.line == line, rendered
-    assert hit.file == path
+    for line, text in expected:
+        assert any(text in r for r in rendered), rendered
+        hit = next(p for p in problems if text in str(p))
+        assert hit.line == line, rendered
+        assert hit.file == path
+    if exactly:  # one defect neither hides nor invents another
+        assert len(problems) == len(expected), rendered
     assert info.value.exit_code == 3
     # Each problem is one line naming the file.
     for r in rendered:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from miyabi.delivery import composer_text, is_busy, looks_ready, prepare
-from miyabi.mailbox import Inbox, MessageError, decode_body, make, sanitize
-from miyabi.profiles import BUILTIN
+from miyabi.agents.profiles import BUILTIN
+from miyabi.agents.screen import composer_text, is_busy, looks_ready
+from miyabi.messaging.delivery import prepare
+from miyabi.messaging.mailbox import Inbox, MessageError, decode_body, make, sanitize
 from miyabi.tmux.control import quote
 
 
@@ -55,7 +56,7 @@ def test_an_update_does_not_resurrect_a_dropped_message(tmp_path: Path) -> None:
 
 
 def test_a_corrupt_file_is_reported_and_can_be_quarantined(tmp_path: Path) -> None:
-    from miyabi.mailbox import CorruptMessage
+    from miyabi.messaging.mailbox import CorruptMessage
 
     box = Inbox(tmp_path / "kaede")
     box.ensure()
@@ -115,3 +116,39 @@ def test_screen_reading_for_the_worker() -> None:
 def test_shell_profile_is_always_ready() -> None:
     s = BUILTIN["shell"]
     assert looks_ready(s, []) and composer_text(s, ["$ x"]) is None
+
+
+def test_a_retried_dead_letter_gets_its_whole_ttl_again(tmp_path: Path) -> None:
+    import time
+    from dataclasses import replace
+
+    from miyabi.messaging.mailbox import MessageState, retry
+    from miyabi.times import rfc3339
+
+    box = Inbox(tmp_path / "queue" / "a")
+    old = replace(make("a", "late", ttl=5), created=rfc3339(time.time() - 60))
+    box.put(old)
+    box.move(old, MessageState.PENDING, MessageState.FAILED, reason="its ttl of 5 s ran out")
+    assert old.expired(time.time())
+    _, again = retry(tmp_path, old.id[:12])
+    assert box.find(old.id)[0] == MessageState.PENDING
+    now = time.time()
+    assert not again.expired(now) and again.expired(now + 6)
+    assert "reason" not in again.extra and again.extra["retried"]
+    stored = box.read(again.filename)
+    assert stored is not None and not stored.expired(now)
+
+
+def test_an_id_prefix_must_be_unique_even_within_one_inbox(tmp_path: Path) -> None:
+    from miyabi.messaging.mailbox import drop, find_message
+
+    box = Inbox(tmp_path / "queue" / "a")
+    first, second = make("a", "one"), make("a", "two")
+    box.put(first)
+    box.put(second)
+    shared = next(i for i in range(len(first.id), 0, -1) if second.id.startswith(first.id[:i]))
+    with pytest.raises(MessageError, match="matches more than one message"):
+        drop(tmp_path, first.id[:shared])
+    assert len(box.pending()) == 2  # nothing dropped on a guess
+    assert find_message(tmp_path, first.id[: shared + 1])[2].id == first.id
+    assert drop(tmp_path, second.id)[1].id == second.id

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from miyabi.policy import History, Policy, on_death, record_restart
+from miyabi.config.settings import WatchdogSettings as Policy
+from miyabi.supervision.policy import History, on_death, record_restart
 
 P = Policy(min_uptime=10, stable_after=600, max_restarts=5, restart_window=900, backoff_initial=1, backoff_max=300)
 
@@ -53,7 +54,7 @@ def test_restarts_outside_the_window_do_not_count() -> None:
 
 
 def test_silence_escalates_nudge_then_restart() -> None:
-    from miyabi.policy import Silence, on_silence
+    from miyabi.supervision.policy import Silence, on_silence
 
     p = Policy(silence_timeout=60, silence_grace=30)
     assert on_silence(p, Silence(100, True, None, False, None))[0] == "ok"  # idle at its prompt
@@ -66,7 +67,7 @@ def test_silence_escalates_nudge_then_restart() -> None:
 
 
 def test_without_a_ready_pattern_only_an_unanswered_message_counts() -> None:
-    from miyabi.policy import Silence, on_silence
+    from miyabi.supervision.policy import Silence, on_silence
 
     p = Policy(silence_timeout=60, silence_grace=30)
     assert on_silence(p, Silence(10_000, None, None, False, None))[0] == "ok"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from miyabi.profiles import BUILTIN
+from miyabi.agents.profiles import BUILTIN
 
 # (profile, screen tail when idle, screen tail when busy)
 SCREENS = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from miyabi.errors import TmuxUnavailable
+from miyabi.errors import TmuxUnavailable, UsageError
 from miyabi.tmux.runner import Tmux, chain, escape_arg, escape_format, parse_version
 
 
@@ -58,5 +58,6 @@ def test_run_units_packs_groups_under_the_limit(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.parametrize("name", ["default", "", "/tmp/x", "a/b"])
 def test_socket_names_that_reach_other_servers_are_refused(name: str) -> None:
-    with pytest.raises(TmuxUnavailable, match="not allowed"):
+    with pytest.raises(UsageError, match="not allowed") as info:
         Tmux(name, executable="/usr/bin/tmux")
+    assert info.value.exit_code == 2  # a bad value given by the user, not "tmux missing" (4)

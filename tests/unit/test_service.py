@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from miyabi.cli import app
-from miyabi.service import render
+from miyabi.controller.service import render
 
 
 def test_unit_restarts_the_controller_and_never_kills_tmux(tmp_path: Path) -> None:

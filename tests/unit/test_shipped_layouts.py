@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from miyabi.config import load, preflight
+from miyabi.config.shipped import find, init_text, layouts_dir, shipped, write_init
 from miyabi.errors import LayoutError, MiyabiError
-from miyabi.layout import load, preflight
-from miyabi.layout.shipped import find, init_text, layouts_dir, shipped, write_init
 
 SHIPPED = shipped()
 

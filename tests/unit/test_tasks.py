@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from miyabi.scheduler import Route, rank, route, schedule
-from miyabi.tasks import Store, TaskError
+from miyabi.config.settings import Route
+from miyabi.work.scheduler import rank, route, schedule
+from miyabi.work.tasks import Store, TaskError
 
 ROUTES = [Route("kaede", label="bug"), Route("sakura", title="(?i)review"), Route("sakura", default=True)]
 AGENTS = ["kaede", "sakura", "tsubaki"]
@@ -88,13 +89,13 @@ def test_tasks_of_a_failed_agent_go_back_to_the_queue(store: Store) -> None:
 def test_a_worker_runs_only_an_open_job_assigned_to_it(store: Store, tmp_path: Path) -> None:
     import json
 
-    from miyabi.jobs import JobError, run_assigned, submit
+    from miyabi.work.jobs import JobError, run_assigned, submit
 
     marker = tmp_path / "ran"
     f = tmp_path / "j.json"
     f.write_text(json.dumps({"id": "j", "kind": "run_shell", "workdir": str(tmp_path), "script": [f"touch {marker}"],
                              "dod": "exit_code == 0", "report_path": "r.json"}))
-    tid = submit(store, f, "kaede")
+    tid, _ = submit(store, f, "kaede")
     plain = store.add("not a job")
     with pytest.raises(JobError, match="not an open job assigned to sakura"):
         run_assigned(store, tid, "sakura")  # queued, and someone else's
@@ -108,6 +109,47 @@ def test_a_worker_runs_only_an_open_job_assigned_to_it(store: Store, tmp_path: P
     assert ok and marker.exists() and report == tmp_path / "r.json"
     with pytest.raises(JobError):  # done now: never twice
         run_assigned(store, tid, "kaede")
+
+
+def test_a_job_started_once_in_an_assignment_is_not_started_again(store: Store, tmp_path: Path) -> None:
+    import json
+
+    from miyabi.work.jobs import JobError, start, submit
+
+    f = tmp_path / "j.json"
+    f.write_text(json.dumps({"id": "j", "kind": "run_shell", "workdir": ".", "script": ["true"],
+                             "dod": "exit_code == 0", "report_path": "r.json"}))
+    tid, job = submit(store, f, "kaede")
+    assert job.workdir == str(tmp_path)  # relative to the job file
+    store.set_state(tid, "assigned", "test", agent="kaede")
+    assert start(store, tid, "kaede").id == "j"
+    assert store.get(tid).job_started == store.get(tid).attempts == 1
+    with pytest.raises(JobError, match="already started in this assignment"):
+        start(store, tid, "kaede")
+    # handed back and assigned again: a new assignment may start it
+    store.set_state(tid, "queued", "agent died")
+    store.set_state(tid, "assigned", "again", agent="kaede")
+    assert start(store, tid, "kaede").id == "j"
+
+
+def test_a_job_with_a_missing_workdir_or_a_used_id_is_refused_at_submit(store: Store, tmp_path: Path) -> None:
+    import json
+
+    from miyabi.work.jobs import JobError, submit
+
+    def job(id_: str, workdir: str) -> Path:
+        f = tmp_path / f"{id_}.json"
+        f.write_text(json.dumps({"id": id_, "kind": "run_shell", "workdir": workdir, "script": ["true"],
+                                 "dod": "exit_code == 0", "report_path": "r.json"}))
+        return f
+
+    with pytest.raises(JobError, match=r"workdir 'nowhere' is not a directory"):
+        submit(store, job("a", "nowhere"), "kaede")
+    assert store.query() == []
+    tid, _ = submit(store, job("b", str(tmp_path)), "kaede")
+    with pytest.raises(JobError, match=rf"job id 'b' was submitted already, as task {tid} \(queued\); give it a new id"):
+        submit(store, job("b", str(tmp_path)), "kaede")
+    assert [t.id for t in store.query()] == [tid]
 
 
 def test_one_store_shared_by_many_threads(store: Store) -> None:

@@ -2,10 +2,14 @@
 
 Each stage is a small function that can be tested alone (the pipeline shape follows
 tmuxp's workspace loader). :func:`load` runs them all and returns a frozen
-:class:`~miyabi.layout.model.Layout`, or raises :class:`~miyabi.errors.LayoutError`
-with every problem found, each naming the file, line and key path. :func:`preflight`
-checks what the layout needs of this machine (commands on PATH, directories) before
-anything is created.
+:class:`~miyabi.config.model.Layout`, or raises :class:`~miyabi.errors.LayoutError`
+with every problem found, each naming the file, line and key path. What the layout
+needs of this machine (commands on PATH, directories) is checked separately, before
+anything is created (:mod:`miyabi.config.preflight`).
+
+One defect never hides another, nor invents one: each agent and each route is
+checked field by field whatever else is wrong, and a route that names an agent with
+a defect of its own is not reported as naming an unknown agent.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import difflib
 import os
 import re
 import shlex
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +26,10 @@ from typing import Any
 import yaml
 
 from miyabi import defaults
+from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
+from miyabi.config.model import Agent, Layout, frozen_map
+from miyabi.config.settings import WATCHDOG_KEYS, GitHubSettings, Route, WatchdogSettings
 from miyabi.errors import LayoutError, Problem
-from miyabi.layout.model import Agent, Layout, _frozen_map
-from miyabi.intake import GitHubConfig
-from miyabi.policy import WATCHDOG_KEYS, Policy
-from miyabi.profiles import BUILTIN, OVERRIDABLE, Profile
-from miyabi.scheduler import Route
 
 Key = tuple[str | int, ...]
 
@@ -92,7 +93,7 @@ class Document:
     profiles: dict[str, Profile | None] = field(default_factory=dict)
     agent_env: dict[int, dict[str, Any]] = field(default_factory=dict)
     written: dict[int, set[Any]] = field(default_factory=dict)
-    watchdog: Policy = field(default_factory=Policy)
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
 
     def line(self, key: Key) -> int | None:
         """The line of ``key``, else of its nearest parent that has one."""
@@ -332,7 +333,7 @@ def validate(doc: Document) -> Layout:
         doc.problem(("cwd",), "must be a directory path")
 
     max_body = _validate_delivery(doc, data.get("delivery", {}))
-    doc.watchdog = Policy().merged(_validate_watchdog(doc, ("watchdog",), data.get("watchdog", {})))
+    doc.watchdog = WatchdogSettings().merged(_validate_watchdog(doc, ("watchdog",), data.get("watchdog", {})))
     agents_raw = data.get("agents")
     agents: list[Agent] = []
     if "agents" not in data:
@@ -347,7 +348,10 @@ def validate(doc: Document) -> Layout:
             agent = _validate_agent(doc, i, raw, profiles, seen)
             if agent is not None:
                 agents.append(agent)
-    routes = _validate_routes(doc, data.get("routes", []), [a.name for a in agents])
+    # Routes may name any agent the file declares: one whose own fields are wrong is
+    # reported there, not a second time as unknown here.
+    declared = [a["name"] for a in agents_raw if isinstance(a, dict) and isinstance(a.get("name"), str)] if isinstance(agents_raw, list) else []
+    routes = _validate_routes(doc, data.get("routes", []), declared)
     github = _validate_github(doc, data["github"]) if "github" in data else None
     doc.fail_if_problems()
     return Layout(
@@ -360,13 +364,13 @@ def validate(doc: Document) -> Layout:
         max_body=max_body,
         routes=tuple(routes),
         github=github,
-        profiles=_frozen_map({k: v for k, v in profiles.items() if v is not None}),
+        profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 
 
 def _validate_delivery(doc: Document, spec: Any) -> int:
     """The ``delivery:`` section: ``max_body`` (bytes, default 1 MiB)."""
-    from miyabi.mailbox import MAX_BODY
+    MAX_BODY = defaults.MAX_BODY
 
     if not isinstance(spec, dict):
         doc.problem(("delivery",), "must be a mapping (for example `delivery: {max_body: 1048576}`)")
@@ -379,7 +383,7 @@ def _validate_delivery(doc: Document, spec: Any) -> int:
     return value
 
 
-def _validate_github(doc: Document, spec: Any) -> GitHubConfig | None:
+def _validate_github(doc: Document, spec: Any) -> GitHubSettings | None:
     """``github:``: ``repo`` (owner/name) and optional settings."""
     key: Key = ("github",)
     if not isinstance(spec, dict):
@@ -409,7 +413,7 @@ def _validate_github(doc: Document, spec: Any) -> GitHubConfig | None:
             kw["allowed_authors"] = tuple(v)
         else:
             doc.problem((*key, "allowed_authors"), "must be a list of GitHub logins")
-    return GitHubConfig(repo=repo, **kw)
+    return GitHubSettings(repo=repo, **kw)
 
 
 def _validate_routes(doc: Document, spec: Any, names: list[str]) -> list[Route]:
@@ -425,26 +429,31 @@ def _validate_routes(doc: Document, spec: Any, names: list[str]) -> list[Route]:
             continue
         _check_keys(doc, key, r, ROUTE_KEYS)
         agent = r.get("agent")
+        ok = True
         if agent not in names:
             doc.problem((*key, "agent"), _unknown("agent", agent, {n: 1 for n in names}))
-            continue
+            ok = False
         kinds = [k for k in ("label", "title", "default") if k in r]
         if len(kinds) != 1:
             doc.problem(key, "give exactly one of label:, title: or default: true")
-            continue
+            ok = False
         if "title" in r:
             try:
                 re.compile(str(r["title"]))
             except re.error as e:
-                doc.problem((*key, "title"), f"invalid regular expression: {e}")
-                continue
-            out.append(Route(agent=agent, title=str(r["title"])))
-        elif "label" in r:
-            out.append(Route(agent=agent, label=str(r["label"])))
-        elif r["default"] is True:
-            out.append(Route(agent=agent, default=True))
-        else:
+                doc.problem((*key, "title"), f"invalid regular expression: {e}; fix or quote it")
+                ok = False
+        if "default" in r and r["default"] is not True:
             doc.problem((*key, "default"), "must be true")
+            ok = False
+        if not ok:
+            continue
+        if "title" in r:
+            out.append(Route(agent=str(agent), title=str(r["title"])))
+        elif "label" in r:
+            out.append(Route(agent=str(agent), label=str(r["label"])))
+        else:
+            out.append(Route(agent=str(agent), default=True))
     return out
 
 
@@ -478,7 +487,10 @@ def _validate_watchdog(doc: Document, key: Key, spec: Any) -> dict[str, Any]:
 def _validate_agent(
     doc: Document, i: int, raw: Any, profiles: Mapping[str, Profile | None], seen: dict[str, int]
 ) -> Agent | None:
+    """The agent at ``agents[i]``, or None when it has a defect of its own (each one
+    recorded). Defects elsewhere in the file do not drop it."""
     key: Key = ("agents", i)
+    problems_before = len(doc.problems)
     if not isinstance(raw, dict):
         hint = f"; YAML read {raw!r} as a {type(raw).__name__}: quote it to make it a name" if isinstance(raw, (int, float, bool)) else ""
         doc.problem(key, f"each agent must be a name or a mapping with `name:` and `profile:`{hint}")
@@ -534,22 +546,22 @@ def _validate_agent(
     if not isinstance(title, str) or len(title) > 64:
         doc.problem((*key, "title"), "must be text of at most 64 characters")
         ok = False
-    policy = doc.watchdog.merged(_validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
+    watchdog = doc.watchdog.merged(_validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
     wip = raw.get("wip", 1)
     if type(wip) is not int or wip < 1:
         doc.problem((*key, "wip"), f"{wip!r} must be a whole number of tasks, 1 or more")
         wip = 1
-    if not ok or doc.problems:
+    if not ok or len(doc.problems) > problems_before:
         return None
     return Agent(
         name=str(name),
         profile=profile,
         command=command,
         cwd=cwd_path,
-        env=_frozen_map({str(k): _env_str(v) for k, v in env.items()}),
+        env=frozen_map({str(k): _env_str(v) for k, v in env.items()}),
         title=str(title),
         index=i,
-        watchdog=policy,
+        watchdog=watchdog,
         wip=wip,
     )
 
@@ -659,98 +671,3 @@ def load(path: str | os.PathLike[str]) -> Layout:
     return validate(doc)
 
 
-def agent_path(agent: Agent, base_path: str | None = None) -> str:
-    """The PATH an agent's process will see: its own ``env`` PATH if the layout sets
-    one, else ``base_path`` (default: this process's PATH) with the directory holding
-    the ``miyabi`` command in front, so that agents can run ``miyabi send``."""
-    if "PATH" in agent.env:
-        return agent.env["PATH"]
-    base = base_path if base_path is not None else os.environ.get("PATH", os.defpath)
-    bindir = miyabi_bindir()
-    if bindir and bindir not in base.split(os.pathsep):
-        return bindir + os.pathsep + base
-    return base
-
-
-def miyabi_bindir() -> str | None:
-    """The directory of the running ``miyabi`` console script, if there is one."""
-    import sys
-
-    d = Path(sys.executable).parent
-    return str(d) if (d / "miyabi").exists() else None
-
-
-def program_of(command: str) -> str | None:
-    """The program a command line runs (``FOO=1 env -u X claude -p`` → ``claude``);
-    "" when there is nothing to look up on PATH (a compound command such as
-    ``cd x && aider``, or a shell builtin), None when the line cannot be split into
-    words (unbalanced quotes)."""
-    try:
-        lex = shlex.shlex(command, posix=True, punctuation_chars=True)
-        lex.whitespace_split = True
-        words = list(lex)
-    except ValueError:
-        return None
-    if "\n" in command.strip() or any(w and set(w) <= set("();<>|&") for w in words):
-        return ""
-    while words and ENV_ASSIGN_RE.match(words[0]):
-        words = words[1:]
-    while words and words[0] in ("env", "exec", "command", "nohup"):
-        wrapper, words = words[0], words[1:]
-        while words and (words[0].startswith("-") or (wrapper == "env" and ENV_ASSIGN_RE.match(words[0]))):
-            opt, words = words[0], words[1:]
-            if wrapper == "env" and opt in ("-u", "-C", "-S", "--unset", "--chdir", "--split-string") and words:
-                words = words[1:]
-    if not words or words[0] in SHELL_BUILTINS:
-        return ""
-    return words[0]
-
-
-SHELL_BUILTINS = frozenset(
-    [".", ":", "[", "alias", "bg", "cd", "command", "eval", "exec", "exit", "export", "false", "fg", "getopts", "hash", "jobs", "kill", "pwd", "read", "readonly", "return", "set", "shift", "source", "test", "times", "trap", "true", "type", "ulimit", "umask", "unalias", "unset", "wait", "if", "for", "while", "until", "case", "{"]
-)
-"""Words a shell runs itself: nothing to find on PATH."""
-
-
-ENV_ASSIGN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-
-
-def preflight(layout: Layout, base_path: str | None = None) -> None:
-    """Check what the layout needs of this machine, before anything is created.
-
-    Every agent's program must be found on the PATH the agent will see (or be an
-    executable path), and every ``cwd`` must be an existing directory.
-
-    Raises:
-        LayoutError: listing every missing command and directory at once.
-    """
-    doc = read_lines_only(layout.path)
-    for agent in layout.agents:
-        key: Key = ("agents", agent.index)
-        prog = program_of(agent.command)
-        cwd = agent.cwd or Path.cwd()
-        if prog is None:
-            doc.problem((*key, "command"), f"cannot split {agent.command!r} into words (unbalanced quotes?)")
-        elif prog:
-            if "/" in prog:
-                p = Path(os.path.expanduser(prog))
-                p = p if p.is_absolute() else cwd / p
-                found = p.is_file() and os.access(p, os.X_OK)
-            else:
-                found = shutil.which(prog, path=agent_path(agent, base_path)) is not None
-            if not found:
-                doc.problem(
-                    (*key, "command"),
-                    f"agent {agent.name!r}: command {prog!r} not found on PATH; install it, or set `command:` to its full path",
-                )
-        if agent.cwd is not None and not agent.cwd.is_dir():
-            doc.problem((*key, "cwd"), f"agent {agent.name!r}: directory {str(agent.cwd)!r} does not exist; create it or fix `cwd:`")
-    doc.fail_if_problems()
-
-
-def read_lines_only(path: Path) -> Document:
-    """A Document for ``path`` with its key lines, for reporting later problems."""
-    try:
-        return read(path)
-    except LayoutError:
-        return Document(path=path, data={})

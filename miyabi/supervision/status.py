@@ -1,23 +1,49 @@
-"""``miyabi status``: one row per agent, from tmux and the process table.
+"""``miyabi status``: one row per agent, from tmux, the process table and the
+watchdog's state.
 
 CPU and memory figures cover each pane's whole process tree (the agent and every
 descendant), read with psutil; "last output" is the age of the agent's pane log,
-which tmux's ``pipe-pane`` appends to as the pane prints.
+which tmux's ``pipe-pane`` appends to as the pane prints. The command shown is the
+one the layout gives the agent (what the pane runs, ``python`` or ``env`` included,
+says little).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 import psutil
 
 from miyabi import defaults
+from miyabi.agents.screen import is_busy, looks_ready
+from miyabi.config.model import Agent
+from miyabi.errors import TmuxError
 from miyabi.home import Home
-from miyabi.profiles import Profile
-from miyabi.tmux.panes import Pane, list_panes
+from miyabi.supervision.supervisor import load_records
+from miyabi.tmux.driver import PaneDriver
+from miyabi.tmux.panes import Pane, Runner, list_panes
+
+
+class AgentState(StrEnum):
+    """An agent's state as ``miyabi status`` shows it."""
+
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    HUNG = "hung"
+    BACKOFF = "backoff"
+    """Dead, waiting out its backoff before the watchdog restarts it."""
+    FAILED = "failed"
+    """The watchdog gave up on it (crash loop) until ``miyabi restart``."""
+    DEAD = "dead"
+    MISSING = "missing"
+    """It has no pane: ``miyabi up`` creates one."""
+    ALIVE = "alive"
+    """Running, and miyabi has no profile to read its screen by."""
 
 
 @dataclass(frozen=True)
@@ -87,9 +113,10 @@ class AgentStatus:
         window: ``index:name`` of its window ("" when it has no pane).
         pane_id: tmux pane id (``%3``), "" when it has no pane.
         pid: pid of the agent's program (0 when none).
-        command: the pane's foreground program.
+        command: the agent's command as the layout gives it (else the pane's
+            foreground program, when no layout names the agent).
         alive: True while the program runs.
-        state: ``alive``, ``dead`` or ``missing`` (no pane: run ``miyabi up``).
+        state: see :class:`AgentState`.
         exit: how a dead agent ended (``exit status 1``, ``killed by signal 9``), else None.
         exit_status: its exit status, if it exited.
         exit_signal: the signal that ended it, if one did.
@@ -107,7 +134,7 @@ class AgentStatus:
     pid: int
     command: str
     alive: bool
-    state: str
+    state: AgentState
     exit: str | None
     exit_status: int | None
     exit_signal: int | None
@@ -123,20 +150,22 @@ class AgentStatus:
 
 
 def collect(
-    tmux: Any,
+    tmux: Runner,
     session: str,
     home: Home,
-    expected: Sequence[str] = (),
+    agents: Sequence[Agent] = (),
     clock: Callable[[], float] = time.time,
     interval: float = defaults.STATUS_CPU_SAMPLE,
-    profiles: dict[str, Profile] | None = None,
 ) -> list[AgentStatus]:
-    """Status of every agent pane in ``session``, plus a ``missing`` row for each name in
-    ``expected`` that has no pane. Rows come in ``expected`` order, then the rest.
+    """Status of every agent pane in ``session``, plus a ``missing`` row for each of
+    ``agents`` (the layout's) that has no pane. Rows come in layout order, then the
+    rest.
 
     Raises:
         TmuxError: the session cannot be listed.
     """
+    by_name: Mapping[str, Agent] = {a.name: a for a in agents}
+    expected = [a.name for a in agents]
     panes = [p for p in list_panes(tmux, session) if p.agent]
     stats = tree_stats([p.pid for p in panes if not p.dead], interval)
     now = clock()
@@ -144,75 +173,58 @@ def collect(
     for p in panes:
         if p.agent in rows:
             continue
-        rows[p.agent] = _row(p, stats.get(p.pid), home, now)
+        rows[p.agent] = _row(p, stats.get(p.pid), home, now, by_name.get(p.agent))
     order = [n for n in expected if n in rows] + [n for n in rows if n not in expected]
-    watch = _watchdog_state(home)
+    watch = load_records(home)
+    driver = PaneDriver(tmux)
     out = []
     for n in order:
         row = rows[n]
         rec = watch.get(n, {})
         hist = rec.get("history", {})
-        state = _state(row, rec, now, (profiles or {}).get(n), tmux)
+        state = _state(row, rec, now, by_name.get(n), driver)
         out.append(replace(row, state=state, restarts_last_hour=sum(1 for t in hist.get("restarts", []) if now - t <= 3600),
                            last_reason=hist.get("last_reason")))
     for n in expected:
         if n not in rows:
-            out.append(
-                AgentStatus(n, "", "", 0, "", False, "missing", None, None, None, None, None, None, _age(home, n, now))
-            )
+            out.append(AgentStatus(name=n, window="", pane_id="", pid=0, command=by_name[n].command, alive=False,
+                                   state=AgentState.MISSING, exit=None, exit_status=None, exit_signal=None, uptime=None,
+                                   cpu_percent=None, rss=None, last_output=_age(home, n, now)))
     return out
 
 
-def _watchdog_state(home: Home) -> dict[str, Any]:
-    import json
-
-    try:
-        data = json.loads((home.run / "watchdog.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    agents = data.get("agents", {})
-    return agents if isinstance(agents, dict) else {}
-
-
-STARTING = 2.0
-"""Seconds after start an agent shows as ``starting``."""
-
-
-def _state(row: AgentStatus, rec: dict[str, Any], now: float, profile: Profile | None, tmux: Any) -> str:
-    """``failed``, ``backoff``, ``hung``, ``dead``, ``starting``, ``busy`` or ``ready``."""
+def _state(row: AgentStatus, rec: dict[str, Any], now: float, agent: Agent | None, driver: PaneDriver) -> AgentState:
     if rec.get("history", {}).get("failed"):
-        return "failed"
+        return AgentState.FAILED
     if rec.get("restart_at") and float(rec["restart_at"]) > now - 1:
-        return "backoff"
+        return AgentState.BACKOFF
     if rec.get("hung"):
-        return "hung"
+        return AgentState.HUNG
     if not row.alive:
-        return "dead"
-    if row.uptime is not None and row.uptime < STARTING:
-        return "starting"
-    if profile is None:
-        return "alive"
-    from miyabi.delivery import is_busy, looks_ready
-
+        return AgentState.DEAD
+    if row.uptime is not None and row.uptime < defaults.STATUS_STARTING:
+        return AgentState.STARTING
+    if agent is None:
+        return AgentState.ALIVE
     try:
-        lines = tmux.run("capture-pane", "-p", "-t", row.pane_id)
-    except Exception:  # noqa: BLE001 - a pane gone between the listing and now
-        return "alive"
-    if is_busy(profile, lines):
-        return "busy"
-    return "ready" if looks_ready(profile, lines) else "busy"
+        lines = driver.capture(row.pane_id)
+    except TmuxError:  # a pane gone between the listing and now
+        return AgentState.ALIVE
+    if is_busy(agent.profile, lines):
+        return AgentState.BUSY
+    return AgentState.READY if looks_ready(agent.profile, lines) else AgentState.BUSY
 
 
-def _row(p: Pane, st: TreeStats | None, home: Home, now: float) -> AgentStatus:
+def _row(p: Pane, st: TreeStats | None, home: Home, now: float, agent: Agent | None) -> AgentStatus:
     alive = not p.dead
     return AgentStatus(
         name=p.agent,
         window=f"{p.window_index}:{p.window_name}",
         pane_id=p.pane_id,
         pid=p.pid,
-        command=p.current_command,
+        command=agent.command if agent is not None else p.current_command,
         alive=alive,
-        state="alive" if alive else "dead",
+        state=AgentState.ALIVE if alive else AgentState.DEAD,
         exit=None if alive else p.exit_description(),
         exit_status=None if alive else p.dead_status,
         exit_signal=None if alive else p.dead_signal,

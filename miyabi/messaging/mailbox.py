@@ -11,27 +11,40 @@ order. The layout is Maildir's (D. J. Bernstein, "Using maildir format"); measur
 read-then-truncate lost a third.
 
 This module is on the path of ``miyabi send``, which agents run many times an hour:
-it imports only the standard library and ``uuid_utils``.
+it imports only the standard library, ``uuid_utils`` and miyabi's base modules.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import threading
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from miyabi import defaults
 from miyabi.errors import MiyabiError
+from miyabi.events import append_event
+from miyabi.files import private_dir
+from miyabi.times import now_rfc3339, parse_rfc3339
 
-MAX_BODY = 1024 * 1024
-"""Largest message body accepted, in bytes of UTF-8 (layout key ``delivery.max_body``)."""
 
-STATES = ("pending", "delivered", "failed")
-_DIRS = {"pending": "new", "delivered": "cur", "failed": "failed"}
+class MessageState(StrEnum):
+    """Where a message sits in its inbox: ``pending`` (``new/``), ``delivered``
+    (``cur/``) or ``failed``, a dead letter (``failed/``)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+_DIRS = {MessageState.PENDING: "new", MessageState.DELIVERED: "cur", MessageState.FAILED: "failed"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _NAME = re.compile(r"^[hn]-[0-9a-f-]{36}\.json$")
 
@@ -46,16 +59,6 @@ class CorruptMessage(MessageError):
     def __init__(self, path: Path, why: str) -> None:
         self.path = path
         super().__init__(f"{path} is not a readable message ({why}); move it out of the inbox")
-
-
-def now_rfc3339() -> str:
-    """The current UTC time as RFC 3339 with milliseconds (``2026-11-22T04:05:06.789Z``)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> float:
-    """RFC 3339 text → Unix seconds."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def new_id() -> str:
@@ -87,7 +90,9 @@ class Message:
         reply_to: id of the message this answers, if any.
         ttl: seconds after ``created`` the message may still be delivered, if limited.
         task: id of the task it belongs to, if any.
-        extra: fields the controller adds: ``delivered``, ``failed``, ``reason``, ``attempts``.
+        extra: fields the controller adds: ``delivered``, ``failed``, ``reason``,
+            ``attempts``, ``enters``, and ``retried`` (the time of the last ``miyabi
+            retry``, from which a ``ttl`` counts again).
     """
 
     id: str
@@ -130,12 +135,16 @@ class Message:
         )
 
     def expired(self, now: float) -> bool:
-        """True when the message has a TTL and ``now`` (Unix seconds) is past it."""
-        return self.ttl is not None and now > parse_time(self.created) + float(self.ttl)
+        """True when the message has a TTL and ``now`` (Unix seconds) is past it. The
+        TTL counts from ``created``, or from the last retry of a dead letter."""
+        if self.ttl is None:
+            return False
+        start = str(self.extra.get("retried") or self.created)
+        return now > parse_rfc3339(start) + float(self.ttl)
 
 
 def make(to: str, body: str, sender: str = "human", priority: str = "normal", ttl: float | None = None,
-         reply_to: str | None = None, task: str | None = None, max_body: int = MAX_BODY) -> Message:
+         reply_to: str | None = None, task: str | None = None, max_body: int = defaults.MAX_BODY) -> Message:
     """Build a message, checking its body and fields.
 
     Raises:
@@ -175,13 +184,15 @@ class Inbox:
         self.root = root
         self.agent = root.name
 
-    def dir(self, state: str) -> Path:
+    def dir(self, state: MessageState) -> Path:
         return self.root / _DIRS[state]
 
     def ensure(self) -> None:
-        """Create the Maildir (0700 directories)."""
+        """Create the Maildir: the inbox and its four directories, each 0700."""
         for sub in ("tmp", "new", "cur", "failed"):
-            (self.root / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not (self.root / sub).is_dir():
+                private_dir(self.root / sub)
+        private_dir(self.root)
 
     def put(self, msg: Message) -> Path:
         """Enqueue ``msg``: write it under ``tmp/``, then rename it into ``new/``.
@@ -190,9 +201,9 @@ class Inbox:
             the path in ``new/``.
         """
         self.ensure()
-        return self._write(msg, "pending")
+        return self._write(msg, MessageState.PENDING)
 
-    def _write(self, msg: Message, state: str) -> Path:
+    def _write(self, msg: Message, state: MessageState) -> Path:
         """Write ``msg`` into ``tmp/`` (fsynced), then rename it into ``state``."""
         data = json.dumps(msg.to_json(), ensure_ascii=False).encode("utf-8")
         tmp = self.root / "tmp" / f"{msg.filename}.{os.getpid()}.{threading.get_ident()}"
@@ -209,12 +220,12 @@ class Inbox:
     def pending(self) -> list[str]:
         """File names waiting in ``new/``, in delivery order."""
         try:
-            names = os.listdir(self.dir("pending"))
+            names = os.listdir(self.dir(MessageState.PENDING))
         except FileNotFoundError:
             return []
         return sorted(n for n in names if _NAME.match(n))
 
-    def read(self, name: str, state: str = "pending") -> Message | None:
+    def read(self, name: str, state: MessageState = MessageState.PENDING) -> Message | None:
         """The message ``name`` in ``state``, or None if it is not there (any more).
 
         Raises:
@@ -228,7 +239,7 @@ class Inbox:
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptMessage(path, str(e)) from None
 
-    def move(self, msg: Message, src: str, dest: str, **extra: Any) -> Path:
+    def move(self, msg: Message, src: MessageState, dest: MessageState, **extra: Any) -> Path:
         """Move ``msg`` from state ``src`` to ``dest``, recording ``extra`` fields in it.
 
         The file is rewritten in place (tmp → rename over it), then renamed into
@@ -248,15 +259,13 @@ class Inbox:
 
     def quarantine(self, name: str, reason: str) -> Path:
         """Move an unreadable file from ``new/`` to ``failed/`` as it is."""
-        dest = self.dir("failed") / name
-        os.rename(self.dir("pending") / name, dest)
+        dest = self.dir(MessageState.FAILED) / name
+        os.rename(self.dir(MessageState.PENDING) / name, dest)
         return dest
 
     def cleanup(self) -> None:
         """Remove stale files from ``tmp/`` (writes that a crash interrupted before their
         rename; the message they held was never enqueued or was kept in place)."""
-        import time as _time
-
         try:
             names = os.listdir(self.root / "tmp")
         except FileNotFoundError:
@@ -264,34 +273,30 @@ class Inbox:
         for n in names:
             p = self.root / "tmp" / n
             try:
-                if _time.time() - p.stat().st_mtime > 3600:
+                if time.time() - p.stat().st_mtime > defaults.TMP_MAX_AGE:
                     p.unlink()
             except OSError:
                 pass
 
-    def find(self, msg_id: str) -> tuple[str, Message] | None:
-        """The state and message with id ``msg_id`` (or an unambiguous prefix of it)."""
-        for state in STATES:
-            try:
-                names = os.listdir(self.dir(state))
-            except FileNotFoundError:
-                continue
-            for n in names:
-                if _NAME.match(n) and n[2:-5].startswith(msg_id):
-                    try:
-                        m = self.read(n, state)
-                    except CorruptMessage:
-                        continue
-                    if m is not None:
-                        return state, m
-        return None
+    def find(self, msg_id: str) -> tuple[MessageState, Message] | None:
+        """The state and message with id ``msg_id`` (or the first whose id starts with it)."""
+        found = self.matches(msg_id, limit=1)
+        return found[0] if found else None
 
-    def list(self, states: tuple[str, ...] = ("pending",)) -> list[tuple[str, Message]]:
+    def matches(self, prefix: str, limit: int | None = None) -> list[tuple[MessageState, Message]]:
+        """Every message whose id starts with ``prefix`` (at most ``limit``), with its state."""
+        return list(itertools.islice(self._scan(tuple(MessageState), prefix), limit))
+
+    def list(self, states: tuple[MessageState, ...] = (MessageState.PENDING,)) -> list[tuple[MessageState, Message]]:
         """Messages in ``states``, each state in delivery order."""
-        out: list[tuple[str, Message]] = []
+        return list(self._scan(states))
+
+    def _scan(self, states: tuple[MessageState, ...], prefix: str = "") -> Iterator[tuple[MessageState, Message]]:
+        """Readable messages in ``states`` whose id starts with ``prefix``, each state in
+        delivery order (unreadable files are skipped: delivery quarantines them)."""
         for state in states:
             try:
-                names = sorted(n for n in os.listdir(self.dir(state)) if _NAME.match(n))
+                names = sorted(n for n in os.listdir(self.dir(state)) if _NAME.match(n) and n[2:-5].startswith(prefix))
             except FileNotFoundError:
                 continue
             for n in names:
@@ -300,8 +305,7 @@ class Inbox:
                 except CorruptMessage:
                     continue
                 if m is not None:
-                    out.append((state, m))
-        return out
+                    yield state, m
 
 
 def inbox(home_root: Path, agent: str) -> Inbox:
@@ -309,15 +313,61 @@ def inbox(home_root: Path, agent: str) -> Inbox:
     return Inbox(home_root / "queue" / agent)
 
 
-def append_event(home_root: Path, event: str, **fields: Any) -> None:
-    """Append one line to ``logs/events.jsonl``: ``{"time", "event", ...fields}``.
-    One ``write`` with O_APPEND, so concurrent writers never interleave a line."""
-    rec = {"time": now_rfc3339(), "event": event, **fields}
-    line = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
-    logs = home_root / "logs"
-    logs.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(logs / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+def find_message(home_root: Path, msg_id: str) -> tuple[Inbox, MessageState, Message]:
+    """The inbox, state and message with id ``msg_id`` (or a unique prefix of it), in
+    any agent's inbox under the home.
+
+    Raises:
+        MessageError: no message has that id, or the prefix matches several.
+    """
+    queue = home_root / "queue"
+    found: list[tuple[Inbox, MessageState, Message]] = []
+    if queue.is_dir():
+        for d in sorted(queue.iterdir()):
+            if d.is_dir():
+                box = Inbox(d)
+                found += [(box, state, m) for state, m in box.matches(msg_id, limit=2)]
+    if not found:
+        raise MessageError(f"no message with id {msg_id!r} in {queue}; list them with `miyabi inbox AGENT --all`")
+    exact = [f for f in found if f[2].id == msg_id]
+    if len(exact) == 1:
+        return exact[0]
+    if len(found) > 1:
+        raise MessageError(f"id {msg_id!r} matches more than one message; give more of it (or all of it)")
+    return found[0]
+
+
+def retry(home_root: Path, msg_id: str) -> tuple[Inbox, Message]:
+    """Put a dead letter back in its inbox, to be delivered again: its failure, attempts
+    and Enter count are forgotten, and its ``ttl`` (if it has one) counts again from
+    now, so a message that died of old age gets its whole ttl once more.
+
+    Returns:
+        the inbox and the message as it is now pending.
+
+    Raises:
+        MessageError: no such message, or it is not a dead letter.
+    """
+    box, state, msg = find_message(home_root, msg_id)
+    if state != MessageState.FAILED:
+        raise MessageError(f"message {msg.id} is {state}; it is not a dead letter: only failed messages can be retried")
+    extra = {k: v for k, v in msg.extra.items() if k not in ("failed", "reason", "attempts", "enters")}
+    extra["retried"] = now_rfc3339()
+    again = replace(msg, extra=extra)
+    box.move(again, MessageState.FAILED, MessageState.PENDING)
+    append_event(home_root, "retry", agent=box.agent, id=msg.id, ttl=msg.ttl)
+    return box, again
+
+
+def drop(home_root: Path, msg_id: str) -> tuple[Inbox, Message]:
+    """Discard a pending message.
+
+    Raises:
+        MessageError: no such message, or it is not pending.
+    """
+    box, state, msg = find_message(home_root, msg_id)
+    if state != MessageState.PENDING:
+        raise MessageError(f"message {msg.id} is {state}; only pending messages can be dropped")
+    (box.dir(MessageState.PENDING) / msg.filename).unlink(missing_ok=True)
+    append_event(home_root, "dropped", agent=box.agent, id=msg.id)
+    return box, msg

@@ -1,9 +1,11 @@
 """Jobs: machine-readable work that a ``worker`` agent runs.
 
 ``miyabi job submit FILE.json`` stores a job as a task (source ``job``) routed to a
-worker agent. A job is JSON: ``id``, ``kind`` (``run_shell``), ``workdir``,
-``script`` (a list of shell commands), ``dod`` (the definition of done, such as
-``exit_code == 0``) and ``report_path``. The controller tells the worker only
+worker agent. A job is JSON: ``id`` (unique: a second job with the same id is
+refused), ``kind`` (``run_shell``), ``workdir`` (an existing directory; a relative
+one is relative to the job file's directory), ``script`` (a list of shell commands),
+``dod`` (the definition of done, such as ``exit_code == 0``) and ``report_path`` (a
+relative one is relative to ``workdir``). The controller tells the worker only
 ``/job <task id>``; the worker loads the job from the task store and runs it only if
 that task is a job assigned to this very worker and still open, so text typed into
 a worker can never run a command of its own. The worker writes the report (each
@@ -17,17 +19,17 @@ import json
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from miyabi.tasks import Store, TaskError
+from miyabi import defaults
+from miyabi.times import rfc3339
+from miyabi.work.tasks import Source, Store, TaskError, TaskState
 
 KINDS = ("run_shell",)
 DOD_RE = re.compile(r"^\s*exit_code\s*(==|!=)\s*(-?\d+)\s*$")
 JOB_COMMAND = re.compile(r"^/job (\d+)$")
-STEP_TIMEOUT = 3600.0
-"""Longest one command of a job may run, in seconds."""
 
 
 class JobError(TaskError):
@@ -86,6 +88,12 @@ class Job:
         return {"id": self.id, "kind": self.kind, "workdir": self.workdir, "script": list(self.script),
                 "dod": self.dod, "report_path": self.report_path}
 
+    @property
+    def report_file(self) -> Path:
+        """Where the report goes: ``report_path``, relative to ``workdir`` unless absolute."""
+        p = Path(self.report_path).expanduser()
+        return p if p.is_absolute() else Path(self.workdir) / p
+
 
 def passes(dod: str, exit_code: int) -> bool:
     """Whether one command's ``exit_code`` satisfies ``dod``."""
@@ -96,19 +104,39 @@ def passes(dod: str, exit_code: int) -> bool:
     return exit_code == want if m.group(1) == "==" else exit_code != want
 
 
-def submit(store: Store, path: Path, agent: str) -> int:
-    """Store the job in ``path`` as a task for ``agent``; return the task id.
+def load(path: Path) -> Job:
+    """Read and check the job in ``path``; its ``workdir`` is made absolute (relative
+    to the file's directory) and must be an existing directory.
 
     Raises:
-        JobError: unreadable or invalid file.
+        JobError: unreadable or invalid file, or a missing workdir.
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise JobError(f"{path}: not readable JSON ({e})") from None
     job = Job.parse(data, str(path))
-    t = store.add(f"job {job.id}", json.dumps(job.to_json()), ["job", f"agent:{agent}"], source="job")
-    return t.id
+    workdir = Path(job.workdir).expanduser()
+    if not workdir.is_absolute():
+        workdir = path.resolve().parent / workdir
+    if not workdir.is_dir():
+        raise JobError(f"{path}: workdir {job.workdir!r} is not a directory ({workdir}); create it or fix workdir")
+    return replace(job, workdir=str(workdir))
+
+
+def submit(store: Store, path: Path, agent: str) -> tuple[int, Job]:
+    """Store the job in ``path`` as a task for ``agent``; return the task id and the job.
+
+    Raises:
+        JobError: unreadable or invalid file, a missing workdir, or an id that an
+            earlier job has.
+    """
+    job = load(path)
+    try:
+        t = store.add(f"job {job.id}", json.dumps(job.to_json()), ["job", f"agent:{agent}"], source=Source.JOB, key=job.id)
+    except TaskError as e:
+        raise JobError(f"{path}: {e}") from None
+    return t.id, job
 
 
 def run_assigned(store: Store, task_id: int, agent: str) -> tuple[bool, Path]:
@@ -124,17 +152,18 @@ def run_assigned(store: Store, task_id: int, agent: str) -> tuple[bool, Path]:
     started = time.time()
     for cmd in job.script:
         now = store.get(task_id)
-        if now.state != "in_progress" or now.agent != agent:
+        if now.state != TaskState.IN_PROGRESS or now.agent != agent:
             steps.append({"command": cmd, "exit_code": None, "seconds": 0, "output": f"not run: the task became {now.state}"})
             ok = False
             break
         t0 = time.time()
         try:
-            proc = subprocess.run(cmd, shell=True, cwd=job.workdir, capture_output=True, text=True, timeout=STEP_TIMEOUT)
+            proc = subprocess.run(cmd, shell=True, cwd=job.workdir, capture_output=True, text=True,
+                                  timeout=defaults.JOB_STEP_TIMEOUT, check=False)
             code, out = proc.returncode, proc.stdout + proc.stderr
         except subprocess.TimeoutExpired as e:
             partial = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-            code, out = -1, f"timed out after {STEP_TIMEOUT:.0f} s\n{partial}"
+            code, out = -1, f"timed out after {defaults.JOB_STEP_TIMEOUT:.0f} s\n{partial}"
         except OSError as e:
             code, out = -1, f"could not run: {e}"
         steps.append({"command": cmd, "exit_code": code, "seconds": round(time.time() - t0, 3), "output": out})
@@ -142,44 +171,34 @@ def run_assigned(store: Store, task_id: int, agent: str) -> tuple[bool, Path]:
             ok = False
             break
     report = {"job": job.id, "task": task_id, "agent": agent, "dod": job.dod, "passed": ok,
-              "started": started, "seconds": round(time.time() - started, 3), "commands": steps}
-    path = Path(job.workdir, job.report_path) if not Path(job.report_path).is_absolute() else Path(job.report_path)
+              "started": rfc3339(started), "seconds": round(time.time() - started, 3), "commands": steps}
+    path = job.report_file
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     last = steps[-1]
     try:
         if ok:
-            store.set_state(task_id, "done", f"job {job.id} passed ({job.dod}); report {path}", expect=("in_progress",))
+            store.set_state(task_id, TaskState.DONE, f"job {job.id} passed ({job.dod}); report {path}", expect=(TaskState.IN_PROGRESS,))
         else:
-            store.set_state(task_id, "failed", f"job {job.id} failed: `{last['command']}` exited {last['exit_code']}; report {path}", expect=("in_progress",))
+            store.set_state(task_id, TaskState.FAILED, f"job {job.id} failed: `{last['command']}` exited {last['exit_code']}; report {path}",
+                            expect=(TaskState.IN_PROGRESS,))
     except TaskError:
         pass  # cancelled while it ran: the report says so
     return ok, path
 
 
 def start(store: Store, task_id: int, agent: str) -> Job:
-    """Mark job task ``task_id`` started by ``agent``, in one transaction with the
-    checks: a job of source ``job``, assigned to ``agent``, and not started yet in
-    this assignment (so it never runs twice).
+    """Mark job task ``task_id`` started by ``agent`` and return the job; it runs only
+    once per assignment (:meth:`~miyabi.work.tasks.Store.start_job`).
 
     Raises:
         JobError: the task is not an open job of this agent, or already started.
     """
-    with store.tx() as db:
-        row = db.execute("SELECT source, agent, state, body FROM tasks WHERE id=?", (task_id,)).fetchone()
-        if row is None or row["source"] != "job" or row["agent"] != agent or row["state"] not in ("assigned", "in_progress"):
-            raise JobError(f"task {task_id} is not an open job assigned to {agent}; nothing was run")
-        last_assigned = db.execute("SELECT MAX(id) FROM events WHERE task=? AND state='assigned'", (task_id,)).fetchone()[0] or 0
-        started = db.execute(
-            "SELECT 1 FROM events WHERE task=? AND id>? AND reason LIKE 'job started%'", (task_id, last_assigned)
-        ).fetchone()
-        if started:
-            raise JobError(f"job task {task_id} was already started in this assignment; nothing was run")
-        db.execute("UPDATE tasks SET state='in_progress', updated=? WHERE id=?", (store.clock(), task_id))
-        db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)",
-                   (task_id, store.clock(), "in_progress", agent, f"job started by {agent}"))
-        body = row["body"]
     try:
-        return Job.parse(json.loads(body), f"task {task_id}")
+        task = store.start_job(task_id, agent)
+    except TaskError as e:
+        raise JobError(str(e)) from None
+    try:
+        return Job.parse(json.loads(task.body), f"task {task_id}")
     except ValueError as e:
         raise JobError(f"task {task_id}: the stored job is not valid JSON ({e})") from None

@@ -6,7 +6,8 @@ labels and priority, and moves through states: ``queued`` → ``assigned`` →
 while a task it depends on is not done (or cancelled). Every change is a row in the
 append-only ``events`` table, with its reason. Several processes (the controller,
 ``miyabi task`` run by agents) share the database: WAL lets readers run beside the
-one writer, and each change is one transaction (``BEGIN IMMEDIATE``).
+one writer, and each change is one transaction (``BEGIN IMMEDIATE``). The file is
+private (0600), like everything in the home.
 """
 
 from __future__ import annotations
@@ -19,24 +20,62 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from miyabi.errors import MiyabiError
+from miyabi.files import private_dir, private_file
+from miyabi.times import rfc3339
 
-STATES = ("queued", "blocked", "assigned", "in_progress", "done", "failed", "cancelled")
-OPEN = ("queued", "blocked", "assigned", "in_progress")
-FINISHED = ("done", "failed", "cancelled")
+
+class TaskState(StrEnum):
+    """Where a task is in its life."""
+
+    QUEUED = "queued"
+    BLOCKED = "blocked"
+    """A task it depends on is not done (or cancelled) yet."""
+    ASSIGNED = "assigned"
+    """Routed to an agent; its message is on the way."""
+    IN_PROGRESS = "in_progress"
+    """The agent got its message."""
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ClaimState(StrEnum):
+    """How far the claim of an issue got (GitHub tasks)."""
+
+    NONE = ""
+    CLAIMING = "claiming"
+    """The todo label's removal was sent; the answer may not have come."""
+    CLAIMED = "claimed"
+
+
+class Source(StrEnum):
+    """Where a task came from."""
+
+    LOCAL = "local"
+    GITHUB = "github"
+    JOB = "job"
+
+
+STATES = tuple(TaskState)
+OPEN = (TaskState.QUEUED, TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.IN_PROGRESS)
+HELD = (TaskState.ASSIGNED, TaskState.IN_PROGRESS)
+"""States in which a task belongs to an agent (and counts towards its ``wip``)."""
+FINISHED = (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
 PRIORITIES = ("high", "normal", "low")
 
-_TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "queued": ("blocked", "assigned", "cancelled"),
-    "blocked": ("queued", "cancelled"),
-    "assigned": ("in_progress", "done", "failed", "cancelled", "queued"),
-    "in_progress": ("done", "failed", "cancelled", "queued"),
-    "done": (),
-    "failed": ("queued",),
-    "cancelled": ("queued",),
+_TRANSITIONS: dict[TaskState, tuple[TaskState, ...]] = {
+    TaskState.QUEUED: (TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.CANCELLED),
+    TaskState.BLOCKED: (TaskState.QUEUED, TaskState.CANCELLED),
+    TaskState.ASSIGNED: (TaskState.IN_PROGRESS, TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED),
+    TaskState.IN_PROGRESS: (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED),
+    TaskState.DONE: (),
+    TaskState.FAILED: (TaskState.QUEUED,),
+    TaskState.CANCELLED: (TaskState.QUEUED,),
 }
 """Allowed state changes (``queued`` from assigned/in_progress: the agent failed;
 from failed/cancelled: ``miyabi task retry``)."""
@@ -58,6 +97,8 @@ CREATE TABLE IF NOT EXISTS tasks (
   created REAL NOT NULL,
   updated REAL NOT NULL,
   claim TEXT NOT NULL DEFAULT '',
+  job_started INTEGER NOT NULL DEFAULT 0,
+  key TEXT,
   UNIQUE (source, repo, number)
 );
 CREATE TABLE IF NOT EXISTS deps (
@@ -84,6 +125,16 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 
+COLUMNS_ADDED = {
+    "job_started": "INTEGER NOT NULL DEFAULT 0",
+    "key": "TEXT",
+}
+"""Columns later versions added to ``tasks``: added to a database made before them."""
+
+INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_key ON tasks(source, key) WHERE key IS NOT NULL;
+"""
+
 REF_RE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)#(?P<number>\d+)$")
 
 
@@ -102,10 +153,14 @@ class Task:
         title, body: text (from an issue: untrusted; it reaches agents as message text only).
         labels: label names.
         priority: ``high``, ``normal`` or ``low``.
-        state: one of :data:`STATES`.
+        state: where it is.
         agent: the agent it is assigned to, if any.
         attempts: how many times it was assigned.
         created, updated: Unix times.
+        claim: how far the claim of its issue got.
+        job_started: for a job, the assignment (its ``attempts`` count then) in which
+            the worker started it; 0 when never.
+        key: for a job, the submitter's id of it (unique among jobs).
     """
 
     id: int
@@ -117,12 +172,14 @@ class Task:
     body: str
     labels: tuple[str, ...]
     priority: str
-    state: str
+    state: TaskState
     agent: str | None
     attempts: int
     created: float
     updated: float
-    claim: str = ""
+    claim: ClaimState = ClaimState.NONE
+    job_started: int = 0
+    key: str | None = None
 
     @property
     def ref(self) -> str:
@@ -130,19 +187,21 @@ class Task:
         return f"{self.repo}#{self.number}" if self.repo and self.number is not None else f"#{self.id}"
 
     def to_json(self) -> dict[str, Any]:
+        """The task as ``--json`` prints it (times in RFC 3339)."""
         return {
-            "id": self.id, "source": self.source, "ref": self.ref, "title": self.title, "state": self.state,
+            "id": self.id, "source": self.source, "ref": self.ref, "title": self.title, "state": str(self.state),
             "agent": self.agent, "priority": self.priority, "labels": list(self.labels), "url": self.url,
-            "attempts": self.attempts, "created": self.created, "updated": self.updated, "body": self.body,
+            "attempts": self.attempts, "created": rfc3339(self.created), "updated": rfc3339(self.updated),
+            "body": self.body,
         }
 
     @classmethod
     def from_row(cls, r: sqlite3.Row) -> Task:
         return cls(
             id=r["id"], source=r["source"], repo=r["repo"], number=r["number"], url=r["url"], title=r["title"],
-            body=r["body"], labels=tuple(json.loads(r["labels"])), priority=r["priority"], state=r["state"],
+            body=r["body"], labels=tuple(json.loads(r["labels"])), priority=r["priority"], state=TaskState(r["state"]),
             agent=r["agent"], attempts=r["attempts"], created=r["created"], updated=r["updated"],
-            claim=r["claim"],
+            claim=ClaimState(r["claim"]), job_started=r["job_started"], key=r["key"],
         )
 
 
@@ -155,7 +214,8 @@ class Store:
     """
 
     def __init__(self, path: Path, clock: Any = time.time) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(path.parent)
+        private_file(path)  # SQLite gives its -wal and -shm files the database's mode
         self.path = path
         self.clock = clock
         self.lock = threading.RLock()
@@ -165,6 +225,20 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns and indexes later versions need to an older database."""
+        with self.lock:
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(tasks)")}
+            for name, decl in COLUMNS_ADDED.items():
+                if name not in have:
+                    try:
+                        self.db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
+                    except sqlite3.OperationalError as e:  # another process added it first
+                        if "duplicate column" not in str(e):
+                            raise
+            self.db.executescript(INDEXES)
 
     @classmethod
     def of_home(cls, home_root: Path) -> Store:
@@ -218,13 +292,17 @@ class Store:
         return Task.from_row(rows[0]) if rows else None
 
     def query(self, state: str | None = None, agent: str | None = None) -> list[Task]:
-        """Tasks, oldest first, filtered by state and agent."""
+        """Tasks, oldest first, filtered by state and agent.
+
+        Raises:
+            TaskError: ``state`` is not a task state.
+        """
         q, args = "SELECT * FROM tasks WHERE 1=1", []
         if state:
             if state not in STATES:
                 raise TaskError(f"unknown state {state!r}; use one of {', '.join(STATES)}")
             q += " AND state=?"
-            args.append(state)
+            args.append(str(state))
         if agent:
             q += " AND agent=?"
             args.append(agent)
@@ -234,7 +312,14 @@ class Store:
         return [r[0] for r in self._rows("SELECT depends_on FROM deps WHERE task=? ORDER BY depends_on", (task_id,))]
 
     def history(self, task_id: int) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._rows("SELECT time, state, agent, reason FROM events WHERE task=? ORDER BY id", (task_id,))]
+        """The task's changes, oldest first: ``time`` (RFC 3339), ``state``, ``agent``, ``reason``."""
+        rows = self._rows("SELECT time, state, agent, reason FROM events WHERE task=? ORDER BY id", (task_id,))
+        return [{**dict(r), "time": rfc3339(r["time"])} for r in rows]
+
+    def find_key(self, source: str, key: str) -> Task | None:
+        """The task of ``source`` with the submitter's id ``key`` (a job's id), if any."""
+        rows = self._rows("SELECT * FROM tasks WHERE source=? AND key=?", (source, key))
+        return Task.from_row(rows[0]) if rows else None
 
     # -- writing
 
@@ -245,15 +330,17 @@ class Store:
         labels: Sequence[str] = (),
         priority: str = "normal",
         depends_on: Sequence[int] = (),
-        source: str = "local",
+        source: str = Source.LOCAL,
         repo: str | None = None,
         number: int | None = None,
         url: str | None = None,
+        key: str | None = None,
     ) -> Task:
         """Store a new task (``queued``).
 
         Raises:
-            TaskError: empty title, bad priority, unknown dependency.
+            TaskError: empty title, bad priority, unknown dependency, or ``key`` taken
+                by another task of the same source.
         """
         if not title.strip():
             raise TaskError("a task needs a title")
@@ -264,18 +351,23 @@ class Store:
             for dep in depends_on:
                 if db.execute("SELECT 1 FROM tasks WHERE id=?", (dep,)).fetchone() is None:
                     raise TaskError(f"--depends-on {dep}: no such task")
+            if key is not None:
+                taken = db.execute("SELECT id, state FROM tasks WHERE source=? AND key=?", (source, key)).fetchone()
+                if taken is not None:
+                    raise TaskError(f"{source} id {key!r} was submitted already, as task {taken['id']} ({taken['state']}); give it a new id")
             cur = db.execute(
-                "INSERT INTO tasks (source, repo, number, url, title, body, labels, priority, state, created, updated)"
-                " VALUES (?,?,?,?,?,?,?,?, 'queued', ?, ?)",
-                (source, repo, number, url, title, body, json.dumps(list(labels)), priority, now, now),
+                "INSERT INTO tasks (source, repo, number, url, title, body, labels, priority, state, created, updated, key)"
+                " VALUES (?,?,?,?,?,?,?,?, 'queued', ?, ?, ?)",
+                (source, repo, number, url, title, body, json.dumps(list(labels)), priority, now, now, key),
             )
             tid = int(cur.lastrowid or 0)
             for dep in depends_on:
                 db.execute("INSERT OR IGNORE INTO deps (task, depends_on) VALUES (?,?)", (tid, dep))
-            db.execute("INSERT INTO events (task, time, state, reason) VALUES (?,?,?,?)", (tid, now, "queued", f"added from {source}"))
+            db.execute("INSERT INTO events (task, time, state, reason) VALUES (?,?,?,?)", (tid, now, str(TaskState.QUEUED), f"added from {source}"))
         return self.get(tid)
 
-    def set_state(self, task_id: int, state: str, reason: str, agent: str | None = None, expect: Sequence[str] | None = None) -> Task:
+    def set_state(self, task_id: int, state: TaskState, reason: str, agent: str | None = None,
+                  expect: Sequence[TaskState] | None = None) -> Task:
         """Move a task to ``state`` and record why.
 
         Args:
@@ -294,21 +386,41 @@ class Store:
             allowed = expect if expect is not None else [s for s, to in _TRANSITIONS.items() if state in to]
             if current not in allowed:
                 raise TaskError(f"task {task_id} is {current}; it cannot become {state}")
-            who = agent if agent is not None else (None if state in ("queued", "blocked") else row["agent"])
-            attempts = ", attempts = attempts + 1" if state == "assigned" else ""
-            db.execute(f"UPDATE tasks SET state=?, agent=?, updated=?{attempts} WHERE id=?", (state, who, now, task_id))
-            db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)", (task_id, now, state, who, reason))
+            who = agent if agent is not None else (None if state in (TaskState.QUEUED, TaskState.BLOCKED) else row["agent"])
+            attempts = ", attempts = attempts + 1" if state == TaskState.ASSIGNED else ""
+            db.execute(f"UPDATE tasks SET state=?, agent=?, updated=?{attempts} WHERE id=?", (str(state), who, now, task_id))
+            db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)", (task_id, now, str(state), who, reason))
             source = db.execute("SELECT source FROM tasks WHERE id=?", (task_id,)).fetchone()[0]
-            if source == "github" and state in ("done", "failed"):
+            if source == Source.GITHUB and state in (TaskState.DONE, TaskState.FAILED):
                 # GitHub is told by the controller (it holds the token), exactly once.
-                db.execute("INSERT INTO outbox (task, action, text) VALUES (?,?,?)", (task_id, state, reason))
+                db.execute("INSERT INTO outbox (task, action, text) VALUES (?,?,?)", (task_id, str(state), reason))
         return self.get(task_id)
 
-    def set_claim(self, task_id: int, claim: str) -> None:
-        """Record the state of an issue's claim: "" (none), ``claiming`` (the
-        todo label's removal was sent), ``claimed`` (it succeeded)."""
+    def start_job(self, task_id: int, agent: str) -> Task:
+        """Mark job task ``task_id`` started by ``agent`` (in progress), in one
+        transaction with the checks: a task of source ``job``, assigned to ``agent``,
+        open, and not started yet in its current assignment, so that it never runs
+        twice for one assignment.
+
+        Raises:
+            TaskError: it is not an open job of this agent, or was started already.
+        """
+        now = self.clock()
         with self.tx() as db:
-            db.execute("UPDATE tasks SET claim=? WHERE id=?", (claim, task_id))
+            row = db.execute("SELECT source, agent, state, attempts, job_started FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if row is None or row["source"] != Source.JOB or row["agent"] != agent or row["state"] not in HELD:
+                raise TaskError(f"task {task_id} is not an open job assigned to {agent}; nothing was run")
+            if row["job_started"] == row["attempts"]:
+                raise TaskError(f"job task {task_id} was already started in this assignment; nothing was run")
+            db.execute("UPDATE tasks SET state=?, job_started=attempts, updated=? WHERE id=?", (str(TaskState.IN_PROGRESS), now, task_id))
+            db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)",
+                       (task_id, now, str(TaskState.IN_PROGRESS), agent, f"job started by {agent}"))
+        return self.get(task_id)
+
+    def set_claim(self, task_id: int, claim: ClaimState) -> None:
+        """Record how far the claim of an issue got."""
+        with self.tx() as db:
+            db.execute("UPDATE tasks SET claim=? WHERE id=?", (str(claim), task_id))
 
     def outbox(self) -> list[tuple[int, int, str, str]]:
         """Unsent notices for GitHub: (outbox id, task id, action, text)."""

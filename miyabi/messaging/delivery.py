@@ -6,127 +6,91 @@ ready by its profile (busy pattern absent and ready pattern shown, on two reads
 ``ready_settle`` apart, and its input box empty where miyabi can see it), types it:
 
 1. it records the message in the agent's journal (``run/delivery/<agent>.json``,
-   stage ``typing``, with the size of the pane log) before anything reaches tmux;
+   stage ``typing``) before anything reaches tmux;
 2. leaves copy mode; types the body with control characters stripped (a short single
-   line with ``send-keys -l``, anything else through a tmux buffer pasted with
-   ``paste-buffer -p -r -d``); stage ``typed``;
+   line literally, anything else through a tmux buffer as a paste); stage ``typed``;
 3. waits the profile's submit delay, records stage ``entering`` and presses the submit
    key; then verifies: the agent turned busy or its input box emptied. If the text
-   still sits in the input box it presses the key again, at most three times in all.
-   It never types the text a second time;
+   still sits in the input box it presses the key again, at most
+   ``defaults.MAX_ENTERS`` times in all. It never types the text a second time;
 4. moves the file to ``cur/`` with the delivery time and clears the journal.
 
 A controller killed at any instant resumes from the journal: ``typing`` → looks
-whether the text reached the input box (or, where the box cannot be seen, whether the
-pane printed since) and types it only if not; ``typed`` → presses the key;
-``entering`` → verifies (pressing again only if the text still sits there);
-``submitted`` → finishes. A message whose agent restarted mid-delivery is typed again
-in the new process (at-least-once); ids let the receiver discard repeats.
+whether the text reached the input box (or, where the box cannot be seen, the bottom
+of the screen) and types it only if not; ``typed`` → presses the key; ``entering`` →
+verifies (pressing again only if the text still sits there); ``submitted`` →
+finishes. A message whose agent restarted mid-delivery is typed again in the new
+process (at-least-once); ids let the receiver discard repeats.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from miyabi import defaults
+from miyabi.agents.screen import composer_text, is_busy, looks_ready, reads_screen, text_on_screen
+from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
-from miyabi.layout.model import Agent
-from miyabi.mailbox import CorruptMessage, Inbox, Message, append_event, now_rfc3339, sanitize
-from miyabi.profiles import SCREEN_LINES, Profile
-from miyabi.tmux.panes import Pane, Runner
-
-SHORT_TEXT = 2048
-"""Longest single line, in bytes, typed with ``send-keys -l``; longer text is pasted."""
-
-MAX_ENTERS = 3
-"""Most times the submit key is pressed for one message."""
-
-ENTER_RETRY = 0.5
-"""Seconds after a submit key press before pressing it again if the text still sits in
-the input box."""
-
-VERIFY_TIMEOUT = 3.0
-"""Seconds to wait for evidence that a message was submitted."""
-
-MAX_ATTEMPTS = 3
-"""Times a message may be typed (each in a new agent process) before it is a dead letter."""
+from miyabi.events import append_event
+from miyabi.files import write_atomic
+from miyabi.messaging.mailbox import CorruptMessage, Inbox, Message, MessageState, sanitize
+from miyabi.stopping import Stopped
+from miyabi.times import now_rfc3339
+from miyabi.tmux.driver import PaneDriver
+from miyabi.tmux.panes import Pane
 
 log = logging.getLogger("miyabi.delivery")
 
-COMPOSER_LINES = 5
-"""Lines from the bottom of the screen searched for the input box."""
 
+class Stage(StrEnum):
+    """How far the delivery in an agent's journal got."""
 
-Channel = Runner
+    TYPING = "typing"
+    """About to type, or typing: the text may or may not have reached the pane."""
+    TYPED = "typed"
+    """The whole text reached the pane; the submit key was not pressed yet."""
+    ENTERING = "entering"
+    """The submit key was (maybe) pressed; the submission is being verified."""
+    SUBMITTED = "submitted"
+    """Verified; only moving the file to ``cur/`` is left."""
 
 
 @dataclass
 class Marker:
-    """The journal entry of the message being delivered to one agent."""
+    """The journal entry of the message being delivered to one agent.
+
+    Attributes:
+        id: the message id.
+        name: its file name in ``new/``.
+        stage: how far it got.
+        pane: the pane it is being typed into.
+        pid: the agent process it is for (another process there means a restart).
+        log_offset: unused since resume reads the screen; kept so journals written by
+            earlier versions still load.
+        attempts: which typing of this message this is (1-based).
+        enters: submit key presses so far.
+    """
 
     id: str
     name: str
-    stage: str
+    stage: Stage
     pane: str
     pid: int
     log_offset: int
     attempts: int
     enters: int = 0
 
-
-# ------------------------------------------------------------------ reading screens
-
-
-def tail(lines: list[str], n: int = SCREEN_LINES) -> list[str]:
-    """The last ``n`` non-blank lines."""
-    return [ln for ln in lines if ln.strip()][-n:]
-
-
-def is_busy(profile: Profile, lines: list[str]) -> bool:
-    return bool(profile.busy_pattern and re.search(profile.busy_pattern, "\n".join(tail(lines)), re.MULTILINE))
-
-
-def composer_text(profile: Profile, lines: list[str]) -> str | None:
-    """What sits in the agent's input box ("" when empty), or None when the profile
-    has no composer pattern or no input box is on screen."""
-    if not profile.composer_pattern:
-        return None
-    pat = re.compile(profile.composer_pattern)
-    for line in reversed(tail(lines, COMPOSER_LINES)):
-        m = pat.search(line)
-        if m:
-            return (m.group("text") or "").strip()
-    return None
-
-
-def looks_ready(profile: Profile, lines: list[str]) -> bool:
-    """Busy pattern absent, ready pattern shown (if the profile has one), and the
-    input box empty (where it can be seen)."""
-    if is_busy(profile, lines):
-        return False
-    if profile.ready_pattern and not re.search(profile.ready_pattern, "\n".join(tail(lines)), re.MULTILINE):
-        return False
-    return composer_text(profile, lines) in (None, "")
-
-
-def text_on_screen(text: str, lines: list[str]) -> bool:
-    """Whether the end of ``text`` (up to 30 characters of its last line) shows in the
-    bottom lines of the screen: the evidence that typing reached the pane, for
-    profiles whose input box miyabi cannot see. Wrapped lines are joined too."""
-    last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "")
-    needle = last[-30:]
-    if not needle:
-        return False
-    bottom = tail(lines, COMPOSER_LINES * 2)
-    return needle in "\n".join(bottom) or needle in "".join(bottom)
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Marker:
+        return cls(**{**data, "stage": Stage(data["stage"])})
 
 
 def prepare(body: str) -> str:
@@ -135,48 +99,46 @@ def prepare(body: str) -> str:
     return sanitize(body).rstrip("\n")
 
 
-# ------------------------------------------------------------------ the deliverer
-
-
 class Deliverer:
     """Delivers one agent's inbox into its pane.
 
     Args:
         agent: the agent (its profile says how to read and type into it).
         inbox: its inbox.
-        chan: a tmux channel (control client) with ``run(*args)``.
-        home_root: the miyabi home (journal under ``run/delivery``, events, pane log).
+        driver: verbs on panes (over the controller's control channel).
+        home_root: the miyabi home (journal under ``run/delivery``, events).
         pane: returns the agent's current pane, or None when it has none.
-        sleep, clock: injectable for tests.
+        sleep: waits (the controller's raises :class:`~miyabi.stopping.Stopped` on stop).
+        clock: Unix time, for TTLs.
+        on_delivered: called with each delivered message.
+        on_dead_letter: called with each message that became a dead letter, and why.
     """
 
     def __init__(
         self,
         agent: Agent,
         inbox: Inbox,
-        chan: Channel,
+        driver: PaneDriver,
         home_root: Path,
         pane: Callable[[], Pane | None],
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
-        lock: threading.Lock | None = None,
         on_delivered: Callable[[Message], None] | None = None,
         on_dead_letter: Callable[[Message, str], None] | None = None,
     ) -> None:
         self.agent = agent
         self.profile = agent.profile
         self.inbox = inbox
-        self.chan = chan
+        self.driver = driver
         self.home = home_root
         self.pane = pane
         self.sleep = sleep
         self.clock = clock
         self.journal = home_root / "run" / "delivery" / f"{agent.name}.json"
-        self.log = home_root / "logs" / f"{agent.name}.log"
         self.wake = threading.Event()
         self.on_delivered = on_delivered
         self.on_dead_letter = on_dead_letter
-        self.lock = lock or threading.Lock()
+        self.lock = threading.Lock()
         """Held from the live-pane check through typing and verification; the watchdog
         takes it before respawning the pane, so no keystroke reaches a new process."""
         self._has_marker: bool | None = None  # None: not read from disk yet
@@ -184,7 +146,7 @@ class Deliverer:
         """time.monotonic() of the last delivery (for the watchdog's silence rule)."""
         self.waiting = False
         """True while mail waits for the agent to be ready (the controller's rescan
-        then wakes this deliverer every POLL seconds to look again)."""
+        then wakes this deliverer every ``defaults.INBOX_RESCAN`` seconds to look again)."""
 
     # -- journal
 
@@ -192,21 +154,18 @@ class Deliverer:
         if self._has_marker is False:  # we clear it ourselves; no need to look
             return None
         try:
-            m = Marker(**json.loads(self.journal.read_text(encoding="utf-8")))
+            m = Marker.from_json(json.loads(self.journal.read_text(encoding="utf-8")))
             self._has_marker = True
             return m
         except FileNotFoundError:
             self._has_marker = False
             return None
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, KeyError):
             self.journal.unlink(missing_ok=True)
             return None
 
     def save_marker(self, m: Marker) -> None:
-        self.journal.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.journal.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(m)), encoding="utf-8")
-        os.replace(tmp, self.journal)
+        write_atomic(self.journal, json.dumps(asdict(m)))
         self._has_marker = True
 
     def clear_marker(self) -> None:
@@ -225,6 +184,10 @@ class Deliverer:
         Returns:
             True when it did something (call again at once), False when there is
             nothing to do now (wait for a wake-up or a short timeout).
+
+        Raises:
+            Stopped: the controller is stopping (the journal keeps the stage).
+            TmuxError: tmux failed outside a delivery in progress.
         """
         marker = self.load_marker()
         if marker is not None:
@@ -253,8 +216,8 @@ class Deliverer:
         if pane is None or pane.dead or not self.ready(pane):
             return False
         attempts = int(msg.extra.get("attempts", 0)) + 1
-        if attempts > MAX_ATTEMPTS:
-            self.fail(msg, f"typed {MAX_ATTEMPTS} times, but the agent restarted before each was submitted")
+        if attempts > defaults.DELIVERY_ATTEMPTS:
+            self.fail(msg, f"typed {defaults.DELIVERY_ATTEMPTS} times, but the agent restarted before each was submitted")
             return True
         with self.lock:
             self.type_message(msg, pane, attempts)
@@ -262,38 +225,28 @@ class Deliverer:
 
     def live(self, pane: Pane) -> tuple[bool, bool]:
         """(alive, in copy mode) for ``pane`` as tmux sees it now: the controller's
-        pane map can be up to PANE_REFRESH old, and a dead pane's screen still shows
-        an empty prompt. The pane must hold the same process as ``pane.pid``."""
-        out = self.chan.run("display-message", "-p", "-t", pane.pane_id, "#{pane_dead} #{pane_pid} #{pane_in_mode}")
-        dead, pid, mode = (out[0].split() + ["", "", ""])[:3] if out else ("1", "", "")
-        return dead != "1" and pid == str(pane.pid), mode == "1"
+        pane map can be up to ``defaults.PANE_REFRESH`` old, and a dead pane's screen
+        still shows an empty prompt. The pane must hold the same process as ``pane.pid``."""
+        state = self.driver.live(pane.pane_id)
+        return (not state.dead and state.pid == pane.pid), state.in_mode
 
     def ready(self, pane: Pane) -> bool:
         """Alive, and ready by the profile on two reads ``ready_settle`` seconds apart."""
         if not self.live(pane)[0]:
             return False
-        if not self.profile.ready_pattern and not self.profile.busy_pattern and not self.profile.composer_pattern:
+        if not reads_screen(self.profile):
             return True
-        if not looks_ready(self.profile, self.screen(pane.pane_id)):
+        if not looks_ready(self.profile, self.driver.capture(pane.pane_id)):
             return False
         if self.profile.ready_settle > 0:
             self.sleep(self.profile.ready_settle)
-            return looks_ready(self.profile, self.screen(pane.pane_id)) and self.live(pane)[0]
+            return looks_ready(self.profile, self.driver.capture(pane.pane_id)) and self.live(pane)[0]
         return True
-
-    def screen(self, pane_id: str) -> list[str]:
-        return self.chan.run("capture-pane", "-p", "-t", pane_id)
-
-    def log_size(self) -> int:
-        try:
-            return self.log.stat().st_size
-        except OSError:
-            return 0
 
     # -- typing
 
     def type_message(self, msg: Message, pane: Pane, attempts: int) -> None:
-        marker = Marker(msg.id, msg.filename, "typing", pane.pane_id, pane.pid, self.log_size(), attempts)
+        marker = Marker(msg.id, msg.filename, Stage.TYPING, pane.pane_id, pane.pid, 0, attempts)
         self.save_marker(marker)
         self.event("typing", msg, pane=pane.pane_id, attempt=attempts)
         try:
@@ -306,34 +259,29 @@ class Deliverer:
             return
         try:
             if in_mode:
-                self.chan.run("send-keys", "-X", "-t", pane.pane_id, "cancel", check=False)
+                self.driver.leave_mode(pane.pane_id)
             self.type_text(msg, pane.pane_id)
         except TmuxError as e:
             # The text may or may not have reached the pane: keep the journal at
             # "typing", and let resume() look before anything is typed again.
             self.event("type-error", msg, error=str(e))
             return
-        marker.stage = "typed"
+        marker.stage = Stage.TYPED
         self.save_marker(marker)
         self.submit(msg, marker)
 
     def type_text(self, msg: Message, pane_id: str) -> None:
         text = prepare(msg.body)
-        if "\n" not in text and len(text.encode()) <= SHORT_TEXT:
-            self.chan.run("send-keys", "-t", pane_id, "-l", "--", text)
-            return
-        buf = f"miyabi-{msg.id}"
-        self.chan.run("set-buffer", "-b", buf, "--", text)
-        paste = ["paste-buffer", "-d", "-r", "-b", buf, "-t", pane_id]
-        if self.profile.bracketed_paste:
-            paste.insert(1, "-p")
-        self.chan.run(*paste)
+        if "\n" not in text and len(text.encode()) <= defaults.SHORT_TEXT:
+            self.driver.type_text(pane_id, text)
+        else:
+            self.driver.paste(pane_id, text, f"miyabi-{msg.id}", self.profile.bracketed_paste)
 
     def press_submit(self, marker: Marker) -> None:
         marker.enters += 1
-        marker.stage = "entering"
+        marker.stage = Stage.ENTERING
         self.save_marker(marker)
-        self.chan.run("send-keys", "-t", marker.pane, self.profile.submit_key)
+        self.driver.press(marker.pane, self.profile.submit_key)
 
     def submit(self, msg: Message, marker: Marker) -> None:
         if self.profile.submit_delay > 0:
@@ -348,7 +296,7 @@ class Deliverer:
 
     def verify(self, msg: Message, marker: Marker) -> None:
         """Wait for evidence of submission; press the key again while the text sits in
-        the input box (at most MAX_ENTERS presses in all)."""
+        the input box (at most ``defaults.MAX_ENTERS`` presses in all)."""
         p = self.profile
         if not p.busy_pattern and not p.composer_pattern:
             self.finish(msg, marker, "submitted")
@@ -357,9 +305,7 @@ class Deliverer:
         while True:
             pane = self.pane()
             try:
-                alive = pane is not None and pane.pane_id == marker.pane and self.live(
-                    Pane(**{**asdict(pane), "pid": marker.pid})
-                )[0]
+                alive = pane is not None and pane.pane_id == marker.pane and self.live(replace(pane, pid=marker.pid))[0]
             except TmuxError:
                 alive = False
             if not alive:
@@ -367,7 +313,7 @@ class Deliverer:
                 self.retry_later(msg, marker)
                 return
             try:
-                lines = self.screen(marker.pane)
+                lines = self.driver.capture(marker.pane)
             except TmuxError as e:
                 self.event("type-error", msg, error=str(e))
                 self.retry_later(msg, marker)
@@ -380,27 +326,28 @@ class Deliverer:
                 self.finish(msg, marker, "input box emptied")
                 return
             now = time.monotonic()
-            if box is None and now - start > ENTER_RETRY:
+            if box is None and now - start > defaults.ENTER_RETRY:
                 self.finish(msg, marker, "unverified: input box not visible")
                 return
-            if box and now - last_enter >= ENTER_RETRY:
-                if marker.enters >= MAX_ENTERS:
-                    self.fail(msg, f"typed, but still in the input box after {MAX_ENTERS} presses of {p.submit_key}", marker)
+            if box and now - last_enter >= defaults.ENTER_RETRY:
+                if marker.enters >= defaults.MAX_ENTERS:
+                    self.fail(msg, f"typed, but still in the input box after {defaults.MAX_ENTERS} presses of {p.submit_key}", marker)
                     return
                 self.event("enter-again", msg, enters=marker.enters + 1)
                 self.press_submit(marker)
                 last_enter = now
-            if now - start > VERIFY_TIMEOUT + ENTER_RETRY * MAX_ENTERS:
+            if now - start > defaults.VERIFY_TIMEOUT + defaults.ENTER_RETRY * defaults.MAX_ENTERS:
                 self.finish(msg, marker, "unverified: no sign of submission")
                 return
-            self.sleep(0.01)
+            self.sleep(defaults.VERIFY_POLL)
 
     # -- outcomes
 
     def finish(self, msg: Message, marker: Marker, evidence: str) -> None:
-        marker.stage = "submitted"
+        marker.stage = Stage.SUBMITTED
         self.save_marker(marker)
-        self.inbox.move(msg, "pending", "delivered", delivered=now_rfc3339(), attempts=marker.attempts, enters=marker.enters)
+        self.inbox.move(msg, MessageState.PENDING, MessageState.DELIVERED, delivered=now_rfc3339(),
+                        attempts=marker.attempts, enters=marker.enters)
         self.clear_marker()
         self.last_delivered = time.monotonic()
         self.event("delivered", msg, pane=marker.pane, evidence=evidence, enters=marker.enters)
@@ -408,7 +355,7 @@ class Deliverer:
             self.on_delivered(msg)
 
     def fail(self, msg: Message, reason: str, marker: Marker | None = None) -> None:
-        self.inbox.move(msg, "pending", "failed", failed=now_rfc3339(), reason=reason)
+        self.inbox.move(msg, MessageState.PENDING, MessageState.FAILED, failed=now_rfc3339(), reason=reason)
         self.clear_marker()
         self.event("dead-letter", msg, reason=reason)
         if self.on_dead_letter is not None:
@@ -419,7 +366,8 @@ class Deliverer:
         again when the agent is ready. ``typed``: whether it counts as an attempt."""
         current = self.inbox.read(msg.filename)
         if current is not None:
-            self.inbox.move(current, "pending", "pending", attempts=marker.attempts if typed else marker.attempts - 1)
+            self.inbox.move(current, MessageState.PENDING, MessageState.PENDING,
+                            attempts=marker.attempts if typed else marker.attempts - 1)
         self.clear_marker()
 
     # -- recovery
@@ -431,16 +379,16 @@ class Deliverer:
             self.clear_marker()
             return
         self.event("resume", msg, stage=marker.stage)
-        if marker.stage == "submitted":
+        if marker.stage == Stage.SUBMITTED:
             self.finish(msg, marker, "journal")
             return
         pane = self.pane()
-        if pane is None or pane.pane_id != marker.pane or not self.live(Pane(**{**asdict(pane), "pid": marker.pid}))[0]:
+        if pane is None or pane.pane_id != marker.pane or not self.live(replace(pane, pid=marker.pid))[0]:
             self.event("agent-restarted", msg, stage=marker.stage)
             self.retry_later(msg, marker)
             return
-        if marker.stage == "typing":
-            lines = self.screen(marker.pane)
+        if marker.stage == Stage.TYPING:
+            lines = self.driver.capture(marker.pane)
             box = composer_text(self.profile, lines)
             typed = bool(box) if box is not None else text_on_screen(prepare(msg.body), lines)
             if not typed:
@@ -448,27 +396,29 @@ class Deliverer:
                 # agent is ready (the same attempt).
                 self.retry_later(msg, marker, typed=False)
                 return
-            marker.stage = "typed"
+            marker.stage = Stage.TYPED
             self.save_marker(marker)
-        if marker.stage == "typed":
+        if marker.stage == Stage.TYPED:
             self.submit(msg, marker)
         else:  # entering: the key may have been pressed
             self.verify(msg, marker)
 
-    def run(self, stop: threading.Event, idle: float = 0.2) -> None:
+    def run(self, stop: threading.Event, idle: float = defaults.DELIVERER_IDLE) -> None:
         """Deliver until ``stop`` is set; between messages wait for a wake-up (a new
         file, pane output, the controller's rescan) or at most ``idle`` seconds. An
         error never ends the thread: it is logged and the step tried again."""
         while not stop.is_set():
             try:
                 busy = self.step()
+            except Stopped:
+                return
             except TmuxError as e:
                 self.event("tmux-error", error=str(e))
                 busy = False
-            except Exception as e:  # noqa: BLE001 - the thread must live on
+            except Exception as e:
                 log.exception("deliverer %s", self.agent.name)
                 self.event("deliverer-error", error=f"{type(e).__name__}: {e}")
-                stop.wait(1.0)
+                stop.wait(defaults.DELIVERER_ERROR_PAUSE)
                 busy = False
             if not busy:
                 self.wake.wait(idle)

@@ -8,16 +8,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
+from miyabi import defaults
+from miyabi.agents.profiles import Profile
+from miyabi.config.settings import GitHubSettings, Route, WatchdogSettings
 from miyabi.errors import AgentNotFound
-from miyabi.intake import GitHubConfig
-from miyabi.policy import Policy
-from miyabi.profiles import Profile
-from miyabi.scheduler import Route
 
 V = TypeVar("V")
 
 
-def _frozen_map(data: Mapping[str, V] | None = None) -> Mapping[str, V]:
+def frozen_map(data: Mapping[str, V] | None = None) -> Mapping[str, V]:
     return MappingProxyType(dict(data or {}))
 
 
@@ -41,11 +40,11 @@ class Agent:
     profile: Profile
     command: str
     cwd: Path | None = None
-    env: Mapping[str, str] = field(default_factory=_frozen_map)
+    env: Mapping[str, str] = field(default_factory=frozen_map)
     title: str = ""
     index: int = 0
-    watchdog: Policy = field(default_factory=Policy)
-    wip: int = 1
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    wip: int = defaults.TASK_WIP
 
 
 @dataclass(frozen=True)
@@ -69,17 +68,22 @@ class Layout:
     session: str
     agents: tuple[Agent, ...]
     description: str = ""
-    per_window: int = 4
-    pane_size: tuple[int, int] = (100, 30)
+    per_window: int = defaults.PER_WINDOW
+    pane_size: tuple[int, int] = (defaults.PANE_WIDTH, defaults.PANE_HEIGHT)
     profiles: Mapping[str, Profile] = field(default_factory=lambda: MappingProxyType({}))
-    max_body: int = 1024 * 1024
+    max_body: int = defaults.MAX_BODY
     routes: tuple[Route, ...] = ()
-    github: GitHubConfig | None = None
+    github: GitHubSettings | None = None
 
     @property
     def names(self) -> list[str]:
         """Agent names in layout order."""
         return [a.name for a in self.agents]
+
+    @property
+    def wip(self) -> dict[str, int]:
+        """Agent → how many tasks it may hold at once."""
+        return {a.name: a.wip for a in self.agents}
 
     def agent(self, name: str) -> Agent:
         """The agent called ``name``.

@@ -11,50 +11,31 @@ when it died again after ``max_restarts`` restarts within ``restart_window`` sec
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field
+from enum import StrEnum
 
-WATCHDOG_KEYS = ("silence_timeout", "silence_grace", "min_uptime", "stable_after", "max_restarts", "restart_window", "nudge")
-
-DEFAULT_NUDGE = (
-    "miyabi watchdog: you have printed nothing for a while and do not look ready for input. "
-    "If you are stuck, stop and say what blocks you; if you are working, print a short progress line."
-)
-"""The nudge a hung agent gets through its inbox (layout ``watchdog.nudge``)."""
-"""Keys of ``watchdog:`` in a layout, ensemble-wide and per agent."""
+from miyabi import defaults
+from miyabi.config.settings import WatchdogSettings
 
 
-@dataclass(frozen=True)
-class Policy:
-    """Watchdog settings for one agent. Times in seconds.
+class DeathAction(StrEnum):
+    """What follows an agent's death."""
 
-    Attributes:
-        silence_timeout: not ready and silent this long → hung (nudged).
-        silence_grace: still silent this long after the nudge → restarted.
-        min_uptime: a death after at least this long restarts at once.
-        stable_after: running this long resets the backoff.
-        max_restarts: restarts allowed within ``restart_window`` before the breaker trips.
-        restart_window: the window the breaker counts restarts in.
-        backoff_initial, backoff_max: first and largest backoff delay.
-        nudge: the message a hung agent gets before it is restarted.
-    """
+    RESTART = "restart"
+    FAIL = "fail"
+    """The breaker tripped: the agent stays down until ``miyabi restart``."""
 
-    silence_timeout: float = 600.0
-    silence_grace: float = 120.0
-    min_uptime: float = 10.0
-    stable_after: float = 600.0
-    max_restarts: int = 5
-    restart_window: float = 900.0
-    backoff_initial: float = 1.0
-    backoff_max: float = 300.0
-    nudge: str = DEFAULT_NUDGE
 
-    def merged(self, overrides: dict[str, Any]) -> Policy:
-        """A copy with the layout's values for some keys."""
-        return replace(self, **overrides)
+class SilenceAction(StrEnum):
+    """What follows a look at a live agent."""
 
-    def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    OK = "ok"
+    WORKING = "working"
+    """Silent, but its processes use CPU."""
+    NUDGE = "nudge"
+    WAIT = "wait"
+    """Nudged, and its grace has not run out."""
+    RESTART = "restart"
 
 
 @dataclass
@@ -82,13 +63,13 @@ class Decision:
     """What to do about a death.
 
     Attributes:
-        action: ``restart`` or ``fail``.
+        action: restart or fail.
         delay: seconds to wait before restarting (0: at once).
         backoff: the history's backoff after this decision.
         reason: one line for events and ``miyabi status``.
     """
 
-    action: str
+    action: DeathAction
     delay: float
     backoff: float
     reason: str
@@ -115,29 +96,29 @@ class Silence:
     nudged_for: float | None
 
 
-def on_silence(policy: Policy, s: Silence) -> tuple[str, str]:
-    """Decide about a live agent: ``ok``, ``working`` (silent but using CPU),
-    ``nudge`` or ``restart``; with the signal that decided, for the event."""
+def on_silence(policy: WatchdogSettings, s: Silence) -> tuple[SilenceAction, str]:
+    """Decide about a live agent: ok, working (silent but using CPU), nudge, wait
+    (nudged, in its grace) or restart; with the signal that decided, for the event."""
     if s.ready:
-        return "ok", "ready: idle at its prompt"
+        return SilenceAction.OK, "ready: idle at its prompt"
     if s.ready is None:
         if s.since_delivery is None or s.since_delivery < policy.silence_timeout:
-            return "ok", "no ready pattern, and no unanswered message"
+            return SilenceAction.OK, "no ready pattern, and no unanswered message"
         silent = s.since_delivery
     else:
         silent = s.silent_for
     if silent < policy.silence_timeout:
-        return "ok", "printed recently"
+        return SilenceAction.OK, "printed recently"
     if s.cpu_busy:
-        return "working", f"silent {silent:.0f} s but using CPU"
+        return SilenceAction.WORKING, f"silent {silent:.0f} s but using CPU"
     if s.nudged_for is None:
-        return "nudge", f"silent {silent:.0f} s, not ready, no CPU use"
+        return SilenceAction.NUDGE, f"silent {silent:.0f} s, not ready, no CPU use"
     if s.nudged_for >= policy.silence_grace:
-        return "restart", f"silent {silent:.0f} s and {s.nudged_for:.0f} s after the nudge, no CPU use"
-    return "wait", f"nudged {s.nudged_for:.0f} s ago"
+        return SilenceAction.RESTART, f"silent {silent:.0f} s and {s.nudged_for:.0f} s after the nudge, no CPU use"
+    return SilenceAction.WAIT, f"nudged {s.nudged_for:.0f} s ago"
 
 
-def on_death(policy: Policy, history: History, uptime: float, now: float, cause: str = "exited") -> Decision:
+def on_death(policy: WatchdogSettings, history: History, uptime: float, now: float, cause: str = "exited") -> Decision:
     """Decide what follows the death of an agent that ran ``uptime`` seconds.
 
     Args:
@@ -150,7 +131,7 @@ def on_death(policy: Policy, history: History, uptime: float, now: float, cause:
     recent = history.recent(now, policy.restart_window)
     if len(recent) >= policy.max_restarts:
         return Decision(
-            "fail",
+            DeathAction.FAIL,
             0.0,
             history.backoff,
             f"{cause}; {len(recent)} restarts within {policy.restart_window:g} s (max_restarts {policy.max_restarts}): "
@@ -158,10 +139,10 @@ def on_death(policy: Policy, history: History, uptime: float, now: float, cause:
         )
     backoff = 0.0 if uptime >= policy.stable_after else history.backoff
     if uptime >= policy.min_uptime:
-        return Decision("restart", 0.0, backoff, f"{cause} after {uptime:.1f} s; restarting at once")
+        return Decision(DeathAction.RESTART, 0.0, backoff, f"{cause} after {uptime:.1f} s; restarting at once")
     delay = backoff or policy.backoff_initial
     return Decision(
-        "restart",
+        DeathAction.RESTART,
         delay,
         min(delay * 2, policy.backoff_max),
         f"{cause} after {uptime:.1f} s (under min_uptime {policy.min_uptime:g} s); restarting in {delay:g} s",
@@ -171,7 +152,7 @@ def on_death(policy: Policy, history: History, uptime: float, now: float, cause:
 def record_restart(history: History, decision: Decision, now: float) -> History:
     """The history after carrying out a ``restart`` decision at ``now``."""
     return History(
-        restarts=[*history.recent(now, 86400.0), now],
+        restarts=[*history.recent(now, defaults.RESTART_HISTORY), now],
         backoff=decision.backoff,
         failed=None,
         last_reason=decision.reason,

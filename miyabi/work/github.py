@@ -24,14 +24,10 @@ from urllib.parse import quote
 
 import httpx
 
+from miyabi import defaults
+from miyabi.config.settings import GitHubSettings
 from miyabi.errors import MiyabiError
-
-DEFAULT_API = "https://api.github.com"
-MAX_TRIES = 6
-"""Attempts of one request before giving up (rate limits and 5xx)."""
-
-MAX_WAIT = 900.0
-"""Longest single wait, in seconds, for a rate limit to reset."""
+from miyabi.files import write_atomic
 
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 
@@ -65,11 +61,11 @@ class GitHub:
         self,
         repo: str,
         token: str | None,
-        token_env: str = "GITHUB_TOKEN",
-        api_url: str = DEFAULT_API,
+        token_env: str = defaults.GITHUB_TOKEN_ENV,
+        api_url: str = defaults.GITHUB_API,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
-        timeout: float = 30.0,
+        timeout: float = defaults.GITHUB_TIMEOUT,
         etag_file: Path | None = None,
     ) -> None:
         self.repo = repo
@@ -104,17 +100,18 @@ class GitHub:
 
         Raises:
             GitHubError: 401 (naming the token's variable), a network error, or
-                still failing after :data:`MAX_TRIES`.
+                still failing after ``defaults.GITHUB_MAX_TRIES``.
+            Stopped: the injected ``sleep`` was interrupted (the controller stops).
         """
         backoff = 1.0
-        for attempt in range(MAX_TRIES):
+        for attempt in range(defaults.GITHUB_MAX_TRIES):
             try:
                 resp = self.http.request(method, url, **kw)
             except httpx.HTTPError as e:
-                if attempt == MAX_TRIES - 1:
+                if attempt == defaults.GITHUB_MAX_TRIES - 1:
                     raise GitHubError(f"cannot reach GitHub at {self.http.base_url}: {type(e).__name__}") from None
                 self._wait(backoff)
-                backoff = min(backoff * 2, 60.0)
+                backoff = min(backoff * 2, defaults.GITHUB_BACKOFF_MAX)
                 continue
             self.stats.requests += 1
             self.stats.statuses[resp.status_code] = self.stats.statuses.get(resp.status_code, 0) + 1
@@ -128,10 +125,10 @@ class GitHub:
                 continue
             if resp.status_code >= 500:
                 self._wait(backoff)
-                backoff = min(backoff * 2, 60.0)
+                backoff = min(backoff * 2, defaults.GITHUB_BACKOFF_MAX)
                 continue
             return resp
-        raise GitHubError(f"GitHub kept failing {method} {url} ({resp.status_code}) after {MAX_TRIES} tries")
+        raise GitHubError(f"GitHub kept failing {method} {url} ({resp.status_code}) after {defaults.GITHUB_MAX_TRIES} tries")
 
     def _rate_limit_wait(self, resp: httpx.Response) -> float | None:
         if resp.status_code not in (403, 429):
@@ -139,12 +136,12 @@ class GitHub:
         after = resp.headers.get("retry-after")
         if after is not None:
             try:
-                return min(MAX_WAIT, max(0.0, float(after)))
+                return min(defaults.GITHUB_MAX_WAIT, max(0.0, float(after)))
             except ValueError:
                 return 60.0
         if resp.headers.get("x-ratelimit-remaining") == "0":
             reset = float(resp.headers.get("x-ratelimit-reset", "0") or 0)
-            return min(MAX_WAIT, max(1.0, reset - self.clock() + 1))
+            return min(defaults.GITHUB_MAX_WAIT, max(1.0, reset - self.clock() + 1))
         return None  # a 403 that is not a rate limit: the caller sees it
 
     def _wait(self, seconds: float) -> None:
@@ -210,12 +207,8 @@ class GitHub:
         self._save_etags()
 
     def _save_etags(self) -> None:
-        if self.etag_file is None:
-            return
-        self.etag_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.etag_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.etags))
-        os.replace(tmp, self.etag_file)
+        if self.etag_file is not None:
+            write_atomic(self.etag_file, json.dumps(self.etags))
 
     def remove_label(self, number: int, label: str) -> bool:
         """Remove one label; False when the issue did not have it (404)."""
@@ -245,3 +238,16 @@ class GitHub:
     def comment(self, number: int, body: str) -> None:
         resp = self.request("POST", f"/repos/{self.repo}/issues/{number}/comments", json={"body": body})
         self._check(resp, f"commenting on #{number}")
+
+
+def client_for(settings: GitHubSettings, home_root: Path | None = None, sleep: Callable[[float], None] = time.sleep) -> GitHub:
+    """A client for the layout's ``github:`` section, with the token from its
+    ``token_env`` (anonymous if unset), keeping ETags under ``state/`` of the home so
+    that polls by later processes are conditional too.
+
+    Raises:
+        GitHubError: the token has characters a token cannot have.
+    """
+    etags = home_root / "state" / "github-etags.json" if home_root else None
+    return GitHub(settings.repo, os.environ.get(settings.token_env) or None, settings.token_env, settings.api_url,
+                  sleep=sleep, etag_file=etags)

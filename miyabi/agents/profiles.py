@@ -3,11 +3,12 @@
 A :class:`Profile` says how to launch an agent CLI and how to read its screen: the
 regex that shows it is ready for input, the one that shows it is busy, the key that
 submits a message, the delay before pressing it, and whether to paste with bracketed
-paste. Delivery and supervision (later issues) read these fields; a layout can
-override any of them per agent, or define profiles of its own under ``profiles:``.
+paste. Delivery and supervision read these fields (through :mod:`miyabi.agents.screen`);
+a layout can override any of them per agent, or define profiles of its own under
+``profiles:``.
 
 Patterns are Python regular expressions searched (``re.MULTILINE``) in the last
-:data:`SCREEN_LINES` non-blank lines of the pane's visible screen, as
+``defaults.SCREEN_LINES`` non-blank lines of the pane's visible screen, as
 ``tmux capture-pane -p`` prints them. The values and where they come from are listed
 in README.md ("Profiles").
 """
@@ -19,9 +20,6 @@ import re
 from dataclasses import dataclass
 
 from miyabi import defaults
-
-SCREEN_LINES = 15
-"""How many non-blank lines from the bottom of a pane the ready/busy patterns see."""
 
 OVERRIDABLE = (
     "command",
@@ -71,7 +69,7 @@ class Profile:
     bracketed_paste: bool = True
     intro: bool = True
     composer_pattern: str | None = None
-    ready_settle: float = 0.2
+    ready_settle: float = defaults.READY_SETTLE
     description: str = ""
 
     def replace(self, **changes: object) -> Profile:

@@ -1,0 +1,308 @@
+"""Commands on the ensemble as a whole: up, down, attach, status, restart, controller,
+and the listings of shipped layouts and profiles, init and the worker agent."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from miyabi import defaults
+from miyabi.cli import output
+from miyabi.cli.root import (
+    HomeOpt,
+    JsonOpt,
+    LayoutOpt,
+    SocketOpt,
+    app,
+    handles_errors,
+    resolve_target,
+    running,
+    tmux_for,
+)
+from miyabi.errors import MiyabiError
+
+
+@app.command()
+@handles_errors
+def up(
+    layout: Annotated[str | None, typer.Argument(show_default=False,
+                                                 help="Layout file or shipped layout name (default: ./miyabi.yaml, else the default layout).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Do not attach; print the command that attaches instead.")] = False,
+    controller: Annotated[bool, typer.Option("--controller/--no-controller",
+                                             help="Start the controller, which delivers messages and watches the agents.")] = True,
+    socket: SocketOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Build the session from a layout, or reconcile a running one.
+
+    Agents that run are left alone, a dead agent is respawned in its pane, a missing
+    one gets a new pane. Starts the controller in the background (unless one runs)
+    and attaches when run on a terminal.
+    """
+    from miyabi.config import load, preflight, shipped
+    from miyabi.controller import start_background
+    from miyabi.home import Home
+    from miyabi.supervision.keeper import clear_stopped
+    from miyabi.tmux.builder import up as build_up
+    from miyabi.tmux.panes import attach_command
+
+    h = Home.resolve(home)
+    path = shipped.for_up(layout)
+    lay = load(path)
+    preflight(lay)
+    sock = socket or h.load_state().get("socket") or defaults.SOCKET
+    tmux = tmux_for(sock)
+    report = build_up(lay, tmux, h)
+    h.save_state(layout=str(lay.path), session=lay.session, socket=sock, agents=lay.names, max_body=lay.max_body, cwd=os.getcwd())
+
+    if report.created_session:
+        output.say(f"created session {lay.session!r} on socket {sock!r} with {len(report.created)} agents: {', '.join(report.created)}", "green")
+    else:
+        for name in report.created:
+            output.say(f"created {name} (it had no pane)", "green")
+        for name, how in report.respawned:
+            output.say(f"respawned {name} ({how})", "yellow")
+        if report.running:
+            output.say(f"running, left alone: {', '.join(report.running)}")
+        if not report.created and not report.respawned:
+            output.say(f"session {lay.session!r} already matches {path}; nothing to do")
+    for name, pane in report.extra:
+        output.say(f"note: pane {pane} runs agent {name!r}, which {path} does not name; left running "
+                   f"(kill it with `tmux -L {sock} kill-pane -t {pane}`)", "yellow")
+
+    clear_stopped(h)
+    if controller:
+        pid, started = start_background(h, sock, lay.path)
+        output.say(f"controller {'started' if started else 'running'} (pid {pid}); log: {h.logs / 'controller.log'}")
+
+    if detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        output.say(f"attach with: {attach_command(sock, lay.session)}")
+        return
+    _exec_attach(tmux, lay.session, None)
+
+
+@app.command()
+@handles_errors
+def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
+    """Stop the controller and end miyabi's session.
+
+    The tmux server stops too when no other session runs on it. Pending messages stay
+    in the inboxes.
+    """
+    from miyabi.controller import stop_background
+    from miyabi.errors import SessionNotFound
+    from miyabi.supervision.keeper import mark_stopped
+    from miyabi.tmux.builder import down as build_down
+
+    t = resolve_target(home, socket, layout)
+    mark_stopped(t.home)  # a controller restarted by systemd must not rebuild the session
+    pid = stop_background(t.home)
+    if pid is not None:
+        output.say(f"stopped the controller (pid {pid})")
+    tmux = tmux_for(t.socket)
+    try:
+        server_gone = build_down(tmux, t.session, t.home)
+    except SessionNotFound:
+        output.say(f"no session {t.session!r} on socket {t.socket!r}; nothing to stop")
+        return
+    tail = " and its tmux server" if server_gone else " (other sessions on the socket left running)"
+    output.say(f"stopped session {t.session!r}{tail}")
+
+
+@app.command()
+@handles_errors
+def attach(
+    agent: Annotated[str | None, typer.Argument(show_default=False, help="Agent whose pane to select.")] = None,
+    socket: SocketOpt = None,
+    home: HomeOpt = None,
+    layout: LayoutOpt = None,
+) -> None:
+    """Attach to miyabi's session, with AGENT's pane selected."""
+    from miyabi.tmux.panes import attach_command
+
+    t, tmux = running(home, socket, layout)
+    pane = _agent_pane(tmux, t.session, agent) if agent else None
+    if not sys.stdin.isatty():
+        raise MiyabiError(f"attach needs a terminal; from one, run: {attach_command(t.socket, t.session, pane)}")
+    _exec_attach(tmux, t.session, agent)
+
+
+def _agent_pane(tmux: Any, session: str, agent: str) -> Any:
+    from miyabi.errors import AgentNotFound
+    from miyabi.tmux.panes import list_panes
+
+    panes = [p for p in list_panes(tmux, session) if p.agent]
+    pane = next((p for p in panes if p.agent == agent), None)
+    if pane is None:
+        raise AgentNotFound(agent, [p.agent for p in panes])
+    return pane
+
+
+def _exec_attach(tmux: Any, session: str, agent: str | None) -> None:
+    from miyabi.tmux.panes import select
+
+    if agent:
+        select(tmux, _agent_pane(tmux, session, agent))
+    env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+    argv = tmux.attach_argv(session)
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, env)
+
+
+@app.command()
+@handles_errors
+def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
+    """One row per agent: state, pid, uptime, CPU, memory, restarts.
+
+    Also its window and pane, its command, seconds since its last output and why it
+    last died or was restarted.
+    """
+    from miyabi.errors import LayoutError
+    from miyabi.home import Home
+    from miyabi.supervision.status import collect
+    from miyabi.tmux.panes import HOME_TAG, session_option
+
+    t, tmux = running(home, socket, layout)
+    agents = []
+    if t.layout_path is not None:
+        try:
+            agents = list(t.layout().agents)
+        except LayoutError:
+            agents = []
+    # The session knows the home that built it; its logs are there.
+    owner = session_option(tmux, t.session, HOME_TAG)
+    rows = collect(tmux, t.session, Home(Path(owner)) if owner else t.home, agents)
+    if json_out:
+        output.emit_json({"session": t.session, "socket": t.socket, "home": owner or str(t.home.root), "agents": [r.to_json() for r in rows]})
+        return
+    table_rows = []
+    for r in rows:
+        state = f"{r.state} ({r.exit})" if r.exit else str(r.state)
+        table_rows.append([
+            r.name, r.window or "-", r.pane_id or "-", str(r.pid) if r.pid else "-", r.command or "-", state,
+            output.human_seconds(r.uptime), "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",
+            output.human_bytes(r.rss), output.human_seconds(r.last_output), str(r.restarts_last_hour),
+            (r.last_reason or "-")[:60],
+        ])
+    headers = ["agent", "window", "pane", "pid", "command", "state", "uptime", "cpu%", "rss", "last output", "restarts/h", "last reason"]
+    output.table(table_rows, headers, title=f"session {t.session} (socket {t.socket})")
+
+
+@app.command()
+@handles_errors
+def restart(
+    agent: Annotated[str, typer.Argument(help="The agent to restart.")],
+    socket: SocketOpt = None,
+    home: HomeOpt = None,
+    layout: LayoutOpt = None,
+) -> None:
+    """Restart an agent now, clearing its crash-loop breaker.
+
+    The agent gets SIGTERM, then SIGKILL for what ignores it, and runs again in its own
+    pane; its backoff is forgotten. Needs the controller.
+    """
+    from miyabi.controller.requests import request_restart
+    from miyabi.errors import AgentNotFound
+
+    t = resolve_target(home, socket, layout)
+    names = t.layout().names if t.layout_path else []
+    if agent not in names:
+        raise AgentNotFound(agent, names)
+    request_restart(t.home, agent)
+    output.say(f"restarted {agent}", "green")
+
+
+@app.command()
+@handles_errors
+def controller(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
+    """Run the controller in the foreground (systemd, debugging).
+
+    Only one controller runs per home; a second one exits 1 naming the first one's pid.
+    """
+    import logging
+
+    from miyabi.controller.core import Controller
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    t = resolve_target(home, socket, layout)
+    Controller(t.home, t.socket, t.layout()).run()
+
+
+@app.command()
+@handles_errors
+def layouts(json_out: JsonOpt = False) -> None:
+    """List the shipped layouts."""
+    from miyabi.config import load, shipped
+    from miyabi.errors import LayoutError
+
+    items: list[dict[str, Any]] = []
+    for path in shipped.shipped():
+        try:
+            lay = load(path)
+            items.append({"name": path.stem, "path": str(path), "session": lay.session, "agents": lay.names,
+                          "profiles": sorted({a.profile.name for a in lay.agents}), "description": lay.description})
+        except LayoutError as e:
+            items.append({"name": path.stem, "path": str(path), "error": e.lines()[0]})
+    if json_out:
+        output.emit_json(items)
+        return
+    rows: list[list[str]] = [
+        [i["name"], ", ".join(i.get("agents", [])) or "-", ", ".join(i.get("profiles", [])) or "-", i.get("description") or i.get("error", "")]
+        for i in items
+    ]
+    output.table(rows, ["layout", "agents", "profiles", "description"])
+
+
+@app.command()
+@handles_errors
+def profiles(json_out: JsonOpt = False) -> None:
+    """List the built-in profiles (agent CLIs miyabi can drive)."""
+    import dataclasses
+
+    from miyabi.agents.profiles import BUILTIN
+
+    if json_out:
+        output.emit_json([dataclasses.asdict(p) for p in BUILTIN.values()])
+        return
+    rows = [
+        [p.name, p.command or "$SHELL", p.ready_pattern or "-", p.busy_pattern or "-", f"{p.submit_key} +{p.submit_delay:g}s",
+         "yes" if p.bracketed_paste else "no"]
+        for p in BUILTIN.values()
+    ]
+    output.table(rows, ["profile", "command", "ready pattern", "busy pattern", "submit", "paste"])
+
+
+@app.command()
+@handles_errors
+def init(force: Annotated[bool, typer.Option("--force", help="Overwrite an existing miyabi.yaml.")] = False) -> None:
+    """Write ./miyabi.yaml for the agent CLIs found on PATH.
+
+    One agent per agent CLI found (claude, codex, gemini, aider, opencode), or four
+    built-in workers when none is.
+    """
+    from miyabi.config import shipped
+
+    path = Path.cwd() / defaults.LAYOUT_FILE
+    shipped.write_init(path, force=force)
+    output.say(f"wrote {path}; start it with `miyabi up`", "green")
+
+
+@app.command()
+def worker(
+    name: Annotated[str | None, typer.Option("--name", show_default=False, help="Agent name (default: $MIYABI_AGENT, else worker).")] = None,
+    think: Annotated[float, typer.Option("--think", min=0, help="Seconds of simulated work after each message.")] = 0.0,
+    transcript: Annotated[Path | None, typer.Option("--transcript", show_default=False,
+                                                    help="JSONL file of received messages (default: $MIYABI_HOME/logs/NAME.transcript.jsonl).")] = None,
+) -> None:
+    """Run the built-in worker agent (it acks each message).
+
+    For tests and demos, and for machines without an agent CLI.
+    """
+    from miyabi import worker as w
+
+    agent = name or os.environ.get("MIYABI_AGENT") or "worker"
+    raise typer.Exit(w.run(agent, transcript or w.default_transcript(agent), think))

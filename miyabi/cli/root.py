@@ -1,0 +1,242 @@
+"""The Typer application and what every command shares: options, finding the home,
+socket, session and layout, and turning errors into one line and an exit code.
+
+The command modules (``ensemble``, ``messages``, ``tasks``, ``github``, ``service``)
+only wire: they parse options, call the core, and print. The core never prints or
+exits; a :class:`~miyabi.errors.MiyabiError` becomes one line per problem on stderr
+and its exit code, and a usage error (a missing argument, an unknown option) one line
+naming the command and how to get its help, exit 2. Help is rich on a terminal and
+plain when piped.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from typer.core import TyperGroup
+
+from miyabi import __version__, defaults
+from miyabi.cli import output
+from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, MiyabiError, SessionNotFound
+from miyabi.home import Home
+
+EXIT_PIPE = 141
+"""Exit code when standard output was closed early (``miyabi task ls | head``): what a
+program killed by SIGPIPE reports to its shell (128 + 13)."""
+
+# Typer vendors click (0.29+) or depends on it (older); reach click's classes through
+# a public Typer exception either way.
+_CLICK_EXCEPTION: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_USAGE_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: send what is left to /dev/null, so that the flush at exit
+    prints no second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+class Group(TyperGroup):
+    """Typer's group, with usage errors as one line (``miyabi: task show: missing
+    argument 'ID'; see `miyabi task show --help```, exit 2) and a broken pipe as a quiet
+    exit (141)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except _USAGE_ERROR as e:
+            ctx = getattr(e, "ctx", None)
+            path = ctx.command_path if ctx is not None else "miyabi"
+            message = e.format_message().rstrip(".")  # type: ignore[attr-defined]
+            message = message[:1].lower() + message[1:]
+            where = path.removeprefix("miyabi").strip()
+            output.error(f"{where + ': ' if where else ''}{message}; see `{path} --help`")
+            sys.exit(EXIT_USAGE)
+        except _CLICK_EXCEPTION as e:
+            output.error(e.format_message())  # type: ignore[attr-defined]
+            sys.exit(getattr(e, "exit_code", EXIT_ERROR))
+        except typer.Abort:
+            output.error("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _silence_stdout()
+            sys.exit(EXIT_PIPE)
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            sys.exit(EXIT_PIPE)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"miyabi {__version__}")
+        raise typer.Exit(0)
+
+
+def _help_when_bare(ctx: typer.Context) -> None:
+    """A group run with no command prints its help and exits 0."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
+app = typer.Typer(
+    name="miyabi",
+    cls=Group,
+    help="Run an ensemble of CLI coding agents in tmux, one pane per named agent.",
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich" if sys.stdout.isatty() else None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", "-V", is_eager=True, callback=_version,
+                                          help="Print miyabi's version and exit.")] = False,
+) -> None:
+    """Run an ensemble of CLI coding agents in tmux, one pane per named agent.
+
+    Start with `miyabi up`; `miyabi COMMAND --help` tells more of each command.
+    """
+    _help_when_bare(ctx)
+
+
+def group(name: str, help_text: str) -> typer.Typer:
+    """A command group (``miyabi task …``) that prints its help when run bare."""
+    sub = typer.Typer(help=help_text, cls=Group)
+
+    @sub.callback(invoke_without_command=True)
+    def _bare(ctx: typer.Context) -> None:
+        _help_when_bare(ctx)
+
+    _bare.__doc__ = help_text
+    app.add_typer(sub, name=name)
+    return sub
+
+
+SocketOpt = Annotated[
+    str | None,
+    typer.Option("--socket", "-L", envvar="MIYABI_SOCKET", show_default=False,
+                 help="tmux socket of miyabi's own server (default: the one miyabi last used in this home, else miyabi)."),
+]
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", envvar="MIYABI_HOME", show_default=False,
+                 help="Directory holding queue/, logs/, run/ and state/ (default: the current directory)."),
+]
+LayoutOpt = Annotated[
+    str | None,
+    typer.Option("--layout", "-f", show_default=False,
+                 help="Layout file or shipped layout name (default: the one `miyabi up` last used here)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(fn: F) -> F:
+    """Map miyabi's errors to one stderr line per problem and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MiyabiError as e:
+            for line in e.lines():
+                output.error(line)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            output.error("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except sqlite3.Error as e:
+            output.error(f"the task store failed: {e}; try again (another miyabi may hold it)")
+            raise typer.Exit(EXIT_ERROR) from None
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            output.error(f"{e.strerror or e}{where}")
+            raise typer.Exit(EXIT_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass
+class Target:
+    """Where a command acts: the home, the tmux socket, the session and its layout."""
+
+    home: Home
+    socket: str
+    session: str
+    layout_path: Path | None
+
+    def layout(self) -> Any:
+        """The layout this home runs (loaded now).
+
+        Raises:
+            MiyabiError: no layout is known for this home.
+            LayoutError: it no longer loads.
+        """
+        from miyabi.config import load
+
+        if self.layout_path is None:
+            raise MiyabiError(f"no layout is known for {self.home.root}; run `miyabi up` first, or give --layout")
+        return load(self.layout_path)
+
+
+def resolve_target(home: Path | None, socket: str | None, layout: str | None) -> Target:
+    """Home from ``--home``; socket from ``--socket``, else what ``miyabi up`` recorded
+    here, else ``miyabi``; session from ``--layout``, else the recorded one."""
+    from miyabi.config import load, shipped
+
+    h = Home.resolve(home)
+    state = h.load_state()
+    sock = socket or state.get("socket") or defaults.SOCKET
+    if layout is None and isinstance(state.get("session"), str):
+        lp = state.get("layout")
+        return Target(h, sock, state["session"], Path(lp) if isinstance(lp, str) else None)
+    path = shipped.for_command(layout, h)
+    return Target(h, sock, load(path).session, path)
+
+
+def tmux_for(socket: str) -> Any:
+    """A runner for miyabi's tmux server on ``socket``."""
+    from miyabi.tmux.runner import Tmux
+
+    return Tmux(socket)
+
+
+def running(home: Path | None, socket: str | None, layout: str | None) -> tuple[Target, Any]:
+    """The target and its tmux server, whose session must be running.
+
+    Raises:
+        TmuxUnavailable: tmux missing or too old, or the session is not running (exit 4).
+    """
+    from miyabi.tmux.panes import session_exists
+
+    t = resolve_target(home, socket, layout)
+    tmux = tmux_for(t.socket)
+    tmux.require_version()
+    if not session_exists(tmux, t.session):
+        raise SessionNotFound(t.session, t.socket)
+    return t, tmux

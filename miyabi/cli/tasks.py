@@ -1,0 +1,212 @@
+"""Commands on tasks and jobs: task add/ls/show/done/fail/cancel/retry, job submit."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from miyabi.cli import output
+from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, group, handles_errors, resolve_target
+from miyabi.errors import MiyabiError
+
+task_app = group("task", "Tasks: add, list and show them; agents report done or fail.")
+job_app = group("job", "Jobs: work a worker agent runs and reports on.")
+TaskId = Annotated[str, typer.Argument(metavar="ID", help="Task id (12) or reference (owner/name#3).")]
+
+
+def _store(home: Path | None) -> Any:
+    from miyabi.home import Home
+    from miyabi.work.tasks import Store
+
+    return Store.of_home(Home.resolve(home).root)
+
+
+def _layout_of(home: Path | None, socket: str | None) -> Any:
+    """The layout this home runs, or None when none is known or it does not load."""
+    from miyabi.errors import LayoutError
+
+    try:
+        t = resolve_target(home, socket, None)
+        return t.layout() if t.layout_path else None
+    except (LayoutError, MiyabiError):
+        return None
+
+
+def _waiting(store: Any, tasks: list[Any], home: Path | None, socket: str | None) -> dict[int, str]:
+    """Why each waiting task waits, from the layout this home runs ({} without one)."""
+    from miyabi.home import Home
+    from miyabi.supervision.supervisor import failed_agents
+    from miyabi.work.scheduler import waiting_reasons
+
+    lay = _layout_of(home, socket)
+    if lay is None:
+        return {}
+    return waiting_reasons(store, tasks, lay.routes, lay.wip, failed_agents(Home.resolve(home)))
+
+
+def _tell(home: Path | None, task: Any, text: str) -> None:
+    """Tell the task's agent something about it, through its inbox."""
+    from miyabi.home import Home
+    from miyabi.messaging.mailbox import inbox, make
+
+    if task.agent:
+        inbox(Home.resolve(home).root, task.agent).put(make(task.agent, text, sender="miyabi", task=str(task.id)))
+
+
+@task_app.command("add")
+@handles_errors
+def task_add(
+    title: Annotated[str, typer.Argument(help="What to do.")],
+    body: Annotated[str | None, typer.Option("--body", show_default=False, help="Details, or - to read them from standard input.")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", show_default=False, help="A label (repeat for more).")] = None,
+    priority: Annotated[str, typer.Option("--priority", help="high, normal or low.")] = "normal",
+    depends_on: Annotated[list[int] | None, typer.Option("--depends-on", show_default=False,
+                                                         help="Id of a task that must be done first (repeat for more).")] = None,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+) -> None:
+    """Add a local task; the controller routes it to an agent.
+
+    It goes to the agent the layout's routes pick (a label agent:NAME wins); a task no
+    route matches waits in the queue, and you are told.
+    """
+    from miyabi.messaging.mailbox import decode_body
+    from miyabi.work.tasks import TaskError
+
+    text = decode_body(sys.stdin.buffer.read()) if body == "-" else (body or "")
+    store = _store(home)
+    t = store.add(title, text, label or [], priority, depends_on or [])
+    cycle = store.cycle_from(t.id)
+    if cycle:
+        raise TaskError(f"task {t.id} would close a dependency cycle: {' → '.join(f'#{i}' for i in cycle)}")
+    why = _waiting(store, [t], home, socket).get(t.id)
+    if json_out:
+        output.emit_json({**t.to_json(), "waiting": why})
+    else:
+        output.say(f"added task {t.id}: {t.title}")
+    if why and why.startswith("no route"):
+        output.warn(f"task {t.id} waits in the queue: {why}")
+
+
+@task_app.command("ls")
+@handles_errors
+def task_ls(
+    state: Annotated[str | None, typer.Option("--state", show_default=False, help="Only tasks in this state.")] = None,
+    agent: Annotated[str | None, typer.Option("--agent", show_default=False, help="Only tasks of this agent.")] = None,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+) -> None:
+    """List tasks, and why each waiting one waits."""
+    store = _store(home)
+    tasks = store.query(state, agent)
+    why = _waiting(store, tasks, home, socket)
+    if json_out:
+        output.emit_json([{**t.to_json(), "waiting": why.get(t.id)} for t in tasks])
+        return
+    rows = [[str(t.id), t.source, t.ref, str(t.state), t.agent or "-", t.priority, t.title[:50], why.get(t.id, "")] for t in tasks]
+    output.table(rows, ["id", "source", "ref", "state", "agent", "priority", "title", "waiting because"])
+
+
+@task_app.command("show")
+@handles_errors
+def task_show(task_id: TaskId, json_out: JsonOpt = False, home: HomeOpt = None, socket: SocketOpt = None) -> None:
+    """Show a task, why it waits, its dependencies and its history."""
+    store = _store(home)
+    t = store.get(task_id)
+    why = _waiting(store, [t], home, socket).get(t.id)
+    data = {**t.to_json(), "waiting": why, "depends_on": store.depends_on(t.id), "history": store.history(t.id)}
+    if json_out:
+        output.emit_json(data)
+        return
+    output.say(f"task {t.id} ({t.ref}) [{t.state}] {t.title}")
+    output.say(f"  agent: {t.agent or '-'}  priority: {t.priority}  labels: {', '.join(t.labels) or '-'}  "
+               f"depends on: {', '.join(map(str, data['depends_on'])) or '-'}")
+    if why:
+        output.say(f"  waiting because: {why}")
+    if t.body:
+        output.say("  " + t.body.replace("\n", "\n  "))
+    for e in data["history"]:
+        output.say(f"  {e['time']}  {e['state']:<11} {e['agent'] or '':<10} {e['reason']}")
+
+
+def _finish(task_id: str, state: Any, reason: str, home: Path | None) -> Any:
+    store = _store(home)
+    return store.set_state(store.get(task_id).id, state, reason)
+
+
+@task_app.command("done")
+@handles_errors
+def task_done(task_id: TaskId, note: Annotated[str, typer.Option("--note", help="What was done.")] = "",
+              home: HomeOpt = None, socket: SocketOpt = None) -> None:
+    """Mark a task done (agents run this from their pane)."""
+    from miyabi.work.tasks import TaskState
+
+    t = _finish(task_id, TaskState.DONE, note or "done", home)
+    output.say(f"task {t.id} done")
+
+
+@task_app.command("fail")
+@handles_errors
+def task_fail(task_id: TaskId, reason: Annotated[str, typer.Option("--reason", help="Why it could not be done.")],
+              home: HomeOpt = None, socket: SocketOpt = None) -> None:
+    """Mark a task failed, with the reason."""
+    from miyabi.work.tasks import TaskState
+
+    t = _finish(task_id, TaskState.FAILED, reason, home)
+    output.say(f"task {t.id} failed: {reason}")
+
+
+@task_app.command("cancel")
+@handles_errors
+def task_cancel(task_id: TaskId, home: HomeOpt = None, socket: SocketOpt = None) -> None:
+    """Cancel a task; its agent, if it has one, is told."""
+    from miyabi.work.tasks import TaskState
+
+    t = _finish(task_id, TaskState.CANCELLED, "cancelled by `miyabi task cancel`", home)
+    _tell(home, t, f"Task {t.ref} ({t.title}) was cancelled; stop working on it.")
+    output.say(f"task {t.id} cancelled")
+
+
+@task_app.command("retry")
+@handles_errors
+def task_retry(task_id: TaskId, home: HomeOpt = None, socket: SocketOpt = None) -> None:
+    """Put a failed or cancelled task back in the queue."""
+    from miyabi.work.tasks import TaskState
+
+    t = _finish(task_id, TaskState.QUEUED, "retried by `miyabi task retry`", home)
+    output.say(f"task {t.id} is queued again")
+
+
+@job_app.command("submit")
+@handles_errors
+def job_submit(
+    file: Annotated[Path, typer.Argument(metavar="FILE.json", help="The job: id, kind, workdir, script, dod, report_path.")],
+    agent: Annotated[str | None, typer.Option("--agent", show_default=False,
+                                              help="Worker agent to run it (default: the layout's first worker).")] = None,
+    json_out: JsonOpt = False,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    layout: LayoutOpt = None,
+) -> None:
+    """Store a job as a task for a worker agent; the controller hands it over."""
+    from miyabi.errors import AgentNotFound
+    from miyabi.work.jobs import submit
+
+    t = resolve_target(home, socket, layout)
+    lay = t.layout() if t.layout_path else None
+    workers = [a.name for a in lay.agents if a.profile.name == "worker"] if lay else []
+    name = agent or (workers[0] if workers else None)
+    if name is None:
+        raise MiyabiError("no worker agent in the layout to run jobs; add one (profile: worker) or give --agent")
+    if lay is not None and name not in lay.names:
+        raise AgentNotFound(name, lay.names)
+    tid, job = submit(_store(home), file, name)
+    if json_out:
+        output.emit_json({"task": tid, "agent": name, "job": job.id, "workdir": job.workdir, "report": str(job.report_file)})
+    else:
+        output.say(f"job {job.id} stored as task {tid} for {name}; report: {job.report_file}")

@@ -1,0 +1,118 @@
+"""Settings types a layout holds besides its agents: the watchdog, routes, GitHub.
+
+Plain frozen data, validated by :mod:`miyabi.config.loader`; the services that act
+on them (the supervisor, the scheduler, GitHub intake) import them from here, never
+the other way round.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from functools import lru_cache
+from typing import Any
+
+from miyabi import defaults
+
+WATCHDOG_KEYS = ("silence_timeout", "silence_grace", "min_uptime", "stable_after", "max_restarts", "restart_window", "nudge")
+"""Keys of ``watchdog:`` in a layout, ensemble-wide and per agent."""
+
+DEFAULT_NUDGE = (
+    "miyabi watchdog: you have printed nothing for a while and do not look ready for input. "
+    "If you are stuck, stop and say what blocks you; if you are working, print a short progress line."
+)
+"""The nudge a hung agent gets through its inbox (layout ``watchdog.nudge``)."""
+
+
+@dataclass(frozen=True)
+class WatchdogSettings:
+    """Watchdog settings for one agent (layout ``watchdog:``, then the agent's own).
+    Times in seconds; defaults in :mod:`miyabi.defaults`.
+
+    Attributes:
+        silence_timeout: not ready and silent this long → hung (nudged).
+        silence_grace: still silent this long after the nudge → restarted.
+        min_uptime: a death after at least this long restarts at once.
+        stable_after: running this long resets the backoff.
+        max_restarts: restarts allowed within ``restart_window`` before the breaker trips.
+        restart_window: the window the breaker counts restarts in.
+        backoff_initial, backoff_max: first and largest backoff delay.
+        nudge: the message a hung agent gets before it is restarted.
+    """
+
+    silence_timeout: float = defaults.WATCHDOG_SILENCE_TIMEOUT
+    silence_grace: float = defaults.WATCHDOG_SILENCE_GRACE
+    min_uptime: float = defaults.WATCHDOG_MIN_UPTIME
+    stable_after: float = defaults.WATCHDOG_STABLE_AFTER
+    max_restarts: int = defaults.WATCHDOG_MAX_RESTARTS
+    restart_window: float = defaults.WATCHDOG_RESTART_WINDOW
+    backoff_initial: float = defaults.WATCHDOG_BACKOFF_INITIAL
+    backoff_max: float = defaults.WATCHDOG_BACKOFF_MAX
+    nudge: str = DEFAULT_NUDGE
+
+    def merged(self, overrides: dict[str, Any]) -> WatchdogSettings:
+        """A copy with the layout's values for some keys."""
+        return replace(self, **overrides)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@lru_cache(maxsize=256)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One rule of ``routes:``: match by ``label``, by ``title`` regex, or ``default``.
+
+    Attributes:
+        agent: the agent that gets matching tasks.
+        label: a task label that must be present.
+        title: a regular expression searched in the task's title.
+        default: matches every task.
+    """
+
+    agent: str
+    label: str | None = None
+    title: str | None = None
+    default: bool = False
+
+    def matches(self, title: str, labels: Sequence[str]) -> bool:
+        """Whether a task with ``title`` and ``labels`` matches this rule."""
+        if self.label is not None:
+            return self.label in labels
+        if self.title is not None:
+            return _regex(self.title).search(title) is not None
+        return self.default
+
+    def describe(self) -> str:
+        """The rule as the layout wrote it (``label: bug``)."""
+        if self.label is not None:
+            return f"label: {self.label}"
+        if self.title is not None:
+            return f"title: {self.title}"
+        return "default: true"
+
+
+@dataclass(frozen=True)
+class GitHubSettings:
+    """The layout's ``github:`` section.
+
+    Attributes:
+        repo: ``owner/name``.
+        api_url: API root (GitHub Enterprise: change it).
+        token_env: environment variable holding the token.
+        todo_label: issues with this label are picked up.
+        poll_interval: seconds between polls.
+        allowed_authors: logins routed even without OWNER/MEMBER/COLLABORATOR.
+    """
+
+    repo: str
+    api_url: str = defaults.GITHUB_API
+    token_env: str = defaults.GITHUB_TOKEN_ENV
+    todo_label: str = defaults.GITHUB_TODO_LABEL
+    poll_interval: float = defaults.GITHUB_POLL_INTERVAL
+    allowed_authors: tuple[str, ...] = ()

@@ -1,0 +1,72 @@
+"""Asking the running controller to act: files under ``run/requests/``.
+
+A command writes ``restart-<agent>``; the controller carries it out on its next pass
+and answers in ``done-<agent>`` (``ok`` or ``failed``), which the command reads and
+removes. Files, not a socket: a request made while the controller restarts waits for
+the next one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from miyabi import defaults
+from miyabi.controller.process import running_pid
+from miyabi.errors import MiyabiError
+from miyabi.files import private_dir
+from miyabi.home import Home
+
+RESTART = "restart-"
+DONE = "done-"
+
+
+def requests_dir(home: Home) -> Path:
+    return home.run / "requests"
+
+
+def pending(home: Home) -> bool:
+    """Whether a request waits for the controller."""
+    d = requests_dir(home)
+    return d.is_dir() and any(p.name.startswith(RESTART) for p in d.iterdir())
+
+
+def request_restart(home: Home, agent: str, wait: float = defaults.REQUEST_WAIT) -> None:
+    """Ask the controller to restart ``agent`` now and wait for its answer.
+
+    Raises:
+        MiyabiError: no controller runs, it could not restart the agent, or it did not
+            answer within ``wait`` seconds.
+    """
+    if running_pid(home) is None:
+        raise MiyabiError(f"no controller runs for {home.root}; start it with `miyabi up` (it restarts agents)")
+    d = private_dir(requests_dir(home))
+    done = d / f"{DONE}{agent}"
+    done.unlink(missing_ok=True)
+    (d / f"{RESTART}{agent}").write_text("restart\n")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if done.exists():
+            ok = done.read_text().strip() == "ok"
+            done.unlink(missing_ok=True)
+            if not ok:
+                raise MiyabiError(f"the controller could not restart {agent}; see {home.logs / 'watchdog.log'}")
+            return
+        time.sleep(defaults.REQUEST_POLL)
+    raise MiyabiError(f"the controller did not answer within {wait:.0f} s; see {home.logs / 'controller.log'}")
+
+
+def serve(home: Home, restart: Callable[[str], bool]) -> None:
+    """Carry out the waiting requests (the controller's side). ``restart(agent)``
+    returns whether it worked (False for an agent it does not know)."""
+    d = requests_dir(home)
+    if not d.is_dir():
+        return
+    for req in sorted(d.iterdir()):
+        if not req.name.startswith(RESTART):
+            continue
+        agent = req.name[len(RESTART):]
+        ok = restart(agent)
+        (d / f"{DONE}{agent}").write_text("ok\n" if ok else "failed\n")
+        req.unlink(missing_ok=True)

@@ -1,0 +1,98 @@
+"""Private files and directories under the miyabi home, written so that a crash never
+leaves half a file.
+
+Everything miyabi keeps (messages, pane logs, events, journals, the task database)
+may hold what agents were told or printed: directories are created 0700 and files
+0600 (``defaults.DIR_MODE`` / ``FILE_MODE``), whatever the umask, and an existing one
+with a looser mode is tightened when miyabi opens it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+from miyabi import defaults
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and each missing parent) with mode 0700; tighten ``path`` itself
+    if it exists with another mode. Returns ``path``.
+
+    Raises:
+        OSError: a directory cannot be created.
+    """
+    missing: list[Path] = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=defaults.DIR_MODE)
+        except FileExistsError:
+            pass
+    if stat.S_IMODE(path.stat().st_mode) != defaults.DIR_MODE:
+        path.chmod(defaults.DIR_MODE)
+    return path
+
+
+def open_private(path: Path, flags: int) -> int:
+    """``os.open`` with ``O_CREAT`` and mode 0600; a file found with another mode is
+    tightened. Returns the descriptor."""
+    fd = os.open(path, flags | os.O_CREAT, defaults.FILE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != defaults.FILE_MODE:
+            os.fchmod(fd, defaults.FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty with mode 0600 if it is missing, or tighten its mode."""
+    os.close(open_private(path, os.O_WRONLY | os.O_APPEND))
+    return path
+
+
+def write_atomic(path: Path, data: str | bytes, *, fsync: bool = False) -> None:
+    """Replace ``path`` with ``data`` atomically: written to a temporary file beside it
+    (mode 0600), then renamed over it, so a reader or a crash sees the old file or the
+    new one, never half of either. With ``fsync`` the data reaches the disk before the
+    rename. The directory is created (0700) if missing.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    private_dir(path.parent)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, defaults.FILE_MODE)
+    try:
+        os.write(fd, raw)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` (a newline is added) with one ``write`` on an ``O_APPEND``
+    descriptor, so that concurrent writers never interleave within a line. The file
+    is created 0600; its directory 0700."""
+    private_dir(path.parent)
+    fd = open_private(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, (line + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)

@@ -1,0 +1,89 @@
+"""Keeping the session itself: a pane that was closed gets a new one, and a session
+(or tmux server) that vanished is built again from the layout, so pending messages
+are delivered once the agents are up.
+
+Not after ``miyabi down``: it leaves ``run/stopped``, which ``miyabi up`` removes, so
+that a controller restarted by a service manager does not undo a ``down``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from miyabi.config.model import Layout
+from miyabi.errors import MiyabiError
+from miyabi.events import append_event
+from miyabi.home import Home
+from miyabi.tmux.builder import up as build_up
+from miyabi.tmux.panes import Pane, session_exists
+from miyabi.tmux.runner import Tmux
+
+STOPPED = "stopped"
+"""File under ``run/`` that ``miyabi down`` leaves and ``miyabi up`` removes."""
+
+log = logging.getLogger("miyabi.keeper")
+
+
+def mark_stopped(home: Home) -> None:
+    """Record that ``miyabi down`` stopped this home's session on purpose."""
+    if home.run.is_dir():
+        (home.run / STOPPED).write_text("stopped by `miyabi down`; `miyabi up` clears this\n")
+
+
+def clear_stopped(home: Home) -> None:
+    """``miyabi up``: the session may be rebuilt again."""
+    (home.run / STOPPED).unlink(missing_ok=True)
+
+
+class SessionKeeper:
+    """Rebuilds ``layout``'s session when it is gone, recreates missing panes.
+
+    Args:
+        layout: the ensemble.
+        tmux: its server.
+        home: the miyabi home.
+        cwd: directory for agents whose layout entry sets none.
+        home_intact: whether the home is still there to serve (asked right before a
+            rebuild: a session rebuilt for a removed home would run forever, orphaned).
+    """
+
+    def __init__(self, layout: Layout, tmux: Tmux, home: Home, cwd: Path, home_intact: Callable[[], bool] = lambda: True) -> None:
+        self.layout = layout
+        self.tmux = tmux
+        self.home = home
+        self.cwd = cwd
+        self.home_intact = home_intact
+
+    def rebuild_if_gone(self) -> bool:
+        """Build the session again if it (or the whole tmux server) is gone, unless
+        ``miyabi down`` stopped it or the home was removed. Returns True when it
+        rebuilt it."""
+        if (self.home.run / STOPPED).exists() or not self.home_intact():
+            return False
+        try:
+            if session_exists(self.tmux, self.layout.session):
+                return False
+            report = build_up(self.layout, self.tmux, self.home, self.cwd)
+        except MiyabiError as e:
+            log.warning("could not rebuild session %s: %s", self.layout.session, e)
+            return False
+        append_event(self.home.root, "session-rebuilt", session=self.layout.session, agents=report.created)
+        log.info("session %s was gone; rebuilt it with %s", self.layout.session, ", ".join(report.created))
+        return True
+
+    def recreate_missing(self, panes: Mapping[str, Pane]) -> list[str]:
+        """Give a new pane to each agent that has none (dead panes are the watchdog's).
+        Returns the agents that got one.
+
+        Raises:
+            TmuxError: tmux refused.
+        """
+        if all(a.name in panes for a in self.layout.agents):
+            return []
+        report = build_up(self.layout, self.tmux, self.home, self.cwd, respawn_dead=False)
+        if report.created:
+            append_event(self.home.root, "pane-recreated", agents=report.created)
+            log.info("recreated panes for %s", ", ".join(report.created))
+        return report.created

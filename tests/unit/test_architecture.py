@@ -1,0 +1,181 @@
+"""The shape of the package, read from its own source: imports point one way (the
+layers in README.md, "Architecture"), no module cycle, tmux command words only in
+``miyabi/tmux/``, typer and rich only in ``miyabi/cli/``."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "miyabi"
+
+LAYERS: list[list[str]] = [
+    ["miyabi.__main__"],
+    ["miyabi.cli"],
+    ["miyabi.controller", "miyabi.worker"],
+    ["miyabi.supervision", "miyabi.work"],
+    ["miyabi.messaging"],
+    ["miyabi.tmux"],
+    ["miyabi.config"],
+    ["miyabi.agents"],
+    ["miyabi.home", "miyabi.events", "miyabi.files", "miyabi.times", "miyabi.stopping", "miyabi.errors", "miyabi.defaults",
+     "miyabi"],
+]
+"""Top to bottom, as README.md's "Architecture" section lists them. A module may import
+its own unit (its package; the base modules count as one unit) and any unit of a
+lower layer; never a peer unit of its own layer, never a higher one."""
+
+BASE = set(LAYERS[-1])
+
+TMUX_WORDS = {
+    "attach-session", "capture-pane", "copy-mode", "display-message", "has-session", "kill-pane", "kill-server",
+    "kill-session", "list-panes", "list-sessions", "list-windows", "load-buffer", "new-session", "new-window",
+    "paste-buffer", "pipe-pane", "resize-pane", "respawn-pane", "select-layout", "select-pane", "select-window",
+    "send-keys", "set-buffer", "set-option", "show-environment", "show-options", "split-window",
+}
+"""tmux command names: as a string of their own (an argument word), only ``miyabi/tmux/`` may write them."""
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(path: Path, known: Iterable[str]) -> set[str]:
+    """miyabi modules ``path`` imports, at any depth (lazy imports inside functions count)."""
+    known = set(known)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "miyabi"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == "miyabi":
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                out.add(sub if sub in known else node.module)
+    return {m for m in out if m in known}
+
+
+def unit_of(module: str) -> tuple[int, str]:
+    """(layer index, unit) of a module: its package's place in LAYERS."""
+    for i, layer in enumerate(LAYERS):
+        for unit in sorted(layer, key=len, reverse=True):
+            if module == unit or module.startswith(unit + "."):
+                return i, ("base" if unit in BASE else unit)
+    raise AssertionError(f"{module} is in no layer; add its package to LAYERS and to README.md's Architecture section")
+
+
+def layer_violations(graph: Mapping[str, set[str]]) -> list[str]:
+    bad = []
+    for src, targets in sorted(graph.items()):
+        (li, ui) = unit_of(src)
+        for dst in sorted(targets):
+            (lj, uj) = unit_of(dst)
+            if ui != uj and lj <= li:
+                bad.append(f"{src} imports {dst} ({'a peer' if lj == li else 'a higher layer'})")
+    return bad
+
+
+def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module, or a module importing itself (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1 or v in graph.get(v, ()):
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports_of(path, mods) - {name} for name, path in mods.items()}
+
+
+def test_the_checker_catches_a_cycle_and_an_upward_import() -> None:
+    fake = {"miyabi.tmux.a": {"miyabi.messaging.b"}, "miyabi.messaging.b": {"miyabi.tmux.a"}, "miyabi.config.c": set()}
+    assert cycles(fake) == [["miyabi.messaging.b", "miyabi.tmux.a"]]
+    assert layer_violations(fake) == ["miyabi.tmux.a imports miyabi.messaging.b (a higher layer)"]
+    assert layer_violations({"miyabi.work.x": {"miyabi.supervision.y"}}) == ["miyabi.work.x imports miyabi.supervision.y (a peer)"]
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    assert cycles(graph()) == []
+
+
+def test_imports_point_down_the_documented_layers() -> None:
+    assert layer_violations(graph()) == []
+
+
+def test_the_readme_documents_every_layer() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    for layer in LAYERS:
+        for unit in layer:
+            if unit not in ("miyabi", "miyabi.__main__"):
+                assert f"{unit.removeprefix('miyabi.')}" in section, f"{unit} missing from README's Architecture"
+
+
+def _strings(tree: ast.AST) -> Iterable[ast.Constant]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_only_the_tmux_package_speaks_tmux(name: str) -> None:
+    if name.startswith("miyabi.tmux"):
+        return
+    tree = ast.parse(modules()[name].read_text(encoding="utf-8"))
+    words = sorted({n.value for n in _strings(tree) if n.value in TMUX_WORDS})
+    assert words == [], f"{name} writes tmux commands {words}: give miyabi/tmux/ a verb for it"
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_only_the_cli_imports_typer_and_rich(name: str) -> None:
+    if name.startswith("miyabi.cli"):
+        return
+    tree = ast.parse(modules()[name].read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module.split(".")[0])
+    assert not found & {"typer", "rich", "click"}, f"{name} imports {sorted(found & {'typer', 'rich', 'click'})}"
