@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def pct(xs: list[float], p: float) -> float:
     """The ``p``-th percentile of ``xs`` (nearest rank)."""
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+def progress(text: str) -> None:
+    """Show ``text`` as a progress line on stderr, over the previous one, when stderr is
+    a terminal; nothing at all when it is piped or redirected (the figures stay clean)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + text.ljust(30))
+        sys.stderr.flush()
+
+
+def progress_done() -> None:
+    """Clear the progress line (on a terminal)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + " " * 30 + "\r")
+        sys.stderr.flush()

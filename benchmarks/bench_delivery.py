@@ -23,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _stats import pct
+from _stats import pct, progress, progress_done
 
 from miyabi.controller import stop_background
 from miyabi.home import Home
@@ -99,7 +99,7 @@ def main() -> None:
             for label, fn in (("miyabi", via_miyabi), ("floor", via_tmux)):
                 lat = []
                 for i in range(args.n):
-                    print(f"\r{label} {i + 1}/{args.n}   ", end="", file=sys.stderr, flush=True)
+                    progress(f"{label} {i + 1}/{args.n}")
                     marker = f"M{uuid.uuid4().hex[:10]}"
                     watch.expect(marker)
                     t0 = time.perf_counter()
@@ -118,7 +118,7 @@ def main() -> None:
                 "for i in range(n):\n"
                 "    assert main('send', ['sink', f'{s}-{i}', '--from', s, '--home', home]) == 0\n"
             )
-            print("\rthroughput...            ", end="", file=sys.stderr, flush=True)
+            progress("throughput...")
             t0 = time.perf_counter()
             procs = [subprocess.Popen([sys.executable, "-c", script, f"s{k}", str(home), str(per)], stdout=subprocess.DEVNULL) for k in range(8)]
             for p in procs:
@@ -141,7 +141,7 @@ def main() -> None:
         finally:
             stop_background(Home(home))
             tmux.run("kill-server", check=False)
-        print("\r" + " " * 30 + "\r", end="", file=sys.stderr)
+        progress_done()
 
     m, f = results["miyabi"], results["floor"]
     if "--tail" in sys.argv:

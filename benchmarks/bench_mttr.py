@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 import psutil
-from _stats import pct
+from _stats import pct, progress, progress_done
 
 from miyabi.controller import running_pid, stop_background
 from miyabi.home import Home
@@ -57,7 +57,7 @@ def main() -> None:
             time.sleep(1.0)  # let the controller settle
             mttr: list[float] = []
             for i in range(args.kills):
-                print(f"\rkill {i + 1}/{args.kills}   ", end="", file=sys.stderr, flush=True)
+                progress(f"kill {i + 1}/{args.kills}")
                 old, _ = pid_now()
                 t0 = time.perf_counter()
                 os.kill(old, signal.SIGKILL)
@@ -85,7 +85,7 @@ def main() -> None:
             chan.close()
 
             # idle CPU of the controller with 16 agents
-            print(f"\ridle {args.idle:.0f} s...      ", end="", file=sys.stderr, flush=True)
+            progress(f"idle {args.idle:.0f} s...")
             cpid = running_pid(Home(home))
             assert cpid
             proc = psutil.Process(cpid)
@@ -97,7 +97,7 @@ def main() -> None:
         finally:
             stop_background(Home(home))
             tmux.run("kill-server", check=False)
-        print("\r" + " " * 30 + "\r", end="", file=sys.stderr)
+        progress_done()
 
     print(f"bench_mttr: {args.kills} kills of a `cat` agent (16 agents, socket {socket})")
     print(f"  kill -9 → replacement running (miyabi)   p50 {pct(mttr, 50):7.1f} ms   p99 {pct(mttr, 99):7.1f} ms   max {max(mttr):7.1f} ms")

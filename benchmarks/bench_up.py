@@ -21,6 +21,8 @@ import time
 import uuid
 from pathlib import Path
 
+from _stats import progress, progress_done
+
 AGENTS = 16
 PER_WINDOW = 4
 
@@ -82,7 +84,7 @@ def main() -> None:
         core_times: list[float] = []
         invocations = 0
         for i in range(args.runs):
-            print(f"\rrun {i + 1}/{args.runs}", end="", file=sys.stderr, flush=True)
+            progress(f"run {i + 1}/{args.runs}")
             s = f"bench_m_{uuid.uuid4().hex[:6]}"
             m_times.append(timed([str(miyabi), "up", str(layout), "--detach", "--socket", s, "--home", str(d / "home")]))
             assert count_panes(s) == AGENTS
@@ -99,7 +101,7 @@ def main() -> None:
             core_times.append(time.perf_counter() - t0)
             invocations = rep.tmux_invocations
             kill(s)
-        print("\r", end="", file=sys.stderr)
+        progress_done()
 
     def fmt(xs: list[float]) -> str:
         return f"median {statistics.median(xs) * 1000:7.1f} ms   min {min(xs) * 1000:7.1f} ms"

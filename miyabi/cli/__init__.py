@@ -24,7 +24,7 @@ def main() -> None:
         from miyabi.cli.send import main as fast
 
         sys.exit(fast(argv[0], argv[1:]))
-    _load_app()()
+    _load_app()(prog_name="miyabi")
 
 
 def __getattr__(name: str) -> Any:

@@ -38,6 +38,11 @@ _CLICK_EXCEPTION: type[Exception] = next(c for c in typer.BadParameter.__mro__ i
 _USAGE_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
+class PipeClosed(Exception):
+    """Standard output was closed by its reader; raised past Typer, which would turn a
+    broken pipe into exit 1."""
+
+
 def _silence_stdout() -> None:
     """After a broken pipe: send what is left to /dev/null, so that the flush at exit
     prints no second error."""
@@ -73,7 +78,7 @@ class Group(TyperGroup):
         except typer.Abort:
             output.error("interrupted")
             sys.exit(EXIT_INTERRUPTED)
-        except BrokenPipeError:
+        except (BrokenPipeError, PipeClosed):
             _silence_stdout()
             sys.exit(EXIT_PIPE)
         try:
@@ -172,7 +177,7 @@ def handles_errors(fn: F) -> F:
             output.error(f"the task store failed: {e}; try again (another miyabi may hold it)")
             raise typer.Exit(EXIT_ERROR) from None
         except BrokenPipeError:
-            raise
+            raise PipeClosed() from None
         except OSError as e:
             where = f": {e.filename}" if e.filename else ""
             output.error(f"{e.strerror or e}{where}")

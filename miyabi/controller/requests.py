@@ -15,7 +15,7 @@ from pathlib import Path
 from miyabi import defaults
 from miyabi.controller.process import running_pid
 from miyabi.errors import MiyabiError
-from miyabi.files import private_dir
+from miyabi.files import private_dir, write_atomic
 from miyabi.home import Home
 
 RESTART = "restart-"
@@ -44,7 +44,7 @@ def request_restart(home: Home, agent: str, wait: float = defaults.REQUEST_WAIT)
     d = private_dir(requests_dir(home))
     done = d / f"{DONE}{agent}"
     done.unlink(missing_ok=True)
-    (d / f"{RESTART}{agent}").write_text("restart\n")
+    write_atomic(d / f"{RESTART}{agent}", "restart\n")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if done.exists():
@@ -68,5 +68,5 @@ def serve(home: Home, restart: Callable[[str], bool]) -> None:
             continue
         agent = req.name[len(RESTART):]
         ok = restart(agent)
-        (d / f"{DONE}{agent}").write_text("ok\n" if ok else "failed\n")
+        write_atomic(d / f"{DONE}{agent}", "ok\n" if ok else "failed\n")
         req.unlink(missing_ok=True)

@@ -190,8 +190,7 @@ class Inbox:
     def ensure(self) -> None:
         """Create the Maildir: the inbox and its four directories, each 0700."""
         for sub in ("tmp", "new", "cur", "failed"):
-            if not (self.root / sub).is_dir():
-                private_dir(self.root / sub)
+            private_dir(self.root / sub)
         private_dir(self.root)
 
     def put(self, msg: Message) -> Path:

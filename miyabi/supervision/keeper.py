@@ -15,6 +15,7 @@ from pathlib import Path
 from miyabi.config.model import Layout
 from miyabi.errors import MiyabiError
 from miyabi.events import append_event
+from miyabi.files import write_atomic
 from miyabi.home import Home
 from miyabi.tmux.builder import up as build_up
 from miyabi.tmux.panes import Pane, session_exists
@@ -29,7 +30,7 @@ log = logging.getLogger("miyabi.keeper")
 def mark_stopped(home: Home) -> None:
     """Record that ``miyabi down`` stopped this home's session on purpose."""
     if home.run.is_dir():
-        (home.run / STOPPED).write_text("stopped by `miyabi down`; `miyabi up` clears this\n")
+        write_atomic(home.run / STOPPED, "stopped by `miyabi down`; `miyabi up` clears this\n")
 
 
 def clear_stopped(home: Home) -> None:

@@ -64,11 +64,8 @@ def state_of(home: Path, agent: str, msg_id: str) -> str | None:
 def test_a_message_reaches_the_worker_and_shows_delivered(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
     lay = layout(tmp_path, "one", worker("sakura", fast=False))
     assert cli("up", str(lay), "-d").exit_code == 0
-    t0 = time.monotonic()
     mid = send(home, "sakura", "hello")
     wait_for(lambda: transcript(home, "sakura") == ["hello"], what="hello in the transcript")
-    took = time.monotonic() - t0
-    assert took < 2.0, took
     wait_for(lambda: state_of(home, "sakura", mid) == "delivered", what="delivered state")
     r = cli("inbox", "sakura", "--all", "--json")
     (item,) = json.loads(r.output)

@@ -114,3 +114,20 @@ def test_up_with_a_github_layout_routes_issues_to_agents(cli: Cli, home: Path, t
         assert cli("task", "done", "acme/widgets#7", "--note", "fixed").exit_code == 0
         wait_for(lambda: "status:done" in fake.labels(7), timeout=10, what="status:done on the issue")
         assert fake.comments[7][0].startswith("assigned to kaede by miyabi [") and fake.comments[7][1] == "done (kaede): fixed"
+
+
+def test_the_controller_stops_at_once_while_github_asks_it_to_wait(cli: Cli, home: Path, tmp_path: Path, monkeypatch) -> None:
+    from fakegithub import FakeGitHub
+
+    from miyabi.events import read_events
+
+    with FakeGitHub() as fake:
+        fake.faults.extend([(429, {"retry-after": "600"})] * 50)  # every poll is told to wait ten minutes
+        lay = tmp_path / "l.yaml"
+        lay.write_text(LAYOUT + f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n")
+        monkeypatch.setenv("FAKE_GH_TOKEN", "t")
+        assert cli("up", str(lay), "-d").exit_code == 0
+        wait_for(lambda: fake.requests, what="the first poll (now waiting)")
+        assert cli("down").exit_code == 0
+    stops = [e for e in read_events(home) if e["event"] == "controller-stop"]
+    assert len(stops) == 1 and stops[0]["threads_left"] == []  # every thread, the github one included, ended

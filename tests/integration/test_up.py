@@ -131,6 +131,8 @@ def test_status_reports_a_killed_agent_as_dead(cli: Cli, panes) -> None:
     assert data["session"] == "miyabi"
     others = [a for a in data["agents"] if a["name"] != "sakura"]
     assert all(a["alive"] and a["pid"] > 0 and a["rss"] > 0 and a["uptime"] is not None for a in others)
+    # the command the layout gives, not what runs in the pane (python, env, sh)
+    assert {a["command"] for a in data["agents"]} == {"miyabi worker"}
     assert {a["pane_id"] for a in data["agents"]} == {p.pane_id for p in panes("miyabi").values()}
 
 
@@ -143,7 +145,7 @@ def test_status_shows_missing_agents_and_plain_table(cli: Cli, tmux: Tmux, panes
     assert lines[1].split()[:3] == ["agent", "window", "pane"]
     assert "\x1b[" not in r.output  # plain when piped
     botan = next(line for line in lines if line.startswith("botan"))
-    assert "missing" in botan
+    assert "missing" in botan and "miyabi worker" in botan
 
 
 def test_commands_that_need_the_server_exit_4(cli: Cli) -> None:
@@ -263,3 +265,14 @@ def test_reconcile_never_puts_agents_in_the_users_own_window(tmux: Tmux, tmp_pat
     users = tmux.run("list-panes", "-t", "=mine:=users", "-F", "#{@miyabi_agent}")
     assert users == [""]
     assert set(panes("mine")) == {"a", "b"}
+
+
+def test_attach_without_a_terminal_says_how_to_attach_with_the_agents_pane_selected(cli: Cli, panes, socket: str) -> None:
+    assert cli("up", DEFAULT, "-d", "--no-controller").exit_code == 0
+    sakura = panes("miyabi")["sakura"]
+    r = cli("attach", "sakura")  # the test runner's stdin is no terminal
+    assert r.exit_code == 1
+    assert (f"attach needs a terminal; from one, run: tmux -L {socket} attach -t miyabi "
+            f"\\; select-window -t {sakura.window_id} \\; select-pane -t {sakura.pane_id}") in r.output
+    r = cli("attach", "nobody")
+    assert r.exit_code == 1 and "unknown agent 'nobody'" in r.output

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,114 @@ def test_worker_runs_on_a_pipe(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "ack one" in r.output and "ack two" in r.output
     assert [json.loads(x)["text"] for x in t.read_text().splitlines()] == ["one", "two"]
+
+
+def miyabi(*args: str, stdout: int | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m miyabi ARGS`` as a user would, output piped."""
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_HOME", "MIYABI_AGENT", "TMUX")}
+    env["MIYABI_SOCKET"] = "miyabi_unit_never_started"
+    return subprocess.run([sys.executable, "-m", "miyabi", *args], capture_output=stdout is None, stdout=stdout,
+                          stderr=subprocess.PIPE if stdout is not None else None, text=True, env=env, cwd=cwd,
+                          timeout=60, check=False)
+
+
+def test_help_is_whole_and_plain_when_piped() -> None:
+    r = miyabi("up", "--help")
+    assert r.returncode == 0 and "\x1b[" not in r.stdout
+    flat = " ".join(r.stdout.split())
+    assert "Do not attach; print the command that attaches instead." in flat
+    assert "(default: ./miyabi.yaml, else the default layout)" in flat
+    assert "(default: the one miyabi last used in this home, else miyabi)" in flat
+    root = miyabi("--help").stdout
+    commands = root.split("Commands:\n", 1)[1].rstrip().splitlines()
+    assert len(commands) >= 15
+    for line in commands:  # one whole sentence each: never cut, never broken mid-sentence
+        assert re.match(r"^  \S+\s+\S.*[.)]$", line) and not line.endswith("..."), line
+
+
+def test_version_completion_and_bare_commands() -> None:
+    from miyabi import __version__
+
+    r = miyabi("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"miyabi {__version__}"
+    r = miyabi()
+    assert r.returncode == 0 and "Usage: miyabi" in r.stdout and "Commands:" in r.stdout
+    r = miyabi("task")
+    assert r.returncode == 0 and "Usage: miyabi task" in r.stdout
+    assert "--install-completion" in miyabi("--help").stdout
+    r = miyabi("--show-completion", "bash")
+    assert r.returncode == 0 and "complete" in r.stdout
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["task", "show"], "miyabi: task show: missing argument 'ID'; see `miyabi task show --help`"),
+    (["status", "--bogus"], "miyabi: status: no such option: --bogus; see `miyabi status --help`"),
+    (["nosuch"], "miyabi: no such command 'nosuch'; see `miyabi --help`"),
+])
+def test_usage_errors_are_one_line_and_exit_2(args: list[str], line: str) -> None:
+    r = miyabi(*args)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [line]
+
+
+def test_a_closed_pipe_is_a_quiet_exit() -> None:
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # like `| head` that already quit: every write fails with EPIPE
+    try:
+        r = miyabi("profiles", "--json", stdout=write)
+    finally:
+        os.close(write)
+    assert r.returncode == 141 and r.stderr == ""
+
+
+def test_a_refused_socket_name_is_a_usage_error(tmp_path: Path) -> None:
+    f = tmp_path / "l.yaml"
+    f.write_text("agents:\n  - name: a\n    profile: shell\n    command: cat\n")
+    r = miyabi("status", "--socket", "default", "--layout", str(f))
+    assert r.returncode == 2 and "not allowed" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_github_sync_without_a_known_layout_says_so(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "up.json").write_text(json.dumps({"session": "miyabi", "socket": "x", "agents": ["a"]}))
+    r = runner.invoke(app, ["github", "sync", "--once", "--home", str(tmp_path)])
+    assert r.exit_code == 1
+    assert "no layout is known for" in r.output and "run `miyabi up` first, or give --layout" in r.output
+
+
+def test_task_commands_say_why_a_task_waits_and_give_rfc3339_times(tmp_path: Path) -> None:
+    from miyabi.work.tasks import Store
+
+    lay = tmp_path / "l.yaml"
+    lay.write_text("session: s\nagents:\n  - {name: kaede, profile: shell, command: cat}\nroutes:\n  - {label: bug, agent: kaede}\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "up.json").write_text(json.dumps({"session": "s", "layout": str(lay), "agents": ["kaede"]}))
+    h = ["--home", str(tmp_path)]
+    r = runner.invoke(app, ["task", "add", "no label", *h])
+    assert r.exit_code == 0 and "warning: task 1 waits in the queue: no route matches it (labels: none)" in r.output
+    r = runner.invoke(app, ["task", "add", "a bug", "--label", "bug", *h])
+    assert r.exit_code == 0 and "warning" not in r.output
+    assert runner.invoke(app, ["task", "add", "another bug", "--label", "bug", *h]).exit_code == 0
+    assert runner.invoke(app, ["task", "add", "after it", "--label", "bug", "--depends-on", "3", *h]).exit_code == 0
+    Store.of_home(tmp_path).set_state(2, "assigned", "routed", agent="kaede")
+    rows = {t["id"]: t for t in json.loads(runner.invoke(app, ["task", "ls", "--json", *h]).output)}
+    assert rows[1]["waiting"].startswith("no route matches it")
+    assert rows[2]["waiting"] is None
+    assert rows[3]["waiting"] == "agent kaede is at its wip limit (1)"
+    assert rows[4]["waiting"] == "blocked by #3"
+    rfc3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    assert all(rfc3339.match(t["created"]) and rfc3339.match(t["updated"]) for t in rows.values())
+    shown = json.loads(runner.invoke(app, ["task", "show", "3", "--json", *h]).output)
+    assert shown["waiting"] == "agent kaede is at its wip limit (1)" and all(rfc3339.match(e["time"]) for e in shown["history"])
+    plain = runner.invoke(app, ["task", "show", "1", *h]).output
+    assert "waiting because: no route matches it" in plain
+    (tmp_path / "run" / "watchdog.json").write_text(json.dumps({"agents": {"kaede": {"history": {"failed": "crash loop"}}}}))
+    rows = {t["id"]: t for t in json.loads(runner.invoke(app, ["task", "ls", "--json", *h]).output)}
+    assert rows[3]["waiting"] == "agent kaede failed (crash loop); `miyabi restart kaede` brings it back"

@@ -69,3 +69,20 @@ def test_removing_a_label_is_a_claim_only_one_can_win(fake: FakeGitHub) -> None:
     a.comment(3, "assigned to kaede by miyabi")
     assert fake.labels(3) == ["status:in-progress", "assigned:kaede"]
     assert fake.comments[3] == ["assigned to kaede by miyabi"]
+
+
+def test_a_wait_for_github_ends_at_once_when_the_controller_stops(fake: FakeGitHub) -> None:
+    """GitHub asks for a 10-minute wait; the controller stops a moment later: the wait
+    ends then, with Stopped (a time.sleep would hold the thread for ten minutes, and
+    pytest-timeout would fail the test)."""
+    import threading
+
+    from miyabi.stopping import Stopped, sleeper
+
+    stop = threading.Event()
+    gh = GitHub("acme/widgets", "t", "MY_TOKEN", api_url=fake.url, sleep=sleeper(stop))
+    fake.faults.append((429, {"retry-after": "600"}))
+    threading.Timer(0.3, stop.set).start()
+    with pytest.raises(Stopped):
+        gh.issues(labels="status:todo")
+    assert gh.stats.waited == 600 and stop.is_set()

@@ -173,3 +173,20 @@ def test_one_store_shared_by_many_threads(store: Store) -> None:
         t.join()
     assert errors == []
     assert len(store.query(state="assigned")) == 200
+
+
+def test_why_a_task_waits(store: Store) -> None:
+    from miyabi.work.scheduler import why_waiting
+
+    routes = [Route("kaede", label="bug")]
+    wip = {"kaede": 1, "sakura": 1}
+    plain = store.add("plain")
+    bug = store.add("crash", labels=["bug"])
+    assert why_waiting(plain, routes, wip, {}, {}) == "no route matches it (labels: none); add a route, or a label agent:NAME"
+    assert why_waiting(bug, routes, wip, {}, {}) is None  # the next pass assigns it
+    assert why_waiting(bug, routes, wip, {"kaede": 1}, {}) == "agent kaede is at its wip limit (1)"
+    assert why_waiting(bug, routes, wip, {}, {"kaede": "crash loop"}) == (
+        "agent kaede failed (crash loop); `miyabi restart kaede` brings it back")
+    assert why_waiting(bug, routes, wip, {}, {}, waiting_for=[7]) == "blocked by #7"
+    sent = store.add("sent", labels=["agent:sakura"])
+    assert why_waiting(store.set_state(sent.id, "assigned", "x", agent="sakura"), routes, wip, {}, {}) is None

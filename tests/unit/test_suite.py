@@ -1,4 +1,5 @@
-"""The ``integration`` marker selects exactly the tests under tests/integration/."""
+"""The suite and its tools: the ``integration`` marker selects exactly the tests under
+tests/integration/, and benchmarks show progress only on a terminal."""
 
 from __future__ import annotations
 
@@ -37,3 +38,17 @@ def test_the_integration_marker_selects_the_integration_tests_and_only_them() ->
     assert _selected("integration") == want
     assert _selected("not integration") > 0
     assert _selected("integration and not integration") == 0
+
+
+def test_benchmarks_show_progress_only_on_a_terminal() -> None:
+    """Progress lines (``\\r``) go to a terminal only: piped, a benchmark prints its figures
+    and nothing else. Checked on every benchmark's source and on the helper itself."""
+    backslash_r = "\\" + "r"  # the two characters, as they stand in a source file
+    for f in (TESTS.parent / "benchmarks").glob("bench_*.py"):
+        assert backslash_r not in f.read_text(), f"{f.name} writes a progress line itself; use _stats.progress"
+    r = subprocess.run(
+        [sys.executable, "-c", ("import sys; sys.path.insert(0, 'benchmarks'); from _stats import progress, progress_done; "
+         "progress('run 1/2'); progress_done(); print('figure 1')")],
+        capture_output=True, text=True, cwd=TESTS.parent, timeout=60, check=False,
+    )
+    assert r.stdout == "figure 1\n" and r.stderr == ""

@@ -1,0 +1,69 @@
+"""What miyabi keeps in its home is private: directories 0700, files 0600, whatever the
+umask, including what an older version left with looser modes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+from pathlib import Path
+
+from helpers import wait_for
+from integration.conftest import Cli
+from integration.test_delivery import send, transcript
+
+from miyabi.events import read_events
+from miyabi.work.tasks import Store
+
+LAYOUT = """session: private
+agents:
+  - {name: kaede, profile: worker, submit_delay: 0.05, ready_settle: 0.05, intro: true}
+  - {name: cat, profile: shell, command: cat}
+routes:
+  - {default: true, agent: kaede}
+watchdog: {min_uptime: 0}
+"""
+
+
+def loose(home: Path) -> None:
+    """What an older miyabi left: a 0755 inbox, a 0644 pane log."""
+    (home / "queue" / "kaede" / "new").mkdir(parents=True)
+    for d in (home / "queue", home / "queue" / "kaede", home / "queue" / "kaede" / "new"):
+        d.chmod(0o755)
+    (home / "logs").mkdir()
+    (home / "logs" / "kaede.log").write_text("old output\n")
+    (home / "logs" / "kaede.log").chmod(0o644)
+
+
+def test_everything_in_the_home_is_private(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
+    loose(home)
+    lay = tmp_path / "l.yaml"
+    lay.write_text(LAYOUT)
+    assert cli("up", str(lay), "-d").exit_code == 0
+    send(home, "kaede", "hello")
+    wait_for(lambda: "hello" in transcript(home, "kaede"), what="a delivery")
+    assert cli("task", "add", "a task").exit_code == 0
+    wait_for(lambda: Store.of_home(home).get(1).state == "in_progress", what="the task delivered")
+    assert cli("task", "done", "1").exit_code == 0
+    victim = wait_for(lambda: panes("private").get("cat"), what="cat's pane")
+    os.kill(victim.pid, signal.SIGKILL)
+    wait_for(lambda: any(e["event"] == "restarted" for e in read_events(home)), what="the restart")
+    assert cli("restart", "cat").exit_code == 0
+    assert cli("down").exit_code == 0
+
+    kept = [home / d for d in ("queue", "logs", "run", "state")]
+    seen = {"dir": 0, "file": 0}
+    loose_ones = []
+    for top in kept:
+        assert top.is_dir(), top
+        for p in [top, *top.rglob("*")]:
+            mode = stat.S_IMODE(p.lstat().st_mode)
+            kind = "dir" if p.is_dir() else "file"
+            seen[kind] += 1
+            if mode != (0o700 if kind == "dir" else 0o600):
+                loose_ones.append(f"{p.relative_to(home)} {oct(mode)}")
+    assert loose_ones == []
+    # what it checked: inboxes, logs, crash evidence, journals, the database
+    names = {p.name for top in kept for p in top.rglob("*")}
+    assert {"kaede.log", "events.jsonl", "controller.log", "watchdog.log", "up.json", "miyabi.db", "crashes"} <= names
+    assert seen["file"] >= 15
