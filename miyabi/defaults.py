@@ -75,6 +75,10 @@ WORKER_PROMPT = "worker> "
 WORKER_BUSY = "⠿ thinking… (esc to interrupt)"
 """Line the built-in worker agent shows while it simulates work (``--think``)."""
 
+WORKER_PASTE_ECHO = 200
+"""A paste into the worker longer than this many characters, or with a newline, is
+echoed as a summary (``[pasted N lines, M chars]``)."""
+
 ACK_CHARS = 60
 """How many characters of a message the worker repeats in its ``ack`` line."""
 

@@ -19,6 +19,9 @@ EXIT_USAGE = 2
 EXIT_LAYOUT = 3
 EXIT_TMUX = 4
 EXIT_INTERRUPTED = 130
+EXIT_PIPE = 141
+"""Standard output was closed early (``miyabi task ls | head``): what a program killed
+by SIGPIPE reports to its shell (128 + 13)."""
 
 
 class MiyabiError(Exception):

@@ -34,8 +34,6 @@ PASTE_START = b"\x1b[200~"
 PASTE_END = b"\x1b[201~"
 BRACKETED_PASTE_ON = "\x1b[?2004h"
 BRACKETED_PASTE_OFF = "\x1b[?2004l"
-PASTE_ECHO_LIMIT = 200
-"""A paste longer than this many characters, or with a newline, is echoed as a summary."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +136,7 @@ class Composer:
             self._paste_raw.append(text)
         if final:
             pasted = "".join(self._paste_raw)
-            if "\n" in pasted or len(pasted) > PASTE_ECHO_LIMIT:
+            if "\n" in pasted or len(pasted) > defaults.WORKER_PASTE_ECHO:
                 lines = pasted.count("\n") + 1
                 events.append(Event("echo", f"[pasted {lines} lines, {len(pasted)} chars]"))
             else:

@@ -25,12 +25,8 @@ from typer.core import TyperGroup
 
 from miyabi import __version__, defaults
 from miyabi.cli import output
-from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, MiyabiError, SessionNotFound
+from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_USAGE, MiyabiError, SessionNotFound
 from miyabi.home import Home
-
-EXIT_PIPE = 141
-"""Exit code when standard output was closed early (``miyabi task ls | head``): what a
-program killed by SIGPIPE reports to its shell (128 + 13)."""
 
 # Typer vendors click (0.29+) or depends on it (older); reach click's classes through
 # a public Typer exception either way.
