@@ -26,6 +26,7 @@ import os
 import signal
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from miyabi import defaults
@@ -201,11 +202,14 @@ class Controller:
             except (TaskError, sqlite3.Error) as e:
                 log.warning("scheduling: %s", e)
             self.stop.wait(defaults.PANE_REFRESH / 5 if requests.pending(self.home) else defaults.PANE_REFRESH)
+        stopping = time.monotonic()
         for d in self.deliverers.values():
             d.wake.set()
+        supervisor.wake()
         for t in threads:
             t.join(timeout=defaults.THREAD_JOIN)
         left = [t.name for t in threads if t.is_alive()]
+        log.info("threads ended in %.3f s", time.monotonic() - stopping)
         watcher.stop()
         self.channel.close()
         store.close()

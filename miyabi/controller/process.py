@@ -91,20 +91,31 @@ def start_background(home: Home, socket: str, layout_path: Path, wait: float = d
 
 
 def stop_background(home: Home, wait: float = defaults.CONTROLLER_STOP_WAIT) -> int | None:
-    """Stop this home's controller (SIGTERM, then SIGKILL after ``wait`` s); return its pid."""
-    import psutil
+    """Stop this home's controller (SIGTERM, then SIGKILL after ``wait`` s); return its pid.
+
+    It counts as stopped once it exited, zombie or not: an exited process holds no lock,
+    and reaping an orphan is its new parent's business (some init processes take
+    seconds to)."""
+    import signal
+
+    from miyabi.supervision.processes import alive
 
     pid = running_pid(home)
     if pid is None:
         return None
-    try:
-        proc = psutil.Process(pid)
-        proc.terminate()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            proc.wait(wait)
-        except psutil.TimeoutExpired:
-            proc.kill()
-            proc.wait(wait)
-    except psutil.NoSuchProcess:
-        pass
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return pid
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:  # reap it if it is our own child (started by this process)
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return pid
+            except ChildProcessError:
+                pass
+            if not alive(pid):
+                return pid
+            time.sleep(0.01)
     return pid

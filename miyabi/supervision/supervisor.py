@@ -157,6 +157,8 @@ class Supervisor:
         self.watches: dict[str, Watch] = {n: Watch() for n in self.agents}
         self.lock = threading.RLock()
         self.state_file = home.run / STATE_FILE
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        """A self-pipe in the watch loop's select: :meth:`wake` ends its wait at once."""
         self._load()
 
     # -- persistence
@@ -199,6 +201,13 @@ class Supervisor:
         append_line(self.home.logs / "watchdog.log", f"{now_rfc3339()} {kind} {agent} {detail}")
         log.info("%s %s %s", kind, agent, fields)
 
+    def wake(self) -> None:
+        """End the watch loop's current wait at once (the controller stops)."""
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # full (already woken) or closed
+            pass
+
     def failed(self) -> list[str]:
         """Agents the breaker marked failed."""
         return [n for n, w in self.watches.items() if w.history.failed]
@@ -223,10 +232,13 @@ class Supervisor:
                 if due:
                     timeout = max(0.0, min(tick, min(due) - self.clock()))
                 try:
-                    ready, _, _ = select.select(list(fds), [], [], timeout)
+                    ready, _, _ = select.select([*fds, self._wake_r], [], [], timeout)
                 except (OSError, ValueError):
                     ready = []
                 for fd in ready:
+                    if fd == self._wake_r:
+                        self._drain_wakeups()
+                        continue
                     name = fds[fd]
                     self.on_exit(name, self.watches[name].pid, "pidfd")
                 for name, w in self.watches.items():  # gone before its pidfd could be opened
@@ -238,6 +250,15 @@ class Supervisor:
         finally:
             for w in self.watches.values():
                 self._close_fd(w)
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
 
     def sync(self) -> None:
         """Follow the controller's view of the panes: watch new pids, treat dead or

@@ -217,7 +217,7 @@ def test_controller_killed_at_random_moments_loses_and_doubles_nothing(home: Pat
     times, so a fast machine cannot finish the stream before the kills)."""
     lay = layout(tmp_path, "chaos", worker("kaede"))
     assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
-    n, kills = 80, 8
+    n, kills = 60, 8
     for i in range(n):
         send(home, "kaede", f"msg-{i:03d}")
     argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", socket, "--layout", str(lay)]

@@ -37,7 +37,6 @@ def test_the_integration_marker_selects_the_integration_tests_and_only_them() ->
     assert want > 0
     assert _selected("integration") == want
     assert _selected("not integration") > 0
-    assert _selected("integration and not integration") == 0
 
 
 def test_benchmarks_show_progress_only_on_a_terminal() -> None:
