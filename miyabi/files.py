@@ -17,18 +17,19 @@ from pathlib import Path
 from miyabi import defaults
 
 
-def private_dir(path: Path) -> Path:
-    """Create ``path`` (and each missing parent) with mode 0700; tighten ``path`` itself
-    if it exists with another mode. Returns ``path``.
+def private_dir(path: Path, parents: bool = True) -> Path:
+    """Create ``path`` (and, with ``parents``, each missing parent) with mode 0700;
+    tighten ``path`` itself if it exists with another mode. Returns ``path``.
 
     Raises:
+        FileNotFoundError: ``parents`` is False and the parent is missing.
         OSError: a directory cannot be created.
     """
     missing: list[Path] = []
     p = path
     while not p.exists():
         missing.append(p)
-        if p.parent == p:
+        if p.parent == p or not parents:
             break
         p = p.parent
     for d in reversed(missing):
@@ -60,19 +61,35 @@ def private_file(path: Path) -> Path:
     return path
 
 
+def _missing_dir(path: Path) -> None:
+    """Create ``path`` (one level, mode 0700) after a write found it missing. Its parent
+    must exist: a home that was removed is not brought back by a late write. An
+    existing directory is never touched (it may be the user's, such as the directory
+    of a ``--transcript`` file)."""
+    try:
+        path.mkdir(mode=defaults.DIR_MODE)
+    except FileExistsError:
+        pass
+
+
 def write_atomic(path: Path, data: str | bytes, *, fsync: bool = False) -> None:
     """Replace ``path`` with ``data`` atomically: written to a temporary file beside it
     (mode 0600), then renamed over it, so a reader or a crash sees the old file or the
     new one, never half of either. With ``fsync`` the data reaches the disk before the
-    rename. The directory is created (0700) if missing.
+    rename. A missing directory is created (0700), but not its parents.
 
     Raises:
-        OSError: the file cannot be written.
+        OSError: the file cannot be written (FileNotFoundError: its directory's parent
+            is gone).
     """
-    private_dir(path.parent)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, defaults.FILE_MODE)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        fd = os.open(tmp, flags, defaults.FILE_MODE)
+    except FileNotFoundError:
+        _missing_dir(path.parent)
+        fd = os.open(tmp, flags, defaults.FILE_MODE)
     try:
         os.write(fd, raw)
         if fsync:
@@ -89,9 +106,14 @@ def write_atomic(path: Path, data: str | bytes, *, fsync: bool = False) -> None:
 def append_line(path: Path, line: str) -> None:
     """Append ``line`` (a newline is added) with one ``write`` on an ``O_APPEND``
     descriptor, so that concurrent writers never interleave within a line. The file
-    is created 0600; its directory 0700."""
-    private_dir(path.parent)
-    fd = open_private(path, os.O_WRONLY | os.O_APPEND)
+    is created 0600 (an existing one is tightened); a missing directory is created
+    0700, but not its parents, as for :func:`write_atomic`."""
+    flags = os.O_WRONLY | os.O_APPEND
+    try:
+        fd = open_private(path, flags)
+    except FileNotFoundError:
+        _missing_dir(path.parent)
+        fd = open_private(path, flags)
     try:
         os.write(fd, (line + "\n").encode("utf-8"))
     finally:

@@ -272,7 +272,7 @@ def default_transcript(name: str) -> Path | None:
     home = os.environ.get("MIYABI_HOME")
     if not home:
         return None
-    return private_dir(Path(home) / "logs") / f"{name}.transcript.jsonl"
+    return private_dir(Path(home) / "logs", parents=False) / f"{name}.transcript.jsonl"
 
 
 def _job_runner(agent: str) -> Callable[[int], str] | None:

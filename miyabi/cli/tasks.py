@@ -24,24 +24,29 @@ def _store(home: Path | None) -> Any:
     return Store.of_home(Home.resolve(home).root)
 
 
-def _layout_of(home: Path | None, socket: str | None) -> Any:
-    """The layout this home runs, or None when none is known or it does not load."""
+def _layout_of(home: Path | None) -> Any:
+    """The layout ``miyabi up`` last ran in this home, or None when it never ran here or
+    that layout no longer loads (then nothing is said about why tasks wait)."""
+    from miyabi.config import load
     from miyabi.errors import LayoutError
+    from miyabi.home import Home
 
+    recorded = Home.resolve(home).load_state().get("layout")
+    if not isinstance(recorded, str):
+        return None
     try:
-        t = resolve_target(home, socket, None)
-        return t.layout() if t.layout_path else None
-    except (LayoutError, MiyabiError):
+        return load(Path(recorded))
+    except LayoutError:
         return None
 
 
-def _waiting(store: Any, tasks: list[Any], home: Path | None, socket: str | None) -> dict[int, str]:
-    """Why each waiting task waits, from the layout this home runs ({} without one)."""
+def _waiting(store: Any, tasks: list[Any], home: Path | None) -> dict[int, str]:
+    """Why each waiting task waits, by the layout this home runs ({} without one)."""
     from miyabi.home import Home
     from miyabi.supervision.supervisor import failed_agents
     from miyabi.work.scheduler import waiting_reasons
 
-    lay = _layout_of(home, socket)
+    lay = _layout_of(home)
     if lay is None:
         return {}
     return waiting_reasons(store, tasks, lay.routes, lay.wip, failed_agents(Home.resolve(home)))
@@ -83,7 +88,7 @@ def task_add(
     cycle = store.cycle_from(t.id)
     if cycle:
         raise TaskError(f"task {t.id} would close a dependency cycle: {' → '.join(f'#{i}' for i in cycle)}")
-    why = _waiting(store, [t], home, socket).get(t.id)
+    why = _waiting(store, [t], home).get(t.id)
     if json_out:
         output.emit_json({**t.to_json(), "waiting": why})
     else:
@@ -104,7 +109,7 @@ def task_ls(
     """List tasks, and why each waiting one waits."""
     store = _store(home)
     tasks = store.query(state, agent)
-    why = _waiting(store, tasks, home, socket)
+    why = _waiting(store, tasks, home)
     if json_out:
         output.emit_json([{**t.to_json(), "waiting": why.get(t.id)} for t in tasks])
         return
@@ -118,7 +123,7 @@ def task_show(task_id: TaskId, json_out: JsonOpt = False, home: HomeOpt = None, 
     """Show a task, why it waits, its dependencies and its history."""
     store = _store(home)
     t = store.get(task_id)
-    why = _waiting(store, [t], home, socket).get(t.id)
+    why = _waiting(store, [t], home).get(t.id)
     data = {**t.to_json(), "waiting": why, "depends_on": store.depends_on(t.id), "history": store.history(t.id)}
     if json_out:
         output.emit_json(data)

@@ -41,7 +41,7 @@ from miyabi.messaging.delivery import Deliverer
 from miyabi.messaging.intro import Intros
 from miyabi.messaging.mailbox import MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
-from miyabi.stopping import sleeper
+from miyabi.stopping import Stopped, sleeper
 from miyabi.supervision.keeper import SessionKeeper
 from miyabi.supervision.supervisor import Supervisor
 from miyabi.tmux.builder import protect_secret, respawn_agent
@@ -50,7 +50,7 @@ from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import PaneMap
 from miyabi.tmux.runner import Tmux
 from miyabi.work.engine import WorkEngine
-from miyabi.work.github import client_for
+from miyabi.work.github import GitHub, client_for
 from miyabi.work.tasks import Store, TaskError
 
 log = logging.getLogger("miyabi.controller")
@@ -163,8 +163,35 @@ class Controller:
             self.home, self.layout.agents, self.tmux.socket, self.driver, self.panes, respawn=self._respawn,
             last_output=self.channel.last_output, typists=self.deliverers, sleep=self.sleep,
         )
-        engine.recover_assignments()
         threads: list[threading.Thread] = []
+        try:
+            self._serve(engine, supervisor, gh, threads)
+        except Stopped:  # a GitHub wait on this thread (a claim) ended by the stop
+            log.info("stopped while waiting")
+        finally:
+            self.stop.set()
+            stopping = time.monotonic()
+            for d in self.deliverers.values():
+                d.wake.set()
+            supervisor.wake()
+            for t in threads:
+                t.join(timeout=defaults.THREAD_JOIN)
+            left = [t.name for t in threads if t.is_alive()]
+            supervisor.close()
+            watcher.stop()
+            self.channel.close()
+            store.close()
+            log.info("threads ended in %.3f s", time.monotonic() - stopping)
+            try:
+                append_event(self.home.root, "controller-stop", pid=os.getpid(), threads_left=left)
+            except OSError:  # the home was removed: nowhere to tell
+                pass
+            log.info("controller %d stopped%s", os.getpid(), f"; threads still running: {', '.join(left)}" if left else "")
+
+    def _serve(self, engine: WorkEngine, supervisor: Supervisor, gh: GitHub | None, threads: list[threading.Thread]) -> None:
+        """The main loop, until stopped: refresh the pane map (rebuilding what is gone),
+        start the threads once tmux answers, serve requests, schedule."""
+        engine.recover_assignments()
         if gh is not None:
             self._start(functools.partial(engine.run_github, self.stop), "github", threads)
         backoff = 0.1
@@ -202,19 +229,6 @@ class Controller:
             except (TaskError, sqlite3.Error) as e:
                 log.warning("scheduling: %s", e)
             self.stop.wait(defaults.PANE_REFRESH / 5 if requests.pending(self.home) else defaults.PANE_REFRESH)
-        stopping = time.monotonic()
-        for d in self.deliverers.values():
-            d.wake.set()
-        supervisor.wake()
-        for t in threads:
-            t.join(timeout=defaults.THREAD_JOIN)
-        left = [t.name for t in threads if t.is_alive()]
-        log.info("threads ended in %.3f s", time.monotonic() - stopping)
-        watcher.stop()
-        self.channel.close()
-        store.close()
-        append_event(self.home.root, "controller-stop", pid=os.getpid(), threads_left=left)
-        log.info("controller %d stopped%s", os.getpid(), f"; threads still running: {', '.join(left)}" if left else "")
 
     def _inboxes(self) -> dict[str, tuple[Path, bool]]:
         return {n: (d.inbox.dir(MessageState.PENDING), d.waiting) for n, d in self.deliverers.items()}

@@ -40,7 +40,7 @@ from miyabi.agents.screen import composer_text, is_busy, looks_ready, reads_scre
 from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
 from miyabi.events import append_event
-from miyabi.files import write_atomic
+from miyabi.files import private_dir, write_atomic
 from miyabi.messaging.mailbox import CorruptMessage, Inbox, Message, MessageState, sanitize
 from miyabi.stopping import Stopped
 from miyabi.times import now_rfc3339
@@ -135,6 +135,7 @@ class Deliverer:
         self.sleep = sleep
         self.clock = clock
         self.journal = home_root / "run" / "delivery" / f"{agent.name}.json"
+        private_dir(self.journal.parent)
         self.wake = threading.Event()
         self.on_delivered = on_delivered
         self.on_dead_letter = on_dead_letter

@@ -188,10 +188,16 @@ class Inbox:
         return self.root / _DIRS[state]
 
     def ensure(self) -> None:
-        """Create the Maildir: the inbox and its four directories, each 0700."""
+        """Create the Maildir: ``queue/``, the inbox and its four directories, each 0700.
+        The home itself must exist: a removed home is not brought back.
+
+        Raises:
+            FileNotFoundError: the home does not exist.
+        """
+        private_dir(self.root.parent, parents=False)
+        private_dir(self.root, parents=False)
         for sub in ("tmp", "new", "cur", "failed"):
-            private_dir(self.root / sub)
-        private_dir(self.root)
+            private_dir(self.root / sub, parents=False)
 
     def put(self, msg: Message) -> Path:
         """Enqueue ``msg``: write it under ``tmp/``, then rename it into ``new/``.

@@ -203,9 +203,11 @@ class Supervisor:
 
     def wake(self) -> None:
         """End the watch loop's current wait at once (the controller stops)."""
+        if self._wake_w < 0:
+            return
         try:
             os.write(self._wake_w, b"x")
-        except OSError:  # full (already woken) or closed
+        except OSError:  # full: already woken
             pass
 
     def failed(self) -> list[str]:
@@ -250,8 +252,16 @@ class Supervisor:
         finally:
             for w in self.watches.values():
                 self._close_fd(w)
-            for fd in (self._wake_r, self._wake_w):
+
+    def close(self) -> None:
+        """Release the wake-up pipe; call after the watch loop's thread ended (or never
+        started). Until then :meth:`wake` may write to it."""
+        for fd in (self._wake_r, self._wake_w):
+            try:
                 os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
 
     def _drain_wakeups(self) -> None:
         try:
@@ -464,7 +474,7 @@ class Supervisor:
     def save_evidence(self, name: str, pane: Pane | None, cause: str, uptime: float) -> Path | None:
         """Write ``logs/crashes/<agent>-<time>.log``: how it ended, how long it ran, and the
         last lines of its pane."""
-        crashes = private_dir(self.home.logs / "crashes")
+        crashes = private_dir(self.home.logs / "crashes", parents=False)
         path = crashes / f"{name}-{file_tag()}.log"
         lines: list[str] = []
         if pane is not None:

@@ -143,11 +143,11 @@ def respawn_agent(runner: Runner, agent: Agent, pane_id: str, home: Home, socket
         TmuxError: the respawn itself failed.
     """
     runner.run("respawn-pane", "-k", "-t", pane_id, *spawn_args(agent, home, socket, cwd))
-    for c in [*pane_setup(agent, home, ("-t", pane_id)), ["set-option", "-p", "-u", "-t", pane_id, FAILED_TAG]]:
-        runner.run(*c, check=False)
     try:
+        for c in [*pane_setup(agent, home, ("-t", pane_id)), ["set-option", "-p", "-u", "-t", pane_id, FAILED_TAG]]:
+            runner.run(*c, check=False)
         return PaneDriver(runner).pane_pid(pane_id)
-    except TmuxError:
+    except TmuxError:  # the respawn happened; what follows is best effort (a closed channel, a vanished pane)
         return 0
 
 

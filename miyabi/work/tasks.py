@@ -131,6 +131,16 @@ COLUMNS_ADDED = {
 }
 """Columns later versions added to ``tasks``: added to a database made before them."""
 
+BACKFILL = {
+    "job_started": """
+UPDATE tasks SET job_started = attempts WHERE source = 'job' AND EXISTS (
+  SELECT 1 FROM events e WHERE e.task = tasks.id AND e.reason LIKE 'job started%'
+  AND e.id > COALESCE((SELECT MAX(a.id) FROM events a WHERE a.task = tasks.id AND a.state = 'assigned'), 0))
+""",
+}
+"""Run once when a column is added: versions before it recorded a job's start as an
+event ("job started by …" after the last assignment), not in a column."""
+
 INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_key ON tasks(source, key) WHERE key IS NOT NULL;
 """
@@ -232,12 +242,18 @@ class Store:
         with self.lock:
             have = {r[1] for r in self.db.execute("PRAGMA table_info(tasks)")}
             for name, decl in COLUMNS_ADDED.items():
-                if name not in have:
-                    try:
+                if name in have:
+                    continue
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    if name not in {r[1] for r in self.db.execute("PRAGMA table_info(tasks)")}:  # not another process first
                         self.db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
-                    except sqlite3.OperationalError as e:  # another process added it first
-                        if "duplicate column" not in str(e):
-                            raise
+                        if name in BACKFILL:
+                            self.db.execute(BACKFILL[name])
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
             self.db.executescript(INDEXES)
 
     @classmethod

@@ -131,3 +131,24 @@ def test_the_controller_stops_at_once_while_github_asks_it_to_wait(cli: Cli, hom
         assert cli("down").exit_code == 0
     stops = [e for e in read_events(home) if e["event"] == "controller-stop"]
     assert len(stops) == 1 and stops[0]["threads_left"] == []  # every thread, the github one included, ended
+
+
+def test_the_controller_stops_cleanly_while_a_claim_waits_for_github(cli: Cli, home: Path, tmp_path: Path, monkeypatch) -> None:
+    """The claim runs on the controller's main thread: a stop during its wait ends the
+    wait there too, and the controller still shuts down in order."""
+    from fakegithub import FakeGitHub
+
+    from miyabi.events import read_events
+
+    with FakeGitHub() as fake:
+        fake.add_issue(7, "Crash", ["status:todo", "bug"])
+        fake.delete_faults.extend([(429, {"retry-after": "600"})] * 5)  # the claim is told to wait ten minutes
+        lay = tmp_path / "l.yaml"
+        lay.write_text(LAYOUT + f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n")
+        monkeypatch.setenv("FAKE_GH_TOKEN", "t")
+        assert cli("up", str(lay), "-d").exit_code == 0
+        wait_for(lambda: any(method == "DELETE" for method, _ in fake.requests), what="the claim (now waiting)")
+        assert cli("down").exit_code == 0
+    stops = [e for e in read_events(home) if e["event"] == "controller-stop"]
+    assert len(stops) == 1 and stops[0]["threads_left"] == []
+    assert "Traceback" not in (home / "logs" / "controller.log").read_text()

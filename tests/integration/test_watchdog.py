@@ -256,9 +256,10 @@ def test_a_controller_whose_home_was_removed_stops_instead_of_rebuilding(cli: Cl
     assert cli("up", str(lay), "-d").exit_code == 0
     pid = read_pid(Home(home))
     assert pid and pid_alive(pid)
-    shutil.rmtree(home / "run")
+    shutil.rmtree(home)
     tmux.run("kill-server")
-    from miyabi.supervision.processes import alive as _alive  # a zombie (our own unreaped child) counts as gone
+    from miyabi.supervision.processes import alive  # a zombie (our own unreaped child) counts as gone
 
-    wait_for(lambda: not _alive(pid), timeout=10, what="the controller to stop")
+    wait_for(lambda: not alive(pid), timeout=10, what="the controller to stop")
     assert "orphan" not in tmux.sessions()
+    assert not home.exists()  # no late write brought the removed home back

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
+from miyabi.agents.profiles import BUILTIN
 from miyabi.config import load
 from miyabi.config.model import Layout
 from miyabi.config.preflight import exec_line as shell_line
@@ -91,3 +92,34 @@ def test_pane_title_is_not_format_expanded(tmp_path: Path) -> None:
     cmds = pane_setup(load(f).agents[0], Home(tmp_path))
     assert ["select-pane", "-T", "T ##S"] in cmds
     assert not any("-o" in c for c in cmds if c[0] == "pipe-pane")
+
+
+def test_a_respawn_that_happened_counts_even_if_the_set_up_after_it_fails(tmp_path: Path) -> None:
+    """``respawn_agent`` raises only when the respawn itself was refused; a channel that
+    closes during the set-up after it is best effort (the watchdog counts the restart)."""
+    from miyabi.config.model import Agent
+    from miyabi.errors import TmuxError
+    from miyabi.home import Home
+    from miyabi.tmux.builder import respawn_agent
+
+    class ClosesAfterRespawn:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def run(self, *args: str, check: bool = True) -> list[str]:
+            self.calls.append(args[0])
+            if args[0] != "respawn-pane":
+                raise TmuxError(args[0], "control channel is closed")
+            return []
+
+    agent = Agent(name="a", profile=BUILTIN["shell"], command="cat")
+    runner = ClosesAfterRespawn()
+    assert respawn_agent(runner, agent, "%1", Home(tmp_path), "s", tmp_path) == 0
+    assert runner.calls[0] == "respawn-pane"
+
+    class Refuses(ClosesAfterRespawn):
+        def run(self, *args: str, check: bool = True) -> list[str]:
+            raise TmuxError(args[0], "can't find pane: %1")
+
+    with pytest.raises(TmuxError):
+        respawn_agent(Refuses(), agent, "%1", Home(tmp_path), "s", tmp_path)

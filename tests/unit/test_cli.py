@@ -207,3 +207,9 @@ def test_task_commands_say_why_a_task_waits_and_give_rfc3339_times(tmp_path: Pat
     (tmp_path / "run" / "watchdog.json").write_text(json.dumps({"agents": {"kaede": {"history": {"failed": "crash loop"}}}}))
     rows = {t["id"]: t for t in json.loads(runner.invoke(app, ["task", "ls", "--json", *h]).output)}
     assert rows[3]["waiting"] == "agent kaede failed (crash loop); `miyabi restart kaede` brings it back"
+
+
+def test_task_add_in_a_home_that_never_ran_up_explains_nothing_it_cannot_know(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["task", "add", "x", "--json", "--home", str(tmp_path)])
+    assert r.exit_code == 0 and "warning" not in r.output
+    assert json.loads(r.output)["waiting"] is None

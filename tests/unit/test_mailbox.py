@@ -152,3 +152,20 @@ def test_an_id_prefix_must_be_unique_even_within_one_inbox(tmp_path: Path) -> No
     assert len(box.pending()) == 2  # nothing dropped on a guess
     assert find_message(tmp_path, first.id[: shared + 1])[2].id == first.id
     assert drop(tmp_path, second.id)[1].id == second.id
+
+
+def test_files_miyabi_writes_never_change_a_directory_it_does_not_own(tmp_path: Path) -> None:
+    from miyabi.files import append_line, write_atomic
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    theirs.chmod(0o755)  # a user's directory, such as where a --transcript file goes
+    append_line(theirs / "t.jsonl", "{}")
+    write_atomic(theirs / "w.json", "{}")
+    assert stat.S_IMODE(theirs.stat().st_mode) == 0o755
+    assert stat.S_IMODE((theirs / "t.jsonl").stat().st_mode) == 0o600
+    append_line(tmp_path / "new" / "t.jsonl", "{}")  # a missing directory is made, private
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    with pytest.raises(FileNotFoundError):  # but not its parents: a removed home stays removed
+        append_line(tmp_path / "gone" / "logs" / "events.jsonl", "{}")
+    assert not (tmp_path / "gone").exists()

@@ -190,3 +190,39 @@ def test_why_a_task_waits(store: Store) -> None:
     assert why_waiting(bug, routes, wip, {}, {}, waiting_for=[7]) == "blocked by #7"
     sent = store.add("sent", labels=["agent:sakura"])
     assert why_waiting(store.set_state(sent.id, "assigned", "x", agent="sakura"), routes, wip, {}, {}) is None
+
+
+def test_a_database_from_before_the_job_started_column_keeps_started_jobs_started(tmp_path: Path) -> None:
+    """The previous version recorded a job's start only as an event; opening its database
+    adds the column and carries that over, so the job is not run again."""
+    import json
+    import sqlite3
+
+    from miyabi.work.jobs import JobError, start
+
+    db = tmp_path / "state" / "miyabi.db"
+    db.parent.mkdir()
+    old = sqlite3.connect(db)
+    old.executescript("""
+CREATE TABLE tasks (id INTEGER PRIMARY KEY, source TEXT NOT NULL, repo TEXT, number INTEGER, url TEXT, title TEXT NOT NULL,
+  body TEXT NOT NULL DEFAULT '', labels TEXT NOT NULL DEFAULT '[]', priority TEXT NOT NULL DEFAULT 'normal',
+  state TEXT NOT NULL DEFAULT 'queued', agent TEXT, attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+  updated REAL NOT NULL, claim TEXT NOT NULL DEFAULT '', UNIQUE (source, repo, number));
+CREATE TABLE events (id INTEGER PRIMARY KEY, task INTEGER NOT NULL, time REAL NOT NULL, state TEXT NOT NULL, agent TEXT,
+  reason TEXT NOT NULL);
+""")
+    body = json.dumps({"id": "j", "kind": "run_shell", "workdir": str(tmp_path), "script": ["true"], "dod": "exit_code == 0",
+                       "report_path": "r.json"})
+    for tid, started in ((1, True), (2, False)):
+        old.execute("INSERT INTO tasks (id, source, title, body, labels, state, agent, attempts, created, updated) "
+                    "VALUES (?, 'job', 'job j', ?, '[\"job\"]', 'in_progress', 'kaede', 1, 0, 0)", (tid, body))
+        old.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?, 0, 'assigned', 'kaede', 'routed')", (tid,))
+        if started:
+            old.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?, 0, 'in_progress', 'kaede', 'job started by kaede')", (tid,))
+    old.commit()
+    old.close()
+    store = Store(db)
+    assert [store.get(1).job_started, store.get(2).job_started] == [1, 0]
+    with pytest.raises(JobError, match="already started"):
+        start(store, 1, "kaede")
+    assert start(store, 2, "kaede").id == "j"
