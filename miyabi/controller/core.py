@@ -130,6 +130,10 @@ class Controller:
         try:
             write_atomic(self.home.run / PIDFILE, f"{os.getpid()}\n")
             self._run_locked()
+        except OSError:
+            if self._home_intact():
+                raise
+            log.warning("home %s was removed while the controller started; stopping", self.home.root)
         finally:
             if read_pid(self.home) == os.getpid():
                 (self.home.run / PIDFILE).unlink(missing_ok=True)
@@ -223,6 +227,7 @@ class Controller:
                 self._start(functools.partial(rescan, self.stop, inboxes, self._wake), "rescan", threads)
                 self._start(functools.partial(supervisor.run, self.stop), "watchdog", threads)
                 started = True
+                append_event(self.home.root, "controller-ready", pid=os.getpid(), agents=list(self.deliverers))
             requests.serve(self.home, self._restart_request)
             try:
                 engine.schedule(supervisor.failed())

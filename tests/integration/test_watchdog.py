@@ -256,6 +256,7 @@ def test_a_controller_whose_home_was_removed_stops_instead_of_rebuilding(cli: Cl
     assert cli("up", str(lay), "-d").exit_code == 0
     pid = read_pid(Home(home))
     assert pid and pid_alive(pid)
+    wait_for(lambda: events(home, "controller-ready"), what="the controller up")  # not racing its start-up
     shutil.rmtree(home)
     tmux.run("kill-server")
     from miyabi.supervision.processes import alive  # a zombie (our own unreaped child) counts as gone
