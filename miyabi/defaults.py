@@ -207,6 +207,17 @@ RESTART_HISTORY = 86400.0
 TASK_WIP = 1
 """Tasks an agent may have assigned or in progress at once (layout ``agents[].wip``)."""
 
+TASK_MAX_ATTEMPTS = 3
+"""Assignments a task gets before it fails for good (layout ``tasks.max_attempts``)."""
+
+SCHEDULE_IDLE = 10.0
+"""Seconds between scheduling passes when nothing changed (passes are driven by
+changes: a commit to the task store, an agent's process, a failed agent, a reload)."""
+
+SCHEDULE_KICK_DEBOUNCE = 0.005
+"""Seconds the main loop waits after a change wakes it, so one burst of commits
+makes one scheduling pass."""
+
 GITHUB_API = "https://api.github.com"
 """GitHub's REST API root (layout ``github.api_url``; Enterprise: ``https://HOST/api/v3``)."""
 

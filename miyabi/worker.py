@@ -282,6 +282,7 @@ def _job_runner(agent: str) -> Callable[[int], str] | None:
         return None
 
     def run_job(task_id: int) -> str:
+        from miyabi.supervision.processes import lease_identity
         from miyabi.work.jobs import JobError, run_assigned
         from miyabi.work.tasks import Store
 
@@ -290,7 +291,7 @@ def _job_runner(agent: str) -> Callable[[int], str] | None:
         except Exception as e:  # noqa: BLE001 - the worker must live on
             return f"cannot open the task store: {e}"
         try:
-            ok, report = run_assigned(store, task_id, agent)
+            ok, report = run_assigned(store, task_id, agent, lease_identity(os.getpid()))
         except JobError as e:
             return f"refused: {e}"
         except Exception as e:  # noqa: BLE001 - the worker must live on

@@ -28,7 +28,15 @@ import yaml
 from miyabi import defaults
 from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.config.model import Agent, Layout, frozen_map
-from miyabi.config.settings import WATCHDOG_KEYS, GitHubSettings, Route, WatchdogSettings
+from miyabi.config.settings import (
+    WATCHDOG_KEYS,
+    GitHubSettings,
+    OnRestart,
+    Route,
+    TaskSettings,
+    WatchdogSettings,
+    parse_duration,
+)
 from miyabi.errors import LayoutError, Problem
 
 Key = tuple[str | int, ...]
@@ -47,7 +55,9 @@ TOP_KEYS = (
     "watchdog",
     "routes",
     "github",
+    "tasks",
 )
+TASKS_KEYS = ("on_agent_restart", "max_attempts", "timeout", "label_timeouts")
 GITHUB_KEYS = ("repo", "api_url", "token_env", "todo_label", "poll_interval", "allowed_authors")
 DELIVERY_KEYS = ("max_body",)
 AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", *OVERRIDABLE)
@@ -353,6 +363,7 @@ def validate(doc: Document) -> Layout:
     declared = [a["name"] for a in agents_raw if isinstance(a, dict) and isinstance(a.get("name"), str)] if isinstance(agents_raw, list) else []
     routes = _validate_routes(doc, data.get("routes", []), declared)
     github = _validate_github(doc, data["github"]) if "github" in data else None
+    tasks = _validate_tasks(doc, data.get("tasks", {}))
     doc.fail_if_problems()
     return Layout(
         path=doc.path.resolve(),
@@ -364,6 +375,7 @@ def validate(doc: Document) -> Layout:
         max_body=max_body,
         routes=tuple(routes),
         github=github,
+        tasks=tasks,
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 
@@ -414,6 +426,50 @@ def _validate_github(doc: Document, spec: Any) -> GitHubSettings | None:
         else:
             doc.problem((*key, "allowed_authors"), "must be a list of GitHub logins")
     return GitHubSettings(repo=repo, **kw)
+
+
+def _validate_tasks(doc: Document, spec: Any) -> TaskSettings:
+    """``tasks:``: ``on_agent_restart`` (resend or requeue), ``max_attempts`` (1 or
+    more), ``timeout`` (a duration such as ``2h``) and ``label_timeouts`` (label →
+    duration)."""
+    key: Key = ("tasks",)
+    if not isinstance(spec, dict):
+        doc.problem(key, "must be a mapping (for example `tasks: {on_agent_restart: requeue, timeout: 2h}`)")
+        return TaskSettings()
+    _check_keys(doc, key, spec, TASKS_KEYS)
+    kw: dict[str, Any] = {}
+    if "on_agent_restart" in spec:
+        v = spec["on_agent_restart"]
+        if v in tuple(OnRestart):
+            kw["on_agent_restart"] = OnRestart(v)
+        else:
+            doc.problem((*key, "on_agent_restart"), f"{v!r} is not a policy; use resend or requeue")
+    if "max_attempts" in spec:
+        v = spec["max_attempts"]
+        if type(v) is int and v >= 1:
+            kw["max_attempts"] = v
+        else:
+            doc.problem((*key, "max_attempts"), f"{v!r} must be a whole number of attempts, 1 or more")
+    if "timeout" in spec:
+        t = parse_duration(spec["timeout"])
+        if t is not None and t > 0:
+            kw["timeout"] = t
+        else:
+            doc.problem((*key, "timeout"), f"{spec['timeout']!r} must be a duration such as 90s, 30m or 2h")
+    if "label_timeouts" in spec:
+        v = spec["label_timeouts"]
+        if not isinstance(v, dict):
+            doc.problem((*key, "label_timeouts"), "must map labels to durations (for example `{bug: 30m}`)")
+        else:
+            pairs = []
+            for label, dur in v.items():
+                t = parse_duration(dur)
+                if not isinstance(label, str) or t is None or t <= 0:
+                    doc.problem((*key, "label_timeouts", str(label)), f"{dur!r} must be a duration such as 90s, 30m or 2h")
+                else:
+                    pairs.append((label, t))
+            kw["label_timeouts"] = tuple(pairs)
+    return TaskSettings(**kw)
 
 
 def _validate_routes(doc: Document, spec: Any, names: list[str]) -> list[Route]:

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from miyabi import defaults
 from miyabi.agents.profiles import Profile
-from miyabi.config.settings import GitHubSettings, Route, WatchdogSettings
+from miyabi.config.settings import GitHubSettings, Route, TaskSettings, WatchdogSettings
 from miyabi.errors import AgentNotFound
 
 V = TypeVar("V")
@@ -62,6 +62,7 @@ class Layout:
         max_body: largest message body accepted, in bytes (``delivery.max_body``).
         routes: task routing rules (``routes:``), first match wins.
         github: where issues come from (``github:``), if anywhere.
+        tasks: what happens to tasks whose agent dies or takes too long (``tasks:``).
     """
 
     path: Path
@@ -74,6 +75,7 @@ class Layout:
     max_body: int = defaults.MAX_BODY
     routes: tuple[Route, ...] = ()
     github: GitHubSettings | None = None
+    tasks: TaskSettings = field(default_factory=TaskSettings)
 
     @property
     def names(self) -> list[str]:

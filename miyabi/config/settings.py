@@ -1,4 +1,4 @@
-"""Settings types a layout holds besides its agents: the watchdog, routes, GitHub.
+"""Settings types a layout holds besides its agents: the watchdog, routes, GitHub, tasks.
 
 Plain frozen data, validated by :mod:`miyabi.config.loader`; the services that act
 on them (the supervisor, the scheduler, GitHub intake) import them from here, never
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
@@ -116,3 +117,57 @@ class GitHubSettings:
     todo_label: str = defaults.GITHUB_TODO_LABEL
     poll_interval: float = defaults.GITHUB_POLL_INTERVAL
     allowed_authors: tuple[str, ...] = ()
+
+
+class OnRestart(StrEnum):
+    """What happens to the tasks an agent's process held when it ends (``tasks.on_agent_restart``)."""
+
+    RESEND = "resend"
+    """The agent's next process gets them again, told it was restarted while working on them."""
+    REQUEUE = "requeue"
+    """They go back to the queue, for whichever agent the routes pick."""
+
+
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds in ``value``: a number (seconds) or text such as ``90s``, ``30m``, ``2h``,
+    ``1d``, ``500ms``; None when it is neither (or negative)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value >= 0 else None
+    if isinstance(value, str):
+        m = DURATION_RE.match(value)
+        if m:
+            return float(m.group(1)) * _UNIT[m.group(2) or "s"]
+    return None
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """The layout's ``tasks:`` section: what happens to work whose agent dies or takes too long.
+
+    Attributes:
+        on_agent_restart: where the tasks of an agent process that ended go (:class:`OnRestart`).
+        max_attempts: assignments a task gets in all; the one after the last fails it
+            (GitHub: ``status:needs-human`` and a comment). A task or job may set its own.
+        timeout: seconds a task may stay in progress before its agent is told and it is
+            handed back (None: no limit). A task may set its own.
+        label_timeouts: label → timeout in seconds, for tasks carrying that label (the
+            shortest of the matching labels wins over ``timeout``).
+    """
+
+    on_agent_restart: OnRestart = OnRestart.RESEND
+    max_attempts: int = defaults.TASK_MAX_ATTEMPTS
+    timeout: float | None = None
+    label_timeouts: tuple[tuple[str, float], ...] = field(default=())
+
+    def timeout_for(self, labels: Sequence[str], own: float | None = None) -> float | None:
+        """The in-progress limit of a task with ``labels`` (its ``own`` limit wins)."""
+        if own is not None:
+            return own
+        by_label = [t for lb, t in self.label_timeouts if lb in labels]
+        return min(by_label) if by_label else self.timeout

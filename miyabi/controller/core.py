@@ -33,16 +33,17 @@ from miyabi import defaults
 from miyabi.config.model import Agent, Layout
 from miyabi.controller import requests
 from miyabi.controller.process import LOCKFILE, PIDFILE, ControllerRunning, read_pid
-from miyabi.errors import TmuxError
+from miyabi.errors import LayoutError, MiyabiError, TmuxError
 from miyabi.events import append_event
 from miyabi.files import write_atomic
 from miyabi.home import Home
 from miyabi.messaging.delivery import Deliverer
 from miyabi.messaging.intro import Intros
-from miyabi.messaging.mailbox import MessageState, inbox
+from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
 from miyabi.stopping import Stopped, sleeper
 from miyabi.supervision.keeper import SessionKeeper
+from miyabi.supervision.processes import lease_identity
 from miyabi.supervision.supervisor import Supervisor
 from miyabi.tmux.builder import protect_secret, respawn_agent
 from miyabi.tmux.control import SessionChannel
@@ -78,10 +79,20 @@ class Controller:
         self.cwd = Path(cwd) if isinstance(cwd, str) and Path(cwd).is_dir() else home.root
         """Directory for agents whose layout entry sets no ``cwd`` (where ``miyabi up`` ran)."""
         self.deliverers: dict[str, Deliverer] = {}
+        """Agent → its deliverer; replaced, never changed in place (other threads read it)."""
+        self._deliverer_stops: dict[str, threading.Event] = {}
+        """Agent → what ends its deliverer's thread (set on stop, or when it leaves the layout)."""
         self.intros = Intros(home, layout)
         self.keeper = SessionKeeper(layout, self.tmux, home, self.cwd, home_intact=self._home_intact)
         self.supervisor: Supervisor | None = None
         self.engine: WorkEngine | None = None
+        self.watcher: InboxWatcher | None = None
+        self.kick = threading.Event()
+        """Set when the task store may have changed (any process wrote it): the main
+        loop then runs a scheduling pass at once instead of at its next tick."""
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._identities: dict[int, str | None] = {}
         if layout.github is not None:
             protect_secret(layout.github.token_env)
 
@@ -107,6 +118,27 @@ class Controller:
         if self.supervisor is None or agent not in self.supervisor.agents:
             return False
         return self.supervisor.clear_and_restart(agent)
+
+    def _identity(self, pid: int) -> str | None:
+        """The lease identity of process ``pid`` (cached: a pid's start never changes)."""
+        if pid not in self._identities:
+            if len(self._identities) > 4096:
+                self._identities.clear()
+            self._identities[pid] = lease_identity(pid)
+        return self._identities[pid]
+
+    def _delivered(self, msg: Message, pid: int) -> None:
+        if self.engine is not None:
+            self.engine.delivered(msg, lease_identity(pid))
+
+    def _processes(self) -> dict[str, str | None]:
+        """Agent → the lease identity of its live process (None: dead or no pane)."""
+        panes = self.panes.all()
+        out: dict[str, str | None] = {}
+        for a in self.layout.agents:
+            p = panes.get(a.name)
+            out[a.name] = self._identity(p.pid) if p is not None and not p.dead and p.pid else None
+        return out
 
     # -- running
 
@@ -139,10 +171,38 @@ class Controller:
                 (self.home.run / PIDFILE).unlink(missing_ok=True)
             lock.release()
 
-    def _start(self, target: object, name: str, threads: list[threading.Thread]) -> None:
+    def _start(self, target: object, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
         t.start()
-        threads.append(t)
+        self._threads.append(t)
+
+    def _add_deliverer(self, agent: Agent, engine: WorkEngine) -> Deliverer:
+        box = inbox(self.home.root, agent.name)
+        box.ensure()
+        box.cleanup()
+        d = Deliverer(
+            agent, box, self.driver, self.home.root, pane=functools.partial(self.panes.get, agent.name),
+            sleep=self.sleep, on_delivered=self._delivered, on_dead_letter=engine.dead_letter,
+        )
+        self.deliverers = {**self.deliverers, agent.name: d}
+        if self.watcher is not None:
+            self.watcher.watch(agent.name, box.dir(MessageState.PENDING))
+        if self._started:
+            self._start_deliverer(agent.name, d)
+        return d
+
+    def _start_deliverer(self, name: str, d: Deliverer) -> None:
+        own = threading.Event()
+        self._deliverer_stops[name] = own
+        self._start(functools.partial(d.run, own), f"deliver-{name}")
+
+    def _remove_deliverer(self, name: str) -> None:
+        self.deliverers = {k: v for k, v in self.deliverers.items() if k != name}
+        stop = self._deliverer_stops.pop(name, None)
+        if stop is not None:
+            stop.set()
+        if self.watcher is not None:
+            self.watcher.unwatch(name)
 
     def _run_locked(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -153,34 +213,30 @@ class Controller:
         store = Store.of_home(self.home.root)
         gh = client_for(self.layout.github, self.home.root, sleep=self.sleep) if self.layout.github else None
         engine = self.engine = WorkEngine(store, self.layout, self.home.root, gh)
-        for agent in self.layout.agents:
-            box = inbox(self.home.root, agent.name)
-            box.ensure()
-            box.cleanup()
-            self.deliverers[agent.name] = Deliverer(
-                agent, box, self.driver, self.home.root, pane=functools.partial(self.panes.get, agent.name),
-                sleep=self.sleep, on_delivered=engine.delivered, on_dead_letter=engine.dead_letter,
-            )
-        watcher = InboxWatcher(self.home.queue, self._wake)
+        watcher = self.watcher = InboxWatcher(self.home.queue, self._wake)
         watcher.start()
+        for agent in self.layout.agents:
+            self._add_deliverer(agent, engine)
+        watcher.watch_dir("tasks", store.path.parent, self.kick.set, modified=True)
         supervisor = self.supervisor = Supervisor(
             self.home, self.layout.agents, self.tmux.socket, self.driver, self.panes, respawn=self._respawn,
             last_output=self.channel.last_output, typists=self.deliverers, sleep=self.sleep,
         )
-        threads: list[threading.Thread] = []
         try:
-            self._serve(engine, supervisor, gh, threads)
+            self._serve(engine, supervisor, gh)
         except Stopped:  # a GitHub wait on this thread (a claim) ended by the stop
             log.info("stopped while waiting")
         finally:
             self.stop.set()
             stopping = time.monotonic()
+            for ev in self._deliverer_stops.values():
+                ev.set()
             for d in self.deliverers.values():
                 d.wake.set()
             supervisor.wake()
-            for t in threads:
+            for t in self._threads:
                 t.join(timeout=defaults.THREAD_JOIN)
-            left = [t.name for t in threads if t.is_alive()]
+            left = [t.name for t in self._threads if t.is_alive()]
             supervisor.close()
             watcher.stop()
             self.channel.close()
@@ -192,14 +248,20 @@ class Controller:
                 pass
             log.info("controller %d stopped%s", os.getpid(), f"; threads still running: {', '.join(left)}" if left else "")
 
-    def _serve(self, engine: WorkEngine, supervisor: Supervisor, gh: GitHub | None, threads: list[threading.Thread]) -> None:
-        """The main loop, until stopped: refresh the pane map (rebuilding what is gone),
-        start the threads once tmux answers, serve requests, schedule."""
+    def _serve(self, engine: WorkEngine, supervisor: Supervisor, gh: GitHub | None) -> None:
+        """The main loop, until stopped: refresh the pane map every
+        ``defaults.PANE_REFRESH`` seconds (rebuilding what is gone), start the threads
+        once tmux answers, serve requests, and run a scheduling pass whenever something
+        it depends on changed: a commit to the task store (by any process), an agent's
+        process, the failed agents, a deadline or claim retry come due; and at least
+        every ``defaults.SCHEDULE_IDLE`` seconds."""
         engine.recover_assignments()
         if gh is not None:
-            self._start(functools.partial(engine.run_github, self.stop), "github", threads)
+            self._start(functools.partial(engine.run_github, self.stop), "github")
         backoff = 0.1
-        started = False
+        seen: tuple[object, ...] | None = None
+        next_refresh = 0.0
+        next_pass = 0.0
         while not self.stop.is_set():
             if not self._home_intact():
                 # The home was removed under us: nothing here to serve, and rebuilding
@@ -207,33 +269,109 @@ class Controller:
                 log.warning("home %s is gone; stopping", self.home.root)
                 self.stop.set()
                 break
-            try:
-                panes = self.panes.refresh()
-                if self.keeper.recreate_missing(panes):
+            if time.monotonic() >= next_refresh:
+                try:
                     panes = self.panes.refresh()
-                self.intros.send_due(panes)
-                backoff = 0.1
-            except TmuxError as e:
-                if self.keeper.rebuild_if_gone():
+                    if self.keeper.recreate_missing(panes):
+                        panes = self.panes.refresh()
+                    self.intros.send_due(panes)
+                    backoff = 0.1
+                except TmuxError as e:
+                    if self.keeper.rebuild_if_gone():
+                        continue
+                    log.warning("tmux not reachable: %s; retrying in %.1f s", e, backoff)
+                    self.stop.wait(backoff)
+                    backoff = min(backoff * 2, defaults.RECONNECT_MAX)
                     continue
-                log.warning("tmux not reachable: %s; retrying in %.1f s", e, backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, defaults.RECONNECT_MAX)
-                continue
-            if not started:
-                for name, d in self.deliverers.items():
-                    self._start(functools.partial(d.run, self.stop), f"deliver-{name}", threads)
-                inboxes = functools.partial(self._inboxes)
-                self._start(functools.partial(rescan, self.stop, inboxes, self._wake), "rescan", threads)
-                self._start(functools.partial(supervisor.run, self.stop), "watchdog", threads)
-                started = True
-                append_event(self.home.root, "controller-ready", pid=os.getpid(), agents=list(self.deliverers))
-            requests.serve(self.home, self._restart_request)
+                next_refresh = time.monotonic() + defaults.PANE_REFRESH
+                if not self._started:
+                    self._started = True
+                    for name, d in self.deliverers.items():
+                        self._start_deliverer(name, d)
+                    self._start(functools.partial(rescan, self.stop, self._inboxes, self._wake), "rescan")
+                    self._start(functools.partial(supervisor.run, self.stop), "watchdog")
+                    append_event(self.home.root, "controller-ready", pid=os.getpid(), agents=list(self.deliverers))
+            requests.serve(self.home, self._restart_request, self._reload)
             try:
-                engine.schedule(supervisor.failed())
+                failed = supervisor.failed()
+                processes = self._processes()
+                now = (engine.store.version(), tuple(failed), tuple(sorted(processes.items(), key=lambda kv: kv[0])))
+                if now != seen or time.time() >= next_pass:
+                    seen = now
+                    engine.check_leases(processes)
+                    engine.schedule(failed)
+                    due = engine.next_due()
+                    next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
             except (TaskError, sqlite3.Error) as e:
                 log.warning("scheduling: %s", e)
-            self.stop.wait(defaults.PANE_REFRESH / 5 if requests.pending(self.home) else defaults.PANE_REFRESH)
+                seen = None
+            wait = max(0.0, min(next_refresh - time.monotonic(), next_pass - time.time()))
+            if requests.pending(self.home):
+                wait = min(wait, defaults.PANE_REFRESH / 5)
+            if self.kick.wait(wait):
+                self.kick.clear()
+                self.stop.wait(defaults.SCHEDULE_KICK_DEBOUNCE)
 
     def _inboxes(self) -> dict[str, tuple[Path, bool]]:
         return {n: (d.inbox.dir(MessageState.PENDING), d.waiting) for n, d in self.deliverers.items()}
+
+    # -- following the layout
+
+    def _reload(self) -> str:
+        """``miyabi reload`` (and ``miyabi up`` on a changed layout): load the layout this
+        home runs again and adopt it without restarting.
+
+        Returns:
+            one line saying what changed.
+
+        Raises:
+            MiyabiError: it does not load (the running layout stays in place).
+        """
+        from miyabi.config import load
+
+        recorded = self.home.load_state().get("layout")
+        path = Path(recorded) if isinstance(recorded, str) else self.layout.path
+        try:
+            new = load(path)
+        except LayoutError as e:
+            raise MiyabiError(f"{e.lines()[0]}" + (f" (and {len(e.lines()) - 1} more)" if len(e.lines()) > 1 else "")
+                              + "; the running layout stays in place") from None
+        if new.session != self.layout.session:
+            raise MiyabiError(f"{path}: session {new.session!r} is not the running {self.layout.session!r}; "
+                              "run `miyabi down`, then `miyabi up`, to change it")
+        return self.adopt(new)
+
+    def adopt(self, new: Layout) -> str:
+        """Take ``new`` as the running layout: added agents get delivery and supervision
+        (and a pane at the next refresh), removed ones lose both and their tasks go back
+        to the queue, changed ones (profile, watchdog, command) use their new settings,
+        and routes, WIP limits and task settings apply to the next pass. Returns what
+        changed, in one line."""
+        old = {a.name: a for a in self.layout.agents}
+        fresh = {a.name: a for a in new.agents}
+        added = [n for n in fresh if n not in old]
+        removed = [n for n in old if n not in fresh]
+        changed = [n for n in fresh if n in old and fresh[n] != old[n]]
+        engine = self.engine
+        for name in removed:
+            self._remove_deliverer(name)
+        for name in changed:
+            d = self.deliverers.get(name)
+            if d is not None:
+                d.agent, d.profile = fresh[name], fresh[name].profile
+        self.layout = new
+        self.intros.layout = new
+        self.keeper.layout = new
+        if engine is not None:
+            for name in added:
+                self._add_deliverer(fresh[name], engine)
+            engine.adopt(new)
+        if self.supervisor is not None:
+            self.supervisor.adopt(new.agents, self.deliverers)
+        self.kick.set()
+        parts = [f"added {', '.join(added)}" if added else "", f"removed {', '.join(removed)}" if removed else "",
+                 f"changed {', '.join(changed)}" if changed else ""]
+        what = "; ".join(p for p in parts if p) or "agents unchanged"
+        append_event(self.home.root, "layout-reloaded", path=str(new.path), added=added, removed=removed, changed=changed)
+        log.info("layout %s adopted: %s", new.path, what)
+        return f"{what}; routes, limits and settings of {new.path.name} apply"

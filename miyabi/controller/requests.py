@@ -1,8 +1,8 @@
 """Asking the running controller to act: files under ``run/requests/``.
 
-A command writes ``restart-<agent>``; the controller carries it out on its next pass
-and answers in ``done-<agent>`` (``ok`` or ``failed``), which the command reads and
-removes. Files, not a socket: a request made while the controller restarts waits for
+A command writes ``restart-<agent>`` (or ``reload``); the controller carries it out
+on its next pass and answers in ``done-<agent>`` (``done-reload``): ``ok`` or
+``failed``, then a line saying what happened, which the command reads and removes. Files, not a socket: a request made while the controller restarts waits for
 the next one.
 """
 
@@ -19,6 +19,7 @@ from miyabi.files import private_dir, write_atomic
 from miyabi.home import Home
 
 RESTART = "restart-"
+RELOAD = "reload"
 DONE = "done-"
 
 
@@ -29,7 +30,7 @@ def requests_dir(home: Home) -> Path:
 def pending(home: Home) -> bool:
     """Whether a request waits for the controller."""
     d = requests_dir(home)
-    return d.is_dir() and any(p.name.startswith(RESTART) for p in d.iterdir())
+    return d.is_dir() and any(p.name.startswith(RESTART) or p.name == RELOAD for p in d.iterdir())
 
 
 def request_restart(home: Home, agent: str, wait: float = defaults.REQUEST_WAIT) -> None:
@@ -57,13 +58,48 @@ def request_restart(home: Home, agent: str, wait: float = defaults.REQUEST_WAIT)
     raise MiyabiError(f"the controller did not answer within {wait:.0f} s; see {home.logs / 'controller.log'}")
 
 
-def serve(home: Home, restart: Callable[[str], bool]) -> None:
+def request_reload(home: Home, wait: float = defaults.REQUEST_WAIT) -> str:
+    """Ask the running controller to adopt the layout this home runs (``run/up.json``)
+    and wait for its answer; return what it did, in one line.
+
+    Raises:
+        MiyabiError: no controller runs, the layout did not load (the running one
+            stays in place; the message says why), or no answer within ``wait`` s.
+    """
+    if running_pid(home) is None:
+        raise MiyabiError(f"no controller runs for {home.root}; start it with `miyabi up`")
+    d = private_dir(requests_dir(home))
+    done = d / f"{DONE}{RELOAD}"
+    done.unlink(missing_ok=True)
+    write_atomic(d / RELOAD, "reload\n")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if done.exists():
+            status, _, detail = done.read_text().partition("\n")
+            done.unlink(missing_ok=True)
+            if status.strip() != "ok":
+                raise MiyabiError(f"the controller kept its layout: {detail.strip()}")
+            return detail.strip()
+        time.sleep(defaults.REQUEST_POLL)
+    raise MiyabiError(f"the controller did not answer within {wait:.0f} s; see {home.logs / 'controller.log'}")
+
+
+def serve(home: Home, restart: Callable[[str], bool], reload: Callable[[], str] | None = None) -> None:
     """Carry out the waiting requests (the controller's side). ``restart(agent)``
-    returns whether it worked (False for an agent it does not know)."""
+    returns whether it worked (False for an agent it does not know); ``reload()``
+    returns what it did, or raises MiyabiError saying why it did not."""
     d = requests_dir(home)
     if not d.is_dir():
         return
     for req in sorted(d.iterdir()):
+        if req.name == RELOAD and reload is not None:
+            try:
+                answer = "ok\n" + reload()
+            except MiyabiError as e:
+                answer = f"failed\n{e}"
+            write_atomic(d / f"{DONE}{RELOAD}", answer + "\n")
+            req.unlink(missing_ok=True)
+            continue
         if not req.name.startswith(RESTART):
             continue
         agent = req.name[len(RESTART):]

@@ -110,7 +110,8 @@ class Deliverer:
         pane: returns the agent's current pane, or None when it has none.
         sleep: waits (the controller's raises :class:`~miyabi.stopping.Stopped` on stop).
         clock: Unix time, for TTLs.
-        on_delivered: called with each delivered message.
+        on_delivered: called with each delivered message and the pid of the process it
+            was typed into.
         on_dead_letter: called with each message that became a dead letter, and why.
     """
 
@@ -123,7 +124,7 @@ class Deliverer:
         pane: Callable[[], Pane | None],
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
-        on_delivered: Callable[[Message], None] | None = None,
+        on_delivered: Callable[[Message, int], None] | None = None,
         on_dead_letter: Callable[[Message, str], None] | None = None,
     ) -> None:
         self.agent = agent
@@ -353,7 +354,7 @@ class Deliverer:
         self.last_delivered = time.monotonic()
         self.event("delivered", msg, pane=marker.pane, evidence=evidence, enters=marker.enters)
         if self.on_delivered is not None:
-            self.on_delivered(msg)
+            self.on_delivered(msg, marker.pid)
 
     def fail(self, msg: Message, reason: str, marker: Marker | None = None) -> None:
         self.inbox.move(msg, MessageState.PENDING, MessageState.FAILED, failed=now_rfc3339(), reason=reason)

@@ -21,6 +21,12 @@ from miyabi import defaults
 class InboxWatcher:
     """Calls ``wake(agent)`` when a file lands in ``queue/<agent>/new/``.
 
+    One non-recursive watch per inbox's ``new/`` directory, added and removed as
+    agents come and go (:meth:`watch`, :meth:`unwatch`): a recursive watch on
+    ``queue/`` raced the creation of a new agent's directories (watchdog warned
+    "Callback with id … already exists" and missed events). :meth:`watch_dir` watches
+    any other directory the same way (the controller's task-store wake-up).
+
     Args:
         queue: the home's ``queue/`` directory.
         wake: called with the agent's name (from the watcher's thread; keep it short).
@@ -30,34 +36,65 @@ class InboxWatcher:
         self.queue = queue
         self.wake = wake
         self._observer: Any = None
+        self._watches: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         """Start watching (a daemon thread of the ``watchdog`` library)."""
+        from watchdog.observers import Observer
+
+        observer = Observer()
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def watch(self, agent: str, new_dir: Path) -> None:
+        """Wake ``agent`` when a file is created in or moved into ``new_dir``."""
+        wake = self.wake
+        self.watch_dir(f"inbox:{agent}", new_dir, lambda: wake(agent))
+
+    def unwatch(self, agent: str) -> None:
+        self.unwatch_dir(f"inbox:{agent}")
+
+    def watch_dir(self, key: str, directory: Path, callback: Callable[[], None], modified: bool = False) -> None:
+        """Call ``callback`` when a file is created in, or moved into, ``directory``
+        (and with ``modified``, when one is written). A second call with ``key``
+        replaces the first.
+
+        Raises:
+            OSError: the directory cannot be watched.
+        """
         from watchdog.events import (
-            DirCreatedEvent,
             FileCreatedEvent,
+            FileModifiedEvent,
             FileMovedEvent,
             FileSystemEvent,
             FileSystemEventHandler,
         )
-        from watchdog.observers import Observer
-
-        wake = self.wake
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
-                path = Path(str(getattr(event, "dest_path", "") or event.src_path))
-                if path.parent.name == "new":
-                    wake(path.parent.parent.name)
+                callback()
 
-        observer = Observer()
-        observer.schedule(
-            Handler(), str(self.queue), recursive=True,
-            event_filter=[FileCreatedEvent, FileMovedEvent, DirCreatedEvent],
-        )
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
+        kinds: list[type[FileSystemEvent]] = [FileCreatedEvent, FileMovedEvent]
+        if modified:
+            kinds.append(FileModifiedEvent)
+        with self._lock:
+            self._unwatch_locked(key)
+            if self._observer is not None:
+                self._watches[key] = self._observer.schedule(Handler(), str(directory), recursive=False, event_filter=kinds)
+
+    def unwatch_dir(self, key: str) -> None:
+        with self._lock:
+            self._unwatch_locked(key)
+
+    def _unwatch_locked(self, key: str) -> None:
+        w = self._watches.pop(key, None)
+        if w is not None and self._observer is not None:
+            try:
+                self._observer.unschedule(w)
+            except (KeyError, OSError):
+                pass
 
     def stop(self) -> None:
         if self._observer is not None:

@@ -51,6 +51,16 @@ def proc_stat(pid: int) -> ProcStat | None:
     return ProcStat(state=fields[0], start_ticks=start, exit_code=code)
 
 
+def lease_identity(pid: int) -> str | None:
+    """``PID:START`` of a live process (its start in clock ticks after boot, so a
+    reused pid is another identity): what a task's lease names as its holder. None
+    when there is no such process."""
+    st = proc_stat(pid)
+    if st is None or st.state in ("Z", "X"):
+        return None
+    return f"{pid}:{st.start_ticks}"
+
+
 def describe_wait_status(code: int) -> str:
     """A wait status in words: ``killed by signal 9`` or ``exit status 3``."""
     if os.WIFSIGNALED(code):

@@ -210,6 +210,22 @@ class Supervisor:
         except OSError:  # full: already woken
             pass
 
+    def adopt(self, agents: Sequence[Agent], typists: Mapping[str, Typist]) -> None:
+        """Watch ``agents`` from now on (a reloaded layout): new ones are watched from
+        their next pane listing, removed ones are forgotten (their process is left
+        running), changed ones keep their history under their new settings. The maps
+        are replaced, never changed in place, so the watch loop's iterations stay valid."""
+        with self.lock:
+            new = {a.name: a for a in agents}
+            watches = dict(self.watches)
+            for name in list(watches):
+                if name not in new:
+                    self._close_fd(watches.pop(name))
+            for name in new:
+                watches.setdefault(name, Watch())
+            self.agents, self.watches, self.typists = new, watches, typists
+            self.save()
+
     def failed(self) -> list[str]:
         """Agents the breaker marked failed."""
         return [n for n, w in self.watches.items() if w.history.failed]
@@ -242,7 +258,9 @@ class Supervisor:
                         self._drain_wakeups()
                         continue
                     name = fds[fd]
-                    self.on_exit(name, self.watches[name].pid, "pidfd")
+                    w = self.watches.get(name)
+                    if w is not None:
+                        self.on_exit(name, w.pid, "pidfd")
                 for name, w in self.watches.items():  # gone before its pidfd could be opened
                     if w.fd is None and w.pid and w.pid != w.handled_pid and not alive(w.pid):
                         self.on_exit(name, w.pid, "pid gone")
@@ -291,7 +309,9 @@ class Supervisor:
 
     def track(self, name: str, pid: int) -> None:
         """Start watching ``pid`` as agent ``name``'s process."""
-        w = self.watches[name]
+        w = self.watches.get(name)
+        if w is None:
+            return
         self._close_fd(w)
         w.pid = pid
         st = proc_stat(pid)
@@ -416,7 +436,9 @@ class Supervisor:
     def on_exit(self, name: str, pid: int, seen_by: str) -> None:
         """Agent ``name``'s process ``pid`` ended: save evidence and decide."""
         with self.lock:
-            w = self.watches[name]
+            w = self.watches.get(name)
+            if w is None:  # removed from the layout meanwhile
+                return
             if pid == w.handled_pid or w.history.failed:
                 if pid == w.pid:
                     self._close_fd(w)
@@ -516,7 +538,9 @@ class Supervisor:
         typist = self.typists.get(name)
         agent_lock = typist.lock if typist is not None else threading.Lock()
         with self.lock, agent_lock:
-            w = self.watches[name]
+            w = self.watches.get(name)
+            if w is None:
+                return False
             pane = self.panes.get(name)
             state = None
             if pane is not None:
@@ -552,7 +576,9 @@ class Supervisor:
     def clear_and_restart(self, name: str) -> bool:
         """``miyabi restart``: forget the breaker and backoff, restart now."""
         with self.lock:
-            w = self.watches[name]
+            w = self.watches.get(name)
+            if w is None:
+                return False
             w.history = History(restarts=[], backoff=0.0, failed=None, last_reason="restarted by request")
             w.handled_pid = w.pid
         return self.restart(name, Decision(DeathAction.RESTART, 0.0, 0.0, "restarted by `miyabi restart`"), self.clock(), graceful=True)

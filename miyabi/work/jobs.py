@@ -5,12 +5,21 @@ worker agent. A job is JSON: ``id`` (unique: a second job with the same id is
 refused), ``kind`` (``run_shell``), ``workdir`` (an existing directory; a relative
 one is relative to the job file's directory), ``script`` (a list of shell commands),
 ``dod`` (the definition of done, such as ``exit_code == 0``) and ``report_path`` (a
-relative one is relative to ``workdir``). The controller tells the worker only
+relative one is relative to ``workdir``); optionally ``retries`` (attempts after the
+first, instead of the layout's ``tasks.max_attempts``) and ``timeout`` (a duration
+such as ``10m``). The controller tells the worker only
 ``/job <task id>``; the worker loads the job from the task store and runs it only if
 that task is a job assigned to this very worker and still open, so text typed into
 a worker can never run a command of its own. The worker writes the report (each
 command, its exit code and output) to ``report_path`` and marks the task done or
 failed by the ``dod``.
+
+Jobs are at-least-once: each step is recorded in the task store as it starts and
+ends (``job_runs``). When the worker dies mid-job, the task is handed back and the job
+runs again, as the next attempt, from its first step; the report lists every attempt.
+An attempt whose last step completed is final: a new attempt finishes the task from
+its record and runs nothing again. An attempt runs a step only while it owns the job
+(checked in the transaction that records the step), so two attempts never run at once.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from miyabi import defaults
+from miyabi.config.settings import parse_duration
 from miyabi.times import rfc3339
 from miyabi.work.tasks import Source, Store, TaskError, TaskState
 
@@ -47,6 +57,8 @@ class Job:
         script: shell commands, run in order (each one's exit code is recorded).
         dod: ``exit_code == N`` or ``exit_code != N``: every command must satisfy it.
         report_path: where the report (JSON) is written.
+        retries: attempts allowed after the first (None: the layout's ``tasks.max_attempts``).
+        timeout: seconds it may run in all, per attempt (None: the layout's).
     """
 
     id: str
@@ -55,6 +67,8 @@ class Job:
     script: tuple[str, ...]
     dod: str
     report_path: str
+    retries: int | None = None
+    timeout: float | None = None
 
     @classmethod
     def parse(cls, data: Any, origin: str) -> Job:
@@ -66,12 +80,21 @@ class Job:
         if not isinstance(data, dict):
             raise JobError(f"{origin}: a job must be a JSON object")
         need = ("id", "kind", "workdir", "script", "dod", "report_path")
+        optional = ("retries", "timeout")
         missing = [k for k in need if k not in data]
         if missing:
             raise JobError(f"{origin}: missing field(s) {', '.join(missing)}")
-        extra = sorted(set(data) - set(need))
+        extra = sorted(set(data) - set(need) - set(optional))
         if extra:
-            raise JobError(f"{origin}: unknown field(s) {', '.join(extra)}; a job has {', '.join(need)}")
+            raise JobError(f"{origin}: unknown field(s) {', '.join(extra)}; a job has {', '.join(need + optional)}")
+        retries = data.get("retries")
+        if retries is not None and (type(retries) is not int or retries < 0):
+            raise JobError(f"{origin}: retries {retries!r} must be a whole number, 0 or more")
+        timeout = None
+        if data.get("timeout") is not None:
+            timeout = parse_duration(data["timeout"])
+            if timeout is None or timeout <= 0:
+                raise JobError(f"{origin}: timeout {data['timeout']!r} must be a duration such as 90s, 10m or 2h")
         if data["kind"] not in KINDS:
             raise JobError(f"{origin}: kind {data['kind']!r} is not supported; use run_shell")
         script = data["script"]
@@ -82,11 +105,17 @@ class Job:
         for k in ("id", "workdir", "report_path"):
             if not isinstance(data[k], str) or not data[k].strip():
                 raise JobError(f"{origin}: {k} must be text")
-        return cls(str(data["id"]), data["kind"], data["workdir"], tuple(script), data["dod"], data["report_path"])
+        return cls(str(data["id"]), data["kind"], data["workdir"], tuple(script), data["dod"], data["report_path"],
+                   retries, timeout)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "workdir": self.workdir, "script": list(self.script),
-                "dod": self.dod, "report_path": self.report_path}
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "workdir": self.workdir, "script": list(self.script),
+                               "dod": self.dod, "report_path": self.report_path}
+        if self.retries is not None:
+            out["retries"] = self.retries
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        return out
 
     @property
     def report_file(self) -> Path:
@@ -133,29 +162,54 @@ def submit(store: Store, path: Path, agent: str) -> tuple[int, Job]:
     """
     job = load(path)
     try:
-        t = store.add(f"job {job.id}", json.dumps(job.to_json()), ["job", f"agent:{agent}"], source=Source.JOB, key=job.id)
+        t = store.add(f"job {job.id}", json.dumps(job.to_json()), ["job", f"agent:{agent}"], source=Source.JOB, key=job.id,
+                      timeout=job.timeout, max_attempts=None if job.retries is None else job.retries + 1)
     except TaskError as e:
         raise JobError(f"{path}: {e}") from None
     return t.id, job
 
 
-def run_assigned(store: Store, task_id: int, agent: str) -> tuple[bool, Path]:
-    """Run job task ``task_id`` if it is a job assigned to ``agent`` and open; write its
-    report and mark the task done or failed. Returns (passed, report path).
+def run_assigned(store: Store, task_id: int, agent: str, holder: str | None = None) -> tuple[bool, Path]:
+    """Run job task ``task_id`` as its current attempt if it is a job assigned to
+    ``agent`` and open; write its report (every attempt) and mark the task done or
+    failed. An earlier attempt that completed its last step decides instead, and
+    nothing runs. Returns (passed, report path).
+
+    Args:
+        holder: the worker's lease identity (``PID:START``), recorded on the task.
 
     Raises:
         JobError: the task is not an open job of this agent.
     """
-    job = start(store, task_id, agent)
-    steps: list[dict[str, Any]] = []
-    ok = True
-    started = time.time()
-    for cmd in job.script:
-        now = store.get(task_id)
-        if now.state != TaskState.IN_PROGRESS or now.agent != agent:
-            steps.append({"command": cmd, "exit_code": None, "seconds": 0, "output": f"not run: the task became {now.state}"})
-            ok = False
-            break
+    job, attempt = start(store, task_id, agent, holder)
+    final = _final_attempt(job, store.job_steps(task_id))
+    if final is None:
+        _run_steps(store, job, task_id, attempt, agent)
+        final = attempt
+    steps = store.job_steps(task_id)
+    report, ok = _report(job, task_id, agent, final, steps)
+    path = job.report_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    last = report["commands"][-1] if report["commands"] else {"command": "-", "exit_code": None}
+    again = f" (attempt {final}'s last step had completed; nothing ran again)" if final != attempt else ""
+    try:
+        if ok:
+            store.set_state(task_id, TaskState.DONE, f"job {job.id} passed ({job.dod}){again}; report {path}", expect=(TaskState.IN_PROGRESS,))
+        else:
+            store.set_state(task_id, TaskState.FAILED, f"job {job.id} failed: `{last['command']}` exited {last['exit_code']}{again}; report {path}",
+                            expect=(TaskState.IN_PROGRESS,))
+    except TaskError:
+        pass  # cancelled or handed back while it ran: the report says so
+    return ok, path
+
+
+def _run_steps(store: Store, job: Job, task_id: int, attempt: int, agent: str) -> None:
+    """Run the script in order as ``attempt``, recording each step, until a step fails
+    the ``dod`` or this attempt no longer owns the job."""
+    for i, cmd in enumerate(job.script):
+        if not store.job_step_started(task_id, attempt, i, cmd, agent):
+            return
         t0 = time.time()
         try:
             proc = subprocess.run(cmd, shell=True, cwd=job.workdir, capture_output=True, text=True,
@@ -166,39 +220,69 @@ def run_assigned(store: Store, task_id: int, agent: str) -> tuple[bool, Path]:
             code, out = -1, f"timed out after {defaults.JOB_STEP_TIMEOUT:.0f} s\n{partial}"
         except OSError as e:
             code, out = -1, f"could not run: {e}"
-        steps.append({"command": cmd, "exit_code": code, "seconds": round(time.time() - t0, 3), "output": out})
+        store.job_step_ended(task_id, attempt, i, code, round(time.time() - t0, 3), out)
         if not passes(job.dod, code):
-            ok = False
-            break
-    report = {"job": job.id, "task": task_id, "agent": agent, "dod": job.dod, "passed": ok,
-              "started": rfc3339(started), "seconds": round(time.time() - started, 3), "commands": steps}
-    path = job.report_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    last = steps[-1]
-    try:
-        if ok:
-            store.set_state(task_id, TaskState.DONE, f"job {job.id} passed ({job.dod}); report {path}", expect=(TaskState.IN_PROGRESS,))
-        else:
-            store.set_state(task_id, TaskState.FAILED, f"job {job.id} failed: `{last['command']}` exited {last['exit_code']}; report {path}",
-                            expect=(TaskState.IN_PROGRESS,))
-    except TaskError:
-        pass  # cancelled while it ran: the report says so
-    return ok, path
+            return
 
 
-def start(store: Store, task_id: int, agent: str) -> Job:
-    """Mark job task ``task_id`` started by ``agent`` and return the job; it runs only
-    once per assignment (:meth:`~miyabi.work.tasks.Store.start_job`).
+def _final_attempt(job: Job, steps: list[dict[str, Any]]) -> int | None:
+    """The attempt that completed the job (its last step ran to the end, or a step
+    failed the ``dod``), if one did."""
+    by_attempt: dict[int, list[dict[str, Any]]] = {}
+    for s in steps:
+        by_attempt.setdefault(s["attempt"], []).append(s)
+    for attempt, rows in sorted(by_attempt.items()):
+        done = [r for r in rows if r["exit_code"] is not None]
+        if any(not passes(job.dod, r["exit_code"]) for r in done):
+            return attempt
+        if len(done) == len(job.script) and rows[-1]["step"] == len(job.script) - 1:
+            return attempt
+    return None
+
+
+def _report(job: Job, task_id: int, agent: str, final: int, steps: list[dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """The report: the final attempt's commands at the top (as before attempts were
+    counted) and ``attempts``, one entry per attempt with its outcome (``passed``,
+    ``failed``, ``interrupted``: the worker's process ended during it) and commands."""
+    attempts: list[dict[str, Any]] = []
+    by_attempt: dict[int, list[dict[str, Any]]] = {}
+    for s in steps:
+        by_attempt.setdefault(s["attempt"], []).append(s)
+    result: tuple[list[dict[str, Any]], bool, float] = ([], False, 0.0)
+    for attempt, rows in sorted(by_attempt.items()):
+        cmds = [{"command": r["command"], "exit_code": r["exit_code"], "seconds": r["seconds"],
+                 "output": r["output"] if r["exit_code"] is not None else "interrupted: the worker's process ended during this step"}
+                for r in rows]
+        finished = [r for r in rows if r["exit_code"] is not None]
+        ok = len(finished) == len(job.script) and all(passes(job.dod, r["exit_code"]) for r in finished)
+        failed = any(not passes(job.dod, r["exit_code"]) for r in finished)
+        outcome = "passed" if ok else "failed" if failed else "interrupted"
+        if attempt > final:
+            continue
+        attempts.append({"attempt": attempt, "agent": rows[0]["agent"], "started": rfc3339(rows[0]["started"]),
+                         "outcome": outcome, "commands": cmds})
+        if attempt == final:
+            result = (cmds, ok, rows[0]["started"])
+    cmds, ok, started = result
+    seconds = sum(c["seconds"] or 0 for c in cmds)
+    report = {"job": job.id, "task": task_id, "agent": agent, "dod": job.dod, "passed": ok, "attempt": final,
+              "started": rfc3339(started or time.time()), "seconds": round(seconds, 3), "commands": cmds, "attempts": attempts}
+    return report, ok
+
+
+def start(store: Store, task_id: int, agent: str, holder: str | None = None) -> tuple[Job, int]:
+    """Mark job task ``task_id`` started by ``agent`` and return the job and the
+    attempt it runs as; it runs only once per attempt
+    (:meth:`~miyabi.work.tasks.Store.start_job`).
 
     Raises:
         JobError: the task is not an open job of this agent, or already started.
     """
     try:
-        task = store.start_job(task_id, agent)
+        task = store.start_job(task_id, agent, holder)
     except TaskError as e:
         raise JobError(str(e)) from None
     try:
-        return Job.parse(json.loads(task.body), f"task {task_id}")
+        return Job.parse(json.loads(task.body), f"task {task_id}"), task.attempts
     except ValueError as e:
         raise JobError(f"task {task_id}: the stored job is not valid JSON ({e})") from None

@@ -14,9 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from miyabi.config.settings import Route
-from miyabi.work.tasks import HELD, OPEN, Source, Store, Task, TaskState
-
-PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
+from miyabi.work.tasks import Source, Store, Task, TaskState, rank_of
 
 
 def route(task: Task, routes: Sequence[Route], agents: Sequence[str]) -> str | None:
@@ -33,13 +31,8 @@ def route(task: Task, routes: Sequence[Route], agents: Sequence[str]) -> str | N
 
 def rank(task: Task) -> tuple[int, float, int]:
     """Sort key: priority (labels ``priority:high``/``priority:low`` win over the
-    task's own field), then age."""
-    prio = task.priority
-    if "priority:high" in task.labels:
-        prio = "high"
-    elif "priority:low" in task.labels:
-        prio = "low"
-    return (PRIORITY_RANK.get(prio, 1), task.created, task.id)
+    task's own field), then age: the order :meth:`Store.queued` reads them in."""
+    return (rank_of(task.priority, task.labels), task.created, task.id)
 
 
 def task_message(task: Task) -> str:
@@ -92,9 +85,29 @@ def why_waiting(
     return None
 
 
+class Router:
+    """:func:`route` with memory: a task's title and labels never change once stored,
+    so each task is routed once per set of routes (a pass over 10,000 queued tasks
+    then costs no regex). Make a new one when the routes or agents change."""
+
+    def __init__(self, routes: Sequence[Route], agents: Sequence[str]) -> None:
+        self.routes = tuple(routes)
+        self.agents = tuple(agents)
+        self._memo: dict[int, str | None] = {}
+
+    def __call__(self, task: Task) -> str | None:
+        try:
+            return self._memo[task.id]
+        except KeyError:
+            agent = self._memo[task.id] = route(task, self.routes, self.agents)
+            if len(self._memo) > 200_000:  # finished tasks are never asked again
+                self._memo.clear()
+            return agent
+
+
 def schedule(
     store: Store,
-    routes: Sequence[Route],
+    routes: Sequence[Route] | Router,
     wip: Mapping[str, int],
     send: Callable[[Task, str], None],
     failed_agents: Sequence[str] = (),
@@ -102,61 +115,64 @@ def schedule(
 ) -> list[tuple[int, str]]:
     """One scheduling pass. Returns the (task id, agent) pairs it assigned.
 
+    Every query is indexed: the tasks of failed agents, the tasks that have
+    dependencies, what each agent holds; queued tasks are read in priority order only
+    while some agent has room, and the pass stops once none has.
+
     Args:
         store: the task store.
-        routes: the layout's routes.
+        routes: the layout's routes (or a :class:`Router` over them, which remembers).
         wip: agent → how many tasks it may have assigned or in progress.
         send: tells an agent about its task (enqueues a message).
         failed_agents: agents the watchdog gave up on: their tasks go back to the queue.
         hold: tasks for which it returns True wait (a claim that failed waits to retry).
     """
-    tasks = [t for t in store.query() if t.state in OPEN]
-    by_id = {t.id: t for t in store.query()}
-    for t in tasks:
-        if t.state in HELD and t.agent in failed_agents:
+    router = routes if isinstance(routes, Router) else Router(routes, list(wip))
+    for agent in failed_agents:
+        for t in store.held(agent):
             store.set_state(t.id, TaskState.QUEUED, f"agent {t.agent} failed (watchdog gave up); back to the queue")
     # dependencies
-    for t in [x for x in store.query() if x.state in (TaskState.QUEUED, TaskState.BLOCKED)]:
-        deps = store.depends_on(t.id)
-        waiting = [d for d in deps if by_id.get(d) is None or by_id[d].state not in (TaskState.DONE, TaskState.CANCELLED)]
-        cycle = store.cycle_from(t.id) if waiting else None
+    for t, waiting in store.waiting_on_deps():
         if waiting and t.state == TaskState.QUEUED:
+            cycle = store.cycle_from(t.id)
             why = ("dependency cycle " + " → ".join(f"#{i}" for i in cycle)) if cycle else "waits for " + ", ".join(f"#{d}" for d in waiting)
             store.set_state(t.id, TaskState.BLOCKED, why)
         elif not waiting and t.state == TaskState.BLOCKED:
             store.set_state(t.id, TaskState.QUEUED, "its dependencies are done")
     # assignment
-    load = {a: 0 for a in wip}
-    for t in store.query():
-        if t.state in HELD and t.agent in load:
-            load[t.agent] += 1
+    held = store.held_counts()
+    load = {a: held.get(a, 0) for a in wip}
+    room = {a for a in wip if a not in failed_agents and load[a] < wip[a]}
     assigned: list[tuple[int, str]] = []
-    for t in sorted((x for x in store.query() if x.state == TaskState.QUEUED), key=rank):
-        agent = route(t, routes, list(wip))
-        if agent is None or agent in failed_agents or agent not in wip or load[agent] >= wip[agent]:
+    if not room:
+        return assigned
+    for t in store.queued():
+        to = router(t)
+        if to is None or to not in room:
             continue
+        agent = to
         if hold is not None and hold(t):
             continue
         t2 = store.set_state(t.id, TaskState.ASSIGNED, f"routed to {agent}", agent=agent, expect=(TaskState.QUEUED,))
         send(t2, agent)
         load[agent] += 1
         assigned.append((t.id, agent))
+        if load[agent] >= wip[agent]:
+            room.discard(agent)
+            if not room:
+                break
     return assigned
 
 
 def waiting_reasons(store: Store, tasks: Sequence[Task], routes: Sequence[Route], wip: Mapping[str, int],
                     failed_agents: Mapping[str, str]) -> dict[int, str]:
     """Why each of ``tasks`` that waits for an agent waits (:func:`why_waiting`), by id."""
-    held: dict[str, int] = {}
-    for t in store.query():
-        if t.state in HELD and t.agent:
-            held[t.agent] = held.get(t.agent, 0) + 1
+    held = store.held_counts()
     out: dict[int, str] = {}
     for t in tasks:
         if t.state not in (TaskState.QUEUED, TaskState.BLOCKED):
             continue
-        open_deps = [d for d in store.depends_on(t.id) if store.get(d).state not in (TaskState.DONE, TaskState.CANCELLED)]
-        why = why_waiting(t, routes, wip, held, failed_agents, open_deps)
+        why = why_waiting(t, routes, wip, held, failed_agents, store.open_deps(t.id))
         if why:
             out[t.id] = why
     return out

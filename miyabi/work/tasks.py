@@ -8,6 +8,15 @@ append-only ``events`` table, with its reason. Several processes (the controller
 ``miyabi task`` run by agents) share the database: WAL lets readers run beside the
 one writer, and each change is one transaction (``BEGIN IMMEDIATE``). The file is
 private (0600), like everything in the home.
+
+A task an agent holds (``assigned``/``in_progress``) carries a **lease**: the identity
+of the agent process its message was delivered to (``holder``, pid and start time),
+and, when it has a time limit, a ``deadline``. When that process ends, or the
+deadline passes, the task is handed back (:meth:`Store.hand_back`): to the agent's
+next process or to the queue, with the attempt counted, and failed for good after its
+last attempt. The idea of a lease bound to the worker's identity is the visibility
+timeout of work queues (Amazon SQS) and Kubernetes' ``Lease`` objects; here the
+identity is the process, not a clock.
 """
 
 from __future__ import annotations
@@ -99,6 +108,11 @@ CREATE TABLE IF NOT EXISTS tasks (
   claim TEXT NOT NULL DEFAULT '',
   job_started INTEGER NOT NULL DEFAULT 0,
   key TEXT,
+  holder TEXT,
+  deadline REAL,
+  timeout REAL,
+  max_attempts INTEGER,
+  rank INTEGER NOT NULL DEFAULT 1,
   UNIQUE (source, repo, number)
 );
 CREATE TABLE IF NOT EXISTS deps (
@@ -115,6 +129,18 @@ CREATE TABLE IF NOT EXISTS events (
   reason TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
+CREATE TABLE IF NOT EXISTS job_runs (
+  task INTEGER NOT NULL REFERENCES tasks(id),
+  attempt INTEGER NOT NULL,
+  step INTEGER NOT NULL,
+  command TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  started REAL NOT NULL,
+  seconds REAL,
+  exit_code INTEGER,
+  output TEXT,
+  PRIMARY KEY (task, attempt, step)
+);
 CREATE TABLE IF NOT EXISTS outbox (
   id INTEGER PRIMARY KEY,
   task INTEGER NOT NULL REFERENCES tasks(id),
@@ -128,6 +154,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 COLUMNS_ADDED = {
     "job_started": "INTEGER NOT NULL DEFAULT 0",
     "key": "TEXT",
+    "holder": "TEXT",
+    "deadline": "REAL",
+    "timeout": "REAL",
+    "max_attempts": "INTEGER",
+    "rank": "INTEGER NOT NULL DEFAULT 1",
 }
 """Columns later versions added to ``tasks``: added to a database made before them."""
 
@@ -137,13 +168,47 @@ UPDATE tasks SET job_started = attempts WHERE source = 'job' AND EXISTS (
   SELECT 1 FROM events e WHERE e.task = tasks.id AND e.reason LIKE 'job started%'
   AND e.id > COALESCE((SELECT MAX(a.id) FROM events a WHERE a.task = tasks.id AND a.state = 'assigned'), 0))
 """,
+    "rank": """
+UPDATE tasks SET rank = CASE
+  WHEN labels LIKE '%"priority:high"%' THEN 0 WHEN labels LIKE '%"priority:low"%' THEN 2
+  WHEN priority = 'high' THEN 0 WHEN priority = 'low' THEN 2 ELSE 1 END
+""",
 }
 """Run once when a column is added: versions before it recorded a job's start as an
 event ("job started by …" after the last assignment), not in a column."""
 
 INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_key ON tasks(source, key) WHERE key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_order ON tasks(state, rank, created, id);
+CREATE INDEX IF NOT EXISTS tasks_agent ON tasks(agent, state);
+CREATE INDEX IF NOT EXISTS deps_depends_on ON deps(depends_on);
 """
+"""Indexes the scheduler's queries use: queued tasks in priority order, the tasks an
+agent holds, and the tasks waiting for one."""
+
+PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
+
+
+def rank_of(priority: str, labels: Sequence[str]) -> int:
+    """A task's place in the queue (0 first): labels ``priority:high``/``priority:low``
+    win over its own ``priority``."""
+    if "priority:high" in labels:
+        return 0
+    if "priority:low" in labels:
+        return 2
+    return PRIORITY_RANK.get(priority, 1)
+
+
+class Handback(StrEnum):
+    """Where :meth:`Store.hand_back` put a task."""
+
+    RESENT = "resent"
+    """Assigned again to the same agent (its next process gets it)."""
+    REQUEUED = "requeued"
+    FAILED = "failed"
+    """It had used its last attempt."""
+    GONE = "gone"
+    """It was no longer held by that process (finished or handed back meanwhile)."""
 
 REF_RE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)#(?P<number>\d+)$")
 
@@ -171,6 +236,11 @@ class Task:
         job_started: for a job, the assignment (its ``attempts`` count then) in which
             the worker started it; 0 when never.
         key: for a job, the submitter's id of it (unique among jobs).
+        holder: the lease: ``PID:START`` of the agent process the task's message was
+            delivered to (None while not delivered).
+        deadline: Unix time by which the holder must finish (None: no limit).
+        timeout: the task's own in-progress limit in seconds (None: the layout's).
+        max_attempts: the task's own number of attempts (None: the layout's).
     """
 
     id: int
@@ -190,6 +260,10 @@ class Task:
     claim: ClaimState = ClaimState.NONE
     job_started: int = 0
     key: str | None = None
+    holder: str | None = None
+    deadline: float | None = None
+    timeout: float | None = None
+    max_attempts: int | None = None
 
     @property
     def ref(self) -> str:
@@ -202,7 +276,8 @@ class Task:
             "id": self.id, "source": self.source, "ref": self.ref, "title": self.title, "state": str(self.state),
             "agent": self.agent, "priority": self.priority, "labels": list(self.labels), "url": self.url,
             "attempts": self.attempts, "created": rfc3339(self.created), "updated": rfc3339(self.updated),
-            "body": self.body,
+            "deadline": rfc3339(self.deadline) if self.deadline is not None else None, "timeout": self.timeout,
+            "max_attempts": self.max_attempts, "body": self.body,
         }
 
     @classmethod
@@ -211,7 +286,8 @@ class Task:
             id=r["id"], source=r["source"], repo=r["repo"], number=r["number"], url=r["url"], title=r["title"],
             body=r["body"], labels=tuple(json.loads(r["labels"])), priority=r["priority"], state=TaskState(r["state"]),
             agent=r["agent"], attempts=r["attempts"], created=r["created"], updated=r["updated"],
-            claim=ClaimState(r["claim"]), job_started=r["job_started"], key=r["key"],
+            claim=ClaimState(r["claim"]), job_started=r["job_started"], key=r["key"], holder=r["holder"],
+            deadline=r["deadline"], timeout=r["timeout"], max_attempts=r["max_attempts"],
         )
 
 
@@ -236,6 +312,8 @@ class Store:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
         self._migrate()
+        self._commits = 0
+        """Commits made through this connection (``PRAGMA data_version`` counts the others')."""
 
     def _migrate(self) -> None:
         """Add the columns and indexes later versions need to an older database."""
@@ -273,9 +351,17 @@ class Store:
             try:
                 yield self.db
                 self.db.execute("COMMIT")
+                self._commits += 1
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+
+    def version(self) -> tuple[int, int]:
+        """A token that changes whenever any connection (any process) committed to the
+        database: compare two to know whether anything changed between them (cheap: no
+        table is read)."""
+        with self.lock:
+            return (int(self.db.execute("PRAGMA data_version").fetchone()[0]), self._commits)
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self.lock:
@@ -351,8 +437,14 @@ class Store:
         number: int | None = None,
         url: str | None = None,
         key: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
     ) -> Task:
         """Store a new task (``queued``).
+
+        Args:
+            timeout: its own in-progress limit in seconds (None: the layout's).
+            max_attempts: its own number of attempts (None: the layout's).
 
         Raises:
             TaskError: empty title, bad priority, unknown dependency, or ``key`` taken
@@ -362,6 +454,10 @@ class Store:
             raise TaskError("a task needs a title")
         if priority not in PRIORITIES:
             raise TaskError(f"priority {priority!r} is not valid; use high, normal or low")
+        if timeout is not None and timeout <= 0:
+            raise TaskError(f"timeout {timeout!r} must be more than 0 seconds")
+        if max_attempts is not None and max_attempts < 1:
+            raise TaskError(f"max_attempts {max_attempts!r} must be 1 or more")
         now = self.clock()
         with self.tx() as db:
             for dep in depends_on:
@@ -372,9 +468,10 @@ class Store:
                 if taken is not None:
                     raise TaskError(f"{source} id {key!r} was submitted already, as task {taken['id']} ({taken['state']}); give it a new id")
             cur = db.execute(
-                "INSERT INTO tasks (source, repo, number, url, title, body, labels, priority, state, created, updated, key)"
-                " VALUES (?,?,?,?,?,?,?,?, 'queued', ?, ?, ?)",
-                (source, repo, number, url, title, body, json.dumps(list(labels)), priority, now, now, key),
+                "INSERT INTO tasks (source, repo, number, url, title, body, labels, priority, state, created, updated, key,"
+                " timeout, max_attempts, rank) VALUES (?,?,?,?,?,?,?,?, 'queued', ?, ?, ?, ?, ?, ?)",
+                (source, repo, number, url, title, body, json.dumps(list(labels)), priority, now, now, key,
+                 timeout, max_attempts, rank_of(priority, labels)),
             )
             tid = int(cur.lastrowid or 0)
             for dep in depends_on:
@@ -393,45 +490,175 @@ class Store:
         Raises:
             TaskError: no such task, or the change is not allowed from its state.
         """
-        now = self.clock()
         with self.tx() as db:
-            row = db.execute("SELECT state, agent FROM tasks WHERE id=?", (task_id,)).fetchone()
-            if row is None:
-                raise TaskError(f"no task {task_id}")
-            current = row["state"]
-            allowed = expect if expect is not None else [s for s, to in _TRANSITIONS.items() if state in to]
-            if current not in allowed:
-                raise TaskError(f"task {task_id} is {current}; it cannot become {state}")
-            who = agent if agent is not None else (None if state in (TaskState.QUEUED, TaskState.BLOCKED) else row["agent"])
-            attempts = ", attempts = attempts + 1" if state == TaskState.ASSIGNED else ""
-            db.execute(f"UPDATE tasks SET state=?, agent=?, updated=?{attempts} WHERE id=?", (str(state), who, now, task_id))
-            db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)", (task_id, now, str(state), who, reason))
-            source = db.execute("SELECT source FROM tasks WHERE id=?", (task_id,)).fetchone()[0]
-            if source == Source.GITHUB and state in (TaskState.DONE, TaskState.FAILED):
-                # GitHub is told by the controller (it holds the token), exactly once.
-                db.execute("INSERT INTO outbox (task, action, text) VALUES (?,?,?)", (task_id, str(state), reason))
+            self._move(db, task_id, state, reason, agent, expect)
         return self.get(task_id)
 
-    def start_job(self, task_id: int, agent: str) -> Task:
+    def _move(self, db: sqlite3.Connection, task_id: int, state: TaskState, reason: str, agent: str | None = None,
+              expect: Sequence[TaskState] | None = None, notice: str | None = None) -> None:
+        """:meth:`set_state` inside a transaction. A task leaving ``assigned``/``in_progress``
+        (or assigned afresh) loses its lease. ``notice``: the GitHub outbox action
+        (default: the state, for done and failed)."""
+        now = self.clock()
+        row = db.execute("SELECT state, agent, source FROM tasks WHERE id=?", (task_id,)).fetchone()
+        if row is None:
+            raise TaskError(f"no task {task_id}")
+        current = row["state"]
+        allowed = expect if expect is not None else [s for s, to in _TRANSITIONS.items() if state in to]
+        if current not in allowed:
+            raise TaskError(f"task {task_id} is {current}; it cannot become {state}")
+        who = agent if agent is not None else (None if state in (TaskState.QUEUED, TaskState.BLOCKED) else row["agent"])
+        extra = ", attempts = attempts + 1" if state == TaskState.ASSIGNED else ""
+        if state != TaskState.IN_PROGRESS:
+            extra += ", holder = NULL, deadline = NULL"
+        db.execute(f"UPDATE tasks SET state=?, agent=?, updated=?{extra} WHERE id=?", (str(state), who, now, task_id))
+        db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)", (task_id, now, str(state), who, reason))
+        if row["source"] == Source.GITHUB and state in (TaskState.DONE, TaskState.FAILED):
+            # GitHub is told by the controller (it holds the token), exactly once.
+            db.execute("INSERT INTO outbox (task, action, text) VALUES (?,?,?)", (task_id, notice or str(state), reason))
+
+    # -- leases
+
+    def take_lease(self, task_id: int, agent: str, holder: str | None, timeout: float | None, reason: str) -> bool:
+        """The task's message reached ``agent``'s process ``holder``: the task is in
+        progress and held by that process, until ``timeout`` seconds from now (None: no
+        limit). A task of another agent, not held any more, or leased already is left
+        alone (returns False); a job the worker started first keeps its state and gets
+        the lease."""
+        now = self.clock()
+        with self.tx() as db:
+            row = db.execute("SELECT state, agent, holder FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if row is None or row["agent"] != agent or row["state"] not in HELD or row["holder"] is not None:
+                return False
+            deadline = now + timeout if timeout is not None else None
+            db.execute("UPDATE tasks SET state=?, holder=?, deadline=?, updated=? WHERE id=?",
+                       (str(TaskState.IN_PROGRESS), holder, deadline, now, task_id))
+            if row["state"] != TaskState.IN_PROGRESS:
+                db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)",
+                           (task_id, now, str(TaskState.IN_PROGRESS), agent, reason))
+        return True
+
+    def adopt_lease(self, task_id: int, holder: str, deadline: float | None) -> bool:
+        """Lease an in-progress task that has no holder to ``holder`` (True if it did)."""
+        with self.tx() as db:
+            cur = db.execute("UPDATE tasks SET holder=?, deadline=? WHERE id=? AND state=? AND holder IS NULL",
+                             (holder, deadline, task_id, str(TaskState.IN_PROGRESS)))
+            return cur.rowcount == 1
+
+    def held(self, agent: str | None = None) -> list[Task]:
+        """Tasks agents hold (``assigned`` or ``in_progress``), oldest first; only
+        ``agent``'s when given."""
+        q = "SELECT * FROM tasks WHERE state IN (?, ?)"
+        args: list[Any] = [str(TaskState.ASSIGNED), str(TaskState.IN_PROGRESS)]
+        if agent is not None:
+            q += " AND agent=?"
+            args.append(agent)
+        return [Task.from_row(r) for r in self._rows(q + " ORDER BY id", args)]
+
+    def held_counts(self) -> dict[str, int]:
+        """Agent → how many tasks it holds (what its ``wip`` limit counts)."""
+        rows = self._rows("SELECT agent, COUNT(*) FROM tasks WHERE state IN (?, ?) AND agent IS NOT NULL GROUP BY agent",
+                          (str(TaskState.ASSIGNED), str(TaskState.IN_PROGRESS)))
+        return {r[0]: int(r[1]) for r in rows}
+
+    def hand_back(self, task_id: int, holder: str | None, reason: str, resend: bool, max_attempts: int) -> Handback:
+        """Take a task back from the agent process ``holder`` (None: whatever holds
+        it), in one transaction: after its last attempt (``attempts`` ≥ its own or the
+        given ``max_attempts``) it fails with ``reason`` (GitHub is told
+        ``needs-human``); otherwise with ``resend`` it is assigned again to the same
+        agent (an attempt more), else it goes back to the queue. Returns where it went."""
+        with self.tx() as db:
+            row = db.execute("SELECT state, agent, holder, attempts, max_attempts FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if row is None or row["state"] not in HELD or (holder is not None and row["holder"] != holder):
+                return Handback.GONE
+            limit = row["max_attempts"] or max_attempts
+            if row["attempts"] >= limit:
+                self._move(db, task_id, TaskState.FAILED, f"{reason}; that was attempt {row['attempts']} of {limit}: "
+                           "it needs a person", notice="needs-human")
+                return Handback.FAILED
+            if resend and row["agent"]:
+                self._move(db, task_id, TaskState.ASSIGNED, f"{reason}; sent again to {row['agent']} "
+                           f"(attempt {row['attempts'] + 1} of {limit})", agent=row["agent"])
+                return Handback.RESENT
+            self._move(db, task_id, TaskState.QUEUED, f"{reason}; back to the queue (attempt {row['attempts']} of {limit} used)")
+            return Handback.REQUEUED
+
+    def queued(self) -> Iterator[Task]:
+        """Queued tasks in the order they are assigned: priority, then age (an index
+        walk, read lazily: a pass stops reading once every agent is full)."""
+        rows = self._rows("SELECT * FROM tasks WHERE state=? ORDER BY rank, created, id LIMIT 256", (str(TaskState.QUEUED),))
+        while rows:
+            yield from (Task.from_row(r) for r in rows)
+            if len(rows) < 256:
+                return
+            last = rows[-1]
+            rows = self._rows(
+                "SELECT * FROM tasks WHERE state=? AND (rank, created, id) > (?, ?, ?) ORDER BY rank, created, id LIMIT 256",
+                (str(TaskState.QUEUED), last["rank"], last["created"], last["id"]))
+
+    def waiting_on_deps(self) -> list[tuple[Task, list[int]]]:
+        """Queued or blocked tasks that have dependencies, each with the ids of those
+        not done (nor cancelled) yet."""
+        rows = self._rows(
+            "SELECT t.*, (SELECT group_concat(d.depends_on) FROM deps d JOIN tasks x ON x.id = d.depends_on"
+            "  WHERE d.task = t.id AND x.state NOT IN ('done', 'cancelled')) AS open_deps"
+            " FROM tasks t WHERE t.state IN ('queued', 'blocked') AND EXISTS (SELECT 1 FROM deps d WHERE d.task = t.id)"
+            " ORDER BY t.id")
+        return [(Task.from_row(r), sorted(int(x) for x in r["open_deps"].split(",")) if r["open_deps"] else []) for r in rows]
+
+    def open_deps(self, task_id: int) -> list[int]:
+        """Ids of the tasks ``task_id`` depends on that are not done (nor cancelled)."""
+        rows = self._rows("SELECT d.depends_on FROM deps d JOIN tasks x ON x.id = d.depends_on"
+                          " WHERE d.task=? AND x.state NOT IN ('done', 'cancelled') ORDER BY d.depends_on", (task_id,))
+        return [int(r[0]) for r in rows]
+
+    def start_job(self, task_id: int, agent: str, holder: str | None = None) -> Task:
         """Mark job task ``task_id`` started by ``agent`` (in progress), in one
         transaction with the checks: a task of source ``job``, assigned to ``agent``,
         open, and not started yet in its current assignment, so that it never runs
-        twice for one assignment.
+        twice for one assignment (a new attempt is a new assignment). ``holder``: the
+        worker's own lease identity, taken when the task has no holder yet.
 
         Raises:
             TaskError: it is not an open job of this agent, or was started already.
         """
         now = self.clock()
         with self.tx() as db:
-            row = db.execute("SELECT source, agent, state, attempts, job_started FROM tasks WHERE id=?", (task_id,)).fetchone()
+            row = db.execute("SELECT source, agent, state, attempts, job_started, holder FROM tasks WHERE id=?", (task_id,)).fetchone()
             if row is None or row["source"] != Source.JOB or row["agent"] != agent or row["state"] not in HELD:
                 raise TaskError(f"task {task_id} is not an open job assigned to {agent}; nothing was run")
             if row["job_started"] == row["attempts"]:
                 raise TaskError(f"job task {task_id} was already started in this assignment; nothing was run")
-            db.execute("UPDATE tasks SET state=?, job_started=attempts, updated=? WHERE id=?", (str(TaskState.IN_PROGRESS), now, task_id))
+            db.execute("UPDATE tasks SET state=?, job_started=attempts, holder=COALESCE(holder, ?), updated=? WHERE id=?",
+                       (str(TaskState.IN_PROGRESS), holder, now, task_id))
             db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)",
-                       (task_id, now, str(TaskState.IN_PROGRESS), agent, f"job started by {agent}"))
+                       (task_id, now, str(TaskState.IN_PROGRESS), agent, f"job started by {agent} (attempt {row['attempts']})"))
         return self.get(task_id)
+
+    def job_step_started(self, task_id: int, attempt: int, step: int, command: str, agent: str) -> bool:
+        """Record that attempt ``attempt`` of a job starts its ``step`` (0-based), in one
+        transaction with the check that this attempt still owns the job (the task is in
+        progress for ``agent`` and was started in this attempt): two attempts never
+        run at once. Returns False, recording nothing, when it does not own it."""
+        with self.tx() as db:
+            row = db.execute("SELECT state, agent, job_started FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if row is None or row["state"] != TaskState.IN_PROGRESS or row["agent"] != agent or row["job_started"] != attempt:
+                return False
+            db.execute("INSERT OR REPLACE INTO job_runs (task, attempt, step, command, agent, started) VALUES (?,?,?,?,?,?)",
+                       (task_id, attempt, step, command, agent, self.clock()))
+            return True
+
+    def job_step_ended(self, task_id: int, attempt: int, step: int, exit_code: int, seconds: float, output: str) -> None:
+        """Record how a job's step ended."""
+        with self.tx() as db:
+            db.execute("UPDATE job_runs SET exit_code=?, seconds=?, output=? WHERE task=? AND attempt=? AND step=?",
+                       (exit_code, seconds, output, task_id, attempt, step))
+
+    def job_steps(self, task_id: int) -> list[dict[str, Any]]:
+        """Every recorded step of a job, by attempt then step: ``attempt``, ``step``,
+        ``command``, ``agent``, ``started`` (Unix time), ``seconds``, ``exit_code`` and
+        ``output`` (None while it runs, or when its process died during it)."""
+        return [dict(r) for r in self._rows("SELECT * FROM job_runs WHERE task=? ORDER BY attempt, step", (task_id,))]
 
     def set_claim(self, task_id: int, claim: ClaimState) -> None:
         """Record how far the claim of an issue got."""

@@ -122,14 +122,14 @@ def test_a_job_started_once_in_an_assignment_is_not_started_again(store: Store, 
     tid, job = submit(store, f, "kaede")
     assert job.workdir == str(tmp_path)  # relative to the job file
     store.set_state(tid, "assigned", "test", agent="kaede")
-    assert start(store, tid, "kaede").id == "j"
+    assert start(store, tid, "kaede")[0].id == "j"
     assert store.get(tid).job_started == store.get(tid).attempts == 1
     with pytest.raises(JobError, match="already started in this assignment"):
         start(store, tid, "kaede")
     # handed back and assigned again: a new assignment may start it
     store.set_state(tid, "queued", "agent died")
     store.set_state(tid, "assigned", "again", agent="kaede")
-    assert start(store, tid, "kaede").id == "j"
+    assert start(store, tid, "kaede")[0].id == "j"
 
 
 def test_a_job_with_a_missing_workdir_or_a_used_id_is_refused_at_submit(store: Store, tmp_path: Path) -> None:
@@ -225,4 +225,4 @@ CREATE TABLE events (id INTEGER PRIMARY KEY, task INTEGER NOT NULL, time REAL NO
     assert [store.get(1).job_started, store.get(2).job_started] == [1, 0]
     with pytest.raises(JobError, match="already started"):
         start(store, 1, "kaede")
-    assert start(store, 2, "kaede").id == "j"
+    assert start(store, 2, "kaede")[0].id == "j"
