@@ -137,6 +137,20 @@ CONTROLLER_START_WAIT = 5.0
 CONTROLLER_STOP_WAIT = 5.0
 """Seconds ``miyabi down`` waits after SIGTERM before it SIGKILLs the controller."""
 
+KEEPALIVE_POLL = 0.1
+"""Seconds between the keep-alive's looks at whether a controller runs."""
+
+KEEPALIVE_STABLE = 10.0
+"""A controller that ran this long (seconds) before it died is started again at once."""
+
+KEEPALIVE_BACKOFF_INITIAL = 0.5
+KEEPALIVE_BACKOFF_MAX = 30.0
+"""Seconds the keep-alive waits before starting again a controller that keeps dying
+young: doubling from the first to the largest."""
+
+KEEPALIVE_HISTORY = 50
+"""Controller restarts the keep-alive keeps in ``run/keepalive.json``."""
+
 REQUEST_WAIT = 10.0
 """Seconds a command such as ``miyabi restart`` waits for the controller's answer."""
 

@@ -78,11 +78,58 @@ def up(
     if controller:
         pid, started = start_background(h, sock, lay.path)
         output.say(f"controller {'started' if started else 'running'} (pid {pid}); log: {h.logs / 'controller.log'}")
+        if not started:
+            _reload_running(h)
 
     if detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
         output.say(f"attach with: {attach_command(sock, lay.session)}")
         return
     _exec_attach(tmux, lay.session, None)
+
+
+def _reload_running(h: Any) -> None:
+    """Have the running controller adopt the layout just recorded; say what it did."""
+    from miyabi.controller.requests import request_reload
+
+    try:
+        output.say(f"controller reloaded the layout: {request_reload(h)}", "green")
+    except MiyabiError as e:
+        output.warn(str(e))
+
+
+@app.command()
+@handles_errors
+def reload(
+    layout: Annotated[str | None, typer.Argument(show_default=False,
+                                                 help="Layout file or shipped layout name (default: the one `miyabi up` last used here).")] = None,
+    socket: SocketOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Make the running controller adopt the layout now.
+
+    Added agents get a pane, delivery and supervision; removed ones stop being
+    supervised (their pane is left running) and their tasks go back to the queue;
+    changed routes, limits and watchdog settings apply. A layout that does not load
+    leaves the running one in place (exit 3, every problem listed).
+    """
+    from miyabi.config import load, preflight, shipped
+    from miyabi.controller.requests import request_reload
+    from miyabi.home import Home
+
+    h = Home.resolve(home)
+    state = h.load_state()
+    recorded = state.get("layout")
+    path = shipped.for_up(layout) if layout is not None else Path(recorded) if isinstance(recorded, str) else None
+    if path is None:
+        raise MiyabiError(f"no layout is known for {h.root}; run `miyabi up` first, or name one")
+    lay = load(path)
+    preflight(lay)
+    if isinstance(state.get("session"), str) and lay.session != state["session"]:
+        raise MiyabiError(f"{path}: session {lay.session!r} is not the running {state['session']!r}; "
+                          "run `miyabi down`, then `miyabi up`, to change it")
+    h.save_state(**{**state, "layout": str(lay.path), "agents": lay.names, "max_body": lay.max_body,
+                    **({"socket": socket} if socket else {})})
+    output.say(request_reload(h), "green")
 
 
 @app.command()
@@ -161,6 +208,7 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
     Also its window and pane, its command, seconds since its last output and why it
     last died or was restarted.
     """
+    from miyabi.controller.process import status as controller_status
     from miyabi.errors import LayoutError
     from miyabi.home import Home
     from miyabi.supervision.status import collect
@@ -175,10 +223,21 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
             agents = []
     # The session knows the home that built it; its logs are there.
     owner = session_option(tmux, t.session, HOME_TAG)
-    rows = collect(tmux, t.session, Home(Path(owner)) if owner else t.home, agents)
+    h = Home(Path(owner)) if owner else t.home
+    rows = collect(tmux, t.session, h, agents)
+    ctl = controller_status(h)
     if json_out:
-        output.emit_json({"session": t.session, "socket": t.socket, "home": owner or str(t.home.root), "agents": [r.to_json() for r in rows]})
+        output.emit_json({"session": t.session, "socket": t.socket, "home": owner or str(t.home.root), "controller": ctl,
+                          "agents": [r.to_json() for r in rows]})
         return
+    if ctl["running"]:
+        kept = "kept alive" if ctl["kept_alive"] else "not kept alive: `miyabi up` adds a keep-alive"
+        line = f"controller: running, pid {ctl['pid']}, up {output.human_seconds(ctl['uptime'])}, {kept}"
+        if ctl["restarts"]:
+            line += f"; restarted {ctl['restarts']} times, last {ctl['last_restart']} ({ctl['last_reason']})"
+        output.say(line, "green" if ctl["kept_alive"] else "yellow")
+    else:
+        output.say(f"controller: not running; messages and tasks wait; start it with `{ctl['fix']}`", "red")
     table_rows = []
     for r in rows:
         state = f"{r.state} ({r.exit})" if r.exit else str(r.state)

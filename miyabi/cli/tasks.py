@@ -70,6 +70,10 @@ def task_add(
     priority: Annotated[str, typer.Option("--priority", help="high, normal or low.")] = "normal",
     depends_on: Annotated[list[int] | None, typer.Option("--depends-on", show_default=False,
                                                          help="Id of a task that must be done first (repeat for more).")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", show_default=False,
+                                                help="How long it may stay in progress (90s, 30m, 2h) before it is handed back.")] = None,
+    max_attempts: Annotated[int | None, typer.Option("--max-attempts", min=1, show_default=False,
+                                                     help="Assignments it gets before it fails (default: the layout's tasks.max_attempts).")] = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
@@ -79,12 +83,16 @@ def task_add(
     It goes to the agent the layout's routes pick (a label agent:NAME wins); a task no
     route matches waits in the queue, and you are told.
     """
+    from miyabi.config.settings import parse_duration
     from miyabi.messaging.mailbox import decode_body
     from miyabi.work.tasks import TaskError
 
+    limit = parse_duration(timeout) if timeout is not None else None
+    if timeout is not None and (limit is None or limit <= 0):
+        raise typer.BadParameter(f"{timeout!r} is not a duration; use 90s, 30m or 2h", param_hint="--timeout")
     text = decode_body(sys.stdin.buffer.read()) if body == "-" else (body or "")
     store = _store(home)
-    t = store.add(title, text, label or [], priority, depends_on or [])
+    t = store.add(title, text, label or [], priority, depends_on or [], timeout=limit, max_attempts=max_attempts)
     cycle = store.cycle_from(t.id)
     if cycle:
         raise TaskError(f"task {t.id} would close a dependency cycle: {' → '.join(f'#{i}' for i in cycle)}")

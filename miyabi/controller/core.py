@@ -35,7 +35,7 @@ from miyabi.controller import requests
 from miyabi.controller.process import LOCKFILE, PIDFILE, ControllerRunning, read_pid
 from miyabi.errors import LayoutError, MiyabiError, TmuxError
 from miyabi.events import append_event
-from miyabi.files import write_atomic
+from miyabi.files import private_dir, write_atomic
 from miyabi.home import Home
 from miyabi.messaging.delivery import Deliverer
 from miyabi.messaging.intro import Intros
@@ -218,6 +218,7 @@ class Controller:
         for agent in self.layout.agents:
             self._add_deliverer(agent, engine)
         watcher.watch_dir("tasks", store.path.parent, self.kick.set, modified=True)
+        watcher.watch_dir("requests", private_dir(requests.requests_dir(self.home)), self.kick.set)
         supervisor = self.supervisor = Supervisor(
             self.home, self.layout.agents, self.tmux.socket, self.driver, self.panes, respawn=self._respawn,
             last_output=self.channel.last_output, typists=self.deliverers, sleep=self.sleep,

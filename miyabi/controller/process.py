@@ -1,5 +1,6 @@
 """The controller as a process: one per home (a lock under ``run/``), started in the
-background by ``miyabi up`` and stopped by ``miyabi down``.
+background by ``miyabi up`` under its keep-alive (:mod:`miyabi.controller.keepalive`),
+which starts it again when it dies, and stopped with it by ``miyabi down``.
 
 The lock decides whether a controller runs, never the pidfile alone: a pidfile left
 by a killed controller may name a pid that was reused since.
@@ -12,17 +13,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from miyabi import defaults
+from miyabi.controller.locks import LOCKFILE, PIDFILE, controller_pid, read_pidfile
 from miyabi.errors import MiyabiError
 from miyabi.files import open_private
 from miyabi.home import Home
 
-PIDFILE = "controller.pid"
-"""File under ``run/`` holding the running controller's pid."""
-
-LOCKFILE = "controller.lock"
-"""File under ``run/`` the running controller holds a lock on."""
+__all__ = ["LOCKFILE", "PIDFILE", "ControllerRunning", "read_pid", "running_pid", "start_background", "status", "stop_background"]
 
 LOGFILE = "controller.log"
 """The controller's own log, under ``logs/``."""
@@ -34,88 +33,133 @@ class ControllerRunning(MiyabiError):
 
 def read_pid(home: Home) -> int | None:
     """The pid in ``run/controller.pid``, if the file holds one."""
-    try:
-        return int((home.run / PIDFILE).read_text().strip())
-    except (OSError, ValueError):
-        return None
+    return read_pidfile(home.run / PIDFILE)
 
 
 def running_pid(home: Home) -> int | None:
     """The pid of this home's running controller, or None."""
-    from filelock import FileLock, Timeout
-
-    lockfile = home.run / LOCKFILE
-    if not lockfile.exists():
-        return None
-    probe = FileLock(str(lockfile), timeout=0, mode=defaults.FILE_MODE)
-    try:
-        probe.acquire()
-    except Timeout:
-        return read_pid(home)
-    probe.release()
-    return None
+    return controller_pid(home.run)
 
 
 def start_background(home: Home, socket: str, layout_path: Path, wait: float = defaults.CONTROLLER_START_WAIT) -> tuple[int, bool]:
-    """Start a controller in the background unless one runs; return (pid, started).
+    """Make sure this home's controller runs, under its keep-alive; return (the
+    controller's pid, whether this call started it). A controller that runs without
+    a keep-alive (an older one, or one run in the foreground) gets one, which starts
+    a new controller when that one ends.
 
     Raises:
         MiyabiError: it did not come up within ``wait`` seconds (see logs/controller.log).
     """
+    from miyabi.controller import keepalive
+
     pid = running_pid(home)
-    if pid is not None:
+    if pid is not None and keepalive.running_pid(home.run) is not None:
         return pid, False
     home.ensure()
-    logfd = open_private(home.logs / LOGFILE, os.O_WRONLY | os.O_APPEND)
-    try:
-        env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_AGENT", "TMUX", "TMUX_PANE")}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "miyabi", "controller", "--home", str(home.root), "--socket", socket, "--layout", str(layout_path)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=logfd,
-            stderr=logfd,
-            start_new_session=True,
-            cwd=str(home.root),
-        )
-    finally:
-        os.close(logfd)
+    proc: subprocess.Popen[bytes] | None = None
+    if keepalive.running_pid(home.run) is None:
+        logfd = open_private(home.logs / LOGFILE, os.O_WRONLY | os.O_APPEND)
+        try:
+            env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_AGENT", "TMUX", "TMUX_PANE")}
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "miyabi.controller.keepalive", "--home", str(home.root), "--socket", socket,
+                 "--layout", str(layout_path)],
+                env=env, stdin=subprocess.DEVNULL, stdout=logfd, stderr=logfd, start_new_session=True, cwd=str(home.root),
+            )
+        finally:
+            os.close(logfd)
+    if pid is not None:
+        return pid, False
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if read_pid(home) == proc.pid:
-            return proc.pid, True
-        if proc.poll() is not None:
+        pid = running_pid(home)
+        if pid is not None:
+            return pid, True
+        if proc is not None and proc.poll() is not None and keepalive.running_pid(home.run) is None:
             break
         time.sleep(0.02)
-    raise MiyabiError(f"the controller did not start (exit {proc.poll()}); see {home.logs / LOGFILE}")
+    code = proc.poll() if proc is not None else None
+    raise MiyabiError(f"the controller did not start{f' (exit {code})' if code is not None else ''}; see {home.logs / LOGFILE}")
 
 
 def stop_background(home: Home, wait: float = defaults.CONTROLLER_STOP_WAIT) -> int | None:
-    """Stop this home's controller (SIGTERM, then SIGKILL after ``wait`` s); return its pid.
+    """Stop this home's keep-alive and controller (SIGTERM, then SIGKILL after ``wait``
+    s); return the controller's pid (None when none ran).
 
-    It counts as stopped once it exited, zombie or not: an exited process holds no lock,
+    The keep-alive goes first, so nothing starts the controller again. A process
+    counts as stopped once it exited, zombie or not: an exited process holds no lock,
     and reaping an orphan is its new parent's business (some init processes take
     seconds to)."""
+    from miyabi.controller import keepalive
+
+    pid = running_pid(home)
+    keeper = keepalive.running_pid(home.run)
+    if keeper is not None:
+        _end(keeper, wait)
+    pid = running_pid(home) or pid
+    if pid is None:
+        return None
+    _end(pid, wait)
+    return pid
+
+
+def _end(pid: int, wait: float) -> None:
+    """SIGTERM ``pid``, then SIGKILL it if it still runs after ``wait`` seconds."""
     import signal
 
     from miyabi.supervision.processes import alive
 
-    pid = running_pid(home)
-    if pid is None:
-        return None
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
-            return pid
+            return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             try:  # reap it if it is our own child (started by this process)
                 if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return pid
+                    return
             except ChildProcessError:
                 pass
             if not alive(pid):
-                return pid
+                return
             time.sleep(0.01)
-    return pid
+
+
+def status(home: Home, now: float | None = None) -> dict[str, Any]:
+    """The controller as ``miyabi status`` shows it: ``running``, ``pid``, ``uptime``
+    (seconds), ``kept_alive`` (a keep-alive watches it), ``restarts`` (how many the
+    keep-alive made), ``last_restart`` (RFC 3339) and ``last_reason``; ``fix``, the
+    command that starts it, when it does not run."""
+    import psutil
+
+    from miyabi.controller import keepalive
+    from miyabi.times import rfc3339
+
+    now = time.time() if now is None else now
+    pid = running_pid(home)
+    uptime = None
+    if pid is not None:
+        try:
+            uptime = max(0.0, now - psutil.Process(pid).create_time())
+        except psutil.Error:
+            uptime = None
+    kept = keepalive.running_pid(home.run)
+    restarts = keepalive.read_state(home.run).get("restarts") or []
+    last = restarts[-1] if restarts and isinstance(restarts[-1], dict) else {}
+    return {
+        "running": pid is not None, "pid": pid, "uptime": uptime, "kept_alive": kept is not None, "keepalive_pid": kept,
+        "restarts": len(restarts),
+        "last_restart": rfc3339(last["time"]) if isinstance(last.get("time"), (int, float)) else None,
+        "last_reason": last.get("reason"),
+        "fix": None if pid is not None else _up_command(home),
+    }
+
+
+def _up_command(home: Home) -> str:
+    """The command that brings this home's ensemble (and its controller) up again."""
+    import shlex
+
+    layout = home.load_state().get("layout")
+    words = ["miyabi", "up", *([layout] if isinstance(layout, str) else []), "-d", "--home", str(home.root)]
+    return shlex.join(words)

@@ -29,6 +29,10 @@ from miyabi.work.tasks import HELD, OPEN, ClaimState, Source, Store, TaskState
 TRUSTED = ("OWNER", "MEMBER", "COLLABORATOR")
 TRIAGE_LABEL = "status:needs-triage"
 DEP_RE = re.compile(r"(?i)\b(?:depends on|blocked by)\s+#(\d+)")
+NEEDS_HUMAN_LABEL = "status:needs-human"
+NOTICE_LABELS = {"done": ["status:done"], "failed": ["status:failed"], "needs-human": ["status:failed", NEEDS_HUMAN_LABEL]}
+"""Labels each outbox action puts on the issue (``needs-human``: a task that used its
+last attempt, :meth:`~miyabi.work.tasks.Store.hand_back`)."""
 
 
 @dataclass
@@ -101,9 +105,10 @@ def report(store: Store, gh: GitHub, cfg: GitHubSettings, home_root: Path) -> li
         if t.number is None:
             store.outbox_sent(oid)
             continue
+        labels = NOTICE_LABELS.get(action, [f"status:{action}"])
         try:
             gh.remove_label(t.number, "status:in-progress")
-            gh.add_labels(t.number, [f"status:{action}"])
+            gh.add_labels(t.number, labels)
             gh.comment(t.number, f"{'done' if action == 'done' else 'failed'} ({t.agent or 'miyabi'}): {text}")
         except GitHubError as e:  # one refused notice never blocks the others
             tries = store.outbox_tried(oid)

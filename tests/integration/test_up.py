@@ -142,7 +142,9 @@ def test_status_shows_missing_agents_and_plain_table(cli: Cli, tmux: Tmux, panes
     r = cli("status")
     assert r.exit_code == 0
     lines = r.output.splitlines()
-    assert lines[1].split()[:3] == ["agent", "window", "pane"]
+    # the controller first: not running here, in one line with the command that starts it
+    assert lines[0].startswith("controller: not running") and "miyabi up" in lines[0] and "--home" in lines[0]
+    assert lines[2].split()[:3] == ["agent", "window", "pane"]
     assert "\x1b[" not in r.output  # plain when piped
     botan = next(line for line in lines if line.startswith("botan"))
     assert "missing" in botan and "miyabi worker" in botan

@@ -134,8 +134,9 @@ def test_counters_survive_a_controller_killed_while_agents_crash(cli: Cli, home:
         pid = running_pid(Home(home))
         assert pid
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: running_pid(Home(home)) is None, what="controller dead")
-        assert cli("up", str(lay), "-d").exit_code == 0  # restarts the controller
+        # its keep-alive starts a new one; `up` finds it running
+        wait_for(lambda p=pid: running_pid(Home(home)) not in (None, p), what="a new controller")
+        assert cli("up", str(lay), "-d").exit_code == 0
     state = json.loads((home / "run" / "watchdog.json").read_text())["agents"]
     assert len(state["a"]["history"]["restarts"]) == 3 and len(state["b"]["history"]["restarts"]) == 3
     assert sorted(panes("survive")) == ["a", "b"]  # none lost or doubled

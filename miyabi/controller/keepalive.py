@@ -1,0 +1,208 @@
+"""The controller's keep-alive: a small process that runs the controller as its child
+and starts it again when it dies, so an ensemble without systemd needs no person when
+its controller is SIGKILLed or crashes.
+
+``miyabi up`` starts it (``python -m miyabi.controller.keepalive``) instead of the
+controller itself. It holds ``run/keepalive.lock`` (one per home) and watches the
+controller's lock: whenever no controller holds it (ours died, or one we adopted from
+an earlier run did), it starts one, within ``defaults.KEEPALIVE_POLL`` seconds and
+after a backoff when the controller keeps dying young (``defaults.KEEPALIVE_BACKOFF_*``).
+It stops for good, with its child, on SIGTERM (``miyabi down``), when ``miyabi down``
+left ``run/stopped``, when the home is removed, or when the controller exits 0
+(stopped on purpose). What it did is in ``run/keepalive.json``: its pid and start,
+and the controller's restarts (time and why), which ``miyabi status`` shows.
+
+This is a service manager's job done small (systemd's ``Restart=always``; runit's
+``runsv``), for machines where none is set up; under systemd (``miyabi service``) the
+unit runs the controller directly and this is not used. It imports only the standard
+library and :mod:`filelock`, so it costs a few megabytes and no CPU while it waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from miyabi import defaults
+from miyabi.controller.locks import controller_pid, lock_holder
+
+LOCKFILE = "keepalive.lock"
+"""File under ``run/`` the keep-alive holds a lock on."""
+
+STATE_FILE = "keepalive.json"
+"""Under ``run/``: ``pid``, ``started`` (Unix time), ``restarts`` (``time``, ``reason``)."""
+
+STOPPED = "stopped"
+"""``run/stopped``, left by ``miyabi down`` (see :mod:`miyabi.supervision.keeper`)."""
+
+
+def read_state(run: Path) -> dict[str, Any]:
+    """What the keep-alive recorded ({} when nothing or unreadable)."""
+    try:
+        data = json.loads((run / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def running_pid(run: Path) -> int | None:
+    """The pid of the keep-alive of the home whose ``run/`` this is, or None."""
+
+    def pid() -> int | None:
+        value = read_state(run).get("pid")
+        return value if isinstance(value, int) else None
+
+    return lock_holder(run / LOCKFILE, pid)
+
+
+def describe(status: int) -> str:
+    """A ``waitpid`` status in words."""
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    if os.WIFEXITED(status):
+        return f"exit status {os.WEXITSTATUS(status)}"
+    return "ended"
+
+
+def backoff_delay(young: int) -> float:
+    """Seconds to wait before starting the controller again after ``young`` deaths in
+    a row of controllers that ran less than ``defaults.KEEPALIVE_STABLE``: none for
+    the first, then doubling from ``KEEPALIVE_BACKOFF_INITIAL`` to ``KEEPALIVE_BACKOFF_MAX``."""
+    if young <= 1:
+        return 0.0
+    return float(min(defaults.KEEPALIVE_BACKOFF_INITIAL * 2 ** (young - 2), defaults.KEEPALIVE_BACKOFF_MAX))
+
+
+class KeepAlive:
+    """Runs the controller for one home and starts it again when it dies.
+
+    Args:
+        home: the home's root.
+        argv: the controller's command line.
+        log: the controller's log file (its output goes there).
+    """
+
+    def __init__(self, home: Path, argv: list[str], log: Path) -> None:
+        self.home = home
+        self.run_dir = home / "run"
+        self.argv = argv
+        self.log = log
+        self.child: subprocess.Popen[bytes] | None = None
+        self.stopping = False
+        self.restarts: list[dict[str, Any]] = []
+        self.started = time.time()
+
+    def _save(self) -> None:
+        from miyabi.files import write_atomic
+
+        data = {"pid": os.getpid(), "started": self.started, "restarts": self.restarts[-defaults.KEEPALIVE_HISTORY:]}
+        write_atomic(self.run_dir / STATE_FILE, json.dumps(data))
+
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _controller_running(self) -> bool:
+        if self.child is not None and self.child.poll() is None:
+            return True
+        return controller_pid(self.run_dir) is not None
+
+    def _spawn(self) -> None:
+        from miyabi.files import open_private
+
+        fd = open_private(self.log, os.O_WRONLY | os.O_APPEND)
+        try:
+            self.child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=str(self.home))
+        finally:
+            os.close(fd)
+
+    def _gone(self) -> bool:
+        return self.stopping or (self.run_dir / STOPPED).exists() or not self.run_dir.is_dir()
+
+    def run(self) -> int:
+        """Keep the controller running until told to stop; return the exit code.
+
+        Raises:
+            OSError: the home cannot be written.
+        """
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.run_dir / LOCKFILE), timeout=0, mode=defaults.FILE_MODE)
+        try:
+            lock.acquire()
+        except Timeout:
+            return 0  # another keep-alive runs for this home
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_term)
+        try:
+            self._save()
+            young = 0  # deaths in a row of controllers that ran less than KEEPALIVE_STABLE
+            born = 0.0
+            adopted = False  # a controller we did not start ran since we last looked
+            while not self._gone():
+                child = self.child
+                if child is not None and child.poll() is not None:
+                    status = child.returncode
+                    self.child = None
+                    if status == 0 or self._gone():
+                        break  # stopped on purpose
+                    why = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+                    lived = time.monotonic() - born
+                    young = young + 1 if lived < defaults.KEEPALIVE_STABLE else 0
+                    self.restarts.append({"time": time.time(), "reason": f"controller {child.pid} {why} after {lived:.1f} s"})
+                    self._wait(backoff_delay(young))
+                    continue
+                if self._controller_running():
+                    adopted = self.child is None
+                    self._wait(defaults.KEEPALIVE_POLL)
+                    continue
+                if adopted:
+                    self.restarts.append({"time": time.time(), "reason": "controller ended (one this keep-alive did not start)"})
+                    adopted = False
+                self._spawn()
+                born = time.monotonic()
+                self._save()
+                self._wait(defaults.KEEPALIVE_POLL)
+        finally:
+            self._stop_child()
+            lock.release()
+        return 0
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._gone() and time.monotonic() < deadline:
+            time.sleep(min(defaults.KEEPALIVE_POLL, max(0.0, deadline - time.monotonic())))
+
+    def _stop_child(self) -> None:
+        child = self.child
+        if child is None or child.poll() is not None:
+            return
+        child.terminate()
+        try:
+            child.wait(defaults.CONTROLLER_STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(defaults.CONTROLLER_STOP_WAIT)
+
+
+def main(args: list[str] | None = None) -> int:
+    """``python -m miyabi.controller.keepalive --home H --socket S --layout L``."""
+    p = argparse.ArgumentParser(prog="miyabi-keepalive", description="Keep this home's controller running.")
+    p.add_argument("--home", required=True)
+    p.add_argument("--socket", required=True)
+    p.add_argument("--layout", required=True)
+    ns = p.parse_args(args)
+    home = Path(ns.home)
+    argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", ns.socket, "--layout", ns.layout]
+    return KeepAlive(home, argv, home / "logs" / "controller.log").run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
