@@ -228,6 +228,9 @@ SCHEDULE_IDLE = 10.0
 """Seconds between scheduling passes when nothing changed (passes are driven by
 changes: a commit to the task store, an agent's process, a failed agent, a reload)."""
 
+SCHEDULE_ERROR_PAUSE = 1.0
+"""Seconds before a scheduling pass that failed (the store refused) is tried again."""
+
 SCHEDULE_KICK_DEBOUNCE = 0.005
 """Seconds the main loop waits after a change wakes it, so one burst of commits
 makes one scheduling pass."""

@@ -263,6 +263,7 @@ class Controller:
         seen: tuple[object, ...] | None = None
         next_refresh = 0.0
         next_pass = 0.0
+        paused_until = 0.0  # after a failed pass
         while not self.stop.is_set():
             if not self._home_intact():
                 # The home was removed under us: nothing here to serve, and rebuilding
@@ -293,19 +294,21 @@ class Controller:
                     self._start(functools.partial(supervisor.run, self.stop), "watchdog")
                     append_event(self.home.root, "controller-ready", pid=os.getpid(), agents=list(self.deliverers))
             requests.serve(self.home, self._restart_request, self._reload)
-            try:
-                failed = supervisor.failed()
-                processes = self._processes()
-                now = (engine.store.version(), tuple(failed), tuple(sorted(processes.items(), key=lambda kv: kv[0])))
-                if now != seen or time.time() >= next_pass:
-                    seen = now
-                    engine.check_leases(processes)
-                    engine.schedule(failed)
-                    due = engine.next_due()
-                    next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
-            except (TaskError, sqlite3.Error) as e:
-                log.warning("scheduling: %s", e)
-                seen = None
+            if time.time() >= paused_until:
+                try:
+                    failed = supervisor.failed()
+                    processes = self._processes()
+                    token = (engine.store.version(), tuple(failed), tuple(sorted(processes.items())))
+                    if token != seen or time.time() >= next_pass:
+                        seen = token
+                        engine.check_leases(processes)
+                        engine.schedule(failed)
+                        due = engine.next_due()
+                        next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
+                except (TaskError, sqlite3.Error) as e:
+                    log.warning("scheduling: %s; trying again in %.0f s", e, defaults.SCHEDULE_ERROR_PAUSE)
+                    seen, paused_until = None, time.time() + defaults.SCHEDULE_ERROR_PAUSE
+                    next_pass = paused_until
             wait = max(0.0, min(next_refresh - time.monotonic(), next_pass - time.time()))
             if requests.pending(self.home):
                 wait = min(wait, defaults.PANE_REFRESH / 5)

@@ -80,14 +80,16 @@ PRIORITIES = ("high", "normal", "low")
 _TRANSITIONS: dict[TaskState, tuple[TaskState, ...]] = {
     TaskState.QUEUED: (TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.CANCELLED),
     TaskState.BLOCKED: (TaskState.QUEUED, TaskState.CANCELLED),
-    TaskState.ASSIGNED: (TaskState.IN_PROGRESS, TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED),
-    TaskState.IN_PROGRESS: (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED),
+    TaskState.ASSIGNED: (TaskState.IN_PROGRESS, TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED,
+                         TaskState.ASSIGNED),
+    TaskState.IN_PROGRESS: (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED, TaskState.ASSIGNED),
     TaskState.DONE: (),
     TaskState.FAILED: (TaskState.QUEUED,),
     TaskState.CANCELLED: (TaskState.QUEUED,),
 }
 """Allowed state changes (``queued`` from assigned/in_progress: the agent failed;
-from failed/cancelled: ``miyabi task retry``)."""
+from failed/cancelled: ``miyabi task retry``; ``assigned`` again from
+assigned/in_progress: handed back to the same agent as a new attempt)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (

@@ -226,3 +226,78 @@ CREATE TABLE events (id INTEGER PRIMARY KEY, task INTEGER NOT NULL, time REAL NO
     with pytest.raises(JobError, match="already started"):
         start(store, 1, "kaede")
     assert start(store, 2, "kaede")[0].id == "j"
+
+
+def test_a_lease_is_taken_once_and_handed_back_by_policy_until_the_last_attempt(store: Store) -> None:
+    from miyabi.work.tasks import Handback
+
+    t = store.add("lease me", max_attempts=2)
+    store.set_state(t.id, "assigned", "routed", agent="kaede")
+    assert store.take_lease(t.id, "kaede", "100:7", 60.0, "delivered")
+    assert not store.take_lease(t.id, "kaede", "200:9", 60.0, "delivered again")  # held already
+    assert not store.take_lease(t.id, "sakura", "300:1", None, "not hers")
+    held = store.get(t.id)
+    assert (held.state, held.holder, held.deadline) == ("in_progress", "100:7", pytest.approx(store.clock() + 60, abs=5))
+    assert store.hand_back(t.id, "999:1", "another process", True, 3) == Handback.GONE  # not its holder
+    assert store.hand_back(t.id, "100:7", "agent kaede's process 100 ended", True, 3) == Handback.RESENT
+    again = store.get(t.id)
+    assert (again.state, again.agent, again.attempts, again.holder) == ("assigned", "kaede", 2, None)
+    store.take_lease(t.id, "kaede", "200:9", None, "delivered")
+    assert store.hand_back(t.id, "200:9", "ended again", False, 3) == Handback.FAILED  # its own limit is 2
+    done = store.get(t.id)
+    assert done.state == "failed" and "attempt 2 of 2" in store.history(t.id)[-1]["reason"]
+    other = store.add("requeue me")
+    store.set_state(other.id, "assigned", "routed", agent="kaede")
+    store.take_lease(other.id, "kaede", "100:7", None, "delivered")
+    assert store.hand_back(other.id, None, "ended", False, 3) == Handback.REQUEUED
+    assert (store.get(other.id).state, store.get(other.id).agent) == ("queued", None)
+
+
+def test_a_github_task_that_used_its_last_attempt_tells_github_it_needs_a_person(store: Store) -> None:
+    t = store.add("issue", source="github", repo="acme/widgets", number=7)
+    store.set_state(t.id, "assigned", "routed", agent="kaede")
+    store.take_lease(t.id, "kaede", "1:1", None, "delivered")
+    store.hand_back(t.id, "1:1", "its process ended", True, 1)
+    assert [(a, "needs a person" in text) for _, _, a, text in store.outbox()] == [("needs-human", True)]
+
+
+def test_a_pass_over_ten_thousand_queued_tasks_fills_every_free_agent_in_priority_order(store: Store) -> None:
+    agents = [f"a{i}" for i in range(64)]
+    for n in range(10_000):
+        store.add(f"t{n}", labels=[f"agent:a{n % 64}"], priority="low" if n < 64 else "normal")
+    urgent = store.add("urgent", labels=["agent:a5", "priority:high"])
+    sent: list[tuple[int, str]] = []
+    got = schedule(store, [], dict.fromkeys(agents, 1), lambda t, a: sent.append((t.id, a)))
+    assert len(got) == 64 and sorted(a for _, a in got) == sorted(agents)
+    by_agent = {a: tid for tid, a in got}
+    assert by_agent["a5"] == urgent.id  # high priority first
+    assert by_agent["a0"] == 65  # then normal, oldest first: t64 is task 65; the low ones wait
+    assert schedule(store, [], dict.fromkeys(agents, 1), lambda t, a: sent.append((t.id, a))) == []  # all at wip
+    assert store.held_counts() == dict.fromkeys(agents, 1)
+    assert len(list(store.queued())) == 10_001 - 64
+
+
+def test_a_job_whose_last_step_completed_never_runs_again(store: Store, tmp_path: Path) -> None:
+    import json
+
+    from miyabi.work.jobs import run_assigned, submit
+
+    f = tmp_path / "j.json"
+    f.write_text(json.dumps({"id": "once", "kind": "run_shell", "workdir": ".", "script": ["echo x >> ran", "echo y >> ran"],
+                             "dod": "exit_code == 0", "report_path": "r.json", "retries": 4}))
+    tid, _ = submit(store, f, "kaede")
+    assert store.get(tid).max_attempts == 5
+    store.set_state(tid, "assigned", "routed", agent="kaede")
+    # attempt 1 ran both steps, then its worker died before it marked the task done
+    store.start_job(tid, "kaede", "10:1")
+    for i, cmd in enumerate(["echo x >> ran", "echo y >> ran"]):
+        assert store.job_step_started(tid, 1, i, cmd, "kaede")
+        store.job_step_ended(tid, 1, i, 0, 0.01, "")
+    store.hand_back(tid, "10:1", "its process ended", True, 3)
+    assert not store.job_step_started(tid, 1, 0, "echo x >> ran", "kaede")  # attempt 1 no longer owns it
+    ok, path = run_assigned(store, tid, "kaede", "11:1")
+    assert ok and not (tmp_path / "ran").exists()  # nothing ran again
+    report = json.loads(path.read_text())
+    assert report["attempt"] == 1 and [a["outcome"] for a in report["attempts"]] == ["passed"]
+    t = store.get(tid)
+    assert t.state == "done" and "nothing ran again" in store.history(tid)[-1]["reason"]
