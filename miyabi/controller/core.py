@@ -197,10 +197,13 @@ class Controller:
         self._start(functools.partial(d.run, own), f"deliver-{name}")
 
     def _remove_deliverer(self, name: str) -> None:
+        gone = self.deliverers.get(name)
         self.deliverers = {k: v for k, v in self.deliverers.items() if k != name}
         stop = self._deliverer_stops.pop(name, None)
         if stop is not None:
             stop.set()
+        if gone is not None:
+            gone.wake.set()
         if self.watcher is not None:
             self.watcher.unwatch(name)
 

@@ -71,7 +71,7 @@ class WorkEngine:
         """Work by a changed layout from now on (routes, WIP limits, task settings).
         Tasks held by agents it no longer has go back to the queue."""
         self.layout = layout
-        self.router = Router(layout.routes, layout.names)
+        self.router = Router(layout.routes, layout.names)  # its first pass routes the queue afresh
         self.dispatch.cfg = layout.github
         for t in self.store.held():
             if t.agent is not None and t.agent not in layout.wip:

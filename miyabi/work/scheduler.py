@@ -86,23 +86,29 @@ def why_waiting(
 
 
 class Router:
-    """:func:`route` with memory: a task's title and labels never change once stored,
-    so each task is routed once per set of routes (a pass over 10,000 queued tasks
-    then costs no regex). Make a new one when the routes or agents change."""
+    """:func:`route` for one set of routes and agents, recorded in the store: a
+    task's title and labels never change once stored, so each queued task is routed
+    once (its ``route`` column) and a pass reads only the tasks of agents with room;
+    a pass over 10,000 queued tasks then costs no regex and reads no task it cannot
+    assign. The first pass with a new Router forgets what an earlier one recorded.
+    Make a new one when the routes or agents change."""
 
     def __init__(self, routes: Sequence[Route], agents: Sequence[str]) -> None:
         self.routes = tuple(routes)
         self.agents = tuple(agents)
-        self._memo: dict[int, str | None] = {}
+        self._synced = False
 
     def __call__(self, task: Task) -> str | None:
-        try:
-            return self._memo[task.id]
-        except KeyError:
-            agent = self._memo[task.id] = route(task, self.routes, self.agents)
-            if len(self._memo) > 200_000:  # finished tasks are never asked again
-                self._memo.clear()
-            return agent
+        return route(task, self.routes, self.agents)
+
+    def record(self, store: Store) -> None:
+        """Route every queued task whose route is not recorded yet, and record it."""
+        if not self._synced:
+            store.clear_routes()
+            self._synced = True
+        fresh = store.unrouted()
+        if fresh:
+            store.set_routes({t.id: self(t) for t in fresh})
 
 
 def schedule(
@@ -116,8 +122,9 @@ def schedule(
     """One scheduling pass. Returns the (task id, agent) pairs it assigned.
 
     Every query is indexed: the tasks of failed agents, the tasks that have
-    dependencies, what each agent holds; queued tasks are read in priority order only
-    while some agent has room, and the pass stops once none has.
+    dependencies, what each agent holds; queued tasks are routed once (recorded by
+    the :class:`Router`), and only those routed to agents with room are read, in
+    priority order, until none has room.
 
     Args:
         store: the task store.
@@ -146,21 +153,20 @@ def schedule(
     assigned: list[tuple[int, str]] = []
     if not room:
         return assigned
-    for t in store.queued():
-        to = router(t)
-        if to is None or to not in room:
-            continue
-        agent = to
-        if hold is not None and hold(t):
-            continue
-        t2 = store.set_state(t.id, TaskState.ASSIGNED, f"routed to {agent}", agent=agent, expect=(TaskState.QUEUED,))
-        send(t2, agent)
-        load[agent] += 1
-        assigned.append((t.id, agent))
-        if load[agent] >= wip[agent]:
-            room.discard(agent)
-            if not room:
+    router.record(store)
+    for agent in sorted(room):  # each task has one route: agents never compete for one
+        for t in store.queued(routed_to=agent):
+            if load[agent] >= wip[agent]:
                 break
+            if router(t) != agent:  # recorded by another set of routes: record it anew
+                store.set_routes({t.id: router(t)})
+                continue
+            if hold is not None and hold(t):
+                continue
+            t2 = store.set_state(t.id, TaskState.ASSIGNED, f"routed to {agent}", agent=agent, expect=(TaskState.QUEUED,))
+            send(t2, agent)
+            load[agent] += 1
+            assigned.append((t.id, agent))
     return assigned
 
 

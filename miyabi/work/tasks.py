@@ -26,7 +26,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -115,6 +115,7 @@ CREATE TABLE IF NOT EXISTS tasks (
   timeout REAL,
   max_attempts INTEGER,
   rank INTEGER NOT NULL DEFAULT 1,
+  route TEXT,
   UNIQUE (source, repo, number)
 );
 CREATE TABLE IF NOT EXISTS deps (
@@ -161,6 +162,7 @@ COLUMNS_ADDED = {
     "timeout": "REAL",
     "max_attempts": "INTEGER",
     "rank": "INTEGER NOT NULL DEFAULT 1",
+    "route": "TEXT",
 }
 """Columns later versions added to ``tasks``: added to a database made before them."""
 
@@ -182,11 +184,12 @@ event ("job started by …" after the last assignment), not in a column."""
 INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_key ON tasks(source, key) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_order ON tasks(state, rank, created, id);
+CREATE INDEX IF NOT EXISTS tasks_route ON tasks(state, route, rank, created, id);
 CREATE INDEX IF NOT EXISTS tasks_agent ON tasks(agent, state);
 CREATE INDEX IF NOT EXISTS deps_depends_on ON deps(depends_on);
 """
-"""Indexes the scheduler's queries use: queued tasks in priority order, the tasks an
-agent holds, and the tasks waiting for one."""
+"""Indexes the scheduler's queries use: queued tasks in priority order (all, or those
+routed to some agents), the tasks an agent holds, and the tasks waiting for one."""
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 
@@ -585,18 +588,42 @@ class Store:
             self._move(db, task_id, TaskState.QUEUED, f"{reason}; back to the queue (attempt {row['attempts']} of {limit} used)")
             return Handback.REQUEUED
 
-    def queued(self) -> Iterator[Task]:
+    def queued(self, routed_to: str | None = None) -> Iterator[Task]:
         """Queued tasks in the order they are assigned: priority, then age (an index
-        walk, read lazily: a pass stops reading once every agent is full)."""
-        rows = self._rows("SELECT * FROM tasks WHERE state=? ORDER BY rank, created, id LIMIT 256", (str(TaskState.QUEUED),))
+        walk, read lazily in pages: a pass stops reading once it has what it needs).
+        With ``routed_to``, only those whose recorded route (:meth:`set_routes`) is
+        that agent, through the index on routes."""
+        table, where, args = "tasks INDEXED BY tasks_order", "state=?", [str(TaskState.QUEUED)]
+        if routed_to is not None:
+            table, where = "tasks INDEXED BY tasks_route", "state=? AND route=?"
+            args.append(routed_to)
+        page = 64
+        rows = self._rows(f"SELECT * FROM {table} WHERE {where} ORDER BY rank, created, id LIMIT {page}", args)
         while rows:
             yield from (Task.from_row(r) for r in rows)
-            if len(rows) < 256:
+            if len(rows) < page:
                 return
             last = rows[-1]
             rows = self._rows(
-                "SELECT * FROM tasks WHERE state=? AND (rank, created, id) > (?, ?, ?) ORDER BY rank, created, id LIMIT 256",
-                (str(TaskState.QUEUED), last["rank"], last["created"], last["id"]))
+                f"SELECT * FROM {table} WHERE {where} AND (rank, created, id) > (?, ?, ?) ORDER BY rank, created, id LIMIT {page}",
+                [*args, last["rank"], last["created"], last["id"]])
+
+    def unrouted(self) -> list[Task]:
+        """Queued tasks whose route is not recorded yet (new ones, or all after
+        :meth:`clear_routes`)."""
+        return [Task.from_row(r) for r in self._rows("SELECT * FROM tasks WHERE state=? AND route IS NULL ORDER BY id",
+                                                     (str(TaskState.QUEUED),))]
+
+    def set_routes(self, routes: Mapping[int, str | None]) -> None:
+        """Record which agent the routes pick for each task (``""``: none), so a pass
+        reads only the queued tasks of agents that have room."""
+        with self.tx() as db:
+            db.executemany("UPDATE tasks SET route=? WHERE id=?", [(a or "", tid) for tid, a in routes.items()])
+
+    def clear_routes(self) -> None:
+        """Forget the recorded routes of queued tasks (the routes or agents changed)."""
+        with self.tx() as db:
+            db.execute("UPDATE tasks SET route=NULL WHERE state=? AND route IS NOT NULL", (str(TaskState.QUEUED),))
 
     def waiting_on_deps(self) -> list[tuple[Task, list[int]]]:
         """Queued or blocked tasks that have dependencies, each with the ids of those
@@ -604,7 +631,7 @@ class Store:
         rows = self._rows(
             "SELECT t.*, (SELECT group_concat(d.depends_on) FROM deps d JOIN tasks x ON x.id = d.depends_on"
             "  WHERE d.task = t.id AND x.state NOT IN ('done', 'cancelled')) AS open_deps"
-            " FROM tasks t WHERE t.state IN ('queued', 'blocked') AND EXISTS (SELECT 1 FROM deps d WHERE d.task = t.id)"
+            " FROM tasks t WHERE t.id IN (SELECT task FROM deps) AND t.state IN ('queued', 'blocked')"
             " ORDER BY t.id")
         return [(Task.from_row(r), sorted(int(x) for x in r["open_deps"].split(",")) if r["open_deps"] else []) for r in rows]
 
