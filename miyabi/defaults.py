@@ -138,7 +138,12 @@ CONTROLLER_STOP_WAIT = 5.0
 """Seconds ``miyabi down`` waits after SIGTERM before it SIGKILLs the controller."""
 
 KEEPALIVE_POLL = 0.1
-"""Seconds between the keep-alive's looks at whether a controller runs."""
+"""Seconds the keep-alive waits before it looks again at a controller it could not
+open a pidfd for (it was just ending)."""
+
+KEEPALIVE_CHECK = 1.0
+"""Seconds between the keep-alive's looks for ``run/stopped`` (it wakes at once when
+the controller ends or a signal comes)."""
 
 KEEPALIVE_STABLE = 10.0
 """A controller that ran this long (seconds) before it died is started again at once."""

@@ -25,3 +25,24 @@ def sleeper(stop: threading.Event) -> Callable[[float], None]:
             raise Stopped()
 
     return sleep
+
+
+class StopEvent(threading.Event):
+    """The controller's stop event: setting it also sets every event linked to it, so
+    a thread waiting on one of those (the main loop's wake-up, a deliverer's own stop)
+    ends its wait at once too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._linked: list[threading.Event] = []
+
+    def link(self, event: threading.Event) -> None:
+        """Set ``event`` whenever this is set (at once if it is already)."""
+        self._linked.append(event)
+        if self.is_set():
+            event.set()
+
+    def set(self) -> None:
+        super().set()
+        for e in list(self._linked):
+            e.set()

@@ -41,7 +41,7 @@ from miyabi.messaging.delivery import Deliverer
 from miyabi.messaging.intro import Intros
 from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
-from miyabi.stopping import Stopped, sleeper
+from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.keeper import SessionKeeper
 from miyabi.supervision.processes import lease_identity
 from miyabi.supervision.supervisor import Supervisor
@@ -69,10 +69,10 @@ class Controller:
     def __init__(self, home: Home, socket: str, layout: Layout) -> None:
         self.home = home
         self.layout = layout
-        self.stop = threading.Event()
+        self.stop = StopEvent()
         self.sleep = sleeper(self.stop)
         self.tmux = Tmux(socket)
-        self.channel = SessionChannel(self.tmux, layout.session, on_output=self._on_output)
+        self.channel = SessionChannel(self.tmux, layout.session, on_output=self._on_output, on_close=self._on_channel_closed)
         self.panes = PaneMap(self.channel, layout.session)
         self.driver = PaneDriver(self.channel)
         cwd = home.load_state().get("cwd")
@@ -88,11 +88,13 @@ class Controller:
         self.engine: WorkEngine | None = None
         self.watcher: InboxWatcher | None = None
         self.kick = threading.Event()
-        """Set when the task store may have changed (any process wrote it): the main
-        loop then runs a scheduling pass at once instead of at its next tick."""
+        """Set when the task store may have changed (any process wrote it), and on
+        stop: the main loop then acts at once instead of at its next tick."""
+        self.stop.link(self.kick)
         self._threads: list[threading.Thread] = []
         self._started = False
         self._identities: dict[int, str | None] = {}
+        self._look_now = False
         if layout.github is not None:
             protect_secret(layout.github.token_env)
 
@@ -107,6 +109,12 @@ class Controller:
         name = self.panes.agent_of(pane_id)
         if name is not None:
             self._wake(name)
+
+    def _on_channel_closed(self) -> None:
+        """The control client closed (the session or the tmux server may be gone): look
+        at once instead of at the next refresh."""
+        self._look_now = True
+        self.kick.set()
 
     def _home_intact(self) -> bool:
         return (self.home.run / LOCKFILE).exists()
@@ -193,6 +201,7 @@ class Controller:
 
     def _start_deliverer(self, name: str, d: Deliverer) -> None:
         own = threading.Event()
+        self.stop.link(own)
         self._deliverer_stops[name] = own
         self._start(functools.partial(d.run, own), f"deliver-{name}")
 
@@ -233,8 +242,6 @@ class Controller:
         finally:
             self.stop.set()
             stopping = time.monotonic()
-            for ev in self._deliverer_stops.values():
-                ev.set()
             for d in self.deliverers.values():
                 d.wake.set()
             supervisor.wake()
@@ -274,7 +281,8 @@ class Controller:
                 log.warning("home %s is gone; stopping", self.home.root)
                 self.stop.set()
                 break
-            if time.monotonic() >= next_refresh:
+            if time.monotonic() >= next_refresh or self._look_now:
+                self._look_now = False
                 try:
                     panes = self.panes.refresh()
                     if self.keeper.recreate_missing(panes):
@@ -315,7 +323,7 @@ class Controller:
             wait = max(0.0, min(next_refresh - time.monotonic(), next_pass - time.time()))
             if requests.pending(self.home):
                 wait = min(wait, defaults.PANE_REFRESH / 5)
-            if self.kick.wait(wait):
+            if self.kick.wait(wait) and not self.stop.is_set():
                 self.kick.clear()
                 self.stop.wait(defaults.SCHEDULE_KICK_DEBOUNCE)
 

@@ -5,7 +5,7 @@ its controller is SIGKILLed or crashes.
 ``miyabi up`` starts it (``python -m miyabi.controller.keepalive``) instead of the
 controller itself. It holds ``run/keepalive.lock`` (one per home) and watches the
 controller's lock: whenever no controller holds it (ours died, or one we adopted from
-an earlier run did), it starts one, within ``defaults.KEEPALIVE_POLL`` seconds and
+an earlier run did), it starts one at once (it holds a pidfd of the controller), or
 after a backoff when the controller keeps dying young (``defaults.KEEPALIVE_BACKOFF_*``).
 It stops for good, with its child, on SIGTERM (``miyabi down``), when ``miyabi down``
 left ``run/stopped``, when the home is removed, or when the controller exits 0
@@ -15,7 +15,8 @@ and the controller's restarts (time and why), which ``miyabi status`` shows.
 This is a service manager's job done small (systemd's ``Restart=always``; runit's
 ``runsv``), for machines where none is set up; under systemd (``miyabi service``) the
 unit runs the controller directly and this is not used. It imports only the standard
-library and :mod:`filelock`, so it costs a few megabytes and no CPU while it waits.
+library and :mod:`filelock`, and waits in ``select(2)`` on the controller's pidfd, so
+it costs a few megabytes and next to no CPU while the controller runs.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ class KeepAlive:
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
+        child = self.child
+        if child is not None and child.poll() is None:
+            child.terminate()  # at once: its shutdown overlaps ours
 
     def _controller_running(self) -> bool:
         if self.child is not None and self.child.poll() is None:
@@ -129,6 +133,11 @@ class KeepAlive:
     def run(self) -> int:
         """Keep the controller running until told to stop; return the exit code.
 
+        It sleeps in ``select(2)`` on a pidfd of the running controller (its child,
+        or one it adopted), so it wakes the instant that process ends, on a signal
+        (``signal.set_wakeup_fd``), and every ``defaults.KEEPALIVE_CHECK`` seconds
+        to look for ``run/stopped``.
+
         Raises:
             OSError: the home cannot be written.
         """
@@ -139,8 +148,11 @@ class KeepAlive:
             lock.acquire()
         except Timeout:
             return 0  # another keep-alive runs for this home
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_term)
+        watched: tuple[int, int] | None = None  # (pid, its pidfd)
         try:
             self._save()
             young = 0  # deaths in a row of controllers that ran less than KEEPALIVE_STABLE
@@ -157,28 +169,52 @@ class KeepAlive:
                     lived = time.monotonic() - born
                     young = young + 1 if lived < defaults.KEEPALIVE_STABLE else 0
                     self.restarts.append({"time": time.time(), "reason": f"controller {child.pid} {why} after {lived:.1f} s"})
-                    self._wait(backoff_delay(young))
+                    self._pause(backoff_delay(young), wake_r)
                     continue
-                if self._controller_running():
-                    adopted = self.child is None
-                    self._wait(defaults.KEEPALIVE_POLL)
+                pid = child.pid if child is not None else controller_pid(self.run_dir)
+                if pid is None:
+                    if adopted:
+                        self.restarts.append({"time": time.time(), "reason": "controller ended (one this keep-alive did not start)"})
+                        adopted = False
+                    self._spawn()
+                    born = time.monotonic()
+                    self._save()
                     continue
-                if adopted:
-                    self.restarts.append({"time": time.time(), "reason": "controller ended (one this keep-alive did not start)"})
-                    adopted = False
-                self._spawn()
-                born = time.monotonic()
-                self._save()
-                self._wait(defaults.KEEPALIVE_POLL)
+                adopted = child is None
+                if watched is None or watched[0] != pid:
+                    if watched is not None:
+                        os.close(watched[1])
+                        watched = None
+                    try:
+                        watched = (pid, os.pidfd_open(pid))
+                    except OSError:  # gone already, or no pidfd here: look again shortly
+                        self._pause(defaults.KEEPALIVE_POLL, wake_r)
+                        continue
+                self._pause(defaults.KEEPALIVE_CHECK, wake_r, watched[1])
         finally:
+            if watched is not None:
+                os.close(watched[1])
             self._stop_child()
             lock.release()
         return 0
 
-    def _wait(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self._gone() and time.monotonic() < deadline:
-            time.sleep(min(defaults.KEEPALIVE_POLL, max(0.0, deadline - time.monotonic())))
+    def _pause(self, seconds: float, wake_r: int, pidfd: int | None = None) -> None:
+        """Wait up to ``seconds``: less when ``pidfd``'s process ends or a signal comes."""
+        import select
+
+        if self._gone():
+            return
+        fds = [wake_r] + ([pidfd] if pidfd is not None else [])
+        try:
+            ready, _, _ = select.select(fds, [], [], seconds)
+        except (OSError, ValueError):
+            return
+        if wake_r in ready:
+            try:
+                while os.read(wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
 
     def _stop_child(self) -> None:
         child = self.child

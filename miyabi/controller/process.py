@@ -94,36 +94,42 @@ def stop_background(home: Home, wait: float = defaults.CONTROLLER_STOP_WAIT) -> 
 
     pid = running_pid(home)
     keeper = keepalive.running_pid(home.run)
-    if keeper is not None:
-        _end(keeper, wait)
-    pid = running_pid(home) or pid
-    if pid is None:
-        return None
-    _end(pid, wait)
-    return pid
+    # Both at once: the keep-alive, told first, starts nothing again (a controller
+    # that stops on SIGTERM exits 0, which ends it too).
+    _end([p for p in (keeper, pid) if p is not None], wait)
+    late = running_pid(home)  # one the keep-alive started just before it was told
+    if late is not None and late != pid:
+        _end([late], wait)
+    return pid or late
 
 
-def _end(pid: int, wait: float) -> None:
-    """SIGTERM ``pid``, then SIGKILL it if it still runs after ``wait`` seconds."""
+def _end(pids: list[int], wait: float) -> None:
+    """SIGTERM ``pids``, then SIGKILL those still running after ``wait`` seconds."""
     import signal
 
     from miyabi.supervision.processes import alive
 
+    left = list(pids)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
+        for pid in list(left):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                left.remove(pid)
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:  # reap it if it is our own child (started by this process)
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return
-            except ChildProcessError:
-                pass
-            if not alive(pid):
-                return
+        while left and time.monotonic() < deadline:
+            for pid in list(left):
+                try:  # reap it if it is our own child (started by this process)
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        left.remove(pid)
+                        continue
+                except ChildProcessError:
+                    pass
+                if not alive(pid):
+                    left.remove(pid)
             time.sleep(0.01)
+        if not left:
+            return
 
 
 def status(home: Home, now: float | None = None) -> dict[str, Any]:

@@ -62,11 +62,13 @@ class ControlClient:
         last_output: pane id → ``time.monotonic()`` of its last ``%output``.
     """
 
-    def __init__(self, tmux: Tmux, session: str, on_output: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, tmux: Tmux, session: str, on_output: Callable[[str, str], None] | None = None,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.tmux = tmux
         self.socket = tmux.socket
         self.session = session
         self.on_output = on_output
+        self.on_close = on_close
         self.last_output: dict[str, float] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -199,6 +201,8 @@ class ControlClient:
                     break
         self._closed.set()
         self._fail_waiting()
+        if self.on_close is not None:
+            self.on_close()
 
 
 def _same_block(end_line: str, block: list[str]) -> bool:
@@ -218,12 +222,16 @@ class SessionChannel:
         session: the session to attach to.
         on_output: called with the pane id each time a pane prints (in the reader
             thread: keep it short).
+        on_close: called when an open client closed (the session or server went
+            away, or the client died), in the reader thread.
     """
 
-    def __init__(self, tmux: Tmux, session: str, on_output: Callable[[str], None] | None = None) -> None:
+    def __init__(self, tmux: Tmux, session: str, on_output: Callable[[str], None] | None = None,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.tmux = tmux
         self.session = session
         self.on_output = on_output
+        self.on_close = on_close
         self._client: ControlClient | None = None
         self._lock = threading.Lock()
         self._last_output: dict[str, float] = {}
@@ -246,7 +254,7 @@ class SessionChannel:
                 return self._client
             if not session_exists(self.tmux, self.session):
                 raise TmuxError("attach-session", f"session {self.session!r} is not running", socket=self.tmux.socket)
-            self._client = ControlClient(self.tmux, self.session, on_output=self._output).start()
+            self._client = ControlClient(self.tmux, self.session, on_output=self._output, on_close=self.on_close).start()
             self.opened += 1
             return self._client
 

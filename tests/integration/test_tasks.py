@@ -113,6 +113,8 @@ def test_up_with_a_github_layout_routes_issues_to_agents(cli: Cli, home: Path, t
         assert fake.labels(7) == ["bug", "status:in-progress", "assigned:kaede"]
         assert cli("task", "done", "acme/widgets#7", "--note", "fixed").exit_code == 0
         wait_for(lambda: "status:done" in fake.labels(7), timeout=10, what="status:done on the issue")
+        # the comment follows the labels: wait for it too
+        wait_for(lambda: len(fake.comments[7]) >= 2, timeout=10, what="the done comment")
         assert fake.comments[7][0].startswith("assigned to kaede by miyabi [") and fake.comments[7][1] == "done (kaede): fixed"
 
 
