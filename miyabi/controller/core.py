@@ -179,6 +179,30 @@ class Controller:
                 (self.home.run / PIDFILE).unlink(missing_ok=True)
             lock.release()
 
+    def _stop_on_signals(self) -> None:
+        """Stop on SIGTERM and SIGINT. The handler only writes to a pipe; a thread sets
+        :attr:`stop`. Setting an event in the handler itself could deadlock: the
+        interrupted main thread may hold that very event's lock."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+
+        def relay() -> None:
+            try:
+                os.read(r, 1)
+            finally:
+                self.stop.set()
+                os.close(r)
+
+        def on_signal(signum: int, frame: object) -> None:
+            try:
+                os.write(w, b"x")
+            except OSError:
+                pass
+
+        threading.Thread(target=relay, name="signals", daemon=True).start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        self.stop.link(_Closer(w))
+
     def _start(self, target: object, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
         t.start()
@@ -218,8 +242,7 @@ class Controller:
 
     def _run_locked(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self.stop.set())
+            self._stop_on_signals()
         append_event(self.home.root, "controller-start", pid=os.getpid(), session=self.layout.session)
         log.info("controller %d started for home %s", os.getpid(), self.home.root)
         store = Store.of_home(self.home.root)
@@ -390,3 +413,19 @@ class Controller:
         append_event(self.home.root, "layout-reloaded", path=str(new.path), added=added, removed=removed, changed=changed)
         log.info("layout %s adopted: %s", new.path, what)
         return f"{what}; routes, limits and settings of {new.path.name} apply"
+
+
+class _Closer(threading.Event):
+    """Linked to the stop event: when it is set, ends the signal relay's read (a
+    controller stopped without a signal) by writing to its pipe."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def set(self) -> None:
+        super().set()
+        try:
+            os.write(self._fd, b"x")
+        except OSError:
+            pass

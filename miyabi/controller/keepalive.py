@@ -108,10 +108,9 @@ class KeepAlive:
         write_atomic(self.run_dir / STATE_FILE, json.dumps(data))
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        # A flag only: a lock taken here could be one the interrupted code holds
+        # (Popen.poll's). The wake-up fd ends the main loop's select at once.
         self.stopping = True
-        child = self.child
-        if child is not None and child.poll() is None:
-            child.terminate()  # at once: its shutdown overlaps ours
 
     def _controller_running(self) -> bool:
         if self.child is not None and self.child.poll() is None:
