@@ -233,6 +233,10 @@ SCHEDULE_IDLE = 10.0
 """Seconds between scheduling passes when nothing changed (passes are driven by
 changes: a commit to the task store, an agent's process, a failed agent, a reload)."""
 
+LEASE_RECONCILE = 30.0
+"""Seconds an assigned task may wait before a pass looks where its message is (a
+delivery or dead letter whose report never reached the store is then settled)."""
+
 SCHEDULE_ERROR_PAUSE = 1.0
 """Seconds before a scheduling pass that failed (the store refused) is tried again."""
 

@@ -231,7 +231,7 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
                           "agents": [r.to_json() for r in rows]})
         return
     if ctl["running"]:
-        kept = "kept alive" if ctl["kept_alive"] else "not kept alive: `miyabi up` adds a keep-alive"
+        kept = "kept alive" if ctl["kept_alive"] else "no keep-alive (not started by `miyabi up`: systemd's or yours to restart)"
         line = f"controller: running, pid {ctl['pid']}, up {output.human_seconds(ctl['uptime'])}, {kept}"
         if ctl["restarts"]:
             line += f"; restarted {ctl['restarts']} times, last {ctl['last_restart']} ({ctl['last_reason']})"

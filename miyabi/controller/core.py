@@ -24,7 +24,6 @@ import functools
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ from miyabi.tmux.panes import PaneMap
 from miyabi.tmux.runner import Tmux
 from miyabi.work.engine import WorkEngine
 from miyabi.work.github import GitHub, client_for
-from miyabi.work.tasks import Store, TaskError
+from miyabi.work.tasks import Store
 
 log = logging.getLogger("miyabi.controller")
 
@@ -93,8 +92,8 @@ class Controller:
         self.stop.link(self.kick)
         self._threads: list[threading.Thread] = []
         self._started = False
-        self._identities: dict[int, str | None] = {}
         self._look_now = False
+        self._signal_fd: int | None = None
         if layout.github is not None:
             protect_secret(layout.github.token_env)
 
@@ -127,17 +126,11 @@ class Controller:
             return False
         return self.supervisor.clear_and_restart(agent)
 
-    def _identity(self, pid: int) -> str | None:
-        """The lease identity of process ``pid`` (cached: a pid's start never changes)."""
-        if pid not in self._identities:
-            if len(self._identities) > 4096:
-                self._identities.clear()
-            self._identities[pid] = lease_identity(pid)
-        return self._identities[pid]
-
     def _delivered(self, msg: Message, pid: int) -> None:
         if self.engine is not None:
-            self.engine.delivered(msg, lease_identity(pid))
+            # a process that ended since it was typed into holds it under a name no
+            # process has, so the task is handed back
+            self.engine.delivered(msg, lease_identity(pid) or f"{pid}:ended")
 
     def _processes(self) -> dict[str, str | None]:
         """Agent → the lease identity of its live process (None: dead or no pane)."""
@@ -145,7 +138,7 @@ class Controller:
         out: dict[str, str | None] = {}
         for a in self.layout.agents:
             p = panes.get(a.name)
-            out[a.name] = self._identity(p.pid) if p is not None and not p.dead and p.pid else None
+            out[a.name] = lease_identity(p.pid) if p is not None and not p.dead and p.pid else None
         return out
 
     # -- running
@@ -202,6 +195,7 @@ class Controller:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
         self.stop.link(_Closer(w))
+        self._signal_fd = w
 
     def _start(self, target: object, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
@@ -281,6 +275,11 @@ class Controller:
             except OSError:  # the home was removed: nowhere to tell
                 pass
             log.info("controller %d stopped%s", os.getpid(), f"; threads still running: {', '.join(left)}" if left else "")
+            if self._signal_fd is not None:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                os.close(self._signal_fd)
+                self._signal_fd = None
 
     def _serve(self, engine: WorkEngine, supervisor: Supervisor, gh: GitHub | None) -> None:
         """The main loop, until stopped: refresh the pane map every
@@ -335,12 +334,12 @@ class Controller:
                     token = (engine.store.version(), tuple(failed), tuple(sorted(processes.items())))
                     if token != seen or time.time() >= next_pass:
                         seen = token
-                        engine.check_leases(processes)
+                        engine.check_leases(processes, _holder_alive)
                         engine.schedule(failed)
                         due = engine.next_due()
                         next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
-                except (TaskError, sqlite3.Error) as e:
-                    log.warning("scheduling: %s; trying again in %.0f s", e, defaults.SCHEDULE_ERROR_PAUSE)
+                except Exception as e:  # noqa: BLE001 - the main loop must live on (TaskError, sqlite3.Error, OSError, …)
+                    log.warning("scheduling: %s: %s; trying again in %.0f s", type(e).__name__, e, defaults.SCHEDULE_ERROR_PAUSE)
                     seen, paused_until = None, time.time() + defaults.SCHEDULE_ERROR_PAUSE
                     next_pass = paused_until
             wait = max(0.0, min(next_refresh - time.monotonic(), next_pass - time.time()))
@@ -413,6 +412,12 @@ class Controller:
         append_event(self.home.root, "layout-reloaded", path=str(new.path), added=added, removed=removed, changed=changed)
         log.info("layout %s adopted: %s", new.path, what)
         return f"{what}; routes, limits and settings of {new.path.name} apply"
+
+
+def _holder_alive(holder: str) -> bool:
+    """Whether the process a lease names (``PID:START``) still runs."""
+    pid, _, _ = holder.partition(":")
+    return pid.isdigit() and int(pid) > 0 and lease_identity(int(pid)) == holder
 
 
 class _Closer(threading.Event):

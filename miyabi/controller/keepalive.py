@@ -59,7 +59,13 @@ def running_pid(run: Path) -> int | None:
 
     def pid() -> int | None:
         value = read_state(run).get("pid")
-        return value if isinstance(value, int) else None
+        if not isinstance(value, int):
+            return None
+        try:  # the file may still name an earlier keep-alive (whose pid was reused) for an instant
+            with open(f"/proc/{value}/cmdline", "rb") as f:
+                return value if b"miyabi.controller.keepalive" in f.read() else None
+        except OSError:
+            return None
 
     return lock_holder(run / LOCKFILE, pid)
 
@@ -228,14 +234,15 @@ class KeepAlive:
 
 
 def main(args: list[str] | None = None) -> int:
-    """``python -m miyabi.controller.keepalive --home H --socket S --layout L``."""
+    """``python -m miyabi.controller.keepalive --home H --socket S``. The controller it
+    starts reads the layout the home runs now (``run/up.json``), so one started again
+    after a ``miyabi reload`` runs the reloaded layout."""
     p = argparse.ArgumentParser(prog="miyabi-keepalive", description="Keep this home's controller running.")
     p.add_argument("--home", required=True)
     p.add_argument("--socket", required=True)
-    p.add_argument("--layout", required=True)
     ns = p.parse_args(args)
     home = Path(ns.home)
-    argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", ns.socket, "--layout", ns.layout]
+    argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", ns.socket]
     return KeepAlive(home, argv, home / "logs" / "controller.log").run()
 
 

@@ -42,10 +42,11 @@ def running_pid(home: Home) -> int | None:
 
 
 def start_background(home: Home, socket: str, layout_path: Path, wait: float = defaults.CONTROLLER_START_WAIT) -> tuple[int, bool]:
-    """Make sure this home's controller runs, under its keep-alive; return (the
-    controller's pid, whether this call started it). A controller that runs without
-    a keep-alive (an older one, or one run in the foreground) gets one, which starts
-    a new controller when that one ends.
+    """Make sure this home's controller runs; return (its pid, whether this call
+    started it). One is started under a keep-alive (:mod:`miyabi.controller.keepalive`),
+    which runs the layout recorded in ``run/up.json`` (``layout_path`` is what the
+    caller recorded there). A controller that already runs is left as it is, with or
+    without a keep-alive: one run by systemd or by hand is theirs to restart.
 
     Raises:
         MiyabiError: it did not come up within ``wait`` seconds (see logs/controller.log).
@@ -53,7 +54,7 @@ def start_background(home: Home, socket: str, layout_path: Path, wait: float = d
     from miyabi.controller import keepalive
 
     pid = running_pid(home)
-    if pid is not None and keepalive.running_pid(home.run) is not None:
+    if pid is not None:
         return pid, False
     home.ensure()
     proc: subprocess.Popen[bytes] | None = None
@@ -62,14 +63,11 @@ def start_background(home: Home, socket: str, layout_path: Path, wait: float = d
         try:
             env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_AGENT", "TMUX", "TMUX_PANE")}
             proc = subprocess.Popen(
-                [sys.executable, "-m", "miyabi.controller.keepalive", "--home", str(home.root), "--socket", socket,
-                 "--layout", str(layout_path)],
+                [sys.executable, "-m", "miyabi.controller.keepalive", "--home", str(home.root), "--socket", socket],
                 env=env, stdin=subprocess.DEVNULL, stdout=logfd, stderr=logfd, start_new_session=True, cwd=str(home.root),
             )
         finally:
             os.close(logfd)
-    if pid is not None:
-        return pid, False
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         pid = running_pid(home)

@@ -97,6 +97,8 @@ def serve(home: Home, restart: Callable[[str], bool], reload: Callable[[], str] 
                 answer = "ok\n" + reload()
             except MiyabiError as e:
                 answer = f"failed\n{e}"
+            except Exception as e:  # noqa: BLE001 - answered, never retried by the next controller
+                answer = f"failed\n{type(e).__name__}: {e}; see {home.logs / 'controller.log'}"
             write_atomic(d / f"{DONE}{RELOAD}", answer + "\n")
             req.unlink(missing_ok=True)
             continue

@@ -157,6 +157,8 @@ class Supervisor:
         self.watches: dict[str, Watch] = {n: Watch() for n in self.agents}
         self.lock = threading.RLock()
         self.state_file = home.run / STATE_FILE
+        self._closing: list[int] = []
+        """pidfds of agents no longer watched, closed by the watch loop between waits."""
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         """A self-pipe in the watch loop's select: :meth:`wake` ends its wait at once."""
         self._load()
@@ -220,7 +222,10 @@ class Supervisor:
             watches = dict(self.watches)
             for name in list(watches):
                 if name not in new:
-                    self._close_fd(watches.pop(name))
+                    gone = watches.pop(name)
+                    if gone.fd is not None:  # closed by the watch loop: it may be in its select now
+                        self._closing.append(gone.fd)
+                        gone.fd = None
             for name in new:
                 watches.setdefault(name, Watch())
             self.agents, self.watches, self.typists = new, watches, typists
@@ -237,6 +242,7 @@ class Supervisor:
         next_hang_check = 0.0
         try:
             while not stop.is_set():
+                self._close_dropped()
                 self.sync()
                 if time.monotonic() >= next_hang_check:
                     next_hang_check = time.monotonic() + defaults.HANG_CHECK
@@ -271,9 +277,19 @@ class Supervisor:
             for w in self.watches.values():
                 self._close_fd(w)
 
+    def _close_dropped(self) -> None:
+        with self.lock:
+            fds, self._closing = self._closing, []
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def close(self) -> None:
         """Release the wake-up pipe; call after the watch loop's thread ended (or never
         started). Until then :meth:`wake` may write to it."""
+        self._close_dropped()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)

@@ -96,5 +96,6 @@ class Dispatcher:
                 append_event(self.home, "claim-error", task=task.id, ref=task.ref, error=str(e))
                 return
         msg = make(agent, task_message(task), sender="miyabi", task=str(task.id))
+        self.store.set_message(task.id, msg.id)  # only this message's delivery leases the task
         inbox(self.home, agent).put(msg)
         append_event(self.home, "task-assigned", agent=agent, task=task.id, ref=task.ref, id=msg.id)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from miyabi import defaults
 from miyabi.config.model import Layout
 from miyabi.config.settings import OnRestart
 from miyabi.events import append_event
@@ -73,13 +74,21 @@ class WorkEngine:
         self.layout = layout
         self.router = Router(layout.routes, layout.names)  # its first pass routes the queue afresh
         self.dispatch.cfg = layout.github
+        self.release_unknown()
+
+    def release_unknown(self) -> list[int]:
+        """Send the tasks held by agents the layout does not have (removed from it, here
+        or while no controller ran) back to the queue; returns their ids."""
+        out: list[int] = []
         for t in self.store.held():
-            if t.agent is not None and t.agent not in layout.wip:
+            if t.agent is not None and t.agent not in self.layout.wip:
                 try:
-                    self.store.set_state(t.id, TaskState.QUEUED, f"agent {t.agent} was removed from the layout; back to the queue",
+                    self.store.set_state(t.id, TaskState.QUEUED, f"agent {t.agent} is not in the layout any more; back to the queue",
                                          expect=(TaskState.ASSIGNED, TaskState.IN_PROGRESS))
+                    out.append(t.id)
                 except TaskError:
                     pass
+        return out
 
     def schedule(self, failed_agents: Sequence[str] = ()) -> list[tuple[int, str]]:
         """One scheduling pass (:func:`~miyabi.work.scheduler.schedule`); returns the
@@ -94,48 +103,57 @@ class WorkEngine:
     def next_due(self) -> float | None:
         """Unix time of the next thing a pass must do though nothing changed: a task's
         deadline, or a failed claim's retry (None: nothing)."""
-        times = [t.deadline for t in self.store.held() if t.deadline is not None]
-        times += [v for v in self.dispatch.not_before.values() if v > self.clock()]
+        now = self.clock()
+        times = [t.deadline for t in self.store.held() if t.deadline is not None and t.deadline > now]
+        times += [v for v in self.dispatch.not_before.values() if v > now]
         return min(times) if times else None
 
     # -- leases
 
-    def check_leases(self, processes: Mapping[str, str | None]) -> list[tuple[int, Handback]]:
+    def check_leases(self, processes: Mapping[str, str | None], alive: Callable[[str], bool]) -> list[tuple[int, Handback]]:
         """Hand back the tasks whose holder ended or whose time is up.
 
         Args:
             processes: agent → the lease identity (``PID:START``) of its live process, or
                 None while it has none (dead, respawning, no pane).
+            alive: whether the process a lease identity names still runs (the same
+                pid and start).
 
-        A task whose message was delivered belongs to that process. When the agent
-        runs another process now (crash, hang, ``miyabi restart``, ``miyabi up``), or
-        none and the policy is ``requeue``, the task is handed back by
-        ``tasks.on_agent_restart``; past its deadline the agent is told and the task
-        is handed back the same way. A task in progress with no holder (delivered
-        before leases, or its delivery report was lost) is adopted by the agent's
-        current process. Returns (task id, where it went) for each task handed back.
+        A task whose message was delivered belongs to that process. When that process
+        no longer runs (crash, hang, ``miyabi restart``, ``miyabi up``), the task is
+        handed back by ``tasks.on_agent_restart`` (with ``resend``, once the agent has
+        a live process again); past its deadline the agent is told and the task is
+        handed back the same way, whatever its process. A task in progress with no
+        holder (delivered before leases) is adopted by the agent's current process. An
+        assigned task whose message was delivered or dead-lettered without the report
+        reaching the store (``defaults.LEASE_RECONCILE`` seconds ago) is settled as if
+        it had. Returns (task id, where it went) for each task handed back.
 
         Raises:
             TaskError, sqlite3.Error: the store failed.
         """
-        policy = self.layout.tasks.on_agent_restart
-        resend = policy == OnRestart.RESEND
+        resend = self.layout.tasks.on_agent_restart == OnRestart.RESEND
         out: list[tuple[int, Handback]] = []
         now = self.clock()
         for t in self.store.held():
-            if t.agent is None or t.agent not in self.layout.wip or t.state != TaskState.IN_PROGRESS:
+            if t.agent is None or t.agent not in self.layout.wip:
                 continue
             current = processes.get(t.agent)
+            if t.state == TaskState.ASSIGNED:
+                if now - t.updated > defaults.LEASE_RECONCILE:
+                    self._reconcile(t)
+                continue
+            limit = self.layout.tasks.timeout_for(t.labels, t.timeout)
             if t.holder is None:
                 if current is not None:
-                    timeout = self.layout.tasks.timeout_for(t.labels, t.timeout)
-                    self.store.adopt_lease(t.id, current, now + timeout if timeout is not None else None)
+                    self.store.adopt_lease(t.id, current, now + limit if limit is not None else None)
                 continue
-            if current == t.holder:
-                if t.deadline is None or now < t.deadline:
-                    continue
-                limit = self.layout.tasks.timeout_for(t.labels, t.timeout) or 0.0
-                why = f"it ran past its time limit of {_human(limit)}"
+            if t.deadline is None and limit is not None:
+                self.store.set_deadline(t.id, now + limit)
+            if t.deadline is not None and now >= t.deadline:
+                why = f"it ran past its time limit of {_human(limit or 0.0)}"
+            elif alive(t.holder):
+                continue
             elif current is None and resend:
                 continue  # its next process gets it
             else:
@@ -146,13 +164,26 @@ class WorkEngine:
             out.append((t.id, went))
             append_event(self.home, "task-handed-back", task=t.id, ref=t.ref, agent=t.agent, to=str(went), reason=why)
             log.info("task %s: %s; %s", t.ref, why, went)
-            if current is not None and went != Handback.RESENT:
+            if went == Handback.RESENT:
+                self.resend(self.store.get(t.id), why)
+            elif current is not None:
                 self._tell(t, t.agent, f"Task {t.ref} ({t.title}): {why}. "
                            + ("It failed: it had no attempts left; stop working on it." if went == Handback.FAILED
-                              else "It went back to the queue; stop working on it."))
-            elif went == Handback.RESENT:
-                self.resend(self.store.get(t.id), why)
+                              else "It went back to the queue; stop working on it."), notice=True)
         return out
+
+    def _reconcile(self, t: Task) -> None:
+        """An assigned task that has waited long: settle it by where its message is."""
+        if t.message is None or t.agent is None:
+            return
+        found = inbox(self.home, t.agent).find(t.message)
+        if found is None:  # dropped from the inbox (`miyabi drop`), or lost: tell the agent again
+            self.store.set_state(t.id, TaskState.QUEUED, f"its message {t.message} is gone from {t.agent}'s inbox",
+                                 expect=(TaskState.ASSIGNED,))
+        elif found[0] == MessageState.DELIVERED:  # its report was lost: held by a process we cannot name
+            self.store.take_lease(t.id, t.agent, LOST_HOLDER, None, f"message {t.message} was delivered", message=t.message)
+        elif found[0] == MessageState.FAILED:
+            self.dead_letter(found[1], str(found[1].extra.get("reason", "dead letter")))
 
     def resend(self, task: Task, why: str) -> None:
         """Send a task handed back to its agent again, saying why. A job is only named
@@ -166,8 +197,12 @@ class WorkEngine:
                     "Start it afresh; what was done before may be half done.\n\n" + task_message(task))
         self._tell(task, task.agent, text)
 
-    def _tell(self, task: Task, agent: str, text: str) -> None:
+    def _tell(self, task: Task, agent: str, text: str, notice: bool = False) -> None:
+        """Send ``agent`` a message about ``task``: its assignment (recorded on the task,
+        so only its delivery leases the task) or, with ``notice``, a word about it."""
         msg = make(agent, text, sender="miyabi", task=str(task.id))
+        if not notice:
+            self.store.set_message(task.id, msg.id)
         inbox(self.home, agent).put(msg)
 
     def github_pass(self, store: Store | None = None, assign: bool = False) -> GitHubPass:
@@ -218,38 +253,56 @@ class WorkEngine:
 
     def delivered(self, msg: Message, holder: str | None = None) -> None:
         """A task's message reached its agent's process ``holder`` (``PID:START``): the
-        task is in progress, leased to that process, until its time limit."""
+        task is in progress, leased to that process, until its time limit. Only the
+        message of its current assignment counts (not a notice about it)."""
         if msg.task and msg.task.isdigit():
             try:
                 t = self.store.get(int(msg.task))
                 timeout = self.layout.tasks.timeout_for(t.labels, t.timeout)
-                self.store.take_lease(t.id, msg.to, holder, timeout, f"message {msg.id} delivered")
-            except (TaskError, sqlite3.Error):
-                pass  # gone meanwhile
+                self.store.take_lease(t.id, msg.to, holder, timeout, f"message {msg.id} delivered", message=msg.id)
+            except (TaskError, sqlite3.Error) as e:
+                log.warning("task %s: could not record its delivery (%s); the next passes settle it", msg.task, e)
 
     def dead_letter(self, msg: Message, reason: str) -> None:
-        """A task whose message could not be delivered goes back to the queue."""
+        """A task whose message could not be delivered goes back to the queue (only for
+        the message of its current assignment)."""
         if msg.task and msg.task.isdigit():
             try:
-                self.store.set_state(int(msg.task), TaskState.QUEUED, f"its message was not delivered: {reason}",
+                t = self.store.get(int(msg.task))
+                if t.message is not None and t.message != msg.id:
+                    return
+                self.store.set_state(t.id, TaskState.QUEUED, f"its message was not delivered: {reason}",
                                      expect=(TaskState.ASSIGNED,))
             except (TaskError, sqlite3.Error):
                 pass
 
     def recover_assignments(self) -> None:
         """A controller killed between assigning a task and enqueueing its message
-        leaves an assigned task no agent heard of: send it again."""
+        leaves an assigned task no agent heard of: send it again. Tasks held by agents
+        the layout does not have go back to the queue first."""
+        self.release_unknown()
         for t in self.store.query(state=TaskState.ASSIGNED):
             if t.agent is None:
                 continue
-            box = inbox(self.home, t.agent)
-            if any(m.task == str(t.id) for _, m in box.list((MessageState.PENDING,))):
-                continue
-            delivered = [m for _, m in box.list((MessageState.DELIVERED,)) if m.task == str(t.id)]
-            if delivered:  # delivered, but killed before it recorded so: in progress, held by whoever runs now
-                self.store.take_lease(t.id, t.agent, None, None, f"message {delivered[-1].id} was delivered")
-            else:
-                self.dispatch(t, t.agent)
+            found = inbox(self.home, t.agent).find(t.message) if t.message else None
+            if found is None and t.message is None:  # before message ids were recorded
+                box = inbox(self.home, t.agent)
+                if any(m.task == str(t.id) for _, m in box.list((MessageState.PENDING,))):
+                    continue
+            elif found is not None:
+                if found[0] == MessageState.PENDING:
+                    continue
+                if found[0] == MessageState.DELIVERED:
+                    # delivered, but killed before it recorded so: held by a process we
+                    # cannot name, so handed back by the next pass
+                    self.store.take_lease(t.id, t.agent, LOST_HOLDER, None, f"message {t.message} was delivered", message=t.message)
+                    continue
+            self.dispatch(t, t.agent)
+
+
+LOST_HOLDER = "0:0"
+"""The holder of a task whose message was delivered to a process nobody recorded
+(the report was lost): no process has this identity, so the task is handed back."""
 
 
 def _human(seconds: float) -> str:

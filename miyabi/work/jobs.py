@@ -184,7 +184,9 @@ def run_assigned(store: Store, task_id: int, agent: str, holder: str | None = No
     job, attempt = start(store, task_id, agent, holder)
     final = _final_attempt(job, store.job_steps(task_id))
     if final is None:
-        _run_steps(store, job, task_id, attempt, agent)
+        if not _run_steps(store, job, task_id, attempt, agent):
+            raise JobError(f"job task {task_id}: attempt {attempt} stopped; the task was handed back, cancelled or "
+                           "finished while it ran (the next attempt, if any, writes the report)")
         final = attempt
     steps = store.job_steps(task_id)
     report, ok = _report(job, task_id, agent, final, steps)
@@ -204,12 +206,13 @@ def run_assigned(store: Store, task_id: int, agent: str, holder: str | None = No
     return ok, path
 
 
-def _run_steps(store: Store, job: Job, task_id: int, attempt: int, agent: str) -> None:
+def _run_steps(store: Store, job: Job, task_id: int, attempt: int, agent: str) -> bool:
     """Run the script in order as ``attempt``, recording each step, until a step fails
-    the ``dod`` or this attempt no longer owns the job."""
+    the ``dod``; return False when this attempt lost the job before a step (handed
+    back, cancelled), so it must not report."""
     for i, cmd in enumerate(job.script):
         if not store.job_step_started(task_id, attempt, i, cmd, agent):
-            return
+            return False
         t0 = time.time()
         try:
             proc = subprocess.run(cmd, shell=True, cwd=job.workdir, capture_output=True, text=True,
@@ -222,7 +225,8 @@ def _run_steps(store: Store, job: Job, task_id: int, attempt: int, agent: str) -
             code, out = -1, f"could not run: {e}"
         store.job_step_ended(task_id, attempt, i, code, round(time.time() - t0, 3), out)
         if not passes(job.dod, code):
-            return
+            return True
+    return True
 
 
 def _final_attempt(job: Job, steps: list[dict[str, Any]]) -> int | None:

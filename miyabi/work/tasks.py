@@ -116,6 +116,7 @@ CREATE TABLE IF NOT EXISTS tasks (
   max_attempts INTEGER,
   rank INTEGER NOT NULL DEFAULT 1,
   route TEXT,
+  message TEXT,
   UNIQUE (source, repo, number)
 );
 CREATE TABLE IF NOT EXISTS deps (
@@ -163,6 +164,7 @@ COLUMNS_ADDED = {
     "max_attempts": "INTEGER",
     "rank": "INTEGER NOT NULL DEFAULT 1",
     "route": "TEXT",
+    "message": "TEXT",
 }
 """Columns later versions added to ``tasks``: added to a database made before them."""
 
@@ -246,6 +248,8 @@ class Task:
         deadline: Unix time by which the holder must finish (None: no limit).
         timeout: the task's own in-progress limit in seconds (None: the layout's).
         max_attempts: the task's own number of attempts (None: the layout's).
+        message: the id of the message of its current assignment (only that one's
+            delivery leases it).
     """
 
     id: int
@@ -269,6 +273,7 @@ class Task:
     deadline: float | None = None
     timeout: float | None = None
     max_attempts: int | None = None
+    message: str | None = None
 
     @property
     def ref(self) -> str:
@@ -292,7 +297,7 @@ class Task:
             body=r["body"], labels=tuple(json.loads(r["labels"])), priority=r["priority"], state=TaskState(r["state"]),
             agent=r["agent"], attempts=r["attempts"], created=r["created"], updated=r["updated"],
             claim=ClaimState(r["claim"]), job_started=r["job_started"], key=r["key"], holder=r["holder"],
-            deadline=r["deadline"], timeout=r["timeout"], max_attempts=r["max_attempts"],
+            deadline=r["deadline"], timeout=r["timeout"], max_attempts=r["max_attempts"], message=r["message"],
         )
 
 
@@ -513,7 +518,17 @@ class Store:
         if current not in allowed:
             raise TaskError(f"task {task_id} is {current}; it cannot become {state}")
         who = agent if agent is not None else (None if state in (TaskState.QUEUED, TaskState.BLOCKED) else row["agent"])
-        extra = ", attempts = attempts + 1" if state == TaskState.ASSIGNED else ""
+        extra = ""
+        if state == TaskState.ASSIGNED:
+            extra += ", attempts = attempts + 1, message = NULL"
+        elif state == TaskState.QUEUED and current == TaskState.ASSIGNED:
+            extra += ", attempts = MAX(attempts - 1, 0)"  # it never reached the agent: no attempt
+        elif state == TaskState.QUEUED and current in FINISHED:
+            # a retry (`task retry`, the todo label put back): a fresh start
+            extra += ", attempts = 0, job_started = 0"
+            db.execute("DELETE FROM job_runs WHERE task=?", (task_id,))
+        if state in (TaskState.QUEUED, TaskState.BLOCKED):
+            extra += ", route = NULL, message = NULL"  # routed afresh: the routes may have changed meanwhile
         if state != TaskState.IN_PROGRESS:
             extra += ", holder = NULL, deadline = NULL"
         db.execute(f"UPDATE tasks SET state=?, agent=?, updated=?{extra} WHERE id=?", (str(state), who, now, task_id))
@@ -524,16 +539,29 @@ class Store:
 
     # -- leases
 
-    def take_lease(self, task_id: int, agent: str, holder: str | None, timeout: float | None, reason: str) -> bool:
-        """The task's message reached ``agent``'s process ``holder``: the task is in
-        progress and held by that process, until ``timeout`` seconds from now (None: no
-        limit). A task of another agent, not held any more, or leased already is left
-        alone (returns False); a job the worker started first keeps its state and gets
-        the lease."""
+    def set_message(self, task_id: int, message: str) -> None:
+        """Record the id of the message that tells the agent about its current assignment."""
+        with self.tx() as db:
+            db.execute("UPDATE tasks SET message=? WHERE id=?", (message, task_id))
+
+    def take_lease(self, task_id: int, agent: str, holder: str | None, timeout: float | None, reason: str,
+                   message: str | None = None) -> bool:
+        """The task's message ``message`` reached ``agent``'s process ``holder``: the task
+        is in progress and held by that process, until ``timeout`` seconds from now
+        (None: no limit). A task of another agent, not held any more, leased already, or
+        whose current message is another one (an earlier assignment's, a notice about
+        it) is left alone (returns False); a job the worker started first (and so
+        leased) gets its deadline."""
         now = self.clock()
         with self.tx() as db:
-            row = db.execute("SELECT state, agent, holder FROM tasks WHERE id=?", (task_id,)).fetchone()
-            if row is None or row["agent"] != agent or row["state"] not in HELD or row["holder"] is not None:
+            row = db.execute("SELECT state, agent, holder, deadline, message FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if row is None or row["agent"] != agent or row["state"] not in HELD:
+                return False
+            if message is not None and row["message"] is not None and row["message"] != message:
+                return False
+            if row["holder"] is not None:
+                if row["deadline"] is None and timeout is not None:
+                    db.execute("UPDATE tasks SET deadline=? WHERE id=?", (now + timeout, task_id))
                 return False
             deadline = now + timeout if timeout is not None else None
             db.execute("UPDATE tasks SET state=?, holder=?, deadline=?, updated=? WHERE id=?",
@@ -549,6 +577,11 @@ class Store:
             cur = db.execute("UPDATE tasks SET holder=?, deadline=? WHERE id=? AND state=? AND holder IS NULL",
                              (holder, deadline, task_id, str(TaskState.IN_PROGRESS)))
             return cur.rowcount == 1
+
+    def set_deadline(self, task_id: int, deadline: float) -> None:
+        """Give a leased task that has none a deadline (a time limit set after it started)."""
+        with self.tx() as db:
+            db.execute("UPDATE tasks SET deadline=? WHERE id=? AND deadline IS NULL AND holder IS NOT NULL", (deadline, task_id))
 
     def held(self, agent: str | None = None) -> list[Task]:
         """Tasks agents hold (``assigned`` or ``in_progress``), oldest first; only
@@ -670,8 +703,9 @@ class Store:
         progress for ``agent`` and was started in this attempt): two attempts never
         run at once. Returns False, recording nothing, when it does not own it."""
         with self.tx() as db:
-            row = db.execute("SELECT state, agent, job_started FROM tasks WHERE id=?", (task_id,)).fetchone()
-            if row is None or row["state"] != TaskState.IN_PROGRESS or row["agent"] != agent or row["job_started"] != attempt:
+            row = db.execute("SELECT state, agent, job_started, attempts FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if (row is None or row["state"] != TaskState.IN_PROGRESS or row["agent"] != agent or row["job_started"] != attempt
+                    or row["attempts"] != attempt):
                 return False
             db.execute("INSERT OR REPLACE INTO job_runs (task, attempt, step, command, agent, started) VALUES (?,?,?,?,?,?)",
                        (task_id, attempt, step, command, agent, self.clock()))

@@ -173,7 +173,7 @@ def test_the_running_controller_adopts_added_and_removed_agents_and_keeps_a_brok
     r = cli("reload")
     assert r.exit_code == 0 and "removed a" in r.output, r.output
     wait_for(lambda: task(home, 1).agent == "b" and task(home, 1).state == "in_progress", what="task 1 moved to b")
-    assert any("removed from the layout" in x for x in history(home, 1))
+    assert any("not in the layout any more" in x for x in history(home, 1))
     a = panes("survive")["a"]
     os.kill(a.pid, signal.SIGKILL)  # no longer supervised: left dead
     wait_for(lambda: panes("survive")["a"].dead, what="a's pane dead")
@@ -209,7 +209,9 @@ def test_a_sigkilled_controller_comes_back_by_itself_and_down_stops_it_for_good(
     assert r.exit_code == 4  # the session is down too
 
 
-def test_up_gives_a_foreground_controller_a_keepalive_that_takes_over_when_it_ends(cli: Cli, home: Path, tmp_path: Path, socket: str) -> None:
+def test_up_leaves_a_controller_it_did_not_start_to_whoever_started_it(cli: Cli, home: Path, tmp_path: Path, socket: str) -> None:
+    """A controller run by systemd or by hand is theirs to restart: `up` adds no
+    keep-alive beside it, and status says so."""
     import subprocess
     import sys
 
@@ -222,13 +224,25 @@ def test_up_gives_a_foreground_controller_a_keepalive_that_takes_over_when_it_en
         wait_for(lambda: running_pid(h) == proc.pid, what="the foreground controller")
         r = cli("up", str(lay), "-d")
         assert r.exit_code == 0 and f"controller running (pid {proc.pid})" in r.output
-        wait_for(lambda: keepalive.running_pid(h.run), what="a keep-alive")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        wait_for(lambda: running_pid(h) not in (None, proc.pid), timeout=10, what="a controller from the keep-alive")
-        state = json.loads((h.run / "keepalive.json").read_text())
-        assert "did not start" in state["restarts"][-1]["reason"]
+        assert keepalive.running_pid(h.run) is None
+        line = cli("status").output.splitlines()[0]
+        assert line.startswith(f"controller: running, pid {proc.pid}") and "no keep-alive" in line
+        assert json.loads(cli("status", "--json").output)["controller"]["kept_alive"] is False
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        proc.terminate()
+        proc.wait(10)
+    assert running_pid(h) is None  # nothing started another one
+
+
+def test_a_controller_started_again_runs_the_layout_the_home_runs_now(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
+    lay = write(tmp_path / "l.yaml", ["a"])
+    assert cli("up", str(lay), "-d").exit_code == 0
+    other = write(tmp_path / "other.yaml", ["a", "b"])
+    r = cli("reload", str(other))
+    assert r.exit_code == 0 and "added b" in r.output, r.output
+    h = Home(home)
+    first = running_pid(h)
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: running_pid(h) not in (None, first), timeout=10, what="a new controller")
+    assert cli("send", "b", "to b after the restart").exit_code == 0
+    wait_for(lambda: transcript(home, "b") == ["to b after the restart"], what="b still served")

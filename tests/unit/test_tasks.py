@@ -301,3 +301,71 @@ def test_a_job_whose_last_step_completed_never_runs_again(store: Store, tmp_path
     assert report["attempt"] == 1 and [a["outcome"] for a in report["attempts"]] == ["passed"]
     t = store.get(tid)
     assert t.state == "done" and "nothing ran again" in store.history(tid)[-1]["reason"]
+
+
+def test_a_retried_task_starts_afresh_and_is_routed_anew(store: Store, tmp_path: Path) -> None:
+    import json
+
+    from miyabi.work.jobs import run_assigned, submit
+
+    t = store.add("write docs", labels=["docs"])
+    writer = [Route("writer", label="docs")]
+    schedule(store, writer, {"writer": 1}, lambda t, a: None)
+    assert store.get(t.id).agent == "writer"
+    store.set_state(t.id, "cancelled", "not now")
+    store.set_state(t.id, "queued", "retried")
+    again = store.get(t.id)
+    assert again.attempts == 0
+    # the routes changed meanwhile (a reload): the task is routed by the new ones
+    got = schedule(store, [Route("editor", label="docs")], {"editor": 1}, lambda t, a: None)
+    assert got == [(t.id, "editor")]
+    # a job that failed and is retried runs again: its old attempt is not final
+    f = tmp_path / "j.json"
+    f.write_text(json.dumps({"id": "j", "kind": "run_shell", "workdir": ".", "script": ["test -e ok"],
+                             "dod": "exit_code == 0", "report_path": "r.json"}))
+    tid, _ = submit(store, f, "kaede")
+    store.set_state(tid, "assigned", "routed", agent="kaede")
+    assert run_assigned(store, tid, "kaede")[0] is False
+    (tmp_path / "ok").write_text("")
+    store.set_state(tid, "queued", "retried")
+    store.set_state(tid, "assigned", "routed", agent="kaede")
+    assert run_assigned(store, tid, "kaede")[0] is True
+    assert store.get(tid).state == "done"
+
+
+def test_an_assignment_that_never_reached_its_agent_costs_no_attempt(store: Store) -> None:
+    t = store.add("x")
+    store.set_state(t.id, "assigned", "routed", agent="kaede")
+    store.set_state(t.id, "queued", "claim failed")
+    assert store.get(t.id).attempts == 0
+
+
+def test_only_the_current_message_leases_a_task_and_a_late_lease_gets_its_deadline(store: Store) -> None:
+    t = store.add("x")
+    store.set_state(t.id, "assigned", "routed", agent="kaede")
+    store.set_message(t.id, "m-2")
+    assert not store.take_lease(t.id, "kaede", "1:1", None, "a notice", message="m-notice")
+    assert store.get(t.id).state == "assigned"
+    # leased already (as when a worker started its job first): a later report sets the deadline
+    assert store.take_lease(t.id, "kaede", "1:1", None, "delivered", message="m-2")
+    assert store.get(t.id).deadline is None
+    store.take_lease(t.id, "kaede", "1:1", 60.0, "delivered again", message="m-2")
+    assert store.get(t.id).deadline is not None
+
+
+def test_an_old_attempt_cannot_run_a_step_once_the_job_was_handed_back(store: Store, tmp_path: Path) -> None:
+    import json
+
+    from miyabi.work.jobs import submit
+
+    f = tmp_path / "j.json"
+    f.write_text(json.dumps({"id": "j", "kind": "run_shell", "workdir": ".", "script": ["true", "true"],
+                             "dod": "exit_code == 0", "report_path": "r.json"}))
+    tid, _ = submit(store, f, "kaede")
+    store.set_state(tid, "assigned", "routed", agent="kaede")
+    store.start_job(tid, "kaede", "5:5")
+    assert store.job_step_started(tid, 1, 0, "true", "kaede")
+    store.hand_back(tid, "5:5", "ran past its time limit", True, 3)  # resent to the same worker process
+    store.take_lease(tid, "kaede", "5:5", None, "delivered")
+    assert store.get(tid).state == "in_progress"
+    assert not store.job_step_started(tid, 1, 1, "true", "kaede")  # attempt 1 owns nothing now
