@@ -212,7 +212,7 @@ class Controller:
         )
         self.deliverers = {**self.deliverers, agent.name: d}
         if self.watcher is not None:
-            self.watcher.watch(agent.name, box.dir(MessageState.PENDING))
+            self.watcher.watch(agent.name, box.root)
         if self._started:
             self._start_deliverer(agent.name, d)
         return d

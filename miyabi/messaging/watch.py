@@ -21,11 +21,14 @@ from miyabi import defaults
 class InboxWatcher:
     """Calls ``wake(agent)`` when a file lands in ``queue/<agent>/new/``.
 
-    One non-recursive watch per inbox's ``new/`` directory, added and removed as
-    agents come and go (:meth:`watch`, :meth:`unwatch`): a recursive watch on
-    ``queue/`` raced the creation of a new agent's directories (watchdog warned
-    "Callback with id … already exists" and missed events). :meth:`watch_dir` watches
-    any other directory the same way (the controller's task-store wake-up).
+    One watch per inbox (``queue/<agent>/``, its directories made first), added and
+    removed as agents come and go (:meth:`watch`, :meth:`unwatch`): a recursive watch
+    on ``queue/`` raced the creation of a new agent's directories (watchdog warned
+    "Callback with id … already exists" and missed events). The inbox's own
+    directories are watched with it, so a move from ``new/`` to ``cur/`` is one event:
+    a watch of ``new/`` alone saw only its half, which watchdog holds back for 0.5 s
+    waiting for the other, delaying every event behind it. :meth:`watch_dir` watches
+    any other directory (the controller's task-store wake-up).
 
     Args:
         queue: the home's ``queue/`` directory.
@@ -48,18 +51,20 @@ class InboxWatcher:
         observer.start()
         self._observer = observer
 
-    def watch(self, agent: str, new_dir: Path) -> None:
-        """Wake ``agent`` when a file is created in or moved into ``new_dir``."""
+    def watch(self, agent: str, inbox_root: Path) -> None:
+        """Wake ``agent`` when a file is created in or moved into ``inbox_root/new``."""
         wake = self.wake
-        self.watch_dir(f"inbox:{agent}", new_dir, lambda: wake(agent))
+        self.watch_dir(f"inbox:{agent}", inbox_root, lambda: wake(agent), recursive=True, only_in="new")
 
     def unwatch(self, agent: str) -> None:
         self.unwatch_dir(f"inbox:{agent}")
 
-    def watch_dir(self, key: str, directory: Path, callback: Callable[[], None], modified: bool = False) -> None:
+    def watch_dir(self, key: str, directory: Path, callback: Callable[[], None], modified: bool = False,
+                  recursive: bool = False, only_in: str | None = None) -> None:
         """Call ``callback`` when a file is created in, or moved into, ``directory``
-        (and with ``modified``, when one is written). A second call with ``key``
-        replaces the first.
+        (and with ``modified``, when one is written; with ``recursive``, also in its
+        subdirectories, and with ``only_in``, only for files landing in a directory of
+        that name). A second call with ``key`` replaces the first.
 
         Raises:
             OSError: the directory cannot be watched.
@@ -74,6 +79,10 @@ class InboxWatcher:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
+                if only_in is not None:
+                    landed = Path(str(getattr(event, "dest_path", "") or event.src_path))
+                    if landed.parent.name != only_in:
+                        return
                 callback()
 
         kinds: list[type[FileSystemEvent]] = [FileCreatedEvent, FileMovedEvent]
@@ -82,7 +91,7 @@ class InboxWatcher:
         with self._lock:
             self._unwatch_locked(key)
             if self._observer is not None:
-                self._watches[key] = self._observer.schedule(Handler(), str(directory), recursive=False, event_filter=kinds)
+                self._watches[key] = self._observer.schedule(Handler(), str(directory), recursive=recursive, event_filter=kinds)
 
     def unwatch_dir(self, key: str) -> None:
         with self._lock:
