@@ -231,7 +231,9 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
                           "agents": [r.to_json() for r in rows]})
         return
     if ctl["running"]:
-        kept = "kept alive" if ctl["kept_alive"] else "no keep-alive (not started by `miyabi up`: systemd's or yours to restart)"
+        kept = "kept alive" if ctl["kept_alive"] else (
+            "no keep-alive: started outside `miyabi up` (systemd, or by hand), or its keep-alive was killed; "
+            "`miyabi down`, then `miyabi up`, puts one back")
         line = f"controller: running, pid {ctl['pid']}, up {output.human_seconds(ctl['uptime'])}, {kept}"
         if ctl["restarts"]:
             line += f"; restarted {ctl['restarts']} times, last {ctl['last_restart']} ({ctl['last_reason']})"

@@ -385,6 +385,7 @@ class Controller:
         and routes, WIP limits and task settings apply to the next pass. Returns what
         changed, in one line."""
         old = {a.name: a for a in self.layout.agents}
+        github_changed = new.github != self.layout.github
         fresh = {a.name: a for a in new.agents}
         added = [n for n in fresh if n not in old]
         removed = [n for n in old if n not in fresh]
@@ -408,6 +409,8 @@ class Controller:
         self.kick.set()
         parts = [f"added {', '.join(added)}" if added else "", f"removed {', '.join(removed)}" if removed else "",
                  f"changed {', '.join(changed)}" if changed else ""]
+        if github_changed:
+            parts.append("github: changes apply when the controller restarts (`miyabi down`, then `miyabi up`)")
         what = "; ".join(p for p in parts if p) or "agents unchanged"
         append_event(self.home.root, "layout-reloaded", path=str(new.path), added=added, removed=removed, changed=changed)
         log.info("layout %s adopted: %s", new.path, what)
