@@ -330,11 +330,12 @@ class Controller:
             if time.time() >= paused_until:
                 try:
                     failed = supervisor.failed()
-                    processes = self._processes()
-                    token = (engine.store.version(), tuple(failed), tuple(sorted(processes.items())))
+                    # cheap: what tmux last said of the panes (no /proc read until a pass runs)
+                    panes_now = tuple(sorted((n, p.pid, p.dead) for n, p in self.panes.all().items()))
+                    token = (engine.store.version(), tuple(failed), panes_now)
                     if token != seen or time.time() >= next_pass:
                         seen = token
-                        engine.check_leases(processes, _holder_alive)
+                        engine.check_leases(self._processes(), _holder_alive)
                         engine.schedule(failed)
                         due = engine.next_due()
                         next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
