@@ -76,7 +76,7 @@ def up(
 
     clear_stopped(h)
     if controller:
-        pid, started = start_background(h, sock, lay.path)
+        pid, started = start_background(h, sock)
         output.say(f"controller {'started' if started else 'running'} (pid {pid}); log: {h.logs / 'controller.log'}")
         if not started:
             _reload_running(h)

@@ -194,7 +194,6 @@ class Controller:
         threading.Thread(target=relay, name="signals", daemon=True).start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
-        self.stop.link(_Closer(w))
         self._signal_fd = w
 
     def _start(self, target: object, name: str) -> None:
@@ -278,6 +277,7 @@ class Controller:
             if self._signal_fd is not None:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
+                os.write(self._signal_fd, b"x")  # ends the relay's read (a stop without a signal)
                 os.close(self._signal_fd)
                 self._signal_fd = None
 
@@ -422,19 +422,3 @@ def _holder_alive(holder: str) -> bool:
     """Whether the process a lease names (``PID:START``) still runs."""
     pid, _, _ = holder.partition(":")
     return pid.isdigit() and int(pid) > 0 and lease_identity(int(pid)) == holder
-
-
-class _Closer(threading.Event):
-    """Linked to the stop event: when it is set, ends the signal relay's read (a
-    controller stopped without a signal) by writing to its pipe."""
-
-    def __init__(self, fd: int) -> None:
-        super().__init__()
-        self._fd = fd
-
-    def set(self) -> None:
-        super().set()
-        try:
-            os.write(self._fd, b"x")
-        except OSError:
-            pass

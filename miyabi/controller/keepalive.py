@@ -70,15 +70,6 @@ def running_pid(run: Path) -> int | None:
     return lock_holder(run / LOCKFILE, pid)
 
 
-def describe(status: int) -> str:
-    """A ``waitpid`` status in words."""
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
-    if os.WIFEXITED(status):
-        return f"exit status {os.WEXITSTATUS(status)}"
-    return "ended"
-
-
 def backoff_delay(young: int) -> float:
     """Seconds to wait before starting the controller again after ``young`` deaths in
     a row of controllers that ran less than ``defaults.KEEPALIVE_STABLE``: none for
@@ -117,11 +108,6 @@ class KeepAlive:
         # A flag only: a lock taken here could be one the interrupted code holds
         # (Popen.poll's). The wake-up fd ends the main loop's select at once.
         self.stopping = True
-
-    def _controller_running(self) -> bool:
-        if self.child is not None and self.child.poll() is None:
-            return True
-        return controller_pid(self.run_dir) is not None
 
     def _spawn(self) -> None:
         from miyabi.files import open_private

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from miyabi import defaults
@@ -41,12 +40,12 @@ def running_pid(home: Home) -> int | None:
     return controller_pid(home.run)
 
 
-def start_background(home: Home, socket: str, layout_path: Path, wait: float = defaults.CONTROLLER_START_WAIT) -> tuple[int, bool]:
+def start_background(home: Home, socket: str, wait: float = defaults.CONTROLLER_START_WAIT) -> tuple[int, bool]:
     """Make sure this home's controller runs; return (its pid, whether this call
     started it). One is started under a keep-alive (:mod:`miyabi.controller.keepalive`),
-    which runs the layout recorded in ``run/up.json`` (``layout_path`` is what the
-    caller recorded there). A controller that already runs is left as it is, with or
-    without a keep-alive: one run by systemd or by hand is theirs to restart.
+    which runs the layout recorded in ``run/up.json``. A controller that already runs
+    is left as it is, with or without a keep-alive: one run by systemd or by hand is
+    theirs to restart.
 
     Raises:
         MiyabiError: it did not come up within ``wait`` seconds (see logs/controller.log).

@@ -229,44 +229,48 @@ def _run_steps(store: Store, job: Job, task_id: int, attempt: int, agent: str) -
     return True
 
 
-def _final_attempt(job: Job, steps: list[dict[str, Any]]) -> int | None:
-    """The attempt that completed the job (its last step ran to the end, or a step
-    failed the ``dod``), if one did."""
+def _attempts(job: Job, steps: list[dict[str, Any]]) -> list[tuple[int, list[dict[str, Any]], str]]:
+    """The recorded steps by attempt, in order, each with its outcome: ``passed`` (every
+    command ran and met the ``dod``), ``failed`` (one did not meet it) or
+    ``interrupted`` (the worker's process ended first)."""
     by_attempt: dict[int, list[dict[str, Any]]] = {}
     for s in steps:
         by_attempt.setdefault(s["attempt"], []).append(s)
+    out = []
     for attempt, rows in sorted(by_attempt.items()):
-        done = [r for r in rows if r["exit_code"] is not None]
-        if any(not passes(job.dod, r["exit_code"]) for r in done):
-            return attempt
-        if len(done) == len(job.script) and rows[-1]["step"] == len(job.script) - 1:
-            return attempt
-    return None
+        finished = [r for r in rows if r["exit_code"] is not None]
+        if any(not passes(job.dod, r["exit_code"]) for r in finished):
+            outcome = "failed"
+        elif len(finished) == len(job.script):
+            outcome = "passed"
+        else:
+            outcome = "interrupted"
+        out.append((attempt, rows, outcome))
+    return out
+
+
+def _final_attempt(job: Job, steps: list[dict[str, Any]]) -> int | None:
+    """The attempt that completed the job (its last step ran to the end, or a step
+    failed the ``dod``), if one did."""
+    return next((a for a, _, outcome in _attempts(job, steps) if outcome != "interrupted"), None)
 
 
 def _report(job: Job, task_id: int, agent: str, final: int, steps: list[dict[str, Any]]) -> tuple[dict[str, Any], bool]:
     """The report: the final attempt's commands at the top (as before attempts were
-    counted) and ``attempts``, one entry per attempt with its outcome (``passed``,
-    ``failed``, ``interrupted``: the worker's process ended during it) and commands."""
+    counted) and ``attempts``, one entry per attempt up to the final one, with its
+    outcome and commands."""
     attempts: list[dict[str, Any]] = []
-    by_attempt: dict[int, list[dict[str, Any]]] = {}
-    for s in steps:
-        by_attempt.setdefault(s["attempt"], []).append(s)
     result: tuple[list[dict[str, Any]], bool, float] = ([], False, 0.0)
-    for attempt, rows in sorted(by_attempt.items()):
+    for attempt, rows, outcome in _attempts(job, steps):
+        if attempt > final:
+            continue
         cmds = [{"command": r["command"], "exit_code": r["exit_code"], "seconds": r["seconds"],
                  "output": r["output"] if r["exit_code"] is not None else "interrupted: the worker's process ended during this step"}
                 for r in rows]
-        finished = [r for r in rows if r["exit_code"] is not None]
-        ok = len(finished) == len(job.script) and all(passes(job.dod, r["exit_code"]) for r in finished)
-        failed = any(not passes(job.dod, r["exit_code"]) for r in finished)
-        outcome = "passed" if ok else "failed" if failed else "interrupted"
-        if attempt > final:
-            continue
         attempts.append({"attempt": attempt, "agent": rows[0]["agent"], "started": rfc3339(rows[0]["started"]),
                          "outcome": outcome, "commands": cmds})
         if attempt == final:
-            result = (cmds, ok, rows[0]["started"])
+            result = (cmds, outcome == "passed", rows[0]["started"])
     cmds, ok, started = result
     seconds = sum(c["seconds"] or 0 for c in cmds)
     report = {"job": job.id, "task": task_id, "agent": agent, "dod": job.dod, "passed": ok, "attempt": final,
