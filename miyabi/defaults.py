@@ -97,6 +97,15 @@ ENTER_RETRY = 0.5
 """Seconds after a submit key press before pressing it again if the text still sits in
 the input box."""
 
+TYPED_TEXT = 200
+"""Longest single line typed key by key into a profile that takes bracketed paste;
+anything longer goes in as one paste, so no CLI takes fast typing for a paste of its
+own (Codex does, and then does not submit on Enter)."""
+
+RECEIPT_TIMEOUT = 10.0
+"""Seconds to wait for a hook's receipt of a submitted prompt once the input box
+emptied, before counting it delivered on the empty box alone."""
+
 VERIFY_TIMEOUT = 3.0
 """Seconds to wait for evidence that a message was submitted."""
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from localserver import LocalServer
 
-class FakeGitHub:
+
+class FakeGitHub(LocalServer):
     def __init__(self, repo: str = "acme/widgets") -> None:
         self.repo = repo
         self.issues: dict[int, dict[str, Any]] = {}
@@ -22,21 +23,7 @@ class FakeGitHub:
         self.faults: deque[tuple[int, dict[str, str]]] = deque()
         self.delete_faults: deque[tuple[int, dict[str, str]]] = deque()
         self.requests: list[tuple[str, str]] = []
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        LocalServer.__init__(self, self._handler())
 
     def add_issue(self, number: int, title: str, labels: list[str], body: str = "", association: str = "MEMBER",
                   login: str = "alice", pr: bool = False, state: str = "open") -> None:

@@ -7,10 +7,12 @@ paste. Delivery and supervision read these fields (through :mod:`miyabi.agents.s
 a layout can override any of them per agent, or define profiles of its own under
 ``profiles:``.
 
-Patterns are Python regular expressions searched (``re.MULTILINE``) in the last
-``defaults.SCREEN_LINES`` non-blank lines of the pane's visible screen, as
-``tmux capture-pane -p`` prints them. The values and where they come from are listed
-in README.md ("Profiles").
+Patterns are Python regular expressions searched (``re.MULTILINE``) in a few rows
+of the pane's visible screen around the cursor (``*_rows``: how many rows above and
+below), never in the history above it (see :mod:`miyabi.agents.screen`). Where the
+agent CLI has hooks, ``hooks`` names the adapter in :mod:`miyabi.agents.hooks` that
+installs them, and the agent's own reports outrank the screen. The values and where
+they come from are listed in README.md ("Profiles").
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ OVERRIDABLE = (
     "bracketed_paste",
     "intro",
     "composer_pattern",
+    "composer_rows",
     "ready_settle",
+    "ready_rows",
+    "busy_rows",
+    "approval_pattern",
+    "approval_rows",
+    "approve_keys",
+    "deny_keys",
 )
 """Profile fields a layout may set per agent or in a profile of its own."""
 
@@ -57,6 +66,20 @@ class Profile:
             (None: miyabi cannot see the input box).
         ready_settle: seconds between the two reads that must both show the agent
             ready before a message is typed (gastown's rule: two reads ~200 ms apart).
+        composer_rows: how many rows above the cursor an entry of several rows may
+            start (its prompt row); 0: the prompt must be on the cursor's row.
+        ready_rows: (above, below) rows around the cursor where ``ready_pattern`` is
+            searched; (0, 0) is the cursor's row alone.
+        busy_rows: (above, below) rows around the cursor for ``busy_pattern``.
+        approval_pattern: regex whose match shows a permission question (None: the
+            profile cannot see one on screen).
+        approval_rows: (above, below) rows around the cursor for ``approval_pattern``.
+        approve_keys: tmux key names that answer a permission question with yes.
+        deny_keys: tmux key names that answer it with no.
+        hooks: the hook adapter (``claude``, ``codex``, ``aider``) that tells miyabi
+            the agent's state from the agent itself; None: the screen only.
+        program: the executable the hook options belong to (the word of ``command``
+            they go after), when ``hooks`` is set.
         description: one line for ``miyabi profiles``.
     """
 
@@ -70,6 +93,15 @@ class Profile:
     intro: bool = True
     composer_pattern: str | None = None
     ready_settle: float = defaults.READY_SETTLE
+    composer_rows: int = 0
+    ready_rows: tuple[int, int] = (0, 0)
+    busy_rows: tuple[int, int] = (0, 0)
+    approval_pattern: str | None = None
+    approval_rows: tuple[int, int] = (0, 0)
+    approve_keys: tuple[str, ...] = ()
+    deny_keys: tuple[str, ...] = ()
+    hooks: str | None = None
+    program: str | None = None
     description: str = ""
 
     def replace(self, **changes: object) -> Profile:
@@ -80,24 +112,49 @@ class Profile:
 BUILTIN: dict[str, Profile] = {
     p.name: p
     for p in (
-        # Sources: awslabs/cli-agent-orchestrator providers/claude_code.py; agent-deck
-        # internal/tmux/patterns.go. Claude commits a paste after 100 ms of quiet.
+        # Measured on Claude Code 2.1.332 in tmux: the input row starts "❯ " at column
+        # 0, the footer under the box says "esc to interrupt" while a turn runs, and a
+        # permission dialog asks "Do you want to proceed?" over " ❯ 1. Yes". Hooks:
+        # code.claude.com/docs/en/hooks (see miyabi.agents.hooks).
         Profile(
             name="claude",
             command="claude",
-            ready_pattern=r"^\s*[❯>][ \xa0]|\? for shortcuts|shift\+tab to cycle|bypass permissions on",
-            busy_pattern=r"esc to interrupt|ctrl\+c to interrupt|^\s*[✢✳✶✻✽·*]\s+\w+ing\b.*…",
+            ready_pattern=r"^❯[ \xa0]",
+            busy_pattern=r"esc to interrupt",
+            busy_rows=(0, 4),
+            composer_pattern=r"^❯[ \xa0](?P<text>.*)$",
+            composer_rows=3,
+            approval_pattern=r"^\s*Do you want to (?:proceed|make this edit|create|allow)",
+            approval_rows=(3, 0),
+            approve_keys=("1",),
+            deny_keys=("Escape",),
             submit_delay=0.5,
+            hooks="claude",
+            program="claude",
             description="Anthropic Claude Code",
         ),
+        # Measured on Codex CLI 0.171.0: the input row starts "› " (an empty one shows
+        # a placeholder after the cursor), "• Working (3s • esc to interrupt)" sits
+        # over it during a turn; an approval hides the cursor under a question that
+        # ends "Press enter to confirm or esc to cancel" (y: yes, esc: no). --no-daemon: no shared app-server outside the pane.
         # Sources: openai/codex codex-rs/tui footer.rs, status_indicator_widget.rs,
         # paste_burst.rs (Enter within 120 ms of a typed burst becomes a newline).
         Profile(
             name="codex",
-            command="codex",
-            ready_pattern=r"^\s*›\s|\? for shortcuts|\d+% (context )?left",
-            busy_pattern=r"\(\d+[hms][^)]*•\s*esc to interrupt\)|esc to interrupt",
+            command="codex --no-daemon",
+            ready_pattern=r"^›[ \xa0]",
+            busy_pattern=r"^\s*\S\s+\w.*\(\d+[hms][^)]*esc to interrupt\)",
+            busy_rows=(4, 0),
+            composer_pattern=r"^›[ \xa0](?P<text>.*)$",
+            composer_rows=3,
+            approval_pattern=(r"^\s*(?:Would you like to|Do you want to|Allow) [^\n]*\?$(?:\n.*){1,16}?"
+                              r"\n\s*Press enter to confirm or esc to cancel"),
+            approval_rows=(40, 0),
+            approve_keys=("y",),
+            deny_keys=("Escape",),
             submit_delay=0.3,
+            hooks="codex",
+            program="codex",
             description="OpenAI Codex CLI",
         ),
         # Sources: google-gemini/gemini-cli packages/cli/src/ui/components
@@ -106,17 +163,28 @@ BUILTIN: dict[str, Profile] = {
             name="gemini",
             command="gemini",
             ready_pattern=r"^\W*[>*!]\s+Type your message",
+            ready_rows=(2, 2),
             busy_pattern=r"\(esc to cancel",
+            busy_rows=(4, 2),
             submit_delay=0.3,
             description="Google Gemini CLI",
         ),
-        # Sources: Aider-AI/aider aider/io.py (get_input prompt), aider/waiting.py.
+        # Measured on aider 0.86.2: the prompt "> " (or "ask> ", "multi> ") is the
+        # cursor's row; while it answers the cursor is elsewhere, the spinner
+        # ("Waiting for <model>") on its row; confirmations end "(Y)es/(N)o ... [Yes]: ".
+        # Sources: Aider-AI/aider aider/io.py (get_input, confirm_ask), aider/waiting.py.
         Profile(
             name="aider",
             command="aider --no-auto-commits --no-check-update --no-show-release-notes",
-            ready_pattern=r"^[\w-]*(?: multi)?> ?$",
+            ready_pattern=r"^[\w./-]*(?: multi)?> ?",
             busy_pattern=r"Waiting for \S+",
+            composer_pattern=r"^[\w./-]*(?: multi)?>(?: (?P<text>.*))?$",
+            approval_pattern=r"\(Y\)es/\(N\)o.*\]: ?$",
+            approve_keys=("y", "Enter"),
+            deny_keys=("n", "Enter"),
             submit_delay=0.2,
+            hooks="aider",
+            program="aider",
             description="Aider",
         ),
         # Sources: anomalyco/opencode packages/opencode/src/cli/cmd/tui/component/prompt.
@@ -124,7 +192,9 @@ BUILTIN: dict[str, Profile] = {
             name="opencode",
             command="opencode",
             ready_pattern=r"ctrl\+p\s+commands",
+            ready_rows=(6, 6),
             busy_pattern=r"\besc (?:again to )?interrupt\b",
+            busy_rows=(6, 6),
             submit_delay=0.3,
             description="opencode",
         ),
@@ -143,7 +213,8 @@ BUILTIN: dict[str, Profile] = {
             name="worker",
             command="miyabi worker",
             ready_pattern=r"^" + re.escape(defaults.WORKER_PROMPT.rstrip()),
-            busy_pattern=re.escape("thinking…"),
+            busy_pattern=re.escape("thinking…") + "|" + re.escape("running job…"),
+            busy_rows=(1, 0),
             submit_delay=defaults.SUBMIT_DELAY,
             composer_pattern=r"^" + re.escape(defaults.WORKER_PROMPT.rstrip()) + r"(?: (?P<text>.*))?$",
             intro=False,

@@ -1,5 +1,6 @@
 """The ``miyabi`` command line. ``send`` and ``broadcast`` take a light path that
-does not import typer (see ``miyabi.cli.send``); everything else goes through the
+does not import typer (see ``miyabi.cli.send``), ``hook`` a lighter one still
+(``miyabi.cli.hook``); everything else goes through the
 Typer app (``miyabi.cli.root``), whose commands live one module per group."""
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ def _load_app() -> Any:
 def main() -> None:
     """Console entry point."""
     argv = sys.argv[1:]
+    if argv and argv[0] == "hook":
+        from miyabi.cli.hook import main as hook
+
+        sys.exit(hook(argv[1:]))
     if argv and argv[0] in FAST:
         from miyabi.cli.send import main as fast
 

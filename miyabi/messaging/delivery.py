@@ -36,11 +36,22 @@ from pathlib import Path
 from typing import Any
 
 from miyabi import defaults
-from miyabi.agents.screen import composer_text, is_busy, looks_ready, reads_screen, text_on_screen
+from miyabi.agents.hooks import Activity, has_receipts, reports_ready
+from miyabi.agents.screen import (
+    Screen,
+    approval_question,
+    composer_text,
+    is_busy,
+    looks_ready,
+    reads_screen,
+    text_at_cursor,
+    text_on_screen,
+)
 from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
 from miyabi.events import append_event
 from miyabi.files import private_dir, write_atomic
+from miyabi.messaging.activity import ActivityTracker, StateRecorder, hook_log
 from miyabi.messaging.mailbox import CorruptMessage, Inbox, Message, MessageState, sanitize
 from miyabi.stopping import Stopped
 from miyabi.times import now_rfc3339
@@ -48,6 +59,9 @@ from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import Pane
 
 log = logging.getLogger("miyabi.delivery")
+
+OBSERVE_EVERY = 0.05
+"""Seconds between screen reads made only to record an agent's state as it prints."""
 
 
 class Stage(StrEnum):
@@ -91,6 +105,12 @@ class Marker:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Marker:
         return cls(**{**data, "stage": Stage(data["stage"])})
+
+
+def _rest(screen: Screen) -> tuple[str, ...]:
+    """The screen without the cursor's row: what changes when an agent takes a
+    message (its history, its status), not the input box itself."""
+    return tuple(ln.rstrip() for i, ln in enumerate(screen.lines) if i != screen.cursor_y)
 
 
 def prepare(body: str) -> str:
@@ -149,6 +169,14 @@ class Deliverer:
         self.waiting = False
         """True while mail waits for the agent to be ready (the controller's rescan
         then wakes this deliverer every ``defaults.INBOX_RESCAN`` seconds to look again)."""
+        self.activity = ActivityTracker(hook_log(home_root, agent.name))
+        """What the agent's hooks say (empty for a profile without hooks)."""
+        self.recorder = StateRecorder(home_root, agent.name, lambda ev, **f: self.event(ev, **f))
+        self._observed = 0.0
+        self._entered: tuple[str, float] = ("", 0.0)
+        self._before: tuple[str, tuple[str, ...]] = ("", ())
+        """(message id, the screen outside the cursor's row) just before the submit key."""
+        """(message id, Unix time) of the first press of the submit key for it."""
 
     # -- journal
 
@@ -232,17 +260,59 @@ class Deliverer:
         state = self.driver.live(pane.pane_id)
         return (not state.dead and state.pid == pane.pid), state.in_mode
 
+    def screen(self, pane_id: str) -> Screen:
+        return self.driver.screen(pane_id)
+
+    def state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
+        """(state, who told: ``hook`` or ``screen``, permission question, the screen
+        read) of the agent in ``pane``. A hook's busy or waiting-approval outranks the
+        screen; a hook's ready still needs the screen to show an empty input box."""
+        self.activity.follow(pane.pid)
+        self.activity.refresh()
+        told = self.activity.hook_state()
+        if told in (Activity.WAITING_APPROVAL, Activity.ENDED):
+            return told, "hook", self.activity.question, None
+        if not reads_screen(self.profile):
+            return told or Activity.READY, "hook" if told else "screen", None, None
+        screen = self.screen(pane.pane_id)
+        question = approval_question(self.profile, screen)
+        if question is not None:  # a CLI without a permission hook asks on screen
+            return Activity.WAITING_APPROVAL, "screen", question, screen
+        if told is Activity.BUSY:
+            return told, "hook", None, screen
+        if looks_ready(self.profile, screen):
+            return Activity.READY, "hook" if told is Activity.READY else "screen", None, screen
+        return Activity.BUSY, "screen", None, screen
+
+    def observe(self, pane: Pane | None) -> float | None:
+        """Record the agent's state if it changed, reading the screen at most every
+        ``OBSERVE_EVERY`` seconds of output. Returns the seconds until the read it put
+        off is due, or None."""
+        if pane is None or pane.dead:
+            return None
+        now = time.monotonic()
+        wait = OBSERVE_EVERY - (now - self._observed)
+        if wait > 0 and not self.activity.refresh():
+            return wait
+        self._observed = now
+        state, via, question, _ = self.state(pane)
+        self.recorder.record(state, via, pane.pid, question)
+        return None
+
     def ready(self, pane: Pane) -> bool:
-        """Alive, and ready by the profile on two reads ``ready_settle`` seconds apart."""
+        """Alive, and ready: by its hooks (then one read of the screen confirms an
+        empty input box) or by the screen on two reads ``ready_settle`` seconds apart."""
         if not self.live(pane)[0]:
             return False
-        if not reads_screen(self.profile):
-            return True
-        if not looks_ready(self.profile, self.driver.capture(pane.pane_id)):
+        state, via, question, _ = self.state(pane)
+        self.recorder.record(state, via, pane.pid, question)
+        if state is not Activity.READY:
             return False
+        if via == "hook" or not reads_screen(self.profile):
+            return True
         if self.profile.ready_settle > 0:
             self.sleep(self.profile.ready_settle)
-            return looks_ready(self.profile, self.driver.capture(pane.pane_id)) and self.live(pane)[0]
+            return looks_ready(self.profile, self.screen(pane.pane_id)) and self.live(pane)[0]
         return True
 
     # -- typing
@@ -274,12 +344,15 @@ class Deliverer:
 
     def type_text(self, msg: Message, pane_id: str) -> None:
         text = prepare(msg.body)
-        if "\n" not in text and len(text.encode()) <= defaults.SHORT_TEXT:
+        limit = defaults.TYPED_TEXT if self.profile.bracketed_paste else defaults.SHORT_TEXT
+        if "\n" not in text and "\t" not in text and len(text.encode()) <= limit:
             self.driver.type_text(pane_id, text)
         else:
             self.driver.paste(pane_id, text, f"miyabi-{msg.id}", self.profile.bracketed_paste)
 
     def press_submit(self, marker: Marker) -> None:
+        if marker.enters == 0 or self._entered[0] != marker.id:
+            self._entered = (marker.id, time.time())
         marker.enters += 1
         marker.stage = Stage.ENTERING
         self.save_marker(marker)
@@ -289,6 +362,8 @@ class Deliverer:
         if self.profile.submit_delay > 0:
             self.sleep(self.profile.submit_delay)
         try:
+            if reads_screen(self.profile):
+                self._before = (marker.id, _rest(self.screen(marker.pane)))
             self.press_submit(marker)
         except TmuxError as e:
             self.event("type-error", msg, error=str(e))
@@ -297,13 +372,23 @@ class Deliverer:
         self.verify(msg, marker)
 
     def verify(self, msg: Message, marker: Marker) -> None:
-        """Wait for evidence of submission; press the key again while the text sits in
-        the input box (at most ``defaults.MAX_ENTERS`` presses in all)."""
+        """Wait for evidence that the agent took the message: its hook's receipt of the
+        prompt, a turn it reported ending, or the input box emptied while the agent
+        turned busy. While the text sits in the input box the key is pressed again (at
+        most ``defaults.MAX_ENTERS`` presses in all); nothing counts as delivered
+        without evidence, except for a profile that shows nothing to read."""
         p = self.profile
-        if not p.busy_pattern and not p.composer_pattern:
+        if not reads_screen(p) and not p.hooks:
             self.finish(msg, marker, "submitted")
             return
+        text = prepare(msg.body)
+        receipts = has_receipts(p) and self.activity.pid == marker.pid
+        turn_ends = reports_ready(p) and self.activity.pid == marker.pid
         start = last_enter = time.monotonic()
+        # hooks stamp wall-clock time: evidence must come after the first press (a
+        # resumed delivery, whose presses another controller made, looks back 5 s)
+        since = self._entered[1] - 0.05 if self._entered[0] == marker.id else time.time() - 5.0
+        emptied: float | None = None
         while True:
             pane = self.pane()
             try:
@@ -314,32 +399,51 @@ class Deliverer:
                 self.event("agent-restarted", msg, stage=marker.stage)
                 self.retry_later(msg, marker)
                 return
+            self.activity.refresh()
+            if receipts and self.activity.receipt(text, since):
+                self.finish(msg, marker, "receipt: the agent reported the prompt")
+                return
             try:
-                lines = self.driver.capture(marker.pane)
+                screen = self.screen(marker.pane)
             except TmuxError as e:
                 self.event("type-error", msg, error=str(e))
                 self.retry_later(msg, marker)
                 return
-            if is_busy(p, lines):
-                self.finish(msg, marker, "agent busy")
-                return
-            box = composer_text(p, lines)
-            if box == "":
-                self.finish(msg, marker, "input box emptied")
-                return
             now = time.monotonic()
-            if box is None and now - start > defaults.ENTER_RETRY:
-                self.finish(msg, marker, "unverified: input box not visible")
-                return
-            if box and now - last_enter >= defaults.ENTER_RETRY:
-                if marker.enters >= defaults.MAX_ENTERS:
-                    self.fail(msg, f"typed, but still in the input box after {defaults.MAX_ENTERS} presses of {p.submit_key}", marker)
+            asking = approval_question(p, screen) is not None
+            box = None if asking else composer_text(p, screen)
+            if box is None and not asking and text_at_cursor(text, screen):
+                box = text  # the text still sits where it was typed
+            busy = asking or is_busy(p, screen)
+            if box:  # still in the input box: press again
+                emptied = None
+                if now - last_enter >= defaults.ENTER_RETRY:
+                    if marker.enters >= defaults.MAX_ENTERS:
+                        self.fail(msg, f"typed, but still in the input box after {defaults.MAX_ENTERS} presses of {p.submit_key}", marker)
+                        return
+                    self.event("enter-again", msg, enters=marker.enters + 1)
+                    self.press_submit(marker)
+                    last_enter = now
+            elif not receipts:
+                if busy:
+                    self.finish(msg, marker, "agent busy")
                     return
-                self.event("enter-again", msg, enters=marker.enters + 1)
-                self.press_submit(marker)
-                last_enter = now
-            if now - start > defaults.VERIFY_TIMEOUT + defaults.ENTER_RETRY * defaults.MAX_ENTERS:
-                self.finish(msg, marker, "unverified: no sign of submission")
+                if box is None and p.composer_pattern:
+                    self.finish(msg, marker, "input box left for the answer")
+                    return
+                if turn_ends and self.activity.turn_ended(since):
+                    self.finish(msg, marker, "input box emptied, turn ended")
+                    return
+                if box == "" and self._before[0] == marker.id and _rest(screen) != self._before[1]:
+                    self.finish(msg, marker, "input box emptied, the agent answered")
+                    return
+                emptied = now if emptied is None else emptied
+                if now - emptied > defaults.VERIFY_TIMEOUT:
+                    self.finish(msg, marker, "input box emptied" if box == "" else "unverified: input box not visible")
+                    return
+            elif now - start > defaults.RECEIPT_TIMEOUT:
+                self.event("no-receipt", msg, after=defaults.RECEIPT_TIMEOUT)
+                self.finish(msg, marker, "input box emptied; no receipt from the hook")
                 return
             self.sleep(defaults.VERIFY_POLL)
 
@@ -352,6 +456,9 @@ class Deliverer:
                         attempts=marker.attempts, enters=marker.enters)
         self.clear_marker()
         self.last_delivered = time.monotonic()
+        if reports_ready(self.profile) and self.activity.pid == marker.pid:
+            entered = self._entered[1] if self._entered[0] == marker.id else time.time()
+            self.activity.submitted(prepare(msg.body), entered)
         self.event("delivered", msg, pane=marker.pane, evidence=evidence, enters=marker.enters)
         if self.on_delivered is not None:
             self.on_delivered(msg, marker.pid)
@@ -390,9 +497,9 @@ class Deliverer:
             self.retry_later(msg, marker)
             return
         if marker.stage == Stage.TYPING:
-            lines = self.driver.capture(marker.pane)
-            box = composer_text(self.profile, lines)
-            typed = bool(box) if box is not None else text_on_screen(prepare(msg.body), lines)
+            screen = self.screen(marker.pane)
+            box = composer_text(self.profile, screen)
+            typed = bool(box) if box is not None else text_on_screen(prepare(msg.body), screen)
             if not typed:
                 # It never reached the agent: the next step types it again once the
                 # agent is ready (the same attempt).
@@ -423,5 +530,13 @@ class Deliverer:
                 stop.wait(defaults.DELIVERER_ERROR_PAUSE)
                 busy = False
             if not busy:
-                self.wake.wait(idle)
+                due: float | None = None
+                try:
+                    due = self.observe(self.pane())
+                except TmuxError:
+                    pass
+                except Exception as e:
+                    log.exception("deliverer %s", self.agent.name)
+                    self.event("deliverer-error", error=f"{type(e).__name__}: {e}")
+                self.wake.wait(idle if due is None else min(idle, due))
                 self.wake.clear()

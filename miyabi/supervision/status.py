@@ -19,10 +19,11 @@ from typing import Any
 import psutil
 
 from miyabi import defaults
-from miyabi.agents.screen import is_busy, looks_ready
+from miyabi.agents.screen import approval_question, is_busy, looks_ready
 from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
 from miyabi.home import Home
+from miyabi.messaging.activity import read_seen
 from miyabi.supervision.supervisor import load_records
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import Pane, Runner, list_panes
@@ -34,6 +35,8 @@ class AgentState(StrEnum):
     STARTING = "starting"
     READY = "ready"
     BUSY = "busy"
+    WAITING_APPROVAL = "waiting-approval"
+    """Asking for permission (``miyabi approve`` / ``deny`` answer it); never hung."""
     HUNG = "hung"
     BACKOFF = "backoff"
     """Dead, waiting out its backoff before the watchdog restarts it."""
@@ -126,6 +129,8 @@ class AgentStatus:
         last_output: seconds since the pane last printed (None if it never did).
         restarts_last_hour: restarts the watchdog made in the last hour.
         last_reason: why it last died or was restarted, if it was.
+        question: the permission question, while ``waiting-approval``.
+        via: who told the state: ``hook`` (the agent itself) or ``screen``.
     """
 
     name: str
@@ -144,6 +149,8 @@ class AgentStatus:
     last_output: float | None
     restarts_last_hour: int = 0
     last_reason: str | None = None
+    question: str | None = None
+    via: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -182,8 +189,8 @@ def collect(
         row = rows[n]
         rec = watch.get(n, {})
         hist = rec.get("history", {})
-        state = _state(row, rec, now, by_name.get(n), driver)
-        out.append(replace(row, state=state, restarts_last_hour=sum(1 for t in hist.get("restarts", []) if now - t <= 3600),
+        state, via, question = _state(row, rec, now, by_name.get(n), driver, home)
+        out.append(replace(row, state=state, via=via, question=question, restarts_last_hour=sum(1 for t in hist.get("restarts", []) if now - t <= 3600),
                            last_reason=hist.get("last_reason")))
     for n in expected:
         if n not in rows:
@@ -193,26 +200,34 @@ def collect(
     return out
 
 
-def _state(row: AgentStatus, rec: dict[str, Any], now: float, agent: Agent | None, driver: PaneDriver) -> AgentState:
+def _state(row: AgentStatus, rec: dict[str, Any], now: float, agent: Agent | None, driver: PaneDriver,
+           home: Home) -> tuple[AgentState, str | None, str | None]:
+    """(state, who told, permission question) of one row."""
     if rec.get("history", {}).get("failed"):
-        return AgentState.FAILED
+        return AgentState.FAILED, None, None
     if rec.get("restart_at") and float(rec["restart_at"]) > now - 1:
-        return AgentState.BACKOFF
+        return AgentState.BACKOFF, None, None
     if rec.get("hung"):
-        return AgentState.HUNG
+        return AgentState.HUNG, None, None
     if not row.alive:
-        return AgentState.DEAD
+        return AgentState.DEAD, None, None
+    seen = read_seen(home.root, row.name) if agent is not None else None
+    if seen is not None and seen.pid == row.pid and seen.state in AgentState.__members__.values():
+        return AgentState(seen.state), seen.via, seen.question
     if row.uptime is not None and row.uptime < defaults.STATUS_STARTING:
-        return AgentState.STARTING
+        return AgentState.STARTING, None, None
     if agent is None:
-        return AgentState.ALIVE
+        return AgentState.ALIVE, None, None
     try:
-        lines = driver.capture(row.pane_id)
+        screen = driver.screen(row.pane_id)
     except TmuxError:  # a pane gone between the listing and now
-        return AgentState.ALIVE
-    if is_busy(agent.profile, lines):
-        return AgentState.BUSY
-    return AgentState.READY if looks_ready(agent.profile, lines) else AgentState.BUSY
+        return AgentState.ALIVE, None, None
+    question = approval_question(agent.profile, screen)
+    if question is not None:
+        return AgentState.WAITING_APPROVAL, "screen", question
+    if is_busy(agent.profile, screen):
+        return AgentState.BUSY, "screen", None
+    return (AgentState.READY if looks_ready(agent.profile, screen) else AgentState.BUSY), "screen", None
 
 
 def _row(p: Pane, st: TreeStats | None, home: Home, now: float, agent: Agent | None) -> AgentStatus:

@@ -35,7 +35,8 @@ from typing import Any, Protocol
 import psutil
 
 from miyabi import defaults
-from miyabi.agents.screen import is_busy, looks_ready
+from miyabi.agents.hooks import Activity
+from miyabi.agents.screen import Screen, looks_ready
 from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
 from miyabi.events import append_event
@@ -71,6 +72,10 @@ class Typist(Protocol):
     """Held while typing; the watchdog takes it before it respawns the pane."""
     last_delivered: float | None
     """``time.monotonic()`` of the last delivery, or None."""
+
+    def state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
+        """(state, who told, permission question, screen read) of the agent in ``pane``."""
+        ...
 
 
 @dataclass
@@ -389,9 +394,14 @@ class Supervisor:
                 self.save()
             return None
         ready: bool | None = None
-        if agent.profile.ready_pattern:
-            lines = self.driver.capture(pane.pane_id)
-            ready = looks_ready(agent.profile, lines) and not is_busy(agent.profile, lines)
+        if typist is not None:
+            state = typist.state(pane)[0]
+            if state is Activity.WAITING_APPROVAL:  # waiting for a person is never a hang
+                return None
+            if agent.profile.ready_pattern or agent.profile.hooks:
+                ready = state is Activity.READY
+        elif agent.profile.ready_pattern:
+            ready = looks_ready(agent.profile, self.driver.screen(pane.pane_id))
         cpu_busy = False
         if not ready:
             try:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from miyabi.agents.hooks import hook_options, with_options
 from miyabi.config.model import Agent, Layout
-from miyabi.config.preflight import agent_path, exec_line
+from miyabi.config.preflight import agent_path, exec_line, miyabi_bindir
 from miyabi.errors import SessionConflict, SessionNotFound, TmuxError
 from miyabi.files import private_file
 from miyabi.home import Home
@@ -99,6 +101,27 @@ def agent_env(agent: Agent, home: Home, socket: str) -> dict[str, str]:
     return env
 
 
+def hook_command() -> list[str]:
+    """The words that run ``miyabi hook`` (this installation's console script, by its
+    absolute path, so that an agent's own PATH cannot hide it)."""
+    bindir = miyabi_bindir()
+    if bindir:
+        return [os.path.join(bindir, "miyabi"), "hook"]
+    return [sys.executable, "-m", "miyabi", "hook"]
+
+
+def launch_line(agent: Agent, home: Home) -> str:
+    """The agent's command line with its profile's hooks installed (see
+    :mod:`miyabi.agents.hooks`): the hook options go right after the program's word,
+    so a layout's ``command: claude --model opus`` keeps them. A command that does not
+    run the profile's program is left as it is (the screen alone tells its state)."""
+    p = agent.profile
+    if not p.hooks or not p.program:
+        return agent.command
+    line = with_options(agent.command, p.program, hook_options(p, agent.name, home.run, hook_command()))
+    return agent.command if line is None else line
+
+
 def spawn_args(agent: Agent, home: Home, socket: str, cwd: Path) -> list[str]:
     """Options and command shared by new-session, new-window, split-window and
     respawn-pane: ``-c DIR env K=V … /bin/sh -c LINE``.
@@ -111,7 +134,7 @@ def spawn_args(agent: Agent, home: Home, socket: str, cwd: Path) -> list[str]:
     env = [f"{k}={v}" for k, v in agent_env(agent, home, socket).items()]
     # Secrets the controller uses never reach an agent (the tmux server inherited them).
     unset = [w for var in SECRET_ENV for w in ("-u", var)]
-    return ["-c", escape_format(str(agent.cwd or cwd)), "env", *unset, *env, "/bin/sh", "-c", exec_line(agent.command)]
+    return ["-c", escape_format(str(agent.cwd or cwd)), "env", *unset, *env, "/bin/sh", "-c", exec_line(launch_line(agent, home))]
 
 
 def pane_setup(agent: Agent, home: Home, target: Sequence[str] = ()) -> list[Command]:

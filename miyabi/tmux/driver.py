@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from miyabi.agents.screen import Screen
 from miyabi.tmux.panes import Runner
 from miyabi.tmux.runner import Command
 
@@ -85,6 +86,18 @@ class PaneDriver:
         if history:
             return self.runner.run("capture-pane", "-p", "-J", "-S", f"-{history}", "-t", pane_id)
         return self.runner.run("capture-pane", "-p", "-t", pane_id)
+
+    def screen(self, pane_id: str) -> Screen:
+        """The visible screen with the cursor position (``#{cursor_x}``/``#{cursor_y}``),
+        read in one round trip where the runner can chain commands."""
+        chain = [["display-message", "-p", "-t", pane_id, "#{cursor_x} #{cursor_y}"], ["capture-pane", "-p", "-t", pane_id]]
+        run_chain = getattr(self.runner, "run_chain", None)
+        if run_chain is not None:
+            out = run_chain(chain)
+        else:
+            out = self.runner.run(*chain[0]) + self.runner.run(*chain[1])
+        head = (out[0].split() if out else []) + ["0", "0"]
+        return Screen(tuple(out[1:]), _int(head[0]) or 0, _int(head[1]) or 0)
 
     def leave_mode(self, pane_id: str) -> None:
         """Leave copy mode (or any mode), so typed text reaches the program."""

@@ -29,6 +29,9 @@ class FakeTmux:
         self.fail_next_type = False
 
     def run(self, *args: str, check: bool = True) -> list[str]:
+        if args[0] == "display-message" and "cursor_x" in args[-1]:
+            last = len(self.screen) - 1
+            return [f"{len(self.screen[last]) if last >= 0 else 0} {max(last, 0)}"]
         if args[0] == "display-message":
             return [f"0 {PANE.pid} 0"]
         if args[0] == "capture-pane":

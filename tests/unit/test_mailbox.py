@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from miyabi.agents.profiles import BUILTIN
-from miyabi.agents.screen import composer_text, is_busy, looks_ready
+from miyabi.agents.screen import Screen, composer_text, is_busy, looks_ready
 from miyabi.messaging.delivery import prepare
 from miyabi.messaging.mailbox import Inbox, MessageError, decode_body, make, sanitize
 from miyabi.tmux.control import quote
@@ -108,14 +108,14 @@ def test_screen_reading_for_the_worker() -> None:
     idle = ["miyabi worker 'k' ready", "worker> hi", "ack hi", "worker>"]
     typed = ["worker> hi", "ack hi", "worker> next message"]
     busy = ["worker> hi", "ack hi", "⠿ thinking… (esc to interrupt)"]
-    assert looks_ready(w, idle) and composer_text(w, idle) == ""
-    assert not looks_ready(w, typed) and composer_text(w, typed) == "next message"
-    assert not looks_ready(w, busy) and is_busy(w, busy)
+    assert looks_ready(w, Screen.of(idle)) and composer_text(w, Screen.of(idle)) == ""
+    assert not looks_ready(w, Screen.of(typed)) and composer_text(w, Screen.of(typed)) == "next message"
+    assert not looks_ready(w, Screen.of(busy)) and is_busy(w, Screen.of(busy))
 
 
 def test_shell_profile_is_always_ready() -> None:
     s = BUILTIN["shell"]
-    assert looks_ready(s, []) and composer_text(s, ["$ x"]) is None
+    assert looks_ready(s, Screen.of([])) and composer_text(s, Screen.of(["$ x"])) is None
 
 
 def test_a_retried_dead_letter_gets_its_whole_ttl_again(tmp_path: Path) -> None:

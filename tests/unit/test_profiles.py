@@ -1,31 +1,92 @@
-"""Profile patterns against screens shaped like each CLI's (see README, "Profiles")."""
+"""Profiles read against screens as the real CLIs draw them, with the cursor where
+tmux reported it (measured: Claude Code 2.1.332, Codex CLI 0.171.0, aider 0.86.2 in
+tmux 3.3a; see README, "Profiles")."""
 
 from __future__ import annotations
-
-import re
 
 import pytest
 
 from miyabi.agents.profiles import BUILTIN
+from miyabi.agents.screen import Screen, approval_question, composer_text, is_busy, looks_ready
 
-# (profile, screen tail when idle, screen tail when busy)
-SCREENS = [
-    ("claude", "╭────╮\n│ > \n╰────╯\n  ? for shortcuts", "✻ Crunching… (12s · esc to interrupt)\n╭────╮\n│ > \n╰────╯"),
-    ("codex", "› Summarize recent commits\n\n  ⏎ send   ? for shortcuts   100% context left", "• Working (5s • esc to interrupt)\n› "),
-    ("gemini", "╭──────╮\n│ >   Type your message or @path/to/file │\n╰──────╯", "⠏ Thinking (esc to cancel, 3s)"),
-    ("aider", "──────────\narchitect> ", "Waiting for claude-3-5-sonnet"),
-    ("opencode", "  ctrl+p commands", "⬝⬝⬝ esc interrupt"),
-    ("worker", "ack hello\nworker> ", "ack hello\n⠿ thinking… (esc to interrupt)"),
-]
+RULE = "─" * 60
+
+CLAUDE_IDLE = ["● Answer: hello", "", "✻ Baked for 1s", "", RULE, "❯ ", RULE, "  ⏸ manual mode on · ? for shortcuts"]
+CLAUDE_BUSY = ["❯ hello", "", "✽ Mustering…", "", RULE, "❯ ", RULE,
+               "  ⏵⏵ auto mode on (shift+tab to cycle) · esc to interrupt · ← for agents"]
+CLAUDE_ASK = ["● Creating miyabi-tool-1", RULE, " Bash command", " touch miyabi-tool-1", " Do you want to proceed?",
+              " ❯ 1. Yes", "   2. Yes, and always allow access", "   4. No", " Esc to cancel · Tab to amend"]
+CODEX_IDLE = ["› hello codex", "", "• Answer: hello codex", "", "  Worked for 1s • 22:13", "",
+              "› Ask Codex to do anything", "", "  fake-model default · /tmp/ex/work", "  ← for agents · ? for shortcuts"]
+CODEX_BUSY = ["› hello codex", "", "• Working (0s • esc to interrupt)", "", "› Ask Codex to do anything", "",
+              "  fake-model default · /tmp/ex/work"]
+AIDER_IDLE = ["> hello aider", "", "Answer: hello", "", "Tokens: 596 sent, 6 received.", RULE, "> "]
+AIDER_BUSY = ["> hello aider", "  ░█       Waiting for openai/fake-model"]
 
 
-@pytest.mark.parametrize(("name", "idle", "busy"), SCREENS, ids=[s[0] for s in SCREENS])
-def test_ready_and_busy_patterns(name: str, idle: str, busy: str) -> None:
+def at(lines: list[str], y: int, x: int) -> Screen:
+    return Screen.of(lines, (x, y))
+
+
+@pytest.mark.parametrize(("name", "idle", "busy"), [
+    ("claude", at(CLAUDE_IDLE, 5, 2), at(CLAUDE_BUSY, 5, 2)),
+    ("codex", at(CODEX_IDLE, 6, 2), at(CODEX_BUSY, 4, 2)),
+    ("aider", at(AIDER_IDLE, 6, 2), at(AIDER_BUSY, 1, 0)),
+    ("worker", Screen.of(["ack hello", "worker> "]), Screen.of(["ack hello", "⠿ thinking… (esc to interrupt)"])),
+], ids=["claude", "codex", "aider", "worker"])
+def test_idle_and_busy_screens(name: str, idle: Screen, busy: Screen) -> None:
     p = BUILTIN[name]
-    assert p.ready_pattern and p.busy_pattern
-    assert re.search(p.ready_pattern, idle, re.MULTILINE), "idle screen should match ready"
-    assert not re.search(p.busy_pattern, idle, re.MULTILINE), "idle screen must not look busy"
-    assert re.search(p.busy_pattern, busy, re.MULTILINE), "busy screen should match busy"
+    assert looks_ready(p, idle) and not is_busy(p, idle) and composer_text(p, idle) == ""
+    assert not looks_ready(p, busy)
+
+
+def test_codex_placeholder_is_an_empty_box_and_a_paste_summary_is_text() -> None:
+    p = BUILTIN["codex"]
+    assert composer_text(p, at(CODEX_IDLE, 6, 2)) == ""
+    pasted = [*CODEX_IDLE[:6], "› [Pasted Content 1024 chars]", *CODEX_IDLE[7:]]
+    assert composer_text(p, at(pasted, 6, 29)) == "[Pasted Content 1024 chars]"
+    assert not looks_ready(p, at(pasted, 6, 29))
+
+
+def test_history_that_looks_like_a_prompt_is_not_ready() -> None:
+    # Codex busy with the cursor away from the input row: old "› msg" rows above do not count.
+    p = BUILTIN["codex"]
+    lines = ["› msg-6 hello", "", "• Answer: msg-6", "", "thinking about it"]
+    assert not looks_ready(p, at(lines, 4, 17))
+    # aider: a ">" echoed from a blank line of a message, while the cursor is elsewhere
+    a = BUILTIN["aider"]
+    echoed = ["> first line", ">", "> third line", "", "Answer streaming"]
+    assert not looks_ready(a, at(echoed, 4, 16))
+
+
+@pytest.mark.parametrize("name", ["claude", "codex", "aider"])
+def test_echoed_busy_phrases_never_make_an_idle_agent_busy(name: str) -> None:
+    p = BUILTIN[name]
+    phrase = "esc to interrupt (12s • esc to interrupt) Waiting for reviewers"
+    idle = {"claude": (CLAUDE_IDLE, 5), "codex": (CODEX_IDLE, 6), "aider": (AIDER_IDLE, 6)}[name]
+    lines = [f"● {phrase}", f"  {phrase}", phrase, *idle[0]]
+    screen = at(lines, idle[1] + 3, 2)
+    assert looks_ready(p, screen), name
+
+
+def test_claude_permission_question_is_seen_and_is_not_ready() -> None:
+    p = BUILTIN["claude"]
+    ask = at(CLAUDE_ASK, 5, 1)
+    assert approval_question(p, ask) is not None and "Do you want to proceed" in str(approval_question(p, ask))
+    assert not looks_ready(p, ask)
+    assert approval_question(p, at(CLAUDE_IDLE, 5, 2)) is None
+
+
+def test_aider_confirmation_is_seen() -> None:
+    p = BUILTIN["aider"]
+    ask = Screen.of(["touch miyabi-tool-1", "Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]: "])
+    assert approval_question(p, ask) is not None and not looks_ready(p, ask)
+
+
+def test_multi_row_entry_holds_text() -> None:
+    p = BUILTIN["claude"]
+    lines = [RULE, "❯ first line", "  second line", RULE]
+    assert composer_text(p, at(lines, 2, 13)) == "first line\nsecond line"
 
 
 def test_every_builtin_is_complete() -> None:
@@ -34,6 +95,8 @@ def test_every_builtin_is_complete() -> None:
         assert p.submit_key == "Enter"
         assert 0 <= p.submit_delay <= 2
         assert p.description
+        assert not p.hooks or p.program
     assert BUILTIN["shell"].ready_pattern is None and BUILTIN["shell"].command is None
+    assert "--no-daemon" in str(BUILTIN["codex"].command)
     # Codex turns an Enter within ~120 ms of a typed burst into a newline.
     assert BUILTIN["codex"].submit_delay >= 0.15

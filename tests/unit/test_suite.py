@@ -13,16 +13,21 @@ TESTS = Path(__file__).resolve().parent.parent
 
 
 def _integration_test_count() -> int:
-    n = 0
+    """Test items under tests/integration/, as pytest collects them (parametrized ones
+    count once per case), checked against the test functions written there."""
+    functions = 0
     for f in (TESTS / "integration").glob("test_*.py"):
         tree = ast.parse(f.read_text())
-        n += sum(1 for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"))
-    return n
+        functions += sum(1 for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"))
+    items = _selected(None, TESTS / "integration")
+    assert items >= functions > 0
+    return items
 
 
-def _selected(marker: str) -> int:
+def _selected(marker: str | None, where: Path = TESTS) -> int:
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", str(TESTS), "--collect-only", "-q", "-p", "no:cacheprovider", "-m", marker],
+        [sys.executable, "-m", "pytest", str(where), "--collect-only", "-q", "-p", "no:cacheprovider",
+         *(["-m", marker] if marker else [])],
         capture_output=True, text=True, cwd=TESTS.parent, timeout=120, check=False,
     )
     if re.search(r"no tests collected", r.stdout):

@@ -1,0 +1,118 @@
+"""Answering an agent's permission question: ``miyabi approve`` / ``miyabi deny``.
+
+An agent is waiting for approval when its hooks said so (Claude Code's
+PermissionRequest and ``permission_prompt`` notification) or its screen shows the
+profile's approval pattern near the cursor. The answer is the profile's keys
+(``approve_keys`` / ``deny_keys``), pressed only while the question is on screen for
+a profile that can see it, so a stale state never types a stray "1" or "y" into an
+input box. Each answer is an ``approval`` event (who, when, what was asked, the
+answer and its reason), and a line in the agent's hook log that tells the deliverer
+the question is gone. A denial's reason goes to the agent as a message, typed once
+it is ready again.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from miyabi.agents.hooks import Activity
+from miyabi.agents.screen import approval_question
+from miyabi.config.model import Agent
+from miyabi.errors import MiyabiError
+from miyabi.events import append_event
+from miyabi.files import private_dir
+from miyabi.home import Home
+from miyabi.messaging.activity import hook_log, read_seen
+from miyabi.messaging.mailbox import inbox, make
+from miyabi.tmux.driver import PaneDriver
+from miyabi.tmux.panes import Runner, list_panes
+
+
+class NotWaiting(MiyabiError):
+    """The agent is not waiting for approval (or its question is not on screen)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What ``approve`` / ``deny`` did.
+
+    Attributes:
+        agent: the agent answered.
+        answer: ``approve`` or ``deny``.
+        question: what it asked.
+        keys: the keys pressed.
+        reason: the reason sent with a denial, if any.
+        message: the id of the message carrying the reason, if one was sent.
+    """
+
+    agent: str
+    answer: str
+    question: str
+    keys: tuple[str, ...]
+    reason: str | None = None
+    message: str | None = None
+
+
+def who() -> str:
+    """``user@host`` of the person answering."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def answer(home: Home, tmux: Runner, session: str, agent: Agent, approve: bool, reason: str | None = None) -> Answer:
+    """Answer ``agent``'s permission question.
+
+    Raises:
+        NotWaiting: it has no pane, is not waiting for approval, or (for a profile that
+            can see the question) the question is not on screen.
+        MiyabiError: its profile has no keys for the answer.
+        TmuxError: tmux failed.
+    """
+    verb = "approve" if approve else "deny"
+    pane = next((p for p in list_panes(tmux, session) if p.agent == agent.name and not p.dead), None)
+    if pane is None:
+        raise NotWaiting(f"{agent.name} has no running pane; nothing to {verb}")
+    p = agent.profile
+    driver = PaneDriver(tmux)
+    on_screen = approval_question(p, driver.screen(pane.pane_id))
+    seen = read_seen(home.root, agent.name)
+    hooked = seen is not None and seen.pid == pane.pid and seen.state == Activity.WAITING_APPROVAL
+    if p.approval_pattern and on_screen is None:
+        state = f"it is {seen.state}" if seen is not None and seen.pid == pane.pid else "no question on its screen"
+        raise NotWaiting(f"{agent.name} is not waiting for approval ({state}); nothing to {verb}")
+    if not p.approval_pattern and not hooked:
+        raise NotWaiting(f"{agent.name} is not waiting for approval; nothing to {verb}")
+    keys = p.approve_keys if approve else p.deny_keys
+    if not keys:
+        raise MiyabiError(f"profile {p.name!r} has no keys to {verb} with; set {verb}_keys in the layout")
+    question = (seen.question if hooked and seen is not None and seen.question else None) or on_screen or "permission requested"
+    for key in keys:
+        driver.press(pane.pane_id, key)
+    _note(home, agent.name, verb)
+    mid = None
+    if not approve and reason:
+        msg = make(agent.name, reason, sender="miyabi-deny")
+        inbox(home.root, agent.name).put(msg)
+        mid = msg.id
+    append_event(home.root, "approval", agent=agent.name, answer=verb, by=who(), question=question,
+                 **({"reason": reason} if reason else {}), **({"id": mid} if mid else {}))
+    return Answer(agent.name, verb, question, tuple(keys), reason, mid)
+
+
+def _note(home: Home, agent: str, verb: str) -> None:
+    """Tell the agent's deliverer (through its hook log) that the question is answered."""
+    path = hook_log(home.root, agent)
+    private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (json.dumps({"t": round(time.time(), 6), "event": "answered", "answer": verb}) + "\n").encode())
+    finally:
+        os.close(fd)

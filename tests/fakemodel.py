@@ -1,0 +1,343 @@
+"""A stand-in for the model APIs the agent CLIs talk to, on 127.0.0.1: Anthropic
+Messages (Claude Code), OpenAI Responses (Codex CLI) and OpenAI Chat Completions
+(aider, through litellm), all streamed as server-sent events the way the providers
+document them. It logs every request with its arrival and end times, so tests know
+exactly which prompts reached "the model" and when a request was in flight.
+
+A prompt steers the answer with directives in double brackets:
+
+- ``[[delay 3]]``: answer after 3 s (default: the server's ``delay``);
+- ``[[tool]]``: answer with a tool call that needs the user's permission (a shell
+  command that creates a file named ``miyabi-tool-<n>``); the request that carries its
+  result is answered with plain text.
+
+A plain answer echoes the first line of the prompt (so that whatever phrases it held show on
+the agent's screen) and reports token usage.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from localserver import LocalServer
+
+DIRECTIVE = re.compile(r"\[\[(\w+)(?: ([^\]]*))?\]\]")
+
+
+@dataclass
+class Request:
+    """One model request.
+
+    Attributes:
+        api: ``messages``, ``responses`` or ``chat``.
+        model: the model the client asked for.
+        prompt: the text of the last user turn ("" when the turn carries a tool result).
+        tool_result: the last user turn carries a tool's result (the same turn goes on).
+        main: the request belongs to the conversation (it offers tools, or it is a chat
+            request); side requests such as Claude Code's title generation are not.
+        started: time.time() when the request arrived.
+        ended: time.time() when its answer was complete (None while in flight).
+        answer: the text answered ("" for a tool call).
+    """
+
+    api: str
+    model: str
+    prompt: str
+    tool_result: bool
+    main: bool
+    started: float
+    ended: float | None = None
+    answer: str = ""
+    tool_call: bool = False
+    tools: list[str] = field(default_factory=list)
+
+
+def _text_of(content: Any, kinds: tuple[str, ...] = ("text", "input_text")) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or []:
+        if isinstance(block, dict) and block.get("type") in kinds:
+            text = str(block.get("text", ""))
+            if not text.lstrip().startswith("<system-reminder>"):
+                parts.append(text)
+    return "\n".join(parts)
+
+
+def _parse(api: str, body: dict[str, Any]) -> tuple[str, bool, list[str]]:
+    """(prompt, tool_result, tool names) of a request body."""
+    tools = [str(t.get("name") or t.get("function", {}).get("name") or t.get("type")) for t in body.get("tools") or []]
+    if api == "responses":
+        items = body.get("input") or []
+        if isinstance(items, str):
+            return items, False, tools
+        last = items[-1] if items else {}
+        if last.get("type") in ("function_call_output", "custom_tool_call_output", "local_shell_call_output"):
+            return "", True, tools
+        return _text_of(last.get("content")), False, tools
+    messages = body.get("messages") or []
+    users = [m for m in messages if m.get("role") in ("user", "tool")]
+    last = users[-1] if users else {}
+    if last.get("role") == "tool":
+        return "", True, tools
+    content = last.get("content")
+    if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+        return "", True, tools
+    return _text_of(content), False, tools
+
+
+class FakeModel(LocalServer):
+    """The server. Use as a context manager; ``url`` is its base address.
+
+    Args:
+        delay: seconds before each answer starts, unless a prompt says otherwise.
+    """
+
+    def __init__(self, delay: float = 0.2) -> None:
+        self.delay = delay
+        self.requests: list[Request] = []
+        self.tool_calls = 0
+        LocalServer.__init__(self, self._handler())
+
+    # -- what tests read
+
+    def prompts(self) -> list[Request]:
+        """The conversation's new user turns, in arrival order."""
+        with self.lock:
+            return [r for r in self.requests if r.main and not r.tool_result]
+
+    def in_flight(self) -> list[tuple[float, float | None]]:
+        """(started, ended) of every conversation request."""
+        with self.lock:
+            return [(r.started, r.ended) for r in self.requests if r.main]
+
+    def wait_prompts(self, n: int, timeout: float) -> list[Request]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.prompts()
+            if len(got) >= n:
+                return got
+            time.sleep(0.05)
+        return self.prompts()
+
+    # -- answering
+
+    def _answer(self, req: Request, body: dict[str, Any]) -> tuple[float, str, bool]:
+        """(delay, text, tool call?) for a request."""
+        directives = {m.group(1): m.group(2) or "" for m in DIRECTIVE.finditer(req.prompt)}
+        delay = float(directives["delay"]) if "delay" in directives else self.delay
+        if "tool" in directives and req.main:
+            return delay, "", True
+        if req.tool_result:
+            return self.delay, "The command ran.", False
+        head = req.prompt.strip().splitlines()[0][:120] if req.prompt.strip() else ""
+        return delay, f"Answer: {head}", False
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        model = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _json(self, status: int, data: Any) -> None:
+                raw = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_HEAD(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0].rstrip("/")
+                if path.endswith("/models"):
+                    self._json(200, {"object": "list", "data": [
+                        {"id": "fake-model", "object": "model", "created": 0, "owned_by": "miyabi-tests",
+                         "type": "model", "display_name": "Fake", "created_at": "2026-01-01T00:00:00Z"}]})
+                else:
+                    self._json(404, {"error": {"type": "not_found_error", "message": f"no {path} here"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    self._json(400, {"error": {"type": "invalid_request_error", "message": "not JSON"}})
+                    return
+                path = self.path.split("?")[0].rstrip("/")
+                if path.endswith("/count_tokens"):
+                    self._json(200, {"input_tokens": max(1, len(raw) // 4)})
+                    return
+                if path.endswith("/messages"):
+                    api = "messages"
+                elif path.endswith("/responses"):
+                    api = "responses"
+                elif path.endswith("/chat/completions"):
+                    api = "chat"
+                else:
+                    self._json(404, {"error": {"type": "not_found_error", "message": f"no {path} here"}})
+                    return
+                prompt, tool_result, tools = _parse(api, body)
+                main = bool(tools) or api == "chat"
+                req = Request(api, str(body.get("model", "")), prompt, tool_result, main, time.time(), tools=tools)
+                with model.lock:
+                    model.requests.append(req)
+                delay, text, tool = model._answer(req, body)
+                time.sleep(delay)
+                usage_in = max(1, len(raw) // 4)
+                usage_out = max(1, len(text) // 4)
+                try:
+                    if tool:
+                        with model.lock:
+                            model.tool_calls += 1
+                            n = model.tool_calls
+                        req.tool_call = True
+                        getattr(self, f"_{api}_tool")(req, tools, n, usage_in)
+                    else:
+                        stream = bool(body.get("stream", api == "responses"))
+                        getattr(self, f"_{api}")(req, text, usage_in, usage_out, stream)
+                    req.answer = text
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                finally:
+                    req.ended = time.time()
+
+            # -- server-sent events
+
+            def _start_stream(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+
+            def _sse(self, data: Any, event: str | None = None) -> None:
+                out = (f"event: {event}\n" if event else "") + f"data: {json.dumps(data) if not isinstance(data, str) else data}\n\n"
+                self.wfile.write(out.encode())
+                self.wfile.flush()
+
+            @staticmethod
+            def _chunks(text: str) -> list[str]:
+                return [text[i:i + 16] for i in range(0, len(text), 16)] or [""]
+
+            # Anthropic Messages
+            def _message_start(self, req: Request, usage_in: int) -> None:
+                self._sse({"type": "message_start", "message": {
+                    "id": f"msg_{id(req)}", "type": "message", "role": "assistant", "model": req.model,
+                    "content": [], "stop_reason": None, "stop_sequence": None,
+                    "usage": {"input_tokens": usage_in, "output_tokens": 1,
+                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}, "message_start")
+
+            def _message_end(self, stop: str, usage_out: int) -> None:
+                self._sse({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                           "usage": {"output_tokens": usage_out}}, "message_delta")
+                self._sse({"type": "message_stop"}, "message_stop")
+
+            def _messages(self, req: Request, text: str, usage_in: int, usage_out: int, stream: bool) -> None:
+                if not stream:
+                    self._json(200, {"id": f"msg_{id(req)}", "type": "message", "role": "assistant",
+                                     "model": req.model, "content": [{"type": "text", "text": text}],
+                                     "stop_reason": "end_turn", "stop_sequence": None,
+                                     "usage": {"input_tokens": usage_in, "output_tokens": usage_out}})
+                    return
+                self._start_stream()
+                self._message_start(req, usage_in)
+                self._sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                          "content_block_start")
+                for chunk in self._chunks(text):
+                    self._sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": chunk}},
+                              "content_block_delta")
+                self._sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+                self._message_end("end_turn", usage_out)
+
+            def _messages_tool(self, req: Request, tools: list[str], n: int, usage_in: int) -> None:
+                self._start_stream()
+                self._message_start(req, usage_in)
+                args = json.dumps({"command": f"touch miyabi-tool-{n}", "description": f"Create miyabi-tool-{n}"})
+                self._sse({"type": "content_block_start", "index": 0, "content_block": {
+                    "type": "tool_use", "id": f"toolu_{n:04d}", "name": "Bash", "input": {}}}, "content_block_start")
+                self._sse({"type": "content_block_delta", "index": 0,
+                           "delta": {"type": "input_json_delta", "partial_json": args}}, "content_block_delta")
+                self._sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+                self._message_end("tool_use", 20)
+
+            # OpenAI Responses
+            def _resp_events(self, req: Request, item: dict[str, Any], deltas: list[str], usage_in: int,
+                             usage_out: int) -> None:
+                rid = f"resp_{id(req)}"
+                self._start_stream()
+                self._sse({"type": "response.created", "response": {"id": rid, "object": "response",
+                                                                     "status": "in_progress", "model": req.model}},
+                          "response.created")
+                added = dict(item, content=[]) if item["type"] == "message" else dict(item, arguments="")
+                self._sse({"type": "response.output_item.added", "output_index": 0, "item": added},
+                          "response.output_item.added")
+                for d in deltas:
+                    self._sse({"type": "response.output_text.delta", "item_id": item["id"], "output_index": 0,
+                               "content_index": 0, "delta": d}, "response.output_text.delta")
+                self._sse({"type": "response.output_item.done", "output_index": 0, "item": item},
+                          "response.output_item.done")
+                self._sse({"type": "response.completed", "response": {
+                    "id": rid, "object": "response", "status": "completed", "model": req.model, "output": [item],
+                    "usage": {"input_tokens": usage_in, "input_tokens_details": {"cached_tokens": 0},
+                              "output_tokens": usage_out, "output_tokens_details": {"reasoning_tokens": 0},
+                              "total_tokens": usage_in + usage_out}}}, "response.completed")
+
+            def _responses(self, req: Request, text: str, usage_in: int, usage_out: int, stream: bool) -> None:
+                item = {"type": "message", "id": f"msg_{id(req)}", "status": "completed", "role": "assistant",
+                        "content": [{"type": "output_text", "text": text, "annotations": []}]}
+                self._resp_events(req, item, self._chunks(text), usage_in, usage_out)
+
+            def _responses_tool(self, req: Request, tools: list[str], n: int, usage_in: int) -> None:
+                name = next((t for t in ("shell_command", "exec_command", "shell") if t in tools), "shell")
+                cmd = f"touch miyabi-tool-{n}"
+                if name == "shell":
+                    args: dict[str, Any] = {"command": ["bash", "-lc", cmd]}
+                elif name == "exec_command":
+                    args = {"cmd": cmd}
+                else:
+                    args = {"command": cmd}
+                args["sandbox_permissions"] = "require_escalated"
+                args["justification"] = f"Create miyabi-tool-{n}"
+                item = {"type": "function_call", "id": f"fc_{n:04d}", "call_id": f"call_{n:04d}", "name": name,
+                        "arguments": json.dumps(args), "status": "completed"}
+                self._resp_events(req, item, [], usage_in, 20)
+
+            # OpenAI Chat Completions
+            def _chat(self, req: Request, text: str, usage_in: int, usage_out: int, stream: bool) -> None:
+                usage = {"prompt_tokens": usage_in, "completion_tokens": usage_out, "total_tokens": usage_in + usage_out}
+                if not stream:
+                    self._json(200, {"id": f"chatcmpl-{id(req)}", "object": "chat.completion", "created": int(time.time()),
+                                     "model": req.model, "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                         "role": "assistant", "content": text}}], "usage": usage})
+                    return
+                self._start_stream()
+                base = {"id": f"chatcmpl-{id(req)}", "object": "chat.completion.chunk", "created": int(time.time()),
+                        "model": req.model}
+                for i, chunk in enumerate(self._chunks(text)):
+                    delta = {"role": "assistant", "content": chunk} if i == 0 else {"content": chunk}
+                    self._sse(dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": None}]))
+                self._sse(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]))
+                self._sse(dict(base, choices=[], usage=usage))
+                self._sse("[DONE]")
+
+            def _chat_tool(self, req: Request, tools: list[str], n: int, usage_in: int) -> None:
+                # aider has no tools: it asks before running a shell command the answer suggests.
+                text = f"Run this:\n\n```bash\ntouch miyabi-tool-{n}\n```\n"
+                self._chat(req, text, usage_in, 20, True)
+
+        return Handler

@@ -1,0 +1,206 @@
+"""miyabi against the real agent CLIs (Claude Code, Codex CLI, aider), each talking to
+the model stand-in on 127.0.0.1: what reaches "the model" is the ground truth.
+
+Each CLI gets a burst of messages while it is busy (multi-line with indentation and a
+blank line, 2,000 and 3,000 characters, non-ASCII, its own busy and ready phrases):
+each must reach the model exactly once, unaltered and in order, and miyabi's
+recorded states must follow the requests (never ready while one is in flight for
+more than 100 ms, never busy for more than 1 s once a turn is over). A permission
+question is answered by ``miyabi approve`` and one by ``deny``; a CLI killed mid-turn
+comes back and gets the next message once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakemodel import FakeModel, Request
+from helpers import wait_for
+from integration.conftest import Cli
+from integration.real_agents import setup
+
+from miyabi.agents.hooks import unwrap_paste
+from miyabi.home import Home
+from miyabi.messaging.activity import read_seen
+from miyabi.times import parse_rfc3339
+
+CLIS = ["claude", "codex", "aider"]
+STARTUP = 90.0
+"""Seconds a CLI may take to start on a busy machine."""
+
+
+@pytest.fixture
+def model() -> Iterator[FakeModel]:
+    with FakeModel(delay=0.3) as m:
+        yield m
+
+
+def events(home: Path) -> list[dict[str, object]]:
+    f = home / "logs" / "events.jsonl"
+    return [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
+
+
+def start(cli: Cli, tmp_path: Path, model: FakeModel, name: str, extra: str = "") -> Path:
+    s = setup(name, tmp_path, model.url)
+    lay = tmp_path / "real.yaml"
+    lay.write_text("session: real\nagents:\n" + s.block("a", extra))
+    r = cli("up", str(lay), "-d")
+    assert r.exit_code == 0, r.output
+    return s.work
+
+
+def state(home: Path) -> str | None:
+    seen = read_seen(home, "a")
+    return seen.state if seen else None
+
+
+def sent(home: Path, text: str) -> str:
+    from integration.test_delivery import send
+
+    return send(home, "a", text)
+
+
+def matches(name: str, sent_text: str, got: Request) -> bool:
+    """Whether the model got ``sent_text`` as the user turn, unaltered. The CLIs add
+    their own framing: aider appends reminders, Claude Code wraps a paste of several
+    lines in ``<pasted_content>`` marks."""
+    if got.prompt == sent_text:
+        return True
+    if name == "aider":
+        return got.prompt.startswith(sent_text + "\n")
+    return name == "claude" and unwrap_paste(got.prompt) == sent_text != got.prompt
+
+
+def burst(tag: str) -> list[str]:
+    long_2000 = f"two thousand {tag} " + "".join(f"{i:04d} " for i in range(400))[: 2000 - 20 - len(tag)] + "end"
+    long_3000 = f"three thousand {tag} " + "".join(f"w{i:05d} " for i in range(500))[: 3000 - 22 - len(tag)] + "end"
+    return [
+        f"m1 {tag} plain",
+        f"m2 {tag} multi-line\n  indented two\n\n    after a blank line",
+        long_2000,
+        long_3000,
+        f"m5 {tag} 日本語のメッセージ — émoji 🌸 ümlaut",
+        f"m6 {tag} esc to interrupt (12s • esc to interrupt) Waiting for reviewers",
+        f"m7 {tag} ready phrases\n❯ \n› Ask Codex to do anything\n> \ndiff> ",
+        f"m8 {tag} ? for shortcuts · ctrl+c to interrupt",
+        f"m9 {tag} tabs\tand  double  spaces",
+        f"m10 {tag} quotes 'single' \"double\" `back` $HOME \\n",
+        f"m11 {tag} last",
+    ]
+
+
+def timeline(home: Path, model: FakeModel) -> list[str]:
+    """Where miyabi's recorded states disagree with the requests the model saw."""
+    states = [(parse_rfc3339(str(e["time"])), str(e["state"])) for e in events(home) if e.get("event") == "state"]
+    typed = [parse_rfc3339(str(e["time"])) for e in events(home) if e.get("event") == "typing"]
+    with model.lock:
+        reqs = [r for r in model.requests if r.main and r.ended is not None]
+
+    def at(t: float) -> str | None:
+        now = None
+        for when, s in states:
+            if when > t:
+                break
+            now = s
+        return now
+
+    problems = []
+    for r in reqs:
+        assert r.ended is not None
+        if r.ended - r.started > 0.1:
+            bad = [s for when, s in states if r.started + 0.1 <= when <= r.ended and s == "ready"]
+            if bad or at(r.started + 0.1) == "ready":
+                problems.append(f"ready while a request was in flight ({r.prompt[:30]!r})")
+        if not r.tool_call:
+            nxt = min([t for t in typed if t > r.ended] + [time.time()])
+            if nxt - r.ended > 1.0 and at(r.ended + 1.0) != "ready":
+                problems.append(f"not ready 1 s after the turn ended ({r.prompt[:30]!r}: {at(r.ended + 1.0)})")
+    return problems
+
+
+@pytest.mark.parametrize("name", CLIS)
+def test_a_burst_reaches_the_model_once_each_unaltered_and_in_order(name: str, cli: Cli, home: Path, tmp_path: Path,
+                                                                    model: FakeModel) -> None:
+    start(cli, tmp_path, model, name)
+    wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")
+    tag = uuid.uuid4().hex[:8]
+    first = f"m0 {tag} [[delay 3]] keep busy"
+    sent(home, first)
+    wait_for(lambda: any(matches(name, first, r) for r in model.prompts()), timeout=60, what="the first prompt")
+    texts = burst(tag)
+    for t in texts:
+        sent(home, t)
+    expected = [first, *texts]
+    got = wait_for(lambda: len(model.wait_prompts(len(expected), 0)) >= len(expected) and model.prompts(),
+                   timeout=240, what=f"{len(expected)} prompts")
+    wait_for(lambda: model.in_flight()[-1][1] is not None, timeout=30, what="the last answer")
+    ours = [r for r in got if tag in r.prompt]
+    assert len(ours) == len(expected), [r.prompt[:40] for r in ours]
+    print("\n".join(repr(r.prompt[:100]) for r in ours))
+    for want, r in zip(expected, ours, strict=True):
+        assert matches(name, want, r), f"sent {want[:60]!r}, the model got {r.prompt[:200]!r}"
+    delivered = [e for e in events(home) if e.get("event") == "delivered"]
+    assert len(delivered) == len(expected) and not [e for e in events(home) if e.get("event") == "dead-letter"]
+    assert not any(str(e.get("evidence", "")).startswith("unverified") for e in delivered)
+    wait_for(lambda: state(home) == "ready", timeout=10, what="ready after the burst")
+    assert timeline(home, model) == []
+    assert not [e for e in events(home) if e.get("event") in ("nudge", "hung", "agent-restarted")]
+
+
+@pytest.mark.parametrize("name", CLIS)
+def test_permission_questions_are_answered_by_approve_and_deny(name: str, cli: Cli, home: Path, tmp_path: Path,
+                                                               model: FakeModel) -> None:
+    work = start(cli, tmp_path, model, name)
+    wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")
+    sent(home, "first [[tool]] please")
+    wait_for(lambda: state(home) == "waiting-approval", timeout=60, what="waiting-approval")
+    r = cli("status", "--json")
+    (row,) = json.loads(r.output)["agents"]
+    assert row["state"] == "waiting-approval" and row["question"]
+    r = cli("approve", "a")
+    assert r.exit_code == 0, r.output
+    wait_for(lambda: (work / "miyabi-tool-1").exists(), timeout=30, what="the approved command's file")
+    wait_for(lambda: state(home) == "ready", timeout=30, what="ready after the approved turn")
+    r = cli("approve", "a")
+    assert r.exit_code == 1 and "not waiting for approval" in r.output
+
+    sent(home, "second [[tool]] please")
+    wait_for(lambda: state(home) == "waiting-approval", timeout=60, what="waiting-approval again")
+    r = cli("deny", "a", "--reason", "denied: do not create files")
+    assert r.exit_code == 0, r.output
+    wait_for(lambda: any(p.prompt.startswith("denied: do not create files") for p in model.prompts()), timeout=60,
+             what="the reason as the next prompt")
+    assert not (work / "miyabi-tool-2").exists()
+    answers = [e for e in events(home) if e.get("event") == "approval"]
+    assert [e["answer"] for e in answers] == ["approve", "deny"]
+    assert all(e["by"] and e["question"] for e in answers) and answers[1]["reason"] == "denied: do not create files"
+
+
+@pytest.mark.parametrize("name", CLIS)
+def test_a_cli_killed_mid_turn_comes_back_and_gets_the_next_message_once(name: str, cli: Cli, home: Path,
+                                                                        tmp_path: Path, model: FakeModel,
+                                                                        panes) -> None:
+    start(cli, tmp_path, model, name)
+    wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")
+    sent(home, "long turn [[delay 8]]")
+    wait_for(lambda: any("long turn" in r.prompt for r in model.prompts()), timeout=60, what="the long prompt")
+    pid = panes("real")["a"].pid
+    os.killpg(os.getpgid(pid), signal.SIGKILL) if name == "aider" else os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: (p := panes("real").get("a")) is not None and not p.dead and p.pid != pid, timeout=30,
+             what="the agent respawned")
+    wait_for(lambda: state(home) == "ready" and (read_seen(home, "a") or None) is not None
+             and read_seen(home, "a").pid != pid,  # type: ignore[union-attr]
+             timeout=STARTUP, what="the new process ready")
+    tag = uuid.uuid4().hex[:8]
+    sent(home, f"after the restart {tag}")
+    wait_for(lambda: any(tag in r.prompt for r in model.prompts()), timeout=60, what="the next prompt")
+    wait_for(lambda: state(home) == "ready", timeout=30, what="ready")
+    assert len([r for r in model.prompts() if tag in r.prompt]) == 1
+    assert Home(home).root == home
