@@ -86,9 +86,11 @@ def _parse(api: str, body: dict[str, Any]) -> tuple[str, bool, list[str]]:
     if last.get("role") == "tool":
         return "", True, tools
     content = last.get("content")
-    if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+    text = _text_of(content)
+    if not text.strip() and isinstance(content, list) and any(
+            isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
         return "", True, tools
-    return _text_of(content), False, tools
+    return text, False, tools
 
 
 class FakeModel(LocalServer):

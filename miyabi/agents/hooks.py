@@ -120,8 +120,8 @@ def interpret(rec: Mapping[str, Any]) -> Report:
         return Report(None)
     if event == "SessionEnd":
         return Report(Activity.ENDED)
-    if event == "answered":  # miyabi approve / deny
-        return Report(Activity.BUSY if rec.get("answer") == "approve" else None)
+    if event == "answered":  # miyabi approve / deny: what follows shows on screen first
+        return Report(None)
     return Report(None)
 
 

@@ -18,7 +18,7 @@ import difflib
 import os
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.config.model import Agent, Layout, frozen_map
 from miyabi.config.settings import (
     WATCHDOG_KEYS,
+    AutoAnswer,
     GitHubSettings,
     OnRestart,
     Route,
@@ -56,7 +57,10 @@ TOP_KEYS = (
     "routes",
     "github",
     "tasks",
+    "approvals",
 )
+APPROVALS_KEYS = ("auto",)
+AUTO_KEYS = ("answer", "agents", "tool", "match")
 TASKS_KEYS = ("on_agent_restart", "max_attempts", "timeout", "label_timeouts")
 GITHUB_KEYS = ("repo", "api_url", "token_env", "todo_label", "poll_interval", "allowed_authors")
 DELIVERY_KEYS = ("max_body",)
@@ -364,6 +368,7 @@ def validate(doc: Document) -> Layout:
     routes = _validate_routes(doc, data.get("routes", []), declared)
     github = _validate_github(doc, data["github"]) if "github" in data else None
     tasks = _validate_tasks(doc, data.get("tasks", {}))
+    auto = _validate_approvals(doc, data.get("approvals", {}), declared)
     doc.fail_if_problems()
     return Layout(
         path=doc.path.resolve(),
@@ -376,6 +381,7 @@ def validate(doc: Document) -> Layout:
         routes=tuple(routes),
         github=github,
         tasks=tasks,
+        auto_answers=tuple(auto),
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 
@@ -426,6 +432,65 @@ def _validate_github(doc: Document, spec: Any) -> GitHubSettings | None:
         else:
             doc.problem((*key, "allowed_authors"), "must be a list of GitHub logins")
     return GitHubSettings(repo=repo, **kw)
+
+
+def _validate_approvals(doc: Document, spec: Any, agents: Sequence[str]) -> list[AutoAnswer]:
+    """``approvals: {auto: [{answer, agents, tool, match}, ...]}``: permission questions
+    answered without a person, first matching rule wins (none: off)."""
+    key: Key = ("approvals",)
+    if not isinstance(spec, dict):
+        doc.problem(key, "must be a mapping (for example `approvals: {auto: [{tool: Read, answer: approve}]}`)")
+        return []
+    _check_keys(doc, key, spec, APPROVALS_KEYS)
+    rules = spec.get("auto", [])
+    if not isinstance(rules, list):
+        doc.problem((*key, "auto"), "must be a list of rules such as `{tool: Bash, match: '^git status', answer: approve}`")
+        return []
+    out = []
+    for i, r in enumerate(rules):
+        at: Key = (*key, "auto", i)
+        if not isinstance(r, dict):
+            doc.problem(at, "must be a mapping with answer (approve or deny) and tool, match or agents")
+            continue
+        _check_keys(doc, at, r, AUTO_KEYS)
+        answer = r.get("answer")
+        ok = True
+        if "answer" not in r:
+            ok = False
+            if all(k in AUTO_KEYS for k in r):  # a misspelt key was reported already
+                doc.problem(at, "needs answer: approve or deny")
+        elif answer not in ("approve", "deny"):
+            doc.problem((*at, "answer"), f"{answer!r} must be approve or deny")
+            ok = False
+        who = r.get("agents", [])
+        if isinstance(who, str):
+            who = [who]
+        if not isinstance(who, list) or not all(isinstance(a, str) for a in who):
+            doc.problem((*at, "agents"), "must be an agent name or a list of them")
+            ok, who = False, []
+        for a in who:
+            if a not in agents:
+                doc.problem((*at, "agents"), _unknown("agent", a, {n: None for n in agents}))
+                ok = False
+        tool, match = r.get("tool"), r.get("match")
+        if tool is not None and not isinstance(tool, str):
+            doc.problem((*at, "tool"), "must be a tool name such as Bash, Edit or Read")
+            ok = False
+        if match is not None:
+            try:
+                re.compile(str(match)) if isinstance(match, str) else None
+            except re.error as e:
+                doc.problem((*at, "match"), f"invalid regular expression: {e}; fix or quote it")
+                ok = False
+            if not isinstance(match, str):
+                doc.problem((*at, "match"), "must be a regular expression (text)")
+                ok = False
+        if tool is None and match is None and ok:
+            doc.problem(at, "answers every question; give a tool or a match (answering all is the CLI's own flag)")
+            ok = False
+        if ok:
+            out.append(AutoAnswer(str(answer), tuple(who), tool, match))
+    return out
 
 
 def _validate_tasks(doc: Document, spec: Any) -> TaskSettings:

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from miyabi import defaults
 from miyabi.agents.profiles import Profile
-from miyabi.config.settings import GitHubSettings, Route, TaskSettings, WatchdogSettings
+from miyabi.config.settings import AutoAnswer, GitHubSettings, Route, TaskSettings, WatchdogSettings
 from miyabi.errors import AgentNotFound
 
 V = TypeVar("V")
@@ -63,6 +63,8 @@ class Layout:
         routes: task routing rules (``routes:``), first match wins.
         github: where issues come from (``github:``), if anywhere.
         tasks: what happens to tasks whose agent dies or takes too long (``tasks:``).
+        auto_answers: permission questions answered without a person
+            (``approvals: {auto: [...]}``), first match wins; empty: off.
     """
 
     path: Path
@@ -76,6 +78,7 @@ class Layout:
     routes: tuple[Route, ...] = ()
     github: GitHubSettings | None = None
     tasks: TaskSettings = field(default_factory=TaskSettings)
+    auto_answers: tuple[AutoAnswer, ...] = ()
 
     @property
     def names(self) -> list[str]:

@@ -171,3 +171,36 @@ class TaskSettings:
             return own
         by_label = [t for lb, t in self.label_timeouts if lb in labels]
         return min(by_label) if by_label else self.timeout
+
+
+@dataclass(frozen=True)
+class AutoAnswer:
+    """One rule of the layout's ``approvals: {auto: [...]}``: answer a permission
+    question without a person.
+
+    Attributes:
+        answer: ``approve`` or ``deny``.
+        agents: the agents it applies to (empty: every agent).
+        tool: the tool the question is about (Claude Code's tool name, such as
+            ``Bash``), or None for any.
+        match: a regex searched in the question text, or None for any.
+    """
+
+    answer: str
+    agents: tuple[str, ...] = ()
+    tool: str | None = None
+    match: str | None = None
+
+    def applies(self, agent: str, question: str) -> bool:
+        """Whether this rule answers ``agent``'s ``question`` (``"Tool: input"`` from a
+        hook, or the question's text on screen)."""
+        if self.agents and agent not in self.agents:
+            return False
+        if self.tool is not None and not question.startswith(self.tool + ":"):
+            return False
+        return self.match is None or re.search(self.match, question) is not None
+
+
+def auto_answer(rules: Sequence[AutoAnswer], agent: str, question: str) -> AutoAnswer | None:
+    """The first rule that answers ``agent``'s ``question``, or None (a person must)."""
+    return next((r for r in rules if r.applies(agent, question)), None)

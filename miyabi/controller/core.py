@@ -30,6 +30,7 @@ from pathlib import Path
 
 from miyabi import defaults
 from miyabi.config.model import Agent, Layout
+from miyabi.config.settings import auto_answer
 from miyabi.controller import requests
 from miyabi.controller.process import LOCKFILE, PIDFILE, ControllerRunning, read_pid
 from miyabi.errors import LayoutError, MiyabiError, TmuxError
@@ -41,6 +42,7 @@ from miyabi.messaging.intro import Intros
 from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
 from miyabi.stopping import StopEvent, Stopped, sleeper
+from miyabi.supervision.approvals import answer
 from miyabi.supervision.keeper import SessionKeeper
 from miyabi.supervision.processes import lease_identity
 from miyabi.supervision.supervisor import Supervisor
@@ -132,6 +134,19 @@ class Controller:
             # process has, so the task is handed back
             self.engine.delivered(msg, lease_identity(pid) or f"{pid}:ended")
 
+    def _on_question(self, name: str, question: str) -> None:
+        """A permission question: answer it when a rule of ``approvals: {auto: …}`` does."""
+        rules = self.layout.auto_answers
+        rule = auto_answer(rules, name, question) if rules else None
+        if rule is None:
+            return
+        try:
+            agent = self.layout.agent(name)
+            answer(self.home, self.channel, self.layout.session, agent, rule.answer == "approve",
+                   by=f"miyabi (approvals.auto[{rules.index(rule)}])")
+        except MiyabiError as e:
+            append_event(self.home.root, "approval-error", agent=name, question=question, error=str(e))
+
     def _processes(self) -> dict[str, str | None]:
         """Agent → the lease identity of its live process (None: dead or no pane)."""
         panes = self.panes.all()
@@ -208,6 +223,7 @@ class Controller:
         d = Deliverer(
             agent, box, self.driver, self.home.root, pane=functools.partial(self.panes.get, agent.name),
             sleep=self.sleep, on_delivered=self._delivered, on_dead_letter=engine.dead_letter,
+            on_question=functools.partial(self._on_question, agent.name),
         )
         self.deliverers = {**self.deliverers, agent.name: d}
         if self.watcher is not None:
@@ -247,6 +263,9 @@ class Controller:
             self._add_deliverer(agent, engine)
         watcher.watch_dir("tasks", store.path.parent, self.kick.set, modified=True)
         watcher.watch_dir("requests", private_dir(requests.requests_dir(self.home)), self.kick.set)
+        # an agent's hook reporting (miyabi hook appends to run/hooks/<agent>.jsonl)
+        watcher.watch_dir("hooks", private_dir(self.home.run / "hooks"), self.kick.set, modified=True,
+                          on_file=lambda path: self._wake(path.stem))
         supervisor = self.supervisor = Supervisor(
             self.home, self.layout.agents, self.tmux.socket, self.driver, self.panes, respawn=self._respawn,
             last_output=self.channel.last_output, typists=self.deliverers, sleep=self.sleep,

@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 
 from miyabi.agents.hooks import Activity, interpret
+from miyabi.agents.usage import Usage, aider_line, claude_transcript
 from miyabi.files import private_dir, write_atomic
 
 STALE_BUSY = 30.0
@@ -49,11 +50,9 @@ def process_started(pid: int) -> float:
 
 
 def same_text(sent: str, received: str) -> bool:
-    """Whether the prompt an agent reported is the text miyabi typed (whitespace at
-    the ends and line endings aside)."""
-    def norm(s: str) -> str:
-        return s.replace("\r\n", "\n").replace("\r", "\n").strip()
-    return norm(sent) == norm(received)
+    """Whether the prompt an agent reported is the text miyabi typed, whitespace
+    aside (CLIs trim a prompt's ends and Claude Code turns a pasted tab into spaces)."""
+    return sent.split() == received.split()
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,9 @@ class Seen:
         since: Unix time of the change.
         pid: the agent process it is about.
         question: the permission question, while ``waiting-approval``.
+        input_tokens: tokens this process sent to its model so far, where its CLI tells.
+        output_tokens: tokens its model answered so far, where its CLI tells.
+        cost_usd: what its CLI reported the session cost, in US dollars.
     """
 
     state: str
@@ -73,13 +75,17 @@ class Seen:
     since: float
     pid: int
     question: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
 
 
 def read_seen(home_root: Path, agent: str) -> Seen | None:
     """The state the controller last recorded for ``agent``, or None."""
     try:
         data = json.loads(activity_file(home_root, agent).read_text(encoding="utf-8"))
-        return Seen(**{k: data[k] for k in ("state", "via", "since", "pid")}, question=data.get("question"))
+        return Seen(**{k: data[k] for k in ("state", "via", "since", "pid")},
+                    **{k: data.get(k) for k in ("question", "input_tokens", "output_tokens", "cost_usd")})
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -106,6 +112,10 @@ class ActivityTracker:
         self.turn_ends: deque[tuple[float, str | None]] = deque(maxlen=64)
         self.expect: str | None = None
         """The text of the last message typed (a Codex turn end counts for it only)."""
+        self.transcript: str | None = None
+        """Claude Code's transcript of this process (from its hooks' payloads)."""
+        self.usage_due = False
+        """A turn ended since usage was last read."""
 
     def follow(self, pid: int) -> None:
         """Track process ``pid`` (a new process forgets what the old one said)."""
@@ -116,6 +126,7 @@ class ActivityTracker:
         self.state, self.since, self.question, self.expect = None, 0.0, None, None
         self.receipts.clear()
         self.turn_ends.clear()
+        self.transcript, self.usage_due = None, False
         self.refresh()
 
     def refresh(self) -> bool:
@@ -152,6 +163,8 @@ class ActivityTracker:
         if t < self.started:
             return
         report = interpret(rec)
+        if isinstance(rec.get("transcript"), str):
+            self.transcript = rec["transcript"]
         if report.prompt is not None and rec.get("event") != "notify":
             self.receipts.append((t, report.prompt))
         if report.activity is Activity.READY:
@@ -159,8 +172,11 @@ class ActivityTracker:
             if prompt is not None and self.expect is not None and not same_text(self.expect, str(prompt)):
                 return  # a Codex side thread (its title writer) ended, not the agent's turn
             self.turn_ends.append((t, prompt))
-        if rec.get("event") == "answered" and report.activity is None:
-            self.state, self.since, self.question = None, t, None  # denied: the screen tells what follows
+            self.usage_due = True
+        if rec.get("event") == "answered":
+            # The question is gone; the screen tells what follows until a hook does
+            # (aider reports once per answer, and it may have done so at the question).
+            self.state, self.since, self.question = None, t, None
             return
         if report.activity is not None:
             self.state, self.since = report.activity, t
@@ -190,6 +206,49 @@ class ActivityTracker:
         return self.state
 
 
+class UsageMeter:
+    """Token use and cost of one agent process, from what its CLI reports (see
+    :mod:`miyabi.agents.usage`); read when a turn ends."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.usage: Usage | None = None
+        self._offset = 0
+        self._path: str | None = None
+        self._seen: set[str] = set()
+
+    def follow(self, pid: int) -> None:
+        if pid != self.pid:
+            self.pid, self.usage, self._offset, self._path, self._seen = pid, None, 0, None, set()
+
+    def from_transcript(self, path: str) -> Usage | None:
+        """Claude Code: the transcript's usage, reading on from where it was left."""
+        if path != self._path:
+            self._path, self._offset, self._seen = path, 0, set()
+        try:
+            with open(path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return self.usage
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        got = claude_transcript(data[:end].decode("utf-8", "replace").splitlines(), self._seen)
+        before = self.usage or Usage()
+        self.usage = Usage(before.input_tokens + got.input_tokens, before.output_tokens + got.output_tokens, None)
+        return self.usage
+
+    def from_screen(self, rows: list[str]) -> Usage | None:
+        """aider: add the ``Tokens:`` line it printed for the turn that just ended."""
+        got = aider_line(rows)
+        if got is None:
+            return self.usage
+        before = self.usage or Usage()
+        cost = got[2] if got[2] is not None else before.cost_usd
+        self.usage = Usage(before.input_tokens + got[0], before.output_tokens + got[1], cost)
+        return self.usage
+
+
 class StateRecorder:
     """Records an agent's changes of state (event ``state`` and its activity file)."""
 
@@ -197,21 +256,24 @@ class StateRecorder:
         self.path = activity_file(home_root, agent)
         private_dir(self.path.parent)
         self.event = event
-        self.last: tuple[str, str, int, str | None] | None = None
+        self.last: tuple[str, str, int, str | None, Usage | None] | None = None
 
-    def record(self, state: str, via: str, pid: int, question: str | None = None) -> None:
-        key = (state, via, pid, question)
+    def record(self, state: str, via: str, pid: int, question: str | None = None, usage: Usage | None = None) -> bool:
+        """Record the state; True when it (or its question) changed."""
+        key = (state, via, pid, question, usage)
         if key == self.last:
-            return
+            return False
         changed = self.last is None or self.last[0] != state or self.last[3] != question
         self.last = key
-        seen = Seen(state, via, time.time(), pid, question)
+        seen = Seen(state, via, time.time(), pid, question, *((usage.input_tokens, usage.output_tokens, usage.cost_usd)
+                                                            if usage else (None, None, None)))
         write_atomic(self.path, json.dumps(asdict(seen)))
         if changed:
             fields: dict[str, Any] = {"state": state, "via": via, "pid": pid}
             if question:
                 fields["question"] = question
             self.event("state", **fields)
+        return changed
 
     def forget(self) -> None:
         self.last = None

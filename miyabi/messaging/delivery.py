@@ -51,7 +51,7 @@ from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
 from miyabi.events import append_event
 from miyabi.files import private_dir, write_atomic
-from miyabi.messaging.activity import ActivityTracker, StateRecorder, hook_log
+from miyabi.messaging.activity import ActivityTracker, StateRecorder, UsageMeter, hook_log
 from miyabi.messaging.mailbox import CorruptMessage, Inbox, Message, MessageState, sanitize
 from miyabi.stopping import Stopped
 from miyabi.times import now_rfc3339
@@ -133,6 +133,8 @@ class Deliverer:
         on_delivered: called with each delivered message and the pid of the process it
             was typed into.
         on_dead_letter: called with each message that became a dead letter, and why.
+        on_question: called with each new permission question the agent asks (for
+            the layout's auto-answers).
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class Deliverer:
         clock: Callable[[], float] = time.time,
         on_delivered: Callable[[Message, int], None] | None = None,
         on_dead_letter: Callable[[Message, str], None] | None = None,
+        on_question: Callable[[str], None] | None = None,
     ) -> None:
         self.agent = agent
         self.profile = agent.profile
@@ -160,6 +163,7 @@ class Deliverer:
         self.wake = threading.Event()
         self.on_delivered = on_delivered
         self.on_dead_letter = on_dead_letter
+        self.on_question = on_question
         self.lock = threading.Lock()
         """Held from the live-pane check through typing and verification; the watchdog
         takes it before respawning the pane, so no keystroke reaches a new process."""
@@ -173,6 +177,9 @@ class Deliverer:
         """What the agent's hooks say (empty for a profile without hooks)."""
         self.recorder = StateRecorder(home_root, agent.name, lambda ev, **f: self.event(ev, **f))
         self._observed = 0.0
+        self.meter = UsageMeter()
+        self.last_task: str | None = None
+        """The task of the last message delivered (usage is counted towards it)."""
         self._entered: tuple[str, float] = ("", 0.0)
         self._before: tuple[str, tuple[str, ...]] = ("", ())
         """(message id, the screen outside the cursor's row) just before the submit key."""
@@ -295,17 +302,47 @@ class Deliverer:
         if wait > 0 and not self.activity.refresh():
             return wait
         self._observed = now
-        state, via, question, _ = self.state(pane)
-        self.recorder.record(state, via, pane.pid, question)
+        self._record(pane, *self.state(pane))
         return None
+
+    def _usage(self, pane: Pane, screen: Screen | None) -> None:
+        """Read the agent's usage when a turn ended (Claude Code's transcript, aider's
+        ``Tokens:`` line over its prompt) and record it as a ``usage`` event."""
+        self.meter.follow(pane.pid)
+        if not self.activity.usage_due:
+            return
+        before = self.meter.usage
+        if self.activity.transcript:
+            self.activity.usage_due = False
+            self.meter.from_transcript(self.activity.transcript)
+        elif self.profile.hooks == "aider" and screen is not None:
+            self.activity.usage_due = False
+            self.meter.from_screen(screen.rows(12, 0))
+        else:
+            return
+        u = self.meter.usage
+        if u is not None and u != before:
+            fields: dict[str, Any] = {"pid": pane.pid, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens}
+            if u.cost_usd is not None:
+                fields["cost_usd"] = u.cost_usd
+            if self.last_task:
+                fields["task"] = self.last_task
+            self.event("usage", None, **fields)
+
+    def _record(self, pane: Pane, state: Activity, via: str, question: str | None, screen: Screen | None = None) -> None:
+        if state is Activity.READY:
+            self._usage(pane, screen)
+        changed = self.recorder.record(state, via, pane.pid, question, self.meter.usage if self.meter.pid == pane.pid else None)
+        if changed and state is Activity.WAITING_APPROVAL and question and self.on_question is not None:
+            self.on_question(question)
 
     def ready(self, pane: Pane) -> bool:
         """Alive, and ready: by its hooks (then one read of the screen confirms an
         empty input box) or by the screen on two reads ``ready_settle`` seconds apart."""
         if not self.live(pane)[0]:
             return False
-        state, via, question, _ = self.state(pane)
-        self.recorder.record(state, via, pane.pid, question)
+        state, via, question, screen = self.state(pane)
+        self._record(pane, state, via, question, screen)
         if state is not Activity.READY:
             return False
         if via == "hook" or not reads_screen(self.profile):
@@ -321,6 +358,7 @@ class Deliverer:
         marker = Marker(msg.id, msg.filename, Stage.TYPING, pane.pane_id, pane.pid, 0, attempts)
         self.save_marker(marker)
         self.event("typing", msg, pane=pane.pane_id, attempt=attempts)
+        self.recorder.record(Activity.BUSY, "delivery", pane.pid)  # no longer free for another message
         try:
             alive, in_mode = self.live(pane)
         except TmuxError as e:
@@ -456,6 +494,7 @@ class Deliverer:
                         attempts=marker.attempts, enters=marker.enters)
         self.clear_marker()
         self.last_delivered = time.monotonic()
+        self.last_task = msg.task
         if reports_ready(self.profile) and self.activity.pid == marker.pid:
             entered = self._entered[1] if self._entered[0] == marker.id else time.time()
             self.activity.submitted(prepare(msg.body), entered)

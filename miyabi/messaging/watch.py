@@ -60,11 +60,13 @@ class InboxWatcher:
         self.unwatch_dir(f"inbox:{agent}")
 
     def watch_dir(self, key: str, directory: Path, callback: Callable[[], None], modified: bool = False,
-                  recursive: bool = False, only_in: str | None = None) -> None:
+                  recursive: bool = False, only_in: str | None = None,
+                  on_file: Callable[[Path], None] | None = None) -> None:
         """Call ``callback`` when a file is created in, or moved into, ``directory``
         (and with ``modified``, when one is written; with ``recursive``, also in its
         subdirectories, and with ``only_in``, only for files landing in a directory of
-        that name). A second call with ``key`` replaces the first.
+        that name; with ``on_file``, that is called with the file's path instead). A
+        second call with ``key`` replaces the first.
 
         Raises:
             OSError: the directory cannot be watched.
@@ -83,6 +85,9 @@ class InboxWatcher:
                     landed = Path(str(getattr(event, "dest_path", "") or event.src_path))
                     if landed.parent.name != only_in:
                         return
+                if on_file is not None:
+                    on_file(Path(str(getattr(event, "dest_path", "") or event.src_path)))
+                    return
                 callback()
 
         kinds: list[type[FileSystemEvent]] = [FileCreatedEvent, FileMovedEvent]

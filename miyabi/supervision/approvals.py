@@ -32,6 +32,9 @@ from miyabi.messaging.mailbox import inbox, make
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import Runner, list_panes
 
+QUESTION_WAIT = 3.0
+"""Seconds to wait for a question the agent's hook announced to show on screen."""
+
 
 class NotWaiting(MiyabiError):
     """The agent is not waiting for approval (or its question is not on screen)."""
@@ -67,8 +70,10 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def answer(home: Home, tmux: Runner, session: str, agent: Agent, approve: bool, reason: str | None = None) -> Answer:
-    """Answer ``agent``'s permission question.
+def answer(home: Home, tmux: Runner, session: str, agent: Agent, approve: bool, reason: str | None = None,
+           by: str | None = None) -> Answer:
+    """Answer ``agent``'s permission question (``by``: who answers; default the user
+    running this, ``user@host``).
 
     Raises:
         NotWaiting: it has no pane, is not waiting for approval, or (for a profile that
@@ -82,9 +87,13 @@ def answer(home: Home, tmux: Runner, session: str, agent: Agent, approve: bool, 
         raise NotWaiting(f"{agent.name} has no running pane; nothing to {verb}")
     p = agent.profile
     driver = PaneDriver(tmux)
-    on_screen = approval_question(p, driver.screen(pane.pane_id))
     seen = read_seen(home.root, agent.name)
     hooked = seen is not None and seen.pid == pane.pid and seen.state == Activity.WAITING_APPROVAL
+    on_screen = approval_question(p, driver.screen(pane.pane_id))
+    deadline = time.monotonic() + QUESTION_WAIT
+    while hooked and p.approval_pattern and on_screen is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the hook can come before the CLI draws its question
+        on_screen = approval_question(p, driver.screen(pane.pane_id))
     if p.approval_pattern and on_screen is None:
         state = f"it is {seen.state}" if seen is not None and seen.pid == pane.pid else "no question on its screen"
         raise NotWaiting(f"{agent.name} is not waiting for approval ({state}); nothing to {verb}")
@@ -102,7 +111,7 @@ def answer(home: Home, tmux: Runner, session: str, agent: Agent, approve: bool, 
         msg = make(agent.name, reason, sender="miyabi-deny")
         inbox(home.root, agent.name).put(msg)
         mid = msg.id
-    append_event(home.root, "approval", agent=agent.name, answer=verb, by=who(), question=question,
+    append_event(home.root, "approval", agent=agent.name, answer=verb, by=by or who(), question=question,
                  **({"reason": reason} if reason else {}), **({"id": mid} if mid else {}))
     return Answer(agent.name, verb, question, tuple(keys), reason, mid)
 

@@ -37,9 +37,13 @@ STARTUP = 90.0
 
 
 @pytest.fixture
-def model() -> Iterator[FakeModel]:
+def model(tmp_path: Path) -> Iterator[FakeModel]:
     with FakeModel(delay=0.3) as m:
         yield m
+    with (tmp_path / "requests.jsonl").open("w") as f:  # for a failure's post-mortem
+        for r in m.requests:
+            f.write(json.dumps({"api": r.api, "main": r.main, "tool_result": r.tool_result, "tool_call": r.tool_call,
+                                "started": r.started, "ended": r.ended, "prompt": r.prompt[:200]}) + "\n")
 
 
 def events(home: Path) -> list[dict[str, object]]:
@@ -68,14 +72,17 @@ def sent(home: Path, text: str) -> str:
 
 
 def matches(name: str, sent_text: str, got: Request) -> bool:
-    """Whether the model got ``sent_text`` as the user turn, unaltered. The CLIs add
-    their own framing: aider appends reminders, Claude Code wraps a paste of several
-    lines in ``<pasted_content>`` marks."""
+    """Whether the model got ``sent_text`` as the user turn, unaltered by miyabi. The
+    CLIs change a prompt in their own ways (measured): aider appends reminders, Claude
+    Code wraps a paste in ``<pasted_content>`` marks and turns its tabs into four
+    spaces, Codex trims the whitespace at its end."""
     if got.prompt == sent_text:
         return True
     if name == "aider":
         return got.prompt.startswith(sent_text + "\n")
-    return name == "claude" and unwrap_paste(got.prompt) == sent_text != got.prompt
+    if name == "codex":
+        return got.prompt == sent_text.rstrip()
+    return unwrap_paste(got.prompt) == sent_text.replace("\t", "    ")
 
 
 def burst(tag: str) -> list[str]:
@@ -175,7 +182,7 @@ def test_permission_questions_are_answered_by_approve_and_deny(name: str, cli: C
     wait_for(lambda: state(home) == "waiting-approval", timeout=60, what="waiting-approval again")
     r = cli("deny", "a", "--reason", "denied: do not create files")
     assert r.exit_code == 0, r.output
-    wait_for(lambda: any(p.prompt.startswith("denied: do not create files") for p in model.prompts()), timeout=60,
+    wait_for(lambda: any("denied: do not create files" in p.prompt for p in model.prompts()), timeout=60,
              what="the reason as the next prompt")
     assert not (work / "miyabi-tool-2").exists()
     answers = [e for e in events(home) if e.get("event") == "approval"]
@@ -204,3 +211,21 @@ def test_a_cli_killed_mid_turn_comes_back_and_gets_the_next_message_once(name: s
     wait_for(lambda: state(home) == "ready", timeout=30, what="ready")
     assert len([r for r in model.prompts() if tag in r.prompt]) == 1
     assert Home(home).root == home
+
+
+@pytest.mark.parametrize("name", CLIS)
+def test_a_layout_rule_answers_a_matching_question_without_a_person(name: str, cli: Cli, home: Path, tmp_path: Path,
+                                                                     model: FakeModel) -> None:
+    s = setup(name, tmp_path, model.url)
+    lay = tmp_path / "auto.yaml"
+    lay.write_text("session: real\napprovals:\n  auto:\n    - {match: 'miyabi-tool-1', answer: approve}\n"
+                   "agents:\n" + s.block("a"))
+    assert cli("up", str(lay), "-d").exit_code == 0
+    wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")
+    sent(home, "first [[tool]] please")
+    wait_for(lambda: (s.work / "miyabi-tool-1").exists(), timeout=60, what="the auto-approved command's file")
+    (answer,) = [e for e in events(home) if e.get("event") == "approval"]
+    assert answer["answer"] == "approve" and answer["by"] == "miyabi (approvals.auto[0])"
+    sent(home, "second [[tool]] please")  # miyabi-tool-2: no rule, a person must answer
+    wait_for(lambda: state(home) == "waiting-approval", timeout=60, what="a question the rule does not answer")
+    assert len([e for e in events(home) if e.get("event") == "approval"]) == 1

@@ -1,0 +1,54 @@
+"""Auto-answers for permission questions (``approvals: {auto: [...]}``): what the
+loader accepts, and which rule answers which question."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from miyabi.config.loader import load
+from miyabi.config.settings import AutoAnswer, auto_answer
+from miyabi.errors import LayoutError
+
+AGENTS = "agents:\n  - {name: a, profile: claude}\n  - {name: b, profile: codex}\n"
+
+
+def layout(tmp_path: Path, approvals: str) -> Path:
+    f = tmp_path / "l.yaml"
+    f.write_text(f"session: s\n{AGENTS}approvals:\n{approvals}")
+    return f
+
+
+def test_rules_load_in_order_and_the_first_match_answers(tmp_path: Path) -> None:
+    lay = load(layout(tmp_path, "  auto:\n    - {tool: Bash, match: 'rm -rf', answer: deny}\n"
+                               "    - {tool: Bash, match: '^Bash: (git status|ls)\\b', answer: approve}\n"
+                               "    - {match: 'miyabi-tool', agents: b, answer: approve}\n"))
+    rules = lay.auto_answers
+    assert rules == (AutoAnswer("deny", (), "Bash", "rm -rf"), AutoAnswer("approve", (), "Bash", r"^Bash: (git status|ls)\b"),
+                     AutoAnswer("approve", ("b",), None, "miyabi-tool"))
+    assert auto_answer(rules, "a", "Bash: rm -rf /") == rules[0]
+    assert auto_answer(rules, "a", "Bash: git status") == rules[1]
+    assert auto_answer(rules, "a", "Edit: src/x.py") is None
+    assert auto_answer(rules, "a", "Would you like to run: touch miyabi-tool-1?") is None  # b only
+    assert auto_answer(rules, "b", "Would you like to run: touch miyabi-tool-1?") == rules[2]
+
+
+def test_without_approvals_nothing_is_answered(tmp_path: Path) -> None:
+    f = tmp_path / "l.yaml"
+    f.write_text(f"session: s\n{AGENTS}")
+    assert load(f).auto_answers == ()
+
+
+@pytest.mark.parametrize(("rule", "said"), [
+    ("{tool: Bash, answer: maybe}", "approvals.auto[0].answer: 'maybe' must be approve or deny"),
+    ("{tool: Bash}", "approvals.auto[0]: needs answer: approve or deny"),
+    ("{answer: approve}", "approvals.auto[0]: answers every question; give a tool or a match"),
+    ("{match: '(', answer: approve}", "approvals.auto[0].match: invalid regular expression"),
+    ("{match: x, agents: [zz], answer: deny}", "approvals.auto[0].agents: unknown agent 'zz'"),
+    ("{tool: Bash, answr: approve}", "approvals.auto[0].answr: unknown key 'answr'; did you mean 'answer'?"),
+])
+def test_a_bad_rule_is_one_line_naming_its_key(tmp_path: Path, rule: str, said: str) -> None:
+    with pytest.raises(LayoutError) as e:
+        load(layout(tmp_path, f"  auto:\n    - {rule}\n"))
+    assert said in str(e.value) and len(e.value.lines()) == 1, str(e.value)
