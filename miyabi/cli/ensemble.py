@@ -243,14 +243,24 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
     table_rows = []
     for r in rows:
         state = f"{r.state} ({r.exit})" if r.exit else str(r.state)
+        if r.question:
+            state += f": {r.question[:60]}"
+        tokens = "-" if r.input_tokens is None else f"{_count(r.input_tokens)}/{_count(r.output_tokens or 0)}"
+        if r.cost_usd is not None:
+            tokens += f" ${r.cost_usd:.2f}"
         table_rows.append([
             r.name, r.window or "-", r.pane_id or "-", str(r.pid) if r.pid else "-", r.command or "-", state,
             output.human_seconds(r.uptime), "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",
-            output.human_bytes(r.rss), output.human_seconds(r.last_output), str(r.restarts_last_hour),
+            output.human_bytes(r.rss), output.human_seconds(r.last_output), tokens, str(r.restarts_last_hour),
             (r.last_reason or "-")[:60],
         ])
-    headers = ["agent", "window", "pane", "pid", "command", "state", "uptime", "cpu%", "rss", "last output", "restarts/h", "last reason"]
+    headers = ["agent", "window", "pane", "pid", "command", "state", "uptime", "cpu%", "rss", "last output", "tokens in/out",
+               "restarts/h", "last reason"]
     output.table(table_rows, headers, title=f"session {t.session} (socket {t.socket})")
+
+
+def _count(n: int) -> str:
+    return f"{n / 1_000_000:.1f}M" if n >= 1_000_000 else f"{n / 1000:.1f}k" if n >= 1000 else str(n)
 
 
 @app.command()

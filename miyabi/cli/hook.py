@@ -4,8 +4,9 @@ It appends one JSON line to ``$MIYABI_HOME/run/hooks/$MIYABI_AGENT.jsonl`` (the
 agent's hook log, which the controller follows) and exits 0 at once, printing
 nothing: a hook must never block, slow or fail the agent, and whatever a Claude Code
 hook prints on stdout would become part of the agent's context. It imports nothing
-beyond the standard library, so a run takes a Python start-up and one ``write(2)``
-(see benchmarks/bench_agents.py).
+beyond the standard library (and no more of that than it needs), so the hooks miyabi
+installs run this file directly, ``python -I -S hook.py EVENT``: a bare interpreter
+start-up, ``json`` and one ``write(2)`` (see benchmarks/bench_agents.py).
 
 The payload is the JSON a CLI hands over: on stdin (Claude Code; read only when stdin
 is not a terminal, for at most 1 MiB and 0.5 s), or as the last argument (Codex's
@@ -15,13 +16,15 @@ and its input, the notification), not the whole payload.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing costs 3 ms at start-up; annotations are strings here
+    from typing import Any
 
 MAX_PAYLOAD = 1 << 20
 MAX_FIELD = 16_000
@@ -115,8 +118,10 @@ def main(argv: list[str]) -> int:
         finally:
             os.close(fd)
     except Exception as e:  # noqa: BLE001 - a hook must never fail the agent
-        with contextlib.suppress(OSError, ValueError):
+        try:
             sys.stderr.write(f"miyabi hook: {e}\n")
+        except (OSError, ValueError):
+            return 0
     return 0
 
 

@@ -23,7 +23,7 @@ from miyabi.agents.screen import approval_question, is_busy, looks_ready
 from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
 from miyabi.home import Home
-from miyabi.messaging.activity import read_seen
+from miyabi.messaging.activity import Seen, read_seen
 from miyabi.supervision.supervisor import load_records
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import Pane, Runner, list_panes
@@ -131,6 +131,9 @@ class AgentStatus:
         last_reason: why it last died or was restarted, if it was.
         question: the permission question, while ``waiting-approval``.
         via: who told the state: ``hook`` (the agent itself) or ``screen``.
+        input_tokens: tokens its process sent to the model, where its CLI tells (else None).
+        output_tokens: tokens the model answered it, where its CLI tells.
+        cost_usd: the session cost its CLI reported, in US dollars (else None).
     """
 
     name: str
@@ -151,6 +154,9 @@ class AgentStatus:
     last_reason: str | None = None
     question: str | None = None
     via: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,8 +195,13 @@ def collect(
         row = rows[n]
         rec = watch.get(n, {})
         hist = rec.get("history", {})
-        state, via, question = _state(row, rec, now, by_name.get(n), driver, home)
-        out.append(replace(row, state=state, via=via, question=question, restarts_last_hour=sum(1 for t in hist.get("restarts", []) if now - t <= 3600),
+        seen = read_seen(home.root, n) if by_name.get(n) is not None else None
+        seen = seen if seen is not None and seen.pid == row.pid and row.alive else None
+        state, via, question = _state(row, rec, now, by_name.get(n), driver, seen)
+        out.append(replace(row, state=state, via=via, question=question,
+                           input_tokens=seen.input_tokens if seen else None,
+                           output_tokens=seen.output_tokens if seen else None,
+                           cost_usd=seen.cost_usd if seen else None, restarts_last_hour=sum(1 for t in hist.get("restarts", []) if now - t <= 3600),
                            last_reason=hist.get("last_reason")))
     for n in expected:
         if n not in rows:
@@ -201,7 +212,7 @@ def collect(
 
 
 def _state(row: AgentStatus, rec: dict[str, Any], now: float, agent: Agent | None, driver: PaneDriver,
-           home: Home) -> tuple[AgentState, str | None, str | None]:
+           seen: Seen | None) -> tuple[AgentState, str | None, str | None]:
     """(state, who told, permission question) of one row."""
     if rec.get("history", {}).get("failed"):
         return AgentState.FAILED, None, None
@@ -211,8 +222,7 @@ def _state(row: AgentStatus, rec: dict[str, Any], now: float, agent: Agent | Non
         return AgentState.HUNG, None, None
     if not row.alive:
         return AgentState.DEAD, None, None
-    seen = read_seen(home.root, row.name) if agent is not None else None
-    if seen is not None and seen.pid == row.pid and seen.state in AgentState.__members__.values():
+    if seen is not None and seen.state in AgentState.__members__.values():
         return AgentState(seen.state), seen.via, seen.question
     if row.uptime is not None and row.uptime < defaults.STATUS_STARTING:
         return AgentState.STARTING, None, None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from miyabi.agents.hooks import hook_options, with_options
 from miyabi.config.model import Agent, Layout
-from miyabi.config.preflight import agent_path, exec_line, miyabi_bindir
+from miyabi.config.preflight import agent_path, exec_line
 from miyabi.errors import SessionConflict, SessionNotFound, TmuxError
 from miyabi.files import private_file
 from miyabi.home import Home
@@ -101,13 +101,15 @@ def agent_env(agent: Agent, home: Home, socket: str) -> dict[str, str]:
     return env
 
 
+HOOK_SCRIPT = Path(__file__).resolve().parent.parent / "cli" / "hook.py"
+"""``miyabi hook``'s code, which needs the standard library only."""
+
+
 def hook_command() -> list[str]:
-    """The words that run ``miyabi hook`` (this installation's console script, by its
-    absolute path, so that an agent's own PATH cannot hide it)."""
-    bindir = miyabi_bindir()
-    if bindir:
-        return [os.path.join(bindir, "miyabi"), "hook"]
-    return [sys.executable, "-m", "miyabi", "hook"]
+    """The words that run ``miyabi hook``: this interpreter on the hook's own file, by
+    absolute paths (an agent's PATH cannot hide them), isolated (``-I``) and without
+    site-packages (``-S``), which halves its start-up against the console script."""
+    return [sys.executable, "-I", "-S", str(HOOK_SCRIPT)]
 
 
 def launch_line(agent: Agent, home: Home) -> str:
