@@ -224,8 +224,8 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
     # The session knows the home that built it; its logs are there.
     owner = session_option(tmux, t.session, HOME_TAG)
     h = Home(Path(owner)) if owner else t.home
-    rows = collect(tmux, t.session, h, agents)
     ctl = controller_status(h)
+    rows = collect(tmux, t.session, h, agents, recorded=bool(ctl["running"]))
     if json_out:
         output.emit_json({"session": t.session, "socket": t.socket, "home": owner or str(t.home.root), "controller": ctl,
                           "agents": [r.to_json() for r in rows]})

@@ -444,7 +444,7 @@ def _validate_approvals(doc: Document, spec: Any, agents: Sequence[str]) -> list
     _check_keys(doc, key, spec, APPROVALS_KEYS)
     rules = spec.get("auto", [])
     if not isinstance(rules, list):
-        doc.problem((*key, "auto"), "must be a list of rules such as `{tool: Bash, match: '^git status', answer: approve}`")
+        doc.problem((*key, "auto"), "must be a list of rules such as `{tool: Bash, match: '^Bash: git status$', answer: approve}`")
         return []
     out = []
     for i, r in enumerate(rules):

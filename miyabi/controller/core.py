@@ -140,10 +140,14 @@ class Controller:
         rule = auto_answer(rules, name, question) if rules else None
         if rule is None:
             return
+        d = self.deliverers.get(name)
         try:
             agent = self.layout.agent(name)
-            answer(self.home, self.channel, self.layout.session, agent, rule.answer == "approve",
-                   by=f"miyabi (approvals.auto[{rules.index(rule)}])")
+            if d is None:
+                return
+            with d.lock:  # the watchdog respawns only under this lock: no key reaches a new process
+                answer(self.home, self.channel, self.layout.session, agent, rule.answer == "approve",
+                       by=f"miyabi (approvals.auto[{rules.index(rule)}])")
         except MiyabiError as e:
             append_event(self.home.root, "approval-error", agent=name, question=question, error=str(e))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -90,8 +91,14 @@ def read_seen(home_root: Path, agent: str) -> Seen | None:
         return None
 
 
+REREAD = 1 << 20
+"""Bytes of the hook log read again when a new process is followed (its first events
+may have been read while the old one was still followed)."""
+
+
 class ActivityTracker:
-    """One agent's state from its hooks.
+    """One agent's state from its hooks. Thread-safe: the deliverer and the watchdog
+    both ask it.
 
     Args:
         path: the agent's hook log.
@@ -99,6 +106,7 @@ class ActivityTracker:
     """
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.lock = threading.RLock()
         self.path = path
         self.clock = clock
         self.offset = 0
@@ -118,19 +126,29 @@ class ActivityTracker:
         """A turn ended since usage was last read."""
 
     def follow(self, pid: int) -> None:
-        """Track process ``pid`` (a new process forgets what the old one said)."""
-        if pid == self.pid:
-            return
-        self.pid = pid
-        self.started = process_started(pid) - 0.05 if pid else 0.0
-        self.state, self.since, self.question, self.expect = None, 0.0, None, None
-        self.receipts.clear()
-        self.turn_ends.clear()
-        self.transcript, self.usage_due = None, False
-        self.refresh()
+        """Track process ``pid`` (a new process forgets what the old one said, and its
+        own first events are read again)."""
+        with self.lock:
+            if pid == self.pid:
+                return
+            self.pid = pid
+            self.started = process_started(pid) - 0.05 if pid else 0.0
+            self.state, self.since, self.question, self.expect = None, 0.0, None, None
+            self.receipts.clear()
+            self.turn_ends.clear()
+            self.transcript, self.usage_due = None, False
+            try:
+                self.offset, self.partial = max(0, self.path.stat().st_size - REREAD), b""
+            except OSError:
+                self.offset, self.partial = 0, b""
+            self.refresh()
 
     def refresh(self) -> bool:
         """Read what the hook log gained; True when it had something new."""
+        with self.lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         try:
             size = self.path.stat().st_size
         except OSError:
@@ -160,7 +178,7 @@ class ActivityTracker:
             t = float(rec.get("t", 0))
         except (TypeError, ValueError):
             return
-        if t < self.started:
+        if t < self.started or t < self.since:  # an old process's, or out of order (hooks race)
             return
         report = interpret(rec)
         if isinstance(rec.get("transcript"), str):
@@ -178,6 +196,8 @@ class ActivityTracker:
             # (aider reports once per answer, and it may have done so at the question).
             self.state, self.since, self.question = None, t, None
             return
+        if report.activity is Activity.WAITING_APPROVAL and self.state is Activity.WAITING_APPROVAL and self.question:
+            return  # a reminder of the same question ("Claude needs your permission"): the first one says more
         if report.activity is not None:
             self.state, self.since = report.activity, t
             self.question = report.question if report.activity is Activity.WAITING_APPROVAL else None
@@ -185,25 +205,42 @@ class ActivityTracker:
     def submitted(self, text: str, at: float) -> None:
         """A message was typed and its submit key first pressed at ``at``: the agent
         works on it until its hooks say otherwise (what they said since stands)."""
-        self.expect = text
-        self.refresh()
-        if self.since < at:
-            self.state, self.since, self.question = Activity.BUSY, at, None
+        with self.lock:
+            self.expect = text
+            self._refresh()
+            if self.since < at:
+                self.state, self.since, self.question = Activity.BUSY, at, None
 
     def receipt(self, text: str, after: float) -> bool:
         """Whether the agent reported receiving ``text`` since ``after``."""
-        return any(t >= after and same_text(text, p) for t, p in self.receipts)
+        with self.lock:
+            return any(t >= after and same_text(text, p) for t, p in self.receipts)
 
     def turn_ended(self, after: float) -> bool:
         """Whether the agent reported a turn's end since ``after``."""
-        return any(t >= after for t, _ in self.turn_ends)
+        with self.lock:
+            return any(t >= after for t, _ in self.turn_ends)
 
     def hook_state(self) -> Activity | None:
         """The state the hooks give, or None when they say nothing that holds (no
         event from this process yet, or a "busy" older than ``STALE_BUSY``)."""
-        if self.state is Activity.BUSY and self.clock() - self.since > STALE_BUSY:
-            return None
-        return self.state
+        with self.lock:
+            if self.state is Activity.BUSY and self.clock() - self.since > STALE_BUSY:
+                return None
+            return self.state
+
+    def expecting(self, text: str) -> None:
+        """The submit key is about to be pressed for ``text``: a Codex turn end counts
+        for it from now on (its side thread's do not)."""
+        with self.lock:
+            self.expect = text
+
+    def question_gone(self) -> None:
+        """The screen shows no question any more: the hook's waiting-approval is over
+        (answered in the pane by hand, or interrupted: Claude Code reports neither)."""
+        with self.lock:
+            if self.state is Activity.WAITING_APPROVAL:
+                self.state, self.question = None, None
 
 
 class UsageMeter:

@@ -60,6 +60,9 @@ from miyabi.tmux.panes import Pane
 
 log = logging.getLogger("miyabi.delivery")
 
+QUESTION_DRAW = 3.0
+"""Seconds a hook's permission question holds before the CLI shows it on screen."""
+
 OBSERVE_EVERY = 0.05
 """Seconds between screen reads made only to record an agent's state as it prints."""
 
@@ -178,6 +181,7 @@ class Deliverer:
         self.recorder = StateRecorder(home_root, agent.name, lambda ev, **f: self.event(ev, **f))
         self._observed = 0.0
         self.meter = UsageMeter()
+        self._offered: set[str] = set()
         self.last_task: str | None = None
         """The task of the last message delivered (usage is counted towards it)."""
         self._entered: tuple[str, float] = ("", 0.0)
@@ -277,12 +281,21 @@ class Deliverer:
         self.activity.follow(pane.pid)
         self.activity.refresh()
         told = self.activity.hook_state()
-        if told in (Activity.WAITING_APPROVAL, Activity.ENDED):
+        if told is Activity.ENDED:
+            told = None  # the session ended; what follows shows on screen
+        if told is Activity.WAITING_APPROVAL and not self.profile.approval_pattern:
             return told, "hook", self.activity.question, None
         if not reads_screen(self.profile):
             return told or Activity.READY, "hook" if told else "screen", None, None
         screen = self.screen(pane.pane_id)
         question = approval_question(self.profile, screen)
+        if told is Activity.WAITING_APPROVAL:
+            # The hook's question holds while it shows, or while the CLI may still be
+            # drawing it; answered by hand or interrupted, it reports nothing more.
+            if question is not None or time.time() - self.activity.since < QUESTION_DRAW:
+                return told, "hook", self.activity.question or question, screen
+            self.activity.question_gone()
+            told = None
         if question is not None:  # a CLI without a permission hook asks on screen
             return Activity.WAITING_APPROVAL, "screen", question, screen
         if told is Activity.BUSY:
@@ -332,8 +345,13 @@ class Deliverer:
     def _record(self, pane: Pane, state: Activity, via: str, question: str | None, screen: Screen | None = None) -> None:
         if state is Activity.READY:
             self._usage(pane, screen)
-        changed = self.recorder.record(state, via, pane.pid, question, self.meter.usage if self.meter.pid == pane.pid else None)
-        if changed and state is Activity.WAITING_APPROVAL and question and self.on_question is not None:
+        self.recorder.record(state, via, pane.pid, question, self.meter.usage if self.meter.pid == pane.pid else None)
+        if state is not Activity.WAITING_APPROVAL:
+            self._offered.clear()
+        elif question and question not in self._offered and self.on_question is not None:
+            # each wording of a question (the screen's, the hook's) is offered to the
+            # auto-answers once while the agent waits: never answered twice
+            self._offered.add(question)
             self.on_question(question)
 
     def ready(self, pane: Pane) -> bool:
@@ -388,9 +406,11 @@ class Deliverer:
         else:
             self.driver.paste(pane_id, text, f"miyabi-{msg.id}", self.profile.bracketed_paste)
 
-    def press_submit(self, marker: Marker) -> None:
+    def press_submit(self, marker: Marker, text: str | None = None) -> None:
         if marker.enters == 0 or self._entered[0] != marker.id:
             self._entered = (marker.id, time.time())
+            if text is not None:
+                self.activity.expecting(text)
         marker.enters += 1
         marker.stage = Stage.ENTERING
         self.save_marker(marker)
@@ -402,7 +422,7 @@ class Deliverer:
         try:
             if reads_screen(self.profile):
                 self._before = (marker.id, _rest(self.screen(marker.pane)))
-            self.press_submit(marker)
+            self.press_submit(marker, prepare(msg.body))
         except TmuxError as e:
             self.event("type-error", msg, error=str(e))
             self.retry_later(msg, marker)
@@ -481,7 +501,8 @@ class Deliverer:
                     return
             elif now - start > defaults.RECEIPT_TIMEOUT:
                 self.event("no-receipt", msg, after=defaults.RECEIPT_TIMEOUT)
-                self.finish(msg, marker, "input box emptied; no receipt from the hook")
+                self.finish(msg, marker, "input box emptied; no receipt from the hook" if box == ""
+                            else "unverified: no receipt from the hook, input box not in view")
                 return
             self.sleep(defaults.VERIFY_POLL)
 

@@ -4,8 +4,10 @@ An agent is waiting for approval when its hooks said so (Claude Code's
 PermissionRequest and ``permission_prompt`` notification) or its screen shows the
 profile's approval pattern near the cursor. The answer is the profile's keys
 (``approve_keys`` / ``deny_keys``), pressed only while the question is on screen for
-a profile that can see it, so a stale state never types a stray "1" or "y" into an
-input box. Each answer is an ``approval`` event (who, when, what was asked, the
+a profile that can see it (on two reads, since a dialog still being drawn eats keys)
+and into the process that asked, so a stale state never types a stray "1" or "y"
+into an input box; they are pressed again, at most three times, while the same
+question stays. Each answer is an ``approval`` event (who, when, what was asked, the
 answer and its reason), and a line in the agent's hook log that tells the deliverer
 the question is gone. A denial's reason goes to the agent as a message, typed once
 it is ready again.
@@ -21,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from miyabi.agents.hooks import Activity
+from miyabi.agents.profiles import Profile
 from miyabi.agents.screen import approval_question
 from miyabi.config.model import Agent
 from miyabi.errors import MiyabiError
@@ -34,6 +37,12 @@ from miyabi.tmux.panes import Runner, list_panes
 
 QUESTION_WAIT = 3.0
 """Seconds to wait for a question the agent's hook announced to show on screen."""
+SETTLE = 0.2
+"""Seconds the question must stay on screen before keys are pressed."""
+ANSWER_WAIT = 1.5
+"""Seconds for an answered question to leave the screen before the keys are pressed again."""
+MAX_PRESSES = 3
+"""Answers pressed in all while the same question stays on screen."""
 
 
 class NotWaiting(MiyabiError):
@@ -103,8 +112,22 @@ def answer(home: Home, tmux: Runner, session: str, agent: Agent, approve: bool, 
     if not keys:
         raise MiyabiError(f"profile {p.name!r} has no keys to {verb} with; set {verb}_keys in the layout")
     question = (seen.question if hooked and seen is not None and seen.question else None) or on_screen or "permission requested"
-    for key in keys:
-        driver.press(pane.pane_id, key)
+    if p.approval_pattern:
+        # The question must hold still on two reads: a dialog still being drawn eats keys.
+        time.sleep(max(p.ready_settle, SETTLE))
+        on_screen = approval_question(p, driver.screen(pane.pane_id))
+        if on_screen is None:
+            raise NotWaiting(f"{agent.name}'s question went away before it was answered; nothing to {verb}")
+    for _ in range(MAX_PRESSES):
+        if driver.live(pane.pane_id).pid != pane.pid:  # never a key into a new process
+            raise NotWaiting(f"{agent.name} restarted before its question was answered; nothing to {verb}")
+        for key in keys:
+            driver.press(pane.pane_id, key)
+        if not p.approval_pattern or _gone(driver, p, pane.pane_id, on_screen):
+            break
+    else:
+        raise MiyabiError(f"{agent.name}'s question stayed on screen after {MAX_PRESSES} answers ({' '.join(keys)}); "
+                          f"see `miyabi attach {agent.name}`")
     _note(home, agent.name, verb)
     mid = None
     if not approve and reason:
@@ -114,6 +137,16 @@ def answer(home: Home, tmux: Runner, session: str, agent: Agent, approve: bool, 
     append_event(home.root, "approval", agent=agent.name, answer=verb, by=by or who(), question=question,
                  **({"reason": reason} if reason else {}), **({"id": mid} if mid else {}))
     return Answer(agent.name, verb, question, tuple(keys), reason, mid)
+
+
+def _gone(driver: PaneDriver, profile: Profile, pane_id: str, question: str | None) -> bool:
+    """Whether ``question`` left the screen (answered) within ``ANSWER_WAIT`` seconds."""
+    deadline = time.monotonic() + ANSWER_WAIT
+    while time.monotonic() < deadline:
+        if approval_question(profile, driver.screen(pane_id)) != question:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _note(home: Home, agent: str, verb: str) -> None:

@@ -169,10 +169,12 @@ def collect(
     agents: Sequence[Agent] = (),
     clock: Callable[[], float] = time.time,
     interval: float = defaults.STATUS_CPU_SAMPLE,
+    recorded: bool = True,
 ) -> list[AgentStatus]:
     """Status of every agent pane in ``session``, plus a ``missing`` row for each of
     ``agents`` (the layout's) that has no pane. Rows come in layout order, then the
-    rest.
+    rest. With ``recorded`` (the controller runs), an agent's state is the one the
+    controller recorded for its process; else it is read off the screen now.
 
     Raises:
         TmuxError: the session cannot be listed.
@@ -195,7 +197,7 @@ def collect(
         row = rows[n]
         rec = watch.get(n, {})
         hist = rec.get("history", {})
-        seen = read_seen(home.root, n) if by_name.get(n) is not None else None
+        seen = read_seen(home.root, n) if recorded and by_name.get(n) is not None else None
         seen = seen if seen is not None and seen.pid == row.pid and row.alive else None
         state, via, question = _state(row, rec, now, by_name.get(n), driver, seen)
         out.append(replace(row, state=state, via=via, question=question,

@@ -224,7 +224,7 @@ def test_a_layout_rule_answers_a_matching_question_without_a_person(name: str, c
     wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")
     sent(home, "first [[tool]] please")
     wait_for(lambda: (s.work / "miyabi-tool-1").exists(), timeout=60, what="the auto-approved command's file")
-    (answer,) = [e for e in events(home) if e.get("event") == "approval"]
+    (answer,) = wait_for(lambda: [e for e in events(home) if e.get("event") == "approval"], what="the approval event")
     assert answer["answer"] == "approve" and answer["by"] == "miyabi (approvals.auto[0])"
     sent(home, "second [[tool]] please")  # miyabi-tool-2: no rule, a person must answer
     wait_for(lambda: state(home) == "waiting-approval", timeout=60, what="a question the rule does not answer")

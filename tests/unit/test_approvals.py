@@ -22,13 +22,14 @@ def layout(tmp_path: Path, approvals: str) -> Path:
 
 def test_rules_load_in_order_and_the_first_match_answers(tmp_path: Path) -> None:
     lay = load(layout(tmp_path, "  auto:\n    - {tool: Bash, match: 'rm -rf', answer: deny}\n"
-                               "    - {tool: Bash, match: '^Bash: (git status|ls)\\b', answer: approve}\n"
+                               "    - {tool: Bash, match: '^Bash: (git status|ls)$', answer: approve}\n"
                                "    - {match: 'miyabi-tool', agents: b, answer: approve}\n"))
     rules = lay.auto_answers
-    assert rules == (AutoAnswer("deny", (), "Bash", "rm -rf"), AutoAnswer("approve", (), "Bash", r"^Bash: (git status|ls)\b"),
+    assert rules == (AutoAnswer("deny", (), "Bash", "rm -rf"), AutoAnswer("approve", (), "Bash", r"^Bash: (git status|ls)$"),
                      AutoAnswer("approve", ("b",), None, "miyabi-tool"))
     assert auto_answer(rules, "a", "Bash: rm -rf /") == rules[0]
     assert auto_answer(rules, "a", "Bash: git status") == rules[1]
+    assert auto_answer(rules, "a", "Bash: ls; cat ~/.ssh/id_rsa") is None  # anchored: what follows is not approved
     assert auto_answer(rules, "a", "Edit: src/x.py") is None
     assert auto_answer(rules, "a", "Would you like to run: touch miyabi-tool-1?") is None  # b only
     assert auto_answer(rules, "b", "Would you like to run: touch miyabi-tool-1?") == rules[2]
