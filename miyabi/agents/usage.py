@@ -8,8 +8,10 @@
 - aider prints after each answer ``Tokens: 2.3k sent, 16 received. Cost: $0.01
   message, $0.02 session.`` (aider/coders/base_coder.py); the session cost is a
   running total.
-- Codex CLI reports neither through ``notify``; its counts stay in its own session
-  files.
+- Codex CLI reports neither through ``notify``, but its session file
+  (``$CODEX_HOME/sessions/YYYY/MM/DD/rollout-<time>-<thread id>.jsonl``, the thread id
+  being the ``thread-id`` of ``notify``) records ``token_count`` events whose
+  ``info.total_token_usage`` is the running total. It gives no cost.
 """
 
 from __future__ import annotations
@@ -75,3 +77,21 @@ def aider_line(rows: Sequence[str]) -> tuple[int, int, float | None] | None:
             cost = float(m.group("session")) if m.group("session") else None
             return _count(m.group("sent"), m.group("sk")), _count(m.group("recv"), m.group("rk")), cost
     return None
+
+
+def codex_rollout(lines: Iterable[str]) -> Usage | None:
+    """The running total of the last ``token_count`` event in a Codex session file."""
+    last = None
+    for line in lines:
+        if '"token_count"' not in line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        payload = rec.get("payload") if isinstance(rec, dict) else None
+        info = payload.get("info") if isinstance(payload, dict) else None
+        total = info.get("total_token_usage") if isinstance(info, dict) else None
+        if isinstance(total, dict):
+            last = Usage(int(total.get("input_tokens") or 0), int(total.get("output_tokens") or 0), None)
+    return last

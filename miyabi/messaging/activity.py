@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from miyabi.agents.hooks import Activity, interpret
-from miyabi.agents.usage import Usage, aider_line, claude_transcript
+from miyabi.agents.usage import Usage, aider_line, claude_transcript, codex_rollout
 from miyabi.files import private_dir, write_atomic
 
 STALE_BUSY = 30.0
@@ -124,6 +124,8 @@ class ActivityTracker:
         """Claude Code's transcript of this process (from its hooks' payloads)."""
         self.usage_due = False
         """A turn ended since usage was last read."""
+        self.thread: str | None = None
+        """The Codex thread whose turn ended last (its session file holds the usage)."""
 
     def follow(self, pid: int) -> None:
         """Track process ``pid`` (a new process forgets what the old one said, and its
@@ -191,6 +193,8 @@ class ActivityTracker:
                 return  # a Codex side thread (its title writer) ended, not the agent's turn
             self.turn_ends.append((t, prompt))
             self.usage_due = True
+            if rec.get("event") == "notify" and isinstance(rec.get("session"), str):
+                self.thread = rec["session"]
         if rec.get("event") == "answered":
             # The question is gone; the screen tells what follows until a hook does
             # (aider reports once per answer, and it may have done so at the question).
@@ -273,6 +277,25 @@ class UsageMeter:
         got = claude_transcript(data[:end].decode("utf-8", "replace").splitlines(), self._seen)
         before = self.usage or Usage()
         self.usage = Usage(before.input_tokens + got.input_tokens, before.output_tokens + got.output_tokens, None)
+        return self.usage
+
+    def from_codex(self, codex_home: Path, thread: str) -> Usage | None:
+        """Codex: the running total in the thread's session file."""
+        if self._path is None or thread not in self._path:
+            found = sorted(codex_home.glob(f"sessions/*/*/*/rollout-*-{thread}.jsonl"))
+            if not found:
+                return self.usage
+            self._path, self._offset = str(found[-1]), 0
+        try:
+            with open(self._path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return self.usage
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        got = codex_rollout(data[:end].decode("utf-8", "replace").splitlines())
+        self.usage = got or self.usage
         return self.usage
 
     def from_screen(self, rows: list[str]) -> Usage | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -328,6 +329,9 @@ class Deliverer:
         if self.activity.transcript:
             self.activity.usage_due = False
             self.meter.from_transcript(self.activity.transcript)
+        elif self.profile.hooks == "codex" and self.activity.thread:
+            self.activity.usage_due = False
+            self.meter.from_codex(self._codex_home(), self.activity.thread)
         elif self.profile.hooks == "aider" and screen is not None:
             self.activity.usage_due = False
             self.meter.from_screen(screen.rows(12, 0))
@@ -341,6 +345,13 @@ class Deliverer:
             if self.last_task:
                 fields["task"] = self.last_task
             self.event("usage", None, **fields)
+
+    def _codex_home(self) -> Path:
+        """Where the agent's Codex keeps its sessions: its ``CODEX_HOME``, else ~/.codex."""
+        env = self.agent.env
+        if env.get("CODEX_HOME"):
+            return Path(env["CODEX_HOME"])
+        return Path(env.get("HOME") or os.environ.get("HOME") or "~").expanduser() / ".codex"
 
     def _record(self, pane: Pane, state: Activity, via: str, question: str | None, screen: Screen | None = None) -> None:
         if state is Activity.READY:

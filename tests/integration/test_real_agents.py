@@ -158,6 +158,12 @@ def test_a_burst_reaches_the_model_once_each_unaltered_and_in_order(name: str, c
     assert not any(str(e.get("evidence", "")).startswith("unverified") for e in delivered)
     wait_for(lambda: state(home) == "ready", timeout=10, what="ready after the burst")
     assert timeline(home, model) == []
+    # usage, as each CLI reports it
+    (row,) = wait_for(lambda: [r for r in json.loads(cli("status", "--json").output)["agents"]
+                               if (r["input_tokens"] or 0) > 0 and (r["output_tokens"] or 0) > 0],
+                      timeout=30, what="tokens in status")
+    used = [e for e in events(home) if e.get("event") == "usage"]
+    assert used and used[-1]["input_tokens"] == row["input_tokens"] and used[-1]["pid"] == row["pid"]
     assert not [e for e in events(home) if e.get("event") in ("nudge", "hung", "agent-restarted")]
 
 
