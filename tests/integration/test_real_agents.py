@@ -104,9 +104,15 @@ def burst(tag: str) -> list[str]:
 
 
 def timeline(home: Path, model: FakeModel) -> list[str]:
-    """Where miyabi's recorded states disagree with the requests the model saw."""
+    """Where miyabi's recorded states disagree with the requests the model saw: ready
+    while one was in flight for more than 100 ms, or not ready 1 s after a turn was
+    over. A turn is over when its last answer ended and the CLI said so itself (its
+    turn-end hook ran; a loaded machine slows the CLI, which is not miyabi's to judge)."""
     states = [(parse_rfc3339(str(e["time"])), str(e["state"])) for e in events(home) if e.get("event") == "state"]
     typed = [parse_rfc3339(str(e["time"])) for e in events(home) if e.get("event") == "typing"]
+    hooks = home / "run" / "hooks" / "a.jsonl"
+    told = sorted(float(r["t"]) for r in (json.loads(x) for x in (hooks.read_text().splitlines() if hooks.exists() else []))
+                  if r.get("event") in ("Stop", "ready", "notify"))
     with model.lock:
         reqs = [r for r in model.requests if r.main and r.ended is not None]
 
@@ -126,9 +132,10 @@ def timeline(home: Path, model: FakeModel) -> list[str]:
             if bad or at(r.started + 0.1) == "ready":
                 problems.append(f"ready while a request was in flight ({r.prompt[:30]!r})")
         if not r.tool_call:
+            over = min([t for t in told if t >= r.ended] + [r.ended + 30.0])
             nxt = min([t for t in typed if t > r.ended] + [time.time()])
-            if nxt - r.ended > 1.0 and at(r.ended + 1.0) != "ready":
-                problems.append(f"not ready 1 s after the turn ended ({r.prompt[:30]!r}: {at(r.ended + 1.0)})")
+            if nxt - over > 1.0 and at(over + 1.0) != "ready":
+                problems.append(f"not ready 1 s after the turn ended ({r.prompt[:30]!r}: {at(over + 1.0)})")
     return problems
 
 
