@@ -137,7 +137,9 @@ def reports_ready(profile: Profile) -> bool:
 
 def _claude_settings(hook: Sequence[str]) -> dict[str, Any]:
     cmd = shlex.join(hook)
-    entry = {"type": "command", "timeout": HOOK_TIMEOUT}
+    # async: Claude Code does not wait for the hook (it decides nothing), so a
+    # prompt goes to the model without waiting for miyabi's record of it
+    entry = {"type": "command", "timeout": HOOK_TIMEOUT, "async": True}
     return {"hooks": {ev: [{"hooks": [dict(entry, command=f"{cmd} {ev}")]}] for ev in CLAUDE_EVENTS}}
 
 
