@@ -1,6 +1,6 @@
 """A stand-in for the model APIs the agent CLIs talk to, on 127.0.0.1: Anthropic
-Messages (Claude Code), OpenAI Responses (Codex CLI) and OpenAI Chat Completions
-(aider, through litellm), all streamed as server-sent events the way the providers
+Messages (Claude Code), OpenAI Responses (Codex CLI), OpenAI Chat Completions
+(aider, through litellm) and Gemini's generateContent (Gemini CLI), all streamed as server-sent events the way the providers
 document them. It logs every request with its arrival and end times, so tests know
 exactly which prompts reached "the model" and when a request was in flight.
 
@@ -80,6 +80,15 @@ def _parse(api: str, body: dict[str, Any]) -> tuple[str, bool, list[str]]:
         if last.get("type") in ("function_call_output", "custom_tool_call_output", "local_shell_call_output"):
             return "", True, tools
         return _text_of(last.get("content")), False, tools
+    if api == "gemini":
+        decl = [d.get("name") for t in body.get("tools") or [] for d in t.get("functionDeclarations") or []]
+        contents = body.get("contents") or []
+        last = contents[-1] if contents else {}
+        parts = last.get("parts") or []
+        if any("functionResponse" in p for p in parts):
+            return "", True, [str(d) for d in decl]
+        texts = [str(p["text"]) for p in parts if "text" in p and not str(p["text"]).startswith("<session_context>")]
+        return (texts[-1] if texts else ""), False, [str(d) for d in decl]
     messages = body.get("messages") or []
     users = [m for m in messages if m.get("role") in ("user", "tool")]
     last = users[-1] if users else {}
@@ -91,6 +100,16 @@ def _parse(api: str, body: dict[str, Any]) -> tuple[str, bool, list[str]]:
             isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
         return "", True, tools
     return text, False, tools
+
+
+def _fill(schema: dict[str, Any]) -> Any:
+    """A value of JSON ``schema`` (the first of an enum, empty or zero otherwise)."""
+    kind = str(schema.get("type", "object")).lower()
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if kind == "object":
+        return {k: _fill(v) for k, v in (schema.get("properties") or {}).items()}
+    return {"array": [], "string": "ok", "boolean": False, "integer": 0, "number": 0}.get(kind)
 
 
 class FakeModel(LocalServer):
@@ -183,7 +202,14 @@ class FakeModel(LocalServer):
                 if path.endswith("/count_tokens"):
                     self._json(200, {"input_tokens": max(1, len(raw) // 4)})
                     return
-                if path.endswith("/messages"):
+                if ":generateContent" in path or ":streamGenerateContent" in path:
+                    api = "gemini"
+                    body.setdefault("model", path.rsplit("/", 1)[-1].split(":")[0])
+                    body["stream"] = ":streamGenerateContent" in path
+                elif path.endswith(":countTokens"):
+                    self._json(200, {"totalTokens": max(1, len(raw) // 4)})
+                    return
+                elif path.endswith("/messages"):
                     api = "messages"
                 elif path.endswith("/responses"):
                     api = "responses"
@@ -194,10 +220,16 @@ class FakeModel(LocalServer):
                     return
                 prompt, tool_result, tools = _parse(api, body)
                 main = bool(tools) or api == "chat"
+                if api == "gemini" and not body.get("stream"):
+                    main = False  # Gemini CLI's side calls (next speaker, loop checks) are not streamed
                 req = Request(api, str(body.get("model", "")), prompt, tool_result, main, time.time(), tools=tools)
                 with model.lock:
                     model.requests.append(req)
                 delay, text, tool = model._answer(req, body)
+                schema = (body.get("generationConfig") or {}).get("responseJsonSchema") or \
+                    (body.get("generationConfig") or {}).get("responseSchema")
+                if api == "gemini" and schema:  # a side call that wants JSON of this shape
+                    text, tool, delay = json.dumps(_fill(schema)), False, 0.0
                 time.sleep(delay)
                 usage_in = max(1, len(raw) // 4)
                 usage_out = max(1, len(text) // 4)
@@ -209,7 +241,7 @@ class FakeModel(LocalServer):
                         req.tool_call = True
                         getattr(self, f"_{api}_tool")(req, tools, n, usage_in)
                     else:
-                        stream = bool(body.get("stream", api == "responses"))
+                        stream = bool(body.get("stream", api in ("responses", "gemini")))
                         getattr(self, f"_{api}")(req, text, usage_in, usage_out, stream)
                     req.answer = text
                 except (BrokenPipeError, ConnectionResetError):
@@ -318,6 +350,34 @@ class FakeModel(LocalServer):
                 item = {"type": "function_call", "id": f"fc_{n:04d}", "call_id": f"call_{n:04d}", "name": name,
                         "arguments": json.dumps(args), "status": "completed"}
                 self._resp_events(req, item, [], usage_in, 20)
+
+            # Gemini generateContent
+            def _gemini(self, req: Request, text: str, usage_in: int, usage_out: int, stream: bool) -> None:
+                self._gemini_parts(req, [{"text": c} for c in self._chunks(text)], usage_in, usage_out, stream)
+
+            def _gemini_parts(self, req: Request, parts: list[dict[str, Any]], usage_in: int, usage_out: int,
+                              stream: bool) -> None:
+                usage = {"promptTokenCount": usage_in, "candidatesTokenCount": usage_out,
+                         "totalTokenCount": usage_in + usage_out}
+
+                def chunk(ps: list[dict[str, Any]], last: bool) -> dict[str, Any]:
+                    cand: dict[str, Any] = {"content": {"role": "model", "parts": ps}, "index": 0}
+                    if last:
+                        cand["finishReason"] = "STOP"
+                    return {"candidates": [cand], "usageMetadata": usage, "modelVersion": req.model}
+
+                if not stream:
+                    self._json(200, chunk(parts, True))
+                    return
+                self._start_stream()
+                for i, part in enumerate(parts):
+                    self._sse(chunk([part], i == len(parts) - 1))
+
+            def _gemini_tool(self, req: Request, tools: list[str], n: int, usage_in: int) -> None:
+                name = next((t for t in ("run_shell_command", "shell") if t in tools), "run_shell_command")
+                call = {"functionCall": {"name": name, "args": {"command": f"touch miyabi-tool-{n}",
+                                                               "description": f"Create miyabi-tool-{n}"}}}
+                self._gemini_parts(req, [call], usage_in, 20, True)
 
             # OpenAI Chat Completions
             def _chat(self, req: Request, text: str, usage_in: int, usage_out: int, stream: bool) -> None:

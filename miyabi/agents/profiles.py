@@ -30,6 +30,8 @@ OVERRIDABLE = (
     "submit_key",
     "submit_delay",
     "bracketed_paste",
+    "typed_limit",
+    "answer_grace",
     "intro",
     "composer_pattern",
     "composer_rows",
@@ -59,6 +61,9 @@ class Profile:
         submit_delay: seconds to wait between typing and pressing ``submit_key``.
         bracketed_paste: True when the program turns on bracketed paste (DECSET
             2004), so that multi-line text is pasted with ``paste-buffer -p``.
+        typed_limit: longest single line (bytes) typed key by key where bracketed
+            paste is on; anything longer is pasted (0: always paste, for a CLI that
+            takes some typed keys as shortcuts).
         intro: True when the agent should get a first message telling it its name,
             its peers and how to use ``miyabi send``.
         composer_pattern: regex with a group ``text`` matching the line where typed
@@ -68,6 +73,9 @@ class Profile:
             ready before a message is typed (gastown's rule: two reads ~200 ms apart).
         composer_rows: how many rows above the cursor an entry of several rows may
             start (its prompt row); 0: the prompt must be on the cursor's row.
+        answer_grace: seconds after a submission during which a screen that looks
+            ready does not count until the busy pattern showed once (a CLI without
+            hooks that draws its busy sign a moment after it took the message).
         ready_rows: (above, below) rows around the cursor where ``ready_pattern`` is
             searched; (0, 0) is the cursor's row alone.
         busy_rows: (above, below) rows around the cursor for ``busy_pattern``.
@@ -90,6 +98,8 @@ class Profile:
     submit_key: str = defaults.SUBMIT_KEY
     submit_delay: float = defaults.SUBMIT_DELAY
     bracketed_paste: bool = True
+    typed_limit: int = defaults.TYPED_TEXT
+    answer_grace: float = 0.0
     intro: bool = True
     composer_pattern: str | None = None
     ready_settle: float = defaults.READY_SETTLE
@@ -157,16 +167,27 @@ BUILTIN: dict[str, Profile] = {
             program="codex",
             description="OpenAI Codex CLI",
         ),
-        # Sources: google-gemini/gemini-cli packages/cli/src/ui/components
-        # (Composer.tsx, InputPrompt.tsx, LoadingIndicator.tsx).
+        # Measured on Gemini CLI 0.61.0 against the tests' model stand-in: the input
+        # row " > " (an empty one shows a placeholder after the cursor), "⠙ Thinking...
+        # (esc to cancel, 3s)" over the box during a turn; a tool asks "Allow
+        # execution of [Shell]?" over "● 1. Allow once" (Enter: yes, Esc: no) with the
+        # cursor parked under the dialog. Sources: google-gemini/gemini-cli
+        # packages/cli/src/ui/components (InputPrompt.tsx, LoadingIndicator.tsx).
         Profile(
             name="gemini",
             command="gemini",
-            ready_pattern=r"^\W*[>*!]\s+Type your message",
-            ready_rows=(2, 2),
-            busy_pattern=r"\(esc to cancel",
-            busy_rows=(4, 2),
+            ready_pattern=r"^ > ",
+            composer_pattern=r"^ > (?P<text>.*)$",
+            busy_pattern=r"\(esc to cancel, \d+[hms]",
+            busy_rows=(4, 0),
+            approval_pattern=(r"(?:^│ \? [^\n]*\n(?:.*\n){0,6}?)?.*(?:Allow execution of [^\n]*|Apply this change"
+                              r"|Do you want to [^\n]*)\?.*(?:\n.*){0,4}?\n.*1\. Allow"),
+            approval_rows=(16, 0),
+            approve_keys=("Enter",),
+            deny_keys=("Escape",),
             submit_delay=0.3,
+            typed_limit=0,  # a typed "?" opens its shortcuts help, even mid-line (measured)
+            answer_grace=1.5,  # "Thinking..." shows ~0.2 s after Enter (measured)
             description="Google Gemini CLI",
         ),
         # Measured on aider 0.86.2: the prompt "> " (or "ask> ", "multi> ") is the
@@ -196,6 +217,7 @@ BUILTIN: dict[str, Profile] = {
             ready_rows=(6, 6),
             busy_pattern=r"\besc (?:again to )?interrupt\b",
             busy_rows=(6, 6),
+            answer_grace=1.5,
             submit_delay=0.3,
             description="opencode",
         ),

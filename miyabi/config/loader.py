@@ -71,6 +71,8 @@ PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ANSWER_KEY_RE = re.compile(r"^(?:.|Enter|Escape|Tab|Space|BSpace|Up|Down|Left|Right|[CM]-[a-zA-Z])$")
+"""Keys ``approve_keys`` / ``deny_keys`` may name: one character, or a tmux key name."""
 SUBMIT_KEY_RE = re.compile(r"^(Enter|Tab|KPEnter|Space|M-Enter|C-M-[a-z]|[CM]-[a-zA-Z])$")
 RESERVED_ENV = ("MIYABI_AGENT", "MIYABI_HOME", "MIYABI_SOCKET")
 
@@ -692,7 +694,23 @@ def _check_profile_fields(doc: Document, key: Key, fields: dict[str, Any]) -> di
     out: dict[str, Any] = {}
     for name, value in fields.items():
         at = (*key, name)
-        if name in ("ready_pattern", "busy_pattern", "composer_pattern"):
+        if name in ("ready_rows", "busy_rows", "approval_rows"):
+            if isinstance(value, list) and len(value) == 2 and all(type(n) is int and 0 <= n <= 200 for n in value):
+                out[name] = (value[0], value[1])
+            else:
+                doc.problem(at, f"{value!r} must be [rows above, rows below] the cursor, for example [0, 3]")
+        elif name == "composer_rows":
+            if type(value) is int and 0 <= value <= 50:
+                out[name] = value
+            else:
+                doc.problem(at, f"{value!r} must be a number of rows from 0 to 50")
+        elif name in ("approve_keys", "deny_keys"):
+            keys = [value] if isinstance(value, str) else value
+            if isinstance(keys, list) and keys and all(isinstance(k, str) and ANSWER_KEY_RE.match(k) for k in keys):
+                out[name] = tuple(keys)
+            else:
+                doc.problem(at, f"{value!r} must be tmux key names or single characters, for example [y, Enter]")
+        elif name in ("ready_pattern", "busy_pattern", "composer_pattern", "approval_pattern"):
             if value is None:
                 out[name] = None
             elif not isinstance(value, str):
@@ -712,11 +730,16 @@ def _check_profile_fields(doc: Document, key: Key, fields: dict[str, Any]) -> di
                 out[name] = value
             else:
                 doc.problem(at, f"{value!r} is not a key miyabi can submit with; use a tmux key name such as Enter, C-m, C-j, M-Enter or Tab")
-        elif name in ("submit_delay", "ready_settle"):
+        elif name in ("submit_delay", "ready_settle", "answer_grace"):
             if type(value) in (int, float) and 0 <= value <= 10:
                 out[name] = float(value)
             else:
                 doc.problem(at, f"{value!r} must be seconds from 0 to 10 (for example 0.15)")
+        elif name == "typed_limit":
+            if type(value) is int and 0 <= value <= defaults.SHORT_TEXT:
+                out[name] = value
+            else:
+                doc.problem(at, f"{value!r} must be a number of bytes from 0 to {defaults.SHORT_TEXT}")
         elif name in ("bracketed_paste", "intro"):
             if isinstance(value, bool):
                 out[name] = value

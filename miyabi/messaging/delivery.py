@@ -183,6 +183,9 @@ class Deliverer:
         self._observed = 0.0
         self.meter = UsageMeter()
         self._offered: set[str] = set()
+        self._held = 0.0
+        """time.monotonic() until which a ready-looking screen counts as busy (see
+        the profile's ``answer_grace``), unless the busy pattern showed."""
         self.last_task: str | None = None
         """The task of the last message delivered (usage is counted towards it)."""
         self._entered: tuple[str, float] = ("", 0.0)
@@ -301,6 +304,10 @@ class Deliverer:
             return Activity.WAITING_APPROVAL, "screen", question, screen
         if told is Activity.BUSY:
             return told, "hook", None, screen
+        if is_busy(self.profile, screen):
+            self._held = 0.0  # the CLI showed it took the message
+        elif time.monotonic() < self._held and looks_ready(self.profile, screen):
+            return Activity.BUSY, "delivery", None, screen  # its busy sign may not show yet
         if looks_ready(self.profile, screen):
             return Activity.READY, "hook" if told is Activity.READY else "screen", None, screen
         return Activity.BUSY, "screen", None, screen
@@ -411,7 +418,7 @@ class Deliverer:
 
     def type_text(self, msg: Message, pane_id: str) -> None:
         text = prepare(msg.body)
-        limit = defaults.TYPED_TEXT if self.profile.bracketed_paste else defaults.SHORT_TEXT
+        limit = self.profile.typed_limit if self.profile.bracketed_paste else defaults.SHORT_TEXT
         if "\n" not in text and "\t" not in text and len(text.encode()) <= limit:
             self.driver.type_text(pane_id, text)
         else:
@@ -527,6 +534,8 @@ class Deliverer:
         self.clear_marker()
         self.last_delivered = time.monotonic()
         self.last_task = msg.task
+        if not self.profile.hooks and self.profile.answer_grace > 0:
+            self._held = self.last_delivered + self.profile.answer_grace
         if reports_ready(self.profile) and self.activity.pid == marker.pid:
             entered = self._entered[1] if self._entered[0] == marker.id else time.time()
             self.activity.submitted(prepare(msg.body), entered)

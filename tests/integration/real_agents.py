@@ -8,6 +8,9 @@ Facts measured on the pinned versions (scripts/_agents.sh):
   ``projects[<cwd>].hasTrustDialogAccepted``; it honours ``ANTHROPIC_BASE_URL``.
 - Codex reads ``$CODEX_HOME/config.toml``: a ``[model_providers.X]`` with ``base_url``
   and ``wire_api = "responses"``, and ``[projects."<cwd>"] trust_level = "trusted"``.
+- Gemini CLI reads ``~/.gemini/settings.json`` (``security.auth.selectedType:
+  gemini-api-key``, ``security.folderTrust.enabled: false``) and honours
+  ``GOOGLE_GEMINI_BASE_URL``.
 - aider takes ``--openai-api-base``; ``LITELLM_LOCAL_MODEL_COST_MAP`` keeps litellm
   from fetching its price list from the network.
 """
@@ -35,7 +38,7 @@ def clis() -> Path:
 
 def program(name: str) -> str:
     path = {"claude": clis() / "npm/node_modules/.bin/claude", "codex": clis() / "npm/node_modules/.bin/codex",
-            "aider": clis() / "aider/bin/aider"}[name]
+            "gemini": clis() / "npm/node_modules/.bin/gemini", "aider": clis() / "aider/bin/aider"}[name]
     if not os.access(path, os.X_OK):
         pytest.fail(f"{path} is missing: scripts/test installs {name}; run it (or see its install log)")
     return str(path)
@@ -83,6 +86,15 @@ def setup(name: str, tmp: Path, model_url: str) -> Setup:
             f'env_key = "FAKE_API_KEY"\n\n[projects."{work}"]\ntrust_level = "trusted"\n')
         env = {**base, "CODEX_HOME": str(codex_home), "FAKE_API_KEY": "x"}
         return Setup("codex", work, f"{program('codex')} --no-daemon", env)
+    if name == "gemini":
+        (home / ".gemini").mkdir()
+        (home / ".gemini" / "settings.json").write_text(json.dumps({
+            "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": False}},
+            "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+            "privacy": {"usageStatisticsEnabled": False}, "ui": {"hideTips": True},
+        }))
+        env = {**base, "GEMINI_API_KEY": "fake-key", "GOOGLE_GEMINI_BASE_URL": model_url}
+        return Setup("gemini", work, program("gemini"), env)
     env = {**base, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     cmd = (f"{program('aider')} --no-auto-commits --no-check-update --no-show-release-notes --analytics-disable "
            f"--no-show-model-warnings --no-gitignore --edit-format diff --model openai/fake-model --openai-api-base {model_url}/v1 "

@@ -53,3 +53,16 @@ def test_a_bad_rule_is_one_line_naming_its_key(tmp_path: Path, rule: str, said: 
     with pytest.raises(LayoutError) as e:
         load(layout(tmp_path, f"  auto:\n    - {rule}\n"))
     assert said in str(e.value) and len(e.value.lines()) == 1, str(e.value)
+
+
+def test_profile_fields_for_answers_and_rows_are_checked(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text("session: s\nagents:\n  - {name: a, profile: aider, approve_keys: [y, Enter], deny_keys: Escape,"
+                 " busy_rows: [2, 1], composer_rows: 2, typed_limit: 0, approval_pattern: 'Proceed\\?'}\n")
+    p = load(f).agents[0].profile
+    assert (p.approve_keys, p.deny_keys, p.busy_rows, p.composer_rows, p.typed_limit, p.approval_pattern) == (
+        ("y", "Enter"), ("Escape",), (2, 1), 2, 0, "Proceed\\?")
+    f.write_text("session: s\nagents:\n  - {name: a, profile: aider, busy_rows: 3}\n")
+    with pytest.raises(LayoutError) as e:
+        load(f)
+    assert "agents[0].busy_rows: 3 must be [rows above, rows below] the cursor" in str(e.value)

@@ -20,6 +20,13 @@ CODEX_IDLE = ["› hello codex", "", "• Answer: hello codex", "", "  Worked fo
               "› Ask Codex to do anything", "", "  fake-model default · /tmp/ex/work", "  ← for agents · ? for shortcuts"]
 CODEX_BUSY = ["› hello codex", "", "• Working (0s • esc to interrupt)", "", "› Ask Codex to do anything", "",
               "  fake-model default · /tmp/ex/work"]
+GEMINI_IDLE = ["✦ Answer: hello", " " * 100 + "? for shortcuts", RULE, " Shift+Tab to accept edits",
+               " >   Type your message or @path/to/file", " workspace (/directory)        sandbox        /model"]
+GEMINI_BUSY = [" > hello gemini", " ⠸ Thinking... (esc to cancel, 0s)" + " " * 60 + "? for shortcuts", RULE,
+               " Shift+Tab to accept edits", " >   Type your message or @path/to/file", " workspace (/directory)"]
+GEMINI_ASK = [" > please", "", "╭" + "─" * 50 + "╮", "│ ? Shell  touch miyabi-tool-1 │", "│ ╭───╮ │", "│ │ touch miyabi-tool-1 │ │",
+              "│ ╰───╯ │", "│ Allow execution of [Shell]? │", "│ │", "│ ● 1. Allow once │", "│   2. Allow for this session │",
+              "│   3. No, suggest changes (esc) │", "╰" + "─" * 50 + "╯", ""]
 AIDER_IDLE = ["> hello aider", "", "Answer: hello", "", "Tokens: 596 sent, 6 received.", RULE, "> "]
 AIDER_BUSY = ["> hello aider", "  ░█       Waiting for openai/fake-model"]
 
@@ -32,8 +39,9 @@ def at(lines: list[str], y: int, x: int) -> Screen:
     ("claude", at(CLAUDE_IDLE, 5, 2), at(CLAUDE_BUSY, 5, 2)),
     ("codex", at(CODEX_IDLE, 6, 2), at(CODEX_BUSY, 4, 2)),
     ("aider", at(AIDER_IDLE, 6, 2), at(AIDER_BUSY, 1, 0)),
+    ("gemini", at(GEMINI_IDLE, 4, 3), at(GEMINI_BUSY, 4, 3)),
     ("worker", Screen.of(["ack hello", "worker> "]), Screen.of(["ack hello", "⠿ thinking… (esc to interrupt)"])),
-], ids=["claude", "codex", "aider", "worker"])
+], ids=["claude", "codex", "aider", "gemini", "worker"])
 def test_idle_and_busy_screens(name: str, idle: Screen, busy: Screen) -> None:
     p = BUILTIN[name]
     assert looks_ready(p, idle) and not is_busy(p, idle) and composer_text(p, idle) == ""
@@ -75,6 +83,16 @@ def test_claude_permission_question_is_seen_and_is_not_ready() -> None:
     assert approval_question(p, ask) is not None and "Do you want to proceed" in str(approval_question(p, ask))
     assert not looks_ready(p, ask)
     assert approval_question(p, at(CLAUDE_IDLE, 5, 2)) is None
+
+
+def test_gemini_placeholder_typed_text_and_question() -> None:
+    p = BUILTIN["gemini"]
+    typed = [*GEMINI_IDLE[:4], " > hello there", *GEMINI_IDLE[5:]]
+    assert composer_text(p, at(typed, 4, 14)) == "hello there" and not looks_ready(p, at(typed, 4, 14))
+    ask = at(GEMINI_ASK, 13, 0)
+    assert "Shell  touch miyabi-tool-1" in str(approval_question(p, ask))
+    assert "Allow execution of [Shell]?" in str(approval_question(p, ask))
+    assert not looks_ready(p, ask) and approval_question(p, at(GEMINI_IDLE, 4, 3)) is None
 
 
 def test_aider_confirmation_is_seen() -> None:
