@@ -11,7 +11,7 @@
    cost a hook adds to each agent event; target: well under 50 ms).
 
 The CLIs are the ones scripts/test installs (``$MIYABI_AGENT_CLIS``).
-Run:  .venv/bin/python benchmarks/bench_agents.py [--n 20] [--cli claude codex aider gemini]
+Run:  .venv/bin/python benchmarks/bench_agents.py [--n 20] [--cli claude codex aider gemini opencode]
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def hook_runs(n: int, argv: list[str]) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20, help="messages per CLI")
-    ap.add_argument("--cli", nargs="*", default=["claude", "codex", "aider", "gemini"])
+    ap.add_argument("--cli", nargs="*", default=["claude", "codex", "aider", "gemini", "opencode"])
     args = ap.parse_args()
     rows = []
     for name in args.cli:

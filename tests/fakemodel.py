@@ -90,6 +90,8 @@ def _parse(api: str, body: dict[str, Any]) -> tuple[str, bool, list[str]]:
         texts = [str(p["text"]) for p in parts if "text" in p and not str(p["text"]).startswith("<session_context>")]
         return (texts[-1] if texts else ""), False, [str(d) for d in decl]
     messages = body.get("messages") or []
+    if messages and messages[-1].get("role") == "tool":
+        return "", True, tools
     users = [m for m in messages if m.get("role") in ("user", "tool")]
     last = users[-1] if users else {}
     if last.get("role") == "tool":
@@ -150,7 +152,8 @@ class FakeModel(LocalServer):
 
     def _answer(self, req: Request, body: dict[str, Any]) -> tuple[float, str, bool]:
         """(delay, text, tool call?) for a request."""
-        directives = {m.group(1): m.group(2) or "" for m in DIRECTIVE.finditer(req.prompt)}
+        # directives steer the conversation; a CLI's side calls (titles) answer at once
+        directives = {m.group(1): m.group(2) or "" for m in DIRECTIVE.finditer(req.prompt)} if req.main else {}
         delay = float(directives["delay"]) if "delay" in directives else self.delay
         if "tool" in directives and req.main:
             return delay, "", True
@@ -219,7 +222,8 @@ class FakeModel(LocalServer):
                     self._json(404, {"error": {"type": "not_found_error", "message": f"no {path} here"}})
                     return
                 prompt, tool_result, tools = _parse(api, body)
-                main = bool(tools) or api == "chat"
+                # aider offers no tools; a model called "*-small" does a CLI's side work (titles)
+                main = (bool(tools) or api == "chat") and not str(body.get("model", "")).endswith("-small")
                 if api == "gemini" and not body.get("stream"):
                     main = False  # Gemini CLI's side calls (next speaker, loop checks) are not streamed
                 req = Request(api, str(body.get("model", "")), prompt, tool_result, main, time.time(), tools=tools)
@@ -398,8 +402,22 @@ class FakeModel(LocalServer):
                 self._sse("[DONE]")
 
             def _chat_tool(self, req: Request, tools: list[str], n: int, usage_in: int) -> None:
-                # aider has no tools: it asks before running a shell command the answer suggests.
-                text = f"Run this:\n\n```bash\ntouch miyabi-tool-{n}\n```\n"
-                self._chat(req, text, usage_in, 20, True)
+                if not tools:
+                    # aider has no tools: it asks before running a shell command the answer suggests.
+                    text = f"Run this:\n\n```bash\ntouch miyabi-tool-{n}\n```\n"
+                    self._chat(req, text, usage_in, 20, True)
+                    return
+                name = next((t for t in ("bash", "shell", "run_shell_command") if t in tools), tools[0])
+                args = json.dumps({"command": f"touch miyabi-tool-{n}", "description": f"Create miyabi-tool-{n}"})
+                self._start_stream()
+                base = {"id": f"chatcmpl-{id(req)}", "object": "chat.completion.chunk", "created": int(time.time()),
+                        "model": req.model}
+                call = {"index": 0, "id": f"call_{n:04d}", "type": "function", "function": {"name": name, "arguments": args}}
+                self._sse(dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "tool_calls": [call]},
+                                               "finish_reason": None}]))
+                self._sse(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]))
+                self._sse(dict(base, choices=[], usage={"prompt_tokens": usage_in, "completion_tokens": 20,
+                                                        "total_tokens": usage_in + 20}))
+                self._sse("[DONE]")
 
         return Handler

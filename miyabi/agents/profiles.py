@@ -209,14 +209,23 @@ BUILTIN: dict[str, Profile] = {
             program="aider",
             description="Aider",
         ),
+        # Measured on opencode 1.18.33 against the tests' model stand-in: the input row
+        # is a "┃  " row of its prompt box (the cursor after "┃  "; an empty box shows a
+        # placeholder after the cursor), "⬝⬝⬝⬝  esc interrupt" under the box during a
+        # turn; a tool asks "△ Permission required" over "Allow once   Allow always
+        # Reject" (Enter: the first, Esc: reject) with the cursor parked.
         # Sources: anomalyco/opencode packages/opencode/src/cli/cmd/tui/component/prompt.
         Profile(
             name="opencode",
             command="opencode",
-            ready_pattern=r"ctrl\+p\s+commands",
-            ready_rows=(6, 6),
+            ready_pattern=r"^\s*┃",
+            composer_pattern=r"^\s*┃(?: {1,2}(?P<text>.*))?$",
             busy_pattern=r"\besc (?:again to )?interrupt\b",
-            busy_rows=(6, 6),
+            busy_rows=(0, 6),
+            approval_pattern=r"△ Permission required(?:\n.*){1,12}?\n.*Allow once\s+Allow always\s+Reject",
+            approval_rows=(30, 0),
+            approve_keys=("Enter",),
+            deny_keys=("Escape",),
             answer_grace=1.5,
             submit_delay=0.3,
             description="opencode",

@@ -11,6 +11,9 @@ Facts measured on the pinned versions (scripts/_agents.sh):
 - Gemini CLI reads ``~/.gemini/settings.json`` (``security.auth.selectedType:
   gemini-api-key``, ``security.folderTrust.enabled: false``) and honours
   ``GOOGLE_GEMINI_BASE_URL``.
+- opencode reads the file ``OPENCODE_CONFIG`` names: a provider through
+  ``@ai-sdk/openai-compatible`` with a ``baseURL``, and ``permission: {bash: ask}``
+  (it asks nothing by default).
 - aider takes ``--openai-api-base``; ``LITELLM_LOCAL_MODEL_COST_MAP`` keeps litellm
   from fetching its price list from the network.
 """
@@ -38,7 +41,8 @@ def clis() -> Path:
 
 def program(name: str) -> str:
     path = {"claude": clis() / "npm/node_modules/.bin/claude", "codex": clis() / "npm/node_modules/.bin/codex",
-            "gemini": clis() / "npm/node_modules/.bin/gemini", "aider": clis() / "aider/bin/aider"}[name]
+            "gemini": clis() / "npm/node_modules/.bin/gemini", "opencode": clis() / "npm/node_modules/.bin/opencode",
+            "aider": clis() / "aider/bin/aider"}[name]
     if not os.access(path, os.X_OK):
         pytest.fail(f"{path} is missing: scripts/test installs {name}; run it (or see its install log)")
     return str(path)
@@ -95,6 +99,17 @@ def setup(name: str, tmp: Path, model_url: str) -> Setup:
         }))
         env = {**base, "GEMINI_API_KEY": "fake-key", "GOOGLE_GEMINI_BASE_URL": model_url}
         return Setup("gemini", work, program("gemini"), env)
+    if name == "opencode":
+        config = home / "opencode.json"
+        config.write_text(json.dumps({
+            "provider": {"fake": {"npm": "@ai-sdk/openai-compatible", "name": "Fake",
+                                  "options": {"baseURL": f"{model_url}/v1", "apiKey": "x"},
+                                  "models": {"fake-model": {"name": "Fake"}, "fake-small": {"name": "Small"}}}},
+            "model": "fake/fake-model", "small_model": "fake/fake-small", "autoupdate": False, "share": "disabled",
+            "permission": {"bash": "ask", "edit": "ask"},
+        }))
+        env = {**base, "OPENCODE_CONFIG": str(config), "OPENCODE_DISABLE_AUTOUPDATE": "1"}
+        return Setup("opencode", work, program("opencode"), env)
     env = {**base, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     cmd = (f"{program('aider')} --no-auto-commits --no-check-update --no-show-release-notes --analytics-disable "
            f"--no-show-model-warnings --no-gitignore --edit-format diff --model openai/fake-model --openai-api-base {model_url}/v1 "
