@@ -70,7 +70,8 @@ def setup(name: str, tmp: Path, model_url: str) -> Setup:
     home.mkdir()
     work.mkdir()
     subprocess.run(["git", "init", "-q", str(work)], check=True)
-    base = {"HOME": str(home), "TERM": "xterm-256color", "NO_COLOR": "1"}
+    # CI=false: under CI=true (as CI runs) Ink-based CLIs (Gemini CLI) stop being interactive
+    base = {"HOME": str(home), "TERM": "xterm-256color", "NO_COLOR": "1", "CI": "false"}
     if name == "claude":
         (home / ".claude.json").write_text(json.dumps({
             "hasCompletedOnboarding": True,
