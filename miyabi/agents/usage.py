@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,17 @@ def codex_rollout(lines: Iterable[str]) -> Usage | None:
         if isinstance(total, dict):
             last = Usage(int(total.get("input_tokens") or 0), int(total.get("output_tokens") or 0), None)
     return last
+
+
+def task_usage(events: Iterable[Mapping[str, Any]], task: str) -> Usage | None:
+    """What the agents used working on ``task``: the sum of the ``turn_*`` tokens of
+    the ``usage`` events that name it (each turn counts for the task of the last
+    message its agent got), or None when none does."""
+    inp = out = 0
+    seen = False
+    for e in events:
+        if e.get("event") == "usage" and str(e.get("task")) == task:
+            seen = True
+            inp += int(e.get("turn_input_tokens") or 0)
+            out += int(e.get("turn_output_tokens") or 0)
+    return Usage(inp, out, None) if seen else None

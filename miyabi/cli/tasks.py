@@ -132,7 +132,13 @@ def task_show(task_id: TaskId, json_out: JsonOpt = False, home: HomeOpt = None, 
     store = _store(home)
     t = store.get(task_id)
     why = _waiting(store, [t], home).get(t.id)
-    data = {**t.to_json(), "waiting": why, "depends_on": store.depends_on(t.id), "history": store.history(t.id)}
+    from miyabi.agents.usage import task_usage
+    from miyabi.events import read_events
+    from miyabi.home import Home
+
+    used = task_usage(read_events(Home.resolve(home).root), str(t.id))
+    data = {**t.to_json(), "waiting": why, "depends_on": store.depends_on(t.id), "history": store.history(t.id),
+            "usage": {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens} if used else None}
     if json_out:
         output.emit_json(data)
         return
@@ -141,6 +147,8 @@ def task_show(task_id: TaskId, json_out: JsonOpt = False, home: HomeOpt = None, 
                f"depends on: {', '.join(map(str, data['depends_on'])) or '-'}")
     if why:
         output.say(f"  waiting because: {why}")
+    if used:
+        output.say(f"  usage: {used.input_tokens} tokens in, {used.output_tokens} out (where its agents' CLIs report it)")
     if t.body:
         output.say("  " + t.body.replace("\n", "\n  "))
     for e in data["history"]:

@@ -346,7 +346,9 @@ class Deliverer:
             return
         u = self.meter.usage
         if u is not None and u != before:
-            fields: dict[str, Any] = {"pid": pane.pid, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens}
+            fields: dict[str, Any] = {"pid": pane.pid, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+                                      "turn_input_tokens": u.input_tokens - (before.input_tokens if before else 0),
+                                      "turn_output_tokens": u.output_tokens - (before.output_tokens if before else 0)}
             if u.cost_usd is not None:
                 fields["cost_usd"] = u.cost_usd
             if self.last_task:

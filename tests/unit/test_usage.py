@@ -4,6 +4,7 @@ aider's Tokens line (shapes measured on the pinned versions)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from miyabi.agents.usage import Usage, aider_line, claude_transcript, codex_rollout
 
@@ -36,3 +37,28 @@ def test_aider_tokens_line() -> None:
         2300, 16, 0.02)
     assert aider_line(["Tokens: 1.5m sent, 12k received. Cost: $1.20 message, $3.45 session."]) == (1_500_000, 12_000, 3.45)
     assert aider_line(["nothing here"]) is None
+
+
+def test_a_tasks_usage_sums_the_turns_that_name_it(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from miyabi.agents.usage import task_usage
+    from miyabi.cli import app
+    from miyabi.events import append_event
+
+    events = [{"event": "usage", "task": "1", "turn_input_tokens": 100, "turn_output_tokens": 5},
+              {"event": "usage", "task": "2", "turn_input_tokens": 7, "turn_output_tokens": 7},
+              {"event": "usage", "task": "1", "turn_input_tokens": 20, "turn_output_tokens": 1},
+              {"event": "state", "task": "1"}]
+    assert task_usage(events, "1") == Usage(120, 6, None)
+    assert task_usage(events, "3") is None
+    runner = CliRunner()
+    r = runner.invoke(app, ["task", "add", "write the docs", "--home", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    for e in events[:3]:
+        append_event(tmp_path, "usage", agent="a", pid=1, **{k: v for k, v in e.items() if k != "event"})
+    r = runner.invoke(app, ["task", "show", "1", "--json", "--home", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["usage"] == {"input_tokens": 120, "output_tokens": 6}
+    r = runner.invoke(app, ["task", "show", "1", "--home", str(tmp_path)])
+    assert "usage: 120 tokens in, 6 out" in r.output
