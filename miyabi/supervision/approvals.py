@@ -100,8 +100,9 @@ def answer(home: Home, tmux: Runner, session: str, agent: Agent, approve: bool, 
     hooked = seen is not None and seen.pid == pane.pid and seen.state == Activity.WAITING_APPROVAL
     on_screen = approval_question(p, driver.screen(pane.pane_id))
     deadline = time.monotonic() + QUESTION_WAIT
-    while hooked and p.approval_pattern and on_screen is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # the hook can come before the CLI draws its question
+    waiting = seen is not None and seen.pid == pane.pid and seen.state == Activity.WAITING_APPROVAL
+    while waiting and p.approval_pattern and on_screen is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # a hook can come before the CLI draws its question; a redraw can hide it a moment
         on_screen = approval_question(p, driver.screen(pane.pane_id))
     if p.approval_pattern and on_screen is None:
         state = f"it is {seen.state}" if seen is not None and seen.pid == pane.pid else "no question on its screen"
