@@ -74,8 +74,8 @@ class Profile:
         composer_rows: how many rows above the cursor an entry of several rows may
             start (its prompt row); 0: the prompt must be on the cursor's row.
         answer_grace: seconds after a submission during which a screen that looks
-            ready does not count until the busy pattern showed once (a CLI without
-            hooks that draws its busy sign a moment after it took the message).
+            ready counts as busy (a CLI without hooks that draws its busy sign a
+            moment after it took the message, or makes it flicker).
         ready_rows: (above, below) rows around the cursor where ``ready_pattern`` is
             searched; (0, 0) is the cursor's row alone.
         busy_rows: (above, below) rows around the cursor for ``busy_pattern``.

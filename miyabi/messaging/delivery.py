@@ -185,7 +185,7 @@ class Deliverer:
         self._offered: set[str] = set()
         self._held = 0.0
         """time.monotonic() until which a ready-looking screen counts as busy (see
-        the profile's ``answer_grace``), unless the busy pattern showed."""
+        the profile's ``answer_grace``)."""
         self.last_task: str | None = None
         """The task of the last message delivered (usage is counted towards it)."""
         self._entered: tuple[str, float] = ("", 0.0)
@@ -304,10 +304,9 @@ class Deliverer:
             return Activity.WAITING_APPROVAL, "screen", question, screen
         if told is Activity.BUSY:
             return told, "hook", None, screen
-        if is_busy(self.profile, screen):
-            self._held = 0.0  # the CLI showed it took the message
-        elif time.monotonic() < self._held and looks_ready(self.profile, screen):
-            return Activity.BUSY, "delivery", None, screen  # its busy sign may not show yet
+        if time.monotonic() < self._held and looks_ready(self.profile, screen):
+            # its busy sign may not show yet, or flicker (opencode's does, measured)
+            return Activity.BUSY, "delivery", None, screen
         if looks_ready(self.profile, screen):
             return Activity.READY, "hook" if told is Activity.READY else "screen", None, screen
         return Activity.BUSY, "screen", None, screen
