@@ -262,19 +262,26 @@ class UsageMeter:
         if pid != self.pid:
             self.pid, self.usage, self._offset, self._path, self._seen = pid, None, 0, None, set()
 
-    def from_transcript(self, path: str) -> Usage | None:
-        """Claude Code: the transcript's usage, reading on from where it was left."""
-        if path != self._path:
-            self._path, self._offset, self._seen = path, 0, set()
+    def _new_lines(self, path: str) -> list[str] | None:
+        """The complete lines ``path`` gained since the last read (None: unreadable)."""
         try:
             with open(path, "rb") as f:
                 f.seek(self._offset)
                 data = f.read()
         except OSError:
-            return self.usage
+            return None
         end = data.rfind(b"\n") + 1
         self._offset += end
-        got = claude_transcript(data[:end].decode("utf-8", "replace").splitlines(), self._seen)
+        return data[:end].decode("utf-8", "replace").splitlines()
+
+    def from_transcript(self, path: str) -> Usage | None:
+        """Claude Code: the transcript's usage, reading on from where it was left."""
+        if path != self._path:
+            self._path, self._offset, self._seen = path, 0, set()
+        lines = self._new_lines(path)
+        if lines is None:
+            return self.usage
+        got = claude_transcript(lines, self._seen)
         before = self.usage or Usage()
         self.usage = Usage(before.input_tokens + got.input_tokens, before.output_tokens + got.output_tokens, None)
         return self.usage
@@ -286,15 +293,10 @@ class UsageMeter:
             if not found:
                 return self.usage
             self._path, self._offset = str(found[-1]), 0
-        try:
-            with open(self._path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except OSError:
+        lines = self._new_lines(self._path)
+        if lines is None:
             return self.usage
-        end = data.rfind(b"\n") + 1
-        self._offset += end
-        got = codex_rollout(data[:end].decode("utf-8", "replace").splitlines())
+        got = codex_rollout(lines)
         self.usage = got or self.usage
         return self.usage
 
