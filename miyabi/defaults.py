@@ -285,3 +285,29 @@ CLAIM_RETRY = 60.0
 
 JOB_STEP_TIMEOUT = 3600.0
 """Longest one command of a job may run, in seconds."""
+
+# ---------------------------------------------------------------- pools and the pipeline
+
+POOL_MAX = 2
+"""Instances of a pool that may run at once (layout ``pools[].max``)."""
+
+VERIFY_TIMEOUT = 1800.0
+"""Seconds one set-up, build, lint or test command may run (``.miyabi.yml``'s ``timeout``)."""
+
+VERIFY_MAX_ROUNDS = 3
+"""Verify rounds a task gets before it fails and needs a person (``.miyabi.yml``'s ``max_rounds``)."""
+
+VERIFY_TAIL_LINES = 80
+"""Lines of a failing command's output sent back to the agent."""
+
+VERIFY_KILL_GRACE = 5.0
+"""Seconds between SIGTERM and SIGKILL to a check's process group past its timeout."""
+
+PIPELINE_WORKERS = 2
+"""Threads that prepare worktrees and run checks, beside the controller's own."""
+
+BRANCH_PREFIX = "miyabi/"
+"""Branches of pool tasks are ``miyabi/<issue or task id>-<slug>``."""
+
+REVIEW_LABEL = "status:review"
+"""Label on a pull request the pipeline opened (and on its issue)."""

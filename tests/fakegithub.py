@@ -23,7 +23,21 @@ class FakeGitHub(LocalServer):
         self.faults: deque[tuple[int, dict[str, str]]] = deque()
         self.delete_faults: deque[tuple[int, dict[str, str]]] = deque()
         self.requests: list[tuple[str, str]] = []
+        self.pulls: dict[int, dict[str, Any]] = {}
         LocalServer.__init__(self, self._handler())
+
+    def next_number(self) -> int:
+        return max([0, *self.issues, *self.pulls]) + 1
+
+    def add_pull(self, title: str, head: str, base: str, body: str) -> dict[str, Any]:
+        """A pull request, numbered with the issues (as GitHub does); also an issue entry, for labels and comments."""
+        n = self.next_number()
+        pull = {"number": n, "title": title, "head": {"ref": head, "label": f"{self.repo.split('/')[0]}:{head}"},
+                "base": {"ref": base}, "body": body, "state": "open", "merged": False,
+                "html_url": f"https://github.example/{self.repo}/pull/{n}"}
+        self.pulls[n] = pull
+        self.add_issue(n, title, [], body=body, pr=True)
+        return pull
 
     def add_issue(self, number: int, title: str, labels: list[str], body: str = "", association: str = "MEMBER",
                   login: str = "alice", pr: bool = False, state: str = "open") -> None:
@@ -75,6 +89,11 @@ class FakeGitHub(LocalServer):
                     n = int(u.path.split("/")[5])
                     with fake.lock:
                         return self._send(200, [{"body": b} for b in fake.comments.get(n, [])])
+                if u.path == f"/repos/{fake.repo}/pulls":
+                    with fake.lock:
+                        found = [p for p in fake.pulls.values()
+                                 if p["state"] == q.get("state", "open") and ("head" not in q or p["head"]["label"] == q["head"])]
+                    return self._send(200, found)
                 if u.path != f"/repos/{fake.repo}/issues":
                     return self._send(404, {"message": "Not Found"})
                 want = [x for x in q.get("labels", "").split(",") if x]
@@ -115,8 +134,14 @@ class FakeGitHub(LocalServer):
                 if self._fault():
                     return
                 parts = urlparse(self.path).path.split("/")
-                n = int(parts[5])
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                if parts[4] == "pulls" and len(parts) == 5:
+                    with fake.lock:
+                        if any(p["head"]["ref"] == body["head"] and p["state"] == "open" for p in fake.pulls.values()):
+                            return self._send(422, {"message": "Validation Failed: a pull request already exists"})
+                        pull = fake.add_pull(body["title"], body["head"], body["base"], body.get("body", ""))
+                    return self._send(201, pull)
+                n = int(parts[5])
                 with fake.lock:
                     issue = fake.issues[n]
                     if parts[6] == "labels":

@@ -164,11 +164,13 @@ def _finish(task_id: str, state: Any, reason: str, home: Path | None) -> Any:
 @handles_errors
 def task_done(task_id: TaskId, note: Annotated[str, typer.Option("--note", help="What was done.")] = "",
               home: HomeOpt = None, socket: SocketOpt = None) -> None:
-    """Mark a task done (agents run this from their pane)."""
-    from miyabi.work.tasks import TaskState
-
-    t = _finish(task_id, TaskState.DONE, note or "done", home)
-    output.say(f"task {t.id} done")
+    """Mark a task done (agents run this from their pane); a pool task is verified first."""
+    store = _store(home)
+    t = store.done(store.get(task_id).id, note or "done")
+    if t.state == "verifying":
+        output.say(f"task {t.id}: the checks run now; you hear back if one fails")
+    else:
+        output.say(f"task {t.id} done")
 
 
 @task_app.command("fail")

@@ -27,7 +27,7 @@ import yaml
 
 from miyabi import defaults
 from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
-from miyabi.config.model import Agent, Layout, frozen_map
+from miyabi.config.model import Agent, Layout, PipelineMode, Pool, frozen_map
 from miyabi.config.settings import (
     WATCHDOG_KEYS,
     AutoAnswer,
@@ -58,6 +58,7 @@ TOP_KEYS = (
     "github",
     "tasks",
     "approvals",
+    "pools",
 )
 APPROVALS_KEYS = ("auto",)
 AUTO_KEYS = ("answer", "agents", "tool", "match")
@@ -66,6 +67,7 @@ GITHUB_KEYS = ("repo", "api_url", "token_env", "todo_label", "poll_interval", "a
 DELIVERY_KEYS = ("max_body",)
 AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", *OVERRIDABLE)
 ROUTE_KEYS = ("label", "title", "default", "agent")
+POOL_KEYS = ("name", "profile", "max", "repo", "base_branch", "remote", "pipeline", "env", "watchdog", *OVERRIDABLE)
 PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -74,7 +76,7 @@ ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ANSWER_KEY_RE = re.compile(r"^(?:.|Enter|Escape|Tab|Space|BSpace|Up|Down|Left|Right|[CM]-[a-zA-Z])$")
 """Keys ``approve_keys`` / ``deny_keys`` may name: one character, or a tmux key name."""
 SUBMIT_KEY_RE = re.compile(r"^(Enter|Tab|KPEnter|Space|M-Enter|C-M-[a-z]|[CM]-[a-zA-Z])$")
-RESERVED_ENV = ("MIYABI_AGENT", "MIYABI_HOME", "MIYABI_SOCKET")
+RESERVED_ENV = ("MIYABI_AGENT", "MIYABI_HOME", "MIYABI_SOCKET", "MIYABI_TASK")
 
 
 def key_path(key: Key) -> str:
@@ -367,8 +369,9 @@ def validate(doc: Document) -> Layout:
     # Routes may name any agent the file declares: one whose own fields are wrong is
     # reported there, not a second time as unknown here.
     declared = [a["name"] for a in agents_raw if isinstance(a, dict) and isinstance(a.get("name"), str)] if isinstance(agents_raw, list) else []
-    routes = _validate_routes(doc, data.get("routes", []), declared)
     github = _validate_github(doc, data["github"]) if "github" in data else None
+    pools = _validate_pools(doc, data.get("pools", []), profiles, declared, github is not None)
+    routes = _validate_routes(doc, data.get("routes", []), [*declared, *(p.name for p in pools)])
     tasks = _validate_tasks(doc, data.get("tasks", {}))
     auto = _validate_approvals(doc, data.get("approvals", {}), declared)
     doc.fail_if_problems()
@@ -384,8 +387,75 @@ def validate(doc: Document) -> Layout:
         github=github,
         tasks=tasks,
         auto_answers=tuple(auto),
+        pools=tuple(pools),
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
+
+
+def _validate_pools(doc: Document, spec: Any, profiles: Mapping[str, Profile | None], agents: Sequence[str],
+                    has_github: bool) -> list[Pool]:
+    """``pools:``: a list of ``{name, profile, repo, max, base_branch, remote, pipeline,
+    env, watchdog}`` (and the profile fields an agent may override). ``pipeline``
+    defaults to ``github`` when the layout has a ``github:`` section, else ``local``."""
+    if not isinstance(spec, list):
+        doc.problem(("pools",), "must be a list such as `- {name: coder, profile: claude, repo: ~/src/app, max: 4}`")
+        return []
+    out: list[Pool] = []
+    seen: set[str] = set()
+    top_env = doc.data.get("env") if isinstance(doc.data.get("env"), dict) else {}
+    for i, raw in enumerate(spec):
+        key: Key = ("pools", i)
+        before = len(doc.problems)
+        if not isinstance(raw, dict):
+            doc.problem(key, "each pool must be a mapping such as `{name: coder, profile: claude, repo: ~/src/app}`")
+            continue
+        _check_keys(doc, key, raw, POOL_KEYS)
+        name = raw.get("name")
+        if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 30:
+            doc.problem((*key, "name"), f"{name!r} is not a valid pool name; use 1-30 lowercase letters, digits, '-' and '_'")
+        elif name in agents or name in seen:
+            doc.problem((*key, "name"), f"{name!r} is taken by an agent or another pool; pool and agent names must be unique")
+        pname = raw.get("profile", doc.data.get("profile", defaults.PROFILE))
+        base = profiles.get(pname) if isinstance(pname, str) else None
+        if base is None:
+            doc.problem((*key, "profile"), _unknown("profile", pname, profiles))
+            base = BUILTIN["shell"]
+        overrides = _check_profile_fields(doc, key, {k: v for k, v in raw.items() if k in OVERRIDABLE})
+        profile = base.replace(**overrides) if overrides else base
+        command = profile.command if profile.command is not None else (os.environ.get("SHELL") or "/bin/sh")
+        repo_raw = raw.get("repo")
+        repo = Path(".")
+        if not isinstance(repo_raw, str) or not repo_raw.strip():
+            doc.problem((*key, "repo"), "the pool needs `repo:`, the path of the git repository its instances work on")
+        else:
+            repo = Path(os.path.expandvars(os.path.expanduser(repo_raw)))
+            if not repo.is_absolute():
+                repo = doc.path.resolve().parent / repo
+        size = raw.get("max", defaults.POOL_MAX)
+        if type(size) is not int or not 1 <= size <= 64:
+            doc.problem((*key, "max"), f"{size!r} must be a whole number of instances from 1 to 64")
+        kw: dict[str, Any] = {}
+        for k in ("base_branch", "remote"):
+            if k in raw:
+                if isinstance(raw[k], str) and raw[k].strip() and not raw[k].startswith("-"):
+                    kw[k] = raw[k].strip()
+                else:
+                    doc.problem((*key, k), "must be a git branch or remote name")
+        mode = raw.get("pipeline", "github" if has_github else "local")
+        if mode not in tuple(PipelineMode):
+            doc.problem((*key, "pipeline"), f"{mode!r} must be github (push and open a pull request) or local (merge locally)")
+        elif mode == PipelineMode.GITHUB and not has_github:
+            doc.problem((*key, "pipeline"), "github needs the layout's `github: {repo: owner/name}` section; add it, or use pipeline: local")
+        env: dict[str, Any] = dict(top_env)
+        if "env" in raw and _check_env(doc, (*key, "env"), raw["env"]):
+            env.update(raw["env"])
+        watchdog = doc.watchdog.merged(_validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
+        if len(doc.problems) > before or not isinstance(name, str):
+            continue
+        seen.add(name)
+        out.append(Pool(name=name, profile=profile, command=command, repo=repo, max=size, pipeline=PipelineMode(mode),
+                        env=frozen_map({str(k): _env_str(v) for k, v in env.items()}), watchdog=watchdog, **kw))
+    return out
 
 
 def _validate_delivery(doc: Document, spec: Any) -> int:

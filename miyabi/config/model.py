@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
@@ -45,6 +46,53 @@ class Agent:
     index: int = 0
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     wip: int = defaults.TASK_WIP
+    pool: str | None = None
+    """For a pool's instance: the pool's name (None: a named agent)."""
+    window: str | None = None
+    """The window its pane goes in (None: the ``agents-N`` windows, by layout order)."""
+    task: int | None = None
+    """For a pool's instance: the task it was started for."""
+
+
+class PipelineMode(StrEnum):
+    """Where a pool's verified work goes (``pools[].pipeline``)."""
+
+    GITHUB = "github"
+    """The branch is pushed and a pull request opened that closes the issue."""
+    LOCAL = "local"
+    """The branch is merged into the base branch locally, behind the checks."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A pool of agents (``pools:``): each task routed to it gets an instance of its
+    own, started in a fresh git worktree of ``repo``.
+
+    Attributes:
+        name: the pool's name (routes name it like an agent; instances are
+            ``<name>-<issue or task id>``).
+        profile: the profile its instances run (with the pool's overrides).
+        command: the command line that starts an instance.
+        repo: the git repository (absolute) whose worktrees instances work in.
+        max: instances that may run at once; more tasks wait in the queue.
+        base_branch: the branch work starts from and merges into (None: the repo's
+            ``.miyabi.yml``, else its current branch).
+        remote: the remote branches are pushed to.
+        pipeline: where verified work goes (:class:`PipelineMode`).
+        env: extra environment variables for its instances.
+        watchdog: restart and hang settings of its instances.
+    """
+
+    name: str
+    profile: Profile
+    command: str
+    repo: Path
+    max: int = defaults.POOL_MAX
+    base_branch: str | None = None
+    remote: str = "origin"
+    pipeline: PipelineMode = PipelineMode.LOCAL
+    env: Mapping[str, str] = field(default_factory=frozen_map)
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
 
 
 @dataclass(frozen=True)
@@ -65,6 +113,7 @@ class Layout:
         tasks: what happens to tasks whose agent dies or takes too long (``tasks:``).
         auto_answers: permission questions answered without a person
             (``approvals: {auto: [...]}``), first match wins; empty: off.
+        pools: pools of agents started per task in git worktrees (``pools:``).
     """
 
     path: Path
@@ -79,11 +128,25 @@ class Layout:
     github: GitHubSettings | None = None
     tasks: TaskSettings = field(default_factory=TaskSettings)
     auto_answers: tuple[AutoAnswer, ...] = ()
+    pools: tuple[Pool, ...] = ()
 
     @property
     def names(self) -> list[str]:
-        """Agent names in layout order."""
+        """Agent names in layout order (pool instances included, after the named agents)."""
         return [a.name for a in self.agents]
+
+    @property
+    def named(self) -> tuple[Agent, ...]:
+        """The layout's own agents (not pool instances)."""
+        return tuple(a for a in self.agents if a.pool is None)
+
+    def pool(self, name: str) -> Pool | None:
+        """The pool called ``name``, if there is one."""
+        return next((p for p in self.pools if p.name == name), None)
+
+    def with_instances(self, instances: tuple[Agent, ...]) -> Layout:
+        """This layout with ``instances`` (pool instances) as its agents after the named ones."""
+        return replace(self, agents=(*self.named, *instances))
 
     @property
     def wip(self) -> dict[str, int]:

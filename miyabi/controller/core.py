@@ -41,6 +41,7 @@ from miyabi.messaging.delivery import Deliverer
 from miyabi.messaging.intro import Intros
 from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
+from miyabi.pipeline.service import Pipeline
 from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.approvals import answer
 from miyabi.supervision.keeper import SessionKeeper
@@ -87,6 +88,7 @@ class Controller:
         self.keeper = SessionKeeper(layout, self.tmux, home, self.cwd, home_intact=self._home_intact)
         self.supervisor: Supervisor | None = None
         self.engine: WorkEngine | None = None
+        self.pipeline: Pipeline | None = None
         self.watcher: InboxWatcher | None = None
         self.kick = threading.Event()
         """Set when the task store may have changed (any process wrote it), and on
@@ -261,6 +263,11 @@ class Controller:
         store = Store.of_home(self.home.root)
         gh = client_for(self.layout.github, self.home.root, sleep=self.sleep) if self.layout.github else None
         engine = self.engine = WorkEngine(store, self.layout, self.home.root, gh)
+        if self.layout.pools:
+            # the pool instances that were running (before a restart) are agents from the start
+            pipeline = self.pipeline = Pipeline(store, self.layout, self.home.root, engine.dispatch, gh, changed=self.kick.set)
+            self._set_layout(self.layout.with_instances(pipeline.agents()))
+            engine.adopt(self.layout)
         watcher = self.watcher = InboxWatcher(self.home.queue, self._wake)
         watcher.start()
         for agent in self.layout.agents:
@@ -287,6 +294,8 @@ class Controller:
             for t in self._threads:
                 t.join(timeout=defaults.THREAD_JOIN)
             left = [t.name for t in self._threads if t.is_alive()]
+            if self.pipeline is not None:
+                self.pipeline.close()
             supervisor.close()
             watcher.stop()
             self.channel.close()
@@ -360,6 +369,8 @@ class Controller:
                         seen = token
                         engine.check_leases(self._processes(), _holder_alive)
                         engine.schedule(failed)
+                        if self.pipeline is not None:
+                            self._follow_instances(self.pipeline.tick())
                         due = engine.next_due()
                         next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
                 except Exception as e:  # noqa: BLE001 - the main loop must live on (TaskError, sqlite3.Error, OSError, …)
@@ -377,6 +388,29 @@ class Controller:
         return {n: (d.inbox.dir(MessageState.PENDING), d.waiting) for n, d in self.deliverers.items()}
 
     # -- following the layout
+
+    def _set_layout(self, new: Layout) -> None:
+        self.layout = new
+        self.intros.layout = new
+        self.keeper.layout = new
+
+    def _follow_instances(self, ended: list[str]) -> None:
+        """Make the running layout's pool instances the pipeline's ready ones: new
+        instances get a pane (at the next refresh), delivery and supervision; those
+        that ended lose them, and their pane is closed."""
+        assert self.pipeline is not None
+        now = self.pipeline.agents()
+        current = tuple(a for a in self.layout.agents if a.pool is not None)
+        if now == current:
+            return
+        gone = {a.name for a in current} - {a.name for a in now}
+        self.adopt(self.layout.with_instances(now), reason="instances")
+        for name in gone:
+            pane = self.panes.get(name)
+            if pane is not None:
+                self.driver.kill(pane.pane_id)
+        if any(a.name not in {c.name for c in current} for a in now):
+            self._look_now = True  # a pane for each new instance now, not at the next refresh
 
     def _reload(self) -> str:
         """``miyabi reload`` (and ``miyabi up`` on a changed layout): load the layout this
@@ -400,9 +434,12 @@ class Controller:
         if new.session != self.layout.session:
             raise MiyabiError(f"{path}: session {new.session!r} is not the running {self.layout.session!r}; "
                               "run `miyabi down`, then `miyabi up`, to change it")
+        if self.pipeline is not None:
+            self.pipeline.adopt(new)
+            new = new.with_instances(self.pipeline.agents())
         return self.adopt(new)
 
-    def adopt(self, new: Layout) -> str:
+    def adopt(self, new: Layout, reason: str = "reload") -> str:
         """Take ``new`` as the running layout: added agents get delivery and supervision
         (and a pane at the next refresh), removed ones lose both and their tasks go back
         to the queue, changed ones (profile, watchdog, command) use their new settings,
@@ -421,9 +458,7 @@ class Controller:
             d = self.deliverers.get(name)
             if d is not None:
                 d.agent, d.profile = fresh[name], fresh[name].profile
-        self.layout = new
-        self.intros.layout = new
-        self.keeper.layout = new
+        self._set_layout(new)
         if engine is not None:
             for name in added:
                 self._add_deliverer(fresh[name], engine)
@@ -436,7 +471,8 @@ class Controller:
         if github_changed:
             parts.append("github: changes apply when the controller restarts (`miyabi down`, then `miyabi up`)")
         what = "; ".join(p for p in parts if p) or "agents unchanged"
-        append_event(self.home.root, "layout-reloaded", path=str(new.path), added=added, removed=removed, changed=changed)
+        append_event(self.home.root, "layout-reloaded" if reason == "reload" else "instances-changed", path=str(new.path),
+                     added=added, removed=removed, changed=changed)
         log.info("layout %s adopted: %s", new.path, what)
         return f"{what}; routes, limits and settings of {new.path.name} apply"
 

@@ -195,7 +195,7 @@ def window_size(layout: Layout) -> tuple[int, int]:
     """Columns and rows for windows of the session: room for ``per_window`` panes of
     ``pane_size`` each, tiled as tmux's ``tiled`` layout arranges them (rows first),
     plus borders and the border status line."""
-    n = max(1, min(layout.per_window, len(layout.agents)))
+    n = max(1, min(layout.per_window, max([len(layout.named), *(p.max for p in layout.pools)])))
     rows = cols = 1
     while rows * cols < n:  # tmux layout-set.c: layout_set_tiled
         rows += 1
@@ -222,7 +222,7 @@ def build_commands(
     :meth:`Tmux.run_units` may cut between any two groups."""
     width, height = window_size(layout)
     units: list[list[Command]] = []
-    for w, group in enumerate(_chunks(layout.agents, layout.per_window)):
+    for w, group in enumerate(_chunks([a for a in layout.agents if a.window is None], layout.per_window)):
         name = f"{WINDOW_PREFIX}-{w + 1}"
         for p, agent in enumerate(group):
             spawn = spawn_args(agent, home, socket, cwd)
@@ -319,29 +319,49 @@ def reconcile_commands(
             order[p.window_id] = p.window_index
     windows = sorted(count, key=lambda w: order[w])
     names = {p.window_name for p in panes}
-    next_n = 1
+    name_of = {p.window_id: p.window_name for p in panes}
+    next_n: dict[str, int] = {}
     for agent in missing:
         spawn = spawn_args(agent, home, socket, cwd)
-        room = next((w for w in windows if count[w] < layout.per_window), None)
+        prefix = agent.window or WINDOW_PREFIX
+        # a pool's instances share its windows (``coder``, ``coder-2``, …); named agents share ``agents-N``
+        mine = [w for w in windows if _window_family(name_of.get(w, w), prefix, agent.window is not None)]
+        room = next((w for w in mine if count[w] < layout.per_window), None)
         unit: list[Command]
         if room is not None:
             unit = [["split-window", "-t", room, *spawn], ["select-layout", "tiled"]]
             count[room] += 1
         else:
-            while f"{WINDOW_PREFIX}-{next_n}" in names:
-                next_n += 1
-            name = f"{WINDOW_PREFIX}-{next_n}"
+            n = next_n.get(prefix, 1)
+            while _window_name(prefix, n, agent.window is not None) in names:
+                n += 1
+            next_n[prefix] = n
+            name = _window_name(prefix, n, agent.window is not None)
             names.add(name)
             unit = [["new-window", "-t", exact(layout.session), "-n", name, *spawn], *window_setup(version)]
             # The new window's id is unknown inside the chain; later agents that fit
             # in it are split from it by name.
             wid = window_target(layout.session, name)
+            name_of[wid] = name
             windows.append(wid)
             count[wid] = 1
             order[wid] = 1 << 30
         units.append(unit + pane_setup(agent, home))
         report.created.append(agent.name)
     return units
+
+
+def _window_name(prefix: str, n: int, own: bool) -> str:
+    """``agents-1``, ``agents-2`` …; a pool's: ``coder``, ``coder-2`` …"""
+    return prefix if own and n == 1 else f"{prefix}-{n}"
+
+
+def _window_family(name: str, prefix: str, own: bool) -> bool:
+    """Whether window ``name`` is one of ``prefix``'s (see :func:`_window_name`)."""
+    if own and name == prefix:
+        return True
+    head, _, n = name.rpartition("-")
+    return head == prefix and n.isdigit()
 
 
 def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None, respawn_dead: bool = True) -> UpReport:
@@ -371,8 +391,13 @@ def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None, respawn_
     before = tmux.invocations
     if not session_exists(tmux, layout.session):
         report.created_session = True
-        report.created = list(layout.names)
+        report.created = [a.name for a in layout.agents if a.window is None]
         tmux.run_units(build_commands(layout, home, tmux.socket, cwd, version))
+        if len(report.created) < len(layout.agents):  # agents of their own windows (pool instances)
+            more = UpReport(session=layout.session)
+            units = reconcile_commands(layout, home, tmux.socket, cwd, list_panes(tmux, layout.session), more, version)
+            tmux.run_units(units)
+            report.created += more.created
     else:
         check_owner(tmux, layout.session, home)
         panes = list_panes(tmux, layout.session)

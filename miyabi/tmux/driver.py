@@ -120,6 +120,10 @@ class PaneDriver:
         """Press one key by its tmux name (``Enter``, ``C-m``)."""
         self.runner.run("send-keys", "-t", pane_id, key)
 
+    def kill(self, pane_id: str) -> None:
+        """Close a pane and end its program (``kill-pane``: SIGHUP to its process group)."""
+        self.runner.run("kill-pane", "-t", pane_id, check=False)
+
     def pane_pid(self, pane_id: str) -> int:
         """The pane's program's pid (0 when tmux reports none)."""
         out = self.runner.run("display-message", "-p", "-t", pane_id, "#{pane_pid}")

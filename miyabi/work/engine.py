@@ -66,13 +66,13 @@ class WorkEngine:
         self.clock = clock
         self.dispatch = Dispatcher(store, home_root, layout.github, gh, clock=clock)
         self.layout = layout
-        self.router = Router(layout.routes, layout.names)
+        self.router = Router(layout.routes, [*layout.names, *(p.name for p in layout.pools)])
 
     def adopt(self, layout: Layout) -> None:
         """Work by a changed layout from now on (routes, WIP limits, task settings).
         Tasks held by agents it no longer has go back to the queue."""
         self.layout = layout
-        self.router = Router(layout.routes, layout.names)  # its first pass routes the queue afresh
+        self.router = Router(layout.routes, [*layout.names, *(p.name for p in layout.pools)])  # routes the queue afresh
         self.dispatch.cfg = layout.github
         self.release_unknown()
 

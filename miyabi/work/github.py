@@ -240,6 +240,24 @@ class GitHub:
         self._check(resp, f"commenting on #{number}")
 
 
+    # -- pull requests ("Pulls" in GitHub's REST documentation)
+
+    def find_pull(self, branch: str) -> dict[str, Any] | None:
+        """The open pull request whose head is ``branch`` of this repository, if any."""
+        owner = self.repo.split("/")[0]
+        resp = self.request("GET", f"/repos/{self.repo}/pulls", params={"head": f"{owner}:{branch}", "state": "open"})
+        self._check(resp, f"looking for a pull request from {branch}")
+        found = resp.json()
+        return found[0] if isinstance(found, list) and found else None
+
+    def create_pull(self, title: str, branch: str, base: str, body: str) -> dict[str, Any]:
+        """Open a pull request from ``branch`` into ``base``; returns it (``number``, ``html_url``)."""
+        resp = self.request("POST", f"/repos/{self.repo}/pulls", json={"title": title, "head": branch, "base": base, "body": body})
+        self._check(resp, f"opening a pull request from {branch}")
+        pull: dict[str, Any] = resp.json()
+        return pull
+
+
 def client_for(settings: GitHubSettings, home_root: Path | None = None, sleep: Callable[[float], None] = time.sleep) -> GitHub:
     """A client for the layout's ``github:`` section, with the token from its
     ``token_env`` (anonymous if unset), keeping ETags under ``state/`` of the home so

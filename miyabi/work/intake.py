@@ -30,9 +30,11 @@ TRUSTED = ("OWNER", "MEMBER", "COLLABORATOR")
 TRIAGE_LABEL = "status:needs-triage"
 DEP_RE = re.compile(r"(?i)\b(?:depends on|blocked by)\s+#(\d+)")
 NEEDS_HUMAN_LABEL = "status:needs-human"
-NOTICE_LABELS = {"done": ["status:done"], "failed": ["status:failed"], "needs-human": ["status:failed", NEEDS_HUMAN_LABEL]}
+NOTICE_LABELS = {"done": ["status:done"], "failed": ["status:failed"], "needs-human": ["status:failed", NEEDS_HUMAN_LABEL],
+                 "review": [defaults.REVIEW_LABEL]}
 """Labels each outbox action puts on the issue (``needs-human``: a task that used its
-last attempt, :meth:`~miyabi.work.tasks.Store.hand_back`)."""
+last attempt, :meth:`~miyabi.work.tasks.Store.hand_back`, or its last verify round;
+``review``: verified, with a pull request open)."""
 
 
 @dataclass
@@ -109,7 +111,8 @@ def report(store: Store, gh: GitHub, cfg: GitHubSettings, home_root: Path) -> li
         try:
             gh.remove_label(t.number, "status:in-progress")
             gh.add_labels(t.number, labels)
-            gh.comment(t.number, f"{'done' if action == 'done' else 'failed'} ({t.agent or 'miyabi'}): {text}")
+            said = {"done": "done", "review": "in review"}.get(action, "failed")
+            gh.comment(t.number, f"{said} ({t.agent or 'miyabi'}): {text}")
         except GitHubError as e:  # one refused notice never blocks the others
             tries = store.outbox_tried(oid)
             append_event(home_root, "github-notice-error", task=tid, ref=t.ref, error=str(e), tries=tries)

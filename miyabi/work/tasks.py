@@ -22,6 +22,7 @@ identity is the process, not a clock.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -48,6 +49,8 @@ class TaskState(StrEnum):
     """Routed to an agent; its message is on the way."""
     IN_PROGRESS = "in_progress"
     """The agent got its message."""
+    VERIFYING = "verifying"
+    """A pool task its agent says is done: the repository's checks run on its worktree."""
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -71,7 +74,7 @@ class Source(StrEnum):
 
 
 STATES = tuple(TaskState)
-OPEN = (TaskState.QUEUED, TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.IN_PROGRESS)
+OPEN = (TaskState.QUEUED, TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.IN_PROGRESS, TaskState.VERIFYING)
 HELD = (TaskState.ASSIGNED, TaskState.IN_PROGRESS)
 """States in which a task belongs to an agent (and counts towards its ``wip``)."""
 FINISHED = (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
@@ -81,15 +84,19 @@ _TRANSITIONS: dict[TaskState, tuple[TaskState, ...]] = {
     TaskState.QUEUED: (TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.CANCELLED),
     TaskState.BLOCKED: (TaskState.QUEUED, TaskState.CANCELLED),
     TaskState.ASSIGNED: (TaskState.IN_PROGRESS, TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED,
-                         TaskState.ASSIGNED),
-    TaskState.IN_PROGRESS: (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED, TaskState.ASSIGNED),
+                         TaskState.ASSIGNED, TaskState.VERIFYING),
+    TaskState.IN_PROGRESS: (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED, TaskState.ASSIGNED,
+                            TaskState.VERIFYING),
+    TaskState.VERIFYING: (TaskState.IN_PROGRESS, TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED),
     TaskState.DONE: (),
     TaskState.FAILED: (TaskState.QUEUED,),
     TaskState.CANCELLED: (TaskState.QUEUED,),
 }
 """Allowed state changes (``queued`` from assigned/in_progress: the agent failed;
 from failed/cancelled: ``miyabi task retry``; ``assigned`` again from
-assigned/in_progress: handed back to the same agent as a new attempt)."""
+assigned/in_progress: handed back to the same agent as a new attempt; ``verifying``
+from assigned/in_progress: a pool task its agent calls done; back to ``in_progress``
+when a check fails and the agent gets another round)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -117,6 +124,10 @@ CREATE TABLE IF NOT EXISTS tasks (
   rank INTEGER NOT NULL DEFAULT 1,
   route TEXT,
   message TEXT,
+  pool TEXT,
+  branch TEXT,
+  rounds INTEGER NOT NULL DEFAULT 0,
+  parent INTEGER,
   UNIQUE (source, repo, number)
 );
 CREATE TABLE IF NOT EXISTS deps (
@@ -165,6 +176,10 @@ COLUMNS_ADDED = {
     "rank": "INTEGER NOT NULL DEFAULT 1",
     "route": "TEXT",
     "message": "TEXT",
+    "pool": "TEXT",
+    "branch": "TEXT",
+    "rounds": "INTEGER NOT NULL DEFAULT 0",
+    "parent": "INTEGER",
 }
 """Columns later versions added to ``tasks``: added to a database made before them."""
 
@@ -250,6 +265,10 @@ class Task:
         max_attempts: the task's own number of attempts (None: the layout's).
         message: the id of the message of its current assignment (only that one's
             delivery leases it).
+        pool: the pool it was routed to (None: a named agent's task).
+        branch: for a pool task, its git branch (its worktree is the pipeline's record).
+        rounds: verify rounds it failed so far.
+        parent: the task it follows up (a review comment, a failing check), if any.
     """
 
     id: int
@@ -274,6 +293,10 @@ class Task:
     timeout: float | None = None
     max_attempts: int | None = None
     message: str | None = None
+    pool: str | None = None
+    branch: str | None = None
+    rounds: int = 0
+    parent: int | None = None
 
     @property
     def ref(self) -> str:
@@ -287,7 +310,8 @@ class Task:
             "agent": self.agent, "priority": self.priority, "labels": list(self.labels), "url": self.url,
             "attempts": self.attempts, "created": rfc3339(self.created), "updated": rfc3339(self.updated),
             "deadline": rfc3339(self.deadline) if self.deadline is not None else None, "timeout": self.timeout,
-            "max_attempts": self.max_attempts, "body": self.body,
+            "max_attempts": self.max_attempts, "body": self.body, "pool": self.pool, "branch": self.branch,
+            "rounds": self.rounds, "parent": self.parent,
         }
 
     @classmethod
@@ -298,6 +322,7 @@ class Task:
             agent=r["agent"], attempts=r["attempts"], created=r["created"], updated=r["updated"],
             claim=ClaimState(r["claim"]), job_started=r["job_started"], key=r["key"], holder=r["holder"],
             deadline=r["deadline"], timeout=r["timeout"], max_attempts=r["max_attempts"], message=r["message"],
+            pool=r["pool"], branch=r["branch"], rounds=r["rounds"], parent=r["parent"],
         )
 
 
@@ -311,7 +336,16 @@ class Store:
 
     def __init__(self, path: Path, clock: Any = time.time) -> None:
         private_dir(path.parent)
-        private_file(path)  # SQLite gives its -wal and -shm files the database's mode
+        # SQLite gives its -wal and -shm files the database's mode. An existing file is
+        # only chmod-ed, never opened: closing any descriptor of a database file drops
+        # every POSIX lock this process holds on it (other connections of this process
+        # included), and another process closing its connection then believes it is the
+        # last, checkpoints and deletes the WAL under our feet (sqlite.org/howtocorrupt.html, 2.2).
+        if path.exists():
+            if path.stat().st_mode & 0o077:
+                os.chmod(path, 0o600)
+        else:
+            private_file(path)
         self.path = path
         self.clock = clock
         self.lock = threading.RLock()
@@ -376,6 +410,9 @@ class Store:
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self.lock:
             return list(self.db.execute(sql, args))
+
+    rows = _rows
+    """Read rows with one query (for the records other services keep in this database)."""
 
     # -- reading
 
@@ -490,25 +527,80 @@ class Store:
         return self.get(tid)
 
     def set_state(self, task_id: int, state: TaskState, reason: str, agent: str | None = None,
-                  expect: Sequence[TaskState] | None = None) -> Task:
+                  expect: Sequence[TaskState] | None = None, notice: str | None = None, text: str | None = None) -> Task:
         """Move a task to ``state`` and record why.
 
         Args:
             expect: states the task must be in now (default: any state that may move
                 to ``state``); the check and the change are one transaction.
+            notice: for a GitHub task that ends, the outbox action (default: the state).
+            text: what GitHub is told (default: ``reason``).
 
         Raises:
             TaskError: no such task, or the change is not allowed from its state.
         """
         with self.tx() as db:
-            self._move(db, task_id, state, reason, agent, expect)
+            self._move(db, task_id, state, reason, agent, expect, notice, text)
+        return self.get(task_id)
+
+    def done(self, task_id: int, note: str) -> Task:
+        """An agent says the task is done (``miyabi task done``). A pool task is not
+        believed: it goes to ``verifying``, and the repository's checks decide;
+        any other task is done.
+
+        Raises:
+            TaskError: no such task, or it is not open.
+        """
+        with self.tx() as db:
+            row = db.execute("SELECT state, agent, branch FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if row is None:
+                raise TaskError(f"no task {task_id}")
+            if row["branch"] is not None and row["state"] in HELD:
+                self._move(db, task_id, TaskState.VERIFYING, f"{row['agent']} says it is done ({note}); running the checks")
+            elif row["branch"] is not None and row["state"] == TaskState.VERIFYING:
+                pass  # said twice: the checks already run
+            else:
+                self._move(db, task_id, TaskState.DONE, note)
+        return self.get(task_id)
+
+    def set_pipeline(self, task_id: int, pool: str, branch: str) -> None:
+        """Record the pool and git branch of a pool task."""
+        with self.tx() as db:
+            db.execute("UPDATE tasks SET pool=?, branch=? WHERE id=?", (pool, branch, task_id))
+
+    def set_parent(self, task_id: int, parent: int) -> None:
+        """Record that ``task_id`` follows up ``parent`` (same branch, same worktree)."""
+        with self.tx() as db:
+            db.execute("UPDATE tasks SET parent=? WHERE id=?", (parent, task_id))
+
+    def round_failed(self, task_id: int, reason: str, max_rounds: int, notice: str = "needs-human",
+                     text: str | None = None) -> Task:
+        """A verify round of a ``verifying`` task failed: back to ``in_progress`` (the
+        agent gets another round), or, after ``max_rounds``, failed (GitHub is told
+        ``notice``). One transaction.
+
+        Raises:
+            TaskError: the task is not verifying.
+        """
+        with self.tx() as db:
+            row = db.execute("SELECT state, rounds FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if row is None or row["state"] != TaskState.VERIFYING:
+                raise TaskError(f"task {task_id} is not verifying")
+            rounds = int(row["rounds"]) + 1
+            db.execute("UPDATE tasks SET rounds=? WHERE id=?", (rounds, task_id))
+            if rounds >= max_rounds:
+                self._move(db, task_id, TaskState.FAILED, f"verify round {rounds} of {max_rounds} failed: {reason}",
+                           expect=(TaskState.VERIFYING,), notice=notice, text=text)
+            else:
+                self._move(db, task_id, TaskState.IN_PROGRESS, f"verify round {rounds} of {max_rounds} failed: {reason}",
+                           expect=(TaskState.VERIFYING,))
         return self.get(task_id)
 
     def _move(self, db: sqlite3.Connection, task_id: int, state: TaskState, reason: str, agent: str | None = None,
-              expect: Sequence[TaskState] | None = None, notice: str | None = None) -> None:
+              expect: Sequence[TaskState] | None = None, notice: str | None = None, text: str | None = None) -> None:
         """:meth:`set_state` inside a transaction. A task leaving ``assigned``/``in_progress``
         (or assigned afresh) loses its lease. ``notice``: the GitHub outbox action
-        (default: the state, for done and failed)."""
+        (default: the state, for done and failed); ``text``: what it is told (default: ``reason``)."""
         now = self.clock()
         row = db.execute("SELECT state, agent, source FROM tasks WHERE id=?", (task_id,)).fetchone()
         if row is None:
@@ -535,7 +627,7 @@ class Store:
         db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)", (task_id, now, str(state), who, reason))
         if row["source"] == Source.GITHUB and state in (TaskState.DONE, TaskState.FAILED):
             # GitHub is told by the controller (it holds the token), exactly once.
-            db.execute("INSERT INTO outbox (task, action, text) VALUES (?,?,?)", (task_id, notice or str(state), reason))
+            db.execute("INSERT INTO outbox (task, action, text) VALUES (?,?,?)", (task_id, notice or str(state), text or reason))
 
     # -- leases
 

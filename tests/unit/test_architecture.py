@@ -16,6 +16,7 @@ LAYERS: list[list[str]] = [
     ["miyabi.__main__"],
     ["miyabi.cli"],
     ["miyabi.controller", "miyabi.worker"],
+    ["miyabi.pipeline"],
     ["miyabi.supervision", "miyabi.work"],
     ["miyabi.messaging"],
     ["miyabi.tmux"],

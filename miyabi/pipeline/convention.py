@@ -1,0 +1,243 @@
+"""A repository's own conventions: how to set up a worktree and check a change.
+
+They come from ``.miyabi.yml`` at the repository's root, read from the base branch
+(so an agent cannot weaken the checks its own change is judged by)::
+
+    setup: [npm ci]                  # run in a fresh worktree before the agent starts
+    build: [npm run build]
+    lint:  {run: [npm run lint], timeout: 5m}
+    test:  {run: [npm test], timeout: 20m}
+    timeout: 30m                     # for lists without their own
+    base_branch: main
+    max_rounds: 3
+    protected: [migrations/**, .github/**]   # paths the agent must not change
+
+Without the file they are detected from what the repository holds (pyproject.toml
+with pytest or ruff, package.json scripts, Makefile targets, go.mod, Cargo.toml), and
+:attr:`Convention.chosen` says what was chosen and why. The idea of a per-repository
+file that tells automation how to build and test is that of CI configuration files
+(``.gitlab-ci.yml``, GitHub Actions workflows), reduced to four stages.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from miyabi import defaults
+from miyabi.config.settings import parse_duration
+from miyabi.errors import MiyabiError
+
+FILE = ".miyabi.yml"
+STAGES = ("setup", "build", "lint", "test")
+CHECKS = ("build", "lint", "test")
+"""The stages the verify gate runs, in order (``setup`` runs once, in a new worktree)."""
+KEYS = (*STAGES, "timeout", "base_branch", "max_rounds", "protected")
+STAGE_KEYS = ("run", "timeout")
+
+
+class ConventionError(MiyabiError):
+    """``.miyabi.yml`` is malformed: one line naming the file, the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of a stage.
+
+    Attributes:
+        stage: ``setup``, ``build``, ``lint`` or ``test``.
+        command: a shell command line, run in the worktree.
+        timeout: seconds it may run before its process group is killed.
+    """
+
+    stage: str
+    command: str
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How one repository is set up and checked.
+
+    Attributes:
+        steps: every command, stage by stage (:data:`STAGES` order).
+        base_branch: the branch work starts from (None: the pool's, else the repo's current).
+        max_rounds: verify rounds a task gets before it needs a person.
+        protected: glob patterns (``fnmatch``, ``**`` for any depth) of paths the agent
+            must not change; ``.miyabi.yml`` itself is always protected.
+        chosen: one line per choice made without the file (empty when read from it).
+        source: ``.miyabi.yml`` or ``detected``.
+    """
+
+    steps: tuple[Step, ...] = ()
+    base_branch: str | None = None
+    max_rounds: int = defaults.VERIFY_MAX_ROUNDS
+    protected: tuple[str, ...] = ()
+    chosen: tuple[str, ...] = field(default=())
+    source: str = FILE
+
+    def stage(self, name: str) -> list[Step]:
+        return [s for s in self.steps if s.stage == name]
+
+    @property
+    def checks(self) -> list[Step]:
+        """The verify gate's commands: build, lint, test."""
+        return [s for s in self.steps if s.stage in CHECKS]
+
+    def violations(self, changed: Sequence[str]) -> list[str]:
+        """The paths of ``changed`` (relative, ``/``-separated) the agent must not touch."""
+        pats = (FILE, *self.protected)
+        return [p for p in changed if any(_glob(p, pat) for pat in pats)]
+
+    def describe(self) -> list[str]:
+        """One line per stage: ``test: pytest -q (timeout 30m)``, then the choices."""
+        lines = [f"{s.stage}: {s.command} (timeout {s.timeout:g}s)" for s in self.steps]
+        return lines + list(self.chosen)
+
+
+def _glob(path: str, pattern: str) -> bool:
+    """fnmatch with ``dir/**`` matching everything under ``dir``."""
+    if pattern.endswith("/**"):
+        base = pattern[:-3]
+        return path == base or path.startswith(base + "/") or fnmatch.fnmatchcase(path, pattern[:-1] + "*")
+    return fnmatch.fnmatchcase(path, pattern)
+
+
+def parse(text: str, origin: str) -> Convention:
+    """A convention from the text of ``.miyabi.yml``.
+
+    Raises:
+        ConventionError: YAML that does not parse, an unknown key, or a bad value
+            (the message names ``origin``, the key and what to write).
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConventionError(f"{origin}:{where} is not valid YAML ({getattr(e, 'problem', None) or e}); fix it") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConventionError(f"{origin}: must be a mapping of {', '.join(KEYS)}")
+    unknown = [str(k) for k in data if k not in KEYS]
+    if unknown:
+        raise ConventionError(f"{origin}: unknown key {unknown[0]!r}; the keys are {', '.join(KEYS)}")
+    timeout = defaults.VERIFY_TIMEOUT
+    if "timeout" in data:
+        timeout = _duration(data["timeout"], f"{origin}: timeout")
+    steps: list[Step] = []
+    for stage in STAGES:
+        if stage in data:
+            steps += _stage(stage, data[stage], timeout, origin)
+    base = data.get("base_branch")
+    if base is not None and (not isinstance(base, str) or not base.strip() or base.startswith("-")):
+        raise ConventionError(f"{origin}: base_branch {base!r} must be a branch name such as main")
+    rounds = data.get("max_rounds", defaults.VERIFY_MAX_ROUNDS)
+    if type(rounds) is not int or not 1 <= rounds <= 20:
+        raise ConventionError(f"{origin}: max_rounds {rounds!r} must be a whole number from 1 to 20")
+    protected = data.get("protected", [])
+    if not isinstance(protected, list) or not all(isinstance(p, str) and p.strip() for p in protected):
+        raise ConventionError(f"{origin}: protected must be a list of paths or globs such as migrations/**")
+    return Convention(tuple(steps), base, rounds, tuple(p.strip().strip("/") if not p.endswith("/**") else p for p in protected))
+
+
+def _duration(value: Any, where: str) -> float:
+    seconds = parse_duration(value)
+    if seconds is None or seconds <= 0:
+        raise ConventionError(f"{where} {value!r} must be a duration such as 90s, 10m or 1h")
+    return seconds
+
+
+def _stage(stage: str, spec: Any, timeout: float, origin: str) -> list[Step]:
+    """``[cmd, …]``, one command as text, or ``{run: [cmd, …], timeout: 10m}``."""
+    where = f"{origin}: {stage}"
+    if isinstance(spec, dict):
+        unknown = [str(k) for k in spec if k not in STAGE_KEYS]
+        if unknown:
+            raise ConventionError(f"{where}: unknown key {unknown[0]!r}; a stage has run: [commands] and timeout:")
+        if "timeout" in spec:
+            timeout = _duration(spec["timeout"], f"{where}.timeout")
+        spec = spec.get("run", [])
+    if isinstance(spec, str):
+        spec = [spec]
+    if not isinstance(spec, list) or not all(isinstance(c, str) and c.strip() for c in spec):
+        raise ConventionError(f"{where} must be a list of shell commands (or {{run: [...], timeout: 10m}})")
+    return [Step(stage, c.strip(), timeout) for c in spec]
+
+
+Reader = Callable[[str], str | None]
+"""Reads a file of the repository at the base branch by its relative path (None: absent)."""
+
+MAKE_TARGET = re.compile(r"^([A-Za-z0-9_.-]+)\s*:(?!=)", re.MULTILINE)
+
+
+def detect(read: Reader) -> Convention:
+    """The conventions of a repository without ``.miyabi.yml``, from its files (first
+    match per stage: package.json scripts, a Makefile's targets, pyproject.toml, go.mod,
+    Cargo.toml). Every choice is one line in :attr:`Convention.chosen`; a stage
+    nothing provides is left out, and said so."""
+    t = defaults.VERIFY_TIMEOUT
+    chosen: dict[str, tuple[str, str]] = {}
+
+    def choose(stage: str, command: str, why: str) -> None:
+        chosen.setdefault(stage, (command, why))
+
+    pkg = read("package.json")
+    if pkg is not None:
+        try:
+            scripts = json.loads(pkg).get("scripts") or {}
+        except (ValueError, AttributeError):
+            scripts = {}
+        lock = read("package-lock.json") is not None
+        choose("setup", "npm ci" if lock else "npm install", "package.json" + (" and package-lock.json" if lock else ""))
+        for stage in CHECKS:
+            if isinstance(scripts, dict) and stage in scripts:
+                choose(stage, f"npm run {stage}" if stage != "test" else "npm test", f"package.json's {stage} script")
+    make = read("Makefile")
+    if make is not None:
+        targets = set(MAKE_TARGET.findall(make))
+        for stage in CHECKS:
+            if stage in targets:
+                choose(stage, f"make {stage}", f"the Makefile's {stage} target")
+    py = read("pyproject.toml")
+    if py is not None:
+        try:
+            doc = tomllib.loads(py)
+        except tomllib.TOMLDecodeError:
+            doc = {}
+        tool = doc.get("tool", {}) if isinstance(doc.get("tool"), dict) else {}
+        text = py.lower()
+        if "ruff" in tool or "ruff" in text:
+            choose("lint", "ruff check .", "ruff in pyproject.toml")
+        if "pytest" in tool or "pytest" in text:
+            choose("test", "python -m pytest -q", "pytest in pyproject.toml")
+    if read("go.mod") is not None:
+        choose("build", "go build ./...", "go.mod")
+        choose("lint", "go vet ./...", "go.mod")
+        choose("test", "go test ./...", "go.mod")
+    if read("Cargo.toml") is not None:
+        choose("build", "cargo build", "Cargo.toml")
+        choose("lint", "cargo clippy -- -D warnings", "Cargo.toml")
+        choose("test", "cargo test", "Cargo.toml")
+    steps = tuple(Step(s, chosen[s][0], t) for s in STAGES if s in chosen)
+    lines = [f"{s}: {chosen[s][0]} (from {chosen[s][1]})" for s in STAGES if s in chosen]
+    lines += [f"{s}: none found" for s in CHECKS if s not in chosen]
+    return Convention(steps, chosen=tuple(f"no {FILE}; chose " + line for line in lines), source="detected")
+
+
+def load(read: Reader) -> Convention:
+    """``.miyabi.yml`` when the repository has one at its base branch, else :func:`detect`.
+
+    Raises:
+        ConventionError: the file is malformed.
+    """
+    text = read(FILE)
+    return parse(text, FILE) if text is not None else detect(read)

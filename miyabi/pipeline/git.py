@@ -1,0 +1,221 @@
+"""The git operations of the pipeline, on GitPython (which runs the ``git`` program):
+worktrees per task, what a task changed, committing, pushing, and the staged merge
+of local mode.
+
+Every failure is a :class:`GitError` whose message is one line: the operation, the
+repository, and git's own last line of complaint.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import git
+
+from miyabi.errors import MiyabiError
+
+IDENTITY = ("miyabi", "miyabi@localhost")
+"""Committer used when the repository has no ``user.name``/``user.email`` of its own."""
+
+
+class GitError(MiyabiError):
+    """A git operation failed."""
+
+
+def _why(e: git.exc.GitCommandError) -> str:
+    text = (e.stderr or e.stdout or str(e)).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("stderr:")]
+    last = lines[-1] if lines else f"exit {e.status}"
+    return last.removeprefix("stderr: ").strip("'")
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except git.exc.GitCommandError as e:
+        raise GitError(f"{what}: {_why(e)}") from None
+    except (git.exc.InvalidGitRepositoryError, git.exc.NoSuchPathError):
+        raise GitError(f"{what}: not a git repository") from None
+
+
+class Repository:
+    """A git repository (its main worktree or any linked one).
+
+    Args:
+        path: a directory inside it.
+
+    Raises:
+        GitError: ``path`` is not in a git repository.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with _errors(f"opening {path}"):
+            self.repo = git.Repo(path, search_parent_directories=False)
+        self.g = self.repo.git
+
+    def current_branch(self) -> str | None:
+        """The branch checked out here (None: a detached HEAD)."""
+        out: str = self.g.rev_parse("--abbrev-ref", "HEAD")
+        return None if out == "HEAD" else out
+
+    def sha(self, ref: str) -> str:
+        with _errors(f"{self.path}: no commit {ref!r}"):
+            out: str = self.g.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+            return out
+
+    def has_branch(self, branch: str) -> bool:
+        try:
+            self.g.rev_parse("--verify", "--quiet", f"refs/heads/{branch}")
+            return True
+        except git.exc.GitCommandError:
+            return False
+
+    def read_at(self, ref: str, relpath: str) -> str | None:
+        """The text of ``relpath`` at ``ref`` (None: no such file there)."""
+        try:
+            out: str = self.g.show(f"{ref}:{relpath}")
+            return out
+        except git.exc.GitCommandError:
+            return None
+
+    # -- worktrees
+
+    def add_worktree(self, path: Path, branch: str, base: str) -> bool:
+        """Check ``branch`` out at ``path``: a new branch from ``base``, or the branch
+        as it is when it exists. Returns True when the branch was made.
+
+        Raises:
+            GitError: git refused (the path exists, the branch is checked out elsewhere, …).
+        """
+        fresh = not self.has_branch(branch)
+        with _errors(f"{self.path}: adding worktree {path} on {branch}"):
+            if fresh:
+                self.g.worktree("add", "-b", branch, str(path), base)
+            else:
+                self.g.worktree("add", str(path), branch)
+        return fresh
+
+    def add_detached(self, path: Path, ref: str) -> None:
+        with _errors(f"{self.path}: adding a worktree at {ref}"):
+            self.g.worktree("add", "--detach", str(path), ref)
+
+    def remove_worktree(self, path: Path) -> None:
+        """Remove a linked worktree (and what it holds), then prune git's record of it."""
+        with _errors(f"{self.path}: removing worktree {path}"):
+            if path.exists():
+                self.g.worktree("remove", "--force", "--force", str(path))
+            self.g.worktree("prune")
+
+    def worktree_of(self, branch: str) -> Path | None:
+        """Where ``branch`` is checked out, if anywhere."""
+        out: str = self.g.worktree("list", "--porcelain")
+        path: str | None = None
+        for line in out.splitlines():
+            if line.startswith("worktree "):
+                path = line[9:]
+            elif line == f"branch refs/heads/{branch}" and path:
+                return Path(path)
+        return None
+
+    # -- changes
+
+    def changed(self, base: str) -> list[str]:
+        """Paths this worktree changed against ``base``: committed since their merge
+        base, staged, unstaged and untracked (not ignored), relative, ``/``-separated."""
+        with _errors(f"{self.path}: listing changes"):
+            committed: str = self.g.diff("--name-only", f"{base}...HEAD")
+            status: str = self.g.status("--porcelain", "-z", "--untracked-files=all")
+        paths = set(filter(None, committed.splitlines()))
+        entries = status.split("\0")
+        i = 0
+        while i < len(entries):
+            e = entries[i]
+            if len(e) > 3:
+                paths.add(e[3:])
+                if e[0] in "RC":  # a rename's source follows
+                    i += 1
+                    if i < len(entries) and entries[i]:
+                        paths.add(entries[i])
+            i += 1
+        return sorted(paths)
+
+    def dirty(self) -> bool:
+        return bool(self.g.status("--porcelain", "--untracked-files=all"))
+
+    def commit_all(self, message: str) -> str | None:
+        """Commit everything uncommitted (untracked files included); the new commit's
+        sha, or None when there was nothing to commit."""
+        if not self.dirty():
+            return None
+        with _errors(f"{self.path}: committing"):
+            self.g.add("-A")
+            self.g.execute(["git", *self._identity(), "commit", "-q", "--no-verify", "-m", message])
+        return self.sha("HEAD")
+
+    def _identity(self) -> list[str]:
+        r = self.repo.config_reader()
+        have_name = r.has_option("user", "name")
+        have_mail = r.has_option("user", "email")
+        out: list[str] = []
+        if not have_name:
+            out += ["-c", f"user.name={IDENTITY[0]}"]
+        if not have_mail:
+            out += ["-c", f"user.email={IDENTITY[1]}"]
+        return out
+
+    def push(self, remote: str, branch: str) -> None:
+        """Push ``branch`` to ``remote`` (same name there)."""
+        with _errors(f"{self.path}: pushing {branch} to {remote}"):
+            self.g.push("--quiet", remote, f"refs/heads/{branch}:refs/heads/{branch}")
+
+    def commits_since(self, base: str) -> int:
+        out: str = self.g.rev_list("--count", f"{base}..HEAD")
+        return int(out or 0)
+
+    # -- local mode: a merge behind the checks
+
+    def merge_into_detached(self, branch: str, message: str) -> str:
+        """Merge ``branch`` into this (detached) worktree's HEAD with a merge commit;
+        returns its sha.
+
+        Raises:
+            GitError: a conflict (the merge is aborted first) or another failure.
+        """
+        try:
+            self.g.execute(["git", *self._identity(), "merge", "--no-ff", "--no-edit", "-m", message, branch])
+        except git.exc.GitCommandError as e:
+            try:
+                self.g.merge("--abort")
+            except git.exc.GitCommandError:
+                pass
+            why = _why(e)
+            if "conflict" in (e.stdout or "").lower() or "conflict" in why.lower():
+                files = re.findall(r"CONFLICT \([^)]*\): .*? in (\S+)", e.stdout or "")
+                why = "merge conflict" + (f" in {', '.join(files)}" if files else "")
+            raise GitError(f"merging {branch}: {why}") from None
+        return self.sha("HEAD")
+
+    def advance(self, branch: str, new: str, old: str) -> None:
+        """Move ``branch`` from ``old`` to ``new`` (a descendant): where it is checked
+        out, by a fast-forward merge there (which keeps that worktree's files in step);
+        else by a compare-and-swap of the ref, so a branch that moved meanwhile is
+        never overwritten.
+
+        Raises:
+            GitError: it moved meanwhile, or its checkout has changes in the way.
+        """
+        where = self.worktree_of(branch)
+        if where is not None:
+            wt = Repository(where)
+            if wt.sha("HEAD") != old:
+                raise GitError(f"{branch} moved while the merge was checked; nothing landed")
+            with _errors(f"{where}: fast-forwarding {branch}"):
+                wt.g.merge("--ff-only", "--quiet", new)
+            return
+        with _errors(f"{self.path}: moving {branch}"):
+            self.g.update_ref(f"refs/heads/{branch}", new, old)

@@ -1,0 +1,473 @@
+"""The pipeline: from a task routed to a pool to verified work.
+
+Each task routed to a pool gets an instance of its own (``coder-42``) in a fresh git
+worktree of the pool's repository, on a branch ``miyabi/<issue>-<slug>`` made from
+the base branch, after the repository's ``setup`` commands ran there. When its agent
+says ``miyabi task done``, the task is ``verifying``: the repository's build, lint and
+test commands run in the worktree (in a thread, never the controller's), and
+
+- a failure goes back to the same agent (which command, its exit code, the last
+  lines of its output, round k of N); after the last round the task fails and needs
+  a person;
+- a pass commits what the agent left uncommitted, then either pushes the branch and
+  opens a pull request that closes the issue (``pipeline: github``), or merges it
+  into the base branch behind the checks (``pipeline: local``): the merge is made in
+  a staging worktree, checked there, and the base branch only moves once the checks
+  pass on the merge result; a merge that fails them never lands.
+
+An instance ends when its task is no longer its own (done, failed, cancelled, handed
+back to the queue); its worktree stays until its work is merged.
+
+Every step is driven by what the store records (:mod:`miyabi.pipeline.records`),
+so a controller killed at any point picks the work up where it was: an instance
+still preparing is prepared again, a task still verifying is verified again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from miyabi import defaults
+from miyabi.config.model import Agent, Layout, PipelineMode, Pool
+from miyabi.errors import MiyabiError
+from miyabi.events import append_event
+from miyabi.files import private_dir
+from miyabi.messaging.mailbox import inbox, make
+from miyabi.pipeline import convention as conv
+from miyabi.pipeline.git import GitError, Repository
+from miyabi.pipeline.records import Instance, InstanceState, Records, WorktreeState
+from miyabi.pipeline.verify import Run, StepResult, clean_env, run_steps
+from miyabi.tmux.builder import SECRET_ENV
+from miyabi.work.dispatch import Dispatcher
+from miyabi.work.github import GitHub
+from miyabi.work.tasks import OPEN, Source, Store, Task, TaskError, TaskState
+
+log = logging.getLogger("miyabi.pipeline")
+
+
+
+INSTANCE_INDEX = 100_000
+"""Instances' :attr:`Agent.index` is this plus their task's id: after every named agent, and stable."""
+
+
+def slug(title: str, size: int = 40) -> str:
+    """``fix-the-crash-on-start`` from a title: lowercase ASCII words joined by ``-``."""
+    words = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    return words[:size].rstrip("-") or "task"
+
+
+def branch_for(task: Task) -> str:
+    """``miyabi/<issue>-<slug>`` (a local task's id stands in for the issue number)."""
+    return f"{defaults.BRANCH_PREFIX}{task.number if task.number is not None else task.id}-{slug(task.title)}"
+
+
+def instance_name(pool: str, task: Task, taken: set[str]) -> str:
+    """``coder-42`` (issue 42, or task 42 for a local task); ``coder-42-2`` … when taken."""
+    base = f"{pool}-{task.number if task.number is not None else task.id}"[:36]
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def feedback(task: Task, failed: StepResult, round_: int, rounds: int, log_path: Path, note: str = "") -> str:
+    """The message an agent gets when a check fails on its work."""
+    tail = "\n".join(failed.tail) or "(it printed nothing)"
+    return (f"miyabi: the checks failed on task {task.ref} (round {round_} of {rounds}){note}.\n"
+            f"{failed.describe()}. Its last lines:\n{tail}\n\n"
+            f"Fix it in this worktree, then run: miyabi task done {task.id} --note \"what you changed\". "
+            f"Full log: {log_path}")
+
+
+def results_text(run: Run) -> list[str]:
+    """``- test `pytest -q`: passed in 1.2 s`` per command."""
+    return [f"- {r.step.stage} `{r.step.command}`: {'passed' if r.passed else 'FAILED'} in {r.seconds:.1f} s" for r in run.results]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What preparing an instance's worktree found out."""
+
+    convention: conv.Convention
+    base: str
+    fresh: bool
+
+
+class Pipeline:
+    """Pool instances, worktrees and the verify gate for one controller.
+
+    Args:
+        store: the task store (shared with the controller's main thread; thread-safe).
+        layout: the running layout (its ``pools:`` and ``github:``).
+        home_root: the miyabi home (worktrees under ``worktrees/``, logs under
+            ``logs/verify/``, events).
+        dispatch: tells an instance about its task (claims the issue first).
+        gh: the GitHub client, for ``pipeline: github``.
+        changed: called from a worker thread when the main loop has something to do
+            (an instance became ready, a verify ended).
+    """
+
+    def __init__(self, store: Store, layout: Layout, home_root: Path, dispatch: Dispatcher, gh: GitHub | None = None,
+                 changed: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.records = Records(store)
+        self.layout = layout
+        self.home = home_root
+        self.dispatch = dispatch
+        self.gh = gh
+        self.changed = changed
+        self.clock = clock
+        self.stop = threading.Event()
+        self.executor = ThreadPoolExecutor(defaults.PIPELINE_WORKERS, thread_name_prefix="pipeline")
+        self.running: dict[str, None] = {}
+        """Job keys (``prepare:NAME``, ``verify:TASK``) queued or running."""
+        self.not_before: dict[str, float] = {}
+        """Job key → Unix time before which it is not tried again (after an error)."""
+        self._repo_locks: dict[Path, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def adopt(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def close(self) -> None:
+        """Stop: running checks are ended (their process groups killed), queued jobs dropped."""
+        self.stop.set()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def _repo_lock(self, repo: Path) -> threading.Lock:
+        with self._lock:
+            return self._repo_locks.setdefault(repo, threading.Lock())
+
+    # -- the instances the layout runs
+
+    def agents(self) -> tuple[Agent, ...]:
+        """An agent for each ready instance of a pool the layout has, by age."""
+        out: list[Agent] = []
+        for inst in self.records.instances(InstanceState.READY):
+            pool = self.layout.pool(inst.pool)
+            if pool is None:
+                continue
+            out.append(self.agent_of(inst, pool, INSTANCE_INDEX + inst.task))
+        return tuple(out)
+
+    def agent_of(self, inst: Instance, pool: Pool, index: int) -> Agent:
+        ref = self._ref(inst.task)
+        return Agent(name=inst.name, profile=pool.profile, command=pool.command, cwd=inst.path,
+                     env={**pool.env, "MIYABI_TASK": str(inst.task)}, title=f"{inst.name} {ref}"[:64], index=index,
+                     watchdog=pool.watchdog, wip=1, pool=pool.name, window=pool.name, task=inst.task)
+
+    def _ref(self, task_id: int) -> str:
+        try:
+            return self.store.get(task_id).ref
+        except TaskError:
+            return f"#{task_id}"
+
+    # -- one pass of the main loop
+
+    def tick(self) -> list[str]:
+        """End instances whose task is no longer theirs, start instances for queued
+        pool tasks while their pool has room, tell ready instances their task, and
+        start the checks of tasks that are verifying. Returns the names of the
+        instances that ended in this pass.
+
+        Raises:
+            TaskError, sqlite3.Error: the store failed.
+        """
+        ended = self._end_instances()
+        for pool in self.layout.pools:
+            self._start_instances(pool)
+        for inst in self.records.instances(InstanceState.PREPARING):
+            self._submit(f"prepare:{inst.name}", self._prepare, inst)
+        for inst in self.records.instances(InstanceState.READY):
+            t = self.store.get(inst.task)
+            if t.state == TaskState.QUEUED and self.layout.pool(inst.pool) is not None and not self.dispatch.hold(t):
+                assigned = self.store.set_state(t.id, TaskState.ASSIGNED, f"instance {inst.name} of pool {inst.pool} is ready",
+                                                agent=inst.name, expect=(TaskState.QUEUED,))
+                self.dispatch(assigned, inst.name)
+        for t in self.store.query(state=TaskState.VERIFYING):
+            if t.pool is not None and self.layout.pool(t.pool) is not None:
+                self._submit(f"verify:{t.id}", self._verify, t.id)
+        if self.records.worktrees(WorktreeState.MERGED, WorktreeState.CLOSED):
+            self._submit("gc", self._gc, None)
+        return ended
+
+    def _submit(self, key: str, fn: Callable[..., None], arg: object) -> None:
+        if self.stop.is_set() or key in self.running or self.clock() < self.not_before.get(key, 0.0):
+            return
+
+        def job() -> None:
+            try:
+                fn(arg)
+            except Exception as e:  # noqa: BLE001 - a job's failure is reported, never fatal to the controller
+                log.warning("%s: %s: %s; trying again in %.0f s", key, type(e).__name__, e, defaults.CLAIM_RETRY)
+                append_event(self.home, "pipeline-error", job=key, error=f"{type(e).__name__}: {e}")
+                self.not_before[key] = self.clock() + defaults.CLAIM_RETRY
+            finally:
+                self.running.pop(key, None)
+                self.changed()
+
+        self.running[key] = None  # before the job can end (and forget it)
+        try:
+            self.executor.submit(job)
+        except RuntimeError:  # shut down meanwhile
+            self.running.pop(key, None)
+
+    def _end_instances(self) -> list[str]:
+        ended: list[str] = []
+        for inst in self.records.instances(InstanceState.PREPARING, InstanceState.READY):
+            try:
+                t = self.store.get(inst.task)
+            except TaskError:
+                t = None
+            if inst.state == InstanceState.PREPARING:
+                mine = t is not None and t.state == TaskState.QUEUED
+            else:
+                mine = t is not None and t.state in OPEN and (t.agent == inst.name or t.state == TaskState.QUEUED)
+            if mine and self.layout.pool(inst.pool) is not None:
+                continue
+            if f"prepare:{inst.name}" in self.running:
+                continue  # ends once its preparation is over
+            why = (f"its task {t.ref} is {t.state}" + (f" ({t.agent})" if t.agent and t.agent != inst.name else "")
+                   if t is not None else "its task is gone")
+            if self.layout.pool(inst.pool) is None:
+                why = f"pool {inst.pool} is not in the layout any more"
+            self.records.set_instance(inst.name, InstanceState.ENDED, why)
+            append_event(self.home, "instance-ended", agent=inst.name, pool=inst.pool, task=inst.task, reason=why)
+            log.info("instance %s ended: %s", inst.name, why)
+            ended.append(inst.name)
+        return ended
+
+    def _start_instances(self, pool: Pool) -> None:
+        live = self.records.instances(InstanceState.PREPARING, InstanceState.READY, pool=pool.name)
+        count = len(live)
+        if count >= pool.max:
+            return
+        reserved = {i.task for i in live}
+        taken = self.records.names() | set(self.layout.names) | {p.name for p in self.layout.pools}
+        for t in self.store.queued(routed_to=pool.name):
+            if count >= pool.max:
+                break
+            if t.id in reserved:
+                continue
+            name = instance_name(pool.name, t, taken)
+            branch = t.branch or branch_for(t)
+            path = self.home / "worktrees" / pool.name / branch.removeprefix(defaults.BRANCH_PREFIX)
+            if not self.records.add_instance(name, pool.name, t.id, branch, path):
+                continue
+            taken.add(name)
+            reserved.add(t.id)
+            count += 1
+            self.store.set_pipeline(t.id, pool.name, branch)
+            append_event(self.home, "instance-preparing", agent=name, pool=pool.name, task=t.id, ref=t.ref, branch=branch)
+            log.info("task %s: instance %s of pool %s, branch %s", t.ref, name, pool.name, branch)
+
+    # -- preparing a worktree (worker thread)
+
+    def _convention(self, repo: Repository, pool: Pool) -> tuple[conv.Convention, str]:
+        """The repository's conventions, read at the base branch, and that branch."""
+        start = pool.base_branch or repo.current_branch() or "HEAD"
+        found = conv.load(lambda rel: repo.read_at(start, rel))
+        return found, pool.base_branch or found.base_branch or start
+
+    def _prepare(self, inst: Instance) -> None:
+        pool = self.layout.pool(inst.pool)
+        task = self.store.get(inst.task)
+        if pool is None or task.state != TaskState.QUEUED:
+            return
+        try:
+            with self._repo_lock(pool.repo):
+                repo = Repository(pool.repo)
+                found, base = self._convention(repo, pool)
+                record = self.records.worktree(pool.repo, inst.branch)
+                fresh = record is None or not inst.path.is_dir()
+                if fresh:
+                    private_dir(inst.path.parent)
+                    repo.add_worktree(inst.path, inst.branch, base)
+                    self.records.add_worktree(pool.repo, inst.branch, inst.path, base, task.parent or task.id)
+        except (GitError, conv.ConventionError) as e:
+            self._fail_start(inst, task, str(e))
+            return
+        append_event(self.home, "worktree-ready", agent=inst.name, task=task.id, branch=inst.branch, path=str(inst.path),
+                     base=base, fresh=fresh, convention=found.source, chosen=found.describe())
+        if fresh and found.stage("setup"):
+            logfile = self.home / "logs" / "verify" / f"{task.id}-setup.log"
+            run = run_steps(found.stage("setup"), inst.path, logfile, clean_env(SECRET_ENV),
+                            header=[f"task {task.ref}: setting up {inst.path}", *found.describe()], stop=self.stop)
+            if run.stopped:
+                return  # prepared again when the controller runs again
+            if not run.passed:
+                failed = run.failed
+                assert failed is not None
+                self._fail_start(inst, task, f"set-up failed: {failed.describe()} (log: {logfile})")
+                return
+        self.records.set_instance(inst.name, InstanceState.READY, f"worktree {inst.path} on {inst.branch}")
+        append_event(self.home, "instance-ready", agent=inst.name, pool=inst.pool, task=task.id, branch=inst.branch)
+
+    def _fail_start(self, inst: Instance, task: Task, why: str) -> None:
+        """An instance could not start (bad ``.miyabi.yml``, git refused, set-up failed):
+        its task fails with the reason, in one line."""
+        log.warning("task %s: %s", task.ref, why)
+        self.records.set_instance(inst.name, InstanceState.ENDED, why)
+        try:
+            self.store.set_state(task.id, TaskState.FAILED, why, expect=(TaskState.QUEUED,), notice="needs-human")
+        except TaskError:
+            pass
+        append_event(self.home, "instance-failed", agent=inst.name, task=task.id, ref=task.ref, reason=why)
+
+    # -- the verify gate (worker thread)
+
+    def _verify(self, task_id: int) -> None:
+        t = self.store.get(task_id)
+        pool = self.layout.pool(t.pool or "")
+        if t.state != TaskState.VERIFYING or pool is None or t.branch is None:
+            return
+        record = self.records.worktree(pool.repo, t.branch)
+        if record is None or not record.path.is_dir():
+            self.store.round_failed(t.id, f"its worktree is gone ({record.path if record else t.branch})", 1)
+            return
+        with self._repo_lock(pool.repo):
+            repo = Repository(pool.repo)
+            try:
+                found, _ = self._convention(repo, pool)
+            except conv.ConventionError as e:
+                self.store.round_failed(t.id, str(e), 1)
+                return
+            work = Repository(record.path)
+            changed = work.changed(record.base)
+        round_ = t.rounds + 1
+        logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}.log"
+        header = [f"task {t.ref} round {round_} of {found.max_rounds}, worktree {record.path}, branch {t.branch}",
+                  *found.describe()]
+        touched = found.violations(changed)
+        if touched:
+            run = Run(results=[StepResult(conv.Step("protected", "changed paths the repository protects", 0), 1, 0.0,
+                                          tail=tuple(touched))], log=logfile)
+            run_steps([], record.path, logfile, {}, header=[*header, "protected paths changed: " + ", ".join(touched)])
+        else:
+            run = run_steps(found.checks, record.path, logfile, clean_env(SECRET_ENV), header=header, stop=self.stop)
+        if run.stopped:
+            return
+        if not run.passed:
+            self._round_failed(t, run, found, round_, logfile)
+            return
+        append_event(self.home, "verify-passed", task=t.id, ref=t.ref, round=round_, log=str(logfile))
+        if pool.pipeline == PipelineMode.GITHUB:
+            self._open_pull(t, pool, record.path, record.base, run)
+        else:
+            self._merge_locally(t, pool, record.path, record.base, run, found, round_)
+
+    def _round_failed(self, t: Task, run: Run, found: conv.Convention, round_: int, logfile: Path, note: str = "") -> None:
+        failed = run.failed
+        assert failed is not None
+        why = failed.describe() + note
+        tail = "\n".join(failed.tail[-defaults.VERIFY_TAIL_LINES:])
+        text = (f"verify failed {round_} times (of {found.max_rounds}); it needs a person. {why}.\n\n"
+                f"```\n{tail}\n```\nLog: {logfile}")
+        after = self.store.round_failed(t.id, why, found.max_rounds, text=text)
+        append_event(self.home, "verify-failed", task=t.id, ref=t.ref, round=round_, of=found.max_rounds,
+                     command=failed.step.command, exit_code=failed.exit_code, log=str(logfile), state=str(after.state))
+        if after.state == TaskState.IN_PROGRESS and after.agent:
+            msg = make(after.agent, feedback(after, failed, round_, found.max_rounds, logfile, note), sender="miyabi",
+                       task=str(t.id))
+            inbox(self.home, after.agent).put(msg)
+
+    def _commit(self, t: Task, worktree: Path) -> str | None:
+        message = f"{t.ref}: {t.title}\n\nLeft uncommitted by {t.agent or 'the agent'}; committed by miyabi (task {t.id})."
+        return Repository(worktree).commit_all(message)
+
+    def _open_pull(self, t: Task, pool: Pool, worktree: Path, base: str, run: Run) -> None:
+        """A pass in ``pipeline: github``: commit, push, open (or find) the pull request
+        that closes the issue, label it; the issue hears of it through the outbox."""
+        if self.gh is None:
+            raise MiyabiError("pipeline: github needs the layout's github: section")
+        assert t.branch is not None
+        with self._repo_lock(pool.repo):
+            self._commit(t, worktree)
+            Repository(worktree).push(pool.remote, t.branch)
+        closes = f"Closes #{t.number}\n\n" if t.source == Source.GITHUB and t.number is not None else ""
+        body = "\n".join([f"{closes}{t.title}", "", f"Verified by miyabi on `{t.branch}`:", *results_text(run), "",
+                          f"Task {t.ref}, by {t.agent or 'an agent'} of pool {pool.name}."])
+        pull = self.gh.find_pull(t.branch) or self.gh.create_pull(t.title, t.branch, base, body)
+        number, url = int(pull["number"]), str(pull.get("html_url", ""))
+        self.gh.add_labels(number, [defaults.REVIEW_LABEL])
+        self.records.set_pr(pool.repo, t.branch, number, url)
+        self.store.set_state(t.id, TaskState.DONE, f"verified; pull request #{number} {url}", expect=(TaskState.VERIFYING,),
+                             notice="review", text=f"verified by miyabi; pull request: {url}")
+        append_event(self.home, "pull-request-opened", task=t.id, ref=t.ref, number=number, url=url, branch=t.branch)
+
+    def _merge_locally(self, t: Task, pool: Pool, worktree: Path, base: str, run: Run, found: conv.Convention,
+                       round_: int) -> None:
+        """A pass in ``pipeline: local``: merge the branch into the base branch in a
+        staging worktree, run the checks on the merge result, and move the base branch
+        to it only when they pass; otherwise the staging worktree is thrown away (the
+        base branch never moved) and the agent gets the failure as its next round."""
+        assert t.branch is not None
+        staging = self.home / "worktrees" / ".staging" / f"{t.id}-{round_}"
+        with self._repo_lock(pool.repo):
+            self._commit(t, worktree)
+            repo = Repository(pool.repo)
+            old = repo.sha(base)
+            if staging.exists():
+                repo.remove_worktree(staging)
+            private_dir(staging.parent)
+            repo.add_detached(staging, old)
+            try:
+                try:
+                    merged = Repository(staging).merge_into_detached(t.branch, f"Merge {t.branch}: {t.ref} {t.title}")
+                except GitError as e:
+                    result = StepResult(conv.Step("merge", f"git merge {t.branch} into {base}", 0), 1, 0.0, tail=(str(e),))
+                    self._round_failed(t, Run(results=[result]), found, round_, staging,
+                                       f" (merge {base} into your branch and resolve it)")
+                    append_event(self.home, "merge-rolled-back", task=t.id, ref=t.ref, base=base, reason=str(e))
+                    return
+                logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}-merged.log"
+                checked = run_steps(found.checks, staging, logfile, clean_env(SECRET_ENV), stop=self.stop,
+                                    header=[f"task {t.ref}: the checks on {t.branch} merged into {base} ({merged[:12]})"])
+                if checked.stopped:
+                    return
+                if not checked.passed:
+                    append_event(self.home, "merge-rolled-back", task=t.id, ref=t.ref, base=base, merge=merged,
+                                 reason=(checked.failed.describe() if checked.failed else ""), log=str(logfile))
+                    self._round_failed(t, checked, found, round_, logfile,
+                                       f" after merging into {base}; {base} was left as it was")
+                    return
+                repo.advance(base, merged, old)
+            finally:
+                repo.remove_worktree(staging)
+        self.records.set_worktree_state(pool.repo, t.branch, WorktreeState.MERGED)
+        self.store.set_state(t.id, TaskState.DONE, f"verified and merged into {base} ({merged[:12]})", expect=(TaskState.VERIFYING,))
+        append_event(self.home, "merged", task=t.id, ref=t.ref, branch=t.branch, base=base, merge=merged,
+                     results=results_text(run))
+
+    # -- clean-up
+
+    def _gc(self, _: object) -> None:
+        self.remove_merged()
+
+    def remove_merged(self) -> list[str]:
+        """Remove the worktrees whose work was merged (or whose pull request was
+        closed) and that no live instance uses; returns their paths."""
+        live = {i.path for i in self.records.instances(InstanceState.PREPARING, InstanceState.READY)}
+        out: list[str] = []
+        for w in self.records.worktrees(WorktreeState.MERGED, WorktreeState.CLOSED):
+            if w.path in live:
+                continue
+            with self._repo_lock(w.repo):
+                try:
+                    Repository(w.repo).remove_worktree(w.path)
+                except GitError as e:
+                    log.warning("could not remove worktree %s: %s", w.path, e)
+                    continue
+            self.records.set_worktree_state(w.repo, w.branch, WorktreeState.REMOVED)
+            append_event(self.home, "worktree-removed", path=str(w.path), branch=w.branch)
+            out.append(str(w.path))
+        return out
+

@@ -1,0 +1,210 @@
+"""Issue → worktree → verified work, end to end: a real tmux server, real git (a bare
+repository on disk as the remote), the local GitHub stand-in, and a scripted agent
+(tests/scripted_agent.py) that reads its task from its pane like any agent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakegithub import FakeGitHub
+from helpers import wait_for
+from integration.conftest import Cli
+
+from miyabi.pipeline.records import Records
+from miyabi.work.tasks import Store
+
+AGENT = Path(__file__).resolve().parents[1] / "scripted_agent.py"
+CHECK = 'grep -q fixed feature.txt || { echo "feature.txt is not fixed: $(cat feature.txt 2>/dev/null)"; exit 1; }\n'
+CONVENTION = """setup: ["touch .setup-ran"]
+lint: ["test ! -e forbidden.txt"]
+test: {run: ["sh check.sh"], timeout: 60s}
+base_branch: main
+max_rounds: 3
+"""
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=cwd, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def make_repo(tmp: Path, files: dict[str, str]) -> tuple[Path, Path]:
+    """A bare remote and a clone of it on ``main`` holding ``files``."""
+    remote = tmp / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    repo = tmp / "app"
+    subprocess.run(["git", "clone", "-q", str(remote), str(repo)], check=True, capture_output=True)
+    git(repo, "checkout", "-q", "-b", "main")
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "initial")
+    git(repo, "push", "-q", "origin", "main")
+    return remote, repo
+
+
+def plan(tmp: Path, rounds: object) -> tuple[Path, Path]:
+    p, log = tmp / "plan.json", tmp / "plan.log"
+    p.write_text(json.dumps(rounds if isinstance(rounds, dict) else {"rounds": rounds}))
+    log.touch()
+    return p, log
+
+
+def heard(log: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def layout(tmp: Path, repo: Path, plan_file: Path, log: Path, extra: str = "", pool: str = "", fake: FakeGitHub | None = None) -> Path:
+    lay = tmp / "l.yaml"
+    gh = (f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n"
+          if fake is not None else "")
+    lay.write_text(
+        "session: pipe\n"
+        "agents:\n  - {name: lead, profile: shell, command: cat}\n"
+        "pools:\n"
+        f"  - {{name: coder, profile: worker, command: '{sys.executable} {AGENT}', repo: '{repo}', max: 2,"
+        f" submit_delay: 0.05, ready_settle: 0.05, env: {{PLAN: '{plan_file}', PLAN_LOG: '{log}'}}{pool}}}\n"
+        "routes:\n  - {default: true, agent: coder}\n" + gh + extra)
+    return lay
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGitHub]:
+    with FakeGitHub() as f:
+        yield f
+
+
+def task_state(home: Path, ref: str | int) -> str:
+    return str(Store.of_home(home).get(ref).state)
+
+
+def test_an_issue_becomes_a_verified_pull_request_after_a_failed_round(
+        cli: Cli, home: Path, tmp_path: Path, fake: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_GH_TOKEN", "t0ken")
+    remote, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": CONVENTION, "feature.txt": "broken\n"})
+    fake.add_issue(7, "Fix the widget", ["status:todo"], body="feature.txt must say fixed")
+    p, log = plan(tmp_path, [
+        [{"write": "feature.txt", "text": "still broken\n"}, {"commit": "try"}, {"done": "first try"}],
+        [{"write": "feature.txt", "text": "fixed\n"}, {"done": "now it is fixed"}],  # left uncommitted
+    ])
+    assert cli("up", str(layout(tmp_path, repo, p, log, fake=fake)), "-d").exit_code == 0
+    wait_for(lambda: fake.pulls, timeout=60, what="a pull request")
+    (pull,) = fake.pulls.values()
+    assert pull["head"]["ref"] == "miyabi/7-fix-the-widget" and pull["base"]["ref"] == "main"
+    assert pull["body"].startswith("Closes #7") and "test `sh check.sh`: passed" in pull["body"]
+    assert "status:review" in fake.labels(pull["number"])
+    # the agent worked in its own worktree, after the set-up ran there, and heard the failure once
+    msgs = heard(log)
+    assert msgs[0]["text"].startswith("Task acme/widgets#7: Fix the widget") and msgs[0]["agent"] == "coder-7"
+    wt = Path(msgs[0]["cwd"])
+    assert wt != repo and (wt / ".setup-ran").exists() and msgs[0]["task"] == "1"
+    assert "round 1 of 3" in msgs[1]["text"] and "feature.txt is not fixed: still broken" in msgs[1]["text"]
+    assert "sh check.sh" in msgs[1]["text"] and "exited 1" in msgs[1]["text"]
+    assert (home / "logs" / "verify" / "1-1.log").exists() and (home / "logs" / "verify" / "1-2.log").exists()
+    # the branch reached the remote with the agent's last change committed by miyabi
+    assert git(remote, "show", "miyabi/7-fix-the-widget:feature.txt") == "fixed"
+    assert "acme/widgets#7: Fix the widget" in git(remote, "log", "-1", "--format=%B", "miyabi/7-fix-the-widget")
+    assert git(remote, "rev-parse", "main") == git(repo, "rev-parse", "main")  # nothing merged
+    wait_for(lambda: task_state(home, "acme/widgets#7") == "done", what="the task done")
+    # the issue hears of the pull request; the instance ends, its worktree stays for the review
+    wait_for(lambda: any(pull["html_url"] in c for c in fake.comments.get(7, [])), what="the PR link on the issue")
+    assert "status:review" in fake.labels(7)
+    store = Store.of_home(home)
+    wait_for(lambda: all(i.state == "ended" for i in Records(store).instances()), what="the instance ended")
+    assert wt.is_dir()
+    status = json.loads(cli("status", "--json").output)
+    assert "coder-7" not in [a["name"] for a in status["agents"]]
+
+
+def test_max_rounds_then_the_issue_needs_a_person(
+        cli: Cli, home: Path, tmp_path: Path, fake: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_GH_TOKEN", "t0ken")
+    _, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": CONVENTION.replace("max_rounds: 3", "max_rounds: 2")})
+    fake.add_issue(3, "Never fixed", ["status:todo"])
+    p, log = plan(tmp_path, [[{"write": "feature.txt", "text": f"no {i}\n"}, {"done": f"try {i}"}] for i in range(5)])
+    assert cli("up", str(layout(tmp_path, repo, p, log, fake=fake)), "-d").exit_code == 0
+    wait_for(lambda: "status:needs-human" in fake.labels(3), timeout=60, what="needs-human on the issue")
+    assert task_state(home, "acme/widgets#3") == "failed"
+    (comment,) = [c for c in fake.comments[3] if c.startswith("failed")]
+    assert "sh check.sh" in comment and "feature.txt is not fixed: no 1" in comment and "2 times (of 2)" in comment
+    assert len(heard(log)) == 2 and not fake.pulls  # the task message and one round of feedback
+
+
+def test_local_mode_merges_behind_the_checks_and_rolls_a_bad_merge_back(cli: Cli, home: Path, tmp_path: Path) -> None:
+    # the checks pass on the branch, but not once main also has other.txt (both files present)
+    check = 'grep -q fixed feature.txt && ! { test -e other.txt && test -e extra.txt; }\n'
+    _, repo = make_repo(tmp_path, {"check.sh": check, ".miyabi.yml": CONVENTION, "feature.txt": "broken\n"})
+    moves_main = f"cd {repo} && echo o > other.txt && git add other.txt && git -c user.name=u -c user.email=u@x commit -qm other"
+    p, log = plan(tmp_path, [[{"write": "feature.txt", "text": "fixed\n"}, {"write": "extra.txt", "text": "x\n"},
+                              {"run": moves_main}, {"done": "1"}],
+                             [{"write": "extra.txt", "text": ""}, {"done": "2"}],
+                             [{"done": "3"}]])
+    assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
+    assert cli("task", "add", "Fix feature").exit_code == 0
+    wait_for(lambda: len(heard(log)) >= 2, timeout=60, what="feedback after the rolled-back merge")
+    moved = git(repo, "rev-parse", "main")
+    assert "after merging into main; main was left as it was" in heard(log)[1]["text"]
+    assert git(repo, "log", "-1", "--format=%s", "main") == "other"  # the merge never landed
+    assert (home / "logs" / "verify" / "1-1.log").exists() and (home / "logs" / "verify" / "1-1-merged.log").exists()
+    # the agent's next rounds do not fix it: the task fails after 3, and main never moved
+    wait_for(lambda: task_state(home, 1) == "failed", timeout=60, what="the task failed after 3 rounds")
+    assert git(repo, "rev-parse", "main") == moved and (repo / "feature.txt").read_text() == "broken\n"
+    assert git(repo, "worktree", "list").count("\n") == 1  # the app and the task's worktree: no staging left
+
+
+def test_local_mode_merge_lands_and_the_worktree_is_removed(cli: Cli, home: Path, tmp_path: Path) -> None:
+    _, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": CONVENTION, "feature.txt": "broken\n"})
+    p, log = plan(tmp_path, [[{"write": "feature.txt", "text": "fixed\n"}, {"done": "fixed"}]])
+    assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
+    assert cli("task", "add", "Fix feature").exit_code == 0
+    wait_for(lambda: task_state(home, 1) == "done", timeout=60, what="the task done")
+    assert (repo / "feature.txt").read_text() == "fixed\n"  # main's checkout moved with it (fast-forward)
+    assert git(repo, "status", "--porcelain") == ""
+    assert "Merge miyabi/1-fix-feature" in git(repo, "log", "-1", "--format=%s", "main")
+    wt = Path(heard(log)[0]["cwd"])
+    wait_for(lambda: not wt.exists(), what="the merged worktree removed")
+    assert "miyabi/1-fix-feature" not in git(repo, "worktree", "list")
+
+
+def test_a_protected_path_fails_the_round(cli: Cli, home: Path, tmp_path: Path) -> None:
+    _, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": CONVENTION + "protected: [locked/**]\n", "feature.txt": "x\n"})
+    p, log = plan(tmp_path, [[{"write": "feature.txt", "text": "fixed\n"}, {"write": "locked/a.txt", "text": "no\n"}, {"done": "1"}],
+                             [{"write": "locked/a.txt", "text": ""}, {"done": "2"}]])
+    assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
+    assert cli("task", "add", "Fix feature").exit_code == 0
+    wait_for(lambda: len(heard(log)) >= 2, timeout=60, what="feedback on the protected path")
+    assert "locked/a.txt" in heard(log)[1]["text"]
+
+
+def test_a_malformed_convention_file_fails_the_task_in_one_line(cli: Cli, home: Path, tmp_path: Path) -> None:
+    _, repo = make_repo(tmp_path, {".miyabi.yml": "test: {run: [pytest], timeout: soon}\n"})
+    p, log = plan(tmp_path, [])
+    assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
+    assert cli("task", "add", "Anything").exit_code == 0
+    wait_for(lambda: task_state(home, 1) == "failed", timeout=30, what="the task failed")
+    why = Store.of_home(home).history(1)[-1]["reason"]
+    assert why == ".miyabi.yml: test.timeout 'soon' must be a duration such as 90s, 10m or 1h"
+    assert heard(log) == []
+
+
+def test_a_pool_at_max_queues_the_rest(cli: Cli, home: Path, tmp_path: Path) -> None:
+    _, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": CONVENTION})
+    p, log = plan(tmp_path, [])  # the agents never finish
+    assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
+    for n in range(3):
+        assert cli("task", "add", f"Task {n}").exit_code == 0
+    wait_for(lambda: len(heard(log)) == 2, timeout=60, what="two instances told their tasks")
+    store = Store.of_home(home)
+    assert sorted(m["agent"] for m in heard(log)) == ["coder-1", "coder-2"]
+    assert task_state(home, 3) == "queued"
+    status = json.loads(cli("status", "--json").output)
+    assert {a["name"] for a in status["agents"]} >= {"lead", "coder-1", "coder-2"}
+    assert cli("task", "cancel", "1").exit_code == 0  # its instance ends; the third task gets one
+    wait_for(lambda: any(m["agent"] == "coder-3" for m in heard(log)), timeout=60,
+             what="the third task's instance")
+    assert [i.name for i in Records(store).instances() if i.state == "ended"] == ["coder-1"]
