@@ -371,7 +371,9 @@ def validate(doc: Document) -> Layout:
     declared = [a["name"] for a in agents_raw if isinstance(a, dict) and isinstance(a.get("name"), str)] if isinstance(agents_raw, list) else []
     github = _validate_github(doc, data["github"]) if "github" in data else None
     pools = _validate_pools(doc, data.get("pools", []), profiles, declared, github is not None)
-    routes = _validate_routes(doc, data.get("routes", []), [*declared, *(p.name for p in pools)])
+    pools_raw = data.get("pools") if isinstance(data.get("pools"), list) else []
+    declared_pools = [p["name"] for p in pools_raw if isinstance(p, dict) and isinstance(p.get("name"), str)]
+    routes = _validate_routes(doc, data.get("routes", []), [*declared, *declared_pools])
     tasks = _validate_tasks(doc, data.get("tasks", {}))
     auto = _validate_approvals(doc, data.get("approvals", {}), declared)
     doc.fail_if_problems()

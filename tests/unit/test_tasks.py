@@ -369,3 +369,45 @@ def test_an_old_attempt_cannot_run_a_step_once_the_job_was_handed_back(store: St
     store.take_lease(tid, "kaede", "5:5", None, "delivered")
     assert store.get(tid).state == "in_progress"
     assert not store.job_step_started(tid, 1, 1, "true", "kaede")  # attempt 1 owns nothing now
+
+
+def test_a_pool_task_said_done_is_verified_first_and_fails_after_its_rounds(store: Store) -> None:
+    plain = store.add("plain")
+    store.set_state(plain.id, "assigned", "routed", agent="kaede")
+    assert store.done(plain.id, "did it").state == "done"
+    t = store.add("pooled", source="github", repo="acme/w", number=3)
+    store.set_pipeline(t.id, "coder", "miyabi/3-pooled")
+    store.set_state(t.id, "assigned", "ready", agent="coder-3")
+    store.take_lease(t.id, "coder-3", "1:1", None, "delivered")
+    assert store.done(t.id, "first").state == "verifying"
+    assert store.done(t.id, "again").state == "verifying"  # said twice: one verify
+    back = store.round_failed(t.id, "test: pytest exited 1", 2)
+    assert (back.state, back.rounds, back.agent) == ("in_progress", 1, "coder-3")
+    with pytest.raises(TaskError, match="is not verifying"):
+        store.round_failed(t.id, "x", 2)
+    store.done(t.id, "second")
+    failed = store.round_failed(t.id, "test: pytest exited 1", 2, text="the tail")
+    assert (failed.state, failed.rounds) == ("failed", 2)
+    assert store.outbox()[-1][2:] == ("needs-human", "the tail")
+    assert [e["state"] for e in store.history(t.id)][-4:] == ["verifying", "in_progress", "verifying", "failed"]
+
+
+def test_a_second_store_in_one_process_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    """Opening a Store must not open and close a descriptor of an existing database:
+    that drops the process's POSIX locks, and another process closing its connection
+    then deletes the WAL under the first connection, whose commits vanish."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "state" / "miyabi.db"
+    first = Store(path)
+    t = first.add("one")
+    Store(path).close()  # a second connection (as a thread of the controller opens)
+    other = ("import sys; from pathlib import Path; from miyabi.work.tasks import Store; "
+             "s = Store(Path(sys.argv[1])); s.add('two'); s.close()")
+    subprocess.run([sys.executable, "-c", other, str(path)], check=True)
+    first.set_state(t.id, "cancelled", "after the other process left")
+    seen = subprocess.run([sys.executable, "-c", ("import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("
+                           "'select state from tasks where id=1').fetchone()[0])"), str(path)],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    assert seen == "cancelled"
