@@ -309,5 +309,11 @@ PIPELINE_WORKERS = 2
 BRANCH_PREFIX = "miyabi/"
 """Branches of pool tasks are ``miyabi/<issue or task id>-<slug>``."""
 
+FIX_TRIGGER = "@ai-fix"
+"""A pull request comment starting with this asks for a follow-up (layout ``github.fix_trigger``)."""
+
+MARKER = "<!-- miyabi -->"
+"""Ends every comment the pipeline writes, so that miyabi never acts on its own words."""
+
 REVIEW_LABEL = "status:review"
 """Label on a pull request the pipeline opened (and on its issue)."""

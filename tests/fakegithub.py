@@ -24,7 +24,41 @@ class FakeGitHub(LocalServer):
         self.delete_faults: deque[tuple[int, dict[str, str]]] = deque()
         self.requests: list[tuple[str, str]] = []
         self.pulls: dict[int, dict[str, Any]] = {}
+        self.comment_objects: dict[int, list[dict[str, Any]]] = {}
+        """Issue or PR number → its comments as GitHub shows them (``comments`` holds their bodies)."""
+        self.review: dict[int, list[dict[str, Any]]] = {}
+        self.check_runs: dict[str, list[dict[str, Any]]] = {}
+        """Commit sha → its check runs."""
+        self.login = "miyabi-bot"
+        """The login of the token's user (``GET /user``); comments sent with a token are by it."""
+        self._ids = 1000
         LocalServer.__init__(self, self._handler())
+
+    def next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def add_comment(self, number: int, body: str, login: str = "alice", association: str = "MEMBER", kind: str = "User",
+                    review: bool = False, id_: int | None = None) -> dict[str, Any]:
+        """A comment by someone else (``review``: a review comment on the diff)."""
+        c = {"id": id_ or self.next_id(), "body": body, "user": {"login": login, "type": kind}, "author_association": association,
+             "html_url": f"https://github.example/{self.repo}/pull/{number}#c"}
+        with self.lock:
+            if review:
+                self.review.setdefault(number, []).append({**c, "path": "feature.txt"})
+            else:
+                self.comment_objects.setdefault(number, []).append(c)
+                self.comments.setdefault(number, []).append(body)
+        return c
+
+    def add_check_run(self, sha: str, name: str, conclusion: str, summary: str) -> None:
+        with self.lock:
+            self.check_runs.setdefault(sha, []).append({"id": self.next_id(), "name": name, "status": "completed",
+                                                        "conclusion": conclusion, "output": {"title": name, "summary": summary}})
+
+    def merge(self, number: int) -> None:
+        with self.lock:
+            self.pulls[number].update(state="closed", merged=True)
 
     def next_number(self) -> int:
         return max([0, *self.issues, *self.pulls]) + 1
@@ -85,10 +119,24 @@ class FakeGitHub(LocalServer):
                     return
                 u = urlparse(self.path)
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
-                if u.path.endswith("/comments"):
-                    n = int(u.path.split("/")[5])
+                parts = u.path.split("/")
+                if u.path == "/user":
+                    return self._send(200, {"login": fake.login})
+                if u.path.endswith("/comments") and parts[4] == "pulls":
                     with fake.lock:
-                        return self._send(200, [{"body": b} for b in fake.comments.get(n, [])])
+                        return self._send(200, list(fake.review.get(int(parts[5]), [])))
+                if u.path.endswith("/comments"):
+                    n = int(parts[5])
+                    with fake.lock:
+                        return self._send(200, list(fake.comment_objects.get(n, [])))
+                if u.path.endswith("/check-runs"):
+                    with fake.lock:
+                        runs = list(fake.check_runs.get(parts[5], []))
+                    return self._send(200, {"total_count": len(runs), "check_runs": runs})
+                if parts[4] == "pulls" and len(parts) == 6:
+                    with fake.lock:
+                        pull = fake.pulls.get(int(parts[5]))
+                    return self._send(200, pull) if pull else self._send(404, {"message": "Not Found"})
                 if u.path == f"/repos/{fake.repo}/pulls":
                     with fake.lock:
                         found = [p for p in fake.pulls.values()
@@ -141,6 +189,12 @@ class FakeGitHub(LocalServer):
                             return self._send(422, {"message": "Validation Failed: a pull request already exists"})
                         pull = fake.add_pull(body["title"], body["head"], body["base"], body.get("body", ""))
                     return self._send(201, pull)
+                if parts[4] == "issues" and len(parts) == 5:
+                    with fake.lock:
+                        n = fake.next_number()
+                        fake.add_issue(n, body["title"], body.get("labels", []), body=body.get("body", ""), association="OWNER",
+                                       login=fake.login)
+                    return self._send(201, fake.issues[n])
                 n = int(parts[5])
                 with fake.lock:
                     issue = fake.issues[n]
@@ -150,6 +204,9 @@ class FakeGitHub(LocalServer):
                                 issue["labels"].append({"name": name})
                         return self._send(200, issue["labels"])
                     fake.comments.setdefault(n, []).append(body["body"])
-                self._send(201, {"body": body["body"]})
+                    c = {"id": fake.next_id(), "body": body["body"], "user": {"login": fake.login, "type": "User"},
+                         "author_association": "OWNER"}
+                    fake.comment_objects.setdefault(n, []).append(c)
+                self._send(201, c)
 
         return Handler

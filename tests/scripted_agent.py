@@ -27,10 +27,8 @@ class Scripted(worker.Worker):
         super().__init__(os.environ.get("MIYABI_AGENT", "scripted"), None)
         plan = json.loads(Path(os.environ["PLAN"]).read_text())
         me = os.environ.get("MIYABI_AGENT", "")
-        for key in (me, re.sub(r"-\d+$", "", me)):
-            if key in plan:
-                plan = plan[key]
-                break
+        if me in plan:
+            plan = plan[me]
         self.rounds: list[list[dict[str, str]]] = plan.get("rounds", [])
         self.played = 0
 

@@ -63,7 +63,7 @@ TOP_KEYS = (
 APPROVALS_KEYS = ("auto",)
 AUTO_KEYS = ("answer", "agents", "tool", "match")
 TASKS_KEYS = ("on_agent_restart", "max_attempts", "timeout", "label_timeouts")
-GITHUB_KEYS = ("repo", "api_url", "token_env", "todo_label", "poll_interval", "allowed_authors")
+GITHUB_KEYS = ("repo", "api_url", "token_env", "todo_label", "poll_interval", "allowed_authors", "fix_trigger")
 DELIVERY_KEYS = ("max_body",)
 AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", *OVERRIDABLE)
 ROUTE_KEYS = ("label", "title", "default", "agent")
@@ -487,7 +487,7 @@ def _validate_github(doc: Document, spec: Any) -> GitHubSettings | None:
         doc.problem((*key, "repo"), f"{repo!r} must be owner/name (for example acme/widgets)")
         return None
     kw: dict[str, Any] = {}
-    for k in ("api_url", "token_env", "todo_label"):
+    for k in ("api_url", "token_env", "todo_label", "fix_trigger"):
         if k in spec:
             if isinstance(spec[k], str) and spec[k].strip():
                 kw[k] = spec[k]

@@ -108,7 +108,10 @@ class GitHubSettings:
         token_env: environment variable holding the token.
         todo_label: issues with this label are picked up.
         poll_interval: seconds between polls.
-        allowed_authors: logins routed even without OWNER/MEMBER/COLLABORATOR.
+        allowed_authors: logins routed even without OWNER/MEMBER/COLLABORATOR (issues,
+            and follow-up comments on pull requests).
+        fix_trigger: a comment on a pull request the pipeline opened that starts with
+            this asks for a follow-up on its branch.
     """
 
     repo: str
@@ -117,6 +120,7 @@ class GitHubSettings:
     todo_label: str = defaults.GITHUB_TODO_LABEL
     poll_interval: float = defaults.GITHUB_POLL_INTERVAL
     allowed_authors: tuple[str, ...] = ()
+    fix_trigger: str = defaults.FIX_TRIGGER
 
 
 class OnRestart(StrEnum):

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from miyabi import defaults
-from miyabi.config.model import Agent, Layout
+from miyabi.config.model import Agent, Layout, PipelineMode
 from miyabi.config.settings import auto_answer
 from miyabi.controller import requests
 from miyabi.controller.process import LOCKFILE, PIDFILE, ControllerRunning, read_pid
@@ -41,12 +41,14 @@ from miyabi.messaging.delivery import Deliverer
 from miyabi.messaging.intro import Intros
 from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
+from miyabi.pipeline.followups import FollowUps, file_fix
 from miyabi.pipeline.service import Pipeline
 from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.approvals import answer
 from miyabi.supervision.keeper import SessionKeeper
 from miyabi.supervision.processes import lease_identity
-from miyabi.supervision.supervisor import Supervisor
+from miyabi.supervision.supervisor import Supervisor, load_records
+from miyabi.times import rfc3339
 from miyabi.tmux.builder import protect_secret, respawn_agent
 from miyabi.tmux.control import SessionChannel
 from miyabi.tmux.driver import PaneDriver
@@ -89,6 +91,8 @@ class Controller:
         self.supervisor: Supervisor | None = None
         self.engine: WorkEngine | None = None
         self.pipeline: Pipeline | None = None
+        self._filed: set[str] = set()
+        """Agents whose failure has its fix task (cleared when they run again)."""
         self.watcher: InboxWatcher | None = None
         self.kick = threading.Event()
         """Set when the task store may have changed (any process wrote it), and on
@@ -152,6 +156,30 @@ class Controller:
                        by=f"miyabi (approvals.auto[{rules.index(rule)}])")
         except MiyabiError as e:
             append_event(self.home.root, "approval-error", agent=name, question=question, error=str(e))
+
+    def _file_fixes(self, failed: list[str], engine: WorkEngine, gh: GitHub | None) -> None:
+        """Monitoring creates work: an agent the watchdog gave up on gets a fix task (a
+        GitHub issue labelled todo when GitHub is set up), once per failure."""
+        self._filed &= set(failed)  # running again: a later failure is a new cause
+        if not failed or set(failed) <= self._filed:
+            return
+        records = load_records(self.home)
+        for name in failed:
+            if name in self._filed:
+                continue
+            hist = records.get(name, {}).get("history", {})
+            reason = str(hist.get("failed") or "it kept failing")
+            restarts = hist.get("restarts") or [0.0]
+            cause = f"watchdog gave up on agent {name} at {rfc3339(float(restarts[-1]))}"
+            title = f"Agent {name} keeps failing: {reason}"[:200]
+            body = (f"miyabi's watchdog gave up on agent {name}: {reason}.\nIts crash evidence is under "
+                    f"{self.home.logs / 'crashes'}; `miyabi status {name}` shows it, and `miyabi restart {name}` brings it back "
+                    "once the cause is fixed.")
+            try:
+                file_fix(engine.store, gh, self.layout.github, self.home.root, cause, title, body)
+                self._filed.add(name)
+            except (MiyabiError, OSError) as e:
+                log.warning("could not file the fix task for %s: %s; trying again", name, e)
 
     def _processes(self) -> dict[str, str | None]:
         """Agent → the lease identity of its live process (None: dead or no pane)."""
@@ -323,6 +351,9 @@ class Controller:
         engine.recover_assignments()
         if gh is not None:
             self._start(functools.partial(engine.run_github, self.stop), "github")
+            if any(p.pipeline == PipelineMode.GITHUB for p in self.layout.pools) and self.layout.github is not None:
+                follow = FollowUps(Store.of_home(self.home.root), gh, self.layout.github, self.home.root)
+                self._start(functools.partial(follow.run, self.stop, self.layout.github.poll_interval), "follow-ups")
         backoff = 0.1
         seen: tuple[object, ...] | None = None
         next_refresh = 0.0
@@ -371,6 +402,7 @@ class Controller:
                         engine.schedule(failed)
                         if self.pipeline is not None:
                             self._follow_instances(self.pipeline.tick())
+                        self._file_fixes(failed, engine, gh)
                         due = engine.next_due()
                         next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
                 except Exception as e:  # noqa: BLE001 - the main loop must live on (TaskError, sqlite3.Error, OSError, …)

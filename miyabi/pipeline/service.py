@@ -257,8 +257,9 @@ class Pipeline:
                 break
             if t.id in reserved:
                 continue
-            name = instance_name(pool.name, t, taken)
-            branch = t.branch or branch_for(t)
+            basis = self._parent_or(t)
+            name = instance_name(pool.name, basis, taken)
+            branch = t.branch or branch_for(basis)
             path = self.home / "worktrees" / pool.name / branch.removeprefix(defaults.BRANCH_PREFIX)
             if not self.records.add_instance(name, pool.name, t.id, branch, path):
                 continue
@@ -268,6 +269,15 @@ class Pipeline:
             self.store.set_pipeline(t.id, pool.name, branch)
             append_event(self.home, "instance-preparing", agent=name, pool=pool.name, task=t.id, ref=t.ref, branch=branch)
             log.info("task %s: instance %s of pool %s, branch %s", t.ref, name, pool.name, branch)
+
+    def _parent_or(self, t: Task) -> Task:
+        """The task a follow-up follows (its instance is named after it), else ``t``."""
+        if t.parent is None:
+            return t
+        try:
+            return self.store.get(t.parent)
+        except TaskError:
+            return t
 
     # -- preparing a worktree (worker thread)
 
@@ -395,9 +405,14 @@ class Pipeline:
         closes = f"Closes #{t.number}\n\n" if t.source == Source.GITHUB and t.number is not None else ""
         body = "\n".join([f"{closes}{t.title}", "", f"Verified by miyabi on `{t.branch}`:", *results_text(run), "",
                           f"Task {t.ref}, by {t.agent or 'an agent'} of pool {pool.name}."])
-        pull = self.gh.find_pull(t.branch) or self.gh.create_pull(t.title, t.branch, base, body)
+        existing = self.gh.find_pull(t.branch)
+        pull = existing or self.gh.create_pull(t.title, t.branch, base, body)
         number, url = int(pull["number"]), str(pull.get("html_url", ""))
         self.gh.add_labels(number, [defaults.REVIEW_LABEL])
+        if existing is not None:  # a follow-up: say what was pushed
+            head = Repository(worktree).sha("HEAD")
+            self.gh.comment(number, "\n".join([f"miyabi pushed {head[:12]} to `{t.branch}` for task {t.ref} ({t.title}).",
+                                                "", *results_text(run), "", defaults.MARKER]))
         self.records.set_pr(pool.repo, t.branch, number, url)
         self.store.set_state(t.id, TaskState.DONE, f"verified; pull request #{number} {url}", expect=(TaskState.VERIFYING,),
                              notice="review", text=f"verified by miyabi; pull request: {url}")

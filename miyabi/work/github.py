@@ -220,16 +220,7 @@ class GitHub:
 
     def comments(self, number: int) -> list[str]:
         """The bodies of an issue's comments, all pages."""
-        resp = self.request("GET", f"/repos/{self.repo}/issues/{number}/comments", params={"per_page": "100"})
-        self._check(resp, f"reading comments of #{number}")
-        bodies = [c.get("body", "") for c in resp.json()]
-        nxt = _NEXT.search(resp.headers.get("link", ""))
-        while nxt:
-            page = self.request("GET", nxt.group(1))
-            self._check(page, f"reading comments of #{number}")
-            bodies += [c.get("body", "") for c in page.json()]
-            nxt = _NEXT.search(page.headers.get("link", ""))
-        return bodies
+        return [str(c.get("body") or "") for c in self.issue_comments(number)]
 
     def add_labels(self, number: int, labels: list[str]) -> None:
         resp = self.request("POST", f"/repos/{self.repo}/issues/{number}/labels", json={"labels": labels})
@@ -240,7 +231,61 @@ class GitHub:
         self._check(resp, f"commenting on #{number}")
 
 
+    def _all(self, url: str, what: str, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every item of a paginated list."""
+        resp = self.request("GET", url, params={"per_page": "100", **(params or {})})
+        self._check(resp, what)
+        items: list[dict[str, Any]] = list(resp.json())
+        nxt = _NEXT.search(resp.headers.get("link", ""))
+        while nxt:
+            page = self.request("GET", nxt.group(1))
+            self._check(page, what)
+            items += page.json()
+            nxt = _NEXT.search(page.headers.get("link", ""))
+        return items
+
+    def issue_comments(self, number: int) -> list[dict[str, Any]]:
+        """An issue's (or pull request's) comments: ``id``, ``body``, ``user`` {``login``,
+        ``type``}, ``author_association``, ``html_url``."""
+        return self._all(f"/repos/{self.repo}/issues/{number}/comments", f"reading comments of #{number}")
+
+    def review_comments(self, number: int) -> list[dict[str, Any]]:
+        """A pull request's review comments (on lines of its diff), shaped as issue comments plus ``path``."""
+        return self._all(f"/repos/{self.repo}/pulls/{number}/comments", f"reading review comments of #{number}")
+
+    def check_runs(self, sha: str) -> list[dict[str, Any]]:
+        """The check runs of a commit ("Checks" API): ``id``, ``name``, ``status``,
+        ``conclusion``, ``output`` {``title``, ``summary``}."""
+        resp = self.request("GET", f"/repos/{self.repo}/commits/{sha}/check-runs", params={"per_page": "100"})
+        self._check(resp, f"reading the check runs of {sha[:12]}")
+        runs: list[dict[str, Any]] = resp.json().get("check_runs", [])
+        return runs
+
+    def me(self) -> str | None:
+        """The login the token belongs to (None: anonymous, or GitHub would not say)."""
+        if not self.has_token:
+            return None
+        resp = self.request("GET", "/user")
+        if resp.status_code != 200:
+            return None
+        login = resp.json().get("login")
+        return str(login) if login else None
+
+    def create_issue(self, title: str, body: str, labels: list[str]) -> dict[str, Any]:
+        """Open an issue; returns it (``number``, ``html_url``)."""
+        resp = self.request("POST", f"/repos/{self.repo}/issues", json={"title": title, "body": body, "labels": labels})
+        self._check(resp, "opening an issue")
+        issue: dict[str, Any] = resp.json()
+        return issue
+
     # -- pull requests ("Pulls" in GitHub's REST documentation)
+
+    def pull(self, number: int) -> dict[str, Any]:
+        """One pull request: ``state`` (open/closed), ``merged``, ``head`` {``ref``, ``sha``}."""
+        resp = self.request("GET", f"/repos/{self.repo}/pulls/{number}")
+        self._check(resp, f"reading pull request #{number}")
+        pull: dict[str, Any] = resp.json()
+        return pull
 
     def find_pull(self, branch: str) -> dict[str, Any] | None:
         """The open pull request whose head is ``branch`` of this repository, if any."""
