@@ -216,15 +216,25 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
 
     t, tmux = running(home, socket, layout)
     agents = []
+    lay = None
     if t.layout_path is not None:
         try:
-            agents = list(t.layout().agents)
+            lay = t.layout()
+            agents = list(lay.agents)
         except LayoutError:
             agents = []
     # The session knows the home that built it; its logs are there.
     owner = session_option(tmux, t.session, HOME_TAG)
     h = Home(Path(owner)) if owner else t.home
     ctl = controller_status(h)
+    records = None
+    if lay is not None and lay.pools:
+        from miyabi.pipeline.records import InstanceState, Records
+        from miyabi.pipeline.service import instance_agents
+        from miyabi.work.tasks import Store
+
+        records = Records(Store.of_home(h.root))
+        agents += instance_agents(records, lay)
     rows = collect(tmux, t.session, h, agents, recorded=bool(ctl["running"]))
     if json_out:
         output.emit_json({"session": t.session, "socket": t.socket, "home": owner or str(t.home.root), "controller": ctl,
@@ -240,7 +250,9 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
         output.say(line, "green" if ctl["kept_alive"] else "yellow")
     else:
         output.say(f"controller: not running; messages and tasks wait; start it with `{ctl['fix']}`", "red")
-    table_rows = []
+    groups: dict[str | None, list[list[str]]] = {None: []}
+    for p in lay.pools if lay is not None else ():
+        groups[p.name] = []
     for r in rows:
         state = f"{r.state} ({r.exit})" if r.exit else str(r.state)
         if r.question:
@@ -248,15 +260,25 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
         tokens = "-" if r.input_tokens is None else f"{_count(r.input_tokens)}/{_count(r.output_tokens or 0)}"
         if r.cost_usd is not None:
             tokens += f" ${r.cost_usd:.2f}"
-        table_rows.append([
-            r.name, r.window or "-", r.pane_id or "-", str(r.pid) if r.pid else "-", r.command or "-", state,
+        groups.setdefault(r.pool, []).append([
+            r.name if r.task is None else f"{r.name} (task {r.task})", r.window or "-", r.pane_id or "-", str(r.pid) if r.pid else "-", r.command or "-", state,
             output.human_seconds(r.uptime), "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",
             output.human_bytes(r.rss), output.human_seconds(r.last_output), tokens, str(r.restarts_last_hour),
             (r.last_reason or "-")[:60],
         ])
     headers = ["agent", "window", "pane", "pid", "command", "state", "uptime", "cpu%", "rss", "last output", "tokens in/out",
                "restarts/h", "last reason"]
-    output.table(table_rows, headers, title=f"session {t.session} (socket {t.socket})")
+    output.table(groups.pop(None), headers, title=f"session {t.session} (socket {t.socket})")
+    for name, table_rows in groups.items():
+        pool = lay.pool(name) if lay is not None and name is not None else None
+        preparing = [i.name for i in records.instances(InstanceState.PREPARING, pool=name)] if records is not None else []
+        title = f"pool {name}: {len(table_rows)} running" + (f" of at most {pool.max}" if pool else "")
+        if preparing:
+            title += f"; preparing {', '.join(preparing)}"
+        if table_rows:
+            output.table(table_rows, headers, title=title)
+        else:
+            output.say(title + (" (tasks routed to it start instances)" if not preparing else ""))
 
 
 def _count(n: int) -> str:

@@ -169,10 +169,10 @@ class Controller:
                 continue
             hist = records.get(name, {}).get("history", {})
             reason = str(hist.get("failed") or "it kept failing")
-            restarts = hist.get("restarts") or [0.0]
-            cause = f"watchdog gave up on agent {name} at {rfc3339(float(restarts[-1]))}"
+            restarts = hist.get("restarts") or [time.time()]
+            cause = f"the watchdog gave up on agent {name}"
             title = f"Agent {name} keeps failing: {reason}"[:200]
-            body = (f"miyabi's watchdog gave up on agent {name}: {reason}.\nIts crash evidence is under "
+            body = (f"miyabi's watchdog gave up on agent {name} at {rfc3339(float(restarts[-1]))}: {reason}.\nIts crash evidence is under "
                     f"{self.home.logs / 'crashes'}; `miyabi status {name}` shows it, and `miyabi restart {name}` brings it back "
                     "once the cause is fixed.")
             try:

@@ -18,7 +18,7 @@ same database as the tasks it makes.
 
 :func:`file_fix` is monitoring's way to create work: a fix task (and, with GitHub, an
 issue carrying the todo label, which intake turns into the task) linked to its
-cause, never twice for one cause (``causes``).
+cause, never twice for one cause while its fix is open (``causes``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from miyabi.pipeline.records import Records, Worktree, WorktreeState
 from miyabi.stopping import Stopped
 from miyabi.work.github import GitHub
 from miyabi.work.intake import TRUSTED
-from miyabi.work.tasks import Source, Store, Task, TaskError
+from miyabi.work.tasks import OPEN, Source, Store, Task, TaskError
 
 log = logging.getLogger("miyabi.pipeline")
 
@@ -118,17 +118,9 @@ class FollowUps:
         Raises:
             GitHubError: GitHub failed (after the client's retries).
         """
-        done: list[str] = []
+        done = closed_pulls(self.records, self.gh, self.home)
         for w in self.records.worktrees(WorktreeState.REVIEW):
             if w.pr_number is None:
-                continue
-            pull = self.gh.pull(w.pr_number)
-            if pull.get("state") == "closed":
-                state = WorktreeState.MERGED if pull.get("merged") else WorktreeState.CLOSED
-                self.records.set_worktree_state(w.repo, w.branch, state)
-                append_event(self.home, "pull-request-" + ("merged" if state == WorktreeState.MERGED else "closed"),
-                             number=w.pr_number, branch=w.branch)
-                done.append(f"#{w.pr_number} {state}: its worktree {w.path} goes")
                 continue
             comments = [("comment", c) for c in self.gh.issue_comments(w.pr_number)]
             comments += [("review", c) for c in self.gh.review_comments(w.pr_number)]
@@ -220,19 +212,51 @@ class FollowUps:
             pass
 
 
+def closed_pulls(records: Records, gh: GitHub, home_root: Path) -> list[str]:
+    """Mark the worktrees whose pull request was merged or closed (they are removed
+    next); returns one line per pull request.
+
+    Raises:
+        GitHubError: GitHub failed.
+    """
+    done: list[str] = []
+    for w in records.worktrees(WorktreeState.REVIEW):
+        if w.pr_number is None:
+            continue
+        pull = gh.pull(w.pr_number)
+        if pull.get("state") != "closed":
+            continue
+        state = WorktreeState.MERGED if pull.get("merged") else WorktreeState.CLOSED
+        records.set_worktree_state(w.repo, w.branch, state)
+        append_event(home_root, f"pull-request-{state}", number=w.pr_number, branch=w.branch)
+        done.append(f"#{w.pr_number} {state}: its worktree {w.path} goes")
+    return done
+
+
 def file_fix(store: Store, gh: GitHub | None, cfg: GitHubSettings | None, home_root: Path, cause: str, title: str, body: str,
              labels: Sequence[str] = ()) -> str | None:
-    """File the fix task for ``cause`` (once ever): with GitHub, an issue labelled todo
-    (intake makes it a task); without, a local task. Returns what was filed (None: it
-    was filed before).
+    """File the fix task for ``cause``: with GitHub, an issue labelled todo (intake makes
+    it a task); without, a local task. Never twice for one cause while the first is
+    open: once it is finished, the cause showing again files a new one. Returns what
+    was filed (None: it is filed already).
 
     Raises:
         GitHubError: GitHub refused the issue (nothing is recorded: the next call tries again).
     """
     with store.lock:
         store.db.executescript(SCHEMA)
-    if store.rows("SELECT 1 FROM causes WHERE cause=?", (cause,)):
-        return None
+    known = store.rows("SELECT task, issue FROM causes WHERE cause=?", (cause,))
+    if known:
+        tid, issue_no = known[0]["task"], known[0]["issue"]
+        try:
+            earlier = store.get(tid) if tid is not None else (store.find(cfg.repo, issue_no) if cfg is not None else None)
+        except TaskError:
+            earlier = None
+        if earlier is None or earlier.state in OPEN:  # still being fixed (or its issue not polled yet)
+            append_event(home_root, "fix-already-filed", cause=cause, task=tid, issue=issue_no)
+            return None
+        with store.tx() as db:  # fixed since, and failing again: a new fix
+            db.execute("DELETE FROM causes WHERE cause=?", (cause,))
     text = f"{body}\n\nFiled by miyabi for: {cause}"
     issue = task = None
     if gh is not None and cfg is not None:
@@ -241,7 +265,7 @@ def file_fix(store: Store, gh: GitHub | None, cfg: GitHubSettings | None, home_r
         what = f"issue #{issue}"
     else:
         try:
-            t = store.add(title, text, list(labels), "high", source=Source.LOCAL, key=f"cause:{cause}")
+            t = store.add(title, text, list(labels), "high", source=Source.LOCAL)
         except TaskError:
             return None
         task = t.id

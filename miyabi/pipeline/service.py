@@ -101,6 +101,25 @@ class Prepared:
     fresh: bool
 
 
+def instance_agents(records: Records, layout: Layout) -> tuple[Agent, ...]:
+    """An agent for each ready instance of a pool ``layout`` has, by age: the pool's
+    profile and command, in the instance's worktree, with ``MIYABI_TASK`` set."""
+    out: list[Agent] = []
+    for inst in records.instances(InstanceState.READY):
+        pool = layout.pool(inst.pool)
+        if pool is None:
+            continue
+        try:
+            ref = records.store.get(inst.task).ref
+        except TaskError:
+            ref = f"#{inst.task}"
+        out.append(Agent(name=inst.name, profile=pool.profile, command=pool.command, cwd=inst.path,
+                         env={**pool.env, "MIYABI_TASK": str(inst.task)}, title=f"{inst.name} {ref}"[:64],
+                         index=INSTANCE_INDEX + inst.task, watchdog=pool.watchdog, wip=1, pool=pool.name, window=pool.name,
+                         task=inst.task))
+    return tuple(out)
+
+
 class Pipeline:
     """Pool instances, worktrees and the verify gate for one controller.
 
@@ -150,25 +169,7 @@ class Pipeline:
 
     def agents(self) -> tuple[Agent, ...]:
         """An agent for each ready instance of a pool the layout has, by age."""
-        out: list[Agent] = []
-        for inst in self.records.instances(InstanceState.READY):
-            pool = self.layout.pool(inst.pool)
-            if pool is None:
-                continue
-            out.append(self.agent_of(inst, pool, INSTANCE_INDEX + inst.task))
-        return tuple(out)
-
-    def agent_of(self, inst: Instance, pool: Pool, index: int) -> Agent:
-        ref = self._ref(inst.task)
-        return Agent(name=inst.name, profile=pool.profile, command=pool.command, cwd=inst.path,
-                     env={**pool.env, "MIYABI_TASK": str(inst.task)}, title=f"{inst.name} {ref}"[:64], index=index,
-                     watchdog=pool.watchdog, wip=1, pool=pool.name, window=pool.name, task=inst.task)
-
-    def _ref(self, task_id: int) -> str:
-        try:
-            return self.store.get(task_id).ref
-        except TaskError:
-            return f"#{task_id}"
+        return instance_agents(self.records, self.layout)
 
     # -- one pass of the main loop
 
@@ -470,19 +471,26 @@ class Pipeline:
     def remove_merged(self) -> list[str]:
         """Remove the worktrees whose work was merged (or whose pull request was
         closed) and that no live instance uses; returns their paths."""
-        live = {i.path for i in self.records.instances(InstanceState.PREPARING, InstanceState.READY)}
-        out: list[str] = []
-        for w in self.records.worktrees(WorktreeState.MERGED, WorktreeState.CLOSED):
-            if w.path in live:
-                continue
-            with self._repo_lock(w.repo):
-                try:
-                    Repository(w.repo).remove_worktree(w.path)
-                except GitError as e:
-                    log.warning("could not remove worktree %s: %s", w.path, e)
-                    continue
-            self.records.set_worktree_state(w.repo, w.branch, WorktreeState.REMOVED)
-            append_event(self.home, "worktree-removed", path=str(w.path), branch=w.branch)
-            out.append(str(w.path))
-        return out
+        return remove_merged(self.records, self.home, self._repo_lock)
 
+
+def remove_merged(records: Records, home_root: Path, lock: Callable[[Path], threading.Lock] | None = None) -> list[str]:
+    """Remove the worktrees of ``records`` whose work was merged (or whose pull request
+    was closed) and that no live instance uses (``lock``: the repository's, held while
+    git runs). Returns their paths; one that git will not remove is logged and left."""
+    live = {i.path for i in records.instances(InstanceState.PREPARING, InstanceState.READY)}
+    out: list[str] = []
+    for w in records.worktrees(WorktreeState.MERGED, WorktreeState.CLOSED):
+        if w.path in live:
+            continue
+        held = lock(w.repo) if lock is not None else threading.Lock()
+        with held:
+            try:
+                Repository(w.repo).remove_worktree(w.path)
+            except GitError as e:
+                log.warning("could not remove worktree %s: %s", w.path, e)
+                continue
+        records.set_worktree_state(w.repo, w.branch, WorktreeState.REMOVED)
+        append_event(home_root, "worktree-removed", path=str(w.path), branch=w.branch)
+        out.append(str(w.path))
+    return out

@@ -134,6 +134,8 @@ class AgentStatus:
         input_tokens: tokens its process sent to the model, where its CLI tells (else None).
         output_tokens: tokens the model answered it, where its CLI tells.
         cost_usd: the session cost its CLI reported, in US dollars (else None).
+        pool: for a pool's instance, its pool (None: a named agent).
+        task: for a pool's instance, the task it was started for.
     """
 
     name: str
@@ -157,6 +159,8 @@ class AgentStatus:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: float | None = None
+    pool: str | None = None
+    task: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,14 +207,24 @@ def collect(
         out.append(replace(row, state=state, via=via, question=question,
                            input_tokens=seen.input_tokens if seen else None,
                            output_tokens=seen.output_tokens if seen else None,
-                           cost_usd=seen.cost_usd if seen else None, restarts_last_hour=sum(1 for t in hist.get("restarts", []) if now - t <= 3600),
+                           cost_usd=seen.cost_usd if seen else None, pool=_pool(by_name.get(n)), task=_task(by_name.get(n)),
+                           restarts_last_hour=sum(1 for t in hist.get("restarts", []) if now - t <= 3600),
                            last_reason=hist.get("last_reason")))
     for n in expected:
         if n not in rows:
             out.append(AgentStatus(name=n, window="", pane_id="", pid=0, command=by_name[n].command, alive=False,
                                    state=AgentState.MISSING, exit=None, exit_status=None, exit_signal=None, uptime=None,
-                                   cpu_percent=None, rss=None, last_output=_age(home, n, now)))
+                                   cpu_percent=None, rss=None, last_output=_age(home, n, now), pool=by_name[n].pool,
+                                   task=by_name[n].task))
     return out
+
+
+def _pool(agent: Agent | None) -> str | None:
+    return agent.pool if agent is not None else None
+
+
+def _task(agent: Agent | None) -> int | None:
+    return agent.task if agent is not None else None
 
 
 def _state(row: AgentStatus, rec: dict[str, Any], now: float, agent: Agent | None, driver: PaneDriver,

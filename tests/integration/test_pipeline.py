@@ -203,7 +203,13 @@ def test_a_pool_at_max_queues_the_rest(cli: Cli, home: Path, tmp_path: Path) -> 
     assert sorted(m["agent"] for m in heard(log)) == ["coder-1", "coder-2"]
     assert task_state(home, 3) == "queued"
     status = json.loads(cli("status", "--json").output)
-    assert {a["name"] for a in status["agents"]} >= {"lead", "coder-1", "coder-2"}
+    assert {(a["name"], a["pool"], a["task"]) for a in status["agents"]} == {("lead", None, None), ("coder-1", "coder", 1),
+                                                                             ("coder-2", "coder", 2)}
+    text = cli("status").output
+    assert "pool coder: 2 running of at most 2" in text and "coder-1 (task 1)" in text.split("pool coder")[1]
+    trees = json.loads(cli("worktrees", "--json").output)
+    assert sorted((w["branch"], w["state"], w["instance"]) for w in trees) == [
+        ("miyabi/1-task-0", "active", "coder-1"), ("miyabi/2-task-1", "active", "coder-2")]
     assert cli("task", "cancel", "1").exit_code == 0  # its instance ends; the third task gets one
     wait_for(lambda: any(m["agent"] == "coder-3" for m in heard(log)), timeout=60,
              what="the third task's instance")
@@ -256,3 +262,71 @@ def test_follow_ups_from_review_comments_and_failing_checks_push_to_the_same_pul
     wait_for(lambda: not wt.exists(), timeout=30, what="the worktree removed after the merge")
     tasks = json.loads(cli("task", "ls", "--json").output)
     assert [(t["id"], t["parent"], t["branch"]) for t in tasks] == [(1, None, branch), (2, 1, branch), (3, 1, branch)]
+    assert json.loads(cli("worktrees", "--json").output)[0]["state"] == "removed"
+    assert json.loads(cli("gc", "--json").output) == {"pull_requests": [], "removed": []}
+
+
+def test_a_controller_killed_while_the_checks_run_verifies_again_and_merges_once(cli: Cli, home: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from miyabi.controller import running_pid
+    from miyabi.home import Home
+
+    slow = CONVENTION.replace('test: {run: ["sh check.sh"], timeout: 60s}', 'test: {run: ["touch $0.ran; sleep 2", "sh check.sh"]}')
+    slow = slow.replace("$0", str(tmp_path / "checks"))
+    _, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": slow, "feature.txt": "broken\n"})
+    p, log = plan(tmp_path, [[{"write": "feature.txt", "text": "fixed\n"}, {"done": "fixed"}]])
+    assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
+    assert cli("task", "add", "Fix feature").exit_code == 0
+    wait_for(lambda: (tmp_path / "checks.ran").exists(), timeout=60, what="the checks running")
+    pid = running_pid(Home(home))
+    assert pid and task_state(home, 1) == "verifying"
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: running_pid(Home(home)) not in (None, pid), timeout=30, what="a new controller (from the keep-alive)")
+    wait_for(lambda: task_state(home, 1) == "done", timeout=60, what="the task verified again and done")
+    assert (repo / "feature.txt").read_text() == "fixed\n"
+    assert git(repo, "log", "--format=%s", "main").count("Merge miyabi/1-fix-feature") == 1
+    assert len(heard(log)) == 1  # the agent was told once
+
+
+def test_without_a_convention_file_the_checks_are_detected_and_said(cli: Cli, home: Path, tmp_path: Path) -> None:
+    _, repo = make_repo(tmp_path, {"check.sh": CHECK, "Makefile": "test:\n\tsh check.sh\n", "feature.txt": "broken\n"})
+    p, log = plan(tmp_path, [[{"done": "nothing"}], [{"write": "feature.txt", "text": "fixed\n"}, {"done": "fixed"}]])
+    assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
+    assert cli("task", "add", "Fix feature").exit_code == 0
+    wait_for(lambda: task_state(home, 1) == "done", timeout=60, what="the task done")
+    events = [json.loads(line) for line in (home / "logs" / "events.jsonl").read_text().splitlines()]
+    ready = next(e for e in events if e["event"] == "worktree-ready")
+    assert ready["convention"] == "detected"
+    assert "no .miyabi.yml; chose test: make test (from the Makefile's test target)" in ready["chosen"]
+    assert "make test" in heard(log)[1]["text"] and "round 1 of 3" in heard(log)[1]["text"]
+
+
+def test_a_failing_set_up_fails_the_task_before_any_agent_starts(cli: Cli, home: Path, tmp_path: Path) -> None:
+    _, repo = make_repo(tmp_path, {".miyabi.yml": "setup: ['echo no network >&2; exit 3']\ntest: ['true']\n"})
+    p, log = plan(tmp_path, [])
+    assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
+    assert cli("task", "add", "Anything").exit_code == 0
+    wait_for(lambda: task_state(home, 1) == "failed", timeout=30, what="the task failed")
+    why = Store.of_home(home).history(1)[-1]["reason"]
+    assert why.startswith("set-up failed: setup: echo no network >&2; exit 3 exited 3 after") and "1-setup.log" in why
+    assert "no network" in (home / "logs" / "verify" / "1-setup.log").read_text()
+    assert heard(log) == []
+
+
+def test_an_agent_the_watchdog_gives_up_on_gets_one_fix_task(cli: Cli, home: Path, tmp_path: Path) -> None:
+    lay = tmp_path / "l.yaml"
+    lay.write_text("session: fix\nwatchdog: {min_uptime: 5, max_restarts: 1, restart_window: 120}\n"
+                   "agents:\n  - {name: lead, profile: shell, command: cat}\n  - {name: x, profile: shell, command: sh -c 'exit 3'}\n")
+    assert cli("up", str(lay), "-d").exit_code == 0
+    wait_for(lambda: Store.of_home(home).query(), timeout=60, what="the fix task")
+    (t,) = Store.of_home(home).query()
+    assert t.title.startswith("Agent x keeps failing:") and "watchdog gave up on agent x at" in t.body and t.priority == "high"
+    assert cli("down").exit_code == 0
+    assert cli("up", str(lay), "-d").exit_code == 0  # fails again under a new controller while its fix is open
+    wait_for(lambda: '"fix-already-filed"' in (home / "logs" / "events.jsonl").read_text(), timeout=60, what="the cause known")
+    assert len(Store.of_home(home).query()) == 1
+    assert cli("task", "cancel", str(t.id)).exit_code == 0  # dealt with
+    assert cli("restart", "x").exit_code == 0  # fixed, yet it fails again: a new fix task
+    wait_for(lambda: len(Store.of_home(home).query()) == 2, timeout=60, what="a second fix task")
