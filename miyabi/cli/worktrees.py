@@ -20,7 +20,7 @@ def _records(home: Any) -> Any:
 @app.command("worktrees")
 @handles_errors
 def worktrees(json_out: JsonOpt = False, home: HomeOpt = None, socket: SocketOpt = None, layout: LayoutOpt = None) -> None:
-    """List the worktrees of pool tasks: branch, state, pull request, path, and the instance working in it."""
+    """List the worktrees of pool tasks and who works in each."""
     t = resolve_target(home, socket, layout)
     records = _records(t.home)
     live = {i.path: i for i in records.instances("preparing", "ready")}
@@ -41,7 +41,7 @@ def gc(
     socket: SocketOpt = None,
     layout: LayoutOpt = None,
 ) -> None:
-    """Remove the worktrees whose work is merged, or whose pull request was closed.
+    """Remove the worktrees of merged or closed work.
 
     It asks GitHub about open pull requests first (the layout's github: section);
     a worktree an instance still works in is kept. The controller does the same by itself.
