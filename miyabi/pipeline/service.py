@@ -369,7 +369,8 @@ class Pipeline:
         if not run.passed:
             self._round_failed(t, run, found, round_, logfile)
             return
-        append_event(self.home, "verify-passed", task=t.id, ref=t.ref, round=round_, log=str(logfile))
+        append_event(self.home, "verify-passed", task=t.id, ref=t.ref, round=round_, log=str(logfile),
+                     checks_seconds=round(sum(r.seconds for r in run.results), 3))
         if pool.pipeline == PipelineMode.GITHUB:
             self._open_pull(t, pool, record.path, record.base, run)
         else:
