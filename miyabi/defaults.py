@@ -303,6 +303,16 @@ VERIFY_TAIL_LINES = 80
 VERIFY_KILL_GRACE = 5.0
 """Seconds between SIGTERM and SIGKILL to a check's process group past its timeout."""
 
+GIT_TIMEOUT = 300.0
+"""Seconds one git command of the pipeline may run (a push, a worktree of a big repository)."""
+
+PIPELINE_TRIES = 3
+"""Times a pipeline step that fails for a reason of its own (git refused, GitHub failed) is
+tried, a minute apart, before its task fails and needs a person."""
+
+CHECK_FOLLOW_UPS = 3
+"""Follow-ups a pull request gets for its failing check runs before a person is asked."""
+
 PIPELINE_WORKERS = 2
 """Threads that prepare worktrees and run checks, beside the controller's own."""
 

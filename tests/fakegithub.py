@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from collections import deque
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -32,6 +33,8 @@ class FakeGitHub(LocalServer):
         self.login = "miyabi-bot"
         """The login of the token's user (``GET /user``); comments sent with a token are by it."""
         self._ids = 1000
+        self.remote: str | None = None
+        """A bare git repository standing for GitHub's copy: pull requests' ``head.sha`` is read from it."""
         LocalServer.__init__(self, self._handler())
 
     def next_id(self) -> int:
@@ -136,7 +139,13 @@ class FakeGitHub(LocalServer):
                 if parts[4] == "pulls" and len(parts) == 6:
                     with fake.lock:
                         pull = fake.pulls.get(int(parts[5]))
-                    return self._send(200, pull) if pull else self._send(404, {"message": "Not Found"})
+                    if pull is None:
+                        return self._send(404, {"message": "Not Found"})
+                    if fake.remote:
+                        head = subprocess.run(["git", "rev-parse", f"refs/heads/{pull['head']['ref']}"], cwd=fake.remote,
+                                              capture_output=True, text=True, check=False).stdout.strip()
+                        pull = {**pull, "head": {**pull["head"], "sha": head}}
+                    return self._send(200, pull)
                 if u.path == f"/repos/{fake.repo}/pulls":
                     with fake.lock:
                         found = [p for p in fake.pulls.values()

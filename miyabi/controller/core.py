@@ -91,6 +91,8 @@ class Controller:
         self.supervisor: Supervisor | None = None
         self.engine: WorkEngine | None = None
         self.pipeline: Pipeline | None = None
+        self._gh: GitHub | None = None
+        self._follow_ups = False
         self._filed: set[str] = set()
         """Agents whose failure has its fix task (cleared when they run again)."""
         self.watcher: InboxWatcher | None = None
@@ -157,6 +159,21 @@ class Controller:
         except MiyabiError as e:
             append_event(self.home.root, "approval-error", agent=name, question=question, error=str(e))
 
+    def _ensure_pipeline(self, engine: WorkEngine) -> Pipeline:
+        """The pipeline, made the first time the layout has pools (at start, or a reload)."""
+        if self.pipeline is None:
+            self.pipeline = Pipeline(engine.store, self.layout, self.home.root, engine.dispatch, self._gh, changed=self.kick.set)
+        return self.pipeline
+
+    def _ensure_follow_ups(self) -> None:
+        """The follow-ups thread, started once a pool sends its work to GitHub."""
+        gh, cfg = self._gh, self.layout.github
+        if self._follow_ups or gh is None or cfg is None or not any(p.pipeline == PipelineMode.GITHUB for p in self.layout.pools):
+            return
+        self._follow_ups = True
+        follow = FollowUps(Store.of_home(self.home.root), gh, cfg, self.home.root)
+        self._start(functools.partial(follow.run, self.stop, cfg.poll_interval), "follow-ups")
+
     def _file_fixes(self, failed: list[str], engine: WorkEngine, gh: GitHub | None) -> None:
         """Monitoring creates work: an agent the watchdog gave up on gets a fix task (a
         GitHub issue labelled todo when GitHub is set up), once per failure."""
@@ -175,11 +192,16 @@ class Controller:
             body = (f"miyabi's watchdog gave up on agent {name} at {rfc3339(float(restarts[-1]))}: {reason}.\nIts crash evidence is under "
                     f"{self.home.logs / 'crashes'}; `miyabi status {name}` shows it, and `miyabi restart {name}` brings it back "
                     "once the cause is fixed.")
-            try:
-                file_fix(engine.store, gh, self.layout.github, self.home.root, cause, title, body)
-                self._filed.add(name)
-            except (MiyabiError, OSError) as e:
-                log.warning("could not file the fix task for %s: %s; trying again", name, e)
+            self._filed.add(name)
+            # on a thread: GitHub may make it wait (a rate limit), never the main loop
+            self._start(functools.partial(self._file_fix, name, engine, gh, cause, title, body), f"file-fix-{name}")
+
+    def _file_fix(self, name: str, engine: WorkEngine, gh: GitHub | None, cause: str, title: str, body: str) -> None:
+        try:
+            file_fix(engine.store, gh, self.layout.github, self.home.root, cause, title, body)
+        except (MiyabiError, OSError, Stopped) as e:
+            log.warning("could not file the fix task for %s: %s; trying again at the next pass", name, e)
+            self._filed.discard(name)
 
     def _processes(self) -> dict[str, str | None]:
         """Agent → the lease identity of its live process (None: dead or no pane)."""
@@ -291,10 +313,10 @@ class Controller:
         store = Store.of_home(self.home.root)
         gh = client_for(self.layout.github, self.home.root, sleep=self.sleep) if self.layout.github else None
         engine = self.engine = WorkEngine(store, self.layout, self.home.root, gh)
+        self._gh = gh
         if self.layout.pools:
             # the pool instances that were running (before a restart) are agents from the start
-            pipeline = self.pipeline = Pipeline(store, self.layout, self.home.root, engine.dispatch, gh, changed=self.kick.set)
-            self._set_layout(self.layout.with_instances(pipeline.agents()))
+            self._set_layout(self.layout.with_instances(self._ensure_pipeline(engine).agents()))
             engine.adopt(self.layout)
         watcher = self.watcher = InboxWatcher(self.home.queue, self._wake)
         watcher.start()
@@ -351,9 +373,7 @@ class Controller:
         engine.recover_assignments()
         if gh is not None:
             self._start(functools.partial(engine.run_github, self.stop), "github")
-            if any(p.pipeline == PipelineMode.GITHUB for p in self.layout.pools) and self.layout.github is not None:
-                follow = FollowUps(Store.of_home(self.home.root), gh, self.layout.github, self.home.root)
-                self._start(functools.partial(follow.run, self.stop, self.layout.github.poll_interval), "follow-ups")
+        self._ensure_follow_ups()
         backoff = 0.1
         seen: tuple[object, ...] | None = None
         next_refresh = 0.0
@@ -401,7 +421,7 @@ class Controller:
                         engine.check_leases(self._processes(), _holder_alive)
                         engine.schedule(failed)
                         if self.pipeline is not None:
-                            self._follow_instances(self.pipeline.tick())
+                            self._follow_instances(self.pipeline.tick(failed))
                         self._file_fixes(failed, engine, gh)
                         due = engine.next_due()
                         next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
@@ -466,10 +486,15 @@ class Controller:
         if new.session != self.layout.session:
             raise MiyabiError(f"{path}: session {new.session!r} is not the running {self.layout.session!r}; "
                               "run `miyabi down`, then `miyabi up`, to change it")
+        if new.pools and self.engine is not None:
+            self._ensure_pipeline(self.engine)
         if self.pipeline is not None:
             self.pipeline.adopt(new)
             new = new.with_instances(self.pipeline.agents())
-        return self.adopt(new)
+        result = self.adopt(new)
+        if self._started:
+            self._ensure_follow_ups()
+        return result
 
     def adopt(self, new: Layout, reason: str = "reload") -> str:
         """Take ``new`` as the running layout: added agents get delivery and supervision

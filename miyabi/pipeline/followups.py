@@ -33,10 +33,9 @@ from typing import Any
 from miyabi import defaults
 from miyabi.config.settings import GitHubSettings
 from miyabi.events import append_event
-from miyabi.pipeline.git import GitError, Repository
 from miyabi.pipeline.records import Records, Worktree, WorktreeState
 from miyabi.stopping import Stopped
-from miyabi.work.github import GitHub
+from miyabi.work.github import GitHub, GitHubError
 from miyabi.work.intake import TRUSTED
 from miyabi.work.tasks import OPEN, Source, Store, Task, TaskError
 
@@ -118,18 +117,32 @@ class FollowUps:
         Raises:
             GitHubError: GitHub failed (after the client's retries).
         """
-        done = closed_pulls(self.records, self.gh, self.home)
+        done: list[str] = []
         for w in self.records.worktrees(WorktreeState.REVIEW):
             if w.pr_number is None:
                 continue
-            comments = [("comment", c) for c in self.gh.issue_comments(w.pr_number)]
-            comments += [("review", c) for c in self.gh.review_comments(w.pr_number)]
-            for kind, c in comments:
-                line = self._comment(w, kind, c)
-                if line:
-                    done.append(line)
-            done += self._checks(w)
+            try:  # one pull request's trouble never keeps the others from being served
+                done += self._pull(w)
+            except GitHubError as e:
+                log.warning("follow-ups: #%s: %s", w.pr_number, e)
+                append_event(self.home, "github-error", error=str(e), part="follow-ups", number=w.pr_number)
         return done
+
+    def _pull(self, w: Worktree) -> list[str]:
+        assert w.pr_number is not None
+        pull = self.gh.pull(w.pr_number)
+        closed = closed_pull(self.records, w, pull, self.home)
+        if closed:
+            return [closed]
+        done: list[str] = []
+        comments = [("comment", c) for c in self.gh.issue_comments(w.pr_number)]
+        comments += [("review", c) for c in self.gh.review_comments(w.pr_number)]
+        for kind, c in comments:
+            line = self._comment(w, kind, c)
+            if line:
+                done.append(line)
+        sha = str((pull.get("head") or {}).get("sha") or "")
+        return done + (self._checks(w, sha) if sha else [])
 
     def _comment(self, w: Worktree, kind: str, c: dict[str, Any]) -> str | None:
         assert w.pr_number is not None
@@ -153,18 +166,24 @@ class FollowUps:
             return None
         return f"#{w.pr_number}: {kind} {cid} by {login} became task {t.id}"
 
-    def _checks(self, w: Worktree) -> list[str]:
+    def _checks(self, w: Worktree, sha: str) -> list[str]:
+        """Failing check runs of the pull request's head commit ``sha``: a follow-up each,
+        while none is open on the branch, and at most ``defaults.CHECK_FOLLOW_UPS`` per
+        pull request (then one comment asks a person)."""
         assert w.pr_number is not None
-        try:
-            sha = Repository(w.path).sha("HEAD") if w.path.is_dir() else None
-        except GitError:
-            sha = None
-        if sha is None:
-            return []
         out: list[str] = []
         for run in self.gh.check_runs(sha):
             rid = int(run["id"])
             if run.get("status") != "completed" or run.get("conclusion") not in FAILED_CHECKS or self._seen("check", rid):
+                continue
+            if self.store.rows("SELECT 1 FROM tasks WHERE branch=? AND state IN ('queued','assigned','in_progress','verifying')",
+                               (w.branch,)):
+                continue  # a follow-up is at work on the branch: its push brings new check runs
+            made = self.store.rows("SELECT COUNT(*) FROM pr_seen WHERE kind='check' AND pr=? AND action LIKE 'task %'", (w.pr_number,))
+            if int(made[0][0]) >= defaults.CHECK_FOLLOW_UPS:
+                if self._record("check", rid, w.pr_number, "needs-human"):
+                    self.gh.comment(w.pr_number, f"Check {run.get('name')} still fails after {defaults.CHECK_FOLLOW_UPS} follow-ups "
+                                    f"by miyabi; it needs a person. {defaults.MARKER}")
                 continue
             output = run.get("output") or {}
             summary = str(output.get("summary") or output.get("title") or "(no summary)")
@@ -186,11 +205,10 @@ class FollowUps:
                 "Work in this worktree, on this branch; what you leave is verified and pushed to the same pull request.")
         try:
             t = self.store.add(title, body, [f"agent:{parent.pool}", *[lb for lb in parent.labels if not lb.startswith("agent:")]],
-                               parent.priority, source=Source.LOCAL, key=f"pr{w.pr_number}:{key}")
+                               parent.priority, source=Source.LOCAL, key=f"pr{w.pr_number}:{key}", parent=parent.id,
+                               pool=parent.pool, branch=w.branch)
         except TaskError:  # its key exists: made by an earlier pass
             return None
-        self.store.set_parent(t.id, parent.id)
-        self.store.set_pipeline(t.id, parent.pool, w.branch)
         append_event(self.home, "follow-up", task=t.id, parent=parent.id, number=w.pr_number, cause=key, what=what)
         log.info("pull request #%s: %s; task %s", w.pr_number, what, t.id)
         return self.store.get(t.id)
@@ -212,24 +230,30 @@ class FollowUps:
             pass
 
 
+def closed_pull(records: Records, w: Worktree, pull: dict[str, Any], home_root: Path) -> str | None:
+    """Mark ``w`` merged or closed when its pull request ``pull`` is (it is removed
+    next); returns a line saying so, or None while it is open."""
+    if pull.get("state") != "closed":
+        return None
+    state = WorktreeState.MERGED if pull.get("merged") else WorktreeState.CLOSED
+    records.set_worktree_state(w.repo, w.branch, state)
+    append_event(home_root, f"pull-request-{state}", number=w.pr_number, branch=w.branch)
+    return f"#{w.pr_number} {state}: its worktree {w.path} goes"
+
+
 def closed_pulls(records: Records, gh: GitHub, home_root: Path) -> list[str]:
-    """Mark the worktrees whose pull request was merged or closed (they are removed
-    next); returns one line per pull request.
+    """Ask GitHub about each pull request under review and mark the merged or closed
+    ones (:func:`closed_pull`).
 
     Raises:
         GitHubError: GitHub failed.
     """
     done: list[str] = []
     for w in records.worktrees(WorktreeState.REVIEW):
-        if w.pr_number is None:
-            continue
-        pull = gh.pull(w.pr_number)
-        if pull.get("state") != "closed":
-            continue
-        state = WorktreeState.MERGED if pull.get("merged") else WorktreeState.CLOSED
-        records.set_worktree_state(w.repo, w.branch, state)
-        append_event(home_root, f"pull-request-{state}", number=w.pr_number, branch=w.branch)
-        done.append(f"#{w.pr_number} {state}: its worktree {w.path} goes")
+        if w.pr_number is not None:
+            line = closed_pull(records, w, gh.pull(w.pr_number), home_root)
+            if line:
+                done.append(line)
     return done
 
 

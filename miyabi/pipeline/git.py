@@ -3,19 +3,27 @@ worktrees per task, what a task changed, committing, pushing, and the staged mer
 of local mode.
 
 Every failure is a :class:`GitError` whose message is one line: the operation, the
-repository, and git's own last line of complaint.
+repository, and git's own last line of complaint. Git runs without the controller's
+secrets in its environment (hooks and credential helpers never see the GitHub token),
+never asks on a terminal (``GIT_TERMINAL_PROMPT=0``), and is stopped after
+``defaults.GIT_TIMEOUT`` seconds; the commands miyabi itself makes (commit, merge,
+push) run no repository hooks (``core.hooksPath=/dev/null``): an agent's change must
+not run code of its own in the controller.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import git
 
+from miyabi import defaults
 from miyabi.errors import MiyabiError
+from miyabi.tmux.builder import SECRET_ENV
 
 IDENTITY = ("miyabi", "miyabi@localhost")
 """Committer used when the repository has no ``user.name``/``user.email`` of its own."""
@@ -40,6 +48,8 @@ def _errors(what: str) -> Iterator[None]:
         raise GitError(f"{what}: {_why(e)}") from None
     except (git.exc.InvalidGitRepositoryError, git.exc.NoSuchPathError):
         raise GitError(f"{what}: not a git repository") from None
+    except git.exc.GitError as e:
+        raise GitError(f"{what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 class Repository:
@@ -57,10 +67,23 @@ class Repository:
         with _errors(f"opening {path}"):
             self.repo = git.Repo(path, search_parent_directories=False)
         self.g = self.repo.git
+        self.g.update_environment(GIT_TERMINAL_PROMPT="0", **{var: "" for var in SECRET_ENV})
+
+    def _run(self, *args: str) -> str:
+        """``git ARGS`` with miyabi's identity where the repository has none, no hooks,
+        and the time limit."""
+        out: str = self.g.execute(["git", "-c", "core.hooksPath=/dev/null", *self._identity(), *args],
+                                  kill_after_timeout=defaults.GIT_TIMEOUT)
+        return out
 
     def current_branch(self) -> str | None:
-        """The branch checked out here (None: a detached HEAD)."""
-        out: str = self.g.rev_parse("--abbrev-ref", "HEAD")
+        """The branch checked out here (None: a detached HEAD).
+
+        Raises:
+            GitError: the repository has no commit yet.
+        """
+        with _errors(f"{self.path}: reading its branch (does it have a commit?)"):
+            out: str = self.g.rev_parse("--abbrev-ref", "HEAD")
         return None if out == "HEAD" else out
 
     def sha(self, ref: str) -> str:
@@ -87,11 +110,19 @@ class Repository:
 
     def add_worktree(self, path: Path, branch: str, base: str) -> bool:
         """Check ``branch`` out at ``path``: a new branch from ``base``, or the branch
-        as it is when it exists. Returns True when the branch was made.
+        as it is when it exists. A directory left at ``path`` by an interrupted earlier
+        attempt (not a worktree of ``branch``) is cleared first: ``path`` must be one
+        of miyabi's own. Returns True when the branch was made.
 
         Raises:
-            GitError: git refused (the path exists, the branch is checked out elsewhere, …).
+            GitError: git refused (the branch is checked out elsewhere, …).
         """
+        if path.exists():
+            if self.worktree_of(branch) == path:
+                return False
+            shutil.rmtree(path, ignore_errors=True)
+            with _errors(f"{self.path}: pruning worktrees"):
+                self.g.worktree("prune")
         fresh = not self.has_branch(branch)
         with _errors(f"{self.path}: adding worktree {path} on {branch}"):
             if fresh:
@@ -113,7 +144,8 @@ class Repository:
 
     def worktree_of(self, branch: str) -> Path | None:
         """Where ``branch`` is checked out, if anywhere."""
-        out: str = self.g.worktree("list", "--porcelain")
+        with _errors(f"{self.path}: listing worktrees"):
+            out: str = self.g.worktree("list", "--porcelain")
         path: str | None = None
         for line in out.splitlines():
             if line.startswith("worktree "):
@@ -145,7 +177,8 @@ class Repository:
         return sorted(paths)
 
     def dirty(self) -> bool:
-        return bool(self.g.status("--porcelain", "--untracked-files=all"))
+        with _errors(f"{self.path}: reading its status"):
+            return bool(self.g.status("--porcelain", "--untracked-files=all"))
 
     def commit_all(self, message: str) -> str | None:
         """Commit everything uncommitted (untracked files included); the new commit's
@@ -154,7 +187,7 @@ class Repository:
             return None
         with _errors(f"{self.path}: committing"):
             self.g.add("-A")
-            self.g.execute(["git", *self._identity(), "commit", "-q", "--no-verify", "-m", message])
+            self._run("commit", "-q", "--no-verify", "-m", message)
         return self.sha("HEAD")
 
     def _identity(self) -> list[str]:
@@ -168,14 +201,15 @@ class Repository:
             out += ["-c", f"user.email={IDENTITY[1]}"]
         return out
 
-    def push(self, remote: str, branch: str) -> None:
-        """Push ``branch`` to ``remote`` (same name there)."""
-        with _errors(f"{self.path}: pushing {branch} to {remote}"):
-            self.g.push("--quiet", remote, f"refs/heads/{branch}:refs/heads/{branch}")
+    def push(self, remote: str, sha: str, branch: str) -> None:
+        """Push commit ``sha`` to ``remote`` as its ``branch`` (the commit that was
+        checked, whatever the worktree holds by now).
 
-    def commits_since(self, base: str) -> int:
-        out: str = self.g.rev_list("--count", f"{base}..HEAD")
-        return int(out or 0)
+        Raises:
+            GitError: the remote refused (it moved: not a fast-forward; no access).
+        """
+        with _errors(f"{self.path}: pushing {branch} to {remote}"):
+            self._run("push", "--quiet", "--no-verify", remote, f"{sha}:refs/heads/{branch}")
 
     # -- local mode: a merge behind the checks
 
@@ -187,7 +221,7 @@ class Repository:
             GitError: a conflict (the merge is aborted first) or another failure.
         """
         try:
-            self.g.execute(["git", *self._identity(), "merge", "--no-ff", "--no-edit", "-m", message, branch])
+            self._run("merge", "--no-ff", "--no-edit", "-m", message, branch)
         except git.exc.GitCommandError as e:
             try:
                 self.g.merge("--abort")
@@ -214,8 +248,8 @@ class Repository:
             wt = Repository(where)
             if wt.sha("HEAD") != old:
                 raise GitError(f"{branch} moved while the merge was checked; nothing landed")
-            with _errors(f"{where}: fast-forwarding {branch}"):
-                wt.g.merge("--ff-only", "--quiet", new)
+            with _errors(f"{where}: fast-forwarding {branch} (local changes in the way?)"):
+                wt._run("merge", "--ff-only", "--quiet", new)
             return
         with _errors(f"{self.path}: moving {branch}"):
             self.g.update_ref(f"refs/heads/{branch}", new, old)

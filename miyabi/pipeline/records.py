@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS worktrees (
   pr_number INTEGER,
   pr_url TEXT,
   state TEXT NOT NULL,
+  set_up INTEGER NOT NULL DEFAULT 0,
   created REAL NOT NULL,
   PRIMARY KEY (repo, branch)
 );
@@ -98,6 +99,8 @@ class Worktree:
     pr_number: int | None
     pr_url: str | None
     state: WorktreeState
+    set_up: bool = False
+    """Its ``setup`` commands ran to the end."""
 
     def to_json(self) -> dict[str, Any]:
         return {"repo": str(self.repo), "branch": self.branch, "path": str(self.path), "base": self.base, "task": self.task,
@@ -110,7 +113,7 @@ def _instance(r: Any) -> Instance:
 
 def _worktree(r: Any) -> Worktree:
     return Worktree(Path(r["repo"]), r["branch"], Path(r["path"]), r["base"], r["task"], r["pr_number"], r["pr_url"],
-                    WorktreeState(r["state"]))
+                    WorktreeState(r["state"]), bool(r["set_up"]))
 
 
 class Records:
@@ -128,13 +131,15 @@ class Records:
     # -- instances
 
     def add_instance(self, name: str, pool: str, task: int, branch: str, path: Path) -> bool:
-        """Record a new ``preparing`` instance; False when ``name`` is taken."""
+        """Record a new ``preparing`` instance, and the task's pool and branch, in one
+        transaction; False when ``name`` is taken."""
         now = self.store.clock()
         with self.store.tx() as db:
             if db.execute("SELECT 1 FROM instances WHERE name=?", (name,)).fetchone():
                 return False
             db.execute("INSERT INTO instances (name, pool, task, branch, path, state, created, updated) VALUES (?,?,?,?,?,?,?,?)",
                        (name, pool, task, branch, str(path), str(InstanceState.PREPARING), now, now))
+            db.execute("UPDATE tasks SET pool=?, branch=? WHERE id=?", (pool, branch, task))
         return True
 
     def set_instance(self, name: str, state: InstanceState, reason: str = "") -> None:
@@ -182,6 +187,10 @@ class Records:
         with self.store.tx() as db:
             db.execute("UPDATE worktrees SET pr_number=?, pr_url=?, state=? WHERE repo=? AND branch=?",
                        (number, url, str(WorktreeState.REVIEW), str(repo), branch))
+
+    def set_up_done(self, repo: Path, branch: str) -> None:
+        with self.store.tx() as db:
+            db.execute("UPDATE worktrees SET set_up=1 WHERE repo=? AND branch=?", (str(repo), branch))
 
     def set_worktree_state(self, repo: Path, branch: str, state: WorktreeState) -> None:
         with self.store.tx() as db:

@@ -25,14 +25,16 @@ still preparing is prepared again, a task still verifying is verified again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from miyabi import defaults
 from miyabi.config.model import Agent, Layout, PipelineMode, Pool
@@ -120,6 +122,32 @@ def instance_agents(records: Records, layout: Layout) -> tuple[Agent, ...]:
     return tuple(out)
 
 
+class RepoLock:
+    """One repository's lock, held while miyabi runs git on it: a thread lock inside
+    this controller, and a file lock (``run/locks/``) against ``miyabi gc`` and other
+    processes of the home."""
+
+    def __init__(self, home_root: Path, repo: Path, thread_lock: threading.Lock) -> None:
+        from filelock import FileLock
+
+        name = hashlib.sha1(str(repo).encode()).hexdigest()[:16]
+        self.thread_lock = thread_lock
+        self.file_lock = FileLock(str(private_dir(home_root / "run" / "locks") / f"repo-{name}.lock"), mode=defaults.FILE_MODE)
+
+    def __enter__(self) -> Self:
+        self.thread_lock.acquire()
+        try:
+            self.file_lock.acquire()
+        except BaseException:
+            self.thread_lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file_lock.release()
+        self.thread_lock.release()
+
+
 class Pipeline:
     """Pool instances, worktrees and the verify gate for one controller.
 
@@ -150,20 +178,32 @@ class Pipeline:
         """Job keys (``prepare:NAME``, ``verify:TASK``) queued or running."""
         self.not_before: dict[str, float] = {}
         """Job key → Unix time before which it is not tried again (after an error)."""
+        self.failures: dict[str, int] = {}
+        """Job key → how many times in a row it failed."""
         self._repo_locks: dict[Path, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def adopt(self, layout: Layout) -> None:
+        """Work by a changed layout: the tasks verifying for a pool it no longer has go
+        back to the queue (their instances end at the next pass)."""
         self.layout = layout
+        for t in self.store.query(state=TaskState.VERIFYING):
+            if t.pool is not None and layout.pool(t.pool) is None:
+                try:
+                    self.store.set_state(t.id, TaskState.QUEUED, f"pool {t.pool} is not in the layout any more; back to the queue",
+                                         expect=(TaskState.VERIFYING,))
+                except TaskError:
+                    pass
 
     def close(self) -> None:
         """Stop: running checks are ended (their process groups killed), queued jobs dropped."""
         self.stop.set()
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    def _repo_lock(self, repo: Path) -> threading.Lock:
+    def _repo_lock(self, repo: Path) -> RepoLock:
         with self._lock:
-            return self._repo_locks.setdefault(repo, threading.Lock())
+            thread_lock = self._repo_locks.setdefault(repo, threading.Lock())
+        return RepoLock(self.home, repo, thread_lock)
 
     # -- the instances the layout runs
 
@@ -173,16 +213,16 @@ class Pipeline:
 
     # -- one pass of the main loop
 
-    def tick(self) -> list[str]:
-        """End instances whose task is no longer theirs, start instances for queued
-        pool tasks while their pool has room, tell ready instances their task, and
-        start the checks of tasks that are verifying. Returns the names of the
-        instances that ended in this pass.
+    def tick(self, failed: Sequence[str] = ()) -> list[str]:
+        """End instances whose task is no longer theirs (or that the watchdog gave up
+        on: ``failed``), start instances for queued pool tasks while their pool has
+        room, tell ready instances their task, and start the checks of tasks that are
+        verifying. Returns the names of the instances that ended in this pass.
 
         Raises:
             TaskError, sqlite3.Error: the store failed.
         """
-        ended = self._end_instances()
+        ended = self._end_instances(set(failed))
         for pool in self.layout.pools:
             self._start_instances(pool)
         for inst in self.records.instances(InstanceState.PREPARING):
@@ -207,10 +247,18 @@ class Pipeline:
         def job() -> None:
             try:
                 fn(arg)
+                self.failures.pop(key, None)
             except Exception as e:  # noqa: BLE001 - a job's failure is reported, never fatal to the controller
-                log.warning("%s: %s: %s; trying again in %.0f s", key, type(e).__name__, e, defaults.CLAIM_RETRY)
-                append_event(self.home, "pipeline-error", job=key, error=f"{type(e).__name__}: {e}")
-                self.not_before[key] = self.clock() + defaults.CLAIM_RETRY
+                tries = self.failures[key] = self.failures.get(key, 0) + 1
+                why = f"{type(e).__name__}: {e}" if not isinstance(e, MiyabiError) else str(e)
+                append_event(self.home, "pipeline-error", job=key, error=why, tries=tries)
+                if tries >= defaults.PIPELINE_TRIES:
+                    log.warning("%s: %s; tried %d times: giving up", key, why, tries)
+                    self.failures.pop(key, None)
+                    self._give_up(key, arg, why, tries)
+                else:
+                    log.warning("%s: %s; trying again in %.0f s", key, why, defaults.CLAIM_RETRY)
+                    self.not_before[key] = self.clock() + defaults.CLAIM_RETRY
             finally:
                 self.running.pop(key, None)
                 self.changed()
@@ -221,7 +269,19 @@ class Pipeline:
         except RuntimeError:  # shut down meanwhile
             self.running.pop(key, None)
 
-    def _end_instances(self) -> list[str]:
+    def _give_up(self, key: str, arg: object, why: str, tries: int) -> None:
+        """A step failed ``tries`` times for a reason that does not go away: its task
+        fails and needs a person (GitHub is told), with the reason."""
+        try:
+            if isinstance(arg, Instance):
+                self._fail_start(arg, self.store.get(arg.task), f"{why} (tried {tries} times)")
+            elif isinstance(arg, int):
+                self.store.set_state(arg, TaskState.FAILED, f"verify could not finish: {why} (tried {tries} times); it needs a person",
+                                     expect=(TaskState.VERIFYING,), notice="needs-human")
+        except TaskError:
+            pass
+
+    def _end_instances(self, failed: set[str]) -> list[str]:
         ended: list[str] = []
         for inst in self.records.instances(InstanceState.PREPARING, InstanceState.READY):
             try:
@@ -232,7 +292,7 @@ class Pipeline:
                 mine = t is not None and t.state == TaskState.QUEUED
             else:
                 mine = t is not None and t.state in OPEN and (t.agent == inst.name or t.state == TaskState.QUEUED)
-            if mine and self.layout.pool(inst.pool) is not None:
+            if mine and self.layout.pool(inst.pool) is not None and inst.name not in failed:
                 continue
             if f"prepare:{inst.name}" in self.running:
                 continue  # ends once its preparation is over
@@ -240,6 +300,8 @@ class Pipeline:
                    if t is not None else "its task is gone")
             if self.layout.pool(inst.pool) is None:
                 why = f"pool {inst.pool} is not in the layout any more"
+            elif inst.name in failed:
+                why = "the watchdog gave up on it"
             self.records.set_instance(inst.name, InstanceState.ENDED, why)
             append_event(self.home, "instance-ended", agent=inst.name, pool=inst.pool, task=inst.task, reason=why)
             log.info("instance %s ended: %s", inst.name, why)
@@ -252,22 +314,24 @@ class Pipeline:
         if count >= pool.max:
             return
         reserved = {i.task for i in live}
+        # one instance per branch (across pools): two follow-ups of one pull request take turns
+        busy = {i.branch for i in self.records.instances(InstanceState.PREPARING, InstanceState.READY)}
         taken = self.records.names() | set(self.layout.names) | {p.name for p in self.layout.pools}
         for t in self.store.queued(routed_to=pool.name):
             if count >= pool.max:
                 break
-            if t.id in reserved:
-                continue
             basis = self._parent_or(t)
-            name = instance_name(pool.name, basis, taken)
             branch = t.branch or branch_for(basis)
+            if t.id in reserved or branch in busy:
+                continue
+            name = instance_name(pool.name, basis, taken)
             path = self.home / "worktrees" / pool.name / branch.removeprefix(defaults.BRANCH_PREFIX)
             if not self.records.add_instance(name, pool.name, t.id, branch, path):
                 continue
             taken.add(name)
             reserved.add(t.id)
+            busy.add(branch)
             count += 1
-            self.store.set_pipeline(t.id, pool.name, branch)
             append_event(self.home, "instance-preparing", agent=name, pool=pool.name, task=t.id, ref=t.ref, branch=branch)
             log.info("task %s: instance %s of pool %s, branch %s", t.ref, name, pool.name, branch)
 
@@ -297,28 +361,32 @@ class Pipeline:
             with self._repo_lock(pool.repo):
                 repo = Repository(pool.repo)
                 found, base = self._convention(repo, pool)
+                # recorded before it is made: a controller killed in between finds the record
+                self.records.add_worktree(pool.repo, inst.branch, inst.path, base, task.parent or task.id)
                 record = self.records.worktree(pool.repo, inst.branch)
-                fresh = record is None or not inst.path.is_dir()
+                assert record is not None
+                fresh = repo.worktree_of(inst.branch) != inst.path
                 if fresh:
                     private_dir(inst.path.parent)
-                    repo.add_worktree(inst.path, inst.branch, base)
-                    self.records.add_worktree(pool.repo, inst.branch, inst.path, base, task.parent or task.id)
+                    repo.add_worktree(inst.path, inst.branch, record.base)
         except (GitError, conv.ConventionError) as e:
             self._fail_start(inst, task, str(e))
             return
         append_event(self.home, "worktree-ready", agent=inst.name, task=task.id, branch=inst.branch, path=str(inst.path),
-                     base=base, fresh=fresh, convention=found.source, chosen=found.describe())
-        if fresh and found.stage("setup"):
-            logfile = self.home / "logs" / "verify" / f"{task.id}-setup.log"
-            run = run_steps(found.stage("setup"), inst.path, logfile, clean_env(SECRET_ENV),
-                            header=[f"task {task.ref}: setting up {inst.path}", *found.describe()], stop=self.stop)
-            if run.stopped:
-                return  # prepared again when the controller runs again
-            if not run.passed:
-                failed = run.failed
-                assert failed is not None
-                self._fail_start(inst, task, f"set-up failed: {failed.describe()} (log: {logfile})")
-                return
+                     base=record.base, fresh=fresh, convention=found.source, chosen=found.describe())
+        if not record.set_up or fresh:
+            if found.stage("setup"):
+                logfile = self.home / "logs" / "verify" / f"{task.id}-setup.log"
+                run = run_steps(found.stage("setup"), inst.path, logfile, clean_env(SECRET_ENV),
+                                header=[f"task {task.ref}: setting up {inst.path}", *found.describe()], stop=self.stop)
+                if run.stopped:
+                    return  # set up again when the controller runs again
+                if not run.passed:
+                    failed = run.failed
+                    assert failed is not None
+                    self._fail_start(inst, task, f"set-up failed: {failed.describe()} (log: {logfile})")
+                    return
+            self.records.set_up_done(pool.repo, inst.branch)
         self.records.set_instance(inst.name, InstanceState.READY, f"worktree {inst.path} on {inst.branch}")
         append_event(self.home, "instance-ready", agent=inst.name, pool=inst.pool, task=task.id, branch=inst.branch)
 
@@ -353,6 +421,9 @@ class Pipeline:
                 return
             work = Repository(record.path)
             changed = work.changed(record.base)
+            # what is checked is a commit, and that very commit is what lands
+            self._commit(t, record.path)
+            sha = work.sha("HEAD")
         round_ = t.rounds + 1
         logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}.log"
         header = [f"task {t.ref} round {round_} of {found.max_rounds}, worktree {record.path}, branch {t.branch}",
@@ -369,12 +440,25 @@ class Pipeline:
         if not run.passed:
             self._round_failed(t, run, found, round_, logfile)
             return
-        append_event(self.home, "verify-passed", task=t.id, ref=t.ref, round=round_, log=str(logfile),
+        if not self._still(t.id, record.path, sha):
+            return
+        append_event(self.home, "verify-passed", task=t.id, ref=t.ref, round=round_, log=str(logfile), commit=sha,
                      checks_seconds=round(sum(r.seconds for r in run.results), 3))
         if pool.pipeline == PipelineMode.GITHUB:
-            self._open_pull(t, pool, record.path, record.base, run)
+            self._open_pull(t, pool, record.path, record.base, run, sha)
         else:
-            self._merge_locally(t, pool, record.path, record.base, run, found, round_)
+            self._merge_locally(t, pool, record.path, record.base, run, found, round_, sha)
+
+    def _still(self, task_id: int, worktree: Path, sha: str) -> bool:
+        """Whether the checked commit may land: the task is still verifying (not
+        cancelled meanwhile) and the agent added no commit while the checks ran (then
+        it is checked again, at the next pass)."""
+        if self.store.get(task_id).state != TaskState.VERIFYING:
+            return False
+        if Repository(worktree).sha("HEAD") != sha:
+            append_event(self.home, "verify-again", task=task_id, reason="the branch moved while the checks ran")
+            return False
+        return True
 
     def _round_failed(self, t: Task, run: Run, found: conv.Convention, round_: int, logfile: Path, note: str = "") -> None:
         failed = run.failed
@@ -395,15 +479,15 @@ class Pipeline:
         message = f"{t.ref}: {t.title}\n\nLeft uncommitted by {t.agent or 'the agent'}; committed by miyabi (task {t.id})."
         return Repository(worktree).commit_all(message)
 
-    def _open_pull(self, t: Task, pool: Pool, worktree: Path, base: str, run: Run) -> None:
-        """A pass in ``pipeline: github``: commit, push, open (or find) the pull request
-        that closes the issue, label it; the issue hears of it through the outbox."""
+    def _open_pull(self, t: Task, pool: Pool, worktree: Path, base: str, run: Run, sha: str) -> None:
+        """A pass in ``pipeline: github``: push the checked commit, open (or find) the
+        pull request that closes the issue, label it; the issue hears of it through
+        the outbox."""
         if self.gh is None:
             raise MiyabiError("pipeline: github needs the layout's github: section")
         assert t.branch is not None
         with self._repo_lock(pool.repo):
-            self._commit(t, worktree)
-            Repository(worktree).push(pool.remote, t.branch)
+            Repository(worktree).push(pool.remote, sha, t.branch)
         closes = f"Closes #{t.number}\n\n" if t.source == Source.GITHUB and t.number is not None else ""
         body = "\n".join([f"{closes}{t.title}", "", f"Verified by miyabi on `{t.branch}`:", *results_text(run), "",
                           f"Task {t.ref}, by {t.agent or 'an agent'} of pool {pool.name}."])
@@ -412,8 +496,7 @@ class Pipeline:
         number, url = int(pull["number"]), str(pull.get("html_url", ""))
         self.gh.add_labels(number, [defaults.REVIEW_LABEL])
         if existing is not None:  # a follow-up: say what was pushed
-            head = Repository(worktree).sha("HEAD")
-            self.gh.comment(number, "\n".join([f"miyabi pushed {head[:12]} to `{t.branch}` for task {t.ref} ({t.title}).",
+            self.gh.comment(number, "\n".join([f"miyabi pushed {sha[:12]} to `{t.branch}` for task {t.ref} ({t.title}).",
                                                 "", *results_text(run), "", defaults.MARKER]))
         self.records.set_pr(pool.repo, t.branch, number, url)
         self.store.set_state(t.id, TaskState.DONE, f"verified; pull request #{number} {url}", expect=(TaskState.VERIFYING,),
@@ -421,15 +504,15 @@ class Pipeline:
         append_event(self.home, "pull-request-opened", task=t.id, ref=t.ref, number=number, url=url, branch=t.branch)
 
     def _merge_locally(self, t: Task, pool: Pool, worktree: Path, base: str, run: Run, found: conv.Convention,
-                       round_: int) -> None:
+                       round_: int, sha: str) -> None:
         """A pass in ``pipeline: local``: merge the branch into the base branch in a
         staging worktree, run the checks on the merge result, and move the base branch
         to it only when they pass; otherwise the staging worktree is thrown away (the
         base branch never moved) and the agent gets the failure as its next round."""
         assert t.branch is not None
         staging = self.home / "worktrees" / ".staging" / f"{t.id}-{round_}"
+        logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}-merged.log"
         with self._repo_lock(pool.repo):
-            self._commit(t, worktree)
             repo = Repository(pool.repo)
             old = repo.sha(base)
             if staging.exists():
@@ -438,14 +521,14 @@ class Pipeline:
             repo.add_detached(staging, old)
             try:
                 try:
-                    merged = Repository(staging).merge_into_detached(t.branch, f"Merge {t.branch}: {t.ref} {t.title}")
+                    merged = Repository(staging).merge_into_detached(sha, f"Merge {t.branch}: {t.ref} {t.title}")
                 except GitError as e:
                     result = StepResult(conv.Step("merge", f"git merge {t.branch} into {base}", 0), 1, 0.0, tail=(str(e),))
-                    self._round_failed(t, Run(results=[result]), found, round_, staging,
+                    run_steps([], staging, logfile, {}, header=[f"task {t.ref}: merging {t.branch} ({sha[:12]}) into {base}", str(e)])
+                    self._round_failed(t, Run(results=[result]), found, round_, logfile,
                                        f" (merge {base} into your branch and resolve it)")
                     append_event(self.home, "merge-rolled-back", task=t.id, ref=t.ref, base=base, reason=str(e))
                     return
-                logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}-merged.log"
                 checked = run_steps(found.checks, staging, logfile, clean_env(SECRET_ENV), stop=self.stop,
                                     header=[f"task {t.ref}: the checks on {t.branch} merged into {base} ({merged[:12]})"])
                 if checked.stopped:
@@ -456,6 +539,8 @@ class Pipeline:
                     self._round_failed(t, checked, found, round_, logfile,
                                        f" after merging into {base}; {base} was left as it was")
                     return
+                if self.store.get(t.id).state != TaskState.VERIFYING:
+                    return  # cancelled while the merge was checked: it never lands
                 repo.advance(base, merged, old)
             finally:
                 repo.remove_worktree(staging)
@@ -475,17 +560,16 @@ class Pipeline:
         return remove_merged(self.records, self.home, self._repo_lock)
 
 
-def remove_merged(records: Records, home_root: Path, lock: Callable[[Path], threading.Lock] | None = None) -> list[str]:
+def remove_merged(records: Records, home_root: Path, lock: Callable[[Path], RepoLock] | None = None) -> list[str]:
     """Remove the worktrees of ``records`` whose work was merged (or whose pull request
     was closed) and that no live instance uses (``lock``: the repository's, held while
     git runs). Returns their paths; one that git will not remove is logged and left."""
-    live = {i.path for i in records.instances(InstanceState.PREPARING, InstanceState.READY)}
     out: list[str] = []
     for w in records.worktrees(WorktreeState.MERGED, WorktreeState.CLOSED):
-        if w.path in live:
-            continue
-        held = lock(w.repo) if lock is not None else threading.Lock()
-        with held:
+        with lock(w.repo) if lock is not None else RepoLock(home_root, w.repo, threading.Lock()):
+            # read under the lock: an instance that started meanwhile keeps its worktree
+            if w.path in {i.path for i in records.instances(InstanceState.PREPARING, InstanceState.READY)}:
+                continue
             try:
                 Repository(w.repo).remove_worktree(w.path)
             except GitError as e:

@@ -486,12 +486,17 @@ class Store:
         key: str | None = None,
         timeout: float | None = None,
         max_attempts: int | None = None,
+        parent: int | None = None,
+        pool: str | None = None,
+        branch: str | None = None,
     ) -> Task:
         """Store a new task (``queued``).
 
         Args:
             timeout: its own in-progress limit in seconds (None: the layout's).
             max_attempts: its own number of attempts (None: the layout's).
+            parent, pool, branch: for a follow-up, the task it follows, and its pool and
+                branch (stored in the same transaction).
 
         Raises:
             TaskError: empty title, bad priority, unknown dependency, or ``key`` taken
@@ -516,9 +521,9 @@ class Store:
                     raise TaskError(f"{source} id {key!r} was submitted already, as task {taken['id']} ({taken['state']}); give it a new id")
             cur = db.execute(
                 "INSERT INTO tasks (source, repo, number, url, title, body, labels, priority, state, created, updated, key,"
-                " timeout, max_attempts, rank) VALUES (?,?,?,?,?,?,?,?, 'queued', ?, ?, ?, ?, ?, ?)",
+                " timeout, max_attempts, rank, parent, pool, branch) VALUES (?,?,?,?,?,?,?,?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (source, repo, number, url, title, body, json.dumps(list(labels)), priority, now, now, key,
-                 timeout, max_attempts, rank_of(priority, labels)),
+                 timeout, max_attempts, rank_of(priority, labels), parent, pool, branch),
             )
             tid = int(cur.lastrowid or 0)
             for dep in depends_on:
@@ -617,7 +622,7 @@ class Store:
             extra += ", attempts = MAX(attempts - 1, 0)"  # it never reached the agent: no attempt
         elif state == TaskState.QUEUED and current in FINISHED:
             # a retry (`task retry`, the todo label put back): a fresh start
-            extra += ", attempts = 0, job_started = 0"
+            extra += ", attempts = 0, job_started = 0, rounds = 0"
             db.execute("DELETE FROM job_runs WHERE task=?", (task_id,))
         if state in (TaskState.QUEUED, TaskState.BLOCKED):
             extra += ", route = NULL, message = NULL"  # routed afresh: the routes may have changed meanwhile

@@ -226,6 +226,7 @@ def test_follow_ups_from_review_comments_and_failing_checks_push_to_the_same_pul
         "coder-7-2": {"rounds": [[{"write": "NOTES.md", "text": "why it broke\n"}, {"done": "notes added"}]]},
         "coder-7-3": {"rounds": [[{"write": "lint.txt", "text": "clean\n"}, {"commit": "lint"}, {"done": "lint fixed"}]]},
     })
+    fake.remote = str(remote)
     assert cli("up", str(layout(tmp_path, repo, p, log, fake=fake)), "-d").exit_code == 0
     wait_for(lambda: fake.pulls, timeout=60, what="the pull request")
     (n,) = fake.pulls
