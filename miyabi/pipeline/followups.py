@@ -161,7 +161,8 @@ class FollowUps:
             return f"#{w.pr_number}: refused {kind} {cid} by {login}"
         ask = body.lstrip()[len(self.cfg.fix_trigger):].strip()
         where = f" on {c['path']}" if c.get("path") else ""
-        t = self._follow_up(w, f"review {kind} by {login}{where}", ask or "(no details given)", f"{kind}:{cid}")
+        said = "review comment" if kind == "review" else "comment"
+        t = self._follow_up(w, f"{said} by {login}{where}", ask or "(no details given)", f"{kind}:{cid}")
         if t is None or not self._record(kind, cid, w.pr_number, f"task {t.id}"):
             return None
         return f"#{w.pr_number}: {kind} {cid} by {login} became task {t.id}"
