@@ -49,7 +49,13 @@ def _waiting(store: Any, tasks: list[Any], home: Path | None) -> dict[int, str]:
     lay = _layout_of(home)
     if lay is None:
         return {}
-    return waiting_reasons(store, tasks, lay.routes, lay.wip, failed_agents(Home.resolve(home)))
+    pools = None
+    if lay.pools:
+        from miyabi.pipeline.records import InstanceState, Records
+
+        live = Records(store).instances(InstanceState.PREPARING, InstanceState.READY)
+        pools = {p.name: (sum(1 for i in live if i.pool == p.name), p.max) for p in lay.pools}
+    return waiting_reasons(store, tasks, lay.routes, lay.wip, failed_agents(Home.resolve(home)), pools)
 
 
 def _tell(home: Path | None, task: Any, text: str) -> None:

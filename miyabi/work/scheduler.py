@@ -60,6 +60,7 @@ def why_waiting(
     held: Mapping[str, int],
     failed_agents: Mapping[str, str],
     waiting_for: Sequence[int] = (),
+    pools: Mapping[str, tuple[int, int]] | None = None,
 ) -> str | None:
     """Why ``task`` has no agent yet, in one line; None when it is not waiting (or will
     be assigned on the next pass).
@@ -69,12 +70,16 @@ def why_waiting(
         held: agent → tasks it holds now (assigned or in progress).
         failed_agents: agents the watchdog gave up on, with why.
         waiting_for: the open tasks it depends on.
+        pools: pool → (instances running or being prepared, its ``max``).
     """
     if task.state == TaskState.BLOCKED or (task.state == TaskState.QUEUED and waiting_for):
         return "blocked by " + ", ".join(f"#{d}" for d in waiting_for) if waiting_for else "blocked by its dependencies"
     if task.state != TaskState.QUEUED:
         return None
-    agent = route(task, routes, list(wip))
+    agent = route(task, routes, [*wip, *(pools or {})])
+    if pools and agent is not None and agent in pools:
+        live, most = pools[agent]
+        return f"pool {agent} runs {live} of its {most} instances" if live >= most else None
     if agent is None:
         labels = ", ".join(task.labels) or "none"
         return f"no route matches it (labels: {labels}); add a route, or a label agent:NAME"
@@ -171,14 +176,14 @@ def schedule(
 
 
 def waiting_reasons(store: Store, tasks: Sequence[Task], routes: Sequence[Route], wip: Mapping[str, int],
-                    failed_agents: Mapping[str, str]) -> dict[int, str]:
+                    failed_agents: Mapping[str, str], pools: Mapping[str, tuple[int, int]] | None = None) -> dict[int, str]:
     """Why each of ``tasks`` that waits for an agent waits (:func:`why_waiting`), by id."""
     held = store.held_counts()
     out: dict[int, str] = {}
     for t in tasks:
         if t.state not in (TaskState.QUEUED, TaskState.BLOCKED):
             continue
-        why = why_waiting(t, routes, wip, held, failed_agents, store.open_deps(t.id))
+        why = why_waiting(t, routes, wip, held, failed_agents, store.open_deps(t.id), pools)
         if why:
             out[t.id] = why
     return out

@@ -209,6 +209,7 @@ def test_a_pool_at_max_queues_the_rest(cli: Cli, home: Path, tmp_path: Path) -> 
     store = Store.of_home(home)
     assert sorted(m["agent"] for m in heard(log)) == ["coder-1", "coder-2"]
     assert task_state(home, 3) == "queued"
+    assert json.loads(cli("task", "show", "3", "--json").output)["waiting"] == "pool coder runs 2 of its 2 instances"
     status = json.loads(cli("status", "--json").output)
     assert {(a["name"], a["pool"], a["task"]) for a in status["agents"]} == {("lead", None, None), ("coder-1", "coder", 1),
                                                                              ("coder-2", "coder", 2)}
