@@ -234,6 +234,13 @@ class Repository:
             raise GitError(f"merging {branch}: {why}") from None
         return self.sha("HEAD")
 
+    def reset_detached(self, sha: str) -> None:
+        """Make this (miyabi's own, detached) worktree hold exactly commit ``sha``:
+        changes and untracked files, ignored ones included, are thrown away."""
+        with _errors(f"{self.path}: resetting to {sha[:12]}"):
+            self.g.checkout("--quiet", "--detach", "--force", sha)
+            self.g.clean("-fdxq")
+
     def advance(self, branch: str, new: str, old: str) -> None:
         """Move ``branch`` from ``old`` to ``new`` (a descendant): where it is checked
         out, by a fast-forward merge there (which keeps that worktree's files in step);

@@ -43,6 +43,7 @@ from miyabi.events import append_event
 from miyabi.files import private_dir
 from miyabi.messaging.mailbox import inbox, make
 from miyabi.pipeline import convention as conv
+from miyabi.pipeline.followups import file_fix
 from miyabi.pipeline.git import GitError, Repository
 from miyabi.pipeline.records import Instance, InstanceState, Records, WorktreeState
 from miyabi.pipeline.verify import Run, StepResult, clean_env, run_steps
@@ -536,8 +537,11 @@ class Pipeline:
                 if not checked.passed:
                     append_event(self.home, "merge-rolled-back", task=t.id, ref=t.ref, base=base, merge=merged,
                                  reason=(checked.failed.describe() if checked.failed else ""), log=str(logfile))
-                    self._round_failed(t, checked, found, round_, logfile,
-                                       f" after merging into {base}; {base} was left as it was")
+                    note = f" after merging into {base}; {base} was left as it was"
+                    filed = self._base_fails(t, staging, base, old, found, round_)
+                    if filed is not None:
+                        note += f", and it fails the checks on its own at {old[:12]} ({filed})"
+                    self._round_failed(t, checked, found, round_, logfile, note)
                     return
                 if self.store.get(t.id).state != TaskState.VERIFYING:
                     return  # cancelled while the merge was checked: it never lands
@@ -548,6 +552,26 @@ class Pipeline:
         self.store.set_state(t.id, TaskState.DONE, f"verified and merged into {base} ({merged[:12]})", expect=(TaskState.VERIFYING,))
         append_event(self.home, "merged", task=t.id, ref=t.ref, branch=t.branch, base=base, merge=merged,
                      results=results_text(run))
+
+    def _base_fails(self, t: Task, staging: Path, base: str, old: str, found: conv.Convention, round_: int) -> str | None:
+        """After a merge failed the checks: do they fail on the base branch alone? Then
+        monitoring files a fix task for the base branch (once per commit of it) and
+        returns what it filed (``task 12``, or the same words for one filed earlier);
+        None when the base branch passes (the merge is what broke)."""
+        Repository(staging).reset_detached(old)
+        logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}-base.log"
+        alone = run_steps(found.checks, staging, logfile, clean_env(SECRET_ENV), stop=self.stop,
+                          header=[f"the checks on {base} alone ({old[:12]}), after task {t.ref}'s merge failed them"])
+        if alone.stopped or alone.passed:
+            return None
+        failed = alone.failed
+        assert failed is not None
+        cause = f"the checks fail on {base} at {old}"
+        body = (f"{failed.describe()} on {base} at {old[:12]}, without any task's change (found while merging task {t.ref}).\n\n"
+                + "\n".join(failed.tail[-defaults.VERIFY_TAIL_LINES:]) + f"\n\nLog: {logfile}")
+        what = file_fix(self.store, None, None, self.home, cause, f"The checks fail on {base} ({old[:12]})", body)
+        known = self.store.rows("SELECT task FROM causes WHERE cause=?", (cause,))
+        return what or (f"task {known[0][0]}, filed before" if known else "a fix was filed before")
 
     # -- clean-up
 

@@ -381,3 +381,21 @@ def test_a_task_cancelled_while_its_merge_is_checked_never_lands(cli: Cli, home:
     assert cli("task", "cancel", "1").exit_code == 0
     wait_for(lambda: "staging" not in git(repo, "worktree", "list"), timeout=30, what="the staging worktree gone")
     assert git(repo, "rev-parse", "main") == before and task_state(home, 1) == "cancelled"
+
+
+def test_a_base_branch_that_fails_its_own_checks_gets_one_fix_task(cli: Cli, home: Path, tmp_path: Path) -> None:
+    check = 'grep -q fixed feature.txt && test ! -e broken-base.txt\n'
+    _, repo = make_repo(tmp_path, {"check.sh": check, ".miyabi.yml": CONVENTION, "feature.txt": "broken\n"})
+    breaks_main = f"cd {repo} && touch broken-base.txt && git add . && git -c user.name=u -c user.email=u@x commit -qm 'break main'"
+    p, log = plan(tmp_path, {"coder-1": {"rounds": [[{"write": "feature.txt", "text": "fixed\n"}, {"run": breaks_main}, {"done": "1"}],
+                                                    [{"done": "2"}], [{"done": "3"}]]}})  # the fix task's instance does nothing
+    assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
+    assert cli("task", "add", "Fix feature").exit_code == 0
+    wait_for(lambda: task_state(home, 1) == "failed", timeout=60, what="the task failed after its rounds")
+    tasks = Store.of_home(home).query()
+    fixes = [t for t in tasks if t.title.startswith("The checks fail on main")]
+    assert len(fixes) == 1 and "broken-base.txt" not in fixes[0].title
+    assert "without any task's change" in fixes[0].body
+    mine = [m["text"] for m in heard(log) if m["agent"] == "coder-1"]
+    assert "and it fails the checks on its own at" in mine[1] and "filed before" not in mine[1]
+    assert "filed before" in mine[2]  # the same commit of main: no second fix task
