@@ -44,6 +44,13 @@ CREATE TABLE IF NOT EXISTS worktrees (
   created REAL NOT NULL,
   PRIMARY KEY (repo, branch)
 );
+CREATE TABLE IF NOT EXISTS landed (
+  repo TEXT NOT NULL,
+  base TEXT NOT NULL,
+  sha TEXT NOT NULL,
+  time REAL NOT NULL,
+  PRIMARY KEY (repo, base)
+);
 """
 
 
@@ -191,6 +198,16 @@ class Records:
     def set_up_done(self, repo: Path, branch: str) -> None:
         with self.store.tx() as db:
             db.execute("UPDATE worktrees SET set_up=1 WHERE repo=? AND branch=?", (str(repo), branch))
+
+    def landed(self, repo: Path, base: str, sha: str) -> None:
+        """Record that ``base`` of ``repo`` moved to ``sha``, a merge that passed the checks."""
+        with self.store.tx() as db:
+            db.execute("INSERT OR REPLACE INTO landed (repo, base, sha, time) VALUES (?,?,?,?)", (str(repo), base, sha, self.store.clock()))
+
+    def last_landed(self, repo: Path, base: str) -> str | None:
+        """The last commit a local merge moved ``base`` to (it passed the checks), if any."""
+        rows = self.store.rows("SELECT sha FROM landed WHERE repo=? AND base=?", (str(repo), base))
+        return str(rows[0][0]) if rows else None
 
     def set_worktree_state(self, repo: Path, branch: str, state: WorktreeState) -> None:
         with self.store.tx() as db:

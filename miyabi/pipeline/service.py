@@ -182,6 +182,7 @@ class Pipeline:
         self.failures: dict[str, int] = {}
         """Job key → how many times in a row it failed."""
         self._repo_locks: dict[Path, threading.Lock] = {}
+        self._merge_locks: dict[Path, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def adopt(self, layout: Layout) -> None:
@@ -200,6 +201,10 @@ class Pipeline:
         """Stop: running checks are ended (their process groups killed), queued jobs dropped."""
         self.stop.set()
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def _merge_lock(self, repo: Path) -> threading.Lock:
+        with self._lock:
+            return self._merge_locks.setdefault(repo, threading.Lock())
 
     def _repo_lock(self, repo: Path) -> RepoLock:
         with self._lock:
@@ -506,58 +511,79 @@ class Pipeline:
 
     def _merge_locally(self, t: Task, pool: Pool, worktree: Path, base: str, run: Run, found: conv.Convention,
                        round_: int, sha: str) -> None:
-        """A pass in ``pipeline: local``: merge the branch into the base branch in a
-        staging worktree, run the checks on the merge result, and move the base branch
-        to it only when they pass; otherwise the staging worktree is thrown away (the
-        base branch never moved) and the agent gets the failure as its next round."""
+        """A pass in ``pipeline: local``: merge the checked commit into the base branch
+        in a staging worktree, run the checks on the merge result, and move the base
+        branch to it only when they pass; otherwise the staging worktree is thrown away
+        (the base branch never moved) and the agent gets the failure as its next round.
+        Merges into one repository happen one at a time (its merge lock); git itself
+        runs under the repository's lock, the checks outside it."""
         assert t.branch is not None
         staging = self.home / "worktrees" / ".staging" / f"{t.id}-{round_}"
         logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}-merged.log"
-        with self._repo_lock(pool.repo):
-            repo = Repository(pool.repo)
-            old = repo.sha(base)
-            if staging.exists():
-                repo.remove_worktree(staging)
-            private_dir(staging.parent)
-            repo.add_detached(staging, old)
+        with self._merge_lock(pool.repo):
+            with self._repo_lock(pool.repo):
+                repo = Repository(pool.repo)
+                old = repo.sha(base)
+                if staging.exists():
+                    repo.remove_worktree(staging)
+                private_dir(staging.parent)
+                repo.add_detached(staging, old)
             try:
-                try:
-                    merged = Repository(staging).merge_into_detached(sha, f"Merge {t.branch}: {t.ref} {t.title}")
-                except GitError as e:
-                    result = StepResult(conv.Step("merge", f"git merge {t.branch} into {base}", 0), 1, 0.0, tail=(str(e),))
-                    run_steps([], staging, logfile, {}, header=[f"task {t.ref}: merging {t.branch} ({sha[:12]}) into {base}", str(e)])
-                    self._round_failed(t, Run(results=[result]), found, round_, logfile,
-                                       f" (merge {base} into your branch and resolve it)")
-                    append_event(self.home, "merge-rolled-back", task=t.id, ref=t.ref, base=base, reason=str(e))
+                landed = self._stage(t, base, staging, logfile, found, round_, sha, old)
+                if landed is None:
                     return
-                checked = run_steps(found.checks, staging, logfile, clean_env(SECRET_ENV), stop=self.stop,
-                                    header=[f"task {t.ref}: the checks on {t.branch} merged into {base} ({merged[:12]})"])
-                if checked.stopped:
-                    return
-                if not checked.passed:
-                    append_event(self.home, "merge-rolled-back", task=t.id, ref=t.ref, base=base, merge=merged,
-                                 reason=(checked.failed.describe() if checked.failed else ""), log=str(logfile))
-                    note = f" after merging into {base}; {base} was left as it was"
-                    filed = self._base_fails(t, staging, base, old, found, round_)
-                    if filed is not None:
-                        note += f", and it fails the checks on its own at {old[:12]} ({filed})"
-                    self._round_failed(t, checked, found, round_, logfile, note)
-                    return
-                if self.store.get(t.id).state != TaskState.VERIFYING:
-                    return  # cancelled while the merge was checked: it never lands
-                repo.advance(base, merged, old)
+                with self._repo_lock(pool.repo):
+                    if self.store.get(t.id).state != TaskState.VERIFYING:
+                        return  # cancelled while the merge was checked: it never lands
+                    repo.advance(base, landed, old)
+                    self.records.landed(pool.repo, base, landed)
             finally:
-                repo.remove_worktree(staging)
+                with self._repo_lock(pool.repo):
+                    repo.remove_worktree(staging)
         self.records.set_worktree_state(pool.repo, t.branch, WorktreeState.MERGED)
-        self.store.set_state(t.id, TaskState.DONE, f"verified and merged into {base} ({merged[:12]})", expect=(TaskState.VERIFYING,))
-        append_event(self.home, "merged", task=t.id, ref=t.ref, branch=t.branch, base=base, merge=merged,
+        self.store.set_state(t.id, TaskState.DONE, f"verified and merged into {base} ({landed[:12]})", expect=(TaskState.VERIFYING,))
+        append_event(self.home, "merged", task=t.id, ref=t.ref, branch=t.branch, base=base, merge=landed,
                      results=results_text(run))
 
+    def _stage(self, t: Task, base: str, staging: Path, logfile: Path, found: conv.Convention, round_: int, sha: str,
+               old: str) -> str | None:
+        """Merge ``sha`` in the staging worktree and check the result: its commit when
+        the checks pass, else None (the agent was told; the round counted)."""
+        assert t.branch is not None
+        try:
+            merged = Repository(staging).merge_into_detached(sha, f"Merge {t.branch}: {t.ref} {t.title}")
+        except GitError as e:
+            result = StepResult(conv.Step("merge", f"git merge {t.branch} into {base}", 0), 1, 0.0, tail=(str(e),))
+            run_steps([], staging, logfile, {}, header=[f"task {t.ref}: merging {t.branch} ({sha[:12]}) into {base}", str(e)])
+            self._round_failed(t, Run(results=[result]), found, round_, logfile, f" (merge {base} into your branch and resolve it)")
+            append_event(self.home, "merge-rolled-back", task=t.id, ref=t.ref, base=base, reason=str(e))
+            return None
+        checked = run_steps(found.checks, staging, logfile, clean_env(SECRET_ENV), stop=self.stop,
+                            header=[f"task {t.ref}: the checks on {t.branch} merged into {base} ({merged[:12]})"])
+        if checked.stopped:
+            return None
+        if not checked.passed:
+            append_event(self.home, "merge-rolled-back", task=t.id, ref=t.ref, base=base, merge=merged,
+                         reason=(checked.failed.describe() if checked.failed else ""), log=str(logfile))
+            note = f" after merging into {base}; {base} was left as it was"
+            filed = self._base_fails(t, staging, base, old, found, round_) if self.records.last_landed(self._repo_of(t), base) else None
+            if filed is not None:
+                note += f", and it fails the checks on its own at {old[:12]} ({filed})"
+            self._round_failed(t, checked, found, round_, logfile, note)
+            return None
+        return merged
+
+    def _repo_of(self, t: Task) -> Path:
+        pool = self.layout.pool(t.pool or "")
+        return pool.repo if pool is not None else Path("/")
+
     def _base_fails(self, t: Task, staging: Path, base: str, old: str, found: conv.Convention, round_: int) -> str | None:
-        """After a merge failed the checks: do they fail on the base branch alone? Then
-        monitoring files a fix task for the base branch (once per commit of it) and
-        returns what it filed (``task 12``, or the same words for one filed earlier);
-        None when the base branch passes (the merge is what broke)."""
+        """After a merge failed the checks, on a base branch that passed them after an
+        earlier merge: do they fail on the base branch alone? Then monitoring files a fix
+        task for the base branch (once per commit of it) and returns what it filed
+        (``task 12``, or the same words for one filed earlier); None when the base
+        branch passes (the merge is what broke). A base branch never seen passing is
+        not asked: making its checks pass may be the very task."""
         Repository(staging).reset_detached(old)
         logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}-base.log"
         alone = run_steps(found.checks, staging, logfile, clean_env(SECRET_ENV), stop=self.stop,

@@ -174,8 +174,8 @@ def test_local_mode_merge_lands_and_the_worktree_is_removed(cli: Cli, home: Path
     assert git(repo, "status", "--porcelain") == ""
     assert "Merge miyabi/1-fix-feature" in git(repo, "log", "-1", "--format=%s", "main")
     wt = Path(heard(log)[0]["cwd"])
-    wait_for(lambda: not wt.exists(), what="the merged worktree removed")
-    assert "miyabi/1-fix-feature" not in git(repo, "worktree", "list")
+    wait_for(lambda: "miyabi/1-fix-feature" not in git(repo, "worktree", "list"), what="the merged worktree removed")
+    assert not wt.exists()
 
 
 def test_a_protected_path_fails_the_round(cli: Cli, home: Path, tmp_path: Path) -> None:
@@ -383,19 +383,33 @@ def test_a_task_cancelled_while_its_merge_is_checked_never_lands(cli: Cli, home:
     assert git(repo, "rev-parse", "main") == before and task_state(home, 1) == "cancelled"
 
 
-def test_a_base_branch_that_fails_its_own_checks_gets_one_fix_task(cli: Cli, home: Path, tmp_path: Path) -> None:
-    check = 'grep -q fixed feature.txt && test ! -e broken-base.txt\n'
-    _, repo = make_repo(tmp_path, {"check.sh": check, ".miyabi.yml": CONVENTION, "feature.txt": "broken\n"})
+def test_a_base_branch_that_fails_its_own_checks_after_a_merge_gets_one_fix_task(cli: Cli, home: Path, tmp_path: Path) -> None:
+    _, repo = make_repo(tmp_path, {"check.sh": "test ! -e broken-base.txt\n", ".miyabi.yml": CONVENTION})
     breaks_main = f"cd {repo} && touch broken-base.txt && git add . && git -c user.name=u -c user.email=u@x commit -qm 'break main'"
-    p, log = plan(tmp_path, {"coder-1": {"rounds": [[{"write": "feature.txt", "text": "fixed\n"}, {"run": breaks_main}, {"done": "1"}],
+    p, log = plan(tmp_path, {"coder-1": {"rounds": [[{"write": "a.txt", "text": "a\n"}, {"done": "a"}]]},
+                             "coder-2": {"rounds": [[{"write": "b.txt", "text": "b\n"}, {"run": breaks_main}, {"done": "1"}],
                                                     [{"done": "2"}], [{"done": "3"}]]}})  # the fix task's instance does nothing
     assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
-    assert cli("task", "add", "Fix feature").exit_code == 0
-    wait_for(lambda: task_state(home, 1) == "failed", timeout=60, what="the task failed after its rounds")
-    tasks = Store.of_home(home).query()
-    fixes = [t for t in tasks if t.title.startswith("The checks fail on main")]
-    assert len(fixes) == 1 and "broken-base.txt" not in fixes[0].title
-    assert "without any task's change" in fixes[0].body
-    mine = [m["text"] for m in heard(log) if m["agent"] == "coder-1"]
+    assert cli("task", "add", "Add a").exit_code == 0
+    wait_for(lambda: task_state(home, 1) == "done", timeout=60, what="the first task merged: main passes its checks")
+    assert cli("task", "add", "Add b").exit_code == 0  # meanwhile someone breaks main
+    wait_for(lambda: task_state(home, 2) == "failed", timeout=60, what="the second task failed after its rounds")
+    fixes = [t for t in Store.of_home(home).query() if t.title.startswith("The checks fail on main")]
+    assert len(fixes) == 1 and "without any task's change" in fixes[0].body
+    mine = [m["text"] for m in heard(log) if m["agent"] == "coder-2"]
     assert "and it fails the checks on its own at" in mine[1] and "filed before" not in mine[1]
     assert "filed before" in mine[2]  # the same commit of main: no second fix task
+
+
+def test_a_base_branch_never_seen_passing_gets_no_fix_task(cli: Cli, home: Path, tmp_path: Path) -> None:
+    # main fails its checks until the task is done (the task is to make them pass): that is no fix task's business
+    check = 'grep -q fixed feature.txt && ! { test -e other.txt && test -e extra.txt; }\n'
+    _, repo = make_repo(tmp_path, {"check.sh": check, ".miyabi.yml": CONVENTION.replace("max_rounds: 3", "max_rounds: 1"),
+                                   "feature.txt": "broken\n"})
+    moves_main = f"cd {repo} && echo o > other.txt && git add other.txt && git -c user.name=u -c user.email=u@x commit -qm other"
+    p, log = plan(tmp_path, [[{"write": "feature.txt", "text": "fixed\n"}, {"write": "extra.txt", "text": "x\n"},
+                              {"run": moves_main}, {"done": "1"}]])
+    assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
+    assert cli("task", "add", "Fix feature").exit_code == 0
+    wait_for(lambda: task_state(home, 1) == "failed", timeout=60, what="the task failed")
+    assert [t.id for t in Store.of_home(home).query()] == [1]
