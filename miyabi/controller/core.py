@@ -42,7 +42,7 @@ from miyabi.messaging.intro import Intros
 from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
 from miyabi.pipeline.followups import FollowUps, file_fix
-from miyabi.pipeline.service import Pipeline
+from miyabi.pipeline.service import Pipeline, release_pools
 from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.approvals import answer
 from miyabi.supervision.keeper import SessionKeeper
@@ -199,8 +199,8 @@ class Controller:
     def _file_fix(self, name: str, engine: WorkEngine, gh: GitHub | None, cause: str, title: str, body: str) -> None:
         try:
             file_fix(engine.store, gh, self.layout.github, self.home.root, cause, title, body)
-        except (MiyabiError, OSError, Stopped) as e:
-            log.warning("could not file the fix task for %s: %s; trying again at the next pass", name, e)
+        except Exception as e:  # noqa: BLE001 - MiyabiError, OSError, Stopped, sqlite3.Error: tried again, never fatal
+            log.warning("could not file the fix task for %s: %s: %s; trying again at the next pass", name, type(e).__name__, e)
             self._filed.discard(name)
 
     def _processes(self) -> dict[str, str | None]:
@@ -314,6 +314,7 @@ class Controller:
         gh = client_for(self.layout.github, self.home.root, sleep=self.sleep) if self.layout.github else None
         engine = self.engine = WorkEngine(store, self.layout, self.home.root, gh)
         self._gh = gh
+        release_pools(store, self.layout)  # verifying for a pool removed while no controller ran
         if self.layout.pools:
             # the pool instances that were running (before a restart) are agents from the start
             self._set_layout(self.layout.with_instances(self._ensure_pipeline(engine).agents()))
@@ -491,6 +492,8 @@ class Controller:
         if self.pipeline is not None:
             self.pipeline.adopt(new)
             new = new.with_instances(self.pipeline.agents())
+        elif self.engine is not None:
+            release_pools(self.engine.store, new)
         result = self.adopt(new)
         if self._started:
             self._ensure_follow_ups()

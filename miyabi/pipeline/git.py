@@ -34,10 +34,15 @@ class GitError(MiyabiError):
 
 
 def _why(e: git.exc.GitCommandError) -> str:
-    text = (e.stderr or e.stdout or str(e)).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("stderr:")]
-    last = lines[-1] if lines else f"exit {e.status}"
-    return last.removeprefix("stderr: ").strip("'")
+    """Git's own complaint in one line: its first ``fatal:``/``error:`` line, else its
+    last line (GitPython wraps stderr as ``stderr: '…'``)."""
+    text = str(e.stderr or e.stdout or "").strip()
+    text = text.removeprefix("stderr:").strip().removeprefix("stdout:").strip()
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        text = text[1:-1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    pick = next((ln for ln in lines if ln.startswith(("fatal:", "error:"))), lines[-1] if lines else "")
+    return pick.removeprefix("fatal: ").removeprefix("error: ") or f"git exited {e.status}"
 
 
 @contextmanager
@@ -71,7 +76,7 @@ class Repository:
 
     def _run(self, *args: str) -> str:
         """``git ARGS`` with miyabi's identity where the repository has none, no hooks,
-        and the time limit."""
+        and the time limit: every command that changes something goes through here."""
         out: str = self.g.execute(["git", "-c", "core.hooksPath=/dev/null", *self._identity(), *args],
                                   kill_after_timeout=defaults.GIT_TIMEOUT)
         return out
@@ -122,25 +127,28 @@ class Repository:
                 return False
             shutil.rmtree(path, ignore_errors=True)
             with _errors(f"{self.path}: pruning worktrees"):
-                self.g.worktree("prune")
+                self._run("worktree", "prune")
         fresh = not self.has_branch(branch)
         with _errors(f"{self.path}: adding worktree {path} on {branch}"):
             if fresh:
-                self.g.worktree("add", "-b", branch, str(path), base)
+                self._run("worktree", "add", "-b", branch, str(path), base)
             else:
-                self.g.worktree("add", str(path), branch)
+                self._run("worktree", "add", str(path), branch)
         return fresh
 
     def add_detached(self, path: Path, ref: str) -> None:
         with _errors(f"{self.path}: adding a worktree at {ref}"):
-            self.g.worktree("add", "--detach", str(path), ref)
+            self._run("worktree", "add", "--detach", str(path), ref)
 
     def remove_worktree(self, path: Path) -> None:
         """Remove a linked worktree (and what it holds), then prune git's record of it."""
         with _errors(f"{self.path}: removing worktree {path}"):
             if path.exists():
-                self.g.worktree("remove", "--force", "--force", str(path))
-            self.g.worktree("prune")
+                try:
+                    self._run("worktree", "remove", "--force", "--force", str(path))
+                except git.exc.GitCommandError:
+                    shutil.rmtree(path, ignore_errors=True)  # not (or no longer) a worktree git knows: ours all the same
+            self._run("worktree", "prune")
 
     def worktree_of(self, branch: str) -> Path | None:
         """Where ``branch`` is checked out, if anywhere."""
@@ -186,7 +194,7 @@ class Repository:
         if not self.dirty():
             return None
         with _errors(f"{self.path}: committing"):
-            self.g.add("-A")
+            self._run("add", "-A")
             self._run("commit", "-q", "--no-verify", "-m", message)
         return self.sha("HEAD")
 
@@ -238,8 +246,8 @@ class Repository:
         """Make this (miyabi's own, detached) worktree hold exactly commit ``sha``:
         changes and untracked files, ignored ones included, are thrown away."""
         with _errors(f"{self.path}: resetting to {sha[:12]}"):
-            self.g.checkout("--quiet", "--detach", "--force", sha)
-            self.g.clean("-fdxq")
+            self._run("checkout", "--quiet", "--detach", "--force", sha)
+            self._run("clean", "-fdxq")
 
     def advance(self, branch: str, new: str, old: str) -> None:
         """Move ``branch`` from ``old`` to ``new`` (a descendant): where it is checked
@@ -258,5 +266,5 @@ class Repository:
             with _errors(f"{where}: fast-forwarding {branch} (local changes in the way?)"):
                 wt._run("merge", "--ff-only", "--quiet", new)
             return
-        with _errors(f"{self.path}: moving {branch}"):
-            self.g.update_ref(f"refs/heads/{branch}", new, old)
+        with _errors(f"{self.path}: moving {branch} (it moved meanwhile?)"):
+            self._run("update-ref", f"refs/heads/{branch}", new, old)

@@ -104,6 +104,22 @@ class Prepared:
     fresh: bool
 
 
+def release_pools(store: Store, layout: Layout) -> list[int]:
+    """Send the tasks verifying for a pool ``layout`` does not have back to the queue
+    (a pool removed, here or while no controller ran); returns their ids. Their
+    instances end at the next pass."""
+    out: list[int] = []
+    for t in store.query(state=TaskState.VERIFYING):
+        if t.pool is not None and layout.pool(t.pool) is None:
+            try:
+                store.set_state(t.id, TaskState.QUEUED, f"pool {t.pool} is not in the layout any more; back to the queue",
+                                expect=(TaskState.VERIFYING,))
+                out.append(t.id)
+            except TaskError:
+                pass
+    return out
+
+
 def instance_agents(records: Records, layout: Layout) -> tuple[Agent, ...]:
     """An agent for each ready instance of a pool ``layout`` has, by age: the pool's
     profile and command, in the instance's worktree, with ``MIYABI_TASK`` set."""
@@ -145,8 +161,10 @@ class RepoLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.file_lock.release()
-        self.thread_lock.release()
+        try:
+            self.file_lock.release()
+        finally:
+            self.thread_lock.release()
 
 
 class Pipeline:
@@ -179,6 +197,8 @@ class Pipeline:
         """Job keys (``prepare:NAME``, ``verify:TASK``) queued or running."""
         self.not_before: dict[str, float] = {}
         """Job key → Unix time before which it is not tried again (after an error)."""
+        self.again: dict[int, int] = {}
+        """Task → how many times in a row its branch moved while its checks ran."""
         self.failures: dict[str, int] = {}
         """Job key → how many times in a row it failed."""
         self._repo_locks: dict[Path, threading.Lock] = {}
@@ -186,16 +206,9 @@ class Pipeline:
         self._lock = threading.Lock()
 
     def adopt(self, layout: Layout) -> None:
-        """Work by a changed layout: the tasks verifying for a pool it no longer has go
-        back to the queue (their instances end at the next pass)."""
+        """Work by a changed layout (:func:`release_pools`)."""
         self.layout = layout
-        for t in self.store.query(state=TaskState.VERIFYING):
-            if t.pool is not None and layout.pool(t.pool) is None:
-                try:
-                    self.store.set_state(t.id, TaskState.QUEUED, f"pool {t.pool} is not in the layout any more; back to the queue",
-                                         expect=(TaskState.VERIFYING,))
-                except TaskError:
-                    pass
+        release_pools(self.store, layout)
 
     def close(self) -> None:
         """Stop: running checks are ended (their process groups killed), queued jobs dropped."""
@@ -446,24 +459,33 @@ class Pipeline:
         if not run.passed:
             self._round_failed(t, run, found, round_, logfile)
             return
-        if not self._still(t.id, record.path, sha):
+        if not self._still(t.id, record.path, sha, found.max_rounds):
             return
         append_event(self.home, "verify-passed", task=t.id, ref=t.ref, round=round_, log=str(logfile), commit=sha,
                      checks_seconds=round(sum(r.seconds for r in run.results), 3))
         if pool.pipeline == PipelineMode.GITHUB:
-            self._open_pull(t, pool, record.path, record.base, run, sha)
+            self._open_pull(t, pool, record.path, record.base, run, sha, found.max_rounds)
         else:
             self._merge_locally(t, pool, record.path, record.base, run, found, round_, sha)
 
-    def _still(self, task_id: int, worktree: Path, sha: str) -> bool:
+    def _still(self, task_id: int, worktree: Path, sha: str, max_rounds: int) -> bool:
         """Whether the checked commit may land: the task is still verifying (not
         cancelled meanwhile) and the agent added no commit while the checks ran (then
         it is checked again, at the next pass)."""
         if self.store.get(task_id).state != TaskState.VERIFYING:
             return False
         if Repository(worktree).sha("HEAD") != sha:
-            append_event(self.home, "verify-again", task=task_id, reason="the branch moved while the checks ran")
+            again = self.again[task_id] = self.again.get(task_id, 0) + 1
+            append_event(self.home, "verify-again", task=task_id, reason="the branch moved while the checks ran", times=again)
+            if again >= defaults.PIPELINE_TRIES:  # it keeps committing after saying done: a round, said so
+                self.again.pop(task_id, None)
+                t = self.store.get(task_id)
+                why = f"you committed again while the checks ran, {again} times; stop changing the branch after `miyabi task done`"
+                run = Run(results=[StepResult(conv.Step("verify", "the checks on your last commit", 0), 1, 0.0, tail=(why,))])
+                self._round_failed(t, run, conv.Convention(max_rounds=max_rounds), t.rounds + 1,
+                                   self.home / "logs" / "verify" / f"{task_id}-{t.rounds + 1}.log")
             return False
+        self.again.pop(task_id, None)
         return True
 
     def _round_failed(self, t: Task, run: Run, found: conv.Convention, round_: int, logfile: Path, note: str = "") -> None:
@@ -476,7 +498,11 @@ class Pipeline:
         after = self.store.round_failed(t.id, why, found.max_rounds, text=text)
         append_event(self.home, "verify-failed", task=t.id, ref=t.ref, round=round_, of=found.max_rounds,
                      command=failed.step.command, exit_code=failed.exit_code, log=str(logfile), state=str(after.state))
-        if after.state == TaskState.IN_PROGRESS and after.agent:
+        live = {i.name for i in self.records.instances(InstanceState.READY)}
+        if after.state == TaskState.IN_PROGRESS and after.agent and after.agent not in live:
+            # its instance ended meanwhile (the watchdog gave up on it): a new one takes it, in the same worktree
+            self.store.set_state(t.id, TaskState.QUEUED, f"{after.agent} is gone; back to the queue", expect=(TaskState.IN_PROGRESS,))
+        elif after.state == TaskState.IN_PROGRESS and after.agent:
             msg = make(after.agent, feedback(after, failed, round_, found.max_rounds, logfile, note), sender="miyabi",
                        task=str(t.id))
             inbox(self.home, after.agent).put(msg)
@@ -485,7 +511,7 @@ class Pipeline:
         message = f"{t.ref}: {t.title}\n\nLeft uncommitted by {t.agent or 'the agent'}; committed by miyabi (task {t.id})."
         return Repository(worktree).commit_all(message)
 
-    def _open_pull(self, t: Task, pool: Pool, worktree: Path, base: str, run: Run, sha: str) -> None:
+    def _open_pull(self, t: Task, pool: Pool, worktree: Path, base: str, run: Run, sha: str, max_rounds: int) -> None:
         """A pass in ``pipeline: github``: push the checked commit, open (or find) the
         pull request that closes the issue, label it; the issue hears of it through
         the outbox."""
@@ -493,6 +519,8 @@ class Pipeline:
             raise MiyabiError("pipeline: github needs the layout's github: section")
         assert t.branch is not None
         with self._repo_lock(pool.repo):
+            if not self._still(t.id, worktree, sha, max_rounds):
+                return
             Repository(worktree).push(pool.remote, sha, t.branch)
         closes = f"Closes #{t.number}\n\n" if t.source == Source.GITHUB and t.number is not None else ""
         body = "\n".join([f"{closes}{t.title}", "", f"Verified by miyabi on `{t.branch}`:", *results_text(run), "",
@@ -533,13 +561,16 @@ class Pipeline:
                 if landed is None:
                     return
                 with self._repo_lock(pool.repo):
-                    if self.store.get(t.id).state != TaskState.VERIFYING:
-                        return  # cancelled while the merge was checked: it never lands
+                    if not self._still(t.id, worktree, sha, found.max_rounds):
+                        return  # cancelled, or the agent committed more, while the merge was checked: it never lands
                     repo.advance(base, landed, old)
                     self.records.landed(pool.repo, base, landed)
             finally:
                 with self._repo_lock(pool.repo):
-                    repo.remove_worktree(staging)
+                    try:
+                        repo.remove_worktree(staging)
+                    except GitError as e:  # best effort: what matters (the merge, or none) is done
+                        log.warning("could not remove the staging worktree %s: %s", staging, e)
         self.records.set_worktree_state(pool.repo, t.branch, WorktreeState.MERGED)
         self.store.set_state(t.id, TaskState.DONE, f"verified and merged into {base} ({landed[:12]})", expect=(TaskState.VERIFYING,))
         append_event(self.home, "merged", task=t.id, ref=t.ref, branch=t.branch, base=base, merge=landed,

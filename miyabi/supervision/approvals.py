@@ -100,7 +100,8 @@ def answer(home: Home, tmux: Runner, session: str, agent: Agent, approve: bool, 
     hooked = seen is not None and seen.pid == pane.pid and seen.state == Activity.WAITING_APPROVAL
     on_screen = approval_question(p, driver.screen(pane.pane_id))
     deadline = time.monotonic() + QUESTION_WAIT
-    waiting = seen is not None and seen.pid == pane.pid and seen.state == Activity.WAITING_APPROVAL
+    # Busy counts too: a redraw that hid the question a moment may have been recorded as busy.
+    waiting = seen is not None and seen.pid == pane.pid and seen.state in (Activity.WAITING_APPROVAL, Activity.BUSY)
     while waiting and p.approval_pattern and on_screen is None and time.monotonic() < deadline:
         time.sleep(0.05)  # a hook can come before the CLI draws its question; a redraw can hide it a moment
         on_screen = approval_question(p, driver.screen(pane.pane_id))
