@@ -108,8 +108,9 @@ def agent_path(agent: Agent, base_path: str | None = None) -> str:
 def preflight(layout: Layout, base_path: str | None = None) -> None:
     """Check what the layout needs of this machine, before anything is created.
 
-    Every agent's program must be found on the PATH the agent will see (or be an
-    executable path), and every ``cwd`` must be an existing directory.
+    Every agent's (and pool's) program must be found on the PATH the agent will see
+    (or be an executable path), every ``cwd`` must be an existing directory, and every
+    pool's ``repo`` a git repository.
 
     Raises:
         LayoutError: listing every missing command and directory at once.
@@ -135,6 +136,18 @@ def preflight(layout: Layout, base_path: str | None = None) -> None:
                 )
         if agent.cwd is not None and not agent.cwd.is_dir():
             doc.problem((*key, "cwd"), f"agent {agent.name!r}: directory {str(agent.cwd)!r} does not exist; create it or fix `cwd:`")
+    for i, pool in enumerate(layout.pools):
+        key = ("pools", i)
+        prog = program_of(pool.command)
+        if prog and "/" not in prog:
+            path = pool.env.get("PATH") or agent_path(Agent(name=pool.name, profile=pool.profile, command=pool.command), base_path)
+            if shutil.which(prog, path=path) is None:
+                doc.problem((*key, "command"),
+                            f"pool {pool.name!r}: command {prog!r} not found on PATH; install it, or set `command:` to its full path")
+        if not pool.repo.is_dir():
+            doc.problem((*key, "repo"), f"pool {pool.name!r}: {str(pool.repo)!r} does not exist; clone the repository there or fix `repo:`")
+        elif not ((pool.repo / ".git").exists() or (pool.repo / "HEAD").is_file()):
+            doc.problem((*key, "repo"), f"pool {pool.name!r}: {str(pool.repo)!r} is not a git repository; fix `repo:`")
     doc.fail_if_problems()
 
 
