@@ -46,7 +46,7 @@ from miyabi.pipeline import convention as conv
 from miyabi.pipeline.followups import file_fix
 from miyabi.pipeline.git import GitError, Repository
 from miyabi.pipeline.records import Instance, InstanceState, Records, WorktreeState
-from miyabi.pipeline.verify import Run, StepResult, clean_env, run_steps
+from miyabi.pipeline.verify import Run, StepResult, clean_env, end_orphans, run_steps
 from miyabi.tmux.builder import SECRET_ENV
 from miyabi.work.dispatch import Dispatcher
 from miyabi.work.github import GitHub
@@ -192,6 +192,11 @@ class Pipeline:
         self.changed = changed
         self.clock = clock
         self.stop = threading.Event()
+        self.track = home_root / "run" / "checks"
+        """Where running checks' process groups are recorded (:func:`~miyabi.pipeline.verify.end_orphans`)."""
+        ended = end_orphans(self.track)  # a controller killed while checks ran left them going
+        if ended:
+            log.info("ended %d check(s) an earlier controller left running: %s", len(ended), ended)
         self.executor = ThreadPoolExecutor(defaults.PIPELINE_WORKERS, thread_name_prefix="pipeline")
         self.running: dict[str, None] = {}
         """Job keys (``prepare:NAME``, ``verify:TASK``) queued or running."""
@@ -397,7 +402,8 @@ class Pipeline:
             if found.stage("setup"):
                 logfile = self.home / "logs" / "verify" / f"{task.id}-setup.log"
                 run = run_steps(found.stage("setup"), inst.path, logfile, clean_env(SECRET_ENV),
-                                header=[f"task {task.ref}: setting up {inst.path}", *found.describe()], stop=self.stop)
+                                header=[f"task {task.ref}: setting up {inst.path}", *found.describe()], stop=self.stop,
+                                track=self.track)
                 if run.stopped:
                     return  # set up again when the controller runs again
                 if not run.passed:
@@ -453,7 +459,7 @@ class Pipeline:
                                           tail=tuple(touched))], log=logfile)
             run_steps([], record.path, logfile, {}, header=[*header, "protected paths changed: " + ", ".join(touched)])
         else:
-            run = run_steps(found.checks, record.path, logfile, clean_env(SECRET_ENV), header=header, stop=self.stop)
+            run = run_steps(found.checks, record.path, logfile, clean_env(SECRET_ENV), header=header, stop=self.stop, track=self.track)
         if run.stopped:
             return
         if not run.passed:
@@ -589,7 +595,7 @@ class Pipeline:
             self._round_failed(t, Run(results=[result]), found, round_, logfile, f" (merge {base} into your branch and resolve it)")
             append_event(self.home, "merge-rolled-back", task=t.id, ref=t.ref, base=base, reason=str(e))
             return None
-        checked = run_steps(found.checks, staging, logfile, clean_env(SECRET_ENV), stop=self.stop,
+        checked = run_steps(found.checks, staging, logfile, clean_env(SECRET_ENV), stop=self.stop, track=self.track,
                             header=[f"task {t.ref}: the checks on {t.branch} merged into {base} ({merged[:12]})"])
         if checked.stopped:
             return None
@@ -617,7 +623,7 @@ class Pipeline:
         not asked: making its checks pass may be the very task."""
         Repository(staging).reset_detached(old)
         logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}-base.log"
-        alone = run_steps(found.checks, staging, logfile, clean_env(SECRET_ENV), stop=self.stop,
+        alone = run_steps(found.checks, staging, logfile, clean_env(SECRET_ENV), stop=self.stop, track=self.track,
                           header=[f"the checks on {base} alone ({old[:12]}), after task {t.ref}'s merge failed them"])
         if alone.stopped or alone.passed:
             return None

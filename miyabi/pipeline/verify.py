@@ -17,8 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from miyabi import defaults
-from miyabi.files import private_dir
+from miyabi.files import private_dir, write_atomic
 from miyabi.pipeline.convention import Step
 from miyabi.times import rfc3339
 
@@ -89,9 +91,11 @@ def clean_env(secrets: Sequence[str], extra: Mapping[str, str] | None = None) ->
 
 
 def run_steps(steps: Sequence[Step], cwd: Path, log: Path, env: Mapping[str, str], header: Sequence[str] = (),
-              stop: threading.Event | None = None) -> Run:
+              stop: threading.Event | None = None, track: Path | None = None) -> Run:
     """Run ``steps`` in ``cwd`` one after the other until one fails, appending their
-    output to ``log`` (created private, with ``header`` lines first).
+    output to ``log`` (created private, with ``header`` lines first). With ``track``
+    (a directory), each running command's process group is recorded there while it
+    runs, so that :func:`end_orphans` can end it after a crash of this process.
 
     Returns:
         the results; :attr:`Run.stopped` when ``stop`` was set meanwhile.
@@ -106,7 +110,7 @@ def run_steps(steps: Sequence[Step], cwd: Path, log: Path, env: Mapping[str, str
             out.write(f"\n$ {step.command}    # {step.stage}, {rfc3339(time.time())}, timeout {step.timeout:g}s\n".encode())
             out.flush()
             start_at = out.tell()
-            result = _run_one(step, cwd, out, env, stop)
+            result = _run_one(step, cwd, out, env, stop, track)
             out.write(f"# {result.describe()}\n".encode())
             out.flush()
             tail = _tail(log, start_at, defaults.VERIFY_TAIL_LINES)
@@ -120,15 +124,57 @@ def run_steps(steps: Sequence[Step], cwd: Path, log: Path, env: Mapping[str, str
     return run
 
 
-def _run_one(step: Step, cwd: Path, out: object, env: Mapping[str, str], stop: threading.Event | None) -> StepResult:
+def _run_one(step: Step, cwd: Path, out: object, env: Mapping[str, str], stop: threading.Event | None,
+             track: Path | None) -> StepResult:
     started = time.monotonic()
     try:
         proc = subprocess.Popen(["/bin/sh", "-c", step.command], cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,  # type: ignore[call-overload]
                                 stderr=subprocess.STDOUT, env=dict(env), start_new_session=True)
     except OSError as e:
         return StepResult(step, 127, 0.0, tail=(f"could not start: {e}",))
+    mark = _track(track, proc.pid)
+    try:
+        return _wait(step, proc, started, stop)
+    finally:
+        if mark is not None:
+            mark.unlink(missing_ok=True)
+
+
+def _track(track: Path | None, pid: int) -> Path | None:
+    """Record process group ``pid`` (with its start time, so a reused pid is never taken for it)."""
+    if track is None:
+        return None
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+    mark = private_dir(track) / str(pid)
+    write_atomic(mark, f"{started}\n")
+    return mark
+
+
+def end_orphans(track: Path) -> list[int]:
+    """End the process groups of checks that a crashed controller left running (their
+    records in ``track``); returns their pids."""
+    ended: list[int] = []
+    if not track.is_dir():
+        return ended
+    for mark in track.iterdir():
+        try:
+            pid, started = int(mark.name), float(mark.read_text().strip())
+            if abs(psutil.Process(pid).create_time() - started) < 0.01:
+                os.killpg(pid, signal.SIGKILL)
+                ended.append(pid)
+        except (ValueError, OSError, psutil.Error):
+            pass
+        mark.unlink(missing_ok=True)
+    return ended
+
+
+def _wait(step: Step, proc: subprocess.Popen[bytes], started: float, stop: threading.Event | None) -> StepResult:
     deadline = started + step.timeout
     timed_out = False
+    code: int | None
     while True:
         try:
             code = proc.wait(timeout=0.1)

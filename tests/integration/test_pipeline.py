@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fakegithub import FakeGitHub
 from helpers import wait_for
-from integration.conftest import Cli
+from integration.conftest import Cli, pid_alive
 
 from miyabi.pipeline.records import Records
 from miyabi.work.tasks import Store
@@ -282,8 +282,11 @@ def test_a_controller_killed_while_the_checks_run_verifies_again_and_merges_once
     from miyabi.controller import running_pid
     from miyabi.home import Home
 
-    slow = CONVENTION.replace('test: {run: ["sh check.sh"], timeout: 60s}', 'test: {run: ["touch $0.ran; sleep 2", "sh check.sh"]}')
-    slow = slow.replace("$0", str(tmp_path / "checks"))
+    # the first run sleeps long (and records its pid); the run after the restart does not
+    first = tmp_path / "checks"
+    slow = CONVENTION.replace('test: {run: ["sh check.sh"], timeout: 60s}',
+                              f'test: {{run: ["if [ ! -e {first}.ran ]; then echo $$ > {first}.pid; touch {first}.ran; sleep 60; fi", '
+                              '"sh check.sh"]}')
     _, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": slow, "feature.txt": "broken\n"})
     p, log = plan(tmp_path, [[{"write": "feature.txt", "text": "fixed\n"}, {"done": "fixed"}]])
     assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
@@ -293,6 +296,9 @@ def test_a_controller_killed_while_the_checks_run_verifies_again_and_merges_once
     assert pid and task_state(home, 1) == "verifying"
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: running_pid(Home(home)) not in (None, pid), timeout=30, what="a new controller (from the keep-alive)")
+    orphan = int(wait_for(lambda: (tmp_path / "checks.pid").exists() and (tmp_path / "checks.pid").read_text().strip(),
+                          what="the first check's pid"))
+    wait_for(lambda: not pid_alive(orphan), timeout=30, what="the check the killed controller left running ended")
     wait_for(lambda: task_state(home, 1) == "done", timeout=60, what="the task verified again and done")
     assert (repo / "feature.txt").read_text() == "fixed\n"
     assert git(repo, "log", "--format=%s", "main").count("Merge miyabi/1-fix-feature") == 1
