@@ -291,7 +291,7 @@ JOB_STEP_TIMEOUT = 3600.0
 POOL_MAX = 2
 """Instances of a pool that may run at once (layout ``pools[].max``)."""
 
-VERIFY_TIMEOUT = 1800.0
+CHECK_TIMEOUT = 1800.0
 """Seconds one set-up, build, lint or test command may run (``.miyabi.yml``'s ``timeout``)."""
 
 VERIFY_MAX_ROUNDS = 3

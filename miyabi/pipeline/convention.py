@@ -130,7 +130,7 @@ def parse(text: str, origin: str) -> Convention:
     unknown = [str(k) for k in data if k not in KEYS]
     if unknown:
         raise ConventionError(f"{origin}: unknown key {unknown[0]!r}; the keys are {', '.join(KEYS)}")
-    timeout = defaults.VERIFY_TIMEOUT
+    timeout = defaults.CHECK_TIMEOUT
     if "timeout" in data:
         timeout = _duration(data["timeout"], f"{origin}: timeout")
     steps: list[Step] = []
@@ -184,7 +184,7 @@ def detect(read: Reader) -> Convention:
     match per stage: package.json scripts, a Makefile's targets, pyproject.toml, go.mod,
     Cargo.toml). Every choice is one line in :attr:`Convention.chosen`; a stage
     nothing provides is left out, and said so."""
-    t = defaults.VERIFY_TIMEOUT
+    t = defaults.CHECK_TIMEOUT
     chosen: dict[str, tuple[str, str]] = {}
 
     def choose(stage: str, command: str, why: str) -> None:

@@ -180,3 +180,12 @@ def test_only_the_cli_imports_typer_and_rich(name: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module.split(".")[0])
     assert not found & {"typer", "rich", "click"}, f"{name} imports {sorted(found & {'typer', 'rich', 'click'})}"
+
+
+def test_every_default_is_defined_once() -> None:
+    """A second assignment of a name in defaults.py silently replaces the first one's
+    value for every module that uses it (a pipeline timeout once did so to delivery's)."""
+    tree = ast.parse((PACKAGE / "defaults.py").read_text(encoding="utf-8"))
+    names = [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+             for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
