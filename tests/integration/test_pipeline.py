@@ -101,7 +101,7 @@ def test_an_issue_becomes_a_verified_pull_request_after_a_failed_round(
     (pull,) = fake.pulls.values()
     assert pull["head"]["ref"] == "miyabi/7-fix-the-widget" and pull["base"]["ref"] == "main"
     assert pull["body"].startswith("Closes #7") and "test `sh check.sh`: passed" in pull["body"]
-    assert "status:review" in fake.labels(pull["number"])
+    wait_for(lambda: "status:review" in fake.labels(pull["number"]), what="the PR labelled for review")  # a request after the PR's
     # the agent worked in its own worktree, after the set-up ran there, and heard the failure once
     msgs = heard(log)
     assert msgs[0]["text"].startswith("Task acme/widgets#7: Fix the widget") and msgs[0]["agent"] == "coder-7"
@@ -137,7 +137,7 @@ def test_max_rounds_then_the_issue_needs_a_person(
     assert cli("up", str(layout(tmp_path, repo, p, log, fake=fake)), "-d").exit_code == 0
     wait_for(lambda: "status:needs-human" in fake.labels(3), timeout=60, what="needs-human on the issue")
     assert task_state(home, "acme/widgets#3") == "failed"
-    (comment,) = [c for c in fake.comments[3] if c.startswith("failed")]
+    (comment,) = wait_for(lambda: [c for c in fake.comments.get(3, []) if c.startswith("failed")], what="the needs-human comment")
     assert "sh check.sh" in comment and "feature.txt is not fixed: no 1" in comment and "2 times (of 2)" in comment
     assert len(heard(log)) == 2 and not fake.pulls  # the task message and one round of feedback
 
@@ -271,7 +271,7 @@ def test_follow_ups_from_review_comments_and_failing_checks_push_to_the_same_pul
     wait_for(lambda: not wt.exists(), timeout=30, what="the worktree removed after the merge")
     tasks = json.loads(cli("task", "ls", "--json").output)
     assert [(t["id"], t["parent"], t["branch"]) for t in tasks] == [(1, None, branch), (2, 1, branch), (3, 1, branch)]
-    assert json.loads(cli("worktrees", "--json").output)[0]["state"] == "removed"
+    wait_for(lambda: json.loads(cli("worktrees", "--json").output)[0]["state"] == "removed", what="the worktree recorded removed")
     assert json.loads(cli("gc", "--json").output) == {"pull_requests": [], "removed": []}
 
 
