@@ -153,10 +153,6 @@ class Records:
         with self.store.tx() as db:
             db.execute("UPDATE instances SET state=?, reason=?, updated=? WHERE name=?", (str(state), reason, self.store.clock(), name))
 
-    def instance(self, name: str) -> Instance | None:
-        rows = self.store.rows("SELECT * FROM instances WHERE name=?", (name,))
-        return _instance(rows[0]) if rows else None
-
     def instances(self, *states: InstanceState, pool: str | None = None) -> list[Instance]:
         """Instances in ``states`` (all when none given), oldest first; only ``pool``'s when given."""
         q, args = "SELECT * FROM instances WHERE 1=1", []

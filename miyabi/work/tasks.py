@@ -568,16 +568,6 @@ class Store:
                 self._move(db, task_id, TaskState.DONE, note)
         return self.get(task_id)
 
-    def set_pipeline(self, task_id: int, pool: str, branch: str) -> None:
-        """Record the pool and git branch of a pool task."""
-        with self.tx() as db:
-            db.execute("UPDATE tasks SET pool=?, branch=? WHERE id=?", (pool, branch, task_id))
-
-    def set_parent(self, task_id: int, parent: int) -> None:
-        """Record that ``task_id`` follows up ``parent`` (same branch, same worktree)."""
-        with self.tx() as db:
-            db.execute("UPDATE tasks SET parent=? WHERE id=?", (parent, task_id))
-
     def round_failed(self, task_id: int, reason: str, max_rounds: int, notice: str = "needs-human",
                      text: str | None = None) -> Task:
         """A verify round of a ``verifying`` task failed: back to ``in_progress`` (the

@@ -375,8 +375,7 @@ def test_a_pool_task_said_done_is_verified_first_and_fails_after_its_rounds(stor
     plain = store.add("plain")
     store.set_state(plain.id, "assigned", "routed", agent="kaede")
     assert store.done(plain.id, "did it").state == "done"
-    t = store.add("pooled", source="github", repo="acme/w", number=3)
-    store.set_pipeline(t.id, "coder", "miyabi/3-pooled")
+    t = store.add("pooled", source="github", repo="acme/w", number=3, pool="coder", branch="miyabi/3-pooled")
     store.set_state(t.id, "assigned", "ready", agent="coder-3")
     store.take_lease(t.id, "coder-3", "1:1", None, "delivered")
     assert store.done(t.id, "first").state == "verifying"
