@@ -327,3 +327,32 @@ MARKER = "<!-- miyabi -->"
 
 REVIEW_LABEL = "status:review"
 """Label on a pull request the pipeline opened (and on its issue)."""
+
+# -- the web dashboard (miyabi web)
+
+WEB_HOST = "127.0.0.1"
+"""Address the dashboard binds to: loopback, unless the user names another."""
+
+WEB_PORT = 8765
+"""TCP port of the dashboard."""
+
+WEB_SCREEN_LINGER = 10.0
+"""Seconds the dashboard's control channel stays open after the last live screen closed."""
+
+WEB_SCREEN_GAP = 0.02
+"""Least seconds between two frames of one live screen (at most 50 a second, however fast
+the pane prints; measured: a frame costs about 1 ms to read and convert)."""
+
+WEB_HEARTBEAT = 5.0
+"""Seconds between two frames of a live stream (screen, agents) when nothing changed: proves
+the connection lives, and picks up a pane that was recreated."""
+
+WEB_AGENTS_INTERVAL = 2.0
+"""Seconds between two readings of the agents for the dashboard's live cards (CPU is measured
+over this interval)."""
+
+WEB_EVENTS_POLL = 0.25
+"""Seconds between two looks at ``logs/events.jsonl`` while a live event feed is open."""
+
+WEB_EVENTS_LIMIT = 500
+"""Events ``GET /api/v1/events`` returns at most (the newest), unless asked for fewer."""

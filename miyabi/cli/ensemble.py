@@ -208,36 +208,14 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
     Also its window and pane, its command, seconds since its last output and why it
     last died or was restarted.
     """
-    from miyabi.controller.process import status as controller_status
-    from miyabi.errors import LayoutError
-    from miyabi.home import Home
-    from miyabi.supervision.status import collect
-    from miyabi.tmux.panes import HOME_TAG, session_option
+    from miyabi.controller.view import ensemble
 
     t, tmux = running(home, socket, layout)
-    agents = []
-    lay = None
-    if t.layout_path is not None:
-        try:
-            lay = t.layout()
-            agents = list(lay.agents)
-        except LayoutError:
-            agents = []
-    # The session knows the home that built it; its logs are there.
-    owner = session_option(tmux, t.session, HOME_TAG)
-    h = Home(Path(owner)) if owner else t.home
-    ctl = controller_status(h)
-    records = None
-    if lay is not None and lay.pools:
-        from miyabi.pipeline.records import InstanceState, Records
-        from miyabi.pipeline.service import instance_agents
-        from miyabi.work.tasks import Store
-
-        records = Records(Store.of_home(h.root))
-        agents += instance_agents(records, lay)
-    rows = collect(tmux, t.session, h, agents, recorded=bool(ctl["running"]))
+    view = ensemble(t, tmux)
+    h, lay, ctl, rows = view.home, view.layout, view.controller, view.agents
+    owner = str(h.root)
     if json_out:
-        output.emit_json({"session": t.session, "socket": t.socket, "home": owner or str(t.home.root), "controller": ctl,
+        output.emit_json({"session": t.session, "socket": t.socket, "home": owner, "controller": ctl,
                           "agents": [r.to_json() for r in rows]})
         return
     if ctl["running"]:
@@ -269,9 +247,12 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
     headers = ["agent", "window", "pane", "pid", "command", "state", "uptime", "cpu%", "rss", "last output", "tokens in/out",
                "restarts/h", "last reason"]
     output.table(groups.pop(None), headers, title=f"session {t.session} (socket {t.socket})")
+    from miyabi.pipeline.records import InstanceState, Records
+    from miyabi.work.tasks import Store
+
     for name, table_rows in groups.items():
         pool = lay.pool(name) if lay is not None and name is not None else None
-        preparing = [i.name for i in records.instances(InstanceState.PREPARING, pool=name)] if records is not None else []
+        preparing = [i.name for i in Records(Store.of_home(h.root)).instances(InstanceState.PREPARING, pool=name)]
         title = f"pool {name}: {len(table_rows)} running" + (f" of at most {pool.max}" if pool else "")
         if preparing:
             title += f"; preparing {', '.join(preparing)}"

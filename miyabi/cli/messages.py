@@ -49,24 +49,16 @@ def inbox(
 ) -> None:
     """List an agent's pending messages (all of them with --all)."""
     from miyabi.cli.send import known_agents
+    from miyabi.controller.view import messages
     from miyabi.errors import AgentNotFound
     from miyabi.home import Home
     from miyabi.messaging.mailbox import MessageState
-    from miyabi.messaging.mailbox import inbox as inbox_of
 
     h = Home.resolve(home)
     agents, _ = known_agents(h.root, layout)
     if agent not in agents:
         raise AgentNotFound(agent, agents)
-    states = tuple(MessageState) if all_ else (MessageState.PENDING,)
-    items = []
-    for state, m in inbox_of(h.root, agent).list(states):
-        items.append({
-            "id": m.id, "state": str(state), "from": m.sender, "to": m.to, "priority": m.priority,
-            "created": m.created, "delivered": m.extra.get("delivered"), "failed": m.extra.get("failed"),
-            "retried": m.extra.get("retried"), "reason": m.extra.get("reason"), "attempts": m.extra.get("attempts", 0),
-            "body": m.body,
-        })
+    items = messages(h.root, agent, tuple(MessageState) if all_ else (MessageState.PENDING,))
     if json_out:
         output.emit_json(items)
         return

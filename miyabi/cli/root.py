@@ -16,17 +16,15 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperGroup
 
-from miyabi import __version__, defaults
+from miyabi import __version__
 from miyabi.cli import output
-from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_USAGE, MiyabiError, SessionNotFound
-from miyabi.home import Home
+from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_USAGE, MiyabiError
 
 # Typer vendors click (0.29+) or depends on it (older); reach click's classes through
 # a public Typer exception either way.
@@ -182,42 +180,13 @@ def handles_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@dataclass
-class Target:
-    """Where a command acts: the home, the tmux socket, the session and its layout."""
+def resolve_target(home: Path | None, socket: str | None, layout: str | None) -> Any:
+    """Where a command acts (a :class:`miyabi.controller.view.Target`): the home from
+    ``--home``; the socket from ``--socket``, else what ``miyabi up`` recorded here,
+    else ``miyabi``; the session from ``--layout``, else the recorded one."""
+    from miyabi.controller.view import resolve_target as resolve
 
-    home: Home
-    socket: str
-    session: str
-    layout_path: Path | None
-
-    def layout(self) -> Any:
-        """The layout this home runs (loaded now).
-
-        Raises:
-            MiyabiError: no layout is known for this home.
-            LayoutError: it no longer loads.
-        """
-        from miyabi.config import load
-
-        if self.layout_path is None:
-            raise MiyabiError(f"no layout is known for {self.home.root}; run `miyabi up` first, or give --layout")
-        return load(self.layout_path)
-
-
-def resolve_target(home: Path | None, socket: str | None, layout: str | None) -> Target:
-    """Home from ``--home``; socket from ``--socket``, else what ``miyabi up`` recorded
-    here, else ``miyabi``; session from ``--layout``, else the recorded one."""
-    from miyabi.config import load, shipped
-
-    h = Home.resolve(home)
-    state = h.load_state()
-    sock = socket or state.get("socket") or defaults.SOCKET
-    if layout is None and isinstance(state.get("session"), str):
-        lp = state.get("layout")
-        return Target(h, sock, state["session"], Path(lp) if isinstance(lp, str) else None)
-    path = shipped.for_command(layout, h)
-    return Target(h, sock, load(path).session, path)
+    return resolve(home, socket, layout)
 
 
 def tmux_for(socket: str) -> Any:
@@ -227,17 +196,13 @@ def tmux_for(socket: str) -> Any:
     return Tmux(socket)
 
 
-def running(home: Path | None, socket: str | None, layout: str | None) -> tuple[Target, Any]:
+def running(home: Path | None, socket: str | None, layout: str | None) -> tuple[Any, Any]:
     """The target and its tmux server, whose session must be running.
 
     Raises:
         TmuxUnavailable: tmux missing or too old, or the session is not running (exit 4).
     """
-    from miyabi.tmux.panes import session_exists
+    from miyabi.controller.view import require_session
 
     t = resolve_target(home, socket, layout)
-    tmux = tmux_for(t.socket)
-    tmux.require_version()
-    if not session_exists(tmux, t.session):
-        raise SessionNotFound(t.session, t.socket)
-    return t, tmux
+    return t, require_session(t)

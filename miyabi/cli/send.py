@@ -108,8 +108,7 @@ def main(prog: str, argv: list[str]) -> int:
 
 def _run(prog: str, args: argparse.Namespace) -> int:
     from miyabi.defaults import MAX_BODY
-    from miyabi.events import append_event
-    from miyabi.messaging.mailbox import MessageError, inbox, make, sanitize
+    from miyabi.messaging.mailbox import MessageError, post, sanitize
 
     raw = args.home if args.home else os.environ.get("MIYABI_HOME") or os.getcwd()
     home_root = Path(os.path.expanduser(raw)).resolve()
@@ -131,12 +130,9 @@ def _run(prog: str, args: argparse.Namespace) -> int:
             raise MessageError("nobody to send to: every agent is excluded")
     sent = []
     for to in targets:
-        msg = make(to, body, sender=sender, priority=args.priority, ttl=args.ttl,
-                   reply_to=getattr(args, "reply_to", None), task=getattr(args, "task", None),
-                   max_body=int(max_body or MAX_BODY))
-        inbox(home_root, to).put(msg)
-        append_event(home_root, "enqueued", agent=to, id=msg.id, **{"from": sender}, bytes=len(body.encode()), priority=msg.priority)
-        sent.append(msg)
+        sent.append(post(home_root, to, body, sender=sender, priority=args.priority, ttl=args.ttl,
+                         reply_to=getattr(args, "reply_to", None), task=getattr(args, "task", None),
+                         max_body=int(max_body or MAX_BODY)))
     if args.json:
         out = [{"id": m.id, "to": m.to, "from": m.sender, "created": m.created, "state": "pending"} for m in sent]
         sys.stdout.write(json.dumps(out[0] if prog == "send" else out) + "\n")

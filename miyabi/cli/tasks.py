@@ -24,47 +24,12 @@ def _store(home: Path | None) -> Any:
     return Store.of_home(Home.resolve(home).root)
 
 
-def _layout_of(home: Path | None) -> Any:
-    """The layout ``miyabi up`` last ran in this home, or None when it never ran here or
-    that layout no longer loads (then nothing is said about why tasks wait)."""
-    from miyabi.config import load
-    from miyabi.errors import LayoutError
-    from miyabi.home import Home
-
-    recorded = Home.resolve(home).load_state().get("layout")
-    if not isinstance(recorded, str):
-        return None
-    try:
-        return load(Path(recorded))
-    except LayoutError:
-        return None
-
-
 def _waiting(store: Any, tasks: list[Any], home: Path | None) -> dict[int, str]:
     """Why each waiting task waits, by the layout this home runs ({} without one)."""
+    from miyabi.controller.view import waiting
     from miyabi.home import Home
-    from miyabi.supervision.supervisor import failed_agents
-    from miyabi.work.scheduler import waiting_reasons
 
-    lay = _layout_of(home)
-    if lay is None:
-        return {}
-    pools = None
-    if lay.pools:
-        from miyabi.pipeline.records import InstanceState, Records
-
-        live = Records(store).instances(InstanceState.PREPARING, InstanceState.READY)
-        pools = {p.name: (sum(1 for i in live if i.pool == p.name), p.max) for p in lay.pools}
-    return waiting_reasons(store, tasks, lay.routes, lay.wip, failed_agents(Home.resolve(home)), pools)
-
-
-def _tell(home: Path | None, task: Any, text: str) -> None:
-    """Tell the task's agent something about it, through its inbox."""
-    from miyabi.home import Home
-    from miyabi.messaging.mailbox import inbox, make
-
-    if task.agent:
-        inbox(Home.resolve(home).root, task.agent).put(make(task.agent, text, sender="miyabi", task=str(task.id)))
+    return waiting(Home.resolve(home), store, tasks)
 
 
 @task_app.command("add")
@@ -194,10 +159,11 @@ def task_fail(task_id: TaskId, reason: Annotated[str, typer.Option("--reason", h
 @handles_errors
 def task_cancel(task_id: TaskId, home: HomeOpt = None, socket: SocketOpt = None) -> None:
     """Cancel a task; its agent, if it has one, is told."""
-    from miyabi.work.tasks import TaskState
 
-    t = _finish(task_id, TaskState.CANCELLED, "cancelled by `miyabi task cancel`", home)
-    _tell(home, t, f"Task {t.ref} ({t.title}) was cancelled; stop working on it.")
+    from miyabi.controller.view import cancel_task
+    from miyabi.home import Home
+
+    t = cancel_task(Home.resolve(home), _store(home), task_id, "`miyabi task cancel`")
     output.say(f"task {t.id} cancelled")
 
 
@@ -205,9 +171,9 @@ def task_cancel(task_id: TaskId, home: HomeOpt = None, socket: SocketOpt = None)
 @handles_errors
 def task_retry(task_id: TaskId, home: HomeOpt = None, socket: SocketOpt = None) -> None:
     """Put a failed or cancelled task back in the queue."""
-    from miyabi.work.tasks import TaskState
+    from miyabi.controller.view import retry_task
 
-    t = _finish(task_id, TaskState.QUEUED, "retried by `miyabi task retry`", home)
+    t = retry_task(_store(home), task_id, "`miyabi task retry`")
     output.say(f"task {t.id} is queued again")
 
 

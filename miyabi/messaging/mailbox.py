@@ -161,6 +161,25 @@ def make(to: str, body: str, sender: str = "human", priority: str = "normal", tt
                    ttl=ttl, reply_to=reply_to, task=task)
 
 
+def post(home_root: Path, to: str, body: str, sender: str = "human", priority: str = "normal", ttl: float | None = None,
+         reply_to: str | None = None, task: str | None = None, max_body: int = defaults.MAX_BODY) -> Message:
+    """Put a message in ``to``'s inbox and log it (the ``enqueued`` event): what
+    ``miyabi send`` and the dashboard's send do.
+
+    Raises:
+        MessageError: the body has no text once control characters are removed, is over
+            ``max_body`` bytes, or a field is bad (see :func:`make`).
+        OSError: the inbox cannot be written.
+    """
+    if not sanitize(body).strip():
+        raise MessageError("the message has no text (control characters are removed before delivery)")
+    msg = make(to, body, sender=sender, priority=priority, ttl=ttl, reply_to=reply_to, task=task, max_body=max_body)
+    inbox(home_root, to).put(msg)
+    append_event(home_root, "enqueued", agent=to, id=msg.id, **{"from": sender}, bytes=len(body.encode("utf-8", "surrogatepass")),
+                 priority=msg.priority)
+    return msg
+
+
 def decode_body(data: bytes, origin: str = "standard input") -> str:
     """Decode message bytes as UTF-8.
 

@@ -66,24 +66,37 @@ class TreeStats:
     started: float
 
 
-def tree_stats(pids: Sequence[int], interval: float = defaults.STATUS_CPU_SAMPLE) -> dict[int, TreeStats]:
+def tree_stats(pids: Sequence[int], interval: float = defaults.STATUS_CPU_SAMPLE,
+               cache: dict[int, psutil.Process] | None = None) -> dict[int, TreeStats]:
     """Sample each root pid's process tree once over ``interval`` seconds (one sleep for
-    all trees). Pids that do not exist are left out of the result."""
+    all trees). Pids that do not exist are left out of the result.
+
+    With ``cache`` (pid → process, kept by the caller between calls), a process seen
+    before reports its CPU use since the previous call, so ``interval`` may be 0 (a
+    process seen for the first time then reports 0.0); the cache is pruned to the
+    processes of this call."""
     trees: dict[int, list[psutil.Process]] = {}
+    seen: dict[int, psutil.Process] = {}
     for pid in pids:
         if pid <= 0:
             continue
         try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
+            root = _process(pid, cache)
+            procs = [root, *(_process(c.pid, cache, c) for c in root.children(recursive=True))]
         except psutil.Error:
             continue
         for p in procs:
+            seen[p.pid] = p
+            if cache is not None and p.pid in cache:
+                continue
             try:
                 p.cpu_percent(None)
             except psutil.Error:
                 pass
         trees[pid] = procs
+    if cache is not None:
+        cache.clear()
+        cache.update(seen)
     if trees and interval > 0:
         time.sleep(interval)
     out: dict[int, TreeStats] = {}
@@ -166,6 +179,15 @@ class AgentStatus:
         return asdict(self)
 
 
+def _process(pid: int, cache: dict[int, psutil.Process] | None, fresh: psutil.Process | None = None) -> psutil.Process:
+    """The cached process of ``pid`` while it is the same process (same start time), else a new one."""
+    known = cache.get(pid) if cache is not None else None
+    p = fresh or psutil.Process(pid)
+    if known is not None and known.is_running() and known.create_time() == p.create_time():
+        return known
+    return p
+
+
 def collect(
     tmux: Runner,
     session: str,
@@ -174,6 +196,7 @@ def collect(
     clock: Callable[[], float] = time.time,
     interval: float = defaults.STATUS_CPU_SAMPLE,
     recorded: bool = True,
+    cpu_cache: dict[int, psutil.Process] | None = None,
 ) -> list[AgentStatus]:
     """Status of every agent pane in ``session``, plus a ``missing`` row for each of
     ``agents`` (the layout's) that has no pane. Rows come in layout order, then the
@@ -186,7 +209,7 @@ def collect(
     by_name: Mapping[str, Agent] = {a.name: a for a in agents}
     expected = [a.name for a in agents]
     panes = [p for p in list_panes(tmux, session) if p.agent]
-    stats = tree_stats([p.pid for p in panes if not p.dead], interval)
+    stats = tree_stats([p.pid for p in panes if not p.dead], interval, cpu_cache)
     now = clock()
     rows: dict[str, AgentStatus] = {}
     for p in panes:

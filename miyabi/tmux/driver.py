@@ -99,6 +99,16 @@ class PaneDriver:
         head = (out[0].split() if out else []) + ["0", "0"]
         return Screen(tuple(out[1:]), _int(head[0]) or 0, _int(head[1]) or 0)
 
+    def styled(self, pane_id: str) -> Screen:
+        """The visible screen with its colours and attributes kept (SGR escape
+        sequences in the lines, ``capture-pane -e``) and the cursor position, for people
+        to look at (the dashboard); screen reading uses :meth:`screen`."""
+        chain = [["display-message", "-p", "-t", pane_id, "#{cursor_x} #{cursor_y}"], ["capture-pane", "-p", "-e", "-t", pane_id]]
+        run_chain = getattr(self.runner, "run_chain", None)
+        out = run_chain(chain) if run_chain is not None else self.runner.run(*chain[0]) + self.runner.run(*chain[1])
+        head = (out[0].split() if out else []) + ["0", "0"]
+        return Screen(tuple(out[1:]), _int(head[0]) or 0, _int(head[1]) or 0)
+
     def leave_mode(self, pane_id: str) -> None:
         """Leave copy mode (or any mode), so typed text reaches the program."""
         self.runner.run("send-keys", "-X", "-t", pane_id, "cancel", check=False)

@@ -44,6 +44,8 @@ class Stats:
     not_modified: int = 0
     waited: float = 0.0
     statuses: dict[int, int] = field(default_factory=dict)
+    rate_remaining: int | None = None
+    """What GitHub last said is left of the rate limit (``x-ratelimit-remaining``)."""
 
 
 class GitHub:
@@ -67,6 +69,7 @@ class GitHub:
         clock: Callable[[], float] = time.time,
         timeout: float = defaults.GITHUB_TIMEOUT,
         etag_file: Path | None = None,
+        stats_file: Path | None = None,
     ) -> None:
         self.repo = repo
         self.token_env = token_env
@@ -89,6 +92,9 @@ class GitHub:
                 self.etags = {}
         self._uncommitted: dict[str, str] = {}
         self.stats = Stats()
+        self.stats_file = stats_file
+        """Where :attr:`stats` are saved (at most once a second) for the dashboard's metrics."""
+        self._stats_saved = 0.0
 
     def close(self) -> None:
         self.http.close()
@@ -115,6 +121,10 @@ class GitHub:
                 continue
             self.stats.requests += 1
             self.stats.statuses[resp.status_code] = self.stats.statuses.get(resp.status_code, 0) + 1
+            left = resp.headers.get("x-ratelimit-remaining", "")
+            if left.isdigit():
+                self.stats.rate_remaining = int(left)
+            self._save_stats()
             if resp.status_code == 401:
                 if not self.has_token:
                     raise GitHubError(f"GitHub answered 401 and ${self.token_env} is not set; set a token in {self.token_env}")
@@ -129,6 +139,18 @@ class GitHub:
                 continue
             return resp
         raise GitHubError(f"GitHub kept failing {method} {url} ({resp.status_code}) after {defaults.GITHUB_MAX_TRIES} tries")
+
+    def _save_stats(self) -> None:
+        """Save the request counts for ``/metrics`` (at most once a second; never fatal)."""
+        now = self.clock()
+        if self.stats_file is None or now - self._stats_saved < 1.0:
+            return
+        self._stats_saved = now
+        try:
+            write_atomic(self.stats_file, json.dumps({"requests": self.stats.requests, "statuses": self.stats.statuses,
+                                                      "rate_remaining": self.stats.rate_remaining, "time": now}) + "\n")
+        except OSError:
+            pass
 
     def _rate_limit_wait(self, resp: httpx.Response) -> float | None:
         if resp.status_code not in (403, 429):
@@ -312,5 +334,6 @@ def client_for(settings: GitHubSettings, home_root: Path | None = None, sleep: C
         GitHubError: the token has characters a token cannot have.
     """
     etags = home_root / "state" / "github-etags.json" if home_root else None
+    stats = home_root / "run" / "github-stats.json" if home_root else None
     return GitHub(settings.repo, os.environ.get(settings.token_env) or None, settings.token_env, settings.api_url,
-                  sleep=sleep, etag_file=etags)
+                  sleep=sleep, etag_file=etags, stats_file=stats)

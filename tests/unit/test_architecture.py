@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "miyabi"
 LAYERS: list[list[str]] = [
     ["miyabi.__main__"],
     ["miyabi.cli"],
+    ["miyabi.web"],
     ["miyabi.controller", "miyabi.worker"],
     ["miyabi.pipeline"],
     ["miyabi.supervision", "miyabi.work"],

@@ -1,0 +1,208 @@
+"""What the ensemble looks like right now, for the front ends (the command line and
+the web dashboard): where a command acts (:class:`Target`), the agents' rows (pool
+instances included), why waiting tasks wait, an inbox's messages, and the verbs both
+front ends offer on tasks and messages. It reads; the controller acts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from miyabi import defaults
+from miyabi.config.model import Agent, Layout
+from miyabi.errors import LayoutError, MiyabiError, SessionNotFound
+from miyabi.home import Home
+from miyabi.messaging.mailbox import Message, MessageState, inbox, make
+from miyabi.supervision.status import AgentStatus, collect
+from miyabi.tmux.panes import HOME_TAG, Runner, session_exists, session_option
+from miyabi.tmux.runner import Tmux
+from miyabi.work.tasks import Store, Task, TaskState
+
+
+@dataclass
+class Target:
+    """Where a command acts: the home, the tmux socket, the session and its layout.
+
+    Attributes:
+        home: the miyabi home.
+        socket: tmux socket name of miyabi's server.
+        session: the session's name.
+        layout_path: the layout file (None when none is known for the home).
+    """
+
+    home: Home
+    socket: str
+    session: str
+    layout_path: Path | None
+
+    def layout(self) -> Layout:
+        """The layout this home runs (loaded now).
+
+        Raises:
+            MiyabiError: no layout is known for this home.
+            LayoutError: it no longer loads.
+        """
+        from miyabi.config import load
+
+        if self.layout_path is None:
+            raise MiyabiError(f"no layout is known for {self.home.root}; run `miyabi up` first, or give --layout")
+        return load(self.layout_path)
+
+
+def resolve_target(home: Path | None, socket: str | None, layout: str | None) -> Target:
+    """Home from ``home`` (else ``$MIYABI_HOME``, else the current directory); socket
+    from ``socket``, else what ``miyabi up`` recorded there, else ``miyabi``; session
+    from ``layout``, else the recorded one.
+
+    Raises:
+        LayoutError: the named (or default) layout does not load.
+    """
+    from miyabi.config import load, shipped
+
+    h = Home.resolve(home)
+    state = h.load_state()
+    sock = socket or state.get("socket") or defaults.SOCKET
+    if layout is None and isinstance(state.get("session"), str):
+        lp = state.get("layout")
+        return Target(h, sock, state["session"], Path(lp) if isinstance(lp, str) else None)
+    path = shipped.for_command(layout, h)
+    return Target(h, sock, load(path).session, path)
+
+
+def require_session(target: Target) -> Tmux:
+    """A runner for the target's tmux server, whose session must be running.
+
+    Raises:
+        TmuxUnavailable: tmux missing or too old (exit 4).
+        SessionNotFound: the session is not running (exit 4).
+    """
+    tmux = Tmux(target.socket)
+    tmux.require_version()
+    if not session_exists(tmux, target.session):
+        raise SessionNotFound(target.session, target.socket)
+    return tmux
+
+
+def running_layout(target: Target) -> Layout | None:
+    """The target's layout, or None when none is known or it no longer loads."""
+    if target.layout_path is None:
+        return None
+    try:
+        return target.layout()
+    except LayoutError:
+        return None
+
+
+def layout_agents(home: Home, lay: Layout | None) -> list[Agent]:
+    """The layout's agents and its pools' running instances."""
+    if lay is None:
+        return []
+    agents = list(lay.agents)
+    if lay.pools:
+        from miyabi.pipeline.records import Records
+        from miyabi.pipeline.service import instance_agents
+
+        agents += instance_agents(Records(Store.of_home(home.root)), lay)
+    return agents
+
+
+@dataclass(frozen=True)
+class EnsembleView:
+    """The ensemble as ``miyabi status`` and the dashboard show it.
+
+    Attributes:
+        home: the home that built the session (its logs are there).
+        layout: the running layout (None when unknown or it does not load).
+        controller: the controller's status (see :func:`miyabi.controller.process.status`).
+        agents: one row per agent, layout order, then pool instances.
+    """
+
+    home: Home
+    layout: Layout | None
+    controller: dict[str, Any]
+    agents: list[AgentStatus]
+
+
+def ensemble(target: Target, runner: Runner, interval: float = defaults.STATUS_CPU_SAMPLE,
+             cpu_cache: dict[int, Any] | None = None) -> EnsembleView:
+    """Collect the ensemble's rows now (``interval``: seconds of CPU sampling; 0 with a
+    ``cpu_cache`` that persists between calls measures since the previous call).
+
+    Raises:
+        TmuxError: the session cannot be listed.
+    """
+    from miyabi.controller.process import status as controller_status
+
+    lay = running_layout(target)
+    owner = session_option(runner, target.session, HOME_TAG)
+    h = Home(Path(owner)) if owner else target.home
+    ctl = controller_status(h)
+    rows = collect(runner, target.session, h, layout_agents(h, lay), recorded=bool(ctl["running"]), interval=interval,
+                   cpu_cache=cpu_cache)
+    return EnsembleView(h, lay, ctl, rows)
+
+
+def waiting(home: Home, store: Store, tasks: Sequence[Task]) -> dict[int, str]:
+    """Why each waiting task waits, by the layout this home runs ({} without one)."""
+    from miyabi.config import load
+    from miyabi.supervision.supervisor import failed_agents
+    from miyabi.work.scheduler import waiting_reasons
+
+    recorded = home.load_state().get("layout")
+    if not isinstance(recorded, str):
+        return {}
+    try:
+        lay = load(Path(recorded))
+    except LayoutError:
+        return {}
+    pools = None
+    if lay.pools:
+        from miyabi.pipeline.records import InstanceState, Records
+
+        live = Records(store).instances(InstanceState.PREPARING, InstanceState.READY)
+        pools = {p.name: (sum(1 for i in live if i.pool == p.name), p.max) for p in lay.pools}
+    return waiting_reasons(store, list(tasks), lay.routes, lay.wip, failed_agents(home), pools)
+
+
+def tell(home: Home, task: Task, text: str) -> None:
+    """Tell the task's agent something about it, through its inbox (no agent: nobody)."""
+    if task.agent:
+        inbox(home.root, task.agent).put(make(task.agent, text, sender="miyabi", task=str(task.id)))
+
+
+def cancel_task(home: Home, store: Store, ref: str | int, by: str) -> Task:
+    """Cancel a task; its agent, if it has one, is told.
+
+    Raises:
+        TaskError: no such task, or it cannot be cancelled from its state.
+    """
+    t = store.set_state(store.get(ref).id, TaskState.CANCELLED, f"cancelled by {by}")
+    tell(home, t, f"Task {t.ref} ({t.title}) was cancelled; stop working on it.")
+    return t
+
+
+def retry_task(store: Store, ref: str | int, by: str) -> Task:
+    """Put a failed or cancelled task back in the queue.
+
+    Raises:
+        TaskError: no such task, or it cannot be retried from its state.
+    """
+    return store.set_state(store.get(ref).id, TaskState.QUEUED, f"retried by {by}")
+
+
+def message_json(state: MessageState, m: Message) -> dict[str, Any]:
+    """A message as ``miyabi inbox --json`` and the API show it (times in RFC 3339)."""
+    return {
+        "id": m.id, "state": str(state), "from": m.sender, "to": m.to, "priority": m.priority,
+        "created": m.created, "delivered": m.extra.get("delivered"), "failed": m.extra.get("failed"),
+        "retried": m.extra.get("retried"), "reason": m.extra.get("reason"), "attempts": m.extra.get("attempts", 0),
+        "body": m.body,
+    }
+
+
+def messages(home_root: Path, agent: str, states: Sequence[MessageState] = (MessageState.PENDING,)) -> list[dict[str, Any]]:
+    """An agent's messages in ``states``, each state in delivery order."""
+    return [message_json(state, m) for state, m in inbox(home_root, agent).list(tuple(states))]

@@ -1,0 +1,435 @@
+"""The dashboard's REST API, ``/api/v1``: everything its pages do, for scripts too.
+
+Reading is GET; every change is POST with the token in a header (see
+:mod:`miyabi.web.auth`). Errors are ``{"error": "one line"}`` with a 4xx status for
+bad input or a state that does not allow the change, 503 when the ensemble is not
+running; never a stack trace. Live feeds (a pane's screen, the agents, the event
+log) are Server-Sent Events. The OpenAPI document is ``/api/v1/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, Field
+
+from miyabi import defaults
+from miyabi.controller.view import cancel_task, message_json, messages, retry_task, waiting
+from miyabi.errors import MiyabiError, TmuxError
+from miyabi.events import path_of
+from miyabi.messaging.mailbox import MessageState, drop, post, retry
+from miyabi.web.site import Site
+
+router = APIRouter(prefix="/api/v1")
+
+
+class NotFound(MiyabiError):
+    """A thing the request names does not exist (404)."""
+
+
+def site_of(request: Request) -> Site:
+    site: Site = request.app.state.site
+    return site
+
+
+def who(request: Request) -> str:
+    """Who acts, for the audit trail: ``web:ADDRESS`` of the client."""
+    client = request.client
+    return f"web:{client.host if client else '?'}"
+
+
+# -- models (the API's schema)
+
+
+class SendBody(BaseModel):
+    text: str = Field(min_length=1, max_length=defaults.MAX_BODY, description="The message (UTF-8 text).")
+    priority: Literal["high", "normal"] = "normal"
+    ttl: float | None = Field(default=None, gt=0, description="Seconds it may wait before it is a dead letter.")
+    sender: str = Field(default="human", alias="from", pattern=r"^[A-Za-z0-9_.@:-]{1,64}$", description="Who sends it.")
+
+
+class DenyBody(BaseModel):
+    reason: str | None = Field(default=None, max_length=10_000, description="Why: delivered to the agent as its next message.")
+
+
+class TaskBody(BaseModel):
+    title: str = Field(min_length=1, max_length=500)
+    body: str = Field(default="", max_length=defaults.MAX_BODY)
+    labels: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=50)
+    priority: Literal["high", "normal", "low"] = "normal"
+
+
+class Sent(BaseModel):
+    id: str
+    to: str
+    sender: str = Field(serialization_alias="from")
+    created: str
+    state: str
+
+
+class Done(BaseModel):
+    ok: bool = True
+    detail: str
+
+
+# -- agents
+
+
+@router.get("/agents", summary="Every agent: state, current task, uptime, restarts, CPU, memory, tokens")
+def list_agents(request: Request) -> dict[str, Any]:
+    return site_of(request).agents_json()
+
+
+@router.get("/agents/stream", response_class=EventSourceResponse, summary="The agents, again each time they change (SSE)")
+async def stream_agents(request: Request) -> AsyncIterator[ServerSentEvent]:
+    site = site_of(request)
+    last = None
+    while True:
+        try:
+            data = await anyio.to_thread.run_sync(lambda: site.agents_json(max_age=defaults.WEB_AGENTS_INTERVAL / 2))
+        except MiyabiError as e:
+            data = {"error": str(e)}
+        if data != last:
+            yield ServerSentEvent(data=data, event="agents")
+            last = data
+        else:
+            yield ServerSentEvent(comment="unchanged")
+        await asyncio.sleep(defaults.WEB_AGENTS_INTERVAL)
+
+
+@router.get("/agents/{name}", summary="One agent's row")
+def get_agent(name: str, request: Request) -> dict[str, Any]:
+    site = site_of(request)
+    site.agent(name)
+    data = site.agents_json()
+    row: dict[str, Any] | None = next((a for a in data["agents"] if a["name"] == name), None)
+    if row is None:
+        raise NotFound(f"agent {name} has no row; is the session running? (`miyabi up`)")
+    return row
+
+
+def _pane_of(site: Site, name: str) -> str:
+    site.agent(name)
+    from miyabi.tmux.panes import list_panes
+
+    pane = next((p for p in list_panes(site.tmux, site.target.session) if p.agent == name), None)
+    if pane is None:
+        raise NotFound(f"agent {name} has no pane; `miyabi up` creates one")
+    return pane.pane_id
+
+
+@router.get("/agents/{name}/screen", summary="The agent's pane as it looks now (HTML rows, colours kept)")
+def get_screen(name: str, request: Request) -> dict[str, object]:
+    site = site_of(request)
+    return site.screens.frame(_pane_of(site, name)).to_json()
+
+
+@router.get("/agents/{name}/screen/stream", response_class=EventSourceResponse,
+            summary="The agent's pane, a frame each time it prints (SSE)")
+async def stream_screen(name: str, request: Request) -> AsyncIterator[ServerSentEvent]:
+    site = site_of(request)
+    pane = await anyio.to_thread.run_sync(_pane_of, site, name)
+    loop = asyncio.get_running_loop()
+    printed = asyncio.Event()
+
+    def poke() -> None:
+        loop.call_soon_threadsafe(printed.set)
+
+    unwatch = site.screens.watch(pane, poke)
+    last = None
+    try:
+        while True:
+            printed.clear()
+            try:
+                frame = await anyio.to_thread.run_sync(site.screens.frame, pane)
+            except TmuxError:
+                pane = await anyio.to_thread.run_sync(_pane_of, site, name)  # recreated: follow its new pane
+                unwatch()
+                unwatch = site.screens.watch(pane, poke)
+                continue
+            data = frame.to_json()
+            if last is None or (data["html"], data["cursor"]) != last:
+                yield ServerSentEvent(data=data, event="screen")
+                last = (data["html"], data["cursor"])
+            else:
+                yield ServerSentEvent(comment="unchanged")
+            try:
+                await asyncio.wait_for(printed.wait(), defaults.WEB_HEARTBEAT)
+            except TimeoutError:
+                pass
+            await asyncio.sleep(defaults.WEB_SCREEN_GAP)
+    finally:
+        unwatch()
+
+
+@router.post("/agents/{name}/messages", status_code=201, response_model=Sent, response_model_by_alias=True,
+             summary="Put a message in the agent's inbox")
+def send_message(name: str, body: SendBody, request: Request) -> Sent:
+    site = site_of(request)
+    site.agent(name)
+    lay = site.layout()
+    msg = post(site.home.root, name, body.text, sender=body.sender, priority=body.priority, ttl=body.ttl,
+               max_body=lay.max_body if lay is not None else defaults.MAX_BODY)
+    return Sent(id=msg.id, to=msg.to, sender=msg.sender, created=msg.created, state="pending")
+
+
+@router.get("/agents/{name}/messages", summary="The agent's messages (pending by default)")
+def list_messages(name: str, request: Request,
+                  state: Annotated[list[MessageState] | None, Query(description="pending, delivered, failed")] = None) -> list[dict[str, Any]]:
+    site = site_of(request)
+    site.agent(name)
+    return messages(site.home.root, name, tuple(state) if state else (MessageState.PENDING,))
+
+
+@router.post("/agents/{name}/restart", response_model=Done, summary="Restart the agent now, clearing its backoff")
+def restart_agent(name: str, request: Request) -> Done:
+    from miyabi.controller.requests import request_restart
+
+    site = site_of(request)
+    site.agent(name)
+    request_restart(site.home, name)
+    return Done(detail=f"restarted {name}")
+
+
+def _answer(name: str, approve: bool, reason: str | None, request: Request) -> dict[str, Any]:
+    from miyabi.supervision.approvals import answer
+
+    site = site_of(request)
+    agent = site.agent(name)
+    a = answer(site.home, site.tmux, site.target.session, agent, approve, reason, by=who(request))
+    return {"agent": a.agent, "answer": a.answer, "question": a.question, "keys": list(a.keys), "reason": a.reason,
+            "message": a.message}
+
+
+@router.post("/agents/{name}/approve", summary="Answer the agent's permission question with yes")
+def approve(name: str, request: Request) -> dict[str, Any]:
+    return _answer(name, True, None, request)
+
+
+@router.post("/agents/{name}/deny", summary="Answer the agent's permission question with no")
+def deny(name: str, request: Request, body: DenyBody | None = None) -> dict[str, Any]:
+    return _answer(name, False, body.reason if body else None, request)
+
+
+_EVIDENCE = re.compile(r"^[a-z0-9][a-z0-9_-]*-[0-9TZ._:-]+\.log$")
+
+
+@router.get("/agents/{name}/crashes", summary="The agent's crash evidence files, newest first")
+def list_crashes(name: str, request: Request) -> list[dict[str, Any]]:
+    from miyabi.times import rfc3339
+
+    site = site_of(request)
+    site.agent(name)
+    d = site.home.logs / "crashes"
+    out = []
+    for p in sorted(d.glob(f"{name}-*.log"), key=lambda p: p.stat().st_mtime, reverse=True) if d.is_dir() else []:
+        if p.name[len(name) + 1:][:1].isdigit():  # agent "a" must not list agent "a-b"'s files
+            st = p.stat()
+            out.append({"file": p.name, "time": rfc3339(st.st_mtime), "bytes": st.st_size})
+    return out
+
+
+@router.get("/agents/{name}/crashes/{file}", response_class=PlainTextResponse, summary="One crash evidence file")
+def get_crash(name: str, file: str, request: Request) -> str:
+    site = site_of(request)
+    site.agent(name)
+    if not _EVIDENCE.match(file) or not file.startswith(f"{name}-") or os.sep in file:
+        raise NotFound(f"no crash evidence {file!r} for {name}; list them at /api/v1/agents/{name}/crashes")
+    path = site.home.logs / "crashes" / file
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise NotFound(f"no crash evidence {file!r} for {name}; list them at /api/v1/agents/{name}/crashes") from None
+
+
+# -- approvals
+
+
+@router.get("/approvals", summary="Agents waiting for permission, and the latest answers (the audit)")
+def approvals(request: Request) -> dict[str, Any]:
+    from miyabi.events import read_events
+
+    site = site_of(request)
+    data = site.agents_json()
+    waiting_ = [{"agent": a["name"], "question": a["question"], "via": a["via"]} for a in data["agents"]
+                if a["state"] == "waiting-approval"]
+    answers: deque[dict[str, Any]] = deque(maxlen=100)
+    for e in read_events(site.home.root):
+        if e.get("event") == "approval":
+            answers.append(e)
+    return {"waiting": waiting_, "answers": list(reversed(answers))}
+
+
+# -- messages
+
+
+@router.get("/messages", summary="Messages of every agent in the given states (dead letters by default)")
+def all_messages(request: Request,
+                 state: Annotated[list[MessageState] | None, Query(description="pending, delivered, failed")] = None) -> list[dict[str, Any]]:
+    site = site_of(request)
+    states = tuple(state) if state else (MessageState.FAILED,)
+    out: list[dict[str, Any]] = []
+    for a in site.agents():
+        out += messages(site.home.root, a.name, states)
+    return out
+
+
+@router.post("/messages/{msg_id}/retry", summary="Put a dead letter back in its inbox, with a fresh ttl")
+def retry_message(msg_id: str, request: Request) -> dict[str, Any]:
+    _, msg = retry(site_of(request).home.root, msg_id)
+    return message_json(MessageState.PENDING, msg)
+
+
+@router.post("/messages/{msg_id}/drop", summary="Discard a pending message")
+def drop_message(msg_id: str, request: Request) -> dict[str, Any]:
+    box, msg = drop(site_of(request).home.root, msg_id)
+    return {"id": msg.id, "to": box.agent, "dropped": True}
+
+
+# -- tasks
+
+
+@router.get("/tasks", summary="Tasks, newest first, filtered by state, agent, label and source")
+def list_tasks(request: Request, state: str | None = None, agent: str | None = None, label: str | None = None,
+               source: Literal["local", "github", "job"] | None = None,
+               limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[dict[str, Any]]:
+    from miyabi.work.tasks import TaskState
+
+    site = site_of(request)
+    if state is not None and state not in TaskState.__members__.values():
+        raise BadInput(f"state {state!r} is not a task state; use one of {', '.join(s.value for s in TaskState)}")
+    tasks = [t for t in site.store.query(state, agent) if (label is None or label in t.labels) and (source is None or t.source == source)]
+    tasks = sorted(tasks, key=lambda t: t.id, reverse=True)[:limit]
+    why = waiting(site.home, site.store, tasks)
+    return [{**t.to_json(), "waiting": why.get(t.id)} for t in tasks]
+
+
+@router.post("/tasks", status_code=201, summary="Add a local task; the controller routes it")
+def add_task(body: TaskBody, request: Request) -> dict[str, Any]:
+    site = site_of(request)
+    t = site.store.add(body.title, body.body, body.labels, body.priority, [])
+    return {**t.to_json(), "waiting": waiting(site.home, site.store, [t]).get(t.id)}
+
+
+@router.get("/tasks/{ref}", summary="One task with its history, dependencies and usage")
+def get_task(ref: str, request: Request) -> dict[str, Any]:
+    from miyabi.agents.usage import task_usage
+    from miyabi.events import read_events
+
+    site = site_of(request)
+    t = site.store.get(ref)
+    used = task_usage(read_events(site.home.root), str(t.id))
+    return {**t.to_json(), "waiting": waiting(site.home, site.store, [t]).get(t.id), "depends_on": site.store.depends_on(t.id),
+            "history": site.store.history(t.id),
+            "usage": {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens} if used else None}
+
+
+@router.post("/tasks/{ref}/cancel", summary="Cancel a task; its agent is told")
+def cancel(ref: str, request: Request) -> dict[str, Any]:
+    site = site_of(request)
+    return cancel_task(site.home, site.store, ref, f"the dashboard ({who(request)})").to_json()
+
+
+@router.post("/tasks/{ref}/retry", summary="Queue a failed or cancelled task again")
+def retry_(ref: str, request: Request) -> dict[str, Any]:
+    site = site_of(request)
+    return retry_task(site.store, ref, f"the dashboard ({who(request)})").to_json()
+
+
+# -- events
+
+
+class BadInput(MiyabiError):
+    """The request's values are not usable (400)."""
+
+
+def _matcher(event: str | None, agent: str | None, grep: str | None) -> Callable[[dict[str, Any]], bool]:
+    try:
+        rx = re.compile(grep) if grep else None
+    except re.error as e:
+        raise BadInput(f"grep {grep!r} is not a regular expression: {e}") from None
+    kinds = set(event.split(",")) if event else None
+
+    def ok(e: dict[str, Any]) -> bool:
+        if kinds is not None and e.get("event") not in kinds:
+            return False
+        if agent is not None and e.get("agent") != agent:
+            return False
+        return rx is None or rx.search(str(e)) is not None
+
+    return ok
+
+
+@router.get("/events", summary="The newest events of logs/events.jsonl, oldest first, filtered")
+def list_events(request: Request, event: Annotated[str | None, Query(description="event names, comma-separated")] = None,
+                agent: str | None = None, grep: Annotated[str | None, Query(max_length=500)] = None,
+                limit: Annotated[int, Query(ge=1, le=10_000)] = defaults.WEB_EVENTS_LIMIT) -> list[dict[str, Any]]:
+    from miyabi.events import read_events
+
+    ok = _matcher(event, agent, grep)
+    out: deque[dict[str, Any]] = deque(maxlen=limit)
+    for e in read_events(site_of(request).home.root):
+        if ok(e):
+            out.append(e)
+    return list(out)
+
+
+def _new_lines(path: Path, offset: int) -> tuple[list[tuple[int, str]], int]:
+    """Complete lines written past ``offset`` (each with the offset after it), and the new offset."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return [], 0
+    if size < offset:  # the log was replaced: start over
+        offset = 0
+    if size == offset:
+        return [], offset
+    with path.open("rb") as f:
+        f.seek(offset)
+        data = f.read(size - offset)
+    out = []
+    pos = offset
+    for raw in data.split(b"\n")[:-1]:
+        pos += len(raw) + 1
+        out.append((pos, raw.decode("utf-8", "replace")))
+    return out, pos
+
+
+@router.get("/events/stream", response_class=EventSourceResponse,
+            summary="Events as they are logged (SSE); the id of each is its end offset in the log, for Last-Event-ID")
+async def stream_events(request: Request, event: str | None = None, agent: str | None = None,
+                        grep: Annotated[str | None, Query(max_length=500)] = None) -> AsyncIterator[ServerSentEvent]:
+    import json
+
+    ok = _matcher(event, agent, grep)
+    path = path_of(site_of(request).home.root)
+    last_id = request.headers.get("last-event-id", "")
+    try:
+        offset = int(last_id) if last_id.isdigit() else path.stat().st_size
+    except FileNotFoundError:
+        offset = 0
+    quiet = 0.0
+    while True:
+        lines, offset = await anyio.to_thread.run_sync(_new_lines, path, offset)
+        for end, line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and ok(rec):
+                yield ServerSentEvent(data=rec, event="event", id=str(end))
+        quiet = 0.0 if lines else quiet + defaults.WEB_EVENTS_POLL
+        if quiet >= defaults.WEB_HEARTBEAT:
+            quiet = 0.0
+            yield ServerSentEvent(comment="alive")
+        await asyncio.sleep(defaults.WEB_EVENTS_POLL)

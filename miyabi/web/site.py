@@ -1,0 +1,114 @@
+"""What one dashboard serves: the ensemble of one home, read through the same views as
+the command line (:mod:`miyabi.controller.view`), with a short cache so that many
+browsers cost what one does."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from miyabi import defaults
+from miyabi.config.model import Agent, Layout
+from miyabi.controller.view import EnsembleView, Target, ensemble, layout_agents, running_layout
+from miyabi.errors import AgentNotFound
+from miyabi.home import Home
+from miyabi.tmux.runner import Tmux
+from miyabi.web.auth import Access
+from miyabi.web.screens import ScreenHub
+from miyabi.work.tasks import Store, Task, TaskState
+
+ACTIVE = (TaskState.ASSIGNED, TaskState.IN_PROGRESS, TaskState.VERIFYING)
+"""Task states in which a task is an agent's current work."""
+
+
+class Site:
+    """The dashboard's view of one home.
+
+    Args:
+        target: the home, socket, session and layout.
+        access: the tokens and whether the server is read-only.
+        clock: Unix time (injectable).
+    """
+
+    def __init__(self, target: Target, access: Access, clock: Callable[[], float] = time.time) -> None:
+        self.target = target
+        self.access = access
+        self.clock = clock
+        self.home: Home = target.home
+        self.tmux = Tmux(target.socket)
+        self.store = Store.of_home(self.home.root)
+        self.screens = ScreenHub(self.tmux, target.session)
+        self._cpu: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._view: tuple[float, EnsembleView] | None = None
+        self._closed = threading.Event()
+        threading.Thread(target=self._linger, name="web-screens", daemon=True).start()
+
+    def _linger(self) -> None:
+        """Close the screens' control channel once nobody watched one for a while."""
+        while not self._closed.wait(defaults.WEB_SCREEN_LINGER / 2):
+            self.screens.close_if_idle()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.screens.close()
+        self.store.close()
+
+    def layout(self) -> Layout | None:
+        """The layout the home runs now (None: unknown, or it does not load)."""
+        return running_layout(self.target)
+
+    def agents(self) -> list[Agent]:
+        """The layout's agents and the pools' running instances."""
+        return layout_agents(self.home, self.layout())
+
+    def agent(self, name: str) -> Agent:
+        """One agent of the ensemble.
+
+        Raises:
+            AgentNotFound: the layout names no such agent (nor a running instance).
+        """
+        agents = self.agents()
+        for a in agents:
+            if a.name == name:
+                return a
+        raise AgentNotFound(name, [a.name for a in agents])
+
+    def view(self, max_age: float = 1.0) -> EnsembleView:
+        """The ensemble, read at most ``max_age`` seconds ago (CPU is measured since the
+        previous reading).
+
+        Raises:
+            TmuxError: the session cannot be listed (SessionNotFound when it is not running).
+        """
+        with self._lock:
+            if self._view is not None and self.clock() - self._view[0] < max_age:
+                return self._view[1]
+            view = ensemble(self.target, self.tmux, interval=0, cpu_cache=self._cpu)
+            self._view = (self.clock(), view)
+            return view
+
+    def current_tasks(self) -> dict[str, Task]:
+        """Agent → the task it works on (the oldest of its active ones)."""
+        out: dict[str, Task] = {}
+        for state in ACTIVE:
+            for t in self.store.query(str(state)):
+                if t.agent and (t.agent not in out or t.updated < out[t.agent].updated):
+                    out[t.agent] = t
+        return out
+
+    def agents_json(self, max_age: float = 1.0) -> dict[str, Any]:
+        """``{"session", "controller", "agents": [...]}``: each agent as ``miyabi status
+        --json`` prints it, plus ``current_task`` (``{id, ref, title, state}`` or null)."""
+        view = self.view(max_age)
+        tasks = self.current_tasks()
+        rows = []
+        for r in view.agents:
+            row = r.to_json()
+            t = tasks.get(r.name)
+            row["current_task"] = {"id": t.id, "ref": t.ref, "title": t.title, "state": str(t.state), "url": t.url} if t else None
+            rows.append(row)
+        return {"session": self.target.session, "socket": self.target.socket, "home": str(view.home.root),
+                "controller": view.controller, "agents": rows}
