@@ -50,6 +50,30 @@ FILE_MODE = 0o600
 """Mode of every file miyabi creates under its home: messages, logs, journals, the
 task database. They hold what agents were told and printed."""
 
+# ---------------------------------------------------------------- pane logs
+
+LOG_MAX_BYTES = 10 * 1024 * 1024
+"""Bytes at which a pane log (``logs/<agent>.log``) is renamed ``.log.1`` and a fresh
+one started (layout key ``logs.max_bytes``; 0: never). 10 MiB holds hours of a busy
+agent's output, and ``miyabi logs`` reads the whole of it in about a second."""
+
+LOG_KEEP = 5
+"""Rotated pane logs kept per agent (``.log.1`` newest … ``.log.5`` oldest; layout key
+``logs.keep``): with ``LOG_MAX_BYTES``, at most 60 MiB of output per agent."""
+
+LOG_LINE_MAX = 65_536
+"""Characters after which ``miyabi logs`` ends a line that has no end: a full-screen
+program can print megabytes without a newline, and a line is held in memory whole."""
+
+LOG_READ_CHUNK = 1 << 20
+"""Bytes ``miyabi logs`` reads from a pane log at a time."""
+
+LOG_FOLLOW_POLL = 0.2
+"""Seconds between two looks at a pane log for new output under ``miyabi logs --follow``."""
+
+WEB_LOGS_LIMIT = 500
+"""Log lines ``GET /api/v1/agents/NAME/logs`` returns at most (the newest), unless asked for fewer."""
+
 # ---------------------------------------------------------------- profiles and screens
 
 SUBMIT_KEY = "Enter"
@@ -356,3 +380,58 @@ WEB_EVENTS_POLL = 0.25
 
 WEB_EVENTS_LIMIT = 500
 """Events ``GET /api/v1/events`` returns at most (the newest), unless asked for fewer."""
+
+WEB_RESTART_MIN = 1.0
+"""Seconds before the controller starts its dashboard again after it died."""
+
+WEB_RESTART_MAX = 60.0
+"""Longest wait, in seconds, between two starts of a dashboard that keeps dying young (a
+taken port): the wait doubles from ``WEB_RESTART_MIN`` up to this."""
+
+WEB_STABLE_AFTER = 30.0
+"""Seconds a dashboard must run for its restart wait to start again from ``WEB_RESTART_MIN``."""
+
+WEB_STOP_WAIT = 3.0
+"""Seconds the controller gives its dashboard to stop on SIGTERM before SIGKILL."""
+
+WEB_UP_WAIT = 5.0
+"""Seconds ``miyabi up`` waits for the controller's dashboard to answer before it prints its URL."""
+
+# ---------------------------------------------------------------- reports
+
+REPORT_SINCE = 86400.0
+"""Seconds back from now that ``miyabi report`` covers without ``--since`` (24 h)."""
+
+REPORT_MIN_EVERY = 3600.0
+"""Shortest interval, in seconds, the layout's ``report.every`` may set (a report an
+hour is already more than an issue's readers follow)."""
+
+REPORT_RETRY = 600.0
+"""Seconds the controller waits before posting a scheduled report again after a post failed."""
+
+REPORT_CHECK = 60.0
+"""Seconds between two looks of the controller's report thread at its schedule (and
+at a reloaded layout's ``report:``)."""
+
+GITHUB_COMMENT_MAX = 65536
+"""Most characters GitHub takes in an issue comment's body (a longer one is refused
+with 422 "body is too long (maximum is 65536 characters)"); a longer report is cut."""
+
+# -- notifications (notify: in the layout)
+
+NOTIFY_RATE = 20.0
+"""Notices per minute one receiver gets at most (Slack's incoming webhooks allow about one a
+second; 20 a minute keeps a burst of failures readable)."""
+
+NOTIFY_MAX_ATTEMPTS = 6
+"""Tries of one notice before it is given up: with ``NOTIFY_RETRY_AFTER`` doubling, about 10
+minutes of a receiver being down."""
+
+NOTIFY_RETRY_AFTER = 10.0
+"""Seconds before a failed notice is tried again; each later wait doubles (up to 600 s)."""
+
+NOTIFY_TIMEOUT = 5.0
+"""Seconds one POST to a receiver may take: a slow receiver holds only its own queue."""
+
+NOTIFY_POLL = 1.0
+"""Seconds between two looks at the event log and the task store for new happenings."""

@@ -64,3 +64,10 @@ ensure_tmux() {
   _apt_install tmux && command -v tmux >/dev/null 2>&1 && return 0
   return 1
 }
+
+ensure_chromium() {
+  # Debian's headless Chromium and its ChromeDriver, for the dashboard's page tests.
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0
+  _apt_install chromium chromium-driver && command -v chromedriver >/dev/null 2>&1 && return 0
+  return 1
+}

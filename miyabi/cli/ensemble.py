@@ -80,11 +80,28 @@ def up(
         output.say(f"controller {'started' if started else 'running'} (pid {pid}); log: {h.logs / 'controller.log'}")
         if not started:
             _reload_running(h)
+        if lay.web is not None:
+            _say_dashboard(h)
 
     if detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
         output.say(f"attach with: {attach_command(sock, lay.session)}")
         return
     _exec_attach(tmux, lay.session, None)
+
+
+def _say_dashboard(h: Any, wait: float = defaults.WEB_UP_WAIT) -> None:
+    """Print where the controller's dashboard answers (waiting a moment for it to start)."""
+    import time
+
+    from miyabi.web.server import published
+
+    deadline = time.monotonic() + wait
+    while (web := published(h)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if web is None:
+        output.warn(f"the dashboard did not start yet; see {h.logs / 'web.log'}")
+        return
+    output.say(f"dashboard: {web['url']}", "green")
 
 
 def _reload_running(h: Any) -> None:
@@ -141,6 +158,7 @@ def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = Non
     in the inboxes.
     """
     from miyabi.controller import stop_background
+    from miyabi.controller.webproc import stop_dashboard
     from miyabi.errors import SessionNotFound
     from miyabi.supervision.keeper import mark_stopped
     from miyabi.tmux.builder import down as build_down
@@ -150,6 +168,8 @@ def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = Non
     pid = stop_background(t.home)
     if pid is not None:
         output.say(f"stopped the controller (pid {pid})")
+    if (web := stop_dashboard(t.home)) is not None:
+        output.say(f"stopped the dashboard (pid {web})")
     tmux = tmux_for(t.socket)
     try:
         server_gone = build_down(tmux, t.session, t.home)
@@ -214,8 +234,12 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
     view = ensemble(t, tmux)
     h, lay, ctl, rows = view.home, view.layout, view.controller, view.agents
     owner = str(h.root)
+    from miyabi.web.server import published
+
+    web = published(h)
     if json_out:
         output.emit_json({"session": t.session, "socket": t.socket, "home": owner, "controller": ctl,
+                          "web": {"base": web["base"], "url": web["url"], "read_only": web["read_only"]} if web else None,
                           "agents": [r.to_json() for r in rows]})
         return
     if ctl["running"]:
@@ -228,6 +252,8 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
         output.say(line, "green" if ctl["kept_alive"] else "yellow")
     else:
         output.say(f"controller: not running; messages and tasks wait; start it with `{ctl['fix']}`", "red")
+    if web is not None:
+        output.say(f"dashboard: {web['url']}" + (" (read-only)" if web.get("read_only") else ""))
     groups: dict[str | None, list[list[str]]] = {None: []}
     for p in lay.pools if lay is not None else ():
         groups[p.name] = []

@@ -32,11 +32,17 @@ from miyabi.config.settings import (
     WATCHDOG_KEYS,
     AutoAnswer,
     GitHubSettings,
+    LogSettings,
     OnRestart,
+    Receiver,
+    ReceiverKind,
+    ReportSettings,
     Route,
     TaskSettings,
     WatchdogSettings,
+    WebSettings,
     parse_duration,
+    parse_size,
 )
 from miyabi.errors import LayoutError, Problem
 
@@ -59,12 +65,21 @@ TOP_KEYS = (
     "tasks",
     "approvals",
     "pools",
+    "report",
+    "logs",
+    "web",
+    "notify",
 )
 APPROVALS_KEYS = ("auto",)
 AUTO_KEYS = ("answer", "agents", "tool", "match")
 TASKS_KEYS = ("on_agent_restart", "max_attempts", "timeout", "label_timeouts")
 GITHUB_KEYS = ("repo", "api_url", "token_env", "todo_label", "poll_interval", "allowed_authors", "fix_trigger")
 DELIVERY_KEYS = ("max_body",)
+REPORT_KEYS = ("every", "issue", "since")
+LOGS_KEYS = ("max_bytes", "keep")
+WEB_KEYS = ("host", "port", "read_only")
+NOTIFY_KEYS = ("kind", "url", "url_env", "events", "rate", "max_attempts", "retry_after", "timeout", *(k.value for k in ReceiverKind))
+NOTICE_KINDS = ("agent-failed", "agent-hung", "waiting-approval", "task-done", "task-failed", "pr-opened", "controller-restarted")
 AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", *OVERRIDABLE)
 ROUTE_KEYS = ("label", "title", "default", "agent")
 POOL_KEYS = ("name", "profile", "max", "repo", "base_branch", "remote", "pipeline", "env", "watchdog", *OVERRIDABLE)
@@ -112,6 +127,7 @@ class Document:
     agent_env: dict[int, dict[str, Any]] = field(default_factory=dict)
     written: dict[int, set[Any]] = field(default_factory=dict)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    logs: LogSettings = field(default_factory=LogSettings)
 
     def line(self, key: Key) -> int | None:
         """The line of ``key``, else of its nearest parent that has one."""
@@ -352,6 +368,7 @@ def validate(doc: Document) -> Layout:
 
     max_body = _validate_delivery(doc, data.get("delivery", {}))
     doc.watchdog = WatchdogSettings().merged(_validate_watchdog(doc, ("watchdog",), data.get("watchdog", {})))
+    doc.logs = _validate_logs(doc, data.get("logs", {}))
     agents_raw = data.get("agents")
     agents: list[Agent] = []
     if "agents" not in data:
@@ -376,6 +393,9 @@ def validate(doc: Document) -> Layout:
     routes = _validate_routes(doc, data.get("routes", []), [*declared, *declared_pools])
     tasks = _validate_tasks(doc, data.get("tasks", {}))
     auto = _validate_approvals(doc, data.get("approvals", {}), declared)
+    report = _validate_report(doc, data["report"], github is not None) if "report" in data else None
+    web = _validate_web(doc, data["web"]) if "web" in data else None
+    notify = _validate_notify(doc, data.get("notify", []))
     doc.fail_if_problems()
     return Layout(
         path=doc.path.resolve(),
@@ -390,6 +410,10 @@ def validate(doc: Document) -> Layout:
         tasks=tasks,
         auto_answers=tuple(auto),
         pools=tuple(pools),
+        report=report,
+        logs=doc.logs,
+        web=web,
+        notify=tuple(notify),
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 
@@ -473,6 +497,106 @@ def _validate_delivery(doc: Document, spec: Any) -> int:
         doc.problem(("delivery", "max_body"), f"{value!r} must be a whole number of bytes from 1 to 67108864")
         return MAX_BODY
     return value
+
+
+def _validate_logs(doc: Document, spec: Any) -> LogSettings:
+    """``logs:``: ``max_bytes`` (a size such as ``10M``, or bytes; 0: never rotate) and
+    ``keep`` (rotated files kept, 0 to 100)."""
+    key: Key = ("logs",)
+    if not isinstance(spec, dict):
+        doc.problem(key, "must be a mapping (for example `logs: {max_bytes: 10M, keep: 5}`)")
+        return LogSettings()
+    _check_keys(doc, key, spec, LOGS_KEYS)
+    kw: dict[str, Any] = {}
+    if "max_bytes" in spec:
+        size = parse_size(spec["max_bytes"])
+        if size is not None and (size == 0 or size >= 1024):
+            kw["max_bytes"] = size
+        else:
+            doc.problem((*key, "max_bytes"), f"{spec['max_bytes']!r} must be a size of at least 1K, such as 10M, "
+                        "512K or 1048576 (bytes), or 0 to never rotate")
+    if "keep" in spec:
+        keep = spec["keep"]
+        if type(keep) is int and 0 <= keep <= 100:
+            kw["keep"] = keep
+        else:
+            doc.problem((*key, "keep"), f"{keep!r} must be a whole number of rotated files from 0 to 100")
+    return LogSettings(**kw)
+
+
+def _validate_web(doc: Document, spec: Any) -> WebSettings | None:
+    """``web:``: the dashboard the controller serves; ``{}`` (or ``true``) for the defaults."""
+    key: Key = ("web",)
+    if spec is True or spec is None:
+        return WebSettings()
+    if not isinstance(spec, dict):
+        doc.problem(key, "must be a mapping (for example `web: {port: 8765}`), or true for the defaults")
+        return None
+    _check_keys(doc, key, spec, WEB_KEYS)
+    host = spec.get("host", defaults.WEB_HOST)
+    if not isinstance(host, str) or not re.match(r"^[A-Za-z0-9.:\[\]-]+$", host):
+        doc.problem((*key, "host"), f"{host!r} must be an address or host name (for example 127.0.0.1)")
+    port = spec.get("port", defaults.WEB_PORT)
+    if type(port) is not int or not 1 <= port <= 65535:
+        doc.problem((*key, "port"), f"{port!r} must be a TCP port from 1 to 65535")
+    read_only = spec.get("read_only", False)
+    if type(read_only) is not bool:
+        doc.problem((*key, "read_only"), f"{read_only!r} must be true or false")
+    if not isinstance(host, str) or type(port) is not int or type(read_only) is not bool:
+        return None
+    return WebSettings(host=host, port=port, read_only=read_only)
+
+
+def _validate_notify(doc: Document, spec: Any) -> list[Receiver]:
+    """``notify:``: a list of receivers, each ``{slack|discord|ntfy|webhook: URL}`` or
+    ``{kind: K, url: URL}`` / ``{kind: K, url_env: VAR}``, with optional ``events``,
+    ``rate`` (per minute), ``max_attempts``, ``retry_after`` and ``timeout`` (seconds)."""
+    if not isinstance(spec, list):
+        doc.problem(("notify",), "must be a list of receivers (for example `notify: [{slack: https://hooks.slack.com/…}]`)")
+        return []
+    out: list[Receiver] = []
+    for i, raw in enumerate(spec):
+        key: Key = ("notify", i)
+        if not isinstance(raw, dict):
+            doc.problem(key, "must be a mapping such as {slack: URL} or {kind: webhook, url_env: HOOK_URL}")
+            continue
+        _check_keys(doc, key, raw, NOTIFY_KEYS)
+        given = [k.value for k in ReceiverKind if k.value in raw]
+        if len(given) > 1 or (given and "kind" in raw):
+            doc.problem(key, f"names more than one kind ({', '.join(given + (['kind'] if 'kind' in raw else []))}); give one")
+            continue
+        kind = given[0] if given else raw.get("kind")
+        if kind not in [k.value for k in ReceiverKind]:
+            doc.problem((*key, "kind"), f"{kind!r} is not a receiver kind; use one of {', '.join(k.value for k in ReceiverKind)}")
+            continue
+        url = raw[kind] if given else raw.get("url")
+        url_env = raw.get("url_env")
+        if (url is None) == (url_env is None):
+            doc.problem(key, "needs a URL (or `url_env: VAR` naming the variable that holds it), and only one of them")
+            continue
+        if url is not None and not (isinstance(url, str) and re.match(r"^https?://[^\s/]+", url)):
+            doc.problem((*key, kind if given else "url"), "must be an http:// or https:// URL")
+            continue
+        if url_env is not None and not (isinstance(url_env, str) and ENV_KEY_RE.match(url_env)):
+            doc.problem((*key, "url_env"), f"{url_env!r} must be an environment variable name")
+            continue
+        events = raw.get("events", [])
+        if events == "all":
+            events = []
+        if not isinstance(events, list) or any(e not in NOTICE_KINDS for e in events):
+            bad = [e for e in events if e not in NOTICE_KINDS] if isinstance(events, list) else [events]
+            doc.problem((*key, "events"), f"{', '.join(map(repr, bad))} not known; use all, or a list of {', '.join(NOTICE_KINDS)}")
+            continue
+        kw: dict[str, Any] = {}
+        for k, low, high in (("rate", 0.1, 6000), ("max_attempts", 1, 100), ("retry_after", 0.01, 3600), ("timeout", 0.1, 120)):
+            if k in raw:
+                v = raw[k]
+                if type(v) not in (int, float) or not low <= v <= high or (k == "max_attempts" and type(v) is not int):
+                    doc.problem((*key, k), f"{v!r} must be a number from {low:g} to {high:g}")
+                    continue
+                kw[k] = v
+        out.append(Receiver(ReceiverKind(kind), url=url, url_env=url_env, events=tuple(events), **kw))
+    return out
 
 
 def _validate_github(doc: Document, spec: Any) -> GitHubSettings | None:
@@ -609,6 +733,45 @@ def _validate_tasks(doc: Document, spec: Any) -> TaskSettings:
                     pairs.append((label, t))
             kw["label_timeouts"] = tuple(pairs)
     return TaskSettings(**kw)
+
+
+def _validate_report(doc: Document, spec: Any, has_github: bool) -> ReportSettings | None:
+    """``report:``: post the KPI report to a GitHub issue ``every`` (a duration, at least
+    ``defaults.REPORT_MIN_EVERY``), covering ``since`` (a duration; default ``every``);
+    ``issue`` is the issue's number in ``github.repo``, so a ``github:`` section is needed."""
+    key: Key = ("report",)
+    if not isinstance(spec, dict):
+        doc.problem(key, "must be a mapping (for example `report: {every: 24h, issue: 12}`)")
+        return None
+    _check_keys(doc, key, spec, REPORT_KEYS)
+    ok = True
+    every = parse_duration(spec.get("every"))
+    if "every" not in spec:
+        doc.problem(key, "needs every: how often to post (for example `every: 24h`)")
+        ok = False
+    elif every is None or every < defaults.REPORT_MIN_EVERY:
+        doc.problem((*key, "every"), f"{spec['every']!r} must be a duration of at least "
+                                     f"{defaults.REPORT_MIN_EVERY / 3600:g}h (for example 24h or 7d)")
+        ok = False
+    issue = spec.get("issue")
+    if "issue" not in spec:
+        doc.problem(key, "needs issue: the number of the GitHub issue to post to (for example `issue: 12`)")
+        ok = False
+    elif type(issue) is not int or issue < 1:
+        doc.problem((*key, "issue"), f"{issue!r} must be an issue number, 1 or more")
+        ok = False
+    since = every
+    if "since" in spec:
+        since = parse_duration(spec["since"])
+        if since is None or since <= 0:
+            doc.problem((*key, "since"), f"{spec['since']!r} must be a duration such as 24h or 7d")
+            ok = False
+    if not has_github:
+        doc.problem(key, "posts to a GitHub issue, but the layout has no github: section; add `github: {repo: owner/name}`")
+        ok = False
+    if not ok or every is None or since is None or type(issue) is not int:
+        return None
+    return ReportSettings(every=every, issue=issue, since=since)
 
 
 def _validate_routes(doc: Document, spec: Any, names: list[str]) -> list[Route]:
@@ -758,6 +921,7 @@ def _validate_agent(
         index=i,
         watchdog=watchdog,
         wip=wip,
+        logs=doc.logs,
     )
 
 

@@ -11,7 +11,17 @@ from typing import TypeVar
 
 from miyabi import defaults
 from miyabi.agents.profiles import Profile
-from miyabi.config.settings import AutoAnswer, GitHubSettings, Route, TaskSettings, WatchdogSettings
+from miyabi.config.settings import (
+    AutoAnswer,
+    GitHubSettings,
+    LogSettings,
+    Receiver,
+    ReportSettings,
+    Route,
+    TaskSettings,
+    WatchdogSettings,
+    WebSettings,
+)
 from miyabi.errors import AgentNotFound
 
 V = TypeVar("V")
@@ -35,6 +45,7 @@ class Agent:
         index: position in the layout's ``agents:`` list (0-based).
         watchdog: restart and hang settings (layout ``watchdog:``, then the agent's own).
         wip: how many tasks it may have assigned or in progress at once.
+        logs: when its pane log rotates (the layout's ``logs:``).
     """
 
     name: str
@@ -52,6 +63,7 @@ class Agent:
     """The window its pane goes in (None: the ``agents-N`` windows, by layout order)."""
     task: int | None = None
     """For a pool's instance: the task it was started for."""
+    logs: LogSettings = field(default_factory=LogSettings)
 
 
 class PipelineMode(StrEnum):
@@ -114,6 +126,9 @@ class Layout:
         auto_answers: permission questions answered without a person
             (``approvals: {auto: [...]}``), first match wins; empty: off.
         pools: pools of agents started per task in git worktrees (``pools:``).
+        logs: when pane logs rotate (``logs:``); every agent carries it too.
+        web: the dashboard the controller serves (``web:``), if any.
+        report: the KPI report the controller posts to a GitHub issue (``report:``), if any.
     """
 
     path: Path
@@ -129,6 +144,10 @@ class Layout:
     tasks: TaskSettings = field(default_factory=TaskSettings)
     auto_answers: tuple[AutoAnswer, ...] = ()
     pools: tuple[Pool, ...] = ()
+    logs: LogSettings = field(default_factory=LogSettings)
+    web: WebSettings | None = None
+    notify: tuple[Receiver, ...] = ()
+    report: ReportSettings | None = None
 
     @property
     def names(self) -> list[str]:

@@ -123,6 +123,87 @@ class GitHubSettings:
     fix_trigger: str = defaults.FIX_TRIGGER
 
 
+@dataclass(frozen=True)
+class WebSettings:
+    """The layout's ``web:`` section: the controller serves the dashboard (``miyabi web``).
+
+    Attributes:
+        host: address to listen on (loopback unless the layout names another).
+        port: TCP port.
+        read_only: nothing can be changed through the dashboard.
+    """
+
+    host: str = defaults.WEB_HOST
+    port: int = defaults.WEB_PORT
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The layout's ``report:`` section: the controller posts the KPI report
+    (``miyabi report``) as a comment on a GitHub issue on a schedule.
+
+    Attributes:
+        every: seconds between two posts.
+        issue: the number of the issue (in ``github.repo``) the report is posted to.
+        since: the window each report covers, in seconds back from its posting (the
+            layout's default: ``every``, so that the reports cover the time without gaps).
+    """
+
+    every: float
+    issue: int
+    since: float
+
+
+class ReceiverKind(StrEnum):
+    """Where a notice goes (``notify[].kind``)."""
+
+    SLACK = "slack"
+    """A Slack incoming webhook: ``{"text": …}``."""
+    DISCORD = "discord"
+    """A Discord webhook: ``{"content": …}``."""
+    NTFY = "ntfy"
+    """An ntfy topic URL: the text as the body, the title in the ``Title`` header."""
+    WEBHOOK = "webhook"
+    """Any URL that takes JSON: ``{"kind", "title", "text", "url", "time", "session", "event"}``."""
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """One entry of the layout's ``notify:`` list.
+
+    Attributes:
+        kind: the receiver's format.
+        url: where notices are POSTed (None: read from ``url_env`` when sending).
+        url_env: environment variable holding the URL (webhook URLs are secrets).
+        events: the notice kinds it wants (see :class:`miyabi.notify.rules.Kind`); empty: all.
+        rate: notices per minute it gets at most (the rest wait their turn).
+        max_attempts: tries of one notice before it is given up (logged as ``notice-failed``).
+        retry_after: seconds before the second try; each later wait doubles, up to 10 minutes.
+        timeout: seconds one POST may take.
+    """
+
+    kind: ReceiverKind
+    url: str | None = None
+    url_env: str | None = None
+    events: tuple[str, ...] = ()
+    rate: float = defaults.NOTIFY_RATE
+    max_attempts: int = defaults.NOTIFY_MAX_ATTEMPTS
+    retry_after: float = defaults.NOTIFY_RETRY_AFTER
+    timeout: float = defaults.NOTIFY_TIMEOUT
+
+    @property
+    def key(self) -> str:
+        """A name for it that stays the same across restarts and reorderings:
+        ``kind:`` and a digest of its URL (or variable name); never the URL itself."""
+        import hashlib
+
+        return f"{self.kind}:{hashlib.sha256((self.url or f'${self.url_env}').encode()).hexdigest()[:12]}"
+
+    def wants(self, kind: str) -> bool:
+        return not self.events or kind in self.events
+
+
 class OnRestart(StrEnum):
     """What happens to the tasks an agent's process held when it ends (``tasks.on_agent_restart``)."""
 
@@ -148,6 +229,39 @@ def parse_duration(value: Any) -> float | None:
         if m:
             return float(m.group(1)) * _UNIT[m.group(2) or "s"]
     return None
+
+
+SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:([KMGkmg])(?:i?B)?|B)?\s*$")
+_SIZE_UNIT = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(value: Any) -> int | None:
+    """Bytes in ``value``: a whole number (bytes) or text such as ``512K``, ``10M``,
+    ``1G`` (also ``10MiB``, ``10MB``; every unit is a power of 1024); None when it is
+    neither (or negative)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str):
+        m = SIZE_RE.match(value)
+        if m:
+            return int(m.group(1)) * (_SIZE_UNIT[m.group(2).lower()] if m.group(2) else 1)
+    return None
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The layout's ``logs:`` section: when the pane logs (``logs/<agent>.log``) rotate.
+
+    Attributes:
+        max_bytes: size in bytes at which a pane log is renamed ``<agent>.log.1`` (the
+            older ones shifting to ``.2``, ``.3`` …) and a fresh one is started; 0: never.
+        keep: rotated files kept per agent (0: none; the oldest beyond it is deleted).
+    """
+
+    max_bytes: int = defaults.LOG_MAX_BYTES
+    keep: int = defaults.LOG_KEEP
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from miyabi.config.model import Agent, Layout, PipelineMode
 from miyabi.config.settings import auto_answer
 from miyabi.controller import requests
 from miyabi.controller.process import LOCKFILE, PIDFILE, ControllerRunning, read_pid
+from miyabi.controller.webproc import WebProcess
 from miyabi.errors import LayoutError, MiyabiError, TmuxError
 from miyabi.events import append_event
 from miyabi.files import private_dir, write_atomic
@@ -41,6 +42,8 @@ from miyabi.messaging.delivery import Deliverer
 from miyabi.messaging.intro import Intros
 from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
+from miyabi.notify.service import Notifier
+from miyabi.reports.schedule import run_schedule
 from miyabi.pipeline.followups import FollowUps, file_fix
 from miyabi.pipeline.service import Pipeline, release_pools
 from miyabi.stopping import StopEvent, Stopped, sleeper
@@ -91,6 +94,7 @@ class Controller:
         self.supervisor: Supervisor | None = None
         self.engine: WorkEngine | None = None
         self.pipeline: Pipeline | None = None
+        self.web: WebProcess | None = None
         self._gh: GitHub | None = None
         self._follow_ups = False
         self._filed: set[str] = set()
@@ -164,6 +168,21 @@ class Controller:
         if self.pipeline is None:
             self.pipeline = Pipeline(engine.store, self.layout, self.home.root, engine.dispatch, self._gh, changed=self.kick.set)
         return self.pipeline
+
+    def _ensure_web(self) -> None:
+        """The dashboard, as the layout's ``web:`` says: started the first time the
+        layout has the section (at start, or a reload), told of a changed one."""
+        web = self.layout.web
+        if self.web is not None:
+            if web is not None:
+                self.web.adopt(web)
+            else:
+                self.web.retire()
+                self.web = None
+            return
+        if web is not None:
+            self.web = WebProcess(self.home, self.tmux.socket, web)
+            self._start(functools.partial(self.web.run, self.stop), "web")
 
     def _ensure_follow_ups(self) -> None:
         """The follow-ups thread, started once a pool sends its work to GitHub."""
@@ -374,6 +393,12 @@ class Controller:
         engine.recover_assignments()
         if gh is not None:
             self._start(functools.partial(engine.run_github, self.stop), "github")
+        self._ensure_web()
+        # posts `miyabi report` when the layout's `report:` says (read at each check: a reload counts)
+        self._start(functools.partial(run_schedule, self.stop, self.home.root, lambda: self.layout), "reports")
+        if self.layout.notify:
+            Notifier(self.home.root, engine.store, self.layout.notify, self.layout.session).start(
+                self.stop, lambda target, name: self._start(target, name))
         self._ensure_follow_ups()
         backoff = 0.1
         seen: tuple[object, ...] | None = None
@@ -497,6 +522,7 @@ class Controller:
         result = self.adopt(new)
         if self._started:
             self._ensure_follow_ups()
+            self._ensure_web()
         return result
 
     def adopt(self, new: Layout, reason: str = "reload") -> str:

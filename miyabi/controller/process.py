@@ -93,14 +93,14 @@ def stop_background(home: Home, wait: float = defaults.CONTROLLER_STOP_WAIT) -> 
     keeper = keepalive.running_pid(home.run)
     # Both at once: the keep-alive, told first, starts nothing again (a controller
     # that stops on SIGTERM exits 0, which ends it too).
-    _end([p for p in (keeper, pid) if p is not None], wait)
+    end_processes([p for p in (keeper, pid) if p is not None], wait)
     late = running_pid(home)  # one the keep-alive started just before it was told
     if late is not None and late != pid:
-        _end([late], wait)
+        end_processes([late], wait)
     return pid or late
 
 
-def _end(pids: list[int], wait: float) -> None:
+def end_processes(pids: list[int], wait: float) -> None:
     """SIGTERM ``pids``, then SIGKILL those still running after ``wait`` seconds."""
     import signal
 

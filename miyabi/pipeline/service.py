@@ -135,7 +135,7 @@ def instance_agents(records: Records, layout: Layout) -> tuple[Agent, ...]:
         out.append(Agent(name=inst.name, profile=pool.profile, command=pool.command, cwd=inst.path,
                          env={**pool.env, "MIYABI_TASK": str(inst.task)}, title=f"{inst.name} {ref}"[:64],
                          index=INSTANCE_INDEX + inst.task, watchdog=pool.watchdog, wip=1, pool=pool.name, window=pool.name,
-                         task=inst.task))
+                         task=inst.task, logs=layout.logs))
     return tuple(out)
 
 

@@ -112,6 +112,22 @@ def hook_command() -> list[str]:
     return [sys.executable, "-I", "-S", str(HOOK_SCRIPT)]
 
 
+LOGPIPE_SCRIPT = Path(__file__).resolve().parent / "logpipe.py"
+"""The program ``pipe-pane`` runs to append a pane's output to its log and rotate it
+(:mod:`miyabi.tmux.logpipe`; standard library only)."""
+
+
+def log_command(agent: Agent, home: Home) -> str:
+    """The shell command ``pipe-pane`` runs for ``agent``'s pane: :mod:`miyabi.tmux.logpipe`
+    on this interpreter, isolated and without site-packages (as :func:`hook_command`),
+    appending to ``logs/<agent>.log`` and rotating it as the layout's ``logs:`` says.
+    Every word is shell-quoted; tmux format-expands the command, so the caller doubles
+    its ``#`` (:func:`~miyabi.tmux.runner.escape_format`)."""
+    words = [sys.executable, "-I", "-S", str(LOGPIPE_SCRIPT), "--max-bytes", str(agent.logs.max_bytes),
+             "--keep", str(agent.logs.keep), str(home.pane_log(agent.name))]
+    return f"umask 077; exec {shlex.join(words)}"
+
+
 def launch_line(agent: Agent, home: Home) -> str:
     """The agent's command line with its profile's hooks installed (see
     :mod:`miyabi.agents.hooks`): the hook options go right after the program's word,
@@ -143,15 +159,15 @@ def pane_setup(agent: Agent, home: Home, target: Sequence[str] = ()) -> list[Com
     """Commands that tag a new (or respawned) pane, title it and log its output.
 
     ``target`` is ``("-t", "%ID")`` for a known pane, or empty for the pane the
-    previous command in the chain created. The log is appended by ``cat`` under
-    ``umask 077``, so a new log file is private (0600) like everything in the home."""
+    previous command in the chain created. The log is appended, and rotated at the
+    layout's ``logs.max_bytes``, by :func:`log_command`, which makes a new log file
+    private (0600) like everything in the home."""
     t = list(target)
-    log = shlex.quote(str(home.pane_log(agent.name)))
     return [
         ["set-option", "-p", *t, TAG, agent.name],
         ["select-pane", *t, "-T", escape_format(agent.title)],
         # Not -o: that toggles, and would close the pipe a respawned pane still has.
-        ["pipe-pane", *t, escape_format(f"umask 077; exec cat >> {log}")],
+        ["pipe-pane", *t, escape_format(log_command(agent, home))],
     ]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -68,7 +69,14 @@ def load_tokens(home: Home) -> tuple[str, str]:
         pass
     token, view = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     private_dir(home.run)
-    write_atomic(path, json.dumps({"token": token, "view_token": view}) + "\n")
+    tmp = path.with_name(f".{TOKENS_FILE}.{os.getpid()}")
+    write_atomic(tmp, json.dumps({"token": token, "view_token": view}) + "\n")
+    try:
+        os.link(tmp, path)  # only if none exists: two first starts at once agree on one pair
+    except FileExistsError:
+        return load_tokens(home)
+    finally:
+        tmp.unlink(missing_ok=True)
     return token, view
 
 

@@ -4,16 +4,23 @@ runs the ASGI server (uvicorn) until stopped."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from miyabi.controller.view import Target
+from miyabi.controller.webproc import URL_FILE, published_pid
 from miyabi.errors import MiyabiError, UsageError
+from miyabi.files import write_atomic
+from miyabi.home import Home
 from miyabi.web.auth import Access, load_tokens
 
 log = logging.getLogger("miyabi.web")
+
 
 
 def is_loopback(host: str) -> bool:
@@ -84,17 +91,40 @@ def serve(target: Target, host: str, port: int, read_only: bool = False, no_toke
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
+        sock.listen(2048)  # connections wait in the backlog from now on, before the URL is printed
     except OSError as e:
-        raise MiyabiError(f"cannot listen on {host}:{port}: {e.strerror or e}; pick another with --port") from None
+        running = published(target.home)
+        hint = f"; this home's dashboard already runs at {running['base']}" if running else "; pick another with --port"
+        raise MiyabiError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
     port = sock.getsockname()[1]
     site = Site(target, access)
     app = create_app(site)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="off")
     server = uvicorn.Server(config)
+    where = urls(host, port, access)
+    path = target.home.run / URL_FILE
+    write_atomic(path, json.dumps({"pid": os.getpid(), "base": where.base, "url": where.full, "view_url": where.view,
+                                   "read_only": read_only}) + "\n")
     if on_ready is not None:
-        on_ready(urls(host, port, access))
+        on_ready(where)
     try:
         server.run(sockets=[sock])
     finally:
         site.close()
         sock.close()
+        if (published(target.home) or {}).get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+def published(home: Home) -> dict[str, Any] | None:
+    """The dashboard that serves ``home`` now, as it published itself in
+    ``run/web-url.json`` (``pid``, ``base``, ``url`` with the token, ``view_url``,
+    ``read_only``), or None when none runs."""
+    pid = published_pid(home)
+    if pid is None:
+        return None
+    try:
+        data = json.loads((home.run / URL_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("pid") == pid else None

@@ -106,3 +106,6 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+from integration.webkit import web  # noqa: F401 - the dashboard's fixture, for test_web*.py

@@ -178,3 +178,15 @@ def test_preflight_checks_each_pools_program_and_repository(tmp_path: Path) -> N
         f"pools[1].repo: pool 'b': '{tmp_path / 'plain'}' is not a git repository; fix `repo:`",
         f"pools[2].repo: pool 'c': '{tmp_path / 'missing'}' does not exist; clone the repository there or fix `repo:`",
     ]
+
+
+def test_report_section_defaults_its_window_to_its_interval(tmp_path: Path) -> None:
+    from miyabi.config.settings import ReportSettings
+
+    f = tmp_path / "l.yaml"
+    f.write_text("agents: [kaede]\ngithub: {repo: acme/widgets}\nreport: {every: 24h, issue: 12}\n")
+    assert load(f).report == ReportSettings(every=86400.0, issue=12, since=86400.0)
+    f.write_text("agents: [kaede]\ngithub: {repo: acme/widgets}\nreport: {every: 1d, issue: 3, since: 7d}\n")
+    assert load(f).report == ReportSettings(every=86400.0, issue=3, since=604800.0)
+    f.write_text("agents: [kaede]\n")
+    assert load(f).report is None

@@ -146,9 +146,10 @@ function agentPage() {
     screen.dataset.time = String(f.time);
   });
   let state = null;
-  const drawActions = () => {
-    actions.replaceChildren();
-    if (!CAN_ACT) return;
+  const asks = el("span", { cls: "asks" });
+  const drawAsks = () => asks.replaceChildren(...(CAN_ACT && state === "waiting-approval" ? approvalButtons(name) : []));
+  if (CAN_ACT) {
+    // drawn once: text being typed survives the agent's state changes
     const text = el("textarea", { id: "send-text", rows: 2, placeholder: "message to " + name + " (Ctrl+Enter sends)" });
     const send = el("button", { id: "send", onclick: async () => {
       if (!text.value.trim()) return;
@@ -160,21 +161,19 @@ function agentPage() {
     const restart = el("button", { id: "restart", onclick: () => {
       if (confirm(`Restart ${name}?`)) act(restart, "POST", `/agents/${encodeURIComponent(name)}/restart`, undefined, (o) => o.detail);
     } }, "Restart");
-    actions.append(el("div", { cls: "sendbox" }, text, send), restart);
-    if (state === "waiting-approval") actions.append(...approvalButtons(name));
-  };
+    actions.append(el("div", { cls: "sendbox" }, text, send), restart, asks);
+  }
   const refresh = async () => {
     try {
       const a = await api("GET", "/agents/" + encodeURIComponent(name));
       info.replaceChildren(stateBadge(a.state), " ", a.question ? el("span", { cls: "question" }, a.question) : "",
         el("span", { cls: "muted" }, ` pane ${a.pane_id || "-"} · pid ${a.pid || "-"} · up ${ago(a.uptime)} · restarts/h ${a.restarts_last_hour}`),
         a.current_task ? el("div", {}, "task ", el("a", { href: "/tasks/" + a.current_task.id }, `${a.current_task.ref} ${a.current_task.title}`)) : "");
-      if (a.state !== state) { state = a.state; drawActions(); }
+      if (a.state !== state) { state = a.state; drawAsks(); }
     } catch (e) { info.replaceChildren(el("span", { cls: "bad" }, e.message)); }
   };
   refresh();
   setInterval(refresh, 2000);
-  drawActions();
   const drawSide = async () => {
     const [msgs, crashes] = await Promise.all([
       api("GET", `/agents/${encodeURIComponent(name)}/messages?state=pending&state=failed`),
@@ -229,8 +228,9 @@ function tasksPage() {
   const add = CAN_ACT ? el("form", { cls: "filters", onsubmit: async (e) => {
     e.preventDefault();
     const title = e.target.elements.title;
-    if (await act(e.submitter, "POST", "/tasks", { title: title.value }, (t) => `added task ${t.id}`)) { title.value = ""; draw(); }
-  } }, el("input", { name: "title", placeholder: "new task title", required: true, size: 50 }), el("button", {}, "Add task")) : null;
+    const button = e.submitter || e.target.querySelector("button");
+    if (await act(button, "POST", "/tasks", { title: title.value }, (t) => `added task ${t.id}`)) { title.value = ""; draw(); }
+  } }, el("input", { name: "title", placeholder: "new task title", required: true, size: 50 }), el("button", { id: "add-task" }, "Add task")) : null;
   main.replaceChildren(filters, add, board);
   async function draw() {
     const q = new URLSearchParams();

@@ -1,0 +1,157 @@
+"""The dashboard as the controller's child: with a ``web:`` section in the layout, the
+controller runs ``miyabi web`` for its home and starts it again when it dies (after a
+backoff when it keeps dying young: a taken port, say), and stops it when it stops.
+
+A process of its own, not a thread: the dashboard's work (reading screens, rendering,
+serving browsers) never takes the controller's GIL from delivery and supervision, and
+a crash of one never ends the other. Its output goes to ``logs/web.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from miyabi import defaults
+from miyabi.config.settings import WebSettings
+from miyabi.events import append_event
+from miyabi.files import open_private
+from miyabi.home import Home
+
+log = logging.getLogger("miyabi.controller")
+
+LOGFILE = "web.log"
+"""The dashboard's output, under ``logs/``."""
+
+URL_FILE = "web-url.json"
+"""Under ``run/``: where the running dashboard answers: ``pid``, ``base``, ``url`` (with
+the token), ``view_url``, ``read_only`` (written by ``miyabi web`` once it listens)."""
+
+
+def published_pid(home: Home, port: int | None = None) -> int | None:
+    """The pid of the dashboard serving ``home`` now (on ``port``, when given), or None."""
+    from miyabi.supervision.processes import alive
+
+    try:
+        data = json.loads((home.run / URL_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pid = data.get("pid") if isinstance(data, dict) else None
+    if port is not None and not str(data.get("base", "")).endswith(f":{port}"):
+        return None
+    return pid if isinstance(pid, int) and pid > 0 and alive(pid) else None
+
+
+def stop_dashboard(home: Home, port: int | None = None, wait: float = defaults.WEB_STOP_WAIT) -> int | None:
+    """End the dashboard serving ``home`` (on ``port``, when given): one a killed
+    controller left running; return its pid, or None when none ran."""
+    from miyabi.controller.process import end_processes
+
+    pid = published_pid(home, port)
+    if pid is not None:
+        end_processes([pid], wait)
+    return pid
+
+
+def web_argv(home: Home, socket: str, web: WebSettings) -> list[str]:
+    """The command that serves ``home``'s dashboard as ``web`` says."""
+    argv = [sys.executable, "-m", "miyabi", "web", "--home", str(home.root), "--socket", socket, "--host", web.host,
+            "--port", str(web.port)]
+    return [*argv, "--read-only"] if web.read_only else argv
+
+
+class WebProcess:
+    """Keeps ``miyabi web`` running for a home while :meth:`run` runs.
+
+    Args:
+        home: the home.
+        socket: miyabi's tmux socket.
+        web: the layout's ``web:`` section.
+    """
+
+    def __init__(self, home: Home, socket: str, web: WebSettings) -> None:
+        self.home = home
+        self.socket = socket
+        self.web = web
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._changed = threading.Event()
+        self._retired = threading.Event()
+
+    def retire(self) -> None:
+        """Stop serving for good (the layout lost its ``web:`` section)."""
+        self._retired.set()
+        self._changed.set()
+
+    def adopt(self, web: WebSettings) -> None:
+        """Serve as ``web`` says from now on (the child is restarted if it changed)."""
+        if web != self.web:
+            self.web = web
+            self._changed.set()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        fd = open_private(self.home.logs / LOGFILE, os.O_WRONLY | os.O_APPEND)
+        try:
+            env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_AGENT", "TMUX", "TMUX_PANE")}
+            return subprocess.Popen(web_argv(self.home, self.socket, self.web), stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                                    env=env, cwd=str(self.home.root), start_new_session=True)
+        finally:
+            os.close(fd)
+
+    def run(self, stop: threading.Event) -> None:
+        """Run the dashboard until ``stop`` is set; then end it (SIGTERM, then SIGKILL)."""
+        left = stop_dashboard(self.home, self.web.port)  # one an earlier controller (SIGKILLed) left serving
+        if left is not None:
+            log.info("ended the dashboard (pid %d) an earlier controller left running", left)
+        backoff = defaults.WEB_RESTART_MIN
+        while not stop.is_set() and not self._retired.is_set():
+            started = time.monotonic()
+            self._changed.clear()
+            try:
+                self.proc = proc = self._spawn()
+            except OSError as e:
+                log.warning("could not start the dashboard: %s; trying again in %.0f s", e, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, defaults.WEB_RESTART_MAX)
+                continue
+            append_event(self.home.root, "web-started", pid=proc.pid, host=self.web.host, port=self.web.port)
+            while proc.poll() is None and not stop.is_set() and not self._changed.is_set():
+                stop.wait(0.5)
+            if stop.is_set() or self._changed.is_set():
+                self._end(proc)
+                continue
+            ran = time.monotonic() - started
+            why = _last_line(self.home.logs / LOGFILE)
+            append_event(self.home.root, "web-exited", pid=proc.pid, code=proc.returncode, ran=round(ran, 3), reason=why)
+            backoff = defaults.WEB_RESTART_MIN if ran >= defaults.WEB_STABLE_AFTER else min(backoff * 2, defaults.WEB_RESTART_MAX)
+            log.warning("the dashboard exited (code %s) after %.1f s: %s; starting it again in %.0f s", proc.returncode, ran, why, backoff)
+            stop.wait(backoff)
+        if self.proc is not None:
+            self._end(self.proc)
+
+    @staticmethod
+    def _end(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=defaults.WEB_STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _last_line(path: Path) -> str:
+    """The last non-blank line of a log (its error, when a server exits), or ""."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = [ln for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""

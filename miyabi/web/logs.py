@@ -1,0 +1,51 @@
+"""``GET /api/v1/agents/{name}/logs``: an agent's pane output as plain lines, searched
+across its rotated files, as ``miyabi logs`` prints it (:mod:`miyabi.supervision.logs`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from miyabi import defaults
+from miyabi.errors import UsageError
+from miyabi.supervision.logs import compile_grep, log_files, parse_since, search
+from miyabi.web.api import BadInput, site_of
+
+router = APIRouter(prefix="/api/v1")
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class LogLineOut(BaseModel):
+    """One line of an agent's pane log."""
+
+    agent: str
+    file: str = Field(description="The file the line starts in, under the home's logs/ (kaede.log, kaede.log.1 …).")
+    line: int = Field(description="The line's number in that file, from 1.")
+    text: str = Field(description="The line, escape sequences removed.")
+
+
+@router.get("/agents/{name}/logs", response_model=list[LogLineOut],
+            summary="The newest lines of the agent's pane logs (rotated files included), oldest first, filtered")
+def agent_logs(
+    name: str,
+    request: Request,
+    grep: Annotated[str | None, Query(max_length=500, description="A regular expression (Python, case-sensitive) lines must match.")] = None,
+    since: Annotated[str | None, Query(max_length=32, description="Only files written to within this long (90s, 30m, 1h, 2d).")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Most lines returned (the newest).")] = defaults.WEB_LOGS_LIMIT,
+) -> list[dict[str, object]]:
+    """Lines as ``{"agent", "file", "line", "text"}``; 400 for a ``grep`` that is not a
+    regular expression or a ``since`` that is not a duration, 404 for an agent that is
+    neither in the ensemble nor has a log."""
+    site = site_of(request)
+    try:
+        rx = compile_grep(grep or None)
+        seconds = parse_since(since or None)
+    except UsageError as e:
+        raise BadInput(str(e)) from None
+    if not _NAME.match(name) or not log_files(site.home.logs, name):
+        site.agent(name)  # AgentNotFound (404) unless the ensemble has it (it printed nothing yet)
+    return [line.to_json() for line in search(site.home, name, rx, seconds, last=limit)]

@@ -1,0 +1,350 @@
+"""The dashboard's API against a running ensemble and a real `miyabi web` process:
+every endpoint with and without the token, bad input, what each change does to the
+inboxes, tasks and panes, the live feeds (Server-Sent Events), /metrics parsed with
+the Prometheus client's own parser, and the controller serving it (`web:`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import wait_for
+from integration.conftest import Cli
+from integration.test_delivery import transcript
+from integration.webkit import Web, start_web, stop
+from prometheus_client.parser import text_string_to_metric_families
+
+from miyabi.home import Home
+from miyabi.messaging.mailbox import MessageState, inbox, make
+from miyabi.tmux.runner import Tmux
+from miyabi.work.tasks import Store
+
+READS = ["/api/v1/agents", "/api/v1/agents/w1", "/api/v1/agents/sh/screen", "/api/v1/agents/w1/messages",
+         "/api/v1/agents/w1/crashes", "/api/v1/approvals", "/api/v1/messages", "/api/v1/tasks", "/api/v1/events",
+         "/api/v1/openapi.json", "/metrics"]
+CHANGES: list[tuple[str, dict[str, Any] | None]] = [
+    ("/api/v1/agents/w1/messages", {"text": "hello"}), ("/api/v1/agents/w1/restart", None),
+    ("/api/v1/agents/ask/approve", None), ("/api/v1/agents/ask/deny", {"reason": "no"}),
+    ("/api/v1/tasks", {"title": "t"}), ("/api/v1/tasks/1/cancel", None), ("/api/v1/tasks/1/retry", None),
+    ("/api/v1/messages/x/retry", None), ("/api/v1/messages/x/drop", None)]
+
+
+def error_of(r: httpx.Response) -> str:
+    """The one-line error of a refused request (and never a traceback)."""
+    data = r.json()
+    assert set(data) == {"error"} and "\n" not in data["error"] and "Traceback" not in data["error"], data
+    return str(data["error"])
+
+
+def test_every_endpoint_needs_a_token_and_changes_need_the_full_one_in_a_header(web: Web) -> None:
+    with web.client(token=None) as anon, web.client("view") as viewer, web.client("wrong-token") as wrong:
+        for path in READS:
+            assert "no token" in error_of(anon.get(path)), path
+            assert anon.get(path).status_code == 401
+            assert wrong.get(path).status_code == 401 and "wrong token" in error_of(wrong.get(path))
+            assert viewer.get(path).status_code == 200, path
+        for path, body in CHANGES:
+            assert anon.post(path, json=body).status_code == 401, path
+            r = viewer.post(path, json=body)
+            assert r.status_code == 403 and "view token only reads" in error_of(r), path
+    # the token in the cookie alone (what a cross-site form would send) changes nothing
+    with httpx.Client(base_url=web.base, cookies={"miyabi_token": web.token}) as cookie_only:
+        assert cookie_only.get("/api/v1/agents").status_code == 200
+        for path, body in CHANGES:
+            r = cookie_only.post(path, json=body)
+            assert r.status_code == 403 and "header" in error_of(r), path
+    assert inbox(web.home, "w1").pending() == []
+    # ?token= on a page sets the cookie and drops the token from the URL
+    with httpx.Client(base_url=web.base) as browser:
+        r = browser.get(f"/?token={web.token}", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        assert "HttpOnly" in r.headers["set-cookie"] and "SameSite=Strict" in r.headers["set-cookie"]
+        assert browser.get("/", follow_redirects=False).status_code == 200
+        assert browser.get("/?token=nope", follow_redirects=False).status_code == 401
+
+
+def test_agents_screen_and_openapi(web: Web) -> None:
+    with web.client() as c:
+        data = c.get("/api/v1/agents").json()
+        rows = {a["name"]: a for a in data["agents"]}
+        assert set(rows) == {"w1", "sh", "ask"} and data["controller"]["running"] is True
+        assert rows["w1"]["state"] == "ready" and rows["w1"]["pid"] > 0 and rows["w1"]["current_task"] is None
+        Tmux(web.socket).run("send-keys", "-t", rows["sh"]["pane_id"], "-l", "screen <b>text</b>")
+        wait_for(lambda: "screen &lt;b&gt;text&lt;/b&gt;" in c.get("/api/v1/agents/sh/screen").json()["html"],
+                 what="the typed text on the screen, escaped")
+        assert c.get("/api/v1/agents/nobody").status_code == 404
+        assert "unknown agent 'nobody'" in error_of(c.get("/api/v1/agents/nobody/screen"))
+        paths = c.get("/api/v1/openapi.json").json()["paths"]
+        for p in ("/api/v1/agents", "/api/v1/agents/{name}/messages", "/api/v1/agents/{name}/approve", "/api/v1/tasks/{ref}/cancel",
+                  "/api/v1/events/stream", "/api/v1/messages/{msg_id}/retry"):
+            assert p in paths, p
+
+
+def test_send_puts_one_message_in_the_inbox_and_the_worker_gets_it_once(web: Web) -> None:
+    with web.client() as c:
+        r = c.post("/api/v1/agents/w1/messages", json={"text": "from the dashboard ☃", "priority": "high"})
+        assert r.status_code == 201, r.text
+        sent = r.json()
+        assert sent["to"] == "w1" and sent["from"] == "human" and sent["state"] == "pending" and sent["created"].endswith("Z")
+    wait_for(lambda: transcript(web.home, "w1").count("from the dashboard ☃") == 1, timeout=30, what="delivered once")
+    assert transcript(web.home, "w1").count("from the dashboard ☃") == 1
+
+
+@pytest.mark.parametrize(("path", "body", "status", "said"), [
+    ("/api/v1/agents/w1/messages", {"text": ""}, 422, "text: String should have at least 1 character"),
+    ("/api/v1/agents/w1/messages", {"text": "\x01\x02"}, 400, "the message has no text"),
+    ("/api/v1/agents/w1/messages", {"text": "x", "priority": "urgent"}, 422, "priority"),
+    ("/api/v1/agents/w1/messages", {"text": "x", "ttl": -1}, 422, "ttl"),
+    ("/api/v1/agents/w1/messages", {"txt": "x"}, 422, "text: Field required"),
+    ("/api/v1/agents/nobody/messages", {"text": "x"}, 404, "unknown agent 'nobody'"),
+    ("/api/v1/agents/w1/approve", None, 409, "w1 is not waiting for approval"),
+    ("/api/v1/tasks", {"title": ""}, 422, "title"),
+    ("/api/v1/tasks", {"title": "x", "priority": "asap"}, 422, "priority"),
+    ("/api/v1/tasks/999/cancel", None, 404, "no task 999"),
+    ("/api/v1/tasks/abc/cancel", None, 400, "is not a task id"),
+    ("/api/v1/messages/0000/retry", None, 404, "no message with id '0000'"),
+])
+def test_bad_input_is_a_4xx_with_one_line(web: Web, path: str, body: dict[str, Any] | None, status: int, said: str) -> None:
+    with web.client() as c:
+        r = c.post(path, json=body)
+        assert r.status_code == status, r.text
+        assert said in error_of(r)
+    assert inbox(web.home, "w1").pending() == []
+
+
+def test_bad_reads_and_garbage(web: Web) -> None:
+    with web.client() as c:
+        assert "state 'bogus' is not a task state" in error_of(c.get("/api/v1/tasks?state=bogus"))
+        assert c.get("/api/v1/events?grep=(").status_code == 400 and "not a regular expression" in error_of(c.get("/api/v1/events?grep=("))
+        assert c.get("/api/v1/events?limit=0").status_code == 422
+        assert c.get("/api/v1/nothing").status_code == 404 and "no such page or endpoint" in error_of(c.get("/api/v1/nothing"))
+        r = c.post("/api/v1/agents/w1/messages", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "JSON" in error_of(r)
+        r = c.post("/api/v1/agents/w1/messages", content=b"\xff\xfe", headers={"content-type": "application/json"})
+        assert r.status_code == 422
+        assert c.get("/api/v1/agents/w1/crashes/..%2F..%2Frun%2Fweb.json").status_code == 404
+        assert c.put("/api/v1/tasks").status_code == 405
+
+
+def test_tasks_cancel_retry_and_their_history(web: Web) -> None:
+    with web.client() as c:
+        r = c.post("/api/v1/tasks", json={"title": "from the web", "labels": ["docs"]})
+        assert r.status_code == 201, r.text
+        tid = r.json()["id"]
+        assert r.json()["waiting"] and "no route" in r.json()["waiting"]
+        listed = c.get("/api/v1/tasks", params={"label": "docs", "source": "local"}).json()
+        assert [t["id"] for t in listed] == [tid]
+        assert c.get("/api/v1/tasks", params={"label": "nope"}).json() == []
+        assert c.post(f"/api/v1/tasks/{tid}/cancel").json()["state"] == "cancelled"
+        assert c.post(f"/api/v1/tasks/{tid}/cancel").status_code == 409
+        assert c.post(f"/api/v1/tasks/{tid}/retry").json()["state"] == "queued"
+        shown = c.get(f"/api/v1/tasks/%23{tid}").json()
+        states = [h["state"] for h in shown["history"]]
+        assert states[-2:] == ["cancelled", "queued"] and "web:127.0.0.1" in shown["history"][-2]["reason"]
+    store = Store.of_home(web.home)
+    assert store.get(tid).state == "queued"
+
+
+def test_dead_letters_retry_and_pending_drop(web: Web) -> None:
+    box = inbox(web.home, "sh")
+    dead = make("sh", "a dead letter", sender="test")
+    box.put(dead)
+    box.move(dead, MessageState.PENDING, MessageState.FAILED, failed="2026-01-01T00:00:00.000Z", reason="test made it dead")
+    with web.client() as c:
+        listed = c.get("/api/v1/messages").json()
+        assert [m["id"] for m in listed] == [dead.id] and listed[0]["reason"] == "test made it dead"
+        assert c.post(f"/api/v1/messages/{dead.id}/drop").status_code == 409
+        assert c.post(f"/api/v1/messages/{dead.id}/retry").json()["state"] == "pending"
+        assert c.post(f"/api/v1/messages/{dead.id}/retry").status_code == 409
+    cat_log = Path(web.home) / "logs" / "sh.log"
+    wait_for(lambda: cat_log.exists() and "a dead letter" in cat_log.read_text(errors="replace"), timeout=30, what="the retried letter typed")
+
+
+def test_restart_from_the_api(web: Web) -> None:
+    with web.client() as c:
+        before = c.get("/api/v1/agents/sh").json()["pid"]
+        r = c.post("/api/v1/agents/sh/restart")
+        assert r.status_code == 200 and r.json() == {"ok": True, "detail": "restarted sh"}
+        wait_for(lambda: c.get("/api/v1/agents/sh").json()["pid"] not in (0, before), timeout=30, what="a new process")
+
+
+def test_approve_and_deny_reach_the_pane_and_are_audited(web: Web, home: Path) -> None:
+    from integration.test_delivery import send
+
+    with web.client() as c:
+        send(home, "ask", "please run the tool")
+        wait_for(lambda: c.get("/api/v1/agents/ask").json()["state"] == "waiting-approval", timeout=30, what="waiting-approval")
+        waiting = c.get("/api/v1/approvals").json()["waiting"]
+        assert [w["agent"] for w in waiting] == ["ask"] and "Allow running the tool?" in waiting[0]["question"]
+        r = c.post("/api/v1/agents/ask/approve")
+        assert r.status_code == 200, r.text
+        assert r.json()["answer"] == "approve" and r.json()["keys"] == ["y", "Enter"]
+        wait_for(lambda: web.answers.exists() and web.answers.read_text().splitlines() == ["yes"], what="the yes in the agent")
+        wait_for(lambda: c.get("/api/v1/agents/ask").json()["state"] == "ready", timeout=30, what="ready again")
+        send(home, "ask", "the tool again")
+        wait_for(lambda: c.get("/api/v1/agents/ask").json()["state"] == "waiting-approval", timeout=30, what="asked again")
+        r = c.post("/api/v1/agents/ask/deny", json={"reason": "not now"})
+        assert r.status_code == 200 and r.json()["message"], r.text
+        wait_for(lambda: web.answers.read_text().splitlines() == ["yes", "no"], what="the no in the agent")
+        answers = c.get("/api/v1/approvals").json()["answers"]
+        assert [(a["answer"], a["by"]) for a in answers[:2]] == [("deny", "web:127.0.0.1"), ("approve", "web:127.0.0.1")]
+        assert answers[0]["reason"] == "not now"
+
+
+def sse(c: httpx.Client, path: str, want: int, found: list[dict[str, Any]], ready: threading.Event) -> None:
+    """Read Server-Sent Events from ``path`` into ``found`` until ``want`` data events came."""
+    with c.stream("GET", path) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        ready.set()
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                found.append(json.loads(line[6:]))
+                if len(found) >= want:
+                    return
+
+
+def test_the_event_feed_streams_what_is_logged_filtered(web: Web, home: Path) -> None:
+    from integration.test_delivery import send
+
+    found: list[dict[str, Any]] = []
+    ready = threading.Event()
+    with web.client() as c:
+        t = threading.Thread(target=sse, args=(c, "/api/v1/events/stream?event=enqueued&agent=w1", 2, found, ready), daemon=True)
+        t.start()
+        assert ready.wait(30)
+        ids = [send(home, "sh", "not for the feed"), send(home, "w1", "first"), send(home, "w1", "second")]
+        t.join(30)
+    assert [(e["event"], e["agent"], e["id"]) for e in found] == [("enqueued", "w1", ids[1]), ("enqueued", "w1", ids[2])]
+    with web.client() as c:
+        past = c.get("/api/v1/events", params={"event": "enqueued", "agent": "w1", "limit": 1}).json()
+        assert [e["id"] for e in past] == [ids[2]]
+
+
+def test_a_screen_stream_sends_a_frame_when_the_pane_prints(web: Web) -> None:
+    found: list[dict[str, Any]] = []
+    ready = threading.Event()
+    with web.client() as c:
+        pane = c.get("/api/v1/agents/sh").json()["pane_id"]
+        t = threading.Thread(target=sse, args=(c, "/api/v1/agents/sh/screen/stream", 2, found, ready), daemon=True)
+        t.start()
+        wait_for(lambda: len(found) >= 1, timeout=30, what="the first frame")
+        Tmux(web.socket).run("send-keys", "-t", pane, "-l", "streamed words")
+        t.join(30)
+    assert len(found) == 2 and "streamed words" not in found[0]["html"] and "streamed words" in found[1]["html"]
+    assert found[1]["pane"] == pane and len(found[1]["cursor"]) == 2
+
+
+def test_metrics_parse_with_the_prometheus_client(web: Web, home: Path) -> None:
+    from integration.test_delivery import send
+
+    send(home, "w1", "counted")
+    wait_for(lambda: "counted" in transcript(home, "w1"), timeout=30, what="delivered")
+    Store.of_home(home).add("queued one", "", [], "normal", [])
+
+    def families() -> dict[str, Any]:
+        with web.client() as c:
+            r = c.get("/metrics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        return {f.name: f for f in text_string_to_metric_families(r.text)}
+
+    fams = wait_for(lambda: (f := families()) and any(s.value >= 1 for s in f["miyabi_delivery_latency_seconds"].samples
+                                                      if s.name.endswith("_count")) and f, timeout=30, what="delivery counted")
+    up = {s.labels["agent"]: s.value for s in fams["miyabi_agent_up"].samples}
+    assert up == {"w1": 1.0, "sh": 1.0, "ask": 1.0}
+    ready = {s.labels["agent"] for s in fams["miyabi_agent_state"].samples if s.labels["state"] == "ready" and s.value == 1}
+    assert ready == {"w1", "sh", "ask"}
+    tasks = {s.labels["state"]: s.value for s in fams["miyabi_tasks"].samples}
+    assert tasks["queued"] == 1 and tasks["done"] == 0
+    pending = {(s.labels["agent"], s.labels["state"]): s.value for s in fams["miyabi_messages"].samples}
+    assert pending[("w1", "pending")] == 0 and pending[("w1", "failed")] == 0
+    assert fams["miyabi_controller_up"].samples[0].value == 1
+    assert "miyabi_task_cycle_seconds" in fams and "miyabi_agent_restarts" in fams
+
+
+def test_read_only_server_and_refused_hosts(cli: Cli, home: Path, socket: str, web: Web) -> None:
+    proc, said = start_web(home, socket, "--read-only")
+    try:
+        base, _, token = said["open"].partition("/?token=")
+        assert "view" not in said
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as c:
+            assert c.get("/api/v1/agents").status_code == 200
+            r = c.post("/api/v1/agents/w1/messages", json={"text": "x"})
+            assert r.status_code == 403 and "read-only" in error_of(r)
+    finally:
+        stop(proc)
+    r = subprocess.run([sys.executable, "-m", "miyabi", "web", "--host", "0.0.0.0", "--no-token", "--port", "0", "--home", str(home),
+                        "--socket", socket], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--no-token is refused on 0.0.0.0" in r.stderr
+    taken = web.base.rsplit(":", 1)[1]
+    r = subprocess.run([sys.executable, "-m", "miyabi", "web", "--port", taken, "--home", str(home), "--socket", socket],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{taken}" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_without_a_token_only_loopback_names_are_served(home: Path, socket: str, web: Web) -> None:
+    proc, said = start_web(home, socket, "--no-token")
+    try:
+        base = said["open"].rstrip("/")
+        with httpx.Client(base_url=base) as c:
+            assert c.get("/api/v1/agents").status_code == 200
+            assert c.post("/api/v1/agents/w1/messages", json={"text": "x"}).status_code == 403  # no header: a cross-site form
+            assert c.get("/api/v1/agents", headers={"host": "evil.example:80"}).status_code == 403  # DNS rebinding
+            r = c.post("/api/v1/agents/w1/messages", json={"text": "x"}, headers={"X-Miyabi-Token": "-"})
+            assert r.status_code == 201
+    finally:
+        stop(proc)
+
+
+def test_the_controller_serves_the_dashboard_from_the_layout_and_restarts_it(cli: Cli, home: Path, tmp_path: Path) -> None:
+    import socket as sockets
+
+    with sockets.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lay = tmp_path / "served.yaml"
+    lay.write_text(f"session: served\nweb: {{port: {port}}}\nagents:\n  - w\n")
+    r = cli("up", str(lay), "-d")
+    assert r.exit_code == 0 and f"dashboard: http://127.0.0.1:{port}/?token=" in r.output, r.output
+    url = r.output.split("dashboard: ")[1].split()[0]
+    token = url.split("token=")[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}) as c:
+        assert [a["name"] for a in c.get("/api/v1/agents").json()["agents"]] == ["w"]
+        st = json.loads(cli("status", "--json").output)
+        assert st["web"]["url"] == url
+        first = json.loads((home / "run" / "web-url.json").read_text())["pid"]
+        os.kill(first, signal.SIGKILL)
+
+        def served_again() -> bool:
+            try:
+                data = json.loads((home / "run" / "web-url.json").read_text())
+                return data["pid"] != first and c.get("/api/v1/agents").status_code == 200
+            except (OSError, ValueError, httpx.HTTPError):
+                return False
+
+        wait_for(served_again, timeout=60, what="the dashboard started again")
+    again = json.loads((home / "run" / "web-url.json").read_text())["pid"]
+    r = cli("down")
+    assert r.exit_code == 0
+    wait_for(lambda: not _alive(again), timeout=30, what="the dashboard stopped with the controller")
+    events = [json.loads(line)["event"] for line in (home / "logs" / "events.jsonl").read_text().splitlines()]
+    assert events.count("web-started") >= 2 and "web-exited" in events
+    assert Home(home).run.joinpath("web.json").stat().st_mode & 0o077 == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == 0
+    except ChildProcessError:
+        return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()

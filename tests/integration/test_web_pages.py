@@ -1,0 +1,176 @@
+"""The dashboard's pages in a real headless Chromium (Debian's, driven through its
+ChromeDriver by Selenium) against a running ensemble and a real `miyabi web`: the
+ensemble page shows the agents, what an agent prints appears on its page, the send
+box and Approve reach the pane, the task board acts. A screenshot of each page is
+saved under the pytest temp dir (``screenshots/``)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import wait_for
+from integration.test_delivery import send, transcript
+from integration.webkit import Web
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from miyabi.tmux.runner import Tmux
+from miyabi.work.tasks import Store
+
+
+def chromium() -> tuple[str, str]:
+    browser = shutil.which("chromium")
+    driver = shutil.which("chromedriver")
+    assert browser and driver, "Chromium and ChromeDriver are missing; scripts/test installs them (apt-get install chromium chromium-driver)"
+    return browser, driver
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    binary, driver = chromium()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    # This machine's network is closed: without the background-networking flags Chromium
+    # keeps trying to reach Google's hosts.
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900",
+              f"--user-data-dir={tmp_path / 'chromium'}"):
+        opts.add_argument(a)
+    b = webdriver.Chrome(service=Service(driver), options=opts)
+    b.set_page_load_timeout(60)
+    try:
+        yield b
+    finally:
+        b.quit()
+
+
+def login(b: WebDriver, web: Web, path: str = "/") -> None:
+    b.get(f"{web.base}{path}?token={web.token}" if "?" not in path else f"{web.base}{path}&token={web.token}")
+    wait_for(lambda: b.execute_script("return document.readyState") == "complete", what="the page loaded")
+
+
+def text_of(b: WebDriver, css: str) -> str:
+    """The text of the first element ``css`` selects ("" while there is none)."""
+    try:
+        found = b.find_elements(By.CSS_SELECTOR, css)
+        return str(found[0].text) if found else ""
+    except StaleElementReferenceException:  # redrawn between the look and the read
+        return ""
+
+
+def js(b: WebDriver, script: str, *args: Any) -> Any:
+    return b.execute_script(script, *args)
+
+
+def test_the_ensemble_page_shows_the_agents_of_the_running_ensemble(web: Web, browser: WebDriver, shots: Path) -> None:
+    login(browser, web)
+    names = wait_for(lambda: js(browser, "return [...document.querySelectorAll('.card')].map(c => c.dataset.agent)"),
+                     timeout=30, what="agent cards")
+    assert names == ["w1", "sh", "ask"]
+    wait_for(lambda: js(browser, "return [...document.querySelectorAll('.card .state')].every(s => s.textContent === 'ready')"),
+             timeout=30, what="every card ready")
+    assert "controller running" in text_of(browser, "#main")
+    browser.save_screenshot(str(shots / "ensemble.png"))
+
+
+def test_what_an_agent_prints_appears_on_its_page(web: Web, browser: WebDriver, shots: Path) -> None:
+    login(browser, web, "/agents/sh")
+    wait_for(lambda: js(browser, "return Number(document.getElementById('screen').dataset.frames || 0)") >= 1,
+             timeout=30, what="the first frame")
+    frames = js(browser, "return Number(document.getElementById('screen').dataset.frames)")
+    # record when the words appear, in the page's own clock (the same machine's)
+    js(browser, """window.seenAt = null; new MutationObserver(() => {
+        if (window.seenAt === null && document.getElementById('screen').textContent.includes('seen in the browser'))
+            window.seenAt = Date.now(); }).observe(document.getElementById('screen'), {childList: true, subtree: true, characterData: true});""")
+    pane = _pane(web, "sh")
+    typed = time.time()
+    Tmux(web.socket).run("send-keys", "-t", pane, "-l", "seen in the browser")
+    seen = wait_for(lambda: js(browser, "return window.seenAt"), timeout=30, what="the words in the browser")
+    assert js(browser, "return Number(document.getElementById('screen').dataset.frames)") > frames  # pushed, not reloaded
+    latency = seen / 1000 - typed
+    (shots / "pane-to-browser.txt").write_text(f"{latency * 1000:.1f} ms\n")
+    print(f"pane → browser: {latency * 1000:.1f} ms")
+    browser.save_screenshot(str(shots / "agent.png"))
+
+
+def _pane(web: Web, name: str) -> str:
+    import httpx
+
+    with httpx.Client(base_url=web.base, headers={"Authorization": f"Bearer {web.token}"}) as c:
+        return str(c.get(f"/api/v1/agents/{name}").json()["pane_id"])
+
+
+def test_the_send_box_reaches_the_agent_once(web: Web, browser: WebDriver) -> None:
+    login(browser, web, "/agents/w1")
+    box = wait_for(lambda: browser.find_elements(By.ID, "send-text"), timeout=30, what="the send box")[0]
+    box.send_keys("typed in the dashboard")
+    browser.find_element(By.ID, "send").click()
+    wait_for(lambda: transcript(web.home, "w1").count("typed in the dashboard") == 1, timeout=30, what="delivered")
+    wait_for(lambda: "queued" in text_of(browser, "#toast"), what="the toast")
+    assert browser.find_element(By.ID, "send-text").get_attribute("value") == ""
+
+
+def test_approve_on_a_waiting_agent_reaches_the_pane(web: Web, browser: WebDriver, shots: Path) -> None:
+    send(web.home, "ask", "run the tool please")
+    login(browser, web, "/approvals")
+    button = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "tr[data-agent=ask] button.approve"), timeout=30,
+                      what="the Approve button")[0]
+    assert "Allow running the tool?" in text_of(browser, "tr[data-agent=ask]")
+    browser.save_screenshot(str(shots / "approvals.png"))
+    button.click()
+    wait_for(lambda: web.answers.exists() and web.answers.read_text().splitlines() == ["yes"], timeout=30, what="yes in the pane")
+    wait_for(lambda: "web:127.0.0.1" in text_of(browser, "#main"), timeout=30, what="the audit row")
+
+
+def test_the_task_board_adds_filters_and_cancels(web: Web, browser: WebDriver, shots: Path) -> None:
+    store = Store.of_home(web.home)
+    store.add("labelled <b>bold</b>", "", ["docs"], "normal", [])
+    login(browser, web, "/tasks")
+    title = wait_for(lambda: browser.find_elements(By.NAME, "title"), timeout=30, what="the add form")[0]
+    title.send_keys("added in the browser")
+    browser.find_element(By.ID, "add-task").click()
+    wait_for(lambda: sorted(t.title for t in store.query()) == ["added in the browser", "labelled <b>bold</b>"], what="the task stored")
+    wait_for(lambda: "added in the browser" in text_of(browser, "[data-state=queued]"), what="on the board")
+    assert "labelled <b>bold</b>" in text_of(browser, "[data-state=queued]")  # as text, never markup
+    browser.save_screenshot(str(shots / "tasks.png"))
+    login(browser, web, "/tasks?label=docs")
+    wait_for(lambda: "labelled" in text_of(browser, "[data-state=queued]"), what="filtered")
+    assert "added in the browser" not in text_of(browser, "[data-state=queued]")
+    login(browser, web, "/tasks/1")
+    wait_for(lambda: browser.find_elements(By.ID, "cancel"), timeout=30, what="the cancel button")[0].click()
+    wait_for(lambda: store.get(1).state == "cancelled", what="cancelled")
+    wait_for(lambda: browser.find_elements(By.ID, "retry"), timeout=30, what="the retry button")
+    browser.save_screenshot(str(shots / "task.png"))
+
+
+def test_events_and_inbox_pages(web: Web, browser: WebDriver, shots: Path) -> None:
+    login(browser, web, "/events")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#feed tr"), timeout=30, what="past events")
+    wait_for(lambda: "up" in browser.find_element(By.ID, "conn").get_attribute("class"), timeout=30, what="the live feed open")
+    mid = send(web.home, "sh", "an event for the feed")
+    wait_for(lambda: mid in text_of(browser, "#feed"), timeout=30, what="the new event on the page")
+    browser.save_screenshot(str(shots / "events.png"))
+    login(browser, web, "/inbox")
+    wait_for(lambda: "every inbox is empty" in text_of(browser, "#main") or
+             browser.find_elements(By.CSS_SELECTOR, "#main table"), timeout=30, what="the inbox page")
+    browser.save_screenshot(str(shots / "inbox.png"))
+
+
+def test_the_view_token_shows_no_buttons(web: Web, browser: WebDriver) -> None:
+    browser.get(f"{web.base}/agents/w1?token={web.view_token}")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".info .state"), timeout=30, what="the agent page")
+    assert browser.find_elements(By.ID, "send") == [] and browser.find_elements(By.ID, "restart") == []
+    assert "read-only" in browser.find_element(By.TAG_NAME, "header").text

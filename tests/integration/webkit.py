@@ -1,0 +1,114 @@
+"""What the dashboard's tests share: an ensemble on a private tmux server (a worker, a
+`cat` shell and an agent that asks for permission) and a real `miyabi web` process
+serving it on a free port of 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import wait_for
+
+Cli = Callable[..., "object"]
+
+ASKER = Path(__file__).resolve().parents[1] / "asker_agent.py"
+
+LAYOUT = """session: web
+profiles:
+  asker:
+    extends: shell
+    command: {python} -u {asker}
+    ready_pattern: '^>'
+    approval_pattern: 'Allow running the tool\\? \\(y/n\\)'
+    approve_keys: [y, Enter]
+    deny_keys: [n, Enter]
+agents:
+  - name: w1
+    profile: worker
+    submit_delay: 0.03
+    ready_settle: 0.03
+  - name: sh
+    profile: shell
+    command: cat
+  - name: ask
+    profile: asker
+    env: {{ANSWERS: {answers}}}
+"""
+
+
+@dataclass
+class Web:
+    """A running dashboard: its base URL, tokens, process and the ensemble's home."""
+
+    base: str
+    token: str
+    view_token: str
+    proc: subprocess.Popen[str]
+    home: Path
+    socket: str
+    answers: Path
+
+    def client(self, token: str | None = "full", **kw: object) -> httpx.Client:
+        headers = {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {self.token if token == 'full' else self.view_token if token == 'view' else token}"
+        return httpx.Client(base_url=self.base, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
+
+
+def start_web(home: Path, socket: str, *extra: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Run `miyabi web --port 0 …` and read the URLs it prints."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+    proc = subprocess.Popen([sys.executable, "-m", "miyabi", "web", "--port", "0", "--home", str(home), "--socket", socket, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    said: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if m := re.search(r"open: (\S+)", line):
+            said["open"] = m.group(1)
+        if m := re.search(r"read-only \(to share\): (\S+)", line):
+            said["view"] = m.group(1)
+        if line.lstrip().startswith("API:"):
+            return proc, said
+    proc.kill()
+    raise AssertionError(f"miyabi web did not start: {said}; exit {proc.poll()}")
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def web(cli: Cli, home: Path, socket: str, tmp_path: Path) -> Iterator[Web]:
+    answers = tmp_path / "answers.txt"
+    lay = tmp_path / "web.yaml"
+    lay.write_text(LAYOUT.format(python=sys.executable, asker=ASKER, answers=answers))
+    r = cli("up", str(lay), "-d")
+    assert getattr(r, "exit_code", 1) == 0, getattr(r, "output", r)
+    proc, said = start_web(home, socket)
+    base, _, token = said["open"].partition("/?token=")
+    view = said["view"].partition("/?token=")[2]
+    w = Web(base, token, view, proc, home, socket, answers)
+    with w.client() as c:
+        wait_for(lambda: all(a["state"] == "ready" for a in c.get("/api/v1/agents").json()["agents"]), timeout=60,
+                 what="every agent ready")
+    try:
+        yield w
+    finally:
+        stop(proc)

@@ -1,0 +1,117 @@
+"""Notifications without a network: the ``notify:`` and ``web:`` sections of a layout,
+which happenings become notices, each receiver's format, and the queue's promises
+(once per receiver and happening; never resent after a crash mid-POST)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from miyabi.config import load
+from miyabi.config.settings import Receiver, ReceiverKind, WebSettings
+from miyabi.errors import LayoutError
+from miyabi.events import append_event
+from miyabi.notify.outbox import NoticeState, Outbox
+from miyabi.notify.rules import Kind, from_event, from_task_event
+from miyabi.notify.service import Notifier, request_of, where
+from miyabi.work.tasks import Store, TaskState
+
+
+def layout(tmp_path: Path, extra: str) -> Path:
+    f = tmp_path / "n.yaml"
+    f.write_text(f"session: s\n{extra}agents: [a]\n")
+    return f
+
+
+def test_receivers_load_with_shorthands_and_defaults(tmp_path: Path) -> None:
+    lay = load(layout(tmp_path, "notify:\n  - {slack: 'https://hooks.slack.com/services/T/B/X'}\n"
+                                "  - {kind: webhook, url_env: HOOK_URL, events: [task-done], rate: 5, max_attempts: 2}\n"
+                                "web: {port: 9000, read_only: true}\n"))
+    slack, hook = lay.notify
+    assert (slack.kind, slack.url, slack.events, slack.wants("agent-hung")) == (ReceiverKind.SLACK, "https://hooks.slack.com/services/T/B/X", (), True)
+    assert (hook.kind, hook.url, hook.url_env, hook.rate, hook.max_attempts) == (ReceiverKind.WEBHOOK, None, "HOOK_URL", 5, 2)
+    assert hook.wants("task-done") and not hook.wants("agent-hung")
+    assert "hooks.slack.com" not in slack.key and slack.key.startswith("slack:")
+    assert lay.web == WebSettings(host="127.0.0.1", port=9000, read_only=True)
+    assert load(layout(tmp_path, "web: true\n")).web == WebSettings()
+
+
+@pytest.mark.parametrize(("section", "said"), [
+    ("notify: {slack: x}\n", "notify: must be a list of receivers"),
+    ("notify:\n  - {slack: 'ftp://x'}\n", "notify[0].slack: must be an http:// or https:// URL"),
+    ("notify:\n  - {slack: 'https://a', discord: 'https://b'}\n", "notify[0]: names more than one kind"),
+    ("notify:\n  - {kind: pager, url: 'https://a'}\n", "notify[0].kind: 'pager' is not a receiver kind"),
+    ("notify:\n  - {kind: webhook}\n", "notify[0]: needs a URL"),
+    ("notify:\n  - {webhook: 'https://a', events: [task-dun]}\n", "notify[0].events: 'task-dun' not known"),
+    ("notify:\n  - {webhook: 'https://a', rate: 0}\n", "notify[0].rate: 0 must be a number from 0.1 to 6000"),
+    ("notify:\n  - {webhook: 'https://a', urll: 'https://b'}\n", "notify[0].urll: unknown key 'urll'; did you mean 'url'?"),
+    ("web: {port: 99999}\n", "web.port: 99999 must be a TCP port from 1 to 65535"),
+    ("web: {read_only: yes please}\n", "web.read_only: 'yes please' must be true or false"),
+    ("web: [8765]\n", "web: must be a mapping"),
+])
+def test_a_bad_section_is_one_line_naming_its_key(tmp_path: Path, section: str, said: str) -> None:
+    with pytest.raises(LayoutError) as e:
+        load(layout(tmp_path, section))
+    assert len(e.value.lines()) == 1 and said in str(e.value), str(e.value)
+    assert str(tmp_path / "n.yaml") in str(e.value)
+
+
+def test_which_happenings_become_notices() -> None:
+    gave = from_event("k", {"event": "gave-up", "agent": "kaede", "reason": "exit status 3 5 times"})
+    assert gave is not None and gave.kind == Kind.AGENT_FAILED and "exit status 3 5 times" in gave.text
+    asked = from_event("k", {"event": "state", "agent": "a", "state": "waiting-approval", "question": "Run rm?"})
+    assert asked is not None and asked.kind == Kind.WAITING_APPROVAL and "Run rm?" in asked.text
+    assert from_event("k", {"event": "state", "agent": "a", "state": "busy"}) is None
+    assert from_event("k", {"event": "delivered", "agent": "a"}) is None
+    pr = from_event("k", {"event": "pull-request-opened", "ref": "o/r#3", "number": 9, "url": "https://x/pull/9"})
+    assert pr is not None and pr.kind == Kind.PR_OPENED and pr.url == "https://x/pull/9"
+    hung = from_event("k", {"event": "hung-restart", "agent": "a", "detail": "silent 600 s"})
+    assert hung is not None and hung.kind == Kind.AGENT_HUNG
+    task = {"id": 4, "ref": "#4", "title": "t", "url": None, "agent": "a"}
+    assert from_task_event(7, task, "in_progress", "") is None
+    failed = from_task_event(7, task, "failed", "needs a person: 3 rounds")
+    assert failed is not None and failed.key == "task-event:7" and failed.kind == Kind.TASK_FAILED
+
+
+def test_each_receiver_gets_its_own_format() -> None:
+    n = from_event("log:1", {"event": "gave-up", "agent": "kaede", "reason": "r"})
+    assert n is not None
+    assert request_of(Receiver(ReceiverKind.SLACK, "https://h"), n, "s", 0) == {"json": {"text": f"[miyabi s] {n.title}: {n.text}"}}
+    assert set(request_of(Receiver(ReceiverKind.DISCORD, "https://h"), n, "s", 0)["json"]) == {"content"}
+    ntfy = request_of(Receiver(ReceiverKind.NTFY, "https://h"), n, "s", 0)
+    assert ntfy["content"] == n.text.encode() and ntfy["headers"]["Title"] == "miyabi s: agent kaede failed"
+    hook = request_of(Receiver(ReceiverKind.WEBHOOK, "https://h"), n, "s", 0)["json"]
+    assert hook["kind"] == "agent-failed" and hook["time"] == "1970-01-01T00:00:00.000Z" and hook["event"]["agent"] == "kaede"
+    assert where(Receiver(ReceiverKind.SLACK, "https://hooks.slack.com/services/SECRET")) == "slack receiver at hooks.slack.com"
+
+
+def test_the_queue_holds_a_notice_once_and_never_resends_one_in_flight(tmp_path: Path) -> None:
+    home = tmp_path
+    (home / "logs").mkdir()
+    store = Store.of_home(home)
+    hook = Receiver(ReceiverKind.WEBHOOK, "https://h")
+    append_event(home, "gave-up", agent="old", reason="before the notifier ever ran")
+    n = Notifier(home, store, (hook,), "s", clock=lambda: 100.0)
+    assert n.produce() == 0  # the first run starts now: history is not news
+    append_event(home, "gave-up", agent="a", reason="r")
+    t = store.add("t", "", [], "normal", [])
+    store.set_state(t.id, TaskState.ASSIGNED, "routed", agent="a")
+    store.set_state(t.id, TaskState.DONE, "done")
+    assert n.produce() == 2
+    assert n.produce() == 0
+    outbox = Outbox(store)
+    outbox.enqueue({}, [(hook.key, from_event("log:again", {"event": "gave-up", "agent": "a"}))], 100.0)  # type: ignore[list-item]
+    rows = outbox.all()
+    assert [r["kind"] for r in rows] == ["agent-failed", "task-done", "agent-failed"]
+    first = outbox.next_due(hook.key, 100.0)
+    assert first is not None and outbox.sending(first.id)
+    assert not outbox.sending(first.id)  # one sender at a time
+    # the controller dies mid-POST: the next one never sends it again
+    again = Notifier(home, store, (hook,), "s", clock=lambda: 101.0)
+    states = {r["id"]: r["state"] for r in Outbox(store).all()}
+    assert states[first.id] == NoticeState.UNCERTAIN
+    nxt = again.outbox.next_due(hook.key, 101.0)
+    assert nxt is not None and nxt.id != first.id
+    assert json.loads(rows[1]["fields"])["ref"] == f"#{t.id}"
