@@ -43,9 +43,9 @@ from miyabi.messaging.intro import Intros
 from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
 from miyabi.notify.service import Notifier
-from miyabi.reports.schedule import run_schedule
 from miyabi.pipeline.followups import FollowUps, file_fix
 from miyabi.pipeline.service import Pipeline, release_pools
+from miyabi.reports.schedule import run_schedule
 from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.approvals import answer
 from miyabi.supervision.keeper import SessionKeeper
