@@ -435,3 +435,6 @@ NOTIFY_TIMEOUT = 5.0
 
 NOTIFY_POLL = 1.0
 """Seconds between two looks at the event log and the task store for new happenings."""
+
+WEB_KPI_TTL = 30.0
+"""Seconds the dashboard reuses a computed KPI report (a report reads the whole event log)."""

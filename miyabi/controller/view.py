@@ -127,16 +127,17 @@ class EnsembleView:
 
 
 def ensemble(target: Target, runner: Runner, interval: float = defaults.STATUS_CPU_SAMPLE,
-             cpu_cache: dict[int, Any] | None = None) -> EnsembleView:
+             cpu_cache: dict[int, Any] | None = None, layout: Layout | None = None) -> EnsembleView:
     """Collect the ensemble's rows now (``interval``: seconds of CPU sampling; 0 with a
-    ``cpu_cache`` that persists between calls measures since the previous call).
+    ``cpu_cache`` that persists between calls measures since the previous call;
+    ``layout``: the running layout, when the caller has it loaded).
 
     Raises:
         TmuxError: the session cannot be listed.
     """
     from miyabi.controller.process import status as controller_status
 
-    lay = running_layout(target)
+    lay = layout if layout is not None else running_layout(target)
     owner = session_option(runner, target.session, HOME_TAG)
     h = Home(Path(owner)) if owner else target.home
     ctl = controller_status(h)

@@ -77,12 +77,21 @@ def tree_stats(pids: Sequence[int], interval: float = defaults.STATUS_CPU_SAMPLE
     processes of this call."""
     trees: dict[int, list[psutil.Process]] = {}
     seen: dict[int, psutil.Process] = {}
+    kids = _children_map() if pids else {}
     for pid in pids:
         if pid <= 0:
             continue
         try:
             root = _process(pid, cache)
-            procs = [root, *(_process(c.pid, cache, c) for c in root.children(recursive=True))]
+            procs = [root]
+            todo = list(kids.get(pid, ()))
+            while todo:
+                child = todo.pop()
+                try:
+                    procs.append(_process(child, cache))
+                except psutil.Error:
+                    continue
+                todo += kids.get(child, ())
         except psutil.Error:
             continue
         for p in procs:
@@ -179,13 +188,24 @@ class AgentStatus:
         return asdict(self)
 
 
-def _process(pid: int, cache: dict[int, psutil.Process] | None, fresh: psutil.Process | None = None) -> psutil.Process:
-    """The cached process of ``pid`` while it is the same process (same start time), else a new one."""
+def _children_map() -> dict[int, list[int]]:
+    """Parent pid → its children's pids, from one pass over the process table (psutil's
+    ``children()`` makes a pass per call: 64 agents made 64 passes)."""
+    out: dict[int, list[int]] = {}
+    for p in psutil.process_iter(["ppid"]):
+        ppid = p.info.get("ppid")
+        if isinstance(ppid, int):
+            out.setdefault(ppid, []).append(p.pid)
+    return out
+
+
+def _process(pid: int, cache: dict[int, psutil.Process] | None) -> psutil.Process:
+    """The cached process of ``pid`` while it is the same process (``is_running``
+    compares start times), else a new one."""
     known = cache.get(pid) if cache is not None else None
-    p = fresh or psutil.Process(pid)
-    if known is not None and known.is_running() and known.create_time() == p.create_time():
+    if known is not None and known.is_running():
         return known
-    return p
+    return psutil.Process(pid)
 
 
 def collect(

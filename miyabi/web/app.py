@@ -20,7 +20,7 @@ from miyabi import __version__
 from miyabi.errors import AgentNotFound, MiyabiError, TmuxError, TmuxUnavailable
 from miyabi.messaging.mailbox import MessageError
 from miyabi.supervision.approvals import NotWaiting
-from miyabi.web import api, logs, pages
+from miyabi.web import api, kpis, logs, pages
 from miyabi.web.auth import TokenMiddleware
 from miyabi.web.metrics import MiyabiCollector
 from miyabi.web.site import Site
@@ -95,6 +95,7 @@ def create_app(site: Site) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api.router)
+    app.include_router(kpis.router)
     app.include_router(logs.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")

@@ -18,7 +18,7 @@ STATIC = Path(__file__).parent / "static"
 """The script and style sheet (served under ``/static/``)."""
 
 NAV = (("/", "Ensemble", "ensemble"), ("/tasks", "Tasks", "tasks"), ("/inbox", "Inbox", "inbox"),
-       ("/approvals", "Approvals", "approvals"), ("/events", "Events", "events"))
+       ("/approvals", "Approvals", "approvals"), ("/events", "Events", "events"), ("/kpis", "KPIs", "kpis"))
 
 router = APIRouter(include_in_schema=False)
 
@@ -92,3 +92,8 @@ def approvals_page(request: Request) -> HTMLResponse:
 @router.get("/events", response_class=HTMLResponse)
 def events_page(request: Request) -> HTMLResponse:
     return shell(request, "Events", "events")
+
+
+@router.get("/kpis", response_class=HTMLResponse)
+def kpis_page(request: Request) -> HTMLResponse:
+    return shell(request, "KPIs", "kpis")

@@ -43,6 +43,8 @@ class Site:
         self._cpu: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._view: tuple[float, EnsembleView] | None = None
+        self._layout: tuple[tuple[int, int] | None, Layout | None] | None = None
+        self._layout_lock = threading.Lock()
         self._closed = threading.Event()
         threading.Thread(target=self._linger, name="web-screens", daemon=True).start()
 
@@ -57,8 +59,20 @@ class Site:
         self.store.close()
 
     def layout(self) -> Layout | None:
-        """The layout the home runs now (None: unknown, or it does not load)."""
-        return running_layout(self.target)
+        """The layout the home runs now (None: unknown, or it does not load); loaded
+        again only when its file changed (size or modification time)."""
+        path = self.target.layout_path
+        try:
+            st = path.stat() if path is not None else None
+        except OSError:
+            st = None
+        stamp = (st.st_mtime_ns, st.st_size) if st is not None else None
+        with self._layout_lock:
+            if self._layout is not None and self._layout[0] == stamp and stamp is not None:
+                return self._layout[1]
+            lay = running_layout(self.target)
+            self._layout = (stamp, lay)
+            return lay
 
     def agents(self) -> list[Agent]:
         """The layout's agents and the pools' running instances."""
@@ -86,7 +100,7 @@ class Site:
         with self._lock:
             if self._view is not None and self.clock() - self._view[0] < max_age:
                 return self._view[1]
-            view = ensemble(self.target, self.tmux, interval=0, cpu_cache=self._cpu)
+            view = ensemble(self.target, self.tmux, interval=0, cpu_cache=self._cpu, layout=self.layout())
             self._view = (self.clock(), view)
             return view
 

@@ -29,7 +29,7 @@ from miyabi.work.tasks import Store
 
 READS = ["/api/v1/agents", "/api/v1/agents/w1", "/api/v1/agents/sh/screen", "/api/v1/agents/w1/messages",
          "/api/v1/agents/w1/crashes", "/api/v1/approvals", "/api/v1/messages", "/api/v1/tasks", "/api/v1/events",
-         "/api/v1/openapi.json", "/metrics"]
+         "/api/v1/agents/w1/logs", "/api/v1/kpis", "/api/v1/kpis/charts/availability.svg", "/api/v1/openapi.json", "/metrics"]
 CHANGES: list[tuple[str, dict[str, Any] | None]] = [
     ("/api/v1/agents/w1/messages", {"text": "hello"}), ("/api/v1/agents/w1/restart", None),
     ("/api/v1/agents/ask/approve", None), ("/api/v1/agents/ask/deny", {"reason": "no"}),
@@ -348,3 +348,24 @@ def _alive(pid: int) -> bool:
         return os.waitpid(pid, os.WNOHANG)[0] == 0
     except ChildProcessError:
         return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_kpis_and_their_charts(web: Web, home: Path) -> None:
+    from integration.test_delivery import send
+
+    send(home, "w1", "for the figures")
+    wait_for(lambda: "for the figures" in transcript(home, "w1"), timeout=30, what="delivered")
+    with web.client() as c:
+        for since in ("24h", "7d"):
+            d = c.get("/api/v1/kpis", params={"since": since}).json()
+            assert [ch["name"] for ch in d["charts"]] == ["availability", "restarts", "mttr", "delivery", "tasks", "utilization"]
+            assert {r[0] for r in d["agents"]["rows"]} == {"w1", "sh", "ask"}
+            assert d["report"]["since"].endswith("Z") and d["summary"][0][0] == "window"
+            for ch in d["charts"]:
+                r = c.get(f"/api/v1/kpis/charts/{ch['name']}.svg", params={"since": since})
+                assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml") and "<svg" in r.text
+        assert c.get("/api/v1/kpis", params={"since": "1y"}).status_code == 422
+        assert "no chart 'pie'" in error_of(c.get("/api/v1/kpis/charts/pie.svg"))
+        lines = c.get("/api/v1/agents/w1/logs", params={"grep": "for the figures"}).json()
+        assert lines and all("for the figures" in ln["text"] for ln in lines) and "\x1b" not in json.dumps(lines)
+        assert c.get("/api/v1/agents/w1/logs", params={"grep": "("}).status_code == 400

@@ -174,3 +174,27 @@ def test_the_view_token_shows_no_buttons(web: Web, browser: WebDriver) -> None:
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".info .state"), timeout=30, what="the agent page")
     assert browser.find_elements(By.ID, "send") == [] and browser.find_elements(By.ID, "restart") == []
     assert "read-only" in browser.find_element(By.TAG_NAME, "header").text
+
+
+def test_the_kpi_page_draws_its_charts(web: Web, browser: WebDriver, shots: Path) -> None:
+    send(web.home, "w1", "a delivery to chart")
+    wait_for(lambda: "a delivery to chart" in transcript(web.home, "w1"), timeout=30, what="delivered")
+    for since in ("24h", "7d"):
+        login(browser, web, f"/kpis?since={since}")
+        charts = wait_for(lambda: js(browser, """const imgs = [...document.querySelectorAll('img[data-chart]')];
+            return imgs.length === 6 && imgs.every(i => i.complete && i.naturalWidth > 0) && imgs.map(i => i.dataset.chart);"""),
+            timeout=60, what="six charts drawn")
+        assert charts == ["availability", "restarts", "mttr", "delivery", "tasks", "utilization"]
+        assert "w1" in text_of(browser, "#main") and "availability" in text_of(browser, "#main")
+        browser.save_screenshot(str(shots / f"kpis-{since}.png"))
+
+
+def test_the_agent_page_searches_the_pane_log(web: Web, browser: WebDriver) -> None:
+    send(web.home, "sh", "a line to find later")
+    wait_for(lambda: "a line to find later" in (web.home / "logs" / "sh.log").read_text(errors="replace"), timeout=30,
+             what="the line in the pane log")
+    login(browser, web, "/agents/sh")
+    box = wait_for(lambda: browser.find_elements(By.NAME, "grep"), timeout=30, what="the search box")[0]
+    box.send_keys("find later")
+    browser.find_element(By.CSS_SELECTOR, "#log-search button").click()
+    wait_for(lambda: "a line to find later" in text_of(browser, "#log-lines"), timeout=30, what="the found line")

@@ -138,7 +138,21 @@ function agentPage() {
   const info = el("div", { cls: "info" });
   const actions = el("div", { cls: "actions" });
   const side = el("div", { cls: "side" });
-  main.replaceChildren(el("h2", {}, name), info, actions, el("div", { cls: "split" }, screen, side));
+  const found = el("pre", { cls: "body", id: "log-lines" });
+  const grep = el("input", { name: "grep", placeholder: "search the pane log (regular expression)", size: 40 });
+  const since = el("input", { name: "since", placeholder: "since (1h, 2d)", size: 10 });
+  const search = el("form", { cls: "filters", id: "log-search", onsubmit: async (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams({ limit: "500" });
+    if (grep.value) q.set("grep", grep.value);
+    if (since.value) q.set("since", since.value);
+    try {
+      const lines = await api("GET", `/agents/${encodeURIComponent(name)}/logs?` + q);
+      found.textContent = lines.length ? lines.map((l) => l.text).join("\n") : "(no line matches)";
+    } catch (err) { found.textContent = err.message; }
+  } }, grep, since, el("button", {}, "Search"));
+  main.replaceChildren(el("h2", {}, name), info, actions, el("div", { cls: "split" }, screen, side),
+    el("h3", {}, "pane log"), search, found);
   let frames = 0;
   live("/agents/" + encodeURIComponent(name) + "/screen/stream", "screen", (f) => {
     screen.innerHTML = f.html;  // escaped by the server (ansi2html)
@@ -345,6 +359,32 @@ function eventsPage() {
   start();
 }
 
+function kpisPage() {
+  const params = new URLSearchParams(location.search);
+  let since = params.get("since") === "7d" ? "7d" : "24h";
+  const pick = el("div", { cls: "filters" });
+  const body_ = el("div", {});
+  main.replaceChildren(pick, body_);
+  const table = (headers, rows) => el("table", {}, el("tr", {}, headers.map((h) => el("th", {}, h))),
+    rows.map((r) => el("tr", {}, r.map((c) => el("td", {}, c)))));
+  async function draw() {
+    history.replaceState(null, "", "/kpis?since=" + since);
+    pick.replaceChildren(...["24h", "7d"].map((w) => el("button", { cls: w === since ? "on" : "", "data-since": w,
+      onclick: () => { since = w; draw(); } }, "last " + w)));
+    let d;
+    try { d = await api("GET", "/kpis?since=" + since); } catch (e) { body_.replaceChildren(el("p", { cls: "bad" }, e.message)); return; }
+    body_.replaceChildren(
+      table(["figure", "value"], d.summary),
+      el("div", { cls: "charts" }, d.charts.map((c) => el("figure", {},
+        el("img", { src: `/api/v1/kpis/charts/${c.name}.svg?since=${since}`, alt: c.title, "data-chart": c.name }),
+        el("figcaption", {}, c.title)))),
+      el("h3", {}, "per agent"), table(d.agents.headers, d.agents.rows),
+      el("h3", {}, "per day"), table(d.days.headers, d.days.rows),
+      el("dl", { cls: "small muted" }, d.definitions.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])));
+  }
+  draw();
+}
+
 const PAGES = { ensemble: ensemblePage, agent: agentPage, tasks: tasksPage, task: taskPage, inbox: inboxPage,
-  approvals: approvalsPage, events: eventsPage };
+  approvals: approvalsPage, events: eventsPage, kpis: kpisPage };
 (PAGES[body.dataset.page] || (() => {}))();
