@@ -438,3 +438,12 @@ NOTIFY_POLL = 1.0
 
 WEB_KPI_TTL = 30.0
 """Seconds the dashboard reuses a computed KPI report (a report reads the whole event log)."""
+
+WEB_SCREEN_RETRIES = 5
+"""Times in a row a live screen may fail to be read (its pane being recreated, tmux
+restarting) before its stream ends with a ``gone`` event; the waits between grow from 0.4 s."""
+
+WEB_EVENTS_SPAN = 16 << 20
+"""Bytes at the end of ``logs/events.jsonl`` the dashboard reads for its lists of recent events
+(the events page, the approvals audit): what an hour of a busy ensemble logs, and never the
+whole log of an old home."""

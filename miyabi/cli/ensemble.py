@@ -168,8 +168,8 @@ def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = Non
     pid = stop_background(t.home)
     if pid is not None:
         output.say(f"stopped the controller (pid {pid})")
-    if (web := stop_dashboard(t.home)) is not None:
-        output.say(f"stopped the dashboard (pid {web})")
+    if web := stop_dashboard(t.home):
+        output.say(f"stopped the dashboard (pid {', '.join(map(str, web))})")
     tmux = tmux_for(t.socket)
     try:
         server_gone = build_down(tmux, t.session, t.home)
@@ -252,8 +252,9 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
         output.say(line, "green" if ctl["kept_alive"] else "yellow")
     else:
         output.say(f"controller: not running; messages and tasks wait; start it with `{ctl['fix']}`", "red")
-    if web is not None:
-        output.say(f"dashboard: {web['url']}" + (" (read-only)" if web.get("read_only") else ""))
+    if web is not None:  # its token is not printed here (screens are shared): `miyabi up` and --json have it
+        output.say(f"dashboard: {web['base']}" + (" (read-only)" if web.get("read_only") else "") +
+                   "; the URL with its token: `miyabi status --json`")
     groups: dict[str | None, list[list[str]]] = {None: []}
     for p in lay.pools if lay is not None else ():
         groups[p.name] = []

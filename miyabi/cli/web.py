@@ -18,6 +18,7 @@ def web(
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free one).")] = defaults.WEB_PORT,
     read_only: Annotated[bool, typer.Option("--read-only", help="Nothing can be changed through this server (for sharing).")] = False,
     no_token: Annotated[bool, typer.Option("--no-token", help="Ask no token (loopback only).")] = False,
+    child: Annotated[bool, typer.Option("--child", hidden=True, help="Run as the controller's dashboard (print no token).")] = False,
     socket: SocketOpt = None,
     home: HomeOpt = None,
     layout: LayoutOpt = None,
@@ -32,6 +33,8 @@ def web(
 
     def ready(u: Urls) -> None:
         output.say(f"miyabi web: serving {resolve_target(home, socket, layout).session} at {u.base}", "green")
+        if child:  # its output goes to logs/web.log: no token there (`miyabi status --json` and run/web-url.json have it)
+            return
         output.say(f"  open: {u.full}")
         if u.view is not None and not read_only:
             output.say(f"  read-only (to share): {u.view}")

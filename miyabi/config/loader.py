@@ -394,7 +394,7 @@ def validate(doc: Document) -> Layout:
     tasks = _validate_tasks(doc, data.get("tasks", {}))
     auto = _validate_approvals(doc, data.get("approvals", {}), declared)
     report = _validate_report(doc, data["report"], github is not None) if "report" in data else None
-    web = _validate_web(doc, data["web"]) if "web" in data else None
+    web = _validate_web(doc, data["web"]) if data.get("web") not in (None, False) else None
     notify = _validate_notify(doc, data.get("notify", []))
     doc.fail_if_problems()
     return Layout(
@@ -525,9 +525,10 @@ def _validate_logs(doc: Document, spec: Any) -> LogSettings:
 
 
 def _validate_web(doc: Document, spec: Any) -> WebSettings | None:
-    """``web:``: the dashboard the controller serves; ``{}`` (or ``true``) for the defaults."""
+    """``web:``: the dashboard the controller serves; ``{}`` or ``true`` for the defaults,
+    ``false`` (or nothing) for none."""
     key: Key = ("web",)
-    if spec is True or spec is None:
+    if spec is True:
         return WebSettings()
     if not isinstance(spec, dict):
         doc.problem(key, "must be a mapping (for example `web: {port: 8765}`), or true for the defaults")
@@ -595,7 +596,11 @@ def _validate_notify(doc: Document, spec: Any) -> list[Receiver]:
                     doc.problem((*key, k), f"{v!r} must be a number from {low:g} to {high:g}")
                     continue
                 kw[k] = v
-        out.append(Receiver(ReceiverKind(kind), url=url, url_env=url_env, events=tuple(events), **kw))
+        receiver = Receiver(ReceiverKind(kind), url=url, url_env=url_env, events=tuple(events), **kw)
+        if any(r.key == receiver.key for r in out):
+            doc.problem(key, "the same receiver as an earlier entry; give it once, with every event it wants")
+            continue
+        out.append(receiver)
     return out
 
 

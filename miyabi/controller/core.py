@@ -330,7 +330,7 @@ class Controller:
         append_event(self.home.root, "controller-start", pid=os.getpid(), session=self.layout.session)
         log.info("controller %d started for home %s", os.getpid(), self.home.root)
         store = Store.of_home(self.home.root)
-        gh = client_for(self.layout.github, self.home.root, sleep=self.sleep) if self.layout.github else None
+        gh = client_for(self.layout.github, self.home.root, sleep=self.sleep, stats=True) if self.layout.github else None
         engine = self.engine = WorkEngine(store, self.layout, self.home.root, gh)
         self._gh = gh
         release_pools(store, self.layout)  # verifying for a pool removed while no controller ran

@@ -96,8 +96,9 @@ def running_layout(target: Target) -> Layout | None:
         return None
 
 
-def layout_agents(home: Home, lay: Layout | None) -> list[Agent]:
-    """The layout's agents and its pools' running instances."""
+def layout_agents(home: Home, lay: Layout | None, store: Store | None = None) -> list[Agent]:
+    """The layout's agents and its pools' running instances (read through ``store``,
+    when the caller keeps one open)."""
     if lay is None:
         return []
     agents = list(lay.agents)
@@ -105,7 +106,7 @@ def layout_agents(home: Home, lay: Layout | None) -> list[Agent]:
         from miyabi.pipeline.records import Records
         from miyabi.pipeline.service import instance_agents
 
-        agents += instance_agents(Records(Store.of_home(home.root)), lay)
+        agents += instance_agents(Records(store if store is not None else Store.of_home(home.root)), lay)
     return agents
 
 
@@ -127,7 +128,7 @@ class EnsembleView:
 
 
 def ensemble(target: Target, runner: Runner, interval: float = defaults.STATUS_CPU_SAMPLE,
-             cpu_cache: dict[int, Any] | None = None, layout: Layout | None = None) -> EnsembleView:
+             cpu_cache: dict[int, Any] | None = None, layout: Layout | None = None, store: Store | None = None) -> EnsembleView:
     """Collect the ensemble's rows now (``interval``: seconds of CPU sampling; 0 with a
     ``cpu_cache`` that persists between calls measures since the previous call;
     ``layout``: the running layout, when the caller has it loaded).
@@ -141,7 +142,7 @@ def ensemble(target: Target, runner: Runner, interval: float = defaults.STATUS_C
     owner = session_option(runner, target.session, HOME_TAG)
     h = Home(Path(owner)) if owner else target.home
     ctl = controller_status(h)
-    rows = collect(runner, target.session, h, layout_agents(h, lay), recorded=bool(ctl["running"]), interval=interval,
+    rows = collect(runner, target.session, h, layout_agents(h, lay, store), recorded=bool(ctl["running"]), interval=interval,
                    cpu_cache=cpu_cache)
     return EnsembleView(h, lay, ctl, rows)
 

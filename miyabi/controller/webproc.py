@@ -34,35 +34,61 @@ URL_FILE = "web-url.json"
 the token), ``view_url``, ``read_only`` (written by ``miyabi web`` once it listens)."""
 
 
-def published_pid(home: Home, port: int | None = None) -> int | None:
-    """The pid of the dashboard serving ``home`` now (on ``port``, when given), or None."""
-    from miyabi.supervision.processes import alive
+def _is_dashboard(pid: int, home: Home | None = None) -> bool:
+    """Whether ``pid`` runs ``miyabi web`` (for ``home``, when given: its ``--home``
+    names it), not a process that took a dead dashboard's pid."""
+    import psutil
 
+    try:
+        argv = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+    if "web" not in argv or not any("miyabi" in a for a in argv[:3]):
+        return False
+    if home is None:
+        return True
+    return "--home" in argv and argv.index("--home") + 1 < len(argv) and Path(argv[argv.index("--home") + 1]) == home.root
+
+
+def published_pid(home: Home) -> int | None:
+    """The pid of the dashboard serving ``home`` now (as ``run/web-url.json`` says, and
+    only while that pid still runs ``miyabi web``), or None."""
     try:
         data = json.loads((home.run / URL_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     pid = data.get("pid") if isinstance(data, dict) else None
-    if port is not None and not str(data.get("base", "")).endswith(f":{port}"):
-        return None
-    return pid if isinstance(pid, int) and pid > 0 and alive(pid) else None
+    return pid if isinstance(pid, int) and pid > 0 and _is_dashboard(pid) else None
 
 
-def stop_dashboard(home: Home, port: int | None = None, wait: float = defaults.WEB_STOP_WAIT) -> int | None:
-    """End the dashboard serving ``home`` (on ``port``, when given): one a killed
-    controller left running; return its pid, or None when none ran."""
+def children_left(home: Home) -> list[int]:
+    """Dashboards an earlier controller of ``home`` started (``--child``) that still run
+    (their controller was SIGKILLed): found by their command line, whatever port."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        argv = p.info.get("cmdline") or []
+        if "--child" in argv and p.pid != os.getpid() and _is_dashboard(p.pid, home):
+            out.append(p.pid)
+    return out
+
+
+def stop_dashboard(home: Home, wait: float = defaults.WEB_STOP_WAIT) -> list[int]:
+    """End the dashboards serving ``home``: the published one and any an earlier
+    controller left; returns their pids."""
     from miyabi.controller.process import end_processes
 
-    pid = published_pid(home, port)
-    if pid is not None:
-        end_processes([pid], wait)
-    return pid
+    pids = sorted({*children_left(home), *([p] if (p := published_pid(home)) is not None else [])})
+    if pids:
+        end_processes(pids, wait)
+    return pids
 
 
 def web_argv(home: Home, socket: str, web: WebSettings) -> list[str]:
     """The command that serves ``home``'s dashboard as ``web`` says."""
     argv = [sys.executable, "-m", "miyabi", "web", "--home", str(home.root), "--socket", socket, "--host", web.host,
-            "--port", str(web.port)]
+            "--port", str(web.port), "--child"]
     return [*argv, "--read-only"] if web.read_only else argv
 
 
@@ -105,9 +131,12 @@ class WebProcess:
 
     def run(self, stop: threading.Event) -> None:
         """Run the dashboard until ``stop`` is set; then end it (SIGTERM, then SIGKILL)."""
-        left = stop_dashboard(self.home, self.web.port)  # one an earlier controller (SIGKILLed) left serving
-        if left is not None:
-            log.info("ended the dashboard (pid %d) an earlier controller left running", left)
+        from miyabi.controller.process import end_processes
+
+        left = children_left(self.home)  # ones an earlier controller (SIGKILLed) left serving
+        if left:
+            end_processes(left, defaults.WEB_STOP_WAIT)
+            log.info("ended the dashboards %s an earlier controller left running", left)
         backoff = defaults.WEB_RESTART_MIN
         while not stop.is_set() and not self._retired.is_set():
             started = time.monotonic()

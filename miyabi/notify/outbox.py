@@ -1,6 +1,7 @@
-"""The notices' queue, in the task database: one row per (receiver, happening), so a
-notice is queued once however often the event log is read again, and survives a
-controller that dies.
+"""The notices' queue, in a database of its own (``state/notify.db``, beside the task
+database: its writes must not look like task changes, which wake the scheduler): one
+row per (receiver, happening), so a notice is queued once however often the event log
+is read again, and survives a controller that dies.
 
 A notice is ``queued``, then ``sending`` while a POST is in flight, then ``sent``; or
 ``failed`` after its receiver's ``max_attempts`` (a dead letter, logged as
@@ -14,12 +15,17 @@ transaction as the notices they produced.
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
+from miyabi.files import private_dir, private_file
 from miyabi.notify.rules import Notice
-from miyabi.work.tasks import Store
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notices (
@@ -74,17 +80,51 @@ class Queued:
     created: float
 
 
+FILE = "notify.db"
+"""The queue's database, under ``state/``."""
+
+
+class _Db:
+    """One SQLite connection shared by the notifier's threads (serialised by a lock)."""
+
+    def __init__(self, path: Path) -> None:
+        private_dir(path.parent)
+        if not path.exists():
+            private_file(path)
+        self.lock = threading.RLock()
+        self.db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self.lock:
+            return list(self.db.execute(sql, args))
+
+
 class Outbox:
-    """The notices of one home's task database.
+    """The notices of one home (``state/notify.db``).
 
     Args:
-        store: the task store (its connection and lock are shared).
+        home_root: the home.
     """
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        with store.lock:
-            store.db.executescript(SCHEMA)
+    def __init__(self, home_root: Path) -> None:
+        self.store = _Db(home_root / "state" / FILE)
+
+    def close(self) -> None:
+        self.store.db.close()
 
     def cursor(self, name: str) -> int | None:
         """How far the source ``name`` was read (None: never)."""
@@ -93,7 +133,10 @@ class Outbox:
 
     def enqueue(self, cursors: dict[str, int], notices: list[tuple[str, Notice]], now: float) -> int:
         """Queue ``(receiver key, notice)`` pairs (a pair queued before is skipped) and
-        move the cursors, in one transaction; returns how many were new."""
+        move the cursors, in one transaction (none when there is nothing to write);
+        returns how many were new."""
+        if not notices and all(self.cursor(k) == v for k, v in cursors.items()):
+            return 0
         new = 0
         with self.store.tx() as db:
             for receiver, n in notices:
@@ -147,6 +190,15 @@ class Outbox:
         """Queue a notice that failed this time for another try at ``at`` (Unix time)."""
         with self.store.tx() as db:
             db.execute("UPDATE notices SET state=?, next_at=?, reason=? WHERE id=?", (NoticeState.QUEUED.value, at, reason, notice_id))
+
+    def orphans(self, receivers: Sequence[str]) -> int:
+        """Give up the queued notices of receivers the layout no longer has (removed,
+        or their URL changed); returns how many."""
+        marks = ",".join("?" * len(receivers))
+        with self.store.tx() as db:
+            cur = db.execute(f"UPDATE notices SET state=?, reason=? WHERE state=? AND receiver NOT IN ({marks})",
+                             (NoticeState.FAILED.value, "its receiver left the layout's notify:", NoticeState.QUEUED.value, *receivers))
+            return cur.rowcount
 
     def counts(self) -> dict[tuple[str, str], int]:
         """(receiver, state) → notices."""

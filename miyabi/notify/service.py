@@ -101,7 +101,8 @@ class Notifier:
 
     Args:
         home_root: the home.
-        store: its task store (shared; thread-safe).
+        store: its task store, read for task transitions (shared; thread-safe). The
+            notices are queued in ``state/notify.db`` (:class:`~miyabi.notify.outbox.Outbox`).
         receivers: the layout's ``notify:`` entries.
         session: the session's name (said in every notice).
         clock: Unix time (injectable).
@@ -111,15 +112,23 @@ class Notifier:
                  clock: Callable[[], float] = time.time) -> None:
         self.home_root = home_root
         self.store = store
-        self.outbox = Outbox(store)
+        self.outbox = Outbox(home_root)
         self.receivers = receivers
         self.session = session
         self.clock = clock
+        clean = self.outbox.cursor("clean-stop")
+        # on a first run the log's last controller is this one (it started before us): running, not stopped
+        self._clean = bool(clean) if clean is not None else False
+        """Whether the last controller seen in the log stopped cleanly (``controller-stop``)."""
         self._wake = {r.key: threading.Event() for r in receivers}
         """Receiver → set when notices were queued for it: wakes its sender."""
         left = self.outbox.uncertain()
         if left:
             log.warning("%d notices were in flight when the last controller stopped; they are not sent again", left)
+        gone = self.outbox.orphans([r.key for r in receivers])
+        if gone:
+            log.warning("%d queued notices were for receivers the layout no longer has; given up", gone)
+        self.produce()  # the first run starts here: what happened before is history, what happens next is news
 
     # -- queuing
 
@@ -131,6 +140,7 @@ class Notifier:
         cursors["log"] = log_pos
         task_pos, from_tasks = self._from_tasks()
         cursors["task-events"] = task_pos
+        cursors["clean-stop"] = int(self._clean)
         for n in [*from_log, *from_tasks]:
             pairs += [(r.key, n) for r in self.receivers if r.wants(str(n.kind))]
         new = self.outbox.enqueue(cursors, pairs, self.clock())
@@ -169,7 +179,15 @@ class Notifier:
             if not isinstance(e, dict):
                 continue
             key = f"log:{e.get('time')}:{start}"
-            n = restarted(key, e) if e.get("event") == "controller-start" else from_event(key, e)
+            kind = e.get("event")
+            if kind == "controller-stop":
+                self._clean = True
+                continue
+            if kind == "controller-start":
+                n = None if self._clean else restarted(key, e)  # `miyabi down` then `up` is no news
+                self._clean = False
+            else:
+                n = from_event(key, e)
             if n is not None:
                 out.append(n)
         return at, out
@@ -209,7 +227,9 @@ class Notifier:
             return False
         try:
             post(client, receiver, q.notice, self.session, now)
-        except SendError as e:
+        except Exception as e:  # noqa: BLE001 - SendError, or a URL httpx refuses, a header that is not ASCII: never stuck "sending"
+            if not isinstance(e, SendError):
+                e = SendError(f"{type(e).__name__}: {e}", retry=False)
             attempts = q.attempts + 1
             if not e.retry or attempts >= receiver.max_attempts:
                 self.outbox.finished(q.id, NoticeState.FAILED, str(e))

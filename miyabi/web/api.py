@@ -10,6 +10,7 @@ log) are Server-Sent Events. The OpenAPI document is ``/api/v1/openapi.json``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from collections import deque
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
@@ -134,11 +135,16 @@ def get_screen(name: str, request: Request) -> dict[str, object]:
     return site.screens.frame(_pane_of(site, name)).to_json()
 
 
+def pane_of(name: str, request: Request) -> str:
+    """The agent's pane id, checked before a stream starts (404/503 then, not a broken stream)."""
+    return _pane_of(site_of(request), name)
+
+
 @router.get("/agents/{name}/screen/stream", response_class=EventSourceResponse,
             summary="The agent's pane, a frame each time it prints (SSE)")
-async def stream_screen(name: str, request: Request) -> AsyncIterator[ServerSentEvent]:
+async def stream_screen(name: str, request: Request, pane: Annotated[str, Depends(pane_of)]) -> AsyncIterator[ServerSentEvent]:
     site = site_of(request)
-    pane = await anyio.to_thread.run_sync(_pane_of, site, name)
+    failures = 0
     loop = asyncio.get_running_loop()
     printed = asyncio.Event()
 
@@ -152,8 +158,17 @@ async def stream_screen(name: str, request: Request) -> AsyncIterator[ServerSent
             printed.clear()
             try:
                 frame = await anyio.to_thread.run_sync(site.screens.frame, pane)
-            except TmuxError:
-                pane = await anyio.to_thread.run_sync(_pane_of, site, name)  # recreated: follow its new pane
+                failures = 0
+            except TmuxError as e:
+                failures += 1
+                if failures > defaults.WEB_SCREEN_RETRIES:
+                    yield ServerSentEvent(data={"error": f"{name}'s pane cannot be read: {e}"}, event="gone")
+                    return
+                await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
+                try:  # recreated: follow its new pane
+                    pane = await anyio.to_thread.run_sync(_pane_of, site, name)
+                except MiyabiError:
+                    continue
                 unwatch()
                 unwatch = site.screens.watch(pane, poke)
                 continue
@@ -257,14 +272,12 @@ def get_crash(name: str, file: str, request: Request) -> str:
 
 @router.get("/approvals", summary="Agents waiting for permission, and the latest answers (the audit)")
 def approvals(request: Request) -> dict[str, Any]:
-    from miyabi.events import read_events
-
     site = site_of(request)
     data = site.agents_json()
     waiting_ = [{"agent": a["name"], "question": a["question"], "via": a["via"]} for a in data["agents"]
                 if a["state"] == "waiting-approval"]
     answers: deque[dict[str, Any]] = deque(maxlen=100)
-    for e in read_events(site.home.root):
+    for e in recent_events(path_of(site.home.root))[0]:
         if e.get("event") == "approval":
             answers.append(e)
     return {"waiting": waiting_, "answers": list(reversed(answers))}
@@ -329,8 +342,14 @@ def get_task(ref: str, request: Request) -> dict[str, Any]:
     site = site_of(request)
     t = site.store.get(ref)
     used = task_usage(read_events(site.home.root), str(t.id))
+    pr = None
+    if t.branch:
+        from miyabi.pipeline.records import Records
+
+        tree = next((w for w in Records(site.store).worktrees() if w.branch == t.branch and w.pr_url), None)
+        pr = {"number": tree.pr_number, "url": tree.pr_url} if tree is not None else None
     return {**t.to_json(), "waiting": waiting(site.home, site.store, [t]).get(t.id), "depends_on": site.store.depends_on(t.id),
-            "history": site.store.history(t.id),
+            "history": site.store.history(t.id), "pull_request": pr,
             "usage": {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens} if used else None}
 
 
@@ -365,23 +384,57 @@ def _matcher(event: str | None, agent: str | None, grep: str | None) -> Callable
             return False
         if agent is not None and e.get("agent") != agent:
             return False
-        return rx is None or rx.search(str(e)) is not None
+        return rx is None or rx.search(json.dumps(e, ensure_ascii=False)) is not None
 
     return ok
 
 
-@router.get("/events", summary="The newest events of logs/events.jsonl, oldest first, filtered")
-def list_events(request: Request, event: Annotated[str | None, Query(description="event names, comma-separated")] = None,
-                agent: str | None = None, grep: Annotated[str | None, Query(max_length=500)] = None,
-                limit: Annotated[int, Query(ge=1, le=10_000)] = defaults.WEB_EVENTS_LIMIT) -> list[dict[str, Any]]:
-    from miyabi.events import read_events
+def event_filter(event: Annotated[str | None, Query(description="event names, comma-separated")] = None,
+                 agent: str | None = None, grep: Annotated[str | None, Query(max_length=500)] = None) -> Callable[[dict[str, Any]], bool]:
+    """The events a request asks for, checked before its stream starts (400 for a bad ``grep``)."""
+    return _matcher(event, agent, grep)
 
-    ok = _matcher(event, agent, grep)
+
+def recent_events(path: Path, span: int = defaults.WEB_EVENTS_SPAN) -> tuple[list[dict[str, Any]], int]:
+    """The events in the last ``span`` bytes of the log (whole lines), oldest first, and
+    the log's size when read (where a stream of what comes next starts)."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - span)
+            f.seek(start)
+            data = f.read(size - start)
+    except FileNotFoundError:
+        return [], 0
+    lines = data.split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # the first one is cut
+    out = []
+    for raw in lines:
+        try:
+            e = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(e, dict):
+            out.append(e)
+    return out, size
+
+
+@router.get("/events", summary="The newest events of logs/events.jsonl (its last 16 MiB), oldest first, filtered; "
+                               "the X-Events-Offset header says where /events/stream?after= goes on")
+def list_events(request: Request, response: Response, ok: Annotated[Callable[[dict[str, Any]], bool], Depends(event_filter)],
+                limit: Annotated[int, Query(ge=1, le=10_000)] = defaults.WEB_EVENTS_LIMIT) -> list[dict[str, Any]]:
+    events, size = recent_events(path_of(site_of(request).home.root))
     out: deque[dict[str, Any]] = deque(maxlen=limit)
-    for e in read_events(site_of(request).home.root):
+    for e in events:
         if ok(e):
             out.append(e)
+    response.headers["x-events-offset"] = str(size)
     return list(out)
+
+
+READ_CHUNK = 4 << 20
+"""Bytes of the event log read at once by a stream (an old offset resumes a chunk at a time)."""
 
 
 def _new_lines(path: Path, offset: int) -> tuple[list[tuple[int, str]], int]:
@@ -396,7 +449,7 @@ def _new_lines(path: Path, offset: int) -> tuple[list[tuple[int, str]], int]:
         return [], offset
     with path.open("rb") as f:
         f.seek(offset)
-        data = f.read(size - offset)
+        data = f.read(min(size - offset, READ_CHUNK))  # a long log is sent a chunk at a time
     out = []
     pos = offset
     for raw in data.split(b"\n")[:-1]:
@@ -407,15 +460,13 @@ def _new_lines(path: Path, offset: int) -> tuple[list[tuple[int, str]], int]:
 
 @router.get("/events/stream", response_class=EventSourceResponse,
             summary="Events as they are logged (SSE); the id of each is its end offset in the log, for Last-Event-ID")
-async def stream_events(request: Request, event: str | None = None, agent: str | None = None,
-                        grep: Annotated[str | None, Query(max_length=500)] = None) -> AsyncIterator[ServerSentEvent]:
-    import json
-
-    ok = _matcher(event, agent, grep)
+async def stream_events(request: Request, ok: Annotated[Callable[[dict[str, Any]], bool], Depends(event_filter)],
+                        after: Annotated[int | None, Query(ge=0, description="start after this offset of the log (X-Events-Offset)")] = None,
+                        ) -> AsyncIterator[ServerSentEvent]:
     path = path_of(site_of(request).home.root)
     last_id = request.headers.get("last-event-id", "")
     try:
-        offset = int(last_id) if last_id.isdigit() else path.stat().st_size
+        offset = int(last_id) if last_id.isdigit() else after if after is not None else path.stat().st_size
     except FileNotFoundError:
         offset = 0
     quiet = 0.0

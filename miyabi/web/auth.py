@@ -10,7 +10,7 @@ State-changing requests (every method but GET and HEAD) must carry the token in 
 header, never only in the cookie: a form or script on another site can make a browser
 send the cookie, but cannot set a header without CORS, which the dashboard never
 allows (OWASP Cross-Site Request Forgery Prevention Cheat Sheet, "Custom Request
-Headers"). The cookie is also ``SameSite=Strict`` and ``HttpOnly``.
+Headers"). The cookie is also ``SameSite=Lax`` and ``HttpOnly``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from miyabi.errors import MiyabiError
 from miyabi.files import private_dir, write_atomic
 from miyabi.home import Home
 
@@ -37,6 +38,9 @@ COOKIE = "miyabi_token"
 
 HEADER = "x-miyabi-token"
 """A header that carries the token (besides ``Authorization: Bearer``)."""
+
+COOKIE_AGE = 90 * 86400
+"""Seconds the cookie is kept (90 days): a bookmark of the dashboard survives browser restarts."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -74,7 +78,11 @@ def load_tokens(home: Home) -> tuple[str, str]:
     try:
         os.link(tmp, path)  # only if none exists: two first starts at once agree on one pair
     except FileExistsError:
-        return load_tokens(home)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return str(data["token"]), str(data["view_token"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise MiyabiError(f"{path} is not miyabi's token file; delete it (new tokens are made at the next start)") from None
     finally:
         tmp.unlink(missing_ok=True)
     return token, view
@@ -115,8 +123,8 @@ def header_token(headers: dict[str, str]) -> str | None:
     """The token in ``Authorization: Bearer`` or ``X-Miyabi-Token``, if any."""
     auth = headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    return headers.get(HEADER) or None
+        return auth[7:].strip() or None
+    return headers.get(HEADER, "").strip() or None
 
 
 def cookie_token(headers: dict[str, str]) -> str | None:
@@ -148,6 +156,20 @@ async def _deny(scope: Scope, send: Send, status: int, message: str) -> None:
     await _reply(send, status, page.encode(), "text/html; charset=utf-8")
 
 
+def _hardened(send: Send) -> Send:
+    """``send`` that adds ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy:
+    no-referrer`` to every response (a crash log or an SVG is never sniffed as HTML; no
+    URL of the dashboard leaks to a site it links to)."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff"),
+                                  (b"referrer-policy", b"no-referrer")]
+        await send(message)
+
+    return wrapped
+
+
 def _loopback_host(host: str) -> bool:
     """Whether a Host header names a loopback address (with or without a port)."""
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
@@ -168,22 +190,27 @@ class TokenMiddleware:
         self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # none is served: refused rather than let past the token check
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = _hardened(send)
         headers = _headers(scope)
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         method = scope.get("method", "GET")
         reading = method in ("GET", "HEAD")
-        if reading and "token" in query and not str(scope.get("path", "")).startswith("/api/"):
-            await self._set_cookie(scope, send, query)
-            return
-        from_header = header_token(headers)
-        given = from_header or cookie_token(headers) or (query.get("token") if reading else None)
         if self.access.token is None and not _loopback_host(headers.get("host", "")):
             # without a token only the name the server was opened by counts (DNS rebinding)
             await _deny(scope, send, 403, "this dashboard has no token and answers only to 127.0.0.1, localhost or [::1]")
             return
+        path = str(scope.get("path", ""))
+        if reading and "token" in query and not path.startswith("/api/") and path != "/metrics":
+            await self._set_cookie(scope, send, query)
+            return
+        from_header = header_token(headers)
+        given = from_header or cookie_token(headers) or (query.get("token") if reading else None)
         role = self.access.role_of(given)
         if role is None:
             why = "a wrong token" if given else "no token"
@@ -197,7 +224,7 @@ class TokenMiddleware:
             if role != Role.ADMIN:
                 await _deny(scope, send, 403, "the view token only reads; changes need the dashboard's full token")
                 return
-            if from_header is None:
+            if from_header is None or self.access.role_of(from_header) != Role.ADMIN:
                 await _deny(scope, send, 403, "a change needs the token in the Authorization (or X-Miyabi-Token) header, "
                                               "not only in the cookie (protection against cross-site requests)")
                 return
@@ -209,9 +236,13 @@ class TokenMiddleware:
     async def _set_cookie(self, scope: Scope, send: Send, query: dict[str, str]) -> None:
         """``?token=T`` on a page: set the cookie and redirect to the URL without it."""
         given = query.pop("token")
+        location = "/" + str(scope.get("path", "/")).lstrip("/") + (f"?{urlencode(query)}" if query else "")  # never //host
+        if self.access.token is None:  # nothing to remember
+            await _reply(send, 303, b"", "text/plain", ((b"location", location.encode()),))
+            return
         if self.access.role_of(given) is None:
             await _deny(scope, send, 401, "a wrong token in the URL: open the URL `miyabi web` printed")
             return
-        location = str(scope.get("path", "/")) + (f"?{urlencode(query)}" if query else "")
-        cookie = f"{COOKIE}={given}; Path=/; HttpOnly; SameSite=Strict"
+        # Lax, not Strict: a link from chat opens the page; changes need the header anyway
+        cookie = f"{COOKIE}={given}; Path=/; HttpOnly; SameSite=Lax; Max-Age={COOKIE_AGE}"
         await _reply(send, 303, b"", "text/plain", ((b"location", location.encode()), (b"set-cookie", cookie.encode())))

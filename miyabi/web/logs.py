@@ -28,6 +28,11 @@ class LogLineOut(BaseModel):
     text: str = Field(description="The line, escape sequences removed.")
 
 
+OWN_LOGS = frozenset({"controller", "watchdog", "web", "keepalive"})
+"""Logs of miyabi's own programs under ``logs/`` (they name paths and URLs with tokens):
+never served as an agent's unless the layout has an agent of that name."""
+
+
 @router.get("/agents/{name}/logs", response_model=list[LogLineOut],
             summary="The newest lines of the agent's pane logs (rotated files included), oldest first, filtered")
 def agent_logs(
@@ -46,6 +51,9 @@ def agent_logs(
         seconds = parse_since(since or None)
     except UsageError as e:
         raise BadInput(str(e)) from None
-    if not _NAME.match(name) or not log_files(site.home.logs, name):
-        site.agent(name)  # AgentNotFound (404) unless the ensemble has it (it printed nothing yet)
+    known = {a.name for a in site.agents()}
+    if name not in known and (name in OWN_LOGS or not _NAME.match(name) or not (site.home.queue / name).is_dir()
+                              or not log_files(site.home.logs, name)):
+        # only agents: the ensemble's, or one that ran here (it has an inbox), never miyabi's own logs
+        site.agent(name)  # AgentNotFound (404)
     return [line.to_json() for line in search(site.home, name, rx, seconds, last=limit)]

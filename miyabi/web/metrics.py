@@ -2,7 +2,8 @@
 library (``prometheus_client``), read at each scrape.
 
 Names follow Prometheus's conventions (``miyabi_<noun>_<unit>``, ``_total`` for
-counters, seconds for durations); labels are small fixed sets (agent, state, reason),
+counters, seconds for durations); labels are small fixed sets (agent, state, reason: the report's labels,
+:func:`miyabi.reports.kpis.reason_label`),
 never message text. What happened over time (restarts, kill → running, delivery
 latency, Enter presses) is folded from ``logs/events.jsonl``, read incrementally from
 where the previous scrape stopped; what is true now (states, inboxes, tasks) is read
@@ -25,12 +26,16 @@ from prometheus_client.registry import Collector
 from miyabi.errors import MiyabiError
 from miyabi.events import path_of
 from miyabi.messaging.mailbox import MessageState, inbox
+from miyabi.reports.kpis import reason_label
 from miyabi.supervision.status import AgentState
 from miyabi.times import parse_rfc3339
 from miyabi.work.tasks import TaskState
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 """Histogram buckets (seconds) of kill → running and delivery latency."""
+
+PENDING_CAP = 100_000
+"""Messages whose delivery is awaited that the fold remembers at most (the oldest go first)."""
 
 CYCLE_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0, 259200.0)
 """Histogram buckets (seconds) of a task's cycle time (added → done)."""
@@ -100,18 +105,20 @@ class EventFold:
             return
         with path.open("rb") as f:
             f.seek(self.offset)
-            data = f.read(size - self.offset)
-        end = data.rfind(b"\n")
-        if end < 0:
-            return
-        self.offset += end + 1
-        for raw in data[:end].split(b"\n"):
-            try:
-                e = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(e, dict):
-                self.fold(e)
+            while True:
+                data = f.read(min(size - self.offset, 4 << 20))  # a long log a chunk at a time
+                end = data.rfind(b"\n")
+                if end < 0:
+                    return
+                self.offset += end + 1
+                f.seek(self.offset)
+                for raw in data[:end].split(b"\n"):
+                    try:
+                        e = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if isinstance(e, dict):
+                        self.fold(e)
 
     def fold(self, e: dict[str, Any]) -> None:
         """Take one event into account."""
@@ -123,11 +130,13 @@ class EventFold:
         if kind == "agent-died":
             self._died[agent] = t
         elif kind == "restarted":
-            self.restarts[(agent, _reason(e.get("reason")))] += 1
+            self.restarts[(agent, reason_label(e.get("reason")))] += 1
             died = self._died.pop(agent, None)
             if died is not None and t >= died:
                 self.recovery.setdefault(agent, Histogram(LATENCY_BUCKETS)).observe(t - died)
         elif kind == "enqueued" and e.get("id"):
+            if len(self._enqueued) >= PENDING_CAP:  # messages whose end was never logged: forget the oldest
+                self._enqueued.pop(next(iter(self._enqueued)))
             self._enqueued[str(e["id"])] = t
         elif kind == "delivered" and e.get("id"):
             sent = self._enqueued.pop(str(e["id"]), None)
@@ -140,16 +149,6 @@ class EventFold:
             self._enqueued.pop(str(e.get("id")), None)
         elif kind in ("dropped",):
             self._enqueued.pop(str(e.get("id")), None)
-
-
-def _reason(text: object) -> str:
-    """A restart's reason as a small fixed label: what ended it, without pids or numbers."""
-    s = str(text or "unknown").lower()
-    for word, label in (("hung", "hung"), ("silent", "hung"), ("request", "requested"), ("miyabi restart", "requested"),
-                        ("signal", "signal"), ("exit status", "exit"), ("exited", "exit")):
-        if word in s:
-            return label
-    return "other"
 
 
 class MiyabiCollector(Collector):

@@ -23,7 +23,7 @@ NAV = (("/", "Ensemble", "ensemble"), ("/tasks", "Tasks", "tasks"), ("/inbox", "
 router = APIRouter(include_in_schema=False)
 
 
-def shell(request: Request, title: str, page: str, **data: str) -> HTMLResponse:
+def shell(request: Request, title: str, page: str, status: int = 200, notice: str | None = None, **data: str) -> HTMLResponse:
     """The HTML of one page: the navigation, an empty ``<main>`` the script fills, and
     ``data-*`` attributes telling it what to draw (all escaped)."""
     site: Site = request.app.state.site
@@ -35,15 +35,15 @@ def shell(request: Request, title: str, page: str, **data: str) -> HTMLResponse:
     attrs = "".join(f' data-{escape(k)}="{escape(v)}"' for k, v in data.items())
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="miyabi-token" content="{escape(token) if can_act else ''}">
+<meta name="miyabi-token" content="{escape(token or '-') if can_act else ''}">
 <title>{escape(title)} · miyabi {escape(site.target.session)}</title>
 <link rel="stylesheet" href="/static/style.css"></head>
 <body data-page="{escape(page)}" data-can-act="{'1' if can_act else '0'}"{attrs}>
 <header><span class="brand">miyabi</span><span class="session">{escape(site.target.session)}</span><nav>{nav}</nav>
 <span id="conn" class="conn" title="live connection">●</span>{'' if can_act else '<span class="ro">read-only</span>'}</header>
-<main id="main"><p class="muted">loading…</p></main>
+<main id="main">{f'<p class="bad">{escape(notice)}</p>' if notice else '<p class="muted">loading…</p>'}</main>
 <script src="/static/app.js"></script></body></html>"""
-    return HTMLResponse(body, headers={"cache-control": "no-store", "x-frame-options": "DENY",
+    return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store", "x-frame-options": "DENY",
                                        "content-security-policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
                                                                   "img-src 'self' data:; frame-ancestors 'none'"})
 
@@ -64,8 +64,13 @@ def ensemble_page(request: Request) -> HTMLResponse:
 
 @router.get("/agents/{name}", response_class=HTMLResponse)
 def agent_page(name: str, request: Request) -> HTMLResponse:
+    from miyabi.errors import AgentNotFound
+
     site: Site = request.app.state.site
-    site.agent(name)
+    try:
+        site.agent(name)
+    except AgentNotFound as e:
+        return shell(request, "no such agent", "missing", status=404, notice=str(e))
     return shell(request, name, "agent", agent=name)
 
 

@@ -10,6 +10,7 @@ A control client that never set a size does not change the session's window size
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -44,11 +45,17 @@ class Frame:
         return {"pane": self.pane, "html": self.html, "cursor": list(self.cursor), "time": self.time}
 
 
+_NOT_SGR = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[PX^_][^\x1b]*(?:\x1b\\)?")
+"""OSC, DCS, SOS, PM and APC strings: hyperlinks and titles are not drawn (ansi2html
+would turn an OSC 8 link into an ``href``)."""
+
+
 def to_html(screen: Screen) -> str:
     """The screen's rows (with SGR escapes) as HTML: text escaped, colours and bold as
-    inline ``<span style>`` (ansi2html's ``inline`` mode), rows joined by newlines."""
-    conv = Ansi2HTMLConverter(inline=True, dark_bg=True, line_wrap=False)
-    return conv.convert("\n".join(screen.lines), full=False)
+    inline ``<span style>`` (ansi2html's ``inline`` mode), rows joined by newlines;
+    every escape string but colours is dropped first."""
+    conv = Ansi2HTMLConverter(inline=True, dark_bg=True, line_wrap=False, linkify=False)
+    return conv.convert(_NOT_SGR.sub("", "\n".join(screen.lines)), full=False)
 
 
 class ScreenHub:
@@ -100,18 +107,20 @@ class ScreenHub:
         Raises:
             TmuxError: the pane or the session is gone.
         """
+        with self._lock:
+            if not self._watchers and self._idle_since is None:
+                self._idle_since = self.clock()  # a one-off read: the channel closes after the linger
         screen = self.driver.styled(pane_id)
         return Frame(pane_id, to_html(screen), (screen.cursor_x, screen.cursor_y), time.time())
 
     def close_if_idle(self) -> bool:
         """Close the channel when nobody watched a screen for
         ``defaults.WEB_SCREEN_LINGER`` seconds; returns whether it is closed."""
-        with self._lock:
+        with self._lock:  # held while closing: a watcher that comes now waits, then opens the channel again
             idle = self._idle_since is not None and self.clock() - self._idle_since >= defaults.WEB_SCREEN_LINGER
             if idle:
                 self._idle_since = None
-        if idle:
-            self.channel.close()
+                self.channel.close()
         return idle
 
     def close(self) -> None:

@@ -76,7 +76,7 @@ class Site:
 
     def agents(self) -> list[Agent]:
         """The layout's agents and the pools' running instances."""
-        return layout_agents(self.home, self.layout())
+        return layout_agents(self.home, self.layout(), self.store)
 
     def agent(self, name: str) -> Agent:
         """One agent of the ensemble.
@@ -100,7 +100,7 @@ class Site:
         with self._lock:
             if self._view is not None and self.clock() - self._view[0] < max_age:
                 return self._view[1]
-            view = ensemble(self.target, self.tmux, interval=0, cpu_cache=self._cpu, layout=self.layout())
+            view = ensemble(self.target, self.tmux, interval=0, cpu_cache=self._cpu, layout=self.layout(), store=self.store)
             self._view = (self.clock(), view)
             return view
 

@@ -97,6 +97,8 @@ class GitHub:
         self._stats_saved = 0.0
 
     def close(self) -> None:
+        self._stats_saved = float("-inf")  # the last counts of a burst, whatever the throttle said
+        self._save_stats()
         self.http.close()
 
     # -- the one place requests are made
@@ -325,7 +327,8 @@ class GitHub:
         return pull
 
 
-def client_for(settings: GitHubSettings, home_root: Path | None = None, sleep: Callable[[float], None] = time.sleep) -> GitHub:
+def client_for(settings: GitHubSettings, home_root: Path | None = None, sleep: Callable[[float], None] = time.sleep,
+               stats: bool = False) -> GitHub:
     """A client for the layout's ``github:`` section, with the token from its
     ``token_env`` (anonymous if unset), keeping ETags under ``state/`` of the home so
     that polls by later processes are conditional too.
@@ -334,6 +337,8 @@ def client_for(settings: GitHubSettings, home_root: Path | None = None, sleep: C
         GitHubError: the token has characters a token cannot have.
     """
     etags = home_root / "state" / "github-etags.json" if home_root else None
-    stats = home_root / "run" / "github-stats.json" if home_root else None
+    # only the controller's client keeps the counts /metrics shows: a command's own few would
+    # make the counter go backwards
+    stats_file = home_root / "run" / "github-stats.json" if home_root and stats else None
     return GitHub(settings.repo, os.environ.get(settings.token_env) or None, settings.token_env, settings.api_url,
-                  sleep=sleep, etag_file=etags, stats_file=stats)
+                  sleep=sleep, etag_file=etags, stats_file=stats_file)

@@ -106,7 +106,7 @@ agents:
             wait_for(lambda: running_pid(Home(home)) is not None and (home / "state" / "miyabi.db").exists(), timeout=30, what="the controller")
             store = Store.of_home(home)
             # the outbox reads from its first start on: wait until it has
-            wait_for(lambda: Outbox(store).cursor("task-events") is not None, timeout=30, what="the notifier started")
+            wait_for(lambda: Outbox(home).cursor("task-events") is not None, timeout=30, what="the notifier started")
             assert cli("task", "add", "write the docs").exit_code == 0
             wait_for(lambda: store.get(1).state in ("assigned", "in_progress"), timeout=30, what="task 1 assigned")
             assert cli("task", "done", "1", "--note", "written").exit_code == 0

@@ -62,13 +62,35 @@ def test_every_endpoint_needs_a_token_and_changes_need_the_full_one_in_a_header(
             r = cookie_only.post(path, json=body)
             assert r.status_code == 403 and "header" in error_of(r), path
     assert inbox(web.home, "w1").pending() == []
+    # the live feeds too: refused at once without a token, streamed with the view token
+    for path in ("/api/v1/agents/stream", "/api/v1/agents/sh/screen/stream", "/api/v1/events/stream"):
+        with web.client(token=None) as anon:
+            assert anon.get(path).status_code == 401, path
+        with web.client("view") as viewer, viewer.stream("GET", path) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), path
     # ?token= on a page sets the cookie and drops the token from the URL
     with httpx.Client(base_url=web.base) as browser:
         r = browser.get(f"/?token={web.token}", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/"
-        assert "HttpOnly" in r.headers["set-cookie"] and "SameSite=Strict" in r.headers["set-cookie"]
+        assert "HttpOnly" in r.headers["set-cookie"] and "SameSite=Lax" in r.headers["set-cookie"] and "Max-Age=" in r.headers["set-cookie"]
         assert browser.get("/", follow_redirects=False).status_code == 200
         assert browser.get("/?token=nope", follow_redirects=False).status_code == 401
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "no-referrer"
+    import http.client
+
+    conn = http.client.HTTPConnection(web.base.removeprefix("http://"), timeout=30)
+    conn.request("GET", f"//evil.example/?token={web.token}")  # a path that a browser would take for another host
+    raw = conn.getresponse()
+    assert raw.status == 303 and raw.getheader("location") == "/evil.example/"
+    conn.close()
+    # an empty header beside the cookie is no header
+    with httpx.Client(base_url=web.base, cookies={"miyabi_token": web.token}, headers={"X-Miyabi-Token": ""}) as c:
+        assert c.post("/api/v1/agents/w1/messages", json={"text": "x"}).status_code == 403
+    # miyabi's own logs are nobody's pane log (they hold paths and, for a dashboard, its URL)
+    (web.home / "logs" / "web.log").write_text("open: http://127.0.0.1/?token=secret\n")
+    with web.client("view") as viewer:
+        for own in ("web", "controller", "watchdog"):
+            assert viewer.get(f"/api/v1/agents/{own}/logs").status_code == 404, own
 
 
 def test_agents_screen_and_openapi(web: Web) -> None:
@@ -168,12 +190,19 @@ def test_dead_letters_retry_and_pending_drop(web: Web) -> None:
     wait_for(lambda: cat_log.exists() and "a dead letter" in cat_log.read_text(errors="replace"), timeout=30, what="the retried letter typed")
 
 
-def test_restart_from_the_api(web: Web) -> None:
+def test_restart_and_crash_evidence_from_the_api(web: Web) -> None:
     with web.client() as c:
         before = c.get("/api/v1/agents/sh").json()["pid"]
         r = c.post("/api/v1/agents/sh/restart")
         assert r.status_code == 200 and r.json() == {"ok": True, "detail": "restarted sh"}
-        wait_for(lambda: c.get("/api/v1/agents/sh").json()["pid"] not in (0, before), timeout=30, what="a new process")
+        pid = wait_for(lambda: (p := c.get("/api/v1/agents/sh").json()["pid"]) not in (0, before) and p, timeout=30, what="a new process")
+        os.kill(pid, signal.SIGKILL)  # a crash: the watchdog keeps its evidence
+        crashes = wait_for(lambda: c.get("/api/v1/agents/sh/crashes").json(), timeout=30, what="crash evidence")
+        assert crashes[0]["file"].startswith("sh-") and crashes[0]["time"].endswith("Z") and crashes[0]["bytes"] > 0
+        text = c.get(f"/api/v1/agents/sh/crashes/{crashes[0]['file']}").text
+        assert "agent: sh" in text and "killed by signal 9" in text
+        assert c.get("/api/v1/agents/w1/crashes").json() == []
+        assert c.get(f"/api/v1/agents/w1/crashes/{crashes[0]['file']}").status_code == 404  # another agent's file
 
 
 def test_approve_and_deny_reach_the_pane_and_are_audited(web: Web, home: Path) -> None:
@@ -233,13 +262,16 @@ def test_a_screen_stream_sends_a_frame_when_the_pane_prints(web: Web) -> None:
     ready = threading.Event()
     with web.client() as c:
         pane = c.get("/api/v1/agents/sh").json()["pane_id"]
-        t = threading.Thread(target=sse, args=(c, "/api/v1/agents/sh/screen/stream", 2, found, ready), daemon=True)
+        t = threading.Thread(target=sse, args=(c, "/api/v1/agents/sh/screen/stream", 100, found, ready), daemon=True)
         t.start()
         wait_for(lambda: len(found) >= 1, timeout=30, what="the first frame")
+        assert "streamed words" not in found[0]["html"]
         Tmux(web.socket).run("send-keys", "-t", pane, "-l", "streamed words")
-        t.join(30)
-    assert len(found) == 2 and "streamed words" not in found[0]["html"] and "streamed words" in found[1]["html"]
-    assert found[1]["pane"] == pane and len(found[1]["cursor"]) == 2
+        last = wait_for(lambda: next((f for f in found if "streamed words" in f["html"]), None), timeout=30, what="a frame with the words")
+    assert last["pane"] == pane and len(last["cursor"]) == 2
+    with web.client() as c:  # a stream for what cannot be streamed is refused before it starts
+        assert c.get("/api/v1/agents/nobody/screen/stream").status_code == 404
+        assert c.get("/api/v1/events/stream", params={"grep": "("}).status_code == 400
 
 
 def test_metrics_parse_with_the_prometheus_client(web: Web, home: Path) -> None:

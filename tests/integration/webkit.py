@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,25 +64,25 @@ class Web:
 
 
 def start_web(home: Path, socket: str, *extra: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    """Run `miyabi web --port 0 …` and read the URLs it prints."""
+    """Run `miyabi web --port 0 …` (its output to a file: a pipe nobody reads would
+    block it once full) and read the URLs it prints."""
     env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
-    proc = subprocess.Popen([sys.executable, "-m", "miyabi", "web", "--port", "0", "--home", str(home), "--socket", socket, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    assert proc.stdout is not None
-    said: dict[str, str] = {}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if m := re.search(r"open: (\S+)", line):
-            said["open"] = m.group(1)
-        if m := re.search(r"read-only \(to share\): (\S+)", line):
-            said["view"] = m.group(1)
-        if line.lstrip().startswith("API:"):
-            return proc, said
-    proc.kill()
-    raise AssertionError(f"miyabi web did not start: {said}; exit {proc.poll()}")
+    out = Path(tempfile.mkstemp(prefix="miyabi-web-", suffix=".log", dir=home.parent)[1])
+    with out.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "miyabi", "web", "--port", "0", "--home", str(home), "--socket", socket, *extra],
+                                stdout=f, stderr=subprocess.STDOUT, text=True, env=env)
+
+    def said() -> dict[str, str] | None:
+        text = out.read_text()
+        if "API:" not in text:
+            assert proc.poll() is None, f"miyabi web exited {proc.returncode}: {text}"
+            return None
+        found = {"open": m.group(1)} if (m := re.search(r"open: (\S+)", text)) else {}
+        if m := re.search(r"read-only \(to share\): (\S+)", text):
+            found["view"] = m.group(1)
+        return found
+
+    return proc, wait_for(said, timeout=60, what="miyabi web listening")
 
 
 def stop(proc: subprocess.Popen[str]) -> None:

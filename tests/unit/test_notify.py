@@ -101,7 +101,7 @@ def test_the_queue_holds_a_notice_once_and_never_resends_one_in_flight(tmp_path:
     store.set_state(t.id, TaskState.DONE, "done")
     assert n.produce() == 2
     assert n.produce() == 0
-    outbox = Outbox(store)
+    outbox = Outbox(home)
     outbox.enqueue({}, [(hook.key, from_event("log:again", {"event": "gave-up", "agent": "a"}))], 100.0)  # type: ignore[list-item]
     rows = outbox.all()
     assert [r["kind"] for r in rows] == ["agent-failed", "task-done", "agent-failed"]
@@ -110,8 +110,22 @@ def test_the_queue_holds_a_notice_once_and_never_resends_one_in_flight(tmp_path:
     assert not outbox.sending(first.id)  # one sender at a time
     # the controller dies mid-POST: the next one never sends it again
     again = Notifier(home, store, (hook,), "s", clock=lambda: 101.0)
-    states = {r["id"]: r["state"] for r in Outbox(store).all()}
+    states = {r["id"]: r["state"] for r in Outbox(home).all()}
     assert states[first.id] == NoticeState.UNCERTAIN
     nxt = again.outbox.next_due(hook.key, 101.0)
     assert nxt is not None and nxt.id != first.id
     assert json.loads(rows[1]["fields"])["ref"] == f"#{t.id}"
+
+
+def test_a_restart_is_news_only_after_a_controller_that_did_not_stop(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    store = Store.of_home(tmp_path)
+    hook = Receiver(ReceiverKind.WEBHOOK, "https://h", events=("controller-restarted",))
+    append_event(tmp_path, "controller-start", pid=1)
+    n = Notifier(tmp_path, store, (hook,), "s")
+    append_event(tmp_path, "controller-stop", pid=1)  # `miyabi down`
+    append_event(tmp_path, "controller-start", pid=2)  # `miyabi up`: no news
+    assert n.produce() == 0
+    append_event(tmp_path, "controller-start", pid=3)  # pid 2 was SIGKILLed
+    assert Notifier(tmp_path, store, (hook,), "s").outbox.all()[-1]["kind"] == "controller-restarted"
+    assert len(Outbox(tmp_path).all()) == 1

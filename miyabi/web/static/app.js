@@ -89,6 +89,8 @@ function bytes(n) {
   return n.toFixed(i ? 1 : 0) + " " + u[i];
 }
 
+function safeUrl(u) { return typeof u === "string" && /^https?:\/\//i.test(u) ? u : null; }
+
 function stateBadge(state) { return el("span", { cls: "state s-" + state }, state); }
 
 function card(a) {
@@ -154,11 +156,12 @@ function agentPage() {
   main.replaceChildren(el("h2", {}, name), info, actions, el("div", { cls: "split" }, screen, side),
     el("h3", {}, "pane log"), search, found);
   let frames = 0;
-  live("/agents/" + encodeURIComponent(name) + "/screen/stream", "screen", (f) => {
+  const screenFeed = live("/agents/" + encodeURIComponent(name) + "/screen/stream", "screen", (f) => {
     screen.innerHTML = f.html;  // escaped by the server (ansi2html)
     screen.dataset.frames = String(++frames);
     screen.dataset.time = String(f.time);
   });
+  screenFeed.addEventListener("gone", (m) => { screenFeed.close(); say(JSON.parse(m.data).error, true); });
   let state = null;
   const asks = el("span", { cls: "asks" });
   const drawAsks = () => asks.replaceChildren(...(CAN_ACT && state === "waiting-approval" ? approvalButtons(name) : []));
@@ -282,7 +285,8 @@ function taskPage() {
     }
     main.replaceChildren(
       el("h2", {}, `${t.ref} `, stateBadge(t.state), " ", t.title),
-      el("p", {}, t.url ? el("a", { href: t.url, rel: "noreferrer" }, "issue / pull request") : null,
+      el("p", {}, safeUrl(t.url) ? el("a", { href: safeUrl(t.url), rel: "noreferrer", target: "_blank" }, "issue") : null, " ",
+        t.pull_request && safeUrl(t.pull_request.url) ? el("a", { href: safeUrl(t.pull_request.url), rel: "noreferrer", target: "_blank", id: "pr-link" }, `pull request #${t.pull_request.number}`) : null,
         ` agent ${t.agent || "-"} · priority ${t.priority} · labels ${t.labels.join(", ") || "-"} · attempts ${t.attempts}`,
         t.branch ? ` · branch ${t.branch}` : "", t.usage ? ` · tokens ${t.usage.input_tokens} in / ${t.usage.output_tokens} out` : ""),
       t.waiting ? el("p", { cls: "warn" }, "waiting because: " + t.waiting) : null,
@@ -347,11 +351,15 @@ function eventsPage() {
     const q = new URLSearchParams();
     for (const k of ["event", "agent", "grep"]) if (f[k].value) q.set(k, f[k].value);
     history.replaceState(null, "", "/events" + (q.toString() ? "?" + q : ""));
+    let after = null;
     try {
-      const past = await api("GET", "/events?limit=200&" + q);
+      const r = await fetch("/api/v1/events?limit=200&" + q);
+      const past = await r.json();
+      if (!r.ok) throw new Error(past.error || r.statusText);
+      after = r.headers.get("x-events-offset");  // the stream goes on from there: nothing logged meanwhile is lost
       feed.replaceChildren(...past.reverse().map(row));
     } catch (e) { say(e.message, true); return; }
-    src = live("/events/stream?" + q, "event", (e) => {
+    src = live("/events/stream?" + q + (after ? "&after=" + after : ""), "event", (e) => {
       feed.prepend(row(e));
       while (feed.rows.length > 1000) feed.deleteRow(-1);
     });
