@@ -81,7 +81,7 @@ def up(
         if not started:
             _reload_running(h)
         if lay.web is not None:
-            _say_dashboard(h)
+            _say_dashboard(h, lay.web.port)
 
     if detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
         output.say(f"attach with: {attach_command(sock, lay.session)}")
@@ -89,14 +89,19 @@ def up(
     _exec_attach(tmux, lay.session, None)
 
 
-def _say_dashboard(h: Any, wait: float = defaults.WEB_UP_WAIT) -> None:
-    """Print where the controller's dashboard answers (waiting a moment for it to start)."""
+def _say_dashboard(h: Any, port: int, wait: float = defaults.WEB_UP_WAIT) -> None:
+    """Print where the controller's dashboard answers on ``port`` (waiting a moment for it
+    to start)."""
     import time
 
     from miyabi.web.server import published
 
+    def ours() -> dict[str, Any] | None:
+        web = published(h)
+        return web if web is not None and str(web.get("base", "")).endswith(f":{port}") else None
+
     deadline = time.monotonic() + wait
-    while (web := published(h)) is None and time.monotonic() < deadline:
+    while (web := ours()) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     if web is None:
         output.warn(f"the dashboard did not start yet; see {h.logs / 'web.log'}")

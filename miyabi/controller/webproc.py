@@ -159,7 +159,9 @@ class WebProcess:
             append_event(self.home.root, "web-exited", pid=proc.pid, code=proc.returncode, ran=round(ran, 3), reason=why)
             backoff = defaults.WEB_RESTART_MIN if ran >= defaults.WEB_STABLE_AFTER else min(backoff * 2, defaults.WEB_RESTART_MAX)
             log.warning("the dashboard exited (code %s) after %.1f s: %s; starting it again in %.0f s", proc.returncode, ran, why, backoff)
-            stop.wait(backoff)
+            until = time.monotonic() + backoff
+            while not stop.is_set() and not self._changed.is_set() and time.monotonic() < until:
+                stop.wait(0.5)  # a changed or removed web: section need not wait out the backoff
         if self.proc is not None:
             self._end(self.proc)
 

@@ -470,15 +470,24 @@ async def stream_events(request: Request, ok: Annotated[Callable[[dict[str, Any]
     except FileNotFoundError:
         offset = 0
     quiet = 0.0
-    while True:
-        lines, offset = await anyio.to_thread.run_sync(_new_lines, path, offset)
-        for end, line in lines:
+
+    def read(at: int) -> tuple[list[tuple[int, dict[str, Any]]], int, bool]:
+        """New matching events (off the event loop: a user's pattern may be slow)."""
+        lines, end = _new_lines(path, at)
+        found = []
+        for pos, line in lines:
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
             if isinstance(rec, dict) and ok(rec):
-                yield ServerSentEvent(data=rec, event="event", id=str(end))
+                found.append((pos, rec))
+        return found, end, bool(lines)
+
+    while True:
+        found, offset, lines = await anyio.to_thread.run_sync(read, offset)
+        for end, rec in found:
+            yield ServerSentEvent(data=rec, event="event", id=str(end))
         quiet = 0.0 if lines else quiet + defaults.WEB_EVENTS_POLL
         if quiet >= defaults.WEB_HEARTBEAT:
             quiet = 0.0
