@@ -40,4 +40,5 @@ def web(
             output.say(f"  read-only (to share): {u.view}")
         output.say(f"  API: {u.base}/api/v1 (token in Authorization: Bearer), metrics: {u.base}/metrics")
 
-    serve(resolve_target(home, socket, layout), host, port, read_only=read_only, no_token=no_token, on_ready=ready)
+    serve(resolve_target(home, socket, layout), host, port, read_only=read_only, no_token=no_token, on_ready=ready,
+          follow=layout is None)

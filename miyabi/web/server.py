@@ -73,8 +73,9 @@ def urls(host: str, port: int, access: Access) -> Urls:
 
 
 def serve(target: Target, host: str, port: int, read_only: bool = False, no_token: bool = False,
-          on_ready: Callable[[Urls], None] | None = None) -> None:
-    """Serve the dashboard of ``target`` on ``host:port`` until SIGINT or SIGTERM.
+          on_ready: Callable[[Urls], None] | None = None, follow: bool = True) -> None:
+    """Serve the dashboard of ``target`` on ``host:port`` until SIGINT or SIGTERM
+    (``follow``: serve what a later ``miyabi up`` in the home runs).
 
     Raises:
         UsageError: ``no_token`` on an address other than loopback.
@@ -97,7 +98,7 @@ def serve(target: Target, host: str, port: int, read_only: bool = False, no_toke
         hint = f"; this home's dashboard already runs at {running['base']}" if running else "; pick another with --port"
         raise MiyabiError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
     port = sock.getsockname()[1]
-    site = Site(target, access)
+    site = Site(target, access, follow=follow)
     app = create_app(site)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="off")
     server = uvicorn.Server(config)

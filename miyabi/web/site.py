@@ -12,7 +12,7 @@ from typing import Any
 from miyabi import defaults
 from miyabi.config.model import Agent, Layout
 from miyabi.controller.view import EnsembleView, Target, ensemble, layout_agents, running_layout
-from miyabi.errors import AgentNotFound
+from miyabi.errors import AgentNotFound, MiyabiError
 from miyabi.home import Home
 from miyabi.tmux.runner import Tmux
 from miyabi.web.auth import Access
@@ -32,11 +32,14 @@ class Site:
         clock: Unix time (injectable).
     """
 
-    def __init__(self, target: Target, access: Access, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, target: Target, access: Access, clock: Callable[[], float] = time.time, follow: bool = False) -> None:
         self.target = target
+        self.follow = follow
+        """Follow ``run/up.json``: a later ``miyabi up`` of another layout in this home is served."""
         self.access = access
         self.clock = clock
         self.home: Home = target.home
+        self._up_stamp = self._up_mtime()
         self.tmux = Tmux(target.socket)
         self.store = Store.of_home(self.home.root)
         self.screens = ScreenHub(self.tmux, target.session)
@@ -58,9 +61,42 @@ class Site:
         self.screens.close()
         self.store.close()
 
+    def _up_mtime(self) -> int | None:
+        from miyabi.home import STATE_FILE
+
+        try:
+            return (self.home.run / STATE_FILE).stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _follow_up(self) -> None:
+        """Serve the session and layout ``miyabi up`` last recorded, when it changed."""
+        if not self.follow:
+            return
+        stamp = self._up_mtime()
+        if stamp == self._up_stamp:
+            return
+        self._up_stamp = stamp
+        from miyabi.controller.view import resolve_target
+
+        try:
+            new = resolve_target(self.home.root, self.target.socket, None)
+        except MiyabiError:
+            return
+        if (new.session, new.layout_path) == (self.target.session, self.target.layout_path):
+            return
+        old = self.screens
+        self.target = new
+        if new.session != old.session:
+            self.screens = ScreenHub(self.tmux, new.session)
+            old.close()
+        with self._lock:
+            self._view = None
+
     def layout(self) -> Layout | None:
         """The layout the home runs now (None: unknown, or it does not load); loaded
         again only when its file changed (size or modification time)."""
+        self._follow_up()
         path = self.target.layout_path
         try:
             st = path.stat() if path is not None else None
@@ -97,10 +133,11 @@ class Site:
         Raises:
             TmuxError: the session cannot be listed (SessionNotFound when it is not running).
         """
+        lay = self.layout()
         with self._lock:
             if self._view is not None and self.clock() - self._view[0] < max_age:
                 return self._view[1]
-            view = ensemble(self.target, self.tmux, interval=0, cpu_cache=self._cpu, layout=self.layout(), store=self.store)
+            view = ensemble(self.target, self.tmux, interval=0, cpu_cache=self._cpu, layout=lay, store=self.store)
             self._view = (self.clock(), view)
             return view
 

@@ -63,3 +63,28 @@ def test_tokens_roles_and_hosts() -> None:
     assert cookie_token({"cookie": "a=1; miyabi_token=tok"}) == "tok" and cookie_token({"cookie": "\x00garbage=;;"}) is None
     assert all(_loopback_host(h) for h in ("127.0.0.1:8765", "localhost", "[::1]:80", "LOCALHOST:1"))
     assert not any(_loopback_host(h) for h in ("evil.example", "127.0.0.1.evil.example:80", "10.0.0.1:8765", ""))
+
+
+def test_the_dashboard_follows_a_later_up_in_its_home(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from miyabi.controller.view import resolve_target
+    from miyabi.home import Home
+    from miyabi.web.site import Site
+
+    home = Home(tmp_path)
+    home.ensure()
+    for name in ("first", "second"):
+        (tmp_path / f"{name}.yaml").write_text(f"session: {name}\nagents: [a-{name}]\n")
+    home.save_state(layout=str(tmp_path / "first.yaml"), session="first", socket="s")
+    site = Site(resolve_target(tmp_path, "s", None), Access("t", "v"), follow=True)
+    try:
+        assert site.target.session == "first" and [a.name for a in site.agents()] == ["a-first"]
+        home.save_state(layout=str(tmp_path / "second.yaml"), session="second", socket="s")
+        later = time.time() + 5
+        os.utime(home.run / "up.json", (later, later))  # a new modification time, however coarse the clock
+        assert [a.name for a in site.agents()] == ["a-second"]
+        assert site.target.session == "second" and site.screens.session == "second"
+    finally:
+        site.close()
