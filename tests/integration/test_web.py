@@ -23,7 +23,7 @@ from integration.webkit import Web, start_web, stop
 from prometheus_client.parser import text_string_to_metric_families
 
 from miyabi.home import Home
-from miyabi.messaging.mailbox import MessageState, inbox, make
+from miyabi.messaging.mailbox import MessageState, inbox, post
 from miyabi.tmux.runner import Tmux
 from miyabi.work.tasks import Store
 
@@ -177,17 +177,21 @@ def test_tasks_cancel_retry_and_their_history(web: Web) -> None:
 
 def test_dead_letters_retry_and_pending_drop(web: Web) -> None:
     box = inbox(web.home, "sh")
-    dead = make("sh", "a dead letter", sender="test")
-    box.put(dead)
-    box.move(dead, MessageState.PENDING, MessageState.FAILED, failed="2026-01-01T00:00:00.000Z", reason="test made it dead")
+    dead = post(web.home, "sh", "a dead letter", sender="test", ttl=0.001)  # too old before the controller sees it
+    wait_for(lambda: (found := box.find(dead.id)) is not None and found[0] == MessageState.FAILED, timeout=30, what="a dead letter")
     with web.client() as c:
         listed = c.get("/api/v1/messages").json()
-        assert [m["id"] for m in listed] == [dead.id] and listed[0]["reason"] == "test made it dead"
-        assert c.post(f"/api/v1/messages/{dead.id}/drop").status_code == 409
-        assert c.post(f"/api/v1/messages/{dead.id}/retry").json()["state"] == "pending"
-        assert c.post(f"/api/v1/messages/{dead.id}/retry").status_code == 409
-    cat_log = Path(web.home) / "logs" / "sh.log"
-    wait_for(lambda: cat_log.exists() and "a dead letter" in cat_log.read_text(errors="replace"), timeout=30, what="the retried letter typed")
+        assert [m["id"] for m in listed] == [dead.id] and "ttl" in listed[0]["reason"]
+        assert c.post(f"/api/v1/messages/{dead.id}/drop").status_code == 409  # only pending ones are dropped
+        again = c.post(f"/api/v1/messages/{dead.id}/retry").json()
+        assert again["state"] == "pending" and again["retried"]
+        # its ttl counts from the retry, and is as short as before: it dies again, and may be retried again
+        wait_for(lambda: (found := box.find(dead.id)) is not None and found[0] == MessageState.FAILED, timeout=30, what="dead again")
+        assert c.post(f"/api/v1/messages/{dead.id}/retry").status_code == 200
+        r = c.post(f"/api/v1/messages/{dead.id[:12]}/drop")  # a prefix names it too (pending or dead by now)
+        assert r.status_code == 200 and r.json()["id"] == dead.id or dead.id in error_of(r)
+    events = [json.loads(line) for line in (web.home / "logs" / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events if e.get("id") == dead.id].count("retry") == 2
 
 
 def test_restart_and_crash_evidence_from_the_api(web: Web) -> None:
