@@ -369,6 +369,8 @@ class Controller:
             supervisor.close()
             watcher.stop()
             self.channel.close()
+            if gh is not None:
+                gh.close()  # saves the last GitHub counts for /metrics
             store.close()
             log.info("threads ended in %.3f s", time.monotonic() - stopping)
             try:
