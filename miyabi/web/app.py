@@ -47,7 +47,7 @@ def status_of(e: MiyabiError) -> int:
         return 409 if any(w in text for w in state_words) else 400
     if isinstance(e, api.BadInput):
         return 400
-    if "no controller runs" in text or "did not answer" in text:
+    if any(w in text for w in ("no controller runs", "did not answer", "could not restart", "no layout is known")):
         return 503
     return 409
 

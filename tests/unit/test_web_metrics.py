@@ -88,3 +88,22 @@ def test_the_dashboard_follows_a_later_up_in_its_home(tmp_path: Path) -> None:
         assert site.target.session == "second" and site.screens.session == "second"
     finally:
         site.close()
+
+
+def test_errors_map_to_http_statuses() -> None:
+    from miyabi.errors import AgentNotFound, MiyabiError, SessionNotFound
+    from miyabi.messaging.mailbox import MessageError
+    from miyabi.supervision.approvals import NotWaiting
+    from miyabi.web.api import BadInput, NotFound
+    from miyabi.web.app import status_of
+    from miyabi.work.tasks import TaskError
+
+    cases = [
+        (AgentNotFound("x", ["a"]), 404), (NotFound("no such"), 404), (SessionNotFound("s", "sock"), 503),
+        (NotWaiting("a is not waiting for approval"), 409), (TaskError("no task 9; list them"), 404),
+        (TaskError("task 3 is done; it cannot become queued"), 409), (TaskError("'x' is not a task id (12)"), 400),
+        (MessageError("message m is delivered; only pending messages can be dropped"), 409),
+        (MessageError("id 'a' matches more than one message; give more of it"), 400), (BadInput("grep"), 400),
+        (MiyabiError("no controller runs for /h; start it"), 503), (MiyabiError("the controller could not restart a"), 503),
+    ]
+    assert [status_of(e) for e, _ in cases] == [want for _, want in cases]
