@@ -19,6 +19,9 @@ from miyabi.times import now_rfc3339
 FILE = "events.jsonl"
 """The event log's name under ``logs/``."""
 
+READ_CHUNK = 4 << 20
+"""Bytes :func:`events_after` reads at most in one call (a long log is read a chunk at a time)."""
+
 
 def path_of(home_root: Path) -> Path:
     """``logs/events.jsonl`` under the home."""
@@ -49,3 +52,38 @@ def read_events(home_root: Path) -> Iterator[dict[str, Any]]:
                 continue
             if isinstance(rec, dict):
                 yield rec
+
+
+def events_after(path: Path, offset: int, limit: int = READ_CHUNK) -> tuple[list[tuple[int, int, dict[str, Any]]], int, bool]:
+    """The events written to the log ``path`` past byte ``offset``, for readers that follow
+    it (the dashboard's feed and metrics, notifications): whole lines only, from at most
+    ``limit`` bytes.
+
+    Returns:
+        ``(start, end, event)`` for each line that is a JSON object (``start`` and ``end``:
+        its byte offsets, the newline included in it), the offset after the last whole
+        line read, and whether the log was replaced (shorter than ``offset``: it is read
+        from its start). A missing log has no events, and offset 0.
+    """
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return [], 0, offset > 0
+    with f:
+        size = f.seek(0, 2)
+        replaced = size < offset
+        if replaced:
+            offset = 0
+        f.seek(offset)
+        data = f.read(min(size - offset, limit))
+    out = []
+    at = offset
+    for raw in data.split(b"\n")[:-1]:
+        start, at = at, at + len(raw) + 1
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append((start, at, rec))
+    return out, at, replaced

@@ -16,7 +16,6 @@ characters; discord.com/developers "Execute Webhook"), ntfy (the message as the 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -30,7 +29,7 @@ import httpx
 
 from miyabi import defaults
 from miyabi.config.settings import Receiver, ReceiverKind
-from miyabi.events import append_event, path_of
+from miyabi.events import append_event, events_after, path_of
 from miyabi.notify.outbox import NoticeState, Outbox
 from miyabi.notify.rules import Notice, from_event, from_task_event, restarted
 from miyabi.times import rfc3339
@@ -151,33 +150,15 @@ class Notifier:
 
     def _from_log(self) -> tuple[int, list[Notice]]:
         path = path_of(self.home_root)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return 0, []
         pos = self.outbox.cursor("log")
-        if pos is None:
-            return size, []  # the first run starts now: history is not news
-        if size < pos:
-            pos = 0  # the log was replaced
-        if size == pos:
-            return pos, []
-        with path.open("rb") as f:
-            f.seek(pos)
-            data = f.read(size - pos)
-        end = data.rfind(b"\n")
-        if end < 0:
-            return pos, []
-        out = []
-        at = pos
-        for raw in data[: end + 1].split(b"\n")[:-1]:
-            start, at = at, at + len(raw) + 1
+        if pos is None:  # the first run starts now: history is not news
             try:
-                e = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(e, dict):
-                continue
+                return path.stat().st_size, []
+            except FileNotFoundError:
+                return 0, []
+        records, at, _ = events_after(path, pos)
+        out = []
+        for start, _, e in records:
             key = f"log:{e.get('time')}:{start}"
             kind = e.get("event")
             if kind == "controller-stop":

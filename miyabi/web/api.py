@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from miyabi import defaults
 from miyabi.controller.view import cancel_task, message_json, messages, retry_task, waiting
 from miyabi.errors import MiyabiError, TmuxError
-from miyabi.events import path_of
+from miyabi.events import events_after, path_of
 from miyabi.messaging.mailbox import MessageState, drop, post, retry
 from miyabi.web.site import Site
 
@@ -433,31 +433,6 @@ def list_events(request: Request, response: Response, ok: Annotated[Callable[[di
     return list(out)
 
 
-READ_CHUNK = 4 << 20
-"""Bytes of the event log read at once by a stream (an old offset resumes a chunk at a time)."""
-
-
-def _new_lines(path: Path, offset: int) -> tuple[list[tuple[int, str]], int]:
-    """Complete lines written past ``offset`` (each with the offset after it), and the new offset."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return [], 0
-    if size < offset:  # the log was replaced: start over
-        offset = 0
-    if size == offset:
-        return [], offset
-    with path.open("rb") as f:
-        f.seek(offset)
-        data = f.read(min(size - offset, READ_CHUNK))  # a long log is sent a chunk at a time
-    out = []
-    pos = offset
-    for raw in data.split(b"\n")[:-1]:
-        pos += len(raw) + 1
-        out.append((pos, raw.decode("utf-8", "replace")))
-    return out, pos
-
-
 @router.get("/events/stream", response_class=EventSourceResponse,
             summary="Events as they are logged (SSE); the id of each is its end offset in the log, for Last-Event-ID")
 async def stream_events(request: Request, ok: Annotated[Callable[[dict[str, Any]], bool], Depends(event_filter)],
@@ -473,16 +448,8 @@ async def stream_events(request: Request, ok: Annotated[Callable[[dict[str, Any]
 
     def read(at: int) -> tuple[list[tuple[int, dict[str, Any]]], int, bool]:
         """New matching events (off the event loop: a user's pattern may be slow)."""
-        lines, end = _new_lines(path, at)
-        found = []
-        for pos, line in lines:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and ok(rec):
-                found.append((pos, rec))
-        return found, end, bool(lines)
+        records, end, _ = events_after(path, at)
+        return [(pos, rec) for _, pos, rec in records if ok(rec)], end, end != at
 
     while True:
         found, offset, lines = await anyio.to_thread.run_sync(read, offset)

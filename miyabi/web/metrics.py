@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from miyabi.errors import MiyabiError
-from miyabi.events import path_of
+from miyabi.events import events_after, path_of
 from miyabi.messaging.mailbox import MessageState, inbox
 from miyabi.reports.kpis import reason_label
 from miyabi.supervision.status import AgentState
@@ -95,30 +95,15 @@ class EventFold:
     def read(self, path: Path) -> None:
         """Fold the complete lines written to ``path`` since the last call (from the
         start again if the file was replaced by a shorter one)."""
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return
-        if size < self.offset:
-            self.__init__()  # type: ignore[misc]
-        if size == self.offset:
-            return
-        with path.open("rb") as f:
-            f.seek(self.offset)
-            while True:
-                data = f.read(min(size - self.offset, 4 << 20))  # a long log a chunk at a time
-                end = data.rfind(b"\n")
-                if end < 0:
-                    return
-                self.offset += end + 1
-                f.seek(self.offset)
-                for raw in data[:end].split(b"\n"):
-                    try:
-                        e = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if isinstance(e, dict):
-                        self.fold(e)
+        while True:
+            records, end, replaced = events_after(path, self.offset)
+            if replaced:
+                self.__init__()  # type: ignore[misc]
+            for _, _, e in records:
+                self.fold(e)
+            if end == self.offset:
+                return
+            self.offset = end
 
     def fold(self, e: dict[str, Any]) -> None:
         """Take one event into account."""
