@@ -447,3 +447,37 @@ WEB_EVENTS_SPAN = 16 << 20
 """Bytes at the end of ``logs/events.jsonl`` the dashboard reads for its lists of recent events
 (the events page, the approvals audit): what an hour of a busy ensemble logs, and never the
 whole log of an old home."""
+
+# ---------------------------------------------------------------- the bus (several hosts, one Redis)
+
+BUS_LEASE = 30.0
+"""Seconds a host holds a task it claimed from the bus without renewing it (it renews every
+third of that): past it, another host claims the task again, its attempt counted."""
+
+BUS_NAMESPACE = "miyabi"
+"""Prefix of every key miyabi writes in Redis."""
+
+BUS_HEARTBEAT = 2.0
+"""Seconds between two presence records of a host (its agents and their states)."""
+
+BUS_PRESENCE_TTL = 10.0
+"""Seconds a host's presence record lives without a new heartbeat: then it is shown down."""
+
+BUS_TIMEOUT = 2.0
+"""Seconds a call to Redis may take (connect, read) before the bus counts as down."""
+
+BUS_RECONNECT_MIN = 0.2
+"""First wait, in seconds, before miyabi tries Redis again after it failed."""
+
+BUS_RECONNECT_MAX = 5.0
+"""Longest wait, in seconds, between two attempts to reach Redis (the wait doubles up to it)."""
+
+BUS_BLOCK = 1.0
+"""Seconds a read of a host's message stream blocks waiting for a new entry (then it reads
+again: a stop is seen within this)."""
+
+BUS_TICK = 0.5
+"""Seconds between two passes of the bus's task side (claims, renewals, results)."""
+
+BUS_RESULTS = "results"
+"""The consumer group name on the result streams."""

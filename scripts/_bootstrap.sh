@@ -65,6 +65,13 @@ ensure_tmux() {
   return 1
 }
 
+ensure_redis() {
+  # Debian's Redis server, for the bus tests (each test starts a private one on 127.0.0.1).
+  command -v redis-server >/dev/null 2>&1 && return 0
+  _apt_install redis-server && command -v redis-server >/dev/null 2>&1 && return 0
+  return 1
+}
+
 ensure_chromium() {
   # Debian's headless Chromium and its ChromeDriver, for the dashboard's page tests.
   command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0

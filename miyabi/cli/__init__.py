@@ -12,7 +12,7 @@ FAST = ("send", "broadcast")
 
 
 def _load_app() -> Any:
-    from miyabi.cli import ensemble, github, logs, messages, report, service, tasks, web, worktrees  # noqa: F401 - they register their commands
+    from miyabi.cli import bus, ensemble, github, logs, messages, report, service, tasks, web, worktrees  # noqa: F401 - they register their commands
     from miyabi.cli.root import app
 
     return app

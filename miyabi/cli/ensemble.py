@@ -24,6 +24,7 @@ from miyabi.cli.root import (
     tmux_for,
 )
 from miyabi.errors import MiyabiError
+from miyabi.home import Home
 
 
 @app.command()
@@ -227,11 +228,14 @@ def _exec_attach(tmux: Any, session: str, agent: str | None) -> None:
 
 @app.command()
 @handles_errors
-def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
+def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None,
+           all_hosts: Annotated[bool, typer.Option("--all-hosts", help="Also every other host on the bus (bus:) and its agents.")] = False,
+           ) -> None:
     """One row per agent: state, pid, uptime, CPU, memory, restarts.
 
     Also its window and pane, its command, seconds since its last output and why it
-    last died or was restarted.
+    last died or was restarted. With a ``bus:``, whether the bus is up; with
+    --all-hosts, every host on it.
     """
     from miyabi.controller.view import ensemble
 
@@ -242,10 +246,14 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
     from miyabi.web.server import published
 
     web = published(h)
+    bus, hosts = _bus_view(h, all_hosts)
     if json_out:
-        output.emit_json({"session": t.session, "socket": t.socket, "home": owner, "controller": ctl,
-                          "web": {"base": web["base"], "url": web["url"], "read_only": web["read_only"]} if web else None,
-                          "agents": [r.to_json() for r in rows]})
+        out = {"session": t.session, "socket": t.socket, "home": owner, "controller": ctl,
+               "web": {"base": web["base"], "url": web["url"], "read_only": web["read_only"]} if web else None,
+               "bus": bus, "agents": [r.to_json() for r in rows]}
+        if all_hosts:
+            out["hosts"] = hosts
+        output.emit_json(out)
         return
     if ctl["running"]:
         kept = "kept alive" if ctl["kept_alive"] else (
@@ -260,6 +268,13 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
     if web is not None:  # its token is not printed here (screens are shared): `miyabi up` and --json have it
         output.say(f"dashboard: {web['base']}" + (" (read-only)" if web.get("read_only") else "") +
                    "; the URL with its token: `miyabi status --json`")
+    if bus is not None:
+        if bus["state"] == "up":
+            output.say(f"bus: up at {bus['url']} as host {bus['host']}, {bus['hosts']} host(s) up"
+                       + ("; this host polls GitHub" if bus.get("leader") else ""), "green")
+        else:
+            output.say(f"bus: down since {bus['since']} ({bus.get('error') or 'not reached yet'}); local work goes on, "
+                       "messages for other hosts wait in the outbox", "red")
     groups: dict[str | None, list[list[str]]] = {None: []}
     for p in lay.pools if lay is not None else ():
         groups[p.name] = []
@@ -292,6 +307,43 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
             output.table(table_rows, headers, title=title)
         else:
             output.say(title + (" (tasks routed to it start instances)" if not preparing else ""))
+    if all_hosts:
+        for host in hosts or []:
+            title = f"host {host['host']}: " + ("up" if host.get("up") else f"down (last seen {host.get('last_seen')})")
+            if host.get("leader"):
+                title += ", polls GitHub"
+            table = [[a.get("name", "-"), a.get("state", "-"), str(a.get("pid") or "-"), output.human_seconds(a.get("uptime")),
+                      str(a.get("restarts_last_hour", 0))] for a in host.get("agents", [])]
+            if table:
+                output.table(table, ["agent", "state", "pid", "uptime", "restarts/h"], title=title)
+            else:
+                output.say(title)
+
+
+def _bus_view(h: Home, all_hosts: bool) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+    """What ``run/bus.json`` says of the bus (no password), and with ``all_hosts`` every
+    host's presence, read from the bus now.
+
+    Raises:
+        MiyabiError: --all-hosts without a bus, or the bus cannot be reached.
+    """
+    from miyabi.bus.service import read_state, settings_of
+
+    state = read_state(h.root)
+    bus = {k: state.get(k) for k in ("url", "host", "state", "since", "error", "leader", "hosts")} if state else None
+    if not all_hosts:
+        return bus, None
+    settings = settings_of(state) if state else None
+    if settings is None:
+        raise MiyabiError("--all-hosts: this home is on no bus; add `bus: {url: redis://…}` to the layout and run `miyabi up`")
+    from miyabi.bus import presence
+    from miyabi.bus.client import Bus
+
+    client = Bus(settings)
+    try:
+        return bus, client.call(presence.hosts, client)
+    finally:
+        client.close()
 
 
 def _count(n: int) -> str:

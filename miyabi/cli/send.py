@@ -118,6 +118,9 @@ def _run(prog: str, args: argparse.Namespace) -> int:
     if not sanitize(body).strip():
         raise MessageError("the message has no text (control characters are removed before delivery)")
     if prog == "send":
+        remote = _remote(home_root, args, agents, sender, body, int(max_body or MAX_BODY))
+        if remote is not None:
+            return remote
         if args.agent not in agents:
             raise AgentNotFound(args.agent, agents)
         targets = [args.agent]
@@ -139,4 +142,54 @@ def _run(prog: str, args: argparse.Namespace) -> int:
     else:
         for m in sent:
             sys.stdout.write(f"{m.id}\n" if prog == "send" else f"{m.to} {m.id}\n")
+    return 0
+
+
+def _remote(home_root: Path, args: argparse.Namespace, agents: list[str], sender: str, body: str, max_body: int) -> int | None:
+    """``send NAME@HOST`` (or a NAME only another host runs) with a ``bus:``: through the
+    bus. None when the message is for this host."""
+    name, at, host = args.agent.partition("@")
+    if not at and name in agents:
+        return None
+    from miyabi.bus.service import read_state, settings_of
+
+    state = read_state(home_root)
+    settings = settings_of(state) if state else None
+    if settings is None:  # no controller wrote it yet: the layout says
+        from miyabi.config import load, shipped
+        from miyabi.errors import LayoutError
+        from miyabi.home import Home
+
+        try:
+            settings = load(shipped.for_command(args.layout, Home(home_root))).bus
+        except LayoutError:
+            settings = None
+    if settings is None:
+        if at:
+            raise MiyabiError(f"{args.agent!r} names a host, but this home is on no bus; add `bus: {{url: redis://…}}` to the layout "
+                              "and run `miyabi up`")
+        return None  # AgentNotFound follows
+    if at and host == settings.host:
+        if name not in agents:
+            raise AgentNotFound(name, agents)
+        args.agent = name
+        return None
+    from miyabi.bus.client import Bus
+    from miyabi.bus.messages import locate, post_remote
+
+    bus = Bus(settings)
+    try:
+        if not at:
+            host = locate(bus, name)
+        msg, went = post_remote(home_root, bus, host, name, body, sender=sender, priority=args.priority, ttl=args.ttl,
+                                reply_to=args.reply_to, task=args.task, max_body=max_body)
+    finally:
+        bus.close()
+    if args.json:
+        sys.stdout.write(json.dumps({"id": msg.id, "to": f"{name}@{host}", "from": msg.sender, "created": msg.created,
+                                     "state": "sent" if went else "spooled"}) + "\n")
+    else:
+        sys.stdout.write(f"{msg.id}\n")
+        if not went:
+            sys.stderr.write(f"miyabi: the bus is down; the message waits in {home_root}/state/bus-outbox and goes when it is back\n")
     return 0

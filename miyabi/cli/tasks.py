@@ -198,7 +198,12 @@ def job_submit(
     name = agent or (workers[0] if workers else None)
     if name is None:
         raise MiyabiError("no worker agent in the layout to run jobs; add one (profile: worker) or give --agent")
-    if lay is not None and name not in lay.names:
+    if lay is not None and lay.bus is not None:
+        from miyabi.bus.tasks import valid_target
+
+        if not valid_target(name):  # with a bus the worker may run on another host (NAME or NAME@HOST)
+            raise MiyabiError(f"--agent {name!r} must be an agent name, or NAME@HOST for another host's agent")
+    elif lay is not None and name not in lay.names:
         raise AgentNotFound(name, lay.names)
     tid, job = submit(_store(home), file, name)
     if json_out:

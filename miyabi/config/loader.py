@@ -18,6 +18,7 @@ import difflib
 import os
 import re
 import shlex
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from miyabi.config.model import Agent, Layout, PipelineMode, Pool, frozen_map
 from miyabi.config.settings import (
     WATCHDOG_KEYS,
     AutoAnswer,
+    BusSettings,
     GitHubSettings,
     LogSettings,
     OnRestart,
@@ -43,6 +45,7 @@ from miyabi.config.settings import (
     WebSettings,
     parse_duration,
     parse_size,
+    redact,
 )
 from miyabi.errors import LayoutError, Problem
 
@@ -69,6 +72,7 @@ TOP_KEYS = (
     "logs",
     "web",
     "notify",
+    "bus",
 )
 APPROVALS_KEYS = ("auto",)
 AUTO_KEYS = ("answer", "agents", "tool", "match")
@@ -78,6 +82,8 @@ DELIVERY_KEYS = ("max_body",)
 REPORT_KEYS = ("every", "issue", "since")
 LOGS_KEYS = ("max_bytes", "keep")
 WEB_KEYS = ("host", "port", "read_only")
+BUS_KEYS = ("url", "host", "password_env", "lease", "namespace")
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 NOTIFY_KEYS = ("kind", "url", "url_env", "events", "rate", "max_attempts", "retry_after", "timeout", *(k.value for k in ReceiverKind))
 NOTICE_KINDS = ("agent-failed", "agent-hung", "waiting-approval", "task-done", "task-failed", "pr-opened", "controller-restarted")
 AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", *OVERRIDABLE)
@@ -390,7 +396,8 @@ def validate(doc: Document) -> Layout:
     pools = _validate_pools(doc, data.get("pools", []), profiles, declared, github is not None)
     pools_raw = data.get("pools") if isinstance(data.get("pools"), list) else []
     declared_pools = [p["name"] for p in pools_raw if isinstance(p, dict) and isinstance(p.get("name"), str)]
-    routes = _validate_routes(doc, data.get("routes", []), [*declared, *declared_pools])
+    bus = _validate_bus(doc, data["bus"]) if data.get("bus") not in (None, False) else None
+    routes = _validate_routes(doc, data.get("routes", []), [*declared, *declared_pools], shared=bus is not None or "bus" in data)
     tasks = _validate_tasks(doc, data.get("tasks", {}))
     auto = _validate_approvals(doc, data.get("approvals", {}), declared)
     report = _validate_report(doc, data["report"], github is not None) if "report" in data else None
@@ -414,6 +421,7 @@ def validate(doc: Document) -> Layout:
         logs=doc.logs,
         web=web,
         notify=tuple(notify),
+        bus=bus,
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 
@@ -546,6 +554,42 @@ def _validate_web(doc: Document, spec: Any) -> WebSettings | None:
     if not isinstance(host, str) or type(port) is not int or type(read_only) is not bool:
         return None
     return WebSettings(host=host, port=port, read_only=read_only)
+
+
+def _validate_bus(doc: Document, spec: Any) -> BusSettings | None:
+    """``bus:``: the Redis that several hosts share (``{url, host, password_env, lease,
+    namespace}``); ``host`` defaults to this machine's name."""
+    key: Key = ("bus",)
+    if not isinstance(spec, dict):
+        doc.problem(key, "must be a mapping such as `bus: {url: redis://HOST:6379/0}`")
+        return None
+    _check_keys(doc, key, spec, BUS_KEYS)
+    url = spec.get("url")
+    ok = True
+    if not isinstance(url, str) or not re.match(r"^(redis|rediss|unix)://\S+$", url):
+        doc.problem((*key, "url"), f"{redact(str(url)) if url is not None else 'nothing'} must be a Redis URL: "
+                    "redis://HOST:PORT/DB, rediss://… for TLS, or unix:///path/to/redis.sock")
+        ok = False
+    host = spec.get("host", socket.gethostname().split(".")[0])
+    if not isinstance(host, str) or not HOST_RE.match(host):
+        doc.problem((*key, "host"), f"{host!r} must be this machine's name on the bus: letters, digits, '.', '_' or '-'")
+        ok = False
+    env = spec.get("password_env")
+    if env is not None and (not isinstance(env, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env)):
+        doc.problem((*key, "password_env"), f"{env!r} must be the name of an environment variable (such as MIYABI_BUS_PASSWORD)")
+        ok = False
+    lease = parse_duration(spec.get("lease", defaults.BUS_LEASE))
+    if lease is None or not 1 <= lease <= 86400:
+        doc.problem((*key, "lease"), f"{spec.get('lease')!r} must be a duration from 1s to 1d (such as 30s)")
+        ok = False
+    namespace = spec.get("namespace", defaults.BUS_NAMESPACE)
+    if not isinstance(namespace, str) or not HOST_RE.match(namespace):
+        doc.problem((*key, "namespace"), f"{namespace!r} must be letters, digits, '.', '_' or '-'")
+        ok = False
+    if not ok:
+        return None
+    assert isinstance(url, str) and isinstance(host, str) and lease is not None and isinstance(namespace, str)
+    return BusSettings(url=url, host=host, password_env=env, lease=lease, namespace=namespace)
 
 
 def _validate_notify(doc: Document, spec: Any) -> list[Receiver]:
@@ -779,8 +823,10 @@ def _validate_report(doc: Document, spec: Any, has_github: bool) -> ReportSettin
     return ReportSettings(every=every, issue=issue, since=since)
 
 
-def _validate_routes(doc: Document, spec: Any, names: list[str]) -> list[Route]:
-    """``routes:``: a list of ``{label|title|default, agent}``, first match wins."""
+def _validate_routes(doc: Document, spec: Any, names: list[str], shared: bool = False) -> list[Route]:
+    """``routes:``: a list of ``{label|title|default, agent}``, first match wins. With a
+    ``bus:`` (``shared``) a route may name an agent of another host: ``NAME`` (any host
+    that runs one) or ``NAME@HOST`` (that host's)."""
     if not isinstance(spec, list):
         doc.problem(("routes",), "must be a list such as `- {label: bug, agent: kaede}`")
         return []
@@ -793,7 +839,12 @@ def _validate_routes(doc: Document, spec: Any, names: list[str]) -> list[Route]:
         _check_keys(doc, key, r, ROUTE_KEYS)
         agent = r.get("agent")
         ok = True
-        if agent not in names:
+        if shared and isinstance(agent, str) and agent not in names:
+            name, _, host = agent.partition("@")
+            if not NAME_RE.match(name) or ("@" in agent and not HOST_RE.match(host)):
+                doc.problem((*key, "agent"), f"{agent!r} must be an agent name, or NAME@HOST for another host's agent")
+                ok = False
+        elif agent not in names:
             doc.problem((*key, "agent"), _unknown("agent", agent, {n: 1 for n in names}))
             ok = False
         kinds = [k for k in ("label", "title", "default") if k in r]

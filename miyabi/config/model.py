@@ -13,6 +13,7 @@ from miyabi import defaults
 from miyabi.agents.profiles import Profile
 from miyabi.config.settings import (
     AutoAnswer,
+    BusSettings,
     GitHubSettings,
     LogSettings,
     Receiver,
@@ -129,6 +130,7 @@ class Layout:
         logs: when pane logs rotate (``logs:``); every agent carries it too.
         web: the dashboard the controller serves (``web:``), if any.
         report: the KPI report the controller posts to a GitHub issue (``report:``), if any.
+        bus: the Redis several hosts share (``bus:``); None: this machine alone.
     """
 
     path: Path
@@ -148,6 +150,7 @@ class Layout:
     web: WebSettings | None = None
     notify: tuple[Receiver, ...] = ()
     report: ReportSettings | None = None
+    bus: BusSettings | None = None
 
     @property
     def names(self) -> list[str]:

@@ -139,6 +139,33 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class BusSettings:
+    """The layout's ``bus:`` section: several machines share one ensemble through Redis
+    (``miyabi/bus/``). Without it miyabi is a single-machine tool and needs no Redis.
+
+    Attributes:
+        url: ``redis://[:PASSWORD@]HOST:PORT/DB`` or ``rediss://…`` (TLS); the password,
+            if any, is never printed (:func:`redact`).
+        host: this machine's name on the bus (``[A-Za-z0-9._-]``, unique per machine).
+        password_env: an environment variable holding the password (instead of the URL).
+        lease: seconds a host holds a task it claimed without renewing it; after that
+            another host may claim it again (the dead host's work moves to the living).
+        namespace: the prefix of every key (several ensembles can share one Redis).
+    """
+
+    url: str
+    host: str
+    password_env: str | None = None
+    lease: float = defaults.BUS_LEASE
+    namespace: str = defaults.BUS_NAMESPACE
+
+
+def redact(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for every output and log)."""
+    return re.sub(r"^(\w+://)([^/@]*)@", lambda m: m[1] + (m[2].split(":")[0] + ":***" if ":" in m[2] else "***") + "@", url)
+
+
+@dataclass(frozen=True)
 class ReportSettings:
     """The layout's ``report:`` section: the controller posts the KPI report
     (``miyabi report``) as a comment on a GitHub issue on a schedule.

@@ -27,8 +27,10 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from miyabi import defaults
+from miyabi.bus.service import BusBridge
 from miyabi.config.model import Agent, Layout, PipelineMode
 from miyabi.config.settings import auto_answer
 from miyabi.controller import requests
@@ -50,6 +52,7 @@ from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.approvals import answer
 from miyabi.supervision.keeper import SessionKeeper
 from miyabi.supervision.processes import lease_identity
+from miyabi.supervision.status import collect
 from miyabi.supervision.supervisor import Supervisor, load_records
 from miyabi.times import rfc3339
 from miyabi.tmux.builder import protect_secret, respawn_agent
@@ -59,7 +62,7 @@ from miyabi.tmux.panes import PaneMap
 from miyabi.tmux.runner import Tmux
 from miyabi.work.engine import WorkEngine
 from miyabi.work.github import GitHub, client_for
-from miyabi.work.tasks import Store
+from miyabi.work.tasks import Store, TaskState
 
 log = logging.getLogger("miyabi.controller")
 
@@ -95,6 +98,8 @@ class Controller:
         self.engine: WorkEngine | None = None
         self.pipeline: Pipeline | None = None
         self.web: WebProcess | None = None
+        self.bus: BusBridge | None = None
+        self._cpu_cache: dict[int, Any] = {}
         self._gh: GitHub | None = None
         self._follow_ups = False
         self._filed: set[str] = set()
@@ -342,7 +347,7 @@ class Controller:
         watcher.start()
         for agent in self.layout.agents:
             self._add_deliverer(agent, engine)
-        watcher.watch_dir("tasks", store.path.parent, self.kick.set, modified=True)
+        watcher.watch_dir("tasks", store.path.parent, self._store_changed, modified=True)
         watcher.watch_dir("requests", private_dir(requests.requests_dir(self.home)), self.kick.set)
         # an agent's hook reporting (miyabi hook appends to run/hooks/<agent>.jsonl)
         watcher.watch_dir("hooks", private_dir(self.home.run / "hooks"), self.kick.set, modified=True,
@@ -402,6 +407,13 @@ class Controller:
             Notifier(self.home.root, engine.store, self.layout.notify, self.layout.session).start(
                 self.stop, lambda target, name: self._start(target, name))
         self._ensure_follow_ups()
+        if self.layout.bus is not None:
+            bridge = self.bus = BusBridge(self.home.root, lambda: self.layout, supervisor.failed, self._presence,
+                                          claim_issue=functools.partial(engine.dispatch.claim_issue, state=TaskState.QUEUED),
+                                          hold=engine.dispatch.hold, changed=self.kick.set)
+            self.stop.link(bridge.wake)
+            engine.intake = bridge.may_intake
+            bridge.start(self.stop, lambda target, name: self._start(target, name))
         backoff = 0.1
         seen: tuple[object, ...] | None = None
         next_refresh = 0.0
@@ -463,6 +475,17 @@ class Controller:
             if self.kick.wait(wait) and not self.stop.is_set():
                 self.kick.clear()
                 self.stop.wait(defaults.SCHEDULE_KICK_DEBOUNCE)
+
+    def _store_changed(self) -> None:
+        self.kick.set()
+        if self.bus is not None:
+            self.bus.wake.set()
+
+    def _presence(self) -> list[dict[str, object]]:
+        """This host's agents as the bus's presence shows them."""
+        rows = collect(self.tmux, self.layout.session, self.home, self.layout.agents, interval=0, cpu_cache=self._cpu_cache)
+        return [{"name": r.name, "state": str(r.state), "pid": r.pid or None, "uptime": r.uptime,
+                 "restarts_last_hour": r.restarts_last_hour, "pool": r.pool} for r in rows]
 
     def _inboxes(self) -> dict[str, tuple[Path, bool]]:
         return {n: (d.inbox.dir(MessageState.PENDING), d.waiting) for n, d in self.deliverers.items()}
@@ -535,6 +558,7 @@ class Controller:
         changed, in one line."""
         old = {a.name: a for a in self.layout.agents}
         github_changed = new.github != self.layout.github
+        old_bus = self.layout.bus
         fresh = {a.name: a for a in new.agents}
         added = [n for n in fresh if n not in old]
         removed = [n for n in old if n not in fresh]
@@ -558,6 +582,9 @@ class Controller:
                  f"changed {', '.join(changed)}" if changed else ""]
         if github_changed:
             parts.append("github: changes apply when the controller restarts (`miyabi down`, then `miyabi up`)")
+        if (new.bus is None) != (old_bus is None) or (new.bus is not None and old_bus is not None and
+                                                      (new.bus.url, new.bus.host, new.bus.namespace) != (old_bus.url, old_bus.host, old_bus.namespace)):
+            parts.append("bus: url, host and namespace apply when the controller restarts (`miyabi down`, then `miyabi up`)")
         what = "; ".join(p for p in parts if p) or "agents unchanged"
         append_event(self.home.root, "layout-reloaded" if reason == "reload" else "instances-changed", path=str(new.path),
                      added=added, removed=removed, changed=changed)

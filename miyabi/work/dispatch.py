@@ -69,32 +69,42 @@ class Dispatcher:
         self.store.set_claim(task.id, ClaimState.CLAIMED if won else ClaimState.NONE)
         return won
 
-    def __call__(self, task: Task, agent: str) -> None:
-        if task.source == Source.GITHUB:
-            if self.gh is None or self.cfg is None or task.number is None:
-                self.store.set_state(task.id, TaskState.QUEUED, "no github: section to claim the issue with", expect=(TaskState.ASSIGNED,))
-                self.not_before[task.id] = self.clock() + defaults.CLAIM_RETRY
-                return
-            try:
-                first = task.claim != ClaimState.CLAIMED
-                if not self.claim(task, agent):
-                    self.store.set_state(task.id, TaskState.CANCELLED, f"claimed elsewhere ({self.cfg.todo_label} was gone)",
-                                         expect=(TaskState.ASSIGNED,))
-                    append_event(self.home, "claim-lost", task=task.id, ref=task.ref)
-                    return
-                if first:
-                    self.gh.add_labels(task.number, ["status:in-progress", f"assigned:{agent}"])
-                    self.gh.comment(task.number, f"assigned to {agent} by miyabi [{self.ident}]")
-                else:  # ours already: back from a failed agent
-                    self.gh.add_labels(task.number, [f"assigned:{agent}"])
-            except GitHubError as e:
+    def claim_issue(self, task: Task, agent: str, state: TaskState = TaskState.ASSIGNED) -> bool:
+        """Claim a GitHub task's issue for ``agent`` (labels and a comment the first
+        time). A task whose issue another miyabi took is cancelled (it was in
+        ``state``); one whose claim failed goes (or stays) queued and waits out
+        ``defaults.CLAIM_RETRY``. Returns True when the issue is ours."""
+        if self.gh is None or self.cfg is None or task.number is None:
+            if state != TaskState.QUEUED:
+                self.store.set_state(task.id, TaskState.QUEUED, "no github: section to claim the issue with", expect=(state,))
+            self.not_before[task.id] = self.clock() + defaults.CLAIM_RETRY
+            return False
+        try:
+            first = task.claim != ClaimState.CLAIMED
+            if not self.claim(task, agent):
+                self.store.set_state(task.id, TaskState.CANCELLED, f"claimed elsewhere ({self.cfg.todo_label} was gone)",
+                                     expect=(state,))
+                append_event(self.home, "claim-lost", task=task.id, ref=task.ref)
+                return False
+            if first:
+                self.gh.add_labels(task.number, ["status:in-progress", f"assigned:{agent}"])
+                self.gh.comment(task.number, f"assigned to {agent} by miyabi [{self.ident}]")
+            else:  # ours already: back from a failed agent
+                self.gh.add_labels(task.number, [f"assigned:{agent}"])
+        except GitHubError as e:
+            if state != TaskState.QUEUED:
                 try:
-                    self.store.set_state(task.id, TaskState.QUEUED, f"claim failed: {e}", expect=(TaskState.ASSIGNED,))
+                    self.store.set_state(task.id, TaskState.QUEUED, f"claim failed: {e}", expect=(state,))
                 except TaskError:
                     pass
-                self.not_before[task.id] = self.clock() + defaults.CLAIM_RETRY
-                append_event(self.home, "claim-error", task=task.id, ref=task.ref, error=str(e))
-                return
+            self.not_before[task.id] = self.clock() + defaults.CLAIM_RETRY
+            append_event(self.home, "claim-error", task=task.id, ref=task.ref, error=str(e))
+            return False
+        return True
+
+    def __call__(self, task: Task, agent: str) -> None:
+        if task.source == Source.GITHUB and not self.claim_issue(task, agent):
+            return
         msg = make(agent, task_message(task), sender="miyabi", task=str(task.id))
         self.store.set_message(task.id, msg.id)  # only this message's delivery leases the task
         inbox(self.home, agent).put(msg)

@@ -67,6 +67,9 @@ class WorkEngine:
         self.dispatch = Dispatcher(store, home_root, layout.github, gh, clock=clock)
         self.layout = layout
         self.router = Router(layout.routes, [*layout.names, *(p.name for p in layout.pools)])
+        self.intake: Callable[[], bool] = lambda: True
+        """Whether this host polls GitHub for new issues now (with a ``bus:``, only the
+        host holding the intake lock does; outcomes are reported by every host)."""
 
     def adopt(self, layout: Layout) -> None:
         """Work by a changed layout from now on (routes, WIP limits, task settings).
@@ -97,8 +100,13 @@ class WorkEngine:
         Raises:
             TaskError, sqlite3.Error: the store failed.
         """
-        return schedule(self.store, self.router, self.layout.wip, self.dispatch, failed_agents,
-                        hold=self.dispatch.hold)
+        return schedule(self.store, self.router, self.layout.wip, self.dispatch, failed_agents, hold=self._hold)
+
+    def _hold(self, task: Task) -> bool:
+        """Tasks a pass leaves queued: a failed claim waiting to retry; with a ``bus:``,
+        every task for a named agent that is not a copy claimed from the bus (the bus
+        publishes it, and whichever host claims it runs it)."""
+        return self.dispatch.hold(task) or (self.layout.bus is not None and not task.from_bus)
 
     def next_due(self) -> float | None:
         """Unix time of the next thing a pass must do though nothing changed: a task's
@@ -217,7 +225,7 @@ class WorkEngine:
         if cfg is None or gh is None:
             raise GitHubError("the layout has no github: section; add `github: {repo: owner/name}`")
         db = store or self.store
-        result = GitHubPass(sync=sync(db, gh, cfg))
+        result = GitHubPass(sync=sync(db, gh, cfg) if self.intake() else SyncReport(unchanged=True))
         if assign:
             result.assigned = self.schedule()
         result.reported = report(db, gh, cfg, self.home)

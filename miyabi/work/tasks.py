@@ -51,6 +51,9 @@ class TaskState(StrEnum):
     """The agent got its message."""
     VERIFYING = "verifying"
     """A pool task its agent says is done: the repository's checks run on its worktree."""
+    SHARED = "shared"
+    """Published on the bus (``bus:``): a host that runs its route's agent runs it, and
+    its result comes back here."""
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -71,17 +74,21 @@ class Source(StrEnum):
     LOCAL = "local"
     GITHUB = "github"
     JOB = "job"
+    BUS = "bus"
+    """A host's copy of a task another host (or this one) published on the bus."""
 
 
 STATES = tuple(TaskState)
-OPEN = (TaskState.QUEUED, TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.IN_PROGRESS, TaskState.VERIFYING)
+OPEN = (TaskState.QUEUED, TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.IN_PROGRESS, TaskState.VERIFYING,
+        TaskState.SHARED)
 HELD = (TaskState.ASSIGNED, TaskState.IN_PROGRESS)
 """States in which a task belongs to an agent (and counts towards its ``wip``)."""
 FINISHED = (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
 PRIORITIES = ("high", "normal", "low")
 
 _TRANSITIONS: dict[TaskState, tuple[TaskState, ...]] = {
-    TaskState.QUEUED: (TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.CANCELLED),
+    TaskState.QUEUED: (TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.CANCELLED, TaskState.SHARED),
+    TaskState.SHARED: (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED),
     TaskState.BLOCKED: (TaskState.QUEUED, TaskState.CANCELLED),
     TaskState.ASSIGNED: (TaskState.IN_PROGRESS, TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED,
                          TaskState.ASSIGNED, TaskState.VERIFYING),
@@ -96,7 +103,8 @@ _TRANSITIONS: dict[TaskState, tuple[TaskState, ...]] = {
 from failed/cancelled: ``miyabi task retry``; ``assigned`` again from
 assigned/in_progress: handed back to the same agent as a new attempt; ``verifying``
 from assigned/in_progress: a pool task its agent calls done; back to ``in_progress``
-when a check fails and the agent gets another round)."""
+when a check fails and the agent gets another round; ``shared`` from queued: published
+on the bus, ending as its result comes back)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -297,6 +305,11 @@ class Task:
     branch: str | None = None
     rounds: int = 0
     parent: int | None = None
+
+    @property
+    def from_bus(self) -> bool:
+        """Whether this is this host's copy of a task claimed from the bus (``bus:``)."""
+        return self.source == Source.BUS or (self.key is not None and self.key.startswith("bus:"))
 
     @property
     def ref(self) -> str:
@@ -532,7 +545,8 @@ class Store:
         return self.get(tid)
 
     def set_state(self, task_id: int, state: TaskState, reason: str, agent: str | None = None,
-                  expect: Sequence[TaskState] | None = None, notice: str | None = None, text: str | None = None) -> Task:
+                  expect: Sequence[TaskState] | None = None, notice: str | None = None, text: str | None = None,
+                  also: Sequence[tuple[str, Sequence[Any]]] = ()) -> Task:
         """Move a task to ``state`` and record why.
 
         Args:
@@ -540,12 +554,16 @@ class Store:
                 to ``state``); the check and the change are one transaction.
             notice: for a GitHub task that ends, the outbox action (default: the state).
             text: what GitHub is told (default: ``reason``).
+            also: (SQL, arguments) statements run in the same transaction, after the
+                change (the records other services keep beside a task).
 
         Raises:
             TaskError: no such task, or the change is not allowed from its state.
         """
         with self.tx() as db:
             self._move(db, task_id, state, reason, agent, expect, notice, text)
+            for sql, args in also:
+                db.execute(sql, args)
         return self.get(task_id)
 
     def done(self, task_id: int, note: str) -> Task:

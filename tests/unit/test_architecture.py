@@ -17,7 +17,7 @@ LAYERS: list[list[str]] = [
     ["miyabi.cli"],
     ["miyabi.web"],
     ["miyabi.controller", "miyabi.worker"],
-    ["miyabi.pipeline", "miyabi.reports", "miyabi.notify"],
+    ["miyabi.pipeline", "miyabi.reports", "miyabi.notify", "miyabi.bus"],
     ["miyabi.supervision", "miyabi.work"],
     ["miyabi.messaging"],
     ["miyabi.tmux"],

@@ -232,7 +232,7 @@ function messageTable(msgs, redraw) {
     }));
 }
 
-const TASK_STATES = ["queued", "blocked", "assigned", "in_progress", "verifying", "done", "failed", "cancelled"];
+const TASK_STATES = ["queued", "blocked", "assigned", "in_progress", "verifying", "shared", "done", "failed", "cancelled"];
 
 function tasksPage() {
   const params = new URLSearchParams(location.search);
@@ -275,7 +275,7 @@ function taskPage() {
     let t;
     try { t = await api("GET", "/tasks/" + encodeURIComponent(ref)); } catch (e) { main.replaceChildren(el("p", { cls: "bad" }, e.message)); return; }
     const btns = [];
-    if (CAN_ACT && ["queued", "blocked", "assigned", "in_progress", "verifying"].includes(t.state)) {
+    if (CAN_ACT && ["queued", "blocked", "assigned", "in_progress", "verifying", "shared"].includes(t.state)) {
       const b = el("button", { id: "cancel", onclick: async () => { if (await act(b, "POST", `/tasks/${t.id}/cancel`, undefined, () => "cancelled")) draw(); } }, "Cancel");
       btns.push(b);
     }

@@ -1,0 +1,266 @@
+"""The controller's side of the bus: two threads that keep one host in the shared
+ensemble, whatever the network does.
+
+- ``bus-inbox`` waits on this host's message stream and moves each message into its
+  agent's inbox (:func:`miyabi.bus.messages.receive`).
+- ``bus-tasks`` runs a pass every ``defaults.BUS_TICK`` seconds, or at once when the
+  task store changed: presence and the intake lock (every ``defaults.BUS_HEARTBEAT``),
+  the bus outbox, publishing, claiming, lease renewal (every third of ``bus.lease``),
+  results and cancels (:class:`miyabi.bus.tasks.SharedTasks`).
+
+When Redis cannot be reached both keep trying with a doubling wait
+(``defaults.BUS_RECONNECT_MIN`` to ``defaults.BUS_RECONNECT_MAX``) while the local
+ensemble goes on with what it has: copies already claimed run, messages wait in the
+outbox, new tasks wait queued. ``run/bus.json`` says whether the bus is up (``miyabi
+status`` reads it); the events ``bus-down`` and ``bus-up`` mark the changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from miyabi import defaults
+from miyabi.bus import messages, presence
+from miyabi.bus.client import ERRORS, Bus, BusDown, describe
+from miyabi.bus.tasks import SharedTasks
+from miyabi.config.model import Layout
+from miyabi.config.settings import BusSettings, redact
+from miyabi.events import append_event
+from miyabi.files import write_atomic
+from miyabi.times import rfc3339
+from miyabi.work.tasks import Store, Task, TaskError
+
+log = logging.getLogger("miyabi.bus")
+
+STATE_FILE = "bus.json"
+INTAKE_LOCK = "intake"
+
+FAILURES = (*ERRORS, redis.RedisError, BusDown)
+"""What makes a pass give up until the bus answers again (unreachable, a refused
+password, an error answer such as a consumer group lost with its stream)."""
+
+
+def state_path(home_root: Path) -> Path:
+    return home_root / "run" / STATE_FILE
+
+
+def read_state(home_root: Path) -> dict[str, Any] | None:
+    """What the controller last wrote of the bus (``run/bus.json``), or None."""
+    try:
+        data = json.loads(state_path(home_root).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def settings_of(state: dict[str, Any]) -> BusSettings | None:
+    """The bus settings recorded in ``run/bus.json`` (for commands that do not load the layout)."""
+    s = state.get("settings")
+    if not isinstance(s, dict) or not isinstance(s.get("url"), str) or not isinstance(s.get("host"), str):
+        return None
+    return BusSettings(url=s["url"], host=s["host"], password_env=s.get("password_env"),
+                       lease=float(s.get("lease", defaults.BUS_LEASE)), namespace=str(s.get("namespace", defaults.BUS_NAMESPACE)))
+
+
+class BusBridge:
+    """One host on the bus, for the controller.
+
+    Args:
+        home_root: the miyabi home.
+        layout: the running layout (read at each pass: a reload counts).
+        failed: the agents the watchdog gave up on.
+        agents: this host's agents as presence shows them (``name``, ``state``, ``task``).
+        claim_issue: claims a GitHub task's issue before it is published (False: not now).
+        hold: tasks for which it returns True wait (a claim that failed waits to retry).
+        changed: called when a pass changed the task store (the scheduler looks at once).
+    """
+
+    def __init__(self, home_root: Path, layout: Callable[[], Layout], failed: Callable[[], Sequence[str]],
+                 agents: Callable[[], list[dict[str, Any]]], claim_issue: Callable[[Task, str], bool] | None = None,
+                 hold: Callable[[Task], bool] | None = None, changed: Callable[[], None] = lambda: None) -> None:
+        self.home = home_root
+        self.layout = layout
+        self.failed = failed
+        self.agents = agents
+        self.claim_issue = claim_issue
+        self.hold = hold
+        self.changed = changed
+        bus = layout().bus
+        if bus is None:
+            raise ValueError("the layout has no bus: section")
+        self.settings = bus
+        """The layout's ``bus:`` when the controller started (a change applies at its restart)."""
+        self.wake = threading.Event()
+        """Set when the task store may have changed: the next pass runs at once."""
+        self.leader = False
+        """Whether this host holds the intake lock (polls GitHub)."""
+        self.ready = threading.Event()
+        """Set once the first pass ended (this host's copies checked with the bus), or failed."""
+        self._lock = threading.Lock()
+        self._up: bool | None = None
+        self._error = ""
+        self._since = time.time()
+        self._hosts = 0
+
+    def may_intake(self) -> bool:
+        return self.leader
+
+    # -- the state others read
+
+    def _set(self, up: bool, error: str = "") -> None:
+        with self._lock:
+            changed = up != self._up
+            if changed:
+                self._since = time.time()
+                where = redact(self.settings.url)
+                if up:
+                    log.info("bus %s: up (host %s)", where, self.settings.host)
+                    append_event(self.home, "bus-up", host=self.settings.host)
+                else:
+                    self.leader = False
+                    log.warning("bus %s: down: %s", where, error)
+                    append_event(self.home, "bus-down", host=self.settings.host, error=error)
+            self._up, self._error = up, error
+        if changed:
+            self.write_state()
+
+    def write_state(self) -> None:
+        s = self.settings
+        data = {
+            "settings": {"url": s.url, "host": s.host, "password_env": s.password_env, "lease": s.lease, "namespace": s.namespace},
+            "url": redact(s.url), "host": s.host, "state": "up" if self._up else "down", "since": rfc3339(self._since),
+            "error": self._error or None, "leader": self.leader, "hosts": self._hosts, "updated": rfc3339(time.time()),
+        }
+        try:
+            write_atomic(state_path(self.home), json.dumps(data))
+        except OSError as e:
+            log.warning("bus: could not write %s: %s", state_path(self.home), e)
+
+    # -- threads
+
+    def start(self, stop: threading.Event, start: Callable[[Callable[[], None], str], None]) -> None:
+        """Start both threads with ``start(target, name)`` (the controller's)."""
+        self.write_state()
+        start(lambda: self.run_tasks(stop), "bus-tasks")
+        start(lambda: self.run_inbox(stop), "bus-inbox")
+        # Before any agent runs a copy again (a restart), the bus says which are still
+        # this host's: those another host took over meanwhile are given up first.
+        self.ready.wait(2 * defaults.BUS_TIMEOUT + 1)
+
+    def run_inbox(self, stop: threading.Event) -> None:
+        """Move messages from this host's stream into the inboxes until ``stop``."""
+        bus = Bus(self.settings, timeout=defaults.BUS_TIMEOUT + defaults.BUS_BLOCK)
+        wait = defaults.BUS_RECONNECT_MIN
+        fresh = True
+        try:
+            while not stop.is_set():
+                try:
+                    if fresh:
+                        messages.ensure_inbox(bus)
+                        messages.receive(bus, self.home, self.layout().names, None, start="0")
+                        fresh = False
+                    messages.receive(bus, self.home, self.layout().names, int(defaults.BUS_BLOCK * 1000))
+                    wait = defaults.BUS_RECONNECT_MIN
+                except FAILURES as e:
+                    self._set(False, describe(e))
+                    fresh = True
+                    stop.wait(wait)
+                    wait = min(wait * 2, defaults.BUS_RECONNECT_MAX)
+                except (OSError, sqlite3.Error) as e:  # the disk: try again, never fatal
+                    log.warning("bus inbox: %s", e)
+                    stop.wait(wait)
+        finally:
+            bus.close()
+
+    def run_tasks(self, stop: threading.Event) -> None:
+        """The task side, presence and the intake lock, until ``stop``."""
+        settings = self.settings
+        bus = Bus(settings)
+        store = Store.of_home(self.home)
+        shared = SharedTasks(bus, store, self.home, settings.lease)
+        wait = defaults.BUS_RECONNECT_MIN
+        next_beat = 0.0
+        next_renew = 0.0
+        fresh = True
+        try:
+            while not stop.is_set():
+                try:
+                    if fresh:
+                        bus.ping()
+                        shared.recover(list(self._named(self.layout())))
+                        fresh = False
+                        self._set(True)
+                    now = time.monotonic()
+                    if now >= next_beat:
+                        self._beat(bus)
+                        next_beat = now + defaults.BUS_HEARTBEAT
+                    if now >= next_renew:
+                        if shared.renew():
+                            self.changed()
+                        next_renew = now + settings.lease / 3
+                    self.ready.set()
+                    if self._pass(bus, shared):
+                        self.changed()
+                    wait = defaults.BUS_RECONNECT_MIN
+                    self.wake.wait(defaults.BUS_TICK)
+                    self.wake.clear()
+                except FAILURES as e:
+                    self._set(False, describe(e))
+                    self.ready.set()
+                    shared.forget_groups()
+                    fresh = True
+                    stop.wait(wait)
+                    wait = min(wait * 2, defaults.BUS_RECONNECT_MAX)
+                except (OSError, sqlite3.Error, TaskError) as e:  # the disk or the store: try again, never fatal
+                    log.warning("bus tasks: %s: %s", type(e).__name__, e)
+                    self.ready.set()
+                    stop.wait(wait)
+        finally:
+            try:
+                if self.leader:  # another host takes over the intake at once, not after the expiry
+                    presence.release_lock(bus, INTAKE_LOCK)
+                    self.leader = False
+            except FAILURES:
+                pass
+            store.close()
+            bus.close()
+
+    def _named(self, lay: Layout) -> dict[str, int]:
+        """This host's named agents (not pool instances) → their ``wip``."""
+        return {a.name: a.wip for a in lay.agents if a.pool is None}
+
+    def _pass(self, bus: Bus, shared: SharedTasks) -> bool:
+        lay = self.layout()
+        did = messages.flush_outbox(bus, self.home) > 0
+        did |= bool(shared.publish_due(lay.routes, [p.name for p in lay.pools], lay.tasks.max_attempts, self.claim_issue, self.hold))
+        did |= bool(shared.claim_due(self._named(lay), self.failed()))
+        did |= shared.settle() > 0
+        did |= shared.publish_cancels() > 0
+        did |= shared.apply_results() > 0
+        return did
+
+    def _beat(self, bus: Bus) -> None:
+        was = self.leader
+        self.leader = presence.hold_lock(bus, INTAKE_LOCK, max(3 * defaults.BUS_HEARTBEAT, defaults.BUS_PRESENCE_TTL))
+        try:
+            agents = self.agents()
+        except Exception as e:  # noqa: BLE001 - tmux or /proc failing must not take the bus down: presence without agents
+            log.warning("bus: could not read the agents for presence: %s", e)
+            agents = []
+        presence.heartbeat(bus, agents, {"leader": self.leader, "pid": os.getpid()})
+        hosts = sum(1 for h in presence.hosts(bus) if h.get("up"))
+        if hosts != self._hosts or was != self.leader:
+            self._hosts = hosts
+            if was != self.leader:
+                append_event(self.home, "bus-intake", host=bus.host, leader=self.leader)
+            self.write_state()

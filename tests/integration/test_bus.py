@@ -1,0 +1,305 @@
+"""Several hosts, one ensemble: each "host" is a miyabi home with its own controller
+and its own tmux server (a private socket), and they share a private redis-server on
+127.0.0.1. Real worker agents run real jobs; hosts are killed with SIGKILL and Redis
+is killed and started again."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import wait_for
+from redisserver import RedisServer
+from typer.testing import CliRunner, Result
+
+from miyabi.cli import app
+from miyabi.cli.send import main as send_main
+from miyabi.controller import stop_background
+from miyabi.controller.keepalive import running_pid
+from miyabi.controller.process import read_pid
+from miyabi.home import Home
+from miyabi.work.tasks import Store
+
+WORKER = "profile: worker, submit_delay: 0.05, ready_settle: 0.05"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    r = RedisServer(tmp_path / "redis")
+    r.start()
+    yield r
+    r.stop()
+
+
+class Host:
+    """One machine of the ensemble: a home, a tmux server of its own, a layout with ``bus:``."""
+
+    def __init__(self, name: str, root: Path, url: str, agents: tuple[str, ...] = ("w",), extra: str = "",
+                 bus_extra: str = "") -> None:
+        self.name = name
+        self.home = root / name
+        self.home.mkdir(parents=True)
+        self.socket = f"miyabi_test_bus_{uuid.uuid4().hex[:8]}"
+        self.layout = root / f"{name}.yaml"
+        lines = [f"session: bus-{name}", f"bus: {{url: '{url}', host: {name}, lease: 2s{bus_extra}}}",
+                 "watchdog: {min_uptime: 0, max_restarts: 100, restart_window: 600}", "agents:"]
+        lines += [f"  - {{name: {a}, {WORKER}}}" for a in agents]
+        self.layout.write_text("\n".join(lines) + "\n" + extra)
+
+    def cli(self, *args: str) -> Result:
+        return CliRunner().invoke(app, [*args, "--socket", self.socket, "--home", str(self.home)], catch_exceptions=False)
+
+    def up(self) -> None:
+        r = self.cli("up", str(self.layout), "-d")
+        assert r.exit_code == 0, r.output
+
+    def send(self, *args: str) -> tuple[int, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = send_main("send", [*args, "--home", str(self.home)])
+        return rc, out.getvalue().strip()
+
+    def tasks(self) -> list[dict]:
+        r = self.cli("task", "ls", "--json")
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)
+
+    def kill(self) -> None:
+        """The machine dies: its keep-alive, its controller and its tmux server (agents with it), by SIGKILL."""
+        h = Home(self.home)
+        for pid in (running_pid(h.run), read_pid(h)):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+
+    def close(self) -> None:
+        stop_background(Home(self.home))
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[Host]]:
+    made: list[Host] = []
+    yield made
+    for h in made:
+        h.close()
+
+
+def job(tmp_path: Path, name: str, script: list[str]) -> Path:
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    f = tmp_path / f"{name}.json"
+    f.write_text(json.dumps({"id": name, "kind": "run_shell", "workdir": str(work), "script": script, "dod": "exit_code == 0",
+                             "report_path": f"{name}.report.json"}))
+    return f
+
+
+def submit(host: Host, path: Path, agent: str = "w") -> int:
+    r = host.cli("job", "submit", str(path), "--agent", agent, "--json")
+    assert r.exit_code == 0, r.output
+    return int(json.loads(r.output)["task"])
+
+
+def task(home: Path, tid: int):  # type: ignore[no-untyped-def]
+    store = Store.of_home(home)
+    try:
+        return store.get(tid)
+    finally:
+        store.close()
+
+
+def copies(home: Path) -> list[dict]:
+    """The copies of bus tasks this host claimed: bus id, local task id, its state and attempt."""
+    store = Store.of_home(home)
+    try:
+        return [dict(r) for r in store.rows("SELECT b.bus_id, b.task, b.deliveries, t.state FROM bus_tasks b JOIN tasks t"
+                                            " ON t.id = b.task WHERE b.role='copy' ORDER BY b.rowid")]
+    except Exception:  # noqa: BLE001 - no table yet: no copies
+        return []
+    finally:
+        store.close()
+
+
+def done_lines(tmp_path: Path) -> list[str]:
+    f = tmp_path / "work" / "done.txt"
+    return f.read_text().split() if f.exists() else []
+
+
+def transcript_count(home: Path, agent: str, text: str) -> int:
+    f = home / "logs" / f"{agent}.transcript.jsonl"
+    return sum(1 for line in f.read_text().splitlines() if json.loads(line)["text"] == text) if f.exists() else 0
+
+
+def test_tasks_spread_over_hosts_by_route_and_their_results_come_home(tmp_path: Path, redis_server: RedisServer,
+                                                                      hosts: list[Host]) -> None:
+    a = Host("a", tmp_path, redis_server.url)
+    b = Host("b", tmp_path, redis_server.url)
+    hosts += [a, b]
+    a.up()
+    b.up()
+    ids = [submit(a, job(tmp_path, f"j{i}", ["sleep 1", f"echo j{i} >> done.txt"])) for i in range(6)]
+    pinned = submit(a, job(tmp_path, "pinned", ["echo pinned >> done.txt"]), agent="w@b")
+    wait_for(lambda: all(task(a.home, t).state == "done" for t in [*ids, pinned]), timeout=60, what="every job done")
+    ran_by = {task(a.home, t).agent for t in ids}
+    assert ran_by == {"w@a", "w@b"}, f"both hosts ran some: {ran_by}"
+    assert task(a.home, pinned).agent == "w@b"
+    assert sorted(done_lines(tmp_path)) == sorted([f"j{i}" for i in range(6)] + ["pinned"])  # each once
+    claimed = [c["bus_id"] for h in (a, b) for c in copies(h.home)]
+    assert len(claimed) == len(set(claimed)) == 7
+    history = [e["reason"] for e in json.loads(a.cli("task", "show", str(ids[0]), "--json").output)["history"]]
+    assert any("published on the bus" in r for r in history) and history[-1].startswith("done on host")
+    r = b.cli("bus", "status", "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert {h["host"] for h in info["hosts"] if h["up"]} == {"a", "b"}
+    assert info["intake"] in ("a", "b")
+    tasks_w = next(s for s in info["streams"] if s["name"] == "tasks:w")
+    assert tasks_w["groups"][0]["pending"] == 0 and tasks_w["groups"][0]["lag"] == 0
+    st = json.loads(a.cli("status", "--all-hosts", "--json").output)
+    assert st["bus"]["state"] == "up" and st["bus"]["host"] == "a"
+    assert {h["host"]: [x["name"] for x in h["agents"]] for h in st["hosts"]} == {"a": ["w"], "b": ["w"]}
+
+
+def test_a_message_to_an_agent_on_another_host_arrives_exactly_once(tmp_path: Path, redis_server: RedisServer,
+                                                                     hosts: list[Host]) -> None:
+    a = Host("a", tmp_path, redis_server.url)
+    b = Host("b", tmp_path, redis_server.url, agents=("w", "v"))
+    hosts += [a, b]
+    a.up()
+    b.up()
+    rc, msg_id = a.send("w@b", "hello from a")
+    assert rc == 0
+    wait_for(lambda: transcript_count(b.home, "w", "hello from a") == 1, timeout=30, what="the text in b's pane")
+    # by name alone once presence says which host runs it (only b runs v)
+    wait_for(lambda: a.send("v", "to v, wherever it runs")[0] == 0, timeout=30, what="presence to show v on b")
+    wait_for(lambda: transcript_count(b.home, "v", "to v, wherever it runs") == 1, timeout=30, what="v's text")
+    # the same entry written twice (a sender that retried after a lost answer) is one message
+    r = redis_server.client()
+    entry = {"host": "b", "message": json.dumps({"id": "01900000-0000-7000-8000-000000000001", "from": "human@a", "to": "w",
+                                                 "created": "2026-12-04T00:00:00Z", "body": "twice written"})}
+    r.xadd("miyabi:inbox:b", entry)
+    r.xadd("miyabi:inbox:b", entry)
+    wait_for(lambda: transcript_count(b.home, "w", "twice written") == 1, timeout=30, what="the duplicated message")
+    r.xadd("miyabi:inbox:b", {"host": "b", "message": json.dumps({"id": "01900000-0000-7000-8000-000000000002", "from": "x",
+                                                                  "to": "w", "created": "2026-12-04T00:00:00Z", "body": "last"})})
+    wait_for(lambda: transcript_count(b.home, "w", "last") == 1, timeout=30, what="a later message")
+    assert transcript_count(b.home, "w", "twice written") == 1
+    assert transcript_count(b.home, "w", "hello from a") == 1
+    # a name this host runs stays here; one two other hosts run needs its host; one nobody runs is refused, in one line
+    assert a.send("w", "stays on a")[0] == 0
+    wait_for(lambda: transcript_count(a.home, "w", "stays on a") == 1, timeout=30, what="the local message")
+    c = Host("c", tmp_path, redis_server.url, agents=("x",))
+    hosts.append(c)
+    c.up()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert c.send("w", "ambiguous")[0] != 0
+        assert c.send("nobody", "x")[0] != 0
+    lines = err.getvalue().splitlines()
+    assert "runs on hosts a, b; say which: w@a" in lines[0] and "no host on the bus runs an agent 'nobody'" in lines[1]
+    assert transcript_count(b.home, "w", "stays on a") == 0 and msg_id
+
+
+def test_a_killed_host_loses_its_task_to_another_after_the_lease_and_it_ends_done_once(
+        tmp_path: Path, redis_server: RedisServer, hosts: list[Host]) -> None:
+    a = Host("a", tmp_path, redis_server.url)
+    b = Host("b", tmp_path, redis_server.url)
+    hosts += [a, b]
+    b.up()
+    wait_for(lambda: b.cli("bus", "status", "--json").exit_code == 0 and "w" in [
+        x["name"] for h in json.loads(b.cli("bus", "status", "--json").output)["hosts"] for x in h["agents"]], timeout=30,
+        what="b on the bus")
+    a.up()
+    # b claims it (a's worker is kept busy first), starts it, and dies mid-step
+    busy = submit(a, job(tmp_path, "busy", ["sleep 3", "echo busy >> done.txt"]), agent="w@a")
+    wait_for(lambda: task(a.home, busy).state == "shared" and any(c["state"] == "in_progress" for c in copies(a.home)),
+             timeout=30, what="a's worker busy")
+    tid = submit(a, job(tmp_path, "long", ["echo started >> started.txt", "sleep 4", "echo long >> done.txt"]))
+    wait_for(lambda: (tmp_path / "work" / "started.txt").exists(), timeout=30, what="the job to start on b")
+    assert [c["state"] for c in copies(b.home)] == ["in_progress"]
+    b.kill()
+    wait_for(lambda: task(a.home, tid).state == "done", timeout=60, what="a to take the task over and finish it")
+    t = task(a.home, tid)
+    assert t.agent == "w@a"
+    mine = [c for c in copies(a.home) if c["bus_id"].startswith(f"a:{tid}:")]
+    assert len(mine) == 1 and mine[0]["deliveries"] == 2, mine  # the attempt counted
+    # b comes back: its copy is given up, never finished a second time
+    b.up()
+    wait_for(lambda: [c["state"] for c in copies(b.home)] == ["cancelled"], timeout=60, what="b to give up its stale copy")
+    assert done_lines(tmp_path).count("long") == 1
+    assert (tmp_path / "work" / "started.txt").read_text().split() == ["started", "started"]
+
+
+def test_redis_restarted_and_down_for_a_while_loses_nothing_and_doubles_nothing(
+        tmp_path: Path, redis_server: RedisServer, hosts: list[Host]) -> None:
+    a = Host("a", tmp_path, redis_server.url)
+    b = Host("b", tmp_path, redis_server.url)
+    hosts += [a, b]
+    a.up()
+    b.up()
+    ids = [submit(a, job(tmp_path, f"r{i}", ["sleep 0.5", f"echo r{i} >> done.txt"])) for i in range(4)]
+    wait_for(lambda: any(task(a.home, t).state == "done" for t in ids), timeout=60, what="a first job done")
+    redis_server.restart()  # mid-run, killed
+    ids += [submit(a, job(tmp_path, f"s{i}", ["sleep 0.5", f"echo s{i} >> done.txt"])) for i in range(2)]
+    wait_for(lambda: all(task(a.home, t).state == "done" for t in ids), timeout=90, what="every job done after the restart")
+    # down for a while: both hosts see it, a message for the other host waits in the outbox
+    redis_server.stop()
+    wait_for(lambda: json.loads(a.cli("status", "--json").output)["bus"]["state"] == "down", timeout=30, what="a to see the bus down")
+    st = a.cli("status")
+    assert "bus: down since" in st.output and "wait in the outbox" in st.output
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc, _ = a.send("w@b", "sent while the bus was down")
+    assert rc == 0 and "the bus is down; the message waits in" in err.getvalue()
+    local = submit(a, job(tmp_path, "while-down", ["echo while-down >> done.txt"]))
+    assert task(a.home, local).state == "queued"  # it waits to be published
+    redis_server.start()
+    wait_for(lambda: transcript_count(b.home, "w", "sent while the bus was down") == 1, timeout=60, what="the spooled message")
+    wait_for(lambda: task(a.home, local).state == "done", timeout=60, what="the job submitted while the bus was down")
+    wait_for(lambda: json.loads(a.cli("status", "--json").output)["bus"]["state"] == "up", timeout=30, what="a to see it up")
+    lines = done_lines(tmp_path)
+    assert sorted(lines) == sorted([f"r{i}" for i in range(4)] + ["s0", "s1", "while-down"]), lines
+    assert not list((a.home / "state" / "bus-outbox").glob("*.json"))
+    events = [json.loads(x)["event"] for x in (a.home / "logs" / "events.jsonl").read_text().splitlines()]
+    assert "bus-down" in events and events.index("bus-up", events.index("bus-down")) > 0
+
+
+def test_a_password_protected_redis_works_and_the_password_is_never_printed(
+        tmp_path: Path, hosts: list[Host], monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "s3cret-" + uuid.uuid4().hex[:8]
+    server = RedisServer(tmp_path / "redis-pw", password=secret)
+    server.start()
+    try:
+        monkeypatch.setenv("MIYABI_TEST_BUS_PW", secret)
+        a = Host("a", tmp_path, server.url, bus_extra=", password_env: MIYABI_TEST_BUS_PW")
+        b = Host("b", tmp_path, server.url, bus_extra=", password_env: MIYABI_TEST_BUS_PW")
+        inline = Host("c", tmp_path, f"redis://:{secret}@127.0.0.1:{server.port}/0")
+        wrong = Host("d", tmp_path, f"redis://:not-{secret}@127.0.0.1:{server.port}/0")
+        hosts += [a, b, inline, wrong]
+        for h in (a, b, inline, wrong):
+            h.up()
+        rc, _ = a.send("w@c", "through a password")
+        assert rc == 0
+        wait_for(lambda: transcript_count(inline.home, "w", "through a password") == 1, timeout=30, what="the message")
+        wait_for(lambda: json.loads(wrong.cli("status", "--json").output)["bus"]["state"] == "down", timeout=30,
+                 what="the wrong password to show as down")
+        out = wrong.cli("status").output
+        assert "refused the password" in out
+        for h in (a, inline, wrong):
+            for args in (("status", "--all-hosts"), ("bus", "status"), ("status", "--json")):
+                r = h.cli(*args)
+                assert secret not in r.output, args
+            for f in [*(h.home / "logs").glob("*.log"), h.home / "logs" / "events.jsonl"]:
+                assert secret not in f.read_text(errors="replace"), f
+        assert "redis://:***@127.0.0.1" in inline.cli("bus", "status").output
+    finally:
+        server.stop()
