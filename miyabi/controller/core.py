@@ -398,6 +398,13 @@ class Controller:
         process, the failed agents, a deadline or claim retry come due; and at least
         every ``defaults.SCHEDULE_IDLE`` seconds."""
         engine.recover_assignments()
+        if self.layout.bus is not None:  # before GitHub: only the host holding the intake lock polls
+            bridge = self.bus = BusBridge(self.home.root, lambda: self.layout, supervisor.failed, self._presence,
+                                          claim_issue=functools.partial(engine.dispatch.claim_issue, state=TaskState.QUEUED),
+                                          hold=engine.dispatch.hold, changed=self.kick.set)
+            self.stop.link(bridge.wake)
+            engine.intake = bridge.may_intake
+            bridge.start(self.stop, lambda target, name: self._start(target, name))
         if gh is not None:
             self._start(functools.partial(engine.run_github, self.stop), "github")
         self._ensure_web()
@@ -407,13 +414,6 @@ class Controller:
             Notifier(self.home.root, engine.store, self.layout.notify, self.layout.session).start(
                 self.stop, lambda target, name: self._start(target, name))
         self._ensure_follow_ups()
-        if self.layout.bus is not None:
-            bridge = self.bus = BusBridge(self.home.root, lambda: self.layout, supervisor.failed, self._presence,
-                                          claim_issue=functools.partial(engine.dispatch.claim_issue, state=TaskState.QUEUED),
-                                          hold=engine.dispatch.hold, changed=self.kick.set)
-            self.stop.link(bridge.wake)
-            engine.intake = bridge.may_intake
-            bridge.start(self.stop, lambda target, name: self._start(target, name))
         backoff = 0.1
         seen: tuple[object, ...] | None = None
         next_refresh = 0.0

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakegithub import FakeGitHub
 from helpers import wait_for
 from redisserver import RedisServer
 from typer.testing import CliRunner, Result
@@ -43,7 +44,7 @@ class Host:
     """One machine of the ensemble: a home, a tmux server of its own, a layout with ``bus:``."""
 
     def __init__(self, name: str, root: Path, url: str, agents: tuple[str, ...] = ("w",), extra: str = "",
-                 bus_extra: str = "") -> None:
+                 bus_extra: str = "", spec: str = WORKER) -> None:
         self.name = name
         self.home = root / name
         self.home.mkdir(parents=True)
@@ -51,7 +52,7 @@ class Host:
         self.layout = root / f"{name}.yaml"
         lines = [f"session: bus-{name}", f"bus: {{url: '{url}', host: {name}, lease: 2s{bus_extra}}}",
                  "watchdog: {min_uptime: 0, max_restarts: 100, restart_window: 600}", "agents:"]
-        lines += [f"  - {{name: {a}, {WORKER}}}" for a in agents]
+        lines += [f"  - {{name: {a}, {spec}}}" for a in agents]
         self.layout.write_text("\n".join(lines) + "\n" + extra)
 
     def cli(self, *args: str) -> Result:
@@ -303,3 +304,35 @@ def test_a_password_protected_redis_works_and_the_password_is_never_printed(
         assert "redis://:***@127.0.0.1" in inline.cli("bus", "status").output
     finally:
         server.stop()
+
+
+def test_two_hosts_polling_one_github_repository_never_claim_an_issue_twice(
+        tmp_path: Path, redis_server: RedisServer, hosts: list[Host], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_GH_TOKEN", "t0ken")
+    with FakeGitHub() as fake:
+        for n in range(1, 9):
+            fake.add_issue(n, f"issue {n}", ["status:todo"])
+        github = f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\nroutes: [{{default: true, agent: kaede}}]\n"
+        a = Host("a", tmp_path, redis_server.url, agents=("kaede",), spec="profile: shell, command: cat, wip: 3", extra=github)
+        b = Host("b", tmp_path, redis_server.url, agents=("kaede",), spec="profile: shell, command: cat, wip: 3", extra=github)
+        hosts += [a, b]
+        a.up()
+        b.up()
+        wait_for(lambda: sum(len(copies(h.home)) for h in (a, b)) == 6, timeout=60, what="six issues claimed (3 per host)")
+        intake = [h for h in (a, b) if any(t["source"] == "github" for t in h.tasks())]
+        assert len(intake) == 1, "one host polls GitHub and publishes its issues"
+        leader, other = intake[0], next(h for h in (a, b) if h is not intake[0])
+        assert {len(copies(a.home)), len(copies(b.home))} == {3}  # each host's agent took as many as its wip
+        for n in range(1, 9):
+            assert len(fake.comments.get(n, [])) <= 1, (n, fake.comments.get(n))
+        # the ensemble claims an issue once, when it publishes it (two wait on the bus for room)
+        assert all("status:todo" not in fake.labels(n) and len(fake.comments[n]) == 1 for n in range(1, 9))
+        # the polling host dies: the other takes the intake over and claims the rest once
+        leader.kill()
+        wait_for(lambda: json.loads(other.cli("status", "--json").output)["bus"]["leader"], timeout=60,
+                 what="the other host to take the intake over")
+        fake.add_issue(9, "issue 9", ["status:todo"])
+        wait_for(lambda: any(t["source"] == "github" and t["ref"] == "acme/widgets#9" for t in other.tasks()), timeout=60,
+                 what="the new issue taken in by the other host")
+        for n in range(1, 10):
+            assert len(fake.comments.get(n, [])) <= 1, (n, fake.comments.get(n))

@@ -1,0 +1,105 @@
+"""Hosts for the bus benchmarks: each a miyabi home with its own controller and tmux
+server (a private socket), sharing a private redis-server on 127.0.0.1 (append-only
+file on, in a temporary directory)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+from miyabi.controller import stop_background
+from miyabi.controller.keepalive import running_pid
+from miyabi.controller.process import read_pid
+from miyabi.home import Home
+
+MIYABI = str(Path(sys.executable).parent / "miyabi")
+WORKER = "profile: worker, submit_delay: 0.05, ready_settle: 0.05"
+
+
+class Redis:
+    """A private redis-server; :meth:`restart` kills it (SIGKILL) and starts it again on its files."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is missing: apt-get install redis-server (scripts/test installs it)")
+        self.binary, self.dir = binary, directory
+        directory.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir),
+                                      "--logfile", str(self.dir / "redis.log")], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self.client().ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class Host:
+    """One machine: a home, a tmux server of its own, a layout with ``bus:``."""
+
+    def __init__(self, root: Path, name: str, url: str, agents: list[str], lease: float = 5.0, spec: str = WORKER) -> None:
+        self.name = name
+        self.home = root / name
+        self.home.mkdir(parents=True)
+        self.socket = f"bench_bus_{uuid.uuid4().hex[:8]}"
+        self.session = f"bus-{name}"
+        self.layout = root / f"{name}.yaml"
+        lines = [f"session: {self.session}", f"bus: {{url: '{url}', host: {name}, lease: {lease}s}}",
+                 "watchdog: {min_uptime: 0, max_restarts: 1000, restart_window: 600}", "agents:"]
+        lines += [f"  - {{name: {a}, {spec}}}" for a in agents]
+        self.layout.write_text("\n".join(lines) + "\n")
+
+    def run(self, *args: str) -> str:
+        return subprocess.run([MIYABI, *args, "--socket", self.socket, "--home", str(self.home)], check=True,
+                              capture_output=True, text=True).stdout
+
+    def up(self) -> None:
+        self.run("up", str(self.layout), "-d")
+
+    def kill(self) -> None:
+        """The machine dies: keep-alive, controller and tmux server (its agents with it), by SIGKILL."""
+        h = Home(self.home)
+        for pid in (running_pid(h.run), read_pid(h)):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+
+    def close(self) -> None:
+        stop_background(Home(self.home))
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
