@@ -85,8 +85,11 @@ class Host:
         self.layout.write_text("\n".join(lines) + "\n")
 
     def run(self, *args: str) -> str:
-        return subprocess.run([MIYABI, *args, "--socket", self.socket, "--home", str(self.home)], check=True,
-                              capture_output=True, text=True).stdout
+        done = subprocess.run([MIYABI, *args, "--socket", self.socket, "--home", str(self.home)], capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"miyabi {' '.join(args)} on host {self.name} exited {done.returncode}: {done.stderr.strip()}")
+        return done.stdout
 
     def up(self) -> None:
         self.run("up", str(self.layout), "-d")
