@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from miyabi import defaults
 from miyabi.bus import presence
 from miyabi.bus.client import ERRORS, INBOX_GROUP, Bus, BusDown, describe, ensure_group
+from miyabi.config.loader import NAME_RE
 from miyabi.events import append_event
 from miyabi.files import private_dir, write_atomic
 from miyabi.messaging.mailbox import Message, MessageError, MessageState, inbox, make, sanitize
@@ -27,6 +29,8 @@ from miyabi.messaging.mailbox import Message, MessageError, MessageState, inbox,
 log = logging.getLogger("miyabi.bus")
 
 OUTBOX = ("state", "bus-outbox")
+ID_RE = re.compile(r"^[0-9A-Za-z-]{1,64}$")
+"""What a message id from another host must look like (miyabi's are UUIDv7 text)."""
 
 
 def outbox_dir(home_root: Path) -> Path:
@@ -165,14 +169,17 @@ def deliver(home_root: Path, fields: dict[str, str], agents: list[str] | None, h
     except (KeyError, ValueError, TypeError) as e:
         log.warning("bus: an entry of %s's message stream is not a message (%s); dropped", host, e)
         return
+    if not ID_RE.match(msg.id) or not NAME_RE.match(msg.to):  # both become file names here
+        log.warning("bus: a message on %s's stream has a bad id or agent name (%r, %r); dropped", host, msg.id[:80], msg.to[:80])
+        return
+    if agents is not None and msg.to not in agents:
+        log.warning("bus: message %s from %s is for agent %s, which host %s does not run; dropped", msg.id, msg.sender, msg.to, host)
+        append_event(home_root, "bus-undeliverable", agent=msg.to, id=msg.id, **{"from": msg.sender},
+                     reason=f"host {host} runs no agent {msg.to}")
+        return
     if present(home_root, msg):
         return
-    box = inbox(home_root, msg.to)
-    box.put(msg)
-    if agents is not None and msg.to not in agents:
-        box.move(msg, MessageState.PENDING, MessageState.FAILED, reason=f"host {host} runs no agent {msg.to}")
-        append_event(home_root, "dead-letter", agent=msg.to, id=msg.id, reason=f"host {host} runs no agent {msg.to}")
-        return
+    inbox(home_root, msg.to).put(msg)
     append_event(home_root, "enqueued", agent=msg.to, id=msg.id, **{"from": msg.sender}, via="bus",
                  bytes=len(msg.body.encode("utf-8", "surrogatepass")), priority=msg.priority)
 

@@ -43,6 +43,15 @@ def heartbeat(bus: Bus, agents: Sequence[dict[str, Any]], extra: dict[str, Any] 
     pipe.execute()
 
 
+def leave(bus: Bus) -> None:
+    """Remove this host's presence (a clean stop): it shows down from now on.
+
+    Raises:
+        redis.RedisError, OSError: the bus failed (the record then expires by itself).
+    """
+    bus.redis.delete(bus.key("host", bus.host))
+
+
 def hosts(bus: Bus, now: float | None = None) -> list[dict[str, Any]]:
     """Every host ever seen on the bus, by name: its presence record with ``up`` True,
     or ``{"host", "up": False, "last_seen"}`` for one whose heartbeat stopped.

@@ -226,8 +226,9 @@ class BusBridge:
                     self.ready.set()
                     stop.wait(wait)
         finally:
-            try:
-                if self.leader:  # another host takes over the intake at once, not after the expiry
+            try:  # a clean stop: others see this host down, and take the intake over, at once
+                presence.leave(bus)
+                if self.leader:
                     presence.release_lock(bus, INTAKE_LOCK)
                     self.leader = False
             except FAILURES:

@@ -366,7 +366,8 @@ class SharedTasks:
         if self.bus.redis.hget(self.bus.task_key(bus_id), "state") != "open":
             self.bus.redis.xack(stream, GROUP, entry)
             return None
-        limit = int(payload.get("max_attempts") or 1)
+        given = payload.get("max_attempts")
+        limit = given if isinstance(given, int) and given > 0 else 1
         origin = str(payload.get("origin", bus_id.split(":")[0]))
         key = f"bus:{bus_id}"
         found = self.store.rows("SELECT id, state FROM tasks WHERE key=?", (key,))
@@ -383,9 +384,16 @@ class SharedTasks:
         else:
             labels = [lab for lab in payload.get("labels", []) if isinstance(lab, str) and not lab.startswith("agent:")]
             source = Source.JOB if payload.get("source") == Source.JOB else Source.BUS
-            t = self.store.add(str(payload.get("title") or bus_id), str(payload.get("body") or ""), [*labels, f"agent:{name}"],
-                               priority=str(payload.get("priority") or "normal"), source=source, key=key,
-                               url=payload.get("url"), timeout=payload.get("timeout"), max_attempts=max(1, limit - deliveries + 1))
+            timeout = payload.get("timeout")
+            try:
+                t = self.store.add(str(payload.get("title") or bus_id), str(payload.get("body") or ""), [*labels, f"agent:{name}"],
+                                   priority=str(payload.get("priority") or "normal"), source=source, key=key,
+                                   url=str(payload["url"]) if payload.get("url") else None,
+                                   timeout=float(timeout) if isinstance(timeout, (int, float)) else None,
+                                   max_attempts=max(1, limit - deliveries + 1))
+            except TaskError as e:  # a task this host cannot take: it fails once, not on every host in turn
+                self._finish(stream, entry, bus_id, origin, "failed", name, f"host {self.me} could not take it: {e}")
+                return None
             tid = t.id
         self._record(bus_id, tid, stream, entry, origin, name, deliveries)
         self.bus.redis.hset(self.bus.task_key(bus_id), mapping={"holder": self.me, "deliveries": deliveries})

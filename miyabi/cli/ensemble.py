@@ -24,7 +24,6 @@ from miyabi.cli.root import (
     tmux_for,
 )
 from miyabi.errors import MiyabiError
-from miyabi.home import Home
 
 
 @app.command()
@@ -246,7 +245,10 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
     from miyabi.web.server import published
 
     web = published(h)
-    bus, hosts = _bus_view(h, all_hosts)
+    from miyabi.controller.view import bus_view
+
+    seen = bus_view(h, all_hosts)
+    bus, hosts = seen["bus"], seen.get("hosts")
     if json_out:
         out = {"session": t.session, "socket": t.socket, "home": owner, "controller": ctl,
                "web": {"base": web["base"], "url": web["url"], "read_only": web["read_only"]} if web else None,
@@ -318,32 +320,6 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
                 output.table(table, ["agent", "state", "pid", "uptime", "restarts/h"], title=title)
             else:
                 output.say(title)
-
-
-def _bus_view(h: Home, all_hosts: bool) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
-    """What ``run/bus.json`` says of the bus (no password), and with ``all_hosts`` every
-    host's presence, read from the bus now.
-
-    Raises:
-        MiyabiError: --all-hosts without a bus, or the bus cannot be reached.
-    """
-    from miyabi.bus.service import read_state, settings_of
-
-    state = read_state(h.root)
-    bus = {k: state.get(k) for k in ("url", "host", "state", "since", "error", "leader", "hosts")} if state else None
-    if not all_hosts:
-        return bus, None
-    settings = settings_of(state) if state else None
-    if settings is None:
-        raise MiyabiError("--all-hosts: this home is on no bus; add `bus: {url: redis://…}` to the layout and run `miyabi up`")
-    from miyabi.bus import presence
-    from miyabi.bus.client import Bus
-
-    client = Bus(settings)
-    try:
-        return bus, client.call(presence.hosts, client)
-    finally:
-        client.close()
 
 
 def _count(n: int) -> str:

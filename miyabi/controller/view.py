@@ -166,7 +166,63 @@ def waiting(home: Home, store: Store, tasks: Sequence[Task]) -> dict[int, str]:
 
         live = Records(store).instances(InstanceState.PREPARING, InstanceState.READY)
         pools = {p.name: (sum(1 for i in live if i.pool == p.name), p.max) for p in lay.pools}
-    return waiting_reasons(store, list(tasks), lay.routes, lay.wip, failed_agents(home), pools)
+    out = waiting_reasons(store, list(tasks), lay.routes, lay.wip, failed_agents(home), pools)
+    if lay.bus is not None:
+        out.update(shared_waiting(home, lay, tasks))
+    return out
+
+
+def shared_waiting(home: Home, lay: Layout, tasks: Sequence[Task]) -> dict[int, str]:
+    """With a ``bus:``: why queued tasks for named agents wait (they go through the bus),
+    and where shared ones are."""
+    from miyabi.bus.service import read_state
+    from miyabi.bus.tasks import route_shared
+
+    state = read_state(home.root) or {}
+    up = state.get("state") == "up"
+    pools = {p.name for p in lay.pools}
+    out: dict[int, str] = {}
+    for t in tasks:
+        if t.state == TaskState.SHARED:
+            out[t.id] = "on the bus: a host that runs its agent runs it; its result comes back here"
+        elif t.state == TaskState.QUEUED and not t.from_bus:
+            target = route_shared(t, lay.routes)
+            if target is None or target in pools:
+                continue
+            out[t.id] = (f"to be published on the bus for {target}" if up else
+                         f"waits for the bus to publish it for {target} (the bus is down since {state.get('since', '?')})")
+    return out
+
+
+def bus_view(home: Home, all_hosts: bool) -> dict[str, Any]:
+    """The bus as ``status`` and the dashboard show it: ``bus`` (what ``run/bus.json``
+    says: ``url`` without its password, ``host``, ``state`` up or down, ``since``,
+    ``error``, ``leader``, ``hosts`` up; None without a bus) and, with ``all_hosts``,
+    ``hosts``: every host's presence read from the bus now (see
+    :func:`miyabi.bus.presence.hosts`).
+
+    Raises:
+        MiyabiError: ``all_hosts`` without a bus; BusDown (a MiyabiError): the bus cannot be reached.
+    """
+    from miyabi.bus.service import read_state, settings_of
+
+    state = read_state(home.root)
+    bus = {k: state.get(k) for k in ("url", "host", "state", "since", "error", "leader", "hosts")} if state else None
+    out: dict[str, Any] = {"bus": bus}
+    if not all_hosts:
+        return out
+    settings = settings_of(state) if state else None
+    if settings is None:
+        raise MiyabiError("--all-hosts: this home is on no bus; add `bus: {url: redis://…}` to the layout and run `miyabi up`")
+    from miyabi.bus import presence
+    from miyabi.bus.client import Bus
+
+    client = Bus(settings)
+    try:
+        out["hosts"] = client.call(presence.hosts, client)
+    finally:
+        client.close()
+    return out
 
 
 def tell(home: Home, task: Task, text: str) -> None:

@@ -25,7 +25,8 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
 from miyabi import defaults
-from miyabi.controller.view import cancel_task, message_json, messages, retry_task, waiting
+from miyabi.bus.service import read_state
+from miyabi.controller.view import bus_view, cancel_task, message_json, messages, retry_task, waiting
 from miyabi.errors import MiyabiError, TmuxError
 from miyabi.events import events_after, path_of
 from miyabi.messaging.mailbox import MessageState, drop, post, retry
@@ -106,6 +107,15 @@ async def stream_agents(request: Request) -> AsyncIterator[ServerSentEvent]:
         else:
             yield ServerSentEvent(comment="unchanged")
         await asyncio.sleep(defaults.WEB_AGENTS_INTERVAL)
+
+
+@router.get("/hosts", summary="With a bus: whether it is up, and every host on it with its agents' states")
+def list_hosts(request: Request) -> dict[str, Any]:
+    home = site_of(request).home
+    try:
+        return bus_view(home, all_hosts=read_state(home.root) is not None)
+    except MiyabiError as e:  # the bus down: what this host last knew, and why not more
+        return {**bus_view(home, all_hosts=False), "hosts": None, "error": str(e)}
 
 
 @router.get("/agents/{name}", summary="One agent's row")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from libtmux.server import Server
+from redisserver import RedisServer
 from typer.testing import CliRunner, Result
 
 from miyabi.cli import app
@@ -51,6 +52,15 @@ def home(tmp_path: Path) -> Iterator[Path]:
     h.mkdir()
     yield h
     stop_background(Home(h))
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on 127.0.0.1 at a free port (the bus tests), killed afterwards."""
+    r = RedisServer(tmp_path / "redis")
+    r.start()
+    yield r
+    r.stop()
 
 
 @pytest.fixture

@@ -15,9 +15,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fakegithub import FakeGitHub
 from helpers import wait_for
+from integration.webkit import start_web, stop
 from redisserver import RedisServer
 from typer.testing import CliRunner, Result
 
@@ -30,14 +32,6 @@ from miyabi.home import Home
 from miyabi.work.tasks import Store
 
 WORKER = "profile: worker, submit_delay: 0.05, ready_settle: 0.05"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    r = RedisServer(tmp_path / "redis")
-    r.start()
-    yield r
-    r.stop()
 
 
 class Host:
@@ -168,6 +162,15 @@ def test_tasks_spread_over_hosts_by_route_and_their_results_come_home(tmp_path: 
     st = json.loads(a.cli("status", "--all-hosts", "--json").output)
     assert st["bus"]["state"] == "up" and st["bus"]["host"] == "a"
     assert {h["host"]: [x["name"] for x in h["agents"]] for h in st["hosts"]} == {"a": ["w"], "b": ["w"]}
+    # the dashboard shows every host too
+    proc, said = start_web(a.home, a.socket)
+    try:
+        base, _, token = said["open"].partition("/?token=")
+        got = httpx.get(base + "/api/v1/hosts", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        assert got["bus"]["state"] == "up" and {h["host"] for h in got["hosts"] if h["up"]} == {"a", "b"}
+        assert all(x["state"] for h in got["hosts"] for x in h["agents"])
+    finally:
+        stop(proc)
 
 
 def test_a_message_to_an_agent_on_another_host_arrives_exactly_once(tmp_path: Path, redis_server: RedisServer,
@@ -336,3 +339,21 @@ def test_two_hosts_polling_one_github_repository_never_claim_an_issue_twice(
                  what="the new issue taken in by the other host")
         for n in range(1, 10):
             assert len(fake.comments.get(n, [])) <= 1, (n, fake.comments.get(n))
+
+
+def test_hosts_talk_over_tls(tmp_path: Path, hosts: list[Host]) -> None:
+    server = RedisServer(tmp_path / "redis-tls", tls=True)
+    server.start()
+    try:
+        a = Host("a", tmp_path, server.url)
+        b = Host("b", tmp_path, server.url)
+        hosts += [a, b]
+        a.up()
+        b.up()
+        assert a.send("w@b", "over TLS")[0] == 0
+        wait_for(lambda: transcript_count(b.home, "w", "over TLS") == 1, timeout=30, what="the message over TLS")
+        tid = submit(b, job(tmp_path, "tls-job", ["echo tls >> done.txt"]), agent="w@a")
+        wait_for(lambda: task(b.home, tid).state == "done", timeout=60, what="the job run by a over TLS")
+        assert json.loads(a.cli("status", "--json").output)["bus"]["url"].startswith("rediss://127.0.0.1:")
+    finally:
+        server.stop()

@@ -122,7 +122,24 @@ function controllerLine(c) {
 function ensemblePage() {
   const grid = el("div", { cls: "cards", id: "cards" });
   const head = el("div", {});
-  main.replaceChildren(head, grid);
+  const hosts = el("div", { id: "hosts" });
+  main.replaceChildren(head, grid, hosts);
+  const showHosts = async () => {
+    try {
+      const d = await api("GET", "/hosts");
+      if (!d.bus) { hosts.replaceChildren(); return; }
+      const line = d.bus.state === "up"
+        ? el("p", { cls: "ok" }, `bus: up at ${d.bus.url} as host ${d.bus.host}, ${d.bus.hosts} host(s) up`)
+        : el("p", { cls: "bad" }, `bus: down since ${d.bus.since} (${d.bus.error || "not reached yet"})`);
+      const rows = (d.hosts || []).map((h) => el("tr", { "data-host": h.host },
+        el("td", {}, h.host), el("td", { cls: h.up ? "ok" : "bad" }, h.up ? "up" : "down since " + h.last_seen),
+        el("td", {}, (h.agents || []).map((a) => `${a.name}: ${a.state}`).join(", ") || "-")));
+      hosts.replaceChildren(el("h3", {}, "hosts"), line, ...(d.error ? [el("p", { cls: "bad" }, d.error)] : []),
+        el("table", {}, el("tr", {}, el("th", {}, "host"), el("th", {}, "state"), el("th", {}, "agents")), ...rows));
+    } catch (err) { hosts.replaceChildren(el("p", { cls: "bad" }, err.message)); }
+  };
+  showHosts();
+  setInterval(showHosts, 3000);
   live("/agents/stream", "agents", (d) => {
     if (d.error) { head.replaceChildren(el("p", { cls: "bad" }, d.error)); return; }
     head.replaceChildren(controllerLine(d.controller));
