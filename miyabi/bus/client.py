@@ -43,8 +43,9 @@ GROUP = "hosts"
 INBOX_GROUP = "inbox"
 RESULTS_GROUP = "origin"
 
-ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
-"""What Redis being unreachable (or going away mid-call) raises."""
+ERRORS = (redis.ConnectionError, redis.TimeoutError)
+"""What Redis being unreachable (or going away mid-call) raises (redis-py wraps the
+socket's errors in these; an OSError of the disk is not the bus's)."""
 
 
 class BusDown(MiyabiError):

@@ -205,7 +205,7 @@ class BusBridge:
                         self._beat(bus)
                         next_beat = now + defaults.BUS_HEARTBEAT
                     if now >= next_renew:
-                        if shared.renew():
+                        if shared.renew(list(self._named(self.layout()))):
                             self.changed()
                         next_renew = now + settings.lease / 3
                     self.ready.set()

@@ -217,7 +217,10 @@ class SharedTasks:
                 t = self.store.get(t.id)
                 if t.state != TaskState.QUEUED:
                     continue
-            self.publish(t, target, max_attempts)
+            try:
+                self.publish(t, target, max_attempts)
+            except TaskError:
+                continue
             out.append((t.id, target))
         return out
 
@@ -234,9 +237,14 @@ class SharedTasks:
         entry = self.bus.script("publish", PUBLISH)(keys=[self.bus.task_key(bus_id), stream],
                                                      args=[bus_id, self.me, target, json.dumps(payload), self.clock()])
         where = target if "@" in target else f"{target} (any host)"
-        self.store.set_state(t.id, TaskState.SHARED, f"published on the bus for {where} as {bus_id}", expect=(TaskState.QUEUED,),
-                             also=[(("INSERT OR REPLACE INTO bus_tasks (bus_id, role, task, stream, entry, origin, agent)"
-                                    " VALUES (?,?,?,?,?,?,?)"), (bus_id, ORIGIN, t.id, stream, entry, self.me, target))])
+        try:
+            self.store.set_state(t.id, TaskState.SHARED, f"published on the bus for {where} as {bus_id}", expect=(TaskState.QUEUED,),
+                                 also=[(("INSERT OR REPLACE INTO bus_tasks (bus_id, role, task, stream, entry, origin, agent)"
+                                         " VALUES (?,?,?,?,?,?,?)"), (bus_id, ORIGIN, t.id, stream, entry, self.me, target))])
+        except TaskError:  # it changed meanwhile (cancelled, blocked): withdrawn from the bus
+            self.bus.script("cancel", CANCEL)(keys=[self.bus.task_key(bus_id), stream],
+                                              args=["it changed while it was being published", self.clock(), entry])
+            raise
         append_event(self.home, "bus-published", task=t.id, ref=t.ref, id=bus_id, target=target)
         return bus_id
 
@@ -415,13 +423,20 @@ class SharedTasks:
 
     # -- the lease and the end (the claiming host)
 
-    def renew(self) -> list[tuple[int, str]]:
+    def renew(self, names: Sequence[str] | None = None) -> list[tuple[int, str]]:
         """Renew the lease on every entry this host holds for an open copy; a copy whose
         entry is no longer ours, or whose task ended elsewhere, is cancelled here and
-        its agent told. Returns (task id, why) for each copy given up."""
+        its agent told. A copy of an agent no longer in ``names`` (this host's agents)
+        is given up unrenewed: another host takes it after the lease. Returns (task id,
+        why) for each copy given up."""
         out: list[tuple[int, str]] = []
         for r in self._records(COPY):
             if r["state"] in FINISHED:
+                continue
+            if names is not None and r["agent"] not in names:
+                why = f"agent {r['agent']} left this host's layout; another host takes it over after the lease"
+                self._give_up(int(r["task"]), r["bus_id"], None, why)
+                out.append((int(r["task"]), why))
                 continue
             got = str(self.bus.script("renew", RENEW)(keys=[r["stream"], self.bus.task_key(r["bus_id"])],
                                                        args=[GROUP, self.me, r["entry"]]))
