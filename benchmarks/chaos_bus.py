@@ -130,6 +130,13 @@ def main() -> None:
                   f"ran on {dict(ran_on)}")
             print(f"ended twice: {len(twice)}; ran to their end more than once (at-least-once jobs): {len(reran)} {reran[:5]}")
             print(f"messages: {len(sent)} sent, {len(lost)} lost, {len(doubled)} doubled")
+            for j in reran[:5]:  # where each ran: the hosts' copies of it and how they ended
+                for n, h in hosts.items():
+                    db = Store.of_home(h.home)
+                    for row in db.rows("SELECT id, state FROM tasks WHERE title=? AND key LIKE 'bus:%'", (f"job {j}",)):
+                        last = db.history(row["id"])[-1]["reason"]
+                        print(f"  {j} on {n}: task {row['id']} {row['state']}: {last[:120]}")
+                    db.close()
         finally:
             for h in hosts.values():
                 h.close()

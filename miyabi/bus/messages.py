@@ -21,7 +21,7 @@ from pathlib import Path
 from miyabi import defaults
 from miyabi.bus import presence
 from miyabi.bus.client import ERRORS, INBOX_GROUP, Bus, BusDown, describe, ensure_group
-from miyabi.config.loader import NAME_RE
+from miyabi.config.settings import NAME_RE
 from miyabi.events import append_event
 from miyabi.files import private_dir, write_atomic
 from miyabi.messaging.mailbox import Message, MessageError, MessageState, inbox, make, sanitize

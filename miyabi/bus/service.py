@@ -32,9 +32,10 @@ import redis
 from miyabi import defaults
 from miyabi.bus import messages, presence
 from miyabi.bus.client import ERRORS, Bus, BusDown, describe
+from miyabi.bus.state import state_path
 from miyabi.bus.tasks import SharedTasks
 from miyabi.config.model import Layout
-from miyabi.config.settings import BusSettings, redact
+from miyabi.config.settings import redact
 from miyabi.events import append_event
 from miyabi.files import write_atomic
 from miyabi.times import rfc3339
@@ -42,34 +43,11 @@ from miyabi.work.tasks import Store, Task, TaskError
 
 log = logging.getLogger("miyabi.bus")
 
-STATE_FILE = "bus.json"
 INTAKE_LOCK = "intake"
 
 FAILURES = (*ERRORS, redis.RedisError, BusDown)
 """What makes a pass give up until the bus answers again (unreachable, a refused
 password, an error answer such as a consumer group lost with its stream)."""
-
-
-def state_path(home_root: Path) -> Path:
-    return home_root / "run" / STATE_FILE
-
-
-def read_state(home_root: Path) -> dict[str, Any] | None:
-    """What the controller last wrote of the bus (``run/bus.json``), or None."""
-    try:
-        data = json.loads(state_path(home_root).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def settings_of(state: dict[str, Any]) -> BusSettings | None:
-    """The bus settings recorded in ``run/bus.json`` (for commands that do not load the layout)."""
-    s = state.get("settings")
-    if not isinstance(s, dict) or not isinstance(s.get("url"), str) or not isinstance(s.get("host"), str):
-        return None
-    return BusSettings(url=s["url"], host=s["host"], password_env=s.get("password_env"),
-                       lease=float(s.get("lease", defaults.BUS_LEASE)), namespace=str(s.get("namespace", defaults.BUS_NAMESPACE)))
 
 
 class BusBridge:

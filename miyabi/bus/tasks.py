@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from miyabi.bus.client import GROUP, RESULTS_GROUP, Bus, ensure_group
-from miyabi.config.loader import HOST_RE, NAME_RE
-from miyabi.config.settings import Route
+from miyabi.config.settings import HOST_RE, NAME_RE, Route
 from miyabi.events import append_event
 from miyabi.messaging.mailbox import post
 from miyabi.work.tasks import FINISHED, Source, Store, Task, TaskError, TaskState

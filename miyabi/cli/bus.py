@@ -18,7 +18,7 @@ def bus_status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOp
     lag (entries nobody read yet) and the entries each host holds."""
     from miyabi.bus.client import Bus
     from miyabi.bus.info import overview
-    from miyabi.bus.service import read_state, settings_of
+    from miyabi.bus.state import read_state, settings_of
 
     t = resolve_target(home, socket, layout)
     state = read_state(t.home.root)

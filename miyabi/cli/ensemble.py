@@ -43,7 +43,8 @@ def up(
     one gets a new pane. Starts the controller in the background (unless one runs)
     and attaches when run on a terminal.
     """
-    from miyabi.config import load, preflight, shipped
+    from miyabi.config import load, shipped
+    from miyabi.config.preflight import preflight
     from miyabi.controller import start_background
     from miyabi.home import Home
     from miyabi.supervision.keeper import clear_stopped
@@ -134,7 +135,8 @@ def reload(
     changed routes, limits and watchdog settings apply. A layout that does not load
     leaves the running one in place (exit 3, every problem listed).
     """
-    from miyabi.config import load, preflight, shipped
+    from miyabi.config import load, shipped
+    from miyabi.config.preflight import preflight
     from miyabi.controller.requests import request_reload
     from miyabi.home import Home
 

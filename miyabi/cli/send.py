@@ -151,7 +151,7 @@ def _remote(home_root: Path, args: argparse.Namespace, agents: list[str], sender
     name, at, host = args.agent.partition("@")
     if not at and name in agents:
         return None
-    from miyabi.bus.service import read_state, settings_of
+    from miyabi.bus.state import read_state, settings_of
 
     state = read_state(home_root)
     settings = settings_of(state) if state else None

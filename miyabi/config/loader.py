@@ -30,6 +30,8 @@ from miyabi import defaults
 from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.config.model import Agent, Layout, PipelineMode, Pool, frozen_map
 from miyabi.config.settings import (
+    HOST_RE,
+    NAME_RE,
     WATCHDOG_KEYS,
     AutoAnswer,
     BusSettings,
@@ -83,7 +85,6 @@ REPORT_KEYS = ("every", "issue", "since")
 LOGS_KEYS = ("max_bytes", "keep")
 WEB_KEYS = ("host", "port", "read_only")
 BUS_KEYS = ("url", "host", "password_env", "lease", "namespace")
-HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 NOTIFY_KEYS = ("kind", "url", "url_env", "events", "rate", "max_attempts", "retry_after", "timeout", *(k.value for k in ReceiverKind))
 NOTICE_KINDS = ("agent-failed", "agent-hung", "waiting-approval", "task-done", "task-failed", "pr-opened", "controller-restarted")
 AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", *OVERRIDABLE)
@@ -91,7 +92,6 @@ ROUTE_KEYS = ("label", "title", "default", "agent")
 POOL_KEYS = ("name", "profile", "max", "repo", "base_branch", "remote", "pipeline", "env", "watchdog", *OVERRIDABLE)
 PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ANSWER_KEY_RE = re.compile(r"^(?:.|Enter|Escape|Tab|Space|BSpace|Up|Down|Left|Right|[CM]-[a-zA-Z])$")

@@ -138,6 +138,13 @@ class WebSettings:
     read_only: bool = False
 
 
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+"""An agent's name: what files and tmux options are named after."""
+
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+"""A host's name on the bus (and a bus namespace)."""
+
+
 @dataclass(frozen=True)
 class BusSettings:
     """The layout's ``bus:`` section: several machines share one ensemble through Redis

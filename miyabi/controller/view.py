@@ -175,7 +175,7 @@ def waiting(home: Home, store: Store, tasks: Sequence[Task]) -> dict[int, str]:
 def shared_waiting(home: Home, lay: Layout, tasks: Sequence[Task]) -> dict[int, str]:
     """With a ``bus:``: why queued tasks for named agents wait (they go through the bus),
     and where shared ones are."""
-    from miyabi.bus.service import read_state
+    from miyabi.bus.state import read_state
     from miyabi.bus.tasks import route_shared
 
     state = read_state(home.root) or {}
@@ -204,7 +204,7 @@ def bus_view(home: Home, all_hosts: bool) -> dict[str, Any]:
     Raises:
         MiyabiError: ``all_hosts`` without a bus; BusDown (a MiyabiError): the bus cannot be reached.
     """
-    from miyabi.bus.service import read_state, settings_of
+    from miyabi.bus.state import read_state, settings_of
 
     state = read_state(home.root)
     bus = {k: state.get(k) for k in ("url", "host", "state", "since", "error", "leader", "hosts")} if state else None

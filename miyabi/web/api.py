@@ -25,7 +25,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
 from miyabi import defaults
-from miyabi.bus.service import read_state
+from miyabi.bus.state import read_state
 from miyabi.controller.view import bus_view, cancel_task, message_json, messages, retry_task, waiting
 from miyabi.errors import MiyabiError, TmuxError
 from miyabi.events import events_after, path_of

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES
 
-from miyabi.config import load, preflight
+from miyabi.config import load
 from miyabi.config.loader import expand, fill_defaults, key_path, read
-from miyabi.config.preflight import program_of
+from miyabi.config.preflight import preflight, program_of
 from miyabi.errors import LayoutError
 
 BAD = sorted(p for p in FIXTURES.glob("*.yaml") if p.read_text().startswith("# expect:"))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from miyabi.config import load, preflight
+from miyabi.config import load
+from miyabi.config.preflight import preflight
 from miyabi.config.shipped import find, init_text, layouts_dir, shipped, write_init
 from miyabi.errors import LayoutError, MiyabiError
 
