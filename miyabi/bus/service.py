@@ -176,8 +176,12 @@ class BusBridge:
                     if fresh:
                         bus.ping()
                         shared.recover(list(self._named(self.layout())))
+                        if shared.renew(list(self._named(self.layout()))):  # before anything else: copies taken over are given up
+                            self.changed()
+                        next_renew = time.monotonic() + settings.lease / 3
                         fresh = False
                         self._set(True)
+                        self.ready.set()
                     now = time.monotonic()
                     if now >= next_beat:
                         self._beat(bus)

@@ -397,14 +397,14 @@ class Controller:
         it depends on changed: a commit to the task store (by any process), an agent's
         process, the failed agents, a deadline or claim retry come due; and at least
         every ``defaults.SCHEDULE_IDLE`` seconds."""
-        engine.recover_assignments()
-        if self.layout.bus is not None:  # before GitHub: only the host holding the intake lock polls
+        if self.layout.bus is not None:  # before GitHub (only the intake lock's holder polls) and before any task is sent again
             bridge = self.bus = BusBridge(self.home.root, lambda: self.layout, supervisor.failed, self._presence,
                                           claim_issue=functools.partial(engine.dispatch.claim_issue, state=TaskState.QUEUED),
                                           hold=engine.dispatch.hold, changed=self.kick.set)
             self.stop.link(bridge.wake)
             engine.intake = bridge.may_intake
             bridge.start(self.stop, lambda target, name: self._start(target, name))
+        engine.recover_assignments()
         if gh is not None:
             self._start(functools.partial(engine.run_github, self.stop), "github")
         self._ensure_web()

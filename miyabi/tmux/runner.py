@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 
 from miyabi import defaults
@@ -101,19 +102,26 @@ class Tmux:
         if not commands:
             return []
         args = chain(commands)
-        self.invocations += 1
-        try:
-            proc = subprocess.run(
-                self.argv(args),
-                input=input,
-                check=False,
-                capture_output=True,
-                text=True,
-                timeout=defaults.TMUX_TIMEOUT,
-                env=tmux_env(),
-            )
-        except subprocess.TimeoutExpired:
-            raise TmuxError(_describe(commands), f"no answer within {defaults.TMUX_TIMEOUT:.0f} s", socket=self.socket) from None
+        for attempt in range(defaults.TMUX_DYING_RETRIES + 1):
+            self.invocations += 1
+            try:
+                proc = subprocess.run(
+                    self.argv(args),
+                    input=input,
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                    timeout=defaults.TMUX_TIMEOUT,
+                    env=tmux_env(),
+                )
+            except subprocess.TimeoutExpired:
+                raise TmuxError(_describe(commands), f"no answer within {defaults.TMUX_TIMEOUT:.0f} s", socket=self.socket) from None
+            # A server that was just killed still holds its socket for a moment: a new
+            # session reaches it and is dropped. Nothing was made, so it is tried again.
+            if (proc.returncode == 0 or commands[0][0] != "new-session" or "server exited unexpectedly" not in proc.stderr
+                    or attempt == defaults.TMUX_DYING_RETRIES):
+                break
+            time.sleep(defaults.TMUX_DYING_WAIT * (attempt + 1))
         if check and proc.returncode != 0:
             raise TmuxError(_describe(commands), proc.stderr or proc.stdout, socket=self.socket)
         return proc.stdout.splitlines()
