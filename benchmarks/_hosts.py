@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -15,11 +14,10 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import redis
 
 from miyabi.controller import stop_background
-from miyabi.controller.keepalive import running_pid
-from miyabi.controller.process import read_pid
 from miyabi.home import Home
 
 MIYABI = str(Path(sys.executable).parent / "miyabi")
@@ -95,13 +93,23 @@ class Host:
         self.run("up", str(self.layout), "-d")
 
     def kill(self) -> None:
-        """The machine dies: keep-alive, controller and tmux server (its agents with it), by SIGKILL."""
-        h = Home(self.home)
-        for pid in (running_pid(h.run), read_pid(h)):
-            if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+        """The machine dies: every process of this host at once, by SIGKILL (keep-alive,
+        controller, its tmux server and clients, its agents), until none is left."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            procs = []
+            for p in psutil.process_iter(["cmdline", "environ"]):
+                line = " ".join(p.info["cmdline"] or [])
+                if p.pid != os.getpid() and (f"-L {self.socket}" in line or f"--socket {self.socket}" in line
+                                             or (p.info["environ"] or {}).get("MIYABI_HOME") == str(self.home)):
+                    procs.append(p)
+            if not procs:
+                return
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+            time.sleep(0.05)
+        raise RuntimeError(f"host {self.name}'s processes did not all end")
 
     def close(self) -> None:
         stop_background(Home(self.home))

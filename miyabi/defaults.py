@@ -158,13 +158,14 @@ interrupted before its rename) is removed."""
 PANE_REFRESH = 0.5
 """Seconds between refreshes of the agent → pane map (and scheduling passes)."""
 
-TMUX_DYING_RETRIES = 4
+TMUX_DYING_RETRIES = 8
 """Times a chain that starts a session is tried again when the tmux server it reached was
 exiting (``server exited unexpectedly``: a server killed a moment before still held its
 socket)."""
 
 TMUX_DYING_WAIT = 0.1
-"""Seconds before the first such retry; each next one waits that much longer."""
+"""Seconds before the first such retry; each next one waits that much longer (3.6 s in
+all: a busy machine takes over a second to end a server with many panes)."""
 
 RECONNECT_MAX = 2.0
 """Longest wait, in seconds, between attempts to reopen the control channel."""

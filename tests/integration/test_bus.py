@@ -9,13 +9,13 @@ import contextlib
 import io
 import json
 import os
-import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from fakegithub import FakeGitHub
 from helpers import wait_for
@@ -26,8 +26,6 @@ from typer.testing import CliRunner, Result
 from miyabi.cli import app
 from miyabi.cli.send import main as send_main
 from miyabi.controller import stop_background
-from miyabi.controller.keepalive import running_pid
-from miyabi.controller.process import read_pid
 from miyabi.home import Home
 from miyabi.work.tasks import Store
 
@@ -68,13 +66,9 @@ class Host:
         return json.loads(r.output)
 
     def kill(self) -> None:
-        """The machine dies: its keep-alive, its controller and its tmux server (agents with it), by SIGKILL."""
-        h = Home(self.home)
-        for pid in (running_pid(h.run), read_pid(h)):
-            if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+        """The machine dies: every process of this host at once, by SIGKILL (keep-alive,
+        controller, its tmux server and clients, its agents)."""
+        kill_host(self.home, self.socket)
 
     def close(self) -> None:
         stop_background(Home(self.home))
@@ -87,6 +81,29 @@ def hosts(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[Host]]:
     yield made
     for h in made:
         h.close()
+
+
+def kill_host(home: Path, socket: str) -> None:
+    """SIGKILL every process of a host: those naming its home or tmux socket on their
+    command line, or with its home as MIYABI_HOME (agents), until none is left."""
+    def mine() -> list[psutil.Process]:
+        out = []
+        for p in psutil.process_iter(["cmdline", "environ"]):
+            line = " ".join(p.info["cmdline"] or [])
+            env = p.info["environ"] or {}
+            if p.pid != os.getpid() and (f"-L {socket}" in line or f"--socket {socket}" in line or str(home) in line
+                                         or env.get("MIYABI_HOME") == str(home)):
+                out.append(p)
+        return out
+
+    def gone() -> bool:
+        procs = mine()
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        return not procs
+
+    wait_for(gone, timeout=30, what=f"every process of host {home.name} gone")
 
 
 def job(tmp_path: Path, name: str, script: list[str]) -> Path:
