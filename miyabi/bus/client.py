@@ -38,6 +38,9 @@ from miyabi.errors import MiyabiError
 Entry = tuple[str, str, dict[str, str]]
 """A stream entry read: (stream, entry id, fields)."""
 
+MIN_VERSION = (6, 2)
+"""The oldest Redis the bus works with (``XAUTOCLAIM`` came in 6.2)."""
+
 GROUP = "hosts"
 """The consumer group on every task stream (its consumers are the hosts)."""
 INBOX_GROUP = "inbox"
@@ -117,8 +120,28 @@ class Bus:
 
     def autoclaim(self, stream: str, group: str, min_idle_ms: int, count: int) -> list[Entry]:
         """``XAUTOCLAIM``: entries of ``stream`` idle for ``min_idle_ms`` or more, now this host's."""
-        got = cast(Any, self.redis.xautoclaim(stream, group, self.host, min_idle_ms, "0-0", count=count))
-        return [(stream, str(entry), dict(fields or {})) for entry, fields in got[1] if fields is not None]
+        out: list[Entry] = []
+        cursor = "0-0"
+        for _ in range(100):  # each call looks at up to 10 × count pending entries: follow the cursor
+            got = cast(Any, self.redis.xautoclaim(stream, group, self.host, min_idle_ms, cursor, count=count - len(out)))
+            out += [(stream, str(entry), dict(fields or {})) for entry, fields in got[1] if fields is not None]
+            cursor = str(got[0])
+            if cursor == "0-0" or len(out) >= count:
+                break
+        return out
+
+    def check_version(self) -> None:
+        """Check that Redis is recent enough for the bus (``XAUTOCLAIM``: 6.2).
+
+        Raises:
+            BusDown: it is older, or does not answer.
+        """
+        info = cast(dict[str, Any], self.call(self.redis.info, "server"))
+        version = str(info.get("redis_version", "0"))
+        parts = tuple(int(x) for x in version.split(".")[:2] if x.isdigit())
+        if parts < MIN_VERSION:
+            raise BusDown(f"the bus at {self.where} runs Redis {version}; miyabi needs {'.'.join(map(str, MIN_VERSION))} or newer "
+                          "(XAUTOCLAIM)")
 
     def ping(self) -> None:
         """Check that Redis answers.

@@ -169,6 +169,9 @@ def deliver(home_root: Path, fields: dict[str, str], agents: list[str] | None, h
     except (KeyError, ValueError, TypeError) as e:
         log.warning("bus: an entry of %s's message stream is not a message (%s); dropped", host, e)
         return
+    if msg.priority not in ("high", "normal") or not (msg.ttl is None or (isinstance(msg.ttl, (int, float)) and msg.ttl > 0)):
+        log.warning("bus: message %s on %s's stream has a bad priority or ttl; dropped", msg.id[:80], host)
+        return
     if not ID_RE.match(msg.id) or not NAME_RE.match(msg.to):  # both become file names here
         log.warning("bus: a message on %s's stream has a bad id or agent name (%r, %r); dropped", host, msg.id[:80], msg.to[:80])
         return

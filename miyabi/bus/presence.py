@@ -64,10 +64,15 @@ def hosts(bus: Bus, now: float | None = None) -> list[dict[str, Any]]:
     records = bus.redis.mget([bus.key("host", h) for h in names]) if names else []
     out = []
     for name, raw in zip(names, records, strict=True):
-        if raw:
-            out.append({**json.loads(raw), "up": True})
+        try:
+            record = json.loads(raw) if raw else None
+            last = rfc3339(float(seen[name]))
+        except (ValueError, TypeError):  # not written by miyabi: shown, never fatal
+            record, last = None, "unknown"
+        if isinstance(record, dict):
+            out.append({**record, "host": name, "up": True})
         else:
-            out.append({"host": name, "up": False, "last_seen": rfc3339(float(seen[name])), "agents": []})
+            out.append({"host": name, "up": False, "last_seen": last, "agents": []})
     return out
 
 

@@ -1,12 +1,14 @@
-"""The controller's side of the bus: two threads that keep one host in the shared
+"""The controller's side of the bus: three threads that keep one host in the shared
 ensemble, whatever the network does.
 
 - ``bus-inbox`` waits on this host's message stream and moves each message into its
   agent's inbox (:func:`miyabi.bus.messages.receive`).
 - ``bus-tasks`` runs a pass every ``defaults.BUS_TICK`` seconds, or at once when the
   task store changed: presence and the intake lock (every ``defaults.BUS_HEARTBEAT``),
-  the bus outbox, publishing, claiming, lease renewal (every third of ``bus.lease``),
-  results and cancels (:class:`miyabi.bus.tasks.SharedTasks`).
+  the bus outbox, results, publishing, claiming and cancels
+  (:class:`miyabi.bus.tasks.SharedTasks`).
+- ``bus-leases`` renews this host's claims every third of ``bus.lease``, apart, so that
+  nothing the task pass waits for lets a lease run out.
 
 When Redis cannot be reached both keep trying with a doubling wait
 (``defaults.BUS_RECONNECT_MIN`` to ``defaults.BUS_RECONNECT_MAX``) while the local
@@ -127,10 +129,11 @@ class BusBridge:
     # -- threads
 
     def start(self, stop: threading.Event, start: Callable[[Callable[[], None], str], None]) -> None:
-        """Start both threads with ``start(target, name)`` (the controller's)."""
+        """Start the threads with ``start(target, name)`` (the controller's)."""
         self.write_state()
         start(lambda: self.run_tasks(stop), "bus-tasks")
         start(lambda: self.run_inbox(stop), "bus-inbox")
+        start(lambda: self.run_leases(stop), "bus-leases")
         # Before any agent runs a copy again (a restart), the bus says which are still
         # this host's: those another host took over meanwhile are given up first.
         self.ready.wait(2 * defaults.BUS_TIMEOUT + 1)
@@ -147,6 +150,9 @@ class BusBridge:
                         messages.ensure_inbox(bus)
                         messages.receive(bus, self.home, self.layout().names, None, start="0")
                         fresh = False
+                        if self._up is False:
+                            bus.ping()
+                            self._set(True)
                     messages.receive(bus, self.home, self.layout().names, int(defaults.BUS_BLOCK * 1000))
                     wait = defaults.BUS_RECONNECT_MIN
                 except FAILURES as e:
@@ -154,8 +160,9 @@ class BusBridge:
                     fresh = True
                     stop.wait(wait)
                     wait = min(wait * 2, defaults.BUS_RECONNECT_MAX)
-                except (OSError, sqlite3.Error) as e:  # the disk: try again, never fatal
-                    log.warning("bus inbox: %s", e)
+                except (OSError, sqlite3.Error, ValueError, TypeError) as e:  # the disk or bad data: try again, never fatal
+                    log.warning("bus inbox: %s: %s", type(e).__name__, e)
+                    fresh = True  # what was read and not put in an inbox is read again
                     stop.wait(wait)
         finally:
             bus.close()
@@ -168,17 +175,16 @@ class BusBridge:
         shared = SharedTasks(bus, store, self.home, settings.lease)
         wait = defaults.BUS_RECONNECT_MIN
         next_beat = 0.0
-        next_renew = 0.0
         fresh = True
         try:
             while not stop.is_set():
                 try:
                     if fresh:
                         bus.ping()
+                        bus.check_version()
                         shared.recover(list(self._named(self.layout())))
-                        if shared.renew(list(self._named(self.layout()))):  # before anything else: copies taken over are given up
+                        if shared.renew(self._running()):  # before anything else: copies taken over are given up
                             self.changed()
-                        next_renew = time.monotonic() + settings.lease / 3
                         fresh = False
                         self._set(True)
                         self.ready.set()
@@ -186,10 +192,6 @@ class BusBridge:
                     if now >= next_beat:
                         self._beat(bus)
                         next_beat = now + defaults.BUS_HEARTBEAT
-                    if now >= next_renew:
-                        if shared.renew(list(self._named(self.layout()))):
-                            self.changed()
-                        next_renew = now + settings.lease / 3
                     self.ready.set()
                     if self._pass(bus, shared):
                         self.changed()
@@ -203,8 +205,8 @@ class BusBridge:
                     fresh = True
                     stop.wait(wait)
                     wait = min(wait * 2, defaults.BUS_RECONNECT_MAX)
-                except (OSError, sqlite3.Error, TaskError) as e:  # the disk or the store: try again, never fatal
-                    log.warning("bus tasks: %s: %s", type(e).__name__, e)
+                except (OSError, sqlite3.Error, TaskError, ValueError, TypeError, KeyError) as e:  # the disk, the store, or
+                    log.warning("bus tasks: %s: %s", type(e).__name__, e)                          # bad data: never fatal
                     self.ready.set()
                     stop.wait(wait)
         finally:
@@ -218,6 +220,33 @@ class BusBridge:
             store.close()
             bus.close()
 
+    def run_leases(self, stop: threading.Event) -> None:
+        """Renew this host's claims every third of ``bus.lease`` until ``stop``, on a
+        thread of their own: a pass that waits (GitHub's rate limit while an issue is
+        claimed, a slow disk) never lets a lease run out."""
+        settings = self.settings
+        bus = Bus(settings)
+        store = Store.of_home(self.home)
+        shared = SharedTasks(bus, store, self.home, settings.lease)
+        try:
+            while not stop.wait(settings.lease / 3):
+                try:
+                    if shared.renew(self._running()):
+                        self.changed()
+                except FAILURES as e:
+                    self._set(False, describe(e))
+                except (OSError, sqlite3.Error, TaskError, ValueError, TypeError, KeyError) as e:
+                    log.warning("bus leases: %s: %s", type(e).__name__, e)
+        finally:
+            store.close()
+            bus.close()
+
+    def _running(self) -> list[str]:
+        """This host's named agents that can work (not given up on by the watchdog): the
+        copies of others are given up, unrenewed, for another host to take."""
+        failed = set(self.failed())
+        return [n for n in self._named(self.layout()) if n not in failed]
+
     def _named(self, lay: Layout) -> dict[str, int]:
         """This host's named agents (not pool instances) → their ``wip``."""
         return {a.name: a.wip for a in lay.agents if a.pool is None}
@@ -225,9 +254,9 @@ class BusBridge:
     def _pass(self, bus: Bus, shared: SharedTasks) -> bool:
         lay = self.layout()
         did = messages.flush_outbox(bus, self.home) > 0
+        did |= shared.settle() > 0  # results out first: a copy that ended here is never claimed again
         did |= bool(shared.publish_due(lay.routes, [p.name for p in lay.pools], lay.tasks.max_attempts, self.claim_issue, self.hold))
         did |= bool(shared.claim_due(self._named(lay), self.failed()))
-        did |= shared.settle() > 0
         did |= shared.publish_cancels() > 0
         did |= shared.apply_results() > 0
         return did

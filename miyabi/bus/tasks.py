@@ -6,8 +6,8 @@ Each host keeps its own task store (SQLite). In shared mode:
 - **Publishing** (:meth:`SharedTasks.publish_due`). A queued task of this host that the
   routes send to a named agent (not a pool: pools work in this host's worktrees) is
   published on ``NS:tasks:NAME`` (or ``NAME@HOST``) and waits here as ``shared``. Its
-  bus id is ``HOST:TASK:N`` (N counts its publications: a retried task is published
-  anew), and publishing an id twice (a crash between the write and its record) adds
+  bus id is ``HOST:TASK:N:NONCE`` (N counts its publications: a retried task is
+  published anew; NONCE is this home's own), and publishing an id twice (a crash between the write and its record) adds
   nothing. An issue is claimed on GitHub first, by the publishing host.
 - **Claiming** (:meth:`SharedTasks.claim_due`). For each of its agents with room under
   its ``wip``, a host reads new entries of the agent's streams for its consumer, then
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,8 +63,9 @@ CREATE TABLE IF NOT EXISTS bus_tasks (
 );
 CREATE INDEX IF NOT EXISTS bus_tasks_open ON bus_tasks(role, settled);
 CREATE INDEX IF NOT EXISTS bus_tasks_task ON bus_tasks(task);
+CREATE TABLE IF NOT EXISTS bus_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-"""``role`` ``origin``: a task this host published (``settled`` once its result came or
+"""``role`` ``origin``: a task this host published (bus id ``HOST:TASK:N:NONCE``) (``settled`` once its result came or
 its cancel was published); ``copy``: this host's copy of a task it claimed (``settled``
 once its result is on the bus, or it was given up). ``entry``: the stream entry id."""
 
@@ -95,17 +97,19 @@ if st ~= 'open' then redis.call('XACK', KEYS[1], ARGV[1], ARGV[3]); return st or
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[2], 'state', ARGV[4], 'by', ARGV[2], 'agent', ARGV[6], 'reason', ARGV[5], 'ended', ARGV[8])
+redis.call('EXPIRE', KEYS[2], 2592000)
 redis.call('XADD', KEYS[3], '*', 'id', ARGV[7], 'state', ARGV[4], 'agent', ARGV[6], 'host', ARGV[2], 'reason', ARGV[5])
 return 'ok'
 """
 """KEYS: stream, task hash, the origin's result stream. ARGV: group, this host, entry,
 state, reason, agent, bus id, time. ``ok`` when this result is the task's, else the
-state it had already (the first result wins)."""
+state it had already (the first result wins). An ended task's hash expires after 30 days."""
 
 CANCEL = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if st ~= 'open' then return st or 'gone' end
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'reason', ARGV[1], 'ended', ARGV[2])
+redis.call('EXPIRE', KEYS[1], 2592000)
 redis.call('XDEL', KEYS[2], ARGV[3])
 return 'ok'
 """
@@ -163,6 +167,10 @@ class SharedTasks:
         self.me = bus.host
         with store.lock:
             store.db.executescript(SCHEMA)
+        with store.tx() as db:
+            db.execute("INSERT OR IGNORE INTO bus_meta (key, value) VALUES ('nonce', ?)", (secrets.token_hex(4),))
+        self.nonce = str(store.rows("SELECT value FROM bus_meta WHERE key='nonce'")[0][0])
+        """This home's own mark in its bus ids: a home made anew never reuses an old id."""
         self._groups: set[tuple[str, str]] = set()
 
     # -- helpers
@@ -226,7 +234,7 @@ class SharedTasks:
     def publish(self, t: Task, target: str, max_attempts: int) -> str:
         """Publish queued task ``t`` for ``target``; it waits here as ``shared``. Returns its bus id."""
         n = int(self.store.rows("SELECT COUNT(*) FROM bus_tasks WHERE task=? AND role=?", (t.id, ORIGIN))[0][0]) + 1
-        bus_id = f"{self.me}:{t.id}:{n}"
+        bus_id = f"{self.me}:{t.id}:{n}:{self.nonce}"
         stream = self.bus.task_stream(target)
         payload = {"title": t.title, "body": t.body, "labels": list(t.labels), "priority": t.priority, "source": str(t.source),
                    "ref": t.ref, "url": t.url, "timeout": t.timeout, "max_attempts": t.max_attempts or max_attempts,
@@ -270,9 +278,9 @@ class SharedTasks:
         bus_id = fields.get("id", "")
         state = RESULT_STATES.get(fields.get("state", ""))
         parts = bus_id.split(":")
-        if state is None or len(parts) < 3 or parts[0] != self.me or not parts[-2].isdigit():
+        if state is None or len(parts) != 4 or parts[0] != self.me or not parts[1].isdigit():
             return
-        tid = int(parts[-2])
+        tid = int(parts[1])
         latest = self.store.rows("SELECT bus_id FROM bus_tasks WHERE task=? AND role=? ORDER BY rowid DESC LIMIT 1", (tid, ORIGIN))
         if latest and latest[0][0] != bus_id:
             return  # a result of an earlier publication (the task was retried since)
@@ -287,16 +295,19 @@ class SharedTasks:
         append_event(self.home, "bus-result", task=tid, id=bus_id, state=str(state), host=host, agent=agent)
 
     def publish_cancels(self) -> int:
-        """Tell the bus about tasks this host published and then cancelled: no host
-        claims them any more, and one working on one is told to stop. Returns how many."""
+        """Tell the bus about tasks this host published and then cancelled (or changed
+        otherwise, or published again): no host claims that publication any more, and one
+        working on it is told to stop. Returns how many were withdrawn."""
         n = 0
         for r in self._records(ORIGIN):
-            if r["state"] == TaskState.SHARED:
+            latest = self.store.rows("SELECT bus_id FROM bus_tasks WHERE task=? AND role=? ORDER BY rowid DESC LIMIT 1",
+                                     (r["task"], ORIGIN))
+            if r["state"] == TaskState.SHARED and latest and latest[0][0] == r["bus_id"]:
                 continue
-            if r["state"] == TaskState.CANCELLED:
-                self.bus.script("cancel", CANCEL)(keys=[self.bus.task_key(r["bus_id"]), r["stream"]],
-                                                  args=["cancelled where it was published", self.clock(), r["entry"] or "0-0"])
-                n += 1
+            # cancelled, or any other change that is not its result: withdrawn (a no-op once it ended)
+            got = self.bus.script("cancel", CANCEL)(keys=[self.bus.task_key(r["bus_id"]), r["stream"]],
+                                                    args=[f"{r['state']} where it was published", self.clock(), r["entry"] or "0-0"])
+            n += got == "ok"
             self._settle(r["bus_id"], ORIGIN)
         return n
 
@@ -342,16 +353,23 @@ class SharedTasks:
 
     def recover(self, names: Sequence[str]) -> int:
         """After a start or a reconnection: make sure every entry this host holds has its
-        local copy (a crash between the claim and its record). Returns how many it made."""
+        local copy (a crash between the claim and its record). Returns how many it made.
+        The held entries are listed (``XPENDING``) and read (``XRANGE``), never read
+        again through the group, which would count a delivery (an attempt) each time."""
         n = 0
         for name in names:
             for stream in (self.bus.task_stream(f"{name}@{self.me}"), self.bus.task_stream(name)):
                 self._group(stream)
-                for _, entry, fields in self.bus.read(GROUP, {stream: "0"}, 1000):
-                    if not fields:  # deleted (cancelled) while we held it
+                held = cast(Any, self.bus.redis.xpending_range(stream, GROUP, min="-", max="+", count=1000, consumername=self.me))
+                for p in held:
+                    entry, times = str(p["message_id"]), int(p["times_delivered"])
+                    if self.store.rows("SELECT 1 FROM bus_tasks WHERE stream=? AND entry=? AND role=?", (stream, entry, COPY)):
+                        continue
+                    found = cast(Any, self.bus.redis.xrange(stream, entry, entry, count=1))
+                    if not found:  # deleted (withdrawn) while we held it
                         self.bus.redis.xack(stream, GROUP, entry)
                         continue
-                    if self._copy(name, stream, entry, fields, self._deliveries(stream, entry), recovering=True):
+                    if self._copy(name, stream, entry, dict(found[0][1]), times, recovering=True):
                         n += 1
         return n
 
@@ -386,6 +404,9 @@ class SharedTasks:
             return None
         if found:
             tid = int(found[0]["id"])
+            unsettled = self.store.rows("SELECT 1 FROM bus_tasks WHERE bus_id=? AND role=? AND settled IS NULL", (bus_id, COPY))
+            if found[0]["state"] in FINISHED and unsettled:
+                return None  # it ended here and its result is on its way (settle): not run again
             if found[0]["state"] in FINISHED and not recovering:
                 self.store.set_state(tid, TaskState.QUEUED, f"claimed again from the bus (attempt {deliveries} of {limit})")
         else:

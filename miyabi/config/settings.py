@@ -169,7 +169,8 @@ class BusSettings:
 
 def redact(url: str) -> str:
     """``url`` with its password, if any, replaced by ``***`` (for every output and log)."""
-    return re.sub(r"^(\w+://)([^/@]*)@", lambda m: m[1] + (m[2].split(":")[0] + ":***" if ":" in m[2] else "***") + "@", url)
+    url = re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+    return re.sub(r"^(\w+://)([^?]*)@(?=[^@?]*(?:\?|$))", lambda m: m[1] + (m[2].split(":")[0] + ":***" if ":" in m[2] else "***") + "@", url)
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ PRIORITIES = ("high", "normal", "low")
 
 _TRANSITIONS: dict[TaskState, tuple[TaskState, ...]] = {
     TaskState.QUEUED: (TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.CANCELLED, TaskState.SHARED),
-    TaskState.SHARED: (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED),
+    TaskState.SHARED: (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED),
     TaskState.BLOCKED: (TaskState.QUEUED, TaskState.CANCELLED),
     TaskState.ASSIGNED: (TaskState.IN_PROGRESS, TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED,
                          TaskState.ASSIGNED, TaskState.VERIFYING),

@@ -13,7 +13,7 @@ from redisserver import RedisServer
 from miyabi.bus.client import GROUP, Bus
 from miyabi.bus.tasks import SharedTasks
 from miyabi.config.settings import BusSettings
-from miyabi.work.tasks import Store, TaskState
+from miyabi.work.tasks import Store, TaskError, TaskState
 
 LEASE = 1.0
 
@@ -92,3 +92,36 @@ def test_cancels_attempt_limits_and_bad_entries(tmp_path: Path, redis_server: Re
     r.xadd("miyabi:tasks:w", {"id": "x:1:1", "task": "not json"})
     assert b.claim_due({"w": 5}) == []
     assert r.xpending("miyabi:tasks:w", GROUP)["pending"] == 0
+
+
+def test_a_restart_counts_no_attempt_and_a_republished_task_runs_once(tmp_path: Path, redis_server: RedisServer) -> None:
+    o, a = host(tmp_path, redis_server, "o"), host(tmp_path, redis_server, "a")
+    t1 = o.store.add("one", labels=["agent:w"])
+    o.publish_due([], [], 3)
+    [c] = a.claim_due({"w": 1})
+    for _ in range(5):  # five reconnections or restarts
+        assert a.recover(["w"]) == 0
+    r = redis_server.client()
+    [p] = r.xpending_range("miyabi:tasks:w", GROUP, min="-", max="+", count=10)
+    assert p["times_delivered"] == 1 and a.renew(["w"]) == []
+    # a claim whose record a crash lost: the restart makes its copy, as attempt 1
+    t2 = o.store.add("two", labels=["agent:w"])
+    o.publish_due([], [], 3)
+    r.xreadgroup(GROUP, "a", {"miyabi:tasks:w": ">"}, count=1)
+    assert a.recover(["w"]) == 1
+    second = o.store.rows("SELECT bus_id FROM bus_tasks WHERE task=?", (t2.id,))[0][0]
+    assert sorted((x["bus_id"], x["deliveries"]) for x in a.held_copies()) == sorted([(c.bus_id, 1), (second, 1)])
+    # a shared task is not retried in place; cancelled and retried, it is published anew and runs once
+    try:
+        o.store.set_state(t1.id, TaskState.QUEUED, "retried")
+        raise AssertionError("a shared task moved back to the queue")
+    except TaskError:
+        pass
+    t3 = o.store.add("three", labels=["agent:v"])
+    o.publish_due([], [], 3)
+    o.store.set_state(t3.id, TaskState.CANCELLED, "cancelled")
+    o.store.set_state(t3.id, TaskState.QUEUED, "retried")
+    assert o.publish_cancels() == 1
+    o.publish_due([], [], 3)
+    got = a.claim_due({"v": 5})
+    assert [g.bus_id.split(":")[2] for g in got] == ["2"]  # only the second publication

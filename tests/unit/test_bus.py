@@ -33,6 +33,9 @@ def test_passwords_never_reach_output() -> None:
     assert redact("redis://s3cret@h/1") == "redis://***@h/1"
     assert redact("redis://h:6379/0") == "redis://h:6379/0"
     assert redact("unix:///run/redis.sock") == "unix:///run/redis.sock"
+    assert redact("redis://:p@ss@h:1/0") == "redis://:***@h:1/0"  # an @ in the password
+    assert redact("redis://h:1/0?password=s3cret&x=1") == "redis://h:1/0?password=***&x=1"
+    assert redact("rediss://:pw@h/0?ssl_ca_certs=/a@b.pem") == "rediss://:***@h/0?ssl_ca_certs=/a@b.pem"
 
 
 def _task(title: str, labels: tuple[str, ...] = (), source: str = Source.LOCAL, key: str | None = None) -> Task:
