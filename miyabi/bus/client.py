@@ -25,6 +25,7 @@ redis.io/docs/latest/develop/use/patterns/distributed-locks.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
@@ -117,6 +118,26 @@ class Bus:
         the fields of an entry deleted while pending are empty."""
         got = cast(Any, self.redis.xreadgroup(group, self.host, cast(Any, streams), count=count, block=block_ms))
         return [(str(stream), str(entry), dict(fields or {})) for stream, entries in got or [] for entry, fields in entries]
+
+    def consume(self, group: str, stream: str, start: str, handle: Callable[[dict[str, str]], None], count: int = 100,
+                block_ms: int | None = None) -> int:
+        """Read entries of ``stream`` as this host's consumer in ``group`` (``start``:
+        ``>`` new ones, waiting up to ``block_ms``; ``0`` those read before and not
+        acknowledged), ``handle`` each one's fields (an entry deleted meanwhile has
+        none), then acknowledge and delete it. Returns how many were read.
+
+        Raises:
+            redis.RedisError: the bus failed; whatever ``handle`` raises (the entry then
+                stays pending, and is read again from ``0``).
+        """
+        n = 0
+        for _, entry, fields in self.read(group, {stream: start}, count, block_ms if start == ">" else None):
+            if fields:
+                handle(fields)
+            self.redis.xack(stream, group, entry)
+            self.redis.xdel(stream, entry)
+            n += 1
+        return n
 
     def autoclaim(self, stream: str, group: str, min_idle_ms: int, count: int) -> list[Entry]:
         """``XAUTOCLAIM``: entries of ``stream`` idle for ``min_idle_ms`` or more, now this host's."""

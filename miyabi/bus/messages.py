@@ -140,8 +140,7 @@ def present(home_root: Path, msg: Message) -> bool:
 
 def receive(bus: Bus, home_root: Path, agents: list[str] | None, block_ms: int | None, start: str = ">") -> int:
     """Move entries of this host's message stream into the agents' inboxes (once per
-    id), then acknowledge them. A message for an agent this host does not run becomes
-    a dead letter saying so. Returns how many entries were read.
+    id, :func:`deliver`), then acknowledge them. Returns how many entries were read.
 
     Args:
         agents: this host's agent names (None: take every message).
@@ -151,15 +150,8 @@ def receive(bus: Bus, home_root: Path, agents: list[str] | None, block_ms: int |
     Raises:
         redis.RedisError, OSError: the bus or the disk failed (the entry stays pending).
     """
-    stream = bus.inbox_stream(bus.host)
-    n = 0
-    for _, entry, fields in bus.read(INBOX_GROUP, {stream: start}, 100, block_ms if start == ">" else None):
-        if fields:
-            deliver(home_root, fields, agents, bus.host)
-        bus.redis.xack(stream, INBOX_GROUP, entry)
-        bus.redis.xdel(stream, entry)
-        n += 1
-    return n
+    return bus.consume(INBOX_GROUP, bus.inbox_stream(bus.host), start, lambda f: deliver(home_root, f, agents, bus.host),
+                       block_ms=block_ms)
 
 
 def deliver(home_root: Path, fields: dict[str, str], agents: list[str] | None, host: str) -> None:

@@ -264,15 +264,8 @@ class SharedTasks:
         """
         stream = self.bus.results_stream(self.me)
         self._group(stream, RESULTS_GROUP)
-        n = 0
-        for start in ("0", ">"):  # this host's pending results first (a crash before it applied them)
-            for _, entry, fields in self.bus.read(RESULTS_GROUP, {stream: start}, 100, block_ms if start == ">" else None):
-                if fields:
-                    self._apply(fields)
-                self.bus.redis.xack(stream, RESULTS_GROUP, entry)
-                self.bus.redis.xdel(stream, entry)
-                n += 1
-        return n
+        # this host's pending results first (a crash before it applied them)
+        return sum(self.bus.consume(RESULTS_GROUP, stream, start, self._apply, block_ms=block_ms) for start in ("0", ">"))
 
     def _apply(self, fields: Mapping[str, str]) -> None:
         bus_id = fields.get("id", "")

@@ -32,7 +32,7 @@ from typing import Any
 from miyabi import defaults
 from miyabi.bus.service import BusBridge
 from miyabi.config.model import Agent, Layout, PipelineMode
-from miyabi.config.settings import auto_answer
+from miyabi.config.settings import BusSettings, auto_answer
 from miyabi.controller import requests
 from miyabi.controller.process import LOCKFILE, PIDFILE, ControllerRunning, read_pid
 from miyabi.controller.webproc import WebProcess
@@ -582,14 +582,18 @@ class Controller:
                  f"changed {', '.join(changed)}" if changed else ""]
         if github_changed:
             parts.append("github: changes apply when the controller restarts (`miyabi down`, then `miyabi up`)")
-        if (new.bus is None) != (old_bus is None) or (new.bus is not None and old_bus is not None and
-                                                      (new.bus.url, new.bus.host, new.bus.namespace) != (old_bus.url, old_bus.host, old_bus.namespace)):
+        if _bus_identity(new.bus) != _bus_identity(old_bus):
             parts.append("bus: url, host and namespace apply when the controller restarts (`miyabi down`, then `miyabi up`)")
         what = "; ".join(p for p in parts if p) or "agents unchanged"
         append_event(self.home.root, "layout-reloaded" if reason == "reload" else "instances-changed", path=str(new.path),
                      added=added, removed=removed, changed=changed)
         log.info("layout %s adopted: %s", new.path, what)
         return f"{what}; routes, limits and settings of {new.path.name} apply"
+
+
+def _bus_identity(bus: BusSettings | None) -> tuple[str, str, str] | None:
+    """What of a ``bus:`` section takes a controller restart to change."""
+    return None if bus is None else (bus.url, bus.host, bus.namespace)
 
 
 def _holder_alive(holder: str) -> bool:

@@ -19,6 +19,8 @@ import psutil
 import pytest
 from fakegithub import FakeGitHub
 from helpers import wait_for
+from integration.test_delivery import transcript
+from integration.test_work_survives import task
 from integration.webkit import start_web, stop
 from redisserver import RedisServer
 from typer.testing import CliRunner, Result
@@ -121,14 +123,6 @@ def submit(host: Host, path: Path, agent: str = "w") -> int:
     return int(json.loads(r.output)["task"])
 
 
-def task(home: Path, tid: int):  # type: ignore[no-untyped-def]
-    store = Store.of_home(home)
-    try:
-        return store.get(tid)
-    finally:
-        store.close()
-
-
 def copies(home: Path) -> list[dict]:
     """The copies of bus tasks this host claimed: bus id, local task id, its state and attempt."""
     store = Store.of_home(home)
@@ -144,11 +138,6 @@ def copies(home: Path) -> list[dict]:
 def done_lines(tmp_path: Path) -> list[str]:
     f = tmp_path / "work" / "done.txt"
     return f.read_text().split() if f.exists() else []
-
-
-def transcript_count(home: Path, agent: str, text: str) -> int:
-    f = home / "logs" / f"{agent}.transcript.jsonl"
-    return sum(1 for line in f.read_text().splitlines() if json.loads(line)["text"] == text) if f.exists() else 0
 
 
 def test_tasks_spread_over_hosts_by_route_and_their_results_come_home(tmp_path: Path, redis_server: RedisServer,
@@ -199,25 +188,25 @@ def test_a_message_to_an_agent_on_another_host_arrives_exactly_once(tmp_path: Pa
     b.up()
     rc, msg_id = a.send("w@b", "hello from a")
     assert rc == 0
-    wait_for(lambda: transcript_count(b.home, "w", "hello from a") == 1, timeout=30, what="the text in b's pane")
+    wait_for(lambda: transcript(b.home, "w").count("hello from a") == 1, timeout=30, what="the text in b's pane")
     # by name alone once presence says which host runs it (only b runs v)
     wait_for(lambda: a.send("v", "to v, wherever it runs")[0] == 0, timeout=30, what="presence to show v on b")
-    wait_for(lambda: transcript_count(b.home, "v", "to v, wherever it runs") == 1, timeout=30, what="v's text")
+    wait_for(lambda: transcript(b.home, "v").count("to v, wherever it runs") == 1, timeout=30, what="v's text")
     # the same entry written twice (a sender that retried after a lost answer) is one message
     r = redis_server.client()
     entry = {"host": "b", "message": json.dumps({"id": "01900000-0000-7000-8000-000000000001", "from": "human@a", "to": "w",
                                                  "created": "2026-12-04T00:00:00Z", "body": "twice written"})}
     r.xadd("miyabi:inbox:b", entry)
     r.xadd("miyabi:inbox:b", entry)
-    wait_for(lambda: transcript_count(b.home, "w", "twice written") == 1, timeout=30, what="the duplicated message")
+    wait_for(lambda: transcript(b.home, "w").count("twice written") == 1, timeout=30, what="the duplicated message")
     r.xadd("miyabi:inbox:b", {"host": "b", "message": json.dumps({"id": "01900000-0000-7000-8000-000000000002", "from": "x",
                                                                   "to": "w", "created": "2026-12-04T00:00:00Z", "body": "last"})})
-    wait_for(lambda: transcript_count(b.home, "w", "last") == 1, timeout=30, what="a later message")
-    assert transcript_count(b.home, "w", "twice written") == 1
-    assert transcript_count(b.home, "w", "hello from a") == 1
+    wait_for(lambda: transcript(b.home, "w").count("last") == 1, timeout=30, what="a later message")
+    assert transcript(b.home, "w").count("twice written") == 1
+    assert transcript(b.home, "w").count("hello from a") == 1
     # a name this host runs stays here; one two other hosts run needs its host; one nobody runs is refused, in one line
     assert a.send("w", "stays on a")[0] == 0
-    wait_for(lambda: transcript_count(a.home, "w", "stays on a") == 1, timeout=30, what="the local message")
+    wait_for(lambda: transcript(a.home, "w").count("stays on a") == 1, timeout=30, what="the local message")
     c = Host("c", tmp_path, redis_server.url, agents=("x",))
     hosts.append(c)
     c.up()
@@ -227,7 +216,7 @@ def test_a_message_to_an_agent_on_another_host_arrives_exactly_once(tmp_path: Pa
         assert c.send("nobody", "x")[0] != 0
     lines = err.getvalue().splitlines()
     assert "runs on hosts a, b; say which: w@a" in lines[0] and "no host on the bus runs an agent 'nobody'" in lines[1]
-    assert transcript_count(b.home, "w", "stays on a") == 0 and msg_id
+    assert transcript(b.home, "w").count("stays on a") == 0 and msg_id
 
 
 def test_a_killed_host_loses_its_task_to_another_after_the_lease_and_it_ends_done_once(
@@ -284,7 +273,7 @@ def test_redis_restarted_and_down_for_a_while_loses_nothing_and_doubles_nothing(
     local = submit(a, job(tmp_path, "while-down", ["echo while-down >> done.txt"]))
     assert task(a.home, local).state == "queued"  # it waits to be published
     redis_server.start()
-    wait_for(lambda: transcript_count(b.home, "w", "sent while the bus was down") == 1, timeout=60, what="the spooled message")
+    wait_for(lambda: transcript(b.home, "w").count("sent while the bus was down") == 1, timeout=60, what="the spooled message")
     wait_for(lambda: task(a.home, local).state == "done", timeout=60, what="the job submitted while the bus was down")
     wait_for(lambda: json.loads(a.cli("status", "--json").output)["bus"]["state"] == "up", timeout=30, what="a to see it up")
     lines = done_lines(tmp_path)
@@ -310,7 +299,7 @@ def test_a_password_protected_redis_works_and_the_password_is_never_printed(
             h.up()
         rc, _ = a.send("w@c", "through a password")
         assert rc == 0
-        wait_for(lambda: transcript_count(inline.home, "w", "through a password") == 1, timeout=30, what="the message")
+        wait_for(lambda: transcript(inline.home, "w").count("through a password") == 1, timeout=30, what="the message")
         wait_for(lambda: json.loads(wrong.cli("status", "--json").output)["bus"]["state"] == "down", timeout=30,
                  what="the wrong password to show as down")
         out = wrong.cli("status").output
@@ -368,7 +357,7 @@ def test_hosts_talk_over_tls(tmp_path: Path, hosts: list[Host]) -> None:
         a.up()
         b.up()
         assert a.send("w@b", "over TLS")[0] == 0
-        wait_for(lambda: transcript_count(b.home, "w", "over TLS") == 1, timeout=30, what="the message over TLS")
+        wait_for(lambda: transcript(b.home, "w").count("over TLS") == 1, timeout=30, what="the message over TLS")
         tid = submit(b, job(tmp_path, "tls-job", ["echo tls >> done.txt"]), agent="w@a")
         wait_for(lambda: task(b.home, tid).state == "done", timeout=60, what="the job run by a over TLS")
         assert json.loads(a.cli("status", "--json").output)["bus"]["url"].startswith("rediss://127.0.0.1:")
