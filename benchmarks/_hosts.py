@@ -43,9 +43,26 @@ class Redis:
         return redis.Redis(port=self.port, decode_responses=True)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir),
-                                      "--logfile", str(self.dir / "redis.log")], stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.dir),
+                "--logfile",
+                str(self.dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -70,23 +87,35 @@ class Redis:
 class Host:
     """One machine: a home, a tmux server of its own, a layout with ``bus:``."""
 
-    def __init__(self, root: Path, name: str, url: str, agents: list[str], lease: float = 5.0, spec: str = WORKER) -> None:
+    def __init__(
+        self, root: Path, name: str, url: str, agents: list[str], lease: float = 5.0, spec: str = WORKER
+    ) -> None:
         self.name = name
         self.home = root / name
         self.home.mkdir(parents=True)
         self.socket = f"bench_bus_{uuid.uuid4().hex[:8]}"
         self.session = f"bus-{name}"
         self.layout = root / f"{name}.yaml"
-        lines = [f"session: {self.session}", f"bus: {{url: '{url}', host: {name}, lease: {lease}s}}",
-                 "watchdog: {min_uptime: 0, max_restarts: 1000, restart_window: 600}", "agents:"]
+        lines = [
+            f"session: {self.session}",
+            f"bus: {{url: '{url}', host: {name}, lease: {lease}s}}",
+            "watchdog: {min_uptime: 0, max_restarts: 1000, restart_window: 600}",
+            "agents:",
+        ]
         lines += [f"  - {{name: {a}, {spec}}}" for a in agents]
         self.layout.write_text("\n".join(lines) + "\n")
 
     def run(self, *args: str) -> str:
-        done = subprocess.run([MIYABI, *args, "--socket", self.socket, "--home", str(self.home)], capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run(
+            [MIYABI, *args, "--socket", self.socket, "--home", str(self.home)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"miyabi {' '.join(args)} on host {self.name} exited {done.returncode}: {done.stderr.strip()}")
+            raise RuntimeError(
+                f"miyabi {' '.join(args)} on host {self.name} exited {done.returncode}: {done.stderr.strip()}"
+            )
         return done.stdout
 
     def up(self) -> None:
@@ -100,8 +129,11 @@ class Host:
             procs = []
             for p in psutil.process_iter(["cmdline", "environ"]):
                 line = " ".join(p.info["cmdline"] or [])
-                if p.pid != os.getpid() and (f"-L {self.socket}" in line or f"--socket {self.socket}" in line
-                                             or (p.info["environ"] or {}).get("MIYABI_HOME") == str(self.home)):
+                if p.pid != os.getpid() and (
+                    f"-L {self.socket}" in line
+                    or f"--socket {self.socket}" in line
+                    or (p.info["environ"] or {}).get("MIYABI_HOME") == str(self.home)
+                ):
                     procs.append(p)
             if not procs:
                 return

@@ -73,8 +73,11 @@ def one_cli(name: str, n: int) -> tuple[list[float], list[float], str]:
         base = ["--socket", sock, "--home", str(home)]
         subprocess.run([MIYABI, "up", str(lay), "-d", *base], check=True, capture_output=True)
         try:
-            wait(lambda: (read_seen(home, "a") or None) is not None and read_seen(home, "a").state == "ready",  # type: ignore[union-attr]
-                 120, f"{name} ready")
+            wait(
+                lambda: (read_seen(home, "a") or None) is not None and read_seen(home, "a").state == "ready",  # type: ignore[union-attr]
+                120,
+                f"{name} ready",
+            )
             to_model: list[float] = []
             via = ""
             for i in range(n):
@@ -88,11 +91,17 @@ def one_cli(name: str, n: int) -> tuple[list[float], list[float], str]:
                 t0 = time.time()
                 with contextlib.redirect_stdout(io.StringIO()):
                     send_main("send", ["a", f"bench {tag}", "--home", str(home)])
-                wait(lambda b=before, t=tag: len(model.prompts()) > b and t in model.prompts()[-1].prompt, 60, "the prompt")
+                wait(
+                    lambda b=before, t=tag: len(model.prompts()) > b and t in model.prompts()[-1].prompt,
+                    60,
+                    "the prompt",
+                )
                 to_model.append(model.prompts()[-1].started - t0)
             evs = events(home)
             enq = {e["id"]: parse_rfc3339(str(e["time"])) for e in evs if e["event"] == "enqueued"}
-            decide = [parse_rfc3339(str(e["time"])) - enq[e["id"]] for e in evs if e["event"] == "typing" and e["id"] in enq]
+            decide = [
+                parse_rfc3339(str(e["time"])) - enq[e["id"]] for e in evs if e["event"] == "typing" and e["id"] in enq
+            ]
             return to_model, decide, via
         finally:
             stop_background(Home(home))
@@ -100,8 +109,16 @@ def one_cli(name: str, n: int) -> tuple[list[float], list[float], str]:
 
 
 def hook_runs(n: int, argv: list[str]) -> list[float]:
-    payload = json.dumps({"session_id": "s" * 36, "transcript_path": "/tmp/" + "t" * 90, "cwd": "/tmp",
-                          "hook_event_name": "Stop", "stop_hook_active": False, "last_assistant_message": "x" * 2000})
+    payload = json.dumps(
+        {
+            "session_id": "s" * 36,
+            "transcript_path": "/tmp/" + "t" * 90,
+            "cwd": "/tmp",
+            "hook_event_name": "Stop",
+            "stop_hook_active": False,
+            "last_assistant_message": "x" * 2000,
+        }
+    )
     out: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-hook-") as d:
         env = dict(os.environ, MIYABI_HOME=d, MIYABI_AGENT="a")
@@ -125,13 +142,21 @@ def main() -> None:
     installed = hook_runs(max(30, args.n), [*hook_command(), "Stop"])
     console = hook_runs(max(30, args.n), [MIYABI, "hook", "Stop"])
     progress_done()
-    print(f"{'cli':<8} {'send→model p50':>15} {'p99':>8} {'submit delay':>13} {'decision p50':>13} {'p99':>8}  ready told by")
+    print(
+        f"{'cli':<8} {'send→model p50':>15} {'p99':>8} {'submit delay':>13} {'decision p50':>13} {'p99':>8}  ready "
+        "told by"
+    )
     for name, to_model, decide, via in rows:
-        print(f"{name:<8} {statistics.median(to_model) * 1000:>12.0f} ms {pct(to_model, 99) * 1000:>5.0f} ms "
-              f"{BUILTIN[name].submit_delay * 1000:>10.0f} ms {statistics.median(decide) * 1000:>10.1f} ms "
-              f"{pct(decide, 99) * 1000:>5.1f} ms  {via}")
+        print(
+            f"{name:<8} {statistics.median(to_model) * 1000:>12.0f} ms {pct(to_model, 99) * 1000:>5.0f} ms "
+            f"{BUILTIN[name].submit_delay * 1000:>10.0f} ms {statistics.median(decide) * 1000:>10.1f} ms "
+            f"{pct(decide, 99) * 1000:>5.1f} ms  {via}"
+        )
     for label, runs in (("hook as installed", installed), ("miyabi hook (console)", console)):
-        print(f"{label}: p50 {statistics.median(runs) * 1000:.1f} ms, p99 {pct(runs, 99) * 1000:.1f} ms ({len(runs)} runs)")
+        print(
+            f"{label}: p50 {statistics.median(runs) * 1000:.1f} ms, p99 {pct(runs, 99) * 1000:.1f} ms ({len(runs)} "
+            "runs)"
+        )
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 their own controllers and tmux servers on this machine):
 
 1. cross-host send: from the call on host a to the text showing in the pane of b's
-   agent, `cat` (p50, p99 over --messages, each sent when the agent is ready), seen through %output on a control-mode client of
-   b's tmux server; beside it the same for a local send on b (the floor), and for the
-   `miyabi send w@b` command (a new Python process each time);
+   agent, `cat` (p50, p99 over --messages, each sent when the agent is ready), seen
+   through %output on a control-mode client of b's tmux server; beside it the same for
+   a local send on b (the floor), and for the `miyabi send w@b` command (a new Python process each time);
 2. claim throughput: tasks published, then claimed, run (marked done) and settled by
    two claimers through one Redis (tasks/s), without agents;
 3. failover: the host holding a task is killed (keep-alive, controller and tmux server,
@@ -75,8 +75,12 @@ def sends(root: Path, r: Redis, n: int) -> None:
         time.sleep(3)  # both on the bus, presence written
         watch = PaneWatch(b)
         bus = Bus(BusSettings(url=r.url, host="a"))
-        figures: dict[str, list[float]] = {"cross-host send (library)": [], "local send on b (floor)": [],
-                                           "`miyabi send w@b` (new process)": [], "`miyabi send w` on b (new process, local)": []}
+        figures: dict[str, list[float]] = {
+            "cross-host send (library)": [],
+            "local send on b (floor)": [],
+            "`miyabi send w@b` (new process)": [],
+            "`miyabi send w` on b (new process, local)": [],
+        }
         for i in range(n):
             progress(f"send {i + 1}/{n}")
             token = f"x{i}-{time.monotonic_ns()}"
@@ -149,8 +153,10 @@ def throughput(root: Path, r: Redis, n: int) -> None:
         pass
     applied = time.perf_counter() - t0
     ended = sum(1 for t in origin_store.query(state="done"))
-    print(f"publish: {n / published:.0f} tasks/s; claim + done + settle by 2 hosts: {n / ran:.0f} tasks/s "
-          f"({done[0]} and {done[1]}); results applied at the origin: {n / applied:.0f} tasks/s; origin done: {ended}/{n}")
+    print(
+        f"publish: {n / published:.0f} tasks/s; claim + done + settle by 2 hosts: {n / ran:.0f} tasks/s "
+        f"({done[0]} and {done[1]}); results applied at the origin: {n / applied:.0f} tasks/s; origin done: {ended}/{n}"
+    )
 
 
 def failover(root: Path, r: Redis, runs: int, lease: float) -> None:
@@ -172,30 +178,48 @@ def failover(root: Path, r: Redis, runs: int, lease: float) -> None:
             a.run("job", "submit", str(long), "--agent", "w")
             bus_id = None
             while bus_id is None:
-                rows = Store.of_home(b.home).rows("SELECT bus_id FROM bus_tasks b JOIN tasks t ON t.id=b.task"
-                                                  " WHERE b.role='copy' AND t.state='in_progress'")
+                rows = Store.of_home(b.home).rows(
+                    "SELECT bus_id FROM bus_tasks b JOIN tasks t ON t.id=b.task"
+                    " WHERE b.role='copy' AND t.state='in_progress'"
+                )
                 bus_id = rows[0][0] if rows else None
                 time.sleep(0.05)
             b.kill()
             t0 = time.perf_counter()
             store = Store.of_home(a.home)
-            while not store.rows("SELECT 1 FROM bus_tasks b JOIN tasks t ON t.id=b.task WHERE b.role='copy' AND b.bus_id=?"
-                                 " AND t.state='in_progress'", (bus_id,)):
+            while not store.rows(
+                "SELECT 1 FROM bus_tasks b JOIN tasks t ON t.id=b.task WHERE b.role='copy' AND b.bus_id=?"
+                " AND t.state='in_progress'",
+                (bus_id,),
+            ):
                 time.sleep(0.02)
             times.append(time.perf_counter() - t0)
             store.close()
             b.close()
         progress_done()
-        print(f"failover (host killed → its task running on another host), lease {lease:g} s: "
-              + ", ".join(f"{t:.2f} s" for t in times) + f"; mean {sum(times) / len(times):.2f} s")
+        print(
+            f"failover (host killed → its task running on another host), lease {lease:g} s: "
+            + ", ".join(f"{t:.2f} s" for t in times)
+            + f"; mean {sum(times) / len(times):.2f} s"
+        )
     finally:
         a.close()
 
 
 def _job(root: Path, name: str, script: list[str]) -> Path:
     f = root / f"{name}.json"
-    f.write_text(json.dumps({"id": name, "kind": "run_shell", "workdir": str(root / "work"), "script": script,
-                             "dod": "exit_code == 0", "report_path": f"{name}.report.json"}))
+    f.write_text(
+        json.dumps(
+            {
+                "id": name,
+                "kind": "run_shell",
+                "workdir": str(root / "work"),
+                "script": script,
+                "dod": "exit_code == 0",
+                "report_path": f"{name}.report.json",
+            }
+        )
+    )
     return f
 
 

@@ -56,7 +56,6 @@ class Watch:
                 sys.exit(f"bench_delivery: {marker} never showed up")
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200, help="messages per latency figure")
@@ -74,10 +73,17 @@ def main() -> None:
             f"  - name: sink\n    profile: shell\n    command: sh -c 'stty -echo; exec cat > {out}'\n"
         )
         home = d / "home"
-        subprocess.run([str(miyabi), "up", str(layout), "-d", "--socket", socket, "--home", str(home)], check=True, capture_output=True)
+        subprocess.run(
+            [str(miyabi), "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
+            check=True,
+            capture_output=True,
+        )
         tmux = Tmux(socket)
         try:
-            panes = dict(line.split() for line in tmux.run("list-panes", "-s", "-t", "=bench:", "-F", "#{@miyabi_agent} #{pane_id}"))
+            panes = dict(
+                line.split()
+                for line in tmux.run("list-panes", "-s", "-t", "=bench:", "-F", "#{@miyabi_agent} #{pane_id}")
+            )
             watch = Watch()
             chan = ControlClient(tmux, "bench", on_output=watch.on_output).start()
             box = inbox(home, "echo")
@@ -120,7 +126,12 @@ def main() -> None:
             )
             progress("throughput...")
             t0 = time.perf_counter()
-            procs = [subprocess.Popen([sys.executable, "-c", script, f"s{k}", str(home), str(per)], stdout=subprocess.DEVNULL) for k in range(8)]
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", script, f"s{k}", str(home), str(per)], stdout=subprocess.DEVNULL
+                )
+                for k in range(8)
+            ]
             for p in procs:
                 p.wait()
             t_sent = time.perf_counter() - t0
@@ -136,7 +147,9 @@ def main() -> None:
             walls = []
             for _ in range(20):
                 t0 = time.perf_counter()
-                subprocess.run([str(miyabi), "send", "sink", "wall", "--home", str(home)], check=True, capture_output=True)
+                subprocess.run(
+                    [str(miyabi), "send", "sink", "wall", "--home", str(home)], check=True, capture_output=True
+                )
                 walls.append((time.perf_counter() - t0) * 1000)
         finally:
             stop_background(Home(home))
@@ -150,8 +163,13 @@ def main() -> None:
     print(f"  enqueue → text in pane (miyabi)      p50 {pct(m, 50):6.2f} ms   p99 {pct(m, 99):6.2f} ms")
     print(f"  tmux send-keys process (floor)       p50 {pct(f, 50):6.2f} ms   p99 {pct(f, 99):6.2f} ms")
     print(f"  miyabi p50 above the floor           {pct(m, 50) - pct(f, 50):6.2f} ms")
-    print(f"  8 senders x {per}: {got}/{8 * per} delivered in {t_all:.2f} s ({got / t_all:.0f} msg/s; enqueueing took {t_sent:.2f} s)")
-    print(f"  one `miyabi send` command (wall)     median {statistics.median(walls):6.1f} ms   min {min(walls):6.1f} ms")
+    print(
+        f"  8 senders x {per}: {got}/{8 * per} delivered in {t_all:.2f} s ({got / t_all:.0f} msg/s; enqueueing took "
+        f"{t_sent:.2f} s)"
+    )
+    print(
+        f"  one `miyabi send` command (wall)     median {statistics.median(walls):6.1f} ms   min {min(walls):6.1f} ms"
+    )
 
 
 if __name__ == "__main__":

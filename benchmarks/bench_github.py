@@ -45,13 +45,18 @@ def main() -> None:
         for _ in range(10):
             assert sync(store, gh, cfg).unchanged
         polls = time.perf_counter() - t0
-        counted = sum(n for code, n in gh.stats.statuses.items() if code != 304) - sum(n for code, n in before.items() if code != 304)
+        counted = sum(n for code, n in gh.stats.statuses.items() if code != 304) - sum(
+            n for code, n in before.items() if code != 304
+        )
         gh.close()
     print(f"bench_github: {args.issues} open todo issues on a local server")
     print(f"  first sync: {len(report.added)} tasks, {first_requests} requests, {first * 1000:.0f} ms wall")
     conditional = gh.stats.statuses.get(304, 0) - before.get(304, 0)
-    print(f"  10 polls with nothing changed: {gh.stats.not_modified} unchanged, {conditional} conditional requests answered 304"
-          f" (one per page), {counted} rate-limit points spent, {polls * 1000:.0f} ms")
+    print(
+        f"  10 polls with nothing changed: {gh.stats.not_modified} unchanged, {conditional} conditional requests "
+        "answered 304"
+        f" (one per page), {counted} rate-limit points spent, {polls * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

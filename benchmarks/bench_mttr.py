@@ -43,8 +43,14 @@ def main() -> None:
         home = d / "home"
         layout = d / "mttr.yaml"
         agents = "".join(f"  - {{name: a{i:02d}, profile: shell, command: cat}}\n" for i in range(16))
-        layout.write_text("session: mttr\nwatchdog: {min_uptime: 0, max_restarts: 100000, restart_window: 60}\nagents:\n" + agents)
-        subprocess.run([str(miyabi), "up", str(layout), "-d", "--socket", socket, "--home", str(home)], check=True, capture_output=True)
+        layout.write_text(
+            "session: mttr\nwatchdog: {min_uptime: 0, max_restarts: 100000, restart_window: 60}\nagents:\n" + agents
+        )
+        subprocess.run(
+            [str(miyabi), "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
+            check=True,
+            capture_output=True,
+        )
         tmux = Tmux(socket)
         try:
             chan = ControlClient(tmux, "mttr").start()
@@ -75,7 +81,7 @@ def main() -> None:
             floor: list[float] = []
             tmux.run("new-window", "-d", "-t", "=mttr:", "-n", "floor", "cat")
             fpane = tmux.run("list-panes", "-t", "=mttr:=floor", "-F", "#{pane_id}")[0]
-            for i in range(args.kills):
+            for _ in range(args.kills):
                 old = int(tmux.run("display-message", "-p", "-t", fpane, "#{pane_pid}")[0])
                 t0 = time.perf_counter()
                 subprocess.run(["tmux", "-L", socket, "respawn-pane", "-k", "-t", fpane, "cat"], check=True)
@@ -100,9 +106,15 @@ def main() -> None:
         progress_done()
 
     print(f"bench_mttr: {args.kills} kills of a `cat` agent (16 agents, socket {socket})")
-    print(f"  kill -9 → replacement running (miyabi)   p50 {pct(mttr, 50):7.1f} ms   p99 {pct(mttr, 99):7.1f} ms   max {max(mttr):7.1f} ms")
+    print(
+        f"  kill -9 → replacement running (miyabi)   p50 {pct(mttr, 50):7.1f} ms   p99 {pct(mttr, 99):7.1f} ms   max "
+        f"{max(mttr):7.1f} ms"
+    )
     print(f"  respawn-pane -k from a tmux process      p50 {pct(floor, 50):7.1f} ms   p99 {pct(floor, 99):7.1f} ms")
-    print(f"  controller CPU, 16 idle agents, {args.idle:.0f} s    {idle_pct:.2f} % of one core (controller and its tmux client)")
+    print(
+        f"  controller CPU, 16 idle agents, {args.idle:.0f} s    {idle_pct:.2f} % of one core (controller and its "
+        "tmux client)"
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ AGENT = ROOT / "tests" / "scripted_agent.py"
 
 
 def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@x", *args], cwd=cwd, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=b", "-c", "user.email=b@x", *args], cwd=cwd, check=True, capture_output=True
+    )
 
 
 def repo_of(tmp: Path, files: int) -> Path:
@@ -97,10 +99,15 @@ def main() -> None:
             f"pools:\n  - {{name: coder, profile: worker, command: '{sys.executable} {AGENT}', repo: '{repo}', max: 1,"
             f" submit_delay: 0.05, ready_settle: 0.05, env: {{PLAN: '{plan}', PLAN_LOG: '{log}'}}}}\n"
             "routes:\n  - {default: true, agent: coder}\n"
-            f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: BENCH_GH_TOKEN, poll_interval: 1}}\n")
+            f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: BENCH_GH_TOKEN, poll_interval: 1}}\n"
+        )
         env = {**os.environ, "BENCH_GH_TOKEN": "t0ken", "MIYABI_SOCKET": socket}
-        subprocess.run([MIYABI, "up", str(lay), "-d", "--home", str(home), "--socket", socket], check=True, env=env,
-                       capture_output=True)
+        subprocess.run(
+            [MIYABI, "up", str(lay), "-d", "--home", str(home), "--socket", socket],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         try:
             for i in range(1, args.n + 1):
                 progress(f"task {i}/{args.n}")
@@ -110,12 +117,19 @@ def main() -> None:
         finally:
             progress_done()
             with contextlib.suppress(Exception):
-                subprocess.run([MIYABI, "down", "--home", str(home), "--socket", socket], check=False, env=env,
-                               capture_output=True)
+                subprocess.run(
+                    [MIYABI, "down", "--home", str(home), "--socket", socket], check=False, env=env, capture_output=True
+                )
             stop_background(Home(home))
         ev = events(home)
         store = Store.of_home(home)
-        parts: dict[str, list[float]] = {"worktree": [], "instance start": [], "verify orchestration": [], "publish": [], "total": []}
+        parts: dict[str, list[float]] = {
+            "worktree": [],
+            "instance start": [],
+            "verify orchestration": [],
+            "publish": [],
+            "total": [],
+        }
         for t in store.query():
             name = f"coder-{t.number}"
             mine = [e for e in ev if e.get("agent") == name or e.get("task") == t.id]
@@ -133,8 +147,13 @@ def main() -> None:
             start = (at(pane) - at(ready)) + max(0.0, at(delivered) - at(agent_ready))
             verify = at(passed) - said_done - float(passed["checks_seconds"])  # type: ignore[arg-type]
             publish = at(opened) - at(passed)
-            for k, v in (("worktree", worktree), ("instance start", start), ("verify orchestration", verify),
-                         ("publish", publish), ("total", worktree + start + verify + publish)):
+            for k, v in (
+                ("worktree", worktree),
+                ("instance start", start),
+                ("verify orchestration", verify),
+                ("publish", publish),
+                ("total", worktree + start + verify + publish),
+            ):
                 parts[k].append(v)
         print(f"bench_pipeline: {args.n} tasks, repository of {args.files} files, pipeline: github (local stand-in)")
         print(f"{'part':<22} {'p50':>8} {'p99':>8}")

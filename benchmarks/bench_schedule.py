@@ -82,8 +82,12 @@ def main() -> None:
                 progress(f"filling the store {i}/{args.tasks}")
         progress("starting the controller")
         env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE", "MIYABI_AGENT")}
-        subprocess.run([sys.executable, "-m", "miyabi", "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
-                       check=True, capture_output=True, env=env)
+        subprocess.run(
+            [sys.executable, "-m", "miyabi", "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
         try:
             pid = controller_pid(home)
             time.sleep(3.0)  # let it settle: first passes, panes, intros
@@ -113,13 +117,25 @@ def main() -> None:
                 store.set_state(t.id, TaskState.DONE, "bench")
                 time.sleep(0.05)
             progress_done()
-            print(f"bench_schedule: {args.tasks} queued tasks, {args.agents} agents at their wip limit, socket {socket}")
-            print(f"  idle controller CPU over {args.idle:.0f} s       {idle:6.2f} % of one core (controller and its tmux client)")
-            print(f"  task add → message in the inbox    p50 {pct(lat, 50):7.1f} ms   p99 {pct(lat, 99):7.1f} ms   ({args.adds} adds)")
+            print(
+                f"bench_schedule: {args.tasks} queued tasks, {args.agents} agents at their wip limit, socket {socket}"
+            )
+            print(
+                f"  idle controller CPU over {args.idle:.0f} s       {idle:6.2f} % of one core (controller and its "
+                "tmux client)"
+            )
+            print(
+                f"  task add → message in the inbox    p50 {pct(lat, 50):7.1f} ms   p99 {pct(lat, 99):7.1f} ms   "
+                f"({args.adds} adds)"
+            )
         finally:
             store.close()
-            subprocess.run([sys.executable, "-m", "miyabi", "down", "--socket", socket, "--home", str(home)],
-                           capture_output=True, env=env, check=False)
+            subprocess.run(
+                [sys.executable, "-m", "miyabi", "down", "--socket", socket, "--home", str(home)],
+                capture_output=True,
+                env=env,
+                check=False,
+            )
 
 
 if __name__ == "__main__":

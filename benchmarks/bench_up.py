@@ -86,7 +86,9 @@ def main() -> None:
         for i in range(args.runs):
             progress(f"run {i + 1}/{args.runs}")
             s = f"bench_m_{uuid.uuid4().hex[:6]}"
-            m_times.append(timed([str(miyabi), "up", str(layout), "--detach", "--socket", s, "--home", str(d / "home")]))
+            m_times.append(
+                timed([str(miyabi), "up", str(layout), "--detach", "--socket", s, "--home", str(d / "home")])
+            )
             assert count_panes(s) == AGENTS
             kill(s)
             s = f"bench_t_{uuid.uuid4().hex[:6]}"
@@ -107,7 +109,10 @@ def main() -> None:
         return f"median {statistics.median(xs) * 1000:7.1f} ms   min {min(xs) * 1000:7.1f} ms"
 
     m, t = statistics.median(m_times), statistics.median(t_times)
-    print(f"bench_up: {AGENTS} agents ({PER_WINDOW} per window, `cat`), {args.runs} runs each, tmux {subprocess.run(['tmux', '-V'], capture_output=True, text=True, check=False).stdout.strip()}")
+    print(
+        f"bench_up: {AGENTS} agents ({PER_WINDOW} per window, `cat`), {args.runs} runs each, tmux "
+        f"{subprocess.run(['tmux', '-V'], capture_output=True, text=True, check=False).stdout.strip()}"
+    )
     print(f"  miyabi up --detach (whole command) {fmt(m_times)}")
     print(f"  tmuxp load -d      (whole command) {fmt(t_times)}")
     print(f"  ratio miyabi/tmuxp (medians)       {m / t:.2f}")

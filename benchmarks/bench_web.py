@@ -59,8 +59,18 @@ def cpu_percent(pid: int, seconds: float) -> float:
 def browser(user_data: Path) -> webdriver.Chrome:
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900", f"--user-data-dir={user_data}"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,900",
+        f"--user-data-dir={user_data}",
+    ):
         opts.add_argument(a)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
 
@@ -79,7 +89,11 @@ def main() -> None:
         agents = "".join(f"  - {{name: a{i:02d}, profile: shell, command: cat}}\n" for i in range(64))
         layout.write_text("session: webbench\nper_window: 8\nagents:\n" + agents)
         progress("bringing up 64 agents")
-        subprocess.run([str(miyabi), "up", str(layout), "-d", "--socket", socket, "--home", str(home)], check=True, capture_output=True)
+        subprocess.run(
+            [str(miyabi), "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
+            check=True,
+            capture_output=True,
+        )
         tmux = Tmux(socket)
         web: subprocess.Popen[str] | None = None
         b = None
@@ -89,8 +103,12 @@ def main() -> None:
             time.sleep(2.0)  # let the controller settle
             progress("controller alone")
             alone = cpu_percent(ctl, args.idle)
-            web = subprocess.Popen([str(miyabi), "web", "--port", "0", "--home", str(home), "--socket", socket],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            web = subprocess.Popen(
+                [str(miyabi), "web", "--port", "0", "--home", str(home), "--socket", socket],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             assert web.stdout is not None
             url = ""
             while not url:
@@ -122,7 +140,9 @@ def main() -> None:
             b.get(url.replace("/?token=", "/agents/a00?token="))
             pane = client.get("/api/v1/agents/a00").json()["pane_id"]
             deadline = time.monotonic() + 30
-            while not b.execute_script("return Number((document.getElementById('screen') || {dataset: {}}).dataset.frames || 0)"):
+            while not b.execute_script(
+                "return Number((document.getElementById('screen') || {dataset: {}}).dataset.frames || 0)"
+            ):
                 if time.monotonic() > deadline:
                     sys.exit("bench_web: the agent page showed no screen")
                 time.sleep(0.05)
@@ -130,10 +150,14 @@ def main() -> None:
             for i in range(args.n):
                 progress(f"pane → browser {i + 1}/{args.n}")
                 mark = f"m{i:04d}x{uuid.uuid4().hex[:6]}"
-                b.execute_script("""const mark = arguments[0]; window.seenAt = null;
+                b.execute_script(
+                    """const mark = arguments[0]; window.seenAt = null;
                     const s = document.getElementById('screen');
-                    const o = new MutationObserver(() => { if (s.textContent.includes(mark)) { window.seenAt = Date.now(); o.disconnect(); } });
-                    o.observe(s, {childList: true, subtree: true, characterData: true});""", mark)
+                    const o = new MutationObserver(() => {
+                        if (s.textContent.includes(mark)) { window.seenAt = Date.now(); o.disconnect(); } });
+                    o.observe(s, {childList: true, subtree: true, characterData: true});""",
+                    mark,
+                )
                 typed = time.time()
                 tmux.run("send-keys", "-t", pane, "-l", mark)
                 deadline = time.monotonic() + 10
@@ -160,12 +184,24 @@ def main() -> None:
             with_ctl = (sum(t_ctl.cpu_times()[:2]) - c0) / args.idle * 100
             with_web = (sum(t_web.cpu_times()[:2]) - w0) / args.idle * 100
             progress_done()
-            print(f"pane output → browser:        p50 {pct(lat, 50):7.1f} ms   p99 {pct(lat, 99):7.1f} ms   (n={len(lat)}; target p50 < 100 ms)")
-            print(f"GET /api/v1/agents, 64 agents: p50 {pct(cold, 50):7.1f} ms   p99 {pct(cold, 99):7.1f} ms   fresh reading (n={len(cold)});"
-                  f" cached p50 {pct(warm, 50):.1f} ms")
-            print(f"controller CPU:               {alone:5.2f} % of a core alone, {with_ctl:5.2f} % with the dashboard open "
-                  f"(extra {with_ctl - alone:+.2f} %; target < 2 %)")
-            print(f"dashboard process CPU:        {with_web:5.2f} % of a core (two pages open: the ensemble and a live screen)")
+            print(
+                f"pane output → browser:        p50 {pct(lat, 50):7.1f} ms   p99 {pct(lat, 99):7.1f} ms   "
+                f"(n={len(lat)}; target p50 < 100 ms)"
+            )
+            print(
+                f"GET /api/v1/agents, 64 agents: p50 {pct(cold, 50):7.1f} ms   p99 {pct(cold, 99):7.1f} ms   fresh "
+                f"reading (n={len(cold)});"
+                f" cached p50 {pct(warm, 50):.1f} ms"
+            )
+            print(
+                f"controller CPU:               {alone:5.2f} % of a core alone, {with_ctl:5.2f} % with the dashboard "
+                "open "
+                f"(extra {with_ctl - alone:+.2f} %; target < 2 %)"
+            )
+            print(
+                f"dashboard process CPU:        {with_web:5.2f} % of a core (two pages open: the ensemble and a live "
+                "screen)"
+            )
         finally:
             if b is not None:
                 b.quit()

@@ -61,8 +61,18 @@ def main() -> None:
             ids = []
             for i in range(args.jobs):
                 f = root / f"j{i}.json"
-                f.write_text(json.dumps({"id": f"j{i}", "kind": "run_shell", "workdir": str(work), "script": ["sleep 0.2",
-                                         f"echo j{i} >> done.txt"], "dod": "exit_code == 0", "report_path": f"j{i}.report.json"}))
+                f.write_text(
+                    json.dumps(
+                        {
+                            "id": f"j{i}",
+                            "kind": "run_shell",
+                            "workdir": str(work),
+                            "script": ["sleep 0.2", f"echo j{i} >> done.txt"],
+                            "dod": "exit_code == 0",
+                            "report_path": f"j{i}.report.json",
+                        }
+                    )
+                )
                 ids.append(submit(store, f, AGENTS[i % len(AGENTS)])[0])
             sent: list[tuple[str, str, str]] = []  # (host, agent, text)
 
@@ -82,7 +92,9 @@ def main() -> None:
             killed = restarted = False
             back_at = None
             while True:
-                rows = store.rows("SELECT state, COUNT(*) FROM tasks WHERE source='job' AND key NOT LIKE 'bus:%' GROUP BY state")
+                rows = store.rows(
+                    "SELECT state, COUNT(*) FROM tasks WHERE source='job' AND key NOT LIKE 'bus:%' GROUP BY state"
+                )
                 by = {s: int(n) for s, n in rows}
                 ended = by.get("done", 0) + by.get("failed", 0) + by.get("cancelled", 0)
                 progress(f"{ended}/{args.jobs} ended")
@@ -125,10 +137,16 @@ def main() -> None:
                 time.sleep(1)
             doubled = [m for m in sent if seen[(m[0], m[1])][m[2]] > 1]
             ran_on = collections.Counter(str(store.get(t).agent).split("@")[-1] for t in ids)
-            print(f"{args.jobs} jobs on 3 hosts × {len(AGENTS)} workers in {took:.1f} s: "
-                  f"{by_state.get('done', 0)} done ({100 * by_state.get('done', 0) / args.jobs:.0f} %), states {dict(by_state)}; "
-                  f"ran on {dict(ran_on)}")
-            print(f"ended twice: {len(twice)}; ran to their end more than once (at-least-once jobs): {len(reran)} {reran[:5]}")
+            print(
+                f"{args.jobs} jobs on 3 hosts × {len(AGENTS)} workers in {took:.1f} s: "
+                f"{by_state.get('done', 0)} done ({100 * by_state.get('done', 0) / args.jobs:.0f} %), states "
+                f"{dict(by_state)}; "
+                f"ran on {dict(ran_on)}"
+            )
+            print(
+                f"ended twice: {len(twice)}; ran to their end more than once (at-least-once jobs): {len(reran)} "
+                f"{reran[:5]}"
+            )
             print(f"messages: {len(sent)} sent, {len(lost)} lost, {len(doubled)} doubled")
             for j in reran[:5]:  # where each ran: the hosts' copies of it and how they ended
                 for n, h in hosts.items():

@@ -51,8 +51,22 @@ class Panes:
 
     def live(self) -> dict[str, int] | None:
         """Agent → pid of its live process; None when the server does not answer."""
-        r = subprocess.run(["tmux", "-L", self.socket, "list-panes", "-s", "-t", f"={self.session}", "-F",
-                            "#{@miyabi_agent} #{pane_pid} #{pane_dead}"], capture_output=True, text=True, check=False)
+        r = subprocess.run(
+            [
+                "tmux",
+                "-L",
+                self.socket,
+                "list-panes",
+                "-s",
+                "-t",
+                f"={self.session}",
+                "-F",
+                "#{@miyabi_agent} #{pane_pid} #{pane_dead}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if r.returncode != 0:
             return None
         out: dict[str, int] = {}
@@ -84,11 +98,17 @@ def main() -> None:
         work.mkdir()
         layout = d / "soak.yaml"
         agents = "".join(f"  - {{name: {n}, profile: worker}}\n" for n in names)
-        layout.write_text("session: soak\nwatchdog: {min_uptime: 0, max_restarts: 100000, restart_window: 60}\n"
-                          "tasks: {max_attempts: 10}\nagents:\n" + agents)
+        layout.write_text(
+            "session: soak\nwatchdog: {min_uptime: 0, max_restarts: 100000, restart_window: 60}\n"
+            "tasks: {max_attempts: 10}\nagents:\n" + agents
+        )
         env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE", "MIYABI_AGENT")}
-        subprocess.run([sys.executable, "-m", "miyabi", "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
-                       check=True, capture_output=True, env=env)
+        subprocess.run(
+            [sys.executable, "-m", "miyabi", "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
         h = Home(home)
         panes = Panes(socket, "soak")
         stop = threading.Event()
@@ -117,9 +137,14 @@ def main() -> None:
                 elapsed = now - start
                 if submitted < args.jobs and now >= next_job:
                     jid = f"job-{submitted:04d}"
-                    spec = {"id": jid, "kind": "run_shell", "workdir": str(work), "dod": "exit_code == 0",
-                            "report_path": f"reports/{jid}.json",
-                            "script": [f"sleep {rng.uniform(1, 4):.2f}", f"echo {jid} >> completions"]}
+                    spec = {
+                        "id": jid,
+                        "kind": "run_shell",
+                        "workdir": str(work),
+                        "dod": "exit_code == 0",
+                        "report_path": f"reports/{jid}.json",
+                        "script": [f"sleep {rng.uniform(1, 4):.2f}", f"echo {jid} >> completions"],
+                    }
                     f = d / f"{jid}.json"
                     f.write_text(json.dumps(spec))
                     submit(store, f, names[submitted % len(names)])
@@ -183,7 +208,8 @@ def main() -> None:
             # the last messages
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and any(
-                    (home / "queue" / n / "new").exists() and os.listdir(home / "queue" / n / "new") for n in names):
+                (home / "queue" / n / "new").exists() and os.listdir(home / "queue" / n / "new") for n in names
+            ):
                 time.sleep(0.1)
             stop.set()
             progress_done()
@@ -206,21 +232,34 @@ def main() -> None:
             doubled = sum(1 for b in sent if got[b] > 1)
             total = samples["up"] + samples["down"]
             print(f"soak: {args.minutes:g} min, {args.workers} workers, socket {socket}")
-            print(f"  jobs done                  {done}/{args.jobs} ({failed} failed); attempts per job {dict(sorted(attempts.items()))}")
+            print(
+                f"  jobs done                  {done}/{args.jobs} ({failed} failed); attempts per job "
+                f"{dict(sorted(attempts.items()))}"
+            )
             print(f"  jobs completed twice       {twice}")
             print(f"  messages exactly once      {once}/{len(sent)} (lost {lost}, doubled {doubled})")
             print(f"  agent availability         {100 * samples['up'] / max(total, 1):.3f} % of {total} samples")
             if restart_ms:
-                print(f"  agent restart (kill -9)    p50 {pct(restart_ms, 50):6.1f} ms   p99 {pct(restart_ms, 99):6.1f} ms   ({len(restart_ms)} kills)")
+                print(
+                    f"  agent restart (kill -9)    p50 {pct(restart_ms, 50):6.1f} ms   p99 {pct(restart_ms, 99):6.1f} "
+                    f"ms   ({len(restart_ms)} kills)"
+                )
             if controller_back:
-                print(f"  controller back after kill p50 {pct(controller_back, 50):6.2f} s    max {max(controller_back):6.2f} s    ({len(controller_back)} kills)")
+                print(
+                    f"  controller back after kill p50 {pct(controller_back, 50):6.2f} s    max "
+                    f"{max(controller_back):6.2f} s    ({len(controller_back)} kills)"
+                )
             if server_back:
                 print(f"  session rebuilt after tmux kill-server in {server_back[0]:.2f} s")
         finally:
             stop.set()
             store.close()
-            subprocess.run([sys.executable, "-m", "miyabi", "down", "--socket", socket, "--home", str(home)],
-                           capture_output=True, env=env, check=False)
+            subprocess.run(
+                [sys.executable, "-m", "miyabi", "down", "--socket", socket, "--home", str(home)],
+                capture_output=True,
+                env=env,
+                check=False,
+            )
 
 
 if __name__ == "__main__":

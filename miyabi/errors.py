@@ -123,9 +123,7 @@ class SessionNotFound(TmuxUnavailable):
     def __init__(self, session: str, socket: str) -> None:
         self.session = session
         self.socket = socket
-        super().__init__(
-            f"no miyabi session {session!r} on tmux socket {socket!r}; run `miyabi up` first"
-        )
+        super().__init__(f"no miyabi session {session!r} on tmux socket {socket!r}; run `miyabi up` first")
 
 
 class AgentNotFound(MiyabiError):

@@ -54,7 +54,9 @@ def read_events(home_root: Path) -> Iterator[dict[str, Any]]:
                 yield rec
 
 
-def events_after(path: Path, offset: int, limit: int = READ_CHUNK) -> tuple[list[tuple[int, int, dict[str, Any]]], int, bool]:
+def events_after(
+    path: Path, offset: int, limit: int = READ_CHUNK
+) -> tuple[list[tuple[int, int, dict[str, Any]]], int, bool]:
     """The events written to the log ``path`` past byte ``offset``, for readers that follow
     it (the dashboard's feed and metrics, notifications): whole lines only, from at most
     ``limit`` bytes.

@@ -245,7 +245,10 @@ class Worker:
         """Record ``text``, acknowledge it and simulate the work."""
         self.received += 1
         if self.transcript is not None:
-            append_line(self.transcript, json.dumps({"time": now_rfc3339(), "agent": self.name, "text": text}, ensure_ascii=False))
+            append_line(
+                self.transcript,
+                json.dumps({"time": now_rfc3339(), "agent": self.name, "text": text}, ensure_ascii=False),
+            )
         self.write(ack_line(text) + "\r\n")
         m = re.match(r"^/job (\d+)$", text.strip())
         if m and self.run_job is not None:

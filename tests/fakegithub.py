@@ -41,11 +41,24 @@ class FakeGitHub(LocalServer):
         self._ids += 1
         return self._ids
 
-    def add_comment(self, number: int, body: str, login: str = "alice", association: str = "MEMBER", kind: str = "User",
-                    review: bool = False, id_: int | None = None) -> dict[str, Any]:
+    def add_comment(
+        self,
+        number: int,
+        body: str,
+        login: str = "alice",
+        association: str = "MEMBER",
+        kind: str = "User",
+        review: bool = False,
+        id_: int | None = None,
+    ) -> dict[str, Any]:
         """A comment by someone else (``review``: a review comment on the diff)."""
-        c = {"id": id_ or self.next_id(), "body": body, "user": {"login": login, "type": kind}, "author_association": association,
-             "html_url": f"https://github.example/{self.repo}/pull/{number}#c"}
+        c = {
+            "id": id_ or self.next_id(),
+            "body": body,
+            "user": {"login": login, "type": kind},
+            "author_association": association,
+            "html_url": f"https://github.example/{self.repo}/pull/{number}#c",
+        }
         with self.lock:
             if review:
                 self.review.setdefault(number, []).append({**c, "path": "feature.txt"})
@@ -56,8 +69,15 @@ class FakeGitHub(LocalServer):
 
     def add_check_run(self, sha: str, name: str, conclusion: str, summary: str) -> None:
         with self.lock:
-            self.check_runs.setdefault(sha, []).append({"id": self.next_id(), "name": name, "status": "completed",
-                                                        "conclusion": conclusion, "output": {"title": name, "summary": summary}})
+            self.check_runs.setdefault(sha, []).append(
+                {
+                    "id": self.next_id(),
+                    "name": name,
+                    "status": "completed",
+                    "conclusion": conclusion,
+                    "output": {"title": name, "summary": summary},
+                }
+            )
 
     def merge(self, number: int) -> None:
         with self.lock:
@@ -69,19 +89,40 @@ class FakeGitHub(LocalServer):
     def add_pull(self, title: str, head: str, base: str, body: str) -> dict[str, Any]:
         """A pull request, numbered with the issues (as GitHub does); also an issue entry, for labels and comments."""
         n = self.next_number()
-        pull = {"number": n, "title": title, "head": {"ref": head, "label": f"{self.repo.split('/')[0]}:{head}"},
-                "base": {"ref": base}, "body": body, "state": "open", "merged": False,
-                "html_url": f"https://github.example/{self.repo}/pull/{n}"}
+        pull = {
+            "number": n,
+            "title": title,
+            "head": {"ref": head, "label": f"{self.repo.split('/')[0]}:{head}"},
+            "base": {"ref": base},
+            "body": body,
+            "state": "open",
+            "merged": False,
+            "html_url": f"https://github.example/{self.repo}/pull/{n}",
+        }
         self.pulls[n] = pull
         self.add_issue(n, title, [], body=body, pr=True)
         return pull
 
-    def add_issue(self, number: int, title: str, labels: list[str], body: str = "", association: str = "MEMBER",
-                  login: str = "alice", pr: bool = False, state: str = "open") -> None:
+    def add_issue(
+        self,
+        number: int,
+        title: str,
+        labels: list[str],
+        body: str = "",
+        association: str = "MEMBER",
+        login: str = "alice",
+        pr: bool = False,
+        state: str = "open",
+    ) -> None:
         issue = {
-            "number": number, "title": title, "body": body, "state": state,
-            "labels": [{"name": n} for n in labels], "user": {"login": login},
-            "author_association": association, "html_url": f"https://github.example/{self.repo}/issues/{number}",
+            "number": number,
+            "title": title,
+            "body": body,
+            "state": state,
+            "labels": [{"name": n} for n in labels],
+            "user": {"login": login},
+            "author_association": association,
+            "html_url": f"https://github.example/{self.repo}/issues/{number}",
             "updated_at": "2026-11-22T00:00:00Z",
         }
         if pr:
@@ -142,24 +183,37 @@ class FakeGitHub(LocalServer):
                     if pull is None:
                         return self._send(404, {"message": "Not Found"})
                     if fake.remote:
-                        head = subprocess.run(["git", "rev-parse", f"refs/heads/{pull['head']['ref']}"], cwd=fake.remote,
-                                              capture_output=True, text=True, check=False).stdout.strip()
+                        head = subprocess.run(
+                            ["git", "rev-parse", f"refs/heads/{pull['head']['ref']}"],
+                            cwd=fake.remote,
+                            capture_output=True,
+                            text=True,
+                            check=False,
+                        ).stdout.strip()
                         pull = {**pull, "head": {**pull["head"], "sha": head}}
                     return self._send(200, pull)
                 if u.path == f"/repos/{fake.repo}/pulls":
                     with fake.lock:
-                        found = [p for p in fake.pulls.values()
-                                 if p["state"] == q.get("state", "open") and ("head" not in q or p["head"]["label"] == q["head"])]
+                        found = [
+                            p
+                            for p in fake.pulls.values()
+                            if p["state"] == q.get("state", "open")
+                            and ("head" not in q or p["head"]["label"] == q["head"])
+                        ]
                     return self._send(200, found)
                 if u.path != f"/repos/{fake.repo}/issues":
                     return self._send(404, {"message": "Not Found"})
                 want = [x for x in q.get("labels", "").split(",") if x]
                 state = q.get("state", "open")
                 with fake.lock:
-                    items = [i for n, i in sorted(fake.issues.items())
-                             if (state == "all" or i["state"] == state) and all(w in [lb["name"] for lb in i["labels"]] for w in want)]
+                    items = [
+                        i
+                        for n, i in sorted(fake.issues.items())
+                        if (state == "all" or i["state"] == state)
+                        and all(w in [lb["name"] for lb in i["labels"]] for w in want)
+                    ]
                 page, per = int(q.get("page", "1")), int(q.get("per_page", "30"))
-                chunk = items[(page - 1) * per: page * per]
+                chunk = items[(page - 1) * per : page * per]
                 more = page * per < len(items)
                 etag = '"' + hashlib.sha1(json.dumps([chunk, more], sort_keys=True).encode()).hexdigest() + '"'
                 if self.headers.get("If-None-Match") == etag:
@@ -167,7 +221,9 @@ class FakeGitHub(LocalServer):
                 headers = {"ETag": etag}
                 if page * per < len(items):
                     nq = dict(q, page=str(page + 1))
-                    headers["Link"] = f'<{fake.url}{u.path}?' + "&".join(f"{k}={v}" for k, v in nq.items()) + '>; rel="next"'
+                    headers["Link"] = (
+                        f"<{fake.url}{u.path}?" + "&".join(f"{k}={v}" for k, v in nq.items()) + '>; rel="next"'
+                    )
                 self._send(200, chunk, headers)
 
             def do_DELETE(self) -> None:
@@ -201,8 +257,14 @@ class FakeGitHub(LocalServer):
                 if parts[4] == "issues" and len(parts) == 5:
                     with fake.lock:
                         n = fake.next_number()
-                        fake.add_issue(n, body["title"], body.get("labels", []), body=body.get("body", ""), association="OWNER",
-                                       login=fake.login)
+                        fake.add_issue(
+                            n,
+                            body["title"],
+                            body.get("labels", []),
+                            body=body.get("body", ""),
+                            association="OWNER",
+                            login=fake.login,
+                        )
                     return self._send(201, fake.issues[n])
                 n = int(parts[5])
                 with fake.lock:
@@ -213,8 +275,12 @@ class FakeGitHub(LocalServer):
                                 issue["labels"].append({"name": name})
                         return self._send(200, issue["labels"])
                     fake.comments.setdefault(n, []).append(body["body"])
-                    c = {"id": fake.next_id(), "body": body["body"], "user": {"login": fake.login, "type": "User"},
-                         "author_association": "OWNER"}
+                    c = {
+                        "id": fake.next_id(),
+                        "body": body["body"],
+                        "user": {"login": fake.login, "type": "User"},
+                        "author_association": "OWNER",
+                    }
                     fake.comment_objects.setdefault(n, []).append(c)
                 self._send(201, c)
 

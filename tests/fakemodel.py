@@ -1,8 +1,8 @@
 """A stand-in for the model APIs the agent CLIs talk to, on 127.0.0.1: Anthropic
 Messages (Claude Code), OpenAI Responses (Codex CLI), OpenAI Chat Completions
-(aider, through litellm) and Gemini's generateContent (Gemini CLI), all streamed as server-sent events the way the providers
-document them. It logs every request with its arrival and end times, so tests know
-exactly which prompts reached "the model" and when a request was in flight.
+(aider, through litellm) and Gemini's generateContent (Gemini CLI), all streamed as
+server-sent events the way the providers document them. It logs every request with its
+arrival and end times, so tests know exactly which prompts reached "the model" and when a request was in flight.
 
 A prompt steers the answer with directives in double brackets:
 
@@ -98,8 +98,11 @@ def _parse(api: str, body: dict[str, Any]) -> tuple[str, bool, list[str]]:
         return "", True, tools
     content = last.get("content")
     text = _text_of(content)
-    if not text.strip() and isinstance(content, list) and any(
-            isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+    if (
+        not text.strip()
+        and isinstance(content, list)
+        and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+    ):
         return "", True, tools
     return text, False, tools
 
@@ -187,9 +190,23 @@ class FakeModel(LocalServer):
             def do_GET(self) -> None:
                 path = self.path.split("?")[0].rstrip("/")
                 if path.endswith("/models"):
-                    self._json(200, {"object": "list", "data": [
-                        {"id": "fake-model", "object": "model", "created": 0, "owned_by": "miyabi-tests",
-                         "type": "model", "display_name": "Fake", "created_at": "2026-01-01T00:00:00Z"}]})
+                    self._json(
+                        200,
+                        {
+                            "object": "list",
+                            "data": [
+                                {
+                                    "id": "fake-model",
+                                    "object": "model",
+                                    "created": 0,
+                                    "owned_by": "miyabi-tests",
+                                    "type": "model",
+                                    "display_name": "Fake",
+                                    "created_at": "2026-01-01T00:00:00Z",
+                                }
+                            ],
+                        },
+                    )
                 else:
                     self._json(404, {"error": {"type": "not_found_error", "message": f"no {path} here"}})
 
@@ -230,8 +247,9 @@ class FakeModel(LocalServer):
                 with model.lock:
                     model.requests.append(req)
                 delay, text, tool = model._answer(req, body)
-                schema = (body.get("generationConfig") or {}).get("responseJsonSchema") or \
-                    (body.get("generationConfig") or {}).get("responseSchema")
+                schema = (body.get("generationConfig") or {}).get("responseJsonSchema") or (
+                    body.get("generationConfig") or {}
+                ).get("responseSchema")
                 if api == "gemini" and schema:  # a side call that wants JSON of this shape
                     text, tool, delay = json.dumps(_fill(schema)), False, 0.0
                 time.sleep(delay)
@@ -264,41 +282,78 @@ class FakeModel(LocalServer):
                 self.close_connection = True
 
             def _sse(self, data: Any, event: str | None = None) -> None:
-                out = (f"event: {event}\n" if event else "") + f"data: {json.dumps(data) if not isinstance(data, str) else data}\n\n"
+                out = (
+                    f"event: {event}\n" if event else ""
+                ) + f"data: {json.dumps(data) if not isinstance(data, str) else data}\n\n"
                 self.wfile.write(out.encode())
                 self.wfile.flush()
 
             @staticmethod
             def _chunks(text: str) -> list[str]:
-                return [text[i:i + 16] for i in range(0, len(text), 16)] or [""]
+                return [text[i : i + 16] for i in range(0, len(text), 16)] or [""]
 
             # Anthropic Messages
             def _message_start(self, req: Request, usage_in: int) -> None:
-                self._sse({"type": "message_start", "message": {
-                    "id": f"msg_{id(req)}", "type": "message", "role": "assistant", "model": req.model,
-                    "content": [], "stop_reason": None, "stop_sequence": None,
-                    "usage": {"input_tokens": usage_in, "output_tokens": 1,
-                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}, "message_start")
+                self._sse(
+                    {
+                        "type": "message_start",
+                        "message": {
+                            "id": f"msg_{id(req)}",
+                            "type": "message",
+                            "role": "assistant",
+                            "model": req.model,
+                            "content": [],
+                            "stop_reason": None,
+                            "stop_sequence": None,
+                            "usage": {
+                                "input_tokens": usage_in,
+                                "output_tokens": 1,
+                                "cache_creation_input_tokens": 0,
+                                "cache_read_input_tokens": 0,
+                            },
+                        },
+                    },
+                    "message_start",
+                )
 
             def _message_end(self, stop: str, usage_out: int) -> None:
-                self._sse({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                           "usage": {"output_tokens": usage_out}}, "message_delta")
+                self._sse(
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": stop, "stop_sequence": None},
+                        "usage": {"output_tokens": usage_out},
+                    },
+                    "message_delta",
+                )
                 self._sse({"type": "message_stop"}, "message_stop")
 
             def _messages(self, req: Request, text: str, usage_in: int, usage_out: int, stream: bool) -> None:
                 if not stream:
-                    self._json(200, {"id": f"msg_{id(req)}", "type": "message", "role": "assistant",
-                                     "model": req.model, "content": [{"type": "text", "text": text}],
-                                     "stop_reason": "end_turn", "stop_sequence": None,
-                                     "usage": {"input_tokens": usage_in, "output_tokens": usage_out}})
+                    self._json(
+                        200,
+                        {
+                            "id": f"msg_{id(req)}",
+                            "type": "message",
+                            "role": "assistant",
+                            "model": req.model,
+                            "content": [{"type": "text", "text": text}],
+                            "stop_reason": "end_turn",
+                            "stop_sequence": None,
+                            "usage": {"input_tokens": usage_in, "output_tokens": usage_out},
+                        },
+                    )
                     return
                 self._start_stream()
                 self._message_start(req, usage_in)
-                self._sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-                          "content_block_start")
+                self._sse(
+                    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                    "content_block_start",
+                )
                 for chunk in self._chunks(text):
-                    self._sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": chunk}},
-                              "content_block_delta")
+                    self._sse(
+                        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": chunk}},
+                        "content_block_delta",
+                    )
                 self._sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
                 self._message_end("end_turn", usage_out)
 
@@ -306,38 +361,86 @@ class FakeModel(LocalServer):
                 self._start_stream()
                 self._message_start(req, usage_in)
                 args = json.dumps({"command": f"touch miyabi-tool-{n}", "description": f"Create miyabi-tool-{n}"})
-                self._sse({"type": "content_block_start", "index": 0, "content_block": {
-                    "type": "tool_use", "id": f"toolu_{n:04d}", "name": "Bash", "input": {}}}, "content_block_start")
-                self._sse({"type": "content_block_delta", "index": 0,
-                           "delta": {"type": "input_json_delta", "partial_json": args}}, "content_block_delta")
+                self._sse(
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "tool_use", "id": f"toolu_{n:04d}", "name": "Bash", "input": {}},
+                    },
+                    "content_block_start",
+                )
+                self._sse(
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "input_json_delta", "partial_json": args},
+                    },
+                    "content_block_delta",
+                )
                 self._sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
                 self._message_end("tool_use", 20)
 
             # OpenAI Responses
-            def _resp_events(self, req: Request, item: dict[str, Any], deltas: list[str], usage_in: int,
-                             usage_out: int) -> None:
+            def _resp_events(
+                self, req: Request, item: dict[str, Any], deltas: list[str], usage_in: int, usage_out: int
+            ) -> None:
                 rid = f"resp_{id(req)}"
                 self._start_stream()
-                self._sse({"type": "response.created", "response": {"id": rid, "object": "response",
-                                                                     "status": "in_progress", "model": req.model}},
-                          "response.created")
+                self._sse(
+                    {
+                        "type": "response.created",
+                        "response": {"id": rid, "object": "response", "status": "in_progress", "model": req.model},
+                    },
+                    "response.created",
+                )
                 added = dict(item, content=[]) if item["type"] == "message" else dict(item, arguments="")
-                self._sse({"type": "response.output_item.added", "output_index": 0, "item": added},
-                          "response.output_item.added")
+                self._sse(
+                    {"type": "response.output_item.added", "output_index": 0, "item": added},
+                    "response.output_item.added",
+                )
                 for d in deltas:
-                    self._sse({"type": "response.output_text.delta", "item_id": item["id"], "output_index": 0,
-                               "content_index": 0, "delta": d}, "response.output_text.delta")
-                self._sse({"type": "response.output_item.done", "output_index": 0, "item": item},
-                          "response.output_item.done")
-                self._sse({"type": "response.completed", "response": {
-                    "id": rid, "object": "response", "status": "completed", "model": req.model, "output": [item],
-                    "usage": {"input_tokens": usage_in, "input_tokens_details": {"cached_tokens": 0},
-                              "output_tokens": usage_out, "output_tokens_details": {"reasoning_tokens": 0},
-                              "total_tokens": usage_in + usage_out}}}, "response.completed")
+                    self._sse(
+                        {
+                            "type": "response.output_text.delta",
+                            "item_id": item["id"],
+                            "output_index": 0,
+                            "content_index": 0,
+                            "delta": d,
+                        },
+                        "response.output_text.delta",
+                    )
+                self._sse(
+                    {"type": "response.output_item.done", "output_index": 0, "item": item}, "response.output_item.done"
+                )
+                self._sse(
+                    {
+                        "type": "response.completed",
+                        "response": {
+                            "id": rid,
+                            "object": "response",
+                            "status": "completed",
+                            "model": req.model,
+                            "output": [item],
+                            "usage": {
+                                "input_tokens": usage_in,
+                                "input_tokens_details": {"cached_tokens": 0},
+                                "output_tokens": usage_out,
+                                "output_tokens_details": {"reasoning_tokens": 0},
+                                "total_tokens": usage_in + usage_out,
+                            },
+                        },
+                    },
+                    "response.completed",
+                )
 
             def _responses(self, req: Request, text: str, usage_in: int, usage_out: int, stream: bool) -> None:
-                item = {"type": "message", "id": f"msg_{id(req)}", "status": "completed", "role": "assistant",
-                        "content": [{"type": "output_text", "text": text, "annotations": []}]}
+                item = {
+                    "type": "message",
+                    "id": f"msg_{id(req)}",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}],
+                }
                 self._resp_events(req, item, self._chunks(text), usage_in, usage_out)
 
             def _responses_tool(self, req: Request, tools: list[str], n: int, usage_in: int) -> None:
@@ -351,18 +454,28 @@ class FakeModel(LocalServer):
                     args = {"command": cmd}
                 args["sandbox_permissions"] = "require_escalated"
                 args["justification"] = f"Create miyabi-tool-{n}"
-                item = {"type": "function_call", "id": f"fc_{n:04d}", "call_id": f"call_{n:04d}", "name": name,
-                        "arguments": json.dumps(args), "status": "completed"}
+                item = {
+                    "type": "function_call",
+                    "id": f"fc_{n:04d}",
+                    "call_id": f"call_{n:04d}",
+                    "name": name,
+                    "arguments": json.dumps(args),
+                    "status": "completed",
+                }
                 self._resp_events(req, item, [], usage_in, 20)
 
             # Gemini generateContent
             def _gemini(self, req: Request, text: str, usage_in: int, usage_out: int, stream: bool) -> None:
                 self._gemini_parts(req, [{"text": c} for c in self._chunks(text)], usage_in, usage_out, stream)
 
-            def _gemini_parts(self, req: Request, parts: list[dict[str, Any]], usage_in: int, usage_out: int,
-                              stream: bool) -> None:
-                usage = {"promptTokenCount": usage_in, "candidatesTokenCount": usage_out,
-                         "totalTokenCount": usage_in + usage_out}
+            def _gemini_parts(
+                self, req: Request, parts: list[dict[str, Any]], usage_in: int, usage_out: int, stream: bool
+            ) -> None:
+                usage = {
+                    "promptTokenCount": usage_in,
+                    "candidatesTokenCount": usage_out,
+                    "totalTokenCount": usage_in + usage_out,
+                }
 
                 def chunk(ps: list[dict[str, Any]], last: bool) -> dict[str, Any]:
                     cand: dict[str, Any] = {"content": {"role": "model", "parts": ps}, "index": 0}
@@ -379,21 +492,43 @@ class FakeModel(LocalServer):
 
             def _gemini_tool(self, req: Request, tools: list[str], n: int, usage_in: int) -> None:
                 name = next((t for t in ("run_shell_command", "shell") if t in tools), "run_shell_command")
-                call = {"functionCall": {"name": name, "args": {"command": f"touch miyabi-tool-{n}",
-                                                               "description": f"Create miyabi-tool-{n}"}}}
+                call = {
+                    "functionCall": {
+                        "name": name,
+                        "args": {"command": f"touch miyabi-tool-{n}", "description": f"Create miyabi-tool-{n}"},
+                    }
+                }
                 self._gemini_parts(req, [call], usage_in, 20, True)
 
             # OpenAI Chat Completions
             def _chat(self, req: Request, text: str, usage_in: int, usage_out: int, stream: bool) -> None:
-                usage = {"prompt_tokens": usage_in, "completion_tokens": usage_out, "total_tokens": usage_in + usage_out}
+                usage = {
+                    "prompt_tokens": usage_in,
+                    "completion_tokens": usage_out,
+                    "total_tokens": usage_in + usage_out,
+                }
                 if not stream:
-                    self._json(200, {"id": f"chatcmpl-{id(req)}", "object": "chat.completion", "created": int(time.time()),
-                                     "model": req.model, "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                         "role": "assistant", "content": text}}], "usage": usage})
+                    self._json(
+                        200,
+                        {
+                            "id": f"chatcmpl-{id(req)}",
+                            "object": "chat.completion",
+                            "created": int(time.time()),
+                            "model": req.model,
+                            "choices": [
+                                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                            ],
+                            "usage": usage,
+                        },
+                    )
                     return
                 self._start_stream()
-                base = {"id": f"chatcmpl-{id(req)}", "object": "chat.completion.chunk", "created": int(time.time()),
-                        "model": req.model}
+                base = {
+                    "id": f"chatcmpl-{id(req)}",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": req.model,
+                }
                 for i, chunk in enumerate(self._chunks(text)):
                     delta = {"role": "assistant", "content": chunk} if i == 0 else {"content": chunk}
                     self._sse(dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": None}]))
@@ -410,14 +545,34 @@ class FakeModel(LocalServer):
                 name = next((t for t in ("bash", "shell", "run_shell_command") if t in tools), tools[0])
                 args = json.dumps({"command": f"touch miyabi-tool-{n}", "description": f"Create miyabi-tool-{n}"})
                 self._start_stream()
-                base = {"id": f"chatcmpl-{id(req)}", "object": "chat.completion.chunk", "created": int(time.time()),
-                        "model": req.model}
-                call = {"index": 0, "id": f"call_{n:04d}", "type": "function", "function": {"name": name, "arguments": args}}
-                self._sse(dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "tool_calls": [call]},
-                                               "finish_reason": None}]))
+                base = {
+                    "id": f"chatcmpl-{id(req)}",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": req.model,
+                }
+                call = {
+                    "index": 0,
+                    "id": f"call_{n:04d}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": args},
+                }
+                self._sse(
+                    dict(
+                        base,
+                        choices=[
+                            {"index": 0, "delta": {"role": "assistant", "tool_calls": [call]}, "finish_reason": None}
+                        ],
+                    )
+                )
                 self._sse(dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]))
-                self._sse(dict(base, choices=[], usage={"prompt_tokens": usage_in, "completion_tokens": 20,
-                                                        "total_tokens": usage_in + 20}))
+                self._sse(
+                    dict(
+                        base,
+                        choices=[],
+                        usage={"prompt_tokens": usage_in, "completion_tokens": 20, "total_tokens": usage_in + 20},
+                    )
+                )
                 self._sse("[DONE]")
 
         return Handler

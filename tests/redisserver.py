@@ -32,9 +32,28 @@ class RedisServer:
         self.port = free_port()
         self.cert = self.dir / "cert.pem"
         if tls:  # a self-signed certificate for 127.0.0.1, which clients are told to trust
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.dir / "key.pem"),
-                            "-out", str(self.cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    str(self.dir / "key.pem"),
+                    "-out",
+                    str(self.cert),
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ],
+                check=True,
+                capture_output=True,
+            )
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -44,15 +63,53 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, decode_responses=True, socket_timeout=5,
-                           ssl=self.tls, ssl_ca_certs=str(self.cert) if self.tls else None)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            password=self.password,
+            decode_responses=True,
+            socket_timeout=5,
+            ssl=self.tls,
+            ssl_ca_certs=str(self.cert) if self.tls else None,
+        )
 
     def start(self, timeout: float = 15.0) -> None:
-        port = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.cert), "--tls-key-file",
-                str(self.dir / "key.pem"), "--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "no"] if self.tls else [
-                "--port", str(self.port)]
-        args = [self.binary, *port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-                "--appendfsync", "always", "--dir", str(self.dir), "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
+        port = (
+            [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.cert),
+                "--tls-key-file",
+                str(self.dir / "key.pem"),
+                "--tls-ca-cert-file",
+                str(self.cert),
+                "--tls-auth-clients",
+                "no",
+            ]
+            if self.tls
+            else ["--port", str(self.port)]
+        )
+        args = [
+            self.binary,
+            *port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            str(self.dir),
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
+        ]
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -63,7 +120,9 @@ class RedisServer:
                 return
             except redis.ConnectionError:
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"redis-server exited {self.proc.returncode}: {(self.dir / 'redis.log').read_text()[-2000:]}")
+                    raise AssertionError(
+                        f"redis-server exited {self.proc.returncode}: {(self.dir / 'redis.log').read_text()[-2000:]}"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise AssertionError("redis-server did not answer in time") from None
                 time.sleep(0.05)

@@ -36,8 +36,12 @@ class Scripted(worker.Worker):
         super().receive(text)
         m = re.search(r"miyabi task done (\d+)", text)
         with open(os.environ["PLAN_LOG"], "a") as f:
-            f.write(json.dumps({"text": text, "cwd": os.getcwd(), "task": os.environ.get("MIYABI_TASK"),
-                                "agent": self.name}) + "\n")
+            f.write(
+                json.dumps(
+                    {"text": text, "cwd": os.getcwd(), "task": os.environ.get("MIYABI_TASK"), "agent": self.name}
+                )
+                + "\n"
+            )
         if m is None or self.played >= len(self.rounds):
             return
         actions = self.rounds[self.played]
@@ -51,11 +55,26 @@ class Scripted(worker.Worker):
                 subprocess.run(a["run"], shell=True, check=True, capture_output=True)
             elif "commit" in a:
                 subprocess.run(["git", "add", "-A"], check=True)
-                subprocess.run(["git", "-c", "user.name=agent", "-c", "user.email=agent@example.com", "commit", "-qm", a["commit"]],
-                               check=True)
+                subprocess.run(
+                    [
+                        "git",
+                        "-c",
+                        "user.name=agent",
+                        "-c",
+                        "user.email=agent@example.com",
+                        "commit",
+                        "-qm",
+                        a["commit"],
+                    ],
+                    check=True,
+                )
             elif "done" in a:
-                out = subprocess.run(["miyabi", "task", "done", m.group(1), "--note", a["done"]], check=False,
-                                     capture_output=True, text=True)
+                out = subprocess.run(
+                    ["miyabi", "task", "done", m.group(1), "--note", a["done"]],
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                )
                 self.write((out.stdout + out.stderr).replace("\n", "\r\n"))
 
 

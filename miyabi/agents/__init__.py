@@ -9,4 +9,13 @@ from __future__ import annotations
 from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.agents.screen import composer_text, is_busy, looks_ready, reads_screen, text_on_screen
 
-__all__ = ["BUILTIN", "OVERRIDABLE", "Profile", "composer_text", "is_busy", "looks_ready", "reads_screen", "text_on_screen"]
+__all__ = [
+    "BUILTIN",
+    "OVERRIDABLE",
+    "Profile",
+    "composer_text",
+    "is_busy",
+    "looks_ready",
+    "reads_screen",
+    "text_on_screen",
+]

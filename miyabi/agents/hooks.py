@@ -43,8 +43,16 @@ from typing import Any
 from miyabi.agents.profiles import Profile
 from miyabi.files import private_dir, write_atomic
 
-CLAUDE_EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PermissionRequest", "PostToolUse",
-                 "Notification", "Stop", "SessionEnd")
+CLAUDE_EVENTS = (
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PermissionRequest",
+    "PostToolUse",
+    "Notification",
+    "Stop",
+    "SessionEnd",
+)
 """The Claude Code hook events miyabi listens to."""
 
 HOOK_TIMEOUT = 10
@@ -177,4 +185,4 @@ def with_options(command: str, program: str, options: Sequence[str]) -> str | No
     m = re.search(r"(?:^|(?<=[\s;&|(]))(?:[^\s;&|()'\"]*/)?" + re.escape(program) + r"(?=$|[\s;&|)])", command)
     if m is None:
         return None
-    return command[: m.end()] + " " + shlex.join(options) + command[m.end():]
+    return command[: m.end()] + " " + shlex.join(options) + command[m.end() :]

@@ -146,7 +146,8 @@ BUILTIN: dict[str, Profile] = {
         # Measured on Codex CLI 0.171.0: the input row starts "› " (an empty one shows
         # a placeholder after the cursor), "• Working (3s • esc to interrupt)" sits
         # over it during a turn; an approval hides the cursor under a question that
-        # ends "Press enter to confirm or esc to cancel" (y: yes, esc: no). --no-daemon: no shared app-server outside the pane.
+        # ends "Press enter to confirm or esc to cancel" (y: yes, esc: no). --no-daemon: no
+        # shared app-server outside the pane.
         # Sources: openai/codex codex-rs/tui footer.rs, status_indicator_widget.rs,
         # paste_burst.rs (Enter within 120 ms of a typed burst becomes a newline).
         Profile(
@@ -157,8 +158,10 @@ BUILTIN: dict[str, Profile] = {
             busy_rows=(4, 0),
             composer_pattern=r"^›[ \xa0](?P<text>.*)$",
             composer_rows=3,
-            approval_pattern=(r"^\s*(?:Would you like to|Do you want to|Allow) [^\n]*\?$(?:\n.*){1,16}?"
-                              r"\n\s*Press enter to confirm or esc to cancel"),
+            approval_pattern=(
+                r"^\s*(?:Would you like to|Do you want to|Allow) [^\n]*\?$(?:\n.*){1,16}?"
+                r"\n\s*Press enter to confirm or esc to cancel"
+            ),
             approval_rows=(40, 0),
             approve_keys=("y",),
             deny_keys=("Escape",),
@@ -180,8 +183,10 @@ BUILTIN: dict[str, Profile] = {
             composer_pattern=r"^ > (?P<text>.*)$",
             busy_pattern=r"\(esc to cancel, \d+[hms]",
             busy_rows=(4, 0),
-            approval_pattern=(r"(?:^│ \? [^\n]*\n(?:.*\n){0,6}?)?.*(?:Allow execution of [^\n]*|Apply this change"
-                              r"|Do you want to [^\n]*)\?.*(?:\n.*){0,4}?\n.*1\. Allow"),
+            approval_pattern=(
+                r"(?:^│ \? [^\n]*\n(?:.*\n){0,6}?)?.*(?:Allow execution of [^\n]*|Apply this change"
+                r"|Do you want to [^\n]*)\?.*(?:\n.*){0,4}?\n.*1\. Allow"
+            ),
             approval_rows=(16, 0),
             approve_keys=("Enter",),
             deny_keys=("Escape",),

@@ -117,7 +117,7 @@ def composer_text(profile: Profile, screen: Screen) -> str | None:
         text = m.group("text")
         if up == 0 and (not (text or "").strip() or screen.cursor_x <= cells(line[: m.start("text")])):
             return ""
-        typed = [line[m.start("text"):].strip() if text is not None else ""]
+        typed = [line[m.start("text") :].strip() if text is not None else ""]
         typed += [screen.row(y + i).strip() for i in range(1, up + 1)]
         return "\n".join(t for t in typed if t) or "…"
     return None

@@ -56,14 +56,17 @@ def claude_transcript(lines: Iterable[str], seen: set[str] | None = None) -> Usa
             continue
         seen.add(mid)
         u = msg["usage"]
-        inp += sum(int(u.get(k) or 0) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))
+        inp += sum(
+            int(u.get(k) or 0) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        )
         out += int(u.get("output_tokens") or 0)
     return Usage(inp, out, None)
 
 
 AIDER_TOKENS = re.compile(
     r"Tokens: (?P<sent>[\d.]+)(?P<sk>[km]?) sent(?:, [\d.]+[km]? cache \w+)*, (?P<recv>[\d.]+)(?P<rk>[km]?) received\."
-    r"(?: Cost: \$(?P<msg>[\d.]+) message, \$(?P<session>[\d.]+) session\.)?")
+    r"(?: Cost: \$(?P<msg>[\d.]+) message, \$(?P<session>[\d.]+) session\.)?"
+)
 
 
 def _count(number: str, suffix: str) -> int:

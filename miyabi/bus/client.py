@@ -78,8 +78,14 @@ class Bus:
             if password:
                 kwargs["password"] = password
         self.redis: redis.Redis = redis.Redis.from_url(
-            settings.url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True,
-            retry=Retry(NoBackoff(), 1), health_check_interval=30, **kwargs)
+            settings.url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
+            **kwargs,
+        )
         self.where = redact(settings.url)
         self._scripts: dict[str, Any] = {}
 
@@ -117,10 +123,19 @@ class Bus:
         """``XREADGROUP`` as this host's consumer: (stream, entry id, fields) in order;
         the fields of an entry deleted while pending are empty."""
         got = cast(Any, self.redis.xreadgroup(group, self.host, cast(Any, streams), count=count, block=block_ms))
-        return [(str(stream), str(entry), dict(fields or {})) for stream, entries in got or [] for entry, fields in entries]
+        return [
+            (str(stream), str(entry), dict(fields or {})) for stream, entries in got or [] for entry, fields in entries
+        ]
 
-    def consume(self, group: str, stream: str, start: str, handle: Callable[[dict[str, str]], None], count: int = 100,
-                block_ms: int | None = None) -> int:
+    def consume(
+        self,
+        group: str,
+        stream: str,
+        start: str,
+        handle: Callable[[dict[str, str]], None],
+        count: int = 100,
+        block_ms: int | None = None,
+    ) -> int:
         """Read entries of ``stream`` as this host's consumer in ``group`` (``start``:
         ``>`` new ones, waiting up to ``block_ms``; ``0`` those read before and not
         acknowledged), ``handle`` each one's fields (an entry deleted meanwhile has
@@ -144,7 +159,9 @@ class Bus:
         out: list[Entry] = []
         cursor = "0-0"
         for _ in range(100):  # each call looks at up to 10 × count pending entries: follow the cursor
-            got = cast(Any, self.redis.xautoclaim(stream, group, self.host, min_idle_ms, cursor, count=count - len(out)))
+            got = cast(
+                Any, self.redis.xautoclaim(stream, group, self.host, min_idle_ms, cursor, count=count - len(out))
+            )
             out += [(stream, str(entry), dict(fields or {})) for entry, fields in got[1] if fields is not None]
             cursor = str(got[0])
             if cursor == "0-0" or len(out) >= count:
@@ -161,8 +178,11 @@ class Bus:
         version = str(info.get("redis_version", "0"))
         parts = tuple(int(x) for x in version.split(".")[:2] if x.isdigit())
         if parts < MIN_VERSION:
-            raise BusDown(f"the bus at {self.where} runs Redis {version}; miyabi needs {'.'.join(map(str, MIN_VERSION))} or newer "
-                          "(XAUTOCLAIM)")
+            raise BusDown(
+                f"the bus at {self.where} runs Redis {version}; miyabi needs {'.'.join(map(str, MIN_VERSION))} or "
+                "newer "
+                "(XAUTOCLAIM)"
+            )
 
     def ping(self) -> None:
         """Check that Redis answers.
@@ -187,7 +207,8 @@ class Bus:
 def describe(e: BaseException) -> str:
     """One line about a Redis failure, never with a password in it."""
     if isinstance(e, redis.AuthenticationError):
-        return f"Redis refused the password ({str(e).strip() or 'authentication failed'}); check bus.password_env's variable or the URL"
+        why = str(e).strip() or "authentication failed"
+        return f"Redis refused the password ({why}); check bus.password_env's variable or the URL"
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     return text.replace("\n", " ")[:200]
 

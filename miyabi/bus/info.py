@@ -29,11 +29,22 @@ def overview(bus: Bus) -> dict[str, Any]:
             for g in r.xinfo_groups(name):
                 summary = r.xpending(name, g["name"])
                 holders = {str(c["name"]): int(c["pending"]) for c in summary.get("consumers") or []}
-                groups.append({"name": g["name"], "lag": g.get("lag"), "pending": int(g.get("pending") or 0), "holders": holders})
-            streams.append({"name": name[len(bus.ns) + 1:], "kind": kind, "length": int(r.xlen(name)), "groups": groups})
+                groups.append(
+                    {"name": g["name"], "lag": g.get("lag"), "pending": int(g.get("pending") or 0), "holders": holders}
+                )
+            streams.append(
+                {"name": name[len(bus.ns) + 1 :], "kind": kind, "length": int(r.xlen(name)), "groups": groups}
+            )
     try:
         aof = cast(dict[str, str], r.config_get("appendonly")).get("appendonly")
     except Exception:  # noqa: BLE001 - CONFIG may be renamed or refused (managed Redis): unknown, not an error
         aof = None
-    return {"url": bus.where, "namespace": bus.ns, "host": bus.host, "hosts": presence.hosts(bus),
-            "intake": presence.lock_holder(bus, INTAKE_LOCK), "persistence": aof, "streams": streams}
+    return {
+        "url": bus.where,
+        "namespace": bus.ns,
+        "host": bus.host,
+        "hosts": presence.hosts(bus),
+        "intake": presence.lock_holder(bus, INTAKE_LOCK),
+        "persistence": aof,
+        "streams": streams,
+    }

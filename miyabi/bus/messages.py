@@ -47,9 +47,19 @@ def send(bus: Bus, host: str, msg: Message) -> str:
     return str(bus.call(bus.redis.xadd, bus.inbox_stream(host), {"host": host, "message": json.dumps(msg.to_json())}))
 
 
-def post_remote(home_root: Path, bus: Bus, host: str, to: str, body: str, sender: str = "human", priority: str = "normal",
-                ttl: float | None = None, reply_to: str | None = None, task: str | None = None,
-                max_body: int = defaults.MAX_BODY) -> tuple[Message, bool]:
+def post_remote(
+    home_root: Path,
+    bus: Bus,
+    host: str,
+    to: str,
+    body: str,
+    sender: str = "human",
+    priority: str = "normal",
+    ttl: float | None = None,
+    reply_to: str | None = None,
+    task: str | None = None,
+    max_body: int = defaults.MAX_BODY,
+) -> tuple[Message, bool]:
     """``miyabi send TO@HOST``: send a message to agent ``to`` of another host, from
     ``sender@THIS-HOST``. Returns the message and whether it went now (False: the bus is
     down and it waits in this home's bus outbox, which the controller sends later).
@@ -60,8 +70,16 @@ def post_remote(home_root: Path, bus: Bus, host: str, to: str, body: str, sender
     """
     if not sanitize(body).strip():
         raise MessageError("the message has no text (control characters are removed before delivery)")
-    msg = make(to, body, sender=f"{sender}@{bus.host}" if "@" not in sender else sender, priority=priority, ttl=ttl,
-               reply_to=reply_to, task=task, max_body=max_body)
+    msg = make(
+        to,
+        body,
+        sender=f"{sender}@{bus.host}" if "@" not in sender else sender,
+        priority=priority,
+        ttl=ttl,
+        reply_to=reply_to,
+        task=task,
+        max_body=max_body,
+    )
     try:
         send(bus, host, msg)
         went = True
@@ -82,8 +100,10 @@ def locate(bus: Bus, name: str) -> str:
     try:
         found = [h["host"] for h in presence.hosts(bus) if any(a.get("name") == name for a in h.get("agents", []))]
     except ERRORS as e:
-        raise BusDown(f"the bus at {bus.where} is unreachable ({describe(e)}); name the host, {name}@HOST, "
-                      "and the message waits until the bus is back") from None
+        raise BusDown(
+            f"the bus at {bus.where} is unreachable ({describe(e)}); name the host, {name}@HOST, "
+            "and the message waits until the bus is back"
+        ) from None
     if not found:
         raise MessageError(f"no host on the bus runs an agent {name!r}; `miyabi status --all-hosts` lists them")
     if len(found) > 1:
@@ -150,8 +170,13 @@ def receive(bus: Bus, home_root: Path, agents: list[str] | None, block_ms: int |
     Raises:
         redis.RedisError, OSError: the bus or the disk failed (the entry stays pending).
     """
-    return bus.consume(INBOX_GROUP, bus.inbox_stream(bus.host), start, lambda f: deliver(home_root, f, agents, bus.host),
-                       block_ms=block_ms)
+    return bus.consume(
+        INBOX_GROUP,
+        bus.inbox_stream(bus.host),
+        start,
+        lambda f: deliver(home_root, f, agents, bus.host),
+        block_ms=block_ms,
+    )
 
 
 def deliver(home_root: Path, fields: dict[str, str], agents: list[str] | None, host: str) -> None:
@@ -161,25 +186,48 @@ def deliver(home_root: Path, fields: dict[str, str], agents: list[str] | None, h
     except (KeyError, ValueError, TypeError) as e:
         log.warning("bus: an entry of %s's message stream is not a message (%s); dropped", host, e)
         return
-    if msg.priority not in ("high", "normal") or not (msg.ttl is None or (isinstance(msg.ttl, (int, float)) and msg.ttl > 0)):
+    if msg.priority not in ("high", "normal") or not (
+        msg.ttl is None or (isinstance(msg.ttl, (int, float)) and msg.ttl > 0)
+    ):
         log.warning("bus: message %s on %s's stream has a bad priority or ttl; dropped", msg.id[:80], host)
         return
     if not ID_RE.match(msg.id) or not NAME_RE.match(msg.to):  # both become file names here
-        log.warning("bus: a message on %s's stream has a bad id or agent name (%r, %r); dropped", host, msg.id[:80], msg.to[:80])
+        log.warning(
+            "bus: a message on %s's stream has a bad id or agent name (%r, %r); dropped", host, msg.id[:80], msg.to[:80]
+        )
         return
     if agents is not None and msg.to not in agents:
-        log.warning("bus: message %s from %s is for agent %s, which host %s does not run; dropped", msg.id, msg.sender, msg.to, host)
-        append_event(home_root, "bus-undeliverable", agent=msg.to, id=msg.id, **{"from": msg.sender},
-                     reason=f"host {host} runs no agent {msg.to}")
+        log.warning(
+            "bus: message %s from %s is for agent %s, which host %s does not run; dropped",
+            msg.id,
+            msg.sender,
+            msg.to,
+            host,
+        )
+        append_event(
+            home_root,
+            "bus-undeliverable",
+            agent=msg.to,
+            id=msg.id,
+            **{"from": msg.sender},
+            reason=f"host {host} runs no agent {msg.to}",
+        )
         return
     if present(home_root, msg):
         return
     inbox(home_root, msg.to).put(msg)
-    append_event(home_root, "enqueued", agent=msg.to, id=msg.id, **{"from": msg.sender}, via="bus",
-                 bytes=len(msg.body.encode("utf-8", "surrogatepass")), priority=msg.priority)
+    append_event(
+        home_root,
+        "enqueued",
+        agent=msg.to,
+        id=msg.id,
+        **{"from": msg.sender},
+        via="bus",
+        bytes=len(msg.body.encode("utf-8", "surrogatepass")),
+        priority=msg.priority,
+    )
 
 
 def ensure_inbox(bus: Bus) -> None:
     """The consumer group on this host's message stream (made once)."""
     ensure_group(bus.redis, bus.inbox_stream(bus.host), INBOX_GROUP)
-

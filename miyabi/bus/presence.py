@@ -28,8 +28,13 @@ return 0
 """
 
 
-def heartbeat(bus: Bus, agents: Sequence[dict[str, Any]], extra: dict[str, Any] | None = None,
-              ttl: float = defaults.BUS_PRESENCE_TTL, now: float | None = None) -> None:
+def heartbeat(
+    bus: Bus,
+    agents: Sequence[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+    ttl: float = defaults.BUS_PRESENCE_TTL,
+    now: float | None = None,
+) -> None:
     """Publish this host's presence: its agents (``name``, ``state``, ``task``) and ``extra``.
 
     Raises:

@@ -65,9 +65,16 @@ class BusBridge:
         changed: called when a pass changed the task store (the scheduler looks at once).
     """
 
-    def __init__(self, home_root: Path, layout: Callable[[], Layout], failed: Callable[[], Sequence[str]],
-                 agents: Callable[[], list[dict[str, Any]]], claim_issue: Callable[[Task, str], bool] | None = None,
-                 hold: Callable[[Task], bool] | None = None, changed: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        home_root: Path,
+        layout: Callable[[], Layout],
+        failed: Callable[[], Sequence[str]],
+        agents: Callable[[], list[dict[str, Any]]],
+        claim_issue: Callable[[Task, str], bool] | None = None,
+        hold: Callable[[Task], bool] | None = None,
+        changed: Callable[[], None] = lambda: None,
+    ) -> None:
         self.home = home_root
         self.layout = layout
         self.failed = failed
@@ -117,9 +124,21 @@ class BusBridge:
     def write_state(self) -> None:
         s = self.settings
         data = {
-            "settings": {"url": s.url, "host": s.host, "password_env": s.password_env, "lease": s.lease, "namespace": s.namespace},
-            "url": redact(s.url), "host": s.host, "state": "up" if self._up else "down", "since": rfc3339(self._since),
-            "error": self._error or None, "leader": self.leader, "hosts": self._hosts, "updated": rfc3339(time.time()),
+            "settings": {
+                "url": s.url,
+                "host": s.host,
+                "password_env": s.password_env,
+                "lease": s.lease,
+                "namespace": s.namespace,
+            },
+            "url": redact(s.url),
+            "host": s.host,
+            "state": "up" if self._up else "down",
+            "since": rfc3339(self._since),
+            "error": self._error or None,
+            "leader": self.leader,
+            "hosts": self._hosts,
+            "updated": rfc3339(time.time()),
         }
         try:
             write_atomic(state_path(self.home), json.dumps(data))
@@ -160,7 +179,12 @@ class BusBridge:
                     fresh = True
                     stop.wait(wait)
                     wait = min(wait * 2, defaults.BUS_RECONNECT_MAX)
-                except (OSError, sqlite3.Error, ValueError, TypeError) as e:  # the disk or bad data: try again, never fatal
+                except (
+                    OSError,
+                    sqlite3.Error,
+                    ValueError,
+                    TypeError,
+                ) as e:  # the disk or bad data: try again, never fatal
                     log.warning("bus inbox: %s: %s", type(e).__name__, e)
                     fresh = True  # what was read and not put in an inbox is read again
                     stop.wait(wait)
@@ -205,8 +229,15 @@ class BusBridge:
                     fresh = True
                     stop.wait(wait)
                     wait = min(wait * 2, defaults.BUS_RECONNECT_MAX)
-                except (OSError, sqlite3.Error, TaskError, ValueError, TypeError, KeyError) as e:  # the disk, the store, or
-                    log.warning("bus tasks: %s: %s", type(e).__name__, e)                          # bad data: never fatal
+                except (
+                    OSError,
+                    sqlite3.Error,
+                    TaskError,
+                    ValueError,
+                    TypeError,
+                    KeyError,
+                ) as e:  # the disk, the store, or
+                    log.warning("bus tasks: %s: %s", type(e).__name__, e)  # bad data: never fatal
                     self.ready.set()
                     stop.wait(wait)
         finally:
@@ -255,7 +286,11 @@ class BusBridge:
         lay = self.layout()
         did = messages.flush_outbox(bus, self.home) > 0
         did |= shared.settle() > 0  # results out first: a copy that ended here is never claimed again
-        did |= bool(shared.publish_due(lay.routes, [p.name for p in lay.pools], lay.tasks.max_attempts, self.claim_issue, self.hold))
+        did |= bool(
+            shared.publish_due(
+                lay.routes, [p.name for p in lay.pools], lay.tasks.max_attempts, self.claim_issue, self.hold
+            )
+        )
         did |= bool(shared.claim_due(self._named(lay), self.failed()))
         did |= shared.publish_cancels() > 0
         did |= shared.apply_results() > 0

@@ -32,5 +32,10 @@ def settings_of(state: dict[str, Any]) -> BusSettings | None:
     s = state.get("settings")
     if not isinstance(s, dict) or not isinstance(s.get("url"), str) or not isinstance(s.get("host"), str):
         return None
-    return BusSettings(url=s["url"], host=s["host"], password_env=s.get("password_env"),
-                       lease=float(s.get("lease", defaults.BUS_LEASE)), namespace=str(s.get("namespace", defaults.BUS_NAMESPACE)))
+    return BusSettings(
+        url=s["url"],
+        host=s["host"],
+        password_env=s.get("password_env"),
+        lease=float(s.get("lease", defaults.BUS_LEASE)),
+        namespace=str(s.get("namespace", defaults.BUS_NAMESPACE)),
+    )

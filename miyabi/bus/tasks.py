@@ -158,7 +158,9 @@ class SharedTasks:
         clock: Unix time (injectable).
     """
 
-    def __init__(self, bus: Bus, store: Store, home_root: Path, lease: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, bus: Bus, store: Store, home_root: Path, lease: float, clock: Callable[[], float] = time.time
+    ) -> None:
         self.bus = bus
         self.store = store
         self.home = home_root
@@ -185,8 +187,9 @@ class SharedTasks:
         self._groups.clear()
 
     def _records(self, role: str, open_only: bool = True) -> list[dict[str, Any]]:
-        q = ("SELECT b.*, t.state AS state FROM bus_tasks b JOIN tasks t ON t.id = b.task WHERE b.role=?"
-             + (" AND b.settled IS NULL" if open_only else ""))
+        q = "SELECT b.*, t.state AS state FROM bus_tasks b JOIN tasks t ON t.id = b.task WHERE b.role=?" + (
+            " AND b.settled IS NULL" if open_only else ""
+        )
         return [dict(r) for r in self.store.rows(q, (role,))]
 
     def _settle(self, bus_id: str, role: str) -> None:
@@ -195,9 +198,14 @@ class SharedTasks:
 
     # -- publishing (the origin)
 
-    def publish_due(self, routes: Sequence[Route], pools: Sequence[str], max_attempts: int,
-                    claim_issue: Callable[[Task, str], bool] | None = None,
-                    hold: Callable[[Task], bool] | None = None) -> list[tuple[int, str]]:
+    def publish_due(
+        self,
+        routes: Sequence[Route],
+        pools: Sequence[str],
+        max_attempts: int,
+        claim_issue: Callable[[Task, str], bool] | None = None,
+        hold: Callable[[Task], bool] | None = None,
+    ) -> list[tuple[int, str]]:
         """Publish every queued task of this host that goes to a named agent. Returns
         (task id, target) for each.
 
@@ -236,21 +244,47 @@ class SharedTasks:
         n = int(self.store.rows("SELECT COUNT(*) FROM bus_tasks WHERE task=? AND role=?", (t.id, ORIGIN))[0][0]) + 1
         bus_id = f"{self.me}:{t.id}:{n}:{self.nonce}"
         stream = self.bus.task_stream(target)
-        payload = {"title": t.title, "body": t.body, "labels": list(t.labels), "priority": t.priority, "source": str(t.source),
-                   "ref": t.ref, "url": t.url, "timeout": t.timeout, "max_attempts": t.max_attempts or max_attempts,
-                   "origin": self.me, "created": t.created, "target": target}
+        payload = {
+            "title": t.title,
+            "body": t.body,
+            "labels": list(t.labels),
+            "priority": t.priority,
+            "source": str(t.source),
+            "ref": t.ref,
+            "url": t.url,
+            "timeout": t.timeout,
+            "max_attempts": t.max_attempts or max_attempts,
+            "origin": self.me,
+            "created": t.created,
+            "target": target,
+        }
         self._group(stream)
         self._group(self.bus.results_stream(self.me), RESULTS_GROUP)
-        entry = self.bus.script("publish", PUBLISH)(keys=[self.bus.task_key(bus_id), stream],
-                                                     args=[bus_id, self.me, target, json.dumps(payload), self.clock()])
+        entry = self.bus.script("publish", PUBLISH)(
+            keys=[self.bus.task_key(bus_id), stream], args=[bus_id, self.me, target, json.dumps(payload), self.clock()]
+        )
         where = target if "@" in target else f"{target} (any host)"
         try:
-            self.store.set_state(t.id, TaskState.SHARED, f"published on the bus for {where} as {bus_id}", expect=(TaskState.QUEUED,),
-                                 also=[(("INSERT OR REPLACE INTO bus_tasks (bus_id, role, task, stream, entry, origin, agent)"
-                                         " VALUES (?,?,?,?,?,?,?)"), (bus_id, ORIGIN, t.id, stream, entry, self.me, target))])
+            self.store.set_state(
+                t.id,
+                TaskState.SHARED,
+                f"published on the bus for {where} as {bus_id}",
+                expect=(TaskState.QUEUED,),
+                also=[
+                    (
+                        (
+                            "INSERT OR REPLACE INTO bus_tasks (bus_id, role, task, stream, entry, origin, agent)"
+                            " VALUES (?,?,?,?,?,?,?)"
+                        ),
+                        (bus_id, ORIGIN, t.id, stream, entry, self.me, target),
+                    )
+                ],
+            )
         except TaskError:  # it changed meanwhile (cancelled, blocked): withdrawn from the bus
-            self.bus.script("cancel", CANCEL)(keys=[self.bus.task_key(bus_id), stream],
-                                              args=["it changed while it was being published", self.clock(), entry])
+            self.bus.script("cancel", CANCEL)(
+                keys=[self.bus.task_key(bus_id), stream],
+                args=["it changed while it was being published", self.clock(), entry],
+            )
             raise
         append_event(self.home, "bus-published", task=t.id, ref=t.ref, id=bus_id, target=target)
         return bus_id
@@ -265,7 +299,9 @@ class SharedTasks:
         stream = self.bus.results_stream(self.me)
         self._group(stream, RESULTS_GROUP)
         # this host's pending results first (a crash before it applied them)
-        return sum(self.bus.consume(RESULTS_GROUP, stream, start, self._apply, block_ms=block_ms) for start in ("0", ">"))
+        return sum(
+            self.bus.consume(RESULTS_GROUP, stream, start, self._apply, block_ms=block_ms) for start in ("0", ">")
+        )
 
     def _apply(self, fields: Mapping[str, str]) -> None:
         bus_id = fields.get("id", "")
@@ -274,15 +310,24 @@ class SharedTasks:
         if state is None or len(parts) != 4 or parts[0] != self.me or not parts[1].isdigit():
             return
         tid = int(parts[1])
-        latest = self.store.rows("SELECT bus_id FROM bus_tasks WHERE task=? AND role=? ORDER BY rowid DESC LIMIT 1", (tid, ORIGIN))
+        latest = self.store.rows(
+            "SELECT bus_id FROM bus_tasks WHERE task=? AND role=? ORDER BY rowid DESC LIMIT 1", (tid, ORIGIN)
+        )
         if latest and latest[0][0] != bus_id:
             return  # a result of an earlier publication (the task was retried since)
         agent, host = fields.get("agent", ""), fields.get("host", "")
         why = fields.get("reason", "") or str(state)
         try:
-            self.store.set_state(tid, state, f"{state} on host {host} by {agent}: {why}", agent=f"{agent}@{host}",
-                                 expect=(TaskState.SHARED,), notice="needs-human" if state == TaskState.FAILED else None, text=why,
-                                 also=[("UPDATE bus_tasks SET settled=? WHERE bus_id=? AND role=?", (self.clock(), bus_id, ORIGIN))])
+            self.store.set_state(
+                tid,
+                state,
+                f"{state} on host {host} by {agent}: {why}",
+                agent=f"{agent}@{host}",
+                expect=(TaskState.SHARED,),
+                notice="needs-human" if state == TaskState.FAILED else None,
+                text=why,
+                also=[("UPDATE bus_tasks SET settled=? WHERE bus_id=? AND role=?", (self.clock(), bus_id, ORIGIN))],
+            )
         except TaskError:
             return  # ended here already (cancelled)
         append_event(self.home, "bus-result", task=tid, id=bus_id, state=str(state), host=host, agent=agent)
@@ -293,13 +338,16 @@ class SharedTasks:
         working on it is told to stop. Returns how many were withdrawn."""
         n = 0
         for r in self._records(ORIGIN):
-            latest = self.store.rows("SELECT bus_id FROM bus_tasks WHERE task=? AND role=? ORDER BY rowid DESC LIMIT 1",
-                                     (r["task"], ORIGIN))
+            latest = self.store.rows(
+                "SELECT bus_id FROM bus_tasks WHERE task=? AND role=? ORDER BY rowid DESC LIMIT 1", (r["task"], ORIGIN)
+            )
             if r["state"] == TaskState.SHARED and latest and latest[0][0] == r["bus_id"]:
                 continue
             # cancelled, or any other change that is not its result: withdrawn (a no-op once it ended)
-            got = self.bus.script("cancel", CANCEL)(keys=[self.bus.task_key(r["bus_id"]), r["stream"]],
-                                                    args=[f"{r['state']} where it was published", self.clock(), r["entry"] or "0-0"])
+            got = self.bus.script("cancel", CANCEL)(
+                keys=[self.bus.task_key(r["bus_id"]), r["stream"]],
+                args=[f"{r['state']} where it was published", self.clock(), r["entry"] or "0-0"],
+            )
             n += got == "ok"
             self._settle(r["bus_id"], ORIGIN)
         return n
@@ -337,12 +385,18 @@ class SharedTasks:
 
     def room(self, wip: Mapping[str, int], failed: Sequence[str] = ()) -> dict[str, int]:
         """Agent → how many more tasks it may claim from the bus."""
-        rows = self.store.rows("SELECT b.agent, COUNT(*) FROM bus_tasks b JOIN tasks t ON t.id = b.task WHERE b.role=? AND"
-                               " t.state NOT IN ('done', 'failed', 'cancelled') GROUP BY b.agent", (COPY,))
+        rows = self.store.rows(
+            "SELECT b.agent, COUNT(*) FROM bus_tasks b JOIN tasks t ON t.id = b.task WHERE b.role=? AND"
+            " t.state NOT IN ('done', 'failed', 'cancelled') GROUP BY b.agent",
+            (COPY,),
+        )
         have = {r[0]: int(r[1]) for r in rows}
         held = self.store.held_counts()
-        return {n: limit - max(have.get(n, 0), held.get(n, 0)) for n, limit in wip.items()
-                if n not in failed and limit - max(have.get(n, 0), held.get(n, 0)) > 0}
+        return {
+            n: limit - max(have.get(n, 0), held.get(n, 0))
+            for n, limit in wip.items()
+            if n not in failed and limit - max(have.get(n, 0), held.get(n, 0)) > 0
+        }
 
     def recover(self, names: Sequence[str]) -> int:
         """After a start or a reconnection: make sure every entry this host holds has its
@@ -353,10 +407,15 @@ class SharedTasks:
         for name in names:
             for stream in (self.bus.task_stream(f"{name}@{self.me}"), self.bus.task_stream(name)):
                 self._group(stream)
-                held = cast(Any, self.bus.redis.xpending_range(stream, GROUP, min="-", max="+", count=1000, consumername=self.me))
+                held = cast(
+                    Any,
+                    self.bus.redis.xpending_range(stream, GROUP, min="-", max="+", count=1000, consumername=self.me),
+                )
                 for p in held:
                     entry, times = str(p["message_id"]), int(p["times_delivered"])
-                    if self.store.rows("SELECT 1 FROM bus_tasks WHERE stream=? AND entry=? AND role=?", (stream, entry, COPY)):
+                    if self.store.rows(
+                        "SELECT 1 FROM bus_tasks WHERE stream=? AND entry=? AND role=?", (stream, entry, COPY)
+                    ):
                         continue
                     found = cast(Any, self.bus.redis.xrange(stream, entry, entry, count=1))
                     if not found:  # deleted (withdrawn) while we held it
@@ -370,8 +429,9 @@ class SharedTasks:
         p = cast(Any, self.bus.redis.xpending_range(stream, GROUP, min=entry, max=entry, count=1))
         return int(p[0]["times_delivered"]) if p else 1
 
-    def _copy(self, name: str, stream: str, entry: str, fields: Mapping[str, str], deliveries: int,
-              recovering: bool = False) -> Claimed | None:
+    def _copy(
+        self, name: str, stream: str, entry: str, fields: Mapping[str, str], deliveries: int, recovering: bool = False
+    ) -> Claimed | None:
         bus_id = fields.get("id", "")
         try:
             payload = json.loads(fields.get("task", ""))
@@ -390,28 +450,45 @@ class SharedTasks:
         key = f"bus:{bus_id}"
         found = self.store.rows("SELECT id, state FROM tasks WHERE key=?", (key,))
         if deliveries > limit:
-            self._finish(stream, entry, bus_id, origin, "failed", name,
-                         f"claimed {deliveries} times and never finished (the hosts holding it stopped); it needs a person")
+            self._finish(
+                stream,
+                entry,
+                bus_id,
+                origin,
+                "failed",
+                name,
+                f"claimed {deliveries} times and never finished (the hosts holding it stopped); it needs a person",
+            )
             if found:
                 self._record(bus_id, found[0]["id"], stream, entry, origin, name, deliveries, settled=True)
             return None
         if found:
             tid = int(found[0]["id"])
-            unsettled = self.store.rows("SELECT 1 FROM bus_tasks WHERE bus_id=? AND role=? AND settled IS NULL", (bus_id, COPY))
+            unsettled = self.store.rows(
+                "SELECT 1 FROM bus_tasks WHERE bus_id=? AND role=? AND settled IS NULL", (bus_id, COPY)
+            )
             if found[0]["state"] in FINISHED and unsettled:
                 return None  # it ended here and its result is on its way (settle): not run again
             if found[0]["state"] in FINISHED and not recovering:
-                self.store.set_state(tid, TaskState.QUEUED, f"claimed again from the bus (attempt {deliveries} of {limit})")
+                self.store.set_state(
+                    tid, TaskState.QUEUED, f"claimed again from the bus (attempt {deliveries} of {limit})"
+                )
         else:
             labels = [lab for lab in payload.get("labels", []) if isinstance(lab, str) and not lab.startswith("agent:")]
             source = Source.JOB if payload.get("source") == Source.JOB else Source.BUS
             timeout = payload.get("timeout")
             try:
-                t = self.store.add(str(payload.get("title") or bus_id), str(payload.get("body") or ""), [*labels, f"agent:{name}"],
-                                   priority=str(payload.get("priority") or "normal"), source=source, key=key,
-                                   url=str(payload["url"]) if payload.get("url") else None,
-                                   timeout=float(timeout) if isinstance(timeout, (int, float)) else None,
-                                   max_attempts=max(1, limit - deliveries + 1))
+                t = self.store.add(
+                    str(payload.get("title") or bus_id),
+                    str(payload.get("body") or ""),
+                    [*labels, f"agent:{name}"],
+                    priority=str(payload.get("priority") or "normal"),
+                    source=source,
+                    key=key,
+                    url=str(payload["url"]) if payload.get("url") else None,
+                    timeout=float(timeout) if isinstance(timeout, (int, float)) else None,
+                    max_attempts=max(1, limit - deliveries + 1),
+                )
             except TaskError as e:  # a task this host cannot take: it fails once, not on every host in turn
                 self._finish(stream, entry, bus_id, origin, "failed", name, f"host {self.me} could not take it: {e}")
                 return None
@@ -421,17 +498,30 @@ class SharedTasks:
         append_event(self.home, "bus-claimed", task=tid, id=bus_id, agent=name, origin=origin, attempt=deliveries)
         return Claimed(tid, bus_id, name, deliveries)
 
-    def _record(self, bus_id: str, tid: int, stream: str, entry: str, origin: str, agent: str, deliveries: int,
-                settled: bool = False) -> None:
+    def _record(
+        self,
+        bus_id: str,
+        tid: int,
+        stream: str,
+        entry: str,
+        origin: str,
+        agent: str,
+        deliveries: int,
+        settled: bool = False,
+    ) -> None:
         with self.store.tx() as db:
-            db.execute("INSERT OR REPLACE INTO bus_tasks (bus_id, role, task, stream, entry, origin, agent, deliveries, settled)"
-                       " VALUES (?,?,?,?,?,?,?,?,?)",
-                       (bus_id, COPY, tid, stream, entry, origin, agent, deliveries, self.clock() if settled else None))
+            db.execute(
+                "INSERT OR REPLACE INTO bus_tasks (bus_id, role, task, stream, entry, origin, agent, deliveries, "
+                "settled)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (bus_id, COPY, tid, stream, entry, origin, agent, deliveries, self.clock() if settled else None),
+            )
 
     def _finish(self, stream: str, entry: str, bus_id: str, origin: str, state: str, agent: str, reason: str) -> str:
         got = self.bus.script("finish", FINISH)(
             keys=[stream, self.bus.task_key(bus_id), self.bus.results_stream(origin)],
-            args=[GROUP, self.me, entry, state, reason[:2000], agent, bus_id, self.clock()])
+            args=[GROUP, self.me, entry, state, reason[:2000], agent, bus_id, self.clock()],
+        )
         return str(got)
 
     # -- the lease and the end (the claiming host)
@@ -451,28 +541,44 @@ class SharedTasks:
                 self._give_up(int(r["task"]), r["bus_id"], None, why)
                 out.append((int(r["task"]), why))
                 continue
-            got = str(self.bus.script("renew", RENEW)(keys=[r["stream"], self.bus.task_key(r["bus_id"])],
-                                                       args=[GROUP, self.me, r["entry"]]))
+            got = str(
+                self.bus.script("renew", RENEW)(
+                    keys=[r["stream"], self.bus.task_key(r["bus_id"])], args=[GROUP, self.me, r["entry"]]
+                )
+            )
             if got == "ok":
                 continue
-            why = {"lost": "another host took it over (this host did not renew its lease on the bus in time)",
-                   "done": "another host finished it", "failed": "it failed on another host",
-                   "cancelled": "it was cancelled where it was published"}.get(got, "it is gone from the bus")
+            why = {
+                "lost": "another host took it over (this host did not renew its lease on the bus in time)",
+                "done": "another host finished it",
+                "failed": "it failed on another host",
+                "cancelled": "it was cancelled where it was published",
+            }.get(got, "it is gone from the bus")
             self._give_up(int(r["task"]), r["bus_id"], r["agent"], why)
             out.append((int(r["task"]), why))
         return out
 
     def _give_up(self, tid: int, bus_id: str, agent: str | None, why: str) -> None:
         try:
-            t = self.store.set_state(tid, TaskState.CANCELLED, f"{why}; stopped here",
-                                     also=[("UPDATE bus_tasks SET settled=? WHERE bus_id=? AND role=?", (self.clock(), bus_id, COPY))])
+            t = self.store.set_state(
+                tid,
+                TaskState.CANCELLED,
+                f"{why}; stopped here",
+                also=[("UPDATE bus_tasks SET settled=? WHERE bus_id=? AND role=?", (self.clock(), bus_id, COPY))],
+            )
         except TaskError:
             self._settle(bus_id, COPY)
             return
         append_event(self.home, "bus-lease-lost", task=tid, id=bus_id, reason=why)
         if agent and t.attempts:
             try:
-                post(self.home, agent, f"Task {t.ref} ({t.title}): {why}. Stop working on it.", sender="miyabi", task=str(tid))
+                post(
+                    self.home,
+                    agent,
+                    f"Task {t.ref} ({t.title}): {why}. Stop working on it.",
+                    sender="miyabi",
+                    task=str(tid),
+                )
             except OSError as e:
                 log.warning("bus: could not tell %s about task %s: %s", agent, tid, e)
 
@@ -484,8 +590,15 @@ class SharedTasks:
             if r["state"] not in FINISHED:
                 continue
             reason = self.store.rows("SELECT reason FROM events WHERE task=? ORDER BY id DESC LIMIT 1", (r["task"],))
-            got = self._finish(r["stream"], r["entry"], r["bus_id"], r["origin"], str(r["state"]), str(r["agent"]),
-                               str(reason[0][0]) if reason else str(r["state"]))
+            got = self._finish(
+                r["stream"],
+                r["entry"],
+                r["bus_id"],
+                r["origin"],
+                str(r["state"]),
+                str(r["agent"]),
+                str(reason[0][0]) if reason else str(r["state"]),
+            )
             if got != "ok":
                 log.info("bus: task %s had ended already (%s); this host's result is not its", r["bus_id"], got)
             self._settle(r["bus_id"], COPY)
@@ -495,4 +608,3 @@ class SharedTasks:
     def held_copies(self) -> list[dict[str, Any]]:
         """The open copies this host holds (bus id, task, agent, attempt)."""
         return [r for r in self._records(COPY) if r["state"] not in FINISHED]
-

@@ -29,11 +29,22 @@ from miyabi.errors import MiyabiError
 @app.command()
 @handles_errors
 def up(
-    layout: Annotated[str | None, typer.Argument(show_default=False,
-                                                 help="Layout file or shipped layout name (default: ./miyabi.yaml, else the default layout).")] = None,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Do not attach; print the command that attaches instead.")] = False,
-    controller: Annotated[bool, typer.Option("--controller/--no-controller",
-                                             help="Start the controller, which delivers messages and watches the agents.")] = True,
+    layout: Annotated[
+        str | None,
+        typer.Argument(
+            show_default=False,
+            help="Layout file or shipped layout name (default: ./miyabi.yaml, else the default layout).",
+        ),
+    ] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Do not attach; print the command that attaches instead.")
+    ] = False,
+    controller: Annotated[
+        bool,
+        typer.Option(
+            "--controller/--no-controller", help="Start the controller, which delivers messages and watches the agents."
+        ),
+    ] = True,
     socket: SocketOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -58,10 +69,16 @@ def up(
     sock = socket or h.load_state().get("socket") or defaults.SOCKET
     tmux = tmux_for(sock)
     report = build_up(lay, tmux, h)
-    h.save_state(layout=str(lay.path), session=lay.session, socket=sock, agents=lay.names, max_body=lay.max_body, cwd=os.getcwd())
+    h.save_state(
+        layout=str(lay.path), session=lay.session, socket=sock, agents=lay.names, max_body=lay.max_body, cwd=os.getcwd()
+    )
 
     if report.created_session:
-        output.say(f"created session {lay.session!r} on socket {sock!r} with {len(report.created)} agents: {', '.join(report.created)}", "green")
+        output.say(
+            f"created session {lay.session!r} on socket {sock!r} with {len(report.created)} agents: "
+            f"{', '.join(report.created)}",
+            "green",
+        )
     else:
         for name in report.created:
             output.say(f"created {name} (it had no pane)", "green")
@@ -72,8 +89,11 @@ def up(
         if not report.created and not report.respawned:
             output.say(f"session {lay.session!r} already matches {path}; nothing to do")
     for name, pane in report.extra:
-        output.say(f"note: pane {pane} runs agent {name!r}, which {path} does not name; left running "
-                   f"(kill it with `tmux -L {sock} kill-pane -t {pane}`)", "yellow")
+        output.say(
+            f"note: pane {pane} runs agent {name!r}, which {path} does not name; left running "
+            f"(kill it with `tmux -L {sock} kill-pane -t {pane}`)",
+            "yellow",
+        )
 
     clear_stopped(h)
     if controller:
@@ -123,8 +143,12 @@ def _reload_running(h: Any) -> None:
 @app.command()
 @handles_errors
 def reload(
-    layout: Annotated[str | None, typer.Argument(show_default=False,
-                                                 help="Layout file or shipped layout name (default: the one `miyabi up` last used here).")] = None,
+    layout: Annotated[
+        str | None,
+        typer.Argument(
+            show_default=False, help="Layout file or shipped layout name (default: the one `miyabi up` last used here)."
+        ),
+    ] = None,
     socket: SocketOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -149,10 +173,19 @@ def reload(
     lay = load(path)
     preflight(lay)
     if isinstance(state.get("session"), str) and lay.session != state["session"]:
-        raise MiyabiError(f"{path}: session {lay.session!r} is not the running {state['session']!r}; "
-                          "run `miyabi down`, then `miyabi up`, to change it")
-    h.save_state(**{**state, "layout": str(lay.path), "agents": lay.names, "max_body": lay.max_body,
-                    **({"socket": socket} if socket else {})})
+        raise MiyabiError(
+            f"{path}: session {lay.session!r} is not the running {state['session']!r}; "
+            "run `miyabi down`, then `miyabi up`, to change it"
+        )
+    h.save_state(
+        **{
+            **state,
+            "layout": str(lay.path),
+            "agents": lay.names,
+            "max_body": lay.max_body,
+            **({"socket": socket} if socket else {}),
+        }
+    )
     output.say(request_reload(h), "green")
 
 
@@ -229,9 +262,15 @@ def _exec_attach(tmux: Any, session: str, agent: str | None) -> None:
 
 @app.command()
 @handles_errors
-def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None,
-           all_hosts: Annotated[bool, typer.Option("--all-hosts", help="Also every other host on the bus (bus:) and its agents.")] = False,
-           ) -> None:
+def status(
+    json_out: JsonOpt = False,
+    socket: SocketOpt = None,
+    home: HomeOpt = None,
+    layout: LayoutOpt = None,
+    all_hosts: Annotated[
+        bool, typer.Option("--all-hosts", help="Also every other host on the bus (bus:) and its agents.")
+    ] = False,
+) -> None:
     """One row per agent: state, pid, uptime, CPU, memory, restarts.
 
     Also its window and pane, its command, seconds since its last output and why it
@@ -252,17 +291,28 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
     seen = bus_view(h, all_hosts)
     bus, hosts = seen["bus"], seen.get("hosts")
     if json_out:
-        out = {"session": t.session, "socket": t.socket, "home": owner, "controller": ctl,
-               "web": {"base": web["base"], "url": web["url"], "read_only": web["read_only"]} if web else None,
-               "bus": bus, "agents": [r.to_json() for r in rows]}
+        out = {
+            "session": t.session,
+            "socket": t.socket,
+            "home": owner,
+            "controller": ctl,
+            "web": {"base": web["base"], "url": web["url"], "read_only": web["read_only"]} if web else None,
+            "bus": bus,
+            "agents": [r.to_json() for r in rows],
+        }
         if all_hosts:
             out["hosts"] = hosts
         output.emit_json(out)
         return
     if ctl["running"]:
-        kept = "kept alive" if ctl["kept_alive"] else (
-            "no keep-alive: started outside `miyabi up` (systemd, or by hand), or its keep-alive was killed; "
-            "`miyabi down`, then `miyabi up`, puts one back")
+        kept = (
+            "kept alive"
+            if ctl["kept_alive"]
+            else (
+                "no keep-alive: started outside `miyabi up` (systemd, or by hand), or its keep-alive was killed; "
+                "`miyabi down`, then `miyabi up`, puts one back"
+            )
+        )
         line = f"controller: running, pid {ctl['pid']}, up {output.human_seconds(ctl['uptime'])}, {kept}"
         if ctl["restarts"]:
             line += f"; restarted {ctl['restarts']} times, last {ctl['last_restart']} ({ctl['last_reason']})"
@@ -270,15 +320,24 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
     else:
         output.say(f"controller: not running; messages and tasks wait; start it with `{ctl['fix']}`", "red")
     if web is not None:  # its token is not printed here (screens are shared): `miyabi up` and --json have it
-        output.say(f"dashboard: {web['base']}" + (" (read-only)" if web.get("read_only") else "") +
-                   "; the URL with its token: `miyabi status --json`")
+        output.say(
+            f"dashboard: {web['base']}"
+            + (" (read-only)" if web.get("read_only") else "")
+            + "; the URL with its token: `miyabi status --json`"
+        )
     if bus is not None:
         if bus["state"] == "up":
-            output.say(f"bus: up at {bus['url']} as host {bus['host']}, {bus['hosts']} host(s) up"
-                       + ("; this host polls GitHub" if bus.get("leader") else ""), "green")
+            output.say(
+                f"bus: up at {bus['url']} as host {bus['host']}, {bus['hosts']} host(s) up"
+                + ("; this host polls GitHub" if bus.get("leader") else ""),
+                "green",
+            )
         else:
-            output.say(f"bus: down since {bus['since']} ({bus.get('error') or 'not reached yet'}); local work goes on, "
-                       "messages for other hosts wait in the outbox", "red")
+            output.say(
+                f"bus: down since {bus['since']} ({bus.get('error') or 'not reached yet'}); local work goes on, "
+                "messages for other hosts wait in the outbox",
+                "red",
+            )
     groups: dict[str | None, list[list[str]]] = {None: []}
     for p in lay.pools if lay is not None else ():
         groups[p.name] = []
@@ -289,14 +348,38 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
         tokens = "-" if r.input_tokens is None else f"{_count(r.input_tokens)}/{_count(r.output_tokens or 0)}"
         if r.cost_usd is not None:
             tokens += f" ${r.cost_usd:.2f}"
-        groups.setdefault(r.pool, []).append([
-            r.name if r.task is None else f"{r.name} (task {r.task})", r.window or "-", r.pane_id or "-", str(r.pid) if r.pid else "-", r.command or "-", state,
-            output.human_seconds(r.uptime), "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",
-            output.human_bytes(r.rss), output.human_seconds(r.last_output), tokens, str(r.restarts_last_hour),
-            (r.last_reason or "-")[:60],
-        ])
-    headers = ["agent", "window", "pane", "pid", "command", "state", "uptime", "cpu%", "rss", "last output", "tokens in/out",
-               "restarts/h", "last reason"]
+        groups.setdefault(r.pool, []).append(
+            [
+                r.name if r.task is None else f"{r.name} (task {r.task})",
+                r.window or "-",
+                r.pane_id or "-",
+                str(r.pid) if r.pid else "-",
+                r.command or "-",
+                state,
+                output.human_seconds(r.uptime),
+                "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",
+                output.human_bytes(r.rss),
+                output.human_seconds(r.last_output),
+                tokens,
+                str(r.restarts_last_hour),
+                (r.last_reason or "-")[:60],
+            ]
+        )
+    headers = [
+        "agent",
+        "window",
+        "pane",
+        "pid",
+        "command",
+        "state",
+        "uptime",
+        "cpu%",
+        "rss",
+        "last output",
+        "tokens in/out",
+        "restarts/h",
+        "last reason",
+    ]
     output.table(groups.pop(None), headers, title=f"session {t.session} (socket {t.socket})")
     from miyabi.pipeline.records import InstanceState, Records
     from miyabi.work.tasks import Store
@@ -316,8 +399,16 @@ def status(json_out: JsonOpt = False, socket: SocketOpt = None, home: HomeOpt = 
             title = f"host {host['host']}: " + ("up" if host.get("up") else f"down (last seen {host.get('last_seen')})")
             if host.get("leader"):
                 title += ", polls GitHub"
-            table = [[a.get("name", "-"), a.get("state", "-"), str(a.get("pid") or "-"), output.human_seconds(a.get("uptime")),
-                      str(a.get("restarts_last_hour", 0))] for a in host.get("agents", [])]
+            table = [
+                [
+                    a.get("name", "-"),
+                    a.get("state", "-"),
+                    str(a.get("pid") or "-"),
+                    output.human_seconds(a.get("uptime")),
+                    str(a.get("restarts_last_hour", 0)),
+                ]
+                for a in host.get("agents", [])
+            ]
             if table:
                 output.table(table, ["agent", "state", "pid", "uptime", "restarts/h"], title=title)
             else:
@@ -352,15 +443,30 @@ def restart(
     output.say(f"restarted {agent}", "green")
 
 
-def _answer(agent: str, approve: bool, reason: str | None, json_out: bool, socket: str | None, home: Path | None,
-            layout: str | None) -> None:
+def _answer(
+    agent: str,
+    approve: bool,
+    reason: str | None,
+    json_out: bool,
+    socket: str | None,
+    home: Path | None,
+    layout: str | None,
+) -> None:
     from miyabi.supervision.approvals import answer
 
     t, tmux = running(home, socket, layout)
     a = answer(t.home, tmux, t.session, t.layout().agent(agent), approve, reason)
     if json_out:
-        output.emit_json({"agent": a.agent, "answer": a.answer, "question": a.question, "keys": list(a.keys),
-                          "reason": a.reason, "message": a.message})
+        output.emit_json(
+            {
+                "agent": a.agent,
+                "answer": a.answer,
+                "question": a.question,
+                "keys": list(a.keys),
+                "reason": a.reason,
+                "message": a.message,
+            }
+        )
         return
     said = f"{'approved' if approve else 'denied'} {a.agent}: {a.question}"
     output.say(said + (f" (reason sent as message {a.message})" if a.message else ""), "green" if approve else "yellow")
@@ -428,15 +534,28 @@ def layouts(json_out: JsonOpt = False) -> None:
     for path in shipped.shipped():
         try:
             lay = load(path)
-            items.append({"name": path.stem, "path": str(path), "session": lay.session, "agents": lay.names,
-                          "profiles": sorted({a.profile.name for a in lay.agents}), "description": lay.description})
+            items.append(
+                {
+                    "name": path.stem,
+                    "path": str(path),
+                    "session": lay.session,
+                    "agents": lay.names,
+                    "profiles": sorted({a.profile.name for a in lay.agents}),
+                    "description": lay.description,
+                }
+            )
         except LayoutError as e:
             items.append({"name": path.stem, "path": str(path), "error": e.lines()[0]})
     if json_out:
         output.emit_json(items)
         return
     rows: list[list[str]] = [
-        [i["name"], ", ".join(i.get("agents", [])) or "-", ", ".join(i.get("profiles", [])) or "-", i.get("description") or i.get("error", "")]
+        [
+            i["name"],
+            ", ".join(i.get("agents", [])) or "-",
+            ", ".join(i.get("profiles", [])) or "-",
+            i.get("description") or i.get("error", ""),
+        ]
         for i in items
     ]
     output.table(rows, ["layout", "agents", "profiles", "description"])
@@ -454,8 +573,14 @@ def profiles(json_out: JsonOpt = False) -> None:
         output.emit_json([dataclasses.asdict(p) for p in BUILTIN.values()])
         return
     rows = [
-        [p.name, p.command or "$SHELL", p.ready_pattern or "-", p.busy_pattern or "-", f"{p.submit_key} +{p.submit_delay:g}s",
-         "yes" if p.bracketed_paste else "no"]
+        [
+            p.name,
+            p.command or "$SHELL",
+            p.ready_pattern or "-",
+            p.busy_pattern or "-",
+            f"{p.submit_key} +{p.submit_delay:g}s",
+            "yes" if p.bracketed_paste else "no",
+        ]
         for p in BUILTIN.values()
     ]
     output.table(rows, ["profile", "command", "ready pattern", "busy pattern", "submit", "paste"])
@@ -478,10 +603,18 @@ def init(force: Annotated[bool, typer.Option("--force", help="Overwrite an exist
 
 @app.command()
 def worker(
-    name: Annotated[str | None, typer.Option("--name", show_default=False, help="Agent name (default: $MIYABI_AGENT, else worker).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", show_default=False, help="Agent name (default: $MIYABI_AGENT, else worker).")
+    ] = None,
     think: Annotated[float, typer.Option("--think", min=0, help="Seconds of simulated work after each message.")] = 0.0,
-    transcript: Annotated[Path | None, typer.Option("--transcript", show_default=False,
-                                                    help="JSONL file of received messages (default: $MIYABI_HOME/logs/NAME.transcript.jsonl).")] = None,
+    transcript: Annotated[
+        Path | None,
+        typer.Option(
+            "--transcript",
+            show_default=False,
+            help="JSONL file of received messages (default: $MIYABI_HOME/logs/NAME.transcript.jsonl).",
+        ),
+    ] = None,
 ) -> None:
     """Run the built-in worker agent (it acks each message).
 

@@ -44,12 +44,23 @@ def github_sync(
     assigned: list[dict[str, Any]] = []
     for tid, agent in done.assigned:
         task = store.get(tid)
-        assigned.append({"task": tid, "ref": task.ref, "agent": agent, "state": str(task.state),
-                         "reason": store.history(tid)[-1]["reason"]})
+        assigned.append(
+            {
+                "task": tid,
+                "ref": task.ref,
+                "agent": agent,
+                "state": str(task.state),
+                "reason": store.history(tid)[-1]["reason"],
+            }
+        )
     data: dict[str, Any] = {
-        "unchanged": done.sync.unchanged, "added": done.sync.added, "needs_triage": done.sync.triaged,
+        "unchanged": done.sync.unchanged,
+        "added": done.sync.added,
+        "needs_triage": done.sync.triaged,
         "assigned": [{k: v for k, v in a.items() if k != "reason"} for a in assigned],
-        "reported": done.reported, "requests": gh.stats.requests, "not_modified": gh.stats.not_modified,
+        "reported": done.reported,
+        "requests": gh.stats.requests,
+        "not_modified": gh.stats.not_modified,
     }
     if json_out:
         output.emit_json(data)

@@ -16,20 +16,48 @@ from miyabi.cli.root import HomeOpt, LayoutOpt, SocketOpt, app, handles_errors
 @handles_errors
 def logs(
     agent: Annotated[str, typer.Argument(help="The agent whose pane output to show.")],
-    grep: Annotated[str | None, typer.Option(
-        "--grep", "-g", metavar="RE", show_default=False,
-        help="Only lines this regular expression matches (Python syntax, case-sensitive; (?i) ignores case).")] = None,
-    since: Annotated[str | None, typer.Option(
-        "--since", metavar="DURATION", show_default=False,
-        help="Only log files written to within this long (90s, 30m, 1h, 2d); lines carry no time of their own, "
-             "so a file written to since is shown whole.")] = None,
-    follow: Annotated[bool, typer.Option(
-        "--follow", help="Keep printing lines as the agent prints them, through rotations, until Ctrl-C.")] = False,
-    lines: Annotated[int | None, typer.Option(
-        "--lines", "-n", min=1, metavar="N", show_default=False,
-        help="Only the last N matching lines (with --follow: before following).")] = None,
-    json_out: Annotated[bool, typer.Option(
-        "--json", help='Print JSON: a list of {"agent", "file", "line", "text"}; with --follow, one object per line.')] = False,
+    grep: Annotated[
+        str | None,
+        typer.Option(
+            "--grep",
+            "-g",
+            metavar="RE",
+            show_default=False,
+            help="Only lines this regular expression matches (Python syntax, case-sensitive; (?i) ignores case).",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="DURATION",
+            show_default=False,
+            help="Only log files written to within this long (90s, 30m, 1h, 2d); lines carry no time of their own, "
+            "so a file written to since is shown whole.",
+        ),
+    ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", help="Keep printing lines as the agent prints them, through rotations, until Ctrl-C."),
+    ] = False,
+    lines: Annotated[
+        int | None,
+        typer.Option(
+            "--lines",
+            "-n",
+            min=1,
+            metavar="N",
+            show_default=False,
+            help="Only the last N matching lines (with --follow: before following).",
+        ),
+    ] = None,
+    json_out: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print JSON: a list of {"agent", "file", "line", "text"}; with --follow, one object per line.',
+        ),
+    ] = False,
     home: HomeOpt = None,
     layout: LayoutOpt = None,
     socket: SocketOpt = None,
@@ -66,4 +94,3 @@ def logs(
     write = sys.stdout.write
     for line in found:
         write(line.text + "\n")
-

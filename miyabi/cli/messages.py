@@ -68,7 +68,9 @@ def inbox(
         first = i["body"].splitlines()[0] if i["body"] else ""
         preview = first[:50] + ("…" if len(first) > 50 or "\n" in i["body"] else "")
         rows.append([i["id"], i["state"], i["from"], when, (i["reason"] or preview)])
-    output.table(rows, ["id", "state", "from", "time", "text / reason"], title=f"inbox of {agent}: {len(items)} message(s)")
+    output.table(
+        rows, ["id", "state", "from", "time", "text / reason"], title=f"inbox of {agent}: {len(items)} message(s)"
+    )
 
 
 @app.command()

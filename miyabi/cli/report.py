@@ -28,13 +28,31 @@ def _cell(text: str) -> str:
 @app.command("report")
 @handles_errors
 def report(
-    since: Annotated[str | None, typer.Option("--since", metavar="DURATION", show_default=False,
-                                              help="How far back it looks: 24h, 7d, 90m or seconds (default: 24h).")] = None,
-    html_file: Annotated[Path | None, typer.Option("--html", metavar="FILE", show_default=False,
-                                                   help="Also write it as an HTML page with charts to FILE.")] = None,
-    post_issue: Annotated[int | None, typer.Option("--post-issue", metavar="N", min=1, show_default=False,
-                                                   help="Also post it as a comment on issue N of the layout's "
-                                                        "GitHub repository.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="DURATION",
+            show_default=False,
+            help="How far back it looks: 24h, 7d, 90m or seconds (default: 24h).",
+        ),
+    ] = None,
+    html_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--html", metavar="FILE", show_default=False, help="Also write it as an HTML page with charts to FILE."
+        ),
+    ] = None,
+    post_issue: Annotated[
+        int | None,
+        typer.Option(
+            "--post-issue",
+            metavar="N",
+            min=1,
+            show_default=False,
+            help="Also post it as a comment on issue N of the layout's GitHub repository.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
@@ -90,4 +108,3 @@ def report(
         output.say(f"wrote {html_file}")
     if posted is not None:
         output.say(f"posted the report to {posted}")
-

@@ -52,8 +52,15 @@ class Group(TyperGroup):
     argument 'ID'; see `miyabi task show --help```, exit 2) and a broken pipe as a quiet
     exit (141)."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
@@ -110,8 +117,9 @@ app = typer.Typer(
 @app.callback(invoke_without_command=True)
 def _root(
     ctx: typer.Context,
-    version: Annotated[bool, typer.Option("--version", "-V", is_eager=True, callback=_version,
-                                          help="Print miyabi's version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", "-V", is_eager=True, callback=_version, help="Print miyabi's version and exit.")
+    ] = False,
 ) -> None:
     """Run an ensemble of CLI coding agents in tmux, one pane per named agent.
 
@@ -135,18 +143,31 @@ def group(name: str, help_text: str) -> typer.Typer:
 
 SocketOpt = Annotated[
     str | None,
-    typer.Option("--socket", "-L", envvar="MIYABI_SOCKET", show_default=False,
-                 help="tmux socket of miyabi's own server (default: the one miyabi last used in this home, else miyabi)."),
+    typer.Option(
+        "--socket",
+        "-L",
+        envvar="MIYABI_SOCKET",
+        show_default=False,
+        help="tmux socket of miyabi's own server (default: the one miyabi last used in this home, else miyabi).",
+    ),
 ]
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", envvar="MIYABI_HOME", show_default=False,
-                 help="Directory holding queue/, logs/, run/ and state/ (default: the current directory)."),
+    typer.Option(
+        "--home",
+        envvar="MIYABI_HOME",
+        show_default=False,
+        help="Directory holding queue/, logs/, run/ and state/ (default: the current directory).",
+    ),
 ]
 LayoutOpt = Annotated[
     str | None,
-    typer.Option("--layout", "-f", show_default=False,
-                 help="Layout file or shipped layout name (default: the one `miyabi up` last used here)."),
+    typer.Option(
+        "--layout",
+        "-f",
+        show_default=False,
+        help="Layout file or shipped layout name (default: the one `miyabi up` last used here).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 

@@ -133,9 +133,19 @@ def _run(prog: str, args: argparse.Namespace) -> int:
             raise MessageError("nobody to send to: every agent is excluded")
     sent = []
     for to in targets:
-        sent.append(post(home_root, to, body, sender=sender, priority=args.priority, ttl=args.ttl,
-                         reply_to=getattr(args, "reply_to", None), task=getattr(args, "task", None),
-                         max_body=int(max_body or MAX_BODY)))
+        sent.append(
+            post(
+                home_root,
+                to,
+                body,
+                sender=sender,
+                priority=args.priority,
+                ttl=args.ttl,
+                reply_to=getattr(args, "reply_to", None),
+                task=getattr(args, "task", None),
+                max_body=int(max_body or MAX_BODY),
+            )
+        )
     if args.json:
         out = [{"id": m.id, "to": m.to, "from": m.sender, "created": m.created, "state": "pending"} for m in sent]
         sys.stdout.write(json.dumps(out[0] if prog == "send" else out) + "\n")
@@ -145,7 +155,9 @@ def _run(prog: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _remote(home_root: Path, args: argparse.Namespace, agents: list[str], sender: str, body: str, max_body: int) -> int | None:
+def _remote(
+    home_root: Path, args: argparse.Namespace, agents: list[str], sender: str, body: str, max_body: int
+) -> int | None:
     """``send NAME@HOST`` (or a NAME only another host runs) with a ``bus:``: through the
     bus. None when the message is for this host."""
     name, at, host = args.agent.partition("@")
@@ -166,8 +178,10 @@ def _remote(home_root: Path, args: argparse.Namespace, agents: list[str], sender
             settings = None
     if settings is None:
         if at:
-            raise MiyabiError(f"{args.agent!r} names a host, but this home is on no bus; add `bus: {{url: redis://…}}` to the layout "
-                              "and run `miyabi up`")
+            raise MiyabiError(
+                f"{args.agent!r} names a host, but this home is on no bus; add `bus: {{url: redis://…}}` to the layout "
+                "and run `miyabi up`"
+            )
         return None  # AgentNotFound follows
     if at and host == settings.host:
         if name not in agents:
@@ -181,15 +195,38 @@ def _remote(home_root: Path, args: argparse.Namespace, agents: list[str], sender
     try:
         if not at:
             host = locate(bus, name)
-        msg, went = post_remote(home_root, bus, host, name, body, sender=sender, priority=args.priority, ttl=args.ttl,
-                                reply_to=args.reply_to, task=args.task, max_body=max_body)
+        msg, went = post_remote(
+            home_root,
+            bus,
+            host,
+            name,
+            body,
+            sender=sender,
+            priority=args.priority,
+            ttl=args.ttl,
+            reply_to=args.reply_to,
+            task=args.task,
+            max_body=max_body,
+        )
     finally:
         bus.close()
     if args.json:
-        sys.stdout.write(json.dumps({"id": msg.id, "to": f"{name}@{host}", "from": msg.sender, "created": msg.created,
-                                     "state": "sent" if went else "spooled"}) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "id": msg.id,
+                    "to": f"{name}@{host}",
+                    "from": msg.sender,
+                    "created": msg.created,
+                    "state": "sent" if went else "spooled",
+                }
+            )
+            + "\n"
+        )
     else:
         sys.stdout.write(f"{msg.id}\n")
         if not went:
-            sys.stderr.write(f"miyabi: the bus is down; the message waits in {home_root}/state/bus-outbox and goes when it is back\n")
+            sys.stderr.write(
+                f"miyabi: the bus is down; the message waits in {home_root}/state/bus-outbox and goes when it is back\n"
+            )
     return 0

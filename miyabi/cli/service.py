@@ -16,7 +16,9 @@ UserOpt = Annotated[bool, typer.Option("--user", help="A user unit (~/.config/sy
 
 @service_app.command("install")
 @handles_errors
-def service_install(user: UserOpt = False, socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
+def service_install(
+    user: UserOpt = False, socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None
+) -> None:
     """Write a systemd unit that keeps this home's controller running.
 
     Restart=always, and KillMode=process so that stopping it never kills the tmux
@@ -37,7 +39,9 @@ def service_install(user: UserOpt = False, socket: SocketOpt = None, home: HomeO
 
 @service_app.command("uninstall")
 @handles_errors
-def service_uninstall(user: UserOpt = False, socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
+def service_uninstall(
+    user: UserOpt = False, socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None
+) -> None:
     """Remove the systemd unit written by `miyabi service install`."""
     from miyabi.controller import service
 

@@ -36,15 +36,36 @@ def _waiting(store: Any, tasks: list[Any], home: Path | None) -> dict[int, str]:
 @handles_errors
 def task_add(
     title: Annotated[str, typer.Argument(help="What to do.")],
-    body: Annotated[str | None, typer.Option("--body", show_default=False, help="Details, or - to read them from standard input.")] = None,
-    label: Annotated[list[str] | None, typer.Option("--label", show_default=False, help="A label (repeat for more).")] = None,
+    body: Annotated[
+        str | None, typer.Option("--body", show_default=False, help="Details, or - to read them from standard input.")
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", show_default=False, help="A label (repeat for more).")
+    ] = None,
     priority: Annotated[str, typer.Option("--priority", help="high, normal or low.")] = "normal",
-    depends_on: Annotated[list[int] | None, typer.Option("--depends-on", show_default=False,
-                                                         help="Id of a task that must be done first (repeat for more).")] = None,
-    timeout: Annotated[str | None, typer.Option("--timeout", show_default=False,
-                                                help="How long it may stay in progress (90s, 30m, 2h) before it is handed back.")] = None,
-    max_attempts: Annotated[int | None, typer.Option("--max-attempts", min=1, show_default=False,
-                                                     help="Assignments it gets before it fails (default: the layout's tasks.max_attempts).")] = None,
+    depends_on: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--depends-on", show_default=False, help="Id of a task that must be done first (repeat for more)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--timeout",
+            show_default=False,
+            help="How long it may stay in progress (90s, 30m, 2h) before it is handed back.",
+        ),
+    ] = None,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option(
+            "--max-attempts",
+            min=1,
+            show_default=False,
+            help="Assignments it gets before it fails (default: the layout's tasks.max_attempts).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
@@ -92,7 +113,10 @@ def task_ls(
     if json_out:
         output.emit_json([{**t.to_json(), "waiting": why.get(t.id)} for t in tasks])
         return
-    rows = [[str(t.id), t.source, t.ref, str(t.state), t.agent or "-", t.priority, t.title[:50], why.get(t.id, "")] for t in tasks]
+    rows = [
+        [str(t.id), t.source, t.ref, str(t.state), t.agent or "-", t.priority, t.title[:50], why.get(t.id, "")]
+        for t in tasks
+    ]
     output.table(rows, ["id", "source", "ref", "state", "agent", "priority", "title", "waiting because"])
 
 
@@ -108,18 +132,27 @@ def task_show(task_id: TaskId, json_out: JsonOpt = False, home: HomeOpt = None, 
     from miyabi.home import Home
 
     used = task_usage(read_events(Home.resolve(home).root), str(t.id))
-    data = {**t.to_json(), "waiting": why, "depends_on": store.depends_on(t.id), "history": store.history(t.id),
-            "usage": {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens} if used else None}
+    data = {
+        **t.to_json(),
+        "waiting": why,
+        "depends_on": store.depends_on(t.id),
+        "history": store.history(t.id),
+        "usage": {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens} if used else None,
+    }
     if json_out:
         output.emit_json(data)
         return
     output.say(f"task {t.id} ({t.ref}) [{t.state}] {t.title}")
-    output.say(f"  agent: {t.agent or '-'}  priority: {t.priority}  labels: {', '.join(t.labels) or '-'}  "
-               f"depends on: {', '.join(map(str, data['depends_on'])) or '-'}")
+    output.say(
+        f"  agent: {t.agent or '-'}  priority: {t.priority}  labels: {', '.join(t.labels) or '-'}  "
+        f"depends on: {', '.join(map(str, data['depends_on'])) or '-'}"
+    )
     if why:
         output.say(f"  waiting because: {why}")
     if used:
-        output.say(f"  usage: {used.input_tokens} tokens in, {used.output_tokens} out (where its agents' CLIs report it)")
+        output.say(
+            f"  usage: {used.input_tokens} tokens in, {used.output_tokens} out (where its agents' CLIs report it)"
+        )
     if t.body:
         output.say("  " + t.body.replace("\n", "\n  "))
     for e in data["history"]:
@@ -133,8 +166,12 @@ def _finish(task_id: str, state: Any, reason: str, home: Path | None) -> Any:
 
 @task_app.command("done")
 @handles_errors
-def task_done(task_id: TaskId, note: Annotated[str, typer.Option("--note", help="What was done.")] = "",
-              home: HomeOpt = None, socket: SocketOpt = None) -> None:
+def task_done(
+    task_id: TaskId,
+    note: Annotated[str, typer.Option("--note", help="What was done.")] = "",
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+) -> None:
     """Mark a task done (agents run this from their pane); a pool task is verified first."""
     store = _store(home)
     t = store.done(store.get(task_id).id, note or "done")
@@ -146,8 +183,12 @@ def task_done(task_id: TaskId, note: Annotated[str, typer.Option("--note", help=
 
 @task_app.command("fail")
 @handles_errors
-def task_fail(task_id: TaskId, reason: Annotated[str, typer.Option("--reason", help="Why it could not be done.")],
-              home: HomeOpt = None, socket: SocketOpt = None) -> None:
+def task_fail(
+    task_id: TaskId,
+    reason: Annotated[str, typer.Option("--reason", help="Why it could not be done.")],
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+) -> None:
     """Mark a task failed, with the reason."""
     from miyabi.work.tasks import TaskState
 
@@ -180,9 +221,15 @@ def task_retry(task_id: TaskId, home: HomeOpt = None, socket: SocketOpt = None) 
 @job_app.command("submit")
 @handles_errors
 def job_submit(
-    file: Annotated[Path, typer.Argument(metavar="FILE.json", help="The job: id, kind, workdir, script, dod, report_path.")],
-    agent: Annotated[str | None, typer.Option("--agent", show_default=False,
-                                              help="Worker agent to run it (default: the layout's first worker).")] = None,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE.json", help="The job: id, kind, workdir, script, dod, report_path.")
+    ],
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--agent", show_default=False, help="Worker agent to run it (default: the layout's first worker)."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
@@ -207,6 +254,8 @@ def job_submit(
         raise AgentNotFound(name, lay.names)
     tid, job = submit(_store(home), file, name)
     if json_out:
-        output.emit_json({"task": tid, "agent": name, "job": job.id, "workdir": job.workdir, "report": str(job.report_file)})
+        output.emit_json(
+            {"task": tid, "agent": name, "job": job.id, "workdir": job.workdir, "report": str(job.report_file)}
+        )
     else:
         output.say(f"job {job.id} stored as task {tid} for {name}; report: {job.report_file}")

@@ -19,7 +19,9 @@ def _records(home: Any) -> Any:
 
 @app.command("worktrees")
 @handles_errors
-def worktrees(json_out: JsonOpt = False, home: HomeOpt = None, socket: SocketOpt = None, layout: LayoutOpt = None) -> None:
+def worktrees(
+    json_out: JsonOpt = False, home: HomeOpt = None, socket: SocketOpt = None, layout: LayoutOpt = None
+) -> None:
     """List the worktrees of pool tasks and who works in each."""
     t = resolve_target(home, socket, layout)
     records = _records(t.home)
@@ -28,15 +30,22 @@ def worktrees(json_out: JsonOpt = False, home: HomeOpt = None, socket: SocketOpt
     if json_out:
         output.emit_json(rows)
         return
-    output.table([[r["branch"], r["state"], f"#{r['pr_number']}" if r["pr_number"] else "-", r["instance"] or "-", r["path"]]
-                  for r in rows], ["branch", "state", "pull request", "instance", "path"])
+    output.table(
+        [
+            [r["branch"], r["state"], f"#{r['pr_number']}" if r["pr_number"] else "-", r["instance"] or "-", r["path"]]
+            for r in rows
+        ],
+        ["branch", "state", "pull request", "instance", "path"],
+    )
 
 
 @app.command("gc")
 @handles_errors
 def gc(
     json_out: JsonOpt = False,
-    offline: Annotated[bool, typer.Option("--offline", help="Do not ask GitHub which pull requests were merged or closed.")] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Do not ask GitHub which pull requests were merged or closed.")
+    ] = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
     layout: LayoutOpt = None,

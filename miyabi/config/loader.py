@@ -85,8 +85,26 @@ REPORT_KEYS = ("every", "issue", "since")
 LOGS_KEYS = ("max_bytes", "keep")
 WEB_KEYS = ("host", "port", "read_only")
 BUS_KEYS = ("url", "host", "password_env", "lease", "namespace")
-NOTIFY_KEYS = ("kind", "url", "url_env", "events", "rate", "max_attempts", "retry_after", "timeout", *(k.value for k in ReceiverKind))
-NOTICE_KINDS = ("agent-failed", "agent-hung", "waiting-approval", "task-done", "task-failed", "pr-opened", "controller-restarted")
+NOTIFY_KEYS = (
+    "kind",
+    "url",
+    "url_env",
+    "events",
+    "rate",
+    "max_attempts",
+    "retry_after",
+    "timeout",
+    *(k.value for k in ReceiverKind),
+)
+NOTICE_KINDS = (
+    "agent-failed",
+    "agent-hung",
+    "waiting-approval",
+    "task-done",
+    "task-failed",
+    "pr-opened",
+    "controller-restarted",
+)
 AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", *OVERRIDABLE)
 ROUTE_KEYS = ("label", "title", "default", "agent")
 POOL_KEYS = ("name", "profile", "max", "repo", "base_branch", "remote", "pipeline", "env", "watchdog", *OVERRIDABLE)
@@ -169,7 +187,16 @@ def read(path: Path) -> Document:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise LayoutError([Problem(shown, None, "", "no such file; give the path of a layout, or run `miyabi layouts` to list the shipped ones")]) from None
+        raise LayoutError(
+            [
+                Problem(
+                    shown,
+                    None,
+                    "",
+                    "no such file; give the path of a layout, or run `miyabi layouts` to list the shipped ones",
+                )
+            ]
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise LayoutError([Problem(shown, None, "", f"cannot read the file: {reason}")]) from None
@@ -184,15 +211,21 @@ def read(path: Path) -> Document:
         line = mark.line + 1 if mark else None
         what = e.problem or e.context or "invalid YAML"
         col = f", column {mark.column + 1}" if mark else ""
-        raise LayoutError([Problem(shown, line, "", f"YAML syntax error: {what}{col}; fix the syntax at this line")]) from None
+        raise LayoutError(
+            [Problem(shown, line, "", f"YAML syntax error: {what}{col}; fix the syntax at this line")]
+        ) from None
     except yaml.YAMLError as e:
         raise LayoutError([Problem(shown, None, "", f"YAML error: {e}")]) from None
     except RecursionError:
-        raise LayoutError([Problem(shown, None, "", "an alias refers to its own anchor (*x inside &x); remove the loop")]) from None
+        raise LayoutError(
+            [Problem(shown, None, "", "an alias refers to its own anchor (*x inside &x); remove the loop")]
+        ) from None
     finally:
         loader.dispose()
     if doc.data is None:
-        doc.problem((), "the file is empty; a layout needs at least `agents:` (see `miyabi init` or layouts/default.yaml)")
+        doc.problem(
+            (), "the file is empty; a layout needs at least `agents:` (see `miyabi init` or layouts/default.yaml)"
+        )
     elif not isinstance(doc.data, dict):
         kind = type(doc.data).__name__
         doc.problem((), f"a layout must be a mapping with keys such as `session:` and `agents:`, not a {kind}")
@@ -208,11 +241,20 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, key: Key, doc: Document
         for knode, vnode in node.value:
             k = loader.construct_object(knode, deep=True)
             if not isinstance(k, (str, int, float, bool)) or k is None:
-                doc.problems.append(Problem(doc.path, knode.start_mark.line + 1, key_path(key), "keys must be plain words"))
+                doc.problems.append(
+                    Problem(doc.path, knode.start_mark.line + 1, key_path(key), "keys must be plain words")
+                )
                 continue
             sub = (*key, str(k))
             if k in out:
-                doc.problems.append(Problem(doc.path, knode.start_mark.line + 1, key_path(sub), "duplicate key; each key may appear once (YAML keeps only the last, so remove one)"))
+                doc.problems.append(
+                    Problem(
+                        doc.path,
+                        knode.start_mark.line + 1,
+                        key_path(sub),
+                        "duplicate key; each key may appear once (YAML keeps only the last, so remove one)",
+                    )
+                )
             doc.lines[sub] = knode.start_mark.line + 1
             out[k] = _construct(loader, vnode, sub, doc)
         return out
@@ -241,7 +283,7 @@ def expand(doc: Document) -> Document:
                 agents[i] = {"name": item}
                 doc.lines[("agents", i, "name")] = doc.line(("agents", i)) or 0
             elif isinstance(item, dict) and len(item) == 1:
-                (k, v), = item.items()
+                ((k, v),) = item.items()
                 if isinstance(k, str) and k not in AGENT_KEYS and (isinstance(v, str) or v is None):
                     agents[i] = {"name": str(k), "profile": v} if v else {"name": str(k)}
                     doc.lines[("agents", i, "name")] = doc.line(("agents", i, str(k))) or 0
@@ -347,7 +389,10 @@ def validate(doc: Document) -> Layout:
     _check_keys(doc, (), data, TOP_KEYS)
     session = data.get("session", doc.path.stem if SESSION_RE.match(doc.path.stem) else "miyabi")
     if not isinstance(session, str) or not SESSION_RE.match(session):
-        doc.problem(("session",), f"{session!r} is not a valid tmux session name; use letters, digits, '-' and '_' (no '.' or ':')")
+        doc.problem(
+            ("session",),
+            f"{session!r} is not a valid tmux session name; use letters, digits, '-' and '_' (no '.' or ':')",
+        )
     description = data.get("description", "")
     if not isinstance(description, str):
         doc.problem(("description",), "must be text")
@@ -391,13 +436,19 @@ def validate(doc: Document) -> Layout:
                 agents.append(agent)
     # Routes may name any agent the file declares: one whose own fields are wrong is
     # reported there, not a second time as unknown here.
-    declared = [a["name"] for a in agents_raw if isinstance(a, dict) and isinstance(a.get("name"), str)] if isinstance(agents_raw, list) else []
+    declared = (
+        [a["name"] for a in agents_raw if isinstance(a, dict) and isinstance(a.get("name"), str)]
+        if isinstance(agents_raw, list)
+        else []
+    )
     github = _validate_github(doc, data["github"]) if "github" in data else None
     pools = _validate_pools(doc, data.get("pools", []), profiles, declared, github is not None)
     pools_raw = data.get("pools") if isinstance(data.get("pools"), list) else []
     declared_pools = [p["name"] for p in pools_raw if isinstance(p, dict) and isinstance(p.get("name"), str)]
     bus = _validate_bus(doc, data["bus"]) if data.get("bus") not in (None, False) else None
-    routes = _validate_routes(doc, data.get("routes", []), [*declared, *declared_pools], shared=bus is not None or "bus" in data)
+    routes = _validate_routes(
+        doc, data.get("routes", []), [*declared, *declared_pools], shared=bus is not None or "bus" in data
+    )
     tasks = _validate_tasks(doc, data.get("tasks", {}))
     auto = _validate_approvals(doc, data.get("approvals", {}), declared)
     report = _validate_report(doc, data["report"], github is not None) if "report" in data else None
@@ -426,8 +477,9 @@ def validate(doc: Document) -> Layout:
     )
 
 
-def _validate_pools(doc: Document, spec: Any, profiles: Mapping[str, Profile | None], agents: Sequence[str],
-                    has_github: bool) -> list[Pool]:
+def _validate_pools(
+    doc: Document, spec: Any, profiles: Mapping[str, Profile | None], agents: Sequence[str], has_github: bool
+) -> list[Pool]:
     """``pools:``: a list of ``{name, profile, repo, max, base_branch, remote, pipeline,
     env, watchdog}`` (and the profile fields an agent may override). ``pipeline``
     defaults to ``github`` when the layout has a ``github:`` section, else ``local``."""
@@ -446,9 +498,13 @@ def _validate_pools(doc: Document, spec: Any, profiles: Mapping[str, Profile | N
         _check_keys(doc, key, raw, POOL_KEYS)
         name = raw.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > 30:
-            doc.problem((*key, "name"), f"{name!r} is not a valid pool name; use 1-30 lowercase letters, digits, '-' and '_'")
+            doc.problem(
+                (*key, "name"), f"{name!r} is not a valid pool name; use 1-30 lowercase letters, digits, '-' and '_'"
+            )
         elif name in agents or name in seen:
-            doc.problem((*key, "name"), f"{name!r} is taken by an agent or another pool; pool and agent names must be unique")
+            doc.problem(
+                (*key, "name"), f"{name!r} is taken by an agent or another pool; pool and agent names must be unique"
+            )
         pname = raw.get("profile", doc.data.get("profile", defaults.PROFILE))
         base = profiles.get(pname) if isinstance(pname, str) else None
         if base is None:
@@ -477,9 +533,14 @@ def _validate_pools(doc: Document, spec: Any, profiles: Mapping[str, Profile | N
                     doc.problem((*key, k), "must be a git branch or remote name")
         mode = raw.get("pipeline", "github" if has_github else "local")
         if mode not in tuple(PipelineMode):
-            doc.problem((*key, "pipeline"), f"{mode!r} must be github (push and open a pull request) or local (merge locally)")
+            doc.problem(
+                (*key, "pipeline"), f"{mode!r} must be github (push and open a pull request) or local (merge locally)"
+            )
         elif mode == PipelineMode.GITHUB and not has_github:
-            doc.problem((*key, "pipeline"), "github needs the layout's `github: {repo: owner/name}` section; add it, or use pipeline: local")
+            doc.problem(
+                (*key, "pipeline"),
+                "github needs the layout's `github: {repo: owner/name}` section; add it, or use pipeline: local",
+            )
         env: dict[str, Any] = dict(top_env)
         if "env" in raw and _check_env(doc, (*key, "env"), raw["env"]):
             env.update(raw["env"])
@@ -487,8 +548,19 @@ def _validate_pools(doc: Document, spec: Any, profiles: Mapping[str, Profile | N
         if len(doc.problems) > before or not isinstance(name, str):
             continue
         seen.add(name)
-        out.append(Pool(name=name, profile=profile, command=command, repo=repo, max=size, pipeline=PipelineMode(mode),
-                        env=frozen_map({str(k): _env_str(v) for k, v in env.items()}), watchdog=watchdog, **kw))
+        out.append(
+            Pool(
+                name=name,
+                profile=profile,
+                command=command,
+                repo=repo,
+                max=size,
+                pipeline=PipelineMode(mode),
+                env=frozen_map({str(k): _env_str(v) for k, v in env.items()}),
+                watchdog=watchdog,
+                **kw,
+            )
+        )
     return out
 
 
@@ -521,8 +593,11 @@ def _validate_logs(doc: Document, spec: Any) -> LogSettings:
         if size is not None and (size == 0 or size >= 1024):
             kw["max_bytes"] = size
         else:
-            doc.problem((*key, "max_bytes"), f"{spec['max_bytes']!r} must be a size of at least 1K, such as 10M, "
-                        "512K or 1048576 (bytes), or 0 to never rotate")
+            doc.problem(
+                (*key, "max_bytes"),
+                f"{spec['max_bytes']!r} must be a size of at least 1K, such as 10M, "
+                "512K or 1048576 (bytes), or 0 to never rotate",
+            )
     if "keep" in spec:
         keep = spec["keep"]
         if type(keep) is int and 0 <= keep <= 100:
@@ -567,16 +642,23 @@ def _validate_bus(doc: Document, spec: Any) -> BusSettings | None:
     url = spec.get("url")
     ok = True
     if not isinstance(url, str) or not re.match(r"^(redis|rediss|unix)://\S+$", url):
-        doc.problem((*key, "url"), f"{redact(str(url)) if url is not None else 'nothing'} must be a Redis URL: "
-                    "redis://HOST:PORT/DB, rediss://… for TLS, or unix:///path/to/redis.sock")
+        doc.problem(
+            (*key, "url"),
+            f"{redact(str(url)) if url is not None else 'nothing'} must be a Redis URL: "
+            "redis://HOST:PORT/DB, rediss://… for TLS, or unix:///path/to/redis.sock",
+        )
         ok = False
     host = spec.get("host", socket.gethostname().split(".")[0])
     if not isinstance(host, str) or not HOST_RE.match(host):
-        doc.problem((*key, "host"), f"{host!r} must be this machine's name on the bus: letters, digits, '.', '_' or '-'")
+        doc.problem(
+            (*key, "host"), f"{host!r} must be this machine's name on the bus: letters, digits, '.', '_' or '-'"
+        )
         ok = False
     env = spec.get("password_env")
     if env is not None and (not isinstance(env, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env)):
-        doc.problem((*key, "password_env"), f"{env!r} must be the name of an environment variable (such as MIYABI_BUS_PASSWORD)")
+        doc.problem(
+            (*key, "password_env"), f"{env!r} must be the name of an environment variable (such as MIYABI_BUS_PASSWORD)"
+        )
         ok = False
     lease = parse_duration(spec.get("lease", defaults.BUS_LEASE))
     if lease is None or not 1 <= lease <= 86400:
@@ -597,7 +679,9 @@ def _validate_notify(doc: Document, spec: Any) -> list[Receiver]:
     ``{kind: K, url: URL}`` / ``{kind: K, url_env: VAR}``, with optional ``events``,
     ``rate`` (per minute), ``max_attempts``, ``retry_after`` and ``timeout`` (seconds)."""
     if not isinstance(spec, list):
-        doc.problem(("notify",), "must be a list of receivers (for example `notify: [{slack: https://hooks.slack.com/…}]`)")
+        doc.problem(
+            ("notify",), "must be a list of receivers (for example `notify: [{slack: https://hooks.slack.com/…}]`)"
+        )
         return []
     out: list[Receiver] = []
     for i, raw in enumerate(spec):
@@ -608,11 +692,16 @@ def _validate_notify(doc: Document, spec: Any) -> list[Receiver]:
         _check_keys(doc, key, raw, NOTIFY_KEYS)
         given = [k.value for k in ReceiverKind if k.value in raw]
         if len(given) > 1 or (given and "kind" in raw):
-            doc.problem(key, f"names more than one kind ({', '.join(given + (['kind'] if 'kind' in raw else []))}); give one")
+            doc.problem(
+                key, f"names more than one kind ({', '.join(given + (['kind'] if 'kind' in raw else []))}); give one"
+            )
             continue
         kind = given[0] if given else raw.get("kind")
         if kind not in [k.value for k in ReceiverKind]:
-            doc.problem((*key, "kind"), f"{kind!r} is not a receiver kind; use one of {', '.join(k.value for k in ReceiverKind)}")
+            doc.problem(
+                (*key, "kind"),
+                f"{kind!r} is not a receiver kind; use one of {', '.join(k.value for k in ReceiverKind)}",
+            )
             continue
         url = raw[kind] if given else raw.get("url")
         url_env = raw.get("url_env")
@@ -630,10 +719,18 @@ def _validate_notify(doc: Document, spec: Any) -> list[Receiver]:
             events = []
         if not isinstance(events, list) or any(e not in NOTICE_KINDS for e in events):
             bad = [e for e in events if e not in NOTICE_KINDS] if isinstance(events, list) else [events]
-            doc.problem((*key, "events"), f"{', '.join(map(repr, bad))} not known; use all, or a list of {', '.join(NOTICE_KINDS)}")
+            doc.problem(
+                (*key, "events"),
+                f"{', '.join(map(repr, bad))} not known; use all, or a list of {', '.join(NOTICE_KINDS)}",
+            )
             continue
         kw: dict[str, Any] = {}
-        for k, low, high in (("rate", 0.1, 6000), ("max_attempts", 1, 100), ("retry_after", 0.01, 3600), ("timeout", 0.1, 120)):
+        for k, low, high in (
+            ("rate", 0.1, 6000),
+            ("max_attempts", 1, 100),
+            ("retry_after", 0.01, 3600),
+            ("timeout", 0.1, 120),
+        ):
             if k in raw:
                 v = raw[k]
                 if type(v) not in (int, float) or not low <= v <= high or (k == "max_attempts" and type(v) is not int):
@@ -691,7 +788,10 @@ def _validate_approvals(doc: Document, spec: Any, agents: Sequence[str]) -> list
     _check_keys(doc, key, spec, APPROVALS_KEYS)
     rules = spec.get("auto", [])
     if not isinstance(rules, list):
-        doc.problem((*key, "auto"), "must be a list of rules such as `{tool: Bash, match: '^Bash: git status$', answer: approve}`")
+        doc.problem(
+            (*key, "auto"),
+            "must be a list of rules such as `{tool: Bash, match: '^Bash: git status$', answer: approve}`",
+        )
         return []
     out = []
     for i, r in enumerate(rules):
@@ -777,7 +877,9 @@ def _validate_tasks(doc: Document, spec: Any) -> TaskSettings:
             for label, dur in v.items():
                 t = parse_duration(dur)
                 if not isinstance(label, str) or t is None or t <= 0:
-                    doc.problem((*key, "label_timeouts", str(label)), f"{dur!r} must be a duration such as 90s, 30m or 2h")
+                    doc.problem(
+                        (*key, "label_timeouts", str(label)), f"{dur!r} must be a duration such as 90s, 30m or 2h"
+                    )
                 else:
                     pairs.append((label, t))
             kw["label_timeouts"] = tuple(pairs)
@@ -799,8 +901,11 @@ def _validate_report(doc: Document, spec: Any, has_github: bool) -> ReportSettin
         doc.problem(key, "needs every: how often to post (for example `every: 24h`)")
         ok = False
     elif every is None or every < defaults.REPORT_MIN_EVERY:
-        doc.problem((*key, "every"), f"{spec['every']!r} must be a duration of at least "
-                                     f"{defaults.REPORT_MIN_EVERY / 3600:g}h (for example 24h or 7d)")
+        doc.problem(
+            (*key, "every"),
+            f"{spec['every']!r} must be a duration of at least "
+            f"{defaults.REPORT_MIN_EVERY / 3600:g}h (for example 24h or 7d)",
+        )
         ok = False
     issue = spec.get("issue")
     if "issue" not in spec:
@@ -816,7 +921,9 @@ def _validate_report(doc: Document, spec: Any, has_github: bool) -> ReportSettin
             doc.problem((*key, "since"), f"{spec['since']!r} must be a duration such as 24h or 7d")
             ok = False
     if not has_github:
-        doc.problem(key, "posts to a GitHub issue, but the layout has no github: section; add `github: {repo: owner/name}`")
+        doc.problem(
+            key, "posts to a GitHub issue, but the layout has no github: section; add `github: {repo: owner/name}`"
+        )
         ok = False
     if not ok or every is None or since is None or type(issue) is not int:
         return None
@@ -906,7 +1013,11 @@ def _validate_agent(
     key: Key = ("agents", i)
     problems_before = len(doc.problems)
     if not isinstance(raw, dict):
-        hint = f"; YAML read {raw!r} as a {type(raw).__name__}: quote it to make it a name" if isinstance(raw, (int, float, bool)) else ""
+        hint = (
+            f"; YAML read {raw!r} as a {type(raw).__name__}: quote it to make it a name"
+            if isinstance(raw, (int, float, bool))
+            else ""
+        )
         doc.problem(key, f"each agent must be a name or a mapping with `name:` and `profile:`{hint}")
         return None
     _check_keys(doc, key, raw, AGENT_KEYS)
@@ -916,15 +1027,23 @@ def _validate_agent(
         doc.problem(key, "the agent has no `name:`; give it one such as `kaede`")
         ok = False
     elif not isinstance(name, str):
-        doc.problem((*key, "name"), f"YAML read the name as a {type(name).__name__} ({name!r}); names are text: quote it")
+        doc.problem(
+            (*key, "name"), f"YAML read the name as a {type(name).__name__} ({name!r}); names are text: quote it"
+        )
         ok = False
     elif not NAME_RE.match(name):
         fixed = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:40]
         hint = f" (for example {fixed!r})" if fixed and NAME_RE.match(fixed) else ""
-        doc.problem((*key, "name"), f"{name!r} is not a valid agent name; use 1-40 lowercase letters, digits, '-' and '_', starting with a letter or digit{hint}")
+        doc.problem(
+            (*key, "name"),
+            f"{name!r} is not a valid agent name; use 1-40 lowercase letters, digits, '-' and '_', starting with a "
+            f"letter or digit{hint}",
+        )
         ok = False
     elif name in seen:
-        doc.problem((*key, "name"), f"duplicate agent name {name!r} (also agents[{seen[name]}]); agent names must be unique")
+        doc.problem(
+            (*key, "name"), f"duplicate agent name {name!r} (also agents[{seen[name]}]); agent names must be unique"
+        )
         ok = False
     else:
         seen[name] = i
@@ -952,7 +1071,7 @@ def _validate_agent(
         else:
             cwd_path = Path(os.path.expandvars(os.path.expanduser(cwd)))
             if not cwd_path.is_absolute():
-                cwd_path = (doc.path.resolve().parent / cwd_path)
+                cwd_path = doc.path.resolve().parent / cwd_path
     if "env" in raw:
         ok = _check_env(doc, (*key, "env"), raw["env"]) and ok
     env = doc.agent_env.get(i, {})
@@ -1021,7 +1140,11 @@ def _check_profile_fields(doc: Document, key: Key, fields: dict[str, Any]) -> di
             if isinstance(value, str) and SUBMIT_KEY_RE.match(value):
                 out[name] = value
             else:
-                doc.problem(at, f"{value!r} is not a key miyabi can submit with; use a tmux key name such as Enter, C-m, C-j, M-Enter or Tab")
+                doc.problem(
+                    at,
+                    f"{value!r} is not a key miyabi can submit with; use a tmux key name such as Enter, C-m, C-j, "
+                    "M-Enter or Tab",
+                )
         elif name in ("submit_delay", "ready_settle", "answer_grace"):
             if type(value) in (int, float) and 0 <= value <= 10:
                 out[name] = float(value)
@@ -1057,7 +1180,7 @@ def _check_env(doc: Document, key: Key, env: Any) -> bool:
     ok = True
     for k, v in env.items():
         if isinstance(k, bool):
-            doc.problem((*key, str(k)), f"YAML read this key as {k}; quote it (for example \"ON\": 1)")
+            doc.problem((*key, str(k)), f'YAML read this key as {k}; quote it (for example "ON": 1)')
             ok = False
         elif not isinstance(k, str) or not ENV_KEY_RE.match(k):
             doc.problem((*key, str(k)), f"{k!r} is not a valid environment variable name")
@@ -1105,5 +1228,3 @@ def load(path: str | os.PathLike[str]) -> Layout:
     doc = expand(doc)
     doc = fill_defaults(doc)
     return validate(doc)
-
-

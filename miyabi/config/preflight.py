@@ -22,9 +22,48 @@ ENV_ASSIGN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 """A leading ``NAME=value`` word of a command line."""
 
 SHELL_BUILTINS = frozenset(
-    [".", ":", "[", "alias", "bg", "cd", "command", "eval", "exec", "exit", "export", "false", "fg", "getopts",
-     "hash", "jobs", "kill", "pwd", "read", "readonly", "return", "set", "shift", "source", "test", "times", "trap",
-     "true", "type", "ulimit", "umask", "unalias", "unset", "wait", "if", "for", "while", "until", "case", "{"]
+    [
+        ".",
+        ":",
+        "[",
+        "alias",
+        "bg",
+        "cd",
+        "command",
+        "eval",
+        "exec",
+        "exit",
+        "export",
+        "false",
+        "fg",
+        "getopts",
+        "hash",
+        "jobs",
+        "kill",
+        "pwd",
+        "read",
+        "readonly",
+        "return",
+        "set",
+        "shift",
+        "source",
+        "test",
+        "times",
+        "trap",
+        "true",
+        "type",
+        "ulimit",
+        "umask",
+        "unalias",
+        "unset",
+        "wait",
+        "if",
+        "for",
+        "while",
+        "until",
+        "case",
+        "{",
+    ]
 )
 """Words a shell runs itself: nothing to find on PATH."""
 
@@ -132,20 +171,32 @@ def preflight(layout: Layout, base_path: str | None = None) -> None:
             if not found:
                 doc.problem(
                     (*key, "command"),
-                    f"agent {agent.name!r}: command {prog!r} not found on PATH; install it, or set `command:` to its full path",
+                    f"agent {agent.name!r}: command {prog!r} not found on PATH; install it, or set `command:` to its "
+                    "full path",
                 )
         if agent.cwd is not None and not agent.cwd.is_dir():
-            doc.problem((*key, "cwd"), f"agent {agent.name!r}: directory {str(agent.cwd)!r} does not exist; create it or fix `cwd:`")
+            doc.problem(
+                (*key, "cwd"),
+                f"agent {agent.name!r}: directory {str(agent.cwd)!r} does not exist; create it or fix `cwd:`",
+            )
     for i, pool in enumerate(layout.pools):
         key = ("pools", i)
         prog = program_of(pool.command)
         if prog and "/" not in prog:
-            path = pool.env.get("PATH") or agent_path(Agent(name=pool.name, profile=pool.profile, command=pool.command), base_path)
+            path = pool.env.get("PATH") or agent_path(
+                Agent(name=pool.name, profile=pool.profile, command=pool.command), base_path
+            )
             if shutil.which(prog, path=path) is None:
-                doc.problem((*key, "command"),
-                            f"pool {pool.name!r}: command {prog!r} not found on PATH; install it, or set `command:` to its full path")
+                doc.problem(
+                    (*key, "command"),
+                    f"pool {pool.name!r}: command {prog!r} not found on PATH; install it, or set `command:` to its "
+                    "full path",
+                )
         if not pool.repo.is_dir():
-            doc.problem((*key, "repo"), f"pool {pool.name!r}: {str(pool.repo)!r} does not exist; clone the repository there or fix `repo:`")
+            doc.problem(
+                (*key, "repo"),
+                f"pool {pool.name!r}: {str(pool.repo)!r} does not exist; clone the repository there or fix `repo:`",
+            )
         elif not ((pool.repo / ".git").exists() or (pool.repo / "HEAD").is_file()):
             doc.problem((*key, "repo"), f"pool {pool.name!r}: {str(pool.repo)!r} is not a git repository; fix `repo:`")
     doc.fail_if_problems()

@@ -16,7 +16,15 @@ from typing import Any
 
 from miyabi import defaults
 
-WATCHDOG_KEYS = ("silence_timeout", "silence_grace", "min_uptime", "stable_after", "max_restarts", "restart_window", "nudge")
+WATCHDOG_KEYS = (
+    "silence_timeout",
+    "silence_grace",
+    "min_uptime",
+    "stable_after",
+    "max_restarts",
+    "restart_window",
+    "nudge",
+)
 """Keys of ``watchdog:`` in a layout, ensemble-wide and per agent."""
 
 DEFAULT_NUDGE = (
@@ -170,7 +178,11 @@ class BusSettings:
 def redact(url: str) -> str:
     """``url`` with its password, if any, replaced by ``***`` (for every output and log)."""
     url = re.sub(r"([?&]password=)[^&]*", r"\1***", url)
-    return re.sub(r"^(\w+://)([^?]*)@(?=[^@?]*(?:\?|$))", lambda m: m[1] + (m[2].split(":")[0] + ":***" if ":" in m[2] else "***") + "@", url)
+    return re.sub(
+        r"^(\w+://)([^?]*)@(?=[^@?]*(?:\?|$))",
+        lambda m: m[1] + (m[2].split(":")[0] + ":***" if ":" in m[2] else "***") + "@",
+        url,
+    )
 
 
 @dataclass(frozen=True)

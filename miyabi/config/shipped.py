@@ -52,7 +52,9 @@ def find(name_or_path: str) -> Path:
         if cand.is_file():
             return cand
     names = ", ".join(x.stem for x in shipped())
-    raise LayoutError([Problem(p, None, "", f"no such layout file; give a path, or one of the shipped layouts: {names}")])
+    raise LayoutError(
+        [Problem(p, None, "", f"no such layout file; give a path, or one of the shipped layouts: {names}")]
+    )
 
 
 def for_up(given: str | None, cwd: Path | None = None) -> Path:
@@ -81,7 +83,7 @@ def init_text(which: Callable[[str], str | None] = shutil.which) -> str:
     PATH (``which``), or four workers when none is found."""
     found = [p for p in CLI_PROFILES if which(p)]
     lines = [
-        "# miyabi layout, written by `miyabi init`. Reference: README.md, \"Layout reference\".",
+        '# miyabi layout, written by `miyabi init`. Reference: README.md, "Layout reference".',
         "session: miyabi",
         f"per_window: {defaults.PER_WINDOW}",
         "agents:",

@@ -82,7 +82,9 @@ class Controller:
         self.stop = StopEvent()
         self.sleep = sleeper(self.stop)
         self.tmux = Tmux(socket)
-        self.channel = SessionChannel(self.tmux, layout.session, on_output=self._on_output, on_close=self._on_channel_closed)
+        self.channel = SessionChannel(
+            self.tmux, layout.session, on_output=self._on_output, on_close=self._on_channel_closed
+        )
         self.panes = PaneMap(self.channel, layout.session)
         self.driver = PaneDriver(self.channel)
         cwd = home.load_state().get("cwd")
@@ -163,15 +165,23 @@ class Controller:
             if d is None:
                 return
             with d.lock:  # the watchdog respawns only under this lock: no key reaches a new process
-                answer(self.home, self.channel, self.layout.session, agent, rule.answer == "approve",
-                       by=f"miyabi (approvals.auto[{rules.index(rule)}])")
+                answer(
+                    self.home,
+                    self.channel,
+                    self.layout.session,
+                    agent,
+                    rule.answer == "approve",
+                    by=f"miyabi (approvals.auto[{rules.index(rule)}])",
+                )
         except MiyabiError as e:
             append_event(self.home.root, "approval-error", agent=name, question=question, error=str(e))
 
     def _ensure_pipeline(self, engine: WorkEngine) -> Pipeline:
         """The pipeline, made the first time the layout has pools (at start, or a reload)."""
         if self.pipeline is None:
-            self.pipeline = Pipeline(engine.store, self.layout, self.home.root, engine.dispatch, self._gh, changed=self.kick.set)
+            self.pipeline = Pipeline(
+                engine.store, self.layout, self.home.root, engine.dispatch, self._gh, changed=self.kick.set
+            )
         return self.pipeline
 
     def _ensure_web(self) -> None:
@@ -192,7 +202,12 @@ class Controller:
     def _ensure_follow_ups(self) -> None:
         """The follow-ups thread, started once a pool sends its work to GitHub."""
         gh, cfg = self._gh, self.layout.github
-        if self._follow_ups or gh is None or cfg is None or not any(p.pipeline == PipelineMode.GITHUB for p in self.layout.pools):
+        if (
+            self._follow_ups
+            or gh is None
+            or cfg is None
+            or not any(p.pipeline == PipelineMode.GITHUB for p in self.layout.pools)
+        ):
             return
         self._follow_ups = True
         follow = FollowUps(Store.of_home(self.home.root), gh, cfg, self.home.root)
@@ -213,9 +228,13 @@ class Controller:
             restarts = hist.get("restarts") or [time.time()]
             cause = f"the watchdog gave up on agent {name}"
             title = f"Agent {name} keeps failing: {reason}"[:200]
-            body = (f"miyabi's watchdog gave up on agent {name} at {rfc3339(float(restarts[-1]))}: {reason}.\nIts crash evidence is under "
-                    f"{self.home.logs / 'crashes'}; `miyabi status {name}` shows it, and `miyabi restart {name}` brings it back "
-                    "once the cause is fixed.")
+            body = (
+                f"miyabi's watchdog gave up on agent {name} at {rfc3339(float(restarts[-1]))}: {reason}.\nIts crash "
+                "evidence is under "
+                f"{self.home.logs / 'crashes'}; `miyabi status {name}` shows it, and `miyabi restart {name}` brings "
+                "it back "
+                "once the cause is fixed."
+            )
             self._filed.add(name)
             # on a thread: GitHub may make it wait (a rate limit), never the main loop
             self._start(functools.partial(self._file_fix, name, engine, gh, cause, title, body), f"file-fix-{name}")
@@ -224,7 +243,9 @@ class Controller:
         try:
             file_fix(engine.store, gh, self.layout.github, self.home.root, cause, title, body)
         except Exception as e:  # noqa: BLE001 - MiyabiError, OSError, Stopped, sqlite3.Error: tried again, never fatal
-            log.warning("could not file the fix task for %s: %s: %s; trying again at the next pass", name, type(e).__name__, e)
+            log.warning(
+                "could not file the fix task for %s: %s: %s; trying again at the next pass", name, type(e).__name__, e
+            )
             self._filed.discard(name)
 
     def _processes(self) -> dict[str, str | None]:
@@ -253,7 +274,9 @@ class Controller:
         except Timeout:
             pid = read_pid(self.home)
             raise ControllerRunning(
-                f"a controller already runs for {self.home.root}" + (f" (pid {pid})" if pid else "") + "; stop it with `miyabi down`, or use it"
+                f"a controller already runs for {self.home.root}"
+                + (f" (pid {pid})" if pid else "")
+                + "; stop it with `miyabi down`, or use it"
             ) from None
         try:
             write_atomic(self.home.run / PIDFILE, f"{os.getpid()}\n")
@@ -301,8 +324,14 @@ class Controller:
         box.ensure()
         box.cleanup()
         d = Deliverer(
-            agent, box, self.driver, self.home.root, pane=functools.partial(self.panes.get, agent.name),
-            sleep=self.sleep, on_delivered=self._delivered, on_dead_letter=engine.dead_letter,
+            agent,
+            box,
+            self.driver,
+            self.home.root,
+            pane=functools.partial(self.panes.get, agent.name),
+            sleep=self.sleep,
+            on_delivered=self._delivered,
+            on_dead_letter=engine.dead_letter,
             on_question=functools.partial(self._on_question, agent.name),
         )
         self.deliverers = {**self.deliverers, agent.name: d}
@@ -335,7 +364,9 @@ class Controller:
         append_event(self.home.root, "controller-start", pid=os.getpid(), session=self.layout.session)
         log.info("controller %d started for home %s", os.getpid(), self.home.root)
         store = Store.of_home(self.home.root)
-        gh = client_for(self.layout.github, self.home.root, sleep=self.sleep, stats=True) if self.layout.github else None
+        gh = (
+            client_for(self.layout.github, self.home.root, sleep=self.sleep, stats=True) if self.layout.github else None
+        )
         engine = self.engine = WorkEngine(store, self.layout, self.home.root, gh)
         self._gh = gh
         release_pools(store, self.layout)  # verifying for a pool removed while no controller ran
@@ -350,11 +381,23 @@ class Controller:
         watcher.watch_dir("tasks", store.path.parent, self._store_changed, modified=True)
         watcher.watch_dir("requests", private_dir(requests.requests_dir(self.home)), self.kick.set)
         # an agent's hook reporting (miyabi hook appends to run/hooks/<agent>.jsonl)
-        watcher.watch_dir("hooks", private_dir(self.home.run / "hooks"), self.kick.set, modified=True,
-                          on_file=lambda path: self._wake(path.stem))
+        watcher.watch_dir(
+            "hooks",
+            private_dir(self.home.run / "hooks"),
+            self.kick.set,
+            modified=True,
+            on_file=lambda path: self._wake(path.stem),
+        )
         supervisor = self.supervisor = Supervisor(
-            self.home, self.layout.agents, self.tmux.socket, self.driver, self.panes, respawn=self._respawn,
-            last_output=self.channel.last_output, typists=self.deliverers, sleep=self.sleep,
+            self.home,
+            self.layout.agents,
+            self.tmux.socket,
+            self.driver,
+            self.panes,
+            respawn=self._respawn,
+            last_output=self.channel.last_output,
+            typists=self.deliverers,
+            sleep=self.sleep,
         )
         try:
             self._serve(engine, supervisor, gh)
@@ -382,7 +425,9 @@ class Controller:
                 append_event(self.home.root, "controller-stop", pid=os.getpid(), threads_left=left)
             except OSError:  # the home was removed: nowhere to tell
                 pass
-            log.info("controller %d stopped%s", os.getpid(), f"; threads still running: {', '.join(left)}" if left else "")
+            log.info(
+                "controller %d stopped%s", os.getpid(), f"; threads still running: {', '.join(left)}" if left else ""
+            )
             if self._signal_fd is not None:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
@@ -397,10 +442,18 @@ class Controller:
         it depends on changed: a commit to the task store (by any process), an agent's
         process, the failed agents, a deadline or claim retry come due; and at least
         every ``defaults.SCHEDULE_IDLE`` seconds."""
-        if self.layout.bus is not None:  # before GitHub (only the intake lock's holder polls) and before any task is sent again
-            bridge = self.bus = BusBridge(self.home.root, lambda: self.layout, supervisor.failed, self._presence,
-                                          claim_issue=functools.partial(engine.dispatch.claim_issue, state=TaskState.QUEUED),
-                                          hold=engine.dispatch.hold, changed=self.kick.set)
+        if (
+            self.layout.bus is not None
+        ):  # before GitHub (only the intake lock's holder polls) and before any task is sent again
+            bridge = self.bus = BusBridge(
+                self.home.root,
+                lambda: self.layout,
+                supervisor.failed,
+                self._presence,
+                claim_issue=functools.partial(engine.dispatch.claim_issue, state=TaskState.QUEUED),
+                hold=engine.dispatch.hold,
+                changed=self.kick.set,
+            )
             self.stop.link(bridge.wake)
             engine.intake = bridge.may_intake
             bridge.start(self.stop, lambda target, name: self._start(target, name))
@@ -412,7 +465,8 @@ class Controller:
         self._start(functools.partial(run_schedule, self.stop, self.home.root, lambda: self.layout), "reports")
         if self.layout.notify:
             Notifier(self.home.root, engine.store, self.layout.notify, self.layout.session).start(
-                self.stop, lambda target, name: self._start(target, name))
+                self.stop, lambda target, name: self._start(target, name)
+            )
         self._ensure_follow_ups()
         backoff = 0.1
         seen: tuple[object, ...] | None = None
@@ -466,7 +520,9 @@ class Controller:
                         due = engine.next_due()
                         next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
                 except Exception as e:  # noqa: BLE001 - the main loop must live on (TaskError, sqlite3.Error, OSError, …)
-                    log.warning("scheduling: %s: %s; trying again in %.0f s", type(e).__name__, e, defaults.SCHEDULE_ERROR_PAUSE)
+                    log.warning(
+                        "scheduling: %s: %s; trying again in %.0f s", type(e).__name__, e, defaults.SCHEDULE_ERROR_PAUSE
+                    )
                     seen, paused_until = None, time.time() + defaults.SCHEDULE_ERROR_PAUSE
                     next_pass = paused_until
             wait = max(0.0, min(next_refresh - time.monotonic(), next_pass - time.time()))
@@ -483,9 +539,20 @@ class Controller:
 
     def _presence(self) -> list[dict[str, object]]:
         """This host's agents as the bus's presence shows them."""
-        rows = collect(self.tmux, self.layout.session, self.home, self.layout.agents, interval=0, cpu_cache=self._cpu_cache)
-        return [{"name": r.name, "state": str(r.state), "pid": r.pid or None, "uptime": r.uptime,
-                 "restarts_last_hour": r.restarts_last_hour, "pool": r.pool} for r in rows]
+        rows = collect(
+            self.tmux, self.layout.session, self.home, self.layout.agents, interval=0, cpu_cache=self._cpu_cache
+        )
+        return [
+            {
+                "name": r.name,
+                "state": str(r.state),
+                "pid": r.pid or None,
+                "uptime": r.uptime,
+                "restarts_last_hour": r.restarts_last_hour,
+                "pool": r.pool,
+            }
+            for r in rows
+        ]
 
     def _inboxes(self) -> dict[str, tuple[Path, bool]]:
         return {n: (d.inbox.dir(MessageState.PENDING), d.waiting) for n, d in self.deliverers.items()}
@@ -532,11 +599,16 @@ class Controller:
         try:
             new = load(path)
         except LayoutError as e:
-            raise MiyabiError(f"{e.lines()[0]}" + (f" (and {len(e.lines()) - 1} more)" if len(e.lines()) > 1 else "")
-                              + "; the running layout stays in place") from None
+            raise MiyabiError(
+                f"{e.lines()[0]}"
+                + (f" (and {len(e.lines()) - 1} more)" if len(e.lines()) > 1 else "")
+                + "; the running layout stays in place"
+            ) from None
         if new.session != self.layout.session:
-            raise MiyabiError(f"{path}: session {new.session!r} is not the running {self.layout.session!r}; "
-                              "run `miyabi down`, then `miyabi up`, to change it")
+            raise MiyabiError(
+                f"{path}: session {new.session!r} is not the running {self.layout.session!r}; "
+                "run `miyabi down`, then `miyabi up`, to change it"
+            )
         if new.pools and self.engine is not None:
             self._ensure_pipeline(self.engine)
         if self.pipeline is not None:
@@ -578,15 +650,26 @@ class Controller:
         if self.supervisor is not None:
             self.supervisor.adopt(new.agents, self.deliverers)
         self.kick.set()
-        parts = [f"added {', '.join(added)}" if added else "", f"removed {', '.join(removed)}" if removed else "",
-                 f"changed {', '.join(changed)}" if changed else ""]
+        parts = [
+            f"added {', '.join(added)}" if added else "",
+            f"removed {', '.join(removed)}" if removed else "",
+            f"changed {', '.join(changed)}" if changed else "",
+        ]
         if github_changed:
             parts.append("github: changes apply when the controller restarts (`miyabi down`, then `miyabi up`)")
         if _bus_identity(new.bus) != _bus_identity(old_bus):
-            parts.append("bus: url, host and namespace apply when the controller restarts (`miyabi down`, then `miyabi up`)")
+            parts.append(
+                "bus: url, host and namespace apply when the controller restarts (`miyabi down`, then `miyabi up`)"
+            )
         what = "; ".join(p for p in parts if p) or "agents unchanged"
-        append_event(self.home.root, "layout-reloaded" if reason == "reload" else "instances-changed", path=str(new.path),
-                     added=added, removed=removed, changed=changed)
+        append_event(
+            self.home.root,
+            "layout-reloaded" if reason == "reload" else "instances-changed",
+            path=str(new.path),
+            added=added,
+            removed=removed,
+            changed=changed,
+        )
         log.info("layout %s adopted: %s", new.path, what)
         return f"{what}; routes, limits and settings of {new.path.name} apply"
 

@@ -101,7 +101,7 @@ class KeepAlive:
     def _save(self) -> None:
         from miyabi.files import write_atomic
 
-        data = {"pid": os.getpid(), "started": self.started, "restarts": self.restarts[-defaults.KEEPALIVE_HISTORY:]}
+        data = {"pid": os.getpid(), "started": self.started, "restarts": self.restarts[-defaults.KEEPALIVE_HISTORY :]}
         write_atomic(self.run_dir / STATE_FILE, json.dumps(data))
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
@@ -159,13 +159,17 @@ class KeepAlive:
                     why = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
                     lived = time.monotonic() - born
                     young = young + 1 if lived < defaults.KEEPALIVE_STABLE else 0
-                    self.restarts.append({"time": time.time(), "reason": f"controller {child.pid} {why} after {lived:.1f} s"})
+                    self.restarts.append(
+                        {"time": time.time(), "reason": f"controller {child.pid} {why} after {lived:.1f} s"}
+                    )
                     self._pause(backoff_delay(young), wake_r)
                     continue
                 pid = child.pid if child is not None else controller_pid(self.run_dir)
                 if pid is None:
                     if adopted:
-                        self.restarts.append({"time": time.time(), "reason": "controller ended (one this keep-alive did not start)"})
+                        self.restarts.append(
+                            {"time": time.time(), "reason": "controller ended (one this keep-alive did not start)"}
+                        )
                         adopted = False
                     self._spawn()
                     born = time.monotonic()

@@ -20,7 +20,16 @@ from miyabi.errors import MiyabiError
 from miyabi.files import open_private
 from miyabi.home import Home
 
-__all__ = ["LOCKFILE", "PIDFILE", "ControllerRunning", "read_pid", "running_pid", "start_background", "status", "stop_background"]
+__all__ = [
+    "LOCKFILE",
+    "PIDFILE",
+    "ControllerRunning",
+    "read_pid",
+    "running_pid",
+    "start_background",
+    "status",
+    "stop_background",
+]
 
 LOGFILE = "controller.log"
 """The controller's own log, under ``logs/``."""
@@ -63,7 +72,12 @@ def start_background(home: Home, socket: str, wait: float = defaults.CONTROLLER_
             env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_AGENT", "TMUX", "TMUX_PANE")}
             proc = subprocess.Popen(
                 [sys.executable, "-m", "miyabi.controller.keepalive", "--home", str(home.root), "--socket", socket],
-                env=env, stdin=subprocess.DEVNULL, stdout=logfd, stderr=logfd, start_new_session=True, cwd=str(home.root),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=logfd,
+                stderr=logfd,
+                start_new_session=True,
+                cwd=str(home.root),
             )
         finally:
             os.close(logfd)
@@ -76,7 +90,9 @@ def start_background(home: Home, socket: str, wait: float = defaults.CONTROLLER_
             break
         time.sleep(0.02)
     code = proc.poll() if proc is not None else None
-    raise MiyabiError(f"the controller did not start{f' (exit {code})' if code is not None else ''}; see {home.logs / LOGFILE}")
+    raise MiyabiError(
+        f"the controller did not start{f' (exit {code})' if code is not None else ''}; see {home.logs / LOGFILE}"
+    )
 
 
 def stop_background(home: Home, wait: float = defaults.CONTROLLER_STOP_WAIT) -> int | None:
@@ -151,7 +167,11 @@ def status(home: Home, now: float | None = None) -> dict[str, Any]:
     restarts = keepalive.read_state(home.run).get("restarts") or []
     last = restarts[-1] if restarts and isinstance(restarts[-1], dict) else {}
     return {
-        "running": pid is not None, "pid": pid, "uptime": uptime, "kept_alive": kept is not None, "keepalive_pid": kept,
+        "running": pid is not None,
+        "pid": pid,
+        "uptime": uptime,
+        "kept_alive": kept is not None,
+        "keepalive_pid": kept,
         "restarts": len(restarts),
         "last_restart": rfc3339(last["time"]) if isinstance(last.get("time"), (int, float)) else None,
         "last_reason": last.get("reason"),

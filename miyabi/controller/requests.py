@@ -2,8 +2,8 @@
 
 A command writes ``restart-<agent>`` (or ``reload``); the controller carries it out
 on its next pass and answers in ``done-<agent>`` (``done-reload``): ``ok`` or
-``failed``, then a line saying what happened, which the command reads and removes. Files, not a socket: a request made while the controller restarts waits for
-the next one.
+``failed``, then a line saying what happened, which the command reads and removes.
+Files, not a socket: a request made while the controller restarts waits for the next one.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def serve(home: Home, restart: Callable[[str], bool], reload: Callable[[], str] 
             continue
         if not req.name.startswith(RESTART):
             continue
-        agent = req.name[len(RESTART):]
+        agent = req.name[len(RESTART) :]
         ok = restart(agent)
         write_atomic(d / f"{DONE}{agent}", "ok\n" if ok else "failed\n")
         req.unlink(missing_ok=True)

@@ -34,7 +34,9 @@ def unit_dir(user: bool) -> Path:
 def render(home: Path, socket: str, layout: Path, session: str, user: bool, python: str | None = None) -> str:
     """The unit file's text."""
     exe = python or sys.executable
-    cmd = shlex.join([exe, "-m", "miyabi", "controller", "--home", str(home), "--socket", socket, "--layout", str(layout)])
+    cmd = shlex.join(
+        [exe, "-m", "miyabi", "controller", "--home", str(home), "--socket", socket, "--layout", str(layout)]
+    )
     path = os.environ.get("PATH", os.defpath)
     return "\n".join(
         [

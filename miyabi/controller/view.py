@@ -127,8 +127,14 @@ class EnsembleView:
     agents: list[AgentStatus]
 
 
-def ensemble(target: Target, runner: Runner, interval: float = defaults.STATUS_CPU_SAMPLE,
-             cpu_cache: dict[int, Any] | None = None, layout: Layout | None = None, store: Store | None = None) -> EnsembleView:
+def ensemble(
+    target: Target,
+    runner: Runner,
+    interval: float = defaults.STATUS_CPU_SAMPLE,
+    cpu_cache: dict[int, Any] | None = None,
+    layout: Layout | None = None,
+    store: Store | None = None,
+) -> EnsembleView:
     """Collect the ensemble's rows now (``interval``: seconds of CPU sampling; 0 with a
     ``cpu_cache`` that persists between calls measures since the previous call;
     ``layout``: the running layout, when the caller has it loaded).
@@ -142,8 +148,15 @@ def ensemble(target: Target, runner: Runner, interval: float = defaults.STATUS_C
     owner = session_option(runner, target.session, HOME_TAG)
     h = Home(Path(owner)) if owner else target.home
     ctl = controller_status(h)
-    rows = collect(runner, target.session, h, layout_agents(h, lay, store), recorded=bool(ctl["running"]), interval=interval,
-                   cpu_cache=cpu_cache)
+    rows = collect(
+        runner,
+        target.session,
+        h,
+        layout_agents(h, lay, store),
+        recorded=bool(ctl["running"]),
+        interval=interval,
+        cpu_cache=cpu_cache,
+    )
     return EnsembleView(h, lay, ctl, rows)
 
 
@@ -189,8 +202,11 @@ def shared_waiting(home: Home, lay: Layout, tasks: Sequence[Task]) -> dict[int, 
             target = route_shared(t, lay.routes)
             if target is None or target in pools:
                 continue
-            out[t.id] = (f"to be published on the bus for {target}" if up else
-                         f"waits for the bus to publish it for {target} (the bus is down since {state.get('since', '?')})")
+            out[t.id] = (
+                f"to be published on the bus for {target}"
+                if up
+                else f"waits for the bus to publish it for {target} (the bus is down since {state.get('since', '?')})"
+            )
     return out
 
 
@@ -213,7 +229,9 @@ def bus_view(home: Home, all_hosts: bool) -> dict[str, Any]:
         return out
     settings = settings_of(state) if state else None
     if settings is None:
-        raise MiyabiError("--all-hosts: this home is on no bus; add `bus: {url: redis://…}` to the layout and run `miyabi up`")
+        raise MiyabiError(
+            "--all-hosts: this home is on no bus; add `bus: {url: redis://…}` to the layout and run `miyabi up`"
+        )
     from miyabi.bus import presence
     from miyabi.bus.client import Bus
 
@@ -254,13 +272,23 @@ def retry_task(store: Store, ref: str | int, by: str) -> Task:
 def message_json(state: MessageState, m: Message) -> dict[str, Any]:
     """A message as ``miyabi inbox --json`` and the API show it (times in RFC 3339)."""
     return {
-        "id": m.id, "state": str(state), "from": m.sender, "to": m.to, "priority": m.priority,
-        "created": m.created, "delivered": m.extra.get("delivered"), "failed": m.extra.get("failed"),
-        "retried": m.extra.get("retried"), "reason": m.extra.get("reason"), "attempts": m.extra.get("attempts", 0),
+        "id": m.id,
+        "state": str(state),
+        "from": m.sender,
+        "to": m.to,
+        "priority": m.priority,
+        "created": m.created,
+        "delivered": m.extra.get("delivered"),
+        "failed": m.extra.get("failed"),
+        "retried": m.extra.get("retried"),
+        "reason": m.extra.get("reason"),
+        "attempts": m.extra.get("attempts", 0),
         "body": m.body,
     }
 
 
-def messages(home_root: Path, agent: str, states: Sequence[MessageState] = (MessageState.PENDING,)) -> list[dict[str, Any]]:
+def messages(
+    home_root: Path, agent: str, states: Sequence[MessageState] = (MessageState.PENDING,)
+) -> list[dict[str, Any]]:
     """An agent's messages in ``states``, each state in delivery order."""
     return [message_json(state, m) for state, m in inbox(home_root, agent).list(tuple(states))]

@@ -47,7 +47,9 @@ def _is_dashboard(pid: int, home: Home | None = None) -> bool:
         return False
     if home is None:
         return True
-    return "--home" in argv and argv.index("--home") + 1 < len(argv) and Path(argv[argv.index("--home") + 1]) == home.root
+    return (
+        "--home" in argv and argv.index("--home") + 1 < len(argv) and Path(argv[argv.index("--home") + 1]) == home.root
+    )
 
 
 def published_pid(home: Home) -> int | None:
@@ -87,8 +89,21 @@ def stop_dashboard(home: Home, wait: float = defaults.WEB_STOP_WAIT) -> list[int
 
 def web_argv(home: Home, socket: str, web: WebSettings) -> list[str]:
     """The command that serves ``home``'s dashboard as ``web`` says."""
-    argv = [sys.executable, "-m", "miyabi", "web", "--home", str(home.root), "--socket", socket, "--host", web.host,
-            "--port", str(web.port), "--child"]
+    argv = [
+        sys.executable,
+        "-m",
+        "miyabi",
+        "web",
+        "--home",
+        str(home.root),
+        "--socket",
+        socket,
+        "--host",
+        web.host,
+        "--port",
+        str(web.port),
+        "--child",
+    ]
     return [*argv, "--read-only"] if web.read_only else argv
 
 
@@ -124,8 +139,15 @@ class WebProcess:
         fd = open_private(self.home.logs / LOGFILE, os.O_WRONLY | os.O_APPEND)
         try:
             env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_AGENT", "TMUX", "TMUX_PANE")}
-            return subprocess.Popen(web_argv(self.home, self.socket, self.web), stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                                    env=env, cwd=str(self.home.root), start_new_session=True)
+            return subprocess.Popen(
+                web_argv(self.home, self.socket, self.web),
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                env=env,
+                cwd=str(self.home.root),
+                start_new_session=True,
+            )
         finally:
             os.close(fd)
 
@@ -156,9 +178,21 @@ class WebProcess:
                 continue
             ran = time.monotonic() - started
             why = _last_line(self.home.logs / LOGFILE)
-            append_event(self.home.root, "web-exited", pid=proc.pid, code=proc.returncode, ran=round(ran, 3), reason=why)
-            backoff = defaults.WEB_RESTART_MIN if ran >= defaults.WEB_STABLE_AFTER else min(backoff * 2, defaults.WEB_RESTART_MAX)
-            log.warning("the dashboard exited (code %s) after %.1f s: %s; starting it again in %.0f s", proc.returncode, ran, why, backoff)
+            append_event(
+                self.home.root, "web-exited", pid=proc.pid, code=proc.returncode, ran=round(ran, 3), reason=why
+            )
+            backoff = (
+                defaults.WEB_RESTART_MIN
+                if ran >= defaults.WEB_STABLE_AFTER
+                else min(backoff * 2, defaults.WEB_RESTART_MAX)
+            )
+            log.warning(
+                "the dashboard exited (code %s) after %.1f s: %s; starting it again in %.0f s",
+                proc.returncode,
+                ran,
+                why,
+                backoff,
+            )
             until = time.monotonic() + backoff
             while not stop.is_set() and not self._changed.is_set() and time.monotonic() < until:
                 stop.wait(0.5)  # a changed or removed web: section need not wait out the backoff

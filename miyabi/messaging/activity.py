@@ -85,8 +85,10 @@ def read_seen(home_root: Path, agent: str) -> Seen | None:
     """The state the controller last recorded for ``agent``, or None."""
     try:
         data = json.loads(activity_file(home_root, agent).read_text(encoding="utf-8"))
-        return Seen(**{k: data[k] for k in ("state", "via", "since", "pid")},
-                    **{k: data.get(k) for k in ("question", "input_tokens", "output_tokens", "cost_usd")})
+        return Seen(
+            **{k: data[k] for k in ("state", "via", "since", "pid")},
+            **{k: data.get(k) for k in ("question", "input_tokens", "output_tokens", "cost_usd")},
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -327,8 +329,14 @@ class StateRecorder:
             return False
         changed = self.last is None or self.last[0] != state or self.last[3] != question
         self.last = key
-        seen = Seen(state, via, time.time(), pid, question, *((usage.input_tokens, usage.output_tokens, usage.cost_usd)
-                                                            if usage else (None, None, None)))
+        seen = Seen(
+            state,
+            via,
+            time.time(),
+            pid,
+            question,
+            *((usage.input_tokens, usage.output_tokens, usage.cost_usd) if usage else (None, None, None)),
+        )
         write_atomic(self.path, json.dumps(asdict(seen)))
         if changed:
             fields: dict[str, Any] = {"state": state, "via": via, "pid": pid}

@@ -262,7 +262,9 @@ class Deliverer:
             return False
         attempts = int(msg.extra.get("attempts", 0)) + 1
         if attempts > defaults.DELIVERY_ATTEMPTS:
-            self.fail(msg, f"typed {defaults.DELIVERY_ATTEMPTS} times, but the agent restarted before each was submitted")
+            self.fail(
+                msg, f"typed {defaults.DELIVERY_ATTEMPTS} times, but the agent restarted before each was submitted"
+            )
             return True
         with self.lock:
             self.type_message(msg, pane, attempts)
@@ -345,9 +347,13 @@ class Deliverer:
             return
         u = self.meter.usage
         if u is not None and u != before:
-            fields: dict[str, Any] = {"pid": pane.pid, "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-                                      "turn_input_tokens": u.input_tokens - (before.input_tokens if before else 0),
-                                      "turn_output_tokens": u.output_tokens - (before.output_tokens if before else 0)}
+            fields: dict[str, Any] = {
+                "pid": pane.pid,
+                "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "turn_input_tokens": u.input_tokens - (before.input_tokens if before else 0),
+                "turn_output_tokens": u.output_tokens - (before.output_tokens if before else 0),
+            }
             if u.cost_usd is not None:
                 fields["cost_usd"] = u.cost_usd
             if self.last_task:
@@ -361,7 +367,9 @@ class Deliverer:
             return Path(env["CODEX_HOME"])
         return Path(env.get("HOME") or os.environ.get("HOME") or "~").expanduser() / ".codex"
 
-    def _record(self, pane: Pane, state: Activity, via: str, question: str | None, screen: Screen | None = None) -> None:
+    def _record(
+        self, pane: Pane, state: Activity, via: str, question: str | None, screen: Screen | None = None
+    ) -> None:
         if state is Activity.READY:
             self._usage(pane, screen)
         self.recorder.record(state, via, pane.pid, question, self.meter.usage if self.meter.pid == pane.pid else None)
@@ -496,7 +504,11 @@ class Deliverer:
                 emptied = None
                 if now - last_enter >= defaults.ENTER_RETRY:
                     if marker.enters >= defaults.MAX_ENTERS:
-                        self.fail(msg, f"typed, but still in the input box after {defaults.MAX_ENTERS} presses of {p.submit_key}", marker)
+                        self.fail(
+                            msg,
+                            f"typed, but still in the input box after {defaults.MAX_ENTERS} presses of {p.submit_key}",
+                            marker,
+                        )
                         return
                     self.event("enter-again", msg, enters=marker.enters + 1)
                     self.press_submit(marker)
@@ -520,8 +532,13 @@ class Deliverer:
                     return
             elif now - start > defaults.RECEIPT_TIMEOUT:
                 self.event("no-receipt", msg, after=defaults.RECEIPT_TIMEOUT)
-                self.finish(msg, marker, "input box emptied; no receipt from the hook" if box == ""
-                            else "unverified: no receipt from the hook, input box not in view")
+                self.finish(
+                    msg,
+                    marker,
+                    "input box emptied; no receipt from the hook"
+                    if box == ""
+                    else "unverified: no receipt from the hook, input box not in view",
+                )
                 return
             self.sleep(defaults.VERIFY_POLL)
 
@@ -530,8 +547,14 @@ class Deliverer:
     def finish(self, msg: Message, marker: Marker, evidence: str) -> None:
         marker.stage = Stage.SUBMITTED
         self.save_marker(marker)
-        self.inbox.move(msg, MessageState.PENDING, MessageState.DELIVERED, delivered=now_rfc3339(),
-                        attempts=marker.attempts, enters=marker.enters)
+        self.inbox.move(
+            msg,
+            MessageState.PENDING,
+            MessageState.DELIVERED,
+            delivered=now_rfc3339(),
+            attempts=marker.attempts,
+            enters=marker.enters,
+        )
         self.clear_marker()
         self.last_delivered = time.monotonic()
         self.last_task = msg.task
@@ -556,8 +579,12 @@ class Deliverer:
         again when the agent is ready. ``typed``: whether it counts as an attempt."""
         current = self.inbox.read(msg.filename)
         if current is not None:
-            self.inbox.move(current, MessageState.PENDING, MessageState.PENDING,
-                            attempts=marker.attempts if typed else marker.attempts - 1)
+            self.inbox.move(
+                current,
+                MessageState.PENDING,
+                MessageState.PENDING,
+                attempts=marker.attempts if typed else marker.attempts - 1,
+            )
         self.clear_marker()
 
     # -- recovery

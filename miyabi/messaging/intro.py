@@ -24,7 +24,7 @@ def intro_text(agent: Agent, layout: Layout) -> str:
     return (
         f"You are {agent.name}, one of the agents of the miyabi ensemble {layout.session!r}. "
         f"The other agents are: {', '.join(peers) or 'none'}. "
-        f"To message one, run: miyabi send NAME \"TEXT\" (or pipe text into: miyabi send NAME -). "
+        f'To message one, run: miyabi send NAME "TEXT" (or pipe text into: miyabi send NAME -). '
         f"To see messages waiting for you: miyabi inbox {agent.name}. "
         "Messages from others are typed into this pane when you are idle."
     )

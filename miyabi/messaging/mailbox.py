@@ -143,8 +143,16 @@ class Message:
         return now > parse_rfc3339(start) + float(self.ttl)
 
 
-def make(to: str, body: str, sender: str = "human", priority: str = "normal", ttl: float | None = None,
-         reply_to: str | None = None, task: str | None = None, max_body: int = defaults.MAX_BODY) -> Message:
+def make(
+    to: str,
+    body: str,
+    sender: str = "human",
+    priority: str = "normal",
+    ttl: float | None = None,
+    reply_to: str | None = None,
+    task: str | None = None,
+    max_body: int = defaults.MAX_BODY,
+) -> Message:
     """Build a message, checking its body and fields.
 
     Raises:
@@ -152,17 +160,38 @@ def make(to: str, body: str, sender: str = "human", priority: str = "normal", tt
     """
     size = len(body.encode("utf-8", "surrogatepass"))
     if size > max_body:
-        raise MessageError(f"message body is {size:,} bytes, over the limit of {max_body:,}; send a file path instead, or raise delivery.max_body in the layout")
+        raise MessageError(
+            f"message body is {size:,} bytes, over the limit of {max_body:,}; send a file path instead, or raise "
+            "delivery.max_body in the layout"
+        )
     if priority not in ("high", "normal"):
         raise MessageError(f"priority {priority!r} is not valid; use high or normal")
     if ttl is not None and not ttl > 0:
         raise MessageError(f"ttl {ttl!r} must be a positive number of seconds")
-    return Message(id=new_id(), sender=sender, to=to, created=now_rfc3339(), body=body, priority=priority,
-                   ttl=ttl, reply_to=reply_to, task=task)
+    return Message(
+        id=new_id(),
+        sender=sender,
+        to=to,
+        created=now_rfc3339(),
+        body=body,
+        priority=priority,
+        ttl=ttl,
+        reply_to=reply_to,
+        task=task,
+    )
 
 
-def post(home_root: Path, to: str, body: str, sender: str = "human", priority: str = "normal", ttl: float | None = None,
-         reply_to: str | None = None, task: str | None = None, max_body: int = defaults.MAX_BODY) -> Message:
+def post(
+    home_root: Path,
+    to: str,
+    body: str,
+    sender: str = "human",
+    priority: str = "normal",
+    ttl: float | None = None,
+    reply_to: str | None = None,
+    task: str | None = None,
+    max_body: int = defaults.MAX_BODY,
+) -> Message:
     """Put a message in ``to``'s inbox and log it (the ``enqueued`` event): what
     ``miyabi send`` and the dashboard's send do.
 
@@ -175,8 +204,15 @@ def post(home_root: Path, to: str, body: str, sender: str = "human", priority: s
         raise MessageError("the message has no text (control characters are removed before delivery)")
     msg = make(to, body, sender=sender, priority=priority, ttl=ttl, reply_to=reply_to, task=task, max_body=max_body)
     inbox(home_root, to).put(msg)
-    append_event(home_root, "enqueued", agent=to, id=msg.id, **{"from": sender}, bytes=len(body.encode("utf-8", "surrogatepass")),
-                 priority=msg.priority)
+    append_event(
+        home_root,
+        "enqueued",
+        agent=to,
+        id=msg.id,
+        **{"from": sender},
+        bytes=len(body.encode("utf-8", "surrogatepass")),
+        priority=msg.priority,
+    )
     return msg
 
 
@@ -189,7 +225,9 @@ def decode_body(data: bytes, origin: str = "standard input") -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise MessageError(f"{origin} is not valid UTF-8 (byte {e.start}); send text, or encode binary data first (for example base64)") from None
+        raise MessageError(
+            f"{origin} is not valid UTF-8 (byte {e.start}); send text, or encode binary data first (for example base64)"
+        ) from None
 
 
 class Inbox:

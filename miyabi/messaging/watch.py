@@ -59,9 +59,16 @@ class InboxWatcher:
     def unwatch(self, agent: str) -> None:
         self.unwatch_dir(f"inbox:{agent}")
 
-    def watch_dir(self, key: str, directory: Path, callback: Callable[[], None], modified: bool = False,
-                  recursive: bool = False, only_in: str | None = None,
-                  on_file: Callable[[Path], None] | None = None) -> None:
+    def watch_dir(
+        self,
+        key: str,
+        directory: Path,
+        callback: Callable[[], None],
+        modified: bool = False,
+        recursive: bool = False,
+        only_in: str | None = None,
+        on_file: Callable[[Path], None] | None = None,
+    ) -> None:
         """Call ``callback`` when a file is created in, or moved into, ``directory``
         (and with ``modified``, when one is written; with ``recursive``, also in its
         subdirectories, and with ``only_in``, only for files landing in a directory of
@@ -96,7 +103,9 @@ class InboxWatcher:
         with self._lock:
             self._unwatch_locked(key)
             if self._observer is not None:
-                self._watches[key] = self._observer.schedule(Handler(), str(directory), recursive=recursive, event_filter=kinds)
+                self._watches[key] = self._observer.schedule(
+                    Handler(), str(directory), recursive=recursive, event_filter=kinds
+                )
 
     def unwatch_dir(self, key: str) -> None:
         with self._lock:
@@ -116,7 +125,9 @@ class InboxWatcher:
             self._observer = None
 
 
-def rescan(stop: threading.Event, inboxes: Callable[[], Mapping[str, tuple[Path, bool]]], wake: Callable[[str], None]) -> None:
+def rescan(
+    stop: threading.Event, inboxes: Callable[[], Mapping[str, tuple[Path, bool]]], wake: Callable[[str], None]
+) -> None:
     """The fallback poll, until ``stop``: every ``defaults.INBOX_RESCAN`` seconds, wake
     each agent whose ``new/`` directory changed or whose mail is waiting.
 

@@ -141,44 +141,70 @@ class Outbox:
         with self.store.tx() as db:
             for receiver, n in notices:
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO notices (receiver, key, kind, title, text, url, fields, created, state, next_at) "
+                    "INSERT OR IGNORE INTO notices (receiver, key, kind, title, text, url, fields, created, state, "
+                    "next_at) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (receiver, n.key, str(n.kind), n.title, n.text, n.url, json.dumps(n.fields, default=str), now,
-                     NoticeState.QUEUED.value, now))
+                    (
+                        receiver,
+                        n.key,
+                        str(n.kind),
+                        n.title,
+                        n.text,
+                        n.url,
+                        json.dumps(n.fields, default=str),
+                        now,
+                        NoticeState.QUEUED.value,
+                        now,
+                    ),
+                )
                 new += cur.rowcount
             for name, value in cursors.items():
-                db.execute("INSERT INTO notify_cursors (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
-                           (name, value))
+                db.execute(
+                    "INSERT INTO notify_cursors (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
+                    "value=excluded.value",
+                    (name, value),
+                )
         return new
 
     def uncertain(self) -> int:
         """Mark the notices a dead controller left in flight ``uncertain`` (at start);
         returns how many."""
         with self.store.tx() as db:
-            cur = db.execute("UPDATE notices SET state=?, reason=? WHERE state=?",
-                             (NoticeState.UNCERTAIN.value, "in flight when the controller stopped; not sent again",
-                              NoticeState.SENDING.value))
+            cur = db.execute(
+                "UPDATE notices SET state=?, reason=? WHERE state=?",
+                (
+                    NoticeState.UNCERTAIN.value,
+                    "in flight when the controller stopped; not sent again",
+                    NoticeState.SENDING.value,
+                ),
+            )
             return cur.rowcount
 
     def next_due(self, receiver: str, now: float) -> Queued | None:
         """The oldest queued notice of ``receiver`` whose time has come (None: none)."""
-        rows = self.store.rows("SELECT * FROM notices WHERE receiver=? AND state=? ORDER BY id LIMIT 1",
-                               (receiver, NoticeState.QUEUED.value))
+        rows = self.store.rows(
+            "SELECT * FROM notices WHERE receiver=? AND state=? ORDER BY id LIMIT 1",
+            (receiver, NoticeState.QUEUED.value),
+        )
         if not rows or float(rows[0]["next_at"]) > now:
             return None
         return _queued(rows[0])
 
     def wait_of(self, receiver: str, now: float) -> float | None:
         """Seconds until the receiver's oldest queued notice is due (None: none queued)."""
-        rows = self.store.rows("SELECT next_at FROM notices WHERE receiver=? AND state=? ORDER BY id LIMIT 1",
-                               (receiver, NoticeState.QUEUED.value))
+        rows = self.store.rows(
+            "SELECT next_at FROM notices WHERE receiver=? AND state=? ORDER BY id LIMIT 1",
+            (receiver, NoticeState.QUEUED.value),
+        )
         return max(0.0, float(rows[0]["next_at"]) - now) if rows else None
 
     def sending(self, notice_id: int) -> bool:
         """Mark a notice in flight (committed before the POST); False if it is no longer queued."""
         with self.store.tx() as db:
-            cur = db.execute("UPDATE notices SET state=?, attempts=attempts+1 WHERE id=? AND state=?",
-                             (NoticeState.SENDING.value, notice_id, NoticeState.QUEUED.value))
+            cur = db.execute(
+                "UPDATE notices SET state=?, attempts=attempts+1 WHERE id=? AND state=?",
+                (NoticeState.SENDING.value, notice_id, NoticeState.QUEUED.value),
+            )
             return cur.rowcount == 1
 
     def finished(self, notice_id: int, state: NoticeState, reason: str | None = None) -> None:
@@ -189,21 +215,33 @@ class Outbox:
     def again(self, notice_id: int, at: float, reason: str) -> None:
         """Queue a notice that failed this time for another try at ``at`` (Unix time)."""
         with self.store.tx() as db:
-            db.execute("UPDATE notices SET state=?, next_at=?, reason=? WHERE id=?", (NoticeState.QUEUED.value, at, reason, notice_id))
+            db.execute(
+                "UPDATE notices SET state=?, next_at=?, reason=? WHERE id=?",
+                (NoticeState.QUEUED.value, at, reason, notice_id),
+            )
 
     def orphans(self, receivers: Sequence[str]) -> int:
         """Give up the queued notices of receivers the layout no longer has (removed,
         or their URL changed); returns how many."""
         marks = ",".join("?" * len(receivers))
         with self.store.tx() as db:
-            cur = db.execute(f"UPDATE notices SET state=?, reason=? WHERE state=? AND receiver NOT IN ({marks})",
-                             (NoticeState.FAILED.value, "its receiver left the layout's notify:", NoticeState.QUEUED.value, *receivers))
+            cur = db.execute(
+                f"UPDATE notices SET state=?, reason=? WHERE state=? AND receiver NOT IN ({marks})",
+                (
+                    NoticeState.FAILED.value,
+                    "its receiver left the layout's notify:",
+                    NoticeState.QUEUED.value,
+                    *receivers,
+                ),
+            )
             return cur.rowcount
 
     def counts(self) -> dict[tuple[str, str], int]:
         """(receiver, state) → notices."""
-        return {(r["receiver"], r["state"]): int(r["n"])
-                for r in self.store.rows("SELECT receiver, state, COUNT(*) AS n FROM notices GROUP BY receiver, state")}
+        return {
+            (r["receiver"], r["state"]): int(r["n"])
+            for r in self.store.rows("SELECT receiver, state, COUNT(*) AS n FROM notices GROUP BY receiver, state")
+        }
 
     def all(self) -> list[dict[str, Any]]:
         """Every notice, oldest first (for tests and ``/api/v1/notices``)."""

@@ -56,41 +56,95 @@ def from_event(key: str, e: dict[str, Any]) -> Notice | None:
     """The notice an event-log line makes, if any (``key``: where the line is)."""
     kind, agent = e.get("event"), str(e.get("agent") or "?")
     if kind == "gave-up":
-        return Notice(key, Kind.AGENT_FAILED, f"agent {agent} failed",
-                      f"the watchdog gave up on {agent}: {e.get('reason') or 'it kept dying'}; `miyabi restart {agent}` once fixed",
-                      None, e)
+        return Notice(
+            key,
+            Kind.AGENT_FAILED,
+            f"agent {agent} failed",
+            f"the watchdog gave up on {agent}: {e.get('reason') or 'it kept dying'}; `miyabi restart {agent}` once "
+            "fixed",
+            None,
+            e,
+        )
     if kind == "nudged":
-        return Notice(key, Kind.AGENT_HUNG, f"agent {agent} is hung", f"{agent} was silent too long ({e.get('detail') or 'no output'}); nudged",
-                      None, e)
+        return Notice(
+            key,
+            Kind.AGENT_HUNG,
+            f"agent {agent} is hung",
+            f"{agent} was silent too long ({e.get('detail') or 'no output'}); nudged",
+            None,
+            e,
+        )
     if kind == "hung-restart":
-        return Notice(key, Kind.AGENT_HUNG, f"agent {agent} restarted (hung)",
-                      f"{agent} stayed silent after the nudge ({e.get('detail') or 'no output'}); restarted", None, e)
+        return Notice(
+            key,
+            Kind.AGENT_HUNG,
+            f"agent {agent} restarted (hung)",
+            f"{agent} stayed silent after the nudge ({e.get('detail') or 'no output'}); restarted",
+            None,
+            e,
+        )
     if kind == "state" and e.get("state") == "waiting-approval":
         question = str(e.get("question") or "permission requested")
-        return Notice(key, Kind.WAITING_APPROVAL, f"agent {agent} asks for approval",
-                      f"{agent} asks: {question[:300]}; answer with `miyabi approve {agent}` or `miyabi deny {agent}`", None, e)
+        return Notice(
+            key,
+            Kind.WAITING_APPROVAL,
+            f"agent {agent} asks for approval",
+            f"{agent} asks: {question[:300]}; answer with `miyabi approve {agent}` or `miyabi deny {agent}`",
+            None,
+            e,
+        )
     if kind == "pull-request-opened":
-        return Notice(key, Kind.PR_OPENED, f"pull request opened for {e.get('ref') or 'a task'}",
-                      f"task {e.get('ref') or e.get('task')}: pull request #{e.get('number')} {e.get('url') or ''}".rstrip(),
-                      str(e["url"]) if e.get("url") else None, e)
+        return Notice(
+            key,
+            Kind.PR_OPENED,
+            f"pull request opened for {e.get('ref') or 'a task'}",
+            f"task {e.get('ref') or e.get('task')}: pull request #{e.get('number')} {e.get('url') or ''}".rstrip(),
+            str(e["url"]) if e.get("url") else None,
+            e,
+        )
     return None
 
 
 def restarted(key: str, e: dict[str, Any]) -> Notice:
     """The notice of a controller that started after another had run."""
-    return Notice(key, Kind.CONTROLLER_RESTARTED, "controller restarted",
-                  f"miyabi's controller started again (pid {e.get('pid')}, session {e.get('session')})", None, e)
+    return Notice(
+        key,
+        Kind.CONTROLLER_RESTARTED,
+        "controller restarted",
+        f"miyabi's controller started again (pid {e.get('pid')}, session {e.get('session')})",
+        None,
+        e,
+    )
 
 
 def from_task_event(row_id: int, task: dict[str, Any], state: str, reason: str) -> Notice | None:
     """The notice a task's move to ``state`` makes, if any (``task``: its
     ``to_json()``)."""
     ref, title = task.get("ref") or f"#{task.get('id')}", str(task.get("title") or "")[:200]
-    fields = {"task": task.get("id"), "ref": ref, "title": title, "state": state, "reason": reason, "agent": task.get("agent")}
+    fields = {
+        "task": task.get("id"),
+        "ref": ref,
+        "title": title,
+        "state": state,
+        "reason": reason,
+        "agent": task.get("agent"),
+    }
     if state == "done":
-        return Notice(f"task-event:{row_id}", Kind.TASK_DONE, f"task {ref} done", f"{ref} {title}: done ({reason[:300]})",
-                      task.get("url"), fields)
+        return Notice(
+            f"task-event:{row_id}",
+            Kind.TASK_DONE,
+            f"task {ref} done",
+            f"{ref} {title}: done ({reason[:300]})",
+            task.get("url"),
+            fields,
+        )
     if state == "failed":
-        return Notice(f"task-event:{row_id}", Kind.TASK_FAILED, f"task {ref} failed", f"{ref} {title}: failed, needs a person ({reason[:300]})",
-                      task.get("url"), fields)
+        return Notice(
+            f"task-event:{row_id}",
+            Kind.TASK_FAILED,
+            f"task {ref} failed",
+            f"{ref} {title}: failed, needs a person ({reason[:300]})",
+            task.get("url"),
+            fields,
+        )
     return None

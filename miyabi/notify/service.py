@@ -65,12 +65,25 @@ def request_of(receiver: Receiver, notice: Notice, session: str, now: float) -> 
     if receiver.kind == ReceiverKind.DISCORD:
         return {"json": {"content": f"[miyabi {session}] {line}"[:2000]}}
     if receiver.kind == ReceiverKind.NTFY:
-        headers = {"Title": f"miyabi {session}: {notice.title}".encode("ascii", "replace").decode(), "Tags": str(notice.kind)}
+        headers = {
+            "Title": f"miyabi {session}: {notice.title}".encode("ascii", "replace").decode(),
+            "Tags": str(notice.kind),
+        }
         if notice.url:
             headers["Click"] = notice.url
         return {"content": notice.text.encode(), "headers": headers}
-    return {"json": {"kind": str(notice.kind), "title": notice.title, "text": notice.text, "url": notice.url, "time": rfc3339(now),
-                     "session": session, "key": notice.key, "event": notice.fields}}
+    return {
+        "json": {
+            "kind": str(notice.kind),
+            "title": notice.title,
+            "text": notice.text,
+            "url": notice.url,
+            "time": rfc3339(now),
+            "session": session,
+            "key": notice.key,
+            "event": notice.fields,
+        }
+    }
 
 
 def post(client: httpx.Client, receiver: Receiver, notice: Notice, session: str, now: float) -> None:
@@ -107,8 +120,14 @@ class Notifier:
         clock: Unix time (injectable).
     """
 
-    def __init__(self, home_root: Path, store: Store, receivers: tuple[Receiver, ...], session: str,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        home_root: Path,
+        store: Store,
+        receivers: tuple[Receiver, ...],
+        session: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.home_root = home_root
         self.store = store
         self.outbox = Outbox(home_root)
@@ -179,7 +198,9 @@ class Notifier:
             rows = self.store.rows("SELECT COALESCE(MAX(id), 0) AS m FROM events")
             return int(rows[0]["m"]), []
         out = []
-        for r in self.store.rows("SELECT id, task, state, reason FROM events WHERE id > ? ORDER BY id LIMIT 1000", (pos,)):
+        for r in self.store.rows(
+            "SELECT id, task, state, reason FROM events WHERE id > ? ORDER BY id LIMIT 1000", (pos,)
+        ):
             pos = int(r["id"])
             try:
                 task = self.store.get(int(r["task"])).to_json()
@@ -214,16 +235,29 @@ class Notifier:
             attempts = q.attempts + 1
             if not e.retry or attempts >= receiver.max_attempts:
                 self.outbox.finished(q.id, NoticeState.FAILED, str(e))
-                append_event(self.home_root, "notice-failed", receiver=where(receiver), kind=str(q.notice.kind), key=q.notice.key,
-                             attempts=attempts, reason=str(e))
+                append_event(
+                    self.home_root,
+                    "notice-failed",
+                    receiver=where(receiver),
+                    kind=str(q.notice.kind),
+                    key=q.notice.key,
+                    attempts=attempts,
+                    reason=str(e),
+                )
             else:
                 wait = min(RETRY_MAX, receiver.retry_after * 2 ** (attempts - 1))
                 self.outbox.again(q.id, self.clock() + wait, str(e))
                 log.info("notice %s to %s: %s; trying again in %.0f s", q.notice.key, where(receiver), e, wait)
             return True
         self.outbox.finished(q.id, NoticeState.SENT)
-        append_event(self.home_root, "notice-sent", receiver=where(receiver), kind=str(q.notice.kind), key=q.notice.key,
-                     attempts=q.attempts + 1)
+        append_event(
+            self.home_root,
+            "notice-sent",
+            receiver=where(receiver),
+            kind=str(q.notice.kind),
+            key=q.notice.key,
+            attempts=q.attempts + 1,
+        )
         return True
 
     def run_sender(self, receiver: Receiver, stop: threading.Event) -> None:

@@ -122,7 +122,9 @@ def parse(text: str, origin: str) -> Convention:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConventionError(f"{origin}:{where} is not valid YAML ({getattr(e, 'problem', None) or e}); fix it") from None
+        raise ConventionError(
+            f"{origin}:{where} is not valid YAML ({getattr(e, 'problem', None) or e}); fix it"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -146,7 +148,9 @@ def parse(text: str, origin: str) -> Convention:
     protected = data.get("protected", [])
     if not isinstance(protected, list) or not all(isinstance(p, str) and p.strip() for p in protected):
         raise ConventionError(f"{origin}: protected must be a list of paths or globs such as migrations/**")
-    return Convention(tuple(steps), base, rounds, tuple(p.strip().strip("/") if not p.endswith("/**") else p for p in protected))
+    return Convention(
+        tuple(steps), base, rounds, tuple(p.strip().strip("/") if not p.endswith("/**") else p for p in protected)
+    )
 
 
 def _duration(value: Any, where: str) -> float:
@@ -197,7 +201,9 @@ def detect(read: Reader) -> Convention:
         except (ValueError, AttributeError):
             scripts = {}
         lock = read("package-lock.json") is not None
-        choose("setup", "npm ci" if lock else "npm install", "package.json" + (" and package-lock.json" if lock else ""))
+        choose(
+            "setup", "npm ci" if lock else "npm install", "package.json" + (" and package-lock.json" if lock else "")
+        )
         for stage in CHECKS:
             if isinstance(scripts, dict) and stage in scripts:
                 choose(stage, f"npm run {stage}" if stage != "test" else "npm test", f"package.json's {stage} script")

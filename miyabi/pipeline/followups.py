@@ -67,8 +67,10 @@ def is_bot(comment: dict[str, Any]) -> bool:
 
 
 def refusal(login: str, trigger: str) -> str:
-    return (f"@{login} thank you. Only the repository's maintainers can ask miyabi for changes with `{trigger}`; "
-            f"a maintainer can repeat the request. {defaults.MARKER}")
+    return (
+        f"@{login} thank you. Only the repository's maintainers can ask miyabi for changes with `{trigger}`; "
+        f"a maintainer can repeat the request. {defaults.MARKER}"
+    )
 
 
 class FollowUps:
@@ -105,8 +107,10 @@ class FollowUps:
         """Record that ``kind`` ``id_`` was acted on; False when it already was (another pass first)."""
         try:
             with self.store.tx() as db:
-                db.execute("INSERT INTO pr_seen (kind, id, pr, action, time) VALUES (?,?,?,?,?)",
-                           (kind, id_, pr, action, self.store.clock()))
+                db.execute(
+                    "INSERT INTO pr_seen (kind, id, pr, action, time) VALUES (?,?,?,?,?)",
+                    (kind, id_, pr, action, self.store.clock()),
+                )
             return True
         except sqlite3.IntegrityError:
             return False
@@ -151,7 +155,12 @@ class FollowUps:
             return None
         body = str(c.get("body") or "")
         login = str((c.get("user") or {}).get("login", ""))
-        if is_bot(c) or defaults.MARKER in body or (login and login == self.me()) or not body.lstrip().startswith(self.cfg.fix_trigger):
+        if (
+            is_bot(c)
+            or defaults.MARKER in body
+            or (login and login == self.me())
+            or not body.lstrip().startswith(self.cfg.fix_trigger)
+        ):
             self._record(kind, cid, w.pr_number, "ignored")
             return None
         if c.get("author_association") not in TRUSTED and login not in self.cfg.allowed_authors:
@@ -159,7 +168,7 @@ class FollowUps:
                 self.gh.comment(w.pr_number, refusal(login, self.cfg.fix_trigger))
                 append_event(self.home, "follow-up-refused", number=w.pr_number, comment=cid, author=login)
             return f"#{w.pr_number}: refused {kind} {cid} by {login}"
-        ask = body.lstrip()[len(self.cfg.fix_trigger):].strip()
+        ask = body.lstrip()[len(self.cfg.fix_trigger) :].strip()
         where = f" on {c['path']}" if c.get("path") else ""
         said = "review comment" if kind == "review" else "comment"
         t = self._follow_up(w, f"{said} by {login}{where}", ask or "(no details given)", f"{kind}:{cid}")
@@ -175,16 +184,27 @@ class FollowUps:
         out: list[str] = []
         for run in self.gh.check_runs(sha):
             rid = int(run["id"])
-            if run.get("status") != "completed" or run.get("conclusion") not in FAILED_CHECKS or self._seen("check", rid):
+            if (
+                run.get("status") != "completed"
+                or run.get("conclusion") not in FAILED_CHECKS
+                or self._seen("check", rid)
+            ):
                 continue
-            if self.store.rows("SELECT 1 FROM tasks WHERE branch=? AND state IN ('queued','assigned','in_progress','verifying')",
-                               (w.branch,)):
+            if self.store.rows(
+                "SELECT 1 FROM tasks WHERE branch=? AND state IN ('queued','assigned','in_progress','verifying')",
+                (w.branch,),
+            ):
                 continue  # a follow-up is at work on the branch: its push brings new check runs
-            made = self.store.rows("SELECT COUNT(*) FROM pr_seen WHERE kind='check' AND pr=? AND action LIKE 'task %'", (w.pr_number,))
+            made = self.store.rows(
+                "SELECT COUNT(*) FROM pr_seen WHERE kind='check' AND pr=? AND action LIKE 'task %'", (w.pr_number,)
+            )
             if int(made[0][0]) >= defaults.CHECK_FOLLOW_UPS:
                 if self._record("check", rid, w.pr_number, "needs-human"):
-                    self.gh.comment(w.pr_number, f"Check {run.get('name')} still fails after {defaults.CHECK_FOLLOW_UPS} follow-ups "
-                                    f"by miyabi; it needs a person. {defaults.MARKER}")
+                    self.gh.comment(
+                        w.pr_number,
+                        f"Check {run.get('name')} still fails after {defaults.CHECK_FOLLOW_UPS} follow-ups "
+                        f"by miyabi; it needs a person. {defaults.MARKER}",
+                    )
                 continue
             output = run.get("output") or {}
             summary = str(output.get("summary") or output.get("title") or "(no summary)")
@@ -202,12 +222,22 @@ class FollowUps:
         if parent.pool is None:
             return None
         title = f"{parent.title} (follow-up: {what})"[:200]
-        body = (f"{ask}\n\nThis follows up task {parent.ref} on branch {w.branch}; its pull request is #{w.pr_number}. "
-                "Work in this worktree, on this branch; what you leave is verified and pushed to the same pull request.")
+        body = (
+            f"{ask}\n\nThis follows up task {parent.ref} on branch {w.branch}; its pull request is #{w.pr_number}. "
+            "Work in this worktree, on this branch; what you leave is verified and pushed to the same pull request."
+        )
         try:
-            t = self.store.add(title, body, [f"agent:{parent.pool}", *[lb for lb in parent.labels if not lb.startswith("agent:")]],
-                               parent.priority, source=Source.LOCAL, key=f"pr{w.pr_number}:{key}", parent=parent.id,
-                               pool=parent.pool, branch=w.branch)
+            t = self.store.add(
+                title,
+                body,
+                [f"agent:{parent.pool}", *[lb for lb in parent.labels if not lb.startswith("agent:")]],
+                parent.priority,
+                source=Source.LOCAL,
+                key=f"pr{w.pr_number}:{key}",
+                parent=parent.id,
+                pool=parent.pool,
+                branch=w.branch,
+            )
         except TaskError:  # its key exists: made by an earlier pass
             return None
         append_event(self.home, "follow-up", task=t.id, parent=parent.id, number=w.pr_number, cause=key, what=what)
@@ -258,8 +288,16 @@ def closed_pulls(records: Records, gh: GitHub, home_root: Path) -> list[str]:
     return done
 
 
-def file_fix(store: Store, gh: GitHub | None, cfg: GitHubSettings | None, home_root: Path, cause: str, title: str, body: str,
-             labels: Sequence[str] = ()) -> str | None:
+def file_fix(
+    store: Store,
+    gh: GitHub | None,
+    cfg: GitHubSettings | None,
+    home_root: Path,
+    cause: str,
+    title: str,
+    body: str,
+    labels: Sequence[str] = (),
+) -> str | None:
     """File the fix task for ``cause``: with GitHub, an issue labelled todo (intake makes
     it a task); without, a local task. Never twice for one cause while the first is
     open: once it is finished, the cause showing again files a new one. Returns what
@@ -274,7 +312,9 @@ def file_fix(store: Store, gh: GitHub | None, cfg: GitHubSettings | None, home_r
     if known:
         tid, issue_no = known[0]["task"], known[0]["issue"]
         try:
-            earlier = store.get(tid) if tid is not None else (store.find(cfg.repo, issue_no) if cfg is not None else None)
+            earlier = (
+                store.get(tid) if tid is not None else (store.find(cfg.repo, issue_no) if cfg is not None else None)
+            )
         except TaskError:
             earlier = None
         if earlier is None or earlier.state in OPEN:  # still being fixed (or its issue not polled yet)
@@ -297,7 +337,9 @@ def file_fix(store: Store, gh: GitHub | None, cfg: GitHubSettings | None, home_r
         what = f"task {t.id}"
     try:
         with store.tx() as db:
-            db.execute("INSERT INTO causes (cause, task, issue, time) VALUES (?,?,?,?)", (cause, task, issue, store.clock()))
+            db.execute(
+                "INSERT INTO causes (cause, task, issue, time) VALUES (?,?,?,?)", (cause, task, issue, store.clock())
+            )
     except sqlite3.IntegrityError:
         return None
     append_event(home_root, "fix-filed", cause=cause, task=task, issue=issue, title=title)

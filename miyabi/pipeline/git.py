@@ -77,8 +77,9 @@ class Repository:
     def _run(self, *args: str) -> str:
         """``git ARGS`` with miyabi's identity where the repository has none, no hooks,
         and the time limit: every command that changes something goes through here."""
-        out: str = self.g.execute(["git", "-c", "core.hooksPath=/dev/null", *self._identity(), *args],
-                                  kill_after_timeout=defaults.GIT_TIMEOUT)
+        out: str = self.g.execute(
+            ["git", "-c", "core.hooksPath=/dev/null", *self._identity(), *args], kill_after_timeout=defaults.GIT_TIMEOUT
+        )
         return out
 
     def current_branch(self) -> str | None:
@@ -147,7 +148,9 @@ class Repository:
                 try:
                     self._run("worktree", "remove", "--force", "--force", str(path))
                 except git.exc.GitCommandError:
-                    shutil.rmtree(path, ignore_errors=True)  # not (or no longer) a worktree git knows: ours all the same
+                    shutil.rmtree(
+                        path, ignore_errors=True
+                    )  # not (or no longer) a worktree git knows: ours all the same
             self._run("worktree", "prune")
 
     def worktree_of(self, branch: str) -> Path | None:

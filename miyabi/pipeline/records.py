@@ -90,8 +90,16 @@ class Instance:
     created: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "pool": self.pool, "task": self.task, "branch": self.branch, "worktree": str(self.path),
-                "state": str(self.state), "reason": self.reason, "created": rfc3339(self.created)}
+        return {
+            "name": self.name,
+            "pool": self.pool,
+            "task": self.task,
+            "branch": self.branch,
+            "worktree": str(self.path),
+            "state": str(self.state),
+            "reason": self.reason,
+            "created": rfc3339(self.created),
+        }
 
 
 @dataclass(frozen=True)
@@ -110,17 +118,43 @@ class Worktree:
     """Its ``setup`` commands ran to the end."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"repo": str(self.repo), "branch": self.branch, "path": str(self.path), "base": self.base, "task": self.task,
-                "pr_number": self.pr_number, "pr_url": self.pr_url, "state": str(self.state)}
+        return {
+            "repo": str(self.repo),
+            "branch": self.branch,
+            "path": str(self.path),
+            "base": self.base,
+            "task": self.task,
+            "pr_number": self.pr_number,
+            "pr_url": self.pr_url,
+            "state": str(self.state),
+        }
 
 
 def _instance(r: Any) -> Instance:
-    return Instance(r["name"], r["pool"], r["task"], r["branch"], Path(r["path"]), InstanceState(r["state"]), r["reason"], r["created"])
+    return Instance(
+        r["name"],
+        r["pool"],
+        r["task"],
+        r["branch"],
+        Path(r["path"]),
+        InstanceState(r["state"]),
+        r["reason"],
+        r["created"],
+    )
 
 
 def _worktree(r: Any) -> Worktree:
-    return Worktree(Path(r["repo"]), r["branch"], Path(r["path"]), r["base"], r["task"], r["pr_number"], r["pr_url"],
-                    WorktreeState(r["state"]), bool(r["set_up"]))
+    return Worktree(
+        Path(r["repo"]),
+        r["branch"],
+        Path(r["path"]),
+        r["base"],
+        r["task"],
+        r["pr_number"],
+        r["pr_url"],
+        WorktreeState(r["state"]),
+        bool(r["set_up"]),
+    )
 
 
 class Records:
@@ -144,14 +178,20 @@ class Records:
         with self.store.tx() as db:
             if db.execute("SELECT 1 FROM instances WHERE name=?", (name,)).fetchone():
                 return False
-            db.execute("INSERT INTO instances (name, pool, task, branch, path, state, created, updated) VALUES (?,?,?,?,?,?,?,?)",
-                       (name, pool, task, branch, str(path), str(InstanceState.PREPARING), now, now))
+            db.execute(
+                "INSERT INTO instances (name, pool, task, branch, path, state, created, updated) VALUES "
+                "(?,?,?,?,?,?,?,?)",
+                (name, pool, task, branch, str(path), str(InstanceState.PREPARING), now, now),
+            )
             db.execute("UPDATE tasks SET pool=?, branch=? WHERE id=?", (pool, branch, task))
         return True
 
     def set_instance(self, name: str, state: InstanceState, reason: str = "") -> None:
         with self.store.tx() as db:
-            db.execute("UPDATE instances SET state=?, reason=?, updated=? WHERE name=?", (str(state), reason, self.store.clock(), name))
+            db.execute(
+                "UPDATE instances SET state=?, reason=?, updated=? WHERE name=?",
+                (str(state), reason, self.store.clock(), name),
+            )
 
     def instances(self, *states: InstanceState, pool: str | None = None) -> list[Instance]:
         """Instances in ``states`` (all when none given), oldest first; only ``pool``'s when given."""
@@ -172,8 +212,11 @@ class Records:
 
     def add_worktree(self, repo: Path, branch: str, path: Path, base: str, task: int) -> None:
         with self.store.tx() as db:
-            db.execute("INSERT OR IGNORE INTO worktrees (repo, branch, path, base, task, state, created) VALUES (?,?,?,?,?,?,?)",
-                       (str(repo), branch, str(path), base, task, str(WorktreeState.ACTIVE), self.store.clock()))
+            db.execute(
+                "INSERT OR IGNORE INTO worktrees (repo, branch, path, base, task, state, created) VALUES "
+                "(?,?,?,?,?,?,?)",
+                (str(repo), branch, str(path), base, task, str(WorktreeState.ACTIVE), self.store.clock()),
+            )
 
     def worktree(self, repo: Path, branch: str) -> Worktree | None:
         rows = self.store.rows("SELECT * FROM worktrees WHERE repo=? AND branch=?", (str(repo), branch))
@@ -188,8 +231,10 @@ class Records:
 
     def set_pr(self, repo: Path, branch: str, number: int, url: str) -> None:
         with self.store.tx() as db:
-            db.execute("UPDATE worktrees SET pr_number=?, pr_url=?, state=? WHERE repo=? AND branch=?",
-                       (number, url, str(WorktreeState.REVIEW), str(repo), branch))
+            db.execute(
+                "UPDATE worktrees SET pr_number=?, pr_url=?, state=? WHERE repo=? AND branch=?",
+                (number, url, str(WorktreeState.REVIEW), str(repo), branch),
+            )
 
     def set_up_done(self, repo: Path, branch: str) -> None:
         with self.store.tx() as db:
@@ -198,7 +243,10 @@ class Records:
     def landed(self, repo: Path, base: str, sha: str) -> None:
         """Record that ``base`` of ``repo`` moved to ``sha``, a merge that passed the checks."""
         with self.store.tx() as db:
-            db.execute("INSERT OR REPLACE INTO landed (repo, base, sha, time) VALUES (?,?,?,?)", (str(repo), base, sha, self.store.clock()))
+            db.execute(
+                "INSERT OR REPLACE INTO landed (repo, base, sha, time) VALUES (?,?,?,?)",
+                (str(repo), base, sha, self.store.clock()),
+            )
 
     def last_landed(self, repo: Path, base: str) -> str | None:
         """The last commit a local merge moved ``base`` to (it passed the checks), if any."""

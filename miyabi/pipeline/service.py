@@ -55,7 +55,6 @@ from miyabi.work.tasks import OPEN, Source, Store, Task, TaskError, TaskState
 log = logging.getLogger("miyabi.pipeline")
 
 
-
 INSTANCE_INDEX = 100_000
 """Instances' :attr:`Agent.index` is this plus their task's id: after every named agent, and stable."""
 
@@ -84,15 +83,20 @@ def instance_name(pool: str, task: Task, taken: set[str]) -> str:
 def feedback(task: Task, failed: StepResult, round_: int, rounds: int, log_path: Path, note: str = "") -> str:
     """The message an agent gets when a check fails on its work."""
     tail = "\n".join(failed.tail) or "(it printed nothing)"
-    return (f"miyabi: the checks failed on task {task.ref} (round {round_} of {rounds}){note}.\n"
-            f"{failed.describe()}. Its last lines:\n{tail}\n\n"
-            f"Fix it in this worktree, then run: miyabi task done {task.id} --note \"what you changed\". "
-            f"Full log: {log_path}")
+    return (
+        f"miyabi: the checks failed on task {task.ref} (round {round_} of {rounds}){note}.\n"
+        f"{failed.describe()}. Its last lines:\n{tail}\n\n"
+        f'Fix it in this worktree, then run: miyabi task done {task.id} --note "what you changed". '
+        f"Full log: {log_path}"
+    )
 
 
 def results_text(run: Run) -> list[str]:
     """``- test `pytest -q`: passed in 1.2 s`` per command."""
-    return [f"- {r.step.stage} `{r.step.command}`: {'passed' if r.passed else 'FAILED'} in {r.seconds:.1f} s" for r in run.results]
+    return [
+        f"- {r.step.stage} `{r.step.command}`: {'passed' if r.passed else 'FAILED'} in {r.seconds:.1f} s"
+        for r in run.results
+    ]
 
 
 @dataclass(frozen=True)
@@ -112,8 +116,12 @@ def release_pools(store: Store, layout: Layout) -> list[int]:
     for t in store.query(state=TaskState.VERIFYING):
         if t.pool is not None and layout.pool(t.pool) is None:
             try:
-                store.set_state(t.id, TaskState.QUEUED, f"pool {t.pool} is not in the layout any more; back to the queue",
-                                expect=(TaskState.VERIFYING,))
+                store.set_state(
+                    t.id,
+                    TaskState.QUEUED,
+                    f"pool {t.pool} is not in the layout any more; back to the queue",
+                    expect=(TaskState.VERIFYING,),
+                )
                 out.append(t.id)
             except TaskError:
                 pass
@@ -132,10 +140,23 @@ def instance_agents(records: Records, layout: Layout) -> tuple[Agent, ...]:
             ref = records.store.get(inst.task).ref
         except TaskError:
             ref = f"#{inst.task}"
-        out.append(Agent(name=inst.name, profile=pool.profile, command=pool.command, cwd=inst.path,
-                         env={**pool.env, "MIYABI_TASK": str(inst.task)}, title=f"{inst.name} {ref}"[:64],
-                         index=INSTANCE_INDEX + inst.task, watchdog=pool.watchdog, wip=1, pool=pool.name, window=pool.name,
-                         task=inst.task, logs=layout.logs))
+        out.append(
+            Agent(
+                name=inst.name,
+                profile=pool.profile,
+                command=pool.command,
+                cwd=inst.path,
+                env={**pool.env, "MIYABI_TASK": str(inst.task)},
+                title=f"{inst.name} {ref}"[:64],
+                index=INSTANCE_INDEX + inst.task,
+                watchdog=pool.watchdog,
+                wip=1,
+                pool=pool.name,
+                window=pool.name,
+                task=inst.task,
+                logs=layout.logs,
+            )
+        )
     return tuple(out)
 
 
@@ -149,7 +170,9 @@ class RepoLock:
 
         name = hashlib.sha1(str(repo).encode()).hexdigest()[:16]
         self.thread_lock = thread_lock
-        self.file_lock = FileLock(str(private_dir(home_root / "run" / "locks") / f"repo-{name}.lock"), mode=defaults.FILE_MODE)
+        self.file_lock = FileLock(
+            str(private_dir(home_root / "run" / "locks") / f"repo-{name}.lock"), mode=defaults.FILE_MODE
+        )
 
     def __enter__(self) -> Self:
         self.thread_lock.acquire()
@@ -181,8 +204,16 @@ class Pipeline:
             (an instance became ready, a verify ended).
     """
 
-    def __init__(self, store: Store, layout: Layout, home_root: Path, dispatch: Dispatcher, gh: GitHub | None = None,
-                 changed: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        layout: Layout,
+        home_root: Path,
+        dispatch: Dispatcher,
+        gh: GitHub | None = None,
+        changed: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.records = Records(store)
         self.layout = layout
@@ -254,8 +285,13 @@ class Pipeline:
         for inst in self.records.instances(InstanceState.READY):
             t = self.store.get(inst.task)
             if t.state == TaskState.QUEUED and self.layout.pool(inst.pool) is not None and not self.dispatch.hold(t):
-                assigned = self.store.set_state(t.id, TaskState.ASSIGNED, f"instance {inst.name} of pool {inst.pool} is ready",
-                                                agent=inst.name, expect=(TaskState.QUEUED,))
+                assigned = self.store.set_state(
+                    t.id,
+                    TaskState.ASSIGNED,
+                    f"instance {inst.name} of pool {inst.pool} is ready",
+                    agent=inst.name,
+                    expect=(TaskState.QUEUED,),
+                )
                 self.dispatch(assigned, inst.name)
         for t in self.store.query(state=TaskState.VERIFYING):
             if t.pool is not None and self.layout.pool(t.pool) is not None:
@@ -300,8 +336,13 @@ class Pipeline:
             if isinstance(arg, Instance):
                 self._fail_start(arg, self.store.get(arg.task), f"{why} (tried {tries} times)")
             elif isinstance(arg, int):
-                self.store.set_state(arg, TaskState.FAILED, f"verify could not finish: {why} (tried {tries} times); it needs a person",
-                                     expect=(TaskState.VERIFYING,), notice="needs-human")
+                self.store.set_state(
+                    arg,
+                    TaskState.FAILED,
+                    f"verify could not finish: {why} (tried {tries} times); it needs a person",
+                    expect=(TaskState.VERIFYING,),
+                    notice="needs-human",
+                )
         except TaskError:
             pass
 
@@ -320,8 +361,11 @@ class Pipeline:
                 continue
             if f"prepare:{inst.name}" in self.running:
                 continue  # ends once its preparation is over
-            why = (f"its task {t.ref} is {t.state}" + (f" ({t.agent})" if t.agent and t.agent != inst.name else "")
-                   if t is not None else "its task is gone")
+            why = (
+                f"its task {t.ref} is {t.state}" + (f" ({t.agent})" if t.agent and t.agent != inst.name else "")
+                if t is not None
+                else "its task is gone"
+            )
             if self.layout.pool(inst.pool) is None:
                 why = f"pool {inst.pool} is not in the layout any more"
             elif inst.name in failed:
@@ -356,7 +400,9 @@ class Pipeline:
             reserved.add(t.id)
             busy.add(branch)
             count += 1
-            append_event(self.home, "instance-preparing", agent=name, pool=pool.name, task=t.id, ref=t.ref, branch=branch)
+            append_event(
+                self.home, "instance-preparing", agent=name, pool=pool.name, task=t.id, ref=t.ref, branch=branch
+            )
             log.info("task %s: instance %s of pool %s, branch %s", t.ref, name, pool.name, branch)
 
     def _parent_or(self, t: Task) -> Task:
@@ -396,14 +442,30 @@ class Pipeline:
         except (GitError, conv.ConventionError) as e:
             self._fail_start(inst, task, str(e))
             return
-        append_event(self.home, "worktree-ready", agent=inst.name, task=task.id, branch=inst.branch, path=str(inst.path),
-                     base=record.base, fresh=fresh, convention=found.source, chosen=found.describe())
+        append_event(
+            self.home,
+            "worktree-ready",
+            agent=inst.name,
+            task=task.id,
+            branch=inst.branch,
+            path=str(inst.path),
+            base=record.base,
+            fresh=fresh,
+            convention=found.source,
+            chosen=found.describe(),
+        )
         if not record.set_up or fresh:
             if found.stage("setup"):
                 logfile = self.home / "logs" / "verify" / f"{task.id}-setup.log"
-                run = run_steps(found.stage("setup"), inst.path, logfile, clean_env(SECRET_ENV),
-                                header=[f"task {task.ref}: setting up {inst.path}", *found.describe()], stop=self.stop,
-                                track=self.track)
+                run = run_steps(
+                    found.stage("setup"),
+                    inst.path,
+                    logfile,
+                    clean_env(SECRET_ENV),
+                    header=[f"task {task.ref}: setting up {inst.path}", *found.describe()],
+                    stop=self.stop,
+                    track=self.track,
+                )
                 if run.stopped:
                     return  # set up again when the controller runs again
                 if not run.passed:
@@ -451,15 +513,31 @@ class Pipeline:
             sha = work.sha("HEAD")
         round_ = t.rounds + 1
         logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}.log"
-        header = [f"task {t.ref} round {round_} of {found.max_rounds}, worktree {record.path}, branch {t.branch}",
-                  *found.describe()]
+        header = [
+            f"task {t.ref} round {round_} of {found.max_rounds}, worktree {record.path}, branch {t.branch}",
+            *found.describe(),
+        ]
         touched = found.violations(changed)
         if touched:
-            run = Run(results=[StepResult(conv.Step("protected", "changed paths the repository protects", 0), 1, 0.0,
-                                          tail=tuple(touched))], log=logfile)
+            run = Run(
+                results=[
+                    StepResult(
+                        conv.Step("protected", "changed paths the repository protects", 0), 1, 0.0, tail=tuple(touched)
+                    )
+                ],
+                log=logfile,
+            )
             run_steps([], record.path, logfile, {}, header=[*header, "protected paths changed: " + ", ".join(touched)])
         else:
-            run = run_steps(found.checks, record.path, logfile, clean_env(SECRET_ENV), header=header, stop=self.stop, track=self.track)
+            run = run_steps(
+                found.checks,
+                record.path,
+                logfile,
+                clean_env(SECRET_ENV),
+                header=header,
+                stop=self.stop,
+                track=self.track,
+            )
         if run.stopped:
             return
         if not run.passed:
@@ -467,8 +545,16 @@ class Pipeline:
             return
         if not self._still(t.id, record.path, sha, found.max_rounds):
             return
-        append_event(self.home, "verify-passed", task=t.id, ref=t.ref, round=round_, log=str(logfile), commit=sha,
-                     checks_seconds=round(sum(r.seconds for r in run.results), 3))
+        append_event(
+            self.home,
+            "verify-passed",
+            task=t.id,
+            ref=t.ref,
+            round=round_,
+            log=str(logfile),
+            commit=sha,
+            checks_seconds=round(sum(r.seconds for r in run.results), 3),
+        )
         if pool.pipeline == PipelineMode.GITHUB:
             self._open_pull(t, pool, record.path, record.base, run, sha, found.max_rounds)
         else:
@@ -482,39 +568,73 @@ class Pipeline:
             return False
         if Repository(worktree).sha("HEAD") != sha:
             again = self.again[task_id] = self.again.get(task_id, 0) + 1
-            append_event(self.home, "verify-again", task=task_id, reason="the branch moved while the checks ran", times=again)
+            append_event(
+                self.home, "verify-again", task=task_id, reason="the branch moved while the checks ran", times=again
+            )
             if again >= defaults.PIPELINE_TRIES:  # it keeps committing after saying done: a round, said so
                 self.again.pop(task_id, None)
                 t = self.store.get(task_id)
-                why = f"you committed again while the checks ran, {again} times; stop changing the branch after `miyabi task done`"
-                run = Run(results=[StepResult(conv.Step("verify", "the checks on your last commit", 0), 1, 0.0, tail=(why,))])
-                self._round_failed(t, run, conv.Convention(max_rounds=max_rounds), t.rounds + 1,
-                                   self.home / "logs" / "verify" / f"{task_id}-{t.rounds + 1}.log")
+                why = (
+                    f"you committed again while the checks ran, {again} times; "
+                    "stop changing the branch after `miyabi task done`"
+                )
+                run = Run(
+                    results=[StepResult(conv.Step("verify", "the checks on your last commit", 0), 1, 0.0, tail=(why,))]
+                )
+                self._round_failed(
+                    t,
+                    run,
+                    conv.Convention(max_rounds=max_rounds),
+                    t.rounds + 1,
+                    self.home / "logs" / "verify" / f"{task_id}-{t.rounds + 1}.log",
+                )
             return False
         self.again.pop(task_id, None)
         return True
 
-    def _round_failed(self, t: Task, run: Run, found: conv.Convention, round_: int, logfile: Path, note: str = "") -> None:
+    def _round_failed(
+        self, t: Task, run: Run, found: conv.Convention, round_: int, logfile: Path, note: str = ""
+    ) -> None:
         failed = run.failed
         assert failed is not None
         why = failed.describe() + note
-        tail = "\n".join(failed.tail[-defaults.VERIFY_TAIL_LINES:])
-        text = (f"verify failed {round_} times (of {found.max_rounds}); it needs a person. {why}.\n\n"
-                f"```\n{tail}\n```\nLog: {logfile}")
+        tail = "\n".join(failed.tail[-defaults.VERIFY_TAIL_LINES :])
+        text = (
+            f"verify failed {round_} times (of {found.max_rounds}); it needs a person. {why}.\n\n"
+            f"```\n{tail}\n```\nLog: {logfile}"
+        )
         after = self.store.round_failed(t.id, why, found.max_rounds, text=text)
-        append_event(self.home, "verify-failed", task=t.id, ref=t.ref, round=round_, of=found.max_rounds,
-                     command=failed.step.command, exit_code=failed.exit_code, log=str(logfile), state=str(after.state))
+        append_event(
+            self.home,
+            "verify-failed",
+            task=t.id,
+            ref=t.ref,
+            round=round_,
+            of=found.max_rounds,
+            command=failed.step.command,
+            exit_code=failed.exit_code,
+            log=str(logfile),
+            state=str(after.state),
+        )
         live = {i.name for i in self.records.instances(InstanceState.READY)}
         if after.state == TaskState.IN_PROGRESS and after.agent and after.agent not in live:
             # its instance ended meanwhile (the watchdog gave up on it): a new one takes it, in the same worktree
-            self.store.set_state(t.id, TaskState.QUEUED, f"{after.agent} is gone; back to the queue", expect=(TaskState.IN_PROGRESS,))
+            self.store.set_state(
+                t.id, TaskState.QUEUED, f"{after.agent} is gone; back to the queue", expect=(TaskState.IN_PROGRESS,)
+            )
         elif after.state == TaskState.IN_PROGRESS and after.agent:
-            msg = make(after.agent, feedback(after, failed, round_, found.max_rounds, logfile, note), sender="miyabi",
-                       task=str(t.id))
+            msg = make(
+                after.agent,
+                feedback(after, failed, round_, found.max_rounds, logfile, note),
+                sender="miyabi",
+                task=str(t.id),
+            )
             inbox(self.home, after.agent).put(msg)
 
     def _commit(self, t: Task, worktree: Path) -> str | None:
-        message = f"{t.ref}: {t.title}\n\nLeft uncommitted by {t.agent or 'the agent'}; committed by miyabi (task {t.id})."
+        message = (
+            f"{t.ref}: {t.title}\n\nLeft uncommitted by {t.agent or 'the agent'}; committed by miyabi (task {t.id})."
+        )
         return Repository(worktree).commit_all(message)
 
     def _open_pull(self, t: Task, pool: Pool, worktree: Path, base: str, run: Run, sha: str, max_rounds: int) -> None:
@@ -529,22 +649,47 @@ class Pipeline:
                 return
             Repository(worktree).push(pool.remote, sha, t.branch)
         closes = f"Closes #{t.number}\n\n" if t.source == Source.GITHUB and t.number is not None else ""
-        body = "\n".join([f"{closes}{t.title}", "", f"Verified by miyabi on `{t.branch}`:", *results_text(run), "",
-                          f"Task {t.ref}, by {t.agent or 'an agent'} of pool {pool.name}."])
+        body = "\n".join(
+            [
+                f"{closes}{t.title}",
+                "",
+                f"Verified by miyabi on `{t.branch}`:",
+                *results_text(run),
+                "",
+                f"Task {t.ref}, by {t.agent or 'an agent'} of pool {pool.name}.",
+            ]
+        )
         existing = self.gh.find_pull(t.branch)
         pull = existing or self.gh.create_pull(t.title, t.branch, base, body)
         number, url = int(pull["number"]), str(pull.get("html_url", ""))
         self.gh.add_labels(number, [defaults.REVIEW_LABEL])
         if existing is not None:  # a follow-up: say what was pushed
-            self.gh.comment(number, "\n".join([f"miyabi pushed {sha[:12]} to `{t.branch}` for task {t.ref} ({t.title}).",
-                                                "", *results_text(run), "", defaults.MARKER]))
+            self.gh.comment(
+                number,
+                "\n".join(
+                    [
+                        f"miyabi pushed {sha[:12]} to `{t.branch}` for task {t.ref} ({t.title}).",
+                        "",
+                        *results_text(run),
+                        "",
+                        defaults.MARKER,
+                    ]
+                ),
+            )
         self.records.set_pr(pool.repo, t.branch, number, url)
-        self.store.set_state(t.id, TaskState.DONE, f"verified; pull request #{number} {url}", expect=(TaskState.VERIFYING,),
-                             notice="review", text=f"verified by miyabi; pull request: {url}")
+        self.store.set_state(
+            t.id,
+            TaskState.DONE,
+            f"verified; pull request #{number} {url}",
+            expect=(TaskState.VERIFYING,),
+            notice="review",
+            text=f"verified by miyabi; pull request: {url}",
+        )
         append_event(self.home, "pull-request-opened", task=t.id, ref=t.ref, number=number, url=url, branch=t.branch)
 
-    def _merge_locally(self, t: Task, pool: Pool, worktree: Path, base: str, run: Run, found: conv.Convention,
-                       round_: int, sha: str) -> None:
+    def _merge_locally(
+        self, t: Task, pool: Pool, worktree: Path, base: str, run: Run, found: conv.Convention, round_: int, sha: str
+    ) -> None:
         """A pass in ``pipeline: local``: merge the checked commit into the base branch
         in a staging worktree, run the checks on the merge result, and move the base
         branch to it only when they pass; otherwise the staging worktree is thrown away
@@ -578,12 +723,23 @@ class Pipeline:
                     except GitError as e:  # best effort: what matters (the merge, or none) is done
                         log.warning("could not remove the staging worktree %s: %s", staging, e)
         self.records.set_worktree_state(pool.repo, t.branch, WorktreeState.MERGED)
-        self.store.set_state(t.id, TaskState.DONE, f"verified and merged into {base} ({landed[:12]})", expect=(TaskState.VERIFYING,))
-        append_event(self.home, "merged", task=t.id, ref=t.ref, branch=t.branch, base=base, merge=landed,
-                     results=results_text(run))
+        self.store.set_state(
+            t.id, TaskState.DONE, f"verified and merged into {base} ({landed[:12]})", expect=(TaskState.VERIFYING,)
+        )
+        append_event(
+            self.home,
+            "merged",
+            task=t.id,
+            ref=t.ref,
+            branch=t.branch,
+            base=base,
+            merge=landed,
+            results=results_text(run),
+        )
 
-    def _stage(self, t: Task, base: str, staging: Path, logfile: Path, found: conv.Convention, round_: int, sha: str,
-               old: str) -> str | None:
+    def _stage(
+        self, t: Task, base: str, staging: Path, logfile: Path, found: conv.Convention, round_: int, sha: str, old: str
+    ) -> str | None:
         """Merge ``sha`` in the staging worktree and check the result: its commit when
         the checks pass, else None (the agent was told; the round counted)."""
         assert t.branch is not None
@@ -591,19 +747,42 @@ class Pipeline:
             merged = Repository(staging).merge_into_detached(sha, f"Merge {t.branch}: {t.ref} {t.title}")
         except GitError as e:
             result = StepResult(conv.Step("merge", f"git merge {t.branch} into {base}", 0), 1, 0.0, tail=(str(e),))
-            run_steps([], staging, logfile, {}, header=[f"task {t.ref}: merging {t.branch} ({sha[:12]}) into {base}", str(e)])
-            self._round_failed(t, Run(results=[result]), found, round_, logfile, f" (merge {base} into your branch and resolve it)")
+            run_steps(
+                [], staging, logfile, {}, header=[f"task {t.ref}: merging {t.branch} ({sha[:12]}) into {base}", str(e)]
+            )
+            self._round_failed(
+                t, Run(results=[result]), found, round_, logfile, f" (merge {base} into your branch and resolve it)"
+            )
             append_event(self.home, "merge-rolled-back", task=t.id, ref=t.ref, base=base, reason=str(e))
             return None
-        checked = run_steps(found.checks, staging, logfile, clean_env(SECRET_ENV), stop=self.stop, track=self.track,
-                            header=[f"task {t.ref}: the checks on {t.branch} merged into {base} ({merged[:12]})"])
+        checked = run_steps(
+            found.checks,
+            staging,
+            logfile,
+            clean_env(SECRET_ENV),
+            stop=self.stop,
+            track=self.track,
+            header=[f"task {t.ref}: the checks on {t.branch} merged into {base} ({merged[:12]})"],
+        )
         if checked.stopped:
             return None
         if not checked.passed:
-            append_event(self.home, "merge-rolled-back", task=t.id, ref=t.ref, base=base, merge=merged,
-                         reason=(checked.failed.describe() if checked.failed else ""), log=str(logfile))
+            append_event(
+                self.home,
+                "merge-rolled-back",
+                task=t.id,
+                ref=t.ref,
+                base=base,
+                merge=merged,
+                reason=(checked.failed.describe() if checked.failed else ""),
+                log=str(logfile),
+            )
             note = f" after merging into {base}; {base} was left as it was"
-            filed = self._base_fails(t, staging, base, old, found, round_) if self.records.last_landed(self._repo_of(t), base) else None
+            filed = (
+                self._base_fails(t, staging, base, old, found, round_)
+                if self.records.last_landed(self._repo_of(t), base)
+                else None
+            )
             if filed is not None:
                 note += f", and it fails the checks on its own at {old[:12]} ({filed})"
             self._round_failed(t, checked, found, round_, logfile, note)
@@ -614,7 +793,9 @@ class Pipeline:
         pool = self.layout.pool(t.pool or "")
         return pool.repo if pool is not None else Path("/")
 
-    def _base_fails(self, t: Task, staging: Path, base: str, old: str, found: conv.Convention, round_: int) -> str | None:
+    def _base_fails(
+        self, t: Task, staging: Path, base: str, old: str, found: conv.Convention, round_: int
+    ) -> str | None:
         """After a merge failed the checks, on a base branch that passed them after an
         earlier merge: do they fail on the base branch alone? Then monitoring files a fix
         task for the base branch (once per commit of it) and returns what it filed
@@ -623,15 +804,24 @@ class Pipeline:
         not asked: making its checks pass may be the very task."""
         Repository(staging).reset_detached(old)
         logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}-base.log"
-        alone = run_steps(found.checks, staging, logfile, clean_env(SECRET_ENV), stop=self.stop, track=self.track,
-                          header=[f"the checks on {base} alone ({old[:12]}), after task {t.ref}'s merge failed them"])
+        alone = run_steps(
+            found.checks,
+            staging,
+            logfile,
+            clean_env(SECRET_ENV),
+            stop=self.stop,
+            track=self.track,
+            header=[f"the checks on {base} alone ({old[:12]}), after task {t.ref}'s merge failed them"],
+        )
         if alone.stopped or alone.passed:
             return None
         failed = alone.failed
         assert failed is not None
         cause = f"the checks fail on {base} at {old}"
-        body = (f"{failed.describe()} on {base} at {old[:12]}, without any task's change (found while merging task {t.ref}).\n\n"
-                + "\n".join(failed.tail[-defaults.VERIFY_TAIL_LINES:]) + f"\n\nLog: {logfile}")
+        body = (
+            f"{failed.describe()} on {base} at {old[:12]}, without any task's change (found while merging task "
+            f"{t.ref}).\n\n" + "\n".join(failed.tail[-defaults.VERIFY_TAIL_LINES :]) + f"\n\nLog: {logfile}"
+        )
         what = file_fix(self.store, None, None, self.home, cause, f"The checks fail on {base} ({old[:12]})", body)
         known = self.store.rows("SELECT task FROM causes WHERE cause=?", (cause,))
         return what or (f"task {known[0][0]}, filed before" if known else "a fix was filed before")

@@ -90,8 +90,15 @@ def clean_env(secrets: Sequence[str], extra: Mapping[str, str] | None = None) ->
     return env
 
 
-def run_steps(steps: Sequence[Step], cwd: Path, log: Path, env: Mapping[str, str], header: Sequence[str] = (),
-              stop: threading.Event | None = None, track: Path | None = None) -> Run:
+def run_steps(
+    steps: Sequence[Step],
+    cwd: Path,
+    log: Path,
+    env: Mapping[str, str],
+    header: Sequence[str] = (),
+    stop: threading.Event | None = None,
+    track: Path | None = None,
+) -> Run:
     """Run ``steps`` in ``cwd`` one after the other until one fails, appending their
     output to ``log`` (created private, with ``header`` lines first). With ``track``
     (a directory), each running command's process group is recorded there while it
@@ -107,7 +114,9 @@ def run_steps(steps: Sequence[Step], cwd: Path, log: Path, env: Mapping[str, str
         for line in header:
             out.write(f"# {line}\n".encode())
         for step in steps:
-            out.write(f"\n$ {step.command}    # {step.stage}, {rfc3339(time.time())}, timeout {step.timeout:g}s\n".encode())
+            out.write(
+                f"\n$ {step.command}    # {step.stage}, {rfc3339(time.time())}, timeout {step.timeout:g}s\n".encode()
+            )
             out.flush()
             start_at = out.tell()
             result = _run_one(step, cwd, out, env, stop, track)
@@ -124,12 +133,20 @@ def run_steps(steps: Sequence[Step], cwd: Path, log: Path, env: Mapping[str, str
     return run
 
 
-def _run_one(step: Step, cwd: Path, out: object, env: Mapping[str, str], stop: threading.Event | None,
-             track: Path | None) -> StepResult:
+def _run_one(
+    step: Step, cwd: Path, out: object, env: Mapping[str, str], stop: threading.Event | None, track: Path | None
+) -> StepResult:
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(["/bin/sh", "-c", step.command], cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,  # type: ignore[call-overload]
-                                stderr=subprocess.STDOUT, env=dict(env), start_new_session=True)
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", step.command],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,  # type: ignore[call-overload]
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,
+        )
     except OSError as e:
         return StepResult(step, 127, 0.0, tail=(f"could not start: {e}",))
     mark = _track(track, proc.pid)

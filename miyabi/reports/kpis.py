@@ -64,10 +64,27 @@ REASONS = ("signal", "exit", "hung", "requested", "other")
 WORKING = ("busy", "waiting-approval")
 """Agent states that count as working for utilization."""
 
-SEEN = frozenset({
-    "state", "agent-died", "restarted", "hung-restart", "gave-up", "nudged", "silent-but-working", "intro", "typing",
-    "delivered", "enter-again", "no-receipt", "usage", "approval", "instance-ready", "restart-dropped", "restart-error",
-})
+SEEN = frozenset(
+    {
+        "state",
+        "agent-died",
+        "restarted",
+        "hung-restart",
+        "gave-up",
+        "nudged",
+        "silent-but-working",
+        "intro",
+        "typing",
+        "delivered",
+        "enter-again",
+        "no-receipt",
+        "usage",
+        "approval",
+        "instance-ready",
+        "restart-dropped",
+        "restart-error",
+    }
+)
 """Events whose ``agent`` existed (had a pane) when they were written."""
 
 SEEN_LISTS = frozenset({"controller-ready", "session-rebuilt", "pane-recreated"})
@@ -189,9 +206,18 @@ class AgentKPI:
     def to_json(self) -> dict[str, Any]:
         """``{"agent", "observed", "up", "working", "availability", "utilization",
         "restarts", "gave_up", "mttr", "delivery"}`` (seconds, fractions, counts)."""
-        return {"agent": self.agent, "observed": self.observed, "up": self.up, "working": self.working,
-                "availability": self.availability, "utilization": self.utilization, "restarts": self.restarts,
-                "gave_up": self.gave_up, "mttr": self.mttr.to_json(), "delivery": self.delivery.to_json()}
+        return {
+            "agent": self.agent,
+            "observed": self.observed,
+            "up": self.up,
+            "working": self.working,
+            "availability": self.availability,
+            "utilization": self.utilization,
+            "restarts": self.restarts,
+            "gave_up": self.gave_up,
+            "mttr": self.mttr.to_json(),
+            "delivery": self.delivery.to_json(),
+        }
 
 
 @dataclass(frozen=True)
@@ -262,12 +288,21 @@ class Report:
              "github": {"issues_closed": ["owner/name#3"], "pull_requests_opened"}}
         """
         return {
-            "since": rfc3339(self.since), "until": rfc3339(self.until), "seconds": self.seconds,
-            "availability": self.availability, "utilization": self.utilization,
+            "since": rfc3339(self.since),
+            "until": rfc3339(self.until),
+            "seconds": self.seconds,
+            "availability": self.availability,
+            "utilization": self.utilization,
             "agents": [a.to_json() for a in self.agents],
-            "restarts": dict(self.restarts), "mttr": self.mttr.to_json(), "delivery": self.delivery.to_json(),
-            "tasks": {"done": self.done, "failed": self.failed, "cycle_time": self.cycle_time.to_json(),
-                      "per_day": [d.to_json() for d in self.days]},
+            "restarts": dict(self.restarts),
+            "mttr": self.mttr.to_json(),
+            "delivery": self.delivery.to_json(),
+            "tasks": {
+                "done": self.done,
+                "failed": self.failed,
+                "cycle_time": self.cycle_time.to_json(),
+                "per_day": [d.to_json() for d in self.days],
+            },
             "github": {"issues_closed": list(self.issues_closed), "pull_requests_opened": self.pull_requests_opened},
         }
 
@@ -331,7 +366,9 @@ def _union(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
-def _seen_part(spans: Sequence[tuple[float, float]], gaps: Sequence[tuple[float, float]], lo: float, hi: float) -> float:
+def _seen_part(
+    spans: Sequence[tuple[float, float]], gaps: Sequence[tuple[float, float]], lo: float, hi: float
+) -> float:
     """Seconds of ``spans`` (disjoint) inside ``[lo, hi]`` and outside ``gaps`` (disjoint)."""
     hidden = sum(max(0.0, min(b, d, hi) - max(a, c, lo)) for a, b in spans for c, d in gaps)
     return max(0.0, _overlap(spans, lo, hi) - hidden)
@@ -391,8 +428,10 @@ def compute(
     """
     if not until > since:
         raise ValueError(f"the window must end after it starts (since {since}, until {until})")
-    timed = sorted(((t, e) for e in events if isinstance(e, dict) and (t := _time(e)) is not None and t < until),
-                   key=lambda te: te[0])
+    timed = sorted(
+        ((t, e) for e in events if isinstance(e, dict) and (t := _time(e)) is not None and t < until),
+        key=lambda te: te[0],
+    )
 
     def inside(t: float) -> bool:
         return since <= t < until
@@ -505,11 +544,20 @@ def compute(
             continue
         down = min(observed, _seen_part(tr.down, gaps, lo, until))
         working = min(observed, _seen_part(tr.working, gaps, lo, until))
-        rows.append(AgentKPI(
-            agent=name, observed=observed, up=observed - down, working=working,
-            availability=(observed - down) / observed, utilization=working / observed,
-            restarts=tr.restarts, gave_up=tr.gave_up, mttr=Spread.of(tr.recoveries), delivery=Spread.of(tr.deliveries),
-        ))
+        rows.append(
+            AgentKPI(
+                agent=name,
+                observed=observed,
+                up=observed - down,
+                working=working,
+                availability=(observed - down) / observed,
+                utilization=working / observed,
+                restarts=tr.restarts,
+                gave_up=tr.gave_up,
+                mttr=Spread.of(tr.recoveries),
+                delivery=Spread.of(tr.deliveries),
+            )
+        )
 
     total = sum(a.observed for a in rows)
     done_days: dict[str, set[int]] = defaultdict(set)

@@ -49,8 +49,9 @@ def post(
             never the token).
     """
     if github is None:
-        raise ReportError(f"{layout_path} has no github: section to post the report through; "
-                          "add `github: {repo: owner/name}` to it")
+        raise ReportError(
+            f"{layout_path} has no github: section to post the report through; add `github: {{repo: owner/name}}` to it"
+        )
     body = fit(to_markdown(report))
     gh = (client or client_for)(github)
     try:

@@ -47,8 +47,13 @@ CHARTS: dict[str, str] = {
 """Chart name → its title, in the order the HTML page shows them."""
 
 DEFINITIONS: tuple[tuple[str, str], ...] = (
-    ("availability", ("the share of its observed time an agent's process was up (down from its death, or from "
-                      "a hung agent's kill, to its restart)")),
+    (
+        "availability",
+        (
+            "the share of its observed time an agent's process was up (down from its death, or from "
+            "a hung agent's kill, to its restart)"
+        ),
+    ),
     ("utilization", "the share of its observed time an agent was busy or waiting for approval"),
     ("MTTR", "seconds from a death (or a hung agent's kill) to the restart"),
     ("delivery latency", "seconds from a message enqueued to its delivery"),
@@ -57,8 +62,18 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
 )
 """What the figures mean, in one line each (the page's and the comment's footnote)."""
 
-AGENT_HEADERS = ("agent", "availability", "utilization", "restarts", "gave up", "MTTR p50", "MTTR p99",
-                 "delivery p50", "delivery p99", "deliveries")
+AGENT_HEADERS = (
+    "agent",
+    "availability",
+    "utilization",
+    "restarts",
+    "gave up",
+    "MTTR p50",
+    "MTTR p99",
+    "delivery p50",
+    "delivery p99",
+    "deliveries",
+)
 SUMMARY_HEADERS = ("figure", "value")
 RESTART_HEADERS = ("reason", "restarts")
 DAY_HEADERS = ("day (UTC)", "done", "failed")
@@ -134,9 +149,21 @@ def summary_rows(report: Report) -> list[list[str]]:
 def agent_rows(report: Report) -> list[list[str]]:
     """One row per agent (:data:`AGENT_HEADERS`); the agent's name as it came (escape it
     for the output at hand)."""
-    return [[a.agent, percent_text(a.availability), percent_text(a.utilization), str(a.restarts), str(a.gave_up),
-             seconds_text(a.mttr.p50), seconds_text(a.mttr.p99), seconds_text(a.delivery.p50),
-             seconds_text(a.delivery.p99), str(a.delivery.n)] for a in report.agents]
+    return [
+        [
+            a.agent,
+            percent_text(a.availability),
+            percent_text(a.utilization),
+            str(a.restarts),
+            str(a.gave_up),
+            seconds_text(a.mttr.p50),
+            seconds_text(a.mttr.p99),
+            seconds_text(a.delivery.p50),
+            seconds_text(a.delivery.p99),
+            str(a.delivery.n),
+        ]
+        for a in report.agents
+    ]
 
 
 def restart_rows(report: Report) -> list[list[str]]:
@@ -186,7 +213,9 @@ def to_markdown(report: Report, title: str = "miyabi report") -> str:
     lines = [f"### {title}: {title_text(report)}", ""]
     lines += _md_table(SUMMARY_HEADERS, summary_rows(report))
     lines += ["", "#### Agents", ""]
-    lines += _md_table(AGENT_HEADERS, agent_rows(report), code_first=True) if report.agents else ["No agent was observed."]
+    lines += (
+        _md_table(AGENT_HEADERS, agent_rows(report), code_first=True) if report.agents else ["No agent was observed."]
+    )
     lines += ["", "#### Restarts by reason", ""]
     lines += _md_table(RESTART_HEADERS, restart_rows(report))
     lines += ["", "#### Tasks per day", ""]
@@ -347,7 +376,7 @@ def chart_svg(report: Report, name: str) -> str:
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None})
     svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]
+    svg = svg[svg.index("<svg") :]
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.DOTALL)
     svg = re.sub(r"<!--.*?-->", "", svg, flags=re.DOTALL)
     svg = svg.replace("<svg ", f'<svg role="img" aria-label="{html.escape(CHARTS[name])}" ', 1)
@@ -381,8 +410,11 @@ def to_html(report: Report, title: str = "miyabi report") -> str:
     charts = "\n".join(f'<figure id="chart-{n}">{chart_svg(report, n)}</figure>' for n in CHARTS)
     issues = ", ".join(f"<code>{e(r)}</code>" for r in report.issues_closed) or "None."
     notes = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in DEFINITIONS)
-    agents = (f'<div class="wide">{_html_table(AGENT_HEADERS, agent_rows(report))}</div>' if report.agents
-              else "<p>No agent was observed.</p>")
+    agents = (
+        f'<div class="wide">{_html_table(AGENT_HEADERS, agent_rows(report))}</div>'
+        if report.agents
+        else "<p>No agent was observed.</p>"
+    )
     return f"""<!doctype html>
 <html lang="en">
 <head>

@@ -83,8 +83,12 @@ class ReportSchedule:
         """
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
-            return Posted(started=float(raw["started"]), last=_num(raw.get("last")), retry_at=_num(raw.get("retry_at")),
-                          error=str(raw["error"]) if raw.get("error") else None)
+            return Posted(
+                started=float(raw["started"]),
+                last=_num(raw.get("last")),
+                retry_at=_num(raw.get("retry_at")),
+                error=str(raw["error"]) if raw.get("error") else None,
+            )
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             fresh = Posted(started=self.clock())
             self.save(fresh)

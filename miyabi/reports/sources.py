@@ -27,9 +27,15 @@ def task_changes(store: Store, since: float, until: float) -> list[TaskChange]:
         (since, until, *(str(s) for s in ENDS)),
     )
     return [
-        TaskChange(task=int(r["task"]), time=float(r["time"]), state=str(r["state"]), source=str(r["source"]),
-                   ref=f"{r['repo']}#{r['number']}" if r["repo"] and r["number"] is not None else f"#{r['task']}",
-                   created=float(r["created"]), agent=r["agent"])
+        TaskChange(
+            task=int(r["task"]),
+            time=float(r["time"]),
+            state=str(r["state"]),
+            source=str(r["source"]),
+            ref=f"{r['repo']}#{r['number']}" if r["repo"] and r["number"] is not None else f"#{r['task']}",
+            created=float(r["created"]),
+            agent=r["agent"],
+        )
         for r in rows
     ]
 

@@ -79,8 +79,15 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def answer(home: Home, tmux: Runner, session: str, agent: Agent, approve: bool, reason: str | None = None,
-           by: str | None = None) -> Answer:
+def answer(
+    home: Home,
+    tmux: Runner,
+    session: str,
+    agent: Agent,
+    approve: bool,
+    reason: str | None = None,
+    by: str | None = None,
+) -> Answer:
     """Answer ``agent``'s permission question (``by``: who answers; default the user
     running this, ``user@host``).
 
@@ -113,7 +120,11 @@ def answer(home: Home, tmux: Runner, session: str, agent: Agent, approve: bool, 
     keys = p.approve_keys if approve else p.deny_keys
     if not keys:
         raise MiyabiError(f"profile {p.name!r} has no keys to {verb} with; set {verb}_keys in the layout")
-    question = (seen.question if hooked and seen is not None and seen.question else None) or on_screen or "permission requested"
+    question = (
+        (seen.question if hooked and seen is not None and seen.question else None)
+        or on_screen
+        or "permission requested"
+    )
     if p.approval_pattern:
         # The question must hold still on two reads: a dialog still being drawn eats keys.
         time.sleep(max(p.ready_settle, SETTLE))
@@ -128,16 +139,26 @@ def answer(home: Home, tmux: Runner, session: str, agent: Agent, approve: bool, 
         if not p.approval_pattern or _gone(driver, p, pane.pane_id, on_screen):
             break
     else:
-        raise MiyabiError(f"{agent.name}'s question stayed on screen after {MAX_PRESSES} answers ({' '.join(keys)}); "
-                          f"see `miyabi attach {agent.name}`")
+        raise MiyabiError(
+            f"{agent.name}'s question stayed on screen after {MAX_PRESSES} answers ({' '.join(keys)}); "
+            f"see `miyabi attach {agent.name}`"
+        )
     _note(home, agent.name, verb)
     mid = None
     if not approve and reason:
         msg = make(agent.name, reason, sender="miyabi-deny")
         inbox(home.root, agent.name).put(msg)
         mid = msg.id
-    append_event(home.root, "approval", agent=agent.name, answer=verb, by=by or who(), question=question,
-                 **({"reason": reason} if reason else {}), **({"id": mid} if mid else {}))
+    append_event(
+        home.root,
+        "approval",
+        agent=agent.name,
+        answer=verb,
+        by=by or who(),
+        question=question,
+        **({"reason": reason} if reason else {}),
+        **({"id": mid} if mid else {}),
+    )
     return Answer(agent.name, verb, question, tuple(keys), reason, mid)
 
 

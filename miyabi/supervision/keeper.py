@@ -50,7 +50,9 @@ class SessionKeeper:
             rebuild: a session rebuilt for a removed home would run forever, orphaned).
     """
 
-    def __init__(self, layout: Layout, tmux: Tmux, home: Home, cwd: Path, home_intact: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self, layout: Layout, tmux: Tmux, home: Home, cwd: Path, home_intact: Callable[[], bool] = lambda: True
+    ) -> None:
         self.layout = layout
         self.tmux = tmux
         self.home = home

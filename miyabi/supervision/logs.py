@@ -320,8 +320,10 @@ def compile_grep(pattern: str | None) -> re.Pattern[str] | None:
     try:
         return re.compile(pattern)
     except re.error as e:
-        raise UsageError(f"grep pattern {pattern!r} is not a regular expression: {e}; fix it "
-                         "(Python syntax: a literal ( [ * + ? needs a backslash before it)") from None
+        raise UsageError(
+            f"grep pattern {pattern!r} is not a regular expression: {e}; fix it "
+            "(Python syntax: a literal ( [ * + ? needs a backslash before it)"
+        ) from None
 
 
 def parse_since(value: str | None) -> float | None:
@@ -376,8 +378,14 @@ def _older(f: BinaryIO, cutoff: float | None) -> bool:
     return cutoff is not None and os.fstat(f.fileno()).st_mtime < cutoff
 
 
-def search(home: Home, agent: str, grep: re.Pattern[str] | None = None, since: float | None = None,
-           last: int | None = None, clock: Callable[[], float] = time.time) -> Iterator[LogLine]:
+def search(
+    home: Home,
+    agent: str,
+    grep: re.Pattern[str] | None = None,
+    since: float | None = None,
+    last: int | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Iterator[LogLine]:
     """The lines of ``agent``'s pane logs, oldest first, escape sequences removed.
 
     Args:
@@ -402,7 +410,9 @@ def search(home: Home, agent: str, grep: re.Pattern[str] | None = None, since: f
             f.close()
 
 
-def _read_all(reader: _Reader, files: list[tuple[Path, BinaryIO]], cutoff: float | None, final: bool) -> Iterator[LogLine]:
+def _read_all(
+    reader: _Reader, files: list[tuple[Path, BinaryIO]], cutoff: float | None, final: bool
+) -> Iterator[LogLine]:
     kept = [(p, f) for p, f in files if not _older(f, cutoff)]
     for p, f in kept:
         yield from reader.read(p.name, f)
@@ -410,9 +420,17 @@ def _read_all(reader: _Reader, files: list[tuple[Path, BinaryIO]], cutoff: float
         yield from reader.feed(kept[-1][0].name, b"", final=True)
 
 
-def follow(home: Home, agent: str, grep: re.Pattern[str] | None = None, since: float | None = None,
-           last: int | None = None, stop: Callable[[], bool] = lambda: False, poll: float = defaults.LOG_FOLLOW_POLL,
-           sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> Iterator[LogLine]:
+def follow(
+    home: Home,
+    agent: str,
+    grep: re.Pattern[str] | None = None,
+    since: float | None = None,
+    last: int | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    poll: float = defaults.LOG_FOLLOW_POLL,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
+) -> Iterator[LogLine]:
     """What :func:`search` yields (but an unfinished last line), then each line the agent
     finishes from then on, as it is written, until ``stop()`` is true (checked every
     ``poll`` seconds while nothing is written) or the caller stops iterating. Follows

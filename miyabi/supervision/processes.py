@@ -109,7 +109,11 @@ def end_agent(
     Returns:
         the pids signalled.
     """
-    marks = (f"MIYABI_AGENT={name}\0".encode(), f"MIYABI_HOME={home_root}\0".encode(), f"MIYABI_SOCKET={socket}\0".encode())
+    marks = (
+        f"MIYABI_AGENT={name}\0".encode(),
+        f"MIYABI_HOME={home_root}\0".encode(),
+        f"MIYABI_SOCKET={socket}\0".encode(),
+    )
     victims: set[int] = set()
     spared = {os.getpid(), os.getppid()}
     for entry in os.listdir("/proc"):

@@ -66,8 +66,9 @@ class TreeStats:
     started: float
 
 
-def tree_stats(pids: Sequence[int], interval: float = defaults.STATUS_CPU_SAMPLE,
-               cache: dict[int, psutil.Process] | None = None) -> dict[int, TreeStats]:
+def tree_stats(
+    pids: Sequence[int], interval: float = defaults.STATUS_CPU_SAMPLE, cache: dict[int, psutil.Process] | None = None
+) -> dict[int, TreeStats]:
     """Sample each root pid's process tree once over ``interval`` seconds (one sleep for
     all trees). Pids that do not exist are left out of the result.
 
@@ -247,18 +248,43 @@ def collect(
         seen = read_seen(home.root, n) if recorded and by_name.get(n) is not None else None
         seen = seen if seen is not None and seen.pid == row.pid and row.alive else None
         state, via, question = _state(row, rec, now, by_name.get(n), driver, seen)
-        out.append(replace(row, state=state, via=via, question=question,
-                           input_tokens=seen.input_tokens if seen else None,
-                           output_tokens=seen.output_tokens if seen else None,
-                           cost_usd=seen.cost_usd if seen else None, pool=_pool(by_name.get(n)), task=_task(by_name.get(n)),
-                           restarts_last_hour=sum(1 for t in hist.get("restarts", []) if now - t <= 3600),
-                           last_reason=hist.get("last_reason")))
+        out.append(
+            replace(
+                row,
+                state=state,
+                via=via,
+                question=question,
+                input_tokens=seen.input_tokens if seen else None,
+                output_tokens=seen.output_tokens if seen else None,
+                cost_usd=seen.cost_usd if seen else None,
+                pool=_pool(by_name.get(n)),
+                task=_task(by_name.get(n)),
+                restarts_last_hour=sum(1 for t in hist.get("restarts", []) if now - t <= 3600),
+                last_reason=hist.get("last_reason"),
+            )
+        )
     for n in expected:
         if n not in rows:
-            out.append(AgentStatus(name=n, window="", pane_id="", pid=0, command=by_name[n].command, alive=False,
-                                   state=AgentState.MISSING, exit=None, exit_status=None, exit_signal=None, uptime=None,
-                                   cpu_percent=None, rss=None, last_output=_age(home, n, now), pool=by_name[n].pool,
-                                   task=by_name[n].task))
+            out.append(
+                AgentStatus(
+                    name=n,
+                    window="",
+                    pane_id="",
+                    pid=0,
+                    command=by_name[n].command,
+                    alive=False,
+                    state=AgentState.MISSING,
+                    exit=None,
+                    exit_status=None,
+                    exit_signal=None,
+                    uptime=None,
+                    cpu_percent=None,
+                    rss=None,
+                    last_output=_age(home, n, now),
+                    pool=by_name[n].pool,
+                    task=by_name[n].task,
+                )
+            )
     return out
 
 
@@ -270,8 +296,9 @@ def _task(agent: Agent | None) -> int | None:
     return agent.task if agent is not None else None
 
 
-def _state(row: AgentStatus, rec: dict[str, Any], now: float, agent: Agent | None, driver: PaneDriver,
-           seen: Seen | None) -> tuple[AgentState, str | None, str | None]:
+def _state(
+    row: AgentStatus, rec: dict[str, Any], now: float, agent: Agent | None, driver: PaneDriver, seen: Seen | None
+) -> tuple[AgentState, str | None, str | None]:
     """(state, who told, permission question) of one row."""
     if rec.get("history", {}).get("failed"):
         return AgentState.FAILED, None, None

@@ -325,7 +325,9 @@ class Supervisor:
                     with self.lock:
                         w.restart_at, w.pending = None, None
                         self.save()
-                    self.event("restart-dropped", name, reason=f"a new process {pane.pid} runs in {pane.pane_id} already")
+                    self.event(
+                        "restart-dropped", name, reason=f"a new process {pane.pid} runs in {pane.pane_id} already"
+                    )
                 self.track(name, pane.pid)
 
     def track(self, name: str, pid: int) -> None:
@@ -418,8 +420,13 @@ class Supervisor:
         nudged_for = (mono - w.nudged_at) if w.nudged_at is not None and last_out <= w.nudged_at else None
         if w.nudged_at is not None and last_out > w.nudged_at:  # it spoke: forgive
             w.nudged_at, w.hung = None, False
-        return Silence(silent_for=mono - last_out, ready=ready, since_delivery=since_delivery,
-                       cpu_busy=cpu_busy, nudged_for=nudged_for)
+        return Silence(
+            silent_for=mono - last_out,
+            ready=ready,
+            since_delivery=since_delivery,
+            cpu_busy=cpu_busy,
+            nudged_for=nudged_for,
+        )
 
     def _act(self, agent: Agent, w: Watch, pane: Pane, action: SilenceAction, why: str, mono: float) -> None:
         name = agent.name
@@ -477,8 +484,17 @@ class Supervisor:
             cause = self.cause(pane, pid, w.start_ticks if pid == w.pid else None)
             evidence = self.save_evidence(name, pane, cause, uptime)
             decision = on_death(self.agents[name].watchdog, w.history, uptime, now, cause)
-            self.event("agent-died", name, pid=pid, cause=cause, uptime=round(uptime, 3), seen_by=seen_by,
-                       decision=decision.action, delay=decision.delay, evidence=str(evidence) if evidence else None)
+            self.event(
+                "agent-died",
+                name,
+                pid=pid,
+                cause=cause,
+                uptime=round(uptime, 3),
+                seen_by=seen_by,
+                decision=decision.action,
+                delay=decision.delay,
+                evidence=str(evidence) if evidence else None,
+            )
             if decision.action == DeathAction.FAIL:
                 w.history = History(w.history.restarts, w.history.backoff, decision.reason, decision.reason)
                 w.restart_at = None
@@ -530,11 +546,17 @@ class Supervisor:
                 lines = self.driver.capture(pane.pane_id, history=defaults.SCROLLBACK_LINES)
             except TmuxError:
                 lines = []
-        head = [f"agent: {name}", f"ended: {cause}", f"ran: {uptime:.3f} s", f"pane: {pane.pane_id if pane else '-'}", "",
-                "--- last lines of the pane ---"]
+        head = [
+            f"agent: {name}",
+            f"ended: {cause}",
+            f"ran: {uptime:.3f} s",
+            f"pane: {pane.pane_id if pane else '-'}",
+            "",
+            "--- last lines of the pane ---",
+        ]
         fd = open_private(path, os.O_WRONLY | os.O_EXCL)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(head + lines[-defaults.SCROLLBACK_LINES:]) + "\n")
+            f.write("\n".join(head + lines[-defaults.SCROLLBACK_LINES :]) + "\n")
         return path
 
     def mark_failed(self, name: str, reason: str) -> None:
@@ -607,4 +629,6 @@ class Supervisor:
                 return False
             w.history = History(restarts=[], backoff=0.0, failed=None, last_reason="restarted by request")
             w.handled_pid = w.pid
-        return self.restart(name, Decision(DeathAction.RESTART, 0.0, 0.0, "restarted by `miyabi restart`"), self.clock(), graceful=True)
+        return self.restart(
+            name, Decision(DeathAction.RESTART, 0.0, 0.0, "restarted by `miyabi restart`"), self.clock(), graceful=True
+        )

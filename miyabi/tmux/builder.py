@@ -123,8 +123,17 @@ def log_command(agent: Agent, home: Home) -> str:
     appending to ``logs/<agent>.log`` and rotating it as the layout's ``logs:`` says.
     Every word is shell-quoted; tmux format-expands the command, so the caller doubles
     its ``#`` (:func:`~miyabi.tmux.runner.escape_format`)."""
-    words = [sys.executable, "-I", "-S", str(LOGPIPE_SCRIPT), "--max-bytes", str(agent.logs.max_bytes),
-             "--keep", str(agent.logs.keep), str(home.pane_log(agent.name))]
+    words = [
+        sys.executable,
+        "-I",
+        "-S",
+        str(LOGPIPE_SCRIPT),
+        "--max-bytes",
+        str(agent.logs.max_bytes),
+        "--keep",
+        str(agent.logs.keep),
+        str(home.pane_log(agent.name)),
+    ]
     return f"umask 077; exec {shlex.join(words)}"
 
 
@@ -152,7 +161,16 @@ def spawn_args(agent: Agent, home: Home, socket: str, cwd: Path) -> list[str]:
     env = [f"{k}={v}" for k, v in agent_env(agent, home, socket).items()]
     # Secrets the controller uses never reach an agent (the tmux server inherited them).
     unset = [w for var in SECRET_ENV for w in ("-u", var)]
-    return ["-c", escape_format(str(agent.cwd or cwd)), "env", *unset, *env, "/bin/sh", "-c", exec_line(launch_line(agent, home))]
+    return [
+        "-c",
+        escape_format(str(agent.cwd or cwd)),
+        "env",
+        *unset,
+        *env,
+        "/bin/sh",
+        "-c",
+        exec_line(launch_line(agent, home)),
+    ]
 
 
 def pane_setup(agent: Agent, home: Home, target: Sequence[str] = ()) -> list[Command]:
@@ -244,7 +262,9 @@ def build_commands(
             spawn = spawn_args(agent, home, socket, cwd)
             unit: list[Command]
             if w == 0 and p == 0:
-                unit = [["new-session", "-d", "-s", layout.session, "-x", str(width), "-y", str(height), "-n", name, *spawn]]
+                unit = [
+                    ["new-session", "-d", "-s", layout.session, "-x", str(width), "-y", str(height), "-n", name, *spawn]
+                ]
                 unit += session_setup(layout, home, width, height)
                 unit += window_setup(version)
             elif p == 0:
@@ -318,7 +338,10 @@ def reconcile_commands(
         elif pane.dead:
             report.respawned.append((agent.name, pane.exit_description()))
             units.append(
-                [["respawn-pane", "-k", "-t", pane.pane_id, *spawn_args(agent, home, socket, cwd)], *pane_setup(agent, home, ("-t", pane.pane_id))]
+                [
+                    ["respawn-pane", "-k", "-t", pane.pane_id, *spawn_args(agent, home, socket, cwd)],
+                    *pane_setup(agent, home, ("-t", pane.pane_id)),
+                ]
             )
         else:
             report.running.append(agent.name)

@@ -62,8 +62,13 @@ class ControlClient:
         last_output: pane id → ``time.monotonic()`` of its last ``%output``.
     """
 
-    def __init__(self, tmux: Tmux, session: str, on_output: Callable[[str, str], None] | None = None,
-                 on_close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        tmux: Tmux,
+        session: str,
+        on_output: Callable[[str, str], None] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self.tmux = tmux
         self.socket = tmux.socket
         self.session = session
@@ -226,8 +231,13 @@ class SessionChannel:
             away, or the client died), in the reader thread.
     """
 
-    def __init__(self, tmux: Tmux, session: str, on_output: Callable[[str], None] | None = None,
-                 on_close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        tmux: Tmux,
+        session: str,
+        on_output: Callable[[str], None] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self.tmux = tmux
         self.session = session
         self.on_output = on_output
@@ -254,7 +264,9 @@ class SessionChannel:
                 return self._client
             if not session_exists(self.tmux, self.session):
                 raise TmuxError("attach-session", f"session {self.session!r} is not running", socket=self.tmux.socket)
-            self._client = ControlClient(self.tmux, self.session, on_output=self._output, on_close=self.on_close).start()
+            self._client = ControlClient(
+                self.tmux, self.session, on_output=self._output, on_close=self.on_close
+            ).start()
             self.opened += 1
             return self._client
 

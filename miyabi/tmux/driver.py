@@ -76,7 +76,9 @@ class PaneDriver:
 
     def exit_state(self, pane_id: str) -> ExitState:
         """How the pane's program ended (``pane_dead_status``/``pane_dead_signal``)."""
-        out = self.runner.run("display-message", "-p", "-t", pane_id, "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}")
+        out = self.runner.run(
+            "display-message", "-p", "-t", pane_id, "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}"
+        )
         dead, status, sig = ((out[0].split(":") if out else []) + ["", "", ""])[:3]
         return ExitState(dead=dead == "1", status=_int(status), signal=_int(sig))
 
@@ -90,7 +92,10 @@ class PaneDriver:
     def screen(self, pane_id: str) -> Screen:
         """The visible screen with the cursor position (``#{cursor_x}``/``#{cursor_y}``),
         read in one round trip where the runner can chain commands."""
-        chain = [["display-message", "-p", "-t", pane_id, "#{cursor_x} #{cursor_y}"], ["capture-pane", "-p", "-t", pane_id]]
+        chain = [
+            ["display-message", "-p", "-t", pane_id, "#{cursor_x} #{cursor_y}"],
+            ["capture-pane", "-p", "-t", pane_id],
+        ]
         run_chain = getattr(self.runner, "run_chain", None)
         if run_chain is not None:
             out = run_chain(chain)
@@ -103,7 +108,10 @@ class PaneDriver:
         """The visible screen with its colours and attributes kept (SGR escape
         sequences in the lines, ``capture-pane -e``) and the cursor position, for people
         to look at (the dashboard); screen reading uses :meth:`screen`."""
-        chain = [["display-message", "-p", "-t", pane_id, "#{cursor_x} #{cursor_y}"], ["capture-pane", "-p", "-e", "-t", pane_id]]
+        chain = [
+            ["display-message", "-p", "-t", pane_id, "#{cursor_x} #{cursor_y}"],
+            ["capture-pane", "-p", "-e", "-t", pane_id],
+        ]
         run_chain = getattr(self.runner, "run_chain", None)
         out = run_chain(chain) if run_chain is not None else self.runner.run(*chain[0]) + self.runner.run(*chain[1])
         head = (out[0].split() if out else []) + ["0", "0"]

@@ -115,11 +115,17 @@ class Tmux:
                     env=tmux_env(),
                 )
             except subprocess.TimeoutExpired:
-                raise TmuxError(_describe(commands), f"no answer within {defaults.TMUX_TIMEOUT:.0f} s", socket=self.socket) from None
+                raise TmuxError(
+                    _describe(commands), f"no answer within {defaults.TMUX_TIMEOUT:.0f} s", socket=self.socket
+                ) from None
             # A server that was just killed still holds its socket for a moment: a new
             # session reaches it and is dropped. Nothing was made, so it is tried again.
-            if (proc.returncode == 0 or commands[0][0] != "new-session" or "server exited unexpectedly" not in proc.stderr
-                    or attempt == defaults.TMUX_DYING_RETRIES):
+            if (
+                proc.returncode == 0
+                or commands[0][0] != "new-session"
+                or "server exited unexpectedly" not in proc.stderr
+                or attempt == defaults.TMUX_DYING_RETRIES
+            ):
                 break
             time.sleep(defaults.TMUX_DYING_WAIT * (attempt + 1))
         if check and proc.returncode != 0:
@@ -161,7 +167,9 @@ class Tmux:
         self.invocations += 1
         argv = self.argv(["list-sessions", "-F", "#{session_name}"])
         try:
-            return subprocess.run(argv, check=False, capture_output=True, text=True, env=tmux_env(), timeout=defaults.TMUX_TIMEOUT)
+            return subprocess.run(
+                argv, check=False, capture_output=True, text=True, env=tmux_env(), timeout=defaults.TMUX_TIMEOUT
+            )
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(argv, 1, "", f"no answer within {defaults.TMUX_TIMEOUT:.0f} s")
 

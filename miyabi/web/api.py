@@ -61,7 +61,9 @@ class SendBody(BaseModel):
 
 
 class DenyBody(BaseModel):
-    reason: str | None = Field(default=None, max_length=10_000, description="Why: delivered to the agent as its next message.")
+    reason: str | None = Field(
+        default=None, max_length=10_000, description="Why: delivered to the agent as its next message."
+    )
 
 
 class TaskBody(BaseModel):
@@ -92,7 +94,9 @@ def list_agents(request: Request) -> dict[str, Any]:
     return site_of(request).agents_json()
 
 
-@router.get("/agents/stream", response_class=EventSourceResponse, summary="The agents, again each time they change (SSE)")
+@router.get(
+    "/agents/stream", response_class=EventSourceResponse, summary="The agents, again each time they change (SSE)"
+)
 async def stream_agents(request: Request) -> AsyncIterator[ServerSentEvent]:
     site = site_of(request)
     last = None
@@ -150,9 +154,14 @@ def pane_of(name: str, request: Request) -> str:
     return _pane_of(site_of(request), name)
 
 
-@router.get("/agents/{name}/screen/stream", response_class=EventSourceResponse,
-            summary="The agent's pane, a frame each time it prints (SSE)")
-async def stream_screen(name: str, request: Request, pane: Annotated[str, Depends(pane_of)]) -> AsyncIterator[ServerSentEvent]:
+@router.get(
+    "/agents/{name}/screen/stream",
+    response_class=EventSourceResponse,
+    summary="The agent's pane, a frame each time it prints (SSE)",
+)
+async def stream_screen(
+    name: str, request: Request, pane: Annotated[str, Depends(pane_of)]
+) -> AsyncIterator[ServerSentEvent]:
     site = site_of(request)
     failures = 0
     loop = asyncio.get_running_loop()
@@ -174,7 +183,7 @@ async def stream_screen(name: str, request: Request, pane: Annotated[str, Depend
                 if failures > defaults.WEB_SCREEN_RETRIES:
                     yield ServerSentEvent(data={"error": f"{name}'s pane cannot be read: {e}"}, event="gone")
                     return
-                await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
+                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
                 try:  # recreated: follow its new pane
                     pane = await anyio.to_thread.run_sync(_pane_of, site, name)
                 except MiyabiError:
@@ -197,20 +206,35 @@ async def stream_screen(name: str, request: Request, pane: Annotated[str, Depend
         unwatch()
 
 
-@router.post("/agents/{name}/messages", status_code=201, response_model=Sent, response_model_by_alias=True,
-             summary="Put a message in the agent's inbox")
+@router.post(
+    "/agents/{name}/messages",
+    status_code=201,
+    response_model=Sent,
+    response_model_by_alias=True,
+    summary="Put a message in the agent's inbox",
+)
 def send_message(name: str, body: SendBody, request: Request) -> Sent:
     site = site_of(request)
     site.agent(name)
     lay = site.layout()
-    msg = post(site.home.root, name, body.text, sender=body.sender, priority=body.priority, ttl=body.ttl,
-               max_body=lay.max_body if lay is not None else defaults.MAX_BODY)
+    msg = post(
+        site.home.root,
+        name,
+        body.text,
+        sender=body.sender,
+        priority=body.priority,
+        ttl=body.ttl,
+        max_body=lay.max_body if lay is not None else defaults.MAX_BODY,
+    )
     return Sent(id=msg.id, to=msg.to, sender=msg.sender, created=msg.created, state="pending")
 
 
 @router.get("/agents/{name}/messages", summary="The agent's messages (pending by default)")
-def list_messages(name: str, request: Request,
-                  state: Annotated[list[MessageState] | None, Query(description="pending, delivered, failed")] = None) -> list[dict[str, Any]]:
+def list_messages(
+    name: str,
+    request: Request,
+    state: Annotated[list[MessageState] | None, Query(description="pending, delivered, failed")] = None,
+) -> list[dict[str, Any]]:
     site = site_of(request)
     site.agent(name)
     return messages(site.home.root, name, tuple(state) if state else (MessageState.PENDING,))
@@ -232,8 +256,14 @@ def _answer(name: str, approve: bool, reason: str | None, request: Request) -> d
     site = site_of(request)
     agent = site.agent(name)
     a = answer(site.home, site.tmux, site.target.session, agent, approve, reason, by=who(request))
-    return {"agent": a.agent, "answer": a.answer, "question": a.question, "keys": list(a.keys), "reason": a.reason,
-            "message": a.message}
+    return {
+        "agent": a.agent,
+        "answer": a.answer,
+        "question": a.question,
+        "keys": list(a.keys),
+        "reason": a.reason,
+        "message": a.message,
+    }
 
 
 @router.post("/agents/{name}/approve", summary="Answer the agent's permission question with yes")
@@ -258,7 +288,7 @@ def list_crashes(name: str, request: Request) -> list[dict[str, Any]]:
     d = site.home.logs / "crashes"
     out = []
     for p in sorted(d.glob(f"{name}-*.log"), key=lambda p: p.stat().st_mtime, reverse=True) if d.is_dir() else []:
-        if p.name[len(name) + 1:][:1].isdigit():  # agent "a" must not list agent "a-b"'s files
+        if p.name[len(name) + 1 :][:1].isdigit():  # agent "a" must not list agent "a-b"'s files
             st = p.stat()
             out.append({"file": p.name, "time": rfc3339(st.st_mtime), "bytes": st.st_size})
     return out
@@ -284,8 +314,11 @@ def get_crash(name: str, file: str, request: Request) -> str:
 def approvals(request: Request) -> dict[str, Any]:
     site = site_of(request)
     data = site.agents_json()
-    waiting_ = [{"agent": a["name"], "question": a["question"], "via": a["via"]} for a in data["agents"]
-                if a["state"] == "waiting-approval"]
+    waiting_ = [
+        {"agent": a["name"], "question": a["question"], "via": a["via"]}
+        for a in data["agents"]
+        if a["state"] == "waiting-approval"
+    ]
     answers: deque[dict[str, Any]] = deque(maxlen=100)
     for e in recent_events(path_of(site.home.root))[0]:
         if e.get("event") == "approval":
@@ -297,8 +330,10 @@ def approvals(request: Request) -> dict[str, Any]:
 
 
 @router.get("/messages", summary="Messages of every agent in the given states (dead letters by default)")
-def all_messages(request: Request,
-                 state: Annotated[list[MessageState] | None, Query(description="pending, delivered, failed")] = None) -> list[dict[str, Any]]:
+def all_messages(
+    request: Request,
+    state: Annotated[list[MessageState] | None, Query(description="pending, delivered, failed")] = None,
+) -> list[dict[str, Any]]:
     site = site_of(request)
     states = tuple(state) if state else (MessageState.FAILED,)
     out: list[dict[str, Any]] = []
@@ -323,15 +358,24 @@ def drop_message(msg_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/tasks", summary="Tasks, newest first, filtered by state, agent, label and source")
-def list_tasks(request: Request, state: str | None = None, agent: str | None = None, label: str | None = None,
-               source: Literal["local", "github", "job"] | None = None,
-               limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[dict[str, Any]]:
+def list_tasks(
+    request: Request,
+    state: str | None = None,
+    agent: str | None = None,
+    label: str | None = None,
+    source: Literal["local", "github", "job"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[dict[str, Any]]:
     from miyabi.work.tasks import TaskState
 
     site = site_of(request)
     if state is not None and state not in TaskState.__members__.values():
         raise BadInput(f"state {state!r} is not a task state; use one of {', '.join(s.value for s in TaskState)}")
-    tasks = [t for t in site.store.query(state, agent) if (label is None or label in t.labels) and (source is None or t.source == source)]
+    tasks = [
+        t
+        for t in site.store.query(state, agent)
+        if (label is None or label in t.labels) and (source is None or t.source == source)
+    ]
     tasks = sorted(tasks, key=lambda t: t.id, reverse=True)[:limit]
     why = waiting(site.home, site.store, tasks)
     return [{**t.to_json(), "waiting": why.get(t.id)} for t in tasks]
@@ -358,9 +402,14 @@ def get_task(ref: str, request: Request) -> dict[str, Any]:
 
         tree = next((w for w in Records(site.store).worktrees() if w.branch == t.branch and w.pr_url), None)
         pr = {"number": tree.pr_number, "url": tree.pr_url} if tree is not None else None
-    return {**t.to_json(), "waiting": waiting(site.home, site.store, [t]).get(t.id), "depends_on": site.store.depends_on(t.id),
-            "history": site.store.history(t.id), "pull_request": pr,
-            "usage": {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens} if used else None}
+    return {
+        **t.to_json(),
+        "waiting": waiting(site.home, site.store, [t]).get(t.id),
+        "depends_on": site.store.depends_on(t.id),
+        "history": site.store.history(t.id),
+        "pull_request": pr,
+        "usage": {"input_tokens": used.input_tokens, "output_tokens": used.output_tokens} if used else None,
+    }
 
 
 @router.post("/tasks/{ref}/cancel", summary="Cancel a task; its agent is told")
@@ -399,8 +448,11 @@ def _matcher(event: str | None, agent: str | None, grep: str | None) -> Callable
     return ok
 
 
-def event_filter(event: Annotated[str | None, Query(description="event names, comma-separated")] = None,
-                 agent: str | None = None, grep: Annotated[str | None, Query(max_length=500)] = None) -> Callable[[dict[str, Any]], bool]:
+def event_filter(
+    event: Annotated[str | None, Query(description="event names, comma-separated")] = None,
+    agent: str | None = None,
+    grep: Annotated[str | None, Query(max_length=500)] = None,
+) -> Callable[[dict[str, Any]], bool]:
     """The events a request asks for, checked before its stream starts (400 for a bad ``grep``)."""
     return _matcher(event, agent, grep)
 
@@ -430,10 +482,17 @@ def recent_events(path: Path, span: int = defaults.WEB_EVENTS_SPAN) -> tuple[lis
     return out, size
 
 
-@router.get("/events", summary="The newest events of logs/events.jsonl (its last 16 MiB), oldest first, filtered; "
-                               "the X-Events-Offset header says where /events/stream?after= goes on")
-def list_events(request: Request, response: Response, ok: Annotated[Callable[[dict[str, Any]], bool], Depends(event_filter)],
-                limit: Annotated[int, Query(ge=1, le=10_000)] = defaults.WEB_EVENTS_LIMIT) -> list[dict[str, Any]]:
+@router.get(
+    "/events",
+    summary="The newest events of logs/events.jsonl (its last 16 MiB), oldest first, filtered; "
+    "the X-Events-Offset header says where /events/stream?after= goes on",
+)
+def list_events(
+    request: Request,
+    response: Response,
+    ok: Annotated[Callable[[dict[str, Any]], bool], Depends(event_filter)],
+    limit: Annotated[int, Query(ge=1, le=10_000)] = defaults.WEB_EVENTS_LIMIT,
+) -> list[dict[str, Any]]:
     events, size = recent_events(path_of(site_of(request).home.root))
     out: deque[dict[str, Any]] = deque(maxlen=limit)
     for e in events:
@@ -443,11 +502,18 @@ def list_events(request: Request, response: Response, ok: Annotated[Callable[[di
     return list(out)
 
 
-@router.get("/events/stream", response_class=EventSourceResponse,
-            summary="Events as they are logged (SSE); the id of each is its end offset in the log, for Last-Event-ID")
-async def stream_events(request: Request, ok: Annotated[Callable[[dict[str, Any]], bool], Depends(event_filter)],
-                        after: Annotated[int | None, Query(ge=0, description="start after this offset of the log (X-Events-Offset)")] = None,
-                        ) -> AsyncIterator[ServerSentEvent]:
+@router.get(
+    "/events/stream",
+    response_class=EventSourceResponse,
+    summary="Events as they are logged (SSE); the id of each is its end offset in the log, for Last-Event-ID",
+)
+async def stream_events(
+    request: Request,
+    ok: Annotated[Callable[[dict[str, Any]], bool], Depends(event_filter)],
+    after: Annotated[
+        int | None, Query(ge=0, description="start after this offset of the log (X-Events-Offset)")
+    ] = None,
+) -> AsyncIterator[ServerSentEvent]:
     path = path_of(site_of(request).home.root)
     last_id = request.headers.get("last-event-id", "")
     try:

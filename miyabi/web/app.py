@@ -54,8 +54,14 @@ def status_of(e: MiyabiError) -> int:
 
 def create_app(site: Site) -> FastAPI:
     """The dashboard for ``site``."""
-    app = FastAPI(title="miyabi", version=__version__, description="The ensemble's agents, tasks, messages and events.",
-                  openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="miyabi",
+        version=__version__,
+        description="The ensemble's agents, tasks, messages and events.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.site = site
     app.add_middleware(TokenMiddleware, access=site.access)
 
@@ -66,7 +72,10 @@ def create_app(site: Site) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, e: RequestValidationError) -> JSONResponse:
         first: dict[str, Any] = e.errors()[0] if e.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body" and not isinstance(p, int)) or "the request body"
+        where = (
+            ".".join(str(p) for p in first.get("loc", ()) if p != "body" and not isinstance(p, int))
+            or "the request body"
+        )
         return JSONResponse({"error": f"{where}: {first.get('msg', 'not valid')}"}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -82,7 +82,9 @@ def load_tokens(home: Home) -> tuple[str, str]:
             data = json.loads(path.read_text(encoding="utf-8"))
             return str(data["token"]), str(data["view_token"])
         except (OSError, ValueError, KeyError, TypeError):
-            raise MiyabiError(f"{path} is not miyabi's token file; delete it (new tokens are made at the next start)") from None
+            raise MiyabiError(
+                f"{path} is not miyabi's token file; delete it (new tokens are made at the next start)"
+            ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return token, view
@@ -137,10 +139,21 @@ def cookie_token(headers: dict[str, str]) -> str | None:
     return morsel.value if morsel is not None else None
 
 
-async def _reply(send: Send, status: int, body: bytes, content_type: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
-                            (b"cache-control", b"no-store"), *extra]})
+async def _reply(
+    send: Send, status: int, body: bytes, content_type: str, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                *extra,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -151,8 +164,11 @@ async def _deny(scope: Scope, send: Send, status: int, message: str) -> None:
         return
     from html import escape
 
-    page = (f"<!doctype html><meta charset=utf-8><title>miyabi: {status}</title>"
-            f"<body style='font-family:sans-serif;background:#111;color:#ddd;padding:2em'><h1>miyabi</h1><p>{escape(message)}</p>")
+    page = (
+        f"<!doctype html><meta charset=utf-8><title>miyabi: {status}</title>"
+        "<body "
+        f"style='font-family:sans-serif;background:#111;color:#ddd;padding:2em'><h1>miyabi</h1><p>{escape(message)}</p>"
+    )
     await _reply(send, status, page.encode(), "text/html; charset=utf-8")
 
 
@@ -163,8 +179,11 @@ def _hardened(send: Send) -> Send:
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff"),
-                                  (b"referrer-policy", b"no-referrer")]
+            message["headers"] = [
+                *message.get("headers", []),
+                (b"x-content-type-options", b"nosniff"),
+                (b"referrer-policy", b"no-referrer"),
+            ]
         await send(message)
 
     return wrapped
@@ -203,7 +222,9 @@ class TokenMiddleware:
         reading = method in ("GET", "HEAD")
         if self.access.token is None and not _loopback_host(headers.get("host", "")):
             # without a token only the name the server was opened by counts (DNS rebinding)
-            await _deny(scope, send, 403, "this dashboard has no token and answers only to 127.0.0.1, localhost or [::1]")
+            await _deny(
+                scope, send, 403, "this dashboard has no token and answers only to 127.0.0.1, localhost or [::1]"
+            )
             return
         path = str(scope.get("path", ""))
         if reading and "token" in query and not path.startswith("/api/") and path != "/metrics":
@@ -214,19 +235,34 @@ class TokenMiddleware:
         role = self.access.role_of(given)
         if role is None:
             why = "a wrong token" if given else "no token"
-            await _deny(scope, send, 401, f"{why}: open the URL `miyabi web` printed (it carries the token), "
-                                          "or send the header Authorization: Bearer TOKEN")
+            await _deny(
+                scope,
+                send,
+                401,
+                f"{why}: open the URL `miyabi web` printed (it carries the token), "
+                "or send the header Authorization: Bearer TOKEN",
+            )
             return
         if not reading:
             if self.access.read_only:
-                await _deny(scope, send, 403, "this dashboard is read-only (started with --read-only); nothing can be changed through it")
+                await _deny(
+                    scope,
+                    send,
+                    403,
+                    "this dashboard is read-only (started with --read-only); nothing can be changed through it",
+                )
                 return
             if role != Role.ADMIN:
                 await _deny(scope, send, 403, "the view token only reads; changes need the dashboard's full token")
                 return
             if from_header is None or self.access.role_of(from_header) != Role.ADMIN:
-                await _deny(scope, send, 403, "a change needs the token in the Authorization (or X-Miyabi-Token) header, "
-                                              "not only in the cookie (protection against cross-site requests)")
+                await _deny(
+                    scope,
+                    send,
+                    403,
+                    "a change needs the token in the Authorization (or X-Miyabi-Token) header, "
+                    "not only in the cookie (protection against cross-site requests)",
+                )
                 return
         scope.setdefault("state", {})
         scope["state"]["role"] = role
@@ -236,7 +272,9 @@ class TokenMiddleware:
     async def _set_cookie(self, scope: Scope, send: Send, query: dict[str, str]) -> None:
         """``?token=T`` on a page: set the cookie and redirect to the URL without it."""
         given = query.pop("token")
-        location = "/" + str(scope.get("path", "/")).lstrip("/") + (f"?{urlencode(query)}" if query else "")  # never //host
+        location = (
+            "/" + str(scope.get("path", "/")).lstrip("/") + (f"?{urlencode(query)}" if query else "")
+        )  # never //host
         if self.access.token is None:  # nothing to remember
             await _reply(send, 303, b"", "text/plain", ((b"location", location.encode()),))
             return

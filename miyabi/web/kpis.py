@@ -46,15 +46,22 @@ def report_of(request: Request, since: str) -> Report:
 @router.get("/kpis", summary="Key figures of the last 24 h or 7 days: JSON, with the rows the page shows")
 def kpis(request: Request, since: Window = "24h") -> dict[str, Any]:
     report = report_of(request, since)
-    return {"report": report.to_json(), "charts": [{"name": n, "title": t} for n, t in CHARTS.items()],
-            "summary": report_render.summary_rows(report),
-            "agents": {"headers": list(report_render.AGENT_HEADERS), "rows": report_render.agent_rows(report)},
-            "days": {"headers": list(report_render.DAY_HEADERS), "rows": report_render.day_rows(report)},
-            "definitions": [list(d) for d in report_render.DEFINITIONS]}
+    return {
+        "report": report.to_json(),
+        "charts": [{"name": n, "title": t} for n, t in CHARTS.items()],
+        "summary": report_render.summary_rows(report),
+        "agents": {"headers": list(report_render.AGENT_HEADERS), "rows": report_render.agent_rows(report)},
+        "days": {"headers": list(report_render.DAY_HEADERS), "rows": report_render.day_rows(report)},
+        "definitions": [list(d) for d in report_render.DEFINITIONS],
+    }
 
 
-@router.get("/kpis/charts/{name}.svg", summary="One KPI chart as SVG", response_class=Response,
-            responses={200: {"content": {"image/svg+xml": {}}}})
+@router.get(
+    "/kpis/charts/{name}.svg",
+    summary="One KPI chart as SVG",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}}},
+)
 def chart(name: str, request: Request, since: Window = "24h") -> Response:
     if name not in CHARTS:
         raise NotFound(f"no chart {name!r}; the charts are {', '.join(CHARTS)}")

@@ -33,14 +33,23 @@ OWN_LOGS = frozenset({"controller", "watchdog", "web", "keepalive"})
 never served as an agent's unless the layout has an agent of that name."""
 
 
-@router.get("/agents/{name}/logs", response_model=list[LogLineOut],
-            summary="The newest lines of the agent's pane logs (rotated files included), oldest first, filtered")
+@router.get(
+    "/agents/{name}/logs",
+    response_model=list[LogLineOut],
+    summary="The newest lines of the agent's pane logs (rotated files included), oldest first, filtered",
+)
 def agent_logs(
     name: str,
     request: Request,
-    grep: Annotated[str | None, Query(max_length=500, description="A regular expression (Python, case-sensitive) lines must match.")] = None,
-    since: Annotated[str | None, Query(max_length=32, description="Only files written to within this long (90s, 30m, 1h, 2d).")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="Most lines returned (the newest).")] = defaults.WEB_LOGS_LIMIT,
+    grep: Annotated[
+        str | None, Query(max_length=500, description="A regular expression (Python, case-sensitive) lines must match.")
+    ] = None,
+    since: Annotated[
+        str | None, Query(max_length=32, description="Only files written to within this long (90s, 30m, 1h, 2d).")
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=10_000, description="Most lines returned (the newest).")
+    ] = defaults.WEB_LOGS_LIMIT,
 ) -> list[dict[str, object]]:
     """Lines as ``{"agent", "file", "line", "text"}``; 400 for a ``grep`` that is not a
     regular expression or a ``since`` that is not a duration, 404 for an agent that is
@@ -52,8 +61,12 @@ def agent_logs(
     except UsageError as e:
         raise BadInput(str(e)) from None
     known = {a.name for a in site.agents()}
-    if name not in known and (name in OWN_LOGS or not _NAME.match(name) or not (site.home.queue / name).is_dir()
-                              or not log_files(site.home.logs, name)):
+    if name not in known and (
+        name in OWN_LOGS
+        or not _NAME.match(name)
+        or not (site.home.queue / name).is_dir()
+        or not log_files(site.home.logs, name)
+    ):
         # only agents: the ensemble's, or one that ran here (it has an inbox), never miyabi's own logs
         site.agent(name)  # AgentNotFound (404)
     return [line.to_json() for line in search(site.home, name, rx, seconds, last=limit)]

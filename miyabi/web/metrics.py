@@ -175,18 +175,26 @@ class MiyabiCollector(Collector):
 
     def _events(self) -> Iterable[Metric]:
         f = self.fold
-        restarts = CounterMetricFamily("miyabi_agent_restarts", "Restarts the watchdog made, by reason.", labels=["agent", "reason"])
+        restarts = CounterMetricFamily(
+            "miyabi_agent_restarts", "Restarts the watchdog made, by reason.", labels=["agent", "reason"]
+        )
         for (agent, reason), n in sorted(f.restarts.items()):
             restarts.add_metric([agent, reason], float(n))
-        recovery = HistogramMetricFamily("miyabi_recovery_seconds", "Seconds from an agent's death seen to its new process running.",
-                                         labels=["agent"])
+        recovery = HistogramMetricFamily(
+            "miyabi_recovery_seconds",
+            "Seconds from an agent's death seen to its new process running.",
+            labels=["agent"],
+        )
         for agent, h in sorted(f.recovery.items()):
             recovery.add_metric([agent], h.export(), h.total)
-        delivery = HistogramMetricFamily("miyabi_delivery_latency_seconds", "Seconds from a message enqueued to delivered.",
-                                         labels=["agent"])
+        delivery = HistogramMetricFamily(
+            "miyabi_delivery_latency_seconds", "Seconds from a message enqueued to delivered.", labels=["agent"]
+        )
         for agent, h in sorted(f.delivery.items()):
             delivery.add_metric([agent], h.export(), h.total)
-        enters = CounterMetricFamily("miyabi_delivery_enter_retries", "Extra Enter presses delivery needed.", labels=["agent"])
+        enters = CounterMetricFamily(
+            "miyabi_delivery_enter_retries", "Extra Enter presses delivery needed.", labels=["agent"]
+        )
         for agent, n in sorted(f.enters.items()):
             enters.add_metric([agent], float(n))
         dead = CounterMetricFamily("miyabi_dead_letters", "Messages that became dead letters.", labels=["agent"])
@@ -195,7 +203,9 @@ class MiyabiCollector(Collector):
         return [restarts, recovery, delivery, enters, dead]
 
     def _inboxes(self) -> Iterable[Metric]:
-        g = GaugeMetricFamily("miyabi_messages", "Messages in the inboxes, by state (failed: dead letters).", labels=["agent", "state"])
+        g = GaugeMetricFamily(
+            "miyabi_messages", "Messages in the inboxes, by state (failed: dead letters).", labels=["agent", "state"]
+        )
         root = self.site.home.root
         for a in self.site.agents():
             box = inbox(root, a.name)
@@ -230,12 +240,16 @@ class MiyabiCollector(Collector):
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return []
-        reqs = CounterMetricFamily("miyabi_github_requests", "Requests made to GitHub's API, by status.", labels=["status"])
+        reqs = CounterMetricFamily(
+            "miyabi_github_requests", "Requests made to GitHub's API, by status.", labels=["status"]
+        )
         for status, n in sorted((data.get("statuses") or {}).items()):
             reqs.add_metric([str(status)], float(n))
         out: list[Metric] = [reqs]
         if isinstance(data.get("rate_remaining"), (int, float)):
-            left = GaugeMetricFamily("miyabi_github_rate_limit_remaining", "Requests GitHub said are left in the rate-limit window.")
+            left = GaugeMetricFamily(
+                "miyabi_github_rate_limit_remaining", "Requests GitHub said are left in the rate-limit window."
+            )
             left.add_metric([], float(data["rate_remaining"]))
             out.append(left)
         return out

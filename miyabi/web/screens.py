@@ -95,7 +95,10 @@ class ScreenHub:
         def unwatch() -> None:
             with self._lock:
                 left = {k: v for k, v in self._watchers.get(pane_id, {}).items() if k != key}
-                self._watchers = {**{p: w for p, w in self._watchers.items() if p != pane_id}, **({pane_id: left} if left else {})}
+                self._watchers = {
+                    **{p: w for p, w in self._watchers.items() if p != pane_id},
+                    **({pane_id: left} if left else {}),
+                }
                 if not self._watchers:
                     self._idle_since = self.clock()
 

@@ -22,7 +22,6 @@ from miyabi.web.auth import Access, load_tokens
 log = logging.getLogger("miyabi.web")
 
 
-
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (an address or ``localhost``) is a loopback address."""
     if host.lower() == "localhost":
@@ -57,8 +56,10 @@ def access_for(target: Target, host: str, read_only: bool, no_token: bool) -> Ac
     """
     if no_token:
         if not is_loopback(host):
-            raise UsageError(f"--no-token is refused on {host}: without a token, anyone who reaches that address could "
-                             "drive the agents; keep the token, or bind to 127.0.0.1")
+            raise UsageError(
+                f"--no-token is refused on {host}: without a token, anyone who reaches that address could "
+                "drive the agents; keep the token, or bind to 127.0.0.1"
+            )
         return Access(None, None, read_only)
     token, view = load_tokens(target.home)
     return Access(token, view, read_only)
@@ -72,8 +73,15 @@ def urls(host: str, port: int, access: Access) -> Urls:
     return Urls(base, f"{base}/?token={access.token}", f"{base}/?token={access.view_token}")
 
 
-def serve(target: Target, host: str, port: int, read_only: bool = False, no_token: bool = False,
-          on_ready: Callable[[Urls], None] | None = None, follow: bool = True) -> None:
+def serve(
+    target: Target,
+    host: str,
+    port: int,
+    read_only: bool = False,
+    no_token: bool = False,
+    on_ready: Callable[[Urls], None] | None = None,
+    follow: bool = True,
+) -> None:
     """Serve the dashboard of ``target`` on ``host:port`` until SIGINT or SIGTERM
     (``follow``: serve what a later ``miyabi up`` in the home runs).
 
@@ -104,8 +112,13 @@ def serve(target: Target, host: str, port: int, read_only: bool = False, no_toke
     server = uvicorn.Server(config)
     where = urls(host, port, access)
     path = target.home.run / URL_FILE
-    write_atomic(path, json.dumps({"pid": os.getpid(), "base": where.base, "url": where.full, "view_url": where.view,
-                                   "read_only": read_only}) + "\n")
+    write_atomic(
+        path,
+        json.dumps(
+            {"pid": os.getpid(), "base": where.base, "url": where.full, "view_url": where.view, "read_only": read_only}
+        )
+        + "\n",
+    )
     if on_ready is not None:
         on_ready(where)
     try:

@@ -32,7 +32,9 @@ class Site:
         clock: Unix time (injectable).
     """
 
-    def __init__(self, target: Target, access: Access, clock: Callable[[], float] = time.time, follow: bool = False) -> None:
+    def __init__(
+        self, target: Target, access: Access, clock: Callable[[], float] = time.time, follow: bool = False
+    ) -> None:
         self.target = target
         self.follow = follow
         """Follow ``run/up.json``: a later ``miyabi up`` of another layout in this home is served."""
@@ -159,7 +161,14 @@ class Site:
         for r in view.agents:
             row = r.to_json()
             t = tasks.get(r.name)
-            row["current_task"] = {"id": t.id, "ref": t.ref, "title": t.title, "state": str(t.state), "url": t.url} if t else None
+            row["current_task"] = (
+                {"id": t.id, "ref": t.ref, "title": t.title, "state": str(t.state), "url": t.url} if t else None
+            )
             rows.append(row)
-        return {"session": self.target.session, "socket": self.target.socket, "home": str(view.home.root),
-                "controller": view.controller, "agents": rows}
+        return {
+            "session": self.target.session,
+            "socket": self.target.socket,
+            "home": str(view.home.root),
+            "controller": view.controller,
+            "agents": rows,
+        }

@@ -33,8 +33,14 @@ class Dispatcher:
         cfg, gh: the GitHub settings and client, or None without a ``github:`` section.
     """
 
-    def __init__(self, store: Store, home_root: Path, cfg: GitHubSettings | None = None, gh: GitHub | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        home_root: Path,
+        cfg: GitHubSettings | None = None,
+        gh: GitHub | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.home = home_root
         self.cfg = cfg
@@ -76,14 +82,17 @@ class Dispatcher:
         ``defaults.CLAIM_RETRY``. Returns True when the issue is ours."""
         if self.gh is None or self.cfg is None or task.number is None:
             if state != TaskState.QUEUED:
-                self.store.set_state(task.id, TaskState.QUEUED, "no github: section to claim the issue with", expect=(state,))
+                self.store.set_state(
+                    task.id, TaskState.QUEUED, "no github: section to claim the issue with", expect=(state,)
+                )
             self.not_before[task.id] = self.clock() + defaults.CLAIM_RETRY
             return False
         try:
             first = task.claim != ClaimState.CLAIMED
             if not self.claim(task, agent):
-                self.store.set_state(task.id, TaskState.CANCELLED, f"claimed elsewhere ({self.cfg.todo_label} was gone)",
-                                     expect=(state,))
+                self.store.set_state(
+                    task.id, TaskState.CANCELLED, f"claimed elsewhere ({self.cfg.todo_label} was gone)", expect=(state,)
+                )
                 append_event(self.home, "claim-lost", task=task.id, ref=task.ref)
                 return False
             if first:

@@ -58,8 +58,14 @@ class WorkEngine:
         gh: the GitHub client, when the layout has a ``github:`` section.
     """
 
-    def __init__(self, store: Store, layout: Layout, home_root: Path, gh: GitHub | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        layout: Layout,
+        home_root: Path,
+        gh: GitHub | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.home = home_root
         self.gh = gh
@@ -86,8 +92,12 @@ class WorkEngine:
         for t in self.store.held():
             if t.agent is not None and t.agent not in self.layout.wip:
                 try:
-                    self.store.set_state(t.id, TaskState.QUEUED, f"agent {t.agent} is not in the layout any more; back to the queue",
-                                         expect=(TaskState.ASSIGNED, TaskState.IN_PROGRESS))
+                    self.store.set_state(
+                        t.id,
+                        TaskState.QUEUED,
+                        f"agent {t.agent} is not in the layout any more; back to the queue",
+                        expect=(TaskState.ASSIGNED, TaskState.IN_PROGRESS),
+                    )
                     out.append(t.id)
                 except TaskError:
                     pass
@@ -118,7 +128,9 @@ class WorkEngine:
 
     # -- leases
 
-    def check_leases(self, processes: Mapping[str, str | None], alive: Callable[[str], bool]) -> list[tuple[int, Handback]]:
+    def check_leases(
+        self, processes: Mapping[str, str | None], alive: Callable[[str], bool]
+    ) -> list[tuple[int, Handback]]:
         """Hand back the tasks whose holder ended or whose time is up.
 
         Args:
@@ -175,9 +187,17 @@ class WorkEngine:
             if went == Handback.RESENT:
                 self.resend(self.store.get(t.id), why)
             elif current is not None:
-                self._tell(t, t.agent, f"Task {t.ref} ({t.title}): {why}. "
-                           + ("It failed: it had no attempts left; stop working on it." if went == Handback.FAILED
-                              else "It went back to the queue; stop working on it."), notice=True)
+                self._tell(
+                    t,
+                    t.agent,
+                    f"Task {t.ref} ({t.title}): {why}. "
+                    + (
+                        "It failed: it had no attempts left; stop working on it."
+                        if went == Handback.FAILED
+                        else "It went back to the queue; stop working on it."
+                    ),
+                    notice=True,
+                )
         return out
 
     def _reconcile(self, t: Task) -> None:
@@ -186,10 +206,16 @@ class WorkEngine:
             return
         found = inbox(self.home, t.agent).find(t.message)
         if found is None:  # dropped from the inbox (`miyabi drop`), or lost: tell the agent again
-            self.store.set_state(t.id, TaskState.QUEUED, f"its message {t.message} is gone from {t.agent}'s inbox",
-                                 expect=(TaskState.ASSIGNED,))
+            self.store.set_state(
+                t.id,
+                TaskState.QUEUED,
+                f"its message {t.message} is gone from {t.agent}'s inbox",
+                expect=(TaskState.ASSIGNED,),
+            )
         elif found[0] == MessageState.DELIVERED:  # its report was lost: held by a process we cannot name
-            self.store.take_lease(t.id, t.agent, LOST_HOLDER, None, f"message {t.message} was delivered", message=t.message)
+            self.store.take_lease(
+                t.id, t.agent, LOST_HOLDER, None, f"message {t.message} was delivered", message=t.message
+            )
         elif found[0] == MessageState.FAILED:
             self.dead_letter(found[1], str(found[1].extra.get("reason", "dead letter")))
 
@@ -201,8 +227,10 @@ class WorkEngine:
         if task.source == Source.JOB:
             text = task_message(task)
         else:
-            text = (f"miyabi: {why}, so here is task {task.ref} again (attempt {task.attempts} of {limit}). "
-                    "Start it afresh; what was done before may be half done.\n\n" + task_message(task))
+            text = (
+                f"miyabi: {why}, so here is task {task.ref} again (attempt {task.attempts} of {limit}). "
+                "Start it afresh; what was done before may be half done.\n\n" + task_message(task)
+            )
         self._tell(task, task.agent, text)
 
     def _tell(self, task: Task, agent: str, text: str, notice: bool = False) -> None:
@@ -279,8 +307,9 @@ class WorkEngine:
                 t = self.store.get(int(msg.task))
                 if t.message is not None and t.message != msg.id:
                     return
-                self.store.set_state(t.id, TaskState.QUEUED, f"its message was not delivered: {reason}",
-                                     expect=(TaskState.ASSIGNED,))
+                self.store.set_state(
+                    t.id, TaskState.QUEUED, f"its message was not delivered: {reason}", expect=(TaskState.ASSIGNED,)
+                )
             except (TaskError, sqlite3.Error):
                 pass
 
@@ -303,7 +332,9 @@ class WorkEngine:
                 if found[0] == MessageState.DELIVERED:
                     # delivered, but killed before it recorded so: held by a process we
                     # cannot name, so handed back by the next pass
-                    self.store.take_lease(t.id, t.agent, LOST_HOLDER, None, f"message {t.message} was delivered", message=t.message)
+                    self.store.take_lease(
+                        t.id, t.agent, LOST_HOLDER, None, f"message {t.message} was delivered", message=t.message
+                    )
                     continue
             self.dispatch(t, t.agent)
 

@@ -75,10 +75,16 @@ class GitHub:
         self.token_env = token_env
         self.sleep = sleep
         self.clock = clock
-        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "miyabi"}
+        headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+            "User-Agent": "miyabi",
+        }
         token = (token or "").strip() or None
         if token is not None and (not token.isascii() or not token.isprintable() or " " in token):
-            raise GitHubError(f"the token in ${token_env} has characters a token cannot have; set it again, without quotes or spaces")
+            raise GitHubError(
+                f"the token in ${token_env} has characters a token cannot have; set it again, without quotes or spaces"
+            )
         self.has_token = token is not None
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -129,8 +135,13 @@ class GitHub:
             self._save_stats()
             if resp.status_code == 401:
                 if not self.has_token:
-                    raise GitHubError(f"GitHub answered 401 and ${self.token_env} is not set; set a token in {self.token_env}")
-                raise GitHubError(f"GitHub rejected the token in ${self.token_env} (401 Bad credentials); set a valid token in {self.token_env}")
+                    raise GitHubError(
+                        f"GitHub answered 401 and ${self.token_env} is not set; set a token in {self.token_env}"
+                    )
+                raise GitHubError(
+                    f"GitHub rejected the token in ${self.token_env} (401 Bad credentials); set a valid token in "
+                    f"{self.token_env}"
+                )
             wait = self._rate_limit_wait(resp)
             if wait is not None:
                 self._wait(wait)
@@ -140,7 +151,9 @@ class GitHub:
                 backoff = min(backoff * 2, defaults.GITHUB_BACKOFF_MAX)
                 continue
             return resp
-        raise GitHubError(f"GitHub kept failing {method} {url} ({resp.status_code}) after {defaults.GITHUB_MAX_TRIES} tries")
+        raise GitHubError(
+            f"GitHub kept failing {method} {url} ({resp.status_code}) after {defaults.GITHUB_MAX_TRIES} tries"
+        )
 
     def _save_stats(self) -> None:
         """Save the request counts for ``/metrics`` (at most once a second; never fatal)."""
@@ -149,8 +162,18 @@ class GitHub:
             return
         self._stats_saved = now
         try:
-            write_atomic(self.stats_file, json.dumps({"requests": self.stats.requests, "statuses": self.stats.statuses,
-                                                      "rate_remaining": self.stats.rate_remaining, "time": now}) + "\n")
+            write_atomic(
+                self.stats_file,
+                json.dumps(
+                    {
+                        "requests": self.stats.requests,
+                        "statuses": self.stats.statuses,
+                        "rate_remaining": self.stats.rate_remaining,
+                        "time": now,
+                    }
+                )
+                + "\n",
+            )
         except OSError:
             pass
 
@@ -182,7 +205,9 @@ class GitHub:
 
     # -- calls
 
-    def issues(self, state: str = "open", labels: str | None = None, since: str | None = None) -> list[dict[str, Any]] | None:
+    def issues(
+        self, state: str = "open", labels: str | None = None, since: str | None = None
+    ) -> list[dict[str, Any]] | None:
         """Issues of the repository, all pages, without pull requests; None when no
         page changed since the last committed call with the same query.
 
@@ -254,7 +279,6 @@ class GitHub:
         resp = self.request("POST", f"/repos/{self.repo}/issues/{number}/comments", json={"body": body})
         self._check(resp, f"commenting on #{number}")
 
-
     def _all(self, url: str, what: str, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """Every item of a paginated list."""
         resp = self.request("GET", url, params={"per_page": "100", **(params or {})})
@@ -321,14 +345,20 @@ class GitHub:
 
     def create_pull(self, title: str, branch: str, base: str, body: str) -> dict[str, Any]:
         """Open a pull request from ``branch`` into ``base``; returns it (``number``, ``html_url``)."""
-        resp = self.request("POST", f"/repos/{self.repo}/pulls", json={"title": title, "head": branch, "base": base, "body": body})
+        resp = self.request(
+            "POST", f"/repos/{self.repo}/pulls", json={"title": title, "head": branch, "base": base, "body": body}
+        )
         self._check(resp, f"opening a pull request from {branch}")
         pull: dict[str, Any] = resp.json()
         return pull
 
 
-def client_for(settings: GitHubSettings, home_root: Path | None = None, sleep: Callable[[float], None] = time.sleep,
-               stats: bool = False) -> GitHub:
+def client_for(
+    settings: GitHubSettings,
+    home_root: Path | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    stats: bool = False,
+) -> GitHub:
     """A client for the layout's ``github:`` section, with the token from its
     ``token_env`` (anonymous if unset), keeping ETags under ``state/`` of the home so
     that polls by later processes are conditional too.
@@ -340,5 +370,12 @@ def client_for(settings: GitHubSettings, home_root: Path | None = None, sleep: C
     # only the controller's client keeps the counts /metrics shows: a command's own few would
     # make the counter go backwards
     stats_file = home_root / "run" / "github-stats.json" if home_root and stats else None
-    return GitHub(settings.repo, os.environ.get(settings.token_env) or None, settings.token_env, settings.api_url,
-                  sleep=sleep, etag_file=etags, stats_file=stats_file)
+    return GitHub(
+        settings.repo,
+        os.environ.get(settings.token_env) or None,
+        settings.token_env,
+        settings.api_url,
+        sleep=sleep,
+        etag_file=etags,
+        stats_file=stats_file,
+    )

@@ -30,8 +30,12 @@ TRUSTED = ("OWNER", "MEMBER", "COLLABORATOR")
 TRIAGE_LABEL = "status:needs-triage"
 DEP_RE = re.compile(r"(?i)\b(?:depends on|blocked by)\s+#(\d+)")
 NEEDS_HUMAN_LABEL = "status:needs-human"
-NOTICE_LABELS = {"done": ["status:done"], "failed": ["status:failed"], "needs-human": ["status:failed", NEEDS_HUMAN_LABEL],
-                 "review": [defaults.REVIEW_LABEL]}
+NOTICE_LABELS = {
+    "done": ["status:done"],
+    "failed": ["status:failed"],
+    "needs-human": ["status:failed", NEEDS_HUMAN_LABEL],
+    "review": [defaults.REVIEW_LABEL],
+}
 """Labels each outbox action puts on the issue (``needs-human``: a task that used its
 last attempt, :meth:`~miyabi.work.tasks.Store.hand_back`, or its last verify round;
 ``review``: verified, with a pull request open)."""
@@ -79,8 +83,16 @@ def sync(store: Store, gh: GitHub, cfg: GitHubSettings) -> SyncReport:
                 report.skipped.append(ref)
             continue
         prio = "high" if "priority:high" in labels else "low" if "priority:low" in labels else "normal"
-        store.add(issue.get("title") or f"issue {n}", issue.get("body") or "", labels, prio,
-                  source=Source.GITHUB, repo=cfg.repo, number=n, url=issue.get("html_url"))
+        store.add(
+            issue.get("title") or f"issue {n}",
+            issue.get("body") or "",
+            labels,
+            prio,
+            source=Source.GITHUB,
+            repo=cfg.repo,
+            number=n,
+            url=issue.get("html_url"),
+        )
         bodies[n] = issue.get("body") or ""
         report.added.append(ref)
     # Dependencies once every new issue is a task: GitHub lists the newest first, and
@@ -122,18 +134,24 @@ def report(store: Store, gh: GitHub, cfg: GitHubSettings, home_root: Path) -> li
             continue
         store.outbox_sent(oid)
         done.append(f"{t.ref}: labelled status:{action}")
-    closed = [*(gh.issues(state="closed", labels="status:in-progress") or []), *(gh.issues(state="closed", labels=cfg.todo_label) or [])]
+    closed = [
+        *(gh.issues(state="closed", labels="status:in-progress") or []),
+        *(gh.issues(state="closed", labels=cfg.todo_label) or []),
+    ]
     for issue in closed:
         c = store.find(cfg.repo, int(issue["number"]))
         if c is None or c.state not in OPEN:
             continue
         store.set_state(c.id, TaskState.CANCELLED, "its issue was closed on GitHub")
         if c.agent and c.state in HELD:
-            msg = make(c.agent, f"Task {c.ref} ({c.title}) was closed on GitHub; stop working on it.", sender="miyabi", task=str(c.id))
+            msg = make(
+                c.agent,
+                f"Task {c.ref} ({c.title}) was closed on GitHub; stop working on it.",
+                sender="miyabi",
+                task=str(c.id),
+            )
             inbox(home_root, c.agent).put(msg)
         append_event(home_root, "task-cancelled", task=c.id, ref=c.ref, reason="issue closed")
         done.append(f"{c.ref}: closed on GitHub, task cancelled")
     gh.commit()
     return done
-
-

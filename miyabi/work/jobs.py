@@ -105,12 +105,26 @@ class Job:
         for k in ("id", "workdir", "report_path"):
             if not isinstance(data[k], str) or not data[k].strip():
                 raise JobError(f"{origin}: {k} must be text")
-        return cls(str(data["id"]), data["kind"], data["workdir"], tuple(script), data["dod"], data["report_path"],
-                   retries, timeout)
+        return cls(
+            str(data["id"]),
+            data["kind"],
+            data["workdir"],
+            tuple(script),
+            data["dod"],
+            data["report_path"],
+            retries,
+            timeout,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "workdir": self.workdir, "script": list(self.script),
-                               "dod": self.dod, "report_path": self.report_path}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "workdir": self.workdir,
+            "script": list(self.script),
+            "dod": self.dod,
+            "report_path": self.report_path,
+        }
         if self.retries is not None:
             out["retries"] = self.retries
         if self.timeout is not None:
@@ -162,8 +176,15 @@ def submit(store: Store, path: Path, agent: str) -> tuple[int, Job]:
     """
     job = load(path)
     try:
-        t = store.add(f"job {job.id}", json.dumps(job.to_json()), ["job", f"agent:{agent}"], source=Source.JOB, key=job.id,
-                      timeout=job.timeout, max_attempts=None if job.retries is None else job.retries + 1)
+        t = store.add(
+            f"job {job.id}",
+            json.dumps(job.to_json()),
+            ["job", f"agent:{agent}"],
+            source=Source.JOB,
+            key=job.id,
+            timeout=job.timeout,
+            max_attempts=None if job.retries is None else job.retries + 1,
+        )
     except TaskError as e:
         raise JobError(f"{path}: {e}") from None
     return t.id, job
@@ -185,8 +206,10 @@ def run_assigned(store: Store, task_id: int, agent: str, holder: str | None = No
     final = _final_attempt(job, store.job_steps(task_id))
     if final is None:
         if not _run_steps(store, job, task_id, attempt, agent):
-            raise JobError(f"job task {task_id}: attempt {attempt} stopped; the task was handed back, cancelled or "
-                           "finished while it ran (the next attempt, if any, writes the report)")
+            raise JobError(
+                f"job task {task_id}: attempt {attempt} stopped; the task was handed back, cancelled or "
+                "finished while it ran (the next attempt, if any, writes the report)"
+            )
         final = attempt
     steps = store.job_steps(task_id)
     report, ok = _report(job, task_id, agent, final, steps)
@@ -197,10 +220,19 @@ def run_assigned(store: Store, task_id: int, agent: str, holder: str | None = No
     again = f" (attempt {final}'s last step had completed; nothing ran again)" if final != attempt else ""
     try:
         if ok:
-            store.set_state(task_id, TaskState.DONE, f"job {job.id} passed ({job.dod}){again}; report {path}", expect=(TaskState.IN_PROGRESS,))
+            store.set_state(
+                task_id,
+                TaskState.DONE,
+                f"job {job.id} passed ({job.dod}){again}; report {path}",
+                expect=(TaskState.IN_PROGRESS,),
+            )
         else:
-            store.set_state(task_id, TaskState.FAILED, f"job {job.id} failed: `{last['command']}` exited {last['exit_code']}{again}; report {path}",
-                            expect=(TaskState.IN_PROGRESS,))
+            store.set_state(
+                task_id,
+                TaskState.FAILED,
+                f"job {job.id} failed: `{last['command']}` exited {last['exit_code']}{again}; report {path}",
+                expect=(TaskState.IN_PROGRESS,),
+            )
     except TaskError:
         pass  # cancelled or handed back while it ran: the report says so
     return ok, path
@@ -215,8 +247,15 @@ def _run_steps(store: Store, job: Job, task_id: int, attempt: int, agent: str) -
             return False
         t0 = time.time()
         try:
-            proc = subprocess.run(cmd, shell=True, cwd=job.workdir, capture_output=True, text=True,
-                                  timeout=defaults.JOB_STEP_TIMEOUT, check=False)
+            proc = subprocess.run(
+                cmd,
+                shell=True,
+                cwd=job.workdir,
+                capture_output=True,
+                text=True,
+                timeout=defaults.JOB_STEP_TIMEOUT,
+                check=False,
+            )
             code, out = proc.returncode, proc.stdout + proc.stderr
         except subprocess.TimeoutExpired as e:
             partial = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -264,17 +303,42 @@ def _report(job: Job, task_id: int, agent: str, final: int, steps: list[dict[str
     for attempt, rows, outcome in _attempts(job, steps):
         if attempt > final:
             continue
-        cmds = [{"command": r["command"], "exit_code": r["exit_code"], "seconds": r["seconds"],
-                 "output": r["output"] if r["exit_code"] is not None else "interrupted: the worker's process ended during this step"}
-                for r in rows]
-        attempts.append({"attempt": attempt, "agent": rows[0]["agent"], "started": rfc3339(rows[0]["started"]),
-                         "outcome": outcome, "commands": cmds})
+        cmds = [
+            {
+                "command": r["command"],
+                "exit_code": r["exit_code"],
+                "seconds": r["seconds"],
+                "output": r["output"]
+                if r["exit_code"] is not None
+                else "interrupted: the worker's process ended during this step",
+            }
+            for r in rows
+        ]
+        attempts.append(
+            {
+                "attempt": attempt,
+                "agent": rows[0]["agent"],
+                "started": rfc3339(rows[0]["started"]),
+                "outcome": outcome,
+                "commands": cmds,
+            }
+        )
         if attempt == final:
             result = (cmds, outcome == "passed", rows[0]["started"])
     cmds, ok, started = result
     seconds = sum(c["seconds"] or 0 for c in cmds)
-    report = {"job": job.id, "task": task_id, "agent": agent, "dod": job.dod, "passed": ok, "attempt": final,
-              "started": rfc3339(started or time.time()), "seconds": round(seconds, 3), "commands": cmds, "attempts": attempts}
+    report = {
+        "job": job.id,
+        "task": task_id,
+        "agent": agent,
+        "dod": job.dod,
+        "passed": ok,
+        "attempt": final,
+        "started": rfc3339(started or time.time()),
+        "seconds": round(seconds, 3),
+        "commands": cmds,
+        "attempts": attempts,
+    }
     return report, ok
 
 

@@ -47,8 +47,10 @@ def task_message(task: Task) -> str:
         parts += ["", f"URL: {task.url}"]
     parts += [
         "",
-        (f"When it is done, run: miyabi task done {task.id} --note \"what you did\". "
-        f"If you cannot do it, run: miyabi task fail {task.id} --reason \"why\"."),
+        (
+            f'When it is done, run: miyabi task done {task.id} --note "what you did". '
+            f'If you cannot do it, run: miyabi task fail {task.id} --reason "why".'
+        ),
     ]
     return "\n".join(parts)
 
@@ -147,7 +149,11 @@ def schedule(
     for t, waiting in store.waiting_on_deps():
         if waiting and t.state == TaskState.QUEUED:
             cycle = store.cycle_from(t.id)
-            why = ("dependency cycle " + " → ".join(f"#{i}" for i in cycle)) if cycle else "waits for " + ", ".join(f"#{d}" for d in waiting)
+            why = (
+                ("dependency cycle " + " → ".join(f"#{i}" for i in cycle))
+                if cycle
+                else "waits for " + ", ".join(f"#{d}" for d in waiting)
+            )
             store.set_state(t.id, TaskState.BLOCKED, why)
         elif not waiting and t.state == TaskState.BLOCKED:
             store.set_state(t.id, TaskState.QUEUED, "its dependencies are done")
@@ -168,15 +174,23 @@ def schedule(
                 continue
             if hold is not None and hold(t):
                 continue
-            t2 = store.set_state(t.id, TaskState.ASSIGNED, f"routed to {agent}", agent=agent, expect=(TaskState.QUEUED,))
+            t2 = store.set_state(
+                t.id, TaskState.ASSIGNED, f"routed to {agent}", agent=agent, expect=(TaskState.QUEUED,)
+            )
             send(t2, agent)
             load[agent] += 1
             assigned.append((t.id, agent))
     return assigned
 
 
-def waiting_reasons(store: Store, tasks: Sequence[Task], routes: Sequence[Route], wip: Mapping[str, int],
-                    failed_agents: Mapping[str, str], pools: Mapping[str, tuple[int, int]] | None = None) -> dict[int, str]:
+def waiting_reasons(
+    store: Store,
+    tasks: Sequence[Task],
+    routes: Sequence[Route],
+    wip: Mapping[str, int],
+    failed_agents: Mapping[str, str],
+    pools: Mapping[str, tuple[int, int]] | None = None,
+) -> dict[int, str]:
     """Why each of ``tasks`` that waits for an agent waits (:func:`why_waiting`), by id."""
     held = store.held_counts()
     out: dict[int, str] = {}

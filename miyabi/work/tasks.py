@@ -79,8 +79,14 @@ class Source(StrEnum):
 
 
 STATES = tuple(TaskState)
-OPEN = (TaskState.QUEUED, TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.IN_PROGRESS, TaskState.VERIFYING,
-        TaskState.SHARED)
+OPEN = (
+    TaskState.QUEUED,
+    TaskState.BLOCKED,
+    TaskState.ASSIGNED,
+    TaskState.IN_PROGRESS,
+    TaskState.VERIFYING,
+    TaskState.SHARED,
+)
 HELD = (TaskState.ASSIGNED, TaskState.IN_PROGRESS)
 """States in which a task belongs to an agent (and counts towards its ``wip``)."""
 FINISHED = (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
@@ -90,11 +96,30 @@ _TRANSITIONS: dict[TaskState, tuple[TaskState, ...]] = {
     TaskState.QUEUED: (TaskState.BLOCKED, TaskState.ASSIGNED, TaskState.CANCELLED, TaskState.SHARED),
     TaskState.SHARED: (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED),
     TaskState.BLOCKED: (TaskState.QUEUED, TaskState.CANCELLED),
-    TaskState.ASSIGNED: (TaskState.IN_PROGRESS, TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED,
-                         TaskState.ASSIGNED, TaskState.VERIFYING),
-    TaskState.IN_PROGRESS: (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED, TaskState.ASSIGNED,
-                            TaskState.VERIFYING),
-    TaskState.VERIFYING: (TaskState.IN_PROGRESS, TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED, TaskState.QUEUED),
+    TaskState.ASSIGNED: (
+        TaskState.IN_PROGRESS,
+        TaskState.DONE,
+        TaskState.FAILED,
+        TaskState.CANCELLED,
+        TaskState.QUEUED,
+        TaskState.ASSIGNED,
+        TaskState.VERIFYING,
+    ),
+    TaskState.IN_PROGRESS: (
+        TaskState.DONE,
+        TaskState.FAILED,
+        TaskState.CANCELLED,
+        TaskState.QUEUED,
+        TaskState.ASSIGNED,
+        TaskState.VERIFYING,
+    ),
+    TaskState.VERIFYING: (
+        TaskState.IN_PROGRESS,
+        TaskState.DONE,
+        TaskState.FAILED,
+        TaskState.CANCELLED,
+        TaskState.QUEUED,
+    ),
     TaskState.DONE: (),
     TaskState.FAILED: (TaskState.QUEUED,),
     TaskState.CANCELLED: (TaskState.QUEUED,),
@@ -240,6 +265,7 @@ class Handback(StrEnum):
     GONE = "gone"
     """It was no longer held by that process (finished or handed back meanwhile)."""
 
+
 REF_RE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)#(?P<number>\d+)$")
 
 
@@ -319,23 +345,57 @@ class Task:
     def to_json(self) -> dict[str, Any]:
         """The task as ``--json`` prints it (times in RFC 3339)."""
         return {
-            "id": self.id, "source": self.source, "ref": self.ref, "title": self.title, "state": str(self.state),
-            "agent": self.agent, "priority": self.priority, "labels": list(self.labels), "url": self.url,
-            "attempts": self.attempts, "created": rfc3339(self.created), "updated": rfc3339(self.updated),
-            "deadline": rfc3339(self.deadline) if self.deadline is not None else None, "timeout": self.timeout,
-            "max_attempts": self.max_attempts, "body": self.body, "pool": self.pool, "branch": self.branch,
-            "rounds": self.rounds, "parent": self.parent,
+            "id": self.id,
+            "source": self.source,
+            "ref": self.ref,
+            "title": self.title,
+            "state": str(self.state),
+            "agent": self.agent,
+            "priority": self.priority,
+            "labels": list(self.labels),
+            "url": self.url,
+            "attempts": self.attempts,
+            "created": rfc3339(self.created),
+            "updated": rfc3339(self.updated),
+            "deadline": rfc3339(self.deadline) if self.deadline is not None else None,
+            "timeout": self.timeout,
+            "max_attempts": self.max_attempts,
+            "body": self.body,
+            "pool": self.pool,
+            "branch": self.branch,
+            "rounds": self.rounds,
+            "parent": self.parent,
         }
 
     @classmethod
     def from_row(cls, r: sqlite3.Row) -> Task:
         return cls(
-            id=r["id"], source=r["source"], repo=r["repo"], number=r["number"], url=r["url"], title=r["title"],
-            body=r["body"], labels=tuple(json.loads(r["labels"])), priority=r["priority"], state=TaskState(r["state"]),
-            agent=r["agent"], attempts=r["attempts"], created=r["created"], updated=r["updated"],
-            claim=ClaimState(r["claim"]), job_started=r["job_started"], key=r["key"], holder=r["holder"],
-            deadline=r["deadline"], timeout=r["timeout"], max_attempts=r["max_attempts"], message=r["message"],
-            pool=r["pool"], branch=r["branch"], rounds=r["rounds"], parent=r["parent"],
+            id=r["id"],
+            source=r["source"],
+            repo=r["repo"],
+            number=r["number"],
+            url=r["url"],
+            title=r["title"],
+            body=r["body"],
+            labels=tuple(json.loads(r["labels"])),
+            priority=r["priority"],
+            state=TaskState(r["state"]),
+            agent=r["agent"],
+            attempts=r["attempts"],
+            created=r["created"],
+            updated=r["updated"],
+            claim=ClaimState(r["claim"]),
+            job_started=r["job_started"],
+            key=r["key"],
+            holder=r["holder"],
+            deadline=r["deadline"],
+            timeout=r["timeout"],
+            max_attempts=r["max_attempts"],
+            message=r["message"],
+            pool=r["pool"],
+            branch=r["branch"],
+            rounds=r["rounds"],
+            parent=r["parent"],
         )
 
 
@@ -381,7 +441,9 @@ class Store:
                     continue
                 self.db.execute("BEGIN IMMEDIATE")
                 try:
-                    if name not in {r[1] for r in self.db.execute("PRAGMA table_info(tasks)")}:  # not another process first
+                    if name not in {
+                        r[1] for r in self.db.execute("PRAGMA table_info(tasks)")
+                    }:  # not another process first
                         self.db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {decl}")
                         if name in BACKFILL:
                             self.db.execute(BACKFILL[name])
@@ -531,22 +593,55 @@ class Store:
             if key is not None:
                 taken = db.execute("SELECT id, state FROM tasks WHERE source=? AND key=?", (source, key)).fetchone()
                 if taken is not None:
-                    raise TaskError(f"{source} id {key!r} was submitted already, as task {taken['id']} ({taken['state']}); give it a new id")
+                    raise TaskError(
+                        f"{source} id {key!r} was submitted already, as task {taken['id']} ({taken['state']}); give "
+                        "it a new id"
+                    )
             cur = db.execute(
-                "INSERT INTO tasks (source, repo, number, url, title, body, labels, priority, state, created, updated, key,"
-                " timeout, max_attempts, rank, parent, pool, branch) VALUES (?,?,?,?,?,?,?,?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (source, repo, number, url, title, body, json.dumps(list(labels)), priority, now, now, key,
-                 timeout, max_attempts, rank_of(priority, labels), parent, pool, branch),
+                "INSERT INTO tasks (source, repo, number, url, title, body, labels, priority, state, created, "
+                "updated, key,"
+                " timeout, max_attempts, rank, parent, pool, branch) VALUES (?,?,?,?,?,?,?,?, 'queued', ?, ?, ?, ?, "
+                "?, ?, ?, ?, ?)",
+                (
+                    source,
+                    repo,
+                    number,
+                    url,
+                    title,
+                    body,
+                    json.dumps(list(labels)),
+                    priority,
+                    now,
+                    now,
+                    key,
+                    timeout,
+                    max_attempts,
+                    rank_of(priority, labels),
+                    parent,
+                    pool,
+                    branch,
+                ),
             )
             tid = int(cur.lastrowid or 0)
             for dep in depends_on:
                 db.execute("INSERT OR IGNORE INTO deps (task, depends_on) VALUES (?,?)", (tid, dep))
-            db.execute("INSERT INTO events (task, time, state, reason) VALUES (?,?,?,?)", (tid, now, str(TaskState.QUEUED), f"added from {source}"))
+            db.execute(
+                "INSERT INTO events (task, time, state, reason) VALUES (?,?,?,?)",
+                (tid, now, str(TaskState.QUEUED), f"added from {source}"),
+            )
         return self.get(tid)
 
-    def set_state(self, task_id: int, state: TaskState, reason: str, agent: str | None = None,
-                  expect: Sequence[TaskState] | None = None, notice: str | None = None, text: str | None = None,
-                  also: Sequence[tuple[str, Sequence[Any]]] = ()) -> Task:
+    def set_state(
+        self,
+        task_id: int,
+        state: TaskState,
+        reason: str,
+        agent: str | None = None,
+        expect: Sequence[TaskState] | None = None,
+        notice: str | None = None,
+        text: str | None = None,
+        also: Sequence[tuple[str, Sequence[Any]]] = (),
+    ) -> Task:
         """Move a task to ``state`` and record why.
 
         Args:
@@ -579,15 +674,18 @@ class Store:
             if row is None:
                 raise TaskError(f"no task {task_id}")
             if row["branch"] is not None and row["state"] in HELD:
-                self._move(db, task_id, TaskState.VERIFYING, f"{row['agent']} says it is done ({note}); running the checks")
+                self._move(
+                    db, task_id, TaskState.VERIFYING, f"{row['agent']} says it is done ({note}); running the checks"
+                )
             elif row["branch"] is not None and row["state"] == TaskState.VERIFYING:
                 pass  # said twice: the checks already run
             else:
                 self._move(db, task_id, TaskState.DONE, note)
         return self.get(task_id)
 
-    def round_failed(self, task_id: int, reason: str, max_rounds: int, notice: str = "needs-human",
-                     text: str | None = None) -> Task:
+    def round_failed(
+        self, task_id: int, reason: str, max_rounds: int, notice: str = "needs-human", text: str | None = None
+    ) -> Task:
         """A verify round of a ``verifying`` task failed: back to ``in_progress`` (the
         agent gets another round), or, after ``max_rounds``, failed (GitHub is told
         ``notice``). One transaction.
@@ -602,15 +700,36 @@ class Store:
             rounds = int(row["rounds"]) + 1
             db.execute("UPDATE tasks SET rounds=? WHERE id=?", (rounds, task_id))
             if rounds >= max_rounds:
-                self._move(db, task_id, TaskState.FAILED, f"verify round {rounds} of {max_rounds} failed: {reason}",
-                           expect=(TaskState.VERIFYING,), notice=notice, text=text)
+                self._move(
+                    db,
+                    task_id,
+                    TaskState.FAILED,
+                    f"verify round {rounds} of {max_rounds} failed: {reason}",
+                    expect=(TaskState.VERIFYING,),
+                    notice=notice,
+                    text=text,
+                )
             else:
-                self._move(db, task_id, TaskState.IN_PROGRESS, f"verify round {rounds} of {max_rounds} failed: {reason}",
-                           expect=(TaskState.VERIFYING,))
+                self._move(
+                    db,
+                    task_id,
+                    TaskState.IN_PROGRESS,
+                    f"verify round {rounds} of {max_rounds} failed: {reason}",
+                    expect=(TaskState.VERIFYING,),
+                )
         return self.get(task_id)
 
-    def _move(self, db: sqlite3.Connection, task_id: int, state: TaskState, reason: str, agent: str | None = None,
-              expect: Sequence[TaskState] | None = None, notice: str | None = None, text: str | None = None) -> None:
+    def _move(
+        self,
+        db: sqlite3.Connection,
+        task_id: int,
+        state: TaskState,
+        reason: str,
+        agent: str | None = None,
+        expect: Sequence[TaskState] | None = None,
+        notice: str | None = None,
+        text: str | None = None,
+    ) -> None:
         """:meth:`set_state` inside a transaction. A task leaving ``assigned``/``in_progress``
         (or assigned afresh) loses its lease. ``notice``: the GitHub outbox action
         (default: the state, for done and failed); ``text``: what it is told (default: ``reason``)."""
@@ -637,10 +756,16 @@ class Store:
         if state != TaskState.IN_PROGRESS:
             extra += ", holder = NULL, deadline = NULL"
         db.execute(f"UPDATE tasks SET state=?, agent=?, updated=?{extra} WHERE id=?", (str(state), who, now, task_id))
-        db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)", (task_id, now, str(state), who, reason))
+        db.execute(
+            "INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)",
+            (task_id, now, str(state), who, reason),
+        )
         if row["source"] == Source.GITHUB and state in (TaskState.DONE, TaskState.FAILED):
             # GitHub is told by the controller (it holds the token), exactly once.
-            db.execute("INSERT INTO outbox (task, action, text) VALUES (?,?,?)", (task_id, notice or str(state), text or reason))
+            db.execute(
+                "INSERT INTO outbox (task, action, text) VALUES (?,?,?)",
+                (task_id, notice or str(state), text or reason),
+            )
 
     # -- leases
 
@@ -649,8 +774,15 @@ class Store:
         with self.tx() as db:
             db.execute("UPDATE tasks SET message=? WHERE id=?", (message, task_id))
 
-    def take_lease(self, task_id: int, agent: str, holder: str | None, timeout: float | None, reason: str,
-                   message: str | None = None) -> bool:
+    def take_lease(
+        self,
+        task_id: int,
+        agent: str,
+        holder: str | None,
+        timeout: float | None,
+        reason: str,
+        message: str | None = None,
+    ) -> bool:
         """The task's message ``message`` reached ``agent``'s process ``holder``: the task
         is in progress and held by that process, until ``timeout`` seconds from now
         (None: no limit). A task of another agent, not held any more, leased already, or
@@ -659,7 +791,9 @@ class Store:
         leased) gets its deadline."""
         now = self.clock()
         with self.tx() as db:
-            row = db.execute("SELECT state, agent, holder, deadline, message FROM tasks WHERE id=?", (task_id,)).fetchone()
+            row = db.execute(
+                "SELECT state, agent, holder, deadline, message FROM tasks WHERE id=?", (task_id,)
+            ).fetchone()
             if row is None or row["agent"] != agent or row["state"] not in HELD:
                 return False
             if message is not None and row["message"] is not None and row["message"] != message:
@@ -669,24 +803,33 @@ class Store:
                     db.execute("UPDATE tasks SET deadline=? WHERE id=?", (now + timeout, task_id))
                 return False
             deadline = now + timeout if timeout is not None else None
-            db.execute("UPDATE tasks SET state=?, holder=?, deadline=?, updated=? WHERE id=?",
-                       (str(TaskState.IN_PROGRESS), holder, deadline, now, task_id))
+            db.execute(
+                "UPDATE tasks SET state=?, holder=?, deadline=?, updated=? WHERE id=?",
+                (str(TaskState.IN_PROGRESS), holder, deadline, now, task_id),
+            )
             if row["state"] != TaskState.IN_PROGRESS:
-                db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)",
-                           (task_id, now, str(TaskState.IN_PROGRESS), agent, reason))
+                db.execute(
+                    "INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)",
+                    (task_id, now, str(TaskState.IN_PROGRESS), agent, reason),
+                )
         return True
 
     def adopt_lease(self, task_id: int, holder: str, deadline: float | None) -> bool:
         """Lease an in-progress task that has no holder to ``holder`` (True if it did)."""
         with self.tx() as db:
-            cur = db.execute("UPDATE tasks SET holder=?, deadline=? WHERE id=? AND state=? AND holder IS NULL",
-                             (holder, deadline, task_id, str(TaskState.IN_PROGRESS)))
+            cur = db.execute(
+                "UPDATE tasks SET holder=?, deadline=? WHERE id=? AND state=? AND holder IS NULL",
+                (holder, deadline, task_id, str(TaskState.IN_PROGRESS)),
+            )
             return cur.rowcount == 1
 
     def set_deadline(self, task_id: int, deadline: float) -> None:
         """Give a leased task that has none a deadline (a time limit set after it started)."""
         with self.tx() as db:
-            db.execute("UPDATE tasks SET deadline=? WHERE id=? AND deadline IS NULL AND holder IS NOT NULL", (deadline, task_id))
+            db.execute(
+                "UPDATE tasks SET deadline=? WHERE id=? AND deadline IS NULL AND holder IS NOT NULL",
+                (deadline, task_id),
+            )
 
     def held(self, agent: str | None = None) -> list[Task]:
         """Tasks agents hold (``assigned`` or ``in_progress``), oldest first; only
@@ -700,8 +843,10 @@ class Store:
 
     def held_counts(self) -> dict[str, int]:
         """Agent → how many tasks it holds (what its ``wip`` limit counts)."""
-        rows = self._rows("SELECT agent, COUNT(*) FROM tasks WHERE state IN (?, ?) AND agent IS NOT NULL GROUP BY agent",
-                          (str(TaskState.ASSIGNED), str(TaskState.IN_PROGRESS)))
+        rows = self._rows(
+            "SELECT agent, COUNT(*) FROM tasks WHERE state IN (?, ?) AND agent IS NOT NULL GROUP BY agent",
+            (str(TaskState.ASSIGNED), str(TaskState.IN_PROGRESS)),
+        )
         return {r[0]: int(r[1]) for r in rows}
 
     def hand_back(self, task_id: int, holder: str | None, reason: str, resend: bool, max_attempts: int) -> Handback:
@@ -711,19 +856,36 @@ class Store:
         ``needs-human``); otherwise with ``resend`` it is assigned again to the same
         agent (an attempt more), else it goes back to the queue. Returns where it went."""
         with self.tx() as db:
-            row = db.execute("SELECT state, agent, holder, attempts, max_attempts FROM tasks WHERE id=?", (task_id,)).fetchone()
+            row = db.execute(
+                "SELECT state, agent, holder, attempts, max_attempts FROM tasks WHERE id=?", (task_id,)
+            ).fetchone()
             if row is None or row["state"] not in HELD or (holder is not None and row["holder"] != holder):
                 return Handback.GONE
             limit = row["max_attempts"] or max_attempts
             if row["attempts"] >= limit:
-                self._move(db, task_id, TaskState.FAILED, f"{reason}; that was attempt {row['attempts']} of {limit}: "
-                           "it needs a person", notice="needs-human")
+                self._move(
+                    db,
+                    task_id,
+                    TaskState.FAILED,
+                    f"{reason}; that was attempt {row['attempts']} of {limit}: it needs a person",
+                    notice="needs-human",
+                )
                 return Handback.FAILED
             if resend and row["agent"]:
-                self._move(db, task_id, TaskState.ASSIGNED, f"{reason}; sent again to {row['agent']} "
-                           f"(attempt {row['attempts'] + 1} of {limit})", agent=row["agent"])
+                self._move(
+                    db,
+                    task_id,
+                    TaskState.ASSIGNED,
+                    f"{reason}; sent again to {row['agent']} (attempt {row['attempts'] + 1} of {limit})",
+                    agent=row["agent"],
+                )
                 return Handback.RESENT
-            self._move(db, task_id, TaskState.QUEUED, f"{reason}; back to the queue (attempt {row['attempts']} of {limit} used)")
+            self._move(
+                db,
+                task_id,
+                TaskState.QUEUED,
+                f"{reason}; back to the queue (attempt {row['attempts']} of {limit} used)",
+            )
             return Handback.REQUEUED
 
     def queued(self, routed_to: str | None = None) -> Iterator[Task]:
@@ -743,14 +905,20 @@ class Store:
                 return
             last = rows[-1]
             rows = self._rows(
-                f"SELECT * FROM {table} WHERE {where} AND (rank, created, id) > (?, ?, ?) ORDER BY rank, created, id LIMIT {page}",
-                [*args, last["rank"], last["created"], last["id"]])
+                f"SELECT * FROM {table} WHERE {where} AND (rank, created, id) > (?, ?, ?) ORDER BY rank, created, id "
+                f"LIMIT {page}",
+                [*args, last["rank"], last["created"], last["id"]],
+            )
 
     def unrouted(self) -> list[Task]:
         """Queued tasks whose route is not recorded yet (new ones, or all after
         :meth:`clear_routes`)."""
-        return [Task.from_row(r) for r in self._rows("SELECT * FROM tasks WHERE state=? AND route IS NULL ORDER BY id",
-                                                     (str(TaskState.QUEUED),))]
+        return [
+            Task.from_row(r)
+            for r in self._rows(
+                "SELECT * FROM tasks WHERE state=? AND route IS NULL ORDER BY id", (str(TaskState.QUEUED),)
+            )
+        ]
 
     def set_routes(self, routes: Mapping[int, str | None]) -> None:
         """Record which agent the routes pick for each task (``""``: none), so a pass
@@ -770,13 +938,20 @@ class Store:
             "SELECT t.*, (SELECT group_concat(d.depends_on) FROM deps d JOIN tasks x ON x.id = d.depends_on"
             "  WHERE d.task = t.id AND x.state NOT IN ('done', 'cancelled')) AS open_deps"
             " FROM tasks t WHERE t.id IN (SELECT task FROM deps) AND t.state IN ('queued', 'blocked')"
-            " ORDER BY t.id")
-        return [(Task.from_row(r), sorted(int(x) for x in r["open_deps"].split(",")) if r["open_deps"] else []) for r in rows]
+            " ORDER BY t.id"
+        )
+        return [
+            (Task.from_row(r), sorted(int(x) for x in r["open_deps"].split(",")) if r["open_deps"] else [])
+            for r in rows
+        ]
 
     def open_deps(self, task_id: int) -> list[int]:
         """Ids of the tasks ``task_id`` depends on that are not done (nor cancelled)."""
-        rows = self._rows("SELECT d.depends_on FROM deps d JOIN tasks x ON x.id = d.depends_on"
-                          " WHERE d.task=? AND x.state NOT IN ('done', 'cancelled') ORDER BY d.depends_on", (task_id,))
+        rows = self._rows(
+            "SELECT d.depends_on FROM deps d JOIN tasks x ON x.id = d.depends_on"
+            " WHERE d.task=? AND x.state NOT IN ('done', 'cancelled') ORDER BY d.depends_on",
+            (task_id,),
+        )
         return [int(r[0]) for r in rows]
 
     def start_job(self, task_id: int, agent: str, holder: str | None = None) -> Task:
@@ -791,15 +966,27 @@ class Store:
         """
         now = self.clock()
         with self.tx() as db:
-            row = db.execute("SELECT source, agent, state, attempts, job_started, holder FROM tasks WHERE id=?", (task_id,)).fetchone()
+            row = db.execute(
+                "SELECT source, agent, state, attempts, job_started, holder FROM tasks WHERE id=?", (task_id,)
+            ).fetchone()
             if row is None or row["source"] != Source.JOB or row["agent"] != agent or row["state"] not in HELD:
                 raise TaskError(f"task {task_id} is not an open job assigned to {agent}; nothing was run")
             if row["job_started"] == row["attempts"]:
                 raise TaskError(f"job task {task_id} was already started in this assignment; nothing was run")
-            db.execute("UPDATE tasks SET state=?, job_started=attempts, holder=COALESCE(holder, ?), updated=? WHERE id=?",
-                       (str(TaskState.IN_PROGRESS), holder, now, task_id))
-            db.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)",
-                       (task_id, now, str(TaskState.IN_PROGRESS), agent, f"job started by {agent} (attempt {row['attempts']})"))
+            db.execute(
+                "UPDATE tasks SET state=?, job_started=attempts, holder=COALESCE(holder, ?), updated=? WHERE id=?",
+                (str(TaskState.IN_PROGRESS), holder, now, task_id),
+            )
+            db.execute(
+                "INSERT INTO events (task, time, state, agent, reason) VALUES (?,?,?,?,?)",
+                (
+                    task_id,
+                    now,
+                    str(TaskState.IN_PROGRESS),
+                    agent,
+                    f"job started by {agent} (attempt {row['attempts']})",
+                ),
+            )
         return self.get(task_id)
 
     def job_step_started(self, task_id: int, attempt: int, step: int, command: str, agent: str) -> bool:
@@ -809,18 +996,29 @@ class Store:
         run at once. Returns False, recording nothing, when it does not own it."""
         with self.tx() as db:
             row = db.execute("SELECT state, agent, job_started, attempts FROM tasks WHERE id=?", (task_id,)).fetchone()
-            if (row is None or row["state"] != TaskState.IN_PROGRESS or row["agent"] != agent or row["job_started"] != attempt
-                    or row["attempts"] != attempt):
+            if (
+                row is None
+                or row["state"] != TaskState.IN_PROGRESS
+                or row["agent"] != agent
+                or row["job_started"] != attempt
+                or row["attempts"] != attempt
+            ):
                 return False
-            db.execute("INSERT OR REPLACE INTO job_runs (task, attempt, step, command, agent, started) VALUES (?,?,?,?,?,?)",
-                       (task_id, attempt, step, command, agent, self.clock()))
+            db.execute(
+                "INSERT OR REPLACE INTO job_runs (task, attempt, step, command, agent, started) VALUES (?,?,?,?,?,?)",
+                (task_id, attempt, step, command, agent, self.clock()),
+            )
             return True
 
-    def job_step_ended(self, task_id: int, attempt: int, step: int, exit_code: int, seconds: float, output: str) -> None:
+    def job_step_ended(
+        self, task_id: int, attempt: int, step: int, exit_code: int, seconds: float, output: str
+    ) -> None:
         """Record how a job's step ended."""
         with self.tx() as db:
-            db.execute("UPDATE job_runs SET exit_code=?, seconds=?, output=? WHERE task=? AND attempt=? AND step=?",
-                       (exit_code, seconds, output, task_id, attempt, step))
+            db.execute(
+                "UPDATE job_runs SET exit_code=?, seconds=?, output=? WHERE task=? AND attempt=? AND step=?",
+                (exit_code, seconds, output, task_id, attempt, step),
+            )
 
     def job_steps(self, task_id: int) -> list[dict[str, Any]]:
         """Every recorded step of a job, by attempt then step: ``attempt``, ``step``,
@@ -835,7 +1033,10 @@ class Store:
 
     def outbox(self) -> list[tuple[int, int, str, str]]:
         """Unsent notices for GitHub: (outbox id, task id, action, text)."""
-        return [(r[0], r[1], r[2], r[3]) for r in self._rows("SELECT id, task, action, text FROM outbox WHERE sent IS NULL ORDER BY id")]
+        return [
+            (r[0], r[1], r[2], r[3])
+            for r in self._rows("SELECT id, task, action, text FROM outbox WHERE sent IS NULL ORDER BY id")
+        ]
 
     def outbox_tried(self, outbox_id: int) -> int:
         """Count a failed attempt at a notice; return the attempts so far."""

@@ -35,14 +35,20 @@ def clis() -> Path:
     """The agent CLI cache; fails the test (never skips) when it is missing."""
     d = os.environ.get("MIYABI_AGENT_CLIS")
     if not d or not Path(d).is_dir():
-        pytest.fail("MIYABI_AGENT_CLIS is not set or missing: run the tests with scripts/test, which installs the agent CLIs")
+        pytest.fail(
+            "MIYABI_AGENT_CLIS is not set or missing: run the tests with scripts/test, which installs the agent CLIs"
+        )
     return Path(d)
 
 
 def program(name: str) -> str:
-    path = {"claude": clis() / "npm/node_modules/.bin/claude", "codex": clis() / "npm/node_modules/.bin/codex",
-            "gemini": clis() / "npm/node_modules/.bin/gemini", "opencode": clis() / "npm/node_modules/.bin/opencode",
-            "aider": clis() / "aider/bin/aider"}[name]
+    path = {
+        "claude": clis() / "npm/node_modules/.bin/claude",
+        "codex": clis() / "npm/node_modules/.bin/codex",
+        "gemini": clis() / "npm/node_modules/.bin/gemini",
+        "opencode": clis() / "npm/node_modules/.bin/opencode",
+        "aider": clis() / "aider/bin/aider",
+    }[name]
     if not os.access(path, os.X_OK):
         pytest.fail(f"{path} is missing: scripts/test installs {name}; run it (or see its install log)")
     return str(path)
@@ -59,8 +65,10 @@ class Setup:
 
     def block(self, name: str, extra: str = "") -> str:
         env = "".join(f"\n      {k}: {json.dumps(v)}" for k, v in self.env.items())
-        return (f"  - name: {name}\n    profile: {self.profile}\n    intro: false\n    cwd: {self.work}\n"
-                f"    command: {json.dumps(self.command)}\n    env:{env}\n{extra}")
+        return (
+            f"  - name: {name}\n    profile: {self.profile}\n    intro: false\n    cwd: {self.work}\n"
+            f"    command: {json.dumps(self.command)}\n    env:{env}\n{extra}"
+        )
 
 
 def setup(name: str, tmp: Path, model_url: str) -> Setup:
@@ -73,13 +81,22 @@ def setup(name: str, tmp: Path, model_url: str) -> Setup:
     # CI=false: under CI=true (as CI runs) Ink-based CLIs (Gemini CLI) stop being interactive
     base = {"HOME": str(home), "TERM": "xterm-256color", "NO_COLOR": "1", "CI": "false"}
     if name == "claude":
-        (home / ".claude.json").write_text(json.dumps({
-            "hasCompletedOnboarding": True,
-            "customApiKeyResponses": {"approved": [API_KEY[-20:]], "rejected": []},
-            "projects": {str(work): {"hasTrustDialogAccepted": True}},
-        }))
-        env = {**base, "ANTHROPIC_API_KEY": API_KEY, "ANTHROPIC_BASE_URL": model_url, "DISABLE_AUTOUPDATER": "1",
-               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+        (home / ".claude.json").write_text(
+            json.dumps(
+                {
+                    "hasCompletedOnboarding": True,
+                    "customApiKeyResponses": {"approved": [API_KEY[-20:]], "rejected": []},
+                    "projects": {str(work): {"hasTrustDialogAccepted": True}},
+                }
+            )
+        )
+        env = {
+            **base,
+            "ANTHROPIC_API_KEY": API_KEY,
+            "ANTHROPIC_BASE_URL": model_url,
+            "DISABLE_AUTOUPDATER": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        }
         return Setup("claude", work, f"{program('claude')} --permission-mode default", env)
     if name == "codex":
         codex_home = home / ".codex"
@@ -88,31 +105,52 @@ def setup(name: str, tmp: Path, model_url: str) -> Setup:
             'model = "fake-model"\nmodel_provider = "fake"\napproval_policy = "on-request"\n'
             'sandbox_mode = "workspace-write"\ncheck_for_update_on_startup = false\n\n'
             f'[model_providers.fake]\nname = "fake"\nbase_url = "{model_url}/v1"\nwire_api = "responses"\n'
-            f'env_key = "FAKE_API_KEY"\n\n[projects."{work}"]\ntrust_level = "trusted"\n')
+            f'env_key = "FAKE_API_KEY"\n\n[projects."{work}"]\ntrust_level = "trusted"\n'
+        )
         env = {**base, "CODEX_HOME": str(codex_home), "FAKE_API_KEY": "x"}
         return Setup("codex", work, f"{program('codex')} --no-daemon", env)
     if name == "gemini":
         (home / ".gemini").mkdir()
-        (home / ".gemini" / "settings.json").write_text(json.dumps({
-            "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": False}},
-            "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
-            "privacy": {"usageStatisticsEnabled": False}, "ui": {"hideTips": True},
-        }))
+        (home / ".gemini" / "settings.json").write_text(
+            json.dumps(
+                {
+                    "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": False}},
+                    "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+                    "privacy": {"usageStatisticsEnabled": False},
+                    "ui": {"hideTips": True},
+                }
+            )
+        )
         env = {**base, "GEMINI_API_KEY": "fake-key", "GOOGLE_GEMINI_BASE_URL": model_url}
         return Setup("gemini", work, program("gemini"), env)
     if name == "opencode":
         config = home / "opencode.json"
-        config.write_text(json.dumps({
-            "provider": {"fake": {"npm": "@ai-sdk/openai-compatible", "name": "Fake",
-                                  "options": {"baseURL": f"{model_url}/v1", "apiKey": "x"},
-                                  "models": {"fake-model": {"name": "Fake"}, "fake-small": {"name": "Small"}}}},
-            "model": "fake/fake-model", "small_model": "fake/fake-small", "autoupdate": False, "share": "disabled",
-            "permission": {"bash": "ask", "edit": "ask"},
-        }))
+        config.write_text(
+            json.dumps(
+                {
+                    "provider": {
+                        "fake": {
+                            "npm": "@ai-sdk/openai-compatible",
+                            "name": "Fake",
+                            "options": {"baseURL": f"{model_url}/v1", "apiKey": "x"},
+                            "models": {"fake-model": {"name": "Fake"}, "fake-small": {"name": "Small"}},
+                        }
+                    },
+                    "model": "fake/fake-model",
+                    "small_model": "fake/fake-small",
+                    "autoupdate": False,
+                    "share": "disabled",
+                    "permission": {"bash": "ask", "edit": "ask"},
+                }
+            )
+        )
         env = {**base, "OPENCODE_CONFIG": str(config), "OPENCODE_DISABLE_AUTOUPDATE": "1"}
         return Setup("opencode", work, program("opencode"), env)
     env = {**base, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    cmd = (f"{program('aider')} --no-auto-commits --no-check-update --no-show-release-notes --analytics-disable "
-           f"--no-show-model-warnings --no-gitignore --edit-format diff --model openai/fake-model --openai-api-base {model_url}/v1 "
-           "--openai-api-key x")
+    cmd = (
+        f"{program('aider')} --no-auto-commits --no-check-update --no-show-release-notes --analytics-disable "
+        "--no-show-model-warnings --no-gitignore --edit-format diff --model openai/fake-model --openai-api-base "
+        f"{model_url}/v1 "
+        "--openai-api-key x"
+    )
     return Setup("aider", work, cmd, env)

@@ -37,20 +37,34 @@ WORKER = "profile: worker, submit_delay: 0.05, ready_settle: 0.05"
 class Host:
     """One machine of the ensemble: a home, a tmux server of its own, a layout with ``bus:``."""
 
-    def __init__(self, name: str, root: Path, url: str, agents: tuple[str, ...] = ("w",), extra: str = "",
-                 bus_extra: str = "", spec: str = WORKER) -> None:
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        url: str,
+        agents: tuple[str, ...] = ("w",),
+        extra: str = "",
+        bus_extra: str = "",
+        spec: str = WORKER,
+    ) -> None:
         self.name = name
         self.home = root / name
         self.home.mkdir(parents=True)
         self.socket = f"miyabi_test_bus_{uuid.uuid4().hex[:8]}"
         self.layout = root / f"{name}.yaml"
-        lines = [f"session: bus-{name}", f"bus: {{url: '{url}', host: {name}, lease: 2s{bus_extra}}}",
-                 "watchdog: {min_uptime: 0, max_restarts: 100, restart_window: 600}", "agents:"]
+        lines = [
+            f"session: bus-{name}",
+            f"bus: {{url: '{url}', host: {name}, lease: 2s{bus_extra}}}",
+            "watchdog: {min_uptime: 0, max_restarts: 100, restart_window: 600}",
+            "agents:",
+        ]
         lines += [f"  - {{name: {a}, {spec}}}" for a in agents]
         self.layout.write_text("\n".join(lines) + "\n" + extra)
 
     def cli(self, *args: str) -> Result:
-        return CliRunner().invoke(app, [*args, "--socket", self.socket, "--home", str(self.home)], catch_exceptions=False)
+        return CliRunner().invoke(
+            app, [*args, "--socket", self.socket, "--home", str(self.home)], catch_exceptions=False
+        )
 
     def up(self) -> None:
         r = self.cli("up", str(self.layout), "-d")
@@ -88,13 +102,18 @@ def hosts(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[Host]]:
 def kill_host(home: Path, socket: str) -> None:
     """SIGKILL every process of a host: those naming its home or tmux socket on their
     command line, or with its home as MIYABI_HOME (agents), until none is left."""
+
     def mine() -> list[psutil.Process]:
         out = []
         for p in psutil.process_iter(["cmdline", "environ"]):
             line = " ".join(p.info["cmdline"] or [])
             env = p.info["environ"] or {}
-            if p.pid != os.getpid() and (f"-L {socket}" in line or f"--socket {socket}" in line or str(home) in line
-                                         or env.get("MIYABI_HOME") == str(home)):
+            if p.pid != os.getpid() and (
+                f"-L {socket}" in line
+                or f"--socket {socket}" in line
+                or str(home) in line
+                or env.get("MIYABI_HOME") == str(home)
+            ):
                 out.append(p)
         return out
 
@@ -112,8 +131,18 @@ def job(tmp_path: Path, name: str, script: list[str]) -> Path:
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     f = tmp_path / f"{name}.json"
-    f.write_text(json.dumps({"id": name, "kind": "run_shell", "workdir": str(work), "script": script, "dod": "exit_code == 0",
-                             "report_path": f"{name}.report.json"}))
+    f.write_text(
+        json.dumps(
+            {
+                "id": name,
+                "kind": "run_shell",
+                "workdir": str(work),
+                "script": script,
+                "dod": "exit_code == 0",
+                "report_path": f"{name}.report.json",
+            }
+        )
+    )
     return f
 
 
@@ -127,8 +156,13 @@ def copies(home: Path) -> list[dict]:
     """The copies of bus tasks this host claimed: bus id, local task id, its state and attempt."""
     store = Store.of_home(home)
     try:
-        return [dict(r) for r in store.rows("SELECT b.bus_id, b.task, b.deliveries, t.state FROM bus_tasks b JOIN tasks t"
-                                            " ON t.id = b.task WHERE b.role='copy' ORDER BY b.rowid")]
+        return [
+            dict(r)
+            for r in store.rows(
+                "SELECT b.bus_id, b.task, b.deliveries, t.state FROM bus_tasks b JOIN tasks t"
+                " ON t.id = b.task WHERE b.role='copy' ORDER BY b.rowid"
+            )
+        ]
     except Exception:  # noqa: BLE001 - no table yet: no copies
         return []
     finally:
@@ -140,8 +174,9 @@ def done_lines(tmp_path: Path) -> list[str]:
     return f.read_text().split() if f.exists() else []
 
 
-def test_tasks_spread_over_hosts_by_route_and_their_results_come_home(tmp_path: Path, redis_server: RedisServer,
-                                                                      hosts: list[Host]) -> None:
+def test_tasks_spread_over_hosts_by_route_and_their_results_come_home(
+    tmp_path: Path, redis_server: RedisServer, hosts: list[Host]
+) -> None:
     a = Host("a", tmp_path, redis_server.url)
     b = Host("b", tmp_path, redis_server.url)
     hosts += [a, b]
@@ -179,8 +214,9 @@ def test_tasks_spread_over_hosts_by_route_and_their_results_come_home(tmp_path: 
         stop(proc)
 
 
-def test_a_message_to_an_agent_on_another_host_arrives_exactly_once(tmp_path: Path, redis_server: RedisServer,
-                                                                     hosts: list[Host]) -> None:
+def test_a_message_to_an_agent_on_another_host_arrives_exactly_once(
+    tmp_path: Path, redis_server: RedisServer, hosts: list[Host]
+) -> None:
     a = Host("a", tmp_path, redis_server.url)
     b = Host("b", tmp_path, redis_server.url, agents=("w", "v"))
     hosts += [a, b]
@@ -194,13 +230,36 @@ def test_a_message_to_an_agent_on_another_host_arrives_exactly_once(tmp_path: Pa
     wait_for(lambda: transcript(b.home, "v").count("to v, wherever it runs") == 1, timeout=30, what="v's text")
     # the same entry written twice (a sender that retried after a lost answer) is one message
     r = redis_server.client()
-    entry = {"host": "b", "message": json.dumps({"id": "01900000-0000-7000-8000-000000000001", "from": "human@a", "to": "w",
-                                                 "created": "2026-12-04T00:00:00Z", "body": "twice written"})}
+    entry = {
+        "host": "b",
+        "message": json.dumps(
+            {
+                "id": "01900000-0000-7000-8000-000000000001",
+                "from": "human@a",
+                "to": "w",
+                "created": "2026-12-04T00:00:00Z",
+                "body": "twice written",
+            }
+        ),
+    }
     r.xadd("miyabi:inbox:b", entry)
     r.xadd("miyabi:inbox:b", entry)
     wait_for(lambda: transcript(b.home, "w").count("twice written") == 1, timeout=30, what="the duplicated message")
-    r.xadd("miyabi:inbox:b", {"host": "b", "message": json.dumps({"id": "01900000-0000-7000-8000-000000000002", "from": "x",
-                                                                  "to": "w", "created": "2026-12-04T00:00:00Z", "body": "last"})})
+    r.xadd(
+        "miyabi:inbox:b",
+        {
+            "host": "b",
+            "message": json.dumps(
+                {
+                    "id": "01900000-0000-7000-8000-000000000002",
+                    "from": "x",
+                    "to": "w",
+                    "created": "2026-12-04T00:00:00Z",
+                    "body": "last",
+                }
+            ),
+        },
+    )
     wait_for(lambda: transcript(b.home, "w").count("last") == 1, timeout=30, what="a later message")
     assert transcript(b.home, "w").count("twice written") == 1
     assert transcript(b.home, "w").count("hello from a") == 1
@@ -220,19 +279,29 @@ def test_a_message_to_an_agent_on_another_host_arrives_exactly_once(tmp_path: Pa
 
 
 def test_a_killed_host_loses_its_task_to_another_after_the_lease_and_it_ends_done_once(
-        tmp_path: Path, redis_server: RedisServer, hosts: list[Host]) -> None:
+    tmp_path: Path, redis_server: RedisServer, hosts: list[Host]
+) -> None:
     a = Host("a", tmp_path, redis_server.url)
     b = Host("b", tmp_path, redis_server.url)
     hosts += [a, b]
     b.up()
-    wait_for(lambda: b.cli("bus", "status", "--json").exit_code == 0 and "w" in [
-        x["name"] for h in json.loads(b.cli("bus", "status", "--json").output)["hosts"] for x in h["agents"]], timeout=30,
-        what="b on the bus")
+    wait_for(
+        lambda: (
+            b.cli("bus", "status", "--json").exit_code == 0
+            and "w"
+            in [x["name"] for h in json.loads(b.cli("bus", "status", "--json").output)["hosts"] for x in h["agents"]]
+        ),
+        timeout=30,
+        what="b on the bus",
+    )
     a.up()
     # b claims it (a's worker is kept busy first), starts it, and dies mid-step
     busy = submit(a, job(tmp_path, "busy", ["sleep 3", "echo busy >> done.txt"]), agent="w@a")
-    wait_for(lambda: task(a.home, busy).state == "shared" and any(c["state"] == "in_progress" for c in copies(a.home)),
-             timeout=30, what="a's worker busy")
+    wait_for(
+        lambda: task(a.home, busy).state == "shared" and any(c["state"] == "in_progress" for c in copies(a.home)),
+        timeout=30,
+        what="a's worker busy",
+    )
     tid = submit(a, job(tmp_path, "long", ["echo started >> started.txt", "sleep 4", "echo long >> done.txt"]))
     wait_for(lambda: (tmp_path / "work" / "started.txt").exists(), timeout=30, what="the job to start on b")
     assert [c["state"] for c in copies(b.home)] == ["in_progress"]
@@ -244,13 +313,16 @@ def test_a_killed_host_loses_its_task_to_another_after_the_lease_and_it_ends_don
     assert len(mine) == 1 and mine[0]["deliveries"] == 2, mine  # the attempt counted
     # b comes back: its copy is given up, never finished a second time
     b.up()
-    wait_for(lambda: [c["state"] for c in copies(b.home)] == ["cancelled"], timeout=60, what="b to give up its stale copy")
+    wait_for(
+        lambda: [c["state"] for c in copies(b.home)] == ["cancelled"], timeout=60, what="b to give up its stale copy"
+    )
     assert done_lines(tmp_path).count("long") == 1
     assert (tmp_path / "work" / "started.txt").read_text().split() == ["started", "started"]
 
 
 def test_redis_restarted_and_down_for_a_while_loses_nothing_and_doubles_nothing(
-        tmp_path: Path, redis_server: RedisServer, hosts: list[Host]) -> None:
+    tmp_path: Path, redis_server: RedisServer, hosts: list[Host]
+) -> None:
     a = Host("a", tmp_path, redis_server.url)
     b = Host("b", tmp_path, redis_server.url)
     hosts += [a, b]
@@ -260,10 +332,16 @@ def test_redis_restarted_and_down_for_a_while_loses_nothing_and_doubles_nothing(
     wait_for(lambda: any(task(a.home, t).state == "done" for t in ids), timeout=60, what="a first job done")
     redis_server.restart()  # mid-run, killed
     ids += [submit(a, job(tmp_path, f"s{i}", ["sleep 0.5", f"echo s{i} >> done.txt"])) for i in range(2)]
-    wait_for(lambda: all(task(a.home, t).state == "done" for t in ids), timeout=90, what="every job done after the restart")
+    wait_for(
+        lambda: all(task(a.home, t).state == "done" for t in ids), timeout=90, what="every job done after the restart"
+    )
     # down for a while: both hosts see it, a message for the other host waits in the outbox
     redis_server.stop()
-    wait_for(lambda: json.loads(a.cli("status", "--json").output)["bus"]["state"] == "down", timeout=30, what="a to see the bus down")
+    wait_for(
+        lambda: json.loads(a.cli("status", "--json").output)["bus"]["state"] == "down",
+        timeout=30,
+        what="a to see the bus down",
+    )
     st = a.cli("status")
     assert "bus: down since" in st.output and "wait in the outbox" in st.output
     err = io.StringIO()
@@ -273,9 +351,15 @@ def test_redis_restarted_and_down_for_a_while_loses_nothing_and_doubles_nothing(
     local = submit(a, job(tmp_path, "while-down", ["echo while-down >> done.txt"]))
     assert task(a.home, local).state == "queued"  # it waits to be published
     redis_server.start()
-    wait_for(lambda: transcript(b.home, "w").count("sent while the bus was down") == 1, timeout=60, what="the spooled message")
+    wait_for(
+        lambda: transcript(b.home, "w").count("sent while the bus was down") == 1,
+        timeout=60,
+        what="the spooled message",
+    )
     wait_for(lambda: task(a.home, local).state == "done", timeout=60, what="the job submitted while the bus was down")
-    wait_for(lambda: json.loads(a.cli("status", "--json").output)["bus"]["state"] == "up", timeout=30, what="a to see it up")
+    wait_for(
+        lambda: json.loads(a.cli("status", "--json").output)["bus"]["state"] == "up", timeout=30, what="a to see it up"
+    )
     lines = done_lines(tmp_path)
     assert sorted(lines) == sorted([f"r{i}" for i in range(4)] + ["s0", "s1", "while-down"]), lines
     assert not list((a.home / "state" / "bus-outbox").glob("*.json"))
@@ -284,7 +368,8 @@ def test_redis_restarted_and_down_for_a_while_loses_nothing_and_doubles_nothing(
 
 
 def test_a_password_protected_redis_works_and_the_password_is_never_printed(
-        tmp_path: Path, hosts: list[Host], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, hosts: list[Host], monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = "s3cret-" + uuid.uuid4().hex[:8]
     server = RedisServer(tmp_path / "redis-pw", password=secret)
     server.start()
@@ -300,8 +385,11 @@ def test_a_password_protected_redis_works_and_the_password_is_never_printed(
         rc, _ = a.send("w@c", "through a password")
         assert rc == 0
         wait_for(lambda: transcript(inline.home, "w").count("through a password") == 1, timeout=30, what="the message")
-        wait_for(lambda: json.loads(wrong.cli("status", "--json").output)["bus"]["state"] == "down", timeout=30,
-                 what="the wrong password to show as down")
+        wait_for(
+            lambda: json.loads(wrong.cli("status", "--json").output)["bus"]["state"] == "down",
+            timeout=30,
+            what="the wrong password to show as down",
+        )
         out = wrong.cli("status").output
         assert "refused the password" in out
         for h in (a, inline, wrong):
@@ -316,18 +404,38 @@ def test_a_password_protected_redis_works_and_the_password_is_never_printed(
 
 
 def test_two_hosts_polling_one_github_repository_never_claim_an_issue_twice(
-        tmp_path: Path, redis_server: RedisServer, hosts: list[Host], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, redis_server: RedisServer, hosts: list[Host], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_GH_TOKEN", "t0ken")
     with FakeGitHub() as fake:
         for n in range(1, 9):
             fake.add_issue(n, f"issue {n}", ["status:todo"])
-        github = f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\nroutes: [{{default: true, agent: kaede}}]\n"
-        a = Host("a", tmp_path, redis_server.url, agents=("kaede",), spec="profile: shell, command: cat, wip: 3", extra=github)
-        b = Host("b", tmp_path, redis_server.url, agents=("kaede",), spec="profile: shell, command: cat, wip: 3", extra=github)
+        github = (
+            f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n"
+            "routes: [{default: true, agent: kaede}]\n"
+        )
+        a = Host(
+            "a",
+            tmp_path,
+            redis_server.url,
+            agents=("kaede",),
+            spec="profile: shell, command: cat, wip: 3",
+            extra=github,
+        )
+        b = Host(
+            "b",
+            tmp_path,
+            redis_server.url,
+            agents=("kaede",),
+            spec="profile: shell, command: cat, wip: 3",
+            extra=github,
+        )
         hosts += [a, b]
         a.up()
         b.up()
-        wait_for(lambda: sum(len(copies(h.home)) for h in (a, b)) == 6, timeout=60, what="six issues claimed (3 per host)")
+        wait_for(
+            lambda: sum(len(copies(h.home)) for h in (a, b)) == 6, timeout=60, what="six issues claimed (3 per host)"
+        )
         intake = [h for h in (a, b) if any(t["source"] == "github" for t in h.tasks())]
         assert len(intake) == 1, "one host polls GitHub and publishes its issues"
         leader, other = intake[0], next(h for h in (a, b) if h is not intake[0])
@@ -338,11 +446,17 @@ def test_two_hosts_polling_one_github_repository_never_claim_an_issue_twice(
         assert all("status:todo" not in fake.labels(n) and len(fake.comments[n]) == 1 for n in range(1, 9))
         # the polling host dies: the other takes the intake over and claims the rest once
         leader.kill()
-        wait_for(lambda: json.loads(other.cli("status", "--json").output)["bus"]["leader"], timeout=60,
-                 what="the other host to take the intake over")
+        wait_for(
+            lambda: json.loads(other.cli("status", "--json").output)["bus"]["leader"],
+            timeout=60,
+            what="the other host to take the intake over",
+        )
         fake.add_issue(9, "issue 9", ["status:todo"])
-        wait_for(lambda: any(t["source"] == "github" and t["ref"] == "acme/widgets#9" for t in other.tasks()), timeout=60,
-                 what="the new issue taken in by the other host")
+        wait_for(
+            lambda: any(t["source"] == "github" and t["ref"] == "acme/widgets#9" for t in other.tasks()),
+            timeout=60,
+            what="the new issue taken in by the other host",
+        )
         for n in range(1, 10):
             assert len(fake.comments.get(n, [])) <= 1, (n, fake.comments.get(n))
 

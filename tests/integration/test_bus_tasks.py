@@ -20,7 +20,9 @@ LEASE = 1.0
 
 def host(tmp_path: Path, r: RedisServer, name: str) -> SharedTasks:
     (tmp_path / name).mkdir()
-    return SharedTasks(Bus(BusSettings(url=r.url, host=name)), Store(tmp_path / name / "miyabi.db"), tmp_path / name, lease=LEASE)
+    return SharedTasks(
+        Bus(BusSettings(url=r.url, host=name)), Store(tmp_path / name / "miyabi.db"), tmp_path / name, lease=LEASE
+    )
 
 
 def finish(h: SharedTasks, tid: int) -> None:
@@ -29,7 +31,9 @@ def finish(h: SharedTasks, tid: int) -> None:
     h.store.done(tid, "did it")
 
 
-def test_a_lease_not_renewed_moves_the_task_and_the_first_result_wins(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_a_lease_not_renewed_moves_the_task_and_the_first_result_wins(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     o, a, b = (host(tmp_path, redis_server, n) for n in ("o", "a", "b"))
     t1 = o.store.add("one", labels=["agent:w"])
     assert o.publish_due([], [], 3) == [(t1.id, "w")]
@@ -94,7 +98,9 @@ def test_cancels_attempt_limits_and_bad_entries(tmp_path: Path, redis_server: Re
     assert r.xpending("miyabi:tasks:w", GROUP)["pending"] == 0
 
 
-def test_a_restart_counts_no_attempt_and_a_republished_task_runs_once(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_a_restart_counts_no_attempt_and_a_republished_task_runs_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     o, a = host(tmp_path, redis_server, "o"), host(tmp_path, redis_server, "a")
     t1 = o.store.add("one", labels=["agent:w"])
     o.publish_due([], [], 3)

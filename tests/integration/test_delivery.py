@@ -86,7 +86,10 @@ def test_8_senders_x_200_messages_to_cat_arrive_once_and_in_order(cli: Cli, home
         "for i in range(200):\n"
         "    assert main('send', ['sink', f'{s}-{i:03d}', '--from', s, '--home', home]) == 0\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", script, f"s{k}", str(home)], stdout=subprocess.DEVNULL) for k in range(8)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, f"s{k}", str(home)], stdout=subprocess.DEVNULL)
+        for k in range(8)
+    ]
     assert all(p.wait(120) == 0 for p in procs)
 
     def lines() -> list[str]:
@@ -111,7 +114,7 @@ HOSTILE = {
     "long-line": "L" * 100_000,
     "thousand-lines": "\n".join(f"line {i}" for i in range(1000)),
     "emoji-cjk": "日本語のテキスト 🎉🚀 émoji ✓",
-    "quotes-and-dollars": "it's \"$HOME\" ~ #{pane_id} ; \\ `x`",
+    "quotes-and-dollars": 'it\'s "$HOME" ~ #{pane_id} ; \\ `x`',
     "leading-dash": "-l --help",
 }
 
@@ -139,7 +142,9 @@ def test_non_utf8_stdin_and_oversized_bodies_are_refused(home: Path, tmp_path: P
     assert r.returncode == 1 and b"not valid UTF-8" in r.stderr
     r = subprocess.run(cmd, input=b"x" * 1001, capture_output=True, env=env, check=False)
     assert r.returncode == 1 and b"over the limit of 1,000" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "miyabi", "send", "kaedee", "hi"], capture_output=True, env=env, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "miyabi", "send", "kaedee", "hi"], capture_output=True, env=env, check=False
+    )
     assert r.returncode == 1 and b"did you mean 'kaede'?" in r.stderr
     assert not inbox(home, "kaede").pending()
 
@@ -152,7 +157,9 @@ def test_a_message_for_a_busy_worker_waits_until_it_is_idle(cli: Cli, home: Path
     second = send(home, "tsubaki", "second")
     wait_for(lambda: transcript(home, "tsubaki") == ["first", "second"], timeout=10, what="second message")
     assert time.monotonic() - t_first >= 1.8, "typed into a busy agent"
-    assert state_of(home, "tsubaki", second) == "delivered" or wait_for(lambda: state_of(home, "tsubaki", second) == "delivered")
+    assert state_of(home, "tsubaki", second) == "delivered" or wait_for(
+        lambda: state_of(home, "tsubaki", second) == "delivered"
+    )
 
 
 def test_a_pane_in_copy_mode_still_gets_its_message(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
@@ -166,7 +173,9 @@ def test_a_pane_in_copy_mode_still_gets_its_message(cli: Cli, home: Path, tmp_pa
     assert not panes("copy")["botan"].in_mode
 
 
-def test_a_message_for_a_dead_agent_waits_and_arrives_after_it_is_back(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
+def test_a_message_for_a_dead_agent_waits_and_arrives_after_it_is_back(
+    cli: Cli, home: Path, tmp_path: Path, panes
+) -> None:
     # max_restarts 0: the watchdog gives up at once, so the agent stays dead until
     # `miyabi restart` brings it back.
     lay = layout(tmp_path, "dead", worker("ayame"), extra="watchdog: {max_restarts: 0}\n")
@@ -205,14 +214,19 @@ def test_only_one_controller_per_home(cli: Cli, home: Path, tmp_path: Path, sock
     assert pid
     r = subprocess.run(
         [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", socket, "--layout", str(lay)],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert r.returncode == 1
     assert f"a controller already runs for {home}" in r.stderr and str(pid) in r.stderr
     assert read_pid(Home(home)) == pid
 
 
-def test_controller_killed_at_random_moments_loses_and_doubles_nothing(home: Path, tmp_path: Path, socket: str, cli: Cli) -> None:
+def test_controller_killed_at_random_moments_loses_and_doubles_nothing(
+    home: Path, tmp_path: Path, socket: str, cli: Cli
+) -> None:
     """Eight controllers are SIGKILLed mid-stream, each at a random moment after it
     delivered at least one more message (positions in the stream, not wall-clock
     times, so a fast machine cannot finish the stream before the kills)."""
@@ -261,8 +275,10 @@ def test_retry_and_drop(cli: Cli, home: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0 and "dropped" in r.output
     from miyabi.messaging.mailbox import inbox as inbox_of
 
-    wait_for(lambda: all(m.expired(time.time()) for s_, m in inbox_of(home, "kaede").list() if m.id == expired),
-             what="the ttl to run out")
+    wait_for(
+        lambda: all(m.expired(time.time()) for s_, m in inbox_of(home, "kaede").list() if m.id == expired),
+        what="the ttl to run out",
+    )
     assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: state_of(home, "kaede", expired) == "failed", what="expired message to fail")
     items = {i["id"]: i for i in json.loads(cli("inbox", "kaede", "--all", "--json").output)}

@@ -31,7 +31,8 @@ def fake() -> Iterator[FakeGitHub]:
 def layout(tmp_path: Path, fake: FakeGitHub, name: str = "l.yaml") -> Path:
     f = tmp_path / name
     f.write_text(
-        "session: gh\nagents:\n  - {name: kaede, profile: shell, command: cat}\n  - {name: sakura, profile: shell, command: cat, wip: 5}\n"
+        "session: gh\nagents:\n  - {name: kaede, profile: shell, command: cat}\n  - "
+        "{name: sakura, profile: shell, command: cat, wip: 5}\n"
         "routes:\n  - {label: bug, agent: kaede}\n  - {default: true, agent: sakura}\n"
         f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, allowed_authors: [friend]}}\n"
     )
@@ -44,7 +45,9 @@ def sync(lay: Path, home: Path) -> dict:
     return json.loads(r.output)
 
 
-def test_issues_become_tasks_are_claimed_and_routed(fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_issues_become_tasks_are_claimed_and_routed(
+    fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_GH_TOKEN", "t0ken")
     fake.add_issue(1, "Crash on start", ["status:todo", "bug"], body="it crashes")
     fake.add_issue(2, "Write docs", ["status:todo"])
@@ -56,20 +59,28 @@ def test_issues_become_tasks_are_claimed_and_routed(fake: FakeGitHub, tmp_path: 
     out = sync(layout(tmp_path, fake), home)
     assert out["added"] == ["acme/widgets#1", "acme/widgets#2", "acme/widgets#5", "acme/widgets#6"]
     assert out["needs_triage"] == ["acme/widgets#4"]
-    assert {a["ref"]: a["agent"] for a in out["assigned"]} == {"acme/widgets#1": "kaede", "acme/widgets#2": "sakura", "acme/widgets#5": "sakura"}
+    assert {a["ref"]: a["agent"] for a in out["assigned"]} == {
+        "acme/widgets#1": "kaede",
+        "acme/widgets#2": "sakura",
+        "acme/widgets#5": "sakura",
+    }
     assert fake.labels(1) == ["bug", "status:in-progress", "assigned:kaede"]
     assert len(fake.comments[1]) == 1 and fake.comments[1][0].startswith("assigned to kaede by miyabi [")
     assert "status:needs-triage" in fake.labels(4) and "status:todo" in fake.labels(4)
     store = Store.of_home(home)
     assert store.get("acme/widgets#6").state == "blocked"  # waits for #2
     msgs = [m for _, m in inbox(home, "kaede").list()]
-    assert msgs[0].body.startswith("Task acme/widgets#1: Crash on start") and msgs[0].task == str(store.get("acme/widgets#1").id)
+    assert msgs[0].body.startswith("Task acme/widgets#1: Crash on start") and msgs[0].task == str(
+        store.get("acme/widgets#1").id
+    )
     # the claims changed the todo list; the next poll sees the rest (nothing new), and
     # the one after costs one request answered 304
     again = sync(layout(tmp_path, fake), home)
     assert again["added"] == [] and again["assigned"] == []
     third = sync(layout(tmp_path, fake), home)
-    assert third["unchanged"] and third["requests"] == third["not_modified"] == 3  # open todo, closed in-progress, closed todo: all 304
+    assert (
+        third["unchanged"] and third["requests"] == third["not_modified"] == 3
+    )  # open todo, closed in-progress, closed todo: all 304
     assert len(fake.comments[1]) == 1
 
 
@@ -89,10 +100,14 @@ def test_two_controllers_polling_one_repository_never_both_claim(fake: FakeGitHu
     assert {x["ref"] for x in lost} <= won_a
 
 
-def test_a_401_is_one_line_naming_the_variable(fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_401_is_one_line_naming_the_variable(
+    fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_GH_TOKEN", "very-secret")
     fake.faults.append((401, {}))
-    r = CliRunner().invoke(app, ["github", "sync", "--once", "--layout", str(layout(tmp_path, fake)), "--home", str(tmp_path / "h")])
+    r = CliRunner().invoke(
+        app, ["github", "sync", "--once", "--layout", str(layout(tmp_path, fake)), "--home", str(tmp_path / "h")]
+    )
     assert r.exit_code == 1
     assert "$FAKE_GH_TOKEN" in r.output and "very-secret" not in r.output
     assert len([line for line in r.output.splitlines() if line]) == 1
@@ -108,7 +123,9 @@ def test_done_and_fail_move_labels_and_a_closed_issue_cancels_its_task(fake: Fak
     store = Store.of_home(home)
     run = CliRunner().invoke
     assert run(app, ["task", "done", "acme/widgets#1", "--note", "fixed the thing", "--home", str(home)]).exit_code == 0
-    assert run(app, ["task", "fail", "acme/widgets#2", "--reason", "cannot reproduce", "--home", str(home)]).exit_code == 0
+    assert (
+        run(app, ["task", "fail", "acme/widgets#2", "--reason", "cannot reproduce", "--home", str(home)]).exit_code == 0
+    )
     fake.issues[3]["state"] = "closed"
     out = sync(lay, home)
     assert "acme/widgets#1: labelled status:done" in out["reported"]
@@ -158,7 +175,9 @@ def test_a_crash_between_claim_and_message_keeps_the_claim(fake: FakeGitHub, tmp
     assert [m.task for _, m in inbox(home, "kaede").list()] == [str(t.id)]
 
 
-def test_dependencies_newest_first_closed_while_queued_todo_again_and_a_refused_notice(fake: FakeGitHub, tmp_path: Path) -> None:
+def test_dependencies_newest_first_closed_while_queued_todo_again_and_a_refused_notice(
+    fake: FakeGitHub, tmp_path: Path
+) -> None:
 
     # GitHub lists newest first: #6 ("depends on #2") comes before #2
     fake.add_issue(6, "after docs", ["status:todo"], body="depends on #2")

@@ -39,8 +39,10 @@ def test_logs_rotate_and_are_searched_across_the_rotated_files(socket: str, tmp_
     script = tmp_path / "printer.sh"
     script.write_text(SCRIPT)
     lay = tmp_path / "l.yaml"
-    lay.write_text(f"session: logs\nlogs: {{max_bytes: 4K, keep: 20}}\nagents:\n"
-                   f"  - {{name: sh, profile: shell, command: sh {script}}}\n")
+    lay.write_text(
+        f"session: logs\nlogs: {{max_bytes: 4K, keep: 20}}\nagents:\n"
+        f"  - {{name: sh, profile: shell, command: sh {script}}}\n"
+    )
 
     def run(*args: str) -> Result:
         return CliRunner().invoke(app, [*args, "--socket", socket, "--home", str(home)], catch_exceptions=False)
@@ -64,7 +66,9 @@ def test_logs_rotate_and_are_searched_across_the_rotated_files(socket: str, tmp_
     found = json.loads(r.output)
     assert [x["text"] for x in found][-1] == "DONE"
     assert set(found[0]) == {"agent", "file", "line", "text"} and {x["agent"] for x in found} == {"sh"}
-    assert "sh.log" in {x["file"] for x in found} and len({x["file"] for x in found}) >= 3  # rotated files and the current one
+    assert (
+        "sh.log" in {x["file"] for x in found} and len({x["file"] for x in found}) >= 3
+    )  # rotated files and the current one
     assert all(x["line"] >= 1 for x in found)
 
     r = run("logs", "sh", "--grep", "(mark")
@@ -75,13 +79,20 @@ def test_logs_follow_prints_new_lines_through_rotations(cli: Cli, socket: str, h
     script = tmp_path / "printer.sh"
     script.write_text(SCRIPT)
     lay = tmp_path / "l.yaml"
-    lay.write_text(f"session: follow\nlogs: {{max_bytes: 2K, keep: 50}}\nagents:\n"
-                   f"  - {{name: sh, profile: shell, command: sh {script}}}\n")
+    lay.write_text(
+        f"session: follow\nlogs: {{max_bytes: 2K, keep: 50}}\nagents:\n"
+        f"  - {{name: sh, profile: shell, command: sh {script}}}\n"
+    )
     assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
     wait_for(lambda: "DONE" in cli("logs", "sh", "--grep", "^DONE$").output, what="the first output")
     env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_HOME", "MIYABI_AGENT", "TMUX")}
-    proc = subprocess.Popen([sys.executable, "-m", "miyabi", "logs", "sh", "--follow", "--grep", r"^burst \d+$",
-                             "--home", str(home)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "miyabi", "logs", "sh", "--follow", "--grep", r"^burst \d+$", "--home", str(home)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     got: list[str] = []
 
     def read() -> None:

@@ -72,7 +72,9 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_notices_reach_each_receiver_once_in_its_format_and_bad_ones_slow_nothing(cli: Cli, home: Path, tmp_path: Path) -> None:
+def test_notices_reach_each_receiver_once_in_its_format_and_bad_ones_slow_nothing(
+    cli: Cli, home: Path, tmp_path: Path
+) -> None:
     rec = Recorder()
     with LocalServer(receivers(rec)) as srv:
         down = f"http://127.0.0.1:{closed_port()}/down"
@@ -103,7 +105,11 @@ agents:
         try:
             r = cli("up", str(lay), "-d")
             assert r.exit_code == 0, r.output
-            wait_for(lambda: running_pid(Home(home)) is not None and (home / "state" / "miyabi.db").exists(), timeout=30, what="the controller")
+            wait_for(
+                lambda: running_pid(Home(home)) is not None and (home / "state" / "miyabi.db").exists(),
+                timeout=30,
+                what="the controller",
+            )
             store = Store.of_home(home)
             # the outbox reads from its first start on: wait until it has
             wait_for(lambda: Outbox(home).cursor("task-events") is not None, timeout=30, what="the notifier started")
@@ -117,34 +123,72 @@ agents:
             # the slow receiver holds its own queue, and nothing else: delivery goes on meanwhile
             assert rec.slow_started.wait(30), "the slow receiver was never called"
             send(home, "w", "delivered while a receiver hangs")
-            wait_for(lambda: "delivered while a receiver hangs" in transcript(home, "w"), timeout=30, what="delivery not held up")
+            wait_for(
+                lambda: "delivered while a receiver hangs" in transcript(home, "w"),
+                timeout=30,
+                what="delivery not held up",
+            )
             wait_for(lambda: len(rec.of("/slack")) == 2, timeout=30, what="slack told of done and failed")
 
-            hooks = wait_for(lambda: (h := rec.of("/hook")) and {json.loads(x["body"])["kind"] for x in h} >= {
-                "task-done", "task-failed", "agent-failed"} and h, timeout=60, what="the webhook told of everything")
+            hooks = wait_for(
+                lambda: (
+                    (h := rec.of("/hook"))
+                    and {json.loads(x["body"])["kind"] for x in h} >= {"task-done", "task-failed", "agent-failed"}
+                    and h
+                ),
+                timeout=60,
+                what="the webhook told of everything",
+            )
             kinds = [json.loads(x["body"])["kind"] for x in hooks]
-            assert kinds.count("task-done") == 1 and kinds.count("task-failed") == 1 and kinds.count("agent-failed") == 1
+            assert (
+                kinds.count("task-done") == 1 and kinds.count("task-failed") == 1 and kinds.count("agent-failed") == 1
+            )
             done = next(json.loads(x["body"]) for x in hooks if json.loads(x["body"])["kind"] == "task-done")
             assert done["session"] == "notify" and done["time"].endswith("Z") and done["event"]["ref"] == "#1"
             slack = [json.loads(x["body"]) for x in rec.of("/slack")]
-            assert set(slack[0]) == {"text"} and "task #1 done" in slack[0]["text"] and "task #2 failed" in slack[1]["text"]
+            assert (
+                set(slack[0]) == {"text"}
+                and "task #1 done" in slack[0]["text"]
+                and "task #2 failed" in slack[1]["text"]
+            )
             discord = [json.loads(x["body"]) for x in rec.of("/discord")]
-            assert len(discord) == 1 and set(discord[0]) == {"content"} and "agent crash failed" in discord[0]["content"]
+            assert (
+                len(discord) == 1 and set(discord[0]) == {"content"} and "agent crash failed" in discord[0]["content"]
+            )
             ntfy = wait_for(lambda: rec.of("/ntfy"), what="ntfy")
-            assert len(ntfy) == 1 and ntfy[0]["headers"]["Title"] == "miyabi notify: task #1 done" and "written" in ntfy[0]["body"]
+            assert (
+                len(ntfy) == 1
+                and ntfy[0]["headers"]["Title"] == "miyabi notify: task #1 done"
+                and "written" in ntfy[0]["body"]
+            )
             wait_for(lambda: len(rec.of("/from-env")) == 1, what="the receiver whose URL is in the environment")
             wait_for(lambda: len(rec.of("/flaky")) == 1, what="the flaky receiver after its two 500s")
 
-            failed = wait_for(lambda: [e for e in _events(home) if e["event"] == "notice-failed"], timeout=30, what="the dead receiver given up")
-            assert failed[0]["attempts"] == 2 and "cannot reach it" in failed[0]["reason"] and down not in json.dumps(failed)
+            failed = wait_for(
+                lambda: [e for e in _events(home) if e["event"] == "notice-failed"],
+                timeout=30,
+                what="the dead receiver given up",
+            )
+            assert (
+                failed[0]["attempts"] == 2
+                and "cannot reach it" in failed[0]["reason"]
+                and down not in json.dumps(failed)
+            )
 
             # a controller SIGKILLed and started again by its keep-alive tells of that, once, and nothing twice
             before = running_pid(Home(home))
             assert before is not None
             os.kill(before, signal.SIGKILL)
-            wait_for(lambda: (p := running_pid(Home(home))) is not None and p != before, timeout=60, what="the controller back")
-            wait_for(lambda: any(json.loads(x["body"])["kind"] == "controller-restarted" for x in rec.of("/hook")), timeout=60,
-                     what="told of the restart")
+            wait_for(
+                lambda: (p := running_pid(Home(home))) is not None and p != before,
+                timeout=60,
+                what="the controller back",
+            )
+            wait_for(
+                lambda: any(json.loads(x["body"])["kind"] == "controller-restarted" for x in rec.of("/hook")),
+                timeout=60,
+                what="told of the restart",
+            )
             rec.release.set()
             wait_for(lambda: len(rec.of("/slow")) >= 1, timeout=60, what="the slow receiver answered")
             hooks = rec.of("/hook")

@@ -42,8 +42,20 @@ def model(tmp_path: Path) -> Iterator[FakeModel]:
         yield m
     with (tmp_path / "requests.jsonl").open("w") as f:  # for a failure's post-mortem
         for r in m.requests:
-            f.write(json.dumps({"api": r.api, "main": r.main, "tool_result": r.tool_result, "tool_call": r.tool_call,
-                                "started": r.started, "ended": r.ended, "prompt": r.prompt[:200]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "api": r.api,
+                        "main": r.main,
+                        "tool_result": r.tool_result,
+                        "tool_call": r.tool_call,
+                        "started": r.started,
+                        "ended": r.ended,
+                        "prompt": r.prompt[:200],
+                    }
+                )
+                + "\n"
+            )
 
 
 def events(home: Path) -> list[dict[str, object]]:
@@ -113,8 +125,11 @@ def timeline(home: Path, model: FakeModel) -> list[str]:
     states = [(parse_rfc3339(str(e["time"])), str(e["state"])) for e in events(home) if e.get("event") == "state"]
     typed = [parse_rfc3339(str(e["time"])) for e in events(home) if e.get("event") == "typing"]
     hooks = home / "run" / "hooks" / "a.jsonl"
-    told = sorted(float(r["t"]) for r in (json.loads(x) for x in (hooks.read_text().splitlines() if hooks.exists() else []))
-                  if r.get("event") in ("Stop", "ready", "notify"))
+    told = sorted(
+        float(r["t"])
+        for r in (json.loads(x) for x in (hooks.read_text().splitlines() if hooks.exists() else []))
+        if r.get("event") in ("Stop", "ready", "notify")
+    )
     with model.lock:
         reqs = [r for r in model.requests if r.main and r.ended is not None]
 
@@ -148,8 +163,9 @@ def timeline(home: Path, model: FakeModel) -> list[str]:
 
 
 @pytest.mark.parametrize("name", CLIS)
-def test_a_burst_reaches_the_model_once_each_unaltered_and_in_order(name: str, cli: Cli, home: Path, tmp_path: Path,
-                                                                    model: FakeModel) -> None:
+def test_a_burst_reaches_the_model_once_each_unaltered_and_in_order(
+    name: str, cli: Cli, home: Path, tmp_path: Path, model: FakeModel
+) -> None:
     start(cli, tmp_path, model, name)
     wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")
     tag = uuid.uuid4().hex[:8]
@@ -160,16 +176,22 @@ def test_a_burst_reaches_the_model_once_each_unaltered_and_in_order(name: str, c
     for t in texts:
         sent(home, t)
     expected = [first, *texts]
-    got = wait_for(lambda: len(model.wait_prompts(len(expected), 0)) >= len(expected) and model.prompts(),
-                   timeout=240, what=f"{len(expected)} prompts")
+    got = wait_for(
+        lambda: len(model.wait_prompts(len(expected), 0)) >= len(expected) and model.prompts(),
+        timeout=240,
+        what=f"{len(expected)} prompts",
+    )
     wait_for(lambda: model.in_flight()[-1][1] is not None, timeout=30, what="the last answer")
     ours = [r for r in got if tag in r.prompt]
     assert len(ours) == len(expected), [r.prompt[:40] for r in ours]
     print("\n".join(repr(r.prompt[:100]) for r in ours))
     for want, r in zip(expected, ours, strict=True):
         assert matches(name, want, r), f"sent {want[:60]!r}, the model got {r.prompt[:200]!r}"
-    delivered = wait_for(lambda: len(d := [e for e in events(home) if e.get("event") == "delivered"]) >= len(expected)
-                         and d, timeout=30, what="every delivery recorded")
+    delivered = wait_for(
+        lambda: len(d := [e for e in events(home) if e.get("event") == "delivered"]) >= len(expected) and d,
+        timeout=30,
+        what="every delivery recorded",
+    )
     assert len(delivered) == len(expected) and not [e for e in events(home) if e.get("event") == "dead-letter"]
     assert not any(str(e.get("evidence", "")).startswith("unverified") for e in delivered)
     wait_for(lambda: state(home) == "ready", timeout=10, what="ready after the burst")
@@ -178,17 +200,24 @@ def test_a_burst_reaches_the_model_once_each_unaltered_and_in_order(name: str, c
     if name in ("gemini", "opencode"):  # without hooks miyabi reads no usage from them (README, "Usage")
         return
     # usage, as each CLI reports it
-    (row,) = wait_for(lambda: [r for r in json.loads(cli("status", "--json").output)["agents"]
-                               if (r["input_tokens"] or 0) > 0 and (r["output_tokens"] or 0) > 0],
-                      timeout=30, what="tokens in status")
+    (row,) = wait_for(
+        lambda: [
+            r
+            for r in json.loads(cli("status", "--json").output)["agents"]
+            if (r["input_tokens"] or 0) > 0 and (r["output_tokens"] or 0) > 0
+        ],
+        timeout=30,
+        what="tokens in status",
+    )
     used = [e for e in events(home) if e.get("event") == "usage"]
     assert used and used[-1]["input_tokens"] == row["input_tokens"] and used[-1]["pid"] == row["pid"]
     assert not [e for e in events(home) if e.get("event") in ("nudge", "hung", "agent-restarted")]
 
 
 @pytest.mark.parametrize("name", CLIS)
-def test_permission_questions_are_answered_by_approve_and_deny(name: str, cli: Cli, home: Path, tmp_path: Path,
-                                                               model: FakeModel) -> None:
+def test_permission_questions_are_answered_by_approve_and_deny(
+    name: str, cli: Cli, home: Path, tmp_path: Path, model: FakeModel
+) -> None:
     work = start(cli, tmp_path, model, name)
     wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")
     sent(home, "first [[tool]] please")
@@ -207,8 +236,11 @@ def test_permission_questions_are_answered_by_approve_and_deny(name: str, cli: C
     wait_for(lambda: state(home) == "waiting-approval", timeout=60, what="waiting-approval again")
     r = cli("deny", "a", "--reason", "denied: do not create files")
     assert r.exit_code == 0, r.output
-    wait_for(lambda: any("denied: do not create files" in p.prompt for p in model.prompts()), timeout=60,
-             what="the reason as the next prompt")
+    wait_for(
+        lambda: any("denied: do not create files" in p.prompt for p in model.prompts()),
+        timeout=60,
+        what="the reason as the next prompt",
+    )
     assert not (work / "miyabi-tool-2").exists()
     answers = [e for e in events(home) if e.get("event") == "approval"]
     assert [e["answer"] for e in answers] == ["approve", "deny"]
@@ -216,20 +248,27 @@ def test_permission_questions_are_answered_by_approve_and_deny(name: str, cli: C
 
 
 @pytest.mark.parametrize("name", CLIS)
-def test_a_cli_killed_mid_turn_comes_back_and_gets_the_next_message_once(name: str, cli: Cli, home: Path,
-                                                                        tmp_path: Path, model: FakeModel,
-                                                                        panes) -> None:
+def test_a_cli_killed_mid_turn_comes_back_and_gets_the_next_message_once(
+    name: str, cli: Cli, home: Path, tmp_path: Path, model: FakeModel, panes
+) -> None:
     start(cli, tmp_path, model, name)
     wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")
     sent(home, "long turn [[delay 8]]")
     wait_for(lambda: any("long turn" in r.prompt for r in model.prompts()), timeout=60, what="the long prompt")
     pid = panes("real")["a"].pid
     os.killpg(os.getpgid(pid), signal.SIGKILL) if name == "aider" else os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: (p := panes("real").get("a")) is not None and not p.dead and p.pid != pid, timeout=30,
-             what="the agent respawned")
-    wait_for(lambda: state(home) == "ready" and (read_seen(home, "a") or None) is not None
-             and read_seen(home, "a").pid != pid,  # type: ignore[union-attr]
-             timeout=STARTUP, what="the new process ready")
+    wait_for(
+        lambda: (p := panes("real").get("a")) is not None and not p.dead and p.pid != pid,
+        timeout=30,
+        what="the agent respawned",
+    )
+    wait_for(
+        lambda: (
+            state(home) == "ready" and (read_seen(home, "a") or None) is not None and read_seen(home, "a").pid != pid
+        ),  # type: ignore[union-attr]
+        timeout=STARTUP,
+        what="the new process ready",
+    )
     tag = uuid.uuid4().hex[:8]
     sent(home, f"after the restart {tag}")
     wait_for(lambda: any(tag in r.prompt for r in model.prompts()), timeout=60, what="the next prompt")
@@ -239,12 +278,14 @@ def test_a_cli_killed_mid_turn_comes_back_and_gets_the_next_message_once(name: s
 
 
 @pytest.mark.parametrize("name", CLIS)
-def test_a_layout_rule_answers_a_matching_question_without_a_person(name: str, cli: Cli, home: Path, tmp_path: Path,
-                                                                     model: FakeModel) -> None:
+def test_a_layout_rule_answers_a_matching_question_without_a_person(
+    name: str, cli: Cli, home: Path, tmp_path: Path, model: FakeModel
+) -> None:
     s = setup(name, tmp_path, model.url)
     lay = tmp_path / "auto.yaml"
-    lay.write_text("session: real\napprovals:\n  auto:\n    - {match: 'miyabi-tool-1', answer: approve}\n"
-                   "agents:\n" + s.block("a"))
+    lay.write_text(
+        "session: real\napprovals:\n  auto:\n    - {match: 'miyabi-tool-1', answer: approve}\nagents:\n" + s.block("a")
+    )
     assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")
     sent(home, "first [[tool]] please")

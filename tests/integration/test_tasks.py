@@ -37,7 +37,9 @@ def test_tasks_are_routed_held_by_the_wip_limit_and_never_assigned_twice(cli: Cl
     assert cli("task", "add", "Crash on start", "--label", "bug").exit_code == 0
     assert cli("task", "add", "Another bug", "--label", "bug").exit_code == 0
     assert cli("task", "add", "Review the PR").exit_code == 0
-    wait_for(lambda: state(home, 1) == "in_progress" and state(home, 3) == "in_progress", what="tasks 1 and 3 delivered")
+    wait_for(
+        lambda: state(home, 1) == "in_progress" and state(home, 3) == "in_progress", what="tasks 1 and 3 delivered"
+    )
     assert state(home, 2) == "queued"  # kaede's WIP limit is 1
     assert transcript(home, "kaede")[0].startswith("Task #1: Crash on start")
     assert transcript(home, "sakura")[0].startswith("Task #3: Review the PR")
@@ -57,7 +59,9 @@ def test_tasks_are_routed_held_by_the_wip_limit_and_never_assigned_twice(cli: Cl
     assert "was cancelled" in transcript(home, "sakura")[1]
     data = json.loads(cli("task", "ls", "--json").output)
     assert [(t["id"], t["state"], t["agent"], t["ref"]) for t in data] == [
-        (1, "done", "kaede", "#1"), (2, "in_progress", "kaede", "#2"), (3, "cancelled", "sakura", "#3")
+        (1, "done", "kaede", "#1"),
+        (2, "in_progress", "kaede", "#2"),
+        (3, "cancelled", "sakura", "#3"),
     ]
 
 
@@ -68,11 +72,31 @@ def test_jobs_a_passing_and_a_failing_one_with_their_reports(cli: Cli, home: Pat
     work = tmp_path / "work"
     work.mkdir()
     good = tmp_path / "good.json"
-    good.write_text(json.dumps({"id": "build-1", "kind": "run_shell", "workdir": str(work), "script": ["echo hello > out.txt", "cat out.txt"],
-                                "dod": "exit_code == 0", "report_path": "reports/good.json"}))
+    good.write_text(
+        json.dumps(
+            {
+                "id": "build-1",
+                "kind": "run_shell",
+                "workdir": str(work),
+                "script": ["echo hello > out.txt", "cat out.txt"],
+                "dod": "exit_code == 0",
+                "report_path": "reports/good.json",
+            }
+        )
+    )
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"id": "build-2", "kind": "run_shell", "workdir": str(work), "script": ["true", "exit 3", "echo never"],
-                               "dod": "exit_code == 0", "report_path": "reports/bad.json"}))
+    bad.write_text(
+        json.dumps(
+            {
+                "id": "build-2",
+                "kind": "run_shell",
+                "workdir": str(work),
+                "script": ["true", "exit 3", "echo never"],
+                "dod": "exit_code == 0",
+                "report_path": "reports/bad.json",
+            }
+        )
+    )
     r = cli("job", "submit", str(good), "--json")
     assert r.exit_code == 0, r.output
     good_id = json.loads(r.output)["task"]
@@ -92,7 +116,11 @@ def test_a_bad_job_file_is_one_clear_line(cli: Cli, tmp_path: Path) -> None:
     lay = tmp_path / "l.yaml"
     lay.write_text(LAYOUT)
     f = tmp_path / "j.json"
-    f.write_text(json.dumps({"id": "x", "kind": "run_shell", "workdir": ".", "script": [], "dod": "exit_code == 0", "report_path": "r"}))
+    f.write_text(
+        json.dumps(
+            {"id": "x", "kind": "run_shell", "workdir": ".", "script": [], "dod": "exit_code == 0", "report_path": "r"}
+        )
+    )
     r = cli("job", "submit", str(f), "--layout", str(lay))
     assert r.exit_code == 1 and "script must be a non-empty list" in r.output and str(f) in r.output
 
@@ -104,10 +132,15 @@ def test_up_with_a_github_layout_routes_issues_to_agents(cli: Cli, home: Path, t
         fake.add_issue(7, "Crash when saving", ["status:todo", "bug"], body="stack trace here")
         fake.add_issue(8, "Review the API", ["status:todo"])
         lay = tmp_path / "l.yaml"
-        lay.write_text(LAYOUT + f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n")
+        lay.write_text(
+            LAYOUT
+            + f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n"
+        )
         monkeypatch.setenv("FAKE_GH_TOKEN", "t")
         assert cli("up", str(lay), "-d").exit_code == 0
-        wait_for(lambda: transcript(home, "kaede") and transcript(home, "sakura"), timeout=20, what="both issues delivered")
+        wait_for(
+            lambda: transcript(home, "kaede") and transcript(home, "sakura"), timeout=20, what="both issues delivered"
+        )
         assert transcript(home, "kaede")[0].startswith("Task acme/widgets#7: Crash when saving\n\nstack trace here")
         assert transcript(home, "sakura")[0].startswith("Task acme/widgets#8: Review the API")
         assert fake.labels(7) == ["bug", "status:in-progress", "assigned:kaede"]
@@ -115,10 +148,15 @@ def test_up_with_a_github_layout_routes_issues_to_agents(cli: Cli, home: Path, t
         wait_for(lambda: "status:done" in fake.labels(7), timeout=10, what="status:done on the issue")
         # the comment follows the labels: wait for it too
         wait_for(lambda: len(fake.comments[7]) >= 2, timeout=10, what="the done comment")
-        assert fake.comments[7][0].startswith("assigned to kaede by miyabi [") and fake.comments[7][1] == "done (kaede): fixed"
+        assert (
+            fake.comments[7][0].startswith("assigned to kaede by miyabi [")
+            and fake.comments[7][1] == "done (kaede): fixed"
+        )
 
 
-def test_the_controller_stops_at_once_while_github_asks_it_to_wait(cli: Cli, home: Path, tmp_path: Path, monkeypatch) -> None:
+def test_the_controller_stops_at_once_while_github_asks_it_to_wait(
+    cli: Cli, home: Path, tmp_path: Path, monkeypatch
+) -> None:
     from fakegithub import FakeGitHub
 
     from miyabi.events import read_events
@@ -126,7 +164,10 @@ def test_the_controller_stops_at_once_while_github_asks_it_to_wait(cli: Cli, hom
     with FakeGitHub() as fake:
         fake.faults.extend([(429, {"retry-after": "600"})] * 50)  # every poll is told to wait ten minutes
         lay = tmp_path / "l.yaml"
-        lay.write_text(LAYOUT + f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n")
+        lay.write_text(
+            LAYOUT
+            + f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n"
+        )
         monkeypatch.setenv("FAKE_GH_TOKEN", "t")
         assert cli("up", str(lay), "-d").exit_code == 0
         wait_for(lambda: fake.requests, what="the first poll (now waiting)")
@@ -135,7 +176,9 @@ def test_the_controller_stops_at_once_while_github_asks_it_to_wait(cli: Cli, hom
     assert len(stops) == 1 and stops[0]["threads_left"] == []  # every thread, the github one included, ended
 
 
-def test_the_controller_stops_cleanly_while_a_claim_waits_for_github(cli: Cli, home: Path, tmp_path: Path, monkeypatch) -> None:
+def test_the_controller_stops_cleanly_while_a_claim_waits_for_github(
+    cli: Cli, home: Path, tmp_path: Path, monkeypatch
+) -> None:
     """The claim runs on the controller's main thread: a stop during its wait ends the
     wait there too, and the controller still shuts down in order."""
     from fakegithub import FakeGitHub
@@ -146,7 +189,10 @@ def test_the_controller_stops_cleanly_while_a_claim_waits_for_github(cli: Cli, h
         fake.add_issue(7, "Crash", ["status:todo", "bug"])
         fake.delete_faults.extend([(429, {"retry-after": "600"})] * 5)  # the claim is told to wait ten minutes
         lay = tmp_path / "l.yaml"
-        lay.write_text(LAYOUT + f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n")
+        lay.write_text(
+            LAYOUT
+            + f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n"
+        )
         monkeypatch.setenv("FAKE_GH_TOKEN", "t")
         assert cli("up", str(lay), "-d").exit_code == 0
         wait_for(lambda: any(method == "DELETE" for method, _ in fake.requests), what="the claim (now waiting)")

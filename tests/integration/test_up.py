@@ -162,15 +162,21 @@ def test_the_worker_acks_a_line_typed_into_it(cli: Cli, tmux: Tmux, panes, home:
     assert cli("up", DEFAULT, "-d").exit_code == 0
     kaede = panes("miyabi")["kaede"]
     wait_for(lambda: "worker>" in capture(tmux, kaede.pane_id), what="kaede's prompt")
-    tmux.run_chain([["send-keys", "-t", kaede.pane_id, "-l", "hello from the test"], ["send-keys", "-t", kaede.pane_id, "Enter"]])
+    tmux.run_chain(
+        [["send-keys", "-t", kaede.pane_id, "-l", "hello from the test"], ["send-keys", "-t", kaede.pane_id, "Enter"]]
+    )
     wait_for(lambda: "ack hello from the test" in capture(tmux, kaede.pane_id), what="the ack")
     transcript = home / "logs" / "kaede.transcript.jsonl"
-    rec = json.loads(wait_for(lambda: transcript.exists() and transcript.read_text(), what="transcript").splitlines()[0])
+    rec = json.loads(
+        wait_for(lambda: transcript.exists() and transcript.read_text(), what="transcript").splitlines()[0]
+    )
     assert rec["text"] == "hello from the test" and rec["agent"] == "kaede"
 
 
 def test_32_agents_in_one_tmux_invocation(tmux: Tmux, tmp_path: Path, panes) -> None:
-    lay = load(write_layout(tmp_path / "big.yaml", "big", [(f"a{i:02d}", "shell", "cat") for i in range(32)], per_window=4))
+    lay = load(
+        write_layout(tmp_path / "big.yaml", "big", [(f"a{i:02d}", "shell", "cat") for i in range(32)], per_window=4)
+    )
     report = build_up(lay, tmux, Home(tmp_path / "h"))
     # one query for sessions, then the chained build, cut under tmux's ~16 KiB
     # command limit into two or three invocations
@@ -214,9 +220,14 @@ def test_16_agents_are_built_by_one_tmux_invocation(tmux: Tmux, tmp_path: Path, 
     assert len(panes("sixteen")) == 16
 
 
-def test_status_from_another_directory_reads_the_sessions_own_home(cli: Cli, socket: str, home: Path, tmp_path: Path) -> None:
+def test_status_from_another_directory_reads_the_sessions_own_home(
+    cli: Cli, socket: str, home: Path, tmp_path: Path
+) -> None:
     assert cli("up", DEFAULT, "-d").exit_code == 0
-    wait_for(lambda: (home / "logs" / "kaede.log").exists() and (home / "logs" / "kaede.log").stat().st_size > 0, what="kaede's log")
+    wait_for(
+        lambda: (home / "logs" / "kaede.log").exists() and (home / "logs" / "kaede.log").stat().st_size > 0,
+        what="kaede's log",
+    )
     other = tmp_path / "elsewhere"
     other.mkdir()
     from typer.testing import CliRunner
@@ -270,16 +281,19 @@ def test_reconcile_never_puts_agents_in_the_users_own_window(tmux: Tmux, tmp_pat
     assert set(panes("mine")) == {"a", "b"}
 
 
-def test_attach_without_a_terminal_says_how_to_attach_with_the_agents_pane_selected(cli: Cli, panes, socket: str) -> None:
+def test_attach_without_a_terminal_says_how_to_attach_with_the_agents_pane_selected(
+    cli: Cli, panes, socket: str
+) -> None:
     assert cli("up", DEFAULT, "-d", "--no-controller").exit_code == 0
     sakura = panes("miyabi")["sakura"]
     r = cli("attach", "sakura")  # the test runner's stdin is no terminal
     assert r.exit_code == 1
-    assert (f"attach needs a terminal; from one, run: tmux -L {socket} attach -t miyabi "
-            f"\\; select-window -t {sakura.window_id} \\; select-pane -t {sakura.pane_id}") in r.output
+    assert (
+        f"attach needs a terminal; from one, run: tmux -L {socket} attach -t miyabi "
+        f"\\; select-window -t {sakura.window_id} \\; select-pane -t {sakura.pane_id}"
+    ) in r.output
     r = cli("attach", "nobody")
     assert r.exit_code == 1 and "unknown agent 'nobody'" in r.output
-
 
 
 def test_a_session_made_right_after_the_server_was_killed_is_made(tmux: Tmux) -> None:

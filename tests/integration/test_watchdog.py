@@ -31,8 +31,12 @@ def events(home: Path, kind: str, agent: str | None = None) -> list[dict]:
     return [e for e in out if e["event"] == kind and (agent is None or e.get("agent") == agent)]
 
 
-def test_kill_9_fifty_times_a_new_process_runs_in_the_same_pane_each_time(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
-    assert cli("up", str(layout(tmp_path, "mttr", "  - {name: a, profile: shell, command: cat}\n")), "-d").exit_code == 0
+def test_kill_9_fifty_times_a_new_process_runs_in_the_same_pane_each_time(
+    cli: Cli, home: Path, tmp_path: Path, panes
+) -> None:
+    assert (
+        cli("up", str(layout(tmp_path, "mttr", "  - {name: a, profile: shell, command: cat}\n")), "-d").exit_code == 0
+    )
     first = wait_for(lambda: panes("mttr").get("a"), what="pane")
     pid = first.pid
     for i in range(50):
@@ -55,14 +59,14 @@ def test_kill_9_fifty_times_a_new_process_runs_in_the_same_pane_each_time(cli: C
 
 def test_nothing_of_the_old_agent_survives_a_restart(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
     script = tmp_path / "stubborn.sh"
-    script.write_text(
-        "#!/bin/sh\n"
-        "trap '' HUP\n"
-        "setsid sh -c 'trap \"\" HUP; exec sleep 4242' &\n"
-        "exec sleep 4243\n"
-    )
+    script.write_text("#!/bin/sh\ntrap '' HUP\nsetsid sh -c 'trap \"\" HUP; exec sleep 4242' &\nexec sleep 4243\n")
     script.chmod(0o755)
-    assert cli("up", str(layout(tmp_path, "stub", f"  - {{name: s, profile: shell, command: {script}}}\n")), "-d").exit_code == 0
+    assert (
+        cli(
+            "up", str(layout(tmp_path, "stub", f"  - {{name: s, profile: shell, command: {script}}}\n")), "-d"
+        ).exit_code
+        == 0
+    )
 
     def family() -> list[int]:
         out = []
@@ -93,7 +97,12 @@ def test_nothing_of_the_old_agent_survives_a_restart(cli: Cli, home: Path, tmp_p
 
 def test_a_crash_loop_backs_off_then_fails_and_stays_failed(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
     extra = "watchdog: {min_uptime: 5, max_restarts: 3, restart_window: 120}\n"
-    assert cli("up", str(layout(tmp_path, "loop", "  - {name: x, profile: shell, command: sh -c 'exit 3'}\n", extra)), "-d").exit_code == 0
+    assert (
+        cli(
+            "up", str(layout(tmp_path, "loop", "  - {name: x, profile: shell, command: sh -c 'exit 3'}\n", extra)), "-d"
+        ).exit_code
+        == 0
+    )
     wait_for(lambda: events(home, "gave-up", "x"), timeout=30, what="the breaker")
     died = events(home, "agent-died", "x")
     assert [e["delay"] for e in died] == [1.0, 2.0, 4.0, 0.0]
@@ -119,9 +128,16 @@ def test_a_crash_loop_backs_off_then_fails_and_stays_failed(cli: Cli, home: Path
     assert len(events(home, "restarted", "x")) == 4
 
 
-def test_counters_survive_a_controller_killed_while_agents_crash(cli: Cli, home: Path, tmp_path: Path, panes, socket: str) -> None:
+def test_counters_survive_a_controller_killed_while_agents_crash(
+    cli: Cli, home: Path, tmp_path: Path, panes, socket: str
+) -> None:
     extra = "watchdog: {min_uptime: 0, max_restarts: 1000, restart_window: 600}\n"
-    lay = layout(tmp_path, "survive", "  - {name: a, profile: shell, command: cat}\n  - {name: b, profile: shell, command: cat}\n", extra)
+    lay = layout(
+        tmp_path,
+        "survive",
+        "  - {name: a, profile: shell, command: cat}\n  - {name: b, profile: shell, command: cat}\n",
+        extra,
+    )
     assert cli("up", str(lay), "-d").exit_code == 0
     from miyabi.controller import running_pid
     from miyabi.home import Home
@@ -144,8 +160,12 @@ def test_counters_survive_a_controller_killed_while_agents_crash(cli: Cli, home:
     assert {r["name"]: r["restarts_last_hour"] for r in data["agents"]} == {"a": 3, "b": 3}
 
 
-def test_a_silent_busy_worker_is_nudged_then_restarted_and_an_idle_one_is_left_alone(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
-    extra = "watchdog: {silence_timeout: 1.5, silence_grace: 1.5, min_uptime: 0, max_restarts: 10, restart_window: 60}\n"
+def test_a_silent_busy_worker_is_nudged_then_restarted_and_an_idle_one_is_left_alone(
+    cli: Cli, home: Path, tmp_path: Path, panes
+) -> None:
+    extra = (
+        "watchdog: {silence_timeout: 1.5, silence_grace: 1.5, min_uptime: 0, max_restarts: 10, restart_window: 60}\n"
+    )
     agents = (
         "  - {name: busy, profile: worker, command: miyabi worker --think 60, submit_delay: 0.05, ready_settle: 0.05}\n"
         "  - {name: idle, profile: worker}\n"
@@ -184,8 +204,15 @@ def test_an_agent_burning_cpu_without_printing_is_working_not_hung(cli: Cli, hom
         time.sleep(0.2)
 
 
-def test_a_closed_pane_is_recreated_and_a_dead_server_is_rebuilt_with_pending_messages(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
-    lay = layout(tmp_path, "phoenix", "  - {name: kaede, profile: worker, submit_delay: 0.05, ready_settle: 0.05}\n  - {name: sakura, profile: shell, command: cat}\n")
+def test_a_closed_pane_is_recreated_and_a_dead_server_is_rebuilt_with_pending_messages(
+    cli: Cli, home: Path, tmp_path: Path, panes, tmux
+) -> None:
+    lay = layout(
+        tmp_path,
+        "phoenix",
+        "  - {name: kaede, profile: worker, submit_delay: 0.05, ready_settle: 0.05}\n  - "
+        "{name: sakura, profile: shell, command: cat}\n",
+    )
     assert cli("up", str(lay), "-d").exit_code == 0
     old = wait_for(lambda: panes("phoenix").get("sakura"), what="sakura").pane_id
     tmux.run("kill-pane", "-t", old)
@@ -196,19 +223,30 @@ def test_a_closed_pane_is_recreated_and_a_dead_server_is_rebuilt_with_pending_me
     tmux.run("kill-server")
     send(home, "kaede", "sent while the server was down")
     wait_for(lambda: events(home, "session-rebuilt"), timeout=15, what="the session rebuilt")
-    assert sorted(wait_for(lambda: len(panes("phoenix")) == 2 and panes("phoenix"), what="both agents back")) == ["kaede", "sakura"]
-    wait_for(lambda: transcript(home, "kaede") == ["sent while the server was down"], timeout=15, what="the pending message")
+    assert sorted(wait_for(lambda: len(panes("phoenix")) == 2 and panes("phoenix"), what="both agents back")) == [
+        "kaede",
+        "sakura",
+    ]
+    wait_for(
+        lambda: transcript(home, "kaede") == ["sent while the server was down"], timeout=15, what="the pending message"
+    )
 
 
-def test_a_pending_restart_never_kills_a_pane_the_controller_recreated(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
+def test_a_pending_restart_never_kills_a_pane_the_controller_recreated(
+    cli: Cli, home: Path, tmp_path: Path, panes, tmux
+) -> None:
     extra = "watchdog: {min_uptime: 100, max_restarts: 10, restart_window: 60}\n"  # a quick death waits 1 s
-    agents = "  - {name: a, profile: shell, command: cat}\n  - {name: b, profile: shell, command: cat}\n"  # b keeps the session
+    # b keeps the session
+    agents = "  - {name: a, profile: shell, command: cat}\n  - {name: b, profile: shell, command: cat}\n"
     assert cli("up", str(layout(tmp_path, "nokill", agents, extra)), "-d").exit_code == 0
     first = wait_for(lambda: panes("nokill").get("a"), what="pane")
     os.kill(first.pid, signal.SIGKILL)
     wait_for(lambda: events(home, "agent-died", "a"), what="the death")
     tmux.run("kill-pane", "-t", first.pane_id)  # while the restart waits out its backoff
-    fresh = wait_for(lambda: (p := panes("nokill").get("a")) and p.pane_id != first.pane_id and not p.dead and p, what="a recreated pane")
+    fresh = wait_for(
+        lambda: (p := panes("nokill").get("a")) and p.pane_id != first.pane_id and not p.dead and p,
+        what="a recreated pane",
+    )
     wait_for(lambda: events(home, "restart-dropped", "a"), timeout=5, what="the stale restart dropped")
     assert pid_alive(fresh.pid) and panes("nokill")["a"].pid == fresh.pid
     assert not events(home, "restarted", "a")
@@ -225,7 +263,9 @@ def test_a_stale_pidfile_does_not_count_as_a_running_controller(home: Path) -> N
     assert running_pid(h) is None
 
 
-def test_down_is_not_undone_by_a_controller_that_a_service_manager_restarts(cli: Cli, home: Path, tmp_path: Path, socket: str, tmux) -> None:
+def test_down_is_not_undone_by_a_controller_that_a_service_manager_restarts(
+    cli: Cli, home: Path, tmp_path: Path, socket: str, tmux
+) -> None:
     lay = layout(tmp_path, "stopped", "  - {name: a, profile: shell, command: cat}\n")
     assert cli("up", str(lay), "-d").exit_code == 0
     assert cli("down").exit_code == 0
@@ -247,7 +287,9 @@ def test_down_is_not_undone_by_a_controller_that_a_service_manager_restarts(cli:
         proc.wait(10)
 
 
-def test_a_controller_whose_home_was_removed_stops_instead_of_rebuilding(cli: Cli, home: Path, tmp_path: Path, socket: str, tmux) -> None:
+def test_a_controller_whose_home_was_removed_stops_instead_of_rebuilding(
+    cli: Cli, home: Path, tmp_path: Path, socket: str, tmux
+) -> None:
     import shutil
 
     from miyabi.controller import read_pid

@@ -27,14 +27,33 @@ from miyabi.messaging.mailbox import MessageState, inbox, post
 from miyabi.tmux.runner import Tmux
 from miyabi.work.tasks import Store
 
-READS = ["/api/v1/agents", "/api/v1/agents/w1", "/api/v1/agents/sh/screen", "/api/v1/agents/w1/messages",
-         "/api/v1/agents/w1/crashes", "/api/v1/approvals", "/api/v1/messages", "/api/v1/tasks", "/api/v1/events",
-         "/api/v1/agents/w1/logs", "/api/v1/kpis", "/api/v1/kpis/charts/availability.svg", "/api/v1/openapi.json", "/metrics"]
+READS = [
+    "/api/v1/agents",
+    "/api/v1/agents/w1",
+    "/api/v1/agents/sh/screen",
+    "/api/v1/agents/w1/messages",
+    "/api/v1/agents/w1/crashes",
+    "/api/v1/approvals",
+    "/api/v1/messages",
+    "/api/v1/tasks",
+    "/api/v1/events",
+    "/api/v1/agents/w1/logs",
+    "/api/v1/kpis",
+    "/api/v1/kpis/charts/availability.svg",
+    "/api/v1/openapi.json",
+    "/metrics",
+]
 CHANGES: list[tuple[str, dict[str, Any] | None]] = [
-    ("/api/v1/agents/w1/messages", {"text": "hello"}), ("/api/v1/agents/w1/restart", None),
-    ("/api/v1/agents/ask/approve", None), ("/api/v1/agents/ask/deny", {"reason": "no"}),
-    ("/api/v1/tasks", {"title": "t"}), ("/api/v1/tasks/1/cancel", None), ("/api/v1/tasks/1/retry", None),
-    ("/api/v1/messages/x/retry", None), ("/api/v1/messages/x/drop", None)]
+    ("/api/v1/agents/w1/messages", {"text": "hello"}),
+    ("/api/v1/agents/w1/restart", None),
+    ("/api/v1/agents/ask/approve", None),
+    ("/api/v1/agents/ask/deny", {"reason": "no"}),
+    ("/api/v1/tasks", {"title": "t"}),
+    ("/api/v1/tasks/1/cancel", None),
+    ("/api/v1/tasks/1/retry", None),
+    ("/api/v1/messages/x/retry", None),
+    ("/api/v1/messages/x/drop", None),
+]
 
 
 def error_of(r: httpx.Response) -> str:
@@ -72,7 +91,11 @@ def test_every_endpoint_needs_a_token_and_changes_need_the_full_one_in_a_header(
     with httpx.Client(base_url=web.base) as browser:
         r = browser.get(f"/?token={web.token}", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/"
-        assert "HttpOnly" in r.headers["set-cookie"] and "SameSite=Lax" in r.headers["set-cookie"] and "Max-Age=" in r.headers["set-cookie"]
+        assert (
+            "HttpOnly" in r.headers["set-cookie"]
+            and "SameSite=Lax" in r.headers["set-cookie"]
+            and "Max-Age=" in r.headers["set-cookie"]
+        )
         assert browser.get("/", follow_redirects=False).status_code == 200
         assert browser.get("/?token=nope", follow_redirects=False).status_code == 401
         assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "no-referrer"
@@ -100,13 +123,21 @@ def test_agents_screen_and_openapi(web: Web) -> None:
         assert set(rows) == {"w1", "sh", "ask"} and data["controller"]["running"] is True
         assert rows["w1"]["state"] == "ready" and rows["w1"]["pid"] > 0 and rows["w1"]["current_task"] is None
         Tmux(web.socket).run("send-keys", "-t", rows["sh"]["pane_id"], "-l", "screen <b>text</b>")
-        wait_for(lambda: "screen &lt;b&gt;text&lt;/b&gt;" in c.get("/api/v1/agents/sh/screen").json()["html"],
-                 what="the typed text on the screen, escaped")
+        wait_for(
+            lambda: "screen &lt;b&gt;text&lt;/b&gt;" in c.get("/api/v1/agents/sh/screen").json()["html"],
+            what="the typed text on the screen, escaped",
+        )
         assert c.get("/api/v1/agents/nobody").status_code == 404
         assert "unknown agent 'nobody'" in error_of(c.get("/api/v1/agents/nobody/screen"))
         paths = c.get("/api/v1/openapi.json").json()["paths"]
-        for p in ("/api/v1/agents", "/api/v1/agents/{name}/messages", "/api/v1/agents/{name}/approve", "/api/v1/tasks/{ref}/cancel",
-                  "/api/v1/events/stream", "/api/v1/messages/{msg_id}/retry"):
+        for p in (
+            "/api/v1/agents",
+            "/api/v1/agents/{name}/messages",
+            "/api/v1/agents/{name}/approve",
+            "/api/v1/tasks/{ref}/cancel",
+            "/api/v1/events/stream",
+            "/api/v1/messages/{msg_id}/retry",
+        ):
             assert p in paths, p
 
 
@@ -115,26 +146,36 @@ def test_send_puts_one_message_in_the_inbox_and_the_worker_gets_it_once(web: Web
         r = c.post("/api/v1/agents/w1/messages", json={"text": "from the dashboard ☃", "priority": "high"})
         assert r.status_code == 201, r.text
         sent = r.json()
-        assert sent["to"] == "w1" and sent["from"] == "human" and sent["state"] == "pending" and sent["created"].endswith("Z")
+        assert (
+            sent["to"] == "w1"
+            and sent["from"] == "human"
+            and sent["state"] == "pending"
+            and sent["created"].endswith("Z")
+        )
     wait_for(lambda: transcript(web.home, "w1").count("from the dashboard ☃") == 1, timeout=30, what="delivered once")
     assert transcript(web.home, "w1").count("from the dashboard ☃") == 1
 
 
-@pytest.mark.parametrize(("path", "body", "status", "said"), [
-    ("/api/v1/agents/w1/messages", {"text": ""}, 422, "text: String should have at least 1 character"),
-    ("/api/v1/agents/w1/messages", {"text": "\x01\x02"}, 400, "the message has no text"),
-    ("/api/v1/agents/w1/messages", {"text": "x", "priority": "urgent"}, 422, "priority"),
-    ("/api/v1/agents/w1/messages", {"text": "x", "ttl": -1}, 422, "ttl"),
-    ("/api/v1/agents/w1/messages", {"txt": "x"}, 422, "text: Field required"),
-    ("/api/v1/agents/nobody/messages", {"text": "x"}, 404, "unknown agent 'nobody'"),
-    ("/api/v1/agents/w1/approve", None, 409, "w1 is not waiting for approval"),
-    ("/api/v1/tasks", {"title": ""}, 422, "title"),
-    ("/api/v1/tasks", {"title": "x", "priority": "asap"}, 422, "priority"),
-    ("/api/v1/tasks/999/cancel", None, 404, "no task 999"),
-    ("/api/v1/tasks/abc/cancel", None, 400, "is not a task id"),
-    ("/api/v1/messages/0000/retry", None, 404, "no message with id '0000'"),
-])
-def test_bad_input_is_a_4xx_with_one_line(web: Web, path: str, body: dict[str, Any] | None, status: int, said: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "status", "said"),
+    [
+        ("/api/v1/agents/w1/messages", {"text": ""}, 422, "text: String should have at least 1 character"),
+        ("/api/v1/agents/w1/messages", {"text": "\x01\x02"}, 400, "the message has no text"),
+        ("/api/v1/agents/w1/messages", {"text": "x", "priority": "urgent"}, 422, "priority"),
+        ("/api/v1/agents/w1/messages", {"text": "x", "ttl": -1}, 422, "ttl"),
+        ("/api/v1/agents/w1/messages", {"txt": "x"}, 422, "text: Field required"),
+        ("/api/v1/agents/nobody/messages", {"text": "x"}, 404, "unknown agent 'nobody'"),
+        ("/api/v1/agents/w1/approve", None, 409, "w1 is not waiting for approval"),
+        ("/api/v1/tasks", {"title": ""}, 422, "title"),
+        ("/api/v1/tasks", {"title": "x", "priority": "asap"}, 422, "priority"),
+        ("/api/v1/tasks/999/cancel", None, 404, "no task 999"),
+        ("/api/v1/tasks/abc/cancel", None, 400, "is not a task id"),
+        ("/api/v1/messages/0000/retry", None, 404, "no message with id '0000'"),
+    ],
+)
+def test_bad_input_is_a_4xx_with_one_line(
+    web: Web, path: str, body: dict[str, Any] | None, status: int, said: str
+) -> None:
     with web.client() as c:
         r = c.post(path, json=body)
         assert r.status_code == status, r.text
@@ -145,9 +186,13 @@ def test_bad_input_is_a_4xx_with_one_line(web: Web, path: str, body: dict[str, A
 def test_bad_reads_and_garbage(web: Web) -> None:
     with web.client() as c:
         assert "state 'bogus' is not a task state" in error_of(c.get("/api/v1/tasks?state=bogus"))
-        assert c.get("/api/v1/events?grep=(").status_code == 400 and "not a regular expression" in error_of(c.get("/api/v1/events?grep=("))
+        assert c.get("/api/v1/events?grep=(").status_code == 400 and "not a regular expression" in error_of(
+            c.get("/api/v1/events?grep=(")
+        )
         assert c.get("/api/v1/events?limit=0").status_code == 422
-        assert c.get("/api/v1/nothing").status_code == 404 and "no such page or endpoint" in error_of(c.get("/api/v1/nothing"))
+        assert c.get("/api/v1/nothing").status_code == 404 and "no such page or endpoint" in error_of(
+            c.get("/api/v1/nothing")
+        )
         r = c.post("/api/v1/agents/w1/messages", content=b"{not json", headers={"content-type": "application/json"})
         assert r.status_code == 422 and "JSON" in error_of(r)
         r = c.post("/api/v1/agents/w1/messages", content=b"\xff\xfe", headers={"content-type": "application/json"})
@@ -178,7 +223,11 @@ def test_tasks_cancel_retry_and_their_history(web: Web) -> None:
 def test_dead_letters_retry_and_pending_drop(web: Web) -> None:
     box = inbox(web.home, "sh")
     dead = post(web.home, "sh", "a dead letter", sender="test", ttl=0.001)  # too old before the controller sees it
-    wait_for(lambda: (found := box.find(dead.id)) is not None and found[0] == MessageState.FAILED, timeout=30, what="a dead letter")
+    wait_for(
+        lambda: (found := box.find(dead.id)) is not None and found[0] == MessageState.FAILED,
+        timeout=30,
+        what="a dead letter",
+    )
     with web.client() as c:
         listed = c.get("/api/v1/messages").json()
         assert [m["id"] for m in listed] == [dead.id] and "ttl" in listed[0]["reason"]
@@ -186,10 +235,14 @@ def test_dead_letters_retry_and_pending_drop(web: Web) -> None:
         again = c.post(f"/api/v1/messages/{dead.id}/retry").json()
         assert again["state"] == "pending" and again["retried"]
         # its ttl counts from the retry, and is as short as before: it dies again, and may be retried again
-        wait_for(lambda: (found := box.find(dead.id)) is not None and found[0] == MessageState.FAILED, timeout=30, what="dead again")
+        wait_for(
+            lambda: (found := box.find(dead.id)) is not None and found[0] == MessageState.FAILED,
+            timeout=30,
+            what="dead again",
+        )
         assert c.post(f"/api/v1/messages/{dead.id}/retry").status_code == 200
         r = c.post(f"/api/v1/messages/{dead.id[:12]}/drop")  # a prefix names it too (pending or dead by now)
-        assert r.status_code == 200 and r.json()["id"] == dead.id or dead.id in error_of(r)
+        assert (r.status_code == 200 and r.json()["id"] == dead.id) or dead.id in error_of(r)
     events = [json.loads(line) for line in (web.home / "logs" / "events.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events if e.get("id") == dead.id].count("retry") == 2
 
@@ -199,7 +252,11 @@ def test_restart_and_crash_evidence_from_the_api(web: Web) -> None:
         before = c.get("/api/v1/agents/sh").json()["pid"]
         r = c.post("/api/v1/agents/sh/restart")
         assert r.status_code == 200 and r.json() == {"ok": True, "detail": "restarted sh"}
-        pid = wait_for(lambda: (p := c.get("/api/v1/agents/sh").json()["pid"]) not in (0, before) and p, timeout=30, what="a new process")
+        pid = wait_for(
+            lambda: (p := c.get("/api/v1/agents/sh").json()["pid"]) not in (0, before) and p,
+            timeout=30,
+            what="a new process",
+        )
         os.kill(pid, signal.SIGKILL)  # a crash: the watchdog keeps its evidence
         crashes = wait_for(lambda: c.get("/api/v1/agents/sh/crashes").json(), timeout=30, what="crash evidence")
         assert crashes[0]["file"].startswith("sh-") and crashes[0]["time"].endswith("Z") and crashes[0]["bytes"] > 0
@@ -214,21 +271,33 @@ def test_approve_and_deny_reach_the_pane_and_are_audited(web: Web, home: Path) -
 
     with web.client() as c:
         send(home, "ask", "please run the tool")
-        wait_for(lambda: c.get("/api/v1/agents/ask").json()["state"] == "waiting-approval", timeout=30, what="waiting-approval")
+        wait_for(
+            lambda: c.get("/api/v1/agents/ask").json()["state"] == "waiting-approval",
+            timeout=30,
+            what="waiting-approval",
+        )
         waiting = c.get("/api/v1/approvals").json()["waiting"]
         assert [w["agent"] for w in waiting] == ["ask"] and "Allow running the tool?" in waiting[0]["question"]
         r = c.post("/api/v1/agents/ask/approve")
         assert r.status_code == 200, r.text
         assert r.json()["answer"] == "approve" and r.json()["keys"] == ["y", "Enter"]
-        wait_for(lambda: web.answers.exists() and web.answers.read_text().splitlines() == ["yes"], what="the yes in the agent")
+        wait_for(
+            lambda: web.answers.exists() and web.answers.read_text().splitlines() == ["yes"],
+            what="the yes in the agent",
+        )
         wait_for(lambda: c.get("/api/v1/agents/ask").json()["state"] == "ready", timeout=30, what="ready again")
         send(home, "ask", "the tool again")
-        wait_for(lambda: c.get("/api/v1/agents/ask").json()["state"] == "waiting-approval", timeout=30, what="asked again")
+        wait_for(
+            lambda: c.get("/api/v1/agents/ask").json()["state"] == "waiting-approval", timeout=30, what="asked again"
+        )
         r = c.post("/api/v1/agents/ask/deny", json={"reason": "not now"})
         assert r.status_code == 200 and r.json()["message"], r.text
         wait_for(lambda: web.answers.read_text().splitlines() == ["yes", "no"], what="the no in the agent")
         answers = c.get("/api/v1/approvals").json()["answers"]
-        assert [(a["answer"], a["by"]) for a in answers[:2]] == [("deny", "web:127.0.0.1"), ("approve", "web:127.0.0.1")]
+        assert [(a["answer"], a["by"]) for a in answers[:2]] == [
+            ("deny", "web:127.0.0.1"),
+            ("approve", "web:127.0.0.1"),
+        ]
         assert answers[0]["reason"] == "not now"
 
 
@@ -254,12 +323,17 @@ def test_the_event_feed_streams_what_is_logged_filtered(web: Web, home: Path) ->
     found: list[dict[str, Any]] = []
     ready = threading.Event()
     with web.client() as c:
-        t = threading.Thread(target=sse, args=(c, "/api/v1/events/stream?event=enqueued&agent=w1", 2, found, ready), daemon=True)
+        t = threading.Thread(
+            target=sse, args=(c, "/api/v1/events/stream?event=enqueued&agent=w1", 2, found, ready), daemon=True
+        )
         t.start()
         assert ready.wait(30)
         ids = [send(home, "sh", "not for the feed"), send(home, "w1", "first"), send(home, "w1", "second")]
         t.join(30)
-    assert [(e["event"], e["agent"], e["id"]) for e in found] == [("enqueued", "w1", ids[1]), ("enqueued", "w1", ids[2])]
+    assert [(e["event"], e["agent"], e["id"]) for e in found] == [
+        ("enqueued", "w1", ids[1]),
+        ("enqueued", "w1", ids[2]),
+    ]
     with web.client() as c:
         past = c.get("/api/v1/events", params={"event": "enqueued", "agent": "w1", "limit": 1}).json()
         assert [e["id"] for e in past] == [ids[2]]
@@ -275,7 +349,11 @@ def test_a_screen_stream_sends_a_frame_when_the_pane_prints(web: Web) -> None:
         wait_for(lambda: len(found) >= 1, timeout=30, what="the first frame")
         assert "streamed words" not in found[0]["html"]
         Tmux(web.socket).run("send-keys", "-t", pane, "-l", "streamed words")
-        last = wait_for(lambda: next((f for f in found if "streamed words" in f["html"]), None), timeout=30, what="a frame with the words")
+        last = wait_for(
+            lambda: next((f for f in found if "streamed words" in f["html"]), None),
+            timeout=30,
+            what="a frame with the words",
+        )
     assert last["pane"] == pane and len(last["cursor"]) == 2
     with web.client() as c:  # a stream for what cannot be streamed is refused before it starts
         assert c.get("/api/v1/agents/nobody/screen/stream").status_code == 404
@@ -295,11 +373,20 @@ def test_metrics_parse_with_the_prometheus_client(web: Web, home: Path) -> None:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
         return {f.name: f for f in text_string_to_metric_families(r.text)}
 
-    fams = wait_for(lambda: (f := families()) and any(s.value >= 1 for s in f["miyabi_delivery_latency_seconds"].samples
-                                                      if s.name.endswith("_count")) and f, timeout=30, what="delivery counted")
+    fams = wait_for(
+        lambda: (
+            (f := families())
+            and any(s.value >= 1 for s in f["miyabi_delivery_latency_seconds"].samples if s.name.endswith("_count"))
+            and f
+        ),
+        timeout=30,
+        what="delivery counted",
+    )
     up = {s.labels["agent"]: s.value for s in fams["miyabi_agent_up"].samples}
     assert up == {"w1": 1.0, "sh": 1.0, "ask": 1.0}
-    ready = {s.labels["agent"] for s in fams["miyabi_agent_state"].samples if s.labels["state"] == "ready" and s.value == 1}
+    ready = {
+        s.labels["agent"] for s in fams["miyabi_agent_state"].samples if s.labels["state"] == "ready" and s.value == 1
+    }
     assert ready == {"w1", "sh", "ask"}
     tasks = {s.labels["state"]: s.value for s in fams["miyabi_tasks"].samples}
     assert tasks["queued"] == 1 and tasks["done"] == 0
@@ -320,12 +407,36 @@ def test_read_only_server_and_refused_hosts(cli: Cli, home: Path, socket: str, w
             assert r.status_code == 403 and "read-only" in error_of(r)
     finally:
         stop(proc)
-    r = subprocess.run([sys.executable, "-m", "miyabi", "web", "--host", "0.0.0.0", "--no-token", "--port", "0", "--home", str(home),
-                        "--socket", socket], capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "miyabi",
+            "web",
+            "--host",
+            "0.0.0.0",
+            "--no-token",
+            "--port",
+            "0",
+            "--home",
+            str(home),
+            "--socket",
+            socket,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--no-token is refused on 0.0.0.0" in r.stderr
     taken = web.base.rsplit(":", 1)[1]
-    r = subprocess.run([sys.executable, "-m", "miyabi", "web", "--port", taken, "--home", str(home), "--socket", socket],
-                       capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "miyabi", "web", "--port", taken, "--home", str(home), "--socket", socket],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{taken}" in r.stderr and r.stderr.count("\n") == 1
 
 
@@ -335,7 +446,9 @@ def test_without_a_token_only_loopback_names_are_served(home: Path, socket: str,
         base = said["open"].rstrip("/")
         with httpx.Client(base_url=base) as c:
             assert c.get("/api/v1/agents").status_code == 200
-            assert c.post("/api/v1/agents/w1/messages", json={"text": "x"}).status_code == 403  # no header: a cross-site form
+            assert (
+                c.post("/api/v1/agents/w1/messages", json={"text": "x"}).status_code == 403
+            )  # no header: a cross-site form
             assert c.get("/api/v1/agents", headers={"host": "evil.example:80"}).status_code == 403  # DNS rebinding
             r = c.post("/api/v1/agents/w1/messages", json={"text": "x"}, headers={"X-Miyabi-Token": "-"})
             assert r.status_code == 201
@@ -343,7 +456,9 @@ def test_without_a_token_only_loopback_names_are_served(home: Path, socket: str,
         stop(proc)
 
 
-def test_the_controller_serves_the_dashboard_from_the_layout_and_restarts_it(cli: Cli, home: Path, tmp_path: Path) -> None:
+def test_the_controller_serves_the_dashboard_from_the_layout_and_restarts_it(
+    cli: Cli, home: Path, tmp_path: Path
+) -> None:
     import socket as sockets
 
     with sockets.socket() as s:
@@ -398,12 +513,21 @@ def test_kpis_and_their_charts(web: Web, home: Path) -> None:
     with web.client() as c:
         for since in ("24h", "7d"):
             d = c.get("/api/v1/kpis", params={"since": since}).json()
-            assert [ch["name"] for ch in d["charts"]] == ["availability", "restarts", "mttr", "delivery", "tasks", "utilization"]
+            assert [ch["name"] for ch in d["charts"]] == [
+                "availability",
+                "restarts",
+                "mttr",
+                "delivery",
+                "tasks",
+                "utilization",
+            ]
             assert {r[0] for r in d["agents"]["rows"]} == {"w1", "sh", "ask"}
             assert d["report"]["since"].endswith("Z") and d["summary"][0][0] == "window"
             for ch in d["charts"]:
                 r = c.get(f"/api/v1/kpis/charts/{ch['name']}.svg", params={"since": since})
-                assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml") and "<svg" in r.text
+                assert (
+                    r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml") and "<svg" in r.text
+                )
         assert c.get("/api/v1/kpis", params={"since": "1y"}).status_code == 422
         assert "no chart 'pie'" in error_of(c.get("/api/v1/kpis/charts/pie.svg"))
         lines = c.get("/api/v1/agents/w1/logs", params={"grep": "for the figures"}).json()

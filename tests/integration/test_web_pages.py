@@ -29,7 +29,9 @@ from miyabi.work.tasks import Store
 def chromium() -> tuple[str, str]:
     browser = shutil.which("chromium")
     driver = shutil.which("chromedriver")
-    assert browser and driver, "Chromium and ChromeDriver are missing; scripts/test installs them (apt-get install chromium chromium-driver)"
+    assert browser and driver, (
+        "Chromium and ChromeDriver are missing; scripts/test installs them (apt-get install chromium chromium-driver)"
+    )
     return browser, driver
 
 
@@ -45,9 +47,18 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
     opts.binary_location = binary
     # This machine's network is closed: without the background-networking flags Chromium
     # keeps trying to reach Google's hosts.
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900",
-              f"--user-data-dir={tmp_path / 'chromium'}"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
         opts.add_argument(a)
     b = webdriver.Chrome(service=Service(driver), options=opts)
     b.set_page_load_timeout(60)
@@ -77,29 +88,46 @@ def js(b: WebDriver, script: str, *args: Any) -> Any:
 
 def test_the_ensemble_page_shows_the_agents_of_the_running_ensemble(web: Web, browser: WebDriver, shots: Path) -> None:
     login(browser, web)
-    names = wait_for(lambda: js(browser, "return [...document.querySelectorAll('.card')].map(c => c.dataset.agent)"),
-                     timeout=30, what="agent cards")
+    names = wait_for(
+        lambda: js(browser, "return [...document.querySelectorAll('.card')].map(c => c.dataset.agent)"),
+        timeout=30,
+        what="agent cards",
+    )
     assert names == ["w1", "sh", "ask"]
-    wait_for(lambda: js(browser, "return [...document.querySelectorAll('.card .state')].every(s => s.textContent === 'ready')"),
-             timeout=30, what="every card ready")
+    wait_for(
+        lambda: js(
+            browser, "return [...document.querySelectorAll('.card .state')].every(s => s.textContent === 'ready')"
+        ),
+        timeout=30,
+        what="every card ready",
+    )
     assert "controller running" in text_of(browser, "#main")
     browser.save_screenshot(str(shots / "ensemble.png"))
 
 
 def test_what_an_agent_prints_appears_on_its_page(web: Web, browser: WebDriver, shots: Path) -> None:
     login(browser, web, "/agents/sh")
-    wait_for(lambda: js(browser, "return Number(document.getElementById('screen').dataset.frames || 0)") >= 1,
-             timeout=30, what="the first frame")
+    wait_for(
+        lambda: js(browser, "return Number(document.getElementById('screen').dataset.frames || 0)") >= 1,
+        timeout=30,
+        what="the first frame",
+    )
     frames = js(browser, "return Number(document.getElementById('screen').dataset.frames)")
     # record when the words appear, in the page's own clock (the same machine's)
-    js(browser, """window.seenAt = null; new MutationObserver(() => {
+    js(
+        browser,
+        """window.seenAt = null; new MutationObserver(() => {
         if (window.seenAt === null && document.getElementById('screen').textContent.includes('seen in the browser'))
-            window.seenAt = Date.now(); }).observe(document.getElementById('screen'), {childList: true, subtree: true, characterData: true});""")
+            window.seenAt = Date.now(); }).observe(document.getElementById('screen'),
+            {childList: true, subtree: true, characterData: true});""",
+    )
     pane = _pane(web, "sh")
     typed = time.time()
     Tmux(web.socket).run("send-keys", "-t", pane, "-l", "seen in the browser")
     seen = wait_for(lambda: js(browser, "return window.seenAt"), timeout=30, what="the words in the browser")
-    assert js(browser, "return Number(document.getElementById('screen').dataset.frames)") > frames  # pushed, not reloaded
+    assert (
+        js(browser, "return Number(document.getElementById('screen').dataset.frames)") > frames
+    )  # pushed, not reloaded
     latency = seen / 1000 - typed
     (shots / "pane-to-browser.txt").write_text(f"{latency * 1000:.1f} ms\n")
     print(f"pane → browser: {latency * 1000:.1f} ms")
@@ -126,12 +154,19 @@ def test_the_send_box_reaches_the_agent_once(web: Web, browser: WebDriver) -> No
 def test_approve_on_a_waiting_agent_reaches_the_pane(web: Web, browser: WebDriver, shots: Path) -> None:
     send(web.home, "ask", "run the tool please")
     login(browser, web, "/approvals")
-    button = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "tr[data-agent=ask] button.approve"), timeout=30,
-                      what="the Approve button")[0]
+    button = wait_for(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "tr[data-agent=ask] button.approve"),
+        timeout=30,
+        what="the Approve button",
+    )[0]
     assert "Allow running the tool?" in text_of(browser, "tr[data-agent=ask]")
     browser.save_screenshot(str(shots / "approvals.png"))
     button.click()
-    wait_for(lambda: web.answers.exists() and web.answers.read_text().splitlines() == ["yes"], timeout=30, what="yes in the pane")
+    wait_for(
+        lambda: web.answers.exists() and web.answers.read_text().splitlines() == ["yes"],
+        timeout=30,
+        what="yes in the pane",
+    )
     wait_for(lambda: "web:127.0.0.1" in text_of(browser, "#main"), timeout=30, what="the audit row")
 
 
@@ -142,7 +177,10 @@ def test_the_task_board_adds_filters_and_cancels(web: Web, browser: WebDriver, s
     title = wait_for(lambda: browser.find_elements(By.NAME, "title"), timeout=30, what="the add form")[0]
     title.send_keys("added in the browser")
     browser.find_element(By.ID, "add-task").click()
-    wait_for(lambda: sorted(t.title for t in store.query()) == ["added in the browser", "labelled <b>bold</b>"], what="the task stored")
+    wait_for(
+        lambda: sorted(t.title for t in store.query()) == ["added in the browser", "labelled <b>bold</b>"],
+        what="the task stored",
+    )
     wait_for(lambda: "added in the browser" in text_of(browser, "[data-state=queued]"), what="on the board")
     assert "labelled <b>bold</b>" in text_of(browser, "[data-state=queued]")  # as text, never markup
     browser.save_screenshot(str(shots / "tasks.png"))
@@ -159,13 +197,22 @@ def test_the_task_board_adds_filters_and_cancels(web: Web, browser: WebDriver, s
 def test_events_and_inbox_pages(web: Web, browser: WebDriver, shots: Path) -> None:
     login(browser, web, "/events")
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#feed tr"), timeout=30, what="past events")
-    wait_for(lambda: "up" in browser.find_element(By.ID, "conn").get_attribute("class"), timeout=30, what="the live feed open")
+    wait_for(
+        lambda: "up" in browser.find_element(By.ID, "conn").get_attribute("class"),
+        timeout=30,
+        what="the live feed open",
+    )
     mid = send(web.home, "sh", "an event for the feed")
     wait_for(lambda: mid in text_of(browser, "#feed"), timeout=30, what="the new event on the page")
     browser.save_screenshot(str(shots / "events.png"))
     login(browser, web, "/inbox")
-    wait_for(lambda: "every inbox is empty" in text_of(browser, "#main") or
-             browser.find_elements(By.CSS_SELECTOR, "#main table"), timeout=30, what="the inbox page")
+    wait_for(
+        lambda: (
+            "every inbox is empty" in text_of(browser, "#main") or browser.find_elements(By.CSS_SELECTOR, "#main table")
+        ),
+        timeout=30,
+        what="the inbox page",
+    )
     browser.save_screenshot(str(shots / "inbox.png"))
 
 
@@ -181,9 +228,16 @@ def test_the_kpi_page_draws_its_charts(web: Web, browser: WebDriver, shots: Path
     wait_for(lambda: "a delivery to chart" in transcript(web.home, "w1"), timeout=30, what="delivered")
     for since in ("24h", "7d"):
         login(browser, web, f"/kpis?since={since}")
-        charts = wait_for(lambda: js(browser, """const imgs = [...document.querySelectorAll('img[data-chart]')];
-            return imgs.length === 6 && imgs.every(i => i.complete && i.naturalWidth > 0) && imgs.map(i => i.dataset.chart);"""),
-            timeout=60, what="six charts drawn")
+        charts = wait_for(
+            lambda: js(
+                browser,
+                """const imgs = [...document.querySelectorAll('img[data-chart]')];
+            return imgs.length === 6 && imgs.every(i => i.complete && i.naturalWidth > 0)
+                && imgs.map(i => i.dataset.chart);""",
+            ),
+            timeout=60,
+            what="six charts drawn",
+        )
         assert charts == ["availability", "restarts", "mttr", "delivery", "tasks", "utilization"]
         assert "w1" in text_of(browser, "#main") and "availability" in text_of(browser, "#main")
         browser.save_screenshot(str(shots / f"kpis-{since}.png"))
@@ -191,8 +245,11 @@ def test_the_kpi_page_draws_its_charts(web: Web, browser: WebDriver, shots: Path
 
 def test_the_agent_page_searches_the_pane_log(web: Web, browser: WebDriver) -> None:
     send(web.home, "sh", "a line to find later")
-    wait_for(lambda: "a line to find later" in (web.home / "logs" / "sh.log").read_text(errors="replace"), timeout=30,
-             what="the line in the pane log")
+    wait_for(
+        lambda: "a line to find later" in (web.home / "logs" / "sh.log").read_text(errors="replace"),
+        timeout=30,
+        what="the line in the pane log",
+    )
     login(browser, web, "/agents/sh")
     box = wait_for(lambda: browser.find_elements(By.NAME, "grep"), timeout=30, what="the search box")[0]
     box.send_keys("find later")

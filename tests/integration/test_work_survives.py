@@ -44,22 +44,46 @@ def history(home: Path, tid: int) -> list[str]:
 
 
 def alive_pid(panes, name: str, not_pid: int = 0) -> int:  # type: ignore[no-untyped-def]
-    return wait_for(lambda: (p := panes("survive").get(name)) and not p.dead and p.pid != not_pid and p.pid, what=f"{name} alive")
+    return wait_for(
+        lambda: (p := panes("survive").get(name)) and not p.dead and p.pid != not_pid and p.pid, what=f"{name} alive"
+    )
 
 
-def test_a_worker_killed_mid_job_runs_it_again_and_the_queue_behind_it_moves(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
+def test_a_worker_killed_mid_job_runs_it_again_and_the_queue_behind_it_moves(
+    cli: Cli, home: Path, tmp_path: Path, panes
+) -> None:
     lay = write(tmp_path / "l.yaml", ["w"])
     assert cli("up", str(lay), "-d").exit_code == 0
     work = tmp_path / "work"
     work.mkdir()
     # The first attempt leaves a mark and then hangs until it is killed; the second finds the mark.
-    first = {"id": "slow", "kind": "run_shell", "workdir": str(work), "dod": "exit_code == 0", "report_path": "slow.json",
-             "script": ["echo one >> steps", "if [ -e mark ]; then echo again; else touch mark; sleep 600; fi", "echo three >> steps"]}
+    first = {
+        "id": "slow",
+        "kind": "run_shell",
+        "workdir": str(work),
+        "dod": "exit_code == 0",
+        "report_path": "slow.json",
+        "script": [
+            "echo one >> steps",
+            "if [ -e mark ]; then echo again; else touch mark; sleep 600; fi",
+            "echo three >> steps",
+        ],
+    }
     (tmp_path / "slow.json").write_text(json.dumps(first))
     assert cli("job", "submit", str(tmp_path / "slow.json"), "--agent", "w").exit_code == 0
     for i in range(3):  # queued behind it: w's wip is 1
-        (tmp_path / f"q{i}.json").write_text(json.dumps({"id": f"q{i}", "kind": "run_shell", "workdir": str(work), "script": ["true"],
-                                                         "dod": "exit_code == 0", "report_path": f"q{i}.json"}))
+        (tmp_path / f"q{i}.json").write_text(
+            json.dumps(
+                {
+                    "id": f"q{i}",
+                    "kind": "run_shell",
+                    "workdir": str(work),
+                    "script": ["true"],
+                    "dod": "exit_code == 0",
+                    "report_path": f"q{i}.json",
+                }
+            )
+        )
         assert cli("job", "submit", str(tmp_path / f"q{i}.json"), "--agent", "w").exit_code == 0
     wait_for(lambda: (work / "mark").exists(), timeout=30, what="the first attempt to start its second step")
     old = alive_pid(panes, "w")
@@ -101,11 +125,17 @@ def test_killed_mid_task_with_resend_the_new_process_gets_it_again(cli: Cli, hom
     assert task(home, 1).holder.startswith(f"{old}:")
     os.kill(old, signal.SIGKILL)
     got = wait_for(lambda: [t for t in transcript(home, "w") if "again" in t], timeout=30, what="the task sent again")
-    assert "was restarted" not in got[0] and "ended while it held the task" in got[0] and "Task #1: Fix the build" in got[0]
+    assert (
+        "was restarted" not in got[0]
+        and "ended while it held the task" in got[0]
+        and "Task #1: Fix the build" in got[0]
+    )
     assert "attempt 2 of 3" in got[0]
     new = alive_pid(panes, "w", not_pid=old)
-    wait_for(lambda: (t := task(home, 1)).state == "in_progress" and t.holder and t.holder.startswith(f"{new}:"),
-             what="the task held by the new process")
+    wait_for(
+        lambda: (t := task(home, 1)).state == "in_progress" and t.holder and t.holder.startswith(f"{new}:"),
+        what="the task held by the new process",
+    )
     assert task(home, 1).attempts == 2
     # wip counts what w really holds: one task, so a second one waits
     assert cli("task", "add", "Second").exit_code == 0
@@ -116,13 +146,21 @@ def test_killed_mid_task_with_resend_the_new_process_gets_it_again(cli: Cli, hom
 
 
 def test_killed_mid_task_with_requeue_it_goes_back_to_the_queue_and_fails_after_max_attempts(
-        cli: Cli, home: Path, tmp_path: Path, panes) -> None:
-    lay = write(tmp_path / "l.yaml", ["w"], "routes: [{default: true, agent: w}]\ntasks: {on_agent_restart: requeue, max_attempts: 2}\n")
+    cli: Cli, home: Path, tmp_path: Path, panes
+) -> None:
+    lay = write(
+        tmp_path / "l.yaml",
+        ["w"],
+        "routes: [{default: true, agent: w}]\ntasks: {on_agent_restart: requeue, max_attempts: 2}\n",
+    )
     assert cli("up", str(lay), "-d").exit_code == 0
     assert cli("task", "add", "Flaky").exit_code == 0
     for attempt in (1, 2):
-        wait_for(lambda a=attempt: (t := task(home, 1)).state == "in_progress" and t.holder and t.attempts == a,
-                 timeout=30, what=f"attempt {attempt} in progress")
+        wait_for(
+            lambda a=attempt: (t := task(home, 1)).state == "in_progress" and t.holder and t.attempts == a,
+            timeout=30,
+            what=f"attempt {attempt} in progress",
+        )
         os.kill(alive_pid(panes, "w"), signal.SIGKILL)
         if attempt == 1:
             wait_for(lambda: any("back to the queue" in r for r in history(home, 1)), timeout=30, what="requeued")
@@ -151,7 +189,8 @@ def test_a_task_past_its_time_limit_is_told_and_handed_back(cli: Cli, home: Path
 
 
 def test_the_running_controller_adopts_added_and_removed_agents_and_keeps_a_broken_layout_out(
-        cli: Cli, home: Path, tmp_path: Path, panes) -> None:
+    cli: Cli, home: Path, tmp_path: Path, panes
+) -> None:
     lay = write(tmp_path / "l.yaml", ["a"], "routes: [{label: x, agent: a}]\n")
     r = cli("up", str(lay), "-d")
     assert r.exit_code == 0, r.output
@@ -188,7 +227,9 @@ def test_the_running_controller_adopts_added_and_removed_agents_and_keeps_a_brok
     assert "already exists" not in log and "Traceback" not in log
 
 
-def test_a_sigkilled_controller_comes_back_by_itself_and_down_stops_it_for_good(cli: Cli, home: Path, tmp_path: Path) -> None:
+def test_a_sigkilled_controller_comes_back_by_itself_and_down_stops_it_for_good(
+    cli: Cli, home: Path, tmp_path: Path
+) -> None:
     lay = write(tmp_path / "l.yaml", ["w"])
     assert cli("up", str(lay), "-d").exit_code == 0
     h = Home(home)
@@ -209,7 +250,9 @@ def test_a_sigkilled_controller_comes_back_by_itself_and_down_stops_it_for_good(
     assert r.exit_code == 4  # the session is down too
 
 
-def test_up_leaves_a_controller_it_did_not_start_to_whoever_started_it(cli: Cli, home: Path, tmp_path: Path, socket: str) -> None:
+def test_up_leaves_a_controller_it_did_not_start_to_whoever_started_it(
+    cli: Cli, home: Path, tmp_path: Path, socket: str
+) -> None:
     """A controller run by systemd or by hand is theirs to restart: `up` adds no
     keep-alive beside it, and status says so."""
     import subprocess
@@ -234,7 +277,9 @@ def test_up_leaves_a_controller_it_did_not_start_to_whoever_started_it(cli: Cli,
     assert running_pid(h) is None  # nothing started another one
 
 
-def test_a_controller_started_again_runs_the_layout_the_home_runs_now(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
+def test_a_controller_started_again_runs_the_layout_the_home_runs_now(
+    cli: Cli, home: Path, tmp_path: Path, panes
+) -> None:
     lay = write(tmp_path / "l.yaml", ["a"])
     assert cli("up", str(lay), "-d").exit_code == 0
     other = write(tmp_path / "other.yaml", ["a", "b"])

@@ -59,7 +59,9 @@ class Web:
     def client(self, token: str | None = "full", **kw: object) -> httpx.Client:
         headers = {}
         if token is not None:
-            headers["Authorization"] = f"Bearer {self.token if token == 'full' else self.view_token if token == 'view' else token}"
+            headers["Authorization"] = (
+                f"Bearer {self.token if token == 'full' else self.view_token if token == 'view' else token}"
+            )
         return httpx.Client(base_url=self.base, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
 
 
@@ -69,8 +71,13 @@ def start_web(home: Path, socket: str, *extra: str) -> tuple[subprocess.Popen[st
     env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
     out = Path(tempfile.mkstemp(prefix="miyabi-web-", suffix=".log", dir=home.parent)[1])
     with out.open("w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "miyabi", "web", "--port", "0", "--home", str(home), "--socket", socket, *extra],
-                                stdout=f, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "miyabi", "web", "--port", "0", "--home", str(home), "--socket", socket, *extra],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
 
     def said() -> dict[str, str] | None:
         text = out.read_text()
@@ -106,8 +113,11 @@ def web(cli: Cli, home: Path, socket: str, tmp_path: Path) -> Iterator[Web]:
     view = said["view"].partition("/?token=")[2]
     w = Web(base, token, view, proc, home, socket, answers)
     with w.client() as c:
-        wait_for(lambda: all(a["state"] == "ready" for a in c.get("/api/v1/agents").json()["agents"]), timeout=60,
-                 what="every agent ready")
+        wait_for(
+            lambda: all(a["state"] == "ready" for a in c.get("/api/v1/agents").json()["agents"]),
+            timeout=60,
+            what="every agent ready",
+        )
     try:
         yield w
     finally:

@@ -21,12 +21,20 @@ def layout(tmp_path: Path, approvals: str) -> Path:
 
 
 def test_rules_load_in_order_and_the_first_match_answers(tmp_path: Path) -> None:
-    lay = load(layout(tmp_path, "  auto:\n    - {tool: Bash, match: 'rm -rf', answer: deny}\n"
-                               "    - {tool: Bash, match: '^Bash: (git status|ls)$', answer: approve}\n"
-                               "    - {match: 'miyabi-tool', agents: b, answer: approve}\n"))
+    lay = load(
+        layout(
+            tmp_path,
+            "  auto:\n    - {tool: Bash, match: 'rm -rf', answer: deny}\n"
+            "    - {tool: Bash, match: '^Bash: (git status|ls)$', answer: approve}\n"
+            "    - {match: 'miyabi-tool', agents: b, answer: approve}\n",
+        )
+    )
     rules = lay.auto_answers
-    assert rules == (AutoAnswer("deny", (), "Bash", "rm -rf"), AutoAnswer("approve", (), "Bash", r"^Bash: (git status|ls)$"),
-                     AutoAnswer("approve", ("b",), None, "miyabi-tool"))
+    assert rules == (
+        AutoAnswer("deny", (), "Bash", "rm -rf"),
+        AutoAnswer("approve", (), "Bash", r"^Bash: (git status|ls)$"),
+        AutoAnswer("approve", ("b",), None, "miyabi-tool"),
+    )
     assert auto_answer(rules, "a", "Bash: rm -rf /") == rules[0]
     assert auto_answer(rules, "a", "Bash: git status") == rules[1]
     assert auto_answer(rules, "a", "Bash: ls; cat ~/.ssh/id_rsa") is None  # anchored: what follows is not approved
@@ -41,14 +49,17 @@ def test_without_approvals_nothing_is_answered(tmp_path: Path) -> None:
     assert load(f).auto_answers == ()
 
 
-@pytest.mark.parametrize(("rule", "said"), [
-    ("{tool: Bash, answer: maybe}", "approvals.auto[0].answer: 'maybe' must be approve or deny"),
-    ("{tool: Bash}", "approvals.auto[0]: needs answer: approve or deny"),
-    ("{answer: approve}", "approvals.auto[0]: answers every question; give a tool or a match"),
-    ("{match: '(', answer: approve}", "approvals.auto[0].match: invalid regular expression"),
-    ("{match: x, agents: [zz], answer: deny}", "approvals.auto[0].agents: unknown agent 'zz'"),
-    ("{tool: Bash, answr: approve}", "approvals.auto[0].answr: unknown key 'answr'; did you mean 'answer'?"),
-])
+@pytest.mark.parametrize(
+    ("rule", "said"),
+    [
+        ("{tool: Bash, answer: maybe}", "approvals.auto[0].answer: 'maybe' must be approve or deny"),
+        ("{tool: Bash}", "approvals.auto[0]: needs answer: approve or deny"),
+        ("{answer: approve}", "approvals.auto[0]: answers every question; give a tool or a match"),
+        ("{match: '(', answer: approve}", "approvals.auto[0].match: invalid regular expression"),
+        ("{match: x, agents: [zz], answer: deny}", "approvals.auto[0].agents: unknown agent 'zz'"),
+        ("{tool: Bash, answr: approve}", "approvals.auto[0].answr: unknown key 'answr'; did you mean 'answer'?"),
+    ],
+)
 def test_a_bad_rule_is_one_line_naming_its_key(tmp_path: Path, rule: str, said: str) -> None:
     with pytest.raises(LayoutError) as e:
         load(layout(tmp_path, f"  auto:\n    - {rule}\n"))
@@ -57,11 +68,19 @@ def test_a_bad_rule_is_one_line_naming_its_key(tmp_path: Path, rule: str, said: 
 
 def test_profile_fields_for_answers_and_rows_are_checked(tmp_path: Path) -> None:
     f = tmp_path / "p.yaml"
-    f.write_text("session: s\nagents:\n  - {name: a, profile: aider, approve_keys: [y, Enter], deny_keys: Escape,"
-                 " busy_rows: [2, 1], composer_rows: 2, typed_limit: 0, approval_pattern: 'Proceed\\?'}\n")
+    f.write_text(
+        "session: s\nagents:\n  - {name: a, profile: aider, approve_keys: [y, Enter], deny_keys: Escape,"
+        " busy_rows: [2, 1], composer_rows: 2, typed_limit: 0, approval_pattern: 'Proceed\\?'}\n"
+    )
     p = load(f).agents[0].profile
     assert (p.approve_keys, p.deny_keys, p.busy_rows, p.composer_rows, p.typed_limit, p.approval_pattern) == (
-        ("y", "Enter"), ("Escape",), (2, 1), 2, 0, "Proceed\\?")
+        ("y", "Enter"),
+        ("Escape",),
+        (2, 1),
+        2,
+        0,
+        "Proceed\\?",
+    )
     f.write_text("session: s\nagents:\n  - {name: a, profile: aider, busy_rows: 3}\n")
     with pytest.raises(LayoutError) as e:
         load(f)

@@ -23,8 +23,16 @@ LAYERS: list[list[str]] = [
     ["miyabi.tmux"],
     ["miyabi.config"],
     ["miyabi.agents"],
-    ["miyabi.home", "miyabi.events", "miyabi.files", "miyabi.times", "miyabi.stopping", "miyabi.errors", "miyabi.defaults",
-     "miyabi"],
+    [
+        "miyabi.home",
+        "miyabi.events",
+        "miyabi.files",
+        "miyabi.times",
+        "miyabi.stopping",
+        "miyabi.errors",
+        "miyabi.defaults",
+        "miyabi",
+    ],
 ]
 """Top to bottom, as README.md's "Architecture" section lists them. A module may import
 its own unit (its package; the base modules count as one unit) and any unit of a
@@ -33,10 +41,33 @@ lower layer; never a peer unit of its own layer, never a higher one."""
 BASE = set(LAYERS[-1])
 
 TMUX_WORDS = {
-    "attach-session", "capture-pane", "copy-mode", "display-message", "has-session", "kill-pane", "kill-server",
-    "kill-session", "list-panes", "list-sessions", "list-windows", "load-buffer", "new-session", "new-window",
-    "paste-buffer", "pipe-pane", "resize-pane", "respawn-pane", "select-layout", "select-pane", "select-window",
-    "send-keys", "set-buffer", "set-option", "show-environment", "show-options", "split-window",
+    "attach-session",
+    "capture-pane",
+    "copy-mode",
+    "display-message",
+    "has-session",
+    "kill-pane",
+    "kill-server",
+    "kill-session",
+    "list-panes",
+    "list-sessions",
+    "list-windows",
+    "load-buffer",
+    "new-session",
+    "new-window",
+    "paste-buffer",
+    "pipe-pane",
+    "resize-pane",
+    "respawn-pane",
+    "select-layout",
+    "select-pane",
+    "select-window",
+    "send-keys",
+    "set-buffer",
+    "set-option",
+    "show-environment",
+    "show-options",
+    "split-window",
 }
 """tmux command names: as a string of their own (an argument word), only ``miyabi/tmux/`` may write them."""
 
@@ -61,7 +92,12 @@ def imports_of(path: Path, known: Iterable[str]) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.split(".")[0] == "miyabi"}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == "miyabi":
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.level == 0
+            and node.module.split(".")[0] == "miyabi"
+        ):
             for a in node.names:
                 sub = f"{node.module}.{a.name}"
                 out.add(sub if sub in known else node.module)
@@ -134,7 +170,9 @@ def test_the_checker_catches_a_cycle_and_an_upward_import() -> None:
     fake = {"miyabi.tmux.a": {"miyabi.messaging.b"}, "miyabi.messaging.b": {"miyabi.tmux.a"}, "miyabi.config.c": set()}
     assert cycles(fake) == [["miyabi.messaging.b", "miyabi.tmux.a"]]
     assert layer_violations(fake) == ["miyabi.tmux.a imports miyabi.messaging.b (a higher layer)"]
-    assert layer_violations({"miyabi.work.x": {"miyabi.supervision.y"}}) == ["miyabi.work.x imports miyabi.supervision.y (a peer)"]
+    assert layer_violations({"miyabi.work.x": {"miyabi.supervision.y"}}) == [
+        "miyabi.work.x imports miyabi.supervision.y (a peer)"
+    ]
 
 
 def test_the_package_has_no_import_cycle() -> None:
@@ -187,6 +225,11 @@ def test_every_default_is_defined_once() -> None:
     """A second assignment of a name in defaults.py silently replaces the first one's
     value for every module that uses it (a pipeline timeout once did so to delivery's)."""
     tree = ast.parse((PACKAGE / "defaults.py").read_text(encoding="utf-8"))
-    names = [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
-             for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
+    names = [
+        t.id
+        for node in tree.body
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(t, ast.Name)
+    ]
     assert sorted({n for n in names if names.count(n) > 1}) == []

@@ -15,8 +15,10 @@ from miyabi.work.tasks import Source, Task, TaskState
 
 def test_the_bus_section_defaults_its_host_lease_and_namespace(tmp_path: Path) -> None:
     f = tmp_path / "l.yaml"
-    f.write_text("agents: [{name: kaede, profile: shell, command: cat}]\nbus: {url: 'rediss://:pw@redis.example:6380/2'}\n"
-                 "routes: [{label: x, agent: w@b}, {label: y, agent: sakura}]\n")
+    f.write_text(
+        "agents: [{name: kaede, profile: shell, command: cat}]\nbus: {url: 'rediss://:pw@redis.example:6380/2'}\n"
+        "routes: [{label: x, agent: w@b}, {label: y, agent: sakura}]\n"
+    )
     lay = load(f)
     assert lay.bus is not None
     assert lay.bus.host == socket.gethostname().split(".")[0]
@@ -39,8 +41,23 @@ def test_passwords_never_reach_output() -> None:
 
 
 def _task(title: str, labels: tuple[str, ...] = (), source: str = Source.LOCAL, key: str | None = None) -> Task:
-    return Task(id=1, source=source, repo=None, number=None, url=None, title=title, body="", labels=labels, priority="normal",
-                state=TaskState.QUEUED, agent=None, attempts=0, created=0.0, updated=0.0, key=key)
+    return Task(
+        id=1,
+        source=source,
+        repo=None,
+        number=None,
+        url=None,
+        title=title,
+        body="",
+        labels=labels,
+        priority="normal",
+        state=TaskState.QUEUED,
+        agent=None,
+        attempts=0,
+        created=0.0,
+        updated=0.0,
+        key=key,
+    )
 
 
 def test_where_a_task_goes_on_the_bus() -> None:
@@ -51,6 +68,13 @@ def test_where_a_task_goes_on_the_bus() -> None:
     assert route_shared(_task("x", ("agent:v@c",)), routes) == "v@c"  # a label wins, whatever host runs it
     assert route_shared(_task("x", ("agent:not valid",)), []) is None
     assert [valid_target(t) for t in ("w", "w@b", "w@host.example", "@b", "w@", "W", "w@b c")] == [
-        True, True, True, False, False, False, False]
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
     assert _task("x", source=Source.BUS).from_bus and _task("x", source=Source.JOB, key="bus:a:1:1").from_bus
     assert not _task("x", source=Source.JOB, key="j1").from_bus

@@ -105,9 +105,17 @@ def miyabi(*args: str, stdout: int | None = None, cwd: Path | None = None) -> su
 
     env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_HOME", "MIYABI_AGENT", "TMUX")}
     env["MIYABI_SOCKET"] = "miyabi_unit_never_started"
-    return subprocess.run([sys.executable, "-m", "miyabi", *args], capture_output=stdout is None, stdout=stdout,
-                          stderr=subprocess.PIPE if stdout is not None else None, text=True, env=env, cwd=cwd,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "miyabi", *args],
+        capture_output=stdout is None,
+        stdout=stdout,
+        stderr=subprocess.PIPE if stdout is not None else None,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_help_is_whole_and_plain_when_piped() -> None:
@@ -138,11 +146,14 @@ def test_version_completion_and_bare_commands() -> None:
     assert r.returncode == 0 and "complete" in r.stdout
 
 
-@pytest.mark.parametrize(("args", "line"), [
-    (["task", "show"], "miyabi: task show: missing argument 'ID'; see `miyabi task show --help`"),
-    (["status", "--bogus"], "miyabi: status: no such option: --bogus; see `miyabi status --help`"),
-    (["nosuch"], "miyabi: no such command 'nosuch'; see `miyabi --help`"),
-])
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["task", "show"], "miyabi: task show: missing argument 'ID'; see `miyabi task show --help`"),
+        (["status", "--bogus"], "miyabi: status: no such option: --bogus; see `miyabi status --help`"),
+        (["nosuch"], "miyabi: no such command 'nosuch'; see `miyabi --help`"),
+    ],
+)
 def test_usage_errors_are_one_line_and_exit_2(args: list[str], line: str) -> None:
     r = miyabi(*args)
     assert r.returncode == 2
@@ -182,7 +193,10 @@ def test_task_commands_say_why_a_task_waits_and_give_rfc3339_times(tmp_path: Pat
     from miyabi.work.tasks import Store
 
     lay = tmp_path / "l.yaml"
-    lay.write_text("session: s\nagents:\n  - {name: kaede, profile: shell, command: cat}\nroutes:\n  - {label: bug, agent: kaede}\n")
+    lay.write_text(
+        "session: s\nagents:\n  - {name: kaede, profile: shell, command: cat}\nroutes:\n  - "
+        "{label: bug, agent: kaede}\n"
+    )
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "up.json").write_text(json.dumps({"session": "s", "layout": str(lay), "agents": ["kaede"]}))
     h = ["--home", str(tmp_path)]
@@ -201,10 +215,14 @@ def test_task_commands_say_why_a_task_waits_and_give_rfc3339_times(tmp_path: Pat
     rfc3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
     assert all(rfc3339.match(t["created"]) and rfc3339.match(t["updated"]) for t in rows.values())
     shown = json.loads(runner.invoke(app, ["task", "show", "3", "--json", *h]).output)
-    assert shown["waiting"] == "agent kaede is at its wip limit (1)" and all(rfc3339.match(e["time"]) for e in shown["history"])
+    assert shown["waiting"] == "agent kaede is at its wip limit (1)" and all(
+        rfc3339.match(e["time"]) for e in shown["history"]
+    )
     plain = runner.invoke(app, ["task", "show", "1", *h]).output
     assert "waiting because: no route matches it" in plain
-    (tmp_path / "run" / "watchdog.json").write_text(json.dumps({"agents": {"kaede": {"history": {"failed": "crash loop"}}}}))
+    (tmp_path / "run" / "watchdog.json").write_text(
+        json.dumps({"agents": {"kaede": {"history": {"failed": "crash loop"}}}})
+    )
     rows = {t["id"]: t for t in json.loads(runner.invoke(app, ["task", "ls", "--json", *h]).output)}
     assert rows[3]["waiting"] == "agent kaede failed (crash loop); `miyabi restart kaede` brings it back"
 

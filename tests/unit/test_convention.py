@@ -16,30 +16,52 @@ def reader(files: dict[str, str]) -> conv.Reader:
 
 
 def test_the_file_gives_stages_timeouts_rounds_and_protected_paths() -> None:
-    c = conv.load(reader({".miyabi.yml": (
-        "setup: npm ci\nbuild: [npm run build]\nlint: {run: [npm run lint, tsc --noEmit], timeout: 5m}\n"
-        "test: [npm test]\ntimeout: 20m\nbase_branch: develop\nmax_rounds: 5\nprotected: [migrations/**, LICENSE]\n")}))
+    c = conv.load(
+        reader(
+            {
+                ".miyabi.yml": (
+                    "setup: npm ci\nbuild: [npm run build]\nlint: {run: [npm run lint, tsc --noEmit], timeout: 5m}\n"
+                    "test: [npm test]\ntimeout: 20m\nbase_branch: develop\nmax_rounds: 5\nprotected: [migrations/**, "
+                    "LICENSE]\n"
+                )
+            }
+        )
+    )
     assert [(s.stage, s.command, s.timeout) for s in c.steps] == [
-        ("setup", "npm ci", 1200.0), ("build", "npm run build", 1200.0), ("lint", "npm run lint", 300.0),
-        ("lint", "tsc --noEmit", 300.0), ("test", "npm test", 1200.0)]
+        ("setup", "npm ci", 1200.0),
+        ("build", "npm run build", 1200.0),
+        ("lint", "npm run lint", 300.0),
+        ("lint", "tsc --noEmit", 300.0),
+        ("test", "npm test", 1200.0),
+    ]
     assert [s.command for s in c.checks] == ["npm run build", "npm run lint", "tsc --noEmit", "npm test"]
     assert (c.base_branch, c.max_rounds, c.source, c.chosen) == ("develop", 5, ".miyabi.yml", ())
-    assert c.violations(["src/a.ts", "migrations/001.sql", "migrations/x/y.sql", "LICENSE", ".miyabi.yml", "LICENSE.md"]) == [
-        "migrations/001.sql", "migrations/x/y.sql", "LICENSE", ".miyabi.yml"]
+    assert c.violations(
+        ["src/a.ts", "migrations/001.sql", "migrations/x/y.sql", "LICENSE", ".miyabi.yml", "LICENSE.md"]
+    ) == ["migrations/001.sql", "migrations/x/y.sql", "LICENSE", ".miyabi.yml"]
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("test: [pytest\n", ".miyabi.yml: line 2 is not valid YAML"),
-    ("- a\n", ".miyabi.yml: must be a mapping of setup, build, lint, test, timeout, base_branch, max_rounds, protected"),
-    ("tests: [pytest]\n", ".miyabi.yml: unknown key 'tests'; the keys are setup, build"),
-    ("test: {run: [pytest], timeout: soon}\n", ".miyabi.yml: test.timeout 'soon' must be a duration such as 90s, 10m or 1h"),
-    ("test: {cmd: pytest}\n", ".miyabi.yml: test: unknown key 'cmd'; a stage has run: [commands] and timeout:"),
-    ("lint: [1, 2]\n", ".miyabi.yml: lint must be a list of shell commands"),
-    ("max_rounds: 0\n", ".miyabi.yml: max_rounds 0 must be a whole number from 1 to 20"),
-    ("base_branch: --force\n", ".miyabi.yml: base_branch '--force' must be a branch name such as main"),
-    ("protected: migrations\n", ".miyabi.yml: protected must be a list of paths or globs"),
-    ("timeout: -1\n", ".miyabi.yml: timeout -1 must be a duration"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("test: [pytest\n", ".miyabi.yml: line 2 is not valid YAML"),
+        (
+            "- a\n",
+            ".miyabi.yml: must be a mapping of setup, build, lint, test, timeout, base_branch, max_rounds, protected",
+        ),
+        ("tests: [pytest]\n", ".miyabi.yml: unknown key 'tests'; the keys are setup, build"),
+        (
+            "test: {run: [pytest], timeout: soon}\n",
+            ".miyabi.yml: test.timeout 'soon' must be a duration such as 90s, 10m or 1h",
+        ),
+        ("test: {cmd: pytest}\n", ".miyabi.yml: test: unknown key 'cmd'; a stage has run: [commands] and timeout:"),
+        ("lint: [1, 2]\n", ".miyabi.yml: lint must be a list of shell commands"),
+        ("max_rounds: 0\n", ".miyabi.yml: max_rounds 0 must be a whole number from 1 to 20"),
+        ("base_branch: --force\n", ".miyabi.yml: base_branch '--force' must be a branch name such as main"),
+        ("protected: migrations\n", ".miyabi.yml: protected must be a list of paths or globs"),
+        ("timeout: -1\n", ".miyabi.yml: timeout -1 must be a duration"),
+    ],
+)
 def test_a_malformed_file_is_one_line_naming_the_key(text: str, message: str) -> None:
     with pytest.raises(conv.ConventionError) as e:
         conv.load(reader({".miyabi.yml": text}))
@@ -47,16 +69,30 @@ def test_a_malformed_file_is_one_line_naming_the_key(text: str, message: str) ->
 
 
 def test_detection_says_what_it_chose() -> None:
-    py = conv.load(reader({"pyproject.toml": "[project]\nname='x'\n[tool.ruff]\nline-length=100\n[tool.pytest.ini_options]\n"}))
+    py = conv.load(
+        reader({"pyproject.toml": "[project]\nname='x'\n[tool.ruff]\nline-length=100\n[tool.pytest.ini_options]\n"})
+    )
     assert [(s.stage, s.command) for s in py.steps] == [("lint", "ruff check ."), ("test", "python -m pytest -q")]
     assert py.source == "detected" and py.chosen == (
         "no .miyabi.yml; chose lint: ruff check . (from ruff in pyproject.toml)",
         "no .miyabi.yml; chose test: python -m pytest -q (from pytest in pyproject.toml)",
-        "no .miyabi.yml; chose build: none found")
-    node = conv.load(reader({"package.json": json.dumps({"scripts": {"build": "tsc", "test": "vitest"}}), "package-lock.json": "{}",
-                             "Makefile": "lint:\n\teslint .\nX := 1\n"}))
+        "no .miyabi.yml; chose build: none found",
+    )
+    node = conv.load(
+        reader(
+            {
+                "package.json": json.dumps({"scripts": {"build": "tsc", "test": "vitest"}}),
+                "package-lock.json": "{}",
+                "Makefile": "lint:\n\teslint .\nX := 1\n",
+            }
+        )
+    )
     assert [(s.stage, s.command) for s in node.steps] == [
-        ("setup", "npm ci"), ("build", "npm run build"), ("lint", "make lint"), ("test", "npm test")]
+        ("setup", "npm ci"),
+        ("build", "npm run build"),
+        ("lint", "make lint"),
+        ("test", "npm test"),
+    ]
     go = conv.load(reader({"go.mod": "module x\n"}))
     assert [s.command for s in go.checks] == ["go build ./...", "go vet ./...", "go test ./..."]
     rust = conv.load(reader({"Cargo.toml": "[package]\n"}))
@@ -66,9 +102,22 @@ def test_detection_says_what_it_chose() -> None:
 
 
 def task(number: int | None, title: str, id_: int = 12) -> Task:
-    return Task(id=id_, source="github" if number else "local", repo="acme/w" if number else None, number=number, url=None,
-                title=title, body="", labels=(), priority="normal", state=TaskState.QUEUED, agent=None, attempts=0,
-                created=0.0, updated=0.0)
+    return Task(
+        id=id_,
+        source="github" if number else "local",
+        repo="acme/w" if number else None,
+        number=number,
+        url=None,
+        title=title,
+        body="",
+        labels=(),
+        priority="normal",
+        state=TaskState.QUEUED,
+        agent=None,
+        attempts=0,
+        created=0.0,
+        updated=0.0,
+    )
 
 
 def test_branches_and_instance_names() -> None:

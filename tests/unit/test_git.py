@@ -24,7 +24,9 @@ def test_git_errors_are_one_line_with_gits_own_words(tmp_path: Path) -> None:
     r = Repository(repo(tmp_path))
     with pytest.raises(GitError) as e:
         r.push("nowhere", r.sha("HEAD"), "x")
-    assert "pushing x to nowhere: 'nowhere' does not appear to be a git repository" in str(e.value) and "\n" not in str(e.value)
+    assert "pushing x to nowhere: 'nowhere' does not appear to be a git repository" in str(e.value) and "\n" not in str(
+        e.value
+    )
     with pytest.raises(GitError, match="not a git repository"):
         Repository(tmp_path)
     with pytest.raises(GitError, match=r"reading its branch \(does it have a commit\?\)"):

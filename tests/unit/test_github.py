@@ -17,7 +17,13 @@ def fake() -> Iterator[FakeGitHub]:
 
 
 def client(fake: FakeGitHub, slept: list[float] | None = None) -> GitHub:
-    return GitHub("acme/widgets", "s3cret-token", "MY_TOKEN", api_url=fake.url, sleep=(slept.append if slept is not None else lambda s: None))
+    return GitHub(
+        "acme/widgets",
+        "s3cret-token",
+        "MY_TOKEN",
+        api_url=fake.url,
+        sleep=(slept.append if slept is not None else lambda s: None),
+    )
 
 
 def test_250_issues_over_three_pages_without_pull_requests_then_304(fake: FakeGitHub) -> None:

@@ -20,14 +20,20 @@ from miyabi.tmux.builder import hook_command
 OPTS = ["--settings", "/h/run/hooks/a/claude-settings.json"]
 
 
-@pytest.mark.parametrize(("command", "want"), [
-    ("claude", "claude --settings /h/run/hooks/a/claude-settings.json"),
-    ("claude --model opus", "claude --settings /h/run/hooks/a/claude-settings.json --model opus"),
-    ("/opt/bin/claude --model 'opus 4'", "/opt/bin/claude --settings /h/run/hooks/a/claude-settings.json --model 'opus 4'"),
-    ("cd ~/src && claude -c", "cd ~/src && claude --settings /h/run/hooks/a/claude-settings.json -c"),
-    ("npx @anthropic-ai/claude-code", None),
-    ("my-claude-wrapper --x", None),
-])
+@pytest.mark.parametrize(
+    ("command", "want"),
+    [
+        ("claude", "claude --settings /h/run/hooks/a/claude-settings.json"),
+        ("claude --model opus", "claude --settings /h/run/hooks/a/claude-settings.json --model opus"),
+        (
+            "/opt/bin/claude --model 'opus 4'",
+            "/opt/bin/claude --settings /h/run/hooks/a/claude-settings.json --model 'opus 4'",
+        ),
+        ("cd ~/src && claude -c", "cd ~/src && claude --settings /h/run/hooks/a/claude-settings.json -c"),
+        ("npx @anthropic-ai/claude-code", None),
+        ("my-claude-wrapper --x", None),
+    ],
+)
 def test_hook_options_go_right_after_the_programs_word(command: str, want: str | None) -> None:
     assert with_options(command, "claude", OPTS) == want
 
@@ -42,14 +48,22 @@ def test_each_adapter_installs_through_the_command_line_only(tmp_path: Path) -> 
     codex = hook_options(BUILTIN["codex"], "a", tmp_path, hook)
     assert codex[:2] == ["-c", 'notify=["/venv/bin/miyabi", "hook", "notify"]']
     assert hook_options(BUILTIN["aider"], "a", tmp_path, hook) == [
-        "--notifications", "--notifications-command", "/venv/bin/miyabi hook ready"]
+        "--notifications",
+        "--notifications-command",
+        "/venv/bin/miyabi hook ready",
+    ]
     assert hook_options(BUILTIN["worker"], "a", tmp_path, hook) == []
 
 
 def test_what_each_event_says() -> None:
     assert interpret({"event": "SessionStart"}).activity is Activity.READY
     assert interpret({"event": "Stop"}).activity is Activity.READY
-    r = interpret({"event": "UserPromptSubmit", "prompt": '\n\n<pasted_content id="ab1">\nhi\n  there\n</pasted_content id="ab1">\n'})
+    r = interpret(
+        {
+            "event": "UserPromptSubmit",
+            "prompt": '\n\n<pasted_content id="ab1">\nhi\n  there\n</pasted_content id="ab1">\n',
+        }
+    )
     assert r.activity is Activity.BUSY and r.prompt == "hi\n  there"
     q = interpret({"event": "PermissionRequest", "tool": "Bash", "input": "touch x"})
     assert q.activity is Activity.WAITING_APPROVAL and q.question == "Bash: touch x"
@@ -60,31 +74,50 @@ def test_what_each_event_says() -> None:
     assert same_text("a\tb  c\n", "a    b c") and not same_text("a b", "a c")
 
 
-def run_hook(home: Path, event: str, stdin: bytes | None, env: dict[str, str] | None = None,
-             args: tuple[str, ...] = ()) -> subprocess.CompletedProcess[bytes]:
+def run_hook(
+    home: Path, event: str, stdin: bytes | None, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[bytes]:
     """Run the hook as miyabi installs it (``python -I -S …/cli/hook.py EVENT``)."""
     e = {**os.environ, "MIYABI_HOME": str(home), "MIYABI_AGENT": "a", **(env or {})}
-    return subprocess.run([*hook_command(), event, *args], input=stdin, env=e,
-                          capture_output=True, timeout=30, check=False)
+    return subprocess.run(
+        [*hook_command(), event, *args], input=stdin, env=e, capture_output=True, timeout=30, check=False
+    )
 
 
 def test_miyabi_hook_records_the_event_prints_nothing_and_exits_0(tmp_path: Path) -> None:
-    payload = {"hook_event_name": "UserPromptSubmit", "session_id": "s1", "prompt": "héllo\nthere",
-               "transcript_path": "/t.jsonl", "cwd": "/w"}
+    payload = {
+        "hook_event_name": "UserPromptSubmit",
+        "session_id": "s1",
+        "prompt": "héllo\nthere",
+        "transcript_path": "/t.jsonl",
+        "cwd": "/w",
+    }
     r = run_hook(tmp_path, "UserPromptSubmit", json.dumps(payload).encode())
     assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
-    r = run_hook(tmp_path, "notify", None, args=(json.dumps({"type": "agent-turn-complete", "thread-id": "t",
-                                                               "input-messages": ["hi"]}),))
+    r = run_hook(
+        tmp_path,
+        "notify",
+        None,
+        args=(json.dumps({"type": "agent-turn-complete", "thread-id": "t", "input-messages": ["hi"]}),),
+    )
     assert (r.returncode, r.stdout) == (0, b"")
     log = tmp_path / "run" / "hooks" / "a.jsonl"
     first, second = (json.loads(x) for x in log.read_text().splitlines())
-    assert first["event"] == "UserPromptSubmit" and first["prompt"] == "héllo\nthere" and first["transcript"] == "/t.jsonl"
+    assert (
+        first["event"] == "UserPromptSubmit" and first["prompt"] == "héllo\nthere" and first["transcript"] == "/t.jsonl"
+    )
     assert second == {**second, "event": "notify", "kind": "agent-turn-complete", "prompt": "hi", "session": "t"}
     assert oct(log.stat().st_mode & 0o777) == "0o600"
     # the same through the command line
     e = {**os.environ, "MIYABI_HOME": str(tmp_path), "MIYABI_AGENT": "a"}
-    r = subprocess.run([sys.executable, "-m", "miyabi", "hook", "Stop"], input=b'{"session_id": "s2"}', env=e,
-                       capture_output=True, timeout=30, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "miyabi", "hook", "Stop"],
+        input=b'{"session_id": "s2"}',
+        env=e,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
     assert (r.returncode, r.stdout) == (0, b"") and json.loads(log.read_text().splitlines()[-1])["session"] == "s2"
 
 

@@ -156,7 +156,10 @@ def test_preflight_skips_compound_commands_and_builtins(tmp_path: Path) -> None:
 
 def test_watchdog_settings_merge_ensemble_then_agent(tmp_path: Path) -> None:
     f = tmp_path / "l.yaml"
-    f.write_text("watchdog: {min_uptime: 2, max_restarts: 3}\nagents:\n  - kaede\n  - name: sakura\n    watchdog: {max_restarts: 9, silence_timeout: 30}\n")
+    f.write_text(
+        "watchdog: {min_uptime: 2, max_restarts: 3}\nagents:\n  - kaede\n  - name: sakura\n    watchdog: "
+        "{max_restarts: 9, silence_timeout: 30}\n"
+    )
     kaede, sakura = load(f).agents
     assert (kaede.watchdog.min_uptime, kaede.watchdog.max_restarts, kaede.watchdog.silence_timeout) == (2, 3, 600)
     assert (sakura.watchdog.min_uptime, sakura.watchdog.max_restarts, sakura.watchdog.silence_timeout) == (2, 9, 30)
@@ -166,15 +169,20 @@ def test_preflight_checks_each_pools_program_and_repository(tmp_path: Path) -> N
     (tmp_path / "plain").mkdir()
     (tmp_path / "repo" / ".git").mkdir(parents=True)
     f = tmp_path / "l.yaml"
-    f.write_text("agents: [kaede]\npools:\n"
-                 "  - {name: a, profile: shell, command: no-such-program-xyz, repo: repo}\n"
-                 "  - {name: b, profile: shell, command: cat, repo: plain}\n"
-                 "  - {name: c, profile: shell, command: cat, repo: missing}\n"
-                 "  - {name: d, profile: shell, command: cat, repo: repo}\n")
+    f.write_text(
+        "agents: [kaede]\npools:\n"
+        "  - {name: a, profile: shell, command: no-such-program-xyz, repo: repo}\n"
+        "  - {name: b, profile: shell, command: cat, repo: plain}\n"
+        "  - {name: c, profile: shell, command: cat, repo: missing}\n"
+        "  - {name: d, profile: shell, command: cat, repo: repo}\n"
+    )
     with pytest.raises(LayoutError) as e:
         preflight(load(f))
     assert [line.split(": ", 1)[1] for line in e.value.lines()] == [
-        "pools[0].command: pool 'a': command 'no-such-program-xyz' not found on PATH; install it, or set `command:` to its full path",
+        (
+            "pools[0].command: pool 'a': command 'no-such-program-xyz' not found on PATH; install it, "
+            "or set `command:` to its full path"
+        ),
         f"pools[1].repo: pool 'b': '{tmp_path / 'plain'}' is not a git repository; fix `repo:`",
         f"pools[2].repo: pool 'c': '{tmp_path / 'missing'}' does not exist; clone the repository there or fix `repo:`",
     ]

@@ -35,8 +35,11 @@ from miyabi.tmux.runner import escape_format
 
 def start_pipe(log: Path, max_bytes: int, keep: int) -> subprocess.Popen[bytes]:
     """The rotator as ``pipe-pane`` starts it, its input a pipe this test writes."""
-    return subprocess.Popen([sys.executable, "-I", "-S", str(LOGPIPE_SCRIPT), "--max-bytes", str(max_bytes),
-                             "--keep", str(keep), str(log)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", str(LOGPIPE_SCRIPT), "--max-bytes", str(max_bytes), "--keep", str(keep), str(log)],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def run_pipe(log: Path, data: bytes, max_bytes: int, keep: int, chunk: int = 997) -> None:
@@ -162,8 +165,14 @@ def test_two_writers_on_one_log_lose_nothing(tmp_path: Path) -> None:
 
 
 def test_the_rotator_refuses_bad_arguments(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-I", "-S", str(LOGPIPE_SCRIPT), "--max-bytes", "ten", str(tmp_path / "a.log")],
-                       capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [sys.executable, "-I", "-S", str(LOGPIPE_SCRIPT), "--max-bytes", "ten", str(tmp_path / "a.log")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--max-bytes needs a whole number" in r.stderr
 
 
@@ -181,8 +190,17 @@ def test_the_pipe_command_quotes_every_word(tmp_path: Path) -> None:
     import shlex
 
     words = shlex.split(line.removeprefix("umask 077; exec "))
-    assert words == [sys.executable, "-I", "-S", str(LOGPIPE_SCRIPT), "--max-bytes", str(2 << 20), "--keep", "3",
-                     str(home.pane_log("a"))]
+    assert words == [
+        sys.executable,
+        "-I",
+        "-S",
+        str(LOGPIPE_SCRIPT),
+        "--max-bytes",
+        str(2 << 20),
+        "--keep",
+        "3",
+        str(home.pane_log("a")),
+    ]
     pipe = next(c for c in pane_setup(agent, home) if c[0] == "pipe-pane")
     assert pipe[-1] == escape_format(line) and "##1" in pipe[-1]
 
@@ -190,28 +208,31 @@ def test_the_pipe_command_quotes_every_word(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- terminal text
 
 
-@pytest.mark.parametrize(("raw", "lines"), [
-    ("hello\r\nworld\r\n", ["hello", "world"]),
-    ("\x1b[1;31mred\x1b[0m and \x1b[38;2;1;2;3mtrue colour\x1b[39m\r\n", ["red and true colour"]),
-    ("50%\r75%\r100%\r\n", ["100%"]),
-    ("abcdef\rXY\r\n", ["XYcdef"]),  # what a terminal shows: the overwrite covers only its own width
-    ("spinning |\r\x1b[Kdone\r\n", ["done"]),
-    ("typo\b\b\bext\r\n", ["text"]),
-    ("\x1b]0;window title\x07shown\r\n", ["shown"]),
-    ("\x1b]8;;https://example.com\x1b\\a link\x1b]8;;\x1b\\\r\n", ["a link"]),
-    ("\x1b(0lqk\x1b(B box\r\n", ["lqk box"]),
-    ("\x1b7saved\x1b8\x1b=\x1b>\r\n", ["saved"]),
-    ("\x1bP1$r0m\x1b\\dcs gone\r\n", ["dcs gone"]),
-    ("top\x1b[2Amiddle\x1b[5;1Hbottom\r\n", ["top", "middle", "bottom"]),
-    ("\x1b[2J\x1b[Hcleared\r\n", ["cleared"]),
-    ("a\tb\r\n", ["a       b"]),
-    ("one\r\n\r\nthree   \r\n", ["one", "", "three"]),
-    ("abcdef\x1b[3D\x1b[K!\r\n", ["abc!"]),
-    ("col\x1b[10Gx\r\n", ["col      x"]),
-    ("\x1b[?2004h\x1b[?25lworker> ", ["worker>"]),  # an unfinished last line counts at the end
-    ("bell\x07 and \x00nul\r\n", ["bell and nul"]),
-    ("broken \x1b\x01escape\r\n", ["broken escape"]),
-])
+@pytest.mark.parametrize(
+    ("raw", "lines"),
+    [
+        ("hello\r\nworld\r\n", ["hello", "world"]),
+        ("\x1b[1;31mred\x1b[0m and \x1b[38;2;1;2;3mtrue colour\x1b[39m\r\n", ["red and true colour"]),
+        ("50%\r75%\r100%\r\n", ["100%"]),
+        ("abcdef\rXY\r\n", ["XYcdef"]),  # what a terminal shows: the overwrite covers only its own width
+        ("spinning |\r\x1b[Kdone\r\n", ["done"]),
+        ("typo\b\b\bext\r\n", ["text"]),
+        ("\x1b]0;window title\x07shown\r\n", ["shown"]),
+        ("\x1b]8;;https://example.com\x1b\\a link\x1b]8;;\x1b\\\r\n", ["a link"]),
+        ("\x1b(0lqk\x1b(B box\r\n", ["lqk box"]),
+        ("\x1b7saved\x1b8\x1b=\x1b>\r\n", ["saved"]),
+        ("\x1bP1$r0m\x1b\\dcs gone\r\n", ["dcs gone"]),
+        ("top\x1b[2Amiddle\x1b[5;1Hbottom\r\n", ["top", "middle", "bottom"]),
+        ("\x1b[2J\x1b[Hcleared\r\n", ["cleared"]),
+        ("a\tb\r\n", ["a       b"]),
+        ("one\r\n\r\nthree   \r\n", ["one", "", "three"]),
+        ("abcdef\x1b[3D\x1b[K!\r\n", ["abc!"]),
+        ("col\x1b[10Gx\r\n", ["col      x"]),
+        ("\x1b[?2004h\x1b[?25lworker> ", ["worker>"]),  # an unfinished last line counts at the end
+        ("bell\x07 and \x00nul\r\n", ["bell and nul"]),
+        ("broken \x1b\x01escape\r\n", ["broken escape"]),
+    ],
+)
 def test_terminal_text_becomes_the_lines_a_reader_saw(raw: str, lines: list[str]) -> None:
     assert clean(raw) == lines
 
@@ -294,6 +315,7 @@ def test_follow_goes_on_through_rotations(tmp_path: Path) -> None:
         def go() -> None:
             with log.open("ab") as f:
                 f.write(data)
+
         return go
 
     def rotate(times: int, tail: bytes) -> Callable[[], None]:
@@ -305,17 +327,33 @@ def test_follow_goes_on_through_rotations(tmp_path: Path) -> None:
                     f.write(tail if i == 0 else f"between {i}\r\n".encode())
                 os.replace(log, home.logs / "a.log.1")
             log.write_bytes(b"fresh\r\n")
+
         return go
 
-    steps = [append(b"ial\r\n"), rotate(1, b"last words\r\n"), append(b"after\r\nhalf"), rotate(3, b" end\r\n"),
-             append(b"")]
+    steps = [
+        append(b"ial\r\n"),
+        rotate(1, b"last words\r\n"),
+        append(b"after\r\nhalf"),
+        rotate(3, b" end\r\n"),
+        append(b""),
+    ]
 
     def sleep(_: float) -> None:
         steps.pop(0)()
 
     got = list(follow(home, "a", stop=lambda: not steps, sleep=sleep))
-    assert texts(got) == ["old", "current", "partial", "last words", "fresh", "after", "half end", "between 1",
-                          "between 2", "fresh"]
+    assert texts(got) == [
+        "old",
+        "current",
+        "partial",
+        "last words",
+        "fresh",
+        "after",
+        "half end",
+        "between 1",
+        "between 2",
+        "fresh",
+    ]
     assert texts(follow(home, "a", compile_grep("fresh|after"), last=1, stop=lambda: True)) == ["fresh"]
 
 
@@ -332,10 +370,25 @@ def test_the_logs_section_sets_every_agents_rotation(tmp_path: Path) -> None:
     assert load(f).agents[0].logs == LogSettings(defaults.LOG_MAX_BYTES, defaults.LOG_KEEP)
 
 
-@pytest.mark.parametrize(("value", "size"), [
-    (4096, 4096), ("10M", 10 << 20), ("10MiB", 10 << 20), ("10 MB", 10 << 20), ("512k", 512 << 10), ("1G", 1 << 30),
-    ("2048", 2048), ("100B", 100), (0, 0), (-1, None), ("1.5M", None), ("ten", None), (True, None), (1.5, None),
-])
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        (4096, 4096),
+        ("10M", 10 << 20),
+        ("10MiB", 10 << 20),
+        ("10 MB", 10 << 20),
+        ("512k", 512 << 10),
+        ("1G", 1 << 30),
+        ("2048", 2048),
+        ("100B", 100),
+        (0, 0),
+        (-1, None),
+        ("1.5M", None),
+        ("ten", None),
+        (True, None),
+        (1.5, None),
+    ],
+)
 def test_parse_size(value: object, size: int | None) -> None:
     assert parse_size(value) == size
 
@@ -352,7 +405,9 @@ def logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
     monkeypatch.delenv("MIYABI_HOME", raising=False)
     home = Home(tmp_path / "home")
     home.ensure()
-    home.save_state(layout=str(tmp_path / "l.yaml"), session="s", socket="miyabi_unit_never_started", agents=["kaede", "quiet"])
+    home.save_state(
+        layout=str(tmp_path / "l.yaml"), session="s", socket="miyabi_unit_never_started", agents=["kaede", "quiet"]
+    )
     write_logs(home, "kaede", [b"\x1b[1mbuild\x1b[0m started\r\n", b"build ok\r\nidle\r\n"])
     return home
 
@@ -364,19 +419,24 @@ def test_logs_prints_plain_lines_and_json(logged: Home) -> None:
     assert r.output == "build started\nbuild ok\nidle\n"
     r = runner.invoke(app, ["logs", "kaede", "--grep", "^build", "--json", *h])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output) == [{"agent": "kaede", "file": "kaede.log.1", "line": 1, "text": "build started"},
-                                    {"agent": "kaede", "file": "kaede.log", "line": 1, "text": "build ok"}]
+    assert json.loads(r.output) == [
+        {"agent": "kaede", "file": "kaede.log.1", "line": 1, "text": "build started"},
+        {"agent": "kaede", "file": "kaede.log", "line": 1, "text": "build ok"},
+    ]
     r = runner.invoke(app, ["logs", "kaede", "-n", "1", *h])
     assert r.output == "idle\n"
     r = runner.invoke(app, ["logs", "quiet", *h])  # in the ensemble, printed nothing yet
     assert r.exit_code == 0 and r.output == ""
 
 
-@pytest.mark.parametrize(("args", "code", "text"), [
-    (["logs", "kaede", "--grep", "(x"], 2, "miyabi: grep pattern '(x' is not a regular expression"),
-    (["logs", "kaede", "--since", "soon"], 2, "miyabi: since 'soon' is not a duration"),
-    (["logs", "kaeed"], 1, "miyabi: unknown agent 'kaeed'; did you mean 'kaede'?"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (["logs", "kaede", "--grep", "(x"], 2, "miyabi: grep pattern '(x' is not a regular expression"),
+        (["logs", "kaede", "--since", "soon"], 2, "miyabi: since 'soon' is not a duration"),
+        (["logs", "kaeed"], 1, "miyabi: unknown agent 'kaeed'; did you mean 'kaede'?"),
+    ],
+)
 def test_logs_errors_are_one_line(logged: Home, args: list[str], code: int, text: str) -> None:
     r = runner.invoke(app, [*args, "--home", str(logged.root)])
     assert r.exit_code == code, r.output

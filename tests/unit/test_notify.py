@@ -26,31 +26,53 @@ def layout(tmp_path: Path, extra: str) -> Path:
 
 
 def test_receivers_load_with_shorthands_and_defaults(tmp_path: Path) -> None:
-    lay = load(layout(tmp_path, "notify:\n  - {slack: 'https://hooks.slack.com/services/T/B/X'}\n"
-                                "  - {kind: webhook, url_env: HOOK_URL, events: [task-done], rate: 5, max_attempts: 2}\n"
-                                "web: {port: 9000, read_only: true}\n"))
+    lay = load(
+        layout(
+            tmp_path,
+            "notify:\n  - {slack: 'https://hooks.slack.com/services/T/B/X'}\n"
+            "  - {kind: webhook, url_env: HOOK_URL, events: [task-done], rate: 5, max_attempts: 2}\n"
+            "web: {port: 9000, read_only: true}\n",
+        )
+    )
     slack, hook = lay.notify
-    assert (slack.kind, slack.url, slack.events, slack.wants("agent-hung")) == (ReceiverKind.SLACK, "https://hooks.slack.com/services/T/B/X", (), True)
-    assert (hook.kind, hook.url, hook.url_env, hook.rate, hook.max_attempts) == (ReceiverKind.WEBHOOK, None, "HOOK_URL", 5, 2)
+    assert (slack.kind, slack.url, slack.events, slack.wants("agent-hung")) == (
+        ReceiverKind.SLACK,
+        "https://hooks.slack.com/services/T/B/X",
+        (),
+        True,
+    )
+    assert (hook.kind, hook.url, hook.url_env, hook.rate, hook.max_attempts) == (
+        ReceiverKind.WEBHOOK,
+        None,
+        "HOOK_URL",
+        5,
+        2,
+    )
     assert hook.wants("task-done") and not hook.wants("agent-hung")
     assert "hooks.slack.com" not in slack.key and slack.key.startswith("slack:")
     assert lay.web == WebSettings(host="127.0.0.1", port=9000, read_only=True)
     assert load(layout(tmp_path, "web: true\n")).web == WebSettings()
 
 
-@pytest.mark.parametrize(("section", "said"), [
-    ("notify: {slack: x}\n", "notify: must be a list of receivers"),
-    ("notify:\n  - {slack: 'ftp://x'}\n", "notify[0].slack: must be an http:// or https:// URL"),
-    ("notify:\n  - {slack: 'https://a', discord: 'https://b'}\n", "notify[0]: names more than one kind"),
-    ("notify:\n  - {kind: pager, url: 'https://a'}\n", "notify[0].kind: 'pager' is not a receiver kind"),
-    ("notify:\n  - {kind: webhook}\n", "notify[0]: needs a URL"),
-    ("notify:\n  - {webhook: 'https://a', events: [task-dun]}\n", "notify[0].events: 'task-dun' not known"),
-    ("notify:\n  - {webhook: 'https://a', rate: 0}\n", "notify[0].rate: 0 must be a number from 0.1 to 6000"),
-    ("notify:\n  - {webhook: 'https://a', urll: 'https://b'}\n", "notify[0].urll: unknown key 'urll'; did you mean 'url'?"),
-    ("web: {port: 99999}\n", "web.port: 99999 must be a TCP port from 1 to 65535"),
-    ("web: {read_only: yes please}\n", "web.read_only: 'yes please' must be true or false"),
-    ("web: [8765]\n", "web: must be a mapping"),
-])
+@pytest.mark.parametrize(
+    ("section", "said"),
+    [
+        ("notify: {slack: x}\n", "notify: must be a list of receivers"),
+        ("notify:\n  - {slack: 'ftp://x'}\n", "notify[0].slack: must be an http:// or https:// URL"),
+        ("notify:\n  - {slack: 'https://a', discord: 'https://b'}\n", "notify[0]: names more than one kind"),
+        ("notify:\n  - {kind: pager, url: 'https://a'}\n", "notify[0].kind: 'pager' is not a receiver kind"),
+        ("notify:\n  - {kind: webhook}\n", "notify[0]: needs a URL"),
+        ("notify:\n  - {webhook: 'https://a', events: [task-dun]}\n", "notify[0].events: 'task-dun' not known"),
+        ("notify:\n  - {webhook: 'https://a', rate: 0}\n", "notify[0].rate: 0 must be a number from 0.1 to 6000"),
+        (
+            "notify:\n  - {webhook: 'https://a', urll: 'https://b'}\n",
+            "notify[0].urll: unknown key 'urll'; did you mean 'url'?",
+        ),
+        ("web: {port: 99999}\n", "web.port: 99999 must be a TCP port from 1 to 65535"),
+        ("web: {read_only: yes please}\n", "web.read_only: 'yes please' must be true or false"),
+        ("web: [8765]\n", "web: must be a mapping"),
+    ],
+)
 def test_a_bad_section_is_one_line_naming_its_key(tmp_path: Path, section: str, said: str) -> None:
     with pytest.raises(LayoutError) as e:
         load(layout(tmp_path, section))
@@ -78,13 +100,22 @@ def test_which_happenings_become_notices() -> None:
 def test_each_receiver_gets_its_own_format() -> None:
     n = from_event("log:1", {"event": "gave-up", "agent": "kaede", "reason": "r"})
     assert n is not None
-    assert request_of(Receiver(ReceiverKind.SLACK, "https://h"), n, "s", 0) == {"json": {"text": f"[miyabi s] {n.title}: {n.text}"}}
+    assert request_of(Receiver(ReceiverKind.SLACK, "https://h"), n, "s", 0) == {
+        "json": {"text": f"[miyabi s] {n.title}: {n.text}"}
+    }
     assert set(request_of(Receiver(ReceiverKind.DISCORD, "https://h"), n, "s", 0)["json"]) == {"content"}
     ntfy = request_of(Receiver(ReceiverKind.NTFY, "https://h"), n, "s", 0)
     assert ntfy["content"] == n.text.encode() and ntfy["headers"]["Title"] == "miyabi s: agent kaede failed"
     hook = request_of(Receiver(ReceiverKind.WEBHOOK, "https://h"), n, "s", 0)["json"]
-    assert hook["kind"] == "agent-failed" and hook["time"] == "1970-01-01T00:00:00.000Z" and hook["event"]["agent"] == "kaede"
-    assert where(Receiver(ReceiverKind.SLACK, "https://hooks.slack.com/services/SECRET")) == "slack receiver at hooks.slack.com"
+    assert (
+        hook["kind"] == "agent-failed"
+        and hook["time"] == "1970-01-01T00:00:00.000Z"
+        and hook["event"]["agent"] == "kaede"
+    )
+    assert (
+        where(Receiver(ReceiverKind.SLACK, "https://hooks.slack.com/services/SECRET"))
+        == "slack receiver at hooks.slack.com"
+    )
 
 
 def test_the_queue_holds_a_notice_once_and_never_resends_one_in_flight(tmp_path: Path) -> None:

@@ -12,21 +12,80 @@ from miyabi.agents.screen import Screen, approval_question, composer_text, is_bu
 RULE = "─" * 60
 
 CLAUDE_IDLE = ["● Answer: hello", "", "✻ Baked for 1s", "", RULE, "❯ ", RULE, "  ⏸ manual mode on · ? for shortcuts"]
-CLAUDE_BUSY = ["❯ hello", "", "✽ Mustering…", "", RULE, "❯ ", RULE,
-               "  ⏵⏵ auto mode on (shift+tab to cycle) · esc to interrupt · ← for agents"]
-CLAUDE_ASK = ["● Creating miyabi-tool-1", RULE, " Bash command", " touch miyabi-tool-1", " Do you want to proceed?",
-              " ❯ 1. Yes", "   2. Yes, and always allow access", "   4. No", " Esc to cancel · Tab to amend"]
-CODEX_IDLE = ["› hello codex", "", "• Answer: hello codex", "", "  Worked for 1s • 22:13", "",
-              "› Ask Codex to do anything", "", "  fake-model default · /tmp/ex/work", "  ← for agents · ? for shortcuts"]
-CODEX_BUSY = ["› hello codex", "", "• Working (0s • esc to interrupt)", "", "› Ask Codex to do anything", "",
-              "  fake-model default · /tmp/ex/work"]
-GEMINI_IDLE = ["✦ Answer: hello", " " * 100 + "? for shortcuts", RULE, " Shift+Tab to accept edits",
-               " >   Type your message or @path/to/file", " workspace (/directory)        sandbox        /model"]
-GEMINI_BUSY = [" > hello gemini", " ⠸ Thinking... (esc to cancel, 0s)" + " " * 60 + "? for shortcuts", RULE,
-               " Shift+Tab to accept edits", " >   Type your message or @path/to/file", " workspace (/directory)"]
-GEMINI_ASK = [" > please", "", "╭" + "─" * 50 + "╮", "│ ? Shell  touch miyabi-tool-1 │", "│ ╭───╮ │", "│ │ touch miyabi-tool-1 │ │",
-              "│ ╰───╯ │", "│ Allow execution of [Shell]? │", "│ │", "│ ● 1. Allow once │", "│   2. Allow for this session │",
-              "│   3. No, suggest changes (esc) │", "╰" + "─" * 50 + "╯", ""]
+CLAUDE_BUSY = [
+    "❯ hello",
+    "",
+    "✽ Mustering…",
+    "",
+    RULE,
+    "❯ ",
+    RULE,
+    "  ⏵⏵ auto mode on (shift+tab to cycle) · esc to interrupt · ← for agents",
+]
+CLAUDE_ASK = [
+    "● Creating miyabi-tool-1",
+    RULE,
+    " Bash command",
+    " touch miyabi-tool-1",
+    " Do you want to proceed?",
+    " ❯ 1. Yes",
+    "   2. Yes, and always allow access",
+    "   4. No",
+    " Esc to cancel · Tab to amend",
+]
+CODEX_IDLE = [
+    "› hello codex",
+    "",
+    "• Answer: hello codex",
+    "",
+    "  Worked for 1s • 22:13",
+    "",
+    "› Ask Codex to do anything",
+    "",
+    "  fake-model default · /tmp/ex/work",
+    "  ← for agents · ? for shortcuts",
+]
+CODEX_BUSY = [
+    "› hello codex",
+    "",
+    "• Working (0s • esc to interrupt)",
+    "",
+    "› Ask Codex to do anything",
+    "",
+    "  fake-model default · /tmp/ex/work",
+]
+GEMINI_IDLE = [
+    "✦ Answer: hello",
+    " " * 100 + "? for shortcuts",
+    RULE,
+    " Shift+Tab to accept edits",
+    " >   Type your message or @path/to/file",
+    " workspace (/directory)        sandbox        /model",
+]
+GEMINI_BUSY = [
+    " > hello gemini",
+    " ⠸ Thinking... (esc to cancel, 0s)" + " " * 60 + "? for shortcuts",
+    RULE,
+    " Shift+Tab to accept edits",
+    " >   Type your message or @path/to/file",
+    " workspace (/directory)",
+]
+GEMINI_ASK = [
+    " > please",
+    "",
+    "╭" + "─" * 50 + "╮",
+    "│ ? Shell  touch miyabi-tool-1 │",
+    "│ ╭───╮ │",
+    "│ │ touch miyabi-tool-1 │ │",
+    "│ ╰───╯ │",
+    "│ Allow execution of [Shell]? │",
+    "│ │",
+    "│ ● 1. Allow once │",
+    "│   2. Allow for this session │",
+    "│   3. No, suggest changes (esc) │",
+    "╰" + "─" * 50 + "╯",
+    "",
+]
 AIDER_IDLE = ["> hello aider", "", "Answer: hello", "", "Tokens: 596 sent, 6 received.", RULE, "> "]
 AIDER_BUSY = ["> hello aider", "  ░█       Waiting for openai/fake-model"]
 
@@ -35,13 +94,17 @@ def at(lines: list[str], y: int, x: int) -> Screen:
     return Screen.of(lines, (x, y))
 
 
-@pytest.mark.parametrize(("name", "idle", "busy"), [
-    ("claude", at(CLAUDE_IDLE, 5, 2), at(CLAUDE_BUSY, 5, 2)),
-    ("codex", at(CODEX_IDLE, 6, 2), at(CODEX_BUSY, 4, 2)),
-    ("aider", at(AIDER_IDLE, 6, 2), at(AIDER_BUSY, 1, 0)),
-    ("gemini", at(GEMINI_IDLE, 4, 3), at(GEMINI_BUSY, 4, 3)),
-    ("worker", Screen.of(["ack hello", "worker> "]), Screen.of(["ack hello", "⠿ thinking… (esc to interrupt)"])),
-], ids=["claude", "codex", "aider", "gemini", "worker"])
+@pytest.mark.parametrize(
+    ("name", "idle", "busy"),
+    [
+        ("claude", at(CLAUDE_IDLE, 5, 2), at(CLAUDE_BUSY, 5, 2)),
+        ("codex", at(CODEX_IDLE, 6, 2), at(CODEX_BUSY, 4, 2)),
+        ("aider", at(AIDER_IDLE, 6, 2), at(AIDER_BUSY, 1, 0)),
+        ("gemini", at(GEMINI_IDLE, 4, 3), at(GEMINI_BUSY, 4, 3)),
+        ("worker", Screen.of(["ack hello", "worker> "]), Screen.of(["ack hello", "⠿ thinking… (esc to interrupt)"])),
+    ],
+    ids=["claude", "codex", "aider", "gemini", "worker"],
+)
 def test_idle_and_busy_screens(name: str, idle: Screen, busy: Screen) -> None:
     p = BUILTIN[name]
     assert looks_ready(p, idle) and not is_busy(p, idle) and composer_text(p, idle) == ""

@@ -91,7 +91,10 @@ def recorded_home(root: Path) -> Path:
 
     task(-7200, through(3600, -7000))  # A
     task(1000, through(50000, 1100), source=Source.GITHUB, repo="acme/widgets", number=3)  # B
-    task(2000, [*through(5000, 2100, TaskState.FAILED), (6000, TaskState.QUEUED), *through(50000, 6100, TaskState.FAILED)])  # C
+    task(
+        2000,
+        [*through(5000, 2100, TaskState.FAILED), (6000, TaskState.QUEUED), *through(50000, 6100, TaskState.FAILED)],
+    )  # C
     task(-90000, through(-100, -89000))  # D
     task(60000, through(90000, 61000), source=Source.GITHUB, repo="acme/widgets", number=5)  # E
     task(1000, through(70000, 1100))  # F
@@ -216,8 +219,19 @@ def test_an_empty_window_has_no_figures_and_says_so() -> None:
 def test_json_has_rfc3339_times_and_seconds(tmp_path: Path) -> None:
     j = build(recorded_home(tmp_path), S, S + DAY).to_json()
     assert (j["since"], j["until"], j["seconds"]) == ("2026-01-01T12:00:00.000Z", "2026-01-02T12:00:00.000Z", DAY)
-    assert set(j) == {"since", "until", "seconds", "availability", "utilization", "agents", "restarts", "mttr", "delivery",
-                      "tasks", "github"}
+    assert set(j) == {
+        "since",
+        "until",
+        "seconds",
+        "availability",
+        "utilization",
+        "agents",
+        "restarts",
+        "mttr",
+        "delivery",
+        "tasks",
+        "github",
+    }
     assert j["tasks"]["per_day"][1] == {"day": "2026-01-02", "done": 2, "failed": 1}
     assert j["github"] == {"issues_closed": ["acme/widgets#3"], "pull_requests_opened": 1}
     json.dumps(j)  # plain JSON through and through
@@ -233,7 +247,13 @@ def hostile_report() -> Report:
         {"time": rfc3339(S - 10), "event": "state", "agent": HOSTILE, "state": "busy", "pid": 1},
         {"time": rfc3339(S + 10), "event": "state", "agent": "cost $5 $x$ a|b`c", "state": "ready", "pid": 2},
         {"time": rfc3339(S + 20), "event": "agent-died", "agent": HOSTILE, "pid": 1, "cause": "exit status 1"},
-        {"time": rfc3339(S + 25), "event": "restarted", "agent": HOSTILE, "pid": 3, "reason": "exit status 1 after 30 s"},
+        {
+            "time": rfc3339(S + 25),
+            "event": "restarted",
+            "agent": HOSTILE,
+            "pid": 3,
+            "reason": "exit status 1 after 30 s",
+        },
     ]
     return compute(events, [], S, S + 3600)
 
@@ -256,8 +276,9 @@ def test_html_is_self_contained_with_a_chart_each_and_escaped(tmp_path: Path) ->
         assert f'<figure id="chart-{name}"><svg' in page
     assert HOSTILE not in page and "<script" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "<?xml" not in page and "<!DOCTYPE svg" not in page and "http://" not in page.replace(
-        "http://www.w3.org/", "")  # nothing is fetched
+    assert (
+        "<?xml" not in page and "<!DOCTYPE svg" not in page and "http://" not in page.replace("http://www.w3.org/", "")
+    )  # nothing is fetched
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids))  # charts inline side by side never share an id
     assert "default-src 'none'" in page
@@ -273,8 +294,14 @@ def test_each_chart_is_an_svg_element() -> None:
 
 
 def test_text_helpers() -> None:
-    assert [seconds_text(s) for s in (None, 0.35, 2.5, 185, 7800, 93600)] == ["-", "350 ms", "2.5 s", "3m05s", "2h10m",
-                                                                            "1d02h"]
+    assert [seconds_text(s) for s in (None, 0.35, 2.5, 185, 7800, 93600)] == [
+        "-",
+        "350 ms",
+        "2.5 s",
+        "3m05s",
+        "2h10m",
+        "1d02h",
+    ]
     assert [window_text(s) for s in (DAY, 7 * DAY, 5400, 45)] == ["24h", "7d", "90m", "45s"]
     long = "\n".join(f"| row {i} |" for i in range(1000))
     cut = fit(long, 200)
@@ -406,13 +433,17 @@ def test_report_json_and_html(tmp_path: Path) -> None:
     lay = layout_file(tmp_path, None)
     page = tmp_path / "out" / "kpis.html"
     (tmp_path / "out").mkdir()
-    r = runner.invoke(app, ["report", "--json", "--since", "2h", "--html", str(page), "--home", str(home), "--layout", str(lay)])
+    r = runner.invoke(
+        app, ["report", "--json", "--since", "2h", "--html", str(page), "--home", str(home), "--layout", str(lay)]
+    )
     assert r.exit_code == 0, r.output
     j = json.loads(r.stdout)
     assert RFC3339.match(j["since"]) and RFC3339.match(j["until"]) and j["seconds"] == 7200.0
     assert parse_rfc3339(j["until"]) - parse_rfc3339(j["since"]) == pytest.approx(7200.0, abs=0.002)
     kaede = next(a for a in j["agents"] if a["agent"] == "kaede")
-    assert kaede["utilization"] == pytest.approx(1800 / 3600, abs=0.01) and kaede["delivery"]["p50"] == pytest.approx(2.0)
+    assert kaede["utilization"] == pytest.approx(1800 / 3600, abs=0.01) and kaede["delivery"]["p50"] == pytest.approx(
+        2.0
+    )
     assert [a["agent"] for a in j["agents"]] == ["kaede", "tsubaki"]  # the layout's idle agent too (sakura: never seen)
     assert j["html"] == str(page) and j["posted"] is None
     assert page.read_text().count("<svg") == len(CHARTS)
@@ -452,5 +483,7 @@ def test_report_post_needs_a_github_section(tmp_path: Path) -> None:
     lay = layout_file(tmp_path, None)
     r = runner.invoke(app, ["report", "--post-issue", "7", "--home", str(tmp_path), "--layout", str(lay)])
     assert r.exit_code == 1
-    assert r.output.strip() == (f"miyabi: {lay.resolve()} has no github: section to post the report through; "
-                                "add `github: {repo: owner/name}` to it")
+    assert r.output.strip() == (
+        f"miyabi: {lay.resolve()} has no github: section to post the report through; "
+        "add `github: {repo: owner/name}` to it"
+    )

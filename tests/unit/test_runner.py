@@ -19,7 +19,9 @@ def test_format_escape() -> None:
     assert escape_format("/tmp/a#b") == "/tmp/a##b"
 
 
-@pytest.mark.parametrize(("text", "want"), [("tmux 3.3a", (3, 3)), ("tmux next-3.5", (3, 5)), ("tmux 2.9", (2, 9)), ("tmux master", (99, 0))])
+@pytest.mark.parametrize(
+    ("text", "want"), [("tmux 3.3a", (3, 3)), ("tmux next-3.5", (3, 5)), ("tmux 2.9", (2, 9)), ("tmux master", (99, 0))]
+)
 def test_parse_version(text: str, want: tuple[int, int]) -> None:
     assert parse_version(text) == want
 

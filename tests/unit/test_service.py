@@ -17,8 +17,17 @@ def test_unit_restarts_the_controller_and_never_kills_tmux(tmp_path: Path) -> No
     lines = text.splitlines()
     assert "Restart=always" in lines and "KillMode=process" in lines
     exec_line = next(line for line in lines if line.startswith("ExecStart="))
-    assert shlex.split(exec_line[len("ExecStart="):]) == [
-        "/opt/py", "-m", "miyabi", "controller", "--home", str(tmp_path / "home"), "--socket", "sock", "--layout", str(tmp_path / "l.yaml")
+    assert shlex.split(exec_line[len("ExecStart=") :]) == [
+        "/opt/py",
+        "-m",
+        "miyabi",
+        "controller",
+        "--home",
+        str(tmp_path / "home"),
+        "--socket",
+        "sock",
+        "--layout",
+        str(tmp_path / "l.yaml"),
     ]
     assert "WantedBy=default.target" in lines
 
@@ -28,7 +37,9 @@ def test_install_and_uninstall_a_user_unit(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.chdir(tmp_path)
     layout = tmp_path / "l.yaml"
     layout.write_text("session: orchestra\nagents: [kaede]\n")
-    r = CliRunner().invoke(app, ["service", "install", "--user", "--layout", str(layout), "--socket", "s1", "--home", str(tmp_path)])
+    r = CliRunner().invoke(
+        app, ["service", "install", "--user", "--layout", str(layout), "--socket", "s1", "--home", str(tmp_path)]
+    )
     assert r.exit_code == 0, r.output
     unit = tmp_path / "cfg" / "systemd" / "user" / "miyabi-orchestra.service"
     assert unit.exists() and "--socket s1" in unit.read_text()

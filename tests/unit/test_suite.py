@@ -26,9 +26,22 @@ def _integration_test_count() -> int:
 
 def _selected(marker: str | None, where: Path = TESTS) -> int:
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", str(where), "--collect-only", "-q", "-p", "no:cacheprovider",
-         *(["-m", marker] if marker else [])],
-        capture_output=True, text=True, cwd=TESTS.parent, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(where),
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *(["-m", marker] if marker else []),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=TESTS.parent,
+        timeout=120,
+        check=False,
     )
     if re.search(r"no tests collected", r.stdout):
         return 0
@@ -51,8 +64,18 @@ def test_benchmarks_show_progress_only_on_a_terminal() -> None:
     for f in (TESTS.parent / "benchmarks").glob("bench_*.py"):
         assert backslash_r not in f.read_text(), f"{f.name} writes a progress line itself; use _stats.progress"
     r = subprocess.run(
-        [sys.executable, "-c", ("import sys; sys.path.insert(0, 'benchmarks'); from _stats import progress, progress_done; "
-         "progress('run 1/2'); progress_done(); print('figure 1')")],
-        capture_output=True, text=True, cwd=TESTS.parent, timeout=60, check=False,
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys; sys.path.insert(0, 'benchmarks'); from _stats import progress, progress_done; "
+                "progress('run 1/2'); progress_done(); print('figure 1')"
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=TESTS.parent,
+        timeout=60,
+        check=False,
     )
     assert r.stdout == "figure 1\n" and r.stderr == ""

@@ -8,10 +8,20 @@ from miyabi.config.settings import TaskSettings, parse_duration
 from miyabi.controller.keepalive import backoff_delay
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), ("1d", 86400.0), ("500ms", 0.5), ("1.5h", 5400.0), (45, 45.0),
-    ("12", 12.0), (" 3 m ", 180.0),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90.0),
+        ("30m", 1800.0),
+        ("2h", 7200.0),
+        ("1d", 86400.0),
+        ("500ms", 0.5),
+        ("1.5h", 5400.0),
+        (45, 45.0),
+        ("12", 12.0),
+        (" 3 m ", 180.0),
+    ],
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 

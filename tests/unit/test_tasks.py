@@ -82,7 +82,9 @@ def test_tasks_of_a_failed_agent_go_back_to_the_queue(store: Store) -> None:
     t = store.add("x")
     schedule(store, [Route("kaede", default=True)], {"kaede": 1, "sakura": 1}, lambda t_, a: None)
     assert store.get(t.id).agent == "kaede"
-    schedule(store, [Route("kaede", default=True)], {"kaede": 1, "sakura": 1}, lambda t_, a: None, failed_agents=["kaede"])
+    schedule(
+        store, [Route("kaede", default=True)], {"kaede": 1, "sakura": 1}, lambda t_, a: None, failed_agents=["kaede"]
+    )
     assert store.get(t.id).state == "queued"
 
 
@@ -93,8 +95,18 @@ def test_a_worker_runs_only_an_open_job_assigned_to_it(store: Store, tmp_path: P
 
     marker = tmp_path / "ran"
     f = tmp_path / "j.json"
-    f.write_text(json.dumps({"id": "j", "kind": "run_shell", "workdir": str(tmp_path), "script": [f"touch {marker}"],
-                             "dod": "exit_code == 0", "report_path": "r.json"}))
+    f.write_text(
+        json.dumps(
+            {
+                "id": "j",
+                "kind": "run_shell",
+                "workdir": str(tmp_path),
+                "script": [f"touch {marker}"],
+                "dod": "exit_code == 0",
+                "report_path": "r.json",
+            }
+        )
+    )
     tid, _ = submit(store, f, "kaede")
     plain = store.add("not a job")
     with pytest.raises(JobError, match="not an open job assigned to sakura"):
@@ -117,8 +129,18 @@ def test_a_job_started_once_in_an_assignment_is_not_started_again(store: Store, 
     from miyabi.work.jobs import JobError, start, submit
 
     f = tmp_path / "j.json"
-    f.write_text(json.dumps({"id": "j", "kind": "run_shell", "workdir": ".", "script": ["true"],
-                             "dod": "exit_code == 0", "report_path": "r.json"}))
+    f.write_text(
+        json.dumps(
+            {
+                "id": "j",
+                "kind": "run_shell",
+                "workdir": ".",
+                "script": ["true"],
+                "dod": "exit_code == 0",
+                "report_path": "r.json",
+            }
+        )
+    )
     tid, job = submit(store, f, "kaede")
     assert job.workdir == str(tmp_path)  # relative to the job file
     store.set_state(tid, "assigned", "test", agent="kaede")
@@ -139,15 +161,27 @@ def test_a_job_with_a_missing_workdir_or_a_used_id_is_refused_at_submit(store: S
 
     def job(id_: str, workdir: str) -> Path:
         f = tmp_path / f"{id_}.json"
-        f.write_text(json.dumps({"id": id_, "kind": "run_shell", "workdir": workdir, "script": ["true"],
-                                 "dod": "exit_code == 0", "report_path": "r.json"}))
+        f.write_text(
+            json.dumps(
+                {
+                    "id": id_,
+                    "kind": "run_shell",
+                    "workdir": workdir,
+                    "script": ["true"],
+                    "dod": "exit_code == 0",
+                    "report_path": "r.json",
+                }
+            )
+        )
         return f
 
     with pytest.raises(JobError, match=r"workdir 'nowhere' is not a directory"):
         submit(store, job("a", "nowhere"), "kaede")
     assert store.query() == []
     tid, _ = submit(store, job("b", str(tmp_path)), "kaede")
-    with pytest.raises(JobError, match=rf"job id 'b' was submitted already, as task {tid} \(queued\); give it a new id"):
+    with pytest.raises(
+        JobError, match=rf"job id 'b' was submitted already, as task {tid} \(queued\); give it a new id"
+    ):
         submit(store, job("b", str(tmp_path)), "kaede")
     assert [t.id for t in store.query()] == [tid]
 
@@ -182,11 +216,15 @@ def test_why_a_task_waits(store: Store) -> None:
     wip = {"kaede": 1, "sakura": 1}
     plain = store.add("plain")
     bug = store.add("crash", labels=["bug"])
-    assert why_waiting(plain, routes, wip, {}, {}) == "no route matches it (labels: none); add a route, or a label agent:NAME"
+    assert (
+        why_waiting(plain, routes, wip, {}, {})
+        == "no route matches it (labels: none); add a route, or a label agent:NAME"
+    )
     assert why_waiting(bug, routes, wip, {}, {}) is None  # the next pass assigns it
     assert why_waiting(bug, routes, wip, {"kaede": 1}, {}) == "agent kaede is at its wip limit (1)"
     assert why_waiting(bug, routes, wip, {}, {"kaede": "crash loop"}) == (
-        "agent kaede failed (crash loop); `miyabi restart kaede` brings it back")
+        "agent kaede failed (crash loop); `miyabi restart kaede` brings it back"
+    )
     assert why_waiting(bug, routes, wip, {}, {}, waiting_for=[7]) == "blocked by #7"
     sent = store.add("sent", labels=["agent:sakura"])
     assert why_waiting(store.set_state(sent.id, "assigned", "x", agent="sakura"), routes, wip, {}, {}) is None
@@ -204,21 +242,39 @@ def test_a_database_from_before_the_job_started_column_keeps_started_jobs_starte
     db.parent.mkdir()
     old = sqlite3.connect(db)
     old.executescript("""
-CREATE TABLE tasks (id INTEGER PRIMARY KEY, source TEXT NOT NULL, repo TEXT, number INTEGER, url TEXT, title TEXT NOT NULL,
+CREATE TABLE tasks (id INTEGER PRIMARY KEY, source TEXT NOT NULL, repo TEXT, number INTEGER, url TEXT,
+  title TEXT NOT NULL,
   body TEXT NOT NULL DEFAULT '', labels TEXT NOT NULL DEFAULT '[]', priority TEXT NOT NULL DEFAULT 'normal',
   state TEXT NOT NULL DEFAULT 'queued', agent TEXT, attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
   updated REAL NOT NULL, claim TEXT NOT NULL DEFAULT '', UNIQUE (source, repo, number));
 CREATE TABLE events (id INTEGER PRIMARY KEY, task INTEGER NOT NULL, time REAL NOT NULL, state TEXT NOT NULL, agent TEXT,
   reason TEXT NOT NULL);
 """)
-    body = json.dumps({"id": "j", "kind": "run_shell", "workdir": str(tmp_path), "script": ["true"], "dod": "exit_code == 0",
-                       "report_path": "r.json"})
+    body = json.dumps(
+        {
+            "id": "j",
+            "kind": "run_shell",
+            "workdir": str(tmp_path),
+            "script": ["true"],
+            "dod": "exit_code == 0",
+            "report_path": "r.json",
+        }
+    )
     for tid, started in ((1, True), (2, False)):
-        old.execute("INSERT INTO tasks (id, source, title, body, labels, state, agent, attempts, created, updated) "
-                    "VALUES (?, 'job', 'job j', ?, '[\"job\"]', 'in_progress', 'kaede', 1, 0, 0)", (tid, body))
-        old.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?, 0, 'assigned', 'kaede', 'routed')", (tid,))
+        old.execute(
+            "INSERT INTO tasks (id, source, title, body, labels, state, agent, attempts, created, updated) "
+            "VALUES (?, 'job', 'job j', ?, '[\"job\"]', 'in_progress', 'kaede', 1, 0, 0)",
+            (tid, body),
+        )
+        old.execute(
+            "INSERT INTO events (task, time, state, agent, reason) VALUES (?, 0, 'assigned', 'kaede', 'routed')", (tid,)
+        )
         if started:
-            old.execute("INSERT INTO events (task, time, state, agent, reason) VALUES (?, 0, 'in_progress', 'kaede', 'job started by kaede')", (tid,))
+            old.execute(
+                "INSERT INTO events (task, time, state, agent, reason) VALUES (?, 0, 'in_progress', 'kaede', 'job "
+                "started by kaede')",
+                (tid,),
+            )
     old.commit()
     old.close()
     store = Store(db)
@@ -237,7 +293,11 @@ def test_a_lease_is_taken_once_and_handed_back_by_policy_until_the_last_attempt(
     assert not store.take_lease(t.id, "kaede", "200:9", 60.0, "delivered again")  # held already
     assert not store.take_lease(t.id, "sakura", "300:1", None, "not hers")
     held = store.get(t.id)
-    assert (held.state, held.holder, held.deadline) == ("in_progress", "100:7", pytest.approx(store.clock() + 60, abs=5))
+    assert (held.state, held.holder, held.deadline) == (
+        "in_progress",
+        "100:7",
+        pytest.approx(store.clock() + 60, abs=5),
+    )
     assert store.hand_back(t.id, "999:1", "another process", True, 3) == Handback.GONE  # not its holder
     assert store.hand_back(t.id, "100:7", "agent kaede's process 100 ended", True, 3) == Handback.RESENT
     again = store.get(t.id)
@@ -283,8 +343,19 @@ def test_a_job_whose_last_step_completed_never_runs_again(store: Store, tmp_path
     from miyabi.work.jobs import run_assigned, submit
 
     f = tmp_path / "j.json"
-    f.write_text(json.dumps({"id": "once", "kind": "run_shell", "workdir": ".", "script": ["echo x >> ran", "echo y >> ran"],
-                             "dod": "exit_code == 0", "report_path": "r.json", "retries": 4}))
+    f.write_text(
+        json.dumps(
+            {
+                "id": "once",
+                "kind": "run_shell",
+                "workdir": ".",
+                "script": ["echo x >> ran", "echo y >> ran"],
+                "dod": "exit_code == 0",
+                "report_path": "r.json",
+                "retries": 4,
+            }
+        )
+    )
     tid, _ = submit(store, f, "kaede")
     assert store.get(tid).max_attempts == 5
     store.set_state(tid, "assigned", "routed", agent="kaede")
@@ -321,8 +392,18 @@ def test_a_retried_task_starts_afresh_and_is_routed_anew(store: Store, tmp_path:
     assert got == [(t.id, "editor")]
     # a job that failed and is retried runs again: its old attempt is not final
     f = tmp_path / "j.json"
-    f.write_text(json.dumps({"id": "j", "kind": "run_shell", "workdir": ".", "script": ["test -e ok"],
-                             "dod": "exit_code == 0", "report_path": "r.json"}))
+    f.write_text(
+        json.dumps(
+            {
+                "id": "j",
+                "kind": "run_shell",
+                "workdir": ".",
+                "script": ["test -e ok"],
+                "dod": "exit_code == 0",
+                "report_path": "r.json",
+            }
+        )
+    )
     tid, _ = submit(store, f, "kaede")
     store.set_state(tid, "assigned", "routed", agent="kaede")
     assert run_assigned(store, tid, "kaede")[0] is False
@@ -359,8 +440,18 @@ def test_an_old_attempt_cannot_run_a_step_once_the_job_was_handed_back(store: St
     from miyabi.work.jobs import submit
 
     f = tmp_path / "j.json"
-    f.write_text(json.dumps({"id": "j", "kind": "run_shell", "workdir": ".", "script": ["true", "true"],
-                             "dod": "exit_code == 0", "report_path": "r.json"}))
+    f.write_text(
+        json.dumps(
+            {
+                "id": "j",
+                "kind": "run_shell",
+                "workdir": ".",
+                "script": ["true", "true"],
+                "dod": "exit_code == 0",
+                "report_path": "r.json",
+            }
+        )
+    )
     tid, _ = submit(store, f, "kaede")
     store.set_state(tid, "assigned", "routed", agent="kaede")
     store.start_job(tid, "kaede", "5:5")
@@ -402,11 +493,24 @@ def test_a_second_store_in_one_process_keeps_the_first_ones_locks(tmp_path: Path
     first = Store(path)
     t = first.add("one")
     Store(path).close()  # a second connection (as a thread of the controller opens)
-    other = ("import sys; from pathlib import Path; from miyabi.work.tasks import Store; "
-             "s = Store(Path(sys.argv[1])); s.add('two'); s.close()")
+    other = (
+        "import sys; from pathlib import Path; from miyabi.work.tasks import Store; "
+        "s = Store(Path(sys.argv[1])); s.add('two'); s.close()"
+    )
     subprocess.run([sys.executable, "-c", other, str(path)], check=True)
     first.set_state(t.id, "cancelled", "after the other process left")
-    seen = subprocess.run([sys.executable, "-c", ("import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("
-                           "'select state from tasks where id=1').fetchone()[0])"), str(path)],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    seen = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("
+                "'select state from tasks where id=1').fetchone()[0])"
+            ),
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     assert seen == "cancelled"

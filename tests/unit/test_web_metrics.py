@@ -11,10 +11,25 @@ from miyabi.web.metrics import LATENCY_BUCKETS, EventFold, Histogram
 
 LOG = [
     {"time": "2026-12-01T00:00:00.000Z", "event": "agent-died", "agent": "a", "cause": "killed by signal 9"},
-    {"time": "2026-12-01T00:00:00.250Z", "event": "restarted", "agent": "a", "reason": "killed by signal 9 after 3.0 s; restarting at once"},
+    {
+        "time": "2026-12-01T00:00:00.250Z",
+        "event": "restarted",
+        "agent": "a",
+        "reason": "killed by signal 9 after 3.0 s; restarting at once",
+    },
     {"time": "2026-12-01T00:01:00.000Z", "event": "agent-died", "agent": "a", "cause": "exit status 1"},
-    {"time": "2026-12-01T00:01:02.000Z", "event": "restarted", "agent": "a", "reason": "exit status 1 after 60.0 s; backoff 2 s"},
-    {"time": "2026-12-01T00:02:00.000Z", "event": "restarted", "agent": "b", "reason": "restart requested by `miyabi restart`"},
+    {
+        "time": "2026-12-01T00:01:02.000Z",
+        "event": "restarted",
+        "agent": "a",
+        "reason": "exit status 1 after 60.0 s; backoff 2 s",
+    },
+    {
+        "time": "2026-12-01T00:02:00.000Z",
+        "event": "restarted",
+        "agent": "b",
+        "reason": "restart requested by `miyabi restart`",
+    },
     {"time": "2026-12-01T00:03:00.000Z", "event": "enqueued", "agent": "b", "id": "m1"},
     {"time": "2026-12-01T00:03:00.040Z", "event": "enter-again", "agent": "b", "id": "m1"},
     {"time": "2026-12-01T00:03:00.080Z", "event": "delivered", "agent": "b", "id": "m1"},
@@ -55,12 +70,20 @@ def test_histogram_buckets_are_cumulative() -> None:
 
 def test_tokens_roles_and_hosts() -> None:
     a = Access("full", "view")
-    assert a.role_of("full") == Role.ADMIN and a.role_of("view") == Role.VIEWER and a.role_of("x") is None and a.role_of(None) is None
+    assert (
+        a.role_of("full") == Role.ADMIN
+        and a.role_of("view") == Role.VIEWER
+        and a.role_of("x") is None
+        and a.role_of(None) is None
+    )
     assert Access("full", "view", read_only=True).role_of("full") == Role.VIEWER
     assert Access(None, None).role_of(None) == Role.ADMIN
     assert header_token({"authorization": "Bearer abc"}) == "abc" and header_token({"x-miyabi-token": "t"}) == "t"
     assert header_token({"authorization": "Basic abc"}) is None
-    assert cookie_token({"cookie": "a=1; miyabi_token=tok"}) == "tok" and cookie_token({"cookie": "\x00garbage=;;"}) is None
+    assert (
+        cookie_token({"cookie": "a=1; miyabi_token=tok"}) == "tok"
+        and cookie_token({"cookie": "\x00garbage=;;"}) is None
+    )
     assert all(_loopback_host(h) for h in ("127.0.0.1:8765", "localhost", "[::1]:80", "LOCALHOST:1"))
     assert not any(_loopback_host(h) for h in ("evil.example", "127.0.0.1.evil.example:80", "10.0.0.1:8765", ""))
 
@@ -99,11 +122,17 @@ def test_errors_map_to_http_statuses() -> None:
     from miyabi.work.tasks import TaskError
 
     cases = [
-        (AgentNotFound("x", ["a"]), 404), (NotFound("no such"), 404), (SessionNotFound("s", "sock"), 503),
-        (NotWaiting("a is not waiting for approval"), 409), (TaskError("no task 9; list them"), 404),
-        (TaskError("task 3 is done; it cannot become queued"), 409), (TaskError("'x' is not a task id (12)"), 400),
+        (AgentNotFound("x", ["a"]), 404),
+        (NotFound("no such"), 404),
+        (SessionNotFound("s", "sock"), 503),
+        (NotWaiting("a is not waiting for approval"), 409),
+        (TaskError("no task 9; list them"), 404),
+        (TaskError("task 3 is done; it cannot become queued"), 409),
+        (TaskError("'x' is not a task id (12)"), 400),
         (MessageError("message m is delivered; only pending messages can be dropped"), 409),
-        (MessageError("id 'a' matches more than one message; give more of it"), 400), (BadInput("grep"), 400),
-        (MiyabiError("no controller runs for /h; start it"), 503), (MiyabiError("the controller could not restart a"), 503),
+        (MessageError("id 'a' matches more than one message; give more of it"), 400),
+        (BadInput("grep"), 400),
+        (MiyabiError("no controller runs for /h; start it"), 503),
+        (MiyabiError("the controller could not restart a"), 503),
     ]
     assert [status_of(e) for e, _ in cases] == [want for _, want in cases]
