@@ -76,7 +76,7 @@ def up(
 
     if report.created_session:
         output.say(
-            f"created session {lay.session!r} on socket {sock!r} with {len(report.created)} agents: "
+            f"created session {lay.session!r} from {path} on socket {sock!r} with {len(report.created)} agents: "
             f"{', '.join(report.created)}",
             "green",
         )
@@ -615,12 +615,20 @@ def worker(
             help="JSONL file of received messages (default: $MIYABI_HOME/logs/NAME.transcript.jsonl).",
         ),
     ] = None,
+    hold_tasks: Annotated[
+        bool,
+        typer.Option(
+            "--hold-tasks",
+            help="Keep the tasks it is handed in progress instead of reporting them done (tests, demos).",
+        ),
+    ] = False,
 ) -> None:
     """Run the built-in worker agent (it acks each message).
 
-    For tests and demos, and for machines without an agent CLI.
+    It runs the jobs it is given and reports the tasks it is given done. For tests and
+    demos, and for machines without an agent CLI.
     """
     from miyabi import worker as w
 
     agent = name or os.environ.get("MIYABI_AGENT") or "worker"
-    raise typer.Exit(w.run(agent, transcript or w.default_transcript(agent), think))
+    raise typer.Exit(w.run(agent, transcript or w.default_transcript(agent), think, finish_tasks=not hold_tasks))

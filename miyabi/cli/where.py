@@ -17,12 +17,15 @@ import os
 from pathlib import Path
 
 from miyabi import defaults
-from miyabi.errors import MiyabiError
+from miyabi.errors import EXIT_TMUX, MiyabiError
 from miyabi.home import STATE_FILE, Home
 
 
 class NoEnsemble(MiyabiError):
-    """No ensemble can be found for a command (exit 1), or several could be meant."""
+    """No ensemble can be found for a command, or several could be meant (exit 4, as
+    for a server that does not run: the message says to run ``miyabi up``)."""
+
+    exit_code = EXIT_TMUX
 
 
 def is_ensemble_home(root: Path) -> bool:
@@ -63,7 +66,8 @@ def _one(homes: list[Path], socket: str, cwd: Path) -> Home | None:
 def locate_home(
     given: str | os.PathLike[str] | None, socket: str | None, *, strict: bool = True, cwd: Path | None = None
 ) -> Home:
-    """The home a command acts on (see the module's docstring for the order).
+    """The home a command acts on (see the module's docstring for the order; a named
+    home that no ensemble ran in yields to the one the given socket runs, if any).
 
     Args:
         given: ``--home`` (None when not given; ``$MIYABI_HOME`` is read here).
@@ -86,6 +90,8 @@ def locate_home(
     if named is not None:
         home = Home(Path(os.path.expanduser(str(named))).resolve())
         if strict and not is_ensemble_home(home.root):
+            if socket is not None and (found := _one(_homes_on(socket), socket, home.root)) is not None:
+                return found  # the ensemble the socket names
             env = os.environ.get("MIYABI_HOME")
             origin = "MIYABI_HOME" if env and str(named) == env else "--home"  # typer fills --home from it too
             raise NoEnsemble(

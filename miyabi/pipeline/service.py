@@ -41,7 +41,7 @@ from miyabi.config.model import Agent, Layout, PipelineMode, Pool
 from miyabi.errors import MiyabiError
 from miyabi.events import append_event
 from miyabi.files import private_dir
-from miyabi.messaging.mailbox import inbox, make
+from miyabi.messaging.mailbox import enqueue, make
 from miyabi.pipeline import convention as conv
 from miyabi.pipeline.followups import file_fix
 from miyabi.pipeline.git import GitError, Repository
@@ -628,7 +628,7 @@ class Pipeline:
                 sender="miyabi",
                 task=str(t.id),
             )
-            inbox(self.home, after.agent).put(msg)
+            enqueue(self.home, msg)
 
     def _commit(self, t: Task, worktree: Path) -> str | None:
         message = (

@@ -19,7 +19,8 @@ from miyabi.work.tasks import Store
 
 LAYOUT = """session: private
 agents:
-  - {name: kaede, profile: worker, submit_delay: 0.05, ready_settle: 0.05, intro: true}
+  - {name: kaede, profile: worker, command: miyabi worker --hold-tasks, submit_delay: 0.05, ready_settle: 0.05,
+     intro: true}
   - {name: cat, profile: shell, command: cat}
 routes:
   - {default: true, agent: kaede}
@@ -111,13 +112,13 @@ def test_a_command_with_no_ensemble_to_reach_fails_and_writes_nothing(tmp_path: 
     env = _env(MIYABI_SOCKET=socket)  # a socket no server answers on yet
     for args in (["send", "sakura", "hi"], ["task", "add", "x"], ["task", "ls"], ["inbox", "kaede"]):
         r = _miyabi(*args, cwd=nowhere, env=env)
-        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert r.returncode == 4, (args, r.stdout, r.stderr)
         assert r.stderr.count("\n") == 1 and str(nowhere) in r.stderr and socket in r.stderr, r.stderr
         assert r.stdout == ""
     never_up = tmp_path / "never-up"
     never_up.mkdir()
     r = _miyabi("send", "sakura", "hi", "--home", str(never_up), cwd=nowhere, env=env)
-    assert r.returncode == 1 and str(never_up) in r.stderr and "miyabi up" in r.stderr, r.stderr
+    assert r.returncode == 4 and str(never_up) in r.stderr and "miyabi up" in r.stderr, r.stderr
     r = _miyabi("task", "add", "x", cwd=nowhere, env=_env(MIYABI_HOME=str(never_up)))
-    assert r.returncode == 1 and "MIYABI_HOME" in r.stderr, r.stderr
+    assert r.returncode == 4 and "MIYABI_HOME" in r.stderr, r.stderr
     assert list(nowhere.iterdir()) == [] and list(never_up.iterdir()) == []

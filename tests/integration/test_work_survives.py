@@ -17,7 +17,8 @@ from miyabi.controller import keepalive, running_pid
 from miyabi.home import Home
 from miyabi.work.tasks import Store
 
-FAST_WORKER = "profile: worker, submit_delay: 0.05, ready_settle: 0.05"
+# --hold-tasks: tasks stay held (in progress) until the test ends them
+FAST_WORKER = "profile: worker, command: miyabi worker --hold-tasks, submit_delay: 0.05, ready_settle: 0.05"
 
 
 def write(path: Path, agents: list[str], extra: str = "") -> Path:

@@ -230,7 +230,7 @@ def test_task_commands_say_why_a_task_waits_and_give_rfc3339_times(tmp_path: Pat
 
 def test_task_add_in_a_home_that_never_ran_up_is_refused_and_writes_nothing(tmp_path: Path) -> None:
     r = runner.invoke(app, ["task", "add", "x", "--json", "--home", str(tmp_path)])
-    assert r.exit_code == 1 and "holds no ensemble" in r.output and "miyabi up" in r.output
+    assert r.exit_code == 4 and "holds no ensemble" in r.output and "miyabi up" in r.output
     assert list(tmp_path.iterdir()) == []
 
 
