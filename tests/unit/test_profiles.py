@@ -160,6 +160,16 @@ def test_gemini_placeholder_typed_text_and_question() -> None:
     assert not looks_ready(p, ask) and approval_question(p, at(GEMINI_IDLE, 4, 3)) is None
 
 
+def test_gemini_text_over_a_new_row_of_its_entry_is_still_in_the_box() -> None:
+    """Under load Gemini CLI can take the submit key for a new row of the entry (it was
+    still taking in the paste): the cursor is under the text's row, and the text must
+    be seen as still in the box, so that the key is pressed again (measured)."""
+    p = BUILTIN["gemini"]
+    entry = [*GEMINI_IDLE[:4], " > after the restart 7b408968", "   ", RULE, *GEMINI_IDLE[5:]]
+    assert composer_text(p, at(entry, 5, 3)) == "after the restart 7b408968"
+    assert composer_text(p, at(GEMINI_IDLE, 4, 3)) == ""  # the empty box, placeholder after the cursor
+
+
 def test_aider_confirmation_is_seen() -> None:
     p = BUILTIN["aider"]
     ask = Screen.of(["touch miyabi-tool-1", "Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]: "])
