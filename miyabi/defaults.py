@@ -12,6 +12,11 @@ from __future__ import annotations
 SOCKET = "miyabi"
 """tmux socket name (``tmux -L``) when neither ``--socket`` nor ``MIYABI_SOCKET`` is given."""
 
+SECRET_ENV = ("GITHUB_TOKEN", "GH_TOKEN")
+"""Environment variables that hold a secret whatever the layout says (the GitHub CLI's
+tokens); a layout adds its ``token_env``, ``password_env`` and ``url_env`` names (see
+``Layout.secret_env``). None of them reaches an agent, a check or miyabi's tmux server."""
+
 PER_WINDOW = 4
 """Agents per tmux window before miyabi opens the next window (layout key ``per_window``)."""
 

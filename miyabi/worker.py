@@ -187,6 +187,10 @@ class Worker:
         think: seconds of simulated work after each message.
         out: where to write the screen (text).
         sleep: function that waits (``time.sleep``).
+        run_job: runs the job task of a ``/job N`` message; returns a line to show.
+        finish_task: reports the task a task message hands over done (see
+            :func:`~miyabi.work.scheduler.task_named`), after the thinking; returns a
+            line to show.
     """
 
     def __init__(
@@ -197,6 +201,7 @@ class Worker:
         out: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         run_job: Callable[[int], str] | None = None,
+        finish_task: Callable[[int], str] | None = None,
     ) -> None:
         self.name = name
         self.transcript = transcript
@@ -206,6 +211,7 @@ class Worker:
         self.composer = Composer()
         self.received = 0
         self.run_job = run_job
+        self.finish_task = finish_task
 
     def write(self, s: str) -> None:
         self._out(s)
@@ -260,6 +266,8 @@ class Worker:
             self._sleep(self.think)
             # Erase the busy line, as an agent CLI redraws its status line.
             self.write(f"\r\x1b[2Kdone in {time.monotonic() - started:.1f}s\r\n")
+        if self.finish_task is not None and (task := _task_named(text)) is not None:
+            self.write(self.finish_task(task).replace("\n", "\r\n") + "\r\n")
 
     def stop(self) -> None:
         self.write(BRACKETED_PASTE_OFF)
@@ -306,8 +314,47 @@ def _job_runner(agent: str) -> Callable[[int], str] | None:
     return run_job
 
 
-def run(name: str, transcript: Path | None, think: float, stdin: BinaryIO | None = None) -> int:
-    """Run the worker on the terminal until EOF or ``/quit``; return the exit code."""
+def _task_named(text: str) -> int | None:
+    from miyabi.work.scheduler import task_named  # on first use: the worker starts light
+
+    return task_named(text)
+
+
+def _task_finisher(agent: str) -> Callable[[int], str] | None:
+    """Reports the tasks handed to this worker done, inside an ensemble only. Only a
+    task this worker holds is touched (checked in the store's transaction), so text
+    typed into it cannot end another agent's task."""
+    home = os.environ.get("MIYABI_HOME")
+    if not home:
+        return None
+
+    def finish(task_id: int) -> str:
+        from miyabi.work.tasks import Store, TaskError
+
+        try:
+            store = Store.of_home(Path(home))
+        except Exception as e:  # noqa: BLE001 - the worker must live on
+            return f"cannot open the task store: {e}"
+        try:
+            t = store.done(
+                task_id, f"acknowledged by the built-in worker {agent} (it runs jobs; nothing else)", by=agent
+            )
+        except TaskError as e:
+            return f"task {task_id} left as it is: {e}"
+        except Exception as e:  # noqa: BLE001 - the worker must live on
+            return f"task {task_id} could not be reported: {type(e).__name__}: {e}"
+        finally:
+            store.close()
+        return f"task {task_id} {t.state}"
+
+    return finish
+
+
+def run(
+    name: str, transcript: Path | None, think: float, stdin: BinaryIO | None = None, finish_tasks: bool = True
+) -> int:
+    """Run the worker on the terminal until EOF or ``/quit``; return the exit code.
+    ``finish_tasks``: report the tasks it is handed done (else they stay in progress)."""
     import termios
     import tty
 
@@ -320,7 +367,9 @@ def run(name: str, transcript: Path | None, think: float, stdin: BinaryIO | None
         read: Callable[[], bytes] = lambda: os.read(fd, 65536)
     else:
         read = lambda: stream.read1(65536)  # type: ignore[union-attr]
-    worker = Worker(name, transcript, think, run_job=_job_runner(name))
+    worker = Worker(
+        name, transcript, think, run_job=_job_runner(name), finish_task=_task_finisher(name) if finish_tasks else None
+    )
     saved = None
     if fd is not None and os.isatty(fd):
         saved = termios.tcgetattr(fd)

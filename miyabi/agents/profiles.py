@@ -181,6 +181,10 @@ BUILTIN: dict[str, Profile] = {
             command="gemini",
             ready_pattern=r"^ > ",
             composer_pattern=r"^ > (?P<text>.*)$",
+            # an Enter that lands while a busy Gemini CLI still takes in the paste (or
+            # redraws at start-up) becomes a new row of the entry: the cursor then sits
+            # under the " > " row, and the text is still there (measured under load)
+            composer_rows=3,
             busy_pattern=r"\(esc to cancel, \d+[hms]",
             busy_rows=(4, 0),
             approval_pattern=(

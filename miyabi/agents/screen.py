@@ -54,6 +54,21 @@ class Screen:
             cursor = (cells(lines[y].rstrip("\n")) if lines else 0, y)
         return cls(tuple(lines), cursor[0], cursor[1])
 
+    @classmethod
+    def captured(cls, lines: Sequence[str], cursor_x: int, cursor_y: int) -> Screen:
+        """A screen as ``capture-pane -p`` prints it, with the blanks tmux dropped
+        between the end of the cursor's row and the cursor put back: tmux trims the
+        blanks at the end of every captured row, so a prompt ``agent> `` with the
+        cursor after its space reads ``agent>``, and a ready pattern ``agent> $`` would
+        never match (measured on tmux 3.3a)."""
+        rows = list(lines)
+        if cursor_y >= 0:
+            rows += [""] * (cursor_y + 1 - len(rows))
+            short = cursor_x - cells(rows[cursor_y])
+            if short > 0:
+                rows[cursor_y] += " " * short
+        return cls(tuple(rows), cursor_x, cursor_y)
+
     def row(self, y: int) -> str:
         """Row ``y`` ("" outside the screen or for a trailing blank row)."""
         return self.lines[y] if 0 <= y < len(self.lines) else ""

@@ -24,7 +24,7 @@ from miyabi.bus.client import ERRORS, INBOX_GROUP, Bus, BusDown, describe, ensur
 from miyabi.config.settings import NAME_RE
 from miyabi.events import append_event
 from miyabi.files import private_dir, write_atomic
-from miyabi.messaging.mailbox import Message, MessageError, MessageState, inbox, make, sanitize
+from miyabi.messaging.mailbox import Message, MessageError, MessageState, enqueue, inbox, make, sanitize
 
 log = logging.getLogger("miyabi.bus")
 
@@ -215,17 +215,7 @@ def deliver(home_root: Path, fields: dict[str, str], agents: list[str] | None, h
         return
     if present(home_root, msg):
         return
-    inbox(home_root, msg.to).put(msg)
-    append_event(
-        home_root,
-        "enqueued",
-        agent=msg.to,
-        id=msg.id,
-        **{"from": msg.sender},
-        via="bus",
-        bytes=len(msg.body.encode("utf-8", "surrogatepass")),
-        priority=msg.priority,
-    )
+    enqueue(home_root, msg, via="bus")
 
 
 def ensure_inbox(bus: Bus) -> None:

@@ -19,6 +19,7 @@ from miyabi.cli.root import (
     SocketOpt,
     app,
     handles_errors,
+    home_of,
     resolve_target,
     running,
     tmux_for,
@@ -63,7 +64,7 @@ def up(
     from miyabi.tmux.panes import attach_command
 
     h = Home.resolve(home)
-    path = shipped.for_up(layout)
+    path = shipped.for_command(layout, h)  # bare: the layout this home runs (a reload's included)
     lay = load(path)
     preflight(lay)
     sock = socket or h.load_state().get("socket") or defaults.SOCKET
@@ -75,7 +76,7 @@ def up(
 
     if report.created_session:
         output.say(
-            f"created session {lay.session!r} on socket {sock!r} with {len(report.created)} agents: "
+            f"created session {lay.session!r} from {path} on socket {sock!r} with {len(report.created)} agents: "
             f"{', '.join(report.created)}",
             "green",
         )
@@ -162,9 +163,8 @@ def reload(
     from miyabi.config import load, shipped
     from miyabi.config.preflight import preflight
     from miyabi.controller.requests import request_reload
-    from miyabi.home import Home
 
-    h = Home.resolve(home)
+    h = home_of(home, socket)
     state = h.load_state()
     recorded = state.get("layout")
     path = shipped.for_up(layout) if layout is not None else Path(recorded) if isinstance(recorded, str) else None
@@ -519,7 +519,7 @@ def controller(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt
     from miyabi.controller.core import Controller
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    t = resolve_target(home, socket, layout)
+    t = resolve_target(home, socket, layout, strict=False)  # systemd runs it with --home
     Controller(t.home, t.socket, t.layout()).run()
 
 
@@ -615,12 +615,20 @@ def worker(
             help="JSONL file of received messages (default: $MIYABI_HOME/logs/NAME.transcript.jsonl).",
         ),
     ] = None,
+    hold_tasks: Annotated[
+        bool,
+        typer.Option(
+            "--hold-tasks",
+            help="Keep the tasks it is handed in progress instead of reporting them done (tests, demos).",
+        ),
+    ] = False,
 ) -> None:
     """Run the built-in worker agent (it acks each message).
 
-    For tests and demos, and for machines without an agent CLI.
+    It runs the jobs it is given and reports the tasks it is given done. For tests and
+    demos, and for machines without an agent CLI.
     """
     from miyabi import worker as w
 
     agent = name or os.environ.get("MIYABI_AGENT") or "worker"
-    raise typer.Exit(w.run(agent, transcript or w.default_transcript(agent), think))
+    raise typer.Exit(w.run(agent, transcript or w.default_transcript(agent), think, finish_tasks=not hold_tasks))

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from miyabi.cli import output
-from miyabi.cli.root import HomeOpt, LayoutOpt, SocketOpt, app, handles_errors
+from miyabi.cli.root import HomeOpt, LayoutOpt, SocketOpt, app, handles_errors, home_of
 
 
 @app.command()
@@ -69,13 +69,12 @@ def logs(
     files (logs.max_bytes and logs.keep in the layout), read oldest first.
     """
     from miyabi.errors import AgentNotFound
-    from miyabi.home import Home
     from miyabi.supervision.logs import compile_grep, log_files, parse_since, search
     from miyabi.supervision.logs import follow as follow_log
 
     rx = compile_grep(grep)
     seconds = parse_since(since)
-    h = Home.resolve(home)
+    h = home_of(home, socket)
     if not log_files(h.logs, agent):
         from miyabi.cli.send import known_agents
 

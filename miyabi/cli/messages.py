@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from miyabi.cli import output
-from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, app, handles_errors
+from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, app, handles_errors, home_of
 
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
@@ -51,10 +51,9 @@ def inbox(
     from miyabi.cli.send import known_agents
     from miyabi.controller.view import messages
     from miyabi.errors import AgentNotFound
-    from miyabi.home import Home
     from miyabi.messaging.mailbox import MessageState
 
-    h = Home.resolve(home)
+    h = home_of(home, socket)
     agents, _ = known_agents(h.root, layout)
     if agent not in agents:
         raise AgentNotFound(agent, agents)
@@ -81,10 +80,9 @@ def retry(
     socket: SocketOpt = None,
 ) -> None:
     """Put a dead letter back in its inbox, with a fresh ttl."""
-    from miyabi.home import Home
     from miyabi.messaging.mailbox import retry as retry_message
 
-    box, msg = retry_message(Home.resolve(home).root, msg_id)
+    box, msg = retry_message(home_of(home, socket).root, msg_id)
     ttl = f" with a fresh ttl of {msg.ttl:g} s" if msg.ttl is not None else ""
     output.say(f"{msg.id} is pending again in {box.agent}'s inbox{ttl}")
 
@@ -97,8 +95,7 @@ def drop(
     socket: SocketOpt = None,
 ) -> None:
     """Discard a pending message."""
-    from miyabi.home import Home
     from miyabi.messaging.mailbox import drop as drop_message
 
-    box, msg = drop_message(Home.resolve(home).root, msg_id)
+    box, msg = drop_message(home_of(home, socket).root, msg_id)
     output.say(f"dropped {msg.id} from {box.agent}'s inbox")

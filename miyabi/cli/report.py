@@ -85,7 +85,7 @@ def report(
     seconds = defaults.REPORT_SINCE if since is None else parse_duration(since)
     if seconds is None or seconds <= 0:
         raise UsageError(f"report: --since {since!r} is not a duration; give one such as 24h, 7d, 90m or 3600")
-    t = resolve_target(home, socket, layout)
+    t = resolve_target(home, socket, layout, strict=False)  # reads logs/ and state/ only
     lay = t.layout() if post_issue is not None else running_layout(t)
     until = time.time()
     rep = build(t.home.root, until - seconds, until, [a.name for a in lay.named] if lay is not None else [])

@@ -157,7 +157,10 @@ HomeOpt = Annotated[
         "--home",
         envvar="MIYABI_HOME",
         show_default=False,
-        help="Directory holding queue/, logs/, run/ and state/ (default: the current directory).",
+        help=(
+            "Directory holding queue/, logs/, run/ and state/ (default: the home of the ensemble on --socket, "
+            "else the current directory if `miyabi up` ran there, else the home of the ensemble on socket miyabi)."
+        ),
     ),
 ]
 LayoutOpt = Annotated[
@@ -201,13 +204,25 @@ def handles_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def resolve_target(home: Path | None, socket: str | None, layout: str | None) -> Any:
+def home_of(home: Path | None, socket: str | None, strict: bool = True) -> Any:
+    """The home a command acts on (a :class:`miyabi.home.Home`; see
+    :func:`miyabi.cli.where.locate_home`, and its ``strict``).
+
+    Raises:
+        NoEnsemble: no ensemble's home can be told, or several could be meant.
+    """
+    from miyabi.cli.where import locate_home
+
+    return locate_home(home, socket, strict=strict)
+
+
+def resolve_target(home: Path | None, socket: str | None, layout: str | None, strict: bool = True) -> Any:
     """Where a command acts (a :class:`miyabi.controller.view.Target`): the home from
-    ``--home``; the socket from ``--socket``, else what ``miyabi up`` recorded here,
-    else ``miyabi``; the session from ``--layout``, else the recorded one."""
+    :func:`home_of`; the socket from ``--socket``, else what ``miyabi up`` recorded
+    there, else ``miyabi``; the session from ``--layout``, else the recorded one."""
     from miyabi.controller.view import resolve_target as resolve
 
-    return resolve(home, socket, layout)
+    return resolve(home_of(home, socket, strict).root, socket, layout)
 
 
 def tmux_for(socket: str) -> Any:

@@ -61,8 +61,17 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     else:
         ap.add_argument("--except", dest="exclude", nargs="*", default=[], metavar="NAME", help="agents to leave out")
     ap.add_argument("--json", action="store_true", help="print JSON")
-    ap.add_argument("--home", default=None, help="miyabi home [default: $MIYABI_HOME, else the current directory]")
-    ap.add_argument("--socket", "-L", default=None, help="accepted for symmetry; sending needs no tmux")
+    ap.add_argument(
+        "--home",
+        default=None,
+        help="miyabi home [default: $MIYABI_HOME, else the ensemble's on --socket, else the current directory]",
+    )
+    ap.add_argument(
+        "--socket",
+        "-L",
+        default=None,
+        help="tmux socket of the ensemble, which tells its home [default: $MIYABI_SOCKET]",
+    )
     ap.add_argument("--layout", "-f", default=None, help="layout file [default: the one `miyabi up` last used here]")
     return ap
 
@@ -107,11 +116,11 @@ def main(prog: str, argv: list[str]) -> int:
 
 
 def _run(prog: str, args: argparse.Namespace) -> int:
+    from miyabi.cli.where import locate_home
     from miyabi.defaults import MAX_BODY
     from miyabi.messaging.mailbox import MessageError, post, sanitize
 
-    raw = args.home if args.home else os.environ.get("MIYABI_HOME") or os.getcwd()
-    home_root = Path(os.path.expanduser(raw)).resolve()
+    home_root = locate_home(args.home, args.socket or os.environ.get("MIYABI_SOCKET") or None).root
     agents, max_body = known_agents(home_root, args.layout)
     sender = args.sender or os.environ.get("MIYABI_AGENT") or "human"
     body = _body(args.text)

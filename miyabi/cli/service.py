@@ -26,7 +26,7 @@ def service_install(
     """
     from miyabi.controller import service
 
-    t = resolve_target(home, socket, layout)
+    t = resolve_target(home, socket, layout, strict=False)
     if t.layout_path is None:
         raise MiyabiError("no layout known for this home; run `miyabi up` first or give --layout")
     path = service.install(t.home.root, t.socket, t.layout_path, t.session, user)
@@ -45,7 +45,7 @@ def service_uninstall(
     """Remove the systemd unit written by `miyabi service install`."""
     from miyabi.controller import service
 
-    t = resolve_target(home, socket, layout)
+    t = resolve_target(home, socket, layout, strict=False)
     ctl = "systemctl --user" if user else "systemctl"
     name = service.unit_name(t.session)
     path = service.uninstall(t.session, user)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from miyabi.cli import output
-from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, group, handles_errors, resolve_target
+from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, group, handles_errors, home_of, resolve_target
 from miyabi.errors import MiyabiError
 
 task_app = group("task", "Tasks: add, list and show them; agents report done or fail.")
@@ -17,19 +17,17 @@ job_app = group("job", "Jobs: work a worker agent runs and reports on.")
 TaskId = Annotated[str, typer.Argument(metavar="ID", help="Task id (12) or reference (owner/name#3).")]
 
 
-def _store(home: Path | None) -> Any:
-    from miyabi.home import Home
+def _store(home: Any) -> Any:
     from miyabi.work.tasks import Store
 
-    return Store.of_home(Home.resolve(home).root)
+    return Store.of_home(home.root)
 
 
-def _waiting(store: Any, tasks: list[Any], home: Path | None) -> dict[int, str]:
+def _waiting(store: Any, tasks: list[Any], home: Any) -> dict[int, str]:
     """Why each waiting task waits, by the layout this home runs ({} without one)."""
     from miyabi.controller.view import waiting
-    from miyabi.home import Home
 
-    return waiting(Home.resolve(home), store, tasks)
+    return waiting(home, store, tasks)
 
 
 @task_app.command("add")
@@ -83,12 +81,13 @@ def task_add(
     if timeout is not None and (limit is None or limit <= 0):
         raise typer.BadParameter(f"{timeout!r} is not a duration; use 90s, 30m or 2h", param_hint="--timeout")
     text = decode_body(sys.stdin.buffer.read()) if body == "-" else (body or "")
-    store = _store(home)
+    h = home_of(home, socket)
+    store = _store(h)
     t = store.add(title, text, label or [], priority, depends_on or [], timeout=limit, max_attempts=max_attempts)
     cycle = store.cycle_from(t.id)
     if cycle:
         raise TaskError(f"task {t.id} would close a dependency cycle: {' → '.join(f'#{i}' for i in cycle)}")
-    why = _waiting(store, [t], home).get(t.id)
+    why = _waiting(store, [t], h).get(t.id)
     if json_out:
         output.emit_json({**t.to_json(), "waiting": why})
     else:
@@ -107,9 +106,10 @@ def task_ls(
     socket: SocketOpt = None,
 ) -> None:
     """List tasks, and why each waiting one waits."""
-    store = _store(home)
+    h = home_of(home, socket)
+    store = _store(h)
     tasks = store.query(state, agent)
-    why = _waiting(store, tasks, home)
+    why = _waiting(store, tasks, h)
     if json_out:
         output.emit_json([{**t.to_json(), "waiting": why.get(t.id)} for t in tasks])
         return
@@ -124,14 +124,14 @@ def task_ls(
 @handles_errors
 def task_show(task_id: TaskId, json_out: JsonOpt = False, home: HomeOpt = None, socket: SocketOpt = None) -> None:
     """Show a task, why it waits, its dependencies and its history."""
-    store = _store(home)
+    h = home_of(home, socket)
+    store = _store(h)
     t = store.get(task_id)
-    why = _waiting(store, [t], home).get(t.id)
+    why = _waiting(store, [t], h).get(t.id)
     from miyabi.agents.usage import task_usage
     from miyabi.events import read_events
-    from miyabi.home import Home
 
-    used = task_usage(read_events(Home.resolve(home).root), str(t.id))
+    used = task_usage(read_events(h.root), str(t.id))
     data = {
         **t.to_json(),
         "waiting": why,
@@ -159,8 +159,8 @@ def task_show(task_id: TaskId, json_out: JsonOpt = False, home: HomeOpt = None, 
         output.say(f"  {e['time']}  {e['state']:<11} {e['agent'] or '':<10} {e['reason']}")
 
 
-def _finish(task_id: str, state: Any, reason: str, home: Path | None) -> Any:
-    store = _store(home)
+def _finish(task_id: str, state: Any, reason: str, home: Path | None, socket: str | None) -> Any:
+    store = _store(home_of(home, socket))
     return store.set_state(store.get(task_id).id, state, reason)
 
 
@@ -173,7 +173,8 @@ def task_done(
     socket: SocketOpt = None,
 ) -> None:
     """Mark a task done (agents run this from their pane); a pool task is verified first."""
-    store = _store(home)
+    h = home_of(home, socket)
+    store = _store(h)
     t = store.done(store.get(task_id).id, note or "done")
     if t.state == "verifying":
         output.say(f"task {t.id}: the checks run now; you hear back if one fails")
@@ -192,7 +193,7 @@ def task_fail(
     """Mark a task failed, with the reason."""
     from miyabi.work.tasks import TaskState
 
-    t = _finish(task_id, TaskState.FAILED, reason, home)
+    t = _finish(task_id, TaskState.FAILED, reason, home, socket)
     output.say(f"task {t.id} failed: {reason}")
 
 
@@ -202,9 +203,9 @@ def task_cancel(task_id: TaskId, home: HomeOpt = None, socket: SocketOpt = None)
     """Cancel a task; its agent, if it has one, is told."""
 
     from miyabi.controller.view import cancel_task
-    from miyabi.home import Home
 
-    t = cancel_task(Home.resolve(home), _store(home), task_id, "`miyabi task cancel`")
+    h = home_of(home, socket)
+    t = cancel_task(h, _store(h), task_id, "`miyabi task cancel`")
     output.say(f"task {t.id} cancelled")
 
 
@@ -214,7 +215,7 @@ def task_retry(task_id: TaskId, home: HomeOpt = None, socket: SocketOpt = None) 
     """Put a failed or cancelled task back in the queue."""
     from miyabi.controller.view import retry_task
 
-    t = retry_task(_store(home), task_id, "`miyabi task retry`")
+    t = retry_task(_store(home_of(home, socket)), task_id, "`miyabi task retry`")
     output.say(f"task {t.id} is queued again")
 
 
@@ -252,7 +253,7 @@ def job_submit(
             raise MiyabiError(f"--agent {name!r} must be an agent name, or NAME@HOST for another host's agent")
     elif lay is not None and name not in lay.names:
         raise AgentNotFound(name, lay.names)
-    tid, job = submit(_store(home), file, name)
+    tid, job = submit(_store(t.home), file, name)
     if json_out:
         output.emit_json(
             {"task": tid, "agent": name, "job": job.id, "workdir": job.workdir, "report": str(job.report_file)}

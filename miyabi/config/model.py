@@ -153,6 +153,20 @@ class Layout:
     bus: BusSettings | None = None
 
     @property
+    def secret_env(self) -> frozenset[str]:
+        """Names of the environment variables that hold the user's secrets: the GitHub
+        token's (``github.token_env``, and always ``GITHUB_TOKEN`` and ``GH_TOKEN``), the
+        bus password's (``bus.password_env``) and the notification URLs'
+        (``notify[].url_env``). They never reach an agent, a check or the tmux server."""
+        names = set(defaults.SECRET_ENV)
+        if self.github is not None:
+            names.add(self.github.token_env)
+        if self.bus is not None and self.bus.password_env:
+            names.add(self.bus.password_env)
+        names.update(r.url_env for r in self.notify if r.url_env)
+        return frozenset(names)
+
+    @property
     def names(self) -> list[str]:
         """Agent names in layout order (pool instances included, after the named agents)."""
         return [a.name for a in self.agents]

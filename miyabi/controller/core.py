@@ -55,7 +55,7 @@ from miyabi.supervision.processes import lease_identity
 from miyabi.supervision.status import collect
 from miyabi.supervision.supervisor import Supervisor, load_records
 from miyabi.times import rfc3339
-from miyabi.tmux.builder import protect_secret, respawn_agent
+from miyabi.tmux.builder import respawn_agent
 from miyabi.tmux.control import SessionChannel
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import PaneMap
@@ -115,8 +115,6 @@ class Controller:
         self._started = False
         self._look_now = False
         self._signal_fd: int | None = None
-        if layout.github is not None:
-            protect_secret(layout.github.token_env)
 
     # -- wiring callbacks
 
@@ -140,7 +138,9 @@ class Controller:
         return (self.home.run / LOCKFILE).exists()
 
     def _respawn(self, agent: Agent, pane_id: str) -> int:
-        return respawn_agent(self.channel, agent, pane_id, self.home, self.tmux.socket, self.cwd)
+        return respawn_agent(
+            self.channel, agent, pane_id, self.home, self.tmux.socket, self.cwd, self.layout.secret_env
+        )
 
     def _restart_request(self, agent: str) -> bool:
         if self.supervisor is None or agent not in self.supervisor.agents:

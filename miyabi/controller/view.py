@@ -15,7 +15,7 @@ from miyabi import defaults
 from miyabi.config.model import Agent, Layout
 from miyabi.errors import LayoutError, MiyabiError, SessionNotFound
 from miyabi.home import Home
-from miyabi.messaging.mailbox import Message, MessageState, inbox, make
+from miyabi.messaging.mailbox import Message, MessageState, enqueue, inbox, make
 from miyabi.supervision.status import AgentStatus, collect
 from miyabi.tmux.panes import HOME_TAG, Runner, session_exists, session_option
 from miyabi.tmux.runner import Tmux
@@ -246,7 +246,7 @@ def bus_view(home: Home, all_hosts: bool) -> dict[str, Any]:
 def tell(home: Home, task: Task, text: str) -> None:
     """Tell the task's agent something about it, through its inbox (no agent: nobody)."""
     if task.agent:
-        inbox(home.root, task.agent).put(make(task.agent, text, sender="miyabi", task=str(task.id)))
+        enqueue(home.root, make(task.agent, text, sender="miyabi", task=str(task.id)))
 
 
 def cancel_task(home: Home, store: Store, ref: str | int, by: str) -> Task:

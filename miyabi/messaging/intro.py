@@ -14,7 +14,7 @@ from miyabi.config.model import Agent, Layout
 from miyabi.events import append_event
 from miyabi.files import write_atomic
 from miyabi.home import Home
-from miyabi.messaging.mailbox import inbox, make
+from miyabi.messaging.mailbox import enqueue, make
 from miyabi.tmux.panes import Pane
 
 
@@ -62,7 +62,7 @@ class Intros:
             if not agent.profile.intro or pane is None or pane.dead or sent.get(agent.name) == pane.pid:
                 continue
             msg = make(agent.name, intro_text(agent, self.layout), sender="miyabi", priority="high")
-            inbox(self.home.root, agent.name).put(msg)
+            enqueue(self.home.root, msg)
             append_event(self.home.root, "intro", agent=agent.name, id=msg.id, pid=pane.pid)
             sent[agent.name] = pane.pid
             done.append(agent.name)

@@ -203,17 +203,32 @@ def post(
     if not sanitize(body).strip():
         raise MessageError("the message has no text (control characters are removed before delivery)")
     msg = make(to, body, sender=sender, priority=priority, ttl=ttl, reply_to=reply_to, task=task, max_body=max_body)
-    inbox(home_root, to).put(msg)
+    enqueue(home_root, msg)
+    return msg
+
+
+def enqueue(home_root: Path, msg: Message, **fields: Any) -> Path:
+    """Put ``msg`` in its agent's inbox and log it (the ``enqueued`` event, with
+    ``fields``): every message miyabi or anyone sends goes through here, so the event
+    log (and the delivery latency the report and ``/metrics`` read from it) counts
+    every message delivered. Returns the file in ``new/``.
+
+    Raises:
+        OSError: the inbox cannot be written.
+    """
+    path = inbox(home_root, msg.to).put(msg)
     append_event(
         home_root,
         "enqueued",
-        agent=to,
+        agent=msg.to,
         id=msg.id,
-        **{"from": sender},
-        bytes=len(body.encode("utf-8", "surrogatepass")),
+        **{"from": msg.sender},
+        bytes=len(msg.body.encode("utf-8", "surrogatepass")),
         priority=msg.priority,
+        **({"task": msg.task} if msg.task else {}),
+        **fields,
     )
-    return msg
+    return path
 
 
 def decode_body(data: bytes, origin: str = "standard input") -> str:

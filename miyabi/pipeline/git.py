@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,7 +23,6 @@ import git
 
 from miyabi import defaults
 from miyabi.errors import MiyabiError
-from miyabi.tmux.builder import SECRET_ENV
 
 IDENTITY = ("miyabi", "miyabi@localhost")
 """Committer used when the repository has no ``user.name``/``user.email`` of its own."""
@@ -62,17 +61,20 @@ class Repository:
 
     Args:
         path: a directory inside it.
+        hide: environment variables git and what it runs never see (the layout's
+            secrets, see ``Layout.secret_env``).
 
     Raises:
         GitError: ``path`` is not in a git repository.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, hide: Iterable[str] = defaults.SECRET_ENV) -> None:
         self.path = path
+        self.hide = tuple(hide)
         with _errors(f"opening {path}"):
             self.repo = git.Repo(path, search_parent_directories=False)
         self.g = self.repo.git
-        self.g.update_environment(GIT_TERMINAL_PROMPT="0", **{var: "" for var in SECRET_ENV})
+        self.g.update_environment(GIT_TERMINAL_PROMPT="0", **{var: "" for var in self.hide})
 
     def _run(self, *args: str) -> str:
         """``git ARGS`` with miyabi's identity where the repository has none, no hooks,
@@ -263,7 +265,7 @@ class Repository:
         """
         where = self.worktree_of(branch)
         if where is not None:
-            wt = Repository(where)
+            wt = Repository(where, self.hide)
             if wt.sha("HEAD") != old:
                 raise GitError(f"{branch} moved while the merge was checked; nothing landed")
             with _errors(f"{where}: fast-forwarding {branch} (local changes in the way?)"):

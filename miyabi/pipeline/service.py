@@ -41,13 +41,12 @@ from miyabi.config.model import Agent, Layout, PipelineMode, Pool
 from miyabi.errors import MiyabiError
 from miyabi.events import append_event
 from miyabi.files import private_dir
-from miyabi.messaging.mailbox import inbox, make
+from miyabi.messaging.mailbox import enqueue, make
 from miyabi.pipeline import convention as conv
 from miyabi.pipeline.followups import file_fix
 from miyabi.pipeline.git import GitError, Repository
 from miyabi.pipeline.records import Instance, InstanceState, Records, WorktreeState
 from miyabi.pipeline.verify import Run, StepResult, clean_env, end_orphans, run_steps
-from miyabi.tmux.builder import SECRET_ENV
 from miyabi.work.dispatch import Dispatcher
 from miyabi.work.github import GitHub
 from miyabi.work.tasks import OPEN, Source, Store, Task, TaskError, TaskState
@@ -429,7 +428,7 @@ class Pipeline:
             return
         try:
             with self._repo_lock(pool.repo):
-                repo = Repository(pool.repo)
+                repo = Repository(pool.repo, self.layout.secret_env)
                 found, base = self._convention(repo, pool)
                 # recorded before it is made: a controller killed in between finds the record
                 self.records.add_worktree(pool.repo, inst.branch, inst.path, base, task.parent or task.id)
@@ -461,7 +460,7 @@ class Pipeline:
                     found.stage("setup"),
                     inst.path,
                     logfile,
-                    clean_env(SECRET_ENV),
+                    clean_env(self.layout.secret_env),
                     header=[f"task {task.ref}: setting up {inst.path}", *found.describe()],
                     stop=self.stop,
                     track=self.track,
@@ -500,13 +499,13 @@ class Pipeline:
             self.store.round_failed(t.id, f"its worktree is gone ({record.path if record else t.branch})", 1)
             return
         with self._repo_lock(pool.repo):
-            repo = Repository(pool.repo)
+            repo = Repository(pool.repo, self.layout.secret_env)
             try:
                 found, _ = self._convention(repo, pool)
             except conv.ConventionError as e:
                 self.store.round_failed(t.id, str(e), 1)
                 return
-            work = Repository(record.path)
+            work = Repository(record.path, self.layout.secret_env)
             changed = work.changed(record.base)
             # what is checked is a commit, and that very commit is what lands
             self._commit(t, record.path)
@@ -533,7 +532,7 @@ class Pipeline:
                 found.checks,
                 record.path,
                 logfile,
-                clean_env(SECRET_ENV),
+                clean_env(self.layout.secret_env),
                 header=header,
                 stop=self.stop,
                 track=self.track,
@@ -566,7 +565,7 @@ class Pipeline:
         it is checked again, at the next pass)."""
         if self.store.get(task_id).state != TaskState.VERIFYING:
             return False
-        if Repository(worktree).sha("HEAD") != sha:
+        if Repository(worktree, self.layout.secret_env).sha("HEAD") != sha:
             again = self.again[task_id] = self.again.get(task_id, 0) + 1
             append_event(
                 self.home, "verify-again", task=task_id, reason="the branch moved while the checks ran", times=again
@@ -629,13 +628,13 @@ class Pipeline:
                 sender="miyabi",
                 task=str(t.id),
             )
-            inbox(self.home, after.agent).put(msg)
+            enqueue(self.home, msg)
 
     def _commit(self, t: Task, worktree: Path) -> str | None:
         message = (
             f"{t.ref}: {t.title}\n\nLeft uncommitted by {t.agent or 'the agent'}; committed by miyabi (task {t.id})."
         )
-        return Repository(worktree).commit_all(message)
+        return Repository(worktree, self.layout.secret_env).commit_all(message)
 
     def _open_pull(self, t: Task, pool: Pool, worktree: Path, base: str, run: Run, sha: str, max_rounds: int) -> None:
         """A pass in ``pipeline: github``: push the checked commit, open (or find) the
@@ -647,7 +646,7 @@ class Pipeline:
         with self._repo_lock(pool.repo):
             if not self._still(t.id, worktree, sha, max_rounds):
                 return
-            Repository(worktree).push(pool.remote, sha, t.branch)
+            Repository(worktree, self.layout.secret_env).push(pool.remote, sha, t.branch)
         closes = f"Closes #{t.number}\n\n" if t.source == Source.GITHUB and t.number is not None else ""
         body = "\n".join(
             [
@@ -701,7 +700,7 @@ class Pipeline:
         logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}-merged.log"
         with self._merge_lock(pool.repo):
             with self._repo_lock(pool.repo):
-                repo = Repository(pool.repo)
+                repo = Repository(pool.repo, self.layout.secret_env)
                 old = repo.sha(base)
                 if staging.exists():
                     repo.remove_worktree(staging)
@@ -744,7 +743,9 @@ class Pipeline:
         the checks pass, else None (the agent was told; the round counted)."""
         assert t.branch is not None
         try:
-            merged = Repository(staging).merge_into_detached(sha, f"Merge {t.branch}: {t.ref} {t.title}")
+            merged = Repository(staging, self.layout.secret_env).merge_into_detached(
+                sha, f"Merge {t.branch}: {t.ref} {t.title}"
+            )
         except GitError as e:
             result = StepResult(conv.Step("merge", f"git merge {t.branch} into {base}", 0), 1, 0.0, tail=(str(e),))
             run_steps(
@@ -759,7 +760,7 @@ class Pipeline:
             found.checks,
             staging,
             logfile,
-            clean_env(SECRET_ENV),
+            clean_env(self.layout.secret_env),
             stop=self.stop,
             track=self.track,
             header=[f"task {t.ref}: the checks on {t.branch} merged into {base} ({merged[:12]})"],
@@ -802,13 +803,13 @@ class Pipeline:
         (``task 12``, or the same words for one filed earlier); None when the base
         branch passes (the merge is what broke). A base branch never seen passing is
         not asked: making its checks pass may be the very task."""
-        Repository(staging).reset_detached(old)
+        Repository(staging, self.layout.secret_env).reset_detached(old)
         logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}-base.log"
         alone = run_steps(
             found.checks,
             staging,
             logfile,
-            clean_env(SECRET_ENV),
+            clean_env(self.layout.secret_env),
             stop=self.stop,
             track=self.track,
             header=[f"the checks on {base} alone ({old[:12]}), after task {t.ref}'s merge failed them"],

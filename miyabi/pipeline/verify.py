@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +81,7 @@ class Run:
         return next((r for r in self.results if not r.passed), None)
 
 
-def clean_env(secrets: Sequence[str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def clean_env(secrets: Iterable[str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The controller's environment without ``secrets`` (and without miyabi's own
     per-agent variables), plus ``extra``."""
     drop = {*secrets, "MIYABI_AGENT", "MIYABI_TASK", "TMUX", "TMUX_PANE"}

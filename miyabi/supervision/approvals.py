@@ -31,7 +31,7 @@ from miyabi.events import append_event
 from miyabi.files import private_dir
 from miyabi.home import Home
 from miyabi.messaging.activity import hook_log, read_seen
-from miyabi.messaging.mailbox import inbox, make
+from miyabi.messaging.mailbox import enqueue, make
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import Runner, list_panes
 
@@ -147,7 +147,7 @@ def answer(
     mid = None
     if not approve and reason:
         msg = make(agent.name, reason, sender="miyabi-deny")
-        inbox(home.root, agent.name).put(msg)
+        enqueue(home.root, msg)
         mid = msg.id
     append_event(
         home.root,

@@ -42,7 +42,7 @@ from miyabi.errors import TmuxError
 from miyabi.events import append_event
 from miyabi.files import append_line, open_private, private_dir, write_atomic
 from miyabi.home import Home
-from miyabi.messaging.mailbox import MessageState, inbox, make
+from miyabi.messaging.mailbox import MessageState, enqueue, inbox, make
 from miyabi.stopping import Stopped
 from miyabi.supervision.policy import (
     DeathAction,
@@ -441,7 +441,7 @@ class Supervisor:
                 w.working_logged = True
         elif action == SilenceAction.NUDGE:
             msg = make(name, agent.watchdog.nudge, sender="miyabi-watchdog", priority="high")
-            inbox(self.home.root, name).put(msg)
+            enqueue(self.home.root, msg)
             w.nudged_at, w.nudge_id, w.hung = mono, msg.id, True
             self.event("nudged", name, signal="silence", detail=why, id=msg.id)
             self.save()

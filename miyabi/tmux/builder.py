@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from miyabi import defaults
 from miyabi.agents.hooks import hook_options, with_options
 from miyabi.config.model import Agent, Layout
 from miyabi.config.preflight import agent_path, exec_line
@@ -41,10 +42,6 @@ from miyabi.tmux.panes import (
     session_option,
 )
 from miyabi.tmux.runner import Command, Tmux, escape_format
-
-SECRET_ENV: list[str] = ["GITHUB_TOKEN", "GH_TOKEN"]
-"""Variables removed from every agent's environment; :func:`up` adds the layout's
-``github.token_env``."""
 
 WINDOW_PREFIX = "agents"
 """Windows are named ``agents-1``, ``agents-2``, …"""
@@ -81,12 +78,6 @@ class UpReport:
     extra: list[tuple[str, str]] = field(default_factory=list)
     panes: dict[str, str] = field(default_factory=dict)
     tmux_invocations: int = 0
-
-
-def protect_secret(var: str) -> None:
-    """Keep ``var`` out of every agent's environment from now on."""
-    if var not in SECRET_ENV:
-        SECRET_ENV.append(var)
 
 
 def agent_env(agent: Agent, home: Home, socket: str) -> dict[str, str]:
@@ -149,9 +140,12 @@ def launch_line(agent: Agent, home: Home) -> str:
     return agent.command if line is None else line
 
 
-def spawn_args(agent: Agent, home: Home, socket: str, cwd: Path) -> list[str]:
+def spawn_args(
+    agent: Agent, home: Home, socket: str, cwd: Path, hide: Iterable[str] = defaults.SECRET_ENV
+) -> list[str]:
     """Options and command shared by new-session, new-window, split-window and
-    respawn-pane: ``-c DIR env K=V … /bin/sh -c LINE``.
+    respawn-pane: ``-c DIR env -u SECRET … K=V … /bin/sh -c LINE`` (``hide``: the
+    layout's secret variables, see ``Layout.secret_env``).
 
     The environment goes through env(1), never tmux's ``-e``: ``new-session -e`` also
     writes the variables into the session's environment, where every later pane (and
@@ -159,8 +153,8 @@ def spawn_args(agent: Agent, home: Home, socket: str, cwd: Path) -> list[str]:
     replaces a PATH given with ``-e`` by the client's (both measured). env(1) execs
     the shell, which execs the agent: one pid throughout."""
     env = [f"{k}={v}" for k, v in agent_env(agent, home, socket).items()]
-    # Secrets the controller uses never reach an agent (the tmux server inherited them).
-    unset = [w for var in SECRET_ENV for w in ("-u", var)]
+    # Secrets the controller uses never reach an agent (should the tmux server hold them).
+    unset = [w for var in sorted(hide) for w in ("-u", var)]
     return [
         "-c",
         escape_format(str(agent.cwd or cwd)),
@@ -189,7 +183,15 @@ def pane_setup(agent: Agent, home: Home, target: Sequence[str] = ()) -> list[Com
     ]
 
 
-def respawn_agent(runner: Runner, agent: Agent, pane_id: str, home: Home, socket: str, cwd: Path) -> int:
+def respawn_agent(
+    runner: Runner,
+    agent: Agent,
+    pane_id: str,
+    home: Home,
+    socket: str,
+    cwd: Path,
+    hide: Iterable[str] = defaults.SECRET_ENV,
+) -> int:
     """Run ``agent``'s own command again in its pane, in place (``respawn-pane -k``: same
     pane id, position and tag), then set the pane up again and clear a failure mark.
     The set-up is best effort: a program that exits at once leaves a dead pane, where
@@ -201,7 +203,7 @@ def respawn_agent(runner: Runner, agent: Agent, pane_id: str, home: Home, socket
     Raises:
         TmuxError: the respawn itself failed.
     """
-    runner.run("respawn-pane", "-k", "-t", pane_id, *spawn_args(agent, home, socket, cwd))
+    runner.run("respawn-pane", "-k", "-t", pane_id, *spawn_args(agent, home, socket, cwd, hide))
     try:
         for c in [*pane_setup(agent, home, ("-t", pane_id)), ["set-option", "-p", "-u", "-t", pane_id, FAILED_TAG]]:
             runner.run(*c, check=False)
@@ -259,7 +261,7 @@ def build_commands(
     for w, group in enumerate(_chunks([a for a in layout.agents if a.window is None], layout.per_window)):
         name = f"{WINDOW_PREFIX}-{w + 1}"
         for p, agent in enumerate(group):
-            spawn = spawn_args(agent, home, socket, cwd)
+            spawn = spawn_args(agent, home, socket, cwd, layout.secret_env)
             unit: list[Command]
             if w == 0 and p == 0:
                 unit = [
@@ -278,13 +280,23 @@ def build_commands(
 
 
 def session_setup(layout: Layout, home: Home, width: int, height: int) -> list[Command]:
-    """Session options: ownership tags, and the size later windows get while detached."""
+    """Session options: ownership tags, and the size later windows get while detached;
+    and the layout's secrets out of the server's global environment (see
+    :func:`forget_secrets`)."""
     s = ["-t", exact(layout.session)]
     return [
         ["set-option", *s, HOME_TAG, str(home.root)],
         ["set-option", *s, LAYOUT_TAG, str(layout.path)],
         ["set-option", *s, "default-size", f"{width}x{height}"],
+        *forget_secrets(layout),
     ]
+
+
+def forget_secrets(layout: Layout) -> list[Command]:
+    """Commands that remove the layout's secret variables from the tmux server's global
+    environment, which every pane inherits and ``show-environment -g`` prints to anyone
+    on the socket: a server another client started may hold them."""
+    return [["set-environment", "-g", "-u", var] for var in sorted(layout.secret_env)]
 
 
 def check_owner(tmux: Tmux, session: str, home: Home | None) -> None:
@@ -339,7 +351,13 @@ def reconcile_commands(
             report.respawned.append((agent.name, pane.exit_description()))
             units.append(
                 [
-                    ["respawn-pane", "-k", "-t", pane.pane_id, *spawn_args(agent, home, socket, cwd)],
+                    [
+                        "respawn-pane",
+                        "-k",
+                        "-t",
+                        pane.pane_id,
+                        *spawn_args(agent, home, socket, cwd, layout.secret_env),
+                    ],
                     *pane_setup(agent, home, ("-t", pane.pane_id)),
                 ]
             )
@@ -361,7 +379,7 @@ def reconcile_commands(
     name_of = {p.window_id: p.window_name for p in panes}
     next_n: dict[str, int] = {}
     for agent in missing:
-        spawn = spawn_args(agent, home, socket, cwd)
+        spawn = spawn_args(agent, home, socket, cwd, layout.secret_env)
         prefix = agent.window or WINDOW_PREFIX
         # a pool's instances share its windows (``coder``, ``coder-2``, …); named agents share ``agents-N``
         mine = [w for w in windows if _window_family(name_of.get(w, w), prefix, agent.window is not None)]
@@ -423,15 +441,14 @@ def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None, respawn_
     home.ensure()
     for agent in layout.agents:  # an existing log from an older miyabi may be 0644
         private_file(home.pane_log(agent.name))
-    if layout.github is not None:
-        protect_secret(layout.github.token_env)
     cwd = cwd or Path(os.getcwd())
     report = UpReport(session=layout.session)
     before = tmux.invocations
     if not session_exists(tmux, layout.session):
         report.created_session = True
         report.created = [a.name for a in layout.agents if a.window is None]
-        tmux.run_units(build_commands(layout, home, tmux.socket, cwd, version))
+        # the server this may start inherits the environment of its first client: no secrets
+        tmux.run_units(build_commands(layout, home, tmux.socket, cwd, version), hide=layout.secret_env)
         if len(report.created) < len(layout.agents):  # agents of their own windows (pool instances)
             more = UpReport(session=layout.session)
             units = reconcile_commands(layout, home, tmux.socket, cwd, list_panes(tmux, layout.session), more, version)
@@ -446,7 +463,9 @@ def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None, respawn_
             restore: list[Command] = [["select-pane", "-t", p.pane_id] for p in panes if p.pane_active]
             restore += [["select-window", "-t", p.window_id] for p in panes if p.window_active][:1]
             restore.append(["set-option", "-t", exact(layout.session), LAYOUT_TAG, str(layout.path)])
-            tmux.run_units([*units, restore])
+            tmux.run_units([*units, restore + forget_secrets(layout)])
+        else:
+            tmux.run_chain(forget_secrets(layout))
     report.tmux_invocations = tmux.invocations - before
     report.panes = {p.agent: p.pane_id for p in list_panes(tmux, layout.session) if p.agent}
     return report

@@ -102,7 +102,7 @@ class PaneDriver:
         else:
             out = self.runner.run(*chain[0]) + self.runner.run(*chain[1])
         head = (out[0].split() if out else []) + ["0", "0"]
-        return Screen(tuple(out[1:]), _int(head[0]) or 0, _int(head[1]) or 0)
+        return Screen.captured(out[1:], _int(head[0]) or 0, _int(head[1]) or 0)
 
     def styled(self, pane_id: str) -> Screen:
         """The visible screen with its colours and attributes kept (SGR escape

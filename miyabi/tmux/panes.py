@@ -217,6 +217,18 @@ def session_option(tmux: Runner, session: str, name: str) -> str:
     return out[0] if out else ""
 
 
+def homes_on(tmux: Tmux) -> dict[str, str]:
+    """Session → the miyabi home that built it (its ``@miyabi_home`` tag), for every
+    session miyabi tagged on this server; {} when no server answers. One tmux process."""
+    lines = tmux.run("list-sessions", "-F", "#{session_name}\t#{" + HOME_TAG + "}", check=False)
+    out: dict[str, str] = {}
+    for line in lines:
+        name, _, home = line.partition("\t")
+        if home:
+            out[name] = home
+    return out
+
+
 def exact(session: str) -> str:
     """A target that matches ``session`` by exact name, never by prefix (``=name:``)."""
     return f"={session}:"

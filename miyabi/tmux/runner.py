@@ -91,10 +91,14 @@ class Tmux:
         """
         return self.run_chain([list(args)], input=input, check=check)
 
-    def run_chain(self, commands: Sequence[Command], *, input: str | None = None, check: bool = True) -> list[str]:
+    def run_chain(
+        self, commands: Sequence[Command], *, input: str | None = None, check: bool = True, hide: Iterable[str] = ()
+    ) -> list[str]:
         """Run several commands in one tmux process; return all their stdout lines.
 
-        tmux stops at the first command that fails; the error names that one.
+        tmux stops at the first command that fails; the error names that one. ``hide``:
+        environment variables the tmux process does not get (a server it starts keeps
+        its client's environment as its global one, which every pane inherits).
 
         Raises:
             TmuxError: tmux exited non-zero (when ``check``).
@@ -112,7 +116,7 @@ class Tmux:
                     capture_output=True,
                     text=True,
                     timeout=defaults.TMUX_TIMEOUT,
-                    env=tmux_env(),
+                    env=tmux_env(hide),
                 )
             except subprocess.TimeoutExpired:
                 raise TmuxError(
@@ -132,10 +136,13 @@ class Tmux:
             raise TmuxError(_describe(commands), proc.stderr or proc.stdout, socket=self.socket)
         return proc.stdout.splitlines()
 
-    def run_units(self, units: Sequence[Sequence[Command]], limit: int = defaults.TMUX_COMMAND_BYTES) -> list[str]:
+    def run_units(
+        self, units: Sequence[Sequence[Command]], limit: int = defaults.TMUX_COMMAND_BYTES, hide: Iterable[str] = ()
+    ) -> list[str]:
         """Run groups of commands in as few invocations as fit under ``limit`` bytes of
         arguments each. A group is never cut, so each group must start with a command
         that names its target (the commands after it may rely on tmux's current target).
+        ``hide`` as for :meth:`run_chain`.
 
         Raises:
             TmuxError: a command failed; groups after it were not run.
@@ -146,12 +153,12 @@ class Tmux:
         for unit in units:
             usize = sum(len(w.encode()) + 1 for cmd in unit for w in cmd) + 2 * len(unit)
             if batch and size + usize > limit:
-                out += self.run_chain(batch)
+                out += self.run_chain(batch, hide=hide)
                 batch, size = [], 0
             batch += list(unit)
             size += usize
         if batch:
-            out += self.run_chain(batch)
+            out += self.run_chain(batch, hide=hide)
         return out
 
     def has_server(self) -> bool:
@@ -226,10 +233,13 @@ def parse_version(text: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2)))
 
 
-def tmux_env() -> dict[str, str]:
+def tmux_env(hide: Iterable[str] = ()) -> dict[str, str]:
     """Our environment without ``TMUX``, so that a command run from inside the user's
-    own tmux never falls back to the user's server, and without ``MIYABI_AGENT``."""
+    own tmux never falls back to the user's server, without ``MIYABI_AGENT``, and
+    without the variables named in ``hide`` (secrets)."""
     env = dict(os.environ)
+    for name in hide:
+        env.pop(name, None)
     env.pop("TMUX", None)
     env.pop("TMUX_PANE", None)
     # Run from an agent's pane, we must not pass that agent's identity on to the tmux

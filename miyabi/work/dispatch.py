@@ -17,7 +17,7 @@ from pathlib import Path
 from miyabi import defaults
 from miyabi.config.settings import GitHubSettings
 from miyabi.events import append_event
-from miyabi.messaging.mailbox import inbox, make
+from miyabi.messaging.mailbox import enqueue, make
 from miyabi.work.github import GitHub, GitHubError
 from miyabi.work.scheduler import task_message
 from miyabi.work.tasks import ClaimState, Source, Store, Task, TaskError, TaskState
@@ -116,5 +116,5 @@ class Dispatcher:
             return
         msg = make(agent, task_message(task), sender="miyabi", task=str(task.id))
         self.store.set_message(task.id, msg.id)  # only this message's delivery leases the task
-        inbox(self.home, agent).put(msg)
+        enqueue(self.home, msg)
         append_event(self.home, "task-assigned", agent=agent, task=task.id, ref=task.ref, id=msg.id)

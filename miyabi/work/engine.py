@@ -22,7 +22,7 @@ from miyabi import defaults
 from miyabi.config.model import Layout
 from miyabi.config.settings import OnRestart
 from miyabi.events import append_event
-from miyabi.messaging.mailbox import Message, MessageState, inbox, make
+from miyabi.messaging.mailbox import Message, MessageState, enqueue, inbox, make
 from miyabi.stopping import Stopped
 from miyabi.work.dispatch import Dispatcher
 from miyabi.work.github import GitHub, GitHubError
@@ -239,7 +239,7 @@ class WorkEngine:
         msg = make(agent, text, sender="miyabi", task=str(task.id))
         if not notice:
             self.store.set_message(task.id, msg.id)
-        inbox(self.home, agent).put(msg)
+        enqueue(self.home, msg)
 
     def github_pass(self, store: Store | None = None, assign: bool = False) -> GitHubPass:
         """Poll GitHub once, then (with ``assign``) schedule, then tell GitHub what agents

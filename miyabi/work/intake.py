@@ -22,7 +22,7 @@ from pathlib import Path
 from miyabi import defaults
 from miyabi.config.settings import GitHubSettings
 from miyabi.events import append_event
-from miyabi.messaging.mailbox import inbox, make
+from miyabi.messaging.mailbox import enqueue, make
 from miyabi.work.github import GitHub, GitHubError
 from miyabi.work.tasks import HELD, OPEN, ClaimState, Source, Store, TaskState
 
@@ -150,7 +150,7 @@ def report(store: Store, gh: GitHub, cfg: GitHubSettings, home_root: Path) -> li
                 sender="miyabi",
                 task=str(c.id),
             )
-            inbox(home_root, c.agent).put(msg)
+            enqueue(home_root, msg)
         append_event(home_root, "task-cancelled", task=c.id, ref=c.ref, reason="issue closed")
         done.append(f"{c.ref}: closed on GitHub, task cancelled")
     gh.commit()

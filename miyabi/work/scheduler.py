@@ -11,6 +11,7 @@ one line, why a queued task has no agent yet.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 
 from miyabi.config.settings import Route
@@ -35,6 +36,19 @@ def rank(task: Task) -> tuple[int, float, int]:
     return (rank_of(task.priority, task.labels), task.created, task.id)
 
 
+DONE_HINT = "When it is done, run: miyabi task done {id}"
+"""How a task's message tells its agent to report it done (the built-in worker reads it)."""
+
+_DONE_RE = re.compile(r"^" + re.escape(DONE_HINT).replace(r"\{id\}", r"(\d+)") + r"\b", re.MULTILINE)
+
+
+def task_named(text: str) -> int | None:
+    """The id of the task a message from :func:`task_message` hands over (None: the
+    text is not such a message)."""
+    m = _DONE_RE.search(text)
+    return int(m.group(1)) if m else None
+
+
 def task_message(task: Task) -> str:
     """What an agent is told when it gets a task. A job is only named (``/job N``):
     the worker loads it from the store, so no script travels as typed text."""
@@ -48,7 +62,7 @@ def task_message(task: Task) -> str:
     parts += [
         "",
         (
-            f'When it is done, run: miyabi task done {task.id} --note "what you did". '
+            DONE_HINT.format(id=task.id) + ' --note "what you did". '
             f'If you cannot do it, run: miyabi task fail {task.id} --reason "why".'
         ),
     ]

@@ -661,18 +661,23 @@ class Store:
                 db.execute(sql, args)
         return self.get(task_id)
 
-    def done(self, task_id: int, note: str) -> Task:
+    def done(self, task_id: int, note: str, by: str | None = None) -> Task:
         """An agent says the task is done (``miyabi task done``). A pool task is not
         believed: it goes to ``verifying``, and the repository's checks decide;
-        any other task is done.
+        any other task is done. ``by``: only if that agent holds it (assigned or in
+        progress), checked in the same transaction.
 
         Raises:
-            TaskError: no such task, or it is not open.
+            TaskError: no such task, it is not open, or ``by`` does not hold it.
         """
         with self.tx() as db:
             row = db.execute("SELECT state, agent, branch FROM tasks WHERE id=?", (task_id,)).fetchone()
             if row is None:
                 raise TaskError(f"no task {task_id}")
+            if by is not None and (row["agent"] != by or row["state"] not in HELD):
+                raise TaskError(
+                    f"task {task_id} is not held by {by} (it is {row['state']}, agent {row['agent'] or '-'})"
+                )
             if row["branch"] is not None and row["state"] in HELD:
                 self._move(
                     db, task_id, TaskState.VERIFYING, f"{row['agent']} says it is done ({note}); running the checks"

@@ -291,3 +291,23 @@ def test_retry_and_drop(cli: Cli, home: Path, tmp_path: Path) -> None:
     # its ttl counts again from the retry: delivered this time, not dead again
     wait_for(lambda: transcript(home, "kaede") == ["keep me", "too late"], what="the retried message delivered")
     assert state_of(home, "kaede", expired) == "delivered"
+
+
+def test_a_prompt_pattern_ending_in_a_blank_is_seen_and_the_agent_gets_its_message(
+    cli: Cli, home: Path, tmp_path: Path
+) -> None:
+    """A program that prints ``agent> `` and a profile whose ``ready_pattern`` is
+    ``'agent> $'``: tmux drops the trailing blank from the captured row, the cursor
+    still sits after it."""
+    out = tmp_path / "got.txt"
+    script = f'while printf "agent> "; IFS= read -r line; do printf "%s\\n" "$line" >> {out}; done'
+    lay = layout(
+        tmp_path,
+        "prompty",
+        f"  - name: p\n    profile: prompty\n    command: sh -c '{script}'\n",
+        "profiles:\n  prompty: {extends: shell, ready_pattern: 'agent> $', submit_delay: 0.05, ready_settle: 0.05}\n",
+    )
+    assert cli("up", str(lay), "-d").exit_code == 0
+    mid = send(home, "p", "hello prompt")
+    wait_for(lambda: out.exists() and out.read_text() == "hello prompt\n", timeout=20, what="the line delivered")
+    wait_for(lambda: state_of(home, "p", mid) == "delivered", timeout=20, what="delivered")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fakegithub import FakeGitHub
+from helpers import brought_up
 from typer.testing import CliRunner
 
 from miyabi.cli import app
@@ -40,6 +41,10 @@ def layout(tmp_path: Path, fake: FakeGitHub, name: str = "l.yaml") -> Path:
 
 
 def sync(lay: Path, home: Path) -> dict:
+    """`github sync --once` in ``home``, which is made a home `miyabi up` ran in (the
+    command refuses to claim issues for a directory no ensemble serves)."""
+    if not (home / "run" / "up.json").exists():
+        brought_up(home)
     r = CliRunner().invoke(app, ["github", "sync", "--once", "--json", "--layout", str(lay), "--home", str(home)])
     assert r.exit_code == 0, r.output
     return json.loads(r.output)
@@ -106,7 +111,16 @@ def test_a_401_is_one_line_naming_the_variable(
     monkeypatch.setenv("FAKE_GH_TOKEN", "very-secret")
     fake.faults.append((401, {}))
     r = CliRunner().invoke(
-        app, ["github", "sync", "--once", "--layout", str(layout(tmp_path, fake)), "--home", str(tmp_path / "h")]
+        app,
+        [
+            "github",
+            "sync",
+            "--once",
+            "--layout",
+            str(layout(tmp_path, fake)),
+            "--home",
+            str(brought_up(tmp_path / "h")),
+        ],
     )
     assert r.exit_code == 1
     assert "$FAKE_GH_TOKEN" in r.output and "very-secret" not in r.output

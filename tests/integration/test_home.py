@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 from helpers import wait_for
@@ -17,7 +19,8 @@ from miyabi.work.tasks import Store
 
 LAYOUT = """session: private
 agents:
-  - {name: kaede, profile: worker, submit_delay: 0.05, ready_settle: 0.05, intro: true}
+  - {name: kaede, profile: worker, command: miyabi worker --hold-tasks, submit_delay: 0.05, ready_settle: 0.05,
+     intro: true}
   - {name: cat, profile: shell, command: cat}
 routes:
   - {default: true, agent: kaede}
@@ -67,3 +70,55 @@ def test_everything_in_the_home_is_private(cli: Cli, home: Path, tmp_path: Path,
     names = {p.name for top in kept for p in top.rglob("*")}
     assert {"kaede.log", "events.jsonl", "controller.log", "watchdog.log", "up.json", "miyabi.db", "crashes"} <= names
     assert seen["file"] >= 15
+
+
+def _miyabi(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the real `miyabi` command as a user would, from ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "miyabi", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_HOME", "MIYABI_SOCKET", "MIYABI_AGENT")}
+    return {**env, **extra}
+
+
+def test_a_command_run_outside_the_home_reaches_the_ensemble_its_socket_names(
+    cli: Cli, home: Path, tmp_path: Path, socket: str
+) -> None:
+    lay = tmp_path / "l.yaml"
+    lay.write_text(LAYOUT)
+    assert cli("up", str(lay), "-d").exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = _env(MIYABI_SOCKET=socket)
+    sent = _miyabi("send", "kaede", "from elsewhere", cwd=elsewhere, env=env)
+    assert sent.returncode == 0, sent.stderr
+    added = _miyabi("task", "add", "a task from elsewhere", cwd=elsewhere, env=env)
+    assert added.returncode == 0, added.stderr
+    wait_for(lambda: "from elsewhere" in transcript(home, "kaede"), what="the message delivered")
+    wait_for(
+        lambda: [t.title for t in Store.of_home(home).query(None, None)] == ["a task from elsewhere"], what="the task"
+    )
+    listed = _miyabi("task", "ls", "--json", cwd=elsewhere, env=env)
+    assert listed.returncode == 0 and "a task from elsewhere" in listed.stdout
+    assert sorted(p.name for p in elsewhere.iterdir()) == [], "nothing is written where the command ran"
+
+
+def test_a_command_with_no_ensemble_to_reach_fails_and_writes_nothing(tmp_path: Path, socket: str) -> None:
+    nowhere = tmp_path / "nowhere"
+    nowhere.mkdir()
+    env = _env(MIYABI_SOCKET=socket)  # a socket no server answers on yet
+    for args in (["send", "sakura", "hi"], ["task", "add", "x"], ["task", "ls"], ["inbox", "kaede"]):
+        r = _miyabi(*args, cwd=nowhere, env=env)
+        assert r.returncode == 4, (args, r.stdout, r.stderr)
+        assert r.stderr.count("\n") == 1 and str(nowhere) in r.stderr and socket in r.stderr, r.stderr
+        assert r.stdout == ""
+    never_up = tmp_path / "never-up"
+    never_up.mkdir()
+    r = _miyabi("send", "sakura", "hi", "--home", str(never_up), cwd=nowhere, env=env)
+    assert r.returncode == 4 and str(never_up) in r.stderr and "miyabi up" in r.stderr, r.stderr
+    r = _miyabi("task", "add", "x", cwd=nowhere, env=_env(MIYABI_HOME=str(never_up)))
+    assert r.returncode == 4 and "MIYABI_HOME" in r.stderr, r.stderr
+    assert list(nowhere.iterdir()) == [] and list(never_up.iterdir()) == []

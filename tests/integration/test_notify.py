@@ -94,6 +94,7 @@ notify:
 agents:
   - name: w
     profile: worker
+    command: miyabi worker --hold-tasks
     submit_delay: 0.03
     ready_settle: 0.03
   - name: crash

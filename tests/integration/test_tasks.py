@@ -7,18 +7,19 @@ import os
 import signal
 from pathlib import Path
 
-from helpers import wait_for
+from helpers import brought_up, wait_for
 from integration.conftest import Cli
 from integration.test_delivery import transcript
 
 from miyabi.controller import running_pid
+from miyabi.events import read_events
 from miyabi.home import Home
 from miyabi.work.tasks import Store
 
 LAYOUT = """session: tasks
 agents:
-  - {name: kaede, profile: worker, submit_delay: 0.05, ready_settle: 0.05}
-  - {name: sakura, profile: worker, submit_delay: 0.05, ready_settle: 0.05}
+  - {name: kaede, profile: worker, command: miyabi worker --hold-tasks, submit_delay: 0.05, ready_settle: 0.05}
+  - {name: sakura, profile: worker, command: miyabi worker --hold-tasks, submit_delay: 0.05, ready_settle: 0.05}
 routes:
   - {label: bug, agent: kaede}
   - {title: '(?i)review', agent: sakura}
@@ -112,7 +113,8 @@ def test_jobs_a_passing_and_a_failing_one_with_their_reports(cli: Cli, home: Pat
     assert all(t.startswith("/job ") for t in transcript(home, "kaede"))
 
 
-def test_a_bad_job_file_is_one_clear_line(cli: Cli, tmp_path: Path) -> None:
+def test_a_bad_job_file_is_one_clear_line(cli: Cli, home: Path, tmp_path: Path) -> None:
+    brought_up(home)
     lay = tmp_path / "l.yaml"
     lay.write_text(LAYOUT)
     f = tmp_path / "j.json"
@@ -200,3 +202,25 @@ def test_the_controller_stops_cleanly_while_a_claim_waits_for_github(
     stops = [e for e in read_events(home) if e["event"] == "controller-stop"]
     assert len(stops) == 1 and stops[0]["threads_left"] == []
     assert "Traceback" not in (home / "logs" / "controller.log").read_text()
+
+
+def test_the_default_ensemble_takes_a_task_to_done_and_logs_every_message_it_sends(cli: Cli, home: Path) -> None:
+    """`miyabi up` with no layout (the shipped default: four workers), then `task add`:
+    done with no other step. Every message delivered, the task's included, was logged
+    `enqueued` first, so the report counts each delivery."""
+    r = cli("up", "-d")
+    assert r.exit_code == 0 and "default.yaml" in r.output, r.output
+    r = cli("task", "add", "x")
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
+    wait_for(lambda: state(home, 1) == "done", timeout=30, what="task 1 done")
+    assert cli("send", "sakura", "hello").exit_code == 0
+    wait_for(lambda: transcript(home, "sakura") == ["hello"], what="sakura's message")
+    events = list(read_events(home))
+    delivered = [e for e in events if e["event"] == "delivered"]
+    enqueued = {e["id"]: e for e in events if e["event"] == "enqueued"}
+    assert len(delivered) >= 2 and all(e["id"] in enqueued for e in delivered), (delivered, enqueued)
+    assert any(e.get("task") == "1" for e in enqueued.values())
+    report = json.loads(cli("report", "--json").output)
+    per_agent = {a["agent"]: a["delivery"]["n"] for a in report["agents"]}
+    assert per_agent["kaede"] == len([e for e in delivered if e["agent"] == "kaede"])
+    assert per_agent["sakura"] == 1

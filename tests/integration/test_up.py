@@ -9,7 +9,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from helpers import wait_for
+from helpers import brought_up, wait_for
 from integration.conftest import Cli, capture, environ_of, write_layout
 from libtmux.server import Server
 
@@ -105,12 +105,13 @@ def test_down_stops_the_server_when_it_is_alone(cli: Cli, tmux: Tmux) -> None:
     assert r.exit_code == 0 and "nothing to stop" in r.output
 
 
-def test_a_session_miyabi_did_not_make_is_left_alone(cli: Cli, server: Server, tmux: Tmux) -> None:
+def test_a_session_miyabi_did_not_make_is_left_alone(cli: Cli, server: Server, tmux: Tmux, home: Path) -> None:
     server.new_session(session_name="miyabi")
     r = cli("up", DEFAULT, "-d")
     assert r.exit_code == 1
     assert "was not made by miyabi" in r.output
     assert len(server.sessions[0].panes) == 1  # untouched
+    brought_up(home, session="miyabi")  # a home whose session of that name someone else replaced
     r = cli("down")
     assert r.exit_code == 1 and "was not made by miyabi" in r.output
     assert session_exists(tmux, "miyabi")

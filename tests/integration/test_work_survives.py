@@ -17,7 +17,8 @@ from miyabi.controller import keepalive, running_pid
 from miyabi.home import Home
 from miyabi.work.tasks import Store
 
-FAST_WORKER = "profile: worker, submit_delay: 0.05, ready_settle: 0.05"
+# --hold-tasks: tasks stay held (in progress) until the test ends them
+FAST_WORKER = "profile: worker, command: miyabi worker --hold-tasks, submit_delay: 0.05, ready_settle: 0.05"
 
 
 def write(path: Path, agents: list[str], extra: str = "") -> Path:
@@ -291,3 +292,18 @@ def test_a_controller_started_again_runs_the_layout_the_home_runs_now(
     wait_for(lambda: running_pid(h) not in (None, first), timeout=10, what="a new controller")
     assert cli("send", "b", "to b after the restart").exit_code == 0
     wait_for(lambda: transcript(home, "b") == ["to b after the restart"], what="b still served")
+
+
+def test_a_bare_up_keeps_the_layout_a_reload_adopted(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
+    lay = write(tmp_path / "l.yaml", ["a"])
+    assert cli("up", str(lay), "-d").exit_code == 0
+    other = write(tmp_path / "other.yaml", ["a", "b"], "routes: [{default: true, agent: b}]\n")
+    assert cli("reload", str(other)).exit_code == 0
+    wait_for(lambda: "b" in panes("survive"), what="b's pane")
+    r = cli("up", "-d")
+    assert r.exit_code == 0, r.output
+    assert "l.yaml" not in r.output and "removed" not in r.output, r.output
+    assert json.loads((home / "run" / "up.json").read_text())["layout"] == str(other)
+    assert cli("task", "add", "routed by the adopted layout").exit_code == 0
+    wait_for(lambda: task(home, 1).agent == "b", what="the adopted layout's route")
+    assert "routed by the adopted layout" in wait_for(lambda: " ".join(transcript(home, "b")), what="b's message")

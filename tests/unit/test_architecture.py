@@ -233,3 +233,23 @@ def test_every_default_is_defined_once() -> None:
         if isinstance(t, ast.Name)
     ]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_messages_enter_an_inbox_only_through_enqueue(name: str) -> None:
+    """``enqueue`` logs the ``enqueued`` event the report and ``/metrics`` count
+    deliveries from; an ``inbox(...).put(...)`` elsewhere would go uncounted."""
+    if name == "miyabi.messaging.mailbox":
+        return
+    tree = ast.parse(modules()[name].read_text(encoding="utf-8"))
+    puts = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "put"
+        and isinstance(node.func.value, ast.Call)
+        and isinstance(node.func.value.func, ast.Name)
+        and node.func.value.func.id == "inbox"
+    ]
+    assert puts == [], f"{name} puts messages in an inbox at lines {puts}: use miyabi.messaging.mailbox.enqueue"

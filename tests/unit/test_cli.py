@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES
+from helpers import brought_up
 from typer.testing import CliRunner
 
 from miyabi.cli import app
@@ -227,7 +228,14 @@ def test_task_commands_say_why_a_task_waits_and_give_rfc3339_times(tmp_path: Pat
     assert rows[3]["waiting"] == "agent kaede failed (crash loop); `miyabi restart kaede` brings it back"
 
 
-def test_task_add_in_a_home_that_never_ran_up_explains_nothing_it_cannot_know(tmp_path: Path) -> None:
+def test_task_add_in_a_home_that_never_ran_up_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["task", "add", "x", "--json", "--home", str(tmp_path)])
+    assert r.exit_code == 4 and "holds no ensemble" in r.output and "miyabi up" in r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_task_add_in_a_home_without_a_known_layout_explains_nothing_it_cannot_know(tmp_path: Path) -> None:
+    brought_up(tmp_path)  # up.json without a layout: why a task waits cannot be told
     r = runner.invoke(app, ["task", "add", "x", "--json", "--home", str(tmp_path)])
     assert r.exit_code == 0 and "warning" not in r.output
     assert json.loads(r.output)["waiting"] is None

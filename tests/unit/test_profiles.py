@@ -4,6 +4,8 @@ tmux 3.3a; see README, "Profiles")."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from miyabi.agents.profiles import BUILTIN
@@ -158,6 +160,16 @@ def test_gemini_placeholder_typed_text_and_question() -> None:
     assert not looks_ready(p, ask) and approval_question(p, at(GEMINI_IDLE, 4, 3)) is None
 
 
+def test_gemini_text_over_a_new_row_of_its_entry_is_still_in_the_box() -> None:
+    """Under load Gemini CLI can take the submit key for a new row of the entry (it was
+    still taking in the paste): the cursor is under the text's row, and the text must
+    be seen as still in the box, so that the key is pressed again (measured)."""
+    p = BUILTIN["gemini"]
+    entry = [*GEMINI_IDLE[:4], " > after the restart 7b408968", "   ", RULE, *GEMINI_IDLE[5:]]
+    assert composer_text(p, at(entry, 5, 3)) == "after the restart 7b408968"
+    assert composer_text(p, at(GEMINI_IDLE, 4, 3)) == ""  # the empty box, placeholder after the cursor
+
+
 def test_aider_confirmation_is_seen() -> None:
     p = BUILTIN["aider"]
     ask = Screen.of(["touch miyabi-tool-1", "Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]: "])
@@ -181,3 +193,16 @@ def test_every_builtin_is_complete() -> None:
     assert "--no-daemon" in str(BUILTIN["codex"].command)
     # Codex turns an Enter within ~120 ms of a typed burst into a newline.
     assert BUILTIN["codex"].submit_delay >= 0.15
+
+
+def test_a_prompt_ending_in_a_blank_matches_where_the_cursor_sits() -> None:
+    """tmux drops the blanks at the end of each captured row: ``agent> `` reads
+    ``agent>``, while the cursor sits after the space (tmux 3.3a, measured)."""
+    profile = replace(BUILTIN["shell"], ready_pattern="agent> $")
+    captured = Screen.captured(["started", "agent>"], cursor_x=7, cursor_y=1)
+    assert captured.cursor_line == "agent> " and looks_ready(profile, captured)
+    assert not looks_ready(profile, Screen(("started", "agent>"), 7, 1))  # as tmux prints it
+    typed = Screen.captured(["agent> hello"], cursor_x=12, cursor_y=0)
+    assert not looks_ready(profile, typed)  # text after the prompt: not an empty prompt
+    below = Screen.captured(["agent>"], cursor_x=3, cursor_y=2)  # rows under the text came back empty
+    assert below.lines == ("agent>", "", "   ") and below.cursor_line == "   "

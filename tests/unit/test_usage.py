@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from helpers import brought_up
+
 from miyabi.agents.usage import Usage, aider_line, claude_transcript, codex_rollout
 
 
@@ -87,6 +89,7 @@ def test_a_tasks_usage_sums_the_turns_that_name_it(tmp_path: Path) -> None:
     assert task_usage(events, "1") == Usage(120, 6, None)
     assert task_usage(events, "3") is None
     runner = CliRunner()
+    brought_up(tmp_path)
     r = runner.invoke(app, ["task", "add", "write the docs", "--home", str(tmp_path)])
     assert r.exit_code == 0, r.output
     for e in events[:3]:
