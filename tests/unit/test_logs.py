@@ -436,8 +436,16 @@ def test_logs_prints_plain_lines_and_json(logged: Home) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "text"),
     [
-        (["logs", "kaede", "--grep", "(x"], 2, "miyabi: grep pattern '(x' is not a regular expression"),
-        (["logs", "kaede", "--since", "soon"], 2, "miyabi: since 'soon' is not a duration"),
+        (
+            ["logs", "kaede", "--grep", "(x"],
+            2,
+            "miyabi: logs: invalid value for '--grep' / '-g': '(x' is not a regular expression",
+        ),
+        (
+            ["logs", "kaede", "--since", "soon"],
+            2,
+            "miyabi: logs: invalid value for '--since': 'soon' is not a duration",
+        ),
         (["logs", "kaeed"], 1, "miyabi: unknown agent 'kaeed'; did you mean 'kaede'?"),
     ],
 )
