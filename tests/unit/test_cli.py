@@ -16,11 +16,7 @@ from miyabi.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MIYABI_SOCKET", "miyabi_unit_never_started")
-    monkeypatch.delenv("MIYABI_HOME", raising=False)
+pytestmark = pytest.mark.usefixtures("in_empty_dir")
 
 
 def test_layouts_json_lists_the_shipped_layouts() -> None:

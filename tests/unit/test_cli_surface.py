@@ -22,12 +22,7 @@ from miyabi.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MIYABI_SOCKET", "miyabi_unit_never_started")
-    monkeypatch.delenv("MIYABI_HOME", raising=False)
-    monkeypatch.delenv("MIYABI_AGENT", raising=False)
+pytestmark = pytest.mark.usefixtures("in_empty_dir")
 
 
 def env() -> dict[str, str]:

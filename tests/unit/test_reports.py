@@ -55,12 +55,7 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MIYABI_SOCKET", "miyabi_unit_never_started")
-    monkeypatch.delenv("MIYABI_HOME", raising=False)
-    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+pytestmark = pytest.mark.usefixtures("in_empty_dir")
 
 
 @pytest.fixture
