@@ -46,6 +46,17 @@ TtlOpt = Annotated[
 TextArg = Annotated[
     str, typer.Argument(metavar="TEXT", show_default=False, help="The message, or - to read it from standard input.")
 ]
+SendSocketOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--socket",
+        "-L",
+        envvar="MIYABI_SOCKET",
+        metavar="NAME",
+        show_default=False,
+        help="Taken as every command takes it; sending needs no tmux.",
+    ),
+]
 SendJsonOpt = Annotated[
     bool, typer.Option("--json", help='Print JSON: {"id", "to", "from", "created", "state"} per message.')
 ]
@@ -84,7 +95,7 @@ def send(
     json_out: SendJsonOpt = False,
     home: HomeOpt = None,
     layout: LayoutOpt = None,
-    socket: SocketOpt = None,
+    socket: SendSocketOpt = None,
 ) -> None:
     """Put a message in an agent's inbox and print its id.
 
@@ -111,7 +122,7 @@ def broadcast(
     json_out: SendJsonOpt = False,
     home: HomeOpt = None,
     layout: LayoutOpt = None,
-    socket: SocketOpt = None,
+    socket: SendSocketOpt = None,
 ) -> None:
     """Send a message to every agent but the sender.
 
