@@ -78,3 +78,24 @@ ensure_chromium() {
   _apt_install chromium chromium-driver && command -v chromedriver >/dev/null 2>&1 && return 0
   return 1
 }
+
+ensure_on_path() {
+  # Makes sure the user can type `miyabi` as every example does, telling once (per
+  # .venv, in one line on stderr) what it did: nothing when this checkout's miyabi is
+  # already on PATH; a link ~/.local/bin/miyabi -> .venv/bin/miyabi when ~/.local/bin is
+  # on PATH and holds no miyabi; else the line that puts .venv/bin on PATH.
+  local told="$VENV/.miyabi-path" want="$VENV/bin/miyabi" have bin="${HOME:-}/.local/bin"
+  [ -e "$told" ] && return 0
+  have="$(command -v miyabi 2>/dev/null || true)"
+  if [ -n "$have" ] && [ "$(readlink -f "$have")" = "$(readlink -f "$want")" ]; then
+    :
+  elif [ -z "$have" ] && [ -n "${HOME:-}" ] && case ":$PATH:" in *":$bin:"*) true ;; *) false ;; esac &&
+    [ ! -e "$bin/miyabi" ] && [ ! -L "$bin/miyabi" ] && mkdir -p "$bin" && ln -s "$want" "$bin/miyabi"; then
+    echo "miyabi: linked $bin/miyabi to $want: \`miyabi\` now works in any directory" >&2
+  elif [ -n "$have" ]; then
+    echo "miyabi: \`miyabi\` on your PATH is $have, not this checkout's; to use this one: export PATH=\"$VENV/bin:\$PATH\"" >&2
+  else
+    echo "miyabi: to type \`miyabi\` in any directory: export PATH=\"$VENV/bin:\$PATH\" (add it to ~/.bashrc to keep it)" >&2
+  fi
+  : >"$told" 2>/dev/null || true
+}

@@ -1,7 +1,9 @@
 """The ``miyabi`` command line. ``send`` and ``broadcast`` take a light path that
 does not import typer (see ``miyabi.cli.send``), ``hook`` a lighter one still
-(``miyabi.cli.hook``); everything else goes through the
-Typer app (``miyabi.cli.root``), whose commands live one module per group."""
+(``miyabi.cli.hook``); everything else goes through the Typer app
+(``miyabi.cli.root``), whose commands live one module per group. The Typer app also
+has ``send``, ``broadcast`` and ``hook``: for their help, their usage errors and the
+listing in ``miyabi --help``."""
 
 from __future__ import annotations
 
@@ -21,14 +23,17 @@ def _load_app() -> Any:
 def main() -> None:
     """Console entry point."""
     argv = sys.argv[1:]
-    if argv and argv[0] == "hook":
+    if argv[:1] == ["hook"] and argv[1:2] not in (["-h"], ["--help"]):
         from miyabi.cli.hook import main as hook
 
         sys.exit(hook(argv[1:]))
     if argv and argv[0] in FAST:
         from miyabi.cli.send import main as fast
 
-        sys.exit(fast(argv[0], argv[1:]))
+        rc = fast(argv[0], argv[1:])
+        if rc is not None:
+            sys.exit(rc)
+        # --help, or arguments the light path does not take: the Typer command says why
     _load_app()(prog_name="miyabi")
 
 

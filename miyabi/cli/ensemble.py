@@ -11,13 +11,14 @@ from typing import Annotated, Any
 import typer
 
 from miyabi import defaults
-from miyabi.cli import output
+from miyabi.cli import output, params
 from miyabi.cli.root import (
     HomeOpt,
     JsonOpt,
     LayoutOpt,
     SocketOpt,
     app,
+    checked,
     handles_errors,
     home_of,
     resolve_target,
@@ -493,7 +494,9 @@ def approve(
 @handles_errors
 def deny(
     agent: Annotated[str, typer.Argument(help="The agent waiting for approval.")],
-    reason: Annotated[str | None, typer.Option("--reason", help="Why: sent to the agent as its next message.")] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", metavar="TEXT", help="Why: sent to the agent as its next message.")
+    ] = None,
     json_out: JsonOpt = False,
     socket: SocketOpt = None,
     home: HomeOpt = None,
@@ -604,13 +607,25 @@ def init(force: Annotated[bool, typer.Option("--force", help="Overwrite an exist
 @app.command()
 def worker(
     name: Annotated[
-        str | None, typer.Option("--name", show_default=False, help="Agent name (default: $MIYABI_AGENT, else worker).")
+        str | None,
+        typer.Option(
+            "--name", metavar="NAME", show_default=False, help="Agent name (default: $MIYABI_AGENT, else worker)."
+        ),
     ] = None,
-    think: Annotated[float, typer.Option("--think", min=0, help="Seconds of simulated work after each message.")] = 0.0,
+    think: Annotated[
+        float,
+        typer.Option(
+            "--think",
+            metavar="SECONDS",
+            parser=checked(params.seconds(zero=True)),
+            help="Seconds of simulated work after each message.",
+        ),
+    ] = 0.0,
     transcript: Annotated[
         Path | None,
         typer.Option(
             "--transcript",
+            metavar="FILE",
             show_default=False,
             help="JSONL file of received messages (default: $MIYABI_HOME/logs/NAME.transcript.jsonl).",
         ),

@@ -2,35 +2,36 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated
 
 import typer
 
-from miyabi.cli import output
-from miyabi.cli.root import HomeOpt, LayoutOpt, SocketOpt, app, handles_errors, home_of
+from miyabi.cli import output, params
+from miyabi.cli.root import HomeOpt, LayoutOpt, SocketOpt, app, checked, handles_errors, home_of
 
 
 @app.command()
 @handles_errors
 def logs(
-    agent: Annotated[str, typer.Argument(help="The agent whose pane output to show.")],
+    agent: Annotated[str, typer.Argument(metavar="AGENT", help="The agent whose pane output to show.")],
     grep: Annotated[
         str | None,
         typer.Option(
             "--grep",
             "-g",
             metavar="RE",
+            parser=checked(params.regex),
             show_default=False,
             help="Only lines this regular expression matches (Python syntax, case-sensitive; (?i) ignores case).",
         ),
     ] = None,
     since: Annotated[
-        str | None,
+        float | None,
         typer.Option(
             "--since",
             metavar="DURATION",
+            parser=checked(params.duration),
             show_default=False,
             help="Only log files written to within this long (90s, 30m, 1h, 2d); lines carry no time of their own, "
             "so a file written to since is shown whole.",
@@ -45,8 +46,8 @@ def logs(
         typer.Option(
             "--lines",
             "-n",
-            min=1,
             metavar="N",
+            parser=checked(params.count(1)),
             show_default=False,
             help="Only the last N matching lines (with --follow: before following).",
         ),
@@ -69,11 +70,10 @@ def logs(
     files (logs.max_bytes and logs.keep in the layout), read oldest first.
     """
     from miyabi.errors import AgentNotFound
-    from miyabi.supervision.logs import compile_grep, log_files, parse_since, search
+    from miyabi.supervision.logs import compile_grep, log_files, search
     from miyabi.supervision.logs import follow as follow_log
 
     rx = compile_grep(grep)
-    seconds = parse_since(since)
     h = home_of(home, socket)
     if not log_files(h.logs, agent):
         from miyabi.cli.send import known_agents
@@ -82,14 +82,16 @@ def logs(
         if agent not in names:
             raise AgentNotFound(agent, names)
     if follow:
-        for line in follow_log(h, agent, rx, seconds, last=lines):
-            sys.stdout.write((json.dumps(line.to_json(), ensure_ascii=False) if json_out else line.text) + "\n")
+        for line in follow_log(h, agent, rx, since, last=lines):
+            if json_out:
+                output.json_line(line.to_json())
+            else:
+                output.line(line.text)
             sys.stdout.flush()
         return
-    found = search(h, agent, rx, seconds, last=lines)
+    found = search(h, agent, rx, since, last=lines)
     if json_out:
         output.emit_json([line.to_json() for line in found])
         return
-    write = sys.stdout.write
     for line in found:
-        write(line.text + "\n")
+        output.line(line.text)

@@ -1,11 +1,56 @@
-"""Printing for the command line: rich on a terminal, plain text when piped, JSON on request."""
+"""Printing for the command line: rich on a terminal, plain text when piped, JSON on request.
+
+Everything a command prints goes through this module, and every piece of text is
+shown by :func:`visible` on its way out: task titles and bodies, message bodies and
+reasons, agent names, permission questions, GitHub text and whatever else came from
+agents, the dashboard, files or other processes may hold control characters, and none
+of them reaches the terminal as one. JSON (:func:`dumps`) keeps the data exact, with
+those characters as ``\\uXXXX`` escapes.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""What a terminal must never get raw: C0 controls (ESC included), DEL, C1 controls
+(U+0080-U+009F, such as the 8-bit CSI U+009B), and lone surrogates (bytes of a
+command line that were not UTF-8)."""
+_CONTROL_BUT_LAYOUT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_JSON_RAW = re.compile(r"[\x7f-\x9f\ud800-\udfff]")
+"""What ``json.dumps(..., ensure_ascii=False)`` leaves raw but a terminal must not get."""
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _shown(m: re.Match[str]) -> str:
+    ch = m.group()
+    code = ord(ch)
+    if ch in _NAMED:
+        return _NAMED[ch]
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: object, lines: bool = False) -> str:
+    """``text`` safe to print on a terminal: every control character shown as a Python
+    escape, so that it is seen and never acts. ESC is ``\\x1b``, NUL ``\\x00``, BEL
+    ``\\x07``, DEL ``\\x7f``, the C1 CSI ``\\x9b``; newline, tab and carriage return are
+    ``\\n``, ``\\t`` and ``\\r``, except that with ``lines`` newline and tab are kept (text
+    printed as a block of lines). A byte of the command line that was not UTF-8 shows as
+    ``\\xNN``. Printable text, non-ASCII included, is left as it is."""
+    return (_CONTROL_BUT_LAYOUT if lines else _CONTROL).sub(_shown, str(text))
+
+
+def dumps(data: Any, indent: int | None = None) -> str:
+    """``data`` as JSON text (UTF-8 kept readable) that is safe on a terminal: what
+    ``json.dumps`` escapes (C0 controls) plus DEL, the C1 controls and lone surrogates as
+    ``\\uXXXX``, so a reader decodes exactly the data."""
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(data, indent=indent, ensure_ascii=False))
 
 
 def is_terminal() -> bool:
@@ -13,57 +58,85 @@ def is_terminal() -> bool:
 
 
 def emit_json(data: Any) -> None:
-    """Print ``data`` as JSON (one document, UTF-8, indented)."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    """Print ``data`` as JSON (one document, indented; see :func:`dumps`)."""
+    sys.stdout.write(dumps(data, indent=2) + "\n")
+
+
+def json_line(data: Any) -> None:
+    """Print ``data`` as JSON on one line (a stream of objects; see :func:`dumps`)."""
+    sys.stdout.write(dumps(data) + "\n")
+
+
+def line(text: str) -> None:
+    """Print one line of text as it is (see :func:`visible`), unstyled."""
+    sys.stdout.write(visible(text) + "\n")
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str], title: str | None = None) -> None:
-    """Print rows under headers: a rich table on a terminal, aligned columns otherwise."""
+    """Print rows under headers: a rich table on a terminal, aligned columns otherwise.
+    Each cell is one line (see :func:`visible`); rich markup in a cell is shown, never
+    interpreted."""
+    cells = [[visible(c) for c in r] for r in rows]
+    shown_title = visible(title) if title else None
     if is_terminal():
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        t = Table(title=title, title_justify="left", header_style="bold")
+        t = Table(title=Text(shown_title) if shown_title else None, title_justify="left", header_style="bold")
         for h in headers:
             t.add_column(h)
-        for r in rows:
-            t.add_row(*r)
+        for r in cells:
+            t.add_row(*(Text(c) for c in r))
         Console(highlight=False).print(t)
         return
     widths = [len(h) for h in headers]
-    for r in rows:
+    for r in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, r, strict=False)]
-    if title:
-        print(title)
+    if shown_title:
+        print(shown_title)
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip())
-    for r in rows:
+    for r in cells:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
 
 
-def say(text: str, style: str | None = None) -> None:
-    """Print one line, styled on a terminal."""
+def say(text: str, style: str | None = None, lines: bool = False) -> None:
+    """Print ``text``, styled on a terminal: one line, or with ``lines`` a block of lines
+    (see :func:`visible`)."""
+    shown = visible(text, lines=lines)
     if style and is_terminal():
         from rich.console import Console
 
-        Console(highlight=False).print(text, style=style, markup=False)
+        Console(highlight=False).print(shown, style=style, markup=False, emoji=False)
     else:
-        print(text)
+        print(shown)
 
 
 def error(line: str) -> None:
     """Print one error line on stderr (red on a terminal)."""
     if sys.stderr.isatty():
-        sys.stderr.write(f"\x1b[31mmiyabi: {line}\x1b[0m\n")
+        sys.stderr.write(f"\x1b[31mmiyabi: {visible(line)}\x1b[0m\n")
     else:
-        sys.stderr.write(f"miyabi: {line}\n")
+        sys.stderr.write(f"miyabi: {visible(line)}\n")
+
+
+def usage_error(command: str, message: str) -> None:
+    """Print a usage error as one line on stderr: ``miyabi: task show: missing argument
+    'ID'; see `miyabi task show --help```. ``command`` is the command's path
+    (``miyabi task show``)."""
+    where = command.removeprefix("miyabi").strip()
+    message = message.rstrip(".")
+    if message[1:2].islower():  # click's "Missing argument …"; not "TEXT …"
+        message = message[:1].lower() + message[1:]
+    error(f"{where + ': ' if where else ''}{message}; see `{command} --help`")
 
 
 def warn(line: str) -> None:
     """Print one warning line on stderr (yellow on a terminal)."""
     if sys.stderr.isatty():
-        sys.stderr.write(f"\x1b[33mmiyabi: warning: {line}\x1b[0m\n")
+        sys.stderr.write(f"\x1b[33mmiyabi: warning: {visible(line)}\x1b[0m\n")
     else:
-        sys.stderr.write(f"miyabi: warning: {line}\n")
+        sys.stderr.write(f"miyabi: warning: {visible(line)}\n")
 
 
 def human_seconds(s: float | None) -> str:

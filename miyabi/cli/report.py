@@ -9,30 +9,19 @@ from typing import Annotated
 import typer
 
 from miyabi import defaults
-from miyabi.cli import output
-from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, app, handles_errors, resolve_target
-from miyabi.errors import UsageError
-
-
-def _cell(text: str) -> str:
-    """A name from the event log, safe to print: one line, and no rich markup on a terminal."""
-    from miyabi.reports.render import printable
-
-    if output.is_terminal():
-        from rich.markup import escape
-
-        return escape(printable(text))
-    return printable(text)
+from miyabi.cli import output, params
+from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, app, checked, handles_errors, resolve_target
 
 
 @app.command("report")
 @handles_errors
 def report(
     since: Annotated[
-        str | None,
+        float | None,
         typer.Option(
             "--since",
             metavar="DURATION",
+            parser=checked(params.duration),
             show_default=False,
             help="How far back it looks: 24h, 7d, 90m or seconds (default: 24h).",
         ),
@@ -48,7 +37,7 @@ def report(
         typer.Option(
             "--post-issue",
             metavar="N",
-            min=1,
+            parser=checked(params.count(1)),
             show_default=False,
             help="Also post it as a comment on issue N of the layout's GitHub repository.",
         ),
@@ -65,7 +54,6 @@ def report(
     time and the GitHub issues closed, from logs/events.jsonl and the task store.
     README.md, "Reports", says what each figure means.
     """
-    from miyabi.config.settings import parse_duration
     from miyabi.controller.view import running_layout
     from miyabi.files import write_atomic
     from miyabi.reports import build, post, to_html
@@ -82,9 +70,7 @@ def report(
         title_text,
     )
 
-    seconds = defaults.REPORT_SINCE if since is None else parse_duration(since)
-    if seconds is None or seconds <= 0:
-        raise UsageError(f"report: --since {since!r} is not a duration; give one such as 24h, 7d, 90m or 3600")
+    seconds = defaults.REPORT_SINCE if since is None else since
     t = resolve_target(home, socket, layout, strict=False)  # reads logs/ and state/ only
     lay = t.layout() if post_issue is not None else running_layout(t)
     until = time.time()
@@ -97,7 +83,7 @@ def report(
         return
     output.table(summary_rows(rep), SUMMARY_HEADERS, title=f"miyabi report: {title_text(rep)}")
     if rep.agents:
-        output.table([[_cell(c) for c in r] for r in agent_rows(rep)], AGENT_HEADERS, title="agents")
+        output.table([[printable(c) for c in r] for r in agent_rows(rep)], AGENT_HEADERS, title="agents")
     else:
         output.say("no agent was observed in this window")
     output.table(restart_rows(rep), RESTART_HEADERS, title="restarts by reason")

@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 
 from miyabi import __version__
 from miyabi.cli import output
-from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_USAGE, MiyabiError
+from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_USAGE, MiyabiError, UsageError
 
 # Typer vendors click (0.29+) or depends on it (older); reach click's classes through
 # a public Typer exception either way.
@@ -67,11 +67,7 @@ class Group(TyperGroup):
             rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         except _USAGE_ERROR as e:
             ctx = getattr(e, "ctx", None)
-            path = ctx.command_path if ctx is not None else "miyabi"
-            message = e.format_message().rstrip(".")  # type: ignore[attr-defined]
-            message = message[:1].lower() + message[1:]
-            where = path.removeprefix("miyabi").strip()
-            output.error(f"{where + ': ' if where else ''}{message}; see `{path} --help`")
+            output.usage_error(ctx.command_path if ctx is not None else "miyabi", e.format_message())  # type: ignore[attr-defined]
             sys.exit(EXIT_USAGE)
         except _CLICK_EXCEPTION as e:
             output.error(e.format_message())  # type: ignore[attr-defined]
@@ -88,6 +84,46 @@ class Group(TyperGroup):
             _silence_stdout()
             sys.exit(EXIT_PIPE)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _tidy(command.get_params(ctx))
+        return command
+
+    def get_params(self, ctx: Any) -> Any:
+        params = super().get_params(ctx)
+        _tidy(params)
+        return params
+
+
+def _tidy(params: Sequence[Any]) -> None:
+    """Help that names values, not Python types: a flag takes no value, so it shows no
+    type (Typer's rich help would show ``<bool>``); an argument or option given no
+    metavar shows its name in capitals (never ``<str>`` or ``<list[str]>``); an
+    argument's help names its value, so no type follows its name."""
+    for p in params:
+        if p.metavar is None:
+            flag = getattr(p, "is_flag", False) or getattr(p, "count", False)
+            p.metavar = "" if flag else (p.name or "value").upper()
+        if getattr(p, "param_type_name", "") == "argument" and hasattr(p, "display_type_rich"):
+            p.display_type_rich = lambda ctx: None
+
+
+def checked(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+    """A checker of :mod:`miyabi.cli.params` as a Typer parser: its :class:`ValueError`
+    becomes a usage error naming the option (``invalid value for '--priority': 'urgent'
+    is not a priority; use high, normal or low``). A default that is not text passes."""
+
+    def parser(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse(value)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+
+    return parser
 
 
 def _version(value: bool) -> None:
@@ -147,6 +183,7 @@ SocketOpt = Annotated[
         "--socket",
         "-L",
         envvar="MIYABI_SOCKET",
+        metavar="NAME",
         show_default=False,
         help="tmux socket of miyabi's own server (default: the one miyabi last used in this home, else miyabi).",
     ),
@@ -156,6 +193,7 @@ HomeOpt = Annotated[
     typer.Option(
         "--home",
         envvar="MIYABI_HOME",
+        metavar="DIR",
         show_default=False,
         help=(
             "Directory holding queue/, logs/, run/ and state/ (default: the home of the ensemble on --socket, "
@@ -168,6 +206,7 @@ LayoutOpt = Annotated[
     typer.Option(
         "--layout",
         "-f",
+        metavar="LAYOUT",
         show_default=False,
         help="Layout file or shipped layout name (default: the one `miyabi up` last used here).",
     ),
@@ -184,6 +223,8 @@ def handles_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except UsageError as e:  # a value the command cannot use: as click's own usage errors
+            raise _USAGE_ERROR(str(e)) from None
         except MiyabiError as e:
             for line in e.lines():
                 output.error(line)

@@ -4,6 +4,9 @@ Agents run ``miyabi send`` many times an hour, so these two commands are parsed 
 argparse and import neither typer, rich nor yaml: the agent names come from
 ``run/up.json`` (written by ``miyabi up``), and the layout is read only when that file
 is missing. Sending works with the controller down: the message waits in the inbox.
+Their help, and any arguments that do not parse, go to the Typer commands in
+:mod:`miyabi.cli.messages`, which take the same arguments, checked by the same
+:mod:`miyabi.cli.params`: a user sees one style of help and of usage error.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
-from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, AgentNotFound, MiyabiError
+from miyabi.cli import output, params
+from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, AgentNotFound, MiyabiError, UsageError
 
 
 def known_agents(home_root: Path, layout: str | None) -> tuple[list[str], int | None]:
@@ -38,106 +44,148 @@ def known_agents(home_root: Path, layout: str | None) -> tuple[list[str], int | 
     return lay.names, None
 
 
-class _UsageError(Exception):
+@dataclass
+class Request:
+    """What ``miyabi send`` or ``broadcast`` was asked, however it was parsed.
+
+    Attributes:
+        text: the message text, or ``-`` to read it from standard input.
+        agent: the receiver (``send``): a name, or ``NAME@HOST`` with a ``bus:``.
+        sender: ``--from`` (None: ``$MIYABI_AGENT``, else ``human``).
+        exclude: agents ``broadcast`` leaves out.
+    """
+
+    text: str
+    agent: str | None = None
+    sender: str | None = None
+    priority: str = "normal"
+    ttl: float | None = None
+    reply_to: str | None = None
+    task: str | None = None
+    exclude: list[str] = field(default_factory=list)
+    json: bool = False
+    home: str | None = None
+    socket: str | None = None
+    layout: str | None = None
+
+
+class _BadArguments(Exception):
     pass
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(message)
+    def error(self, message: str) -> NoReturn:
+        raise _BadArguments(message)
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
-    ap = _Parser(prog=f"miyabi {prog}", description=(__doc__ or "").splitlines()[0])
+    """The same arguments as the Typer command in :mod:`miyabi.cli.messages` (which
+    has their help, and whose errors are the ones a user reads), checked alike: a
+    checker's ValueError makes argparse fail, and the Typer command then says why."""
+    ap = _Parser(prog=f"miyabi {prog}", add_help=False, allow_abbrev=False)
     if prog == "send":
-        ap.add_argument("agent", help="the receiving agent")
-    ap.add_argument("text", nargs="?", help="message text, or - to read it from standard input")
-    ap.add_argument("--from", dest="sender", default=None, help="sender name [default: $MIYABI_AGENT, else human]")
-    ap.add_argument("--priority", choices=("high", "normal"), default="normal")
-    ap.add_argument("--ttl", type=float, default=None, help="seconds the message may wait before it is a dead letter")
+        ap.add_argument("agent")
+    ap.add_argument("text")
+    ap.add_argument("-h", "--help", action="store_true")
+    ap.add_argument("--from", dest="sender", default=None)
+    ap.add_argument("--priority", type=params.message_priority, default="normal")
+    ap.add_argument("--ttl", type=params.seconds(), default=None)
     if prog == "send":
-        ap.add_argument("--reply-to", default=None, help="id of the message this answers")
-        ap.add_argument("--task", default=None, help="id of the task this belongs to")
+        ap.add_argument("--reply-to", type=params.message_id, default=None)
+        ap.add_argument("--task", type=params.task_id, default=None)
     else:
-        ap.add_argument("--except", dest="exclude", nargs="*", default=[], metavar="NAME", help="agents to leave out")
-    ap.add_argument("--json", action="store_true", help="print JSON")
-    ap.add_argument(
-        "--home",
-        default=None,
-        help="miyabi home [default: $MIYABI_HOME, else the ensemble's on --socket, else the current directory]",
-    )
-    ap.add_argument(
-        "--socket",
-        "-L",
-        default=None,
-        help="tmux socket of the ensemble, which tells its home [default: $MIYABI_SOCKET]",
-    )
-    ap.add_argument("--layout", "-f", default=None, help="layout file [default: the one `miyabi up` last used here]")
+        ap.add_argument("--except", dest="exclude", action="append", default=[])
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--home", default=None)
+    ap.add_argument("--socket", "-L", default=None)
+    ap.add_argument("--layout", "-f", default=None)
     return ap
 
 
-def _body(text: str | None) -> str:
-    from miyabi.messaging.mailbox import MessageError, decode_body
+def _read_text(text: str) -> str:
+    from miyabi.messaging.mailbox import MessageError, decode_body, sanitize
 
-    if text is None:
-        raise MessageError("no message text; give TEXT, or - to read it from standard input")
     if text == "-":
-        return decode_body(sys.stdin.buffer.read())
+        body = decode_body(sys.stdin.buffer.read())
+        if not sanitize(body).strip():
+            raise MessageError("standard input has no text (control characters are removed before delivery)")
+        return body
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # bytes that were not UTF-8 on the command line
-        raise MessageError("TEXT is not valid UTF-8; send text, or pipe the data through base64 into `-`") from None
+        raise UsageError(
+            "invalid value for 'TEXT': it is not valid UTF-8; send text, or pipe the data through base64 into `-`"
+        ) from None
+    if not sanitize(text).strip():
+        raise UsageError(
+            f"invalid value for 'TEXT': {text!r} has no text (control characters are removed before delivery)"
+        )
     return text
 
 
-def main(prog: str, argv: list[str]) -> int:
-    """Run ``miyabi send`` (``prog == "send"``) or ``broadcast``; return the exit code."""
-    ap = _parser(prog)
+def main(prog: str, argv: list[str]) -> int | None:
+    """Run ``miyabi send`` (``prog == "send"``) or ``broadcast``; return the exit code.
+
+    Returns None, having done nothing, for ``--help`` and for arguments that do not
+    parse: the caller runs the Typer command then (:func:`miyabi.cli.main`), so that
+    help and usage errors read as every other command's."""
     try:
-        args = ap.parse_intermixed_args(argv)
-    except _UsageError as e:
-        sys.stderr.write(f"miyabi {prog}: {e}; see `miyabi {prog} --help`\n")
-        return EXIT_USAGE
-    except SystemExit as e:  # --help
-        return EXIT_USAGE if e.code else 0
+        args = _parser(prog).parse_intermixed_args(argv)
+    except _BadArguments:
+        return None
+    if args.help:
+        return None
+    fields = vars(args)
+    del fields["help"]
     try:
-        return _run(prog, args)
+        return run(prog, Request(**fields))
+    except UsageError as e:
+        output.usage_error(f"miyabi {prog}", str(e))
+        return e.exit_code
     except MiyabiError as e:
         for line in e.lines():
-            sys.stderr.write(f"miyabi: {line}\n")
+            output.error(line)
         return e.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("miyabi: interrupted\n")
+        output.error("interrupted")
         return EXIT_INTERRUPTED
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
-        sys.stderr.write(f"miyabi: {e.strerror or e}{where}\n")
+        output.error(f"{e.strerror or e}{where}")
         return EXIT_ERROR
 
 
-def _run(prog: str, args: argparse.Namespace) -> int:
+def run(prog: str, req: Request) -> int:
+    """Send ``req`` (``prog``: ``send`` or ``broadcast``), print the ids, return 0.
+
+    Raises:
+        UsageError: TEXT is not text (exit 2).
+        AgentNotFound: the receiver, or an agent --except names, is not in the ensemble.
+        MessageError: nobody to send to, a body over the limit, standard input not text.
+        LayoutError: ``run/up.json`` is missing and the layout does not load.
+        NoEnsemble: no ensemble's home can be told (see :func:`miyabi.cli.where.locate_home`).
+    """
     from miyabi.cli.where import locate_home
     from miyabi.defaults import MAX_BODY
-    from miyabi.messaging.mailbox import MessageError, post, sanitize
+    from miyabi.messaging.mailbox import MessageError, post
 
-    home_root = locate_home(args.home, args.socket or os.environ.get("MIYABI_SOCKET") or None).root
-    agents, max_body = known_agents(home_root, args.layout)
-    sender = args.sender or os.environ.get("MIYABI_AGENT") or "human"
-    body = _body(args.text)
-    if not sanitize(body).strip():
-        raise MessageError("the message has no text (control characters are removed before delivery)")
+    body = _read_text(req.text)
+    home_root = locate_home(req.home, req.socket or os.environ.get("MIYABI_SOCKET") or None).root
+    agents, max_body = known_agents(home_root, req.layout)
+    sender = req.sender or os.environ.get("MIYABI_AGENT") or "human"
     if prog == "send":
-        remote = _remote(home_root, args, agents, sender, body, int(max_body or MAX_BODY))
+        assert req.agent is not None
+        remote = _remote(home_root, req, agents, sender, body, int(max_body or MAX_BODY))
         if remote is not None:
             return remote
-        if args.agent not in agents:
-            raise AgentNotFound(args.agent, agents)
-        targets = [args.agent]
+        if req.agent not in agents:
+            raise AgentNotFound(req.agent, agents)
+        targets = [req.agent]
     else:
-        for name in args.exclude:
+        for name in req.exclude:
             if name not in agents:
                 raise AgentNotFound(name, agents)
-        targets = [a for a in agents if a not in args.exclude and a != sender]
+        targets = [a for a in agents if a not in req.exclude and a != sender]
         if not targets:
             raise MessageError("nobody to send to: every agent is excluded")
     sent = []
@@ -148,28 +196,27 @@ def _run(prog: str, args: argparse.Namespace) -> int:
                 to,
                 body,
                 sender=sender,
-                priority=args.priority,
-                ttl=args.ttl,
-                reply_to=getattr(args, "reply_to", None),
-                task=getattr(args, "task", None),
+                priority=req.priority,
+                ttl=req.ttl,
+                reply_to=req.reply_to,
+                task=req.task,
                 max_body=int(max_body or MAX_BODY),
             )
         )
-    if args.json:
+    if req.json:
         out = [{"id": m.id, "to": m.to, "from": m.sender, "created": m.created, "state": "pending"} for m in sent]
-        sys.stdout.write(json.dumps(out[0] if prog == "send" else out) + "\n")
+        output.json_line(out[0] if prog == "send" else out)
     else:
         for m in sent:
-            sys.stdout.write(f"{m.id}\n" if prog == "send" else f"{m.to} {m.id}\n")
+            output.line(m.id if prog == "send" else f"{m.to} {m.id}")
     return 0
 
 
-def _remote(
-    home_root: Path, args: argparse.Namespace, agents: list[str], sender: str, body: str, max_body: int
-) -> int | None:
+def _remote(home_root: Path, req: Request, agents: list[str], sender: str, body: str, max_body: int) -> int | None:
     """``send NAME@HOST`` (or a NAME only another host runs) with a ``bus:``: through the
     bus. None when the message is for this host."""
-    name, at, host = args.agent.partition("@")
+    assert req.agent is not None
+    name, at, host = req.agent.partition("@")
     if not at and name in agents:
         return None
     from miyabi.bus.state import read_state, settings_of
@@ -182,20 +229,20 @@ def _remote(
         from miyabi.home import Home
 
         try:
-            settings = load(shipped.for_command(args.layout, Home(home_root))).bus
+            settings = load(shipped.for_command(req.layout, Home(home_root))).bus
         except LayoutError:
             settings = None
     if settings is None:
         if at:
             raise MiyabiError(
-                f"{args.agent!r} names a host, but this home is on no bus; add `bus: {{url: redis://…}}` to the layout "
+                f"{req.agent!r} names a host, but this home is on no bus; add `bus: {{url: redis://…}}` to the layout "
                 "and run `miyabi up`"
             )
         return None  # AgentNotFound follows
     if at and host == settings.host:
         if name not in agents:
             raise AgentNotFound(name, agents)
-        args.agent = name
+        req.agent = name
         return None
     from miyabi.bus.client import Bus
     from miyabi.bus.messages import locate, post_remote
@@ -211,31 +258,26 @@ def _remote(
             name,
             body,
             sender=sender,
-            priority=args.priority,
-            ttl=args.ttl,
-            reply_to=args.reply_to,
-            task=args.task,
+            priority=req.priority,
+            ttl=req.ttl,
+            reply_to=req.reply_to,
+            task=req.task,
             max_body=max_body,
         )
     finally:
         bus.close()
-    if args.json:
-        sys.stdout.write(
-            json.dumps(
-                {
-                    "id": msg.id,
-                    "to": f"{name}@{host}",
-                    "from": msg.sender,
-                    "created": msg.created,
-                    "state": "sent" if went else "spooled",
-                }
-            )
-            + "\n"
+    if req.json:
+        output.json_line(
+            {
+                "id": msg.id,
+                "to": f"{name}@{host}",
+                "from": msg.sender,
+                "created": msg.created,
+                "state": "sent" if went else "spooled",
+            }
         )
     else:
-        sys.stdout.write(f"{msg.id}\n")
+        output.line(msg.id)
         if not went:
-            sys.stderr.write(
-                f"miyabi: the bus is down; the message waits in {home_root}/state/bus-outbox and goes when it is back\n"
-            )
+            output.warn(f"the bus is down; the message waits in {home_root}/state/bus-outbox and goes when it is back")
     return 0

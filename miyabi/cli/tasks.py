@@ -8,13 +8,32 @@ from typing import Annotated, Any
 
 import typer
 
-from miyabi.cli import output
-from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, group, handles_errors, home_of, resolve_target
-from miyabi.errors import MiyabiError
+from miyabi.cli import output, params
+from miyabi.cli.root import (
+    HomeOpt,
+    JsonOpt,
+    LayoutOpt,
+    SocketOpt,
+    checked,
+    group,
+    handles_errors,
+    home_of,
+    resolve_target,
+)
+from miyabi.errors import MiyabiError, UsageError
 
 task_app = group("task", "Tasks: add, list and show them; agents report done or fail.")
 job_app = group("job", "Jobs: work a worker agent runs and reports on.")
-TaskId = Annotated[str, typer.Argument(metavar="ID", help="Task id (12) or reference (owner/name#3).")]
+TaskId = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID", parser=checked(params.task_ref), help="Task id (12 or #12) or its issue (owner/name#3)."
+    ),
+]
+
+
+def _task_number(text: str) -> int:
+    return int(params.task_id(text))
 
 
 def _store(home: Any) -> Any:
@@ -33,24 +52,50 @@ def _waiting(store: Any, tasks: list[Any], home: Any) -> dict[int, str]:
 @task_app.command("add")
 @handles_errors
 def task_add(
-    title: Annotated[str, typer.Argument(help="What to do.")],
+    title: Annotated[
+        str, typer.Argument(metavar="TITLE", parser=checked(params.text("the task a title")), help="What to do.")
+    ],
     body: Annotated[
-        str | None, typer.Option("--body", show_default=False, help="Details, or - to read them from standard input.")
+        str | None,
+        typer.Option(
+            "--body", metavar="TEXT", show_default=False, help="Details, or - to read them from standard input."
+        ),
     ] = None,
     label: Annotated[
-        list[str] | None, typer.Option("--label", show_default=False, help="A label (repeat for more).")
+        list[str] | None,
+        typer.Option(
+            "--label",
+            metavar="LABEL",
+            parser=checked(params.text("a label")),
+            show_default=False,
+            help="A label, such as bug or agent:NAME (repeat for more).",
+        ),
     ] = None,
-    priority: Annotated[str, typer.Option("--priority", help="high, normal or low.")] = "normal",
+    priority: Annotated[
+        str,
+        typer.Option(
+            "--priority",
+            metavar="PRIORITY",
+            parser=checked(params.task_priority),
+            help="high, normal or low.",
+        ),
+    ] = "normal",
     depends_on: Annotated[
         list[int] | None,
         typer.Option(
-            "--depends-on", show_default=False, help="Id of a task that must be done first (repeat for more)."
+            "--depends-on",
+            metavar="ID",
+            parser=checked(_task_number),
+            show_default=False,
+            help="Id of a task that must be done first (repeat for more).",
         ),
     ] = None,
     timeout: Annotated[
-        str | None,
+        float | None,
         typer.Option(
             "--timeout",
+            metavar="DURATION",
+            parser=checked(params.duration),
             show_default=False,
             help="How long it may stay in progress (90s, 30m, 2h) before it is handed back.",
         ),
@@ -59,9 +104,10 @@ def task_add(
         int | None,
         typer.Option(
             "--max-attempts",
-            min=1,
+            metavar="N",
+            parser=checked(params.count(1)),
             show_default=False,
-            help="Assignments it gets before it fails (default: the layout's tasks.max_attempts).",
+            help="Assignments it gets before it fails, 1 or more (default: the layout's tasks.max_attempts).",
         ),
     ] = None,
     json_out: JsonOpt = False,
@@ -73,17 +119,13 @@ def task_add(
     It goes to the agent the layout's routes pick (a label agent:NAME wins); a task no
     route matches waits in the queue, and you are told.
     """
-    from miyabi.config.settings import parse_duration
     from miyabi.messaging.mailbox import decode_body
     from miyabi.work.tasks import TaskError
 
-    limit = parse_duration(timeout) if timeout is not None else None
-    if timeout is not None and (limit is None or limit <= 0):
-        raise typer.BadParameter(f"{timeout!r} is not a duration; use 90s, 30m or 2h", param_hint="--timeout")
     text = decode_body(sys.stdin.buffer.read()) if body == "-" else (body or "")
     h = home_of(home, socket)
     store = _store(h)
-    t = store.add(title, text, label or [], priority, depends_on or [], timeout=limit, max_attempts=max_attempts)
+    t = store.add(title, text, label or [], priority, depends_on or [], timeout=timeout, max_attempts=max_attempts)
     cycle = store.cycle_from(t.id)
     if cycle:
         raise TaskError(f"task {t.id} would close a dependency cycle: {' → '.join(f'#{i}' for i in cycle)}")
@@ -99,8 +141,20 @@ def task_add(
 @task_app.command("ls")
 @handles_errors
 def task_ls(
-    state: Annotated[str | None, typer.Option("--state", show_default=False, help="Only tasks in this state.")] = None,
-    agent: Annotated[str | None, typer.Option("--agent", show_default=False, help="Only tasks of this agent.")] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            metavar="STATE",
+            parser=checked(params.task_state),
+            show_default=False,
+            help="Only tasks in this state: queued, blocked, assigned, in_progress, verifying, shared, done, failed or "
+            "cancelled.",
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", metavar="AGENT", show_default=False, help="Only tasks of this agent.")
+    ] = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
@@ -154,7 +208,7 @@ def task_show(task_id: TaskId, json_out: JsonOpt = False, home: HomeOpt = None, 
             f"  usage: {used.input_tokens} tokens in, {used.output_tokens} out (where its agents' CLIs report it)"
         )
     if t.body:
-        output.say("  " + t.body.replace("\n", "\n  "))
+        output.say("  " + t.body.replace("\n", "\n  "), lines=True)
     for e in data["history"]:
         output.say(f"  {e['time']}  {e['state']:<11} {e['agent'] or '':<10} {e['reason']}")
 
@@ -168,7 +222,7 @@ def _finish(task_id: str, state: Any, reason: str, home: Path | None, socket: st
 @handles_errors
 def task_done(
     task_id: TaskId,
-    note: Annotated[str, typer.Option("--note", help="What was done.")] = "",
+    note: Annotated[str, typer.Option("--note", metavar="TEXT", help="What was done.")] = "",
     home: HomeOpt = None,
     socket: SocketOpt = None,
 ) -> None:
@@ -186,7 +240,12 @@ def task_done(
 @handles_errors
 def task_fail(
     task_id: TaskId,
-    reason: Annotated[str, typer.Option("--reason", help="Why it could not be done.")],
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason", metavar="TEXT", parser=checked(params.text("the reason")), help="Why it could not be done."
+        ),
+    ],
     home: HomeOpt = None,
     socket: SocketOpt = None,
 ) -> None:
@@ -228,7 +287,10 @@ def job_submit(
     agent: Annotated[
         str | None,
         typer.Option(
-            "--agent", show_default=False, help="Worker agent to run it (default: the layout's first worker)."
+            "--agent",
+            metavar="NAME",
+            show_default=False,
+            help="Worker agent to run it (default: the layout's first worker).",
         ),
     ] = None,
     json_out: JsonOpt = False,
@@ -250,7 +312,7 @@ def job_submit(
         from miyabi.bus.tasks import valid_target
 
         if not valid_target(name):  # with a bus the worker may run on another host (NAME or NAME@HOST)
-            raise MiyabiError(f"--agent {name!r} must be an agent name, or NAME@HOST for another host's agent")
+            raise UsageError(f"--agent {name!r} must be an agent name, or NAME@HOST for another host's agent")
     elif lay is not None and name not in lay.names:
         raise AgentNotFound(name, lay.names)
     tid, job = submit(_store(t.home), file, name)

@@ -7,18 +7,18 @@ from typing import Annotated
 import typer
 
 from miyabi import defaults
-from miyabi.cli import output
-from miyabi.cli.root import HomeOpt, LayoutOpt, SocketOpt, app, handles_errors, resolve_target
+from miyabi.cli import output, params
+from miyabi.cli.root import HomeOpt, LayoutOpt, SocketOpt, app, checked, handles_errors, resolve_target
 
 
 @app.command()
 @handles_errors
 def web(
     host: Annotated[
-        str, typer.Option("--host", help="Address to listen on (loopback unless you say otherwise).")
+        str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on (loopback unless you say otherwise).")
     ] = defaults.WEB_HOST,
     port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="TCP port (0: any free one).")
+        int, typer.Option("--port", metavar="PORT", parser=checked(params.port), help="TCP port (0: any free one).")
     ] = defaults.WEB_PORT,
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Nothing can be changed through this server (for sharing).")

@@ -44,6 +44,9 @@ class MessageState(StrEnum):
     FAILED = "failed"
 
 
+PRIORITIES = ("high", "normal")
+"""A message's priorities: ``high`` is delivered before ``normal``."""
+
 _DIRS = {MessageState.PENDING: "new", MessageState.DELIVERED: "cur", MessageState.FAILED: "failed"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _NAME = re.compile(r"^[hn]-[0-9a-f-]{36}\.json$")
@@ -164,7 +167,7 @@ def make(
             f"message body is {size:,} bytes, over the limit of {max_body:,}; send a file path instead, or raise "
             "delivery.max_body in the layout"
         )
-    if priority not in ("high", "normal"):
+    if priority not in PRIORITIES:
         raise MessageError(f"priority {priority!r} is not valid; use high or normal")
     if ttl is not None and not ttl > 0:
         raise MessageError(f"ttl {ttl!r} must be a positive number of seconds")

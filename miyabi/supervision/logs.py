@@ -30,6 +30,7 @@ from miyabi import defaults
 from miyabi.config.settings import parse_duration
 from miyabi.errors import UsageError
 from miyabi.home import Home
+from miyabi.tmux.logpipe import START
 
 # ---------------------------------------------------------------- terminal text → lines
 
@@ -48,6 +49,9 @@ _ESC = re.compile(r"\x1b(?:[ -/]+[0-~]|[0-OQ-WYZ\\`-~])")
 _PARTIAL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|[\]PX^_].*|[ -/]*)?", re.DOTALL)
 """The start of an escape sequence that the next read may complete."""
 
+_PROCESS_START = START.decode()
+"""What :mod:`miyabi.tmux.logpipe` writes where a new process's output begins."""
+
 _ROW_MOVES = frozenset("ABEFHfdJ")
 """CSI finals that leave the cursor's row (or clear the screen): the line ends there."""
 _COLUMN_MAX = 1000
@@ -61,7 +65,10 @@ class LineCleaner:
     moves (``CSI n G/C/D``) move a cursor within the line, and text overwrites what is
     under it, as on a terminal (``"50%\\r100%"`` → ``100%``); ``CSI K`` erases in the
     line. A newline ends the line (blank lines included); a vertical move (``CSI A/B/H``
-    …, ``ESC M``, a form feed) or a screen clear ends a line that has text. Removed:
+    …, ``ESC M``, a form feed), a screen clear, or the mark
+    :mod:`~miyabi.tmux.logpipe` writes where a new process's output begins (the
+    previous process's unfinished prompt stays a line of its own) ends a line that has
+    text. Removed:
     every other control character and escape sequence (colours, modes, charset
     selects, OSC titles and hyperlinks, DCS). Trailing spaces are dropped, and a line
     that reaches ``line_max`` characters is ended there.
@@ -141,7 +148,8 @@ class LineCleaner:
                 continue
             m = _STRING.match(text, pos) or _ESC.match(text, pos)
             if m:
-                if m.group()[1] in "DEMc":  # index, next line, reverse index, reset
+                # index, next line, reverse index, reset; a new process's output starts
+                if m.group()[1] in "DEMc" or m.group() == _PROCESS_START:
                     self._break(out)
                 pos = m.end()
                 continue

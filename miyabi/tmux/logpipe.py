@@ -6,12 +6,14 @@ agent's pane log and rotate the log at a size limit.
 It reads its standard input (the pane's output, which tmux writes into a pipe) and
 appends each read at once with one ``write(2)`` per piece, unbuffered, so that the log's
 size and modification time follow the pane within a read (``miyabi status`` shows the
-log's age as the agent's last output). When appending would take LOG past ``N`` bytes,
+log's age as the agent's last output). The first piece is preceded by :data:`START`,
+which marks where the output of the process it logs begins. When appending would take LOG past ``N`` bytes,
 it writes what fits up to the last newline that fits (a whole line, unless a single
 line is longer than ``N``), then renames ``LOG.K-1`` → ``LOG.K`` … ``LOG`` → ``LOG.1``
 (the oldest beyond ``K`` is deleted; ``K`` 0 keeps none) and goes on in a fresh LOG.
 ``N`` 0 never rotates. No byte it read is lost or written twice: every piece goes to
-exactly one file, and a rename never moves bytes. It exits 0 when its input closes (the
+exactly one file, and a rename never moves bytes; the only bytes it adds are one
+:data:`START`. It exits 0 when its input closes (the
 pane died, or ``pipe-pane`` was run again), and on SIGTERM, SIGHUP or SIGINT after
 writing what was already waiting in the pipe; 1 when LOG cannot be written; 2 on bad
 arguments.
@@ -36,6 +38,14 @@ import select
 import signal
 import stat
 import sys
+
+START = b"\x1b^miyabi: a new process\x1b\\"
+"""Written right before the first bytes each run of this program appends: ``pipe-pane``
+starts one for each process a pane runs (a new pane, a respawn), so it marks where a
+process's output begins. It is a privacy message (ECMA-48 PM: ``ESC ^`` … ``ESC \\``),
+which terminals and tmux ignore, so a log read with ``cat`` looks as the pane did;
+``miyabi logs`` reads it as the end of an unfinished line (the dead process's prompt),
+so the new process's first line starts on a line of its own."""
 
 CHUNK = 65536
 """Most bytes read from the pipe at a time (a pipe holds 64 KiB on Linux)."""
@@ -158,10 +168,11 @@ class RotatingLog:
             self.fd = -1
 
 
-def pump(src: int, log: RotatingLog, wake: int, stopped: list[int]) -> None:
+def pump(src: int, log: RotatingLog, wake: int, stopped: list[int], first: bytes = b"") -> None:
     """Copy ``src`` into ``log`` until ``src`` ends, or until a signal is noted in
     ``stopped`` (``wake`` becomes readable then; see ``signal.set_wakeup_fd``), after
-    which what ``src`` already holds is copied too.
+    which what ``src`` already holds is copied too. ``first`` goes in with the first
+    bytes, in the same write (nothing, if ``src`` brings none).
 
     Raises:
         OSError: the log cannot be written.
@@ -172,7 +183,8 @@ def pump(src: int, log: RotatingLog, wake: int, stopped: list[int]) -> None:
             data = os.read(src, CHUNK)
             if not data:
                 return
-            log.write(data)
+            log.write(first + data)
+            first = b""
         if stopped:
             os.set_blocking(src, False)
             while True:
@@ -182,7 +194,8 @@ def pump(src: int, log: RotatingLog, wake: int, stopped: list[int]) -> None:
                     return
                 if not data:
                     return
-                log.write(data)
+                log.write(first + data)
+                first = b""
 
 
 def parse(argv: list[str]) -> tuple[int, int, str]:
@@ -228,7 +241,7 @@ def main(argv: list[str]) -> int:
     try:
         log = RotatingLog(path, max_bytes, keep)
         try:
-            pump(0, log, wake_r, stopped)
+            pump(0, log, wake_r, stopped, first=START)
         finally:
             log.close()
     except OSError as e:

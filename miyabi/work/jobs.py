@@ -24,6 +24,7 @@ its record and runs nothing again. An attempt runs a step only while it owns the
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import subprocess
@@ -43,7 +44,74 @@ JOB_COMMAND = re.compile(r"^/job (\d+)$")
 
 
 class JobError(TaskError):
-    """A job file is invalid, or a job cannot run."""
+    """A job file is invalid, or a job cannot run.
+
+    Attributes:
+        problems: one line per problem (a job file's are all found at once, each
+            naming the file and the field).
+    """
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def lines(self) -> list[str]:
+        return self.problems
+
+
+FIELDS = {
+    "id": "text that names the job (unique: a second job with the same id is refused)",
+    "kind": "run_shell",
+    "workdir": "the directory the commands run in",
+    "script": "a list of shell commands",
+    "dod": "exit_code == 0 (or != N)",
+    "report_path": "where the report goes (relative: to workdir)",
+}
+"""A job's required fields, and what each holds."""
+OPTIONAL = ("retries", "timeout")
+
+
+def _problems(data: Any, origin: str, base: Path | None) -> list[str]:
+    """Every problem of the job ``data`` from ``origin``, one line each as ``FILE: FIELD:
+    what is wrong; what to do``. ``base``: the directory a relative ``workdir`` is
+    relative to (None: do not look at the file system)."""
+    if not isinstance(data, dict):
+        return [f"{origin}: a job must be a JSON object with {', '.join(FIELDS)}"]
+    out = [f"{origin}: {k}: missing; give {what}" for k, what in FIELDS.items() if k not in data]
+    for k in sorted(set(data) - set(FIELDS) - set(OPTIONAL)):
+        near = difflib.get_close_matches(k, [*FIELDS, *OPTIONAL], n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"a job has {', '.join([*FIELDS, *OPTIONAL])}"
+        out.append(f"{origin}: {k}: unknown field; {hint}")
+    for k in ("id", "workdir", "report_path"):
+        if k in data and (not isinstance(data[k], str) or not data[k].strip()):
+            out.append(f"{origin}: {k}: {data[k]!r} is not text, or is empty; give {FIELDS[k]}")
+    if "kind" in data and data["kind"] not in KINDS:
+        out.append(f"{origin}: kind: {data['kind']!r} is not supported; use {' or '.join(KINDS)}")
+    script = data.get("script")
+    if "script" in data and (
+        not isinstance(script, list) or not script or not all(isinstance(c, str) and c.strip() for c in script)
+    ):
+        out.append(f'{origin}: script: must be a non-empty list of commands (text), such as ["make test"]')
+    if "dod" in data and (not isinstance(data["dod"], str) or not DOD_RE.match(data["dod"])):
+        out.append(f"{origin}: dod: {data['dod']!r} is not understood; use exit_code == 0 (or != N)")
+    retries = data.get("retries")
+    if retries is not None and (type(retries) is not int or retries < 0):
+        out.append(f"{origin}: retries: {retries!r} must be a whole number, 0 or more")
+    if data.get("timeout") is not None:
+        timeout = parse_duration(data["timeout"])
+        if timeout is None or timeout <= 0:
+            out.append(f"{origin}: timeout: {data['timeout']!r} must be a duration such as 90s, 10m or 2h")
+    workdir = data.get("workdir")
+    if base is not None and isinstance(workdir, str) and workdir.strip():
+        where = _workdir(workdir, base)
+        if not where.is_dir():
+            out.append(f"{origin}: workdir: {workdir!r} is not a directory ({where}); create it or fix workdir")
+    return out
+
+
+def _workdir(workdir: str, base: Path) -> Path:
+    p = Path(workdir).expanduser()
+    return p if p.is_absolute() else base / p
 
 
 @dataclass(frozen=True)
@@ -71,48 +139,25 @@ class Job:
     timeout: float | None = None
 
     @classmethod
-    def parse(cls, data: Any, origin: str) -> Job:
-        """Check a job's fields.
+    def parse(cls, data: Any, origin: str, base: Path | None = None) -> Job:
+        """Check a job's fields (and with ``base``, that its ``workdir``, relative to
+        ``base`` unless absolute, is a directory).
 
         Raises:
-            JobError: one line naming the file and field and what to fix.
+            JobError: every problem at once, one line each naming the file and field.
         """
-        if not isinstance(data, dict):
-            raise JobError(f"{origin}: a job must be a JSON object")
-        need = ("id", "kind", "workdir", "script", "dod", "report_path")
-        optional = ("retries", "timeout")
-        missing = [k for k in need if k not in data]
-        if missing:
-            raise JobError(f"{origin}: missing field(s) {', '.join(missing)}")
-        extra = sorted(set(data) - set(need) - set(optional))
-        if extra:
-            raise JobError(f"{origin}: unknown field(s) {', '.join(extra)}; a job has {', '.join(need + optional)}")
-        retries = data.get("retries")
-        if retries is not None and (type(retries) is not int or retries < 0):
-            raise JobError(f"{origin}: retries {retries!r} must be a whole number, 0 or more")
-        timeout = None
-        if data.get("timeout") is not None:
-            timeout = parse_duration(data["timeout"])
-            if timeout is None or timeout <= 0:
-                raise JobError(f"{origin}: timeout {data['timeout']!r} must be a duration such as 90s, 10m or 2h")
-        if data["kind"] not in KINDS:
-            raise JobError(f"{origin}: kind {data['kind']!r} is not supported; use run_shell")
-        script = data["script"]
-        if not isinstance(script, list) or not script or not all(isinstance(c, str) and c.strip() for c in script):
-            raise JobError(f"{origin}: script must be a non-empty list of commands (text)")
-        if not isinstance(data["dod"], str) or not DOD_RE.match(data["dod"]):
-            raise JobError(f"{origin}: dod {data['dod']!r} is not understood; use exit_code == 0 (or != N)")
-        for k in ("id", "workdir", "report_path"):
-            if not isinstance(data[k], str) or not data[k].strip():
-                raise JobError(f"{origin}: {k} must be text")
+        problems = _problems(data, origin, base)
+        if problems:
+            raise JobError(*problems)
+        timeout = parse_duration(data["timeout"]) if data.get("timeout") is not None else None
         return cls(
             str(data["id"]),
             data["kind"],
             data["workdir"],
-            tuple(script),
+            tuple(data["script"]),
             data["dod"],
             data["report_path"],
-            retries,
+            data.get("retries"),
             timeout,
         )
 
@@ -152,19 +197,26 @@ def load(path: Path) -> Job:
     to the file's directory) and must be an existing directory.
 
     Raises:
-        JobError: unreadable or invalid file, or a missing workdir.
+        JobError: the file does not exist or cannot be read, is not JSON, or holds an
+            invalid job (every problem at once, one line each).
     """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise JobError(f"{path}: not readable JSON ({e})") from None
-    job = Job.parse(data, str(path))
-    workdir = Path(job.workdir).expanduser()
-    if not workdir.is_absolute():
-        workdir = path.resolve().parent / workdir
-    if not workdir.is_dir():
-        raise JobError(f"{path}: workdir {job.workdir!r} is not a directory ({workdir}); create it or fix workdir")
-    return replace(job, workdir=str(workdir))
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobError(f"{path}: no such job file; check the path") from None
+    except IsADirectoryError:
+        raise JobError(f"{path}: is a directory, not a job file; give the job's JSON file") from None
+    except UnicodeDecodeError as e:
+        raise JobError(f"{path}: not UTF-8 text (byte {e.start}); a job file is JSON") from None
+    except OSError as e:
+        raise JobError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise JobError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno}); fix the file") from None
+    base = path.resolve().parent
+    job = Job.parse(data, str(path), base)
+    return replace(job, workdir=str(_workdir(job.workdir, base)))
 
 
 def submit(store: Store, path: Path, agent: str) -> tuple[int, Job]:

@@ -311,3 +311,26 @@ def test_a_prompt_pattern_ending_in_a_blank_is_seen_and_the_agent_gets_its_messa
     mid = send(home, "p", "hello prompt")
     wait_for(lambda: out.exists() and out.read_text() == "hello prompt\n", timeout=20, what="the line delivered")
     wait_for(lambda: state_of(home, "p", mid) == "delivered", timeout=20, what="delivered")
+
+
+def test_a_dead_letter_retried_while_its_agent_is_busy_waits_its_whole_ttl_again(
+    cli: Cli, home: Path, tmp_path: Path
+) -> None:
+    """Issue 21: a retried dead letter whose ttl ran out must not fail again at once; it
+    waits, a whole ttl from the retry, for its agent to be ready (here: busy 8 s after
+    its first message; the second, with a ttl of 5 s, dies of old age meanwhile)."""
+    assert cli("up", str(layout(tmp_path, "ttl", worker("kaede", "--think 8"))), "-d").exit_code == 0
+    send(home, "kaede", "first")
+    wait_for(lambda: transcript(home, "kaede") == ["first"], what="the first message")
+    late = send(home, "kaede", "late", "--ttl", "5")
+    wait_for(lambda: state_of(home, "kaede", late) == "failed", timeout=15, what="the ttl to run out")
+    assert transcript(home, "kaede") == ["first"]
+    r = cli("retry", late[:13])
+    assert r.exit_code == 0 and r.output == f"{late} is pending again in kaede's inbox with a fresh ttl of 5 s\n"
+    wait_for(lambda: transcript(home, "kaede") == ["first", "late"], timeout=20, what="the retried message delivered")
+    assert state_of(home, "kaede", late) == "delivered"
+    events = [json.loads(x) for x in (home / "logs" / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events if e.get("id") == late and e["event"] in ("dead-letter", "retry")] == [
+        "dead-letter",
+        "retry",
+    ]

@@ -112,3 +112,36 @@ def test_logs_follow_prints_new_lines_through_rotations(cli: Cli, socket: str, h
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     assert proc.returncode == 130
+
+
+RESTARTER = r"""
+n=$(cat "$1" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$1"
+if [ "$n" = 1 ]; then printf 'first> '; exit 3; fi
+printf 'second process ready\n'
+exec sleep 600
+"""
+"""Its first run leaves an unfinished prompt and dies; the next one prints a line."""
+
+
+def test_a_restarted_process_starts_on_a_line_of_its_own(cli: Cli, socket: str, home: Path, tmp_path: Path) -> None:
+    script = tmp_path / "restarter.sh"
+    script.write_text(RESTARTER)
+    lay = tmp_path / "l.yaml"
+    lay.write_text(
+        f"session: restart\nagents:\n  - {{name: sh, profile: shell, command: sh {script} {tmp_path / 'runs'}}}\n"
+    )
+    assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
+    tmux = Tmux(socket)
+    wait_for(lambda: all(p.dead for p in list_panes(tmux, "restart") if p.agent == "sh"), what="the first run to die")
+    wait_for(lambda: b"first> " in home.joinpath("logs", "sh.log").read_bytes(), what="its prompt in the log")
+    r = cli("up", str(lay), "-d", "--no-controller")  # respawns the dead agent in its pane
+    assert r.exit_code == 0 and "respawned sh" in r.output, r.output
+    wait_for(lambda: "second process ready" in cli("logs", "sh").output, what="the new process's line")
+    assert cli("logs", "sh").output == "first>\nsecond process ready\n"
+    assert [x["text"] for x in json.loads(cli("logs", "sh", "--json").output)] == ["first>", "second process ready"]
+    # the log holds what both processes printed, each byte once, after a mark where each began
+    from miyabi.tmux.logpipe import START
+
+    assert b"".join(p.read_bytes() for p in log_files(home / "logs", "sh")) == (
+        START + b"first> " + START + b"second process ready\r\n"
+    )

@@ -124,7 +124,10 @@ def test_a_bad_job_file_is_one_clear_line(cli: Cli, home: Path, tmp_path: Path) 
         )
     )
     r = cli("job", "submit", str(f), "--layout", str(lay))
-    assert r.exit_code == 1 and "script must be a non-empty list" in r.output and str(f) in r.output
+    assert (
+        r.exit_code == 1
+        and r.output == f'miyabi: {f}: script: must be a non-empty list of commands (text), such as ["make test"]\n'
+    )
 
 
 def test_up_with_a_github_layout_routes_issues_to_agents(cli: Cli, home: Path, tmp_path: Path, monkeypatch) -> None:

@@ -17,11 +17,7 @@ from miyabi.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MIYABI_SOCKET", "miyabi_unit_never_started")
-    monkeypatch.delenv("MIYABI_HOME", raising=False)
+pytestmark = pytest.mark.usefixtures("in_empty_dir")
 
 
 def test_layouts_json_lists_the_shipped_layouts() -> None:
@@ -143,8 +139,20 @@ def test_version_completion_and_bare_commands() -> None:
     r = miyabi("task")
     assert r.returncode == 0 and "Usage: miyabi task" in r.stdout
     assert "--install-completion" in miyabi("--help").stdout
-    r = miyabi("--show-completion", "bash")
-    assert r.returncode == 0 and "complete" in r.stdout
+    # typer finds the shell among the process's ancestors (the argument is not read):
+    # run it from bash, as a user does, wherever the tests themselves run from
+    import os
+    import sys
+
+    r = subprocess.run(
+        ["bash", "-c", '"$0" -m miyabi --show-completion; exit $?', sys.executable],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION"},
+    )
+    assert r.returncode == 0 and "complete" in r.stdout, r.stderr
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,7 @@ def test_the_rotator_loses_and_doubles_nothing_and_cuts_at_line_ends(tmp_path: P
     run_pipe(log, data, max_bytes=8192, keep=1000)
     files = log_files(log.parent, "a")
     assert len(files) > 10 and files[-1] == log
-    assert joined(log) == data
+    assert joined(log) == logpipe.START + data  # what it read, after the mark where the process's output starts
     for f in files:
         body = f.read_bytes()
         assert 0 < len(body) <= 8192
@@ -97,16 +97,17 @@ def test_a_line_longer_than_the_limit_is_cut_at_the_limit(tmp_path: Path) -> Non
     log = tmp_path / "a.log"
     data = b"short\n" + b"y" * 10_000 + b"\nend\n"
     run_pipe(log, data, max_bytes=4096, keep=10, chunk=65536)
-    assert joined(log) == data
+    assert joined(log) == logpipe.START + data
     assert all(p.stat().st_size <= 4096 for p in log_files(tmp_path, "a"))
 
 
 def test_max_bytes_0_never_rotates_and_an_oversized_old_log_rotates_first(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     run_pipe(log, b"z" * 50_000 + b"\n", max_bytes=0, keep=5)
-    assert log_files(tmp_path, "a") == [log] and log.stat().st_size == 50_001
+    size = 50_001 + len(logpipe.START)
+    assert log_files(tmp_path, "a") == [log] and log.stat().st_size == size
     run_pipe(log, b"new\n", max_bytes=4096, keep=5)  # a log bigger than the limit, from before
-    assert log.read_bytes() == b"new\n" and (tmp_path / "a.log.1").stat().st_size == 50_001
+    assert log.read_bytes() == logpipe.START + b"new\n" and (tmp_path / "a.log.1").stat().st_size == size
 
 
 def test_a_smaller_keep_removes_the_files_a_larger_one_left(tmp_path: Path) -> None:
@@ -124,7 +125,8 @@ def test_the_rotator_writes_each_read_at_once_and_exits_when_its_input_closes(tm
     try:
         p.stdin.write(b"first part, no newline")
         p.stdin.flush()
-        wait_for(lambda: log.exists() and log.read_bytes() == b"first part, no newline", what="the bytes in the log")
+        want = logpipe.START + b"first part, no newline"
+        wait_for(lambda: log.exists() and log.read_bytes() == want, what="the bytes in the log")
         assert p.poll() is None
         assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700 and stat.S_IMODE(log.stat().st_mode) == 0o600
     finally:
@@ -141,7 +143,7 @@ def test_the_rotator_writes_what_it_holds_before_it_stops_on_sigterm(tmp_path: P
     wait_for(lambda: log.exists() and log.stat().st_size > 0, what="the rotator running")
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=30) == 0
-    assert log.read_bytes() == b"before the signal\n"
+    assert log.read_bytes() == logpipe.START + b"before the signal\n"
     p.stdin.close()
 
 
@@ -159,7 +161,9 @@ def test_two_writers_on_one_log_lose_nothing(tmp_path: Path) -> None:
         assert p.stdin is not None
         p.stdin.close()
         assert p.wait(timeout=60) == 0
-    got = joined(log).splitlines(keepends=True)
+    whole = joined(log)
+    assert whole.count(logpipe.START) == 2  # one mark per writer, each before its own first bytes
+    got = whole.replace(logpipe.START, b"").splitlines(keepends=True)
     want = [line for s in sent for line in s]
     assert sorted(got) == sorted(want)
 
@@ -432,8 +436,16 @@ def test_logs_prints_plain_lines_and_json(logged: Home) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "text"),
     [
-        (["logs", "kaede", "--grep", "(x"], 2, "miyabi: grep pattern '(x' is not a regular expression"),
-        (["logs", "kaede", "--since", "soon"], 2, "miyabi: since 'soon' is not a duration"),
+        (
+            ["logs", "kaede", "--grep", "(x"],
+            2,
+            "miyabi: logs: invalid value for '--grep' / '-g': '(x' is not a regular expression",
+        ),
+        (
+            ["logs", "kaede", "--since", "soon"],
+            2,
+            "miyabi: logs: invalid value for '--since': 'soon' is not a duration",
+        ),
         (["logs", "kaeed"], 1, "miyabi: unknown agent 'kaeed'; did you mean 'kaede'?"),
     ],
 )

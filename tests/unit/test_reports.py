@@ -55,12 +55,7 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MIYABI_SOCKET", "miyabi_unit_never_started")
-    monkeypatch.delenv("MIYABI_HOME", raising=False)
-    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+pytestmark = pytest.mark.usefixtures("in_empty_dir")
 
 
 @pytest.fixture
@@ -462,7 +457,10 @@ def test_report_refuses_a_bad_since_naming_it(tmp_path: Path) -> None:
     for bad in ("yesterday", "0", "-5m"):
         r = runner.invoke(app, ["report", "--since", bad, "--home", str(tmp_path)])
         assert r.exit_code == 2, r.output
-        assert f"miyabi: report: --since '{bad}' is not a duration; give one such as 24h, 7d, 90m or 3600" in r.output
+        assert r.output == (
+            f"miyabi: report: invalid value for '--since': '{bad}' is not a duration; give one such as 90s, 30m, 2h, "
+            "7d or a number of seconds; see `miyabi report --help`\n"
+        )
     r = runner.invoke(app, ["report", "--post-issue", "0", "--home", str(tmp_path)])
     assert r.exit_code == 2
 

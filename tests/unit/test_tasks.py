@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import brought_up
 
 from miyabi.config.settings import Route
 from miyabi.work.scheduler import rank, route, schedule
@@ -175,7 +176,7 @@ def test_a_job_with_a_missing_workdir_or_a_used_id_is_refused_at_submit(store: S
         )
         return f
 
-    with pytest.raises(JobError, match=r"workdir 'nowhere' is not a directory"):
+    with pytest.raises(JobError, match=r"workdir: 'nowhere' is not a directory"):
         submit(store, job("a", "nowhere"), "kaede")
     assert store.query() == []
     tid, _ = submit(store, job("b", str(tmp_path)), "kaede")
@@ -514,3 +515,79 @@ def test_a_second_store_in_one_process_keeps_the_first_ones_locks(tmp_path: Path
         text=True,
     ).stdout.strip()
     assert seen == "cancelled"
+
+
+def test_a_job_file_has_every_problem_reported_at_once_one_line_each(store: Store, tmp_path: Path) -> None:
+    import json
+
+    from miyabi.work.jobs import JobError, submit
+
+    f = tmp_path / "bad.json"
+    f.write_text(
+        json.dumps(
+            {
+                "id": 7,
+                "kind": "bash",
+                "workdir": "nowhere",
+                "scirpt": ["true"],
+                "dod": "done",
+                "report_path": "",
+                "retries": -1,
+                "timeout": "soon",
+            }
+        )
+    )
+    with pytest.raises(JobError) as e:
+        submit(store, f, "kaede")
+    assert e.value.lines() == [
+        f"{f}: script: missing; give a list of shell commands",
+        f"{f}: scirpt: unknown field; did you mean 'script'?",
+        (
+            f"{f}: id: 7 is not text, or is empty; give text that names the job (unique: a second job with the same id "
+            "is refused)"
+        ),
+        f"{f}: report_path: '' is not text, or is empty; give where the report goes (relative: to workdir)",
+        f"{f}: kind: 'bash' is not supported; use run_shell",
+        f"{f}: dod: 'done' is not understood; use exit_code == 0 (or != N)",
+        f"{f}: retries: -1 must be a whole number, 0 or more",
+        f"{f}: timeout: 'soon' must be a duration such as 90s, 10m or 2h",
+        f"{f}: workdir: 'nowhere' is not a directory ({tmp_path / 'nowhere'}); create it or fix workdir",
+    ]
+    assert store.query() == []
+
+
+def test_a_job_file_that_is_missing_or_not_json_says_which(store: Store, tmp_path: Path) -> None:
+    from miyabi.work.jobs import JobError, submit
+
+    with pytest.raises(JobError) as e:
+        submit(store, tmp_path / "nope.json", "kaede")
+    assert e.value.lines() == [f"{tmp_path / 'nope.json'}: no such job file; check the path"]
+    with pytest.raises(JobError) as e:
+        submit(store, tmp_path, "kaede")
+    assert e.value.lines() == [f"{tmp_path}: is a directory, not a job file; give the job's JSON file"]
+    broken = tmp_path / "broken.json"
+    broken.write_text('{\n  "id": "a",\n  "kind": run_shell\n}\n')
+    with pytest.raises(JobError) as e:
+        submit(store, broken, "kaede")
+    assert e.value.lines() == [f"{broken}:3: not valid JSON (Expecting value at column 11); fix the file"]
+
+
+def test_job_submit_prints_each_problem_on_a_line_of_its_own(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from miyabi.cli import app
+
+    lay = tmp_path / "l.yaml"
+    lay.write_text("session: s\nagents:\n  - {name: w, profile: worker}\n")
+    f = tmp_path / "j.json"
+    f.write_text(json.dumps({"id": "j", "kind": "run_shell", "workdir": "."}))
+    brought_up(tmp_path)
+    r = CliRunner().invoke(app, ["job", "submit", str(f), "--layout", str(lay), "--home", str(tmp_path)])
+    assert r.exit_code == 1
+    assert r.output.splitlines() == [
+        f"miyabi: {f}: script: missing; give a list of shell commands",
+        f"miyabi: {f}: dod: missing; give exit_code == 0 (or != N)",
+        f"miyabi: {f}: report_path: missing; give where the report goes (relative: to workdir)",
+    ]
