@@ -77,11 +77,12 @@ def children_left(home: Home) -> list[int]:
 
 
 def stop_dashboard(home: Home, wait: float = defaults.WEB_STOP_WAIT) -> list[int]:
-    """End the dashboards serving ``home``: the published one and any an earlier
-    controller left; returns their pids."""
+    """End the controller's dashboards of ``home`` (its ``web:`` child, and any an
+    earlier controller left); returns their pids. A dashboard started by hand
+    (``miyabi web``) is not the controller's, and is left running."""
     from miyabi.controller.process import end_processes
 
-    pids = sorted({*children_left(home), *([p] if (p := published_pid(home)) is not None else [])})
+    pids = sorted(children_left(home))
     if pids:
         end_processes(pids, wait)
     return pids

@@ -15,6 +15,8 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from miyabi import __version__
 from miyabi.errors import AgentNotFound, MiyabiError, TmuxError, TmuxUnavailable
@@ -52,6 +54,21 @@ def status_of(e: MiyabiError) -> int:
     return 409
 
 
+ROUTERS = (api.router, kpis.router, logs.router, pages.router)
+"""The routers of the app, in the order they are tried."""
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods the routes of ``scope``'s path take (sorted), for a 405's ``Allow``:
+    Starlette names only the first matching route's."""
+    found: set[str] = set()
+    for route in [*app.routes, *(r for router in ROUTERS for r in router.routes)]:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(scope)[0] != Match.NONE:
+            found |= set(methods)
+    return sorted(found)
+
+
 def create_app(site: Site) -> FastAPI:
     """The dashboard for ``site``."""
     app = FastAPI(
@@ -81,7 +98,12 @@ def create_app(site: Site) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         what = "no such page or endpoint" if e.status_code == 404 else str(e.detail)
-        return JSONResponse({"error": f"{what}: {request.method} {request.url.path}"}, status_code=e.status_code)
+        headers = dict(e.headers or {})
+        if e.status_code == 405:  # every method of the path, not only the first route's (RFC 9110 15.5.6)
+            headers["allow"] = ", ".join(allowed_methods(request.app, request.scope))
+        return JSONResponse(
+            {"error": f"{what}: {request.method} {request.url.path}"}, status_code=e.status_code, headers=headers
+        )
 
     @app.exception_handler(sqlite3.Error)
     async def store_error(request: Request, e: sqlite3.Error) -> JSONResponse:
@@ -103,9 +125,7 @@ def create_app(site: Site) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(api.router)
-    app.include_router(kpis.router)
-    app.include_router(logs.router)
-    app.include_router(pages.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     return app

@@ -3,6 +3,7 @@ runs the ASGI server (uvicorn) until stopped."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
@@ -95,16 +96,19 @@ def serve(
     from miyabi.web.site import Site
 
     access = access_for(target, host, read_only, no_token)
-    try:  # bind first, so that a taken port is one clear line and the URL printed is true
-        family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    try:
         sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise MiyabiError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    try:  # bind first, so that a taken port is one clear line and the URL printed is true
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
         sock.listen(2048)  # connections wait in the backlog from now on, before the URL is printed
     except OSError as e:
-        running = published(target.home)
-        hint = f"; this home's dashboard already runs at {running['base']}" if running else "; pick another with --port"
-        raise MiyabiError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
+        sock.close()
+        why = f"{e.strerror or e}{held_by(target.home, port)}" if e.errno == errno.EADDRINUSE else e.strerror or str(e)
+        raise MiyabiError(f"cannot listen on {host}:{port}: {why}; pick another port with --port") from None
     port = sock.getsockname()[1]
     site = Site(target, access, follow=follow)
     app = create_app(site)
@@ -128,6 +132,37 @@ def serve(
         sock.close()
         if (published(target.home) or {}).get("pid") == os.getpid():
             path.unlink(missing_ok=True)
+
+
+def held_by(home: Home, port: int) -> str:
+    """Who listens on TCP ``port`` of this machine, as the tail of an error message:
+    ``" (this home's dashboard, pid N, serves there: URL)"``, ``" (held by NAME, pid
+    N)"``, or "" when it cannot be told (another user's socket, no permission)."""
+    import psutil
+
+    try:
+        pids = {
+            c.pid
+            for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr[1] == port
+        }
+    except (psutil.Error, OSError):
+        return ""
+    pid = min((p for p in pids if p is not None), default=None)
+    if pid is None:
+        return ""
+    mine = published(home)
+    if mine is not None and mine.get("pid") == pid:
+        return f" (this home's dashboard, pid {pid}, already serves there: {mine['base']})"
+    try:
+        proc = psutil.Process(pid)
+        name = proc.name()
+        argv = proc.cmdline()
+    except psutil.Error:
+        return f" (held by pid {pid})"
+    if "web" in argv and any("miyabi" in a for a in argv[:3]):
+        return f" (held by another home's miyabi dashboard, pid {pid})"
+    return f" (held by {name}, pid {pid})"
 
 
 def published(home: Home) -> dict[str, Any] | None:

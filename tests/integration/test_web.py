@@ -198,7 +198,9 @@ def test_bad_reads_and_garbage(web: Web) -> None:
         r = c.post("/api/v1/agents/w1/messages", content=b"\xff\xfe", headers={"content-type": "application/json"})
         assert r.status_code == 422
         assert c.get("/api/v1/agents/w1/crashes/..%2F..%2Frun%2Fweb.json").status_code == 404
-        assert c.put("/api/v1/tasks").status_code == 405
+        r = c.put("/api/v1/tasks")  # RFC 9110 15.5.6: a 405 says which methods the resource takes
+        assert r.status_code == 405 and set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}
+        assert "Method Not Allowed" in error_of(r)
 
 
 def test_tasks_cancel_retry_and_their_history(web: Web) -> None:
@@ -533,3 +535,65 @@ def test_kpis_and_their_charts(web: Web, home: Path) -> None:
         lines = c.get("/api/v1/agents/w1/logs", params={"grep": "for the figures"}).json()
         assert lines and all("for the figures" in ln["text"] for ln in lines) and "\x1b" not in json.dumps(lines)
         assert c.get("/api/v1/agents/w1/logs", params={"grep": "("}).status_code == 400
+
+
+def test_a_port_held_by_another_program_is_named_with_its_holder(home: Path, socket: str, web: Web) -> None:
+    # a program that is not miyabi listens on a port, while this home's dashboard serves on another one
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import socket, sys, time\n"
+                "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+                "print(s.getsockname()[1], flush=True); time.sleep(600)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        r = subprocess.run(
+            [sys.executable, "-m", "miyabi", "web", "--port", str(port), "--home", str(home), "--socket", socket],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    ours = web.base.rsplit(":", 1)[1]
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+    assert f"pid {holder.pid}" in r.stderr and "python" in r.stderr, r.stderr
+    assert ours not in r.stderr.replace(str(port), ""), r.stderr  # the other dashboard's port is not named
+    # the port of this home's own dashboard: it says so
+    r = subprocess.run(
+        [sys.executable, "-m", "miyabi", "web", "--port", ours, "--home", str(home), "--socket", socket],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 1 and f"this home's dashboard, pid {web.proc.pid}, already serves there" in r.stderr
+
+
+def test_down_leaves_a_dashboard_started_by_hand_and_says_where_it_serves(cli: Cli, web: Web) -> None:
+    r = cli("down")
+    assert r.exit_code == 0, r.output
+    line = f"the dashboard started by hand still serves at {web.base} (pid {web.proc.pid})"
+    assert line in r.output and f"kill {web.proc.pid}" in r.output, r.output
+    assert "stopped the dashboard" not in r.output
+    assert web.proc.poll() is None  # still serving
+    with web.client() as c:
+        assert c.get("/api/v1/tasks").status_code == 200
+
+
+def test_the_web_package_says_what_it_is() -> None:
+    import miyabi.web
+
+    assert miyabi.web.__file__ is not None and miyabi.web.__file__.endswith("__init__.py")
+    assert miyabi.web.__doc__ and "dashboard" in miyabi.web.__doc__
