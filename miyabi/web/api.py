@@ -30,13 +30,9 @@ from miyabi.controller.view import bus_view, cancel_task, message_json, messages
 from miyabi.errors import MiyabiError, TmuxError
 from miyabi.events import events_after, path_of
 from miyabi.messaging.mailbox import MessageState, drop, post, retry
-from miyabi.web.site import Site
+from miyabi.web.site import NotFound, Site
 
 router = APIRouter(prefix="/api/v1")
-
-
-class NotFound(MiyabiError):
-    """A thing the request names does not exist (404)."""
 
 
 def site_of(request: Request) -> Site:
@@ -115,22 +111,21 @@ async def stream_agents(request: Request) -> AsyncIterator[ServerSentEvent]:
 
 @router.get("/hosts", summary="With a bus: whether it is up, and every host on it with its agents' states")
 def list_hosts(request: Request) -> dict[str, Any]:
-    home = site_of(request).home
+    return hosts_of(site_of(request))
+
+
+def hosts_of(site: Site) -> dict[str, Any]:
+    """The bus and its hosts (``{"bus", "hosts", "error"}``; ``bus`` None without one)."""
+    home = site.home
     try:
-        return bus_view(home, all_hosts=read_state(home.root) is not None)
+        return {"hosts": None, "error": None, **bus_view(home, all_hosts=read_state(home.root) is not None)}
     except MiyabiError as e:  # the bus down: what this host last knew, and why not more
         return {**bus_view(home, all_hosts=False), "hosts": None, "error": str(e)}
 
 
 @router.get("/agents/{name}", summary="One agent's row")
 def get_agent(name: str, request: Request) -> dict[str, Any]:
-    site = site_of(request)
-    site.agent(name)
-    data = site.agents_json()
-    row: dict[str, Any] | None = next((a for a in data["agents"] if a["name"] == name), None)
-    if row is None:
-        raise NotFound(f"agent {name} has no row; is the session running? (`miyabi up`)")
-    return row
+    return site_of(request).agent_json(name)
 
 
 def _pane_of(site: Site, name: str) -> str:
@@ -281,9 +276,17 @@ _EVIDENCE = re.compile(r"^[a-z0-9][a-z0-9_-]*-[0-9TZ._:-]+\.log$")
 
 @router.get("/agents/{name}/crashes", summary="The agent's crash evidence files, newest first")
 def list_crashes(name: str, request: Request) -> list[dict[str, Any]]:
+    return crashes_of(site_of(request), name)
+
+
+def crashes_of(site: Site, name: str) -> list[dict[str, Any]]:
+    """The agent's crash evidence files, newest first: ``{"file", "time", "bytes"}``.
+
+    Raises:
+        AgentNotFound: no such agent.
+    """
     from miyabi.times import rfc3339
 
-    site = site_of(request)
     site.agent(name)
     d = site.home.logs / "crashes"
     out = []
@@ -312,7 +315,11 @@ def get_crash(name: str, file: str, request: Request) -> str:
 
 @router.get("/approvals", summary="Agents waiting for permission, and the latest answers (the audit)")
 def approvals(request: Request) -> dict[str, Any]:
-    site = site_of(request)
+    return approvals_of(site_of(request))
+
+
+def approvals_of(site: Site) -> dict[str, Any]:
+    """``{"waiting": [{"agent", "question", "via"}], "answers": [the newest 100 approval events, newest first]}``."""
     data = site.agents_json()
     waiting_ = [
         {"agent": a["name"], "question": a["question"], "via": a["via"]}
@@ -334,8 +341,11 @@ def all_messages(
     request: Request,
     state: Annotated[list[MessageState] | None, Query(description="pending, delivered, failed")] = None,
 ) -> list[dict[str, Any]]:
-    site = site_of(request)
-    states = tuple(state) if state else (MessageState.FAILED,)
+    return messages_of(site_of(request), tuple(state) if state else (MessageState.FAILED,))
+
+
+def messages_of(site: Site, states: tuple[MessageState, ...]) -> list[dict[str, Any]]:
+    """Every agent's messages in ``states`` (as :func:`miyabi.controller.view.message_json`)."""
     out: list[dict[str, Any]] = []
     for a in site.agents():
         out += messages(site.home.root, a.name, states)
@@ -366,9 +376,24 @@ def list_tasks(
     source: Literal["local", "github", "job"] | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[dict[str, Any]]:
+    return tasks_of(site_of(request), state, agent, label, source, limit)
+
+
+def tasks_of(
+    site: Site,
+    state: str | None = None,
+    agent: str | None = None,
+    label: str | None = None,
+    source: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Tasks, newest first, each with ``waiting`` (why it waits, or None).
+
+    Raises:
+        BadInput: ``state`` is not a task state.
+    """
     from miyabi.work.tasks import TaskState
 
-    site = site_of(request)
     if state is not None and state not in TaskState.__members__.values():
         raise BadInput(f"state {state!r} is not a task state; use one of {', '.join(s.value for s in TaskState)}")
     tasks = [
@@ -390,10 +415,18 @@ def add_task(body: TaskBody, request: Request) -> dict[str, Any]:
 
 @router.get("/tasks/{ref}", summary="One task with its history, dependencies and usage")
 def get_task(ref: str, request: Request) -> dict[str, Any]:
+    return task_of(site_of(request), ref)
+
+
+def task_of(site: Site, ref: str) -> dict[str, Any]:
+    """One task with ``waiting``, ``depends_on``, ``history``, ``pull_request`` and ``usage``.
+
+    Raises:
+        TaskError: no such task, or ``ref`` is not a task id.
+    """
     from miyabi.agents.usage import task_usage
     from miyabi.events import read_events
 
-    site = site_of(request)
     t = site.store.get(ref)
     used = task_usage(read_events(site.home.root), str(t.id))
     pr = None
@@ -431,7 +464,13 @@ class BadInput(MiyabiError):
     """The request's values are not usable (400)."""
 
 
-def _matcher(event: str | None, agent: str | None, grep: str | None) -> Callable[[dict[str, Any]], bool]:
+def matcher(event: str | None, agent: str | None, grep: str | None) -> Callable[[dict[str, Any]], bool]:
+    """The test of an event: its name is one of ``event`` (comma-separated), its agent
+    ``agent``, and its JSON matches the regular expression ``grep`` (each when given).
+
+    Raises:
+        BadInput: ``grep`` is not a regular expression.
+    """
     try:
         rx = re.compile(grep) if grep else None
     except re.error as e:
@@ -454,7 +493,7 @@ def event_filter(
     grep: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Callable[[dict[str, Any]], bool]:
     """The events a request asks for, checked before its stream starts (400 for a bad ``grep``)."""
-    return _matcher(event, agent, grep)
+    return matcher(event, agent, grep)
 
 
 def recent_events(path: Path, span: int = defaults.WEB_EVENTS_SPAN) -> tuple[list[dict[str, Any]], int]:
@@ -493,13 +532,20 @@ def list_events(
     ok: Annotated[Callable[[dict[str, Any]], bool], Depends(event_filter)],
     limit: Annotated[int, Query(ge=1, le=10_000)] = defaults.WEB_EVENTS_LIMIT,
 ) -> list[dict[str, Any]]:
-    events, size = recent_events(path_of(site_of(request).home.root))
+    out, size = events_of(site_of(request), ok, limit)
+    response.headers["x-events-offset"] = str(size)
+    return out
+
+
+def events_of(site: Site, ok: Callable[[dict[str, Any]], bool], limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``limit`` events ``ok`` takes, oldest first, and the log's size (where a
+    stream of what comes next starts)."""
+    events, size = recent_events(path_of(site.home.root))
     out: deque[dict[str, Any]] = deque(maxlen=limit)
     for e in events:
         if ok(e):
             out.append(e)
-    response.headers["x-events-offset"] = str(size)
-    return list(out)
+    return list(out), size
 
 
 @router.get(

@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 
 from miyabi import defaults
 from miyabi.errors import UsageError
-from miyabi.supervision.logs import compile_grep, log_files, parse_since, search
+from miyabi.supervision.logs import LogLine, compile_grep, log_files, parse_since, search
 from miyabi.web.api import BadInput, site_of
+from miyabi.web.site import Site
 
 router = APIRouter(prefix="/api/v1")
 
@@ -55,11 +56,6 @@ def agent_logs(
     regular expression or a ``since`` that is not a duration, 404 for an agent that is
     neither in the ensemble nor has a log."""
     site = site_of(request)
-    try:
-        rx = compile_grep(grep or None)
-        seconds = parse_since(since or None)
-    except UsageError as e:
-        raise BadInput(str(e)) from None
     known = {a.name for a in site.agents()}
     if name not in known and (
         name in OWN_LOGS
@@ -69,4 +65,19 @@ def agent_logs(
     ):
         # only agents: the ensemble's, or one that ran here (it has an inbox), never miyabi's own logs
         site.agent(name)  # AgentNotFound (404)
-    return [line.to_json() for line in search(site.home, name, rx, seconds, last=limit)]
+    return [line.to_json() for line in log_lines(site, name, grep, since, limit)]
+
+
+def log_lines(site: Site, name: str, grep: str | None, since: str | None, limit: int) -> list[LogLine]:
+    """The newest ``limit`` lines of ``name``'s pane logs (not checked: an agent with no
+    log has none), oldest first, that match ``grep``, in files written to within ``since``.
+
+    Raises:
+        BadInput: ``grep`` is not a regular expression, or ``since`` not a duration.
+    """
+    try:
+        rx = compile_grep(grep or None)
+        seconds = parse_since(since or None)
+    except UsageError as e:
+        raise BadInput(str(e)) from None
+    return list(search(site.home, name, rx, seconds, last=limit))

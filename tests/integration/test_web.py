@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,13 +20,13 @@ import pytest
 from helpers import wait_for
 from integration.conftest import Cli
 from integration.test_delivery import transcript
-from integration.webkit import Web, start_web, stop
+from integration.webkit import Web, browse, start_web, stop
 from prometheus_client.parser import text_string_to_metric_families
 
 from miyabi.home import Home
 from miyabi.messaging.mailbox import MessageState, inbox, post
 from miyabi.tmux.runner import Tmux
-from miyabi.work.tasks import Store
+from miyabi.work.tasks import Store, TaskState
 
 READS = [
     "/api/v1/agents",
@@ -597,3 +598,114 @@ def test_the_web_package_says_what_it_is() -> None:
 
     assert miyabi.web.__file__ is not None and miyabi.web.__file__.endswith("__init__.py")
     assert miyabi.web.__doc__ and "dashboard" in miyabi.web.__doc__
+
+
+def test_every_page_shows_its_state_without_a_script(web: Web) -> None:
+    """What `chromium --dump-dom` or a slow phone sees before any script runs: each page
+    as the server rendered it, with the real agents, tasks, messages and events in it,
+    and every untrusted text escaped."""
+    store = Store.of_home(web.home)
+    store.add("<script>alert('title')</script> fix the <b>build</b>", "the <i>body</i>", ["docs"], "normal", [])
+    dead = post(web.home, "sh", "<img src=x onerror=alert(1)> dead letter", sender="test", ttl=0.001)
+    wait_for(
+        lambda: (found := inbox(web.home, "sh").find(dead.id)) is not None and found[0] == MessageState.FAILED,
+        timeout=30,
+        what="a dead letter",
+    )
+    with web.client() as api:
+        pane = api.get("/api/v1/agents/sh").json()["pane_id"]
+    Tmux(web.socket).run("send-keys", "-t", pane, "-l", "on the <u>screen</u>")
+    with browse(web) as c:
+
+        def page(path: str) -> str:
+            r = c.get(path)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), (path, r.text)
+            assert "loading…" not in r.text and "<script>alert" not in r.text and "<img src=x" not in r.text, path
+            assert ">null<" not in r.text and " null " not in r.text, path
+            return r.text
+
+        html = page("/")
+        assert all(f'data-agent="{n}"' in html for n in ("w1", "sh", "ask")) and "controller running" in html
+        assert html.count('<span class="state s-ready">ready</span>') == 3
+        html = wait_for(
+            lambda: (h := page("/agents/sh")) and "on the &lt;u&gt;screen&lt;/u&gt;" in h and h, what="screen"
+        )
+        assert "<h2>sh</h2>" in html and "dead letter" in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+        html = page("/tasks")
+        assert "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt; fix the &lt;b&gt;build&lt;/b&gt;" in html
+        html = page("/tasks/1")
+        assert "fix the &lt;b&gt;build&lt;/b&gt;" in html and "the &lt;i&gt;body&lt;/i&gt;" in html
+        assert "added from local" in html and "no route matches it" in html
+        html = page("/inbox")
+        assert dead.id[:13] in html and "&lt;img src=x onerror=alert(1)&gt; dead letter" in html
+        assert "ttl" in html  # why it is a dead letter
+        html = page("/approvals")
+        assert "nobody is waiting" in html
+        html = page("/events")
+        assert dead.id in html and "enqueued" in html and 'data-after="' in html
+        html = page("/kpis")
+        assert "availability" in html and all(f"<td>{n}</td>" in html for n in ("w1", "sh", "ask"))
+        assert "<title>Ensemble · web · miyabi</title>" in page("/")  # the session, then miyabi
+        # a part of a page alone, as the script fetches it to keep the page live
+        part = c.get("/?part=agents").text
+        assert part.lstrip().startswith("<p") and 'data-agent="w1"' in part and "<html" not in part
+
+
+def test_the_task_board_has_a_column_per_stage_and_shared_only_with_a_bus(web: Web) -> None:
+    store = Store.of_home(web.home)
+    for title in ("queued one", "cancelled one", "failed one"):
+        store.add(title, "", [], "normal", [])
+    with web.client() as api:
+        assert api.post("/api/v1/tasks/2/cancel").status_code == 200
+    store.set_state(3, TaskState.FAILED, reason="tried", expect=[TaskState.QUEUED])  # as if it ran and failed
+    with browse(web) as c:
+        html = c.get("/tasks").text
+    columns = re.findall(r'data-column="([a-z]+)"', html)
+    assert columns == ["queued", "working", "finished"], columns  # no bus: no shared column
+    finished = html[html.index('data-column="finished"') :]
+    assert "cancelled one" in finished and "failed one" in finished and "queued one" not in finished
+    assert '<span class="state s-failed">failed</span>' in finished  # each card says its own state
+
+
+def test_a_browser_gets_an_error_page_and_the_api_json(web: Web) -> None:
+    with browse(web) as c:
+        for path, said in (
+            ("/nothing/here", "no such page or endpoint: GET /nothing/here"),
+            ("/tasks/999", "no task 999"),
+            ("/agents/nobody", "unknown agent &#39;nobody&#39;"),
+        ):
+            r = c.get(path)
+            assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), (path, r.text)
+            assert said in r.text and '<link rel="stylesheet" href="/static/style.css">' in r.text, r.text
+            assert '<a href="/tasks">Tasks</a>' in r.text  # the dashboard's own page, with its navigation
+        r = c.get("/api/v1/nothing")  # the API answers JSON, whatever the client accepts
+        assert r.status_code == 404 and r.headers["content-type"] == "application/json" and error_of(r)
+        r = c.put("/tasks", headers={"X-Miyabi-Token": web.token})
+        assert r.status_code == 405 and r.headers["allow"] == "GET" and "text/html" in r.headers["content-type"]
+    with web.client() as c:  # a script gets JSON everywhere
+        r = c.get("/nothing/here")
+        assert r.status_code == 404 and "no such page or endpoint" in error_of(r)
+
+
+def test_the_cookie_is_what_the_readme_says() -> None:
+    """The README's SameSite is the one the server sends."""
+    import asyncio
+
+    from miyabi.web.auth import Access, TokenMiddleware
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("not reached: ?token= is answered by the middleware")
+
+    mw = TokenMiddleware(app, Access("t0ken", "v1ew"))
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"token=t0ken", "headers": []}
+    asyncio.run(mw(scope, None, send))  # type: ignore[arg-type]
+    cookie = dict(sent[0]["headers"])[b"set-cookie"].decode()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    said = re.findall(r"SameSite=(\w+)", readme)
+    assert said and set(said) == {re.search(r"SameSite=(\w+)", cookie)[1]}, (said, cookie)  # type: ignore[index]
+    assert "HttpOnly" in cookie and "HttpOnly" in readme
