@@ -17,9 +17,10 @@ from miyabi import defaults
 from miyabi.reports import CHARTS, Report, build, chart_svg
 from miyabi.reports import render as report_render
 from miyabi.web.api import site_of
+from miyabi.web.models import Kpis, errors
 from miyabi.web.site import NotFound, Site
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=errors(401, 403))
 
 WINDOWS = {"24h": 86400.0, "7d": 7 * 86400.0}
 """The windows the page offers, in seconds."""
@@ -43,7 +44,12 @@ def report_of(site: Site, since: str) -> Report:
         return report
 
 
-@router.get("/kpis", summary="Key figures of the last 24 h or 7 days: JSON, with the rows the page shows")
+@router.get(
+    "/kpis",
+    response_model=Kpis,
+    responses=errors(422),
+    summary="Key figures of the last 24 h or 7 days: JSON, with the rows the page shows",
+)
 def kpis(request: Request, since: Window = "24h") -> dict[str, Any]:
     return kpis_of(site_of(request), since)
 
@@ -67,7 +73,7 @@ def kpis_of(site: Site, since: str) -> dict[str, Any]:
     "/kpis/charts/{name}.svg",
     summary="One KPI chart as SVG",
     response_class=Response,
-    responses={200: {"content": {"image/svg+xml": {}}}},
+    responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}, **errors(404, 422)},
 )
 def chart(name: str, request: Request, since: Window = "24h") -> Response:
     if name not in CHARTS:

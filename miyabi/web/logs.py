@@ -13,9 +13,10 @@ from miyabi import defaults
 from miyabi.errors import UsageError
 from miyabi.supervision.logs import LogLine, compile_grep, log_files, parse_since, search
 from miyabi.web.api import BadInput, site_of
+from miyabi.web.models import errors
 from miyabi.web.site import Site
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=errors(401, 403))
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -37,6 +38,7 @@ never served as an agent's unless the layout has an agent of that name."""
 @router.get(
     "/agents/{name}/logs",
     response_model=list[LogLineOut],
+    responses=errors(400, 404, 422),
     summary="The newest lines of the agent's pane logs (rotated files included), oldest first, filtered",
 )
 def agent_logs(
