@@ -25,9 +25,24 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from miyabi import defaults
+from miyabi.controller.view import messages
 from miyabi.errors import MiyabiError
 from miyabi.messaging.mailbox import MessageState
+from miyabi.web.api import (
+    BadInput,
+    approvals_of,
+    crashes_of,
+    events_of,
+    hosts_of,
+    matcher,
+    messages_of,
+    pane_of,
+    task_of,
+    tasks_of,
+)
 from miyabi.web.auth import Role
+from miyabi.web.kpis import WINDOWS, kpis_of
+from miyabi.web.logs import log_lines
 from miyabi.web.site import Site
 from miyabi.work.tasks import TaskState
 
@@ -206,8 +221,6 @@ def favicon() -> Response:
 
 @router.get("/", response_class=HTMLResponse)
 def ensemble_page(request: Request) -> HTMLResponse:
-    from miyabi.web.api import hosts_of
-
     site = site_of(request)
     try:
         data = site.agents_json()
@@ -233,10 +246,6 @@ def ensemble_page(request: Request) -> HTMLResponse:
 
 @router.get("/agents/{name}", response_class=HTMLResponse)
 def agent_page(name: str, request: Request) -> HTMLResponse:
-    from miyabi.controller.view import messages
-    from miyabi.web.api import BadInput, crashes_of, pane_of
-    from miyabi.web.logs import log_lines
-
     site = site_of(request)
     site.agent(name)  # AgentNotFound: 404
     part = request.query_params.get("part")
@@ -284,8 +293,6 @@ def agent_page(name: str, request: Request) -> HTMLResponse:
 
 @router.get("/tasks", response_class=HTMLResponse)
 def tasks_page(request: Request) -> HTMLResponse:
-    from miyabi.web.api import tasks_of
-
     site = site_of(request)
     q = request.query_params
     agent, label, source = q.get("agent") or None, q.get("label") or None, q.get("source") or None
@@ -308,8 +315,6 @@ def tasks_page(request: Request) -> HTMLResponse:
 
 @router.get("/tasks/{ref}", response_class=HTMLResponse)
 def task_page(ref: str, request: Request) -> HTMLResponse:
-    from miyabi.web.api import task_of
-
     t = task_of(site_of(request), ref)  # TaskError: 404 or 400
     return render(
         request,
@@ -325,23 +330,17 @@ def task_page(ref: str, request: Request) -> HTMLResponse:
 
 @router.get("/inbox", response_class=HTMLResponse)
 def inbox_page(request: Request) -> HTMLResponse:
-    from miyabi.web.api import messages_of
-
     msgs = messages_of(site_of(request), (MessageState.PENDING, MessageState.FAILED))
     return render(request, "inbox.html", "Inbox", "inbox", messages=msgs)
 
 
 @router.get("/approvals", response_class=HTMLResponse)
 def approvals_page(request: Request) -> HTMLResponse:
-    from miyabi.web.api import approvals_of
-
     return render(request, "approvals.html", "Approvals", "approvals", approvals=approvals_of(site_of(request)))
 
 
 @router.get("/events", response_class=HTMLResponse)
 def events_page(request: Request) -> HTMLResponse:
-    from miyabi.web.api import BadInput, events_of, matcher
-
     q = request.query_params
     event, agent, grep = q.get("event") or None, q.get("agent") or None, q.get("grep") or None
     try:
@@ -365,8 +364,6 @@ def events_page(request: Request) -> HTMLResponse:
 
 @router.get("/kpis", response_class=HTMLResponse)
 def kpis_page(request: Request) -> HTMLResponse:
-    from miyabi.web.kpis import WINDOWS, kpis_of
-
     since = request.query_params.get("since")
     since = since if since in WINDOWS else "24h"
     return render(
