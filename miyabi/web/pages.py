@@ -28,6 +28,7 @@ from miyabi import defaults
 from miyabi.controller.view import messages
 from miyabi.errors import MiyabiError
 from miyabi.messaging.mailbox import MessageState
+from miyabi.reports.render import seconds_text
 from miyabi.web.api import (
     BadInput,
     approvals_of,
@@ -44,7 +45,7 @@ from miyabi.web.auth import Role
 from miyabi.web.kpis import WINDOWS, kpis_of
 from miyabi.web.logs import log_lines
 from miyabi.web.site import Site
-from miyabi.work.tasks import TaskState
+from miyabi.work.tasks import FINISHED, OPEN, TaskState
 
 STATIC = Path(__file__).parent / "static"
 """The script and style sheet (served under ``/static/``)."""
@@ -83,37 +84,16 @@ BOARD = (
     Column("queued", (TaskState.QUEUED, TaskState.BLOCKED)),
     Column("working", (TaskState.ASSIGNED, TaskState.IN_PROGRESS, TaskState.VERIFYING)),
     Column("shared", (TaskState.SHARED,)),
-    Column("finished", (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)),
+    Column("finished", FINISHED),
 )
 """The task board: what waits, what is worked on, what went to the bus (shown only with
 a ``bus:``, or while a task is there), what is over; each card names its exact state."""
 
-CANCELLABLE = (
-    TaskState.QUEUED,
-    TaskState.BLOCKED,
-    TaskState.ASSIGNED,
-    TaskState.IN_PROGRESS,
-    TaskState.VERIFYING,
-    TaskState.SHARED,
-)
+CANCELLABLE = OPEN
 """Task states a task can be cancelled from (the task page's Cancel)."""
 
 RETRIABLE = (TaskState.FAILED, TaskState.CANCELLED)
 """Task states a task can be queued again from (the task page's Retry)."""
-
-
-def ago(seconds: float | None) -> str:
-    """``42s``, ``3m05``, ``2h07``, ``1d4h``; ``-`` for None."""
-    if seconds is None:
-        return "-"
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}"
-    return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
 def size(n: float | None) -> str:
@@ -138,7 +118,7 @@ env = Environment(
     loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
 )
 env.filters.update(
-    ago=ago,
+    ago=seconds_text,
     size=size,
     rest_json=rest_json,
     cpu=lambda v: "-" if v is None else f"{v:.1f}%",
@@ -222,11 +202,14 @@ def favicon() -> Response:
 @router.get("/", response_class=HTMLResponse)
 def ensemble_page(request: Request) -> HTMLResponse:
     site = site_of(request)
-    try:
-        data = site.agents_json()
-        error = None
-    except MiyabiError as e:  # the session is not running: the page says so
-        data, error = {"agents": [], "controller": None}, str(e)
+    part = request.query_params.get("part")
+    data: dict[str, Any] = {"agents": [], "controller": None}
+    error = None
+    if part != "hosts":
+        try:
+            data = site.agents_json()
+        except MiyabiError as e:  # the session is not running: the page says so
+            error = str(e)
     named: list[dict[str, Any]] = []
     pools: dict[str, list[dict[str, Any]]] = {}
     for a in data["agents"]:
@@ -240,7 +223,7 @@ def ensemble_page(request: Request) -> HTMLResponse:
         pools=pools,
         controller=data["controller"],
         error=error,
-        hosts=hosts_of(site),
+        hosts=hosts_of(site) if part in (None, "hosts") else {"bus": None},
     )
 
 

@@ -410,37 +410,18 @@ def test_read_only_server_and_refused_hosts(cli: Cli, home: Path, socket: str, w
             assert r.status_code == 403 and "read-only" in error_of(r)
     finally:
         stop(proc)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "miyabi",
-            "web",
-            "--host",
-            "0.0.0.0",
-            "--no-token",
-            "--port",
-            "0",
-            "--home",
-            str(home),
-            "--socket",
-            socket,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r = miyabi_web(home, socket, "--host", "0.0.0.0", "--no-token", "--port", "0")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--no-token is refused on 0.0.0.0" in r.stderr
     taken = web.base.rsplit(":", 1)[1]
-    r = subprocess.run(
-        [sys.executable, "-m", "miyabi", "web", "--port", taken, "--home", str(home), "--socket", socket],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r = miyabi_web(home, socket, "--port", taken)
     assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{taken}" in r.stderr and r.stderr.count("\n") == 1
+    assert f"this home's dashboard, pid {web.proc.pid}, already serves there: {web.base}" in r.stderr
+
+
+def miyabi_web(home: Path, socket: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`miyabi web ARGS` for the home, run to its end (one that cannot serve)."""
+    argv = [sys.executable, "-m", "miyabi", "web", *args, "--home", str(home), "--socket", socket]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_without_a_token_only_loopback_names_are_served(home: Path, socket: str, web: Web) -> None:
@@ -556,13 +537,7 @@ def test_a_port_held_by_another_program_is_named_with_its_holder(home: Path, soc
     try:
         assert holder.stdout is not None
         port = int(holder.stdout.readline())
-        r = subprocess.run(
-            [sys.executable, "-m", "miyabi", "web", "--port", str(port), "--home", str(home), "--socket", socket],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        r = miyabi_web(home, socket, "--port", str(port))
     finally:
         holder.kill()
         holder.wait()
@@ -571,15 +546,6 @@ def test_a_port_held_by_another_program_is_named_with_its_holder(home: Path, soc
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
     assert f"pid {holder.pid}" in r.stderr and "python" in r.stderr, r.stderr
     assert ours not in r.stderr.replace(str(port), ""), r.stderr  # the other dashboard's port is not named
-    # the port of this home's own dashboard: it says so
-    r = subprocess.run(
-        [sys.executable, "-m", "miyabi", "web", "--port", ours, "--home", str(home), "--socket", socket],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert r.returncode == 1 and f"this home's dashboard, pid {web.proc.pid}, already serves there" in r.stderr
 
 
 def test_down_leaves_a_dashboard_started_by_hand_and_says_where_it_serves(cli: Cli, web: Web) -> None:
