@@ -113,7 +113,7 @@ class BusState(BaseModel):
     state: str | None = Field(description="up or down.")
     since: str | None
     error: str | None
-    leader: str | None = Field(description="The host polling GitHub.")
+    leader: bool | None = Field(description="Whether this host polls GitHub (holds the intake lock).")
     hosts: int | None = Field(description="Hosts up.")
 
 
