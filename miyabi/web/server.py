@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from miyabi.controller.view import Target
-from miyabi.controller.webproc import URL_FILE, published_pid
+from miyabi.controller.webproc import URL_FILE, is_dashboard, published_pid
 from miyabi.errors import MiyabiError, UsageError
 from miyabi.files import write_atomic
 from miyabi.home import Home
@@ -136,8 +136,9 @@ def serve(
 
 def held_by(home: Home, port: int) -> str:
     """Who listens on TCP ``port`` of this machine, as the tail of an error message:
-    ``" (this home's dashboard, pid N, serves there: URL)"``, ``" (held by NAME, pid
-    N)"``, or "" when it cannot be told (another user's socket, no permission)."""
+    ``" (this home's dashboard, pid N, already serves there: URL)"``, ``" (held by
+    another home's miyabi dashboard, pid N)"``, ``" (held by NAME, pid N)"``, or ""
+    when it cannot be told (another user's socket, no permission)."""
     import psutil
 
     try:
@@ -151,18 +152,16 @@ def held_by(home: Home, port: int) -> str:
     pid = min((p for p in pids if p is not None), default=None)
     if pid is None:
         return ""
-    mine = published(home)
-    if mine is not None and mine.get("pid") == pid:
-        return f" (this home's dashboard, pid {pid}, already serves there: {mine['base']})"
+    if is_dashboard(pid, home):
+        mine = published(home)
+        where = f": {mine['base']}" if mine is not None and mine.get("pid") == pid else ""
+        return f" (this home's dashboard, pid {pid}, already serves there{where})"
+    if is_dashboard(pid):
+        return f" (held by another home's miyabi dashboard, pid {pid})"
     try:
-        proc = psutil.Process(pid)
-        name = proc.name()
-        argv = proc.cmdline()
+        return f" (held by {psutil.Process(pid).name()}, pid {pid})"
     except psutil.Error:
         return f" (held by pid {pid})"
-    if "web" in argv and any("miyabi" in a for a in argv[:3]):
-        return f" (held by another home's miyabi dashboard, pid {pid})"
-    return f" (held by {name}, pid {pid})"
 
 
 def published(home: Home) -> dict[str, Any] | None:
