@@ -59,6 +59,18 @@ def cpu_percent(pid: int, seconds: float) -> float:
     return (total() - before) / seconds * 100
 
 
+def page_value(b: webdriver.Chrome, expr: str, timeout: float, fail: str) -> float:
+    """The number ``expr`` (a page's variable) gives once it is set (polled every 2 ms);
+    exits saying ``fail`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = b.execute_script(f"return {expr}")
+        if value is not None:
+            return float(value)
+        time.sleep(0.002)
+    sys.exit(f"bench_web: {fail}")
+
+
 def browser(user_data: Path) -> webdriver.Chrome:
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
@@ -163,14 +175,7 @@ def main() -> None:
                 )
                 typed = time.time()
                 tmux.run("send-keys", "-t", pane, "-l", mark)
-                deadline = time.monotonic() + 10
-                seen = None
-                while seen is None and time.monotonic() < deadline:
-                    seen = b.execute_script("return window.seenAt")
-                    if seen is None:
-                        time.sleep(0.002)
-                if seen is None:
-                    sys.exit(f"bench_web: {mark} never reached the browser")
+                seen = page_value(b, "window.seenAt", 10, f"{mark} never reached the browser")
                 lat.append(seen - typed * 1000)
                 tmux.run("send-keys", "-t", pane, "C-u")  # an empty line for the next mark: a wrapped one is not found
                 time.sleep(0.05)
@@ -190,15 +195,7 @@ def main() -> None:
             for i in range(max(10, args.n // 2)):
                 progress(f"page → agents shown {i + 1}")
                 b.get(base + "/")
-                deadline = time.monotonic() + 30
-                at = None
-                while at is None and time.monotonic() < deadline:
-                    at = b.execute_script("return window.cardsAt")
-                    if at is None:
-                        time.sleep(0.005)
-                if at is None:
-                    sys.exit("bench_web: the ensemble page never showed 64 agents")
-                shown.append(float(at))
+                shown.append(page_value(b, "window.cardsAt", 30, "the ensemble page never showed 64 agents"))
             page: list[float] = []
             for _ in range(max(10, args.n // 2)):
                 t0 = time.perf_counter()
