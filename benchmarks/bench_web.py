@@ -8,7 +8,10 @@ controller, a real `miyabi web` and Debian's headless Chromium:
    (requests are spaced past the dashboard's 1 s cache), and p50 of cached answers;
 3. CPU with the dashboard open: the controller's and the dashboard's, in percent of
    one core, over --idle seconds with the ensemble page and an agent page open in the
-   browser, against the controller alone before the dashboard started.
+   browser, against the controller alone before the dashboard started;
+4. the ensemble page opened → its 64 agent cards on screen (ms after the navigation
+   started, in the page's own clock: a script installed before each load notes when the
+   64th card is in the document), p50/p99, and ``GET /`` (the page's HTML) p50/p99.
 
 Run:  .venv/bin/python benchmarks/bench_web.py [--n 50] [--idle 30]
 """
@@ -54,6 +57,18 @@ def cpu_percent(pid: int, seconds: float) -> float:
     before = total()
     time.sleep(seconds)
     return (total() - before) / seconds * 100
+
+
+def page_value(b: webdriver.Chrome, expr: str, timeout: float, fail: str) -> float:
+    """The number ``expr`` (a page's variable) gives once it is set (polled every 2 ms);
+    exits saying ``fail`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = b.execute_script(f"return {expr}")
+        if value is not None:
+            return float(value)
+        time.sleep(0.002)
+    sys.exit(f"bench_web: {fail}")
 
 
 def browser(user_data: Path) -> webdriver.Chrome:
@@ -160,17 +175,33 @@ def main() -> None:
                 )
                 typed = time.time()
                 tmux.run("send-keys", "-t", pane, "-l", mark)
-                deadline = time.monotonic() + 10
-                seen = None
-                while seen is None and time.monotonic() < deadline:
-                    seen = b.execute_script("return window.seenAt")
-                    if seen is None:
-                        time.sleep(0.002)
-                if seen is None:
-                    sys.exit(f"bench_web: {mark} never reached the browser")
+                seen = page_value(b, "window.seenAt", 10, f"{mark} never reached the browser")
                 lat.append(seen - typed * 1000)
                 tmux.run("send-keys", "-t", pane, "C-u")  # an empty line for the next mark: a wrapped one is not found
                 time.sleep(0.05)
+
+            # 4. the ensemble page opened → its agents shown
+            b.execute_cdp_cmd(
+                "Page.addScriptToEvaluateOnNewDocument",
+                {
+                    "source": """window.cardsAt = null;
+                    new MutationObserver((_, o) => {
+                        if (document.querySelectorAll('.card').length >= 64) {
+                            window.cardsAt = performance.now(); o.disconnect(); } })
+                    .observe(document, {childList: true, subtree: true});"""
+                },
+            )
+            shown: list[float] = []
+            for i in range(max(10, args.n // 2)):
+                progress(f"page → agents shown {i + 1}")
+                b.get(base + "/")
+                shown.append(page_value(b, "window.cardsAt", 30, "the ensemble page never showed 64 agents"))
+            page: list[float] = []
+            for _ in range(max(10, args.n // 2)):
+                t0 = time.perf_counter()
+                r = client.get("/", headers={"Accept": "text/html"})
+                page.append((time.perf_counter() - t0) * 1000)
+                assert r.status_code == 200
 
             # 3. CPU with the dashboard open (ensemble page in a second tab, the agent page in the first)
             b.switch_to.new_window("tab")
@@ -192,6 +223,10 @@ def main() -> None:
                 f"GET /api/v1/agents, 64 agents: p50 {pct(cold, 50):7.1f} ms   p99 {pct(cold, 99):7.1f} ms   fresh "
                 f"reading (n={len(cold)});"
                 f" cached p50 {pct(warm, 50):.1f} ms"
+            )
+            print(
+                f"ensemble page → 64 agents:    p50 {pct(shown, 50):7.1f} ms   p99 {pct(shown, 99):7.1f} ms   "
+                f"after navigation start (n={len(shown)}); GET / p50 {pct(page, 50):.1f} ms, p99 {pct(page, 99):.1f} ms"
             )
             print(
                 f"controller CPU:               {alone:5.2f} % of a core alone, {with_ctl:5.2f} % with the dashboard "

@@ -79,6 +79,13 @@ LOG_FOLLOW_POLL = 0.2
 WEB_LOGS_LIMIT = 500
 """Log lines ``GET /api/v1/agents/NAME/logs`` returns at most (the newest), unless asked for fewer."""
 
+WEB_DOWN_TAIL = 40
+"""Lines of its pane log an agent's page shows, in place of its screen, while the agent does not
+run (failed, dead, missing): about one screen of what it printed last."""
+
+WEB_PAGE_EVENTS = 200
+"""Events the events page shows when it opens (the newest); the live feed adds to them."""
+
 # ---------------------------------------------------------------- profiles and screens
 
 SUBMIT_KEY = "Enter"

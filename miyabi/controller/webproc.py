@@ -34,7 +34,7 @@ URL_FILE = "web-url.json"
 the token), ``view_url``, ``read_only`` (written by ``miyabi web`` once it listens)."""
 
 
-def _is_dashboard(pid: int, home: Home | None = None) -> bool:
+def is_dashboard(pid: int, home: Home | None = None) -> bool:
     """Whether ``pid`` runs ``miyabi web`` (for ``home``, when given: its ``--home``
     names it), not a process that took a dead dashboard's pid."""
     import psutil
@@ -60,7 +60,7 @@ def published_pid(home: Home) -> int | None:
     except (OSError, ValueError):
         return None
     pid = data.get("pid") if isinstance(data, dict) else None
-    return pid if isinstance(pid, int) and pid > 0 and _is_dashboard(pid) else None
+    return pid if isinstance(pid, int) and pid > 0 and is_dashboard(pid) else None
 
 
 def children_left(home: Home) -> list[int]:
@@ -71,17 +71,18 @@ def children_left(home: Home) -> list[int]:
     out = []
     for p in psutil.process_iter(["cmdline"]):
         argv = p.info.get("cmdline") or []
-        if "--child" in argv and p.pid != os.getpid() and _is_dashboard(p.pid, home):
+        if "--child" in argv and p.pid != os.getpid() and is_dashboard(p.pid, home):
             out.append(p.pid)
     return out
 
 
 def stop_dashboard(home: Home, wait: float = defaults.WEB_STOP_WAIT) -> list[int]:
-    """End the dashboards serving ``home``: the published one and any an earlier
-    controller left; returns their pids."""
+    """End the controller's dashboards of ``home`` (its ``web:`` child, and any an
+    earlier controller left); returns their pids. A dashboard started by hand
+    (``miyabi web``) is not the controller's, and is left running."""
     from miyabi.controller.process import end_processes
 
-    pids = sorted({*children_left(home), *([p] if (p := published_pid(home)) is not None else [])})
+    pids = sorted(children_left(home))
     if pids:
         end_processes(pids, wait)
     return pids

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
@@ -30,13 +31,29 @@ from miyabi.controller.view import bus_view, cancel_task, message_json, messages
 from miyabi.errors import MiyabiError, TmuxError
 from miyabi.events import events_after, path_of
 from miyabi.messaging.mailbox import MessageState, drop, post, retry
-from miyabi.web.site import Site
+from miyabi.web.models import (
+    AgentRow,
+    Agents,
+    Answer,
+    Approvals,
+    Crash,
+    Done,
+    Dropped,
+    Event,
+    Frame,
+    Hosts,
+    Message,
+    Sent,
+    Task,
+    TaskDetail,
+    errors,
+)
+from miyabi.web.site import NotFound, Site
+from miyabi.work.tasks import Task as StoredTask
 
-router = APIRouter(prefix="/api/v1")
-
-
-class NotFound(MiyabiError):
-    """A thing the request names does not exist (404)."""
+router = APIRouter(prefix="/api/v1", responses=errors(401, 403))
+"""Every operation answers 401 without a valid token and 403 for what the token or
+server does not allow (:class:`miyabi.web.auth.TokenMiddleware`)."""
 
 
 def site_of(request: Request) -> Site:
@@ -73,29 +90,24 @@ class TaskBody(BaseModel):
     priority: Literal["high", "normal", "low"] = "normal"
 
 
-class Sent(BaseModel):
-    id: str
-    to: str
-    sender: str = Field(serialization_alias="from")
-    created: str
-    state: str
-
-
-class Done(BaseModel):
-    ok: bool = True
-    detail: str
-
-
 # -- agents
 
 
-@router.get("/agents", summary="Every agent: state, current task, uptime, restarts, CPU, memory, tokens")
+@router.get(
+    "/agents",
+    response_model=Agents,
+    responses=errors(503),
+    summary="Every agent: state, current task, uptime, restarts, CPU, memory, tokens",
+)
 def list_agents(request: Request) -> dict[str, Any]:
     return site_of(request).agents_json()
 
 
 @router.get(
-    "/agents/stream", response_class=EventSourceResponse, summary="The agents, again each time they change (SSE)"
+    "/agents/stream",
+    response_class=EventSourceResponse,
+    responses=errors(),
+    summary="The agents, again each time they change (SSE)",
 )
 async def stream_agents(request: Request) -> AsyncIterator[ServerSentEvent]:
     site = site_of(request)
@@ -113,24 +125,25 @@ async def stream_agents(request: Request) -> AsyncIterator[ServerSentEvent]:
         await asyncio.sleep(defaults.WEB_AGENTS_INTERVAL)
 
 
-@router.get("/hosts", summary="With a bus: whether it is up, and every host on it with its agents' states")
+@router.get(
+    "/hosts", response_model=Hosts, summary="With a bus: whether it is up, and every host on it with its agents' states"
+)
 def list_hosts(request: Request) -> dict[str, Any]:
-    home = site_of(request).home
+    return hosts_of(site_of(request))
+
+
+def hosts_of(site: Site) -> dict[str, Any]:
+    """The bus and its hosts (``{"bus", "hosts", "error"}``; ``bus`` None without one)."""
+    home = site.home
     try:
-        return bus_view(home, all_hosts=read_state(home.root) is not None)
+        return {"hosts": None, "error": None, **bus_view(home, all_hosts=read_state(home.root) is not None)}
     except MiyabiError as e:  # the bus down: what this host last knew, and why not more
         return {**bus_view(home, all_hosts=False), "hosts": None, "error": str(e)}
 
 
-@router.get("/agents/{name}", summary="One agent's row")
+@router.get("/agents/{name}", response_model=AgentRow, responses=errors(404, 503), summary="One agent's row")
 def get_agent(name: str, request: Request) -> dict[str, Any]:
-    site = site_of(request)
-    site.agent(name)
-    data = site.agents_json()
-    row: dict[str, Any] | None = next((a for a in data["agents"] if a["name"] == name), None)
-    if row is None:
-        raise NotFound(f"agent {name} has no row; is the session running? (`miyabi up`)")
-    return row
+    return site_of(request).agent_json(name)
 
 
 def _pane_of(site: Site, name: str) -> str:
@@ -143,7 +156,12 @@ def _pane_of(site: Site, name: str) -> str:
     return pane.pane_id
 
 
-@router.get("/agents/{name}/screen", summary="The agent's pane as it looks now (HTML rows, colours kept)")
+@router.get(
+    "/agents/{name}/screen",
+    response_model=Frame,
+    responses=errors(404, 503),
+    summary="The agent's pane as it looks now (HTML rows, colours kept)",
+)
 def get_screen(name: str, request: Request) -> dict[str, object]:
     site = site_of(request)
     return site.screens.frame(_pane_of(site, name)).to_json()
@@ -157,6 +175,7 @@ def pane_of(name: str, request: Request) -> str:
 @router.get(
     "/agents/{name}/screen/stream",
     response_class=EventSourceResponse,
+    responses=errors(404, 503),
     summary="The agent's pane, a frame each time it prints (SSE)",
 )
 async def stream_screen(
@@ -211,6 +230,7 @@ async def stream_screen(
     status_code=201,
     response_model=Sent,
     response_model_by_alias=True,
+    responses=errors(400, 404, 422),
     summary="Put a message in the agent's inbox",
 )
 def send_message(name: str, body: SendBody, request: Request) -> Sent:
@@ -229,7 +249,12 @@ def send_message(name: str, body: SendBody, request: Request) -> Sent:
     return Sent(id=msg.id, to=msg.to, sender=msg.sender, created=msg.created, state="pending")
 
 
-@router.get("/agents/{name}/messages", summary="The agent's messages (pending by default)")
+@router.get(
+    "/agents/{name}/messages",
+    response_model=list[Message],
+    responses=errors(404, 422),
+    summary="The agent's messages (pending by default)",
+)
 def list_messages(
     name: str,
     request: Request,
@@ -240,7 +265,12 @@ def list_messages(
     return messages(site.home.root, name, tuple(state) if state else (MessageState.PENDING,))
 
 
-@router.post("/agents/{name}/restart", response_model=Done, summary="Restart the agent now, clearing its backoff")
+@router.post(
+    "/agents/{name}/restart",
+    response_model=Done,
+    responses=errors(404, 409, 503),
+    summary="Restart the agent now, clearing its backoff",
+)
 def restart_agent(name: str, request: Request) -> Done:
     from miyabi.controller.requests import request_restart
 
@@ -266,12 +296,22 @@ def _answer(name: str, approve: bool, reason: str | None, request: Request) -> d
     }
 
 
-@router.post("/agents/{name}/approve", summary="Answer the agent's permission question with yes")
+@router.post(
+    "/agents/{name}/approve",
+    response_model=Answer,
+    responses=errors(404, 409, 503),
+    summary="Answer the agent's permission question with yes",
+)
 def approve(name: str, request: Request) -> dict[str, Any]:
     return _answer(name, True, None, request)
 
 
-@router.post("/agents/{name}/deny", summary="Answer the agent's permission question with no")
+@router.post(
+    "/agents/{name}/deny",
+    response_model=Answer,
+    responses=errors(400, 404, 409, 422, 503),
+    summary="Answer the agent's permission question with no",
+)
 def deny(name: str, request: Request, body: DenyBody | None = None) -> dict[str, Any]:
     return _answer(name, False, body.reason if body else None, request)
 
@@ -279,11 +319,24 @@ def deny(name: str, request: Request, body: DenyBody | None = None) -> dict[str,
 _EVIDENCE = re.compile(r"^[a-z0-9][a-z0-9_-]*-[0-9TZ._:-]+\.log$")
 
 
-@router.get("/agents/{name}/crashes", summary="The agent's crash evidence files, newest first")
+@router.get(
+    "/agents/{name}/crashes",
+    response_model=list[Crash],
+    responses=errors(404),
+    summary="The agent's crash evidence files, newest first",
+)
 def list_crashes(name: str, request: Request) -> list[dict[str, Any]]:
+    return crashes_of(site_of(request), name)
+
+
+def crashes_of(site: Site, name: str) -> list[dict[str, Any]]:
+    """The agent's crash evidence files, newest first: ``{"file", "time", "bytes"}``.
+
+    Raises:
+        AgentNotFound: no such agent.
+    """
     from miyabi.times import rfc3339
 
-    site = site_of(request)
     site.agent(name)
     d = site.home.logs / "crashes"
     out = []
@@ -294,15 +347,20 @@ def list_crashes(name: str, request: Request) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/agents/{name}/crashes/{file}", response_class=PlainTextResponse, summary="One crash evidence file")
-def get_crash(name: str, file: str, request: Request) -> str:
+@router.get(
+    "/agents/{name}/crashes/{file}",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **errors(404)},
+    summary="One crash evidence file",
+)
+def get_crash(name: str, file: str, request: Request) -> Response:
     site = site_of(request)
     site.agent(name)
     if not _EVIDENCE.match(file) or not file.startswith(f"{name}-") or os.sep in file:
         raise NotFound(f"no crash evidence {file!r} for {name}; list them at /api/v1/agents/{name}/crashes")
     path = site.home.logs / "crashes" / file
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return PlainTextResponse(path.read_text(encoding="utf-8", errors="replace"))
     except FileNotFoundError:
         raise NotFound(f"no crash evidence {file!r} for {name}; list them at /api/v1/agents/{name}/crashes") from None
 
@@ -310,9 +368,18 @@ def get_crash(name: str, file: str, request: Request) -> str:
 # -- approvals
 
 
-@router.get("/approvals", summary="Agents waiting for permission, and the latest answers (the audit)")
+@router.get(
+    "/approvals",
+    response_model=Approvals,
+    responses=errors(503),
+    summary="Agents waiting for permission, and the latest answers (the audit)",
+)
 def approvals(request: Request) -> dict[str, Any]:
-    site = site_of(request)
+    return approvals_of(site_of(request))
+
+
+def approvals_of(site: Site) -> dict[str, Any]:
+    """``{"waiting": [{"agent", "question", "via"}], "answers": [the newest 100 approval events, newest first]}``."""
     data = site.agents_json()
     waiting_ = [
         {"agent": a["name"], "question": a["question"], "via": a["via"]}
@@ -328,28 +395,53 @@ def approvals(request: Request) -> dict[str, Any]:
 
 # -- messages
 
+MessageId = Annotated[
+    str,
+    PathParam(
+        pattern=r"^[0-9a-f-]{1,36}$", description="A message's id, or a prefix of it that names one message only."
+    ),
+]
 
-@router.get("/messages", summary="Messages of every agent in the given states (dead letters by default)")
+
+@router.get(
+    "/messages",
+    response_model=list[Message],
+    responses=errors(422),
+    summary="Messages of every agent in the given states (dead letters by default)",
+)
 def all_messages(
     request: Request,
     state: Annotated[list[MessageState] | None, Query(description="pending, delivered, failed")] = None,
 ) -> list[dict[str, Any]]:
-    site = site_of(request)
-    states = tuple(state) if state else (MessageState.FAILED,)
+    return messages_of(site_of(request), tuple(state) if state else (MessageState.FAILED,))
+
+
+def messages_of(site: Site, states: tuple[MessageState, ...]) -> list[dict[str, Any]]:
+    """Every agent's messages in ``states`` (as :func:`miyabi.controller.view.message_json`)."""
     out: list[dict[str, Any]] = []
     for a in site.agents():
         out += messages(site.home.root, a.name, states)
     return out
 
 
-@router.post("/messages/{msg_id}/retry", summary="Put a dead letter back in its inbox, with a fresh ttl")
-def retry_message(msg_id: str, request: Request) -> dict[str, Any]:
+@router.post(
+    "/messages/{msg_id}/retry",
+    response_model=Message,
+    responses=errors(400, 404, 409),
+    summary="Put a dead letter back in its inbox, with a fresh ttl",
+)
+def retry_message(msg_id: MessageId, request: Request) -> dict[str, Any]:
     _, msg = retry(site_of(request).home.root, msg_id)
     return message_json(MessageState.PENDING, msg)
 
 
-@router.post("/messages/{msg_id}/drop", summary="Discard a pending message")
-def drop_message(msg_id: str, request: Request) -> dict[str, Any]:
+@router.post(
+    "/messages/{msg_id}/drop",
+    response_model=Dropped,
+    responses=errors(400, 404, 409),
+    summary="Discard a pending message",
+)
+def drop_message(msg_id: MessageId, request: Request) -> dict[str, Any]:
     box, msg = drop(site_of(request).home.root, msg_id)
     return {"id": msg.id, "to": box.agent, "dropped": True}
 
@@ -357,7 +449,12 @@ def drop_message(msg_id: str, request: Request) -> dict[str, Any]:
 # -- tasks
 
 
-@router.get("/tasks", summary="Tasks, newest first, filtered by state, agent, label and source")
+@router.get(
+    "/tasks",
+    response_model=list[Task],
+    responses=errors(400, 422, 503),
+    summary="Tasks, newest first, filtered by state, agent, label and source",
+)
 def list_tasks(
     request: Request,
     state: str | None = None,
@@ -366,9 +463,24 @@ def list_tasks(
     source: Literal["local", "github", "job"] | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[dict[str, Any]]:
+    return tasks_of(site_of(request), state, agent, label, source, limit)
+
+
+def tasks_of(
+    site: Site,
+    state: str | None = None,
+    agent: str | None = None,
+    label: str | None = None,
+    source: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Tasks, newest first, each with ``waiting`` (why it waits, or None).
+
+    Raises:
+        BadInput: ``state`` is not a task state.
+    """
     from miyabi.work.tasks import TaskState
 
-    site = site_of(request)
     if state is not None and state not in TaskState.__members__.values():
         raise BadInput(f"state {state!r} is not a task state; use one of {', '.join(s.value for s in TaskState)}")
     tasks = [
@@ -381,19 +493,42 @@ def list_tasks(
     return [{**t.to_json(), "waiting": why.get(t.id)} for t in tasks]
 
 
-@router.post("/tasks", status_code=201, summary="Add a local task; the controller routes it")
+@router.post(
+    "/tasks",
+    status_code=201,
+    response_model=Task,
+    responses=errors(400, 422, 503),
+    summary="Add a local task; the controller routes it",
+)
 def add_task(body: TaskBody, request: Request) -> dict[str, Any]:
     site = site_of(request)
-    t = site.store.add(body.title, body.body, body.labels, body.priority, [])
+    return task_json(site, site.store.add(body.title, body.body, body.labels, body.priority, []))
+
+
+def task_json(site: Site, t: StoredTask) -> dict[str, Any]:
+    """A task as ``miyabi task ls --json`` prints it, with ``waiting``."""
     return {**t.to_json(), "waiting": waiting(site.home, site.store, [t]).get(t.id)}
 
 
-@router.get("/tasks/{ref}", summary="One task with its history, dependencies and usage")
+@router.get(
+    "/tasks/{ref}",
+    response_model=TaskDetail,
+    responses=errors(400, 404, 503),
+    summary="One task with its history, dependencies and usage",
+)
 def get_task(ref: str, request: Request) -> dict[str, Any]:
+    return task_of(site_of(request), ref)
+
+
+def task_of(site: Site, ref: str) -> dict[str, Any]:
+    """One task with ``waiting``, ``depends_on``, ``history``, ``pull_request`` and ``usage``.
+
+    Raises:
+        TaskError: no such task, or ``ref`` is not a task id.
+    """
     from miyabi.agents.usage import task_usage
     from miyabi.events import read_events
 
-    site = site_of(request)
     t = site.store.get(ref)
     used = task_usage(read_events(site.home.root), str(t.id))
     pr = None
@@ -412,16 +547,26 @@ def get_task(ref: str, request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/tasks/{ref}/cancel", summary="Cancel a task; its agent is told")
+@router.post(
+    "/tasks/{ref}/cancel",
+    response_model=Task,
+    responses=errors(400, 404, 409, 503),
+    summary="Cancel a task; its agent is told",
+)
 def cancel(ref: str, request: Request) -> dict[str, Any]:
     site = site_of(request)
-    return cancel_task(site.home, site.store, ref, f"the dashboard ({who(request)})").to_json()
+    return task_json(site, cancel_task(site.home, site.store, ref, f"the dashboard ({who(request)})"))
 
 
-@router.post("/tasks/{ref}/retry", summary="Queue a failed or cancelled task again")
+@router.post(
+    "/tasks/{ref}/retry",
+    response_model=Task,
+    responses=errors(400, 404, 409, 503),
+    summary="Queue a failed or cancelled task again",
+)
 def retry_(ref: str, request: Request) -> dict[str, Any]:
     site = site_of(request)
-    return retry_task(site.store, ref, f"the dashboard ({who(request)})").to_json()
+    return task_json(site, retry_task(site.store, ref, f"the dashboard ({who(request)})"))
 
 
 # -- events
@@ -431,7 +576,13 @@ class BadInput(MiyabiError):
     """The request's values are not usable (400)."""
 
 
-def _matcher(event: str | None, agent: str | None, grep: str | None) -> Callable[[dict[str, Any]], bool]:
+def matcher(event: str | None, agent: str | None, grep: str | None) -> Callable[[dict[str, Any]], bool]:
+    """The test of an event: its name is one of ``event`` (comma-separated), its agent
+    ``agent``, and its JSON matches the regular expression ``grep`` (each when given).
+
+    Raises:
+        BadInput: ``grep`` is not a regular expression.
+    """
     try:
         rx = re.compile(grep) if grep else None
     except re.error as e:
@@ -454,7 +605,7 @@ def event_filter(
     grep: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Callable[[dict[str, Any]], bool]:
     """The events a request asks for, checked before its stream starts (400 for a bad ``grep``)."""
-    return _matcher(event, agent, grep)
+    return matcher(event, agent, grep)
 
 
 def recent_events(path: Path, span: int = defaults.WEB_EVENTS_SPAN) -> tuple[list[dict[str, Any]], int]:
@@ -484,6 +635,8 @@ def recent_events(path: Path, span: int = defaults.WEB_EVENTS_SPAN) -> tuple[lis
 
 @router.get(
     "/events",
+    response_model=list[Event],
+    responses=errors(400, 422),
     summary="The newest events of logs/events.jsonl (its last 16 MiB), oldest first, filtered; "
     "the X-Events-Offset header says where /events/stream?after= goes on",
 )
@@ -493,18 +646,26 @@ def list_events(
     ok: Annotated[Callable[[dict[str, Any]], bool], Depends(event_filter)],
     limit: Annotated[int, Query(ge=1, le=10_000)] = defaults.WEB_EVENTS_LIMIT,
 ) -> list[dict[str, Any]]:
-    events, size = recent_events(path_of(site_of(request).home.root))
+    out, size = events_of(site_of(request), ok, limit)
+    response.headers["x-events-offset"] = str(size)
+    return out
+
+
+def events_of(site: Site, ok: Callable[[dict[str, Any]], bool], limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``limit`` events ``ok`` takes, oldest first, and the log's size (where a
+    stream of what comes next starts)."""
+    events, size = recent_events(path_of(site.home.root))
     out: deque[dict[str, Any]] = deque(maxlen=limit)
     for e in events:
         if ok(e):
             out.append(e)
-    response.headers["x-events-offset"] = str(size)
-    return list(out)
+    return list(out), size
 
 
 @router.get(
     "/events/stream",
     response_class=EventSourceResponse,
+    responses=errors(400, 422),
     summary="Events as they are logged (SSE); the id of each is its end offset in the log, for Last-Event-ID",
 )
 async def stream_events(

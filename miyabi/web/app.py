@@ -15,6 +15,8 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from miyabi import __version__
 from miyabi.errors import AgentNotFound, MiyabiError, TmuxError, TmuxUnavailable
@@ -23,7 +25,7 @@ from miyabi.supervision.approvals import NotWaiting
 from miyabi.web import api, kpis, logs, pages
 from miyabi.web.auth import TokenMiddleware
 from miyabi.web.metrics import MiyabiCollector
-from miyabi.web.site import Site
+from miyabi.web.site import NotFound, Site
 from miyabi.work.tasks import TaskError
 
 log = logging.getLogger("miyabi.web")
@@ -34,7 +36,7 @@ def status_of(e: MiyabiError) -> int:
     that does not allow the change, 400 for bad values, 503 when tmux or the session
     is not there."""
     text = str(e)
-    if isinstance(e, (AgentNotFound, api.NotFound)):
+    if isinstance(e, (AgentNotFound, NotFound)):
         return 404
     if isinstance(e, (TmuxUnavailable, TmuxError)):
         return 503
@@ -52,6 +54,40 @@ def status_of(e: MiyabiError) -> int:
     return 409
 
 
+ROUTERS = (api.router, kpis.router, logs.router, pages.router)
+"""The routers of the app, in the order they are tried."""
+
+
+def wants_html(request: Request) -> bool:
+    """Whether an error is answered with a page: a browser (``Accept: text/html``) asked
+    for a page, not the API, ``/metrics`` or a static file."""
+    path = request.url.path
+    if path.startswith(("/api/", "/static/")) or path == "/metrics":
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def error_response(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """An error: ``{"error": "one line"}``, or for a browser on a page, a page of the
+    dashboard that says it (:func:`wants_html`)."""
+    if wants_html(request):
+        page = pages.error_page(request, status, message)
+        page.headers.update(headers or {})
+        return page
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods the routes of ``scope``'s path take (sorted), for a 405's ``Allow``:
+    Starlette names only the first matching route's."""
+    found: set[str] = set()
+    for route in [*app.routes, *(r for router in ROUTERS for r in router.routes)]:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(scope)[0] != Match.NONE:
+            found |= set(methods)
+    return sorted(found)
+
+
 def create_app(site: Site) -> FastAPI:
     """The dashboard for ``site``."""
     app = FastAPI(
@@ -66,35 +102,38 @@ def create_app(site: Site) -> FastAPI:
     app.add_middleware(TokenMiddleware, access=site.access)
 
     @app.exception_handler(MiyabiError)
-    async def miyabi_error(request: Request, e: MiyabiError) -> JSONResponse:
-        return JSONResponse({"error": str(e)}, status_code=status_of(e))
+    async def miyabi_error(request: Request, e: MiyabiError) -> Response:
+        return error_response(request, status_of(e), str(e))
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, e: RequestValidationError) -> JSONResponse:
+    async def bad_request(request: Request, e: RequestValidationError) -> Response:
         first: dict[str, Any] = e.errors()[0] if e.errors() else {}
         where = (
             ".".join(str(p) for p in first.get("loc", ()) if p != "body" and not isinstance(p, int))
             or "the request body"
         )
-        return JSONResponse({"error": f"{where}: {first.get('msg', 'not valid')}"}, status_code=422)
+        return error_response(request, 422, f"{where}: {first.get('msg', 'not valid')}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, e: StarletteHTTPException) -> Response:
         what = "no such page or endpoint" if e.status_code == 404 else str(e.detail)
-        return JSONResponse({"error": f"{what}: {request.method} {request.url.path}"}, status_code=e.status_code)
+        headers = {k: v for k, v in (e.headers or {}).items() if k.lower() != "allow"}
+        if e.status_code == 405:  # every method of the path, not only the first route's (RFC 9110 15.5.6)
+            headers["allow"] = ", ".join(allowed_methods(request.app, request.scope))
+        return error_response(request, e.status_code, f"{what}: {request.method} {request.url.path}", headers)
 
     @app.exception_handler(sqlite3.Error)
-    async def store_error(request: Request, e: sqlite3.Error) -> JSONResponse:
-        return JSONResponse({"error": f"the task store failed: {e}; try again"}, status_code=503)
+    async def store_error(request: Request, e: sqlite3.Error) -> Response:
+        return error_response(request, 503, f"the task store failed: {e}; try again")
 
     @app.exception_handler(OSError)
-    async def os_error(request: Request, e: OSError) -> JSONResponse:
-        return JSONResponse({"error": f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}"}, status_code=500)
+    async def os_error(request: Request, e: OSError) -> Response:
+        return error_response(request, 500, f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}")
 
     @app.exception_handler(Exception)
-    async def internal(request: Request, e: Exception) -> JSONResponse:
+    async def internal(request: Request, e: Exception) -> Response:
         log.exception("internal error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error ({type(e).__name__}); see the dashboard's log"}, status_code=500)
+        return error_response(request, 500, f"internal error ({type(e).__name__}); see the dashboard's log")
 
     registry = CollectorRegistry()
     registry.register(MiyabiCollector(site))
@@ -103,9 +142,7 @@ def create_app(site: Site) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(api.router)
-    app.include_router(kpis.router)
-    app.include_router(logs.router)
-    app.include_router(pages.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     return app

@@ -16,9 +16,11 @@ from fastapi.responses import Response
 from miyabi import defaults
 from miyabi.reports import CHARTS, Report, build, chart_svg
 from miyabi.reports import render as report_render
-from miyabi.web.api import NotFound, site_of
+from miyabi.web.api import site_of
+from miyabi.web.models import Kpis, errors
+from miyabi.web.site import NotFound, Site
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=errors(401, 403))
 
 WINDOWS = {"24h": 86400.0, "7d": 7 * 86400.0}
 """The windows the page offers, in seconds."""
@@ -29,9 +31,8 @@ _lock = threading.Lock()
 _cache: dict[tuple[int, str], tuple[float, Report]] = {}
 
 
-def report_of(request: Request, since: str) -> Report:
+def report_of(site: Site, since: str) -> Report:
     """The report of the window ``since``, computed at most every ``WEB_KPI_TTL`` s."""
-    site = site_of(request)
     key = (id(site), since)
     with _lock:
         hit = _cache.get(key)
@@ -43,9 +44,21 @@ def report_of(request: Request, since: str) -> Report:
         return report
 
 
-@router.get("/kpis", summary="Key figures of the last 24 h or 7 days: JSON, with the rows the page shows")
+@router.get(
+    "/kpis",
+    response_model=Kpis,
+    responses=errors(422),
+    summary="Key figures of the last 24 h or 7 days: JSON, with the rows the page shows",
+)
 def kpis(request: Request, since: Window = "24h") -> dict[str, Any]:
-    report = report_of(request, since)
+    return kpis_of(site_of(request), since)
+
+
+def kpis_of(site: Site, since: str) -> dict[str, Any]:
+    """The KPI page's figures of the window ``since`` (``24h`` or ``7d``): ``report``,
+    ``charts`` (name, title), ``summary`` rows, ``agents`` and ``days`` tables,
+    ``definitions``."""
+    report = report_of(site, since)
     return {
         "report": report.to_json(),
         "charts": [{"name": n, "title": t} for n, t in CHARTS.items()],
@@ -60,10 +73,10 @@ def kpis(request: Request, since: Window = "24h") -> dict[str, Any]:
     "/kpis/charts/{name}.svg",
     summary="One KPI chart as SVG",
     response_class=Response,
-    responses={200: {"content": {"image/svg+xml": {}}}},
+    responses={200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}}, **errors(404, 422)},
 )
 def chart(name: str, request: Request, since: Window = "24h") -> Response:
     if name not in CHARTS:
         raise NotFound(f"no chart {name!r}; the charts are {', '.join(CHARTS)}")
-    svg = chart_svg(report_of(request, since), name)
+    svg = chart_svg(report_of(site_of(request), since), name)
     return Response(svg, media_type="image/svg+xml", headers={"cache-control": "no-store"})

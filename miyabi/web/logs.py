@@ -11,10 +11,12 @@ from pydantic import BaseModel, Field
 
 from miyabi import defaults
 from miyabi.errors import UsageError
-from miyabi.supervision.logs import compile_grep, log_files, parse_since, search
+from miyabi.supervision.logs import LogLine, compile_grep, log_files, parse_since, search
 from miyabi.web.api import BadInput, site_of
+from miyabi.web.models import errors
+from miyabi.web.site import Site
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=errors(401, 403))
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -36,6 +38,7 @@ never served as an agent's unless the layout has an agent of that name."""
 @router.get(
     "/agents/{name}/logs",
     response_model=list[LogLineOut],
+    responses=errors(400, 404, 422),
     summary="The newest lines of the agent's pane logs (rotated files included), oldest first, filtered",
 )
 def agent_logs(
@@ -55,11 +58,6 @@ def agent_logs(
     regular expression or a ``since`` that is not a duration, 404 for an agent that is
     neither in the ensemble nor has a log."""
     site = site_of(request)
-    try:
-        rx = compile_grep(grep or None)
-        seconds = parse_since(since or None)
-    except UsageError as e:
-        raise BadInput(str(e)) from None
     known = {a.name for a in site.agents()}
     if name not in known and (
         name in OWN_LOGS
@@ -69,4 +67,19 @@ def agent_logs(
     ):
         # only agents: the ensemble's, or one that ran here (it has an inbox), never miyabi's own logs
         site.agent(name)  # AgentNotFound (404)
-    return [line.to_json() for line in search(site.home, name, rx, seconds, last=limit)]
+    return [line.to_json() for line in log_lines(site, name, grep, since, limit)]
+
+
+def log_lines(site: Site, name: str, grep: str | None, since: str | None, limit: int) -> list[LogLine]:
+    """The newest ``limit`` lines of ``name``'s pane logs (not checked: an agent with no
+    log has none), oldest first, that match ``grep``, in files written to within ``since``.
+
+    Raises:
+        BadInput: ``grep`` is not a regular expression, or ``since`` not a duration.
+    """
+    try:
+        rx = compile_grep(grep or None)
+        seconds = parse_since(since or None)
+    except UsageError as e:
+        raise BadInput(str(e)) from None
+    return list(search(site.home, name, rx, seconds, last=limit))

@@ -3,6 +3,7 @@ runs the ASGI server (uvicorn) until stopped."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from miyabi.controller.view import Target
-from miyabi.controller.webproc import URL_FILE, published_pid
+from miyabi.controller.webproc import URL_FILE, is_dashboard, published_pid
 from miyabi.errors import MiyabiError, UsageError
 from miyabi.files import write_atomic
 from miyabi.home import Home
@@ -95,16 +96,19 @@ def serve(
     from miyabi.web.site import Site
 
     access = access_for(target, host, read_only, no_token)
-    try:  # bind first, so that a taken port is one clear line and the URL printed is true
-        family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    try:
         sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise MiyabiError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    try:  # bind first, so that a taken port is one clear line and the URL printed is true
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
         sock.listen(2048)  # connections wait in the backlog from now on, before the URL is printed
     except OSError as e:
-        running = published(target.home)
-        hint = f"; this home's dashboard already runs at {running['base']}" if running else "; pick another with --port"
-        raise MiyabiError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
+        sock.close()
+        why = f"{e.strerror or e}{held_by(target.home, port)}" if e.errno == errno.EADDRINUSE else e.strerror or str(e)
+        raise MiyabiError(f"cannot listen on {host}:{port}: {why}; pick another port with --port") from None
     port = sock.getsockname()[1]
     site = Site(target, access, follow=follow)
     app = create_app(site)
@@ -128,6 +132,36 @@ def serve(
         sock.close()
         if (published(target.home) or {}).get("pid") == os.getpid():
             path.unlink(missing_ok=True)
+
+
+def held_by(home: Home, port: int) -> str:
+    """Who listens on TCP ``port`` of this machine, as the tail of an error message:
+    ``" (this home's dashboard, pid N, already serves there: URL)"``, ``" (held by
+    another home's miyabi dashboard, pid N)"``, ``" (held by NAME, pid N)"``, or ""
+    when it cannot be told (another user's socket, no permission)."""
+    import psutil
+
+    try:
+        pids = {
+            c.pid
+            for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr[1] == port
+        }
+    except (psutil.Error, OSError):
+        return ""
+    pid = min((p for p in pids if p is not None), default=None)
+    if pid is None:
+        return ""
+    if is_dashboard(pid, home):
+        mine = published(home)
+        where = f": {mine['base']}" if mine is not None and mine.get("pid") == pid else ""
+        return f" (this home's dashboard, pid {pid}, already serves there{where})"
+    if is_dashboard(pid):
+        return f" (held by another home's miyabi dashboard, pid {pid})"
+    try:
+        return f" (held by {psutil.Process(pid).name()}, pid {pid})"
+    except psutil.Error:
+        return f" (held by pid {pid})"
 
 
 def published(home: Home) -> dict[str, Any] | None:

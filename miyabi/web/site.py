@@ -14,6 +14,7 @@ from miyabi.config.model import Agent, Layout
 from miyabi.controller.view import EnsembleView, Target, ensemble, layout_agents, running_layout
 from miyabi.errors import AgentNotFound, MiyabiError
 from miyabi.home import Home
+from miyabi.supervision.status import AgentState
 from miyabi.tmux.runner import Tmux
 from miyabi.web.auth import Access
 from miyabi.web.screens import ScreenHub
@@ -21,6 +22,10 @@ from miyabi.work.tasks import Store, Task, TaskState
 
 ACTIVE = (TaskState.ASSIGNED, TaskState.IN_PROGRESS, TaskState.VERIFYING)
 """Task states in which a task is an agent's current work."""
+
+
+class NotFound(MiyabiError):
+    """A thing the request names does not exist (404)."""
 
 
 class Site:
@@ -157,6 +162,7 @@ class Site:
         --json`` prints it, plus ``current_task`` (``{id, ref, title, state}`` or null)."""
         view = self.view(max_age)
         tasks = self.current_tasks()
+        running = bool(view.controller.get("running"))
         rows = []
         for r in view.agents:
             row = r.to_json()
@@ -164,6 +170,7 @@ class Site:
             row["current_task"] = (
                 {"id": t.id, "ref": t.ref, "title": t.title, "state": str(t.state), "url": t.url} if t else None
             )
+            row["notice"] = notice_of(row, running)
             rows.append(row)
         return {
             "session": self.target.session,
@@ -172,3 +179,31 @@ class Site:
             "controller": view.controller,
             "agents": rows,
         }
+
+    def agent_json(self, name: str) -> dict[str, Any]:
+        """One agent's row of :meth:`agents_json`.
+
+        Raises:
+            AgentNotFound: no such agent; NotFound: the session has no row for it.
+        """
+        self.agent(name)
+        row: dict[str, Any] | None = next((a for a in self.agents_json()["agents"] if a["name"] == name), None)
+        if row is None:
+            raise NotFound(f"agent {name} has no row; is the session running? (`miyabi up`)")
+        return row
+
+
+def notice_of(row: dict[str, Any], controller_running: bool) -> str | None:
+    """What the dashboard says of an agent that does not run (``failed``, ``dead``,
+    ``missing``): that it does not, why, and the command that brings it back; None
+    while it runs (or the watchdog is about to restart it)."""
+    name, state = row["name"], row["state"]
+    why = row.get("last_reason") or row.get("exit")
+    because = f" ({why})" if why else ""
+    if state == AgentState.MISSING:
+        return f"{name} has no pane; `miyabi up` creates one"
+    if state not in (AgentState.FAILED, AgentState.DEAD):
+        return None
+    fix = f"`miyabi restart {name}`" if controller_running else "`miyabi up` (the controller is not running)"
+    what = "failed: the watchdog gave up restarting it" if state == AgentState.FAILED else "is dead"
+    return f"{name} {what}{because}; bring it back with {fix}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,13 +20,13 @@ import pytest
 from helpers import wait_for
 from integration.conftest import Cli
 from integration.test_delivery import transcript
-from integration.webkit import Web, start_web, stop
+from integration.webkit import Web, browse, start_web, stop
 from prometheus_client.parser import text_string_to_metric_families
 
 from miyabi.home import Home
 from miyabi.messaging.mailbox import MessageState, inbox, post
 from miyabi.tmux.runner import Tmux
-from miyabi.work.tasks import Store
+from miyabi.work.tasks import Store, TaskState
 
 READS = [
     "/api/v1/agents",
@@ -198,7 +199,9 @@ def test_bad_reads_and_garbage(web: Web) -> None:
         r = c.post("/api/v1/agents/w1/messages", content=b"\xff\xfe", headers={"content-type": "application/json"})
         assert r.status_code == 422
         assert c.get("/api/v1/agents/w1/crashes/..%2F..%2Frun%2Fweb.json").status_code == 404
-        assert c.put("/api/v1/tasks").status_code == 405
+        r = c.put("/api/v1/tasks")  # RFC 9110 15.5.6: a 405 says which methods the resource takes
+        assert r.status_code == 405 and set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}
+        assert "Method Not Allowed" in error_of(r)
 
 
 def test_tasks_cancel_retry_and_their_history(web: Web) -> None:
@@ -407,37 +410,18 @@ def test_read_only_server_and_refused_hosts(cli: Cli, home: Path, socket: str, w
             assert r.status_code == 403 and "read-only" in error_of(r)
     finally:
         stop(proc)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "miyabi",
-            "web",
-            "--host",
-            "0.0.0.0",
-            "--no-token",
-            "--port",
-            "0",
-            "--home",
-            str(home),
-            "--socket",
-            socket,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r = miyabi_web(home, socket, "--host", "0.0.0.0", "--no-token", "--port", "0")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--no-token is refused on 0.0.0.0" in r.stderr
     taken = web.base.rsplit(":", 1)[1]
-    r = subprocess.run(
-        [sys.executable, "-m", "miyabi", "web", "--port", taken, "--home", str(home), "--socket", socket],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r = miyabi_web(home, socket, "--port", taken)
     assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{taken}" in r.stderr and r.stderr.count("\n") == 1
+    assert f"this home's dashboard, pid {web.proc.pid}, already serves there" in r.stderr
+
+
+def miyabi_web(home: Path, socket: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`miyabi web ARGS` for the home, run to its end (one that cannot serve)."""
+    argv = [sys.executable, "-m", "miyabi", "web", *args, "--home", str(home), "--socket", socket]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_without_a_token_only_loopback_names_are_served(home: Path, socket: str, web: Web) -> None:
@@ -533,3 +517,210 @@ def test_kpis_and_their_charts(web: Web, home: Path) -> None:
         lines = c.get("/api/v1/agents/w1/logs", params={"grep": "for the figures"}).json()
         assert lines and all("for the figures" in ln["text"] for ln in lines) and "\x1b" not in json.dumps(lines)
         assert c.get("/api/v1/agents/w1/logs", params={"grep": "("}).status_code == 400
+
+
+def test_a_port_held_by_another_program_is_named_with_its_holder(home: Path, socket: str, web: Web) -> None:
+    # a program that is not miyabi listens on a port, while this home's dashboard serves on another one
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import socket, sys, time\n"
+                "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+                "print(s.getsockname()[1], flush=True); time.sleep(600)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        r = miyabi_web(home, socket, "--port", str(port))
+    finally:
+        holder.kill()
+        holder.wait()
+    ours = web.base.rsplit(":", 1)[1]
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+    assert f"pid {holder.pid}" in r.stderr and "python" in r.stderr, r.stderr
+    assert ours not in r.stderr.replace(str(port), ""), r.stderr  # the other dashboard's port is not named
+
+
+def test_down_leaves_a_dashboard_started_by_hand_and_says_where_it_serves(cli: Cli, web: Web) -> None:
+    r = cli("down")
+    assert r.exit_code == 0, r.output
+    line = f"the dashboard started by hand still serves at {web.base} (pid {web.proc.pid})"
+    assert line in r.output and f"kill {web.proc.pid}" in r.output, r.output
+    assert "stopped the dashboard" not in r.output
+    assert web.proc.poll() is None  # still serving
+    with web.client() as c:
+        assert c.get("/api/v1/tasks").status_code == 200
+
+
+def test_the_web_package_says_what_it_is() -> None:
+    import miyabi.web
+
+    assert miyabi.web.__file__ is not None and miyabi.web.__file__.endswith("__init__.py")
+    assert miyabi.web.__doc__ and "dashboard" in miyabi.web.__doc__
+
+
+def test_every_page_shows_its_state_without_a_script(web: Web) -> None:
+    """What `chromium --dump-dom` or a slow phone sees before any script runs: each page
+    as the server rendered it, with the real agents, tasks, messages and events in it,
+    and every untrusted text escaped."""
+    store = Store.of_home(web.home)
+    store.add("<script>alert('title')</script> fix the <b>build</b>", "the <i>body</i>", ["docs"], "normal", [])
+    dead = post(web.home, "sh", "<img src=x onerror=alert(1)> dead letter", sender="test", ttl=0.001)
+    wait_for(
+        lambda: (found := inbox(web.home, "sh").find(dead.id)) is not None and found[0] == MessageState.FAILED,
+        timeout=30,
+        what="a dead letter",
+    )
+    with web.client() as api:
+        pane = api.get("/api/v1/agents/sh").json()["pane_id"]
+    Tmux(web.socket).run("send-keys", "-t", pane, "-l", "on the <u>screen</u>")
+    with browse(web) as c:
+
+        def page(path: str) -> str:
+            r = c.get(path)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), (path, r.text)
+            assert "loading…" not in r.text and "<script>alert" not in r.text and "<img src=x" not in r.text, path
+            assert ">null<" not in r.text and " null " not in r.text, path
+            return r.text
+
+        html = page("/")
+        assert all(f'data-agent="{n}"' in html for n in ("w1", "sh", "ask")) and "controller running" in html
+        assert html.count('<span class="state s-ready">ready</span>') == 3
+        html = wait_for(
+            lambda: (h := page("/agents/sh")) and "on the &lt;u&gt;screen&lt;/u&gt;" in h and h, what="screen"
+        )
+        assert "<h2>sh</h2>" in html and "dead letter" in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+        html = page("/tasks")
+        assert "&lt;script&gt;alert(&#39;title&#39;)&lt;/script&gt; fix the &lt;b&gt;build&lt;/b&gt;" in html
+        html = page("/tasks/1")
+        assert "fix the &lt;b&gt;build&lt;/b&gt;" in html and "the &lt;i&gt;body&lt;/i&gt;" in html
+        assert "added from local" in html and "no route matches it" in html
+        html = page("/inbox")
+        assert dead.id[:13] in html and "&lt;img src=x onerror=alert(1)&gt; dead letter" in html
+        assert "ttl" in html  # why it is a dead letter
+        html = page("/approvals")
+        assert "nobody is waiting" in html
+        html = page("/events")
+        assert dead.id in html and "enqueued" in html and 'data-after="' in html
+        html = page("/kpis")
+        assert "availability" in html and all(f"<td>{n}</td>" in html for n in ("w1", "sh", "ask"))
+        assert "<title>Ensemble · web · miyabi</title>" in page("/")  # the session, then miyabi
+        # a part of a page alone, as the script fetches it to keep the page live
+        part = c.get("/?part=agents").text
+        assert part.lstrip().startswith("<p") and 'data-agent="w1"' in part and "<html" not in part
+
+
+def test_the_task_board_has_a_column_per_stage_and_shared_only_with_a_bus(web: Web) -> None:
+    store = Store.of_home(web.home)
+    for title in ("queued one", "cancelled one", "failed one"):
+        store.add(title, "", [], "normal", [])
+    with web.client() as api:
+        assert api.post("/api/v1/tasks/2/cancel").status_code == 200
+    store.set_state(3, TaskState.FAILED, reason="tried", expect=[TaskState.QUEUED])  # as if it ran and failed
+    with browse(web) as c:
+        html = c.get("/tasks").text
+    columns = re.findall(r'data-column="([a-z]+)"', html)
+    assert columns == ["queued", "working", "finished"], columns  # no bus: no shared column
+    finished = html[html.index('data-column="finished"') :]
+    assert "cancelled one" in finished and "failed one" in finished and "queued one" not in finished
+    assert '<span class="state s-failed">failed</span>' in finished  # each card says its own state
+
+
+def test_a_browser_gets_an_error_page_and_the_api_json(web: Web) -> None:
+    with browse(web) as c:
+        for path, said in (
+            ("/nothing/here", "no such page or endpoint: GET /nothing/here"),
+            ("/tasks/999", "no task 999"),
+            ("/agents/nobody", "unknown agent &#39;nobody&#39;"),
+        ):
+            r = c.get(path)
+            assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), (path, r.text)
+            assert said in r.text and '<link rel="stylesheet" href="/static/style.css">' in r.text, r.text
+            assert '<a href="/tasks">Tasks</a>' in r.text  # the dashboard's own page, with its navigation
+        r = c.get("/api/v1/nothing")  # the API answers JSON, whatever the client accepts
+        assert r.status_code == 404 and r.headers["content-type"] == "application/json" and error_of(r)
+        r = c.put("/tasks", headers={"X-Miyabi-Token": web.token})
+        assert r.status_code == 405 and r.headers["allow"] == "GET" and "text/html" in r.headers["content-type"]
+    with web.client() as c:  # a script gets JSON everywhere
+        r = c.get("/nothing/here")
+        assert r.status_code == 404 and "no such page or endpoint" in error_of(r)
+
+
+def test_the_cookie_is_what_the_readme_says() -> None:
+    """The README's SameSite is the one the server sends."""
+    import asyncio
+
+    from miyabi.web.auth import Access, TokenMiddleware
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("not reached: ?token= is answered by the middleware")
+
+    mw = TokenMiddleware(app, Access("t0ken", "v1ew"))
+    scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"token=t0ken", "headers": []}
+    asyncio.run(mw(scope, None, send))  # type: ignore[arg-type]
+    cookie = dict(sent[0]["headers"])[b"set-cookie"].decode()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    said = re.findall(r"SameSite=(\w+)", readme)
+    assert said and set(said) == {re.search(r"SameSite=(\w+)", cookie)[1]}, (said, cookie)  # type: ignore[index]
+    assert "HttpOnly" in cookie and "HttpOnly" in readme
+
+
+def test_the_api_answers_as_its_openapi_document_says(web: Web, tmp_path: Path) -> None:
+    """Schemathesis, a property-based API tester, sends a thousand generated requests to
+    the real server (every operation but the endless live feeds, valid and invalid
+    input, methods no route takes): no 5xx, every status and content type the document
+    declares, every answer valid against its schema, every 405 with its Allow header."""
+    checks = [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "unsupported_method",
+        "allow_header_conformance",
+    ]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{web.base}/api/v1/openapi.json",
+            "--header",
+            f"Authorization: Bearer {web.token}",
+            "--checks",
+            ",".join(checks),
+            "--exclude-path-regex",
+            "/stream$",  # Server-Sent Events never end: tested above
+            "--seed",
+            "21",
+            "--max-examples",
+            "15",
+            "--workers",
+            "1",
+            "--output-sanitize",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout[-12000:] + r.stderr[-2000:]
+    summary = r.stdout[r.stdout.rfind("SUMMARY") :]
+    tested = re.search(r"Selected: (\d+)/\d+\s+Tested: (\d+)", summary)
+    cases = re.search(r"(\d+) generated, (\d+) passed", summary)
+    assert tested and cases, summary
+    assert int(tested[2]) == int(tested[1]) >= 20 and int(cases[1]) == int(cases[2]) >= 500, summary

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from helpers import wait_for
+from integration.conftest import Cli
 from integration.test_delivery import send, transcript
-from integration.webkit import Web
+from integration.webkit import Web, browse, serve, stop
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -181,17 +182,57 @@ def test_the_task_board_adds_filters_and_cancels(web: Web, browser: WebDriver, s
         lambda: sorted(t.title for t in store.query()) == ["added in the browser", "labelled <b>bold</b>"],
         what="the task stored",
     )
-    wait_for(lambda: "added in the browser" in text_of(browser, "[data-state=queued]"), what="on the board")
-    assert "labelled <b>bold</b>" in text_of(browser, "[data-state=queued]")  # as text, never markup
+    wait_for(lambda: "added in the browser" in text_of(browser, "[data-column=queued]"), what="on the board")
+    assert "labelled <b>bold</b>" in text_of(browser, "[data-column=queued]")  # as text, never markup
     browser.save_screenshot(str(shots / "tasks.png"))
     login(browser, web, "/tasks?label=docs")
-    wait_for(lambda: "labelled" in text_of(browser, "[data-state=queued]"), what="filtered")
-    assert "added in the browser" not in text_of(browser, "[data-state=queued]")
+    wait_for(lambda: "labelled" in text_of(browser, "[data-column=queued]"), what="filtered")
+    assert "added in the browser" not in text_of(browser, "[data-column=queued]")
     login(browser, web, "/tasks/1")
     wait_for(lambda: browser.find_elements(By.ID, "cancel"), timeout=30, what="the cancel button")[0].click()
     wait_for(lambda: store.get(1).state == "cancelled", what="cancelled")
     wait_for(lambda: browser.find_elements(By.ID, "retry"), timeout=30, what="the retry button")
     browser.save_screenshot(str(shots / "task.png"))
+    login(browser, web, "/tasks")  # the cancelled task is with the finished ones, and says it was cancelled
+    wait_for(lambda: "cancelled" in text_of(browser, "[data-column=finished]"), what="in the finished column")
+    assert "labelled <b>bold</b>" in text_of(browser, "[data-column=finished]")
+
+
+def test_no_page_shows_a_missing_value_as_null(web: Web, browser: WebDriver) -> None:
+    """A task with no body, no agent and no pull request: its page, and the board as the
+    view token sees it (no add form), once drawn."""
+    Store.of_home(web.home).add("a task with little", "", [], "normal", [])
+    for token, path, drawn in ((web.token, "/tasks/1", "#main table"), (web.view_token, "/tasks", "#main section")):
+        browser.get(f"{web.base}{path}?token={token}")
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, drawn), timeout=30, what=f"{path} drawn")  # noqa: B023
+        wait_for(lambda: "a task with little" in text_of(browser, "#main"), what=f"the task on {path}")
+        text = js(browser, "return document.body.innerText")
+        assert "null" not in text and "undefined" not in text, (path, text)
+
+
+def test_the_agent_inbox_fits_its_column_at_1400_px(web: Web, browser: WebDriver, shots: Path) -> None:
+    from integration.test_delivery import send
+
+    send(web.home, "ask", "please run the tool")  # it asks, and takes no message until answered
+    import httpx
+
+    with httpx.Client(base_url=web.base, headers={"Authorization": f"Bearer {web.token}"}) as c:
+        wait_for(lambda: c.get("/api/v1/agents/ask").json()["state"] == "waiting-approval", timeout=30, what="waiting")
+    send(web.home, "ask", "a message that waits in the inbox, long enough to wrap over several lines " * 3)
+    browser.set_window_size(1400, 900)
+    login(browser, web, "/agents/ask")
+    assert js(browser, "return window.innerWidth") <= 1400
+    wait_for(lambda: browser.find_elements(By.XPATH, "//button[text()='Drop']"), timeout=30, what="the Drop button")
+    box = js(
+        browser,
+        """const b = [...document.querySelectorAll('button')].find((x) => x.textContent === 'Drop');
+        const col = b.closest('.side').getBoundingClientRect(), r = b.getBoundingClientRect();
+        return {left: r.left, right: r.right, colLeft: col.left, colRight: col.right, width: window.innerWidth,
+                scroll: document.documentElement.scrollWidth};""",
+    )
+    browser.save_screenshot(str(shots / "agent-1400.png"))
+    assert box["colLeft"] <= box["left"] and box["right"] <= box["colRight"] <= box["width"], box
+    assert box["scroll"] <= box["width"], box  # nothing wider than the window
 
 
 def test_events_and_inbox_pages(web: Web, browser: WebDriver, shots: Path) -> None:
@@ -254,4 +295,44 @@ def test_the_agent_page_searches_the_pane_log(web: Web, browser: WebDriver) -> N
     box = wait_for(lambda: browser.find_elements(By.NAME, "grep"), timeout=30, what="the search box")[0]
     box.send_keys("find later")
     browser.find_element(By.CSS_SELECTOR, "#log-search button").click()
-    wait_for(lambda: "a line to find later" in text_of(browser, "#log-lines"), timeout=30, what="the found line")
+    wait_for(lambda: "a line to find later" in text_of(browser, "#found"), timeout=30, what="the found line")
+
+
+FAILING = """session: miyabi
+agents:
+  - name: ok
+    profile: shell
+    command: cat
+  - name: boom
+    profile: shell
+    command: "sh -c 'echo \\"boom: the disk <is> full\\"; exit 3'"
+    watchdog: {max_restarts: 1, min_uptime: 10}
+"""
+
+
+def test_a_failed_agent_says_why_and_how_to_bring_it_back(
+    cli: Cli, home: Path, socket: str, tmp_path: Path, browser: WebDriver, shots: Path
+) -> None:
+    """Its page shows the last lines it printed (its screen is blank once dead) and one
+    line: failed, why, and `miyabi restart NAME`; a session named miyabi is not named twice."""
+    lay = tmp_path / "failing.yaml"
+    lay.write_text(FAILING)
+    web = serve(cli, home, socket, lay, tmp_path / "answers.txt")
+    try:
+        with web.client() as c:
+            wait_for(lambda: c.get("/api/v1/agents/boom").json()["state"] == "failed", timeout=60, what="boom failed")
+        with browse(web) as c:
+            html = c.get("/agents/boom").text
+            assert "boom: the disk &lt;is&gt; full" in html, html
+            assert "boom failed: the watchdog gave up restarting it" in html and "`miyabi restart boom`" in html
+            home_page = c.get("/").text
+        assert "<title>Ensemble · miyabi</title>" in home_page and "miyabi miyabi" not in home_page
+        assert "bring it back with `miyabi restart boom`" in home_page  # on its card too
+        login(browser, web, "/agents/boom")
+        wait_for(lambda: "the disk <is> full" in text_of(browser, "#screen"), timeout=30, what="its last lines")
+        assert "miyabi restart boom" in text_of(browser, "#info")
+        assert "miyabi miyabi" not in browser.find_element(By.TAG_NAME, "header").text
+        assert browser.title == "boom · miyabi"
+        browser.save_screenshot(str(shots / "failed-agent.png"))
+    finally:
+        stop(web.proc)

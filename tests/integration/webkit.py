@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,24 +102,39 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
+def serve(cli: Cli, home: Path, socket: str, layout: Path, answers: Path) -> Web:
+    """`miyabi up LAYOUT -d`, then a real `miyabi web` for it (stop its ``proc`` after)."""
+    r = cli("up", str(layout), "-d")
+    assert getattr(r, "exit_code", 1) == 0, getattr(r, "output", r)
+    proc, said = start_web(home, socket)
+    base, _, token = said["open"].partition("/?token=")
+    view = said["view"].partition("/?token=")[2]
+    return Web(base, token, view, proc, home, socket, answers)
+
+
+@contextmanager
+def browse(w: Web) -> Iterator[httpx.Client]:
+    """A client as a browser without script is: it opens the printed URL (the server
+    sets the token's cookie) and asks for HTML."""
+    with httpx.Client(base_url=w.base, timeout=30, headers={"Accept": "text/html"}) as c:
+        r = c.get(f"/?token={w.token}", follow_redirects=True)
+        assert r.status_code == 200 and "miyabi_token" in c.cookies, r.text
+        yield c
+
+
 @pytest.fixture
 def web(cli: Cli, home: Path, socket: str, tmp_path: Path) -> Iterator[Web]:
     answers = tmp_path / "answers.txt"
     lay = tmp_path / "web.yaml"
     lay.write_text(LAYOUT.format(python=sys.executable, asker=ASKER, answers=answers))
-    r = cli("up", str(lay), "-d")
-    assert getattr(r, "exit_code", 1) == 0, getattr(r, "output", r)
-    proc, said = start_web(home, socket)
-    base, _, token = said["open"].partition("/?token=")
-    view = said["view"].partition("/?token=")[2]
-    w = Web(base, token, view, proc, home, socket, answers)
-    with w.client() as c:
-        wait_for(
-            lambda: all(a["state"] == "ready" for a in c.get("/api/v1/agents").json()["agents"]),
-            timeout=60,
-            what="every agent ready",
-        )
+    w = serve(cli, home, socket, lay, answers)
     try:
+        with w.client() as c:
+            wait_for(
+                lambda: all(a["state"] == "ready" for a in c.get("/api/v1/agents").json()["agents"]),
+                timeout=60,
+                what="every agent ready",
+            )
         yield w
     finally:
-        stop(proc)
+        stop(w.proc)
