@@ -27,22 +27,24 @@ def client(fake: FakeGitHub, slept: list[float] | None = None) -> GitHub:
 
 
 def test_250_issues_over_three_pages_without_pull_requests_then_304(fake: FakeGitHub) -> None:
+    t0 = fake.clock() - 1000
     for n in range(1, 251):
-        fake.add_issue(n, f"issue {n}", ["status:todo"])
-    fake.add_issue(251, "a PR", ["status:todo"], pr=True)
-    fake.add_issue(252, "not todo", ["bug"])
+        fake.add_issue(n, f"issue {n}", ["status:todo"], at=t0 + n)
+    fake.add_issue(251, "a PR", ["status:todo"], pr=True, at=t0 + 251)
+    fake.add_issue(252, "not todo", ["bug"], at=t0 + 252)
     gh = client(fake)
-    got = gh.issues(labels="status:todo")
-    assert got is not None and [i["number"] for i in got] == list(range(1, 251))
-    assert gh.stats.requests == 3
-    assert gh.issues(labels="status:todo") is not None  # not committed yet: asked afresh
+    got = gh.issues(labels="status:todo", key="todo")
+    assert got is not None and [i["number"] for i in got.issues] == list(range(250, 0, -1))  # newest first
+    assert got.requests == gh.stats.requests == 3
+    assert got.newest == fake.issues[251]["updated_at"]  # the pull request counts as seen too
+    assert gh.issues(labels="status:todo", key="todo") is not None  # not committed yet: asked afresh
     gh.commit()
     before = gh.stats.requests
-    assert gh.issues(labels="status:todo") is None  # every page answered 304
-    assert gh.stats.requests - before == 3 and gh.stats.statuses[304] == 3
-    fake.issues[250]["title"] = "changed on the last page"
-    again = gh.issues(labels="status:todo")
-    assert again is not None and again[-1]["title"] == "changed on the last page"
+    assert gh.issues(labels="status:todo", key="todo") is None  # the first page answered 304
+    assert gh.stats.requests - before == 1 and gh.stats.statuses[304] == 1
+    fake.edit(1, title="changed on the last page")  # a change makes it the newest: the first page tells
+    again = gh.issues(labels="status:todo", key="todo")
+    assert again is not None and again.issues[0]["title"] == "changed on the last page" and len(again.issues) == 250
 
 
 def test_rate_limits_and_server_errors_are_waited_out(fake: FakeGitHub) -> None:
@@ -51,7 +53,7 @@ def test_rate_limits_and_server_errors_are_waited_out(fake: FakeGitHub) -> None:
     gh = client(fake, slept)
     fake.faults.extend([(403, {"retry-after": "7"}), (500, {}), (503, {})])
     got = gh.issues(labels="status:todo")
-    assert got is not None and len(got) == 1
+    assert got is not None and len(got.issues) == 1
     assert slept == [7.0, 1.0, 2.0]
     fake.faults.append((403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(gh.clock()) + 30)}))
     gh.issues(labels="status:todo")
