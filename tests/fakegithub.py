@@ -37,6 +37,8 @@ class FakeGitHub(LocalServer):
         self.comments: dict[int, list[str]] = {}
         self.faults: deque[tuple[int, dict[str, str]]] = deque()
         self.delete_faults: deque[tuple[int, dict[str, str]]] = deque()
+        self.post_faults: deque[tuple[int, dict[str, str]]] = deque()
+        """Answers for the next POSTs only (``faults`` answer the next requests of any kind)."""
         self.requests: list[tuple[str, str]] = []
         self.answers: list[tuple[float, str, str, int]] = []
         """Every answer sent: (time.monotonic(), method, path with query, status)."""
@@ -318,6 +320,10 @@ class FakeGitHub(LocalServer):
                     return
                 parts = urlparse(self.path).path.split("/")
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                with fake.lock:
+                    fault = fake.post_faults.popleft() if fake.post_faults else None
+                if fault is not None:
+                    return self._send(fault[0], {"message": "fault"}, fault[1])
                 if parts[4] == "pulls" and len(parts) == 5:
                     with fake.lock:
                         if any(p["head"]["ref"] == body["head"] and p["state"] == "open" for p in fake.pulls.values()):

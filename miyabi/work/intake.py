@@ -129,6 +129,7 @@ def sync(store: Store, gh: GitHub, cfg: GitHubSettings, home_root: Path, intake:
     if since:
         gh.remember(PLACE, {"settings": settings, "since": since, "intake": intake})
     gh.commit()
+    report.skipped = list(dict.fromkeys(report.skipped))  # the second listing shows them again
     return report
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from fakegithub import FakeGitHub
 
-from miyabi.work.github import GitHub, GitHubError
+from miyabi.work.github import GitHub, GitHubError, Listing, stamp
 
 
 @pytest.fixture
@@ -94,3 +96,36 @@ def test_a_wait_for_github_ends_at_once_when_the_controller_stops(fake: FakeGitH
     with pytest.raises(Stopped):
         gh.issues(labels="status:todo")
     assert gh.stats.waited == 600 and stop.is_set()
+
+
+def test_the_stand_in_lists_issues_since_a_time_as_github_documents(fake: FakeGitHub) -> None:
+    """``since``: issues updated at or after the time; ``sort``/``direction``; a ``since``
+    that is not a time is 422 (GitHub's "Validation Failed")."""
+    t0 = int(fake.clock()) - 1000
+    fake.add_issue(1, "old", ["status:todo"], at=t0)
+    fake.add_issue(2, "at the time", ["bug"], at=t0 + 60)
+    fake.add_issue(3, "after", ["status:todo"], state="closed", at=t0 + 61)
+    gh = client(fake)
+    since = stamp(datetime.fromtimestamp(t0 + 60, UTC))
+    got = gh.issues(state="all", since=since)
+    assert got is not None and [i["number"] for i in got.issues] == [3, 2]  # at or after, newest first
+    assert got.newest == stamp(datetime.fromtimestamp(t0 + 61, UTC))
+    assert [i["number"] for i in (gh.issues(state="open", since=since) or Listing([], None, None, 0)).issues] == [2]
+    asc = gh.http.get("/repos/acme/widgets/issues", params={"state": "all", "sort": "created", "direction": "asc"})
+    assert [i["number"] for i in asc.json()] == [1, 2, 3]
+    assert gh.http.get("/repos/acme/widgets/issues", params={"since": "yesterday"}).status_code == 422
+    fake.edit(1, title="edited")  # any change moves updated_at to now
+    again = gh.issues(state="all", since=since)
+    assert again is not None and [i["number"] for i in again.issues] == [1, 3, 2]
+
+
+def test_a_network_failure_is_one_line_with_the_url_and_the_reason() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gh = GitHub("acme/widgets", "t", "MY_TOKEN", api_url=f"http://127.0.0.1:{port}", sleep=lambda s: None)
+    with pytest.raises(GitHubError) as info:
+        gh.issues(labels="status:todo")
+    said = str(info.value)
+    assert f"http://127.0.0.1:{port}/repos/acme/widgets/issues" in said and "Connection refused" in said
+    assert "\n" not in said and "?" not in said  # the URL without its query
