@@ -351,7 +351,8 @@ def test_equal_timestamps_and_late_changes_within_the_overlap_are_neither_missed
     assert sync_issues(store, gh, cfg, home).added == ["acme/widgets#1"]
     fake.add_issue(2, "same second", ["status:todo"])
     assert sync_issues(store, gh, cfg, home).added == ["acme/widgets#2"]
-    late = now - defaults.GITHUB_SINCE_OVERLAP / 2  # updated before #2, listed only now
+    late = now - 30  # updated before #2, listed only now
+    assert defaults.GITHUB_SINCE_OVERLAP > 30
     fake.add_issue(3, "shown late", ["status:todo"], at=late)
     assert sync_issues(store, gh, cfg, home).added == ["acme/widgets#3"]
     assert sync_issues(store, gh, cfg, home).unchanged
@@ -363,7 +364,8 @@ def test_an_interrupted_poll_is_listed_again(fake: FakeGitHub, tmp_path: Path) -
     fake.add_issue(1, "old", ["status:todo"], at=fake.clock() - 3600)
     store, gh, cfg, home = direct(fake, tmp_path)
     sync_issues(store, gh, cfg, home)
-    fake.add_issue(2, "from a stranger", ["status:todo"], association="NONE", login="mallory")
+    # two changes more than the overlap apart: the poll that fails must not move past the older one
+    fake.add_issue(2, "from a stranger", ["status:todo"], association="NONE", login="mallory", at=fake.clock() - 600)
     fake.add_issue(3, "new", ["status:todo"])
     fake.post_faults.append((403, {}))  # the triage label is refused (not a rate limit)
     with pytest.raises(GitHubError):
