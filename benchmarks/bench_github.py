@@ -33,11 +33,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from _stats import progress, progress_done
+from _stats import cpu_of, down, progress, progress_done
 from fakegithub import FakeGitHub
 
 from miyabi.config import load
@@ -104,18 +102,6 @@ def in_process(args: argparse.Namespace) -> None:
     )
 
 
-def cpu_of(pid: int) -> float:
-    """CPU seconds (user + system) of the controller and its children (its tmux control client)."""
-    proc = psutil.Process(pid)
-    total = sum(proc.cpu_times()[:2])
-    for c in proc.children(recursive=True):
-        try:
-            total += sum(c.cpu_times()[:2])
-        except psutil.Error:
-            pass
-    return total
-
-
 def wait(what: str, cond: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -176,12 +162,7 @@ def controller(args: argparse.Namespace) -> None:
         finally:
             if store is not None:
                 store.close()
-            subprocess.run(
-                [sys.executable, "-m", "miyabi", "down", "--socket", socket, "--home", str(home)],
-                capture_output=True,
-                env=env,
-                check=False,
-            )
+            down(socket, home, env)
     progress_done()
     print(
         f"  {args.issues} new issues appear while a controller idles "
