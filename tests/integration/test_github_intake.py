@@ -1,5 +1,5 @@
 """GitHub issues to tasks, claims and routing, against a local server on 127.0.0.1
-(no tmux needed: messages wait in the inboxes)."""
+(no tmux needed: messages wait in the inboxes; one test runs a real controller)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from fakegithub import FakeGitHub
+from helpers import wait_for
+from integration.conftest import Cli
 from typer.testing import CliRunner
 
 from miyabi import defaults
@@ -479,4 +481,29 @@ def test_the_controller_says_once_that_the_token_is_missing(
     assert len(said) == 1 and "github.token_env says FAKE_GH_TOKEN, which is not set" in said[0]
     errors = [e["error"] for e in read_events(home) if e["event"] == "github-error"]
     assert len(errors) == 1 and "which is not set; export FAKE_GH_TOKEN=" in errors[0] and "\n" not in errors[0]
+    assert fake.requests == []
+
+
+def test_a_controller_without_the_token_says_so_once_in_its_log_and_events(
+    fake: FakeGitHub, tmp_path: Path, cli: Cli, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real controller (``miyabi up``): one line naming the variable in
+    ``logs/controller.log`` and one ``github-error`` event, and no request to GitHub
+    (before, it polled anonymously and said "cannot reach GitHub … ConnectError" when
+    GitHub could not be reached)."""
+    from miyabi.events import read_events
+
+    monkeypatch.delenv("FAKE_GH_TOKEN")
+    lay = layout(tmp_path, fake)
+    lay.write_text(
+        lay.read_text().replace("profile: shell, command: cat", "profile: shell, command: cat, intro: false")
+    )
+    assert cli("up", str(lay), "-d").exit_code == 0
+    errors = wait_for(
+        lambda: [e["error"] for e in read_events(home) if e["event"] == "github-error"], what="the github-error event"
+    )
+    assert len(errors) == 1 and "github.token_env says FAKE_GH_TOKEN, which is not set" in errors[0]
+    assert cli("down").exit_code == 0
+    said = [line for line in (home / "logs" / "controller.log").read_text().splitlines() if "FAKE_GH_TOKEN" in line]
+    assert len(said) == 1 and said[0].endswith(errors[0]), said
     assert fake.requests == []
