@@ -364,6 +364,11 @@ class GitHub:
         """Keep ``value`` (JSON) under ``key`` at the next :meth:`commit`."""
         self._uncommitted[f"kept:{key}"] = value
 
+    def discard(self) -> None:
+        """Forget the ETags and :meth:`remember` values since the last :meth:`commit` (a
+        sync that failed part way: the next one lists the same changes again)."""
+        self._uncommitted.clear()
+
     def commit(self) -> None:
         """Keep the ETags of the listings fetched, and what was given to :meth:`remember`,
         since the last commit: call it once their issues were all processed, so that an

@@ -100,6 +100,14 @@ def sync(store: Store, gh: GitHub, cfg: GitHubSettings, home_root: Path, intake:
         GitHubError: the API failed (after its own retries); nothing is remembered,
             so the next poll lists the same changes again.
     """
+    try:
+        return _sync(store, gh, cfg, home_root, intake)
+    except BaseException:
+        gh.discard()
+        raise
+
+
+def _sync(store: Store, gh: GitHub, cfg: GitHubSettings, home_root: Path, intake: bool) -> SyncReport:
     report = SyncReport()
     settings = [cfg.repo, cfg.todo_label, sorted(cfg.allowed_authors)]
     place = gh.recall(PLACE)

@@ -129,3 +129,14 @@ def test_a_network_failure_is_one_line_with_the_url_and_the_reason() -> None:
     said = str(info.value)
     assert f"http://127.0.0.1:{port}/repos/acme/widgets/issues" in said and "Connection refused" in said
     assert "\n" not in said and "?" not in said  # the URL without its query
+
+
+def test_a_listing_whose_issues_were_not_handled_leaves_no_etag(fake: FakeGitHub) -> None:
+    """A sync that fails part way discards what it fetched: a later commit does not keep
+    that listing's ETag, so the same listing is never answered 304 unhandled."""
+    fake.add_issue(1, "x", ["status:todo"])
+    gh = client(fake)
+    assert gh.issues(labels="status:todo", key="todo") is not None
+    gh.discard()
+    gh.commit()
+    assert gh.issues(labels="status:todo", key="todo") is not None and gh.stats.statuses.get(304, 0) == 0
