@@ -72,7 +72,8 @@ class SyncReport:
 
     Attributes:
         unchanged: nothing changed since the last poll (it was answered 304).
-        full: it listed every open todo issue (the first poll, or settings changed).
+        full: it listed every open todo issue (the first poll, one after ``todo_label``
+            or ``allowed_authors`` changed, or when this host takes issues in again).
         added: issues that became tasks (or were queued afresh).
         triaged: issues by untrusted authors, labelled for triage.
         skipped: open todo issues whose task exists and is open.
@@ -121,7 +122,7 @@ def _sync(store: Store, gh: GitHub, cfg: GitHubSettings, home_root: Path, intake
         seen = [x for x in listings if x is not None]
         since = _newest([x.newest for x in seen]) or seen[0].date
         _handle(store, gh, cfg, home_root, [i for x in seen for i in x.issues], intake, report)
-        # then with `since`, as every later poll asks: the ETag its next quiet one gets a 304 with
+        # then the listing every later poll asks for: its ETag gets the next quiet poll a 304
     else:
         since = str(place.get("since") or "")
     for n in range(2):
