@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import psutil
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -24,3 +29,26 @@ def progress_done() -> None:
     if sys.stderr.isatty():
         sys.stderr.write("\r" + " " * 30 + "\r")
         sys.stderr.flush()
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its children (a controller's
+    tmux control client), from /proc through psutil."""
+    proc = psutil.Process(pid)
+    total = sum(proc.cpu_times()[:2])
+    for c in proc.children(recursive=True):
+        try:
+            total += sum(c.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
+def down(socket: str, home: Path, env: Mapping[str, str]) -> None:
+    """``miyabi down`` for a benchmark's ensemble (whatever it says, and however it ends)."""
+    subprocess.run(
+        [sys.executable, "-m", "miyabi", "down", "--socket", socket, "--home", str(home)],
+        capture_output=True,
+        env=dict(env),
+        check=False,
+    )

@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 import psutil
-from _stats import pct, progress, progress_done
+from _stats import cpu_of, pct, progress, progress_done
 
 from miyabi.work.tasks import Store, TaskState
 
@@ -40,18 +40,6 @@ def controller_pid(home: Path) -> int:
             pass
         time.sleep(0.05)
     sys.exit("bench_schedule: the controller did not start")
-
-
-def cpu_of(pid: int) -> float:
-    """CPU seconds of the controller and its children (its tmux control client)."""
-    proc = psutil.Process(pid)
-    total = sum(proc.cpu_times()[:2])
-    for c in proc.children(recursive=True):
-        try:
-            total += sum(c.cpu_times()[:2])
-        except psutil.Error:
-            pass
-    return total
 
 
 def main() -> None:

@@ -322,6 +322,19 @@ GITHUB_MAX_WAIT = 900.0
 GITHUB_BACKOFF_MAX = 60.0
 """Longest backoff, in seconds, between retries of a failing GitHub request."""
 
+GITHUB_SINCE_OVERLAP = 60.0
+"""Seconds a poll's ``since`` reaches back before the newest ``updated_at`` already
+seen. GitHub stamps ``updated_at`` with its own clock (so ours does not matter), but a
+change may show in its listing a moment after a later one (another server's clock a
+little behind, a replica behind the primary), and several changes share one second;
+what the overlap lists again is recognised as already handled. A minute is far more
+than either and costs a re-read of that minute's changes only after something changed."""
+
+GITHUB_INTAKE_BATCH = 500
+"""Issues stored per transaction by one poll: 10,000 new issues are 20 commits (so the
+controller runs about 20 scheduling passes, not 10,000), each holding the store's write
+lock for a few milliseconds only."""
+
 NOTICE_TRIES = 5
 """Attempts at telling GitHub a task's outcome before giving up (with an event)."""
 

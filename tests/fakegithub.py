@@ -1,17 +1,31 @@
 """A local HTTP server on 127.0.0.1 that speaks the subset of GitHub's REST API miyabi
 uses, with bodies shaped like GitHub's documented examples (issue: number, title,
-body, state, labels [{name}], user {login}, author_association, html_url, and
-pull_request on PRs). Faults can be queued: the next requests get those answers."""
+body, state, labels [{name}], user {login}, author_association, html_url,
+created_at, updated_at, and pull_request on PRs). Faults can be queued: the next
+requests get those answers.
+
+Listing a repository's issues follows GitHub's REST documentation ("List repository
+issues"): ``state`` (open, closed, all; default open), ``labels`` (all of them),
+``sort`` (created, updated; default created), ``direction`` (asc, desc; default desc),
+``since`` (only issues updated at or after that time, ISO 8601; anything else is 422),
+``per_page`` and ``page``, with a ``Link`` header to the next page and an ``ETag`` a
+matching ``If-None-Match`` gets 304 for. As on GitHub, every change to an issue made
+through the API (labels, comments, a new issue) moves its ``updated_at`` to now; tests
+that change an issue themselves use :meth:`FakeGitHub.edit`, which does the same."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
+import time
 from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlencode, urlparse
 
 from localserver import LocalServer
 
@@ -23,7 +37,13 @@ class FakeGitHub(LocalServer):
         self.comments: dict[int, list[str]] = {}
         self.faults: deque[tuple[int, dict[str, str]]] = deque()
         self.delete_faults: deque[tuple[int, dict[str, str]]] = deque()
+        self.post_faults: deque[tuple[int, dict[str, str]]] = deque()
+        """Answers for the next POSTs only (``faults`` answer the next requests of any kind)."""
         self.requests: list[tuple[str, str]] = []
+        self.answers: list[tuple[float, str, str, int]] = []
+        """Every answer sent: (time.monotonic(), method, path with query, status)."""
+        self.clock: Callable[[], float] = time.time
+        """GitHub's clock: what ``created_at`` and ``updated_at`` are stamped with (whole seconds)."""
         self.pulls: dict[int, dict[str, Any]] = {}
         self.comment_objects: dict[int, list[dict[str, Any]]] = {}
         """Issue or PR number → its comments as GitHub shows them (``comments`` holds their bodies)."""
@@ -113,7 +133,9 @@ class FakeGitHub(LocalServer):
         login: str = "alice",
         pr: bool = False,
         state: str = "open",
+        at: float | None = None,
     ) -> None:
+        """An issue (or, with ``pr``, a pull request's issue entry) created now, or at ``at`` (Unix time)."""
         issue = {
             "number": number,
             "title": title,
@@ -123,7 +145,8 @@ class FakeGitHub(LocalServer):
             "user": {"login": login},
             "author_association": association,
             "html_url": f"https://github.example/{self.repo}/issues/{number}",
-            "updated_at": "2026-11-22T00:00:00Z",
+            "created_at": self.stamp(at),
+            "updated_at": self.stamp(at),
         }
         if pr:
             issue["pull_request"] = {"url": "x"}
@@ -131,6 +154,59 @@ class FakeGitHub(LocalServer):
 
     def labels(self, number: int) -> list[str]:
         return [label["name"] for label in self.issues[number]["labels"]]
+
+    def stamp(self, at: float | None = None) -> str:
+        """A time as GitHub writes it (``2026-11-22T09:30:00Z``): ``at``, or now by :attr:`clock`."""
+        return datetime.fromtimestamp(int(self.clock() if at is None else at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def touch(self, number: int, at: float | None = None) -> None:
+        """Move an issue's ``updated_at`` to now (or ``at``), as any change on GitHub does."""
+        self.issues[number]["updated_at"] = self.stamp(at)
+
+    def edit(
+        self,
+        number: int,
+        *,
+        add_labels: Sequence[str] = (),
+        remove_labels: Sequence[str] = (),
+        at: float | None = None,
+        **fields: Any,
+    ) -> None:
+        """Change an issue as someone on GitHub would (``state="closed"``, ``title=…``,
+        labels added or removed); its ``updated_at`` moves to now (or ``at``)."""
+        with self.lock:
+            issue = self.issues[number]
+            issue.update(fields)
+            names = [lb["name"] for lb in issue["labels"] if lb["name"] not in remove_labels]
+            names += [n for n in add_labels if n not in names]
+            issue["labels"] = [{"name": n} for n in names]
+            self.touch(number, at)
+
+    def _listing(self, q: dict[str, str]) -> tuple[int, Any]:
+        """``GET /repos/{repo}/issues``: (status, every matching issue in order, or an error body)."""
+        want = [x for x in q.get("labels", "").split(",") if x]
+        state = q.get("state", "open")
+        sort, direction = q.get("sort", "created"), q.get("direction", "desc")
+        valid = state in ("open", "closed", "all") and sort in ("created", "updated") and direction in ("asc", "desc")
+        if not valid:
+            return 422, {"message": "Validation Failed"}
+        since = ""  # stamps written alike compare as text
+        if "since" in q:
+            try:
+                when = datetime.fromisoformat(q["since"])  # 3.11 reads the Z
+            except ValueError:
+                return 422, {"message": "Validation Failed", "errors": [{"field": "since", "code": "invalid"}]}
+            since = self.stamp(math.ceil((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()))
+        with self.lock:
+            items = [
+                i
+                for i in self.issues.values()
+                if (state == "all" or i["state"] == state)
+                and i["updated_at"] >= since
+                and all(w in [lb["name"] for lb in i["labels"]] for w in want)
+            ]
+        items.sort(key=lambda i: (i[f"{sort}_at"], i["number"]), reverse=direction == "desc")
+        return 200, items
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -141,6 +217,8 @@ class FakeGitHub(LocalServer):
 
             def _send(self, code: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
                 data = b"" if body is None else json.dumps(body).encode()
+                # no lock: some answers are sent while fake.lock is held (list.append is atomic)
+                fake.answers.append((time.monotonic(), self.command, self.path, code))
                 self.send_response(code)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -203,17 +281,12 @@ class FakeGitHub(LocalServer):
                     return self._send(200, found)
                 if u.path != f"/repos/{fake.repo}/issues":
                     return self._send(404, {"message": "Not Found"})
-                want = [x for x in q.get("labels", "").split(",") if x]
-                state = q.get("state", "open")
-                with fake.lock:
-                    items = [
-                        i
-                        for n, i in sorted(fake.issues.items())
-                        if (state == "all" or i["state"] == state)
-                        and all(w in [lb["name"] for lb in i["labels"]] for w in want)
-                    ]
+                code, items = fake._listing(q)
+                if code != 200:
+                    return self._send(code, items)
                 page, per = int(q.get("page", "1")), int(q.get("per_page", "30"))
-                chunk = items[(page - 1) * per : page * per]
+                with fake.lock:  # a copy: the issues change under other requests
+                    chunk = json.loads(json.dumps(items[(page - 1) * per : page * per]))
                 more = page * per < len(items)
                 etag = '"' + hashlib.sha1(json.dumps([chunk, more], sort_keys=True).encode()).hexdigest() + '"'
                 if self.headers.get("If-None-Match") == etag:
@@ -221,9 +294,7 @@ class FakeGitHub(LocalServer):
                 headers = {"ETag": etag}
                 if page * per < len(items):
                     nq = dict(q, page=str(page + 1))
-                    headers["Link"] = (
-                        f"<{fake.url}{u.path}?" + "&".join(f"{k}={v}" for k, v in nq.items()) + '>; rel="next"'
-                    )
+                    headers["Link"] = f'<{fake.url}{u.path}?{urlencode(nq)}>; rel="next"'
                 self._send(200, chunk, headers)
 
             def do_DELETE(self) -> None:
@@ -240,6 +311,7 @@ class FakeGitHub(LocalServer):
                     if issue is None or name not in [lb["name"] for lb in issue["labels"]]:
                         return self._send(404, {"message": "Label does not exist"})
                     issue["labels"] = [lb for lb in issue["labels"] if lb["name"] != name]
+                    fake.touch(n)
                     labels = issue["labels"]
                 self._send(200, labels)
 
@@ -248,6 +320,10 @@ class FakeGitHub(LocalServer):
                     return
                 parts = urlparse(self.path).path.split("/")
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                with fake.lock:
+                    fault = fake.post_faults.popleft() if fake.post_faults else None
+                if fault is not None:
+                    return self._send(fault[0], {"message": "fault"}, fault[1])
                 if parts[4] == "pulls" and len(parts) == 5:
                     with fake.lock:
                         if any(p["head"]["ref"] == body["head"] and p["state"] == "open" for p in fake.pulls.values()):
@@ -273,8 +349,10 @@ class FakeGitHub(LocalServer):
                         for name in body["labels"]:
                             if name not in [lb["name"] for lb in issue["labels"]]:
                                 issue["labels"].append({"name": name})
+                        fake.touch(n)
                         return self._send(200, issue["labels"])
                     fake.comments.setdefault(n, []).append(body["body"])
+                    fake.touch(n)
                     c = {
                         "id": fake.next_id(),
                         "body": body["body"],

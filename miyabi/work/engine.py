@@ -10,7 +10,6 @@ way.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -246,28 +245,37 @@ class WorkEngine:
         reported. ``store``: a connection of the calling thread's own.
 
         Raises:
-            GitHubError: GitHub failed (after the client's own retries).
+            GitHubError: no token in ``github.token_env`` (one line naming it), or GitHub
+                failed (after the client's own retries).
             Stopped: the controller stopped while the client waited.
         """
         cfg, gh = self.layout.github, self.gh
         if cfg is None or gh is None:
             raise GitHubError("the layout has no github: section; add `github: {repo: owner/name}`")
+        gh.require_token(str(self.layout.path))
         db = store or self.store
-        result = GitHubPass(sync=sync(db, gh, cfg) if self.intake() else SyncReport(unchanged=True))
+        result = GitHubPass(sync=sync(db, gh, cfg, self.home, intake=self.intake()))
         if assign:
             result.assigned = self.schedule()
-        result.reported = report(db, gh, cfg, self.home)
+        result.reported = [*result.sync.cancelled, *report(db, gh, cfg, self.home)]
         return result
 
     def run_github(self, stop: threading.Event) -> None:
         """Poll every ``poll_interval`` seconds until ``stop`` (the controller's GitHub
-        thread; a 304 costs no rate limit). Errors are logged, never fatal."""
+        thread; a poll with nothing changed is one request answered 304, which costs no
+        rate limit). Errors are logged, never fatal. Without a token it polls nothing:
+        it says why once (log and ``github-error`` event), since the controller's
+        environment cannot change until it restarts."""
         cfg = self.layout.github
         if cfg is None or self.gh is None:
             return
+        try:
+            self.gh.require_token(str(self.layout.path))
+        except GitHubError as e:
+            log.error("github: %s", e)
+            append_event(self.home, "github-error", error=str(e))
+            return
         store = Store.of_home(self.home)  # a connection of this thread's own
-        if not os.environ.get(cfg.token_env):
-            log.warning("no token in $%s: polling %s anonymously", cfg.token_env, cfg.repo)
         try:
             while not stop.is_set():
                 try:

@@ -1,13 +1,14 @@
 """A small GitHub REST client for the calls miyabi makes, on httpx.
 
-It polls with conditional requests (``If-None-Match`` with the last ``ETag``; a 304
-does not count against the rate limit), follows ``link`` pagination, honours
+It lists issues with conditional requests (``If-None-Match`` with the last ``ETag``;
+a 304 does not count against the rate limit), follows ``link`` pagination, honours
 ``retry-after``, waits for ``x-ratelimit-reset`` when no requests remain, and backs
 off on 5xx; it never spins. The token is sent in the ``Authorization`` header only:
-it is never printed, logged or put in an event, and a 401 is one line naming the
-environment variable it came from. Label changes use add/remove calls, never the
-replace-all ``PUT``. Shapes follow GitHub's REST documentation ("Issues", "Labels",
-"Rate limits").
+it is never printed, logged or put in an event; a missing one, a 401 and a network
+failure are each one line (naming the environment variable, or the URL and the
+reason). Label changes use add/remove calls, never the replace-all ``PUT``. Shapes
+follow GitHub's REST documentation ("Issues", "Labels", "Rate limits", "Conditional
+requests").
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,10 +33,56 @@ from miyabi.errors import MiyabiError
 from miyabi.files import write_atomic
 
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
+_MEMORY_VERSION = 2
+"""The layout of ``state/github-etags.json`` (1, a flat map of per-page ETags, is not read)."""
+
+
+def stamp(when: datetime) -> str:
+    """A time as GitHub writes it and takes it in ``since``: ``2026-11-22T09:30:00Z`` (UTC, whole seconds)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _time(text: object) -> datetime | None:
+    """A time GitHub wrote (``updated_at``), or None when it is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _stamp_of_date(header: str) -> str | None:
+    """An HTTP ``Date`` header (RFC 9110, ``Sun, 22 Nov 2026 09:30:00 GMT``) as :func:`stamp` writes it."""
+    try:
+        when = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return stamp(when if when.tzinfo else when.replace(tzinfo=UTC))
 
 
 class GitHubError(MiyabiError):
     """GitHub refused or failed a request; the message never holds the token."""
+
+
+@dataclass
+class Listing:
+    """One listing of a repository's issues, every page of it.
+
+    Attributes:
+        issues: the issues, without pull requests, in GitHub's order.
+        newest: the newest ``updated_at`` of anything listed (pull requests too), as
+            GitHub writes it (``2026-11-22T09:30:00Z``); None when nothing was listed.
+        date: GitHub's clock when it answered the first page (its ``Date`` header), as
+            ``newest`` is written; None when it did not say.
+        requests: the requests it took (one per page).
+    """
+
+    issues: list[dict[str, Any]]
+    newest: str | None
+    date: str | None
+    requests: int
 
 
 @dataclass
@@ -80,6 +129,9 @@ class GitHub:
             "X-GitHub-Api-Version": "2022-11-28",
             "User-Agent": "miyabi",
         }
+        self.token_missing = "not set" if token is None else "empty" if not token.strip() else None
+        """Why there is no token: ``not set`` (the variable is not in the environment),
+        ``empty``, or None when there is one."""
         token = (token or "").strip() or None
         if token is not None and (not token.isascii() or not token.isprintable() or " " in token):
             raise GitHubError(
@@ -90,13 +142,18 @@ class GitHub:
             headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=api_url.rstrip("/"), headers=headers, timeout=timeout)
         self.etag_file = etag_file
-        self.etags: dict[str, str] = {}
+        self.memory: dict[str, Any] = {}
+        """What polls remember between processes (saved in ``etag_file`` by :meth:`commit`):
+        the ETag of each conditional listing (``etag:KEY``: [URL, ETag]) and what the
+        caller keeps with :meth:`remember`."""
         if etag_file is not None:
             try:
-                self.etags = {str(k): str(v) for k, v in json.loads(etag_file.read_text()).items()}
+                saved = json.loads(etag_file.read_text())
+                if isinstance(saved, dict) and saved.get("version") == _MEMORY_VERSION:
+                    self.memory = dict(saved.get("memory") or {})
             except (OSError, ValueError, AttributeError):
-                self.etags = {}
-        self._uncommitted: dict[str, str] = {}
+                self.memory = {}
+        self._uncommitted: dict[str, Any] = {}
         self.stats = Stats()
         self.stats_file = stats_file
         """Where :attr:`stats` are saved (at most once a second) for the dashboard's metrics."""
@@ -123,7 +180,7 @@ class GitHub:
                 resp = self.http.request(method, url, **kw)
             except httpx.HTTPError as e:
                 if attempt == defaults.GITHUB_MAX_TRIES - 1:
-                    raise GitHubError(f"cannot reach GitHub at {self.http.base_url}: {type(e).__name__}") from None
+                    raise GitHubError(self._unreachable(method, url, e)) from None
                 self._wait(backoff)
                 backoff = min(backoff * 2, defaults.GITHUB_BACKOFF_MAX)
                 continue
@@ -153,6 +210,36 @@ class GitHub:
             return resp
         raise GitHubError(
             f"GitHub kept failing {method} {url} ({resp.status_code}) after {defaults.GITHUB_MAX_TRIES} tries"
+        )
+
+    def require_token(self, where: str = "") -> None:
+        """Refuse to go on without a token: miyabi claims issues, which takes one.
+
+        Args:
+            where: the layout file, named first in the message.
+
+        Raises:
+            GitHubError: one line naming the variable and what to do.
+        """
+        if self.token_missing is None:
+            return
+        prefix = f"{where}: " if where else ""
+        raise GitHubError(
+            f"{prefix}github.token_env says {self.token_env}, which is {self.token_missing}; export {self.token_env}="
+            "<a token that may edit this repository's issues>, or set github.token_env to the variable that holds one"
+        )
+
+    def _unreachable(self, method: str, url: str, e: httpx.HTTPError) -> str:
+        """One line for a request that never got an answer: the URL (without its query)
+        and the reason (``Connection refused``, ``timed out``, …)."""
+        try:
+            where = str(e.request.url.copy_with(query=None))
+        except RuntimeError:  # an error raised before the request was built
+            where = f"{self.http.base_url}{url}"
+        reason = " ".join(str(e).split()) or type(e).__name__
+        return (
+            f"cannot reach GitHub: {method} {where} failed after {defaults.GITHUB_MAX_TRIES} tries: {reason} "
+            f"({type(e).__name__}); check github.api_url and the network"
         )
 
     def _save_stats(self) -> None:
@@ -206,58 +293,93 @@ class GitHub:
     # -- calls
 
     def issues(
-        self, state: str = "open", labels: str | None = None, since: str | None = None
-    ) -> list[dict[str, Any]] | None:
-        """Issues of the repository, all pages, without pull requests; None when no
-        page changed since the last committed call with the same query.
+        self, state: str = "open", labels: str | None = None, since: str | None = None, key: str | None = None
+    ) -> Listing | None:
+        """The repository's issues, every page, the most recently updated first.
 
-        Every page of the last result is asked again with its own ``If-None-Match``
-        (a 304 costs no rate limit); only when all answer 304 is the list unchanged,
-        else it is fetched afresh from the first page."""
-        params: dict[str, str] = {"state": state, "per_page": "100"}
+        Args:
+            state: ``open``, ``closed`` or ``all``.
+            labels: only issues with all these labels (comma-separated).
+            since: only issues updated at or after this time (GitHub's ``since``,
+                ``2026-11-22T09:30:00Z``).
+            key: make it conditional: the first page is asked with the ETag that the
+                last committed listing under ``key`` got, if it had the same URL.
+
+        Returns:
+            the listing, or None when the first page answered 304 (nothing in it
+            changed; GitHub does not count it against the rate limit). Sorted by
+            ``updated_at``, newest first, any change to an issue puts it on the first
+            page, so a first page that did not change means no issue did.
+
+        Raises:
+            GitHubError: GitHub refused the listing or failed.
+        """
+        params: dict[str, str] = {"state": state, "sort": "updated", "direction": "desc", "per_page": "100"}
         if labels:
             params["labels"] = labels
         if since:
             params["since"] = since
-        key = f"issues?{sorted(params.items())}"
-        cached = self.etags.get(key)
-        if cached:
-            pages = json.loads(cached)
-            if all(self._not_modified(url, tag) for url, tag in pages):
-                self.stats.not_modified += 1
-                return None
-        items: list[dict[str, Any]] = []
-        pages = []
         url: str | None = f"/repos/{self.repo}/issues"
-        first = True
+        first = str(self.http.build_request("GET", f"/repos/{self.repo}/issues", params=params).url)
+        headers: dict[str, str] = {}
+        known = self.memory.get(f"etag:{key}") if key else None
+        if known and known[0] == first:
+            headers["If-None-Match"] = known[1]
+        items: list[dict[str, Any]] = []
+        newest: datetime | None = None
+        date: str | None = None
+        requests = 0
         while url:
-            resp = self.request("GET", url, params=params if first else None)
+            resp = self.request("GET", url, params=params if requests == 0 else None, headers=headers)
+            requests += 1
+            if requests == 1:
+                if resp.status_code == 304:
+                    self.stats.not_modified += 1
+                    return None
+                if key and resp.headers.get("etag"):
+                    self._uncommitted[f"etag:{key}"] = [first, resp.headers["etag"]]
+                date = _stamp_of_date(resp.headers.get("date", ""))
+                headers = {}
             self._check(resp, "listing issues")
-            items += resp.json()
-            pages.append((str(resp.request.url), resp.headers.get("etag", "")))
+            page = resp.json()
+            for item in page:
+                when = _time(item.get("updated_at"))
+                if when is not None and (newest is None or when > newest):
+                    newest = when
+            items += page
             nxt = _NEXT.search(resp.headers.get("link", ""))
             url = nxt.group(1) if nxt else None
-            first = False
-        self.etags.pop(key, None)
-        if all(tag for _, tag in pages):
-            self._uncommitted[key] = json.dumps(pages)
-        return [i for i in items if "pull_request" not in i]
+        return Listing(
+            issues=[i for i in items if "pull_request" not in i],
+            newest=stamp(newest) if newest is not None else None,
+            date=date,
+            requests=requests,
+        )
 
-    def _not_modified(self, url: str, etag: str) -> bool:
-        resp = self.request("GET", url, headers={"If-None-Match": etag})
-        return resp.status_code == 304
+    def recall(self, key: str) -> Any:
+        """What the last :meth:`commit` kept under ``key`` (None: nothing)."""
+        return self.memory.get(f"kept:{key}")
+
+    def remember(self, key: str, value: Any) -> None:
+        """Keep ``value`` (JSON) under ``key`` at the next :meth:`commit`."""
+        self._uncommitted[f"kept:{key}"] = value
+
+    def discard(self) -> None:
+        """Forget the ETags and :meth:`remember` values since the last :meth:`commit` (a
+        sync that failed part way: the next one lists the same changes again)."""
+        self._uncommitted.clear()
 
     def commit(self) -> None:
-        """Keep the ETags of the lists fetched since the last commit: call it once
-        their issues were all processed, so that an interrupted sync is not hidden
-        by a later 304."""
-        self.etags.update(self._uncommitted)
+        """Keep the ETags of the listings fetched, and what was given to :meth:`remember`,
+        since the last commit: call it once their issues were all processed, so that an
+        interrupted sync is not hidden by a later 304."""
+        self.memory.update(self._uncommitted)
         self._uncommitted.clear()
         self._save_etags()
 
     def _save_etags(self) -> None:
         if self.etag_file is not None:
-            write_atomic(self.etag_file, json.dumps(self.etags))
+            write_atomic(self.etag_file, json.dumps({"version": _MEMORY_VERSION, "memory": self.memory}))
 
     def remove_label(self, number: int, label: str) -> bool:
         """Remove one label; False when the issue did not have it (404)."""
@@ -360,8 +482,9 @@ def client_for(
     stats: bool = False,
 ) -> GitHub:
     """A client for the layout's ``github:`` section, with the token from its
-    ``token_env`` (anonymous if unset), keeping ETags under ``state/`` of the home so
-    that polls by later processes are conditional too.
+    ``token_env`` (anonymous if unset or empty: :meth:`GitHub.require_token` says so),
+    keeping ETags and the intake's place under ``state/`` of the home so that polls by
+    later processes are conditional too.
 
     Raises:
         GitHubError: the token has characters a token cannot have.
@@ -372,7 +495,7 @@ def client_for(
     stats_file = home_root / "run" / "github-stats.json" if home_root and stats else None
     return GitHub(
         settings.repo,
-        os.environ.get(settings.token_env) or None,
+        os.environ.get(settings.token_env),
         settings.token_env,
         settings.api_url,
         sleep=sleep,

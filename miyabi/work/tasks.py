@@ -237,9 +237,12 @@ CREATE INDEX IF NOT EXISTS tasks_order ON tasks(state, rank, created, id);
 CREATE INDEX IF NOT EXISTS tasks_route ON tasks(state, route, rank, created, id);
 CREATE INDEX IF NOT EXISTS tasks_agent ON tasks(agent, state);
 CREATE INDEX IF NOT EXISTS deps_depends_on ON deps(depends_on);
+CREATE INDEX IF NOT EXISTS tasks_issue ON tasks(repo, number);
 """
 """Indexes the scheduler's queries use: queued tasks in priority order (all, or those
-routed to some agents), the tasks an agent holds, and the tasks waiting for one."""
+routed to some agents), the tasks an agent holds, and the tasks waiting for one; and
+the task of an issue (``repo``, ``number``: the UNIQUE constraint starts with
+``source``, so it does not serve a lookup by issue)."""
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 
@@ -431,6 +434,8 @@ class Store:
         self._migrate()
         self._commits = 0
         """Commits made through this connection (``PRAGMA data_version`` counts the others')."""
+        self._depth = 0
+        """How many :meth:`tx` blocks are open on this connection (the outer one and its savepoints)."""
 
     def _migrate(self) -> None:
         """Add the columns and indexes later versions need to an older database."""
@@ -464,9 +469,27 @@ class Store:
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (``BEGIN IMMEDIATE``: one writer at a time, across
-        processes by SQLite's lock and across this process's threads by ours)."""
+        processes by SQLite's lock and across this process's threads by ours). Inside
+        another ``tx()`` of the same thread it is a savepoint of that one: its changes
+        commit with it, and an error undoes only its own (so a batch of changes is one
+        commit, and one that fails does not undo the rest)."""
         with self.lock:
+            if self._depth:
+                name = f"s{self._depth}"
+                self.db.execute(f"SAVEPOINT {name}")
+                self._depth += 1
+                try:
+                    yield self.db
+                    self.db.execute(f"RELEASE {name}")
+                except BaseException:
+                    self.db.execute(f"ROLLBACK TO {name}")
+                    self.db.execute(f"RELEASE {name}")
+                    raise
+                finally:
+                    self._depth -= 1
+                return
             self.db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield self.db
                 self.db.execute("COMMIT")
@@ -474,6 +497,8 @@ class Store:
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
 
     def version(self) -> tuple[int, int]:
         """A token that changes whenever any connection (any process) committed to the
@@ -514,6 +539,18 @@ class Store:
         """The task of issue ``repo#number``, if there is one."""
         rows = self._rows("SELECT * FROM tasks WHERE repo=? AND number=?", (repo, number))
         return Task.from_row(rows[0]) if rows else None
+
+    def find_many(self, repo: str, numbers: Sequence[int]) -> dict[int, Task]:
+        """The tasks of issues ``numbers`` of ``repo`` that have one, by number (one
+        indexed query per 500 numbers)."""
+        out: dict[int, Task] = {}
+        wanted = sorted(set(numbers))
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._rows(f"SELECT * FROM tasks WHERE repo=? AND number IN ({marks})", (repo, *chunk)):
+                out[int(r["number"])] = Task.from_row(r)
+        return out
 
     def query(self, state: str | None = None, agent: str | None = None) -> list[Task]:
         """Tasks, oldest first, filtered by state and agent.

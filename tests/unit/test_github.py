@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from fakegithub import FakeGitHub
 
-from miyabi.work.github import GitHub, GitHubError
+from miyabi.work.github import GitHub, GitHubError, Listing, stamp
 
 
 @pytest.fixture
@@ -27,22 +29,24 @@ def client(fake: FakeGitHub, slept: list[float] | None = None) -> GitHub:
 
 
 def test_250_issues_over_three_pages_without_pull_requests_then_304(fake: FakeGitHub) -> None:
+    t0 = fake.clock() - 1000
     for n in range(1, 251):
-        fake.add_issue(n, f"issue {n}", ["status:todo"])
-    fake.add_issue(251, "a PR", ["status:todo"], pr=True)
-    fake.add_issue(252, "not todo", ["bug"])
+        fake.add_issue(n, f"issue {n}", ["status:todo"], at=t0 + n)
+    fake.add_issue(251, "a PR", ["status:todo"], pr=True, at=t0 + 251)
+    fake.add_issue(252, "not todo", ["bug"], at=t0 + 252)
     gh = client(fake)
-    got = gh.issues(labels="status:todo")
-    assert got is not None and [i["number"] for i in got] == list(range(1, 251))
-    assert gh.stats.requests == 3
-    assert gh.issues(labels="status:todo") is not None  # not committed yet: asked afresh
+    got = gh.issues(labels="status:todo", key="todo")
+    assert got is not None and [i["number"] for i in got.issues] == list(range(250, 0, -1))  # newest first
+    assert got.requests == gh.stats.requests == 3
+    assert got.newest == fake.issues[251]["updated_at"]  # the pull request counts as seen too
+    assert gh.issues(labels="status:todo", key="todo") is not None  # not committed yet: asked afresh
     gh.commit()
     before = gh.stats.requests
-    assert gh.issues(labels="status:todo") is None  # every page answered 304
-    assert gh.stats.requests - before == 3 and gh.stats.statuses[304] == 3
-    fake.issues[250]["title"] = "changed on the last page"
-    again = gh.issues(labels="status:todo")
-    assert again is not None and again[-1]["title"] == "changed on the last page"
+    assert gh.issues(labels="status:todo", key="todo") is None  # the first page answered 304
+    assert gh.stats.requests - before == 1 and gh.stats.statuses[304] == 1
+    fake.edit(1, title="changed on the last page")  # a change makes it the newest: the first page tells
+    again = gh.issues(labels="status:todo", key="todo")
+    assert again is not None and again.issues[0]["title"] == "changed on the last page" and len(again.issues) == 250
 
 
 def test_rate_limits_and_server_errors_are_waited_out(fake: FakeGitHub) -> None:
@@ -51,7 +55,7 @@ def test_rate_limits_and_server_errors_are_waited_out(fake: FakeGitHub) -> None:
     gh = client(fake, slept)
     fake.faults.extend([(403, {"retry-after": "7"}), (500, {}), (503, {})])
     got = gh.issues(labels="status:todo")
-    assert got is not None and len(got) == 1
+    assert got is not None and len(got.issues) == 1
     assert slept == [7.0, 1.0, 2.0]
     fake.faults.append((403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(gh.clock()) + 30)}))
     gh.issues(labels="status:todo")
@@ -92,3 +96,47 @@ def test_a_wait_for_github_ends_at_once_when_the_controller_stops(fake: FakeGitH
     with pytest.raises(Stopped):
         gh.issues(labels="status:todo")
     assert gh.stats.waited == 600 and stop.is_set()
+
+
+def test_the_stand_in_lists_issues_since_a_time_as_github_documents(fake: FakeGitHub) -> None:
+    """``since``: issues updated at or after the time; ``sort``/``direction``; a ``since``
+    that is not a time is 422 (GitHub's "Validation Failed")."""
+    t0 = int(fake.clock()) - 1000
+    fake.add_issue(1, "old", ["status:todo"], at=t0)
+    fake.add_issue(2, "at the time", ["bug"], at=t0 + 60)
+    fake.add_issue(3, "after", ["status:todo"], state="closed", at=t0 + 61)
+    gh = client(fake)
+    since = stamp(datetime.fromtimestamp(t0 + 60, UTC))
+    got = gh.issues(state="all", since=since)
+    assert got is not None and [i["number"] for i in got.issues] == [3, 2]  # at or after, newest first
+    assert got.newest == stamp(datetime.fromtimestamp(t0 + 61, UTC))
+    assert [i["number"] for i in (gh.issues(state="open", since=since) or Listing([], None, None, 0)).issues] == [2]
+    asc = gh.http.get("/repos/acme/widgets/issues", params={"state": "all", "sort": "created", "direction": "asc"})
+    assert [i["number"] for i in asc.json()] == [1, 2, 3]
+    assert gh.http.get("/repos/acme/widgets/issues", params={"since": "yesterday"}).status_code == 422
+    fake.edit(1, title="edited")  # any change moves updated_at to now
+    again = gh.issues(state="all", since=since)
+    assert again is not None and [i["number"] for i in again.issues] == [1, 3, 2]
+
+
+def test_a_network_failure_is_one_line_with_the_url_and_the_reason() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gh = GitHub("acme/widgets", "t", "MY_TOKEN", api_url=f"http://127.0.0.1:{port}", sleep=lambda s: None)
+    with pytest.raises(GitHubError) as info:
+        gh.issues(labels="status:todo")
+    said = str(info.value)
+    assert f"http://127.0.0.1:{port}/repos/acme/widgets/issues" in said and "Connection refused" in said
+    assert "\n" not in said and "?" not in said  # the URL without its query
+
+
+def test_a_listing_whose_issues_were_not_handled_leaves_no_etag(fake: FakeGitHub) -> None:
+    """A sync that fails part way discards what it fetched: a later commit does not keep
+    that listing's ETag, so the same listing is never answered 304 unhandled."""
+    fake.add_issue(1, "x", ["status:todo"])
+    gh = client(fake)
+    assert gh.issues(labels="status:todo", key="todo") is not None
+    gh.discard()
+    gh.commit()
+    assert gh.issues(labels="status:todo", key="todo") is not None and gh.stats.statuses.get(304, 0) == 0
