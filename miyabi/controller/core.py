@@ -36,7 +36,7 @@ from miyabi.config.settings import BusSettings, auto_answer
 from miyabi.controller import requests
 from miyabi.controller.process import LOCKFILE, PIDFILE, ControllerRunning, read_pid
 from miyabi.controller.webproc import WebProcess
-from miyabi.errors import LayoutError, MiyabiError, TmuxError
+from miyabi.errors import HomeGone, LayoutError, MiyabiError, TmuxError
 from miyabi.events import append_event
 from miyabi.files import private_dir, write_atomic
 from miyabi.home import Home
@@ -115,6 +115,8 @@ class Controller:
         self._started = False
         self._look_now = False
         self._signal_fd: int | None = None
+        self._lock_id: tuple[int, int] | None = None
+        """(device, inode) of the lock file this controller holds, once it holds it."""
         if layout.github is not None:
             protect_secret(layout.github.token_env)
 
@@ -137,7 +139,13 @@ class Controller:
         self.kick.set()
 
     def _home_intact(self) -> bool:
-        return (self.home.run / LOCKFILE).exists()
+        """Whether the home is still the one this controller serves: its lock file is
+        the very file it locked (a home removed, or removed and made anew, is not)."""
+        try:
+            st = os.stat(self.home.run / LOCKFILE)
+        except OSError:
+            return False
+        return self._lock_id is None or (st.st_dev, st.st_ino) == self._lock_id
 
     def _respawn(self, agent: Agent, pane_id: str) -> int:
         return respawn_agent(self.channel, agent, pane_id, self.home, self.tmux.socket, self.cwd)
@@ -264,9 +272,12 @@ class Controller:
 
         Raises:
             ControllerRunning: another controller holds this home's lock.
+            HomeGone: the home does not exist (it is never created here).
         """
         from filelock import FileLock, Timeout
 
+        if not self.home.root.is_dir():  # removed (a keep-alive may start us a moment after): never made again
+            raise HomeGone(self.home.root)
         self.home.ensure()
         lock = FileLock(str(self.home.run / LOCKFILE), timeout=0, mode=defaults.FILE_MODE)
         try:
@@ -279,6 +290,8 @@ class Controller:
                 + "; stop it with `miyabi down`, or use it"
             ) from None
         try:
+            st = os.stat(self.home.run / LOCKFILE)
+            self._lock_id = (st.st_dev, st.st_ino)
             write_atomic(self.home.run / PIDFILE, f"{os.getpid()}\n")
             self._run_locked()
         except OSError:

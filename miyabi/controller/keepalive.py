@@ -8,7 +8,8 @@ controller's lock: whenever no controller holds it (ours died, or one we adopted
 an earlier run did), it starts one at once (it holds a pidfd of the controller), or
 after a backoff when the controller keeps dying young (``defaults.KEEPALIVE_BACKOFF_*``).
 It stops for good, with its child, on SIGTERM (``miyabi down``), when ``miyabi down``
-left ``run/stopped``, when the home is removed, or when the controller exits 0
+left ``run/stopped``, when the home is removed (its lock file is gone, or is another
+file: the home was made anew), or when the controller exits 0
 (stopped on purpose). What it did is in ``run/keepalive.json``: its pid and start,
 and the controller's restarts (time and why), which ``miyabi status`` shows.
 
@@ -70,6 +71,15 @@ def running_pid(run: Path) -> int | None:
     return lock_holder(run / LOCKFILE, pid)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def backoff_delay(young: int) -> float:
     """Seconds to wait before starting the controller again after ``young`` deaths in
     a row of controllers that ran less than ``defaults.KEEPALIVE_STABLE``: none for
@@ -97,6 +107,8 @@ class KeepAlive:
         self.stopping = False
         self.restarts: list[dict[str, Any]] = []
         self.started = time.time()
+        self.lock_id: tuple[int, int] | None = None
+        """(device, inode) of the lock file it holds, once it holds it."""
 
     def _save(self) -> None:
         from miyabi.files import write_atomic
@@ -119,7 +131,10 @@ class KeepAlive:
             os.close(fd)
 
     def _gone(self) -> bool:
-        return self.stopping or (self.run_dir / STOPPED).exists() or not self.run_dir.is_dir()
+        """Whether to stop: told to, ``miyabi down`` left ``run/stopped``, or the home is
+        gone: its lock file is no longer the one this keep-alive holds (the home was
+        removed, or removed and made anew: a new ``miyabi up`` there starts its own)."""
+        return self.stopping or (self.run_dir / STOPPED).exists() or _identity(self.run_dir / LOCKFILE) != self.lock_id
 
     def run(self) -> int:
         """Keep the controller running until told to stop; return the exit code.
@@ -139,6 +154,7 @@ class KeepAlive:
             lock.acquire()
         except Timeout:
             return 0  # another keep-alive runs for this home
+        self.lock_id = _identity(self.run_dir / LOCKFILE)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -165,6 +181,8 @@ class KeepAlive:
                     self._pause(backoff_delay(young), wake_r)
                     continue
                 pid = child.pid if child is not None else controller_pid(self.run_dir)
+                if pid is None and self._gone():  # never a controller for a home that is gone
+                    break
                 if pid is None:
                     if adopted:
                         self.restarts.append(

@@ -13,10 +13,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from miyabi.config.model import Layout
-from miyabi.errors import MiyabiError
+from miyabi.errors import HomeGone, MiyabiError
 from miyabi.events import append_event
 from miyabi.files import write_atomic
 from miyabi.home import Home
+from miyabi.tmux.builder import down as build_down
 from miyabi.tmux.builder import up as build_up
 from miyabi.tmux.panes import Pane, session_exists
 from miyabi.tmux.runner import Tmux
@@ -61,31 +62,44 @@ class SessionKeeper:
 
     def rebuild_if_gone(self) -> bool:
         """Build the session again if it (or the whole tmux server) is gone, unless
-        ``miyabi down`` stopped it or the home was removed. Returns True when it
-        rebuilt it."""
+        ``miyabi down`` stopped it or the home was removed (before the build, or
+        during it: then the new session is ended again). Returns True when it rebuilt
+        it."""
         if (self.home.run / STOPPED).exists() or not self.home_intact():
             return False
         try:
             if session_exists(self.tmux, self.layout.session):
                 return False
-            report = build_up(self.layout, self.tmux, self.home, self.cwd)
+            report = build_up(self.layout, self.tmux, self.home, self.cwd, make_home=False)
         except MiyabiError as e:
             log.warning("could not rebuild session %s: %s", self.layout.session, e)
+            return False
+        if not self.home_intact():  # removed while the session was being built: it serves no one
+            log.warning(
+                "home %s was removed while session %s was rebuilt; ending it", self.home.root, self.layout.session
+            )
+            try:
+                build_down(self.tmux, self.layout.session, self.home)
+            except MiyabiError as e:
+                log.warning("could not end session %s: %s", self.layout.session, e)
             return False
         append_event(self.home.root, "session-rebuilt", session=self.layout.session, agents=report.created)
         log.info("session %s was gone; rebuilt it with %s", self.layout.session, ", ".join(report.created))
         return True
 
     def recreate_missing(self, panes: Mapping[str, Pane]) -> list[str]:
-        """Give a new pane to each agent that has none (dead panes are the watchdog's).
-        Returns the agents that got one.
+        """Give a new pane to each agent that has none (dead panes are the watchdog's),
+        unless the home was removed. Returns the agents that got one.
 
         Raises:
             TmuxError: tmux refused.
         """
-        if all(a.name in panes for a in self.layout.agents):
+        if all(a.name in panes for a in self.layout.agents) or not self.home_intact():
             return []
-        report = build_up(self.layout, self.tmux, self.home, self.cwd, respawn_dead=False)
+        try:
+            report = build_up(self.layout, self.tmux, self.home, self.cwd, respawn_dead=False, make_home=False)
+        except HomeGone:
+            return []
         if report.created:
             append_event(self.home.root, "pane-recreated", agents=report.created)
             log.info("recreated panes for %s", ", ".join(report.created))

@@ -24,7 +24,7 @@ from pathlib import Path
 from miyabi.agents.hooks import hook_options, with_options
 from miyabi.config.model import Agent, Layout
 from miyabi.config.preflight import agent_path, exec_line
-from miyabi.errors import SessionConflict, SessionNotFound, TmuxError
+from miyabi.errors import HomeGone, SessionConflict, SessionNotFound, TmuxError
 from miyabi.files import private_file
 from miyabi.home import Home
 from miyabi.tmux.driver import PaneDriver
@@ -403,24 +403,37 @@ def _window_family(name: str, prefix: str, own: bool) -> bool:
     return head == prefix and n.isdigit()
 
 
-def up(layout: Layout, tmux: Tmux, home: Home, cwd: Path | None = None, respawn_dead: bool = True) -> UpReport:
+def up(
+    layout: Layout,
+    tmux: Tmux,
+    home: Home,
+    cwd: Path | None = None,
+    respawn_dead: bool = True,
+    make_home: bool = True,
+) -> UpReport:
     """Create or reconcile ``layout``'s session on ``tmux``'s server.
 
     Args:
         layout: the ensemble (already preflight-checked).
         tmux: miyabi's server.
-        home: where logs go; created if missing.
+        home: where logs go; created if missing (with ``make_home``).
         cwd: directory for agents without ``cwd`` (default: the current directory).
         respawn_dead: respawn agents whose program died (the controller leaves that
             to its watchdog, which keeps backoff and the crash-loop breaker).
+        make_home: create the home when it is missing; False (the controller) builds
+            nothing for a home that was removed.
 
     Raises:
         TmuxUnavailable: tmux missing or too old.
         SessionConflict: a session of that name exists and is not miyabi's here.
         TmuxError: tmux refused a command.
+        HomeGone: the home was removed (without ``make_home``).
     """
     version = tmux.require_version()
-    home.ensure()
+    if make_home:
+        home.ensure()
+    elif not home.run.is_dir():
+        raise HomeGone(home.root)
     for agent in layout.agents:  # an existing log from an older miyabi may be 0644
         private_file(home.pane_log(agent.name))
     if layout.github is not None:
