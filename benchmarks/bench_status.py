@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import pty
+import resource
 import statistics
 import struct
 import subprocess
@@ -38,6 +39,12 @@ COLUMNS = 120
 def user_env() -> dict[str, str]:
     """The environment a user's shell gives: bytecode caching on, no forced width."""
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "COLUMNS", "LINES")}
+
+
+def cpu_of_children() -> float:
+    """CPU seconds (user and system) of the children this process has waited for."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def on_terminal(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
@@ -112,12 +119,15 @@ def main() -> None:
                 "python -c pass (the floor)": lambda: piped([sys.executable, "-c", "pass"], env),
             }
             times: dict[str, list[float]] = {k: [] for k in forms}
+            cpu: dict[str, list[float]] = {k: [] for k in forms}
             for run in forms.values():  # untimed: bytecode caches written, files in the page cache
                 run()
             for i in range(args.runs):
                 progress(f"run {i + 1}/{args.runs}")
                 for name, run in forms.items():
+                    before = cpu_of_children()
                     dt, out = run()
+                    cpu[name].append(cpu_of_children() - before)
                     times[name].append(dt)
                     if name.endswith("--json") and len(json.loads(out)["agents"]) != args.agents:
                         sys.exit(f"bench_status: --json listed {len(json.loads(out)['agents'])} agents")
@@ -125,11 +135,16 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(
         f"bench_status: {args.agents} agents (`cat`, controller running), {args.runs} runs of each form, "
-        f"a fresh process each (load average {load:.1f} on {os.cpu_count()} cores)"
+        f"a fresh process each (load average {load:.1f} on {os.cpu_count()} cores: wall times grow with the "
+        "load, CPU times much less)"
     )
     for name, xs in times.items():
         ms = [x * 1000 for x in xs]
-        print(f"  {name:<40} p50 {statistics.median(ms):7.1f} ms   p99 {pct(ms, 99):7.1f} ms   min {min(ms):7.1f} ms")
+        used = statistics.median(cpu[name]) * 1000
+        print(
+            f"  {name:<40} wall p50 {statistics.median(ms):6.1f} ms  p99 {pct(ms, 99):6.1f} ms  "
+            f"min {min(ms):6.1f} ms   CPU p50 {used:6.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -254,8 +254,14 @@ status or signal), when the process was reaped before miyabi could read it."""
 SCROLLBACK_LINES = 2000
 """Lines of the pane saved with a crash."""
 
-STATUS_CPU_SAMPLE = 0.2
-"""Seconds over which ``miyabi status`` samples CPU use of each pane's process tree."""
+CPU_RECORD = 2.0
+"""Seconds between the controller's measures of each agent's CPU use (``run/cpu.json``),
+which ``miyabi status`` shows instead of sampling for a while itself: each figure is
+the use over about this long."""
+
+CPU_RECORD_STALE = 10.0
+"""Seconds after which a recorded CPU measure is too old to show (the controller stopped
+measuring): ``miyabi status`` then shows the use over the process's life."""
 
 STATUS_STARTING = 2.0
 """Seconds after its start an agent shows as ``starting`` in ``miyabi status``."""

@@ -1,7 +1,8 @@
 """The ``miyabi`` command line. ``send`` and ``broadcast`` take a light path that
 does not import typer (see ``miyabi.cli.send``), ``hook`` a lighter one still
-(``miyabi.cli.hook``); everything else goes through the
-Typer app (``miyabi.cli.root``), whose commands live one module per group."""
+(``miyabi.cli.hook``), and ``status``, ``up`` and ``controller`` one for their usual
+command lines (``miyabi.cli.light``); everything else goes through the Typer app
+(``miyabi.cli.root``), whose commands live one module per group."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from typing import Any
 
 FAST = ("send", "broadcast")
+LIGHT = ("status", "up", "controller")
 
 
 def _load_app() -> Any:
@@ -29,6 +31,12 @@ def main() -> None:
         from miyabi.cli.send import main as fast
 
         sys.exit(fast(argv[0], argv[1:]))
+    if argv and argv[0] in LIGHT:
+        from miyabi.cli.light import main as light
+
+        code = light(argv[0], argv[1:])
+        if code is not None:
+            sys.exit(code)
     _load_app()(prog_name="miyabi")
 
 

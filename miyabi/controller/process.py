@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from miyabi import defaults
-from miyabi.controller.locks import LOCKFILE, PIDFILE, controller_pid, read_pidfile
-from miyabi.errors import MiyabiError
+from miyabi.controller.locks import LOCKFILE, PIDFILE, HeldLock, controller_pid, hold, read_pidfile
+from miyabi.errors import HomeGone, MiyabiError
 from miyabi.files import open_private
 from miyabi.home import Home
 
@@ -25,10 +25,12 @@ __all__ = [
     "PIDFILE",
     "ControllerRunning",
     "read_pid",
+    "release_lock",
     "running_pid",
     "start_background",
     "status",
     "stop_background",
+    "take_lock",
 ]
 
 LOGFILE = "controller.log"
@@ -37,6 +39,43 @@ LOGFILE = "controller.log"
 
 class ControllerRunning(MiyabiError):
     """Another controller already runs for this home."""
+
+
+def take_lock(home: Home) -> HeldLock:
+    """Make this process the home's controller: take ``run/controller.lock`` and write
+    ``run/controller.pid``. ``miyabi controller`` does this first of all, so that
+    ``miyabi up`` sees its controller running within a moment of starting it (the rest
+    of its start takes the better part of a second).
+
+    Raises:
+        HomeGone: the home does not exist (it is never made here: a keep-alive may
+            start a controller a moment after its home was removed).
+        ControllerRunning: another controller holds the lock.
+        OSError: the home cannot be written.
+    """
+    from miyabi.files import write_atomic
+
+    if not home.root.is_dir():
+        raise HomeGone(home.root)
+    home.ensure()
+    lock = hold(home.run / LOCKFILE)
+    if lock is None:
+        pid = read_pid(home)
+        raise ControllerRunning(
+            f"a controller already runs for {home.root}"
+            + (f" (pid {pid})" if pid else "")
+            + "; stop it with `miyabi down`, or use it"
+        )
+    write_atomic(home.run / PIDFILE, f"{os.getpid()}\n")
+    return lock
+
+
+def release_lock(home: Home, lock: HeldLock) -> None:
+    """Stop being the home's controller: remove ``run/controller.pid`` if it names this
+    process, then let go of the lock."""
+    if read_pid(home) == os.getpid():
+        (home.run / PIDFILE).unlink(missing_ok=True)
+    lock.release()
 
 
 def read_pid(home: Home) -> int | None:
@@ -150,19 +189,14 @@ def status(home: Home, now: float | None = None) -> dict[str, Any]:
     (seconds), ``kept_alive`` (a keep-alive watches it), ``restarts`` (how many the
     keep-alive made), ``last_restart`` (RFC 3339) and ``last_reason``; ``fix``, the
     command that starts it, when it does not run."""
-    import psutil
-
     from miyabi.controller import keepalive
+    from miyabi.supervision.processes import proc_stat, started_at
     from miyabi.times import rfc3339
 
     now = time.time() if now is None else now
     pid = running_pid(home)
-    uptime = None
-    if pid is not None:
-        try:
-            uptime = max(0.0, now - psutil.Process(pid).create_time())
-        except psutil.Error:
-            uptime = None
+    st = proc_stat(pid) if pid is not None else None
+    uptime = max(0.0, now - started_at(st)) if st is not None else None
     kept = keepalive.running_pid(home.run)
     restarts = keepalive.read_state(home.run).get("restarts") or []
     last = restarts[-1] if restarts and isinstance(restarts[-1], dict) else {}
