@@ -117,6 +117,15 @@ LOGPIPE_SCRIPT = Path(__file__).resolve().parent / "logpipe.py"
 (:mod:`miyabi.tmux.logpipe`; standard library only)."""
 
 
+LOGPIPE_START = "import sys; sys.path.append(sys.argv.pop(1)); import logpipe; sys.exit(logpipe.main(sys.argv[1:]))"
+"""What the interpreter runs to start :mod:`~miyabi.tmux.logpipe` (its directory comes
+first among the arguments). The module is imported rather than run as a script, whose
+code Python compiles anew at each start (it caches the bytecode of imported modules
+only). Each pane's pipe starts once per ``miyabi up`` and respawn, 16 at once for 16
+agents: with this and its light imports it costs 31 M instructions to start, not 65 M
+(measured with callgrind)."""
+
+
 def log_command(agent: Agent, home: Home) -> str:
     """The shell command ``pipe-pane`` runs for ``agent``'s pane: :mod:`miyabi.tmux.logpipe`
     on this interpreter, isolated and without site-packages (as :func:`hook_command`),
@@ -127,7 +136,9 @@ def log_command(agent: Agent, home: Home) -> str:
         sys.executable,
         "-I",
         "-S",
-        str(LOGPIPE_SCRIPT),
+        "-c",
+        LOGPIPE_START,
+        str(LOGPIPE_SCRIPT.parent),
         "--max-bytes",
         str(agent.logs.max_bytes),
         "--keep",

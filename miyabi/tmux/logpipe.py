@@ -33,9 +33,13 @@ from __future__ import annotations
 import fcntl
 import os
 import select
-import signal
 import stat
 import sys
+
+try:  # the C module the signal module wraps: importing that wrapper (its enums) doubled this start-up's cost
+    import _signal as signal  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - an interpreter without it
+    import signal
 
 CHUNK = 65536
 """Most bytes read from the pipe at a time (a pipe holds 64 KiB on Linux)."""

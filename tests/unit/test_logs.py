@@ -27,7 +27,7 @@ from miyabi.errors import UsageError
 from miyabi.home import Home
 from miyabi.supervision.logs import LineCleaner, LogLine, clean, compile_grep, follow, log_files, parse_since, search
 from miyabi.tmux import logpipe
-from miyabi.tmux.builder import LOGPIPE_SCRIPT, log_command, pane_setup
+from miyabi.tmux.builder import LOGPIPE_SCRIPT, LOGPIPE_START, log_command, pane_setup
 from miyabi.tmux.runner import escape_format
 
 # ---------------------------------------------------------------- the rotator
@@ -194,7 +194,9 @@ def test_the_pipe_command_quotes_every_word(tmp_path: Path) -> None:
         sys.executable,
         "-I",
         "-S",
-        str(LOGPIPE_SCRIPT),
+        "-c",
+        LOGPIPE_START,
+        str(LOGPIPE_SCRIPT.parent),
         "--max-bytes",
         str(2 << 20),
         "--keep",

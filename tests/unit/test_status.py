@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -61,7 +62,7 @@ def test_on_a_120_column_terminal_each_agent_is_one_line_and_long_cells_end_in_a
     from miyabi.cli.status import columns
 
     draw(ROWS, columns(ROWS, terminal=True), terminal=True, title="session s (socket x)")
-    lines = capsys.readouterr().out.splitlines()
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out).splitlines()
     assert all(len(line) <= 120 for line in lines), lines
     for r in ROWS:
         mine = [line for line in lines if line.startswith(r.name[:8])]
@@ -261,3 +262,24 @@ def test_the_running_layout_is_read_back_as_the_controller_recorded_it(tmp_path:
     assert recorded_running(home, tmp_path / "other.yaml", 4242) is None  # another layout
     f.write_text(f.read_text() + "  - {name: c, profile: shell, command: cat}\n")
     assert recorded_running(home, f, 4242) is None  # edited since: status loads it anew
+
+
+def test_cells_are_counted_and_cut_as_the_terminal_shows_them() -> None:
+    assert output.cells("kaede") == 5 and output.cells("日本語") == 6 and output.cells("e\u0301") == 1
+    assert output.fitted("ab", 4) == "ab  "
+    assert output.fitted("日本語のテキスト", 7) == "日本語…"  # six columns of text and the ellipsis
+    assert output.fitted("日本語のテキスト", 8) == "日本語… "  # a wide character never split: padded instead
+    assert output.fitted("abcdef", 4) == "abc…"
+
+
+def test_colours_only_on_a_terminal_that_takes_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(output, "is_terminal", lambda: True)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    output.say("up", "green")
+    assert capsys.readouterr().out == "\x1b[32mup\x1b[0m\n"
+    monkeypatch.setenv("NO_COLOR", "1")  # no-color.org
+    output.say("up", "green")
+    assert capsys.readouterr().out == "up\n"
