@@ -173,6 +173,10 @@ RECONNECT_MAX = 2.0
 THREAD_JOIN = 5.0
 """Seconds the stopping controller waits for each of its threads to finish."""
 
+BUILD_WAIT = 30.0
+"""Seconds a build of the session (``miyabi up``, the controller's rebuild) waits for
+another one in the same home to end (``run/build.lock``) before it gives up."""
+
 CONTROLLER_START_WAIT = 5.0
 """Seconds ``miyabi up`` waits for a background controller to take its lock."""
 

@@ -33,9 +33,9 @@ def bring_up(layout: str | None, detach: bool, controller: bool, socket: str | N
     """
     from miyabi.config import load, shipped
     from miyabi.config.preflight import preflight
-    from miyabi.controller import start_background
-    from miyabi.home import Home
-    from miyabi.supervision.keeper import clear_stopped
+    from miyabi.controller.process import await_controller, launch, running_pid, stop_background
+    from miyabi.home import BUILD_LOCK, Home
+    from miyabi.supervision.keeper import STOPPED, building, clear_stopped, mark_stopped
     from miyabi.tmux.builder import up as build_up
     from miyabi.tmux.panes import attach_command
     from miyabi.tmux.runner import Tmux
@@ -46,7 +46,28 @@ def bring_up(layout: str | None, detach: bool, controller: bool, socket: str | N
     preflight(lay)
     sock = socket or h.load_state().get("socket") or defaults.SOCKET
     tmux = Tmux(sock)
-    report = build_up(lay, tmux, h)
+    h.ensure()
+    was_stopped = (h.run / STOPPED).exists()
+    clear_stopped(h)
+    launched = None
+    with building(h) as held:
+        if not held:
+            raise MiyabiError(
+                f"another `miyabi up`, or this home's controller, is building the session ({h.run / BUILD_LOCK}); "
+                "try again when it is done"
+            )
+        try:
+            if controller and running_pid(h) is None:
+                # Started now, it comes up while the session is built: it runs this layout
+                # and waits for this build (run/build.lock) before it looks at the session.
+                launched = launch(h, sock, lay.path)
+            report = build_up(lay, tmux, h)
+        except BaseException:
+            if launched is not None:
+                stop_background(h)
+            if was_stopped:
+                mark_stopped(h)
+            raise
     h.save_state(
         layout=str(lay.path), session=lay.session, socket=sock, agents=lay.names, max_body=lay.max_body, cwd=os.getcwd()
     )
@@ -73,9 +94,11 @@ def bring_up(layout: str | None, detach: bool, controller: bool, socket: str | N
             "yellow",
         )
 
-    clear_stopped(h)
     if controller:
-        pid, started = start_background(h, sock)
+        if launched is None and (pid := running_pid(h)) is not None:
+            started = False
+        else:
+            pid, started = await_controller(h, launched if launched is not None else launch(h, sock))
         output.say(f"controller {'started' if started else 'running'} (pid {pid}); log: {h.logs / 'controller.log'}")
         if not started:
             _reload_running(h)
@@ -112,6 +135,13 @@ def run_controller(socket: str | None, home: Path | None, layout: str | None) ->
     chosen = layout if layout is not None else recorded if isinstance(recorded, str) else None
     lock = take_lock(h)
     try:
+        from miyabi.files import hold_waiting
+        from miyabi.home import BUILD_LOCK
+
+        # `miyabi up` starts this while it builds the session: wait for that build before
+        # the heavy part of the start, which would slow it down
+        if (built := hold_waiting(h.run / BUILD_LOCK, defaults.BUILD_WAIT)) is not None:
+            built.release()
         from miyabi.controller.core import Controller
         from miyabi.controller.view import resolve_target
 

@@ -89,10 +89,12 @@ class KeepAlive:
         log: the controller's log file (its output goes there).
     """
 
-    def __init__(self, home: Path, argv: list[str], log: Path) -> None:
+    def __init__(self, home: Path, argv: list[str], log: Path, first: list[str] | None = None) -> None:
         self.home = home
         self.run_dir = home / "run"
         self.argv = argv
+        self.first = first
+        """The command line of the first controller, when it differs (``--layout``)."""
         self.log = log
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = False
@@ -117,7 +119,8 @@ class KeepAlive:
 
         fd = open_private(self.log, os.O_WRONLY | os.O_APPEND)
         try:
-            self.child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=str(self.home))
+            argv, self.first = self.first or self.argv, None
+            self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=str(self.home))
         finally:
             os.close(fd)
 
@@ -233,18 +236,22 @@ class KeepAlive:
 
 
 def main(args: list[str] | None = None) -> int:
-    """``python -m miyabi.controller.keepalive --home H --socket S``. The controller it
-    starts reads the layout the home runs now (``run/up.json``), so one started again
-    after a ``miyabi reload`` runs the reloaded layout."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="miyabi-keepalive", description="Keep this home's controller running.")
-    p.add_argument("--home", required=True)
-    p.add_argument("--socket", required=True)
-    ns = p.parse_args(args)
-    home = Path(ns.home)
-    argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", ns.socket]
-    return KeepAlive(home, argv, home / "logs" / "controller.log").run()
+    """``python -m miyabi.controller.keepalive --home H --socket S [--layout L]``. The
+    first controller it starts runs ``L`` when given (``miyabi up`` starts the
+    keep-alive while it builds the session, before it records the layout); every
+    controller after it reads the layout the home runs then (``run/up.json``), so one
+    started again after a ``miyabi reload`` runs the reloaded layout. Only ``miyabi``
+    runs this, so its command line is read without argparse (whose import would slow
+    the controller's start). Exit 2 on a command line it does not know."""
+    words = sys.argv[1:] if args is None else args
+    given = dict(zip(words[::2], words[1::2], strict=False))
+    if len(words) % 2 or not {"--home", "--socket"} <= set(given) <= {"--home", "--socket", "--layout"}:
+        sys.stderr.write("usage: python -m miyabi.controller.keepalive --home H --socket S [--layout L]\n")
+        return 2
+    home = Path(given["--home"])
+    argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", given["--socket"]]
+    first = [*argv, "--layout", given["--layout"]] if "--layout" in given else None
+    return KeepAlive(home, argv, home / "logs" / "controller.log", first).run()
 
 
 if __name__ == "__main__":

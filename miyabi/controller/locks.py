@@ -15,6 +15,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from miyabi.files import HeldLock, hold
+
+__all__ = ["LOCKFILE", "PIDFILE", "HeldLock", "controller_pid", "hold", "lock_holder", "read_pidfile"]
+
 PIDFILE = "controller.pid"
 """File under ``run/`` holding the running controller's pid."""
 
@@ -28,60 +32,6 @@ def read_pidfile(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-class HeldLock:
-    """An exclusive lock this process holds on a file (see :func:`hold`).
-
-    Attributes:
-        path: the lock file.
-        identity: (device, inode) of the file locked: a file removed and made again
-            at ``path`` is another one, which this lock does not hold.
-    """
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self.path = path
-        self._fd: int | None = fd
-        st = os.fstat(fd)
-        self.identity = (st.st_dev, st.st_ino)
-
-    def still_ours(self) -> bool:
-        """Whether ``path`` is still the file this lock holds (not removed or replaced)."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return False
-        return (st.st_dev, st.st_ino) == self.identity
-
-    def release(self) -> None:
-        """Let go of the lock (closing the file does). The file stays, so that the next
-        holder locks the same one."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def hold(path: Path) -> HeldLock | None:
-    """Take the exclusive lock on ``path`` at once (the file is created 0600 when
-    missing); None when another process holds it.
-
-    Raises:
-        OSError: the file cannot be opened (its directory is gone).
-    """
-    import fcntl
-
-    from miyabi import defaults
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, defaults.FILE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except OSError:
-        os.close(fd)
-        raise
-    return HeldLock(path, fd)
 
 
 def lock_holder(lockfile: Path, pid: Callable[[], int | None]) -> int | None:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from miyabi import defaults
@@ -24,6 +25,8 @@ __all__ = [
     "LOCKFILE",
     "PIDFILE",
     "ControllerRunning",
+    "await_controller",
+    "launch",
     "read_pid",
     "release_lock",
     "running_pid",
@@ -90,45 +93,72 @@ def running_pid(home: Home) -> int | None:
 
 def start_background(home: Home, socket: str, wait: float = defaults.CONTROLLER_START_WAIT) -> tuple[int, bool]:
     """Make sure this home's controller runs; return (its pid, whether this call
-    started it). One is started under a keep-alive (:mod:`miyabi.controller.keepalive`),
-    which runs the layout recorded in ``run/up.json``. A controller that already runs
-    is left as it is, with or without a keep-alive: one run by systemd or by hand is
-    theirs to restart.
+    started it). One is started under a keep-alive (:func:`launch`), which runs the
+    layout recorded in ``run/up.json``. A controller that already runs is left as it
+    is, with or without a keep-alive: one run by systemd or by hand is theirs to restart.
+
+    Raises:
+        MiyabiError: it did not come up within ``wait`` seconds (see logs/controller.log).
+    """
+    pid = running_pid(home)
+    if pid is not None:
+        return pid, False
+    return await_controller(home, launch(home, socket), wait)
+
+
+def launch(home: Home, socket: str, layout: Path | None = None) -> subprocess.Popen[bytes] | None:
+    """Start this home's keep-alive (:mod:`miyabi.controller.keepalive`), which starts
+    the controller (running ``layout`` the first time, when given; else, and after each
+    restart, the layout ``run/up.json`` records), unless a keep-alive runs already.
+    Returns at once, with the keep-alive's process (None when none was started): see
+    :func:`await_controller`.
+
+    Raises:
+        OSError: the home cannot be written.
+    """
+    from miyabi.controller import keepalive
+
+    home.ensure()
+    if keepalive.running_pid(home.run) is not None:
+        return None
+    logfd = open_private(home.logs / LOGFILE, os.O_WRONLY | os.O_APPEND)
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_AGENT", "TMUX", "TMUX_PANE")}
+        argv = [sys.executable, "-m", "miyabi.controller.keepalive", "--home", str(home.root), "--socket", socket]
+        return subprocess.Popen(
+            [*argv, *(["--layout", str(layout)] if layout is not None else [])],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=logfd,
+            stderr=logfd,
+            start_new_session=True,
+            cwd=str(home.root),
+        )
+    finally:
+        os.close(logfd)
+
+
+def await_controller(
+    home: Home, launched: subprocess.Popen[bytes] | None, wait: float = defaults.CONTROLLER_START_WAIT
+) -> tuple[int, bool]:
+    """Wait until this home's controller holds its lock (it takes it first of all: see
+    :func:`take_lock`); return (its pid, whether ``launched``, the keep-alive
+    :func:`launch` started, started it).
 
     Raises:
         MiyabiError: it did not come up within ``wait`` seconds (see logs/controller.log).
     """
     from miyabi.controller import keepalive
 
-    pid = running_pid(home)
-    if pid is not None:
-        return pid, False
-    home.ensure()
-    proc: subprocess.Popen[bytes] | None = None
-    if keepalive.running_pid(home.run) is None:
-        logfd = open_private(home.logs / LOGFILE, os.O_WRONLY | os.O_APPEND)
-        try:
-            env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_AGENT", "TMUX", "TMUX_PANE")}
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "miyabi.controller.keepalive", "--home", str(home.root), "--socket", socket],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=logfd,
-                stderr=logfd,
-                start_new_session=True,
-                cwd=str(home.root),
-            )
-        finally:
-            os.close(logfd)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         pid = running_pid(home)
         if pid is not None:
-            return pid, True
-        if proc is not None and proc.poll() is not None and keepalive.running_pid(home.run) is None:
+            return pid, launched is not None
+        if launched is not None and launched.poll() is not None and keepalive.running_pid(home.run) is None:
             break
         time.sleep(0.02)
-    code = proc.poll() if proc is not None else None
+    code = launched.poll() if launched is not None else None
     raise MiyabiError(
         f"the controller did not start{f' (exit {code})' if code is not None else ''}; see {home.logs / LOGFILE}"
     )

@@ -241,5 +241,5 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ in ("__main__", "logpipe"):  # a script, or imported as tmux starts it (miyabi.tmux.builder.LOGPIPE_START)
     sys.exit(main(sys.argv[1:]))

@@ -446,3 +446,24 @@ def test_a_session_rebuilt_while_its_home_was_removed_is_ended_again(home: Path,
     assert keeper.rebuild_if_gone() is False
     assert len(looks) == 2  # asked again after the build
     assert "during" not in tmux.sessions()
+
+
+def test_the_keeper_waits_for_a_build_under_way_and_builds_nothing_beside_it(home: Path, tmp_path: Path, tmux) -> None:
+    """`miyabi up` starts the controller while it builds the session: the controller's
+    keeper, finding no session, waits for that build (run/build.lock) instead of
+    building a second session beside it."""
+    from miyabi.config import load
+    from miyabi.files import hold
+    from miyabi.home import BUILD_LOCK, Home
+    from miyabi.supervision.keeper import SessionKeeper
+
+    lay = load(layout(tmp_path, "queued", "  - {name: a, profile: shell, command: cat}\n"))
+    Home(home).ensure()
+    keeper = SessionKeeper(lay, tmux, Home(home), tmp_path, build_wait=0.3)
+    build = hold(home / "run" / BUILD_LOCK)  # a build under way
+    assert build is not None
+    assert keeper.rebuild_if_gone() is False
+    assert "queued" not in tmux.sessions()
+    build.release()
+    assert keeper.rebuild_if_gone() is True
+    assert "queued" in tmux.sessions()

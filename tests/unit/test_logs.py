@@ -196,7 +196,6 @@ def test_the_pipe_command_quotes_every_word(tmp_path: Path) -> None:
         "-S",
         "-c",
         LOGPIPE_START,
-        str(LOGPIPE_SCRIPT.parent),
         "--max-bytes",
         str(2 << 20),
         "--keep",
