@@ -14,17 +14,13 @@ Run:  .venv/bin/python benchmarks/bench_status.py [--runs 30] [--agents 16]
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
-import pty
 import resource
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
-import termios
 import time
 import uuid
 from collections.abc import Callable
@@ -32,6 +28,10 @@ from pathlib import Path
 
 from _ensemble import MIYABI, brought_down
 from _stats import pct, progress, progress_done
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers import on_terminal as run_on_terminal
 
 COLUMNS = 120
 
@@ -49,24 +49,7 @@ def cpu_of_children() -> float:
 
 def on_terminal(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     """Run ``argv`` with its output on a pseudo-terminal COLUMNS wide; (seconds, output)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, COLUMNS, 0, 0))
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the other side closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    code = proc.wait()
-    dt = time.perf_counter() - t0
-    os.close(master)
-    out = b"".join(chunks).decode(errors="replace")
+    dt, code, out = run_on_terminal(argv, COLUMNS, env)
     if code != 0:
         sys.exit(f"bench_status: {' '.join(argv)} exited {code}: {out.strip()}")
     return dt, out

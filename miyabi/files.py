@@ -165,6 +165,10 @@ def hold(path: Path) -> HeldLock | None:
     """Take the exclusive lock on ``path`` at once (the file is created 0600 when
     missing); None when another process holds it.
 
+    ``flock(2)``, the call filelock makes on Unix, in a few lines: importing filelock
+    cost the controller's start, and ``miyabi status``, more than everything else
+    they do before they hold or ask about a lock.
+
     Raises:
         OSError: the file cannot be opened (its directory is gone).
     """

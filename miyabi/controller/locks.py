@@ -3,10 +3,8 @@ and who holds one.
 
 The lock decides whether a process runs, never a pidfile alone: a pidfile left by a
 killed process may name a pid that was reused since. Each is an exclusive ``flock(2)``
-on its file, held for the process's life: the kernel lets go of it when the process
-ends, however it ends. These few lines stand in for filelock (which takes the same
-lock) because its import costs the controller's start, and ``miyabi status``, more
-than everything else they do before they hold or ask about the lock.
+on its file (:func:`miyabi.files.hold`), held for the process's life: the kernel lets
+go of it when the process ends, however it ends.
 """
 
 from __future__ import annotations

@@ -5,17 +5,13 @@ it."""
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
 import re
-import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
+from helpers import on_terminal as run_on_terminal
 from helpers import wait_for
 from integration.conftest import Cli
 
@@ -29,25 +25,11 @@ def miyabi(*args: str, home: Path, socket: str) -> list[str]:
     return [sys.executable, "-m", "miyabi", *args, "--home", str(home), "--socket", socket]
 
 
-def on_terminal(argv: list[str], columns: int = 120) -> str:
-    """What ``argv`` prints on a terminal ``columns`` wide."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert proc.wait(60) == 0, b"".join(chunks)
-    os.close(master)
-    return b"".join(chunks).decode()
+def on_terminal(argv: list[str]) -> str:
+    """What ``argv`` prints on a terminal 120 columns wide."""
+    _, code, out = run_on_terminal(argv)
+    assert code == 0, out
+    return out
 
 
 def sixteen(tmp_path: Path) -> Path:
