@@ -32,15 +32,16 @@ log = logging.getLogger("miyabi.keeper")
 
 
 @contextmanager
-def building(home: Home, wait: float = defaults.BUILD_WAIT) -> Iterator[bool]:
-    """Hold ``run/build.lock`` for the body, waiting up to ``wait`` seconds for a build
-    under way; yields whether it holds it (False: it waited in vain, or the home is gone).
+def building(home: Home, wait: float | None = None) -> Iterator[bool]:
+    """Hold ``run/build.lock`` for the body, waiting up to ``wait`` seconds (default
+    ``defaults.BUILD_WAIT``) for a build under way; yields whether it holds it (False:
+    it waited in vain, or the home is gone).
 
     Raises:
         OSError: the lock file cannot be opened for another reason than a missing home.
     """
     try:
-        lock = hold_waiting(home.run / BUILD_LOCK, wait)
+        lock = hold_waiting(home.run / BUILD_LOCK, defaults.BUILD_WAIT if wait is None else wait)
     except FileNotFoundError:
         lock = None
     try:
