@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from miyabi import defaults
 from miyabi.agents.hooks import hook_options, with_options
 from miyabi.config.model import Agent, Layout
 from miyabi.config.preflight import agent_path, exec_line
@@ -132,19 +133,15 @@ def log_command(agent: Agent, home: Home) -> str:
     on this interpreter, isolated and without site-packages (as :func:`hook_command`),
     appending to ``logs/<agent>.log`` and rotating it as the layout's ``logs:`` says.
     Every word is shell-quoted; tmux format-expands the command, so the caller doubles
-    its ``#`` (:func:`~miyabi.tmux.runner.escape_format`)."""
-    words = [
-        sys.executable,
-        "-I",
-        "-S",
-        "-c",
-        LOGPIPE_START,
-        "--max-bytes",
-        str(agent.logs.max_bytes),
-        "--keep",
-        str(agent.logs.keep),
-        str(home.pane_log(agent.name)),
-    ]
+    its ``#`` (:func:`~miyabi.tmux.runner.escape_format`). Limits equal to the
+    defaults are left out (the pipe's defaults are the same): every byte counts in the
+    one command line that builds the session."""
+    limits = []
+    if agent.logs.max_bytes != defaults.LOG_MAX_BYTES:
+        limits += ["--max-bytes", str(agent.logs.max_bytes)]
+    if agent.logs.keep != defaults.LOG_KEEP:
+        limits += ["--keep", str(agent.logs.keep)]
+    words = [sys.executable, "-I", "-S", "-c", LOGPIPE_START, *limits, str(home.pane_log(agent.name))]
     return f"umask 077; exec {shlex.join(words)}"
 
 
