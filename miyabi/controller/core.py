@@ -583,7 +583,7 @@ class Controller:
         """Tell ``miyabi status`` which layout runs (``run/running.json``)."""
         try:
             record_running(self.home, self.layout, os.getpid())
-        except OSError as e:  # status loads the layout itself
+        except (OSError, TypeError, ValueError) as e:  # status loads the layout itself: never fatal here
             log.debug("could not record the running layout: %s", e)
 
     def _follow_instances(self, ended: list[str]) -> None:
