@@ -4,23 +4,16 @@ file on, in a temporary directory)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
-import psutil
 import redis
+from _ensemble import MIYABI, down, kill_all
 
-from miyabi.controller import stop_background
-from miyabi.home import Home
-
-MIYABI = str(Path(sys.executable).parent / "miyabi")
 WORKER = "profile: worker, submit_delay: 0.05, ready_settle: 0.05"
 
 
@@ -124,25 +117,7 @@ class Host:
     def kill(self) -> None:
         """The machine dies: every process of this host at once, by SIGKILL (keep-alive,
         controller, its tmux server and clients, its agents), until none is left."""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            procs = []
-            for p in psutil.process_iter(["cmdline", "environ"]):
-                line = " ".join(p.info["cmdline"] or [])
-                if p.pid != os.getpid() and (
-                    f"-L {self.socket}" in line
-                    or f"--socket {self.socket}" in line
-                    or (p.info["environ"] or {}).get("MIYABI_HOME") == str(self.home)
-                ):
-                    procs.append(p)
-            if not procs:
-                return
-            for p in procs:
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
-            time.sleep(0.05)
-        raise RuntimeError(f"host {self.name}'s processes did not all end")
+        kill_all(self.home, self.socket)
 
     def close(self) -> None:
-        stop_background(Home(self.home))
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+        down(self.home, self.socket)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-from collections.abc import Mapping
-from pathlib import Path
 
 import psutil
 
@@ -42,13 +39,3 @@ def cpu_of(pid: int) -> float:
         except psutil.Error:
             pass
     return total
-
-
-def down(socket: str, home: Path, env: Mapping[str, str]) -> None:
-    """``miyabi down`` for a benchmark's ensemble (whatever it says, and however it ends)."""
-    subprocess.run(
-        [sys.executable, "-m", "miyabi", "down", "--socket", socket, "--home", str(home)],
-        capture_output=True,
-        env=dict(env),
-        check=False,
-    )

@@ -29,6 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
+from _ensemble import MIYABI, down
 from _stats import pct, progress, progress_done
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -38,13 +39,9 @@ from integration.real_agents import setup
 
 from miyabi.agents.profiles import BUILTIN
 from miyabi.cli.send import main as send_main
-from miyabi.controller import stop_background
-from miyabi.home import Home
 from miyabi.messaging.activity import read_seen
 from miyabi.times import parse_rfc3339
 from miyabi.tmux.builder import hook_command
-
-MIYABI = str(Path(sys.executable).parent / "miyabi")
 
 
 def wait(cond: object, timeout: float, what: str) -> None:
@@ -71,8 +68,8 @@ def one_cli(name: str, n: int) -> tuple[list[float], list[float], str]:
         home.mkdir()
         sock = f"bench_agents_{uuid.uuid4().hex[:8]}"
         base = ["--socket", sock, "--home", str(home)]
-        subprocess.run([MIYABI, "up", str(lay), "-d", *base], check=True, capture_output=True)
         try:
+            subprocess.run([MIYABI, "up", str(lay), "-d", *base], check=True, capture_output=True)
             wait(
                 lambda: (read_seen(home, "a") or None) is not None and read_seen(home, "a").state == "ready",  # type: ignore[union-attr]
                 120,
@@ -104,8 +101,7 @@ def one_cli(name: str, n: int) -> tuple[list[float], list[float], str]:
             ]
             return to_model, decide, via
         finally:
-            stop_background(Home(home))
-            subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True, check=False)
+            down(home, sock)
 
 
 def hook_runs(n: int, argv: list[str]) -> list[float]:

@@ -23,7 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from _hosts import MIYABI, Host, Redis
+from _ensemble import MIYABI
+from _hosts import Host, Redis
 from _stats import pct, progress, progress_done
 
 from miyabi.bus.client import Bus

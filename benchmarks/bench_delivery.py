@@ -23,10 +23,9 @@ import time
 import uuid
 from pathlib import Path
 
+from _ensemble import down
 from _stats import pct, progress, progress_done
 
-from miyabi.controller import stop_background
-from miyabi.home import Home
 from miyabi.messaging.mailbox import inbox, make
 from miyabi.tmux.control import ControlClient
 from miyabi.tmux.runner import Tmux
@@ -73,13 +72,13 @@ def main() -> None:
             f"  - name: sink\n    profile: shell\n    command: sh -c 'stty -echo; exec cat > {out}'\n"
         )
         home = d / "home"
-        subprocess.run(
-            [str(miyabi), "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
-            check=True,
-            capture_output=True,
-        )
         tmux = Tmux(socket)
         try:
+            subprocess.run(
+                [str(miyabi), "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
+                check=True,
+                capture_output=True,
+            )
             panes = dict(
                 line.split()
                 for line in tmux.run("list-panes", "-s", "-t", "=bench:", "-F", "#{@miyabi_agent} #{pane_id}")
@@ -152,8 +151,7 @@ def main() -> None:
                 )
                 walls.append((time.perf_counter() - t0) * 1000)
         finally:
-            stop_background(Home(home))
-            tmux.run("kill-server", check=False)
+            down(home, socket)
         progress_done()
 
     m, f = results["miyabi"], results["floor"]

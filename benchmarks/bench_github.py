@@ -35,7 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from _stats import cpu_of, down, progress, progress_done
+from _ensemble import down
+from _stats import cpu_of, progress, progress_done
 from fakegithub import FakeGitHub
 
 from miyabi.config import load
@@ -162,7 +163,7 @@ def controller(args: argparse.Namespace) -> None:
         finally:
             if store is not None:
                 store.close()
-            down(socket, home, env)
+            down(home, socket, env)
     progress_done()
     print(
         f"  {args.issues} new issues appear while a controller idles "

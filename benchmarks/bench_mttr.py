@@ -23,9 +23,10 @@ import uuid
 from pathlib import Path
 
 import psutil
+from _ensemble import down
 from _stats import pct, progress, progress_done
 
-from miyabi.controller import running_pid, stop_background
+from miyabi.controller import running_pid
 from miyabi.home import Home
 from miyabi.tmux.control import ControlClient
 from miyabi.tmux.runner import Tmux
@@ -46,13 +47,13 @@ def main() -> None:
         layout.write_text(
             "session: mttr\nwatchdog: {min_uptime: 0, max_restarts: 100000, restart_window: 60}\nagents:\n" + agents
         )
-        subprocess.run(
-            [str(miyabi), "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
-            check=True,
-            capture_output=True,
-        )
         tmux = Tmux(socket)
         try:
+            subprocess.run(
+                [str(miyabi), "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
+                check=True,
+                capture_output=True,
+            )
             chan = ControlClient(tmux, "mttr").start()
             pane = chan.run("list-panes", "-t", "=mttr:", "-F", "#{pane_id}")[0]
 
@@ -101,8 +102,7 @@ def main() -> None:
             t_after = sum(sum(p.cpu_times()[:2]) for p in [proc, *kids] if p.is_running())
             idle_pct = (t_after - t_before) / args.idle * 100
         finally:
-            stop_background(Home(home))
-            tmux.run("kill-server", check=False)
+            down(home, socket)
         progress_done()
 
     print(f"bench_mttr: {args.kills} kills of a `cat` agent (16 agents, socket {socket})")

@@ -17,7 +17,6 @@ Target: their sum under 1 s p50. Run:  .venv/bin/python benchmarks/bench_pipelin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -27,19 +26,17 @@ import time
 import uuid
 from pathlib import Path
 
+from _ensemble import MIYABI, down
 from _stats import pct, progress, progress_done
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fakegithub import FakeGitHub
 
-from miyabi.controller import stop_background
-from miyabi.home import Home
 from miyabi.times import parse_rfc3339
 from miyabi.work.tasks import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-MIYABI = str(Path(sys.executable).parent / "miyabi")
 AGENT = ROOT / "tests" / "scripted_agent.py"
 
 
@@ -102,13 +99,13 @@ def main() -> None:
             f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: BENCH_GH_TOKEN, poll_interval: 1}}\n"
         )
         env = {**os.environ, "BENCH_GH_TOKEN": "t0ken", "MIYABI_SOCKET": socket}
-        subprocess.run(
-            [MIYABI, "up", str(lay), "-d", "--home", str(home), "--socket", socket],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
         try:
+            subprocess.run(
+                [MIYABI, "up", str(lay), "-d", "--home", str(home), "--socket", socket],
+                check=True,
+                env=env,
+                capture_output=True,
+            )
             for i in range(1, args.n + 1):
                 progress(f"task {i}/{args.n}")
                 fake.add_issue(i, f"Bench task {i}", ["status:todo"])
@@ -116,11 +113,7 @@ def main() -> None:
             wait(lambda: all(t.state == "done" for t in Store.of_home(home).query()), 60, "every task done")
         finally:
             progress_done()
-            with contextlib.suppress(Exception):
-                subprocess.run(
-                    [MIYABI, "down", "--home", str(home), "--socket", socket], check=False, env=env, capture_output=True
-                )
-            stop_background(Home(home))
+            down(home, socket, env)
         ev = events(home)
         store = Store.of_home(home)
         parts: dict[str, list[float]] = {

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 import psutil
+from _ensemble import down
 from _stats import cpu_of, pct, progress, progress_done
 
 from miyabi.work.tasks import Store, TaskState
@@ -70,13 +71,13 @@ def main() -> None:
                 progress(f"filling the store {i}/{args.tasks}")
         progress("starting the controller")
         env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE", "MIYABI_AGENT")}
-        subprocess.run(
-            [sys.executable, "-m", "miyabi", "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
-            check=True,
-            capture_output=True,
-            env=env,
-        )
         try:
+            subprocess.run(
+                [sys.executable, "-m", "miyabi", "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
+                check=True,
+                capture_output=True,
+                env=env,
+            )
             pid = controller_pid(home)
             time.sleep(3.0)  # let it settle: first passes, panes, intros
             progress(f"idle for {args.idle:.0f} s")
@@ -118,12 +119,7 @@ def main() -> None:
             )
         finally:
             store.close()
-            subprocess.run(
-                [sys.executable, "-m", "miyabi", "down", "--socket", socket, "--home", str(home)],
-                capture_output=True,
-                env=env,
-                check=False,
-            )
+            down(home, socket, env)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,12 @@ from pathlib import Path
 
 import httpx
 import psutil
+from _ensemble import down
 from _stats import pct, progress, progress_done
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from miyabi.controller import running_pid, stop_background
+from miyabi.controller import running_pid
 from miyabi.home import Home
 from miyabi.tmux.runner import Tmux
 
@@ -104,15 +105,15 @@ def main() -> None:
         agents = "".join(f"  - {{name: a{i:02d}, profile: shell, command: cat}}\n" for i in range(64))
         layout.write_text("session: webbench\nper_window: 8\nagents:\n" + agents)
         progress("bringing up 64 agents")
-        subprocess.run(
-            [str(miyabi), "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
-            check=True,
-            capture_output=True,
-        )
         tmux = Tmux(socket)
         web: subprocess.Popen[str] | None = None
         b = None
         try:
+            subprocess.run(
+                [str(miyabi), "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
+                check=True,
+                capture_output=True,
+            )
             ctl = running_pid(Home(home))
             assert ctl is not None
             time.sleep(2.0)  # let the controller settle
@@ -243,8 +244,7 @@ def main() -> None:
             if web is not None:
                 web.terminate()
                 web.wait(10)
-            stop_background(Home(home))
-            tmux.run("kill-server", check=False)
+            down(home, socket)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import time
 import uuid
 from pathlib import Path
 
+from _ensemble import down
 from _stats import pct, progress, progress_done
 
 from miyabi.cli.send import main as send_main
@@ -254,12 +255,7 @@ def main() -> None:
         finally:
             stop.set()
             store.close()
-            subprocess.run(
-                [sys.executable, "-m", "miyabi", "down", "--socket", socket, "--home", str(home)],
-                capture_output=True,
-                env=env,
-                check=False,
-            )
+            down(home, socket, env)
 
 
 if __name__ == "__main__":

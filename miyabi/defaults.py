@@ -185,6 +185,10 @@ RECONNECT_MAX = 2.0
 THREAD_JOIN = 5.0
 """Seconds the stopping controller waits for each of its threads to finish."""
 
+BUILD_WAIT = 30.0
+"""Seconds a build of the session (``miyabi up``, the controller's rebuild) waits for
+another one in the same home to end (``run/build.lock``) before it gives up."""
+
 CONTROLLER_START_WAIT = 5.0
 """Seconds ``miyabi up`` waits for a background controller to take its lock."""
 
@@ -266,8 +270,14 @@ status or signal), when the process was reaped before miyabi could read it."""
 SCROLLBACK_LINES = 2000
 """Lines of the pane saved with a crash."""
 
-STATUS_CPU_SAMPLE = 0.2
-"""Seconds over which ``miyabi status`` samples CPU use of each pane's process tree."""
+CPU_RECORD = 2.0
+"""Seconds between the controller's measures of each agent's CPU use (``run/cpu.json``),
+which ``miyabi status`` shows instead of sampling for a while itself: each figure is
+the use over about this long."""
+
+CPU_RECORD_STALE = 10.0
+"""Seconds after which a recorded CPU measure is too old to show (the controller stopped
+measuring): ``miyabi status`` then shows the use over the process's life."""
 
 STATUS_STARTING = 2.0
 """Seconds after its start an agent shows as ``starting`` in ``miyabi status``."""

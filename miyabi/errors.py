@@ -140,5 +140,14 @@ class AgentNotFound(MiyabiError):
         super().__init__(f"unknown agent {name!r}{hint} (agents: {listed})")
 
 
+class HomeGone(MiyabiError):
+    """The miyabi home was removed (or made anew) under a running process; nothing is
+    built or started for it."""
+
+    def __init__(self, root: object) -> None:
+        self.root = root
+        super().__init__(f"the miyabi home {root} is gone; nothing is built or started for it")
+
+
 class SessionConflict(MiyabiError):
     """A tmux session with the layout's name exists but was not made by miyabi."""

@@ -118,3 +118,84 @@ def append_line(path: Path, line: str) -> None:
         os.write(fd, (line + "\n").encode("utf-8"))
     finally:
         os.close(fd)
+
+
+def identity(path: Path) -> list[int] | None:
+    """What tells a file from an edited or replaced one: device, inode, size, and
+    modification and change times in nanoseconds; None when there is no such file."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+class HeldLock:
+    """An exclusive lock this process holds on a file (see :func:`hold`).
+
+    Attributes:
+        path: the lock file.
+        identity: (device, inode) of the file locked: a file removed and made again
+            at ``path`` is another one, which this lock does not hold.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+        st = os.fstat(fd)
+        self.identity = (st.st_dev, st.st_ino)
+
+    def still_ours(self) -> bool:
+        """Whether ``path`` is still the file this lock holds (not removed or replaced)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.identity
+
+    def release(self) -> None:
+        """Let go of the lock (closing the file does). The file stays, so that the next
+        holder locks the same one."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def hold(path: Path) -> HeldLock | None:
+    """Take the exclusive lock on ``path`` at once (the file is created 0600 when
+    missing); None when another process holds it.
+
+    ``flock(2)``, the call filelock makes on Unix, in a few lines: importing filelock
+    cost the controller's start, and ``miyabi status``, more than everything else
+    they do before they hold or ask about a lock.
+
+    Raises:
+        OSError: the file cannot be opened (its directory is gone).
+    """
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, defaults.FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        os.close(fd)
+        raise
+    return HeldLock(path, fd)
+
+
+def hold_waiting(path: Path, timeout: float, poll: float = 0.02) -> HeldLock | None:
+    """:func:`hold`, waiting up to ``timeout`` seconds for another holder to let go;
+    None when it did not.
+
+    Raises:
+        OSError: the file cannot be opened (its directory is gone).
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (lock := hold(path)) is None and time.monotonic() < deadline:
+        time.sleep(poll)
+    return lock

@@ -19,6 +19,11 @@ from miyabi.files import private_dir, write_atomic
 STATE_FILE = "up.json"
 """File under ``run/`` recording the layout, session and socket ``miyabi up`` last used."""
 
+BUILD_LOCK = "build.lock"
+"""File under ``run/`` locked while the session is built or reconciled (by ``miyabi up``,
+or the controller's keeper), so that two never build it at once: ``miyabi up`` starts
+the controller while it builds, and the controller waits for that build."""
+
 
 @dataclass(frozen=True)
 class Home:

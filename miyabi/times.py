@@ -31,3 +31,8 @@ def parse_rfc3339(text: str) -> float:
 def file_tag() -> str:
     """The current UTC time for a file name, sortable (``20261122T040506.789000Z``)."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def how_often(n: int) -> str:
+    """How often, in words: ``once``, else ``N times`` (``0 times``, ``2 times``)."""
+    return "once" if n == 1 else f"{n} times"

@@ -35,3 +35,37 @@ def wait_for(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
         time.sleep(interval)
         last = fn()
     return last
+
+
+def on_terminal(argv: list[str], columns: int = 120, env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """Run ``argv`` with its output on a pseudo-terminal ``columns`` wide, as a user
+    runs a command in a terminal; (seconds from start to exit, exit status, output).
+    ``COLUMNS`` and ``LINES`` are left out of the environment: the terminal's size
+    tells."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    base = os.environ if env is None else env
+    env = {k: v for k, v in base.items() if k not in ("COLUMNS", "LINES")}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    code = proc.wait()
+    seconds = time.perf_counter() - t0
+    os.close(master)
+    return seconds, code, b"".join(chunks).decode(errors="replace")

@@ -44,6 +44,7 @@ from miyabi.bus.client import GROUP, RESULTS_GROUP, Bus, ensure_group
 from miyabi.config.settings import HOST_RE, NAME_RE, Route
 from miyabi.events import append_event
 from miyabi.messaging.mailbox import post
+from miyabi.times import how_often
 from miyabi.work.tasks import FINISHED, Source, Store, Task, TaskError, TaskState
 
 log = logging.getLogger("miyabi.bus")
@@ -457,7 +458,7 @@ class SharedTasks:
                 origin,
                 "failed",
                 name,
-                f"claimed {deliveries} times and never finished (the hosts holding it stopped); it needs a person",
+                f"claimed {how_often(deliveries)} and never finished (the hosts holding it stopped); it needs a person",
             )
             if found:
                 self._record(bus_id, found[0]["id"], stream, entry, origin, name, deliveries, settled=True)

@@ -1,6 +1,7 @@
 """The ``miyabi`` command line. ``send`` and ``broadcast`` take a light path that
 does not import typer (see ``miyabi.cli.send``), ``hook`` a lighter one still
-(``miyabi.cli.hook``); everything else goes through the Typer app
+(``miyabi.cli.hook``), and ``status``, ``up`` and ``controller`` one for their usual
+command lines (``miyabi.cli.light``); everything else goes through the Typer app
 (``miyabi.cli.root``), whose commands live one module per group. The Typer app also
 has ``send``, ``broadcast`` and ``hook``: for their help, their usage errors and the
 listing in ``miyabi --help``."""
@@ -11,6 +12,7 @@ import sys
 from typing import Any
 
 FAST = ("send", "broadcast")
+LIGHT = ("status", "up", "controller")
 
 
 def _load_app() -> Any:
@@ -34,6 +36,12 @@ def main() -> None:
         if rc is not None:
             sys.exit(rc)
         # --help, or arguments the light path does not take: the Typer command says why
+    if argv and argv[0] in LIGHT:
+        from miyabi.cli.light import main as light
+
+        code = light(argv[0], argv[1:])
+        if code is not None:
+            sys.exit(code)
     _load_app()(prog_name="miyabi")
 
 

@@ -56,90 +56,9 @@ def up(
     one gets a new pane. Starts the controller in the background (unless one runs)
     and attaches when run on a terminal.
     """
-    from miyabi.config import load, shipped
-    from miyabi.config.preflight import preflight
-    from miyabi.controller import start_background
-    from miyabi.home import Home
-    from miyabi.supervision.keeper import clear_stopped
-    from miyabi.tmux.builder import up as build_up
-    from miyabi.tmux.panes import attach_command
+    from miyabi.cli.up import bring_up
 
-    h = Home.resolve(home)
-    path = shipped.for_command(layout, h)  # bare: the layout this home runs (a reload's included)
-    lay = load(path)
-    preflight(lay)
-    sock = socket or h.load_state().get("socket") or defaults.SOCKET
-    tmux = tmux_for(sock)
-    report = build_up(lay, tmux, h)
-    h.save_state(
-        layout=str(lay.path), session=lay.session, socket=sock, agents=lay.names, max_body=lay.max_body, cwd=os.getcwd()
-    )
-
-    if report.created_session:
-        output.say(
-            f"created session {lay.session!r} from {path} on socket {sock!r} with {len(report.created)} agents: "
-            f"{', '.join(report.created)}",
-            "green",
-        )
-    else:
-        for name in report.created:
-            output.say(f"created {name} (it had no pane)", "green")
-        for name, how in report.respawned:
-            output.say(f"respawned {name} ({how})", "yellow")
-        if report.running:
-            output.say(f"running, left alone: {', '.join(report.running)}")
-        if not report.created and not report.respawned:
-            output.say(f"session {lay.session!r} already matches {path}; nothing to do")
-    for name, pane in report.extra:
-        output.say(
-            f"note: pane {pane} runs agent {name!r}, which {path} does not name; left running "
-            f"(kill it with `tmux -L {sock} kill-pane -t {pane}`)",
-            "yellow",
-        )
-
-    clear_stopped(h)
-    if controller:
-        pid, started = start_background(h, sock)
-        output.say(f"controller {'started' if started else 'running'} (pid {pid}); log: {h.logs / 'controller.log'}")
-        if not started:
-            _reload_running(h)
-        if lay.web is not None:
-            _say_dashboard(h, lay.web.port)
-
-    if detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
-        output.say(f"attach with: {attach_command(sock, lay.session)}")
-        return
-    _exec_attach(tmux, lay.session, None)
-
-
-def _say_dashboard(h: Any, port: int, wait: float = defaults.WEB_UP_WAIT) -> None:
-    """Print where the controller's dashboard answers on ``port`` (waiting a moment for it
-    to start)."""
-    import time
-
-    from miyabi.web.server import published
-
-    def ours() -> dict[str, Any] | None:
-        web = published(h)
-        return web if web is not None and str(web.get("base", "")).endswith(f":{port}") else None
-
-    deadline = time.monotonic() + wait
-    while (web := ours()) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if web is None:
-        output.warn(f"the dashboard did not start yet; see {h.logs / 'web.log'}")
-        return
-    output.say(f"dashboard: {web['url']}", "green")
-
-
-def _reload_running(h: Any) -> None:
-    """Have the running controller adopt the layout just recorded; say what it did."""
-    from miyabi.controller.requests import request_reload
-
-    try:
-        output.say(f"controller reloaded the layout: {request_reload(h)}", "green")
-    except MiyabiError as e:
-        output.warn(str(e))
+    bring_up(layout, detach, controller, socket, home)
 
 
 @app.command()
@@ -236,13 +155,16 @@ def attach(
     layout: LayoutOpt = None,
 ) -> None:
     """Attach to miyabi's session, with AGENT's pane selected."""
-    from miyabi.tmux.panes import attach_command
+    from miyabi.cli.up import exec_attach
+    from miyabi.tmux.panes import attach_command, select
 
     t, tmux = running(home, socket, layout)
     pane = _agent_pane(tmux, t.session, agent) if agent else None
     if not sys.stdin.isatty():
         raise MiyabiError(f"attach needs a terminal; from one, run: {attach_command(t.socket, t.session, pane)}")
-    _exec_attach(tmux, t.session, agent)
+    if pane is not None:
+        select(tmux, pane)
+    exec_attach(tmux, t.session)
 
 
 def _agent_pane(tmux: Any, session: str, agent: str) -> Any:
@@ -254,17 +176,6 @@ def _agent_pane(tmux: Any, session: str, agent: str) -> Any:
     if pane is None:
         raise AgentNotFound(agent, [p.agent for p in panes])
     return pane
-
-
-def _exec_attach(tmux: Any, session: str, agent: str | None) -> None:
-    from miyabi.tmux.panes import select
-
-    if agent:
-        select(tmux, _agent_pane(tmux, session, agent))
-    env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
-    argv = tmux.attach_argv(session)
-    sys.stdout.flush()
-    os.execvpe(argv[0], argv, env)
 
 
 @app.command()
@@ -281,149 +192,13 @@ def status(
     """One row per agent: state, pid, uptime, CPU, memory, restarts.
 
     Also its window and pane, its command, seconds since its last output and why it
-    last died or was restarted. With a ``bus:``, whether the bus is up; with
+    last died or was restarted. On a terminal each agent is one line, long cells cut
+    with an ellipsis; piped, nothing is cut. With a ``bus:``, whether the bus is up; with
     --all-hosts, every host on it.
     """
-    from miyabi.controller.view import ensemble
+    from miyabi.cli.status import show
 
-    t, tmux = running(home, socket, layout)
-    view = ensemble(t, tmux)
-    h, lay, ctl, rows = view.home, view.layout, view.controller, view.agents
-    owner = str(h.root)
-    from miyabi.web.server import published
-
-    web = published(h)
-    from miyabi.controller.view import bus_view
-
-    seen = bus_view(h, all_hosts)
-    bus, hosts = seen["bus"], seen.get("hosts")
-    if json_out:
-        out = {
-            "session": t.session,
-            "socket": t.socket,
-            "home": owner,
-            "controller": ctl,
-            "web": {"base": web["base"], "url": web["url"], "read_only": web["read_only"]} if web else None,
-            "bus": bus,
-            "agents": [r.to_json() for r in rows],
-        }
-        if all_hosts:
-            out["hosts"] = hosts
-        output.emit_json(out)
-        return
-    if ctl["running"]:
-        kept = (
-            "kept alive"
-            if ctl["kept_alive"]
-            else (
-                "no keep-alive: started outside `miyabi up` (systemd, or by hand), or its keep-alive was killed; "
-                "`miyabi down`, then `miyabi up`, puts one back"
-            )
-        )
-        line = f"controller: running, pid {ctl['pid']}, up {output.human_seconds(ctl['uptime'])}, {kept}"
-        if ctl["restarts"]:
-            line += f"; restarted {ctl['restarts']} times, last {ctl['last_restart']} ({ctl['last_reason']})"
-        output.say(line, "green" if ctl["kept_alive"] else "yellow")
-    else:
-        output.say(f"controller: not running; messages and tasks wait; start it with `{ctl['fix']}`", "red")
-    if web is not None:  # its token is not printed here (screens are shared): `miyabi up` and --json have it
-        output.say(
-            f"dashboard: {web['base']}"
-            + (" (read-only)" if web.get("read_only") else "")
-            + "; the URL with its token: `miyabi status --json`"
-        )
-    if bus is not None:
-        if bus["state"] == "up":
-            output.say(
-                f"bus: up at {bus['url']} as host {bus['host']}, {bus['hosts']} host(s) up"
-                + ("; this host polls GitHub" if bus.get("leader") else ""),
-                "green",
-            )
-        else:
-            output.say(
-                f"bus: down since {bus['since']} ({bus.get('error') or 'not reached yet'}); local work goes on, "
-                "messages for other hosts wait in the outbox",
-                "red",
-            )
-    groups: dict[str | None, list[list[str]]] = {None: []}
-    for p in lay.pools if lay is not None else ():
-        groups[p.name] = []
-    for r in rows:
-        state = f"{r.state} ({r.exit})" if r.exit else str(r.state)
-        if r.question:
-            state += f": {r.question[:60]}"
-        tokens = "-" if r.input_tokens is None else f"{_count(r.input_tokens)}/{_count(r.output_tokens or 0)}"
-        if r.cost_usd is not None:
-            tokens += f" ${r.cost_usd:.2f}"
-        groups.setdefault(r.pool, []).append(
-            [
-                r.name if r.task is None else f"{r.name} (task {r.task})",
-                r.window or "-",
-                r.pane_id or "-",
-                str(r.pid) if r.pid else "-",
-                r.command or "-",
-                state,
-                output.human_seconds(r.uptime),
-                "-" if r.cpu_percent is None else f"{r.cpu_percent:.1f}",
-                output.human_bytes(r.rss),
-                output.human_seconds(r.last_output),
-                tokens,
-                str(r.restarts_last_hour),
-                (r.last_reason or "-")[:60],
-            ]
-        )
-    headers = [
-        "agent",
-        "window",
-        "pane",
-        "pid",
-        "command",
-        "state",
-        "uptime",
-        "cpu%",
-        "rss",
-        "last output",
-        "tokens in/out",
-        "restarts/h",
-        "last reason",
-    ]
-    output.table(groups.pop(None), headers, title=f"session {t.session} (socket {t.socket})")
-    from miyabi.pipeline.records import InstanceState, Records
-    from miyabi.work.tasks import Store
-
-    for name, table_rows in groups.items():
-        pool = lay.pool(name) if lay is not None and name is not None else None
-        preparing = [i.name for i in Records(Store.of_home(h.root)).instances(InstanceState.PREPARING, pool=name)]
-        title = f"pool {name}: {len(table_rows)} running" + (f" of at most {pool.max}" if pool else "")
-        if preparing:
-            title += f"; preparing {', '.join(preparing)}"
-        if table_rows:
-            output.table(table_rows, headers, title=title)
-        else:
-            output.say(title + (" (tasks routed to it start instances)" if not preparing else ""))
-    if all_hosts:
-        for host in hosts or []:
-            title = f"host {host['host']}: " + ("up" if host.get("up") else f"down (last seen {host.get('last_seen')})")
-            if host.get("leader"):
-                title += ", polls GitHub"
-            table = [
-                [
-                    a.get("name", "-"),
-                    a.get("state", "-"),
-                    str(a.get("pid") or "-"),
-                    output.human_seconds(a.get("uptime")),
-                    str(a.get("restarts_last_hour", 0)),
-                ]
-                for a in host.get("agents", [])
-            ]
-            if table:
-                output.table(table, ["agent", "state", "pid", "uptime", "restarts/h"], title=title)
-            else:
-                output.say(title)
-
-
-def _count(n: int) -> str:
-    return f"{n / 1_000_000:.1f}M" if n >= 1_000_000 else f"{n / 1000:.1f}k" if n >= 1000 else str(n)
+    show(json_out, socket, home, layout, all_hosts)
 
 
 @app.command()
@@ -523,13 +298,9 @@ def controller(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt
 
     Only one controller runs per home; a second one exits 1 naming the first one's pid.
     """
-    import logging
+    from miyabi.cli.up import run_controller
 
-    from miyabi.controller.core import Controller
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    t = resolve_target(home, socket, layout, strict=False)  # systemd runs it with --home
-    Controller(t.home, t.socket, t.layout()).run()
+    run_controller(socket, home, layout)
 
 
 @app.command()

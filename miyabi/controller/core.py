@@ -34,11 +34,13 @@ from miyabi.bus.service import BusBridge
 from miyabi.config.model import Agent, Layout, PipelineMode
 from miyabi.config.settings import BusSettings, auto_answer
 from miyabi.controller import requests
-from miyabi.controller.process import LOCKFILE, PIDFILE, ControllerRunning, read_pid
+from miyabi.controller.locks import HeldLock
+from miyabi.controller.process import LOCKFILE, release_lock, take_lock
+from miyabi.controller.view import record_running
 from miyabi.controller.webproc import WebProcess
 from miyabi.errors import LayoutError, MiyabiError, TmuxError
 from miyabi.events import append_event
-from miyabi.files import private_dir, write_atomic
+from miyabi.files import private_dir
 from miyabi.home import Home
 from miyabi.messaging.delivery import Deliverer
 from miyabi.messaging.intro import Intros
@@ -52,8 +54,9 @@ from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.approvals import answer
 from miyabi.supervision.keeper import SessionKeeper
 from miyabi.supervision.processes import lease_identity
-from miyabi.supervision.status import collect
-from miyabi.supervision.supervisor import Supervisor, load_records
+from miyabi.supervision.saved import load_records
+from miyabi.supervision.status import collect, record_cpu
+from miyabi.supervision.supervisor import Supervisor
 from miyabi.times import rfc3339
 from miyabi.tmux.builder import respawn_agent
 from miyabi.tmux.control import SessionChannel
@@ -102,6 +105,9 @@ class Controller:
         self.web: WebProcess | None = None
         self.bus: BusBridge | None = None
         self._cpu_cache: dict[int, Any] = {}
+        """The bus presence's CPU figures (see :func:`~miyabi.supervision.status.tree_stats`)."""
+        self._cpu_recorded: dict[int, Any] = {}
+        """The CPU figures recorded for ``miyabi status`` (``run/cpu.json``), measured apart."""
         self._gh: GitHub | None = None
         self._follow_ups = False
         self._filed: set[str] = set()
@@ -115,6 +121,8 @@ class Controller:
         self._started = False
         self._look_now = False
         self._signal_fd: int | None = None
+        self._lock: HeldLock | None = None
+        """The home's controller lock, once this controller holds it."""
 
     # -- wiring callbacks
 
@@ -135,7 +143,11 @@ class Controller:
         self.kick.set()
 
     def _home_intact(self) -> bool:
-        return (self.home.run / LOCKFILE).exists()
+        """Whether the home is still the one this controller serves: its lock file is
+        the very file it locked (a home removed, or removed and made anew, is not)."""
+        if self._lock is None:
+            return (self.home.run / LOCKFILE).exists()
+        return self._lock.still_ours()
 
     def _respawn(self, agent: Agent, pane_id: str) -> int:
         return respawn_agent(
@@ -259,36 +271,25 @@ class Controller:
 
     # -- running
 
-    def run(self) -> None:
-        """Run until :attr:`stop` is set (or SIGTERM/SIGINT in the main thread).
+    def run(self, lock: HeldLock | None = None) -> None:
+        """Run until :attr:`stop` is set (or SIGTERM/SIGINT in the main thread), holding
+        ``lock`` (the home's controller lock, when the caller took it: see
+        :func:`~miyabi.controller.process.take_lock`), else taking it first.
 
         Raises:
             ControllerRunning: another controller holds this home's lock.
+            HomeGone: the home does not exist (it is never created here).
         """
-        from filelock import FileLock, Timeout
-
-        self.home.ensure()
-        lock = FileLock(str(self.home.run / LOCKFILE), timeout=0, mode=defaults.FILE_MODE)
+        lock = lock if lock is not None else take_lock(self.home)
+        self._lock = lock
         try:
-            lock.acquire()
-        except Timeout:
-            pid = read_pid(self.home)
-            raise ControllerRunning(
-                f"a controller already runs for {self.home.root}"
-                + (f" (pid {pid})" if pid else "")
-                + "; stop it with `miyabi down`, or use it"
-            ) from None
-        try:
-            write_atomic(self.home.run / PIDFILE, f"{os.getpid()}\n")
             self._run_locked()
         except OSError:
             if self._home_intact():
                 raise
             log.warning("home %s was removed while the controller started; stopping", self.home.root)
         finally:
-            if read_pid(self.home) == os.getpid():
-                (self.home.run / PIDFILE).unlink(missing_ok=True)
-            lock.release()
+            release_lock(self.home, lock)
 
     def _stop_on_signals(self) -> None:
         """Stop on SIGTERM and SIGINT. The handler only writes to a pipe; a thread sets
@@ -370,6 +371,7 @@ class Controller:
         engine = self.engine = WorkEngine(store, self.layout, self.home.root, gh)
         self._gh = gh
         release_pools(store, self.layout)  # verifying for a pool removed while no controller ran
+        self._record_running()
         if self.layout.pools:
             # the pool instances that were running (before a restart) are agents from the start
             self._set_layout(self.layout.with_instances(self._ensure_pipeline(engine).agents()))
@@ -472,6 +474,7 @@ class Controller:
         seen: tuple[object, ...] | None = None
         next_refresh = 0.0
         next_pass = 0.0
+        next_cpu = 0.0
         paused_until = 0.0  # after a failed pass
         while not self.stop.is_set():
             if not self._home_intact():
@@ -503,6 +506,9 @@ class Controller:
                     self._start(functools.partial(rescan, self.stop, self._inboxes, self._wake), "rescan")
                     self._start(functools.partial(supervisor.run, self.stop), "watchdog")
                     append_event(self.home.root, "controller-ready", pid=os.getpid(), agents=list(self.deliverers))
+            if time.monotonic() >= next_cpu:
+                next_cpu = time.monotonic() + defaults.CPU_RECORD
+                self._record_cpu()
             requests.serve(self.home, self._restart_request, self._reload)
             if time.time() >= paused_until:
                 try:
@@ -531,6 +537,14 @@ class Controller:
             if self.kick.wait(wait) and not self.stop.is_set():
                 self.kick.clear()
                 self.stop.wait(defaults.SCHEDULE_KICK_DEBOUNCE)
+
+    def _record_cpu(self) -> None:
+        """Each live agent's CPU use since the last record, for ``miyabi status``."""
+        live = {n: p.pid for n, p in self.panes.all().items() if not p.dead and p.pid}
+        try:
+            record_cpu(self.home, live, self._cpu_recorded)
+        except OSError as e:  # the home went away (the loop stops), or a full disk: status falls back
+            log.debug("could not record the agents' CPU use: %s", e)
 
     def _store_changed(self) -> None:
         self.kick.set()
@@ -563,6 +577,14 @@ class Controller:
         self.layout = new
         self.intros.layout = new
         self.keeper.layout = new
+        self._record_running()
+
+    def _record_running(self) -> None:
+        """Tell ``miyabi status`` which layout runs (``run/running.json``)."""
+        try:
+            record_running(self.home, self.layout, os.getpid())
+        except (OSError, TypeError, ValueError) as e:  # status loads the layout itself: never fatal here
+            log.debug("could not record the running layout: %s", e)
 
     def _follow_instances(self, ended: list[str]) -> None:
         """Make the running layout's pool instances the pipeline's ready ones: new

@@ -8,20 +8,21 @@ controller's lock: whenever no controller holds it (ours died, or one we adopted
 an earlier run did), it starts one at once (it holds a pidfd of the controller), or
 after a backoff when the controller keeps dying young (``defaults.KEEPALIVE_BACKOFF_*``).
 It stops for good, with its child, on SIGTERM (``miyabi down``), when ``miyabi down``
-left ``run/stopped``, when the home is removed, or when the controller exits 0
+left ``run/stopped``, when the home is removed (its lock file is gone, or is another
+file: the home was made anew), or when the controller exits 0
 (stopped on purpose). What it did is in ``run/keepalive.json``: its pid and start,
 and the controller's restarts (time and why), which ``miyabi status`` shows.
 
 This is a service manager's job done small (systemd's ``Restart=always``; runit's
 ``runsv``), for machines where none is set up; under systemd (``miyabi service``) the
 unit runs the controller directly and this is not used. It imports only the standard
-library and :mod:`filelock`, and waits in ``select(2)`` on the controller's pidfd, so
-it costs a few megabytes and next to no CPU while the controller runs.
+library (its lock is :func:`~miyabi.controller.locks.hold`'s), and waits in
+``select(2)`` on the controller's pidfd, so it costs a few megabytes and next to no
+CPU while the controller runs, and starts in a few tens of milliseconds.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -33,7 +34,7 @@ from types import FrameType
 from typing import Any
 
 from miyabi import defaults
-from miyabi.controller.locks import controller_pid, lock_holder
+from miyabi.controller.locks import HeldLock, controller_pid, hold, lock_holder
 
 LOCKFILE = "keepalive.lock"
 """File under ``run/`` the keep-alive holds a lock on."""
@@ -88,15 +89,19 @@ class KeepAlive:
         log: the controller's log file (its output goes there).
     """
 
-    def __init__(self, home: Path, argv: list[str], log: Path) -> None:
+    def __init__(self, home: Path, argv: list[str], log: Path, first: list[str] | None = None) -> None:
         self.home = home
         self.run_dir = home / "run"
         self.argv = argv
+        self.first = first
+        """The command line of the first controller, when it differs (``--layout``)."""
         self.log = log
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = False
         self.restarts: list[dict[str, Any]] = []
         self.started = time.time()
+        self.lock: HeldLock | None = None
+        """Its lock on ``run/keepalive.lock``, once it holds it."""
 
     def _save(self) -> None:
         from miyabi.files import write_atomic
@@ -114,12 +119,20 @@ class KeepAlive:
 
         fd = open_private(self.log, os.O_WRONLY | os.O_APPEND)
         try:
-            self.child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=str(self.home))
+            argv, self.first = self.first or self.argv, None
+            self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=str(self.home))
         finally:
             os.close(fd)
 
     def _gone(self) -> bool:
-        return self.stopping or (self.run_dir / STOPPED).exists() or not self.run_dir.is_dir()
+        """Whether to stop: told to, ``miyabi down`` left ``run/stopped``, or the home is
+        gone: its lock file is no longer the one this keep-alive holds (the home was
+        removed, or removed and made anew: a new ``miyabi up`` there starts its own)."""
+        return (
+            self.stopping
+            or (self.run_dir / STOPPED).exists()
+            or (not self.lock.still_ours() if self.lock is not None else not self.run_dir.is_dir())
+        )
 
     def run(self) -> int:
         """Keep the controller running until told to stop; return the exit code.
@@ -132,13 +145,10 @@ class KeepAlive:
         Raises:
             OSError: the home cannot be written.
         """
-        from filelock import FileLock, Timeout
-
-        lock = FileLock(str(self.run_dir / LOCKFILE), timeout=0, mode=defaults.FILE_MODE)
-        try:
-            lock.acquire()
-        except Timeout:
+        lock = hold(self.run_dir / LOCKFILE)
+        if lock is None:
             return 0  # another keep-alive runs for this home
+        self.lock = lock
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -165,6 +175,8 @@ class KeepAlive:
                     self._pause(backoff_delay(young), wake_r)
                     continue
                 pid = child.pid if child is not None else controller_pid(self.run_dir)
+                if pid is None and self._gone():  # never a controller for a home that is gone
+                    break
                 if pid is None:
                     if adopted:
                         self.restarts.append(
@@ -224,16 +236,22 @@ class KeepAlive:
 
 
 def main(args: list[str] | None = None) -> int:
-    """``python -m miyabi.controller.keepalive --home H --socket S``. The controller it
-    starts reads the layout the home runs now (``run/up.json``), so one started again
-    after a ``miyabi reload`` runs the reloaded layout."""
-    p = argparse.ArgumentParser(prog="miyabi-keepalive", description="Keep this home's controller running.")
-    p.add_argument("--home", required=True)
-    p.add_argument("--socket", required=True)
-    ns = p.parse_args(args)
-    home = Path(ns.home)
-    argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", ns.socket]
-    return KeepAlive(home, argv, home / "logs" / "controller.log").run()
+    """``python -m miyabi.controller.keepalive --home H --socket S [--layout L]``. The
+    first controller it starts runs ``L`` when given (``miyabi up`` starts the
+    keep-alive while it builds the session, before it records the layout); every
+    controller after it reads the layout the home runs then (``run/up.json``), so one
+    started again after a ``miyabi reload`` runs the reloaded layout. Only ``miyabi``
+    runs this, so its command line is read without argparse (whose import would slow
+    the controller's start). Exit 2 on a command line it does not know."""
+    words = sys.argv[1:] if args is None else args
+    given = dict(zip(words[::2], words[1::2], strict=False))
+    if len(words) % 2 or not {"--home", "--socket"} <= set(given) <= {"--home", "--socket", "--layout"}:
+        sys.stderr.write("usage: python -m miyabi.controller.keepalive --home H --socket S [--layout L]\n")
+        return 2
+    home = Path(given["--home"])
+    argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", given["--socket"]]
+    first = [*argv, "--layout", given["--layout"]] if "--layout" in given else None
+    return KeepAlive(home, argv, home / "logs" / "controller.log", first).run()
 
 
 if __name__ == "__main__":

@@ -12,11 +12,12 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from miyabi import defaults
-from miyabi.controller.locks import LOCKFILE, PIDFILE, controller_pid, read_pidfile
-from miyabi.errors import MiyabiError
+from miyabi.controller.locks import LOCKFILE, PIDFILE, HeldLock, controller_pid, hold, read_pidfile
+from miyabi.errors import HomeGone, MiyabiError
 from miyabi.files import open_private
 from miyabi.home import Home
 
@@ -24,11 +25,15 @@ __all__ = [
     "LOCKFILE",
     "PIDFILE",
     "ControllerRunning",
+    "await_controller",
+    "launch",
     "read_pid",
+    "release_lock",
     "running_pid",
     "start_background",
     "status",
     "stop_background",
+    "take_lock",
 ]
 
 LOGFILE = "controller.log"
@@ -37,6 +42,43 @@ LOGFILE = "controller.log"
 
 class ControllerRunning(MiyabiError):
     """Another controller already runs for this home."""
+
+
+def take_lock(home: Home) -> HeldLock:
+    """Make this process the home's controller: take ``run/controller.lock`` and write
+    ``run/controller.pid``. ``miyabi controller`` does this first of all, so that
+    ``miyabi up`` sees its controller running within a moment of starting it (the rest
+    of its start takes the better part of a second).
+
+    Raises:
+        HomeGone: the home does not exist (it is never made here: a keep-alive may
+            start a controller a moment after its home was removed).
+        ControllerRunning: another controller holds the lock.
+        OSError: the home cannot be written.
+    """
+    from miyabi.files import write_atomic
+
+    if not home.root.is_dir():
+        raise HomeGone(home.root)
+    home.ensure()
+    lock = hold(home.run / LOCKFILE)
+    if lock is None:
+        pid = read_pid(home)
+        raise ControllerRunning(
+            f"a controller already runs for {home.root}"
+            + (f" (pid {pid})" if pid else "")
+            + "; stop it with `miyabi down`, or use it"
+        )
+    write_atomic(home.run / PIDFILE, f"{os.getpid()}\n")
+    return lock
+
+
+def release_lock(home: Home, lock: HeldLock) -> None:
+    """Stop being the home's controller: remove ``run/controller.pid`` if it names this
+    process, then let go of the lock."""
+    if read_pid(home) == os.getpid():
+        (home.run / PIDFILE).unlink(missing_ok=True)
+    lock.release()
 
 
 def read_pid(home: Home) -> int | None:
@@ -51,45 +93,72 @@ def running_pid(home: Home) -> int | None:
 
 def start_background(home: Home, socket: str, wait: float = defaults.CONTROLLER_START_WAIT) -> tuple[int, bool]:
     """Make sure this home's controller runs; return (its pid, whether this call
-    started it). One is started under a keep-alive (:mod:`miyabi.controller.keepalive`),
-    which runs the layout recorded in ``run/up.json``. A controller that already runs
-    is left as it is, with or without a keep-alive: one run by systemd or by hand is
-    theirs to restart.
+    started it). One is started under a keep-alive (:func:`launch`), which runs the
+    layout recorded in ``run/up.json``. A controller that already runs is left as it
+    is, with or without a keep-alive: one run by systemd or by hand is theirs to restart.
+
+    Raises:
+        MiyabiError: it did not come up within ``wait`` seconds (see logs/controller.log).
+    """
+    pid = running_pid(home)
+    if pid is not None:
+        return pid, False
+    return await_controller(home, launch(home, socket), wait)
+
+
+def launch(home: Home, socket: str, layout: Path | None = None) -> subprocess.Popen[bytes] | None:
+    """Start this home's keep-alive (:mod:`miyabi.controller.keepalive`), which starts
+    the controller (running ``layout`` the first time, when given; else, and after each
+    restart, the layout ``run/up.json`` records), unless a keep-alive runs already.
+    Returns at once, with the keep-alive's process (None when none was started): see
+    :func:`await_controller`.
+
+    Raises:
+        OSError: the home cannot be written.
+    """
+    from miyabi.controller import keepalive
+
+    home.ensure()
+    if keepalive.running_pid(home.run) is not None:
+        return None
+    logfd = open_private(home.logs / LOGFILE, os.O_WRONLY | os.O_APPEND)
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_AGENT", "TMUX", "TMUX_PANE")}
+        argv = [sys.executable, "-m", "miyabi.controller.keepalive", "--home", str(home.root), "--socket", socket]
+        return subprocess.Popen(
+            [*argv, *(["--layout", str(layout)] if layout is not None else [])],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=logfd,
+            stderr=logfd,
+            start_new_session=True,
+            cwd=str(home.root),
+        )
+    finally:
+        os.close(logfd)
+
+
+def await_controller(
+    home: Home, launched: subprocess.Popen[bytes] | None, wait: float = defaults.CONTROLLER_START_WAIT
+) -> tuple[int, bool]:
+    """Wait until this home's controller holds its lock (it takes it first of all: see
+    :func:`take_lock`); return (its pid, whether ``launched``, the keep-alive
+    :func:`launch` started, started it).
 
     Raises:
         MiyabiError: it did not come up within ``wait`` seconds (see logs/controller.log).
     """
     from miyabi.controller import keepalive
 
-    pid = running_pid(home)
-    if pid is not None:
-        return pid, False
-    home.ensure()
-    proc: subprocess.Popen[bytes] | None = None
-    if keepalive.running_pid(home.run) is None:
-        logfd = open_private(home.logs / LOGFILE, os.O_WRONLY | os.O_APPEND)
-        try:
-            env = {k: v for k, v in os.environ.items() if k not in ("MIYABI_AGENT", "TMUX", "TMUX_PANE")}
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "miyabi.controller.keepalive", "--home", str(home.root), "--socket", socket],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=logfd,
-                stderr=logfd,
-                start_new_session=True,
-                cwd=str(home.root),
-            )
-        finally:
-            os.close(logfd)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         pid = running_pid(home)
         if pid is not None:
-            return pid, True
-        if proc is not None and proc.poll() is not None and keepalive.running_pid(home.run) is None:
+            return pid, launched is not None
+        if launched is not None and launched.poll() is not None and keepalive.running_pid(home.run) is None:
             break
         time.sleep(0.02)
-    code = proc.poll() if proc is not None else None
+    code = launched.poll() if launched is not None else None
     raise MiyabiError(
         f"the controller did not start{f' (exit {code})' if code is not None else ''}; see {home.logs / LOGFILE}"
     )
@@ -150,19 +219,14 @@ def status(home: Home, now: float | None = None) -> dict[str, Any]:
     (seconds), ``kept_alive`` (a keep-alive watches it), ``restarts`` (how many the
     keep-alive made), ``last_restart`` (RFC 3339) and ``last_reason``; ``fix``, the
     command that starts it, when it does not run."""
-    import psutil
-
     from miyabi.controller import keepalive
+    from miyabi.supervision.processes import proc_stat, started_at
     from miyabi.times import rfc3339
 
     now = time.time() if now is None else now
     pid = running_pid(home)
-    uptime = None
-    if pid is not None:
-        try:
-            uptime = max(0.0, now - psutil.Process(pid).create_time())
-        except psutil.Error:
-            uptime = None
+    st = proc_stat(pid) if pid is not None else None
+    uptime = max(0.0, now - started_at(st)) if st is not None else None
     kept = keepalive.running_pid(home.run)
     restarts = keepalive.read_state(home.run).get("restarts") or []
     last = restarts[-1] if restarts and isinstance(restarts[-1], dict) else {}

@@ -6,20 +6,24 @@ front ends offer on tasks and messages. It reads; the controller acts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miyabi import defaults
 from miyabi.config.model import Agent, Layout
-from miyabi.errors import LayoutError, MiyabiError, SessionNotFound
+from miyabi.errors import LayoutError, MiyabiError, SessionNotFound, TmuxError
+from miyabi.files import identity, write_atomic
 from miyabi.home import Home
 from miyabi.messaging.mailbox import Message, MessageState, enqueue, inbox, make
 from miyabi.supervision.status import AgentStatus, collect
-from miyabi.tmux.panes import HOME_TAG, Runner, session_exists, session_option
+from miyabi.tmux.panes import HOME_TAG, Pane, Runner, read_session, session_exists, session_option
 from miyabi.tmux.runner import Tmux
-from miyabi.work.tasks import Store, Task, TaskState
+
+if TYPE_CHECKING:  # the task store is imported where it is used: `miyabi status` seldom needs it
+    from miyabi.work.tasks import Store, Task
 
 
 @dataclass
@@ -60,14 +64,14 @@ def resolve_target(home: Path | None, socket: str | None, layout: str | None) ->
     Raises:
         LayoutError: the named (or default) layout does not load.
     """
-    from miyabi.config import load, shipped
-
     h = Home.resolve(home)
     state = h.load_state()
     sock = socket or state.get("socket") or defaults.SOCKET
     if layout is None and isinstance(state.get("session"), str):
         lp = state.get("layout")
         return Target(h, sock, state["session"], Path(lp) if isinstance(lp, str) else None)
+    from miyabi.config import load, shipped  # here: the layout loader is not free to import
+
     path = shipped.for_command(layout, h)
     return Target(h, sock, load(path).session, path)
 
@@ -84,6 +88,27 @@ def require_session(target: Target) -> Tmux:
     if not session_exists(tmux, target.session):
         raise SessionNotFound(target.session, target.socket)
     return tmux
+
+
+def look(target: Target) -> tuple[Tmux, str, list[Pane]]:
+    """A runner for the target's tmux server, the session's home tag and its panes, from
+    one tmux process (what ``miyabi status`` needs of tmux; :func:`require_session`
+    and :func:`ensemble` take three).
+
+    Raises:
+        TmuxUnavailable: tmux missing or too old.
+        SessionNotFound: the session is not running.
+        TmuxError: tmux failed otherwise.
+    """
+    tmux = Tmux(target.socket)
+    try:
+        version, owner, panes = read_session(tmux, target.session)
+    except TmuxError:
+        if not session_exists(tmux, target.session):
+            raise SessionNotFound(target.session, target.socket) from None
+        raise
+    tmux.require_version(known=version)
+    return tmux, owner, panes
 
 
 def running_layout(target: Target) -> Layout | None:
@@ -105,9 +130,83 @@ def layout_agents(home: Home, lay: Layout | None, store: Store | None = None) ->
     if lay.pools:
         from miyabi.pipeline.records import Records
         from miyabi.pipeline.service import instance_agents
+        from miyabi.work.tasks import Store
 
         agents += instance_agents(Records(store if store is not None else Store.of_home(home.root)), lay)
     return agents
+
+
+RUNNING_FILE = "running.json"
+"""Under ``run/``: the layout the controller runs, as ``miyabi status`` shows it (see
+:func:`record_running`)."""
+
+
+def record_running(home: Home, layout: Layout, pid: int) -> None:
+    """Record the layout controller ``pid`` runs (pool instances included) in
+    ``run/running.json``, as much of it as ``miyabi status`` shows: the file and its
+    identity, each agent's name, command, profile, pool, task and window, and each
+    pool's name and size. ``status`` takes it from there instead of loading the layout
+    (importing the YAML parser and parsing cost it a quarter of its time). Nothing more
+    of the layout is written: ``status`` shows agents all of this already.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    agents = [
+        {
+            "name": a.name,
+            "command": a.command,
+            "profile": asdict(a.profile),
+            "pool": a.pool,
+            "task": a.task,
+            "window": a.window,
+            "index": a.index,
+        }
+        for a in layout.agents
+    ]
+    data = {
+        "pid": pid,
+        "layout": str(layout.path),
+        "identity": identity(layout.path),
+        "agents": agents,
+        "pools": {p.name: p.max for p in layout.pools},
+    }
+    write_atomic(home.run / RUNNING_FILE, json.dumps(data))
+
+
+def recorded_running(home: Home, layout_path: Path | None, pid: int) -> tuple[list[Agent], dict[str, int]] | None:
+    """The agents and pools (name → most instances) of the layout controller ``pid``
+    records running (:func:`record_running`); None unless that controller wrote it and
+    the layout file is still the one it recorded (an edited file is loaded anew)."""
+    from miyabi.agents.profiles import Profile
+
+    try:
+        data = json.loads((home.run / RUNNING_FILE).read_text(encoding="utf-8"))
+        path = Path(data["layout"])
+        if data["pid"] != pid or (layout_path is not None and path != layout_path):
+            return None
+        if data["identity"] is None or data["identity"] != identity(path):
+            return None
+        agents = [
+            Agent(
+                name=a["name"],
+                command=a["command"],
+                profile=Profile(**_profile_fields(a["profile"])),
+                pool=a["pool"],
+                task=a["task"],
+                window=a["window"],
+                index=a["index"],
+            )
+            for a in data["agents"]
+        ]
+        return agents, {str(k): int(v) for k, v in data["pools"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _profile_fields(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A profile's fields as JSON gave them back: its tuples came back as lists."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()}
 
 
 @dataclass(frozen=True)
@@ -116,54 +215,68 @@ class EnsembleView:
 
     Attributes:
         home: the home that built the session (its logs are there).
-        layout: the running layout (None when unknown or it does not load).
+        layout: the running layout (None when unknown, when it does not load, or when
+            the controller's record of it served: see :func:`recorded_running`).
         controller: the controller's status (see :func:`miyabi.controller.process.status`).
         agents: one row per agent, layout order, then pool instances.
+        pools: each pool's name and the most instances it runs at once.
     """
 
     home: Home
     layout: Layout | None
     controller: dict[str, Any]
     agents: list[AgentStatus]
+    pools: Mapping[str, int] = field(default_factory=dict)
 
 
 def ensemble(
     target: Target,
     runner: Runner,
-    interval: float = defaults.STATUS_CPU_SAMPLE,
+    interval: float = 0.0,
     cpu_cache: dict[int, Any] | None = None,
     layout: Layout | None = None,
     store: Store | None = None,
+    seen: tuple[str, Sequence[Pane]] | None = None,
 ) -> EnsembleView:
-    """Collect the ensemble's rows now (``interval``: seconds of CPU sampling; 0 with a
-    ``cpu_cache`` that persists between calls measures since the previous call;
-    ``layout``: the running layout, when the caller has it loaded).
+    """Collect the ensemble's rows now (``interval``: seconds of CPU sampling; 0 shows the
+    controller's last measure, or, with a ``cpu_cache`` that persists between calls,
+    measures since the previous call (see :func:`~miyabi.supervision.status.collect`);
+    ``layout``: the running layout, when the caller has it loaded; ``seen``: the
+    session's home tag and panes, when the caller read them (:func:`look`)).
 
     Raises:
         TmuxError: the session cannot be listed.
     """
     from miyabi.controller.process import status as controller_status
 
-    lay = layout if layout is not None else running_layout(target)
-    owner = session_option(runner, target.session, HOME_TAG)
+    owner = session_option(runner, target.session, HOME_TAG) if seen is None else seen[0]
     h = Home(Path(owner)) if owner else target.home
     ctl = controller_status(h)
+    recorded = None
+    if layout is None and ctl["running"]:
+        recorded = recorded_running(h, target.layout_path, ctl["pid"])
+    if recorded is not None:
+        lay, (agents, pools) = None, recorded
+    else:
+        lay = layout if layout is not None else running_layout(target)
+        agents, pools = layout_agents(h, lay, store), {p.name: p.max for p in lay.pools} if lay is not None else {}
     rows = collect(
         runner,
         target.session,
         h,
-        layout_agents(h, lay, store),
+        agents,
         recorded=bool(ctl["running"]),
         interval=interval,
         cpu_cache=cpu_cache,
+        panes=None if seen is None else seen[1],
     )
-    return EnsembleView(h, lay, ctl, rows)
+    return EnsembleView(h, lay, ctl, rows, pools)
 
 
 def waiting(home: Home, store: Store, tasks: Sequence[Task]) -> dict[int, str]:
     """Why each waiting task waits, by the layout this home runs ({} without one)."""
     from miyabi.config import load
-    from miyabi.supervision.supervisor import failed_agents
+    from miyabi.supervision.saved import failed_agents
     from miyabi.work.scheduler import waiting_reasons
 
     recorded = home.load_state().get("layout")
@@ -190,6 +303,7 @@ def shared_waiting(home: Home, lay: Layout, tasks: Sequence[Task]) -> dict[int, 
     and where shared ones are."""
     from miyabi.bus.state import read_state
     from miyabi.bus.tasks import route_shared
+    from miyabi.work.tasks import TaskState
 
     state = read_state(home.root) or {}
     up = state.get("state") == "up"
@@ -255,6 +369,8 @@ def cancel_task(home: Home, store: Store, ref: str | int, by: str) -> Task:
     Raises:
         TaskError: no such task, or it cannot be cancelled from its state.
     """
+    from miyabi.work.tasks import TaskState
+
     t = store.set_state(store.get(ref).id, TaskState.CANCELLED, f"cancelled by {by}")
     tell(home, t, f"Task {t.ref} ({t.title}) was cancelled; stop working on it.")
     return t
@@ -266,6 +382,8 @@ def retry_task(store: Store, ref: str | int, by: str) -> Task:
     Raises:
         TaskError: no such task, or it cannot be retried from its state.
     """
+    from miyabi.work.tasks import TaskState
+
     return store.set_state(store.get(ref).id, TaskState.QUEUED, f"retried by {by}")
 
 

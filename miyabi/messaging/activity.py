@@ -21,8 +21,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from miyabi.agents.hooks import Activity, interpret
 from miyabi.agents.usage import Usage, aider_line, claude_transcript, codex_rollout
 from miyabi.files import private_dir, write_atomic
@@ -44,6 +42,8 @@ def activity_file(home_root: Path, agent: str) -> Path:
 
 def process_started(pid: int) -> float:
     """The Unix time process ``pid`` started (0.0 when it is gone)."""
+    import psutil  # here: `miyabi status` reads states without ever starting a process clock
+
     try:
         return float(psutil.Process(pid).create_time())
     except (psutil.Error, ValueError):

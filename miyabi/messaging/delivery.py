@@ -55,7 +55,7 @@ from miyabi.files import private_dir, write_atomic
 from miyabi.messaging.activity import ActivityTracker, StateRecorder, UsageMeter, hook_log
 from miyabi.messaging.mailbox import CorruptMessage, Inbox, Message, MessageState, sanitize
 from miyabi.stopping import Stopped
-from miyabi.times import now_rfc3339
+from miyabi.times import how_often, now_rfc3339
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import Pane
 
@@ -263,7 +263,7 @@ class Deliverer:
         attempts = int(msg.extra.get("attempts", 0)) + 1
         if attempts > defaults.DELIVERY_ATTEMPTS:
             self.fail(
-                msg, f"typed {defaults.DELIVERY_ATTEMPTS} times, but the agent restarted before each was submitted"
+                msg, f"typed {how_often(defaults.DELIVERY_ATTEMPTS)}, but the agent restarted before each was submitted"
             )
             return True
         with self.lock:

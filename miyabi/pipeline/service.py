@@ -47,6 +47,7 @@ from miyabi.pipeline.followups import file_fix
 from miyabi.pipeline.git import GitError, Repository
 from miyabi.pipeline.records import Instance, InstanceState, Records, WorktreeState
 from miyabi.pipeline.verify import Run, StepResult, clean_env, end_orphans, run_steps
+from miyabi.times import how_often
 from miyabi.work.dispatch import Dispatcher
 from miyabi.work.github import GitHub
 from miyabi.work.tasks import OPEN, Source, Store, Task, TaskError, TaskState
@@ -333,12 +334,12 @@ class Pipeline:
         fails and needs a person (GitHub is told), with the reason."""
         try:
             if isinstance(arg, Instance):
-                self._fail_start(arg, self.store.get(arg.task), f"{why} (tried {tries} times)")
+                self._fail_start(arg, self.store.get(arg.task), f"{why} (tried {how_often(tries)})")
             elif isinstance(arg, int):
                 self.store.set_state(
                     arg,
                     TaskState.FAILED,
-                    f"verify could not finish: {why} (tried {tries} times); it needs a person",
+                    f"verify could not finish: {why} (tried {how_often(tries)}); it needs a person",
                     expect=(TaskState.VERIFYING,),
                     notice="needs-human",
                 )
@@ -574,7 +575,7 @@ class Pipeline:
                 self.again.pop(task_id, None)
                 t = self.store.get(task_id)
                 why = (
-                    f"you committed again while the checks ran, {again} times; "
+                    f"you committed again while the checks ran, {how_often(again)}; "
                     "stop changing the branch after `miyabi task done`"
                 )
                 run = Run(
@@ -599,7 +600,7 @@ class Pipeline:
         why = failed.describe() + note
         tail = "\n".join(failed.tail[-defaults.VERIFY_TAIL_LINES :])
         text = (
-            f"verify failed {round_} times (of {found.max_rounds}); it needs a person. {why}.\n\n"
+            f"verify failed {how_often(round_)} (of {found.max_rounds}); it needs a person. {why}.\n\n"
             f"```\n{tail}\n```\nLog: {logfile}"
         )
         after = self.store.round_failed(t.id, why, found.max_rounds, text=text)

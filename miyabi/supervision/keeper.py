@@ -9,14 +9,17 @@ that a controller restarted by a service manager does not undo a ``down``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
+from miyabi import defaults
 from miyabi.config.model import Layout
-from miyabi.errors import MiyabiError
+from miyabi.errors import HomeGone, MiyabiError
 from miyabi.events import append_event
-from miyabi.files import write_atomic
-from miyabi.home import Home
+from miyabi.files import hold_waiting, write_atomic
+from miyabi.home import BUILD_LOCK, Home
+from miyabi.tmux.builder import down as build_down
 from miyabi.tmux.builder import up as build_up
 from miyabi.tmux.panes import Pane, session_exists
 from miyabi.tmux.runner import Tmux
@@ -24,7 +27,28 @@ from miyabi.tmux.runner import Tmux
 STOPPED = "stopped"
 """File under ``run/`` that ``miyabi down`` leaves and ``miyabi up`` removes."""
 
+
 log = logging.getLogger("miyabi.keeper")
+
+
+@contextmanager
+def building(home: Home, wait: float | None = None) -> Iterator[bool]:
+    """Hold ``run/build.lock`` for the body, waiting up to ``wait`` seconds (default
+    ``defaults.BUILD_WAIT``) for a build under way; yields whether it holds it (False:
+    it waited in vain, or the home is gone).
+
+    Raises:
+        OSError: the lock file cannot be opened for another reason than a missing home.
+    """
+    try:
+        lock = hold_waiting(home.run / BUILD_LOCK, defaults.BUILD_WAIT if wait is None else wait)
+    except FileNotFoundError:
+        lock = None
+    try:
+        yield lock is not None
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def mark_stopped(home: Home) -> None:
@@ -48,44 +72,74 @@ class SessionKeeper:
         cwd: directory for agents whose layout entry sets none.
         home_intact: whether the home is still there to serve (asked right before a
             rebuild: a session rebuilt for a removed home would run forever, orphaned).
+        build_wait: seconds to wait for a build under way (``miyabi up``'s).
     """
 
     def __init__(
-        self, layout: Layout, tmux: Tmux, home: Home, cwd: Path, home_intact: Callable[[], bool] = lambda: True
+        self,
+        layout: Layout,
+        tmux: Tmux,
+        home: Home,
+        cwd: Path,
+        home_intact: Callable[[], bool] = lambda: True,
+        build_wait: float = defaults.BUILD_WAIT,
     ) -> None:
         self.layout = layout
         self.tmux = tmux
         self.home = home
         self.cwd = cwd
         self.home_intact = home_intact
+        self.build_wait = build_wait
 
     def rebuild_if_gone(self) -> bool:
         """Build the session again if it (or the whole tmux server) is gone, unless
-        ``miyabi down`` stopped it or the home was removed. Returns True when it
-        rebuilt it."""
+        ``miyabi down`` stopped it or the home was removed (before the build, or
+        during it: then the new session is ended again). A build under way (``miyabi
+        up``'s) is waited for. Returns True when it rebuilt the session."""
         if (self.home.run / STOPPED).exists() or not self.home_intact():
             return False
-        try:
-            if session_exists(self.tmux, self.layout.session):
+        with building(self.home, self.build_wait) as held:
+            if not held:
+                log.warning(
+                    "session %s is gone, and another build held %s; trying again", self.layout.session, BUILD_LOCK
+                )
                 return False
-            report = build_up(self.layout, self.tmux, self.home, self.cwd)
-        except MiyabiError as e:
-            log.warning("could not rebuild session %s: %s", self.layout.session, e)
+            try:
+                if session_exists(self.tmux, self.layout.session):
+                    return False  # `miyabi up` built it meanwhile
+                report = build_up(self.layout, self.tmux, self.home, self.cwd, make_home=False)
+            except MiyabiError as e:
+                log.warning("could not rebuild session %s: %s", self.layout.session, e)
+                return False
+        if not self.home_intact():  # removed while the session was being built: it serves no one
+            log.warning(
+                "home %s was removed while session %s was rebuilt; ending it", self.home.root, self.layout.session
+            )
+            try:
+                build_down(self.tmux, self.layout.session, self.home)
+            except MiyabiError as e:
+                log.warning("could not end session %s: %s", self.layout.session, e)
             return False
         append_event(self.home.root, "session-rebuilt", session=self.layout.session, agents=report.created)
         log.info("session %s was gone; rebuilt it with %s", self.layout.session, ", ".join(report.created))
         return True
 
     def recreate_missing(self, panes: Mapping[str, Pane]) -> list[str]:
-        """Give a new pane to each agent that has none (dead panes are the watchdog's).
-        Returns the agents that got one.
+        """Give a new pane to each agent that has none (dead panes are the watchdog's),
+        unless the home was removed. Returns the agents that got one.
 
         Raises:
             TmuxError: tmux refused.
         """
-        if all(a.name in panes for a in self.layout.agents):
+        if all(a.name in panes for a in self.layout.agents) or not self.home_intact():
             return []
-        report = build_up(self.layout, self.tmux, self.home, self.cwd, respawn_dead=False)
+        with building(self.home, self.build_wait) as held:
+            if not held:
+                return []  # a build is under way: the next refresh looks again
+            try:
+                report = build_up(self.layout, self.tmux, self.home, self.cwd, respawn_dead=False, make_home=False)
+            except HomeGone:
+                return []
         if report.created:
             append_event(self.home.root, "pane-recreated", agents=report.created)
             log.info("recreated panes for %s", ", ".join(report.created))

@@ -2,7 +2,10 @@
 watchdog's state.
 
 CPU and memory figures cover each pane's whole process tree (the agent and every
-descendant), read with psutil; "last output" is the age of the agent's pane log,
+descendant), read from ``/proc`` in one pass. CPU % is the controller's last measure
+(it records one every ``defaults.CPU_RECORD`` seconds), so ``status`` waits for no
+sample of its own; without a controller it is the tree's use over the process's life,
+as ps(1) shows it. "Last output" is the age of the agent's pane log,
 which tmux's ``pipe-pane`` appends to as the pane prints. The command shown is the
 one the layout gives the agent (what the pane runs, ``python`` or ``env`` included,
 says little).
@@ -10,22 +13,22 @@ says little).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-import psutil
-
 from miyabi import defaults
 from miyabi.agents.screen import approval_question, is_busy, looks_ready
 from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
+from miyabi.files import write_atomic
 from miyabi.home import Home
 from miyabi.messaging.activity import Seen, read_seen
-from miyabi.supervision.supervisor import load_records
-from miyabi.tmux.driver import PaneDriver
+from miyabi.supervision.processes import CLOCK_TICKS, PAGE_SIZE, ProcStat, process_table, started_at
+from miyabi.supervision.saved import load_records
 from miyabi.tmux.panes import Pane, Runner, list_panes
 
 
@@ -54,80 +57,129 @@ class TreeStats:
     """Resource use of one process and its descendants.
 
     Attributes:
-        cpu_percent: CPU use over the sample, in percent of one core (can exceed 100).
+        cpu_percent: CPU use, in percent of one core (can exceed 100): over the window
+            :func:`tree_stats` was asked for, else over the root process's life.
         rss: resident memory, in bytes, summed over the tree.
         processes: how many processes the tree has.
         started: the root process's start time (Unix seconds).
+        cpu_seconds: CPU time the tree's live processes used so far, in seconds.
     """
 
     cpu_percent: float
     rss: int
     processes: int
     started: float
+    cpu_seconds: float = 0.0
 
 
-def tree_stats(
-    pids: Sequence[int], interval: float = defaults.STATUS_CPU_SAMPLE, cache: dict[int, psutil.Process] | None = None
-) -> dict[int, TreeStats]:
-    """Sample each root pid's process tree once over ``interval`` seconds (one sleep for
-    all trees). Pids that do not exist are left out of the result.
+def tree_stats(pids: Sequence[int], interval: float = 0.0, cache: dict[int, Any] | None = None) -> dict[int, TreeStats]:
+    """Each root pid's process tree, read from ``/proc`` in one pass over the process
+    table (twice, ``interval`` seconds apart, with ``interval``). Pids that do not exist
+    (or are zombies) are left out.
 
-    With ``cache`` (pid → process, kept by the caller between calls), a process seen
-    before reports its CPU use since the previous call, so ``interval`` may be 0 (a
-    process seen for the first time then reports 0.0); the cache is pruned to the
-    processes of this call."""
-    trees: dict[int, list[psutil.Process]] = {}
-    seen: dict[int, psutil.Process] = {}
-    kids = _children_map() if pids else {}
+    CPU % is measured over ``interval`` when one is given; else, with ``cache`` (kept
+    by the caller between calls: root pid → its last figures), since the previous call
+    that saw the same process; else (and for a process seen for the first time) over
+    the process's life, as ps(1) shows it. The cache is pruned to this call's pids.
+    """
+    table = process_table()
+    now = time.monotonic()
+    before: dict[int, tuple[ProcStat, list[ProcStat]] | None] = {}
+    if interval > 0 and pids:
+        kids = _children(table)
+        before = {pid: _tree(pid, table, kids) for pid in pids}
+        time.sleep(interval)
+        table = process_table()
+        now = time.monotonic()
+    kids = _children(table)
+    out: dict[int, TreeStats] = {}
+    seen: dict[int, Any] = {}
     for pid in pids:
-        if pid <= 0:
+        tree = _tree(pid, table, kids)
+        if tree is None:
             continue
-        try:
-            root = _process(pid, cache)
-            procs = [root]
-            todo = list(kids.get(pid, ()))
-            while todo:
-                child = todo.pop()
-                try:
-                    procs.append(_process(child, cache))
-                except psutil.Error:
-                    continue
-                todo += kids.get(child, ())
-        except psutil.Error:
-            continue
-        for p in procs:
-            seen[p.pid] = p
-            if cache is not None and p.pid in cache:
-                continue
-            try:
-                p.cpu_percent(None)
-            except psutil.Error:
-                pass
-        trees[pid] = procs
+        root, members = tree
+        ticks = sum(m.cpu_ticks for m in members)
+        started = started_at(root)
+        previous = cache.get(pid) if cache is not None else None
+        if interval > 0 and (was := before.get(pid)) is not None and was[0].start_ticks == root.start_ticks:
+            cpu = (ticks - sum(m.cpu_ticks for m in was[1])) / CLOCK_TICKS / interval
+        elif previous is not None and previous[0] == root.start_ticks and now > previous[2]:
+            cpu = (ticks - previous[1]) / CLOCK_TICKS / (now - previous[2])
+        else:
+            cpu = ticks / CLOCK_TICKS / max(time.time() - started, 1e-3)
+        seen[pid] = (root.start_ticks, ticks, now)
+        out[pid] = TreeStats(
+            cpu_percent=round(max(0.0, cpu) * 100, 1),
+            rss=sum(m.rss_pages for m in members) * PAGE_SIZE,
+            processes=len(members),
+            started=started,
+            cpu_seconds=ticks / CLOCK_TICKS,
+        )
     if cache is not None:
         cache.clear()
         cache.update(seen)
-    if trees and interval > 0:
-        time.sleep(interval)
-    out: dict[int, TreeStats] = {}
-    for pid, procs in trees.items():
-        cpu = 0.0
-        rss = 0
-        alive = 0
-        for p in procs:
-            try:
-                with p.oneshot():
-                    cpu += p.cpu_percent(None)
-                    rss += p.memory_info().rss
-                alive += 1
-            except psutil.Error:
-                continue
-        try:
-            started = procs[0].create_time()
-        except psutil.Error:
-            continue
-        out[pid] = TreeStats(cpu_percent=round(cpu, 1), rss=rss, processes=alive, started=started)
     return out
+
+
+def _children(table: Mapping[int, ProcStat]) -> dict[int, list[int]]:
+    """Parent pid → its children's pids."""
+    kids: dict[int, list[int]] = {}
+    for pid, st in table.items():
+        kids.setdefault(st.ppid, []).append(pid)
+    return kids
+
+
+def _tree(
+    pid: int, table: Mapping[int, ProcStat], kids: Mapping[int, list[int]]
+) -> tuple[ProcStat, list[ProcStat]] | None:
+    """(the root, every live process of its tree) of ``pid`` in ``table``; None when it
+    is not there or is a zombie."""
+    root = table.get(pid) if pid > 0 else None
+    if root is None or root.state in ("Z", "X"):
+        return None
+    members = [root]
+    todo = list(kids.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        member = table.get(child)
+        if member is not None and member.state not in ("Z", "X"):
+            members.append(member)
+            todo += kids.get(child, ())
+    return root, members
+
+
+CPU_FILE = "cpu.json"
+"""Under ``run/``: each agent's CPU use as the controller last measured it (see :func:`record_cpu`)."""
+
+
+def record_cpu(
+    home: Home, pids: Mapping[str, int], cache: dict[int, Any], clock: Callable[[], float] = time.time
+) -> None:
+    """Measure each agent's process tree (agent → its pane's pid) since the previous
+    call with the same ``cache``, and record it in ``run/cpu.json`` (``time``, and per
+    agent its ``pid`` and ``cpu_percent``), where ``miyabi status`` reads it instead of
+    sampling for a while itself. The controller calls this every
+    ``defaults.CPU_RECORD`` seconds.
+
+    Raises:
+        OSError: the file cannot be written (the home was removed).
+    """
+    stats = tree_stats(list(pids.values()), cache=cache)
+    agents = {n: {"pid": pid, "cpu_percent": stats[pid].cpu_percent} for n, pid in pids.items() if pid in stats}
+    write_atomic(home.run / CPU_FILE, json.dumps({"time": clock(), "agents": agents}))
+
+
+def recorded_cpu(home: Home, now: float) -> dict[str, tuple[int, float]]:
+    """Agent → (pid, CPU %) as :func:`record_cpu` last recorded them, when that was at
+    most ``defaults.CPU_RECORD_STALE`` seconds before ``now``; else {}."""
+    try:
+        data = json.loads((home.run / CPU_FILE).read_text(encoding="utf-8"))
+        if not 0 <= now - float(data["time"]) <= defaults.CPU_RECORD_STALE:
+            return {}
+        return {str(n): (int(v["pid"]), float(v["cpu_percent"])) for n, v in data["agents"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 @dataclass(frozen=True)
@@ -189,57 +241,44 @@ class AgentStatus:
         return asdict(self)
 
 
-def _children_map() -> dict[int, list[int]]:
-    """Parent pid → its children's pids, from one pass over the process table (psutil's
-    ``children()`` makes a pass per call: 64 agents made 64 passes)."""
-    out: dict[int, list[int]] = {}
-    for p in psutil.process_iter(["ppid"]):
-        ppid = p.info.get("ppid")
-        if isinstance(ppid, int):
-            out.setdefault(ppid, []).append(p.pid)
-    return out
-
-
-def _process(pid: int, cache: dict[int, psutil.Process] | None) -> psutil.Process:
-    """The cached process of ``pid`` while it is the same process (``is_running``
-    compares start times), else a new one."""
-    known = cache.get(pid) if cache is not None else None
-    if known is not None and known.is_running():
-        return known
-    return psutil.Process(pid)
-
-
 def collect(
     tmux: Runner,
     session: str,
     home: Home,
     agents: Sequence[Agent] = (),
     clock: Callable[[], float] = time.time,
-    interval: float = defaults.STATUS_CPU_SAMPLE,
+    interval: float = 0.0,
     recorded: bool = True,
-    cpu_cache: dict[int, psutil.Process] | None = None,
+    cpu_cache: dict[int, Any] | None = None,
+    panes: Sequence[Pane] | None = None,
 ) -> list[AgentStatus]:
     """Status of every agent pane in ``session``, plus a ``missing`` row for each of
     ``agents`` (the layout's) that has no pane. Rows come in layout order, then the
     rest. With ``recorded`` (the controller runs), an agent's state is the one the
-    controller recorded for its process; else it is read off the screen now.
+    controller recorded for its process, and its CPU % the controller's last
+    measure (``run/cpu.json``) unless ``interval`` or ``cpu_cache`` ask for another
+    (see :func:`tree_stats`); else its state is read off the screen now. ``panes``:
+    the session's panes, when the caller listed them already.
 
     Raises:
         TmuxError: the session cannot be listed.
     """
     by_name: Mapping[str, Agent] = {a.name: a for a in agents}
     expected = [a.name for a in agents]
-    panes = [p for p in list_panes(tmux, session) if p.agent]
+    panes = [p for p in (list_panes(tmux, session) if panes is None else panes) if p.agent]
     stats = tree_stats([p.pid for p in panes if not p.dead], interval, cpu_cache)
     now = clock()
+    measured = recorded_cpu(home, now) if recorded and cpu_cache is None and interval <= 0 else {}
     rows: dict[str, AgentStatus] = {}
     for p in panes:
         if p.agent in rows:
             continue
-        rows[p.agent] = _row(p, stats.get(p.pid), home, now, by_name.get(p.agent))
+        row = _row(p, stats.get(p.pid), home, now, by_name.get(p.agent))
+        if row.alive and row.cpu_percent is not None and measured.get(p.agent, (0, 0.0))[0] == p.pid:
+            row = replace(row, cpu_percent=measured[p.agent][1])
+        rows[p.agent] = row
     order = [n for n in expected if n in rows] + [n for n in rows if n not in expected]
     watch = load_records(home)
-    driver = PaneDriver(tmux)
     out = []
     for n in order:
         row = rows[n]
@@ -247,7 +286,7 @@ def collect(
         hist = rec.get("history", {})
         seen = read_seen(home.root, n) if recorded and by_name.get(n) is not None else None
         seen = seen if seen is not None and seen.pid == row.pid and row.alive else None
-        state, via, question = _state(row, rec, now, by_name.get(n), driver, seen)
+        state, via, question = _state(row, rec, now, by_name.get(n), tmux, seen)
         out.append(
             replace(
                 row,
@@ -297,7 +336,7 @@ def _task(agent: Agent | None) -> int | None:
 
 
 def _state(
-    row: AgentStatus, rec: dict[str, Any], now: float, agent: Agent | None, driver: PaneDriver, seen: Seen | None
+    row: AgentStatus, rec: dict[str, Any], now: float, agent: Agent | None, tmux: Runner, seen: Seen | None
 ) -> tuple[AgentState, str | None, str | None]:
     """(state, who told, permission question) of one row."""
     if rec.get("history", {}).get("failed"):
@@ -314,8 +353,10 @@ def _state(
         return AgentState.STARTING, None, None
     if agent is None:
         return AgentState.ALIVE, None, None
+    from miyabi.tmux.driver import PaneDriver  # only without the controller's record: its import is not free
+
     try:
-        screen = driver.screen(row.pane_id)
+        screen = PaneDriver(tmux).screen(row.pane_id)
     except TmuxError:  # a pane gone between the listing and now
         return AgentState.ALIVE, None, None
     question = approval_question(agent.profile, screen)

@@ -32,8 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
-
 from miyabi import defaults
 from miyabi.agents.hooks import Activity
 from miyabi.agents.screen import Screen, looks_ready
@@ -54,13 +52,11 @@ from miyabi.supervision.policy import (
     on_silence,
     record_restart,
 )
-from miyabi.supervision.processes import alive, end_agent, proc_stat, zombie_exit
+from miyabi.supervision.processes import alive, end_agent, proc_stat, started_at, zombie_exit
+from miyabi.supervision.saved import STATE_FILE, load_records
 from miyabi.times import file_tag, now_rfc3339
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import FAILED_TAG, Pane, PaneMap
-
-STATE_FILE = "watchdog.json"
-"""The supervisor's state under ``run/``: per agent, its history and pending restart."""
 
 log = logging.getLogger("miyabi.watchdog")
 
@@ -95,28 +91,6 @@ class Watch:
     nudge_id: str | None = None
     hung: bool = False
     working_logged: bool = False
-
-
-def load_records(home: Home) -> dict[str, dict[str, Any]]:
-    """The supervisor's saved state per agent (``run/watchdog.json``): ``history``
-    (``restarts``, ``backoff``, ``failed``, ``last_reason``), ``restart_at``, ``hung``,
-    ``pid``. Empty when there is none."""
-    try:
-        data = json.loads((home.run / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    agents = data.get("agents", {}) if isinstance(data, dict) else {}
-    return {str(k): v for k, v in agents.items() if isinstance(v, dict)} if isinstance(agents, dict) else {}
-
-
-def failed_agents(home: Home) -> dict[str, str]:
-    """Agents the watchdog gave up on, with why (from the saved state)."""
-    out: dict[str, str] = {}
-    for name, rec in load_records(home).items():
-        hist = rec.get("history")
-        if isinstance(hist, dict) and hist.get("failed"):
-            out[name] = str(hist["failed"])
-    return out
 
 
 class Supervisor:
@@ -339,10 +313,7 @@ class Supervisor:
         w.pid = pid
         st = proc_stat(pid)
         w.start_ticks = st.start_ticks if st else None
-        try:
-            w.started = psutil.Process(pid).create_time()
-        except psutil.Error:
-            w.started = self.clock()
+        w.started = started_at(st) if st is not None else self.clock()
         try:
             w.fd = os.pidfd_open(pid)
         except OSError:  # already gone, or no pidfd on this kernel: the backstop sees it
@@ -406,6 +377,8 @@ class Supervisor:
             ready = looks_ready(agent.profile, self.driver.screen(pane.pane_id))
         cpu_busy = False
         if not ready:
+            import psutil  # here: `miyabi status` reads the watchdog's records without it
+
             try:
                 proc = psutil.Process(w.pid)
                 cpu = sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])

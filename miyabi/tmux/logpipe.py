@@ -1,7 +1,7 @@
 """What tmux's ``pipe-pane`` runs for each agent's pane: append the pane's output to the
 agent's pane log and rotate the log at a size limit.
 
-    python -I -S logpipe.py --max-bytes N --keep K LOG
+    python -I -S logpipe.py [--max-bytes N] [--keep K] LOG
 
 It reads its standard input (the pane's output, which tmux writes into a pipe) and
 appends each read at once with one ``write(2)`` per piece, unbuffered, so that the log's
@@ -35,9 +35,13 @@ from __future__ import annotations
 import fcntl
 import os
 import select
-import signal
 import stat
 import sys
+
+try:  # the C module the signal module wraps: importing that wrapper (its enums) doubled this start-up's cost
+    import _signal as signal  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - an interpreter without it
+    import signal
 
 START = b"\x1b^miyabi: a new process\x1b\\"
 """Written right before the first bytes each run of this program appends: ``pipe-pane``
@@ -56,7 +60,13 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 """Mode of LOG's directory when this program has to create it (``miyabi.defaults.DIR_MODE``)."""
 
-USAGE = "usage: logpipe.py --max-bytes N --keep K LOG"
+MAX_BYTES = 10 * 1024 * 1024
+"""``N`` when ``--max-bytes`` is not given: the layout's default (``miyabi.defaults.LOG_MAX_BYTES``)."""
+
+KEEP = 5
+"""``K`` when ``--keep`` is not given: the layout's default (``miyabi.defaults.LOG_KEEP``)."""
+
+USAGE = "usage: logpipe.py [--max-bytes N] [--keep K] LOG"
 
 
 class RotatingLog:
@@ -202,9 +212,9 @@ def parse(argv: list[str]) -> tuple[int, int, str]:
     """``(max_bytes, keep, path)`` from the command line.
 
     Raises:
-        ValueError: the arguments are not ``--max-bytes N --keep K LOG``.
+        ValueError: the arguments are not ``[--max-bytes N] [--keep K] LOG``.
     """
-    max_bytes, keep, path = 0, 0, None
+    max_bytes, keep, path = MAX_BYTES, KEEP, None
     args = list(argv)
     while args:
         word = args.pop(0)
@@ -250,5 +260,5 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ in ("__main__", "logpipe"):  # a script, or imported as tmux starts it (miyabi.tmux.builder.LOGPIPE_START)
     sys.exit(main(sys.argv[1:]))

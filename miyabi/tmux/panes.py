@@ -211,6 +211,25 @@ def list_panes(tmux: Runner, session: str) -> list[Pane]:
     return [Pane.parse(line) for line in lines if line]
 
 
+def read_session(tmux: Tmux, session: str) -> tuple[tuple[int, int], str, list[Pane]]:
+    """tmux's version, the session's home tag (``@miyabi_home``, "" when unset) and
+    every pane of the session, from one tmux process (``miyabi status`` asks once).
+
+    Raises:
+        TmuxError: no such session, no server, or tmux failed.
+    """
+    from miyabi.tmux.runner import parse_version
+
+    lines = tmux.run_chain(
+        [
+            ["display-message", "-p", "-t", exact(session), "#{version}" + _SEP + "#{" + HOME_TAG + "}"],
+            ["list-panes", "-s", "-t", exact(session), "-F", FORMAT],
+        ]
+    )
+    version, _, home = (lines[0] if lines else "").partition(_SEP)
+    return parse_version(version), home, [Pane.parse(line) for line in lines[1:] if line]
+
+
 def session_option(tmux: Runner, session: str, name: str) -> str:
     """The value of a session user option (``@name``), or "" if unset."""
     out = tmux.run("show-options", "-qv", "-t", exact(session), name, check=False)

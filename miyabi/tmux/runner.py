@@ -189,13 +189,16 @@ class Tmux:
         proc = subprocess.run([self.executable, "-V"], capture_output=True, text=True, check=False)
         return parse_version(proc.stdout.strip())
 
-    def require_version(self, minimum: tuple[int, int] = defaults.TMUX_MIN_VERSION) -> tuple[int, int]:
-        """Return the version, or raise if it is older than ``minimum``.
+    def require_version(
+        self, minimum: tuple[int, int] = defaults.TMUX_MIN_VERSION, known: tuple[int, int] | None = None
+    ) -> tuple[int, int]:
+        """Return the version (``known``, when the caller read it already), or raise if
+        it is older than ``minimum``.
 
         Raises:
             TmuxUnavailable: tmux is older than ``minimum`` (exit code 4).
         """
-        v = self.version()
+        v = self.version() if known is None else known
         if v < minimum:
             need = ".".join(map(str, minimum))
             raise TmuxUnavailable(

@@ -306,3 +306,23 @@ def test_a_session_made_right_after_the_server_was_killed_is_made(tmux: Tmux) ->
         subprocess.run(tmux.argv(["kill-server"]), capture_output=True, check=False)
         tmux.run("new-session", "-d", "-s", f"t{i}", "sleep 100")
         subprocess.run(tmux.argv(["kill-server"]), capture_output=True, check=False)
+
+
+def test_up_refuses_while_another_build_of_the_home_is_under_way(
+    cli: Cli, tmux: Tmux, home: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from miyabi import defaults
+    from miyabi.controller import running_pid
+    from miyabi.files import hold
+    from miyabi.home import BUILD_LOCK
+
+    monkeypatch.setattr(defaults, "BUILD_WAIT", 0.3)
+    Home(home).ensure()
+    build = hold(home / "run" / BUILD_LOCK)  # another `miyabi up` (or the controller) building
+    assert build is not None
+    try:
+        r = cli("up", str(write_layout(tmp_path / "l.yaml", "busy", [("a", "shell", "cat")])), "-d")
+    finally:
+        build.release()
+    assert r.exit_code == 1 and "is building the session" in r.output, r.output
+    assert not tmux.has_server() and running_pid(Home(home)) is None  # nothing built, no controller started

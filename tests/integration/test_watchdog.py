@@ -307,3 +307,163 @@ def test_a_controller_whose_home_was_removed_stops_instead_of_rebuilding(
     wait_for(lambda: not alive(pid), timeout=10, what="the controller to stop")
     assert "orphan" not in tmux.sessions()
     assert not home.exists()  # no late write brought the removed home back
+
+
+def ensemble_pids(home: Path) -> tuple[int, int]:
+    """The home's controller and keep-alive pids (both running)."""
+    from miyabi.controller import keepalive, running_pid
+    from miyabi.home import Home
+
+    ctl, keeper = running_pid(Home(home)), keepalive.running_pid(Home(home).run)
+    assert ctl and keeper
+    return ctl, keeper
+
+
+def remove(path: Path) -> None:
+    """``rm -rf``, run again while a last write of a stopping process races it."""
+    import shutil
+
+    wait_for(lambda: not shutil.rmtree(path, ignore_errors=True) and not path.exists(), what=f"{path} removed")
+
+
+def test_a_removed_home_stops_its_controller_and_its_keep_alive_and_leaves_its_session(
+    cli: Cli, home: Path, tmp_path: Path, panes
+) -> None:
+    from miyabi.supervision.processes import alive  # a zombie (our own unreaped child) counts as gone
+
+    lay = layout(tmp_path, "homeless", "  - {name: a, profile: shell, command: cat}\n")
+    assert cli("up", str(lay), "-d").exit_code == 0
+    wait_for(lambda: events(home, "controller-ready"), what="the controller up")
+    ctl, keeper = ensemble_pids(home)
+    pane = panes("homeless")["a"].pane_id
+    remove(home)
+    wait_for(lambda: not alive(ctl) and not alive(keeper), what="the controller and its keep-alive to stop")
+    assert panes("homeless")["a"].pane_id == pane  # its session left as it was, not rebuilt
+    assert not home.exists()  # no late write brought the removed home back
+
+
+def test_a_home_removed_while_its_session_is_rebuilt_gets_no_session_and_stops_its_controller(
+    cli: Cli, home: Path, tmp_path: Path, tmux
+) -> None:
+    """The tmux server is killed, and the home removed while the controller rebuilds
+    the session (16 agents: the build takes a while): the build must not make the home
+    again, the session built for it is ended, and controller and keep-alive stop."""
+    from miyabi.supervision.processes import alive
+
+    agents = "".join(f"  - {{name: a{i:02d}, profile: shell, command: cat}}\n" for i in range(16))
+    assert cli("up", str(layout(tmp_path, "serverless", agents)), "-d").exit_code == 0
+    wait_for(lambda: events(home, "controller-ready"), what="the controller up")
+    ctl, keeper = ensemble_pids(home)
+    tmux.run("kill-server")
+    remove(home)
+    wait_for(lambda: not alive(ctl) and not alive(keeper), what="the controller and its keep-alive to stop")
+    assert "serverless" not in tmux.sessions()  # nothing runs for the removed home
+    assert not home.exists()
+
+
+def test_a_home_made_anew_is_left_to_its_new_controller(cli: Cli, home: Path, tmp_path: Path, socket: str) -> None:
+    """A home removed and made again by a new `miyabi up` while the old controller and
+    keep-alive were not looking (stopped): they stop when they run again, and only the
+    new ones serve it (two controllers would deliver every message twice)."""
+    from miyabi.supervision.processes import alive
+
+    lay = layout(tmp_path, "anew", "  - {name: a, profile: shell, command: cat}\n")
+    assert cli("up", str(lay), "-d").exit_code == 0
+    wait_for(lambda: events(home, "controller-ready"), what="the controller up")
+    old = ensemble_pids(home)
+    for pid in old:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        remove(home)
+        home.mkdir()
+        assert cli("up", str(lay), "-d").exit_code == 0
+        new = ensemble_pids(home)
+        assert not set(new) & set(old)
+    finally:
+        for pid in old:
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: not any(alive(p) for p in old), what="the old controller and keep-alive to stop")
+    assert ensemble_pids(home) == new and all(alive(p) for p in new)
+
+
+def test_a_controller_is_never_started_for_a_home_that_does_not_exist(tmp_path: Path, socket: str) -> None:
+    lay = layout(tmp_path, "nowhere", "  - {name: a, profile: shell, command: cat}\n")
+    gone = tmp_path / "removed-home"
+    argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(gone), "--socket", socket, "--layout", str(lay)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    finally:
+        from miyabi.controller import stop_background
+        from miyabi.home import Home
+
+        if gone.exists():  # without the fix: a controller runs for the made-up home
+            stop_background(Home(gone))
+    assert done.returncode == 1, done.stderr
+    assert f"the miyabi home {gone} is gone" in done.stderr
+    assert not gone.exists()
+
+
+def test_a_home_removed_right_after_the_keepers_look_is_not_made_again_nor_given_a_session(
+    home: Path, tmp_path: Path, tmux
+) -> None:
+    import shutil
+
+    from miyabi.config import load
+    from miyabi.home import Home
+    from miyabi.supervision.keeper import SessionKeeper
+
+    lay = load(layout(tmp_path, "late", "  - {name: a, profile: shell, command: cat}\n"))
+    Home(home).ensure()
+
+    def intact_then_removed() -> bool:  # the home is there when asked, and removed a moment after
+        shutil.rmtree(home, ignore_errors=True)
+        return True
+
+    keeper = SessionKeeper(lay, tmux, Home(home), tmp_path, home_intact=intact_then_removed)
+    assert keeper.rebuild_if_gone() is False
+    assert not home.exists()
+    assert "late" not in tmux.sessions()
+
+
+def test_a_session_rebuilt_while_its_home_was_removed_is_ended_again(home: Path, tmp_path: Path, tmux) -> None:
+    import shutil
+
+    from miyabi.config import load
+    from miyabi.home import Home
+    from miyabi.supervision.keeper import SessionKeeper
+
+    lay = load(layout(tmp_path, "during", "  - {name: a, profile: shell, command: cat}\n"))
+    Home(home).ensure()
+    looks: list[bool] = []
+
+    def removed_during_the_build() -> bool:  # there before the build, gone after it
+        if looks:
+            shutil.rmtree(home, ignore_errors=True)
+        looks.append(True)
+        return home.exists()
+
+    keeper = SessionKeeper(lay, tmux, Home(home), tmp_path, home_intact=removed_during_the_build)
+    assert keeper.rebuild_if_gone() is False
+    assert len(looks) == 2  # asked again after the build
+    assert "during" not in tmux.sessions()
+
+
+def test_the_keeper_waits_for_a_build_under_way_and_builds_nothing_beside_it(home: Path, tmp_path: Path, tmux) -> None:
+    """`miyabi up` starts the controller while it builds the session: the controller's
+    keeper, finding no session, waits for that build (run/build.lock) instead of
+    building a second session beside it."""
+    from miyabi.config import load
+    from miyabi.files import hold
+    from miyabi.home import BUILD_LOCK, Home
+    from miyabi.supervision.keeper import SessionKeeper
+
+    lay = load(layout(tmp_path, "queued", "  - {name: a, profile: shell, command: cat}\n"))
+    Home(home).ensure()
+    keeper = SessionKeeper(lay, tmux, Home(home), tmp_path, build_wait=0.3)
+    build = hold(home / "run" / BUILD_LOCK)  # a build under way
+    assert build is not None
+    assert keeper.rebuild_if_gone() is False
+    assert "queued" not in tmux.sessions()
+    build.release()
+    assert keeper.rebuild_if_gone() is True
+    assert "queued" in tmux.sessions()

@@ -27,7 +27,7 @@ from miyabi.errors import UsageError
 from miyabi.home import Home
 from miyabi.supervision.logs import LineCleaner, LogLine, clean, compile_grep, follow, log_files, parse_since, search
 from miyabi.tmux import logpipe
-from miyabi.tmux.builder import LOGPIPE_SCRIPT, log_command, pane_setup
+from miyabi.tmux.builder import LOGPIPE_SCRIPT, LOGPIPE_START, log_command, pane_setup
 from miyabi.tmux.runner import escape_format
 
 # ---------------------------------------------------------------- the rotator
@@ -180,8 +180,17 @@ def test_the_rotator_refuses_bad_arguments(tmp_path: Path) -> None:
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--max-bytes needs a whole number" in r.stderr
 
 
-def test_the_rotator_uses_the_homes_modes() -> None:
+def test_the_rotator_uses_the_homes_modes_and_the_layouts_default_limits() -> None:
     assert (logpipe.FILE_MODE, logpipe.DIR_MODE) == (defaults.FILE_MODE, defaults.DIR_MODE)
+    assert (logpipe.MAX_BYTES, logpipe.KEEP) == (defaults.LOG_MAX_BYTES, defaults.LOG_KEEP)
+    assert logpipe.parse(["x.log"]) == (defaults.LOG_MAX_BYTES, defaults.LOG_KEEP, "x.log")
+
+
+def test_the_pipe_command_leaves_out_the_default_limits(tmp_path: Path) -> None:
+    f = tmp_path / "l.yaml"
+    f.write_text("agents:\n  - {name: a, profile: shell, command: cat}\n")
+    line = log_command(load(f).agents[0], Home(tmp_path))
+    assert "--max-bytes" not in line and "--keep" not in line and line.endswith("a.log")
 
 
 def test_the_pipe_command_quotes_every_word(tmp_path: Path) -> None:
@@ -198,7 +207,8 @@ def test_the_pipe_command_quotes_every_word(tmp_path: Path) -> None:
         sys.executable,
         "-I",
         "-S",
-        str(LOGPIPE_SCRIPT),
+        "-c",
+        LOGPIPE_START,
         "--max-bytes",
         str(2 << 20),
         "--keep",
