@@ -298,3 +298,50 @@ def test_every_relative_link_resolves(page: Path) -> None:
         elif anchor and dest.suffix == ".md" and anchor not in anchors(text(dest)):
             broken.append(f"[{label}]({target}): no heading #{anchor} in {dest.name}")
     assert broken == []
+
+
+# -- the dashboard's API and metrics on its page ---------------------------------------
+
+
+def test_every_api_path_is_on_the_dashboard_page() -> None:
+    from miyabi.web import api, kpis, logs
+
+    page = " ".join(text(DOCS / "dashboard.md").split())
+    missing = []
+    for route in [*api.router.routes, *kpis.router.routes, *logs.router.routes]:
+        path = getattr(route, "path", "").removeprefix("/api/v1/")
+        parts = [
+            r"(?:/[A-Z]+|\[/[A-Z]+\])" if re.fullmatch(r"/\{\w+\}", p) else re.escape(p)
+            for p in re.split(r"(/\{\w+\})", path)
+            if p
+        ]
+        if not re.search(r"(?<![\w/])" + "".join(parts) + r"(?![\w/])", page):
+            missing.append(path)
+    assert missing == []
+
+
+def test_every_metric_is_on_the_dashboard_page() -> None:
+    import ast
+
+    from miyabi.web import metrics
+
+    tree = ast.parse(Path(metrics.__file__).read_text(encoding="utf-8"))
+    names = {
+        node.args[0].value + ("_total" if node.func.id == "CounterMetricFamily" else "")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id.endswith("MetricFamily")
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    }
+    assert len(names) >= 10
+    page = text(DOCS / "dashboard.md")
+    assert sorted(n for n in names if f"`{n}" not in page) == []
+
+
+def test_every_benchmark_is_on_the_development_page() -> None:
+    scripts = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+    page = text(DOCS / "development.md")
+    assert scripts and [s for s in scripts if f"benchmarks/{s}" not in page] == []
