@@ -1,6 +1,6 @@
 """Defaults for every tunable constant, each with its unit and where its value comes from.
 
-Layout keys override the ones that a layout can set (see README, "Layout reference");
+Layout keys override the ones that a layout can set (see docs/layout.md);
 the rest are fixed here, in one place, so that a maintainer finds every timing and
 size of miyabi without reading the modules that use them.
 """

@@ -1,7 +1,7 @@
 """Exceptions raised by miyabi's core.
 
 Every error miyabi raises derives from :class:`MiyabiError` and carries the exit
-code the command line maps it to (the table is in README.md, "Commands"). ``str(err)`` is
+code the command line maps it to (the table is in docs/commands.md, "Exit codes"). ``str(err)`` is
 the one line a user reads: it names the file, key, agent or tmux command involved
 and says what to do. The pattern (one base class, subclasses that carry their
 context and say it in ``__str__``) follows libtmux's ``exc`` module.

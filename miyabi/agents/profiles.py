@@ -12,7 +12,7 @@ of the pane's visible screen around the cursor (``*_rows``: how many rows above 
 below), never in the history above it (see :mod:`miyabi.agents.screen`). Where the
 agent CLI has hooks, ``hooks`` names the adapter in :mod:`miyabi.agents.hooks` that
 installs them, and the agent's own reports outrank the screen. The values and where
-they come from are listed in README.md ("Profiles").
+they come from are listed in docs/profiles.md.
 """
 
 from __future__ import annotations

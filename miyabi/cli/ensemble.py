@@ -35,7 +35,10 @@ def up(
         str | None,
         typer.Argument(
             show_default=False,
-            help="Layout file or shipped layout name (default: ./miyabi.yaml, else the default layout).",
+            help=(
+                "Layout file or shipped layout name (default: the layout this home runs, else ./miyabi.yaml, "
+                "else the default layout)."
+            ),
         ),
     ] = None,
     detach: Annotated[

@@ -52,7 +52,7 @@ def report(
     Availability and utilization per agent, restarts by reason, time to recover (MTTR)
     and delivery latency (p50 and p99), tasks done and failed per day, the median cycle
     time and the GitHub issues closed, from logs/events.jsonl and the task store.
-    README.md, "Reports", says what each figure means.
+    docs/reports.md says what each figure means.
     """
     from miyabi.controller.view import running_layout
     from miyabi.files import write_atomic

@@ -83,7 +83,7 @@ def init_text(which: Callable[[str], str | None] = shutil.which) -> str:
     PATH (``which``), or four workers when none is found."""
     found = [p for p in CLI_PROFILES if which(p)]
     lines = [
-        '# miyabi layout, written by `miyabi init`. Reference: README.md, "Layout reference".',
+        "# miyabi layout, written by `miyabi init`. Reference: docs/layout.md.",
         "session: miyabi",
         f"per_window: {defaults.PER_WINDOW}",
         "agents:",

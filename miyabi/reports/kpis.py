@@ -3,7 +3,7 @@
 ``events`` table, see :mod:`miyabi.work.tasks`), with the window as arguments and no
 clock of their own.
 
-What each figure means (README.md, "Reports", says the same):
+What each figure means (docs/reports.md says the same):
 
 - **observed** (per agent): the seconds of the window the agent existed for miyabi:
   from its first event in the log (or the window's start, if later) to the window's

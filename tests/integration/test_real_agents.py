@@ -197,7 +197,7 @@ def test_a_burst_reaches_the_model_once_each_unaltered_and_in_order(
     wait_for(lambda: state(home) == "ready", timeout=10, what="ready after the burst")
     assert timeline(home, model) == []
     assert not [e for e in events(home) if e.get("event") in ("nudge", "hung", "agent-restarted")]
-    if name in ("gemini", "opencode"):  # without hooks miyabi reads no usage from them (README, "Usage")
+    if name in ("gemini", "opencode"):  # without hooks miyabi reads no usage from them (docs/profiles.md, "Usage")
         return
     # usage, as each CLI reports it
     (row,) = wait_for(

@@ -654,7 +654,7 @@ def test_a_browser_gets_an_error_page_and_the_api_json(web: Web) -> None:
 
 
 def test_the_cookie_is_what_the_readme_says() -> None:
-    """The README's SameSite is the one the server sends."""
+    """The SameSite docs/dashboard.md gives is the one the server sends."""
     import asyncio
 
     from miyabi.web.auth import Access, TokenMiddleware
@@ -671,7 +671,7 @@ def test_the_cookie_is_what_the_readme_says() -> None:
     scope = {"type": "http", "method": "GET", "path": "/", "query_string": b"token=t0ken", "headers": []}
     asyncio.run(mw(scope, None, send))  # type: ignore[arg-type]
     cookie = dict(sent[0]["headers"])[b"set-cookie"].decode()
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "dashboard.md").read_text()
     said = re.findall(r"SameSite=(\w+)", readme)
     assert said and set(said) == {re.search(r"SameSite=(\w+)", cookie)[1]}, (said, cookie)  # type: ignore[index]
     assert "HttpOnly" in cookie and "HttpOnly" in readme

@@ -1,5 +1,5 @@
 """The shape of the package, read from its own source: imports point one way (the
-layers in README.md, "Architecture"), no module cycle, tmux command words only in
+layers in docs/architecture.md, "The package map"), no module cycle, tmux command words only in
 ``miyabi/tmux/``, typer and rich only in ``miyabi/cli/``."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ LAYERS: list[list[str]] = [
         "miyabi",
     ],
 ]
-"""Top to bottom, as README.md's "Architecture" section lists them. A module may import
+"""Top to bottom, as the package map in docs/architecture.md lists them. A module may import
 its own unit (its package; the base modules count as one unit) and any unit of a
 lower layer; never a peer unit of its own layer, never a higher one."""
 
@@ -110,7 +110,7 @@ def unit_of(module: str) -> tuple[int, str]:
         for unit in sorted(layer, key=len, reverse=True):
             if module == unit or module.startswith(unit + "."):
                 return i, ("base" if unit in BASE else unit)
-    raise AssertionError(f"{module} is in no layer; add its package to LAYERS and to README.md's Architecture section")
+    raise AssertionError(f"{module} is in no layer; add its package to LAYERS and to docs/architecture.md")
 
 
 def layer_violations(graph: Mapping[str, set[str]]) -> list[str]:
@@ -183,13 +183,13 @@ def test_imports_point_down_the_documented_layers() -> None:
     assert layer_violations(graph()) == []
 
 
-def test_the_readme_documents_every_layer() -> None:
-    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+def test_the_package_map_documents_every_layer() -> None:
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = page.split("\n## The package map\n", 1)[1].split("\n## ", 1)[0]
     for layer in LAYERS:
         for unit in layer:
             if unit not in ("miyabi", "miyabi.__main__"):
-                assert f"{unit.removeprefix('miyabi.')}" in section, f"{unit} missing from README's Architecture"
+                assert f"{unit.removeprefix('miyabi.')}" in section, f"{unit} missing from docs/architecture.md"
 
 
 def _strings(tree: ast.AST) -> Iterable[ast.Constant]:

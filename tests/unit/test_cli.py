@@ -120,7 +120,7 @@ def test_help_is_whole_and_plain_when_piped() -> None:
     assert r.returncode == 0 and "\x1b[" not in r.stdout
     flat = " ".join(r.stdout.split())
     assert "Do not attach; print the command that attaches instead." in flat
-    assert "(default: ./miyabi.yaml, else the default layout)" in flat
+    assert "(default: the layout this home runs, else ./miyabi.yaml, else the default layout)" in flat
     assert "(default: the one miyabi last used in this home, else miyabi)" in flat
     root = miyabi("--help").stdout
     commands = root.split("Commands:\n", 1)[1].rstrip().splitlines()

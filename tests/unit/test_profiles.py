@@ -1,6 +1,6 @@
 """Profiles read against screens as the real CLIs draw them, with the cursor where
 tmux reported it (measured: Claude Code 2.1.332, Codex CLI 0.171.0, aider 0.86.2 in
-tmux 3.3a; see README, "Profiles")."""
+tmux 3.3a; see docs/profiles.md)."""
 
 from __future__ import annotations
 
