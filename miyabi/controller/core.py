@@ -39,7 +39,7 @@ from miyabi.controller.process import LOCKFILE, release_lock, take_lock
 from miyabi.controller.view import record_running
 from miyabi.controller.webproc import WebProcess
 from miyabi.errors import LayoutError, MiyabiError, TmuxError
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import private_dir
 from miyabi.home import Home
 from miyabi.messaging.delivery import Deliverer
@@ -186,7 +186,7 @@ class Controller:
                     by=f"miyabi (approvals.auto[{rules.index(rule)}])",
                 )
         except MiyabiError as e:
-            append_event(self.home.root, "approval-error", agent=name, question=question, error=str(e))
+            append_event(self.home.root, EventKind.APPROVAL_ERROR, agent=name, question=question, error=str(e))
 
     def _ensure_pipeline(self, engine: WorkEngine) -> Pipeline:
         """The pipeline, made the first time the layout has pools (at start, or a reload)."""
@@ -362,7 +362,7 @@ class Controller:
     def _run_locked(self) -> None:
         if threading.current_thread() is threading.main_thread():
             self._stop_on_signals()
-        append_event(self.home.root, "controller-start", pid=os.getpid(), session=self.layout.session)
+        append_event(self.home.root, EventKind.CONTROLLER_START, pid=os.getpid(), session=self.layout.session)
         log.info("controller %d started for home %s", os.getpid(), self.home.root)
         store = Store.of_home(self.home.root)
         gh = (
@@ -424,7 +424,7 @@ class Controller:
             store.close()
             log.info("threads ended in %.3f s", time.monotonic() - stopping)
             try:
-                append_event(self.home.root, "controller-stop", pid=os.getpid(), threads_left=left)
+                append_event(self.home.root, EventKind.CONTROLLER_STOP, pid=os.getpid(), threads_left=left)
             except OSError:  # the home was removed: nowhere to tell
                 pass
             log.info(
@@ -505,7 +505,9 @@ class Controller:
                         self._start_deliverer(name, d)
                     self._start(functools.partial(rescan, self.stop, self._inboxes, self._wake), "rescan")
                     self._start(functools.partial(supervisor.run, self.stop), "watchdog")
-                    append_event(self.home.root, "controller-ready", pid=os.getpid(), agents=list(self.deliverers))
+                    append_event(
+                        self.home.root, EventKind.CONTROLLER_READY, pid=os.getpid(), agents=list(self.deliverers)
+                    )
             if time.monotonic() >= next_cpu:
                 next_cpu = time.monotonic() + defaults.CPU_RECORD
                 self._record_cpu()
@@ -686,7 +688,7 @@ class Controller:
         what = "; ".join(p for p in parts if p) or "agents unchanged"
         append_event(
             self.home.root,
-            "layout-reloaded" if reason == "reload" else "instances-changed",
+            EventKind.LAYOUT_RELOADED if reason == "reload" else EventKind.INSTANCES_CHANGED,
             path=str(new.path),
             added=added,
             removed=removed,

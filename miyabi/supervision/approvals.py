@@ -27,7 +27,7 @@ from miyabi.agents.profiles import Profile
 from miyabi.agents.screen import approval_question
 from miyabi.config.model import Agent
 from miyabi.errors import MiyabiError
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import private_dir
 from miyabi.home import Home
 from miyabi.messaging.activity import hook_log, read_seen
@@ -151,7 +151,7 @@ def answer(
         mid = msg.id
     append_event(
         home.root,
-        "approval",
+        EventKind.APPROVAL,
         agent=agent.name,
         answer=verb,
         by=by or who(),
