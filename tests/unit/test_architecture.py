@@ -306,7 +306,7 @@ def test_the_event_name_check_catches_strings() -> None:
         'SEEN = {"gave-up"}\n'
         'if e.get("event") == "state": pass\n'
         'if kind in ("usage", EventKind.TYPING): pass\n'
-        'append_event(home, EventKind.AGENT_DIED)\n'
+        "append_event(home, EventKind.AGENT_DIED)\n"
         'x = state == "delivered"\n'
     )
     lines = sorted({p.split(":")[0] for p in _event_name_problems(tree)})
