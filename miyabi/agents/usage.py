@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from miyabi.events import EventKind
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -108,7 +110,7 @@ def task_usage(events: Iterable[Mapping[str, Any]], task: str) -> Usage | None:
     inp = out = 0
     seen = False
     for e in events:
-        if e.get("event") == "usage" and str(e.get("task")) == task:
+        if e.get("event") == EventKind.USAGE and str(e.get("task")) == task:
             seen = True
             inp += int(e.get("turn_input_tokens") or 0)
             out += int(e.get("turn_output_tokens") or 0)

@@ -22,7 +22,7 @@ from miyabi import defaults
 from miyabi.bus import presence
 from miyabi.bus.client import ERRORS, INBOX_GROUP, Bus, BusDown, describe, ensure_group
 from miyabi.config.settings import NAME_RE
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import private_dir, write_atomic
 from miyabi.messaging.mailbox import Message, MessageError, MessageState, enqueue, inbox, make, sanitize
 
@@ -86,7 +86,7 @@ def post_remote(
     except BusDown:
         spool(home_root, host, msg)
         went = False
-    append_event(home_root, "bus-sent", agent=to, host=host, id=msg.id, spooled=not went)
+    append_event(home_root, EventKind.BUS_SENT, agent=to, host=host, id=msg.id, spooled=not went)
     return msg, went
 
 
@@ -143,7 +143,7 @@ def flush_outbox(bus: Bus, home_root: Path) -> int:
             continue
         send(bus, host, msg)
         path.unlink(missing_ok=True)
-        append_event(home_root, "bus-sent", agent=msg.to, host=host, id=msg.id, spooled=True)
+        append_event(home_root, EventKind.BUS_SENT, agent=msg.to, host=host, id=msg.id, spooled=True)
         n += 1
     return n
 
@@ -206,7 +206,7 @@ def deliver(home_root: Path, fields: dict[str, str], agents: list[str] | None, h
         )
         append_event(
             home_root,
-            "bus-undeliverable",
+            EventKind.BUS_UNDELIVERABLE,
             agent=msg.to,
             id=msg.id,
             **{"from": msg.sender},

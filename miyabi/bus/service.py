@@ -38,7 +38,7 @@ from miyabi.bus.state import state_path
 from miyabi.bus.tasks import SharedTasks
 from miyabi.config.model import Layout
 from miyabi.config.settings import redact
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import write_atomic
 from miyabi.times import rfc3339
 from miyabi.work.tasks import Store, Task, TaskError
@@ -112,11 +112,11 @@ class BusBridge:
                 where = redact(self.settings.url)
                 if up:
                     log.info("bus %s: up (host %s)", where, self.settings.host)
-                    append_event(self.home, "bus-up", host=self.settings.host)
+                    append_event(self.home, EventKind.BUS_UP, host=self.settings.host)
                 else:
                     self.leader = False
                     log.warning("bus %s: down: %s", where, error)
-                    append_event(self.home, "bus-down", host=self.settings.host, error=error)
+                    append_event(self.home, EventKind.BUS_DOWN, host=self.settings.host, error=error)
             self._up, self._error = up, error
         if changed:
             self.write_state()
@@ -309,5 +309,5 @@ class BusBridge:
         if hosts != self._hosts or was != self.leader:
             self._hosts = hosts
             if was != self.leader:
-                append_event(self.home, "bus-intake", host=bus.host, leader=self.leader)
+                append_event(self.home, EventKind.BUS_INTAKE, host=bus.host, leader=self.leader)
             self.write_state()

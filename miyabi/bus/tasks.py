@@ -42,7 +42,7 @@ from typing import Any, cast
 
 from miyabi.bus.client import GROUP, RESULTS_GROUP, Bus, ensure_group
 from miyabi.config.settings import HOST_RE, NAME_RE, Route
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.messaging.mailbox import post
 from miyabi.times import how_often
 from miyabi.work.tasks import FINISHED, Source, Store, Task, TaskError, TaskState
@@ -287,7 +287,7 @@ class SharedTasks:
                 args=["it changed while it was being published", self.clock(), entry],
             )
             raise
-        append_event(self.home, "bus-published", task=t.id, ref=t.ref, id=bus_id, target=target)
+        append_event(self.home, EventKind.BUS_PUBLISHED, task=t.id, ref=t.ref, id=bus_id, target=target)
         return bus_id
 
     def apply_results(self, block_ms: int | None = None) -> int:
@@ -331,7 +331,7 @@ class SharedTasks:
             )
         except TaskError:
             return  # ended here already (cancelled)
-        append_event(self.home, "bus-result", task=tid, id=bus_id, state=str(state), host=host, agent=agent)
+        append_event(self.home, EventKind.BUS_RESULT, task=tid, id=bus_id, state=str(state), host=host, agent=agent)
 
     def publish_cancels(self) -> int:
         """Tell the bus about tasks this host published and then cancelled (or changed
@@ -496,7 +496,9 @@ class SharedTasks:
             tid = t.id
         self._record(bus_id, tid, stream, entry, origin, name, deliveries)
         self.bus.redis.hset(self.bus.task_key(bus_id), mapping={"holder": self.me, "deliveries": deliveries})
-        append_event(self.home, "bus-claimed", task=tid, id=bus_id, agent=name, origin=origin, attempt=deliveries)
+        append_event(
+            self.home, EventKind.BUS_CLAIMED, task=tid, id=bus_id, agent=name, origin=origin, attempt=deliveries
+        )
         return Claimed(tid, bus_id, name, deliveries)
 
     def _record(
@@ -570,7 +572,7 @@ class SharedTasks:
         except TaskError:
             self._settle(bus_id, COPY)
             return
-        append_event(self.home, "bus-lease-lost", task=tid, id=bus_id, reason=why)
+        append_event(self.home, EventKind.BUS_LEASE_LOST, task=tid, id=bus_id, reason=why)
         if agent and t.attempts:
             try:
                 post(

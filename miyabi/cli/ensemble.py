@@ -124,6 +124,7 @@ def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = Non
     from miyabi.controller.webproc import stop_dashboard
     from miyabi.errors import SessionNotFound
     from miyabi.supervision.keeper import mark_stopped
+    from miyabi.supervision.processes import end_agents
     from miyabi.tmux.builder import down as build_down
     from miyabi.web.server import published
 
@@ -144,9 +145,12 @@ def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = Non
         server_gone = build_down(tmux, t.session, t.home)
     except SessionNotFound:
         output.say(f"no session {t.session!r} on socket {t.socket!r}; nothing to stop")
-        return
-    tail = " and its tmux server" if server_gone else " (other sessions on the socket left running)"
-    output.say(f"stopped session {t.session!r}{tail}")
+    else:
+        tail = " and its tmux server" if server_gone else " (other sessions on the socket left running)"
+        output.say(f"stopped session {t.session!r}{tail}")
+    # what closing the panes did not end (a child in a session of its own, a program that ignores SIGHUP)
+    if left := end_agents(t.home.root, t.socket):
+        output.say(f"ended {len(left)} process(es) its agents left running (pid {', '.join(map(str, left))})")
 
 
 @app.command()

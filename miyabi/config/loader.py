@@ -50,6 +50,7 @@ from miyabi.config.settings import (
     redact,
 )
 from miyabi.errors import LayoutError, Problem
+from miyabi.events import NoticeKind
 
 Key = tuple[str | int, ...]
 
@@ -96,15 +97,7 @@ NOTIFY_KEYS = (
     "timeout",
     *(k.value for k in ReceiverKind),
 )
-NOTICE_KINDS = (
-    "agent-failed",
-    "agent-hung",
-    "waiting-approval",
-    "task-done",
-    "task-failed",
-    "pr-opened",
-    "controller-restarted",
-)
+NOTICE_KINDS = tuple(str(k) for k in NoticeKind)
 AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", *OVERRIDABLE)
 ROUTE_KEYS = ("label", "title", "default", "agent")
 POOL_KEYS = ("name", "profile", "max", "repo", "base_branch", "remote", "pipeline", "env", "watchdog", *OVERRIDABLE)

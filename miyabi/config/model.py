@@ -199,3 +199,57 @@ class Layout:
             if a.name == name:
                 return a
         raise AgentNotFound(name, self.names)
+
+
+@dataclass(frozen=True)
+class LayoutChange:
+    """What changes when a running controller adopts another layout (see
+    :func:`layout_change`).
+
+    Attributes:
+        added: agents the new layout has and the old one did not (by name, new order).
+        removed: agents the old layout had and the new one does not.
+        changed: agents in both whose settings differ (profile, command, watchdog, …).
+        github: the ``github:`` section differs (it applies when the controller restarts).
+        notify: the ``notify:`` receivers differ (same).
+        bus: the bus's identity (url, host, namespace) differs (same).
+    """
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    github: bool
+    notify: bool
+    bus: bool
+
+    def describe(self) -> str:
+        """The change in one line (``added b; removed a``; ``agents unchanged``)."""
+        restart = "apply when the controller restarts (`miyabi down`, then `miyabi up`)"
+        parts = [
+            f"added {', '.join(self.added)}" if self.added else "",
+            f"removed {', '.join(self.removed)}" if self.removed else "",
+            f"changed {', '.join(self.changed)}" if self.changed else "",
+            f"github: changes {restart}" if self.github else "",
+            f"notify: changes {restart}" if self.notify else "",
+            f"bus: url, host and namespace {restart}" if self.bus else "",
+        ]
+        return "; ".join(p for p in parts if p) or "agents unchanged"
+
+
+def layout_change(old: Layout, new: Layout) -> LayoutChange:
+    """What adopting ``new`` in place of ``old`` changes (a pure function of the two)."""
+    before = {a.name: a for a in old.agents}
+    after = {a.name: a for a in new.agents}
+    return LayoutChange(
+        added=tuple(n for n in after if n not in before),
+        removed=tuple(n for n in before if n not in after),
+        changed=tuple(n for n in after if n in before and after[n] != before[n]),
+        github=new.github != old.github,
+        notify=new.notify != old.notify,
+        bus=_bus_identity(new.bus) != _bus_identity(old.bus),
+    )
+
+
+def _bus_identity(bus: BusSettings | None) -> tuple[str, str, str] | None:
+    """What of a ``bus:`` section takes a controller restart to change."""
+    return None if bus is None else (bus.url, bus.host, bus.namespace)

@@ -223,7 +223,7 @@ class Receiver:
         kind: the receiver's format.
         url: where notices are POSTed (None: read from ``url_env`` when sending).
         url_env: environment variable holding the URL (webhook URLs are secrets).
-        events: the notice kinds it wants (see :class:`miyabi.notify.rules.Kind`); empty: all.
+        events: the notice kinds it wants (see :class:`miyabi.events.NoticeKind`); empty: all.
         rate: notices per minute it gets at most (the rest wait their turn).
         max_attempts: tries of one notice before it is given up (logged as ``notice-failed``).
         retry_after: seconds before the second try; each later wait doubles, up to 10 minutes.

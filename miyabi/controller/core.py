@@ -26,20 +26,21 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from miyabi import defaults
 from miyabi.bus.service import BusBridge
-from miyabi.config.model import Agent, Layout, PipelineMode
-from miyabi.config.settings import BusSettings, auto_answer
+from miyabi.config.model import Agent, Layout, PipelineMode, layout_change
 from miyabi.controller import requests
 from miyabi.controller.locks import HeldLock
 from miyabi.controller.process import LOCKFILE, release_lock, take_lock
 from miyabi.controller.view import record_running
 from miyabi.controller.webproc import WebProcess
 from miyabi.errors import LayoutError, MiyabiError, TmuxError
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import private_dir
 from miyabi.home import Home
 from miyabi.messaging.delivery import Deliverer
@@ -47,17 +48,16 @@ from miyabi.messaging.intro import Intros
 from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
 from miyabi.notify.service import Notifier
-from miyabi.pipeline.followups import FollowUps, file_fix
+from miyabi.pipeline.followups import FollowUps
+from miyabi.pipeline.monitoring import FixFiler
 from miyabi.pipeline.service import Pipeline, release_pools
 from miyabi.reports.schedule import run_schedule
 from miyabi.stopping import StopEvent, Stopped, sleeper
-from miyabi.supervision.approvals import answer
+from miyabi.supervision.approvals import AutoApprover
 from miyabi.supervision.keeper import SessionKeeper
-from miyabi.supervision.processes import lease_identity
-from miyabi.supervision.saved import load_records
+from miyabi.supervision.processes import holder_alive, holders, lease_identity
 from miyabi.supervision.status import collect, record_cpu
 from miyabi.supervision.supervisor import Supervisor
-from miyabi.times import rfc3339
 from miyabi.tmux.builder import respawn_agent
 from miyabi.tmux.control import SessionChannel
 from miyabi.tmux.driver import PaneDriver
@@ -68,6 +68,21 @@ from miyabi.work.github import GitHub, client_for
 from miyabi.work.tasks import Store, TaskState
 
 log = logging.getLogger("miyabi.controller")
+
+
+@dataclass
+class _Pacing:
+    """When the main loop does what next (monotonic or Unix seconds, as named)."""
+
+    seen: tuple[object, ...] | None = None
+    """What the last pass saw (store version, failed agents, panes): no change, no pass."""
+    next_refresh: float = 0.0
+    next_pass: float = 0.0
+    next_cpu: float = 0.0
+    paused_until: float = 0.0
+    """Unix time before which no pass runs (after a failed one)."""
+    backoff: float = 0.1
+    """Seconds to wait before asking an unreachable tmux again (doubling)."""
 
 
 class Controller:
@@ -110,8 +125,10 @@ class Controller:
         """The CPU figures recorded for ``miyabi status`` (``run/cpu.json``), measured apart."""
         self._gh: GitHub | None = None
         self._follow_ups = False
-        self._filed: set[str] = set()
-        """Agents whose failure has its fix task (cleared when they run again)."""
+        self.approver = AutoApprover(home, self.channel, lambda: self.layout, self._lock_of)
+        """Answers the questions the layout's ``approvals: {auto: …}`` rules match."""
+        self.fixes: FixFiler | None = None
+        """Files a fix task for each agent the watchdog gives up on (made with the store)."""
         self.watcher: InboxWatcher | None = None
         self.kick = threading.Event()
         """Set when the task store may have changed (any process wrote it), and on
@@ -165,28 +182,15 @@ class Controller:
             # process has, so the task is handed back
             self.engine.delivered(msg, lease_identity(pid) or f"{pid}:ended")
 
-    def _on_question(self, name: str, question: str) -> None:
-        """A permission question: answer it when a rule of ``approvals: {auto: …}`` does."""
-        rules = self.layout.auto_answers
-        rule = auto_answer(rules, name, question) if rules else None
-        if rule is None:
-            return
-        d = self.deliverers.get(name)
-        try:
-            agent = self.layout.agent(name)
-            if d is None:
-                return
-            with d.lock:  # the watchdog respawns only under this lock: no key reaches a new process
-                answer(
-                    self.home,
-                    self.channel,
-                    self.layout.session,
-                    agent,
-                    rule.answer == "approve",
-                    by=f"miyabi (approvals.auto[{rules.index(rule)}])",
-                )
-        except MiyabiError as e:
-            append_event(self.home.root, "approval-error", agent=name, question=question, error=str(e))
+    def _lock_of(self, agent: str) -> threading.Lock | None:
+        """The agent's delivery lock (None: it has no deliverer)."""
+        d = self.deliverers.get(agent)
+        return d.lock if d is not None else None
+
+    def _processes(self) -> dict[str, str | None]:
+        """Agent → the lease identity of its live process (None: dead or no pane)."""
+        live = {n: p.pid for n, p in self.panes.all().items() if not p.dead and p.pid}
+        return holders(self.layout.names, live)
 
     def _ensure_pipeline(self, engine: WorkEngine) -> Pipeline:
         """The pipeline, made the first time the layout has pools (at start, or a reload)."""
@@ -224,50 +228,6 @@ class Controller:
         self._follow_ups = True
         follow = FollowUps(Store.of_home(self.home.root), gh, cfg, self.home.root)
         self._start(functools.partial(follow.run, self.stop, cfg.poll_interval), "follow-ups")
-
-    def _file_fixes(self, failed: list[str], engine: WorkEngine, gh: GitHub | None) -> None:
-        """Monitoring creates work: an agent the watchdog gave up on gets a fix task (a
-        GitHub issue labelled todo when GitHub is set up), once per failure."""
-        self._filed &= set(failed)  # running again: a later failure is a new cause
-        if not failed or set(failed) <= self._filed:
-            return
-        records = load_records(self.home)
-        for name in failed:
-            if name in self._filed:
-                continue
-            hist = records.get(name, {}).get("history", {})
-            reason = str(hist.get("failed") or "it kept failing")
-            restarts = hist.get("restarts") or [time.time()]
-            cause = f"the watchdog gave up on agent {name}"
-            title = f"Agent {name} keeps failing: {reason}"[:200]
-            body = (
-                f"miyabi's watchdog gave up on agent {name} at {rfc3339(float(restarts[-1]))}: {reason}.\nIts crash "
-                "evidence is under "
-                f"{self.home.logs / 'crashes'}; `miyabi status {name}` shows it, and `miyabi restart {name}` brings "
-                "it back "
-                "once the cause is fixed."
-            )
-            self._filed.add(name)
-            # on a thread: GitHub may make it wait (a rate limit), never the main loop
-            self._start(functools.partial(self._file_fix, name, engine, gh, cause, title, body), f"file-fix-{name}")
-
-    def _file_fix(self, name: str, engine: WorkEngine, gh: GitHub | None, cause: str, title: str, body: str) -> None:
-        try:
-            file_fix(engine.store, gh, self.layout.github, self.home.root, cause, title, body)
-        except Exception as e:  # noqa: BLE001 - MiyabiError, OSError, Stopped, sqlite3.Error: tried again, never fatal
-            log.warning(
-                "could not file the fix task for %s: %s: %s; trying again at the next pass", name, type(e).__name__, e
-            )
-            self._filed.discard(name)
-
-    def _processes(self) -> dict[str, str | None]:
-        """Agent → the lease identity of its live process (None: dead or no pane)."""
-        panes = self.panes.all()
-        out: dict[str, str | None] = {}
-        for a in self.layout.agents:
-            p = panes.get(a.name)
-            out[a.name] = lease_identity(p.pid) if p is not None and not p.dead and p.pid else None
-        return out
 
     # -- running
 
@@ -315,8 +275,8 @@ class Controller:
             signal.signal(sig, on_signal)
         self._signal_fd = w
 
-    def _start(self, target: object, name: str) -> None:
-        t = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+    def _start(self, target: Callable[[], object], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
         self._threads.append(t)
 
@@ -333,7 +293,7 @@ class Controller:
             sleep=self.sleep,
             on_delivered=self._delivered,
             on_dead_letter=engine.dead_letter,
-            on_question=functools.partial(self._on_question, agent.name),
+            on_question=functools.partial(self.approver, agent.name),
         )
         self.deliverers = {**self.deliverers, agent.name: d}
         if self.watcher is not None:
@@ -362,7 +322,7 @@ class Controller:
     def _run_locked(self) -> None:
         if threading.current_thread() is threading.main_thread():
             self._stop_on_signals()
-        append_event(self.home.root, "controller-start", pid=os.getpid(), session=self.layout.session)
+        append_event(self.home.root, EventKind.CONTROLLER_START, pid=os.getpid(), session=self.layout.session)
         log.info("controller %d started for home %s", os.getpid(), self.home.root)
         store = Store.of_home(self.home.root)
         gh = (
@@ -370,6 +330,7 @@ class Controller:
         )
         engine = self.engine = WorkEngine(store, self.layout, self.home.root, gh)
         self._gh = gh
+        self.fixes = FixFiler(self.home, store, gh, lambda: self.layout.github, self._start)
         release_pools(store, self.layout)  # verifying for a pool removed while no controller ran
         self._record_running()
         if self.layout.pools:
@@ -424,7 +385,7 @@ class Controller:
             store.close()
             log.info("threads ended in %.3f s", time.monotonic() - stopping)
             try:
-                append_event(self.home.root, "controller-stop", pid=os.getpid(), threads_left=left)
+                append_event(self.home.root, EventKind.CONTROLLER_STOP, pid=os.getpid(), threads_left=left)
             except OSError:  # the home was removed: nowhere to tell
                 pass
             log.info(
@@ -444,9 +405,35 @@ class Controller:
         it depends on changed: a commit to the task store (by any process), an agent's
         process, the failed agents, a deadline or claim retry come due; and at least
         every ``defaults.SCHEDULE_IDLE`` seconds."""
-        if (
-            self.layout.bus is not None
-        ):  # before GitHub (only the intake lock's holder polls) and before any task is sent again
+        self._start_services(engine, supervisor, gh)
+        pace = _Pacing()
+        while not self.stop.is_set():
+            if not self._home_intact():
+                # The home was removed under us: nothing here to serve, and rebuilding
+                # the session for it would leave an orphan running forever.
+                log.warning("home %s is gone; stopping", self.home.root)
+                self.stop.set()
+                break
+            if (time.monotonic() >= pace.next_refresh or self._look_now) and not self._refresh(supervisor, pace):
+                continue
+            if time.monotonic() >= pace.next_cpu:
+                pace.next_cpu = time.monotonic() + defaults.CPU_RECORD
+                self._record_cpu()
+            requests.serve(self.home, self._restart_request, self._reload)
+            if time.time() >= pace.paused_until:
+                self._pass(engine, supervisor, pace)
+            wait = max(0.0, min(pace.next_refresh - time.monotonic(), pace.next_pass - time.time()))
+            if requests.pending(self.home):
+                wait = min(wait, defaults.PANE_REFRESH / 5)
+            if self.kick.wait(wait) and not self.stop.is_set():
+                self.kick.clear()
+                self.stop.wait(defaults.SCHEDULE_KICK_DEBOUNCE)
+
+    def _start_services(self, engine: WorkEngine, supervisor: Supervisor, gh: GitHub | None) -> None:
+        """The threads that need no tmux: the bus (first: only the intake lock's holder
+        polls GitHub, and a task is sent again only once the bus has its copies), the
+        GitHub poller, the dashboard, the report schedule, notices, follow-ups."""
+        if self.layout.bus is not None:
             bridge = self.bus = BusBridge(
                 self.home.root,
                 lambda: self.layout,
@@ -458,7 +445,7 @@ class Controller:
             )
             self.stop.link(bridge.wake)
             engine.intake = bridge.may_intake
-            bridge.start(self.stop, lambda target, name: self._start(target, name))
+            bridge.start(self.stop, self._start)
         engine.recover_assignments()
         if gh is not None:
             self._start(functools.partial(engine.run_github, self.stop), "github")
@@ -467,76 +454,69 @@ class Controller:
         self._start(functools.partial(run_schedule, self.stop, self.home.root, lambda: self.layout), "reports")
         if self.layout.notify:
             Notifier(self.home.root, engine.store, self.layout.notify, self.layout.session).start(
-                self.stop, lambda target, name: self._start(target, name)
+                self.stop, self._start
             )
         self._ensure_follow_ups()
-        backoff = 0.1
-        seen: tuple[object, ...] | None = None
-        next_refresh = 0.0
-        next_pass = 0.0
-        next_cpu = 0.0
-        paused_until = 0.0  # after a failed pass
-        while not self.stop.is_set():
-            if not self._home_intact():
-                # The home was removed under us: nothing here to serve, and rebuilding
-                # the session for it would leave an orphan running forever.
-                log.warning("home %s is gone; stopping", self.home.root)
-                self.stop.set()
-                break
-            if time.monotonic() >= next_refresh or self._look_now:
-                self._look_now = False
-                try:
-                    panes = self.panes.refresh()
-                    if self.keeper.recreate_missing(panes):
-                        panes = self.panes.refresh()
-                    self.intros.send_due(panes)
-                    backoff = 0.1
-                except TmuxError as e:
-                    if self.keeper.rebuild_if_gone():
-                        continue
-                    log.warning("tmux not reachable: %s; retrying in %.1f s", e, backoff)
-                    self.stop.wait(backoff)
-                    backoff = min(backoff * 2, defaults.RECONNECT_MAX)
-                    continue
-                next_refresh = time.monotonic() + defaults.PANE_REFRESH
-                if not self._started:
-                    self._started = True
-                    for name, d in self.deliverers.items():
-                        self._start_deliverer(name, d)
-                    self._start(functools.partial(rescan, self.stop, self._inboxes, self._wake), "rescan")
-                    self._start(functools.partial(supervisor.run, self.stop), "watchdog")
-                    append_event(self.home.root, "controller-ready", pid=os.getpid(), agents=list(self.deliverers))
-            if time.monotonic() >= next_cpu:
-                next_cpu = time.monotonic() + defaults.CPU_RECORD
-                self._record_cpu()
-            requests.serve(self.home, self._restart_request, self._reload)
-            if time.time() >= paused_until:
-                try:
-                    failed = supervisor.failed()
-                    # cheap: what tmux last said of the panes (no /proc read until a pass runs)
-                    panes_now = tuple(sorted((n, p.pid, p.dead) for n, p in self.panes.all().items()))
-                    token = (engine.store.version(), tuple(failed), panes_now)
-                    if token != seen or time.time() >= next_pass:
-                        seen = token
-                        engine.check_leases(self._processes(), _holder_alive)
-                        engine.schedule(failed)
-                        if self.pipeline is not None:
-                            self._follow_instances(self.pipeline.tick(failed))
-                        self._file_fixes(failed, engine, gh)
-                        due = engine.next_due()
-                        next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
-                except Exception as e:  # noqa: BLE001 - the main loop must live on (TaskError, sqlite3.Error, OSError, …)
-                    log.warning(
-                        "scheduling: %s: %s; trying again in %.0f s", type(e).__name__, e, defaults.SCHEDULE_ERROR_PAUSE
-                    )
-                    seen, paused_until = None, time.time() + defaults.SCHEDULE_ERROR_PAUSE
-                    next_pass = paused_until
-            wait = max(0.0, min(next_refresh - time.monotonic(), next_pass - time.time()))
-            if requests.pending(self.home):
-                wait = min(wait, defaults.PANE_REFRESH / 5)
-            if self.kick.wait(wait) and not self.stop.is_set():
-                self.kick.clear()
-                self.stop.wait(defaults.SCHEDULE_KICK_DEBOUNCE)
+
+    def _refresh(self, supervisor: Supervisor, pace: _Pacing) -> bool:
+        """Read the panes again, give missing agents a pane and new ones their first
+        message; the first time tmux answers, start delivery and the watchdog. Returns
+        False when tmux did not answer (the session was rebuilt, or after a backoff):
+        the loop then looks again."""
+        self._look_now = False
+        try:
+            panes = self.panes.refresh()
+            if self.keeper.recreate_missing(panes):
+                panes = self.panes.refresh()
+            self.intros.send_due(panes)
+            pace.backoff = 0.1
+        except TmuxError as e:
+            if self.keeper.rebuild_if_gone():
+                return False
+            log.warning("tmux not reachable: %s; retrying in %.1f s", e, pace.backoff)
+            self.stop.wait(pace.backoff)
+            pace.backoff = min(pace.backoff * 2, defaults.RECONNECT_MAX)
+            return False
+        pace.next_refresh = time.monotonic() + defaults.PANE_REFRESH
+        if not self._started:
+            self._started = True
+            for name, d in self.deliverers.items():
+                self._start_deliverer(name, d)
+            self._start(functools.partial(rescan, self.stop, self._inboxes, self._wake), "rescan")
+            self._start(functools.partial(supervisor.run, self.stop), "watchdog")
+            append_event(self.home.root, EventKind.CONTROLLER_READY, pid=os.getpid(), agents=list(self.deliverers))
+        return True
+
+    def _pass(self, engine: WorkEngine, supervisor: Supervisor, pace: _Pacing) -> None:
+        """A scheduling pass when something it depends on changed (or one is due):
+        hand back what dead processes held, assign, start and end pool instances, file
+        fixes for failed agents. A failing pass pauses the passes a while."""
+        try:
+            failed = supervisor.failed()
+            # cheap: what tmux last said of the panes (no /proc read until a pass runs)
+            panes_now = tuple(sorted((n, p.pid, p.dead) for n, p in self.panes.all().items()))
+            token = (engine.store.version(), tuple(failed), panes_now)
+            if token == pace.seen and time.time() < pace.next_pass:
+                return
+            pace.seen = token
+            engine.check_leases(self._processes(), holder_alive)
+            engine.schedule(failed)
+            if self.pipeline is not None:
+                self._follow_instances(self.pipeline.tick(failed))
+            if self.fixes is not None:
+                self.fixes.tick(failed)
+            due = engine.next_due()
+            pace.next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
+        except Exception as e:
+            log.warning(
+                "scheduling: %s: %s; trying again in %.0f s",
+                type(e).__name__,
+                e,
+                defaults.SCHEDULE_ERROR_PAUSE,
+                exc_info=True,
+            )
+            pace.seen, pace.paused_until = None, time.time() + defaults.SCHEDULE_ERROR_PAUSE
+            pace.next_pass = pace.paused_until
 
     def _record_cpu(self) -> None:
         """Each live agent's CPU use since the last record, for ``miyabi status``."""
@@ -649,59 +629,31 @@ class Controller:
         (and a pane at the next refresh), removed ones lose both and their tasks go back
         to the queue, changed ones (profile, watchdog, command) use their new settings,
         and routes, WIP limits and task settings apply to the next pass. Returns what
-        changed, in one line."""
-        old = {a.name: a for a in self.layout.agents}
-        github_changed = new.github != self.layout.github
-        old_bus = self.layout.bus
+        changed, in one line (see :func:`~miyabi.config.model.layout_change`)."""
+        change = layout_change(self.layout, new)
         fresh = {a.name: a for a in new.agents}
-        added = [n for n in fresh if n not in old]
-        removed = [n for n in old if n not in fresh]
-        changed = [n for n in fresh if n in old and fresh[n] != old[n]]
-        engine = self.engine
-        for name in removed:
+        for name in change.removed:
             self._remove_deliverer(name)
-        for name in changed:
+        for name in change.changed:
             d = self.deliverers.get(name)
             if d is not None:
                 d.agent, d.profile = fresh[name], fresh[name].profile
         self._set_layout(new)
-        if engine is not None:
-            for name in added:
-                self._add_deliverer(fresh[name], engine)
-            engine.adopt(new)
+        if self.engine is not None:
+            for name in change.added:
+                self._add_deliverer(fresh[name], self.engine)
+            self.engine.adopt(new)
         if self.supervisor is not None:
             self.supervisor.adopt(new.agents, self.deliverers)
         self.kick.set()
-        parts = [
-            f"added {', '.join(added)}" if added else "",
-            f"removed {', '.join(removed)}" if removed else "",
-            f"changed {', '.join(changed)}" if changed else "",
-        ]
-        if github_changed:
-            parts.append("github: changes apply when the controller restarts (`miyabi down`, then `miyabi up`)")
-        if _bus_identity(new.bus) != _bus_identity(old_bus):
-            parts.append(
-                "bus: url, host and namespace apply when the controller restarts (`miyabi down`, then `miyabi up`)"
-            )
-        what = "; ".join(p for p in parts if p) or "agents unchanged"
+        what = change.describe()
         append_event(
             self.home.root,
-            "layout-reloaded" if reason == "reload" else "instances-changed",
+            EventKind.LAYOUT_RELOADED if reason == "reload" else EventKind.INSTANCES_CHANGED,
             path=str(new.path),
-            added=added,
-            removed=removed,
-            changed=changed,
+            added=list(change.added),
+            removed=list(change.removed),
+            changed=list(change.changed),
         )
         log.info("layout %s adopted: %s", new.path, what)
         return f"{what}; routes, limits and settings of {new.path.name} apply"
-
-
-def _bus_identity(bus: BusSettings | None) -> tuple[str, str, str] | None:
-    """What of a ``bus:`` section takes a controller restart to change."""
-    return None if bus is None else (bus.url, bus.host, bus.namespace)
-
-
-def _holder_alive(holder: str) -> bool:
-    """Whether the process a lease names (``PID:START``) still runs."""
-    pid, _, _ = holder.partition(":")
-    return pid.isdigit() and int(pid) > 0 and lease_identity(int(pid)) == holder

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from miyabi import defaults
 from miyabi.config.settings import WebSettings
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import open_private
 from miyabi.home import Home
 
@@ -171,7 +171,7 @@ class WebProcess:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, defaults.WEB_RESTART_MAX)
                 continue
-            append_event(self.home.root, "web-started", pid=proc.pid, host=self.web.host, port=self.web.port)
+            append_event(self.home.root, EventKind.WEB_STARTED, pid=proc.pid, host=self.web.host, port=self.web.port)
             while proc.poll() is None and not stop.is_set() and not self._changed.is_set():
                 stop.wait(0.5)
             if stop.is_set() or self._changed.is_set():
@@ -180,7 +180,7 @@ class WebProcess:
             ran = time.monotonic() - started
             why = _last_line(self.home.logs / LOGFILE)
             append_event(
-                self.home.root, "web-exited", pid=proc.pid, code=proc.returncode, ran=round(ran, 3), reason=why
+                self.home.root, EventKind.WEB_EXITED, pid=proc.pid, code=proc.returncode, ran=round(ran, 3), reason=why
             )
             backoff = (
                 defaults.WEB_RESTART_MIN

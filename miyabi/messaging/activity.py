@@ -23,6 +23,7 @@ from typing import Any
 
 from miyabi.agents.hooks import Activity, interpret
 from miyabi.agents.usage import Usage, aider_line, claude_transcript, codex_rollout
+from miyabi.events import EventKind
 from miyabi.files import private_dir, write_atomic
 
 STALE_BUSY = 30.0
@@ -342,7 +343,7 @@ class StateRecorder:
             fields: dict[str, Any] = {"state": state, "via": via, "pid": pid}
             if question:
                 fields["question"] = question
-            self.event("state", **fields)
+            self.event(EventKind.STATE, **fields)
         return changed
 
     def forget(self) -> None:

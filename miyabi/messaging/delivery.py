@@ -50,7 +50,7 @@ from miyabi.agents.screen import (
 )
 from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import private_dir, write_atomic
 from miyabi.messaging.activity import ActivityTracker, StateRecorder, UsageMeter, hook_log
 from miyabi.messaging.mailbox import CorruptMessage, Inbox, Message, MessageState, sanitize
@@ -217,7 +217,7 @@ class Deliverer:
         self.journal.unlink(missing_ok=True)
         self._has_marker = False
 
-    def event(self, event: str, msg: Message | None = None, **fields: Any) -> None:
+    def event(self, event: EventKind, msg: Message | None = None, **fields: Any) -> None:
         extra = {"id": msg.id, "from": msg.sender} if msg else {}
         append_event(self.home, event, agent=self.agent.name, **extra, **fields)
 
@@ -247,7 +247,7 @@ class Deliverer:
             msg = self.inbox.read(names[0])
         except CorruptMessage as e:
             self.inbox.quarantine(names[0], str(e))
-            append_event(self.home, "dead-letter", agent=self.agent.name, file=names[0], reason=str(e))
+            append_event(self.home, EventKind.DEAD_LETTER, agent=self.agent.name, file=names[0], reason=str(e))
             return True
         if msg is None:
             return True
@@ -358,7 +358,7 @@ class Deliverer:
                 fields["cost_usd"] = u.cost_usd
             if self.last_task:
                 fields["task"] = self.last_task
-            self.event("usage", None, **fields)
+            self.event(EventKind.USAGE, None, **fields)
 
     def _codex_home(self) -> Path:
         """Where the agent's Codex keeps its sessions: its ``CODEX_HOME``, else ~/.codex."""
@@ -402,13 +402,13 @@ class Deliverer:
     def type_message(self, msg: Message, pane: Pane, attempts: int) -> None:
         marker = Marker(msg.id, msg.filename, Stage.TYPING, pane.pane_id, pane.pid, 0, attempts)
         self.save_marker(marker)
-        self.event("typing", msg, pane=pane.pane_id, attempt=attempts)
+        self.event(EventKind.TYPING, msg, pane=pane.pane_id, attempt=attempts)
         self.recorder.record(Activity.BUSY, "delivery", pane.pid)  # no longer free for another message
         try:
             alive, in_mode = self.live(pane)
         except TmuxError as e:
             alive, in_mode = False, False
-            self.event("type-error", msg, error=str(e))
+            self.event(EventKind.TYPE_ERROR, msg, error=str(e))
         if not alive:
             self.retry_later(msg, marker, typed=False)
             return
@@ -419,7 +419,7 @@ class Deliverer:
         except TmuxError as e:
             # The text may or may not have reached the pane: keep the journal at
             # "typing", and let resume() look before anything is typed again.
-            self.event("type-error", msg, error=str(e))
+            self.event(EventKind.TYPE_ERROR, msg, error=str(e))
             return
         marker.stage = Stage.TYPED
         self.save_marker(marker)
@@ -451,7 +451,7 @@ class Deliverer:
                 self._before = (marker.id, _rest(self.screen(marker.pane)))
             self.press_submit(marker, prepare(msg.body))
         except TmuxError as e:
-            self.event("type-error", msg, error=str(e))
+            self.event(EventKind.TYPE_ERROR, msg, error=str(e))
             self.retry_later(msg, marker)
             return
         self.verify(msg, marker)
@@ -481,7 +481,7 @@ class Deliverer:
             except TmuxError:
                 alive = False
             if not alive:
-                self.event("agent-restarted", msg, stage=marker.stage)
+                self.event(EventKind.AGENT_RESTARTED, msg, stage=marker.stage)
                 self.retry_later(msg, marker)
                 return
             self.activity.refresh()
@@ -491,7 +491,7 @@ class Deliverer:
             try:
                 screen = self.screen(marker.pane)
             except TmuxError as e:
-                self.event("type-error", msg, error=str(e))
+                self.event(EventKind.TYPE_ERROR, msg, error=str(e))
                 self.retry_later(msg, marker)
                 return
             now = time.monotonic()
@@ -510,7 +510,7 @@ class Deliverer:
                             marker,
                         )
                         return
-                    self.event("enter-again", msg, enters=marker.enters + 1)
+                    self.event(EventKind.ENTER_AGAIN, msg, enters=marker.enters + 1)
                     self.press_submit(marker)
                     last_enter = now
             elif not receipts:
@@ -531,7 +531,7 @@ class Deliverer:
                     self.finish(msg, marker, "input box emptied" if box == "" else "unverified: input box not visible")
                     return
             elif now - start > defaults.RECEIPT_TIMEOUT:
-                self.event("no-receipt", msg, after=defaults.RECEIPT_TIMEOUT)
+                self.event(EventKind.NO_RECEIPT, msg, after=defaults.RECEIPT_TIMEOUT)
                 self.finish(
                     msg,
                     marker,
@@ -563,14 +563,14 @@ class Deliverer:
         if reports_ready(self.profile) and self.activity.pid == marker.pid:
             entered = self._entered[1] if self._entered[0] == marker.id else time.time()
             self.activity.submitted(prepare(msg.body), entered)
-        self.event("delivered", msg, pane=marker.pane, evidence=evidence, enters=marker.enters)
+        self.event(EventKind.DELIVERED, msg, pane=marker.pane, evidence=evidence, enters=marker.enters)
         if self.on_delivered is not None:
             self.on_delivered(msg, marker.pid)
 
     def fail(self, msg: Message, reason: str, marker: Marker | None = None) -> None:
         self.inbox.move(msg, MessageState.PENDING, MessageState.FAILED, failed=now_rfc3339(), reason=reason)
         self.clear_marker()
-        self.event("dead-letter", msg, reason=reason)
+        self.event(EventKind.DEAD_LETTER, msg, reason=reason)
         if self.on_dead_letter is not None:
             self.on_dead_letter(msg, reason)
 
@@ -595,13 +595,13 @@ class Deliverer:
         if msg is None:  # already moved on
             self.clear_marker()
             return
-        self.event("resume", msg, stage=marker.stage)
+        self.event(EventKind.RESUME, msg, stage=marker.stage)
         if marker.stage == Stage.SUBMITTED:
             self.finish(msg, marker, "journal")
             return
         pane = self.pane()
         if pane is None or pane.pane_id != marker.pane or not self.live(replace(pane, pid=marker.pid))[0]:
-            self.event("agent-restarted", msg, stage=marker.stage)
+            self.event(EventKind.AGENT_RESTARTED, msg, stage=marker.stage)
             self.retry_later(msg, marker)
             return
         if marker.stage == Stage.TYPING:
@@ -630,11 +630,11 @@ class Deliverer:
             except Stopped:
                 return
             except TmuxError as e:
-                self.event("tmux-error", error=str(e))
+                self.event(EventKind.TMUX_ERROR, error=str(e))
                 busy = False
             except Exception as e:
                 log.exception("deliverer %s", self.agent.name)
-                self.event("deliverer-error", error=f"{type(e).__name__}: {e}")
+                self.event(EventKind.DELIVERER_ERROR, error=f"{type(e).__name__}: {e}")
                 stop.wait(defaults.DELIVERER_ERROR_PAUSE)
                 busy = False
             if not busy:
@@ -645,6 +645,6 @@ class Deliverer:
                     pass
                 except Exception as e:
                     log.exception("deliverer %s", self.agent.name)
-                    self.event("deliverer-error", error=f"{type(e).__name__}: {e}")
+                    self.event(EventKind.DELIVERER_ERROR, error=f"{type(e).__name__}: {e}")
                 self.wake.wait(idle if due is None else min(idle, due))
                 self.wake.clear()

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 
 from miyabi.config.model import Agent, Layout
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import write_atomic
 from miyabi.home import Home
 from miyabi.messaging.mailbox import enqueue, make
@@ -63,7 +63,7 @@ class Intros:
                 continue
             msg = make(agent.name, intro_text(agent, self.layout), sender="miyabi", priority="high")
             enqueue(self.home.root, msg)
-            append_event(self.home.root, "intro", agent=agent.name, id=msg.id, pid=pane.pid)
+            append_event(self.home.root, EventKind.INTRO, agent=agent.name, id=msg.id, pid=pane.pid)
             sent[agent.name] = pane.pid
             done.append(agent.name)
         if done:

@@ -30,7 +30,7 @@ from typing import Any
 
 from miyabi import defaults
 from miyabi.errors import MiyabiError
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import private_dir
 from miyabi.times import now_rfc3339, parse_rfc3339
 
@@ -222,7 +222,7 @@ def enqueue(home_root: Path, msg: Message, **fields: Any) -> Path:
     path = inbox(home_root, msg.to).put(msg)
     append_event(
         home_root,
-        "enqueued",
+        EventKind.ENQUEUED,
         agent=msg.to,
         id=msg.id,
         **{"from": msg.sender},
@@ -435,7 +435,7 @@ def retry(home_root: Path, msg_id: str) -> tuple[Inbox, Message]:
     extra["retried"] = now_rfc3339()
     again = replace(msg, extra=extra)
     box.move(again, MessageState.FAILED, MessageState.PENDING)
-    append_event(home_root, "retry", agent=box.agent, id=msg.id, ttl=msg.ttl)
+    append_event(home_root, EventKind.RETRY, agent=box.agent, id=msg.id, ttl=msg.ttl)
     return box, again
 
 
@@ -449,5 +449,5 @@ def drop(home_root: Path, msg_id: str) -> tuple[Inbox, Message]:
     if state != MessageState.PENDING:
         raise MessageError(f"message {msg.id} is {state}; only pending messages can be dropped")
     (box.dir(MessageState.PENDING) / msg.filename).unlink(missing_ok=True)
-    append_event(home_root, "dropped", agent=box.agent, id=msg.id)
+    append_event(home_root, EventKind.DROPPED, agent=box.agent, id=msg.id)
     return box, msg

@@ -249,7 +249,7 @@ class Outbox:
 
 
 def _queued(r: Any) -> Queued:
-    from miyabi.notify.rules import Kind
+    from miyabi.events import NoticeKind
 
-    n = Notice(str(r["key"]), Kind(r["kind"]), str(r["title"]), str(r["text"]), r["url"], json.loads(r["fields"]))
+    n = Notice(str(r["key"]), NoticeKind(r["kind"]), str(r["title"]), str(r["text"]), r["url"], json.loads(r["fields"]))
     return Queued(int(r["id"]), n, int(r["attempts"]), float(r["created"]))

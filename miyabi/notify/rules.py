@@ -1,7 +1,7 @@
 """Which happenings become notices, and what a notice says: pure functions of one
 event-log line or one task transition.
 
-A notice has a kind (:class:`Kind`), one line of text for people, and a key that is
+A notice has a kind (:class:`~miyabi.events.NoticeKind`), one line of text for people, and a key that is
 unique to the happening it comes from (the event's place in the log, or the task
 transition's row id), so that it is queued once per receiver however often the log is
 read again.
@@ -10,25 +10,9 @@ read again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-
-class Kind(StrEnum):
-    """What a receiver can ask to be told of (``notify[].events``)."""
-
-    AGENT_FAILED = "agent-failed"
-    """The watchdog gave up on an agent (crash loop) until ``miyabi restart``."""
-    AGENT_HUNG = "agent-hung"
-    """An agent was silent too long: nudged, then restarted."""
-    WAITING_APPROVAL = "waiting-approval"
-    """An agent asks for permission."""
-    TASK_DONE = "task-done"
-    TASK_FAILED = "task-failed"
-    """A task failed or needs a person (its attempts or verify rounds ran out)."""
-    PR_OPENED = "pr-opened"
-    CONTROLLER_RESTARTED = "controller-restarted"
-    """A controller started after an earlier one had run (a crash, a reboot, a restart)."""
+from miyabi.events import EventKind, NoticeKind
 
 
 @dataclass(frozen=True)
@@ -45,7 +29,7 @@ class Notice:
     """
 
     key: str
-    kind: Kind
+    kind: NoticeKind
     title: str
     text: str
     url: str | None
@@ -55,48 +39,48 @@ class Notice:
 def from_event(key: str, e: dict[str, Any]) -> Notice | None:
     """The notice an event-log line makes, if any (``key``: where the line is)."""
     kind, agent = e.get("event"), str(e.get("agent") or "?")
-    if kind == "gave-up":
+    if kind == EventKind.GAVE_UP:
         return Notice(
             key,
-            Kind.AGENT_FAILED,
+            NoticeKind.AGENT_FAILED,
             f"agent {agent} failed",
             f"the watchdog gave up on {agent}: {e.get('reason') or 'it kept dying'}; `miyabi restart {agent}` once "
             "fixed",
             None,
             e,
         )
-    if kind == "nudged":
+    if kind == EventKind.NUDGED:
         return Notice(
             key,
-            Kind.AGENT_HUNG,
+            NoticeKind.AGENT_HUNG,
             f"agent {agent} is hung",
             f"{agent} was silent too long ({e.get('detail') or 'no output'}); nudged",
             None,
             e,
         )
-    if kind == "hung-restart":
+    if kind == EventKind.HUNG_RESTART:
         return Notice(
             key,
-            Kind.AGENT_HUNG,
+            NoticeKind.AGENT_HUNG,
             f"agent {agent} restarted (hung)",
             f"{agent} stayed silent after the nudge ({e.get('detail') or 'no output'}); restarted",
             None,
             e,
         )
-    if kind == "state" and e.get("state") == "waiting-approval":
+    if kind == EventKind.STATE and e.get("state") == "waiting-approval":
         question = str(e.get("question") or "permission requested")
         return Notice(
             key,
-            Kind.WAITING_APPROVAL,
+            NoticeKind.WAITING_APPROVAL,
             f"agent {agent} asks for approval",
             f"{agent} asks: {question[:300]}; answer with `miyabi approve {agent}` or `miyabi deny {agent}`",
             None,
             e,
         )
-    if kind == "pull-request-opened":
+    if kind == EventKind.PULL_REQUEST_OPENED:
         return Notice(
             key,
-            Kind.PR_OPENED,
+            NoticeKind.PR_OPENED,
             f"pull request opened for {e.get('ref') or 'a task'}",
             f"task {e.get('ref') or e.get('task')}: pull request #{e.get('number')} {e.get('url') or ''}".rstrip(),
             str(e["url"]) if e.get("url") else None,
@@ -109,7 +93,7 @@ def restarted(key: str, e: dict[str, Any]) -> Notice:
     """The notice of a controller that started after another had run."""
     return Notice(
         key,
-        Kind.CONTROLLER_RESTARTED,
+        NoticeKind.CONTROLLER_RESTARTED,
         "controller restarted",
         f"miyabi's controller started again (pid {e.get('pid')}, session {e.get('session')})",
         None,
@@ -132,7 +116,7 @@ def from_task_event(row_id: int, task: dict[str, Any], state: str, reason: str) 
     if state == "done":
         return Notice(
             f"task-event:{row_id}",
-            Kind.TASK_DONE,
+            NoticeKind.TASK_DONE,
             f"task {ref} done",
             f"{ref} {title}: done ({reason[:300]})",
             task.get("url"),
@@ -141,7 +125,7 @@ def from_task_event(row_id: int, task: dict[str, Any], state: str, reason: str) 
     if state == "failed":
         return Notice(
             f"task-event:{row_id}",
-            Kind.TASK_FAILED,
+            NoticeKind.TASK_FAILED,
             f"task {ref} failed",
             f"{ref} {title}: failed, needs a person ({reason[:300]})",
             task.get("url"),

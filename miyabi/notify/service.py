@@ -29,7 +29,7 @@ import httpx
 
 from miyabi import defaults
 from miyabi.config.settings import Receiver, ReceiverKind
-from miyabi.events import append_event, events_after, path_of
+from miyabi.events import EventKind, append_event, events_after, path_of
 from miyabi.notify.outbox import NoticeState, Outbox
 from miyabi.notify.rules import Notice, from_event, from_task_event, restarted
 from miyabi.times import rfc3339
@@ -180,10 +180,10 @@ class Notifier:
         for start, _, e in records:
             key = f"log:{e.get('time')}:{start}"
             kind = e.get("event")
-            if kind == "controller-stop":
+            if kind == EventKind.CONTROLLER_STOP:
                 self._clean = True
                 continue
-            if kind == "controller-start":
+            if kind == EventKind.CONTROLLER_START:
                 n = None if self._clean else restarted(key, e)  # `miyabi down` then `up` is no news
                 self._clean = False
             else:
@@ -237,7 +237,7 @@ class Notifier:
                 self.outbox.finished(q.id, NoticeState.FAILED, str(e))
                 append_event(
                     self.home_root,
-                    "notice-failed",
+                    EventKind.NOTICE_FAILED,
                     receiver=where(receiver),
                     kind=str(q.notice.kind),
                     key=q.notice.key,
@@ -252,7 +252,7 @@ class Notifier:
         self.outbox.finished(q.id, NoticeState.SENT)
         append_event(
             self.home_root,
-            "notice-sent",
+            EventKind.NOTICE_SENT,
             receiver=where(receiver),
             kind=str(q.notice.kind),
             key=q.notice.key,

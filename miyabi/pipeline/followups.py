@@ -32,7 +32,7 @@ from typing import Any
 
 from miyabi import defaults
 from miyabi.config.settings import GitHubSettings
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.pipeline.records import Records, Worktree, WorktreeState
 from miyabi.stopping import Stopped
 from miyabi.work.github import GitHub, GitHubError
@@ -129,7 +129,7 @@ class FollowUps:
                 done += self._pull(w)
             except GitHubError as e:
                 log.warning("follow-ups: #%s: %s", w.pr_number, e)
-                append_event(self.home, "github-error", error=str(e), part="follow-ups", number=w.pr_number)
+                append_event(self.home, EventKind.GITHUB_ERROR, error=str(e), part="follow-ups", number=w.pr_number)
         return done
 
     def _pull(self, w: Worktree) -> list[str]:
@@ -166,7 +166,7 @@ class FollowUps:
         if c.get("author_association") not in TRUSTED and login not in self.cfg.allowed_authors:
             if self._record(kind, cid, w.pr_number, "refused"):
                 self.gh.comment(w.pr_number, refusal(login, self.cfg.fix_trigger))
-                append_event(self.home, "follow-up-refused", number=w.pr_number, comment=cid, author=login)
+                append_event(self.home, EventKind.FOLLOW_UP_REFUSED, number=w.pr_number, comment=cid, author=login)
             return f"#{w.pr_number}: refused {kind} {cid} by {login}"
         ask = body.lstrip()[len(self.cfg.fix_trigger) :].strip()
         where = f" on {c['path']}" if c.get("path") else ""
@@ -240,7 +240,9 @@ class FollowUps:
             )
         except TaskError:  # its key exists: made by an earlier pass
             return None
-        append_event(self.home, "follow-up", task=t.id, parent=parent.id, number=w.pr_number, cause=key, what=what)
+        append_event(
+            self.home, EventKind.FOLLOW_UP, task=t.id, parent=parent.id, number=w.pr_number, cause=key, what=what
+        )
         log.info("pull request #%s: %s; task %s", w.pr_number, what, t.id)
         return self.store.get(t.id)
 
@@ -255,7 +257,7 @@ class FollowUps:
                     raise
                 except Exception as e:  # noqa: BLE001 - GitHubError, TaskError, sqlite3.Error, GitError, OSError: never fatal
                     log.warning("follow-ups: %s: %s", type(e).__name__, e)
-                    append_event(self.home, "github-error", error=f"{type(e).__name__}: {e}", part="follow-ups")
+                    append_event(self.home, EventKind.GITHUB_ERROR, error=f"{type(e).__name__}: {e}", part="follow-ups")
                 stop.wait(every)
         except Stopped:
             pass
@@ -268,7 +270,8 @@ def closed_pull(records: Records, w: Worktree, pull: dict[str, Any], home_root: 
         return None
     state = WorktreeState.MERGED if pull.get("merged") else WorktreeState.CLOSED
     records.set_worktree_state(w.repo, w.branch, state)
-    append_event(home_root, f"pull-request-{state}", number=w.pr_number, branch=w.branch)
+    kind = EventKind.PULL_REQUEST_MERGED if state == WorktreeState.MERGED else EventKind.PULL_REQUEST_CLOSED
+    append_event(home_root, kind, number=w.pr_number, branch=w.branch)
     return f"#{w.pr_number} {state}: its worktree {w.path} goes"
 
 
@@ -318,7 +321,7 @@ def file_fix(
         except TaskError:
             earlier = None
         if earlier is None or earlier.state in OPEN:  # still being fixed (or its issue not polled yet)
-            append_event(home_root, "fix-already-filed", cause=cause, task=tid, issue=issue_no)
+            append_event(home_root, EventKind.FIX_ALREADY_FILED, cause=cause, task=tid, issue=issue_no)
             return None
         with store.tx() as db:  # fixed since, and failing again: a new fix
             db.execute("DELETE FROM causes WHERE cause=?", (cause,))
@@ -342,5 +345,5 @@ def file_fix(
             )
     except sqlite3.IntegrityError:
         return None
-    append_event(home_root, "fix-filed", cause=cause, task=task, issue=issue, title=title)
+    append_event(home_root, EventKind.FIX_FILED, cause=cause, task=task, issue=issue, title=title)
     return what

@@ -39,7 +39,7 @@ from typing import Self
 from miyabi import defaults
 from miyabi.config.model import Agent, Layout, PipelineMode, Pool
 from miyabi.errors import MiyabiError
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import private_dir
 from miyabi.messaging.mailbox import enqueue, make
 from miyabi.pipeline import convention as conv
@@ -311,7 +311,7 @@ class Pipeline:
             except Exception as e:  # noqa: BLE001 - a job's failure is reported, never fatal to the controller
                 tries = self.failures[key] = self.failures.get(key, 0) + 1
                 why = f"{type(e).__name__}: {e}" if not isinstance(e, MiyabiError) else str(e)
-                append_event(self.home, "pipeline-error", job=key, error=why, tries=tries)
+                append_event(self.home, EventKind.PIPELINE_ERROR, job=key, error=why, tries=tries)
                 if tries >= defaults.PIPELINE_TRIES:
                     log.warning("%s: %s; tried %d times: giving up", key, why, tries)
                     self.failures.pop(key, None)
@@ -371,7 +371,9 @@ class Pipeline:
             elif inst.name in failed:
                 why = "the watchdog gave up on it"
             self.records.set_instance(inst.name, InstanceState.ENDED, why)
-            append_event(self.home, "instance-ended", agent=inst.name, pool=inst.pool, task=inst.task, reason=why)
+            append_event(
+                self.home, EventKind.INSTANCE_ENDED, agent=inst.name, pool=inst.pool, task=inst.task, reason=why
+            )
             log.info("instance %s ended: %s", inst.name, why)
             ended.append(inst.name)
         return ended
@@ -401,7 +403,7 @@ class Pipeline:
             busy.add(branch)
             count += 1
             append_event(
-                self.home, "instance-preparing", agent=name, pool=pool.name, task=t.id, ref=t.ref, branch=branch
+                self.home, EventKind.INSTANCE_PREPARING, agent=name, pool=pool.name, task=t.id, ref=t.ref, branch=branch
             )
             log.info("task %s: instance %s of pool %s, branch %s", t.ref, name, pool.name, branch)
 
@@ -444,7 +446,7 @@ class Pipeline:
             return
         append_event(
             self.home,
-            "worktree-ready",
+            EventKind.WORKTREE_READY,
             agent=inst.name,
             task=task.id,
             branch=inst.branch,
@@ -475,7 +477,9 @@ class Pipeline:
                     return
             self.records.set_up_done(pool.repo, inst.branch)
         self.records.set_instance(inst.name, InstanceState.READY, f"worktree {inst.path} on {inst.branch}")
-        append_event(self.home, "instance-ready", agent=inst.name, pool=inst.pool, task=task.id, branch=inst.branch)
+        append_event(
+            self.home, EventKind.INSTANCE_READY, agent=inst.name, pool=inst.pool, task=task.id, branch=inst.branch
+        )
 
     def _fail_start(self, inst: Instance, task: Task, why: str) -> None:
         """An instance could not start (bad ``.miyabi.yml``, git refused, set-up failed):
@@ -486,7 +490,7 @@ class Pipeline:
             self.store.set_state(task.id, TaskState.FAILED, why, expect=(TaskState.QUEUED,), notice="needs-human")
         except TaskError:
             pass
-        append_event(self.home, "instance-failed", agent=inst.name, task=task.id, ref=task.ref, reason=why)
+        append_event(self.home, EventKind.INSTANCE_FAILED, agent=inst.name, task=task.id, ref=task.ref, reason=why)
 
     # -- the verify gate (worker thread)
 
@@ -547,7 +551,7 @@ class Pipeline:
             return
         append_event(
             self.home,
-            "verify-passed",
+            EventKind.VERIFY_PASSED,
             task=t.id,
             ref=t.ref,
             round=round_,
@@ -569,7 +573,11 @@ class Pipeline:
         if Repository(worktree, self.layout.secret_env).sha("HEAD") != sha:
             again = self.again[task_id] = self.again.get(task_id, 0) + 1
             append_event(
-                self.home, "verify-again", task=task_id, reason="the branch moved while the checks ran", times=again
+                self.home,
+                EventKind.VERIFY_AGAIN,
+                task=task_id,
+                reason="the branch moved while the checks ran",
+                times=again,
             )
             if again >= defaults.PIPELINE_TRIES:  # it keeps committing after saying done: a round, said so
                 self.again.pop(task_id, None)
@@ -606,7 +614,7 @@ class Pipeline:
         after = self.store.round_failed(t.id, why, found.max_rounds, text=text)
         append_event(
             self.home,
-            "verify-failed",
+            EventKind.VERIFY_FAILED,
             task=t.id,
             ref=t.ref,
             round=round_,
@@ -685,7 +693,9 @@ class Pipeline:
             notice="review",
             text=f"verified by miyabi; pull request: {url}",
         )
-        append_event(self.home, "pull-request-opened", task=t.id, ref=t.ref, number=number, url=url, branch=t.branch)
+        append_event(
+            self.home, EventKind.PULL_REQUEST_OPENED, task=t.id, ref=t.ref, number=number, url=url, branch=t.branch
+        )
 
     def _merge_locally(
         self, t: Task, pool: Pool, worktree: Path, base: str, run: Run, found: conv.Convention, round_: int, sha: str
@@ -728,7 +738,7 @@ class Pipeline:
         )
         append_event(
             self.home,
-            "merged",
+            EventKind.MERGED,
             task=t.id,
             ref=t.ref,
             branch=t.branch,
@@ -755,7 +765,7 @@ class Pipeline:
             self._round_failed(
                 t, Run(results=[result]), found, round_, logfile, f" (merge {base} into your branch and resolve it)"
             )
-            append_event(self.home, "merge-rolled-back", task=t.id, ref=t.ref, base=base, reason=str(e))
+            append_event(self.home, EventKind.MERGE_ROLLED_BACK, task=t.id, ref=t.ref, base=base, reason=str(e))
             return None
         checked = run_steps(
             found.checks,
@@ -771,7 +781,7 @@ class Pipeline:
         if not checked.passed:
             append_event(
                 self.home,
-                "merge-rolled-back",
+                EventKind.MERGE_ROLLED_BACK,
                 task=t.id,
                 ref=t.ref,
                 base=base,
@@ -855,6 +865,6 @@ def remove_merged(records: Records, home_root: Path, lock: Callable[[Path], Repo
                 log.warning("could not remove worktree %s: %s", w.path, e)
                 continue
         records.set_worktree_state(w.repo, w.branch, WorktreeState.REMOVED)
-        append_event(home_root, "worktree-removed", path=str(w.path), branch=w.branch)
+        append_event(home_root, EventKind.WORKTREE_REMOVED, path=str(w.path), branch=w.branch)
         out.append(str(w.path))
     return out

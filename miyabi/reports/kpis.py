@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from miyabi.events import EventKind
 from miyabi.times import parse_rfc3339, rfc3339
 
 REASONS = ("signal", "exit", "hung", "requested", "other")
@@ -66,38 +67,46 @@ WORKING = ("busy", "waiting-approval")
 
 SEEN = frozenset(
     {
-        "state",
-        "agent-died",
-        "restarted",
-        "hung-restart",
-        "gave-up",
-        "nudged",
-        "silent-but-working",
-        "intro",
-        "typing",
-        "delivered",
-        "enter-again",
-        "no-receipt",
-        "usage",
-        "approval",
-        "instance-ready",
-        "restart-dropped",
-        "restart-error",
+        EventKind.STATE,
+        EventKind.AGENT_DIED,
+        EventKind.RESTARTED,
+        EventKind.HUNG_RESTART,
+        EventKind.GAVE_UP,
+        EventKind.NUDGED,
+        EventKind.SILENT_BUT_WORKING,
+        EventKind.INTRO,
+        EventKind.TYPING,
+        EventKind.DELIVERED,
+        EventKind.ENTER_AGAIN,
+        EventKind.NO_RECEIPT,
+        EventKind.USAGE,
+        EventKind.APPROVAL,
+        EventKind.INSTANCE_READY,
+        EventKind.RESTART_DROPPED,
+        EventKind.RESTART_ERROR,
     }
 )
 """Events whose ``agent`` existed (had a pane) when they were written."""
 
-SEEN_LISTS = frozenset({"controller-ready", "session-rebuilt", "pane-recreated"})
+SEEN_LISTS = frozenset({EventKind.CONTROLLER_READY, EventKind.SESSION_REBUILT, EventKind.PANE_RECREATED})
 """Events with an ``agents`` list of agents that existed then."""
 
-LAST_WORDS = frozenset({"agent-died", "hung-restart", "gave-up", "restart-dropped", "restart-error"})
+LAST_WORDS = frozenset(
+    {
+        EventKind.AGENT_DIED,
+        EventKind.HUNG_RESTART,
+        EventKind.GAVE_UP,
+        EventKind.RESTART_DROPPED,
+        EventKind.RESTART_ERROR,
+    }
+)
 """Events about an agent's process ending or not coming back: for a pool instance
 that ended already, they mean nothing."""
 
-RECREATED = frozenset({"session-rebuilt", "pane-recreated"})
+RECREATED = frozenset({EventKind.SESSION_REBUILT, EventKind.PANE_RECREATED})
 """Events whose listed agents got a new process (a pane made afresh)."""
 
-NEW_PROCESS = frozenset({"state", "intro", "usage"})
+NEW_PROCESS = frozenset({EventKind.STATE, EventKind.INTRO, EventKind.USAGE})
 """Events that carry the agent's process ``pid``: another pid than the dead one means
 a new process runs."""
 
@@ -456,15 +465,15 @@ def compute(
         kind = e.get("event")
         name = e.get("agent")
         name = name if isinstance(name, str) and name else None
-        if kind in ("enqueued", "retry") and e.get("id"):
+        if kind in (EventKind.ENQUEUED, EventKind.RETRY) and e.get("id"):
             enqueued[str(e["id"])] = t
-        elif kind in ("dead-letter", "dropped") and e.get("id"):
+        elif kind in (EventKind.DEAD_LETTER, EventKind.DROPPED) and e.get("id"):
             enqueued.pop(str(e["id"]), None)
-        elif kind == "pull-request-opened" and inside(t):
+        elif kind == EventKind.PULL_REQUEST_OPENED and inside(t):
             prs += 1
-        elif kind == "controller-stop" and stopped_at is None:
+        elif kind == EventKind.CONTROLLER_STOP and stopped_at is None:
             stopped_at = t
-        elif kind == "controller-start" and stopped_at is not None:
+        elif kind == EventKind.CONTROLLER_START and stopped_at is not None:
             unwatched.append((stopped_at, t))
             stopped_at = None
         if kind in SEEN_LISTS and isinstance(e.get("agents"), list):
@@ -477,7 +486,7 @@ def compute(
             continue
         if name is None:
             continue
-        if kind == "instance-ended":
+        if kind == EventKind.INSTANCE_ENDED:
             gone = tracks.get(name)
             if gone is not None and gone.absent_since is None:
                 gone.come_up(t)
@@ -491,11 +500,11 @@ def compute(
             continue  # an ended instance's process ending is no downtime
         tr = track(name, t)
         pid = _pid(e)
-        if kind in ("agent-died", "hung-restart"):
+        if kind in (EventKind.AGENT_DIED, EventKind.HUNG_RESTART):
             if tr.down_since is None:  # hung-restart names no pid: the one last seen is killed
                 tr.down_since, tr.dead_pid = t, pid if pid is not None else tr.last_pid
             tr.stop_working(t)
-        elif kind == "restarted":
+        elif kind == EventKind.RESTARTED:
             took = tr.come_up(t)
             tr.stop_working(t)
             if inside(t):
@@ -503,10 +512,10 @@ def compute(
                 reasons[reason_label(e.get("reason"))] += 1
                 if took is not None:
                     tr.recoveries.append(took)
-        elif kind == "gave-up":
+        elif kind == EventKind.GAVE_UP:
             if inside(t):
                 tr.gave_up += 1
-        elif kind == "delivered" and e.get("id"):
+        elif kind == EventKind.DELIVERED and e.get("id"):
             sent = enqueued.pop(str(e["id"]), None)
             if sent is not None and inside(t):
                 tr.deliveries.append(max(0.0, t - sent))
@@ -514,9 +523,9 @@ def compute(
             if pid is None or pid == tr.dead_pid:
                 continue  # the dead process's last word, written late
             tr.come_up(t)
-        if pid is not None and kind in (*NEW_PROCESS, "restarted"):
+        if pid is not None and kind in (*NEW_PROCESS, EventKind.RESTARTED):
             tr.last_pid = pid
-        if kind == "state" and tr.down_since is None:
+        if kind == EventKind.STATE and tr.down_since is None:
             if e.get("state") in WORKING:
                 if tr.working_since is None:
                     tr.working_since = t

@@ -24,7 +24,7 @@ from miyabi import defaults
 from miyabi.config.model import Layout
 from miyabi.config.settings import GitHubSettings, ReportSettings
 from miyabi.errors import MiyabiError
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import write_atomic
 from miyabi.reports.post import post
 from miyabi.reports.sources import build
@@ -151,10 +151,12 @@ def post_if_due(
         raise
     except (MiyabiError, OSError, sqlite3.Error, ValueError) as e:
         schedule.save(replace(posted, retry_at=now + defaults.REPORT_RETRY, error=str(e)))
-        append_event(home_root, "report-error", issue=settings.issue, error=str(e))
+        append_event(home_root, EventKind.REPORT_ERROR, issue=settings.issue, error=str(e))
         log.warning("report to issue %d: %s; trying again in %.0f s", settings.issue, e, defaults.REPORT_RETRY)
         return defaults.REPORT_RETRY
-    append_event(home_root, "report-posted", issue=settings.issue, to=where, since=rfc3339(since), until=rfc3339(now))
+    append_event(
+        home_root, EventKind.REPORT_POSTED, issue=settings.issue, to=where, since=rfc3339(since), until=rfc3339(now)
+    )
     log.info("posted the report to %s", where)
     return settings.every
 

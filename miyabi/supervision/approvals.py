@@ -20,14 +20,17 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from miyabi.agents.hooks import Activity
 from miyabi.agents.profiles import Profile
 from miyabi.agents.screen import approval_question
-from miyabi.config.model import Agent
+from miyabi.config.model import Agent, Layout
+from miyabi.config.settings import auto_answer
 from miyabi.errors import MiyabiError
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import private_dir
 from miyabi.home import Home
 from miyabi.messaging.activity import hook_log, read_seen
@@ -151,7 +154,7 @@ def answer(
         mid = msg.id
     append_event(
         home.root,
-        "approval",
+        EventKind.APPROVAL,
         agent=agent.name,
         answer=verb,
         by=by or who(),
@@ -181,3 +184,53 @@ def _note(home: Home, agent: str, verb: str) -> None:
         os.write(fd, (json.dumps({"t": round(time.time(), 6), "event": "answered", "answer": verb}) + "\n").encode())
     finally:
         os.close(fd)
+
+
+class AutoApprover:
+    """Answers the permission questions a rule of the layout's ``approvals: {auto: …}``
+    matches (the first matching rule wins; a question no rule matches waits for a
+    person), as ``miyabi approve``/``deny`` would, recorded as ``approval`` events by
+    ``miyabi (approvals.auto[N])``. A deliverer calls it when its agent asks.
+
+    Args:
+        home: the miyabi home.
+        runner: tmux (the controller's control channel).
+        layout: the running layout, read at each question (a reload counts).
+        lock_of: the agent's delivery lock, or None when it has no deliverer: the
+            watchdog respawns a pane only under that lock, so no key reaches a new process.
+    """
+
+    def __init__(
+        self,
+        home: Home,
+        runner: Runner,
+        layout: Callable[[], Layout],
+        lock_of: Callable[[str], AbstractContextManager[object] | None],
+    ) -> None:
+        self.home = home
+        self.runner = runner
+        self.layout = layout
+        self.lock_of = lock_of
+
+    def __call__(self, name: str, question: str) -> None:
+        lay = self.layout()
+        rules = lay.auto_answers
+        rule = auto_answer(rules, name, question) if rules else None
+        if rule is None:
+            return
+        lock = self.lock_of(name)
+        if lock is None:
+            return
+        try:
+            agent = lay.agent(name)
+            with lock:
+                answer(
+                    self.home,
+                    self.runner,
+                    lay.session,
+                    agent,
+                    rule.answer == "approve",
+                    by=f"miyabi (approvals.auto[{rules.index(rule)}])",
+                )
+        except MiyabiError as e:
+            append_event(self.home.root, EventKind.APPROVAL_ERROR, agent=name, question=question, error=str(e))

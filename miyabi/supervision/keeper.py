@@ -16,7 +16,7 @@ from pathlib import Path
 from miyabi import defaults
 from miyabi.config.model import Layout
 from miyabi.errors import HomeGone, MiyabiError
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import hold_waiting, write_atomic
 from miyabi.home import BUILD_LOCK, Home
 from miyabi.tmux.builder import down as build_down
@@ -120,7 +120,7 @@ class SessionKeeper:
             except MiyabiError as e:
                 log.warning("could not end session %s: %s", self.layout.session, e)
             return False
-        append_event(self.home.root, "session-rebuilt", session=self.layout.session, agents=report.created)
+        append_event(self.home.root, EventKind.SESSION_REBUILT, session=self.layout.session, agents=report.created)
         log.info("session %s was gone; rebuilt it with %s", self.layout.session, ", ".join(report.created))
         return True
 
@@ -141,6 +141,6 @@ class SessionKeeper:
             except HomeGone:
                 return []
         if report.created:
-            append_event(self.home.root, "pane-recreated", agents=report.created)
+            append_event(self.home.root, EventKind.PANE_RECREATED, agents=report.created)
             log.info("recreated panes for %s", ", ".join(report.created))
         return report.created

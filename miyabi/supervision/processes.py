@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +122,23 @@ def lease_identity(pid: int) -> str | None:
     return f"{pid}:{st.start_ticks}"
 
 
+def holder_alive(holder: str) -> bool:
+    """Whether the process a lease names (``PID:START``, see :func:`lease_identity`)
+    still runs: the same pid, started at the same time."""
+    pid, _, _ = holder.partition(":")
+    return pid.isdigit() and int(pid) > 0 and lease_identity(int(pid)) == holder
+
+
+def holders(agents: Iterable[str], pids: Mapping[str, int | None]) -> dict[str, str | None]:
+    """Agent → the lease identity of its live process (``pids``: each agent's live
+    process, None or missing when it is dead or has no pane); None where it has none."""
+    out: dict[str, str | None] = {}
+    for name in agents:
+        pid = pids.get(name)
+        out[name] = lease_identity(pid) if pid else None
+    return out
+
+
 def describe_wait_status(code: int) -> str:
     """A wait status in words: ``killed by signal 9`` or ``exit status 3``."""
     if os.WIFSIGNALED(code):
@@ -152,54 +169,42 @@ def alive(pid: int) -> bool:
     return st is not None and st.state != "Z"
 
 
-def end_agent(
-    name: str,
-    home_root: Path,
-    socket: str,
-    pid: int,
-    graceful: bool = False,
-    sleep: Callable[[float], None] = time.sleep,
-) -> list[int]:
-    """Kill everything left of agent ``name``: every process whose environment marks it
-    as this agent of this ensemble, and, when ``pid`` is alive and carries those
-    marks itself, its process group (what dropped the marks with it). A dead ``pid`` is
-    never used as a group id: it may belong to another process by now. With
-    ``graceful``, SIGTERM first and SIGKILL after ``defaults.KILL_GRACE`` seconds (or
-    as soon as ``sleep`` raises, when the controller stops: SIGKILL follows at once).
-
-    Returns:
-        the pids signalled.
-    """
-    marks = (
-        f"MIYABI_AGENT={name}\0".encode(),
-        f"MIYABI_HOME={home_root}\0".encode(),
-        f"MIYABI_SOCKET={socket}\0".encode(),
-    )
-    victims: set[int] = set()
+def marked(home_root: Path, socket: str | None, agent: str | None = None) -> set[int]:
+    """The processes whose environment marks them as agent ``agent`` (None: any agent)
+    of the ensemble of ``home_root`` on tmux socket ``socket`` (None: any socket): they
+    carry ``MIYABI_AGENT``, ``MIYABI_HOME`` and ``MIYABI_SOCKET``, which miyabi gives
+    each agent's process and its children inherit. Never a tmux process, this process
+    or its parent."""
+    marks = [
+        f"\0MIYABI_AGENT={agent}\0".encode() if agent is not None else b"\0MIYABI_AGENT=",
+        f"\0MIYABI_HOME={home_root}\0".encode(),
+    ]
+    if socket is not None:
+        marks.append(f"\0MIYABI_SOCKET={socket}\0".encode())
+    found: set[int] = set()
     spared = {os.getpid(), os.getppid()}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in spared:
+        if not entry.isdigit() or int(entry) in spared or int(entry) <= 1:
             continue
         try:
             with open(f"/proc/{entry}/comm", "rb") as f:
                 if f.read().startswith(b"tmux"):  # never the server or a client
                     continue
-        except OSError:
-            continue
-        try:
             with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read() + b"\0"
+                env = b"\0" + f.read() + b"\0"
         except OSError:
             continue
         if all(m in env for m in marks):
-            victims.add(int(entry))
-    victims = {p for p in victims if p > 1}
-    pgid: int | None = None
-    if pid > 1 and pid in victims and alive(pid):
-        try:
-            pgid = os.getpgid(pid) if os.getpgid(pid) == pid else None
-        except OSError:
-            pgid = None
+            found.add(int(entry))
+    return found
+
+
+def _signal_all(
+    victims: set[int], pgid: int | None, graceful: bool, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """SIGKILL ``victims`` (and the process group ``pgid``); with ``graceful``, SIGTERM
+    first and SIGKILL after ``defaults.KILL_GRACE`` seconds to what is left (at once
+    when ``sleep`` raises: the controller stops)."""
     sigs = (signal.SIGTERM, signal.SIGKILL) if graceful else (signal.SIGKILL,)
     for i, sig in enumerate(sigs):
         if i:
@@ -219,4 +224,48 @@ def end_agent(
                 os.kill(p, sig)
             except OSError:
                 pass
+
+
+def end_agent(
+    name: str,
+    home_root: Path,
+    socket: str,
+    pid: int,
+    graceful: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[int]:
+    """Kill everything left of agent ``name``: every process whose environment marks it
+    as this agent of this ensemble (see :func:`marked`), and, when ``pid`` is alive and
+    carries those marks itself, its process group (what dropped the marks with it). A
+    dead ``pid`` is never used as a group id: it may belong to another process by now.
+    With ``graceful``, SIGTERM first and SIGKILL after ``defaults.KILL_GRACE`` seconds
+    (or as soon as ``sleep`` raises, when the controller stops: SIGKILL follows at once).
+
+    Returns:
+        the pids signalled.
+    """
+    victims = marked(home_root, socket, name)
+    pgid: int | None = None
+    if pid > 1 and pid in victims and alive(pid):
+        try:
+            pgid = os.getpgid(pid) if os.getpgid(pid) == pid else None
+        except OSError:
+            pgid = None
+    _signal_all(victims, pgid, graceful, sleep)
+    return sorted(victims)
+
+
+def end_agents(home_root: Path, socket: str | None) -> list[int]:
+    """End every process an agent of the ensemble of ``home_root`` on ``socket`` left
+    behind (None: on any socket), SIGTERM first and SIGKILL after
+    ``defaults.KILL_GRACE`` seconds: ``miyabi down`` runs it once the session is gone,
+    for what a closed terminal does not end (a child in a session of its own, a
+    program that ignores SIGHUP: Gemini CLI's relaunched node process, measured).
+
+    Returns:
+        the pids signalled.
+    """
+    victims = marked(home_root, socket)
+    if victims:
+        _signal_all(victims, None, graceful=True)
     return sorted(victims)

@@ -37,7 +37,7 @@ from miyabi.agents.hooks import Activity
 from miyabi.agents.screen import Screen, looks_ready
 from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.files import append_line, open_private, private_dir, write_atomic
 from miyabi.home import Home
 from miyabi.messaging.mailbox import MessageState, enqueue, inbox, make
@@ -176,7 +176,7 @@ class Supervisor:
             }
             write_atomic(self.state_file, json.dumps(data, indent=1))
 
-    def event(self, kind: str, agent: str, **fields: Any) -> None:
+    def event(self, kind: EventKind, agent: str, **fields: Any) -> None:
         append_event(self.home.root, kind, agent=agent, **fields)
         detail = " ".join(f"{k}={v}" for k, v in fields.items())
         append_line(self.home.logs / "watchdog.log", f"{now_rfc3339()} {kind} {agent} {detail}")
@@ -300,7 +300,9 @@ class Supervisor:
                         w.restart_at, w.pending = None, None
                         self.save()
                     self.event(
-                        "restart-dropped", name, reason=f"a new process {pane.pid} runs in {pane.pane_id} already"
+                        EventKind.RESTART_DROPPED,
+                        name,
+                        reason=f"a new process {pane.pid} runs in {pane.pane_id} already",
                     )
                 self.track(name, pane.pid)
 
@@ -410,19 +412,19 @@ class Supervisor:
                 self.save()
         elif action == SilenceAction.WORKING:
             if not w.working_logged:
-                self.event("silent-but-working", name, signal="cpu", detail=why)
+                self.event(EventKind.SILENT_BUT_WORKING, name, signal="cpu", detail=why)
                 w.working_logged = True
         elif action == SilenceAction.NUDGE:
             msg = make(name, agent.watchdog.nudge, sender="miyabi-watchdog", priority="high")
             enqueue(self.home.root, msg)
             w.nudged_at, w.nudge_id, w.hung = mono, msg.id, True
-            self.event("nudged", name, signal="silence", detail=why, id=msg.id)
+            self.event(EventKind.NUDGED, name, signal="silence", detail=why, id=msg.id)
             self.save()
         elif action == SilenceAction.RESTART:
             self._drop_nudge(name, w)
             evidence = self.save_evidence(name, pane, "hung", self.clock() - w.started)
             decision = Decision(DeathAction.RESTART, 0.0, w.history.backoff, f"hung: {why}")
-            self.event("hung-restart", name, signal="silence", detail=why, evidence=str(evidence))
+            self.event(EventKind.HUNG_RESTART, name, signal="silence", detail=why, evidence=str(evidence))
             w.nudged_at, w.hung = None, False
             w.handled_pid = w.pid
             self.restart(name, decision, self.clock(), graceful=True)
@@ -458,7 +460,7 @@ class Supervisor:
             evidence = self.save_evidence(name, pane, cause, uptime)
             decision = on_death(self.agents[name].watchdog, w.history, uptime, now, cause)
             self.event(
-                "agent-died",
+                EventKind.AGENT_DIED,
                 name,
                 pid=pid,
                 cause=cause,
@@ -473,7 +475,7 @@ class Supervisor:
                 w.restart_at = None
                 w.pending = None
                 self.mark_failed(name, decision.reason)
-                self.event("gave-up", name, reason=decision.reason)
+                self.event(EventKind.GAVE_UP, name, reason=decision.reason)
             else:
                 w.pending = decision
                 w.restart_at = now + decision.delay
@@ -571,7 +573,7 @@ class Supervisor:
                     state = None
             expected = w.pid or (pane.pid if pane else 0)
             if pane is None or state is None or (state.pid != expected and not state.dead):
-                self.event("restart-dropped", name, reason="the pane is gone or runs another process")
+                self.event(EventKind.RESTART_DROPPED, name, reason="the pane is gone or runs another process")
                 w.restart_at = None
                 w.pending = None
                 self.save()
@@ -581,7 +583,7 @@ class Supervisor:
             try:
                 new_pid = self.respawn(agent, pane.pane_id)
             except TmuxError as e:
-                self.event("restart-error", name, error=str(e))
+                self.event(EventKind.RESTART_ERROR, name, error=str(e))
                 w.restart_at = now + 1.0  # try again shortly
                 return False
             # The restart happened: it counts, whatever follows.
@@ -591,7 +593,7 @@ class Supervisor:
             self.track(name, new_pid)
             self.panes.respawned(name, new_pid)
             self.save()
-        self.event("restarted", name, pid=new_pid, pane=pane.pane_id, reason=decision.reason)
+        self.event(EventKind.RESTARTED, name, pid=new_pid, pane=pane.pane_id, reason=decision.reason)
         return True
 
     def clear_and_restart(self, name: str) -> bool:

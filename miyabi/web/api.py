@@ -29,7 +29,7 @@ from miyabi import defaults
 from miyabi.bus.state import read_state
 from miyabi.controller.view import bus_view, cancel_task, message_json, messages, retry_task, waiting
 from miyabi.errors import MiyabiError, TmuxError
-from miyabi.events import events_after, path_of
+from miyabi.events import EventKind, events_after, path_of
 from miyabi.messaging.mailbox import MessageState, drop, post, retry
 from miyabi.web.models import (
     AgentRow,
@@ -388,7 +388,7 @@ def approvals_of(site: Site) -> dict[str, Any]:
     ]
     answers: deque[dict[str, Any]] = deque(maxlen=100)
     for e in recent_events(path_of(site.home.root))[0]:
-        if e.get("event") == "approval":
+        if e.get("event") == EventKind.APPROVAL:
             answers.append(e)
     return {"waiting": waiting_, "answers": list(reversed(answers))}
 

@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from miyabi.errors import MiyabiError
-from miyabi.events import events_after, path_of
+from miyabi.events import EventKind, events_after, path_of
 from miyabi.messaging.mailbox import MessageState, inbox
 from miyabi.reports.kpis import reason_label
 from miyabi.supervision.status import AgentState
@@ -112,27 +112,27 @@ class EventFold:
             t = parse_rfc3339(str(e.get("time")))
         except (ValueError, TypeError):
             return
-        if kind == "agent-died":
+        if kind == EventKind.AGENT_DIED:
             self._died[agent] = t
-        elif kind == "restarted":
+        elif kind == EventKind.RESTARTED:
             self.restarts[(agent, reason_label(e.get("reason")))] += 1
             died = self._died.pop(agent, None)
             if died is not None and t >= died:
                 self.recovery.setdefault(agent, Histogram(LATENCY_BUCKETS)).observe(t - died)
-        elif kind == "enqueued" and e.get("id"):
+        elif kind == EventKind.ENQUEUED and e.get("id"):
             if len(self._enqueued) >= PENDING_CAP:  # messages whose end was never logged: forget the oldest
                 self._enqueued.pop(next(iter(self._enqueued)))
             self._enqueued[str(e["id"])] = t
-        elif kind == "delivered" and e.get("id"):
+        elif kind == EventKind.DELIVERED and e.get("id"):
             sent = self._enqueued.pop(str(e["id"]), None)
             if sent is not None and t >= sent:
                 self.delivery.setdefault(agent, Histogram(LATENCY_BUCKETS)).observe(t - sent)
-        elif kind == "enter-again":
+        elif kind == EventKind.ENTER_AGAIN:
             self.enters[agent] += 1
-        elif kind == "dead-letter":
+        elif kind == EventKind.DEAD_LETTER:
             self.dead_letters[agent] += 1
             self._enqueued.pop(str(e.get("id")), None)
-        elif kind in ("dropped",):
+        elif kind in (EventKind.DROPPED,):
             self._enqueued.pop(str(e.get("id")), None)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from miyabi import defaults
 from miyabi.config.settings import GitHubSettings
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.messaging.mailbox import enqueue, make
 from miyabi.work.github import GitHub, GitHubError
 from miyabi.work.scheduler import task_message
@@ -93,7 +93,7 @@ class Dispatcher:
                 self.store.set_state(
                     task.id, TaskState.CANCELLED, f"claimed elsewhere ({self.cfg.todo_label} was gone)", expect=(state,)
                 )
-                append_event(self.home, "claim-lost", task=task.id, ref=task.ref)
+                append_event(self.home, EventKind.CLAIM_LOST, task=task.id, ref=task.ref)
                 return False
             if first:
                 self.gh.add_labels(task.number, ["status:in-progress", f"assigned:{agent}"])
@@ -107,7 +107,7 @@ class Dispatcher:
                 except TaskError:
                     pass
             self.not_before[task.id] = self.clock() + defaults.CLAIM_RETRY
-            append_event(self.home, "claim-error", task=task.id, ref=task.ref, error=str(e))
+            append_event(self.home, EventKind.CLAIM_ERROR, task=task.id, ref=task.ref, error=str(e))
             return False
         return True
 
@@ -117,4 +117,4 @@ class Dispatcher:
         msg = make(agent, task_message(task), sender="miyabi", task=str(task.id))
         self.store.set_message(task.id, msg.id)  # only this message's delivery leases the task
         enqueue(self.home, msg)
-        append_event(self.home, "task-assigned", agent=agent, task=task.id, ref=task.ref, id=msg.id)
+        append_event(self.home, EventKind.TASK_ASSIGNED, agent=agent, task=task.id, ref=task.ref, id=msg.id)

@@ -20,7 +20,7 @@ from pathlib import Path
 from miyabi import defaults
 from miyabi.config.model import Layout
 from miyabi.config.settings import OnRestart
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.messaging.mailbox import Message, MessageState, enqueue, inbox, make
 from miyabi.stopping import Stopped
 from miyabi.work.dispatch import Dispatcher
@@ -181,7 +181,9 @@ class WorkEngine:
             if went == Handback.GONE:
                 continue
             out.append((t.id, went))
-            append_event(self.home, "task-handed-back", task=t.id, ref=t.ref, agent=t.agent, to=str(went), reason=why)
+            append_event(
+                self.home, EventKind.TASK_HANDED_BACK, task=t.id, ref=t.ref, agent=t.agent, to=str(went), reason=why
+            )
             log.info("task %s: %s; %s", t.ref, why, went)
             if went == Handback.RESENT:
                 self.resend(self.store.get(t.id), why)
@@ -273,7 +275,7 @@ class WorkEngine:
             self.gh.require_token(str(self.layout.path))
         except GitHubError as e:
             log.error("github: %s", e)
-            append_event(self.home, "github-error", error=str(e))
+            append_event(self.home, EventKind.GITHUB_ERROR, error=str(e))
             return
         store = Store.of_home(self.home)  # a connection of this thread's own
         try:
@@ -281,12 +283,12 @@ class WorkEngine:
                 try:
                     done = self.github_pass(store)
                     if done.sync.added or done.sync.triaged:
-                        append_event(self.home, "github-sync", added=done.sync.added, triaged=done.sync.triaged)
+                        append_event(self.home, EventKind.GITHUB_SYNC, added=done.sync.added, triaged=done.sync.triaged)
                     for line in done.reported:
                         log.info("github: %s", line)
                 except (GitHubError, TaskError, sqlite3.Error) as e:
                     log.warning("github: %s", e)
-                    append_event(self.home, "github-error", error=str(e))
+                    append_event(self.home, EventKind.GITHUB_ERROR, error=str(e))
                 stop.wait(cfg.poll_interval)
         except Stopped:
             log.info("github: stopped while waiting")

@@ -40,7 +40,7 @@ from typing import Any
 
 from miyabi import defaults
 from miyabi.config.settings import GitHubSettings
-from miyabi.events import append_event
+from miyabi.events import EventKind, append_event
 from miyabi.messaging.mailbox import enqueue, make
 from miyabi.work.github import GitHub, GitHubError, stamp
 from miyabi.work.tasks import HELD, OPEN, ClaimState, Source, Store, Task, TaskState
@@ -251,7 +251,7 @@ def _cancel(store: Store, home_root: Path, task: Task) -> str:
             task=str(task.id),
         )
         enqueue(home_root, msg)
-    append_event(home_root, "task-cancelled", task=task.id, ref=task.ref, reason="issue closed")
+    append_event(home_root, EventKind.TASK_CANCELLED, task=task.id, ref=task.ref, reason="issue closed")
     return f"{task.ref}: closed on GitHub, task cancelled"
 
 
@@ -276,7 +276,7 @@ def report(store: Store, gh: GitHub, cfg: GitHubSettings, home_root: Path) -> li
             gh.comment(t.number, f"{said} ({t.agent or 'miyabi'}): {text}")
         except GitHubError as e:  # one refused notice never blocks the others
             tries = store.outbox_tried(oid)
-            append_event(home_root, "github-notice-error", task=tid, ref=t.ref, error=str(e), tries=tries)
+            append_event(home_root, EventKind.GITHUB_NOTICE_ERROR, task=tid, ref=t.ref, error=str(e), tries=tries)
             if tries >= defaults.NOTICE_TRIES:
                 store.outbox_sent(oid)
                 done.append(f"{t.ref}: gave up telling GitHub status:{action} after {tries} tries: {e}")

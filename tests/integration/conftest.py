@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +39,26 @@ def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("MIYABI_AGENT", raising=False)
     monkeypatch.delenv("TMUX", raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _no_agent_left(tmp_path: Path) -> Iterator[None]:
+    """After each test, end the agents' processes its ensembles left running: a killed
+    tmux server closes the panes, but not what ignores SIGHUP or sits in a session of
+    its own (Gemini CLI's relaunched node process, ~200 MB each, measured)."""
+    yield
+    root = f"\0MIYABI_HOME={tmp_path}/".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = b"\0" + f.read()
+        except OSError:
+            continue
+        if root in env and b"\0MIYABI_AGENT=" in env:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry), signal.SIGKILL)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from helpers import brought_up, wait_for
-from integration.conftest import Cli, capture, environ_of, write_layout
+from integration.conftest import Cli, capture, environ_of, pid_alive, write_layout
 from libtmux.server import Server
 
 from miyabi.config import load
@@ -326,3 +326,19 @@ def test_up_refuses_while_another_build_of_the_home_is_under_way(
         build.release()
     assert r.exit_code == 1 and "is building the session" in r.output, r.output
     assert not tmux.has_server() and running_pid(Home(home)) is None  # nothing built, no controller started
+
+
+def test_down_ends_what_the_agents_left_running(cli: Cli, home: Path, tmp_path: Path) -> None:
+    """A child in a session of its own that ignores SIGHUP outlives its closed pane (as
+    Gemini CLI's relaunched node process does): `down` ends it too."""
+    pidfile = tmp_path / "child.pid"
+    agent = tmp_path / "agent.sh"
+    agent.write_text(f"setsid sh -c 'trap \"\" HUP; echo $$ > {pidfile}; exec sleep 1000' &\nexec cat\n")
+    lay = tmp_path / "l.yaml"
+    lay.write_text(f"session: leftovers\nagents:\n  - {{name: a, profile: shell, command: sh {agent}}}\n")
+    assert cli("up", str(lay), "-d").exit_code == 0
+    child = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the child's pid"))
+    assert pid_alive(child)
+    r = cli("down")
+    assert r.exit_code == 0 and f"ended 1 process(es) its agents left running (pid {child})" in r.output, r.output
+    wait_for(lambda: not pid_alive(child), what="the child ended")

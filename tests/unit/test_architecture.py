@@ -253,3 +253,71 @@ def test_messages_enter_an_inbox_only_through_enqueue(name: str) -> None:
         and node.func.value.func.id == "inbox"
     ]
     assert puts == [], f"{name} puts messages in an inbox at lines {puts}: use miyabi.messaging.mailbox.enqueue"
+
+
+def _event_name_problems(tree: ast.AST) -> list[str]:
+    """Where ``tree`` names an event of the event log by a string: the kind given to
+    ``append_event`` or a writer's ``event(...)``, a string that is a hyphenated event
+    name (``"agent-died"``), or a string compared with an event's ``event`` field."""
+    from miyabi.events import EventKind
+
+    names = {str(k) for k in EventKind}
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
+
+    def event_field(node: ast.AST) -> bool:
+        text = ast.unparse(node)
+        return text.endswith(('.get("event")', "['event']", '["event"]', ".get('event')")) or text in ("kind", "event")
+
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            fn = node.func
+            called = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else ""
+            at = 1 if called == "append_event" else 0 if called == "event" else None
+            if at is not None and len(node.args) > at and isinstance(node.args[at], (ast.Constant, ast.JoinedStr)):
+                out.append(f"line {node.lineno}: {called}({ast.unparse(node.args[at])}, …)")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if "-" in node.value and node.value in names:
+                out.append(f"line {node.lineno}: {node.value!r}")
+        elif isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(event_field(s) for s in sides):
+                for s in sides:
+                    elts = s.elts if isinstance(s, (ast.Tuple, ast.List, ast.Set)) else [s]
+                    out += [
+                        f"line {node.lineno}: compared with {e.value!r}"
+                        for e in elts
+                        if isinstance(e, ast.Constant) and isinstance(e.value, str) and e.value in names
+                    ]
+    return sorted(set(out))
+
+
+def test_the_event_name_check_catches_strings() -> None:
+    tree = ast.parse(
+        'append_event(home, "agent-died", pid=1)\n'
+        'self.event(f"pull-request-{state}")\n'
+        'SEEN = {"gave-up"}\n'
+        'if e.get("event") == "state": pass\n'
+        'if kind in ("usage", EventKind.TYPING): pass\n'
+        "append_event(home, EventKind.AGENT_DIED)\n"
+        'x = state == "delivered"\n'
+    )
+    lines = sorted({p.split(":")[0] for p in _event_name_problems(tree)})
+    assert lines == ["line 1", "line 2", "line 3", "line 4", "line 5"]
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_events_are_named_by_their_enum(name: str) -> None:
+    """Every event is written and read as a member of ``miyabi.events.EventKind``, so a
+    renamed or misspelt event fails the type check instead of going unnoticed."""
+    if name == "miyabi.events":
+        return
+    problems = _event_name_problems(ast.parse(modules()[name].read_text(encoding="utf-8")))
+    assert problems == [], f"{name} names events by string: {problems}; use miyabi.events.EventKind"

@@ -12,9 +12,9 @@ import pytest
 from miyabi.config import load
 from miyabi.config.settings import Receiver, ReceiverKind, WebSettings
 from miyabi.errors import LayoutError
-from miyabi.events import append_event
+from miyabi.events import EventKind, NoticeKind, append_event
 from miyabi.notify.outbox import NoticeState, Outbox
-from miyabi.notify.rules import Kind, from_event, from_task_event
+from miyabi.notify.rules import from_event, from_task_event
 from miyabi.notify.service import Notifier, request_of, where
 from miyabi.work.tasks import Store, TaskState
 
@@ -82,19 +82,19 @@ def test_a_bad_section_is_one_line_naming_its_key(tmp_path: Path, section: str, 
 
 def test_which_happenings_become_notices() -> None:
     gave = from_event("k", {"event": "gave-up", "agent": "kaede", "reason": "exit status 3 5 times"})
-    assert gave is not None and gave.kind == Kind.AGENT_FAILED and "exit status 3 5 times" in gave.text
+    assert gave is not None and gave.kind == NoticeKind.AGENT_FAILED and "exit status 3 5 times" in gave.text
     asked = from_event("k", {"event": "state", "agent": "a", "state": "waiting-approval", "question": "Run rm?"})
-    assert asked is not None and asked.kind == Kind.WAITING_APPROVAL and "Run rm?" in asked.text
+    assert asked is not None and asked.kind == NoticeKind.WAITING_APPROVAL and "Run rm?" in asked.text
     assert from_event("k", {"event": "state", "agent": "a", "state": "busy"}) is None
     assert from_event("k", {"event": "delivered", "agent": "a"}) is None
     pr = from_event("k", {"event": "pull-request-opened", "ref": "o/r#3", "number": 9, "url": "https://x/pull/9"})
-    assert pr is not None and pr.kind == Kind.PR_OPENED and pr.url == "https://x/pull/9"
+    assert pr is not None and pr.kind == NoticeKind.PR_OPENED and pr.url == "https://x/pull/9"
     hung = from_event("k", {"event": "hung-restart", "agent": "a", "detail": "silent 600 s"})
-    assert hung is not None and hung.kind == Kind.AGENT_HUNG
+    assert hung is not None and hung.kind == NoticeKind.AGENT_HUNG
     task = {"id": 4, "ref": "#4", "title": "t", "url": None, "agent": "a"}
     assert from_task_event(7, task, "in_progress", "") is None
     failed = from_task_event(7, task, "failed", "needs a person: 3 rounds")
-    assert failed is not None and failed.key == "task-event:7" and failed.kind == Kind.TASK_FAILED
+    assert failed is not None and failed.key == "task-event:7" and failed.kind == NoticeKind.TASK_FAILED
 
 
 def test_each_receiver_gets_its_own_format() -> None:
@@ -123,10 +123,10 @@ def test_the_queue_holds_a_notice_once_and_never_resends_one_in_flight(tmp_path:
     (home / "logs").mkdir()
     store = Store.of_home(home)
     hook = Receiver(ReceiverKind.WEBHOOK, "https://h")
-    append_event(home, "gave-up", agent="old", reason="before the notifier ever ran")
+    append_event(home, EventKind.GAVE_UP, agent="old", reason="before the notifier ever ran")
     n = Notifier(home, store, (hook,), "s", clock=lambda: 100.0)
     assert n.produce() == 0  # the first run starts now: history is not news
-    append_event(home, "gave-up", agent="a", reason="r")
+    append_event(home, EventKind.GAVE_UP, agent="a", reason="r")
     t = store.add("t", "", [], "normal", [])
     store.set_state(t.id, TaskState.ASSIGNED, "routed", agent="a")
     store.set_state(t.id, TaskState.DONE, "done")
@@ -152,11 +152,11 @@ def test_a_restart_is_news_only_after_a_controller_that_did_not_stop(tmp_path: P
     (tmp_path / "logs").mkdir()
     store = Store.of_home(tmp_path)
     hook = Receiver(ReceiverKind.WEBHOOK, "https://h", events=("controller-restarted",))
-    append_event(tmp_path, "controller-start", pid=1)
+    append_event(tmp_path, EventKind.CONTROLLER_START, pid=1)
     n = Notifier(tmp_path, store, (hook,), "s")
-    append_event(tmp_path, "controller-stop", pid=1)  # `miyabi down`
-    append_event(tmp_path, "controller-start", pid=2)  # `miyabi up`: no news
+    append_event(tmp_path, EventKind.CONTROLLER_STOP, pid=1)  # `miyabi down`
+    append_event(tmp_path, EventKind.CONTROLLER_START, pid=2)  # `miyabi up`: no news
     assert n.produce() == 0
-    append_event(tmp_path, "controller-start", pid=3)  # pid 2 was SIGKILLed
+    append_event(tmp_path, EventKind.CONTROLLER_START, pid=3)  # pid 2 was SIGKILLed
     assert Notifier(tmp_path, store, (hook,), "s").outbox.all()[-1]["kind"] == "controller-restarted"
     assert len(Outbox(tmp_path).all()) == 1

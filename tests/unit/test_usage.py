@@ -78,7 +78,7 @@ def test_a_tasks_usage_sums_the_turns_that_name_it(tmp_path: Path) -> None:
 
     from miyabi.agents.usage import task_usage
     from miyabi.cli import app
-    from miyabi.events import append_event
+    from miyabi.events import EventKind, append_event
 
     events = [
         {"event": "usage", "task": "1", "turn_input_tokens": 100, "turn_output_tokens": 5},
@@ -93,7 +93,7 @@ def test_a_tasks_usage_sums_the_turns_that_name_it(tmp_path: Path) -> None:
     r = runner.invoke(app, ["task", "add", "write the docs", "--home", str(tmp_path)])
     assert r.exit_code == 0, r.output
     for e in events[:3]:
-        append_event(tmp_path, "usage", agent="a", pid=1, **{k: v for k, v in e.items() if k != "event"})
+        append_event(tmp_path, EventKind.USAGE, agent="a", pid=1, **{k: v for k, v in e.items() if k != "event"})
     r = runner.invoke(app, ["task", "show", "1", "--json", "--home", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["usage"] == {"input_tokens": 120, "output_tokens": 6}
