@@ -507,6 +507,8 @@ class Controller:
                 self.fixes.tick(failed)
             due = engine.next_due()
             pace.next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
+        except Stopped:  # a wait in the pass (a GitHub claim told to retry later) ended by the stop
+            raise
         except Exception as e:
             log.warning(
                 "scheduling: %s: %s; trying again in %.0f s",

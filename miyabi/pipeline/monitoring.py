@@ -20,6 +20,7 @@ from typing import Any
 from miyabi.config.settings import GitHubSettings
 from miyabi.home import Home
 from miyabi.pipeline.followups import file_fix
+from miyabi.stopping import Stopped
 from miyabi.supervision.saved import load_records
 from miyabi.times import rfc3339
 from miyabi.work.github import GitHub
@@ -88,6 +89,9 @@ class FixFiler:
     def _file(self, name: str, cause: str, title: str, body: str) -> None:
         try:
             file_fix(self.store, self.gh, self.github(), self.home.root, cause, title, body)
+        except Stopped:  # the controller is stopping; the next one files it
+            with self._lock:
+                self._filed.discard(name)
         except Exception as e:
             log.warning(
                 "could not file the fix task for %s: %s: %s; trying again at the next pass",
