@@ -17,85 +17,65 @@ usage error as every other command does. Both paths run the same functions
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from miyabi.cli import output
 from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PIPE, MiyabiError
 
-VALUED: dict[str, dict[str, str]] = {
-    "status": {"--socket": "socket", "-L": "socket", "--home": "home", "--layout": "layout", "-f": "layout"},
-    "up": {"--socket": "socket", "-L": "socket", "--home": "home"},
-    "controller": {"--socket": "socket", "-L": "socket", "--home": "home", "--layout": "layout", "-f": "layout"},
-}
-"""Per command, each option that takes a value → its name (as ``miyabi.cli.ensemble``
-declares them; help texts live there only)."""
 
-FLAGS: dict[str, dict[str, tuple[str, bool]]] = {
-    "status": {"--json": ("json", True), "--all-hosts": ("all_hosts", True)},
-    "up": {
-        "--detach": ("detach", True),
-        "-d": ("detach", True),
-        "--controller": ("controller", True),
-        "--no-controller": ("controller", False),
-    },
-    "controller": {},
-}
-"""Per command, each flag → (its name, the value it sets)."""
+class NotLight(Exception):
+    """A command line the light path does not read whole: the Typer app runs it."""
 
-DEFAULTS: dict[str, dict[str, bool]] = {
-    "status": {"json": False, "all_hosts": False},
-    "up": {"detach": False, "controller": True},
-    "controller": {},
-}
+
+class QuietParser(argparse.ArgumentParser):
+    """The light paths' parser (this one's, and ``miyabi send``'s): argparse, without
+    its own help and abbreviations, that never prints or exits: what it cannot read
+    raises :class:`NotLight`, so that the Typer command, which has the help texts,
+    prints the help or the usage error as every other command does."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog=f"miyabi {prog}", add_help=False, allow_abbrev=False)
+
+    def error(self, message: str) -> NoReturn:
+        raise NotLight(message)
+
+
+def _parser(command: str) -> QuietParser:
+    """The options of ``miyabi COMMAND`` as :mod:`miyabi.cli.ensemble` declares them
+    (help texts live there only)."""
+    ap = QuietParser(command)
+    ap.add_argument("--socket", "-L", default=None)
+    ap.add_argument("--home", default=None)
+    if command == "up":
+        ap.add_argument("layout", nargs="?", default=None)
+        ap.add_argument("--detach", "-d", action="store_true")
+        ap.add_argument("--controller", action=argparse.BooleanOptionalAction, default=True)
+    else:
+        ap.add_argument("--layout", "-f", default=None)
+    if command == "status":
+        ap.add_argument("--json", action="store_true")
+        ap.add_argument("--all-hosts", action="store_true")
+    return ap
 
 
 def parse(command: str, argv: list[str]) -> dict[str, Any] | None:
     """The options and argument of ``miyabi COMMAND ARGV`` by name, or None when the
     command line is not one this path reads whole (help, an unknown option, an option
-    without its value, a value that looks like an option, extra arguments).
-
-    A few lines instead of argparse, whose import alone costs ``status`` a tenth of its
-    time. Options go anywhere; ``--name=value``, ``-Lvalue`` and ``--`` work as in
-    Typer."""
-    valued, flags = VALUED[command], FLAGS[command]
-    out: dict[str, Any] = {"socket": None, "home": None, "layout": None, **DEFAULTS[command]}
-    words: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
-        if arg == "--":
-            words += argv[i:]
-            break
-        if not arg.startswith("-") or arg == "-":
-            words.append(arg)
-            continue
-        if arg in flags:
-            name, value = flags[arg]
-            out[name] = value
-            continue
-        option, eq, given = arg.partition("=")
-        if not eq and not arg.startswith("--") and len(arg) > 2:  # -Lname
-            option, eq, given = arg[:2], "=", arg[2:]
-        if option not in valued:
-            return None
-        if not eq:
-            if i >= len(argv) or argv[i].startswith("-"):
-                return None
-            given = argv[i]
-            i += 1
-        if not given:
-            return None
-        out[valued[option]] = given
-    if command == "up" and len(words) <= 1:
-        out["layout"] = words[0] if words else None
-    elif words:
+    without its value, a value that looks like an option, an empty value, extra
+    arguments). Options go anywhere; ``--name=value``, ``-Lvalue`` and ``--`` work as
+    in Typer."""
+    try:
+        ns = vars(_parser(command).parse_args(argv))
+    except NotLight:
         return None
-    return out
+    if any(v == "" for v in ns.values()):
+        return None
+    return ns
 
 
 def main(command: str, argv: list[str]) -> int | None:

@@ -17,9 +17,9 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 from miyabi.cli import output, params
+from miyabi.cli.light import NotLight, QuietParser
 from miyabi.errors import EXIT_ERROR, EXIT_INTERRUPTED, AgentNotFound, MiyabiError, UsageError
 
 
@@ -69,20 +69,11 @@ class Request:
     layout: str | None = None
 
 
-class _BadArguments(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _BadArguments(message)
-
-
 def _parser(prog: str) -> argparse.ArgumentParser:
     """The same arguments as the Typer command in :mod:`miyabi.cli.messages` (which
     has their help, and whose errors are the ones a user reads), checked alike: a
     checker's ValueError makes argparse fail, and the Typer command then says why."""
-    ap = _Parser(prog=f"miyabi {prog}", add_help=False, allow_abbrev=False)
+    ap = QuietParser(prog)
     if prog == "send":
         ap.add_argument("agent")
     ap.add_argument("text")
@@ -131,7 +122,7 @@ def main(prog: str, argv: list[str]) -> int | None:
     help and usage errors read as every other command's."""
     try:
         args = _parser(prog).parse_intermixed_args(argv)
-    except _BadArguments:
+    except NotLight:
         return None
     if args.help:
         return None
