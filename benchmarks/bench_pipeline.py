@@ -36,7 +36,7 @@ from fakegithub import FakeGitHub
 from miyabi.controller import stop_background
 from miyabi.home import Home
 from miyabi.times import parse_rfc3339
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 MIYABI = str(Path(sys.executable).parent / "miyabi")

@@ -26,7 +26,8 @@ from pathlib import Path
 import psutil
 from _stats import cpu_of, pct, progress, progress_done
 
-from miyabi.work.tasks import Store, TaskState
+from miyabi.work.model import TaskState
+from miyabi.work.store import Store
 
 
 def controller_pid(home: Path) -> int:

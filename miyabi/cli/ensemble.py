@@ -389,7 +389,7 @@ def status(
     ]
     output.table(groups.pop(None), headers, title=f"session {t.session} (socket {t.socket})")
     from miyabi.pipeline.records import InstanceState, Records
-    from miyabi.work.tasks import Store
+    from miyabi.work.store import Store
 
     for name, table_rows in groups.items():
         pool = lay.pool(name) if lay is not None and name is not None else None

@@ -19,7 +19,8 @@ from miyabi.messaging.mailbox import Message, MessageState, enqueue, inbox, make
 from miyabi.supervision.status import AgentStatus, collect
 from miyabi.tmux.panes import HOME_TAG, Runner, session_exists, session_option
 from miyabi.tmux.runner import Tmux
-from miyabi.work.tasks import Store, Task, TaskState
+from miyabi.work.model import Task, TaskState
+from miyabi.work.store import Store
 
 
 @dataclass
