@@ -191,11 +191,15 @@ class Database:
         """How many :meth:`tx` blocks are open on this connection (the outer one and its savepoints)."""
         self._migrated: dict[str, int] = {}
         """Domain → the version this connection made sure of."""
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.execute("PRAGMA foreign_keys=ON")
-        self._layout()
-        for schema in schemas:
-            self.migrate(schema)
+        try:
+            self.connection.execute("PRAGMA journal_mode=WAL")
+            self.connection.execute("PRAGMA foreign_keys=ON")
+            self._layout()
+            for schema in schemas:
+                self.migrate(schema)
+        except BaseException:
+            self.connection.close()
+            raise
 
     def _layout(self) -> None:
         """Give the file this module's own layout (the ``schema_versions`` table)."""
