@@ -34,7 +34,8 @@ from miyabi.config.settings import BusSettings
 from miyabi.messaging.mailbox import post
 from miyabi.tmux.control import ControlClient
 from miyabi.tmux.runner import Tmux
-from miyabi.work.tasks import Store, TaskState
+from miyabi.work.model import TaskState
+from miyabi.work.store import Store
 
 CAT = "profile: shell, command: cat"
 """The agent of the send figures: `cat` shows what is typed at once (as in bench_delivery)."""

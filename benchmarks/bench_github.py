@@ -42,7 +42,7 @@ from fakegithub import FakeGitHub
 from miyabi.config import load
 from miyabi.work.engine import WorkEngine
 from miyabi.work.github import client_for
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 TOKEN_ENV = "BENCH_GH_TOKEN"
 """The stand-in takes any token; miyabi is given one, as it would be for GitHub."""

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fakegithub import FakeGitHub
 
 from miyabi.times import parse_rfc3339
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "tests" / "scripted_agent.py"

@@ -27,7 +27,8 @@ import psutil
 from _ensemble import down
 from _stats import cpu_of, pct, progress, progress_done
 
-from miyabi.work.tasks import Store, TaskState
+from miyabi.work.model import TaskState
+from miyabi.work.store import Store
 
 
 def controller_pid(home: Path) -> int:

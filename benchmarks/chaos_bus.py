@@ -28,7 +28,7 @@ from miyabi.bus.client import Bus
 from miyabi.bus.messages import post_remote
 from miyabi.config.settings import BusSettings
 from miyabi.work.jobs import submit
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 AGENTS = ["w1", "w2", "w3", "w4"]
 

@@ -41,7 +41,7 @@ from miyabi.cli.send import main as send_main
 from miyabi.controller import running_pid
 from miyabi.home import Home
 from miyabi.work.jobs import submit
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 
 class Panes:

@@ -55,6 +55,11 @@ FILE_MODE = 0o600
 """Mode of every file miyabi creates under its home: messages, logs, journals, the
 task database. They hold what agents were told and printed."""
 
+DB_BUSY_TIMEOUT = 10.0
+"""Seconds a connection to one of the home's SQLite databases waits for another
+process's write transaction to end before it fails with "database is locked"
+(SQLite's busy timeout). Writers hold the lock for milliseconds; this covers a busy machine."""
+
 # ---------------------------------------------------------------- pane logs
 
 LOG_MAX_BYTES = 10 * 1024 * 1024

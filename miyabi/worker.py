@@ -295,7 +295,7 @@ def _job_runner(agent: str) -> Callable[[int], str] | None:
     def run_job(task_id: int) -> str:
         from miyabi.supervision.processes import lease_identity
         from miyabi.work.jobs import JobError, run_assigned
-        from miyabi.work.tasks import Store
+        from miyabi.work.store import Store
 
         try:
             store = Store.of_home(Path(home))
@@ -329,7 +329,8 @@ def _task_finisher(agent: str) -> Callable[[int], str] | None:
         return None
 
     def finish(task_id: int) -> str:
-        from miyabi.work.tasks import Store, TaskError
+        from miyabi.work.model import TaskError
+        from miyabi.work.store import Store
 
         try:
             store = Store.of_home(Path(home))

@@ -41,7 +41,8 @@ from miyabi.config.settings import redact
 from miyabi.events import EventKind, append_event
 from miyabi.files import write_atomic
 from miyabi.times import rfc3339
-from miyabi.work.tasks import Store, Task, TaskError
+from miyabi.work.model import Task, TaskError
+from miyabi.work.store import Store
 
 log = logging.getLogger("miyabi.bus")
 

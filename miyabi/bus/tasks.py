@@ -42,14 +42,16 @@ from typing import Any, cast
 
 from miyabi.bus.client import GROUP, RESULTS_GROUP, Bus, ensure_group
 from miyabi.config.settings import HOST_RE, NAME_RE, Route
+from miyabi.database import Schema
 from miyabi.events import EventKind, append_event
 from miyabi.messaging.mailbox import post
 from miyabi.times import how_often
-from miyabi.work.tasks import FINISHED, Source, Store, Task, TaskError, TaskState
+from miyabi.work.model import FINISHED, Source, Task, TaskError, TaskState
+from miyabi.work.store import Store
 
 log = logging.getLogger("miyabi.bus")
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS bus_tasks (
   bus_id TEXT NOT NULL,
   role TEXT NOT NULL,
@@ -68,7 +70,12 @@ CREATE TABLE IF NOT EXISTS bus_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 """``role`` ``origin``: a task this host published (bus id ``HOST:TASK:N:NONCE``) (``settled`` once its result came or
 its cancel was published); ``copy``: this host's copy of a task it claimed (``settled``
-once its result is on the bus, or it was given up). ``entry``: the stream entry id."""
+once its result is on the bus, or it was given up). ``entry``: the stream entry id.
+``bus_meta``: this home's ``nonce``."""
+
+SCHEMA = Schema("bus", (TABLES,))
+"""The bus's tables in the task database (:mod:`miyabi.database`; the first step is
+idempotent: versions before schema versions created them when missing)."""
 
 ORIGIN, COPY = "origin", "copy"
 
@@ -168,8 +175,7 @@ class SharedTasks:
         self.lease = lease
         self.clock = clock
         self.me = bus.host
-        with store.lock:
-            store.db.executescript(SCHEMA)
+        store.migrate(SCHEMA)
         with store.tx() as db:
             db.execute("INSERT OR IGNORE INTO bus_meta (key, value) VALUES ('nonce', ?)", (secrets.token_hex(4),))
         self.nonce = str(store.rows("SELECT value FROM bus_meta WHERE key='nonce'")[0][0])

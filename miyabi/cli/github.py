@@ -29,7 +29,7 @@ def github_sync(
     """
     from miyabi.work.engine import WorkEngine
     from miyabi.work.github import client_for
-    from miyabi.work.tasks import Store
+    from miyabi.work.store import Store
 
     t = resolve_target(home, socket, layout)
     lay = t.layout()

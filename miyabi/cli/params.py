@@ -74,14 +74,14 @@ def choice(what: str, options: Sequence[str]) -> Callable[[str], str]:
 
 def task_state(text: str) -> str:
     """A task's state (``queued``, ``done`` …)."""
-    from miyabi.work.tasks import STATES
+    from miyabi.work.model import STATES
 
     return choice("task state", STATES)(text)
 
 
 def task_priority(text: str) -> str:
     """A task's priority: ``high``, ``normal`` or ``low``."""
-    from miyabi.work.tasks import PRIORITIES
+    from miyabi.work.model import PRIORITIES
 
     return choice("priority", PRIORITIES)(text)
 
@@ -95,7 +95,7 @@ def message_priority(text: str) -> str:
 
 def task_ref(text: str) -> str:
     """A task: its id (``12``, ``#12``) or its issue's reference (``owner/name#3``)."""
-    from miyabi.work.tasks import REF_RE
+    from miyabi.work.model import REF_RE
 
     t = text.strip()
     if not (_TASK_ID.match(t) or REF_RE.match(t)):

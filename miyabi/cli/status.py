@@ -124,7 +124,7 @@ def show(json_out: bool, socket: str | None, home: Path | None, layout: str | No
     draw(named, headers, terminal, f"session {t.session} (socket {t.socket})")
     if groups:
         from miyabi.pipeline.records import InstanceState, Records
-        from miyabi.work.tasks import Store
+        from miyabi.work.store import Store
 
         for pool_name, members in groups.items():
             most = view.pools.get(pool_name) if pool_name is not None else None

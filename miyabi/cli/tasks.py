@@ -37,7 +37,7 @@ def _task_number(text: str) -> int:
 
 
 def _store(home: Any) -> Any:
-    from miyabi.work.tasks import Store
+    from miyabi.work.store import Store
 
     return Store.of_home(home.root)
 
@@ -120,7 +120,7 @@ def task_add(
     route matches waits in the queue, and you are told.
     """
     from miyabi.messaging.mailbox import decode_body
-    from miyabi.work.tasks import TaskError
+    from miyabi.work.model import TaskError
 
     text = decode_body(sys.stdin.buffer.read()) if body == "-" else (body or "")
     h = home_of(home, socket)
@@ -250,7 +250,7 @@ def task_fail(
     socket: SocketOpt = None,
 ) -> None:
     """Mark a task failed, with the reason."""
-    from miyabi.work.tasks import TaskState
+    from miyabi.work.model import TaskState
 
     t = _finish(task_id, TaskState.FAILED, reason, home, socket)
     output.say(f"task {t.id} failed: {reason}")

@@ -12,7 +12,7 @@ from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, app, handles
 
 def _records(home: Any) -> Any:
     from miyabi.pipeline.records import Records
-    from miyabi.work.tasks import Store
+    from miyabi.work.store import Store
 
     return Records(Store.of_home(home.root))
 

@@ -65,7 +65,8 @@ from miyabi.tmux.panes import PaneMap
 from miyabi.tmux.runner import Tmux
 from miyabi.work.engine import WorkEngine
 from miyabi.work.github import GitHub, client_for
-from miyabi.work.tasks import Store, TaskState
+from miyabi.work.model import TaskState
+from miyabi.work.store import Store
 
 log = logging.getLogger("miyabi.controller")
 

@@ -23,7 +23,8 @@ from miyabi.tmux.panes import HOME_TAG, Pane, Runner, read_session, session_exis
 from miyabi.tmux.runner import Tmux
 
 if TYPE_CHECKING:  # the task store is imported where it is used: `miyabi status` seldom needs it
-    from miyabi.work.tasks import Store, Task
+    from miyabi.work.model import Task
+    from miyabi.work.store import Store
 
 
 @dataclass
@@ -130,7 +131,7 @@ def layout_agents(home: Home, lay: Layout | None, store: Store | None = None) ->
     if lay.pools:
         from miyabi.pipeline.records import Records
         from miyabi.pipeline.service import instance_agents
-        from miyabi.work.tasks import Store
+        from miyabi.work.store import Store
 
         agents += instance_agents(Records(store if store is not None else Store.of_home(home.root)), lay)
     return agents
@@ -303,7 +304,7 @@ def shared_waiting(home: Home, lay: Layout, tasks: Sequence[Task]) -> dict[int, 
     and where shared ones are."""
     from miyabi.bus.state import read_state
     from miyabi.bus.tasks import route_shared
-    from miyabi.work.tasks import TaskState
+    from miyabi.work.model import TaskState
 
     state = read_state(home.root) or {}
     up = state.get("state") == "up"
@@ -369,7 +370,7 @@ def cancel_task(home: Home, store: Store, ref: str | int, by: str) -> Task:
     Raises:
         TaskError: no such task, or it cannot be cancelled from its state.
     """
-    from miyabi.work.tasks import TaskState
+    from miyabi.work.model import TaskState
 
     t = store.set_state(store.get(ref).id, TaskState.CANCELLED, f"cancelled by {by}")
     tell(home, t, f"Task {t.ref} ({t.title}) was cancelled; stop working on it.")
@@ -382,7 +383,7 @@ def retry_task(store: Store, ref: str | int, by: str) -> Task:
     Raises:
         TaskError: no such task, or it cannot be retried from its state.
     """
-    from miyabi.work.tasks import TaskState
+    from miyabi.work.model import TaskState
 
     return store.set_state(store.get(ref).id, TaskState.QUEUED, f"retried by {by}")
 

@@ -1,5 +1,6 @@
 """The notices' queue, in a database of its own (``state/notify.db``, beside the task
-database: its writes must not look like task changes, which wake the scheduler): one
+database, private like it: its writes must not look like task changes, which wake the
+scheduler; :mod:`miyabi.database` owns the connection): one
 row per (receiver, happening), so a notice is queued once however often the event log
 is read again, and survives a controller that dies.
 
@@ -15,19 +16,16 @@ transaction as the notices they produced.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from miyabi.files import private_dir, private_file
+from miyabi.database import Database, Schema
 from miyabi.notify.rules import Notice
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS notices (
   id INTEGER PRIMARY KEY,
   receiver TEXT NOT NULL,
@@ -50,6 +48,10 @@ CREATE TABLE IF NOT EXISTS notify_cursors (
   value INTEGER NOT NULL
 );
 """
+
+SCHEMA = Schema("notify", (TABLES,))
+"""The queue's tables (:mod:`miyabi.database`; the first step is idempotent: versions
+before schema versions created them when missing)."""
 
 
 class NoticeState(StrEnum):
@@ -84,35 +86,6 @@ FILE = "notify.db"
 """The queue's database, under ``state/``."""
 
 
-class _Db:
-    """One SQLite connection shared by the notifier's threads (serialised by a lock)."""
-
-    def __init__(self, path: Path) -> None:
-        private_dir(path.parent)
-        if not path.exists():
-            private_file(path)
-        self.lock = threading.RLock()
-        self.db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
-
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-
-    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self.lock:
-            return list(self.db.execute(sql, args))
-
-
 class Outbox:
     """The notices of one home (``state/notify.db``).
 
@@ -121,14 +94,14 @@ class Outbox:
     """
 
     def __init__(self, home_root: Path) -> None:
-        self.store = _Db(home_root / "state" / FILE)
+        self.db = Database(home_root / "state" / FILE, SCHEMA)
 
     def close(self) -> None:
-        self.store.db.close()
+        self.db.close()
 
     def cursor(self, name: str) -> int | None:
         """How far the source ``name`` was read (None: never)."""
-        rows = self.store.rows("SELECT value FROM notify_cursors WHERE name=?", (name,))
+        rows = self.db.rows("SELECT value FROM notify_cursors WHERE name=?", (name,))
         return int(rows[0]["value"]) if rows else None
 
     def enqueue(self, cursors: dict[str, int], notices: list[tuple[str, Notice]], now: float) -> int:
@@ -138,7 +111,7 @@ class Outbox:
         if not notices and all(self.cursor(k) == v for k, v in cursors.items()):
             return 0
         new = 0
-        with self.store.tx() as db:
+        with self.db.tx() as db:
             for receiver, n in notices:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO notices (receiver, key, kind, title, text, url, fields, created, state, "
@@ -169,7 +142,7 @@ class Outbox:
     def uncertain(self) -> int:
         """Mark the notices a dead controller left in flight ``uncertain`` (at start);
         returns how many."""
-        with self.store.tx() as db:
+        with self.db.tx() as db:
             cur = db.execute(
                 "UPDATE notices SET state=?, reason=? WHERE state=?",
                 (
@@ -182,7 +155,7 @@ class Outbox:
 
     def next_due(self, receiver: str, now: float) -> Queued | None:
         """The oldest queued notice of ``receiver`` whose time has come (None: none)."""
-        rows = self.store.rows(
+        rows = self.db.rows(
             "SELECT * FROM notices WHERE receiver=? AND state=? ORDER BY id LIMIT 1",
             (receiver, NoticeState.QUEUED.value),
         )
@@ -192,7 +165,7 @@ class Outbox:
 
     def wait_of(self, receiver: str, now: float) -> float | None:
         """Seconds until the receiver's oldest queued notice is due (None: none queued)."""
-        rows = self.store.rows(
+        rows = self.db.rows(
             "SELECT next_at FROM notices WHERE receiver=? AND state=? ORDER BY id LIMIT 1",
             (receiver, NoticeState.QUEUED.value),
         )
@@ -200,7 +173,7 @@ class Outbox:
 
     def sending(self, notice_id: int) -> bool:
         """Mark a notice in flight (committed before the POST); False if it is no longer queued."""
-        with self.store.tx() as db:
+        with self.db.tx() as db:
             cur = db.execute(
                 "UPDATE notices SET state=?, attempts=attempts+1 WHERE id=? AND state=?",
                 (NoticeState.SENDING.value, notice_id, NoticeState.QUEUED.value),
@@ -209,12 +182,12 @@ class Outbox:
 
     def finished(self, notice_id: int, state: NoticeState, reason: str | None = None) -> None:
         """Record the end of a notice: sent, or failed for good."""
-        with self.store.tx() as db:
+        with self.db.tx() as db:
             db.execute("UPDATE notices SET state=?, reason=? WHERE id=?", (state.value, reason, notice_id))
 
     def again(self, notice_id: int, at: float, reason: str) -> None:
         """Queue a notice that failed this time for another try at ``at`` (Unix time)."""
-        with self.store.tx() as db:
+        with self.db.tx() as db:
             db.execute(
                 "UPDATE notices SET state=?, next_at=?, reason=? WHERE id=?",
                 (NoticeState.QUEUED.value, at, reason, notice_id),
@@ -224,7 +197,7 @@ class Outbox:
         """Give up the queued notices of receivers the layout no longer has (removed,
         or their URL changed); returns how many."""
         marks = ",".join("?" * len(receivers))
-        with self.store.tx() as db:
+        with self.db.tx() as db:
             cur = db.execute(
                 f"UPDATE notices SET state=?, reason=? WHERE state=? AND receiver NOT IN ({marks})",
                 (
@@ -240,12 +213,12 @@ class Outbox:
         """(receiver, state) → notices."""
         return {
             (r["receiver"], r["state"]): int(r["n"])
-            for r in self.store.rows("SELECT receiver, state, COUNT(*) AS n FROM notices GROUP BY receiver, state")
+            for r in self.db.rows("SELECT receiver, state, COUNT(*) AS n FROM notices GROUP BY receiver, state")
         }
 
     def all(self) -> list[dict[str, Any]]:
         """Every notice, oldest first (for tests and ``/api/v1/notices``)."""
-        return [dict(r) for r in self.store.rows("SELECT * FROM notices ORDER BY id")]
+        return [dict(r) for r in self.db.rows("SELECT * FROM notices ORDER BY id")]
 
 
 def _queued(r: Any) -> Queued:

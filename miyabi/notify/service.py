@@ -33,7 +33,8 @@ from miyabi.events import EventKind, append_event, events_after, path_of
 from miyabi.notify.outbox import NoticeState, Outbox
 from miyabi.notify.rules import Notice, from_event, from_task_event, restarted
 from miyabi.times import rfc3339
-from miyabi.work.tasks import Store, TaskError
+from miyabi.work.model import TaskError
+from miyabi.work.store import Store
 
 log = logging.getLogger("miyabi.notify")
 

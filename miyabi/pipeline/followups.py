@@ -32,16 +32,18 @@ from typing import Any
 
 from miyabi import defaults
 from miyabi.config.settings import GitHubSettings
+from miyabi.database import Schema
 from miyabi.events import EventKind, append_event
 from miyabi.pipeline.records import Records, Worktree, WorktreeState
 from miyabi.stopping import Stopped
 from miyabi.work.github import GitHub, GitHubError
 from miyabi.work.intake import TRUSTED
-from miyabi.work.tasks import OPEN, Source, Store, Task, TaskError
+from miyabi.work.model import OPEN, Source, Task, TaskError
+from miyabi.work.store import Store
 
 log = logging.getLogger("miyabi.pipeline")
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS pr_seen (
   kind TEXT NOT NULL,
   id INTEGER NOT NULL,
@@ -57,6 +59,10 @@ CREATE TABLE IF NOT EXISTS causes (
   time REAL NOT NULL
 );
 """
+
+SCHEMA = Schema("follow-ups", (TABLES,))
+"""The follow-ups' tables in the task database (:mod:`miyabi.database`; the first step
+is idempotent: versions before schema versions created them when missing)."""
 
 FAILED_CHECKS = ("failure", "timed_out")
 
@@ -86,8 +92,7 @@ class FollowUps:
     def __init__(self, store: Store, gh: GitHub, cfg: GitHubSettings, home_root: Path) -> None:
         self.store = store
         self.records = Records(store)
-        with store.lock:
-            store.db.executescript(SCHEMA)
+        store.migrate(SCHEMA)
         self.gh = gh
         self.cfg = cfg
         self.home = home_root
@@ -309,8 +314,7 @@ def file_fix(
     Raises:
         GitHubError: GitHub refused the issue (nothing is recorded: the next call tries again).
     """
-    with store.lock:
-        store.db.executescript(SCHEMA)
+    store.migrate(SCHEMA)  # once per connection
     known = store.rows("SELECT task, issue FROM causes WHERE cause=?", (cause,))
     if known:
         tid, issue_no = known[0]["task"], known[0]["issue"]

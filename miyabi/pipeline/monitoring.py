@@ -24,7 +24,7 @@ from miyabi.stopping import Stopped
 from miyabi.supervision.saved import load_records
 from miyabi.times import rfc3339
 from miyabi.work.github import GitHub
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 log = logging.getLogger("miyabi.pipeline.monitoring")
 

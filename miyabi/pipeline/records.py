@@ -15,10 +15,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from miyabi.database import AddColumn, Schema
 from miyabi.times import rfc3339
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS instances (
   name TEXT PRIMARY KEY,
   pool TEXT NOT NULL,
@@ -40,7 +41,6 @@ CREATE TABLE IF NOT EXISTS worktrees (
   pr_number INTEGER,
   pr_url TEXT,
   state TEXT NOT NULL,
-  set_up INTEGER NOT NULL DEFAULT 0,
   created REAL NOT NULL,
   PRIMARY KEY (repo, branch)
 );
@@ -52,6 +52,14 @@ CREATE TABLE IF NOT EXISTS landed (
   PRIMARY KEY (repo, base)
 );
 """
+
+SCHEMA = Schema(
+    "pipeline",
+    (TABLES, AddColumn("worktrees", "set_up", "INTEGER NOT NULL DEFAULT 0")),
+)
+"""The pipeline's tables in the task database (:mod:`miyabi.database`). Both steps are
+idempotent: versions before schema versions created the tables when missing, and the
+first version with pools made ``worktrees`` without ``set_up``."""
 
 
 class InstanceState(StrEnum):
@@ -166,8 +174,7 @@ class Records:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        with store.lock:
-            store.db.executescript(SCHEMA)
+        store.migrate(SCHEMA)
 
     # -- instances
 

@@ -50,7 +50,8 @@ from miyabi.pipeline.verify import Run, StepResult, clean_env, end_orphans, run_
 from miyabi.times import how_often
 from miyabi.work.dispatch import Dispatcher
 from miyabi.work.github import GitHub
-from miyabi.work.tasks import OPEN, Source, Store, Task, TaskError, TaskState
+from miyabi.work.model import OPEN, Source, Task, TaskError, TaskState
+from miyabi.work.store import Store
 
 log = logging.getLogger("miyabi.pipeline")
 

@@ -1,6 +1,6 @@
 """Key figures of an ensemble over a time window: pure functions of the event log
 (``logs/events.jsonl``, see :mod:`miyabi.events`) and the task store's history (its
-``events`` table, see :mod:`miyabi.work.tasks`), with the window as arguments and no
+``events`` table, see :mod:`miyabi.work.store`), with the window as arguments and no
 clock of their own.
 
 What each figure means (docs/reports.md says the same):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from miyabi.events import read_events
 from miyabi.reports.kpis import Report, TaskChange, compute
-from miyabi.work.tasks import Store, TaskState
+from miyabi.work.model import TaskState
+from miyabi.work.store import Store
 
 ENDS = (TaskState.DONE, TaskState.FAILED)
 """The task changes a report counts."""

@@ -49,7 +49,7 @@ from miyabi.web.models import (
     errors,
 )
 from miyabi.web.site import NotFound, Site
-from miyabi.work.tasks import Task as StoredTask
+from miyabi.work.model import Task as StoredTask
 
 router = APIRouter(prefix="/api/v1", responses=errors(401, 403))
 """Every operation answers 401 without a valid token and 403 for what the token or
@@ -479,7 +479,7 @@ def tasks_of(
     Raises:
         BadInput: ``state`` is not a task state.
     """
-    from miyabi.work.tasks import TaskState
+    from miyabi.work.model import TaskState
 
     if state is not None and state not in TaskState.__members__.values():
         raise BadInput(f"state {state!r} is not a task state; use one of {', '.join(s.value for s in TaskState)}")

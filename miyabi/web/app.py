@@ -26,7 +26,7 @@ from miyabi.web import api, kpis, logs, pages
 from miyabi.web.auth import TokenMiddleware
 from miyabi.web.metrics import MiyabiCollector
 from miyabi.web.site import NotFound, Site
-from miyabi.work.tasks import TaskError
+from miyabi.work.model import TaskError
 
 log = logging.getLogger("miyabi.web")
 

@@ -29,7 +29,7 @@ from miyabi.messaging.mailbox import MessageState, inbox
 from miyabi.reports.kpis import reason_label
 from miyabi.supervision.status import AgentState
 from miyabi.times import parse_rfc3339
-from miyabi.work.tasks import TaskState
+from miyabi.work.model import TaskState
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 """Histogram buckets (seconds) of kill → running and delivery latency."""

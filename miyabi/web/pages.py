@@ -45,7 +45,7 @@ from miyabi.web.auth import Role
 from miyabi.web.kpis import WINDOWS, kpis_of
 from miyabi.web.logs import log_lines
 from miyabi.web.site import Site
-from miyabi.work.tasks import FINISHED, OPEN, TaskState
+from miyabi.work.model import FINISHED, OPEN, TaskState
 
 STATIC = Path(__file__).parent / "static"
 """The script and style sheet (served under ``/static/``)."""

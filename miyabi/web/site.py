@@ -18,7 +18,8 @@ from miyabi.supervision.status import AgentState
 from miyabi.tmux.runner import Tmux
 from miyabi.web.auth import Access
 from miyabi.web.screens import ScreenHub
-from miyabi.work.tasks import Store, Task, TaskState
+from miyabi.work.model import Task, TaskState
+from miyabi.work.store import Store
 
 ACTIVE = (TaskState.ASSIGNED, TaskState.IN_PROGRESS, TaskState.VERIFYING)
 """Task states in which a task is an agent's current work."""

@@ -19,8 +19,9 @@ from miyabi.config.settings import GitHubSettings
 from miyabi.events import EventKind, append_event
 from miyabi.messaging.mailbox import enqueue, make
 from miyabi.work.github import GitHub, GitHubError
+from miyabi.work.model import ClaimState, Source, Task, TaskError, TaskState
 from miyabi.work.scheduler import task_message
-from miyabi.work.tasks import ClaimState, Source, Store, Task, TaskError, TaskState
+from miyabi.work.store import Store
 
 
 class Dispatcher:

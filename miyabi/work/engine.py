@@ -26,8 +26,9 @@ from miyabi.stopping import Stopped
 from miyabi.work.dispatch import Dispatcher
 from miyabi.work.github import GitHub, GitHubError
 from miyabi.work.intake import SyncReport, report, sync
+from miyabi.work.model import Handback, Source, Task, TaskError, TaskState
 from miyabi.work.scheduler import Router, schedule, task_message
-from miyabi.work.tasks import Handback, Source, Store, Task, TaskError, TaskState
+from miyabi.work.store import Store
 
 log = logging.getLogger("miyabi.work")
 

@@ -43,7 +43,8 @@ from miyabi.config.settings import GitHubSettings
 from miyabi.events import EventKind, append_event
 from miyabi.messaging.mailbox import enqueue, make
 from miyabi.work.github import GitHub, GitHubError, stamp
-from miyabi.work.tasks import HELD, OPEN, ClaimState, Source, Store, Task, TaskState
+from miyabi.work.model import HELD, OPEN, ClaimState, Source, Task, TaskState
+from miyabi.work.store import Store
 
 TRUSTED = ("OWNER", "MEMBER", "COLLABORATOR")
 TRIAGE_LABEL = "status:needs-triage"
@@ -57,7 +58,7 @@ NOTICE_LABELS = {
     "review": [defaults.REVIEW_LABEL],
 }
 """Labels each outbox action puts on the issue (``needs-human``: a task that used its
-last attempt, :meth:`~miyabi.work.tasks.Store.hand_back`, or its last verify round;
+last attempt, :meth:`~miyabi.work.leases.Leases.hand_back`, or its last verify round;
 ``review``: verified, with a pull request open)."""
 
 PLACE = "intake"

@@ -36,7 +36,8 @@ from typing import Any
 from miyabi import defaults
 from miyabi.config.settings import parse_duration
 from miyabi.times import rfc3339
-from miyabi.work.tasks import Source, Store, TaskError, TaskState
+from miyabi.work.model import Source, TaskError, TaskState
+from miyabi.work.store import Store
 
 KINDS = ("run_shell",)
 DOD_RE = re.compile(r"^\s*exit_code\s*(==|!=)\s*(-?\d+)\s*$")
@@ -397,7 +398,7 @@ def _report(job: Job, task_id: int, agent: str, final: int, steps: list[dict[str
 def start(store: Store, task_id: int, agent: str, holder: str | None = None) -> tuple[Job, int]:
     """Mark job task ``task_id`` started by ``agent`` and return the job and the
     attempt it runs as; it runs only once per attempt
-    (:meth:`~miyabi.work.tasks.Store.start_job`).
+    (:meth:`~miyabi.work.job_runs.JobRuns.start_job`).
 
     Raises:
         JobError: the task is not an open job of this agent, or already started.

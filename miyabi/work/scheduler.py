@@ -15,7 +15,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from miyabi.config.settings import Route
-from miyabi.work.tasks import Source, Store, Task, TaskState, rank_of
+from miyabi.work.model import Source, Task, TaskState, rank_of
+from miyabi.work.store import Store
 
 
 def route(task: Task, routes: Sequence[Route], agents: Sequence[str]) -> str | None:

@@ -29,7 +29,7 @@ from miyabi.cli import app
 from miyabi.cli.send import main as send_main
 from miyabi.controller import stop_background
 from miyabi.home import Home
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 WORKER = "profile: worker, submit_delay: 0.05, ready_settle: 0.05"
 

@@ -13,7 +13,8 @@ from redisserver import RedisServer
 from miyabi.bus.client import GROUP, Bus
 from miyabi.bus.tasks import SharedTasks
 from miyabi.config.settings import BusSettings
-from miyabi.work.tasks import Store, TaskError, TaskState
+from miyabi.work.model import TaskError, TaskState
+from miyabi.work.store import Store
 
 LEASE = 1.0
 

@@ -28,7 +28,7 @@ from miyabi.work.github import GitHub, GitHubError, client_for
 from miyabi.work.intake import report
 from miyabi.work.intake import sync as sync_issues
 from miyabi.work.scheduler import schedule
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from integration.conftest import Cli
 from integration.test_delivery import send, transcript
 
 from miyabi.events import read_events
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 LAYOUT = """session: private
 agents:

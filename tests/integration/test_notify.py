@@ -22,7 +22,7 @@ from localserver import LocalServer
 from miyabi.controller import running_pid
 from miyabi.home import Home
 from miyabi.notify.outbox import Outbox
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 
 class Recorder:

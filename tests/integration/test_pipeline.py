@@ -16,7 +16,7 @@ from helpers import wait_for
 from integration.conftest import Cli, pid_alive
 
 from miyabi.pipeline.records import Records
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 AGENT = Path(__file__).resolve().parents[1] / "scripted_agent.py"
 CHECK = (

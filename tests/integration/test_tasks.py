@@ -14,7 +14,7 @@ from integration.test_delivery import transcript
 from miyabi.controller import running_pid
 from miyabi.events import read_events
 from miyabi.home import Home
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 LAYOUT = """session: tasks
 agents:

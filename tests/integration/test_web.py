@@ -26,7 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from miyabi.home import Home
 from miyabi.messaging.mailbox import MessageState, inbox, post
 from miyabi.tmux.runner import Tmux
-from miyabi.work.tasks import Store, TaskState
+from miyabi.work.model import TaskState
+from miyabi.work.store import Store
 
 READS = [
     "/api/v1/agents",

@@ -24,7 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from miyabi.tmux.runner import Tmux
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 
 def chromium() -> tuple[str, str]:

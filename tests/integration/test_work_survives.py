@@ -15,7 +15,7 @@ from integration.test_delivery import transcript
 
 from miyabi.controller import keepalive, running_pid
 from miyabi.home import Home
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 # --hold-tasks: tasks stay held (in progress) until the test ends them
 FAST_WORKER = "profile: worker, command: miyabi worker --hold-tasks, submit_delay: 0.05, ready_settle: 0.05"

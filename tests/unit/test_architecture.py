@@ -1,10 +1,12 @@
 """The shape of the package, read from its own source: imports point one way (the
 layers in docs/architecture.md, "The package map"), no module cycle, tmux command words only in
-``miyabi/tmux/``, typer and rich only in ``miyabi/cli/``."""
+``miyabi/tmux/``, typer and rich only in ``miyabi/cli/``, SQLite connections and
+``CREATE TABLE`` only in ``miyabi/database.py``."""
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -26,6 +28,7 @@ LAYERS: list[list[str]] = [
     [
         "miyabi.home",
         "miyabi.events",
+        "miyabi.database",
         "miyabi.files",
         "miyabi.times",
         "miyabi.stopping",
@@ -321,3 +324,95 @@ def test_events_are_named_by_their_enum(name: str) -> None:
         return
     problems = _event_name_problems(ast.parse(modules()[name].read_text(encoding="utf-8")))
     assert problems == [], f"{name} names events by string: {problems}; use miyabi.events.EventKind"
+
+
+CREATE_TABLE = re.compile(r"\bCREATE\s+(TEMP\s+|TEMPORARY\s+)?TABLE\b", re.IGNORECASE)
+
+
+def database_calls(source: str) -> list[str]:
+    """Where ``source`` opens a SQLite connection (``sqlite3.connect``, ``connect``
+    imported from sqlite3) or executes ``CREATE TABLE`` (a ``execute``,
+    ``executemany`` or ``executescript`` of SQL that holds it, given as text or as a
+    name bound to such text): ``LINE: what`` each. Tables are declared as a
+    ``miyabi.database.Schema``'s steps, which only the database module runs."""
+    tree = ast.parse(source)
+    sql_names = {
+        t.id
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        and CREATE_TABLE.search(node.value.value)
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(t, ast.Name)
+    }
+    connects = {
+        a.asname or a.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "sqlite3"
+        for a in node.names
+        if a.name == "connect"
+    }
+
+    def creates(arg: ast.expr) -> bool:
+        if isinstance(arg, ast.Name):
+            return arg.id in sql_names
+        if isinstance(arg, ast.Attribute):
+            return arg.attr in sql_names
+        return any(
+            isinstance(n, ast.Constant) and isinstance(n.value, str) and bool(CREATE_TABLE.search(n.value))
+            for n in ast.walk(arg)
+        )
+
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if (
+            isinstance(f, ast.Attribute)
+            and f.attr == "connect"
+            and isinstance(f.value, ast.Name)
+            and f.value.id == "sqlite3"
+        ) or (isinstance(f, ast.Name) and f.id in connects):
+            out.append(f"{node.lineno}: sqlite3.connect")
+        elif (
+            isinstance(f, ast.Attribute)
+            and f.attr in ("execute", "executemany", "executescript")
+            and node.args
+            and creates(node.args[0])
+        ):
+            out.append(f"{node.lineno}: {f.attr} CREATE TABLE")
+    return sorted(out, key=lambda s: int(s.split(":")[0]))
+
+
+def test_the_database_checker_catches_a_connection_and_a_create_table() -> None:
+    source = """
+import sqlite3
+from sqlite3 import connect as c
+SCHEMA = "CREATE TABLE IF NOT EXISTS t (a)"
+DECLARED = "create table u (b)"
+def f(store):
+    db = sqlite3.connect("x.db")
+    c("y.db")
+    store.db.executescript(SCHEMA)
+    db.execute(f"CREATE TEMP TABLE v (c)")
+    db.execute("SELECT 1 FROM t")
+"""
+    assert database_calls(source) == [
+        "7: sqlite3.connect",
+        "8: sqlite3.connect",
+        "9: executescript CREATE TABLE",
+        "10: execute CREATE TABLE",
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_only_the_database_module_connects_and_creates_tables(name: str) -> None:
+    """One module owns the databases' connections (private files, WAL, transactions)
+    and runs each domain's migration steps, once; a domain declares its tables as a
+    ``miyabi.database.Schema`` and never runs ``CREATE TABLE`` itself."""
+    if name == "miyabi.database":
+        return
+    found = database_calls(modules()[name].read_text(encoding="utf-8"))
+    assert found == [], f"{name}: {found}: open miyabi.database.Database and declare tables as a Schema"

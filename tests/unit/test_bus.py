@@ -10,7 +10,7 @@ from miyabi import defaults
 from miyabi.bus.tasks import route_shared, valid_target
 from miyabi.config import load
 from miyabi.config.settings import Route, redact
-from miyabi.work.tasks import Source, Task, TaskState
+from miyabi.work.model import Source, Task, TaskState
 
 
 def test_the_bus_section_defaults_its_host_lease_and_namespace(tmp_path: Path) -> None:

@@ -199,7 +199,7 @@ def test_github_sync_without_a_known_layout_says_so(tmp_path: Path) -> None:
 
 
 def test_task_commands_say_why_a_task_waits_and_give_rfc3339_times(tmp_path: Path) -> None:
-    from miyabi.work.tasks import Store
+    from miyabi.work.store import Store
 
     lay = tmp_path / "l.yaml"
     lay.write_text(

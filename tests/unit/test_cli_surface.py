@@ -312,7 +312,7 @@ def evil(home: Path) -> Path:
     """A home with a task and a message whose text carries control bytes, as the
     dashboard, GitHub or an agent could have written them."""
     from miyabi.messaging.mailbox import MessageState, inbox, post
-    from miyabi.work.tasks import Store
+    from miyabi.work.store import Store
 
     Store.of_home(home).add(EVIL_TITLE, EVIL_BODY, ["bug\x1b[5m"])
     msg = post(home, "kaede", EVIL_BODY, sender="x\x9by")
@@ -326,7 +326,7 @@ def test_task_add_prints_a_title_with_control_bytes_safely(home: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"added task 1: evil \\x1b]0;pwned\\x07 \\x9b31m red \\x7f\n"
     assert_safe(r.stdout + r.stderr)
-    from miyabi.work.tasks import Store
+    from miyabi.work.store import Store
 
     assert Store.of_home(home).get(1).body == EVIL_BODY  # stored exactly; shown safely
 
@@ -372,7 +372,7 @@ def test_on_a_terminal_the_rich_tables_show_control_bytes_too(evil: Path) -> Non
 
 
 def test_rich_markup_in_text_is_shown_not_obeyed(home: Path) -> None:
-    from miyabi.work.tasks import Store
+    from miyabi.work.store import Store
 
     Store.of_home(home).add("[red]not red[/red] [link=https://x.example]click[/link]")
     out = on_a_terminal("task", "ls", "--home", str(home), cwd=home)

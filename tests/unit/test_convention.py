@@ -8,7 +8,7 @@ import pytest
 
 from miyabi.pipeline import convention as conv
 from miyabi.pipeline.service import branch_for, instance_name, slug
-from miyabi.work.tasks import Task, TaskState
+from miyabi.work.model import Task, TaskState
 
 
 def reader(files: dict[str, str]) -> conv.Reader:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from miyabi.home import Home
 from miyabi.pipeline.monitoring import FixFiler, failed_agent_fix
-from miyabi.work.tasks import Store
+from miyabi.work.store import Store
 
 
 def test_a_failed_agent_gets_one_fix_task_until_it_runs_again(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from miyabi.events import EventKind, NoticeKind, append_event
 from miyabi.notify.outbox import NoticeState, Outbox
 from miyabi.notify.rules import from_event, from_task_event
 from miyabi.notify.service import Notifier, request_of, where
-from miyabi.work.tasks import Store, TaskState
+from miyabi.work.model import TaskState
+from miyabi.work.store import Store
 
 
 def layout(tmp_path: Path, extra: str) -> Path:

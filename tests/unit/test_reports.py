@@ -45,7 +45,8 @@ from miyabi.reports.render import md_code, seconds_text, window_text
 from miyabi.stopping import Stopped
 from miyabi.times import parse_rfc3339, rfc3339
 from miyabi.work.github import GitHub, client_for
-from miyabi.work.tasks import Source, Store, TaskState
+from miyabi.work.model import Source, TaskState
+from miyabi.work.store import Store
 
 S = parse_rfc3339("2026-01-01T12:00:00Z")
 """The recorded window starts here (Unix 1767268800) and lasts a day."""

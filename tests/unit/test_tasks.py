@@ -8,8 +8,9 @@ import pytest
 from helpers import brought_up
 
 from miyabi.config.settings import Route
+from miyabi.work.model import TaskError
 from miyabi.work.scheduler import rank, route, schedule
-from miyabi.work.tasks import Store, TaskError
+from miyabi.work.store import Store
 
 ROUTES = [Route("kaede", label="bug"), Route("sakura", title="(?i)review"), Route("sakura", default=True)]
 AGENTS = ["kaede", "sakura", "tsubaki"]
@@ -30,7 +31,7 @@ def test_states_and_events(store: Store) -> None:
     assert [e["state"] for e in store.history(t.id)] == ["queued", "assigned", "in_progress", "done"]
     with pytest.raises(TaskError, match="is done; it cannot become queued"):
         store.set_state(t.id, "queued", "again")
-    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_ids_and_refs(store: Store) -> None:
@@ -74,7 +75,7 @@ def test_dependencies_hold_a_task_and_a_cycle_is_reported(store: Store) -> None:
     assert store.get(second.id).state == "assigned"
     a = store.add("a")
     b = store.add("b", depends_on=[a.id])
-    store.db.execute("INSERT INTO deps (task, depends_on) VALUES (?, ?)", (a.id, b.id))  # a cycle
+    store.connection.execute("INSERT INTO deps (task, depends_on) VALUES (?, ?)", (a.id, b.id))  # a cycle
     schedule(store, [Route("kaede", default=True)], {"kaede": 5}, lambda t, a_: None)
     assert store.get(a.id).state == "blocked" and "dependency cycle" in store.history(a.id)[-1]["reason"]
 
@@ -286,7 +287,7 @@ CREATE TABLE events (id INTEGER PRIMARY KEY, task INTEGER NOT NULL, time REAL NO
 
 
 def test_a_lease_is_taken_once_and_handed_back_by_policy_until_the_last_attempt(store: Store) -> None:
-    from miyabi.work.tasks import Handback
+    from miyabi.work.model import Handback
 
     t = store.add("lease me", max_attempts=2)
     store.set_state(t.id, "assigned", "routed", agent="kaede")
@@ -495,7 +496,7 @@ def test_a_second_store_in_one_process_keeps_the_first_ones_locks(tmp_path: Path
     t = first.add("one")
     Store(path).close()  # a second connection (as a thread of the controller opens)
     other = (
-        "import sys; from pathlib import Path; from miyabi.work.tasks import Store; "
+        "import sys; from pathlib import Path; from miyabi.work.store import Store; "
         "s = Store(Path(sys.argv[1])); s.add('two'); s.close()"
     )
     subprocess.run([sys.executable, "-c", other, str(path)], check=True)

@@ -119,7 +119,7 @@ def test_errors_map_to_http_statuses() -> None:
     from miyabi.supervision.approvals import NotWaiting
     from miyabi.web.api import BadInput, NotFound
     from miyabi.web.app import status_of
-    from miyabi.work.tasks import TaskError
+    from miyabi.work.model import TaskError
 
     cases = [
         (AgentNotFound("x", ["a"]), 404),
