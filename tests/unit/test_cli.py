@@ -8,8 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
-from helpers import brought_up
+from helpers import FIXTURES, brought_up
 from typer.testing import CliRunner
 
 from miyabi.cli import app

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 from fakegithub import FakeGitHub
+from helpers import FIXTURES
 from typer.testing import CliRunner
 
 from miyabi import defaults
