@@ -90,17 +90,6 @@ def panes(tmux: Tmux) -> Callable[[str], dict[str, Pane]]:
     return get
 
 
-def write_layout(path: Path, session: str, agents: list[tuple[str, str, str | None]], per_window: int = 4) -> Path:
-    """Write a layout of (name, profile, command) agents."""
-    lines = [f"session: {session}", f"per_window: {per_window}", "agents:"]
-    for name, profile, command in agents:
-        lines += [f"  - name: {name}", f"    profile: {profile}"]
-        if command:
-            lines.append(f"    command: {command}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def environ_of(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes()
     return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
