@@ -8,17 +8,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from fakegithub import FakeGitHub
 from helpers import wait_for, write_layout
+from integration.conftest import kill_all
 from integration.test_delivery import transcript
 from integration.test_work_survives import task
 from integration.webkit import start_web, stop
@@ -89,11 +87,11 @@ class Host:
     def kill(self) -> None:
         """The machine dies: every process of this host at once, by SIGKILL (keep-alive,
         controller, its tmux server and clients, its agents)."""
-        kill_host(self.home, self.socket)
+        kill_all(self.home, self.socket)
 
     def close(self) -> None:
         stop_background(Home(self.home))
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+        kill_all(self.home, self.socket)  # its tmux server and whatever outlived it
 
 
 @pytest.fixture
@@ -102,34 +100,6 @@ def hosts(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[Host]]:
     yield made
     for h in made:
         h.close()
-
-
-def kill_host(home: Path, socket: str) -> None:
-    """SIGKILL every process of a host: those naming its home or tmux socket on their
-    command line, or with its home as MIYABI_HOME (agents), until none is left."""
-
-    def mine() -> list[psutil.Process]:
-        out = []
-        for p in psutil.process_iter(["cmdline", "environ"]):
-            line = " ".join(p.info["cmdline"] or [])
-            env = p.info["environ"] or {}
-            if p.pid != os.getpid() and (
-                f"-L {socket}" in line
-                or f"--socket {socket}" in line
-                or str(home) in line
-                or env.get("MIYABI_HOME") == str(home)
-            ):
-                out.append(p)
-        return out
-
-    def gone() -> bool:
-        procs = mine()
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        return not procs
-
-    wait_for(gone, timeout=30, what=f"every process of host {home.name} gone")
 
 
 def job(tmp_path: Path, name: str, script: list[str]) -> Path:
