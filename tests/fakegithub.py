@@ -57,6 +57,11 @@ class FakeGitHub(LocalServer):
         """A bare git repository standing for GitHub's copy: pull requests' ``head.sha`` is read from it."""
         LocalServer.__init__(self, self._handler())
 
+    def section(self, **more: Any) -> dict[str, Any]:
+        """A layout's ``github:`` section for this stand-in (its repository and address, the
+        token in ``FAKE_GH_TOKEN``) with ``more`` keys, for ``helpers.write_layout(github=...)``."""
+        return {"repo": self.repo, "api_url": self.url, "token_env": "FAKE_GH_TOKEN", **more}
+
     def next_id(self) -> int:
         self._ids += 1
         return self._ids

@@ -13,12 +13,22 @@ A prompt steers the answer with directives in double brackets:
 
 A plain answer echoes the first line of the prompt (so that whatever phrases it held show on
 the agent's screen) and reports token usage.
+
+An answer is given whole or the test hears of it: a client that goes away before or
+during its answer (a CLI that timed out, or was killed), a request body cut short, or a
+request the stand-in cannot answer (answered 500, which the CLI reports) is recorded on
+its :class:`Request` (``error``), and :meth:`FakeModel.check` raises for it, as do the
+waiting helpers; a test that cuts a client short on purpose says so with
+:meth:`FakeModel.forgive_cut`. Waiting for prompts that do not come fails, never returns
+the part that came.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import select
+import socket
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -41,8 +51,12 @@ class Request:
         main: the request belongs to the conversation (it offers tools, or it is a chat
             request); side requests such as Claude Code's title generation are not.
         started: time.time() when the request arrived.
-        ended: time.time() when its answer was complete (None while in flight).
-        answer: the text answered ("" for a tool call).
+        ended: time.time() when the stand-in was done with it: its answer complete, or
+            given up (see ``error``); None while in flight.
+        answer: the text answered ("" for a tool call, and for an answer not given whole).
+        error: why the answer was not given whole (None: it was).
+        cut: the client went away (before or during its answer, or mid-body), rather
+            than the stand-in failing.
     """
 
     api: str
@@ -55,6 +69,8 @@ class Request:
     answer: str = ""
     tool_call: bool = False
     tools: list[str] = field(default_factory=list)
+    error: str | None = None
+    cut: bool = False
 
 
 def _text_of(content: Any, kinds: tuple[str, ...] = ("text", "input_text")) -> str:
@@ -128,6 +144,7 @@ class FakeModel(LocalServer):
         self.delay = delay
         self.requests: list[Request] = []
         self.tool_calls = 0
+        self._forgiven_before = 0.0
         LocalServer.__init__(self, self._handler())
 
     # -- what tests read
@@ -137,19 +154,77 @@ class FakeModel(LocalServer):
         with self.lock:
             return [r for r in self.requests if r.main and not r.tool_result]
 
-    def in_flight(self) -> list[tuple[float, float | None]]:
-        """(started, ended) of every conversation request."""
+    def failures(self) -> list[Request]:
+        """Requests whose answer was not given whole and that no :meth:`forgive_cut` covers."""
         with self.lock:
-            return [(r.started, r.ended) for r in self.requests if r.main]
+            return [
+                r for r in self.requests if r.error is not None and not (r.cut and r.started < self._forgiven_before)
+            ]
+
+    def forgive_cut(self, before: float) -> None:
+        """Clients of requests that arrived before ``before`` (``time.time()``) may go away
+        without their answer: a test that kills a CLI mid-turn calls this once the CLI
+        is back (its new process's requests arrive later and stay checked)."""
+        with self.lock:
+            self._forgiven_before = max(self._forgiven_before, before)
+
+    def check(self) -> None:
+        """Fail for every answer not given whole (see :meth:`failures`).
+
+        Raises:
+            AssertionError: one line per such request: its API, prompt and what happened.
+        """
+        bad = self.failures()
+        if bad:
+            raise AssertionError(
+                "the model stand-in did not give every answer whole:\n"
+                + "\n".join(f"  {r.api} {'' if r.main else '(side) '}{r.prompt[:60]!r}: {r.error}" for r in bad)
+            )
 
     def wait_prompts(self, n: int, timeout: float) -> list[Request]:
+        """The conversation's prompts once there are at least ``n`` (see :meth:`prompts`).
+
+        Raises:
+            AssertionError: fewer than ``n`` came within ``timeout`` seconds (the message
+                says how many did), or an answer was not given whole meanwhile.
+        """
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
+            self.check()
             got = self.prompts()
             if len(got) >= n:
                 return got
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"the model got {len(got)} of {n} prompts within {timeout:.0f}s: {[r.prompt[:40] for r in got]}"
+                )
             time.sleep(0.05)
-        return self.prompts()
+
+    def wait_answered(self, timeout: float) -> list[Request]:
+        """Every conversation request, once none is in flight and each was answered whole.
+
+        Raises:
+            AssertionError: one was still in flight after ``timeout`` seconds, or an answer
+                was not given whole.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            with self.lock:
+                mine = [r for r in self.requests if r.main]
+            open_ = [r for r in mine if r.ended is None]
+            if not open_:
+                return mine
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"{len(open_)} model request(s) still in flight after {timeout:.0f}s: "
+                    f"{[r.prompt[:40] for r in open_]}"
+                )
+            time.sleep(0.05)
+
+    def _failed(self, req: Request, error: str, cut: bool) -> None:
+        with self.lock:
+            req.error, req.cut = error, cut
 
     # -- answering
 
@@ -170,6 +245,8 @@ class FakeModel(LocalServer):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            sent = 0
+            """Bytes of the current answer written so far (1 once its status line is out)."""
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -180,7 +257,9 @@ class FakeModel(LocalServer):
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()
+                self.sent = 1  # the status line is out: no other answer can follow
                 self.wfile.write(raw)
+                self.sent += len(raw)
 
             def do_HEAD(self) -> None:
                 self.send_response(200)
@@ -211,14 +290,51 @@ class FakeModel(LocalServer):
                     self._json(404, {"error": {"type": "not_found_error", "message": f"no {path} here"}})
 
             def do_POST(self) -> None:
+                self.sent = 0
+                path = self.path.split("?")[0].rstrip("/")
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                if len(raw) < length:
+                    self._unanswered(path, f"the client went away {len(raw)} of {length} bytes into its request", True)
+                    return
                 try:
                     body = json.loads(raw or b"{}")
                 except ValueError:
+                    self._unanswered(path, "the request is not JSON (answered 400)", False)
                     self._json(400, {"error": {"type": "invalid_request_error", "message": "not JSON"}})
                     return
-                path = self.path.split("?")[0].rstrip("/")
+                try:
+                    self._serve_post(path, raw, body)
+                except Exception as e:  # noqa: BLE001 - any failure of the stand-in: the test and the CLI hear of it
+                    self._unanswered(path, f"the stand-in failed: {type(e).__name__}: {e}", False)
+                    if not self.sent:
+                        self._json(500, {"error": {"type": "api_error", "message": f"stand-in: {e}"}})
+
+            def _unanswered(self, path: str, error: str, cut: bool) -> None:
+                """Record a request that got no whole answer before it was parsed."""
+                req = Request(path, "", "", False, False, time.time(), ended=time.time())
+                with model.lock:
+                    model.requests.append(req)
+                model._failed(req, error, cut)
+
+            def _client_gone(self, wait: float) -> bool:
+                """Wait ``wait`` seconds (the answer's delay), or less: True as soon as the
+                client closes its connection (it timed out, or was killed)."""
+                readable, _, _ = select.select([self.connection], [], [], max(0.0, wait))
+                if not readable:
+                    return False
+                try:
+                    waiting = self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    waiting = b"?"
+                except OSError:  # reset
+                    return True
+                if not waiting:  # end of stream: closed
+                    return True
+                time.sleep(max(0.0, wait))  # bytes of a next request: the client is there
+                return False
+
+            def _serve_post(self, path: str, raw: bytes, body: dict[str, Any]) -> None:
                 if path.endswith("/count_tokens"):
                     self._json(200, {"input_tokens": max(1, len(raw) // 4)})
                     return
@@ -246,13 +362,27 @@ class FakeModel(LocalServer):
                 req = Request(api, str(body.get("model", "")), prompt, tool_result, main, time.time(), tools=tools)
                 with model.lock:
                     model.requests.append(req)
+                try:
+                    self._reply(req, raw, body, api, tools)
+                except Exception as e:  # noqa: BLE001 - recorded for the test, answered 500 if nothing was sent
+                    model._failed(req, f"the stand-in failed: {type(e).__name__}: {e}", False)
+                    if not self.sent:
+                        self._json(500, {"error": {"type": "api_error", "message": f"stand-in: {e}"}})
+                finally:
+                    req.ended = time.time()
+
+            def _reply(self, req: Request, raw: bytes, body: dict[str, Any], api: str, tools: list[str]) -> None:
                 delay, text, tool = model._answer(req, body)
                 schema = (body.get("generationConfig") or {}).get("responseJsonSchema") or (
                     body.get("generationConfig") or {}
                 ).get("responseSchema")
                 if api == "gemini" and schema:  # a side call that wants JSON of this shape
                     text, tool, delay = json.dumps(_fill(schema)), False, 0.0
-                time.sleep(delay)
+                if self._client_gone(delay):
+                    model._failed(
+                        req, f"the client went away before the answer ({time.time() - req.started:.1f}s)", True
+                    )
+                    return
                 usage_in = max(1, len(raw) // 4)
                 usage_out = max(1, len(text) // 4)
                 try:
@@ -265,11 +395,12 @@ class FakeModel(LocalServer):
                     else:
                         stream = bool(body.get("stream", api in ("responses", "gemini")))
                         getattr(self, f"_{api}")(req, text, usage_in, usage_out, stream)
-                    req.answer = text
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                finally:
-                    req.ended = time.time()
+                except OSError as e:  # BrokenPipeError, ConnectionResetError
+                    model._failed(
+                        req, f"the client went away after {self.sent} bytes of the answer ({type(e).__name__})", True
+                    )
+                    return
+                req.answer = text
 
             # -- server-sent events
 
@@ -279,6 +410,7 @@ class FakeModel(LocalServer):
                 self.send_header("Cache-Control", "no-cache")
                 self.send_header("Connection", "close")
                 self.end_headers()
+                self.sent = 1
                 self.close_connection = True
 
             def _sse(self, data: Any, event: str | None = None) -> None:
@@ -287,6 +419,7 @@ class FakeModel(LocalServer):
                 ) + f"data: {json.dumps(data) if not isinstance(data, str) else data}\n\n"
                 self.wfile.write(out.encode())
                 self.wfile.flush()
+                self.sent += len(out.encode())
 
             @staticmethod
             def _chunks(text: str) -> list[str]:

@@ -10,7 +10,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
+from helpers import wait_for
 from libtmux.server import Server
 from redisserver import RedisServer
 from typer.testing import CliRunner, Result
@@ -68,12 +70,46 @@ def socket(server: Server) -> str:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
-    """A fresh miyabi home; any controller started for it is stopped afterwards."""
+def home(tmp_path: Path, socket: str) -> Iterator[Path]:
+    """A fresh miyabi home. Made after the test's tmux server and ended before it: any
+    controller started for it is stopped first (one still running when the server is
+    killed builds the session again, on a new server that outlives the test), then every
+    process left of it (:func:`kill_all`: agents that ignore the server's SIGHUP, as
+    Gemini CLI does, and children that left their session)."""
     h = tmp_path / "home"
     h.mkdir()
     yield h
     stop_background(Home(h))
+    kill_all(h, socket)
+
+
+def kill_all(home: Path, socket: str) -> None:
+    """SIGKILL every process of a home and its tmux server: those naming the home or the
+    socket on their command line, or with the home as MIYABI_HOME (agents), until none
+    is left (as when the machine dies)."""
+
+    def mine() -> list[psutil.Process]:
+        out = []
+        for p in psutil.process_iter(["cmdline", "environ"]):
+            line = " ".join(p.info["cmdline"] or [])
+            env = p.info["environ"] or {}
+            if p.pid != os.getpid() and (
+                f"-L {socket}" in line
+                or f"--socket {socket}" in line
+                or str(home) in line
+                or env.get("MIYABI_HOME") == str(home)
+            ):
+                out.append(p)
+        return out
+
+    def gone() -> bool:
+        procs = mine()
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        return not procs
+
+    wait_for(gone, timeout=30, what=f"every process of {home} gone")
 
 
 @pytest.fixture
@@ -110,17 +146,6 @@ def panes(tmux: Tmux) -> Callable[[str], dict[str, Pane]]:
         return {p.agent: p for p in list_panes(tmux, session) if p.agent}
 
     return get
-
-
-def write_layout(path: Path, session: str, agents: list[tuple[str, str, str | None]], per_window: int = 4) -> Path:
-    """Write a layout of (name, profile, command) agents."""
-    lines = [f"session: {session}", f"per_window: {per_window}", "agents:"]
-    for name, profile, command in agents:
-        lines += [f"  - name: {name}", f"    profile: {profile}"]
-        if command:
-            lines.append(f"    command: {command}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def environ_of(pid: int) -> dict[str, str]:

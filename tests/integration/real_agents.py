@@ -23,10 +23,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 API_KEY = "sk-ant-api03-miyabi-tests-000000000000-abcdefghijklmnopqrst"
 
@@ -63,12 +65,21 @@ class Setup:
     command: str
     env: dict[str, str] = field(default_factory=dict)
 
-    def block(self, name: str, extra: str = "") -> str:
-        env = "".join(f"\n      {k}: {json.dumps(v)}" for k, v in self.env.items())
-        return (
-            f"  - name: {name}\n    profile: {self.profile}\n    intro: false\n    cwd: {self.work}\n"
-            f"    command: {json.dumps(self.command)}\n    env:{env}\n{extra}"
-        )
+    def agent(self, name: str) -> dict[str, object]:
+        """The agent's entry in a layout (for ``helpers.write_layout``)."""
+        return {
+            "name": name,
+            "profile": self.profile,
+            "intro": False,
+            "cwd": str(self.work),
+            "command": self.command,
+            "env": dict(self.env),
+        }
+
+    def block(self, name: str) -> str:
+        """The agent's entry as YAML text, an item of a layout's ``agents:`` list."""
+        text = yaml.safe_dump([self.agent(name)], default_flow_style=None, sort_keys=False, width=1 << 20)
+        return textwrap.indent(text, "  ")
 
 
 def setup(name: str, tmp: Path, model_url: str) -> Setup:

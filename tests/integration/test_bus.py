@@ -8,17 +8,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from fakegithub import FakeGitHub
-from helpers import wait_for
+from helpers import wait_for, write_layout
+from integration.conftest import kill_all
 from integration.test_delivery import transcript
 from integration.test_work_survives import task
 from integration.webkit import start_web, stop
@@ -31,11 +29,17 @@ from miyabi.controller import stop_background
 from miyabi.home import Home
 from miyabi.work.store import Store
 
-WORKER = "profile: worker, submit_delay: 0.05, ready_settle: 0.05"
+WORKER = {"profile": "worker", "submit_delay": 0.05, "ready_settle": 0.05}
 
 
 class Host:
-    """One machine of the ensemble: a home, a tmux server of its own, a layout with ``bus:``."""
+    """One machine of the ensemble: a home, a tmux server of its own, a layout with ``bus:``.
+
+    Args:
+        agents: names of its agents, each ``spec`` (a worker by default).
+        bus: more keys of its ``bus:`` section.
+        sections: other top-level keys of its layout.
+    """
 
     def __init__(
         self,
@@ -43,23 +47,22 @@ class Host:
         root: Path,
         url: str,
         agents: tuple[str, ...] = ("w",),
-        extra: str = "",
-        bus_extra: str = "",
-        spec: str = WORKER,
+        bus: dict[str, object] | None = None,
+        spec: dict[str, object] = WORKER,
+        **sections: object,
     ) -> None:
         self.name = name
         self.home = root / name
         self.home.mkdir(parents=True)
         self.socket = f"miyabi_test_bus_{uuid.uuid4().hex[:8]}"
-        self.layout = root / f"{name}.yaml"
-        lines = [
-            f"session: bus-{name}",
-            f"bus: {{url: '{url}', host: {name}, lease: 2s{bus_extra}}}",
-            "watchdog: {min_uptime: 0, max_restarts: 100, restart_window: 600}",
-            "agents:",
-        ]
-        lines += [f"  - {{name: {a}, {spec}}}" for a in agents]
-        self.layout.write_text("\n".join(lines) + "\n" + extra)
+        self.layout = write_layout(
+            root / f"{name}.yaml",
+            [{"name": a, **spec} for a in agents],
+            session=f"bus-{name}",
+            bus={"url": url, "host": name, "lease": "2s", **(bus or {})},
+            watchdog={"min_uptime": 0, "max_restarts": 100, "restart_window": 600},
+            **sections,
+        )
 
     def cli(self, *args: str) -> Result:
         return CliRunner().invoke(
@@ -84,11 +87,11 @@ class Host:
     def kill(self) -> None:
         """The machine dies: every process of this host at once, by SIGKILL (keep-alive,
         controller, its tmux server and clients, its agents)."""
-        kill_host(self.home, self.socket)
+        kill_all(self.home, self.socket)
 
     def close(self) -> None:
         stop_background(Home(self.home))
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+        kill_all(self.home, self.socket)  # its tmux server and whatever outlived it
 
 
 @pytest.fixture
@@ -97,34 +100,6 @@ def hosts(tmp_path: Path, redis_server: RedisServer) -> Iterator[list[Host]]:
     yield made
     for h in made:
         h.close()
-
-
-def kill_host(home: Path, socket: str) -> None:
-    """SIGKILL every process of a host: those naming its home or tmux socket on their
-    command line, or with its home as MIYABI_HOME (agents), until none is left."""
-
-    def mine() -> list[psutil.Process]:
-        out = []
-        for p in psutil.process_iter(["cmdline", "environ"]):
-            line = " ".join(p.info["cmdline"] or [])
-            env = p.info["environ"] or {}
-            if p.pid != os.getpid() and (
-                f"-L {socket}" in line
-                or f"--socket {socket}" in line
-                or str(home) in line
-                or env.get("MIYABI_HOME") == str(home)
-            ):
-                out.append(p)
-        return out
-
-    def gone() -> bool:
-        procs = mine()
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        return not procs
-
-    wait_for(gone, timeout=30, what=f"every process of host {home.name} gone")
 
 
 def job(tmp_path: Path, name: str, script: list[str]) -> Path:
@@ -375,8 +350,8 @@ def test_a_password_protected_redis_works_and_the_password_is_never_printed(
     server.start()
     try:
         monkeypatch.setenv("MIYABI_TEST_BUS_PW", secret)
-        a = Host("a", tmp_path, server.url, bus_extra=", password_env: MIYABI_TEST_BUS_PW")
-        b = Host("b", tmp_path, server.url, bus_extra=", password_env: MIYABI_TEST_BUS_PW")
+        a = Host("a", tmp_path, server.url, bus={"password_env": "MIYABI_TEST_BUS_PW"})
+        b = Host("b", tmp_path, server.url, bus={"password_env": "MIYABI_TEST_BUS_PW"})
         inline = Host("c", tmp_path, f"redis://:{secret}@127.0.0.1:{server.port}/0")
         wrong = Host("d", tmp_path, f"redis://:not-{secret}@127.0.0.1:{server.port}/0")
         hosts += [a, b, inline, wrong]
@@ -410,25 +385,17 @@ def test_two_hosts_polling_one_github_repository_never_claim_an_issue_twice(
     with FakeGitHub() as fake:
         for n in range(1, 9):
             fake.add_issue(n, f"issue {n}", ["status:todo"])
-        github = (
-            f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n"
-            "routes: [{default: true, agent: kaede}]\n"
-        )
-        a = Host(
-            "a",
-            tmp_path,
-            redis_server.url,
-            agents=("kaede",),
-            spec="profile: shell, command: cat, wip: 3",
-            extra=github,
-        )
-        b = Host(
-            "b",
-            tmp_path,
-            redis_server.url,
-            agents=("kaede",),
-            spec="profile: shell, command: cat, wip: 3",
-            extra=github,
+        a, b = (
+            Host(
+                name,
+                tmp_path,
+                redis_server.url,
+                agents=("kaede",),
+                spec={"profile": "shell", "command": "cat", "wip": 3},
+                github=fake.section(poll_interval=1),
+                routes=[{"default": True, "agent": "kaede"}],
+            )
+            for name in ("a", "b")
         )
         hosts += [a, b]
         a.up()

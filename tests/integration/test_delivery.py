@@ -13,28 +13,23 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import wait_for
+from helpers import stays, wait_for, write_layout
 from integration.conftest import Cli, capture
 
 from miyabi.cli.send import main as send_main
 from miyabi.controller import read_pid, running_pid
 from miyabi.home import Home
 from miyabi.messaging.mailbox import inbox
+from miyabi.times import parse_rfc3339
 
-FAST_WORKER = """
-    submit_delay: 0.03
-    ready_settle: 0.03"""
-
-
-def layout(tmp_path: Path, session: str, agents: str, extra: str = "") -> Path:
-    f = tmp_path / f"{session}.yaml"
-    f.write_text(f"session: {session}\n{extra}agents:\n{agents}")
-    return f
+FAST_WORKER = {"submit_delay": 0.03, "ready_settle": 0.03}
 
 
-def worker(name: str, args: str = "", fast: bool = True, extra: str = "") -> str:
-    cmd = f"\n    command: miyabi worker {args}" if args else ""
-    return f"  - name: {name}\n    profile: worker{cmd}{FAST_WORKER if fast else ''}{extra}\n"
+def worker(name: str, args: str = "", fast: bool = True, **more: object) -> dict[str, object]:
+    """A worker agent's layout entry: ``args`` to ``miyabi worker``, ``fast`` short submit
+    and settle delays, ``more`` other keys of the agent."""
+    cmd = {"command": f"miyabi worker {args}"} if args else {}
+    return {"name": name, "profile": "worker", **cmd, **(FAST_WORKER if fast else {}), **more}
 
 
 def send(home: Path, *args: str) -> str:
@@ -62,7 +57,7 @@ def state_of(home: Path, agent: str, msg_id: str) -> str | None:
 
 
 def test_a_message_reaches_the_worker_and_shows_delivered(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
-    lay = layout(tmp_path, "one", worker("sakura", fast=False))
+    lay = write_layout(tmp_path / "one.yaml", [worker("sakura", fast=False)], session="one")
     assert cli("up", str(lay), "-d").exit_code == 0
     mid = send(home, "sakura", "hello")
     wait_for(lambda: transcript(home, "sakura") == ["hello"], what="hello in the transcript")
@@ -78,8 +73,10 @@ def test_a_message_reaches_the_worker_and_shows_delivered(cli: Cli, home: Path, 
 
 def test_8_senders_x_200_messages_to_cat_arrive_once_and_in_order(cli: Cli, home: Path, tmp_path: Path) -> None:
     out = tmp_path / "cat.out"
-    agents = f"  - name: sink\n    profile: shell\n    command: sh -c 'stty -echo; exec cat > {out}'\n"
-    assert cli("up", str(layout(tmp_path, "many", agents)), "-d").exit_code == 0
+    lay = write_layout(
+        tmp_path / "many.yaml", [("sink", "shell", f"sh -c 'stty -echo; exec cat > {out}'")], session="many"
+    )
+    assert cli("up", str(lay), "-d").exit_code == 0
     script = (
         "import sys; from miyabi.cli.send import main\n"
         "s, home = sys.argv[1], sys.argv[2]\n"
@@ -120,7 +117,8 @@ HOSTILE = {
 
 
 def test_hostile_bodies_arrive_as_text_and_act_as_nothing_else(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
-    assert cli("up", str(layout(tmp_path, "hostile", worker("kaede"))), "-d").exit_code == 0
+    lay = write_layout(tmp_path / "hostile.yaml", [worker("kaede")], session="hostile")
+    assert cli("up", str(lay), "-d").exit_code == 0
     for body in HOSTILE.values():
         send(home, "kaede", body)
     from miyabi.messaging.delivery import prepare
@@ -150,20 +148,25 @@ def test_non_utf8_stdin_and_oversized_bodies_are_refused(home: Path, tmp_path: P
 
 
 def test_a_message_for_a_busy_worker_waits_until_it_is_idle(cli: Cli, home: Path, tmp_path: Path) -> None:
-    assert cli("up", str(layout(tmp_path, "busy", worker("tsubaki", "--think 2"))), "-d").exit_code == 0
+    lay = write_layout(tmp_path / "busy.yaml", [worker("tsubaki", "--think 2")], session="busy")
+    assert cli("up", str(lay), "-d").exit_code == 0
     send(home, "tsubaki", "first")
     wait_for(lambda: transcript(home, "tsubaki") == ["first"], what="first message")
-    t_first = time.monotonic()
     second = send(home, "tsubaki", "second")
     wait_for(lambda: transcript(home, "tsubaki") == ["first", "second"], timeout=10, what="second message")
-    assert time.monotonic() - t_first >= 1.8, "typed into a busy agent"
+    # typed once the worker was done thinking (2 s from when it got the first; times in ms)
+    got_first = parse_rfc3339(json.loads((home / "logs" / "tsubaki.transcript.jsonl").open().readline())["time"])
+    events = [json.loads(x) for x in (home / "logs" / "events.jsonl").read_text().splitlines()]
+    typed = min(parse_rfc3339(e["time"]) for e in events if e.get("id") == second and e["event"] == "typing")
+    assert typed - got_first >= 1.99, "typed into a busy agent"
     assert state_of(home, "tsubaki", second) == "delivered" or wait_for(
         lambda: state_of(home, "tsubaki", second) == "delivered"
     )
 
 
 def test_a_pane_in_copy_mode_still_gets_its_message(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
-    assert cli("up", str(layout(tmp_path, "copy", worker("botan"))), "-d").exit_code == 0
+    lay = write_layout(tmp_path / "copy.yaml", [worker("botan")], session="copy")
+    assert cli("up", str(lay), "-d").exit_code == 0
     pane = panes("copy")["botan"]
     wait_for(lambda: "worker>" in capture(tmux, pane.pane_id), what="prompt")
     tmux.run("copy-mode", "-t", pane.pane_id)
@@ -178,23 +181,27 @@ def test_a_message_for_a_dead_agent_waits_and_arrives_after_it_is_back(
 ) -> None:
     # max_restarts 0: the watchdog gives up at once, so the agent stays dead until
     # `miyabi restart` brings it back.
-    lay = layout(tmp_path, "dead", worker("ayame"), extra="watchdog: {max_restarts: 0}\n")
+    lay = write_layout(tmp_path / "dead.yaml", [worker("ayame")], session="dead", watchdog={"max_restarts": 0})
     assert cli("up", str(lay), "-d").exit_code == 0
     pane = panes("dead")["ayame"]
     os.kill(pane.pid, signal.SIGKILL)
     wait_for(lambda: panes("dead")["ayame"].dead, what="dead pane")
     mid = send(home, "ayame", "after the restart")
-    deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline:  # it must keep waiting while the agent is dead
-        assert state_of(home, "ayame", mid) == "pending"
-        time.sleep(0.1)
+    # A probe ahead of it (high priority) with a short ttl: only the deliverer fails an
+    # expired message, and only when it reads the head of the inbox, so its failure shows
+    # the deliverer looking while the agent is dead (it looks at the message next).
+    probe = send(home, "ayame", "a probe", "--priority", "high", "--ttl", "0.5")
+    wait_for(lambda: state_of(home, "ayame", probe) == "failed", what="the deliverer to fail the probe")
+    stays(
+        lambda: state_of(home, "ayame", mid) == "pending", seconds=1.0, what="the message waiting while ayame is dead"
+    )
     r = cli("restart", "ayame")
     assert r.exit_code == 0, r.output
     wait_for(lambda: transcript(home, "ayame") == ["after the restart"], what="delivery after the restart")
 
 
 def test_messages_wait_while_the_controller_is_down_high_priority_first(cli: Cli, home: Path, tmp_path: Path) -> None:
-    lay = layout(tmp_path, "order", worker("kaede"))
+    lay = write_layout(tmp_path / "order.yaml", [worker("kaede")], session="order")
     assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
     send(home, "kaede", "normal-1")
     send(home, "kaede", "normal-2")
@@ -208,7 +215,7 @@ def test_messages_wait_while_the_controller_is_down_high_priority_first(cli: Cli
 
 
 def test_only_one_controller_per_home(cli: Cli, home: Path, tmp_path: Path, socket: str) -> None:
-    lay = layout(tmp_path, "single", worker("kaede"))
+    lay = write_layout(tmp_path / "single.yaml", [worker("kaede")], session="single")
     assert cli("up", str(lay), "-d").exit_code == 0
     pid = running_pid(Home(home))
     assert pid
@@ -230,7 +237,7 @@ def test_controller_killed_at_random_moments_loses_and_doubles_nothing(
     """Eight controllers are SIGKILLed mid-stream, each at a random moment after it
     delivered at least one more message (positions in the stream, not wall-clock
     times, so a fast machine cannot finish the stream before the kills)."""
-    lay = layout(tmp_path, "chaos", worker("kaede"))
+    lay = write_layout(tmp_path / "chaos.yaml", [worker("kaede")], session="chaos")
     assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
     n, kills = 60, 8
     for i in range(n):
@@ -257,8 +264,8 @@ def test_controller_killed_at_random_moments_loses_and_doubles_nothing(
 
 
 def test_intro_message_for_profiles_that_ask_for_it(cli: Cli, home: Path, tmp_path: Path) -> None:
-    agents = worker("kaede", extra="\n    intro: true") + worker("sakura")
-    assert cli("up", str(layout(tmp_path, "intro", agents)), "-d").exit_code == 0
+    lay = write_layout(tmp_path / "intro.yaml", [worker("kaede", intro=True), worker("sakura")], session="intro")
+    assert cli("up", str(lay), "-d").exit_code == 0
     first = wait_for(lambda: transcript(home, "kaede"), what="intro")[0]
     assert first.startswith("You are kaede") and "sakura" in first and "miyabi send" in first
     send(home, "sakura", "ping")
@@ -266,7 +273,7 @@ def test_intro_message_for_profiles_that_ask_for_it(cli: Cli, home: Path, tmp_pa
 
 
 def test_retry_and_drop(cli: Cli, home: Path, tmp_path: Path) -> None:
-    lay = layout(tmp_path, "rd", worker("kaede"))
+    lay = write_layout(tmp_path / "rd.yaml", [worker("kaede")], session="rd")
     assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
     keep = send(home, "kaede", "keep me")
     gone = send(home, "kaede", "drop me")
@@ -301,11 +308,13 @@ def test_a_prompt_pattern_ending_in_a_blank_is_seen_and_the_agent_gets_its_messa
     still sits after it."""
     out = tmp_path / "got.txt"
     script = f'while printf "agent> "; IFS= read -r line; do printf "%s\\n" "$line" >> {out}; done'
-    lay = layout(
-        tmp_path,
-        "prompty",
-        f"  - name: p\n    profile: prompty\n    command: sh -c '{script}'\n",
-        "profiles:\n  prompty: {extends: shell, ready_pattern: 'agent> $', submit_delay: 0.05, ready_settle: 0.05}\n",
+    lay = write_layout(
+        tmp_path / "prompty.yaml",
+        [("p", "prompty", f"sh -c '{script}'")],
+        session="prompty",
+        profiles={
+            "prompty": {"extends": "shell", "ready_pattern": "agent> $", "submit_delay": 0.05, "ready_settle": 0.05}
+        },
     )
     assert cli("up", str(lay), "-d").exit_code == 0
     mid = send(home, "p", "hello prompt")
@@ -319,7 +328,8 @@ def test_a_dead_letter_retried_while_its_agent_is_busy_waits_its_whole_ttl_again
     """Issue 21: a retried dead letter whose ttl ran out must not fail again at once; it
     waits, a whole ttl from the retry, for its agent to be ready (here: busy 8 s after
     its first message; the second, with a ttl of 5 s, dies of old age meanwhile)."""
-    assert cli("up", str(layout(tmp_path, "ttl", worker("kaede", "--think 8"))), "-d").exit_code == 0
+    lay = write_layout(tmp_path / "ttl.yaml", [worker("kaede", "--think 8")], session="ttl")
+    assert cli("up", str(lay), "-d").exit_code == 0
     send(home, "kaede", "first")
     wait_for(lambda: transcript(home, "kaede") == ["first"], what="the first message")
     late = send(home, "kaede", "late", "--ttl", "5")

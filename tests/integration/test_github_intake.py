@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from fakegithub import FakeGitHub
-from helpers import brought_up, wait_for
+from helpers import brought_up, wait_for, write_layout
 from integration.conftest import Cli
 from typer.testing import CliRunner
 
@@ -38,15 +38,17 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
         yield f
 
 
-def layout(tmp_path: Path, fake: FakeGitHub, name: str = "l.yaml") -> Path:
-    f = tmp_path / name
-    f.write_text(
-        "session: gh\nagents:\n  - {name: kaede, profile: shell, command: cat}\n  - "
-        "{name: sakura, profile: shell, command: cat, wip: 5}\n"
-        "routes:\n  - {label: bug, agent: kaede}\n  - {default: true, agent: sakura}\n"
-        f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, allowed_authors: [friend]}}\n"
+def layout(tmp_path: Path, fake: FakeGitHub, **more: object) -> Path:
+    """kaede takes bugs, sakura (wip 5) the rest, of the stand-in's repository; ``more``:
+    keys for both agents."""
+    cat = {"profile": "shell", "command": "cat", **more}
+    return write_layout(
+        tmp_path / "l.yaml",
+        [{"name": "kaede", **cat}, {"name": "sakura", **cat, "wip": 5}],
+        session="gh",
+        routes=[{"label": "bug", "agent": "kaede"}, {"default": True, "agent": "sakura"}],
+        github=fake.section(allowed_authors=["friend"]),
     )
-    return f
 
 
 def sync(lay: Path, home: Path) -> dict:
@@ -509,10 +511,7 @@ def test_a_controller_without_the_token_says_so_once_in_its_log_and_events(
     from miyabi.events import read_events
 
     monkeypatch.delenv("FAKE_GH_TOKEN")
-    lay = layout(tmp_path, fake)
-    lay.write_text(
-        lay.read_text().replace("profile: shell, command: cat", "profile: shell, command: cat, intro: false")
-    )
+    lay = layout(tmp_path, fake, intro=False)
     assert cli("up", str(lay), "-d").exit_code == 0
     errors = wait_for(
         lambda: [e["error"] for e in read_events(home) if e["event"] == "github-error"], what="the github-error event"

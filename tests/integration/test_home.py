@@ -10,22 +10,31 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import wait_for
+from helpers import wait_for, write_layout
 from integration.conftest import Cli
 from integration.test_delivery import send, transcript
 
 from miyabi.events import read_events
 from miyabi.work.store import Store
 
-LAYOUT = """session: private
-agents:
-  - {name: kaede, profile: worker, command: miyabi worker --hold-tasks, submit_delay: 0.05, ready_settle: 0.05,
-     intro: true}
-  - {name: cat, profile: shell, command: cat}
-routes:
-  - {default: true, agent: kaede}
-watchdog: {min_uptime: 0}
-"""
+KAEDE = {
+    "name": "kaede",
+    "profile": "worker",
+    "command": "miyabi worker --hold-tasks",
+    "submit_delay": 0.05,
+    "ready_settle": 0.05,
+    "intro": True,
+}
+
+
+def layout(path: Path) -> Path:
+    return write_layout(
+        path,
+        [KAEDE, ("cat", "shell", "cat")],
+        session="private",
+        routes=[{"default": True, "agent": "kaede"}],
+        watchdog={"min_uptime": 0},
+    )
 
 
 def loose(home: Path) -> None:
@@ -40,8 +49,7 @@ def loose(home: Path) -> None:
 
 def test_everything_in_the_home_is_private(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
     loose(home)
-    lay = tmp_path / "l.yaml"
-    lay.write_text(LAYOUT)
+    lay = layout(tmp_path / "l.yaml")
     assert cli("up", str(lay), "-d").exit_code == 0
     send(home, "kaede", "hello")
     wait_for(lambda: "hello" in transcript(home, "kaede"), what="a delivery")
@@ -87,8 +95,7 @@ def _env(**extra: str) -> dict[str, str]:
 def test_a_command_run_outside_the_home_reaches_the_ensemble_its_socket_names(
     cli: Cli, home: Path, tmp_path: Path, socket: str
 ) -> None:
-    lay = tmp_path / "l.yaml"
-    lay.write_text(LAYOUT)
+    lay = layout(tmp_path / "l.yaml")
     assert cli("up", str(lay), "-d").exit_code == 0
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

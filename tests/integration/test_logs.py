@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from helpers import wait_for
+from helpers import wait_for, write_layout
 from integration.conftest import Cli
 from typer.testing import CliRunner, Result
 
@@ -38,10 +38,8 @@ def test_logs_rotate_and_are_searched_across_the_rotated_files(socket: str, tmp_
     home = tmp_path / "it's a #1 home"  # the pipe-pane command quotes the log's path
     script = tmp_path / "printer.sh"
     script.write_text(SCRIPT)
-    lay = tmp_path / "l.yaml"
-    lay.write_text(
-        f"session: logs\nlogs: {{max_bytes: 4K, keep: 20}}\nagents:\n"
-        f"  - {{name: sh, profile: shell, command: sh {script}}}\n"
+    lay = write_layout(
+        tmp_path / "l.yaml", [("sh", "shell", f"sh {script}")], session="logs", logs={"max_bytes": "4K", "keep": 20}
     )
 
     def run(*args: str) -> Result:
@@ -78,10 +76,8 @@ def test_logs_rotate_and_are_searched_across_the_rotated_files(socket: str, tmp_
 def test_logs_follow_prints_new_lines_through_rotations(cli: Cli, socket: str, home: Path, tmp_path: Path) -> None:
     script = tmp_path / "printer.sh"
     script.write_text(SCRIPT)
-    lay = tmp_path / "l.yaml"
-    lay.write_text(
-        f"session: follow\nlogs: {{max_bytes: 2K, keep: 50}}\nagents:\n"
-        f"  - {{name: sh, profile: shell, command: sh {script}}}\n"
+    lay = write_layout(
+        tmp_path / "l.yaml", [("sh", "shell", f"sh {script}")], session="follow", logs={"max_bytes": "2K", "keep": 50}
     )
     assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
     wait_for(lambda: "DONE" in cli("logs", "sh", "--grep", "^DONE$").output, what="the first output")
@@ -126,10 +122,7 @@ exec sleep 600
 def test_a_restarted_process_starts_on_a_line_of_its_own(cli: Cli, socket: str, home: Path, tmp_path: Path) -> None:
     script = tmp_path / "restarter.sh"
     script.write_text(RESTARTER)
-    lay = tmp_path / "l.yaml"
-    lay.write_text(
-        f"session: restart\nagents:\n  - {{name: sh, profile: shell, command: sh {script} {tmp_path / 'runs'}}}\n"
-    )
+    lay = write_layout(tmp_path / "l.yaml", [("sh", "shell", f"sh {script} {tmp_path / 'runs'}")], session="restart")
     assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
     tmux = Tmux(socket)
     wait_for(lambda: all(p.dead for p in list_panes(tmux, "restart") if p.agent == "sh"), what="the first run to die")

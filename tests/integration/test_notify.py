@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from helpers import wait_for
+from helpers import wait_for, write_layout
 from integration.conftest import Cli
 from integration.test_delivery import send, transcript
 from localserver import LocalServer
@@ -78,30 +78,36 @@ def test_notices_reach_each_receiver_once_in_its_format_and_bad_ones_slow_nothin
     rec = Recorder()
     with LocalServer(receivers(rec)) as srv:
         down = f"http://127.0.0.1:{closed_port()}/down"
-        lay = tmp_path / "notify.yaml"
-        lay.write_text(f"""session: notify
-routes:
-  - {{default: true, agent: w}}
-notify:
-  - {{webhook: {srv.url}/hook}}
-  - {{slack: {srv.url}/slack, events: [task-done, task-failed]}}
-  - {{discord: {srv.url}/discord, events: [agent-failed]}}
-  - {{ntfy: {srv.url}/ntfy, events: [task-done]}}
-  - {{kind: webhook, url_env: MIYABI_TEST_HOOK, events: [task-done]}}
-  - {{webhook: {srv.url}/flaky, events: [task-done], retry_after: 0.05}}
-  - {{webhook: {down}, events: [task-done], retry_after: 0.05, max_attempts: 2}}
-  - {{webhook: {srv.url}/slow, events: [task-done, task-failed], timeout: 60}}
-agents:
-  - name: w
-    profile: worker
-    command: miyabi worker --hold-tasks
-    submit_delay: 0.03
-    ready_settle: 0.03
-  - name: crash
-    profile: shell
-    command: sh -c 'exit 3'
-    watchdog: {{max_restarts: 1, min_uptime: 30, restart_window: 600}}
-""")
+        lay = write_layout(
+            tmp_path / "notify.yaml",
+            [
+                {
+                    "name": "w",
+                    "profile": "worker",
+                    "command": "miyabi worker --hold-tasks",
+                    "submit_delay": 0.03,
+                    "ready_settle": 0.03,
+                },
+                {
+                    "name": "crash",
+                    "profile": "shell",
+                    "command": "sh -c 'exit 3'",
+                    "watchdog": {"max_restarts": 1, "min_uptime": 30, "restart_window": 600},
+                },
+            ],
+            session="notify",
+            routes=[{"default": True, "agent": "w"}],
+            notify=[  # the receivers' shorthands, and the long form
+                {"webhook": f"{srv.url}/hook"},
+                {"slack": f"{srv.url}/slack", "events": ["task-done", "task-failed"]},
+                {"discord": f"{srv.url}/discord", "events": ["agent-failed"]},
+                {"ntfy": f"{srv.url}/ntfy", "events": ["task-done"]},
+                {"kind": "webhook", "url_env": "MIYABI_TEST_HOOK", "events": ["task-done"]},
+                {"webhook": f"{srv.url}/flaky", "events": ["task-done"], "retry_after": 0.05},
+                {"webhook": down, "events": ["task-done"], "retry_after": 0.05, "max_attempts": 2},
+                {"webhook": f"{srv.url}/slow", "events": ["task-done", "task-failed"], "timeout": 60},
+            ],
+        )
         os.environ["MIYABI_TEST_HOOK"] = f"{srv.url}/from-env"
         try:
             r = cli("up", str(lay), "-d")

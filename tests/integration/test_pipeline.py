@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fakegithub import FakeGitHub
-from helpers import wait_for
+from helpers import wait_for, write_layout
 from integration.conftest import Cli, pid_alive
 
 from miyabi.pipeline.records import Records
@@ -67,24 +67,27 @@ def heard(log: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
-def layout(
-    tmp: Path, repo: Path, plan_file: Path, log: Path, extra: str = "", pool: str = "", fake: FakeGitHub | None = None
-) -> Path:
-    lay = tmp / "l.yaml"
-    gh = (
-        f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n"
-        if fake is not None
-        else ""
+def layout(tmp: Path, repo: Path, plan_file: Path, log: Path, fake: FakeGitHub | None = None) -> Path:
+    """A pool ``coder`` of up to two scripted agents on ``repo`` (following ``plan_file``,
+    telling ``log`` what they heard) that every task goes to; GitHub's stand-in when given."""
+    coder = {
+        "name": "coder",
+        "profile": "worker",
+        "command": f"{sys.executable} {AGENT}",
+        "repo": str(repo),
+        "max": 2,
+        "submit_delay": 0.05,
+        "ready_settle": 0.05,
+        "env": {"PLAN": str(plan_file), "PLAN_LOG": str(log)},
+    }
+    return write_layout(
+        tmp / "l.yaml",
+        [("lead", "shell", "cat")],
+        session="pipe",
+        pools=[coder],
+        routes=[{"default": True, "agent": "coder"}],
+        **({"github": fake.section(poll_interval=1)} if fake is not None else {}),
     )
-    lay.write_text(
-        "session: pipe\n"
-        "agents:\n  - {name: lead, profile: shell, command: cat}\n"
-        "pools:\n"
-        f"  - {{name: coder, profile: worker, command: '{sys.executable} {AGENT}', repo: '{repo}', max: 2,"
-        f" submit_delay: 0.05, ready_settle: 0.05, env: {{PLAN: '{plan_file}', PLAN_LOG: '{log}'}}{pool}}}\n"
-        "routes:\n  - {default: true, agent: coder}\n" + gh + extra
-    )
-    return lay
 
 
 @pytest.fixture
@@ -407,11 +410,11 @@ def test_a_failing_set_up_fails_the_task_before_any_agent_starts(cli: Cli, home:
 
 
 def test_an_agent_the_watchdog_gives_up_on_gets_one_fix_task(cli: Cli, home: Path, tmp_path: Path) -> None:
-    lay = tmp_path / "l.yaml"
-    lay.write_text(
-        "session: fix\nwatchdog: {min_uptime: 5, max_restarts: 1, restart_window: 120}\n"
-        "agents:\n  - {name: lead, profile: shell, command: cat}\n  - "
-        "{name: x, profile: shell, command: sh -c 'exit 3'}\n"
+    lay = write_layout(
+        tmp_path / "l.yaml",
+        [("lead", "shell", "cat"), ("x", "shell", "sh -c 'exit 3'")],
+        session="fix",
+        watchdog={"min_uptime": 5, "max_restarts": 1, "restart_window": 120},
     )
     assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: Store.of_home(home).query(), timeout=60, what="the fix task")

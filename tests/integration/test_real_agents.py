@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from fakemodel import FakeModel, Request
-from helpers import wait_for
+from helpers import wait_for, write_layout
 from integration.conftest import Cli
 from integration.real_agents import setup
 
@@ -38,24 +38,29 @@ STARTUP = 90.0
 
 @pytest.fixture
 def model(tmp_path: Path) -> Iterator[FakeModel]:
+    """The model stand-in; at teardown, an answer it did not give whole fails the test."""
     with FakeModel(delay=0.3) as m:
-        yield m
-    with (tmp_path / "requests.jsonl").open("w") as f:  # for a failure's post-mortem
-        for r in m.requests:
-            f.write(
-                json.dumps(
-                    {
-                        "api": r.api,
-                        "main": r.main,
-                        "tool_result": r.tool_result,
-                        "tool_call": r.tool_call,
-                        "started": r.started,
-                        "ended": r.ended,
-                        "prompt": r.prompt[:200],
-                    }
-                )
-                + "\n"
-            )
+        try:
+            yield m
+        finally:
+            with (tmp_path / "requests.jsonl").open("w") as f:  # for a failure's post-mortem
+                for r in m.requests:
+                    f.write(
+                        json.dumps(
+                            {
+                                "api": r.api,
+                                "main": r.main,
+                                "tool_result": r.tool_result,
+                                "tool_call": r.tool_call,
+                                "started": r.started,
+                                "ended": r.ended,
+                                "error": r.error,
+                                "prompt": r.prompt[:200],
+                            }
+                        )
+                        + "\n"
+                    )
+        m.check()
 
 
 def events(home: Path) -> list[dict[str, object]]:
@@ -63,10 +68,9 @@ def events(home: Path) -> list[dict[str, object]]:
     return [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
 
 
-def start(cli: Cli, tmp_path: Path, model: FakeModel, name: str, extra: str = "") -> Path:
+def start(cli: Cli, tmp_path: Path, model: FakeModel, name: str) -> Path:
     s = setup(name, tmp_path, model.url)
-    lay = tmp_path / "real.yaml"
-    lay.write_text("session: real\nagents:\n" + s.block("a", extra))
+    lay = write_layout(tmp_path / "real.yaml", [s.agent("a")], session="real")
     r = cli("up", str(lay), "-d")
     assert r.exit_code == 0, r.output
     return s.work
@@ -176,12 +180,8 @@ def test_a_burst_reaches_the_model_once_each_unaltered_and_in_order(
     for t in texts:
         sent(home, t)
     expected = [first, *texts]
-    got = wait_for(
-        lambda: len(model.wait_prompts(len(expected), 0)) >= len(expected) and model.prompts(),
-        timeout=240,
-        what=f"{len(expected)} prompts",
-    )
-    wait_for(lambda: model.in_flight()[-1][1] is not None, timeout=30, what="the last answer")
+    got = model.wait_prompts(len(expected), timeout=240)
+    model.wait_answered(timeout=30)
     ours = [r for r in got if tag in r.prompt]
     assert len(ours) == len(expected), [r.prompt[:40] for r in ours]
     print("\n".join(repr(r.prompt[:100]) for r in ours))
@@ -262,6 +262,7 @@ def test_a_cli_killed_mid_turn_comes_back_and_gets_the_next_message_once(
         timeout=30,
         what="the agent respawned",
     )
+    model.forgive_cut(before=time.time())  # the killed process's requests went with it
     wait_for(
         lambda: (
             state(home) == "ready" and (read_seen(home, "a") or None) is not None and read_seen(home, "a").pid != pid
@@ -282,9 +283,11 @@ def test_a_layout_rule_answers_a_matching_question_without_a_person(
     name: str, cli: Cli, home: Path, tmp_path: Path, model: FakeModel
 ) -> None:
     s = setup(name, tmp_path, model.url)
-    lay = tmp_path / "auto.yaml"
-    lay.write_text(
-        "session: real\napprovals:\n  auto:\n    - {match: 'miyabi-tool-1', answer: approve}\nagents:\n" + s.block("a")
+    lay = write_layout(
+        tmp_path / "auto.yaml",
+        [s.agent("a")],
+        session="real",
+        approvals={"auto": [{"match": "miyabi-tool-1", "answer": "approve"}]},
     )
     assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")

@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import wait_for, write_layout
 from integration.conftest import Cli, environ_of
 from redisserver import RedisServer
 
@@ -28,17 +28,26 @@ INLINE = "inline-secret-0005"
 
 
 def layout(tmp_path: Path, redis_url: str) -> Path:
-    f = tmp_path / "secrets.yaml"
-    bus_url = redis_url.replace("redis://", f"redis://:{INLINE}@")
-    f.write_text(
-        "session: secrets\n"
-        "agents:\n  - {name: a, profile: shell, command: cat}\n  - {name: b, profile: shell, command: cat}\n"
-        "github: {repo: acme/widgets, api_url: 'http://127.0.0.1:9', token_env: T_GH_TOKEN, poll_interval: 60}\n"
-        f"bus: {{url: '{bus_url}', host: h1, password_env: T_BUS_PASSWORD}}\n"
-        "notify:\n  - {kind: webhook, url_env: T_HOOK_URL}\n"
-        "watchdog: {min_uptime: 0, max_restarts: 100, restart_window: 600}\n"
+    """Every kind of secret a layout can name: GitHub's token, the bus's password (in the
+    environment and inline in its URL), a webhook's URL."""
+    return write_layout(
+        tmp_path / "secrets.yaml",
+        [("a", "shell", "cat"), ("b", "shell", "cat")],
+        session="secrets",
+        github={
+            "repo": "acme/widgets",
+            "api_url": "http://127.0.0.1:9",
+            "token_env": "T_GH_TOKEN",
+            "poll_interval": 60,
+        },
+        bus={
+            "url": redis_url.replace("redis://", f"redis://:{INLINE}@"),
+            "host": "h1",
+            "password_env": "T_BUS_PASSWORD",
+        },
+        notify=[{"kind": "webhook", "url_env": "T_HOOK_URL"}],
+        watchdog={"min_uptime": 0, "max_restarts": 100, "restart_window": 600},
     )
-    return f
 
 
 def leaks(text: str) -> list[str]:

@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from helpers import brought_up, wait_for
+from helpers import brought_up, wait_for, write_layout
 from integration.conftest import Cli
 from integration.test_delivery import transcript
 
@@ -16,15 +16,23 @@ from miyabi.events import read_events
 from miyabi.home import Home
 from miyabi.work.store import Store
 
-LAYOUT = """session: tasks
-agents:
-  - {name: kaede, profile: worker, command: miyabi worker --hold-tasks, submit_delay: 0.05, ready_settle: 0.05}
-  - {name: sakura, profile: worker, command: miyabi worker --hold-tasks, submit_delay: 0.05, ready_settle: 0.05}
-routes:
-  - {label: bug, agent: kaede}
-  - {title: '(?i)review', agent: sakura}
-  - {default: true, agent: sakura}
-"""
+HELD = {"profile": "worker", "command": "miyabi worker --hold-tasks", "submit_delay": 0.05, "ready_settle": 0.05}
+
+
+def layout(path: Path, **sections: object) -> Path:
+    """kaede and sakura, workers that hold their tasks, and routes: bugs to kaede, reviews and
+    the rest to sakura."""
+    return write_layout(
+        path,
+        [{"name": "kaede", **HELD}, {"name": "sakura", **HELD}],
+        session="tasks",
+        routes=[
+            {"label": "bug", "agent": "kaede"},
+            {"title": "(?i)review", "agent": "sakura"},
+            {"default": True, "agent": "sakura"},
+        ],
+        **sections,
+    )
 
 
 def state(home: Path, tid: int) -> str:
@@ -32,8 +40,7 @@ def state(home: Path, tid: int) -> str:
 
 
 def test_tasks_are_routed_held_by_the_wip_limit_and_never_assigned_twice(cli: Cli, home: Path, tmp_path: Path) -> None:
-    lay = tmp_path / "l.yaml"
-    lay.write_text(LAYOUT)
+    lay = layout(tmp_path / "l.yaml")
     assert cli("up", str(lay), "-d").exit_code == 0
     assert cli("task", "add", "Crash on start", "--label", "bug").exit_code == 0
     assert cli("task", "add", "Another bug", "--label", "bug").exit_code == 0
@@ -67,8 +74,7 @@ def test_tasks_are_routed_held_by_the_wip_limit_and_never_assigned_twice(cli: Cl
 
 
 def test_jobs_a_passing_and_a_failing_one_with_their_reports(cli: Cli, home: Path, tmp_path: Path) -> None:
-    lay = tmp_path / "l.yaml"
-    lay.write_text(LAYOUT)
+    lay = layout(tmp_path / "l.yaml")
     assert cli("up", str(lay), "-d").exit_code == 0
     work = tmp_path / "work"
     work.mkdir()
@@ -115,8 +121,7 @@ def test_jobs_a_passing_and_a_failing_one_with_their_reports(cli: Cli, home: Pat
 
 def test_a_bad_job_file_is_one_clear_line(cli: Cli, home: Path, tmp_path: Path) -> None:
     brought_up(home)
-    lay = tmp_path / "l.yaml"
-    lay.write_text(LAYOUT)
+    lay = layout(tmp_path / "l.yaml")
     f = tmp_path / "j.json"
     f.write_text(
         json.dumps(
@@ -136,11 +141,7 @@ def test_up_with_a_github_layout_routes_issues_to_agents(cli: Cli, home: Path, t
     with FakeGitHub() as fake:
         fake.add_issue(7, "Crash when saving", ["status:todo", "bug"], body="stack trace here")
         fake.add_issue(8, "Review the API", ["status:todo"])
-        lay = tmp_path / "l.yaml"
-        lay.write_text(
-            LAYOUT
-            + f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n"
-        )
+        lay = layout(tmp_path / "l.yaml", github=fake.section(poll_interval=1))
         monkeypatch.setenv("FAKE_GH_TOKEN", "t")
         assert cli("up", str(lay), "-d").exit_code == 0
         wait_for(
@@ -168,11 +169,7 @@ def test_the_controller_stops_at_once_while_github_asks_it_to_wait(
 
     with FakeGitHub() as fake:
         fake.faults.extend([(429, {"retry-after": "600"})] * 50)  # every poll is told to wait ten minutes
-        lay = tmp_path / "l.yaml"
-        lay.write_text(
-            LAYOUT
-            + f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n"
-        )
+        lay = layout(tmp_path / "l.yaml", github=fake.section(poll_interval=1))
         monkeypatch.setenv("FAKE_GH_TOKEN", "t")
         assert cli("up", str(lay), "-d").exit_code == 0
         wait_for(lambda: fake.requests, what="the first poll (now waiting)")
@@ -193,11 +190,7 @@ def test_the_controller_stops_cleanly_while_a_claim_waits_for_github(
     with FakeGitHub() as fake:
         fake.add_issue(7, "Crash", ["status:todo", "bug"])
         fake.delete_faults.extend([(429, {"retry-after": "600"})] * 5)  # the claim is told to wait ten minutes
-        lay = tmp_path / "l.yaml"
-        lay.write_text(
-            LAYOUT
-            + f"github: {{repo: acme/widgets, api_url: '{fake.url}', token_env: FAKE_GH_TOKEN, poll_interval: 1}}\n"
-        )
+        lay = layout(tmp_path / "l.yaml", github=fake.section(poll_interval=1))
         monkeypatch.setenv("FAKE_GH_TOKEN", "t")
         assert cli("up", str(lay), "-d").exit_code == 0
         wait_for(lambda: any(method == "DELETE" for method, _ in fake.requests), what="the claim (now waiting)")

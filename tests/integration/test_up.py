@@ -9,8 +9,8 @@ import stat
 import subprocess
 from pathlib import Path
 
-from helpers import brought_up, wait_for
-from integration.conftest import Cli, capture, environ_of, pid_alive, write_layout
+from helpers import brought_up, wait_for, write_layout
+from integration.conftest import Cli, capture, environ_of, pid_alive
 from libtmux.server import Server
 
 from miyabi.config import load
@@ -75,7 +75,7 @@ def test_up_recreates_only_the_killed_pane(cli: Cli, tmux: Tmux, panes) -> None:
 
 
 def test_up_respawns_a_dead_agent_in_its_own_pane(cli: Cli, tmux: Tmux, panes, tmp_path: Path) -> None:
-    lay = write_layout(tmp_path / "l.yaml", "deadone", [("a", "shell", "cat"), ("b", "shell", "cat")])
+    lay = write_layout(tmp_path / "l.yaml", [("a", "shell", "cat"), ("b", "shell", "cat")], session="deadone")
     assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
     a = panes("deadone")["a"]
     os.kill(a.pid, signal.SIGKILL)
@@ -176,7 +176,9 @@ def test_the_worker_acks_a_line_typed_into_it(cli: Cli, tmux: Tmux, panes, home:
 
 def test_32_agents_in_one_tmux_invocation(tmux: Tmux, tmp_path: Path, panes) -> None:
     lay = load(
-        write_layout(tmp_path / "big.yaml", "big", [(f"a{i:02d}", "shell", "cat") for i in range(32)], per_window=4)
+        write_layout(
+            tmp_path / "big.yaml", [(f"a{i:02d}", "shell", "cat") for i in range(32)], session="big", per_window=4
+        )
     )
     report = build_up(lay, tmux, Home(tmp_path / "h"))
     # one query for sessions, then the chained build, cut under tmux's ~16 KiB
@@ -194,9 +196,13 @@ def test_32_agents_in_one_tmux_invocation(tmux: Tmux, tmp_path: Path, panes) -> 
 
 def test_up_after_the_layout_grew_fills_windows_then_opens_new_ones(tmux: Tmux, tmp_path: Path, panes) -> None:
     h = Home(tmp_path / "h")
-    small = load(write_layout(tmp_path / "l.yaml", "grow", [(f"a{i}", "shell", "cat") for i in range(3)], per_window=4))
+    small = load(
+        write_layout(tmp_path / "l.yaml", [(f"a{i}", "shell", "cat") for i in range(3)], session="grow", per_window=4)
+    )
     build_up(small, tmux, h)
-    big = load(write_layout(tmp_path / "l.yaml", "grow", [(f"a{i}", "shell", "cat") for i in range(9)], per_window=4))
+    big = load(
+        write_layout(tmp_path / "l.yaml", [(f"a{i}", "shell", "cat") for i in range(9)], session="grow", per_window=4)
+    )
     report = build_up(big, tmux, h)
     assert report.created == [f"a{i}" for i in range(3, 9)]
     assert report.running == ["a0", "a1", "a2"]
@@ -207,7 +213,9 @@ def test_up_after_the_layout_grew_fills_windows_then_opens_new_ones(tmux: Tmux, 
 
 
 def test_a_layout_with_a_missing_command_creates_nothing(cli: Cli, tmux: Tmux, tmp_path: Path) -> None:
-    lay = write_layout(tmp_path / "l.yaml", "nope", [("a", "shell", "cat"), ("b", "shell", "miyabi-no-such-cmd")])
+    lay = write_layout(
+        tmp_path / "l.yaml", [("a", "shell", "cat"), ("b", "shell", "miyabi-no-such-cmd")], session="nope"
+    )
     r = cli("up", str(lay), "-d")
     assert r.exit_code == 3
     assert "miyabi-no-such-cmd" in r.output and "agents[1].command" in r.output
@@ -215,7 +223,7 @@ def test_a_layout_with_a_missing_command_creates_nothing(cli: Cli, tmux: Tmux, t
 
 
 def test_16_agents_are_built_by_one_tmux_invocation(tmux: Tmux, tmp_path: Path, panes) -> None:
-    lay = load(write_layout(tmp_path / "l.yaml", "sixteen", [(f"a{i:02d}", "shell", "cat") for i in range(16)]))
+    lay = load(write_layout(tmp_path / "l.yaml", [(f"a{i:02d}", "shell", "cat") for i in range(16)], session="sixteen"))
     report = build_up(lay, tmux, Home(tmp_path / "h"))
     assert report.tmux_invocations == 2  # list-sessions, then the one chained build
     assert len(panes("sixteen")) == 16
@@ -243,11 +251,10 @@ def test_status_from_another_directory_reads_the_sessions_own_home(
 
 
 def test_one_agents_env_does_not_leak_into_others_or_the_session(tmux: Tmux, tmp_path: Path, panes) -> None:
-    f = tmp_path / "l.yaml"
-    f.write_text(
-        "session: leak\nagents:\n"
-        "  - {name: a, profile: shell, command: cat, env: {SECRET: only-a}}\n"
-        "  - {name: b, profile: shell, command: cat}\n"
+    f = write_layout(
+        tmp_path / "l.yaml",
+        [{"name": "a", "profile": "shell", "command": "cat", "env": {"SECRET": "only-a"}}, ("b", "shell", "cat")],
+        session="leak",
     )
     build_up(load(f), tmux, Home(tmp_path / "h"))
     got = panes("leak")
@@ -258,7 +265,7 @@ def test_one_agents_env_does_not_leak_into_others_or_the_session(tmux: Tmux, tmp
 
 
 def test_a_respawned_agent_is_still_logged(cli: Cli, tmux: Tmux, panes, home: Path, tmp_path: Path) -> None:
-    f = write_layout(tmp_path / "l.yaml", "relog", [("a", "shell", "cat")])
+    f = write_layout(tmp_path / "l.yaml", [("a", "shell", "cat")], session="relog")
     assert cli("up", str(f), "-d", "--no-controller").exit_code == 0
     os.kill(panes("relog")["a"].pid, signal.SIGKILL)
     wait_for(lambda: panes("relog")["a"].dead, what="dead")
@@ -272,11 +279,13 @@ def test_a_respawned_agent_is_still_logged(cli: Cli, tmux: Tmux, panes, home: Pa
 
 def test_reconcile_never_puts_agents_in_the_users_own_window(tmux: Tmux, tmp_path: Path, panes) -> None:
     h = Home(tmp_path / "h")
-    f = write_layout(tmp_path / "l.yaml", "mine", [("a", "shell", "cat")], per_window=4)
+    f = write_layout(tmp_path / "l.yaml", [("a", "shell", "cat")], session="mine", per_window=4)
     build_up(load(f), tmux, h)
     tmux.run("new-window", "-d", "-t", "=mine:", "-n", "users")
     tmux.run("kill-pane", "-t", panes("mine")["a"].pane_id)  # miyabi's window is gone now
-    build_up(load(write_layout(tmp_path / "l.yaml", "mine", [("a", "shell", "cat"), ("b", "shell", "cat")])), tmux, h)
+    build_up(
+        load(write_layout(tmp_path / "l.yaml", [("a", "shell", "cat"), ("b", "shell", "cat")], session="mine")), tmux, h
+    )
     users = tmux.run("list-panes", "-t", "=mine:=users", "-F", "#{@miyabi_agent}")
     assert users == [""]
     assert set(panes("mine")) == {"a", "b"}

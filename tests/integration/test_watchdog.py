@@ -8,19 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from helpers import wait_for
+from helpers import stays, wait_for, write_layout
 from integration.conftest import Cli, pid_alive
 
-FAST = "watchdog: {min_uptime: 0, max_restarts: 1000, restart_window: 60}\n"
-
-
-def layout(tmp_path: Path, session: str, agents: str, extra: str = FAST) -> Path:
-    f = tmp_path / f"{session}.yaml"
-    f.write_text(f"session: {session}\n{extra}agents:\n{agents}")
-    return f
+FAST = {"min_uptime": 0, "max_restarts": 1000, "restart_window": 60}
+"""Watchdog settings that restart at once, whatever the uptime."""
 
 
 def events(home: Path, kind: str, agent: str | None = None) -> list[dict]:
@@ -34,9 +28,8 @@ def events(home: Path, kind: str, agent: str | None = None) -> list[dict]:
 def test_kill_9_fifty_times_a_new_process_runs_in_the_same_pane_each_time(
     cli: Cli, home: Path, tmp_path: Path, panes
 ) -> None:
-    assert (
-        cli("up", str(layout(tmp_path, "mttr", "  - {name: a, profile: shell, command: cat}\n")), "-d").exit_code == 0
-    )
+    lay = write_layout(tmp_path / "mttr.yaml", [("a", "shell", "cat")], session="mttr", watchdog=FAST)
+    assert cli("up", str(lay), "-d").exit_code == 0
     first = wait_for(lambda: panes("mttr").get("a"), what="pane")
     pid = first.pid
     for i in range(50):
@@ -61,12 +54,8 @@ def test_nothing_of_the_old_agent_survives_a_restart(cli: Cli, home: Path, tmp_p
     script = tmp_path / "stubborn.sh"
     script.write_text("#!/bin/sh\ntrap '' HUP\nsetsid sh -c 'trap \"\" HUP; exec sleep 4242' &\nexec sleep 4243\n")
     script.chmod(0o755)
-    assert (
-        cli(
-            "up", str(layout(tmp_path, "stub", f"  - {{name: s, profile: shell, command: {script}}}\n")), "-d"
-        ).exit_code
-        == 0
-    )
+    lay = write_layout(tmp_path / "stub.yaml", [("s", "shell", str(script))], session="stub", watchdog=FAST)
+    assert cli("up", str(lay), "-d").exit_code == 0
 
     def family() -> list[int]:
         out = []
@@ -96,13 +85,13 @@ def test_nothing_of_the_old_agent_survives_a_restart(cli: Cli, home: Path, tmp_p
 
 
 def test_a_crash_loop_backs_off_then_fails_and_stays_failed(cli: Cli, home: Path, tmp_path: Path, panes, tmux) -> None:
-    extra = "watchdog: {min_uptime: 5, max_restarts: 3, restart_window: 120}\n"
-    assert (
-        cli(
-            "up", str(layout(tmp_path, "loop", "  - {name: x, profile: shell, command: sh -c 'exit 3'}\n", extra)), "-d"
-        ).exit_code
-        == 0
+    lay = write_layout(
+        tmp_path / "loop.yaml",
+        [("x", "shell", "sh -c 'exit 3'"), ("y", "shell", "cat")],  # y: to see the watchdog go round
+        session="loop",
+        watchdog={"min_uptime": 5, "max_restarts": 3, "restart_window": 120},
     )
+    assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: events(home, "gave-up", "x"), timeout=30, what="the breaker")
     died = events(home, "agent-died", "x")
     assert [e["delay"] for e in died] == [1.0, 2.0, 4.0, 0.0]
@@ -115,13 +104,22 @@ def test_a_crash_loop_backs_off_then_fails_and_stays_failed(cli: Cli, home: Path
     border = tmux.run("display-message", "-p", "-t", pane.pane_id, "#{T:pane-border-format}")[0]
     assert "FAILED: exit status 3" in border  # the pane shows why
     data = json.loads(cli("status", "--json").output)
-    row = data["agents"][0]
+    (row,) = [r for r in data["agents"] if r["name"] == "x"]
     assert row["state"] == "failed" and row["restarts_last_hour"] == 3
-    # watch for a while: no more respawns
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        assert len(events(home, "restarted", "x")) == 3
-        time.sleep(0.2)
+    # The watchdog goes round after it gave up: y, killed twice, is restarted twice. Its
+    # second restart is handled on a later turn of the watch loop than the one that gave
+    # up on x, and every turn starts by looking at x's dead pane again.
+    for n in (1, 2):
+        pid = wait_for(lambda: (p := panes("loop")["y"]) and not p.dead and p.pid, what="y alive")
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda n=n: len(events(home, "restarted", "y")) == n, timeout=15, what=f"y restarted ({n})")
+
+    def still_failed() -> bool:
+        rec = json.loads((home / "run" / "watchdog.json").read_text())["agents"]["x"]
+        pending = rec["restart_at"] is not None or rec["pending"] is not None  # a restart decided, not yet due
+        return len(events(home, "restarted", "x")) == 3 and bool(rec["history"]["failed"]) and not pending
+
+    stays(still_failed, seconds=3, interval=0.2, what="x failed, with no restart done or pending")
     assert len(list((home / "logs" / "crashes").glob("x-*.log"))) == 4
     r = cli("restart", "x")
     assert r.exit_code == 0, r.output
@@ -131,12 +129,11 @@ def test_a_crash_loop_backs_off_then_fails_and_stays_failed(cli: Cli, home: Path
 def test_counters_survive_a_controller_killed_while_agents_crash(
     cli: Cli, home: Path, tmp_path: Path, panes, socket: str
 ) -> None:
-    extra = "watchdog: {min_uptime: 0, max_restarts: 1000, restart_window: 600}\n"
-    lay = layout(
-        tmp_path,
-        "survive",
-        "  - {name: a, profile: shell, command: cat}\n  - {name: b, profile: shell, command: cat}\n",
-        extra,
+    lay = write_layout(
+        tmp_path / "survive.yaml",
+        [("a", "shell", "cat"), ("b", "shell", "cat")],
+        session="survive",
+        watchdog={"min_uptime": 0, "max_restarts": 1000, "restart_window": 600},
     )
     assert cli("up", str(lay), "-d").exit_code == 0
     from miyabi.controller import running_pid
@@ -163,14 +160,26 @@ def test_counters_survive_a_controller_killed_while_agents_crash(
 def test_a_silent_busy_worker_is_nudged_then_restarted_and_an_idle_one_is_left_alone(
     cli: Cli, home: Path, tmp_path: Path, panes
 ) -> None:
-    extra = (
-        "watchdog: {silence_timeout: 1.5, silence_grace: 1.5, min_uptime: 0, max_restarts: 10, restart_window: 60}\n"
+    busy = {
+        "name": "busy",
+        "profile": "worker",
+        "command": "miyabi worker --think 60",
+        "submit_delay": 0.05,
+        "ready_settle": 0.05,
+    }
+    lay = write_layout(
+        tmp_path / "hang.yaml",
+        [busy, ("idle", "worker")],
+        session="hang",
+        watchdog={
+            "silence_timeout": 1.5,
+            "silence_grace": 1.5,
+            "min_uptime": 0,
+            "max_restarts": 10,
+            "restart_window": 60,
+        },
     )
-    agents = (
-        "  - {name: busy, profile: worker, command: miyabi worker --think 60, submit_delay: 0.05, ready_settle: 0.05}\n"
-        "  - {name: idle, profile: worker}\n"
-    )
-    assert cli("up", str(layout(tmp_path, "hang", agents, extra)), "-d").exit_code == 0
+    assert cli("up", str(lay), "-d").exit_code == 0
     idle_pid = wait_for(lambda: panes("hang").get("idle"), what="idle pane").pid
     busy_pid = wait_for(lambda: panes("hang").get("busy"), what="busy pane").pid
     from integration.test_delivery import send, transcript
@@ -190,28 +199,49 @@ def test_a_silent_busy_worker_is_nudged_then_restarted_and_an_idle_one_is_left_a
 
 
 def test_an_agent_burning_cpu_without_printing_is_working_not_hung(cli: Cli, home: Path, tmp_path: Path) -> None:
-    extra = "watchdog: {silence_timeout: 1, silence_grace: 1}\n"
-    agents = "  - name: burner\n    profile: shell\n    command: sh -c 'read line; while :; do :; done'\n"
-    assert cli("up", str(layout(tmp_path, "burn", agents, extra)), "-d").exit_code == 0
+    """The burner is left alone through the hang checks that nudge, then restart, a
+    silent agent beside it that uses no CPU (so those checks did run)."""
+    thinker = {
+        "name": "thinker",
+        "profile": "worker",
+        "command": "miyabi worker --think 600",
+        "submit_delay": 0.05,
+        "ready_settle": 0.05,
+    }
+    lay = write_layout(
+        tmp_path / "burn.yaml",
+        [("burner", "shell", "sh -c 'read line; while :; do :; done'"), thinker],
+        session="burn",
+        watchdog={"silence_timeout": 1, "silence_grace": 1},
+    )
+    assert cli("up", str(lay), "-d").exit_code == 0
     from integration.test_delivery import send
 
     send(home, "burner", "go")  # after a delivered message, silence counts
     ev = wait_for(lambda: events(home, "silent-but-working", "burner"), timeout=15, what="the CPU signal")[0]
     assert ev["signal"] == "cpu"
-    deadline = time.monotonic() + 3  # several timeouts more: never nudged, never restarted
-    while time.monotonic() < deadline:
-        assert not events(home, "nudged", "burner") and not events(home, "hung-restart", "burner")
-        time.sleep(0.2)
+    send(home, "thinker", "think")  # silent from now on, and idle: the checks nudge it, then restart it
+    wait_for(lambda: events(home, "hung-restart", "thinker"), timeout=30, what="the silent thinker restarted")
+    assert events(home, "nudged", "thinker")
+    stays(
+        lambda: not events(home, "nudged", "burner") and not events(home, "hung-restart", "burner"),
+        seconds=3,  # several timeouts more
+        interval=0.2,
+        what="the burner never nudged, never restarted",
+    )
 
 
 def test_a_closed_pane_is_recreated_and_a_dead_server_is_rebuilt_with_pending_messages(
     cli: Cli, home: Path, tmp_path: Path, panes, tmux
 ) -> None:
-    lay = layout(
-        tmp_path,
-        "phoenix",
-        "  - {name: kaede, profile: worker, submit_delay: 0.05, ready_settle: 0.05}\n  - "
-        "{name: sakura, profile: shell, command: cat}\n",
+    lay = write_layout(
+        tmp_path / "phoenix.yaml",
+        [
+            {"name": "kaede", "profile": "worker", "submit_delay": 0.05, "ready_settle": 0.05},
+            ("sakura", "shell", "cat"),
+        ],
+        session="phoenix",
+        watchdog=FAST,
     )
     assert cli("up", str(lay), "-d").exit_code == 0
     old = wait_for(lambda: panes("phoenix").get("sakura"), what="sakura").pane_id
@@ -235,10 +265,13 @@ def test_a_closed_pane_is_recreated_and_a_dead_server_is_rebuilt_with_pending_me
 def test_a_pending_restart_never_kills_a_pane_the_controller_recreated(
     cli: Cli, home: Path, tmp_path: Path, panes, tmux
 ) -> None:
-    extra = "watchdog: {min_uptime: 100, max_restarts: 10, restart_window: 60}\n"  # a quick death waits 1 s
-    # b keeps the session
-    agents = "  - {name: a, profile: shell, command: cat}\n  - {name: b, profile: shell, command: cat}\n"
-    assert cli("up", str(layout(tmp_path, "nokill", agents, extra)), "-d").exit_code == 0
+    lay = write_layout(
+        tmp_path / "nokill.yaml",
+        [("a", "shell", "cat"), ("b", "shell", "cat")],  # b keeps the session
+        session="nokill",
+        watchdog={"min_uptime": 100, "max_restarts": 10, "restart_window": 60},  # a quick death waits 1 s
+    )
+    assert cli("up", str(lay), "-d").exit_code == 0
     first = wait_for(lambda: panes("nokill").get("a"), what="pane")
     os.kill(first.pid, signal.SIGKILL)
     wait_for(lambda: events(home, "agent-died", "a"), what="the death")
@@ -266,20 +299,24 @@ def test_a_stale_pidfile_does_not_count_as_a_running_controller(home: Path) -> N
 def test_down_is_not_undone_by_a_controller_that_a_service_manager_restarts(
     cli: Cli, home: Path, tmp_path: Path, socket: str, tmux
 ) -> None:
-    lay = layout(tmp_path, "stopped", "  - {name: a, profile: shell, command: cat}\n")
+    lay = write_layout(tmp_path / "stopped.yaml", [("a", "shell", "cat")], session="stopped", watchdog=FAST)
     assert cli("up", str(lay), "-d").exit_code == 0
     assert cli("down").exit_code == 0
     argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(home), "--socket", socket, "--layout", str(lay)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "controller.err"
+    with log.open("w") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
     try:
         from miyabi.controller import running_pid
         from miyabi.home import Home
 
         wait_for(lambda: running_pid(Home(home)) == proc.pid, what="the controller up")
-        deadline = time.monotonic() + 2.5
-        while time.monotonic() < deadline:  # it must not rebuild the session
-            assert "stopped" not in tmux.sessions()
-            time.sleep(0.1)
+        # Each "tmux not reachable" line follows a look for the session that declined to
+        # rebuild it: two of them, and the main loop has been round since it started.
+        wait_for(
+            lambda: log.read_text().count("tmux not reachable") >= 2, timeout=30, what="the controller to look twice"
+        )
+        stays(lambda: "stopped" not in tmux.sessions(), seconds=2.5, what="the session not rebuilt")
         assert cli("up", str(lay), "-d").exit_code == 0  # up clears the mark
         assert "stopped" in tmux.sessions()
     finally:
@@ -295,7 +332,7 @@ def test_a_controller_whose_home_was_removed_stops_instead_of_rebuilding(
     from miyabi.controller import read_pid
     from miyabi.home import Home
 
-    lay = layout(tmp_path, "orphan", "  - {name: a, profile: shell, command: cat}\n")
+    lay = write_layout(tmp_path / "orphan.yaml", [("a", "shell", "cat")], session="orphan", watchdog=FAST)
     assert cli("up", str(lay), "-d").exit_code == 0
     pid = read_pid(Home(home))
     assert pid and pid_alive(pid)
@@ -331,7 +368,7 @@ def test_a_removed_home_stops_its_controller_and_its_keep_alive_and_leaves_its_s
 ) -> None:
     from miyabi.supervision.processes import alive  # a zombie (our own unreaped child) counts as gone
 
-    lay = layout(tmp_path, "homeless", "  - {name: a, profile: shell, command: cat}\n")
+    lay = write_layout(tmp_path / "homeless.yaml", [("a", "shell", "cat")], session="homeless", watchdog=FAST)
     assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: events(home, "controller-ready"), what="the controller up")
     ctl, keeper = ensemble_pids(home)
@@ -350,8 +387,9 @@ def test_a_home_removed_while_its_session_is_rebuilt_gets_no_session_and_stops_i
     again, the session built for it is ended, and controller and keep-alive stop."""
     from miyabi.supervision.processes import alive
 
-    agents = "".join(f"  - {{name: a{i:02d}, profile: shell, command: cat}}\n" for i in range(16))
-    assert cli("up", str(layout(tmp_path, "serverless", agents)), "-d").exit_code == 0
+    agents = [(f"a{i:02d}", "shell", "cat") for i in range(16)]
+    lay = write_layout(tmp_path / "serverless.yaml", agents, session="serverless", watchdog=FAST)
+    assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: events(home, "controller-ready"), what="the controller up")
     ctl, keeper = ensemble_pids(home)
     tmux.run("kill-server")
@@ -367,7 +405,7 @@ def test_a_home_made_anew_is_left_to_its_new_controller(cli: Cli, home: Path, tm
     new ones serve it (two controllers would deliver every message twice)."""
     from miyabi.supervision.processes import alive
 
-    lay = layout(tmp_path, "anew", "  - {name: a, profile: shell, command: cat}\n")
+    lay = write_layout(tmp_path / "anew.yaml", [("a", "shell", "cat")], session="anew", watchdog=FAST)
     assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: events(home, "controller-ready"), what="the controller up")
     old = ensemble_pids(home)
@@ -387,7 +425,7 @@ def test_a_home_made_anew_is_left_to_its_new_controller(cli: Cli, home: Path, tm
 
 
 def test_a_controller_is_never_started_for_a_home_that_does_not_exist(tmp_path: Path, socket: str) -> None:
-    lay = layout(tmp_path, "nowhere", "  - {name: a, profile: shell, command: cat}\n")
+    lay = write_layout(tmp_path / "nowhere.yaml", [("a", "shell", "cat")], session="nowhere", watchdog=FAST)
     gone = tmp_path / "removed-home"
     argv = [sys.executable, "-m", "miyabi", "controller", "--home", str(gone), "--socket", socket, "--layout", str(lay)]
     try:
@@ -412,7 +450,7 @@ def test_a_home_removed_right_after_the_keepers_look_is_not_made_again_nor_given
     from miyabi.home import Home
     from miyabi.supervision.keeper import SessionKeeper
 
-    lay = load(layout(tmp_path, "late", "  - {name: a, profile: shell, command: cat}\n"))
+    lay = load(write_layout(tmp_path / "late.yaml", [("a", "shell", "cat")], session="late", watchdog=FAST))
     Home(home).ensure()
 
     def intact_then_removed() -> bool:  # the home is there when asked, and removed a moment after
@@ -432,7 +470,7 @@ def test_a_session_rebuilt_while_its_home_was_removed_is_ended_again(home: Path,
     from miyabi.home import Home
     from miyabi.supervision.keeper import SessionKeeper
 
-    lay = load(layout(tmp_path, "during", "  - {name: a, profile: shell, command: cat}\n"))
+    lay = load(write_layout(tmp_path / "during.yaml", [("a", "shell", "cat")], session="during", watchdog=FAST))
     Home(home).ensure()
     looks: list[bool] = []
 
@@ -457,7 +495,7 @@ def test_the_keeper_waits_for_a_build_under_way_and_builds_nothing_beside_it(hom
     from miyabi.home import BUILD_LOCK, Home
     from miyabi.supervision.keeper import SessionKeeper
 
-    lay = load(layout(tmp_path, "queued", "  - {name: a, profile: shell, command: cat}\n"))
+    lay = load(write_layout(tmp_path / "queued.yaml", [("a", "shell", "cat")], session="queued", watchdog=FAST))
     Home(home).ensure()
     keeper = SessionKeeper(lay, tmux, Home(home), tmp_path, build_wait=0.3)
     build = hold(home / "run" / BUILD_LOCK)  # a build under way

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import wait_for
+from helpers import wait_for, write_layout
 from integration.conftest import Cli
 from integration.test_delivery import transcript
 from integration.webkit import Web, browse, start_web, stop
@@ -449,8 +449,7 @@ def test_the_controller_serves_the_dashboard_from_the_layout_and_restarts_it(
     with sockets.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    lay = tmp_path / "served.yaml"
-    lay.write_text(f"session: served\nweb: {{port: {port}}}\nagents:\n  - w\n")
+    lay = write_layout(tmp_path / "served.yaml", ["w"], session="served", web={"port": port})
     r = cli("up", str(lay), "-d")
     assert r.exit_code == 0 and f"dashboard: http://127.0.0.1:{port}/?token=" in r.output, r.output
     url = r.output.split("dashboard: ")[1].split()[0]

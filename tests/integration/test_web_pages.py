@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_for
+from helpers import wait_for, write_layout
 from integration.conftest import Cli
 from integration.test_delivery import send, transcript
 from integration.webkit import Web, browse, serve, stop
@@ -298,16 +298,15 @@ def test_the_agent_page_searches_the_pane_log(web: Web, browser: WebDriver) -> N
     wait_for(lambda: "a line to find later" in text_of(browser, "#found"), timeout=30, what="the found line")
 
 
-FAILING = """session: miyabi
-agents:
-  - name: ok
-    profile: shell
-    command: cat
-  - name: boom
-    profile: shell
-    command: "sh -c 'echo \\"boom: the disk <is> full\\"; exit 3'"
-    watchdog: {max_restarts: 1, min_uptime: 10}
-"""
+FAILING = [
+    ("ok", "shell", "cat"),
+    {
+        "name": "boom",
+        "profile": "shell",
+        "command": """sh -c 'echo "boom: the disk <is> full"; exit 3'""",
+        "watchdog": {"max_restarts": 1, "min_uptime": 10},
+    },
+]
 
 
 def test_a_failed_agent_says_why_and_how_to_bring_it_back(
@@ -315,8 +314,7 @@ def test_a_failed_agent_says_why_and_how_to_bring_it_back(
 ) -> None:
     """Its page shows the last lines it printed (its screen is blank once dead) and one
     line: failed, why, and `miyabi restart NAME`; a session named miyabi is not named twice."""
-    lay = tmp_path / "failing.yaml"
-    lay.write_text(FAILING)
+    lay = write_layout(tmp_path / "failing.yaml", FAILING, session="miyabi")
     web = serve(cli, home, socket, lay, tmp_path / "answers.txt")
     try:
         with web.client() as c:

@@ -9,7 +9,7 @@ import os
 import signal
 from pathlib import Path
 
-from helpers import wait_for
+from helpers import wait_for, write_layout
 from integration.conftest import Cli
 from integration.test_delivery import transcript
 
@@ -18,14 +18,18 @@ from miyabi.home import Home
 from miyabi.work.store import Store
 
 # --hold-tasks: tasks stay held (in progress) until the test ends them
-FAST_WORKER = "profile: worker, command: miyabi worker --hold-tasks, submit_delay: 0.05, ready_settle: 0.05"
+FAST_WORKER = {"profile": "worker", "command": "miyabi worker --hold-tasks", "submit_delay": 0.05, "ready_settle": 0.05}
 
 
-def write(path: Path, agents: list[str], extra: str = "") -> Path:
-    lines = ["session: survive", "watchdog: {min_uptime: 0, max_restarts: 100, restart_window: 600}", "agents:"]
-    lines += [f"  - {{name: {a}, {FAST_WORKER}}}" for a in agents]
-    path.write_text("\n".join(lines) + "\n" + extra)
-    return path
+def write(path: Path, agents: list[str], **sections: object) -> Path:
+    """Session ``survive``: quick-restarting held-task workers named ``agents``."""
+    return write_layout(
+        path,
+        [{"name": a, **FAST_WORKER} for a in agents],
+        session="survive",
+        watchdog={"min_uptime": 0, "max_restarts": 100, "restart_window": 600},
+        **sections,
+    )
 
 
 def task(home: Path, tid: int):  # type: ignore[no-untyped-def]
@@ -118,7 +122,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_killed_mid_task_with_resend_the_new_process_gets_it_again(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
-    lay = write(tmp_path / "l.yaml", ["w"], "routes: [{default: true, agent: w}]\n")
+    lay = write(tmp_path / "l.yaml", ["w"], routes=[{"default": True, "agent": "w"}])
     assert cli("up", str(lay), "-d").exit_code == 0
     assert cli("task", "add", "Fix the build").exit_code == 0
     wait_for(lambda: task(home, 1).state == "in_progress" and task(home, 1).holder, what="the task leased to w")
@@ -152,7 +156,8 @@ def test_killed_mid_task_with_requeue_it_goes_back_to_the_queue_and_fails_after_
     lay = write(
         tmp_path / "l.yaml",
         ["w"],
-        "routes: [{default: true, agent: w}]\ntasks: {on_agent_restart: requeue, max_attempts: 2}\n",
+        routes=[{"default": True, "agent": "w"}],
+        tasks={"on_agent_restart": "requeue", "max_attempts": 2},
     )
     assert cli("up", str(lay), "-d").exit_code == 0
     assert cli("task", "add", "Flaky").exit_code == 0
@@ -174,7 +179,7 @@ def test_killed_mid_task_with_requeue_it_goes_back_to_the_queue_and_fails_after_
 
 
 def test_a_task_past_its_time_limit_is_told_and_handed_back(cli: Cli, home: Path, tmp_path: Path) -> None:
-    lay = write(tmp_path / "l.yaml", ["w"], "routes: [{default: true, agent: w}]\n")
+    lay = write(tmp_path / "l.yaml", ["w"], routes=[{"default": True, "agent": "w"}])
     assert cli("up", str(lay), "-d").exit_code == 0
     r = cli("task", "add", "Slow one", "--timeout", "1s", "--max-attempts", "2")
     assert r.exit_code == 0, r.output
@@ -192,14 +197,14 @@ def test_a_task_past_its_time_limit_is_told_and_handed_back(cli: Cli, home: Path
 def test_the_running_controller_adopts_added_and_removed_agents_and_keeps_a_broken_layout_out(
     cli: Cli, home: Path, tmp_path: Path, panes
 ) -> None:
-    lay = write(tmp_path / "l.yaml", ["a"], "routes: [{label: x, agent: a}]\n")
+    lay = write(tmp_path / "l.yaml", ["a"], routes=[{"label": "x", "agent": "a"}])
     r = cli("up", str(lay), "-d")
     assert r.exit_code == 0, r.output
     pid = running_pid(Home(home))
     assert cli("task", "add", "For a", "--label", "x").exit_code == 0
     wait_for(lambda: task(home, 1).state == "in_progress", what="a holds task 1")
     # add b: `up` on the changed layout
-    write(lay, ["a", "b"], "routes: [{label: x, agent: a}, {default: true, agent: b}]\n")
+    write(lay, ["a", "b"], routes=[{"label": "x", "agent": "a"}, {"default": True, "agent": "b"}])
     r = cli("up", str(lay), "-d")
     assert r.exit_code == 0 and "controller reloaded the layout: added b" in r.output, r.output
     assert running_pid(Home(home)) == pid  # not restarted
@@ -209,7 +214,7 @@ def test_the_running_controller_adopts_added_and_removed_agents_and_keeps_a_brok
     os.kill(old, signal.SIGKILL)
     alive_pid(panes, "b", not_pid=old)  # b is supervised
     # remove a: its task goes back to the queue, and the routes now give it to b
-    write(lay, ["b"], "routes: [{default: true, agent: b}]\n")
+    write(lay, ["b"], routes=[{"default": True, "agent": "b"}])
     r = cli("reload")
     assert r.exit_code == 0 and "removed a" in r.output, r.output
     wait_for(lambda: task(home, 1).agent == "b" and task(home, 1).state == "in_progress", what="task 1 moved to b")
@@ -218,7 +223,7 @@ def test_the_running_controller_adopts_added_and_removed_agents_and_keeps_a_brok
     os.kill(a.pid, signal.SIGKILL)  # no longer supervised: left dead
     wait_for(lambda: panes("survive")["a"].dead, what="a's pane dead")
     # a broken layout: the running one stays
-    lay.write_text("session: survive\nagents: [{name: b, profile: nope}]\n")
+    write_layout(lay, [("b", "nope")], session="survive")
     r = cli("reload")
     assert r.exit_code == 3 and "nope" in r.output
     assert cli("send", "b", "still here").exit_code == 0
@@ -297,7 +302,7 @@ def test_a_controller_started_again_runs_the_layout_the_home_runs_now(
 def test_a_bare_up_keeps_the_layout_a_reload_adopted(cli: Cli, home: Path, tmp_path: Path, panes) -> None:
     lay = write(tmp_path / "l.yaml", ["a"])
     assert cli("up", str(lay), "-d").exit_code == 0
-    other = write(tmp_path / "other.yaml", ["a", "b"], "routes: [{default: true, agent: b}]\n")
+    other = write(tmp_path / "other.yaml", ["a", "b"], routes=[{"default": True, "agent": "b"}])
     assert cli("reload", str(other)).exit_code == 0
     wait_for(lambda: "b" in panes("survive"), what="b's pane")
     r = cli("up", "-d")

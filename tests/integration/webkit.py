@@ -16,33 +16,34 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import wait_for
+from helpers import wait_for, write_layout
 
 Cli = Callable[..., "object"]
 
 ASKER = Path(__file__).resolve().parents[1] / "asker_agent.py"
 
-LAYOUT = """session: web
-profiles:
-  asker:
-    extends: shell
-    command: {python} -u {asker}
-    ready_pattern: '^>'
-    approval_pattern: 'Allow running the tool\\? \\(y/n\\)'
-    approve_keys: [y, Enter]
-    deny_keys: [n, Enter]
-agents:
-  - name: w1
-    profile: worker
-    submit_delay: 0.03
-    ready_settle: 0.03
-  - name: sh
-    profile: shell
-    command: cat
-  - name: ask
-    profile: asker
-    env: {{ANSWERS: {answers}}}
-"""
+
+def layout(path: Path, answers: Path) -> Path:
+    """The dashboard's ensemble: a worker, a shell, and an agent that asks permission
+    (tests/asker_agent.py, which writes its answers to ``answers``)."""
+    asker = {
+        "extends": "shell",
+        "command": f"{sys.executable} -u {ASKER}",
+        "ready_pattern": "^>",
+        "approval_pattern": r"Allow running the tool\? \(y/n\)",
+        "approve_keys": ["y", "Enter"],
+        "deny_keys": ["n", "Enter"],
+    }
+    return write_layout(
+        path,
+        [
+            {"name": "w1", "profile": "worker", "submit_delay": 0.03, "ready_settle": 0.03},
+            ("sh", "shell", "cat"),
+            {"name": "ask", "profile": "asker", "env": {"ANSWERS": str(answers)}},
+        ],
+        session="web",
+        profiles={"asker": asker},
+    )
 
 
 @dataclass
@@ -125,8 +126,7 @@ def browse(w: Web) -> Iterator[httpx.Client]:
 @pytest.fixture
 def web(cli: Cli, home: Path, socket: str, tmp_path: Path) -> Iterator[Web]:
     answers = tmp_path / "answers.txt"
-    lay = tmp_path / "web.yaml"
-    lay.write_text(LAYOUT.format(python=sys.executable, asker=ASKER, answers=answers))
+    lay = layout(tmp_path / "web.yaml", answers)
     w = serve(cli, home, socket, lay, answers)
     try:
         with w.client() as c:

@@ -6,18 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import write_layout
 
 from miyabi.config.loader import load
 from miyabi.config.settings import AutoAnswer, auto_answer
 from miyabi.errors import LayoutError
 
-AGENTS = "agents:\n  - {name: a, profile: claude}\n  - {name: b, profile: codex}\n"
+AGENTS = [("a", "claude"), ("b", "codex")]
 
 
 def layout(tmp_path: Path, approvals: str) -> Path:
-    f = tmp_path / "l.yaml"
-    f.write_text(f"session: s\n{AGENTS}approvals:\n{approvals}")
-    return f
+    """Agents a and b, and an ``approvals:`` section of YAML text (what these tests load)."""
+    return write_layout(tmp_path / "l.yaml", AGENTS, session="s", extra=f"approvals:\n{approvals}")
 
 
 def test_rules_load_in_order_and_the_first_match_answers(tmp_path: Path) -> None:
@@ -44,9 +44,7 @@ def test_rules_load_in_order_and_the_first_match_answers(tmp_path: Path) -> None
 
 
 def test_without_approvals_nothing_is_answered(tmp_path: Path) -> None:
-    f = tmp_path / "l.yaml"
-    f.write_text(f"session: s\n{AGENTS}")
-    assert load(f).auto_answers == ()
+    assert load(write_layout(tmp_path / "l.yaml", AGENTS, session="s")).auto_answers == ()
 
 
 @pytest.mark.parametrize(
@@ -67,10 +65,21 @@ def test_a_bad_rule_is_one_line_naming_its_key(tmp_path: Path, rule: str, said: 
 
 
 def test_profile_fields_for_answers_and_rows_are_checked(tmp_path: Path) -> None:
-    f = tmp_path / "p.yaml"
-    f.write_text(
-        "session: s\nagents:\n  - {name: a, profile: aider, approve_keys: [y, Enter], deny_keys: Escape,"
-        " busy_rows: [2, 1], composer_rows: 2, typed_limit: 0, approval_pattern: 'Proceed\\?'}\n"
+    a = {"name": "a", "profile": "aider"}
+    f = write_layout(
+        tmp_path / "p.yaml",
+        [
+            {
+                **a,
+                "approve_keys": ["y", "Enter"],
+                "deny_keys": "Escape",
+                "busy_rows": [2, 1],
+                "composer_rows": 2,
+                "typed_limit": 0,
+                "approval_pattern": r"Proceed\?",
+            }
+        ],
+        session="s",
     )
     p = load(f).agents[0].profile
     assert (p.approve_keys, p.deny_keys, p.busy_rows, p.composer_rows, p.typed_limit, p.approval_pattern) == (
@@ -81,7 +90,7 @@ def test_profile_fields_for_answers_and_rows_are_checked(tmp_path: Path) -> None
         0,
         "Proceed\\?",
     )
-    f.write_text("session: s\nagents:\n  - {name: a, profile: aider, busy_rows: 3}\n")
+    write_layout(f, [{**a, "busy_rows": 3}], session="s")
     with pytest.raises(LayoutError) as e:
         load(f)
     assert "agents[0].busy_rows: 3 must be [rows above, rows below] the cursor" in str(e.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from helpers import FIXTURES, write_layout
 
 from miyabi.agents.profiles import BUILTIN
 from miyabi.config import load
@@ -32,10 +32,9 @@ def test_shell_line(cmd: str, line: str) -> None:
 
 
 def _layout(tmp_path: Path, n: int, per_window: int) -> Layout:
-    f = tmp_path / "l.yaml"
-    agents = "".join(f"  - {{name: a{i}, profile: shell, command: cat}}\n" for i in range(n))
-    f.write_text(f"session: s\nper_window: {per_window}\nagents:\n{agents}")
-    return load(f)
+    """``n`` shell agents a0, a1, … ``per_window`` to a window."""
+    agents = [(f"a{i}", "shell", "cat") for i in range(n)]
+    return load(write_layout(tmp_path / "l.yaml", agents, session="s", per_window=per_window))
 
 
 def test_window_size_fits_the_tiled_grid(tmp_path: Path) -> None:
@@ -87,8 +86,7 @@ def test_multi_line_commands_run_every_line() -> None:
 def test_pane_title_is_not_format_expanded(tmp_path: Path) -> None:
     from miyabi.tmux.builder import pane_setup
 
-    f = tmp_path / "l.yaml"
-    f.write_text("agents:\n  - {name: a, profile: shell, command: cat, title: 'T #S'}\n")
+    f = write_layout(tmp_path / "l.yaml", [{"name": "a", "profile": "shell", "command": "cat", "title": "T #S"}])
     cmds = pane_setup(load(f).agents[0], Home(tmp_path))
     assert ["select-pane", "-T", "T ##S"] in cmds
     assert not any("-o" in c for c in cmds if c[0] == "pipe-pane")

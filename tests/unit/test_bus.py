@@ -6,6 +6,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from helpers import write_layout
+
 from miyabi import defaults
 from miyabi.bus.tasks import route_shared, valid_target
 from miyabi.config import load
@@ -14,19 +16,21 @@ from miyabi.work.model import Source, Task, TaskState
 
 
 def test_the_bus_section_defaults_its_host_lease_and_namespace(tmp_path: Path) -> None:
-    f = tmp_path / "l.yaml"
-    f.write_text(
-        "agents: [{name: kaede, profile: shell, command: cat}]\nbus: {url: 'rediss://:pw@redis.example:6380/2'}\n"
-        "routes: [{label: x, agent: w@b}, {label: y, agent: sakura}]\n"
+    lay = load(
+        write_layout(
+            tmp_path / "l.yaml",
+            [("kaede", "shell", "cat")],
+            bus={"url": "rediss://:pw@redis.example:6380/2"},
+            routes=[{"label": "x", "agent": "w@b"}, {"label": "y", "agent": "sakura"}],
+        )
     )
-    lay = load(f)
     assert lay.bus is not None
     assert lay.bus.host == socket.gethostname().split(".")[0]
     assert (lay.bus.lease, lay.bus.namespace, lay.bus.password_env) == (defaults.BUS_LEASE, "miyabi", None)
     assert [r.agent for r in lay.routes] == ["w@b", "sakura"]  # agents of other hosts
-    g = tmp_path / "single.yaml"
-    g.write_text("agents: [{name: kaede, profile: shell, command: cat}]\n")
-    assert load(g).bus is None  # single-host: no bus, nothing to install
+    assert (
+        load(write_layout(tmp_path / "single.yaml", [("kaede", "shell", "cat")])).bus is None
+    )  # single-host: no bus, nothing to install
 
 
 def test_passwords_never_reach_output() -> None:

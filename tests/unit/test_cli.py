@@ -8,8 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
-from helpers import brought_up
+from helpers import FIXTURES, brought_up, write_layout
 from typer.testing import CliRunner
 
 from miyabi.cli import app
@@ -73,8 +72,7 @@ def test_tmux_missing_exits_4(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     bindir = tmp_path / "bin"
     bindir.mkdir()
     monkeypatch.setenv("PATH", str(bindir))
-    f = tmp_path / "l.yaml"
-    f.write_text("agents:\n  - name: a\n    profile: shell\n    command: /bin/cat\n")
+    f = write_layout(tmp_path / "l.yaml", [("a", "shell", "/bin/cat")])
     r = runner.invoke(app, ["up", str(f), "-d"])
     assert r.exit_code == 4, r.output
     assert "tmux is not installed" in r.output
@@ -182,8 +180,7 @@ def test_a_closed_pipe_is_a_quiet_exit() -> None:
 
 
 def test_a_refused_socket_name_is_a_usage_error(tmp_path: Path) -> None:
-    f = tmp_path / "l.yaml"
-    f.write_text("agents:\n  - name: a\n    profile: shell\n    command: cat\n")
+    f = write_layout(tmp_path / "l.yaml", [("a", "shell", "cat")])
     r = miyabi("status", "--socket", "default", "--layout", str(f))
     assert r.returncode == 2 and "not allowed" in r.stderr and len(r.stderr.splitlines()) == 1
 
@@ -201,10 +198,8 @@ def test_github_sync_without_a_known_layout_says_so(tmp_path: Path) -> None:
 def test_task_commands_say_why_a_task_waits_and_give_rfc3339_times(tmp_path: Path) -> None:
     from miyabi.work.store import Store
 
-    lay = tmp_path / "l.yaml"
-    lay.write_text(
-        "session: s\nagents:\n  - {name: kaede, profile: shell, command: cat}\nroutes:\n  - "
-        "{label: bug, agent: kaede}\n"
+    lay = write_layout(
+        tmp_path / "l.yaml", [("kaede", "shell", "cat")], session="s", routes=[{"label": "bug", "agent": "kaede"}]
     )
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "up.json").write_text(json.dumps({"session": "s", "layout": str(lay), "agents": ["kaede"]}))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import write_layout
 from typer.testing import CliRunner
 
 from miyabi.cli import app
@@ -76,8 +77,7 @@ def home(tmp_path: Path) -> Path:
     """A home that ran `miyabi up` (as run/up.json says) with agents kaede and sakura."""
     h = tmp_path / "home"
     (h / "run").mkdir(parents=True)
-    lay = tmp_path / "l.yaml"
-    lay.write_text("session: s\nagents:\n  - {name: kaede, profile: shell, command: cat}\n  - sakura\n")
+    lay = write_layout(tmp_path / "l.yaml", [("kaede", "shell", "cat"), "sakura"], session="s")
     (h / "run" / "up.json").write_text(json.dumps({"session": "s", "layout": str(lay), "agents": ["kaede", "sakura"]}))
     return h
 

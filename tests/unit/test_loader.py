@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 from miyabi.config import load
 from miyabi.config.loader import expand, fill_defaults, key_path, read

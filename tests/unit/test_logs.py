@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import wait_for, write_layout
 from typer.testing import CliRunner
 
 from miyabi import defaults
@@ -195,8 +195,7 @@ def test_the_pipe_command_leaves_out_the_default_limits(tmp_path: Path) -> None:
 
 def test_the_pipe_command_quotes_every_word(tmp_path: Path) -> None:
     home = Home(tmp_path / "it's a #1 home")
-    f = tmp_path / "l.yaml"
-    f.write_text("agents:\n  - {name: a, profile: shell, command: cat}\nlogs: {max_bytes: 2M, keep: 3}\n")
+    f = write_layout(tmp_path / "l.yaml", [("a", "shell", "cat")], logs={"max_bytes": "2M", "keep": 3})
     agent = load(f).agents[0]
     line = log_command(agent, home)
     assert line.startswith("umask 077; exec ")
@@ -375,12 +374,11 @@ def test_follow_goes_on_through_rotations(tmp_path: Path) -> None:
 
 
 def test_the_logs_section_sets_every_agents_rotation(tmp_path: Path) -> None:
-    f = tmp_path / "l.yaml"
-    f.write_text("agents: [a, b]\nlogs: {max_bytes: 512K, keep: 2}\n")
+    f = write_layout(tmp_path / "l.yaml", ["a", "b"], logs={"max_bytes": "512K", "keep": 2})
     lay = load(f)
     assert lay.logs == LogSettings(max_bytes=512 * 1024, keep=2)
     assert all(a.logs == lay.logs for a in lay.agents)
-    f.write_text("agents: [a]\n")
+    write_layout(f, ["a"])
     assert load(f).agents[0].logs == LogSettings(defaults.LOG_MAX_BYTES, defaults.LOG_KEEP)
 
 
@@ -473,8 +471,7 @@ def test_the_logs_endpoint(logged: Home, tmp_path: Path) -> None:
     from miyabi.web.auth import Access
     from miyabi.web.site import Site
 
-    layout = tmp_path / "l.yaml"
-    layout.write_text("session: s\nagents: [kaede, quiet]\n")
+    layout = write_layout(tmp_path / "l.yaml", ["kaede", "quiet"], session="s")
     site = Site(Target(logged, "miyabi_unit_never_started", "s", layout), Access(token="t", view_token=None))
     try:
         client = TestClient(create_app(site), headers={"Authorization": "Bearer t"})

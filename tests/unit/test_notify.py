@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import write_layout
 
 from miyabi.config import load
 from miyabi.config.settings import Receiver, ReceiverKind, WebSettings
@@ -20,10 +21,9 @@ from miyabi.work.model import TaskState
 from miyabi.work.store import Store
 
 
-def layout(tmp_path: Path, extra: str) -> Path:
-    f = tmp_path / "n.yaml"
-    f.write_text(f"session: s\n{extra}agents: [a]\n")
-    return f
+def layout(tmp_path: Path, sections: str) -> Path:
+    """Agent ``a`` and ``sections``, YAML as a person writes it (what these tests load)."""
+    return write_layout(tmp_path / "n.yaml", ["a"], session="s", extra=sections)
 
 
 def test_receivers_load_with_shorthands_and_defaults(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 from fakegithub import FakeGitHub
+from helpers import FIXTURES, write_layout
 from typer.testing import CliRunner
 
 from miyabi import defaults
@@ -309,12 +309,10 @@ def test_text_helpers() -> None:
 
 
 def layout_file(root: Path, github_url: str | None, report: str = "{every: 24h, issue: 5}") -> Path:
-    f = root / "l.yaml"
-    text = "session: trio\nagents: [kaede, sakura, tsubaki]\n"
-    if github_url is not None:
-        text += f"github: {{repo: acme/widgets, api_url: '{github_url}'}}\nreport: {report}\n"
-    f.write_text(text)
-    return f
+    """Three agents; with ``github_url``, a ``github:`` section and ``report:`` (YAML text)."""
+    sections = {} if github_url is None else {"github": {"repo": "acme/widgets", "api_url": github_url}}
+    extra = "" if github_url is None else f"report: {report}\n"
+    return write_layout(root / "l.yaml", ["kaede", "sakura", "tsubaki"], session="trio", extra=extra, **sections)
 
 
 def test_next_due_is_every_after_the_last_post_and_not_before_a_retry() -> None:

@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from helpers import write_layout
 from typer.testing import CliRunner
 
 from miyabi.cli import app
@@ -35,8 +36,7 @@ def test_unit_restarts_the_controller_and_never_kills_tmux(tmp_path: Path) -> No
 def test_install_and_uninstall_a_user_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     monkeypatch.chdir(tmp_path)
-    layout = tmp_path / "l.yaml"
-    layout.write_text("session: orchestra\nagents: [kaede]\n")
+    layout = write_layout(tmp_path / "l.yaml", ["kaede"], session="orchestra")
     r = CliRunner().invoke(
         app, ["service", "install", "--user", "--layout", str(layout), "--socket", "s1", "--home", str(tmp_path)]
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import write_layout
 
 from miyabi.config import load
 from miyabi.config.preflight import preflight
@@ -35,8 +36,7 @@ def test_default_layout_is_four_workers_that_need_no_agent_cli() -> None:
 def test_find_by_name_or_path(tmp_path: Path) -> None:
     assert find("claude") == layouts_dir() / "claude.yaml"
     assert find("codex.yaml") == layouts_dir() / "codex.yaml"
-    f = tmp_path / "x.yaml"
-    f.write_text("agents: [a]\n")
+    f = write_layout(tmp_path / "x.yaml", ["a"])
     assert find(str(f)) == f
     with pytest.raises(LayoutError, match="shipped layouts: claude"):
         find("nope")

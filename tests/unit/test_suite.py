@@ -4,6 +4,7 @@ tests/integration/, and benchmarks show progress only on a terminal."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -67,15 +68,26 @@ def test_benchmarks_show_progress_only_on_a_terminal() -> None:
         [
             sys.executable,
             "-c",
-            (
-                "import sys; sys.path.insert(0, 'benchmarks'); from _stats import progress, progress_done; "
-                "progress('run 1/2'); progress_done(); print('figure 1')"
-            ),
+            "from _stats import progress, progress_done; progress('run 1/2'); progress_done(); print('figure 1')",
         ],
         capture_output=True,
         text=True,
         cwd=TESTS.parent,
+        env={**os.environ, "PYTHONPATH": str(TESTS.parent / "benchmarks")},
         timeout=60,
         check=False,
     )
     assert r.stdout == "figure 1\n" and r.stderr == ""
+
+
+def test_no_test_edits_sys_path() -> None:
+    """pytest's ``pythonpath`` setting (pyproject.toml) puts tests/ on the path; a test
+    module that edits ``sys.path`` itself makes imports depend on which file ran first."""
+    edits = re.compile(r"sys\.path\.(insert|append|extend)|sys\.path\s*[+]?=")
+    found = [
+        f"{f.relative_to(TESTS.parent)}:{n}"
+        for f in sorted(TESTS.rglob("*.py"))
+        for n, line in enumerate(f.read_text().splitlines(), 1)
+        if edits.search(line) and f != Path(__file__).resolve()
+    ]
+    assert found == []

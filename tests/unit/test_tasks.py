@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import brought_up
+from helpers import brought_up, write_layout
 
 from miyabi.config.settings import Route
 from miyabi.work.model import TaskError
@@ -580,8 +580,7 @@ def test_job_submit_prints_each_problem_on_a_line_of_its_own(tmp_path: Path) -> 
 
     from miyabi.cli import app
 
-    lay = tmp_path / "l.yaml"
-    lay.write_text("session: s\nagents:\n  - {name: w, profile: worker}\n")
+    lay = write_layout(tmp_path / "l.yaml", [("w", "worker")], session="s")
     f = tmp_path / "j.json"
     f.write_text(json.dumps({"id": "j", "kind": "run_shell", "workdir": "."}))
     brought_up(tmp_path)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from helpers import write_layout
+
 from miyabi.web.auth import Access, Role, _loopback_host, cookie_token, header_token
 from miyabi.web.metrics import LATENCY_BUCKETS, EventFold, Histogram
 
@@ -99,7 +101,7 @@ def test_the_dashboard_follows_a_later_up_in_its_home(tmp_path: Path) -> None:
     home = Home(tmp_path)
     home.ensure()
     for name in ("first", "second"):
-        (tmp_path / f"{name}.yaml").write_text(f"session: {name}\nagents: [a-{name}]\n")
+        write_layout(tmp_path / f"{name}.yaml", [f"a-{name}"], session=name)
     home.save_state(layout=str(tmp_path / "first.yaml"), session="first", socket="s")
     site = Site(resolve_target(tmp_path, "s", None), Access("t", "v"), follow=True)
     try:
