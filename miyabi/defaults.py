@@ -184,6 +184,10 @@ TMUX_DYING_WAIT = 0.1
 """Seconds before the first such retry; each next one waits that much longer (3.6 s in
 all: a busy machine takes over a second to end a server with many panes)."""
 
+RECONNECT_MIN = 0.1
+"""First wait, in seconds, before asking an unreachable tmux again; it doubles up to
+``RECONNECT_MAX``."""
+
 RECONNECT_MAX = 2.0
 """Longest wait, in seconds, between attempts to reopen the control channel."""
 
@@ -333,6 +337,10 @@ GITHUB_MAX_TRIES = 6
 
 GITHUB_MAX_WAIT = 900.0
 """Longest single wait, in seconds, for a GitHub rate limit to reset."""
+
+GITHUB_BACKOFF_INITIAL = 1.0
+"""First backoff, in seconds, before retrying a failing GitHub request; it doubles up to
+``GITHUB_BACKOFF_MAX``."""
 
 GITHUB_BACKOFF_MAX = 60.0
 """Longest backoff, in seconds, between retries of a failing GitHub request."""
@@ -490,7 +498,14 @@ WEB_KPI_TTL = 30.0
 
 WEB_SCREEN_RETRIES = 5
 """Times in a row a live screen may fail to be read (its pane being recreated, tmux
-restarting) before its stream ends with a ``gone`` event; the waits between grow from 0.4 s."""
+restarting) before its stream ends with a ``gone`` event; the waits between grow from
+``WEB_SCREEN_RETRY_INITIAL`` to ``WEB_SCREEN_RETRY_MAX``."""
+
+WEB_SCREEN_RETRY_INITIAL = 0.4
+"""Seconds a live screen waits after its first failed read; it doubles with each next one."""
+
+WEB_SCREEN_RETRY_MAX = 5.0
+"""Longest wait, in seconds, between failed reads of a live screen."""
 
 WEB_EVENTS_SPAN = 16 << 20
 """Bytes at the end of ``logs/events.jsonl`` the dashboard reads for its lists of recent events

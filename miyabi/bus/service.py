@@ -32,6 +32,7 @@ from typing import Any
 import redis
 
 from miyabi import defaults
+from miyabi.backoff import Backoff
 from miyabi.bus import messages, presence
 from miyabi.bus.client import ERRORS, Bus, BusDown, describe
 from miyabi.bus.state import state_path
@@ -161,7 +162,7 @@ class BusBridge:
     def run_inbox(self, stop: threading.Event) -> None:
         """Move messages from this host's stream into the inboxes until ``stop``."""
         bus = Bus(self.settings, timeout=defaults.BUS_TIMEOUT + defaults.BUS_BLOCK)
-        wait = defaults.BUS_RECONNECT_MIN
+        retry = Backoff(defaults.BUS_RECONNECT_MIN, defaults.BUS_RECONNECT_MAX)
         fresh = True
         try:
             while not stop.is_set():
@@ -174,12 +175,11 @@ class BusBridge:
                             bus.ping()
                             self._set(True)
                     messages.receive(bus, self.home, self.layout().names, int(defaults.BUS_BLOCK * 1000))
-                    wait = defaults.BUS_RECONNECT_MIN
+                    retry.reset()
                 except FAILURES as e:
                     self._set(False, describe(e))
                     fresh = True
-                    stop.wait(wait)
-                    wait = min(wait * 2, defaults.BUS_RECONNECT_MAX)
+                    stop.wait(retry.next())
                 except (
                     OSError,
                     sqlite3.Error,
@@ -188,7 +188,7 @@ class BusBridge:
                 ) as e:  # the disk or bad data: try again, never fatal
                     log.warning("bus inbox: %s: %s", type(e).__name__, e)
                     fresh = True  # what was read and not put in an inbox is read again
-                    stop.wait(wait)
+                    stop.wait(retry.delay)
         finally:
             bus.close()
 
@@ -198,7 +198,7 @@ class BusBridge:
         bus = Bus(settings)
         store = Store.of_home(self.home)
         shared = SharedTasks(bus, store, self.home, settings.lease)
-        wait = defaults.BUS_RECONNECT_MIN
+        retry = Backoff(defaults.BUS_RECONNECT_MIN, defaults.BUS_RECONNECT_MAX)
         next_beat = 0.0
         fresh = True
         try:
@@ -220,7 +220,7 @@ class BusBridge:
                     self.ready.set()
                     if self._pass(bus, shared):
                         self.changed()
-                    wait = defaults.BUS_RECONNECT_MIN
+                    retry.reset()
                     self.wake.wait(defaults.BUS_TICK)
                     self.wake.clear()
                 except FAILURES as e:
@@ -228,8 +228,7 @@ class BusBridge:
                     self.ready.set()
                     shared.forget_groups()
                     fresh = True
-                    stop.wait(wait)
-                    wait = min(wait * 2, defaults.BUS_RECONNECT_MAX)
+                    stop.wait(retry.next())
                 except (
                     OSError,
                     sqlite3.Error,
@@ -240,7 +239,7 @@ class BusBridge:
                 ) as e:  # the disk, the store, or
                     log.warning("bus tasks: %s: %s", type(e).__name__, e)  # bad data: never fatal
                     self.ready.set()
-                    stop.wait(wait)
+                    stop.wait(retry.delay)
         finally:
             try:  # a clean stop: others see this host down, and take the intake over, at once
                 presence.leave(bus)

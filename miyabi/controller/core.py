@@ -27,11 +27,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from miyabi import defaults
+from miyabi.backoff import Backoff
 from miyabi.bus.service import BusBridge
 from miyabi.config.model import Agent, Layout, PipelineMode, layout_change
 from miyabi.controller import requests
@@ -82,8 +83,8 @@ class _Pacing:
     next_cpu: float = 0.0
     paused_until: float = 0.0
     """Unix time before which no pass runs (after a failed one)."""
-    backoff: float = 0.1
-    """Seconds to wait before asking an unreachable tmux again (doubling)."""
+    reconnect: Backoff = field(default_factory=lambda: Backoff(defaults.RECONNECT_MIN, defaults.RECONNECT_MAX))
+    """How long to wait before asking an unreachable tmux again."""
 
 
 class Controller:
@@ -470,13 +471,13 @@ class Controller:
             if self.keeper.recreate_missing(panes):
                 panes = self.panes.refresh()
             self.intros.send_due(panes)
-            pace.backoff = 0.1
+            pace.reconnect.reset()
         except TmuxError as e:
             if self.keeper.rebuild_if_gone():
                 return False
-            log.warning("tmux not reachable: %s; retrying in %.1f s", e, pace.backoff)
-            self.stop.wait(pace.backoff)
-            pace.backoff = min(pace.backoff * 2, defaults.RECONNECT_MAX)
+            wait = pace.reconnect.next()
+            log.warning("tmux not reachable: %s; retrying in %.1f s", e, wait)
+            self.stop.wait(wait)
             return False
         pace.next_refresh = time.monotonic() + defaults.PANE_REFRESH
         if not self._started:

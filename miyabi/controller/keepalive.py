@@ -34,6 +34,7 @@ from types import FrameType
 from typing import Any
 
 from miyabi import defaults
+from miyabi.backoff import backoff
 from miyabi.controller.locks import HeldLock, controller_pid, hold, lock_holder
 
 LOCKFILE = "keepalive.lock"
@@ -77,7 +78,7 @@ def backoff_delay(young: int) -> float:
     the first, then doubling from ``KEEPALIVE_BACKOFF_INITIAL`` to ``KEEPALIVE_BACKOFF_MAX``."""
     if young <= 1:
         return 0.0
-    return float(min(defaults.KEEPALIVE_BACKOFF_INITIAL * 2 ** (young - 2), defaults.KEEPALIVE_BACKOFF_MAX))
+    return backoff(young - 1, defaults.KEEPALIVE_BACKOFF_INITIAL, defaults.KEEPALIVE_BACKOFF_MAX)
 
 
 class KeepAlive:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from miyabi import defaults
+from miyabi.backoff import Backoff
 from miyabi.config.settings import WebSettings
 from miyabi.events import EventKind, append_event
 from miyabi.files import open_private
@@ -160,16 +161,16 @@ class WebProcess:
         if left:
             end_processes(left, defaults.WEB_STOP_WAIT)
             log.info("ended the dashboards %s an earlier controller left running", left)
-        backoff = defaults.WEB_RESTART_MIN
+        restarts = Backoff(defaults.WEB_RESTART_MIN, defaults.WEB_RESTART_MAX)
         while not stop.is_set() and not self._retired.is_set():
             started = time.monotonic()
             self._changed.clear()
             try:
                 self.proc = proc = self._spawn()
             except OSError as e:
-                log.warning("could not start the dashboard: %s; trying again in %.0f s", e, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, defaults.WEB_RESTART_MAX)
+                wait = restarts.next()
+                log.warning("could not start the dashboard: %s; trying again in %.0f s", e, wait)
+                stop.wait(wait)
                 continue
             append_event(self.home.root, EventKind.WEB_STARTED, pid=proc.pid, host=self.web.host, port=self.web.port)
             while proc.poll() is None and not stop.is_set() and not self._changed.is_set():
@@ -182,19 +183,17 @@ class WebProcess:
             append_event(
                 self.home.root, EventKind.WEB_EXITED, pid=proc.pid, code=proc.returncode, ran=round(ran, 3), reason=why
             )
-            backoff = (
-                defaults.WEB_RESTART_MIN
-                if ran >= defaults.WEB_STABLE_AFTER
-                else min(backoff * 2, defaults.WEB_RESTART_MAX)
-            )
+            if ran >= defaults.WEB_STABLE_AFTER:
+                restarts.reset()
+            wait = restarts.next()
             log.warning(
                 "the dashboard exited (code %s) after %.1f s: %s; starting it again in %.0f s",
                 proc.returncode,
                 ran,
                 why,
-                backoff,
+                wait,
             )
-            until = time.monotonic() + backoff
+            until = time.monotonic() + wait
             while not stop.is_set() and not self._changed.is_set() and time.monotonic() < until:
                 stop.wait(0.5)  # a changed or removed web: section need not wait out the backoff
         if self.proc is not None:

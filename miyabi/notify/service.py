@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from miyabi import defaults
+from miyabi.backoff import backoff
 from miyabi.config.settings import Receiver, ReceiverKind
 from miyabi.events import EventKind, append_event, events_after, path_of
 from miyabi.notify.outbox import NoticeState, Outbox
@@ -246,7 +247,7 @@ class Notifier:
                     reason=str(e),
                 )
             else:
-                wait = min(RETRY_MAX, receiver.retry_after * 2 ** (attempts - 1))
+                wait = backoff(attempts, receiver.retry_after, RETRY_MAX)
                 self.outbox.again(q.id, self.clock() + wait, str(e))
                 log.info("notice %s to %s: %s; trying again in %.0f s", q.notice.key, where(receiver), e, wait)
             return True

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from miyabi import defaults
+from miyabi.backoff import Backoff
 from miyabi.config.settings import WatchdogSettings
 
 
@@ -140,11 +141,12 @@ def on_death(policy: WatchdogSettings, history: History, uptime: float, now: flo
     backoff = 0.0 if uptime >= policy.stable_after else history.backoff
     if uptime >= policy.min_uptime:
         return Decision(DeathAction.RESTART, 0.0, backoff, f"{cause} after {uptime:.1f} s; restarting at once")
-    delay = backoff or policy.backoff_initial
+    pace = Backoff(policy.backoff_initial, policy.backoff_max, delay=backoff)
+    delay = pace.next()
     return Decision(
         DeathAction.RESTART,
         delay,
-        min(delay * 2, policy.backoff_max),
+        pace.delay,
         f"{cause} after {uptime:.1f} s (under min_uptime {policy.min_uptime:g} s); restarting in {delay:g} s",
     )
 

@@ -26,6 +26,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
 from miyabi import defaults
+from miyabi.backoff import backoff
 from miyabi.bus.state import read_state
 from miyabi.controller.view import bus_view, cancel_task, message_json, messages, retry_task, waiting
 from miyabi.errors import MiyabiError, TmuxError
@@ -202,7 +203,7 @@ async def stream_screen(
                 if failures > defaults.WEB_SCREEN_RETRIES:
                     yield ServerSentEvent(data={"error": f"{name}'s pane cannot be read: {e}"}, event="gone")
                     return
-                await asyncio.sleep(min(5.0, 0.2 * 2**failures))
+                await asyncio.sleep(backoff(failures, defaults.WEB_SCREEN_RETRY_INITIAL, defaults.WEB_SCREEN_RETRY_MAX))
                 try:  # recreated: follow its new pane
                     pane = await anyio.to_thread.run_sync(_pane_of, site, name)
                 except MiyabiError:

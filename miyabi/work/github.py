@@ -28,6 +28,7 @@ from urllib.parse import quote
 import httpx
 
 from miyabi import defaults
+from miyabi.backoff import Backoff
 from miyabi.config.settings import GitHubSettings
 from miyabi.errors import MiyabiError
 from miyabi.files import write_atomic
@@ -174,15 +175,14 @@ class GitHub:
                 still failing after ``defaults.GITHUB_MAX_TRIES``.
             Stopped: the injected ``sleep`` was interrupted (the controller stops).
         """
-        backoff = 1.0
+        retry = Backoff(defaults.GITHUB_BACKOFF_INITIAL, defaults.GITHUB_BACKOFF_MAX)
         for attempt in range(defaults.GITHUB_MAX_TRIES):
             try:
                 resp = self.http.request(method, url, **kw)
             except httpx.HTTPError as e:
                 if attempt == defaults.GITHUB_MAX_TRIES - 1:
                     raise GitHubError(self._unreachable(method, url, e)) from None
-                self._wait(backoff)
-                backoff = min(backoff * 2, defaults.GITHUB_BACKOFF_MAX)
+                self._wait(retry.next())
                 continue
             self.stats.requests += 1
             self.stats.statuses[resp.status_code] = self.stats.statuses.get(resp.status_code, 0) + 1
@@ -204,8 +204,7 @@ class GitHub:
                 self._wait(wait)
                 continue
             if resp.status_code >= 500:
-                self._wait(backoff)
-                backoff = min(backoff * 2, defaults.GITHUB_BACKOFF_MAX)
+                self._wait(retry.next())
                 continue
             return resp
         raise GitHubError(

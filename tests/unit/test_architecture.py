@@ -31,6 +31,7 @@ LAYERS: list[list[str]] = [
         "miyabi.database",
         "miyabi.files",
         "miyabi.times",
+        "miyabi.backoff",
         "miyabi.stopping",
         "miyabi.errors",
         "miyabi.defaults",
