@@ -301,8 +301,8 @@ class BusBridge:
         self.leader = presence.hold_lock(bus, INTAKE_LOCK, max(3 * defaults.BUS_HEARTBEAT, defaults.BUS_PRESENCE_TTL))
         try:
             agents = self.agents()
-        except Exception as e:  # noqa: BLE001 - tmux or /proc failing must not take the bus down: presence without agents
-            log.warning("bus: could not read the agents for presence: %s", e)
+        except Exception as e:  # tmux or /proc failing must not take the bus down: presence without agents
+            log.warning("bus: could not read the agents for presence: %s", e, exc_info=True)
             agents = []
         presence.heartbeat(bus, agents, {"leader": self.leader, "pid": os.getpid()})
         hosts = sum(1 for h in presence.hosts(bus) if h.get("up"))

@@ -8,6 +8,7 @@ Files, not a socket: a request made while the controller restarts waits for the 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,8 @@ from miyabi.controller.process import running_pid
 from miyabi.errors import MiyabiError
 from miyabi.files import private_dir, write_atomic
 from miyabi.home import Home
+
+log = logging.getLogger("miyabi.controller")
 
 RESTART = "restart-"
 RELOAD = "reload"
@@ -97,7 +100,8 @@ def serve(home: Home, restart: Callable[[str], bool], reload: Callable[[], str] 
                 answer = "ok\n" + reload()
             except MiyabiError as e:
                 answer = f"failed\n{e}"
-            except Exception as e:  # noqa: BLE001 - answered, never retried by the next controller
+            except Exception as e:  # answered, never retried by the next controller
+                log.warning("reload: %s: %s", type(e).__name__, e, exc_info=True)  # the traceback the answer points to
                 answer = f"failed\n{type(e).__name__}: {e}; see {home.logs / 'controller.log'}"
             write_atomic(d / f"{DONE}{RELOAD}", answer + "\n")
             req.unlink(missing_ok=True)

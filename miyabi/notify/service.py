@@ -218,8 +218,8 @@ class Notifier:
         while not stop.wait(defaults.NOTIFY_POLL):
             try:
                 self.produce()
-            except Exception as e:  # noqa: BLE001 - sqlite3.Error, OSError: tried again at the next poll, never fatal
-                log.warning("notifications: %s: %s; trying again", type(e).__name__, e)
+            except Exception as e:  # sqlite3.Error, OSError: tried again at the next poll, never fatal
+                log.warning("notifications: %s: %s; trying again", type(e).__name__, e, exc_info=True)
 
     # -- sending
 
@@ -231,8 +231,9 @@ class Notifier:
             return False
         try:
             post(client, receiver, q.notice, self.session, now)
-        except Exception as e:  # noqa: BLE001 - SendError, or a URL httpx refuses, a header that is not ASCII: never stuck "sending"
+        except Exception as e:  # SendError, or a URL httpx refuses, a header that is not ASCII: never stuck "sending"
             if not isinstance(e, SendError):
+                log.warning("notice %s to %s: %s", q.notice.key, where(receiver), type(e).__name__, exc_info=True)
                 e = SendError(f"{type(e).__name__}: {e}", retry=False)
             attempts = q.attempts + 1
             if not e.retry or attempts >= receiver.max_attempts:
@@ -274,8 +275,10 @@ class Notifier:
                     continue
                 try:
                     tried = self.send_one(receiver, client)
-                except Exception as e:  # noqa: BLE001 - sqlite3.Error and the like: tried again, never fatal
-                    log.warning("notifications to %s: %s: %s; trying again", where(receiver), type(e).__name__, e)
+                except Exception as e:  # sqlite3.Error and the like: tried again, never fatal
+                    log.warning(
+                        "notifications to %s: %s: %s; trying again", where(receiver), type(e).__name__, e, exc_info=True
+                    )
                     stop.wait(defaults.NOTIFY_POLL)
                     continue
                 if tried:

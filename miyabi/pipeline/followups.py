@@ -260,8 +260,8 @@ class FollowUps:
                         log.info("follow-ups: %s", line)
                 except Stopped:
                     raise
-                except Exception as e:  # noqa: BLE001 - GitHubError, TaskError, sqlite3.Error, GitError, OSError: never fatal
-                    log.warning("follow-ups: %s: %s", type(e).__name__, e)
+                except Exception as e:  # GitHubError, TaskError, sqlite3.Error, GitError, OSError: never fatal
+                    log.warning("follow-ups: %s: %s", type(e).__name__, e, exc_info=True)
                     append_event(self.home, EventKind.GITHUB_ERROR, error=f"{type(e).__name__}: {e}", part="follow-ups")
                 stop.wait(every)
         except Stopped:

@@ -193,6 +193,6 @@ def run_schedule(
                 wait = post_if_due(home_root, lay, schedule, client or stoppable)
         except Stopped:
             return
-        except Exception as e:  # noqa: BLE001 - the thread must live on (an unwritable run/, a bug)
-            log.warning("report schedule: %s: %s", type(e).__name__, e)
+        except Exception as e:  # the thread must live on (an unwritable run/, a bug)
+            log.warning("report schedule: %s: %s", type(e).__name__, e, exc_info=True)
         stop.wait(max(1.0, min(wait, defaults.REPORT_CHECK)))
