@@ -104,9 +104,6 @@ READY_SETTLE = 0.2
 """Seconds between the two screen reads that must both show an agent ready before a
 message is typed (gastown's rule: two reads about 200 ms apart)."""
 
-SCREEN_LINES = 15
-"""How many non-blank lines from the bottom of a pane the ready and busy patterns see."""
-
 COMPOSER_LINES = 5
 """Lines from the bottom of the screen searched for an agent's input box."""
 
@@ -542,6 +539,3 @@ again: a stop is seen within this)."""
 
 BUS_TICK = 0.5
 """Seconds between two passes of the bus's task side (claims, renewals, results)."""
-
-BUS_RESULTS = "results"
-"""The consumer group name on the result streams."""

@@ -12,7 +12,6 @@ status`` and ``approve``).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import deque
@@ -345,10 +344,3 @@ class StateRecorder:
                 fields["question"] = question
             self.event(EventKind.STATE, **fields)
         return changed
-
-    def forget(self) -> None:
-        self.last = None
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass

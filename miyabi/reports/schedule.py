@@ -104,10 +104,6 @@ class ReportSchedule:
         data["times"] = {k: rfc3339(v) for k, v in asdict(posted).items() if isinstance(v, float)}
         write_atomic(self.path, json.dumps(data, indent=1))
 
-    def due_in(self, settings: ReportSettings) -> float:
-        """Seconds until the next post is due (0 or less: due now)."""
-        return next_due(self.load(), settings) - self.clock()
-
 
 def _num(v: object) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None

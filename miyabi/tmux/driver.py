@@ -11,12 +11,10 @@ from becoming a carriage return (which would submit each line).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from miyabi.agents.screen import Screen
 from miyabi.tmux.panes import Runner
-from miyabi.tmux.runner import Command
 
 
 @dataclass(frozen=True)
@@ -150,19 +148,3 @@ class PaneDriver:
     def set_option(self, pane_id: str, name: str, value: str) -> None:
         """Set the pane option ``name`` (a user option such as ``@miyabi_failed``)."""
         self.runner.run("set-option", "-p", "-t", pane_id, name, value)
-
-    def unset_option(self, pane_id: str, name: str) -> None:
-        """Remove the pane option ``name``; no error if it was not set."""
-        self.runner.run("set-option", "-p", "-u", "-t", pane_id, name, check=False)
-
-    def pane_option(self, pane_id: str, name: str) -> str:
-        """The pane option ``name``, or "" when unset."""
-        out = self.runner.run("show-options", "-pqv", "-t", pane_id, name, check=False)
-        return out[0] if out else ""
-
-    def run_commands(self, commands: Sequence[Command], check: bool = True) -> list[str]:
-        """Run commands made by ``miyabi.tmux`` (such as a pane's set-up), one by one."""
-        out: list[str] = []
-        for c in commands:
-            out += self.runner.run(*c, check=check)
-        return out

@@ -37,12 +37,10 @@ _FIELDS = (
     "window_id",
     "window_index",
     "window_name",
-    "pane_index",
     "pane_pid",
     "pane_dead",
     "pane_dead_status",
     "pane_dead_signal",
-    "pane_dead_time",
     "pane_current_command",
     "pane_width",
     "pane_height",
@@ -65,12 +63,10 @@ class Pane:
         window_id: tmux's window id (``@3``).
         window_index: the window's index in its session.
         window_name: the window's name.
-        pane_index: position in its window (changes when panes are added or removed).
         pid: pid of the pane's program (0 if tmux reports none).
         dead: True when the program exited and the pane remains (remain-on-exit).
         dead_status: exit status of a dead pane's program, if it exited normally.
         dead_signal: signal number that ended it, if a signal did.
-        dead_time: Unix time it died, if tmux recorded one.
         current_command: name of the pane's foreground program.
         width, height: size in cells.
         in_mode: True while the pane is in copy mode or another mode.
@@ -85,12 +81,10 @@ class Pane:
     window_id: str
     window_index: int
     window_name: str
-    pane_index: int
     pid: int
     dead: bool
     dead_status: int | None
     dead_signal: int | None
-    dead_time: int | None
     current_command: str
     width: int
     height: int
@@ -111,19 +105,17 @@ class Pane:
             window_id=v[3],
             window_index=_int(v[4]) or 0,
             window_name=v[5],
-            pane_index=_int(v[6]) or 0,
-            pid=_int(v[7]) or 0,
-            dead=v[8] == "1",
-            dead_status=_int(v[9]),
-            dead_signal=_int(v[10]),
-            dead_time=_int(v[11]),
-            current_command=v[12],
-            width=_int(v[13]) or 0,
-            height=_int(v[14]) or 0,
-            in_mode=v[15] == "1",
-            window_active=v[16] == "1",
-            pane_active=v[17] == "1",
-            title=v[18],
+            pid=_int(v[6]) or 0,
+            dead=v[7] == "1",
+            dead_status=_int(v[8]),
+            dead_signal=_int(v[9]),
+            current_command=v[10],
+            width=_int(v[11]) or 0,
+            height=_int(v[12]) or 0,
+            in_mode=v[13] == "1",
+            window_active=v[14] == "1",
+            pane_active=v[15] == "1",
+            title=v[16],
         )
 
     def exit_description(self) -> str:

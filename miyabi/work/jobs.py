@@ -41,7 +41,6 @@ from miyabi.work.store import Store
 
 KINDS = ("run_shell",)
 DOD_RE = re.compile(r"^\s*exit_code\s*(==|!=)\s*(-?\d+)\s*$")
-JOB_COMMAND = re.compile(r"^/job (\d+)$")
 
 
 class JobError(TaskError):

@@ -91,11 +91,6 @@ class Store(Leases, Queue, JobRuns, GitHubOutbox, StoreBase):
         rows = self.rows("SELECT time, state, agent, reason FROM events WHERE task=? ORDER BY id", (task_id,))
         return [{**dict(r), "time": rfc3339(r["time"])} for r in rows]
 
-    def find_key(self, source: str, key: str) -> Task | None:
-        """The task of ``source`` with the submitter's id ``key`` (a job's id), if any."""
-        rows = self.rows("SELECT * FROM tasks WHERE source=? AND key=?", (source, key))
-        return Task.from_row(rows[0]) if rows else None
-
     # -- writing
 
     def add(

@@ -15,7 +15,7 @@ from miyabi.messaging.mailbox import Inbox, make
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import Pane
 
-PANE = Pane("%1", "a", "s", "@1", 0, "w", 0, 4242, False, None, None, None, "cat", 80, 24, False, True, True, "a")
+PANE = Pane("%1", "a", "s", "@1", 0, "w", 4242, False, None, None, "cat", 80, 24, False, True, True, "a")
 
 
 class FakeTmux:
