@@ -76,57 +76,69 @@ class Composer:
         events: list[Event] = []
         buf = self._pending + data
         self._pending = b""
-        i = 0
-        while i < len(buf):
+        i: int | None = 0
+        while i is not None and i < len(buf):
             if self._in_paste:
-                end = buf.find(PASTE_END, i)
-                if end < 0:
-                    # Keep a tail that may be the start of the end marker.
-                    keep = _partial_suffix(buf[i:], PASTE_END)
-                    self._paste_text(buf[i : len(buf) - keep], events)
-                    self._pending = buf[len(buf) - keep :]
-                    return events
-                self._paste_text(buf[i:end], events)
-                self._paste_text(b"", events, final=True)
-                self._in_paste = False
-                i = end + len(PASTE_END)
-                continue
-            b = buf[i]
-            if b == 0x1B:
-                seq_len = _escape_length(buf, i)
-                if seq_len == 0:  # incomplete: wait for more
-                    self._pending = buf[i:]
-                    return events
-                if buf[i : i + seq_len] == PASTE_START:
-                    self._in_paste = True
-                    self._paste_raw = []
-                i += seq_len
-                continue
-            i += 1
-            if b in (0x0D, 0x0A):
-                text = self.text
-                self.buffer.clear()
-                events.append(Event("submit", text))
-            elif b in (0x7F, 0x08):
-                if self.buffer:
-                    self.buffer.pop()
-                    events.append(Event("erase"))
-            elif b == 0x15:
-                for _ in self.buffer:
-                    events.append(Event("erase"))
-                self.buffer.clear()
-            elif b == 0x03:
-                self.buffer.clear()
-                events.append(Event("interrupt"))
-            elif b == 0x04:
-                if not self.buffer:
-                    events.append(Event("eof"))
-            elif b == 0x09 or b >= 0x20:
-                ch = self._decoder.decode(bytes([b]))
-                if ch:
-                    self.buffer.append(ch)
-                    events.append(Event("echo", ch))
+                i = self._paste_from(buf, i, events)
+            elif buf[i] == 0x1B:
+                i = self._escape_from(buf, i)
+            else:
+                self._key(buf[i], events)
+                i += 1
         return events
+
+    def _paste_from(self, buf: bytes, i: int, events: list[Event]) -> int | None:
+        """Take pasted text from ``buf[i]``: the index after the paste's end marker, or
+        None when ``buf`` ended inside the paste (a tail that may begin the end marker
+        is kept for the next :meth:`feed`)."""
+        end = buf.find(PASTE_END, i)
+        if end < 0:
+            keep = _partial_suffix(buf[i:], PASTE_END)
+            self._paste_text(buf[i : len(buf) - keep], events)
+            self._pending = buf[len(buf) - keep :]
+            return None
+        self._paste_text(buf[i:end], events)
+        self._paste_text(b"", events, final=True)
+        self._in_paste = False
+        return end + len(PASTE_END)
+
+    def _escape_from(self, buf: bytes, i: int) -> int | None:
+        """Skip the escape sequence at ``buf[i]`` (a paste's start begins the paste): the
+        index after it, or None when it is not complete yet (kept for the next :meth:`feed`)."""
+        seq_len = _escape_length(buf, i)
+        if seq_len == 0:
+            self._pending = buf[i:]
+            return None
+        if buf[i : i + seq_len] == PASTE_START:
+            self._in_paste = True
+            self._paste_raw = []
+        return i + seq_len
+
+    def _key(self, b: int, events: list[Event]) -> None:
+        """One byte typed outside a paste."""
+        if b in (0x0D, 0x0A):
+            text = self.text
+            self.buffer.clear()
+            events.append(Event("submit", text))
+        elif b in (0x7F, 0x08):
+            if self.buffer:
+                self.buffer.pop()
+                events.append(Event("erase"))
+        elif b == 0x15:
+            for _ in self.buffer:
+                events.append(Event("erase"))
+            self.buffer.clear()
+        elif b == 0x03:
+            self.buffer.clear()
+            events.append(Event("interrupt"))
+        elif b == 0x04:
+            if not self.buffer:
+                events.append(Event("eof"))
+        elif b == 0x09 or b >= 0x20:
+            ch = self._decoder.decode(bytes([b]))
+            if ch:
+                self.buffer.append(ch)
+                events.append(Event("echo", ch))
 
     def _paste_text(self, raw: bytes, events: list[Event], final: bool = False) -> None:
         text = self._decoder.decode(raw, final=False)

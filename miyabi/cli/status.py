@@ -13,6 +13,7 @@ agent, for grep and awk. ``--json`` has everything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,18 +102,7 @@ def show(json_out: bool, socket: str | None, home: Path | None, layout: str | No
             + "; the URL with its token: `miyabi status --json`"
         )
     if bus is not None:
-        if bus["state"] == "up":
-            output.say(
-                f"bus: up at {bus['url']} as host {bus['host']}, {bus['hosts']} host(s) up"
-                + ("; this host polls GitHub" if bus.get("leader") else ""),
-                "green",
-            )
-        else:
-            output.say(
-                f"bus: down since {bus['since']} ({bus.get('error') or 'not reached yet'}); local work goes on, "
-                "messages for other hosts wait in the outbox",
-                "red",
-            )
+        output.say(*bus_line(bus))
     terminal = output.is_terminal()
     groups: dict[str | None, list[AgentStatus]] = {None: []}
     for pool in view.pools:
@@ -123,40 +113,68 @@ def show(json_out: bool, socket: str | None, home: Path | None, layout: str | No
     named = groups.pop(None)
     draw(named, headers, terminal, f"session {t.session} (socket {t.socket})")
     if groups:
-        from miyabi.pipeline.records import InstanceState, Records
-        from miyabi.work.store import Store
-
-        for pool_name, members in groups.items():
-            most = view.pools.get(pool_name) if pool_name is not None else None
-            preparing = [
-                i.name for i in Records(Store.of_home(h.root)).instances(InstanceState.PREPARING, pool=pool_name)
-            ]
-            title = f"pool {pool_name}: {len(members)} running" + (f" of at most {most}" if most is not None else "")
-            if preparing:
-                title += f"; preparing {', '.join(preparing)}"
-            if members:
-                draw(members, headers, terminal, title)
-            else:
-                output.say(title + (" (tasks routed to it start instances)" if not preparing else ""))
+        _draw_pools(groups, view.pools, h.root, headers, terminal)
     if all_hosts:
-        for host in hosts or []:
-            title = f"host {host['host']}: " + ("up" if host.get("up") else f"down (last seen {host.get('last_seen')})")
-            if host.get("leader"):
-                title += ", polls GitHub"
-            table = [
-                [
-                    a.get("name", "-"),
-                    a.get("state", "-"),
-                    str(a.get("pid") or "-"),
-                    output.human_seconds(a.get("uptime")),
-                    str(a.get("restarts_last_hour", 0)),
-                ]
-                for a in host.get("agents", [])
+        _draw_hosts(hosts or [])
+
+
+def bus_line(bus: dict[str, Any]) -> tuple[str, str]:
+    """The bus's line of ``status`` and its colour."""
+    if bus["state"] == "up":
+        return (
+            f"bus: up at {bus['url']} as host {bus['host']}, {bus['hosts']} host(s) up"
+            + ("; this host polls GitHub" if bus.get("leader") else ""),
+            "green",
+        )
+    down = f"bus: down since {bus['since']} ({bus.get('error') or 'not reached yet'}); local work goes on, "
+    return down + "messages for other hosts wait in the outbox", "red"
+
+
+def _draw_pools(
+    groups: dict[str | None, list[AgentStatus]],
+    most: Mapping[str, int],
+    home_root: Path,
+    headers: list[str],
+    terminal: bool,
+) -> None:
+    """One table per pool: its running instances, and the ones being prepared in its title."""
+    from miyabi.pipeline.records import InstanceState, Records
+    from miyabi.work.store import Store
+
+    for pool_name, members in groups.items():
+        limit = most.get(pool_name) if pool_name is not None else None
+        preparing = [
+            i.name for i in Records(Store.of_home(home_root)).instances(InstanceState.PREPARING, pool=pool_name)
+        ]
+        title = f"pool {pool_name}: {len(members)} running" + (f" of at most {limit}" if limit is not None else "")
+        if preparing:
+            title += f"; preparing {', '.join(preparing)}"
+        if members:
+            draw(members, headers, terminal, title)
+        else:
+            output.say(title + (" (tasks routed to it start instances)" if not preparing else ""))
+
+
+def _draw_hosts(hosts: list[dict[str, Any]]) -> None:
+    """``--all-hosts``: one table per host of the bus, with its agents."""
+    for host in hosts:
+        title = f"host {host['host']}: " + ("up" if host.get("up") else f"down (last seen {host.get('last_seen')})")
+        if host.get("leader"):
+            title += ", polls GitHub"
+        table = [
+            [
+                a.get("name", "-"),
+                a.get("state", "-"),
+                str(a.get("pid") or "-"),
+                output.human_seconds(a.get("uptime")),
+                str(a.get("restarts_last_hour", 0)),
             ]
-            if table:
-                output.table(table, ["agent", "state", "pid", "uptime", "restarts/h"], title=title)
-            else:
-                output.say(title)
+            for a in host.get("agents", [])
+        ]
+        if table:
+            output.table(table, ["agent", "state", "pid", "uptime", "restarts/h"], title=title)
+        else:
+            output.say(title)
 
 
 def controller_line(ctl: dict[str, Any]) -> tuple[str, str]:

@@ -12,11 +12,18 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from miyabi import defaults
 from miyabi.cli import output
 from miyabi.errors import MiyabiError
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from miyabi.config.model import Layout
+    from miyabi.home import Home
+    from miyabi.tmux.builder import UpReport
 
 
 def bring_up(layout: str | None, detach: bool, controller: bool, socket: str | None, home: Path | None) -> None:
@@ -34,7 +41,7 @@ def bring_up(layout: str | None, detach: bool, controller: bool, socket: str | N
     """
     from miyabi.config import load, shipped
     from miyabi.config.preflight import preflight
-    from miyabi.controller.process import await_controller, launch, running_pid, stop_background
+    from miyabi.controller.process import launch, running_pid, stop_background
     from miyabi.home import BUILD_LOCK, Home
     from miyabi.supervision.keeper import STOPPED, building, clear_stopped, mark_stopped
     from miyabi.tmux.builder import up as build_up
@@ -73,9 +80,21 @@ def bring_up(layout: str | None, detach: bool, controller: bool, socket: str | N
         layout=str(lay.path), session=lay.session, socket=sock, agents=lay.names, max_body=lay.max_body, cwd=os.getcwd()
     )
 
+    _say_built(report, lay.session, path, sock)
+    if controller:
+        _say_controller(h, lay, sock, launched)
+
+    if detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        output.say(f"attach with: {attach_command(sock, lay.session)}")
+        return
+    exec_attach(tmux, lay.session)
+
+
+def _say_built(report: UpReport, session: str, path: Path, sock: str) -> None:
+    """Say what building the session did."""
     if report.created_session:
         output.say(
-            f"created session {lay.session!r} from {path} on socket {sock!r} with {len(report.created)} agents: "
+            f"created session {session!r} from {path} on socket {sock!r} with {len(report.created)} agents: "
             f"{', '.join(report.created)}",
             "green",
         )
@@ -87,7 +106,7 @@ def bring_up(layout: str | None, detach: bool, controller: bool, socket: str | N
         if report.running:
             output.say(f"running, left alone: {', '.join(report.running)}")
         if not report.created and not report.respawned:
-            output.say(f"session {lay.session!r} already matches {path}; nothing to do")
+            output.say(f"session {session!r} already matches {path}; nothing to do")
     for name, pane in report.extra:
         output.say(
             f"note: pane {pane} runs agent {name!r}, which {path} does not name; left running "
@@ -95,21 +114,20 @@ def bring_up(layout: str | None, detach: bool, controller: bool, socket: str | N
             "yellow",
         )
 
-    if controller:
-        if launched is None and (pid := running_pid(h)) is not None:
-            started = False
-        else:
-            pid, started = await_controller(h, launched if launched is not None else launch(h, sock))
-        output.say(f"controller {'started' if started else 'running'} (pid {pid}); log: {h.logs / 'controller.log'}")
-        if not started:
-            _reload_running(h)
-        if lay.web is not None:
-            _say_dashboard(h, lay.web.port)
 
-    if detach or not (sys.stdin.isatty() and sys.stdout.isatty()):
-        output.say(f"attach with: {attach_command(sock, lay.session)}")
-        return
-    exec_attach(tmux, lay.session)
+def _say_controller(h: Home, lay: Layout, sock: str, launched: subprocess.Popen[bytes] | None) -> None:
+    """Start the controller unless one runs (or await the one ``launched``), and say so."""
+    from miyabi.controller.process import await_controller, launch, running_pid
+
+    if launched is None and (pid := running_pid(h)) is not None:
+        started = False
+    else:
+        pid, started = await_controller(h, launched if launched is not None else launch(h, sock))
+    output.say(f"controller {'started' if started else 'running'} (pid {pid}); log: {h.logs / 'controller.log'}")
+    if not started:
+        _reload_running(h)
+    if lay.web is not None:
+        _say_dashboard(h, lay.web.port)
 
 
 def run_controller(socket: str | None, home: Path | None, layout: str | None) -> None:

@@ -163,16 +163,12 @@ class KeepAlive:
             while not self._gone():
                 child = self.child
                 if child is not None and child.poll() is not None:
-                    status = child.returncode
                     self.child = None
-                    if status == 0 or self._gone():
+                    if child.returncode == 0 or self._gone():
                         break  # stopped on purpose
-                    why = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
                     lived = time.monotonic() - born
                     young = young + 1 if lived < defaults.KEEPALIVE_STABLE else 0
-                    self.restarts.append(
-                        {"time": time.time(), "reason": f"controller {child.pid} {why} after {lived:.1f} s"}
-                    )
+                    self._record_death(child, lived)
                     self._pause(backoff_delay(young), wake_r)
                     continue
                 pid = child.pid if child is not None else controller_pid(self.run_dir)
@@ -189,15 +185,10 @@ class KeepAlive:
                     self._save()
                     continue
                 adopted = child is None
-                if watched is None or watched[0] != pid:
-                    if watched is not None:
-                        os.close(watched[1])
-                        watched = None
-                    try:
-                        watched = (pid, os.pidfd_open(pid))
-                    except OSError:  # gone already, or no pidfd here: look again shortly
-                        self._pause(defaults.KEEPALIVE_POLL, wake_r)
-                        continue
+                watched = _watch(pid, watched)
+                if watched is None:  # gone already, or no pidfd here: look again shortly
+                    self._pause(defaults.KEEPALIVE_POLL, wake_r)
+                    continue
                 self._pause(defaults.KEEPALIVE_CHECK, wake_r, watched[1])
         finally:
             if watched is not None:
@@ -205,6 +196,12 @@ class KeepAlive:
             self._stop_child()
             lock.release()
         return 0
+
+    def _record_death(self, child: subprocess.Popen[bytes], lived: float) -> None:
+        """Note a controller of ours that died after ``lived`` seconds."""
+        status = child.returncode
+        why = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+        self.restarts.append({"time": time.time(), "reason": f"controller {child.pid} {why} after {lived:.1f} s"})
 
     def _pause(self, seconds: float, wake_r: int, pidfd: int | None = None) -> None:
         """Wait up to ``seconds``: less when ``pidfd``'s process ends or a signal comes."""
@@ -234,6 +231,19 @@ class KeepAlive:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait(defaults.CONTROLLER_STOP_WAIT)
+
+
+def _watch(pid: int, watched: tuple[int, int] | None) -> tuple[int, int] | None:
+    """``(pid, a pidfd of it)``: ``watched`` when it is that pid's already, else a new one
+    (closing the old); None when ``pid`` is gone or pidfds are not available."""
+    if watched is not None and watched[0] == pid:
+        return watched
+    if watched is not None:
+        os.close(watched[1])
+    try:
+        return (pid, os.pidfd_open(pid))
+    except OSError:
+        return None
 
 
 def main(args: list[str] | None = None) -> int:

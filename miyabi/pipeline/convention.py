@@ -183,6 +183,16 @@ Reader = Callable[[str], str | None]
 MAKE_TARGET = re.compile(r"^([A-Za-z0-9_.-]+)\s*:(?!=)", re.MULTILINE)
 
 
+Choose = Callable[[str, str, str], None]
+"""``choose(stage, command, why)``: take ``command`` for ``stage`` unless one was taken."""
+
+BUILT_IN = (
+    ("go.mod", (("build", "go build ./..."), ("lint", "go vet ./..."), ("test", "go test ./..."))),
+    ("Cargo.toml", (("build", "cargo build"), ("lint", "cargo clippy -- -D warnings"), ("test", "cargo test"))),
+)
+"""A file whose presence alone says how to build, lint and test."""
+
+
 def detect(read: Reader) -> Convention:
     """The conventions of a repository without ``.miyabi.yml``, from its files (first
     match per stage: package.json scripts, a Makefile's targets, pyproject.toml, go.mod,
@@ -194,49 +204,58 @@ def detect(read: Reader) -> Convention:
     def choose(stage: str, command: str, why: str) -> None:
         chosen.setdefault(stage, (command, why))
 
-    pkg = read("package.json")
-    if pkg is not None:
-        try:
-            scripts = json.loads(pkg).get("scripts") or {}
-        except (ValueError, AttributeError):
-            scripts = {}
-        lock = read("package-lock.json") is not None
-        choose(
-            "setup", "npm ci" if lock else "npm install", "package.json" + (" and package-lock.json" if lock else "")
-        )
-        for stage in CHECKS:
-            if isinstance(scripts, dict) and stage in scripts:
-                choose(stage, f"npm run {stage}" if stage != "test" else "npm test", f"package.json's {stage} script")
-    make = read("Makefile")
-    if make is not None:
-        targets = set(MAKE_TARGET.findall(make))
-        for stage in CHECKS:
-            if stage in targets:
-                choose(stage, f"make {stage}", f"the Makefile's {stage} target")
-    py = read("pyproject.toml")
-    if py is not None:
-        try:
-            doc = tomllib.loads(py)
-        except tomllib.TOMLDecodeError:
-            doc = {}
-        tool = doc.get("tool", {}) if isinstance(doc.get("tool"), dict) else {}
-        text = py.lower()
-        if "ruff" in tool or "ruff" in text:
-            choose("lint", "ruff check .", "ruff in pyproject.toml")
-        if "pytest" in tool or "pytest" in text:
-            choose("test", "python -m pytest -q", "pytest in pyproject.toml")
-    if read("go.mod") is not None:
-        choose("build", "go build ./...", "go.mod")
-        choose("lint", "go vet ./...", "go.mod")
-        choose("test", "go test ./...", "go.mod")
-    if read("Cargo.toml") is not None:
-        choose("build", "cargo build", "Cargo.toml")
-        choose("lint", "cargo clippy -- -D warnings", "Cargo.toml")
-        choose("test", "cargo test", "Cargo.toml")
+    _from_package_json(read, choose)
+    _from_makefile(read, choose)
+    _from_pyproject(read, choose)
+    for name, commands in BUILT_IN:
+        if read(name) is not None:
+            for stage, command in commands:
+                choose(stage, command, name)
     steps = tuple(Step(s, chosen[s][0], t) for s in STAGES if s in chosen)
     lines = [f"{s}: {chosen[s][0]} (from {chosen[s][1]})" for s in STAGES if s in chosen]
     lines += [f"{s}: none found" for s in CHECKS if s not in chosen]
     return Convention(steps, chosen=tuple(f"no {FILE}; chose " + line for line in lines), source="detected")
+
+
+def _from_package_json(read: Reader, choose: Choose) -> None:
+    pkg = read("package.json")
+    if pkg is None:
+        return
+    try:
+        scripts = json.loads(pkg).get("scripts") or {}
+    except (ValueError, AttributeError):
+        scripts = {}
+    lock = read("package-lock.json") is not None
+    choose("setup", "npm ci" if lock else "npm install", "package.json" + (" and package-lock.json" if lock else ""))
+    for stage in CHECKS:
+        if isinstance(scripts, dict) and stage in scripts:
+            choose(stage, f"npm run {stage}" if stage != "test" else "npm test", f"package.json's {stage} script")
+
+
+def _from_makefile(read: Reader, choose: Choose) -> None:
+    make = read("Makefile")
+    if make is None:
+        return
+    targets = set(MAKE_TARGET.findall(make))
+    for stage in CHECKS:
+        if stage in targets:
+            choose(stage, f"make {stage}", f"the Makefile's {stage} target")
+
+
+def _from_pyproject(read: Reader, choose: Choose) -> None:
+    py = read("pyproject.toml")
+    if py is None:
+        return
+    try:
+        doc = tomllib.loads(py)
+    except tomllib.TOMLDecodeError:
+        doc = {}
+    tool = doc.get("tool", {}) if isinstance(doc.get("tool"), dict) else {}
+    text = py.lower()
+    if "ruff" in tool or "ruff" in text:
+        choose("lint", "ruff check .", "ruff in pyproject.toml")
+    if "pytest" in tool or "pytest" in text:
+        choose("test", "python -m pytest -q", "pytest in pyproject.toml")
 
 
 def load(read: Reader) -> Convention:

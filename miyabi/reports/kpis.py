@@ -412,6 +412,186 @@ def _days(since: float, until: float) -> list[str]:
     return out
 
 
+class _Replay:
+    """The event log read in time order, for :func:`compute`: each agent's track, the
+    spans no controller watched, the messages in flight, the restarts' reasons."""
+
+    def __init__(self, since: float, until: float) -> None:
+        self.since, self.until = since, until
+        self.tracks: dict[str, _Track] = {}
+        self.unwatched: list[tuple[float, float]] = []
+        self.stopped_at: float | None = None
+        self.enqueued: dict[str, float] = {}
+        self.reasons: dict[str, int] = defaultdict(int)
+        self.prs = 0
+
+    def inside(self, t: float) -> bool:
+        return self.since <= t < self.until
+
+    def track(self, name: str, t: float) -> _Track:
+        tr = self.tracks.get(name)
+        if tr is None:
+            tr = self.tracks[name] = _Track(first=t)
+        tr.present(t)
+        if self.inside(t):
+            tr.active = True
+        return tr
+
+    def feed(self, t: float, e: dict[str, Any]) -> None:
+        """Take one event at ``t`` (events come oldest first)."""
+        kind = e.get("event")
+        self._ensemble_wide(t, kind, e)
+        if kind in SEEN_LISTS and isinstance(e.get("agents"), list):
+            self._seen_list(t, kind, e["agents"])
+            return
+        name = e.get("agent")
+        if not (isinstance(name, str) and name):
+            return
+        if kind == EventKind.INSTANCE_ENDED:
+            self._instance_ended(name, t)
+            return
+        if kind not in SEEN:
+            return
+        known = self.tracks.get(name)
+        if known is not None and known.absent_since is not None and kind in LAST_WORDS:
+            return  # an ended instance's process ending is no downtime
+        self._agent_event(self.track(name, t), t, kind, e)
+
+    def _ensemble_wide(self, t: float, kind: object, e: dict[str, Any]) -> None:
+        """Messages in flight, pull requests and the controller's stops and starts."""
+        if kind in (EventKind.ENQUEUED, EventKind.RETRY) and e.get("id"):
+            self.enqueued[str(e["id"])] = t
+        elif kind in (EventKind.DEAD_LETTER, EventKind.DROPPED) and e.get("id"):
+            self.enqueued.pop(str(e["id"]), None)
+        elif kind == EventKind.PULL_REQUEST_OPENED and self.inside(t):
+            self.prs += 1
+        elif kind == EventKind.CONTROLLER_STOP and self.stopped_at is None:
+            self.stopped_at = t
+        elif kind == EventKind.CONTROLLER_START and self.stopped_at is not None:
+            self.unwatched.append((self.stopped_at, t))
+            self.stopped_at = None
+
+    def _seen_list(self, t: float, kind: object, names: list[Any]) -> None:
+        for n in names:
+            if isinstance(n, str) and n:
+                tr = self.track(n, t)
+                if kind in RECREATED:
+                    tr.come_up(t)
+                    tr.stop_working(t)
+
+    def _instance_ended(self, name: str, t: float) -> None:
+        gone = self.tracks.get(name)
+        if gone is not None and gone.absent_since is None:
+            gone.come_up(t)
+            gone.stop_working(t)
+            gone.absent_since = t
+
+    def _agent_event(self, tr: _Track, t: float, kind: object, e: dict[str, Any]) -> None:
+        pid = _pid(e)
+        self._life(tr, t, kind, e, pid)
+        if kind in NEW_PROCESS and tr.down_since is not None:
+            if pid is None or pid == tr.dead_pid:
+                return  # the dead process's last word, written late
+            tr.come_up(t)
+        if pid is not None and kind in (*NEW_PROCESS, EventKind.RESTARTED):
+            tr.last_pid = pid
+        if kind == EventKind.STATE and tr.down_since is None:
+            if e.get("state") in WORKING:
+                if tr.working_since is None:
+                    tr.working_since = t
+            else:
+                tr.stop_working(t)
+
+    def _life(self, tr: _Track, t: float, kind: object, e: dict[str, Any], pid: int | None) -> None:
+        """Deaths, restarts, give-ups and deliveries."""
+        if kind in (EventKind.AGENT_DIED, EventKind.HUNG_RESTART):
+            if tr.down_since is None:  # hung-restart names no pid: the one last seen is killed
+                tr.down_since, tr.dead_pid = t, pid if pid is not None else tr.last_pid
+            tr.stop_working(t)
+        elif kind == EventKind.RESTARTED:
+            took = tr.come_up(t)
+            tr.stop_working(t)
+            if self.inside(t):
+                tr.restarts += 1
+                self.reasons[reason_label(e.get("reason"))] += 1
+                if took is not None:
+                    tr.recoveries.append(took)
+        elif kind == EventKind.GAVE_UP:
+            if self.inside(t):
+                tr.gave_up += 1
+        elif kind == EventKind.DELIVERED and e.get("id"):
+            sent = self.enqueued.pop(str(e["id"]), None)
+            if sent is not None and self.inside(t):
+                tr.deliveries.append(max(0.0, t - sent))
+
+    def rows(self, agents: Sequence[str]) -> list[AgentKPI]:
+        """Each agent's figures (those active in the window, and ``agents``), by name."""
+        if self.stopped_at is not None:
+            self.unwatched.append((self.stopped_at, self.until))
+            self.stopped_at = None
+        wanted = set(agents)
+        rows = [self._row(name) for name in sorted(self.tracks) if self.tracks[name].active or name in wanted]
+        return [r for r in rows if r is not None]
+
+    def _row(self, name: str) -> AgentKPI | None:
+        tr, since, until = self.tracks[name], self.since, self.until
+        if tr.absent_since is not None:
+            tr.absent.append((tr.absent_since, until))
+        if tr.down_since is not None:
+            tr.down.append((tr.down_since, until))
+        if tr.working_since is not None:
+            tr.working.append((tr.working_since, until))
+        lo = max(since, tr.first)
+        gaps = _union([*tr.absent, *self.unwatched])
+        observed = max(0.0, until - lo - _overlap(gaps, lo, until))
+        if observed <= 0:
+            return None
+        down = min(observed, _seen_part(tr.down, gaps, lo, until))
+        working = min(observed, _seen_part(tr.working, gaps, lo, until))
+        return AgentKPI(
+            agent=name,
+            observed=observed,
+            up=observed - down,
+            working=working,
+            availability=(observed - down) / observed,
+            utilization=working / observed,
+            restarts=tr.restarts,
+            gave_up=tr.gave_up,
+            mttr=Spread.of(tr.recoveries),
+            delivery=Spread.of(tr.deliveries),
+        )
+
+
+@dataclass
+class _Outcomes:
+    """The tasks that ended in the window, for :func:`compute`."""
+
+    done_days: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    failed_days: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    done: dict[int, TaskChange] = field(default_factory=dict)
+    """Task → its first change to ``done`` in the window."""
+    failed: set[int] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, changes: Iterable[TaskChange], since: float, until: float) -> _Outcomes:
+        out = cls()
+        for c in changes:
+            if not since <= c.time < until:
+                continue
+            if c.state == "done":
+                out.done_days[_utc_day(c.time)].add(c.task)
+                out.done.setdefault(c.task, c)
+            elif c.state == "failed":
+                out.failed_days[_utc_day(c.time)].add(c.task)
+                out.failed.add(c.task)
+        return out
+
+    def days(self, since: float, until: float) -> tuple[DayCount, ...]:
+        return tuple(
+            DayCount(d, len(self.done_days.get(d, ())), len(self.failed_days.get(d, ()))) for d in _days(since, until)
+        )
+
+
 def compute(
     events: Iterable[dict[str, Any]],
     changes: Iterable[TaskChange],
@@ -441,160 +621,26 @@ def compute(
         ((t, e) for e in events if isinstance(e, dict) and (t := _time(e)) is not None and t < until),
         key=lambda te: te[0],
     )
-
-    def inside(t: float) -> bool:
-        return since <= t < until
-
-    tracks: dict[str, _Track] = {}
-    unwatched: list[tuple[float, float]] = []
-    stopped_at: float | None = None
-    enqueued: dict[str, float] = {}
-    reasons: dict[str, int] = defaultdict(int)
-    prs = 0
-
-    def track(name: str, t: float) -> _Track:
-        tr = tracks.get(name)
-        if tr is None:
-            tr = tracks[name] = _Track(first=t)
-        tr.present(t)
-        if inside(t):
-            tr.active = True
-        return tr
-
+    replay = _Replay(since, until)
     for t, e in timed:
-        kind = e.get("event")
-        name = e.get("agent")
-        name = name if isinstance(name, str) and name else None
-        if kind in (EventKind.ENQUEUED, EventKind.RETRY) and e.get("id"):
-            enqueued[str(e["id"])] = t
-        elif kind in (EventKind.DEAD_LETTER, EventKind.DROPPED) and e.get("id"):
-            enqueued.pop(str(e["id"]), None)
-        elif kind == EventKind.PULL_REQUEST_OPENED and inside(t):
-            prs += 1
-        elif kind == EventKind.CONTROLLER_STOP and stopped_at is None:
-            stopped_at = t
-        elif kind == EventKind.CONTROLLER_START and stopped_at is not None:
-            unwatched.append((stopped_at, t))
-            stopped_at = None
-        if kind in SEEN_LISTS and isinstance(e.get("agents"), list):
-            for n in e["agents"]:
-                if isinstance(n, str) and n:
-                    tr = track(n, t)
-                    if kind in RECREATED:
-                        tr.come_up(t)
-                        tr.stop_working(t)
-            continue
-        if name is None:
-            continue
-        if kind == EventKind.INSTANCE_ENDED:
-            gone = tracks.get(name)
-            if gone is not None and gone.absent_since is None:
-                gone.come_up(t)
-                gone.stop_working(t)
-                gone.absent_since = t
-            continue
-        if kind not in SEEN:
-            continue
-        known = tracks.get(name)
-        if known is not None and known.absent_since is not None and kind in LAST_WORDS:
-            continue  # an ended instance's process ending is no downtime
-        tr = track(name, t)
-        pid = _pid(e)
-        if kind in (EventKind.AGENT_DIED, EventKind.HUNG_RESTART):
-            if tr.down_since is None:  # hung-restart names no pid: the one last seen is killed
-                tr.down_since, tr.dead_pid = t, pid if pid is not None else tr.last_pid
-            tr.stop_working(t)
-        elif kind == EventKind.RESTARTED:
-            took = tr.come_up(t)
-            tr.stop_working(t)
-            if inside(t):
-                tr.restarts += 1
-                reasons[reason_label(e.get("reason"))] += 1
-                if took is not None:
-                    tr.recoveries.append(took)
-        elif kind == EventKind.GAVE_UP:
-            if inside(t):
-                tr.gave_up += 1
-        elif kind == EventKind.DELIVERED and e.get("id"):
-            sent = enqueued.pop(str(e["id"]), None)
-            if sent is not None and inside(t):
-                tr.deliveries.append(max(0.0, t - sent))
-        if kind in NEW_PROCESS and tr.down_since is not None:
-            if pid is None or pid == tr.dead_pid:
-                continue  # the dead process's last word, written late
-            tr.come_up(t)
-        if pid is not None and kind in (*NEW_PROCESS, EventKind.RESTARTED):
-            tr.last_pid = pid
-        if kind == EventKind.STATE and tr.down_since is None:
-            if e.get("state") in WORKING:
-                if tr.working_since is None:
-                    tr.working_since = t
-            else:
-                tr.stop_working(t)
-
-    if stopped_at is not None:
-        unwatched.append((stopped_at, until))
-    wanted = set(agents)
-    rows: list[AgentKPI] = []
-    for name in sorted(tracks):
-        tr = tracks[name]
-        if not (tr.active or name in wanted):
-            continue
-        if tr.absent_since is not None:
-            tr.absent.append((tr.absent_since, until))
-        if tr.down_since is not None:
-            tr.down.append((tr.down_since, until))
-        if tr.working_since is not None:
-            tr.working.append((tr.working_since, until))
-        lo = max(since, tr.first)
-        gaps = _union([*tr.absent, *unwatched])
-        observed = max(0.0, until - lo - _overlap(gaps, lo, until))
-        if observed <= 0:
-            continue
-        down = min(observed, _seen_part(tr.down, gaps, lo, until))
-        working = min(observed, _seen_part(tr.working, gaps, lo, until))
-        rows.append(
-            AgentKPI(
-                agent=name,
-                observed=observed,
-                up=observed - down,
-                working=working,
-                availability=(observed - down) / observed,
-                utilization=working / observed,
-                restarts=tr.restarts,
-                gave_up=tr.gave_up,
-                mttr=Spread.of(tr.recoveries),
-                delivery=Spread.of(tr.deliveries),
-            )
-        )
-
+        replay.feed(t, e)
+    rows = replay.rows(agents)
+    tracks = replay.tracks
     total = sum(a.observed for a in rows)
-    done_days: dict[str, set[int]] = defaultdict(set)
-    failed_days: dict[str, set[int]] = defaultdict(set)
-    done: dict[int, TaskChange] = {}
-    failed: set[int] = set()
-    for c in changes:
-        if not inside(c.time):
-            continue
-        if c.state == "done":
-            done_days[_utc_day(c.time)].add(c.task)
-            done.setdefault(c.task, c)
-        elif c.state == "failed":
-            failed_days[_utc_day(c.time)].add(c.task)
-            failed.add(c.task)
+    tasks = _Outcomes.of(changes, since, until)
     return Report(
         since=since,
         until=until,
         agents=tuple(rows),
         availability=sum(a.up for a in rows) / total if total > 0 else None,
         utilization=sum(a.working for a in rows) / total if total > 0 else None,
-        restarts=tuple((r, reasons.get(r, 0)) for r in REASONS),
+        restarts=tuple((r, replay.reasons.get(r, 0)) for r in REASONS),
         mttr=Spread.of([s for name in sorted(tracks) for s in tracks[name].recoveries]),
         delivery=Spread.of([s for name in sorted(tracks) for s in tracks[name].deliveries]),
-        days=tuple(DayCount(d, len(done_days.get(d, ())), len(failed_days.get(d, ()))) for d in _days(since, until)),
-        done=len(done),
-        failed=len(failed),
-        cycle_time=Spread.of([max(0.0, c.time - c.created) for c in done.values()]),
-        issues_closed=tuple(sorted({c.ref for c in done.values() if c.source == "github"})),
-        pull_requests_opened=prs,
+        days=tasks.days(since, until),
+        done=len(tasks.done),
+        failed=len(tasks.failed),
+        cycle_time=Spread.of([max(0.0, c.time - c.created) for c in tasks.done.values()]),
+        issues_closed=tuple(sorted({c.ref for c in tasks.done.values() if c.source == "github"})),
+        pull_requests_opened=replay.prs,
     )

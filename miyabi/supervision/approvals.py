@@ -20,7 +20,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -36,7 +36,7 @@ from miyabi.home import Home
 from miyabi.messaging.activity import hook_log, read_seen
 from miyabi.messaging.mailbox import enqueue, make
 from miyabi.tmux.driver import PaneDriver
-from miyabi.tmux.panes import Runner, list_panes
+from miyabi.tmux.panes import Pane, Runner, list_panes
 
 QUESTION_WAIT = 3.0
 """Seconds to wait for a question the agent's hook announced to show on screen."""
@@ -134,18 +134,7 @@ def answer(
         on_screen = approval_question(p, driver.screen(pane.pane_id))
         if on_screen is None:
             raise NotWaiting(f"{agent.name}'s question went away before it was answered; nothing to {verb}")
-    for _ in range(MAX_PRESSES):
-        if driver.live(pane.pane_id).pid != pane.pid:  # never a key into a new process
-            raise NotWaiting(f"{agent.name} restarted before its question was answered; nothing to {verb}")
-        for key in keys:
-            driver.press(pane.pane_id, key)
-        if not p.approval_pattern or _gone(driver, p, pane.pane_id, on_screen):
-            break
-    else:
-        raise MiyabiError(
-            f"{agent.name}'s question stayed on screen after {MAX_PRESSES} answers ({' '.join(keys)}); "
-            f"see `miyabi attach {agent.name}`"
-        )
+    _press(driver, agent, pane, keys, on_screen, verb)
     _note(home, agent.name, verb)
     mid = None
     if not approve and reason:
@@ -163,6 +152,28 @@ def answer(
         **({"id": mid} if mid else {}),
     )
     return Answer(agent.name, verb, question, tuple(keys), reason, mid)
+
+
+def _press(driver: PaneDriver, agent: Agent, pane: Pane, keys: Sequence[str], question: str | None, verb: str) -> None:
+    """Press the answer's ``keys`` until ``question`` leaves the screen (once, for a
+    profile that cannot see it), at most ``MAX_PRESSES`` times.
+
+    Raises:
+        NotWaiting: the agent's process changed (never a key into a new one).
+        MiyabiError: the question stayed on screen.
+    """
+    p = agent.profile
+    for _ in range(MAX_PRESSES):
+        if driver.live(pane.pane_id).pid != pane.pid:  # never a key into a new process
+            raise NotWaiting(f"{agent.name} restarted before its question was answered; nothing to {verb}")
+        for key in keys:
+            driver.press(pane.pane_id, key)
+        if not p.approval_pattern or _gone(driver, p, pane.pane_id, question):
+            return
+    raise MiyabiError(
+        f"{agent.name}'s question stayed on screen after {MAX_PRESSES} answers ({' '.join(keys)}); "
+        f"see `miyabi attach {agent.name}`"
+    )
 
 
 def _gone(driver: PaneDriver, profile: Profile, pane_id: str, question: str | None) -> bool:

@@ -458,12 +458,7 @@ def follow(
         if _older(current[1], cutoff):  # nothing it holds is recent: follow it from its end
             current[1].seek(0, os.SEEK_END)
     try:
-        first: Iterator[LogLine] = _read_all(reader, files, cutoff, final=False)
-        if current is not None:
-            first = _chain(first, reader.read(current[0].name, current[1]))
-        if last is not None:
-            first = iter(deque(first, maxlen=last))
-        yield from first
+        yield from _backlog(reader, files, current, cutoff, last)
         for _, f in files:
             f.close()
         files = []
@@ -481,15 +476,7 @@ def follow(
                 yield from reader.read(current[0].name, current[1])
                 current[1].close()
                 current = None
-            files = _open_files(home.logs, agent)
-            at = next((i for i, (_, f) in enumerate(files) if _inode(f) == anchor), -1)
-            for _, f in files[: at + 1]:
-                f.close()
-            files = files[at + 1 :]
-            if files:
-                anchor = _inode(files[-1][1])
-            if files and files[-1][0] == live:
-                current = files.pop()
+            files, anchor, current = _newer(home.logs, agent, anchor, live)
             for p, f in files:
                 yield from reader.read(p.name, f)
                 f.close()
@@ -499,6 +486,40 @@ def follow(
             f.close()
         if current is not None:
             current[1].close()
+
+
+def _backlog(
+    reader: _Reader,
+    files: list[tuple[Path, BinaryIO]],
+    current: tuple[Path, BinaryIO] | None,
+    cutoff: float | None,
+    last: int | None,
+) -> Iterator[LogLine]:
+    """What :func:`follow` shows first: the lines of ``files`` and then of ``current``
+    (an unfinished last line left for later), only the ``last`` ones when given."""
+    first: Iterator[LogLine] = _read_all(reader, files, cutoff, final=False)
+    if current is not None:
+        first = _chain(first, reader.read(current[0].name, current[1]))
+    if last is not None:
+        first = iter(deque(first, maxlen=last))
+    return first
+
+
+def _newer(
+    logs: Path, agent: str, anchor: tuple[int, int] | None, live: Path
+) -> tuple[list[tuple[Path, BinaryIO]], tuple[int, int] | None, tuple[Path, BinaryIO] | None]:
+    """The agent's log files newer than the one ``anchor`` names (all of them when it is
+    gone), opened, oldest first; the newest of them as the next anchor; and the live
+    file, taken out of that list, when it is among them."""
+    files = _open_files(logs, agent)
+    at = next((i for i, (_, f) in enumerate(files) if _inode(f) == anchor), -1)
+    for _, f in files[: at + 1]:
+        f.close()
+    files = files[at + 1 :]
+    if files:
+        anchor = _inode(files[-1][1])
+    current = files.pop() if files and files[-1][0] == live else None
+    return files, anchor, current
 
 
 def _inode(f: BinaryIO) -> tuple[int, int]:
