@@ -346,6 +346,23 @@ def reconcile_commands(
     wanted = set(layout.names)
     report.extra = [(p.agent, p.pane_id) for p in panes if p.agent and p.agent not in wanted]
 
+    units, missing = _respawns(layout, home, socket, cwd, by_agent, report, respawn_dead)
+    if not missing:
+        return units
+    return units + _new_panes(layout, home, socket, cwd, panes, missing, report, version)
+
+
+def _respawns(
+    layout: Layout,
+    home: Home,
+    socket: str,
+    cwd: Path,
+    by_agent: dict[str, Pane],
+    report: UpReport,
+    respawn_dead: bool,
+) -> tuple[list[list[Command]], list[Agent]]:
+    """The command groups that respawn the layout's dead agents in place (with
+    ``respawn_dead``), and the agents that have no pane."""
     units: list[list[Command]] = []
     missing: list[Agent] = []
     for agent in layout.agents:
@@ -370,9 +387,22 @@ def reconcile_commands(
             )
         else:
             report.running.append(agent.name)
-    if not missing:
-        return units
+    return units, missing
 
+
+def _new_panes(
+    layout: Layout,
+    home: Home,
+    socket: str,
+    cwd: Path,
+    panes: Sequence[Pane],
+    missing: list[Agent],
+    report: UpReport,
+    version: tuple[int, int],
+) -> list[list[Command]]:
+    """The command groups that give each of ``missing`` a pane: split into its
+    windows' room, else in a new window."""
+    units: list[list[Command]] = []
     # Room left in miyabi's windows (those holding a tagged pane; never a window the
     # user opened), in index order.
     count: dict[str, int] = {}

@@ -183,12 +183,7 @@ class ControlClient:
                 if current is not None:
                     if line.startswith(("%end ", "%error ")) and _same_block(line, current):
                         if ours:
-                            with self._lock:
-                                p = self._waiting.popleft() if self._waiting else None
-                            if p is not None:
-                                p.lines = current[1:]
-                                p.error = line.startswith("%error")
-                                p.done.set()
+                            self._answer(current[1:], error=line.startswith("%error"))
                         current = None
                     else:
                         current.append(line)
@@ -197,17 +192,30 @@ class ControlClient:
                     current = [line]
                     ours = line.rsplit(" ", 1)[-1] == "1"  # flags 1: a command from this client
                 elif line.startswith("%output "):
-                    parts = line.split(" ", 2)
-                    if len(parts) >= 2:
-                        self.last_output[parts[1]] = time.monotonic()
-                        if self.on_output is not None:
-                            self.on_output(parts[1], parts[2] if len(parts) > 2 else "")
+                    self._output(line)
                 elif line.startswith("%exit"):
                     break
         self._closed.set()
         self._fail_waiting()
         if self.on_close is not None:
             self.on_close()
+
+    def _answer(self, lines: list[str], error: bool) -> None:
+        """The oldest command waiting gets its answer (the lines of its block)."""
+        with self._lock:
+            p = self._waiting.popleft() if self._waiting else None
+        if p is not None:
+            p.lines = lines
+            p.error = error
+            p.done.set()
+
+    def _output(self, line: str) -> None:
+        """``%output %PANE DATA``: the pane printed."""
+        parts = line.split(" ", 2)
+        if len(parts) >= 2:
+            self.last_output[parts[1]] = time.monotonic()
+            if self.on_output is not None:
+                self.on_output(parts[1], parts[2] if len(parts) > 2 else "")
 
 
 def _same_block(end_line: str, block: list[str]) -> bool:

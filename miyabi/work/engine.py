@@ -178,29 +178,35 @@ class WorkEngine:
                 continue  # its next process gets it
             else:
                 why = f"agent {t.agent}'s process {t.holder.split(':')[0]} ended while it held the task"
-            went = self.store.hand_back(t.id, t.holder, why, resend, self.layout.tasks.max_attempts)
-            if went == Handback.GONE:
-                continue
-            out.append((t.id, went))
-            append_event(
-                self.home, EventKind.TASK_HANDED_BACK, task=t.id, ref=t.ref, agent=t.agent, to=str(went), reason=why
-            )
-            log.info("task %s: %s; %s", t.ref, why, went)
-            if went == Handback.RESENT:
-                self.resend(self.store.get(t.id), why)
-            elif current is not None:
-                self._tell(
-                    t,
-                    t.agent,
-                    f"Task {t.ref} ({t.title}): {why}. "
-                    + (
-                        "It failed: it had no attempts left; stop working on it."
-                        if went == Handback.FAILED
-                        else "It went back to the queue; stop working on it."
-                    ),
-                    notice=True,
-                )
+            went = self._hand_back(t, t.agent, t.holder, why, resend, told=current is not None)
+            if went != Handback.GONE:
+                out.append((t.id, went))
         return out
+
+    def _hand_back(self, t: Task, agent: str, holder: str, why: str, resend: bool, told: bool) -> Handback:
+        """Hand ``t`` back from ``holder`` (resent, queued or failed; GONE when it had
+        moved on already), say so in the events and the log, and resend it, or tell
+        ``agent`` (when ``told``: it has a live process) to stop working on it."""
+        went = self.store.hand_back(t.id, holder, why, resend, self.layout.tasks.max_attempts)
+        if went == Handback.GONE:
+            return went
+        append_event(self.home, EventKind.TASK_HANDED_BACK, task=t.id, ref=t.ref, agent=agent, to=str(went), reason=why)
+        log.info("task %s: %s; %s", t.ref, why, went)
+        if went == Handback.RESENT:
+            self.resend(self.store.get(t.id), why)
+        elif told:
+            self._tell(
+                t,
+                agent,
+                f"Task {t.ref} ({t.title}): {why}. "
+                + (
+                    "It failed: it had no attempts left; stop working on it."
+                    if went == Handback.FAILED
+                    else "It went back to the queue; stop working on it."
+                ),
+                notice=True,
+            )
+        return went
 
     def _reconcile(self, t: Task) -> None:
         """An assigned task that has waited long: settle it by where its message is."""

@@ -77,11 +77,28 @@ def _problems(data: Any, origin: str, base: Path | None) -> list[str]:
     relative to (None: do not look at the file system)."""
     if not isinstance(data, dict):
         return [f"{origin}: a job must be a JSON object with {', '.join(FIELDS)}"]
+    out = _names(data, origin) + _values(data, origin)
+    workdir = data.get("workdir")
+    if base is not None and isinstance(workdir, str) and workdir.strip():
+        where = _workdir(workdir, base)
+        if not where.is_dir():
+            out.append(f"{origin}: workdir: {workdir!r} is not a directory ({where}); create it or fix workdir")
+    return out
+
+
+def _names(data: dict[str, Any], origin: str) -> list[str]:
+    """The fields missing and the fields unknown (with the nearest known name)."""
     out = [f"{origin}: {k}: missing; give {what}" for k, what in FIELDS.items() if k not in data]
     for k in sorted(set(data) - set(FIELDS) - set(OPTIONAL)):
         near = difflib.get_close_matches(k, [*FIELDS, *OPTIONAL], n=1)
         hint = f"did you mean {near[0]!r}?" if near else f"a job has {', '.join([*FIELDS, *OPTIONAL])}"
         out.append(f"{origin}: {k}: unknown field; {hint}")
+    return out
+
+
+def _values(data: dict[str, Any], origin: str) -> list[str]:
+    """The fields whose values are wrong (the file system not looked at)."""
+    out: list[str] = []
     for k in ("id", "workdir", "report_path"):
         if k in data and (not isinstance(data[k], str) or not data[k].strip()):
             out.append(f"{origin}: {k}: {data[k]!r} is not text, or is empty; give {FIELDS[k]}")
@@ -101,11 +118,6 @@ def _problems(data: Any, origin: str, base: Path | None) -> list[str]:
         timeout = parse_duration(data["timeout"])
         if timeout is None or timeout <= 0:
             out.append(f"{origin}: timeout: {data['timeout']!r} must be a duration such as 90s, 10m or 2h")
-    workdir = data.get("workdir")
-    if base is not None and isinstance(workdir, str) and workdir.strip():
-        where = _workdir(workdir, base)
-        if not where.is_dir():
-            out.append(f"{origin}: workdir: {workdir!r} is not a directory ({where}); create it or fix workdir")
     return out
 
 
