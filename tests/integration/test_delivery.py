@@ -338,7 +338,7 @@ def test_a_dead_letter_retried_while_its_agent_is_busy_waits_its_whole_ttl_again
     r = cli("retry", late[:13])
     assert r.exit_code == 0 and r.output == f"{late} is pending again in kaede's inbox with a fresh ttl of 5 s\n"
     wait_for(lambda: transcript(home, "kaede") == ["first", "late"], timeout=20, what="the retried message delivered")
-    assert state_of(home, "kaede", late) == "delivered"
+    wait_for(lambda: state_of(home, "kaede", late) == "delivered", what="the retried message marked delivered")
     events = [json.loads(x) for x in (home / "logs" / "events.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events if e.get("id") == late and e["event"] in ("dead-letter", "retry")] == [
         "dead-letter",
