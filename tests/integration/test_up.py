@@ -330,7 +330,7 @@ def test_up_refuses_while_another_build_of_the_home_is_under_way(
     build = hold(home / "run" / BUILD_LOCK)  # another `miyabi up` (or the controller) building
     assert build is not None
     try:
-        r = cli("up", str(write_layout(tmp_path / "l.yaml", "busy", [("a", "shell", "cat")])), "-d")
+        r = cli("up", str(write_layout(tmp_path / "l.yaml", [("a", "shell", "cat")], session="busy")), "-d")
     finally:
         build.release()
     assert r.exit_code == 1 and "is building the session" in r.output, r.output
