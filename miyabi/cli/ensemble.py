@@ -121,12 +121,11 @@ def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = Non
     in the inboxes.
     """
     from miyabi.controller import stop_background
-    from miyabi.controller.webproc import stop_dashboard
+    from miyabi.controller.webproc import dashboards, stop_dashboard
     from miyabi.errors import SessionNotFound
     from miyabi.supervision.keeper import mark_stopped
     from miyabi.supervision.processes import end_agents
     from miyabi.tmux.builder import down as build_down
-    from miyabi.web.server import published
 
     t = resolve_target(home, socket, layout)
     mark_stopped(t.home)  # a controller restarted by systemd must not rebuild the session
@@ -135,7 +134,7 @@ def down(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = Non
         output.say(f"stopped the controller (pid {pid})")
     if web := stop_dashboard(t.home):
         output.say(f"stopped the dashboard (pid {', '.join(map(str, web))})")
-    if (kept := published(t.home)) is not None:  # started by hand (`miyabi web`): not ours to stop
+    for kept in dashboards(t.home):  # started by hand (`miyabi web`): not ours to stop
         output.say(
             f"the dashboard started by hand still serves at {kept['base']} (pid {kept['pid']}); "
             f"stop it with Ctrl-C where it runs, or `kill {kept['pid']}`"
