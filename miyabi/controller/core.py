@@ -49,8 +49,9 @@ from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
 from miyabi.notify.service import Notifier
 from miyabi.pipeline.followups import FollowUps
+from miyabi.pipeline.instances import release_pools
 from miyabi.pipeline.monitoring import FixFiler
-from miyabi.pipeline.service import Pipeline, release_pools
+from miyabi.pipeline.runner import Pipeline
 from miyabi.reports.schedule import run_schedule
 from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.approvals import AutoApprover
