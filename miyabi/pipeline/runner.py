@@ -88,7 +88,6 @@ class Pipeline:
         self.layout = layout
         self.home = home_root
         self.dispatch = dispatch
-        self.gh = gh
         self.changed = changed
         self.clock = clock
         self.stop = threading.Event()
