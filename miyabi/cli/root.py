@@ -211,7 +211,7 @@ LayoutOpt = Annotated[
         help="Layout file or shipped layout name (default: the one `miyabi up` last used here).",
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

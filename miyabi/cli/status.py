@@ -67,14 +67,14 @@ def show(json_out: bool, socket: str | None, home: Path | None, layout: str | No
     """
     from miyabi.cli.where import locate_home
     from miyabi.controller.view import bus_view, ensemble, look, resolve_target
-    from miyabi.controller.webproc import URL_FILE
+    from miyabi.controller.webproc import DASHBOARDS
 
     t = resolve_target(locate_home(home, socket).root, socket, layout)
     tmux, owner, panes = look(t)
     view = ensemble(t, tmux, seen=(owner, panes))
     h, ctl, rows = view.home, view.controller, view.agents
     web = None
-    if (h.run / URL_FILE).exists():  # a dashboard published itself (the web package is not loaded otherwise)
+    if any((h.run / DASHBOARDS).glob("*.json")):  # a dashboard published itself (else the web package is not loaded)
         from miyabi.web.server import published
 
         web = published(h)
@@ -86,7 +86,7 @@ def show(json_out: bool, socket: str | None, home: Path | None, layout: str | No
             "socket": t.socket,
             "home": str(h.root),
             "controller": ctl,
-            "web": {"base": web["base"], "url": web["url"], "read_only": web["read_only"]} if web else None,
+            "web": {k: web[k] for k in ("pid", "started", "base", "url", "read_only")} if web else None,
             "bus": bus,
             "agents": [r.to_json() for r in rows],
         }

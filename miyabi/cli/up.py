@@ -177,11 +177,10 @@ def _say_dashboard(h: Any, port: int, wait: float = defaults.WEB_UP_WAIT) -> Non
     to start)."""
     import time
 
-    from miyabi.web.server import published
+    from miyabi.controller.webproc import dashboards
 
     def ours() -> dict[str, Any] | None:
-        web = published(h)
-        return web if web is not None and str(web.get("base", "")).endswith(f":{port}") else None
+        return next((d for d in dashboards(h) if str(d.get("base", "")).endswith(f":{port}")), None)
 
     deadline = time.monotonic() + wait
     while (web := ours()) is None and time.monotonic() < deadline:

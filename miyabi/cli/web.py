@@ -43,7 +43,7 @@ def web(
         output.say(f"miyabi web: serving {resolve_target(home, socket, layout).session} at {u.base}", "green")
         if (
             child
-        ):  # its output goes to logs/web.log: no token there (`miyabi status --json` and run/web-url.json have it)
+        ):  # its output goes to logs/web.log: no token there (`miyabi status --json` and run/dashboards/ have it)
             return
         output.say(f"  open: {u.full}")
         if u.view is not None and not read_only:

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from miyabi import defaults
 from miyabi.backoff import Backoff
@@ -30,9 +31,12 @@ log = logging.getLogger("miyabi.controller")
 LOGFILE = "web.log"
 """The dashboard's output, under ``logs/``."""
 
-URL_FILE = "web-url.json"
-"""Under ``run/``: where the running dashboard answers: ``pid``, ``base``, ``url`` (with
-the token), ``view_url``, ``read_only`` (written by ``miyabi web`` once it listens)."""
+DASHBOARDS = "dashboards"
+"""Under ``run/``: one file per running dashboard, ``PID.json``: ``pid``, ``started``
+(RFC 3339), ``base``, ``url`` (with the token), ``view_url``, ``read_only`` (written by
+``miyabi web`` once it listens, removed when it ends). One file each, so that a second
+dashboard (``miyabi web --port …`` beside the controller's) neither hides the first nor
+takes its record away when it ends."""
 
 
 def is_dashboard(pid: int, home: Home | None = None) -> bool:
@@ -53,15 +57,20 @@ def is_dashboard(pid: int, home: Home | None = None) -> bool:
     )
 
 
-def published_pid(home: Home) -> int | None:
-    """The pid of the dashboard serving ``home`` now (as ``run/web-url.json`` says, and
-    only while that pid still runs ``miyabi web``), or None."""
-    try:
-        data = json.loads((home.run / URL_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    pid = data.get("pid") if isinstance(data, dict) else None
-    return pid if isinstance(pid, int) and pid > 0 and is_dashboard(pid) else None
+def dashboards(home: Home) -> list[dict[str, Any]]:
+    """The dashboards serving ``home`` now, as each published itself under
+    ``run/dashboards/``, the longest running first; a record whose pid no longer runs
+    ``miyabi web`` (it was killed) is left out."""
+    out = []
+    for f in sorted((home.run / DASHBOARDS).glob("*.json")):
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        pid = data.get("pid") if isinstance(data, dict) else None
+        if isinstance(pid, int) and pid > 0 and f.stem == str(pid) and is_dashboard(pid):
+            out.append(data)
+    return sorted(out, key=lambda d: (str(d.get("started", "")), d["pid"]))
 
 
 def children_left(home: Home) -> list[int]:

@@ -200,9 +200,11 @@ def respawn_agent(
     hide: Iterable[str] = defaults.SECRET_ENV,
 ) -> int:
     """Run ``agent``'s own command again in its pane, in place (``respawn-pane -k``: same
-    pane id, position and tag), then set the pane up again and clear a failure mark.
-    The set-up is best effort: a program that exits at once leaves a dead pane, where
-    ``pipe-pane`` fails.
+    pane id, position and tag), then set the pane up again and clear a failure mark, in
+    one chain: the log's new pipe is open before the new program's first bytes are read,
+    so its output starts after a restart mark, never joined to the dead program's last
+    line. The set-up is best effort: a program that exits at once leaves a dead pane,
+    where ``pipe-pane`` fails.
 
     Returns:
         the new process's pid (0 when tmux does not tell).
@@ -210,10 +212,14 @@ def respawn_agent(
     Raises:
         TmuxError: the respawn itself failed.
     """
-    runner.run("respawn-pane", "-k", "-t", pane_id, *spawn_args(agent, home, socket, cwd, hide))
+    respawn = ["respawn-pane", "-k", "-t", pane_id, *spawn_args(agent, home, socket, cwd, hide)]
+    setup = [*pane_setup(agent, home, ("-t", pane_id)), ["set-option", "-p", "-u", "-t", pane_id, FAILED_TAG]]
     try:
-        for c in [*pane_setup(agent, home, ("-t", pane_id)), ["set-option", "-p", "-u", "-t", pane_id, FAILED_TAG]]:
-            runner.run(*c, check=False)
+        runner.run_chain([respawn, *setup])
+    except TmuxError as e:
+        if e.command == "respawn-pane":
+            raise
+    try:
         return PaneDriver(runner).pane_pid(pane_id)
     except TmuxError:  # the respawn happened; what follows is best effort (a closed channel, a vanished pane)
         return 0

@@ -116,28 +116,47 @@ class ControlClient:
             TmuxError: tmux answered ``%error`` (when ``check``), or the channel closed,
                 or no answer came within ``defaults.CONTROL_RESPONSE_TIMEOUT``.
         """
-        line = " ".join(quote(a) for a in args) + "\n"
-        pending = _Pending()
-        with self._lock:
-            if not self.alive or self._proc is None or self._proc.stdin is None:
-                raise TmuxError(args[0] if args else "?", "control channel is closed", socket=self.socket)
-            self._waiting.append(pending)
-            try:
-                self._proc.stdin.write(line.encode("utf-8"))
-            except (BrokenPipeError, OSError):
-                self._waiting.remove(pending)
-                raise TmuxError(args[0], "control channel is closed", socket=self.socket) from None
-        if not pending.done.wait(defaults.CONTROL_RESPONSE_TIMEOUT):
-            raise TmuxError(args[0], f"no answer within {defaults.CONTROL_RESPONSE_TIMEOUT:.0f} s", socket=self.socket)
-        if pending.error and check:
-            raise TmuxError(args[0], "\n".join(pending.lines) or "failed", socket=self.socket)
-        return pending.lines
+        return self.run_chain([args], check=check)
 
     def run_chain(self, commands: Sequence[Sequence[str]], *, check: bool = True) -> list[str]:
-        """Run several commands, one line each; return all their output lines."""
+        """Run several commands, one line each, written in one go; return all their
+        output lines.
+
+        tmux reads the lines together and runs them back to back, before it reads a
+        pane's output again: a pane the first command respawns is set up (its log's
+        pipe opened) before its program's first bytes are read. Each line is a command
+        of its own: one that fails does not stop the others.
+
+        Raises:
+            TmuxError: tmux answered ``%error`` to a command (when ``check``; the first
+                such is named), or the channel closed, or no answer came within
+                ``defaults.CONTROL_RESPONSE_TIMEOUT``.
+        """
+        if not commands:
+            return []
+        first = commands[0][0] if commands[0] else "?"
+        text = "".join(" ".join(quote(a) for a in cmd) + "\n" for cmd in commands)
+        pending = [_Pending() for _ in commands]
+        with self._lock:
+            if not self.alive or self._proc is None or self._proc.stdin is None:
+                raise TmuxError(first, "control channel is closed", socket=self.socket)
+            self._waiting.extend(pending)
+            try:
+                self._proc.stdin.write(text.encode("utf-8"))
+            except (BrokenPipeError, OSError):
+                for p in pending:
+                    self._waiting.remove(p)
+                raise TmuxError(first, "control channel is closed", socket=self.socket) from None
+        deadline = time.monotonic() + defaults.CONTROL_RESPONSE_TIMEOUT
         out: list[str] = []
-        for cmd in commands:
-            out += self.run(*cmd, check=check)
+        for cmd, p in zip(commands, pending, strict=True):
+            if not p.done.wait(max(0.0, deadline - time.monotonic())):
+                raise TmuxError(
+                    cmd[0], f"no answer within {defaults.CONTROL_RESPONSE_TIMEOUT:.0f} s", socket=self.socket
+                )
+            if p.error and check:
+                raise TmuxError(cmd[0], "\n".join(p.lines) or "failed", socket=self.socket)
+            out += p.lines
         return out
 
     def close(self) -> None:
@@ -285,6 +304,15 @@ class SessionChannel:
             TmuxError: tmux refused the command, or the session is not running.
         """
         return self.client().run(*args, check=check)
+
+    def run_chain(self, commands: Sequence[Sequence[str]], *, check: bool = True) -> list[str]:
+        """Run several commands through the channel at once (see
+        :meth:`ControlClient.run_chain`).
+
+        Raises:
+            TmuxError: tmux refused a command, or the session is not running.
+        """
+        return self.client().run_chain(commands, check=check)
 
     def last_output(self, pane_id: str) -> float:
         """``time.monotonic()`` of the pane's last ``%output`` (0.0 when none was seen)."""

@@ -4,6 +4,7 @@ the agent → pane map that the controller's threads share."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -11,10 +12,14 @@ from miyabi.tmux.runner import Tmux
 
 
 class Runner(Protocol):
-    """Anything that runs one tmux command and returns its output lines: a
+    """Anything that runs tmux commands and returns their output lines: a
     :class:`~miyabi.tmux.runner.Tmux` (a process per command) or a control channel."""
 
     def run(self, *args: str, check: bool = True) -> list[str]: ...
+
+    def run_chain(self, commands: Sequence[Sequence[str]], *, check: bool = True) -> list[str]:
+        """Run several commands back to back (tmux reads no pane output in between)."""
+        ...
 
 
 TAG = "@miyabi_agent"

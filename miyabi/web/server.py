@@ -8,16 +8,20 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from miyabi.controller.view import Target
-from miyabi.controller.webproc import URL_FILE, is_dashboard, published_pid
+from miyabi.controller.webproc import DASHBOARDS, dashboards, is_dashboard
 from miyabi.errors import MiyabiError, UsageError
-from miyabi.files import write_atomic
+from miyabi.files import private_dir, write_atomic
 from miyabi.home import Home
+from miyabi.times import rfc3339
 from miyabi.web.auth import Access, load_tokens
 
 log = logging.getLogger("miyabi.web")
@@ -115,23 +119,34 @@ def serve(
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1, lifespan="off")
     server = uvicorn.Server(config)
     where = urls(host, port, access)
-    path = target.home.run / URL_FILE
-    write_atomic(
-        path,
-        json.dumps(
-            {"pid": os.getpid(), "base": where.base, "url": where.full, "view_url": where.view, "read_only": read_only}
-        )
-        + "\n",
-    )
+    path = target.home.run / DASHBOARDS / f"{os.getpid()}.json"
+    record = {
+        "pid": os.getpid(),
+        "started": rfc3339(time.time()),
+        "base": where.base,
+        "url": where.full,
+        "view_url": where.view,
+        "read_only": read_only,
+    }
+    private_dir(path.parent)
+    write_atomic(path, json.dumps(record) + "\n")
     if on_ready is not None:
         on_ready(where)
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn shuts down gracefully on SIGTERM, then raises it again under the handler
+        # it found: this one ends the process through the ``finally`` below (its record
+        # removed), where the default action would kill it first.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         server.run(sockets=[sock])
     finally:
         site.close()
         sock.close()
-        if (published(target.home) or {}).get("pid") == os.getpid():
-            path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def held_by(home: Home, port: int) -> str:
@@ -153,8 +168,8 @@ def held_by(home: Home, port: int) -> str:
     if pid is None:
         return ""
     if is_dashboard(pid, home):
-        mine = published(home)
-        where = f": {mine['base']}" if mine is not None and mine.get("pid") == pid else ""
+        mine = next((d for d in dashboards(home) if d["pid"] == pid), None)
+        where = f": {mine['base']}" if mine is not None else ""
         return f" (this home's dashboard, pid {pid}, already serves there{where})"
     if is_dashboard(pid):
         return f" (held by another home's miyabi dashboard, pid {pid})"
@@ -165,14 +180,8 @@ def held_by(home: Home, port: int) -> str:
 
 
 def published(home: Home) -> dict[str, Any] | None:
-    """The dashboard that serves ``home`` now, as it published itself in
-    ``run/web-url.json`` (``pid``, ``base``, ``url`` with the token, ``view_url``,
-    ``read_only``), or None when none runs."""
-    pid = published_pid(home)
-    if pid is None:
-        return None
-    try:
-        data = json.loads((home.run / URL_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("pid") == pid else None
+    """The dashboard that serves ``home`` now, the longest running when several do, as
+    it published itself under ``run/dashboards/`` (``pid``, ``started``, ``base``,
+    ``url`` with the token, ``view_url``, ``read_only``), or None when none runs."""
+    found = dashboards(home)
+    return found[0] if found else None

@@ -138,3 +138,25 @@ def test_a_restarted_process_starts_on_a_line_of_its_own(cli: Cli, socket: str, 
     assert b"".join(p.read_bytes() for p in log_files(home / "logs", "sh")) == (
         START + b"first> " + START + b"second process ready\r\n"
     )
+
+
+def test_a_process_the_watchdog_restarts_starts_on_a_line_of_its_own(cli: Cli, home: Path, tmp_path: Path) -> None:
+    """The controller respawns the dead agent and opens its log's new pipe in one go (a
+    chain on its control channel), so the new process's first line, printed at once,
+    comes after a restart mark, not joined to the dead process's unfinished prompt."""
+    from miyabi.tmux.logpipe import START
+
+    script = tmp_path / "restarter.sh"
+    script.write_text(RESTARTER)
+    lay = write_layout(
+        tmp_path / "l.yaml",
+        [("sh", "shell", f"sh {script} {tmp_path / 'runs'}")],
+        session="watched",
+        watchdog={"min_uptime": 0, "max_restarts": 1000, "restart_window": 60},
+    )
+    assert cli("up", str(lay), "-d").exit_code == 0
+    wait_for(lambda: "second process ready" in cli("logs", "sh").output, what="the restarted process's line")
+    assert cli("logs", "sh").output == "first>\nsecond process ready\n"
+    assert b"".join(p.read_bytes() for p in log_files(home / "logs", "sh")) == (
+        START + b"first> " + START + b"second process ready\r\n"
+    )

@@ -458,18 +458,18 @@ def test_the_controller_serves_the_dashboard_from_the_layout_and_restarts_it(
         assert [a["name"] for a in c.get("/api/v1/agents").json()["agents"]] == ["w"]
         st = json.loads(cli("status", "--json").output)
         assert st["web"]["url"] == url
-        first = json.loads((home / "run" / "web-url.json").read_text())["pid"]
+        first = st["web"]["pid"]
         os.kill(first, signal.SIGKILL)
 
         def served_again() -> bool:
             try:
-                data = json.loads((home / "run" / "web-url.json").read_text())
-                return data["pid"] != first and c.get("/api/v1/agents").status_code == 200
-            except (OSError, ValueError, httpx.HTTPError):
+                web = json.loads(cli("status", "--json").output)["web"]
+                return web is not None and web["pid"] != first and c.get("/api/v1/agents").status_code == 200
+            except (ValueError, httpx.HTTPError):
                 return False
 
         wait_for(served_again, timeout=60, what="the dashboard started again")
-    again = json.loads((home / "run" / "web-url.json").read_text())["pid"]
+    again = json.loads(cli("status", "--json").output)["web"]["pid"]
     r = cli("down")
     assert r.exit_code == 0
     wait_for(lambda: not _alive(again), timeout=30, what="the dashboard stopped with the controller")
@@ -724,3 +724,34 @@ def test_the_api_answers_as_its_openapi_document_says(web: Web, tmp_path: Path) 
     cases = re.search(r"(\d+) generated, (\d+) passed", summary)
     assert tested and cases, summary
     assert int(tested[2]) == int(tested[1]) >= 20 and int(cases[1]) == int(cases[2]) >= 500, summary
+
+
+def test_a_second_dashboard_neither_hides_the_first_nor_takes_its_record_when_it_ends(
+    cli: Cli, home: Path, socket: str, tmp_path: Path
+) -> None:
+    """The controller's dashboard, then one started by hand beside it: `status` names the
+    first throughout, `down` names the one left running, and when the hand-started one
+    ends the first is still published."""
+    import socket as sockets
+
+    with sockets.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lay = write_layout(tmp_path / "two.yaml", ["w"], session="two", web={"port": port})
+    assert cli("up", str(lay), "-d").exit_code == 0
+    first = wait_for(lambda: json.loads(cli("status", "--json").output)["web"], timeout=60, what="the dashboard")
+    proc, said = start_web(home, socket)
+    try:
+        assert said["open"].partition("/?token=")[0] != first["base"]
+        st = json.loads(cli("status", "--json").output)
+        assert st["web"] == first and set(os.listdir(home / "run" / "dashboards")) == {
+            f"{first['pid']}.json",
+            f"{proc.pid}.json",
+        }
+    finally:
+        stop(proc)
+    assert json.loads(cli("status", "--json").output)["web"] == first
+    assert not (home / "run" / "dashboards" / f"{proc.pid}.json").exists()
+    token = first["url"].split("token=")[1]
+    with httpx.Client(base_url=first["base"], headers={"Authorization": f"Bearer {token}"}) as c:
+        assert c.get("/api/v1/agents").is_success

@@ -83,6 +83,23 @@ def text_of(b: WebDriver, css: str) -> str:
         return ""
 
 
+def click(b: WebDriver, by: str, selector: str, what: str) -> None:
+    """Click the first element ``selector`` finds, once it is there; an element the page
+    redrew between the look and the click (live rows, over SSE) is looked up again."""
+
+    def clicked() -> bool:
+        try:
+            found = b.find_elements(by, selector)
+            if found:
+                found[0].click()
+                return True
+        except StaleElementReferenceException:
+            pass
+        return False
+
+    wait_for(clicked, timeout=30, what=what)
+
+
 def js(b: WebDriver, script: str, *args: Any) -> Any:
     return b.execute_script(script, *args)
 
@@ -155,14 +172,14 @@ def test_the_send_box_reaches_the_agent_once(web: Web, browser: WebDriver) -> No
 def test_approve_on_a_waiting_agent_reaches_the_pane(web: Web, browser: WebDriver, shots: Path) -> None:
     send(web.home, "ask", "run the tool please")
     login(browser, web, "/approvals")
-    button = wait_for(
+    wait_for(
         lambda: browser.find_elements(By.CSS_SELECTOR, "tr[data-agent=ask] button.approve"),
         timeout=30,
         what="the Approve button",
-    )[0]
+    )
     assert "Allow running the tool?" in text_of(browser, "tr[data-agent=ask]")
     browser.save_screenshot(str(shots / "approvals.png"))
-    button.click()
+    click(browser, By.CSS_SELECTOR, "tr[data-agent=ask] button.approve", "the Approve button")
     wait_for(
         lambda: web.answers.exists() and web.answers.read_text().splitlines() == ["yes"],
         timeout=30,
@@ -189,7 +206,7 @@ def test_the_task_board_adds_filters_and_cancels(web: Web, browser: WebDriver, s
     wait_for(lambda: "labelled" in text_of(browser, "[data-column=queued]"), what="filtered")
     assert "added in the browser" not in text_of(browser, "[data-column=queued]")
     login(browser, web, "/tasks/1")
-    wait_for(lambda: browser.find_elements(By.ID, "cancel"), timeout=30, what="the cancel button")[0].click()
+    click(browser, By.ID, "cancel", "the cancel button")
     wait_for(lambda: store.get(1).state == "cancelled", what="cancelled")
     wait_for(lambda: browser.find_elements(By.ID, "retry"), timeout=30, what="the retry button")
     browser.save_screenshot(str(shots / "task.png"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -101,13 +102,19 @@ def test_a_respawn_that_happened_counts_even_if_the_set_up_after_it_fails(tmp_pa
     from miyabi.tmux.builder import respawn_agent
 
     class ClosesAfterRespawn:
+        """A control channel that runs the respawn, then closes."""
+
         def __init__(self) -> None:
             self.calls: list[str] = []
 
         def run(self, *args: str, check: bool = True) -> list[str]:
-            self.calls.append(args[0])
-            if args[0] != "respawn-pane":
-                raise TmuxError(args[0], "control channel is closed")
+            return self.run_chain([args], check=check)
+
+        def run_chain(self, commands: Sequence[Sequence[str]], *, check: bool = True) -> list[str]:
+            self.calls += [c[0] for c in commands]
+            failed = [c[0] for c in commands if c[0] != "respawn-pane"]
+            if failed:
+                raise TmuxError(failed[0], "control channel is closed")
             return []
 
     agent = Agent(name="a", profile=BUILTIN["shell"], command="cat")
@@ -116,8 +123,8 @@ def test_a_respawn_that_happened_counts_even_if_the_set_up_after_it_fails(tmp_pa
     assert runner.calls[0] == "respawn-pane"
 
     class Refuses(ClosesAfterRespawn):
-        def run(self, *args: str, check: bool = True) -> list[str]:
-            raise TmuxError(args[0], "can't find pane: %1")
+        def run_chain(self, commands: Sequence[Sequence[str]], *, check: bool = True) -> list[str]:
+            raise TmuxError(commands[0][0], "can't find pane: %1")
 
     with pytest.raises(TmuxError):
         respawn_agent(Refuses(), agent, "%1", Home(tmp_path), "s", tmp_path)
