@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from miyabi import defaults
@@ -41,6 +40,7 @@ from miyabi.pipeline.instances import branch_for, instance_agents, instance_name
 from miyabi.pipeline.locks import RepoLocks
 from miyabi.pipeline.records import Instance, InstanceState, Records, WorktreeState
 from miyabi.pipeline.verify import clean_env, end_orphans, run_steps
+from miyabi.stopping import Stopped
 from miyabi.times import how_often
 from miyabi.work.dispatch import Dispatcher
 from miyabi.work.github import GitHub
@@ -48,15 +48,6 @@ from miyabi.work.model import OPEN, Task, TaskError, TaskState
 from miyabi.work.store import Store
 
 log = logging.getLogger("miyabi.pipeline")
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What preparing an instance's worktree found out."""
-
-    convention: conv.Convention
-    base: str
-    fresh: bool
 
 
 class Pipeline:
@@ -165,16 +156,18 @@ class Pipeline:
             try:
                 fn(arg)
                 self.failures.pop(key, None)
-            except Exception as e:  # noqa: BLE001 - a job's failure is reported, never fatal to the controller
+            except Stopped:  # a GitHub wait ended by the controller's stop: no failed try
+                pass
+            except Exception as e:  # a job's failure is reported, never fatal to the controller
                 tries = self.failures[key] = self.failures.get(key, 0) + 1
                 why = f"{type(e).__name__}: {e}" if not isinstance(e, MiyabiError) else str(e)
                 append_event(self.home, EventKind.PIPELINE_ERROR, job=key, error=why, tries=tries)
                 if tries >= defaults.PIPELINE_TRIES:
-                    log.warning("%s: %s; tried %d times: giving up", key, why, tries)
+                    log.warning("%s: %s; tried %d times: giving up", key, why, tries, exc_info=True)
                     self.failures.pop(key, None)
                     self._give_up(key, arg, why, tries)
                 else:
-                    log.warning("%s: %s; trying again in %.0f s", key, why, defaults.CLAIM_RETRY)
+                    log.warning("%s: %s; trying again in %.0f s", key, why, defaults.CLAIM_RETRY, exc_info=True)
                     self.not_before[key] = self.clock() + defaults.CLAIM_RETRY
             finally:
                 self.running.pop(key, None)

@@ -12,7 +12,7 @@ from helpers import wait_for, write_layout
 
 from miyabi.config.loader import load
 from miyabi.events import read_events
-from miyabi.pipeline.service import Pipeline
+from miyabi.pipeline.runner import Pipeline
 from miyabi.stopping import Stopped
 from miyabi.work.dispatch import Dispatcher
 from miyabi.work.store import Store
