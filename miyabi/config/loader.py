@@ -76,6 +76,7 @@ TOP_KEYS = (
     "web",
     "notify",
     "bus",
+    "human_hold",
 )
 APPROVALS_KEYS = ("auto",)
 AUTO_KEYS = ("answer", "agents", "tool", "match")
@@ -98,7 +99,7 @@ NOTIFY_KEYS = (
     *(k.value for k in ReceiverKind),
 )
 NOTICE_KINDS = tuple(str(k) for k in NoticeKind)
-AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", *OVERRIDABLE)
+AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", "human_hold", *OVERRIDABLE)
 ROUTE_KEYS = ("label", "title", "default", "agent")
 POOL_KEYS = ("name", "profile", "max", "repo", "base_branch", "remote", "pipeline", "env", "watchdog", *OVERRIDABLE)
 PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
@@ -145,6 +146,7 @@ class Document:
     written: dict[int, set[Any]] = field(default_factory=dict)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     logs: LogSettings = field(default_factory=LogSettings)
+    human_hold: float = defaults.HUMAN_HOLD
 
     def line(self, key: Key) -> int | None:
         """The line of ``key``, else of its nearest parent that has one."""
@@ -413,6 +415,7 @@ def validate(doc: Document) -> Layout:
     max_body = _validate_delivery(doc, data.get("delivery", {}))
     doc.watchdog = WatchdogSettings().merged(_validate_watchdog(doc, ("watchdog",), data.get("watchdog", {})))
     doc.logs = _validate_logs(doc, data.get("logs", {}))
+    doc.human_hold = _validate_hold(doc, ("human_hold",), data.get("human_hold", defaults.HUMAN_HOLD))
     agents_raw = data.get("agents")
     agents: list[Agent] = []
     if "agents" not in data:
@@ -466,6 +469,7 @@ def validate(doc: Document) -> Layout:
         web=web,
         notify=tuple(notify),
         bus=bus,
+        human_hold=doc.human_hold,
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 
@@ -1073,6 +1077,7 @@ def _validate_agent(
         doc.problem((*key, "title"), "must be text of at most 64 characters")
         ok = False
     watchdog = doc.watchdog.merged(_validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
+    human_hold = _validate_hold(doc, (*key, "human_hold"), raw.get("human_hold", doc.human_hold))
     wip = raw.get("wip", 1)
     if type(wip) is not int or wip < 1:
         doc.problem((*key, "wip"), f"{wip!r} must be a whole number of tasks, 1 or more")
@@ -1090,7 +1095,18 @@ def _validate_agent(
         watchdog=watchdog,
         wip=wip,
         logs=doc.logs,
+        human_hold=human_hold,
     )
+
+
+def _validate_hold(doc: Document, key: Key, value: Any) -> float:
+    """``human_hold``: how long after a person's last key in a pane miyabi waits before
+    typing into it (a duration from 0, never, to 1d); the default when wrong."""
+    seconds = parse_duration(value)
+    if seconds is None or seconds > 86400:
+        doc.problem(key, f"{value!r} must be a duration from 0s to 1d (such as 30s or 2m; 0 turns it off)")
+        return defaults.HUMAN_HOLD
+    return seconds
 
 
 def _check_profile_fields(doc: Document, key: Key, fields: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from miyabi.errors import TmuxError
 from miyabi.events import EventKind, append_event
 from miyabi.files import private_dir, write_atomic
 from miyabi.messaging.activity import ActivityTracker, StateRecorder, UsageMeter, hook_log
+from miyabi.messaging.keyboard import Keyboard
 from miyabi.messaging.mailbox import CorruptMessage, Inbox, Message, MessageState, sanitize
 from miyabi.stopping import Stopped
 from miyabi.times import how_often, now_rfc3339
@@ -139,6 +140,8 @@ class Deliverer:
         on_dead_letter: called with each message that became a dead letter, and why.
         on_question: called with each new permission question the agent asks (for
             the layout's auto-answers).
+        keyboard: where a person types (the controller's, shared); None: never
+            looked at.
     """
 
     def __init__(
@@ -153,8 +156,10 @@ class Deliverer:
         on_delivered: Callable[[Message, int], None] | None = None,
         on_dead_letter: Callable[[Message, str], None] | None = None,
         on_question: Callable[[str], None] | None = None,
+        keyboard: Keyboard | None = None,
     ) -> None:
         self.agent = agent
+        self.keyboard = keyboard
         self.profile = agent.profile
         self.inbox = inbox
         self.driver = driver
@@ -281,9 +286,19 @@ class Deliverer:
         return self.driver.screen(pane_id)
 
     def state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
-        """(state, who told: ``hook`` or ``screen``, permission question, the screen
-        read) of the agent in ``pane``. A hook's busy or waiting-approval outranks the
-        screen; a hook's ready still needs the screen to show an empty input box."""
+        """(state, who told: ``keyboard``, ``hook`` or ``screen``, permission question,
+        the screen read) of the agent in ``pane``. A person typing in the pane outranks
+        all (:mod:`miyabi.messaging.keyboard`); a hook's busy or waiting-approval
+        outranks the screen; a hook's ready still needs the screen to show an empty
+        input box."""
+        state, via, question, screen = self._agent_state(pane)
+        if self.keyboard is not None:
+            box = composer_text(self.profile, screen) if screen is not None else None
+            if self.keyboard.holds(pane.pane_id, self.agent.human_hold, box):
+                return Activity.HUMAN, "keyboard", question, screen
+        return state, via, question, screen
+
+    def _agent_state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
         self.activity.follow(pane.pid)
         self.activity.refresh()
         told = self.activity.hook_state()
