@@ -285,17 +285,15 @@ class Deliverer:
     def screen(self, pane_id: str) -> Screen:
         return self.driver.screen(pane_id)
 
-    def state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
+    def state(self, pane: Pane, look: bool = False) -> tuple[Activity, str, str | None, Screen | None]:
         """(state, who told: ``keyboard``, ``hook`` or ``screen``, permission question,
         the screen read) of the agent in ``pane``. A person typing in the pane outranks
         all (:mod:`miyabi.messaging.keyboard`); a hook's busy or waiting-approval
         outranks the screen; a hook's ready still needs the screen to show an empty
-        input box."""
+        input box. ``look``: look at the attached clients at once (before typing)."""
         state, via, question, screen = self._agent_state(pane)
-        if self.keyboard is not None:
-            box = composer_text(self.profile, screen) if screen is not None else None
-            if self.keyboard.holds(pane.pane_id, self.agent.human_hold, box):
-                return Activity.HUMAN, "keyboard", question, screen
+        if self._person(pane, screen, look):
+            return Activity.HUMAN, "keyboard", question, screen
         return state, via, question, screen
 
     def _agent_state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
@@ -401,7 +399,7 @@ class Deliverer:
         empty input box) or by the screen on two reads ``ready_settle`` seconds apart."""
         if not self.live(pane)[0]:
             return False
-        state, via, question, screen = self.state(pane)
+        state, via, question, screen = self.state(pane, look=True)
         self._record(pane, state, via, question, screen)
         if state is not Activity.READY:
             return False
@@ -409,8 +407,21 @@ class Deliverer:
             return True
         if self.profile.ready_settle > 0:
             self.sleep(self.profile.ready_settle)
-            return looks_ready(self.profile, self.screen(pane.pane_id)) and self.live(pane)[0]
+            screen = self.screen(pane.pane_id)
+            if not looks_ready(self.profile, screen) or self._person(pane, screen, look=True):
+                return False
+            return self.live(pane)[0]
         return True
+
+    def _person(self, pane: Pane, screen: Screen | None, look: bool = False) -> bool:
+        """Whether a person holds ``pane`` (see :mod:`miyabi.messaging.keyboard`),
+        looking at the clients at once with ``look``."""
+        if self.keyboard is None:
+            return False
+        if look:
+            self.keyboard.look(force=True)
+        box = composer_text(self.profile, screen) if screen is not None else None
+        return self.keyboard.holds(pane.pane_id, self.agent.human_hold, box)
 
     # -- typing
 

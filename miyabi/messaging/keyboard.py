@@ -71,19 +71,29 @@ class Keyboard:
             seen[c.name] = c.activity
         self._activity = seen
 
-    def last_key(self, pane_id: str) -> float | None:
-        """Unix time (whole seconds) of a person's last key in ``pane_id``, looking at
-        tmux first when the last look is ``every`` seconds old; None when no person
-        typed there (or since :meth:`release`).
+    def look(self, force: bool = False) -> None:
+        """Look at the clients now if the last look is ``every`` seconds old, or at
+        once with ``force`` (right before typing: a key pressed since the last look
+        must not be missed).
 
         Raises:
             TmuxError: tmux could not list the clients.
         """
         with self._lock:
             now = time.monotonic()
-            if now - self._looked >= self.every:
+            if force or now - self._looked >= self.every:
                 self.fold(self.clients())
                 self._looked = now
+
+    def last_key(self, pane_id: str) -> float | None:
+        """Unix time (whole seconds) of a person's last key in ``pane_id`` (see
+        :meth:`look`); None when no person typed there (or since :meth:`release`).
+
+        Raises:
+            TmuxError: tmux could not list the clients.
+        """
+        self.look()
+        with self._lock:
             return self._last_key.get(pane_id)
 
     def holds(self, pane_id: str, hold: float, box: str | None) -> bool:

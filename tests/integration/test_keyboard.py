@@ -72,6 +72,14 @@ def state(cli: Cli, agent: str) -> str:
     return next(r["state"] for r in rows if r["name"] == agent)
 
 
+def held(home: Path, agent: str) -> bool:
+    """Whether the controller recorded ``agent`` as held by a person (its state event)."""
+    return any(
+        e["event"] == EventKind.STATE and e.get("agent") == agent and e.get("state") == "human"
+        for e in read_events(home)
+    )
+
+
 def delivered_at(home: Path, msg_id: str) -> float:
     from datetime import datetime
 
@@ -88,7 +96,7 @@ def test_a_person_typing_holds_delivery_until_idle_for_human_hold(
         [("w", "prompt", agent_line(out))],
         session="desk",
         profiles={"prompt": PROMPT},
-        human_hold=4,
+        human_hold=10,
     )
     assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: state(cli, "w") == "ready", timeout=30, what="w ready")
@@ -98,11 +106,11 @@ def test_a_person_typing_holds_delivery_until_idle_for_human_hold(
     someone.types("Enter", literal=False)
     wait_for(lambda: out.exists() and out.read_text() == "mine\n", timeout=20, what="the person's own line")
     mid = send(home, "w", "from miyabi")
-    wait_for(lambda: state(cli, "w") == "human", timeout=20, what="status says human")
+    wait_for(lambda: held(home, "w"), timeout=30, what="the state human recorded")
     wait_for(lambda: state_of(home, "w", mid) == "delivered", timeout=60, what="delivered after the hold")
     assert out.read_text() == "mine\nfrom miyabi\n"
     # the key came at `typed` or later, and the hold runs human_hold from the key
-    assert delivered_at(home, mid) >= typed + 4
+    assert delivered_at(home, mid) >= typed + 10
     wait_for(lambda: state(cli, "w") == "ready", timeout=20, what="ready again")
 
 
