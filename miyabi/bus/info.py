@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from miyabi.bus import presence
+from miyabi.bus.bridge import INTAKE_LOCK
 from miyabi.bus.client import Bus
-from miyabi.bus.service import INTAKE_LOCK
 
 
 def overview(bus: Bus) -> dict[str, Any]:

@@ -16,7 +16,20 @@ LIGHT = ("status", "up", "controller")
 
 
 def _load_app() -> Any:
-    from miyabi.cli import bus, ensemble, github, logs, messages, report, service, tasks, web, worktrees  # noqa: F401 - they register their commands
+    import miyabi.cli.ensemble  # noqa: F401 - registered first: its commands lead `miyabi --help`
+    from miyabi.cli import (  # noqa: F401 - they register their commands
+        approvals,
+        bus,
+        catalog,
+        github,
+        logs,
+        messages,
+        report,
+        service,
+        tasks,
+        web,
+        worktrees,
+    )
     from miyabi.cli.root import app
 
     return app

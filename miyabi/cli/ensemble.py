@@ -1,5 +1,5 @@
-"""Commands on the ensemble as a whole: up, down, attach, status, restart, approve, deny, controller,
-and the listings of shipped layouts and profiles, init and the worker agent."""
+"""Commands that run the ensemble as a whole: up, reload, down, attach, status, restart,
+controller, and the worker agent."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import typer
 
-from miyabi import defaults
 from miyabi.cli import output, params
 from miyabi.cli.root import (
     HomeOpt,
@@ -231,72 +230,6 @@ def restart(
     output.say(f"restarted {agent}", "green")
 
 
-def _answer(
-    agent: str,
-    approve: bool,
-    reason: str | None,
-    json_out: bool,
-    socket: str | None,
-    home: Path | None,
-    layout: str | None,
-) -> None:
-    from miyabi.supervision.approvals import answer
-
-    t, tmux = running(home, socket, layout)
-    a = answer(t.home, tmux, t.session, t.layout().agent(agent), approve, reason)
-    if json_out:
-        output.emit_json(
-            {
-                "agent": a.agent,
-                "answer": a.answer,
-                "question": a.question,
-                "keys": list(a.keys),
-                "reason": a.reason,
-                "message": a.message,
-            }
-        )
-        return
-    said = f"{'approved' if approve else 'denied'} {a.agent}: {a.question}"
-    output.say(said + (f" (reason sent as message {a.message})" if a.message else ""), "green" if approve else "yellow")
-
-
-@app.command()
-@handles_errors
-def approve(
-    agent: Annotated[str, typer.Argument(help="The agent waiting for approval.")],
-    json_out: JsonOpt = False,
-    socket: SocketOpt = None,
-    home: HomeOpt = None,
-    layout: LayoutOpt = None,
-) -> None:
-    """Answer an agent's permission question with yes.
-
-    The agent must be waiting-approval (see `miyabi status`); the profile's approve keys
-    are pressed while the question is on screen. The answer is recorded as an event.
-    """
-    _answer(agent, True, None, json_out, socket, home, layout)
-
-
-@app.command()
-@handles_errors
-def deny(
-    agent: Annotated[str, typer.Argument(help="The agent waiting for approval.")],
-    reason: Annotated[
-        str | None, typer.Option("--reason", metavar="TEXT", help="Why: sent to the agent as its next message.")
-    ] = None,
-    json_out: JsonOpt = False,
-    socket: SocketOpt = None,
-    home: HomeOpt = None,
-    layout: LayoutOpt = None,
-) -> None:
-    """Answer an agent's permission question with no.
-
-    The profile's deny keys are pressed while the question is on screen; a --reason
-    is delivered to the agent as a message once it is ready. Recorded as an event.
-    """
-    _answer(agent, False, reason, json_out, socket, home, layout)
-
-
 @app.command()
 @handles_errors
 def controller(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None) -> None:
@@ -307,84 +240,6 @@ def controller(socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt
     from miyabi.cli.up import run_controller
 
     run_controller(socket, home, layout)
-
-
-@app.command()
-@handles_errors
-def layouts(json_out: JsonOpt = False) -> None:
-    """List the shipped layouts."""
-    from miyabi.config import load, shipped
-    from miyabi.errors import LayoutError
-
-    items: list[dict[str, Any]] = []
-    for path in shipped.shipped():
-        try:
-            lay = load(path)
-            items.append(
-                {
-                    "name": path.stem,
-                    "path": str(path),
-                    "session": lay.session,
-                    "agents": lay.names,
-                    "profiles": sorted({a.profile.name for a in lay.agents}),
-                    "description": lay.description,
-                }
-            )
-        except LayoutError as e:
-            items.append({"name": path.stem, "path": str(path), "error": e.lines()[0]})
-    if json_out:
-        output.emit_json(items)
-        return
-    rows: list[list[str]] = [
-        [
-            i["name"],
-            ", ".join(i.get("agents", [])) or "-",
-            ", ".join(i.get("profiles", [])) or "-",
-            i.get("description") or i.get("error", ""),
-        ]
-        for i in items
-    ]
-    output.table(rows, ["layout", "agents", "profiles", "description"])
-
-
-@app.command()
-@handles_errors
-def profiles(json_out: JsonOpt = False) -> None:
-    """List the built-in profiles (agent CLIs miyabi can drive)."""
-    import dataclasses
-
-    from miyabi.agents.profiles import BUILTIN
-
-    if json_out:
-        output.emit_json([dataclasses.asdict(p) for p in BUILTIN.values()])
-        return
-    rows = [
-        [
-            p.name,
-            p.command or "$SHELL",
-            p.ready_pattern or "-",
-            p.busy_pattern or "-",
-            f"{p.submit_key} +{p.submit_delay:g}s",
-            "yes" if p.bracketed_paste else "no",
-        ]
-        for p in BUILTIN.values()
-    ]
-    output.table(rows, ["profile", "command", "ready pattern", "busy pattern", "submit", "paste"])
-
-
-@app.command()
-@handles_errors
-def init(force: Annotated[bool, typer.Option("--force", help="Overwrite an existing miyabi.yaml.")] = False) -> None:
-    """Write ./miyabi.yaml for the agent CLIs found on PATH.
-
-    One agent per agent CLI found (claude, codex, gemini, aider, opencode), or four
-    built-in workers when none is.
-    """
-    from miyabi.config import shipped
-
-    path = Path.cwd() / defaults.LAYOUT_FILE
-    shipped.write_init(path, force=force)
-    output.say(f"wrote {path}; start it with `miyabi up`", "green")
 
 
 @app.command()

@@ -24,12 +24,12 @@ def service_install(
     Restart=always, and KillMode=process so that stopping it never kills the tmux
     server and the agents.
     """
-    from miyabi.controller import service
+    from miyabi.controller import systemd
 
     t = resolve_target(home, socket, layout, strict=False)
     if t.layout_path is None:
         raise MiyabiError("no layout known for this home; run `miyabi up` first or give --layout")
-    path = service.install(t.home.root, t.socket, t.layout_path, t.session, user)
+    path = systemd.install(t.home.root, t.socket, t.layout_path, t.session, user)
     ctl = "systemctl --user" if user else "systemctl"
     output.say(f"wrote {path}", "green")
     output.say(f"enable it with: {ctl} daemon-reload && {ctl} enable --now {path.name}")
@@ -43,10 +43,10 @@ def service_uninstall(
     user: UserOpt = False, socket: SocketOpt = None, home: HomeOpt = None, layout: LayoutOpt = None
 ) -> None:
     """Remove the systemd unit written by `miyabi service install`."""
-    from miyabi.controller import service
+    from miyabi.controller import systemd
 
     t = resolve_target(home, socket, layout, strict=False)
     ctl = "systemctl --user" if user else "systemctl"
-    name = service.unit_name(t.session)
-    path = service.uninstall(t.session, user)
+    name = systemd.unit_name(t.session)
+    path = systemd.uninstall(t.session, user)
     output.say(f"removed {path}; stop it first if it runs: {ctl} disable --now {name} && {ctl} daemon-reload")

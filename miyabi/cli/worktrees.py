@@ -56,8 +56,8 @@ def gc(
     a worktree an instance still works in is kept. The controller does the same by itself.
     """
     from miyabi.errors import MiyabiError
+    from miyabi.pipeline.cleanup import remove_merged
     from miyabi.pipeline.followups import closed_pulls
-    from miyabi.pipeline.service import remove_merged
 
     t = resolve_target(home, socket, layout)
     records = _records(t.home)

@@ -14,7 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from miyabi.config.loader import Document, Key, read
+from miyabi.config.document import Document, Key
+from miyabi.config.loader import read
 from miyabi.config.model import Agent, Layout
 from miyabi.errors import LayoutError
 

@@ -1,8 +1,8 @@
 """Settings types a layout holds besides its agents: the watchdog, routes, GitHub, tasks.
 
-Plain frozen data, validated by :mod:`miyabi.config.loader`; the services that act
-on them (the supervisor, the scheduler, GitHub intake) import them from here, never
-the other way round.
+Plain frozen data, validated by :mod:`miyabi.config.sections` and
+:mod:`miyabi.config.members`; the services that act on them (the supervisor, the
+scheduler, GitHub intake) import them from here, never the other way round.
 """
 
 from __future__ import annotations

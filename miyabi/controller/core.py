@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from miyabi import defaults
-from miyabi.bus.service import BusBridge
+from miyabi.bus.bridge import BusBridge
 from miyabi.config.model import Agent, Layout, PipelineMode, layout_change
 from miyabi.controller import requests
 from miyabi.controller.locks import HeldLock
@@ -48,10 +48,11 @@ from miyabi.messaging.intro import Intros
 from miyabi.messaging.keyboard import Keyboard
 from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
-from miyabi.notify.service import Notifier
+from miyabi.notify.notifier import Notifier
 from miyabi.pipeline.followups import FollowUps
+from miyabi.pipeline.instances import release_pools
 from miyabi.pipeline.monitoring import FixFiler
-from miyabi.pipeline.service import Pipeline, release_pools
+from miyabi.pipeline.runner import Pipeline
 from miyabi.reports.schedule import run_schedule
 from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.approvals import AutoApprover

@@ -129,8 +129,8 @@ def layout_agents(home: Home, lay: Layout | None, store: Store | None = None) ->
         return []
     agents = list(lay.agents)
     if lay.pools:
+        from miyabi.pipeline.instances import instance_agents
         from miyabi.pipeline.records import Records
-        from miyabi.pipeline.service import instance_agents
         from miyabi.work.store import Store
 
         agents += instance_agents(Records(store if store is not None else Store.of_home(home.root)), lay)

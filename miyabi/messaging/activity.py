@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from miyabi.agents.hooks import Activity, interpret
-from miyabi.agents.usage import Usage, aider_line, claude_transcript, codex_rollout
+from miyabi.agents.usage import Usage
 from miyabi.events import EventKind
 from miyabi.files import private_dir, write_atomic
 
@@ -248,70 +248,6 @@ class ActivityTracker:
         with self.lock:
             if self.state is Activity.WAITING_APPROVAL:
                 self.state, self.question = None, None
-
-
-class UsageMeter:
-    """Token use and cost of one agent process, from what its CLI reports (see
-    :mod:`miyabi.agents.usage`); read when a turn ends."""
-
-    def __init__(self) -> None:
-        self.pid = 0
-        self.usage: Usage | None = None
-        self._offset = 0
-        self._path: str | None = None
-        self._seen: set[str] = set()
-
-    def follow(self, pid: int) -> None:
-        if pid != self.pid:
-            self.pid, self.usage, self._offset, self._path, self._seen = pid, None, 0, None, set()
-
-    def _new_lines(self, path: str) -> list[str] | None:
-        """The complete lines ``path`` gained since the last read (None: unreadable)."""
-        try:
-            with open(path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except OSError:
-            return None
-        end = data.rfind(b"\n") + 1
-        self._offset += end
-        return data[:end].decode("utf-8", "replace").splitlines()
-
-    def from_transcript(self, path: str) -> Usage | None:
-        """Claude Code: the transcript's usage, reading on from where it was left."""
-        if path != self._path:
-            self._path, self._offset, self._seen = path, 0, set()
-        lines = self._new_lines(path)
-        if lines is None:
-            return self.usage
-        got = claude_transcript(lines, self._seen)
-        before = self.usage or Usage()
-        self.usage = Usage(before.input_tokens + got.input_tokens, before.output_tokens + got.output_tokens, None)
-        return self.usage
-
-    def from_codex(self, codex_home: Path, thread: str) -> Usage | None:
-        """Codex: the running total in the thread's session file."""
-        if self._path is None or thread not in self._path:
-            found = sorted(codex_home.glob(f"sessions/*/*/*/rollout-*-{thread}.jsonl"))
-            if not found:
-                return self.usage
-            self._path, self._offset = str(found[-1]), 0
-        lines = self._new_lines(self._path)
-        if lines is None:
-            return self.usage
-        got = codex_rollout(lines)
-        self.usage = got or self.usage
-        return self.usage
-
-    def from_screen(self, rows: list[str]) -> Usage | None:
-        """aider: add the ``Tokens:`` line it printed for the turn that just ended."""
-        got = aider_line(rows)
-        if got is None:
-            return self.usage
-        before = self.usage or Usage()
-        cost = got[2] if got[2] is not None else before.cost_usd
-        self.usage = Usage(before.input_tokens + got[0], before.output_tokens + got[1], cost)
-        return self.usage
 
 
 class StateRecorder:

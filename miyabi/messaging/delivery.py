@@ -25,14 +25,11 @@ process (at-least-once); ids let the receiver discard repeats.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +40,6 @@ from miyabi.agents.screen import (
     approval_question,
     composer_text,
     is_busy,
-    looks_ready,
     reads_screen,
     text_at_cursor,
     text_on_screen,
@@ -51,65 +47,16 @@ from miyabi.agents.screen import (
 from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
 from miyabi.events import EventKind, append_event
-from miyabi.files import private_dir, write_atomic
-from miyabi.messaging.activity import ActivityTracker, StateRecorder, UsageMeter, hook_log
+from miyabi.messaging.journal import Journal, Marker, Stage
 from miyabi.messaging.keyboard import Keyboard
 from miyabi.messaging.mailbox import CorruptMessage, Inbox, Message, MessageState, sanitize
+from miyabi.messaging.readiness import Readiness
 from miyabi.stopping import Stopped
 from miyabi.times import how_often, now_rfc3339
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import Pane
 
 log = logging.getLogger("miyabi.delivery")
-
-QUESTION_DRAW = 3.0
-"""Seconds a hook's permission question holds before the CLI shows it on screen."""
-
-OBSERVE_EVERY = 0.05
-"""Seconds between screen reads made only to record an agent's state as it prints."""
-
-
-class Stage(StrEnum):
-    """How far the delivery in an agent's journal got."""
-
-    TYPING = "typing"
-    """About to type, or typing: the text may or may not have reached the pane."""
-    TYPED = "typed"
-    """The whole text reached the pane; the submit key was not pressed yet."""
-    ENTERING = "entering"
-    """The submit key was (maybe) pressed; the submission is being verified."""
-    SUBMITTED = "submitted"
-    """Verified; only moving the file to ``cur/`` is left."""
-
-
-@dataclass
-class Marker:
-    """The journal entry of the message being delivered to one agent.
-
-    Attributes:
-        id: the message id.
-        name: its file name in ``new/``.
-        stage: how far it got.
-        pane: the pane it is being typed into.
-        pid: the agent process it is for (another process there means a restart).
-        log_offset: unused since resume reads the screen; kept so journals written by
-            earlier versions still load.
-        attempts: which typing of this message this is (1-based).
-        enters: submit key presses so far.
-    """
-
-    id: str
-    name: str
-    stage: Stage
-    pane: str
-    pid: int
-    log_offset: int
-    attempts: int
-    enters: int = 0
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Marker:
-        return cls(**{**data, "stage": Stage(data["stage"])})
 
 
 def _rest(screen: Screen) -> tuple[str, ...]:
@@ -159,7 +106,6 @@ class Deliverer:
         keyboard: Keyboard | None = None,
     ) -> None:
         self.agent = agent
-        self.keyboard = keyboard
         self.profile = agent.profile
         self.inbox = inbox
         self.driver = driver
@@ -167,64 +113,34 @@ class Deliverer:
         self.pane = pane
         self.sleep = sleep
         self.clock = clock
-        self.journal = home_root / "run" / "delivery" / f"{agent.name}.json"
-        private_dir(self.journal.parent)
+        self.journal = Journal(home_root, agent.name)
         self.wake = threading.Event()
         self.on_delivered = on_delivered
         self.on_dead_letter = on_dead_letter
-        self.on_question = on_question
         self.lock = threading.Lock()
         """Held from the live-pane check through typing and verification; the watchdog
         takes it before respawning the pane, so no keystroke reaches a new process."""
-        self._has_marker: bool | None = None  # None: not read from disk yet
         self.last_delivered: float | None = None
         """time.monotonic() of the last delivery (for the watchdog's silence rule)."""
         self.waiting = False
         """True while mail waits for the agent to be ready (the controller's rescan
         then wakes this deliverer every ``defaults.INBOX_RESCAN`` seconds to look again)."""
-        self.activity = ActivityTracker(hook_log(home_root, agent.name))
+        self.readiness = Readiness(agent, driver, home_root, self.event, sleep, on_question, keyboard)
+        """What the agent is doing, and whether it is ready for a message."""
+        self.activity = self.readiness.activity
         """What the agent's hooks say (empty for a profile without hooks)."""
-        self.recorder = StateRecorder(home_root, agent.name, lambda ev, **f: self.event(ev, **f))
-        self._observed = 0.0
-        self.meter = UsageMeter()
-        self._offered: set[str] = set()
-        self._held = 0.0
-        """time.monotonic() until which a ready-looking screen counts as busy (see
-        the profile's ``answer_grace``)."""
-        self.last_task: str | None = None
-        """The task of the last message delivered (usage is counted towards it)."""
         self._entered: tuple[str, float] = ("", 0.0)
+        """(message id, Unix time) of the first press of the submit key for it."""
         self._before: tuple[str, tuple[str, ...]] = ("", ())
         """(message id, the screen outside the cursor's row) just before the submit key."""
-        """(message id, Unix time) of the first press of the submit key for it."""
-
-    # -- journal
-
-    def load_marker(self) -> Marker | None:
-        if self._has_marker is False:  # we clear it ourselves; no need to look
-            return None
-        try:
-            m = Marker.from_json(json.loads(self.journal.read_text(encoding="utf-8")))
-            self._has_marker = True
-            return m
-        except FileNotFoundError:
-            self._has_marker = False
-            return None
-        except (ValueError, TypeError, KeyError):
-            self.journal.unlink(missing_ok=True)
-            return None
-
-    def save_marker(self, m: Marker) -> None:
-        write_atomic(self.journal, json.dumps(asdict(m)))
-        self._has_marker = True
-
-    def clear_marker(self) -> None:
-        self.journal.unlink(missing_ok=True)
-        self._has_marker = False
 
     def event(self, event: EventKind, msg: Message | None = None, **fields: Any) -> None:
         extra = {"id": msg.id, "from": msg.sender} if msg else {}
         append_event(self.home, event, agent=self.agent.name, **extra, **fields)
+
+    def state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
+        """What the watchdog asks of a deliverer: :meth:`Readiness.state`."""
+        return self.readiness.state(pane)
 
     # -- one step
 
@@ -239,7 +155,7 @@ class Deliverer:
             Stopped: the controller is stopping (the journal keeps the stage).
             TmuxError: tmux failed outside a delivery in progress.
         """
-        marker = self.load_marker()
+        marker = self.journal.load()
         if marker is not None:
             with self.lock:
                 self.resume(marker)
@@ -263,7 +179,7 @@ class Deliverer:
             self.fail(msg, "nothing to type: the body is empty once control characters are removed")
             return True
         pane = self.pane()
-        if pane is None or pane.dead or not self.ready(pane):
+        if pane is None or pane.dead or not self.readiness.ready(pane):
             return False
         attempts = int(msg.extra.get("attempts", 0)) + 1
         if attempts > defaults.DELIVERY_ATTEMPTS:
@@ -275,163 +191,15 @@ class Deliverer:
             self.type_message(msg, pane, attempts)
         return True
 
-    def live(self, pane: Pane) -> tuple[bool, bool]:
-        """(alive, in copy mode) for ``pane`` as tmux sees it now: the controller's
-        pane map can be up to ``defaults.PANE_REFRESH`` old, and a dead pane's screen
-        still shows an empty prompt. The pane must hold the same process as ``pane.pid``."""
-        state = self.driver.live(pane.pane_id)
-        return (not state.dead and state.pid == pane.pid), state.in_mode
-
-    def screen(self, pane_id: str) -> Screen:
-        return self.driver.screen(pane_id)
-
-    def state(self, pane: Pane, look: bool = False) -> tuple[Activity, str, str | None, Screen | None]:
-        """(state, who told: ``keyboard``, ``hook`` or ``screen``, permission question,
-        the screen read) of the agent in ``pane``. A person typing in the pane outranks
-        all (:mod:`miyabi.messaging.keyboard`); a hook's busy or waiting-approval
-        outranks the screen; a hook's ready still needs the screen to show an empty
-        input box. ``look``: look at the attached clients at once (before typing)."""
-        state, via, question, screen = self._agent_state(pane)
-        if self._person(pane, screen, look):
-            return Activity.HUMAN, "keyboard", question, screen
-        return state, via, question, screen
-
-    def _agent_state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
-        self.activity.follow(pane.pid)
-        self.activity.refresh()
-        told = self.activity.hook_state()
-        if told is Activity.ENDED:
-            told = None  # the session ended; what follows shows on screen
-        if told is Activity.WAITING_APPROVAL and not self.profile.approval_pattern:
-            return told, "hook", self.activity.question, None
-        if not reads_screen(self.profile):
-            return told or Activity.READY, "hook" if told else "screen", None, None
-        screen = self.screen(pane.pane_id)
-        question = approval_question(self.profile, screen)
-        if told is Activity.WAITING_APPROVAL:
-            # The hook's question holds while it shows, or while the CLI may still be
-            # drawing it; answered by hand or interrupted, it reports nothing more.
-            if question is not None or time.time() - self.activity.since < QUESTION_DRAW:
-                return told, "hook", self.activity.question or question, screen
-            self.activity.question_gone()
-            told = None
-        if question is not None:  # a CLI without a permission hook asks on screen
-            return Activity.WAITING_APPROVAL, "screen", question, screen
-        if told is Activity.BUSY:
-            return told, "hook", None, screen
-        if time.monotonic() < self._held and looks_ready(self.profile, screen):
-            # its busy sign may not show yet, or flicker (opencode's does, measured)
-            return Activity.BUSY, "delivery", None, screen
-        if looks_ready(self.profile, screen):
-            return Activity.READY, "hook" if told is Activity.READY else "screen", None, screen
-        return Activity.BUSY, "screen", None, screen
-
-    def observe(self, pane: Pane | None) -> float | None:
-        """Record the agent's state if it changed, reading the screen at most every
-        ``OBSERVE_EVERY`` seconds of output. Returns the seconds until the read it put
-        off is due, or None."""
-        if pane is None or pane.dead:
-            return None
-        now = time.monotonic()
-        wait = OBSERVE_EVERY - (now - self._observed)
-        if wait > 0 and not self.activity.refresh():
-            return wait
-        self._observed = now
-        self._record(pane, *self.state(pane))
-        return None
-
-    def _usage(self, pane: Pane, screen: Screen | None) -> None:
-        """Read the agent's usage when a turn ended (Claude Code's transcript, aider's
-        ``Tokens:`` line over its prompt) and record it as a ``usage`` event."""
-        self.meter.follow(pane.pid)
-        if not self.activity.usage_due:
-            return
-        before = self.meter.usage
-        if self.activity.transcript:
-            self.activity.usage_due = False
-            self.meter.from_transcript(self.activity.transcript)
-        elif self.profile.hooks == "codex" and self.activity.thread:
-            self.activity.usage_due = False
-            self.meter.from_codex(self._codex_home(), self.activity.thread)
-        elif self.profile.hooks == "aider" and screen is not None:
-            self.activity.usage_due = False
-            self.meter.from_screen(screen.rows(12, 0))
-        else:
-            return
-        u = self.meter.usage
-        if u is not None and u != before:
-            fields: dict[str, Any] = {
-                "pid": pane.pid,
-                "input_tokens": u.input_tokens,
-                "output_tokens": u.output_tokens,
-                "turn_input_tokens": u.input_tokens - (before.input_tokens if before else 0),
-                "turn_output_tokens": u.output_tokens - (before.output_tokens if before else 0),
-            }
-            if u.cost_usd is not None:
-                fields["cost_usd"] = u.cost_usd
-            if self.last_task:
-                fields["task"] = self.last_task
-            self.event(EventKind.USAGE, None, **fields)
-
-    def _codex_home(self) -> Path:
-        """Where the agent's Codex keeps its sessions: its ``CODEX_HOME``, else ~/.codex."""
-        env = self.agent.env
-        if env.get("CODEX_HOME"):
-            return Path(env["CODEX_HOME"])
-        return Path(env.get("HOME") or os.environ.get("HOME") or "~").expanduser() / ".codex"
-
-    def _record(
-        self, pane: Pane, state: Activity, via: str, question: str | None, screen: Screen | None = None
-    ) -> None:
-        if state is Activity.READY:
-            self._usage(pane, screen)
-        self.recorder.record(state, via, pane.pid, question, self.meter.usage if self.meter.pid == pane.pid else None)
-        if state is not Activity.WAITING_APPROVAL:
-            self._offered.clear()
-        elif question and question not in self._offered and self.on_question is not None:
-            # each wording of a question (the screen's, the hook's) is offered to the
-            # auto-answers once while the agent waits: never answered twice
-            self._offered.add(question)
-            self.on_question(question)
-
-    def ready(self, pane: Pane) -> bool:
-        """Alive, and ready: by its hooks (then one read of the screen confirms an
-        empty input box) or by the screen on two reads ``ready_settle`` seconds apart."""
-        if not self.live(pane)[0]:
-            return False
-        state, via, question, screen = self.state(pane, look=True)
-        self._record(pane, state, via, question, screen)
-        if state is not Activity.READY:
-            return False
-        if via == "hook" or not reads_screen(self.profile):
-            return True
-        if self.profile.ready_settle > 0:
-            self.sleep(self.profile.ready_settle)
-            screen = self.screen(pane.pane_id)
-            if not looks_ready(self.profile, screen) or self._person(pane, screen, look=True):
-                return False
-            return self.live(pane)[0]
-        return True
-
-    def _person(self, pane: Pane, screen: Screen | None, look: bool = False) -> bool:
-        """Whether a person holds ``pane`` (see :mod:`miyabi.messaging.keyboard`),
-        looking at the clients at once with ``look``."""
-        if self.keyboard is None:
-            return False
-        if look:
-            self.keyboard.look(force=True)
-        box = composer_text(self.profile, screen) if screen is not None else None
-        return self.keyboard.holds(pane.pane_id, self.agent.human_hold, box)
-
     # -- typing
 
     def type_message(self, msg: Message, pane: Pane, attempts: int) -> None:
         marker = Marker(msg.id, msg.filename, Stage.TYPING, pane.pane_id, pane.pid, 0, attempts)
-        self.save_marker(marker)
+        self.journal.save(marker)
         self.event(EventKind.TYPING, msg, pane=pane.pane_id, attempt=attempts)
-        self.recorder.record(Activity.BUSY, "delivery", pane.pid)  # no longer free for another message
+        self.readiness.recorder.record(Activity.BUSY, "delivery", pane.pid)  # no longer free for another message
         try:
-            alive, in_mode = self.live(pane)
+            alive, in_mode = self.readiness.live(pane)
         except TmuxError as e:
             alive, in_mode = False, False
             self.event(EventKind.TYPE_ERROR, msg, error=str(e))
@@ -448,7 +216,7 @@ class Deliverer:
             self.event(EventKind.TYPE_ERROR, msg, error=str(e))
             return
         marker.stage = Stage.TYPED
-        self.save_marker(marker)
+        self.journal.save(marker)
         self.submit(msg, marker)
 
     def type_text(self, msg: Message, pane_id: str) -> None:
@@ -466,7 +234,7 @@ class Deliverer:
                 self.activity.expecting(text)
         marker.enters += 1
         marker.stage = Stage.ENTERING
-        self.save_marker(marker)
+        self.journal.save(marker)
         self.driver.press(marker.pane, self.profile.submit_key)
 
     def submit(self, msg: Message, marker: Marker) -> None:
@@ -474,7 +242,7 @@ class Deliverer:
             self.sleep(self.profile.submit_delay)
         try:
             if reads_screen(self.profile):
-                self._before = (marker.id, _rest(self.screen(marker.pane)))
+                self._before = (marker.id, _rest(self.driver.screen(marker.pane)))
             self.press_submit(marker, prepare(msg.body))
         except TmuxError as e:
             self.event(EventKind.TYPE_ERROR, msg, error=str(e))
@@ -501,12 +269,7 @@ class Deliverer:
         since = self._entered[1] - 0.05 if self._entered[0] == marker.id else time.time() - 5.0
         emptied: float | None = None
         while True:
-            pane = self.pane()
-            try:
-                alive = pane is not None and pane.pane_id == marker.pane and self.live(replace(pane, pid=marker.pid))[0]
-            except TmuxError:
-                alive = False
-            if not alive:
+            if not self._still_there(marker):
                 self.event(EventKind.AGENT_RESTARTED, msg, stage=marker.stage)
                 self.retry_later(msg, marker)
                 return
@@ -515,64 +278,94 @@ class Deliverer:
                 self.finish(msg, marker, "receipt: the agent reported the prompt")
                 return
             try:
-                screen = self.screen(marker.pane)
+                screen = self.driver.screen(marker.pane)
             except TmuxError as e:
                 self.event(EventKind.TYPE_ERROR, msg, error=str(e))
                 self.retry_later(msg, marker)
                 return
             now = time.monotonic()
-            asking = approval_question(p, screen) is not None
-            box = None if asking else composer_text(p, screen)
-            if box is None and not asking and text_at_cursor(text, screen):
-                box = text  # the text still sits where it was typed
-            busy = asking or is_busy(p, screen)
+            box, busy = self._input_box(text, screen)
+            evidence: str | None = None
             if box:  # still in the input box: press again
                 emptied = None
                 if now - last_enter >= defaults.ENTER_RETRY:
-                    if marker.enters >= defaults.MAX_ENTERS:
-                        self.fail(
-                            msg,
-                            f"typed, but still in the input box after {defaults.MAX_ENTERS} presses of {p.submit_key}",
-                            marker,
-                        )
+                    if not self._press_again(msg, marker):
                         return
-                    self.event(EventKind.ENTER_AGAIN, msg, enters=marker.enters + 1)
-                    self.press_submit(marker)
                     last_enter = now
             elif not receipts:
-                if busy:
-                    self.finish(msg, marker, "agent busy")
-                    return
-                if box is None and p.composer_pattern:
-                    self.finish(msg, marker, "input box left for the answer")
-                    return
-                if turn_ends and self.activity.turn_ended(since):
-                    self.finish(msg, marker, "input box emptied, turn ended")
-                    return
-                if box == "" and self._before[0] == marker.id and _rest(screen) != self._before[1]:
-                    self.finish(msg, marker, "input box emptied, the agent answered")
-                    return
                 emptied = now if emptied is None else emptied
-                if now - emptied > defaults.VERIFY_TIMEOUT:
-                    self.finish(msg, marker, "input box emptied" if box == "" else "unverified: input box not visible")
-                    return
+                evidence = self._taken(marker, box, busy, screen, turn_ends, since, now - emptied)
             elif now - start > defaults.RECEIPT_TIMEOUT:
                 self.event(EventKind.NO_RECEIPT, msg, after=defaults.RECEIPT_TIMEOUT)
-                self.finish(
-                    msg,
-                    marker,
+                evidence = (
                     "input box emptied; no receipt from the hook"
                     if box == ""
-                    else "unverified: no receipt from the hook, input box not in view",
+                    else "unverified: no receipt from the hook, input box not in view"
                 )
+            if evidence is not None:
+                self.finish(msg, marker, evidence)
                 return
             self.sleep(defaults.VERIFY_POLL)
+
+    def _press_again(self, msg: Message, marker: Marker) -> bool:
+        """Press the submit key again for text still in the input box; after
+        ``defaults.MAX_ENTERS`` presses the message becomes a dead letter instead
+        (returns False)."""
+        if marker.enters >= defaults.MAX_ENTERS:
+            self.fail(
+                msg,
+                f"typed, but still in the input box after {defaults.MAX_ENTERS} presses of {self.profile.submit_key}",
+                marker,
+            )
+            return False
+        self.event(EventKind.ENTER_AGAIN, msg, enters=marker.enters + 1)
+        self.press_submit(marker)
+        return True
+
+    def _still_there(self, marker: Marker) -> bool:
+        """Whether the pane the message was typed into still holds the process it was typed for."""
+        pane = self.pane()
+        try:
+            return (
+                pane is not None
+                and pane.pane_id == marker.pane
+                and self.readiness.live(replace(pane, pid=marker.pid))[0]
+            )
+        except TmuxError:
+            return False
+
+    def _input_box(self, text: str, screen: Screen) -> tuple[str | None, bool]:
+        """(what the input box holds: None where it cannot be seen, or while the agent
+        asks a question; whether the agent shows itself busy or asking)."""
+        p = self.profile
+        asking = approval_question(p, screen) is not None
+        box = None if asking else composer_text(p, screen)
+        if box is None and not asking and text_at_cursor(text, screen):
+            box = text  # the text still sits where it was typed
+        return box, asking or is_busy(p, screen)
+
+    def _taken(
+        self, marker: Marker, box: str | None, busy: bool, screen: Screen, turn_ends: bool, since: float, waited: float
+    ) -> str | None:
+        """With the text out of the input box (for ``waited`` seconds) and no receipt to
+        wait for: the evidence that the agent took the message, or None (not yet)."""
+        if busy:
+            return "agent busy"
+        if box is None and self.profile.composer_pattern:
+            return "input box left for the answer"
+        if turn_ends and self.activity.turn_ended(since):
+            return "input box emptied, turn ended"
+        if box == "" and self._before[0] == marker.id and _rest(screen) != self._before[1]:
+            return "input box emptied, the agent answered"
+        if waited > defaults.VERIFY_TIMEOUT:
+            return "input box emptied" if box == "" else "unverified: input box not visible"
+        return None
 
     # -- outcomes
 
     def finish(self, msg: Message, marker: Marker, evidence: str) -> None:
         marker.stage = Stage.SUBMITTED
-        self.save_marker(marker)
+        self.journal.save(marker)
         self.inbox.move(
             msg,
             MessageState.PENDING,
@@ -581,11 +374,11 @@ class Deliverer:
             attempts=marker.attempts,
             enters=marker.enters,
         )
-        self.clear_marker()
+        self.journal.clear()
         self.last_delivered = time.monotonic()
-        self.last_task = msg.task
+        self.readiness.last_task = msg.task
         if not self.profile.hooks and self.profile.answer_grace > 0:
-            self._held = self.last_delivered + self.profile.answer_grace
+            self.readiness.held = self.last_delivered + self.profile.answer_grace
         if reports_ready(self.profile) and self.activity.pid == marker.pid:
             entered = self._entered[1] if self._entered[0] == marker.id else time.time()
             self.activity.submitted(prepare(msg.body), entered)
@@ -595,7 +388,7 @@ class Deliverer:
 
     def fail(self, msg: Message, reason: str, marker: Marker | None = None) -> None:
         self.inbox.move(msg, MessageState.PENDING, MessageState.FAILED, failed=now_rfc3339(), reason=reason)
-        self.clear_marker()
+        self.journal.clear()
         self.event(EventKind.DEAD_LETTER, msg, reason=reason)
         if self.on_dead_letter is not None:
             self.on_dead_letter(msg, reason)
@@ -611,7 +404,7 @@ class Deliverer:
                 MessageState.PENDING,
                 attempts=marker.attempts if typed else marker.attempts - 1,
             )
-        self.clear_marker()
+        self.journal.clear()
 
     # -- recovery
 
@@ -619,19 +412,19 @@ class Deliverer:
         """Continue a delivery a previous controller left in the journal."""
         msg = self.inbox.read(marker.name)
         if msg is None:  # already moved on
-            self.clear_marker()
+            self.journal.clear()
             return
         self.event(EventKind.RESUME, msg, stage=marker.stage)
         if marker.stage == Stage.SUBMITTED:
             self.finish(msg, marker, "journal")
             return
         pane = self.pane()
-        if pane is None or pane.pane_id != marker.pane or not self.live(replace(pane, pid=marker.pid))[0]:
+        if pane is None or pane.pane_id != marker.pane or not self.readiness.live(replace(pane, pid=marker.pid))[0]:
             self.event(EventKind.AGENT_RESTARTED, msg, stage=marker.stage)
             self.retry_later(msg, marker)
             return
         if marker.stage == Stage.TYPING:
-            screen = self.screen(marker.pane)
+            screen = self.driver.screen(marker.pane)
             box = composer_text(self.profile, screen)
             typed = bool(box) if box is not None else text_on_screen(prepare(msg.body), screen)
             if not typed:
@@ -640,7 +433,7 @@ class Deliverer:
                 self.retry_later(msg, marker, typed=False)
                 return
             marker.stage = Stage.TYPED
-            self.save_marker(marker)
+            self.journal.save(marker)
         if marker.stage == Stage.TYPED:
             self.submit(msg, marker)
         else:  # entering: the key may have been pressed
@@ -664,13 +457,18 @@ class Deliverer:
                 stop.wait(defaults.DELIVERER_ERROR_PAUSE)
                 busy = False
             if not busy:
-                due: float | None = None
-                try:
-                    due = self.observe(self.pane())
-                except TmuxError:
-                    pass
-                except Exception as e:
-                    log.exception("deliverer %s", self.agent.name)
-                    self.event(EventKind.DELIVERER_ERROR, error=f"{type(e).__name__}: {e}")
-                self.wake.wait(idle if due is None else min(idle, due))
-                self.wake.clear()
+                self._idle(idle)
+
+    def _idle(self, idle: float) -> None:
+        """Record the agent's state, then wait for a wake-up or at most ``idle`` seconds
+        (less when a read of the screen was put off)."""
+        due: float | None = None
+        try:
+            due = self.readiness.observe(self.pane())
+        except TmuxError:
+            pass
+        except Exception as e:
+            log.exception("deliverer %s", self.agent.name)
+            self.event(EventKind.DELIVERER_ERROR, error=f"{type(e).__name__}: {e}")
+        self.wake.wait(idle if due is None else min(idle, due))
+        self.wake.clear()

@@ -1,1 +1,1 @@
-"""Notifications: happenings told to Slack, Discord, ntfy and JSON webhooks (see :mod:`miyabi.notify.service`)."""
+"""Notifications: happenings told to Slack, Discord, ntfy and JSON webhooks (see :mod:`miyabi.notify.notifier`)."""

@@ -16,81 +16,46 @@ a restarted controller keeps its counters and backoff.
 
 The supervisor sees the rest of miyabi through a narrow interface: the pane map, verbs
 on panes, a ``respawn`` callable, each pane's last output time, and each agent's
-deliverer as a :class:`Typist` (its lock, its last delivery).
+deliverer as a :class:`~miyabi.supervision.watches.Typist` (its lock, its last delivery).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from miyabi import defaults
-from miyabi.agents.hooks import Activity
-from miyabi.agents.screen import Screen, looks_ready
 from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
 from miyabi.events import EventKind, append_event
-from miyabi.files import append_line, open_private, private_dir, write_atomic
+from miyabi.files import append_line
 from miyabi.home import Home
 from miyabi.messaging.mailbox import MessageState, enqueue, inbox, make
 from miyabi.stopping import Stopped
+from miyabi.supervision.crashes import exit_cause, save_evidence
+from miyabi.supervision.hangs import sample
 from miyabi.supervision.policy import (
     DeathAction,
     Decision,
     History,
-    Silence,
     SilenceAction,
     on_death,
     on_silence,
     record_restart,
 )
-from miyabi.supervision.processes import alive, end_agent, proc_stat, started_at, zombie_exit
-from miyabi.supervision.saved import STATE_FILE, load_records
-from miyabi.times import file_tag, now_rfc3339
+from miyabi.supervision.processes import alive, end_agent, proc_stat, started_at
+from miyabi.supervision.saved import STATE_FILE
+from miyabi.supervision.watches import Typist, Watch, load_watches, save_watches
+from miyabi.times import now_rfc3339
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import FAILED_TAG, Pane, PaneMap
 
 log = logging.getLogger("miyabi.watchdog")
-
-
-class Typist(Protocol):
-    """What the watchdog needs of an agent's deliverer."""
-
-    lock: threading.Lock
-    """Held while typing; the watchdog takes it before it respawns the pane."""
-    last_delivered: float | None
-    """``time.monotonic()`` of the last delivery, or None."""
-
-    def state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
-        """(state, who told, permission question, screen read) of the agent in ``pane``."""
-        ...
-
-
-@dataclass
-class Watch:
-    """What the supervisor knows of one agent right now."""
-
-    pid: int = 0
-    started: float = 0.0
-    start_ticks: int | None = None
-    fd: int | None = None
-    handled_pid: int = 0
-    restart_at: float | None = None
-    pending: Decision | None = None
-    history: History = field(default_factory=History)
-    cpu_base: tuple[float, float] | None = None
-    nudged_at: float | None = None
-    nudge_id: str | None = None
-    hung: bool = False
-    working_logged: bool = False
 
 
 class Supervisor:
@@ -140,41 +105,13 @@ class Supervisor:
         """pidfds of agents no longer watched, closed by the watch loop between waits."""
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         """A self-pipe in the watch loop's select: :meth:`wake` ends its wait at once."""
-        self._load()
+        load_watches(home, self.watches)
 
     # -- persistence
 
-    def _load(self) -> None:
-        for name, rec in load_records(self.home).items():
-            w = self.watches.get(name)
-            if w is None:
-                continue
-            try:
-                w.history = History(**rec.get("history", {}))
-                w.handled_pid = int(rec.get("handled_pid", 0))
-                if rec.get("restart_at"):
-                    w.restart_at = float(rec["restart_at"])
-                    p = rec.get("pending")
-                    w.pending = Decision(**{**p, "action": DeathAction(p["action"])}) if p else None
-            except (TypeError, ValueError, KeyError):
-                log.warning("ignoring unreadable watchdog state for %s", name)
-
     def save(self) -> None:
         with self.lock:
-            data = {
-                "agents": {
-                    n: {
-                        "history": asdict(w.history),
-                        "handled_pid": w.handled_pid,
-                        "restart_at": w.restart_at,
-                        "pending": asdict(w.pending) if w.pending else None,
-                        "pid": w.pid,
-                        "hung": w.hung,
-                    }
-                    for n, w in self.watches.items()
-                }
-            }
-            write_atomic(self.state_file, json.dumps(data, indent=1))
+            save_watches(self.state_file, self.watches)
 
     def event(self, kind: EventKind, agent: str, **fields: Any) -> None:
         append_event(self.home.root, kind, agent=agent, **fields)
@@ -229,23 +166,7 @@ class Supervisor:
                         self.check_hangs()
                     except TmuxError as e:
                         log.warning("hang check: %s", e)
-                fds = {w.fd: n for n, w in self.watches.items() if w.fd is not None}
-                timeout = tick
-                due = [w.restart_at for w in self.watches.values() if w.restart_at is not None]
-                if due:
-                    timeout = max(0.0, min(tick, min(due) - self.clock()))
-                try:
-                    ready, _, _ = select.select([*fds, self._wake_r], [], [], timeout)
-                except (OSError, ValueError):
-                    ready = []
-                for fd in ready:
-                    if fd == self._wake_r:
-                        self._drain_wakeups()
-                        continue
-                    name = fds[fd]
-                    w = self.watches.get(name)
-                    if w is not None:
-                        self.on_exit(name, w.pid, "pidfd")
+                self._wait(tick)
                 for name, w in self.watches.items():  # gone before its pidfd could be opened
                     if w.fd is None and w.pid and w.pid != w.handled_pid and not alive(w.pid):
                         self.on_exit(name, w.pid, "pid gone")
@@ -255,6 +176,27 @@ class Supervisor:
         finally:
             for w in self.watches.values():
                 self._close_fd(w)
+
+    def _wait(self, tick: float) -> None:
+        """Wait at most ``tick`` seconds (less when a restart is due sooner) for an
+        agent's pidfd to become readable or for :meth:`wake`; handle each death seen."""
+        fds = {w.fd: n for n, w in self.watches.items() if w.fd is not None}
+        timeout = tick
+        due = [w.restart_at for w in self.watches.values() if w.restart_at is not None]
+        if due:
+            timeout = max(0.0, min(tick, min(due) - self.clock()))
+        try:
+            ready, _, _ = select.select([*fds, self._wake_r], [], [], timeout)
+        except (OSError, ValueError):
+            ready = []
+        for fd in ready:
+            if fd == self._wake_r:
+                self._drain_wakeups()
+                continue
+            name = fds[fd]
+            w = self.watches.get(name)
+            if w is not None:
+                self.on_exit(name, w.pid, "pidfd")
 
     def _close_dropped(self) -> None:
         with self.lock:
@@ -333,7 +275,7 @@ class Supervisor:
 
     def check_hangs(self) -> None:
         """Nudge, then restart, agents that are silent, not ready and not using CPU:
-        sample what each live agent shows (:meth:`sample`), let the pure
+        sample what each live agent shows (:func:`~miyabi.supervision.hangs.sample`), let the pure
         :func:`~miyabi.supervision.policy.on_silence` decide, and act on it."""
         with self.lock:
             mono = time.monotonic()
@@ -342,66 +284,21 @@ class Supervisor:
                 if pane is None or pane.dead or w.history.failed or w.restart_at is not None or not w.pid:
                     continue
                 agent = self.agents[name]
-                silence = self.sample(agent, w, pane, mono)
+                silence = sample(
+                    agent,
+                    w,
+                    pane,
+                    mono,
+                    self.clock(),
+                    self.last_output(pane.pane_id),
+                    self.typists.get(name),
+                    self.driver,
+                    self.save,
+                )
                 if silence is None:
                     continue
                 action, why = on_silence(agent.watchdog, silence)
                 self._act(agent, w, pane, action, why, mono)
-
-    def sample(self, agent: Agent, w: Watch, pane: Pane, mono: float) -> Silence | None:
-        """What the watchdog sees of a live agent now, or None when there is nothing
-        to decide (it printed recently, or a first CPU sample was just taken).
-
-        Cheap first: silence comes from ``%output``. Only a silent agent costs a
-        screen read, and only a silent agent that is not ready a CPU sample."""
-        started_mono = mono - max(0.0, self.clock() - w.started)
-        last_out = max(self.last_output(pane.pane_id), started_mono)
-        typist = self.typists.get(agent.name)
-        delivered = typist.last_delivered if typist is not None else None
-        # Output within ECHO_GRACE of a delivery is the terminal echoing our own text.
-        answered = delivered is None or last_out > delivered + defaults.ECHO_GRACE
-        since_delivery = None if answered or delivered is None else mono - delivered
-        silent = mono - last_out if agent.profile.ready_pattern else since_delivery
-        if silent is None or silent < agent.watchdog.silence_timeout:
-            w.cpu_base = None
-            if w.hung or w.nudged_at is not None:
-                w.hung, w.nudged_at = False, None
-                self.save()
-            return None
-        ready: bool | None = None
-        if typist is not None:
-            state = typist.state(pane)[0]
-            if state in (Activity.WAITING_APPROVAL, Activity.HUMAN):  # waiting for, or on, a person: never a hang
-                return None
-            if agent.profile.ready_pattern or agent.profile.hooks:
-                ready = state is Activity.READY
-        elif agent.profile.ready_pattern:
-            ready = looks_ready(agent.profile, self.driver.screen(pane.pane_id))
-        cpu_busy = False
-        if not ready:
-            import psutil  # here: `miyabi status` reads the watchdog's records without it
-
-            try:
-                proc = psutil.Process(w.pid)
-                cpu = sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
-            except psutil.Error:
-                return None
-            if w.cpu_base is None:  # first sample: decide at the next check
-                w.cpu_base = (cpu, mono)
-                return None
-            base_cpu, base_t = w.cpu_base
-            cpu_busy = (cpu - base_cpu) / max(mono - base_t, 1e-3) > defaults.CPU_BUSY
-            w.cpu_base = (cpu, mono)
-        nudged_for = (mono - w.nudged_at) if w.nudged_at is not None and last_out <= w.nudged_at else None
-        if w.nudged_at is not None and last_out > w.nudged_at:  # it spoke: forgive
-            w.nudged_at, w.hung = None, False
-        return Silence(
-            silent_for=mono - last_out,
-            ready=ready,
-            since_delivery=since_delivery,
-            cpu_busy=cpu_busy,
-            nudged_for=nudged_for,
-        )
 
     def _act(self, agent: Agent, w: Watch, pane: Pane, action: SilenceAction, why: str, mono: float) -> None:
         name = agent.name
@@ -422,7 +319,7 @@ class Supervisor:
             self.save()
         elif action == SilenceAction.RESTART:
             self._drop_nudge(name, w)
-            evidence = self.save_evidence(name, pane, "hung", self.clock() - w.started)
+            evidence = save_evidence(self.home, self.driver, name, pane, "hung", self.clock() - w.started)
             decision = Decision(DeathAction.RESTART, 0.0, w.history.backoff, f"hung: {why}")
             self.event(EventKind.HUNG_RESTART, name, signal="silence", detail=why, evidence=str(evidence))
             w.nudged_at, w.hung = None, False
@@ -456,8 +353,8 @@ class Supervisor:
             now = self.clock()
             uptime = max(0.0, now - w.started) if w.started else 0.0
             pane = self.panes.get(name)
-            cause = self.cause(pane, pid, w.start_ticks if pid == w.pid else None)
-            evidence = self.save_evidence(name, pane, cause, uptime)
+            cause = exit_cause(self.driver, pane, pid, w.start_ticks if pid == w.pid else None, self.sleep)
+            evidence = save_evidence(self.home, self.driver, name, pane, cause, uptime)
             decision = on_death(self.agents[name].watchdog, w.history, uptime, now, cause)
             self.event(
                 EventKind.AGENT_DIED,
@@ -468,7 +365,7 @@ class Supervisor:
                 seen_by=seen_by,
                 decision=decision.action,
                 delay=decision.delay,
-                evidence=str(evidence) if evidence else None,
+                evidence=str(evidence),
             )
             if decision.action == DeathAction.FAIL:
                 w.history = History(w.history.restarts, w.history.backoff, decision.reason, decision.reason)
@@ -483,56 +380,6 @@ class Supervisor:
             self.save()
         if decision.action == DeathAction.RESTART and decision.delay == 0:
             self.run_due()
-
-    def cause(self, pane: Pane | None, pid: int, start_ticks: int | None) -> str:
-        """How process ``pid`` ended: from the kernel while it is an unreaped zombie,
-        else from tmux once it reaped it (waiting up to ``defaults.EXIT_STATUS_WAIT``
-        for tmux to record it)."""
-        seen = zombie_exit(pid, start_ticks)
-        if seen:
-            return seen
-        if pane is None:
-            return "exited"
-        deadline = time.monotonic() + defaults.EXIT_STATUS_WAIT
-        while True:
-            try:
-                st = self.driver.exit_state(pane.pane_id)
-            except TmuxError:
-                return "exited"
-            if st.signal is not None:
-                return f"killed by signal {st.signal}"
-            if st.dead and st.status is not None:
-                return f"exit status {st.status}"
-            seen = zombie_exit(pid, start_ticks)
-            if seen:
-                return seen
-            if st.dead or time.monotonic() > deadline:
-                return "exited"
-            self.sleep(0.02)
-
-    def save_evidence(self, name: str, pane: Pane | None, cause: str, uptime: float) -> Path | None:
-        """Write ``logs/crashes/<agent>-<time>.log``: how it ended, how long it ran, and the
-        last lines of its pane."""
-        crashes = private_dir(self.home.logs / "crashes", parents=False)
-        path = crashes / f"{name}-{file_tag()}.log"
-        lines: list[str] = []
-        if pane is not None:
-            try:
-                lines = self.driver.capture(pane.pane_id, history=defaults.SCROLLBACK_LINES)
-            except TmuxError:
-                lines = []
-        head = [
-            f"agent: {name}",
-            f"ended: {cause}",
-            f"ran: {uptime:.3f} s",
-            f"pane: {pane.pane_id if pane else '-'}",
-            "",
-            "--- last lines of the pane ---",
-        ]
-        fd = open_private(path, os.O_WRONLY | os.O_EXCL)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(head + lines[-defaults.SCROLLBACK_LINES :]) + "\n")
-        return path
 
     def mark_failed(self, name: str, reason: str) -> None:
         pane = self.panes.get(name)

@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -147,6 +148,11 @@ def copies(home: Path) -> list[dict]:
 def done_lines(tmp_path: Path) -> list[str]:
     f = tmp_path / "work" / "done.txt"
     return f.read_text().split() if f.exists() else []
+
+
+def bus_seen(host: Host) -> dict[str, Any]:
+    """The ``bus`` of ``host``'s `status --json` ({} until its controller has seen the bus)."""
+    return json.loads(host.cli("status", "--json").output)["bus"] or {}
 
 
 def test_tasks_spread_over_hosts_by_route_and_their_results_come_home(
@@ -313,7 +319,7 @@ def test_redis_restarted_and_down_for_a_while_loses_nothing_and_doubles_nothing(
     # down for a while: both hosts see it, a message for the other host waits in the outbox
     redis_server.stop()
     wait_for(
-        lambda: json.loads(a.cli("status", "--json").output)["bus"]["state"] == "down",
+        lambda: bus_seen(a).get("state") == "down",
         timeout=30,
         what="a to see the bus down",
     )
@@ -332,9 +338,7 @@ def test_redis_restarted_and_down_for_a_while_loses_nothing_and_doubles_nothing(
         what="the spooled message",
     )
     wait_for(lambda: task(a.home, local).state == "done", timeout=60, what="the job submitted while the bus was down")
-    wait_for(
-        lambda: json.loads(a.cli("status", "--json").output)["bus"]["state"] == "up", timeout=30, what="a to see it up"
-    )
+    wait_for(lambda: bus_seen(a).get("state") == "up", timeout=30, what="a to see it up")
     lines = done_lines(tmp_path)
     assert sorted(lines) == sorted([f"r{i}" for i in range(4)] + ["s0", "s1", "while-down"]), lines
     assert not list((a.home / "state" / "bus-outbox").glob("*.json"))
@@ -361,7 +365,7 @@ def test_a_password_protected_redis_works_and_the_password_is_never_printed(
         assert rc == 0
         wait_for(lambda: transcript(inline.home, "w").count("through a password") == 1, timeout=30, what="the message")
         wait_for(
-            lambda: json.loads(wrong.cli("status", "--json").output)["bus"]["state"] == "down",
+            lambda: bus_seen(wrong).get("state") == "down",
             timeout=30,
             what="the wrong password to show as down",
         )
@@ -414,7 +418,7 @@ def test_two_hosts_polling_one_github_repository_never_claim_an_issue_twice(
         # the polling host dies: the other takes the intake over and claims the rest once
         leader.kill()
         wait_for(
-            lambda: json.loads(other.cli("status", "--json").output)["bus"]["leader"],
+            lambda: bus_seen(other).get("leader"),
             timeout=60,
             what="the other host to take the intake over",
         )

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from miyabi.pipeline import convention as conv
-from miyabi.pipeline.service import branch_for, instance_name, slug
+from miyabi.pipeline.instances import branch_for, instance_name, slug
 from miyabi.work.model import Task, TaskState
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from miyabi.agents.profiles import BUILTIN
 from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
-from miyabi.messaging.delivery import Deliverer, Marker, Stage
+from miyabi.messaging.delivery import Deliverer
+from miyabi.messaging.journal import Marker, Stage
 from miyabi.messaging.mailbox import Inbox, make
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import Pane
@@ -64,7 +65,7 @@ def test_a_tmux_error_while_typing_never_leads_to_typing_twice(tmp_path: Path) -
     msg = make("a", "hello once")
     box.put(msg)
     d.step()
-    assert d.load_marker() is not None and d.load_marker().stage == "typing"  # kept, not cleared
+    assert d.journal.load() is not None and d.journal.load().stage == "typing"  # kept, not cleared
     d.step()  # resume: sees the text on screen, presses Enter
     assert tmux.typed == ["hello once"] and tmux.enters == 1
     assert box.find(msg.id)[0] == "delivered"
@@ -76,8 +77,8 @@ def test_resume_at_typing_without_the_text_on_screen_types_it_then(tmp_path: Pat
     d, box = deliverer(tmp_path, tmux)
     msg = make("a", "never typed")
     box.put(msg)
-    d.save_marker(Marker(msg.id, msg.filename, Stage.TYPING, PANE.pane_id, PANE.pid, 0, 1))
-    d._has_marker = None
+    d.journal.save(Marker(msg.id, msg.filename, Stage.TYPING, PANE.pane_id, PANE.pid, 0, 1))
+    d.journal.known = None
     d.step()  # resume: not on screen → not delivered, journal cleared
     assert box.find(msg.id)[0] == "pending" and tmux.enters == 0
     d.step()  # now typed, once

@@ -220,20 +220,21 @@ def test_the_top_level_help_lists_only_documented_commands() -> None:
 
 def test_every_layout_key_is_in_the_layout_reference() -> None:
     from miyabi.agents.profiles import OVERRIDABLE
-    from miyabi.config import loader
+    from miyabi.config import loader, members, sections
     from miyabi.config.settings import WATCHDOG_KEYS
 
     reference = code_blocks(text(DOCS / "layout.md"), "yaml")[0]
     groups = {
         name: keys
-        for name, keys in vars(loader).items()
+        for module in (loader, members, sections)
+        for name, keys in vars(module).items()
         if name.endswith("_KEYS") and isinstance(keys, tuple) and name != "NOTIFY_KEYS"
     }
     groups["WATCHDOG_KEYS"] = WATCHDOG_KEYS
     assert len(groups) >= 12, sorted(groups)
     missing = sorted({k for keys in groups.values() for k in keys if k not in OVERRIDABLE} - set(yaml_keys(reference)))
     assert missing == [], f"docs/layout.md's reference lacks {missing}"
-    notify = {k for k in loader.NOTIFY_KEYS} - set(yaml_keys(reference)) - set(re.findall(r"(\w+):", reference))
+    notify = {k for k in sections.NOTIFY_KEYS} - set(yaml_keys(reference)) - set(re.findall(r"(\w+):", reference))
     assert notify == set()
     profiles = text(DOCS / "profiles.md")
     assert [f for f in OVERRIDABLE if f"`{f}" not in profiles] == []

@@ -10,7 +10,8 @@ import pytest
 from helpers import FIXTURES
 
 from miyabi.config import load
-from miyabi.config.loader import expand, fill_defaults, key_path, read
+from miyabi.config.document import key_path
+from miyabi.config.loader import expand, fill_defaults, read
 from miyabi.config.preflight import preflight, program_of
 from miyabi.errors import LayoutError
 

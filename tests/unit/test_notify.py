@@ -14,9 +14,9 @@ from miyabi.config import load
 from miyabi.config.settings import Receiver, ReceiverKind, WebSettings
 from miyabi.errors import LayoutError
 from miyabi.events import EventKind, NoticeKind, append_event
+from miyabi.notify.notifier import Notifier, request_of, where
 from miyabi.notify.outbox import NoticeState, Outbox
 from miyabi.notify.rules import from_event, from_task_event
-from miyabi.notify.service import Notifier, request_of, where
 from miyabi.work.model import TaskState
 from miyabi.work.store import Store
 

@@ -10,7 +10,7 @@ from helpers import write_layout
 from typer.testing import CliRunner
 
 from miyabi.cli import app
-from miyabi.controller.service import render
+from miyabi.controller.systemd import render
 
 
 def test_unit_restarts_the_controller_and_never_kills_tmux(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``miyabi service``: a systemd unit that keeps the controller running.
+"""The systemd unit that keeps a home's controller running (``miyabi service install`` writes it).
 
 The unit restarts the controller whenever it exits (``Restart=always``) and uses
 ``KillMode=process``, so that stopping or restarting the unit ends the controller
