@@ -160,6 +160,14 @@ fallback poll; one thread stat()s them all and wakes deliverers with mail waitin
 DELIVERER_IDLE = 5.0
 """Longest a deliverer sleeps without any wake-up, in seconds."""
 
+HUMAN_HOLD = 30.0
+"""Seconds after a person's last key in a pane (through a client attached to miyabi's
+session) before miyabi types into it again (layout key ``human_hold``)."""
+
+KEYBOARD_LOOK = 0.25
+"""Seconds between two looks at the attached clients (one ``list-clients`` on the
+control channel), shared by every deliverer and the watchdog."""
+
 DELIVERER_ERROR_PAUSE = 1.0
 """Seconds a deliverer waits after an unexpected error before trying again."""
 

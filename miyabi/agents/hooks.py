@@ -70,6 +70,9 @@ class Activity(StrEnum):
     """Asking the user for permission; answered by ``miyabi approve`` / ``deny``."""
     ENDED = "ended"
     """The session ended (the process is about to exit)."""
+    HUMAN = "human"
+    """A person is typing in its pane (see :mod:`miyabi.messaging.keyboard`): miyabi
+    types nothing into it; never hung. Told by tmux, never by a hook."""
 
 
 @dataclass(frozen=True)

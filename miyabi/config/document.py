@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from miyabi import defaults
 from miyabi.agents.profiles import Profile
 from miyabi.config.settings import LogSettings, WatchdogSettings
 from miyabi.errors import LayoutError, Problem
@@ -55,6 +56,7 @@ class Document:
     written: dict[int, set[Any]] = field(default_factory=dict)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     logs: LogSettings = field(default_factory=LogSettings)
+    human_hold: float = defaults.HUMAN_HOLD
 
     def line(self, key: Key) -> int | None:
         """The line of ``key``, else of its nearest parent that has one."""

@@ -32,6 +32,7 @@ from miyabi.config.sections import (
     validate_bus,
     validate_delivery,
     validate_github,
+    validate_hold,
     validate_logs,
     validate_notify,
     validate_report,
@@ -65,6 +66,7 @@ TOP_KEYS = (
     "web",
     "notify",
     "bus",
+    "human_hold",
 )
 SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -317,6 +319,7 @@ def validate(doc: Document) -> Layout:
     max_body = validate_delivery(doc, data.get("delivery", {}))
     doc.watchdog = WatchdogSettings().merged(validate_watchdog(doc, ("watchdog",), data.get("watchdog", {})))
     doc.logs = validate_logs(doc, data.get("logs", {}))
+    doc.human_hold = validate_hold(doc, ("human_hold",), data.get("human_hold", defaults.HUMAN_HOLD))
     agents_raw = data.get("agents")
     agents = _validate_agents(doc, profiles)
     # Routes may name any agent the file declares: one whose own fields are wrong is
@@ -358,6 +361,7 @@ def validate(doc: Document) -> Layout:
         web=web,
         notify=tuple(notify),
         bus=bus,
+        human_hold=doc.human_hold,
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 

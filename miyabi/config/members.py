@@ -16,10 +16,10 @@ from miyabi import defaults
 from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.config.document import Document, Key, check_env, check_keys, env_str, unknown
 from miyabi.config.model import Agent, PipelineMode, Pool, frozen_map
-from miyabi.config.sections import validate_watchdog
+from miyabi.config.sections import validate_hold, validate_watchdog
 from miyabi.config.settings import NAME_RE
 
-AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", *OVERRIDABLE)
+AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", "human_hold", *OVERRIDABLE)
 POOL_KEYS = ("name", "profile", "max", "repo", "base_branch", "remote", "pipeline", "env", "watchdog", *OVERRIDABLE)
 PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
 
@@ -196,6 +196,7 @@ def validate_agent(
         doc.problem((*key, "title"), "must be text of at most 64 characters")
         ok = False
     watchdog = doc.watchdog.merged(validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
+    human_hold = validate_hold(doc, (*key, "human_hold"), raw.get("human_hold", doc.human_hold))
     wip = raw.get("wip", 1)
     if type(wip) is not int or wip < 1:
         doc.problem((*key, "wip"), f"{wip!r} must be a whole number of tasks, 1 or more")
@@ -213,6 +214,7 @@ def validate_agent(
         watchdog=watchdog,
         wip=wip,
         logs=doc.logs,
+        human_hold=human_hold,
     )
 
 

@@ -47,6 +47,8 @@ class Agent:
         watchdog: restart and hang settings (layout ``watchdog:``, then the agent's own).
         wip: how many tasks it may have assigned or in progress at once.
         logs: when its pane log rotates (the layout's ``logs:``).
+        human_hold: seconds after a person's last key in its pane before miyabi types
+            into it again (``human_hold``, the agent's or the layout's).
     """
 
     name: str
@@ -65,6 +67,7 @@ class Agent:
     task: int | None = None
     """For a pool's instance: the task it was started for."""
     logs: LogSettings = field(default_factory=LogSettings)
+    human_hold: float = defaults.HUMAN_HOLD
 
 
 class PipelineMode(StrEnum):
@@ -131,6 +134,9 @@ class Layout:
         web: the dashboard the controller serves (``web:``), if any.
         report: the KPI report the controller posts to a GitHub issue (``report:``), if any.
         bus: the Redis several hosts share (``bus:``); None: this machine alone.
+        human_hold: seconds after a person's last key in a pane before miyabi types
+            into it again (``human_hold``; pool instances have it, named agents may
+            set their own).
     """
 
     path: Path
@@ -151,6 +157,7 @@ class Layout:
     notify: tuple[Receiver, ...] = ()
     report: ReportSettings | None = None
     bus: BusSettings | None = None
+    human_hold: float = defaults.HUMAN_HOLD
 
     @property
     def secret_env(self) -> frozenset[str]:

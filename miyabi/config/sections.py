@@ -73,6 +73,16 @@ def validate_delivery(doc: Document, spec: Any) -> int:
     return value
 
 
+def validate_hold(doc: Document, key: Key, value: Any) -> float:
+    """``human_hold``: how long after a person's last key in a pane miyabi waits before
+    typing into it (a duration from 0, never, to 1d); the default when wrong."""
+    seconds = parse_duration(value)
+    if seconds is None or seconds > 86400:
+        doc.problem(key, f"{value!r} must be a duration from 0s to 1d (such as 30s or 2m; 0 turns it off)")
+        return defaults.HUMAN_HOLD
+    return seconds
+
+
 def validate_logs(doc: Document, spec: Any) -> LogSettings:
     """``logs:``: ``max_bytes`` (a size such as ``10M``, or bytes; 0: never rotate) and
     ``keep`` (rotated files kept, 0 to 100)."""

@@ -46,6 +46,7 @@ from miyabi.files import private_dir
 from miyabi.home import Home
 from miyabi.messaging.delivery import Deliverer
 from miyabi.messaging.intro import Intros
+from miyabi.messaging.keyboard import Keyboard
 from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.watch import InboxWatcher, rescan
 from miyabi.notify.notifier import Notifier
@@ -61,6 +62,7 @@ from miyabi.supervision.processes import holder_alive, holders, lease_identity
 from miyabi.supervision.status import collect, record_cpu
 from miyabi.supervision.supervisor import Supervisor
 from miyabi.tmux.builder import respawn_agent
+from miyabi.tmux.clients import attached_clients
 from miyabi.tmux.control import SessionChannel
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import PaneMap
@@ -128,6 +130,7 @@ class Controller:
         """The CPU figures recorded for ``miyabi status`` (``run/cpu.json``), measured apart."""
         self._gh: GitHub | None = None
         self._follow_ups = False
+        self.keyboard = Keyboard(lambda: attached_clients(self.channel, self.layout.session))
         self.approver = AutoApprover(home, self.channel, lambda: self.layout, self._lock_of)
         """Answers the questions the layout's ``approvals: {auto: …}`` rules match."""
         self.fixes: FixFiler | None = None
@@ -297,6 +300,7 @@ class Controller:
             on_delivered=self._delivered,
             on_dead_letter=engine.dead_letter,
             on_question=functools.partial(self.approver, agent.name),
+            keyboard=self.keyboard,
         )
         self.deliverers = {**self.deliverers, agent.name: d}
         if self.watcher is not None:

@@ -48,6 +48,7 @@ from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
 from miyabi.events import EventKind, append_event
 from miyabi.messaging.journal import Journal, Marker, Stage
+from miyabi.messaging.keyboard import Keyboard
 from miyabi.messaging.mailbox import CorruptMessage, Inbox, Message, MessageState, sanitize
 from miyabi.messaging.readiness import Readiness
 from miyabi.stopping import Stopped
@@ -86,6 +87,8 @@ class Deliverer:
         on_dead_letter: called with each message that became a dead letter, and why.
         on_question: called with each new permission question the agent asks (for
             the layout's auto-answers).
+        keyboard: where a person types (the controller's, shared); None: never
+            looked at.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class Deliverer:
         on_delivered: Callable[[Message, int], None] | None = None,
         on_dead_letter: Callable[[Message, str], None] | None = None,
         on_question: Callable[[str], None] | None = None,
+        keyboard: Keyboard | None = None,
     ) -> None:
         self.agent = agent
         self.profile = agent.profile
@@ -121,7 +125,7 @@ class Deliverer:
         self.waiting = False
         """True while mail waits for the agent to be ready (the controller's rescan
         then wakes this deliverer every ``defaults.INBOX_RESCAN`` seconds to look again)."""
-        self.readiness = Readiness(agent, driver, home_root, self.event, sleep, on_question)
+        self.readiness = Readiness(agent, driver, home_root, self.event, sleep, on_question, keyboard)
         """What the agent is doing, and whether it is ready for a message."""
         self.activity = self.readiness.activity
         """What the agent's hooks say (empty for a profile without hooks)."""

@@ -1,8 +1,9 @@
 """Whether an agent is ready for a message, and what it is doing: its hooks first,
 its screen second. Each change of state is recorded (with the usage of a turn that
 just ended), and each new permission question offered to the layout's auto-answers
-once. The deliverer asks before it types (:mod:`miyabi.messaging.delivery`); the
-watchdog asks before it calls a silent agent hung."""
+once. A person typing in the pane outranks all (:mod:`miyabi.messaging.keyboard`). The
+deliverer asks before it types (:mod:`miyabi.messaging.delivery`); the watchdog asks
+before it calls a silent agent hung."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from miyabi.agents.hooks import Activity
-from miyabi.agents.screen import Screen, approval_question, looks_ready, reads_screen
+from miyabi.agents.screen import Screen, approval_question, composer_text, looks_ready, reads_screen
 from miyabi.config.model import Agent
 from miyabi.events import EventKind
 from miyabi.messaging.activity import ActivityTracker, StateRecorder, hook_log
+from miyabi.messaging.keyboard import Keyboard
 from miyabi.messaging.usage import UsageMeter, read_turn, usage_fields
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import Pane
@@ -36,6 +38,8 @@ class Readiness:
         event: ``event(kind, msg, **fields)`` appends an event for the agent.
         sleep: waits (the controller's raises :class:`~miyabi.stopping.Stopped` on stop).
         on_question: called with each new permission question the agent asks.
+        keyboard: where a person types (the controller's, shared); None: never
+            looked at.
     """
 
     def __init__(
@@ -46,8 +50,10 @@ class Readiness:
         event: Callable[..., None],
         sleep: Callable[[float], None] = time.sleep,
         on_question: Callable[[str], None] | None = None,
+        keyboard: Keyboard | None = None,
     ) -> None:
         self.agent = agent
+        self.keyboard = keyboard
         self.profile = agent.profile
         self.driver = driver
         self.event = event
@@ -72,10 +78,28 @@ class Readiness:
         state = self.driver.live(pane.pane_id)
         return (not state.dead and state.pid == pane.pid), state.in_mode
 
-    def state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
-        """(state, who told: ``hook`` or ``screen``, permission question, the screen
-        read) of the agent in ``pane``. A hook's busy or waiting-approval outranks the
-        screen; a hook's ready still needs the screen to show an empty input box."""
+    def state(self, pane: Pane, look: bool = False) -> tuple[Activity, str, str | None, Screen | None]:
+        """(state, who told: ``keyboard``, ``hook`` or ``screen``, permission question,
+        the screen read) of the agent in ``pane``. A person typing in the pane outranks
+        all; a hook's busy or waiting-approval outranks the screen; a hook's ready still
+        needs the screen to show an empty input box. ``look``: look at the attached
+        clients at once (before typing)."""
+        state, via, question, screen = self._agent_state(pane)
+        if self._person(pane, screen, look):
+            return Activity.HUMAN, "keyboard", question, screen
+        return state, via, question, screen
+
+    def _person(self, pane: Pane, screen: Screen | None, look: bool = False) -> bool:
+        """Whether a person holds ``pane`` (see :mod:`miyabi.messaging.keyboard`),
+        looking at the clients at once with ``look``."""
+        if self.keyboard is None:
+            return False
+        if look:
+            self.keyboard.look(force=True)
+        box = composer_text(self.profile, screen) if screen is not None else None
+        return self.keyboard.holds(pane.pane_id, self.agent.human_hold, box)
+
+    def _agent_state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
         self.activity.follow(pane.pid)
         self.activity.refresh()
         told = self.activity.hook_state()
@@ -148,7 +172,7 @@ class Readiness:
         empty input box) or by the screen on two reads ``ready_settle`` seconds apart."""
         if not self.live(pane)[0]:
             return False
-        state, via, question, screen = self.state(pane)
+        state, via, question, screen = self.state(pane, look=True)
         self.record(pane, state, via, question, screen)
         if state is not Activity.READY:
             return False
@@ -156,5 +180,8 @@ class Readiness:
             return True
         if self.profile.ready_settle > 0:
             self.sleep(self.profile.ready_settle)
-            return looks_ready(self.profile, self.driver.screen(pane.pane_id)) and self.live(pane)[0]
+            screen = self.driver.screen(pane.pane_id)
+            if not looks_ready(self.profile, screen) or self._person(pane, screen, look=True):
+                return False
+            return self.live(pane)[0]
         return True

@@ -84,6 +84,7 @@ def instance_agents(records: Records, layout: Layout) -> tuple[Agent, ...]:
                 window=pool.name,
                 task=inst.task,
                 logs=layout.logs,
+                human_hold=layout.human_hold,
             )
         )
     return tuple(out)

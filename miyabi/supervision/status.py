@@ -40,6 +40,9 @@ class AgentState(StrEnum):
     BUSY = "busy"
     WAITING_APPROVAL = "waiting-approval"
     """Asking for permission (``miyabi approve`` / ``deny`` answer it); never hung."""
+    HUMAN = "human"
+    """A person is typing in its pane: miyabi holds its messages until they have been
+    idle for ``human_hold`` and its input box is empty; never hung."""
     HUNG = "hung"
     BACKOFF = "backoff"
     """Dead, waiting out its backoff before the watchdog restarts it."""

@@ -72,7 +72,8 @@ class AgentRow(BaseModel):
     command: str
     alive: bool
     state: str = Field(
-        description="starting, ready, busy, waiting-approval, hung, backoff, failed, dead, missing or alive."
+        description="starting, ready, busy, waiting-approval, human (a person is typing in its pane), hung, backoff, "
+        "failed, dead, missing or alive."
     )
     exit: str | None
     exit_status: int | None
