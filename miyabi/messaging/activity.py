@@ -12,6 +12,7 @@ status`` and ``approve``).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import deque
@@ -33,6 +34,27 @@ agent ready (a CLI that never reported the end of a turn, such as one interrupte
 def hook_log(home_root: Path, agent: str) -> Path:
     """The agent's hook log."""
     return home_root / "run" / "hooks" / f"{agent}.jsonl"
+
+
+def last_session(home_root: Path, agent: str, tail: int = 1 << 16) -> str | None:
+    """The id of the agent's last conversation as its hooks reported it (Claude Code's
+    ``session_id``, Codex's ``thread-id``), read from the last ``tail`` bytes of its
+    hook log; None when none was reported."""
+    try:
+        with hook_log(home_root, agent).open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - tail))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("session"), str) and rec["session"]:
+            return str(rec["session"])
+    return None
 
 
 def activity_file(home_root: Path, agent: str) -> Path:
