@@ -129,7 +129,8 @@ def _parse(api: str, body: dict[str, Any]) -> tuple[str, bool, list[str]]:
 def _history(api: str, body: dict[str, Any]) -> str:
     """The texts of a request's conversation before its last item, joined."""
     if api == "responses":
-        items = body.get("input") if isinstance(body.get("input"), list) else []
+        given = body.get("input")
+        items: list[Any] = given if isinstance(given, list) else []
         earlier = [
             _text_of(i.get("content"), ("text", "input_text", "output_text")) for i in items[:-1] if isinstance(i, dict)
         ]
