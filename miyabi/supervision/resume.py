@@ -2,8 +2,9 @@
 
 When miyabi starts an agent's process again (a crash, a hang, ``miyabi restart``), a
 CLI whose profile says how (``resume``) is started on the conversation it had: the id
-its hooks last reported (Claude Code's ``session_id``, Codex's ``thread-id``), or its
-own history file (aider). After two resumed processes in a row that died within
+its hooks last reported and the controller recorded with the agent's state (Claude
+Code's ``session_id``, the ``thread-id`` of Codex's main thread, not its title-writing
+side thread's), or its own history file (aider). After two resumed processes in a row that died within
 ``min_uptime`` the next one starts fresh (the conversation may be what kills it). The
 event log says which it was (``resumed`` or ``started-fresh``).
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from miyabi.agents.profiles import resume_words
 from miyabi.config.model import Agent
 from miyabi.events import EventKind, append_event
-from miyabi.messaging.activity import last_session
+from miyabi.messaging.activity import read_seen
 from miyabi.supervision.policy import resumes
 
 
@@ -27,12 +28,12 @@ class Resumption:
     Args:
         home_root: the miyabi home (the hook logs, the event log).
         session_of: agent name → the id of its last conversation, or None
-            (default: what its hooks reported, :func:`last_session`).
+            (default: the one recorded with its state, :func:`read_seen`).
     """
 
     def __init__(self, home_root: Path, session_of: Callable[[str], str | None] | None = None) -> None:
         self.home = home_root
-        self.session_of = session_of or (lambda name: last_session(home_root, name))
+        self.session_of = session_of or (lambda name: getattr(read_seen(home_root, name), "session", None))
         self._lock = threading.Lock()
         self._state: dict[str, tuple[bool, int]] = {}
         """agent → (its last process resumed a conversation, resumed processes in a

@@ -320,6 +320,7 @@ def test_a_cli_the_watchdog_restarts_resumes_its_conversation(
         timeout=30,
         what="the agent respawned",
     )
+    model.forgive_cut(before=time.time())  # the killed process's requests (a title, say) went with it
     wait_for(
         lambda: (seen := read_seen(home, "a")) is not None and seen.pid != pid and seen.state == "ready",
         timeout=STARTUP,

@@ -3,7 +3,6 @@ launch line, the layout's `resume: never`, and the id read from the hook log."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from helpers import write_layout
@@ -13,7 +12,7 @@ from miyabi.config import load
 from miyabi.config.model import Agent
 from miyabi.events import read_events
 from miyabi.home import Home
-from miyabi.messaging.activity import hook_log, last_session
+from miyabi.messaging.activity import ActivityTracker, hook_log
 from miyabi.supervision.policy import resumes
 from miyabi.supervision.resume import Resumption
 from miyabi.tmux.builder import launch_line
@@ -54,13 +53,24 @@ def test_a_layout_turns_resume_off_per_agent(tmp_path: Path) -> None:
     assert [a.profile.resume for a in lay.agents] == ["--resume {session}", None]
 
 
-def test_the_last_reported_session_is_read_from_the_hook_log(tmp_path: Path) -> None:
+def test_the_conversation_id_is_the_main_threads_and_outlives_the_process(tmp_path: Path) -> None:
+    """Claude Code's hooks all carry its session id; Codex notifies for its title-writing
+    side thread too, whose thread is not the conversation: the one whose turn ended
+    for the text miyabi submitted is. A new process keeps the id until it reports one."""
     log = hook_log(tmp_path, "a")
-    assert last_session(tmp_path, "a") is None
     log.parent.mkdir(parents=True)
-    lines = [{"event": "SessionStart", "session": "s1"}, {"event": "Stop", "session": "s2"}, {"event": "x"}]
-    log.write_text("".join(json.dumps(r) + "\n" for r in lines) + "not json\n")
-    assert last_session(tmp_path, "a") == "s2"
+    t = ActivityTracker(log)
+    t.expecting("do the thing")
+    recs = [
+        {"t": 1.0, "event": "notify", "kind": "agent-turn-complete", "prompt": "Generate a title", "session": "side"},
+        {"t": 2.0, "event": "notify", "kind": "agent-turn-complete", "prompt": "do the thing", "session": "main"},
+        {"t": 3.0, "event": "notify", "kind": "agent-turn-complete", "prompt": "Generate a title", "session": "side2"},
+    ]
+    for r in recs:
+        t.feed(r)
+    assert t.session == "main"
+    t.feed({"t": 4.0, "event": "SessionStart", "session": "claude-1"})
+    assert t.session == "claude-1"
 
 
 def test_the_event_log_says_whether_a_start_resumed_or_started_fresh(tmp_path: Path) -> None:
