@@ -75,6 +75,12 @@ class EventKind(StrEnum):
     ``delay``, ``evidence`` (the crash evidence file)."""
     RESTARTED = "restarted"
     """An agent was started again in its pane: ``pid``, ``pane``, ``reason``."""
+    RESUMED = "resumed"
+    """The agent's next process resumes its own last conversation: ``session`` (the
+    conversation's id as its hooks reported it; null for a CLI that needs none)."""
+    STARTED_FRESH = "started-fresh"
+    """The agent's next process starts a new conversation although its profile can
+    resume one: ``reason``."""
     RESTART_DROPPED = "restart-dropped"
     """A planned restart was not made (the pane went, or already runs a new process): ``reason``."""
     RESTART_ERROR = "restart-error"

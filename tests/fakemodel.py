@@ -71,6 +71,9 @@ class Request:
     tools: list[str] = field(default_factory=list)
     error: str | None = None
     cut: bool = False
+    history: str = ""
+    """Every text of the conversation the request carries before its last turn,
+    joined (what a resumed CLI sends again of its earlier turns)."""
 
 
 def _text_of(content: Any, kinds: tuple[str, ...] = ("text", "input_text")) -> str:
@@ -121,6 +124,21 @@ def _parse(api: str, body: dict[str, Any]) -> tuple[str, bool, list[str]]:
     ):
         return "", True, tools
     return text, False, tools
+
+
+def _history(api: str, body: dict[str, Any]) -> str:
+    """The texts of a request's conversation before its last item, joined."""
+    if api == "responses":
+        given = body.get("input")
+        items: list[Any] = given if isinstance(given, list) else []
+        earlier = [
+            _text_of(i.get("content"), ("text", "input_text", "output_text")) for i in items[:-1] if isinstance(i, dict)
+        ]
+    elif api == "gemini":
+        earlier = [str(p.get("text", "")) for c in (body.get("contents") or [])[:-1] for p in c.get("parts") or []]
+    else:
+        earlier = [_text_of(m.get("content")) for m in (body.get("messages") or [])[:-1] if isinstance(m, dict)]
+    return "\n".join(t for t in earlier if t)
 
 
 def _fill(schema: dict[str, Any]) -> Any:
@@ -359,7 +377,16 @@ class FakeModel(LocalServer):
                 main = (bool(tools) or api == "chat") and not str(body.get("model", "")).endswith("-small")
                 if api == "gemini" and not body.get("stream"):
                     main = False  # Gemini CLI's side calls (next speaker, loop checks) are not streamed
-                req = Request(api, str(body.get("model", "")), prompt, tool_result, main, time.time(), tools=tools)
+                req = Request(
+                    api,
+                    str(body.get("model", "")),
+                    prompt,
+                    tool_result,
+                    main,
+                    time.time(),
+                    tools=tools,
+                    history=_history(api, body),
+                )
                 with model.lock:
                     model.requests.append(req)
                 try:

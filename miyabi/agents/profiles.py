@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 from dataclasses import dataclass
 
 from miyabi import defaults
@@ -42,6 +43,7 @@ OVERRIDABLE = (
     "approval_rows",
     "approve_keys",
     "deny_keys",
+    "resume",
 )
 """Profile fields a layout may set per agent or in a profile of its own."""
 
@@ -88,6 +90,11 @@ class Profile:
             the agent's state from the agent itself; None: the screen only.
         program: the executable the hook options belong to (the word of ``command``
             they go after), when ``hooks`` is set.
+        resume: the options that make ``program`` resume its own last conversation
+            when miyabi starts it again (after a crash, a hang, ``miyabi restart``),
+            put right after its word; ``{session}`` stands for the conversation's id
+            as its hooks reported it (no id known: a fresh start). None (or
+            ``never`` in a layout): always a fresh start.
         description: one line for ``miyabi profiles``.
     """
 
@@ -112,6 +119,7 @@ class Profile:
     deny_keys: tuple[str, ...] = ()
     hooks: str | None = None
     program: str | None = None
+    resume: str | None = None
     description: str = ""
 
     def replace(self, **changes: object) -> Profile:
@@ -141,6 +149,7 @@ BUILTIN: dict[str, Profile] = {
             submit_delay=0.5,
             hooks="claude",
             program="claude",
+            resume="--resume {session}",
             description="Anthropic Claude Code",
         ),
         # Measured on Codex CLI 0.171.0: the input row starts "› " (an empty one shows
@@ -168,6 +177,7 @@ BUILTIN: dict[str, Profile] = {
             submit_delay=0.3,
             hooks="codex",
             program="codex",
+            resume="resume {session}",  # `codex resume ID` takes the options after it
             description="OpenAI Codex CLI",
         ),
         # Measured on Gemini CLI 0.61.0 against the tests' model stand-in: the input
@@ -216,6 +226,7 @@ BUILTIN: dict[str, Profile] = {
             submit_delay=0.2,
             hooks="aider",
             program="aider",
+            resume="--restore-chat-history",  # its chat history file, in its working directory
             description="Aider",
         ),
         # Measured on opencode 1.18.33 against the tests' model stand-in: the input row
@@ -264,3 +275,14 @@ BUILTIN: dict[str, Profile] = {
     )
 }
 """The built-in profiles, by name."""
+
+
+def resume_words(profile: Profile, session: str | None) -> list[str]:
+    """The words that make ``profile``'s program resume its last conversation
+    (``session``: its id as the hooks reported it), or [] when it cannot: no
+    ``resume`` in the profile, or it needs an id none was reported for. Pure."""
+    if not profile.resume or not profile.program:
+        return []
+    if "{session}" in profile.resume and not session:
+        return []
+    return [w.replace("{session}", session or "") for w in shlex.split(profile.resume)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -324,6 +325,18 @@ def _text(name: str, value: Any) -> tuple[Any, str | None]:
     return None, "must be text"
 
 
+def _resume(name: str, value: Any) -> tuple[Any, str | None]:
+    if value is None or value == "never":
+        return None, None
+    if isinstance(value, str) and value.strip():
+        try:
+            shlex.split(value)
+        except ValueError as e:
+            return None, f"{value!r} is not a line of options ({e}); or `never`"
+        return value, None
+    return None, "must be the options that resume the program's conversation ({session}: its id), or `never`"
+
+
 PROFILE_CHECKS: dict[str, Check] = {
     "ready_rows": _rows,
     "busy_rows": _rows,
@@ -344,6 +357,7 @@ PROFILE_CHECKS: dict[str, Check] = {
     "intro": _flag,
     "command": _command,
     "description": _text,
+    "resume": _resume,
 }
 """The check of each profile field a layout may set; other fields are left out unchecked."""
 

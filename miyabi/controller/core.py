@@ -59,6 +59,7 @@ from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.approvals import AutoApprover
 from miyabi.supervision.keeper import SessionKeeper
 from miyabi.supervision.processes import holder_alive, holders, lease_identity
+from miyabi.supervision.resume import Resumption
 from miyabi.supervision.status import collect, record_cpu
 from miyabi.supervision.supervisor import Supervisor
 from miyabi.tmux.builder import respawn_agent
@@ -130,6 +131,7 @@ class Controller:
         """The CPU figures recorded for ``miyabi status`` (``run/cpu.json``), measured apart."""
         self._gh: GitHub | None = None
         self._follow_ups = False
+        self.resumption = Resumption(home.root)
         self.keyboard = Keyboard(lambda: attached_clients(self.channel, self.layout.session))
         self.approver = AutoApprover(home, self.channel, lambda: self.layout, self._lock_of)
         """Answers the questions the layout's ``approvals: {auto: …}`` rules match."""
@@ -172,9 +174,10 @@ class Controller:
             return (self.home.run / LOCKFILE).exists()
         return self._lock.still_ours()
 
-    def _respawn(self, agent: Agent, pane_id: str) -> int:
+    def _respawn(self, agent: Agent, pane_id: str, died_young: bool) -> int:
+        resume = self.resumption.next_start(agent, died_young)
         return respawn_agent(
-            self.channel, agent, pane_id, self.home, self.tmux.socket, self.cwd, self.layout.secret_env
+            self.channel, agent, pane_id, self.home, self.tmux.socket, self.cwd, self.layout.secret_env, resume
         )
 
     def _restart_request(self, agent: str) -> bool:

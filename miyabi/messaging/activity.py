@@ -69,6 +69,9 @@ class Seen:
         input_tokens: tokens this process sent to its model so far, where its CLI tells.
         output_tokens: tokens its model answered so far, where its CLI tells.
         cost_usd: what its CLI reported the session cost, in US dollars.
+        session: the id of the agent's conversation as its hooks reported it (Claude
+            Code's ``session_id``, the ``thread-id`` of Codex's main thread), kept
+            across its processes; a restart resumes it.
     """
 
     state: str
@@ -79,6 +82,7 @@ class Seen:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: float | None = None
+    session: str | None = None
 
 
 def read_seen(home_root: Path, agent: str) -> Seen | None:
@@ -87,7 +91,7 @@ def read_seen(home_root: Path, agent: str) -> Seen | None:
         data = json.loads(activity_file(home_root, agent).read_text(encoding="utf-8"))
         return Seen(
             **{k: data[k] for k in ("state", "via", "since", "pid")},
-            **{k: data.get(k) for k in ("question", "input_tokens", "output_tokens", "cost_usd")},
+            **{k: data.get(k) for k in ("question", "input_tokens", "output_tokens", "cost_usd", "session")},
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -127,6 +131,9 @@ class ActivityTracker:
         self.usage_due = False
         """A turn ended since usage was last read."""
         self.thread: str | None = None
+        self.session: str | None = None
+        """The agent's conversation id as its hooks reported it (kept when a new
+        process is followed: a resumed one goes on with it)."""
         """The Codex thread whose turn ended last (its session file holds the usage)."""
 
     def follow(self, pid: int) -> None:
@@ -185,6 +192,10 @@ class ActivityTracker:
         if t < self.started or t < self.since:  # an old process's, or out of order (hooks race)
             return
         report = interpret(rec)
+        if rec.get("event") != "notify" and isinstance(rec.get("session"), str) and rec["session"]:
+            self.session = rec[
+                "session"
+            ]  # Claude Code's hooks all carry it (a Codex side thread's notify may not be ours)
         if isinstance(rec.get("transcript"), str):
             self.transcript = rec["transcript"]
         if report.prompt is not None and rec.get("event") != "notify":
@@ -196,7 +207,7 @@ class ActivityTracker:
             self.turn_ends.append((t, prompt))
             self.usage_due = True
             if rec.get("event") == "notify" and isinstance(rec.get("session"), str):
-                self.thread = rec["session"]
+                self.thread = self.session = rec["session"]
         if rec.get("event") == "answered":
             # The question is gone; the screen tells what follows until a hook does
             # (aider reports once per answer, and it may have done so at the question).
@@ -256,11 +267,20 @@ class StateRecorder:
         self.path = activity_file(home_root, agent)
         private_dir(self.path.parent)
         self.event = event
-        self.last: tuple[str, str, int, str | None, Usage | None] | None = None
+        self.last: tuple[str, str, int, str | None, Usage | None, str | None] | None = None
 
-    def record(self, state: str, via: str, pid: int, question: str | None = None, usage: Usage | None = None) -> bool:
-        """Record the state; True when it (or its question) changed."""
-        key = (state, via, pid, question, usage)
+    def record(
+        self,
+        state: str,
+        via: str,
+        pid: int,
+        question: str | None = None,
+        usage: Usage | None = None,
+        session: str | None = None,
+    ) -> bool:
+        """Record the state (and the conversation id, ``session``); True when the state
+        (or its question) changed."""
+        key = (state, via, pid, question, usage, session)
         if key == self.last:
             return False
         changed = self.last is None or self.last[0] != state or self.last[3] != question
@@ -271,7 +291,10 @@ class StateRecorder:
             time.time(),
             pid,
             question,
-            *((usage.input_tokens, usage.output_tokens, usage.cost_usd) if usage else (None, None, None)),
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            cost_usd=usage.cost_usd if usage else None,
+            session=session,
         )
         write_atomic(self.path, json.dumps(asdict(seen)))
         if changed:

@@ -158,7 +158,8 @@ class Readiness:
         offer a new ``question`` to the auto-answers."""
         if state is Activity.READY:
             self._usage(pane, screen)
-        self.recorder.record(state, via, pane.pid, question, self.meter.usage if self.meter.pid == pane.pid else None)
+        usage = self.meter.usage if self.meter.pid == pane.pid else None
+        self.recorder.record(state, via, pane.pid, question, usage, self.activity.session)
         if state is not Activity.WAITING_APPROVAL:
             self._offered.clear()
         elif question and question not in self._offered and self.on_question is not None:

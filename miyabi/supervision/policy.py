@@ -68,12 +68,15 @@ class Decision:
         delay: seconds to wait before restarting (0: at once).
         backoff: the history's backoff after this decision.
         reason: one line for events and ``miyabi status``.
+        died_young: the process ran less than ``min_uptime`` (False for a restart of
+            a live agent: hung, or ``miyabi restart``).
     """
 
     action: DeathAction
     delay: float
     backoff: float
     reason: str
+    died_young: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,25 @@ def on_death(policy: WatchdogSettings, history: History, uptime: float, now: flo
         delay,
         pace.delay,
         f"{cause} after {uptime:.1f} s (under min_uptime {policy.min_uptime:g} s); restarting in {delay:g} s",
+        died_young=True,
     )
+
+
+def resumes(resumed_last: bool, died_young: bool, young_resumes: int) -> tuple[bool, int]:
+    """Whether an agent's next process resumes its conversation, and the count of
+    resumed processes in a row that died young after this start. A conversation can
+    be what kills the CLI: after two resumed processes in a row that died within
+    ``min_uptime``, one starts fresh. Pure.
+
+    Args:
+        resumed_last: the process that ended had resumed a conversation.
+        died_young: it ran less than ``min_uptime``.
+        young_resumes: resumed processes in a row that died young before it.
+    """
+    count = young_resumes + 1 if resumed_last and died_young else 0
+    if count >= 2:
+        return False, 0
+    return True, count
 
 
 def record_restart(history: History, decision: Decision, now: float) -> History:

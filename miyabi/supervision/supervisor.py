@@ -67,7 +67,8 @@ class Supervisor:
         socket: the tmux socket (part of the environment marks of an agent's processes).
         driver: verbs on panes.
         panes: the agent → pane map the controller refreshes.
-        respawn: ``respawn(agent, pane_id)`` runs the agent again in its pane and
+        respawn: ``respawn(agent, pane_id, died_young)`` runs the agent again in its
+            pane (``died_young``: its last process ran less than ``min_uptime``) and
             returns the new pid (raises TmuxError when tmux refused).
         last_output: pane id → ``time.monotonic()`` of its last output (0.0: none seen).
         typists: agent → its deliverer.
@@ -82,7 +83,7 @@ class Supervisor:
         socket: str,
         driver: PaneDriver,
         panes: PaneMap,
-        respawn: Callable[[Agent, str], int],
+        respawn: Callable[[Agent, str, bool], int],
         last_output: Callable[[str], float],
         typists: Mapping[str, Typist],
         clock: Callable[[], float] = time.time,
@@ -428,7 +429,7 @@ class Supervisor:
             agent = self.agents[name]
             end_agent(agent.name, self.home.root, self.socket, state.pid, graceful and not state.dead, sleep=self.sleep)
             try:
-                new_pid = self.respawn(agent, pane.pane_id)
+                new_pid = self.respawn(agent, pane.pane_id, decision.died_young)
             except TmuxError as e:
                 self.event(EventKind.RESTART_ERROR, name, error=str(e))
                 w.restart_at = now + 1.0  # try again shortly

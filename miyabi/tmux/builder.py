@@ -23,6 +23,7 @@ from pathlib import Path
 
 from miyabi import defaults
 from miyabi.agents.hooks import hook_options, with_options
+from miyabi.agents.profiles import resume_words
 from miyabi.config.model import Agent, Layout
 from miyabi.config.preflight import agent_path, exec_line
 from miyabi.errors import HomeGone, SessionConflict, SessionNotFound, TmuxError
@@ -135,24 +136,36 @@ def log_command(agent: Agent, home: Home) -> str:
     return f"umask 077; exec {shlex.join(words)}"
 
 
-def launch_line(agent: Agent, home: Home) -> str:
+def launch_line(agent: Agent, home: Home, resume: str | None = None) -> str:
     """The agent's command line with its profile's hooks installed (see
     :mod:`miyabi.agents.hooks`): the hook options go right after the program's word,
     so a layout's ``command: claude --model opus`` keeps them. A command that does not
-    run the profile's program is left as it is (the screen alone tells its state)."""
+    run the profile's program is left as it is (the screen alone tells its state).
+    ``resume``: None for a fresh start, else resume the conversation with that id ("":
+    none known; only a profile that needs no id resumes then; see
+    :func:`~miyabi.agents.profiles.resume_words`)."""
     p = agent.profile
-    if not p.hooks or not p.program:
+    if not p.program:
         return agent.command
-    line = with_options(agent.command, p.program, hook_options(p, agent.name, home.run, hook_command()))
+    words = resume_words(p, resume) if resume is not None else []
+    if p.hooks:
+        words += hook_options(p, agent.name, home.run, hook_command())
+    line = with_options(agent.command, p.program, words)
     return agent.command if line is None else line
 
 
 def spawn_args(
-    agent: Agent, home: Home, socket: str, cwd: Path, hide: Iterable[str] = defaults.SECRET_ENV
+    agent: Agent,
+    home: Home,
+    socket: str,
+    cwd: Path,
+    hide: Iterable[str] = defaults.SECRET_ENV,
+    resume: str | None = None,
 ) -> list[str]:
     """Options and command shared by new-session, new-window, split-window and
     respawn-pane: ``-c DIR env -u SECRET … K=V … /bin/sh -c LINE`` (``hide``: the
-    layout's secret variables, see ``Layout.secret_env``).
+    layout's secret variables, see ``Layout.secret_env``; ``resume`` as for
+    :func:`launch_line`).
 
     The environment goes through env(1), never tmux's ``-e``: ``new-session -e`` also
     writes the variables into the session's environment, where every later pane (and
@@ -170,7 +183,7 @@ def spawn_args(
         *env,
         "/bin/sh",
         "-c",
-        exec_line(launch_line(agent, home)),
+        exec_line(launch_line(agent, home, resume)),
     ]
 
 
@@ -198,9 +211,11 @@ def respawn_agent(
     socket: str,
     cwd: Path,
     hide: Iterable[str] = defaults.SECRET_ENV,
+    resume: str | None = None,
 ) -> int:
     """Run ``agent``'s own command again in its pane, in place (``respawn-pane -k``: same
-    pane id, position and tag), then set the pane up again and clear a failure mark, in
+    pane id, position and tag; ``resume``: resume that conversation, as for
+    :func:`launch_line`), then set the pane up again and clear a failure mark, in
     one chain: the log's new pipe is open before the new program's first bytes are read,
     so its output starts after a restart mark, never joined to the dead program's last
     line. The set-up is best effort: a program that exits at once leaves a dead pane,
@@ -212,7 +227,7 @@ def respawn_agent(
     Raises:
         TmuxError: the respawn itself failed.
     """
-    respawn = ["respawn-pane", "-k", "-t", pane_id, *spawn_args(agent, home, socket, cwd, hide)]
+    respawn = ["respawn-pane", "-k", "-t", pane_id, *spawn_args(agent, home, socket, cwd, hide, resume)]
     setup = [*pane_setup(agent, home, ("-t", pane_id)), ["set-option", "-p", "-u", "-t", pane_id, FAILED_TAG]]
     try:
         runner.run_chain([respawn, *setup])

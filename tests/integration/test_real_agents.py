@@ -298,3 +298,37 @@ def test_a_layout_rule_answers_a_matching_question_without_a_person(
     sent(home, "second [[tool]] please")  # miyabi-tool-2: no rule, a person must answer
     wait_for(lambda: state(home) == "waiting-approval", timeout=60, what="a question the rule does not answer")
     assert len([e for e in events(home) if e.get("event") == "approval"]) == 1
+
+
+@pytest.mark.parametrize("name", ["claude", "codex", "aider"])
+def test_a_cli_the_watchdog_restarts_resumes_its_conversation(
+    name: str, cli: Cli, home: Path, tmp_path: Path, model: FakeModel, panes
+) -> None:
+    """Killed after a turn, the CLI is started again on its own conversation: the model
+    gets the next prompt with the earlier turn in the same request, and the event log
+    says the process resumed."""
+    start(cli, tmp_path, model, name)
+    wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")
+    first = f"remember the word {uuid.uuid4().hex[:8]}"
+    sent(home, first)
+    wait_for(lambda: any(first in r.prompt and r.ended for r in model.prompts()), timeout=60, what="the first turn")
+    wait_for(lambda: state(home) == "ready", timeout=60, what="the first turn over")
+    pid = panes("real")["a"].pid
+    os.killpg(os.getpgid(pid), signal.SIGKILL) if name == "aider" else os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: (p := panes("real").get("a")) is not None and not p.dead and p.pid != pid,
+        timeout=30,
+        what="the agent respawned",
+    )
+    model.forgive_cut(before=time.time())  # the killed process's requests (a title, say) went with it
+    wait_for(
+        lambda: (seen := read_seen(home, "a")) is not None and seen.pid != pid and seen.state == "ready",
+        timeout=STARTUP,
+        what="the new process ready",
+    )
+    resumed = [e for e in events(home) if e.get("event") == "resumed"]
+    assert len(resumed) == 1 and (name == "aider" or resumed[0]["session"]), resumed
+    tag = uuid.uuid4().hex[:8]
+    sent(home, f"after the restart {tag}")
+    got = wait_for(lambda: [r for r in model.prompts() if tag in r.prompt], timeout=60, what="the next prompt")
+    assert first in got[0].history, got[0].history[-500:]
