@@ -476,7 +476,8 @@ def test_a_session_rebuilt_while_its_home_was_removed_is_ended_again(home: Path,
 
     def removed_during_the_build() -> bool:  # there before the build, gone after it
         if looks:
-            shutil.rmtree(home, ignore_errors=True)
+            # a pane's log pipe, just started, may make logs/ again while rmtree runs
+            wait_for(lambda: not (shutil.rmtree(home, ignore_errors=True) or home.exists()), what="the home removed")
         looks.append(True)
         return home.exists()
 
