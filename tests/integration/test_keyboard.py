@@ -87,20 +87,28 @@ def delivered_at(home: Path, msg_id: str) -> float:
     return datetime.fromisoformat(str(ev["time"])).timestamp()
 
 
-def test_a_person_typing_holds_delivery_until_idle_for_human_hold(
-    cli: Cli, home: Path, tmp_path: Path, person: Callable[[str], Person]
-) -> None:
+def at_the_desk(
+    cli: Cli, tmp_path: Path, person: Callable[[str], Person], session: str, human_hold: float
+) -> tuple[Path, Person]:
+    """`miyabi up` of one agent `w` (a prompt program that appends each line it reads to
+    the file returned), ready, with a person attached to its session."""
     out = tmp_path / "got.txt"
     lay = write_layout(
-        tmp_path / "desk.yaml",
+        tmp_path / f"{session}.yaml",
         [("w", "prompt", agent_line(out))],
-        session="desk",
+        session=session,
         profiles={"prompt": PROMPT},
-        human_hold=10,
+        human_hold=human_hold,
     )
     assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: state(cli, "w") == "ready", timeout=30, what="w ready")
-    someone = person("desk")
+    return out, person(session)
+
+
+def test_a_person_typing_holds_delivery_until_idle_for_human_hold(
+    cli: Cli, home: Path, tmp_path: Path, person: Callable[[str], Person]
+) -> None:
+    out, someone = at_the_desk(cli, tmp_path, person, "desk", human_hold=10)
     typed = time.time()
     someone.types("mine")
     someone.types("Enter", literal=False)
@@ -117,17 +125,7 @@ def test_a_person_typing_holds_delivery_until_idle_for_human_hold(
 def test_text_a_person_left_in_the_input_box_holds_delivery_until_it_is_gone(
     cli: Cli, home: Path, tmp_path: Path, person: Callable[[str], Person]
 ) -> None:
-    out = tmp_path / "got.txt"
-    lay = write_layout(
-        tmp_path / "box.yaml",
-        [("w", "prompt", agent_line(out))],
-        session="box",
-        profiles={"prompt": PROMPT},
-        human_hold=1,
-    )
-    assert cli("up", str(lay), "-d").exit_code == 0
-    wait_for(lambda: state(cli, "w") == "ready", timeout=30, what="w ready")
-    someone = person("box")
+    out, someone = at_the_desk(cli, tmp_path, person, "box", human_hold=1)
     typed = time.time()
     someone.types("half")
     mid = send(home, "w", "from miyabi")
