@@ -164,6 +164,21 @@ HUMAN_HOLD = 30.0
 """Seconds after a person's last key in a pane (through a client attached to miyabi's
 session) before miyabi types into it again (layout key ``human_hold``)."""
 
+PARK_PROBE_AFTER = 300.0
+"""Seconds a parked agent waits, when its CLI printed no reset time, before miyabi tells
+it to go on (layout ``park.probe_after``); doubled for each park in a row."""
+
+PARK_PROBE_MAX = 3600.0
+"""Longest wait, in seconds, before a parked agent is told to go on (``park.probe_max``)."""
+
+PARK_HANDOFF_AFTER = 600.0
+"""Seconds an agent stays parked before its tasks go to ``park.to`` when the layout
+names targets but no ``park.handoff_after``."""
+
+PARK_CLEAR = 60.0
+"""Seconds without a new limit sign after a parked agent was told to go on before its
+park ends (a sign within them parks it again, with a longer wait)."""
+
 KEYBOARD_LOOK = 0.25
 """Seconds between two looks at the attached clients (one ``list-clients`` on the
 control channel), shared by every deliverer and the watchdog."""

@@ -65,6 +65,14 @@ class EventKind(StrEnum):
     STATE = "state"
     """An agent's state changed: ``state``, ``via`` (``hook``, ``screen``, ``delivery``),
     ``pid``, ``question`` (waiting for approval)."""
+    AGENT_PARKED = "agent-parked"
+    """An agent was parked: its provider refuses it, or its budget is spent: ``reason``
+    (``limit``, ``budget``), ``detail`` (the screen row, or the budget), ``until`` (Unix
+    time it resets, when known), ``probe_at`` (Unix time it is told to go on; null:
+    when its budget allows), ``strikes`` (parks in a row)."""
+    AGENT_UNPARKED = "agent-unparked"
+    """A park ended: ``reason``, ``why`` (``went on``, ``recovered``, ``raised``, …),
+    ``parked_s`` (seconds since it began)."""
     USAGE = "usage"
     """An agent's process reported tokens: ``pid``, ``input_tokens``, ``output_tokens``,
     ``turn_input_tokens``, ``turn_output_tokens``, ``cost_usd``, ``task``."""
@@ -224,6 +232,8 @@ class NoticeKind(StrEnum):
     """An agent was silent too long: nudged, then restarted."""
     WAITING_APPROVAL = "waiting-approval"
     """An agent asks for permission."""
+    AGENT_PARKED = "agent-parked"
+    """An agent was parked at its provider's usage limit or its budget."""
     TASK_DONE = "task-done"
     TASK_FAILED = "task-failed"
     """A task failed or needs a person (its attempts or verify rounds ran out)."""

@@ -71,6 +71,8 @@ class Request:
     tools: list[str] = field(default_factory=list)
     error: str | None = None
     cut: bool = False
+    limited: bool = False
+    """Answered with the provider's rate-limit error (see :meth:`FakeModel.limit`)."""
     history: str = ""
     """Every text of the conversation the request carries before its last turn,
     joined (what a resumed CLI sends again of its earlier turns)."""
@@ -163,7 +165,28 @@ class FakeModel(LocalServer):
         self.requests: list[Request] = []
         self.tool_calls = 0
         self._forgiven_before = 0.0
+        self.limited: dict[str, float] = {}
+        """API → the seconds its rate-limit answers tell the client to wait: every
+        request to it is answered 429 the way its provider answers one over its limit
+        (see :meth:`limit`)."""
         LocalServer.__init__(self, self._handler())
+
+    def limit(self, api: str, retry_after: float | None = 60.0) -> None:
+        """Answer every request to ``api`` (``messages``, ``responses``, ``chat``,
+        ``gemini``) with its provider's rate-limit error (HTTP 429, ``retry-after``
+        seconds) until :meth:`unlimit`; ``retry_after`` None: no such header."""
+        with self.lock:
+            self.limited[api] = -1.0 if retry_after is None else retry_after
+
+    def unlimit(self, api: str) -> None:
+        """Answer ``api`` normally again."""
+        with self.lock:
+            self.limited.pop(api, None)
+
+    def limited_requests(self, api: str) -> int:
+        """How many requests to ``api`` were answered with a rate-limit error."""
+        with self.lock:
+            return sum(1 for r in self.requests if r.api == api and r.limited)
 
     # -- what tests read
 
@@ -389,6 +412,11 @@ class FakeModel(LocalServer):
                 )
                 with model.lock:
                     model.requests.append(req)
+                    wait = model.limited.get(api)
+                if wait is not None:
+                    req.limited, req.ended = True, time.time()
+                    self._rate_limited(api, wait)
+                    return
                 try:
                     self._reply(req, raw, body, api, tools)
                 except Exception as e:  # noqa: BLE001 - recorded for the test, answered 500 if nothing was sent
@@ -397,6 +425,44 @@ class FakeModel(LocalServer):
                         self._json(500, {"error": {"type": "api_error", "message": f"stand-in: {e}"}})
                 finally:
                     req.ended = time.time()
+
+            def _rate_limited(self, api: str, wait: float) -> None:
+                """HTTP 429 with the provider's own error body for a request over its limit."""
+                if api == "messages":
+                    data: Any = {
+                        "type": "error",
+                        "error": {
+                            "type": "rate_limit_error",
+                            "message": "This request would exceed the rate limit for your organization.",
+                        },
+                    }
+                elif api == "gemini":
+                    data = {
+                        "error": {
+                            "code": 429,
+                            "message": "Resource has been exhausted (e.g. check quota).",
+                            "status": "RESOURCE_EXHAUSTED",
+                        }
+                    }
+                else:
+                    data = {
+                        "error": {
+                            "message": "Rate limit reached for fake-model on requests per min (RPM).",
+                            "type": "requests",
+                            "param": None,
+                            "code": "rate_limit_exceeded",
+                        }
+                    }
+                raw = json.dumps(data).encode()
+                self.send_response(429)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                if wait >= 0:
+                    self.send_header("retry-after", f"{wait:g}")
+                self.end_headers()
+                self.sent = 1
+                self.wfile.write(raw)
+                self.sent += len(raw)
 
             def _reply(self, req: Request, raw: bytes, body: dict[str, Any], api: str, tools: list[str]) -> None:
                 delay, text, tool = model._answer(req, body)

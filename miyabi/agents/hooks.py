@@ -73,6 +73,10 @@ class Activity(StrEnum):
     HUMAN = "human"
     """A person is typing in its pane (see :mod:`miyabi.messaging.keyboard`): miyabi
     types nothing into it; never hung. Told by tmux, never by a hook."""
+    PARKED = "parked"
+    """Its provider refuses it (a usage limit) or its budget is spent (see
+    :mod:`miyabi.messaging.parking`): miyabi types nothing into it until it may go
+    on; never hung."""
 
 
 @dataclass(frozen=True)

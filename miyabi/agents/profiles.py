@@ -44,6 +44,7 @@ OVERRIDABLE = (
     "approve_keys",
     "deny_keys",
     "resume",
+    "limit_pattern",
 )
 """Profile fields a layout may set per agent or in a profile of its own."""
 
@@ -95,6 +96,10 @@ class Profile:
             put right after its word; ``{session}`` stands for the conversation's id
             as its hooks reported it (no id known: a fresh start). None (or
             ``never`` in a layout): always a fresh start.
+        limit_pattern: regex whose match on screen shows the CLI refused by its
+            provider's usage or rate limit (see :mod:`miyabi.agents.limits`); a named
+            group ``reset`` takes the reset time where the CLI prints one. None: the
+            profile cannot see a limit.
         description: one line for ``miyabi profiles``.
     """
 
@@ -120,6 +125,7 @@ class Profile:
     hooks: str | None = None
     program: str | None = None
     resume: str | None = None
+    limit_pattern: str | None = None
     description: str = ""
 
     def replace(self, **changes: object) -> Profile:
@@ -150,6 +156,14 @@ BUILTIN: dict[str, Profile] = {
             hooks="claude",
             program="claude",
             resume="--resume {session}",
+            # a 429 shows "✻ 429 <the API's message> · retrying in 15s · attempt 7/10"
+            # over the box for minutes (10 attempts), then "API Error: 429 …"; a plan's
+            # limit: "Claude usage limit reached. Your limit will reset at 3pm (Zone)."
+            limit_pattern=(
+                r"\b429\b[^\n]*(?:rate.limit|retrying|Too Many Requests)|API Error: 429"
+                r"|(?:(?:usage|session|weekly|5-hour|Opus) limit reached|You've hit your (?:usage )?limit)"
+                r"(?:[^\n]*?resets?(?: at)? (?P<reset>\d{1,2}(?::\d{2})?\s*(?:[ap]m)?(?:\s*\([\w/+-]+\))?))?"
+            ),
             description="Anthropic Claude Code",
         ),
         # Measured on Codex CLI 0.171.0: the input row starts "› " (an empty one shows
@@ -178,6 +192,13 @@ BUILTIN: dict[str, Profile] = {
             hooks="codex",
             program="codex",
             resume="resume {session}",  # `codex resume ID` takes the options after it
+            # a 429: "Server is busy, reconnecting 2/5" while it retries (seconds), then
+            # "■ exceeded retry limit, last status: 429 Too Many Requests"; a plan's
+            # limit: "You've hit your usage limit. … try again in 2 hours 5 minutes."
+            limit_pattern=(
+                r"last status: 429|(?:hit your usage limit|Quota exceeded)"
+                r"(?:[^\n]*?[Tt]ry again (?P<reset>(?:in |at )?[\w: ]+?(?:[AaPp][Mm])?)\.?\s*$)?"
+            ),
             description="OpenAI Codex CLI",
         ),
         # Measured on Gemini CLI 0.61.0 against the tests' model stand-in: the input
@@ -227,6 +248,8 @@ BUILTIN: dict[str, Profile] = {
             hooks="aider",
             program="aider",
             resume="--restore-chat-history",  # its chat history file, in its working directory
+            # litellm's error, then "Retrying in 8.0 seconds..." (doubling, for about a minute)
+            limit_pattern=r"litellm\.RateLimitError|The API provider has rate limited you",
             description="Aider",
         ),
         # Measured on opencode 1.18.33 against the tests' model stand-in: the input row

@@ -83,7 +83,7 @@ class Screen:
 
 
 @lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str]:
+def compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.MULTILINE)
 
 
@@ -93,7 +93,7 @@ def cells(text: str) -> int:
 
 
 def _search(pattern: str | None, rows: Sequence[str]) -> re.Match[str] | None:
-    return _compiled(pattern).search("\n".join(rows)) if pattern else None
+    return compiled(pattern).search("\n".join(rows)) if pattern else None
 
 
 def is_busy(profile: Profile, screen: Screen) -> bool:
@@ -120,7 +120,7 @@ def composer_text(profile: Profile, screen: Screen) -> str | None:
     prompt's row where the text starts."""
     if not profile.composer_pattern:
         return None
-    pat = _compiled(profile.composer_pattern)
+    pat = compiled(profile.composer_pattern)
     for up in range(profile.composer_rows + 1):
         y = screen.cursor_y - up
         if y < 0:

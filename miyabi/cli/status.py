@@ -209,6 +209,8 @@ def cells(r: AgentStatus) -> dict[str, str]:
     state = f"{r.state} ({r.exit})" if r.exit else str(r.state)
     if r.question:
         state += f": {r.question}"
+    if r.parked_reason:
+        state += f" ({r.parked_reason}, until {r.parked_until})" if r.parked_until else f" ({r.parked_reason})"
     tokens = "-" if r.input_tokens is None else f"{_count(r.input_tokens)}/{_count(r.output_tokens or 0)}"
     if r.cost_usd is not None:
         tokens += f" ${r.cost_usd:.2f}"

@@ -26,8 +26,9 @@ from miyabi import defaults
 from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.config.document import Document, Key, check_env, check_keys, key_path, unknown
 from miyabi.config.members import AGENT_KEYS, PROFILE_KEYS, check_profile_fields, validate_agent, validate_pools
-from miyabi.config.model import Agent, Layout, frozen_map
+from miyabi.config.model import Agent, Layout, Pool, frozen_map
 from miyabi.config.sections import (
+    check_park_targets,
     validate_approvals,
     validate_bus,
     validate_delivery,
@@ -35,13 +36,14 @@ from miyabi.config.sections import (
     validate_hold,
     validate_logs,
     validate_notify,
+    validate_park,
     validate_report,
     validate_routes,
     validate_tasks,
     validate_watchdog,
     validate_web,
 )
-from miyabi.config.settings import NAME_RE, WatchdogSettings
+from miyabi.config.settings import NAME_RE, ParkSettings, WatchdogSettings
 from miyabi.errors import LayoutError, Problem
 
 TOP_KEYS = (
@@ -56,6 +58,7 @@ TOP_KEYS = (
     "agents",
     "delivery",
     "watchdog",
+    "park",
     "routes",
     "github",
     "tasks",
@@ -320,6 +323,7 @@ def validate(doc: Document) -> Layout:
     doc.watchdog = WatchdogSettings().merged(validate_watchdog(doc, ("watchdog",), data.get("watchdog", {})))
     doc.logs = validate_logs(doc, data.get("logs", {}))
     doc.human_hold = validate_hold(doc, ("human_hold",), data.get("human_hold", defaults.HUMAN_HOLD))
+    doc.park = ParkSettings().merged(validate_park(doc, ("park",), data.get("park", {})))
     agents_raw = data.get("agents")
     agents = _validate_agents(doc, profiles)
     # Routes may name any agent the file declares: one whose own fields are wrong is
@@ -342,6 +346,7 @@ def validate(doc: Document) -> Layout:
     report = validate_report(doc, data["report"], github is not None) if "report" in data else None
     web = validate_web(doc, data["web"]) if data.get("web") not in (None, False) else None
     notify = validate_notify(doc, data.get("notify", []))
+    _check_handoffs(doc, agents, pools, [*declared, *declared_pools])
     doc.fail_if_problems()
     return Layout(
         path=doc.path.resolve(),
@@ -364,6 +369,22 @@ def validate(doc: Document) -> Layout:
         human_hold=doc.human_hold,
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
+
+
+def _check_handoffs(doc: Document, agents: list[Agent], pools: list[Pool], names: list[str]) -> None:
+    """Every ``park.to`` names an agent or pool of the layout, and never the member itself."""
+    check_park_targets(doc, ("park",), doc.park.to, names)
+    raw_agents = doc.data.get("agents") if isinstance(doc.data.get("agents"), list) else []
+    raw_pools = doc.data.get("pools") if isinstance(doc.data.get("pools"), list) else []
+    for kind, members, raws in (("agents", agents, raw_agents), ("pools", pools, raw_pools)):
+        for member in members:
+            i = next((j for j, r in enumerate(raws) if isinstance(r, dict) and r.get("name") == member.name), None)
+            if i is None or "park" not in raws[i]:
+                continue
+            key: Key = (kind, i, "park")
+            check_park_targets(doc, key, member.park.to, names)
+            if member.name in member.park.to:
+                doc.problem((*key, "to"), f"{member.name} cannot take over its own tasks; name another agent or pool")
 
 
 def _validate_agents(doc: Document, profiles: dict[str, Profile | None]) -> list[Agent]:

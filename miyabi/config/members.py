@@ -17,11 +17,23 @@ from miyabi import defaults
 from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.config.document import Document, Key, check_env, check_keys, env_str, unknown
 from miyabi.config.model import Agent, PipelineMode, Pool, frozen_map
-from miyabi.config.sections import validate_hold, validate_watchdog
+from miyabi.config.sections import validate_hold, validate_park, validate_watchdog
 from miyabi.config.settings import NAME_RE
 
-AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", "human_hold", *OVERRIDABLE)
-POOL_KEYS = ("name", "profile", "max", "repo", "base_branch", "remote", "pipeline", "env", "watchdog", *OVERRIDABLE)
+AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", "human_hold", "park", *OVERRIDABLE)
+POOL_KEYS = (
+    "name",
+    "profile",
+    "max",
+    "repo",
+    "base_branch",
+    "remote",
+    "pipeline",
+    "env",
+    "watchdog",
+    "park",
+    *OVERRIDABLE,
+)
 PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
 
 ANSWER_KEY_RE = re.compile(r"^(?:.|Enter|Escape|Tab|Space|BSpace|Up|Down|Left|Right|[CM]-[a-zA-Z])$")
@@ -104,6 +116,7 @@ def _pool(
     if "env" in raw and check_env(doc, (*key, "env"), raw["env"]):
         env.update(raw["env"])
     watchdog = doc.watchdog.merged(validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
+    park = doc.park.merged(validate_park(doc, (*key, "park"), raw.get("park", {})))
     if len(doc.problems) > before or not isinstance(name, str):
         return None
     return Pool(
@@ -115,6 +128,7 @@ def _pool(
         pipeline=PipelineMode(mode),
         env=frozen_map({str(k): env_str(v) for k, v in env.items()}),
         watchdog=watchdog,
+        park=park,
         **kw,
     )
 
@@ -198,6 +212,7 @@ def validate_agent(
         ok = False
     watchdog = doc.watchdog.merged(validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
     human_hold = validate_hold(doc, (*key, "human_hold"), raw.get("human_hold", doc.human_hold))
+    park = doc.park.merged(validate_park(doc, (*key, "park"), raw.get("park", {})))
     wip = raw.get("wip", 1)
     if type(wip) is not int or wip < 1:
         doc.problem((*key, "wip"), f"{wip!r} must be a whole number of tasks, 1 or more")
@@ -216,6 +231,7 @@ def validate_agent(
         wip=wip,
         logs=doc.logs,
         human_hold=human_hold,
+        park=park,
     )
 
 
@@ -348,6 +364,7 @@ PROFILE_CHECKS: dict[str, Check] = {
     "busy_pattern": _pattern,
     "composer_pattern": _pattern,
     "approval_pattern": _pattern,
+    "limit_pattern": _pattern,
     "submit_key": _submit_key,
     "submit_delay": _seconds,
     "ready_settle": _seconds,

@@ -16,6 +16,7 @@ from miyabi.config.settings import (
     BusSettings,
     GitHubSettings,
     LogSettings,
+    ParkSettings,
     Receiver,
     ReportSettings,
     Route,
@@ -49,6 +50,8 @@ class Agent:
         logs: when its pane log rotates (the layout's ``logs:``).
         human_hold: seconds after a person's last key in its pane before miyabi types
             into it again (``human_hold``, the agent's or the layout's).
+        park: what happens when it is parked at a usage limit (``park``, the layout's
+            then its own; a pool's instance has its pool's).
     """
 
     name: str
@@ -68,6 +71,7 @@ class Agent:
     """For a pool's instance: the task it was started for."""
     logs: LogSettings = field(default_factory=LogSettings)
     human_hold: float = defaults.HUMAN_HOLD
+    park: ParkSettings = field(default_factory=ParkSettings)
 
 
 class PipelineMode(StrEnum):
@@ -97,6 +101,7 @@ class Pool:
         pipeline: where verified work goes (:class:`PipelineMode`).
         env: extra environment variables for its instances.
         watchdog: restart and hang settings of its instances.
+        park: what happens when an instance is parked at a usage limit.
     """
 
     name: str
@@ -109,6 +114,7 @@ class Pool:
     pipeline: PipelineMode = PipelineMode.LOCAL
     env: Mapping[str, str] = field(default_factory=frozen_map)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    park: ParkSettings = field(default_factory=ParkSettings)
 
 
 @dataclass(frozen=True)

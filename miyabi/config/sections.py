@@ -16,6 +16,7 @@ from miyabi.config.document import ENV_KEY_RE, Document, Key, check_keys, unknow
 from miyabi.config.settings import (
     HOST_RE,
     NAME_RE,
+    PARK_KEYS,
     WATCHDOG_KEYS,
     AutoAnswer,
     BusSettings,
@@ -525,6 +526,46 @@ def _route_agent(doc: Document, key: Key, agent: Any, names: list[str], shared: 
         doc.problem((*key, "agent"), unknown("agent", agent, {n: 1 for n in names}))
         return False
     return True
+
+
+def validate_park(doc: Document, key: Key, spec: Any) -> dict[str, Any]:
+    """Valid values of a ``park:`` mapping: ``probe_after``, ``probe_max`` and
+    ``handoff_after`` durations (``handoff_after: never`` turns hand-offs off), ``to`` a
+    list of agent or pool names (checked against the layout's by :func:`check_park_targets`)."""
+    if not isinstance(spec, dict):
+        doc.problem(key, "must be a mapping (for example `park: {handoff_after: 10m, to: [codex-pool]}`)")
+        return {}
+    check_keys(doc, key, spec, PARK_KEYS)
+    out: dict[str, Any] = {}
+    for k in ("probe_after", "probe_max", "handoff_after"):
+        if k not in spec:
+            continue
+        v = spec[k]
+        if k == "handoff_after" and v in (None, "never"):
+            out[k] = None
+            continue
+        seconds = parse_duration(v)
+        if seconds is None or seconds > 7 * 86400 or (k != "handoff_after" and seconds <= 0):
+            doc.problem((*key, k), f"{v!r} must be a duration such as 30s, 10m or 2h (at most 7d)")
+        else:
+            out[k] = seconds
+    if "to" in spec:
+        to = spec["to"]
+        to = [to] if isinstance(to, str) else to
+        if isinstance(to, list) and to and all(isinstance(t, str) and t for t in to):
+            out["to"] = tuple(to)
+        else:
+            doc.problem((*key, "to"), "must be a list of the agents or pools that take over, in order")
+    if "to" in out and "handoff_after" not in spec and "handoff_after" not in out:
+        out.setdefault("handoff_after", defaults.PARK_HANDOFF_AFTER)
+    return out
+
+
+def check_park_targets(doc: Document, key: Key, to: tuple[str, ...], names: list[str]) -> None:
+    """Every ``park.to`` target at ``key`` is an agent or pool of the layout (``names``)."""
+    for i, target in enumerate(to):
+        if target not in names:
+            doc.problem((*key, "to", i), unknown("agent or pool", target, {n: 1 for n in names}))
 
 
 def validate_watchdog(doc: Document, key: Key, spec: Any) -> dict[str, Any]:

@@ -27,6 +27,9 @@ WATCHDOG_KEYS = (
 )
 """Keys of ``watchdog:`` in a layout, ensemble-wide and per agent."""
 
+PARK_KEYS = ("probe_after", "probe_max", "handoff_after", "to")
+"""Keys of ``park:`` in a layout, ensemble-wide and per agent or pool."""
+
 DEFAULT_NUDGE = (
     "miyabi watchdog: you have printed nothing for a while and do not look ready for input. "
     "If you are stuck, stop and say what blocks you; if you are working, print a short progress line."
@@ -71,6 +74,30 @@ class WatchdogSettings:
 @lru_cache(maxsize=256)
 def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
+
+
+@dataclass(frozen=True)
+class ParkSettings:
+    """What happens to an agent parked at its provider's usage limit (layout ``park:``,
+    then the agent's or pool's own). Times in seconds.
+
+    Attributes:
+        probe_after: the wait before it is told to go on when its CLI printed no
+            reset time (doubled per park in a row).
+        probe_max: the longest such wait.
+        handoff_after: parked this long, its tasks go to the first of ``to`` that can
+            take them; None: never handed off.
+        to: agents or pools (by name) that take over its tasks, in order.
+    """
+
+    probe_after: float = defaults.PARK_PROBE_AFTER
+    probe_max: float = defaults.PARK_PROBE_MAX
+    handoff_after: float | None = None
+    to: tuple[str, ...] = ()
+
+    def merged(self, overrides: dict[str, Any]) -> ParkSettings:
+        """A copy with the layout's values for some keys."""
+        return replace(self, **overrides)
 
 
 @dataclass(frozen=True)

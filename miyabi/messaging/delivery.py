@@ -47,9 +47,11 @@ from miyabi.agents.screen import (
 from miyabi.config.model import Agent
 from miyabi.errors import TmuxError
 from miyabi.events import EventKind, append_event
+from miyabi.messaging.intro import go_on_text
 from miyabi.messaging.journal import Journal, Marker, Stage
 from miyabi.messaging.keyboard import Keyboard
-from miyabi.messaging.mailbox import CorruptMessage, Inbox, Message, MessageState, sanitize
+from miyabi.messaging.mailbox import CorruptMessage, Inbox, Message, MessageState, enqueue, make, sanitize
+from miyabi.messaging.parking import Parked
 from miyabi.messaging.readiness import Readiness
 from miyabi.stopping import Stopped
 from miyabi.times import how_often, now_rfc3339
@@ -125,7 +127,7 @@ class Deliverer:
         self.waiting = False
         """True while mail waits for the agent to be ready (the controller's rescan
         then wakes this deliverer every ``defaults.INBOX_RESCAN`` seconds to look again)."""
-        self.readiness = Readiness(agent, driver, home_root, self.event, sleep, on_question, keyboard)
+        self.readiness = Readiness(agent, driver, home_root, self.event, sleep, on_question, keyboard, self.go_on)
         """What the agent is doing, and whether it is ready for a message."""
         self.activity = self.readiness.activity
         """What the agent's hooks say (empty for a profile without hooks)."""
@@ -137,6 +139,14 @@ class Deliverer:
     def event(self, event: EventKind, msg: Message | None = None, **fields: Any) -> None:
         extra = {"id": msg.id, "from": msg.sender} if msg else {}
         append_event(self.home, event, agent=self.agent.name, **extra, **fields)
+
+    def go_on(self, parked: Parked) -> None:
+        """Queue the message that tells the agent, parked at a usage limit, to go on
+        (at the head of its inbox; typing it is the probe)."""
+        text = go_on_text(self.agent.name, parked, self.readiness.last_task)
+        self.readiness.parking.go_on = prepare(text)
+        enqueue(self.home, make(self.agent.name, text, sender="miyabi", priority="high"), why="go-on")
+        self.wake.set()
 
     def state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
         """What the watchdog asks of a deliverer: :meth:`Readiness.state`."""
@@ -232,6 +242,7 @@ class Deliverer:
             self._entered = (marker.id, time.time())
             if text is not None:
                 self.activity.expecting(text)
+                self.readiness.typed(text)
         marker.enters += 1
         marker.stage = Stage.ENTERING
         self.journal.save(marker)

@@ -2,12 +2,14 @@
 of its process, its name, its peers and how to message them.
 
 Which process got its intro is kept in ``run/intro.json`` (agent → pid), so a
-restarted controller does not introduce a running agent twice.
+restarted controller does not introduce a running agent twice. A parked agent's
+message to go on is written here too (:func:`go_on_text`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 
 from miyabi.config.model import Agent, Layout
@@ -15,6 +17,7 @@ from miyabi.events import EventKind, append_event
 from miyabi.files import write_atomic
 from miyabi.home import Home
 from miyabi.messaging.mailbox import enqueue, make
+from miyabi.messaging.parking import Parked
 from miyabi.tmux.panes import Pane
 
 
@@ -69,3 +72,14 @@ class Intros:
         if done:
             write_atomic(self.file, json.dumps(sent))
         return done
+
+
+def go_on_text(agent: str, parked: Parked, task: str | None) -> str:
+    """The message that tells ``agent``, parked at its provider's usage limit since
+    ``parked.since``, to go on with its work (``task``: the task of its last message)."""
+    since = time.strftime("%H:%M", time.localtime(parked.since))
+    work = f"task {task}" if task else "what you were doing"
+    return (
+        f"miyabi: {agent}, your provider's usage limit stopped you at {since}; it should have passed. "
+        f"Go on with {work} where you left off."
+    )

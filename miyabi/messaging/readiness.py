@@ -12,11 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from miyabi.agents.hooks import Activity
+from miyabi.agents.limits import limit_shown
 from miyabi.agents.screen import Screen, approval_question, composer_text, looks_ready, reads_screen
 from miyabi.config.model import Agent
 from miyabi.events import EventKind
 from miyabi.messaging.activity import ActivityTracker, StateRecorder, hook_log
 from miyabi.messaging.keyboard import Keyboard
+from miyabi.messaging.parking import Parked, Parking
 from miyabi.messaging.usage import UsageMeter, read_turn, usage_fields
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import Pane
@@ -40,6 +42,7 @@ class Readiness:
         on_question: called with each new permission question the agent asks.
         keyboard: where a person types (the controller's, shared); None: never
             looked at.
+        on_probe: called with a park when the agent is to be told to go on.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class Readiness:
         sleep: Callable[[float], None] = time.sleep,
         on_question: Callable[[str], None] | None = None,
         keyboard: Keyboard | None = None,
+        on_probe: Callable[[Parked], None] | None = None,
     ) -> None:
         self.agent = agent
         self.keyboard = keyboard
@@ -70,6 +74,10 @@ class Readiness:
         the profile's ``answer_grace``)."""
         self.last_task: str | None = None
         """The task of the last message delivered (usage is counted towards it)."""
+        self.last_typed: str | None = None
+        """The text of the last message typed (a limit sign above its echo is old)."""
+        self.parking = Parking(home_root, agent.name, agent.park, lambda ev, **f: event(ev, None, **f), on_probe)
+        """The agent's park at a usage limit or its budget."""
 
     def live(self, pane: Pane) -> tuple[bool, bool]:
         """(alive, in copy mode) for ``pane`` as tmux sees it now: the controller's
@@ -82,12 +90,22 @@ class Readiness:
         """(state, who told: ``keyboard``, ``hook`` or ``screen``, permission question,
         the screen read) of the agent in ``pane``. A person typing in the pane outranks
         all; a hook's busy or waiting-approval outranks the screen; a hook's ready still
-        needs the screen to show an empty input box. ``look``: look at the attached
-        clients at once (before typing)."""
+        needs the screen to show an empty input box; an agent parked at a usage limit
+        or its budget (``via``: the reason) outranks the agent. ``look``: look at the
+        attached clients at once (before typing)."""
         state, via, question, screen = self._agent_state(pane)
         if self._person(pane, screen, look):
             return Activity.HUMAN, "keyboard", question, screen
+        sign = limit_shown(self.profile, screen, self.last_typed) if screen is not None else None
+        parked = self.parking.check(sign, state is Activity.BUSY)
+        if parked is not None:
+            return Activity.PARKED, parked.reason, None, screen
         return state, via, question, screen
+
+    def typed(self, text: str) -> None:
+        """A message's ``text`` was typed into the pane (the deliverer tells)."""
+        self.last_typed = text
+        self.parking.typed(text)
 
     def _person(self, pane: Pane, screen: Screen | None, look: bool = False) -> bool:
         """Whether a person holds ``pane`` (see :mod:`miyabi.messaging.keyboard`),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from miyabi.events import EventKind, NoticeKind
+from miyabi.times import rfc3339
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,18 @@ class Notice:
     text: str
     url: str | None
     fields: dict[str, Any]
+
+
+def parked_text(agent: str, e: dict[str, Any]) -> str:
+    """One line on a park: why, and until when."""
+    if e.get("reason") == "budget":
+        text = f"{agent} spent its budget ({e.get('detail')})"
+        until = e.get("until")
+        return text + (f" until {rfc3339(float(until))}" if until else f"; `miyabi budget raise {agent}` lets it go on")
+    text = f"{agent} is at its provider's usage limit: {str(e.get('detail') or '')[:200]}"
+    if e.get("until"):
+        return f"{text}; resets {rfc3339(float(e['until']))}"
+    return f"{text}; told to go on at {rfc3339(float(e['probe_at']))}" if e.get("probe_at") else text
 
 
 def from_event(key: str, e: dict[str, Any]) -> Notice | None:
@@ -67,6 +80,8 @@ def from_event(key: str, e: dict[str, Any]) -> Notice | None:
             None,
             e,
         )
+    if kind == EventKind.AGENT_PARKED:
+        return Notice(key, NoticeKind.AGENT_PARKED, f"agent {agent} parked", parked_text(agent, e), None, e)
     if kind == EventKind.STATE and e.get("state") == "waiting-approval":
         question = str(e.get("question") or "permission requested")
         return Notice(

@@ -85,6 +85,7 @@ def instance_agents(records: Records, layout: Layout) -> tuple[Agent, ...]:
                 task=inst.task,
                 logs=layout.logs,
                 human_hold=layout.human_hold,
+                park=pool.park,
             )
         )
     return tuple(out)

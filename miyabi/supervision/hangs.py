@@ -50,7 +50,7 @@ def sample(
     ready: bool | None = None
     if typist is not None:
         state = typist.state(pane)[0]
-        if state in (Activity.WAITING_APPROVAL, Activity.HUMAN):  # waiting for, or on, a person: never a hang
+        if state in (Activity.WAITING_APPROVAL, Activity.HUMAN, Activity.PARKED):  # waiting: never a hang
             return None
         if agent.profile.ready_pattern or agent.profile.hooks:
             ready = state is Activity.READY

@@ -27,8 +27,10 @@ from miyabi.errors import TmuxError
 from miyabi.files import write_atomic
 from miyabi.home import Home
 from miyabi.messaging.activity import Seen, read_seen
+from miyabi.messaging.parking import read_parked
 from miyabi.supervision.processes import CLOCK_TICKS, PAGE_SIZE, ProcStat, process_table, started_at
 from miyabi.supervision.saved import load_records
+from miyabi.times import rfc3339
 from miyabi.tmux.panes import Pane, Runner, list_panes
 
 
@@ -43,6 +45,9 @@ class AgentState(StrEnum):
     HUMAN = "human"
     """A person is typing in its pane: miyabi holds its messages until they have been
     idle for ``human_hold`` and its input box is empty; never hung."""
+    PARKED = "parked"
+    """Its provider refuses it (a usage limit) or its budget is spent: miyabi holds
+    its messages until it may go on (``parked_until``); never hung."""
     HUNG = "hung"
     BACKOFF = "backoff"
     """Dead, waiting out its backoff before the watchdog restarts it."""
@@ -214,6 +219,10 @@ class AgentStatus:
         cost_usd: the session cost its CLI reported, in US dollars (else None).
         pool: for a pool's instance, its pool (None: a named agent).
         task: for a pool's instance, the task it was started for.
+        parked_reason: while ``parked``: ``limit`` or ``budget``.
+        parked_since: while ``parked``: when the park began (RFC 3339).
+        parked_until: while ``parked``: when it may go on (the limit's reset, else
+            when miyabi tells it to go on; RFC 3339), None when its budget must be raised.
     """
 
     name: str
@@ -239,6 +248,9 @@ class AgentStatus:
     cost_usd: float | None = None
     pool: str | None = None
     task: int | None = None
+    parked_reason: str | None = None
+    parked_since: str | None = None
+    parked_until: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -290,9 +302,14 @@ def collect(
         seen = read_seen(home.root, n) if recorded and by_name.get(n) is not None else None
         seen = seen if seen is not None and seen.pid == row.pid and row.alive else None
         state, via, question = _state(row, rec, now, by_name.get(n), tmux, seen)
+        parked = read_parked(home.root, n) if state is AgentState.PARKED else None
+        until = (parked.until or parked.probe_at) if parked is not None else None
         out.append(
             replace(
                 row,
+                parked_reason=parked.reason if parked else None,
+                parked_since=rfc3339(parked.since) if parked else None,
+                parked_until=rfc3339(until) if until else None,
                 state=state,
                 via=via,
                 question=question,

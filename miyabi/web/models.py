@@ -72,8 +72,8 @@ class AgentRow(BaseModel):
     command: str
     alive: bool
     state: str = Field(
-        description="starting, ready, busy, waiting-approval, human (a person is typing in its pane), hung, backoff, "
-        "failed, dead, missing or alive."
+        description="starting, ready, busy, waiting-approval, human (a person is typing in its pane), parked (at its "
+        "provider's usage limit, or its budget spent), hung, backoff, failed, dead, missing or alive."
     )
     exit: str | None
     exit_status: int | None
@@ -91,6 +91,11 @@ class AgentRow(BaseModel):
     cost_usd: float | None
     pool: str | None
     task: int | None
+    parked_reason: str | None = Field(description="While parked: limit or budget.")
+    parked_since: str | None = Field(description="While parked: when the park began (RFC 3339).")
+    parked_until: str | None = Field(
+        description="While parked: when it may go on (RFC 3339); null when its budget must be raised."
+    )
     current_task: CurrentTask | None
     notice: str | None = Field(
         description="For an agent that does not run (failed, dead, missing): that it does not, why, and the command "

@@ -1,0 +1,248 @@
+"""Usage limits: the signs each shipped profile reads (screens captured from the real
+CLIs against the model stand-in's HTTP 429), the reset times CLIs print, and a park's
+course (probe, park again, end) on an injected clock."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from miyabi.agents.limits import LimitSign, limit_shown, reset_time
+from miyabi.agents.profiles import BUILTIN
+from miyabi.agents.screen import Screen
+from miyabi.config.loader import load
+from miyabi.config.settings import ParkSettings
+from miyabi.errors import LayoutError
+from miyabi.messaging.parking import Parking, ParkReason, probe_time, read_parked
+
+# Rows as tmux captured them (tests' model stand-in answering 429; see docs/profiles.md).
+CLAUDE_RETRYING = [
+    " ▐▛███▛█   Claude Code v2.1.332",
+    "❯ Write hello to the screen please",
+    "✻ 429 This request would exceed the rate limit for your organization. · retrying in 15s · attempt 7/10",
+    "─" * 40,
+    "❯ ",
+    "─" * 40,
+    "  ⏸ manual mode on · esc to interrupt",
+]
+CODEX_GAVE_UP = [
+    "  >_ OpenAI Codex (v0.171.0)",
+    "› Write hello to the screen please",
+    "■ exceeded retry limit, last status: 429 Too Many Requests",
+    "› Ask Codex to do anything",
+    "  fake-model default · /tmp/w · Write hello to the screen please",
+]
+AIDER_RETRYING = [
+    "diff> Write hello to the screen please",
+    "litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached for fake-model",
+    "The API provider has rate limited you. Try again later or check your quotas.",
+    "Retrying in 8.0 seconds...",
+]
+PROMPT = "Write hello to the screen please"
+
+
+@pytest.mark.parametrize(
+    ("profile", "rows", "row"),
+    [("claude", CLAUDE_RETRYING, 2), ("codex", CODEX_GAVE_UP, 2), ("aider", AIDER_RETRYING, 2)],
+)
+def test_each_cli_s_limit_sign_below_the_last_prompt_counts(profile: str, rows: list[str], row: int) -> None:
+    sign = limit_shown(BUILTIN[profile], Screen.of(rows), PROMPT)
+    assert sign is not None and sign.line == rows[row].strip()
+    # Codex's footer repeats the last prompt under the sign: a status line, not its echo
+    assert limit_shown(BUILTIN[profile], Screen.of(rows), None) == sign
+
+
+@pytest.mark.parametrize(
+    ("profile", "rows", "echo"),
+    [
+        ("claude", CLAUDE_RETRYING, "❯ miyabi: kaede, go on with task 3"),
+        ("codex", CODEX_GAVE_UP, "› miyabi: kaede, go on with task 3"),
+        ("aider", AIDER_RETRYING, "diff> miyabi: kaede, go on with task 3"),
+    ],
+)
+def test_a_sign_above_the_echo_of_what_miyabi_typed_since_is_old(profile: str, rows: list[str], echo: str) -> None:
+    later = [*rows, echo, "Answer: miyabi: kaede, go on"]
+    assert limit_shown(BUILTIN[profile], Screen.of(later), "miyabi: kaede, go on with task 3") is None
+    again = [*later, rows[2]]  # the same sign again, below the echo: current
+    assert limit_shown(BUILTIN[profile], Screen.of(again), "miyabi: kaede, go on with task 3") is not None
+
+
+def test_profiles_without_a_limit_pattern_see_none() -> None:
+    assert limit_shown(BUILTIN["gemini"], Screen.of(CLAUDE_RETRYING), None) is None
+
+
+@pytest.mark.parametrize(
+    ("profile", "line", "reset"),
+    [
+        (
+            "claude",
+            "Claude usage limit reached. Your limit will reset at 3pm (America/New_York).",
+            "3pm (America/New_York)",
+        ),
+        ("claude", "5-hour limit reached ∙ resets 2:30am", "2:30am"),
+        ("claude", 'API Error: 429 {"type":"error"}', None),
+        (
+            "codex",
+            "■ You've hit your usage limit. Upgrade to Pro, or try again in 2 hours 5 minutes.",
+            "in 2 hours 5 minutes",
+        ),
+        ("codex", "■ You've hit your usage limit. Try again at 9:41 PM.", "at 9:41 PM"),
+    ],
+)
+def test_plans_usage_limits_carry_their_reset_time(profile: str, line: str, reset: str | None) -> None:
+    sign = limit_shown(BUILTIN[profile], Screen.of(["› go", line, "› "]), "go")
+    assert sign == LimitSign(line.strip(), reset)
+
+
+NOW = datetime(2026, 12, 6, 14, 0, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("in 2 hours 5 minutes", NOW + 7500),
+        ("4h30m", NOW + 16200),
+        ("45s", NOW + 45),
+        ("2 days", NOW + 172800),
+        ("3pm", datetime(2026, 12, 6, 15, 0, tzinfo=UTC).timestamp()),
+        ("1:30 PM", datetime(2026, 12, 7, 13, 30, tzinfo=UTC).timestamp()),  # passed today: tomorrow's
+        ("17:00", datetime(2026, 12, 6, 17, 0, tzinfo=UTC).timestamp()),
+        ("at 9:41 PM", datetime(2026, 12, 6, 21, 41, tzinfo=UTC).timestamp()),
+        ("3pm (Asia/Tokyo)", datetime(2026, 12, 7, 15, 0, tzinfo=ZoneInfo("Asia/Tokyo")).timestamp()),
+        ("2026-12-06T18:00:00Z", datetime(2026, 12, 6, 18, 0, tzinfo=UTC).timestamp()),
+        ("1796000000", 1796000000.0),
+        ("soon", None),
+        ("15", None),
+        ("13pm", None),
+    ],
+)
+def test_reset_times_as_clis_print_them(text: str, expected: float | None) -> None:
+    assert reset_time(text, NOW, UTC) == expected
+
+
+def test_a_probe_waits_for_the_reset_time_else_backs_off() -> None:
+    s = ParkSettings(probe_after=60, probe_max=300)
+    assert probe_time(100.0, 5000.0, 1, s) == 5000.0
+    assert probe_time(100.0, 50.0, 1, s) == 100.0  # a reset already past: at once
+    assert [probe_time(0.0, None, n, s) for n in (1, 2, 3, 4)] == [60, 120, 240, 300]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+SIGN = LimitSign("■ exceeded retry limit, last status: 429 Too Many Requests", None)
+
+
+def parking(tmp_path: Path, clock: Clock) -> tuple[Parking, list[tuple[str, dict[str, Any]]], list[Any]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    probes: list[Any] = []
+    p = Parking(
+        tmp_path,
+        "kaede",
+        ParkSettings(probe_after=60, probe_max=600),
+        lambda ev, **f: events.append((str(ev), f)),
+        probes.append,
+        clock,
+    )
+    return p, events, probes
+
+
+def test_a_park_is_probed_parked_again_with_a_longer_wait_then_ends(tmp_path: Path) -> None:
+    clock = Clock()
+    p, events, probes = parking(tmp_path, clock)
+    parked = p.check(SIGN, busy=False)
+    assert parked is not None and parked.reason == ParkReason.LIMIT and parked.probe_at == 1060.0
+    assert events[-1][0] == "agent-parked" and events[-1][1]["strikes"] == 1
+    assert read_parked(tmp_path, "kaede") == parked  # kept for status and a restarted controller
+    clock.t = 1059.0
+    assert p.check(SIGN, busy=False) == parked
+    clock.t = 1060.0
+    assert p.check(SIGN, busy=False) is None and len(probes) == 1  # told to go on (queued)
+    assert p.check(SIGN, busy=False) is None and len(probes) == 1  # the old sign until it is typed
+    p.go_on = "miyabi: go on"
+    p.typed("something else")
+    assert p.current is not None and p.current.probed is None
+    p.typed("miyabi: go on")
+    assert p.check(None, busy=True) is None  # it works on
+    clock.t = 1065.0
+    again = p.check(SIGN, busy=False)  # the limit again
+    assert again is not None and again.strikes == 2 and again.since == 1000.0 and again.probe_at == 1185.0
+    clock.t = 1185.0
+    assert p.check(None, busy=False) is None and len(probes) == 2
+    p.typed("miyabi: go on")
+    clock.t = 1200.0
+    assert p.check(None, busy=True) is None and p.current is not None
+    clock.t = 1185.0 + 61
+    assert p.check(None, busy=False) is None and p.current is None  # a minute without a sign: over
+    assert events[-1][0] == "agent-unparked" and events[-1][1]["why"] == "went on"
+    assert not (tmp_path / "run" / "parked" / "kaede.json").exists()
+
+
+def test_a_sign_that_goes_while_the_agent_works_ends_the_park(tmp_path: Path) -> None:
+    clock = Clock()
+    p, events, _ = parking(tmp_path, clock)
+    assert p.check(SIGN, busy=True) is not None
+    assert p.check(None, busy=False) is not None  # idle, the screen cleared (a respawn): still parked
+    assert p.check(None, busy=True) is None
+    assert events[-1][1]["why"] == "recovered"
+
+
+def test_a_printed_reset_time_sets_the_probe(tmp_path: Path) -> None:
+    clock = Clock()
+    p, _, _ = parking(tmp_path, clock)
+    parked = p.check(LimitSign("usage limit reached", "in 2 hours"), busy=False)
+    assert parked is not None and parked.until == 1000.0 + 7200 and parked.probe_at == parked.until
+
+
+def test_a_budget_park_holds_until_released(tmp_path: Path) -> None:
+    clock = Clock()
+    p, events, probes = parking(tmp_path, clock)
+    p.park_budget("tokens 1,000 of 1,000 per day", None)
+    clock.t += 10**6
+    assert p.check(None, busy=True) is not None and probes == []
+    p.release(ParkReason.LIMIT, "wrong reason")
+    assert p.current is not None
+    p.release(ParkReason.BUDGET, "raised")
+    assert p.current is None and events[-1][1]["why"] == "raised"
+
+
+def test_a_park_survives_a_new_controller(tmp_path: Path) -> None:
+    clock = Clock()
+    p, _, _ = parking(tmp_path, clock)
+    parked = p.check(SIGN, busy=False)
+    again, _, _ = parking(tmp_path, clock)
+    assert again.current == parked
+    raw = json.loads((tmp_path / "run" / "parked" / "kaede.json").read_text())
+    assert raw["reason"] == "limit"
+
+
+def test_park_keys_load_and_bad_ones_are_named(tmp_path: Path) -> None:
+    f = tmp_path / "l.yaml"
+    f.write_text(
+        "park: {probe_after: 2m, handoff_after: 10m, to: [b]}\n"
+        "agents:\n  - {name: a, profile: claude, park: {probe_max: 30m}}\n  - {name: b, profile: codex}\n"
+    )
+    layout = load(f)
+    a = layout.agents[0]
+    assert (a.park.probe_after, a.park.probe_max, a.park.handoff_after, a.park.to) == (120, 1800, 600, ("b",))
+    f.write_text(
+        "agents:\n  - {name: a, profile: claude, park: {to: [nobody]}}\n  - {name: b, park: {probe_after: soon}}\n"
+    )
+    with pytest.raises(LayoutError) as e:
+        load(f)
+    text = str(e.value)
+    assert "agents[0].park.to[0]" in text and "nobody" in text
+    assert "agents[1].park.probe_after" in text and "'soon'" in text
+    f.write_text("agents:\n  - {name: a, park: {to: [a]}}\n")
+    with pytest.raises(LayoutError, match="cannot take over its own tasks"):
+        load(f)
