@@ -132,6 +132,9 @@ class EventKind(StrEnum):
     """A task was routed to an agent and its message queued: ``task``, ``ref``, ``id``."""
     TASK_HANDED_BACK = "task-handed-back"
     """The process that held a task ended, or its time ran out: ``task``, ``ref``, ``to``, ``reason``."""
+    TASK_HANDED_OFF = "task-handed-off"
+    """A parked agent's task went to the first agent or pool of its ``park.to`` that
+    could take it: ``task``, ``ref``, ``agent`` (the parked one), ``to``, ``reason``."""
     TASK_CANCELLED = "task-cancelled"
     """A task was cancelled because its issue was closed: ``task``, ``ref``, ``reason``."""
     CLAIM_LOST = "claim-lost"

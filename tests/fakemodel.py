@@ -9,7 +9,7 @@ A prompt steers the answer with directives in double brackets:
 - ``[[delay 3]]``: answer after 3 s (default: the server's ``delay``);
 - ``[[tool]]``: answer with a tool call that needs the user's permission (a shell
   command that creates a file named ``miyabi-tool-<n>``); the request that carries its
-  result is answered with plain text.
+  result is answered with plain text. ``[[tool CMD]]``: the shell command is ``CMD``.
 
 A plain answer echoes the first line of the prompt (so that whatever phrases it held show on
 the agent's screen) and reports token usage.
@@ -71,6 +71,8 @@ class Request:
     tools: list[str] = field(default_factory=list)
     error: str | None = None
     cut: bool = False
+    command: str | None = None
+    """The shell command its tool call runs (``[[tool CMD]]``)."""
     limited: bool = False
     """Answered with the provider's rate-limit error (see :meth:`FakeModel.limit`)."""
     history: str = ""
@@ -275,6 +277,7 @@ class FakeModel(LocalServer):
         directives = {m.group(1): m.group(2) or "" for m in DIRECTIVE.finditer(req.prompt)} if req.main else {}
         delay = float(directives["delay"]) if "delay" in directives else self.delay
         if "tool" in directives and req.main:
+            req.command = directives["tool"] or None
             return delay, "", True
         if req.tool_result:
             return self.delay, "The command ran.", False
@@ -586,7 +589,9 @@ class FakeModel(LocalServer):
             def _messages_tool(self, req: Request, tools: list[str], n: int, usage_in: int) -> None:
                 self._start_stream()
                 self._message_start(req, usage_in)
-                args = json.dumps({"command": f"touch miyabi-tool-{n}", "description": f"Create miyabi-tool-{n}"})
+                args = json.dumps(
+                    {"command": req.command or f"touch miyabi-tool-{n}", "description": f"Create miyabi-tool-{n}"}
+                )
                 self._sse(
                     {
                         "type": "content_block_start",
@@ -671,7 +676,7 @@ class FakeModel(LocalServer):
 
             def _responses_tool(self, req: Request, tools: list[str], n: int, usage_in: int) -> None:
                 name = next((t for t in ("shell_command", "exec_command", "shell") if t in tools), "shell")
-                cmd = f"touch miyabi-tool-{n}"
+                cmd = req.command or f"touch miyabi-tool-{n}"
                 if name == "shell":
                     args: dict[str, Any] = {"command": ["bash", "-lc", cmd]}
                 elif name == "exec_command":
@@ -721,7 +726,10 @@ class FakeModel(LocalServer):
                 call = {
                     "functionCall": {
                         "name": name,
-                        "args": {"command": f"touch miyabi-tool-{n}", "description": f"Create miyabi-tool-{n}"},
+                        "args": {
+                            "command": req.command or f"touch miyabi-tool-{n}",
+                            "description": f"Create miyabi-tool-{n}",
+                        },
                     }
                 }
                 self._gemini_parts(req, [call], usage_in, 20, True)
@@ -765,11 +773,13 @@ class FakeModel(LocalServer):
             def _chat_tool(self, req: Request, tools: list[str], n: int, usage_in: int) -> None:
                 if not tools:
                     # aider has no tools: it asks before running a shell command the answer suggests.
-                    text = f"Run this:\n\n```bash\ntouch miyabi-tool-{n}\n```\n"
+                    text = f"Run this:\n\n```bash\n{req.command or f'touch miyabi-tool-{n}'}\n```\n"
                     self._chat(req, text, usage_in, 20, True)
                     return
                 name = next((t for t in ("bash", "shell", "run_shell_command") if t in tools), tools[0])
-                args = json.dumps({"command": f"touch miyabi-tool-{n}", "description": f"Create miyabi-tool-{n}"})
+                args = json.dumps(
+                    {"command": req.command or f"touch miyabi-tool-{n}", "description": f"Create miyabi-tool-{n}"}
+                )
                 self._start_stream()
                 base = {
                     "id": f"chatcmpl-{id(req)}",

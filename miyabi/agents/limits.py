@@ -54,10 +54,13 @@ def limit_shown(profile: Profile, screen: Screen, typed: str | None) -> LimitSig
     if last is None:
         return None
     row = text.count("\n", 0, last.end())
+    line = screen.lines[text.count("\n", 0, last.start())].strip()
+    entry = _entries(profile, [line])
+    if typed and _words(entry[0] if entry else line) in _words(typed):
+        return None  # the echo of a message that quotes a limit (a hand-off's note)
     mark = _words(typed or "")[:MARK]
     if mark and any(mark in _words(echo) for echo in _entries(profile, screen.lines[row + 1 :])):
         return None
-    line = screen.lines[text.count("\n", 0, last.start())].strip()
     reset = last.groupdict().get("reset")
     return LimitSign(line[:300], reset.strip() if reset else None)
 

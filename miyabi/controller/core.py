@@ -48,6 +48,7 @@ from miyabi.messaging.delivery import Deliverer
 from miyabi.messaging.intro import Intros
 from miyabi.messaging.keyboard import Keyboard
 from miyabi.messaging.mailbox import Message, MessageState, inbox
+from miyabi.messaging.parking import Parked
 from miyabi.messaging.watch import InboxWatcher, rescan
 from miyabi.notify.notifier import Notifier
 from miyabi.pipeline.followups import FollowUps
@@ -195,6 +196,22 @@ class Controller:
         """The agent's delivery lock (None: it has no deliverer)."""
         d = self.deliverers.get(agent)
         return d.lock if d is not None else None
+
+    def _parked(self) -> dict[str, Parked]:
+        """Agent → its park in force, for the agents parked now."""
+        return {n: p for n, d in self.deliverers.items() if (p := d.readiness.parking.current) is not None}
+
+    def _can_take(self, name: str, failed: list[str]) -> bool:
+        """Whether agent ``name`` can take a parked agent's task: it runs, is not
+        parked, and the watchdog has not given up on it."""
+        d, pane = self.deliverers.get(name), self.panes.get(name)
+        return (
+            d is not None
+            and d.readiness.parking.current is None
+            and name not in failed
+            and pane is not None
+            and not pane.dead
+        )
 
     def _processes(self) -> dict[str, str | None]:
         """Agent → the lease identity of its live process (None: dead or no pane)."""
@@ -510,12 +527,14 @@ class Controller:
                 return
             pace.seen = token
             engine.check_leases(self._processes(), holder_alive)
+            parked = self._parked()
+            engine.hand_off(parked, lambda name: self._can_take(name, failed))
             engine.schedule(failed)
             if self.pipeline is not None:
                 self._follow_instances(self.pipeline.tick(failed))
             if self.fixes is not None:
                 self.fixes.tick(failed)
-            due = engine.next_due()
+            due = min((t for t in (engine.next_due(), engine.handoff_due(parked)) if t is not None), default=None)
             pace.next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
         except Stopped:  # a wait in the pass (a GitHub claim told to retry later) ended by the stop
             raise

@@ -8,8 +8,9 @@ with a probe: at the reset time the CLI printed, else after a back-off (``park.
 probe_after``, doubling per park in a row, at most ``park.probe_max``), miyabi queues a
 message telling the agent to go on, at the head of its inbox; once typed, a new limit
 sign parks it again (the next back-off), and none for ``defaults.PARK_CLEAR`` seconds
-ends the park. A limit sign that goes while the agent works (the CLI's own retry got
-through) ends it at once. A budget park ends when the budget allows again
+ends the park. A turn its provider answered (new token usage: the CLI's own retry got
+through) ends it at once; a sign that merely leaves the screen does not (a CLI that
+retries on its own scrolls it away). A budget park ends when the budget allows again
 (:meth:`Parking.release`). Each park is kept in ``run/parked/<agent>.json`` (so that a
 restarted controller keeps it, and ``miyabi status`` reads it) and told in the event
 log (``agent-parked``, ``agent-unparked``).
@@ -149,10 +150,9 @@ class Parking:
         self.event(EventKind.AGENT_PARKED, **fields, probe_at=probe)
         return parked
 
-    def check(self, sign: LimitSign | None, busy: bool) -> Parked | None:
+    def check(self, sign: LimitSign | None) -> Parked | None:
         """The park in force after a read of the agent (``sign``: the current limit it
-        shows, if any; ``busy``: it works, by its hooks or screen). None: not parked
-        (a probe may just have been queued)."""
+        shows, if any). None: not parked (a probe may just have been queued)."""
         with self.lock:
             now, p = self.clock(), self.current
             if p is not None and p.reason == ParkReason.BUDGET:
@@ -177,10 +177,13 @@ class Parking:
                 return None
             if p.probing:
                 return None
-            if busy:
-                self._end("recovered")
-                return None
             return self._probe(p, now)
+
+    def answered(self) -> None:
+        """The agent's provider answered a turn (new token usage): a limit park ends."""
+        with self.lock:
+            if self.current is not None and self.current.reason == ParkReason.LIMIT:
+                self._end("answered")
 
     def _probe(self, p: Parked, now: float) -> Parked | None:
         if p.probe_at is None or now < p.probe_at:

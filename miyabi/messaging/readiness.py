@@ -97,7 +97,7 @@ class Readiness:
         if self._person(pane, screen, look):
             return Activity.HUMAN, "keyboard", question, screen
         sign = limit_shown(self.profile, screen, self.last_typed) if screen is not None else None
-        parked = self.parking.check(sign, state is Activity.BUSY)
+        parked = self.parking.check(sign)
         if parked is not None:
             return Activity.PARKED, parked.reason, None, screen
         return state, via, question, screen
@@ -170,6 +170,7 @@ class Readiness:
         fields = usage_fields(before, self.meter.usage, pane.pid, self.last_task)
         if fields is not None:
             self.event(EventKind.USAGE, None, **fields)
+            self.parking.answered()
 
     def record(self, pane: Pane, state: Activity, via: str, question: str | None, screen: Screen | None = None) -> None:
         """Record ``state`` (told by ``via``) of the agent in ``pane`` if it changed, and

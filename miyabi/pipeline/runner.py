@@ -132,7 +132,12 @@ class Pipeline:
             self._submit(f"prepare:{inst.name}", self._prepare, inst)
         for inst in self.records.instances(InstanceState.READY):
             t = self.store.get(inst.task)
-            if t.state == TaskState.QUEUED and self.layout.pool(inst.pool) is not None and not self.dispatch.hold(t):
+            if (
+                t.state == TaskState.QUEUED
+                and t.pool in (None, inst.pool)
+                and self.layout.pool(inst.pool) is not None
+                and not self.dispatch.hold(t)
+            ):
                 assigned = self.store.set_state(
                     t.id,
                     TaskState.ASSIGNED,
@@ -203,7 +208,9 @@ class Pipeline:
                 t = self.store.get(inst.task)
             except TaskError:
                 t = None
-            if inst.state == InstanceState.PREPARING:
+            if t is not None and t.pool not in (None, inst.pool):
+                mine = False  # handed off to another pool
+            elif inst.state == InstanceState.PREPARING:
                 mine = t is not None and t.state == TaskState.QUEUED
             else:
                 mine = t is not None and t.state in OPEN and (t.agent == inst.name or t.state == TaskState.QUEUED)
@@ -220,6 +227,8 @@ class Pipeline:
                 why = f"pool {inst.pool} is not in the layout any more"
             elif inst.name in failed:
                 why = "the watchdog gave up on it"
+            elif t is not None and t.pool not in (None, inst.pool):
+                why = f"its task {t.ref} was handed off to pool {t.pool}"
             self.records.set_instance(inst.name, InstanceState.ENDED, why)
             append_event(
                 self.home, EventKind.INSTANCE_ENDED, agent=inst.name, pool=inst.pool, task=inst.task, reason=why
@@ -246,6 +255,9 @@ class Pipeline:
                 continue
             name = instance_name(pool.name, basis, taken)
             path = self.home / "worktrees" / pool.name / branch.removeprefix(defaults.BRANCH_PREFIX)
+            kept = self.records.worktree(pool.repo, branch)
+            if kept is not None and kept.state in (WorktreeState.ACTIVE, WorktreeState.REVIEW):
+                path = kept.path  # a task handed off from another pool: its worktree, its work so far
             if not self.records.add_instance(name, pool.name, t.id, branch, path):
                 continue
             taken.add(name)

@@ -21,7 +21,8 @@ from miyabi import defaults
 from miyabi.config.model import Layout
 from miyabi.config.settings import OnRestart
 from miyabi.events import EventKind, append_event
-from miyabi.messaging.mailbox import Message, MessageState, enqueue, inbox, make
+from miyabi.messaging.mailbox import Message, MessageError, MessageState, drop, enqueue, inbox, make
+from miyabi.messaging.parking import Parked
 from miyabi.stopping import Stopped
 from miyabi.work.dispatch import Dispatcher
 from miyabi.work.github import GitHub, GitHubError
@@ -125,6 +126,71 @@ class WorkEngine:
         times = [t.deadline for t in self.store.held() if t.deadline is not None and t.deadline > now]
         times += [v for v in self.dispatch.not_before.values() if v > now]
         return min(times) if times else None
+
+    # -- hand-offs
+
+    def handoff_due(self, parked: Mapping[str, Parked]) -> float | None:
+        """Unix time the next hand-off of a parked agent's tasks is due (None: none)."""
+        times = [t for name, p in parked.items() if (t := self._handoff_time(name, p)) is not None]
+        return min(times) if times else None
+
+    def _handoff_time(self, name: str, parked: Parked) -> float | None:
+        agent = next((a for a in self.layout.agents if a.name == name), None)
+        if agent is None or agent.park.handoff_after is None or not agent.park.to:
+            return None
+        return parked.since + agent.park.handoff_after
+
+    def hand_off(self, parked: Mapping[str, Parked], can_take: Callable[[str], bool]) -> list[tuple[int, str]]:
+        """Hand the tasks of each agent parked longer than its ``park.handoff_after`` to
+        the first of its ``park.to`` that can take them: a pool of the layout always
+        can (its task keeps its branch, so an instance of that pool takes over the
+        worktree); a named agent can when ``can_take`` says so (it runs and is not
+        parked) and its ``wip`` has room. The parked agent is told, for when it comes
+        back. Returns (task id, where it went) for each task handed off.
+
+        Raises:
+            TaskError, sqlite3.Error: the store failed.
+        """
+        now, out = self.clock(), []
+        held = self.store.held_counts()
+        for name, p in parked.items():
+            due = self._handoff_time(name, p)
+            if due is None or now < due:
+                continue
+            agent = self.layout.agent(name)
+            for t in self.store.held(name):
+                to = next((x for x in agent.park.to if self._takes(x, held, can_take)), None)
+                if to is None:
+                    break  # none can take it now: the next pass tries again
+                pool = to if self.layout.pool(to) is not None else None
+                why, note = _handoff_words(name, agent.profile.name, p, t, agent.cwd)
+                if t.state == TaskState.ASSIGNED and t.message:
+                    try:
+                        drop(self.home, t.message)  # never typed: it would reach the parked agent later
+                    except MessageError:
+                        pass
+                if not self.store.hand_off(
+                    t.id, name, to, pool if t.branch or pool else None, f"{why}; handed off to {to}", note
+                ):
+                    continue
+                if pool is None:
+                    held[to] = held.get(to, 0) + 1
+                append_event(self.home, EventKind.TASK_HANDED_OFF, task=t.id, ref=t.ref, agent=name, to=to, reason=why)
+                log.info("task %s: %s; handed off to %s", t.ref, why, to)
+                self._tell(
+                    t,
+                    name,
+                    f"Task {t.ref} ({t.title}) went to {to} while you were parked; stop working on it.",
+                    notice=True,
+                )
+                out.append((t.id, to))
+        return out
+
+    def _takes(self, target: str, held: Mapping[str, int], can_take: Callable[[str], bool]) -> bool:
+        if self.layout.pool(target) is not None:
+            return True
+        room = self.layout.wip.get(target)
+        return room is not None and held.get(target, 0) < room and can_take(target)
 
     # -- leases
 
@@ -359,6 +425,19 @@ class WorkEngine:
 LOST_HOLDER = "0:0"
 """The holder of a task whose message was delivered to a process nobody recorded
 (the report was lost): no process has this identity, so the task is handed back."""
+
+
+def _handoff_words(name: str, profile: str, p: Parked, t: Task, cwd: Path | None) -> tuple[str, str]:
+    """(why a task is handed off, what its next agent is told first)."""
+    since = time.strftime("%H:%M", time.localtime(p.since))
+    why = f"{name} has been parked ({p.reason}: {p.detail[:120]}) since {since}"
+    cause = "its provider's usage limit" if p.reason == "limit" else "its budget, spent"
+    where = f"the worktree {cwd} on branch {t.branch}" if t.branch else str(cwd or f"{name}'s working directory")
+    note = (
+        f"this task comes to you from {name} ({profile}), stopped by {cause} since {since}. "
+        f"What it did so far is in {where}: look there first (git status, git log) and carry on from it."
+    )
+    return why, note
 
 
 def _human(seconds: float) -> str:

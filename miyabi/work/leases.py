@@ -101,6 +101,23 @@ class Leases(StoreBase):
         )
         return {r[0]: int(r[1]) for r in rows}
 
+    def hand_off(self, task_id: int, agent: str, to: str, pool: str | None, reason: str, note: str) -> bool:
+        """Take a task from ``agent`` (parked) and queue it for ``to`` (an agent, or the
+        pool ``pool``: it keeps its branch, so an instance of that pool takes over its
+        worktree; a named agent's task has neither), in one transaction; ``note`` is
+        what the new agent is told first. False when ``agent`` no longer holds it."""
+        with self.tx() as db:
+            row = db.execute("SELECT state, agent FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if row is None or row["state"] not in HELD or row["agent"] != agent:
+                return False
+            self._move(db, task_id, TaskState.QUEUED, reason)
+            db.execute(
+                "UPDATE tasks SET handoff=?, handoff_note=?, route=?, pool=?,"
+                " branch=CASE WHEN ? IS NULL THEN NULL ELSE branch END WHERE id=?",
+                (to, note, to, pool, pool, task_id),
+            )
+            return True
+
     def hand_back(self, task_id: int, holder: str | None, reason: str, resend: bool, max_attempts: int) -> Handback:
         """Take a task back from the agent process ``holder`` (None: whatever holds
         it), in one transaction: after its last attempt (``attempts`` ≥ its own or the

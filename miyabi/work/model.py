@@ -179,6 +179,9 @@ class Task:
         branch: for a pool task, its git branch (its worktree is the pipeline's record).
         rounds: verify rounds it failed so far.
         parent: the task it follows up (a review comment, a failing check), if any.
+        handoff: the agent or pool it was handed off to (its previous agent was
+            parked); it goes there whatever the routes say.
+        handoff_note: what its new agent is told first: who worked on it, and where.
     """
 
     id: int
@@ -207,6 +210,8 @@ class Task:
     branch: str | None = None
     rounds: int = 0
     parent: int | None = None
+    handoff: str | None = None
+    handoff_note: str | None = None
 
     @property
     def from_bus(self) -> bool:
@@ -241,6 +246,7 @@ class Task:
             "branch": self.branch,
             "rounds": self.rounds,
             "parent": self.parent,
+            "handoff": self.handoff,
         }
 
     @classmethod
@@ -272,4 +278,6 @@ class Task:
             branch=r["branch"],
             rounds=r["rounds"],
             parent=r["parent"],
+            handoff=r["handoff"],
+            handoff_note=r["handoff_note"],
         )

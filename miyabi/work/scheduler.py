@@ -20,8 +20,11 @@ from miyabi.work.store import Store
 
 
 def route(task: Task, routes: Sequence[Route], agents: Sequence[str]) -> str | None:
-    """The agent for ``task``: its ``agent:<name>`` label if it names an agent, else the
-    first matching route; None when nothing matches."""
+    """The agent for ``task``: the agent or pool it was handed off to, else its
+    ``agent:<name>`` label if it names an agent, else the first matching route; None
+    when nothing matches."""
+    if task.handoff is not None and task.handoff in agents:
+        return task.handoff
     for label in task.labels:
         if label.startswith("agent:") and label[6:] in agents:
             return label[6:]
@@ -56,6 +59,8 @@ def task_message(task: Task) -> str:
     if task.source == Source.JOB:
         return f"/job {task.id}"
     parts = [f"Task {task.ref}: {task.title}"]
+    if task.handoff_note:
+        parts = [f"miyabi: {task.handoff_note}", "", *parts]
     if task.body.strip():
         parts += ["", task.body.strip()]
     if task.url:

@@ -115,6 +115,8 @@ SCHEMA = Schema(
         AddColumn("tasks", "branch", "TEXT"),
         AddColumn("tasks", "rounds", "INTEGER NOT NULL DEFAULT 0"),
         AddColumn("tasks", "parent", "INTEGER"),
+        AddColumn("tasks", "handoff", "TEXT"),
+        AddColumn("tasks", "handoff_note", "TEXT"),
         INDEXES,
     ),
 )

@@ -332,3 +332,97 @@ def test_a_cli_the_watchdog_restarts_resumes_its_conversation(
     sent(home, f"after the restart {tag}")
     got = wait_for(lambda: [r for r in model.prompts() if tag in r.prompt], timeout=60, what="the next prompt")
     assert first in got[0].history, got[0].history[-500:]
+
+
+def test_a_cli_at_its_usage_limit_is_parked_left_alone_and_its_task_finishes_elsewhere(
+    cli: Cli, home: Path, tmp_path: Path, model: FakeModel
+) -> None:
+    """Codex answered HTTP 429 is parked: no message is typed into it and the watchdog
+    leaves it alone well past its silence timeout; after ``park.handoff_after`` its task
+    goes to Claude Code, whose first message says where the work is, and Claude Code
+    finishes it (``miyabi task done``, through a Bash call a layout rule approves)."""
+    codex, claude = setup("codex", tmp_path, model.url), setup("claude", tmp_path, model.url)
+    a = {**codex.agent("a"), "park": {"handoff_after": "12s", "to": ["b"]}}
+    lay = write_layout(
+        tmp_path / "limit.yaml",
+        [a, claude.agent("b")],
+        session="real",
+        watchdog={"silence_timeout": 3, "silence_grace": 2},
+        approvals={"auto": [{"tool": "Bash", "answer": "approve"}]},
+    )
+    assert cli("up", str(lay), "-d").exit_code == 0
+    wait_for(
+        lambda: all((s := read_seen(home, n)) is not None and s.state == "ready" for n in "ab"),
+        timeout=STARTUP,
+        what="both CLIs ready",
+    )
+    model.limit("responses")
+    r = cli("task", "add", "finish the report [[tool miyabi task done 1 --note finished-by-b]]", "--label", "agent:a")
+    assert r.exit_code == 0, r.output
+    wait_for(lambda: state(home) == "parked", timeout=60, what="codex parked")
+    parked_at = time.time()
+    (park,) = [e for e in events(home) if e.get("event") == "agent-parked"]
+    assert park["agent"] == "a" and park["reason"] == "limit" and "429" in str(park["detail"]), park
+    status = json.loads(cli("status", "--json").output)
+    row = next(x for x in status["agents"] if x["name"] == "a")
+    assert row["state"] == "parked" and row["parked_reason"] == "limit" and row["parked_until"], row
+    done = wait_for(
+        lambda: [e for e in events(home) if e.get("event") == "task-done" or (e.get("event") == "task-handed-off")],
+        timeout=60,
+        what="the hand-off",
+    )
+    assert done[0]["event"] == "task-handed-off" and done[0]["to"] == "b", done
+    assert time.time() - parked_at >= 5  # parked longer than silence_timeout + silence_grace
+    shown = json.loads(wait_for(lambda: _done(cli), timeout=120, what="task 1 done"))
+    assert shown["agent"] == "b" and shown["handoff"] == "b", shown
+    history = " ".join(str(h.get("reason")) for h in shown["history"])
+    assert "handed off to b" in history and "finished-by-b" in history, history
+    first = next(r for r in model.prompts() if r.api == "messages" and "finish the report" in r.prompt)
+    assert "comes to you from a (codex)" in first.prompt and str(codex.work) in first.prompt, first.prompt
+    bad = [
+        e for e in events(home) if e.get("agent") == "a" and e.get("event") in ("nudged", "hung-restart", "restarted")
+    ]
+    assert bad == []
+
+
+def _done(cli: Cli) -> str | None:
+    r = cli("task", "show", "1", "--json")
+    return r.output if r.exit_code == 0 and json.loads(r.output).get("state") == "done" else None
+
+
+def test_a_parked_cli_is_told_to_go_on_once_the_limit_has_passed(
+    cli: Cli, home: Path, tmp_path: Path, model: FakeModel
+) -> None:
+    """No reset time shown: after ``park.probe_after`` the agent is told to go on, ahead
+    of the message held meanwhile; refused again, it is parked again with a longer
+    wait; once the limit has passed the go-on and the held message reach the model,
+    the held one once."""
+    s = setup("codex", tmp_path, model.url)
+    lay = write_layout(tmp_path / "probe.yaml", [s.agent("a")], session="real", park={"probe_after": "8s"})
+    assert cli("up", str(lay), "-d").exit_code == 0
+    wait_for(lambda: state(home) == "ready", timeout=STARTUP, what="codex ready")
+    model.limit("responses")
+    sent(home, "first turn, refused")
+    wait_for(lambda: state(home) == "parked", timeout=60, what="codex parked")
+    held = f"held while parked {uuid.uuid4().hex[:6]}"
+    sent(home, held)
+    go_on = "miyabi: a, your provider's usage limit stopped you"
+    wait_for(
+        lambda: any(r.prompt.startswith(go_on) for r in model.prompts() if r.limited), timeout=90, what="the probe"
+    )
+    model.unlimit(
+        "responses"
+    )  # the probe met the limit: parked again; the next one (or Codex's own retry) gets through
+    wait_for(
+        lambda: any(r.prompt.startswith(go_on) and not r.limited and r.ended for r in model.prompts()),
+        timeout=120,
+        what="the go-on answered",
+    )
+    wait_for(lambda: any(held in r.prompt and not r.limited for r in model.prompts()), timeout=60, what="the held one")
+    model.wait_answered(timeout=60)
+    assert len([r for r in model.prompts() if held in r.prompt and not r.limited]) == 1
+    order = [r.prompt for r in model.prompts()]
+    assert order.index(next(p for p in order if p.startswith(go_on))) < order.index(next(p for p in order if held in p))
+    parks = [e for e in events(home) if e.get("event") == "agent-parked"]
+    assert [e["strikes"] for e in parks][:2] == [1, 2], parks
+    assert {e["why"] for e in events(home) if e.get("event") == "agent-unparked"} <= {"went on", "answered"}

@@ -160,47 +160,48 @@ def parking(tmp_path: Path, clock: Clock) -> tuple[Parking, list[tuple[str, dict
 def test_a_park_is_probed_parked_again_with_a_longer_wait_then_ends(tmp_path: Path) -> None:
     clock = Clock()
     p, events, probes = parking(tmp_path, clock)
-    parked = p.check(SIGN, busy=False)
+    parked = p.check(SIGN)
     assert parked is not None and parked.reason == ParkReason.LIMIT and parked.probe_at == 1060.0
     assert events[-1][0] == "agent-parked" and events[-1][1]["strikes"] == 1
     assert read_parked(tmp_path, "kaede") == parked  # kept for status and a restarted controller
     clock.t = 1059.0
-    assert p.check(SIGN, busy=False) == parked
+    assert p.check(SIGN) == parked
     clock.t = 1060.0
-    assert p.check(SIGN, busy=False) is None and len(probes) == 1  # told to go on (queued)
-    assert p.check(SIGN, busy=False) is None and len(probes) == 1  # the old sign until it is typed
+    assert p.check(SIGN) is None and len(probes) == 1  # told to go on (queued)
+    assert p.check(SIGN) is None and len(probes) == 1  # the old sign until it is typed
     p.go_on = "miyabi: go on"
     p.typed("something else")
     assert p.current is not None and p.current.probed is None
     p.typed("miyabi: go on")
-    assert p.check(None, busy=True) is None  # it works on
+    assert p.check(None) is None  # it works on
     clock.t = 1065.0
-    again = p.check(SIGN, busy=False)  # the limit again
+    again = p.check(SIGN)  # the limit again
     assert again is not None and again.strikes == 2 and again.since == 1000.0 and again.probe_at == 1185.0
     clock.t = 1185.0
-    assert p.check(None, busy=False) is None and len(probes) == 2
+    assert p.check(None) is None and len(probes) == 2
     p.typed("miyabi: go on")
     clock.t = 1200.0
-    assert p.check(None, busy=True) is None and p.current is not None
+    assert p.check(None) is None and p.current is not None
     clock.t = 1185.0 + 61
-    assert p.check(None, busy=False) is None and p.current is None  # a minute without a sign: over
+    assert p.check(None) is None and p.current is None  # a minute without a sign: over
     assert events[-1][0] == "agent-unparked" and events[-1][1]["why"] == "went on"
     assert not (tmp_path / "run" / "parked" / "kaede.json").exists()
 
 
-def test_a_sign_that_goes_while_the_agent_works_ends_the_park(tmp_path: Path) -> None:
+def test_a_turn_the_provider_answered_ends_the_park_a_sign_gone_does_not(tmp_path: Path) -> None:
     clock = Clock()
     p, events, _ = parking(tmp_path, clock)
-    assert p.check(SIGN, busy=True) is not None
-    assert p.check(None, busy=False) is not None  # idle, the screen cleared (a respawn): still parked
-    assert p.check(None, busy=True) is None
-    assert events[-1][1]["why"] == "recovered"
+    assert p.check(SIGN) is not None
+    assert p.check(None) is not None  # scrolled away, or a respawn cleared the screen: still parked
+    p.answered()
+    assert p.check(None) is None and p.current is None
+    assert events[-1][1]["why"] == "answered"
 
 
 def test_a_printed_reset_time_sets_the_probe(tmp_path: Path) -> None:
     clock = Clock()
     p, _, _ = parking(tmp_path, clock)
-    parked = p.check(LimitSign("usage limit reached", "in 2 hours"), busy=False)
+    parked = p.check(LimitSign("usage limit reached", "in 2 hours"))
     assert parked is not None and parked.until == 1000.0 + 7200 and parked.probe_at == parked.until
 
 
@@ -209,7 +210,7 @@ def test_a_budget_park_holds_until_released(tmp_path: Path) -> None:
     p, events, probes = parking(tmp_path, clock)
     p.park_budget("tokens 1,000 of 1,000 per day", None)
     clock.t += 10**6
-    assert p.check(None, busy=True) is not None and probes == []
+    assert p.check(None) is not None and probes == []
     p.release(ParkReason.LIMIT, "wrong reason")
     assert p.current is not None
     p.release(ParkReason.BUDGET, "raised")
@@ -219,7 +220,7 @@ def test_a_budget_park_holds_until_released(tmp_path: Path) -> None:
 def test_a_park_survives_a_new_controller(tmp_path: Path) -> None:
     clock = Clock()
     p, _, _ = parking(tmp_path, clock)
-    parked = p.check(SIGN, busy=False)
+    parked = p.check(SIGN)
     again, _, _ = parking(tmp_path, clock)
     assert again.current == parked
     raw = json.loads((tmp_path / "run" / "parked" / "kaede.json").read_text())
@@ -246,3 +247,10 @@ def test_park_keys_load_and_bad_ones_are_named(tmp_path: Path) -> None:
     f.write_text("agents:\n  - {name: a, park: {to: [a]}}\n")
     with pytest.raises(LayoutError, match="cannot take over its own tasks"):
         load(f)
+
+
+def test_the_echo_of_a_message_that_quotes_a_limit_is_no_sign() -> None:
+    note = "miyabi: this task comes from a, stopped at: last status: 429 Too Many Requests; go on"
+    rows = ["❯ " + note, "⏺ Working on it", "❯ "]
+    assert limit_shown(BUILTIN["claude"], Screen.of(rows), note) is None
+    assert limit_shown(BUILTIN["claude"], Screen.of([*rows[:2], "API Error: 429", "❯ "]), note) is not None
