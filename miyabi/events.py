@@ -85,7 +85,8 @@ class EventKind(StrEnum):
     """An agent was started again in its pane: ``pid``, ``pane``, ``reason``."""
     RESUMED = "resumed"
     """The agent's next process resumes its own last conversation: ``session`` (the
-    conversation's id as its hooks reported it; null for a CLI that needs none)."""
+    conversation's id as its hooks reported it; null for a CLI that needs none), and for
+    a pool instance that takes up an earlier one's work, ``continues`` (that instance)."""
     STARTED_FRESH = "started-fresh"
     """The agent's next process starts a new conversation although its profile can
     resume one: ``reason``."""

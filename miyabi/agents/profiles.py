@@ -89,8 +89,8 @@ class Profile:
         deny_keys: tmux key names that answer it with no.
         hooks: the hook adapter (``claude``, ``codex``, ``aider``) that tells miyabi
             the agent's state from the agent itself; None: the screen only.
-        program: the executable the hook options belong to (the word of ``command``
-            they go after), when ``hooks`` is set.
+        program: the executable the hook and resume options belong to (the word of
+            ``command`` they go after).
         resume: the options that make ``program`` resume its own last conversation
             when miyabi starts it again (after a crash, a hang, ``miyabi restart``),
             put right after its word; ``{session}`` stands for the conversation's id
@@ -228,6 +228,10 @@ BUILTIN: dict[str, Profile] = {
             submit_delay=0.3,
             typed_limit=0,  # a typed "?" opens its shortcuts help, even mid-line (measured)
             answer_grace=1.5,  # "Thinking..." shows ~0.2 s after Enter (measured)
+            # no resume: `--resume ID` needs an id miyabi is never told (no hooks), and
+            # `--resume latest` takes the directory's last conversation, maybe another
+            # agent's (a layout can set it for an agent alone in its directory)
+            program="gemini",
             description="Google Gemini CLI",
         ),
         # Measured on aider 0.86.2: the prompt "> " (or "ask> ", "multi> ") is the
@@ -271,6 +275,9 @@ BUILTIN: dict[str, Profile] = {
             deny_keys=("Escape",),
             answer_grace=1.5,
             submit_delay=0.3,
+            # no resume, as for gemini: `--session ID` needs an id miyabi is never told,
+            # `--continue` takes the directory's last conversation
+            program="opencode",
             description="opencode",
         ),
         Profile(

@@ -44,6 +44,7 @@ def bring_up(layout: str | None, detach: bool, controller: bool, socket: str | N
     from miyabi.controller.process import launch, running_pid, stop_background
     from miyabi.home import BUILD_LOCK, Home
     from miyabi.supervision.keeper import STOPPED, building, clear_stopped, mark_stopped
+    from miyabi.supervision.resume import Resumption
     from miyabi.tmux.builder import up as build_up
     from miyabi.tmux.panes import attach_command
     from miyabi.tmux.runner import Tmux
@@ -69,7 +70,8 @@ def bring_up(layout: str | None, detach: bool, controller: bool, socket: str | N
                 # Started now, it comes up while the session is built: it runs this layout
                 # and waits for this build (run/build.lock) before it looks at the session.
                 launched = launch(h, sock, lay.path)
-            report = build_up(lay, tmux, h)
+            # a dead pane respawned resumes its conversation, as the watchdog's respawn does
+            report = build_up(lay, tmux, h, starts=Resumption(h.root).on_start)
         except BaseException:
             if launched is not None:
                 stop_background(h)

@@ -69,6 +69,10 @@ class Agent:
     """The window its pane goes in (None: the ``agents-N`` windows, by layout order)."""
     task: int | None = None
     """For a pool's instance: the task it was started for."""
+    continues: str | None = None
+    """For a pool's instance that takes up the work an earlier instance of its pool did
+    on the same branch (a follow-up, a task back from failed): that instance's name. Its
+    first process resumes that one's last conversation, where the profile can."""
     logs: LogSettings = field(default_factory=LogSettings)
     human_hold: float = defaults.HUMAN_HOLD
     park: ParkSettings = field(default_factory=ParkSettings)

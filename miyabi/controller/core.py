@@ -120,7 +120,10 @@ class Controller:
         self._deliverer_stops: dict[str, threading.Event] = {}
         """Agent → what ends its deliverer's thread (set on stop, or when it leaves the layout)."""
         self.intros = Intros(home, layout)
-        self.keeper = SessionKeeper(layout, self.tmux, home, self.cwd, home_intact=self._home_intact)
+        self.resumption = Resumption(home.root)
+        self.keeper = SessionKeeper(
+            layout, self.tmux, home, self.cwd, home_intact=self._home_intact, starts=self.resumption.on_start
+        )
         self.supervisor: Supervisor | None = None
         self.engine: WorkEngine | None = None
         self.pipeline: Pipeline | None = None
@@ -132,7 +135,6 @@ class Controller:
         """The CPU figures recorded for ``miyabi status`` (``run/cpu.json``), measured apart."""
         self._gh: GitHub | None = None
         self._follow_ups = False
-        self.resumption = Resumption(home.root)
         self.keyboard = Keyboard(lambda: attached_clients(self.channel, self.layout.session))
         self.approver = AutoApprover(home, self.channel, lambda: self.layout, self._lock_of)
         """Answers the questions the layout's ``approvals: {auto: …}`` rules match."""

@@ -59,7 +59,11 @@ def release_pools(store: Store, layout: Layout) -> list[int]:
 
 def instance_agents(records: Records, layout: Layout) -> tuple[Agent, ...]:
     """An agent for each ready instance of a pool ``layout`` has, by age: the pool's
-    profile and command, in the instance's worktree, with ``MIYABI_TASK`` set."""
+    profile and command, in the instance's worktree, with ``MIYABI_TASK`` set; one
+    that takes up the work an earlier instance did on its branch (a follow-up of its
+    task, the task again after it failed) continues that instance (``continues``:
+    its process resumes that one's conversation). A new task's branch is its own, so
+    its instance starts fresh."""
     out: list[Agent] = []
     for inst in records.instances(InstanceState.READY):
         pool = layout.pool(inst.pool)
@@ -86,6 +90,7 @@ def instance_agents(records: Records, layout: Layout) -> tuple[Agent, ...]:
                 logs=layout.logs,
                 human_hold=layout.human_hold,
                 park=pool.park,
+                continues=records.predecessor(inst),
             )
         )
     return tuple(out)

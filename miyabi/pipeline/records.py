@@ -211,6 +211,16 @@ class Records:
             args.append(pool)
         return [_instance(r) for r in self.store.rows(q + " ORDER BY created, name", args)]
 
+    def predecessor(self, inst: Instance) -> str | None:
+        """The instance of ``inst``'s pool that last worked on its branch before it (in
+        the same worktree: a follow-up's, a task's back from failed), or None."""
+        rows = self.store.rows(
+            "SELECT name FROM instances WHERE pool=? AND branch=? AND path=? AND state=? AND name<>? "
+            "AND created<=? ORDER BY created DESC, name DESC LIMIT 1",
+            (inst.pool, inst.branch, str(inst.path), str(InstanceState.ENDED), inst.name, inst.created),
+        )
+        return str(rows[0][0]) if rows else None
+
     def names(self) -> set[str]:
         """Every instance name ever used (names are never reused: inboxes and logs are by name)."""
         return {r[0] for r in self.store.rows("SELECT name FROM instances")}

@@ -19,6 +19,7 @@ from miyabi.errors import HomeGone, MiyabiError
 from miyabi.events import EventKind, append_event
 from miyabi.files import hold_waiting, write_atomic
 from miyabi.home import BUILD_LOCK, Home
+from miyabi.tmux.builder import Starts
 from miyabi.tmux.builder import down as build_down
 from miyabi.tmux.builder import up as build_up
 from miyabi.tmux.panes import Pane, session_exists
@@ -73,6 +74,9 @@ class SessionKeeper:
         home_intact: whether the home is still there to serve (asked right before a
             rebuild: a session rebuilt for a removed home would run forever, orphaned).
         build_wait: seconds to wait for a build under way (``miyabi up``'s).
+        starts: which processes it starts resume a conversation (a pool instance
+            that continues an earlier one's work: see
+            :meth:`~miyabi.supervision.resume.Resumption.on_start`); default: none.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class SessionKeeper:
         cwd: Path,
         home_intact: Callable[[], bool] = lambda: True,
         build_wait: float = defaults.BUILD_WAIT,
+        starts: Starts | None = None,
     ) -> None:
         self.layout = layout
         self.tmux = tmux
@@ -90,6 +95,7 @@ class SessionKeeper:
         self.cwd = cwd
         self.home_intact = home_intact
         self.build_wait = build_wait
+        self.starts: Starts = starts or (lambda agent, respawn: None)
 
     def rebuild_if_gone(self) -> bool:
         """Build the session again if it (or the whole tmux server) is gone, unless
@@ -107,7 +113,7 @@ class SessionKeeper:
             try:
                 if session_exists(self.tmux, self.layout.session):
                     return False  # `miyabi up` built it meanwhile
-                report = build_up(self.layout, self.tmux, self.home, self.cwd, make_home=False)
+                report = build_up(self.layout, self.tmux, self.home, self.cwd, make_home=False, starts=self.starts)
             except MiyabiError as e:
                 log.warning("could not rebuild session %s: %s", self.layout.session, e)
                 return False
@@ -137,7 +143,15 @@ class SessionKeeper:
             if not held:
                 return []  # a build is under way: the next refresh looks again
             try:
-                report = build_up(self.layout, self.tmux, self.home, self.cwd, respawn_dead=False, make_home=False)
+                report = build_up(
+                    self.layout,
+                    self.tmux,
+                    self.home,
+                    self.cwd,
+                    respawn_dead=False,
+                    make_home=False,
+                    starts=self.starts,
+                )
             except HomeGone:
                 return []
         if report.created:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +54,16 @@ BORDER_FORMAT = (
 )
 """Pane border label: the agent's tag (not the title, which programs can change), and
 why the watchdog gave up on it, if it did."""
+
+
+Starts = Callable[[Agent, bool], str | None]
+"""How :func:`up` starts an agent's process: (the agent, True when its dead pane is
+respawned, False when it gets a new pane) → the conversation it resumes (for
+:func:`launch_line`), or None for a fresh start."""
+
+
+def _fresh(agent: Agent, respawn: bool) -> str | None:
+    return None
 
 
 @dataclass
@@ -356,10 +366,12 @@ def reconcile_commands(
     report: UpReport,
     version: tuple[int, int] = (3, 3),
     respawn_dead: bool = True,
+    starts: Starts = _fresh,
 ) -> list[list[Command]]:
     """The command groups that bring a running session in line with the layout (fills
     ``report``); each group starts with an explicitly targeted command. With
-    ``respawn_dead`` False, dead panes are left to the watchdog."""
+    ``respawn_dead`` False, dead panes are left to the watchdog; ``starts`` says which
+    processes resume a conversation."""
     by_agent: dict[str, Pane] = {}
     for p in panes:
         if p.agent and p.agent not in by_agent:
@@ -367,10 +379,10 @@ def reconcile_commands(
     wanted = set(layout.names)
     report.extra = [(p.agent, p.pane_id) for p in panes if p.agent and p.agent not in wanted]
 
-    units, missing = _respawns(layout, home, socket, cwd, by_agent, report, respawn_dead)
+    units, missing = _respawns(layout, home, socket, cwd, by_agent, report, respawn_dead, starts)
     if not missing:
         return units
-    return units + _new_panes(layout, home, socket, cwd, panes, missing, report, version)
+    return units + _new_panes(layout, home, socket, cwd, panes, missing, report, version, starts)
 
 
 def _respawns(
@@ -381,6 +393,7 @@ def _respawns(
     by_agent: dict[str, Pane],
     report: UpReport,
     respawn_dead: bool,
+    starts: Starts,
 ) -> tuple[list[list[Command]], list[Agent]]:
     """The command groups that respawn the layout's dead agents in place (with
     ``respawn_dead``), and the agents that have no pane."""
@@ -401,7 +414,7 @@ def _respawns(
                         "-k",
                         "-t",
                         pane.pane_id,
-                        *spawn_args(agent, home, socket, cwd, layout.secret_env),
+                        *spawn_args(agent, home, socket, cwd, layout.secret_env, starts(agent, True)),
                     ],
                     *pane_setup(agent, home, ("-t", pane.pane_id)),
                 ]
@@ -420,6 +433,7 @@ def _new_panes(
     missing: list[Agent],
     report: UpReport,
     version: tuple[int, int],
+    starts: Starts,
 ) -> list[list[Command]]:
     """The command groups that give each of ``missing`` a pane: split into its
     windows' room, else in a new window."""
@@ -437,7 +451,7 @@ def _new_panes(
     name_of = {p.window_id: p.window_name for p in panes}
     next_n: dict[str, int] = {}
     for agent in missing:
-        spawn = spawn_args(agent, home, socket, cwd, layout.secret_env)
+        spawn = spawn_args(agent, home, socket, cwd, layout.secret_env, starts(agent, False))
         prefix = agent.window or WINDOW_PREFIX
         # a pool's instances share its windows (``coder``, ``coder-2``, …); named agents share ``agents-N``
         mine = [w for w in windows if _window_family(name_of.get(w, w), prefix, agent.window is not None)]
@@ -486,6 +500,7 @@ def up(
     cwd: Path | None = None,
     respawn_dead: bool = True,
     make_home: bool = True,
+    starts: Starts = _fresh,
 ) -> UpReport:
     """Create or reconcile ``layout``'s session on ``tmux``'s server.
 
@@ -498,6 +513,9 @@ def up(
             to its watchdog, which keeps backoff and the crash-loop breaker).
         make_home: create the home when it is missing; False (the controller) builds
             nothing for a home that was removed.
+        starts: which of the processes it starts in a running session (a dead pane
+            respawned, a new pane) resume a conversation (default: none); the named
+            agents of a session it creates start fresh.
 
     Raises:
         TmuxUnavailable: tmux missing or too old.
@@ -522,13 +540,15 @@ def up(
         tmux.run_units(build_commands(layout, home, tmux.socket, cwd, version), hide=layout.secret_env)
         if len(report.created) < len(layout.agents):  # agents of their own windows (pool instances)
             more = UpReport(session=layout.session)
-            units = reconcile_commands(layout, home, tmux.socket, cwd, list_panes(tmux, layout.session), more, version)
+            units = reconcile_commands(
+                layout, home, tmux.socket, cwd, list_panes(tmux, layout.session), more, version, starts=starts
+            )
             tmux.run_units(units)
             report.created += more.created
     else:
         check_owner(tmux, layout.session, home)
         panes = list_panes(tmux, layout.session)
-        units = reconcile_commands(layout, home, tmux.socket, cwd, panes, report, version, respawn_dead)
+        units = reconcile_commands(layout, home, tmux.socket, cwd, panes, report, version, respawn_dead, starts)
         if units:
             # Put the user's view back where it was: new windows and panes take focus.
             restore: list[Command] = [["select-pane", "-t", p.pane_id] for p in panes if p.pane_active]

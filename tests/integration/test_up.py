@@ -86,6 +86,32 @@ def test_up_respawns_a_dead_agent_in_its_own_pane(cli: Cli, tmux: Tmux, panes, t
     assert again.pane_id == a.pane_id and not again.dead and again.pid != a.pid
 
 
+def test_up_respawns_a_dead_agent_on_its_last_conversation(cli: Cli, panes, home: Path, tmp_path: Path) -> None:
+    """A dead pane that `miyabi up` respawns resumes the conversation recorded with its
+    agent's state, as the watchdog's respawn does; the event log says so. The agent is
+    a stand-in named `claude` that records its argv."""
+    argv = tmp_path / "argv.log"
+    fake = tmp_path / "bin" / "claude"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {argv}\nexec cat\n')
+    fake.chmod(0o755)
+    lay = write_layout(tmp_path / "l.yaml", [("a", "claude", str(fake))], session="resumes")
+    assert cli("up", str(lay), "-d", "--no-controller").exit_code == 0
+    wait_for(lambda: argv.exists() and argv.read_text().count("\n") == 1, what="the first start's argv")
+    assert "--resume" not in argv.read_text()  # a new session starts fresh
+    state = {"state": "ready", "via": "hook", "since": 1.0, "pid": 1, "session": "conv-1"}
+    (home / "run" / "activity").mkdir(parents=True, exist_ok=True)
+    (home / "run" / "activity" / "a.json").write_text(json.dumps(state))
+    os.kill(panes("resumes")["a"].pid, signal.SIGKILL)
+    wait_for(lambda: panes("resumes")["a"].dead, what="pane a to be dead")
+    r = cli("up", str(lay), "-d", "--no-controller")
+    assert "respawned a" in r.output, r.output
+    wait_for(lambda: argv.read_text().count("\n") == 2, what="the respawned process's argv")
+    assert argv.read_text().splitlines()[1].startswith("--resume conv-1 --settings ")
+    events = [json.loads(line) for line in (home / "logs" / "events.jsonl").read_text().splitlines()]
+    assert [(e["agent"], e["session"]) for e in events if e["event"] == "resumed"] == [("a", "conv-1")]
+
+
 def test_down_leaves_other_sessions_alone(cli: Cli, server: Server, tmux: Tmux) -> None:
     server.new_session(session_name="mine")
     assert cli("up", DEFAULT, "-d").exit_code == 0

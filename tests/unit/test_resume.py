@@ -91,3 +91,49 @@ def test_the_event_log_says_whether_a_start_resumed_or_started_fresh(tmp_path: P
         ("resumed", "a", "s1"),
         ("started-fresh", "b", "no conver"),
     ]
+
+
+def test_up_resumes_a_respawned_pane_and_only_a_continuing_instance_in_a_new_one(tmp_path: Path) -> None:
+    sessions = {"a": "s1", "coder-7": "c7", "coder-9-2": "own"}
+    r = Resumption(tmp_path, sessions.get)
+    a = Agent(name="a", profile=BUILTIN["claude"], command="claude")
+    assert r.on_start(a, respawn=True) == "s1"  # `miyabi up` respawns its dead pane
+    assert r.on_start(a, respawn=False) is None  # a named agent's new pane starts fresh, unlogged
+    follow = Agent(name="coder-7-2", profile=BUILTIN["claude"], command="claude", pool="coder", continues="coder-7")
+    assert r.on_start(follow, respawn=False) == "c7"  # the earlier instance's conversation
+    own = Agent(name="coder-9-2", profile=BUILTIN["claude"], command="claude", pool="coder", continues="coder-9")
+    assert r.on_start(own, respawn=False) == "own"  # its pane was closed: its own conversation
+    lost = Agent(name="coder-8-2", profile=BUILTIN["claude"], command="claude", pool="coder", continues="coder-8")
+    assert r.on_start(lost, respawn=False) is None  # the earlier one reported no id
+    aider = Agent(name="coder-8-3", profile=BUILTIN["aider"], command="aider", pool="coder", continues="coder-8")
+    assert r.on_start(aider, respawn=False) == ""  # its history file in the same worktree: no id needed
+    got = [(e["event"], e["agent"], e.get("session"), e.get("continues")) for e in read_events(tmp_path)]
+    assert got == [
+        ("resumed", "a", "s1", None),
+        ("resumed", "coder-7-2", "c7", "coder-7"),
+        ("resumed", "coder-9-2", "own", "coder-9"),
+        ("started-fresh", "coder-8-2", None, None),
+        ("resumed", "coder-8-3", None, "coder-8"),
+    ]
+    # a continuing instance's resumed process that dies young twice makes the next start fresh
+    assert r.next_start(follow, died_young=True) == "c7"
+    assert r.next_start(follow, died_young=True) is None
+
+
+def test_gemini_and_opencode_resume_when_a_layout_says_how(tmp_path: Path) -> None:
+    """Neither ships `resume` (no id is ever reported to miyabi), but a layout's resume
+    options go after their program's word like the others'."""
+    lay = load(
+        write_layout(
+            tmp_path / "g.yaml",
+            [
+                {"name": "g", "profile": "gemini", "resume": "--resume latest"},
+                {"name": "o", "profile": "opencode", "resume": "--continue"},
+            ],
+        )
+    )
+    g, o = lay.agents
+    assert BUILTIN["gemini"].resume is None and BUILTIN["opencode"].resume is None
+    assert launch_line(g, Home(tmp_path), "") == "gemini --resume latest"
+    assert launch_line(o, Home(tmp_path), "") == "opencode --continue"
+    assert launch_line(g, Home(tmp_path)) == "gemini"
