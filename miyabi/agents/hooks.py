@@ -51,9 +51,14 @@ CLAUDE_EVENTS = (
     "PostToolUse",
     "Notification",
     "Stop",
+    "StopFailure",
     "SessionEnd",
 )
 """The Claude Code hook events miyabi listens to."""
+
+LIMIT_ERRORS = frozenset({"rate_limit"})
+"""Claude Code's ``StopFailure`` errors that mean its provider's usage or rate limit
+(its hook reference lists the values: rate_limit, overloaded, billing_error, …)."""
 
 HOOK_TIMEOUT = 10
 """Seconds Claude Code gives ``miyabi hook`` before it moves on (it takes milliseconds)."""
@@ -87,11 +92,15 @@ class Report:
         activity: the agent's state from now on, or None when the event leaves it.
         prompt: the text the agent received as a new turn (the delivery receipt).
         question: the permission question, for ``waiting-approval``.
+        limit: what the CLI said, when its provider's usage or rate limit ended the
+            turn (Claude Code's ``StopFailure`` with ``error: rate_limit``).
     """
 
     activity: Activity | None
     prompt: str | None = None
     question: str | None = None
+    limit: str | None = None
+    """What the CLI said of its provider's usage or rate limit, when that ended the turn."""
 
 
 PASTED = re.compile(r'\A\s*<pasted_content id="(\w+)">\n(?P<text>.*)\n</pasted_content id="\1">\s*\Z', re.DOTALL)
@@ -133,6 +142,9 @@ def interpret(rec: Mapping[str, Any]) -> Report:
         if kind == "idle_prompt":
             return Report(Activity.READY)
         return Report(None)
+    if event == "StopFailure":  # Claude Code: an API error ended the turn
+        limited = rec.get("error") in LIMIT_ERRORS
+        return Report(Activity.READY, limit=str(rec.get("message") or rec.get("error")) if limited else None)
     if event == "SessionEnd":
         return Report(Activity.ENDED)
     if event == "answered":  # miyabi approve / deny: what follows shows on screen first

@@ -157,10 +157,11 @@ BUILTIN: dict[str, Profile] = {
             program="claude",
             resume="--resume {session}",
             # a 429 shows "✻ 429 <the API's message> · retrying in 15s · attempt 7/10"
-            # over the box for minutes (10 attempts), then "API Error: 429 …"; a plan's
+            # over the box for minutes (10 attempts), then "API Error: Request rejected
+            # (429) · …" (and its StopFailure hook: error rate_limit); a plan's
             # limit: "Claude usage limit reached. Your limit will reset at 3pm (Zone)."
             limit_pattern=(
-                r"\b429\b[^\n]*(?:rate.limit|retrying|Too Many Requests)|API Error: 429"
+                r"\b429\b[^\n]*(?:rate.limit|retrying|Too Many Requests)|API Error: [^\n]*\b429\b"
                 r"|(?:(?:usage|session|weekly|5-hour|Opus) limit reached|You've hit your (?:usage )?limit)"
                 r"(?:[^\n]*?resets?(?: at)? (?P<reset>\d{1,2}(?::\d{2})?\s*(?:[ap]m)?(?:\s*\([\w/+-]+\))?))?"
             ),

@@ -81,6 +81,10 @@ def record(event: str, payload: dict[str, Any]) -> dict[str, Any]:
         rec["input"] = _summary(payload.get("tool_input"))
     if isinstance(payload.get("message"), str):
         rec["message"] = payload["message"][:500]
+    if isinstance(payload.get("error"), str):  # Claude Code's StopFailure
+        rec["error"] = payload["error"][:100]
+        if isinstance(payload.get("last_assistant_message"), str):
+            rec["message"] = payload["last_assistant_message"][:500]
     if "notification_type" in payload:
         rec["kind"] = str(payload["notification_type"])
     if isinstance(payload.get("transcript_path"), str):

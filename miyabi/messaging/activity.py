@@ -131,10 +131,13 @@ class ActivityTracker:
         self.usage_due = False
         """A turn ended since usage was last read."""
         self.thread: str | None = None
+        """The Codex thread whose turn ended last (its session file holds the usage)."""
         self.session: str | None = None
         """The agent's conversation id as its hooks reported it (kept when a new
         process is followed: a resumed one goes on with it)."""
-        """The Codex thread whose turn ended last (its session file holds the usage)."""
+        self.limit: str | None = None
+        """What the CLI's hook said of its provider's usage limit when that ended its
+        last turn (None: its last turn did not end so)."""
 
     def follow(self, pid: int) -> None:
         """Track process ``pid`` (a new process forgets what the old one said, and its
@@ -147,7 +150,7 @@ class ActivityTracker:
             self.state, self.since, self.question, self.expect = None, 0.0, None, None
             self.receipts.clear()
             self.turn_ends.clear()
-            self.transcript, self.usage_due = None, False
+            self.transcript, self.usage_due, self.limit = None, False, None
             try:
                 self.offset, self.partial = max(0, self.path.stat().st_size - REREAD), b""
             except OSError:
@@ -192,14 +195,11 @@ class ActivityTracker:
         if t < self.started or t < self.since:  # an old process's, or out of order (hooks race)
             return
         report = interpret(rec)
-        if rec.get("event") != "notify" and isinstance(rec.get("session"), str) and rec["session"]:
-            self.session = rec[
-                "session"
-            ]  # Claude Code's hooks all carry it (a Codex side thread's notify may not be ours)
-        if isinstance(rec.get("transcript"), str):
-            self.transcript = rec["transcript"]
+        self._ids(rec)
         if report.prompt is not None and rec.get("event") != "notify":
             self.receipts.append((t, report.prompt))
+        if report.activity is not None:
+            self.limit = report.limit  # a new turn, or one that ended otherwise, clears it
         if report.activity is Activity.READY:
             prompt = rec.get("prompt") if rec.get("event") == "notify" else None
             if prompt is not None and self.expect is not None and not same_text(self.expect, str(prompt)):
@@ -218,6 +218,14 @@ class ActivityTracker:
         if report.activity is not None:
             self.state, self.since = report.activity, t
             self.question = report.question if report.activity is Activity.WAITING_APPROVAL else None
+
+    def _ids(self, rec: dict[str, Any]) -> None:
+        """The conversation id and transcript a hook record names."""
+        if rec.get("event") != "notify" and isinstance(rec.get("session"), str) and rec["session"]:
+            # Claude Code's hooks all carry it (a Codex side thread's notify may not be ours)
+            self.session = rec["session"]
+        if isinstance(rec.get("transcript"), str):
+            self.transcript = rec["transcript"]
 
     def submitted(self, text: str, at: float) -> None:
         """A message was typed and its submit key first pressed at ``at``: the agent

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from miyabi.agents.hooks import Activity
-from miyabi.agents.limits import limit_shown
+from miyabi.agents.limits import LimitSign, limit_shown
 from miyabi.agents.screen import Screen, approval_question, composer_text, looks_ready, reads_screen
 from miyabi.config.model import Agent
 from miyabi.events import EventKind
@@ -97,6 +97,8 @@ class Readiness:
         if self._person(pane, screen, look):
             return Activity.HUMAN, "keyboard", question, screen
         sign = limit_shown(self.profile, screen, self.last_typed) if screen is not None else None
+        if sign is None and self.activity.limit is not None:  # told by its hook (Claude Code's StopFailure)
+            sign = LimitSign(self.activity.limit[:300], None)
         parked = self.parking.check(sign)
         if parked is not None:
             return Activity.PARKED, parked.reason, None, screen

@@ -390,20 +390,24 @@ def _done(cli: Cli) -> str | None:
     return r.output if r.exit_code == 0 and json.loads(r.output).get("state") == "done" else None
 
 
+@pytest.mark.parametrize("name", ["codex", "claude"])
 def test_a_parked_cli_is_told_to_go_on_once_the_limit_has_passed(
-    cli: Cli, home: Path, tmp_path: Path, model: FakeModel
+    name: str, cli: Cli, home: Path, tmp_path: Path, model: FakeModel
 ) -> None:
     """No reset time shown: after ``park.probe_after`` the agent is told to go on, ahead
     of the message held meanwhile; refused again, it is parked again with a longer
     wait; once the limit has passed the go-on and the held message reach the model,
     the held one once."""
-    s = setup("codex", tmp_path, model.url)
-    lay = write_layout(tmp_path / "probe.yaml", [s.agent("a")], session="real", park={"probe_after": "8s"})
+    s = setup(name, tmp_path, model.url)
+    # Claude Code tries a refused request 10 times over minutes before its StopFailure hook; once here
+    agent = {**s.agent("a"), "env": {**s.env, "CLAUDE_CODE_MAX_RETRIES": "1"}}
+    lay = write_layout(tmp_path / "probe.yaml", [agent], session="real", park={"probe_after": "8s"})
     assert cli("up", str(lay), "-d").exit_code == 0
-    wait_for(lambda: state(home) == "ready", timeout=STARTUP, what="codex ready")
-    model.limit("responses")
+    wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")
+    api = "messages" if name == "claude" else "responses"
+    model.limit(api)
     sent(home, "first turn, refused")
-    wait_for(lambda: state(home) == "parked", timeout=60, what="codex parked")
+    wait_for(lambda: state(home) == "parked", timeout=60, what=f"{name} parked")
     held = f"held while parked {uuid.uuid4().hex[:6]}"
     sent(home, held)
     go_on = "miyabi: a, your provider's usage limit stopped you"

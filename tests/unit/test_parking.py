@@ -254,3 +254,19 @@ def test_the_echo_of_a_message_that_quotes_a_limit_is_no_sign() -> None:
     rows = ["❯ " + note, "⏺ Working on it", "❯ "]
     assert limit_shown(BUILTIN["claude"], Screen.of(rows), note) is None
     assert limit_shown(BUILTIN["claude"], Screen.of([*rows[:2], "API Error: 429", "❯ "]), note) is not None
+
+
+def test_claude_code_s_stop_failure_hook_tells_a_rate_limit() -> None:
+    from miyabi.agents.hooks import Activity, interpret
+    from miyabi.cli.hook import record
+
+    said = "API Error: Request rejected (429) · This request would exceed the rate limit for your organization."
+    rec = record(
+        "StopFailure", {"hook_event_name": "StopFailure", "error": "rate_limit", "last_assistant_message": said}
+    )
+    report = interpret(rec)
+    assert report.activity is Activity.READY and report.limit == said
+    assert interpret({"event": "StopFailure", "error": "overloaded"}).limit is None
+    # and its screen says so too (measured with CLAUDE_CODE_MAX_RETRIES=1)
+    rows = ["❯ Write hello to the screen please", f"● {said}", "─" * 40, "❯ Resend your message to try again"]
+    assert limit_shown(BUILTIN["claude"], Screen.of(rows, (2, 3)), PROMPT) is not None
