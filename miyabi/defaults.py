@@ -110,6 +110,9 @@ COMPOSER_LINES = 5
 WORKER_PROMPT = "worker> "
 """Prompt the built-in worker agent shows when it is ready for a message."""
 
+WORKER_QUOTA_RESET = 60.0
+"""Seconds the built-in worker's rehearsed usage limit lasts (``miyabi worker --quota-reset``)."""
+
 WORKER_BUSY = "⠿ thinking… (esc to interrupt)"
 """Line the built-in worker agent shows while it simulates work (``--think``)."""
 

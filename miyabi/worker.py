@@ -5,7 +5,11 @@ text up to Enter, or a bracketed paste followed by Enter (a paste with newlines 
 it is one message, as in the real agent CLIs). It appends each message to its
 transcript (JSON lines: ``time``, ``agent``, ``text``), answers ``ack <first 60
 characters>``, and with ``--think S`` shows a busy line and no prompt for S seconds
-after each message, as an agent at work does. It exits on EOF (Ctrl-D on an empty
+after each message, as an agent at work does. With ``--quota N`` it rehearses a
+provider's usage limit: after every N messages it answers the next ones ``usage limit
+reached · resets in Ss`` for ``--quota-reset`` seconds without taking them, as an
+agent CLI refused by its provider does, and takes them (in order) with the first
+message after the reset, as a CLI told to go on resumes its turn. It exits on EOF (Ctrl-D on an empty
 line) or ``/quit``. It is the reference target for miyabi's delivery and watchdog
 tests, and lets an ensemble run on a machine with no agent CLI installed.
 """
@@ -203,6 +207,9 @@ class Worker:
         finish_task: reports the task a task message hands over done (see
             :func:`~miyabi.work.scheduler.task_named`), after the thinking; returns a
             line to show.
+        quota: messages it takes before its rehearsed usage limit (0: none).
+        quota_reset: seconds the limit lasts.
+        clock: monotonic seconds (the limit's clock).
     """
 
     def __init__(
@@ -214,8 +221,17 @@ class Worker:
         sleep: Callable[[float], None] = time.sleep,
         run_job: Callable[[int], str] | None = None,
         finish_task: Callable[[int], str] | None = None,
+        quota: int = 0,
+        quota_reset: float = defaults.WORKER_QUOTA_RESET,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
+        self.quota, self.quota_reset, self.clock = quota, quota_reset, clock
+        self.taken = 0
+        """Messages taken since the last reset of its rehearsed limit."""
+        self.limited_until: float | None = None
+        self.refused: list[str] = []
+        """Messages its rehearsed limit refused, taken after the reset."""
         self.transcript = transcript
         self.think = think
         self._out = out or _stdout_write
@@ -260,6 +276,25 @@ class Worker:
         return True
 
     def receive(self, text: str) -> None:
+        """Take ``text`` (see :meth:`take`), unless its rehearsed usage limit refuses it."""
+        if self.quota > 0:
+            now = self.clock()
+            if self.limited_until is not None and now >= self.limited_until:
+                self.limited_until, self.taken = None, 0
+                refused, self.refused = self.refused, []
+                for earlier in refused:
+                    self.take(earlier)
+            if self.limited_until is None and self.taken >= self.quota:
+                self.limited_until = now + self.quota_reset
+            if self.limited_until is not None:
+                self.refused.append(text)
+                left = max(1, round(self.limited_until - now))
+                self.write(f"usage limit reached · resets in {left}s\r\n")
+                return
+            self.taken += 1
+        self.take(text)
+
+    def take(self, text: str) -> None:
         """Record ``text``, acknowledge it and simulate the work."""
         self.received += 1
         if self.transcript is not None:
@@ -364,10 +399,17 @@ def _task_finisher(agent: str) -> Callable[[int], str] | None:
 
 
 def run(
-    name: str, transcript: Path | None, think: float, stdin: BinaryIO | None = None, finish_tasks: bool = True
+    name: str,
+    transcript: Path | None,
+    think: float,
+    stdin: BinaryIO | None = None,
+    finish_tasks: bool = True,
+    quota: int = 0,
+    quota_reset: float = defaults.WORKER_QUOTA_RESET,
 ) -> int:
     """Run the worker on the terminal until EOF or ``/quit``; return the exit code.
-    ``finish_tasks``: report the tasks it is handed done (else they stay in progress)."""
+    ``finish_tasks``: report the tasks it is handed done (else they stay in progress);
+    ``quota``, ``quota_reset``: its rehearsed usage limit (see :class:`Worker`)."""
     import termios
     import tty
 
@@ -381,7 +423,13 @@ def run(
     else:
         read = lambda: stream.read1(65536)  # type: ignore[union-attr]
     worker = Worker(
-        name, transcript, think, run_job=_job_runner(name), finish_task=_task_finisher(name) if finish_tasks else None
+        name,
+        transcript,
+        think,
+        run_job=_job_runner(name),
+        finish_task=_task_finisher(name) if finish_tasks else None,
+        quota=quota,
+        quota_reset=quota_reset,
     )
     saved = None
     if fd is not None and os.isatty(fd):

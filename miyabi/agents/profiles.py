@@ -300,6 +300,7 @@ BUILTIN: dict[str, Profile] = {
             busy_rows=(1, 0),
             submit_delay=defaults.SUBMIT_DELAY,
             composer_pattern=r"^" + re.escape(defaults.WORKER_PROMPT.rstrip()) + r"(?: (?P<text>.*))?$",
+            limit_pattern=r"usage limit reached · resets (?P<reset>in \d+s)",  # with --quota
             intro=False,
             description="miyabi's built-in test agent: acks each message",
         ),

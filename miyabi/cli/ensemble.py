@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from miyabi import defaults
 from miyabi.cli import output, params
 from miyabi.cli.root import (
     HomeOpt,
@@ -275,6 +276,24 @@ def worker(
             help="Keep the tasks it is handed in progress instead of reporting them done (tests, demos).",
         ),
     ] = False,
+    quota: Annotated[
+        int,
+        typer.Option(
+            "--quota",
+            metavar="N",
+            parser=checked(params.count(0)),
+            help="Rehearse a usage limit: after every N messages, refuse the next ones until the reset (0: never).",
+        ),
+    ] = 0,
+    quota_reset: Annotated[
+        float,
+        typer.Option(
+            "--quota-reset",
+            metavar="SECONDS",
+            parser=checked(params.seconds()),
+            help="Seconds the rehearsed usage limit lasts.",
+        ),
+    ] = defaults.WORKER_QUOTA_RESET,
 ) -> None:
     """Run the built-in worker agent (it acks each message).
 
@@ -284,4 +303,13 @@ def worker(
     from miyabi import worker as w
 
     agent = name or os.environ.get("MIYABI_AGENT") or "worker"
-    raise typer.Exit(w.run(agent, transcript or w.default_transcript(agent), think, finish_tasks=not hold_tasks))
+    raise typer.Exit(
+        w.run(
+            agent,
+            transcript or w.default_transcript(agent),
+            think,
+            finish_tasks=not hold_tasks,
+            quota=quota,
+            quota_reset=quota_reset,
+        )
+    )

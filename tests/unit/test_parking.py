@@ -270,3 +270,23 @@ def test_claude_code_s_stop_failure_hook_tells_a_rate_limit() -> None:
     # and its screen says so too (measured with CLAUDE_CODE_MAX_RETRIES=1)
     rows = ["❯ Write hello to the screen please", f"● {said}", "─" * 40, "❯ Resend your message to try again"]
     assert limit_shown(BUILTIN["claude"], Screen.of(rows, (2, 3)), PROMPT) is not None
+
+
+def test_the_worker_rehearses_a_usage_limit_its_profile_reads() -> None:
+    from miyabi.worker import Worker
+
+    now = [0.0]
+    shown: list[str] = []
+    taken: list[str] = []
+    w = Worker("w", None, out=shown.append, quota=2, quota_reset=30, clock=lambda: now[0])
+    w.take = taken.append  # type: ignore[method-assign]
+    for text in ("one", "two", "three", "four"):
+        w.receive(text)
+        now[0] += 10
+    assert taken == ["one", "two"]
+    assert shown == ["usage limit reached · resets in 30s\r\n", "usage limit reached · resets in 20s\r\n"]
+    sign = limit_shown(BUILTIN["worker"], Screen.of(["worker> three", shown[1].strip(), "worker> "]), "three")
+    assert sign is not None and reset_time(sign.reset or "", 0.0) == 20.0
+    now[0] = 50.0  # the reset: the refused ones first, in order
+    w.receive("go on")
+    assert taken == ["one", "two", "three", "four", "go on"]
