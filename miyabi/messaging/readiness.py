@@ -96,6 +96,8 @@ class Readiness:
         state, via, question, screen = self._agent_state(pane)
         if self._person(pane, screen, look):
             return Activity.HUMAN, "keyboard", question, screen
+        if screen is None and self.profile.limit_pattern:  # a profile read by its hooks alone
+            screen = self.driver.screen(pane.pane_id)
         sign = limit_shown(self.profile, screen, self.last_typed) if screen is not None else None
         if sign is None and self.activity.limit is not None:  # told by its hook (Claude Code's StopFailure)
             sign = LimitSign(self.activity.limit[:300], None)

@@ -557,3 +557,52 @@ def test_a_base_branch_never_seen_passing_gets_no_fix_task(cli: Cli, home: Path,
     assert cli("task", "add", "Fix feature").exit_code == 0
     wait_for(lambda: task_state(home, 1) == "failed", timeout=60, what="the task failed")
     assert [t.id for t in Store.of_home(home).query()] == [1]
+
+
+def test_a_parked_instance_s_task_is_handed_off_to_another_pool_in_the_same_worktree(
+    cli: Cli, home: Path, tmp_path: Path
+) -> None:
+    """Pool ``first``'s instance does half the work and meets its usage limit; parked
+    past ``handoff_after``, its task goes to pool ``second``, whose instance starts in the
+    same worktree on the same branch, finds the half-done work and finishes it; the
+    checks pass and the branch merges."""
+    _, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": CONVENTION, "feature.txt": "broken\n"})
+    first = {
+        "name": "first",
+        "profile": "shell",
+        "repo": str(repo),
+        "pipeline": "local",
+        "command": 'sh -c \'read -r line; echo half > feature.txt; echo "usage limit reached · resets in 600s"; '
+        "exec sleep 100000'",
+        "limit_pattern": r"usage limit reached · resets (?P<reset>in \d+s)",
+        "park": {"handoff_after": "2s", "to": ["second"]},
+    }
+    second = {
+        "name": "second",
+        "profile": "shell",
+        "repo": str(repo),
+        "pipeline": "local",
+        "command": "sh -c 'read -r line; grep -q half feature.txt && echo fixed > feature.txt && "
+        'miyabi task done "$MIYABI_TASK" --note carried-on; exec sleep 100000\'',
+    }
+    lay = write_layout(
+        tmp_path / "l.yaml",
+        [("lead", "shell", "cat")],
+        session="pipe",
+        pools=[first, second],
+        routes=[{"default": True, "agent": "first"}],
+    )
+    assert cli("up", str(lay), "-d").exit_code == 0
+    assert cli("task", "add", "Fix feature").exit_code == 0
+    wait_for(lambda: task_state(home, 1) == "done", timeout=90, what="the task done by second")
+    assert (repo / "feature.txt").read_text() == "fixed\n"
+    events = [json.loads(x) for x in (home / "logs" / "events.jsonl").read_text().splitlines()]
+    parked = [e for e in events if e["event"] == "agent-parked"]
+    assert parked and parked[0]["agent"] == "first-1" and parked[0]["until"], parked
+    (off,) = [e for e in events if e["event"] == "task-handed-off"]
+    assert off["agent"] == "first-1" and off["to"] == "second"
+    ready = {e["agent"]: e["path"] for e in events if e["event"] == "worktree-ready"}
+    assert ready["second-1"] == ready["first-1"], ready
+    task = json.loads(cli("task", "show", "1", "--json").output)
+    assert task["handoff"] == "second" and task["pool"] == "second"
+    assert any("handed off to second" in str(h["reason"]) for h in task["history"])
