@@ -134,6 +134,8 @@ class Deliverer:
         self._entered: tuple[str, float] = ("", 0.0)
         """(message id, Unix time) of the first press of the submit key for it."""
         self._before: tuple[str, tuple[str, ...]] = ("", ())
+        self._jumped = False
+        """A park's probe queued its message while this step chose another."""
         """(message id, the screen outside the cursor's row) just before the submit key."""
 
     def event(self, event: EventKind, msg: Message | None = None, **fields: Any) -> None:
@@ -146,6 +148,7 @@ class Deliverer:
         text = go_on_text(self.agent.name, parked, self.readiness.last_task)
         self.readiness.parking.go_on = prepare(text)
         enqueue(self.home, make(self.agent.name, text, sender="miyabi", priority="high"), why="go-on")
+        self._jumped = True
         self.wake.set()
 
     def state(self, pane: Pane) -> tuple[Activity, str, str | None, Screen | None]:
@@ -189,8 +192,11 @@ class Deliverer:
             self.fail(msg, "nothing to type: the body is empty once control characters are removed")
             return True
         pane = self.pane()
+        self._jumped = False
         if pane is None or pane.dead or not self.readiness.ready(pane):
             return False
+        if self._jumped:  # a park's probe just queued its message ahead of this one
+            return True
         attempts = int(msg.extra.get("attempts", 0)) + 1
         if attempts > defaults.DELIVERY_ATTEMPTS:
             self.fail(

@@ -174,7 +174,8 @@ class Readiness:
         fields = usage_fields(before, self.meter.usage, pane.pid, self.last_task)
         if fields is not None:
             self.event(EventKind.USAGE, None, **fields)
-            self.parking.answered()
+            if before is not None and fields["turn_output_tokens"] > 0:  # the model answered (not a first read)
+                self.parking.answered()
 
     def record(self, pane: Pane, state: Activity, via: str, question: str | None, screen: Screen | None = None) -> None:
         """Record ``state`` (told by ``via``) of the agent in ``pane`` if it changed, and

@@ -55,6 +55,7 @@ def model(tmp_path: Path) -> Iterator[FakeModel]:
                                 "started": r.started,
                                 "ended": r.ended,
                                 "error": r.error,
+                                "limited": r.limited,
                                 "prompt": r.prompt[:200],
                             }
                         )
@@ -405,20 +406,17 @@ def test_a_parked_cli_is_told_to_go_on_once_the_limit_has_passed(
     assert cli("up", str(lay), "-d").exit_code == 0
     wait_for(lambda: state(home) == "ready", timeout=STARTUP, what=f"{name} ready")
     api = "messages" if name == "claude" else "responses"
-    model.limit(api)
+    model.limit(api, retry_after=1)  # Claude Code waits what retry-after says before its one retry
     sent(home, "first turn, refused")
     wait_for(lambda: state(home) == "parked", timeout=60, what=f"{name} parked")
     held = f"held while parked {uuid.uuid4().hex[:6]}"
     sent(home, held)
     go_on = "miyabi: a, your provider's usage limit stopped you"
+    # Claude Code sends a refused turn again with the next one: the go-on is in the prompt, not at its start
+    wait_for(lambda: any(go_on in r.prompt for r in model.prompts() if r.limited), timeout=90, what="the probe")
+    model.unlimit(api)  # the probe met the limit: parked again; the next probe (or Codex's own retry) gets through
     wait_for(
-        lambda: any(r.prompt.startswith(go_on) for r in model.prompts() if r.limited), timeout=90, what="the probe"
-    )
-    model.unlimit(
-        "responses"
-    )  # the probe met the limit: parked again; the next one (or Codex's own retry) gets through
-    wait_for(
-        lambda: any(r.prompt.startswith(go_on) and not r.limited and r.ended for r in model.prompts()),
+        lambda: any(go_on in r.prompt and not r.limited and r.ended for r in model.prompts()),
         timeout=120,
         what="the go-on answered",
     )
@@ -426,7 +424,7 @@ def test_a_parked_cli_is_told_to_go_on_once_the_limit_has_passed(
     model.wait_answered(timeout=60)
     assert len([r for r in model.prompts() if held in r.prompt and not r.limited]) == 1
     order = [r.prompt for r in model.prompts()]
-    assert order.index(next(p for p in order if p.startswith(go_on))) < order.index(next(p for p in order if held in p))
+    assert order.index(next(p for p in order if go_on in p)) < order.index(next(p for p in order if held in p))
     parks = [e for e in events(home) if e.get("event") == "agent-parked"]
     assert [e["strikes"] for e in parks][:2] == [1, 2], parks
     assert {e["why"] for e in events(home) if e.get("event") == "agent-unparked"} <= {"went on", "answered"}
