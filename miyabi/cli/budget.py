@@ -10,7 +10,7 @@ import typer
 from miyabi.cli import output
 from miyabi.cli.root import Group, HomeOpt, JsonOpt, LayoutOpt, SocketOpt, app, handles_errors, resolve_target
 
-budget_app = typer.Typer(cls=Group, help="The layout's budgets: use against each in its period; raise one.")
+budget_app = typer.Typer(cls=Group, help="The layout's budgets and their use; raise one.")
 app.add_typer(budget_app, name="budget")
 
 
