@@ -79,13 +79,23 @@ def request_reload(home: Home, wait: float = defaults.REQUEST_WAIT) -> str:
     done = d / f"{DONE}{RELOAD}"
     done.unlink(missing_ok=True)
     write_atomic(d / RELOAD, "reload\n")
+    return _answer(home, done, wait, "the controller kept its layout: ")
+
+
+def _answer(home: Home, done: Path, wait: float, refused: str = "") -> str:
+    """The controller's answer in ``done`` (removed once read): its line after ``ok``.
+
+    Raises:
+        MiyabiError: it answered ``failed`` (``refused`` then its line), or did not
+            answer within ``wait`` seconds.
+    """
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if done.exists():
             status, _, detail = done.read_text().partition("\n")
             done.unlink(missing_ok=True)
             if status.strip() != "ok":
-                raise MiyabiError(f"the controller kept its layout: {detail.strip()}")
+                raise MiyabiError(f"{refused}{detail.strip()}")
             return detail.strip()
         time.sleep(defaults.REQUEST_POLL)
     raise MiyabiError(f"the controller did not answer within {wait:.0f} s; see {home.logs / 'controller.log'}")
@@ -108,17 +118,10 @@ def request_raise(
     name = f"{RAISE}{uuid.uuid4().hex[:12]}"
     done = d / f"{DONE}{name}"
     write_atomic(d / name, json.dumps({"scope": scope, "tokens": tokens, "cost_usd": cost_usd}))
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if done.exists():
-            status, _, detail = done.read_text().partition("\n")
-            done.unlink(missing_ok=True)
-            if status.strip() != "ok":
-                raise MiyabiError(detail.strip())
-            return detail.strip()
-        time.sleep(defaults.REQUEST_POLL)
-    (d / name).unlink(missing_ok=True)
-    raise MiyabiError(f"the controller did not answer within {wait:.0f} s; see {home.logs / 'controller.log'}")
+    try:
+        return _answer(home, done, wait)
+    finally:
+        (d / name).unlink(missing_ok=True)  # unanswered: not raised later by surprise
 
 
 def _serve_raise(home: Home, req: Path, raise_budget: Callable[[str, int | None, float | None], str]) -> None:
