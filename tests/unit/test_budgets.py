@@ -280,3 +280,28 @@ def test_the_budget_file_is_json_with_rfc3339_times(tmp_path: Path) -> None:
     keeper.tick()
     data = json.loads((home / "run" / "budget.json").read_text())
     assert data["standings"][0]["until"].endswith("Z") and data["updated"].endswith("Z")
+
+
+def test_metrics_and_status_show_use_against_the_budget(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from miyabi.cli.status import cells
+    from miyabi.home import Home
+    from miyabi.supervision.status import AgentState, AgentStatus
+    from miyabi.web.metrics import MiyabiCollector
+
+    home = tmp_path / "home"
+    home.mkdir()
+    lay = write_layout(tmp_path / "l.yaml", [{"name": "kaede", "budget": {"tokens": 1000, "cost_usd": 2}}])
+    keeper, _, _ = keeper_for(home, lay, Clock(NOON))
+    log(home, usage("kaede", 900, NOON, cost=0.5))
+    keeper.tick()
+    collector = MiyabiCollector(SimpleNamespace(home=Home(home)))
+    got = {(m.name, tuple(sorted(s.labels.items()))): s.value for m in collector._budgets() for s in m.samples}
+    assert got[("miyabi_budget_used", (("scope", "kaede"), ("unit", "tokens")))] == 900
+    assert got[("miyabi_budget_limit", (("scope", "kaede"), ("unit", "usd")))] == 2.0
+    (row,) = read_budget_state(home)["standings"]
+    r = AgentStatus("kaede", "w", "%1", 1, "c", True, AgentState.READY, None, None, None, 1.0, None, None, None)
+    assert cells(r)["tokens in/out"] == "-"
+    shown = cells(AgentStatus(**{**r.to_json(), "budget": {"scope": "kaede", "share": row["share"]}}))
+    assert shown["tokens in/out"] == "-, budget 90% of kaede's"
