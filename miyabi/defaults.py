@@ -174,6 +174,15 @@ it to go on (layout ``park.probe_after``); doubled for each park in a row."""
 PARK_PROBE_MAX = 3600.0
 """Longest wait, in seconds, before a parked agent is told to go on (``park.probe_max``)."""
 
+BUDGET_WARN = 0.8
+"""Share of a budget (layout ``budget:``) at which miyabi warns once per period (the
+event and notice ``budget-warning``); at 1.0 it parks the agents the budget covers."""
+
+BUDGET_TICK = 1.0
+"""Seconds between the controller's looks at the event log's token use against the
+budgets (and so the longest an agent runs on after its budget is spent, besides the
+turn that spent it)."""
+
 PARK_HANDOFF_AFTER = 600.0
 """Seconds an agent stays parked before its tasks go to ``park.to`` when the layout
 names targets but no ``park.handoff_after``."""

@@ -74,8 +74,16 @@ class EventKind(StrEnum):
     """A park ended: ``reason``, ``why`` (``went on``, ``recovered``, ``raised``, …),
     ``parked_s`` (seconds since it began)."""
     USAGE = "usage"
-    """An agent's process reported tokens: ``pid``, ``input_tokens``, ``output_tokens``,
-    ``turn_input_tokens``, ``turn_output_tokens``, ``cost_usd``, ``task``."""
+    """An agent's process reported tokens: ``pid``, ``input_tokens``, ``output_tokens``
+    (the process's totals), ``turn_input_tokens``, ``turn_output_tokens`` (the turn's),
+    ``cost_usd`` (the process's total in US dollars) and ``turn_cost_usd`` (the turn's),
+    where the CLI reports a cost, ``task`` (the task of the last message it got),
+    ``pool`` (a pool instance's pool)."""
+    BUDGET_WARNING = "budget-warning"
+    """A budget (layout ``budget:``) reached 80 % in its period, once per budget and
+    period: ``scope`` (``layout``, a pool's or an agent's name), ``used``, ``limit`` and
+    ``unit`` (``tokens`` or ``usd``) of the unit nearest its limit, ``per`` (``day``,
+    ``task``), ``period`` (the local date, or the task's id)."""
 
     # -- the watchdog (miyabi/supervision)
     AGENT_DIED = "agent-died"
@@ -238,6 +246,8 @@ class NoticeKind(StrEnum):
     """An agent asks for permission."""
     AGENT_PARKED = "agent-parked"
     """An agent was parked at its provider's usage limit or its budget."""
+    BUDGET_WARNING = "budget-warning"
+    """A budget reached 80 % of its limit in its period."""
     TASK_DONE = "task-done"
     TASK_FAILED = "task-failed"
     """A task failed or needs a person (its attempts or verify rounds ran out)."""

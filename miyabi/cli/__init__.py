@@ -19,6 +19,7 @@ def _load_app() -> Any:
     import miyabi.cli.ensemble  # noqa: F401 - registered first: its commands lead `miyabi --help`
     from miyabi.cli import (  # noqa: F401 - they register their commands
         approvals,
+        budget,
         bus,
         catalog,
         github,

@@ -200,7 +200,7 @@ def columns(rows: list[AgentStatus], terminal: bool) -> list[str]:
     terminal, those of :data:`TERMINAL`, tokens only when an agent reports some."""
     if not terminal:
         return HEADERS
-    tokens = any(r.input_tokens is not None or r.cost_usd is not None for r in rows)
+    tokens = any(r.input_tokens is not None or r.cost_usd is not None or r.budget for r in rows)
     return [c for c in TERMINAL if c != "tokens in/out" or tokens]
 
 
@@ -214,6 +214,8 @@ def cells(r: AgentStatus) -> dict[str, str]:
     tokens = "-" if r.input_tokens is None else f"{_count(r.input_tokens)}/{_count(r.output_tokens or 0)}"
     if r.cost_usd is not None:
         tokens += f" ${r.cost_usd:.2f}"
+    if r.budget:
+        tokens += f", budget {float(r.budget['share'] or 0):.0%} of {r.budget['scope']}'s"
     return {
         "agent": r.name if r.task is None else f"{r.name} (task {r.task})",
         "window": r.window or "-",

@@ -30,6 +30,7 @@ from miyabi.config.model import Agent, Layout, Pool, frozen_map
 from miyabi.config.sections import (
     check_park_targets,
     validate_approvals,
+    validate_budget,
     validate_bus,
     validate_delivery,
     validate_github,
@@ -59,6 +60,7 @@ TOP_KEYS = (
     "delivery",
     "watchdog",
     "park",
+    "budget",
     "routes",
     "github",
     "tasks",
@@ -346,6 +348,12 @@ def validate(doc: Document) -> Layout:
     report = validate_report(doc, data["report"], github is not None) if "report" in data else None
     web = validate_web(doc, data["web"]) if data.get("web") not in (None, False) else None
     notify = validate_notify(doc, data.get("notify", []))
+    budget = validate_budget(doc, ("budget",), data.get("budget"))
+    if budget is not None and "layout" in [*declared, *declared_pools]:
+        doc.problem(
+            ("budget",),
+            "an agent or pool named layout hides the ensemble's budget from `miyabi budget raise layout`; rename it",
+        )
     _check_handoffs(doc, agents, pools, [*declared, *declared_pools])
     doc.fail_if_problems()
     return Layout(
@@ -367,6 +375,7 @@ def validate(doc: Document) -> Layout:
         notify=tuple(notify),
         bus=bus,
         human_hold=doc.human_hold,
+        budget=budget,
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 

@@ -17,10 +17,11 @@ from miyabi import defaults
 from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.config.document import Document, Key, check_env, check_keys, env_str, unknown
 from miyabi.config.model import Agent, PipelineMode, Pool, frozen_map
-from miyabi.config.sections import validate_hold, validate_park, validate_watchdog
+from miyabi.config.sections import validate_budget, validate_hold, validate_park, validate_watchdog
 from miyabi.config.settings import NAME_RE
 
-AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", "human_hold", "park", *OVERRIDABLE)
+AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", "human_hold", "park", "budget", *OVERRIDABLE)
+"""Keys of an agent's mapping under ``agents:``."""
 POOL_KEYS = (
     "name",
     "profile",
@@ -32,6 +33,7 @@ POOL_KEYS = (
     "env",
     "watchdog",
     "park",
+    "budget",
     *OVERRIDABLE,
 )
 PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
@@ -117,6 +119,7 @@ def _pool(
         env.update(raw["env"])
     watchdog = doc.watchdog.merged(validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
     park = doc.park.merged(validate_park(doc, (*key, "park"), raw.get("park", {})))
+    budget = validate_budget(doc, (*key, "budget"), raw.get("budget"))
     if len(doc.problems) > before or not isinstance(name, str):
         return None
     return Pool(
@@ -129,6 +132,7 @@ def _pool(
         env=frozen_map({str(k): env_str(v) for k, v in env.items()}),
         watchdog=watchdog,
         park=park,
+        budget=budget,
         **kw,
     )
 
@@ -213,6 +217,7 @@ def validate_agent(
     watchdog = doc.watchdog.merged(validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
     human_hold = validate_hold(doc, (*key, "human_hold"), raw.get("human_hold", doc.human_hold))
     park = doc.park.merged(validate_park(doc, (*key, "park"), raw.get("park", {})))
+    budget = validate_budget(doc, (*key, "budget"), raw.get("budget"))
     wip = raw.get("wip", 1)
     if type(wip) is not int or wip < 1:
         doc.problem((*key, "wip"), f"{wip!r} must be a whole number of tasks, 1 or more")
@@ -232,6 +237,7 @@ def validate_agent(
         logs=doc.logs,
         human_hold=human_hold,
         park=park,
+        budget=budget,
     )
 
 

@@ -13,6 +13,7 @@ from miyabi import defaults
 from miyabi.agents.profiles import Profile
 from miyabi.config.settings import (
     AutoAnswer,
+    BudgetSettings,
     BusSettings,
     GitHubSettings,
     LogSettings,
@@ -52,6 +53,8 @@ class Agent:
             into it again (``human_hold``, the agent's or the layout's).
         park: what happens when it is parked at a usage limit (``park``, the layout's
             then its own; a pool's instance has its pool's).
+        budget: its own budget (``budget``); None: none (a pool's instance counts
+            towards its pool's, :attr:`Pool.budget`).
     """
 
     name: str
@@ -76,6 +79,7 @@ class Agent:
     logs: LogSettings = field(default_factory=LogSettings)
     human_hold: float = defaults.HUMAN_HOLD
     park: ParkSettings = field(default_factory=ParkSettings)
+    budget: BudgetSettings | None = None
 
 
 class PipelineMode(StrEnum):
@@ -106,6 +110,7 @@ class Pool:
         env: extra environment variables for its instances.
         watchdog: restart and hang settings of its instances.
         park: what happens when an instance is parked at a usage limit.
+        budget: the budget of all its instances together (``budget``); None: none.
     """
 
     name: str
@@ -119,6 +124,7 @@ class Pool:
     env: Mapping[str, str] = field(default_factory=frozen_map)
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     park: ParkSettings = field(default_factory=ParkSettings)
+    budget: BudgetSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,8 @@ class Layout:
         human_hold: seconds after a person's last key in a pane before miyabi types
             into it again (``human_hold``; pool instances have it, named agents may
             set their own).
+        budget: the whole ensemble's budget (``budget:``), every agent's use
+            together; None: none.
     """
 
     path: Path
@@ -168,6 +176,7 @@ class Layout:
     report: ReportSettings | None = None
     bus: BusSettings | None = None
     human_hold: float = defaults.HUMAN_HOLD
+    budget: BudgetSettings | None = None
 
     @property
     def secret_env(self) -> frozenset[str]:

@@ -14,11 +14,14 @@ from typing import Any
 from miyabi import defaults
 from miyabi.config.document import ENV_KEY_RE, Document, Key, check_keys, unknown
 from miyabi.config.settings import (
+    BUDGET_KEYS,
     HOST_RE,
     NAME_RE,
     PARK_KEYS,
     WATCHDOG_KEYS,
     AutoAnswer,
+    BudgetPer,
+    BudgetSettings,
     BusSettings,
     GitHubSettings,
     LogSettings,
@@ -559,6 +562,32 @@ def validate_park(doc: Document, key: Key, spec: Any) -> dict[str, Any]:
     if "to" in out and "handoff_after" not in spec and "handoff_after" not in out:
         out.setdefault("handoff_after", defaults.PARK_HANDOFF_AFTER)
     return out
+
+
+def validate_budget(doc: Document, key: Key, spec: Any) -> BudgetSettings | None:
+    """A ``budget:`` mapping at ``key``: ``tokens`` (a whole number above 0),
+    ``cost_usd`` (US dollars above 0), at least one of them, and ``per`` (``day``, the
+    default, or ``task``). None when it has a defect (recorded) or is null."""
+    if spec is None:
+        return None
+    example = "for example `budget: {tokens: 2000000, per: day}`"
+    if not isinstance(spec, dict):
+        doc.problem(key, f"must be a mapping ({example})")
+        return None
+    before = len(doc.problems)
+    check_keys(doc, key, spec, BUDGET_KEYS)
+    tokens, cost, per = spec.get("tokens"), spec.get("cost_usd"), spec.get("per", BudgetPer.DAY.value)
+    if "tokens" not in spec and "cost_usd" not in spec:
+        doc.problem(key, f"needs tokens, cost_usd or both ({example})")
+    if tokens is not None and (type(tokens) is not int or tokens < 1):
+        doc.problem((*key, "tokens"), f"{tokens!r} must be a whole number of tokens (input + output), 1 or more")
+    if cost is not None and (type(cost) not in (int, float) or not 0 < cost < float("inf")):
+        doc.problem((*key, "cost_usd"), f"{cost!r} must be a number of US dollars above 0 (such as 2.5)")
+    if per not in tuple(BudgetPer):
+        doc.problem((*key, "per"), f"{per!r} must be day (the local day) or task (one task)")
+    if len(doc.problems) > before:
+        return None
+    return BudgetSettings(tokens=tokens, cost_usd=float(cost) if cost is not None else None, per=BudgetPer(per))
 
 
 def check_park_targets(doc: Document, key: Key, to: tuple[str, ...], names: list[str]) -> None:

@@ -30,6 +30,9 @@ WATCHDOG_KEYS = (
 PARK_KEYS = ("probe_after", "probe_max", "handoff_after", "to")
 """Keys of ``park:`` in a layout, ensemble-wide and per agent or pool."""
 
+BUDGET_KEYS = ("tokens", "cost_usd", "per")
+"""Keys of ``budget:`` in a layout: the whole ensemble's, an agent's, a pool's."""
+
 DEFAULT_NUDGE = (
     "miyabi watchdog: you have printed nothing for a while and do not look ready for input. "
     "If you are stuck, stop and say what blocks you; if you are working, print a short progress line."
@@ -98,6 +101,34 @@ class ParkSettings:
     def merged(self, overrides: dict[str, Any]) -> ParkSettings:
         """A copy with the layout's values for some keys."""
         return replace(self, **overrides)
+
+
+class BudgetPer(StrEnum):
+    """The period a budget counts over (``budget.per``)."""
+
+    DAY = "day"
+    """The machine's local day: the period turns at local midnight."""
+    TASK = "task"
+    """One task: what the agents a budget covers used on the task they hold."""
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """A budget of tokens and/or US dollars per period (layout ``budget:``, at the top
+    for the whole ensemble, and per agent or pool; a pool's is the total of its
+    instances). At 80 % of either limit miyabi warns once a period; at 100 % it parks
+    the agents the budget covers until the period turns or ``miyabi budget raise``.
+
+    Attributes:
+        tokens: input + output tokens allowed per period; None: not counted.
+        cost_usd: US dollars allowed per period (where the CLI reports a cost);
+            None: not counted.
+        per: the period (:class:`BudgetPer`).
+    """
+
+    tokens: int | None = None
+    cost_usd: float | None = None
+    per: BudgetPer = BudgetPer.DAY
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from miyabi.pipeline.runner import Pipeline
 from miyabi.reports.schedule import run_schedule
 from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.approvals import AutoApprover
+from miyabi.supervision.budgets import BudgetKeeper
 from miyabi.supervision.keeper import SessionKeeper
 from miyabi.supervision.processes import holder_alive, holders, lease_identity
 from miyabi.supervision.resume import Resumption
@@ -138,6 +139,8 @@ class Controller:
         self.keyboard = Keyboard(lambda: attached_clients(self.channel, self.layout.session))
         self.approver = AutoApprover(home, self.channel, lambda: self.layout, self._lock_of)
         """Answers the questions the layout's ``approvals: {auto: …}`` rules match."""
+        self.budgets: BudgetKeeper | None = None
+        """Keeps the layout's budgets: parks the agents of a spent one (made with the store)."""
         self.fixes: FixFiler | None = None
         """Files a fix task for each agent the watchdog gives up on (made with the store)."""
         self.watcher: InboxWatcher | None = None
@@ -360,6 +363,13 @@ class Controller:
         engine = self.engine = WorkEngine(store, self.layout, self.home.root, gh)
         self._gh = gh
         self.fixes = FixFiler(self.home, store, gh, lambda: self.layout.github, self._start)
+        self.budgets = BudgetKeeper(
+            self.home.root,
+            lambda: self.layout,
+            lambda: {n: d.readiness.parking for n, d in self.deliverers.items()},
+            store.held_tasks,
+            self._wake,
+        )
         release_pools(store, self.layout)  # verifying for a pool removed while no controller ran
         self._record_running()
         if self.layout.pools:
@@ -448,7 +458,12 @@ class Controller:
             if time.monotonic() >= pace.next_cpu:
                 pace.next_cpu = time.monotonic() + defaults.CPU_RECORD
                 self._record_cpu()
-            requests.serve(self.home, self._restart_request, self._reload)
+            requests.serve(
+                self.home,
+                self._restart_request,
+                self._reload,
+                self.budgets.raise_budget if self.budgets is not None else None,
+            )
             if time.time() >= pace.paused_until:
                 self._pass(engine, supervisor, pace)
             wait = max(0.0, min(pace.next_refresh - time.monotonic(), pace.next_pass - time.time()))
@@ -513,6 +528,8 @@ class Controller:
                 self._start_deliverer(name, d)
             self._start(functools.partial(rescan, self.stop, self._inboxes, self._wake), "rescan")
             self._start(functools.partial(supervisor.run, self.stop), "watchdog")
+            if self.budgets is not None:
+                self._start(functools.partial(self.budgets.run, self.stop), "budgets")
             append_event(self.home.root, EventKind.CONTROLLER_READY, pid=os.getpid(), agents=list(self.deliverers))
         return True
 

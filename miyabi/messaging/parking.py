@@ -59,6 +59,8 @@ class Parked:
         detail: the screen row that showed the limit, or the budget spent.
         probing: the message telling it to go on is queued, not yet typed.
         probed: Unix time that message was typed; None before.
+        scope: a budget park: the budget's scope (``layout``, a pool's or the
+            agent's name); None for a limit park.
     """
 
     reason: str
@@ -69,6 +71,7 @@ class Parked:
     detail: str
     probing: bool = False
     probed: float | None = None
+    scope: str | None = None
 
 
 def parked_file(home_root: Path, agent: str) -> Path:
@@ -141,12 +144,16 @@ class Parking:
             self._save(None)
             self.event(EventKind.AGENT_UNPARKED, reason=p.reason, why=why, parked_s=round(self.clock() - p.since, 3))
 
-    def _park(self, reason: str, detail: str, until: float | None, strikes: int, since: float) -> Parked:
+    def _park(
+        self, reason: str, detail: str, until: float | None, strikes: int, since: float, scope: str | None = None
+    ) -> Parked:
         now = self.clock()
         probe = probe_time(now, until, strikes, self.settings) if reason == ParkReason.LIMIT else None
-        parked = Parked(reason, since, until, probe, strikes, detail)
+        parked = Parked(reason, since, until, probe, strikes, detail, scope=scope)
         self._save(parked)
         fields: dict[str, Any] = {"reason": reason, "detail": detail, "strikes": strikes, "until": until}
+        if scope is not None:
+            fields["scope"] = scope
         self.event(EventKind.AGENT_PARKED, **fields, probe_at=probe)
         return parked
 
@@ -200,12 +207,13 @@ class Parking:
             if p is not None and p.probing and self.go_on is not None and text == self.go_on:
                 self._save(replace(p, probing=False, probed=self.clock()))
 
-    def park_budget(self, detail: str, until: float | None) -> None:
-        """Park the agent for its budget (``until``: when its period ends, if it does)."""
+    def park_budget(self, detail: str, until: float | None, scope: str | None = None) -> None:
+        """Park the agent for its budget (``until``: when its period ends, if it does;
+        ``scope``: the budget's, for ``miyabi budget raise``)."""
         with self.lock:
             p = self.current
             if p is None or p.reason != ParkReason.BUDGET:
-                self._park(ParkReason.BUDGET, detail, until, 1, self.clock())
+                self._park(ParkReason.BUDGET, detail, until, 1, self.clock(), scope)
 
     def release(self, reason: ParkReason, why: str) -> None:
         """End a park of ``reason`` (a budget raised, its period turned)."""

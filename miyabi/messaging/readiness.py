@@ -171,7 +171,7 @@ class Readiness:
         before = self.meter.usage
         if not read_turn(self.meter, self.activity, self.agent, screen):
             return
-        fields = usage_fields(before, self.meter.usage, pane.pid, self.last_task)
+        fields = usage_fields(before, self.meter.usage, pane.pid, self.last_task, self.agent.pool)
         if fields is not None:
             self.event(EventKind.USAGE, None, **fields)
             if before is not None and fields["turn_output_tokens"] > 0:  # the model answered (not a first read)

@@ -107,10 +107,13 @@ def read_turn(meter: UsageMeter, activity: ActivityTracker, agent: Agent, screen
     return True
 
 
-def usage_fields(before: Usage | None, after: Usage | None, pid: int, task: str | None) -> dict[str, Any] | None:
+def usage_fields(
+    before: Usage | None, after: Usage | None, pid: int, task: str | None, pool: str | None = None
+) -> dict[str, Any] | None:
     """The fields of a ``usage`` event for a turn that took the totals from ``before``
-    to ``after`` (tokens, and the cost in US dollars where known) in process ``pid``,
-    counted towards ``task``; None when nothing changed."""
+    to ``after`` (tokens, and the cost in US dollars where known: the total and the
+    turn's) in process ``pid``, counted towards ``task`` and, for a pool instance, its
+    ``pool``; None when nothing changed."""
     if after is None or after == before:
         return None
     fields: dict[str, Any] = {
@@ -122,6 +125,10 @@ def usage_fields(before: Usage | None, after: Usage | None, pid: int, task: str 
     }
     if after.cost_usd is not None:
         fields["cost_usd"] = after.cost_usd
+        earlier = before.cost_usd if before is not None and before.cost_usd is not None else 0.0
+        fields["turn_cost_usd"] = round(max(0.0, after.cost_usd - earlier), 6)
     if task:
         fields["task"] = task
+    if pool:
+        fields["pool"] = pool
     return fields

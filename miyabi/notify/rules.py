@@ -42,11 +42,24 @@ def parked_text(agent: str, e: dict[str, Any]) -> str:
     if e.get("reason") == "budget":
         text = f"{agent} spent its budget ({e.get('detail')})"
         until = e.get("until")
-        return text + (f" until {rfc3339(float(until))}" if until else f"; `miyabi budget raise {agent}` lets it go on")
+        scope = e.get("scope") or agent
+        return text + (f" until {rfc3339(float(until))}" if until else f"; `miyabi budget raise {scope}` lets it go on")
     text = f"{agent} is at its provider's usage limit: {str(e.get('detail') or '')[:200]}"
     if e.get("until"):
         return f"{text}; resets {rfc3339(float(e['until']))}"
     return f"{text}; told to go on at {rfc3339(float(e['probe_at']))}" if e.get("probe_at") else text
+
+
+def warning_text(e: dict[str, Any]) -> str:
+    """One line on a budget at 80 %: how much of what, and what happens at 100 %."""
+    scope, unit = str(e.get("scope") or "?"), e.get("unit")
+    used, limit = e.get("used"), e.get("limit")
+    amount = f"${used} of ${limit}" if unit == "usd" else f"{used} of {limit} tokens"
+    per = "today" if e.get("per") == "day" else f"on task {e.get('period')}"
+    return (
+        f"the budget of {scope} is at {amount} {per}; at its limit its agents are parked "
+        f"(`miyabi budget raise {scope}` gives more)"
+    )
 
 
 def from_event(key: str, e: dict[str, Any]) -> Notice | None:
@@ -82,6 +95,9 @@ def from_event(key: str, e: dict[str, Any]) -> Notice | None:
         )
     if kind == EventKind.AGENT_PARKED:
         return Notice(key, NoticeKind.AGENT_PARKED, f"agent {agent} parked", parked_text(agent, e), None, e)
+    if kind == EventKind.BUDGET_WARNING:
+        scope = str(e.get("scope") or "?")
+        return Notice(key, NoticeKind.BUDGET_WARNING, f"budget {scope} at 80 %", warning_text(e), None, e)
     if kind == EventKind.STATE and e.get("state") == "waiting-approval":
         question = str(e.get("question") or "permission requested")
         return Notice(

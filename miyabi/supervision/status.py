@@ -28,6 +28,7 @@ from miyabi.files import write_atomic
 from miyabi.home import Home
 from miyabi.messaging.activity import Seen, read_seen
 from miyabi.messaging.parking import read_parked
+from miyabi.supervision.budgets import agent_budgets, read_budget_state
 from miyabi.supervision.processes import CLOCK_TICKS, PAGE_SIZE, ProcStat, process_table, started_at
 from miyabi.supervision.saved import load_records
 from miyabi.times import rfc3339
@@ -223,6 +224,9 @@ class AgentStatus:
         parked_since: while ``parked``: when the park began (RFC 3339).
         parked_until: while ``parked``: when it may go on (the limit's reset, else
             when miyabi tells it to go on; RFC 3339), None when its budget must be raised.
+        budget: the budget that covers it nearest its limit, as the controller last
+            saw it (``scope``, ``per``, ``period``, ``share``, ``unit``, ``used_tokens``,
+            ``limit_tokens``, ``used_cost_usd``, ``limit_cost_usd``); None: none covers it.
     """
 
     name: str
@@ -251,9 +255,28 @@ class AgentStatus:
     parked_reason: str | None = None
     parked_since: str | None = None
     parked_until: str | None = None
+    budget: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+BUDGET_FIELDS = (
+    "scope",
+    "per",
+    "period",
+    "share",
+    "unit",
+    "used_tokens",
+    "limit_tokens",
+    "used_cost_usd",
+    "limit_cost_usd",
+)
+"""What a status row tells of the budget that covers its agent."""
+
+
+def _budget(standing: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return {k: standing.get(k) for k in BUDGET_FIELDS} if standing is not None else None
 
 
 def collect(
@@ -294,6 +317,7 @@ def collect(
         rows[p.agent] = row
     order = [n for n in expected if n in rows] + [n for n in rows if n not in expected]
     watch = load_records(home)
+    budgets = agent_budgets(read_budget_state(home.root).get("standings") or ()) if recorded else {}
     out = []
     for n in order:
         row = rows[n]
@@ -320,6 +344,7 @@ def collect(
                 task=_task(by_name.get(n)),
                 restarts_last_hour=sum(1 for t in hist.get("restarts", []) if now - t <= 3600),
                 last_reason=hist.get("last_reason"),
+                budget=_budget(budgets.get(n)),
             )
         )
     for n in expected:

@@ -27,6 +27,7 @@ from miyabi.errors import MiyabiError
 from miyabi.events import EventKind, events_after, path_of
 from miyabi.messaging.mailbox import MessageState, inbox
 from miyabi.reports.kpis import reason_label
+from miyabi.supervision.budgets import read_budget_state
 from miyabi.supervision.status import AgentState
 from miyabi.times import parse_rfc3339
 from miyabi.work.model import TaskState
@@ -156,6 +157,7 @@ class MiyabiCollector(Collector):
             yield from self._events()
             yield from self._inboxes()
             yield from self._tasks()
+            yield from self._budgets()
 
     def _agents(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("miyabi_agent_up", "1 while the agent's program runs.", labels=["agent"])
@@ -232,6 +234,29 @@ class MiyabiCollector(Collector):
         out: list[Metric] = [by_state, h]
         out += self._github()
         return out
+
+    def _budgets(self) -> list[Metric]:
+        """Each budget's use and limit in its current period, as the controller last saw
+        them (``run/budget.json``; a per-task budget: the task nearest its limit)."""
+        used = GaugeMetricFamily(
+            "miyabi_budget_used", "Use in the budget's current period (tokens, or usd).", labels=["scope", "unit"]
+        )
+        limit = GaugeMetricFamily(
+            "miyabi_budget_limit",
+            "The budget's allowance in its current period, raises included (tokens, or usd).",
+            labels=["scope", "unit"],
+        )
+        nearest: dict[str, dict[str, Any]] = {}
+        for r in read_budget_state(self.site.home.root).get("standings") or ():
+            scope = str(r.get("scope"))
+            if scope not in nearest or float(r.get("share") or 0) > float(nearest[scope].get("share") or 0):
+                nearest[scope] = r
+        for scope, r in sorted(nearest.items()):
+            for unit, u, lim in (("tokens", "used_tokens", "limit_tokens"), ("usd", "used_cost_usd", "limit_cost_usd")):
+                if r.get(lim) is not None:
+                    used.add_metric([scope, unit], float(r.get(u) or 0))
+                    limit.add_metric([scope, unit], float(r[lim]))
+        return [used, limit]
 
     def _github(self) -> list[Metric]:
         """GitHub requests and the rate limit left, as the controller last saved them."""

@@ -61,6 +61,21 @@ class Controller(BaseModel):
     fix: str | None = Field(description="The command that starts it, when it does not run.")
 
 
+class BudgetUse(BaseModel):
+    """The budget (layout ``budget:``) that covers an agent nearest its limit, as the
+    controller last saw it."""
+
+    scope: str = Field(description="layout, a pool's name or an agent's.")
+    per: str = Field(description="day or task.")
+    period: str | None = Field(description="The local date, or the task's id.")
+    share: float = Field(description="The largest share of a limit used (1.0: spent, its agents parked).")
+    unit: str = Field(description="The unit nearest its limit: tokens or usd.")
+    used_tokens: int
+    limit_tokens: int | None = Field(description="This period's allowance (raises included); null: not counted.")
+    used_cost_usd: float = Field(description="US dollars.")
+    limit_cost_usd: float | None = Field(description="US dollars; null: not counted.")
+
+
 class AgentRow(BaseModel):
     """One agent as ``miyabi status --json`` prints it, with its current task and what
     the dashboard says when it does not run."""
@@ -96,6 +111,7 @@ class AgentRow(BaseModel):
     parked_until: str | None = Field(
         description="While parked: when it may go on (RFC 3339); null when its budget must be raised."
     )
+    budget: BudgetUse | None = Field(description="The budget that covers it nearest its limit; null: none.")
     current_task: CurrentTask | None
     notice: str | None = Field(
         description="For an agent that does not run (failed, dead, missing): that it does not, why, and the command "

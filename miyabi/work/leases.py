@@ -101,6 +101,17 @@ class Leases(StoreBase):
         )
         return {r[0]: int(r[1]) for r in rows}
 
+    def held_tasks(self) -> dict[str, set[str]]:
+        """Agent → the ids (as text, as messages name them) of the tasks it holds."""
+        rows = self.rows(
+            "SELECT agent, id FROM tasks WHERE state IN (?, ?) AND agent IS NOT NULL",
+            (str(TaskState.ASSIGNED), str(TaskState.IN_PROGRESS)),
+        )
+        out: dict[str, set[str]] = {}
+        for r in rows:
+            out.setdefault(str(r[0]), set()).add(str(r[1]))
+        return out
+
     def hand_off(self, task_id: int, agent: str, to: str, pool: str | None, reason: str, note: str) -> bool:
         """Take a task from ``agent`` (parked) and queue it for ``to`` (an agent, or the
         pool ``pool``: it keeps its branch, so an instance of that pool takes over its

@@ -428,3 +428,49 @@ def test_a_parked_cli_is_told_to_go_on_once_the_limit_has_passed(
     parks = [e for e in events(home) if e.get("event") == "agent-parked"]
     assert [e["strikes"] for e in parks][:2] == [1, 2], parks
     assert {e["why"] for e in events(home) if e.get("event") == "agent-unparked"} <= {"went on", "answered"}
+
+
+def test_a_cli_whose_budget_is_spent_is_parked_and_its_messages_wait_for_a_raise(
+    cli: Cli, home: Path, tmp_path: Path, model: FakeModel
+) -> None:
+    """Codex with a budget of 1,000 tokens a day (one turn against the stand-in uses
+    more): its first turn warns (80 %) and parks it (100 %, reason budget) until local
+    midnight; a message sent meanwhile is held, never typed, until ``miyabi budget
+    raise``, then reaches the model once."""
+    s = setup("codex", tmp_path, model.url)
+    lay = write_layout(tmp_path / "budget.yaml", [{**s.agent("a"), "budget": {"tokens": 1000}}], session="real")
+    assert cli("up", str(lay), "-d").exit_code == 0
+    wait_for(lambda: state(home) == "ready", timeout=STARTUP, what="codex ready")
+    sent(home, "a first turn spends the budget")
+    wait_for(lambda: state(home) == "parked", timeout=60, what="codex parked for its budget")
+    (warning,) = [e for e in events(home) if e.get("event") == "budget-warning"]
+    assert warning["scope"] == "a" and warning["unit"] == "tokens" and warning["limit"] == 1000, warning
+    (park,) = [e for e in events(home) if e.get("event") == "agent-parked"]
+    assert park["reason"] == "budget" and park["scope"] == "a" and park["probe_at"] is None, park
+    row = wait_for(
+        lambda: (
+            r
+            if (r := next(x for x in json.loads(cli("status", "--json").output)["agents"] if x["name"] == "a"))[
+                "budget"
+            ]
+            and r["budget"]["share"] >= 1
+            else None
+        ),
+        timeout=10,
+        what="the budget in status",
+    )
+    assert row["state"] == "parked" and row["parked_reason"] == "budget" and row["parked_until"], row
+    (listed,) = json.loads(cli("budget", "--json").output)
+    assert listed["scope"] == "a" and listed["parked"] == ["a"] and listed["used_tokens"] >= 1000, listed
+    held = f"held while over budget {uuid.uuid4().hex[:6]}"
+    msg = sent(home, held)
+    assert not any(held in r.prompt for r in model.prompts())
+    r = cli("budget", "raise", "a", "--tokens", "10000000")
+    assert r.exit_code == 0 and "raised budget of agent a" in r.output, r.output
+    wait_for(lambda: any(held in r.prompt for r in model.prompts()), timeout=60, what="the held message")
+    model.wait_answered(timeout=60)
+    assert len([r for r in model.prompts() if held in r.prompt]) == 1
+    typed = [e for e in events(home) if e.get("event") == "typing" and e.get("id") == msg]
+    unparked = [e for e in events(home) if e.get("event") == "agent-unparked"]
+    assert unparked and unparked[0]["why"] == "raised" and unparked[0]["reason"] == "budget", unparked
+    assert typed and min(str(e["time"]) for e in typed) > str(unparked[0]["time"]), (typed, unparked)
