@@ -206,6 +206,28 @@ class Recovery:
         return f"    {label:<27}p50 {p50:7.{digits}f} {suffix:<2}  p99 {p99:7.{digits}f} {suffix:<2}  ({len(xs)}{left})"
 
 
+def explain(sites: list[Site], jid: str, rec: Recovery) -> None:
+    """Print, for a job that completed twice, each host's task for it: its changes, its
+    recorded steps, and the blows (kills) near them."""
+    times: list[float] = []
+    for s in sites:
+        store = s.open()
+        for row in store.rows("SELECT id, state FROM tasks WHERE title=?", (f"job {jid}",)):
+            print(f"    {jid} on {s.name}: task {row['id']} {row['state']}")
+            for h in store.history(row["id"]):
+                print(f"      {h['time']} {h['state']:<11} {h['agent'] or '-':<6} {str(h['reason'])[:110]}")
+            for st in store.job_steps(row["id"]):
+                times.append(float(st["started"]))
+                ended = "running or cut" if st["exit_code"] is None else f"exit {st['exit_code']}"
+                print(
+                    f"      step {st['attempt']}.{st['step']} by {st['agent']} at {st['started']:.3f}"
+                    f" ({st['seconds']} s): {ended}: {st['command']}"
+                )
+    for m in rec.raw:
+        if times and min(times) - 5 <= float(str(m["when"])) <= max(times) + 10:
+            print(f"      blow at {float(str(m['when'])):.3f}: {m['kind']} {m['what']} back after {m['seconds']}")
+
+
 def bus_up_since(home: Path, t: float) -> bool:
     """Whether the home's controller says its bus is up, since Unix time ``t`` or later."""
     state = read_state(home)
@@ -338,7 +360,8 @@ def soak(
 
     threading.Thread(target=sample, daemon=True).start()
     start = time.monotonic()
-    next_job = next_msg = next_agent_kill = next_ctl_kill = start + 2.0
+    next_job = next_msg = next_agent_kill = start + 2.0
+    next_ctl_kill = start + 2.0 + rng.uniform(0.5, 1.5) * args.controller_kill / len(sites)
     kills = ctl_kills = 0
     server_at = duration / 3 if on_bus else duration / 2
     killed_server = False
@@ -384,7 +407,7 @@ def soak(
         if elapsed < duration and now >= next_agent_kill:
             site = sites[kills % len(sites)]
             kills += 1
-            next_agent_kill = now + args.agent_kill / len(sites)
+            next_agent_kill = now + rng.uniform(0.5, 1.5) * args.agent_kill / len(sites)
             victim = rng.choice(names)
             old = (site.panes.live() or {}).get(victim)
             if old is not None and not rec.watching(f"{site.name}/{victim}"):
@@ -400,7 +423,7 @@ def soak(
         if elapsed < duration and now >= next_ctl_kill:
             site = sites[ctl_kills % len(sites)]
             ctl_kills += 1
-            next_ctl_kill = now + args.controller_kill / len(sites)
+            next_ctl_kill = now + rng.uniform(0.5, 1.5) * args.controller_kill / len(sites)
             h = Home(site.home)
             pid = running_pid(h)
             if pid and not rec.watching(f"{site.name}/controller"):
@@ -506,14 +529,16 @@ def report(
                 e = json.loads(line)
                 if e.get("event") == "bus-result":
                     results[f"{s.name}:{e['task']}"] += 1
-                elif e.get("event") == "bus-claimed":
-                    claims[str(e["id"]).rsplit(":", 2)[0]] += 1
+            for row in s.open().rows("SELECT bus_id FROM bus_tasks WHERE role='copy'"):
+                claims[str(row[0]).rsplit(":", 2)[0]] += 1  # HOST:TASK of HOST:TASK:N:NONCE
         per_job = collections.Counter(claims.values())
         print(
             f"  ran on hosts               {dict(sorted(ran_on.items()))}; "
-            f"claims per job {dict(sorted(per_job.items()))}"
+            f"hosts' copies per job {dict(sorted(per_job.items()))}"
         )
     print(f"  jobs completed twice       {twice}")
+    for jid in [j for j, n in collections.Counter(comp).items() if n > 1][:5]:
+        explain(sites, jid, rec)
     if on_bus:
         print(f"  jobs ended twice (results) {sum(1 for n in results.values() if n > 1)}")
     went = f"; {spooled} waited in an outbox" if on_bus else ""
