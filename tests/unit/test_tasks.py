@@ -376,6 +376,66 @@ def test_a_job_whose_last_step_completed_never_runs_again(store: Store, tmp_path
     assert t.state == "done" and "nothing ran again" in store.history(tid)[-1]["reason"]
 
 
+def test_a_last_step_that_ended_after_its_worker_died_is_not_run_again(store: Store, tmp_path: Path) -> None:
+    """The worker is SIGKILLed while its last step runs; the step's command still runs to
+    its end (as an orphan, before the watchdog ends what is left). The next attempt takes
+    that end from the record the step's shell kept, and runs nothing again (found by
+    benchmarks/soak.py: a job completed twice)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import wait_for
+
+    from miyabi.work.jobs import run_assigned, submit
+
+    last = "echo x >> ran; [ -e killed ] || { touch killed; kill -9 $(cat worker.pid); }"
+    f = tmp_path / "j.json"
+    f.write_text(
+        json.dumps(
+            {
+                "id": "cut",
+                "kind": "run_shell",
+                "workdir": ".",
+                "script": ["true", last],
+                "dod": "exit_code == 0",
+                "report_path": "r.json",
+            }
+        )
+    )
+    tid, _ = submit(store, f, "kaede")
+    store.set_state(tid, "assigned", "routed", agent="kaede")
+    worker = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from miyabi.work.jobs import run_assigned\n"
+        "from miyabi.work.store import Store\n"
+        "Path(sys.argv[2]).write_text(str(os.getpid()))\n"
+        "run_assigned(Store(Path(sys.argv[1])), int(sys.argv[3]), 'kaede', '10:1')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", worker, str(store.path), str(tmp_path / "worker.pid"), str(tid)], start_new_session=True
+    )
+    assert proc.wait(timeout=60) == -9  # killed by its own last step, after that step's echo
+
+    def group_ended() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(group_ended, timeout=30, what="the orphaned step to end")
+    assert [s["exit_code"] for s in store.job_steps(tid)] == [0, None]
+    store.hand_back(tid, "10:1", "its process ended", True, 3)
+    ok, path = run_assigned(store, tid, "kaede", "11:1")
+    assert ok and (tmp_path / "ran").read_text().split() == ["x"]  # the last step ran once
+    report = json.loads(path.read_text())
+    assert report["attempt"] == 1 and [a["outcome"] for a in report["attempts"]] == ["passed"]
+    assert "nothing ran again" in store.history(tid)[-1]["reason"]
+
+
 def test_a_retried_task_starts_afresh_and_is_routed_anew(store: Store, tmp_path: Path) -> None:
     import json
 
