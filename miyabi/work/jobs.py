@@ -47,9 +47,9 @@ from miyabi.work.store import Store
 KINDS = ("run_shell",)
 STEP_STATUS = ("job-steps",)
 """Where, beside the task database, each step's shell keeps its command's exit code."""
-KEEP_STATUS = '/bin/sh -c "$1"; s=$?; printf %s "$s" > "$2"; exit $s'
+KEEP_STATUS = '/bin/sh -c "$1"; s=$?; umask 077; printf %s "$s" > "$2"; exit $s'
 """The shell around each step: runs the command as ``/bin/sh -c`` would, then writes its
-exit code to the file ``$2`` at once, whether or not the worker still waits for it."""
+exit code to the file ``$2`` (0600) at once, whether or not the worker still waits for it."""
 KEPT = "the worker's process ended before it recorded this step; its shell kept the exit code"
 """The output shown for a step whose end was taken from its shell's record."""
 DOD_RE = re.compile(r"^\s*exit_code\s*(==|!=)\s*(-?\d+)\s*$")
