@@ -5,7 +5,8 @@ One host (``--hosts 1``, the default): --workers ``worker`` agents run --jobs jo
 messages are sent to random agents, an agent is SIGKILLed at random (mid-job, mostly)
 every --agent-kill seconds, the controller is SIGKILLed every --controller-kill
 seconds (its keep-alive brings it back) and the tmux server is killed once, half way
-(the controller builds the session again).
+(the controller builds the session again). Kills come at random intervals, from half to
+one and a half times their mean, so that they fall on each other only by chance.
 
 Several hosts (``--hosts 3``): as many homes, each with its own controller and tmux
 server (a private socket) and the same --workers agents, joined by the bus through a
@@ -28,7 +29,10 @@ once / lost / doubled (by the agents' transcripts); agent availability (the shar
 an agent after kill -9 (a new live pid in its pane), a controller (a new pid), a
 session after kill-server (every agent live again), every host's bus after Redis came
 back (``run/bus.json`` up again); and hand-offs after usage limits, which are not
-measured yet (``--limits`` is where they go; it prints that line and nothing else).
+measured yet: :func:`hand_offs` and ``--limits`` are where they go (for now ``--limits``
+changes nothing and the line says so). A job that completed twice is explained: each
+host's task for it, its recorded steps, and the kills near them. ``--raw FILE`` writes
+every time to recover with its kind, place and moment.
 
 Run:  .venv/bin/python benchmarks/soak.py [--minutes 10] [--hosts 1] [--workers 4] [--jobs N]
       .venv/bin/python benchmarks/soak.py --hosts 3 --minutes 60
@@ -204,6 +208,14 @@ class Recovery:
         digits = 1 if suffix == "ms" else 2
         p50, p99 = pct(xs, 50) * unit, pct(xs, 99) * unit
         return f"    {label:<27}p50 {p50:7.{digits}f} {suffix:<2}  p99 {p99:7.{digits}f} {suffix:<2}  ({len(xs)}{left})"
+
+
+def hand_offs(args: argparse.Namespace, sites: list[Site]) -> str:
+    """The hand-offs line: agents that hit a usage limit (the ``parked`` state) and handed
+    their work on (``park: {handoff_after, to}``). The hook for ``--limits``: there is no
+    usage-limit stand-in yet for the worker agents, so nothing is measured, with or
+    without it, and the line says so rather than show a figure."""
+    return HANDOFFS
 
 
 def explain(sites: list[Site], jid: str, rec: Recovery) -> None:
@@ -554,7 +566,7 @@ def report(
         figures = rec.line(kind, label, unit, suffix)
         if figures is not None:
             print(figures)
-    print(f"  {HANDOFFS}")
+    print(f"  {hand_offs(args, sites)}")
     if args.raw:
         args.raw.write_text(json.dumps(sorted(rec.raw, key=lambda m: float(str(m["when"]))), indent=1))
 
