@@ -26,7 +26,8 @@ It prints: jobs done (and failed), jobs completed twice (an id twice in the comp
 file) and, on the bus, results written twice for one job; messages delivered exactly
 once / lost / doubled (by the agents' transcripts); agent availability (the share of
 0.1 s samples in which an agent's pane held a live process); time to recover, p50/p99:
-an agent after kill -9 (a new live pid in its pane), a controller (a new pid), a
+an agent after kill -9 (a new live pid in its pane), a controller (a new pid; and
+ready again: its ``controller-ready`` event, when it watches the agents again), a
 session after kill-server (every agent live again), every host's bus after Redis came
 back (``run/bus.json`` up again); and hand-offs after usage limits, which are not
 measured yet: :func:`hand_offs` and ``--limits`` are where they go (for now ``--limits``
@@ -240,6 +241,23 @@ def explain(sites: list[Site], jid: str, rec: Recovery) -> None:
             print(f"      blow at {float(str(m['when'])):.3f}: {m['kind']} {m['what']} back after {m['seconds']}")
 
 
+def ready_pids(home: Path) -> set[int]:
+    """The pids of the controllers that said ``controller-ready`` near the end of the
+    home's event log (its last 64 KiB: the log grows for the whole run)."""
+    try:
+        with (home / "logs" / "events.jsonl").open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return set()
+    out = set()
+    for line in tail.splitlines():
+        if '"controller-ready"' in line:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                out.add(int(json.loads(line)["pid"]))
+    return out
+
+
 def bus_up_since(home: Path, t: float) -> bool:
     """Whether the home's controller says its bus is up, since Unix time ``t`` or later."""
     state = read_state(home)
@@ -447,7 +465,12 @@ def soak(
                     p = running_pid(h)
                     return p is not None and p != pid
 
+                def controller_ready(h: Home = h, pid: int = pid) -> bool:
+                    p = running_pid(h)
+                    return p is not None and p != pid and p in ready_pids(h.root)
+
                 rec.watch("controller", f"{site.name}/controller", controller_back, 60, t0)
+                rec.watch("ready", f"{site.name}/ready", controller_ready, 60, t0)
         if not killed_server and elapsed >= server_at:
             killed_server = True
             site = sites[-1]
@@ -560,6 +583,7 @@ def report(
     for kind, label, unit, suffix in (
         ("agent", "agent (kill -9)", 1000.0, "ms"),
         ("controller", "controller (kill -9)", 1.0, "s"),
+        ("ready", "  … and ready again", 1.0, "s"),
         ("session", "session (kill-server)", 1.0, "s"),
         ("bus", "bus on every host (Redis)", 1.0, "s"),
     ):
