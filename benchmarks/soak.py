@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from _ensemble import down
+from _ensemble import down, up
 from _hosts import Host, Redis
 from _stats import pct, progress, progress_done
 
@@ -294,12 +294,7 @@ def ensemble(args: argparse.Namespace, d: Path, names: list[str]) -> Iterator[tu
         agents = "".join(f"  - {{name: {n}, profile: worker}}\n" for n in names)
         layout.write_text(f"session: soak\nwatchdog: {WATCHDOG}\n{TASKS}\nagents:\n" + agents)
         try:
-            subprocess.run(
-                [sys.executable, "-m", "miyabi", "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
-                check=True,
-                capture_output=True,
-                env=env,
-            )
+            up(layout, socket, home, env)
             yield [Site("local", home, socket, Panes(socket, "soak"))], None
         finally:
             down(home, socket, env)
