@@ -28,6 +28,7 @@ transaction that records the step), so two attempts never run at once.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import re
@@ -327,26 +328,44 @@ def _run_steps(store: Store, job: Job, task_id: int, attempt: int, agent: str) -
         if not store.job_step_started(task_id, attempt, i, cmd, agent):
             return False
         t0 = time.time()
-        try:
-            proc = subprocess.run(
-                ["/bin/sh", "-c", KEEP_STATUS, "sh", cmd, str(status)],
-                cwd=job.workdir,
-                capture_output=True,
-                text=True,
-                timeout=defaults.JOB_STEP_TIMEOUT,
-                check=False,
-            )
-            code, out = proc.returncode, proc.stdout + proc.stderr
-        except subprocess.TimeoutExpired as e:
-            partial = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-            code, out = -1, f"timed out after {defaults.JOB_STEP_TIMEOUT:.0f} s\n{partial}"
-        except OSError as e:
-            code, out = -1, f"could not run: {e}"
+        code, out = _run_command(cmd, job.workdir, status)
         store.job_step_ended(task_id, attempt, i, code, round(time.time() - t0, 3), out)
         status.unlink(missing_ok=True)
         if not passes(job.dod, code):
             return True
     return True
+
+
+def _run_command(cmd: str, workdir: str, status: Path) -> tuple[int, str]:
+    """Run one step's command in ``workdir`` through :data:`KEEP_STATUS`; return its exit
+    code and output (stdout then stderr); -1 when it could not start or ran past
+    ``defaults.JOB_STEP_TIMEOUT`` seconds (then the command, its shells and every process
+    under them are killed: before, the shell alone was, and the command ran on)."""
+    try:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", KEEP_STATUS, "sh", cmd, str(status)],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    except OSError as e:
+        return -1, f"could not run: {e}"
+    with proc:
+        try:
+            out, err = proc.communicate(timeout=defaults.JOB_STEP_TIMEOUT)
+        except subprocess.TimeoutExpired as e:
+            import psutil  # here: only a step past its time limit needs it
+
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(proc.pid).children(recursive=True):  # the command and what it started
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
+            proc.kill()
+            proc.wait()
+            partial = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+            return -1, f"timed out after {defaults.JOB_STEP_TIMEOUT:.0f} s\n{partial}"
+    return proc.returncode, out + err
 
 
 def _status_dir(store: Store) -> Path:

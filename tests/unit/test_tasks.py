@@ -436,6 +436,46 @@ def test_a_last_step_that_ended_after_its_worker_died_is_not_run_again(store: St
     assert "nothing ran again" in store.history(tid)[-1]["reason"]
 
 
+def test_a_step_past_its_time_limit_is_killed_with_its_shell(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import psutil
+    from helpers import wait_for
+
+    from miyabi import defaults
+    from miyabi.work.jobs import run_assigned, submit
+
+    monkeypatch.setattr(defaults, "JOB_STEP_TIMEOUT", 0.5)
+    f = tmp_path / "j.json"
+    f.write_text(
+        json.dumps(
+            {
+                "id": "slow",
+                "kind": "run_shell",
+                "workdir": ".",
+                "script": ["sleep 30.25"],
+                "dod": "exit_code == 0",
+                "report_path": "r.json",
+            }
+        )
+    )
+    tid, _ = submit(store, f, "kaede")
+    store.set_state(tid, "assigned", "routed", agent="kaede")
+    ok, path = run_assigned(store, tid, "kaede")
+    assert not ok and json.loads(path.read_text())["commands"][0]["exit_code"] == -1
+
+    def sleeping() -> list[int]:
+        out = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            if proc.info["cmdline"] == ["sleep", "30.25"] and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(proc.pid)
+        return out
+
+    wait_for(lambda: not sleeping(), timeout=10, what="the timed-out command to be killed")
+
+
 def test_a_retried_task_starts_afresh_and_is_routed_anew(store: Store, tmp_path: Path) -> None:
     import json
 
