@@ -376,6 +376,30 @@ def test_a_job_whose_last_step_completed_never_runs_again(store: Store, tmp_path
     assert t.state == "done" and "nothing ran again" in store.history(tid)[-1]["reason"]
 
 
+def _assigned_job(store: Store, tmp_path: Path, name: str, script: list[str]) -> int:
+    """A job ``name`` running ``script`` in ``tmp_path``, submitted and assigned to kaede: its task id."""
+    import json
+
+    from miyabi.work.jobs import submit
+
+    f = tmp_path / "j.json"
+    f.write_text(
+        json.dumps(
+            {
+                "id": name,
+                "kind": "run_shell",
+                "workdir": ".",
+                "script": script,
+                "dod": "exit_code == 0",
+                "report_path": "r.json",
+            }
+        )
+    )
+    tid, _ = submit(store, f, "kaede")
+    store.set_state(tid, "assigned", "routed", agent="kaede")
+    return tid
+
+
 def test_a_last_step_that_ended_after_its_worker_died_is_not_run_again(store: Store, tmp_path: Path) -> None:
     """The worker is SIGKILLed while its last step runs; the step's command still runs to
     its end (as an orphan, before the watchdog ends what is left). The next attempt takes
@@ -388,24 +412,10 @@ def test_a_last_step_that_ended_after_its_worker_died_is_not_run_again(store: St
 
     from helpers import wait_for
 
-    from miyabi.work.jobs import run_assigned, submit
+    from miyabi.work.jobs import run_assigned
 
     last = "echo x >> ran; [ -e killed ] || { touch killed; kill -9 $(cat worker.pid); }"
-    f = tmp_path / "j.json"
-    f.write_text(
-        json.dumps(
-            {
-                "id": "cut",
-                "kind": "run_shell",
-                "workdir": ".",
-                "script": ["true", last],
-                "dod": "exit_code == 0",
-                "report_path": "r.json",
-            }
-        )
-    )
-    tid, _ = submit(store, f, "kaede")
-    store.set_state(tid, "assigned", "routed", agent="kaede")
+    tid = _assigned_job(store, tmp_path, "cut", ["true", last])
     worker = (
         "import os, sys\n"
         "from pathlib import Path\n"
@@ -445,24 +455,10 @@ def test_a_step_past_its_time_limit_is_killed_with_its_shell(
     from helpers import wait_for
 
     from miyabi import defaults
-    from miyabi.work.jobs import run_assigned, submit
+    from miyabi.work.jobs import run_assigned
 
     monkeypatch.setattr(defaults, "JOB_STEP_TIMEOUT", 0.5)
-    f = tmp_path / "j.json"
-    f.write_text(
-        json.dumps(
-            {
-                "id": "slow",
-                "kind": "run_shell",
-                "workdir": ".",
-                "script": ["sleep 30.25"],
-                "dod": "exit_code == 0",
-                "report_path": "r.json",
-            }
-        )
-    )
-    tid, _ = submit(store, f, "kaede")
-    store.set_state(tid, "assigned", "routed", agent="kaede")
+    tid = _assigned_job(store, tmp_path, "slow", ["sleep 30.25"])
     ok, path = run_assigned(store, tid, "kaede")
     assert not ok and json.loads(path.read_text())["commands"][0]["exit_code"] == -1
 
