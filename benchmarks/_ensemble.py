@@ -99,6 +99,21 @@ def down(home: Path, socket: str, env: Mapping[str, str] | None = None) -> None:
         )
 
 
+def up(layout: Path, socket: str, home: Path, env: Mapping[str, str]) -> None:
+    """``miyabi up LAYOUT -d`` for ``home`` on tmux socket ``socket``, its controller
+    started, in the environment ``env``.
+
+    Raises:
+        subprocess.CalledProcessError: it failed.
+    """
+    subprocess.run(
+        [sys.executable, "-m", "miyabi", "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
+        check=True,
+        capture_output=True,
+        env=dict(env),
+    )
+
+
 @contextlib.contextmanager
 def brought_down(home: Path, socket: str, env: Mapping[str, str] | None = None) -> Iterator[None]:
     """Run the body, then :func:`down` the home's ensemble, whatever happened."""

@@ -9,12 +9,15 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
 from _ensemble import MIYABI, down, kill_all
 
 WORKER = "profile: worker, submit_delay: 0.05, ready_settle: 0.05"
+WATCHDOG = "{min_uptime: 0, max_restarts: 1000, restart_window: 600}"
+"""A host's ``watchdog:`` unless it says otherwise."""
 
 
 class Redis:
@@ -78,10 +81,19 @@ class Redis:
 
 
 class Host:
-    """One machine: a home, a tmux server of its own, a layout with ``bus:``."""
+    """One machine: a home, a tmux server of its own, a layout with ``bus:`` (``extra``:
+    more top-level lines of the layout, such as ``tasks: {...}``)."""
 
     def __init__(
-        self, root: Path, name: str, url: str, agents: list[str], lease: float = 5.0, spec: str = WORKER
+        self,
+        root: Path,
+        name: str,
+        url: str,
+        agents: list[str],
+        lease: float = 5.0,
+        spec: str = WORKER,
+        watchdog: str = WATCHDOG,
+        extra: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.home = root / name
@@ -92,7 +104,8 @@ class Host:
         lines = [
             f"session: {self.session}",
             f"bus: {{url: '{url}', host: {name}, lease: {lease}s}}",
-            "watchdog: {min_uptime: 0, max_restarts: 1000, restart_window: 600}",
+            f"watchdog: {watchdog}",
+            *extra,
             "agents:",
         ]
         lines += [f"  - {{name: {a}, {spec}}}" for a in agents]

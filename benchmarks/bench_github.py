@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from _ensemble import down
+from _ensemble import down, up
 from _stats import cpu_of, progress, progress_done
 from fakegithub import FakeGitHub
 
@@ -119,12 +118,7 @@ def controller(args: argparse.Namespace) -> None:
         home = Path(tmp) / "home"
         lay = layout(Path(tmp), fake, args.poll_interval)
         progress("starting the controller")
-        subprocess.run(
-            [sys.executable, "-m", "miyabi", "up", str(lay), "-d", "--socket", socket, "--home", str(home)],
-            check=True,
-            capture_output=True,
-            env=env,
-        )
+        up(lay, socket, home, env)
         store: Store | None = None
         try:
             pid = int((home / "run" / "controller.pid").read_text().strip())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import uuid
 from pathlib import Path
 
 import psutil
-from _ensemble import down
+from _ensemble import down, up
 from _stats import cpu_of, pct, progress, progress_done
 
 from miyabi.work.model import TaskState
@@ -73,12 +72,7 @@ def main() -> None:
         progress("starting the controller")
         env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE", "MIYABI_AGENT")}
         try:
-            subprocess.run(
-                [sys.executable, "-m", "miyabi", "up", str(layout), "-d", "--socket", socket, "--home", str(home)],
-                check=True,
-                capture_output=True,
-                env=env,
-            )
+            up(layout, socket, home, env)
             pid = controller_pid(home)
             time.sleep(3.0)  # let it settle: first passes, panes, intros
             progress(f"idle for {args.idle:.0f} s")

@@ -18,12 +18,17 @@ Jobs are at-least-once: each step is recorded in the task store as it starts and
 ends (``job_runs``). When the worker dies mid-job, the task is handed back and the job
 runs again, as the next attempt, from its first step; the report lists every attempt.
 An attempt whose last step completed is final: a new attempt finishes the task from
-its record and runs nothing again. An attempt runs a step only while it owns the job
-(checked in the transaction that records the step), so two attempts never run at once.
+its record and runs nothing again. A step's shell keeps its exit code in the home
+(``state/job-steps/TASK-ATTEMPT-STEP``) the moment its command ends, so a step that
+ended after its worker died (killed while the command ran: the command runs on to its
+end until the watchdog ends what is left) counts as ended, and a last step that did
+is not run again. An attempt runs a step only while it owns the job (checked in the
+transaction that records the step), so two attempts never run at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import re
@@ -35,11 +40,19 @@ from typing import Any
 
 from miyabi import defaults
 from miyabi.config.settings import parse_duration
+from miyabi.files import private_dir
 from miyabi.times import rfc3339
 from miyabi.work.model import Source, TaskError, TaskState
 from miyabi.work.store import Store
 
 KINDS = ("run_shell",)
+STEP_STATUS = ("job-steps",)
+"""Where, beside the task database, each step's shell keeps its command's exit code."""
+KEEP_STATUS = '/bin/sh -c "$1"; s=$?; umask 077; printf %s "$s" > "$2"; exit $s'
+"""The shell around each step: runs the command as ``/bin/sh -c`` would, then writes its
+exit code to the file ``$2`` (0600) at once, whether or not the worker still waits for it."""
+KEPT = "the worker's process ended before it recorded this step; its shell kept the exit code"
+"""The output shown for a step whose end was taken from its shell's record."""
 DOD_RE = re.compile(r"^\s*exit_code\s*(==|!=)\s*(-?\d+)\s*$")
 
 
@@ -267,6 +280,7 @@ def run_assigned(store: Store, task_id: int, agent: str, holder: str | None = No
         JobError: the task is not an open job of this agent.
     """
     job, attempt = start(store, task_id, agent, holder)
+    _ended_unrecorded(store, task_id)
     final = _final_attempt(job, store.job_steps(task_id))
     if final is None:
         if not _run_steps(store, job, task_id, attempt, agent):
@@ -280,6 +294,8 @@ def run_assigned(store: Store, task_id: int, agent: str, holder: str | None = No
     path = job.report_file
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    for kept in _status_dir(store).glob(f"{task_id}-*"):
+        kept.unlink(missing_ok=True)
     last = report["commands"][-1] if report["commands"] else {"command": "-", "exit_code": None}
     again = f" (attempt {final}'s last step had completed; nothing ran again)" if final != attempt else ""
     try:
@@ -307,29 +323,73 @@ def _run_steps(store: Store, job: Job, task_id: int, attempt: int, agent: str) -
     the ``dod``; return False when this attempt lost the job before a step (handed
     back, cancelled), so it must not report."""
     for i, cmd in enumerate(job.script):
+        status = _status_file(store, task_id, attempt, i)
+        status.unlink(missing_ok=True)  # one left by an earlier run of this task (a retry counts attempts anew)
         if not store.job_step_started(task_id, attempt, i, cmd, agent):
             return False
         t0 = time.time()
-        try:
-            proc = subprocess.run(
-                cmd,
-                shell=True,
-                cwd=job.workdir,
-                capture_output=True,
-                text=True,
-                timeout=defaults.JOB_STEP_TIMEOUT,
-                check=False,
-            )
-            code, out = proc.returncode, proc.stdout + proc.stderr
-        except subprocess.TimeoutExpired as e:
-            partial = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-            code, out = -1, f"timed out after {defaults.JOB_STEP_TIMEOUT:.0f} s\n{partial}"
-        except OSError as e:
-            code, out = -1, f"could not run: {e}"
+        code, out = _run_command(cmd, job.workdir, status)
         store.job_step_ended(task_id, attempt, i, code, round(time.time() - t0, 3), out)
+        status.unlink(missing_ok=True)
         if not passes(job.dod, code):
             return True
     return True
+
+
+def _run_command(cmd: str, workdir: str, status: Path) -> tuple[int, str]:
+    """Run one step's command in ``workdir`` through :data:`KEEP_STATUS`; return its exit
+    code and output (stdout then stderr); -1 when it could not start or ran past
+    ``defaults.JOB_STEP_TIMEOUT`` seconds (then the command, its shells and every process
+    under them are killed: before, the shell alone was, and the command ran on)."""
+    try:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", KEEP_STATUS, "sh", cmd, str(status)],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    except OSError as e:
+        return -1, f"could not run: {e}"
+    with proc:
+        try:
+            out, err = proc.communicate(timeout=defaults.JOB_STEP_TIMEOUT)
+        except subprocess.TimeoutExpired as e:
+            import psutil  # here: only a step past its time limit needs it
+
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(proc.pid).children(recursive=True):  # the command and what it started
+                    with contextlib.suppress(psutil.Error):
+                        child.kill()
+            proc.kill()
+            proc.wait()
+            partial = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+            return -1, f"timed out after {defaults.JOB_STEP_TIMEOUT:.0f} s\n{partial}"
+    return proc.returncode, out + err
+
+
+def _status_dir(store: Store) -> Path:
+    return store.path.parent.joinpath(*STEP_STATUS)
+
+
+def _status_file(store: Store, task_id: int, attempt: int, step: int) -> Path:
+    """Where the shell of step ``step`` of ``attempt`` keeps its exit code (the directory made here)."""
+    return private_dir(_status_dir(store)) / f"{task_id}-{attempt}-{step}"
+
+
+def _ended_unrecorded(store: Store, task_id: int) -> None:
+    """Record the end of every step of the job that its shell saw end but its worker did
+    not record (the worker died while the command ran), from the shell's record."""
+    for s in store.job_steps(task_id):
+        if s["exit_code"] is not None:
+            continue
+        kept = _status_dir(store) / f"{task_id}-{s['attempt']}-{s['step']}"
+        try:
+            code = int(kept.read_text(encoding="utf-8"))
+            ended = kept.stat().st_mtime
+        except (OSError, ValueError):
+            continue  # it never ended (killed with its worker), or it runs still
+        store.job_step_ended(task_id, s["attempt"], s["step"], code, round(max(0.0, ended - s["started"]), 3), KEPT)
 
 
 def _attempts(job: Job, steps: list[dict[str, Any]]) -> list[tuple[int, list[dict[str, Any]], str]]:

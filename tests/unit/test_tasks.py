@@ -376,6 +376,102 @@ def test_a_job_whose_last_step_completed_never_runs_again(store: Store, tmp_path
     assert t.state == "done" and "nothing ran again" in store.history(tid)[-1]["reason"]
 
 
+def _assigned_job(store: Store, tmp_path: Path, name: str, script: list[str]) -> int:
+    """A job ``name`` running ``script`` in ``tmp_path``, submitted and assigned to kaede: its task id."""
+    import json
+
+    from miyabi.work.jobs import submit
+
+    f = tmp_path / "j.json"
+    f.write_text(
+        json.dumps(
+            {
+                "id": name,
+                "kind": "run_shell",
+                "workdir": ".",
+                "script": script,
+                "dod": "exit_code == 0",
+                "report_path": "r.json",
+            }
+        )
+    )
+    tid, _ = submit(store, f, "kaede")
+    store.set_state(tid, "assigned", "routed", agent="kaede")
+    return tid
+
+
+def test_a_last_step_that_ended_after_its_worker_died_is_not_run_again(store: Store, tmp_path: Path) -> None:
+    """The worker is SIGKILLed while its last step runs; the step's command still runs to
+    its end (as an orphan, before the watchdog ends what is left). The next attempt takes
+    that end from the record the step's shell kept, and runs nothing again (found by
+    benchmarks/soak.py: a job completed twice)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from helpers import wait_for
+
+    from miyabi.work.jobs import run_assigned
+
+    last = "echo x >> ran; [ -e killed ] || { touch killed; kill -9 $(cat worker.pid); }"
+    tid = _assigned_job(store, tmp_path, "cut", ["true", last])
+    worker = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from miyabi.work.jobs import run_assigned\n"
+        "from miyabi.work.store import Store\n"
+        "Path(sys.argv[2]).write_text(str(os.getpid()))\n"
+        "run_assigned(Store(Path(sys.argv[1])), int(sys.argv[3]), 'kaede', '10:1')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", worker, str(store.path), str(tmp_path / "worker.pid"), str(tid)], start_new_session=True
+    )
+    assert proc.wait(timeout=60) == -9  # killed by its own last step, after that step's echo
+
+    def group_ended() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(group_ended, timeout=30, what="the orphaned step to end")
+    assert [s["exit_code"] for s in store.job_steps(tid)] == [0, None]
+    store.hand_back(tid, "10:1", "its process ended", True, 3)
+    ok, path = run_assigned(store, tid, "kaede", "11:1")
+    assert ok and (tmp_path / "ran").read_text().split() == ["x"]  # the last step ran once
+    report = json.loads(path.read_text())
+    assert report["attempt"] == 1 and [a["outcome"] for a in report["attempts"]] == ["passed"]
+    assert "nothing ran again" in store.history(tid)[-1]["reason"]
+
+
+def test_a_step_past_its_time_limit_is_killed_with_its_shell(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import psutil
+    from helpers import wait_for
+
+    from miyabi import defaults
+    from miyabi.work.jobs import run_assigned
+
+    monkeypatch.setattr(defaults, "JOB_STEP_TIMEOUT", 0.5)
+    tid = _assigned_job(store, tmp_path, "slow", ["sleep 30.25"])
+    ok, path = run_assigned(store, tid, "kaede")
+    assert not ok and json.loads(path.read_text())["commands"][0]["exit_code"] == -1
+
+    def sleeping() -> list[int]:
+        out = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            if proc.info["cmdline"] == ["sleep", "30.25"] and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(proc.pid)
+        return out
+
+    wait_for(lambda: not sleeping(), timeout=10, what="the timed-out command to be killed")
+
+
 def test_a_retried_task_starts_afresh_and_is_routed_anew(store: Store, tmp_path: Path) -> None:
     import json
 
