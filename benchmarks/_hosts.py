@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import redis
@@ -82,7 +82,8 @@ class Redis:
 
 class Host:
     """One machine: a home, a tmux server of its own, a layout with ``bus:`` (``extra``:
-    more top-level lines of the layout, such as ``tasks: {...}``)."""
+    more top-level lines of the layout, such as ``tasks: {...}``; ``specs``: an agent's
+    own keys instead of ``spec``)."""
 
     def __init__(
         self,
@@ -94,6 +95,7 @@ class Host:
         spec: str = WORKER,
         watchdog: str = WATCHDOG,
         extra: Sequence[str] = (),
+        specs: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.home = root / name
@@ -108,7 +110,7 @@ class Host:
             *extra,
             "agents:",
         ]
-        lines += [f"  - {{name: {a}, {spec}}}" for a in agents]
+        lines += [f"  - {{name: {a}, {(specs or {}).get(a, spec)}}}" for a in agents]
         self.layout.write_text("\n".join(lines) + "\n")
 
     def run(self, *args: str) -> str:

@@ -29,9 +29,12 @@ once / lost / doubled (by the agents' transcripts); agent availability (the shar
 an agent after kill -9 (a new live pid in its pane), a controller (a new pid; and
 ready again: its ``controller-ready`` event, when it watches the agents again), a
 session after kill-server (every agent live again), every host's bus after Redis came
-back (``run/bus.json`` up again); and hand-offs after usage limits, which are not
-measured yet: :func:`hand_offs` and ``--limits`` are where they go (for now ``--limits``
-changes nothing and the line says so). A job that completed twice is explained: each
+back (``run/bus.json`` up again); and hand-offs after usage limits, with ``--limits``:
+each host's first worker rehearses a provider's usage limit (``miyabi worker
+--quota``: after every 15 messages it refuses the next ones for 60 s), so miyabi parks
+it, hands its tasks to the other workers after 20 s, and tells it to go on at the
+reset (:func:`hand_offs` counts parks, hand-offs and parks ended). A job that
+completed twice is explained: each
 host's task for it, its recorded steps, and the kills near them. ``--raw FILE`` writes
 every time to recover with its kind, place and moment.
 
@@ -70,6 +73,7 @@ from miyabi.cli.send import main as send_main
 from miyabi.config.settings import BusSettings
 from miyabi.controller import running_pid
 from miyabi.home import Home
+from miyabi.messaging.mailbox import MessageState, inbox
 from miyabi.work.jobs import submit
 from miyabi.work.store import Store
 
@@ -77,9 +81,12 @@ JOBS_PER_MINUTE = 40
 """Jobs submitted per minute and host when --jobs is not given (400 in 10 minutes on one host)."""
 WATCHDOG = "{min_uptime: 0, max_restarts: 100000, restart_window: 60}"
 TASKS = "tasks: {max_attempts: 10}"
-HANDOFFS = "hand-offs: not measured (no usage-limit stand-in yet)"
-"""What --limits prints until agents can hit a usage limit here (the ``parked`` state and
-the ``park: {handoff_after, to}`` layout key are being built): no figure is made up."""
+QUOTA, QUOTA_RESET, HANDOFF_AFTER = 15, 60, 20
+"""With --limits: the first worker of each host takes 15 messages, then its rehearsed
+usage limit refuses the next ones for 60 s (``miyabi worker --quota``); parked 20 s, its
+tasks go to the other workers (``park: {handoff_after: 20s, to: [...]}``)."""
+HANDOFFS = "hand-offs: not measured (run with --limits)"
+"""What the hand-offs line says without --limits."""
 ENDED = ("done", "failed", "cancelled")
 
 
@@ -212,11 +219,44 @@ class Recovery:
 
 
 def hand_offs(args: argparse.Namespace, sites: list[Site]) -> str:
-    """The hand-offs line: agents that hit a usage limit (the ``parked`` state) and handed
-    their work on (``park: {handoff_after, to}``). The hook for ``--limits``: there is no
-    usage-limit stand-in yet for the worker agents, so nothing is measured, with or
-    without it, and the line says so rather than show a figure."""
-    return HANDOFFS
+    """The hand-offs line (``--limits``): parks at the rehearsed usage limit, the tasks
+    handed off to another worker, and the parks that ended, from every host's event log."""
+    if not args.limits:
+        return HANDOFFS
+    kinds: collections.Counter[str] = collections.Counter()
+    for s in sites:
+        for line in (s.home / "logs" / "events.jsonl").read_text().splitlines():
+            e = json.loads(line)
+            if e.get("event") == "agent-parked" and e.get("reason") == "limit":
+                kinds["parked"] += 1
+            elif e.get("event") == "task-handed-off":
+                kinds["handed"] += 1
+            elif e.get("event") == "agent-unparked":
+                kinds["unparked"] += 1
+    return (
+        f"hand-offs                  {kinds['handed']} tasks handed off; {kinds['parked']} parks at a usage "
+        f"limit, {kinds['unparked']} ended (w0 of each host: --quota {QUOTA}, reset {QUOTA_RESET} s)"
+    )
+
+
+def limited(names: list[str]) -> dict[str, str]:
+    """With --limits, the first worker's keys: its rehearsed usage limit and its hand-offs."""
+    to = ", ".join(names[1:])
+    return {
+        names[0]: f"profile: worker, command: 'miyabi worker --quota {QUOTA} --quota-reset {QUOTA_RESET}', "
+        f"park: {{handoff_after: {HANDOFF_AFTER}s, to: [{to}]}}"
+    }
+
+
+def whereabouts(sites: list[Site], host: str, agent: str, body: str) -> str:
+    """Where a message that never reached its agent's transcript is: its inbox state
+    (and a dead letter's reason), or not in the inbox at all."""
+    site = next((s for s in sites if s.name == host), sites[0])
+    states = (MessageState.PENDING, MessageState.DELIVERED, MessageState.FAILED)
+    for state, msg in inbox(site.home, agent).list(states):
+        if msg.body == body:
+            return f"{state} ({msg.extra.get('reason', '')})" if state == MessageState.FAILED else str(state)
+    return "not in its inbox"
 
 
 def explain(sites: list[Site], jid: str, rec: Recovery) -> None:
@@ -291,7 +331,8 @@ def ensemble(args: argparse.Namespace, d: Path, names: list[str]) -> Iterator[tu
         socket = f"soak_{os.urandom(3).hex()}"
         home = d / "home"
         layout = d / "soak.yaml"
-        agents = "".join(f"  - {{name: {n}, profile: worker}}\n" for n in names)
+        specs = limited(names) if args.limits else {}
+        agents = "".join(f"  - {{name: {n}, {specs.get(n, 'profile: worker')}}}\n" for n in names)
         layout.write_text(f"session: soak\nwatchdog: {WATCHDOG}\n{TASKS}\nagents:\n" + agents)
         try:
             up(layout, socket, home, env)
@@ -302,7 +343,16 @@ def ensemble(args: argparse.Namespace, d: Path, names: list[str]) -> Iterator[tu
     r = Redis(d / "redis")
     r.start()
     hosts = [
-        Host(d, chr(ord("a") + i), r.url, names, lease=args.lease, watchdog=WATCHDOG, extra=[TASKS])
+        Host(
+            d,
+            chr(ord("a") + i),
+            r.url,
+            names,
+            lease=args.lease,
+            watchdog=WATCHDOG,
+            extra=[TASKS],
+            specs=limited(names) if args.limits else None,
+        )
         for i in range(args.hosts)
     ]
     try:
@@ -340,7 +390,9 @@ def main() -> None:
     ap.add_argument("--message-every", type=float, default=1.0, help="seconds between messages")
     ap.add_argument("--redis-down", type=float, default=10.0, help="seconds Redis stays down half way (--hosts > 1)")
     ap.add_argument("--lease", type=float, default=30.0, help="bus.lease in seconds (--hosts > 1)")
-    ap.add_argument("--limits", action="store_true", help=f"agents hit usage limits and hand off ({HANDOFFS})")
+    ap.add_argument(
+        "--limits", action="store_true", help="each host's first worker hits a rehearsed usage limit and hands off"
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--raw", type=Path, help="write every time to recover measured to this JSON file")
     args = ap.parse_args()
@@ -499,8 +551,9 @@ def soak(
             print("soak: gave up waiting for the last jobs after 10 more minutes", file=sys.stderr)
             break
         time.sleep(0.05)
-    # the last messages (those that waited in an outbox, or for a host's session)
-    deadline = time.monotonic() + 120
+    # the last messages (those that waited in an outbox, or for a host's session, or for
+    # a worker parked at its rehearsed usage limit: a few of its resets with --limits)
+    deadline = time.monotonic() + 120 + (5 * QUOTA_RESET if args.limits else 0)
     while True:
         got = transcripts(sites, names)
         if all(got[m] for m in sent) or time.monotonic() > deadline:
@@ -573,6 +626,8 @@ def report(
         print(f"  jobs ended twice (results) {sum(1 for n in results.values() if n > 1)}")
     went = f"; {spooled} waited in an outbox" if on_bus else ""
     print(f"  messages exactly once      {once}/{len(sent)} (lost {lost}, doubled {doubled}{went})")
+    for host, agent, body in [m for m in sent if got[m] == 0][:5]:
+        print(f"    lost: {agent} on {host}, {body[:40]!r}: {whereabouts(sites, host, agent, body)}")
     print(f"  agent availability         {100 * samples['up'] / max(total, 1):.3f} % of {total} samples")
     print("  time to recover")
     for kind, label, unit, suffix in (

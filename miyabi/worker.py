@@ -276,7 +276,14 @@ class Worker:
         return True
 
     def receive(self, text: str) -> None:
-        """Take ``text`` (see :meth:`take`), unless its rehearsed usage limit refuses it."""
+        """Record ``text`` in the transcript (what the agent received) and take it (see
+        :meth:`take`), unless its rehearsed usage limit refuses it for now."""
+        self.received += 1
+        if self.transcript is not None:
+            append_line(
+                self.transcript,
+                json.dumps({"time": now_rfc3339(), "agent": self.name, "text": text}, ensure_ascii=False),
+            )
         if self.quota > 0:
             now = self.clock()
             if self.limited_until is not None and now >= self.limited_until:
@@ -295,13 +302,7 @@ class Worker:
         self.take(text)
 
     def take(self, text: str) -> None:
-        """Record ``text``, acknowledge it and simulate the work."""
-        self.received += 1
-        if self.transcript is not None:
-            append_line(
-                self.transcript,
-                json.dumps({"time": now_rfc3339(), "agent": self.name, "text": text}, ensure_ascii=False),
-            )
+        """Acknowledge ``text`` and simulate the work."""
         self.write(ack_line(text) + "\r\n")
         m = re.match(r"^/job (\d+)$", text.strip())
         if m and self.run_job is not None:

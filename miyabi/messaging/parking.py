@@ -172,8 +172,8 @@ class Parking:
                     return self._park(ParkReason.LIMIT, sign.line, until, p.strikes + 1, p.since)
                 if p.probing:
                     return None
-                if until is not None and until != p.until:
-                    p = replace(p, until=until, probe_at=max(now, until))
+                if until is not None and sign.line != p.detail:  # a new sign: "in 2h" counts from now
+                    p = replace(p, until=until, probe_at=max(now, until), detail=sign.line)
                     self._save(p)
                 return self._probe(p, now)
             if p is None:

@@ -290,3 +290,15 @@ def test_the_worker_rehearses_a_usage_limit_its_profile_reads() -> None:
     now[0] = 50.0  # the reset: the refused ones first, in order
     w.receive("go on")
     assert taken == ["one", "two", "three", "four", "go on"]
+
+
+def test_a_reset_in_so_long_counts_from_the_sign_not_from_each_read(tmp_path: Path) -> None:
+    clock = Clock()
+    p, _, probes = parking(tmp_path, clock)
+    sign = LimitSign("usage limit reached · resets in 20s", "in 20s")
+    assert p.check(sign) is not None
+    clock.t += 15  # the same sign, still on screen
+    parked = p.check(sign)
+    assert parked is not None and parked.probe_at == 1020.0
+    clock.t = 1020.0
+    assert p.check(sign) is None and len(probes) == 1
