@@ -19,6 +19,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from miyabi.agents.profiles import Profile
 from miyabi.agents.screen import Screen, compiled
 
+JUST_PASSED = 3600.0
+"""Seconds after a reset time of day during which a sign that still shows it means a
+late reset, not the same time tomorrow."""
+
 MARK = 24
 """Characters of the start of the last typed text looked for below a limit message."""
 
@@ -125,5 +129,7 @@ def _clock(t: str, now: float, local: tzinfo | None) -> float | None:
     base = datetime.fromtimestamp(now, tz) if tz else datetime.fromtimestamp(now).astimezone()
     when = base.replace(hour=hour, minute=minute, second=0, microsecond=0)
     if when.timestamp() <= now:
+        if now - when.timestamp() < JUST_PASSED:
+            return None  # it says so still: the reset is late (the caller backs off), not tomorrow's
         when += timedelta(days=1)
     return when.timestamp()

@@ -203,8 +203,13 @@ class Controller:
         return d.lock if d is not None else None
 
     def _parked(self) -> dict[str, Parked]:
-        """Agent → its park in force, for the agents parked now."""
-        return {n: p for n, d in self.deliverers.items() if (p := d.readiness.parking.current) is not None}
+        """Agent → its park, for the agents parked now (not those told to go on: they
+        may be back at work)."""
+        return {
+            n: p
+            for n, d in self.deliverers.items()
+            if (p := d.readiness.parking.current) is not None and not p.probing and p.probed is None
+        }
 
     def _can_take(self, name: str, failed: list[str]) -> bool:
         """Whether agent ``name`` can take a parked agent's task: it runs, is not
@@ -688,6 +693,7 @@ class Controller:
             d = self.deliverers.get(name)
             if d is not None:
                 d.agent, d.profile = fresh[name], fresh[name].profile
+                d.readiness.adopt(fresh[name])
         self._set_layout(new)
         if self.engine is not None:
             for name in change.added:

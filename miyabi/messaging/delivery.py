@@ -146,7 +146,6 @@ class Deliverer:
         """Queue the message that tells the agent, parked at a usage limit, to go on
         (at the head of its inbox; typing it is the probe)."""
         text = go_on_text(self.agent.name, parked, self.readiness.last_task)
-        self.readiness.parking.go_on = prepare(text)
         enqueue(self.home, make(self.agent.name, text, sender="miyabi", priority="high"), why="go-on")
         self._jumped = True
         self.wake.set()
@@ -173,6 +172,7 @@ class Deliverer:
             with self.lock:
                 self.resume(marker)
             return True
+        self._jumped = False  # before the inbox is read: a probe queued after it makes this step choose again
         names = self.inbox.pending()
         self.waiting = bool(names)
         if not names:
@@ -192,7 +192,6 @@ class Deliverer:
             self.fail(msg, "nothing to type: the body is empty once control characters are removed")
             return True
         pane = self.pane()
-        self._jumped = False
         if pane is None or pane.dead or not self.readiness.ready(pane):
             return False
         if self._jumped:  # a park's probe just queued its message ahead of this one

@@ -90,10 +90,10 @@ def read_parked(home_root: Path, agent: str) -> Parked | None:
 
 def probe_time(now: float, until: float | None, strikes: int, settings: ParkSettings) -> float:
     """When a limit park of ``strikes`` parks in a row, begun at ``now``, is probed:
-    the reset time when known (not before ``now``), else ``probe_after`` doubled per
-    strike, at most ``probe_max``. Pure."""
-    if until is not None:
-        return max(now, until)
+    the reset time when known and still ahead, else ``probe_after`` doubled per strike,
+    at most ``probe_max``. Pure."""
+    if until is not None and until > now:
+        return until
     return now + backoff(strikes, settings.probe_after, settings.probe_max)
 
 
@@ -127,8 +127,9 @@ class Parking:
         self.lock = threading.Lock()
         self.current = read_parked(home_root, agent)
         """The park in force, or None."""
-        self.go_on: str | None = None
-        """The text queued to tell the agent to go on (its typing marks the probe)."""
+        self.answered_sign: str | None = None
+        """The sign on screen when the provider answered a turn: old news until the
+        next text is typed."""
 
     def _save(self, parked: Parked | None) -> None:
         self.current = parked
@@ -164,6 +165,8 @@ class Parking:
             now, p = self.clock(), self.current
             if p is not None and p.reason == ParkReason.BUDGET:
                 return p
+            if sign is not None and sign.line == self.answered_sign:
+                sign = None  # the model answered since it showed
             if sign is not None:
                 until = reset_time(sign.reset, now) if sign.reset else None
                 if p is None:
@@ -172,8 +175,8 @@ class Parking:
                     return self._park(ParkReason.LIMIT, sign.line, until, p.strikes + 1, p.since)
                 if p.probing:
                     return None
-                if until is not None and sign.line != p.detail:  # a new sign: "in 2h" counts from now
-                    p = replace(p, until=until, probe_at=max(now, until), detail=sign.line)
+                if until is not None and until > now and sign.line != p.detail:  # a new sign: "in 2h" counts from now
+                    p = replace(p, until=until, probe_at=until, detail=sign.line)
                     self._save(p)
                 return self._probe(p, now)
             if p is None:
@@ -186,10 +189,13 @@ class Parking:
                 return None
             return self._probe(p, now)
 
-    def answered(self) -> None:
-        """The agent's provider answered a turn (new token usage): a limit park ends."""
+    def answered(self, sign: str | None = None) -> None:
+        """The agent's provider answered a turn (new token usage): a limit park ends, and
+        ``sign`` (the limit line still on screen) counts for nothing until the next
+        text is typed."""
         with self.lock:
             if self.current is not None and self.current.reason == ParkReason.LIMIT:
+                self.answered_sign = sign
                 self._end("answered")
 
     def _probe(self, p: Parked, now: float) -> Parked | None:
@@ -201,10 +207,12 @@ class Parking:
         return None
 
     def typed(self, text: str) -> None:
-        """A message was typed into the agent: the probe's marks it probed."""
+        """A message was typed into the agent: while a probe is queued, that is the probe
+        (its message goes first; a controller started since knows no more of it)."""
         with self.lock:
+            self.answered_sign = None
             p = self.current
-            if p is not None and p.probing and self.go_on is not None and text == self.go_on:
+            if p is not None and p.probing:
                 self._save(replace(p, probing=False, probed=self.clock()))
 
     def park_budget(self, detail: str, until: float | None, scope: str | None = None) -> None:

@@ -106,6 +106,11 @@ class Readiness:
             return Activity.PARKED, parked.reason, None, screen
         return state, via, question, screen
 
+    def adopt(self, agent: Agent) -> None:
+        """Read the agent by its changed settings (a reloaded layout)."""
+        self.agent, self.profile = agent, agent.profile
+        self.parking.settings = agent.park
+
     def typed(self, text: str) -> None:
         """A message's ``text`` was typed into the pane (the deliverer tells)."""
         self.last_typed = text
@@ -175,12 +180,13 @@ class Readiness:
         if fields is not None:
             self.event(EventKind.USAGE, None, **fields)
             if before is not None and fields["turn_output_tokens"] > 0:  # the model answered (not a first read)
-                self.parking.answered()
+                sign = limit_shown(self.profile, screen, self.last_typed) if screen is not None else None
+                self.parking.answered(sign.line if sign is not None else None)
 
     def record(self, pane: Pane, state: Activity, via: str, question: str | None, screen: Screen | None = None) -> None:
         """Record ``state`` (told by ``via``) of the agent in ``pane`` if it changed, and
         offer a new ``question`` to the auto-answers."""
-        if state is Activity.READY:
+        if state in (Activity.READY, Activity.PARKED):  # a CLI's own retry may get through while parked
             self._usage(pane, screen)
         usage = self.meter.usage if self.meter.pid == pane.pid else None
         self.recorder.record(state, via, pane.pid, question, usage, self.activity.session)

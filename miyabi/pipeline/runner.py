@@ -135,6 +135,7 @@ class Pipeline:
             if (
                 t.state == TaskState.QUEUED
                 and t.pool in (None, inst.pool)
+                and t.handoff in (None, inst.pool)
                 and self.layout.pool(inst.pool) is not None
                 and not self.dispatch.hold(t)
             ):
@@ -208,8 +209,8 @@ class Pipeline:
                 t = self.store.get(inst.task)
             except TaskError:
                 t = None
-            if t is not None and t.pool not in (None, inst.pool):
-                mine = False  # handed off to another pool
+            if t is not None and (t.pool not in (None, inst.pool) or t.handoff not in (None, inst.pool)):
+                mine = False  # handed off to another pool or agent
             elif inst.state == InstanceState.PREPARING:
                 mine = t is not None and t.state == TaskState.QUEUED
             else:
@@ -227,8 +228,8 @@ class Pipeline:
                 why = f"pool {inst.pool} is not in the layout any more"
             elif inst.name in failed:
                 why = "the watchdog gave up on it"
-            elif t is not None and t.pool not in (None, inst.pool):
-                why = f"its task {t.ref} was handed off to pool {t.pool}"
+            elif t is not None and (t.pool not in (None, inst.pool) or t.handoff not in (None, inst.pool)):
+                why = f"its task {t.ref} was handed off to {t.handoff or t.pool}"
             self.records.set_instance(inst.name, InstanceState.ENDED, why)
             append_event(
                 self.home, EventKind.INSTANCE_ENDED, agent=inst.name, pool=inst.pool, task=inst.task, reason=why

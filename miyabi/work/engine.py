@@ -131,7 +131,8 @@ class WorkEngine:
 
     def handoff_due(self, parked: Mapping[str, Parked]) -> float | None:
         """Unix time the next hand-off of a parked agent's tasks is due (None: none)."""
-        times = [t for name, p in parked.items() if (t := self._handoff_time(name, p)) is not None]
+        now = self.clock()
+        times = [t for name, p in parked.items() if (t := self._handoff_time(name, p)) is not None and t > now]
         return min(times) if times else None
 
     def _handoff_time(self, name: str, parked: Parked) -> float | None:
@@ -159,7 +160,7 @@ class WorkEngine:
                 continue
             agent = self.layout.agent(name)
             for t in self.store.held(name):
-                to = next((x for x in agent.park.to if self._takes(x, held, can_take)), None)
+                to = next((x for x in agent.park.to if self._takes(x, t, agent.pool, held, can_take)), None)
                 if to is None:
                     break  # none can take it now: the next pass tries again
                 pool = to if self.layout.pool(to) is not None else None
@@ -186,8 +187,21 @@ class WorkEngine:
                 out.append((t.id, to))
         return out
 
-    def _takes(self, target: str, held: Mapping[str, int], can_take: Callable[[str], bool]) -> bool:
-        if self.layout.pool(target) is not None:
+    def _takes(
+        self, target: str, t: Task, own_pool: str | None, held: Mapping[str, int], can_take: Callable[[str], bool]
+    ) -> bool:
+        """Whether ``target`` can take ``t`` from an agent of ``own_pool`` now: never that
+        pool itself (its instance is the parked one), a job only an agent that runs jobs
+        (the built-in worker), a named agent only with room and ``can_take``."""
+        pool = self.layout.pool(target)
+        profile = (
+            pool.profile
+            if pool is not None
+            else next((a.profile for a in self.layout.agents if a.name == target), None)
+        )
+        if target == own_pool or profile is None or (t.source == Source.JOB and profile.name != "worker"):
+            return False
+        if pool is not None:
             return True
         room = self.layout.wip.get(target)
         return room is not None and held.get(target, 0) < room and can_take(target)

@@ -110,7 +110,8 @@ NOW = datetime(2026, 12, 6, 14, 0, tzinfo=UTC).timestamp()
         ("45s", NOW + 45),
         ("2 days", NOW + 172800),
         ("3pm", datetime(2026, 12, 6, 15, 0, tzinfo=UTC).timestamp()),
-        ("1:30 PM", datetime(2026, 12, 7, 13, 30, tzinfo=UTC).timestamp()),  # passed today: tomorrow's
+        ("12:30 PM", datetime(2026, 12, 7, 12, 30, tzinfo=UTC).timestamp()),  # passed long ago: tomorrow's
+        ("2pm", None),  # passed just now: a late reset (the caller backs off), not tomorrow's
         ("17:00", datetime(2026, 12, 6, 17, 0, tzinfo=UTC).timestamp()),
         ("at 9:41 PM", datetime(2026, 12, 6, 21, 41, tzinfo=UTC).timestamp()),
         ("3pm (Asia/Tokyo)", datetime(2026, 12, 7, 15, 0, tzinfo=ZoneInfo("Asia/Tokyo")).timestamp()),
@@ -128,7 +129,7 @@ def test_reset_times_as_clis_print_them(text: str, expected: float | None) -> No
 def test_a_probe_waits_for_the_reset_time_else_backs_off() -> None:
     s = ParkSettings(probe_after=60, probe_max=300)
     assert probe_time(100.0, 5000.0, 1, s) == 5000.0
-    assert probe_time(100.0, 50.0, 1, s) == 100.0  # a reset already past: at once
+    assert probe_time(100.0, 50.0, 1, s) == 160.0  # a reset already past: the back-off
     assert [probe_time(0.0, None, n, s) for n in (1, 2, 3, 4)] == [60, 120, 240, 300]
 
 
@@ -169,10 +170,10 @@ def test_a_park_is_probed_parked_again_with_a_longer_wait_then_ends(tmp_path: Pa
     clock.t = 1060.0
     assert p.check(SIGN) is None and len(probes) == 1  # told to go on (queued)
     assert p.check(SIGN) is None and len(probes) == 1  # the old sign until it is typed
-    p.go_on = "miyabi: go on"
-    p.typed("something else")
-    assert p.current is not None and p.current.probed is None
-    p.typed("miyabi: go on")
+    fresh, _, _ = parking(tmp_path, clock)  # a controller started since: the probe is still on
+    assert fresh.current is not None and fresh.current.probing
+    p.typed("miyabi: go on")  # the first text typed while a probe is queued is the probe
+    assert p.current is not None and p.current.probed == 1060.0 and not p.current.probing
     assert p.check(None) is None  # it works on
     clock.t = 1065.0
     again = p.check(SIGN)  # the limit again
@@ -302,3 +303,46 @@ def test_a_reset_in_so_long_counts_from_the_sign_not_from_each_read(tmp_path: Pa
     assert parked is not None and parked.probe_at == 1020.0
     clock.t = 1020.0
     assert p.check(sign) is None and len(probes) == 1
+
+
+def test_a_turn_answered_while_the_sign_still_shows_ends_the_park_for_good(tmp_path: Path) -> None:
+    clock = Clock()
+    p, _, _ = parking(tmp_path, clock)
+    assert p.check(SIGN) is not None
+    p.answered(SIGN.line)  # the CLI's own retry got through; its old sign is still on screen
+    assert p.check(SIGN) is None and p.current is None
+    p.typed("next message")
+    assert p.check(SIGN) is not None  # after new text, the same sign is news again
+
+
+def test_hand_offs_go_to_a_target_that_can_do_the_task_and_wake_no_busy_loop(tmp_path: Path) -> None:
+    from miyabi.messaging.parking import Parked
+    from miyabi.work.engine import WorkEngine
+    from miyabi.work.model import Source, TaskState
+    from miyabi.work.store import Store
+
+    f = tmp_path / "l.yaml"
+    f.write_text(
+        "agents:\n"
+        "  - {name: a, profile: shell, park: {handoff_after: 10s, to: [coders, c, b]}}\n"
+        "  - {name: b, profile: worker}\n"
+        "  - {name: c, profile: shell}\n"
+        "pools:\n  - {name: coders, profile: shell, repo: .}\n"
+    )
+    (tmp_path / ".git").mkdir()
+    layout = load(f)
+    clock = Clock()
+    store = Store(tmp_path / "state" / "miyabi.db", clock=clock)
+    engine = WorkEngine(store, layout, tmp_path, clock=clock)
+    work = store.add("write the notes", "", ["agent:a"])
+    job = store.add("job j1", "{}", ["agent:a"], source=Source.JOB, key="j1")
+    for t in (work, job):
+        store.set_state(t.id, TaskState.ASSIGNED, "routed", agent="a")
+    parked = {"a": Parked("limit", 1000.0, None, 1300.0, 1, "usage limit reached")}
+    assert engine.handoff_due(parked) == 1010.0
+    assert engine.hand_off(parked, lambda name: True) == []  # not yet
+    clock.t = 1010.0
+    assert engine.handoff_due(parked) is None  # past: no pass is due for it again (no busy loop)
+    went = dict(engine.hand_off(parked, lambda name: name != "c"))
+    assert went == {work.id: "coders", job.id: "b"}  # a job only to an agent that runs jobs
+    assert store.get(job.id).handoff == "b" and store.get(work.id).pool == "coders"
