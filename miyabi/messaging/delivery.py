@@ -134,9 +134,9 @@ class Deliverer:
         self._entered: tuple[str, float] = ("", 0.0)
         """(message id, Unix time) of the first press of the submit key for it."""
         self._before: tuple[str, tuple[str, ...]] = ("", ())
+        """(message id, the screen outside the cursor's row) just before the submit key."""
         self._jumped = False
         """A park's probe queued its message while this step chose another."""
-        """(message id, the screen outside the cursor's row) just before the submit key."""
 
     def event(self, event: EventKind, msg: Message | None = None, **fields: Any) -> None:
         extra = {"id": msg.id, "from": msg.sender} if msg else {}
