@@ -25,7 +25,14 @@ import yaml
 from miyabi import defaults
 from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.config.document import Document, Key, check_env, check_keys, key_path, unknown
-from miyabi.config.members import AGENT_KEYS, PROFILE_KEYS, check_profile_fields, validate_agent, validate_pools
+from miyabi.config.members import (
+    AGENT_KEYS,
+    PROFILE_KEYS,
+    check_profile_fields,
+    validate_agent,
+    validate_pools,
+    validate_self,
+)
 from miyabi.config.model import Agent, Layout, Pool, frozen_map
 from miyabi.config.sections import (
     check_park_targets,
@@ -72,6 +79,7 @@ TOP_KEYS = (
     "notify",
     "bus",
     "human_hold",
+    "self",
 )
 SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -355,6 +363,7 @@ def validate(doc: Document) -> Layout:
             "an agent or pool named layout hides the ensemble's budget from `miyabi budget raise layout`; rename it",
         )
     _check_handoffs(doc, agents, pools, [*declared, *declared_pools])
+    self_pool = validate_self(doc, data["self"], declared_pools) if data.get("self") is not None else None
     doc.fail_if_problems()
     return Layout(
         path=doc.path.resolve(),
@@ -376,6 +385,7 @@ def validate(doc: Document) -> Layout:
         bus=bus,
         human_hold=doc.human_hold,
         budget=budget,
+        self_pool=self_pool,
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 

@@ -34,6 +34,7 @@ POOL_KEYS = (
     "watchdog",
     "park",
     "budget",
+    "approve",
     *OVERRIDABLE,
 )
 PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
@@ -120,6 +121,7 @@ def _pool(
     watchdog = doc.watchdog.merged(validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
     park = doc.park.merged(validate_park(doc, (*key, "park"), raw.get("park", {})))
     budget = validate_budget(doc, (*key, "budget"), raw.get("budget"))
+    approve = _pool_approve(doc, key, raw.get("approve", "none"))
     if len(doc.problems) > before or not isinstance(name, str):
         return None
     return Pool(
@@ -133,6 +135,7 @@ def _pool(
         watchdog=watchdog,
         park=park,
         budget=budget,
+        approve=approve,
         **kw,
     )
 
@@ -161,6 +164,33 @@ def _pool_mode(doc: Document, key: Key, mode: Any, has_github: bool) -> Any:
             "github needs the layout's `github: {repo: owner/name}` section; add it, or use pipeline: local",
         )
     return mode
+
+
+def _pool_approve(doc: Document, key: Key, raw: Any) -> bool:
+    """A pool's ``approve``: ``required`` (its merges wait for ``miyabi approve-merge``)
+    or ``none`` (the default); a defect recorded otherwise."""
+    if raw in ("required", "none"):
+        return bool(raw == "required")
+    doc.problem(
+        (*key, "approve"),
+        f"{raw!r} must be required (merges wait for `miyabi approve-merge TASK`) or none (they land once checked)",
+    )
+    return False
+
+
+def validate_self(doc: Document, raw: Any, pools: Sequence[str]) -> str | None:
+    """``self: {pool: NAME}``: the pool whose ``repo`` is miyabi's own checkout (its
+    merges upgrade the running controller, behind a health probe); the pool's name, or
+    None with a defect recorded."""
+    if not isinstance(raw, dict):
+        doc.problem(("self",), "must be a mapping such as `{pool: miyabi}` naming the pool that edits miyabi")
+        return None
+    check_keys(doc, ("self",), raw, ("pool",))
+    name = raw.get("pool")
+    if not isinstance(name, str) or name not in pools:
+        doc.problem(("self", "pool"), unknown("pool", name, {p: None for p in pools}))
+        return None
+    return name
 
 
 # ---------------------------------------------------------------- agents

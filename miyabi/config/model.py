@@ -111,6 +111,8 @@ class Pool:
         watchdog: restart and hang settings of its instances.
         park: what happens when an instance is parked at a usage limit.
         budget: the budget of all its instances together (``budget``); None: none.
+        approve: its merges wait for a person (``approve: required``; ``miyabi
+            approve-merge TASK`` or the dashboard's Approvals page) once the checks pass.
     """
 
     name: str
@@ -125,6 +127,7 @@ class Pool:
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     park: ParkSettings = field(default_factory=ParkSettings)
     budget: BudgetSettings | None = None
+    approve: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,8 @@ class Layout:
             set their own).
         budget: the whole ensemble's budget (``budget:``), every agent's use
             together; None: none.
+        self_pool: the pool whose repository is miyabi's own checkout (``self: {pool:
+            NAME}``): a merge of its upgrades the controller, behind a health probe.
     """
 
     path: Path
@@ -177,6 +182,7 @@ class Layout:
     bus: BusSettings | None = None
     human_hold: float = defaults.HUMAN_HOLD
     budget: BudgetSettings | None = None
+    self_pool: str | None = None
 
     @property
     def secret_env(self) -> frozenset[str]:
