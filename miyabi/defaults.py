@@ -574,3 +574,15 @@ again: a stop is seen within this)."""
 
 BUS_TICK = 0.5
 """Seconds between two passes of the bus's task side (claims, renewals, results)."""
+
+# ---------------------------------------------------------------- self-edits (self: {pool})
+
+SELF_PROBE_TIMEOUT = 60.0
+"""Seconds the controller started on miyabi's merged code has to pass its health probe
+(running, every agent supervised, a request answered); then the merge is rolled back."""
+
+SELF_PROBE_POLL = 0.2
+"""Seconds between two looks of the keep-alive at the probe's answer."""
+
+SELF_PROBE_LOG_LINES = 20
+"""Lines of ``logs/controller.log`` the probe's evidence ends with when it fails."""

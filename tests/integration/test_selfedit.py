@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from helpers import wait_for, write_layout
 from integration.conftest import Cli
 from integration.test_pipeline import AGENT, CHECK, CONVENTION, git, heard, make_repo, plan, task_state
@@ -102,3 +104,83 @@ def test_a_rejected_merge_goes_back_to_its_agent_as_a_failed_round(cli: Cli, hom
     assert cli("approve-merge", "1").exit_code == 0
     wait_for(lambda: task_state(home, 1) == "done", timeout=60, what="the approved merge landed")
     assert (repo / "feature.txt").read_text() == "fixed\nwith a test\n"
+
+
+BREAK = (
+    'printf \'\\n\\ndef _broken(self, lock=None):\\n    raise SystemExit("broken on purpose")\\n\\n\\n'
+    "Controller.run = _broken\\n' >> miyabi/controller/core.py"
+)
+"""A change that passes the self pool's checks (miyabi still imports) but makes the
+controller exit at its start: the probe fails."""
+
+
+def scratch_copy(tmp: Path) -> Path:
+    """A scratch repository holding the miyabi package under test (its files as they are
+    now) on ``main``, with checks small enough for a test."""
+    import shutil
+
+    import miyabi
+
+    repo = tmp / "miyabi-self"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    shutil.copytree(Path(miyabi.__file__).parent, repo / "miyabi", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / ".gitignore").write_text("__pycache__/\n")
+    (repo / ".miyabi.yml").write_text(
+        f"test: [\"{sys.executable} -c 'import miyabi'\"]\nbase_branch: main\nmax_rounds: 1\n"
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "miyabi as it is")
+    return repo
+
+
+def code(cli: Cli) -> dict[str, Any]:
+    import json
+
+    out = cli("status", "--json")
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)["controller"]["code"] or {}
+
+
+def test_a_self_edit_upgrades_the_controller_and_one_failing_the_probe_is_rolled_back(
+    cli: Cli, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = scratch_copy(tmp_path)
+    first = git(repo, "rev-parse", "main")
+    monkeypatch.setenv("PYTHONPATH", str(repo))  # the controller runs the scratch copy's code
+    p, log = plan(
+        tmp_path,
+        {
+            "coder-1": {"rounds": [[{"write": "NOTES.md", "text": "a note\n"}, {"commit": "note"}, {"done": "1"}]]},
+            "coder-2": {"rounds": [[{"run": BREAK}, {"commit": "break"}, {"done": "2"}]]},
+        },
+    )
+    lay = write_layout(
+        tmp_path / "l.yaml",
+        [("lead", "shell", "cat")],
+        session="self",
+        pools=[coder(repo, p, log)],
+        routes=[{"default": True, "agent": "coder"}],
+        self={"pool": "coder"},
+    )
+    assert cli("up", str(lay), "-d").exit_code == 0
+    assert code(cli) == {"pid": code(cli)["pid"], "path": str(repo / "miyabi"), "checkout": str(repo), "commit": first}
+    old_pid = code(cli)["pid"]
+    # a change that passes its checks and the probe: the running controller's code is the new commit
+    assert cli("task", "add", "Add a note").exit_code == 0
+    (up,) = wait_for(lambda: events(home, "self-upgraded"), timeout=120, what="the upgrade probed")
+    second = git(repo, "rev-parse", "main")
+    assert second != first and up["after"] == second and up["before"] == first
+    assert (repo / "NOTES.md").read_text() == "a note\n"
+    now = code(cli)
+    assert now["commit"] == second and now["pid"] != old_pid and "supervised and delivering: " in up["evidence"]
+    # one that passes its checks but fails the probe: rolled back, the old code runs, a fix task exists
+    assert cli("task", "add", "Break it").exit_code == 0
+    (back,) = wait_for(lambda: events(home, "self-rolled-back"), timeout=120, what="the upgrade rolled back")
+    assert back["before"] == second and back["after"] != second and back["moved_back"] is True
+    assert "ended (exit status 1)" in back["evidence"]
+    assert git(repo, "rev-parse", "main") == second and "broken" not in (repo / "miyabi/controller/core.py").read_text()
+    wait_for(lambda: code(cli).get("commit") == second, timeout=60, what="the old code running again")
+    fixes = [t for t in Store.of_home(home).query() if t.title.startswith("Fix: miyabi's upgrade")]
+    assert len(fixes) == 1 and "broken on purpose" in fixes[0].body and back["after"][:12] in fixes[0].title
+    assert task_state(home, 2) == "done"  # its work landed, checked; the probe is what refused it
