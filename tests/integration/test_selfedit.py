@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers import wait_for, write_layout
 from integration.conftest import Cli
 from integration.test_pipeline import AGENT, CHECK, CONVENTION, git, heard, make_repo, plan, task_state
@@ -164,8 +163,9 @@ def test_a_self_edit_upgrades_the_controller_and_one_failing_the_probe_is_rolled
         self={"pool": "coder"},
     )
     assert cli("up", str(lay), "-d").exit_code == 0
-    assert code(cli) == {"pid": code(cli)["pid"], "path": str(repo / "miyabi"), "checkout": str(repo), "commit": first}
-    old_pid = code(cli)["pid"]
+    started = wait_for(lambda: code(cli), timeout=30, what="the controller's code recorded")
+    assert started == {"pid": started["pid"], "path": str(repo / "miyabi"), "checkout": str(repo), "commit": first}
+    old_pid = started["pid"]
     # a change that passes its checks and the probe: the running controller's code is the new commit
     assert cli("task", "add", "Add a note").exit_code == 0
     (up,) = wait_for(lambda: events(home, "self-upgraded"), timeout=120, what="the upgrade probed")
