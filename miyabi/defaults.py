@@ -586,3 +586,9 @@ SELF_PROBE_POLL = 0.2
 
 SELF_PROBE_LOG_LINES = 20
 """Lines of ``logs/controller.log`` the probe's evidence ends with when it fails."""
+
+WEB_MERGE_DIFF_BYTES = 262144
+"""Bytes of a waiting merge's diff the dashboard's Approvals page shows (the start of it)."""
+
+WEB_MERGE_LOG_BYTES = 32768
+"""Bytes of each verify log of a waiting merge the Approvals page shows (the end of it)."""

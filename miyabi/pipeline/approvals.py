@@ -63,7 +63,7 @@ class ApprovalState(StrEnum):
     REJECTED = "rejected"
 
 
-class NotWaiting(MiyabiError):
+class MergeNotWaiting(MiyabiError):
     """``approve-merge`` on a task whose merge does not wait for a person."""
 
 
@@ -198,7 +198,7 @@ class Approvals:
         """Approve (or reject, with ``reason``) the merge task ``task`` waits for.
 
         Raises:
-            NotWaiting: its merge does not wait for a person (no approval asked, or it
+            MergeNotWaiting: its merge does not wait for a person (no approval asked, or it
                 was decided already, or the task is no longer verifying).
         """
         state = ApprovalState.APPROVED if approve else ApprovalState.REJECTED
@@ -211,7 +211,9 @@ class Approvals:
             ).fetchone()
             if row is None or row["astate"] != ApprovalState.WAITING or row["tstate"] != TaskState.VERIFYING:
                 what = "" if row is None else f" (its merge was {row['astate']}; the task is {row['tstate']})"
-                raise NotWaiting(f"task {task} is not waiting for approval{what}; see `miyabi approve-merge --list`")
+                raise MergeNotWaiting(
+                    f"task {task} is not waiting for approval{what}; see `miyabi approve-merge --list`"
+                )
             db.execute(
                 "UPDATE approvals SET state=?, decided=?, by=?, reason=? WHERE task=?",
                 (str(state), now, by, reason, task),
@@ -238,7 +240,7 @@ def decide(home_root: Path, task: int, approve: bool, by: str, reason: str = "")
     pass (the write to the task database wakes it).
 
     Raises:
-        NotWaiting: the task's merge does not wait for a person.
+        MergeNotWaiting: the task's merge does not wait for a person.
         TaskError: no such task.
     """
     from miyabi.events import EventKind, append_event

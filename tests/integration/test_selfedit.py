@@ -12,6 +12,7 @@ import pytest
 from helpers import wait_for, write_layout
 from integration.conftest import Cli
 from integration.test_pipeline import AGENT, CHECK, CONVENTION, git, heard, make_repo, plan, task_state
+from integration.webkit import browse, serve, stop
 
 from miyabi.events import read_events
 from miyabi.work.store import Store
@@ -184,3 +185,42 @@ def test_a_self_edit_upgrades_the_controller_and_one_failing_the_probe_is_rolled
     fixes = [t for t in Store.of_home(home).query() if t.title.startswith("Fix: miyabi's upgrade")]
     assert len(fixes) == 1 and "broken on purpose" in fixes[0].body and back["after"][:12] in fixes[0].title
     assert task_state(home, 2) == "done"  # its work landed, checked; the probe is what refused it
+
+
+def test_the_approvals_page_shows_a_waiting_merge_s_diff_and_checks_and_approves_it(
+    cli: Cli, home: Path, socket: str, tmp_path: Path
+) -> None:
+    _, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": CONVENTION, "feature.txt": "broken\n"})
+    p, log = plan(tmp_path, [[{"write": "feature.txt", "text": "fixed\n"}, {"commit": "fix"}, {"done": "fixed"}]])
+    lay = write_layout(
+        tmp_path / "l.yaml",
+        [("lead", "shell", "cat")],
+        session="pages",
+        pools=[coder(repo, p, log, approve="required")],
+        routes=[{"default": True, "agent": "coder"}],
+    )
+    w = serve(cli, home, socket, lay, tmp_path / "answers.txt")
+    try:
+        assert cli("task", "add", "Fix feature").exit_code == 0
+        wait_for(lambda: events(home, "approval-needed"), timeout=60, what="the merge waiting for approval")
+        with w.client() as c:
+            (merge,) = c.get("/api/v1/merges").json()
+            assert merge["task"] == 1 and merge["state"] == "waiting" and merge["base"] == "main"
+            assert "-broken\n+fixed" in merge["diff"] and any("sh check.sh" in r for r in merge["results"])
+            assert any("task #1 round 1" in text for text in merge["checks"].values())
+            assert any("merged into main" in text for text in merge["checks"].values())
+        with browse(w) as b:
+            page = b.get("/approvals").text
+            assert "task 1</a>: miyabi/1-fix-feature into main" in page and "+fixed" in page
+            assert 'data-post="/merges/1/approve"' in page
+        with w.client() as c:
+            r = c.post("/api/v1/merges/2/approve")
+            assert r.status_code in (404, 409) and "2" in r.json()["error"]
+            assert c.post("/api/v1/merges/1/approve").status_code == 200
+        wait_for(lambda: task_state(home, 1) == "done", timeout=60, what="the approved merge landed")
+        assert (repo / "feature.txt").read_text() == "fixed\n"
+        assert events(home, "merge-approved")[0]["by"].startswith("web:")
+        with w.client() as c:
+            assert c.get("/api/v1/merges").json() == []
+    finally:
+        stop(w.proc)
