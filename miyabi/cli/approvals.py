@@ -94,9 +94,10 @@ def approve_merge(
     socket: SocketOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Let a checked merge of a pool with `approve: required` land (or reject it).
+    """Let a merge that waits for a person land, or reject it.
 
-    The merge waits once its checks passed on the branch and on the merge result;
+    A merge of a pool with `approve: required` waits once its checks passed on the
+    branch and on the merge result;
     `--list` shows those waiting, with their check results; the dashboard's Approvals
     page shows the diff too. An approval is for the commit that was checked: the merge
     is checked again against the base branch as it is then, and lands. Exit 1 when the

@@ -442,7 +442,7 @@ def _decide(task: int, approve: bool, reason: str | None, request: Request) -> D
 @router.post(
     "/merges/{task}/approve",
     response_model=Done,
-    responses=errors(404, 409),
+    responses=errors(404, 409, 422),
     summary="Let a waiting merge land (it is checked again on the base branch first)",
 )
 def approve_merge(task: int, request: Request) -> Done:
@@ -452,7 +452,7 @@ def approve_merge(task: int, request: Request) -> Done:
 @router.post(
     "/merges/{task}/reject",
     response_model=Done,
-    responses=errors(404, 409, 422),
+    responses=errors(400, 404, 409, 422),
     summary="Send a waiting merge back to its agent as a failed round",
 )
 def reject_merge(task: int, request: Request, body: DenyBody | None = None) -> Done:
