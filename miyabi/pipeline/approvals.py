@@ -159,8 +159,12 @@ class Approvals:
         return _approval(rows[0]) if rows else None
 
     def waiting(self) -> list[Approval]:
-        """The merges waiting for a person, oldest first."""
-        rows = self.store.rows("SELECT * FROM approvals WHERE state=? ORDER BY asked", (str(ApprovalState.WAITING),))
+        """The merges waiting for a person, oldest first (of tasks still verifying: one
+        cancelled meanwhile waits for nobody)."""
+        rows = self.store.rows(
+            "SELECT a.* FROM approvals a JOIN tasks t ON t.id = a.task WHERE a.state=? AND t.state=? ORDER BY a.asked",
+            (str(ApprovalState.WAITING), str(TaskState.VERIFYING)),
+        )
         return [_approval(r) for r in rows]
 
     def ask(self, a: Approval) -> bool:

@@ -41,20 +41,35 @@ def events(home: Path, kind: str) -> list[dict[str, Any]]:
     return [e for e in read_events(home) if e.get("event") == kind]
 
 
-def test_a_merge_of_a_pool_with_approve_required_waits_until_approved(cli: Cli, home: Path, tmp_path: Path) -> None:
+def approving(tmp_path: Path, session: str, rounds: list[Any]) -> tuple[Path, Path, Path]:
+    """A repository, and a layout whose pool (``approve: required``) works on it
+    following ``rounds``: (the repository, the agent's log, the layout)."""
     _, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": CONVENTION, "feature.txt": "broken\n"})
-    before = git(repo, "rev-parse", "main")
-    p, log = plan(tmp_path, [[{"write": "feature.txt", "text": "fixed\n"}, {"commit": "fix"}, {"done": "fixed"}]])
+    p, log = plan(tmp_path, rounds)
     lay = write_layout(
         tmp_path / "l.yaml",
         [("lead", "shell", "cat")],
-        session="approve",
+        session=session,
         pools=[coder(repo, p, log, approve="required")],
         routes=[{"default": True, "agent": "coder"}],
     )
-    assert cli("up", str(lay), "-d").exit_code == 0
+    return repo, log, lay
+
+
+def merge_waits(cli: Cli, home: Path) -> None:
+    """Add task 1; return once its checked merge waits for a person."""
     assert cli("task", "add", "Fix feature").exit_code == 0
     wait_for(lambda: events(home, "approval-needed"), timeout=60, what="the merge waiting for approval")
+
+
+FIX = [[{"write": "feature.txt", "text": "fixed\n"}, {"commit": "fix"}, {"done": "fixed"}]]
+
+
+def test_a_merge_of_a_pool_with_approve_required_waits_until_approved(cli: Cli, home: Path, tmp_path: Path) -> None:
+    repo, _, lay = approving(tmp_path, "approve", FIX)
+    before = git(repo, "rev-parse", "main")
+    assert cli("up", str(lay), "-d").exit_code == 0
+    merge_waits(cli, home)
     # it waits: verifying, said so in its history, the base branch where it was
     assert task_state(home, 1) == "verifying"
     assert any(r.startswith("waiting for approval") for r in history(home, 1))
@@ -75,24 +90,13 @@ def test_a_merge_of_a_pool_with_approve_required_waits_until_approved(cli: Cli, 
 
 
 def test_a_rejected_merge_goes_back_to_its_agent_as_a_failed_round(cli: Cli, home: Path, tmp_path: Path) -> None:
-    _, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": CONVENTION, "feature.txt": "broken\n"})
-    p, log = plan(
-        tmp_path,
-        [
-            [{"write": "feature.txt", "text": "fixed\n"}, {"commit": "fix"}, {"done": "fixed"}],
-            [{"write": "feature.txt", "text": "fixed\nwith a test\n"}, {"commit": "test"}, {"done": "tested"}],
-        ],
-    )
-    lay = write_layout(
-        tmp_path / "l.yaml",
-        [("lead", "shell", "cat")],
-        session="reject",
-        pools=[coder(repo, p, log, approve="required")],
-        routes=[{"default": True, "agent": "coder"}],
-    )
+    rounds = [
+        *FIX,
+        [{"write": "feature.txt", "text": "fixed\nwith a test\n"}, {"commit": "test"}, {"done": "tested"}],
+    ]
+    repo, log, lay = approving(tmp_path, "reject", rounds)
     assert cli("up", str(lay), "-d").exit_code == 0
-    assert cli("task", "add", "Fix feature").exit_code == 0
-    wait_for(lambda: events(home, "approval-needed"), timeout=60, what="the merge waiting for approval")
+    merge_waits(cli, home)
     usage = cli("approve-merge", "1", "--reason", "why")
     assert usage.exit_code == 2 and "--reason goes with --reject" in usage.output
     assert cli("approve-merge", "1", "--reject", "--reason", "it needs a test").exit_code == 0
@@ -190,19 +194,10 @@ def test_a_self_edit_upgrades_the_controller_and_one_failing_the_probe_is_rolled
 def test_the_approvals_page_shows_a_waiting_merge_s_diff_and_checks_and_approves_it(
     cli: Cli, home: Path, socket: str, tmp_path: Path
 ) -> None:
-    _, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": CONVENTION, "feature.txt": "broken\n"})
-    p, log = plan(tmp_path, [[{"write": "feature.txt", "text": "fixed\n"}, {"commit": "fix"}, {"done": "fixed"}]])
-    lay = write_layout(
-        tmp_path / "l.yaml",
-        [("lead", "shell", "cat")],
-        session="pages",
-        pools=[coder(repo, p, log, approve="required")],
-        routes=[{"default": True, "agent": "coder"}],
-    )
+    repo, _, lay = approving(tmp_path, "pages", FIX)
     w = serve(cli, home, socket, lay, tmp_path / "answers.txt")
     try:
-        assert cli("task", "add", "Fix feature").exit_code == 0
-        wait_for(lambda: events(home, "approval-needed"), timeout=60, what="the merge waiting for approval")
+        merge_waits(cli, home)
         with w.client() as c:
             (merge,) = c.get("/api/v1/merges").json()
             assert merge["task"] == 1 and merge["state"] == "waiting" and merge["base"] == "main"

@@ -75,3 +75,34 @@ def test_the_code_s_origin_is_its_checkout_and_commit(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     shutil.copytree(copy / "miyabi", plain / "miyabi")
     assert origin_from(plain) == {"path": str(plain / "miyabi"), "checkout": None, "commit": None}
+
+
+def test_an_approval_waits_once_per_commit_and_only_while_its_task_verifies(tmp_path: Path) -> None:
+    import pytest
+
+    from miyabi.pipeline.approvals import Approval, Approvals, ApprovalState, MergeNotWaiting
+    from miyabi.work.model import TaskState
+    from miyabi.work.store import Store
+
+    store = Store(tmp_path / "state" / "miyabi.db")
+    approvals = Approvals(store)
+    t = store.add("fix it")
+    for state in (TaskState.ASSIGNED, TaskState.VERIFYING):
+        store.set_state(t.id, state, "on its way")
+    asked = Approval(
+        t.id, tmp_path, "b", "main", SHA, "m" * 40, ("l1",), ("- test `x`: passed",), ApprovalState.WAITING, 1.0
+    )
+    assert approvals.ask(asked) is True and approvals.ask(asked) is False  # once per commit
+    assert [a.task for a in approvals.waiting()] == [t.id]
+    assert [h["reason"] for h in store.history(t.id)].count(
+        f"waiting for approval (miyabi approve-merge {t.id}; checked aaaaaaaaaaaa)"
+    ) == 1
+    decided = approvals.decide(t.id, False, "ann", "needs a test")
+    assert decided.state == ApprovalState.REJECTED and decided.by == "ann" and approvals.waiting() == []
+    with pytest.raises(MergeNotWaiting, match=f"task {t.id} is not waiting for approval \\(its merge was rejected"):
+        approvals.decide(t.id, True, "ann")
+    assert approvals.ask(asked) is True  # asked anew
+    store.set_state(t.id, TaskState.CANCELLED, "not wanted")
+    assert approvals.waiting() == []  # a cancelled task's merge waits for nobody
+    with pytest.raises(MergeNotWaiting, match="the task is cancelled"):
+        approvals.decide(t.id, True, "ann")
