@@ -122,6 +122,11 @@ def _pool(
     park = doc.park.merged(validate_park(doc, (*key, "park"), raw.get("park", {})))
     budget = validate_budget(doc, (*key, "budget"), raw.get("budget"))
     approve = _pool_approve(doc, key, raw.get("approve", "none"))
+    if approve and mode == PipelineMode.GITHUB:
+        doc.problem(
+            (*key, "approve"),
+            "required applies to pipeline: local; with pipeline: github the pull request waits for review",
+        )
     if len(doc.problems) > before or not isinstance(name, str):
         return None
     return Pool(
