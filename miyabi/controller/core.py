@@ -608,7 +608,10 @@ class Controller:
         kept = keepalive.running_pid(self.home.run) is not None
         upgrade.write_upgrade(self.home.run, up if kept else {**up, "state": "at-next-start"})
         append_event(
-            self.home.root, EventKind.SELF_UPGRADE, **{k: v for k, v in up.items() if k != "state"}, restart=kept
+            self.home.root,
+            EventKind.SELF_UPGRADE,
+            **{k: v for k, v in up.items() if k not in ("state", "time")},
+            restart=kept,
         )
         if not kept:
             log.warning(

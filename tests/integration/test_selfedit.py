@@ -174,6 +174,8 @@ def test_a_self_edit_upgrades_the_controller_and_one_failing_the_probe_is_rolled
     # a change that passes its checks and the probe: the running controller's code is the new commit
     assert cli("task", "add", "Add a note").exit_code == 0
     (up,) = wait_for(lambda: events(home, "self-upgraded"), timeout=120, what="the upgrade probed")
+    (asked,) = events(home, "self-upgrade")
+    assert asked["task"] == 1 and asked["restart"] is True and asked["time"].endswith("Z")  # RFC 3339, as every event
     second = git(repo, "rev-parse", "main")
     assert second != first and up["after"] == second and up["before"] == first
     assert (repo / "NOTES.md").read_text() == "a note\n"
