@@ -136,7 +136,7 @@ class Gate:
             # what is checked is a commit, and that very commit is what lands
             self._commit(t, record.path)
             sha = work.sha("HEAD")
-        if pool.approve and not self._approval_lets_check(t, sha, found):
+        if pool.approve and not self._approval_lets_check(t, sha, found, record.path):
             return
         round_ = t.rounds + 1
         logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}.log"
@@ -374,7 +374,7 @@ class Gate:
         if pool.name == self.layout.self_pool and self.on_self_merge is not None:
             self.on_self_merge(SelfMerge(t.id, pool.repo, base, old, landed))
 
-    def _approval_lets_check(self, t: Task, sha: str, found: conv.Convention) -> bool:
+    def _approval_lets_check(self, t: Task, sha: str, found: conv.Convention, worktree: Path) -> bool:
         """For a pool with ``approve: required``: whether the checks run on ``sha`` now.
         Not while its merge waits for a person; a rejection goes back to the agent as a
         failed round; an approval (of this very commit) lets it be checked and land; a
@@ -394,7 +394,9 @@ class Gate:
                 results=[StepResult(conv.Step("approval", "a person's review of the merge", 0), 1, 0.0, tail=(why,))]
             )
             round_ = t.rounds + 1
-            self._round_failed(t, run, found, round_, self.home / "logs" / "verify" / f"{t.id}-{round_}.log")
+            logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}-rejected.log"  # beside its checks' log
+            run_steps([], worktree, logfile, {}, header=[f"task {t.ref} round {round_}: {why} ({sha[:12]})"])
+            self._round_failed(t, run, found, round_, logfile)
             return False
         return True
 

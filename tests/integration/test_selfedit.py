@@ -102,6 +102,9 @@ def test_a_rejected_merge_goes_back_to_its_agent_as_a_failed_round(cli: Cli, hom
     assert cli("approve-merge", "1", "--reject", "--reason", "it needs a test").exit_code == 0
     told = wait_for(lambda: [m for m in heard(log) if "rejected the merge" in m["text"]], timeout=60, what="feedback")
     assert "it needs a test" in told[0]["text"] and "round 1 of 3" in told[0]["text"]
+    named = Path(told[0]["text"].rsplit("Full log: ", 1)[1].strip())
+    assert named.name == "1-1-rejected.log" and "it needs a test" in named.read_text()  # the log the message names
+    assert "sh check.sh" in (home / "logs" / "verify" / "1-1.log").read_text()  # the checks' log is kept
     # the second round's commit waits anew, and lands once approved
     wait_for(lambda: len(events(home, "approval-needed")) == 2, timeout=60, what="the new commit waiting")
     assert git(repo, "show", "main:feature.txt") == "broken"
