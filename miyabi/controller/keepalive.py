@@ -172,7 +172,7 @@ class KeepAlive:
                     if child.returncode == 0 or self._gone():
                         break  # stopped on purpose
                     if child.returncode == UPGRADE_EXIT:
-                        self._upgrade(wake_r)
+                        self._upgrade_safely(wake_r)
                         born, young = time.monotonic(), 0
                         continue
                     lived = time.monotonic() - born
@@ -205,6 +205,19 @@ class KeepAlive:
             self._stop_child()
             lock.release()
         return 0
+
+    def _upgrade_safely(self, wake_r: int) -> None:
+        """:meth:`_upgrade`, whatever goes wrong in it: said on standard error (the
+        controller's log), and a controller runs afterwards."""
+        try:
+            self._upgrade(wake_r)
+        except Exception:  # the keep-alive outlives any failure of an upgrade
+            import logging  # no handler set up here: Python's last resort writes it to stderr, the log
+
+            logging.getLogger("miyabi.keepalive").exception("keep-alive: the upgrade failed")
+            if self.child is None or self.child.poll() is not None:
+                self._spawn()
+                self._save()
 
     def _upgrade(self, wake_r: int) -> None:
         """The controller exited to run miyabi's merged code: start it (the new code),
