@@ -574,3 +574,11 @@ again: a stop is seen within this)."""
 
 BUS_TICK = 0.5
 """Seconds between two passes of the bus's task side (claims, renewals, results)."""
+
+CHANNEL_POLL = 0.5
+"""Seconds the thread serving sandboxed agents' channels waits for a connection before it
+looks whether the controller stops (the channels, :mod:`miyabi.controller.channels`)."""
+
+CHANNEL_TIMEOUT = 10.0
+"""Seconds a channel connection may take to send its request and read the answer; a
+``miyabi`` command in a sandbox waits as long for the controller's answer."""
