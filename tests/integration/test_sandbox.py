@@ -1,0 +1,105 @@
+"""Agents in a sandbox (layout ``sandbox:``, bubblewrap): a scripted agent tries each
+thing a sandbox keeps from it (the user's secrets in its environment, on the tmux
+socket, in the controller's ``/proc``; the dashboard's tokens; the home; another
+agent's worktree, the user's home; another agent's task and inbox; sending as another)
+and records what it got: nothing succeeds, while its own ``miyabi send``, ``inbox`` and
+``task done`` go through its own channel."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import wait_for, write_layout
+from integration.conftest import Cli
+
+from miyabi.controller import running_pid
+from miyabi.home import Home
+from miyabi.work.store import Store
+
+PROBE = Path(__file__).resolve().parent.parent / "fixtures" / "sandbox_probe.py"
+
+SECRETS = {"T_GH_TOKEN": "ghp_sandbox_secret_0001", "T_HOOK_URL": "https://hooks.example/sandbox-0002"}
+
+
+def probed(work: Path) -> dict[str, dict[str, object]]:
+    data: dict[str, dict[str, object]] = json.loads((work / "probe.json").read_text())
+    return data
+
+
+def test_a_sandboxed_agent_reaches_nothing_but_its_own_work_and_channel(
+    cli: Cli, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("bwrap") is None:
+        pytest.fail("bubblewrap is missing: scripts/test installs it (apt-get install bubblewrap)")
+    user_home = tmp_path / "user-home"
+    user_home.mkdir()
+    (user_home / "secret.txt").write_text("the user's own")
+    monkeypatch.setenv("HOME", str(user_home))
+    for k, v in SECRETS.items():
+        monkeypatch.setenv(k, v)
+    a_work, b_work = tmp_path / "a-work", tmp_path / "b-work"
+    a_work.mkdir()
+    b_work.mkdir()
+    (b_work / "notes.txt").write_text("b's work")
+    shutil.copy(PROBE, a_work / "probe.py")
+    probe = {
+        "name": "a",
+        "profile": "shell",
+        "command": f"{sys.executable} probe.py",
+        "cwd": str(a_work),
+        "ready_pattern": "^probe> ",
+        "submit_delay": 0.05,
+        "ready_settle": 0.05,
+        "intro": False,
+        "sandbox": {"network": "none"},
+    }
+    lay = write_layout(
+        tmp_path / "box.yaml",
+        [probe, {"name": "b", "profile": "shell", "command": "cat", "cwd": str(b_work), "intro": False}],
+        session="box",
+        github={
+            "repo": "acme/widgets",
+            "api_url": "http://127.0.0.1:9",
+            "token_env": "T_GH_TOKEN",
+            "poll_interval": 3600,
+        },
+        notify=[{"kind": "webhook", "url_env": "T_HOOK_URL"}],
+        routes=[{"label": "probe", "agent": "a"}, {"label": "other", "agent": "b"}],
+    )
+    (home / "run").mkdir(parents=True, exist_ok=True)
+    (home / "run" / "web.json").write_text('{"token": "web-secret-0003"}')
+    assert cli("up", str(lay), "-d").exit_code == 0
+    assert cli("task", "add", "Not yours", "--label", "other").exit_code == 0
+    wait_for(lambda: Store.of_home(home).get(1).state == "in_progress", what="b holds task 1")
+    pid = wait_for(lambda: running_pid(Home(home)), what="the controller's pid")
+    facts = {
+        "secrets": [*SECRETS.values(), "web-secret-0003"],
+        "controller": pid,
+        "home": str(home),
+        "other_work": str(b_work),
+        "other_task": "1",
+        "user_home": str(user_home),
+        "user_file": "secret.txt",
+    }
+    assert cli("task", "add", "Probe", "--label", "probe", "--body", json.dumps(facts)).exit_code == 0
+    wait_for(lambda: (a_work / "probe.json").exists(), timeout=60, what="the probe's record")
+    got = probed(a_work)
+    reached = {k: v for k, v in got.items() if k not in ("task",) and not k.startswith("own") and v["ok"]}
+    assert reached == {}, reached
+    assert "not held by a" in str(got["other's task done"]["got"])
+    assert "sends as itself" in str(got["send as another"]["got"])
+    assert "own inbox only" in str(got["other's inbox"]["got"])
+    assert "not available inside a sandbox" in str(got["status"]["got"])
+    for own in ("own send", "own inbox", "own write", "own task done"):
+        assert got[own]["ok"], (own, got[own])
+    assert (a_work / "mine.txt").read_text() == "mine"
+    assert not (b_work / "mine.txt").exists()
+    assert Store.of_home(home).get(2).state == "done"
+    assert Store.of_home(home).get(1).state == "in_progress"
+    to_b = [(m["from"], m["body"]) for m in json.loads(cli("inbox", "b", "--all", "--json").output)]
+    assert ("a", "hello from a") in to_b
+    assert not [m for m in to_b if "forged" in m[1]]
