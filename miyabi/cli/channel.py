@@ -43,7 +43,7 @@ def request(path: str, req: dict[str, Any], timeout: float = TIMEOUT) -> dict[st
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
-            s.connect(path)
+            _connect(s, path)
             s.sendall(json.dumps(req, ensure_ascii=False).encode() + b"\n")
             data = b""
             while b"\n" not in data:
@@ -53,7 +53,7 @@ def request(path: str, req: dict[str, Any], timeout: float = TIMEOUT) -> dict[st
                 data += chunk
     except (FileNotFoundError, ConnectionRefusedError):
         raise ChannelError(
-            f"no controller answers on {path}; the message or report waits for nothing: try again in a moment"
+            f"no controller answers on {path}; nothing was sent or recorded: try again once the controller runs"
         ) from None
     except OSError as e:
         raise ChannelError(f"the channel {path} failed: {e.strerror or e}") from None
@@ -64,6 +64,24 @@ def request(path: str, req: dict[str, Any], timeout: float = TIMEOUT) -> dict[st
     if not isinstance(reply, dict) or not reply.get("ok"):
         raise ChannelError(str(reply.get("error") if isinstance(reply, dict) else reply))
     return reply
+
+
+def _connect(s: socket.socket, path: str) -> None:
+    """Connect ``s`` to ``path``, one longer than a socket address holds (108 bytes)
+    through its directory's descriptor.
+
+    Raises:
+        OSError: as connect(2).
+    """
+    if len(path.encode()) < 100:
+        s.connect(path)
+        return
+    head, _, name = path.rpartition("/")
+    fd = os.open(head or "/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        s.connect(f"/proc/self/fd/{fd}/{name}")
+    finally:
+        os.close(fd)
 
 
 def _send_parser(prog: str) -> argparse.ArgumentParser:
