@@ -8,16 +8,23 @@ and records what it got: nothing succeeds, while its own ``miyabi send``, ``inbo
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakemodel import FakeModel
 from helpers import wait_for, write_layout
-from integration.conftest import Cli
+from integration.conftest import Cli, capture
+from integration.real_agents import clis, setup
+from integration.test_delivery import send
+from integration.test_real_agents import STARTUP, state
 
 from miyabi.controller import running_pid
 from miyabi.home import Home
+from miyabi.tmux.runner import Tmux
 from miyabi.work.store import Store
 
 PROBE = Path(__file__).resolve().parent.parent / "fixtures" / "sandbox_probe.py"
@@ -103,3 +110,58 @@ def test_a_sandboxed_agent_reaches_nothing_but_its_own_work_and_channel(
     to_b = [(m["from"], m["body"]) for m in json.loads(cli("inbox", "b", "--all", "--json").output)]
     assert ("a", "hello from a") in to_b
     assert not [m for m in to_b if "forged" in m[1]]
+
+
+@pytest.fixture
+def model() -> Iterator[FakeModel]:
+    """The model stand-in (tests/fakemodel.py); an answer it did not give whole fails the test."""
+    with FakeModel(delay=0.3) as m:
+        yield m
+        m.check()
+
+
+def claude_in_a_box(cli: Cli, tmp_path: Path, model_url: str, network: str) -> Path:
+    """Claude Code (the real CLI) as agent ``a`` in a sandbox, its throwaway HOME and the
+    CLI cache bound in; returns its working directory."""
+    s = setup("claude", tmp_path, model_url)
+    agent = {**s.agent("a"), "sandbox": {"network": network, "binds": [str(clis())]}}
+    lay = write_layout(tmp_path / "real.yaml", [agent], session="realbox", routes=[{"default": True, "agent": "a"}])
+    r = cli("up", str(lay), "-d")
+    assert r.exit_code == 0, r.output
+    return s.work
+
+
+def test_claude_code_in_a_sandbox_reaches_the_model_and_ends_its_task_through_its_channel(
+    cli: Cli, home: Path, tmp_path: Path, model: FakeModel
+) -> None:
+    work = claude_in_a_box(cli, tmp_path, model.url, "host")
+    # its hooks reach the controller through the channel: that is how miyabi sees it ready
+    wait_for(lambda: state(home) == "ready", timeout=STARTUP, what="claude ready in its sandbox")
+    assert cli("task", "add", "Finish", "--body", "[[tool miyabi task done 1 --note boxed]]").exit_code == 0
+    wait_for(lambda: state(home) == "waiting-approval", timeout=60, what="the tool call's question")
+    assert cli("approve", "a").exit_code == 0
+    wait_for(lambda: Store.of_home(home).get(1).state == "done", timeout=60, what="task 1 done from the sandbox")
+    assert any("Task #1: Finish" in r.prompt for r in model.prompts())
+    hooks = home / "run" / "hooks" / "a.jsonl"
+    wait_for(
+        lambda: hooks.exists() and '"UserPromptSubmit"' in hooks.read_text(), what="its hooks, through the channel"
+    )
+    assert not (work / "miyabi-tool-1").exists()  # the command was miyabi's, not the default file
+
+
+def test_claude_code_in_a_sandbox_without_network_says_it_cannot_connect(
+    cli: Cli, home: Path, tmp_path: Path, model: FakeModel, tmux: Tmux, panes
+) -> None:
+    claude_in_a_box(cli, tmp_path, model.url, "none")
+    wait_for(lambda: state(home) == "ready", timeout=STARTUP, what="claude ready in its sandbox")
+    sent_id = send(home, "a", "hello from outside")
+    assert sent_id
+    pane = panes("realbox")["a"].pane_id
+    wait_for(
+        lambda: re.search(
+            r"(?i)connection refused|unable to connect|connection error|ECONNREFUSED", capture(tmux, pane)
+        ),
+        timeout=120,
+        what="the CLI saying it cannot connect",
+    )
+    assert model.requests == []
