@@ -32,6 +32,7 @@ from pathlib import Path
 
 from miyabi.config.model import Agent
 from miyabi.config.settings import SandboxEngine, SandboxNetwork, SandboxSettings
+from miyabi.files import private_dir
 
 CHANNEL_DIR = "/tmp/.miyabi"
 """Where an agent's channel directory is bound inside its sandbox (read-only: the agent
@@ -226,12 +227,13 @@ def prepare(box: Box, user_home: Path | None = None) -> None:
         OSError: a directory cannot be made.
     """
     user = user_home or Path(os.path.expanduser("~"))
-    for d in (box.home_source, box.channel_dir):
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(box.channel_dir)
+    if not box.home_source.exists():  # a home the layout names is left as it is
+        private_dir(box.home_source)
     for rel in box.config:
         src, dest = user / rel, box.home_source / rel
         if src.is_file() and not dest.exists():
-            dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(dest.parent)
             shutil.copy2(src, dest)
             dest.chmod(0o600)
 
