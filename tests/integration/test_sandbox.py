@@ -165,3 +165,37 @@ def test_claude_code_in_a_sandbox_without_network_says_it_cannot_connect(
         what="the CLI saying it cannot connect",
     )
     assert model.requests == []
+
+
+def test_a_sandboxed_pool_instance_commits_in_its_worktree_and_its_work_merges(
+    cli: Cli, home: Path, tmp_path: Path
+) -> None:
+    from integration.test_pipeline import AGENT, CHECK, CONVENTION, git, make_repo, plan
+
+    _, repo = make_repo(tmp_path, {"check.sh": CHECK, ".miyabi.yml": CONVENTION, "feature.txt": "broken\n"})
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    p, _ = plan(plans, [[{"write": "feature.txt", "text": "fixed\n"}, {"commit": "fix it"}, {"done": "fixed"}]])
+    coder = {
+        "name": "coder",
+        "profile": "worker",
+        "command": f"{sys.executable} {AGENT}",
+        "repo": str(repo),
+        "submit_delay": 0.05,
+        "ready_settle": 0.05,
+        # the plan is under the sandbox's hidden /tmp: bound in, read-only
+        "env": {"PLAN": str(p), "PLAN_LOG": "/dev/null"},
+        "sandbox": {"network": "none", "binds": [str(plans)]},
+    }
+    lay = write_layout(
+        tmp_path / "pool.yaml",
+        [("lead", "shell", "cat")],
+        session="boxpool",
+        pools=[coder],
+        routes=[{"default": True, "agent": "coder"}],
+    )
+    assert cli("up", str(lay), "-d").exit_code == 0
+    assert cli("task", "add", "Fix feature").exit_code == 0
+    wait_for(lambda: Store.of_home(home).get(1).state == "done", timeout=90, what="the task verified and merged")
+    assert (repo / "feature.txt").read_text() == "fixed\n"
+    assert "fix it" in git(repo, "log", "--format=%s", "main")  # committed inside the sandbox
