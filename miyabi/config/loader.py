@@ -409,6 +409,13 @@ def _check_sandboxes(doc: Document, agents: list[Agent], pools: list[Pool], secr
     boxes: list[tuple[Key, SandboxSettings | None]] = [(("sandbox",), doc.sandbox)]
     boxes += [(("agents", a.index, "sandbox"), a.sandbox) for a in agents]
     boxes += [(("pools", i, "sandbox"), p.sandbox) for i, p in enumerate(pools)]
+    for a in agents:
+        if a.sandbox is not None and a.command.split()[:2] == ["miyabi", "worker"]:
+            doc.problem(
+                ("agents", a.index, "sandbox"),
+                "the built-in worker runs miyabi's own code on the home, which a sandbox hides; "
+                "give it `sandbox: false`",
+            )
     for key, box in boxes:
         for name in sorted(set(box.env) & secrets) if box is not None else ():
             doc.problem(
