@@ -183,12 +183,10 @@ def _send(prog: str, argv: list[str], path: str, me: str) -> int:
         req.update(to=args.agent, reply_to=args.reply_to, task=args.task)
     else:
         req["exclude"] = args.exclude
-    reply = request(path, req)
-    if args.json:
-        output.json_line({"ids": reply["ids"], "from": me})
-    elif prog == "send":
-        output.line(reply["ids"][0])
+    sent = [{**m, "state": "pending"} for m in request(path, req)["sent"]]
+    if args.json:  # as outside a sandbox
+        output.json_line(sent[0] if prog == "send" else sent)
     else:
-        for to, mid in zip(reply["to"], reply["ids"], strict=True):
-            output.line(f"{to} {mid}")
+        for m in sent:
+            output.line(m["id"] if prog == "send" else f"{m['to']} {m['id']}")
     return 0

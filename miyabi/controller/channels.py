@@ -195,14 +195,16 @@ class Channels:
             OSError: the home cannot be written.
         """
         op = request.get("op")
-        if op == "send":
-            return {"ids": [self._post(agent, str(request.get("to")), request).id]}
-        if op == "broadcast":
-            exclude = {str(n) for n in request.get("exclude") or ()}
-            targets = [n for n in self.names() if n != agent and n not in exclude]
-            if not targets:
-                raise Refused("nobody to send to: every agent is excluded")
-            return {"ids": [self._post(agent, n, request).id for n in targets], "to": targets}
+        if op in ("send", "broadcast"):
+            if op == "send":
+                targets = [str(request.get("to"))]
+            else:
+                exclude = {str(n) for n in request.get("exclude") or ()}
+                targets = [n for n in self.names() if n != agent and n not in exclude]
+                if not targets:
+                    raise Refused("nobody to send to: every agent is excluded")
+            sent = [self._post(agent, to, request) for to in targets]
+            return {"sent": [{"id": m.id, "to": m.to, "from": m.sender, "created": m.created} for m in sent]}
         if op == "done":
             t = self.store.done(self.store.get(str(request.get("task"))).id, str(request.get("note") or "done"), agent)
             return {"task": t.id, "state": str(t.state)}

@@ -69,7 +69,7 @@ def test_an_agent_sends_as_itself_to_known_agents_only(served: tuple[Path, Store
     path = str(channel_dir(home, "a") / CHANNEL_SOCKET)
     reply = request(path, {"op": "send", "to": "b", "text": "hi", "from": "b"})
     [(_, msg)] = inbox(home, "b").list()
-    assert msg.id == reply["ids"][0] and msg.sender == "a"
+    assert reply["sent"][0]["id"] == msg.id and msg.sender == "a" and reply["sent"][0]["from"] == "a"
     with pytest.raises(ChannelError, match="no agent 'zed'"):
         request(path, {"op": "send", "to": "zed", "text": "hi"})
     with pytest.raises(ChannelError, match="over the limit of 1,000"):
@@ -77,5 +77,7 @@ def test_an_agent_sends_as_itself_to_known_agents_only(served: tuple[Path, Store
     with pytest.raises(ChannelError, match="not a request the channel takes"):
         request(path, {"op": "approve"})
     assert request(path, {"op": "inbox"})["messages"] == []
+    [m] = request(path, {"op": "broadcast", "text": "all"})["sent"]
+    assert m["to"] == "b"
     request(path, {"op": "hook", "record": {"event": "Stop", "t": 1}})
     assert '"event": "Stop"' in (home / "run" / "hooks" / "a.jsonl").read_text()
