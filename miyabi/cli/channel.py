@@ -84,25 +84,6 @@ def _connect(s: socket.socket, path: str) -> None:
         os.close(fd)
 
 
-def _send_parser(prog: str) -> argparse.ArgumentParser:
-    ap = QuietParser(prog)
-    if prog == "send":
-        ap.add_argument("agent")
-    ap.add_argument("text")
-    ap.add_argument("--from", dest="sender", default=None)
-    ap.add_argument("--priority", type=params.message_priority, default="normal")
-    ap.add_argument("--ttl", type=params.seconds(), default=None)
-    if prog == "send":
-        ap.add_argument("--reply-to", type=params.message_id, default=None)
-        ap.add_argument("--task", type=params.task_id, default=None)
-    else:
-        ap.add_argument("--except", dest="exclude", action="append", default=[])
-    ap.add_argument("--json", action="store_true")
-    for opt in ("--home", "--socket", "--layout"):
-        ap.add_argument(opt, default=None)
-    return ap
-
-
 def _task_parser(what: str) -> argparse.ArgumentParser:
     ap = QuietParser(f"task {what}")
     ap.add_argument("task")
@@ -173,9 +154,9 @@ def _send(prog: str, argv: list[str], path: str, me: str) -> int:
         NotLight: the arguments do not parse.
         ChannelError: refused (another sender, an unknown agent, a bad body).
     """
-    from miyabi.cli.send import _read_text
+    from miyabi.cli.send import _parser, _read_text
 
-    args = _send_parser(prog).parse_intermixed_args(argv)
+    args = _parser(prog).parse_intermixed_args(argv)  # the same arguments as outside
     if args.sender not in (None, me):
         raise ChannelError(f"an agent in a sandbox sends as itself ({me}) only, not as {args.sender}")
     req: dict[str, Any] = {"op": prog, "text": _read_text(args.text), "priority": args.priority, "ttl": args.ttl}

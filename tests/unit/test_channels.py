@@ -81,3 +81,30 @@ def test_an_agent_sends_as_itself_to_known_agents_only(served: tuple[Path, Store
     assert m["to"] == "b"
     request(path, {"op": "hook", "record": {"event": "Stop", "t": 1}})
     assert '"event": "Stop"' in (home / "run" / "hooks" / "a.jsonl").read_text()
+
+
+def test_a_process_outside_the_agents_pane_is_refused(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    store = Store.of_home(tmp_path)
+    other = subprocess.Popen(["sleep", "30"])
+    pane = {"a": other.pid}
+    ch = Channels(tmp_path, store, lambda: ["a"], lambda: 1000, pane.get)
+    ch.sync([Agent(name="a", profile=BUILTIN["shell"], command="sh", sandbox=SandboxSettings())])
+    stop = threading.Event()
+    t = threading.Thread(target=ch.serve, args=(stop,), daemon=True)
+    t.start()
+    path = str(channel_dir(tmp_path, "a") / CHANNEL_SOCKET)
+    try:
+        with pytest.raises(ChannelError, match="not a's"):
+            request(path, {"op": "inbox"})
+        pane["a"] = os.getpid()  # this process is the pane's now: in its tree
+        assert request(path, {"op": "inbox"})["messages"] == []
+    finally:
+        other.kill()
+        other.wait()
+        stop.set()
+        t.join(5)
+        ch.close()
+        store.close()
