@@ -198,7 +198,9 @@ def plan(
     needs = NEEDS.get(agent.profile.program or "", Needs())
     writable = [p for p in (git_common_dir(workdir),) if p is not None]
     tools = {Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent.parent.parent}
-    readonly = sorted(tools) + [Path(b) for b in settings.binds]
+    # a read-only bind never shows a hidden home again (one that holds it is left out)
+    secret = [home_root, user, *(Path(p) for p in settings.hide)]
+    readonly = [p for p in [*sorted(tools), *(Path(b) for b in settings.binds)] if not _under_any(secret, p)]
     if hooks_dir is not None:
         readonly.append(hooks_dir)
     return Box(
@@ -239,7 +241,13 @@ def prepare(box: Box, user_home: Path | None = None) -> None:
 
 
 def _under(path: Path, dirs: Sequence[Path]) -> bool:
+    """Whether ``path`` is one of ``dirs`` or inside one."""
     return any(path == d or d in path.parents for d in dirs)
+
+
+def _under_any(paths: Sequence[Path], d: Path) -> bool:
+    """Whether one of ``paths`` is ``d`` or inside it."""
+    return any(_under(p, [d]) for p in paths)
 
 
 def bwrap_words(box: Box) -> list[str]:

@@ -147,3 +147,9 @@ def test_prepare_copies_the_profiles_login_into_the_private_home_once(tmp_path: 
     sandbox.prepare(b, user)
     assert (b.home_source / ".claude" / ".credentials.json").read_text() == "refreshed inside"
     assert b.channel_dir.is_dir() and oct(b.channel_dir.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_bind_that_holds_a_hidden_home_is_left_out(tmp_path: Path) -> None:
+    b = box(tmp_path, binds=(str(tmp_path), str(tmp_path / "work")))
+    assert tmp_path not in b.readonly  # it holds the miyabi home and the user's
+    assert tmp_path / "work" in b.readonly
