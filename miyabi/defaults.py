@@ -592,3 +592,10 @@ WEB_MERGE_DIFF_BYTES = 262144
 
 WEB_MERGE_LOG_BYTES = 32768
 """Bytes of each verify log of a waiting merge the Approvals page shows (the end of it)."""
+CHANNEL_POLL = 0.5
+"""Seconds the thread serving sandboxed agents' channels waits for a connection before it
+looks whether the controller stops (the channels, :mod:`miyabi.controller.channels`)."""
+
+CHANNEL_TIMEOUT = 10.0
+"""Seconds a channel connection may take to send its request and read the answer; a
+``miyabi`` command in a sandbox waits as long for the controller's answer."""

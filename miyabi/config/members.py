@@ -17,10 +17,23 @@ from miyabi import defaults
 from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.config.document import Document, Key, check_env, check_keys, env_str, unknown
 from miyabi.config.model import Agent, PipelineMode, Pool, frozen_map
-from miyabi.config.sections import validate_budget, validate_hold, validate_park, validate_watchdog
-from miyabi.config.settings import NAME_RE
+from miyabi.config.sections import validate_budget, validate_hold, validate_park, validate_sandbox, validate_watchdog
+from miyabi.config.settings import NAME_RE, SandboxSettings
 
-AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", "human_hold", "park", "budget", *OVERRIDABLE)
+AGENT_KEYS = (
+    "name",
+    "profile",
+    "cwd",
+    "env",
+    "title",
+    "watchdog",
+    "wip",
+    "human_hold",
+    "park",
+    "budget",
+    "sandbox",
+    *OVERRIDABLE,
+)
 """Keys of an agent's mapping under ``agents:``."""
 POOL_KEYS = (
     "name",
@@ -35,6 +48,7 @@ POOL_KEYS = (
     "park",
     "budget",
     "approve",
+    "sandbox",
     *OVERRIDABLE,
 )
 PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
@@ -127,6 +141,7 @@ def _pool(
             (*key, "approve"),
             "required applies to pipeline: local; with pipeline: github the pull request waits for review",
         )
+    sandbox = _sandbox(doc, key, raw)
     if len(doc.problems) > before or not isinstance(name, str):
         return None
     return Pool(
@@ -141,6 +156,7 @@ def _pool(
         park=park,
         budget=budget,
         approve=approve,
+        sandbox=sandbox,
         **kw,
     )
 
@@ -253,6 +269,7 @@ def validate_agent(
     human_hold = validate_hold(doc, (*key, "human_hold"), raw.get("human_hold", doc.human_hold))
     park = doc.park.merged(validate_park(doc, (*key, "park"), raw.get("park", {})))
     budget = validate_budget(doc, (*key, "budget"), raw.get("budget"))
+    sandbox = _sandbox(doc, key, raw)
     wip = raw.get("wip", 1)
     if type(wip) is not int or wip < 1:
         doc.problem((*key, "wip"), f"{wip!r} must be a whole number of tasks, 1 or more")
@@ -273,7 +290,15 @@ def validate_agent(
         human_hold=human_hold,
         park=park,
         budget=budget,
+        sandbox=sandbox,
     )
+
+
+def _sandbox(doc: Document, key: Key, raw: dict[str, Any]) -> SandboxSettings | None:
+    """A member's ``sandbox:`` over the layout's (absent: the layout's as it is)."""
+    if "sandbox" not in raw:
+        return doc.sandbox
+    return validate_sandbox(doc, (*key, "sandbox"), raw["sandbox"], doc.sandbox)
 
 
 def _agent_name(doc: Document, key: Key, name: Any, i: int, seen: dict[str, int]) -> bool:

@@ -21,6 +21,7 @@ from miyabi.config.settings import (
     Receiver,
     ReportSettings,
     Route,
+    SandboxSettings,
     TaskSettings,
     WatchdogSettings,
     WebSettings,
@@ -80,6 +81,8 @@ class Agent:
     human_hold: float = defaults.HUMAN_HOLD
     park: ParkSettings = field(default_factory=ParkSettings)
     budget: BudgetSettings | None = None
+    sandbox: SandboxSettings | None = None
+    """How it is enclosed (``sandbox:``, the layout's then its own; None: not at all)."""
 
 
 class PipelineMode(StrEnum):
@@ -128,6 +131,8 @@ class Pool:
     park: ParkSettings = field(default_factory=ParkSettings)
     budget: BudgetSettings | None = None
     approve: bool = False
+    sandbox: SandboxSettings | None = None
+    """How its instances are enclosed (``sandbox:``; None: not at all)."""
 
 
 @dataclass(frozen=True)

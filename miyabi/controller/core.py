@@ -36,6 +36,7 @@ from miyabi.backoff import Backoff
 from miyabi.bus.bridge import BusBridge
 from miyabi.config.model import Agent, Layout, PipelineMode, layout_change
 from miyabi.controller import requests, upgrade
+from miyabi.controller.channels import Channels
 from miyabi.controller.locks import HeldLock
 from miyabi.controller.process import LOCKFILE, release_lock, take_lock
 from miyabi.controller.view import record_running
@@ -145,6 +146,8 @@ class Controller:
         self.fixes: FixFiler | None = None
         """Files a fix task for each agent the watchdog gives up on (made with the store)."""
         self.watcher: InboxWatcher | None = None
+        self.channels: Channels | None = None
+        """Serves the sandboxed agents' own channels (made with the store)."""
         self.kick = threading.Event()
         """Set when the task store may have changed (any process wrote it), and on
         stop: the main loop then acts at once instead of at its next tick."""
@@ -191,6 +194,11 @@ class Controller:
         return respawn_agent(
             self.channel, agent, pane_id, self.home, self.tmux.socket, self.cwd, self.layout.secret_env, resume
         )
+
+    def _pane_pid(self, agent: str) -> int | None:
+        """The pid of ``agent``'s pane's program, when its pane is known and live."""
+        pane = self.panes.get(agent)
+        return pane.pid if pane is not None and pane.pid and not pane.dead else None
 
     def _restart_request(self, agent: str) -> bool:
         if self.supervisor is None or agent not in self.supervisor.agents:
@@ -394,6 +402,11 @@ class Controller:
             # the pool instances that were running (before a restart) are agents from the start
             self._set_layout(self.layout.with_instances(self._ensure_pipeline(engine).agents()))
             engine.adopt(self.layout)
+        channels = self.channels = Channels(
+            self.home.root, store, lambda: self.layout.names, lambda: self.layout.max_body, self._pane_pid
+        )
+        channels.sync(self.layout.agents)
+        self._start(functools.partial(channels.serve, self.stop), "channels")
         watcher = self.watcher = InboxWatcher(self.home.queue, self._wake)
         watcher.start()
         for agent in self.layout.agents:
@@ -436,6 +449,7 @@ class Controller:
                 self.pipeline.close()
             supervisor.close()
             watcher.stop()
+            channels.close()
             self.channel.close()
             if gh is not None:
                 gh.close()  # saves the last GitHub counts for /metrics
@@ -676,6 +690,8 @@ class Controller:
 
     def _set_layout(self, new: Layout) -> None:
         self.layout = new
+        if self.channels is not None:
+            self.channels.sync(new.agents)
         self.intros.layout = new
         self.keeper.layout = new
         self._record_running()
