@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from miyabi.pipeline.git import GitError, Repository
 from miyabi.pipeline.instances import slug
 from miyabi.pipeline.locks import RepoLocks
 from miyabi.pipeline.verify import clean_env, run_steps
+from miyabi.supervision.processes import alive, zombie_exit
 from miyabi.tmux.panes import Runner
 from miyabi.tmux.service import ServicePane, find_service, service_screen, start_service, stop_service
 
@@ -150,7 +151,8 @@ class Deployment:
         ok: the last deploy passed (its commands, its service's start, its health check).
         time: when it was deployed (Unix time).
         story: the story it was deployed for, or None.
-        last_good: the last commit that passed its health check (None: none yet).
+        good: the commits that passed their health check, oldest first (each once, the
+            last ``defaults.DEPLOY_GOOD_KEPT``).
         serve: the service's command, or None.
         health: the health check as a mapping, or None.
         rollback: ``rollback: true`` in its ``.miyabi.yml``.
@@ -162,10 +164,26 @@ class Deployment:
     ok: bool
     time: float
     story: int | None = None
-    last_good: str | None = None
+    good: tuple[str, ...] = ()
     serve: str | None = None
     health: dict[str, Any] | None = None
     rollback: bool = False
+
+    @property
+    def last_good(self) -> str | None:
+        """The last commit that passed its health check (None: none yet)."""
+        return self.good[-1] if self.good else None
+
+    @property
+    def rollback_to(self) -> str | None:
+        """The last commit other than the one deployed that passed (what ``rollback: true``
+        deploys when this one keeps failing), or None."""
+        return next((c for c in reversed(self.good) if c != self.commit), None)
+
+    def passing(self, commit: str) -> Deployment:
+        """This record with ``commit`` the last that passed."""
+        good = (*(c for c in self.good if c != commit), commit)[-defaults.DEPLOY_GOOD_KEPT :]
+        return replace(self, good=good)
 
     @property
     def check(self) -> Health | None:
@@ -174,6 +192,7 @@ class Deployment:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Deployment:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["good"] = tuple(known.get("good") or ())
         return cls(**known)
 
 
@@ -289,7 +308,7 @@ class Deployer:
         with self.lock(name):
             d = self.deployment(name)
             if d is not None and d.commit == commit and d.last_good != commit:
-                self._save(Deployment(**{**asdict(d), "last_good": commit}))
+                self._save(d.passing(commit))
 
     # -- the service
 
@@ -389,7 +408,7 @@ class Deployer:
             False,
             self.clock(),
             story,
-            earlier.last_good if earlier is not None else None,
+            earlier.good if earlier is not None else (),
             found.serve,
             asdict(found.health) if found.health is not None else None,
             found.rollback,
@@ -416,7 +435,7 @@ class Deployer:
             _note(logfile, ("passed: " if check.ok else "failed: ") + check.evidence, check.output)
             if not check.ok:
                 return failed(check.evidence + f" (log: {logfile})")
-        record = Deployment(**{**asdict(record), "ok": True, "last_good": sha})
+        record = replace(record, ok=True).passing(sha)
         self._save(record)
         what = [f"{len(run.results)} deploy command(s) passed"]
         if pane is not None:
@@ -488,11 +507,25 @@ class Deployer:
             pane = self.service(name)
         except TmuxError as e:
             return f"tmux did not answer: {e}"
-        if pane is not None and not pane.dead:
+        how = how_ended(pane)
+        if how is None:
             return None
         lines = self.last_lines(name)
-        how = pane.exit_description() if pane is not None else "its pane is gone"
         return f"the service ended ({how})" + (f": {lines[-1][:200]}" if lines else "")
+
+
+def how_ended(pane: ServicePane | None) -> str | None:
+    """How a service's process ended (``exit status 3``, ``killed by signal 9``, ``its
+    pane is gone``), or None while it runs. A process tmux has not reaped yet (see
+    ../shared/TMUX.md on ``pane-died``) is read from the kernel
+    (:func:`~miyabi.supervision.processes.zombie_exit`)."""
+    if pane is None:
+        return "its pane is gone"
+    if not pane.dead and pane.pid and alive(pane.pid):
+        return None
+    if pane.dead_signal is None and pane.dead_status is None:
+        return zombie_exit(pane.pid, None) or pane.exit_description()
+    return pane.exit_description()
 
 
 def _note(logfile: Path, line: str, more: Iterable[str] = ()) -> None:
