@@ -48,7 +48,7 @@ from miyabi.pipeline.convention import ConventionError, Health, Step
 from miyabi.pipeline.git import GitError, Repository
 from miyabi.pipeline.instances import slug
 from miyabi.pipeline.locks import RepoLocks
-from miyabi.pipeline.verify import clean_env, run_steps
+from miyabi.pipeline.verify import StepResult, clean_env, run_steps
 from miyabi.supervision.processes import alive, zombie_exit
 from miyabi.tmux.panes import Runner
 from miyabi.tmux.service import ServicePane, find_service, service_screen, start_service, stop_service
@@ -111,7 +111,7 @@ def run_check(
     with tempfile.TemporaryDirectory(prefix="miyabi-check-") as tmp:
         run = run_steps([Step("check", c.run, timeout)], cwd, Path(tmp) / "check.log", clean_env(hide))
     result = run.results[0]
-    tail = tuple(line for line in result.tail if line.strip())[-defaults.HEALTH_EVIDENCE_LINES :]
+    tail = output_of(result)
     said = f": {tail[-1][:200]}" if tail else ""
     if result.passed:
         return CheckResult(True, f"run: {c.run} exited 0{said}", tail)
@@ -123,6 +123,13 @@ def run_check(
         else "was stopped"
     )
     return CheckResult(False, f"run: {c.run} {how}{said}", tail)
+
+
+def output_of(result: StepResult) -> tuple[str, ...]:
+    """A command's last non-blank output lines (at most ``defaults.HEALTH_EVIDENCE_LINES``),
+    without the line :func:`~miyabi.pipeline.verify.run_steps` writes after it."""
+    mark = f"# {result.describe()}"
+    return tuple(line for line in result.tail if line.strip() and line != mark)[-defaults.HEALTH_EVIDENCE_LINES :]
 
 
 def _get(c: Health, timeout: float) -> CheckResult:
@@ -342,6 +349,23 @@ class Deployer:
                 self.hide,
             )
 
+    def ended(self, name: str) -> tuple[ServicePane | None, str | None]:
+        """The service's pane and how its process ended (None: it runs; see
+        :func:`how_ended`). A process reaped before its status could be read is asked
+        of tmux again for up to ``defaults.EXIT_STATUS_WAIT`` seconds, until tmux
+        records its exit status or signal.
+
+        Raises:
+            TmuxError: tmux did not answer.
+        """
+        deadline = time.monotonic() + defaults.EXIT_STATUS_WAIT
+        while True:
+            pane = self.service(name)
+            how = how_ended(pane)
+            if how != "exited" or time.monotonic() >= deadline:
+                return pane, how
+            time.sleep(0.02)
+
     def last_lines(self, name: str, lines: int = defaults.HEALTH_EVIDENCE_LINES) -> list[str]:
         """The service's last output lines: its pane's (a dead pane keeps its last
         screen), else its log's."""
@@ -424,7 +448,7 @@ class Deployer:
         if not run.passed:
             bad = run.failed
             assert bad is not None
-            tail = [line for line in bad.tail if line.strip()]
+            tail = output_of(bad)
             return failed(f"{bad.describe()}" + (f": {tail[-1][:200]}" if tail else "") + f" (log: {logfile})")
         try:
             pane = self._serve(found.serve, name, path, logfile)
@@ -504,10 +528,9 @@ class Deployer:
     def _dead(self, name: str) -> str | None:
         """How the service ended, with its last line, when its pane is dead (None: it runs)."""
         try:
-            pane = self.service(name)
+            _, how = self.ended(name)
         except TmuxError as e:
             return f"tmux did not answer: {e}"
-        how = how_ended(pane)
         if how is None:
             return None
         lines = self.last_lines(name)

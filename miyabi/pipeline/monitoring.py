@@ -341,6 +341,7 @@ class Monitor:
         if sw.gave_up is not None:
             return []
         if sw.respawn_at is None:
+            _, how = self.deployer.ended(d.name)  # its exit status, once tmux recorded it
             decision = on_death(self.watchdog, sw.history, now - sw.started, now, f"the service ended ({how})")
             sw.history.last_reason = decision.reason
             if decision.action == DeathAction.FAIL:

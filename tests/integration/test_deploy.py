@@ -157,6 +157,12 @@ def test_a_deploy_whose_service_fails_its_health_check_fails_with_the_evidence(
     assert not result.ok
     assert f"GET http://127.0.0.1:{port}/ answered 500, expected 200: app answers 500" in result.evidence
     assert [e["commit"] for e in events(home, "deploy-failed")] == [sha, sha]
+    # a deploy command that fails: its exit and its output's last line, and no service started
+    broke = commit(repo, {".miyabi.yml": "deploy: [\"echo compiling; echo 'error: no main' >&2; exit 2\"]\n"}, "broke")
+    result = d.deploy(repo, broke)
+    assert not result.ok
+    assert result.evidence.startswith("deploy: echo compiling; echo 'error: no main' >&2; exit 2 exited 2 after")
+    assert ": error: no main (log: " in result.evidence
     # a malformed .miyabi.yml is one line naming the key
     bad = commit(repo, {".miyabi.yml": "serve: [a, b]\n"}, "bad")
     result = d.deploy(repo, bad)
