@@ -191,7 +191,7 @@ def test_the_monitor_brings_a_killed_service_back_within_an_interval_and_files_n
     d = Deployer(home, tmux, session)
     assert d.deploy(repo, sha).ok
     name = d.name_of(repo)
-    interval = 2.0
+    interval = 5.0
     m, store = monitor_of(d, home, interval)
     stop, t = running(m)
     try:
@@ -205,7 +205,7 @@ def test_the_monitor_brings_a_killed_service_back_within_an_interval_and_files_n
             what="the service started again within one interval",
         )
         assert back and back.pane_id == first.pane_id
-        [e] = events(home, "service-restarted")
+        [e] = wait_for(lambda: events(home, "service-restarted"), what="the restart's event")
         assert "killed by signal 9" in str(e["reason"])
         # health is checked again after the restart, and passes
         restarted = m.clock()
