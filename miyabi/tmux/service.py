@@ -25,7 +25,7 @@ import psutil
 from miyabi import defaults
 from miyabi.errors import TmuxError
 from miyabi.tmux.builder import logpipe_command
-from miyabi.tmux.panes import Runner, exact
+from miyabi.tmux.panes import Runner, exact, exit_words
 from miyabi.tmux.runner import Command, escape_format
 
 SERVICE_TAG = "@miyabi_service"
@@ -64,11 +64,7 @@ class ServicePane:
 
     def exit_description(self) -> str:
         """``exit status 1``, ``killed by signal 9`` or ``exited``."""
-        if self.dead_signal is not None:
-            return f"killed by signal {self.dead_signal}"
-        if self.dead_status is not None:
-            return f"exit status {self.dead_status}"
-        return "exited"
+        return exit_words(self.dead_status, self.dead_signal)
 
 
 def _int(text: str) -> int | None:
