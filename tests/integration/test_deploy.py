@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import wait_for, write_layout
+from integration.conftest import Cli
 from integration.test_pipeline import git
 
 from miyabi import defaults
@@ -280,3 +281,27 @@ def test_rollback_deploys_the_last_commit_that_passed_before_the_fix_is_filed(
     assert "answered 500, expected 200" in task.title
     assert [e["commit"] for e in events(home, "deployed")] == [good, bad, good]
     assert json.loads(d.record_path(name).read_text())["good"] == [bad, good]
+
+
+def test_the_controller_s_monitor_restarts_a_service_deployed_in_its_session(
+    cli: Cli, home: Path, tmp_path: Path, tmux: Tmux
+) -> None:
+    """The wiring: a controller started by ``miyabi up`` runs the monitor on a thread of its
+    own; a service deployed into its session (the record under ``run/deploy/``) that is
+    killed is started again in its pane."""
+    lay = write_layout(tmp_path / "lay.yaml", [("a", "shell", "cat")], session="served")
+    assert cli("up", str(lay), "-d").exit_code == 0
+    wait_for(lambda: events(home, "controller-ready"), timeout=30, what="the controller up")
+    repo, _control, port, sha = make(tmp_path)
+    d = Deployer(home, tmux, "served")
+    assert d.deploy(repo, sha).ok
+    first = find_service(tmux, "served", d.name_of(repo))
+    assert first is not None
+    os.killpg(first.pid, signal.SIGKILL)
+    wait_for(lambda: events(home, "service-restarted"), timeout=15, what="the controller's monitor restarting it")
+    wait_for(lambda: run_check({"url": f"http://127.0.0.1:{port}/"}, tmp_path).ok, what="the service answering")
+    back = find_service(tmux, "served", d.name_of(repo))
+    assert back is not None and back.pane_id == first.pane_id and back.pid != first.pid
+    assert cli("down").exit_code == 0
+    stops = wait_for(lambda: events(home, "controller-stop"), timeout=30, what="the controller stopped")
+    assert stops[0]["threads_left"] == []  # the monitor's thread ended with it
