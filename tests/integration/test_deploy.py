@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_for, write_layout
-from integration.conftest import Cli
+from integration.conftest import Cli, environ_of
 from integration.test_pipeline import git
 
 from miyabi import defaults
@@ -111,6 +111,7 @@ def test_a_deploy_checks_out_runs_serves_in_its_window_and_passes_its_health_che
     tmux: Tmux, session: str, home: Path, tmp_path: Path
 ) -> None:
     repo, _control, port, sha = make(tmp_path)
+    tmux.run("set-environment", "-g", "GITHUB_TOKEN", "sekrit")  # as if the server had it
     d = Deployer(home, tmux, session)
     result = d.deploy(repo, "main", story=7)
     assert result.ok, result.evidence
@@ -120,6 +121,7 @@ def test_a_deploy_checks_out_runs_serves_in_its_window_and_passes_its_health_che
     assert f"GET http://127.0.0.1:{port}/ answered 200" in result.evidence
     pane = find_service(tmux, session, d.name_of(repo))
     assert pane is not None and not pane.dead
+    assert "GITHUB_TOKEN" not in environ_of(pane.pid)  # no secret reaches the service
     windows = tmux.run("list-windows", "-t", f"={session}:", "-F", "#{window_name}")
     assert f"serve-{d.name_of(repo)}" in windows
     record = d.deployment(d.name_of(repo))
