@@ -388,11 +388,15 @@ class Deployer:
 
     # -- a deploy
 
-    def deploy(self, repo: Path, commit: str, story: int | None = None) -> DeployResult:
+    def deploy(self, repo: Path, commit: str, story: int | None = None, rollback: bool = True) -> DeployResult:
         """Deploy ``commit`` of ``repo`` (see the module's docstring): check it out in the
         deploy checkout, run ``deploy:``, (re)start ``serve:``, wait for ``health:``.
-        Blocks (run it on a worker thread) for as long as the commands and the health
-        check's ``timeout`` take; one deploy of a repository at a time.
+        When that fails and its ``.miyabi.yml`` says ``rollback: true`` (and ``rollback``
+        is left True), the last other commit that passed is deployed again at once, so the
+        service runs while the failure is fixed; the result stays the failure, its evidence
+        saying how the rollback went. Blocks (run it on a worker thread) for as long as the
+        commands and the health check's ``timeout`` take; one deploy of a repository at a
+        time.
 
         Returns:
             the result; a failure's ``evidence`` says what failed in one line (a bad
@@ -400,7 +404,16 @@ class Deployer:
         """
         name = self.name_of(repo)
         with self.lock(name):
-            result = self._deploy(repo, name, commit, story)
+            result = self._told(repo, name, story, self._deploy(repo, name, commit, story))
+            d = self.deployment(name) if not result.ok and rollback else None
+            if d is not None and d.rollback and d.commit == result.commit and d.rollback_to is not None:
+                back = self._told(repo, name, story, self._deploy(repo, name, d.rollback_to, story))
+                how = "it passes" if back.ok else f"that failed too: {back.evidence}"
+                result = replace(result, evidence=f"{result.evidence}; rolled back to {back.commit[:12]}: {how}")
+        return result
+
+    def _told(self, repo: Path, name: str, story: int | None, result: DeployResult) -> DeployResult:
+        """``result``, told in the event log (``deployed`` or ``deploy-failed``) and the log."""
         fields = {"name": name, "repo": str(repo), "commit": result.commit, "story": story, "log": result.log}
         if result.ok:
             append_event(self.home, EventKind.DEPLOYED, **fields, evidence=result.evidence)

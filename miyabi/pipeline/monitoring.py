@@ -372,7 +372,7 @@ class Monitor:
         lines = self.deployer.last_lines(d.name)
         note = ""
         if d.rollback and d.rollback_to is not None:
-            back = self.deployer.deploy(Path(d.repo), d.rollback_to, d.story)
+            back = self.deployer.deploy(Path(d.repo), d.rollback_to, d.story, rollback=False)
             note = f"miyabi rolled the service back to {d.rollback_to}, the last commit that passed: " + (
                 "it passes again." if back.ok else f"that failed too: {back.evidence}"
             )

@@ -307,3 +307,27 @@ def test_the_controller_s_monitor_restarts_a_service_deployed_in_its_session(
     assert cli("down").exit_code == 0
     stops = wait_for(lambda: events(home, "controller-stop"), timeout=30, what="the controller stopped")
     assert stops[0]["threads_left"] == []  # the monitor's thread ended with it
+
+
+def test_a_failed_deploy_with_rollback_serves_the_last_commit_that_passed_again(
+    tmux: Tmux, session: str, home: Path, tmp_path: Path
+) -> None:
+    repo, _control, port, good = make(tmp_path, rollback=True)
+    d = Deployer(home, tmux, session)
+    assert d.deploy(repo, good).ok
+    broken = tmp_path / "control-broken"
+    broken.write_text("crash")
+    bad = commit(repo, {".miyabi.yml": convention(port, broken, rollback=True)}, "broken")
+    result = d.deploy(repo, bad, story=2)
+    assert not result.ok and result.commit == bad
+    assert "the service ended (exit status 3)" in result.evidence
+    assert result.evidence.endswith(f"; rolled back to {good[:12]}: it passes")
+    assert run_check({"url": f"http://127.0.0.1:{port}/"}, tmp_path).ok  # the good commit serves again
+    record = d.deployment(d.name_of(repo))
+    assert record is not None and (record.commit, record.ok) == (good, True)
+    assert [e["commit"] for e in events(home, "deploy-failed")] == [bad]
+    assert [e["commit"] for e in events(home, "deployed")] == [good, good]
+    # without rollback: true, a failed deploy is left as it is
+    plain = commit(repo, {".miyabi.yml": convention(port, broken)}, "plain")
+    result = d.deploy(repo, plain)
+    assert not result.ok and "rolled back" not in result.evidence
