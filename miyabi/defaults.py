@@ -591,7 +591,7 @@ HEALTH_START_TIMEOUT = 30.0
 HEALTH_REQUEST_TIMEOUT = 10.0
 """Seconds one health or acceptance check may take (an HTTP GET, or a ``run:`` command)."""
 
-HEALTH_POLL = 0.5
+HEALTH_POLL = 0.1
 """Seconds between two health checks while a deploy waits for the service to pass."""
 
 HEALTH_EVIDENCE_LINES = 20
