@@ -166,6 +166,13 @@ def test_a_deploy_whose_service_fails_its_health_check_fails_with_the_evidence(
     assert not result.ok
     assert result.evidence.startswith("deploy: echo compiling; echo 'error: no main' >&2; exit 2 exited 2 after")
     assert ": error: no main (log: " in result.evidence
+    # a repository that says nothing of deploying: nothing to do, and the service that ran is stopped
+    quiet = commit(repo, {".miyabi.yml": "test: [pytest]\n"}, "quiet")
+    control.write_text("200")
+    assert d.deploy(repo, sha).ok  # serving again
+    result = d.deploy(repo, quiet)
+    assert result.ok and result.evidence == "nothing to deploy: no deploy:, serve: or health: in .miyabi.yml"
+    assert find_service(tmux, session, d.name_of(repo)) is None
     # a malformed .miyabi.yml is one line naming the key
     bad = commit(repo, {".miyabi.yml": "serve: [a, b]\n"}, "bad")
     result = d.deploy(repo, bad)
