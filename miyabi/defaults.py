@@ -608,3 +608,7 @@ failure right after a restart is not yet a cause)."""
 MONITOR_TICK = 0.5
 """Seconds between two looks of the monitor at the served processes (a dead one is
 respawned, with the watchdog's backoff, within about this)."""
+
+SERVICE_RETRY = 2.0
+"""Seconds before the monitor tries again to start a service tmux refused to start (its
+session being rebuilt, say)."""

@@ -31,9 +31,10 @@ from typing import Any
 
 from miyabi import defaults
 from miyabi.config.settings import GitHubSettings, WatchdogSettings
+from miyabi.errors import TmuxError
 from miyabi.events import EventKind, append_event
 from miyabi.home import Home
-from miyabi.pipeline.deploy import CheckResult, Deployer, Deployment, how_ended, run_check
+from miyabi.pipeline.deploy import CheckResult, Deployer, DeployError, Deployment, how_ended, run_check
 from miyabi.pipeline.followups import file_fix
 from miyabi.stopping import Stopped
 from miyabi.supervision.policy import DeathAction, History, on_death
@@ -352,7 +353,12 @@ class Monitor:
             sw.respawn_at, sw.delay = now + decision.delay, decision.delay
         if now < sw.respawn_at:
             return []
-        pane = self.deployer.restart(d)
+        try:
+            pane = self.deployer.restart(d)
+        except (TmuxError, DeployError) as e:  # the session is being rebuilt, say: tried again
+            sw.respawn_at = now + max(sw.delay, defaults.SERVICE_RETRY)
+            log.warning("monitor: could not restart %s: %s; trying again", d.name, e)
+            return [f"{d.name}: could not restart: {e}"]
         sw.history.restarts.append(now)
         sw.pid, sw.started, sw.respawn_at = pane.pid, now, None
         append_event(

@@ -338,3 +338,26 @@ def test_a_failed_deploy_with_rollback_serves_the_last_commit_that_passed_again(
     plain = commit(repo, {".miyabi.yml": convention(port, broken)}, "plain")
     result = d.deploy(repo, plain)
     assert not result.ok and "rolled back" not in result.evidence
+
+
+def test_a_service_whose_session_went_is_started_again_once_the_session_is_back(
+    tmux: Tmux, session: str, home: Path, tmp_path: Path
+) -> None:
+    repo, _control, port, sha = make(tmp_path)
+    d = Deployer(home, tmux, session)
+    assert d.deploy(repo, sha).ok
+    name = d.name_of(repo)
+    m, _store = monitor_of(d, home, 30.0)
+    assert m.tick() == []  # running: nothing to do
+    first = find_service(tmux, session, name)
+    assert first is not None
+    tmux.run("kill-session", "-t", f"={session}")  # as when tmux's server went (the controller rebuilds it)
+    os.killpg(first.pid, signal.SIGKILL)
+    said = wait_for(lambda: m.tick(), what="the monitor's look")
+    assert said == [f"{name}: could not restart: {said[0].split(': could not restart: ', 1)[1]}"]
+    assert "can't find session" in said[0] or "no server" in said[0]
+    tmux.run("new-session", "-d", "-s", session, "-x", "120", "-y", "40")
+    wait_for(lambda: m.tick(), timeout=10, what="the restart once the session is back")
+    wait_for(lambda: run_check({"url": f"http://127.0.0.1:{port}/"}, tmp_path).ok, what="the service answering")
+    back = find_service(tmux, session, name)
+    assert back is not None and not back.dead
