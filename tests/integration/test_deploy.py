@@ -238,7 +238,8 @@ def test_a_service_that_keeps_failing_gets_one_fix_task_with_its_evidence(
     d = Deployer(home, tmux, session)
     assert d.deploy(repo, sha, story=4).ok
     name = d.name_of(repo)
-    m, store = monitor_of(d, home, 0.5)
+    # checks 2 s apart: the fix (the 3rd failure in a row) comes after the restarts that crash
+    m, store = monitor_of(d, home, 2.0)
     attached: list[tuple[int, list[int]]] = []
     m.attach = lambda _store, story, ids: attached.append((story, ids))
     stop, t = running(m)
@@ -258,6 +259,7 @@ def test_a_service_that_keeps_failing_gets_one_fix_task_with_its_evidence(
     assert task.title.startswith(f"Deployed blog fails its health check: GET http://127.0.0.1:{port}/ failed")
     assert f"at commit {sha} (story 4)" in task.body
     assert "app: refusing to start: the control file says crash" in task.body  # the service's last lines
+    assert "The monitor restarted the service" in task.body and "exit status 3" in task.body
     assert attached == [(4, [task.id])]
     # still failing: still one task for that cause
     assert len(store.query()) == 1
