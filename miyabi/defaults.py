@@ -592,6 +592,9 @@ WEB_MERGE_DIFF_BYTES = 262144
 
 WEB_MERGE_LOG_BYTES = 32768
 """Bytes of each verify log of a waiting merge the Approvals page shows (the end of it)."""
+
+# ---------------------------------------------------------------- sandboxes (sandbox:)
+
 CHANNEL_POLL = 0.5
 """Seconds the thread serving sandboxed agents' channels waits for a connection before it
 looks whether the controller stops (the channels, :mod:`miyabi.controller.channels`)."""
@@ -599,3 +602,41 @@ looks whether the controller stops (the channels, :mod:`miyabi.controller.channe
 CHANNEL_TIMEOUT = 10.0
 """Seconds a channel connection may take to send its request and read the answer; a
 ``miyabi`` command in a sandbox waits as long for the controller's answer."""
+
+# ---------------------------------------------------------------- deploy and monitoring (deploy:, serve:, health:)
+
+DEPLOY_DIR = "deploy"
+"""Directory under the home holding one deploy checkout per repository (``deploy/<slug>/``)."""
+
+DEPLOY_GOOD_KEPT = 10
+"""Commits that passed their health check a deploy record keeps (``rollback: true`` goes
+back to the last of them that is not the failing one)."""
+
+HEALTH_START_TIMEOUT = 30.0
+"""Seconds a deploy waits for ``health:`` to pass after the service (re)started
+(``health: {timeout: …}``)."""
+
+HEALTH_REQUEST_TIMEOUT = 10.0
+"""Seconds one health or acceptance check may take (an HTTP GET, or a ``run:`` command)."""
+
+HEALTH_POLL = 0.1
+"""Seconds between two health checks while a deploy waits for the service to pass."""
+
+HEALTH_EVIDENCE_LINES = 20
+"""Lines of a check's output, and of the service's log, that a failure's evidence keeps."""
+
+MONITOR_INTERVAL = 30.0
+"""Seconds between two health checks of a deployed service (layout ``roles: {monitor:
+{interval: 30s}}``)."""
+
+MONITOR_FIX_AFTER = 3
+"""Health checks that must fail in a row before the monitor files a fix task (one
+failure right after a restart is not yet a cause)."""
+
+MONITOR_TICK = 0.5
+"""Seconds between two looks of the monitor at the served processes (a dead one is
+respawned, with the watchdog's backoff, within about this)."""
+
+SERVICE_RETRY = 2.0
+"""Seconds before the monitor tries again to start a service tmux refused to start (its
+session being rebuilt, say)."""
