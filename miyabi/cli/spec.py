@@ -12,6 +12,7 @@ import typer
 
 from miyabi.cli import output, params
 from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, checked, group, handles_errors, resolve_target
+from miyabi.cli.tasks import LabelOpt, PriorityOpt
 
 spec_app = group("spec", "Plans as tasks: import a spec-kit tasks.md, add a task spec.")
 
@@ -54,22 +55,8 @@ def spec_import(
             help="The agent or pool the new tasks go to (a label agent:NAME; default: the layout's routes).",
         ),
     ] = None,
-    label: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--label",
-            metavar="LABEL",
-            parser=checked(params.text("a label")),
-            show_default=False,
-            help="A label every new task gets (repeat for more).",
-        ),
-    ] = None,
-    priority: Annotated[
-        str,
-        typer.Option(
-            "--priority", metavar="PRIORITY", parser=checked(params.task_priority), help="high, normal or low."
-        ),
-    ] = "normal",
+    label: LabelOpt = None,
+    priority: PriorityOpt = "normal",
     story: StoryOpt = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
@@ -127,7 +114,7 @@ def spec_add(
     """
     from miyabi.work.specs import add_spec
     from miyabi.work.store import Store
-    from miyabi.work.taskspec import read
+    from miyabi.work.taskspec import read, task_acceptance, task_tests
 
     spec = read(file)
     target = resolve_target(home, socket, layout)
@@ -139,3 +126,6 @@ def spec_add(
         return
     in_story = f" in story {chosen}" if chosen is not None else ""
     output.say(f"added task {t.id} ({t.ref}){in_story}: {t.title}")
+    tests, acceptance = task_tests(t), task_acceptance(t)
+    if tests or acceptance:
+        output.say(f"  {len(tests)} test(s) in its verify gate, {len(acceptance)} acceptance check(s) after deploy")
