@@ -469,3 +469,16 @@ def test_spec_add_checks_the_schema_and_the_owner(home: Path, tmp_path: Path) ->
     assert (out["ref"], out["labels"], out["story"]) == ("spec:blog-api", ["agent:kaede"], None)
     assert out["spec"]["acceptance"][1] == {"run": "curl -fsS http://127.0.0.1:8000/health"}
     assert (home / "artifacts" / "blog-api").is_dir()
+
+
+def test_boxes_ticked_at_once_by_many_processes_are_all_kept(tmp_path: Path) -> None:
+    ids = [f"T{i:03}" for i in range(1, 25)]
+    path = tasks_md(tmp_path, "## Phase 1: A\n" + "".join(f"- [ ] {t} [P] task {t}\n" for t in ids))
+    code = (
+        "import sys; from pathlib import Path; from miyabi.work.speckit import tick_file; "
+        "tick_file(Path(sys.argv[1]), sys.argv[2])"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), t]) for t in ids]
+    assert [p.wait(timeout=60) for p in procs] == [0] * len(ids)
+    assert path.read_text(encoding="utf-8").count("- [x]") == len(ids)
+    assert speckit.tick_file(tmp_path / "gone" / "tasks.md", "T001") is False
