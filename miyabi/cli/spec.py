@@ -42,6 +42,16 @@ def _story(store: Any, story: int | None, task_ids: list[int]) -> int | None:
     return attach_story(store, story, task_ids, os.environ.get("MIYABI_AGENT") or None)
 
 
+def _warn_unrouted(home: Any, store: Any, task_ids: list[int]) -> None:
+    """Warn when new tasks wait because no route matches them (as `task add` does)."""
+    from miyabi.controller.view import waiting
+
+    why = waiting(home, store, [store.get(i) for i in task_ids])
+    lost = [i for i in task_ids if (why.get(i) or "").startswith("no route")]
+    if lost:
+        output.warn(f"{len(lost)} new task(s) wait in the queue: {why[lost[0]]}; or import with --to AGENT")
+
+
 @spec_app.command("import")
 @handles_errors
 def spec_import(
@@ -91,6 +101,7 @@ def spec_import(
     output.say(f"imported {report.feature}: {len(report.added)} added, {len(report.unchanged)} unchanged{in_story}")
     for ref, tid in report.added:
         output.say(f"  added task {tid}: {ref}")
+    _warn_unrouted(target.home, store, [tid for _, tid in report.added])
     for ref, tid in report.disappeared:
         output.warn(f"{ref} (task {tid}) is no longer in {file}; the task stays as it is (cancel it if it should go)")
 

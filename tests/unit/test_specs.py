@@ -443,6 +443,11 @@ def test_spec_import_from_an_agents_pane(home: Path, tmp_path: Path) -> None:
     assert "001-blog#T001" in listed.stdout
     text = run(home, "spec", "import", str(path))
     assert text.stdout.startswith("imported 001-blog: 0 added, 17 unchanged"), text.stdout
+    other = tmp_path / "specs" / "002-notes" / "tasks.md"
+    other.parent.mkdir(parents=True)
+    other.write_text("## Phase 1: A\n- [ ] T001 one\n", encoding="utf-8")
+    unrouted = run(home, "spec", "import", str(other))
+    assert unrouted.returncode == 0 and "1 new task(s) wait in the queue: no route matches it" in unrouted.stderr
 
 
 def test_spec_import_of_a_bad_list_is_one_line_exit_1(home: Path, tmp_path: Path) -> None:
