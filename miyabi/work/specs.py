@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from miyabi import defaults
 from miyabi.errors import display_path
 from miyabi.files import private_dir
 from miyabi.work import speckit
@@ -69,7 +70,7 @@ def repo_of(path: Path) -> tuple[Path | None, str | None]:
             ["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=defaults.GIT_TIMEOUT,
             check=False,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
