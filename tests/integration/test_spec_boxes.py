@@ -91,15 +91,18 @@ def test_a_list_not_tracked_in_the_pool_s_repository_is_ticked_in_place_once_the
     path = repo / "specs" / "003-draft" / "tasks.md"  # written by a manager, never committed
     path.parent.mkdir(parents=True)
     path.write_text("## Phase 1: One\n\n- [ ] T001 Make good.txt\n")
+    seen = tmp_path / "seen.txt"  # the list as the agent sees it when its failed round comes back
     p, log = plan(
         tmp_path,
-        [[{"write": "bad.txt", "text": ""}, {"done": "1"}], [{"write": "good.txt", "text": ""}, {"done": "2"}]],
+        [
+            [{"write": "bad.txt", "text": ""}, {"done": "1"}],
+            [{"run": f"cp {path} {seen}"}, {"write": "good.txt", "text": ""}, {"done": "2"}],
+        ],
     )
     assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
     assert cli("spec", "import", str(path)).exit_code == 0
-    wait_for(lambda: len(heard(log)) >= 2, timeout=60, what="feedback on the failed round")
-    assert path.read_text() == "## Phase 1: One\n\n- [ ] T001 Make good.txt\n"  # a failed round ticks nothing
     wait_for(lambda: task_state(home, "003-draft#T001") == "done", timeout=60, what="the task done")
+    assert seen.read_text() == "## Phase 1: One\n\n- [ ] T001 Make good.txt\n"  # a failed round ticks nothing
     assert path.read_text() == "## Phase 1: One\n\n- [x] T001 Make good.txt\n"
     assert "tasks.md" not in git(repo, "log", "--stat", "main")  # nothing about it was committed
 
