@@ -109,7 +109,7 @@ def spec_import(
 @spec_app.command("add")
 @handles_errors
 def spec_add(
-    file: Annotated[Path, typer.Argument(metavar="FILE.yaml", help="A task spec (YAML).")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A task spec (YAML).")],
     story: StoryOpt = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
