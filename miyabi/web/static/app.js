@@ -178,7 +178,7 @@ function tasksPage() {
 
 function taskPage() { liveParts = ["task"]; every(5000, ["task"]); }
 function inboxPage() { liveParts = ["messages"]; every(3000, ["messages"]); }
-function approvalsPage() { liveParts = ["waiting", "answers"]; every(2000, ["waiting", "answers"]); }
+function approvalsPage() { liveParts = ["waiting", "answers", "merges"]; every(2000, ["waiting", "answers", "merges"]); }
 
 function eventsPage() {
   const feed = document.getElementById("feed");
