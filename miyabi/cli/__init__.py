@@ -30,6 +30,7 @@ def _load_app() -> Any:
         messages,
         report,
         service,
+        spec,
         tasks,
         web,
         worktrees,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,9 @@ from miyabi.pipeline.verify import Run, StepResult, clean_env, run_steps
 from miyabi.times import how_often
 from miyabi.work.github import GitHub
 from miyabi.work.model import Source, Task, TaskState
+from miyabi.work.speckit import tick_file
 from miyabi.work.store import Store
+from miyabi.work.taskspec import speckit_line, task_tests
 
 log = logging.getLogger("miyabi.pipeline")
 
@@ -135,6 +137,8 @@ class Gate:
             changed = work.changed(record.base)
             # what is checked is a commit, and that very commit is what lands
             self._commit(t, record.path)
+            if pool.pipeline == PipelineMode.GITHUB:  # the pull request carries the ticked box
+                tick_box(t, pool, record.path, self.layout.secret_env)
             sha = work.sha("HEAD")
         if pool.approve and not self._approval_lets_check(t, sha, found, record.path):
             return
@@ -157,7 +161,7 @@ class Gate:
             run_steps([], record.path, logfile, {}, header=[*header, "protected paths changed: " + ", ".join(touched)])
         else:
             run = run_steps(
-                found.checks,
+                checks_of(found, t),
                 record.path,
                 logfile,
                 clean_env(self.layout.secret_env),
@@ -316,6 +320,7 @@ class Gate:
             notice="review",
             text=f"verified by miyabi; pull request: {url}",
         )
+        tick_untracked(t, pool, Repository(worktree, self.layout.secret_env), sha)
         append_event(
             self.home, EventKind.PULL_REQUEST_OPENED, task=t.id, ref=t.ref, number=number, url=url, branch=t.branch
         )
@@ -361,6 +366,7 @@ class Gate:
         self.store.set_state(
             t.id, TaskState.DONE, f"verified and merged into {base} ({landed[:12]})", expect=(TaskState.VERIFYING,)
         )
+        tick_untracked(t, pool, Repository(pool.repo, self.layout.secret_env), landed)
         append_event(
             self.home,
             EventKind.MERGED,
@@ -453,8 +459,11 @@ class Gate:
             )
             append_event(self.home, EventKind.MERGE_ROLLED_BACK, task=t.id, ref=t.ref, base=base, reason=str(e))
             return None
+        pool = self.layout.pool(t.pool or "")
+        if pool is not None:  # the box lands with the work, on the merge result (no conflict between siblings)
+            merged = tick_box(t, pool, staging, self.layout.secret_env) or merged
         checked = run_steps(
-            found.checks,
+            checks_of(found, t),
             staging,
             logfile,
             clean_env(self.layout.secret_env),
@@ -523,3 +532,48 @@ class Gate:
         what = file_fix(self.store, None, None, self.home, cause, f"The checks fail on {base} ({old[:12]})", body)
         known = self.store.rows("SELECT task FROM causes WHERE cause=?", (cause,))
         return what or (f"task {known[0][0]}, filed before" if known else "a fix was filed before")
+
+
+# -- a task's own checks and its spec-kit box (miyabi/work/taskspec.py holds what a task keeps of its spec)
+
+
+def checks_of(found: conv.Convention, t: Task) -> list[conv.Step]:
+    """The verify gate's commands for ``t``: the repository's checks, then its task
+    spec's ``tests`` (stage ``task``, with the repository's test timeout)."""
+    tests = task_tests(t)
+    if not tests:
+        return found.checks
+    timeout = next((s.timeout for s in found.stage("test")), defaults.CHECK_TIMEOUT)
+    return [*found.checks, *(conv.Step("task", cmd, timeout) for cmd in tests)]
+
+
+def tick_box(t: Task, pool: Pool, checkout: Path, hide: Iterable[str]) -> str | None:
+    """Tick a spec-kit task's box in ``checkout`` (a worktree of ``pool``'s repository)
+    and commit it there, when its list was imported from inside that repository and is
+    tracked in the checkout; the new commit, or None when nothing changed. A file that
+    cannot be written is logged: the work lands either way."""
+    box = speckit_line(t)
+    if box is None or box.path is None or box.repo != pool.repo.resolve():
+        return None
+    try:
+        if not (checkout / box.path).is_file() or not tick_file(checkout / box.path, box.id):
+            return None
+        return Repository(checkout, hide).commit_all(f"{t.ref}: done ({box.id} ticked in {box.path})")
+    except (OSError, GitError) as e:
+        log.warning("task %s: could not tick %s in %s: %s", t.ref, box.id, box.path, e)
+    return None
+
+
+def tick_untracked(t: Task, pool: Pool, repo: Repository, ref: str) -> None:
+    """After a pool task's work landed: tick its box in place when its list is not one
+    :func:`tick_box` ticked (a list outside the pool's repository, or not tracked at
+    ``ref``, the commit that landed)."""
+    box = speckit_line(t)
+    if box is None:
+        return
+    try:
+        if box.path is not None and box.repo == pool.repo.resolve() and repo.read_at(ref, box.path) is not None:
+            return
+        tick_file(box.file, box.id)
+    except (OSError, GitError) as e:
+        log.warning("task %s: could not tick %s in %s: %s", t.ref, box.id, box.file, e)

@@ -182,6 +182,8 @@ class Task:
         handoff: the agent or pool it was handed off to (its previous agent was
             parked); it goes there whatever the routes say.
         handoff_note: what its new agent is told first: who worked on it, and where.
+        spec: where it came from, as JSON: a spec-kit line or a task spec
+            (:mod:`miyabi.work.taskspec`); None for any other task.
     """
 
     id: int
@@ -212,6 +214,7 @@ class Task:
     parent: int | None = None
     handoff: str | None = None
     handoff_note: str | None = None
+    spec: str | None = None
 
     @property
     def from_bus(self) -> bool:
@@ -220,8 +223,22 @@ class Task:
 
     @property
     def ref(self) -> str:
-        """``acme/widgets#3`` for an issue, ``#12`` for a local task."""
-        return f"{self.repo}#{self.number}" if self.repo and self.number is not None else f"#{self.id}"
+        """``acme/widgets#3`` for an issue, ``001-blog#T012`` for a spec-kit line,
+        ``spec:ID`` for a task spec, ``#12`` for another local task."""
+        if self.repo and self.number is not None:
+            return f"{self.repo}#{self.number}"
+        return self.spec_ref or f"#{self.id}"
+
+    @property
+    def spec_ref(self) -> str | None:
+        """The reference its spec gives it (``001-blog#T012``, ``spec:ID``), if any."""
+        if not self.spec:
+            return None
+        try:
+            ref = json.loads(self.spec).get("ref")
+        except (ValueError, AttributeError):
+            return None
+        return str(ref) if ref else None
 
     def to_json(self) -> dict[str, Any]:
         """The task as ``--json`` prints it (times in RFC 3339)."""
@@ -247,6 +264,7 @@ class Task:
             "rounds": self.rounds,
             "parent": self.parent,
             "handoff": self.handoff,
+            "spec": json.loads(self.spec) if self.spec else None,
         }
 
     @classmethod
@@ -280,4 +298,5 @@ class Task:
             parent=r["parent"],
             handoff=r["handoff"],
             handoff_note=r["handoff_note"],
+            spec=r["spec"],
         )

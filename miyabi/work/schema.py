@@ -118,6 +118,7 @@ SCHEMA = Schema(
         AddColumn("tasks", "handoff", "TEXT"),
         AddColumn("tasks", "handoff_note", "TEXT"),
         INDEXES,
+        AddColumn("tasks", "spec", "TEXT"),
     ),
 )
 """The work domain (``schema_versions``: ``work``)."""
