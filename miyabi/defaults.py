@@ -574,3 +574,12 @@ again: a stop is seen within this)."""
 
 BUS_TICK = 0.5
 """Seconds between two passes of the bus's task side (claims, renewals, results)."""
+
+
+# -- stories (issue 23: roles and stories)
+
+MONITOR_INTERVAL = 30.0
+"""Seconds between the monitor's health checks of a deployed service (``roles.monitor.interval``)."""
+
+STORY_EVIDENCE_CHARS = 4000
+"""Characters of a failed deploy's or check's evidence a story keeps (and a fix task quotes)."""

@@ -27,6 +27,7 @@ def _load_app() -> Any:
         messages,
         report,
         service,
+        stories,
         tasks,
         web,
         worktrees,

@@ -39,6 +39,7 @@ from miyabi.config.sections import (
     validate_notify,
     validate_park,
     validate_report,
+    validate_roles,
     validate_routes,
     validate_tasks,
     validate_watchdog,
@@ -72,6 +73,7 @@ TOP_KEYS = (
     "notify",
     "bus",
     "human_hold",
+    "roles",
 )
 SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -355,6 +357,7 @@ def validate(doc: Document) -> Layout:
             "an agent or pool named layout hides the ensemble's budget from `miyabi budget raise layout`; rename it",
         )
     _check_handoffs(doc, agents, pools, [*declared, *declared_pools])
+    roles = validate_roles(doc, data["roles"], declared, declared_pools) if "roles" in data else None
     doc.fail_if_problems()
     return Layout(
         path=doc.path.resolve(),
@@ -376,6 +379,7 @@ def validate(doc: Document) -> Layout:
         bus=bus,
         human_hold=doc.human_hold,
         budget=budget,
+        roles=roles,
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 

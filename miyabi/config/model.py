@@ -20,6 +20,7 @@ from miyabi.config.settings import (
     ParkSettings,
     Receiver,
     ReportSettings,
+    RolesSettings,
     Route,
     TaskSettings,
     WatchdogSettings,
@@ -155,6 +156,7 @@ class Layout:
             set their own).
         budget: the whole ensemble's budget (``budget:``), every agent's use
             together; None: none.
+        roles: who carries a story (``roles:``); None: no stories.
     """
 
     path: Path
@@ -177,6 +179,7 @@ class Layout:
     bus: BusSettings | None = None
     human_hold: float = defaults.HUMAN_HOLD
     budget: BudgetSettings | None = None
+    roles: RolesSettings | None = None
 
     @property
     def secret_env(self) -> frozenset[str]:

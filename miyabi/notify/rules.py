@@ -117,7 +117,31 @@ def from_event(key: str, e: dict[str, Any]) -> Notice | None:
             str(e["url"]) if e.get("url") else None,
             e,
         )
+    if kind in (EventKind.STORY_DONE, EventKind.STORY_FAILED) and (kind == EventKind.STORY_DONE or e.get("final")):
+        return story_notice(key, e)
     return None
+
+
+def story_notice(key: str, e: dict[str, Any]) -> Notice:
+    """The notice of a story that ended: done (deployed, its checks passed) or failed."""
+    story = e.get("story")
+    if e.get("event") == EventKind.STORY_DONE:
+        return Notice(
+            key,
+            NoticeKind.STORY_DONE,
+            f"story {story} done",
+            f"story {story} is deployed ({str(e.get('commit') or '')[:12]}) and passed its checks",
+            None,
+            e,
+        )
+    return Notice(
+        key,
+        NoticeKind.STORY_FAILED,
+        f"story {story} failed",
+        f"story {story} failed after {e.get('round')} of {e.get('of')} rounds: {str(e.get('evidence') or '')[:300]}",
+        None,
+        e,
+    )
 
 
 def restarted(key: str, e: dict[str, Any]) -> Notice:
