@@ -21,14 +21,14 @@ class StoryGroup(Group):
         return super().parse_args(ctx, args)
 
 
-story_app = typer.Typer(
-    help="Stories: a user story a manager agent plans into tasks, coders build and miyabi deploys.", cls=StoryGroup
-)
+story_app = typer.Typer(help="Stories: make one, list and show them.", cls=StoryGroup)
 
 
 @story_app.callback(invoke_without_command=True)
 def _bare(ctx: typer.Context) -> None:
-    """Stories: a user story a manager agent plans into tasks, coders build and miyabi deploys.
+    """Stories: make one, list and show them.
+
+    A story is what a user wants; a manager agent plans it into tasks, coders build them and miyabi deploys.
 
     `miyabi story "TEXT"` makes one; `story ls` lists them; `story show N` shows one.
     """
@@ -63,7 +63,10 @@ def story_new(
     home: HomeOpt = None,
     socket: SocketOpt = None,
 ) -> None:
-    """Make a story: its planning task goes to the layout's roles.manager, who writes and imports its tasks."""
+    """Make a story for the layout's manager to plan.
+
+    Its planning task goes to roles.manager, who writes its tasks and imports them.
+    """
     from miyabi.controller.view import new_story
     from miyabi.messaging.mailbox import decode_body
 
@@ -78,7 +81,7 @@ def story_new(
 @story_app.command("ls")
 @handles_errors
 def story_ls(json_out: JsonOpt = False, home: HomeOpt = None, socket: SocketOpt = None) -> None:
-    """List stories: state, tasks landed of all, fix rounds, time to deployed."""
+    """List stories and how far each got."""
     from miyabi.work.stories import children, stories
 
     store = _store(home_of(home, socket))
@@ -103,7 +106,7 @@ def story_show(
     home: HomeOpt = None,
     socket: SocketOpt = None,
 ) -> None:
-    """Show a story: its tasks and their states, its deploys and checks, its history."""
+    """Show a story, its tasks and its history."""
     from miyabi.work.stories import children, get, history
 
     store = _store(home_of(home, socket))
