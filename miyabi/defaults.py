@@ -575,11 +575,37 @@ again: a stop is seen within this)."""
 BUS_TICK = 0.5
 """Seconds between two passes of the bus's task side (claims, renewals, results)."""
 
+# ---------------------------------------------------------------- deploy and monitoring (deploy:, serve:, health:)
 
-# -- stories (issue 23: roles and stories)
+DEPLOY_DIR = "deploy"
+"""Directory under the home holding one deploy checkout per repository (``deploy/<slug>/``)."""
+
+HEALTH_START_TIMEOUT = 30.0
+"""Seconds a deploy waits for ``health:`` to pass after the service (re)started
+(``health: {timeout: …}``)."""
+
+HEALTH_REQUEST_TIMEOUT = 10.0
+"""Seconds one health or acceptance check may take (an HTTP GET, or a ``run:`` command)."""
+
+HEALTH_POLL = 0.5
+"""Seconds between two health checks while a deploy waits for the service to pass."""
+
+HEALTH_EVIDENCE_LINES = 20
+"""Lines of a check's output, and of the service's log, that a failure's evidence keeps."""
 
 MONITOR_INTERVAL = 30.0
-"""Seconds between the monitor's health checks of a deployed service (``roles.monitor.interval``)."""
+"""Seconds between two health checks of a deployed service (layout ``roles: {monitor:
+{interval: 30s}}``)."""
+
+MONITOR_FIX_AFTER = 3
+"""Health checks that must fail in a row before the monitor files a fix task (one
+failure right after a restart is not yet a cause)."""
+
+MONITOR_TICK = 0.5
+"""Seconds between two looks of the monitor at the served processes (a dead one is
+respawned, with the watchdog's backoff, within about this)."""
+
+# -- stories (issue 23: roles and stories)
 
 STORY_EVIDENCE_CHARS = 4000
 """Characters of a failed deploy's or check's evidence a story keeps (and a fix task quotes)."""

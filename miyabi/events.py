@@ -197,6 +197,21 @@ class EventKind(StrEnum):
     """Monitoring filed a fix task: ``cause``, ``task``, ``issue``, ``title``."""
     FIX_ALREADY_FILED = "fix-already-filed"
     """A fix task for that cause is still open: ``cause``, ``task``, ``issue``."""
+    DEPLOYED = "deployed"
+    """A commit was deployed and passed its health check (or had none): ``name`` (the
+    deploy's), ``repo``, ``commit``, ``story``, ``log``, ``evidence``."""
+    DEPLOY_FAILED = "deploy-failed"
+    """A deploy failed (a command, the service's start, its health check): ``name``,
+    ``repo``, ``commit``, ``story``, ``log``, ``evidence``."""
+    HEALTH_FAILED = "health-failed"
+    """The monitor's health check of a deployed service failed: ``name``, ``repo``,
+    ``commit``, ``story``, ``check``, ``evidence``, ``failures`` (in a row)."""
+    SERVICE_RESTARTED = "service-restarted"
+    """A deployed service's process had died and was started again: ``name``, ``pid``,
+    ``pane``, ``reason``, ``delay`` (seconds waited, the watchdog's backoff)."""
+    SERVICE_GAVE_UP = "service-gave-up"
+    """A deployed service kept dying: it is not started again until the next deploy:
+    ``name``, ``reason``."""
     WORKTREE_REMOVED = "worktree-removed"
     """A worktree whose work landed (or whose pull request closed) was removed: ``path``, ``branch``."""
     PIPELINE_ERROR = "pipeline-error"

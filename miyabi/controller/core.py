@@ -51,9 +51,10 @@ from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.parking import Parked
 from miyabi.messaging.watch import InboxWatcher, rescan
 from miyabi.notify.notifier import Notifier
+from miyabi.pipeline.deploy import Deployer
 from miyabi.pipeline.followups import FollowUps
 from miyabi.pipeline.instances import release_pools
-from miyabi.pipeline.monitoring import FixFiler
+from miyabi.pipeline.monitoring import FixFiler, Monitor
 from miyabi.pipeline.runner import Pipeline
 from miyabi.reports.schedule import run_schedule
 from miyabi.stopping import StopEvent, Stopped, sleeper
@@ -143,6 +144,12 @@ class Controller:
         """Keeps the layout's budgets: parks the agents of a spent one (made with the store)."""
         self.fixes: FixFiler | None = None
         """Files a fix task for each agent the watchdog gives up on (made with the store)."""
+        self.deployer = Deployer(home.root, self.tmux, layout.session, layout.secret_env, self.stop)
+        """Deploys a story's landed work and serves it (``.miyabi.yml``'s ``deploy:``,
+        ``serve:``, ``health:``); call :meth:`Deployer.deploy` from a worker thread, never
+        the main loop."""
+        self.monitor: Monitor | None = None
+        """Keeps the deployed services running and healthy (made with the store; its own thread)."""
         self.watcher: InboxWatcher | None = None
         self.kick = threading.Event()
         """Set when the task store may have changed (any process wrote it), and on
@@ -368,6 +375,7 @@ class Controller:
         engine = self.engine = WorkEngine(store, self.layout, self.home.root, gh)
         self._gh = gh
         self.fixes = FixFiler(self.home, store, gh, lambda: self.layout.github, self._start)
+        self.monitor = Monitor(self.deployer, store, gh, lambda: self.layout.github)
         self.budgets = BudgetKeeper(
             self.home.root,
             lambda: self.layout,
@@ -533,6 +541,8 @@ class Controller:
                 self._start_deliverer(name, d)
             self._start(functools.partial(rescan, self.stop, self._inboxes, self._wake), "rescan")
             self._start(functools.partial(supervisor.run, self.stop), "watchdog")
+            if self.monitor is not None:
+                self._start(functools.partial(self.monitor.run, self.stop), "monitor")
             if self.budgets is not None:
                 self._start(functools.partial(self.budgets.run, self.stop), "budgets")
             append_event(self.home.root, EventKind.CONTROLLER_READY, pid=os.getpid(), agents=list(self.deliverers))

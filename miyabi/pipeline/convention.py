@@ -11,6 +11,10 @@ They come from ``.miyabi.yml`` at the repository's root, read from the base bran
     base_branch: main
     max_rounds: 3
     protected: [migrations/**, .github/**]   # paths the agent must not change
+    deploy: {run: [npm ci, npm run build], timeout: 10m}   # after a story's tasks landed
+    serve: "node server.js --port 8080"                    # kept running in tmux window serve-<repo>
+    health: {url: "http://127.0.0.1:8080/", status: 200, timeout: 30s}   # or {run: "curl -f …"}
+    rollback: true                   # a failing service: deploy the last commit that passed first
 
 Without the file they are detected from what the repository holds (pyproject.toml
 with pytest or ruff, package.json scripts, Makefile targets, go.mod, Cargo.toml), and
@@ -26,7 +30,7 @@ import json
 import re
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -39,8 +43,11 @@ FILE = ".miyabi.yml"
 STAGES = ("setup", "build", "lint", "test")
 CHECKS = ("build", "lint", "test")
 """The stages the verify gate runs, in order (``setup`` runs once, in a new worktree)."""
-KEYS = (*STAGES, "timeout", "base_branch", "max_rounds", "protected")
+DEPLOY = "deploy"
+"""The stage a story's deploy runs (:mod:`miyabi.pipeline.deploy`), after its tasks landed."""
+KEYS = (*STAGES, "timeout", "base_branch", "max_rounds", "protected", DEPLOY, "serve", "health", "rollback")
 STAGE_KEYS = ("run", "timeout")
+CHECK_KEYS = ("url", "status", "run", "timeout")
 
 
 class ConventionError(MiyabiError):
@@ -63,6 +70,60 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Health:
+    """One check of a running service: an HTTP GET of ``url`` that must answer
+    ``status``, or a shell command ``run`` that must exit 0 (in the deploy checkout).
+    ``.miyabi.yml``'s ``health:`` is one; a task spec's ``acceptance`` is a list of them.
+
+    Attributes:
+        url: the URL to GET (``http://`` or ``https://``), or None for a command.
+        status: the HTTP status expected (default 200).
+        run: the shell command, or None for a URL.
+        timeout: seconds the service may take to pass after it (re)started (a deploy
+            waits that long; ``health: {timeout: 30s}``).
+    """
+
+    url: str | None = None
+    status: int = 200
+    run: str | None = None
+    timeout: float = defaults.HEALTH_START_TIMEOUT
+
+    def describe(self) -> str:
+        """``GET http://127.0.0.1:8080/ → 200`` or ``run: curl -f …``."""
+        return f"GET {self.url} → {self.status}" if self.url is not None else f"run: {self.run}"
+
+    @classmethod
+    def parse(cls, spec: Any, where: str) -> Health:
+        """A check from ``{url, status, timeout}`` or ``{run, timeout}`` (a bare string is
+        a URL when it starts with ``http``, else a command).
+
+        Raises:
+            ConventionError: anything else (the message names ``where`` and the fix).
+        """
+        if isinstance(spec, str):
+            spec = {"url": spec} if spec.startswith(("http://", "https://")) else {"run": spec}
+        if not isinstance(spec, dict):
+            raise ConventionError(f"{where} must be {{url: http://…, status: 200}} or {{run: command}}")
+        unknown = [str(k) for k in spec if k not in CHECK_KEYS]
+        if unknown:
+            raise ConventionError(f"{where}: unknown key {unknown[0]!r}; a check has {', '.join(CHECK_KEYS)}")
+        url, run = spec.get("url"), spec.get("run")
+        if (url is None) == (run is None):
+            raise ConventionError(f"{where} needs exactly one of url: (an HTTP check) or run: (a command)")
+        if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+            raise ConventionError(f"{where}.url {url!r} must be an http:// or https:// URL")
+        if run is not None and (not isinstance(run, str) or not run.strip()):
+            raise ConventionError(f"{where}.run must be a shell command")
+        status = spec.get("status", 200)
+        if type(status) is not int or not 100 <= status <= 599:
+            raise ConventionError(f"{where}.status {status!r} must be an HTTP status such as 200")
+        if run is not None and "status" in spec:
+            raise ConventionError(f"{where}.status goes with url:; a run: check passes when it exits 0")
+        timeout = _duration(spec["timeout"], f"{where}.timeout") if "timeout" in spec else defaults.HEALTH_START_TIMEOUT
+        return cls(url, status, run.strip() if isinstance(run, str) else None, timeout)
+
+
+@dataclass(frozen=True)
 class Convention:
     """How one repository is set up and checked.
 
@@ -74,6 +135,11 @@ class Convention:
             must not change; ``.miyabi.yml`` itself is always protected.
         chosen: one line per choice made without the file (empty when read from it).
         source: ``.miyabi.yml`` or ``detected``.
+        serve: the long-running command a deploy starts (and the monitor keeps running),
+            or None.
+        health: the check of the deployed service, or None.
+        rollback: a service failing its health check is first deployed again at the
+            last commit that passed it.
     """
 
     steps: tuple[Step, ...] = ()
@@ -82,6 +148,14 @@ class Convention:
     protected: tuple[str, ...] = ()
     chosen: tuple[str, ...] = field(default=())
     source: str = FILE
+    serve: str | None = None
+    health: Health | None = None
+    rollback: bool = False
+
+    @property
+    def deploys(self) -> bool:
+        """Whether the file says anything about deploying (``deploy:``, ``serve:`` or ``health:``)."""
+        return bool(self.stage(DEPLOY)) or self.serve is not None or self.health is not None
 
     def stage(self, name: str) -> list[Step]:
         return [s for s in self.steps if s.stage == name]
@@ -148,8 +222,24 @@ def parse(text: str, origin: str) -> Convention:
     protected = data.get("protected", [])
     if not isinstance(protected, list) or not all(isinstance(p, str) and p.strip() for p in protected):
         raise ConventionError(f"{origin}: protected must be a list of paths or globs such as migrations/**")
-    return Convention(
+    found = Convention(
         tuple(steps), base, rounds, tuple(p.strip().strip("/") if not p.endswith("/**") else p for p in protected)
+    )
+    return _with_deploy(found, data, timeout, origin)
+
+
+def _with_deploy(found: Convention, data: dict[Any, Any], timeout: float, origin: str) -> Convention:
+    """``found`` with the file's ``deploy:``, ``serve:``, ``health:`` and ``rollback:``."""
+    steps = found.steps + tuple(_stage(DEPLOY, data[DEPLOY], timeout, origin) if DEPLOY in data else ())
+    serve = data.get("serve")
+    if serve is not None and (not isinstance(serve, str) or not serve.strip()):
+        raise ConventionError(f"{origin}: serve must be one shell command that keeps running, such as ./server")
+    health = Health.parse(data["health"], f"{origin}: health") if data.get("health") is not None else None
+    rollback = data.get("rollback", False)
+    if not isinstance(rollback, bool):
+        raise ConventionError(f"{origin}: rollback {rollback!r} must be true or false")
+    return replace(
+        found, steps=steps, serve=serve.strip() if serve is not None else None, health=health, rollback=rollback
     )
 
 

@@ -247,12 +247,13 @@ class Repository:
             raise GitError(f"merging {branch}: {why}") from None
         return self.sha("HEAD")
 
-    def reset_detached(self, sha: str) -> None:
+    def reset_detached(self, sha: str, keep_ignored: bool = False) -> None:
         """Make this (miyabi's own, detached) worktree hold exactly commit ``sha``:
-        changes and untracked files, ignored ones included, are thrown away."""
+        changes and untracked files, ignored ones included (unless ``keep_ignored``:
+        a deploy checkout keeps its ``node_modules/``), are thrown away."""
         with _errors(f"{self.path}: resetting to {sha[:12]}"):
             self._run("checkout", "--quiet", "--detach", "--force", sha)
-            self._run("clean", "-fdxq")
+            self._run("clean", "-fdq" if keep_ignored else "-fdxq")
 
     def advance(self, branch: str, new: str, old: str) -> None:
         """Move ``branch`` from ``old`` to ``new`` (a descendant): where it is checked

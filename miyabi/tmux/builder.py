@@ -137,12 +137,18 @@ def log_command(agent: Agent, home: Home) -> str:
     its ``#`` (:func:`~miyabi.tmux.runner.escape_format`). Limits equal to the
     defaults are left out (the pipe's defaults are the same): every byte counts in the
     one command line that builds the session."""
+    return logpipe_command(home.pane_log(agent.name), agent.logs.max_bytes, agent.logs.keep)
+
+
+def logpipe_command(path: Path, max_bytes: int = defaults.LOG_MAX_BYTES, keep: int = defaults.LOG_KEEP) -> str:
+    """The shell command that appends a pane's output to ``path``, rotated at
+    ``max_bytes`` with ``keep`` old files (see :func:`log_command`)."""
     limits = []
-    if agent.logs.max_bytes != defaults.LOG_MAX_BYTES:
-        limits += ["--max-bytes", str(agent.logs.max_bytes)]
-    if agent.logs.keep != defaults.LOG_KEEP:
-        limits += ["--keep", str(agent.logs.keep)]
-    words = [sys.executable, "-I", "-S", "-c", LOGPIPE_START, *limits, str(home.pane_log(agent.name))]
+    if max_bytes != defaults.LOG_MAX_BYTES:
+        limits += ["--max-bytes", str(max_bytes)]
+    if keep != defaults.LOG_KEEP:
+        limits += ["--keep", str(keep)]
+    words = [sys.executable, "-I", "-S", "-c", LOGPIPE_START, *limits, str(path)]
     return f"umask 077; exec {shlex.join(words)}"
 
 

@@ -127,3 +127,58 @@ def test_branches_and_instance_names() -> None:
     assert branch_for(task(None, "Local thing")) == "miyabi/12-local-thing"
     assert instance_name("coder", task(42, "x"), set()) == "coder-42"
     assert instance_name("coder", task(42, "x"), {"coder-42", "coder-42-2"}) == "coder-42-3"
+
+
+# -- deploy:, serve:, health:, rollback:
+
+
+def test_the_deploy_keys_give_commands_a_service_its_health_check_and_rollback() -> None:
+    c = conv.parse(
+        "test: [pytest]\ntimeout: 2m\ndeploy: {run: [make build, make install], timeout: 10m}\n"
+        'serve: "python -m http.server 8080"\n'
+        "health: {url: 'http://127.0.0.1:8080/', status: 204, timeout: 45s}\nrollback: true\n",
+        ".miyabi.yml",
+    )
+    assert [(s.stage, s.command, s.timeout) for s in c.stage(conv.DEPLOY)] == [
+        ("deploy", "make build", 600.0),
+        ("deploy", "make install", 600.0),
+    ]
+    assert [s.command for s in c.checks] == ["pytest"]  # the verify gate never runs the deploy
+    assert c.serve == "python -m http.server 8080"
+    assert c.health == conv.Health(url="http://127.0.0.1:8080/", status=204, timeout=45.0)
+    assert c.health.describe() == "GET http://127.0.0.1:8080/ → 204"
+    assert c.rollback is True and c.deploys
+
+
+def test_a_health_command_and_the_defaults() -> None:
+    c = conv.parse("deploy: ./deploy.sh\nhealth: {run: curl -fsS localhost:9/}\n", ".miyabi.yml")
+    assert [s.timeout for s in c.stage("deploy")] == [conv.defaults.CHECK_TIMEOUT]
+    assert c.health == conv.Health(run="curl -fsS localhost:9/", timeout=conv.defaults.HEALTH_START_TIMEOUT)
+    assert (c.serve, c.rollback) == (None, False)
+    assert not conv.parse("test: [pytest]\n", ".miyabi.yml").deploys
+    assert conv.Health.parse("http://x/", "acceptance[0]") == conv.Health(url="http://x/")
+    assert conv.Health.parse("make smoke", "acceptance[0]") == conv.Health(run="make smoke")
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("serve: [a, b]\n", ".miyabi.yml: serve must be one shell command"),
+        ("serve: ''\n", ".miyabi.yml: serve must be one shell command"),
+        ("rollback: yes please\n", ".miyabi.yml: rollback 'yes please' must be true or false"),
+        ("health: {url: ftp://x/}\n", ".miyabi.yml: health.url 'ftp://x/' must be an http:// or https:// URL"),
+        ("health: {url: 'http://x/', run: ls}\n", ".miyabi.yml: health needs exactly one of url:"),
+        ("health: {status: 200}\n", ".miyabi.yml: health needs exactly one of url:"),
+        ("health: {url: 'http://x/', status: 999}\n", ".miyabi.yml: health.status 999 must be an HTTP status"),
+        ("health: {run: ls, status: 200}\n", ".miyabi.yml: health.status goes with url:"),
+        ("health: {url: 'http://x/', every: 5s}\n", ".miyabi.yml: health: unknown key 'every'"),
+        ("health: {url: 'http://x/', timeout: soon}\n", ".miyabi.yml: health.timeout 'soon' must be a duration"),
+        ("health: [1]\n", ".miyabi.yml: health must be {url: http://…, status: 200} or {run: command}"),
+        ("deploy: {run: [a], when: always}\n", ".miyabi.yml: deploy: unknown key 'when'"),
+    ],
+)
+def test_a_malformed_deploy_key_is_one_line_naming_it(text: str, says: str) -> None:
+    with pytest.raises(conv.ConventionError) as e:
+        conv.parse(text, ".miyabi.yml")
+    assert str(e.value).startswith(says), str(e.value)
+    assert "\n" not in str(e.value)
