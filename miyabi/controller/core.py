@@ -51,11 +51,12 @@ from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.parking import Parked
 from miyabi.messaging.watch import InboxWatcher, rescan
 from miyabi.notify.notifier import Notifier
-from miyabi.pipeline.deploy import Deployer
+from miyabi.pipeline.deploy import Deployer, run_check
 from miyabi.pipeline.followups import FollowUps
 from miyabi.pipeline.instances import release_pools
 from miyabi.pipeline.monitoring import FixFiler, Monitor
 from miyabi.pipeline.runner import Pipeline
+from miyabi.pipeline.story import StoryKeeper
 from miyabi.reports.schedule import run_schedule
 from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.approvals import AutoApprover
@@ -71,6 +72,7 @@ from miyabi.tmux.control import SessionChannel
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import PaneMap
 from miyabi.tmux.runner import Tmux
+from miyabi.work import stories
 from miyabi.work.engine import WorkEngine
 from miyabi.work.github import GitHub, client_for
 from miyabi.work.model import TaskState
@@ -150,6 +152,8 @@ class Controller:
         the main loop."""
         self.monitor: Monitor | None = None
         """Keeps the deployed services running and healthy (made with the store; its own thread)."""
+        self.stories: StoryKeeper | None = None
+        """Carries each story from its plan to a deployed, checked service (made with the store)."""
         self.watcher: InboxWatcher | None = None
         self.kick = threading.Event()
         """Set when the task store may have changed (any process wrote it), and on
@@ -234,6 +238,11 @@ class Controller:
         """Agent → the lease identity of its live process (None: dead or no pane)."""
         live = {n: p.pid for n, p in self.panes.all().items() if not p.dead and p.pid}
         return holders(self.layout.names, live)
+
+    def _monitor_interval(self) -> float:
+        """Seconds between the monitor's health checks (``roles.monitor.interval``)."""
+        roles = self.layout.roles
+        return roles.monitor_interval if roles is not None else defaults.MONITOR_INTERVAL
 
     def _ensure_pipeline(self, engine: WorkEngine) -> Pipeline:
         """The pipeline, made the first time the layout has pools (at start, or a reload)."""
@@ -375,7 +384,22 @@ class Controller:
         engine = self.engine = WorkEngine(store, self.layout, self.home.root, gh)
         self._gh = gh
         self.fixes = FixFiler(self.home, store, gh, lambda: self.layout.github, self._start)
-        self.monitor = Monitor(self.deployer, store, gh, lambda: self.layout.github)
+        self.monitor = Monitor(
+            self.deployer,
+            store,
+            gh,
+            lambda: self.layout.github,
+            interval=self._monitor_interval,
+            attach=stories.attach,
+        )
+        self.stories = StoryKeeper(
+            store,
+            lambda: self.layout,
+            self.home.root,
+            self.deployer.deploy,
+            functools.partial(run_check, hide=self.layout.secret_env),
+            changed=self.kick.set,
+        )
         self.budgets = BudgetKeeper(
             self.home.root,
             lambda: self.layout,
@@ -427,8 +451,7 @@ class Controller:
             for t in self._threads:
                 t.join(timeout=defaults.THREAD_JOIN)
             left = [t.name for t in self._threads if t.is_alive()]
-            if self.pipeline is not None:
-                self.pipeline.close()
+            self._close_workers()
             supervisor.close()
             watcher.stop()
             self.channel.close()
@@ -449,6 +472,14 @@ class Controller:
                 os.write(self._signal_fd, b"x")  # ends the relay's read (a stop without a signal)
                 os.close(self._signal_fd)
                 self._signal_fd = None
+
+    def _close_workers(self) -> None:
+        """End the pipeline's and the story keeper's worker threads (running checks and
+        deploys end with the stop)."""
+        if self.pipeline is not None:
+            self.pipeline.close()
+        if self.stories is not None:
+            self.stories.close()
 
     def _serve(self, engine: WorkEngine, supervisor: Supervisor, gh: GitHub | None) -> None:
         """The main loop, until stopped: refresh the pane map every
@@ -568,6 +599,8 @@ class Controller:
                 self._follow_instances(self.pipeline.tick(failed))
             if self.fixes is not None:
                 self.fixes.tick(failed)
+            if self.stories is not None:
+                self.stories.tick()
             due = min((t for t in (engine.next_due(), engine.handoff_due(parked)) if t is not None), default=None)
             pace.next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
         except Stopped:  # a wait in the pass (a GitHub claim told to retry later) ended by the stop

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from miyabi import defaults
 from miyabi.config.model import Layout
@@ -39,6 +39,7 @@ from miyabi.errors import MiyabiError
 from miyabi.events import EventKind, append_event
 from miyabi.messaging.mailbox import enqueue, make
 from miyabi.pipeline import convention as conv
+from miyabi.pipeline.deploy import CheckResult, DeployResult
 from miyabi.pipeline.gate import convention_at_base
 from miyabi.pipeline.git import GitError, Repository
 from miyabi.pipeline.locks import RepoLocks
@@ -53,20 +54,12 @@ LANDED_CHILD = (TaskState.VERIFIED, TaskState.DEPLOYED, TaskState.DONE)
 """States of a child whose work is in the base branch."""
 
 
-class Outcome(Protocol):
-    """What a deploy or a check returns: whether it passed, and one line of evidence."""
-
-    @property
-    def ok(self) -> bool: ...
-
-    @property
-    def evidence(self) -> str: ...
-
-
-Deploy = Callable[[Path, str, int], Outcome]
-"""Deploys ``commit`` of ``repo`` for story ``N`` and waits for its health checks."""
-Check = Callable[[dict[str, Any], Path], Outcome]
-"""Runs one acceptance check (``{url, status}`` or ``{run}``) with a working directory."""
+Deploy = Callable[[Path, str, int], DeployResult]
+"""Deploys ``commit`` of ``repo`` for story ``N`` and waits for its health checks
+(:meth:`miyabi.pipeline.deploy.Deployer.deploy`)."""
+Check = Callable[[dict[str, Any], Path], CheckResult]
+"""Runs one acceptance check (``{url, status}`` or ``{run}``) in a working directory
+(:func:`miyabi.pipeline.deploy.run_check`)."""
 Acceptance = Callable[[Any], list[dict[str, Any]]]
 """A task's acceptance checks (from its task spec), ``[]`` when it has none."""
 
@@ -80,9 +73,7 @@ class StoryKeeper:
         home_root: the miyabi home (events, inboxes).
         deploy: the deploy stage (:meth:`miyabi.pipeline.deploy.Deployer.deploy`).
         check: one acceptance check (:func:`miyabi.pipeline.deploy.run_check`).
-        acceptance: a task's acceptance checks.
-        workdir: where ``{run}`` acceptance checks run (the deploy checkout), given
-            the repository.
+        acceptance: a task's acceptance checks (``{run}`` ones run in the deploy checkout).
         locks: the repositories' locks (the base branch is read under its lock).
         changed: called when a job ended (the main loop looks again).
     """
@@ -95,7 +86,6 @@ class StoryKeeper:
         deploy: Deploy,
         check: Check,
         acceptance: Acceptance = lambda task: [],
-        workdir: Callable[[Path], Path] = lambda repo: repo,
         locks: RepoLocks | None = None,
         changed: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
@@ -106,7 +96,6 @@ class StoryKeeper:
         self.deploy = deploy
         self.check = check
         self.acceptance = acceptance
-        self.workdir = workdir
         self.locks = locks or RepoLocks(home_root)
         self.changed = changed
         self.clock = clock
@@ -256,7 +245,7 @@ class StoryKeeper:
             round=story.rounds + 1,
             seconds=round(self.clock() - story.created, 3),
         )
-        cwd = self.workdir(repo)
+        cwd = result.checkout or repo
         for k in kids:
             for check in self.acceptance(k):
                 res = self.check(check, cwd)
