@@ -594,13 +594,13 @@ class Controller:
             engine.check_leases(self._processes(), holder_alive)
             parked = self._parked()
             engine.hand_off(parked, lambda name: self._can_take(name, failed))
+            if self.stories is not None:
+                self.stories.tick()  # before routing: an issue that is a story goes to its manager
             engine.schedule(failed)
             if self.pipeline is not None:
                 self._follow_instances(self.pipeline.tick(failed))
             if self.fixes is not None:
                 self.fixes.tick(failed)
-            if self.stories is not None:
-                self.stories.tick()
             due = min((t for t in (engine.next_due(), engine.handoff_due(parked)) if t is not None), default=None)
             pace.next_pass = min(time.time() + defaults.SCHEDULE_IDLE, due if due is not None else float("inf"))
         except Stopped:  # a wait in the pass (a GitHub claim told to retry later) ended by the stop

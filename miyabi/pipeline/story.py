@@ -65,7 +65,8 @@ Acceptance = Callable[[Any], list[dict[str, Any]]]
 
 
 class StoryKeeper:
-    """Moves stories on (see the module's docstring).
+    """Moves stories on (see the module's docstring), and makes a story of each GitHub
+    issue labelled ``story`` (:func:`~miyabi.work.stories.adopt_issues`).
 
     Args:
         store: the task store (thread-safe).
@@ -119,6 +120,9 @@ class StoryKeeper:
         Raises:
             sqlite3.Error: the store failed.
         """
+        roles = self.layout().roles
+        if roles is not None and roles.manager is not None:
+            st.adopt_issues(self.store, roles.manager, roles.coder, self.home)
         for story in st.stories(self.store, (StoryState.PLANNING, StoryState.BUILDING)):
             if story.state == StoryState.PLANNING:
                 self._planned(story)

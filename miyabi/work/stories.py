@@ -210,6 +210,65 @@ def create(
     return get(store, sid), store.get(task.id)
 
 
+def adopt_issues(store: Store, manager: str, coder: str | None, home_root: Path | None = None) -> list[Story]:
+    """Make a story of each queued GitHub task labelled ``story`` that is none yet: the
+    issue's task becomes its planning task (``agent:MANAGER`` added to its labels, the
+    planning instructions to its body, routed afresh). Returns the stories made."""
+    made: list[Story] = []
+    rows = store.rows(
+        "SELECT * FROM tasks WHERE story IS NULL AND source=? AND state=? AND labels LIKE ? ORDER BY id",
+        (str(Source.GITHUB), str(TaskState.QUEUED), f'%"{STORY_LABEL}"%'),
+    )
+    for r in rows:
+        t = Task.from_row(r)
+        if STORY_LABEL not in t.labels:
+            continue
+        now = store.clock()
+        with store.tx() as db:
+            if db.execute("SELECT 1 FROM stories WHERE repo=? AND number=?", (t.repo, t.number)).fetchone():
+                continue
+            cur = db.execute(
+                "INSERT INTO stories (title, body, state, task, manager, coder, source, repo, number, url, created,"
+                " updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    t.title,
+                    t.body,
+                    str(StoryState.PLANNING),
+                    t.id,
+                    manager,
+                    coder,
+                    t.source,
+                    t.repo,
+                    t.number,
+                    t.url,
+                    now,
+                    now,
+                ),
+            )
+            sid = int(cur.lastrowid or 0)
+            db.execute(
+                "INSERT INTO story_events (story, time, state, reason) VALUES (?,?,?,?)",
+                (sid, now, str(StoryState.PLANNING), f"story from issue {t.ref}; planned by {manager}"),
+            )
+            labels = [*t.labels, *([] if any(x.startswith("agent:") for x in t.labels) else [f"agent:{manager}"])]
+            db.execute(
+                "UPDATE tasks SET story=?, labels=?, body=?, route=NULL WHERE id=?",
+                (sid, json.dumps(labels), planning_text(sid, t.title, t.body), t.id),
+            )
+        if home_root is not None:
+            append_event(
+                home_root,
+                EventKind.STORY_CREATED,
+                story=sid,
+                title=t.title,
+                task=t.id,
+                manager=manager,
+                source=t.source,
+            )
+        made.append(get(store, sid))
+    return made
+
+
 def get(store: Store, story_id: int | str) -> Story:
     """A story by id (``3``, ``#3``).
 
