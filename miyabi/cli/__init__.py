@@ -27,6 +27,7 @@ def _load_app() -> Any:
         messages,
         report,
         service,
+        spec,
         stories,
         tasks,
         web,

@@ -93,13 +93,21 @@ def message_priority(text: str) -> str:
     return choice("priority", PRIORITIES)(text)
 
 
+_SPEC_REF = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*#T\d+|spec:[A-Za-z0-9][A-Za-z0-9._-]*)$")
+"""A spec's reference: a spec-kit line (``001-blog#T012``) or a task spec (``spec:ID``)."""
+
+
 def task_ref(text: str) -> str:
-    """A task: its id (``12``, ``#12``) or its issue's reference (``owner/name#3``)."""
+    """A task: its id (``12``, ``#12``), its issue's reference (``owner/name#3``) or its
+    spec's (``001-blog#T012``, ``spec:ID``)."""
     from miyabi.work.model import REF_RE
 
     t = text.strip()
-    if not (_TASK_ID.match(t) or REF_RE.match(t)):
-        raise ValueError(f"{text!r} is not a task id; give its number (12 or #12) or its issue (owner/name#3)")
+    if not (_TASK_ID.match(t) or REF_RE.match(t) or _SPEC_REF.match(t)):
+        raise ValueError(
+            f"{text!r} is not a task id; give its number (12 or #12), its issue (owner/name#3) or its spec "
+            "(001-feature#T012, spec:ID)"
+        )
     return t
 
 

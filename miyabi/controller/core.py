@@ -77,6 +77,7 @@ from miyabi.work.engine import WorkEngine
 from miyabi.work.github import GitHub, client_for
 from miyabi.work.model import TaskState
 from miyabi.work.store import Store
+from miyabi.work.taskspec import task_acceptance
 
 log = logging.getLogger("miyabi.controller")
 
@@ -398,6 +399,7 @@ class Controller:
             self.home.root,
             self.deployer.deploy,
             functools.partial(run_check, hide=self.layout.secret_env),
+            acceptance=task_acceptance,
             changed=self.kick.set,
         )
         self.budgets = BudgetKeeper(

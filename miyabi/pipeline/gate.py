@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from miyabi import defaults
@@ -26,7 +27,9 @@ from miyabi.pipeline.verify import Run, StepResult, clean_env, run_steps
 from miyabi.times import how_often
 from miyabi.work.github import GitHub
 from miyabi.work.model import Source, Task, TaskState
+from miyabi.work.speckit import tick_file
 from miyabi.work.store import Store
+from miyabi.work.taskspec import speckit_line, task_tests
 
 log = logging.getLogger("miyabi.pipeline")
 
@@ -121,6 +124,8 @@ class Gate:
             changed = work.changed(record.base)
             # what is checked is a commit, and that very commit is what lands
             self._commit(t, record.path)
+            if pool.pipeline == PipelineMode.GITHUB:  # the pull request carries the ticked box
+                tick_box(t, pool, record.path, self.layout.secret_env)
             sha = work.sha("HEAD")
         round_ = t.rounds + 1
         logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}.log"
@@ -141,7 +146,7 @@ class Gate:
             run_steps([], record.path, logfile, {}, header=[*header, "protected paths changed: " + ", ".join(touched)])
         else:
             run = run_steps(
-                found.checks,
+                checks_of(found, t),
                 record.path,
                 logfile,
                 clean_env(self.layout.secret_env),
@@ -374,8 +379,11 @@ class Gate:
             )
             append_event(self.home, EventKind.MERGE_ROLLED_BACK, task=t.id, ref=t.ref, base=base, reason=str(e))
             return None
+        pool = self.layout.pool(t.pool or "")
+        if pool is not None:  # the box lands with the work, on the merge result (no conflict between siblings)
+            merged = tick_box(t, pool, staging, self.layout.secret_env) or merged
         checked = run_steps(
-            found.checks,
+            checks_of(found, t),
             staging,
             logfile,
             clean_env(self.layout.secret_env),
@@ -444,3 +452,37 @@ class Gate:
         what = file_fix(self.store, None, None, self.home, cause, f"The checks fail on {base} ({old[:12]})", body)
         known = self.store.rows("SELECT task FROM causes WHERE cause=?", (cause,))
         return what or (f"task {known[0][0]}, filed before" if known else "a fix was filed before")
+
+
+# -- a task's own checks and its spec-kit box (miyabi/work/taskspec.py holds what a task keeps of its spec)
+
+
+def checks_of(found: conv.Convention, t: Task) -> list[conv.Step]:
+    """The verify gate's commands for ``t``: the repository's checks, then its task
+    spec's ``tests`` (stage ``task``, with the repository's test timeout)."""
+    tests = task_tests(t)
+    if not tests:
+        return found.checks
+    timeout = next((s.timeout for s in found.stage("test")), defaults.CHECK_TIMEOUT)
+    return [*found.checks, *(conv.Step("task", cmd, timeout) for cmd in tests)]
+
+
+def tick_box(t: Task, pool: Pool, checkout: Path, hide: Iterable[str]) -> str | None:
+    """Tick a spec-kit task's box in ``checkout`` (a worktree of ``pool``'s repository)
+    and commit it there; the new commit, or None when nothing changed. A list imported
+    from inside the pool's repository is ticked in that checkout, where it is tracked; a
+    list from anywhere else (or not tracked there) is ticked in place. A file that
+    cannot be written is logged: the work lands either way."""
+    box = speckit_line(t)
+    if box is None:
+        return None
+    inside = box.repo is not None and box.path is not None and box.repo == pool.repo.resolve()
+    try:
+        if inside and box.path is not None and (checkout / box.path).is_file():
+            if not tick_file(checkout / box.path, box.id):
+                return None
+            return Repository(checkout, hide).commit_all(f"{t.ref}: done ({box.id} ticked in {box.path})")
+        tick_file(box.file, box.id)
+    except (OSError, GitError) as e:
+        log.warning("task %s: could not tick %s in %s: %s", t.ref, box.id, box.path or box.file, e)
+    return None

@@ -16,6 +16,11 @@ from miyabi.database import Database
 from miyabi.work.model import FINISHED, REF_RE, TRANSITIONS, Source, Task, TaskError, TaskState
 from miyabi.work.schema import SCHEMA
 
+SPECKIT_KEY = "speckit:"
+"""The key of a task imported from a spec-kit list: ``speckit:001-blog#T012``."""
+TASK_SPEC_KEY = "spec:"
+"""The key of a task added from a task spec: ``spec:ID`` (its ref too)."""
+
 
 class StoreBase(Database):
     """A connection to a task database (see :class:`miyabi.database.Database`: one
@@ -34,7 +39,8 @@ class StoreBase(Database):
         self.clock = clock
 
     def get(self, ref: str | int) -> Task:
-        """A task by id (``12``, ``#12``) or by reference (``acme/widgets#3``).
+        """A task by id (``12``, ``#12``) or by reference (``acme/widgets#3``, a spec-kit
+        line's ``001-blog#T012``, a task spec's ``spec:ID``).
 
         Raises:
             TaskError: no such task.
@@ -45,8 +51,13 @@ class StoreBase(Database):
             rows = self.rows("SELECT * FROM tasks WHERE repo=? AND number=?", (m["repo"], int(m["number"])))
         elif text.lstrip("#").isdigit():
             rows = self.rows("SELECT * FROM tasks WHERE id=?", (int(text.lstrip("#")),))
-        else:
-            raise TaskError(f"{text!r} is not a task id (12) or reference (owner/name#3)")
+        else:  # a spec's ref: a spec-kit line (001-blog#T012) or a task spec (spec:ID, its key too)
+            key = text if text.startswith(TASK_SPEC_KEY) else SPECKIT_KEY + text
+            rows = self.rows("SELECT * FROM tasks WHERE source=? AND key=?", (str(Source.LOCAL), key))
+            if not rows and "#" not in text and not text.startswith(TASK_SPEC_KEY):
+                raise TaskError(
+                    f"{text!r} is not a task id (12) or reference (owner/name#3, 001-feature#T012, spec:ID)"
+                )
         row = rows[0] if rows else None
         if row is None:
             raise TaskError(f"no task {text}; list them with `miyabi task ls`")

@@ -200,6 +200,8 @@ class Task:
         handoff: the agent or pool it was handed off to (its previous agent was
             parked); it goes there whatever the routes say.
         handoff_note: what its new agent is told first: who worked on it, and where.
+        spec: where it came from, as JSON: a spec-kit line or a task spec
+            (:mod:`miyabi.work.taskspec`); None for any other task.
         story: the story it belongs to (:mod:`miyabi.work.stories`), if any.
     """
 
@@ -231,6 +233,7 @@ class Task:
     parent: int | None = None
     handoff: str | None = None
     handoff_note: str | None = None
+    spec: str | None = None
     story: int | None = None
 
     @property
@@ -240,8 +243,22 @@ class Task:
 
     @property
     def ref(self) -> str:
-        """``acme/widgets#3`` for an issue, ``#12`` for a local task."""
-        return f"{self.repo}#{self.number}" if self.repo and self.number is not None else f"#{self.id}"
+        """``acme/widgets#3`` for an issue, ``001-blog#T012`` for a spec-kit line,
+        ``spec:ID`` for a task spec, ``#12`` for another local task."""
+        if self.repo and self.number is not None:
+            return f"{self.repo}#{self.number}"
+        return self.spec_ref or f"#{self.id}"
+
+    @property
+    def spec_ref(self) -> str | None:
+        """The reference its spec gives it (``001-blog#T012``, ``spec:ID``), if any."""
+        if not self.spec:
+            return None
+        try:
+            ref = json.loads(self.spec).get("ref")
+        except (ValueError, AttributeError):
+            return None
+        return str(ref) if ref else None
 
     def to_json(self) -> dict[str, Any]:
         """The task as ``--json`` prints it (times in RFC 3339)."""
@@ -267,6 +284,7 @@ class Task:
             "rounds": self.rounds,
             "parent": self.parent,
             "handoff": self.handoff,
+            "spec": json.loads(self.spec) if self.spec else None,
             "story": self.story,
         }
 
@@ -301,5 +319,6 @@ class Task:
             parent=r["parent"],
             handoff=r["handoff"],
             handoff_note=r["handoff_note"],
+            spec=r["spec"],
             story=r["story"],
         )

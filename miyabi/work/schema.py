@@ -152,6 +152,7 @@ SCHEMA = Schema(
         AddColumn("tasks", "handoff", "TEXT"),
         AddColumn("tasks", "handoff_note", "TEXT"),
         INDEXES,
+        AddColumn("tasks", "spec", "TEXT"),
         # -- story (issue 23): the story a task belongs to, and the stories
         AddColumn("tasks", "story", "INTEGER"),
         STORIES,

@@ -18,6 +18,8 @@ they share is :mod:`~miyabi.work.base`.
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,10 @@ from miyabi.work.leases import Leases
 from miyabi.work.model import HELD, PRIORITIES, STATES, Source, Task, TaskError, TaskState, rank_of
 from miyabi.work.outbox import GitHubOutbox
 from miyabi.work.queue import Queue
+from miyabi.work.speckit import tick_file
+from miyabi.work.taskspec import speckit_line
+
+log = logging.getLogger("miyabi.work")
 
 
 class Store(Leases, Queue, JobRuns, GitHubOutbox, StoreBase):
@@ -123,6 +129,58 @@ class Store(Leases, Queue, JobRuns, GitHubOutbox, StoreBase):
             TaskError: empty title, bad priority, unknown dependency, or ``key`` taken
                 by another task of the same source.
         """
+        with self.tx() as db:
+            tid = self.insert(
+                db,
+                title,
+                body,
+                labels,
+                priority,
+                depends_on,
+                source=source,
+                repo=repo,
+                number=number,
+                url=url,
+                key=key,
+                timeout=timeout,
+                max_attempts=max_attempts,
+                parent=parent,
+                pool=pool,
+                branch=branch,
+            )
+        return self.get(tid)
+
+    def insert(
+        self,
+        db: sqlite3.Connection,
+        title: str,
+        body: str = "",
+        labels: Sequence[str] = (),
+        priority: str = "normal",
+        depends_on: Sequence[int] = (),
+        *,
+        source: str = Source.LOCAL,
+        repo: str | None = None,
+        number: int | None = None,
+        url: str | None = None,
+        key: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        parent: int | None = None,
+        pool: str | None = None,
+        branch: str | None = None,
+        spec: str | None = None,
+        state: TaskState = TaskState.QUEUED,
+        reason: str | None = None,
+    ) -> int:
+        """:meth:`add` inside the caller's transaction ``db`` (several tasks and their
+        dependencies stored at once); the new task's id. ``spec``: its ``spec`` column;
+        ``state``: ``queued``, or ``blocked``/``done`` for a task stored that way
+        (``reason``: its first event's, default "added from SOURCE").
+
+        Raises:
+            TaskError: as :meth:`add`.
+        """
         if not title.strip():
             raise TaskError("a task needs a title")
         if priority not in PRIORITIES:
@@ -132,50 +190,50 @@ class Store(Leases, Queue, JobRuns, GitHubOutbox, StoreBase):
         if max_attempts is not None and max_attempts < 1:
             raise TaskError(f"max_attempts {max_attempts!r} must be 1 or more")
         now = self.clock()
-        with self.tx() as db:
-            for dep in depends_on:
-                if db.execute("SELECT 1 FROM tasks WHERE id=?", (dep,)).fetchone() is None:
-                    raise TaskError(f"--depends-on {dep}: no such task")
-            if key is not None:
-                taken = db.execute("SELECT id, state FROM tasks WHERE source=? AND key=?", (source, key)).fetchone()
-                if taken is not None:
-                    raise TaskError(
-                        f"{source} id {key!r} was submitted already, as task {taken['id']} ({taken['state']}); give "
-                        "it a new id"
-                    )
-            cur = db.execute(
-                "INSERT INTO tasks (source, repo, number, url, title, body, labels, priority, state, created, "
-                "updated, key,"
-                " timeout, max_attempts, rank, parent, pool, branch) VALUES (?,?,?,?,?,?,?,?, 'queued', ?, ?, ?, ?, "
-                "?, ?, ?, ?, ?)",
-                (
-                    source,
-                    repo,
-                    number,
-                    url,
-                    title,
-                    body,
-                    json.dumps(list(labels)),
-                    priority,
-                    now,
-                    now,
-                    key,
-                    timeout,
-                    max_attempts,
-                    rank_of(priority, labels),
-                    parent,
-                    pool,
-                    branch,
-                ),
-            )
-            tid = int(cur.lastrowid or 0)
-            for dep in depends_on:
-                db.execute("INSERT OR IGNORE INTO deps (task, depends_on) VALUES (?,?)", (tid, dep))
-            db.execute(
-                "INSERT INTO events (task, time, state, reason) VALUES (?,?,?,?)",
-                (tid, now, str(TaskState.QUEUED), f"added from {source}"),
-            )
-        return self.get(tid)
+        for dep in depends_on:
+            if db.execute("SELECT 1 FROM tasks WHERE id=?", (dep,)).fetchone() is None:
+                raise TaskError(f"--depends-on {dep}: no such task")
+        if key is not None:
+            taken = db.execute("SELECT id, state FROM tasks WHERE source=? AND key=?", (source, key)).fetchone()
+            if taken is not None:
+                raise TaskError(
+                    f"{source} id {key!r} was submitted already, as task {taken['id']} ({taken['state']}); give "
+                    "it a new id"
+                )
+        cur = db.execute(
+            "INSERT INTO tasks (source, repo, number, url, title, body, labels, priority, state, created, "
+            "updated, key, timeout, max_attempts, rank, parent, pool, branch, spec) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                source,
+                repo,
+                number,
+                url,
+                title,
+                body,
+                json.dumps(list(labels)),
+                priority,
+                str(state),
+                now,
+                now,
+                key,
+                timeout,
+                max_attempts,
+                rank_of(priority, labels),
+                parent,
+                pool,
+                branch,
+                spec,
+            ),
+        )
+        tid = int(cur.lastrowid or 0)
+        for dep in depends_on:
+            db.execute("INSERT OR IGNORE INTO deps (task, depends_on) VALUES (?,?)", (tid, dep))
+        db.execute(
+            "INSERT INTO events (task, time, state, reason) VALUES (?,?,?,?)",
+            (tid, now, str(state), reason or f"added from {source}"),
+        )
+        return tid
 
     def set_state(
         self,
@@ -232,7 +290,9 @@ class Store(Leases, Queue, JobRuns, GitHubOutbox, StoreBase):
                 pass  # said twice: the checks already run
             else:
                 self._move(db, task_id, TaskState.DONE, note)
-        return self.get(task_id)
+        t = self.get(task_id)
+        tick_in_place(t)
+        return t
 
     def round_failed(
         self, task_id: int, reason: str, max_rounds: int, notice: str = "needs-human", text: str | None = None
@@ -297,3 +357,23 @@ class Store(Leases, Queue, JobRuns, GitHubOutbox, StoreBase):
 
         found = walk(task_id, {task_id})
         return [task_id, *found] if found else None
+
+
+LANDED = ("done", "verified")
+"""The states in which a task's work has landed (``verified``: a story's child, checked
+and merged, before its story's deploy)."""
+
+
+def tick_in_place(task: Task) -> bool:
+    """For a spec-kit task that is not a pool task (no branch) whose work landed: tick
+    its box in the file, in place; whether the file changed. A file that cannot be
+    written is logged, never an error of the task's: its work is done either way.
+    (A pool task's box is ticked by the verify gate, in the commit that lands.)"""
+    box = speckit_line(task)
+    if box is None or task.branch is not None or str(task.state) not in LANDED:
+        return False
+    try:
+        return tick_file(box.file, box.id)
+    except OSError as e:
+        log.warning("task %s: could not tick %s in %s: %s", task.ref, box.id, box.file, e)
+        return False

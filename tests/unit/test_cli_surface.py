@@ -135,15 +135,15 @@ USAGE_ERRORS = [
     (
         ["task", "show", "abc"],
         (
-            "task show: invalid value for 'ID': 'abc' is not a task id; give its number (12 or #12) or its issue "
-            "(owner/name#3); see `miyabi task show --help`"
+            "task show: invalid value for 'ID': 'abc' is not a task id; give its number (12 or #12), its issue "
+            "(owner/name#3) or its spec (001-feature#T012, spec:ID); see `miyabi task show --help`"
         ),
     ),
     (
         ["task", "done", "12abc"],
         (
-            "task done: invalid value for 'ID': '12abc' is not a task id; give its number (12 or #12) or its issue "
-            "(owner/name#3); see `miyabi task done --help`"
+            "task done: invalid value for 'ID': '12abc' is not a task id; give its number (12 or #12), its issue "
+            "(owner/name#3) or its spec (001-feature#T012, spec:ID); see `miyabi task done --help`"
         ),
     ),
     (["task", "add", "  "], "task add: invalid value for 'TITLE': '  ' is blank; give the task a title"),
