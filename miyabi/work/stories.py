@@ -311,14 +311,15 @@ def attach(store: Store, story_id: int, task_ids: Sequence[int]) -> None:
     """Make tasks ``task_ids`` children of story ``story_id`` (one transaction). A
     child without an ``agent:`` label gets ``agent:CODER`` (the story's coder role)
     and is routed afresh. The story, while ``planning``, stays so until its planning
-    task is done.
+    task is done; a ``done`` story (its service failed since: a monitor's fix task)
+    goes back to ``building``, and deploys again once the new tasks land.
 
     Raises:
-        StoryError: no such story, it is finished, or a task does not exist.
+        StoryError: no such story, it failed, or a task does not exist.
     """
     story = get(store, story_id)
-    if story.state in FINISHED_STORIES:
-        raise StoryError(f"story {story_id} is {story.state}; tasks cannot join it")
+    if story.state == StoryState.FAILED:
+        raise StoryError(f"story {story_id} failed; tasks cannot join it (make a new story)")
     with store.tx() as db:
         for tid in task_ids:
             row = db.execute("SELECT labels FROM tasks WHERE id=?", (tid,)).fetchone()
@@ -328,6 +329,14 @@ def attach(store: Store, story_id: int, task_ids: Sequence[int]) -> None:
             if story.coder and not any(label.startswith("agent:") for label in labels):
                 labels.append(f"agent:{story.coder}")
             db.execute("UPDATE tasks SET story=?, labels=?, route=NULL WHERE id=?", (story_id, json.dumps(labels), tid))
+    if story.state == StoryState.DONE and task_ids:
+        move(
+            store,
+            story_id,
+            StoryState.BUILDING,
+            f"task(s) {', '.join(map(str, task_ids))} joined it after it was done (its service needs a fix)",
+            expect=(StoryState.DONE,),
+        )
 
 
 def story_of_agent(store: Store, agent: str) -> int | None:
