@@ -230,9 +230,10 @@ class StoryKeeper:
             self._round_failed(story, f"deploy of {commit[:12]} failed: {result.evidence}", max_rounds)
             return
         kids = [k for k in st.children(self.store, story.id) if k.state != TaskState.CANCELLED]
-        for k in kids:
-            if k.state == TaskState.VERIFIED:
-                self._set(k.id, TaskState.DEPLOYED, f"deployed with story {story.id} ({commit[:12]})")
+        with self.store.tx():  # one commit for all of them
+            for k in kids:
+                if k.state == TaskState.VERIFIED:
+                    self._set(k.id, TaskState.DEPLOYED, f"deployed with story {story.id} ({commit[:12]})")
         story = st.move(
             self.store,
             story.id,
@@ -256,9 +257,10 @@ class StoryKeeper:
                 if not res.ok:
                     self._round_failed(story, f"acceptance of task {k.ref} failed: {res.evidence}", max_rounds)
                     return
-        for k in st.children(self.store, story.id):
-            if k.state in (TaskState.VERIFIED, TaskState.DEPLOYED):
-                self._set(k.id, TaskState.DONE, f"story {story.id} deployed {commit[:12]} and passed its checks")
+        with self.store.tx():
+            for k in st.children(self.store, story.id):
+                if k.state in (TaskState.VERIFIED, TaskState.DEPLOYED):
+                    self._set(k.id, TaskState.DONE, f"story {story.id} deployed {commit[:12]} and passed its checks")
         st.move(
             self.store,
             story.id,

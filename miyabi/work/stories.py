@@ -198,9 +198,9 @@ def create(
                 f"story from {source}" + (f"; planned by {manager}" if manager else ""),
             ),
         )
-    labels = [STORY_LABEL, *([f"agent:{manager}"] if manager else [])]
-    task = store.add(f"Plan story {sid}: {title}"[:200], planning_text(sid, title, body), labels, "high")
-    with store.tx() as db:
+        # in the same transaction: a story is never seen without its planning task
+        labels = [STORY_LABEL, *([f"agent:{manager}"] if manager else [])]
+        task = store.add(f"Plan story {sid}: {title}"[:200], planning_text(sid, title, body), labels, "high")
         db.execute("UPDATE stories SET task=? WHERE id=?", (task.id, sid))
         db.execute("UPDATE tasks SET story=? WHERE id=?", (sid, task.id))
     if home_root is not None:
