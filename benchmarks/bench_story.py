@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from _ensemble import MIYABI, down
 from _stats import progress, progress_done
@@ -240,7 +241,7 @@ def main() -> None:
                 )
 
 
-def events(home: Path) -> list[dict[str, object]]:
+def events(home: Path) -> list[dict[str, Any]]:
     try:
         text = (home / "logs" / "events.jsonl").read_text()
     except FileNotFoundError:
@@ -248,7 +249,7 @@ def events(home: Path) -> list[dict[str, object]]:
     return [json.loads(x) for x in text.splitlines() if x.strip()]
 
 
-def at(e: dict[str, object]) -> float:
+def at(e: dict[str, Any]) -> float:
     return parse_rfc3339(str(e["time"]))
 
 
