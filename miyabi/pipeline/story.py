@@ -121,7 +121,9 @@ class StoryKeeper:
             sqlite3.Error: the store failed.
         """
         roles = self.layout().roles
-        if roles is not None and roles.manager is not None:
+        if roles is None:
+            return  # no roles, no stories: a layout without them leaves its stories as they are
+        if roles.manager is not None:
             st.adopt_issues(self.store, roles.manager, roles.coder, self.home)
         for story in st.stories(self.store, (StoryState.PLANNING, StoryState.BUILDING)):
             if story.state == StoryState.PLANNING:

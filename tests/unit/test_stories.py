@@ -271,3 +271,14 @@ def test_a_done_story_takes_a_fix_task_and_builds_again(store: Store, tmp_path: 
     settle(keeper, store, story.id, StoryState.DONE)
     assert store.get(fix.id).state == TaskState.DONE
     keeper.close()
+
+
+def test_a_layout_without_roles_leaves_its_stories_be(store: Store, tmp_path: Path) -> None:
+    lay = load(write_layout(tmp_path / "l.yaml", [("lead", "shell", "cat")]))
+    keeper = StoryKeeper(store, lambda: lay, tmp_path, Stage().deploy, Stage().check)
+    story, kids = planned(store, 1)
+    land(store, kids[0])
+    for _ in range(3):
+        keeper.tick()
+    assert stories.get(store, story.id).state == StoryState.PLANNING and not keeper.running
+    keeper.close()
