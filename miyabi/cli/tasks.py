@@ -148,7 +148,8 @@ def task_ls(
             metavar="STATE",
             parser=checked(params.task_state),
             show_default=False,
-            help="Only tasks in this state: queued, blocked, assigned, in_progress, verifying, shared, done, failed or "
+            help="Only tasks in this state: queued, blocked, assigned, in_progress, verifying, shared, verified, "
+            "deployed, done, failed or "
             "cancelled.",
         ),
     ] = None,
