@@ -12,6 +12,7 @@ import typer
 
 from miyabi.cli import output, params
 from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, checked, group, handles_errors, resolve_target
+from miyabi.cli.tasks import LabelOpt, PriorityOpt
 
 spec_app = group("spec", "Plans as tasks: import a spec-kit tasks.md, add a task spec.")
 
@@ -41,6 +42,16 @@ def _story(store: Any, story: int | None, task_ids: list[int]) -> int | None:
     return attach_story(store, story, task_ids, os.environ.get("MIYABI_AGENT") or None)
 
 
+def _warn_unrouted(home: Any, store: Any, task_ids: list[int]) -> None:
+    """Warn when new tasks wait because no route matches them (as `task add` does)."""
+    from miyabi.controller.view import waiting
+
+    why = waiting(home, store, [store.get(i) for i in task_ids])
+    lost = [i for i in task_ids if (why.get(i) or "").startswith("no route")]
+    if lost:
+        output.warn(f"{len(lost)} new task(s) wait in the queue: {why[lost[0]]}; or import with --to AGENT")
+
+
 @spec_app.command("import")
 @handles_errors
 def spec_import(
@@ -54,22 +65,8 @@ def spec_import(
             help="The agent or pool the new tasks go to (a label agent:NAME; default: the layout's routes).",
         ),
     ] = None,
-    label: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--label",
-            metavar="LABEL",
-            parser=checked(params.text("a label")),
-            show_default=False,
-            help="A label every new task gets (repeat for more).",
-        ),
-    ] = None,
-    priority: Annotated[
-        str,
-        typer.Option(
-            "--priority", metavar="PRIORITY", parser=checked(params.task_priority), help="high, normal or low."
-        ),
-    ] = "normal",
+    label: LabelOpt = None,
+    priority: PriorityOpt = "normal",
     story: StoryOpt = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
@@ -104,6 +101,7 @@ def spec_import(
     output.say(f"imported {report.feature}: {len(report.added)} added, {len(report.unchanged)} unchanged{in_story}")
     for ref, tid in report.added:
         output.say(f"  added task {tid}: {ref}")
+    _warn_unrouted(target.home, store, [tid for _, tid in report.added])
     for ref, tid in report.disappeared:
         output.warn(f"{ref} (task {tid}) is no longer in {file}; the task stays as it is (cancel it if it should go)")
 
@@ -127,7 +125,7 @@ def spec_add(
     """
     from miyabi.work.specs import add_spec
     from miyabi.work.store import Store
-    from miyabi.work.taskspec import read
+    from miyabi.work.taskspec import read, task_acceptance, task_tests
 
     spec = read(file)
     target = resolve_target(home, socket, layout)
@@ -139,3 +137,6 @@ def spec_add(
         return
     in_story = f" in story {chosen}" if chosen is not None else ""
     output.say(f"added task {t.id} ({t.ref}){in_story}: {t.title}")
+    tests, acceptance = task_tests(t), task_acceptance(t)
+    if tests or acceptance:
+        output.say(f"  {len(tests)} test(s) in its verify gate, {len(acceptance)} acceptance check(s) after deploy")

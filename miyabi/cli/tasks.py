@@ -31,6 +31,21 @@ TaskId = Annotated[
     ),
 ]
 
+LabelOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label",
+        metavar="LABEL",
+        parser=checked(params.text("a label")),
+        show_default=False,
+        help="A label, such as bug or agent:NAME (repeat for more).",
+    ),
+]
+PriorityOpt = Annotated[
+    str,
+    typer.Option("--priority", metavar="PRIORITY", parser=checked(params.task_priority), help="high, normal or low."),
+]
+
 
 def _task_number(text: str) -> int:
     return int(params.task_id(text))
@@ -61,25 +76,8 @@ def task_add(
             "--body", metavar="TEXT", show_default=False, help="Details, or - to read them from standard input."
         ),
     ] = None,
-    label: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--label",
-            metavar="LABEL",
-            parser=checked(params.text("a label")),
-            show_default=False,
-            help="A label, such as bug or agent:NAME (repeat for more).",
-        ),
-    ] = None,
-    priority: Annotated[
-        str,
-        typer.Option(
-            "--priority",
-            metavar="PRIORITY",
-            parser=checked(params.task_priority),
-            help="high, normal or low.",
-        ),
-    ] = "normal",
+    label: LabelOpt = None,
+    priority: PriorityOpt = "normal",
     depends_on: Annotated[
         list[int] | None,
         typer.Option(

@@ -305,6 +305,7 @@ class Gate:
             notice="review",
             text=f"verified by miyabi; pull request: {url}",
         )
+        tick_untracked(t, pool, Repository(worktree, self.layout.secret_env), sha)
         append_event(
             self.home, EventKind.PULL_REQUEST_OPENED, task=t.id, ref=t.ref, number=number, url=url, branch=t.branch
         )
@@ -348,6 +349,7 @@ class Gate:
         self.store.set_state(
             t.id, landed_state(t), f"verified and merged into {base} ({landed[:12]})", expect=(TaskState.VERIFYING,)
         )
+        tick_untracked(t, pool, Repository(pool.repo, self.layout.secret_env), landed)
         append_event(
             self.home,
             EventKind.MERGED,
@@ -469,20 +471,31 @@ def checks_of(found: conv.Convention, t: Task) -> list[conv.Step]:
 
 def tick_box(t: Task, pool: Pool, checkout: Path, hide: Iterable[str]) -> str | None:
     """Tick a spec-kit task's box in ``checkout`` (a worktree of ``pool``'s repository)
-    and commit it there; the new commit, or None when nothing changed. A list imported
-    from inside the pool's repository is ticked in that checkout, where it is tracked; a
-    list from anywhere else (or not tracked there) is ticked in place. A file that
+    and commit it there, when its list was imported from inside that repository and is
+    tracked in the checkout; the new commit, or None when nothing changed. A file that
     cannot be written is logged: the work lands either way."""
     box = speckit_line(t)
-    if box is None:
+    if box is None or box.path is None or box.repo != pool.repo.resolve():
         return None
-    inside = box.repo is not None and box.path is not None and box.repo == pool.repo.resolve()
     try:
-        if inside and box.path is not None and (checkout / box.path).is_file():
-            if not tick_file(checkout / box.path, box.id):
-                return None
-            return Repository(checkout, hide).commit_all(f"{t.ref}: done ({box.id} ticked in {box.path})")
+        if not (checkout / box.path).is_file() or not tick_file(checkout / box.path, box.id):
+            return None
+        return Repository(checkout, hide).commit_all(f"{t.ref}: done ({box.id} ticked in {box.path})")
+    except (OSError, GitError) as e:
+        log.warning("task %s: could not tick %s in %s: %s", t.ref, box.id, box.path, e)
+    return None
+
+
+def tick_untracked(t: Task, pool: Pool, repo: Repository, ref: str) -> None:
+    """After a pool task's work landed: tick its box in place when its list is not one
+    :func:`tick_box` ticked (a list outside the pool's repository, or not tracked at
+    ``ref``, the commit that landed)."""
+    box = speckit_line(t)
+    if box is None:
+        return
+    try:
+        if box.path is not None and box.repo == pool.repo.resolve() and repo.read_at(ref, box.path) is not None:
+            return
         tick_file(box.file, box.id)
     except (OSError, GitError) as e:
-        log.warning("task %s: could not tick %s in %s: %s", t.ref, box.id, box.path or box.file, e)
-    return None
+        log.warning("task %s: could not tick %s in %s: %s", t.ref, box.id, box.file, e)

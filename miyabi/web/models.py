@@ -256,6 +256,11 @@ class Task(BaseModel):
     rounds: int
     parent: int | None
     waiting: str | None = Field(description="Why it has no agent yet, if it waits.")
+    spec: dict[str, Any] | None = Field(
+        default=None,
+        description="Where it came from: a spec-kit line (kind speckit: ref, file, path, line, …) or a task spec "
+        "(kind task: its keys); null for any other task.",
+    )
 
 
 class Change(BaseModel):

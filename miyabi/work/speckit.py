@@ -336,18 +336,29 @@ def tick(text: str, task_id: str) -> str:
 
 def tick_file(path: Path, task_id: str) -> bool:
     """Tick ``task_id``'s box in the file at ``path`` (written atomically, its mode
-    kept); whether the file changed. A missing file changes nothing.
+    kept); whether the file changed. A missing file changes nothing. Tickers of one
+    folder take turns (an ``flock`` on the folder, which leaves no lock file beside the
+    user's list), so two tasks done at once never lose each other's tick.
 
     Raises:
         OSError: the file cannot be read or written.
     """
-    if not path.is_file():
+    import fcntl
+
+    if not path.parent.is_dir():
         return False
-    text = path.read_text(encoding="utf-8")
-    new = tick(text, task_id)
-    if new == text:
-        return False
-    mode = path.stat().st_mode & 0o777
-    write_atomic(path, new)
-    os.chmod(path, mode)  # a file of the user's keeps its mode (write_atomic makes 0600)
-    return True
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        if not path.is_file():
+            return False
+        text = path.read_text(encoding="utf-8")
+        new = tick(text, task_id)
+        if new == text:
+            return False
+        mode = path.stat().st_mode & 0o777
+        write_atomic(path, new)
+        os.chmod(path, mode)  # a file of the user's keeps its mode (write_atomic makes 0600)
+        return True
+    finally:
+        os.close(folder)  # and with it the lock

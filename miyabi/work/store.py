@@ -106,48 +106,23 @@ class Store(Leases, Queue, JobRuns, GitHubOutbox, StoreBase):
         labels: Sequence[str] = (),
         priority: str = "normal",
         depends_on: Sequence[int] = (),
-        source: str = Source.LOCAL,
-        repo: str | None = None,
-        number: int | None = None,
-        url: str | None = None,
-        key: str | None = None,
-        timeout: float | None = None,
-        max_attempts: int | None = None,
-        parent: int | None = None,
-        pool: str | None = None,
-        branch: str | None = None,
+        **fields: Any,
     ) -> Task:
-        """Store a new task (``queued``).
+        """Store a new task (``queued``), in a transaction of its own.
 
         Args:
-            timeout: its own in-progress limit in seconds (None: the layout's).
-            max_attempts: its own number of attempts (None: the layout's).
-            parent, pool, branch: for a follow-up, the task it follows, and its pool and
-                branch (stored in the same transaction).
+            fields: :meth:`insert`'s keywords: ``source``, ``repo``, ``number``, ``url``,
+                ``key``; ``timeout`` (its own in-progress limit in seconds; None: the
+                layout's), ``max_attempts`` (its own number of attempts; None: the
+                layout's); ``parent``, ``pool``, ``branch`` (for a follow-up, the task it
+                follows, and its pool and branch); ``spec``.
 
         Raises:
             TaskError: empty title, bad priority, unknown dependency, or ``key`` taken
                 by another task of the same source.
         """
         with self.tx() as db:
-            tid = self.insert(
-                db,
-                title,
-                body,
-                labels,
-                priority,
-                depends_on,
-                source=source,
-                repo=repo,
-                number=number,
-                url=url,
-                key=key,
-                timeout=timeout,
-                max_attempts=max_attempts,
-                parent=parent,
-                pool=pool,
-                branch=branch,
-            )
+            tid = self.insert(db, title, body, labels, priority, depends_on, **fields)
         return self.get(tid)
 
     def insert(

@@ -4,10 +4,13 @@ box ticked in place) and task specs (the JSON Schema, its errors with their line
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from helpers import brought_up, write_layout
 
 from miyabi.config.settings import Route
 from miyabi.pipeline import convention as conv
@@ -400,3 +403,87 @@ def test_the_schema_is_shipped_in_the_package() -> None:
 
     data = json.loads(resources.files("miyabi.work").joinpath("task-spec.schema.json").read_text(encoding="utf-8"))
     assert data["required"] == ["id", "title"]
+
+
+# -- the commands, as an agent runs them in its pane (MIYABI_HOME, MIYABI_AGENT set)
+
+
+def run(home: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TMUX",)}
+    env.update(MIYABI_HOME=str(home), MIYABI_AGENT="manager", MIYABI_SOCKET="miyabi_unit_never_started")
+    return subprocess.run(
+        [sys.executable, "-m", "miyabi", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    lay = write_layout(tmp_path / "layout.yaml", ["manager", "kaede"], session="specs")
+    return brought_up(tmp_path / "home", ["manager", "kaede"], session="specs", layout=str(lay))
+
+
+def test_spec_import_from_an_agents_pane(home: Path, tmp_path: Path) -> None:
+    path = tasks_md(tmp_path)
+    r = run(home, "spec", "import", str(path), "--to", "kaede", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["feature"], len(out["added"]), out["unchanged"], out["disappeared"]) == ("001-blog", 17, [], [])
+    again = json.loads(run(home, "spec", "import", str(path), "--json").stdout)
+    assert (again["added"], len(again["unchanged"])) == ([], 17)
+    shown = json.loads(run(home, "task", "show", "001-blog#T012", "--json").stdout)
+    assert (shown["ref"], shown["labels"], shown["state"]) == ("001-blog#T012", ["US1", "agent:kaede"], "blocked")
+    assert len(shown["depends_on"]) == 4
+    listed = run(home, "task", "ls")
+    assert "001-blog#T001" in listed.stdout
+    text = run(home, "spec", "import", str(path))
+    assert text.stdout.startswith("imported 001-blog: 0 added, 17 unchanged"), text.stdout
+    other = tmp_path / "specs" / "002-notes" / "tasks.md"
+    other.parent.mkdir(parents=True)
+    other.write_text("## Phase 1: A\n- [ ] T001 one\n", encoding="utf-8")
+    unrouted = run(home, "spec", "import", str(other))
+    assert unrouted.returncode == 0 and "1 new task(s) wait in the queue: no route matches it" in unrouted.stderr
+
+
+def test_spec_import_of_a_bad_list_is_one_line_exit_1(home: Path, tmp_path: Path) -> None:
+    path = tasks_md(tmp_path, "## Phase 1: Setup\n- [ ] T001 [P]\n")
+    r = run(home, "spec", "import", str(path))
+    assert (r.returncode, r.stderr) == (1, f"miyabi: {path}:2: expected a description after T001\n")
+    r = run(home, "spec", "import", str(tasks_md(tmp_path)), "--to", "nobody")
+    assert r.returncode == 2 and "--to nobody: no agent or pool 'nobody' in the layout (kaede, manager)" in r.stderr
+
+
+def test_spec_add_checks_the_schema_and_the_owner(home: Path, tmp_path: Path) -> None:
+    bad = write(tmp_path, SPEC.replace("priority: high", "priority: soon"), "bad.yaml")
+    r = run(home, "spec", "add", str(bad))
+    assert (r.returncode, r.stderr) == (
+        1,
+        f"miyabi: {bad}:4: priority: 'soon' is not one of ['high', 'normal', 'low']\n",
+    )
+    r = run(home, "spec", "add", str(write(tmp_path, SPEC)))
+    assert r.returncode == 1 and r.stderr.endswith("owner: no agent or pool 'coders' in the layout (kaede, manager)\n")
+    good = write(tmp_path, SPEC.replace("owner: coders", "owner: kaede"), "good.yaml")
+    r = run(home, "spec", "add", str(good), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["ref"], out["labels"], out["story"]) == ("spec:blog-api", ["agent:kaede"], None)
+    assert out["spec"]["acceptance"][1] == {"run": "curl -fsS http://127.0.0.1:8000/health"}
+    assert (home / "artifacts" / "blog-api").is_dir()
+
+
+def test_boxes_ticked_at_once_by_many_processes_are_all_kept(tmp_path: Path) -> None:
+    ids = [f"T{i:03}" for i in range(1, 25)]
+    path = tasks_md(tmp_path, "## Phase 1: A\n" + "".join(f"- [ ] {t} [P] task {t}\n" for t in ids))
+    code = (
+        "import sys; from pathlib import Path; from miyabi.work.speckit import tick_file; "
+        "tick_file(Path(sys.argv[1]), sys.argv[2])"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), t]) for t in ids]
+    assert [p.wait(timeout=60) for p in procs] == [0] * len(ids)
+    assert path.read_text(encoding="utf-8").count("- [x]") == len(ids)
+    assert speckit.tick_file(tmp_path / "gone" / "tasks.md", "T001") is False
