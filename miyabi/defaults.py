@@ -580,6 +580,10 @@ BUS_TICK = 0.5
 DEPLOY_DIR = "deploy"
 """Directory under the home holding one deploy checkout per repository (``deploy/<slug>/``)."""
 
+DEPLOY_GOOD_KEPT = 10
+"""Commits that passed their health check a deploy record keeps (``rollback: true`` goes
+back to the last of them that is not the failing one)."""
+
 HEALTH_START_TIMEOUT = 30.0
 """Seconds a deploy waits for ``health:`` to pass after the service (re)started
 (``health: {timeout: …}``)."""

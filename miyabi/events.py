@@ -288,6 +288,11 @@ class NoticeKind(StrEnum):
     """A story failed after its rounds of fixes ran out."""
     CONTROLLER_RESTARTED = "controller-restarted"
     """A controller started after an earlier one had run (a crash, a reboot, a restart)."""
+    DEPLOYED = "deployed"
+    """A commit was deployed and passed its health check."""
+    HEALTH_FAILED = "health-failed"
+    """A deploy failed, or a deployed service began failing its health check (the first
+    failure of a streak), or kept dying."""
 
 
 def path_of(home_root: Path) -> Path:

@@ -108,6 +108,8 @@ def from_event(key: str, e: dict[str, Any]) -> Notice | None:
             None,
             e,
         )
+    if kind in (EventKind.DEPLOYED, EventKind.DEPLOY_FAILED, EventKind.HEALTH_FAILED, EventKind.SERVICE_GAVE_UP):
+        return deploy_notice(key, e)
     if kind == EventKind.PULL_REQUEST_OPENED:
         return Notice(
             key,
@@ -120,6 +122,26 @@ def from_event(key: str, e: dict[str, Any]) -> Notice | None:
     if kind in (EventKind.STORY_DONE, EventKind.STORY_FAILED) and (kind == EventKind.STORY_DONE or e.get("final")):
         return story_notice(key, e)
     return None
+
+
+def deploy_notice(key: str, e: dict[str, Any]) -> Notice | None:
+    """The notice of a deploy, or of a deployed service in trouble: a failing health
+    check is told once per streak (its first failure), not at every check."""
+    kind, name = e.get("event"), str(e.get("name") or "?")
+    commit = str(e.get("commit") or "")[:12]
+    story = f" (story {e['story']})" if e.get("story") is not None else ""
+    if kind == EventKind.DEPLOYED:
+        return Notice(key, NoticeKind.DEPLOYED, f"{name} deployed", f"{name} at {commit}{story} is deployed", None, e)
+    if kind == EventKind.DEPLOY_FAILED:
+        text = f"the deploy of {name} at {commit}{story} failed: {str(e.get('evidence') or '')[:300]}"
+        return Notice(key, NoticeKind.HEALTH_FAILED, f"deploy of {name} failed", text, None, e)
+    if kind == EventKind.SERVICE_GAVE_UP:
+        text = f"the service of {name} keeps dying; not restarted until the next deploy: {e.get('reason') or ''}"
+        return Notice(key, NoticeKind.HEALTH_FAILED, f"service {name} failed", text.rstrip(": "), None, e)
+    if e.get("failures") != 1:
+        return None
+    text = f"{name} at {commit}{story} fails {e.get('check')}: {str(e.get('evidence') or '')[:300]}"
+    return Notice(key, NoticeKind.HEALTH_FAILED, f"{name} fails its health check", text, None, e)
 
 
 def story_notice(key: str, e: dict[str, Any]) -> Notice:

@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,8 @@ from miyabi.pipeline.convention import ConventionError, Health, Step
 from miyabi.pipeline.git import GitError, Repository
 from miyabi.pipeline.instances import slug
 from miyabi.pipeline.locks import RepoLocks
-from miyabi.pipeline.verify import clean_env, run_steps
+from miyabi.pipeline.verify import StepResult, clean_env, run_steps
+from miyabi.supervision.processes import alive, zombie_exit
 from miyabi.tmux.panes import Runner
 from miyabi.tmux.service import ServicePane, find_service, service_screen, start_service, stop_service
 
@@ -110,7 +111,7 @@ def run_check(
     with tempfile.TemporaryDirectory(prefix="miyabi-check-") as tmp:
         run = run_steps([Step("check", c.run, timeout)], cwd, Path(tmp) / "check.log", clean_env(hide))
     result = run.results[0]
-    tail = tuple(line for line in result.tail if line.strip())[-defaults.HEALTH_EVIDENCE_LINES :]
+    tail = output_of(result)
     said = f": {tail[-1][:200]}" if tail else ""
     if result.passed:
         return CheckResult(True, f"run: {c.run} exited 0{said}", tail)
@@ -122,6 +123,13 @@ def run_check(
         else "was stopped"
     )
     return CheckResult(False, f"run: {c.run} {how}{said}", tail)
+
+
+def output_of(result: StepResult) -> tuple[str, ...]:
+    """A command's last non-blank output lines (at most ``defaults.HEALTH_EVIDENCE_LINES``),
+    without the line :func:`~miyabi.pipeline.verify.run_steps` writes after it."""
+    mark = f"# {result.describe()}"
+    return tuple(line for line in result.tail if line.strip() and line != mark)[-defaults.HEALTH_EVIDENCE_LINES :]
 
 
 def _get(c: Health, timeout: float) -> CheckResult:
@@ -150,7 +158,8 @@ class Deployment:
         ok: the last deploy passed (its commands, its service's start, its health check).
         time: when it was deployed (Unix time).
         story: the story it was deployed for, or None.
-        last_good: the last commit that passed its health check (None: none yet).
+        good: the commits that passed their health check, oldest first (each once, the
+            last ``defaults.DEPLOY_GOOD_KEPT``).
         serve: the service's command, or None.
         health: the health check as a mapping, or None.
         rollback: ``rollback: true`` in its ``.miyabi.yml``.
@@ -162,10 +171,26 @@ class Deployment:
     ok: bool
     time: float
     story: int | None = None
-    last_good: str | None = None
+    good: tuple[str, ...] = ()
     serve: str | None = None
     health: dict[str, Any] | None = None
     rollback: bool = False
+
+    @property
+    def last_good(self) -> str | None:
+        """The last commit that passed its health check (None: none yet)."""
+        return self.good[-1] if self.good else None
+
+    @property
+    def rollback_to(self) -> str | None:
+        """The last commit other than the one deployed that passed (what ``rollback: true``
+        deploys when this one keeps failing), or None."""
+        return next((c for c in reversed(self.good) if c != self.commit), None)
+
+    def passing(self, commit: str) -> Deployment:
+        """This record with ``commit`` the last that passed."""
+        good = (*(c for c in self.good if c != commit), commit)[-defaults.DEPLOY_GOOD_KEPT :]
+        return replace(self, good=good)
 
     @property
     def check(self) -> Health | None:
@@ -174,6 +199,7 @@ class Deployment:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Deployment:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["good"] = tuple(known.get("good") or ())
         return cls(**known)
 
 
@@ -289,7 +315,7 @@ class Deployer:
         with self.lock(name):
             d = self.deployment(name)
             if d is not None and d.commit == commit and d.last_good != commit:
-                self._save(Deployment(**{**asdict(d), "last_good": commit}))
+                self._save(d.passing(commit))
 
     # -- the service
 
@@ -323,6 +349,23 @@ class Deployer:
                 self.hide,
             )
 
+    def ended(self, name: str) -> tuple[ServicePane | None, str | None]:
+        """The service's pane and how its process ended (None: it runs; see
+        :func:`how_ended`). A process reaped before its status could be read is asked
+        of tmux again for up to ``defaults.EXIT_STATUS_WAIT`` seconds, until tmux
+        records its exit status or signal.
+
+        Raises:
+            TmuxError: tmux did not answer.
+        """
+        deadline = time.monotonic() + defaults.EXIT_STATUS_WAIT
+        while True:
+            pane = self.service(name)
+            how = how_ended(pane)
+            if how != "exited" or time.monotonic() >= deadline:
+                return pane, how
+            time.sleep(0.02)
+
     def last_lines(self, name: str, lines: int = defaults.HEALTH_EVIDENCE_LINES) -> list[str]:
         """The service's last output lines: its pane's (a dead pane keeps its last
         screen), else its log's."""
@@ -345,11 +388,15 @@ class Deployer:
 
     # -- a deploy
 
-    def deploy(self, repo: Path, commit: str, story: int | None = None) -> DeployResult:
+    def deploy(self, repo: Path, commit: str, story: int | None = None, rollback: bool = True) -> DeployResult:
         """Deploy ``commit`` of ``repo`` (see the module's docstring): check it out in the
         deploy checkout, run ``deploy:``, (re)start ``serve:``, wait for ``health:``.
-        Blocks (run it on a worker thread) for as long as the commands and the health
-        check's ``timeout`` take; one deploy of a repository at a time.
+        When that fails and its ``.miyabi.yml`` says ``rollback: true`` (and ``rollback``
+        is left True), the last other commit that passed is deployed again at once, so the
+        service runs while the failure is fixed; the result stays the failure, its evidence
+        saying how the rollback went. Blocks (run it on a worker thread) for as long as the
+        commands and the health check's ``timeout`` take; one deploy of a repository at a
+        time.
 
         Returns:
             the result; a failure's ``evidence`` says what failed in one line (a bad
@@ -357,7 +404,16 @@ class Deployer:
         """
         name = self.name_of(repo)
         with self.lock(name):
-            result = self._deploy(repo, name, commit, story)
+            result = self._told(repo, name, story, self._deploy(repo, name, commit, story))
+            d = self.deployment(name) if not result.ok and rollback else None
+            if d is not None and d.rollback and d.commit == result.commit and d.rollback_to is not None:
+                back = self._told(repo, name, story, self._deploy(repo, name, d.rollback_to, story))
+                how = "it passes" if back.ok else f"that failed too: {back.evidence}"
+                result = replace(result, evidence=f"{result.evidence}; rolled back to {back.commit[:12]}: {how}")
+        return result
+
+    def _told(self, repo: Path, name: str, story: int | None, result: DeployResult) -> DeployResult:
+        """``result``, told in the event log (``deployed`` or ``deploy-failed``) and the log."""
         fields = {"name": name, "repo": str(repo), "commit": result.commit, "story": story, "log": result.log}
         if result.ok:
             append_event(self.home, EventKind.DEPLOYED, **fields, evidence=result.evidence)
@@ -389,7 +445,7 @@ class Deployer:
             False,
             self.clock(),
             story,
-            earlier.last_good if earlier is not None else None,
+            earlier.good if earlier is not None else (),
             found.serve,
             asdict(found.health) if found.health is not None else None,
             found.rollback,
@@ -405,7 +461,7 @@ class Deployer:
         if not run.passed:
             bad = run.failed
             assert bad is not None
-            tail = [line for line in bad.tail if line.strip()]
+            tail = output_of(bad)
             return failed(f"{bad.describe()}" + (f": {tail[-1][:200]}" if tail else "") + f" (log: {logfile})")
         try:
             pane = self._serve(found.serve, name, path, logfile)
@@ -416,7 +472,7 @@ class Deployer:
             _note(logfile, ("passed: " if check.ok else "failed: ") + check.evidence, check.output)
             if not check.ok:
                 return failed(check.evidence + f" (log: {logfile})")
-        record = Deployment(**{**asdict(record), "ok": True, "last_good": sha})
+        record = replace(record, ok=True).passing(sha)
         self._save(record)
         what = [f"{len(run.results)} deploy command(s) passed"]
         if pane is not None:
@@ -485,14 +541,27 @@ class Deployer:
     def _dead(self, name: str) -> str | None:
         """How the service ended, with its last line, when its pane is dead (None: it runs)."""
         try:
-            pane = self.service(name)
+            _, how = self.ended(name)
         except TmuxError as e:
             return f"tmux did not answer: {e}"
-        if pane is not None and not pane.dead:
+        if how is None:
             return None
         lines = self.last_lines(name)
-        how = pane.exit_description() if pane is not None else "its pane is gone"
         return f"the service ended ({how})" + (f": {lines[-1][:200]}" if lines else "")
+
+
+def how_ended(pane: ServicePane | None) -> str | None:
+    """How a service's process ended (``exit status 3``, ``killed by signal 9``, ``its
+    pane is gone``), or None while it runs. A process tmux has not reaped yet (see
+    ../shared/TMUX.md on ``pane-died``) is read from the kernel
+    (:func:`~miyabi.supervision.processes.zombie_exit`)."""
+    if pane is None:
+        return "its pane is gone"
+    if not pane.dead and pane.pid and alive(pane.pid):
+        return None
+    if pane.dead_signal is None and pane.dead_status is None:
+        return zombie_exit(pane.pid, None) or pane.exit_description()
+    return pane.exit_description()
 
 
 def _note(logfile: Path, line: str, more: Iterable[str] = ()) -> None:

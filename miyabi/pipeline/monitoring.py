@@ -33,7 +33,7 @@ from miyabi import defaults
 from miyabi.config.settings import GitHubSettings, WatchdogSettings
 from miyabi.events import EventKind, append_event
 from miyabi.home import Home
-from miyabi.pipeline.deploy import CheckResult, Deployer, Deployment, run_check
+from miyabi.pipeline.deploy import CheckResult, Deployer, Deployment, how_ended, run_check
 from miyabi.pipeline.followups import file_fix
 from miyabi.stopping import Stopped
 from miyabi.supervision.policy import DeathAction, History, on_death
@@ -332,14 +332,16 @@ class Monitor:
     def _keep_serving(self, d: Deployment, sw: ServiceWatch, now: float) -> list[str]:
         """Restart ``d``'s service when its process died, as the watchdog's policy says."""
         pane = self.deployer.service(d.name)
-        if pane is not None and not pane.dead:
+        how = how_ended(pane)
+        if how is None:
+            assert pane is not None
             if pane.pid != sw.pid:
                 sw.pid, sw.started = pane.pid, (now if sw.pid else sw.started)
             return []
         if sw.gave_up is not None:
             return []
         if sw.respawn_at is None:
-            how = pane.exit_description() if pane is not None else "its pane is gone"
+            _, how = self.deployer.ended(d.name)  # its exit status, once tmux recorded it
             decision = on_death(self.watchdog, sw.history, now - sw.started, now, f"the service ended ({how})")
             sw.history.last_reason = decision.reason
             if decision.action == DeathAction.FAIL:
@@ -369,9 +371,9 @@ class Monitor:
         check, its output and the service's last lines)."""
         lines = self.deployer.last_lines(d.name)
         note = ""
-        if d.rollback and d.last_good is not None and d.last_good != d.commit:
-            back = self.deployer.deploy(Path(d.repo), d.last_good, d.story)
-            note = f"miyabi rolled the service back to {d.last_good}, the last commit that passed: " + (
+        if d.rollback and d.rollback_to is not None:
+            back = self.deployer.deploy(Path(d.repo), d.rollback_to, d.story, rollback=False)
+            note = f"miyabi rolled the service back to {d.rollback_to}, the last commit that passed: " + (
                 "it passes again." if back.ok else f"that failed too: {back.evidence}"
             )
         cause, title, body = health_fix(d, result, lines, note)

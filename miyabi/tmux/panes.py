@@ -125,11 +125,16 @@ class Pane:
 
     def exit_description(self) -> str:
         """How a dead pane's program ended, in words (``exit status 1``, ``signal 9``)."""
-        if self.dead_signal is not None:
-            return f"killed by signal {self.dead_signal}"
-        if self.dead_status is not None:
-            return f"exit status {self.dead_status}"
-        return "exited"
+        return exit_words(self.dead_status, self.dead_signal)
+
+
+def exit_words(status: int | None, signal: int | None) -> str:
+    """``killed by signal 9``, ``exit status 1``, or ``exited`` when tmux tells neither."""
+    if signal is not None:
+        return f"killed by signal {signal}"
+    if status is not None:
+        return f"exit status {status}"
+    return "exited"
 
 
 def _int(s: str) -> int | None:

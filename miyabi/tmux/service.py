@@ -13,6 +13,7 @@ only sends SIGHUP, which a server may ignore (see ../shared/TMUX.md).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ import psutil
 from miyabi import defaults
 from miyabi.errors import TmuxError
 from miyabi.tmux.builder import logpipe_command
-from miyabi.tmux.panes import Runner, exact
+from miyabi.tmux.panes import Runner, exact, exit_words
 from miyabi.tmux.runner import Command, escape_format
 
 SERVICE_TAG = "@miyabi_service"
@@ -32,6 +33,9 @@ SERVICE_TAG = "@miyabi_service"
 
 WINDOW_PREFIX = "serve"
 """A service's window is ``serve-<name>``."""
+
+DEAD_LINE = re.compile(r"^Pane is dead( \(|$)")
+"""The line tmux writes into a dead pane (``remain-on-exit on``), not the service's output."""
 
 _SEP = "\x1f"
 _FIELDS = ("pane_id", SERVICE_TAG, "pane_pid", "pane_dead", "pane_dead_status", "pane_dead_signal")
@@ -60,11 +64,7 @@ class ServicePane:
 
     def exit_description(self) -> str:
         """``exit status 1``, ``killed by signal 9`` or ``exited``."""
-        if self.dead_signal is not None:
-            return f"killed by signal {self.dead_signal}"
-        if self.dead_status is not None:
-            return f"exit status {self.dead_status}"
-        return "exited"
+        return exit_words(self.dead_status, self.dead_signal)
 
 
 def _int(text: str) -> int | None:
@@ -166,12 +166,13 @@ def stop_service(runner: Runner, session: str, name: str) -> bool:
 
 def service_screen(runner: Runner, pane: ServicePane, lines: int = defaults.HEALTH_EVIDENCE_LINES) -> list[str]:
     """The last ``lines`` non-blank lines of the service's pane (its screen and
-    scroll-back; a dead pane keeps its last screen), or [] when tmux cannot tell."""
+    scroll-back; a dead pane keeps its last screen, less tmux's own "Pane is dead" line),
+    or [] when tmux cannot tell."""
     try:
         out = runner.run("capture-pane", "-p", "-J", "-S", f"-{max(lines, 1) * 4}", "-t", pane.pane_id)
     except TmuxError:
         return []
-    return [line for line in out if line.strip()][-lines:]
+    return [line for line in out if line.strip() and not DEAD_LINE.match(line)][-lines:]
 
 
 def end_group(pid: int, grace: float = defaults.VERIFY_KILL_GRACE) -> None:

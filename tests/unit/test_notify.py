@@ -161,3 +161,22 @@ def test_a_restart_is_news_only_after_a_controller_that_did_not_stop(tmp_path: P
     append_event(tmp_path, EventKind.CONTROLLER_START, pid=3)  # pid 2 was SIGKILLed
     assert Notifier(tmp_path, store, (hook,), "s").outbox.all()[-1]["kind"] == "controller-restarted"
     assert len(Outbox(tmp_path).all()) == 1
+
+
+def test_deploys_and_failing_services_are_told_once_per_streak() -> None:
+    done = from_event("k", {"event": "deployed", "name": "blog-1a2b3c", "commit": "0123456789abcdef", "story": 4})
+    assert done is not None and done.kind == NoticeKind.DEPLOYED
+    assert done.text == "blog-1a2b3c at 0123456789ab (story 4) is deployed"
+    failing = {"event": "health-failed", "name": "blog", "commit": "ab", "check": "GET http://h/ → 200"}
+    first = from_event("k", {**failing, "evidence": "GET http://h/ answered 500, expected 200", "failures": 1})
+    assert first is not None and first.kind == NoticeKind.HEALTH_FAILED
+    assert first.text == "blog at ab fails GET http://h/ → 200: GET http://h/ answered 500, expected 200"
+    assert from_event("k", {**failing, "failures": 2}) is None  # the same streak: told already
+    gave = from_event("k", {"event": "service-gave-up", "name": "blog", "reason": "exit status 3; 5 restarts"})
+    assert gave is not None and gave.kind == NoticeKind.HEALTH_FAILED and "exit status 3; 5 restarts" in gave.text
+    bad = from_event(
+        "k", {"event": "deploy-failed", "name": "blog", "commit": "ab", "evidence": "deploy: make exited 2"}
+    )
+    assert (
+        bad is not None and bad.kind == NoticeKind.HEALTH_FAILED and bad.text.endswith("failed: deploy: make exited 2")
+    )
