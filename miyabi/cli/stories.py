@@ -82,16 +82,16 @@ def story_new(
 @handles_errors
 def story_ls(json_out: JsonOpt = False, home: HomeOpt = None, socket: SocketOpt = None) -> None:
     """List stories and how far each got."""
-    from miyabi.work.stories import children, stories
+    from miyabi.work.stories import children, landed, stories
 
     store = _store(home_of(home, socket))
     rows, data = [], []
     for s in stories(store):
         kids = children(store, s.id)
-        landed = sum(1 for k in kids if k.state in ("verified", "deployed", "done"))
-        data.append({**s.to_json(), "tasks": len(kids), "landed": landed})
+        done = landed(kids)
+        data.append({**s.to_json(), "tasks": len(kids), "landed": done})
         to_deployed = f"{s.deployed - s.created:.1f}s" if s.deployed is not None else "-"
-        rows.append([str(s.id), str(s.state), f"{landed}/{len(kids)}", str(s.rounds), to_deployed, s.title[:50]])
+        rows.append([str(s.id), str(s.state), f"{done}/{len(kids)}", str(s.rounds), to_deployed, s.title[:50]])
     if json_out:
         output.emit_json(data)
         return

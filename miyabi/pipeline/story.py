@@ -50,9 +50,6 @@ from miyabi.work.stories import Story, StoryState
 
 log = logging.getLogger("miyabi.pipeline.story")
 
-LANDED_CHILD = (TaskState.VERIFIED, TaskState.DEPLOYED, TaskState.DONE)
-"""States of a child whose work is in the base branch."""
-
 
 Deploy = Callable[[Path, str, int], DeployResult]
 """Deploys ``commit`` of ``repo`` for story ``N`` and waits for its health checks
@@ -158,7 +155,7 @@ class StoryKeeper:
 
     def _built(self, story: Story) -> None:
         kids = [k for k in st.children(self.store, story.id) if k.state != TaskState.CANCELLED]
-        if kids and all(k.state in LANDED_CHILD for k in kids):
+        if kids and st.landed(kids) == len(kids):
             st.move(
                 self.store,
                 story.id,
@@ -295,23 +292,37 @@ class StoryKeeper:
         if max_rounds is None or rounds >= max_rounds:
             self._fail(story, evidence, rounds, max_rounds)
             return
-        coder = story.coder
-        fix = self.store.add(
-            f"Fix story {story.id}: {evidence.splitlines()[0] if evidence else 'its deploy failed'}"[:200],
-            f"Story {story.id} ({story.title}) failed its deploy stage, round {rounds} of {max_rounds}:\n\n"
-            f"{evidence}\n\nFix it; miyabi deploys again once your fix is checked and merged.",
-            [],
-            "high",
-        )
-        st.attach(self.store, story.id, [fix.id])
-        st.move(
-            self.store,
-            story.id,
-            StoryState.BUILDING,
-            f"round {rounds} of {max_rounds} failed; fix task {fix.id} for {coder or 'the routes'}",
-            rounds=rounds,
-            evidence=evidence,
-        )
+        with self.store.tx():  # the fix and the story's move: one commit
+            fix = self.store.add(
+                f"Fix story {story.id}: {evidence.splitlines()[0] if evidence else 'its deploy failed'}"[:200],
+                f"Story {story.id} ({story.title}) failed its deploy stage, round {rounds} of {max_rounds}:\n\n"
+                f"{evidence}\n\nFix it; miyabi deploys again once your fix is checked and merged.",
+                [],
+                "high",
+            )
+            st.attach(self.store, story.id, [fix.id])
+            st.move(
+                self.store,
+                story.id,
+                StoryState.BUILDING,
+                f"round {rounds} of {max_rounds} failed; fix task {fix.id} for {story.coder or 'the routes'}",
+                rounds=rounds,
+                evidence=evidence,
+            )
+        self._failed(story, rounds, max_rounds, evidence, fix.id)
+
+    def _fail(self, story: Story, evidence: str, final_round: int, max_rounds: int | None = None) -> None:
+        evidence = evidence[: defaults.STORY_EVIDENCE_CHARS]
+        with self.store.tx():
+            st.move(self.store, story.id, StoryState.FAILED, evidence, rounds=final_round, evidence=evidence)
+            for k in st.children(self.store, story.id):
+                if k.state in (TaskState.VERIFIED, TaskState.DEPLOYED):
+                    first = evidence.splitlines()[0] if evidence else ""
+                    self._set(k.id, TaskState.FAILED, f"its story {story.id} failed: {first}")
+        self._failed(story, final_round, max_rounds, evidence, None)
+
+    def _failed(self, story: Story, rounds: int, max_rounds: int | None, evidence: str, fix: int | None) -> None:
+        """Say so: ``story-failed`` (``final`` without a fix), and the deployer agent is told."""
         append_event(
             self.home,
             EventKind.STORY_FAILED,
@@ -319,34 +330,11 @@ class StoryKeeper:
             round=rounds,
             of=max_rounds,
             evidence=evidence,
-            fix=fix.id,
-            final=False,
+            fix=fix,
+            final=fix is None,
         )
-        self._tell_deployer(
-            story, f"story {story.id}: round {rounds} of {max_rounds} failed; fix task {fix.id} filed.\n{evidence}"
-        )
-
-    def _fail(self, story: Story, evidence: str, final_round: int, max_rounds: int | None = None) -> None:
-        evidence = evidence[: defaults.STORY_EVIDENCE_CHARS]
-        st.move(self.store, story.id, StoryState.FAILED, evidence, rounds=final_round, evidence=evidence)
-        for k in st.children(self.store, story.id):
-            if k.state in (TaskState.VERIFIED, TaskState.DEPLOYED):
-                self._set(
-                    k.id,
-                    TaskState.FAILED,
-                    f"its story {story.id} failed: {evidence.splitlines()[0] if evidence else ''}",
-                )
-        append_event(
-            self.home,
-            EventKind.STORY_FAILED,
-            story=story.id,
-            round=final_round,
-            of=max_rounds,
-            evidence=evidence,
-            fix=None,
-            final=True,
-        )
-        self._tell_deployer(story, f"story {story.id} failed: {evidence}")
+        what = f"round {rounds} of {max_rounds} failed; fix task {fix} filed" if fix is not None else "failed"
+        self._tell_deployer(story, f"story {story.id}: {what}.\n{evidence}")
 
     def _tell_deployer(self, story: Story, text: str) -> None:
         roles = self.layout().roles

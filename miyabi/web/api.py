@@ -533,13 +533,12 @@ def list_stories(request: Request) -> list[dict[str, Any]]:
 
 def stories_of(site: Site) -> list[dict[str, Any]]:
     """Stories, newest first, each with how many tasks it has and how many landed."""
-    from miyabi.work.stories import children, stories
+    from miyabi.work.stories import children, landed, stories
 
     out = []
     for s in reversed(stories(site.store)):
         kids = children(site.store, s.id)
-        landed = sum(1 for k in kids if k.state in LANDED_STATES)
-        out.append({**s.to_json(), "tasks": len(kids), "landed": landed})
+        out.append({**s.to_json(), "tasks": len(kids), "landed": landed(kids)})
     return out
 
 
@@ -562,7 +561,7 @@ def story_of(site: Site, story_id: str) -> dict[str, Any]:
     """
     from miyabi.pipeline.deploy import Deployer
     from miyabi.times import rfc3339
-    from miyabi.work.stories import children, get, history
+    from miyabi.work.stories import LANDED_CHILD, children, get, history, landed
 
     s = get(site.store, story_id)
     kids = children(site.store, s.id)
@@ -584,7 +583,7 @@ def story_of(site: Site, story_id: str) -> dict[str, Any]:
     return {
         **s.to_json(),
         "tasks": len(kids),
-        "landed": sum(1 for k in kids if k.state in LANDED_STATES),
+        "landed": landed(kids),
         "children": [
             {
                 "id": k.id,
@@ -594,17 +593,13 @@ def story_of(site: Site, story_id: str) -> dict[str, Any]:
                 "agent": k.agent,
                 "rounds": k.rounds,
                 "depends_on": site.store.depends_on(k.id),
-                "merged": k.state in LANDED_STATES and k.branch is not None,
+                "merged": k.state in LANDED_CHILD and k.branch is not None,
             }
             for k in kids
         ],
         "history": history(site.store, s.id),
         "deploy": deploy,
     }
-
-
-LANDED_STATES = ("verified", "deployed", "done")
-"""States of a story's task whose work landed."""
 
 
 def task_of(site: Site, ref: str) -> dict[str, Any]:

@@ -46,6 +46,14 @@ class StoryState(StrEnum):
 
 FINISHED_STORIES = (StoryState.DONE, StoryState.FAILED)
 
+LANDED_CHILD = (TaskState.VERIFIED, TaskState.DEPLOYED, TaskState.DONE)
+"""States of a story's task whose work is in the base branch (checked and merged)."""
+
+
+def landed(tasks: Sequence[Task]) -> int:
+    """How many of a story's ``tasks`` landed (:data:`LANDED_CHILD`)."""
+    return sum(1 for t in tasks if t.state in LANDED_CHILD)
+
 
 class StoryError(TaskError):
     """A story cannot be found, or the change asked for is not allowed."""
