@@ -596,9 +596,9 @@ class Controller:
             engine.check_leases(self._processes(), holder_alive)
             parked = self._parked()
             engine.hand_off(parked, lambda name: self._can_take(name, failed))
+            engine.schedule(failed)  # an issue labelled story becomes one first (its manager gets it)
             if self.stories is not None:
-                self.stories.tick()  # before routing: an issue that is a story goes to its manager
-            engine.schedule(failed)
+                self.stories.tick()
             if self.pipeline is not None:
                 self._follow_instances(self.pipeline.tick(failed))
             if self.fixes is not None:

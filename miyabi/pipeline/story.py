@@ -62,8 +62,7 @@ Acceptance = Callable[[Any], list[dict[str, Any]]]
 
 
 class StoryKeeper:
-    """Moves stories on (see the module's docstring), and makes a story of each GitHub
-    issue labelled ``story`` (:func:`~miyabi.work.stories.adopt_issues`).
+    """Moves stories on (see the module's docstring).
 
     Args:
         store: the task store (thread-safe).
@@ -120,8 +119,6 @@ class StoryKeeper:
         roles = self.layout().roles
         if roles is None:
             return  # no roles, no stories: a layout without them leaves its stories as they are
-        if roles.manager is not None:
-            st.adopt_issues(self.store, roles.manager, roles.coder, self.home)
         for story in st.stories(self.store, (StoryState.PLANNING, StoryState.BUILDING)):
             if story.state == StoryState.PLANNING:
                 self._planned(story)

@@ -242,20 +242,18 @@ def test_planning_that_imports_nothing_fails_the_story(store: Store, tmp_path: P
 
 
 def test_an_issue_labelled_story_becomes_a_story_for_the_manager(store: Store, tmp_path: Path) -> None:
-    keeper = keeper_of(tmp_path, store, Stage())
     issue = store.add(
         "Run a blog", "posts", ["status:todo", "story"], source=Source.GITHUB, repo="acme/w", number=5, url="u"
     )
     plain = store.add("A bug", "", ["status:todo"], source=Source.GITHUB, repo="acme/w", number=6)
-    keeper.tick()
-    keeper.tick()  # once only
+    assert [s.id for s in stories.adopt_issues(store, "lead", "coder", tmp_path)] == [1]
+    assert stories.adopt_issues(store, "lead", "coder", tmp_path) == []  # once only
     (story,) = stories.stories(store)
     assert (story.task, story.ref, story.manager, story.title) == (issue.id, "acme/w#5", "lead", "Run a blog")
     planning = store.get(issue.id)
     assert planning.story == story.id and "agent:lead" in planning.labels
     assert planning.body.startswith(f"You manage story {story.id}") and "posts" in planning.body
     assert store.get(plain.id).story is None
-    keeper.close()
 
 
 def test_a_done_story_takes_a_fix_task_and_builds_again(store: Store, tmp_path: Path) -> None:
