@@ -159,9 +159,13 @@ def test_a_story_goes_from_a_sentence_to_a_served_page_and_its_service_is_kept(
     pane = deployer.service(name)
     assert pane is not None and pane.pid > 0
     os.kill(pane.pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        now = deployer.service(name)
+        return now is not None and not now.dead and now.pid != pane.pid
+
+    wait_for(restarted, timeout=30, what="the service's process started again")
     wait_for(lambda: get(f"http://127.0.0.1:{port}/index.html")[0] == 200, timeout=30, what="the service back")
-    back = deployer.service(name)
-    assert back is not None and back.pid != pane.pid
     tasks_before = len(store.query())
     # it keeps failing (its page is gone from the deploy checkout): one fix task, in the story
     (deployer.checkout(repo) / "site" / "index.html").unlink()
