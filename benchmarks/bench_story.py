@@ -17,7 +17,9 @@ less the time some agent or check was busy, which miyabi only waits for:
 
 What is left is the time when nothing but miyabi was in progress: routing, worktrees,
 instances, delivery, the verify gate's and merges' git work, the keeper's passes, the
-deploy's checkout and the wait for the health check.
+deploy's checkout and the wait for the health check. Two parts of it are the story's
+own and are printed apart: the story to its planning task typed into the manager's pane,
+and the last merge to the deploy's health check passed.
 
 Target: under 5 s for 20 tasks. Run:  .venv/bin/python benchmarks/bench_story.py [--tasks 20] [--max 4]
 """
@@ -230,6 +232,10 @@ def main() -> None:
         print(f"story → deployed (wall)            {total:7.2f} s")
         print(f"  agents and checks busy (union)   {waited:7.2f} s")
         print(f"  miyabi's own time                {own:7.2f} s")
+        last_merge = max(at(e) for e in ev if e["event"] == "merged")
+        delivered = min(at(e) for e in ev if e["event"] == "delivered" and e.get("agent") == "lead")
+        print(f"  of which: story → its planning task typed   {delivered - created:5.2f} s")
+        print(f"            last merge → deployed (keeper, deploy, health)   {deployed - last_merge:5.2f} s")
         print(f"target: miyabi's own time < 5 s for {n} tasks: {'met' if own < 5.0 else 'NOT met'}")
         if args.gaps:
             for a, b in gaps(clip(busy, created, deployed), created, deployed)[:15]:
