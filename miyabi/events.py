@@ -182,6 +182,22 @@ class EventKind(StrEnum):
     MERGE_ROLLED_BACK = "merge-rolled-back"
     """A merge that failed its checks or conflicted never landed: ``task``, ``ref``,
     ``base``, ``merge``, ``reason``, ``log``."""
+    APPROVAL_NEEDED = "approval-needed"
+    """A checked merge of a pool with ``approve: required`` waits for a person: ``task``,
+    ``ref``, ``branch``, ``base``, ``commit``, ``merge``."""
+    MERGE_APPROVED = "merge-approved"
+    """A person approved a waiting merge: ``task``, ``commit``, ``by``."""
+    MERGE_REJECTED = "merge-rejected"
+    """A person rejected a waiting merge (back to the agent as a round): ``task``, ``commit``, ``by``, ``reason``."""
+    SELF_UPGRADE = "self-upgrade"
+    """A merge into miyabi's own checkout (``self:``) landed; the controller restarts on
+    it: ``task``, ``repo``, ``base``, ``before``, ``after``."""
+    SELF_UPGRADED = "self-upgraded"
+    """The controller runs the merged code and passed its health probe: ``task``,
+    ``before``, ``after``, ``seconds``, ``evidence``."""
+    SELF_ROLLED_BACK = "self-rolled-back"
+    """The merged code failed its health probe: the base branch went back and the old
+    code runs again: ``task``, ``before``, ``after``, ``evidence``, ``moved_back``, ``fix``."""
     PULL_REQUEST_OPENED = "pull-request-opened"
     """A pull request was opened for a task: ``task``, ``ref``, ``number``, ``url``, ``branch``."""
     PULL_REQUEST_MERGED = "pull-request-merged"
@@ -293,6 +309,10 @@ class NoticeKind(StrEnum):
     HEALTH_FAILED = "health-failed"
     """A deploy failed, or a deployed service began failing its health check (the first
     failure of a streak), or kept dying."""
+    MERGE_WAITING = "merge-waiting"
+    """A checked merge waits for a person (a pool with ``approve: required``)."""
+    SELF_ROLLED_BACK = "self-rolled-back"
+    """miyabi's merged code failed its health probe and was rolled back (``self:``)."""
 
 
 def path_of(home_root: Path) -> Path:

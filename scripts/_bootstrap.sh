@@ -72,6 +72,13 @@ ensure_redis() {
   return 1
 }
 
+ensure_bwrap() {
+  # Debian's bubblewrap, for the sandbox tests (sandboxed agents run in it).
+  command -v bwrap >/dev/null 2>&1 && return 0
+  _apt_install bubblewrap && command -v bwrap >/dev/null 2>&1 && return 0
+  return 1
+}
+
 ensure_chromium() {
   # Debian's headless Chromium and its ChromeDriver, for the dashboard's page tests.
   command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0

@@ -2,12 +2,15 @@
 does not import typer (see ``miyabi.cli.send``), ``hook`` a lighter one still
 (``miyabi.cli.hook``), and ``status``, ``up`` and ``controller`` one for their usual
 command lines (``miyabi.cli.light``); everything else goes through the Typer app
-(``miyabi.cli.root``), whose commands live one module per group. The Typer app also
+(``miyabi.cli.root``), whose commands live one module per group. Inside a sandbox
+(``$MIYABI_CHANNEL`` set) the commands an agent has there go over its own channel
+(``miyabi.cli.channel``). The Typer app also
 has ``send``, ``broadcast`` and ``hook``: for their help, their usage errors and the
 listing in ``miyabi --help``."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -41,6 +44,13 @@ def _load_app() -> Any:
 def main() -> None:
     """Console entry point."""
     argv = sys.argv[1:]
+    channel = os.environ.get("MIYABI_CHANNEL")
+    if channel and argv[:1] != ["hook"]:  # in a sandbox: through the agent's own channel
+        from miyabi.cli.channel import main as via_channel
+
+        rc = via_channel(argv, channel)
+        if rc is not None:
+            sys.exit(rc)
     if argv[:1] == ["hook"] and argv[1:2] not in (["-h"], ["--help"]):
         from miyabi.cli.hook import main as hook
 

@@ -8,7 +8,7 @@ from miyabi.cli import output
 from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, group, handles_errors, resolve_target
 from miyabi.errors import MiyabiError
 
-bus_app = group("bus", "The bus several hosts share: streams, consumer groups, hosts.")
+bus_app = group("bus", "The bus hosts share: streams, consumer groups, hosts.")
 
 
 @bus_app.command("status")

@@ -53,7 +53,7 @@ def up(
     socket: SocketOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Build the session from a layout, or reconcile a running one.
+    """Build a session from a layout, or reconcile a running one.
 
     Agents that run are left alone, a dead agent is respawned in its pane, a missing
     one gets a new pane. Starts the controller in the background (unless one runs)
@@ -195,7 +195,7 @@ def status(
         bool, typer.Option("--all-hosts", help="Also every other host on the bus (bus:) and its agents.")
     ] = False,
 ) -> None:
-    """One row per agent: state, pid, uptime, CPU, memory, restarts.
+    """One row per agent: state, pid, uptime, CPU, RSS, restarts.
 
     Also its window and pane, its command, seconds since its last output and why it
     last died or was restarted. On a terminal each agent is one line, long cells cut

@@ -1,7 +1,8 @@
 """``miyabi hook EVENT [PAYLOAD]``: what an agent CLI runs from its hooks.
 
 It appends one JSON line to ``$MIYABI_HOME/run/hooks/$MIYABI_AGENT.jsonl`` (the
-agent's hook log, which the controller follows) and exits 0 at once, printing
+agent's hook log, which the controller follows; in a sandbox, where the home is
+hidden, it hands the line to the controller over ``$MIYABI_CHANNEL``) and exits 0 at once, printing
 nothing: a hook must never block, slow or fail the agent, and whatever a Claude Code
 hook prints on stdout would become part of the agent's context. It imports nothing
 beyond the standard library (and no more of that than it needs), so the hooks miyabi
@@ -99,6 +100,18 @@ def record(event: str, payload: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
+def _through(path: str, rec: dict[str, Any]) -> None:
+    """Hand ``rec`` to the controller over the agent's channel (see
+    :mod:`miyabi.controller.channels`), waiting at most 2 s for its answer."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2.0)
+        s.connect(path)
+        s.sendall(json.dumps({"op": "hook", "record": rec}, ensure_ascii=False).encode() + b"\n")
+        s.recv(4096)
+
+
 def main(argv: list[str]) -> int:
     """Record one hook event; always returns 0."""
     try:
@@ -113,6 +126,10 @@ def main(argv: list[str]) -> int:
             payload = {}
         if not isinstance(payload, dict):
             payload = {}
+        channel = os.environ.get("MIYABI_CHANNEL")
+        if channel:  # in a sandbox: the home is hidden; the agent's own channel takes it
+            _through(channel, record(event, payload))
+            return 0
         line = json.dumps(record(event, payload), ensure_ascii=False) + "\n"
         d = os.path.join(home, "run", "hooks")
         os.makedirs(d, mode=0o700, exist_ok=True)

@@ -172,6 +172,10 @@ def run_controller(socket: str | None, home: Path | None, layout: str | None) ->
         release_lock(h, lock)
         raise
     controller.run(lock)
+    if controller.upgrading:  # the keep-alive starts it again, on miyabi's merged code
+        from miyabi.controller.keepalive import UPGRADE_EXIT
+
+        raise SystemExit(UPGRADE_EXIT)
 
 
 def _say_dashboard(h: Any, port: int, wait: float = defaults.WEB_UP_WAIT) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from miyabi import defaults
 from miyabi.agents.profiles import Profile
-from miyabi.config.settings import LogSettings, ParkSettings, WatchdogSettings
+from miyabi.config.settings import LogSettings, ParkSettings, SandboxSettings, WatchdogSettings
 from miyabi.errors import LayoutError, Problem
 
 Key = tuple[str | int, ...]
@@ -58,6 +58,8 @@ class Document:
     logs: LogSettings = field(default_factory=LogSettings)
     human_hold: float = defaults.HUMAN_HOLD
     park: ParkSettings = field(default_factory=ParkSettings)
+    sandbox: SandboxSettings | None = None
+    """The layout's ``sandbox:`` (None: none), which agents and pools inherit."""
 
     def line(self, key: Key) -> int | None:
         """The line of ``key``, else of its nearest parent that has one."""

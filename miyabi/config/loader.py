@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,14 @@ import yaml
 from miyabi import defaults
 from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.config.document import Document, Key, check_env, check_keys, key_path, unknown
-from miyabi.config.members import AGENT_KEYS, PROFILE_KEYS, check_profile_fields, validate_agent, validate_pools
+from miyabi.config.members import (
+    AGENT_KEYS,
+    PROFILE_KEYS,
+    check_profile_fields,
+    validate_agent,
+    validate_pools,
+    validate_self,
+)
 from miyabi.config.model import Agent, Layout, Pool, frozen_map
 from miyabi.config.sections import (
     check_park_targets,
@@ -41,11 +49,12 @@ from miyabi.config.sections import (
     validate_report,
     validate_roles,
     validate_routes,
+    validate_sandbox,
     validate_tasks,
     validate_watchdog,
     validate_web,
 )
-from miyabi.config.settings import NAME_RE, ParkSettings, WatchdogSettings
+from miyabi.config.settings import NAME_RE, ParkSettings, SandboxSettings, WatchdogSettings
 from miyabi.errors import LayoutError, Problem
 
 TOP_KEYS = (
@@ -62,6 +71,7 @@ TOP_KEYS = (
     "watchdog",
     "park",
     "budget",
+    "sandbox",
     "routes",
     "github",
     "tasks",
@@ -74,6 +84,7 @@ TOP_KEYS = (
     "bus",
     "human_hold",
     "roles",
+    "self",
 )
 SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -328,6 +339,7 @@ def validate(doc: Document) -> Layout:
     doc.logs = validate_logs(doc, data.get("logs", {}))
     doc.human_hold = validate_hold(doc, ("human_hold",), data.get("human_hold", defaults.HUMAN_HOLD))
     doc.park = ParkSettings().merged(validate_park(doc, ("park",), data.get("park", {})))
+    doc.sandbox = validate_sandbox(doc, ("sandbox",), data.get("sandbox"), None)
     agents_raw = data.get("agents")
     agents = _validate_agents(doc, profiles)
     # Routes may name any agent the file declares: one whose own fields are wrong is
@@ -358,6 +370,9 @@ def validate(doc: Document) -> Layout:
         )
     _check_handoffs(doc, agents, pools, [*declared, *declared_pools])
     roles = validate_roles(doc, data["roles"], declared, declared_pools) if "roles" in data else None
+    self_pool = validate_self(doc, data["self"], declared_pools) if data.get("self") is not None else None
+    secrets = Layout(path=doc.path, session=session, agents=(), github=github, bus=bus, notify=tuple(notify)).secret_env
+    agents = _check_sandboxes(doc, agents, pools, secrets)
     doc.fail_if_problems()
     return Layout(
         path=doc.path.resolve(),
@@ -380,6 +395,7 @@ def validate(doc: Document) -> Layout:
         human_hold=doc.human_hold,
         budget=budget,
         roles=roles,
+        self_pool=self_pool,
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )
 
@@ -398,6 +414,41 @@ def _check_handoffs(doc: Document, agents: list[Agent], pools: list[Pool], names
             check_park_targets(doc, key, member.park.to, names)
             if member.name in member.park.to:
                 doc.problem((*key, "to"), f"{member.name} cannot take over its own tasks; name another agent or pool")
+
+
+def _check_sandboxes(doc: Document, agents: list[Agent], pools: list[Pool], secrets: frozenset[str]) -> list[Agent]:
+    """No sandbox passes one of the layout's secrets in (``sandbox.env``); each
+    sandboxed agent hides the other agents' working directories (``sandbox.hide``).
+    Returns the agents, so completed."""
+    boxes: list[tuple[Key, SandboxSettings | None]] = [(("sandbox",), doc.sandbox)]
+    boxes += [(("agents", a.index, "sandbox"), a.sandbox) for a in agents]
+    boxes += [(("pools", i, "sandbox"), p.sandbox) for i, p in enumerate(pools)]
+    for a in agents:
+        if a.sandbox is not None and a.command.split()[:2] == ["miyabi", "worker"]:
+            doc.problem(
+                ("agents", a.index, "sandbox"),
+                "the built-in worker runs miyabi's own code on the home, which a sandbox hides; "
+                "give it `sandbox: false`",
+            )
+    for key, box in boxes:
+        for name in sorted(set(box.env) & secrets) if box is not None else ():
+            doc.problem(
+                (*key, "env"), f"{name} holds one of the layout's secrets, which never reach an agent; take it out"
+            )
+    out = []
+    for a in agents:
+        if a.sandbox is not None:
+            own = a.cwd
+            others = sorted(
+                {
+                    str(b.cwd)
+                    for b in agents
+                    if b.cwd is not None and b.cwd != own and (own is None or b.cwd not in own.parents)
+                }
+            )
+            a = replace(a, sandbox=replace(a.sandbox, hide=tuple(others)))
+        out.append(a)
+    return out
 
 
 def _validate_agents(doc: Document, profiles: dict[str, Profile | None]) -> list[Agent]:

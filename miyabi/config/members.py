@@ -17,10 +17,23 @@ from miyabi import defaults
 from miyabi.agents.profiles import BUILTIN, OVERRIDABLE, Profile
 from miyabi.config.document import Document, Key, check_env, check_keys, env_str, unknown
 from miyabi.config.model import Agent, PipelineMode, Pool, frozen_map
-from miyabi.config.sections import validate_budget, validate_hold, validate_park, validate_watchdog
-from miyabi.config.settings import NAME_RE
+from miyabi.config.sections import validate_budget, validate_hold, validate_park, validate_sandbox, validate_watchdog
+from miyabi.config.settings import NAME_RE, SandboxSettings
 
-AGENT_KEYS = ("name", "profile", "cwd", "env", "title", "watchdog", "wip", "human_hold", "park", "budget", *OVERRIDABLE)
+AGENT_KEYS = (
+    "name",
+    "profile",
+    "cwd",
+    "env",
+    "title",
+    "watchdog",
+    "wip",
+    "human_hold",
+    "park",
+    "budget",
+    "sandbox",
+    *OVERRIDABLE,
+)
 """Keys of an agent's mapping under ``agents:``."""
 POOL_KEYS = (
     "name",
@@ -34,6 +47,8 @@ POOL_KEYS = (
     "watchdog",
     "park",
     "budget",
+    "approve",
+    "sandbox",
     *OVERRIDABLE,
 )
 PROFILE_KEYS = ("extends", "description", *OVERRIDABLE)
@@ -120,6 +135,13 @@ def _pool(
     watchdog = doc.watchdog.merged(validate_watchdog(doc, (*key, "watchdog"), raw.get("watchdog", {})))
     park = doc.park.merged(validate_park(doc, (*key, "park"), raw.get("park", {})))
     budget = validate_budget(doc, (*key, "budget"), raw.get("budget"))
+    approve = _pool_approve(doc, key, raw.get("approve", "none"))
+    if approve and mode == PipelineMode.GITHUB:
+        doc.problem(
+            (*key, "approve"),
+            "required applies to pipeline: local; with pipeline: github the pull request waits for review",
+        )
+    sandbox = _sandbox(doc, key, raw)
     if len(doc.problems) > before or not isinstance(name, str):
         return None
     return Pool(
@@ -133,6 +155,8 @@ def _pool(
         watchdog=watchdog,
         park=park,
         budget=budget,
+        approve=approve,
+        sandbox=sandbox,
         **kw,
     )
 
@@ -161,6 +185,33 @@ def _pool_mode(doc: Document, key: Key, mode: Any, has_github: bool) -> Any:
             "github needs the layout's `github: {repo: owner/name}` section; add it, or use pipeline: local",
         )
     return mode
+
+
+def _pool_approve(doc: Document, key: Key, raw: Any) -> bool:
+    """A pool's ``approve``: ``required`` (its merges wait for ``miyabi approve-merge``)
+    or ``none`` (the default); a defect recorded otherwise."""
+    if raw in ("required", "none"):
+        return bool(raw == "required")
+    doc.problem(
+        (*key, "approve"),
+        f"{raw!r} must be required (merges wait for `miyabi approve-merge TASK`) or none (they land once checked)",
+    )
+    return False
+
+
+def validate_self(doc: Document, raw: Any, pools: Sequence[str]) -> str | None:
+    """``self: {pool: NAME}``: the pool whose ``repo`` is miyabi's own checkout (its
+    merges upgrade the running controller, behind a health probe); the pool's name, or
+    None with a defect recorded."""
+    if not isinstance(raw, dict):
+        doc.problem(("self",), "must be a mapping such as `{pool: miyabi}` naming the pool that edits miyabi")
+        return None
+    check_keys(doc, ("self",), raw, ("pool",))
+    name = raw.get("pool")
+    if not isinstance(name, str) or name not in pools:
+        doc.problem(("self", "pool"), unknown("pool", name, {p: None for p in pools}))
+        return None
+    return name
 
 
 # ---------------------------------------------------------------- agents
@@ -218,6 +269,7 @@ def validate_agent(
     human_hold = validate_hold(doc, (*key, "human_hold"), raw.get("human_hold", doc.human_hold))
     park = doc.park.merged(validate_park(doc, (*key, "park"), raw.get("park", {})))
     budget = validate_budget(doc, (*key, "budget"), raw.get("budget"))
+    sandbox = _sandbox(doc, key, raw)
     wip = raw.get("wip", 1)
     if type(wip) is not int or wip < 1:
         doc.problem((*key, "wip"), f"{wip!r} must be a whole number of tasks, 1 or more")
@@ -238,7 +290,15 @@ def validate_agent(
         human_hold=human_hold,
         park=park,
         budget=budget,
+        sandbox=sandbox,
     )
+
+
+def _sandbox(doc: Document, key: Key, raw: dict[str, Any]) -> SandboxSettings | None:
+    """A member's ``sandbox:`` over the layout's (absent: the layout's as it is)."""
+    if "sandbox" not in raw:
+        return doc.sandbox
+    return validate_sandbox(doc, (*key, "sandbox"), raw["sandbox"], doc.sandbox)
 
 
 def _agent_name(doc: Document, key: Key, name: Any, i: int, seen: dict[str, int]) -> bool:

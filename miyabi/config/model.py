@@ -22,6 +22,7 @@ from miyabi.config.settings import (
     ReportSettings,
     RolesSettings,
     Route,
+    SandboxSettings,
     TaskSettings,
     WatchdogSettings,
     WebSettings,
@@ -81,6 +82,8 @@ class Agent:
     human_hold: float = defaults.HUMAN_HOLD
     park: ParkSettings = field(default_factory=ParkSettings)
     budget: BudgetSettings | None = None
+    sandbox: SandboxSettings | None = None
+    """How it is enclosed (``sandbox:``, the layout's then its own; None: not at all)."""
 
 
 class PipelineMode(StrEnum):
@@ -112,6 +115,8 @@ class Pool:
         watchdog: restart and hang settings of its instances.
         park: what happens when an instance is parked at a usage limit.
         budget: the budget of all its instances together (``budget``); None: none.
+        approve: its merges wait for a person (``approve: required``; ``miyabi
+            approve-merge TASK`` or the dashboard's Approvals page) once the checks pass.
     """
 
     name: str
@@ -126,6 +131,9 @@ class Pool:
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
     park: ParkSettings = field(default_factory=ParkSettings)
     budget: BudgetSettings | None = None
+    approve: bool = False
+    sandbox: SandboxSettings | None = None
+    """How its instances are enclosed (``sandbox:``; None: not at all)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,8 @@ class Layout:
         budget: the whole ensemble's budget (``budget:``), every agent's use
             together; None: none.
         roles: who carries a story (``roles:``); None: no stories.
+        self_pool: the pool whose repository is miyabi's own checkout (``self: {pool:
+            NAME}``): a merge of its upgrades the controller, behind a health probe.
     """
 
     path: Path
@@ -180,6 +190,7 @@ class Layout:
     human_hold: float = defaults.HUMAN_HOLD
     budget: BudgetSettings | None = None
     roles: RolesSettings | None = None
+    self_pool: str | None = None
 
     @property
     def secret_env(self) -> frozenset[str]:

@@ -13,6 +13,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from miyabi.config.document import Document, Key
 from miyabi.config.loader import read
@@ -200,7 +201,25 @@ def preflight(layout: Layout, base_path: str | None = None) -> None:
             )
         elif not ((pool.repo / ".git").exists() or (pool.repo / "HEAD").is_file()):
             doc.problem((*key, "repo"), f"pool {pool.name!r}: {str(pool.repo)!r} is not a git repository; fix `repo:`")
+    _check_engines(doc, layout)
     doc.fail_if_problems()
+
+
+ENGINE_PACKAGES = {"bwrap": "bubblewrap", "docker": "docker.io", "podman": "podman"}
+"""The Debian package of each sandbox engine's program, named when it is missing."""
+
+
+def _check_engines(doc: Document, layout: Layout) -> None:
+    """Each sandbox's engine (``bwrap``, ``docker``, ``podman``) is on this PATH."""
+    members: list[tuple[Key, Any]] = [(("agents", a.index), a.sandbox) for a in layout.agents]
+    members += [(("pools", i), p.sandbox) for i, p in enumerate(layout.pools)]
+    for key, box in members:
+        if box is not None and shutil.which(str(box.engine)) is None:
+            doc.problem(
+                (*key, "sandbox", "engine"),
+                f"{box.engine} is not installed; install it (apt-get install {ENGINE_PACKAGES[str(box.engine)]}) "
+                "or choose another engine",
+            )
 
 
 def _read_lines_only(path: Path) -> Document:

@@ -6,6 +6,7 @@ defaults), so that one defect never hides another."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from miyabi.config.settings import (
     HOST_RE,
     NAME_RE,
     PARK_KEYS,
+    SANDBOX_KEYS,
     WATCHDOG_KEYS,
     AutoAnswer,
     BudgetPer,
@@ -31,6 +33,9 @@ from miyabi.config.settings import (
     ReportSettings,
     RolesSettings,
     Route,
+    SandboxEngine,
+    SandboxNetwork,
+    SandboxSettings,
     TaskSettings,
     WebSettings,
     parse_duration,
@@ -664,3 +669,63 @@ def validate_roles(doc: Document, spec: Any, agents: Sequence[str], pools: Seque
             else:
                 interval = seconds
     return RolesSettings(found["manager"], found["coder"], found["deployer"], interval)
+
+
+def validate_sandbox(doc: Document, key: Key, spec: Any, base: SandboxSettings | None) -> SandboxSettings | None:
+    """A ``sandbox:`` value at ``key`` over ``base`` (the layout's, for an agent or a
+    pool; None: none): a mapping of ``engine`` (bwrap, docker, podman), ``network``
+    (host, none), ``image`` (needed by docker and podman), ``env`` (variable names) and
+    ``binds`` (absolute paths, read-only); ``true`` for ``base`` or the defaults;
+    ``false`` or null for no sandbox. Defects are recorded; None then."""
+    if spec is None or spec is False:
+        return None
+    start = base if base is not None else SandboxSettings()
+    if spec is True:
+        return start
+    if not isinstance(spec, dict):
+        doc.problem(key, "must be a mapping (for example `sandbox: {engine: bwrap, network: host}`), or false")
+        return None
+    before = len(doc.problems)
+    check_keys(doc, key, spec, SANDBOX_KEYS)
+    out = {k: v for k in spec if k in SANDBOX_KEYS and (v := _sandbox_value(doc, (*key, k), k, spec[k])) is not None}
+    result = start.merged(out)
+    if result.engine != SandboxEngine.BWRAP and result.image is None:
+        doc.problem((*key, "image"), f"engine {result.engine} needs `image:`, the image agents run in")
+    return None if len(doc.problems) > before else result
+
+
+SANDBOX_HINTS = {
+    "engine": "must be bwrap (bubblewrap), docker or podman",
+    "network": "must be host (the host's network) or none",
+    "image": "must be a container image name such as `miyabi-agent:latest`",
+    "env": "must be a list of environment variable names such as [OPENAI_API_KEY]",
+    "binds": "must be a list of absolute paths (bound read-only), such as [/opt/tools]",
+}
+"""What each ``sandbox:`` key takes, said when its value is wrong."""
+
+
+def _sandbox_value(doc: Document, key: Key, name: str, value: Any) -> Any:
+    """The valid value of ``sandbox.<name>``, or None (the defect recorded)."""
+    out: Any = None
+    if name == "engine" and value in tuple(SandboxEngine):
+        out = SandboxEngine(value)
+    elif name == "network" and value in tuple(SandboxNetwork):
+        out = SandboxNetwork(value)
+    elif name == "image" and isinstance(value, str) and value.strip() and not value.startswith("-"):
+        out = value.strip()
+    elif name == "env" and isinstance(value, list) and all(isinstance(n, str) and ENV_KEY_RE.match(n) for n in value):
+        out = tuple(value)
+    elif name == "binds" and isinstance(value, list):
+        paths = [_abs_path(b) for b in value]
+        out = tuple(p for p in paths if p is not None) if all(paths) else None
+    if out is None:
+        doc.problem(key, f"{value!r} {SANDBOX_HINTS[name]}")
+    return out
+
+
+def _abs_path(raw: Any) -> str | None:
+    """``raw`` with ``~`` and variables expanded, if that is an absolute path; else None."""
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    path = os.path.expandvars(os.path.expanduser(raw.strip()))
+    return os.path.normpath(path) if os.path.isabs(path) else None

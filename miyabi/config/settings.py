@@ -33,6 +33,9 @@ PARK_KEYS = ("probe_after", "probe_max", "handoff_after", "to")
 BUDGET_KEYS = ("tokens", "cost_usd", "per")
 """Keys of ``budget:`` in a layout: the whole ensemble's, an agent's, a pool's."""
 
+SANDBOX_KEYS = ("engine", "network", "image", "env", "binds")
+"""Keys of ``sandbox:`` in a layout: the whole ensemble's, an agent's, a pool's."""
+
 DEFAULT_NUDGE = (
     "miyabi watchdog: you have printed nothing for a while and do not look ready for input. "
     "If you are stuck, stop and say what blocks you; if you are working, print a short progress line."
@@ -446,3 +449,55 @@ class AutoAnswer:
 def auto_answer(rules: Sequence[AutoAnswer], agent: str, question: str) -> AutoAnswer | None:
     """The first rule that answers ``agent``'s ``question``, or None (a person must)."""
     return next((r for r in rules if r.applies(agent, question)), None)
+
+
+# ---------------------------------------------------------------- sandbox
+
+
+class SandboxEngine(StrEnum):
+    """What encloses a sandboxed agent (``sandbox.engine``)."""
+
+    BWRAP = "bwrap"
+    """Bubblewrap (Debian's ``bubblewrap``): namespaces, no daemon; the default."""
+    DOCKER = "docker"
+    """A Docker container of ``sandbox.image``, the same binds through ``-v``."""
+    PODMAN = "podman"
+    """A Podman container of ``sandbox.image``, as Docker."""
+
+
+class SandboxNetwork(StrEnum):
+    """What network a sandboxed agent sees (``sandbox.network``)."""
+
+    HOST = "host"
+    """The host's network (its model provider is reachable)."""
+    NONE = "none"
+    """A network namespace of its own with loopback only."""
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """How an agent is enclosed (layout ``sandbox:``, then the pool's, then the agent's
+    own; see docs/security.md).
+
+    Attributes:
+        engine: bwrap (the default), docker or podman.
+        network: host or none.
+        image: the container image (docker and podman only).
+        env: names of variables passed in from the pane's environment when set, on
+            top of the layout's ``env`` and those the profile's CLI needs (its API key).
+        binds: absolute paths bound read-only into the sandbox (a CLI installed under
+            a hidden home, a shared cache).
+        hide: the working directories of the layout's other agents (filled by the
+            loader): they are hidden from this one.
+    """
+
+    engine: SandboxEngine = SandboxEngine.BWRAP
+    network: SandboxNetwork = SandboxNetwork.HOST
+    image: str | None = None
+    env: tuple[str, ...] = ()
+    binds: tuple[str, ...] = ()
+    hide: tuple[str, ...] = ()
+
+    def merged(self, overrides: dict[str, Any]) -> SandboxSettings:
+        """A copy with a member's own values for some keys."""
+        return replace(self, **overrides)

@@ -35,7 +35,8 @@ from miyabi import defaults
 from miyabi.backoff import Backoff
 from miyabi.bus.bridge import BusBridge
 from miyabi.config.model import Agent, Layout, PipelineMode, layout_change
-from miyabi.controller import requests
+from miyabi.controller import requests, upgrade
+from miyabi.controller.channels import Channels
 from miyabi.controller.locks import HeldLock
 from miyabi.controller.process import LOCKFILE, release_lock, take_lock
 from miyabi.controller.view import record_running
@@ -53,6 +54,7 @@ from miyabi.messaging.watch import InboxWatcher, rescan
 from miyabi.notify.notifier import Notifier
 from miyabi.pipeline.deploy import Deployer, run_check
 from miyabi.pipeline.followups import FollowUps
+from miyabi.pipeline.gate import SelfMerge
 from miyabi.pipeline.instances import release_pools
 from miyabi.pipeline.monitoring import FixFiler, Monitor
 from miyabi.pipeline.runner import Pipeline
@@ -156,6 +158,8 @@ class Controller:
         self.stories: StoryKeeper | None = None
         """Carries each story from its plan to a deployed, checked service (made with the store)."""
         self.watcher: InboxWatcher | None = None
+        self.channels: Channels | None = None
+        """Serves the sandboxed agents' own channels (made with the store)."""
         self.kick = threading.Event()
         """Set when the task store may have changed (any process wrote it), and on
         stop: the main loop then acts at once instead of at its next tick."""
@@ -166,6 +170,11 @@ class Controller:
         self._signal_fd: int | None = None
         self._lock: HeldLock | None = None
         """The home's controller lock, once this controller holds it."""
+        self.code: dict[str, Any] = {}
+        """Where this controller's code comes from (:func:`~miyabi.controller.upgrade.code_origin`)."""
+        self.upgrading = False
+        """Set when it stops to run miyabi's merged code (``self:``): it then exits with
+        :data:`~miyabi.controller.keepalive.UPGRADE_EXIT`."""
 
     # -- wiring callbacks
 
@@ -197,6 +206,11 @@ class Controller:
         return respawn_agent(
             self.channel, agent, pane_id, self.home, self.tmux.socket, self.cwd, self.layout.secret_env, resume
         )
+
+    def _pane_pid(self, agent: str) -> int | None:
+        """The pid of ``agent``'s pane's program, when its pane is known and live."""
+        pane = self.panes.get(agent)
+        return pane.pid if pane is not None and pane.pid and not pane.dead else None
 
     def _restart_request(self, agent: str) -> bool:
         if self.supervisor is None or agent not in self.supervisor.agents:
@@ -249,7 +263,13 @@ class Controller:
         """The pipeline, made the first time the layout has pools (at start, or a reload)."""
         if self.pipeline is None:
             self.pipeline = Pipeline(
-                engine.store, self.layout, self.home.root, engine.dispatch, self._gh, changed=self.kick.set
+                engine.store,
+                self.layout,
+                self.home.root,
+                engine.dispatch,
+                self._gh,
+                changed=self.kick.set,
+                on_self_merge=self._self_merged,
             )
         return self.pipeline
 
@@ -378,6 +398,7 @@ class Controller:
             self._stop_on_signals()
         append_event(self.home.root, EventKind.CONTROLLER_START, pid=os.getpid(), session=self.layout.session)
         log.info("controller %d started for home %s", os.getpid(), self.home.root)
+        self.code = upgrade.record_code(self.home.run, os.getpid())
         store = Store.of_home(self.home.root)
         gh = (
             client_for(self.layout.github, self.home.root, sleep=self.sleep, stats=True) if self.layout.github else None
@@ -415,6 +436,11 @@ class Controller:
             # the pool instances that were running (before a restart) are agents from the start
             self._set_layout(self.layout.with_instances(self._ensure_pipeline(engine).agents()))
             engine.adopt(self.layout)
+        channels = self.channels = Channels(
+            self.home.root, store, lambda: self.layout.names, lambda: self.layout.max_body, self._pane_pid
+        )
+        channels.sync(self.layout.agents)
+        self._start(functools.partial(channels.serve, self.stop), "channels")
         watcher = self.watcher = InboxWatcher(self.home.queue, self._wake)
         watcher.start()
         for agent in self.layout.agents:
@@ -456,6 +482,7 @@ class Controller:
             self._close_workers()
             supervisor.close()
             watcher.stop()
+            channels.close()
             self.channel.close()
             if gh is not None:
                 gh.close()  # saves the last GitHub counts for /metrics
@@ -509,6 +536,7 @@ class Controller:
                 self._restart_request,
                 self._reload,
                 self.budgets.raise_budget if self.budgets is not None else None,
+                self._probe_answer,
             )
             if time.time() >= pace.paused_until:
                 self._pass(engine, supervisor, pace)
@@ -618,6 +646,58 @@ class Controller:
             pace.seen, pace.paused_until = None, time.time() + defaults.SCHEDULE_ERROR_PAUSE
             pace.next_pass = pace.paused_until
 
+    # -- upgrading itself (self: {pool})
+
+    def _self_merged(self, merge: SelfMerge) -> None:
+        """A merge into miyabi's own checkout landed (a pipeline thread): record the
+        upgrade and stop, to be started again on the new code by the keep-alive (see
+        :mod:`miyabi.controller.upgrade`). Without a keep-alive (systemd, or by hand),
+        the new code runs at the next start."""
+        from miyabi.controller import keepalive
+
+        up = {
+            "task": merge.task,
+            "repo": str(merge.repo),
+            "base": merge.base,
+            "before": merge.before,
+            "after": merge.after,
+            "time": time.time(),
+            "state": "pending",
+        }
+        kept = keepalive.running_pid(self.home.run) is not None
+        upgrade.write_upgrade(self.home.run, up if kept else {**up, "state": "at-next-start"})
+        append_event(
+            self.home.root,
+            EventKind.SELF_UPGRADE,
+            **{k: v for k, v in up.items() if k not in ("state", "time")},
+            restart=kept,
+        )
+        if not kept:
+            log.warning(
+                "miyabi's checkout moved to %s; no keep-alive runs: restart the controller to run it", merge.after
+            )
+            return
+        log.info("miyabi's checkout moved to %s (task %d); restarting on it", merge.after, merge.task)
+        self.upgrading = True
+        self.stop.set()
+
+    def _probe_answer(self) -> str | None:
+        """The answer to the upgrade's health probe (None: not yet, tmux has not
+        answered): the commit of its code and, per agent, whether the watchdog
+        supervises it and its deliverer's thread runs."""
+        if not self._started or self.supervisor is None:
+            return None
+        alive = {t.name for t in self._threads if t.is_alive()}
+        watching = "watchdog" in alive
+        agents = {
+            a.name: {
+                "supervised": watching and a.name in self.supervisor.agents,
+                "delivering": f"deliver-{a.name}" in alive,
+            }
+            for a in self.layout.agents
+        }
+        return upgrade.probe_answer(self.code.get("commit"), agents)
+
     def _record_cpu(self) -> None:
         """Each live agent's CPU use since the last record, for ``miyabi status``."""
         live = {n: p.pid for n, p in self.panes.all().items() if not p.dead and p.pid}
@@ -655,6 +735,8 @@ class Controller:
 
     def _set_layout(self, new: Layout) -> None:
         self.layout = new
+        if self.channels is not None:
+            self.channels.sync(new.agents)
         self.intros.layout = new
         self.keeper.layout = new
         self._record_running()

@@ -46,6 +46,11 @@ STATE_FILE = "keepalive.json"
 STOPPED = "stopped"
 """``run/stopped``, left by ``miyabi down`` (see :mod:`miyabi.supervision.keeper`)."""
 
+UPGRADE_EXIT = 75
+"""The controller's exit status when a merge into miyabi's own checkout landed
+(``self:``): the keep-alive starts it again at once, on the new code, and probes it
+(see :mod:`miyabi.controller.upgrade`)."""
+
 
 def read_state(run: Path) -> dict[str, Any]:
     """What the keep-alive recorded ({} when nothing or unreadable)."""
@@ -166,6 +171,10 @@ class KeepAlive:
                     self.child = None
                     if child.returncode == 0 or self._gone():
                         break  # stopped on purpose
+                    if child.returncode == UPGRADE_EXIT:
+                        self._upgrade_safely(wake_r)
+                        born, young = time.monotonic(), 0
+                        continue
                     lived = time.monotonic() - born
                     young = young + 1 if lived < defaults.KEEPALIVE_STABLE else 0
                     self._record_death(child, lived)
@@ -196,6 +205,57 @@ class KeepAlive:
             self._stop_child()
             lock.release()
         return 0
+
+    def _upgrade_safely(self, wake_r: int) -> None:
+        """:meth:`_upgrade`, whatever goes wrong in it: said on standard error (the
+        controller's log), and a controller runs afterwards."""
+        try:
+            self._upgrade(wake_r)
+        except Exception:  # the keep-alive outlives any failure of an upgrade
+            import logging  # no handler set up here: Python's last resort writes it to stderr, the log
+
+            logging.getLogger("miyabi.keepalive").exception("keep-alive: the upgrade failed")
+            if self.child is None or self.child.poll() is not None:
+                self._spawn()
+                self._save()
+
+    def _upgrade(self, wake_r: int) -> None:
+        """The controller exited to run miyabi's merged code: start it (the new code),
+        probe it, and on a failed probe stop it, roll the merge back and start it again
+        on the old code (see :mod:`miyabi.controller.upgrade`)."""
+        from miyabi.controller import upgrade
+        from miyabi.events import EventKind, append_event
+
+        up = upgrade.read_upgrade(self.run_dir)
+        self.restarts.append({"time": time.time(), "reason": f"upgrade to {str(up.get('after'))[:12]}"})
+        self._spawn()
+        self._save()
+        child = self.child
+        if up.get("state") != "pending" or child is None:
+            return
+        began = time.monotonic()
+        ok, evidence = upgrade.probe(self.home, child, str(up["after"]), lambda s: self._pause(s, wake_r), self._gone)
+        if self._gone():
+            return
+        fields = {k: up.get(k) for k in ("task", "before", "after")}
+        if ok:
+            upgrade.write_upgrade(self.run_dir, {**up, "state": "upgraded", "evidence": evidence})
+            append_event(
+                self.home,
+                EventKind.SELF_UPGRADED,
+                **fields,
+                seconds=round(time.monotonic() - began, 3),
+                evidence=evidence,
+            )
+            return
+        self._stop_child()
+        self.child = None
+        moved, said = upgrade.roll_back(self.home, up, evidence)
+        upgrade.write_upgrade(self.run_dir, {**up, "state": "rolled-back", "evidence": evidence, "rollback": said})
+        append_event(self.home, EventKind.SELF_ROLLED_BACK, **fields, evidence=evidence, moved_back=moved, fix=said)
+        self.restarts.append({"time": time.time(), "reason": f"rolled back: {evidence}"})
+        self._spawn()
+        self._save()
 
     def _record_death(self, child: subprocess.Popen[bytes], lived: float) -> None:
         """Note a controller of ours that died after ``lived`` seconds."""

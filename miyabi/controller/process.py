@@ -218,8 +218,10 @@ def status(home: Home, now: float | None = None) -> dict[str, Any]:
     """The controller as ``miyabi status`` shows it: ``running``, ``pid``, ``uptime``
     (seconds), ``kept_alive`` (a keep-alive watches it), ``restarts`` (how many the
     keep-alive made), ``last_restart`` (RFC 3339) and ``last_reason``; ``fix``, the
-    command that starts it, when it does not run."""
+    command that starts it, when it does not run; ``code``, where its code comes from
+    (``path``, ``checkout``, ``commit``: see :func:`~miyabi.controller.upgrade.record_code`)."""
     from miyabi.controller import keepalive
+    from miyabi.controller.upgrade import read_code
     from miyabi.supervision.processes import proc_stat, started_at
     from miyabi.times import rfc3339
 
@@ -240,6 +242,7 @@ def status(home: Home, now: float | None = None) -> dict[str, Any]:
         "last_restart": rfc3339(last["time"]) if isinstance(last.get("time"), (int, float)) else None,
         "last_reason": last.get("reason"),
         "fix": None if pid is not None else _up_command(home),
+        "code": read_code(home.run, pid) if pid is not None else None,
     }
 
 

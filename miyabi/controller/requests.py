@@ -27,6 +27,7 @@ log = logging.getLogger("miyabi.controller")
 RESTART = "restart-"
 RELOAD = "reload"
 RAISE = "budget-"
+PROBE = "probe-"
 DONE = "done-"
 
 
@@ -37,7 +38,7 @@ def requests_dir(home: Home) -> Path:
 def pending(home: Home) -> bool:
     """Whether a request waits for the controller."""
     d = requests_dir(home)
-    return d.is_dir() and any(p.name.startswith((RESTART, RAISE)) or p.name == RELOAD for p in d.iterdir())
+    return d.is_dir() and any(p.name.startswith((RESTART, RAISE, PROBE)) or p.name == RELOAD for p in d.iterdir())
 
 
 def request_restart(home: Home, agent: str, wait: float = defaults.REQUEST_WAIT) -> None:
@@ -145,15 +146,25 @@ def serve(
     restart: Callable[[str], bool],
     reload: Callable[[], str] | None = None,
     raise_budget: Callable[[str, int | None, float | None], str] | None = None,
+    probe: Callable[[], str | None] | None = None,
 ) -> None:
     """Carry out the waiting requests (the controller's side). ``restart(agent)``
     returns whether it worked (False for an agent it does not know); ``reload()``
     returns what it did, or raises MiyabiError saying why it did not; so does
-    ``raise_budget(scope, tokens, cost_usd)``."""
+    ``raise_budget(scope, tokens, cost_usd)``; ``probe()`` returns the answer to an
+    upgrade's health probe (``probe-<id>``, from the keep-alive: see
+    :mod:`miyabi.controller.upgrade`), or None when it cannot answer yet (the request
+    waits)."""
     d = requests_dir(home)
     if not d.is_dir():
         return
     for req in sorted(d.iterdir()):
+        if req.name.startswith(PROBE) and probe is not None:
+            answer = probe()
+            if answer is not None:
+                write_atomic(d / f"{DONE}{req.name}", answer)
+                req.unlink(missing_ok=True)
+            continue
         if req.name.startswith(RAISE) and raise_budget is not None:
             _serve_raise(home, req, raise_budget)
             continue

@@ -110,6 +110,26 @@ def from_event(key: str, e: dict[str, Any]) -> Notice | None:
         )
     if kind in (EventKind.DEPLOYED, EventKind.DEPLOY_FAILED, EventKind.HEALTH_FAILED, EventKind.SERVICE_GAVE_UP):
         return deploy_notice(key, e)
+    if kind == EventKind.APPROVAL_NEEDED:
+        return Notice(
+            key,
+            NoticeKind.MERGE_WAITING,
+            f"merge of {e.get('ref') or 'a task'} waits for approval",
+            f"task {e.get('ref') or e.get('task')} passed its checks; its merge into {e.get('base')} waits: "
+            f"`miyabi approve-merge {e.get('task')}` or the dashboard's Approvals page",
+            None,
+            e,
+        )
+    if kind == EventKind.SELF_ROLLED_BACK:
+        return Notice(
+            key,
+            NoticeKind.SELF_ROLLED_BACK,
+            "miyabi's upgrade rolled back",
+            f"the merge of task {e.get('task')} failed the health probe: {str(e.get('evidence') or '')[:300]}; "
+            f"{e.get('fix') or 'no fix task'}",
+            None,
+            e,
+        )
     if kind == EventKind.PULL_REQUEST_OPENED:
         return Notice(
             key,

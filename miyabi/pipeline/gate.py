@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from miyabi import defaults
@@ -19,6 +20,7 @@ from miyabi.events import EventKind, append_event
 from miyabi.files import private_dir
 from miyabi.messaging.mailbox import enqueue, make
 from miyabi.pipeline import convention as conv
+from miyabi.pipeline.approvals import Approval, Approvals, ApprovalState
 from miyabi.pipeline.followups import file_fix
 from miyabi.pipeline.git import GitError, Repository
 from miyabi.pipeline.locks import RepoLocks
@@ -66,6 +68,18 @@ def results_text(run: Run) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class SelfMerge:
+    """A merge that landed in the self pool's repository (``self: {pool: NAME}``):
+    miyabi's own checkout moved from ``before`` to ``after``."""
+
+    task: int
+    repo: Path
+    base: str
+    before: str
+    after: str
+
+
 class Gate:
     """The verify gate of one controller's pipeline.
 
@@ -78,6 +92,8 @@ class Gate:
         stop: set when the controller stops (running checks end).
         track: where running checks' process groups are recorded.
         gh: the GitHub client, for ``pipeline: github``.
+        on_self_merge: called (in the worker thread) when a merge of the self pool
+            landed: the controller then upgrades itself.
     """
 
     def __init__(
@@ -89,9 +105,12 @@ class Gate:
         stop: threading.Event,
         track: Path,
         gh: GitHub | None = None,
+        on_self_merge: Callable[[SelfMerge], None] | None = None,
     ) -> None:
         self.store = store
         self.records = Records(store)
+        self.approvals = Approvals(store)
+        self.on_self_merge = on_self_merge
         self.layout = layout
         self.home = home_root
         self.locks = locks
@@ -127,6 +146,8 @@ class Gate:
             if pool.pipeline == PipelineMode.GITHUB:  # the pull request carries the ticked box
                 tick_box(t, pool, record.path, self.layout.secret_env)
             sha = work.sha("HEAD")
+        if pool.approve and not self._approval_lets_check(t, sha, found, record.path):
+            return
         round_ = t.rounds + 1
         logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}.log"
         header = [
@@ -337,6 +358,8 @@ class Gate:
                 with self.locks.repo(pool.repo):
                     if not self._still(t.id, worktree, sha, found.max_rounds):
                         return  # cancelled, or the agent committed more, while the merge was checked: it never lands
+                    if pool.approve and not self._approved(t, pool, base, sha, landed, run, round_):
+                        return  # waits for a person; the base branch stays where it is
                     repo.advance(base, landed, old)
                     self.records.landed(pool.repo, base, landed)
             finally:
@@ -360,6 +383,67 @@ class Gate:
             merge=landed,
             results=results_text(run),
         )
+        if pool.name == self.layout.self_pool and self.on_self_merge is not None:
+            self.on_self_merge(SelfMerge(t.id, pool.repo, base, old, landed))
+
+    def _approval_lets_check(self, t: Task, sha: str, found: conv.Convention, worktree: Path) -> bool:
+        """For a pool with ``approve: required``: whether the checks run on ``sha`` now.
+        Not while its merge waits for a person; a rejection goes back to the agent as a
+        failed round; an approval (of this very commit) lets it be checked and land; a
+        decision about an earlier commit is void."""
+        a = self.approvals.get(t.id)
+        if a is None:
+            return True
+        if a.sha != sha:
+            self.approvals.clear(t.id)
+            return True
+        if a.state == ApprovalState.WAITING:
+            return False
+        if a.state == ApprovalState.REJECTED:
+            self.approvals.clear(t.id)
+            why = f"{a.by or 'a person'} rejected the merge: {a.reason or 'no reason given'}"
+            run = Run(
+                results=[StepResult(conv.Step("approval", "a person's review of the merge", 0), 1, 0.0, tail=(why,))]
+            )
+            round_ = t.rounds + 1
+            logfile = self.home / "logs" / "verify" / f"{t.id}-{round_}-rejected.log"  # beside its checks' log
+            run_steps([], worktree, logfile, {}, header=[f"task {t.ref} round {round_}: {why} ({sha[:12]})"])
+            self._round_failed(t, run, found, round_, logfile)
+            return False
+        return True
+
+    def _approved(self, t: Task, pool: Pool, base: str, sha: str, merge: str, run: Run, round_: int) -> bool:
+        """Whether a person approved landing ``sha``; when not, its merge now waits for
+        one (recorded once per commit, with the event ``approval-needed``)."""
+        a = self.approvals.get(t.id)
+        if a is not None and a.sha == sha and a.state == ApprovalState.APPROVED:
+            return True
+        assert t.branch is not None
+        logs = self.home / "logs" / "verify"
+        asked = Approval(
+            task=t.id,
+            repo=pool.repo,
+            branch=t.branch,
+            base=base,
+            sha=sha,
+            merge=merge,
+            logs=(str(logs / f"{t.id}-{round_}.log"), str(logs / f"{t.id}-{round_}-merged.log")),
+            results=tuple(results_text(run)),
+            state=ApprovalState.WAITING,
+            asked=self.store.clock(),
+        )
+        if self.approvals.ask(asked):
+            append_event(
+                self.home,
+                EventKind.APPROVAL_NEEDED,
+                task=t.id,
+                ref=t.ref,
+                branch=t.branch,
+                base=base,
+                commit=sha,
+                merge=merge,
+            )
+        return False
 
     def _stage(
         self, t: Task, base: str, staging: Path, logfile: Path, found: conv.Convention, round_: int, sha: str, old: str

@@ -274,3 +274,37 @@ class Repository:
             return
         with _errors(f"{self.path}: moving {branch} (it moved meanwhile?)"):
             self._run("update-ref", f"refs/heads/{branch}", new, old)
+
+    def retreat(self, branch: str, old: str, new: str) -> None:
+        """Move ``branch`` back from ``new`` to ``old`` (an ancestor): :meth:`advance`
+        in reverse. Where it is checked out, by ``git reset --keep`` there (which keeps
+        that worktree's files in step), refused when the worktree has local changes
+        to tracked files; else by a compare-and-swap of the ref, so a branch that moved
+        meanwhile is never overwritten.
+
+        Raises:
+            GitError: it moved meanwhile, or its checkout has local changes.
+        """
+        where = self.worktree_of(branch)
+        if where is not None:
+            wt = Repository(where, self.hide)
+            if wt.sha("HEAD") != new:
+                raise GitError(f"{branch} moved since {new[:12]} landed; it was not moved back")
+            with _errors(f"{where}: reading its status"):
+                changed = bool(wt.g.status("--porcelain", "--untracked-files=no"))
+            if changed:
+                raise GitError(
+                    f"{where} has local changes; {branch} was not moved back to {old[:12]} "
+                    "(commit or stash them, then run: git reset --keep " + old[:12] + ")"
+                )
+            with _errors(f"{where}: moving {branch} back"):
+                wt._run("reset", "--keep", "--quiet", old)
+            return
+        with _errors(f"{self.path}: moving {branch} back (it moved meanwhile?)"):
+            self._run("update-ref", f"refs/heads/{branch}", old, new)
+
+    def diff(self, base: str, head: str) -> str:
+        """``git diff base...head``: what ``head`` changed since its merge base with ``base``."""
+        with _errors(f"{self.path}: diffing {base}...{head}"):
+            out: str = self.g.diff(f"{base}...{head}")
+        return out

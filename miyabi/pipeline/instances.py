@@ -90,6 +90,7 @@ def instance_agents(records: Records, layout: Layout) -> tuple[Agent, ...]:
                 logs=layout.logs,
                 human_hold=layout.human_hold,
                 park=pool.park,
+                sandbox=pool.sandbox,
                 continues=records.predecessor(inst),
             )
         )

@@ -34,7 +34,7 @@ from miyabi.events import EventKind, append_event
 from miyabi.files import private_dir
 from miyabi.pipeline import convention as conv
 from miyabi.pipeline.cleanup import remove_merged
-from miyabi.pipeline.gate import Gate, convention_at_base
+from miyabi.pipeline.gate import Gate, SelfMerge, convention_at_base
 from miyabi.pipeline.git import GitError, Repository
 from miyabi.pipeline.instances import branch_for, instance_agents, instance_name, release_pools
 from miyabi.pipeline.locks import RepoLocks
@@ -62,6 +62,7 @@ class Pipeline:
         gh: the GitHub client, for ``pipeline: github``.
         changed: called from a worker thread when the main loop has something to do
             (an instance became ready, a verify ended).
+        on_self_merge: called when a merge of the self pool (``self:``) landed.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class Pipeline:
         gh: GitHub | None = None,
         changed: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        on_self_merge: Callable[[SelfMerge], None] | None = None,
     ) -> None:
         self.store = store
         self.records = Records(store)
@@ -95,7 +97,7 @@ class Pipeline:
         self.failures: dict[str, int] = {}
         """Job key → how many times in a row it failed."""
         self.locks = RepoLocks(home_root)
-        self.gate = Gate(store, layout, home_root, self.locks, self.stop, self.track, gh)
+        self.gate = Gate(store, layout, home_root, self.locks, self.stop, self.track, gh, on_self_merge)
 
     def adopt(self, layout: Layout) -> None:
         """Work by a changed layout (:func:`release_pools`)."""

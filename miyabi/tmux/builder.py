@@ -24,8 +24,10 @@ from pathlib import Path
 from miyabi import defaults
 from miyabi.agents.hooks import hook_options, with_options
 from miyabi.agents.profiles import resume_words
+from miyabi.config import sandbox
 from miyabi.config.model import Agent, Layout
 from miyabi.config.preflight import agent_path, exec_line
+from miyabi.config.settings import SandboxSettings
 from miyabi.errors import HomeGone, SessionConflict, SessionNotFound, TmuxError
 from miyabi.files import private_file
 from miyabi.home import Home
@@ -188,19 +190,30 @@ def spawn_args(
     any window the user opens) would inherit one agent's values, and tmux 3.3a
     replaces a PATH given with ``-e`` by the client's (both measured). env(1) execs
     the shell, which execs the agent: one pid throughout."""
-    env = [f"{k}={v}" for k, v in agent_env(agent, home, socket).items()]
+    given = agent_env(agent, home, socket)
+    env = [f"{k}={v}" for k, v in given.items()]
     # Secrets the controller uses never reach an agent (should the tmux server hold them).
     unset = [w for var in sorted(hide) for w in ("-u", var)]
-    return [
-        "-c",
-        escape_format(str(agent.cwd or cwd)),
-        "env",
-        *unset,
-        *env,
-        "/bin/sh",
-        "-c",
-        exec_line(launch_line(agent, home, resume)),
-    ]
+    workdir = agent.cwd or cwd
+    line = exec_line(launch_line(agent, home, resume))
+    if agent.sandbox is not None:
+        line = sandboxed(agent, agent.sandbox, given, home, workdir, line)
+    return ["-c", escape_format(str(workdir)), "env", *unset, *env, "/bin/sh", "-c", line]
+
+
+def sandboxed(
+    agent: Agent, settings: SandboxSettings, env: dict[str, str], home: Home, workdir: Path, line: str
+) -> str:
+    """``line`` (what ``/bin/sh -c`` runs for the agent) run in the agent's sandbox
+    (see :mod:`miyabi.config.sandbox`), whose directories are made first.
+
+    Raises:
+        OSError: the sandbox's directories cannot be made.
+    """
+    hooks = home.run / "hooks" / agent.name if agent.profile.hooks == "claude" else None
+    box = sandbox.plan(agent, settings, env, home.root, workdir, hooks)
+    sandbox.prepare(box)
+    return sandbox.box_line(box, line)
 
 
 def pane_setup(agent: Agent, home: Home, target: Sequence[str] = ()) -> list[Command]:

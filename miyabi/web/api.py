@@ -43,6 +43,7 @@ from miyabi.web.models import (
     Event,
     Frame,
     Hosts,
+    Merge,
     Message,
     Sent,
     Story,
@@ -394,6 +395,70 @@ def approvals_of(site: Site) -> dict[str, Any]:
         if e.get("event") == EventKind.APPROVAL:
             answers.append(e)
     return {"waiting": waiting_, "answers": list(reversed(answers))}
+
+
+# -- merges waiting for a person (approve: required)
+
+
+@router.get(
+    "/merges",
+    response_model=list[Merge],
+    responses=errors(503),
+    summary="Checked merges waiting for a person, with their diff and check results",
+)
+def merges(request: Request) -> list[dict[str, Any]]:
+    return merges_of(site_of(request))
+
+
+def merges_of(site: Site) -> list[dict[str, Any]]:
+    """The merges waiting for a person, oldest first: each approval's fields (see
+    :meth:`~miyabi.pipeline.approvals.Approval.to_json`), its ``diff`` (its first
+    ``defaults.WEB_MERGE_DIFF_BYTES``) and ``checks`` (each verify log's last
+    ``defaults.WEB_MERGE_LOG_BYTES``, by path)."""
+    from miyabi.pipeline.approvals import waiting
+
+    out = []
+    for a in waiting(site.home.root):
+        checks = {}
+        for log in a.logs:
+            try:
+                with open(log, "rb") as f:
+                    f.seek(0, os.SEEK_END)
+                    f.seek(max(0, f.tell() - defaults.WEB_MERGE_LOG_BYTES))
+                    checks[log] = f.read().decode(errors="replace")
+            except OSError as e:
+                checks[log] = f"(unreadable: {e.strerror or e})"
+        out.append({**a.to_json(), "diff": a.diff()[: defaults.WEB_MERGE_DIFF_BYTES], "checks": checks})
+    return out
+
+
+def _decide(task: int, approve: bool, reason: str | None, request: Request) -> Done:
+    from miyabi.pipeline.approvals import decide
+
+    a = decide(site_of(request).home.root, task, approve, who(request), reason or "")
+    if approve:
+        return Done(detail=f"approved the merge of task {task} ({a.sha[:12]}); it lands once checked on {a.base}")
+    return Done(detail=f"rejected the merge of task {task}; it goes back to its agent")
+
+
+@router.post(
+    "/merges/{task}/approve",
+    response_model=Done,
+    responses=errors(404, 409, 422),
+    summary="Let a waiting merge land (it is checked again on the base branch first)",
+)
+def approve_merge(task: int, request: Request) -> Done:
+    return _decide(task, True, None, request)
+
+
+@router.post(
+    "/merges/{task}/reject",
+    response_model=Done,
+    responses=errors(400, 404, 409, 422),
+    summary="Send a waiting merge back to its agent as a failed round",
+)
+def reject_merge(task: int, request: Request, body: DenyBody | None = None) -> Done:
+    return _decide(task, False, body.reason if body else None, request)
 
 
 # -- messages

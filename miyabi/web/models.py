@@ -227,6 +227,26 @@ class Event(BaseModel):
     agent: str | None = None
 
 
+class Merge(BaseModel):
+    """A checked merge waiting for a person (a pool with ``approve: required``)."""
+
+    task: int
+    repo: str
+    branch: str
+    base: str
+    commit: str = Field(description="The checked commit of the branch the decision is about.")
+    merge: str = Field(description="The checked merge commit (made in a staging worktree).")
+    logs: list[str] = Field(description="The verify logs: the checks on the branch, then on the merge.")
+    results: list[str] = Field(description="One line per check of the branch.")
+    state: str
+    asked: str
+    decided: str | None = None
+    by: str | None = None
+    reason: str = ""
+    diff: str = Field(description="`git diff base...commit` (its start, up to 256 KiB).")
+    checks: dict[str, str] = Field(description="Each verify log's end (up to 32 KiB), by its path.")
+
+
 class Approvals(BaseModel):
     waiting: list[Waiting]
     answers: list[Event] = Field(description="The newest 100 answers (approval events), newest first.")

@@ -36,6 +36,7 @@ from miyabi.web.api import (
     events_of,
     hosts_of,
     matcher,
+    merges_of,
     messages_of,
     pane_of,
     stories_of,
@@ -337,7 +338,10 @@ def inbox_page(request: Request) -> HTMLResponse:
 
 @router.get("/approvals", response_class=HTMLResponse)
 def approvals_page(request: Request) -> HTMLResponse:
-    return render(request, "approvals.html", "Approvals", "approvals", approvals=approvals_of(site_of(request)))
+    site = site_of(request)
+    return render(
+        request, "approvals.html", "Approvals", "approvals", approvals=approvals_of(site), merges=merges_of(site)
+    )
 
 
 @router.get("/events", response_class=HTMLResponse)

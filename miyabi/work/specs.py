@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from miyabi import defaults
 from miyabi.errors import display_path
 from miyabi.files import private_dir
 from miyabi.work import speckit
@@ -69,7 +70,7 @@ def repo_of(path: Path) -> tuple[Path | None, str | None]:
             ["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=defaults.GIT_TIMEOUT,
             check=False,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -83,10 +84,11 @@ def repo_of(path: Path) -> tuple[Path | None, str | None]:
         return None, None
 
 
-def _body(tl: speckit.TaskList, it: speckit.Item, shown: str) -> str:
+def _body(tl: speckit.TaskList, it: speckit.Item, where: str) -> str:
+    """The task's text: where its line is (its path in the repository, else absolute)."""
     phase = tl.phases[it.phase]
     return (
-        f"From {shown} line {it.line} (Phase {phase.number}: {phase.title}).\n"
+        f"From {where} line {it.line} (Phase {phase.number}: {phase.title}).\n"
         f"miyabi ticks its box when the work lands; leave the box as it is."
     )
 
@@ -156,7 +158,7 @@ def import_list(
             tid = store.insert(
                 db,
                 it.text,
-                _body(tl, it, shown),
+                _body(tl, it, rel or str(path.resolve())),
                 [*([it.story] if it.story else []), *labels],
                 priority,
                 on,

@@ -1,14 +1,19 @@
 """A spec-kit list imported and worked through the pipeline: with a pool (local mode),
 each box is ticked in the commit that lands on the base branch, side by side with its
-siblings' (no merge conflict between tasks of one list); without a pool, in place."""
+siblings' (no merge conflict between tasks of one list); with pull requests, on the
+task's branch; without a pool, or for a list the repository does not track, in place
+once the work is done. And a task spec's tests in its verify gate."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from fakegithub import FakeGitHub
 from helpers import wait_for
 from integration.conftest import Cli
-from integration.test_pipeline import CONVENTION, git, heard, layout, make_repo, plan, task_state
+from integration.test_pipeline import CONVENTION, fake, git, heard, layout, make_repo, plan, task_state
+
+__all__ = ["fake"]  # the fixture, shared with the pipeline's tests
 
 LIST = """# Tasks: Blog
 
@@ -86,14 +91,37 @@ def test_a_list_not_tracked_in_the_pool_s_repository_is_ticked_in_place_once_the
     path = repo / "specs" / "003-draft" / "tasks.md"  # written by a manager, never committed
     path.parent.mkdir(parents=True)
     path.write_text("## Phase 1: One\n\n- [ ] T001 Make good.txt\n")
+    seen = tmp_path / "seen.txt"  # the list as the agent sees it when its failed round comes back
     p, log = plan(
         tmp_path,
-        [[{"write": "bad.txt", "text": ""}, {"done": "1"}], [{"write": "good.txt", "text": ""}, {"done": "2"}]],
+        [
+            [{"write": "bad.txt", "text": ""}, {"done": "1"}],
+            [{"run": f"cp {path} {seen}"}, {"write": "good.txt", "text": ""}, {"done": "2"}],
+        ],
     )
     assert cli("up", str(layout(tmp_path, repo, p, log)), "-d").exit_code == 0
     assert cli("spec", "import", str(path)).exit_code == 0
-    wait_for(lambda: len(heard(log)) >= 2, timeout=60, what="feedback on the failed round")
-    assert path.read_text() == "## Phase 1: One\n\n- [ ] T001 Make good.txt\n"  # a failed round ticks nothing
     wait_for(lambda: task_state(home, "003-draft#T001") == "done", timeout=60, what="the task done")
+    assert seen.read_text() == "## Phase 1: One\n\n- [ ] T001 Make good.txt\n"  # a failed round ticks nothing
     assert path.read_text() == "## Phase 1: One\n\n- [x] T001 Make good.txt\n"
     assert "tasks.md" not in git(repo, "log", "--stat", "main")  # nothing about it was committed
+
+
+def test_with_pull_requests_the_box_is_ticked_on_the_task_s_branch(
+    cli: Cli, home: Path, tmp_path: Path, fake: FakeGitHub
+) -> None:
+    remote, repo = make_repo(tmp_path, {"check.sh": "true\n", ".miyabi.yml": CONVENTION})
+    (repo / "specs" / "004-pr").mkdir(parents=True)
+    (repo / "specs" / "004-pr" / "tasks.md").write_text("## Phase 1: One\n\n- [ ] T001 Make it\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "the plan")
+    git(repo, "push", "-q", "origin", "main")
+    p, log = plan(tmp_path, [[{"write": "it.txt", "text": "it\n"}, {"done": "made it"}]])
+    assert cli("up", str(layout(tmp_path, repo, p, log, fake=fake)), "-d").exit_code == 0
+    assert cli("spec", "import", str(repo / "specs" / "004-pr" / "tasks.md")).exit_code == 0
+    wait_for(lambda: fake.pulls, timeout=60, what="a pull request")
+    (pull,) = fake.pulls.values()
+    branch = pull["head"]["ref"]
+    assert git(remote, "show", f"{branch}:specs/004-pr/tasks.md") == "## Phase 1: One\n\n- [x] T001 Make it"
+    assert git(remote, "show", f"{branch}:it.txt") == "it"
+    assert git(remote, "show", "main:specs/004-pr/tasks.md").endswith("- [ ] T001 Make it")  # nothing merged yet

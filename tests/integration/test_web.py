@@ -36,6 +36,7 @@ READS = [
     "/api/v1/agents/w1/messages",
     "/api/v1/agents/w1/crashes",
     "/api/v1/approvals",
+    "/api/v1/merges",
     "/api/v1/messages",
     "/api/v1/tasks",
     "/api/v1/events",
@@ -55,6 +56,8 @@ CHANGES: list[tuple[str, dict[str, Any] | None]] = [
     ("/api/v1/tasks/1/retry", None),
     ("/api/v1/messages/x/retry", None),
     ("/api/v1/messages/x/drop", None),
+    ("/api/v1/merges/1/approve", None),
+    ("/api/v1/merges/1/reject", {"reason": "no"}),
 ]
 
 

@@ -385,3 +385,28 @@ def test_the_story_view_follows_a_story_live(web: Web, browser: WebDriver, shots
     browser.save_screenshot(str(shots / "story.png"))
     text = js(browser, "return document.body.innerText")
     assert "null" not in text and "undefined" not in text
+
+
+def test_a_waiting_merge_shows_its_diff_and_approve_lands_it(
+    cli: Cli, home: Path, socket: str, tmp_path: Path, browser: WebDriver, shots: Path
+) -> None:
+    from integration.test_pipeline import task_state
+    from integration.test_selfedit import FIX, approving, merge_waits
+
+    repo, _, lay = approving(tmp_path, "merges", FIX)
+    w = serve(cli, home, socket, lay, tmp_path / "answers.txt")
+    try:
+        merge_waits(cli, home)
+        login(browser, w, "/approvals")
+        button = "section.merge[data-task='1'] button.approve"
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, button), timeout=30, what="the merge's Approve button")
+        assert "+fixed" in text_of(browser, "section.merge[data-task='1'] pre.diff")
+        assert "sh check.sh" in text_of(browser, "section.merge[data-task='1'] ul.results")
+        browser.save_screenshot(str(shots / "approvals-merge.png"))
+        assert (repo / "feature.txt").read_text() == "broken\n"
+        click(browser, By.CSS_SELECTOR, button, "the merge's Approve button")
+        wait_for(lambda: task_state(home, 1) == "done", timeout=60, what="the approved merge landed")
+        assert (repo / "feature.txt").read_text() == "fixed\n"
+        wait_for(lambda: "no merge waits" in text_of(browser, "#merges"), timeout=30, what="no merge listed")
+    finally:
+        stop(w.proc)

@@ -48,3 +48,38 @@ def test_worktrees_commit_and_a_compare_and_swap_advance(tmp_path: Path) -> None
         Repository(tmp_path / "r").advance("other", sha, old)  # no such branch at that value
     r.remove_worktree(wt)
     assert not wt.exists() and r.worktree_of("miyabi/1-x") is None
+
+
+def test_retreat_moves_a_checked_out_branch_back_with_its_files_and_refuses_local_changes(tmp_path: Path) -> None:
+    path = repo(tmp_path)
+    r = Repository(path)
+    old = r.sha("main")
+    (path / "a.txt").write_text("new\n")
+    new = r.commit_all("new")
+    assert new is not None
+    (path / "a.txt").write_text("mine\n")  # a person's change in the checkout: never lost
+    with pytest.raises(GitError, match=r"has local changes; main was not moved back .*git reset --keep"):
+        r.retreat("main", old, new)
+    assert r.sha("main") == new and (path / "a.txt").read_text() == "mine\n"
+    (path / "a.txt").write_text("new\n")
+    (path / "untracked.txt").write_text("x\n")  # untracked files are no local change of its files
+    with pytest.raises(GitError, match=r"main moved since"):
+        r.retreat("main", old, old)  # it is not at the commit that landed: left alone
+    r.retreat("main", old, new)
+    assert r.sha("main") == old and (path / "a.txt").read_text() == "a\n" and (path / "untracked.txt").exists()
+
+
+def test_retreat_of_a_branch_checked_out_nowhere_is_a_compare_and_swap(tmp_path: Path) -> None:
+    path = repo(tmp_path)
+    r = Repository(path)
+    old = r.sha("main")
+    subprocess.run(["git", "checkout", "-q", "-b", "side"], cwd=path, check=True)
+    (path / "b.txt").write_text("b\n")
+    new = r.commit_all("b")
+    assert new is not None
+    subprocess.run(["git", "branch", "-q", "-f", "base", new], cwd=path, check=True)
+    with pytest.raises(GitError, match="moving base back"):
+        r.retreat("base", old, old)  # the ref is not at the second value: nothing changes
+    assert r.sha("base") == new
+    r.retreat("base", old, new)
+    assert r.sha("base") == old and r.sha("side") == new

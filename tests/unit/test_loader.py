@@ -199,3 +199,13 @@ def test_report_section_defaults_its_window_to_its_interval(tmp_path: Path) -> N
     assert load(f).report == ReportSettings(every=86400.0, issue=3, since=604800.0)
     f.write_text("agents: [kaede]\n")
     assert load(f).report is None
+
+
+def test_a_pool_s_approve_and_the_self_pool_load(tmp_path: Path) -> None:
+    path = tmp_path / "l.yaml"
+    path.write_text(
+        "agents: [kaede]\npools:\n  - {name: coder, repo: /tmp}\n"
+        "  - {name: miyabi, repo: /tmp, approve: required}\nself: {pool: miyabi}\n"
+    )
+    layout = load(path)
+    assert [p.approve for p in layout.pools] == [False, True] and layout.self_pool == "miyabi"

@@ -90,6 +90,10 @@ def test_which_happenings_become_notices() -> None:
     assert from_event("k", {"event": "delivered", "agent": "a"}) is None
     pr = from_event("k", {"event": "pull-request-opened", "ref": "o/r#3", "number": 9, "url": "https://x/pull/9"})
     assert pr is not None and pr.kind == NoticeKind.PR_OPENED and pr.url == "https://x/pull/9"
+    waits = from_event("k", {"event": "approval-needed", "task": 4, "ref": "#4", "base": "main"})
+    assert waits is not None and waits.kind == NoticeKind.MERGE_WAITING and "miyabi approve-merge 4" in waits.text
+    back = from_event("k", {"event": "self-rolled-back", "task": 5, "evidence": "it ended", "fix": "fix task 6"})
+    assert back is not None and back.kind == NoticeKind.SELF_ROLLED_BACK and "it ended" in back.text
     hung = from_event("k", {"event": "hung-restart", "agent": "a", "detail": "silent 600 s"})
     assert hung is not None and hung.kind == NoticeKind.AGENT_HUNG
     task = {"id": 4, "ref": "#4", "title": "t", "url": None, "agent": "a"}

@@ -180,7 +180,7 @@ function taskPage() { liveParts = ["task"]; every(5000, ["task"]); }
 function storiesPage() { liveParts = ["stories"]; every(3000, ["stories"]); }
 function storyPage() { liveParts = ["story"]; every(2000, ["story"]); }
 function inboxPage() { liveParts = ["messages"]; every(3000, ["messages"]); }
-function approvalsPage() { liveParts = ["waiting", "answers"]; every(2000, ["waiting", "answers"]); }
+function approvalsPage() { liveParts = ["waiting", "answers", "merges"]; every(2000, ["waiting", "answers", "merges"]); }
 
 function eventsPage() {
   const feed = document.getElementById("feed");
