@@ -591,7 +591,7 @@ HEALTH_START_TIMEOUT = 30.0
 HEALTH_REQUEST_TIMEOUT = 10.0
 """Seconds one health or acceptance check may take (an HTTP GET, or a ``run:`` command)."""
 
-HEALTH_POLL = 0.5
+HEALTH_POLL = 0.1
 """Seconds between two health checks while a deploy waits for the service to pass."""
 
 HEALTH_EVIDENCE_LINES = 20
@@ -609,10 +609,15 @@ MONITOR_TICK = 0.5
 """Seconds between two looks of the monitor at the served processes (a dead one is
 respawned, with the watchdog's backoff, within about this)."""
 
+SERVICE_RETRY = 2.0
+"""Seconds before the monitor tries again to start a service tmux refused to start (its
+session being rebuilt, say)."""
+
 # -- stories (issue 23: roles and stories)
 
 STORY_EVIDENCE_CHARS = 4000
 """Characters of a failed deploy's or check's evidence a story keeps (and a fix task quotes)."""
+
 # ---------------------------------------------------------------- self-edits (self: {pool})
 
 SELF_PROBE_TIMEOUT = 60.0

@@ -474,6 +474,10 @@ class Deployer:
                 return failed(check.evidence + f" (log: {logfile})")
         record = replace(record, ok=True).passing(sha)
         self._save(record)
+        if not found.deploys:
+            return DeployResult(
+                True, sha, f"nothing to deploy: no deploy:, serve: or health: in {conv.FILE}", logfile, path
+            )
         what = [f"{len(run.results)} deploy command(s) passed"]
         if pane is not None:
             what.append(f"serving in pane {pane.pane_id}")

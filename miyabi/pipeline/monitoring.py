@@ -31,14 +31,15 @@ from typing import Any
 
 from miyabi import defaults
 from miyabi.config.settings import GitHubSettings, WatchdogSettings
+from miyabi.errors import TmuxError
 from miyabi.events import EventKind, append_event
 from miyabi.home import Home
-from miyabi.pipeline.deploy import CheckResult, Deployer, Deployment, how_ended, run_check
+from miyabi.pipeline.deploy import CheckResult, Deployer, DeployError, Deployment, how_ended, run_check
 from miyabi.pipeline.followups import file_fix
 from miyabi.stopping import Stopped
 from miyabi.supervision.policy import DeathAction, History, on_death
 from miyabi.supervision.saved import load_records
-from miyabi.times import rfc3339
+from miyabi.times import how_often, rfc3339
 from miyabi.work.github import GitHub
 from miyabi.work.store import Store
 
@@ -352,7 +353,12 @@ class Monitor:
             sw.respawn_at, sw.delay = now + decision.delay, decision.delay
         if now < sw.respawn_at:
             return []
-        pane = self.deployer.restart(d)
+        try:
+            pane = self.deployer.restart(d)
+        except (TmuxError, DeployError) as e:  # the session is being rebuilt, say: tried again
+            sw.respawn_at = now + max(sw.delay, defaults.SERVICE_RETRY)
+            log.warning("monitor: could not restart %s: %s; trying again", d.name, e)
+            return [f"{d.name}: could not restart: {e}"]
         sw.history.restarts.append(now)
         sw.pid, sw.started, sw.respawn_at = pane.pid, now, None
         append_event(
@@ -370,12 +376,21 @@ class Monitor:
         """Roll back first when the deploy says so, then file the fix (with the
         check, its output and the service's last lines)."""
         lines = self.deployer.last_lines(d.name)
-        note = ""
+        notes = []
+        sw = self.services.get(d.name)
+        if d.serve is not None and sw is not None and sw.history.last_reason:
+            restarts = len(sw.history.restarts)
+            notes.append(
+                f"The monitor restarted the service {how_often(restarts)} since the deploy; last: "
+                f"{sw.history.last_reason}" + (" It is left down until the next deploy." if sw.gave_up else "")
+            )
         if d.rollback and d.rollback_to is not None:
             back = self.deployer.deploy(Path(d.repo), d.rollback_to, d.story, rollback=False)
-            note = f"miyabi rolled the service back to {d.rollback_to}, the last commit that passed: " + (
-                "it passes again." if back.ok else f"that failed too: {back.evidence}"
+            notes.append(
+                f"miyabi rolled the service back to {d.rollback_to}, the last commit that passed: "
+                + ("it passes again." if back.ok else f"that failed too: {back.evidence}")
             )
+        note = "\n\n".join(notes)
         cause, title, body = health_fix(d, result, lines, note)
         try:
             filed = file_fix(self.store, self.gh, self.github(), self.deployer.home, cause, title, body)

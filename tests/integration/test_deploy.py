@@ -166,6 +166,13 @@ def test_a_deploy_whose_service_fails_its_health_check_fails_with_the_evidence(
     assert not result.ok
     assert result.evidence.startswith("deploy: echo compiling; echo 'error: no main' >&2; exit 2 exited 2 after")
     assert ": error: no main (log: " in result.evidence
+    # a repository that says nothing of deploying: nothing to do, and the service that ran is stopped
+    quiet = commit(repo, {".miyabi.yml": "test: [pytest]\n"}, "quiet")
+    control.write_text("200")
+    assert d.deploy(repo, sha).ok  # serving again
+    result = d.deploy(repo, quiet)
+    assert result.ok and result.evidence == "nothing to deploy: no deploy:, serve: or health: in .miyabi.yml"
+    assert find_service(tmux, session, d.name_of(repo)) is None
     # a malformed .miyabi.yml is one line naming the key
     bad = commit(repo, {".miyabi.yml": "serve: [a, b]\n"}, "bad")
     result = d.deploy(repo, bad)
@@ -231,7 +238,8 @@ def test_a_service_that_keeps_failing_gets_one_fix_task_with_its_evidence(
     d = Deployer(home, tmux, session)
     assert d.deploy(repo, sha, story=4).ok
     name = d.name_of(repo)
-    m, store = monitor_of(d, home, 0.5)
+    # checks 2 s apart: the fix (the 3rd failure in a row) comes after the restarts that crash
+    m, store = monitor_of(d, home, 2.0)
     attached: list[tuple[int, list[int]]] = []
     m.attach = lambda _store, story, ids: attached.append((story, ids))
     stop, t = running(m)
@@ -251,6 +259,7 @@ def test_a_service_that_keeps_failing_gets_one_fix_task_with_its_evidence(
     assert task.title.startswith(f"Deployed blog fails its health check: GET http://127.0.0.1:{port}/ failed")
     assert f"at commit {sha} (story 4)" in task.body
     assert "app: refusing to start: the control file says crash" in task.body  # the service's last lines
+    assert "The monitor restarted the service" in task.body and "exit status 3" in task.body
     assert attached == [(4, [task.id])]
     # still failing: still one task for that cause
     assert len(store.query()) == 1
@@ -331,3 +340,26 @@ def test_a_failed_deploy_with_rollback_serves_the_last_commit_that_passed_again(
     plain = commit(repo, {".miyabi.yml": convention(port, broken)}, "plain")
     result = d.deploy(repo, plain)
     assert not result.ok and "rolled back" not in result.evidence
+
+
+def test_a_service_whose_session_went_is_started_again_once_the_session_is_back(
+    tmux: Tmux, session: str, home: Path, tmp_path: Path
+) -> None:
+    repo, _control, port, sha = make(tmp_path)
+    d = Deployer(home, tmux, session)
+    assert d.deploy(repo, sha).ok
+    name = d.name_of(repo)
+    m, _store = monitor_of(d, home, 30.0)
+    assert m.tick() == []  # running: nothing to do
+    first = find_service(tmux, session, name)
+    assert first is not None
+    tmux.run("kill-session", "-t", f"={session}")  # as when tmux's server went (the controller rebuilds it)
+    os.killpg(first.pid, signal.SIGKILL)
+    said = wait_for(lambda: m.tick(), what="the monitor's look")
+    assert said == [f"{name}: could not restart: {said[0].split(': could not restart: ', 1)[1]}"]
+    assert "can't find session" in said[0] or "no server" in said[0]
+    tmux.run("new-session", "-d", "-s", session, "-x", "120", "-y", "40")
+    wait_for(lambda: m.tick(), timeout=10, what="the restart once the session is back")
+    wait_for(lambda: run_check({"url": f"http://127.0.0.1:{port}/"}, tmp_path).ok, what="the service answering")
+    back = find_service(tmux, session, name)
+    assert back is not None and not back.dead
