@@ -635,6 +635,9 @@ WEB_MERGE_DIFF_BYTES = 262144
 
 WEB_MERGE_LOG_BYTES = 32768
 """Bytes of each verify log of a waiting merge the Approvals page shows (the end of it)."""
+
+# ---------------------------------------------------------------- sandboxes (sandbox:)
+
 CHANNEL_POLL = 0.5
 """Seconds the thread serving sandboxed agents' channels waits for a connection before it
 looks whether the controller stops (the channels, :mod:`miyabi.controller.channels`)."""
