@@ -9,6 +9,7 @@ import typer
 
 from miyabi.cli import output, params
 from miyabi.cli.root import Group, HomeOpt, JsonOpt, SocketOpt, app, checked, handles_errors, home_of
+from miyabi.cli.tasks import BodyOpt
 
 
 class StoryGroup(Group):
@@ -53,12 +54,7 @@ def story_new(
         str,
         typer.Argument(metavar="TEXT", parser=checked(params.text("the story a text")), help="What the user wants."),
     ],
-    body: Annotated[
-        str | None,
-        typer.Option(
-            "--body", metavar="TEXT", show_default=False, help="Details, or - to read them from standard input."
-        ),
-    ] = None,
+    body: BodyOpt = None,
     json_out: JsonOpt = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
