@@ -14,7 +14,7 @@ from miyabi.cli import output, params
 from miyabi.cli.root import HomeOpt, JsonOpt, LayoutOpt, SocketOpt, checked, group, handles_errors, resolve_target
 from miyabi.cli.tasks import LabelOpt, PriorityOpt
 
-spec_app = group("spec", "Plans as tasks: import a spec-kit tasks.md, add a task spec.")
+spec_app = group("spec", "Plans as tasks: spec-kit lists, task specs.")
 
 StoryOpt = Annotated[
     int | None,
