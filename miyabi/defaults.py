@@ -575,34 +575,6 @@ again: a stop is seen within this)."""
 BUS_TICK = 0.5
 """Seconds between two passes of the bus's task side (claims, renewals, results)."""
 
-# ---------------------------------------------------------------- self-edits (self: {pool})
-
-SELF_PROBE_TIMEOUT = 60.0
-"""Seconds the controller started on miyabi's merged code has to pass its health probe
-(running, every agent supervised, a request answered); then the merge is rolled back."""
-
-SELF_PROBE_POLL = 0.2
-"""Seconds between two looks of the keep-alive at the probe's answer."""
-
-SELF_PROBE_LOG_LINES = 20
-"""Lines of ``logs/controller.log`` the probe's evidence ends with when it fails."""
-
-WEB_MERGE_DIFF_BYTES = 262144
-"""Bytes of a waiting merge's diff the dashboard's Approvals page shows (the start of it)."""
-
-WEB_MERGE_LOG_BYTES = 32768
-"""Bytes of each verify log of a waiting merge the Approvals page shows (the end of it)."""
-
-# ---------------------------------------------------------------- sandboxes (sandbox:)
-
-CHANNEL_POLL = 0.5
-"""Seconds the thread serving sandboxed agents' channels waits for a connection before it
-looks whether the controller stops (the channels, :mod:`miyabi.controller.channels`)."""
-
-CHANNEL_TIMEOUT = 10.0
-"""Seconds a channel connection may take to send its request and read the answer; a
-``miyabi`` command in a sandbox waits as long for the controller's answer."""
-
 # ---------------------------------------------------------------- deploy and monitoring (deploy:, serve:, health:)
 
 DEPLOY_DIR = "deploy"
@@ -640,3 +612,36 @@ respawned, with the watchdog's backoff, within about this)."""
 SERVICE_RETRY = 2.0
 """Seconds before the monitor tries again to start a service tmux refused to start (its
 session being rebuilt, say)."""
+
+# -- stories (issue 23: roles and stories)
+
+STORY_EVIDENCE_CHARS = 4000
+"""Characters of a failed deploy's or check's evidence a story keeps (and a fix task quotes)."""
+
+# ---------------------------------------------------------------- self-edits (self: {pool})
+
+SELF_PROBE_TIMEOUT = 60.0
+"""Seconds the controller started on miyabi's merged code has to pass its health probe
+(running, every agent supervised, a request answered); then the merge is rolled back."""
+
+SELF_PROBE_POLL = 0.2
+"""Seconds between two looks of the keep-alive at the probe's answer."""
+
+SELF_PROBE_LOG_LINES = 20
+"""Lines of ``logs/controller.log`` the probe's evidence ends with when it fails."""
+
+WEB_MERGE_DIFF_BYTES = 262144
+"""Bytes of a waiting merge's diff the dashboard's Approvals page shows (the start of it)."""
+
+WEB_MERGE_LOG_BYTES = 32768
+"""Bytes of each verify log of a waiting merge the Approvals page shows (the end of it)."""
+
+# ---------------------------------------------------------------- sandboxes (sandbox:)
+
+CHANNEL_POLL = 0.5
+"""Seconds the thread serving sandboxed agents' channels waits for a connection before it
+looks whether the controller stops (the channels, :mod:`miyabi.controller.channels`)."""
+
+CHANNEL_TIMEOUT = 10.0
+"""Seconds a channel connection may take to send its request and read the answer; a
+``miyabi`` command in a sandbox waits as long for the controller's answer."""

@@ -233,6 +233,21 @@ class EventKind(StrEnum):
     PIPELINE_ERROR = "pipeline-error"
     """A pipeline step failed unexpectedly (tried again): ``job``, ``error``, ``tries``."""
 
+    # -- stories (miyabi/work/stories, miyabi/pipeline/story)
+    STORY_CREATED = "story-created"
+    """A story was made (``miyabi story``, an issue labelled story): ``story``, ``title``,
+    ``task`` (its planning task), ``manager``, ``source``."""
+    STORY_PLANNED = "story-planned"
+    """Its planning task is done and its tasks were imported: ``story``, ``tasks``."""
+    STORY_DEPLOYED = "story-deployed"
+    """Every task of it landed and its deploy ran: ``story``, ``commit``, ``round``,
+    ``seconds`` (since the story was made), ``log``."""
+    STORY_DONE = "story-done"
+    """Its health and acceptance checks passed: ``story``, ``commit``, ``seconds``."""
+    STORY_FAILED = "story-failed"
+    """A deploy or check of it failed: ``story``, ``round``, ``of``, ``evidence``, ``fix``
+    (the fix task, None when ``final``), ``final`` (its rounds ran out: it failed)."""
+
     # -- notices and reports (miyabi/notify, miyabi/reports)
     NOTICE_SENT = "notice-sent"
     """A notice reached a receiver: ``receiver``, ``kind``, ``key``, ``attempts``."""
@@ -283,17 +298,21 @@ class NoticeKind(StrEnum):
     TASK_FAILED = "task-failed"
     """A task failed or needs a person (its attempts or verify rounds ran out)."""
     PR_OPENED = "pr-opened"
+    STORY_DONE = "story-done"
+    """A story was deployed and passed its health and acceptance checks."""
+    STORY_FAILED = "story-failed"
+    """A story failed after its rounds of fixes ran out."""
     CONTROLLER_RESTARTED = "controller-restarted"
     """A controller started after an earlier one had run (a crash, a reboot, a restart)."""
-    MERGE_WAITING = "merge-waiting"
-    """A checked merge waits for a person (a pool with ``approve: required``)."""
-    SELF_ROLLED_BACK = "self-rolled-back"
-    """miyabi's merged code failed its health probe and was rolled back (``self:``)."""
     DEPLOYED = "deployed"
     """A commit was deployed and passed its health check."""
     HEALTH_FAILED = "health-failed"
     """A deploy failed, or a deployed service began failing its health check (the first
     failure of a streak), or kept dying."""
+    MERGE_WAITING = "merge-waiting"
+    """A checked merge waits for a person (a pool with ``approve: required``)."""
+    SELF_ROLLED_BACK = "self-rolled-back"
+    """miyabi's merged code failed its health probe and was rolled back (``self:``)."""
 
 
 def path_of(home_root: Path) -> Path:

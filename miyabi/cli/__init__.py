@@ -31,6 +31,7 @@ def _load_app() -> Any:
         report,
         service,
         spec,
+        stories,
         tasks,
         web,
         worktrees,

@@ -41,6 +41,10 @@ LabelOpt = Annotated[
         help="A label, such as bug or agent:NAME (repeat for more).",
     ),
 ]
+BodyOpt = Annotated[
+    str | None,
+    typer.Option("--body", metavar="TEXT", show_default=False, help="Details, or - to read them from standard input."),
+]
 PriorityOpt = Annotated[
     str,
     typer.Option("--priority", metavar="PRIORITY", parser=checked(params.task_priority), help="high, normal or low."),
@@ -70,12 +74,7 @@ def task_add(
     title: Annotated[
         str, typer.Argument(metavar="TITLE", parser=checked(params.text("the task a title")), help="What to do.")
     ],
-    body: Annotated[
-        str | None,
-        typer.Option(
-            "--body", metavar="TEXT", show_default=False, help="Details, or - to read them from standard input."
-        ),
-    ] = None,
+    body: BodyOpt = None,
     label: LabelOpt = None,
     priority: PriorityOpt = "normal",
     depends_on: Annotated[
@@ -146,7 +145,8 @@ def task_ls(
             metavar="STATE",
             parser=checked(params.task_state),
             show_default=False,
-            help="Only tasks in this state: queued, blocked, assigned, in_progress, verifying, shared, done, failed or "
+            help="Only tasks in this state: queued, blocked, assigned, in_progress, verifying, shared, verified, "
+            "deployed, done, failed or "
             "cancelled.",
         ),
     ] = None,

@@ -47,6 +47,7 @@ from miyabi.config.sections import (
     validate_notify,
     validate_park,
     validate_report,
+    validate_roles,
     validate_routes,
     validate_sandbox,
     validate_tasks,
@@ -82,6 +83,7 @@ TOP_KEYS = (
     "notify",
     "bus",
     "human_hold",
+    "roles",
     "self",
 )
 SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -367,6 +369,7 @@ def validate(doc: Document) -> Layout:
             "an agent or pool named layout hides the ensemble's budget from `miyabi budget raise layout`; rename it",
         )
     _check_handoffs(doc, agents, pools, [*declared, *declared_pools])
+    roles = validate_roles(doc, data["roles"], declared, declared_pools) if "roles" in data else None
     self_pool = validate_self(doc, data["self"], declared_pools) if data.get("self") is not None else None
     secrets = Layout(path=doc.path, session=session, agents=(), github=github, bus=bus, notify=tuple(notify)).secret_env
     agents = _check_sandboxes(doc, agents, pools, secrets)
@@ -391,6 +394,7 @@ def validate(doc: Document) -> Layout:
         bus=bus,
         human_hold=doc.human_hold,
         budget=budget,
+        roles=roles,
         self_pool=self_pool,
         profiles=frozen_map({k: v for k, v in profiles.items() if v is not None}),
     )

@@ -20,6 +20,7 @@ from miyabi.config.settings import (
     ParkSettings,
     Receiver,
     ReportSettings,
+    RolesSettings,
     Route,
     SandboxSettings,
     TaskSettings,
@@ -163,6 +164,7 @@ class Layout:
             set their own).
         budget: the whole ensemble's budget (``budget:``), every agent's use
             together; None: none.
+        roles: who carries a story (``roles:``); None: no stories.
         self_pool: the pool whose repository is miyabi's own checkout (``self: {pool:
             NAME}``): a merge of its upgrades the controller, behind a health probe.
     """
@@ -187,6 +189,7 @@ class Layout:
     bus: BusSettings | None = None
     human_hold: float = defaults.HUMAN_HOLD
     budget: BudgetSettings | None = None
+    roles: RolesSettings | None = None
     self_pool: str | None = None
 
     @property

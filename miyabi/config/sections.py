@@ -1,6 +1,6 @@
 """The layout's settings sections, one validator each: ``delivery:``, ``watchdog:``,
 ``logs:``, ``web:``, ``bus:``, ``notify:``, ``github:``, ``approvals:``, ``tasks:``,
-``report:`` and ``routes:``. Each records every defect it finds in the
+``report:``, ``routes:`` and ``roles:``. Each records every defect it finds in the
 :class:`~miyabi.config.document.Document` and returns the valid settings (or the
 defaults), so that one defect never hides another."""
 
@@ -31,6 +31,7 @@ from miyabi.config.settings import (
     Receiver,
     ReceiverKind,
     ReportSettings,
+    RolesSettings,
     Route,
     SandboxEngine,
     SandboxNetwork,
@@ -65,6 +66,8 @@ NOTIFY_KEYS = (
 )
 NOTICE_KINDS = tuple(str(k) for k in NoticeKind)
 ROUTE_KEYS = ("label", "title", "default", "agent")
+ROLES_KEYS = ("manager", "coder", "deployer", "monitor")
+MONITOR_KEYS = ("interval",)
 
 
 def validate_delivery(doc: Document, spec: Any) -> int:
@@ -627,6 +630,45 @@ def validate_watchdog(doc: Document, key: Key, spec: Any) -> dict[str, Any]:
         else:
             doc.problem((*key, k), f"{v!r} must be a number of seconds (0 or more)")
     return out
+
+
+def validate_roles(doc: Document, spec: Any, agents: Sequence[str], pools: Sequence[str]) -> RolesSettings | None:
+    """``roles:``: ``manager`` (an agent), ``coder`` (a pool or an agent), ``deployer``
+    (an agent, or ``none``) and ``monitor: {interval: 30s}``; None when absent or wrong."""
+    key: Key = ("roles",)
+    if not isinstance(spec, dict):
+        doc.problem(key, "must be a mapping (for example `roles: {manager: lead, coder: coders, deployer: none}`)")
+        return None
+    check_keys(doc, key, spec, ROLES_KEYS)
+    members = {n: None for n in agents}
+    found: dict[str, str | None] = {}
+    for role, allowed in (
+        ("manager", members),
+        ("coder", {**members, **{p: None for p in pools}}),
+        ("deployer", members),
+    ):
+        value = spec.get(role)
+        if value is None or (role == "deployer" and value == "none"):
+            found[role] = None
+        elif not isinstance(value, str) or value not in allowed:
+            what = "agent or pool" if role == "coder" else "agent"
+            doc.problem((*key, role), unknown(what, value, allowed) + ("; or none" if role == "deployer" else ""))
+            found[role] = None
+        else:
+            found[role] = value
+    interval = defaults.MONITOR_INTERVAL
+    monitor = spec.get("monitor", {})
+    if not isinstance(monitor, dict):
+        doc.problem((*key, "monitor"), "must be a mapping (for example `monitor: {interval: 30s}`)")
+    else:
+        check_keys(doc, (*key, "monitor"), monitor, MONITOR_KEYS)
+        if "interval" in monitor:
+            seconds = parse_duration(monitor["interval"])
+            if seconds is None or not 1 <= seconds <= 86400:
+                doc.problem((*key, "monitor", "interval"), f"{monitor['interval']!r} must be a duration from 1s to 1d")
+            else:
+                interval = seconds
+    return RolesSettings(found["manager"], found["coder"], found["deployer"], interval)
 
 
 def validate_sandbox(doc: Document, key: Key, spec: Any, base: SandboxSettings | None) -> SandboxSettings | None:

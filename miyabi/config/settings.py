@@ -207,6 +207,25 @@ class WebSettings:
     read_only: bool = False
 
 
+@dataclass(frozen=True)
+class RolesSettings:
+    """The layout's ``roles:`` section: who carries a story (:mod:`miyabi.work.stories`).
+
+    Attributes:
+        manager: the agent that plans a story into tasks (None: stories cannot be made).
+        coder: the pool or agent the story's tasks go to (None: the routes decide).
+        deployer: the agent told when a story's deploy or checks fail (None: ``none``;
+            miyabi runs ``.miyabi.yml``'s deploy itself either way).
+        monitor_interval: seconds between health checks of a deployed service
+            (``monitor: {interval: 30s}``).
+    """
+
+    manager: str | None = None
+    coder: str | None = None
+    deployer: str | None = None
+    monitor_interval: float = defaults.MONITOR_INTERVAL
+
+
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 """An agent's name: what files and tmux options are named after."""
 

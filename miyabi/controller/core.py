@@ -52,12 +52,13 @@ from miyabi.messaging.mailbox import Message, MessageState, inbox
 from miyabi.messaging.parking import Parked
 from miyabi.messaging.watch import InboxWatcher, rescan
 from miyabi.notify.notifier import Notifier
-from miyabi.pipeline.deploy import Deployer
+from miyabi.pipeline.deploy import Deployer, run_check
 from miyabi.pipeline.followups import FollowUps
 from miyabi.pipeline.gate import SelfMerge
 from miyabi.pipeline.instances import release_pools
 from miyabi.pipeline.monitoring import FixFiler, Monitor
 from miyabi.pipeline.runner import Pipeline
+from miyabi.pipeline.story import StoryKeeper
 from miyabi.reports.schedule import run_schedule
 from miyabi.stopping import StopEvent, Stopped, sleeper
 from miyabi.supervision.approvals import AutoApprover
@@ -73,10 +74,12 @@ from miyabi.tmux.control import SessionChannel
 from miyabi.tmux.driver import PaneDriver
 from miyabi.tmux.panes import PaneMap
 from miyabi.tmux.runner import Tmux
+from miyabi.work import stories
 from miyabi.work.engine import WorkEngine
 from miyabi.work.github import GitHub, client_for
 from miyabi.work.model import TaskState
 from miyabi.work.store import Store
+from miyabi.work.taskspec import task_acceptance
 
 log = logging.getLogger("miyabi.controller")
 
@@ -152,6 +155,8 @@ class Controller:
         the main loop."""
         self.monitor: Monitor | None = None
         """Keeps the deployed services running and healthy (made with the store; its own thread)."""
+        self.stories: StoryKeeper | None = None
+        """Carries each story from its plan to a deployed, checked service (made with the store)."""
         self.watcher: InboxWatcher | None = None
         self.channels: Channels | None = None
         """Serves the sandboxed agents' own channels (made with the store)."""
@@ -248,6 +253,11 @@ class Controller:
         """Agent → the lease identity of its live process (None: dead or no pane)."""
         live = {n: p.pid for n, p in self.panes.all().items() if not p.dead and p.pid}
         return holders(self.layout.names, live)
+
+    def _monitor_interval(self) -> float:
+        """Seconds between the monitor's health checks (``roles.monitor.interval``)."""
+        roles = self.layout.roles
+        return roles.monitor_interval if roles is not None else defaults.MONITOR_INTERVAL
 
     def _ensure_pipeline(self, engine: WorkEngine) -> Pipeline:
         """The pipeline, made the first time the layout has pools (at start, or a reload)."""
@@ -396,7 +406,23 @@ class Controller:
         engine = self.engine = WorkEngine(store, self.layout, self.home.root, gh)
         self._gh = gh
         self.fixes = FixFiler(self.home, store, gh, lambda: self.layout.github, self._start)
-        self.monitor = Monitor(self.deployer, store, gh, lambda: self.layout.github)
+        self.monitor = Monitor(
+            self.deployer,
+            store,
+            gh,
+            lambda: self.layout.github,
+            interval=self._monitor_interval,
+            attach=stories.attach,
+        )
+        self.stories = StoryKeeper(
+            store,
+            lambda: self.layout,
+            self.home.root,
+            self.deployer.deploy,
+            functools.partial(run_check, hide=self.layout.secret_env),
+            acceptance=task_acceptance,
+            changed=self.kick.set,
+        )
         self.budgets = BudgetKeeper(
             self.home.root,
             lambda: self.layout,
@@ -453,8 +479,7 @@ class Controller:
             for t in self._threads:
                 t.join(timeout=defaults.THREAD_JOIN)
             left = [t.name for t in self._threads if t.is_alive()]
-            if self.pipeline is not None:
-                self.pipeline.close()
+            self._close_workers()
             supervisor.close()
             watcher.stop()
             channels.close()
@@ -476,6 +501,14 @@ class Controller:
                 os.write(self._signal_fd, b"x")  # ends the relay's read (a stop without a signal)
                 os.close(self._signal_fd)
                 self._signal_fd = None
+
+    def _close_workers(self) -> None:
+        """End the pipeline's and the story keeper's worker threads (running checks and
+        deploys end with the stop)."""
+        if self.pipeline is not None:
+            self.pipeline.close()
+        if self.stories is not None:
+            self.stories.close()
 
     def _serve(self, engine: WorkEngine, supervisor: Supervisor, gh: GitHub | None) -> None:
         """The main loop, until stopped: refresh the pane map every
@@ -591,7 +624,9 @@ class Controller:
             engine.check_leases(self._processes(), holder_alive)
             parked = self._parked()
             engine.hand_off(parked, lambda name: self._can_take(name, failed))
-            engine.schedule(failed)
+            engine.schedule(failed)  # an issue labelled story becomes one first (its manager gets it)
+            if self.stories is not None:
+                self.stories.tick()
             if self.pipeline is not None:
                 self._follow_instances(self.pipeline.tick(failed))
             if self.fixes is not None:

@@ -25,6 +25,7 @@ from miyabi.tmux.runner import Tmux
 if TYPE_CHECKING:  # the task store is imported where it is used: `miyabi status` seldom needs it
     from miyabi.work.model import Task
     from miyabi.work.store import Store
+    from miyabi.work.stories import Story
 
 
 @dataclass
@@ -411,3 +412,27 @@ def messages(
 ) -> list[dict[str, Any]]:
     """An agent's messages in ``states``, each state in delivery order."""
     return [message_json(state, m) for state, m in inbox(home_root, agent).list(tuple(states))]
+
+
+def new_story(home: Home, store: Store, title: str, body: str = "") -> tuple[Story, Task]:
+    """``miyabi story TEXT``: a story for the roles of the layout this home runs (its
+    ``roles:``), its planning task routed to the manager.
+
+    Raises:
+        MiyabiError: no layout runs here, it does not load, or it names no ``roles.manager``.
+    """
+    from miyabi.config import load
+    from miyabi.work.stories import create
+
+    recorded = home.load_state().get("layout")
+    if not isinstance(recorded, str):
+        raise MiyabiError(f"no ensemble ran in {home.root}; run `miyabi up LAYOUT` with a roles: section first")
+    try:
+        lay = load(Path(recorded))
+    except LayoutError as e:
+        raise MiyabiError(f"{e.lines()[0]}; fix the layout, then try again") from None
+    if lay.roles is None or lay.roles.manager is None:
+        raise MiyabiError(
+            f"{recorded}: roles.manager is not set; name the agent that plans stories (roles: {{manager: NAME}})"
+        )
+    return create(store, title, body, lay.roles.manager, lay.roles.coder, home_root=home.root)

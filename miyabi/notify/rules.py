@@ -108,6 +108,8 @@ def from_event(key: str, e: dict[str, Any]) -> Notice | None:
             None,
             e,
         )
+    if kind in (EventKind.DEPLOYED, EventKind.DEPLOY_FAILED, EventKind.HEALTH_FAILED, EventKind.SERVICE_GAVE_UP):
+        return deploy_notice(key, e)
     if kind == EventKind.APPROVAL_NEEDED:
         return Notice(
             key,
@@ -128,8 +130,6 @@ def from_event(key: str, e: dict[str, Any]) -> Notice | None:
             None,
             e,
         )
-    if kind in (EventKind.DEPLOYED, EventKind.DEPLOY_FAILED, EventKind.HEALTH_FAILED, EventKind.SERVICE_GAVE_UP):
-        return deploy_notice(key, e)
     if kind == EventKind.PULL_REQUEST_OPENED:
         return Notice(
             key,
@@ -139,6 +139,8 @@ def from_event(key: str, e: dict[str, Any]) -> Notice | None:
             str(e["url"]) if e.get("url") else None,
             e,
         )
+    if kind in (EventKind.STORY_DONE, EventKind.STORY_FAILED) and (kind == EventKind.STORY_DONE or e.get("final")):
+        return story_notice(key, e)
     return None
 
 
@@ -160,6 +162,28 @@ def deploy_notice(key: str, e: dict[str, Any]) -> Notice | None:
         return None
     text = f"{name} at {commit}{story} fails {e.get('check')}: {str(e.get('evidence') or '')[:300]}"
     return Notice(key, NoticeKind.HEALTH_FAILED, f"{name} fails its health check", text, None, e)
+
+
+def story_notice(key: str, e: dict[str, Any]) -> Notice:
+    """The notice of a story that ended: done (deployed, its checks passed) or failed."""
+    story = e.get("story")
+    if e.get("event") == EventKind.STORY_DONE:
+        return Notice(
+            key,
+            NoticeKind.STORY_DONE,
+            f"story {story} done",
+            f"story {story} is deployed ({str(e.get('commit') or '')[:12]}) and passed its checks",
+            None,
+            e,
+        )
+    return Notice(
+        key,
+        NoticeKind.STORY_FAILED,
+        f"story {story} failed",
+        f"story {story} failed after {e.get('round')} of {e.get('of')} rounds: {str(e.get('evidence') or '')[:300]}",
+        None,
+        e,
+    )
 
 
 def restarted(key: str, e: dict[str, Any]) -> Notice:

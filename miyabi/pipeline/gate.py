@@ -54,6 +54,12 @@ def feedback(task: Task, failed: StepResult, round_: int, rounds: int, log_path:
     )
 
 
+def landed_state(t: Task) -> TaskState:
+    """Where a task whose work merged behind the checks goes: ``verified`` for a story's
+    child (its story's deploy and checks make it done), else ``done``."""
+    return TaskState.VERIFIED if t.story is not None else TaskState.DONE
+
+
 def results_text(run: Run) -> list[str]:
     """``- test `pytest -q`: passed in 1.2 s`` per command."""
     return [
@@ -364,7 +370,7 @@ class Gate:
                         log.warning("could not remove the staging worktree %s: %s", staging, e)
         self.records.set_worktree_state(pool.repo, t.branch, WorktreeState.MERGED)
         self.store.set_state(
-            t.id, TaskState.DONE, f"verified and merged into {base} ({landed[:12]})", expect=(TaskState.VERIFYING,)
+            t.id, landed_state(t), f"verified and merged into {base} ({landed[:12]})", expect=(TaskState.VERIFYING,)
         )
         tick_untracked(t, pool, Repository(pool.repo, self.layout.secret_env), landed)
         append_event(

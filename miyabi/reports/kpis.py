@@ -38,6 +38,10 @@ What each figure means (docs/reports.md says the same):
 - **GitHub issues closed**: tasks from GitHub that reached ``done`` inside the
   window (miyabi labels them ``status:done``; the pull request closes the issue).
 - **pull requests opened**: ``pull-request-opened`` events inside the window.
+- **stories done**: ``story-done`` events inside the window (each story once).
+- **story to deployed**: for each story whose first ``story-deployed`` event is inside
+  the window, seconds from the story (``miyabi story``, an issue labelled story) to that
+  deploy (the event's ``seconds``); its median is the p50.
 
 Percentiles use the nearest-rank method (the smallest sample with at least p % of
 the samples at or below it; NIST's and Wikipedia's "Percentile" article's
@@ -257,6 +261,8 @@ class Report:
         cycle_time: creation → done of the tasks done in the window.
         issues_closed: references (``owner/name#3``) of GitHub tasks done in the window.
         pull_requests_opened: pull requests the pipeline opened in the window.
+        stories_done: stories done in the window.
+        story_to_deployed: story → first deploy, of the stories first deployed in the window.
     """
 
     since: float
@@ -273,6 +279,8 @@ class Report:
     cycle_time: Spread = Spread()
     issues_closed: tuple[str, ...] = ()
     pull_requests_opened: int = 0
+    stories_done: int = 0
+    story_to_deployed: Spread = Spread()
 
     @property
     def seconds(self) -> float:
@@ -294,7 +302,8 @@ class Report:
              "restarts": {"signal": n, "exit": n, "hung": n, "requested": n, "other": n},
              "mttr": {…}, "delivery": {…},
              "tasks": {"done", "failed", "cycle_time": {…}, "per_day": [{"day", "done", "failed"}]},
-             "github": {"issues_closed": ["owner/name#3"], "pull_requests_opened"}}
+             "github": {"issues_closed": ["owner/name#3"], "pull_requests_opened"},
+             "stories": {"done", "to_deployed": {…}}}
         """
         return {
             "since": rfc3339(self.since),
@@ -313,6 +322,7 @@ class Report:
                 "per_day": [d.to_json() for d in self.days],
             },
             "github": {"issues_closed": list(self.issues_closed), "pull_requests_opened": self.pull_requests_opened},
+            "stories": {"done": self.stories_done, "to_deployed": self.story_to_deployed.to_json()},
         }
 
 
@@ -628,6 +638,7 @@ def compute(
     tracks = replay.tracks
     total = sum(a.observed for a in rows)
     tasks = _Outcomes.of(changes, since, until)
+    stories_done, to_deployed = _stories(timed, since)
     return Report(
         since=since,
         until=until,
@@ -643,4 +654,20 @@ def compute(
         cycle_time=Spread.of([max(0.0, c.time - c.created) for c in tasks.done.values()]),
         issues_closed=tuple(sorted({c.ref for c in tasks.done.values() if c.source == "github"})),
         pull_requests_opened=replay.prs,
+        stories_done=stories_done,
+        story_to_deployed=Spread.of(to_deployed),
     )
+
+
+def _stories(timed: Sequence[tuple[float, dict[str, Any]]], since: float) -> tuple[int, list[float]]:
+    """Stories done in the window, and story → first deploy of those first deployed in
+    it (``timed``: the events before ``until``, oldest first)."""
+    done: set[Any] = set()
+    first: dict[Any, tuple[float, float]] = {}
+    for t, e in timed:
+        kind, story = e.get("event"), e.get("story")
+        if kind == EventKind.STORY_DONE and t >= since:
+            done.add(story)
+        elif kind == EventKind.STORY_DEPLOYED and story not in first and isinstance(e.get("seconds"), (int, float)):
+            first[story] = (t, float(e["seconds"]))
+    return len(done), [seconds for t, seconds in first.values() if t >= since]

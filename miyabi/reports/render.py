@@ -143,6 +143,8 @@ def summary_rows(report: Report) -> list[list[str]]:
         ["median cycle time", seconds_text(report.cycle_time.p50)],
         ["GitHub issues closed", str(len(report.issues_closed))],
         ["pull requests opened", str(report.pull_requests_opened)],
+        ["stories done", str(report.stories_done)],
+        ["median story to deployed", seconds_text(report.story_to_deployed.p50)],
     ]
 
 

@@ -46,6 +46,8 @@ from miyabi.web.models import (
     Merge,
     Message,
     Sent,
+    Story,
+    StoryDetail,
     Task,
     TaskDetail,
     errors,
@@ -584,6 +586,85 @@ def task_json(site: Site, t: StoredTask) -> dict[str, Any]:
 )
 def get_task(ref: str, request: Request) -> dict[str, Any]:
     return task_of(site_of(request), ref)
+
+
+# -- stories
+
+
+@router.get("/stories", response_model=list[Story], responses=errors(503), summary="Stories, newest first")
+def list_stories(request: Request) -> list[dict[str, Any]]:
+    return stories_of(site_of(request))
+
+
+def stories_of(site: Site) -> list[dict[str, Any]]:
+    """Stories, newest first, each with how many tasks it has and how many landed."""
+    from miyabi.work.stories import children, landed, stories
+
+    out = []
+    for s in reversed(stories(site.store)):
+        kids = children(site.store, s.id)
+        out.append({**s.to_json(), "tasks": len(kids), "landed": landed(kids)})
+    return out
+
+
+@router.get(
+    "/stories/{story_id}",
+    response_model=StoryDetail,
+    responses=errors(400, 404, 503),
+    summary="One story: its tasks and how far each got, its history, its deploy",
+)
+def get_story(story_id: str, request: Request) -> dict[str, Any]:
+    return story_of(site_of(request), story_id)
+
+
+def story_of(site: Site, story_id: str) -> dict[str, Any]:
+    """One story with its ``children`` (state, verify rounds, merged), ``history`` and
+    ``deploy`` (what its last deploy runs, and whether its health check passed).
+
+    Raises:
+        StoryError: no such story, or ``story_id`` is not a story id.
+    """
+    from miyabi.pipeline.deploy import Deployer
+    from miyabi.times import rfc3339
+    from miyabi.work.stories import LANDED_CHILD, children, get, history, landed
+
+    s = get(site.store, story_id)
+    kids = children(site.store, s.id)
+    mine = [d for d in Deployer(site.home.root).deployments() if d.story == s.id]
+    d = max(mine, key=lambda x: x.time) if mine else None
+    deploy = (
+        {
+            "name": d.name,
+            "commit": d.commit,
+            "ok": d.ok,
+            "time": rfc3339(d.time),
+            "healthy": d.ok and d.last_good == d.commit,
+            "serve": d.serve,
+            "health": d.check.describe() if d.check is not None else None,
+        }
+        if d is not None
+        else None
+    )
+    return {
+        **s.to_json(),
+        "tasks": len(kids),
+        "landed": landed(kids),
+        "children": [
+            {
+                "id": k.id,
+                "ref": k.ref,
+                "title": k.title,
+                "state": str(k.state),
+                "agent": k.agent,
+                "rounds": k.rounds,
+                "depends_on": site.store.depends_on(k.id),
+                "merged": k.state in LANDED_CHILD and k.branch is not None,
+            }
+            for k in kids
+        ],
+        "history": history(site.store, s.id),
+        "deploy": deploy,
+    }
 
 
 def task_of(site: Site, ref: str) -> dict[str, Any]:

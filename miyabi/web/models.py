@@ -324,3 +324,64 @@ class Kpis(BaseModel):
     agents: Table
     days: Table
     definitions: list[list[str]] = Field(description="(figure, how it is computed) rows.")
+
+
+class Story(BaseModel):
+    """A story as ``miyabi story ls --json`` prints it."""
+
+    id: int
+    ref: str
+    title: str
+    state: str = Field(description="planning, building, deploying, checking, done or failed.")
+    task: int | None = Field(description="Its planning task.")
+    manager: str | None
+    coder: str | None
+    source: str
+    url: str | None
+    rounds: int = Field(description="Fix rounds its deploy and checks took so far.")
+    commit: str | None = Field(description="The commit deployed last.")
+    evidence: str = Field(description="Why its last deploy or check failed (empty: none did).")
+    created: str
+    updated: str
+    deployed: str | None
+    finished: str | None
+    seconds_to_deployed: float | None = Field(description="Seconds from the story to its first deploy.")
+    tasks: int
+    landed: int = Field(description="Tasks whose work landed (verified, deployed or done).")
+
+
+class StoryTask(BaseModel):
+    """One of a story's tasks, and how far its work got."""
+
+    id: int
+    ref: str
+    title: str
+    state: str
+    agent: str | None
+    rounds: int = Field(description="Verify rounds it failed.")
+    depends_on: list[int]
+    merged: bool = Field(description="Its work was checked and merged.")
+
+
+class StoryChange(BaseModel):
+    time: str
+    state: str
+    reason: str
+
+
+class StoryDeploy(BaseModel):
+    """What the story's deploy runs (``run/deploy/NAME.json``)."""
+
+    name: str
+    commit: str
+    ok: bool = Field(description="The last deploy passed (commands, service start, health).")
+    time: str
+    healthy: bool = Field(description="Its health check passed on the commit deployed.")
+    serve: str | None
+    health: str | None = Field(description="The health check, described.")
+
+
+class StoryDetail(Story):
+    children: list[StoryTask]
+    history: list[StoryChange]
+    deploy: StoryDeploy | None

@@ -39,6 +39,8 @@ from miyabi.web.api import (
     merges_of,
     messages_of,
     pane_of,
+    stories_of,
+    story_of,
     task_of,
     tasks_of,
 )
@@ -46,7 +48,7 @@ from miyabi.web.auth import Role
 from miyabi.web.kpis import WINDOWS, kpis_of
 from miyabi.web.logs import log_lines
 from miyabi.web.site import Site
-from miyabi.work.model import FINISHED, OPEN, TaskState
+from miyabi.work.model import FINISHED, LANDED, OPEN, TaskState
 
 STATIC = Path(__file__).parent / "static"
 """The script and style sheet (served under ``/static/``)."""
@@ -57,6 +59,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 NAV = (
     ("/", "Ensemble", "ensemble"),
     ("/tasks", "Tasks", "tasks"),
+    ("/stories", "Stories", "stories"),
     ("/inbox", "Inbox", "inbox"),
     ("/approvals", "Approvals", "approvals"),
     ("/events", "Events", "events"),
@@ -85,10 +88,12 @@ BOARD = (
     Column("queued", (TaskState.QUEUED, TaskState.BLOCKED)),
     Column("working", (TaskState.ASSIGNED, TaskState.IN_PROGRESS, TaskState.VERIFYING)),
     Column("shared", (TaskState.SHARED,)),
+    Column("landed", LANDED),
     Column("finished", FINISHED),
 )
 """The task board: what waits, what is worked on, what went to the bus (shown only with
-a ``bus:``, or while a task is there), what is over; each card names its exact state."""
+a ``bus:``, or while a task is there), what landed and waits for its story's deploy
+(shown while a task is there), what is over; each card names its exact state."""
 
 CANCELLABLE = OPEN
 """Task states a task can be cancelled from (the task page's Cancel)."""
@@ -289,6 +294,8 @@ def tasks_page(request: Request) -> HTMLResponse:
         here = [t for t in tasks if t["state"] in col.states]
         if col.name == "shared" and not here and (lay is None or lay.bus is None):
             continue
+        if col.name == "landed" and not here:
+            continue
         if col.name == "finished":
             here.sort(key=lambda t: str(t["updated"]), reverse=True)
         columns.append({"name": col.name, "states": [str(s) for s in col.states], "tasks": here})
@@ -310,6 +317,17 @@ def task_page(ref: str, request: Request) -> HTMLResponse:
         cancellable=[str(s) for s in CANCELLABLE],
         retriable=[str(s) for s in RETRIABLE],
     )
+
+
+@router.get("/stories", response_class=HTMLResponse)
+def stories_page(request: Request) -> HTMLResponse:
+    return render(request, "stories.html", "Stories", "stories", stories=stories_of(site_of(request)))
+
+
+@router.get("/stories/{story_id}", response_class=HTMLResponse)
+def story_page(story_id: str, request: Request) -> HTMLResponse:
+    s = story_of(site_of(request), story_id)  # StoryError: 404 or 400
+    return render(request, "story.html", f"Story {s['id']}", "story", data={"story": str(s["id"])}, s=s)
 
 
 @router.get("/inbox", response_class=HTMLResponse)

@@ -30,6 +30,7 @@ from miyabi.work.intake import SyncReport, report, sync
 from miyabi.work.model import Handback, Source, Task, TaskError, TaskState
 from miyabi.work.scheduler import Router, schedule, task_message
 from miyabi.work.store import Store
+from miyabi.work.stories import adopt_issues
 
 log = logging.getLogger("miyabi.work")
 
@@ -108,9 +109,16 @@ class WorkEngine:
         """One scheduling pass (:func:`~miyabi.work.scheduler.schedule`); returns the
         (task id, agent) pairs assigned.
 
+        A GitHub task labelled ``story`` becomes a story first (its manager gets it,
+        whatever the routes say: :func:`~miyabi.work.stories.adopt_issues`), when the
+        layout names ``roles.manager``.
+
         Raises:
             TaskError, sqlite3.Error: the store failed.
         """
+        roles = self.layout.roles
+        if roles is not None and roles.manager is not None and self.layout.github is not None:
+            adopt_issues(self.store, roles.manager, roles.coder, self.home)
         return schedule(self.store, self.router, self.layout.wip, self.dispatch, failed_agents, hold=self._hold)
 
     def _hold(self, task: Task) -> bool:

@@ -4,7 +4,9 @@ where it came from, its place in the queue, and the error a task change raises.
 A task comes from a source (``local``, ``github``, ``job``, ``bus``), has a title,
 body, labels and priority, and moves through states: ``queued`` → ``assigned`` →
 ``in_progress`` → ``done`` | ``failed`` | ``cancelled``; it waits in ``blocked``
-while a task it depends on is not done (or cancelled). Where tasks are kept is
+while a task it depends on is not done (or cancelled, or landed: ``verified``,
+``deployed``). A story's child (:mod:`miyabi.work.stories`) goes ``verifying`` →
+``verified`` → ``deployed`` → ``done``. Where tasks are kept is
 :mod:`miyabi.work.store`.
 """
 
@@ -42,6 +44,12 @@ class TaskState(StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    VERIFIED = "verified"
+    """A story's child whose checks passed and whose work was merged: it waits for its
+    story's deploy (tasks that depend on it may start)."""
+    DEPLOYED = "deployed"
+    """A story's child whose story's deploy ran with its work: it waits for the story's
+    health and acceptance checks, then is done."""
 
 
 class ClaimState(StrEnum):
@@ -75,6 +83,11 @@ OPEN = (
 HELD = (TaskState.ASSIGNED, TaskState.IN_PROGRESS)
 """States in which a task belongs to an agent (and counts towards its ``wip``)."""
 FINISHED = (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED)
+LANDED = (TaskState.VERIFIED, TaskState.DEPLOYED)
+"""States of a story's child whose work landed and that waits for its story (neither
+open nor finished: its instance ends, and tasks that depend on it may start)."""
+SATISFIED = (TaskState.DONE, TaskState.CANCELLED, *LANDED)
+"""States of a task that no longer holds back the tasks that depend on it."""
 PRIORITIES = ("high", "normal", "low")
 
 TRANSITIONS: dict[TaskState, tuple[TaskState, ...]] = {
@@ -104,7 +117,10 @@ TRANSITIONS: dict[TaskState, tuple[TaskState, ...]] = {
         TaskState.FAILED,
         TaskState.CANCELLED,
         TaskState.QUEUED,
+        TaskState.VERIFIED,
     ),
+    TaskState.VERIFIED: (TaskState.DEPLOYED, TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED),
+    TaskState.DEPLOYED: (TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED),
     TaskState.DONE: (),
     TaskState.FAILED: (TaskState.QUEUED,),
     TaskState.CANCELLED: (TaskState.QUEUED,),
@@ -114,7 +130,9 @@ from failed/cancelled: ``miyabi task retry``; ``assigned`` again from
 assigned/in_progress: handed back to the same agent as a new attempt; ``verifying``
 from assigned/in_progress: a pool task its agent calls done; back to ``in_progress``
 when a check fails and the agent gets another round; ``shared`` from queued: published
-on the bus, ending as its result comes back)."""
+on the bus, ending as its result comes back; ``verified`` from verifying: a story's
+child merged behind its checks, then ``deployed`` when its story's deploy ran, and done
+when the story's health and acceptance checks pass, or failed with the story)."""
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
 
@@ -184,6 +202,7 @@ class Task:
         handoff_note: what its new agent is told first: who worked on it, and where.
         spec: where it came from, as JSON: a spec-kit line or a task spec
             (:mod:`miyabi.work.taskspec`); None for any other task.
+        story: the story it belongs to (:mod:`miyabi.work.stories`), if any.
     """
 
     id: int
@@ -215,6 +234,7 @@ class Task:
     handoff: str | None = None
     handoff_note: str | None = None
     spec: str | None = None
+    story: int | None = None
 
     @property
     def from_bus(self) -> bool:
@@ -265,6 +285,7 @@ class Task:
             "parent": self.parent,
             "handoff": self.handoff,
             "spec": json.loads(self.spec) if self.spec else None,
+            "story": self.story,
         }
 
     @classmethod
@@ -299,4 +320,5 @@ class Task:
             handoff=r["handoff"],
             handoff_note=r["handoff_note"],
             spec=r["spec"],
+            story=r["story"],
         )

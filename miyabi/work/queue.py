@@ -57,10 +57,10 @@ class Queue(StoreBase):
 
     def waiting_on_deps(self) -> list[tuple[Task, list[int]]]:
         """Queued or blocked tasks that have dependencies, each with the ids of those
-        not done (nor cancelled) yet."""
+        not done (nor cancelled, nor landed: verified, deployed) yet."""
         rows = self.rows(
             "SELECT t.*, (SELECT group_concat(d.depends_on) FROM deps d JOIN tasks x ON x.id = d.depends_on"
-            "  WHERE d.task = t.id AND x.state NOT IN ('done', 'cancelled')) AS open_deps"
+            "  WHERE d.task = t.id AND x.state NOT IN ('done', 'cancelled', 'verified', 'deployed')) AS open_deps"
             " FROM tasks t WHERE t.id IN (SELECT task FROM deps) AND t.state IN ('queued', 'blocked')"
             " ORDER BY t.id"
         )
@@ -73,7 +73,7 @@ class Queue(StoreBase):
         """Ids of the tasks ``task_id`` depends on that are not done (nor cancelled)."""
         rows = self.rows(
             "SELECT d.depends_on FROM deps d JOIN tasks x ON x.id = d.depends_on"
-            " WHERE d.task=? AND x.state NOT IN ('done', 'cancelled') ORDER BY d.depends_on",
+            " WHERE d.task=? AND x.state NOT IN ('done', 'cancelled', 'verified', 'deployed') ORDER BY d.depends_on",
             (task_id,),
         )
         return [int(r[0]) for r in rows]

@@ -98,6 +98,40 @@ routed to some agents), the tasks an agent holds, and the tasks waiting for one;
 the task of an issue (``repo``, ``number``: the UNIQUE constraint starts with
 ``source``, so it does not serve a lookup by issue)."""
 
+STORIES = """
+CREATE TABLE IF NOT EXISTS stories (
+  id INTEGER PRIMARY KEY,
+  title TEXT NOT NULL,
+  body TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL,
+  task INTEGER REFERENCES tasks(id),
+  manager TEXT,
+  coder TEXT,
+  source TEXT NOT NULL DEFAULT 'local',
+  repo TEXT,
+  number INTEGER,
+  url TEXT,
+  rounds INTEGER NOT NULL DEFAULT 0,
+  deployed_commit TEXT,
+  evidence TEXT NOT NULL DEFAULT '',
+  created REAL NOT NULL,
+  updated REAL NOT NULL,
+  deployed REAL,
+  finished REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS stories_issue ON stories(repo, number) WHERE number IS NOT NULL;
+CREATE TABLE IF NOT EXISTS story_events (
+  id INTEGER PRIMARY KEY,
+  story INTEGER NOT NULL REFERENCES stories(id),
+  time REAL NOT NULL,
+  state TEXT NOT NULL,
+  reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_story ON tasks(story);
+"""
+"""Stories (:mod:`miyabi.work.stories`): a story, its planning task, the fix rounds its
+deploy took, and its history (``story_events``)."""
+
 SCHEMA = Schema(
     "work",
     (
@@ -119,6 +153,9 @@ SCHEMA = Schema(
         AddColumn("tasks", "handoff_note", "TEXT"),
         INDEXES,
         AddColumn("tasks", "spec", "TEXT"),
+        # -- story (issue 23): the story a task belongs to, and the stories
+        AddColumn("tasks", "story", "INTEGER"),
+        STORIES,
     ),
 )
 """The work domain (``schema_versions``: ``work``)."""

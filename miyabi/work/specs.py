@@ -22,7 +22,7 @@ from typing import Any
 from miyabi import defaults
 from miyabi.errors import display_path
 from miyabi.files import private_dir
-from miyabi.work import speckit
+from miyabi.work import speckit, stories
 from miyabi.work.base import SPECKIT_KEY, TASK_SPEC_KEY
 from miyabi.work.model import Source, Task, TaskError, TaskState
 from miyabi.work.store import Store
@@ -239,22 +239,13 @@ def add_spec(store: Store, spec: TaskSpec, home_root: Path, owners: Sequence[str
 
 
 def attach_story(store: Store, story: int | None, task_ids: Sequence[int], agent: str | None) -> int | None:
-    """Put tasks ``task_ids`` in story ``story`` (``miyabi.work.stories.attach``); with
+    """Put tasks ``task_ids`` in story ``story`` (:func:`miyabi.work.stories.attach`); with
     no ``story``, in the story whose planning task ``agent`` holds, when there is
     exactly one. Returns the story (None: none).
 
     Raises:
-        SpecError: ``story`` was given, but this miyabi has no stories.
         StoryError: as ``attach`` (no such story, or it is finished).
     """
-    import importlib
-
-    try:
-        stories: Any = importlib.import_module("miyabi.work.stories")
-    except ModuleNotFoundError:
-        if story is not None:
-            raise SpecError([f"--story {story}: this miyabi has no stories yet"]) from None
-        return None
     if story is None and agent:
         story = stories.story_of_agent(store, agent)
     if story is not None and task_ids:

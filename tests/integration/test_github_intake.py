@@ -23,6 +23,7 @@ from miyabi import defaults
 from miyabi.cli import app
 from miyabi.config.settings import GitHubSettings
 from miyabi.messaging.mailbox import inbox
+from miyabi.work import stories
 from miyabi.work.dispatch import Dispatcher
 from miyabi.work.github import GitHub, GitHubError, client_for
 from miyabi.work.intake import report
@@ -521,3 +522,30 @@ def test_a_controller_without_the_token_says_so_once_in_its_log_and_events(
     said = [line for line in (home / "logs" / "controller.log").read_text().splitlines() if "FAKE_GH_TOKEN" in line]
     assert len(said) == 1 and said[0].endswith(errors[0]), said
     assert fake.requests == []
+
+
+def test_an_issue_labelled_story_goes_to_the_manager_as_a_story(
+    fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_GH_TOKEN", "t0ken")
+    fake.add_issue(1, "Run a blog", ["status:todo", "story"], body="posts and comments")
+    fake.add_issue(2, "Write docs", ["status:todo"])
+    cat = {"profile": "shell", "command": "cat", "wip": 5}
+    lay = write_layout(
+        tmp_path / "l.yaml",
+        [{"name": "kaede", **cat}, {"name": "sakura", **cat}],
+        session="gh",
+        routes=[{"default": True, "agent": "sakura"}],  # a story's issue goes to the manager all the same
+        github=fake.section(),
+        roles={"manager": "kaede", "coder": "sakura"},
+    )
+    home = tmp_path / "home"
+    out = sync(lay, home)
+    assert {a["ref"]: a["agent"] for a in out["assigned"]} == {"acme/widgets#1": "kaede", "acme/widgets#2": "sakura"}
+    store = Store.of_home(home)
+    (story,) = stories.stories(store)
+    assert (story.ref, story.task, story.state) == ("acme/widgets#1", store.get("acme/widgets#1").id, "planning")
+    (msg,) = [m for _, m in inbox(home, "kaede").list()]
+    assert msg.body.startswith("Task acme/widgets#1: Run a blog") and "You manage story 1:" in msg.body
+    assert "miyabi spec import specs/NNN-feature/tasks.md --story 1" in msg.body
+    assert fake.labels(1)[-1] == "assigned:kaede"

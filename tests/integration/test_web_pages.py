@@ -24,7 +24,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from miyabi.tmux.runner import Tmux
+from miyabi.work.model import TaskState
 from miyabi.work.store import Store
+from miyabi.work.stories import StoryState
 
 
 def chromium() -> tuple[str, str]:
@@ -351,6 +353,38 @@ def test_a_failed_agent_says_why_and_how_to_bring_it_back(
         browser.save_screenshot(str(shots / "failed-agent.png"))
     finally:
         stop(web.proc)
+
+
+def test_the_story_view_follows_a_story_live(web: Web, browser: WebDriver, shots: Path) -> None:
+    from miyabi.work import stories
+
+    store = Store.of_home(web.home)
+    # no manager, no coder (this layout has no roles:): nothing routes them, and the keeper leaves the story be
+    story, _ = stories.create(store, "A <i>tiny</i> site", "", home_root=web.home)
+    kids = [store.add(f"page {i}").id for i in (1, 2)]
+    stories.attach(store, story.id, kids)
+    login(browser, web, "/stories")
+    wait_for(lambda: "planning" in text_of(browser, "#stories"), timeout=30, what="the story listed")
+    assert "A <i>tiny</i> site" in text_of(browser, "#stories") and "0 / 2" in text_of(browser, "#stories")
+    browser.save_screenshot(str(shots / "stories.png"))
+    click(browser, By.CSS_SELECTOR, f"[data-story='{story.id}'] a", "the story's link")
+    wait_for(lambda: browser.find_elements(By.ID, "story-tasks"), timeout=30, what="the story's page")
+    assert "not deployed yet" in text_of(browser, "#deploy")
+    # the story moves on while the page is open: its page follows without a reload
+    for tid in kids:
+        store.set_state(tid, TaskState.ASSIGNED, "routed", agent="w1")
+        store.set_state(tid, TaskState.VERIFYING, "says done")
+        store.set_state(tid, TaskState.VERIFIED, "verified and merged")
+    stories.move(store, story.id, StoryState.BUILDING, "planned into 2 task(s)")
+    wait_for(lambda: "2 of 2 landed" in text_of(browser, "#story"), timeout=30, what="the tasks landed, live")
+    rows = js(
+        browser, "return [...document.querySelectorAll('#story-tasks tr[data-task] .state')].map(s => s.textContent)"
+    )
+    assert rows == ["verified", "verified"]
+    assert "building" in text_of(browser, "#story h2")
+    browser.save_screenshot(str(shots / "story.png"))
+    text = js(browser, "return document.body.innerText")
+    assert "null" not in text and "undefined" not in text
 
 
 def test_a_waiting_merge_shows_its_diff_and_approve_lands_it(

@@ -122,7 +122,7 @@ USAGE_ERRORS = [
         ["task", "ls", "--state", "bogus"],
         (
             "task ls: invalid value for '--state': 'bogus' is not a task state; use queued, blocked, assigned, "
-            "in_progress, verifying, shared, done, failed or cancelled; see `miyabi task ls --help`"
+            "in_progress, verifying, shared, done, failed, cancelled, verified or deployed; see `miyabi task ls --help`"
         ),
     ),
     (

@@ -184,3 +184,15 @@ def test_deploys_and_failing_services_are_told_once_per_streak() -> None:
     assert (
         bad is not None and bad.kind == NoticeKind.HEALTH_FAILED and bad.text.endswith("failed: deploy: make exited 2")
     )
+
+
+def test_a_story_is_told_when_it_is_done_and_when_its_rounds_ran_out() -> None:
+    done = from_event("log:1", {"event": "story-done", "story": 3, "commit": "abcdef0123456789"})
+    assert done is not None and done.kind == NoticeKind.STORY_DONE
+    assert done.text == "story 3 is deployed (abcdef012345) and passed its checks"
+    assert from_event("log:2", {"event": "story-failed", "story": 3, "round": 1, "of": 3, "final": False}) is None
+    failed = from_event(
+        "log:3", {"event": "story-failed", "story": 3, "round": 3, "of": 3, "final": True, "evidence": "HTTP 500"}
+    )
+    assert failed is not None and failed.kind == NoticeKind.STORY_FAILED
+    assert failed.text == "story 3 failed after 3 of 3 rounds: HTTP 500"

@@ -192,6 +192,26 @@ def test_time_without_a_controller_or_after_an_instance_ended_is_not_observed() 
     assert (by["coder-1"].observed, by["coder-1"].availability, by["coder-1"].working) == (200.0, 1.0, 100.0)
 
 
+def test_stories_done_and_the_time_from_story_to_deployed() -> None:
+    def ev(at: float, kind: str, **fields: object) -> dict[str, object]:
+        return {"time": rfc3339(S + at), "event": kind, **fields}
+
+    events = [
+        ev(-50, "story-deployed", story=1, seconds=40.0),  # before the window: not this window's figure
+        ev(-10, "story-done", story=1),
+        ev(100, "story-deployed", story=2, seconds=90.0),
+        ev(150, "story-failed", story=2, round=1, of=3, final=False),
+        ev(300, "story-deployed", story=2, seconds=290.0),  # a later round's deploy: the first one counts
+        ev(310, "story-done", story=2),
+        ev(400, "story-deployed", story=3, seconds=30.0),
+        ev(4000, "story-done", story=3),  # after the window
+    ]
+    r = compute(events, [], S, S + 3600)
+    assert (r.stories_done, r.story_to_deployed.n, r.story_to_deployed.p50) == (1, 2, 30.0)
+    assert r.to_json()["stories"] == {"done": 1, "to_deployed": r.story_to_deployed.to_json()}
+    assert "| stories done | 1 |" in to_markdown(r) and "median story to deployed" in to_markdown(r)
+
+
 def test_order_of_lines_does_not_matter(tmp_path: Path) -> None:
     events = list(read_events(recorded_home(tmp_path)))
     assert compute(events, [], S, S + DAY) == compute(list(reversed(events)), [], S, S + DAY)
@@ -227,6 +247,7 @@ def test_json_has_rfc3339_times_and_seconds(tmp_path: Path) -> None:
         "delivery",
         "tasks",
         "github",
+        "stories",
     }
     assert j["tasks"]["per_day"][1] == {"day": "2026-01-02", "done": 2, "failed": 1}
     assert j["github"] == {"issues_closed": ["acme/widgets#3"], "pull_requests_opened": 1}

@@ -177,6 +177,8 @@ function tasksPage() {
 }
 
 function taskPage() { liveParts = ["task"]; every(5000, ["task"]); }
+function storiesPage() { liveParts = ["stories"]; every(3000, ["stories"]); }
+function storyPage() { liveParts = ["story"]; every(2000, ["story"]); }
 function inboxPage() { liveParts = ["messages"]; every(3000, ["messages"]); }
 function approvalsPage() { liveParts = ["waiting", "answers", "merges"]; every(2000, ["waiting", "answers", "merges"]); }
 
@@ -195,5 +197,5 @@ function eventsPage() {
 }
 
 const PAGES = { ensemble: ensemblePage, agent: agentPage, tasks: tasksPage, task: taskPage, inbox: inboxPage,
-  approvals: approvalsPage, events: eventsPage };
+  approvals: approvalsPage, events: eventsPage, stories: storiesPage, story: storyPage };
 (PAGES[body.dataset.page] || (() => {}))();
