@@ -89,7 +89,8 @@ def find_service(runner: Runner, session: str, name: str) -> ServicePane | None:
     try:
         lines = runner.run("list-panes", "-s", "-t", exact(session), "-F", FORMAT)
     except TmuxError as e:
-        if "can't find" in e.stderr or "no server" in e.stderr or "error connecting" in e.stderr:
+        # "no current target": a server whose last session just went, while it exits
+        if any(s in e.stderr for s in ("can't find", "no server", "error connecting", "no current target")):
             return None
         raise
     for line in lines:
