@@ -66,6 +66,11 @@ class Item:
     story: str | None = None
     after: tuple[str, ...] = ()
 
+    @property
+    def title(self) -> str:
+        """The description without its ``(depends on …)`` clause: the task's title."""
+        return " ".join(DEPENDS_RE.sub(" ", self.text).split()) or self.text
+
 
 @dataclass(frozen=True)
 class Phase:

@@ -157,7 +157,7 @@ def import_list(
             }
             tid = store.insert(
                 db,
-                it.text,
+                it.title,
                 _body(tl, it, rel or str(path.resolve())),
                 [*([it.story] if it.story else []), *labels],
                 priority,

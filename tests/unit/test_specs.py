@@ -133,6 +133,7 @@ def test_the_template_parses_into_phases_and_tasks() -> None:
         2,
     )
     assert t012.text == "Implement PostService in src/services/posts.py (depends on T010, T011)"
+    assert t012.title == "Implement PostService in src/services/posts.py"  # the clause is the graph's, not the title's
     assert [it.id for it in tl.items if it.done] == ["T011"]
     assert tl.ref(t012) == "001-blog#T012"
     assert tl.phases[2].title == "User Story 1 - Write a post (Priority: P1) 🎯 MVP"
@@ -224,6 +225,7 @@ def test_import_stores_the_graph_refs_labels_and_states(store: Store, tmp_path: 
         ("US1", "agent:coders"),
         "blocked",
     )
+    assert t12.title == "Implement PostService in src/services/posts.py"
     assert store.depends_on(t12.id) == sorted(ids[f"001-blog#{d}"] for d in ("T008", "T009", "T010", "T011"))
     assert store.get("001-blog#T011").state == "done"  # ticked in the file already
     assert store.get("001-blog#T001").state == "queued" and store.get("001-blog#T003").state == "queued"
