@@ -28,10 +28,14 @@ def text(path: Path) -> str:
 
 
 def section(markdown: str, heading: str) -> str:
-    """The body of the ``## heading`` section (up to the next ``## ``)."""
+    """The body of the ``## heading`` section (up to the next ``## `` outside a fenced
+    code block: a tour's file may hold Markdown headings of its own)."""
     parts = markdown.split(f"\n## {heading}\n", 1)
     assert len(parts) == 2, f"no section '## {heading}'"
-    return parts[1].split("\n## ", 1)[0]
+    body = parts[1]
+    blanked = FENCED.sub(lambda m: re.sub(r"[^\n]", " ", m[0]), body)  # same offsets, no headings
+    end = blanked.find("\n## ")
+    return body if end < 0 else body[:end]
 
 
 FENCED = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
@@ -110,7 +114,11 @@ def check_invocation(root: Any, argv: list[str]) -> list[str]:
     """What is wrong with ``miyabi ARGV``: an unknown command, option or extra argument."""
     cmd, path = root, ["miyabi"]
     args = list(argv)
+    from miyabi.cli.stories import StoryGroup
+
     while hasattr(cmd, "commands"):
+        if isinstance(cmd, StoryGroup) and args and args[0] not in cmd.commands and not args[0].startswith("-"):
+            args.insert(0, "new")  # `miyabi story TEXT` is `miyabi story new TEXT`
         if not args or args[0] not in cmd.commands:
             return [f"{' '.join(path)}: no command {args[0] if args else '(none)'!r}"]
         name = args.pop(0)
@@ -147,7 +155,7 @@ def test_every_miyabi_command_of_the_tour_exists_with_its_options() -> None:
     problems = [p for argv in used for p in check_invocation(root, argv)]
     assert problems == []
     shown = {" ".join(argv[:2]) if argv[0] in ("task", "job") else argv[0] for argv in used}
-    wanted = {"up", "status", "send", "inbox", "task add", "task ls", "job submit", "logs", "down"}
+    wanted = {"up", "status", "send", "inbox", "task add", "task ls", "job submit", "story", "logs", "down"}
     assert wanted <= shown, f"the tour no longer runs {sorted(wanted - shown)}"
 
 
@@ -165,12 +173,14 @@ def test_the_files_the_tour_writes_load(tmp_path: Path) -> None:
     ``miyabi job submit``'s checks."""
     from miyabi.config import load
     from miyabi.config.model import PipelineMode
-    from miyabi.work import jobs
+    from miyabi.pipeline.convention import parse
+    from miyabi.work import jobs, speckit
 
     _, heredocs = tour()
     files = {h.file: h.body for h in heredocs}
-    assert {"tour.yaml", "job.json"} <= set(files)
+    assert {"tour.yaml", "job.json", "blog/.miyabi.yml", "manager.sh", "team.yaml"} <= set(files)
     for name, body in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(body, encoding="utf-8")
     (tmp_path / "demo").mkdir()
     layout = load(tmp_path / "tour.yaml")
@@ -178,6 +188,15 @@ def test_the_files_the_tour_writes_load(tmp_path: Path) -> None:
     assert layout.web is not None
     job = jobs.load(tmp_path / "job.json")
     assert Path(job.workdir) == tmp_path
+    # the story's part: its layout names the roles, its repository says how to deploy and
+    # serve, and the manager's list parses into three tasks, the last after the other two
+    team = load(tmp_path / "team.yaml")
+    assert team.roles is not None and (team.roles.manager, team.roles.coder) == ("lead", "builder")
+    blog = parse(files["blog/.miyabi.yml"], "blog/.miyabi.yml")
+    assert blog.serve and blog.health is not None
+    listed = files["manager.sh"].split("<<'LIST'\n", 1)[1].split("\nLIST\n", 1)[0]
+    items = speckit.parse(listed, "001-site").items
+    assert [(it.id, it.after) for it in items] == [("T001", ()), ("T002", ()), ("T003", ("T001", "T002"))]
 
 
 # -- every command on the commands page ------------------------------------------------
