@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from miyabi.work.base import StoreBase
-from miyabi.work.model import Task, TaskState
+from miyabi.work.model import SATISFIED, Task, TaskState
+
+_SATISFIED = ", ".join(f"'{s}'" for s in SATISFIED)
+"""The states that hold back no dependent task, as SQL literals."""
 
 
 class Queue(StoreBase):
@@ -60,7 +63,7 @@ class Queue(StoreBase):
         not done (nor cancelled, nor landed: verified, deployed) yet."""
         rows = self.rows(
             "SELECT t.*, (SELECT group_concat(d.depends_on) FROM deps d JOIN tasks x ON x.id = d.depends_on"
-            "  WHERE d.task = t.id AND x.state NOT IN ('done', 'cancelled', 'verified', 'deployed')) AS open_deps"
+            f"  WHERE d.task = t.id AND x.state NOT IN ({_SATISFIED})) AS open_deps"
             " FROM tasks t WHERE t.id IN (SELECT task FROM deps) AND t.state IN ('queued', 'blocked')"
             " ORDER BY t.id"
         )
@@ -70,10 +73,10 @@ class Queue(StoreBase):
         ]
 
     def open_deps(self, task_id: int) -> list[int]:
-        """Ids of the tasks ``task_id`` depends on that are not done (nor cancelled)."""
+        """Ids of the tasks ``task_id`` depends on that still hold it back (not done, cancelled or landed)."""
         rows = self.rows(
             "SELECT d.depends_on FROM deps d JOIN tasks x ON x.id = d.depends_on"
-            " WHERE d.task=? AND x.state NOT IN ('done', 'cancelled', 'verified', 'deployed') ORDER BY d.depends_on",
+            f" WHERE d.task=? AND x.state NOT IN ({_SATISFIED}) ORDER BY d.depends_on",
             (task_id,),
         )
         return [int(r[0]) for r in rows]
