@@ -79,6 +79,18 @@ def window_name(name: str) -> str:
     return f"{WINDOW_PREFIX}-{name}"
 
 
+SESSION_GONE = ("can't find", "no server", "error connecting", "no current target", "server exited", "lost server")
+"""What tmux says when the session (or its whole server) is gone. A server whose last
+session just went answers ``no current target`` while it exits (measured on tmux 3.3a:
+half of 30 tries); a client whose server exits under it says ``server exited
+unexpectedly`` or ``lost server``."""
+
+
+def session_gone(e: TmuxError) -> bool:
+    """Whether ``e`` says that the session or its server is gone (not another failure)."""
+    return any(s in e.stderr for s in SESSION_GONE)
+
+
 def find_service(runner: Runner, session: str, name: str) -> ServicePane | None:
     """The pane tagged with service ``name`` in ``session``, or None (no such pane, or
     no such session).
@@ -89,8 +101,7 @@ def find_service(runner: Runner, session: str, name: str) -> ServicePane | None:
     try:
         lines = runner.run("list-panes", "-s", "-t", exact(session), "-F", FORMAT)
     except TmuxError as e:
-        # "no current target": a server whose last session just went, while it exits
-        if any(s in e.stderr for s in ("can't find", "no server", "error connecting", "no current target")):
+        if session_gone(e):
             return None
         raise
     for line in lines:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from helpers import brought_up, wait_for, write_layout
 from integration.conftest import Cli
@@ -210,8 +211,15 @@ def test_the_default_ensemble_takes_a_task_to_done_and_logs_every_message_it_sen
     assert r.exit_code == 0 and "warning" not in r.output, r.output
     wait_for(lambda: state(home, 1) == "done", timeout=30, what="task 1 done")
     assert cli("send", "sakura", "hello").exit_code == 0
-    wait_for(lambda: transcript(home, "sakura") == ["hello"], what="sakura's message")
-    events = list(read_events(home))
+    wait_for(lambda: transcript(home, "sakura") == ["hello"], timeout=30, what="sakura's message")
+
+    def sakura_delivered() -> list[dict[str, Any]]:
+        """The event log, once it says sakura's message was delivered (the deliverer
+        writes that after the message reached the pane, so after the transcript)."""
+        events = list(read_events(home))
+        return events if any(e["event"] == "delivered" and e.get("agent") == "sakura" for e in events) else []
+
+    events = wait_for(sakura_delivered, timeout=30, what="the delivered event of sakura's message")
     delivered = [e for e in events if e["event"] == "delivered"]
     enqueued = {e["id"]: e for e in events if e["event"] == "enqueued"}
     assert len(delivered) >= 2 and all(e["id"] in enqueued for e in delivered), (delivered, enqueued)
