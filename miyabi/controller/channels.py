@@ -154,8 +154,14 @@ class Channels:
         with conn:
             conn.settimeout(defaults.CHANNEL_TIMEOUT)
             try:
+                # the request is read before the peer is judged: a client refused before
+                # it wrote would get a broken pipe, not the refusal (seen under load)
+                try:
+                    request = _read_request(conn)
+                except (MiyabiError, OSError, ValueError):
+                    self._check_peer(conn, agent)
+                    raise
                 self._check_peer(conn, agent)
-                request = _read_request(conn)
                 reply: dict[str, Any] = {"ok": True, **self.handle(agent, request)}
             except (MiyabiError, OSError, ValueError) as e:
                 reply = {"ok": False, "error": str(e).splitlines()[0] if str(e) else type(e).__name__}

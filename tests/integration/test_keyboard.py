@@ -83,7 +83,14 @@ def held(home: Path, agent: str) -> bool:
 def delivered_at(home: Path, msg_id: str) -> float:
     from datetime import datetime
 
-    ev = next(e for e in read_events(home) if e["event"] == EventKind.DELIVERED and e.get("id") == msg_id)
+    # the event is written after the message's state turns delivered: wait for it
+    ev = wait_for(
+        lambda: next(
+            (e for e in read_events(home) if e["event"] == EventKind.DELIVERED and e.get("id") == msg_id), None
+        ),
+        timeout=30,
+        what=f"the delivered event of {msg_id}",
+    )
     return datetime.fromisoformat(str(ev["time"])).timestamp()
 
 
