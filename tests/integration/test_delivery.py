@@ -66,9 +66,14 @@ def test_a_message_reaches_the_worker_and_shows_delivered(cli: Cli, home: Path, 
     (item,) = json.loads(r.output)
     assert item["id"] == mid and item["state"] == "delivered" and item["delivered"]
     assert "ack hello" in capture(tmux, panes("one")["sakura"].pane_id)
-    events = [json.loads(x) for x in (home / "logs" / "events.jsonl").read_text().splitlines()]
-    kinds = [e["event"] for e in events if e.get("id") == mid]
-    assert kinds == ["enqueued", "typing", "delivered"]
+
+    def kinds() -> list[str]:
+        """The message's events, once the last is written (after its state turned delivered)."""
+        events = [json.loads(x) for x in (home / "logs" / "events.jsonl").read_text().splitlines()]
+        said = [e["event"] for e in events if e.get("id") == mid]
+        return said if "delivered" in said else []
+
+    assert wait_for(kinds, what="the delivered event") == ["enqueued", "typing", "delivered"]
 
 
 def test_8_senders_x_200_messages_to_cat_arrive_once_and_in_order(cli: Cli, home: Path, tmp_path: Path) -> None:
