@@ -259,6 +259,9 @@ def test_controller_killed_at_random_moments_loses_and_doubles_nothing(
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: len(transcript(home, "kaede")) >= n, timeout=60, what="the rest of the stream")
+        # the worker writes its transcript as a message arrives; the controller marks it
+        # delivered just after: stopping it in between would leave the last one to the next
+        wait_for(lambda: not inbox(home, "kaede").pending(), timeout=60, what="every message marked delivered")
     finally:
         proc.terminate()
         proc.wait(10)
